@@ -1,0 +1,181 @@
+"""`Lease` on a JetStream KV bucket with per-key TTLs.
+
+One key per lease. The KV revision (the stream sequence of the key's newest
+message) is the fencing token: it grows every time anybody writes the key.
+
+- acquire: publish with `Nats-Expected-Last-Subject-Sequence: 0` (the key has
+  no message) or, after a graceful release, the revision of the delete marker;
+  with `Nats-TTL`, so a dead holder's lease vanishes on its own.
+- renew: publish with the expected revision and `Nats-TTL` again. Not
+  `kv.update()`: it silently drops the per-message TTL, and the lease would
+  never expire (measured).
+- release: a delete marker with the expected revision.
+
+All writes are raw publishes to `$KV.<bucket>.<key>`, so every header is ours.
+Every uncertain outcome (timeout, no connection, a lost race) reads as "not
+held": leases only give liveness; the log's expected sequence gives safety.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client as NatsClient
+
+from ironbook.adapters.nats.provision import (
+    ERR_WRONG_LAST_SEQUENCE,
+    ERR_WRONG_LAST_SEQUENCE_CONSTANT,
+    with_placement_retry,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BUCKET = "ironbook_leases"
+DEFAULT_TTL_MS = 1000
+MIN_TTL_MS = 1000  # the server refuses shorter per-message TTLs (10165)
+DEFAULT_TIMEOUT_MS = 1000
+
+_EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
+_TTL = "Nats-TTL"
+_KV_OPERATION = "KV-Operation"
+_WRONG_LAST_SEQUENCE = re.compile(r"wrong last sequence: (\d+)")
+
+
+async def ensure_lease_bucket(
+    nc: NatsClient, bucket: str = DEFAULT_BUCKET, *, replicas: int = 3
+) -> None:
+    """An R3 KV bucket, one revision per key, per-message TTLs allowed."""
+    js = nc.jetstream()
+    await with_placement_retry(
+        f"kv bucket {bucket}",
+        lambda: js.create_key_value(bucket=bucket, history=1, replicas=replicas),
+    )
+
+
+class NatsLease:
+    """The lease `key` in KV bucket `bucket`."""
+
+    def __init__(
+        self,
+        nc: NatsClient,
+        key: str,
+        *,
+        bucket: str = DEFAULT_BUCKET,
+        ttl_ms: int = DEFAULT_TTL_MS,
+        timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    ) -> None:
+        if ttl_ms < MIN_TTL_MS:
+            raise ValueError(f"lease ttl_ms must be >= {MIN_TTL_MS} (server minimum)")
+        self._nc = nc
+        self.key = key
+        self.bucket = bucket
+        self.ttl_ms = ttl_ms
+        self._subject = f"$KV.{bucket}.{key}"
+        self._stream = f"KV_{bucket}"
+        self._timeout_s = timeout_ms / 1000
+
+    @classmethod
+    async def open(
+        cls,
+        nc: NatsClient,
+        key: str,
+        *,
+        bucket: str = DEFAULT_BUCKET,
+        ttl_ms: int = DEFAULT_TTL_MS,
+        replicas: int = 3,
+    ) -> NatsLease:
+        await ensure_lease_bucket(nc, bucket, replicas=replicas)
+        return cls(nc, key, bucket=bucket, ttl_ms=ttl_ms)
+
+    async def acquire(self, holder: str) -> int | None:
+        outcome = await self._write(holder, expected_revision=0)
+        if not isinstance(outcome, _WrongRevision):
+            return outcome
+        # The key has a message. If it is a delete marker (a graceful release)
+        # the lease is free: take it by expecting the marker's revision.
+        if outcome.current_revision is None:
+            return None
+        if not await self._is_delete_marker(outcome.current_revision):
+            return None
+        retried = await self._write(holder, expected_revision=outcome.current_revision)
+        return None if isinstance(retried, _WrongRevision) else retried
+
+    async def renew(self, holder: str, revision: int) -> int | None:
+        assert revision > 0
+        outcome = await self._write(holder, expected_revision=revision)
+        return None if isinstance(outcome, _WrongRevision) else outcome
+
+    async def release(self, holder: str, revision: int) -> None:
+        headers = {_EXPECTED_LAST_SUBJECT_SEQ: str(revision), _KV_OPERATION: "DEL"}
+        try:
+            await self._nc.request(
+                self._subject, holder.encode(), timeout=self._timeout_s, headers=headers
+            )
+        except (nats.errors.Error, OSError) as err:
+            log.info("lease %s: release at %d unconfirmed: %r", self.key, revision, err)
+
+    async def _write(self, holder: str, *, expected_revision: int) -> int | _WrongRevision | None:
+        """Publish `holder` with the TTL if the key is at `expected_revision`.
+
+        The new revision; `_WrongRevision` if the key moved; None if unknown.
+        """
+        headers = {
+            _EXPECTED_LAST_SUBJECT_SEQ: str(expected_revision),
+            _TTL: f"{self.ttl_ms}ms",
+        }
+        try:
+            reply = await self._nc.request(
+                self._subject, holder.encode(), timeout=self._timeout_s, headers=headers
+            )
+            ack: dict[str, Any] = json.loads(reply.data)
+        except (nats.errors.Error, OSError, ValueError) as err:
+            log.info("lease %s: write unconfirmed: %r", self.key, err)
+            return None
+        error = ack.get("error")
+        if error is None:
+            return int(ack["seq"])
+        code = error.get("err_code")
+        description = str(error.get("description", ""))
+        if code in (ERR_WRONG_LAST_SEQUENCE, ERR_WRONG_LAST_SEQUENCE_CONSTANT):
+            match = _WRONG_LAST_SEQUENCE.search(description)
+            return _WrongRevision(int(match.group(1)) if match else None)
+        log.warning("lease %s: write refused (%s): %s", self.key, code, description)
+        return None
+
+    async def _is_delete_marker(self, revision: int) -> bool:
+        """Read message `revision` from the bucket's stream leader."""
+        request = json.dumps({"seq": revision}).encode()
+        try:
+            reply = await self._nc.request(
+                f"$JS.API.STREAM.MSG.GET.{self._stream}", request, timeout=self._timeout_s
+            )
+            answer: dict[str, Any] = json.loads(reply.data)
+        except (nats.errors.Error, OSError, ValueError):
+            return False
+        message = answer.get("message")
+        if not isinstance(message, dict) or message.get("subject") != self._subject:
+            return False
+        raw_headers = message.get("hdrs")
+        if not raw_headers:
+            return False
+        decoded = base64.b64decode(raw_headers).decode(errors="replace")
+        return any(
+            line.split(":", 1)[0].strip().lower() == _KV_OPERATION.lower()
+            and line.split(":", 1)[1].strip() in ("DEL", "PURGE")
+            for line in decoded.splitlines()
+            if ":" in line
+        )
+
+
+class _WrongRevision:
+    """The key is not at the expected revision; it is at `current_revision`."""
+
+    __slots__ = ("current_revision",)
+
+    def __init__(self, current_revision: int | None) -> None:
+        self.current_revision = current_revision

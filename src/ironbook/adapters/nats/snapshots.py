@@ -1,0 +1,85 @@
+"""`SnapshotStore` on a JetStream object store (R3), one bucket per partition.
+
+Each snapshot is its own object, named by its zero-padded log sequence, so
+names sort by position and a half-written newer snapshot never hides a good
+older one (an object becomes visible only when its meta message lands, after
+all its chunks). The store keeps the newest `keep` snapshots and deletes the
+rest. The object store checks a SHA-256 digest on every read.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.js.api import StorageType
+from nats.js.object_store import ObjectStore
+
+from ironbook.adapters.nats.provision import with_placement_retry
+from ironbook.replication.interfaces import Snapshot
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KEEP = 2
+_NAME_PREFIX = "snapshot-"
+
+
+def snapshot_bucket(partition: int) -> str:
+    return f"ironbook_snapshots_{partition}"
+
+
+def _object_name(seq: int) -> str:
+    return f"{_NAME_PREFIX}{seq:020d}"
+
+
+class NatsSnapshotStore:
+    def __init__(self, store: ObjectStore, *, keep: int = DEFAULT_KEEP) -> None:
+        assert keep >= 1
+        self._store = store
+        self._keep = keep
+
+    @classmethod
+    async def open(
+        cls, nc: NatsClient, partition: int, *, replicas: int = 3, keep: int = DEFAULT_KEEP
+    ) -> NatsSnapshotStore:
+        js = nc.jetstream()
+        bucket = snapshot_bucket(partition)
+        store = await with_placement_retry(
+            f"object store {bucket}",
+            lambda: js.create_object_store(bucket, replicas=replicas, storage=StorageType.FILE),
+        )
+        return cls(store, keep=keep)
+
+    async def put(self, snapshot: Snapshot) -> None:
+        await self._store.put(_object_name(snapshot.seq), msgspec.msgpack.encode(snapshot))
+        await self._prune()
+
+    async def latest(self) -> Snapshot | None:
+        for name in reversed(await self._names()):
+            try:
+                result = await self._store.get(name)
+            except nats.js.errors.NotFoundError:
+                continue  # pruned between the listing and the read
+            if result.data is None:
+                continue
+            return msgspec.msgpack.decode(result.data, type=Snapshot)
+        return None
+
+    async def _names(self) -> list[str]:
+        try:
+            infos = await self._store.list(ignore_deletes=True)
+        except nats.js.errors.NotFoundError:
+            return []
+        return sorted(
+            info.name for info in infos if info.name and info.name.startswith(_NAME_PREFIX)
+        )
+
+    async def _prune(self) -> None:
+        names = await self._names()
+        for name in names[: -self._keep]:
+            try:
+                await self._store.delete(name)
+            except nats.js.errors.NotFoundError:
+                continue
