@@ -1,0 +1,132 @@
+"""The `Lease` contract against a real 3-node JetStream cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from nats.aio.client import Client as NatsClient
+
+from ironbook.adapters.nats.lease import NatsLease, ensure_lease_bucket
+from ironbook.adapters.nats.provision import connect_nats
+from ironbook.adapters.nats.server import LocalNatsCluster
+
+KEY = "ledger-0"
+TTL_MS = 1000
+CONTENDERS = 8
+
+
+async def _clients(cluster: LocalNatsCluster, count: int) -> list[NatsClient]:
+    clients = [await connect_nats(cluster.url) for _ in range(count)]
+    await ensure_lease_bucket(clients[0])
+    return clients
+
+
+async def _close_all(clients: list[NatsClient]) -> None:
+    for nc in clients:
+        await nc.close()
+
+
+async def _acquire_within(lease: NatsLease, holder: str, timeout_s: float) -> int | None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        revision = await lease.acquire(holder)
+        if revision is not None:
+            return revision
+        await asyncio.sleep(0.05)
+    return None
+
+
+def test_exactly_one_of_many_concurrent_acquirers_wins(nats_cluster: LocalNatsCluster) -> None:
+    async def scenario() -> None:
+        clients = await _clients(nats_cluster, CONTENDERS)
+        try:
+            leases = [NatsLease(nc, KEY, ttl_ms=TTL_MS) for nc in clients]
+            for round_number in range(3):
+                revisions = await asyncio.gather(
+                    *(lease.acquire(f"r{round_number}-h{i}") for i, lease in enumerate(leases))
+                )
+                winners = [(i, rev) for i, rev in enumerate(revisions) if rev is not None]
+                assert len(winners) == 1, revisions
+                winner, revision = winners[0]
+                await leases[winner].release(f"r{round_number}-h{winner}", revision)
+        finally:
+            await _close_all(clients)
+
+    asyncio.run(scenario())
+
+
+def test_renewals_keep_the_lease_past_its_ttl(nats_cluster: LocalNatsCluster) -> None:
+    async def scenario() -> None:
+        holder_nc, rival_nc = await _clients(nats_cluster, 2)
+        try:
+            holder = NatsLease(holder_nc, KEY, ttl_ms=TTL_MS)
+            rival = NatsLease(rival_nc, KEY, ttl_ms=TTL_MS)
+            revision = await holder.acquire("holder")
+            assert revision is not None
+            held_until = time.monotonic() + 3 * TTL_MS / 1000
+            while time.monotonic() < held_until:
+                await asyncio.sleep(TTL_MS / 1000 / 4)
+                renewed = await holder.renew("holder", revision)
+                assert renewed is not None and renewed > revision
+                revision = renewed
+                assert await rival.acquire("rival") is None
+            # A renewal with a revision that is no longer current fails.
+            assert await holder.renew("holder", revision - 1) is None
+        finally:
+            await _close_all([holder_nc, rival_nc])
+
+    asyncio.run(scenario())
+
+
+def test_a_dead_holders_lease_expires_and_the_next_holder_gets_a_higher_revision(
+    nats_cluster: LocalNatsCluster,
+) -> None:
+    async def scenario() -> None:
+        dead_nc, rival_nc = await _clients(nats_cluster, 2)
+        try:
+            dead = NatsLease(dead_nc, KEY, ttl_ms=TTL_MS)
+            rival = NatsLease(rival_nc, KEY, ttl_ms=TTL_MS)
+            first = await dead.acquire("dead")
+            assert first is not None
+            await dead_nc.close()  # the holder dies without releasing
+
+            taken_after = time.monotonic()
+            second = await _acquire_within(rival, "rival", timeout_s=30)
+            waited_s = time.monotonic() - taken_after
+            print(f"\nlease with ttl {TTL_MS} ms taken over after {waited_s:.2f} s")
+            assert second is not None and second > first
+
+            # The old holder's revision is worthless now.
+            zombie_nc = await connect_nats(nats_cluster.url)
+            try:
+                zombie = NatsLease(zombie_nc, KEY, ttl_ms=TTL_MS)
+                assert await zombie.renew("dead", first) is None
+            finally:
+                await zombie_nc.close()
+        finally:
+            await rival_nc.close()
+
+    asyncio.run(scenario())
+
+
+def test_release_frees_the_lease_at_once(nats_cluster: LocalNatsCluster) -> None:
+    async def scenario() -> None:
+        a_nc, b_nc = await _clients(nats_cluster, 2)
+        try:
+            a = NatsLease(a_nc, KEY, ttl_ms=10_000)
+            b = NatsLease(b_nc, KEY, ttl_ms=10_000)
+            first = await a.acquire("a")
+            assert first is not None
+            assert await b.acquire("b") is None
+            # A release with the wrong revision changes nothing.
+            await a.release("a", first + 100)
+            assert await b.acquire("b") is None
+            await a.release("a", first)
+            second = await b.acquire("b")
+            assert second is not None and second > first
+            assert await a.renew("a", first) is None
+        finally:
+            await _close_all([a_nc, b_nc])
+
+    asyncio.run(scenario())
