@@ -1,0 +1,199 @@
+"""`apply`: fold one event into the state. The only code that mutates state.
+
+`apply` trusts the event (the leader's `decide` judged it) but asserts the
+invariants it can check cheaply: postings balance, no player goes negative.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ironbook.core import events as e
+from ironbook.core.settlement import leg_result
+from ironbook.core.state import (
+    LIMIT_WINDOWS_MS,
+    Account,
+    Bet,
+    DepositLimit,
+    LedgerState,
+    Market,
+    PendingLimit,
+    PlacedLeg,
+    Selection,
+)
+
+_LONGEST_LIMIT_WINDOW_MS = max(LIMIT_WINDOWS_MS.values())
+
+
+class LedgerCorrupted(AssertionError):
+    """An event that breaks a ledger invariant reached `apply`: a bug upstream."""
+
+
+def apply(state: LedgerState, event: e.AnyEvent) -> None:
+    _APPLIERS[type(event)](state, event)
+    postings = event.postings
+    if postings:
+        accounts = state.accounts
+        total = 0
+        for account_id, amount_minor in postings:
+            account = accounts[account_id]
+            account.balance_minor += amount_minor
+            total += amount_minor
+            if account.balance_minor < 0 and account.kind == "player":
+                raise LedgerCorrupted(f"{event.request_id}: {account_id} went negative")
+        if total != 0:
+            raise LedgerCorrupted(f"{event.request_id}: postings sum to {total}")
+    state.now_ms = max(state.now_ms, event.at_ms)
+    state.events_applied += 1
+    reply = event.reply
+    if reply is not None:
+        _remember_reply(state, event.request_id, event.at_ms, reply)
+
+
+def _remember_reply(state: LedgerState, request_id: str, at_ms: int, reply: e.AnyReply) -> None:
+    replies = state.replies
+    replies[request_id] = reply
+    order = state.reply_order
+    order.append((at_ms, request_id))
+    head = state.reply_order_head
+    if order[head][0] >= state.now_ms - state.config.idempotency_retention_ms:
+        return
+    horizon_ms = state.now_ms - state.config.idempotency_retention_ms
+    while head < len(order) and order[head][0] < horizon_ms:
+        replies.pop(order[head][1], None)
+        head += 1
+    if head > 1024 and head * 2 > len(order):
+        del order[:head]
+        head = 0
+    state.reply_order_head = head
+
+
+def _account_opened(state: LedgerState, event: e.AccountOpened) -> None:
+    state.accounts[event.account_id] = Account(
+        account_id=event.account_id, kind="player", opened_ms=event.at_ms
+    )
+
+
+def _deposited(state: LedgerState, event: e.Deposited) -> None:
+    deposits = state.accounts[event.account_id].deposits
+    deposits.append((event.at_ms, event.amount_minor))
+    horizon_ms = event.at_ms - _LONGEST_LIMIT_WINDOW_MS
+    while deposits and deposits[0][0] <= horizon_ms:
+        deposits.pop(0)
+    state.next_transaction_number += 1
+
+
+def _transaction(state: LedgerState, event: e.Withdrawn | e.BalanceAdjusted) -> None:
+    state.next_transaction_number += 1
+
+
+def _deposit_limits_set(state: LedgerState, event: e.DepositLimitsSet) -> None:
+    limits = state.accounts[event.account_id].limits
+    for change in event.changes:
+        limit = limits.get(change.period)
+        if limit is None:
+            limit = limits[change.period] = DepositLimit()
+        if limit.pending is not None and event.at_ms >= limit.pending.effective_ms:
+            limit.limit_minor = limit.pending.limit_minor
+        if change.effective_ms <= event.at_ms:
+            limit.limit_minor = change.limit_minor
+            limit.pending = None
+        else:
+            limit.pending = PendingLimit(
+                limit_minor=change.limit_minor, effective_ms=change.effective_ms
+            )
+
+
+def _self_excluded(state: LedgerState, event: e.SelfExcluded) -> None:
+    state.accounts[event.account_id].excluded_until_ms = event.until_ms
+
+
+def _market_created(state: LedgerState, event: e.MarketCreated) -> None:
+    state.markets[event.market_id] = Market(
+        market_id=event.market_id,
+        event_id=event.event_id,
+        name=event.name,
+        status="open",
+        selections={
+            spec.selection_id: Selection(
+                selection_id=spec.selection_id, name=spec.name, odds=spec.odds
+            )
+            for spec in event.selections
+        },
+        in_play=event.in_play,
+        bet_delay_s=event.bet_delay_s,
+    )
+
+
+def _prices_updated(state: LedgerState, event: e.PricesUpdated) -> None:
+    selections = state.markets[event.market_id].selections
+    for price in event.prices:
+        selections[price.selection_id].odds = price.odds
+
+
+def _market_status_changed(state: LedgerState, event: e.MarketStatusChanged) -> None:
+    state.markets[event.market_id].status = event.status
+
+
+def _bet_placed(state: LedgerState, event: e.BetPlaced) -> None:
+    legs = [PlacedLeg(leg.market_id, leg.selection_id, leg.odds) for leg in event.legs]
+    bet = Bet(
+        bet_id=event.bet_id,
+        account_id=event.account_id,
+        stake_minor=event.stake_minor,
+        legs=legs,
+        potential_payout_minor=event.potential_payout_minor,
+        placed_ms=event.at_ms,
+        request_id=event.request_id,
+    )
+    state.bets[event.bet_id] = bet
+    state.next_bet_number += 1
+    markets = state.markets
+    liability_minor = event.potential_payout_minor - event.stake_minor
+    for leg in event.legs:
+        market = markets[leg.market_id]
+        market.bet_ids.append(event.bet_id)
+        market.selections[leg.selection_id].liability_minor += liability_minor
+
+
+def _market_resulted(state: LedgerState, event: e.MarketResulted) -> None:
+    market = state.markets[event.market_id]
+    market.status = event.status
+    winners = {winner.selection_id: winner.dead_heat for winner in event.winners}
+    market.winners = winners
+    for outcome in event.bets:
+        bet = state.bets[outcome.bet_id]
+        for leg in bet.legs:
+            if leg.market_id == event.market_id:
+                leg.outcome, leg.dead_heat = leg_result(event.kind, winners, leg.selection_id)
+        was_open = bet.status == "open"
+        if was_open != (outcome.status == "open"):
+            _shift_liability(state, bet, -bet.liability_minor if was_open else bet.liability_minor)
+        bet.status = outcome.status
+        bet.payout_minor = outcome.payout_minor
+
+
+def _shift_liability(state: LedgerState, bet: Bet, delta_minor: int) -> None:
+    for leg in bet.legs:
+        state.markets[leg.market_id].selections[leg.selection_id].liability_minor += delta_minor
+
+
+def _command_rejected(state: LedgerState, event: e.CommandRejected) -> None:
+    pass
+
+
+_APPLIERS: dict[type[e.Event], Callable[[LedgerState, Any], None]] = {
+    e.AccountOpened: _account_opened,
+    e.Deposited: _deposited,
+    e.Withdrawn: _transaction,
+    e.BalanceAdjusted: _transaction,
+    e.DepositLimitsSet: _deposit_limits_set,
+    e.SelfExcluded: _self_excluded,
+    e.MarketCreated: _market_created,
+    e.PricesUpdated: _prices_updated,
+    e.MarketStatusChanged: _market_status_changed,
+    e.BetPlaced: _bet_placed,
+    e.MarketResulted: _market_resulted,
+    e.CommandRejected: _command_rejected,
+}

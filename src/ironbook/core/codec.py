@@ -1,0 +1,64 @@
+"""Wire and storage encodings: commands, event batches, outcomes, snapshots,
+and the state hash. MessagePack throughout; the hash uses a key-sorted
+encoding so that equal states hash equal whatever their history."""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgspec
+
+from ironbook.core.commands import AnyCommand
+from ironbook.core.events import AnyEvent, AnyReply, Refusal
+from ironbook.core.outcomes import Accepted, Outcome, Rejected
+from ironbook.core.state import LedgerState
+
+_encoder = msgspec.msgpack.Encoder()
+_canonical_encoder = msgspec.msgpack.Encoder(order="sorted")
+_command_decoder: msgspec.msgpack.Decoder[AnyCommand] = msgspec.msgpack.Decoder(AnyCommand)
+_events_decoder: msgspec.msgpack.Decoder[list[AnyEvent]] = msgspec.msgpack.Decoder(list[AnyEvent])
+_reply_decoder: msgspec.msgpack.Decoder[AnyReply] = msgspec.msgpack.Decoder(AnyReply)
+_state_decoder = msgspec.msgpack.Decoder(LedgerState)
+
+
+def encode_command(command: AnyCommand) -> bytes:
+    return _encoder.encode(command)
+
+
+def decode_command(data: bytes) -> AnyCommand:
+    """Raises `msgspec.ValidationError` / `msgspec.DecodeError` on bad input."""
+    return _command_decoder.decode(data)
+
+
+def encode_events(events: list[AnyEvent] | tuple[AnyEvent, ...]) -> bytes:
+    return _encoder.encode(events)
+
+
+def decode_events(data: bytes) -> list[AnyEvent]:
+    return _events_decoder.decode(data)
+
+
+def encode_outcome(outcome: Outcome) -> bytes:
+    """The reply sent to a client: the result, or a `Refusal`."""
+    reply = outcome.result if isinstance(outcome, Accepted) else outcome.refusal
+    return _encoder.encode(reply)
+
+
+def decode_outcome(data: bytes) -> Outcome:
+    reply = _reply_decoder.decode(data)
+    if isinstance(reply, Refusal):
+        return Rejected(code=reply.code, message=reply.message)
+    return Accepted(events=(), result=reply)
+
+
+def snapshot_bytes(state: LedgerState) -> bytes:
+    return _encoder.encode(state)
+
+
+def restore_snapshot(data: bytes) -> LedgerState:
+    return _state_decoder.decode(data)
+
+
+def state_hash(state: LedgerState) -> str:
+    """Hex SHA-256 of the canonical encoding: equal iff the states are equal."""
+    return hashlib.sha256(_canonical_encoder.encode(state)).hexdigest()

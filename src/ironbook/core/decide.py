@@ -1,0 +1,618 @@
+"""`decide`: judge one command against the state, producing events or a refusal.
+
+Pure: the time arrives as `now_ms`, prices and statuses live in the state.
+`decide` never mutates the state; `apply` does, from the events alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from ironbook.core import commands as c
+from ironbook.core import events as e
+from ironbook.core.odds import (
+    MAX_ODDS,
+    MIN_ODDS,
+    ODDS_SCALE,
+    format_decimal,
+    is_on_ladder,
+    payout_minor,
+)
+from ironbook.core.outcomes import Accepted, Outcome, Rejected
+from ironbook.core.outcomes import RejectionCode as R
+from ironbook.core.settlement import evaluate_bet
+from ironbook.core.state import (
+    CASHIER,
+    DAY_MS,
+    HOUSE,
+    LIMIT_WINDOWS_MS,
+    STAKES_HELD,
+    SYSTEM_PREFIX,
+    Account,
+    LedgerState,
+    Market,
+    Selection,
+)
+
+MAX_BET_DELAY_S = 300
+
+
+def decide(state: LedgerState, command: c.AnyCommand, now_ms: int) -> Outcome:
+    """Accept (events + reply) or reject (code + message) one command.
+
+    A request id seen within the retention window returns its first outcome
+    and no events. Log time never goes backwards: `now_ms` below the state's
+    clock is raised to it.
+    """
+    reply = state.replies.get(command.request_id)
+    if reply is not None:
+        if isinstance(reply, e.Refusal):
+            return Rejected(code=reply.code, message=reply.message)
+        return Accepted(events=(), result=reply)
+    now_ms = max(now_ms, state.now_ms)
+    decision = _DECIDERS[type(command)](state, command, now_ms)
+    if isinstance(decision, e.Refusal):
+        rejected = e.CommandRejected(request_id=command.request_id, at_ms=now_ms, reply=decision)
+        return Rejected(code=decision.code, message=decision.message, events=(rejected,))
+    return decision
+
+
+Decision = Accepted | e.Refusal
+
+
+def _refuse(code: str, message: str) -> e.Refusal:
+    return e.Refusal(code=code, message=message)
+
+
+def _valid_id(state: LedgerState, value: str) -> bool:
+    return (
+        0 < len(value) <= state.config.max_id_length
+        and value.isprintable()
+        and not any(ch.isspace() for ch in value)
+    )
+
+
+def _valid_amount(state: LedgerState, amount_minor: int) -> bool:
+    return 0 < amount_minor <= state.config.max_amount_minor
+
+
+def _player(state: LedgerState, account_id: str) -> Account | e.Refusal:
+    account = state.accounts.get(account_id)
+    if account is None or account.kind != "player":
+        return _refuse(R.UNKNOWN_ACCOUNT, f"no account {account_id!r}")
+    return account
+
+
+def _market(state: LedgerState, market_id: str) -> Market | e.Refusal:
+    market = state.markets.get(market_id)
+    if market is None:
+        return _refuse(R.UNKNOWN_MARKET, f"no market {market_id!r}")
+    return market
+
+
+def _transaction_id(state: LedgerState) -> str:
+    return f"T{state.config.partition}-{state.next_transaction_number}"
+
+
+# Accounts and money.
+
+
+def _open_account(state: LedgerState, cmd: c.OpenAccount, now_ms: int) -> Decision:
+    if not _valid_id(state, cmd.account_id) or cmd.account_id.startswith(SYSTEM_PREFIX):
+        return _refuse(R.INVALID_ACCOUNT_ID, f"{cmd.account_id!r} is not a valid account id")
+    if cmd.account_id in state.accounts:
+        return _refuse(R.ACCOUNT_EXISTS, f"account {cmd.account_id!r} already exists")
+    reply = e.AccountReply(account_id=cmd.account_id, balance_minor=0)
+    event = e.AccountOpened(
+        request_id=cmd.request_id, at_ms=now_ms, account_id=cmd.account_id, reply=reply
+    )
+    return Accepted(events=(event,), result=reply)
+
+
+def _deposit(state: LedgerState, cmd: c.Deposit, now_ms: int) -> Decision:
+    account = _player(state, cmd.account_id)
+    if isinstance(account, e.Refusal):
+        return account
+    if not _valid_amount(state, cmd.amount_minor):
+        return _refuse(R.INVALID_AMOUNT, f"deposit amount {cmd.amount_minor} is out of range")
+    if now_ms < account.excluded_until_ms:
+        return _refuse(R.SELF_EXCLUDED, "the account is self-excluded: deposits are refused")
+    for period, limit in account.limits.items():
+        limit_minor = limit.effective(now_ms)
+        if limit_minor is None:
+            continue
+        window_start_ms = now_ms - LIMIT_WINDOWS_MS[period]
+        used_minor = sum(amount for at_ms, amount in account.deposits if at_ms > window_start_ms)
+        if used_minor + cmd.amount_minor > limit_minor:
+            return _refuse(
+                R.DEPOSIT_LIMIT_EXCEEDED,
+                f"the {period} deposit limit is {limit_minor}; {used_minor} already deposited",
+            )
+    transaction_id = _transaction_id(state)
+    reply = e.TransactionReply(
+        account_id=cmd.account_id,
+        balance_minor=account.balance_minor + cmd.amount_minor,
+        transaction_id=transaction_id,
+    )
+    event = e.Deposited(
+        request_id=cmd.request_id,
+        at_ms=now_ms,
+        postings=((cmd.account_id, cmd.amount_minor), (CASHIER, -cmd.amount_minor)),
+        account_id=cmd.account_id,
+        amount_minor=cmd.amount_minor,
+        transaction_id=transaction_id,
+        reply=reply,
+    )
+    return Accepted(events=(event,), result=reply)
+
+
+def _withdraw(state: LedgerState, cmd: c.Withdraw, now_ms: int) -> Decision:
+    account = _player(state, cmd.account_id)
+    if isinstance(account, e.Refusal):
+        return account
+    if not _valid_amount(state, cmd.amount_minor):
+        return _refuse(R.INVALID_AMOUNT, f"withdrawal amount {cmd.amount_minor} is out of range")
+    if cmd.amount_minor > account.balance_minor:
+        return _refuse(
+            R.INSUFFICIENT_FUNDS,
+            f"balance {account.balance_minor} is less than {cmd.amount_minor}",
+        )
+    transaction_id = _transaction_id(state)
+    reply = e.TransactionReply(
+        account_id=cmd.account_id,
+        balance_minor=account.balance_minor - cmd.amount_minor,
+        transaction_id=transaction_id,
+    )
+    event = e.Withdrawn(
+        request_id=cmd.request_id,
+        at_ms=now_ms,
+        postings=((cmd.account_id, -cmd.amount_minor), (CASHIER, cmd.amount_minor)),
+        account_id=cmd.account_id,
+        amount_minor=cmd.amount_minor,
+        transaction_id=transaction_id,
+        reply=reply,
+    )
+    return Accepted(events=(event,), result=reply)
+
+
+def _adjust_balance(state: LedgerState, cmd: c.AdjustBalance, now_ms: int) -> Decision:
+    account = _player(state, cmd.account_id)
+    if isinstance(account, e.Refusal):
+        return account
+    if cmd.amount_minor == 0 or not _valid_amount(state, abs(cmd.amount_minor)):
+        return _refuse(R.INVALID_AMOUNT, f"adjustment {cmd.amount_minor} is out of range")
+    if not cmd.actor.strip() or not cmd.reason.strip():
+        return _refuse(R.MISSING_REASON, "an adjustment needs an actor and a reason")
+    if account.balance_minor + cmd.amount_minor < 0:
+        return _refuse(
+            R.INSUFFICIENT_FUNDS,
+            f"balance {account.balance_minor} cannot absorb {cmd.amount_minor}",
+        )
+    transaction_id = _transaction_id(state)
+    reply = e.TransactionReply(
+        account_id=cmd.account_id,
+        balance_minor=account.balance_minor + cmd.amount_minor,
+        transaction_id=transaction_id,
+    )
+    event = e.BalanceAdjusted(
+        request_id=cmd.request_id,
+        at_ms=now_ms,
+        postings=((cmd.account_id, cmd.amount_minor), (HOUSE, -cmd.amount_minor)),
+        account_id=cmd.account_id,
+        amount_minor=cmd.amount_minor,
+        transaction_id=transaction_id,
+        actor=cmd.actor,
+        reason=cmd.reason,
+        reply=reply,
+    )
+    return Accepted(events=(event,), result=reply)
+
+
+def _set_deposit_limits(state: LedgerState, cmd: c.SetDepositLimits, now_ms: int) -> Decision:
+    account = _player(state, cmd.account_id)
+    if isinstance(account, e.Refusal):
+        return account
+    requested: tuple[tuple[e.LimitPeriod, int | None], ...] = (
+        ("day", cmd.day_minor),
+        ("week", cmd.week_minor),
+        ("month", cmd.month_minor),
+    )
+    changes: list[e.LimitChange] = []
+    for period, limit_minor in requested:
+        if limit_minor is not None and not 0 <= limit_minor <= state.config.max_amount_minor:
+            return _refuse(R.INVALID_LIMIT, f"{period} limit {limit_minor} is out of range")
+        existing = account.limits.get(period)
+        current = existing.effective(now_ms) if existing is not None else None
+        tightens = limit_minor is not None and (current is None or limit_minor <= current)
+        effective_ms = now_ms if tightens else now_ms + state.config.limit_increase_delay_ms
+        if limit_minor is None and current is None:
+            effective_ms = now_ms
+        changes.append(
+            e.LimitChange(period=period, limit_minor=limit_minor, effective_ms=effective_ms)
+        )
+    reply = e.LimitsReply(account_id=cmd.account_id, changes=tuple(changes))
+    event = e.DepositLimitsSet(
+        request_id=cmd.request_id,
+        at_ms=now_ms,
+        account_id=cmd.account_id,
+        changes=tuple(changes),
+        reply=reply,
+    )
+    return Accepted(events=(event,), result=reply)
+
+
+def _self_exclude(state: LedgerState, cmd: c.SelfExclude, now_ms: int) -> Decision:
+    account = _player(state, cmd.account_id)
+    if isinstance(account, e.Refusal):
+        return account
+    if not 1 <= cmd.days <= state.config.max_self_exclusion_days:
+        return _refuse(R.INVALID_DAYS, f"self-exclusion of {cmd.days} days is out of range")
+    until_ms = max(account.excluded_until_ms, now_ms + cmd.days * DAY_MS)
+    reply = e.ExclusionReply(account_id=cmd.account_id, excluded_until_ms=until_ms)
+    event = e.SelfExcluded(
+        request_id=cmd.request_id,
+        at_ms=now_ms,
+        account_id=cmd.account_id,
+        until_ms=until_ms,
+        reply=reply,
+    )
+    return Accepted(events=(event,), result=reply)
+
+
+# Markets.
+
+
+def _create_market(state: LedgerState, cmd: c.CreateMarket, now_ms: int) -> Decision:
+    for value in (cmd.market_id, cmd.event_id):
+        if not _valid_id(state, value):
+            return _refuse(R.INVALID_MARKET, f"{value!r} is not a valid id")
+    if cmd.market_id in state.markets:
+        return _refuse(R.MARKET_EXISTS, f"market {cmd.market_id!r} already exists")
+    if not 1 <= len(cmd.selections) <= state.config.max_selections:
+        return _refuse(
+            R.INVALID_MARKET, f"a market needs 1..{state.config.max_selections} selections"
+        )
+    if not 0 <= cmd.bet_delay_s <= MAX_BET_DELAY_S:
+        return _refuse(R.INVALID_MARKET, f"bet delay must be 0..{MAX_BET_DELAY_S} s")
+    seen: set[str] = set()
+    for spec in cmd.selections:
+        if not _valid_id(state, spec.selection_id) or spec.selection_id in seen:
+            return _refuse(
+                R.INVALID_MARKET, f"selection id {spec.selection_id!r} is invalid or repeated"
+            )
+        seen.add(spec.selection_id)
+        if not is_on_ladder(spec.odds):
+            return _refuse(R.INVALID_ODDS, f"odds {spec.odds} are not on the price ladder")
+    reply = e.MarketReply(market_id=cmd.market_id, status="open")
+    event = e.MarketCreated(
+        request_id=cmd.request_id,
+        at_ms=now_ms,
+        market_id=cmd.market_id,
+        event_id=cmd.event_id,
+        name=cmd.name,
+        selections=cmd.selections,
+        in_play=cmd.in_play,
+        bet_delay_s=cmd.bet_delay_s,
+        reply=reply,
+    )
+    return Accepted(events=(event,), result=reply)
+
+
+def _update_prices(state: LedgerState, cmd: c.UpdatePrices, now_ms: int) -> Decision:
+    market = _market(state, cmd.market_id)
+    if isinstance(market, e.Refusal):
+        return market
+    if market.status not in ("open", "suspended"):
+        return _refuse(R.MARKET_CLOSED, f"market {cmd.market_id!r} is {market.status}")
+    if not 1 <= len(cmd.prices) <= len(market.selections):
+        return _refuse(R.INVALID_ODDS, "a price update needs 1 price per selection at most")
+    seen: set[str] = set()
+    for price in cmd.prices:
+        if price.selection_id not in market.selections or price.selection_id in seen:
+            return _refuse(
+                R.UNKNOWN_SELECTION, f"selection {price.selection_id!r} is unknown or repeated"
+            )
+        seen.add(price.selection_id)
+        if not is_on_ladder(price.odds):
+            return _refuse(R.INVALID_ODDS, f"odds {price.odds} are not on the price ladder")
+    reply = e.MarketReply(market_id=cmd.market_id, status=market.status)
+    event = e.PricesUpdated(
+        request_id=cmd.request_id,
+        at_ms=now_ms,
+        market_id=cmd.market_id,
+        prices=cmd.prices,
+        reply=reply,
+    )
+    return Accepted(events=(event,), result=reply)
+
+
+_STATUS_MOVES: dict[type[c.Command], tuple[tuple[e.MarketStatus, ...], e.MarketStatus]] = {
+    c.SuspendMarket: (("open",), "suspended"),
+    c.ResumeMarket: (("suspended",), "open"),
+    c.CloseMarket: (("open", "suspended"), "closed"),
+}
+
+
+def _change_status(
+    state: LedgerState, cmd: c.SuspendMarket | c.ResumeMarket | c.CloseMarket, now_ms: int
+) -> Decision:
+    market = _market(state, cmd.market_id)
+    if isinstance(market, e.Refusal):
+        return market
+    allowed_from, target = _STATUS_MOVES[type(cmd)]
+    if market.status not in allowed_from:
+        return _refuse(
+            R.INVALID_STATUS_CHANGE,
+            f"market {cmd.market_id!r} is {market.status}, not {target}-able",
+        )
+    reply = e.MarketReply(market_id=cmd.market_id, status=target)
+    event = e.MarketStatusChanged(
+        request_id=cmd.request_id, at_ms=now_ms, market_id=cmd.market_id, status=target, reply=reply
+    )
+    return Accepted(events=(event,), result=reply)
+
+
+def _winners(market: Market, winners: tuple[c.Winner, ...]) -> dict[str, int] | e.Refusal:
+    result: dict[str, int] = {}
+    for winner in winners:
+        if winner.selection_id not in market.selections or winner.selection_id in result:
+            return _refuse(
+                R.INVALID_RESULT, f"winner {winner.selection_id!r} is unknown or repeated"
+            )
+        if not 1 <= winner.dead_heat <= len(market.selections):
+            return _refuse(R.INVALID_RESULT, f"dead heat {winner.dead_heat} is out of range")
+        result[winner.selection_id] = winner.dead_heat
+    return result
+
+
+def _settle(state: LedgerState, cmd: c.SettleMarket, now_ms: int) -> Decision:
+    market = _market(state, cmd.market_id)
+    if isinstance(market, e.Refusal):
+        return market
+    if market.status not in ("suspended", "closed"):
+        hint = "resettle it" if market.status == "settled" else "suspend or close it first"
+        return _refuse(
+            R.INVALID_STATUS_CHANGE, f"market {cmd.market_id!r} is {market.status}: {hint}"
+        )
+    winners = _winners(market, cmd.winners)
+    if isinstance(winners, e.Refusal):
+        return winners
+    return _result_market(state, cmd, market, "settle", cmd.winners, winners, cmd.actor, "", now_ms)
+
+
+def _void(state: LedgerState, cmd: c.VoidMarket, now_ms: int) -> Decision:
+    market = _market(state, cmd.market_id)
+    if isinstance(market, e.Refusal):
+        return market
+    if market.status == "voided":
+        return _refuse(R.INVALID_STATUS_CHANGE, f"market {cmd.market_id!r} is already void")
+    if not cmd.actor.strip() or not cmd.reason.strip():
+        return _refuse(R.MISSING_REASON, "voiding a market needs an actor and a reason")
+    return _result_market(state, cmd, market, "void", (), {}, cmd.actor, cmd.reason, now_ms)
+
+
+def _resettle(state: LedgerState, cmd: c.ResettleMarket, now_ms: int) -> Decision:
+    market = _market(state, cmd.market_id)
+    if isinstance(market, e.Refusal):
+        return market
+    if market.status not in ("settled", "voided"):
+        return _refuse(
+            R.INVALID_STATUS_CHANGE, f"market {cmd.market_id!r} is {market.status}: settle it"
+        )
+    if not cmd.actor.strip() or not cmd.reason.strip():
+        return _refuse(R.MISSING_REASON, "a resettlement needs an actor and a reason")
+    winners = _winners(market, cmd.winners)
+    if isinstance(winners, e.Refusal):
+        return winners
+    return _result_market(
+        state, cmd, market, "resettle", cmd.winners, winners, cmd.actor, cmd.reason, now_ms
+    )
+
+
+def _result_market(
+    state: LedgerState,
+    cmd: c.Command,
+    market: Market,
+    kind: e.ResultKind,
+    winner_list: tuple[c.Winner, ...],
+    winners: dict[str, int],
+    actor: str,
+    reason: str,
+    now_ms: int,
+) -> Accepted:
+    """Settle, void or resettle every bet with a leg on `market`: reverse the
+    money of any bet settled before, then pay the bet's new result. Logged in
+    chunks whose postings each sum to zero."""
+    status: e.MarketStatus = "voided" if kind == "void" else "settled"
+    projected_minor: dict[str, int] = {}
+    chunk_size = state.config.result_chunk_bets
+    bet_ids = market.bet_ids
+    events: list[e.AnyEvent] = []
+    net_paid_minor = 0
+    for start in range(0, max(len(bet_ids), 1), chunk_size):
+        outcomes: list[e.BetOutcome] = []
+        player_delta: dict[str, int] = {}
+        held_delta = 0
+        for bet_id in bet_ids[start : start + chunk_size]:
+            bet = state.bets[bet_id]
+            new_status, new_payout = evaluate_bet(bet, market.market_id, kind, winners)
+            outcomes.append(e.BetOutcome(bet_id=bet_id, status=new_status, payout_minor=new_payout))
+            delta = 0
+            if bet.status != "open":
+                delta -= bet.payout_minor
+                held_delta += bet.stake_minor
+            if new_status != "open":
+                delta += new_payout
+                held_delta -= bet.stake_minor
+            if delta:
+                player_delta[bet.account_id] = player_delta.get(bet.account_id, 0) + delta
+        postings: list[e.Posting] = []
+        written_off: list[e.Posting] = []
+        house_delta = -held_delta
+        for account_id, raw_delta in player_delta.items():
+            balance = projected_minor.get(account_id, state.accounts[account_id].balance_minor)
+            delta = raw_delta
+            if balance + delta < 0:
+                shortfall = -(balance + delta)
+                written_off.append((account_id, shortfall))
+                delta += shortfall
+            projected_minor[account_id] = balance + delta
+            house_delta -= delta
+            net_paid_minor += delta
+            if delta:
+                postings.append((account_id, delta))
+        if held_delta:
+            postings.append((STAKES_HELD, held_delta))
+        if house_delta:
+            postings.append((HOUSE, house_delta))
+        events.append(
+            e.MarketResulted(
+                request_id=cmd.request_id,
+                at_ms=now_ms,
+                postings=tuple(postings),
+                market_id=market.market_id,
+                kind=kind,
+                status=status,
+                winners=winner_list,
+                bets=tuple(outcomes),
+                written_off=tuple(written_off),
+                actor=actor,
+                reason=reason,
+                reply=None,
+            )
+        )
+    reply = e.SettlementReply(
+        market_id=market.market_id,
+        status=status,
+        bets_affected=len(bet_ids),
+        paid_minor=net_paid_minor,
+    )
+    last = events[-1]
+    assert isinstance(last, e.MarketResulted)
+    events[-1] = _with_reply(last, reply)
+    return Accepted(events=tuple(events), result=reply)
+
+
+def _with_reply(event: e.MarketResulted, reply: e.SettlementReply) -> e.MarketResulted:
+    return msgspec.structs.replace(event, reply=reply)
+
+
+# Bets: the hot path. Keep it lean.
+
+
+def _place_bet(state: LedgerState, cmd: c.PlaceBet, now_ms: int) -> Decision:
+    config = state.config
+    account = state.accounts.get(cmd.account_id)
+    if account is None or account.kind != "player":
+        return _refuse(R.UNKNOWN_ACCOUNT, f"no account {cmd.account_id!r}")
+    if now_ms < account.excluded_until_ms:
+        return _refuse(R.SELF_EXCLUDED, "the account is self-excluded: bets are refused")
+    stake_minor = cmd.stake_minor
+    if stake_minor < config.min_stake_minor:
+        return _refuse(R.STAKE_TOO_LOW, f"the minimum stake is {config.min_stake_minor}")
+    if stake_minor > config.max_stake_minor:
+        return _refuse(R.STAKE_TOO_HIGH, f"the maximum stake is {config.max_stake_minor}")
+    legs = cmd.legs
+    if not legs:
+        return _refuse(R.NO_LEGS, "a bet needs at least one leg")
+    if len(legs) > config.max_legs:
+        return _refuse(R.TOO_MANY_LEGS, f"a bet may have at most {config.max_legs} legs")
+    accepted_legs: list[c.BetLeg] = []
+    odds: list[int] = []
+    selections: list[Selection] = []
+    markets = state.markets
+    policy = cmd.price_change
+    for leg in legs:
+        market = markets.get(leg.market_id)
+        if market is None:
+            return _refuse(R.UNKNOWN_MARKET, f"no market {leg.market_id!r}")
+        selection = market.selections.get(leg.selection_id)
+        if selection is None:
+            return _refuse(R.UNKNOWN_SELECTION, f"no selection {leg.selection_id!r}")
+        for earlier in accepted_legs:
+            if earlier.market_id == leg.market_id:
+                if earlier.selection_id == leg.selection_id:
+                    return _refuse(R.DUPLICATE_SELECTION, f"{leg.selection_id!r} appears twice")
+                return _refuse(R.RELATED_LEGS, f"two legs on market {leg.market_id!r}")
+        if market.status != "open":
+            if market.status == "suspended":
+                return _refuse(R.MARKET_SUSPENDED, f"market {leg.market_id!r} is suspended")
+            return _refuse(R.MARKET_CLOSED, f"market {leg.market_id!r} is {market.status}")
+        requested = leg.odds
+        if not MIN_ODDS <= requested <= MAX_ODDS:
+            return _refuse(R.INVALID_ODDS, f"odds {requested} are outside 1.01..1000")
+        current = selection.odds
+        if current == requested:
+            accepted_legs.append(leg)
+        elif policy == "any" or (policy == "better" and current > requested):
+            accepted_legs.append(
+                c.BetLeg(market_id=leg.market_id, selection_id=leg.selection_id, odds=current)
+            )
+        else:
+            return _refuse(
+                R.PRICE_CHANGED,
+                f"{leg.selection_id!r} is now {format_decimal(current)}, "
+                f"not {format_decimal(requested)}",
+            )
+        odds.append(current)
+        selections.append(selection)
+    if len(odds) == 1:
+        combined_odds = odds[0]
+        potential_payout_minor = stake_minor * combined_odds // ODDS_SCALE
+    else:
+        combined_odds = payout_minor(ODDS_SCALE, odds)
+        potential_payout_minor = payout_minor(stake_minor, odds)
+    liability_minor = potential_payout_minor - stake_minor
+    max_liability_minor = config.max_liability_minor
+    for selection in selections:
+        if selection.liability_minor + liability_minor > max_liability_minor:
+            return _refuse(
+                R.LIABILITY_EXCEEDED,
+                f"selection {selection.selection_id!r} cannot take more liability",
+            )
+    if account.balance_minor < stake_minor:
+        return _refuse(
+            R.INSUFFICIENT_FUNDS, f"balance {account.balance_minor} is less than {stake_minor}"
+        )
+    bet_id = f"B{config.partition}-{state.next_bet_number}"
+    reply = e.BetReply(
+        bet_id=bet_id,
+        status="open",
+        odds=combined_odds,
+        potential_payout_minor=potential_payout_minor,
+        balance_minor=account.balance_minor - stake_minor,
+    )
+    event = e.BetPlaced(
+        request_id=cmd.request_id,
+        at_ms=now_ms,
+        postings=((cmd.account_id, -stake_minor), (STAKES_HELD, stake_minor)),
+        bet_id=bet_id,
+        account_id=cmd.account_id,
+        stake_minor=stake_minor,
+        legs=tuple(accepted_legs),
+        potential_payout_minor=potential_payout_minor,
+        reply=reply,
+    )
+    return Accepted(events=(event,), result=reply)
+
+
+_DECIDERS: dict[type[c.Command], Callable[[LedgerState, Any, int], Decision]] = {
+    c.OpenAccount: _open_account,
+    c.Deposit: _deposit,
+    c.Withdraw: _withdraw,
+    c.AdjustBalance: _adjust_balance,
+    c.SetDepositLimits: _set_deposit_limits,
+    c.SelfExclude: _self_exclude,
+    c.CreateMarket: _create_market,
+    c.UpdatePrices: _update_prices,
+    c.SuspendMarket: _change_status,
+    c.ResumeMarket: _change_status,
+    c.CloseMarket: _change_status,
+    c.SettleMarket: _settle,
+    c.VoidMarket: _void,
+    c.ResettleMarket: _resettle,
+    c.PlaceBet: _place_bet,
+}

@@ -1,0 +1,223 @@
+"""Events: the facts the ledger log records, and the replies clients were given.
+
+One accepted command becomes one event (a market result with many bets may be
+split into several chunks). Every event carries its postings — the double-entry
+lines, which sum to zero — and the reply the client received, so a retried
+request id returns exactly the first answer. A rejection is logged too, as a
+`CommandRejected`, so a retry after a failover returns the same refusal.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from ironbook.core.commands import BetLeg, SelectionPrice, SelectionSpec, Winner
+
+Posting = tuple[str, int]
+"""(account id, signed amount in minor units): positive credits the account."""
+
+MarketStatus = Literal["open", "suspended", "closed", "settled", "voided"]
+BetStatus = Literal["open", "won", "lost", "void"]
+LegOutcome = Literal["pending", "won", "lost", "void"]
+ResultKind = Literal["settle", "void", "resettle"]
+LimitPeriod = Literal["day", "week", "month"]
+
+
+# Replies: what the client is told. Tagged so a stored reply decodes to its type.
+
+
+class Reply(msgspec.Struct, frozen=True, tag_field="type"):
+    pass
+
+
+class AccountReply(Reply, frozen=True, tag="account"):
+    account_id: str
+    balance_minor: int
+
+
+class TransactionReply(Reply, frozen=True, tag="transaction"):
+    account_id: str
+    balance_minor: int
+    transaction_id: str
+
+
+class LimitChange(msgspec.Struct, frozen=True):
+    period: LimitPeriod
+    limit_minor: int | None
+    effective_ms: int
+
+
+class LimitsReply(Reply, frozen=True, tag="limits"):
+    account_id: str
+    changes: tuple[LimitChange, ...]
+
+
+class ExclusionReply(Reply, frozen=True, tag="exclusion"):
+    account_id: str
+    excluded_until_ms: int
+
+
+class MarketReply(Reply, frozen=True, tag="market"):
+    market_id: str
+    status: MarketStatus
+
+
+class SettlementReply(Reply, frozen=True, tag="settlement"):
+    market_id: str
+    status: MarketStatus
+    bets_affected: int
+    paid_minor: int
+
+
+class BetReply(Reply, frozen=True, tag="bet"):
+    bet_id: str
+    status: BetStatus
+    odds: int
+    potential_payout_minor: int
+    balance_minor: int
+
+
+class Refusal(Reply, frozen=True, tag="refusal"):
+    code: str
+    message: str
+
+
+AnyReply = (
+    AccountReply
+    | TransactionReply
+    | LimitsReply
+    | ExclusionReply
+    | MarketReply
+    | SettlementReply
+    | BetReply
+    | Refusal
+)
+
+
+# Events.
+
+
+class Event(msgspec.Struct, frozen=True, tag_field="type"):
+    request_id: str
+    at_ms: int
+    postings: tuple[Posting, ...] = ()
+
+
+class AccountOpened(Event, frozen=True, tag="account_opened/1", kw_only=True):
+    account_id: str
+    reply: AccountReply
+
+
+class Deposited(Event, frozen=True, tag="deposited/1", kw_only=True):
+    account_id: str
+    amount_minor: int
+    transaction_id: str
+    reply: TransactionReply
+
+
+class Withdrawn(Event, frozen=True, tag="withdrawn/1", kw_only=True):
+    account_id: str
+    amount_minor: int
+    transaction_id: str
+    reply: TransactionReply
+
+
+class BalanceAdjusted(Event, frozen=True, tag="balance_adjusted/1", kw_only=True):
+    account_id: str
+    amount_minor: int
+    transaction_id: str
+    actor: str
+    reason: str
+    reply: TransactionReply
+
+
+class DepositLimitsSet(Event, frozen=True, tag="deposit_limits_set/1", kw_only=True):
+    account_id: str
+    changes: tuple[LimitChange, ...]
+    reply: LimitsReply
+
+
+class SelfExcluded(Event, frozen=True, tag="self_excluded/1", kw_only=True):
+    account_id: str
+    until_ms: int
+    reply: ExclusionReply
+
+
+class MarketCreated(Event, frozen=True, tag="market_created/1", kw_only=True):
+    market_id: str
+    event_id: str
+    name: str
+    selections: tuple[SelectionSpec, ...]
+    in_play: bool
+    bet_delay_s: int
+    reply: MarketReply
+
+
+class PricesUpdated(Event, frozen=True, tag="prices_updated/1", kw_only=True):
+    market_id: str
+    prices: tuple[SelectionPrice, ...]
+    reply: MarketReply
+
+
+class MarketStatusChanged(Event, frozen=True, tag="market_status_changed/1", kw_only=True):
+    market_id: str
+    status: MarketStatus
+    reply: MarketReply
+
+
+class BetPlaced(Event, frozen=True, tag="bet_placed/1", kw_only=True):
+    bet_id: str
+    account_id: str
+    stake_minor: int
+    legs: tuple[BetLeg, ...]
+    """The legs at the odds actually accepted."""
+    potential_payout_minor: int
+    reply: BetReply
+
+
+class BetOutcome(msgspec.Struct, frozen=True):
+    """A bet's status and total payout after a market result."""
+
+    bet_id: str
+    status: BetStatus
+    payout_minor: int
+
+
+class MarketResulted(Event, frozen=True, tag="market_resulted/1", kw_only=True):
+    """A settlement, void or resettlement of one market: the new status of
+    every bet with a leg on it. Large markets are split into chunks; only the
+    last chunk carries the reply."""
+
+    market_id: str
+    kind: ResultKind
+    status: MarketStatus
+    winners: tuple[Winner, ...]
+    bets: tuple[BetOutcome, ...]
+    written_off: tuple[Posting, ...]
+    """Reversal shortfalls the house absorbed (a player had already spent
+    winnings that a resettlement took back): (account, amount)."""
+    actor: str
+    reason: str
+    reply: SettlementReply | None
+
+
+class CommandRejected(Event, frozen=True, tag="command_rejected/1", kw_only=True):
+    reply: Refusal
+
+
+AnyEvent = (
+    AccountOpened
+    | Deposited
+    | Withdrawn
+    | BalanceAdjusted
+    | DepositLimitsSet
+    | SelfExcluded
+    | MarketCreated
+    | PricesUpdated
+    | MarketStatusChanged
+    | BetPlaced
+    | MarketResulted
+    | CommandRejected
+)

@@ -1,0 +1,36 @@
+"""The ledger's invariants, checked over a whole state (tests, the simulator,
+the chaos checker and `ironbook audit` all call this one function)."""
+
+from __future__ import annotations
+
+from ironbook.core.state import STAKES_HELD, LedgerState
+
+
+def check_invariants(state: LedgerState) -> list[str]:
+    """Every broken invariant, described; an empty list means all hold."""
+    problems: list[str] = []
+    total_minor = sum(account.balance_minor for account in state.accounts.values())
+    if total_minor != 0:
+        problems.append(f"balances sum to {total_minor}, not 0")
+    for account in state.accounts.values():
+        if account.kind == "player" and account.balance_minor < 0:
+            problems.append(f"player {account.account_id} balance {account.balance_minor} < 0")
+    open_stakes_minor = sum(bet.stake_minor for bet in state.bets.values() if bet.status == "open")
+    held_minor = state.accounts[STAKES_HELD].balance_minor
+    if held_minor != open_stakes_minor:
+        problems.append(f"stakes held {held_minor} != open stakes {open_stakes_minor}")
+    expected_liability: dict[tuple[str, str], int] = {}
+    for bet in state.bets.values():
+        if bet.status == "open":
+            for leg in bet.legs:
+                key = (leg.market_id, leg.selection_id)
+                expected_liability[key] = expected_liability.get(key, 0) + bet.liability_minor
+    for market in state.markets.values():
+        for selection in market.selections.values():
+            expected_minor = expected_liability.get((market.market_id, selection.selection_id), 0)
+            if selection.liability_minor != expected_minor:
+                problems.append(
+                    f"{market.market_id}/{selection.selection_id} liability "
+                    f"{selection.liability_minor} != open bets' {expected_minor}"
+                )
+    return problems

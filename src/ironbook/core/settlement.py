@@ -1,0 +1,50 @@
+"""Settlement rules shared by `decide` (which computes a result) and `apply`
+(which records it): what a market result means for one leg, and for a bet."""
+
+from __future__ import annotations
+
+from ironbook.core.events import BetStatus, LegOutcome, ResultKind
+from ironbook.core.odds import ODDS_SCALE, payout_minor
+from ironbook.core.state import Bet
+
+
+def leg_result(
+    kind: ResultKind, winners: dict[str, int], selection_id: str
+) -> tuple[LegOutcome, int]:
+    """A leg's outcome and dead-heat divisor under a market result."""
+    if kind == "void":
+        return "void", 1
+    divisor = winners.get(selection_id)
+    if divisor is None:
+        return "lost", 1
+    return "won", divisor
+
+
+def evaluate_bet(
+    bet: Bet, market_id: str, kind: ResultKind, winners: dict[str, int]
+) -> tuple[BetStatus, int]:
+    """The bet's status and payout if `market_id` took this result (its other
+    legs keep the outcomes they have). A void leg counts at odds 1.00; a bet
+    whose every leg is void is refunded."""
+    odds: list[int] = []
+    divisors: list[int] = []
+    all_void = True
+    for leg in bet.legs:
+        if leg.market_id == market_id:
+            outcome, dead_heat = leg_result(kind, winners, leg.selection_id)
+        else:
+            outcome, dead_heat = leg.outcome, leg.dead_heat
+        if outcome == "lost":
+            return "lost", 0
+        if outcome == "pending":
+            return "open", 0
+        if outcome == "won":
+            all_void = False
+            odds.append(leg.odds)
+            if dead_heat != 1:
+                divisors.append(dead_heat)
+        else:
+            odds.append(ODDS_SCALE)
+    if all_void:
+        return "void", bet.stake_minor
+    return "won", payout_minor(bet.stake_minor, odds, divisors)

@@ -1,0 +1,137 @@
+"""The ledger state one partition's log folds into.
+
+The state is a tree of msgspec structs so that a snapshot is one encode call
+and the state hash is a hash of a canonical (key-sorted) encoding.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from ironbook.core.events import AnyReply, BetStatus, LegOutcome, MarketStatus
+
+HOUSE = "sys:house"
+STAKES_HELD = "sys:stakes_held"
+CASHIER = "sys:cashier"
+SYSTEM_ACCOUNTS = (HOUSE, STAKES_HELD, CASHIER)
+SYSTEM_PREFIX = "sys:"
+
+DAY_MS = 86_400_000
+LIMIT_WINDOWS_MS: dict[str, int] = {"day": DAY_MS, "week": 7 * DAY_MS, "month": 30 * DAY_MS}
+
+
+class LedgerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Rules of one ledger. Part of the state, so replay sees the same rules."""
+
+    partition: int = 0
+    currency: str = "GBP"
+    min_stake_minor: int = 10
+    max_stake_minor: int = 10_000_000
+    max_liability_minor: int = 100_000_000
+    """Per selection, per partition: the most the house may lose if it wins."""
+    max_legs: int = 12
+    max_selections: int = 500
+    max_amount_minor: int = 10**12
+    """Upper bound on any single deposit, withdrawal or adjustment."""
+    max_id_length: int = 64
+    idempotency_retention_ms: int = DAY_MS
+    limit_increase_delay_ms: int = DAY_MS
+    max_self_exclusion_days: int = 36_500
+    result_chunk_bets: int = 1_000
+    """A market result touching more bets than this is logged in chunks."""
+
+
+class PendingLimit(msgspec.Struct):
+    limit_minor: int | None
+    effective_ms: int
+
+
+class DepositLimit(msgspec.Struct):
+    limit_minor: int | None = None
+    pending: PendingLimit | None = None
+
+    def effective(self, now_ms: int) -> int | None:
+        if self.pending is not None and now_ms >= self.pending.effective_ms:
+            return self.pending.limit_minor
+        return self.limit_minor
+
+
+class Account(msgspec.Struct):
+    account_id: str
+    kind: Literal["player", "system"]
+    balance_minor: int = 0
+    opened_ms: int = 0
+    excluded_until_ms: int = 0
+    limits: dict[str, DepositLimit] = msgspec.field(default_factory=dict)
+    deposits: list[tuple[int, int]] = msgspec.field(default_factory=list)
+    """(at_ms, amount_minor) of deposits still inside the longest limit window."""
+
+
+class Selection(msgspec.Struct):
+    selection_id: str
+    name: str
+    odds: int
+    liability_minor: int = 0
+    """What the house loses if this selection wins, over open bets."""
+
+
+class Market(msgspec.Struct):
+    market_id: str
+    event_id: str
+    name: str
+    status: MarketStatus
+    selections: dict[str, Selection]
+    in_play: bool = False
+    bet_delay_s: int = 0
+    bet_ids: list[str] = msgspec.field(default_factory=list)
+    winners: dict[str, int] = msgspec.field(default_factory=dict)
+    """selection id -> dead-heat divisor, for the latest result."""
+
+
+class PlacedLeg(msgspec.Struct):
+    market_id: str
+    selection_id: str
+    odds: int
+    outcome: LegOutcome = "pending"
+    dead_heat: int = 1
+
+
+class Bet(msgspec.Struct):
+    bet_id: str
+    account_id: str
+    stake_minor: int
+    legs: list[PlacedLeg]
+    potential_payout_minor: int
+    placed_ms: int
+    request_id: str
+    status: BetStatus = "open"
+    payout_minor: int = 0
+
+    @property
+    def liability_minor(self) -> int:
+        return self.potential_payout_minor - self.stake_minor
+
+
+class LedgerState(msgspec.Struct):
+    config: LedgerConfig
+    accounts: dict[str, Account]
+    markets: dict[str, Market] = msgspec.field(default_factory=dict)
+    bets: dict[str, Bet] = msgspec.field(default_factory=dict)
+    replies: dict[str, AnyReply] = msgspec.field(default_factory=dict)
+    """request id -> the first reply, for the idempotency retention window."""
+    reply_order: list[tuple[int, str]] = msgspec.field(default_factory=list)
+    """(at_ms, request id) in log order; entries before `reply_order_head` are expired."""
+    reply_order_head: int = 0
+    now_ms: int = 0
+    """Log time: the newest event time applied (never moves backwards)."""
+    next_bet_number: int = 1
+    next_transaction_number: int = 1
+    events_applied: int = 0
+
+
+def new_state(config: LedgerConfig | None = None) -> LedgerState:
+    config = config or LedgerConfig()
+    accounts = {name: Account(account_id=name, kind="system") for name in SYSTEM_ACCOUNTS}
+    return LedgerState(config=config, accounts=accounts)
