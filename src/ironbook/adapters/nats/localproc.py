@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 LOOPBACK = "127.0.0.1"
 
@@ -97,6 +97,14 @@ def _bindable(port: int) -> bool:
     return True
 
 
+def as_user(user: str | None) -> dict[str, Any]:
+    """`subprocess` arguments that run a child as `user` (uid, gid and no
+    supplementary groups), or nothing for the current user."""
+    if user is None:
+        return {}
+    return {"user": user, "group": user, "extra_groups": []}
+
+
 def port_open(port: int, timeout_ms: int = 200) -> bool:
     try:
         with socket.create_connection((LOOPBACK, port), timeout=timeout_ms / 1000):
@@ -109,7 +117,8 @@ class ManagedProcess:
     """One child process, addressed by PID only.
 
     `kill()` is SIGKILL, `pause()`/`resume()` are SIGSTOP/SIGCONT, `stop()` is
-    SIGTERM then, after `timeout_ms`, SIGKILL.
+    `stop_signal` (SIGTERM unless told; PostgreSQL's fast shutdown is SIGINT)
+    then, after `timeout_ms`, SIGKILL.
     """
 
     def __init__(
@@ -121,8 +130,10 @@ class ManagedProcess:
         cwd: Path | None = None,
         env: dict[str, str] | None = None,
         user: str | None = None,
+        stop_signal: signal.Signals = signal.SIGTERM,
     ) -> None:
         self.name = name
+        self.stop_signal = stop_signal
         self.argv = list(argv)
         self.log_path = log_path
         self._cwd = cwd
@@ -146,8 +157,8 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 cwd=self._cwd,
                 env=self._env,
-                user=self._user,
                 start_new_session=True,
+                **as_user(self._user),
             )
 
     def is_running(self) -> bool:
@@ -174,12 +185,12 @@ class ManagedProcess:
         self.send(signal.SIGCONT)
 
     def terminate(self) -> None:
-        """SIGTERM, after SIGCONT in case it is paused; does not wait."""
+        """The stop signal, after SIGCONT in case it is paused; does not wait."""
         self.send(signal.SIGCONT)
-        self.send(signal.SIGTERM)
+        self.send(self.stop_signal)
 
     def stop(self, timeout_ms: int = 10_000) -> None:
-        """Graceful stop: SIGTERM, then SIGKILL if still alive after `timeout_ms`."""
+        """Graceful stop, then SIGKILL if still alive after `timeout_ms`."""
         if not self.is_running():
             return
         self.terminate()
