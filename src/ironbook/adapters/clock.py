@@ -1,0 +1,16 @@
+"""The real clock behind the replication layer's `Clock` interface."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+
+class SystemClock:
+    """Wall-clock milliseconds (log time is stamped from it) and asyncio sleeps."""
+
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+    async def sleep(self, ms: float) -> None:
+        await asyncio.sleep(max(0.0, ms) / 1000)

@@ -1,0 +1,226 @@
+"""A whole ironbook cluster on one machine, from one data directory.
+
+    <data-dir>/ironbook.json   what the cluster is (partitions): fixed at creation
+    <data-dir>/nats/           3 nats-server nodes (config, JetStream store, logs)
+    <data-dir>/logs/           one log file per replica process
+    <data-dir>/up.json         what is running now (PIDs, URLs), for `ironbook status`
+
+Used by `ironbook up`, the integration tests and the benchmarks, so that all
+three exercise the same processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+
+from ironbook.adapters.nats.localproc import ManagedProcess
+from ironbook.adapters.nats.provision import connect_nats
+from ironbook.adapters.nats.server import LocalNatsCluster
+from ironbook.services.status import STATUS_SUBJECT_ALL, ReplicaHeartbeat, decode_heartbeat
+from ironbook.services.supervisor import Supervisor
+
+CLUSTER_CONFIG_FILE = "ironbook.json"
+RUNTIME_FILE = "up.json"
+
+
+class ClusterConfigError(ValueError):
+    """The data directory holds a cluster that differs from what was asked."""
+
+
+class ClusterConfig(msgspec.Struct, frozen=True):
+    partitions: int = 1
+    replicas_per_partition: int = 3
+    nats_nodes: int = 3
+
+
+class ReplicaInfo(msgspec.Struct, frozen=True):
+    node_id: str
+    partition: int
+    pid: int | None
+
+
+class RuntimeInfo(msgspec.Struct, frozen=True):
+    """`up.json`: how to reach a running cluster."""
+
+    supervisor_pid: int
+    nats_urls: list[str]
+    partitions: int
+    replicas: list[ReplicaInfo]
+    started_at_ms: int
+
+
+def load_cluster_config(data_dir: Path, requested_partitions: int | None) -> ClusterConfig:
+    """The data dir's cluster config, created on first use. Accounts are hashed
+    to partitions, so the partition count of existing data cannot change."""
+    path = data_dir / CLUSTER_CONFIG_FILE
+    if path.exists():
+        config = msgspec.json.decode(path.read_bytes(), type=ClusterConfig)
+        if requested_partitions is not None and requested_partitions != config.partitions:
+            raise ClusterConfigError(
+                f"{data_dir} holds a cluster with {config.partitions} partition(s); "
+                f"--partitions {requested_partitions} needs a new --data-dir"
+            )
+        return config
+    if requested_partitions is not None and requested_partitions < 1:
+        raise ClusterConfigError("--partitions must be at least 1")
+    config = ClusterConfig(partitions=requested_partitions or 1)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(msgspec.json.encode(config))
+    return config
+
+
+def read_runtime(data_dir: Path) -> RuntimeInfo | None:
+    path = data_dir / RUNTIME_FILE
+    if not path.exists():
+        return None
+    return msgspec.json.decode(path.read_bytes(), type=RuntimeInfo)
+
+
+def replica_node_id(partition: int, index: int) -> str:
+    return f"p{partition}-r{index}"
+
+
+class LocalCluster:
+    """NATS nodes plus replica processes, all supervised."""
+
+    def __init__(self, data_dir: Path, *, partitions: int | None = None) -> None:
+        self.data_dir = data_dir.resolve()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config = load_cluster_config(self.data_dir, partitions)
+        self.nats = LocalNatsCluster(self.data_dir / "nats", size=self.config.nats_nodes)
+        self.supervisor = Supervisor()
+        for name, node in self.nats.nodes.items():
+            self.supervisor.add(
+                f"nats-{name}",
+                node.process,
+                lambda name=name: self.nats.start_node(name, wait=False),  # type: ignore[misc]
+            )
+        self.replicas: dict[str, ManagedProcess] = {}
+        for partition in range(self.config.partitions):
+            for index in range(1, self.config.replicas_per_partition + 1):
+                node_id = replica_node_id(partition, index)
+                process = ManagedProcess(
+                    node_id,
+                    [
+                        sys.executable,
+                        "-m",
+                        "ironbook.services.replica",
+                        "--nats",
+                        self.nats.url,
+                        "--partition",
+                        str(partition),
+                        "--node-id",
+                        node_id,
+                        "--replicas",
+                        str(min(3, self.config.nats_nodes)),
+                    ],
+                    log_path=self.data_dir / "logs" / f"{node_id}.log",
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
+                self.replicas[node_id] = process
+                self.supervisor.add(node_id, process, process.start)
+
+    @property
+    def nats_url(self) -> str:
+        return self.nats.url
+
+    @property
+    def partitions(self) -> int:
+        return self.config.partitions
+
+    def replica_ids(self, partition: int) -> list[str]:
+        return [
+            replica_node_id(partition, index)
+            for index in range(1, self.config.replicas_per_partition + 1)
+        ]
+
+    def start(self, timeout_ms: int = 60_000) -> None:
+        """Start NATS, wait for it to be healthy, then start the replicas."""
+        self.nats.start(timeout_ms=timeout_ms)
+        for process in self.replicas.values():
+            if not process.is_running():
+                process.start()
+        self.write_runtime()
+
+    def write_runtime(self) -> None:
+        info = RuntimeInfo(
+            supervisor_pid=os.getpid(),
+            nats_urls=self.nats.urls,
+            partitions=self.config.partitions,
+            replicas=[
+                ReplicaInfo(node_id=node_id, partition=int(node_id[1:].split("-")[0]), pid=p.pid)
+                for node_id, p in self.replicas.items()
+            ],
+            started_at_ms=time.time_ns() // 1_000_000,
+        )
+        (self.data_dir / RUNTIME_FILE).write_bytes(msgspec.json.encode(info))
+
+    def stop(self, timeout_ms: int = 15_000) -> None:
+        """Graceful: replicas first (a leader hands its lease over), then NATS."""
+        for process in self.replicas.values():
+            process.terminate()
+        for process in self.replicas.values():
+            process.stop(timeout_ms=timeout_ms)
+        self.nats.close()
+        with contextlib.suppress(FileNotFoundError):
+            (self.data_dir / RUNTIME_FILE).unlink()
+
+    async def wait_leaders(self, timeout_ms: int = 60_000) -> dict[int, ReplicaHeartbeat]:
+        """Wait until every partition has a replica heartbeating as leader."""
+        return await wait_for_leaders(self.nats_url, self.config.partitions, timeout_ms=timeout_ms)
+
+
+async def collect_heartbeats(nats_url: str, listen_ms: int) -> dict[str, ReplicaHeartbeat]:
+    """The newest heartbeat of every replica heard within `listen_ms`."""
+    nc = await connect_nats(nats_url, name="ironbook-status")
+    heard: dict[str, ReplicaHeartbeat] = {}
+    try:
+
+        async def on_msg(msg: object) -> None:
+            data = getattr(msg, "data", b"")
+            with contextlib.suppress(msgspec.MsgspecError):
+                beat = decode_heartbeat(data)
+                heard[beat.node_id] = beat
+
+        subscription = await nc.subscribe(STATUS_SUBJECT_ALL, cb=on_msg)
+        await asyncio.sleep(listen_ms / 1000)
+        await subscription.unsubscribe()
+    finally:
+        await nc.close()
+    return heard
+
+
+async def wait_for_leaders(
+    nats_url: str, partitions: int, *, timeout_ms: int = 60_000, not_node: str | None = None
+) -> dict[int, ReplicaHeartbeat]:
+    """Heartbeats of one leader per partition (fresh ones only)."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    nc = await connect_nats(nats_url, name="ironbook-wait-leaders")
+    leaders: dict[int, ReplicaHeartbeat] = {}
+    try:
+
+        async def on_msg(msg: object) -> None:
+            with contextlib.suppress(msgspec.MsgspecError):
+                beat = decode_heartbeat(getattr(msg, "data", b""))
+                if beat.role == "leader" and beat.node_id != not_node:
+                    leaders[beat.partition] = beat
+
+        subscription = await nc.subscribe(STATUS_SUBJECT_ALL, cb=on_msg)
+        while len(leaders) < partitions:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"no leader within {timeout_ms} ms for partitions "
+                    f"{sorted(set(range(partitions)) - set(leaders))}"
+                )
+            await asyncio.sleep(0.05)
+        await subscription.unsubscribe()
+    finally:
+        await nc.close()
+    return leaders

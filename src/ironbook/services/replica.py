@@ -1,0 +1,154 @@
+"""One replica of one ledger partition, as a process.
+
+    python -m ironbook.services.replica --nats URL[,URL...] --partition P --node-id ID
+
+It joins whatever NATS cluster the URLs name (local or across machines),
+follows the partition's log as a hot standby, leads when it wins the lease,
+and heartbeats its role, log position and state hash once a second.
+SIGTERM or SIGINT stop it gracefully: a leader gives its lease up at once so
+a follower takes over without waiting for the lease to expire.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import sys
+
+from nats.aio.client import Client as NatsClient
+
+from ironbook import core
+from ironbook.adapters.clock import SystemClock
+from ironbook.adapters.nats.lease import NatsLease
+from ironbook.adapters.nats.log import NatsLog
+from ironbook.adapters.nats.provision import connect_nats
+from ironbook.adapters.nats.snapshots import NatsSnapshotStore
+from ironbook.adapters.nats.transport import NatsRequestServer
+from ironbook.replication.replica import Replica, ReplicaConfig
+from ironbook.services.status import (
+    HEARTBEAT_INTERVAL_MS,
+    ReplicaHeartbeat,
+    encode_heartbeat,
+    replica_status_subject,
+)
+
+log = logging.getLogger("ironbook.replica")
+
+LEASE_TTL_MS = 1_000
+LEASE_RENEW_INTERVAL_MS = 300
+HASH_INTERVAL_MS = 2_000
+
+
+def lease_key(partition: int) -> str:
+    return f"ledger-{partition}"
+
+
+async def serve(
+    nats_urls: str, partition: int, node_id: str, *, replicas: int, stop: asyncio.Event
+) -> None:
+    nc = await connect_nats(nats_urls, name=f"replica-{node_id}")
+    clock = SystemClock()
+    try:
+        log_ = await NatsLog.open(nc, partition, replicas=replicas)
+        lease = await NatsLease.open(
+            nc, lease_key(partition), ttl_ms=LEASE_TTL_MS, replicas=replicas
+        )
+        snapshots = await NatsSnapshotStore.open(nc, partition, replicas=replicas)
+        replica = Replica(
+            node_id,
+            log=log_,
+            lease=lease,
+            snapshots=snapshots,
+            server=NatsRequestServer(nc, partition),
+            clock=clock,
+            rng=random.Random(),
+            config=ReplicaConfig(
+                lease_ttl_ms=LEASE_TTL_MS,
+                lease_renew_interval_ms=LEASE_RENEW_INTERVAL_MS,
+                ledger=core.LedgerConfig(partition=partition),
+            ),
+        )
+        log.info("replica %s of partition %d started (pid %d)", node_id, partition, os.getpid())
+        async with asyncio.TaskGroup() as group:
+            run = group.create_task(replica.run())
+            beat = group.create_task(_heartbeat(nc, replica, partition, clock))
+            await stop.wait()
+            run.cancel()
+            beat.cancel()
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.drain()
+    log.info("replica %s stopped", node_id)
+
+
+async def _heartbeat(nc: NatsClient, replica: Replica, partition: int, clock: SystemClock) -> None:
+    subject = replica_status_subject(partition, replica.node_id)
+    hashed_at_ms = 0
+    state_hash: str | None = None
+    hashed_seq = 0
+    while True:
+        status = replica.status()
+        now_ms = clock.now_ms()
+        stale = now_ms - hashed_at_ms >= HASH_INTERVAL_MS or status.applied_seq != hashed_seq
+        if stale and status.pending_batches == 0:
+            state_hash, hashed_seq, hashed_at_ms = (
+                replica.state_hash(),
+                status.applied_seq,
+                now_ms,
+            )
+        heartbeat = ReplicaHeartbeat(
+            node_id=replica.node_id,
+            partition=partition,
+            pid=os.getpid(),
+            role=status.role,
+            term=status.term,
+            applied_seq=status.applied_seq,
+            pending_batches=status.pending_batches,
+            state_hash=state_hash,
+            hashed_seq=hashed_seq,
+            terms_led=status.terms_led,
+            last_step_down=replica.last_step_down,
+            at_ms=now_ms,
+        )
+        with contextlib.suppress(Exception):
+            await nc.publish(subject, encode_heartbeat(heartbeat))
+        await asyncio.sleep(HEARTBEAT_INTERVAL_MS / 1000)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ironbook.services.replica",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--nats", required=True, help="NATS server URLs, comma-separated")
+    parser.add_argument("--partition", type=int, default=0, help="ledger partition (default 0)")
+    parser.add_argument("--node-id", required=True, help="this replica's unique name")
+    parser.add_argument(
+        "--replicas", type=int, default=3, help="JetStream replication factor (default 3)"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(args.nats, args.partition, args.node_id, replicas=args.replicas, stop=stop)
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Heartbeats: every ironbook process announces itself on NATS once a second.
+
+`ironbook status` and the monitor listen on `ironbook.status.>` and build the
+cluster view from what they hear; a process that stops heartbeating is down.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+STATUS_SUBJECT_ALL = "ironbook.status.>"
+HEARTBEAT_INTERVAL_MS = 1_000
+
+
+def replica_status_subject(partition: int, node_id: str) -> str:
+    return f"ironbook.status.replica.{partition}.{node_id}"
+
+
+class ReplicaHeartbeat(msgspec.Struct, frozen=True, tag="replica"):
+    node_id: str
+    partition: int
+    pid: int
+    role: str
+    term: int
+    applied_seq: int
+    pending_batches: int
+    state_hash: str | None
+    hashed_seq: int
+    """The log position `state_hash` was computed at."""
+    terms_led: int
+    last_step_down: str
+    at_ms: int
+
+
+AnyHeartbeat = ReplicaHeartbeat
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder: msgspec.msgpack.Decoder[AnyHeartbeat] = msgspec.msgpack.Decoder(AnyHeartbeat)
+
+
+def encode_heartbeat(heartbeat: AnyHeartbeat) -> bytes:
+    return _encoder.encode(heartbeat)
+
+
+def decode_heartbeat(data: bytes) -> AnyHeartbeat:
+    return _decoder.decode(data)
