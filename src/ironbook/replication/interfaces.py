@@ -32,6 +32,28 @@ class LogUnavailable(ReplicationError):
     """The log cannot be reached right now (no quorum, no connection)."""
 
 
+class LeaseUnavailable(ReplicationError):
+    """The lease store cannot be reached right now. The caller does not know
+    whether it still holds the lease."""
+
+
+class SnapshotUnavailable(ReplicationError):
+    """The snapshot store cannot be reached right now."""
+
+
+class TransportError(ReplicationError):
+    """A request to the leader got no answer: the caller may retry it with the
+    same request id."""
+
+
+class RequestTimeout(TransportError):
+    """No reply within the request's timeout (lost, slow, or the leader died)."""
+
+
+class NoResponders(TransportError):
+    """Nobody is serving the partition right now (no leader, or mid-failover)."""
+
+
 class LogEntry(msgspec.Struct, frozen=True):
     """One appended batch: the log position it landed at, the writer's batch id
     and the encoded events."""
@@ -75,7 +97,8 @@ class Lease(Protocol):
 
     The revision strictly increases every time the lease changes hands, so it
     is usable as a term number. Leases give liveness only: safety comes from
-    the log's expected-sequence check.
+    the log's expected-sequence check. Methods raise `LeaseUnavailable` when
+    the lease store cannot be reached.
     """
 
     async def acquire(self, holder: str) -> int | None:
@@ -101,6 +124,9 @@ class Snapshot(msgspec.Struct, frozen=True):
 
 
 class SnapshotStore(Protocol):
+    """Where replicas keep snapshots. Methods raise `SnapshotUnavailable` when
+    the store cannot be reached."""
+
     async def put(self, snapshot: Snapshot) -> None: ...
 
     async def latest(self) -> Snapshot | None: ...
@@ -112,3 +138,53 @@ class Clock(Protocol):
     def now_ms(self) -> int: ...
 
     async def sleep(self, ms: float) -> None: ...
+
+
+class InboundRequest(Protocol):
+    """One command that reached the leader, with the way back to its sender."""
+
+    @property
+    def payload(self) -> bytes:
+        """The encoded command (it carries its own request id)."""
+        ...
+
+    async def respond(self, payload: bytes) -> None:
+        """Send the reply. Never raises: a reply that cannot be delivered is
+        lost, and the client retries with the same request id."""
+        ...
+
+
+class RequestInbox(Protocol):
+    """The commands sent to a partition, as seen by the replica serving it."""
+
+    async def receive(self, max_requests: int, *, wait_ms: int) -> Sequence[InboundRequest]:
+        """Wait up to `wait_ms` for at least one request, then return every
+        request already received, at most `max_requests`, oldest first. Returns
+        an empty sequence if none arrived in time."""
+        ...
+
+    async def close(self) -> None:
+        """Stop receiving. Requests not yet returned by `receive` are dropped;
+        their clients time out and retry elsewhere."""
+        ...
+
+
+class RequestServer(Protocol):
+    """Server side of the command transport (a NATS queue subscription)."""
+
+    async def listen(self) -> RequestInbox:
+        """Start receiving the partition's commands; a replica listens only
+        while it leads."""
+        ...
+
+
+class RequestClient(Protocol):
+    """Client side of the command transport (a NATS request)."""
+
+    async def request(self, payload: bytes, *, timeout_ms: int) -> bytes:
+        """Send one request and wait for its reply.
+
+        Raises `NoResponders` when nobody serves the partition and
+        `RequestTimeout` when no reply came within `timeout_ms`.
+        """
+        ...

@@ -1,0 +1,224 @@
+"""The role loop of one replica of one partition.
+
+    follower --wins the lease--> candidate --caught up--> leader
+        ^                                                   |
+        +---- lease lost / fenced / append unknown ---------+
+              (discard speculative state, restore snapshot, replay the log)
+
+Only the log's expected-sequence check keeps the history single; the lease
+only decides who should try to lead, so that usually exactly one replica does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass, field
+from typing import Literal, NoReturn
+
+from ironbook import core
+from ironbook.replication.concurrency import race
+from ironbook.replication.errors import LeaseLost, StepDown
+from ironbook.replication.follower import Follower, FollowerConfig, restore
+from ironbook.replication.interfaces import (
+    Clock,
+    Fenced,
+    Lease,
+    Log,
+    ReplicationError,
+    RequestServer,
+    SnapshotStore,
+)
+from ironbook.replication.sequencer import Sequencer, SequencerConfig
+
+Role = Literal["starting", "follower", "candidate", "leader"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaConfig:
+    lease_ttl_ms: int = 2_000
+    """Must equal the lease store's TTL: a leader that could not renew for
+    this long assumes the lease is gone."""
+    lease_renew_interval_ms: int = 500
+    lease_retry_ms: int = 250
+    """How often a follower tries to take a free lease (plus jitter)."""
+    follower_read_wait_ms: int = 100
+    io_retry_backoff_ms: int = 50
+    follower: FollowerConfig = field(default_factory=FollowerConfig)
+    sequencer: SequencerConfig = field(default_factory=SequencerConfig)
+    ledger: core.LedgerConfig | None = None
+    """The ledger rules for a brand-new (empty) state."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaStatus:
+    node_id: str
+    role: Role
+    term: int
+    applied_seq: int
+    """Follower: entries applied. Leader: entries acknowledged."""
+    pending_batches: int
+    terms_led: int
+
+
+class Replica:
+    def __init__(
+        self,
+        node_id: str,
+        *,
+        log: Log,
+        lease: Lease,
+        snapshots: SnapshotStore,
+        server: RequestServer,
+        clock: Clock,
+        rng: random.Random,
+        config: ReplicaConfig,
+    ) -> None:
+        if config.lease_renew_interval_ms * 2 > config.lease_ttl_ms:
+            raise ValueError("renew the lease at least twice per TTL")
+        self.node_id = node_id
+        self._log = log
+        self._lease = lease
+        self._snapshots = snapshots
+        self._server = server
+        self._clock = clock
+        self._rng = rng
+        self._config = config
+        self._role: Role = "starting"
+        self._term = 0
+        self._lease_revision = 0
+        self._terms_led = 0
+        self._follower: Follower | None = None
+        self._sequencer: Sequencer | None = None
+        self.last_step_down: str = ""
+
+    def status(self) -> ReplicaStatus:
+        sequencer = self._sequencer
+        if sequencer is not None:
+            applied, pending = sequencer.acked_seq, sequencer.pending_batches
+        elif self._follower is not None:
+            applied, pending = self._follower.applied_seq, 0
+        else:
+            applied, pending = 0, 0
+        return ReplicaStatus(
+            self.node_id, self._role, self._term, applied, pending, self._terms_led
+        )
+
+    def state_hash(self) -> str | None:
+        """Hash of the current state (speculative while batches are in flight);
+        None before the first restore."""
+        if self._sequencer is not None:
+            return core.state_hash(self._sequencer.state)
+        if self._follower is not None:
+            return core.state_hash(self._follower.state)
+        return None
+
+    async def run(self) -> NoReturn:
+        """Serve forever; cancel to stop."""
+        while True:
+            follower = await self._restore()
+            revision = await self._follow_until_lease(follower)
+            await self._lead(follower, revision)
+
+    async def _restore(self) -> Follower:
+        self._role = "starting"
+        self._follower = None
+        while True:
+            try:
+                state, seq = await restore(self._snapshots, self._config.ledger)
+                break
+            except ReplicationError:
+                await self._clock.sleep(self._config.io_retry_backoff_ms)
+        follower = Follower(
+            log=self._log,
+            snapshots=self._snapshots,
+            clock=self._clock,
+            state=state,
+            applied_seq=seq,
+            config=self._config.follower,
+        )
+        self._follower = follower
+        return follower
+
+    async def _follow_until_lease(self, follower: Follower) -> int:
+        """Tail the log; return the lease revision once this replica wins it."""
+        self._role = "follower"
+        config = self._config
+        next_try_ms = self._clock.now_ms()
+        while True:
+            now_ms = self._clock.now_ms()
+            if now_ms >= next_try_ms:
+                try:
+                    revision = await self._lease.acquire(self.node_id)
+                except ReplicationError:
+                    revision = None
+                if revision is not None:
+                    return revision
+                next_try_ms = (
+                    now_ms
+                    + config.lease_retry_ms
+                    + self._rng.randrange(config.lease_retry_ms // 2 + 1)
+                )
+            wait_ms = max(0, min(config.follower_read_wait_ms, next_try_ms - self._clock.now_ms()))
+            await follower.poll(wait_ms=wait_ms)
+
+    async def _lead(self, follower: Follower, revision: int) -> None:
+        self._role = "candidate"
+        self._term = revision
+        self._lease_revision = revision
+        try:
+            await race(self._keep_lease(), self._catch_up_and_serve(follower))
+        except (StepDown, Fenced) as reason:
+            self.last_step_down = f"{type(reason).__name__}: {reason}"
+        finally:
+            self._sequencer = None
+            self._follower = None
+            self._role = "starting"
+        with contextlib.suppress(ReplicationError):
+            await self._lease.release(self.node_id, self._lease_revision)
+
+    async def _keep_lease(self) -> NoReturn:
+        config = self._config
+        renewed_at_ms = self._clock.now_ms()
+        while True:
+            await self._clock.sleep(config.lease_renew_interval_ms)
+            sent_at_ms = self._clock.now_ms()
+            try:
+                revision = await self._lease.renew(self.node_id, self._lease_revision)
+            except ReplicationError:
+                if self._clock.now_ms() - renewed_at_ms >= config.lease_ttl_ms:
+                    raise LeaseLost("could not renew the lease for a whole TTL") from None
+                continue
+            if revision is None:
+                raise LeaseLost("the lease was taken over")
+            self._lease_revision = revision
+            # The store extended the lease at some moment after `sent_at_ms`:
+            # counting from the send keeps this replica's idea of its lease no
+            # longer than the store's.
+            renewed_at_ms = sent_at_ms
+
+    async def _catch_up_and_serve(self, follower: Follower) -> NoReturn:
+        while True:
+            try:
+                target_seq = await self._log.last_seq()
+                break
+            except ReplicationError:
+                await self._clock.sleep(self._config.io_retry_backoff_ms)
+        await follower.catch_up(target_seq)
+        inbox = await self._server.listen()
+        try:
+            sequencer = Sequencer(
+                term=self._term,
+                log=self._log,
+                inbox=inbox,
+                clock=self._clock,
+                state=follower.state,
+                last_seq=follower.applied_seq,
+                config=self._config.sequencer,
+            )
+            self._sequencer = sequencer
+            self._role = "leader"
+            self._terms_led += 1
+            await sequencer.run()
+        finally:
+            await inbox.close()

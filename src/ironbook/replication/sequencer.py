@@ -1,0 +1,261 @@
+"""The leader loop: decide commands speculatively, append them in batches,
+reply once the log has acknowledged them.
+
+Commands are decided against a state that runs ahead of the log by the batches
+still in flight. Each batch is appended with the log's expected last sequence,
+so it lands only directly after the batches it was decided on top of. Replies
+go out strictly in log order, only for acknowledged batches. The first failed
+append ends the term: every unacknowledged request is answered "retry" and the
+caller discards the speculative state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+import msgspec
+
+from ironbook import core
+from ironbook.replication.concurrency import cancel_and_wait, race
+from ironbook.replication.errors import AppendGaveUp, LogDiverged
+from ironbook.replication.interfaces import (
+    AppendUnknown,
+    Clock,
+    Fenced,
+    InboundRequest,
+    Log,
+    LogUnavailable,
+    RequestInbox,
+)
+from ironbook.replication.wire import (
+    BadRequestReply,
+    OutcomeReply,
+    RetryReply,
+    encode_reply,
+)
+
+_RETRY_ABORTED = encode_reply(RetryReply(reason="aborted"))
+
+
+@dataclass(frozen=True, slots=True)
+class SequencerConfig:
+    max_batch_commands: int = 1_000
+    """Most commands decided into one appended batch (one log entry)."""
+    batch_linger_ms: int = 1
+    """How long a batch waits for more commands after its first one."""
+    max_inflight_appends: int = 8
+    """Batches appended but not yet acknowledged, at most."""
+    append_attempts: int = 4
+    """Tries of one append whose outcome is unknown, with the same batch id and
+    expected sequence, before the leader gives up and steps down. All of them
+    must fit in the log's de-duplication window."""
+    append_retry_backoff_ms: int = 20
+    idle_receive_wait_ms: int = 50
+    reply_before_ack: bool = False
+    """TEST-ONLY mutation: reply as soon as a command is decided, before its
+    batch is durable. Breaks the durability promise; the simulator's checker
+    must catch it. Never set outside tests."""
+
+
+@dataclass(slots=True)
+class _Batch:
+    batch_id: str
+    expected_last_seq: int
+    append: asyncio.Task[int]
+    replies: list[tuple[InboundRequest, bytes]] = field(default_factory=list)
+
+
+class Sequencer:
+    """One leader term. `run` serves until the term ends, then raises why."""
+
+    def __init__(
+        self,
+        *,
+        term: int,
+        log: Log,
+        inbox: RequestInbox,
+        clock: Clock,
+        state: core.LedgerState,
+        last_seq: int,
+        config: SequencerConfig,
+    ) -> None:
+        if config.max_batch_commands < 1 or config.max_inflight_appends < 1:
+            raise ValueError("batch size and appends in flight must be at least 1")
+        self._term = term
+        self._log = log
+        self._inbox = inbox
+        self._clock = clock
+        self._config = config
+        self._state = state
+        self._acked_seq = last_seq
+        self._decided_seq = last_seq
+        self._batch_count = 0
+        self._inflight: deque[_Batch] = deque()
+        self._slots = asyncio.Semaphore(config.max_inflight_appends)
+        self._batch_ready = asyncio.Event()
+        self._stop_serving = asyncio.Event()
+        self._undecided: list[InboundRequest] = []
+        self.commands_decided = 0
+        self.batches_acked = 0
+
+    @property
+    def acked_seq(self) -> int:
+        """The newest log sequence this leader knows is durable."""
+        return self._acked_seq
+
+    @property
+    def pending_batches(self) -> int:
+        return len(self._inflight)
+
+    @property
+    def state(self) -> core.LedgerState:
+        """The speculative state: the log up to `acked_seq` plus every batch
+        in flight. Equal to the durable state when nothing is in flight."""
+        return self._state
+
+    async def run(self) -> NoReturn:
+        """Serve until the term ends; raises `Fenced` or a `StepDown`."""
+        try:
+            await race(self._intake(), self._acknowledge())
+        finally:
+            await self._abort()
+        raise AssertionError("the sequencer's loops never return")
+
+    async def _intake(self) -> NoReturn:
+        while True:
+            await self._slots.acquire()
+            if self._stop_serving.is_set():
+                # A later append failed: decide nothing more; `_acknowledge`
+                # ends the term when it reaches that batch.
+                await asyncio.Future()
+            await self._collect()
+            if not self._undecided:
+                self._slots.release()
+                continue
+            await self._decide_and_append()
+
+    async def _collect(self) -> None:
+        """Receive into `_undecided` (so a step-down mid-wait still answers
+        them) until the batch is full or has lingered long enough."""
+        config = self._config
+        max_requests = config.max_batch_commands
+        self._undecided.extend(
+            await self._inbox.receive(max_requests, wait_ms=config.idle_receive_wait_ms)
+        )
+        if not self._undecided:
+            return
+        deadline_ms = self._clock.now_ms() + config.batch_linger_ms
+        while len(self._undecided) < max_requests:
+            remaining_ms = deadline_ms - self._clock.now_ms()
+            if remaining_ms <= 0:
+                break
+            more = await self._inbox.receive(
+                max_requests - len(self._undecided), wait_ms=remaining_ms
+            )
+            if not more:
+                break
+            self._undecided.extend(more)
+
+    async def _decide_and_append(self) -> None:
+        requests = self._undecided
+        now_ms = self._clock.now_ms()
+        events: list[core.AnyEvent] = []
+        replies: list[tuple[InboundRequest, bytes]] = []
+        bad: list[tuple[InboundRequest, bytes]] = []
+        for request in requests:
+            try:
+                command = core.decode_command(request.payload)
+            except msgspec.MsgspecError as error:
+                bad.append((request, encode_reply(BadRequestReply(message=str(error)))))
+                continue
+            outcome = core.decide(self._state, command, now_ms)
+            for event in outcome.events:
+                core.apply(self._state, event)
+            events.extend(outcome.events)
+            replies.append((request, encode_reply(OutcomeReply(core.encode_outcome(outcome)))))
+        self.commands_decided += len(replies)
+        self._undecided = []
+
+        if events:
+            self._batch_count += 1
+            expected_last_seq = self._decided_seq
+            self._decided_seq += 1
+            batch_id = f"{self._term}:{self._batch_count}"
+            append = asyncio.get_running_loop().create_task(
+                self._append(core.encode_events(events), expected_last_seq, batch_id)
+            )
+            batch = _Batch(batch_id, expected_last_seq, append)
+            self._inflight.append(batch)
+            self._batch_ready.set()
+            if self._config.reply_before_ack:
+                await self._send(replies)
+            else:
+                batch.replies.extend(replies)
+        else:
+            self._slots.release()
+            if self._inflight and not self._config.reply_before_ack:
+                # Only repeats of earlier requests: their first outcomes may sit
+                # in a batch still in flight, so answer after the newest one.
+                self._inflight[-1].replies.extend(replies)
+            else:
+                await self._send(replies)
+        await self._send(bad)
+
+    async def _append(self, payload: bytes, expected_last_seq: int, batch_id: str) -> int:
+        attempts = self._config.append_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._log.append(
+                    payload, expected_last_seq=expected_last_seq, batch_id=batch_id
+                )
+            except Fenced:
+                self._stop_serving.set()
+                raise
+            except (AppendUnknown, LogUnavailable) as error:
+                if attempt == attempts:
+                    self._stop_serving.set()
+                    raise AppendGaveUp(
+                        f"batch {batch_id} still unknown after {attempts} attempts"
+                    ) from error
+                await self._clock.sleep(self._config.append_retry_backoff_ms)
+        raise AssertionError("unreachable")
+
+    async def _acknowledge(self) -> NoReturn:
+        while True:
+            while not self._inflight:
+                self._batch_ready.clear()
+                await self._batch_ready.wait()
+            batch = self._inflight[0]
+            seq = await batch.append
+            if seq != batch.expected_last_seq + 1:
+                raise LogDiverged(
+                    f"batch {batch.batch_id} landed at {seq}, expected "
+                    f"{batch.expected_last_seq + 1}"
+                )
+            self._inflight.popleft()
+            self._slots.release()
+            self._acked_seq = seq
+            self.batches_acked += 1
+            await self._send(batch.replies)
+
+    async def _abort(self) -> None:
+        """End the term: stop every append, answer every unacknowledged request
+        "retry". Whatever of it landed is found again by replaying the log."""
+        await cancel_and_wait([batch.append for batch in self._inflight])
+        unanswered: list[tuple[InboundRequest, bytes]] = [
+            (request, _RETRY_ABORTED) for request in self._undecided
+        ]
+        for batch in self._inflight:
+            unanswered.extend((request, _RETRY_ABORTED) for request, _ in batch.replies)
+        self._inflight.clear()
+        self._undecided = []
+        await self._send(unanswered)
+
+    @staticmethod
+    async def _send(replies: Sequence[tuple[InboundRequest, bytes]]) -> None:
+        for request, reply in replies:
+            await request.respond(reply)

@@ -1,0 +1,500 @@
+"""One simulated run of a whole partition: replicas, the log cluster, clients
+and a seeded fault schedule, on virtual time. Then a heal, a last round of
+retries, and the checker's verdict.
+
+    result = run_seed(42)
+    assert result.ok, result.violations
+
+One seed is one exact replay, in any process (`fingerprint` proves it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ironbook import core
+from ironbook.replication.checker import Checker, Observation, Violation
+from ironbook.replication.client import BadRequest, ClientConfig, GaveUp, LedgerClient
+from ironbook.replication.concurrency import cancel_and_wait
+from ironbook.replication.follower import Follower, FollowerConfig, restore
+from ironbook.replication.replica import Replica, ReplicaConfig
+from ironbook.replication.sequencer import SequencerConfig
+from ironbook.replication.sim.clock import SimClock
+from ironbook.replication.sim.faults import Fault, FaultPlan, plan_faults
+from ironbook.replication.sim.host import Host, HostDown
+from ironbook.replication.sim.lease import LeaseService, SimLease
+from ironbook.replication.sim.log import LogService, SimLog
+from ironbook.replication.sim.loop import SimDeadlock, SimTimeLimit, VirtualTimeLoop, run_virtual
+from ironbook.replication.sim.network import Network
+from ironbook.replication.sim.snapshots import SimSnapshotStore, SnapshotService
+from ironbook.replication.sim.transport import RequestBus, SimRequestClient, SimRequestServer
+from ironbook.replication.sim.workload import make_workload
+
+Mutation = Literal["none", "reply_before_ack", "skip_fencing"]
+"""Deliberate protocol bugs the checker must catch (tests only):
+`reply_before_ack` answers clients before their batch is durable;
+`skip_fencing` makes the log ignore the expected last sequence."""
+
+
+@dataclass(frozen=True, slots=True)
+class SimTiming:
+    lease_ttl_ms: int = 1_000
+    lease_renew_interval_ms: int = 250
+    lease_retry_ms: int = 150
+    cluster_request_timeout_ms: int = 150
+    """Append, read and lease calls: past this the outcome is unknown."""
+    dedupe_window_ms: int = 120_000
+    client_request_timeout_ms: int = 400
+    client_deadline_ms: int = 6_000
+    fault_window_ms: int = 3_000
+    """Timed faults start within this long after the run starts."""
+    settle_timeout_ms: int = 30_000
+    """After the heal, the replicas must agree within this long."""
+
+
+@dataclass(frozen=True, slots=True)
+class SimOptions:
+    replicas: int = 3
+    clients: int = 3
+    commands_per_client: int = 10
+    accounts: int = 3
+    duplicate_submit_rate: float = 0.1
+    """Chance a client sends a command again after hearing its outcome."""
+    mutation: Mutation = "none"
+    timing: SimTiming = field(default_factory=SimTiming)
+    max_virtual_ms: int = 600_000
+
+
+@dataclass(frozen=True, slots=True)
+class SimResult:
+    seed: int
+    violations: tuple[Violation, ...]
+    log_entries: int
+    outcomes_heard: int
+    gave_up: int
+    lease_grants: int
+    crashes: int
+    faults: tuple[str, ...]
+    virtual_ms: int
+    fingerprint: str
+    """SHA-256 of the log and of every outcome heard: equal across replays."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+def run_seed(seed: int, options: SimOptions | None = None) -> SimResult:
+    """Simulate one seeded run and check it."""
+    chosen = options or SimOptions()
+
+    async def main(loop: VirtualTimeLoop) -> SimResult:
+        return await _World(loop, seed, chosen).run()
+
+    try:
+        return run_virtual(main, max_virtual_ms=chosen.max_virtual_ms)
+    except (SimDeadlock, SimTimeLimit) as error:
+        return SimResult(
+            seed=seed,
+            violations=(Violation("liveness", f"{type(error).__name__}: {error}"),),
+            log_entries=0,
+            outcomes_heard=0,
+            gave_up=0,
+            lease_grants=0,
+            crashes=0,
+            faults=(),
+            virtual_ms=chosen.max_virtual_ms,
+            fingerprint="",
+        )
+
+
+@dataclass(slots=True)
+class _Node:
+    host: Host
+    replica: Replica
+
+
+class _World:
+    def __init__(self, loop: VirtualTimeLoop, seed: int, options: SimOptions) -> None:
+        self._loop = loop
+        self._seed = seed
+        self._options = options
+        timing = options.timing
+        root = random.Random(seed)
+        # Independent streams, so adding a draw in one place does not shift
+        # every other decision of the run.
+        self._fault_rng = random.Random(root.getrandbits(64))
+        self._workload_rng = random.Random(root.getrandbits(64))
+        self._replica_rng = random.Random(root.getrandbits(64))
+        self._client_rng = random.Random(root.getrandbits(64))
+        self._network = Network(loop, random.Random(root.getrandbits(64)))
+        self._bus = RequestBus(
+            loop, self._network, random.Random(root.getrandbits(64)), inbox_capacity=256
+        )
+        self._log = LogService(
+            loop,
+            now_ms=loop.now_ms,
+            dedupe_window_ms=timing.dedupe_window_ms,
+            enforce_expected_seq=options.mutation != "skip_fencing",
+        )
+        self._log.on_append = self._after_append
+        self._lease = LeaseService(now_ms=loop.now_ms, ttl_ms=timing.lease_ttl_ms)
+        self._snapshots = SnapshotService()
+        self._replica_config = ReplicaConfig(
+            lease_ttl_ms=timing.lease_ttl_ms,
+            lease_renew_interval_ms=timing.lease_renew_interval_ms,
+            lease_retry_ms=timing.lease_retry_ms,
+            follower_read_wait_ms=100,
+            io_retry_backoff_ms=20,
+            follower=FollowerConfig(
+                read_max_entries=16, snapshot_every_entries=4, io_retry_backoff_ms=20
+            ),
+            sequencer=SequencerConfig(
+                max_batch_commands=8,
+                batch_linger_ms=1,
+                max_inflight_appends=4,
+                append_attempts=4,
+                append_retry_backoff_ms=20,
+                idle_receive_wait_ms=50,
+                reply_before_ack=options.mutation == "reply_before_ack",
+            ),
+        )
+        self._client_config = ClientConfig(
+            request_timeout_ms=timing.client_request_timeout_ms,
+            deadline_ms=timing.client_deadline_ms,
+            backoff_initial_ms=20,
+            backoff_max_ms=400,
+        )
+        self._nodes: dict[str, _Node] = {}
+        self._tasks: list[asyncio.Task[object]] = []
+        self._replica_tasks: dict[str, asyncio.Task[object]] = {}
+        self._timers: list[asyncio.TimerHandle] = []
+        self._plan: FaultPlan | None = None
+        self._faults_active = False
+        self._triggered_crashes = 0
+        self._crashes = 0
+        self._observations: list[Observation] = []
+        self._answered: list[tuple[int, core.AnyCommand]] = []
+        self._gave_up: list[tuple[int, core.AnyCommand]] = []
+        self._violations: list[Violation] = []
+
+    # Replicas.
+
+    def _start_replica(self, name: str) -> None:
+        previous = self._nodes.get(name)
+        host = Host(name, previous.host.incarnation + 1 if previous else 1)
+        timing = self._options.timing
+        network = self._network
+        replica = Replica(
+            name,
+            log=SimLog(
+                self._log,
+                network,
+                host,
+                now_ms=self._loop.now_ms,
+                request_timeout_ms=timing.cluster_request_timeout_ms,
+                before_append=self._before_append,
+            ),
+            lease=SimLease(
+                self._lease, network, host, request_timeout_ms=timing.cluster_request_timeout_ms
+            ),
+            snapshots=SimSnapshotStore(
+                self._snapshots,
+                network,
+                host,
+                request_timeout_ms=timing.cluster_request_timeout_ms,
+            ),
+            server=SimRequestServer(self._bus, host, inbox_capacity=256),
+            clock=SimClock(self._loop, host),
+            rng=random.Random(self._replica_rng.getrandbits(64)),
+            config=self._replica_config,
+        )
+        self._nodes[name] = _Node(host, replica)
+        task: asyncio.Task[object] = self._loop.create_task(replica.run())
+        task.add_done_callback(self._on_replica_exit)
+        self._tasks.append(task)
+        self._replica_tasks[name] = task
+
+    def _on_replica_exit(self, task: asyncio.Task[object]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None and not isinstance(error, HostDown):
+            self._violations.append(Violation("replica_failed", f"{type(error).__name__}: {error}"))
+
+    def _crash(self, name: str, restart_after_ms: int) -> None:
+        node = self._nodes[name]
+        if not node.host.alive:
+            return
+        self._crashes += 1
+        node.host.crash()
+        self._bus.drop_host(node.host)
+        self._replica_tasks[name].cancel()
+        self._timers.append(self._loop.call_later(restart_after_ms / 1000, self._restart, name))
+
+    def _restart(self, name: str) -> None:
+        if not self._nodes[name].host.alive:
+            self._start_replica(name)
+
+    def _leader_name(self) -> str | None:
+        for name, node in self._nodes.items():
+            if node.host.alive and node.replica.status().role == "leader":
+                return name
+        return None
+
+    # Faults.
+
+    def _arm(self, plan: FaultPlan) -> None:
+        self._plan = plan
+        self._faults_active = True
+        self._network.faults.loss_rate = plan.loss_rate
+        self._network.faults.spike_rate = plan.spike_rate
+        for fault in plan.faults:
+            self._timers.append(self._loop.call_later(fault.at_ms / 1000, self._inject, fault))
+
+    def _inject(self, fault: Fault) -> None:
+        duration_s = fault.duration_ms / 1000
+        target = f"r{fault.target}"
+        leader = self._leader_name() or target
+        if fault.kind == "crash_leader":
+            self._crash(leader, fault.duration_ms)
+        elif fault.kind == "crash_replica":
+            self._crash(target, fault.duration_ms)
+        elif fault.kind == "pause_leader":
+            host = self._nodes[leader].host
+            host.pause()
+            self._timers.append(self._loop.call_later(duration_s, host.resume))
+        elif fault.kind == "isolate_leader":
+            self._network.isolate(leader, True)
+            self._timers.append(
+                self._loop.call_later(duration_s, self._network.isolate, leader, False)
+            )
+        elif fault.kind == "expire_lease":
+            self._lease.expire_now()
+        elif fault.kind == "cluster_down":
+            self._network.faults.cluster_down = True
+            self._timers.append(self._loop.call_later(duration_s, self._cluster_up))
+        elif fault.kind == "lag_follower":
+            self._network.slow_down(target, "log", 20 + self._fault_rng.random() * 300)
+            self._timers.append(
+                self._loop.call_later(duration_s, self._network.slow_down, target, "log", 0.0)
+            )
+
+    def _cluster_up(self) -> None:
+        self._network.faults.cluster_down = False
+
+    def _triggered_crash(self, host: Host, rate: float) -> None:
+        plan = self._plan
+        if (
+            not self._faults_active
+            or plan is None
+            or not rate
+            or self._triggered_crashes >= plan.max_triggered_crashes
+            or not host.alive
+            or self._fault_rng.random() >= rate
+        ):
+            return
+        self._triggered_crashes += 1
+        self._crash(host.name, self._fault_rng.randint(50, 2_000))
+
+    def _before_append(self, host: Host) -> None:
+        if self._plan is not None:
+            self._triggered_crash(host, self._plan.crash_before_append_rate)
+
+    def _after_append(self, writer: str, seq: int) -> None:
+        node = self._nodes.get(writer)
+        if self._plan is not None and node is not None:
+            self._triggered_crash(node.host, self._plan.crash_after_append_rate)
+
+    def _heal(self) -> None:
+        self._faults_active = False
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        self._network.heal()
+        for name, node in list(self._nodes.items()):
+            if not node.host.alive:
+                self._start_replica(name)
+            elif node.host.paused:
+                node.host.resume()
+
+    # Clients.
+
+    def _client(self, index: int) -> LedgerClient:
+        host = Host(f"c{index}", 1)
+        return LedgerClient(
+            SimRequestClient(self._bus, self._network, host),
+            clock=SimClock(self._loop, host),
+            rng=random.Random(self._client_rng.getrandbits(64)),
+            config=self._client_config,
+        )
+
+    async def _submit(self, index: int, client: LedgerClient, command: core.AnyCommand) -> bool:
+        try:
+            outcome = await client.submit(command)
+        except GaveUp:
+            self._gave_up.append((index, command))
+            return False
+        except BadRequest as error:
+            self._violations.append(Violation("bad_request", f"{command.request_id}: {error}"))
+            return False
+        self._observations.append(Observation(command.request_id, outcome, f"c{index}"))
+        self._answered.append((index, command))
+        return True
+
+    async def _run_client(
+        self, index: int, client: LedgerClient, commands: list[core.AnyCommand]
+    ) -> None:
+        for command in commands:
+            answered = await self._submit(index, client, command)
+            if answered and self._workload_rng.random() < self._options.duplicate_submit_rate:
+                await self._submit(index, client, command)
+
+    async def _all(self, coroutines: list[asyncio.Task[object]]) -> None:
+        self._tasks.extend(coroutines)
+        for task in coroutines:
+            await task
+
+    # The run.
+
+    async def run(self) -> SimResult:
+        options = self._options
+        timing = options.timing
+        for index in range(options.replicas):
+            self._start_replica(f"r{index}")
+        plan = plan_faults(
+            self._fault_rng,
+            replicas=options.replicas,
+            window_ms=timing.fault_window_ms,
+            lease_ttl_ms=timing.lease_ttl_ms,
+        )
+        self._arm(plan)
+        workloads = make_workload(
+            self._workload_rng,
+            clients=options.clients,
+            commands_per_client=options.commands_per_client,
+            accounts=options.accounts,
+        )
+        clients = [self._client(index) for index in range(options.clients)]
+        try:
+            await self._all(
+                [
+                    self._loop.create_task(self._run_client(index, clients[index], commands))
+                    for index, commands in enumerate(workloads)
+                ]
+            )
+            self._heal()
+            await self._retry_after_heal(clients)
+            hashes = await self._converge()
+        finally:
+            await cancel_and_wait(self._tasks)
+        violations = list(self._violations)
+        if hashes:
+            violations.extend(Checker().check(self._log.entries, self._observations, hashes))
+        return SimResult(
+            seed=self._seed,
+            violations=tuple(violations),
+            log_entries=len(self._log.entries),
+            outcomes_heard=len(self._observations),
+            gave_up=len(self._gave_up),
+            lease_grants=self._lease.grants,
+            crashes=self._crashes,
+            faults=tuple(plan.describe()),
+            virtual_ms=self._loop.now_ms(),
+            fingerprint=self._fingerprint(),
+        )
+
+    async def _retry_after_heal(self, clients: list[LedgerClient]) -> None:
+        """With faults over, every command must get an answer: the ones given
+        up on (did they land?) and a few answered ones (same answer again?)."""
+        again = list(self._gave_up)
+        self._gave_up.clear()
+        answered = list(self._answered)
+        again.extend(self._workload_rng.sample(answered, min(3, len(answered))))
+        per_client: list[list[core.AnyCommand]] = [[] for _ in clients]
+        for index, command in again:
+            per_client[index].append(command)
+
+        async def resubmit(index: int, commands: list[core.AnyCommand]) -> None:
+            for command in commands:
+                if not await self._submit(index, clients[index], command):
+                    self._violations.append(
+                        Violation("liveness", f"{command.request_id}: no answer after the heal")
+                    )
+
+        await self._all(
+            [
+                self._loop.create_task(resubmit(index, commands))
+                for index, commands in enumerate(per_client)
+            ]
+        )
+
+    async def _converge(self) -> dict[str, str]:
+        """Wait until every replica has applied the whole log with nothing in
+        flight and one of them leads; return their state hashes plus that of a
+        brand-new replica restored from the newest snapshot and the log."""
+        timing = self._options.timing
+        deadline_ms = self._loop.now_ms() + timing.settle_timeout_ms
+        while True:
+            last_seq = self._log.last_seq()
+            statuses = [node.replica.status() for node in self._nodes.values()]
+            leaders = [s for s in statuses if s.role == "leader"]
+            if len(leaders) == 1 and all(
+                s.role in ("leader", "follower")
+                and s.applied_seq == last_seq
+                and s.pending_batches == 0
+                for s in statuses
+            ):
+                break
+            if self._loop.now_ms() >= deadline_ms:
+                self._violations.append(
+                    Violation("liveness", f"no convergence at log {last_seq}: {statuses}")
+                )
+                return {}
+            await asyncio.sleep(0.02)
+        hashes: dict[str, str] = {}
+        for name, node in self._nodes.items():
+            replica_hash = node.replica.state_hash()
+            if replica_hash is not None:
+                hashes[name] = replica_hash
+        hashes["restored"] = await self._restored_hash(last_seq)
+        return hashes
+
+    async def _restored_hash(self, last_seq: int) -> str:
+        host = Host("restorer", 1)
+        timeout_ms = self._options.timing.cluster_request_timeout_ms
+        snapshots = SimSnapshotStore(
+            self._snapshots, self._network, host, request_timeout_ms=timeout_ms
+        )
+        state, seq = await restore(snapshots, None)
+        follower = Follower(
+            log=SimLog(
+                self._log,
+                self._network,
+                host,
+                now_ms=self._loop.now_ms,
+                request_timeout_ms=timeout_ms,
+            ),
+            snapshots=snapshots,
+            clock=SimClock(self._loop, host),
+            state=state,
+            applied_seq=seq,
+            config=FollowerConfig(snapshot_every_entries=10**9),
+        )
+        await follower.catch_up(last_seq)
+        return core.state_hash(follower.state)
+
+    def _fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for entry in self._log.entries:
+            digest.update(f"{entry.seq}|{entry.batch_id}|".encode())
+            digest.update(hashlib.sha256(entry.payload).digest())
+        for observation in self._observations:
+            digest.update(observation.request_id.encode())
+            digest.update(core.encode_outcome(observation.outcome))
+        digest.update(str(self._loop.now_ns).encode())
+        return digest.hexdigest()
