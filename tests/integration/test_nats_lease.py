@@ -71,8 +71,8 @@ def test_renewals_keep_the_lease_past_its_ttl(nats_cluster: LocalNatsCluster) ->
                 assert renewed is not None and renewed > revision
                 revision = renewed
                 assert await rival.acquire("rival") is None
-            # A renewal with a revision that is no longer current fails.
-            assert await holder.renew("holder", revision - 1) is None
+            # Somebody else renewing with a revision they never held fails.
+            assert await rival.renew("rival", revision - 1) is None
         finally:
             await _close_all([holder_nc, rival_nc])
 
@@ -128,5 +128,31 @@ def test_release_frees_the_lease_at_once(nats_cluster: LocalNatsCluster) -> None
             assert await a.renew("a", first) is None
         finally:
             await _close_all([a_nc, b_nc])
+
+    asyncio.run(scenario())
+
+
+def test_a_renewal_whose_ack_was_lost_is_recognised(nats_cluster: LocalNatsCluster) -> None:
+    """A renewal that landed but whose ack never came back leaves the holder
+    with an old revision; the next renewal finds the newest write is its own."""
+
+    async def scenario() -> None:
+        holder_nc, rival_nc = await _clients(nats_cluster, 2)
+        try:
+            holder = NatsLease(holder_nc, KEY, ttl_ms=TTL_MS)
+            rival = NatsLease(rival_nc, KEY, ttl_ms=TTL_MS)
+            first = await holder.acquire("holder")
+            assert first is not None
+            landed = await holder.renew("holder", first)  # the ack we pretend was lost
+            assert landed is not None and landed > first
+            assert await holder.renew("holder", first) == landed
+            # Somebody else's stale revision is never adopted.
+            assert await rival.renew("rival", first) is None
+            # And a lease taken over after expiry is not the old holder's.
+            taken = await _acquire_within(rival, "rival", timeout_s=30)
+            assert taken is not None and taken > landed
+            assert await holder.renew("holder", landed) is None
+        finally:
+            await _close_all([holder_nc, rival_nc])
 
     asyncio.run(scenario())

@@ -11,7 +11,7 @@ import pytest
 from ironbook.adapters.nats.log import NatsLog
 from ironbook.adapters.nats.provision import connect_nats
 from ironbook.adapters.nats.server import LocalNatsCluster
-from ironbook.replication.interfaces import AppendUnknown, Fenced, LogUnavailable
+from ironbook.replication.interfaces import AppendUnknown, Fenced, LogEntry, LogUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,20 @@ async def _open_log(cluster: LocalNatsCluster) -> NatsLog:
 
 async def _close(ledger: NatsLog) -> None:
     await ledger._nc.close()
+
+
+async def _read_through(
+    ledger: NatsLog, last_seq: int, *, max_entries: int = 100
+) -> list[LogEntry]:
+    """Entries 1..last_seq. Reads may be answered by a follower that lags
+    behind the leader by a few milliseconds, so poll until all are there."""
+    entries: list[LogEntry] = []
+    deadline = time.monotonic() + 30
+    while len(entries) < last_seq and time.monotonic() < deadline:
+        got = await ledger.read(len(entries) + 1, max_entries=max_entries, wait_ms=1000)
+        assert len(got) <= max_entries
+        entries.extend(got)
+    return entries
 
 
 def test_append_assigns_consecutive_sequences_and_fences_stale_writers(
@@ -62,7 +76,7 @@ def test_duplicate_batch_id_returns_the_original_sequence(nats_cluster: LocalNat
             assert await ledger.append(b"a", expected_last_seq=0, batch_id="t1-1") == 1
             assert await ledger.append(b"other", expected_last_seq=2, batch_id="t1-1") == 1
             assert await ledger.last_seq() == 2
-            entries = await ledger.read(1, max_entries=10, wait_ms=0)
+            entries = await _read_through(ledger, 2)
             assert [(e.seq, e.batch_id, e.payload) for e in entries] == [
                 (1, "t1-1", b"a"),
                 (2, "t1-2", b"b"),
@@ -87,15 +101,7 @@ def test_read_returns_ranges_and_waits_for_new_entries(nats_cluster: LocalNatsCl
             assert [e.seq for e in entries] == [4, 5, 6][: len(entries)]
             assert entries and entries[0].payload == b"batch 4"
 
-            collected = []
-            next_seq = 1
-            deadline = time.monotonic() + 30
-            while next_seq <= 10 and time.monotonic() < deadline:
-                got = await ledger.read(next_seq, max_entries=4, wait_ms=1000)
-                assert len(got) <= 4
-                collected.extend(got)
-                if got:
-                    next_seq = got[-1].seq + 1
+            collected = await _read_through(ledger, 10, max_entries=4)
             assert [e.seq for e in collected] == list(range(1, 11))
             assert [e.batch_id for e in collected] == [f"t1-{s}" for s in range(1, 11)]
 
@@ -182,11 +188,7 @@ def test_kill_9_of_stream_leader_then_appends_resume_and_nothing_is_lost(
             # in the log exactly once, in order.
             await asyncio.to_thread(nats_cluster.start_node, leader)
             assert await ledger.last_seq() == 100
-            entries = []
-            deadline = time.monotonic() + 30
-            while len(entries) < 100 and time.monotonic() < deadline:
-                got = await ledger.read(len(entries) + 1, max_entries=100, wait_ms=1000)
-                entries.extend(got)
+            entries = await _read_through(ledger, 100)
             assert [e.batch_id for e in entries] == [f"t1-{s}" for s in range(1, 101)]
         finally:
             await _close(ledger)

@@ -22,6 +22,7 @@ import base64
 import json
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import nats.errors
@@ -96,19 +97,38 @@ class NatsLease:
         outcome = await self._write(holder, expected_revision=0)
         if not isinstance(outcome, _WrongRevision):
             return outcome
-        # The key has a message. If it is a delete marker (a graceful release)
-        # the lease is free: take it by expecting the marker's revision.
-        if outcome.current_revision is None:
+        current = outcome.current_revision
+        if current is None:
             return None
-        if not await self._is_delete_marker(outcome.current_revision):
+        message = await self._message(current)
+        if message is None:
             return None
-        retried = await self._write(holder, expected_revision=outcome.current_revision)
+        if not message.deleted:
+            # Held. Even when the holder is us (an acquire whose ack was lost),
+            # it is not adopted: the revision is a term, and reusing a term
+            # for a second leadership would reuse its batch ids. It expires.
+            return None
+        # A graceful release left a delete marker: the lease is free; take it
+        # by expecting the marker's revision.
+        retried = await self._write(holder, expected_revision=current)
         return None if isinstance(retried, _WrongRevision) else retried
 
     async def renew(self, holder: str, revision: int) -> int | None:
         assert revision > 0
         outcome = await self._write(holder, expected_revision=revision)
-        return None if isinstance(outcome, _WrongRevision) else outcome
+        if not isinstance(outcome, _WrongRevision):
+            return outcome
+        # The key moved on. If every write since `revision` was ours (a renewal
+        # whose ack was lost landed), the newest message is still ours: a
+        # rival can only write after our lease expired, and then we could not
+        # have written again, since we never learnt its revision.
+        current = outcome.current_revision
+        if current is None or current <= revision:
+            return None
+        message = await self._message(current)
+        if message is None or message.deleted or message.holder != holder:
+            return None
+        return current
 
     async def release(self, holder: str, revision: int) -> None:
         headers = {_EXPECTED_LAST_SUBJECT_SEQ: str(revision), _KV_OPERATION: "DEL"}
@@ -147,8 +167,11 @@ class NatsLease:
         log.warning("lease %s: write refused (%s): %s", self.key, code, description)
         return None
 
-    async def _is_delete_marker(self, revision: int) -> bool:
-        """Read message `revision` from the bucket's stream leader."""
+    async def _message(self, revision: int) -> _LeaseMessage | None:
+        """Message `revision` of the bucket's stream, if it is this key's.
+
+        Asked of the stream leader (`STREAM.MSG.GET`); a message at a given
+        revision never changes, so the answer cannot be stale."""
         request = json.dumps({"seq": revision}).encode()
         try:
             reply = await self._nc.request(
@@ -156,20 +179,24 @@ class NatsLease:
             )
             answer: dict[str, Any] = json.loads(reply.data)
         except (nats.errors.Error, OSError, ValueError):
-            return False
+            return None
         message = answer.get("message")
         if not isinstance(message, dict) or message.get("subject") != self._subject:
-            return False
-        raw_headers = message.get("hdrs")
-        if not raw_headers:
-            return False
-        decoded = base64.b64decode(raw_headers).decode(errors="replace")
-        return any(
-            line.split(":", 1)[0].strip().lower() == _KV_OPERATION.lower()
-            and line.split(":", 1)[1].strip() in ("DEL", "PURGE")
-            for line in decoded.splitlines()
-            if ":" in line
-        )
+            return None
+        headers = base64.b64decode(message.get("hdrs") or b"").decode(errors="replace")
+        operation = ""
+        for line in headers.splitlines():
+            name, _, value = line.partition(":")
+            if name.strip().lower() == _KV_OPERATION.lower():
+                operation = value.strip()
+        holder = base64.b64decode(message.get("data") or b"").decode(errors="replace")
+        return _LeaseMessage(holder=holder, deleted=operation in ("DEL", "PURGE"))
+
+
+@dataclass(frozen=True)
+class _LeaseMessage:
+    holder: str
+    deleted: bool
 
 
 class _WrongRevision:

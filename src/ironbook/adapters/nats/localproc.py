@@ -178,11 +178,35 @@ class ManagedProcess:
         self.send(signal.SIGKILL)
         self.wait(timeout_ms=10_000)
 
-    def pause(self) -> None:
+    def pause(self, timeout_ms: int = 5000) -> None:
+        """SIGSTOP, and wait until the kernel reports the process stopped
+        (signal delivery is asynchronous)."""
         self.send(signal.SIGSTOP)
+        wait_until(
+            f"{self.name} stopped",
+            lambda: self._state() in ("T", None),
+            timeout_ms=timeout_ms,
+            interval_ms=5,
+        )
 
-    def resume(self) -> None:
+    def resume(self, timeout_ms: int = 5000) -> None:
         self.send(signal.SIGCONT)
+        wait_until(
+            f"{self.name} resumed",
+            lambda: self._state() != "T",
+            timeout_ms=timeout_ms,
+            interval_ms=5,
+        )
+
+    def _state(self) -> str | None:
+        """The process state letter from /proc (R, S, T, Z...), None if gone."""
+        if self._popen is None:
+            return None
+        try:
+            stat = Path(f"/proc/{self._popen.pid}/stat").read_text()
+        except OSError:
+            return None
+        return stat.rsplit(")", 1)[1].split()[0]
 
     def terminate(self) -> None:
         """The stop signal, after SIGCONT in case it is paused; does not wait."""

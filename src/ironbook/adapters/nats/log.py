@@ -15,6 +15,7 @@ last sequence, which a writer decides on, always comes from the stream leader
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -171,15 +172,21 @@ class NatsLog:
         """One batched direct get. Any replica may answer, so the result may
         lag the leader; an unanswered request reads as "nothing yet"."""
         inbox = self._nc.new_inbox()
-        sub = await self._nc.subscribe(inbox)
+        request = {"seq": from_seq, "batch": max_entries, "max_bytes": self._read_max_bytes}
+        try:
+            sub = await self._nc.subscribe(inbox)
+        except (nats.errors.Error, OSError) as err:
+            raise LogUnavailable(f"{self.stream}: read: {err!r}") from err
         entries: list[LogEntry] = []
         try:
-            request = {"seq": from_seq, "batch": max_entries, "max_bytes": self._read_max_bytes}
-            await self._nc.publish(
-                f"$JS.API.DIRECT.GET.{self.stream}",
-                json.dumps(request).encode(),
-                reply=inbox,
-            )
+            try:
+                await self._nc.publish(
+                    f"$JS.API.DIRECT.GET.{self.stream}",
+                    json.dumps(request).encode(),
+                    reply=inbox,
+                )
+            except (nats.errors.Error, OSError) as err:
+                raise LogUnavailable(f"{self.stream}: read: {err!r}") from err
             while len(entries) < max_entries:
                 try:
                     msg = await sub.next_msg(timeout=self._api_timeout_s)
@@ -191,7 +198,8 @@ class NatsLog:
                     break
                 entries.append(_entry(msg, headers))
         finally:
-            await sub.unsubscribe()
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await sub.unsubscribe()
         return _contiguous(entries, from_seq)
 
 
