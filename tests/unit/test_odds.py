@@ -300,10 +300,6 @@ def test_payout_is_the_floor_of_the_exact_product(
 # them (a bare ValueError, not InvalidOdds) and silently accepts others.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: odds.py uses str.isdigit (lines 88, 102, 114), which admits non-ASCII digits",
-)
 @pytest.mark.parametrize("text", ["²", "٣.50", "¹/2", "+١٥٠", "9" * 5_000])
 def test_parse_odds_refuses_non_ascii_and_huge_digits_with_invalid_odds(text: str) -> None:
     with pytest.raises(InvalidOdds):

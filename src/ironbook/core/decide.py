@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
-
 from ironbook.core import commands as c
 from ironbook.core import events as e
 from ironbook.core.odds import (
@@ -424,80 +422,77 @@ def _result_market(
     now_ms: int,
 ) -> Accepted:
     """Settle, void or resettle every bet with a leg on `market`: reverse the
-    money of any bet settled before, then pay the bet's new result. Logged in
-    chunks whose postings each sum to zero."""
+    money of any bet settled before, then pay the bet's new result.
+
+    A result touching many bets is logged in chunks of bet outcomes; all the
+    money moves in the last chunk, netted per player over the whole result, so
+    a player's write-off never depends on how the bets were chunked. (One
+    command's events always share one log entry, so no log position ever
+    shows a result half applied.)"""
     status: e.MarketStatus = "voided" if kind == "void" else "settled"
-    projected_minor: dict[str, int] = {}
-    chunk_size = state.config.result_chunk_bets
-    bet_ids = market.bet_ids
-    events: list[e.AnyEvent] = []
+    outcomes: list[e.BetOutcome] = []
+    player_delta: dict[str, int] = {}
+    held_delta = 0
+    for bet_id in market.bet_ids:
+        bet = state.bets[bet_id]
+        new_status, new_payout = evaluate_bet(bet, market.market_id, kind, winners)
+        outcomes.append(e.BetOutcome(bet_id=bet_id, status=new_status, payout_minor=new_payout))
+        delta = 0
+        if bet.status != "open":
+            delta -= bet.payout_minor
+            held_delta += bet.stake_minor
+        if new_status != "open":
+            delta += new_payout
+            held_delta -= bet.stake_minor
+        if delta:
+            player_delta[bet.account_id] = player_delta.get(bet.account_id, 0) + delta
+    postings: list[e.Posting] = []
+    written_off: list[e.Posting] = []
+    house_delta = -held_delta
     net_paid_minor = 0
-    for start in range(0, max(len(bet_ids), 1), chunk_size):
-        outcomes: list[e.BetOutcome] = []
-        player_delta: dict[str, int] = {}
-        held_delta = 0
-        for bet_id in bet_ids[start : start + chunk_size]:
-            bet = state.bets[bet_id]
-            new_status, new_payout = evaluate_bet(bet, market.market_id, kind, winners)
-            outcomes.append(e.BetOutcome(bet_id=bet_id, status=new_status, payout_minor=new_payout))
-            delta = 0
-            if bet.status != "open":
-                delta -= bet.payout_minor
-                held_delta += bet.stake_minor
-            if new_status != "open":
-                delta += new_payout
-                held_delta -= bet.stake_minor
-            if delta:
-                player_delta[bet.account_id] = player_delta.get(bet.account_id, 0) + delta
-        postings: list[e.Posting] = []
-        written_off: list[e.Posting] = []
-        house_delta = -held_delta
-        for account_id, raw_delta in player_delta.items():
-            balance = projected_minor.get(account_id, state.accounts[account_id].balance_minor)
-            delta = raw_delta
-            if balance + delta < 0:
-                shortfall = -(balance + delta)
-                written_off.append((account_id, shortfall))
-                delta += shortfall
-            projected_minor[account_id] = balance + delta
-            house_delta -= delta
-            net_paid_minor += delta
-            if delta:
-                postings.append((account_id, delta))
-        if held_delta:
-            postings.append((STAKES_HELD, held_delta))
-        if house_delta:
-            postings.append((HOUSE, house_delta))
+    for account_id, raw_delta in player_delta.items():
+        balance = state.accounts[account_id].balance_minor
+        delta = raw_delta
+        if balance + delta < 0:
+            shortfall = -(balance + delta)
+            written_off.append((account_id, shortfall))
+            delta += shortfall
+        house_delta -= delta
+        net_paid_minor += delta
+        if delta:
+            postings.append((account_id, delta))
+    if held_delta:
+        postings.append((STAKES_HELD, held_delta))
+    if house_delta:
+        postings.append((HOUSE, house_delta))
+    reply = e.SettlementReply(
+        market_id=market.market_id,
+        status=status,
+        bets_affected=len(outcomes),
+        paid_minor=net_paid_minor,
+    )
+    chunk_size = state.config.result_chunk_bets
+    starts = range(0, max(len(outcomes), 1), chunk_size)
+    events: list[e.AnyEvent] = []
+    for start in starts:
+        last = start == starts[-1]
         events.append(
             e.MarketResulted(
                 request_id=cmd.request_id,
                 at_ms=now_ms,
-                postings=tuple(postings),
+                postings=tuple(postings) if last else (),
                 market_id=market.market_id,
                 kind=kind,
                 status=status,
                 winners=winner_list,
-                bets=tuple(outcomes),
-                written_off=tuple(written_off),
+                bets=tuple(outcomes[start : start + chunk_size]),
+                written_off=tuple(written_off) if last else (),
                 actor=actor,
                 reason=reason,
-                reply=None,
+                reply=reply if last else None,
             )
         )
-    reply = e.SettlementReply(
-        market_id=market.market_id,
-        status=status,
-        bets_affected=len(bet_ids),
-        paid_minor=net_paid_minor,
-    )
-    last = events[-1]
-    assert isinstance(last, e.MarketResulted)
-    events[-1] = _with_reply(last, reply)
     return Accepted(events=tuple(events), result=reply)
-
-
-def _with_reply(event: e.MarketResulted, reply: e.SettlementReply) -> e.MarketResulted:
-    return msgspec.structs.replace(event, reply=reply)
 
 
 # Bets: the hot path. Keep it lean.

@@ -48,6 +48,15 @@ class InvalidOdds(ValueError):
     """A price string or value that is not a valid price."""
 
 
+_MAX_DIGITS = 7
+
+
+def _digits(text: str) -> bool:
+    """ASCII digits only (`str.isdigit` admits '²' and Arabic-Indic digits),
+    and few enough that no valid price is refused and no huge number parsed."""
+    return 0 < len(text) <= _MAX_DIGITS and text.isascii() and text.isdigit()
+
+
 def is_valid_odds(odds: int) -> bool:
     """Any exact decimal price a bettor may request: 1.01 to 1000.00."""
     return MIN_ODDS <= odds <= MAX_ODDS
@@ -85,7 +94,7 @@ def parse_decimal(text: str) -> int:
     """'2.5' or '2.50' -> 250. At most two decimal places; 1.01..1000."""
     text = text.strip()
     whole, dot, frac = text.partition(".")
-    if not whole.isdigit() or (dot and (not frac.isdigit() or len(frac) > 2)):
+    if not _digits(whole) or (dot and (not _digits(frac) or len(frac) > 2)):
         raise InvalidOdds(f"{text!r} is not a decimal price like '2.50'")
     odds = int(whole) * ODDS_SCALE + int(frac.ljust(2, "0") if dot else 0)
     if not is_valid_odds(odds):
@@ -99,7 +108,7 @@ def parse_fractional(text: str) -> int:
     if text in ("evs", "evens"):
         return 2 * ODDS_SCALE
     numerator, slash, denominator = text.partition("/")
-    if not (slash and numerator.isdigit() and denominator.isdigit()) or int(denominator) == 0:
+    if not (slash and _digits(numerator) and _digits(denominator)) or int(denominator) == 0:
         raise InvalidOdds(f"{text!r} is not a fractional price like '5/2'")
     odds = ODDS_SCALE + int(numerator) * ODDS_SCALE // int(denominator)
     if not is_valid_odds(odds):
@@ -111,7 +120,7 @@ def parse_american(text: str) -> int:
     """'+150' -> 250, '-200' -> 150. Inexact conversions round down."""
     text = text.strip()
     sign, digits = text[:1], text[1:]
-    if sign not in ("+", "-") or not digits.isdigit() or int(digits) < 100:
+    if sign not in ("+", "-") or not _digits(digits) or int(digits) < 100:
         raise InvalidOdds(f"{text!r} is not an American price like '+150' or '-200'")
     value = int(digits)
     if sign == "+":

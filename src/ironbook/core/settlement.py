@@ -24,11 +24,12 @@ def evaluate_bet(
     bet: Bet, market_id: str, kind: ResultKind, winners: dict[str, int]
 ) -> tuple[BetStatus, int]:
     """The bet's status and payout if `market_id` took this result (its other
-    legs keep the outcomes they have). A void leg counts at odds 1.00; a bet
-    whose every leg is void is refunded."""
+    legs keep the outcomes they have). Any lost leg loses the bet at once; a
+    void leg counts at odds 1.00; a bet whose every leg is void is refunded."""
     odds: list[int] = []
     divisors: list[int] = []
     all_void = True
+    pending = False
     for leg in bet.legs:
         if leg.market_id == market_id:
             outcome, dead_heat = leg_result(kind, winners, leg.selection_id)
@@ -37,14 +38,16 @@ def evaluate_bet(
         if outcome == "lost":
             return "lost", 0
         if outcome == "pending":
-            return "open", 0
-        if outcome == "won":
+            pending = True
+        elif outcome == "won":
             all_void = False
             odds.append(leg.odds)
             if dead_heat != 1:
                 divisors.append(dead_heat)
         else:
             odds.append(ODDS_SCALE)
+    if pending:
+        return "open", 0
     if all_void:
         return "void", bet.stake_minor
     return "won", payout_minor(bet.stake_minor, odds, divisors)
