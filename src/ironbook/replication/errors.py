@@ -24,3 +24,8 @@ class LogDiverged(StepDown):
     """The log acknowledged a batch at a sequence other than the one the
     leader expected: another writer got in. Never happens with a log that
     enforces the expected sequence; checked anyway."""
+
+
+class Superseded(StepDown):
+    """The log holds entries past everything this leader decided: another
+    replica has led since."""

@@ -10,18 +10,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ironbook import core
+from ironbook.replication.batch import ReplayState
 from ironbook.replication.interfaces import (
     Clock,
+    Log,
     LogEntry,
     ReplicationError,
     Snapshot,
     SnapshotStore,
 )
-from ironbook.replication.interfaces import Log as LogInterface
-
-
-class LogGap(ReplicationError):
-    """The log returned an entry that does not follow the last one applied."""
 
 
 class SnapshotCorrupt(ReplicationError):
@@ -38,28 +35,31 @@ class FollowerConfig:
     """Pause before retrying a log read that failed."""
 
 
-async def restore(
-    snapshots: SnapshotStore, ledger_config: core.LedgerConfig | None
-) -> tuple[core.LedgerState, int]:
-    """The newest snapshot's state and sequence, or an empty state at 0.
+async def restore(snapshots: SnapshotStore, ledger_config: core.LedgerConfig | None) -> ReplayState:
+    """The newest snapshot, or an empty state at sequence 0.
 
     Raises `SnapshotCorrupt` if the snapshot does not match its hash: a replica
     must not silently start from a wrong state.
     """
     snapshot = await snapshots.latest()
     if snapshot is None:
-        return core.new_state(ledger_config), 0
+        return ReplayState.empty(ledger_config)
     state = core.restore_snapshot(snapshot.state)
     actual = core.state_hash(state)
     if actual != snapshot.state_hash:
         raise SnapshotCorrupt(
             f"snapshot at {snapshot.seq} hashes to {actual}, stored {snapshot.state_hash}"
         )
-    return state, snapshot.seq
+    return ReplayState(state, snapshot.seq, snapshot.last_batch_id)
 
 
-def take_snapshot(state: core.LedgerState, seq: int) -> Snapshot:
-    return Snapshot(seq=seq, state_hash=core.state_hash(state), state=core.snapshot_bytes(state))
+def take_snapshot(replay: ReplayState) -> Snapshot:
+    return Snapshot(
+        seq=replay.applied_seq,
+        state_hash=core.state_hash(replay.state),
+        state=core.snapshot_bytes(replay.state),
+        last_batch_id=replay.last_batch_id,
+    )
 
 
 class Follower:
@@ -68,24 +68,30 @@ class Follower:
     def __init__(
         self,
         *,
-        log: LogInterface,
+        log: Log,
         snapshots: SnapshotStore,
         clock: Clock,
-        state: core.LedgerState,
-        applied_seq: int,
+        replay: ReplayState,
         config: FollowerConfig,
     ) -> None:
         self._log = log
         self._snapshots = snapshots
         self._clock = clock
         self._config = config
-        self.state = state
-        self.applied_seq = applied_seq
-        self._snapshot_seq = applied_seq
+        self.replay = replay
+        self._snapshot_seq = replay.applied_seq
+
+    @property
+    def state(self) -> core.LedgerState:
+        return self.replay.state
+
+    @property
+    def applied_seq(self) -> int:
+        return self.replay.applied_seq
 
     async def poll(self, *, wait_ms: int) -> int:
         """Read once (waiting up to `wait_ms` for news) and apply what came.
-        Returns how many entries were applied; a failed read counts as none."""
+        Returns how many entries were read; a failed read counts as none."""
         try:
             entries = await self._log.read(
                 self.applied_seq + 1, max_entries=self._config.read_max_entries, wait_ms=wait_ms
@@ -104,16 +110,12 @@ class Follower:
 
     def apply_entries(self, entries: Sequence[LogEntry]) -> None:
         for entry in entries:
-            if entry.seq != self.applied_seq + 1:
-                raise LogGap(f"expected entry {self.applied_seq + 1}, got {entry.seq}")
-            for event in core.decode_events(entry.payload):
-                core.apply(self.state, event)
-            self.applied_seq = entry.seq
+            self.replay.apply(entry)
 
     async def _maybe_snapshot(self) -> None:
         if self.applied_seq - self._snapshot_seq < self._config.snapshot_every_entries:
             return
-        snapshot = take_snapshot(self.state, self.applied_seq)
+        snapshot = take_snapshot(self.replay)
         try:
             await self._snapshots.put(snapshot)
         except ReplicationError:

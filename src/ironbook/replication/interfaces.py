@@ -121,6 +121,9 @@ class Snapshot(msgspec.Struct, frozen=True):
     seq: int
     state_hash: str
     state: bytes
+    last_batch_id: str = ""
+    """The id of the newest applied (non-void) entry at or before `seq`: the
+    next batch must name it as its predecessor (see `replication.batch`)."""
 
 
 class SnapshotStore(Protocol):

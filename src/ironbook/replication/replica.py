@@ -18,7 +18,7 @@ from typing import Literal, NoReturn
 
 from ironbook import core
 from ironbook.replication.concurrency import race
-from ironbook.replication.errors import LeaseLost, StepDown
+from ironbook.replication.errors import LeaseLost, StepDown, Superseded
 from ironbook.replication.follower import Follower, FollowerConfig, restore
 from ironbook.replication.interfaces import (
     Clock,
@@ -125,7 +125,7 @@ class Replica:
         self._follower = None
         while True:
             try:
-                state, seq = await restore(self._snapshots, self._config.ledger)
+                replay = await restore(self._snapshots, self._config.ledger)
                 break
             except ReplicationError:
                 await self._clock.sleep(self._config.io_retry_backoff_ms)
@@ -133,8 +133,7 @@ class Replica:
             log=self._log,
             snapshots=self._snapshots,
             clock=self._clock,
-            state=state,
-            applied_seq=seq,
+            replay=replay,
             config=self._config.follower,
         )
         self._follower = follower
@@ -167,7 +166,7 @@ class Replica:
         self._term = revision
         self._lease_revision = revision
         try:
-            await race(self._keep_lease(), self._catch_up_and_serve(follower))
+            await race(self._keep_lease(), self._watch_log(), self._catch_up_and_serve(follower))
         except (StepDown, Fenced) as reason:
             self.last_step_down = f"{type(reason).__name__}: {reason}"
         finally:
@@ -197,6 +196,25 @@ class Replica:
             # longer than the store's.
             renewed_at_ms = sent_at_ms
 
+    async def _watch_log(self) -> NoReturn:
+        """Step down as soon as the log holds entries this leader did not
+        write (a rival leader's). Not needed for safety, since its next append
+        would be fenced, but without it an idle deposed leader would keep
+        answering repeated requests from a stale state and hold clients."""
+        while True:
+            await self._clock.sleep(self._config.lease_renew_interval_ms)
+            sequencer = self._sequencer
+            if sequencer is None:
+                continue
+            try:
+                last_seq = await self._log.last_seq()
+            except ReplicationError:
+                continue
+            if last_seq > sequencer.decided_seq:
+                raise Superseded(
+                    f"the log is at {last_seq}, this leader wrote up to {sequencer.decided_seq}"
+                )
+
     async def _catch_up_and_serve(self, follower: Follower) -> NoReturn:
         while True:
             try:
@@ -214,6 +232,7 @@ class Replica:
                 clock=self._clock,
                 state=follower.state,
                 last_seq=follower.applied_seq,
+                last_batch_id=follower.replay.last_batch_id,
                 config=self._config.sequencer,
             )
             self._sequencer = sequencer

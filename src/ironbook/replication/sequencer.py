@@ -20,6 +20,7 @@ from typing import NoReturn
 import msgspec
 
 from ironbook import core
+from ironbook.replication.batch import encode_batch
 from ironbook.replication.concurrency import cancel_and_wait, race
 from ironbook.replication.errors import AppendGaveUp, LogDiverged
 from ironbook.replication.interfaces import (
@@ -81,6 +82,7 @@ class Sequencer:
         clock: Clock,
         state: core.LedgerState,
         last_seq: int,
+        last_batch_id: str,
         config: SequencerConfig,
     ) -> None:
         if config.max_batch_commands < 1 or config.max_inflight_appends < 1:
@@ -93,6 +95,7 @@ class Sequencer:
         self._state = state
         self._acked_seq = last_seq
         self._decided_seq = last_seq
+        self._decided_batch_id = last_batch_id
         self._batch_count = 0
         self._inflight: deque[_Batch] = deque()
         self._slots = asyncio.Semaphore(config.max_inflight_appends)
@@ -106,6 +109,11 @@ class Sequencer:
     def acked_seq(self) -> int:
         """The newest log sequence this leader knows is durable."""
         return self._acked_seq
+
+    @property
+    def decided_seq(self) -> int:
+        """The log sequence the newest decided batch is meant to land at."""
+        return self._decided_seq
 
     @property
     def pending_batches(self) -> int:
@@ -185,8 +193,10 @@ class Sequencer:
             expected_last_seq = self._decided_seq
             self._decided_seq += 1
             batch_id = f"{self._term}:{self._batch_count}"
+            payload = encode_batch(self._decided_batch_id, events)
+            self._decided_batch_id = batch_id
             append = asyncio.get_running_loop().create_task(
-                self._append(core.encode_events(events), expected_last_seq, batch_id)
+                self._append(payload, expected_last_seq, batch_id)
             )
             batch = _Batch(batch_id, expected_last_seq, append)
             self._inflight.append(batch)

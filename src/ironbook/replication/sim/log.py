@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
+from ironbook.replication.batch import BatchRecord, decode_batch, encode_batch_record
 from ironbook.replication.interfaces import AppendUnknown, Fenced, LogEntry, LogUnavailable
 from ironbook.replication.sim.host import Host, HostDown
 from ironbook.replication.sim.network import CallTimeout, Network
@@ -55,6 +56,12 @@ class LogService:
         if self._enforce_expected_seq and expected_last_seq != last_seq:
             self.fenced += 1
             raise Fenced(f"wrong last sequence: {last_seq} (expected {expected_last_seq})")
+        if not self._enforce_expected_seq:
+            # The `skip_fencing` mutation: no fence at all, so also forge the
+            # predecessor the batch names, defeating the replay-time check.
+            record = decode_batch(payload)
+            actual_prev = self.entries[-1].batch_id if self.entries else ""
+            payload = encode_batch_record(BatchRecord(actual_prev, record.events))
         seq = last_seq + 1
         self.entries.append(LogEntry(seq=seq, batch_id=batch_id, payload=payload))
         self._seen[batch_id] = (seq, now_ms)

@@ -44,7 +44,7 @@ Mutation = Literal["none", "reply_before_ack", "skip_fencing"]
 class SimTiming:
     lease_ttl_ms: int = 1_000
     lease_renew_interval_ms: int = 250
-    lease_retry_ms: int = 150
+    lease_retry_ms: int = 200
     cluster_request_timeout_ms: int = 150
     """Append, read and lease calls: past this the outcome is unknown."""
     dedupe_window_ms: int = 120_000
@@ -148,7 +148,7 @@ class _World:
             lease_ttl_ms=timing.lease_ttl_ms,
             lease_renew_interval_ms=timing.lease_renew_interval_ms,
             lease_retry_ms=timing.lease_retry_ms,
-            follower_read_wait_ms=100,
+            follower_read_wait_ms=400,
             io_retry_backoff_ms=20,
             follower=FollowerConfig(
                 read_max_entries=16, snapshot_every_entries=4, io_retry_backoff_ms=20
@@ -159,7 +159,7 @@ class _World:
                 max_inflight_appends=4,
                 append_attempts=4,
                 append_retry_backoff_ms=20,
-                idle_receive_wait_ms=50,
+                idle_receive_wait_ms=250,
                 reply_before_ack=options.mutation == "reply_before_ack",
             ),
         )
@@ -455,7 +455,7 @@ class _World:
                     Violation("liveness", f"no convergence at log {last_seq}: {statuses}")
                 )
                 return {}
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.05)
         hashes: dict[str, str] = {}
         for name, node in self._nodes.items():
             replica_hash = node.replica.state_hash()
@@ -470,7 +470,7 @@ class _World:
         snapshots = SimSnapshotStore(
             self._snapshots, self._network, host, request_timeout_ms=timeout_ms
         )
-        state, seq = await restore(snapshots, None)
+        replay = await restore(snapshots, None)
         follower = Follower(
             log=SimLog(
                 self._log,
@@ -481,8 +481,7 @@ class _World:
             ),
             snapshots=snapshots,
             clock=SimClock(self._loop, host),
-            state=state,
-            applied_seq=seq,
+            replay=replay,
             config=FollowerConfig(snapshot_every_entries=10**9),
         )
         await follower.catch_up(last_seq)
