@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from nats.aio.client import Client as NatsClient
 
 from ironbook.adapters.nats.lease import NatsLease, ensure_lease_bucket
-from ironbook.adapters.nats.provision import connect_nats
+from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.adapters.nats.server import LocalNatsCluster
+from ironbook.replication.interfaces import LeaseUnavailable
 
 KEY = "ledger-0"
 TTL_MS = 1000
@@ -17,14 +19,27 @@ CONTENDERS = 8
 
 
 async def _clients(cluster: LocalNatsCluster, count: int) -> list[NatsClient]:
+    """Connections that can all reach a fresh lease bucket: right after it is
+    created, a server may not know yet who serves its subjects (no responders)."""
     clients = [await connect_nats(cluster.url) for _ in range(count)]
     await ensure_lease_bucket(clients[0])
+    for index, nc in enumerate(clients):
+        warmup = NatsLease(nc, f"warmup-{index}", ttl_ms=TTL_MS)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                await warmup.acquire("warmup")
+                break
+            except LeaseUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
     return clients
 
 
 async def _close_all(clients: list[NatsClient]) -> None:
     for nc in clients:
-        await nc.close()
+        await close_nats(nc)
 
 
 async def _acquire_within(lease: NatsLease, holder: str, timeout_s: float) -> int | None:
@@ -154,5 +169,26 @@ def test_a_renewal_whose_ack_was_lost_is_recognised(nats_cluster: LocalNatsClust
             assert await holder.renew("holder", landed) is None
         finally:
             await _close_all([holder_nc, rival_nc])
+
+    asyncio.run(scenario())
+
+
+def test_an_unreachable_lease_store_raises_lease_unavailable(
+    nats_cluster: LocalNatsCluster,
+) -> None:
+    async def scenario() -> None:
+        (nc,) = await _clients(nats_cluster, 1)
+        try:
+            lease = NatsLease(nc, KEY, ttl_ms=TTL_MS)
+            revision = await lease.acquire("holder")
+            assert revision is not None
+            nats_cluster.stop()
+            with pytest.raises(LeaseUnavailable):
+                await lease.renew("holder", revision)
+            with pytest.raises(LeaseUnavailable):
+                await lease.acquire("other")
+            await lease.release("holder", revision)  # never raises
+        finally:
+            await close_nats(nc)
 
     asyncio.run(scenario())

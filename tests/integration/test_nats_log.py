@@ -9,7 +9,7 @@ import time
 import pytest
 
 from ironbook.adapters.nats.log import NatsLog
-from ironbook.adapters.nats.provision import connect_nats
+from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.adapters.nats.server import LocalNatsCluster
 from ironbook.replication.interfaces import AppendUnknown, Fenced, LogEntry, LogUnavailable
 
@@ -25,7 +25,7 @@ async def _open_log(cluster: LocalNatsCluster) -> NatsLog:
 
 
 async def _close(ledger: NatsLog) -> None:
-    await ledger._nc.close()
+    await close_nats(ledger._nc)
 
 
 async def _read_through(
@@ -190,6 +190,25 @@ def test_kill_9_of_stream_leader_then_appends_resume_and_nothing_is_lost(
             assert await ledger.last_seq() == 100
             entries = await _read_through(ledger, 100)
             assert [e.batch_id for e in entries] == [f"t1-{s}" for s in range(1, 101)]
+        finally:
+            await _close(ledger)
+
+    asyncio.run(scenario())
+
+
+def test_an_unreachable_cluster_gives_unknown_appends_and_unavailable_reads(
+    nats_cluster: LocalNatsCluster,
+) -> None:
+    async def scenario() -> None:
+        ledger = await _open_log(nats_cluster)
+        try:
+            assert await ledger.append(b"a", expected_last_seq=0, batch_id="t1-1") == 1
+            nats_cluster.stop()
+            with pytest.raises(AppendUnknown):
+                await ledger.append(b"b", expected_last_seq=1, batch_id="t1-2")
+            with pytest.raises(LogUnavailable):
+                await ledger.last_seq()
+            assert await ledger.read(1, max_entries=10, wait_ms=100) == []
         finally:
             await _close(ledger)
 

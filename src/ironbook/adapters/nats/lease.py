@@ -12,8 +12,10 @@ message) is the fencing token: it grows every time anybody writes the key.
 - release: a delete marker with the expected revision.
 
 All writes are raw publishes to `$KV.<bucket>.<key>`, so every header is ours.
-Every uncertain outcome (timeout, no connection, a lost race) reads as "not
-held": leases only give liveness; the log's expected sequence gives safety.
+When the bucket cannot be reached (timeout, no connection, no quorum) acquire
+and renew raise `LeaseUnavailable`: the caller does not know whether it holds
+the lease. Leases only give liveness; the log's expected sequence gives safety.
+Holder names should be unique per process incarnation.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from ironbook.adapters.nats.provision import (
     ERR_WRONG_LAST_SEQUENCE_CONSTANT,
     with_placement_retry,
 )
+from ironbook.replication.interfaces import LeaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +142,9 @@ class NatsLease:
         except (nats.errors.Error, OSError) as err:
             log.info("lease %s: release at %d unconfirmed: %r", self.key, revision, err)
 
-    async def _write(self, holder: str, *, expected_revision: int) -> int | _WrongRevision | None:
-        """Publish `holder` with the TTL if the key is at `expected_revision`.
-
-        The new revision; `_WrongRevision` if the key moved; None if unknown.
-        """
+    async def _write(self, holder: str, *, expected_revision: int) -> int | _WrongRevision:
+        """Publish `holder` with the TTL if the key is at `expected_revision`:
+        the new revision, or `_WrongRevision` if the key is elsewhere."""
         headers = {
             _EXPECTED_LAST_SUBJECT_SEQ: str(expected_revision),
             _TTL: f"{self.ttl_ms}ms",
@@ -154,8 +155,7 @@ class NatsLease:
             )
             ack: dict[str, Any] = json.loads(reply.data)
         except (nats.errors.Error, OSError, ValueError) as err:
-            log.info("lease %s: write unconfirmed: %r", self.key, err)
-            return None
+            raise LeaseUnavailable(f"lease {self.key}: write unconfirmed: {err!r}") from err
         error = ack.get("error")
         if error is None:
             return int(ack["seq"])
@@ -164,22 +164,22 @@ class NatsLease:
         if code in (ERR_WRONG_LAST_SEQUENCE, ERR_WRONG_LAST_SEQUENCE_CONSTANT):
             match = _WRONG_LAST_SEQUENCE.search(description)
             return _WrongRevision(int(match.group(1)) if match else None)
-        log.warning("lease %s: write refused (%s): %s", self.key, code, description)
-        return None
+        raise LeaseUnavailable(f"lease {self.key}: write refused ({code}): {description}")
 
     async def _message(self, revision: int) -> _LeaseMessage | None:
         """Message `revision` of the bucket's stream, if it is this key's.
 
         Asked of the stream leader (`STREAM.MSG.GET`); a message at a given
-        revision never changes, so the answer cannot be stale."""
+        revision never changes, so the answer cannot be stale. None when that
+        revision is gone (expired) or belongs to another key."""
         request = json.dumps({"seq": revision}).encode()
         try:
             reply = await self._nc.request(
                 f"$JS.API.STREAM.MSG.GET.{self._stream}", request, timeout=self._timeout_s
             )
             answer: dict[str, Any] = json.loads(reply.data)
-        except (nats.errors.Error, OSError, ValueError):
-            return None
+        except (nats.errors.Error, OSError, ValueError) as err:
+            raise LeaseUnavailable(f"lease {self.key}: read: {err!r}") from err
         message = answer.get("message")
         if not isinstance(message, dict) or message.get("subject") != self._subject:
             return None

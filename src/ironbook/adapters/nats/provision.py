@@ -8,6 +8,7 @@ placement` or time out: those are retried, a bounded number of times.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
@@ -71,6 +72,13 @@ async def connect_nats(
         disconnected_cb=on_disconnected,
         reconnected_cb=on_reconnected,
     )
+
+
+async def close_nats(nc: NatsClient) -> None:
+    """Close a connection; a server that is already gone is not an error
+    (nats-py raises ConnectionResetError when it cannot flush on close)."""
+    with contextlib.suppress(nats.errors.Error, OSError):
+        await nc.close()
 
 
 def _retryable(err: Exception) -> bool:
