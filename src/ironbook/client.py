@@ -5,29 +5,39 @@
 
 Account commands go to the partition that owns the account (a stable hash).
 Market commands go to every partition, since each partition's log carries its
-own copy of every market; the replies are combined. On a timeout or when no
-leader answers, a command is resent with the same request id, with jittered
-exponential backoff, until an overall deadline: a failover shows up as
-latency, never as an error or a duplicate.
+own copy of every market; the replies are combined.
+
+Concurrent `submit` calls are batched: commands waiting for the same partition
+travel together in one NATS request (up to `max_batch_commands`), and the
+leader answers them together, so a thousand callers cost a handful of round
+trips. A command that gets no answer (timeout, no leader, leader stepped down)
+is resent with the same request id, with jittered exponential backoff, until
+an overall deadline: a failover shows up as latency, never as an error or a
+duplicate.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import time
+from collections import Counter, deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+import msgspec
+import nats.errors
 from nats.aio.client import Client as NatsClient
 
 from ironbook import core
-from ironbook.adapters.clock import SystemClock
 from ironbook.adapters.nats.provision import connect_nats
-from ironbook.adapters.nats.transport import NatsRequestClient
+from ironbook.adapters.nats.transport import batch_subject, decode_batch, encode_batch
 from ironbook.core.events import SettlementReply
 from ironbook.replication.client import BadRequest, ClientConfig, GaveUp
-from ironbook.replication.client import LedgerClient as PartitionClient
+from ironbook.replication.wire import BadRequestReply, OutcomeReply, RetryReply, decode_reply
 
-__all__ = ["BadRequest", "ClientConfig", "GaveUp", "LedgerClient"]
+__all__ = ["BadRequest", "BatchConfig", "ClientConfig", "GaveUp", "LedgerClient"]
 
 _MARKET_COMMANDS = (
     core.CreateMarket,
@@ -41,6 +51,151 @@ _MARKET_COMMANDS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class BatchConfig:
+    max_batch_commands: int = 1_000
+    max_inflight_batches: int = 16
+    """Batch requests awaiting replies, per partition."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    payload: bytes
+    request_id: str
+    future: asyncio.Future[core.Outcome]
+    deadline: float
+    """`time.monotonic()` past which the command is given up."""
+    backoff_ms: int
+
+
+class _PartitionBatcher:
+    """Sends the commands for one partition in batches, and resends the ones
+    that got no outcome."""
+
+    def __init__(
+        self,
+        nc: NatsClient,
+        partition: int,
+        config: ClientConfig,
+        batching: BatchConfig,
+        rng: random.Random,
+    ) -> None:
+        self._nc = nc
+        self._subject = batch_subject(partition)
+        self._config = config
+        self._batching = batching
+        self._rng = rng
+        self._queue: deque[_Pending] = deque()
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(batching.max_inflight_batches)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._runner: asyncio.Task[None] | None = None
+        self.attempts = 0
+        self.resends: Counter[str] = Counter()
+        """Why commands were sent again: `timeout`, `no_responders`,
+        `transport`, `malformed` or the leader's `retry:<reason>`."""
+
+    def submit(self, payload: bytes, request_id: str) -> asyncio.Future[core.Outcome]:
+        loop = asyncio.get_running_loop()
+        if self._runner is None:
+            self._runner = loop.create_task(self._run())
+        pending = _Pending(
+            payload=payload,
+            request_id=request_id,
+            future=loop.create_future(),
+            deadline=time.monotonic() + self._config.deadline_ms / 1000,
+            backoff_ms=self._config.backoff_initial_ms,
+        )
+        self._enqueue(pending)
+        return pending.future
+
+    def _enqueue(self, pending: _Pending) -> None:
+        if not pending.future.done():
+            self._queue.append(pending)
+            self._wake.set()
+
+    async def _run(self) -> None:
+        queue = self._queue
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while queue:
+                await self._slots.acquire()
+                await asyncio.sleep(0)  # let callers that are ready join this batch
+                items = [
+                    queue.popleft()
+                    for _ in range(min(len(queue), self._batching.max_batch_commands))
+                ]
+                items = [item for item in items if not item.future.done()]
+                if not items:
+                    self._slots.release()
+                    continue
+                task = asyncio.get_running_loop().create_task(self._send(items))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, items: list[_Pending]) -> None:
+        self.attempts += len(items)
+        replies: list[bytes] | None = None
+        failure = ""
+        remaining_s = max(item.deadline for item in items) - time.monotonic()
+        timeout_s = max(0.001, min(self._config.request_timeout_ms / 1000, remaining_s))
+        try:
+            message = await self._nc.request(
+                self._subject, encode_batch([item.payload for item in items]), timeout=timeout_s
+            )
+            replies = decode_batch(message.data)
+            if len(replies) != len(items):
+                replies, failure = None, "malformed"
+        except nats.errors.NoRespondersError:
+            failure = "no_responders"
+        except nats.errors.TimeoutError:
+            failure = "timeout"
+        except (nats.errors.Error, OSError):
+            failure = "transport"
+        except msgspec.MsgspecError:
+            failure = "malformed"
+        finally:
+            self._slots.release()
+        for index, item in enumerate(items):
+            if item.future.done():
+                continue
+            reply = None
+            if replies is not None:
+                with contextlib.suppress(msgspec.MsgspecError):
+                    reply = decode_reply(replies[index])
+            if isinstance(reply, OutcomeReply):
+                item.future.set_result(core.decode_outcome(reply.outcome))
+            elif isinstance(reply, BadRequestReply):
+                item.future.set_exception(BadRequest(reply.message))
+            else:
+                reason = f"retry:{reply.reason}" if isinstance(reply, RetryReply) else failure
+                self.resends[reason or "malformed"] += 1
+                self._retry_later(item)
+
+    def _retry_later(self, item: _Pending) -> None:
+        now = time.monotonic()
+        if now >= item.deadline:
+            item.future.set_exception(
+                GaveUp(f"no outcome for {item.request_id} within {self._config.deadline_ms} ms")
+            )
+            return
+        # Full jitter: the clients of a failed leader spread their retries out.
+        delay_ms = self._rng.randint(item.backoff_ms // 2, item.backoff_ms)
+        item.backoff_ms = min(item.backoff_ms * 2, self._config.backoff_max_ms)
+        delay_s = min(delay_ms / 1000, item.deadline - now)
+        asyncio.get_running_loop().call_later(delay_s, self._enqueue, item)
+
+    async def close(self) -> None:
+        tasks = [*self._tasks, *([self._runner] if self._runner else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for item in self._queue:
+            if not item.future.done():
+                item.future.cancel()
+
+
 class LedgerClient:
     def __init__(
         self,
@@ -48,6 +203,7 @@ class LedgerClient:
         *,
         partitions: int,
         config: ClientConfig | None = None,
+        batching: BatchConfig | None = None,
         owns_connection: bool = False,
     ) -> None:
         if partitions < 1:
@@ -55,29 +211,40 @@ class LedgerClient:
         self._nc = nc
         self._owns_connection = owns_connection
         self.partitions = partitions
-        clock = SystemClock()
         rng = random.Random()
-        self._clients = [
-            PartitionClient(
-                NatsRequestClient(nc, partition),
-                clock=clock,
-                rng=rng,
-                config=config or ClientConfig(),
+        self._batchers = [
+            _PartitionBatcher(
+                nc, partition, config or ClientConfig(), batching or BatchConfig(), rng
             )
             for partition in range(partitions)
         ]
 
     @classmethod
     async def connect(
-        cls, nats_url: str, *, partitions: int = 1, config: ClientConfig | None = None
+        cls,
+        nats_url: str,
+        *,
+        partitions: int = 1,
+        config: ClientConfig | None = None,
+        batching: BatchConfig | None = None,
     ) -> LedgerClient:
         nc = await connect_nats(nats_url, name="ironbook-client")
-        return cls(nc, partitions=partitions, config=config, owns_connection=True)
+        return cls(
+            nc, partitions=partitions, config=config, batching=batching, owns_connection=True
+        )
 
     @property
     def attempts(self) -> int:
-        """Requests sent, retries included."""
-        return sum(client.attempts for client in self._clients)
+        """Commands sent, resends included."""
+        return sum(batcher.attempts for batcher in self._batchers)
+
+    @property
+    def resends(self) -> Counter[str]:
+        """Commands sent again, by reason."""
+        total: Counter[str] = Counter()
+        for batcher in self._batchers:
+            total.update(batcher.resends)
+        return total
 
     def partition_for(self, account_id: str) -> int:
         return core.partition_of(account_id, self.partitions)
@@ -85,18 +252,22 @@ class LedgerClient:
     async def submit(self, command: core.AnyCommand) -> core.Outcome:
         """The durable outcome. Raises `GaveUp` past the deadline (the command
         may or may not have been applied: submit it again to find out)."""
+        payload = core.encode_command(command)
         if isinstance(command, _MARKET_COMMANDS):
-            return await self._broadcast(command)
+            return await self._broadcast(command, payload)
         account_id = getattr(command, "account_id", None)
         assert isinstance(account_id, str), f"{type(command).__name__} names no account"
-        return await self._clients[self.partition_for(account_id)].submit(command)
+        batcher = self._batchers[self.partition_for(account_id)]
+        return await batcher.submit(payload, command.request_id)
 
     async def submit_many(self, commands: Sequence[core.AnyCommand]) -> list[core.Outcome]:
         """Submit concurrently; outcomes in the order of `commands`."""
         return list(await asyncio.gather(*(self.submit(command) for command in commands)))
 
-    async def _broadcast(self, command: core.AnyCommand) -> core.Outcome:
-        outcomes = await asyncio.gather(*(client.submit(command) for client in self._clients))
+    async def _broadcast(self, command: core.AnyCommand, payload: bytes) -> core.Outcome:
+        outcomes = await asyncio.gather(
+            *(batcher.submit(payload, command.request_id) for batcher in self._batchers)
+        )
         for outcome in outcomes:
             if isinstance(outcome, core.Rejected):
                 return outcome
@@ -104,17 +275,19 @@ class LedgerClient:
         assert isinstance(first, core.Accepted)
         if isinstance(first.result, SettlementReply) and len(outcomes) > 1:
             replies = [o.result for o in outcomes if isinstance(o, core.Accepted)]
+            settlements = [r for r in replies if isinstance(r, SettlementReply)]
             combined = SettlementReply(
                 market_id=first.result.market_id,
                 status=first.result.status,
-                bets_affected=sum(
-                    r.bets_affected for r in replies if isinstance(r, SettlementReply)
-                ),
-                paid_minor=sum(r.paid_minor for r in replies if isinstance(r, SettlementReply)),
+                bets_affected=sum(r.bets_affected for r in settlements),
+                paid_minor=sum(r.paid_minor for r in settlements),
             )
             return core.Accepted(events=(), result=combined)
         return first
 
     async def close(self) -> None:
+        for batcher in self._batchers:
+            await batcher.close()
         if self._owns_connection:
-            await self._nc.drain()
+            with contextlib.suppress(nats.errors.Error):
+                await self._nc.drain()

@@ -13,6 +13,7 @@ from ironbook.core.codec import (
     encode_events,
     encode_outcome,
     restore_snapshot,
+    snapshot_and_hash,
     snapshot_bytes,
     state_hash,
 )
@@ -116,6 +117,7 @@ __all__ = [
     "new_state",
     "partition_of",
     "restore_snapshot",
+    "snapshot_and_hash",
     "snapshot_bytes",
     "state_hash",
 ]

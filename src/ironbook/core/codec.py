@@ -1,6 +1,11 @@
 """Wire and storage encodings: commands, event batches, outcomes, snapshots,
-and the state hash. MessagePack throughout; the hash uses a key-sorted
-encoding so that equal states hash equal whatever their history."""
+and the state hash. MessagePack throughout.
+
+The state hash is the SHA-256 of the snapshot bytes. Those bytes keep every
+dict in insertion order, which is part of the state (it is the order in which
+`decide` walks a market's bets), and which replaying the same log always
+reproduces: replicas with the same history have byte-identical snapshots.
+Encoding once serves both the snapshot and its hash."""
 
 from __future__ import annotations
 
@@ -14,7 +19,6 @@ from ironbook.core.outcomes import Accepted, Outcome, Rejected
 from ironbook.core.state import LedgerState
 
 _encoder = msgspec.msgpack.Encoder()
-_canonical_encoder = msgspec.msgpack.Encoder(order="sorted")
 _command_decoder: msgspec.msgpack.Decoder[AnyCommand] = msgspec.msgpack.Decoder(AnyCommand)
 _events_decoder: msgspec.msgpack.Decoder[list[AnyEvent]] = msgspec.msgpack.Decoder(list[AnyEvent])
 _reply_decoder: msgspec.msgpack.Decoder[AnyReply] = msgspec.msgpack.Decoder(AnyReply)
@@ -60,5 +64,11 @@ def restore_snapshot(data: bytes) -> LedgerState:
 
 
 def state_hash(state: LedgerState) -> str:
-    """Hex SHA-256 of the canonical encoding: equal iff the states are equal."""
-    return hashlib.sha256(_canonical_encoder.encode(state)).hexdigest()
+    """Hex SHA-256 of the snapshot bytes."""
+    return hashlib.sha256(snapshot_bytes(state)).hexdigest()
+
+
+def snapshot_and_hash(state: LedgerState) -> tuple[bytes, str]:
+    """The snapshot bytes and their hash, encoding the state once."""
+    data = snapshot_bytes(state)
+    return data, hashlib.sha256(data).hexdigest()

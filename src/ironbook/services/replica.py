@@ -41,7 +41,6 @@ log = logging.getLogger("ironbook.replica")
 
 LEASE_TTL_MS = 1_000
 LEASE_RENEW_INTERVAL_MS = 300
-HASH_INTERVAL_MS = 2_000
 
 
 def lease_key(partition: int) -> str:
@@ -88,19 +87,20 @@ async def serve(
 
 async def _heartbeat(nc: NatsClient, replica: Replica, partition: int, clock: SystemClock) -> None:
     subject = replica_status_subject(partition, replica.node_id)
-    hashed_at_ms = 0
     state_hash: str | None = None
-    hashed_seq = 0
+    hashed_seq = -1
+    previous_seq = -1
     while True:
         status = replica.status()
         now_ms = clock.now_ms()
-        stale = now_ms - hashed_at_ms >= HASH_INTERVAL_MS or status.applied_seq != hashed_seq
-        if stale and status.pending_batches == 0:
-            state_hash, hashed_seq, hashed_at_ms = (
-                replica.state_hash(),
-                status.applied_seq,
-                now_ms,
-            )
+        # Hashing encodes the whole state, blocking this event loop (about
+        # 0.5 s per 100k bets): never on a leader, whose lease renewals must
+        # not stall, and on a follower only once the log has been quiet for a
+        # beat. A leader reports the hash it last computed as a follower.
+        quiet = status.applied_seq == previous_seq and status.role == "follower"
+        if quiet and status.applied_seq != hashed_seq:
+            state_hash, hashed_seq = replica.state_hash(), status.applied_seq
+        previous_seq = status.applied_seq
         heartbeat = ReplicaHeartbeat(
             node_id=replica.node_id,
             partition=partition,

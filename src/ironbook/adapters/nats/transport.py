@@ -1,9 +1,12 @@
 """The command transport on NATS request/reply.
 
-Clients publish a command to `ironbook.cmd.<partition>` with a reply inbox;
-only the partition's leader subscribes (in a queue group, so a message is
-handed to one subscriber even in the instant two replicas both think they
-lead — the log's fencing decides which of them is right).
+Clients publish a command to `ironbook.cmd.<partition>` with a reply inbox, or
+many commands at once to `ironbook.cmdbatch.<partition>` (a msgpack list of
+encoded commands, answered by a list of replies in the same order: one NATS
+round trip for hundreds of bets). Only the partition's leader subscribes (in
+a queue group, so a message is handed to one subscriber even in the instant
+two replicas both think they lead — the log's fencing decides which of them
+is right).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 
+import msgspec
 import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -27,6 +31,23 @@ _OVERLOADED = encode_reply(RetryReply(reason="overloaded"))
 
 def command_subject(partition: int) -> str:
     return f"ironbook.cmd.{partition}"
+
+
+def batch_subject(partition: int) -> str:
+    return f"ironbook.cmdbatch.{partition}"
+
+
+_batch_encoder = msgspec.msgpack.Encoder()
+_batch_decoder: msgspec.msgpack.Decoder[list[bytes]] = msgspec.msgpack.Decoder(list[bytes])
+
+
+def encode_batch(payloads: Sequence[bytes]) -> bytes:
+    return _batch_encoder.encode(list(payloads))
+
+
+def decode_batch(data: bytes) -> list[bytes]:
+    """Raises `msgspec.MsgspecError` on a malformed batch."""
+    return _batch_decoder.decode(data)
 
 
 class _NatsRequest:
@@ -47,17 +68,59 @@ class _NatsRequest:
             await self._nc.publish(self._msg.reply, payload)
 
 
+class _BatchReply:
+    """Collects the replies of one batch message; sends them all at once."""
+
+    __slots__ = ("_msg", "_nc", "_remaining", "_replies")
+
+    def __init__(self, nc: NatsClient, msg: Msg, size: int) -> None:
+        self._nc = nc
+        self._msg = msg
+        self._replies: list[bytes] = [b""] * size
+        self._remaining = size
+
+    async def fill(self, index: int, payload: bytes) -> None:
+        if self._replies[index]:
+            return
+        self._replies[index] = payload
+        self._remaining -= 1
+        if self._remaining == 0 and self._msg.reply:
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await self._nc.publish(self._msg.reply, encode_batch(self._replies))
+
+
+class _BatchedRequest:
+    __slots__ = ("_batch", "_index", "payload")
+
+    def __init__(self, batch: _BatchReply, index: int, payload: bytes) -> None:
+        self._batch = batch
+        self._index = index
+        self.payload = payload
+
+    async def respond(self, payload: bytes) -> None:
+        await self._batch.fill(self._index, payload)
+
+
 class NatsInbox:
     """Requests received while leading, in a bounded queue: when it is full
     the request is answered "retry: overloaded" at once instead of queueing."""
 
     def __init__(self, nc: NatsClient, max_pending: int) -> None:
         self._nc = nc
-        self._queue: asyncio.Queue[_NatsRequest] = asyncio.Queue(maxsize=max_pending)
-        self._subscription: Subscription | None = None
+        self._queue: asyncio.Queue[_NatsRequest | _BatchedRequest] = asyncio.Queue(
+            maxsize=max_pending
+        )
+        self._subscriptions: list[Subscription] = []
 
-    async def start(self, subject: str) -> None:
-        self._subscription = await self._nc.subscribe(subject, queue=_QUEUE_GROUP, cb=self._on_msg)
+    async def start(self, partition: int) -> None:
+        self._subscriptions = [
+            await self._nc.subscribe(
+                command_subject(partition), queue=_QUEUE_GROUP, cb=self._on_msg
+            ),
+            await self._nc.subscribe(
+                batch_subject(partition), queue=_QUEUE_GROUP, cb=self._on_batch
+            ),
+        ]
 
     async def _on_msg(self, msg: Msg) -> None:
         request = _NatsRequest(self._nc, msg)
@@ -66,25 +129,40 @@ class NatsInbox:
         except asyncio.QueueFull:
             await request.respond(_OVERLOADED)
 
-    async def receive(self, max_requests: int, *, wait_ms: int) -> Sequence[_NatsRequest]:
+    async def _on_batch(self, msg: Msg) -> None:
+        try:
+            payloads = decode_batch(msg.data)
+        except msgspec.MsgspecError:
+            payloads = [msg.data]  # the sequencer answers it "bad request"
+        batch = _BatchReply(self._nc, msg, len(payloads))
+        for index, payload in enumerate(payloads):
+            request = _BatchedRequest(batch, index, payload)
+            try:
+                self._queue.put_nowait(request)
+            except asyncio.QueueFull:
+                await request.respond(_OVERLOADED)
+
+    async def receive(
+        self, max_requests: int, *, wait_ms: int
+    ) -> Sequence[_NatsRequest | _BatchedRequest]:
         queue = self._queue
         if queue.empty():
             try:
                 first = await asyncio.wait_for(queue.get(), timeout=wait_ms / 1000)
             except TimeoutError:
                 return []
-            batch = [first]
+            received = [first]
         else:
-            batch = [queue.get_nowait()]
-        while len(batch) < max_requests and not queue.empty():
-            batch.append(queue.get_nowait())
-        return batch
+            received = [queue.get_nowait()]
+        while len(received) < max_requests and not queue.empty():
+            received.append(queue.get_nowait())
+        return received
 
     async def close(self) -> None:
-        if self._subscription is not None:
+        for subscription in self._subscriptions:
             with contextlib.suppress(nats.errors.Error, OSError):
-                await self._subscription.unsubscribe()
-            self._subscription = None
+                await subscription.unsubscribe()
+        self._subscriptions = []
 
 
 class NatsRequestServer:
@@ -92,12 +170,12 @@ class NatsRequestServer:
         self, nc: NatsClient, partition: int, *, max_pending: int = DEFAULT_MAX_PENDING_REQUESTS
     ) -> None:
         self._nc = nc
-        self._subject = command_subject(partition)
+        self._partition = partition
         self._max_pending = max_pending
 
     async def listen(self) -> NatsInbox:
         inbox = NatsInbox(self._nc, self._max_pending)
-        await inbox.start(self._subject)
+        await inbox.start(self._partition)
         return inbox
 
 

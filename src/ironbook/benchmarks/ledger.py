@@ -1,0 +1,338 @@
+"""The ledger benchmark: committed bets/s through a real cluster, against PostgreSQL.
+
+In one run, on this machine:
+1. ironbook: a fresh local cluster (3 nats-server nodes, R3, fsync on every
+   write; 3 replicas per partition) in a temp dir. Closed-loop virtual clients
+   place bets through the real client library for `--seconds`; every bet's
+   latency is measured from submit to durable outcome.
+2. Failover: under a lighter load, kill -9 the leader replica and measure the
+   time from the kill to the first accepted bet that was submitted after it.
+3. PostgreSQL 15, primary + synchronous standby: the same bets (same accounts,
+   stakes, concurrency) one transaction per bet, and batched through a
+   plpgsql function (`--pg-batch-size` bets per call).
+
+    python bench/ledger.py [--json]      or      ironbook bench ledger [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ironbook import core
+from ironbook.client import BatchConfig, ClientConfig, LedgerClient
+from ironbook.services.local_cluster import LocalCluster, wait_for_leaders
+
+OPENING_BALANCE_MINOR = 1_000_000_00
+STAKE_MIN_MINOR = 100
+STAKE_MAX_MINOR = 5_000
+SELECTIONS = 20
+MARKET_ID = "bench-market"
+
+
+@dataclass
+class Tally:
+    latencies_ms: list[float] = field(default_factory=list)
+    completions: list[tuple[float, float, bool]] = field(default_factory=list)
+    """(submitted_at, completed_at, accepted) in `time.monotonic()` seconds."""
+    accepted: int = 0
+    rejected: int = 0
+    gave_up: int = 0
+
+
+def percentile_ms(latencies_ms: list[float], fraction: float) -> float | None:
+    if not latencies_ms:
+        return None
+    ordered = sorted(latencies_ms)
+    return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))], 3)
+
+
+def _selections() -> tuple[core.SelectionSpec, ...]:
+    return tuple(
+        core.SelectionSpec(selection_id=f"s{i}", name=f"Runner {i}", odds=200 + 20 * i)
+        for i in range(SELECTIONS)
+    )
+
+
+async def _setup(client: LedgerClient, accounts: list[str], run_tag: str) -> None:
+    outcome = await client.submit(
+        core.CreateMarket(
+            request_id=f"{run_tag}-market",
+            market_id=MARKET_ID,
+            event_id="bench",
+            name="Benchmark Stakes",
+            selections=_selections(),
+        )
+    )
+    if not isinstance(outcome, core.Accepted):
+        raise RuntimeError(f"market refused: {outcome}")
+    for start in range(0, len(accounts), 2_000):
+        chunk = accounts[start : start + 2_000]
+        await client.submit_many(
+            [core.OpenAccount(request_id=f"{run_tag}-open-{a}", account_id=a) for a in chunk]
+        )
+        await client.submit_many(
+            [
+                core.Deposit(
+                    request_id=f"{run_tag}-dep-{a}",
+                    account_id=a,
+                    amount_minor=OPENING_BALANCE_MINOR,
+                )
+                for a in chunk
+            ]
+        )
+
+
+async def _drive(
+    client: LedgerClient,
+    accounts: list[str],
+    *,
+    concurrency: int,
+    seconds: float,
+    seed: int,
+    run_tag: str,
+    on_progress: Any = None,
+) -> tuple[Tally, float]:
+    """Closed loop: `concurrency` virtual clients, each placing one bet at a
+    time, until `seconds` have passed. Returns the tally and elapsed time."""
+    tally = Tally()
+    deadline = time.monotonic() + seconds
+    counter = iter(range(10**12))
+
+    async def virtual_client(index: int) -> None:
+        rng = random.Random(seed * 100_003 + index)
+        while time.monotonic() < deadline:
+            n = next(counter)
+            selection = rng.randrange(SELECTIONS)
+            command = core.PlaceBet(
+                request_id=f"{run_tag}-bet-{n}",
+                account_id=accounts[rng.randrange(len(accounts))],
+                stake_minor=rng.randint(STAKE_MIN_MINOR, STAKE_MAX_MINOR),
+                legs=(
+                    core.BetLeg(
+                        market_id=MARKET_ID,
+                        selection_id=f"s{selection}",
+                        odds=200 + 20 * selection,
+                    ),
+                ),
+                price_change="any",
+            )
+            submitted = time.monotonic()
+            try:
+                outcome = await client.submit(command)
+            except Exception:  # GaveUp: recorded, the run goes on
+                tally.gave_up += 1
+                continue
+            completed = time.monotonic()
+            accepted = isinstance(outcome, core.Accepted)
+            tally.latencies_ms.append((completed - submitted) * 1000)
+            tally.completions.append((submitted, completed, accepted))
+            if accepted:
+                tally.accepted += 1
+            else:
+                tally.rejected += 1
+
+    started = time.monotonic()
+    async with asyncio.TaskGroup() as group:
+        for index in range(concurrency):
+            group.create_task(virtual_client(index))
+        if on_progress is not None:
+            group.create_task(on_progress(tally, deadline))
+    return tally, time.monotonic() - started
+
+
+async def _progress(tally: Tally, deadline: float) -> None:
+    last = 0
+    while time.monotonic() < deadline:
+        await asyncio.sleep(1.0)
+        done = tally.accepted + tally.rejected
+        print(f"  ... {done:,} bets ({done - last:,}/s)", file=sys.stderr, flush=True)
+        last = done
+
+
+async def _measure_ironbook(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any]:
+    await cluster.wait_leaders(timeout_ms=120_000)
+    client = await LedgerClient.connect(
+        cluster.nats_url,
+        partitions=cluster.partitions,
+        config=ClientConfig(
+            request_timeout_ms=2_000, deadline_ms=30_000, backoff_initial_ms=10, backoff_max_ms=200
+        ),
+        batching=BatchConfig(max_batch_commands=args.client_batch),
+    )
+    try:
+        accounts = [f"acct-{i}" for i in range(args.accounts)]
+        run_tag = f"r{os.getpid()}"
+        print(f"setting up {args.accounts:,} accounts ...", file=sys.stderr, flush=True)
+        await _setup(client, accounts, run_tag)
+        print(
+            f"ironbook: {args.concurrency} clients for {args.seconds} s ...",
+            file=sys.stderr,
+            flush=True,
+        )
+        tally, elapsed_s = await _drive(
+            client,
+            accounts,
+            concurrency=args.concurrency,
+            seconds=args.seconds,
+            seed=args.seed,
+            run_tag=run_tag,
+            on_progress=None if args.json else _progress,
+        )
+        placed = tally.accepted + tally.rejected
+        result: dict[str, Any] = {
+            "bets_per_s": round(placed / elapsed_s, 1),
+            "p50_ms": percentile_ms(tally.latencies_ms, 0.50),
+            "p99_ms": percentile_ms(tally.latencies_ms, 0.99),
+            "p999_ms": percentile_ms(tally.latencies_ms, 0.999),
+            "bets": placed,
+            "accepted": tally.accepted,
+            "rejected": tally.rejected,
+            "gave_up": tally.gave_up,
+            "elapsed_s": round(elapsed_s, 3),
+            "concurrency": args.concurrency,
+            "partitions": cluster.partitions,
+            "commands_sent": client.attempts,
+            "resends": dict(client.resends),
+        }
+        if args.failover:
+            result["failover"] = await _measure_failover(cluster, client, accounts, args, run_tag)
+        return result
+    finally:
+        await client.close()
+
+
+async def _measure_failover(
+    cluster: LocalCluster,
+    client: LedgerClient,
+    accounts: list[str],
+    args: argparse.Namespace,
+    run_tag: str,
+) -> dict[str, Any]:
+    """kill -9 the partition-0 leader under load; time to the first accepted
+    bet submitted after the kill."""
+    leaders = await wait_for_leaders(cluster.nats_url, cluster.partitions, timeout_ms=30_000)
+    victim = leaders[0].node_id
+    kill_at: list[float] = []
+
+    async def killer(tally: Tally, deadline: float) -> None:
+        await asyncio.sleep(2.0)
+        kill_at.append(time.monotonic())
+        cluster.replicas[victim].kill()
+        print(f"failover: killed leader {victim} (kill -9)", file=sys.stderr, flush=True)
+
+    tally, _ = await _drive(
+        client,
+        accounts,
+        concurrency=max(10, args.concurrency // 10),
+        seconds=args.failover_seconds,
+        seed=args.seed + 1,
+        run_tag=f"{run_tag}-fo",
+        on_progress=killer,
+    )
+    killed = kill_at[0]
+    after = [done for submitted, done, ok in tally.completions if ok and submitted > killed]
+    new_leader = await wait_for_leaders(
+        cluster.nats_url, cluster.partitions, timeout_ms=30_000, not_node=victim
+    )
+    cluster.replicas[victim].start()
+    return {
+        "killed": victim,
+        "new_leader": new_leader[0].node_id,
+        "failover_s": round(min(after) - killed, 3) if after else None,
+        "bets_during": tally.accepted,
+        "gave_up": tally.gave_up,
+    }
+
+
+def _measure_postgres(args: argparse.Namespace) -> dict[str, Any]:
+    from ironbook.benchmarks.pg_baseline import run_baseline
+
+    return run_baseline(
+        accounts=args.accounts,
+        concurrency=args.pg_concurrency,
+        per_bet_count=args.pg_bets,
+        batched_count=args.pg_bets * 5,
+        batch_size=args.pg_batch_size,
+        seed=args.seed,
+    )
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="ironbook-bench-") as tmp:
+        cluster = LocalCluster(Path(tmp) / "cluster", partitions=args.partitions)
+        try:
+            cluster.start()
+            ironbook = asyncio.run(_measure_ironbook(cluster, args))
+        finally:
+            cluster.stop()
+    result: dict[str, Any] = {
+        "benchmark": "ledger",
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "ironbook": ironbook,
+        "failover_s": (ironbook.get("failover") or {}).get("failover_s"),
+    }
+    if args.postgres:
+        print("postgres: primary + synchronous standby ...", file=sys.stderr, flush=True)
+        postgres = _measure_postgres(args)
+        result["postgres"] = postgres["per_bet"]
+        result["postgres_batched"] = postgres["batched"]
+        result["ratio"] = round(ironbook["bets_per_s"] / postgres["per_bet"]["bets_per_s"], 2)
+        result["ratio_batched"] = round(
+            ironbook["bets_per_s"] / postgres["batched"]["bets_per_s"], 2
+        )
+    return result
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ironbook bench ledger",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--seconds", type=float, default=15.0, help="measured load time (default 15)")
+    p.add_argument("--accounts", type=int, default=10_000, help="accounts (default 10000)")
+    p.add_argument("--concurrency", type=int, default=2_000, help="virtual clients (default 2000)")
+    p.add_argument("--partitions", type=int, default=1, help="ledger partitions (default 1)")
+    p.add_argument("--client-batch", type=int, default=1_000, help="max commands per request")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--no-failover", dest="failover", action="store_false", help="skip failover")
+    p.add_argument("--failover-seconds", type=float, default=8.0)
+    p.add_argument("--no-postgres", dest="postgres", action="store_false", help="skip PostgreSQL")
+    p.add_argument("--pg-concurrency", type=int, default=32)
+    p.add_argument("--pg-bets", type=int, default=20_000, help="bets in per-bet mode")
+    p.add_argument("--pg-batch-size", type=int, default=50)
+    p.add_argument("--json", action="store_true", help="print one JSON object only")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    result = run(args)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    ib = result["ironbook"]
+    print(json.dumps(result, indent=2))
+    print(
+        f"\nironbook {ib['bets_per_s']:,.0f} bets/s (p50 {ib['p50_ms']} ms, p99 {ib['p99_ms']} ms)"
+        f"; failover {result['failover_s']} s"
+    )
+    if "postgres" in result:
+        print(
+            f"postgres per-bet {result['postgres']['bets_per_s']:,.0f} bets/s, "
+            f"batched {result['postgres_batched']['bets_per_s']:,.0f} bets/s; "
+            f"ratio {result['ratio']}x, {result['ratio_batched']}x batched"
+        )
+    return 0
