@@ -161,8 +161,11 @@ def test_a_renewal_whose_ack_was_lost_is_recognised(nats_cluster: LocalNatsClust
             landed = await holder.renew("holder", first)  # the ack we pretend was lost
             assert landed is not None and landed > first
             assert await holder.renew("holder", first) == landed
-            # Somebody else's stale revision is never adopted.
+            # Somebody else's stale revision is never adopted, not even by
+            # another process using the same holder name.
             assert await rival.renew("rival", first) is None
+            twin = NatsLease(rival_nc, KEY, ttl_ms=TTL_MS)
+            assert await twin.renew("holder", first) is None
             # And a lease taken over after expiry is not the old holder's.
             taken = await _acquire_within(rival, "rival", timeout_s=30)
             assert taken is not None and taken > landed

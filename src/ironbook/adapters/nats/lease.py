@@ -15,7 +15,10 @@ All writes are raw publishes to `$KV.<bucket>.<key>`, so every header is ours.
 When the bucket cannot be reached (timeout, no connection, no quorum) acquire
 and renew raise `LeaseUnavailable`: the caller does not know whether it holds
 the lease. Leases only give liveness; the log's expected sequence gives safety.
-Holder names should be unique per process incarnation.
+The value written is `<holder>/<instance>`, with a random instance id per
+`NatsLease` object, so two processes that use the same holder name (a replica
+restarted while its frozen predecessor still runs) never mistake each other's
+writes for their own.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import base64
 import json
 import logging
 import re
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +86,7 @@ class NatsLease:
         self._subject = f"$KV.{bucket}.{key}"
         self._stream = f"KV_{bucket}"
         self._timeout_s = timeout_ms / 1000
+        self._instance = secrets.token_hex(6)
 
     @classmethod
     async def open(
@@ -129,7 +134,7 @@ class NatsLease:
         if current is None or current <= revision:
             return None
         message = await self._message(current)
-        if message is None or message.deleted or message.holder != holder:
+        if message is None or message.deleted or message.holder != self._value(holder):
             return None
         return current
 
@@ -137,10 +142,13 @@ class NatsLease:
         headers = {_EXPECTED_LAST_SUBJECT_SEQ: str(revision), _KV_OPERATION: "DEL"}
         try:
             await self._nc.request(
-                self._subject, holder.encode(), timeout=self._timeout_s, headers=headers
+                self._subject, self._value(holder), timeout=self._timeout_s, headers=headers
             )
         except (nats.errors.Error, OSError) as err:
             log.info("lease %s: release at %d unconfirmed: %r", self.key, revision, err)
+
+    def _value(self, holder: str) -> bytes:
+        return f"{holder}/{self._instance}".encode()
 
     async def _write(self, holder: str, *, expected_revision: int) -> int | _WrongRevision:
         """Publish `holder` with the TTL if the key is at `expected_revision`:
@@ -151,7 +159,7 @@ class NatsLease:
         }
         try:
             reply = await self._nc.request(
-                self._subject, holder.encode(), timeout=self._timeout_s, headers=headers
+                self._subject, self._value(holder), timeout=self._timeout_s, headers=headers
             )
             ack: dict[str, Any] = json.loads(reply.data)
         except (nats.errors.Error, OSError, ValueError) as err:
@@ -186,16 +194,16 @@ class NatsLease:
         headers = base64.b64decode(message.get("hdrs") or b"").decode(errors="replace")
         operation = ""
         for line in headers.splitlines():
-            name, _, value = line.partition(":")
+            name, _, header_value = line.partition(":")
             if name.strip().lower() == _KV_OPERATION.lower():
-                operation = value.strip()
-        holder = base64.b64decode(message.get("data") or b"").decode(errors="replace")
+                operation = header_value.strip()
+        holder = base64.b64decode(message.get("data") or b"")
         return _LeaseMessage(holder=holder, deleted=operation in ("DEL", "PURGE"))
 
 
 @dataclass(frozen=True)
 class _LeaseMessage:
-    holder: str
+    holder: bytes
     deleted: bool
 
 
