@@ -367,23 +367,18 @@ def test_command_codec_refuses_bad_input() -> None:
         decode_command(msgspec.msgpack.encode({"type": "deposit/1", "request_id": "r"}))
     with pytest.raises(msgspec.ValidationError):
         decode_command(msgspec.msgpack.encode({"type": "teleport/1", "request_id": "r"}))
-    unknown_field = {
-        "type": "deposit/1",
-        "request_id": "r",
-        "account_id": "a",
-        "amount_minor": 5,
-        "extra": 1,
-    }
+    # Commands travel as arrays: [tag, request_id, account_id, amount_minor].
+    unknown_field = ["deposit/1", "r", "a", 5, "extra"]
     with pytest.raises(msgspec.ValidationError):
         decode_command(msgspec.msgpack.encode(unknown_field))
-    wrong_type = {"type": "deposit/1", "request_id": "r", "account_id": "a", "amount_minor": "5"}
+    wrong_type = ["deposit/1", "r", "a", "5"]
     with pytest.raises(msgspec.ValidationError):
         decode_command(msgspec.msgpack.encode(wrong_type))
 
 
 def test_command_tags_carry_a_version() -> None:
     for command in every_command_kind():
-        tag = msgspec.msgpack.decode(encode_command(command))["type"]
+        tag = msgspec.msgpack.decode(encode_command(command))[0]
         assert tag.endswith("/1"), tag
 
 

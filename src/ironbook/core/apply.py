@@ -137,7 +137,7 @@ def _market_status_changed(state: LedgerState, event: e.MarketStatusChanged) -> 
 
 
 def _bet_placed(state: LedgerState, event: e.BetPlaced) -> None:
-    legs = [PlacedLeg(leg.market_id, leg.selection_id, leg.odds) for leg in event.legs]
+    legs = tuple([PlacedLeg(leg.market_id, leg.selection_id, leg.odds) for leg in event.legs])
     bet = Bet(
         bet_id=event.bet_id,
         account_id=event.account_id,

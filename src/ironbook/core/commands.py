@@ -1,7 +1,9 @@
 """Commands: what a client asks the ledger to do.
 
 Every command carries the request id that makes it idempotent. Commands are
-tagged msgspec structs; the tag carries the schema version (`/1`).
+tagged msgspec structs; the tag carries the schema version (`/1`). On the wire
+they are MessagePack arrays `[tag, field, ...]` (compact and fast to decode);
+a new field may only be added at the end, with a default.
 """
 
 from __future__ import annotations
@@ -13,24 +15,28 @@ import msgspec
 PriceChangePolicy = Literal["none", "better", "any"]
 
 
-class SelectionSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class SelectionSpec(
+    msgspec.Struct, frozen=True, array_like=True, gc=False, forbid_unknown_fields=True
+):
     selection_id: str
     name: str
     odds: int
 
 
-class SelectionPrice(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class SelectionPrice(
+    msgspec.Struct, frozen=True, array_like=True, gc=False, forbid_unknown_fields=True
+):
     selection_id: str
     odds: int
 
 
-class BetLeg(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class BetLeg(msgspec.Struct, frozen=True, array_like=True, gc=False, forbid_unknown_fields=True):
     market_id: str
     selection_id: str
     odds: int
 
 
-class Winner(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Winner(msgspec.Struct, frozen=True, array_like=True, gc=False, forbid_unknown_fields=True):
     """A winning selection; `dead_heat` > 1 divides the stake between that
     many runners tied for the place."""
 
@@ -38,7 +44,14 @@ class Winner(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     dead_heat: int = 1
 
 
-class Command(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fields=True):
+class Command(
+    msgspec.Struct,
+    frozen=True,
+    tag_field="type",
+    array_like=True,
+    gc=False,
+    forbid_unknown_fields=True,
+):
     request_id: str
 
 

@@ -5,6 +5,9 @@ split into several chunks). Every event carries its postings — the double-entr
 lines, which sum to zero — and the reply the client received, so a retried
 request id returns exactly the first answer. A rejection is logged too, as a
 `CommandRejected`, so a retry after a failover returns the same refusal.
+
+Encoded as MessagePack arrays `[tag, field, ...]`: a new field may only be
+added at the end with a default; anything else is a new tag version.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ LimitPeriod = Literal["day", "week", "month"]
 # Replies: what the client is told. Tagged so a stored reply decodes to its type.
 
 
-class Reply(msgspec.Struct, frozen=True, tag_field="type"):
+class Reply(msgspec.Struct, frozen=True, tag_field="type", array_like=True, gc=False):
     pass
 
 
@@ -43,7 +46,7 @@ class TransactionReply(Reply, frozen=True, tag="transaction"):
     transaction_id: str
 
 
-class LimitChange(msgspec.Struct, frozen=True):
+class LimitChange(msgspec.Struct, frozen=True, array_like=True, gc=False):
     period: LimitPeriod
     limit_minor: int | None
     effective_ms: int
@@ -99,7 +102,7 @@ AnyReply = (
 # Events.
 
 
-class Event(msgspec.Struct, frozen=True, tag_field="type"):
+class Event(msgspec.Struct, frozen=True, tag_field="type", array_like=True, gc=False):
     request_id: str
     at_ms: int
     postings: tuple[Posting, ...] = ()
@@ -177,7 +180,7 @@ class BetPlaced(Event, frozen=True, tag="bet_placed/1", kw_only=True):
     reply: BetReply
 
 
-class BetOutcome(msgspec.Struct, frozen=True):
+class BetOutcome(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """A bet's status and total payout after a market result."""
 
     bet_id: str
