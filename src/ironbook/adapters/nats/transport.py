@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Sequence
 
 import msgspec
@@ -102,14 +103,15 @@ class _BatchedRequest:
 
 
 class NatsInbox:
-    """Requests received while leading, in a bounded queue: when it is full
-    the request is answered "retry: overloaded" at once instead of queueing."""
+    """Requests received while leading, in a bounded FIFO: a request that
+    would overflow it is answered "retry: overloaded" at once instead of
+    queueing (shed load, never queue without bound)."""
 
     def __init__(self, nc: NatsClient, max_pending: int) -> None:
         self._nc = nc
-        self._queue: asyncio.Queue[_NatsRequest | _BatchedRequest] = asyncio.Queue(
-            maxsize=max_pending
-        )
+        self._max_pending = max_pending
+        self._pending: deque[_NatsRequest | _BatchedRequest] = deque()
+        self._arrived = asyncio.Event()
         self._subscriptions: list[Subscription] = []
 
     async def start(self, partition: int) -> None:
@@ -124,10 +126,11 @@ class NatsInbox:
 
     async def _on_msg(self, msg: Msg) -> None:
         request = _NatsRequest(self._nc, msg)
-        try:
-            self._queue.put_nowait(request)
-        except asyncio.QueueFull:
+        if len(self._pending) >= self._max_pending:
             await request.respond(_OVERLOADED)
+            return
+        self._pending.append(request)
+        self._arrived.set()
 
     async def _on_batch(self, msg: Msg) -> None:
         try:
@@ -135,28 +138,27 @@ class NatsInbox:
         except msgspec.MsgspecError:
             payloads = [msg.data]  # the sequencer answers it "bad request"
         batch = _BatchReply(self._nc, msg, len(payloads))
-        for index, payload in enumerate(payloads):
-            request = _BatchedRequest(batch, index, payload)
-            try:
-                self._queue.put_nowait(request)
-            except asyncio.QueueFull:
-                await request.respond(_OVERLOADED)
+        room = max(0, self._max_pending - len(self._pending))
+        self._pending.extend(
+            _BatchedRequest(batch, index, payload) for index, payload in enumerate(payloads[:room])
+        )
+        for index in range(room, len(payloads)):
+            await batch.fill(index, _OVERLOADED)
+        if room:
+            self._arrived.set()
 
     async def receive(
         self, max_requests: int, *, wait_ms: int
     ) -> Sequence[_NatsRequest | _BatchedRequest]:
-        queue = self._queue
-        if queue.empty():
+        pending = self._pending
+        if not pending:
+            self._arrived.clear()
             try:
-                first = await asyncio.wait_for(queue.get(), timeout=wait_ms / 1000)
+                await asyncio.wait_for(self._arrived.wait(), timeout=wait_ms / 1000)
             except TimeoutError:
                 return []
-            received = [first]
-        else:
-            received = [queue.get_nowait()]
-        while len(received) < max_requests and not queue.empty():
-            received.append(queue.get_nowait())
-        return received
+        count = min(max_requests, len(pending))
+        return [pending.popleft() for _ in range(count)]
 
     async def close(self) -> None:
         for subscription in self._subscriptions:

@@ -1,0 +1,26 @@
+"""`ironbook bench NAME`: the benchmarks, with JSON output (see bench/)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+_BENCHMARKS = {"ledger": "ironbook.benchmarks.ledger"}
+
+
+def _command(args: argparse.Namespace) -> int:
+    module = importlib.import_module(_BENCHMARKS[args.benchmark])
+    return int(module.main(args.rest))
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="run a benchmark (ledger: ironbook vs PostgreSQL, and failover)",
+        description=__doc__,
+    )
+    parser.add_argument("benchmark", choices=sorted(_BENCHMARKS), help="which benchmark")
+    parser.add_argument(
+        "rest", nargs=argparse.REMAINDER, help="the benchmark's own options (see its --help)"
+    )
+    parser.set_defaults(func=_command)
