@@ -213,3 +213,39 @@ def test_an_unreachable_cluster_gives_unknown_appends_and_unavailable_reads(
             await _close(ledger)
 
     asyncio.run(scenario())
+
+
+def test_sigstop_of_stream_leader_then_appends_resume_and_it_rejoins(
+    nats_cluster: LocalNatsCluster,
+) -> None:
+    """A frozen leader keeps its sockets open: clients must give up on it
+    (pings) and the others must elect a new leader; when it wakes up it must
+    follow, and the log has every acked batch exactly once."""
+    stream = f"LEDGER_{PARTITION}"
+
+    async def scenario() -> None:
+        ledger = await _open_log(nats_cluster)
+        try:
+            for seq in range(1, 21):
+                await _append_until_acked(ledger, b"before", seq, f"t1-{seq}")
+            leader = await asyncio.to_thread(nats_cluster.wait_stream_leader, stream)
+            paused_at = time.monotonic()
+            nats_cluster.pause_node(leader)
+            try:
+                await _append_until_acked(ledger, b"while frozen", 21, "t1-21")
+                gap_s = time.monotonic() - paused_at
+                print(f"\nfailover gap after SIGSTOP of {leader}: {gap_s:.2f} s")
+                for seq in range(22, 41):
+                    await _append_until_acked(ledger, b"while frozen", seq, f"t1-{seq}")
+            finally:
+                nats_cluster.resume_node(leader)
+            for seq in range(41, 61):
+                await _append_until_acked(ledger, b"after", seq, f"t1-{seq}")
+            await asyncio.to_thread(nats_cluster.wait_node_healthy, leader, 60_000)
+            assert await ledger.last_seq() == 60
+            entries = await _read_through(ledger, 60)
+            assert [e.batch_id for e in entries] == [f"t1-{s}" for s in range(1, 61)]
+        finally:
+            await _close(ledger)
+
+    asyncio.run(scenario())
