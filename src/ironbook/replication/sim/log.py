@@ -128,21 +128,18 @@ class SimLog:
             raise AppendUnknown(f"append {batch_id}: no ack") from error
 
     async def read(self, from_seq: int, *, max_entries: int, wait_ms: int) -> Sequence[LogEntry]:
-        deadline_ms = self._now_ms() + wait_ms
-        while True:
-            try:
-                entries = await self._network.call(
-                    self._host,
-                    "log",
-                    lambda: self._service.read(from_seq, max_entries),
-                    timeout_ms=self._timeout_ms,
-                )
-            except (CallTimeout, HostDown) as error:
-                raise LogUnavailable("read: no answer") from error
-            remaining_ms = deadline_ms - self._now_ms()
-            if entries or remaining_ms <= 0:
-                return entries
-            await self._service.wait_for_entry_after(from_seq - 1, remaining_ms)
+        # A long poll: the cluster holds the request until an entry exists or
+        # `wait_ms` passes, then answers.
+        await self._service.wait_for_entry_after(from_seq - 1, wait_ms)
+        try:
+            return await self._network.call(
+                self._host,
+                "log",
+                lambda: self._service.read(from_seq, max_entries),
+                timeout_ms=self._timeout_ms,
+            )
+        except (CallTimeout, HostDown) as error:
+            raise LogUnavailable("read: no answer") from error
 
     async def last_seq(self) -> int:
         try:

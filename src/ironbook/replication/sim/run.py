@@ -44,7 +44,7 @@ Mutation = Literal["none", "reply_before_ack", "skip_fencing"]
 class SimTiming:
     lease_ttl_ms: int = 1_000
     lease_renew_interval_ms: int = 250
-    lease_retry_ms: int = 200
+    lease_retry_ms: int = 300
     cluster_request_timeout_ms: int = 150
     """Append, read and lease calls: past this the outcome is unknown."""
     dedupe_window_ms: int = 120_000
@@ -455,7 +455,7 @@ class _World:
                     Violation("liveness", f"no convergence at log {last_seq}: {statuses}")
                 )
                 return {}
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.1)
         hashes: dict[str, str] = {}
         for name, node in self._nodes.items():
             replica_hash = node.replica.state_hash()

@@ -1,0 +1,127 @@
+"""The checker on hand-made histories: it passes a good one and names each
+kind of violation."""
+
+from __future__ import annotations
+
+from ironbook import core
+from ironbook.replication.batch import encode_batch
+from ironbook.replication.checker import Checker, Observation, Violation
+from ironbook.replication.interfaces import LogEntry
+
+
+class History:
+    """A log written by one correct sequencer, one command per batch."""
+
+    def __init__(self) -> None:
+        self.state = core.new_state()
+        self.entries: list[LogEntry] = []
+        self.heard: list[Observation] = []
+        self._prev = ""
+
+    def run(self, command: core.AnyCommand) -> core.Outcome:
+        outcome = core.decide(self.state, command, 1_000 + len(self.entries))
+        for event in outcome.events:
+            core.apply(self.state, event)
+        self.append(list(outcome.events))
+        self.heard.append(Observation(command.request_id, outcome, "client"))
+        return outcome
+
+    def append(self, events: list[core.AnyEvent], *, prev: str | None = None) -> None:
+        seq = len(self.entries) + 1
+        batch_id = f"1:{seq}"
+        payload = encode_batch(self._prev if prev is None else prev, events)
+        self.entries.append(LogEntry(seq=seq, batch_id=batch_id, payload=payload))
+        if prev is None:
+            self._prev = batch_id
+
+    def check(self, hashes: dict[str, str] | None = None) -> list[Violation]:
+        replicas = {"r0": core.state_hash(self.state)} if hashes is None else hashes
+        return Checker().check(self.entries, self.heard, replicas)
+
+
+def _kinds(violations: list[Violation]) -> list[str]:
+    return [v.kind for v in violations]
+
+
+def _funded() -> History:
+    history = History()
+    history.run(core.OpenAccount(request_id="open", account_id="alice"))
+    history.run(core.Deposit(request_id="dep", account_id="alice", amount_minor=1_000))
+    return history
+
+
+def test_a_correct_history_passes() -> None:
+    history = _funded()
+    history.run(core.Withdraw(request_id="too-much", account_id="alice", amount_minor=5_000))
+    history.run(core.Withdraw(request_id="ok", account_id="alice", amount_minor=400))
+    assert isinstance(history.heard[2].outcome, core.Rejected)
+    assert history.check() == []
+
+
+def test_an_acknowledged_command_missing_from_the_log_is_lost() -> None:
+    history = _funded()
+    ghost = core.Accepted(events=(), result=history.heard[1].outcome.result)  # type: ignore[union-attr]
+    history.heard.append(Observation("ghost", ghost, "client"))
+    assert _kinds(history.check()) == ["lost_ack"]
+
+
+def test_a_command_in_two_entries_was_applied_twice() -> None:
+    history = _funded()
+    deposit = core.decide(
+        core.new_state(),
+        core.Deposit(request_id="dep", account_id="alice", amount_minor=1_000),
+        2_000,
+    )
+    # Decided by a second leader that had not seen the first deposit.
+    history.append(list(deposit.events))
+    assert "applied_twice" in _kinds(history.check(hashes={}))
+
+
+def test_a_rejected_command_must_change_nothing() -> None:
+    history = _funded()
+    refused = core.Rejected(code="insufficient_funds", message="no")
+    history.heard.append(Observation("dep", refused, "client"))
+    kinds = _kinds(history.check())
+    assert "rejection_applied" in kinds
+    assert "inconsistent_replies" in kinds
+
+
+def test_a_replica_with_another_state_diverged() -> None:
+    history = _funded()
+    assert _kinds(history.check(hashes={"r0": core.state_hash(core.new_state())})) == ["divergence"]
+
+
+def test_an_entry_decided_on_a_lost_predecessor_is_void() -> None:
+    history = _funded()
+    stray = core.decide(
+        history.state, core.Withdraw(request_id="stray", account_id="alice", amount_minor=1), 3_000
+    )
+    history.append(list(stray.events), prev="9:9")
+    # The void entry changed nothing, so the replica state (without it) matches...
+    assert history.check() == []
+    # ...and a client told it was accepted was told wrongly.
+    history.heard.append(Observation("stray", stray, "client"))
+    assert _kinds(history.check()) == ["lost_ack"]
+
+
+def test_an_invariant_broken_mid_log_is_reported_at_its_position() -> None:
+    history = _funded()
+    bad = core.Deposit(request_id="bad", account_id="alice", amount_minor=1)
+    deposit = core.decide(history.state, bad, 4_000)
+    event = deposit.events[0]
+    forged = type(event)(  # money moved into stakes held with no bet behind it
+        **{
+            **{f: getattr(event, f) for f in event.__struct_fields__},
+            "postings": ((core.STAKES_HELD, 500), (core.HOUSE, -500)),
+        }
+    )
+    history.append([forged])
+    violations = history.check(hashes={})
+    assert _kinds(violations) == ["invariant"]
+    assert "after seq 3" in violations[0].detail
+
+
+def test_a_log_with_a_hole_is_malformed() -> None:
+    history = _funded()
+    history.entries[1] = LogEntry(seq=3, batch_id="1:3", payload=history.entries[1].payload)
+    assert _kinds(history.check())[0] == "log_shape"

@@ -1,0 +1,216 @@
+"""The leader loop in isolation, on virtual time, against the simulated log."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import deque
+from collections.abc import Sequence
+
+import msgspec
+import pytest
+
+from ironbook import core
+from ironbook.replication.batch import decode_batch
+from ironbook.replication.concurrency import race
+from ironbook.replication.interfaces import AppendUnknown, Fenced, InboundRequest, LogEntry
+from ironbook.replication.sequencer import Sequencer, SequencerConfig
+from ironbook.replication.sim.clock import SimClock
+from ironbook.replication.sim.host import Host
+from ironbook.replication.sim.log import LogService, SimLog
+from ironbook.replication.sim.loop import VirtualTimeLoop, run_virtual
+from ironbook.replication.sim.network import Network
+from ironbook.replication.wire import (
+    BadRequestReply,
+    CommandReply,
+    OutcomeReply,
+    RetryReply,
+    decode_reply,
+)
+
+
+class Request:
+    def __init__(self, payload: bytes, service: LogService) -> None:
+        self.payload = payload
+        self._service = service
+        self.replies: list[CommandReply] = []
+        self.durable_when_answered: list[bool] = []
+
+    async def respond(self, payload: bytes) -> None:
+        self.replies.append(decode_reply(payload))
+        self.durable_when_answered.append(self._in_log())
+
+    def _in_log(self) -> bool:
+        try:
+            request_id = core.decode_command(self.payload).request_id
+        except msgspec.MsgspecError:
+            return False
+        return any(
+            event.request_id == request_id
+            for entry in self._service.entries
+            if entry.payload
+            for event in core.decode_events(decode_batch(entry.payload).events)
+        )
+
+
+class Inbox:
+    def __init__(self, requests: Sequence[Request]) -> None:
+        self.queue: deque[Request] = deque(requests)
+
+    async def receive(self, max_requests: int, *, wait_ms: int) -> Sequence[InboundRequest]:
+        if not self.queue:
+            await asyncio.sleep(wait_ms / 1000)
+            return []
+        return [self.queue.popleft() for _ in range(min(max_requests, len(self.queue)))]
+
+    async def close(self) -> None:
+        self.queue.clear()
+
+
+class Setup:
+    def __init__(self, loop: VirtualTimeLoop) -> None:
+        self.loop = loop
+        self.service = LogService(loop, now_ms=loop.now_ms, dedupe_window_ms=120_000)
+        self.host = Host("leader", 1)
+        self.network = Network(loop, random.Random(7))
+        self.log = SimLog(
+            self.service, self.network, self.host, now_ms=loop.now_ms, request_timeout_ms=100
+        )
+        self.clock = SimClock(loop, self.host)
+
+    def requests(self, commands: Sequence[core.AnyCommand | bytes]) -> list[Request]:
+        return [
+            Request(c if isinstance(c, bytes) else core.encode_command(c), self.service)
+            for c in commands
+        ]
+
+    def sequencer(self, inbox: Inbox, config: SequencerConfig, **log: object) -> Sequencer:
+        return Sequencer(
+            term=7,
+            log=log.get("log", self.log),  # type: ignore[arg-type]
+            inbox=inbox,
+            clock=self.clock,
+            state=core.new_state(),
+            last_seq=0,
+            last_batch_id="",
+            config=config,
+        )
+
+
+async def _until_answered(requests: Sequence[Request]) -> None:
+    while not all(r.replies for r in requests):  # noqa: ASYNC110 (virtual time: polling is free)
+        await asyncio.sleep(0.001)
+
+
+def _deposits(count: int) -> list[core.AnyCommand]:
+    commands: list[core.AnyCommand] = [core.OpenAccount(request_id="open", account_id="alice")]
+    commands += [
+        core.Deposit(request_id=f"dep-{n}", account_id="alice", amount_minor=100 + n)
+        for n in range(count - 1)
+    ]
+    return commands
+
+
+def test_batches_are_pipelined_and_replies_wait_for_durability() -> None:
+    async def main(loop: VirtualTimeLoop) -> tuple[list[Request], list[int], list[LogEntry]]:
+        setup = Setup(loop)
+        requests = setup.requests(_deposits(40))
+        sequencer = setup.sequencer(
+            Inbox(requests), SequencerConfig(max_batch_commands=5, max_inflight_appends=3)
+        )
+        in_flight_at_append: list[int] = []
+        setup.service.on_append = lambda _w, _s: in_flight_at_append.append(
+            sequencer.pending_batches
+        )
+        await race(sequencer.run(), _until_answered(requests))
+        return requests, in_flight_at_append, setup.service.entries
+
+    requests, in_flight, entries = run_virtual(main, max_virtual_ms=60_000)
+    assert all(isinstance(r.replies[0], OutcomeReply) for r in requests)
+    assert all(r.durable_when_answered == [True] for r in requests)
+    assert len(entries) == 8
+    assert [e.batch_id for e in entries] == [f"7:{n}" for n in range(1, 9)]
+    assert max(in_flight) >= 2
+    assert max(in_flight) <= 3
+
+
+def test_a_fenced_append_ends_the_term_and_every_request_hears_retry() -> None:
+    async def main(loop: VirtualTimeLoop) -> list[Request]:
+        setup = Setup(loop)
+        requests = setup.requests(_deposits(12))
+        sequencer = setup.sequencer(
+            Inbox(requests), SequencerConfig(max_batch_commands=3, max_inflight_appends=4)
+        )
+        setup.service.append("rival", b"", 0, "6:1")  # another leader got there first
+        with pytest.raises(Fenced):
+            await sequencer.run()
+        return requests
+
+    requests = run_virtual(main, max_virtual_ms=60_000)
+    assert all(r.replies == [RetryReply(reason="aborted")] for r in requests)
+
+
+class LostAckLog:
+    """Appends, then loses the first acknowledgement."""
+
+    def __init__(self, inner: SimLog) -> None:
+        self._inner = inner
+        self.calls: list[tuple[str, int]] = []
+
+    async def append(self, payload: bytes, *, expected_last_seq: int, batch_id: str) -> int:
+        self.calls.append((batch_id, expected_last_seq))
+        seq = await self._inner.append(
+            payload, expected_last_seq=expected_last_seq, batch_id=batch_id
+        )
+        if len(self.calls) == 1:
+            raise AppendUnknown("ack lost")
+        return seq
+
+    async def read(self, from_seq: int, *, max_entries: int, wait_ms: int) -> Sequence[LogEntry]:
+        return await self._inner.read(from_seq, max_entries=max_entries, wait_ms=wait_ms)
+
+    async def last_seq(self) -> int:
+        return await self._inner.last_seq()
+
+
+def test_an_unknown_append_is_retried_with_the_same_batch_id_and_deduplicated() -> None:
+    async def main(loop: VirtualTimeLoop) -> tuple[list[Request], LostAckLog, LogService]:
+        setup = Setup(loop)
+        requests = setup.requests(_deposits(1))
+        flaky = LostAckLog(setup.log)
+        sequencer = setup.sequencer(Inbox(requests), SequencerConfig(), log=flaky)
+        await race(sequencer.run(), _until_answered(requests))
+        return requests, flaky, setup.service
+
+    requests, flaky, service = run_virtual(main, max_virtual_ms=60_000)
+    assert flaky.calls == [("7:1", 0), ("7:1", 0)]
+    assert service.duplicates_answered == 1
+    assert len(service.entries) == 1
+    assert isinstance(requests[0].replies[0], OutcomeReply)
+
+
+def test_a_repeat_is_answered_with_the_first_outcome_after_it_is_durable() -> None:
+    async def main(loop: VirtualTimeLoop) -> tuple[list[Request], LogService]:
+        setup = Setup(loop)
+        requests = setup.requests([*_deposits(3), *_deposits(3)])
+        sequencer = setup.sequencer(Inbox(requests), SequencerConfig(max_batch_commands=3))
+        await race(sequencer.run(), _until_answered(requests))
+        return requests, setup.service
+
+    requests, service = run_virtual(main, max_virtual_ms=60_000)
+    assert [r.replies for r in requests[:3]] == [r.replies for r in requests[3:]]
+    assert all(r.durable_when_answered == [True] for r in requests)
+    assert len(service.entries) == 1
+
+
+def test_an_undecodable_command_is_a_bad_request_and_logs_nothing() -> None:
+    async def main(loop: VirtualTimeLoop) -> tuple[list[Request], LogService]:
+        setup = Setup(loop)
+        requests = setup.requests([b"\x93not a command"])
+        sequencer = setup.sequencer(Inbox(requests), SequencerConfig())
+        await race(sequencer.run(), _until_answered(requests))
+        return requests, setup.service
+
+    requests, service = run_virtual(main, max_virtual_ms=60_000)
+    assert isinstance(requests[0].replies[0], BadRequestReply)
+    assert service.entries == []
