@@ -249,10 +249,14 @@ class LedgerClient:
     def partition_for(self, account_id: str) -> int:
         return core.partition_of(account_id, self.partitions)
 
-    async def submit(self, command: core.AnyCommand) -> core.Outcome:
+    async def submit(self, command: core.AnyCommand | core.AnyQuery) -> core.Outcome:
         """The durable outcome. Raises `GaveUp` past the deadline (the command
-        may or may not have been applied: submit it again to find out)."""
+        may or may not have been applied: submit it again to find out).
+        A query goes to the one partition that can answer it."""
         payload = core.encode_command(command)
+        if isinstance(command, core.AnyQuery):
+            batcher = self._batchers[core.query_partition(command, self.partitions)]
+            return await batcher.submit(payload, command.request_id)
         if isinstance(command, _MARKET_COMMANDS):
             return await self._broadcast(command, payload)
         account_id = getattr(command, "account_id", None)

@@ -54,6 +54,15 @@ from ironbook.core.events import (
 from ironbook.core.invariants import check_invariants
 from ironbook.core.outcomes import Accepted, Outcome, Rejected, RejectionCode
 from ironbook.core.partitioning import partition_of
+from ironbook.core.queries import (
+    AnyQuery,
+    GetAccount,
+    GetBet,
+    GetMarket,
+    ListAccountBets,
+    ListMarkets,
+    query_partition,
+)
 from ironbook.core.state import (
     CASHIER,
     HOUSE,
@@ -63,6 +72,15 @@ from ironbook.core.state import (
     LedgerState,
     new_state,
 )
+from ironbook.core.views import (
+    AccountView,
+    AnyView,
+    BetPage,
+    BetView,
+    MarketPage,
+    MarketView,
+    ReadRefusal,
+)
 
 __all__ = [
     "CASHIER",
@@ -70,25 +88,38 @@ __all__ = [
     "STAKES_HELD",
     "SYSTEM_ACCOUNTS",
     "Accepted",
+    "AccountView",
     "AdjustBalance",
     "AnyCommand",
     "AnyEvent",
+    "AnyQuery",
     "AnyReply",
+    "AnyView",
     "BetLeg",
+    "BetPage",
     "BetReply",
+    "BetView",
     "CloseMarket",
     "Command",
     "CommandRejected",
     "CreateMarket",
     "Deposit",
     "Event",
+    "GetAccount",
+    "GetBet",
+    "GetMarket",
     "LedgerConfig",
     "LedgerCorrupted",
     "LedgerState",
+    "ListAccountBets",
+    "ListMarkets",
+    "MarketPage",
+    "MarketView",
     "OpenAccount",
     "Outcome",
     "PlaceBet",
     "PriceChangePolicy",
+    "ReadRefusal",
     "Refusal",
     "Rejected",
     "RejectionCode",
@@ -116,6 +147,7 @@ __all__ = [
     "encode_outcome",
     "new_state",
     "partition_of",
+    "query_partition",
     "restore_snapshot",
     "snapshot_and_hash",
     "snapshot_bytes",

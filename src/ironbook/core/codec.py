@@ -16,20 +16,26 @@ import msgspec
 from ironbook.core.commands import AnyCommand
 from ironbook.core.events import AnyEvent, AnyReply, Refusal
 from ironbook.core.outcomes import Accepted, Outcome, Rejected
+from ironbook.core.queries import AnyQuery
 from ironbook.core.state import LedgerState
+from ironbook.core.views import AnyView
 
 _encoder = msgspec.msgpack.Encoder()
-_command_decoder: msgspec.msgpack.Decoder[AnyCommand] = msgspec.msgpack.Decoder(AnyCommand)
+_command_decoder: msgspec.msgpack.Decoder[AnyCommand | AnyQuery] = msgspec.msgpack.Decoder(
+    AnyCommand | AnyQuery
+)
 _events_decoder: msgspec.msgpack.Decoder[list[AnyEvent]] = msgspec.msgpack.Decoder(list[AnyEvent])
-_reply_decoder: msgspec.msgpack.Decoder[AnyReply] = msgspec.msgpack.Decoder(AnyReply)
+_reply_decoder: msgspec.msgpack.Decoder[AnyReply | AnyView] = msgspec.msgpack.Decoder(
+    AnyReply | AnyView
+)
 _state_decoder = msgspec.msgpack.Decoder(LedgerState)
 
 
-def encode_command(command: AnyCommand) -> bytes:
+def encode_command(command: AnyCommand | AnyQuery) -> bytes:
     return _encoder.encode(command)
 
 
-def decode_command(data: bytes) -> AnyCommand:
+def decode_command(data: bytes) -> AnyCommand | AnyQuery:
     """Raises `msgspec.ValidationError` / `msgspec.DecodeError` on bad input."""
     return _command_decoder.decode(data)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from ironbook.core import commands as c
 from ironbook.core import events as e
+from ironbook.core import queries as q
 from ironbook.core.odds import (
     MAX_ODDS,
     MIN_ODDS,
@@ -38,7 +39,7 @@ from ironbook.core.state import (
 MAX_BET_DELAY_S = 300
 
 
-def decide(state: LedgerState, command: c.AnyCommand, now_ms: int) -> Outcome:
+def decide(state: LedgerState, command: c.AnyCommand | q.AnyQuery, now_ms: int) -> Outcome:
     """Accept (events + reply) or reject (code + message) one command.
 
     A request id seen within the retention window returns its first outcome
@@ -610,4 +611,9 @@ _DECIDERS: dict[type[c.Command], Callable[[LedgerState, Any, int], Decision]] = 
     c.VoidMarket: _void,
     c.ResettleMarket: _resettle,
     c.PlaceBet: _place_bet,
+    q.GetAccount: q.get_account,
+    q.ListAccountBets: q.list_account_bets,
+    q.GetBet: q.get_bet,
+    q.GetMarket: q.get_market,
+    q.ListMarkets: q.list_markets,
 }

@@ -5,12 +5,13 @@ from __future__ import annotations
 import msgspec
 
 from ironbook.core.events import AnyEvent, AnyReply, Refusal
+from ironbook.core.views import AnyView
 
 
 class Accepted(msgspec.Struct, frozen=True):
     events: tuple[AnyEvent, ...]
-    result: AnyReply
-    """The reply for the client (never a `Refusal`)."""
+    result: AnyReply | AnyView
+    """The reply for the client (never a `Refusal`); a query's is a view."""
 
 
 class Rejected(msgspec.Struct, frozen=True):

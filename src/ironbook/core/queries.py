@@ -1,0 +1,240 @@
+"""Queries: reads of the ledger state, decided by the leader like commands.
+
+A query's decision is `Accepted(events=(), result=<view>)`: no events, so no
+log write. The leader answers an event-less outcome only after every batch
+decided before it is acknowledged, so a read sees every write acknowledged
+before it was sent (linearizable) without costing an append.
+
+Every query does bounded work on the leader's loop: pages hold at most
+`MAX_PAGE` items and a bet listing inspects at most `MAX_BET_SCAN` bets per
+call (a sparse account gets a short page and a cursor to continue).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from ironbook.core import views as v
+from ironbook.core.commands import Command
+from ironbook.core.outcomes import Accepted
+from ironbook.core.outcomes import RejectionCode as R
+from ironbook.core.partitioning import partition_of
+from ironbook.core.state import Bet, LedgerState, Market
+
+MAX_PAGE = 200
+MAX_BET_SCAN = 5_000
+UNKNOWN_BET = "unknown_bet"
+INVALID_CURSOR = "invalid_cursor"
+
+BetStatusFilter = Literal["open", "won", "lost", "void"]
+MarketStatusFilter = Literal["open", "suspended", "closed", "settled", "voided"]
+
+
+class GetAccount(Command, frozen=True, tag="get_account/1"):
+    account_id: str
+
+
+class ListAccountBets(Command, frozen=True, tag="list_account_bets/1"):
+    """An account's bets in placement order, `limit` at most, after the bet id
+    `after` (a cursor from the previous page)."""
+
+    account_id: str
+    status: BetStatusFilter | None = None
+    after: str | None = None
+    limit: int = 50
+
+
+class GetBet(Command, frozen=True, tag="get_bet/1"):
+    bet_id: str
+
+
+class GetMarket(Command, frozen=True, tag="get_market/1"):
+    market_id: str
+
+
+class ListMarkets(Command, frozen=True, tag="list_markets/1"):
+    status: MarketStatusFilter | None = None
+    after: str | None = None
+    limit: int = 50
+
+
+AnyQuery = GetAccount | ListAccountBets | GetBet | GetMarket | ListMarkets
+
+ACCOUNT_QUERIES = (GetAccount, ListAccountBets)
+MARKET_QUERIES = (GetMarket, ListMarkets)
+
+
+def query_partition(query: AnyQuery, partitions: int) -> int:
+    """Which partition answers `query`. Markets live in every partition (any
+    one will do: partition 0); a bet id names the partition that placed it."""
+    if isinstance(query, GetAccount | ListAccountBets):
+        return partition_of(query.account_id, partitions)
+    if isinstance(query, GetBet):
+        parsed = _parse_bet_id(query.bet_id)
+        if parsed is not None and parsed[0] < partitions:
+            return parsed[0]
+    return 0
+
+
+def _parse_bet_id(bet_id: str) -> tuple[int, int] | None:
+    """`B<partition>-<number>` -> (partition, number)."""
+    head, dash, tail = bet_id[1:].partition("-")
+    if not bet_id.startswith("B") or not dash:
+        return None
+    if not (head.isascii() and head.isdigit() and tail.isascii() and tail.isdigit()):
+        return None
+    if len(head) > 6 or len(tail) > 18:
+        return None
+    return int(head), int(tail)
+
+
+def _refuse(code: str, message: str) -> Accepted:
+    return Accepted(events=(), result=v.ReadRefusal(code=code, message=message))
+
+
+def _account_view(state: LedgerState, account_id: str, now_ms: int) -> v.AccountView | None:
+    account = state.accounts.get(account_id)
+    if account is None or account.kind != "player":
+        return None
+    limits: list[v.LimitView] = []
+    for period in ("day", "week", "month"):
+        limit = account.limits.get(period)
+        if limit is None:
+            continue
+        pending = limit.pending
+        if pending is not None and now_ms >= pending.effective_ms:
+            limits.append(v.LimitView(period=period, limit_minor=pending.limit_minor))
+            continue
+        limits.append(
+            v.LimitView(
+                period=period,
+                limit_minor=limit.limit_minor,
+                pending_limit_minor=pending.limit_minor if pending else None,
+                pending_effective_ms=pending.effective_ms if pending else None,
+            )
+        )
+    return v.AccountView(
+        account_id=account.account_id,
+        balance_minor=account.balance_minor,
+        currency=state.config.currency,
+        status="self_excluded" if now_ms < account.excluded_until_ms else "active",
+        excluded_until_ms=account.excluded_until_ms,
+        opened_ms=account.opened_ms,
+        limits=tuple(limits),
+    )
+
+
+def _bet_view(bet: Bet) -> v.BetView:
+    return v.BetView(
+        bet_id=bet.bet_id,
+        account_id=bet.account_id,
+        stake_minor=bet.stake_minor,
+        legs=tuple(
+            v.LegView(
+                market_id=leg.market_id,
+                selection_id=leg.selection_id,
+                odds=leg.odds,
+                outcome=leg.outcome,
+                dead_heat=leg.dead_heat,
+            )
+            for leg in bet.legs
+        ),
+        potential_payout_minor=bet.potential_payout_minor,
+        status=bet.status,
+        payout_minor=bet.payout_minor,
+        placed_ms=bet.placed_ms,
+    )
+
+
+def _market_view(market: Market) -> v.MarketView:
+    return v.MarketView(
+        market_id=market.market_id,
+        event_id=market.event_id,
+        name=market.name,
+        status=market.status,
+        in_play=market.in_play,
+        bet_delay_s=market.bet_delay_s,
+        selections=tuple(
+            v.SelectionView(selection_id=s.selection_id, name=s.name, odds=s.odds)
+            for s in market.selections.values()
+        ),
+        winners=tuple(market.winners),
+    )
+
+
+def _valid_limit(limit: int) -> bool:
+    return 1 <= limit <= MAX_PAGE
+
+
+def get_account(state: LedgerState, query: GetAccount, now_ms: int) -> Accepted:
+    view = _account_view(state, query.account_id, now_ms)
+    if view is None:
+        return _refuse(R.UNKNOWN_ACCOUNT, f"no account {query.account_id!r}")
+    return Accepted(events=(), result=view)
+
+
+def list_account_bets(state: LedgerState, query: ListAccountBets, now_ms: int) -> Accepted:
+    account = state.accounts.get(query.account_id)
+    if account is None or account.kind != "player":
+        return _refuse(R.UNKNOWN_ACCOUNT, f"no account {query.account_id!r}")
+    if not _valid_limit(query.limit):
+        return _refuse(INVALID_CURSOR, f"limit must be 1..{MAX_PAGE}")
+    partition = state.config.partition
+    start = 1
+    if query.after is not None:
+        parsed = _parse_bet_id(query.after)
+        if parsed is None or parsed[0] != partition:
+            return _refuse(INVALID_CURSOR, f"{query.after!r} is not a cursor of this listing")
+        start = parsed[1] + 1
+    # Bets are numbered densely per partition and never removed, so a page is
+    # a bounded walk over bet numbers rather than a scan of every bet.
+    end = min(state.next_bet_number, start + MAX_BET_SCAN)
+    found: list[v.BetView] = []
+    last_seen = start - 1
+    for number in range(start, end):
+        last_seen = number
+        bet = state.bets.get(f"B{partition}-{number}")
+        if bet is None or bet.account_id != query.account_id:
+            continue
+        if query.status is not None and bet.status != query.status:
+            continue
+        found.append(_bet_view(bet))
+        if len(found) == query.limit:
+            break
+    more = last_seen + 1 < state.next_bet_number
+    next_after = f"B{partition}-{last_seen}" if more and last_seen >= start else None
+    return Accepted(events=(), result=v.BetPage(bets=tuple(found), next_after=next_after))
+
+
+def get_bet(state: LedgerState, query: GetBet, now_ms: int) -> Accepted:
+    bet = state.bets.get(query.bet_id)
+    if bet is None:
+        return _refuse(UNKNOWN_BET, f"no bet {query.bet_id!r}")
+    return Accepted(events=(), result=_bet_view(bet))
+
+
+def get_market(state: LedgerState, query: GetMarket, now_ms: int) -> Accepted:
+    market = state.markets.get(query.market_id)
+    if market is None:
+        return _refuse(R.UNKNOWN_MARKET, f"no market {query.market_id!r}")
+    return Accepted(events=(), result=_market_view(market))
+
+
+def list_markets(state: LedgerState, query: ListMarkets, now_ms: int) -> Accepted:
+    if not _valid_limit(query.limit):
+        return _refuse(INVALID_CURSOR, f"limit must be 1..{MAX_PAGE}")
+    market_ids = list(state.markets)
+    start = 0
+    if query.after is not None:
+        if query.after not in state.markets:
+            return _refuse(INVALID_CURSOR, f"{query.after!r} is not a cursor of this listing")
+        start = market_ids.index(query.after) + 1
+    found: list[v.MarketView] = []
+    index = start
+    while index < len(market_ids) and len(found) < query.limit:
+        market = state.markets[market_ids[index]]
+        index += 1
+        if query.status is None or market.status == query.status:
+            found.append(_market_view(market))
+    next_after = market_ids[index - 1] if index < len(market_ids) and index > start else None
+    return Accepted(events=(), result=v.MarketPage(markets=tuple(found), next_after=next_after))

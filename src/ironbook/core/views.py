@@ -1,0 +1,89 @@
+"""Views: what a read (a query) returns. Snapshots of the state, never stored.
+
+Views are tagged replies like the command replies (same `type` tag field), so
+an outcome carrying one travels over the same wire encoding. A read that cannot be
+answered (nothing found, a bad cursor) returns `ReadRefusal` rather than a
+rejection: a rejection is logged (so a retry hears it again), and a read must
+never write to the log.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from ironbook.core.events import BetStatus, LegOutcome, LimitPeriod, MarketStatus, Reply
+
+
+class LimitView(msgspec.Struct, frozen=True):
+    period: LimitPeriod
+    limit_minor: int | None
+    pending_limit_minor: int | None = None
+    pending_effective_ms: int | None = None
+    """A raised limit waits out the cool-off before it applies."""
+
+
+class AccountView(Reply, frozen=True, tag="account_view"):
+    account_id: str
+    balance_minor: int
+    currency: str
+    status: str
+    """`active` or `self_excluded`."""
+    excluded_until_ms: int
+    opened_ms: int
+    limits: tuple[LimitView, ...]
+
+
+class LegView(msgspec.Struct, frozen=True):
+    market_id: str
+    selection_id: str
+    odds: int
+    outcome: LegOutcome
+    dead_heat: int
+
+
+class BetView(Reply, frozen=True, tag="bet_view"):
+    bet_id: str
+    account_id: str
+    stake_minor: int
+    legs: tuple[LegView, ...]
+    potential_payout_minor: int
+    status: BetStatus
+    payout_minor: int
+    placed_ms: int
+
+
+class BetPage(Reply, frozen=True, tag="bet_page"):
+    bets: tuple[BetView, ...]
+    next_after: str | None
+    """Pass as `after` for the next page; None when there is no more."""
+
+
+class SelectionView(msgspec.Struct, frozen=True):
+    selection_id: str
+    name: str
+    odds: int
+
+
+class MarketView(Reply, frozen=True, tag="market_view"):
+    market_id: str
+    event_id: str
+    name: str
+    status: MarketStatus
+    in_play: bool
+    bet_delay_s: int
+    selections: tuple[SelectionView, ...]
+    winners: tuple[str, ...]
+
+
+class MarketPage(Reply, frozen=True, tag="market_page"):
+    markets: tuple[MarketView, ...]
+    next_after: str | None
+
+
+class ReadRefusal(Reply, frozen=True, tag="read_refusal"):
+    code: str
+    """A `RejectionCode` (`unknown_account`, ...) or `unknown_bet` / `invalid_cursor`."""
+    message: str
+
+
+AnyView = AccountView | BetView | BetPage | MarketView | MarketPage | ReadRefusal
