@@ -16,7 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
-from ironbook.services.local_cluster import ClusterConfigError, LocalCluster
+from ironbook.services.local_cluster import ClusterConfigError, GatewayOptions, LocalCluster
 
 DEFAULT_DATA_DIR = Path(".ironbook")
 
@@ -60,7 +60,12 @@ def _command(args: argparse.Namespace) -> int:
         print(f"error: another `ironbook up` is already running on {data_dir}", file=sys.stderr)
         return 2
     try:
-        cluster = LocalCluster(data_dir, partitions=args.partitions)
+        gateway = None
+        if args.http_port is not None:
+            gateway = GatewayOptions(
+                port=args.http_port, workers=args.http_workers, host=args.http_host
+            )
+        cluster = LocalCluster(data_dir, partitions=args.partitions, gateway=gateway)
     except ClusterConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -68,6 +73,8 @@ def _command(args: argparse.Namespace) -> int:
     try:
         cluster.start()
         print(f"nats: {cluster.nats_url}", flush=True)
+        if cluster.http_url is not None:
+            print(f"http: {cluster.http_url} ({args.http_workers} workers)", flush=True)
         asyncio.run(_run(cluster))
     finally:
         print("stopping ...", flush=True)
@@ -89,5 +96,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=int,
         default=None,
         help="ledger partitions for a new data dir (default 1; fixed once created)",
+    )
+    parser.add_argument(
+        "--http-port",
+        type=int,
+        default=None,
+        help="serve the HTTP API on this port (default: no HTTP gateway)",
+    )
+    parser.add_argument(
+        "--http-workers",
+        type=int,
+        default=2,
+        help="gateway worker processes sharing the port (default 2)",
+    )
+    parser.add_argument(
+        "--http-host", default="127.0.0.1", help="address to serve HTTP on (default 127.0.0.1)"
     )
     parser.set_defaults(func=_command)

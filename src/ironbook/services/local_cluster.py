@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
@@ -87,10 +89,27 @@ def replica_node_id(partition: int, index: int) -> str:
     return f"p{partition}-r{index}"
 
 
+@dataclass(frozen=True, slots=True)
+class GatewayOptions:
+    """HTTP gateway workers sharing one port (SO_REUSEPORT)."""
+
+    port: int
+    workers: int = 2
+    host: str = "127.0.0.1"
+    env: dict[str, str] = field(default_factory=dict)
+    """`IRONBOOK_GATEWAY_*` overrides for every worker (rate limits are per worker)."""
+
+
 class LocalCluster:
     """NATS nodes plus replica processes, all supervised."""
 
-    def __init__(self, data_dir: Path, *, partitions: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        partitions: int | None = None,
+        gateway: GatewayOptions | None = None,
+    ) -> None:
         self.data_dir = data_dir.resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.config = load_cluster_config(self.data_dir, partitions)
@@ -126,6 +145,53 @@ class LocalCluster:
                 )
                 self.replicas[node_id] = process
                 self.supervisor.add(node_id, process, process.start)
+        self.gateway = gateway
+        self.gateways: dict[str, ManagedProcess] = {}
+        if gateway is not None:
+            self._add_gateways(gateway)
+
+    def _add_gateways(self, options: GatewayOptions) -> None:
+        metrics_dir = self.data_dir / "gateway" / "metrics"
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            **options.env,
+        }
+        for index in range(1, options.workers + 1):
+            name = f"gw-{index}"
+            process = ManagedProcess(
+                name,
+                [
+                    sys.executable,
+                    "-m",
+                    "ironbook.services.gateway.server",
+                    "--nats",
+                    self.nats.url,
+                    "--partitions",
+                    str(self.config.partitions),
+                    "--host",
+                    options.host,
+                    "--port",
+                    str(options.port),
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--worker-id",
+                    name,
+                    "--nats-replicas",
+                    str(min(3, self.config.nats_nodes)),
+                ],
+                log_path=self.data_dir / "logs" / f"{name}.log",
+                env=env,
+            )
+            self.gateways[name] = process
+            self.supervisor.add(name, process, process.start)
+
+    @property
+    def http_url(self) -> str | None:
+        if self.gateway is None:
+            return None
+        return f"http://{self.gateway.host}:{self.gateway.port}"
 
     @property
     def nats_url(self) -> str:
@@ -147,6 +213,13 @@ class LocalCluster:
         for process in self.replicas.values():
             if not process.is_running():
                 process.start()
+        if self.gateways:
+            metrics_dir = self.data_dir / "gateway" / "metrics"
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            metrics_dir.mkdir(parents=True)
+            for process in self.gateways.values():
+                if not process.is_running():
+                    process.start()
         self.write_runtime()
 
     def write_runtime(self) -> None:
@@ -163,7 +236,12 @@ class LocalCluster:
         (self.data_dir / RUNTIME_FILE).write_bytes(msgspec.json.encode(info))
 
     def stop(self, timeout_ms: int = 15_000) -> None:
-        """Graceful: replicas first (a leader hands its lease over), then NATS."""
+        """Graceful: gateways, then replicas (a leader hands its lease over),
+        then NATS."""
+        for process in self.gateways.values():
+            process.terminate()
+        for process in self.gateways.values():
+            process.stop(timeout_ms=timeout_ms)
         for process in self.replicas.values():
             process.terminate()
         for process in self.replicas.values():

@@ -1,0 +1,97 @@
+"""Traffic protection: token buckets, admission control, IP allow/deny lists.
+
+All of it is per worker and in memory: it must cost nothing next to a ledger
+request, and it must never queue. Everything is bounded: the bucket tables
+drop their least recently used keys past `max_keys`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class TokenBuckets:
+    """One token bucket per key: `rate_per_s` refill, `burst` capacity."""
+
+    def __init__(self, rate_per_s: float, burst: int, *, max_keys: int) -> None:
+        if rate_per_s <= 0 or burst < 1 or max_keys < 1:
+            raise ValueError("rate, burst and max_keys must be positive")
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        """key -> (tokens, monotonic time of the last refill)."""
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def take(self, key: str, now: float | None = None) -> float:
+        """0.0 if a token was taken, else the seconds until one is available."""
+        now = time.monotonic() if now is None else now
+        entry = self._buckets.pop(key, None)
+        if entry is None:
+            tokens = float(self.burst)
+        else:
+            tokens = min(float(self.burst), entry[0] + (now - entry[1]) * self.rate_per_s)
+        if tokens >= 1.0:
+            self._buckets[key] = (tokens - 1.0, now)
+            wait_s = 0.0
+        else:
+            self._buckets[key] = (tokens, now)
+            wait_s = (1.0 - tokens) / self.rate_per_s
+        while len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+        return wait_s
+
+
+def retry_after_header(wait_s: float) -> str:
+    return str(max(1, math.ceil(wait_s)))
+
+
+class Admission:
+    """A bound on in-flight ledger requests. Past it a request is refused at
+    once: queueing behind a saturated ledger only turns overload into
+    timeouts for everyone."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("the in-flight limit must be at least 1")
+        self.limit = limit
+        self.inflight = 0
+
+    def try_enter(self) -> bool:
+        if self.inflight >= self.limit:
+            return False
+        self.inflight += 1
+        return True
+
+    def leave(self) -> None:
+        assert self.inflight > 0
+        self.inflight -= 1
+
+
+class IpFilter:
+    """Deny wins over allow; an empty allow list allows every address."""
+
+    def __init__(self, allow: Iterable[str] = (), deny: Iterable[str] = ()) -> None:
+        self.allow: tuple[IpNetwork, ...] = tuple(
+            ipaddress.ip_network(cidr, strict=False) for cidr in allow
+        )
+        self.deny: tuple[IpNetwork, ...] = tuple(
+            ipaddress.ip_network(cidr, strict=False) for cidr in deny
+        )
+
+    def permits(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return not self.allow
+        if any(ip in network for network in self.deny):
+            return False
+        return not self.allow or any(ip in network for network in self.allow)
