@@ -59,6 +59,13 @@ def test_append_assigns_consecutive_sequences_and_fences_stale_writers(
             with pytest.raises(Fenced):
                 await ledger.append(b"ahead", expected_last_seq=5, batch_id="t2-2")
             assert await ledger.last_seq() == 2
+
+            # A batch over the server's max payload is refused before sending.
+            assert ledger.max_payload_bytes == 8 * 1024 * 1024
+            too_big = b"x" * (ledger.max_payload_bytes + 1)
+            with pytest.raises(LogUnavailable):
+                await ledger.append(too_big, expected_last_seq=2, batch_id="t1-3")
+            assert await ledger.last_seq() == 2
         finally:
             await _close(ledger)
 

@@ -115,6 +115,12 @@ class NatsLog:
         await ensure_stream(nc.jetstream(), config)
         return cls(nc, partition, append_timeout_ms=append_timeout_ms)
 
+    @property
+    def max_payload_bytes(self) -> int:
+        """The largest batch the connected server accepts (8 MB on clusters
+        `LocalNatsCluster` starts, 1 MB by default elsewhere)."""
+        return int(self._nc.max_payload)
+
     async def append(self, payload: bytes, *, expected_last_seq: int, batch_id: str) -> int:
         assert expected_last_seq >= 0
         headers = {_EXPECTED_LAST_SEQ: str(expected_last_seq), _MSG_ID: batch_id}
@@ -125,6 +131,12 @@ class NatsLog:
         except nats.errors.NoRespondersError as err:
             # Nobody took the message: it was not stored.
             raise LogUnavailable(f"{self.stream}: no responders") from err
+        except nats.errors.MaxPayloadError as err:
+            # Refused before sending; the writer must cut smaller batches.
+            raise LogUnavailable(
+                f"{self.stream}: batch of {len(payload)} bytes is over the server's "
+                f"max_payload ({self.max_payload_bytes} bytes)"
+            ) from err
         except (nats.errors.TimeoutError, nats.errors.Error, OSError) as err:
             raise AppendUnknown(f"{self.stream}: append {batch_id}: {err!r}") from err
         ack = _decode_api_reply(reply, self.stream)
