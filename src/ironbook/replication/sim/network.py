@@ -20,6 +20,7 @@ from ironbook.replication.sim.host import Host
 T = TypeVar("T")
 
 _LATENCY_GRID_MS = 0.5
+_FIFO_GAP_S = 1e-6
 
 Channel = Literal["log", "lease", "snapshots", "clients"]
 
@@ -153,9 +154,11 @@ class Network:
             loop.call_at(deadline_s, time_out)
         else:
             key = (host.name, host.incarnation, channel)
+            # Strictly after the previous request on this connection: the
+            # loop's timer heap does not keep equal deadlines in FIFO order.
             arrival_s = max(
                 loop.time() + self.latency_s(host.name, channel),
-                self._last_arrival_s.get(key, 0.0),
+                self._last_arrival_s.get(key, 0.0) + _FIFO_GAP_S,
             )
             self._last_arrival_s[key] = arrival_s
             loop.call_at(arrival_s, arrive)
