@@ -5,8 +5,8 @@
 Runs seeds S..S+N-1 (each one replays exactly, on any machine), prints every
 failing seed with its violations, and exits 1 if any seed failed. With
 `--json`, prints one object: `runs`, `violations` (how many, over all runs),
-`failed_seeds`, `failures` (seed and violations of each), `seconds`, `start`,
-`mutation`.
+`failed_seeds`, `failures` (seed and violations of each), `seconds`,
+`void_entries` (deposed leaders' entries skipped by replay), `start`, `mutation`.
 """
 
 from __future__ import annotations
@@ -67,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
     seeds = range(args.start, args.start + args.seeds)
     failures: list[dict[str, Any]] = []
     violations = 0
+    void_entries = 0
     for result in _results(seeds, args.mutation, args.jobs):
+        void_entries += result.void_entries
         if result.ok:
             continue
         violations += len(result.violations)
@@ -90,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
             "failed_seeds": [failure["seed"] for failure in failures],
             "failures": failures,
             "seconds": seconds,
+            "void_entries": void_entries,
             "start": args.start,
             "mutation": args.mutation,
         }

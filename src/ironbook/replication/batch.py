@@ -80,3 +80,16 @@ class ReplayState:
             core.apply(self.state, event)
         self.last_batch_id = entry.batch_id
         return events
+
+
+def void_seqs(entries: Sequence[LogEntry], last_batch_id: str = "") -> list[int]:
+    """The sequences of the void entries among `entries` (which follow an
+    entry whose applied predecessor is `last_batch_id`), without applying
+    any events."""
+    void: list[int] = []
+    for entry in entries:
+        if decode_batch(entry.payload).prev_batch_id == last_batch_id:
+            last_batch_id = entry.batch_id
+        else:
+            void.append(entry.seq)
+    return void

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ironbook import core
+from ironbook.replication.batch import void_seqs
 from ironbook.replication.checker import Checker, Observation, Violation
 from ironbook.replication.client import BadRequest, ClientConfig, GaveUp, LedgerClient
 from ironbook.replication.concurrency import cancel_and_wait
@@ -74,6 +75,8 @@ class SimResult:
     seed: int
     violations: tuple[Violation, ...]
     log_entries: int
+    void_entries: int
+    """Entries written by deposed leaders and skipped by replay."""
     outcomes_heard: int
     gave_up: int
     lease_grants: int
@@ -102,6 +105,7 @@ def run_seed(seed: int, options: SimOptions | None = None) -> SimResult:
             seed=seed,
             violations=(Violation("liveness", f"{type(error).__name__}: {error}"),),
             log_entries=0,
+            void_entries=0,
             outcomes_heard=0,
             gave_up=0,
             lease_grants=0,
@@ -399,6 +403,7 @@ class _World:
             seed=self._seed,
             violations=tuple(violations),
             log_entries=len(self._log.entries),
+            void_entries=len(void_seqs(self._log.entries)),
             outcomes_heard=len(self._observations),
             gave_up=len(self._gave_up),
             lease_grants=self._lease.grants,
