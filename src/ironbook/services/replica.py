@@ -21,6 +21,7 @@ import signal
 import sys
 
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 
 from ironbook import core
 from ironbook.adapters.clock import SystemClock
@@ -33,7 +34,10 @@ from ironbook.replication.replica import Replica, ReplicaConfig
 from ironbook.services.status import (
     HEARTBEAT_INTERVAL_MS,
     ReplicaHeartbeat,
+    StateHashReply,
     encode_heartbeat,
+    encode_state_hash_reply,
+    replica_admin_subject,
     replica_status_subject,
 )
 
@@ -41,6 +45,7 @@ log = logging.getLogger("ironbook.replica")
 
 LEASE_TTL_MS = 1_000
 LEASE_RENEW_INTERVAL_MS = 300
+ROLE_SAMPLE_MS = 100
 
 
 def lease_key(partition: int) -> str:
@@ -73,12 +78,18 @@ async def serve(
             ),
         )
         log.info("replica %s of partition %d started (pid %d)", node_id, partition, os.getpid())
+
+        async def on_admin(msg: Msg) -> None:
+            await _answer_state_hash(replica, msg)
+
+        admin = await nc.subscribe(replica_admin_subject(node_id), cb=on_admin)
         async with asyncio.TaskGroup() as group:
             run = group.create_task(replica.run())
             beat = group.create_task(_heartbeat(nc, replica, partition, clock))
             await stop.wait()
             run.cancel()
             beat.cancel()
+        await admin.unsubscribe()
     finally:
         with contextlib.suppress(Exception):
             await nc.drain()
@@ -86,38 +97,69 @@ async def serve(
 
 
 async def _heartbeat(nc: NatsClient, replica: Replica, partition: int, clock: SystemClock) -> None:
+    """Publish a heartbeat every second, and at once when the role changes
+    (the role is sampled every `ROLE_SAMPLE_MS`), logging every change."""
     subject = replica_status_subject(partition, replica.node_id)
     state_hash: str | None = None
     hashed_seq = -1
     previous_seq = -1
+    previous_role = ("", 0)
+    next_beat_ms = 0
     while True:
         status = replica.status()
         now_ms = clock.now_ms()
-        # Hashing encodes the whole state, blocking this event loop (about
-        # 0.5 s per 100k bets): never on a leader, whose lease renewals must
-        # not stall, and on a follower only once the log has been quiet for a
-        # beat. A leader reports the hash it last computed as a follower.
-        quiet = status.applied_seq == previous_seq and status.role == "follower"
-        if quiet and status.applied_seq != hashed_seq:
-            state_hash, hashed_seq = replica.state_hash(), status.applied_seq
-        previous_seq = status.applied_seq
-        heartbeat = ReplicaHeartbeat(
-            node_id=replica.node_id,
-            partition=partition,
-            pid=os.getpid(),
-            role=status.role,
-            term=status.term,
-            applied_seq=status.applied_seq,
-            pending_batches=status.pending_batches,
-            state_hash=state_hash,
-            hashed_seq=hashed_seq,
-            terms_led=status.terms_led,
-            last_step_down=replica.last_step_down,
-            at_ms=now_ms,
-        )
-        with contextlib.suppress(Exception):
-            await nc.publish(subject, encode_heartbeat(heartbeat))
-        await asyncio.sleep(HEARTBEAT_INTERVAL_MS / 1000)
+        role_changed = (status.role, status.term) != previous_role
+        if role_changed:
+            log.info(
+                "role %s term %d at seq %d (last step-down: %s)",
+                status.role,
+                status.term,
+                status.applied_seq,
+                replica.last_step_down or "-",
+            )
+            previous_role = (status.role, status.term)
+        if role_changed or now_ms >= next_beat_ms:
+            next_beat_ms = now_ms + HEARTBEAT_INTERVAL_MS
+            # Hashing encodes the whole state, blocking this event loop (about
+            # 0.5 s per 100k bets): never on a leader, whose lease renewals
+            # must not stall, and on a follower only once the log has been
+            # quiet for a beat. A leader reports the hash it last computed.
+            quiet = status.applied_seq == previous_seq and status.role == "follower"
+            if quiet and status.applied_seq != hashed_seq:
+                state_hash, hashed_seq = replica.state_hash(), status.applied_seq
+            previous_seq = status.applied_seq
+            heartbeat = ReplicaHeartbeat(
+                node_id=replica.node_id,
+                partition=partition,
+                pid=os.getpid(),
+                role=status.role,
+                term=status.term,
+                applied_seq=status.applied_seq,
+                pending_batches=status.pending_batches,
+                state_hash=state_hash,
+                hashed_seq=hashed_seq,
+                terms_led=status.terms_led,
+                last_step_down=replica.last_step_down,
+                at_ms=now_ms,
+            )
+            with contextlib.suppress(Exception):
+                await nc.publish(subject, encode_heartbeat(heartbeat))
+        await asyncio.sleep(ROLE_SAMPLE_MS / 1000)
+
+
+async def _answer_state_hash(replica: Replica, msg: Msg) -> None:
+    """On request only (tests, `ironbook check`): hashing blocks the event
+    loop for as long as encoding the state takes."""
+    status = replica.status()
+    state_hash = replica.state_hash() if status.pending_batches == 0 else None
+    reply = StateHashReply(
+        node_id=replica.node_id,
+        role=status.role,
+        applied_seq=status.applied_seq,
+        state_hash=state_hash,
+    )
+    with contextlib.suppress(Exception):
+        await msg.respond(encode_state_hash_reply(reply))
 
 
 def main(argv: list[str] | None = None) -> int:

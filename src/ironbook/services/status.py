@@ -34,6 +34,31 @@ class ReplicaHeartbeat(msgspec.Struct, frozen=True, tag="replica"):
 
 AnyHeartbeat = ReplicaHeartbeat
 
+
+def replica_admin_subject(node_id: str) -> str:
+    """Requests to one replica: answered with a `StateHashReply`."""
+    return f"ironbook.admin.replica.{node_id}"
+
+
+class StateHashReply(msgspec.Struct, frozen=True):
+    """A replica's state hash at its applied (for a leader: acknowledged) log
+    position; `state_hash` is None while a leader has batches in flight (ask
+    again) or before the replica has restored its state."""
+
+    node_id: str
+    role: str
+    applied_seq: int
+    state_hash: str | None
+
+
+def encode_state_hash_reply(reply: StateHashReply) -> bytes:
+    return _encoder.encode(reply)
+
+
+def decode_state_hash_reply(data: bytes) -> StateHashReply:
+    return msgspec.msgpack.decode(data, type=StateHashReply)
+
+
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[AnyHeartbeat] = msgspec.msgpack.Decoder(AnyHeartbeat)
 

@@ -9,20 +9,26 @@ rest. The object store checks a SHA-256 digest on every read.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import msgspec
+import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.js.api import StorageType
 from nats.js.object_store import ObjectStore
 
 from ironbook.adapters.nats.provision import with_placement_retry
-from ironbook.replication.interfaces import Snapshot
+from ironbook.replication.interfaces import Snapshot, SnapshotUnavailable
 
 log = logging.getLogger(__name__)
 
 DEFAULT_KEEP = 2
+DEFAULT_TIMEOUT_MS = 5_000
+T = TypeVar("T")
 _NAME_PREFIX = "snapshot-"
 
 
@@ -35,10 +41,17 @@ def _object_name(seq: int) -> str:
 
 
 class NatsSnapshotStore:
-    def __init__(self, store: ObjectStore, *, keep: int = DEFAULT_KEEP) -> None:
+    """Every call is bounded by `timeout_ms` and fails as `SnapshotUnavailable`:
+    the object store client can otherwise wait forever (an empty bucket's
+    listing, a lost reply), and a replica must never hang in its restore."""
+
+    def __init__(
+        self, store: ObjectStore, *, keep: int = DEFAULT_KEEP, timeout_ms: int = DEFAULT_TIMEOUT_MS
+    ) -> None:
         assert keep >= 1
         self._store = store
         self._keep = keep
+        self._timeout_s = timeout_ms / 1000
 
     @classmethod
     async def open(
@@ -53,10 +66,28 @@ class NatsSnapshotStore:
         return cls(store, keep=keep)
 
     async def put(self, snapshot: Snapshot) -> None:
-        await self._store.put(_object_name(snapshot.seq), msgspec.msgpack.encode(snapshot))
+        data = msgspec.msgpack.encode(snapshot)
+        # Uploads scale with the state: allow a second per 8 MB on top.
+        timeout_s = self._timeout_s + len(data) / 8_000_000
+        await self._bounded("put", self._put(_object_name(snapshot.seq), data), timeout_s)
+
+    async def _put(self, name: str, data: bytes) -> None:
+        await self._store.put(name, data)
         await self._prune()
 
     async def latest(self) -> Snapshot | None:
+        return await self._bounded("latest", self._latest(), self._timeout_s * 4)
+
+    async def _bounded(self, what: str, call: Coroutine[Any, Any, T], timeout_s: float) -> T:
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await call
+        except TimeoutError as err:
+            raise SnapshotUnavailable(f"snapshot {what}: no answer in {timeout_s:.1f} s") from err
+        except (nats.errors.Error, OSError) as err:
+            raise SnapshotUnavailable(f"snapshot {what}: {err!r}") from err
+
+    async def _latest(self) -> Snapshot | None:
         for name in reversed(await self._names()):
             try:
                 result = await self._store.get(name)
