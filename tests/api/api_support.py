@@ -1,0 +1,210 @@
+"""Helpers for the API tests: the `Api` handle (URLs, token minting), the
+`World` (accounts and a market made over HTTP), and the cluster launcher the
+session fixture uses."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from ironbook.adapters.nats.localproc import ManagedProcess, PortLease
+from ironbook.services.gateway.auth import load_or_create_secret, mint_token
+from ironbook.services.gateway.settings import GatewaySettings
+from ironbook.services.local_cluster import GatewayOptions, LocalCluster
+
+START_TIMEOUT_S = 90
+GENEROUS_LIMITS = {
+    "IRONBOOK_GATEWAY_PRINCIPAL_RATE_PER_S": "100000",
+    "IRONBOOK_GATEWAY_PRINCIPAL_BURST": "100000",
+    "IRONBOOK_GATEWAY_IP_RATE_PER_S": "100000",
+    "IRONBOOK_GATEWAY_IP_BURST": "100000",
+}
+THROTTLED_RATE_PER_S = 5
+THROTTLED_BURST = 5
+TIGHT_INFLIGHT = 2
+
+
+@dataclass
+class Api:
+    url: str
+    throttled_url: str
+    """One worker allowing 5 requests/s per principal (burst 5)."""
+    tight_url: str
+    """One worker admitting only 2 ledger requests in flight."""
+    data_dir: Path
+    secret: bytes
+    cluster: LocalCluster
+
+    def token(self, role: str, account_id: str | None = None, sub: str | None = None) -> str:
+        return mint_token(self.secret, role=role, account_id=account_id, sub=sub)
+
+    def auth(
+        self,
+        role: str,
+        account_id: str | None = None,
+        *,
+        sub: str | None = None,
+        key: str | None = None,
+    ) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self.token(role, account_id, sub)}"}
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        return headers
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=20)
+
+
+def _wait_ready(url: str, deadline: float) -> None:
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(f"{url}/readyz", timeout=2)
+            if response.status_code == 200:
+                return
+            last = response.text
+        except httpx.HTTPError as err:
+            last = repr(err)
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not ready: {last}")
+
+
+def _extra_worker(
+    cluster: LocalCluster, name: str, port: int, env: dict[str, str]
+) -> ManagedProcess:
+    return ManagedProcess(
+        name,
+        [
+            sys.executable,
+            "-m",
+            "ironbook.services.gateway.server",
+            "--nats",
+            cluster.nats_url,
+            "--port",
+            str(port),
+            "--data-dir",
+            str(cluster.data_dir),
+            "--worker-id",
+            name,
+        ],
+        log_path=cluster.data_dir / "logs" / f"{name}.log",
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+    )
+
+
+@contextlib.contextmanager
+def running_api(data_dir: Path) -> Iterator[Api]:
+    ports = PortLease()
+    main_port, throttled_port, tight_port = ports.take(3)
+    cluster = LocalCluster(
+        data_dir, gateway=GatewayOptions(port=main_port, workers=2, env=GENEROUS_LIMITS)
+    )
+    extras = [
+        _extra_worker(
+            cluster,
+            "gw-throttled",
+            throttled_port,
+            {
+                "IRONBOOK_GATEWAY_PRINCIPAL_RATE_PER_S": str(THROTTLED_RATE_PER_S),
+                "IRONBOOK_GATEWAY_PRINCIPAL_BURST": str(THROTTLED_BURST),
+            },
+        ),
+        _extra_worker(
+            cluster,
+            "gw-tight",
+            tight_port,
+            {**GENEROUS_LIMITS, "IRONBOOK_GATEWAY_MAX_INFLIGHT_LEDGER_REQUESTS": "2"},
+        ),
+    ]
+    try:
+        cluster.start(timeout_ms=START_TIMEOUT_S * 1000)
+        asyncio.run(cluster.wait_leaders(timeout_ms=START_TIMEOUT_S * 1000))
+        for process in extras:
+            process.start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        urls = [f"http://127.0.0.1:{port}" for port in (main_port, throttled_port, tight_port)]
+        for url in urls:
+            _wait_ready(url, deadline)
+        secret = load_or_create_secret(GatewaySettings(data_dir=cluster.data_dir).secret_file)
+        yield Api(
+            url=urls[0],
+            throttled_url=urls[1],
+            tight_url=urls[2],
+            data_dir=cluster.data_dir,
+            secret=secret,
+            cluster=cluster,
+        )
+    finally:
+        for process in extras:
+            process.stop(timeout_ms=10_000)
+        cluster.stop()
+        ports.release()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@dataclass
+class World:
+    """An open market and helpers to make funded accounts, over HTTP."""
+
+    api: Api
+    http: httpx.Client
+    market_id: str
+
+    def account(self, balance_minor: int = 0) -> str:
+        account_id = unique("acc")
+        admin = self.api.auth("admin")
+        response = self.http.post("/v1/accounts", json={"account_id": account_id}, headers=admin)
+        assert response.status_code == 201, response.text
+        if balance_minor:
+            response = self.http.post(
+                f"/v1/accounts/{account_id}/deposits",
+                json={"amount_minor": balance_minor},
+                headers=self.api.auth("cashier"),
+            )
+            assert response.status_code == 201, response.text
+        return account_id
+
+    def bet_body(self, account_id: str, stake_minor: int = 100) -> dict[str, object]:
+        return {
+            "account_id": account_id,
+            "stake_minor": stake_minor,
+            "legs": [{"market_id": self.market_id, "selection_id": "home", "odds": "2.50"}],
+        }
+
+    def balance(self, account_id: str) -> int:
+        response = self.http.get(f"/v1/accounts/{account_id}", headers=self.api.auth("auditor"))
+        assert response.status_code == 200, response.text
+        balance: int = response.json()["balance_minor"]
+        return balance
+
+
+def create_market(api: Api, http: httpx.Client, market_id: str | None = None) -> str:
+    market_id = market_id or unique("mkt")
+    response = http.post(
+        "/v1/markets",
+        json={
+            "market_id": market_id,
+            "event": "ev-1",
+            "name": "Match odds",
+            "selections": [
+                {"selection_id": "home", "name": "Home", "odds": "2.50"},
+                {"selection_id": "draw", "name": "Draw", "odds": "3.20"},
+                {"selection_id": "away", "name": "Away", "odds": "3.00"},
+            ],
+        },
+        headers=api.auth("trader"),
+    )
+    assert response.status_code == 201, response.text
+    return market_id

@@ -1,0 +1,189 @@
+"""Authentication and every role boundary."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import httpx
+import jwt
+import pytest
+from api_support import Api, World
+
+from ironbook.services.gateway.auth import mint_token
+
+
+def _unsigned(claims: dict[str, object]) -> str:
+    """A token with `alg: none`: it must never be accepted."""
+
+    def part(value: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
+
+
+SETTLE = ("POST", "/v1/markets/{market}/settle", {"winners": ["home"]})
+
+
+def _problem(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["code"] == code
+    assert body["status"] == status
+    assert body["detail"]
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "Basic dXNlcjpwYXNz",
+        "Bearer",
+        "Bearer not-a-jwt",
+        "Bearer " + jwt.encode({"sub": "x", "role": "admin", "exp": 2**40}, "wrong-secret" * 4),
+        "Bearer " + _unsigned({"sub": "x", "role": "admin", "exp": 2**40}),
+    ],
+)
+def test_missing_or_invalid_token_is_401(http: httpx.Client, authorization: str | None) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    response = http.get("/v1/markets", headers=headers)
+    _problem(response, 401, "unauthorized")
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_expired_and_malformed_claims_are_401(api: Api, http: httpx.Client) -> None:
+    expired = mint_token(api.secret, role="admin", ttl_s=1, now_s=int(time.time()) - 3600)
+    unknown_role = jwt.encode({"sub": "x", "role": "root", "exp": 2**40}, api.secret, "HS256")
+    bettor_without_account = jwt.encode(
+        {"sub": "x", "role": "bettor", "exp": 2**40}, api.secret, "HS256"
+    )
+    no_exp = jwt.encode({"sub": "x", "role": "admin"}, api.secret, "HS256")
+    for token in (expired, unknown_role, bettor_without_account, no_exp):
+        _problem(
+            http.get("/v1/markets", headers={"Authorization": f"Bearer {token}"}),
+            401,
+            "unauthorized",
+        )
+
+
+def test_failed_auth_is_a_security_event(api: Api, http: httpx.Client) -> None:
+    http.get("/v1/markets", headers={"Authorization": "Bearer forged.token.here"})
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        logs = "".join(
+            path.read_text(errors="replace") for path in (api.data_dir / "logs").glob("gw-*.log")
+        )
+        if '"logger": "ironbook.security"' in logs and "auth_failed" in logs:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("no security event logged for a forged token")
+    metrics = http.get("/metrics").text
+    assert "ironbook_gateway_auth_failures_total" in metrics
+
+
+def test_bettor_cannot_touch_another_account(world: World) -> None:
+    mine, theirs = world.account(1_000), world.account(1_000)
+    bettor = world.api.auth("bettor", mine)
+    http = world.http
+    _problem(http.get(f"/v1/accounts/{theirs}", headers=bettor), 403, "forbidden")
+    _problem(http.get(f"/v1/accounts/{theirs}/bets", headers=bettor), 403, "forbidden")
+    _problem(
+        http.post(f"/v1/accounts/{theirs}/withdrawals", json={"amount_minor": 10}, headers=bettor),
+        403,
+        "forbidden",
+    )
+    _problem(
+        http.put(f"/v1/accounts/{theirs}/limits", json={"day_minor": 1}, headers=bettor),
+        403,
+        "forbidden",
+    )
+    _problem(
+        http.post(f"/v1/accounts/{theirs}/self-exclusion", json={"days": 1}, headers=bettor),
+        403,
+        "forbidden",
+    )
+    _problem(http.post("/v1/bets", json=world.bet_body(theirs), headers=bettor), 403, "forbidden")
+    their_bet = http.post(
+        "/v1/bets", json=world.bet_body(theirs), headers=world.api.auth("bettor", theirs)
+    ).json()["bet_id"]
+    _problem(http.get(f"/v1/bets/{their_bet}", headers=bettor), 404, "unknown_bet")
+    assert world.balance(theirs) == 900
+
+
+@pytest.mark.parametrize(
+    ("role", "method", "path", "body"),
+    [
+        ("bettor", *SETTLE),
+        ("cashier", *SETTLE),
+        ("auditor", *SETTLE),
+        ("bettor", "POST", "/v1/markets/{market}/suspend", None),
+        ("cashier", "POST", "/v1/markets/{market}/void", {"reason": "x"}),
+        (
+            "bettor",
+            "POST",
+            "/v1/markets/{market}/prices",
+            {"prices": [{"selection_id": "home", "odds": "2.00"}]},
+        ),
+        ("bettor", "POST", "/v1/accounts", {}),
+        ("trader", "POST", "/v1/accounts", {}),
+        ("cashier", "POST", "/v1/accounts", {}),
+        ("bettor", "POST", "/v1/accounts/{account}/deposits", {"amount_minor": 10}),
+        ("auditor", "POST", "/v1/accounts/{account}/deposits", {"amount_minor": 10}),
+        ("trader", "POST", "/v1/accounts/{account}/deposits", {"amount_minor": 10}),
+        ("cashier", "POST", "/v1/accounts/{account}/withdrawals", {"amount_minor": 10}),
+        ("trader", "GET", "/v1/accounts/{account}", None),
+        ("admin", "PUT", "/v1/accounts/{account}/limits", {"day_minor": 1}),
+        ("admin", "POST", "/v1/bets", "bet"),
+        ("trader", "POST", "/v1/bets", "bet"),
+        ("cashier", "POST", "/v1/markets", "market"),
+        ("auditor", "POST", "/v1/markets", "market"),
+    ],
+)
+def test_role_boundaries(world: World, role: str, method: str, path: str, body: object) -> None:
+    account_id = world.account(1_000)
+    path = path.format(market=world.market_id, account=account_id)
+    if body == "bet":
+        body = world.bet_body(account_id)
+    elif body == "market":
+        body = {
+            "event": "e",
+            "name": "n",
+            "selections": [{"selection_id": "a", "name": "A", "odds": "2.00"}],
+        }
+    headers = world.api.auth(role, account_id if role == "bettor" else None)
+    if role == "bettor":
+        # Its own account, yet still not allowed: the role decides, not ownership.
+        headers = world.api.auth("bettor", "someone-else")
+    response = world.http.request(method, path, json=body, headers=headers)
+    _problem(response, 403, "forbidden")
+    market = world.http.get(
+        f"/v1/markets/{world.market_id}", headers=world.api.auth("trader")
+    ).json()
+    assert market["status"] == "open"
+    assert world.balance(account_id) == 1_000
+
+
+def test_staff_roles_can_do_their_jobs(world: World) -> None:
+    account_id = world.account(0)
+    http = world.http
+    for role in ("admin", "cashier"):
+        response = http.post(
+            f"/v1/accounts/{account_id}/deposits",
+            json={"amount_minor": 100},
+            headers=world.api.auth(role),
+        )
+        assert response.status_code == 201
+    for role in ("admin", "cashier", "auditor"):
+        assert http.get(f"/v1/accounts/{account_id}", headers=world.api.auth(role)).is_success
+    admin_withdrawal = http.post(
+        f"/v1/accounts/{account_id}/withdrawals",
+        json={"amount_minor": 50},
+        headers=world.api.auth("admin"),
+    )
+    assert admin_withdrawal.status_code == 201
+    for role in ("admin", "trader"):
+        response = http.post(f"/v1/markets/{world.market_id}/suspend", headers=world.api.auth(role))
+        assert response.status_code in (200, 409)
