@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ironbook import core
+from ironbook.adapters.postgres.baseline import run_baseline
 from ironbook.client import BatchConfig, ClientConfig, LedgerClient
 from ironbook.services.local_cluster import LocalCluster, wait_for_leaders
 
@@ -256,8 +257,6 @@ async def _measure_failover(
 
 
 def _measure_postgres(args: argparse.Namespace) -> dict[str, Any]:
-    from ironbook.benchmarks.pg_baseline import run_baseline
-
     return run_baseline(
         accounts=args.accounts,
         concurrency=args.pg_concurrency,
