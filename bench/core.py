@@ -12,8 +12,14 @@ import json
 import platform
 import sys
 import time
+from pathlib import Path
 
-from ironbook import core
+# bench/http.py is named like the standard library's `http` package: keep this
+# directory off the import path.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _HERE]
+
+from ironbook import core  # noqa: E402
 
 
 def _setup(accounts: int) -> tuple[core.LedgerState, list[str]]:

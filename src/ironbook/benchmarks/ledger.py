@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ironbook import core
+from ironbook.adapters import eventloop
 from ironbook.adapters.postgres.baseline import run_baseline
 from ironbook.client import BatchConfig, ClientConfig, LedgerClient
 from ironbook.services.local_cluster import LocalCluster, wait_for_leaders
@@ -272,7 +273,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cluster = LocalCluster(Path(tmp) / "cluster", partitions=args.partitions)
         try:
             cluster.start()
-            ironbook = asyncio.run(_measure_ironbook(cluster, args))
+            ironbook = eventloop.run(_measure_ironbook(cluster, args))
         finally:
             cluster.stop()
     result: dict[str, Any] = {

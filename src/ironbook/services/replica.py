@@ -24,6 +24,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from ironbook import core
+from ironbook.adapters import eventloop
 from ironbook.adapters.clock import SystemClock
 from ironbook.adapters.nats.lease import NatsLease
 from ironbook.adapters.nats.log import NatsLog
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             loop.add_signal_handler(sig, stop.set)
         await serve(args.nats, args.partition, args.node_id, replicas=args.replicas, stop=stop)
 
-    asyncio.run(run())
+    eventloop.run(run())
     return 0
 
 
