@@ -256,3 +256,20 @@ def test_sigstop_of_stream_leader_then_appends_resume_and_it_rejoins(
             await _close(ledger)
 
     asyncio.run(scenario())
+
+
+def test_opening_an_existing_stream_with_another_config_uses_it(
+    nats_cluster: LocalNatsCluster,
+) -> None:
+    async def scenario() -> None:
+        nc = await connect_nats(nats_cluster.url)
+        try:
+            first = await NatsLog.open(nc, PARTITION, duplicate_window_s=60)
+            assert await first.append(b"a", expected_last_seq=0, batch_id="t1-1") == 1
+            again = await NatsLog.open(nc, PARTITION, duplicate_window_s=120)
+            assert await again.last_seq() == 1
+            assert await again.append(b"b", expected_last_seq=1, batch_id="t1-2") == 2
+        finally:
+            await close_nats(nc)
+
+    asyncio.run(scenario())

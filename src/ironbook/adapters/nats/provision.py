@@ -110,5 +110,19 @@ async def with_placement_retry(
 
 
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> StreamInfo:
-    """Create the stream, or accept it if it exists with the same config."""
-    return await with_placement_retry(f"stream {config.name}", lambda: js.add_stream(config))
+    """Create the stream, or use the existing one.
+
+    An existing stream with another config (made by an older version, or by
+    hand) is used as it is, with a warning: changing a live ledger's stream
+    is an operator's decision, not a side effect of starting a process.
+    """
+    assert config.name is not None
+    name = config.name
+    try:
+        return await with_placement_retry(f"stream {name}", lambda: js.add_stream(config))
+    except nats.js.errors.APIError as err:
+        if err.err_code != ERR_STREAM_NAME_IN_USE:
+            raise
+    info = await with_placement_retry(f"stream {name} info", lambda: js.stream_info(name))
+    log.warning("stream %s exists with a different config; using it as it is", name)
+    return info
