@@ -100,7 +100,7 @@ def test_same_key_deposit_retried_concurrently_applies_once(world: World) -> Non
             )
 
     responses = asyncio.run(run())
-    assert {r.status_code for r in responses} == {201}
+    assert {r.status_code for r in responses} == {201}, [r.text for r in responses]
     assert len({r.json()["transaction_id"] for r in responses}) == 1
     assert world.balance(account_id) == 700
 

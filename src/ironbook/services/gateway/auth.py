@@ -11,6 +11,7 @@ import contextlib
 import os
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
@@ -25,6 +26,7 @@ PUBLIC_KEY_ALGORITHMS = ("RS256", "ES256")
 MAX_TOKEN_BYTES = 8 * 1024
 CLOCK_LEEWAY_S = 30
 MAX_ID_LENGTH = 64
+VERIFIED_CACHE_SIZE = 10_000
 
 
 class AuthError(Exception):
@@ -113,6 +115,9 @@ class TokenVerifier:
         self._algorithms = [algorithm]
         self._issuer = issuer
         self._audience = audience
+        self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+        """token -> (principal, expiry): a signature check costs more than the
+        rest of a request, and clients send the same token many times."""
 
     def verify(self, authorization: str | None) -> Principal:
         if not authorization:
@@ -123,6 +128,20 @@ class TokenVerifier:
         token = token.strip()
         if len(token) > MAX_TOKEN_BYTES:
             raise AuthError("token_too_large")
+        cached = self._verified.get(token)
+        if cached is not None:
+            if time.time() <= cached[1] + CLOCK_LEEWAY_S:
+                self._verified.move_to_end(token)
+                return cached[0]
+            del self._verified[token]
+            raise AuthError("expired")
+        principal, expires_s = self._verify_signed(token)
+        self._verified[token] = (principal, expires_s)
+        if len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return principal
+
+    def _verify_signed(self, token: str) -> tuple[Principal, float]:
         try:
             claims = jwt.decode(
                 token,
@@ -148,7 +167,10 @@ class TokenVerifier:
             raise AuthError("bad_account_id")
         if role == "bettor" and account_id is None:
             raise AuthError("bettor_without_account")
-        return Principal(sub=sub, role=role, account_id=account_id)
+        expires_s = claims.get("exp")
+        if not isinstance(expires_s, int | float):
+            raise AuthError("bad_exp")
+        return Principal(sub=sub, role=role, account_id=account_id), float(expires_s)
 
 
 def load_verifier(

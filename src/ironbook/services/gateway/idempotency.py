@@ -91,7 +91,12 @@ class ClaimStore:
                 try:
                     await self._kv.create(subject_key, value)
                     return
-                except nats.js.errors.KeyWrongLastSequenceError:
+                except (
+                    nats.js.errors.KeyWrongLastSequenceError,
+                    nats.js.errors.KeyNotFoundError,
+                ):
+                    # Lost the race (a concurrent create can also surface as
+                    # "not found"): read the winner's claim.
                     pass
                 try:
                     entry = await self._kv.get(subject_key)

@@ -1,0 +1,374 @@
+"""HTTP benchmark: bets per second end to end through the gateway, and a flood.
+
+    python bench/http.py [--workers N] [--seconds S] [--connections C] [--json]
+
+(`bench/http.py` is a shim over this module.)
+
+Starts a local cluster (3 NATS nodes, 3 replicas, N gateway workers on one
+port) in a temp dir, makes accounts and a market over HTTP, then:
+
+1. **Throughput**: C keep-alive connections spread over several load-generator
+   processes place bets as fast as they are answered (closed loop) for S
+   seconds: bets/s, p50 and p99 latency.
+2. **Flood**: legit clients place bets at a fixed rate (open loop) while one
+   abusive client (one principal, one address) sends 10x that rate. Legit
+   success rate and p99 are reported with and without the flood. Client
+   addresses are told apart by `X-Forwarded-For`, which this cluster's
+   gateways are configured to trust (as they would behind HAProxy).
+
+The load generators run on the same machine as the cluster, so they compete
+for the same cores: the numbers are a floor, not a ceiling. The client is a
+minimal HTTP/1.1 writer/reader on asyncio streams (httpx would cost more CPU
+than the gateway itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from ironbook.adapters.nats.localproc import PortLease
+from ironbook.services.gateway.auth import load_or_create_secret, mint_token
+from ironbook.services.gateway.settings import GatewaySettings
+from ironbook.services.local_cluster import GatewayOptions, LocalCluster
+
+T = TypeVar("T")
+MARKET_ID = "bench-race"
+SELECTIONS = 12
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    port: int
+
+
+def _bet_request(target: Target, token: str, account_id: str, n: int, ip: str) -> bytes:
+    body = json.dumps(
+        {
+            "account_id": account_id,
+            "stake_minor": 100,
+            "legs": [
+                {"market_id": MARKET_ID, "selection_id": f"s{n % SELECTIONS}", "odds": "2.50"}
+            ],
+            "price_change": "any",
+        }
+    ).encode()
+    head = (
+        f"POST /v1/bets HTTP/1.1\r\nHost: {target.host}:{target.port}\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+        f"X-Forwarded-For: {ip}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def _roundtrip(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> int:
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    if length:
+        await reader.readexactly(length)
+    return status
+
+
+async def _closed_loop(
+    target: Target, jobs: list[tuple[str, str]], seconds: float, conn_index: int
+) -> tuple[int, int, list[float]]:
+    """Bets back to back on `len(jobs)` connections; (ok, failed, latencies)."""
+    ok = failed = 0
+    latencies: list[float] = []
+    stop_at = time.perf_counter() + seconds
+
+    async def connection(token: str, account_id: str, offset: int) -> None:
+        nonlocal ok, failed
+        reader, writer = await asyncio.open_connection(target.host, target.port)
+        n = offset
+        ip = f"10.1.{conn_index % 250}.{offset % 250 + 1}"
+        try:
+            while time.perf_counter() < stop_at:
+                started = time.perf_counter()
+                status = await _roundtrip(
+                    reader, writer, _bet_request(target, token, account_id, n, ip)
+                )
+                latencies.append(time.perf_counter() - started)
+                if status == 201:
+                    ok += 1
+                else:
+                    failed += 1
+                n += 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(connection(t, a, i) for i, (t, a) in enumerate(jobs)))
+    return ok, failed, latencies
+
+
+async def _open_loop(
+    target: Target,
+    jobs: list[tuple[str, str, str]],
+    rate_per_s: float,
+    seconds: float,
+    connections: int,
+) -> tuple[int, int, list[float], dict[int, int]]:
+    """`rate_per_s` bets at fixed intervals over a pool of connections; a
+    request that finds no free connection opens another (so a slow server
+    cannot slow the offered load down)."""
+    ok = failed = 0
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    for _ in range(connections):
+        idle.append(await asyncio.open_connection(target.host, target.port))
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(n: int) -> None:
+        nonlocal ok, failed
+        token, account_id, ip = jobs[n % len(jobs)]
+        conn = idle.pop() if idle else await asyncio.open_connection(target.host, target.port)
+        started = time.perf_counter()
+        try:
+            status = await _roundtrip(*conn, _bet_request(target, token, account_id, n, ip))
+        except (OSError, asyncio.IncompleteReadError):
+            failed += 1
+            conn[1].close()
+            return
+        latencies.append(time.perf_counter() - started)
+        statuses[status] = statuses.get(status, 0) + 1
+        if status == 201:
+            ok += 1
+        else:
+            failed += 1
+        idle.append(conn)
+
+    interval_s = 1 / rate_per_s
+    start = time.perf_counter()
+    n = 0
+    while (now := time.perf_counter()) - start < seconds:
+        due = int((now - start) / interval_s)
+        while n <= due:
+            task = asyncio.get_running_loop().create_task(one(n))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            n += 1
+        await asyncio.sleep(interval_s / 2 if interval_s < 0.002 else 0.001)
+    if tasks:
+        await asyncio.wait(tasks, timeout=30)
+    for _, writer in idle:
+        writer.close()
+    return ok, failed, latencies, statuses
+
+
+def _closed_worker(
+    args: tuple[Target, list[tuple[str, str]], float, int],
+) -> tuple[int, int, list[float]]:
+    return _run_loop(_closed_loop(*args))
+
+
+def _open_worker(
+    args: tuple[Target, list[tuple[str, str, str]], float, float, int],
+) -> tuple[int, int, list[float], dict[int, int]]:
+    return _run_loop(_open_loop(*args))
+
+
+def _run_loop(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        import uvloop  # noqa: PLC0415 - optional, present with uvicorn[standard]
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def _percentile_ms(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
+
+
+def _setup(url: str, secret: bytes, accounts: int) -> list[tuple[str, str]]:
+    admin = {"Authorization": f"Bearer {mint_token(secret, role='admin')}"}
+    with httpx.Client(base_url=url, timeout=30) as http:
+        response = http.post(
+            "/v1/markets",
+            json={
+                "market_id": MARKET_ID,
+                "event": "bench",
+                "name": "Win",
+                "selections": [
+                    {"selection_id": f"s{i}", "name": f"Runner {i}", "odds": "2.50"}
+                    for i in range(SELECTIONS)
+                ],
+            },
+            headers=admin,
+        )
+        assert response.status_code in (201, 409), response.text
+        jobs = []
+        for i in range(accounts):
+            account_id = f"bench-{i}"
+            http.post("/v1/accounts", json={"account_id": account_id}, headers=admin)
+            deposit = http.post(
+                f"/v1/accounts/{account_id}/deposits",
+                json={"amount_minor": 10**11},
+                headers=admin,
+            )
+            assert deposit.status_code == 201, deposit.text
+            jobs.append((mint_token(secret, role="bettor", account_id=account_id), account_id))
+    return jobs
+
+
+def _throughput(
+    target: Target, jobs: list[tuple[str, str]], connections: int, seconds: float, procs: int
+) -> dict[str, float]:
+    per_proc: list[list[tuple[str, str]]] = [[] for _ in range(procs)]
+    for i in range(connections):
+        per_proc[i % procs].append(jobs[i % len(jobs)])
+    with multiprocessing.get_context("spawn").Pool(procs) as pool:
+        results = pool.map(
+            _closed_worker,
+            [(target, chunk, seconds, index) for index, chunk in enumerate(per_proc)],
+        )
+    ok = sum(r[0] for r in results)
+    failed = sum(r[1] for r in results)
+    latencies = [x for r in results for x in r[2]]
+    return {
+        "bets_per_s": round(ok / seconds, 1),
+        "failed": failed,
+        "p50_ms": _percentile_ms(latencies, 0.50),
+        "p99_ms": _percentile_ms(latencies, 0.99),
+    }
+
+
+def _flood(
+    target: Target,
+    secret: bytes,
+    jobs: list[tuple[str, str]],
+    legit_rate: float,
+    seconds: float,
+    with_flood: bool,
+) -> dict[str, object]:
+    legit_jobs = [
+        (token, account, f"10.2.0.{i % 250 + 1}") for i, (token, account) in enumerate(jobs[1:])
+    ]
+    abuser_account = jobs[0][1]
+    abuser = [
+        (mint_token(secret, role="bettor", account_id=abuser_account), abuser_account, "10.66.6.6")
+    ]
+    work = [(target, legit_jobs, legit_rate, seconds, 32)]
+    if with_flood:
+        work.append((target, abuser, legit_rate * 10, seconds, 64))
+    with multiprocessing.get_context("spawn").Pool(len(work)) as pool:
+        results = pool.map(_open_worker, work)
+    ok, failed, latencies, statuses = results[0]
+    result: dict[str, object] = {
+        "legit_offered_per_s": legit_rate,
+        "legit_success_rate": round(ok / max(1, ok + failed), 4),
+        "legit_p50_ms": _percentile_ms(latencies, 0.50),
+        "legit_p99_ms": _percentile_ms(latencies, 0.99),
+        "legit_statuses": statuses,
+    }
+    if with_flood:
+        a_ok, _, _, a_statuses = results[1]
+        result["abuser_offered_per_s"] = legit_rate * 10
+        result["abuser_accepted"] = a_ok
+        result["abuser_statuses"] = a_statuses
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--workers", type=int, default=2, help="gateway workers (default 2)")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--load-procs", type=int, default=2, help="load-generator processes")
+    parser.add_argument("--accounts", type=int, default=64)
+    parser.add_argument(
+        "--legit-rate", type=float, default=200.0, help="legit bets/s in the flood test"
+    )
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    data_dir = Path(tempfile.mkdtemp(prefix="ironbook-bench-http-"))
+    lease = PortLease()
+    (port,) = lease.take(1)
+    # Per worker, per principal and per address: far above what one legit
+    # client sends, far below what the abuser sends.
+    limits_env = {
+        "IRONBOOK_GATEWAY_TRUST_FORWARDED_FOR": "true",
+        "IRONBOOK_GATEWAY_PRINCIPAL_RATE_PER_S": "200",
+        "IRONBOOK_GATEWAY_PRINCIPAL_BURST": "200",
+        "IRONBOOK_GATEWAY_IP_RATE_PER_S": "400",
+        "IRONBOOK_GATEWAY_IP_BURST": "400",
+    }
+    report: dict[str, object] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "gateway_workers": args.workers,
+        "connections": args.connections,
+        "seconds": args.seconds,
+    }
+    cluster = LocalCluster(
+        data_dir, gateway=GatewayOptions(port=port, workers=args.workers, env=limits_env)
+    )
+    target = Target("127.0.0.1", port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        cluster.start()
+        asyncio.run(cluster.wait_leaders())
+        _wait_ready(url)
+        secret = load_or_create_secret(GatewaySettings(data_dir=cluster.data_dir).secret_file)
+        jobs = _setup(url, secret, args.accounts)
+        report.update(_throughput(target, jobs, args.connections, args.seconds, args.load_procs))
+        flood: dict[str, object] = {}
+        flood["without"] = _flood(target, secret, jobs, args.legit_rate, args.seconds, False)
+        flood["with"] = _flood(target, secret, jobs, args.legit_rate, args.seconds, True)
+        flood["legit_success_rate"] = flood["with"]["legit_success_rate"]  # type: ignore[index]
+        flood["legit_p99_ms"] = flood["with"]["legit_p99_ms"]  # type: ignore[index]
+        report["flood"] = flood
+    finally:
+        cluster.stop()
+        lease.release()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(
+            f"{report['bets_per_s']} bets/s, p50 {report['p50_ms']} ms, p99 {report['p99_ms']} ms "
+            f"({args.workers} workers, {args.connections} connections)"
+        )
+        print(json.dumps(report["flood"], indent=2))
+    return 0
+
+
+def _wait_ready(url: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not ready")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
