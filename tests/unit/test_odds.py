@@ -296,8 +296,8 @@ def test_payout_is_the_floor_of_the_exact_product(
     assert payout <= exact < payout + 1
 
 
-# Known core bug: non-ASCII digits pass `str.isdigit` but `int` refuses some of
-# them (a bare ValueError, not InvalidOdds) and silently accepts others.
+# Only ASCII digits make a price: other Unicode digits pass `str.isdigit`, and
+# `int` refuses some of them with a bare ValueError and quietly reads others.
 
 
 @pytest.mark.parametrize("text", ["²", "٣.50", "¹/2", "+١٥٠", "9" * 5_000])
