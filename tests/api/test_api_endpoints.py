@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 from api_support import Api, World, create_market, unique
 
@@ -197,3 +199,40 @@ def test_health_ready_metrics_openapi(api: Api, http: httpx.Client) -> None:
     schema = http.get("/openapi.json").json()
     assert "/v1/bets" in schema["paths"]
     assert "/v1/markets/{market_id}/settle" in schema["paths"]
+
+
+def test_transactions_history(world: World) -> None:
+    account_id = world.account(1_000)
+    http = world.http
+    bettor = world.api.auth("bettor", account_id)
+    http.post(f"/v1/accounts/{account_id}/withdrawals", json={"amount_minor": 300}, headers=bettor)
+    bet = http.post("/v1/bets", json=world.bet_body(account_id, 200), headers=bettor).json()
+    expected = [("deposit", 1_000, 1_000), ("withdrawal", -300, 700), ("bet", -200, 500)]
+    deadline = time.monotonic() + 10
+    while True:
+        response = http.get(f"/v1/accounts/{account_id}/transactions", headers=bettor)
+        assert response.status_code in (200, 404), response.text
+        entries = response.json().get("entries", []) if response.status_code == 200 else []
+        if len(entries) >= len(expected) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    got = [(e["kind"], e["amount_minor"], e["balance_minor"]) for e in entries]
+    assert got == expected
+    assert entries[2]["reference"] == bet["bet_id"]
+    assert response.json()["as_of_seq"] > 0
+    first = http.get(
+        f"/v1/accounts/{account_id}/transactions", params={"limit": 2}, headers=bettor
+    ).json()
+    assert len(first["entries"]) == 2
+    rest = http.get(
+        f"/v1/accounts/{account_id}/transactions",
+        params={"after": first["next_after"]},
+        headers=bettor,
+    ).json()
+    assert [e["kind"] for e in rest["entries"]] == ["bet"]
+    assert rest["next_after"] is None
+    other = world.api.auth("bettor", "someone-else")
+    assert http.get(f"/v1/accounts/{account_id}/transactions", headers=other).status_code == 403
+    missing = http.get("/v1/accounts/nobody/transactions", headers=world.api.auth("auditor"))
+    assert missing.status_code == 404
+    assert missing.json()["code"] == "unknown_account"

@@ -147,6 +147,7 @@ class LocalCluster:
                 self.supervisor.add(node_id, process, process.start)
         self.gateway = gateway
         self.gateways: dict[str, ManagedProcess] = {}
+        """HTTP workers and the history projectors that serve them."""
         if gateway is not None:
             self._add_gateways(gateway)
 
@@ -183,6 +184,26 @@ class LocalCluster:
                 ],
                 log_path=self.data_dir / "logs" / f"{name}.log",
                 env=env,
+            )
+            self.gateways[name] = process
+            self.supervisor.add(name, process, process.start)
+        for partition in range(self.config.partitions):
+            name = f"history-p{partition}"
+            process = ManagedProcess(
+                name,
+                [
+                    sys.executable,
+                    "-m",
+                    "ironbook.services.gateway.history",
+                    "--nats",
+                    self.nats.url,
+                    "--partition",
+                    str(partition),
+                    "--db",
+                    str(self.data_dir / "history" / f"p{partition}.sqlite"),
+                ],
+                log_path=self.data_dir / "logs" / f"{name}.log",
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
             self.gateways[name] = process
             self.supervisor.add(name, process, process.start)

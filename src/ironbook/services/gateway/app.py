@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import msgspec
+import nats.errors
 from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from nats.aio.client import Client as NatsClient
@@ -43,6 +44,14 @@ from ironbook.services.gateway.auth import (
     TokenVerifier,
     load_verifier,
 )
+from ironbook.services.gateway.history import (
+    HistoryError,
+    HistoryPage,
+    HistoryRequest,
+    encode_request,
+    history_subject,
+)
+from ironbook.services.gateway.history import decode_reply as decode_history_reply
 from ironbook.services.gateway.idempotency import (
     ClaimStore,
     ClaimUnavailable,
@@ -66,6 +75,7 @@ security_log = logging.getLogger("ironbook.security")
 
 API_TITLE = "ironbook"
 READINESS_DEADLINE_MS = 1_500
+HISTORY_TIMEOUT_MS = 2_000
 _UNPROTECTED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -720,6 +730,34 @@ def build_routes(app: FastAPI) -> None:
             account_id=reply.account_id, excluded_until_ms=reply.excluded_until_ms
         )
 
+    @app.get("/v1/accounts/{account_id}/transactions", response_model=m.HistoryPageOut, **common)
+    async def list_transactions(
+        request: Request,
+        account_id: AccountId,
+        caller: Caller,
+        after: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+        limit: Limit = 50,
+    ) -> Any:
+        require_account(caller, account_id, "admin", "cashier", "auditor")
+        page = await _history(
+            _gateway(request), HistoryRequest(account_id=account_id, after=after, limit=limit)
+        )
+        return m.HistoryPageOut(
+            entries=[
+                m.HistoryEntryOut(
+                    entry_id=entry.entry_id,
+                    at_ms=entry.at_ms,
+                    kind=entry.kind,  # type: ignore[arg-type]
+                    amount_minor=entry.amount_minor,
+                    balance_minor=entry.balance_minor,
+                    reference=entry.reference,
+                )
+                for entry in page.entries
+            ],
+            next_after=page.next_after,
+            as_of_seq=page.as_of_seq,
+        )
+
     # Bets.
 
     @app.post("/v1/bets", status_code=201, response_model=m.BetPlacedOut, **common)
@@ -1023,6 +1061,36 @@ def build_routes(app: FastAPI) -> None:
     async def metrics(request: Request) -> Response:
         data, content_type = _gateway(request).metrics.exposition()
         return Response(data, media_type=content_type)
+
+
+async def _history(gateway: Gateway, history_request: HistoryRequest) -> HistoryPage:
+    """A page of ledger entries from the partition's history projector."""
+    assert gateway.nc is not None
+    partition = core.partition_of(history_request.account_id, gateway.settings.partitions)
+    if not gateway.admission.try_enter():
+        gateway.metrics.shed.labels(reason="overloaded").inc()
+        raise p.ApiProblem(
+            503, p.OVERLOADED, "the gateway is at capacity", headers={"Retry-After": "1"}
+        )
+    try:
+        message = await gateway.nc.request(
+            history_subject(partition),
+            encode_request(history_request),
+            timeout=HISTORY_TIMEOUT_MS / 1000,
+        )
+        reply = decode_history_reply(message.data)
+    except (nats.errors.Error, OSError, msgspec.MsgspecError):
+        raise p.ApiProblem(
+            503,
+            p.LEDGER_UNAVAILABLE,
+            "the ledger history is not available right now",
+            headers={"Retry-After": "1"},
+        ) from None
+    finally:
+        gateway.admission.leave()
+    if isinstance(reply, HistoryError):
+        raise p.ApiProblem(p.rejection_status(reply.code), reply.code, reply.message)
+    return reply
 
 
 async def _probe_leaders(gateway: Gateway) -> tuple[bool, str]:

@@ -224,6 +224,21 @@ class SettlementOut(BaseModel):
     paid_minor: int
 
 
+class HistoryEntryOut(BaseModel):
+    entry_id: int
+    at_ms: int
+    kind: Literal["deposit", "withdrawal", "adjustment", "bet", "settlement"]
+    amount_minor: int
+    balance_minor: int
+    reference: str
+
+
+class HistoryPageOut(BaseModel):
+    entries: list[HistoryEntryOut]
+    next_after: int | None
+    as_of_seq: int
+
+
 class ProblemOut(BaseModel):
     """RFC 9457 problem details (`application/problem+json`)."""
 

@@ -1,0 +1,313 @@
+"""Ledger-entry history: a projector that folds one partition's log into a
+SQLite read model, and answers history pages over NATS.
+
+    python -m ironbook.services.gateway.history --nats URL --partition P --db FILE
+
+Why a projector and not the ledger state: the state must stay small (it is
+snapshotted, hashed and held in every replica's memory), while entry history
+grows forever. The projector tails the partition's log like a follower does,
+applying the same chain rule (an entry whose `prev_batch_id` is not the last
+applied batch is void and skipped), and writes every player posting with the
+balance after it. Each read chunk commits in one SQLite transaction together
+with the log position, so a restarted projector resumes exactly where it was.
+
+History reads are eventually consistent (the projection trails the ledger by
+the time to read and commit a chunk, normally milliseconds); each page says
+the log position it reflects (`as_of_seq`). Balances and bets, which money
+decisions depend on, are always read from the ledger itself.
+
+Request (msgpack) on `ironbook.history.p<P>` (queue group, so several
+projectors of a partition share the load): `HistoryRequest`; reply:
+`HistoryPage` or `HistoryError`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+
+import msgspec
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from ironbook import core
+from ironbook.adapters.nats.log import NatsLog
+from ironbook.adapters.nats.provision import close_nats, connect_nats
+from ironbook.core import events as ev
+from ironbook.core.state import SYSTEM_PREFIX
+from ironbook.replication.batch import decode_batch
+from ironbook.replication.interfaces import LogEntry, LogUnavailable
+
+log = logging.getLogger("ironbook.history")
+
+READ_CHUNK_ENTRIES = 256
+READ_WAIT_MS = 250
+MAX_PAGE = 200
+ENTRY_INDEX_BITS = 32
+"""entry_id = log sequence << 32 | index of the posting within the entry."""
+
+
+def history_subject(partition: int) -> str:
+    return f"ironbook.history.p{partition}"
+
+
+class HistoryRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    account_id: str
+    after: int | None = None
+    limit: int = 50
+
+
+class HistoryEntry(msgspec.Struct, frozen=True):
+    entry_id: int
+    at_ms: int
+    kind: str
+    """What moved the money: `deposit`, `withdrawal`, `adjustment`, `bet`, `settlement`."""
+    amount_minor: int
+    """Signed: positive credits the account."""
+    balance_minor: int
+    """The account's balance after this entry."""
+    reference: str
+    """The transaction id, bet id or market id."""
+
+
+class HistoryPage(msgspec.Struct, frozen=True, tag="page"):
+    entries: tuple[HistoryEntry, ...]
+    next_after: int | None
+    as_of_seq: int
+
+
+class HistoryError(msgspec.Struct, frozen=True, tag="error"):
+    code: str
+    message: str
+
+
+HistoryReply = HistoryPage | HistoryError
+
+_encoder = msgspec.msgpack.Encoder()
+_request_decoder = msgspec.msgpack.Decoder(HistoryRequest)
+_reply_decoder: msgspec.msgpack.Decoder[HistoryReply] = msgspec.msgpack.Decoder(HistoryReply)
+
+
+def encode_request(request: HistoryRequest) -> bytes:
+    return _encoder.encode(request)
+
+
+def decode_reply(data: bytes) -> HistoryReply:
+    return _reply_decoder.decode(data)
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS position (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    applied_seq INTEGER NOT NULL,
+    last_batch_id TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS accounts (
+    account_id TEXT PRIMARY KEY,
+    balance_minor INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS entries (
+    account_id TEXT NOT NULL,
+    entry_id INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    amount_minor INTEGER NOT NULL,
+    balance_minor INTEGER NOT NULL,
+    reference TEXT NOT NULL,
+    PRIMARY KEY (account_id, entry_id)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO position (id, applied_seq, last_batch_id) VALUES (0, 0, '');
+"""
+
+
+def _kind_and_reference(event: core.AnyEvent) -> tuple[str, str] | None:
+    if isinstance(event, ev.Deposited):
+        return "deposit", event.transaction_id
+    if isinstance(event, ev.Withdrawn):
+        return "withdrawal", event.transaction_id
+    if isinstance(event, ev.BalanceAdjusted):
+        return "adjustment", event.transaction_id
+    if isinstance(event, ev.BetPlaced):
+        return "bet", event.bet_id
+    if isinstance(event, ev.MarketResulted):
+        return "settlement", event.market_id
+    return None
+
+
+class HistoryStore:
+    """The SQLite read model of one partition."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def position(self) -> tuple[int, str]:
+        row = self._db.execute("SELECT applied_seq, last_batch_id FROM position").fetchone()
+        return int(row[0]), str(row[1])
+
+    def fold(self, entries: list[LogEntry]) -> int:
+        """Apply log entries (in order, following the stored position) in one
+        transaction; returns how many were void."""
+        applied_seq, last_batch_id = self.position()
+        voided = 0
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            balances: dict[str, int] = {}
+            for entry in entries:
+                if entry.seq != applied_seq + 1:
+                    raise LogUnavailable(f"expected entry {applied_seq + 1}, got {entry.seq}")
+                applied_seq = entry.seq
+                record = decode_batch(entry.payload)
+                if record.prev_batch_id != last_batch_id:
+                    voided += 1
+                    continue
+                last_batch_id = entry.batch_id
+                index = 0
+                for event in core.decode_events(record.events):
+                    if isinstance(event, ev.AccountOpened):
+                        db.execute(
+                            "INSERT OR IGNORE INTO accounts VALUES (?, 0)", (event.account_id,)
+                        )
+                        continue
+                    described = _kind_and_reference(event)
+                    if described is None:
+                        continue
+                    kind, reference = described
+                    for account_id, amount_minor in event.postings:
+                        if account_id.startswith(SYSTEM_PREFIX):
+                            continue
+                        balance = balances.get(account_id)
+                        if balance is None:
+                            row = db.execute(
+                                "SELECT balance_minor FROM accounts WHERE account_id = ?",
+                                (account_id,),
+                            ).fetchone()
+                            balance = int(row[0]) if row else 0
+                        balance += amount_minor
+                        balances[account_id] = balance
+                        index += 1
+                        db.execute(
+                            "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (
+                                account_id,
+                                (entry.seq << ENTRY_INDEX_BITS) | index,
+                                event.at_ms,
+                                kind,
+                                amount_minor,
+                                balance,
+                                reference,
+                            ),
+                        )
+            db.executemany("INSERT OR REPLACE INTO accounts VALUES (?, ?)", list(balances.items()))
+            db.execute(
+                "UPDATE position SET applied_seq = ?, last_batch_id = ?",
+                (applied_seq, last_batch_id),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return voided
+
+    def page(self, request: HistoryRequest) -> HistoryReply:
+        if not 1 <= request.limit <= MAX_PAGE:
+            return HistoryError(code="invalid_cursor", message=f"limit must be 1..{MAX_PAGE}")
+        known = self._db.execute(
+            "SELECT 1 FROM accounts WHERE account_id = ?", (request.account_id,)
+        ).fetchone()
+        if known is None:
+            return HistoryError(
+                code="unknown_account", message=f"no account {request.account_id!r}"
+            )
+        rows = self._db.execute(
+            "SELECT entry_id, at_ms, kind, amount_minor, balance_minor, reference FROM entries "
+            "WHERE account_id = ? AND entry_id > ? ORDER BY entry_id LIMIT ?",
+            (request.account_id, request.after or 0, request.limit + 1),
+        ).fetchall()
+        more = len(rows) > request.limit
+        entries = tuple(HistoryEntry(*row) for row in rows[: request.limit])
+        return HistoryPage(
+            entries=entries,
+            next_after=entries[-1].entry_id if more else None,
+            as_of_seq=self.position()[0],
+        )
+
+
+async def project(nc: NatsClient, partition: int, store: HistoryStore, stop: asyncio.Event) -> None:
+    """Tail the partition's log into the store until `stop` is set."""
+    ledger_log = NatsLog(nc, partition)
+    while not stop.is_set():
+        applied_seq, _ = store.position()
+        try:
+            entries = await ledger_log.read(
+                applied_seq + 1, max_entries=READ_CHUNK_ENTRIES, wait_ms=READ_WAIT_MS
+            )
+        except LogUnavailable as err:
+            log.warning("partition %d: log unavailable (%s); retrying", partition, err)
+            await asyncio.sleep(0.5)
+            continue
+        if entries:
+            voided = store.fold(list(entries))
+            if voided:
+                log.info("partition %d: skipped %d void entries", partition, voided)
+
+
+async def serve(nats_url: str, partition: int, db_path: Path, stop: asyncio.Event) -> None:
+    nc = await connect_nats(nats_url, name=f"ironbook-history-p{partition}")
+    store = HistoryStore(db_path)
+
+    async def on_request(msg: Msg) -> None:
+        try:
+            request = _request_decoder.decode(msg.data)
+            reply: HistoryReply = store.page(request)
+        except msgspec.MsgspecError as err:
+            reply = HistoryError(code="validation_failed", message=str(err))
+        with contextlib.suppress(Exception):
+            await msg.respond(_encoder.encode(reply))
+
+    subscription = await nc.subscribe(
+        history_subject(partition), queue=f"history-p{partition}", cb=on_request
+    )
+    try:
+        await project(nc, partition, store, stop)
+    finally:
+        with contextlib.suppress(Exception):
+            await subscription.unsubscribe()
+        await close_nats(nc)
+        store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--nats", required=True)
+    parser.add_argument("--partition", type=int, required=True)
+    parser.add_argument("--db", type=Path, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(args.nats, args.partition, args.db, stop)
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
