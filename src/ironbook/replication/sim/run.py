@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from ironbook import core
@@ -50,7 +50,9 @@ class SimTiming:
     """Append, read and lease calls: past this the outcome is unknown."""
     dedupe_window_ms: int = 120_000
     client_request_timeout_ms: int = 400
-    client_deadline_ms: int = 6_000
+    client_deadline_ms: tuple[int, ...] = (1_000, 3_000, 6_000)
+    """One is drawn per run: short deadlines make clients give up mid-fault,
+    leaving outcomes unknown until they ask again after the heal."""
     fault_window_ms: int = 3_000
     """Timed faults start within this long after the run starts."""
     settle_timeout_ms: int = 30_000
@@ -79,6 +81,8 @@ class SimResult:
     """Entries written by deposed leaders and skipped by replay."""
     outcomes_heard: int
     gave_up: int
+    """Commands clients gave up on while the faults lasted (all were sent
+    again after the heal)."""
     lease_grants: int
     crashes: int
     faults: tuple[str, ...]
@@ -169,7 +173,7 @@ class _World:
         )
         self._client_config = ClientConfig(
             request_timeout_ms=timing.client_request_timeout_ms,
-            deadline_ms=timing.client_deadline_ms,
+            deadline_ms=random.Random(root.getrandbits(64)).choice(timing.client_deadline_ms),
             backoff_initial_ms=20,
             backoff_max_ms=400,
         )
@@ -184,6 +188,7 @@ class _World:
         self._observations: list[Observation] = []
         self._answered: list[tuple[int, core.AnyCommand]] = []
         self._gave_up: list[tuple[int, core.AnyCommand]] = []
+        self._gave_up_under_faults = 0
         self._violations: list[Violation] = []
 
     # Replicas.
@@ -328,13 +333,13 @@ class _World:
 
     # Clients.
 
-    def _client(self, index: int) -> LedgerClient:
+    def _client(self, index: int, config: ClientConfig) -> LedgerClient:
         host = Host(f"c{index}", 1)
         return LedgerClient(
             SimRequestClient(self._bus, self._network, host),
             clock=SimClock(self._loop, host),
             rng=random.Random(self._client_rng.getrandbits(64)),
-            config=self._client_config,
+            config=config,
         )
 
     async def _submit(self, index: int, client: LedgerClient, command: core.AnyCommand) -> bool:
@@ -383,7 +388,7 @@ class _World:
             commands_per_client=options.commands_per_client,
             accounts=options.accounts,
         )
-        clients = [self._client(index) for index in range(options.clients)]
+        clients = [self._client(index, self._client_config) for index in range(options.clients)]
         try:
             await self._all(
                 [
@@ -392,20 +397,19 @@ class _World:
                 ]
             )
             self._heal()
-            await self._retry_after_heal(clients)
+            await self._retry_after_heal()
             hashes = await self._converge()
         finally:
             await cancel_and_wait(self._tasks)
         violations = list(self._violations)
-        if hashes:
-            violations.extend(Checker().check(self._log.entries, self._observations, hashes))
+        violations.extend(Checker().check(self._log.entries, self._observations, hashes))
         return SimResult(
             seed=self._seed,
             violations=tuple(violations),
             log_entries=len(self._log.entries),
             void_entries=len(void_seqs(self._log.entries)),
             outcomes_heard=len(self._observations),
-            gave_up=len(self._gave_up),
+            gave_up=self._gave_up_under_faults,
             lease_grants=self._lease.grants,
             crashes=self._crashes,
             faults=tuple(plan.describe()),
@@ -413,13 +417,16 @@ class _World:
             fingerprint=self._fingerprint(),
         )
 
-    async def _retry_after_heal(self, clients: list[LedgerClient]) -> None:
+    async def _retry_after_heal(self) -> None:
         """With faults over, every command must get an answer: the ones given
         up on (did they land?) and a few answered ones (same answer again?)."""
         again = list(self._gave_up)
+        self._gave_up_under_faults = len(again)
         self._gave_up.clear()
         answered = list(self._answered)
         again.extend(self._workload_rng.sample(answered, min(3, len(answered))))
+        patient = replace(self._client_config, deadline_ms=self._options.timing.settle_timeout_ms)
+        clients = [self._client(index, patient) for index in range(self._options.clients)]
         per_client: list[list[core.AnyCommand]] = [[] for _ in clients]
         for index, command in again:
             per_client[index].append(command)
