@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import msgspec
 import pytest
 from ledger_driver import DAY_MS, HOUR_MS, Ledger
@@ -336,6 +341,30 @@ def test_snapshot_then_tail_equals_full_replay() -> None:
     for event in ledger.log[middle:]:
         apply(state, event)
     assert state_hash(state) == state_hash(ledger.state)
+
+
+def test_state_hash_is_the_same_in_another_process_with_another_hash_seed() -> None:
+    """Python salts str hashes per process: nothing in the state or its
+    encoding may depend on that (or on set/dict iteration it affects)."""
+    program = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "import test_idempotency_and_determinism as t;"
+        "from ironbook.core import state_hash;"
+        "print(state_hash(t.scenario().state))"
+    )
+    here = str(Path(__file__).parent)
+    expected = state_hash(scenario().state)
+    for seed in ("1", "4242"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        result = subprocess.run(
+            [sys.executable, "-c", program, here],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        )
+        assert result.stdout.strip() == expected
 
 
 def test_snapshot_of_a_new_state_is_stable() -> None:
