@@ -38,3 +38,10 @@ def test_parallel_jobs_give_the_same_verdict(capsys: pytest.CaptureFixture[str])
     parallel = json.loads(capsys.readouterr().out)
     assert serial["failures"] == parallel["failures"]
     assert serial["violations"] == parallel["violations"] > 0
+
+
+def test_trace_prints_the_timeline_of_a_seed(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(["--seeds", "1", "--start", "891", "--trace"]) == 0
+    out = capsys.readouterr().out
+    assert "lease: granted to" in out
+    assert "landed at seq 1" in out

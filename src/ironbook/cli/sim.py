@@ -33,6 +33,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--jobs", type=_positive, default=1, help="worker processes (default 1)")
     parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="print each run's timeline (faults, crashes, lease grants, appends)",
+    )
+    parser.add_argument(
         "--mutation",
         choices=get_args(Mutation),
         default="none",
@@ -48,13 +53,13 @@ def _positive(text: str) -> int:
     return value
 
 
-def _run_one(seed_and_mutation: tuple[int, Mutation]) -> SimResult:
-    seed, mutation = seed_and_mutation
-    return run_seed(seed, SimOptions(mutation=mutation))
+def _run_one(work: tuple[int, SimOptions]) -> SimResult:
+    seed, options = work
+    return run_seed(seed, options)
 
 
-def _results(seeds: range, mutation: Mutation, jobs: int) -> Iterator[SimResult]:
-    work = [(seed, mutation) for seed in seeds]
+def _results(seeds: range, options: SimOptions, jobs: int) -> Iterator[SimResult]:
+    work = [(seed, options) for seed in seeds]
     if jobs == 1:
         yield from map(_run_one, work)
         return
@@ -68,8 +73,13 @@ def run(args: argparse.Namespace) -> int:
     failures: list[dict[str, Any]] = []
     violations = 0
     void_entries = 0
-    for result in _results(seeds, args.mutation, args.jobs):
+    options = SimOptions(mutation=args.mutation, trace=args.trace)
+    for result in _results(seeds, options, args.jobs):
         void_entries += result.void_entries
+        if args.trace and not args.json:
+            print(f"seed {result.seed}:")
+            for line in result.trace:
+                print(f"  {line}")
         if result.ok:
             continue
         violations += len(result.violations)
@@ -78,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
                 "seed": result.seed,
                 "violations": [str(v) for v in result.violations],
                 "faults": list(result.faults),
+                **({"trace": list(result.trace)} if args.trace else {}),
             }
         )
         if not args.json:

@@ -19,6 +19,7 @@ class LeaseService:
         self.revision = 0
         self._expires_ms = 0
         self.grants = 0
+        self.trace: Callable[[str], None] | None = None
 
     def _held(self) -> bool:
         return self.holder is not None and self._now_ms() < self._expires_ms
@@ -30,6 +31,8 @@ class LeaseService:
         self.holder = holder
         self._expires_ms = self._now_ms() + self._ttl_ms
         self.grants += 1
+        if self.trace is not None:
+            self.trace(f"lease: granted to {holder}, term {self.revision}")
         return self.revision
 
     def renew(self, holder: str, revision: int) -> int | None:
@@ -43,6 +46,8 @@ class LeaseService:
         if self._held() and self.holder == holder and self.revision == revision:
             self.revision += 1
             self.holder = None
+            if self.trace is not None:
+                self.trace(f"lease: released by {holder}")
 
     def expire_now(self) -> None:
         """Fault: the lease lapses while its holder still believes it leads

@@ -40,6 +40,7 @@ class LogService:
         """batch id -> (sequence, appended at ms)."""
         self._waiters: list[asyncio.Future[None]] = []
         self.on_append: AppendHook | None = None
+        self.trace: Callable[[str], None] | None = None
         self.duplicates_answered = 0
         self.fenced = 0
 
@@ -51,10 +52,14 @@ class LogService:
         seen = self._seen.get(batch_id)
         if seen is not None and now_ms - seen[1] < self._dedupe_window_ms:
             self.duplicates_answered += 1
+            if self.trace is not None:
+                self.trace(f"log: {writer} {batch_id} is a duplicate of seq {seen[0]}")
             return seen[0]
         last_seq = len(self.entries)
         if self._enforce_expected_seq and expected_last_seq != last_seq:
             self.fenced += 1
+            if self.trace is not None:
+                self.trace(f"log: {writer} {batch_id} expected {expected_last_seq}: fenced")
             raise Fenced(f"wrong last sequence: {last_seq} (expected {expected_last_seq})")
         if not self._enforce_expected_seq:
             # The `skip_fencing` mutation: no fence at all, so also forge the
@@ -68,6 +73,9 @@ class LogService:
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             _resolve(waiter)
+        if self.trace is not None:
+            prev = decode_batch(payload).prev_batch_id if payload else ""
+            self.trace(f"log: {writer} {batch_id} (after {prev or '-'}) landed at seq {seq}")
         if self.on_append is not None:
             self.on_append(writer, seq)
         return seq

@@ -68,6 +68,8 @@ class SimOptions:
     duplicate_submit_rate: float = 0.1
     """Chance a client sends a command again after hearing its outcome."""
     mutation: Mutation = "none"
+    trace: bool = False
+    """Record a timeline (faults, crashes, lease grants, appends) in the result."""
     timing: SimTiming = field(default_factory=SimTiming)
     max_virtual_ms: int = 600_000
 
@@ -89,6 +91,7 @@ class SimResult:
     virtual_ms: int
     fingerprint: str
     """SHA-256 of the log and of every outcome heard: equal across replays."""
+    trace: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -150,7 +153,12 @@ class _World:
             enforce_expected_seq=options.mutation != "skip_fencing",
         )
         self._log.on_append = self._after_append
+        self._timeline: list[str] = []
+        if options.trace:
+            self._log.trace = self._trace
         self._lease = LeaseService(now_ms=loop.now_ms, ttl_ms=timing.lease_ttl_ms)
+        if options.trace:
+            self._lease.trace = self._trace
         self._snapshots = SnapshotService()
         self._replica_config = ReplicaConfig(
             lease_ttl_ms=timing.lease_ttl_ms,
@@ -190,6 +198,9 @@ class _World:
         self._gave_up: list[tuple[int, core.AnyCommand]] = []
         self._gave_up_under_faults = 0
         self._violations: list[Violation] = []
+
+    def _trace(self, line: str) -> None:
+        self._timeline.append(f"{self._loop.now_ns / 1e6:10.3f} ms  {line}")
 
     # Replicas.
 
@@ -240,6 +251,10 @@ class _World:
         if not node.host.alive:
             return
         self._crashes += 1
+        if self._options.trace:
+            self._trace(
+                f"crash: {name} (role {node.replica.status().role}), back in {restart_after_ms} ms"
+            )
         node.host.crash()
         self._bus.drop_host(node.host)
         self._replica_tasks[name].cancel()
@@ -247,6 +262,8 @@ class _World:
 
     def _restart(self, name: str) -> None:
         if not self._nodes[name].host.alive:
+            if self._options.trace:
+                self._trace(f"restart: {name} restores the newest snapshot and replays the log")
             self._start_replica(name)
 
     def _leader_name(self) -> str | None:
@@ -269,6 +286,8 @@ class _World:
         duration_s = fault.duration_ms / 1000
         target = f"r{fault.target}"
         leader = self._leader_name() or target
+        if self._options.trace:
+            self._trace(f"fault: {fault.describe()} (leader {self._leader_name()})")
         if fault.kind == "crash_leader":
             self._crash(leader, fault.duration_ms)
         elif fault.kind == "crash_replica":
@@ -320,6 +339,8 @@ class _World:
             self._triggered_crash(node.host, self._plan.crash_after_append_rate)
 
     def _heal(self) -> None:
+        if self._options.trace:
+            self._trace("heal: faults off, crashed replicas restart, paused ones resume")
         self._faults_active = False
         for timer in self._timers:
             timer.cancel()
@@ -346,6 +367,8 @@ class _World:
         try:
             outcome = await client.submit(command)
         except GaveUp:
+            if self._options.trace:
+                self._trace(f"client c{index}: gave up on {command.request_id}")
             self._gave_up.append((index, command))
             return False
         except BadRequest as error:
@@ -415,6 +438,7 @@ class _World:
             faults=tuple(plan.describe()),
             virtual_ms=self._loop.now_ms(),
             fingerprint=self._fingerprint(),
+            trace=tuple(self._timeline),
         )
 
     async def _retry_after_heal(self) -> None:
