@@ -88,6 +88,8 @@ class IpFilter:
         )
 
     def permits(self, address: str) -> bool:
+        if not self.allow and not self.deny:
+            return True
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
