@@ -40,12 +40,27 @@ from typing import Any, TypeVar
 
 import httpx
 
-from ironbook.adapters.nats.localproc import PortLease
+from ironbook.adapters.nats.localproc import ManagedProcess, PortLease
 from ironbook.services.gateway.auth import load_or_create_secret, mint_token
 from ironbook.services.gateway.settings import GatewaySettings
 from ironbook.services.local_cluster import GatewayOptions, LocalCluster
 
 T = TypeVar("T")
+UNLIMITED_ENV = {
+    "IRONBOOK_GATEWAY_PRINCIPAL_RATE_PER_S": "1000000",
+    "IRONBOOK_GATEWAY_PRINCIPAL_BURST": "1000000",
+    "IRONBOOK_GATEWAY_IP_RATE_PER_S": "1000000",
+    "IRONBOOK_GATEWAY_IP_BURST": "1000000",
+}
+FLOOD_LIMITS_ENV = {
+    # Per worker, per principal and per address: well above what one legit
+    # client sends (a few bets a second), far below what the abuser sends.
+    "IRONBOOK_GATEWAY_TRUST_FORWARDED_FOR": "true",
+    "IRONBOOK_GATEWAY_PRINCIPAL_RATE_PER_S": "10",
+    "IRONBOOK_GATEWAY_PRINCIPAL_BURST": "20",
+    "IRONBOOK_GATEWAY_IP_RATE_PER_S": "20",
+    "IRONBOOK_GATEWAY_IP_BURST": "40",
+}
 MARKET_ID = "bench-race"
 SELECTIONS = 12
 
@@ -128,10 +143,14 @@ async def _open_loop(
     rate_per_s: float,
     seconds: float,
     connections: int,
+    may_grow: bool,
 ) -> tuple[int, int, list[float], dict[int, int]]:
-    """`rate_per_s` bets at fixed intervals over a pool of connections; a
-    request that finds no free connection opens another (so a slow server
-    cannot slow the offered load down)."""
+    """`rate_per_s` bets at fixed intervals over a pool of connections. When
+    every connection is busy, a legit client (`may_grow`) opens another, so a
+    slow server cannot slow the offered load down; the abuser's pool is fixed
+    (its unsent requests count as failed), or the load generator itself would
+    eat the machine the server runs on. Requests unanswered 30 s after the
+    end count as failed."""
     ok = failed = 0
     latencies: list[float] = []
     statuses: dict[int, int] = {}
@@ -143,6 +162,9 @@ async def _open_loop(
     async def one(n: int) -> None:
         nonlocal ok, failed
         token, account_id, ip = jobs[n % len(jobs)]
+        if not idle and not may_grow:
+            failed += 1
+            return
         conn = idle.pop() if idle else await asyncio.open_connection(target.host, target.port)
         started = time.perf_counter()
         try:
@@ -171,7 +193,10 @@ async def _open_loop(
             n += 1
         await asyncio.sleep(interval_s / 2 if interval_s < 0.002 else 0.001)
     if tasks:
-        await asyncio.wait(tasks, timeout=30)
+        _, unanswered = await asyncio.wait(tasks, timeout=30)
+        failed += len(unanswered)
+        for task in unanswered:
+            task.cancel()
     for _, writer in idle:
         writer.close()
     return ok, failed, latencies, statuses
@@ -184,7 +209,7 @@ def _closed_worker(
 
 
 def _open_worker(
-    args: tuple[Target, list[tuple[str, str, str]], float, float, int],
+    args: tuple[Target, list[tuple[str, str, str]], float, float, int, bool],
 ) -> tuple[int, int, list[float], dict[int, int]]:
     return _run_loop(_open_loop(*args))
 
@@ -272,9 +297,9 @@ def _flood(
     abuser = [
         (mint_token(secret, role="bettor", account_id=abuser_account), abuser_account, "10.66.6.6")
     ]
-    work = [(target, legit_jobs, legit_rate, seconds, 32)]
+    work = [(target, legit_jobs, legit_rate, seconds, 32, True)]
     if with_flood:
-        work.append((target, abuser, legit_rate * 10, seconds, 64))
+        work.append((target, abuser, legit_rate * 10, seconds, 128, False))
     with multiprocessing.get_context("spawn").Pool(len(work)) as pool:
         results = pool.map(_open_worker, work)
     ok, failed, latencies, statuses = results[0]
@@ -310,16 +335,7 @@ def main() -> int:
 
     data_dir = Path(tempfile.mkdtemp(prefix="ironbook-bench-http-"))
     lease = PortLease()
-    (port,) = lease.take(1)
-    # Per worker, per principal and per address: far above what one legit
-    # client sends, far below what the abuser sends.
-    limits_env = {
-        "IRONBOOK_GATEWAY_TRUST_FORWARDED_FOR": "true",
-        "IRONBOOK_GATEWAY_PRINCIPAL_RATE_PER_S": "200",
-        "IRONBOOK_GATEWAY_PRINCIPAL_BURST": "200",
-        "IRONBOOK_GATEWAY_IP_RATE_PER_S": "400",
-        "IRONBOOK_GATEWAY_IP_BURST": "400",
-    }
+    port, flood_port = lease.take(2)
     report: dict[str, object] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "gateway_workers": args.workers,
@@ -327,24 +343,46 @@ def main() -> int:
         "seconds": args.seconds,
     }
     cluster = LocalCluster(
-        data_dir, gateway=GatewayOptions(port=port, workers=args.workers, env=limits_env)
+        data_dir, gateway=GatewayOptions(port=port, workers=args.workers, env=UNLIMITED_ENV)
     )
-    target = Target("127.0.0.1", port)
     url = f"http://127.0.0.1:{port}"
+    flood_workers: list[ManagedProcess] = []
     try:
         cluster.start()
         asyncio.run(cluster.wait_leaders())
         _wait_ready(url)
         secret = load_or_create_secret(GatewaySettings(data_dir=cluster.data_dir).secret_file)
         jobs = _setup(url, secret, args.accounts)
-        report.update(_throughput(target, jobs, args.connections, args.seconds, args.load_procs))
-        flood: dict[str, object] = {}
-        flood["without"] = _flood(target, secret, jobs, args.legit_rate, args.seconds, False)
-        flood["with"] = _flood(target, secret, jobs, args.legit_rate, args.seconds, True)
-        flood["legit_success_rate"] = flood["with"]["legit_success_rate"]  # type: ignore[index]
-        flood["legit_p99_ms"] = flood["with"]["legit_p99_ms"]  # type: ignore[index]
-        report["flood"] = flood
+        report.update(
+            _throughput(
+                Target("127.0.0.1", port), jobs, args.connections, args.seconds, args.load_procs
+            )
+        )
+        # The flood runs against workers with production-like limits, in place
+        # of the throughput workers (which had none, so as to measure capacity).
+        for name, process in cluster.gateways.items():
+            if name.startswith("gw-"):
+                process.stop()
+        flood_workers = [
+            _gateway_worker(cluster, f"flood-{index}", flood_port, FLOOD_LIMITS_ENV)
+            for index in range(1, args.workers + 1)
+        ]
+        for process in flood_workers:
+            process.start()
+        _wait_ready(f"http://127.0.0.1:{flood_port}")
+        target = Target("127.0.0.1", flood_port)
+        without = _flood(target, secret, jobs, args.legit_rate, args.seconds, False)
+        with_flood = _flood(target, secret, jobs, args.legit_rate, args.seconds, True)
+        report["flood"] = {
+            "legit_success_rate": with_flood["legit_success_rate"],
+            "legit_p99_ms": with_flood["legit_p99_ms"],
+            "limits_per_worker": FLOOD_LIMITS_ENV,
+            "without": without,
+            "with": with_flood,
+        }
     finally:
+        for process in flood_workers:
+            process.stop()
         cluster.stop()
         lease.release()
     if args.json:
@@ -356,6 +394,31 @@ def main() -> int:
         )
         print(json.dumps(report["flood"], indent=2))
     return 0
+
+
+def _gateway_worker(
+    cluster: LocalCluster, name: str, port: int, env: dict[str, str]
+) -> ManagedProcess:
+    return ManagedProcess(
+        name,
+        [
+            sys.executable,
+            "-m",
+            "ironbook.services.gateway.server",
+            "--nats",
+            cluster.nats_url,
+            "--partitions",
+            str(cluster.partitions),
+            "--port",
+            str(port),
+            "--data-dir",
+            str(cluster.data_dir),
+            "--worker-id",
+            name,
+        ],
+        log_path=cluster.data_dir / "logs" / f"{name}.log",
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+    )
 
 
 def _wait_ready(url: str, timeout_s: float = 60) -> None:
