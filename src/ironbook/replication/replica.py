@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from typing import Literal, NoReturn
 
 from ironbook import core
+from ironbook.replication.batch import ReplayState
 from ironbook.replication.concurrency import race
 from ironbook.replication.errors import LeaseLost, StepDown, Superseded
-from ironbook.replication.follower import Follower, FollowerConfig, restore
+from ironbook.replication.follower import Follower, FollowerConfig, SnapshotCorrupt, restore
 from ironbook.replication.interfaces import (
     Clock,
     Fenced,
@@ -91,6 +92,7 @@ class Replica:
         self._follower: Follower | None = None
         self._sequencer: Sequencer | None = None
         self.last_step_down: str = ""
+        self.last_restore_problem: str = ""
 
     def status(self) -> ReplicaStatus:
         sequencer = self._sequencer
@@ -126,6 +128,12 @@ class Replica:
         while True:
             try:
                 replay = await restore(self._snapshots, self._config.ledger)
+                break
+            except SnapshotCorrupt as error:
+                # Never start from a wrong state; the log is the truth, so
+                # replay all of it instead.
+                self.last_restore_problem = str(error)
+                replay = ReplayState.empty(self._config.ledger)
                 break
             except ReplicationError:
                 await self._clock.sleep(self._config.io_retry_backoff_ms)
