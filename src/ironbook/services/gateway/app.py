@@ -24,7 +24,17 @@ from typing import Annotated, Any, Literal
 import msgspec
 import nats.errors
 import pydantic
-from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi import (
+    Depends,
+    FastAPI,
+    Header,
+    Path,
+    Query,
+    Request,
+    Response,
+    WebSocket,
+    WebSocketDisconnect,
+)
 from fastapi.exceptions import RequestValidationError
 from nats.aio.client import Client as NatsClient
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -63,6 +73,12 @@ from ironbook.services.gateway.idempotency import (
     valid_key,
 )
 from ironbook.services.gateway.metrics import ROUTE_SCOPE_KEY, GatewayMetrics
+from ironbook.services.gateway.odds import (
+    MAX_MARKETS_PER_CONNECTION,
+    OddsHub,
+    Watcher,
+    parse_client_message,
+)
 from ironbook.services.gateway.settings import GatewaySettings
 from ironbook.services.gateway.traffic import (
     Admission,
@@ -78,6 +94,7 @@ API_TITLE = "ironbook"
 READINESS_DEADLINE_MS = 1_500
 HISTORY_TIMEOUT_MS = 2_000
 BETS_PATH = "/v1/bets"
+WS_POLICY_VIOLATION = 1008
 _UNPROTECTED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -111,6 +128,7 @@ class Gateway:
     ledger: LedgerClient | None = None
     probe: LedgerClient | None = None
     claims: ClaimStore | None = None
+    odds: OddsHub | None = None
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -142,6 +160,7 @@ class Gateway:
             config=ClientConfig(request_timeout_ms=500, deadline_ms=READINESS_DEADLINE_MS),
         )
         self.claims = await ClaimStore.open(self.nc.jetstream(), replicas=s.nats_replicas)
+        self.odds = OddsHub(self.nc)
 
     async def close(self) -> None:
         for client in (self.ledger, self.probe):
@@ -160,6 +179,9 @@ class EdgeMiddleware:
         self.gateway = gateway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -207,6 +229,25 @@ class EdgeMiddleware:
             gateway.metrics.observe(
                 scope["method"], route, status_holder[0], time.perf_counter() - started
             )
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The address checks of the edge, for WebSocket upgrades."""
+        client_ip = self._client_ip(scope)
+        scope.setdefault("state", {})
+        scope["state"].update(request_id=uuid.uuid4().hex, client_ip=client_ip)
+        gateway = self.gateway
+        refused = not gateway.ip_filter.permits(client_ip)
+        if refused:
+            gateway.metrics.shed.labels(reason="ip_denied").inc()
+        elif gateway.ip_buckets.take(client_ip) > 0:
+            gateway.metrics.shed.labels(reason="rate_limited_ip").inc()
+            refused = True
+        if refused:
+            message = await receive()
+            if message["type"] == "websocket.connect":
+                await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION})
+            return
+        await self.app(scope, receive, send)
 
     async def _fast_bet(self, scope: Scope, body: bytes) -> Response:
         """`POST /v1/bets` without the framework's per-request machinery (the
@@ -376,7 +417,7 @@ def authenticate_scope(gateway: Gateway, scope: Scope, authorization: str | None
                     "event": "auth_failed",
                     "reason": err.reason,
                     "ip": scope["state"].get("client_ip"),
-                    "method": scope["method"],
+                    "method": scope.get("method", "WEBSOCKET"),
                     "path": scope["path"][:200],
                     "request_id": scope["state"].get("request_id"),
                 }
@@ -1130,6 +1171,24 @@ def build_routes(app: FastAPI) -> None:
             ),
         )
 
+    @app.websocket("/v1/odds/stream")
+    async def odds_stream(websocket: WebSocket) -> None:
+        """Live odds; see `services/gateway/odds.py` for the protocol. The
+        token comes in the Authorization header or, for browsers, which
+        cannot set it on a WebSocket, as `?access_token=`."""
+        gateway: Gateway = websocket.app.state.gateway
+        authorization = websocket.headers.get("authorization")
+        if authorization is None and "access_token" in websocket.query_params:
+            authorization = f"Bearer {websocket.query_params['access_token']}"
+        try:
+            authenticate_scope(gateway, websocket.scope, authorization)
+        except p.ApiProblem:
+            await websocket.close(code=WS_POLICY_VIOLATION)
+            return
+        assert gateway.odds is not None
+        await websocket.accept()
+        await stream_odds(websocket, gateway.odds)
+
     # Operations.
 
     @app.get("/healthz", include_in_schema=False)
@@ -1177,6 +1236,51 @@ async def _history(gateway: Gateway, history_request: HistoryRequest) -> History
     if isinstance(reply, HistoryError):
         raise p.ApiProblem(p.rejection_status(reply.code), reply.code, reply.message)
     return reply
+
+
+async def stream_odds(websocket: WebSocket, hub: OddsHub) -> None:
+    watcher = Watcher()
+
+    async def read_commands() -> None:
+        while True:
+            parsed = parse_client_message(await websocket.receive_text())
+            if isinstance(parsed, str):
+                await websocket.send_json(
+                    {"type": "error", "code": p.VALIDATION_FAILED, "detail": parsed}
+                )
+                continue
+            action, markets = parsed
+            if action == "subscribe":
+                if len(watcher.markets | set(markets)) > MAX_MARKETS_PER_CONNECTION:
+                    await websocket.send_json(
+                        {
+                            "type": "error",
+                            "code": p.VALIDATION_FAILED,
+                            "detail": f"at most {MAX_MARKETS_PER_CONNECTION} markets",
+                        }
+                    )
+                    continue
+                for market_id in markets:
+                    await hub.watch(watcher, market_id)
+            else:
+                for market_id in markets:
+                    await hub.unwatch(watcher, market_id)
+            await websocket.send_json({"type": "subscribed", "markets": sorted(watcher.markets)})
+
+    async def push_odds() -> None:
+        while True:
+            await watcher.ready.wait()
+            for message in watcher.take():
+                await websocket.send_json(message)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(read_commands())
+            group.create_task(push_odds())
+    except* (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        await hub.unwatch_all(watcher)
 
 
 async def _probe_leaders(gateway: Gateway) -> tuple[bool, str]:
