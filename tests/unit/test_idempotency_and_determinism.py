@@ -12,6 +12,7 @@ import pytest
 from ledger_driver import DAY_MS, HOUR_MS, Ledger
 
 from ironbook.core import (
+    CASHIER,
     Accepted,
     AdjustBalance,
     AnyCommand,
@@ -20,6 +21,7 @@ from ironbook.core import (
     CreateMarket,
     Deposit,
     LedgerConfig,
+    LedgerCorrupted,
     OpenAccount,
     PlaceBet,
     Rejected,
@@ -49,7 +51,7 @@ from ironbook.core import (
     snapshot_bytes,
     state_hash,
 )
-from ironbook.core.events import Deposited, MarketResulted
+from ironbook.core.events import Deposited, MarketResulted, TransactionReply, Withdrawn
 
 
 def deposit(request_id: str, amount_minor: int = 100, account_id: str = "alice") -> Deposit:
@@ -447,3 +449,38 @@ def test_partition_of_is_stable_and_in_range() -> None:
     assert seen == set(range(8))
     with pytest.raises(ValueError):
         partition_of("alice", 0)
+
+
+# apply's guards: an event that breaks the books is a bug upstream, and says so.
+
+
+def test_apply_refuses_postings_that_do_not_balance() -> None:
+    ledger = Ledger()
+    ledger.open_account("alice")
+    forged = Deposited(
+        request_id="forged",
+        at_ms=0,
+        postings=(("alice", 100), (CASHIER, -99)),
+        account_id="alice",
+        amount_minor=100,
+        transaction_id="T0-99",
+        reply=TransactionReply(account_id="alice", balance_minor=100, transaction_id="T0-99"),
+    )
+    with pytest.raises(LedgerCorrupted, match="sum to 1"):
+        apply(ledger.state, forged)
+
+
+def test_apply_refuses_a_player_going_negative() -> None:
+    ledger = Ledger()
+    ledger.open_account("alice", 50)
+    forged = Withdrawn(
+        request_id="forged",
+        at_ms=0,
+        postings=(("alice", -100), (CASHIER, 100)),
+        account_id="alice",
+        amount_minor=100,
+        transaction_id="T0-99",
+        reply=TransactionReply(account_id="alice", balance_minor=-50, transaction_id="T0-99"),
+    )
+    with pytest.raises(LedgerCorrupted, match="negative"):
+        apply(ledger.state, forged)
