@@ -214,3 +214,35 @@ def test_an_undecodable_command_is_a_bad_request_and_logs_nothing() -> None:
     requests, service = run_virtual(main, max_virtual_ms=60_000)
     assert isinstance(requests[0].replies[0], BadRequestReply)
     assert service.entries == []
+
+
+def test_a_command_that_crashes_the_core_is_refused_and_the_leader_keeps_serving(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_decide = core.decide
+
+    def decide(state: core.LedgerState, command: core.AnyCommand, now_ms: int) -> core.Outcome:
+        if command.request_id == "poison":
+            raise ZeroDivisionError("core bug")
+        return real_decide(state, command, now_ms)
+
+    monkeypatch.setattr(core, "decide", decide)
+
+    async def main(loop: VirtualTimeLoop) -> tuple[list[Request], LogService]:
+        setup = Setup(loop)
+        poison = core.Deposit(request_id="poison", account_id="alice", amount_minor=1)
+        after = [
+            core.Deposit(request_id=f"after-{n}", account_id="alice", amount_minor=5)
+            for n in range(2)
+        ]
+        requests = setup.requests([*_deposits(2), poison, *after])
+        sequencer = setup.sequencer(Inbox(requests), SequencerConfig(max_batch_commands=2))
+        await race(sequencer.run(), _until_answered(requests))
+        return requests, setup.service
+
+    requests, service = run_virtual(main, max_virtual_ms=60_000)
+    poisoned = requests[2].replies[0]
+    assert isinstance(poisoned, BadRequestReply)
+    assert "internal error" in poisoned.message
+    assert all(isinstance(r.replies[0], OutcomeReply) for i, r in enumerate(requests) if i != 2)
+    assert len(service.entries) == 3

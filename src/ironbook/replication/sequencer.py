@@ -103,6 +103,7 @@ class Sequencer:
         self._stop_serving = asyncio.Event()
         self._undecided: list[InboundRequest] = []
         self.commands_decided = 0
+        self.commands_failed = 0
         self.batches_acked = 0
 
     @property
@@ -180,7 +181,16 @@ class Sequencer:
             except msgspec.MsgspecError as error:
                 bad.append((request, encode_reply(BadRequestReply(message=str(error)))))
                 continue
-            outcome = core.decide(self._state, command, now_ms)
+            try:
+                outcome = core.decide(self._state, command, now_ms)
+            except Exception as error:
+                # A bug in the core on one command (decide is pure, so the
+                # state is untouched) must not take the partition down with
+                # every leader that retries it.
+                self.commands_failed += 1
+                message = f"internal error: {type(error).__name__}: {error}"
+                bad.append((request, encode_reply(BadRequestReply(message=message))))
+                continue
             for event in outcome.events:
                 core.apply(self._state, event)
             events.extend(outcome.events)
