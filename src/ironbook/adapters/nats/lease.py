@@ -37,6 +37,7 @@ from nats.aio.client import Client as NatsClient
 from ironbook.adapters.nats.provision import (
     ERR_WRONG_LAST_SEQUENCE,
     ERR_WRONG_LAST_SEQUENCE_CONSTANT,
+    request,
     with_placement_retry,
 )
 from ironbook.replication.interfaces import LeaseUnavailable
@@ -141,8 +142,12 @@ class NatsLease:
     async def release(self, holder: str, revision: int) -> None:
         headers = {_EXPECTED_LAST_SUBJECT_SEQ: str(revision), _KV_OPERATION: "DEL"}
         try:
-            await self._nc.request(
-                self._subject, self._value(holder), timeout=self._timeout_s, headers=headers
+            await request(
+                self._nc,
+                self._subject,
+                self._value(holder),
+                timeout_s=self._timeout_s,
+                headers=headers,
             )
         except (nats.errors.Error, OSError) as err:
             log.info("lease %s: release at %d unconfirmed: %r", self.key, revision, err)
@@ -158,8 +163,12 @@ class NatsLease:
             _TTL: f"{self.ttl_ms}ms",
         }
         try:
-            reply = await self._nc.request(
-                self._subject, self._value(holder), timeout=self._timeout_s, headers=headers
+            reply = await request(
+                self._nc,
+                self._subject,
+                self._value(holder),
+                timeout_s=self._timeout_s,
+                headers=headers,
             )
             ack: dict[str, Any] = json.loads(reply.data)
         except (nats.errors.Error, OSError, ValueError) as err:
@@ -180,10 +189,13 @@ class NatsLease:
         Asked of the stream leader (`STREAM.MSG.GET`); a message at a given
         revision never changes, so the answer cannot be stale. None when that
         revision is gone (expired) or belongs to another key."""
-        request = json.dumps({"seq": revision}).encode()
+        msg_get = json.dumps({"seq": revision}).encode()
         try:
-            reply = await self._nc.request(
-                f"$JS.API.STREAM.MSG.GET.{self._stream}", request, timeout=self._timeout_s
+            reply = await request(
+                self._nc,
+                f"$JS.API.STREAM.MSG.GET.{self._stream}",
+                msg_get,
+                timeout_s=self._timeout_s,
             )
             answer: dict[str, Any] = json.loads(reply.data)
         except (nats.errors.Error, OSError, ValueError) as err:

@@ -28,6 +28,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from ironbook.adapters.nats.provision import (
     ERR_WRONG_LAST_SEQUENCE,
     ensure_stream,
+    request,
 )
 from ironbook.replication.interfaces import (
     AppendUnknown,
@@ -125,8 +126,8 @@ class NatsLog:
         assert expected_last_seq >= 0
         headers = {_EXPECTED_LAST_SEQ: str(expected_last_seq), _MSG_ID: batch_id}
         try:
-            reply = await self._nc.request(
-                self.subject, payload, timeout=self._append_timeout_s, headers=headers
+            reply = await request(
+                self._nc, self.subject, payload, timeout_s=self._append_timeout_s, headers=headers
             )
         except nats.errors.NoRespondersError as err:
             # Nobody took the message: it was not stored.
@@ -154,8 +155,8 @@ class NatsLog:
     async def last_seq(self) -> int:
         """From the stream leader, which answers `STREAM.INFO`."""
         try:
-            reply = await self._nc.request(
-                f"$JS.API.STREAM.INFO.{self.stream}", b"", timeout=self._api_timeout_s
+            reply = await request(
+                self._nc, f"$JS.API.STREAM.INFO.{self.stream}", b"", timeout_s=self._api_timeout_s
             )
         except (nats.errors.Error, OSError) as err:
             raise LogUnavailable(f"{self.stream}: stream info: {err!r}") from err

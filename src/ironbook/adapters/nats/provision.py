@@ -17,6 +17,7 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig, StreamInfo
 
@@ -79,6 +80,36 @@ async def close_nats(nc: NatsClient) -> None:
     (nats-py raises ConnectionResetError when it cannot flush on close)."""
     with contextlib.suppress(nats.errors.Error, OSError):
         await nc.close()
+
+
+NO_RESPONDERS_ATTEMPTS = 6
+_NO_RESPONDERS_BACKOFF_MS = 10
+
+
+async def request(
+    nc: NatsClient,
+    subject: str,
+    payload: bytes,
+    *,
+    timeout_s: float,
+    headers: dict[str, str] | None = None,
+) -> Msg:
+    """`nc.request`, retried (6 tries over ~0.3 s) on "no responders".
+
+    No responders means no server took the message, so a retry cannot
+    duplicate it. It happens for a moment after a stream is created or moves:
+    the server we are connected to does not know yet who serves the subject.
+    """
+    delay_ms = _NO_RESPONDERS_BACKOFF_MS
+    for attempt in range(1, NO_RESPONDERS_ATTEMPTS + 1):
+        try:
+            return await nc.request(subject, payload, timeout=timeout_s, headers=headers)
+        except nats.errors.NoRespondersError:
+            if attempt == NO_RESPONDERS_ATTEMPTS:
+                raise
+        await asyncio.sleep(delay_ms / 1000)
+        delay_ms *= 2
+    raise AssertionError("unreachable")
 
 
 def _retryable(err: Exception) -> bool:
