@@ -337,7 +337,11 @@ def main() -> int:
     lease = PortLease()
     port, flood_port = lease.take(2)
     report: dict[str, object] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "loadavg_1m_at_start": os.getloadavg()[0],
+        },
         "gateway_workers": args.workers,
         "connections": args.connections,
         "seconds": args.seconds,
@@ -353,11 +357,19 @@ def main() -> int:
         _wait_ready(url)
         secret = load_or_create_secret(GatewaySettings(data_dir=cluster.data_dir).secret_file)
         jobs = _setup(url, secret, args.accounts)
+        processes = _cluster_processes(cluster)
+        cpu_before = _cpu_seconds(processes)
         report.update(
             _throughput(
                 Target("127.0.0.1", port), jobs, args.connections, args.seconds, args.load_procs
             )
         )
+        cpu_after = _cpu_seconds(processes)
+        bets = float(report["bets_per_s"]) * args.seconds  # type: ignore[arg-type]
+        report["cpu_ms_per_bet"] = {
+            role: round((cpu_after[role] - cpu_before[role]) * 1000 / max(1.0, bets), 3)
+            for role in cpu_before
+        }
         # The flood runs against workers with production-like limits, in place
         # of the throughput workers (which had none, so as to measure capacity).
         for name, process in cluster.gateways.items():
@@ -394,6 +406,37 @@ def main() -> int:
         )
         print(json.dumps(report["flood"], indent=2))
     return 0
+
+
+def _cluster_processes(cluster: LocalCluster) -> dict[str, list[int]]:
+    """PIDs by role, for CPU accounting."""
+    roles: dict[str, list[int]] = {"nats": [], "replicas": [], "gateway": []}
+    for node in cluster.nats.nodes.values():
+        if node.process.pid is not None:
+            roles["nats"].append(node.process.pid)
+    for process in cluster.replicas.values():
+        if process.pid is not None:
+            roles["replicas"].append(process.pid)
+    for name, process in cluster.gateways.items():
+        if process.pid is not None and name.startswith("gw-"):
+            roles["gateway"].append(process.pid)
+    return roles
+
+
+def _cpu_seconds(roles: dict[str, list[int]]) -> dict[str, float]:
+    """User + system CPU seconds used so far, summed per role (Linux /proc)."""
+    ticks_per_s = os.sysconf("SC_CLK_TCK")
+    totals: dict[str, float] = {}
+    for role, pids in roles.items():
+        total = 0.0
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / ticks_per_s
+        totals[role] = total
+    return totals
 
 
 def _gateway_worker(

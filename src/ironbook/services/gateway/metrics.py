@@ -27,6 +27,8 @@ from starlette.types import Scope
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 ROUTE_SCOPE_KEY = "ironbook.route"
 """Set by a handler that answers ahead of the router (the edge's fast path)."""
+_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
+_MAX_LABEL_SETS = 1_000
 _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 
@@ -66,6 +68,10 @@ class GatewayMetrics:
             registry=registry,
         )
         self._routes: dict[Any, str] = {}
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        """(method, route, status) -> labelled (counter, histogram): `labels()`
+        costs more than the observation itself. Bounded: routes are templates
+        and statuses few."""
 
     def learn_routes(self, app: Any) -> None:
         """Label requests by route template (`/v1/bets/{bet_id}`), never by raw
@@ -81,8 +87,19 @@ class GatewayMetrics:
         return self._routes.get(scope.get("endpoint"), "unmatched")
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method=method, route=route, status=str(status)).inc()
-        self.latency.labels(route=route).observe(seconds)
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            if method not in _METHODS:
+                method = "OTHER"
+            children = (
+                self.requests.labels(method=method, route=route, status=str(status)),
+                self.latency.labels(route=route),
+            )
+            if len(self._children) < _MAX_LABEL_SETS:
+                self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def exposition(self) -> tuple[bytes, str]:
         if os.environ.get(MULTIPROC_ENV):
