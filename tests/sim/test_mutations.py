@@ -34,3 +34,13 @@ def test_unmutated_runs_of_the_same_seeds_pass() -> None:
     # The mutation seeds above fail because of the mutation, not the seeds.
     for seed in range(0, MUTATION_SEEDS, 10):
         assert run_seed(seed).ok
+
+
+def test_the_chain_check_is_load_bearing() -> None:
+    # Seeds where a deposed leader's pipelined batch landed (and was voided).
+    # With predecessors forged, replay applies those batches, and the checker
+    # must see the damage: the expected-sequence check alone is not a fence.
+    void_seeds = [seed for seed in range(200) if run_seed(seed).void_entries]
+    assert void_seeds, "no seed in 0..199 produced a void entry"
+    mutated = [run_seed(seed, SimOptions(mutation="skip_chain_check")) for seed in void_seeds]
+    assert any(not result.ok for result in mutated), f"chain check never mattered: {void_seeds}"

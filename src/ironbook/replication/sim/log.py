@@ -30,11 +30,13 @@ class LogService:
         now_ms: Callable[[], int],
         dedupe_window_ms: int,
         enforce_expected_seq: bool = True,
+        forge_predecessor: bool = False,
     ) -> None:
         self._loop = loop
         self._now_ms = now_ms
         self._dedupe_window_ms = dedupe_window_ms
         self._enforce_expected_seq = enforce_expected_seq
+        self._forge_predecessor = forge_predecessor
         self.entries: list[LogEntry] = []
         self._seen: dict[str, tuple[int, int]] = {}
         """batch id -> (sequence, appended at ms)."""
@@ -61,9 +63,9 @@ class LogService:
             if self.trace is not None:
                 self.trace(f"log: {writer} {batch_id} expected {expected_last_seq}: fenced")
             raise Fenced(f"wrong last sequence: {last_seq} (expected {expected_last_seq})")
-        if not self._enforce_expected_seq:
-            # The `skip_fencing` mutation: no fence at all, so also forge the
-            # predecessor the batch names, defeating the replay-time check.
+        if self._forge_predecessor:
+            # Mutations only: every batch claims the entry before it as its
+            # predecessor, which turns the replay-time chain check off.
             record = decode_batch(payload)
             actual_prev = self.entries[-1].batch_id if self.entries else ""
             payload = encode_batch_record(BatchRecord(actual_prev, record.events))

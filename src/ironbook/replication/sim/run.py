@@ -35,10 +35,13 @@ from ironbook.replication.sim.snapshots import SimSnapshotStore, SnapshotService
 from ironbook.replication.sim.transport import RequestBus, SimRequestClient, SimRequestServer
 from ironbook.replication.sim.workload import make_workload
 
-Mutation = Literal["none", "reply_before_ack", "skip_fencing"]
+Mutation = Literal["none", "reply_before_ack", "skip_fencing", "skip_chain_check"]
 """Deliberate protocol bugs the checker must catch (tests only):
 `reply_before_ack` answers clients before their batch is durable;
-`skip_fencing` makes the log ignore the expected last sequence."""
+`skip_fencing` turns both fences off (the log ignores the expected last
+sequence, and every batch's predecessor is forged so replay voids nothing);
+`skip_chain_check` keeps the log's expected-sequence check but forges the
+predecessors (replay voids nothing)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +154,7 @@ class _World:
             now_ms=loop.now_ms,
             dedupe_window_ms=timing.dedupe_window_ms,
             enforce_expected_seq=options.mutation != "skip_fencing",
+            forge_predecessor=options.mutation in ("skip_fencing", "skip_chain_check"),
         )
         self._log.on_append = self._after_append
         self._timeline: list[str] = []
