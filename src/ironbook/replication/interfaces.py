@@ -97,7 +97,8 @@ class Lease(Protocol):
 
     The revision strictly increases every time the lease changes hands, so it
     is usable as a term number. Leases give liveness only: safety comes from
-    the log's expected-sequence check. Methods raise `LeaseUnavailable` when
+    fencing (the log's expected-sequence check, and the batch chain replay
+    enforces, see `replication.batch`). Methods raise `LeaseUnavailable` when
     the lease store cannot be reached.
     """
 

@@ -36,7 +36,10 @@ class LeaseService:
         return self.revision
 
     def renew(self, holder: str, revision: int) -> int | None:
-        if not self._held() or self.holder != holder or self.revision != revision:
+        # A revision older than the current one is still ours if we hold the
+        # lease: a renewal whose acknowledgement was lost landed (as the NATS
+        # adapter recognises by reading the newest message back).
+        if not self._held() or self.holder != holder or revision > self.revision:
             return None
         self.revision += 1
         self._expires_ms = self._now_ms() + self._ttl_ms
