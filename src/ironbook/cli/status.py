@@ -75,7 +75,7 @@ def _command(args: argparse.Namespace) -> int:
             if jsz_status == 200 and isinstance(jsz, dict):
                 meta_leader = (jsz.get("meta_cluster") or {}).get("leader") or meta_leader
             state = "healthy" if health == 200 else "unhealthy"
-            print(f"  {name}  {url:<24} pid {varz.get('pid')}  {state}")
+            print(f"  {name}  {url:<24} up {varz.get('uptime')}  {state}")
             healthy &= health == 200
         else:
             print(f"  {name}  {url:<24} DOWN")
