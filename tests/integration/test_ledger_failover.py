@@ -10,25 +10,19 @@ the same state hash.
 from __future__ import annotations
 
 import asyncio
-import random
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from ironbook import core
 from ironbook.adapters.nats.log import stream_name
 from ironbook.adapters.nats.provision import connect_nats
-from ironbook.client import ClientConfig, GaveUp, LedgerClient
-from ironbook.replication.checker import Checker, Observation
+from ironbook.chaos.check import check_history
+from ironbook.chaos.workload import Workload
+from ironbook.client import ClientConfig, LedgerClient
+from ironbook.replication.checker import Checker
 from ironbook.services.inspect import converged_hashes, read_whole_log
 from ironbook.services.local_cluster import LocalCluster, wait_for_leaders
-
-ACCOUNTS = [f"punter-{i}" for i in range(40)]
-HOT_ACCOUNTS = ACCOUNTS[:3]
-MARKET = "race-1"
 
 
 @pytest.fixture
@@ -40,74 +34,6 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
         yield local
     finally:
         local.stop()
-
-
-@dataclass
-class Workload:
-    """Concurrent clients placing bets, depositing and withdrawing, with a
-    few hot accounts to force contention; every outcome is recorded."""
-
-    client: LedgerClient
-    observations: list[Observation] = field(default_factory=list)
-    gave_up: list[str] = field(default_factory=list)
-    accepted: int = 0
-
-    async def setup(self) -> None:
-        await self._must(
-            core.CreateMarket(
-                request_id="setup-market",
-                market_id=MARKET,
-                event_id="test-meeting",
-                name="Test Stakes",
-                selections=tuple(
-                    core.SelectionSpec(selection_id=f"s{i}", name=f"Horse {i}", odds=250 + 50 * i)
-                    for i in range(6)
-                ),
-            )
-        )
-        for account in ACCOUNTS:
-            await self._must(core.OpenAccount(request_id=f"open-{account}", account_id=account))
-            await self._must(
-                core.Deposit(request_id=f"seed-{account}", account_id=account, amount_minor=5_000)
-            )
-
-    async def _must(self, command: core.AnyCommand) -> None:
-        outcome = await self.client.submit(command)
-        assert isinstance(outcome, core.Accepted), outcome
-        self.observations.append(Observation(command.request_id, outcome, "setup"))
-
-    async def run(self, seconds: float, clients: int = 24) -> None:
-        deadline = time.monotonic() + seconds
-        await asyncio.gather(*(self._client_loop(n, deadline) for n in range(clients)))
-
-    async def _client_loop(self, n: int, deadline: float) -> None:
-        rng = random.Random(n)
-        count = 0
-        while time.monotonic() < deadline:
-            count += 1
-            account = rng.choice(HOT_ACCOUNTS if rng.random() < 0.4 else ACCOUNTS)
-            request_id = f"c{n}-{count}"
-            roll = rng.random()
-            command: core.AnyCommand
-            if roll < 0.75:
-                selection = rng.randrange(6)
-                command = core.PlaceBet(
-                    request_id=request_id,
-                    account_id=account,
-                    stake_minor=rng.choice((50, 100, 500, 2_000)),
-                    legs=(core.BetLeg(MARKET, f"s{selection}", 250 + 50 * selection),),
-                )
-            elif roll < 0.9:
-                command = core.Deposit(request_id=request_id, account_id=account, amount_minor=700)
-            else:
-                command = core.Withdraw(request_id=request_id, account_id=account, amount_minor=900)
-            try:
-                outcome = await self.client.submit(command)
-            except GaveUp:
-                self.gave_up.append(request_id)
-                continue
-            self.accepted += isinstance(outcome, core.Accepted)
-            self.observations.append(Observation(request_id, outcome, f"client-{n}"))
 
 
 async def _connect(cluster: LocalCluster) -> LedgerClient:
@@ -128,6 +54,8 @@ async def _verify(cluster: LocalCluster, workload: Workload) -> None:
         await nc.close()
     violations = Checker().check(entries, workload.observations, hashes)
     assert violations == [], "\n".join(map(str, violations))
+    report = check_history(workload.recorder.operations, entries, hashes)
+    assert report.verdict == "pass", report.violations
     assert len(set(hashes.values())) == 1
     assert workload.gave_up == [], f"clients saw errors: {workload.gave_up[:5]}"
     assert workload.accepted > 0

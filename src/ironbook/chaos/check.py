@@ -1,0 +1,428 @@
+"""Judge a run's history against its log and its replicas.
+
+Extends `replication.checker.Checker` (log shape, replay, outcomes matching
+the log, replica hashes) with the client's view of the run:
+
+- every `ok` operation is in the log exactly once; every `fail` left no
+  effect; every `info` is there at most once (counted: applied or absent);
+- no request id has events in two log entries (`duplicated`);
+- money is conserved at every log position: all balances sum to 0 and
+  deposits - withdrawals = players + stakes held + house;
+- no player balance is negative at any log position;
+- every replica's state hash equals the hash of replaying the log;
+- a balance a client read equals the account's balance at some log position
+  no older than the newest one that client had already seen (its own
+  completed operations and earlier reads), and no newer than the operations
+  invoked before the read returned.
+
+A violation names the operations (request id, client, times) and the log
+positions involved.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import msgspec
+
+from ironbook import core
+from ironbook.chaos.history import Operation
+from ironbook.core.events import Deposited, Withdrawn
+from ironbook.replication.batch import ReplayState
+from ironbook.replication.checker import Checker, Observation
+from ironbook.replication.interfaces import LogEntry
+
+Verdict = Literal["pass", "fail"]
+
+MAX_VIOLATIONS_PER_KIND = 10
+_EVENT_BITS = 24
+# A point is one event's place in the log: (seq << _EVENT_BITS) | event index.
+# A read is decided between two commands of one batch, so it may see a state
+# that exists only between two events of one entry.
+
+
+def _point(seq: int, event_index: int) -> int:
+    return (seq << _EVENT_BITS) | event_index
+
+
+def _seq_of(point: int) -> int:
+    return point >> _EVENT_BITS
+
+
+def _entry_end(seq: int) -> int:
+    return _point(seq + 1, 0) - 1
+
+
+# Covered here with log positions; the base checker's versions are dropped.
+_BASE_KINDS_REPLACED = frozenset({"lost_ack", "applied_twice"})
+
+
+class Violation(msgspec.Struct, frozen=True):
+    kind: str
+    """lost, duplicated, rejection_applied, conservation, negative_balance,
+    replicas_disagree, stale_read, or a base checker kind (outcome_mismatch,
+    inconsistent_replies, divergence, invariant, log_shape, replay_failed)."""
+    detail: str
+    request_ids: list[str] = msgspec.field(default_factory=list)
+    seqs: list[int] = msgspec.field(default_factory=list)
+    """Log positions (stream sequences) involved."""
+
+
+class CheckReport(msgspec.Struct):
+    verdict: Verdict
+    ops: int
+    ok: int
+    fail: int
+    info: int
+    reads: int
+    info_applied: int
+    """`info` operations the log shows applied (or logged as rejected)."""
+    info_absent: int
+    """`info` operations the log does not have: they never happened."""
+    lost: int
+    duplicated: int
+    conserved: bool
+    no_negative_balance: bool
+    replicas_agree: bool
+    reads_consistent: bool
+    log_entries: int
+    void_entries: int
+    replica_hashes: dict[str, str]
+    log_hash: str | None
+    violations: list[Violation]
+    violation_counts: dict[str, int]
+
+
+@dataclass(slots=True)
+class _Record:
+    seqs: list[int] = field(default_factory=list)
+    events: list[core.AnyEvent] = field(default_factory=list)
+    last_point: int = 0
+
+    @property
+    def rejected_only(self) -> bool:
+        return all(isinstance(e, core.CommandRejected) for e in self.events)
+
+
+@dataclass(slots=True)
+class _Replay:
+    records: dict[str, _Record] = field(default_factory=dict)
+    balances: dict[str, tuple[list[int], list[int]]] = field(default_factory=dict)
+    """account -> (points, balance after that event), for every event that moved it."""
+    final_hash: str | None = None
+    void_entries: int = 0
+
+
+class _Violations:
+    def __init__(self) -> None:
+        self.found: list[Violation] = []
+        self.counts: dict[str, int] = defaultdict(int)
+
+    def add(self, violation: Violation) -> None:
+        self.counts[violation.kind] += 1
+        if self.counts[violation.kind] <= MAX_VIOLATIONS_PER_KIND:
+            self.found.append(violation)
+
+
+def _describe(op: Operation) -> str:
+    return (
+        f"{op.request_id} ({op.kind} by {op.client}, {op.outcome}, "
+        f"invoked {op.invoke_wall_ms} ms, completed {op.complete_wall_ms} ms)"
+    )
+
+
+def check_history(
+    operations: Sequence[Operation],
+    entries: Sequence[LogEntry],
+    replica_hashes: Mapping[str, str],
+    *,
+    expected_replicas: Sequence[str] = (),
+    ledger_config: core.LedgerConfig | None = None,
+) -> CheckReport:
+    """The verdict on one run. `expected_replicas` names replicas that must
+    have reported a hash (a missing one means they do not agree)."""
+    violations = _Violations()
+    base = Checker(ledger_config, max_violations=10_000).check(
+        entries, _observations(operations), replica_hashes
+    )
+    for found in base:
+        if found.kind not in _BASE_KINDS_REPLACED:
+            violations.add(Violation(found.kind, found.detail))
+    replay = _replay(entries, ledger_config, violations)
+    lost, duplicated, info_applied, info_absent = _check_operations(operations, replay, violations)
+    replicas_agree = _check_replicas(replica_hashes, expected_replicas, replay, violations)
+    _check_reads(operations, replay, violations)
+    counts = dict(violations.counts)
+    commands = [op for op in operations if not op.is_query]
+    return CheckReport(
+        verdict="pass" if not counts else "fail",
+        ops=len(operations),
+        ok=sum(op.outcome == "ok" for op in commands),
+        fail=sum(op.outcome == "fail" for op in commands),
+        info=sum(op.outcome == "info" for op in commands),
+        reads=sum(op.is_query for op in operations),
+        info_applied=info_applied,
+        info_absent=info_absent,
+        lost=lost,
+        duplicated=duplicated,
+        conserved=not (counts.get("conservation") or counts.get("invariant")),
+        no_negative_balance="negative_balance" not in counts,
+        replicas_agree=replicas_agree,
+        reads_consistent="stale_read" not in counts,
+        log_entries=len(entries),
+        void_entries=replay.void_entries,
+        replica_hashes=dict(replica_hashes),
+        log_hash=replay.final_hash,
+        violations=violations.found,
+        violation_counts=counts,
+    )
+
+
+def _observations(operations: Sequence[Operation]) -> list[Observation]:
+    observations = []
+    for op in operations:
+        outcome = op.core_outcome()
+        if outcome is not None and not op.is_query:
+            observations.append(Observation(op.request_id, outcome, op.client))
+    return observations
+
+
+def _replay(
+    entries: Sequence[LogEntry],
+    ledger_config: core.LedgerConfig | None,
+    violations: _Violations,
+) -> _Replay:
+    result = _Replay()
+    replay = ReplayState.empty(ledger_config)
+    accounts = replay.state.accounts
+    deposited_minor = 0
+    withdrawn_minor = 0
+    conserved = True
+    running: dict[str, int] = {}
+    for entry in entries:
+        if entry.seq != replay.applied_seq + 1:
+            return result  # the base checker reports the log's shape
+        try:
+            events = replay.apply(entry)
+        except Exception:  # reported by the base checker as replay_failed
+            return result
+        if events is None:
+            result.void_entries += 1
+            continue
+        touched: set[str] = set()
+        for index, event in enumerate(events):
+            record = result.records.setdefault(event.request_id, _Record())
+            if not record.seqs or record.seqs[-1] != entry.seq:
+                record.seqs.append(entry.seq)
+            record.events.append(event)
+            record.last_point = _point(entry.seq, index)
+            for account_id, amount_minor in event.postings:
+                running[account_id] = running.get(account_id, 0) + amount_minor
+                points, balances = result.balances.setdefault(account_id, ([], []))
+                points.append(record.last_point)
+                balances.append(running[account_id])
+            if isinstance(event, Deposited):
+                deposited_minor += event.amount_minor
+            elif isinstance(event, Withdrawn):
+                withdrawn_minor += event.amount_minor
+            touched.update(account for account, _ in event.postings)
+        for account_id in touched:
+            account = accounts[account_id]
+            if account.kind == "player" and account.balance_minor < 0:
+                violations.add(
+                    Violation(
+                        "negative_balance",
+                        f"{account_id} balance {account.balance_minor} after seq {entry.seq}",
+                        [e.request_id for e in events],
+                        [entry.seq],
+                    )
+                )
+        if conserved:
+            conserved = _conserved(
+                replay.state, deposited_minor - withdrawn_minor, entry.seq, violations
+            )
+    result.final_hash = core.state_hash(replay.state)
+    return result
+
+
+def _conserved(
+    state: core.LedgerState, net_deposits_minor: int, seq: int, violations: _Violations
+) -> bool:
+    total_minor = 0
+    players_minor = 0
+    for account in state.accounts.values():
+        total_minor += account.balance_minor
+        if account.kind == "player":
+            players_minor += account.balance_minor
+    held_minor = state.accounts[core.STAKES_HELD].balance_minor
+    house_minor = state.accounts[core.HOUSE].balance_minor
+    inside_minor = players_minor + held_minor + house_minor
+    if total_minor == 0 and inside_minor == net_deposits_minor:
+        return True
+    violations.add(
+        Violation(
+            "conservation",
+            f"after seq {seq}: balances sum to {total_minor}; deposits - withdrawals = "
+            f"{net_deposits_minor} but players {players_minor} + stakes held {held_minor} "
+            f"+ house {house_minor} = {inside_minor}",
+            seqs=[seq],
+        )
+    )
+    return False
+
+
+def _check_operations(
+    operations: Sequence[Operation], replay: _Replay, violations: _Violations
+) -> tuple[int, int, int, int]:
+    """(lost, duplicated, info applied, info absent)."""
+    lost = 0
+    info_applied = 0
+    info_absent = 0
+    by_request: dict[str, list[Operation]] = defaultdict(list)
+    for op in operations:
+        if not op.is_query:
+            by_request[op.request_id].append(op)
+    for request_id, ops in by_request.items():
+        record = replay.records.get(request_id)
+        outcomes = {op.outcome for op in ops}
+        if "ok" in outcomes:
+            if record is None or record.rejected_only:
+                lost += 1
+                heard = [op for op in ops if op.outcome == "ok"]
+                violations.add(
+                    Violation(
+                        "lost",
+                        f"{_describe(heard[0])} was acknowledged but the log "
+                        + ("has nothing" if record is None else "has only a rejection")
+                        + (f" (seqs {record.seqs})" if record else ""),
+                        [request_id],
+                        record.seqs if record else [],
+                    )
+                )
+        elif "fail" in outcomes:
+            if record is not None and not record.rejected_only:
+                violations.add(
+                    Violation(
+                        "rejection_applied",
+                        f"{_describe(ops[0])} was refused but the log applied "
+                        f"{[type(e).__name__ for e in record.events]}",
+                        [request_id],
+                        record.seqs,
+                    )
+                )
+        elif record is None:
+            info_absent += 1
+        else:
+            info_applied += 1
+    duplicated = 0
+    for request_id, record in replay.records.items():
+        if len(record.seqs) > 1:
+            duplicated += 1
+            violations.add(
+                Violation(
+                    "duplicated",
+                    f"{request_id} has events in log entries {record.seqs}",
+                    [request_id],
+                    record.seqs,
+                )
+            )
+    return lost, duplicated, info_applied, info_absent
+
+
+def _check_replicas(
+    replica_hashes: Mapping[str, str],
+    expected_replicas: Sequence[str],
+    replay: _Replay,
+    violations: _Violations,
+) -> bool:
+    agree = True
+    missing = sorted(set(expected_replicas) - set(replica_hashes))
+    if missing:
+        agree = False
+        violations.add(
+            Violation("replicas_disagree", f"replicas {missing} reported no converged state hash")
+        )
+    if len(set(replica_hashes.values())) > 1 or (
+        replay.final_hash is not None
+        and any(h != replay.final_hash for h in replica_hashes.values())
+    ):
+        agree = False
+        shown = {node: h[:12] for node, h in sorted(replica_hashes.items())}
+        log_hash = (replay.final_hash or "?")[:12]
+        violations.add(
+            Violation("replicas_disagree", f"state hashes {shown}, log replay {log_hash}")
+        )
+    return agree
+
+
+def _check_reads(operations: Sequence[Operation], replay: _Replay, violations: _Violations) -> None:
+    position: dict[str, int] = {
+        request_id: record.last_point for request_id, record in replay.records.items()
+    }
+    # Upper bound of a read: the newest log position of any operation invoked
+    # before the read returned.
+    invoked = sorted(
+        (op.invoke_ns, _entry_end(_seq_of(position[op.request_id])))
+        for op in operations
+        if not op.is_query and op.request_id in position
+    )
+    invoke_times = [t for t, _ in invoked]
+    newest_by_then: list[int] = []
+    newest = 0
+    for _, seq in invoked:
+        newest = max(newest, seq)
+        newest_by_then.append(newest)
+    by_client: dict[str, list[Operation]] = defaultdict(list)
+    for op in operations:
+        by_client[op.client].append(op)
+    for ops in by_client.values():
+        ops.sort(key=lambda op: op.invoke_ns)
+        seen = 0
+        for op in ops:
+            if not op.is_query:
+                if op.outcome != "info" and op.request_id in position:
+                    seen = max(seen, position[op.request_id])
+                continue
+            if op.outcome != "ok" or op.balance_minor is None:
+                continue
+            index = bisect.bisect_left(invoke_times, op.complete_ns)
+            upper = newest_by_then[index - 1] if index else 0
+            found = _position_with_balance(
+                replay.balances.get(op.account_id, ([], [])), op.balance_minor, seen, upper
+            )
+            if found is None:
+                violations.add(
+                    Violation(
+                        "stale_read",
+                        f"{_describe(op)} read {op.account_id} = {op.balance_minor}, a balance "
+                        f"the account never had between seq {_seq_of(seen)} (already seen by "
+                        f"{op.client}) and seq {_seq_of(upper)}",
+                        [op.request_id],
+                        [_seq_of(seen), _seq_of(upper)],
+                    )
+                )
+            else:
+                seen = max(seen, found)
+
+
+def _position_with_balance(
+    history: tuple[list[int], list[int]], balance_minor: int, lower: int, upper: int
+) -> int | None:
+    """The first point in [lower, max(lower, upper)] at which the account's
+    balance is `balance_minor`, or None."""
+    seqs, balances = history
+    upper = max(lower, upper)
+    start = bisect.bisect_right(seqs, lower) - 1
+    current = balances[start] if start >= 0 else 0
+    if current == balance_minor:
+        return lower
+    for index in range(start + 1, len(seqs)):
+        if seqs[index] > upper:
+            break
+        if balances[index] == balance_minor:
+            return seqs[index]
+    return None

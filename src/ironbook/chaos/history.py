@@ -1,0 +1,157 @@
+"""The history of a run: every client operation, as JSON lines.
+
+One line per operation, written when it completes:
+
+    {"client": "c3", "request_id": "c3-17", "kind": "place_bet", "account_id": "punter-4",
+     "invoke_ns": ..., "complete_ns": ..., "invoke_wall_ms": ..., "complete_wall_ms": ...,
+     "outcome": "ok", "reply_hex": "...", "balance_minor": null, "error": ""}
+
+`outcome` is `ok` (accepted), `fail` (a definite rejection, which changed
+nothing) or `info` (unknown: the client gave up, so the command may or may
+not have been applied). Monotonic times (`*_ns`) order operations within one
+run; wall times place them on a chart. `reply_hex` is the reply the client
+heard (`core.encode_outcome`), so the checker can compare it with the log.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Literal
+
+import msgspec
+
+from ironbook import core
+
+OutcomeKind = Literal["ok", "fail", "info"]
+
+
+class Operation(msgspec.Struct, frozen=True, omit_defaults=True):
+    client: str
+    request_id: str
+    kind: str
+    """The command's tag without its version: place_bet, deposit, get_account..."""
+    invoke_ns: int
+    complete_ns: int
+    invoke_wall_ms: int
+    complete_wall_ms: int
+    outcome: OutcomeKind
+    account_id: str = ""
+    reply_hex: str = ""
+    error: str = ""
+    """Why an `info` operation has no outcome."""
+    balance_minor: int | None = None
+    """For a read (`get_account`): the balance it returned."""
+
+    @property
+    def is_query(self) -> bool:
+        return self.kind in QUERY_KINDS
+
+    def core_outcome(self) -> core.Outcome | None:
+        if not self.reply_hex:
+            return None
+        return core.decode_outcome(bytes.fromhex(self.reply_hex))
+
+
+QUERY_KINDS = frozenset(
+    {"get_account", "list_account_bets", "get_bet", "get_market", "list_markets"}
+)
+
+
+def command_kind(command: core.AnyCommand | core.AnyQuery) -> str:
+    tag = type(command).__struct_config__.tag
+    return str(tag).split("/", 1)[0]
+
+
+class Invocation:
+    """An operation in flight: `complete` or `give_up` it exactly once."""
+
+    __slots__ = ("_command", "_invoke_ns", "_invoke_wall_ms", "_recorder", "client")
+
+    def __init__(
+        self, recorder: HistoryRecorder, client: str, command: core.AnyCommand | core.AnyQuery
+    ) -> None:
+        self._recorder = recorder
+        self._command = command
+        self.client = client
+        self._invoke_ns = time.monotonic_ns()
+        self._invoke_wall_ms = time.time_ns() // 1_000_000
+
+    def _finish(
+        self, outcome: OutcomeKind, reply_hex: str, error: str, balance: int | None
+    ) -> Operation:
+        command = self._command
+        operation = Operation(
+            client=self.client,
+            request_id=command.request_id,
+            kind=command_kind(command),
+            invoke_ns=self._invoke_ns,
+            complete_ns=time.monotonic_ns(),
+            invoke_wall_ms=self._invoke_wall_ms,
+            complete_wall_ms=time.time_ns() // 1_000_000,
+            outcome=outcome,
+            account_id=str(getattr(command, "account_id", "")),
+            reply_hex=reply_hex,
+            error=error,
+            balance_minor=balance,
+        )
+        self._recorder.append(operation)
+        return operation
+
+    def complete(self, outcome: core.Outcome) -> Operation:
+        balance = None
+        if isinstance(outcome, core.Accepted) and isinstance(self._command, core.GetAccount):
+            balance = getattr(outcome.result, "balance_minor", None)
+        kind: OutcomeKind = "ok" if isinstance(outcome, core.Accepted) else "fail"
+        return self._finish(kind, core.encode_outcome(outcome).hex(), "", balance)
+
+    def give_up(self, error: str) -> Operation:
+        return self._finish("info", "", error, None)
+
+
+class HistoryRecorder:
+    """Operations in completion order, in memory and (if given a path)
+    appended to a JSON-lines file as they complete."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self.operations: list[Operation] = []
+        self._file: IO[bytes] | None = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = path.open("ab")
+        self._encoder = msgspec.json.Encoder()
+
+    def invoke(self, client: str, command: core.AnyCommand | core.AnyQuery) -> Invocation:
+        return Invocation(self, client, command)
+
+    def append(self, operation: Operation) -> None:
+        self.operations.append(operation)
+        if self._file is not None:
+            self._file.write(self._encoder.encode(operation) + b"\n")
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def read_history(path: Path) -> list[Operation]:
+    return list(iter_history(path))
+
+
+def iter_history(path: Path) -> Iterator[Operation]:
+    decoder = msgspec.json.Decoder(Operation)
+    with path.open("rb") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield decoder.decode(line)
+            except msgspec.DecodeError as error:
+                raise ValueError(f"{path}:{number}: not a history operation: {error}") from error
