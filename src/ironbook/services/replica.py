@@ -32,6 +32,7 @@ from ironbook.adapters.nats.provision import connect_nats
 from ironbook.adapters.nats.snapshots import NatsSnapshotStore
 from ironbook.adapters.nats.transport import NatsRequestServer
 from ironbook.replication.replica import Replica, ReplicaConfig
+from ironbook.replication.sequencer import SequencerConfig
 from ironbook.services.status import (
     HEARTBEAT_INTERVAL_MS,
     ReplicaHeartbeat,
@@ -47,6 +48,7 @@ log = logging.getLogger("ironbook.replica")
 LEASE_TTL_MS = 1_000
 LEASE_RENEW_INTERVAL_MS = 300
 ROLE_SAMPLE_MS = 100
+TEST_MUTATION_ENV = "IRONBOOK_TEST_MUTATION"
 
 
 def lease_key(partition: int) -> str:
@@ -76,6 +78,7 @@ async def serve(
                 lease_ttl_ms=LEASE_TTL_MS,
                 lease_renew_interval_ms=LEASE_RENEW_INTERVAL_MS,
                 ledger=core.LedgerConfig(partition=partition),
+                sequencer=_sequencer_config(),
             ),
         )
         log.info("replica %s of partition %d started (pid %d)", node_id, partition, os.getpid())
@@ -95,6 +98,18 @@ async def serve(
         with contextlib.suppress(Exception):
             await nc.drain()
     log.info("replica %s stopped", node_id)
+
+
+def _sequencer_config() -> SequencerConfig:
+    """TEST-ONLY: `IRONBOOK_TEST_MUTATION=reply_before_ack` makes the leader
+    answer before its batch is durable, so chaos tests can show the checker
+    catching lost acknowledged writes. Never set it anywhere else."""
+    mutation = os.environ.get(TEST_MUTATION_ENV, "")
+    if mutation and mutation != "reply_before_ack":
+        raise SystemExit(f"unknown {TEST_MUTATION_ENV}={mutation!r}")
+    if mutation:
+        log.warning("TEST-ONLY mutation %s: acknowledged writes may be lost", mutation)
+    return SequencerConfig(reply_before_ack=mutation == "reply_before_ack")
 
 
 async def _heartbeat(nc: NatsClient, replica: Replica, partition: int, clock: SystemClock) -> None:

@@ -1,0 +1,215 @@
+"""One chaos run: a real local cluster, the workload, a seeded fault schedule,
+a full heal, and the checker's verdict.
+
+    report = await run_chaos(ChaosOptions(duration_s=120, seed=1, data_dir=path))
+
+The schedule injects every requested fault kind once (in a seeded order),
+then seeded picks until the duration is used up, with a quiet gap before
+each fault and every fault healed before the next. At the end the workload
+stops, everything is restarted and healed, the replicas converge, and the
+whole log is judged against the recorded history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from ironbook.adapters.nats.provision import connect_nats
+from ironbook.chaos.check import CheckReport, check_history
+from ironbook.chaos.faults import ALL_FAULTS, FaultInjector, FaultKind, FaultRecord
+from ironbook.chaos.history import HistoryRecorder, Operation
+from ironbook.chaos.workload import Workload, WorkloadConfig
+from ironbook.client import ClientConfig, LedgerClient
+from ironbook.services.inspect import converged_hashes, read_whole_log
+from ironbook.services.local_cluster import LocalCluster
+
+HISTORY_FILE = "history.jsonl"
+REPORT_FILE = "chaos-report.json"
+MUTATION_ENV = "IRONBOOK_TEST_MUTATION"
+"""Read by `services.replica`: a TEST-ONLY protocol bug for the checker to catch."""
+
+FAULT_BUDGET_S = 15.0
+"""Time one fault needs from injection to healed; none starts with less left."""
+CONVERGE_TIMEOUT_MS = 180_000
+
+
+@dataclass(frozen=True, slots=True)
+class ChaosOptions:
+    data_dir: Path
+    duration_s: float = 60.0
+    seed: int = 1
+    faults: Sequence[FaultKind] = ALL_FAULTS
+    clients: int = 16
+    quiet_s: tuple[float, float] = (2.0, 4.0)
+    """A seeded pause, between these bounds, before each fault."""
+    client_deadline_ms: int = 30_000
+    """How long a client retries one command before giving up (`info`)."""
+
+
+class ChaosReport(msgspec.Struct):
+    verdict: str
+    seed: int
+    duration_s: float
+    ops: int
+    ok: int
+    fail: int
+    info: int
+    reads: int
+    info_applied: int
+    info_absent: int
+    lost: int
+    duplicated: int
+    conserved: bool
+    no_negative_balance: bool
+    replicas_agree: bool
+    reads_consistent: bool
+    faults: dict[str, int]
+    fault_log: list[FaultRecord]
+    log_entries: int
+    history: str
+    data_dir: str
+    violations: list[dict[str, object]]
+    mutation: str = ""
+
+
+def _schedule(rng: random.Random, kinds: Sequence[FaultKind]) -> Callable[[], FaultKind]:
+    """Every kind once in a seeded order, then seeded picks."""
+    first = list(kinds)
+    rng.shuffle(first)
+
+    def next_kind() -> FaultKind:
+        return first.pop(0) if first else rng.choice(list(kinds))
+
+    return next_kind
+
+
+async def run_chaos(
+    options: ChaosOptions, say: Callable[[str], None] = lambda _: None
+) -> ChaosReport:
+    data_dir = options.data_dir.resolve()
+    history_path = data_dir / HISTORY_FILE
+    if history_path.exists():
+        raise FileExistsError(f"{history_path} exists: a chaos run needs a fresh --data-dir")
+    cluster = LocalCluster(data_dir)
+    try:
+        say(f"starting the cluster in {data_dir}")
+        await asyncio.to_thread(cluster.start, 120_000)
+        await cluster.wait_leaders(timeout_ms=120_000)
+        return await _run(cluster, options, history_path, say)
+    finally:
+        say("stopping the cluster")
+        await asyncio.to_thread(cluster.stop)
+
+
+async def _run(
+    cluster: LocalCluster,
+    options: ChaosOptions,
+    history_path: Path,
+    say: Callable[[str], None],
+) -> ChaosReport:
+    rng = random.Random(options.seed)
+    injector = FaultInjector(cluster, random.Random(rng.random()))
+    recorder = HistoryRecorder(history_path)
+    client = await LedgerClient.connect(
+        cluster.nats_url,
+        partitions=cluster.partitions,
+        config=ClientConfig(
+            request_timeout_ms=1_000,
+            deadline_ms=options.client_deadline_ms,
+            backoff_initial_ms=20,
+            backoff_max_ms=500,
+        ),
+    )
+    try:
+        workload = Workload(client, recorder, WorkloadConfig(seed=options.seed))
+        await workload.setup()
+        say(f"workload: {options.clients} clients for {options.duration_s:.0f} s")
+        started = time.monotonic()
+        load = asyncio.create_task(workload.run(options.duration_s + 3_600, options.clients))
+        try:
+            await _inject_faults(injector, options, rng, started, say)
+            remaining_s = options.duration_s - (time.monotonic() - started)
+            await asyncio.sleep(max(0.0, remaining_s))
+        finally:
+            workload.stop()
+            with contextlib.suppress(Exception):
+                await load
+        say("healing everything")
+        await injector.heal_all()
+    finally:
+        await client.close()
+        recorder.close()
+    say("waiting for the replicas to converge, then checking")
+    report = await check_cluster(cluster.nats_url, recorder.operations, cluster.replica_ids(0))
+    faults = Counter(record.kind for record in injector.records)
+    return ChaosReport(
+        verdict=report.verdict,
+        seed=options.seed,
+        duration_s=round(options.duration_s, 1),
+        ops=report.ops,
+        ok=report.ok,
+        fail=report.fail,
+        info=report.info,
+        reads=report.reads,
+        info_applied=report.info_applied,
+        info_absent=report.info_absent,
+        lost=report.lost,
+        duplicated=report.duplicated,
+        conserved=report.conserved,
+        no_negative_balance=report.no_negative_balance,
+        replicas_agree=report.replicas_agree,
+        reads_consistent=report.reads_consistent,
+        faults=dict(sorted(faults.items())),
+        fault_log=injector.records,
+        log_entries=report.log_entries,
+        history=str(history_path),
+        data_dir=str(cluster.data_dir),
+        violations=[msgspec.to_builtins(v) for v in report.violations],
+        mutation=os.environ.get(MUTATION_ENV, ""),
+    )
+
+
+async def _inject_faults(
+    injector: FaultInjector,
+    options: ChaosOptions,
+    rng: random.Random,
+    started: float,
+    say: Callable[[str], None],
+) -> None:
+    next_kind = _schedule(rng, options.faults)
+    while True:
+        quiet_s = rng.uniform(*options.quiet_s)
+        if time.monotonic() - started + quiet_s + FAULT_BUDGET_S > options.duration_s:
+            return
+        await asyncio.sleep(quiet_s)
+        kind = next_kind()
+        record = await injector.inject(kind)
+        say(f"{time.monotonic() - started:6.1f} s  {kind} {record.target}: {record.detail}")
+
+
+async def check_cluster(
+    nats_url: str, operations: Sequence[Operation], replicas: Sequence[str]
+) -> CheckReport:
+    """Read partition 0's whole log and every replica's converged state hash
+    (none if they do not converge in time: a violation), then judge
+    `operations` against them."""
+    nc = await connect_nats(nats_url, name="ironbook-check")
+    try:
+        try:
+            hashes = await converged_hashes(nc, 0, replicas, timeout_ms=CONVERGE_TIMEOUT_MS)
+        except TimeoutError:
+            hashes = {}
+        entries = await read_whole_log(nc, 0, timeout_ms=CONVERGE_TIMEOUT_MS)
+    finally:
+        await nc.close()
+    return check_history(operations, entries, hashes, expected_replicas=replicas)

@@ -1,0 +1,82 @@
+"""`ironbook check HISTORY DATA_DIR`: judge a recorded history against a
+cluster's log and replicas.
+
+HISTORY is a JSON-lines file of client operations (what `ironbook chaos`
+writes as `history.jsonl`). If the cluster in DATA_DIR is running (`ironbook
+up`), it is read as it is; otherwise it is started from DATA_DIR for the
+check and stopped again. Exit status 0 on a passing verdict, 1 on a failing
+one. The rules are in docs/chaos.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+import msgspec
+
+from ironbook.chaos.check import CheckReport
+from ironbook.chaos.history import read_history
+from ironbook.chaos.run import check_cluster
+from ironbook.services.local_cluster import LocalCluster, read_runtime, replica_node_id
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "check",
+        help="check a recorded client history against a cluster's log and replicas",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("history", type=Path, help="history file (JSON lines)")
+    parser.add_argument("data_dir", type=Path, help="the cluster's data directory")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        operations = read_history(args.history)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    data_dir: Path = args.data_dir.resolve()
+    runtime = read_runtime(data_dir)
+    if runtime is not None:
+        replicas = [r.node_id for r in runtime.replicas if r.partition == 0]
+        report = asyncio.run(check_cluster(",".join(runtime.nats_urls), operations, replicas))
+    else:
+        if not (data_dir / "nats").is_dir():
+            print(f"error: {data_dir} holds no cluster", file=sys.stderr)
+            return 2
+        cluster = LocalCluster(data_dir)
+        try:
+            cluster.start(timeout_ms=120_000)
+            asyncio.run(cluster.wait_leaders(timeout_ms=120_000))
+            replicas = [
+                replica_node_id(0, i) for i in range(1, cluster.config.replicas_per_partition + 1)
+            ]
+            report = asyncio.run(check_cluster(cluster.nats_url, operations, replicas))
+        finally:
+            cluster.stop()
+    print(msgspec.json.encode(report).decode() if args.json else render(report))
+    return 0 if report.verdict == "pass" else 1
+
+
+def render(report: CheckReport) -> str:
+    lines = [
+        f"verdict: {report.verdict.upper()}",
+        f"operations: {report.ops} ({report.ok} ok, {report.fail} refused, {report.info} unknown "
+        f"-> {report.info_applied} applied / {report.info_absent} absent, {report.reads} reads)",
+        f"lost: {report.lost}  duplicated: {report.duplicated}  conserved: {report.conserved}  "
+        f"no negative balance: {report.no_negative_balance}",
+        f"replicas agree: {report.replicas_agree}  reads consistent: {report.reads_consistent}  "
+        f"log entries: {report.log_entries} ({report.void_entries} void)",
+    ]
+    for kind, count in sorted(report.violation_counts.items()):
+        lines.append(f"{kind}: {count}")
+    for violation in report.violations:
+        lines.append(f"  {violation.kind} at seqs {violation.seqs}: {violation.detail}")
+    return "\n".join(lines)
