@@ -82,15 +82,19 @@ class ChaosReport(msgspec.Struct):
     mutation: str = ""
 
 
-def _schedule(rng: random.Random, kinds: Sequence[FaultKind]) -> Callable[[], FaultKind]:
+class _Schedule:
     """Every kind once in a seeded order, then seeded picks."""
-    first = list(kinds)
-    rng.shuffle(first)
 
-    def next_kind() -> FaultKind:
-        return first.pop(0) if first else rng.choice(list(kinds))
+    def __init__(self, rng: random.Random, kinds: Sequence[FaultKind]) -> None:
+        self._rng = rng
+        self._kinds = list(kinds)
+        self.first_round = list(kinds)
+        rng.shuffle(self.first_round)
 
-    return next_kind
+    def next_kind(self) -> FaultKind:
+        if self.first_round:
+            return self.first_round.pop(0)
+        return self._rng.choice(self._kinds)
 
 
 async def run_chaos(
@@ -186,13 +190,15 @@ async def _inject_faults(
     started: float,
     say: Callable[[str], None],
 ) -> None:
-    next_kind = _schedule(rng, options.faults)
+    schedule = _Schedule(rng, options.faults)
     while True:
         quiet_s = rng.uniform(*options.quiet_s)
-        if time.monotonic() - started + quiet_s + FAULT_BUDGET_S > options.duration_s:
+        # Every requested kind is injected once, even if that runs past the duration.
+        out_of_time = time.monotonic() - started + quiet_s + FAULT_BUDGET_S > options.duration_s
+        if out_of_time and not schedule.first_round:
             return
         await asyncio.sleep(quiet_s)
-        kind = next_kind()
+        kind = schedule.next_kind()
         record = await injector.inject(kind)
         say(f"{time.monotonic() - started:6.1f} s  {kind} {record.target}: {record.detail}")
 
