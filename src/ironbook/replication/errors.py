@@ -29,3 +29,8 @@ class LogDiverged(StepDown):
 class Superseded(StepDown):
     """The log holds entries past everything this leader decided: another
     replica has led since."""
+
+
+class CatchUpFailed(StepDown):
+    """A new leader could not read the log up to its end: better to let a
+    replica with a working connection lead."""

@@ -21,6 +21,10 @@ from ironbook.replication.interfaces import (
 )
 
 
+class CatchUpStalled(ReplicationError):
+    """The log could not be read for too many attempts in a row."""
+
+
 class SnapshotCorrupt(ReplicationError):
     """A snapshot's state does not hash to the hash stored with it."""
 
@@ -103,10 +107,19 @@ class Follower:
         await self._maybe_snapshot()
         return len(entries)
 
-    async def catch_up(self, target_seq: int) -> None:
-        """Apply the log at least up to `target_seq`."""
+    async def catch_up(self, target_seq: int, *, max_idle_polls: int | None = None) -> None:
+        """Apply the log at least up to `target_seq`. Raises `CatchUpStalled`
+        after `max_idle_polls` polls in a row that brought nothing."""
+        idle_polls = 0
         while self.applied_seq < target_seq:
-            await self.poll(wait_ms=self._config.io_retry_backoff_ms)
+            if await self.poll(wait_ms=self._config.io_retry_backoff_ms):
+                idle_polls = 0
+                continue
+            idle_polls += 1
+            if max_idle_polls is not None and idle_polls >= max_idle_polls:
+                raise CatchUpStalled(
+                    f"no log entries in {idle_polls} reads at {self.applied_seq} of {target_seq}"
+                )
 
     def apply_entries(self, entries: Sequence[LogEntry]) -> None:
         for entry in entries:

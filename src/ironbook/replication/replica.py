@@ -19,8 +19,14 @@ from typing import Literal, NoReturn
 from ironbook import core
 from ironbook.replication.batch import ReplayState
 from ironbook.replication.concurrency import race
-from ironbook.replication.errors import LeaseLost, StepDown, Superseded
-from ironbook.replication.follower import Follower, FollowerConfig, SnapshotCorrupt, restore
+from ironbook.replication.errors import CatchUpFailed, LeaseLost, StepDown, Superseded
+from ironbook.replication.follower import (
+    CatchUpStalled,
+    Follower,
+    FollowerConfig,
+    SnapshotCorrupt,
+    restore,
+)
 from ironbook.replication.interfaces import (
     Clock,
     Fenced,
@@ -45,6 +51,9 @@ class ReplicaConfig:
     """How often a follower tries to take a free lease (plus jitter)."""
     follower_read_wait_ms: int = 100
     io_retry_backoff_ms: int = 50
+    catch_up_attempts: int = 10
+    """Failed log reads in a row after which a new leader gives the lease up
+    instead of holding it while unable to serve."""
     follower: FollowerConfig = field(default_factory=FollowerConfig)
     sequencer: SequencerConfig = field(default_factory=SequencerConfig)
     ledger: core.LedgerConfig | None = None
@@ -117,10 +126,13 @@ class Replica:
 
     async def run(self) -> NoReturn:
         """Serve forever; cancel to stop."""
+        first_try_ms = self._clock.now_ms()
         while True:
             follower = await self._restore()
-            revision = await self._follow_until_lease(follower)
+            revision = await self._follow_until_lease(follower, first_try_ms)
             await self._lead(follower, revision)
+            # Having just failed to lead, let the others try first.
+            first_try_ms = self._clock.now_ms() + 2 * self._config.lease_retry_ms
 
     async def _restore(self) -> Follower:
         self._role = "starting"
@@ -147,11 +159,11 @@ class Replica:
         self._follower = follower
         return follower
 
-    async def _follow_until_lease(self, follower: Follower) -> int:
+    async def _follow_until_lease(self, follower: Follower, first_try_ms: int) -> int:
         """Tail the log; return the lease revision once this replica wins it."""
         self._role = "follower"
         config = self._config
-        next_try_ms = self._clock.now_ms()
+        next_try_ms = first_try_ms
         while True:
             now_ms = self._clock.now_ms()
             if now_ms >= next_try_ms:
@@ -224,13 +236,19 @@ class Replica:
                 )
 
     async def _catch_up_and_serve(self, follower: Follower) -> NoReturn:
-        while True:
+        config = self._config
+        for attempt in range(1, config.catch_up_attempts + 1):
             try:
                 target_seq = await self._log.last_seq()
                 break
-            except ReplicationError:
-                await self._clock.sleep(self._config.io_retry_backoff_ms)
-        await follower.catch_up(target_seq)
+            except ReplicationError as error:
+                if attempt == config.catch_up_attempts:
+                    raise CatchUpFailed(f"log end unreadable: {error}") from error
+                await self._clock.sleep(config.io_retry_backoff_ms)
+        try:
+            await follower.catch_up(target_seq, max_idle_polls=config.catch_up_attempts)
+        except CatchUpStalled as error:
+            raise CatchUpFailed(str(error)) from error
         inbox = await self._server.listen()
         try:
             sequencer = Sequencer(

@@ -48,7 +48,7 @@ predecessors (replay voids nothing)."""
 class SimTiming:
     lease_ttl_ms: int = 1_000
     lease_renew_interval_ms: int = 250
-    lease_retry_ms: int = 300
+    lease_retry_ms: int = 250
     cluster_request_timeout_ms: int = 150
     """Append, read and lease calls: past this the outcome is unknown."""
     dedupe_window_ms: int = 120_000
@@ -56,8 +56,9 @@ class SimTiming:
     client_deadline_ms: tuple[int, ...] = (1_000, 3_000, 6_000)
     """One is drawn per run: short deadlines make clients give up mid-fault,
     leaving outcomes unknown until they ask again after the heal."""
-    fault_window_ms: int = 3_000
-    """Timed faults start within this long after the run starts."""
+    fault_window_ms: int = 1_500
+    """Timed faults start within this long after the run starts, and client
+    traffic is spread over it."""
     settle_timeout_ms: int = 30_000
     """After the heal, the replicas must agree within this long."""
 
@@ -66,7 +67,7 @@ class SimTiming:
 class SimOptions:
     replicas: int = 3
     clients: int = 3
-    commands_per_client: int = 10
+    commands_per_client: int = 8
     accounts: int = 3
     duplicate_submit_rate: float = 0.1
     """Chance a client sends a command again after hearing its outcome."""
@@ -75,6 +76,8 @@ class SimOptions:
     """Record a timeline (faults, crashes, lease grants, appends) in the result."""
     timing: SimTiming = field(default_factory=SimTiming)
     max_virtual_ms: int = 600_000
+    faults: FaultPlan | None = None
+    """A fixed fault plan instead of the seed's (for scenario tests)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +171,7 @@ class _World:
             lease_ttl_ms=timing.lease_ttl_ms,
             lease_renew_interval_ms=timing.lease_renew_interval_ms,
             lease_retry_ms=timing.lease_retry_ms,
-            follower_read_wait_ms=400,
+            follower_read_wait_ms=1_000,
             io_retry_backoff_ms=20,
             follower=FollowerConfig(
                 read_max_entries=16, snapshot_every_entries=4, io_retry_backoff_ms=20
@@ -179,7 +182,7 @@ class _World:
                 max_inflight_appends=4,
                 append_attempts=4,
                 append_retry_backoff_ms=20,
-                idle_receive_wait_ms=250,
+                idle_receive_wait_ms=1_000,
                 reply_before_ack=options.mutation == "reply_before_ack",
             ),
         )
@@ -211,6 +214,8 @@ class _World:
     def _start_replica(self, name: str) -> None:
         previous = self._nodes.get(name)
         host = Host(name, previous.host.incarnation + 1 if previous else 1)
+        if previous is not None and self._options.trace:
+            self._trace(f"restart: {name} restores the newest snapshot and replays the log")
         timing = self._options.timing
         network = self._network
         replica = Replica(
@@ -266,8 +271,6 @@ class _World:
 
     def _restart(self, name: str) -> None:
         if not self._nodes[name].host.alive:
-            if self._options.trace:
-                self._trace(f"restart: {name} restores the newest snapshot and replays the log")
             self._start_replica(name)
 
     def _leader_name(self) -> str | None:
@@ -385,7 +388,11 @@ class _World:
     async def _run_client(
         self, index: int, client: LedgerClient, commands: list[core.AnyCommand]
     ) -> None:
+        # Think time spreads each client's commands over the fault window, so
+        # the timed faults meet traffic instead of an idle, finished run.
+        mean_pause_s = self._options.timing.fault_window_ms / 1000 / max(1, len(commands))
         for command in commands:
+            await asyncio.sleep(self._workload_rng.uniform(0, 2 * mean_pause_s))
             answered = await self._submit(index, client, command)
             if answered and self._workload_rng.random() < self._options.duplicate_submit_rate:
                 await self._submit(index, client, command)
@@ -408,6 +415,8 @@ class _World:
             window_ms=timing.fault_window_ms,
             lease_ttl_ms=timing.lease_ttl_ms,
         )
+        if options.faults is not None:
+            plan = options.faults
         self._arm(plan)
         workloads = make_workload(
             self._workload_rng,
