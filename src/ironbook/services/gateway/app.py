@@ -551,7 +551,8 @@ async def write(
                 400, p.VALIDATION_FAILED, "Idempotency-Key must be 1-128 printable ASCII"
             )
         request_id = keyed_request_id(principal.sub, key)
-        await _claim(gateway, request_id, fingerprint(method, path, body), key)
+        canonical = body.model_dump(mode="json") if isinstance(body, pydantic.BaseModel) else body
+        await _claim(gateway, request_id, fingerprint(method, path, canonical), key)
     headers["Idempotency-Key"] = key
     outcome = await _ask(gateway, make(request_id))
     if isinstance(outcome, core.Rejected):
@@ -584,7 +585,7 @@ async def place_bet(
         "POST",
         BETS_PATH,
         key,
-        body.model_dump(mode="json"),
+        body,
         lambda rid: core.PlaceBet(
             request_id=rid,
             account_id=body.account_id,
@@ -749,7 +750,7 @@ def build_routes(app: FastAPI) -> None:
             response,
             caller,
             key,
-            body.model_dump(mode="json"),
+            body,
             lambda rid: core.OpenAccount(request_id=rid, account_id=account_id),
         )
         reply = _expect(result, ev.AccountReply)
@@ -769,7 +770,7 @@ def build_routes(app: FastAPI) -> None:
             response,
             caller,
             key,
-            body.model_dump(mode="json"),
+            body,
             lambda rid: kind(request_id=rid, account_id=account_id, amount_minor=body.amount_minor),
         )
         reply = _expect(result, ev.TransactionReply)
@@ -836,7 +837,7 @@ def build_routes(app: FastAPI) -> None:
             response,
             caller,
             key,
-            body.model_dump(mode="json"),
+            body,
             lambda rid: core.SetDepositLimits(
                 request_id=rid,
                 account_id=account_id,
@@ -876,7 +877,7 @@ def build_routes(app: FastAPI) -> None:
             response,
             caller,
             key,
-            body.model_dump(mode="json"),
+            body,
             lambda rid: core.SelfExclude(request_id=rid, account_id=account_id, days=body.days),
         )
         reply = _expect(result, ev.ExclusionReply)
@@ -1019,7 +1020,7 @@ def build_routes(app: FastAPI) -> None:
             response,
             caller,
             key,
-            body.model_dump(mode="json"),
+            body,
             lambda rid: core.CreateMarket(
                 request_id=rid,
                 market_id=market_id,
@@ -1074,7 +1075,7 @@ def build_routes(app: FastAPI) -> None:
             response,
             caller,
             key,
-            body.model_dump(mode="json"),
+            body,
             lambda rid: core.UpdatePrices(request_id=rid, market_id=market_id, prices=prices),
         )
 
@@ -1118,7 +1119,7 @@ def build_routes(app: FastAPI) -> None:
             response,
             caller,
             key,
-            body.model_dump(mode="json"),
+            body,
             lambda rid: core.SettleMarket(
                 request_id=rid,
                 market_id=market_id,
@@ -1141,7 +1142,7 @@ def build_routes(app: FastAPI) -> None:
             response,
             caller,
             key,
-            body.model_dump(mode="json"),
+            body,
             lambda rid: core.VoidMarket(
                 request_id=rid, market_id=market_id, actor=caller.sub, reason=body.reason
             ),
@@ -1161,7 +1162,7 @@ def build_routes(app: FastAPI) -> None:
             response,
             caller,
             key,
-            body.model_dump(mode="json"),
+            body,
             lambda rid: core.ResettleMarket(
                 request_id=rid,
                 market_id=market_id,

@@ -12,7 +12,7 @@ balance after it. Each read chunk commits in one SQLite transaction together
 with the log position, so a restarted projector resumes exactly where it was.
 
 History reads are eventually consistent (the projection trails the ledger by
-the time to read and commit a chunk, normally milliseconds); each page says
+up to `CATCH_UP_PAUSE_MS` plus the time to read and commit a chunk); each page says
 the log position it reflects (`as_of_seq`). Balances and bets, which money
 decisions depend on, are always read from the ledger itself.
 
@@ -47,7 +47,13 @@ from ironbook.replication.interfaces import LogEntry, LogUnavailable
 log = logging.getLogger("ironbook.history")
 
 READ_CHUNK_ENTRIES = 256
-READ_WAIT_MS = 250
+READ_WAIT_MS = 0
+"""One direct get per read: the pause below, not the log adapter's polling, sets
+the pace once caught up."""
+CATCH_UP_PAUSE_MS = 50
+"""Pause after a read that found the projection caught up: history may trail
+by this much, and the projector costs NATS a read per pause, not per batch
+(replicas poll the log within a millisecond; history need not)."""
 MAX_PAGE = 200
 ENTRY_INDEX_BITS = 32
 """entry_id = log sequence << 32 | index of the posting within the entry."""
@@ -263,6 +269,9 @@ async def project(nc: NatsClient, partition: int, store: HistoryStore, stop: asy
             voided = store.fold(list(entries))
             if voided:
                 log.info("partition %d: skipped %d void entries", partition, voided)
+        if len(entries) < READ_CHUNK_ENTRIES:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), CATCH_UP_PAUSE_MS / 1000)
 
 
 async def serve(nats_url: str, partition: int, db_path: Path, stop: asyncio.Event) -> None:
