@@ -24,9 +24,12 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import nats.errors
+from fastapi import WebSocket, WebSocketDisconnect
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+
+from ironbook.services.gateway import problems as p
 
 log = logging.getLogger("ironbook.gateway.odds")
 
@@ -142,3 +145,48 @@ def parse_client_message(text: str) -> tuple[str, list[str]] | str:
     if not all(valid_market_id(m) for m in markets):
         return "a market id must be 1-64 printable ASCII characters without . * > or spaces"
     return action, markets
+
+
+async def stream_odds(websocket: WebSocket, hub: OddsHub) -> None:
+    watcher = Watcher()
+
+    async def read_commands() -> None:
+        while True:
+            parsed = parse_client_message(await websocket.receive_text())
+            if isinstance(parsed, str):
+                await websocket.send_json(
+                    {"type": "error", "code": p.VALIDATION_FAILED, "detail": parsed}
+                )
+                continue
+            action, markets = parsed
+            if action == "subscribe":
+                if len(watcher.markets | set(markets)) > MAX_MARKETS_PER_CONNECTION:
+                    await websocket.send_json(
+                        {
+                            "type": "error",
+                            "code": p.VALIDATION_FAILED,
+                            "detail": f"at most {MAX_MARKETS_PER_CONNECTION} markets",
+                        }
+                    )
+                    continue
+                for market_id in markets:
+                    await hub.watch(watcher, market_id)
+            else:
+                for market_id in markets:
+                    await hub.unwatch(watcher, market_id)
+            await websocket.send_json({"type": "subscribed", "markets": sorted(watcher.markets)})
+
+    async def push_odds() -> None:
+        while True:
+            await watcher.ready.wait()
+            for message in watcher.take():
+                await websocket.send_json(message)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(read_commands())
+            group.create_task(push_odds())
+    except* (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        await hub.unwatch_all(watcher)

@@ -1,0 +1,339 @@
+"""What a request does once past the edge, independent of the web framework:
+authenticate, check roles, ask the ledger under admission control and the
+deadline, apply the Idempotency-Key rules, read history, probe readiness.
+Used by the routes (`app.py`) and by the edge's fast path (`edge.py`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+import nats.errors
+import pydantic
+from fastapi import Response
+from starlette.types import Scope
+
+from ironbook import core
+from ironbook.client import BadRequest, GaveUp
+from ironbook.core.odds import InvalidOdds, format_decimal, parse_decimal
+from ironbook.services.gateway import models as m
+from ironbook.services.gateway import problems as p
+from ironbook.services.gateway.auth import (
+    AuthError,
+    Principal,
+)
+from ironbook.services.gateway.history import (
+    HistoryError,
+    HistoryPage,
+    HistoryRequest,
+    encode_request,
+    history_subject,
+)
+from ironbook.services.gateway.history import decode_reply as decode_history_reply
+from ironbook.services.gateway.idempotency import (
+    ClaimUnavailable,
+    KeyReused,
+    fingerprint,
+    generated_key,
+    keyed_request_id,
+    valid_key,
+)
+from ironbook.services.gateway.runtime import READINESS_DEADLINE_MS, Gateway
+from ironbook.services.gateway.traffic import retry_after_header
+
+security_log = logging.getLogger("ironbook.security")
+
+HISTORY_TIMEOUT_MS = 2_000
+BETS_PATH = "/v1/bets"
+
+
+def authenticate_scope(gateway: Gateway, scope: Scope, authorization: str | None) -> Principal:
+    """The caller, or 401 (logged as a security event); then the caller's
+    token bucket, or 429."""
+    assert gateway.verifier is not None
+    try:
+        principal = gateway.verifier.verify(authorization)
+    except AuthError as err:
+        gateway.metrics.auth_failures.labels(reason=err.reason.split(":")[0]).inc()
+        security_log.warning(
+            json.dumps(
+                {
+                    "event": "auth_failed",
+                    "reason": err.reason,
+                    "ip": scope["state"].get("client_ip"),
+                    "method": scope.get("method", "WEBSOCKET"),
+                    "path": scope["path"][:200],
+                    "request_id": scope["state"].get("request_id"),
+                }
+            )
+        )
+        raise p.ApiProblem(
+            401,
+            p.UNAUTHORIZED,
+            "a valid bearer token is required",
+            headers={"WWW-Authenticate": 'Bearer realm="ironbook"'},
+        ) from None
+    wait_s = gateway.principal_buckets.take(principal.sub)
+    if wait_s > 0:
+        gateway.metrics.shed.labels(reason="rate_limited_principal").inc()
+        raise p.ApiProblem(
+            429,
+            p.RATE_LIMITED,
+            "too many requests for this principal",
+            headers={"Retry-After": retry_after_header(wait_s)},
+        )
+    return principal
+
+
+def require_role(principal: Principal, *roles: str) -> None:
+    if principal.role not in roles:
+        raise p.ApiProblem(
+            403, p.FORBIDDEN, f"role {principal.role!r} may not do this (needs {'/'.join(roles)})"
+        )
+
+
+def require_account(principal: Principal, account_id: str, *staff_roles: str) -> None:
+    """The account's own bettor, or one of `staff_roles`."""
+    if principal.owns(account_id) or principal.role in staff_roles:
+        return
+    if principal.role == "bettor":
+        raise p.ApiProblem(403, p.FORBIDDEN, "a bettor may only touch its own account")
+    raise p.ApiProblem(403, p.FORBIDDEN, f"role {principal.role!r} may not do this")
+
+
+async def ask(gateway: Gateway, command: core.AnyCommand | core.AnyQuery) -> core.Outcome:
+    """One ledger round trip under admission control and the deadline."""
+    assert gateway.ledger is not None
+    if not gateway.admission.try_enter():
+        gateway.metrics.shed.labels(reason="overloaded").inc()
+        raise p.ApiProblem(
+            503,
+            p.OVERLOADED,
+            "the gateway is at capacity; retry shortly",
+            headers={"Retry-After": "1"},
+        )
+    gateway.metrics.inflight.inc()
+    try:
+        async with asyncio.timeout(gateway.settings.request_deadline_ms / 1000):
+            return await gateway.ledger.submit(command)
+    except (GaveUp, TimeoutError):
+        raise p.ApiProblem(
+            503,
+            p.LEDGER_UNAVAILABLE,
+            "no ledger answer in time; a write may or may not have happened: "
+            "retry with the same Idempotency-Key to find out",
+            headers={"Retry-After": "1"},
+        ) from None
+    except BadRequest as err:
+        raise p.ApiProblem(400, p.VALIDATION_FAILED, f"the ledger refused: {err}") from None
+    finally:
+        gateway.metrics.inflight.dec()
+        gateway.admission.leave()
+
+
+async def read(gateway: Gateway, query: core.AnyQuery) -> Any:
+    outcome = await ask(gateway, query)
+    if isinstance(outcome, core.Rejected):
+        raise p.ApiProblem(p.rejection_status(outcome.code), outcome.code, outcome.message)
+    result = outcome.result
+    if isinstance(result, core.ReadRefusal):
+        raise p.ApiProblem(p.rejection_status(result.code), result.code, result.message)
+    return result
+
+
+def query_id() -> str:
+    return f"q:{uuid.uuid4().hex}"
+
+
+async def write(
+    gateway: Gateway,
+    principal: Principal,
+    method: str,
+    path: str,
+    key: str | None,
+    body: object,
+    make: Callable[[str], core.AnyCommand],
+) -> tuple[Any, dict[str, str]]:
+    """Submit a mutating command under the Idempotency-Key rules: the accepted
+    reply and the response headers, or a problem for a refusal."""
+    headers: dict[str, str] = {}
+    if key is None:
+        key = generated_key()
+        request_id = f"g:{key}"
+        headers["Idempotency-Key-Generated"] = "true"
+    else:
+        if not valid_key(key):
+            raise p.ApiProblem(
+                400, p.VALIDATION_FAILED, "Idempotency-Key must be 1-128 printable ASCII"
+            )
+        request_id = keyed_request_id(principal.sub, key)
+        canonical = body.model_dump(mode="json") if isinstance(body, pydantic.BaseModel) else body
+        await claim(gateway, request_id, fingerprint(method, path, canonical), key)
+    headers["Idempotency-Key"] = key
+    outcome = await ask(gateway, make(request_id))
+    if isinstance(outcome, core.Rejected):
+        raise p.ApiProblem(
+            p.rejection_status(outcome.code),
+            outcome.code,
+            outcome.message,
+            headers={"Idempotency-Key": key},
+        )
+    return outcome.result, headers
+
+
+async def place_bet(
+    gateway: Gateway, principal: Principal, body: m.BetIn, key: str | None
+) -> tuple[m.BetPlacedOut, dict[str, str]]:
+    """`POST /v1/bets`, shared by the route and the edge's fast path."""
+    require_role(principal, "bettor")
+    require_account(principal, body.account_id)
+    legs = tuple(
+        core.BetLeg(
+            market_id=leg.market_id,
+            selection_id=leg.selection_id,
+            odds=parse_odds(leg.odds, f"legs[{index}].odds"),
+        )
+        for index, leg in enumerate(body.legs)
+    )
+    result, headers = await write(
+        gateway,
+        principal,
+        "POST",
+        BETS_PATH,
+        key,
+        body,
+        lambda rid: core.PlaceBet(
+            request_id=rid,
+            account_id=body.account_id,
+            stake_minor=body.stake_minor,
+            legs=legs,
+            price_change=body.price_change,
+        ),
+    )
+    reply = expect(result, core.BetReply)
+    placed = m.BetPlacedOut(
+        bet_id=reply.bet_id,
+        status=reply.status,
+        odds=format_decimal(reply.odds),
+        potential_payout_minor=reply.potential_payout_minor,
+        balance_minor=reply.balance_minor,
+    )
+    return placed, headers
+
+
+async def claim(gateway: Gateway, request_id: str, request_fingerprint: str, key: str) -> None:
+    assert gateway.claims is not None
+    if not gateway.admission.try_enter():
+        gateway.metrics.shed.labels(reason="overloaded").inc()
+        raise p.ApiProblem(
+            503, p.OVERLOADED, "the gateway is at capacity", headers={"Retry-After": "1"}
+        )
+    try:
+        async with asyncio.timeout(gateway.settings.request_deadline_ms / 1000):
+            await gateway.claims.claim(request_id, request_fingerprint)
+    except KeyReused:
+        raise p.ApiProblem(
+            409,
+            p.IDEMPOTENCY_KEY_REUSED,
+            f"Idempotency-Key {key!r} was first used for a different request",
+        ) from None
+    except (ClaimUnavailable, TimeoutError):
+        raise p.ApiProblem(
+            503,
+            p.LEDGER_UNAVAILABLE,
+            "the idempotency store did not answer in time",
+            headers={"Retry-After": "1"},
+        ) from None
+    finally:
+        gateway.admission.leave()
+
+
+def parse_odds(text: str, where: str) -> int:
+    try:
+        return parse_decimal(text)
+    except InvalidOdds as err:
+        raise p.ApiProblem(422, core.RejectionCode.INVALID_ODDS, f"{where}: {err}") from None
+
+
+def expect(result: object, kind: type[Any]) -> Any:
+    if not isinstance(result, kind):
+        raise p.ApiProblem(503, p.LEDGER_UNAVAILABLE, "the ledger answered unexpectedly")
+    return result
+
+
+async def history_page(gateway: Gateway, history_request: HistoryRequest) -> HistoryPage:
+    """A page of ledger entries from the partition's history projector."""
+    assert gateway.nc is not None
+    partition = core.partition_of(history_request.account_id, gateway.settings.partitions)
+    if not gateway.admission.try_enter():
+        gateway.metrics.shed.labels(reason="overloaded").inc()
+        raise p.ApiProblem(
+            503, p.OVERLOADED, "the gateway is at capacity", headers={"Retry-After": "1"}
+        )
+    try:
+        message = await gateway.nc.request(
+            history_subject(partition),
+            encode_request(history_request),
+            timeout=HISTORY_TIMEOUT_MS / 1000,
+        )
+        reply = decode_history_reply(message.data)
+    except (nats.errors.Error, OSError, msgspec.MsgspecError):
+        raise p.ApiProblem(
+            503,
+            p.LEDGER_UNAVAILABLE,
+            "the ledger history is not available right now",
+            headers={"Retry-After": "1"},
+        ) from None
+    finally:
+        gateway.admission.leave()
+    if isinstance(reply, HistoryError):
+        raise p.ApiProblem(p.rejection_status(reply.code), reply.code, reply.message)
+    return reply
+
+
+async def probe_leaders(gateway: Gateway) -> tuple[bool, str]:
+    """Ready when every partition's leader answers a read in time."""
+    if gateway.probe is None:
+        return False, "not connected"
+    partitions = gateway.settings.partitions
+    probes: list[core.AnyQuery] = []
+    covered: set[int] = set()
+    index = 0
+    while len(covered) < partitions:
+        account_id = f"readyz-probe-{index}"
+        partition = core.partition_of(account_id, partitions)
+        if partition not in covered:
+            covered.add(partition)
+            probes.append(core.GetAccount(request_id=query_id(), account_id=account_id))
+        index += 1
+    try:
+        async with asyncio.timeout(READINESS_DEADLINE_MS / 1000):
+            await asyncio.gather(*(gateway.probe.submit(q) for q in probes))
+    except (GaveUp, TimeoutError):
+        return False, "no ledger leader answered"
+    return True, f"{partitions} partition leader(s) answered"
+
+
+def validation_problem(raw_errors: Sequence[Any], path: str, request_id: str) -> Response:
+    errors: list[dict[str, object]] = [
+        {
+            "loc": [str(part) for part in error.get("loc", ())],
+            "msg": str(error.get("msg", "")),
+            "type": str(error.get("type", "")),
+        }
+        for error in raw_errors[:20]
+    ]
+    malformed = any(error["type"] == "json_invalid" for error in errors)
+    return p.problem_response(
+        400 if malformed else 422,
+        p.VALIDATION_FAILED,
+        "the body is not valid JSON" if malformed else "the request is invalid",
+        instance=path[:200],
+        request_id=request_id,
+        errors=errors,
+    )
