@@ -8,6 +8,7 @@ from pathlib import Path
 from ironbook import core
 from ironbook.chaos.check import CheckReport, check_history
 from ironbook.chaos.history import HistoryRecorder, read_history
+from ironbook.core.events import TransactionReply
 from ironbook.replication.batch import decode_batch, encode_batch
 from ironbook.replication.interfaces import LogEntry
 
@@ -147,3 +148,29 @@ def test_replicas_that_disagree_or_never_converge_fail() -> None:
     )
     assert report.verdict == "fail"
     assert not report.replicas_agree
+
+
+def test_a_reply_that_differs_from_the_logged_one_fails() -> None:
+    run = _funded()
+    command = core.Deposit(request_id="dep-2", account_id="alice", amount_minor=10)
+    invocation = run.recorder.invoke("c0", command)
+    outcome = core.decide(run.state, command, 5_000)
+    for event in outcome.events:
+        core.apply(run.state, event)
+    run.append(list(outcome.events))
+    heard = TransactionReply(account_id="alice", balance_minor=999_999, transaction_id="T-x")
+    invocation.complete(core.Accepted(events=(), result=heard))
+    report = run.check()
+    assert report.verdict == "fail"
+    assert report.violation_counts == {"outcome_mismatch": 1}
+
+
+def test_two_clients_told_different_things_about_one_request_fails() -> None:
+    run = _funded()
+    again = run.recorder.invoke(
+        "c9", core.Deposit(request_id="dep", account_id="alice", amount_minor=1)
+    )
+    again.complete(core.Rejected(code="insufficient_funds", message="made up"))
+    report = run.check()
+    assert report.verdict == "fail"
+    assert "inconsistent_replies" in report.violation_counts

@@ -26,7 +26,7 @@ import msgspec
 
 from ironbook.adapters.nats.provision import connect_nats
 from ironbook.chaos.check import CheckReport, check_history
-from ironbook.chaos.faults import ALL_FAULTS, FaultInjector, FaultKind, FaultRecord
+from ironbook.chaos.faults import ALL_FAULTS, FaultError, FaultInjector, FaultKind, FaultRecord
 from ironbook.chaos.history import HistoryRecorder, Operation
 from ironbook.chaos.workload import Workload, WorkloadConfig
 from ironbook.client import ClientConfig, LedgerClient
@@ -80,6 +80,8 @@ class ChaosReport(msgspec.Struct):
     data_dir: str
     violations: list[dict[str, object]]
     mutation: str = ""
+    errors: list[str] = msgspec.field(default_factory=list)
+    """Faults the cluster did not recover from in time (a failing verdict)."""
 
 
 class _Schedule:
@@ -111,8 +113,9 @@ async def run_chaos(
         await cluster.wait_leaders(timeout_ms=120_000)
         return await _run(cluster, options, history_path, say)
     finally:
+        # Not in a thread: this must also run while a KeyboardInterrupt unwinds.
         say("stopping the cluster")
-        await asyncio.to_thread(cluster.stop)
+        cluster.stop()
 
 
 async def _run(
@@ -123,6 +126,7 @@ async def _run(
 ) -> ChaosReport:
     rng = random.Random(options.seed)
     injector = FaultInjector(cluster, random.Random(rng.random()))
+    errors: list[str] = []
     recorder = HistoryRecorder(history_path)
     client = await LedgerClient.connect(
         cluster.nats_url,
@@ -141,7 +145,12 @@ async def _run(
         started = time.monotonic()
         load = asyncio.create_task(workload.run(options.duration_s + 3_600, options.clients))
         try:
-            await _inject_faults(injector, options, rng, started, say)
+            try:
+                await _inject_faults(injector, options, rng, started, say)
+            except FaultError as error:
+                # Not healing is a failure too, but the history is still checked.
+                errors.append(str(error))
+                say(f"error: {error}")
             remaining_s = options.duration_s - (time.monotonic() - started)
             await asyncio.sleep(max(0.0, remaining_s))
         finally:
@@ -149,7 +158,11 @@ async def _run(
             with contextlib.suppress(Exception):
                 await load
         say("healing everything")
-        await injector.heal_all()
+        try:
+            await injector.heal_all()
+        except FaultError as error:
+            errors.append(str(error))
+            say(f"error: {error}")
     finally:
         await client.close()
         recorder.close()
@@ -157,7 +170,7 @@ async def _run(
     report = await check_cluster(cluster.nats_url, recorder.operations, cluster.replica_ids(0))
     faults = Counter(record.kind for record in injector.records)
     return ChaosReport(
-        verdict=report.verdict,
+        verdict="fail" if errors else report.verdict,
         seed=options.seed,
         duration_s=round(options.duration_s, 1),
         ops=report.ops,
@@ -180,6 +193,7 @@ async def _run(
         data_dir=str(cluster.data_dir),
         violations=[msgspec.to_builtins(v) for v in report.violations],
         mutation=os.environ.get(MUTATION_ENV, ""),
+        errors=errors,
     )
 
 

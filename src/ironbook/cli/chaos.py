@@ -129,6 +129,7 @@ def render(report: ChaosReport) -> str:
         f"log entries: {report.log_entries}",
         f"history: {report.history}",
     ]
+    lines.extend(f"error: {error}" for error in report.errors)
     for violation in report.violations:
         lines.append(f"  {violation.get('kind')}: {violation.get('detail')}")
     return "\n".join(lines)
