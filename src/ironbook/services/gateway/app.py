@@ -12,6 +12,7 @@ Idempotency-Key claims.
 
 from __future__ import annotations
 
+import inspect
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -736,6 +737,15 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
 
 
+# Newer FastAPI releases look up OpenTelemetry settings on every request; the
+# gateway exports Prometheus metrics instead, so turn that off where it exists.
+_NO_FRAMEWORK_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI).parameters
+    else {}
+)
+
+
 def create_app(
     settings: GatewaySettings, *, on_ready: Callable[[], Awaitable[None]] | None = None
 ) -> FastAPI:
@@ -760,6 +770,7 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        **_NO_FRAMEWORK_TELEMETRY,
     )
     app.state.gateway = gateway
     _install_error_handlers(app)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -147,7 +147,7 @@ async def read(gateway: Gateway, query: core.AnyQuery) -> Any:
 
 
 def query_id() -> str:
-    return f"q:{uuid.uuid4().hex}"
+    return f"q:{os.urandom(16).hex()}"
 
 
 async def write(

@@ -8,8 +8,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import time
-import uuid
 
 import pydantic
 from fastapi import Response
@@ -50,7 +50,7 @@ class EdgeMiddleware:
         started = time.perf_counter()
         request_id = _header(scope, b"x-request-id")
         if request_id is None or not (0 < len(request_id) <= 64 and request_id.isprintable()):
-            request_id = uuid.uuid4().hex
+            request_id = os.urandom(16).hex()
         client_ip = self._client_ip(scope)
         scope.setdefault("state", {})
         scope["state"].update(request_id=request_id, client_ip=client_ip)
@@ -95,7 +95,7 @@ class EdgeMiddleware:
         """The address checks of the edge, for WebSocket upgrades."""
         client_ip = self._client_ip(scope)
         scope.setdefault("state", {})
-        scope["state"].update(request_id=uuid.uuid4().hex, client_ip=client_ip)
+        scope["state"].update(request_id=os.urandom(16).hex(), client_ip=client_ip)
         gateway = self.gateway
         refused = not gateway.ip_filter.permits(client_ip)
         if refused:
@@ -176,6 +176,15 @@ class EdgeMiddleware:
             )
         return None
 
+    def _too_large(self, request_id: str) -> Response:
+        limit = self.gateway.settings.max_body_bytes
+        return p.problem_response(
+            413,
+            p.PAYLOAD_TOO_LARGE,
+            f"the body may be at most {limit} bytes",
+            request_id=request_id,
+        )
+
     async def _limit_body(
         self, scope: Scope, receive: Receive
     ) -> tuple[Response | None, bytes, Receive]:
@@ -183,12 +192,6 @@ class EdgeMiddleware:
         refused before any parsing, chunked or not."""
         limit = self.gateway.settings.max_body_bytes
         request_id = scope["state"]["request_id"]
-        too_large = p.problem_response(
-            413,
-            p.PAYLOAD_TOO_LARGE,
-            f"the body may be at most {limit} bytes",
-            request_id=request_id,
-        )
         declared = _header(scope, b"content-length")
         if declared is not None:
             if not declared.isdigit():
@@ -200,7 +203,7 @@ class EdgeMiddleware:
                     receive,
                 )
             if int(declared) > limit:
-                return too_large, b"", receive
+                return self._too_large(request_id), b"", receive
         if scope["method"] in ("GET", "HEAD", "OPTIONS") and declared in (None, "0"):
             return None, b"", receive
         chunks: list[bytes] = []
@@ -212,7 +215,7 @@ class EdgeMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                return too_large, b"", receive
+                return self._too_large(request_id), b"", receive
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import uuid
+import os
 
 import nats.errors
 import nats.js.errors
@@ -58,7 +58,7 @@ def keyed_request_id(sub: str, key: str) -> str:
 
 
 def generated_key() -> str:
-    return f"gen-{uuid.uuid4().hex}"
+    return f"gen-{os.urandom(16).hex()}"
 
 
 def fingerprint(method: str, route: str, body: object) -> str:

@@ -65,6 +65,7 @@ async def serve(settings: GatewaySettings) -> None:
         http="httptools",
         lifespan="on",
         access_log=False,
+        proxy_headers=False,  # the edge reads X-Forwarded-For itself, when trusted
         log_config=None,
         timeout_keep_alive=30,
         timeout_graceful_shutdown=5,
