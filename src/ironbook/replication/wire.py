@@ -12,7 +12,10 @@ from typing import Literal
 
 import msgspec
 
-RetryReason = Literal["not_leader", "aborted", "overloaded"]
+RetryReason = Literal["aborted", "overloaded"]
+"""`aborted`: the leader stepped down before the command's batch was
+acknowledged. `overloaded`: the leader's inbox was full (the transport
+answers at once rather than queue without bound)."""
 
 
 class OutcomeReply(msgspec.Struct, frozen=True, tag="outcome"):
