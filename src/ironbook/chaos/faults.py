@@ -26,6 +26,7 @@ FaultKind = Literal[
     "nats_leader_kill",
     "nats_follower_kill",
     "leader_pause",
+    "nats_leader_pause",
 ]
 ALL_FAULTS: tuple[FaultKind, ...] = get_args(FaultKind)
 PLANNED_FAULTS = ("partition", "latency", "gateway_kill")
@@ -64,6 +65,7 @@ class FaultInjector:
             "nats_leader_kill": self._nats_leader_kill,
             "nats_follower_kill": self._nats_follower_kill,
             "leader_pause": self._leader_pause,
+            "nats_leader_pause": self._nats_leader_pause,
         }
 
     async def inject(self, kind: FaultKind) -> FaultRecord:
@@ -142,6 +144,21 @@ class FaultInjector:
             await asyncio.to_thread(process.resume)
         return victim, f"SIGSTOP; new leader after {took_ms} ms; SIGCONT {held:.1f} s later"
 
+    async def _nats_leader_pause(self) -> tuple[str, str]:
+        """The stream's leading server frozen past a Raft election (4-9 s),
+        then woken: it comes back believing it still leads, as a partitioned
+        node does when its link heals."""
+        stream = stream_name(self.partition)
+        node = await asyncio.to_thread(self.cluster.nats.stream_leader, stream)
+        if node is None:
+            node = await asyncio.to_thread(self.cluster.nats.wait_stream_leader, stream)
+        await asyncio.to_thread(self.cluster.nats.pause_node, node)
+        try:
+            held = await self._hold(6.0, 10.0)
+        finally:
+            await asyncio.to_thread(self.cluster.nats.resume_node, node)
+        return node, f"stream {stream} leader SIGSTOP for {held:.1f} s, then SIGCONT"
+
     async def _new_leader(self, not_node: str) -> None:
         try:
             await wait_for_leaders(
@@ -158,7 +175,9 @@ class FaultInjector:
         NATS node healthy, a ledger leader for every partition."""
         cluster = self.cluster
         for name, node in cluster.nats.nodes.items():
-            if not node.process.is_running():
+            if node.process.is_running():
+                await asyncio.to_thread(cluster.nats.resume_node, name)
+            else:
                 await asyncio.to_thread(cluster.nats.start_node, name, wait=False)
         for process in cluster.replicas.values():
             if process.is_running():

@@ -9,6 +9,7 @@ injects faults on a seeded schedule, each healed before the next:
   nats_leader_kill    kill -9 of the nats-server leading the ledger stream
   nats_follower_kill  kill -9 of another nats-server
   leader_pause        SIGSTOP of the leader past its lease, then SIGCONT
+  nats_leader_pause   SIGSTOP of the stream-leading nats-server past an election
 
 At the end everything is restarted and healed, the replicas converge, and the
 history checker judges every recorded client operation against the log (see
