@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from nats.aio.client import Client as NatsClient
 
 from ironbook.adapters.nats.provision import close_nats, connect_nats
-from ironbook.client import ClientConfig, LedgerClient
+from ironbook.client import BatchConfig, ClientConfig, LedgerClient
 from ironbook.services.gateway.auth import (
     TokenVerifier,
     load_verifier,
@@ -67,6 +67,7 @@ class Gateway:
             self.nc,
             partitions=s.partitions,
             config=ClientConfig(deadline_ms=s.request_deadline_ms),
+            batching=BatchConfig(max_inflight_batches=s.ledger_inflight_batches),
         )
         self.probe = LedgerClient(
             self.nc,

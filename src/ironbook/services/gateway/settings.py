@@ -43,6 +43,10 @@ class GatewaySettings:
     """Per worker; beyond it requests are shed at once with 503 `overloaded`."""
     max_body_bytes: int = 64 * 1024
     request_deadline_ms: int = 10_000
+    ledger_inflight_batches: int = 16
+    """Batch requests per partition in flight from one worker: fewer means
+    bigger batches (less NATS and leader work per bet), more means less
+    waiting at low load."""
     allow_cidrs: tuple[str, ...] = ()
     """Empty: every address not denied may connect."""
     deny_cidrs: tuple[str, ...] = ()
