@@ -33,3 +33,29 @@ def test_a_killed_worker_is_survived_and_restarted(api: Api) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert cluster.supervisor.children["gw-1"].restarts >= 1
+
+
+def test_readyz_goes_false_without_a_ledger_leader_and_recovers(api: Api) -> None:
+    replicas = list(api.cluster.replicas.values())
+
+    def ready() -> int:
+        try:
+            return httpx.get(f"{api.url}/readyz", timeout=5).status_code
+        except httpx.HTTPError:
+            return 0
+
+    for replica in replicas:
+        replica.pause()
+    try:
+        deadline = time.monotonic() + 20
+        while ready() != 503:
+            assert time.monotonic() < deadline, "/readyz stayed ready with every replica frozen"
+            time.sleep(0.2)
+        assert httpx.get(f"{api.url}/healthz", timeout=5).status_code == 200
+    finally:
+        for replica in replicas:
+            replica.resume()
+    deadline = time.monotonic() + 60
+    while ready() != 200:
+        assert time.monotonic() < deadline, "/readyz did not recover"
+        time.sleep(0.2)

@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -43,7 +44,11 @@ from ironbook.services.gateway.idempotency import (
     keyed_request_id,
     valid_key,
 )
-from ironbook.services.gateway.runtime import READINESS_DEADLINE_MS, Gateway
+from ironbook.services.gateway.runtime import (
+    READINESS_CACHE_MS,
+    READINESS_DEADLINE_MS,
+    Gateway,
+)
 from ironbook.services.gateway.traffic import retry_after_header
 
 security_log = logging.getLogger("ironbook.security")
@@ -297,7 +302,18 @@ async def history_page(gateway: Gateway, history_request: HistoryRequest) -> His
 
 
 async def probe_leaders(gateway: Gateway) -> tuple[bool, str]:
-    """Ready when every partition's leader answers a read in time."""
+    """Ready when every partition's leader answered a read in time, within
+    the last `READINESS_CACHE_MS` (concurrent callers share one probe)."""
+    async with gateway.readiness_lock:
+        cached = gateway.readiness
+        if cached is not None and time.monotonic() - cached[0] < READINESS_CACHE_MS / 1000:
+            return cached[1], cached[2]
+        ready, detail = await _probe_leaders_now(gateway)
+        gateway.readiness = (time.monotonic(), ready, detail)
+        return ready, detail
+
+
+async def _probe_leaders_now(gateway: Gateway) -> tuple[bool, str]:
     if gateway.probe is None:
         return False, "not connected"
     partitions = gateway.settings.partitions

@@ -4,6 +4,7 @@ odds hub)."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NatsClient
@@ -25,6 +26,9 @@ from ironbook.services.gateway.traffic import (
 )
 
 READINESS_DEADLINE_MS = 1_500
+READINESS_CACHE_MS = 500
+"""A probe's answer is reused this long: `/readyz` is not rate limited (load
+balancers poll it), so it must not turn into ledger load."""
 
 
 @dataclass
@@ -43,6 +47,9 @@ class Gateway:
     probe: LedgerClient | None = None
     claims: ClaimStore | None = None
     odds: OddsHub | None = None
+    readiness: tuple[float, bool, str] | None = None
+    """(monotonic time, ready, detail) of the last readiness probe."""
+    readiness_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
         s = self.settings
