@@ -33,19 +33,17 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import httpx
 
+from ironbook.adapters import eventloop
 from ironbook.adapters.nats.localproc import ManagedProcess, PortLease
 from ironbook.services.gateway.auth import load_or_create_secret, mint_token
 from ironbook.services.gateway.settings import GatewaySettings
 from ironbook.services.local_cluster import GatewayOptions, LocalCluster
 
-T = TypeVar("T")
 UNLIMITED_ENV = {
     "IRONBOOK_GATEWAY_PRINCIPAL_RATE_PER_S": "1000000",
     "IRONBOOK_GATEWAY_PRINCIPAL_BURST": "1000000",
@@ -205,21 +203,13 @@ async def _open_loop(
 def _closed_worker(
     args: tuple[Target, list[tuple[str, str]], float, int],
 ) -> tuple[int, int, list[float]]:
-    return _run_loop(_closed_loop(*args))
+    return eventloop.run(_closed_loop(*args))
 
 
 def _open_worker(
     args: tuple[Target, list[tuple[str, str, str]], float, float, int, bool],
 ) -> tuple[int, int, list[float], dict[int, int]]:
-    return _run_loop(_open_loop(*args))
-
-
-def _run_loop(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        import uvloop  # noqa: PLC0415 - optional, present with uvicorn[standard]
-    except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
+    return eventloop.run(_open_loop(*args))
 
 
 def _percentile_ms(values: list[float], q: float) -> float:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import uvicorn
 
+from ironbook.adapters import eventloop
 from ironbook.services.gateway.app import create_app
 from ironbook.services.gateway.settings import GatewaySettings
 
@@ -103,12 +104,7 @@ def parse_args(argv: list[str] | None = None) -> GatewaySettings:
 def main(argv: list[str] | None = None) -> int:
     settings = parse_args(argv)
     _configure_logging()
-    try:
-        import uvloop  # noqa: PLC0415 - optional speed-up, present with uvicorn[standard]
-    except ImportError:
-        asyncio.run(serve(settings))
-    else:
-        uvloop.run(serve(settings))
+    eventloop.run(serve(settings))
     return 0
 
 
