@@ -36,7 +36,9 @@ from ironbook.adapters.nats.provision import with_placement_retry
 BUCKET = "IDEMPOTENCY_KEYS"
 RETENTION_S = 86_400
 MAX_KEY_LENGTH = 128
-_CLAIM_ATTEMPTS = 5
+_CLAIM_ATTEMPTS = 8
+_CLAIM_BACKOFF_INITIAL_S = 0.005
+_CLAIM_BACKOFF_MAX_S = 0.2
 
 
 class KeyReused(Exception):
@@ -86,6 +88,7 @@ class ClaimStore:
         """Raises `KeyReused` if the key was claimed with another fingerprint."""
         subject_key = request_id.replace(":", "_")
         value = request_fingerprint.encode()
+        backoff_s = _CLAIM_BACKOFF_INITIAL_S
         try:
             for _ in range(_CLAIM_ATTEMPTS):
                 try:
@@ -101,8 +104,10 @@ class ClaimStore:
                 try:
                     entry = await self._kv.get(subject_key)
                 except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-                    # Expired between the two calls, or a lagging replica: try again.
-                    await asyncio.sleep(0.005)
+                    # Expired between the two calls, or a replica lagging behind
+                    # the winning create (reads may be served by any replica).
+                    await asyncio.sleep(backoff_s)
+                    backoff_s = min(backoff_s * 2, _CLAIM_BACKOFF_MAX_S)
                     continue
                 if entry.value == value:
                     return
