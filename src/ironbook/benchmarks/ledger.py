@@ -39,7 +39,9 @@ OPENING_BALANCE_MINOR = 1_000_000_00
 STAKE_MIN_MINOR = 100
 STAKE_MAX_MINOR = 5_000
 SELECTIONS = 20
-MARKET_ID = "bench-market"
+MARKETS = 50
+"""Enough selections (1,000) that the per-selection liability limit never
+refuses a bet: every bet placed is accepted, as in the PostgreSQL baseline."""
 
 
 @dataclass
@@ -66,18 +68,23 @@ def _selections() -> tuple[core.SelectionSpec, ...]:
     )
 
 
+def _market_id(index: int) -> str:
+    return f"bench-market-{index}"
+
+
 async def _setup(client: LedgerClient, accounts: list[str], run_tag: str) -> None:
-    outcome = await client.submit(
-        core.CreateMarket(
-            request_id=f"{run_tag}-market",
-            market_id=MARKET_ID,
-            event_id="bench",
-            name="Benchmark Stakes",
-            selections=_selections(),
+    for index in range(MARKETS):
+        outcome = await client.submit(
+            core.CreateMarket(
+                request_id=f"{run_tag}-market-{index}",
+                market_id=_market_id(index),
+                event_id="bench",
+                name=f"Benchmark Stakes {index}",
+                selections=_selections(),
+            )
         )
-    )
-    if not isinstance(outcome, core.Accepted):
-        raise RuntimeError(f"market refused: {outcome}")
+        if not isinstance(outcome, core.Accepted):
+            raise RuntimeError(f"market refused: {outcome}")
     for start in range(0, len(accounts), 2_000):
         chunk = accounts[start : start + 2_000]
         await client.submit_many(
@@ -122,7 +129,7 @@ async def _drive(
                 stake_minor=rng.randint(STAKE_MIN_MINOR, STAKE_MAX_MINOR),
                 legs=(
                     core.BetLeg(
-                        market_id=MARKET_ID,
+                        market_id=_market_id(rng.randrange(MARKETS)),
                         selection_id=f"s{selection}",
                         odds=200 + 20 * selection,
                     ),
