@@ -82,3 +82,36 @@ def test_a_corrupt_snapshot_is_refused_and_the_whole_log_replayed() -> None:
     assert "hashes to" in replica.last_restore_problem
     assert applied_seq == 3
     assert state_hash == Checker().replay_hash(service.entries)
+
+
+def test_a_leader_stopped_gracefully_releases_its_lease() -> None:
+    async def main(loop: VirtualTimeLoop) -> tuple[LeaseService, str | None]:
+        rng = random.Random(2)
+        network = Network(loop, rng)
+        service = LogService(loop, now_ms=loop.now_ms, dedupe_window_ms=120_000)
+        leases = LeaseService(now_ms=loop.now_ms, ttl_ms=1_000)
+        host = Host("r0", 1)
+        replica = Replica(
+            "r0",
+            log=SimLog(service, network, host, now_ms=loop.now_ms, request_timeout_ms=100),
+            lease=SimLease(leases, network, host, request_timeout_ms=100),
+            snapshots=SimSnapshotStore(SnapshotService(), network, host, request_timeout_ms=100),
+            server=SimRequestServer(
+                RequestBus(loop, network, rng, inbox_capacity=8), host, inbox_capacity=8
+            ),
+            clock=SimClock(loop, host),
+            rng=rng,
+            config=ReplicaConfig(lease_ttl_ms=1_000, lease_renew_interval_ms=250),
+        )
+
+        async def until_leading() -> str | None:
+            while replica.status().role != "leader":  # noqa: ASYNC110 (virtual time)
+                await asyncio.sleep(0.01)
+            return leases.holder
+
+        holder = await race(replica.run(), until_leading())  # then cancels run()
+        return leases, holder
+
+    leases, holder_while_leading = run_virtual(main, max_virtual_ms=60_000)
+    assert holder_while_leading == "r0"
+    assert leases.holder is None

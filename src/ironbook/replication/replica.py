@@ -193,8 +193,10 @@ class Replica:
             self._sequencer = None
             self._follower = None
             self._role = "starting"
-        with contextlib.suppress(ReplicationError):
-            await self._lease.release(self.node_id, self._lease_revision)
+            # Also when cancelled (a graceful stop): a follower takes over at
+            # once instead of waiting for the lease to expire.
+            with contextlib.suppress(ReplicationError):
+                await self._lease.release(self.node_id, self._lease_revision)
 
     async def _keep_lease(self) -> NoReturn:
         config = self._config
