@@ -175,7 +175,7 @@ async def _measure_ironbook(cluster: LocalCluster, args: argparse.Namespace) -> 
         cluster.nats_url,
         partitions=cluster.partitions,
         config=ClientConfig(
-            request_timeout_ms=2_000, deadline_ms=30_000, backoff_initial_ms=10, backoff_max_ms=200
+            request_timeout_ms=1_000, deadline_ms=30_000, backoff_initial_ms=10, backoff_max_ms=200
         ),
         batching=BatchConfig(max_batch_commands=args.client_batch),
     )

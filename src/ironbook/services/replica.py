@@ -47,6 +47,9 @@ log = logging.getLogger("ironbook.replica")
 
 LEASE_TTL_MS = 1_000
 LEASE_RENEW_INTERVAL_MS = 300
+# A follower tries a free lease this often (plus jitter): a dead leader's
+# lease expires within a TTL of its last renewal, then is taken within this.
+LEASE_RETRY_MS = 100
 ROLE_SAMPLE_MS = 100
 TEST_MUTATION_ENV = "IRONBOOK_TEST_MUTATION"
 
@@ -77,6 +80,7 @@ async def serve(
             config=ReplicaConfig(
                 lease_ttl_ms=LEASE_TTL_MS,
                 lease_renew_interval_ms=LEASE_RENEW_INTERVAL_MS,
+                lease_retry_ms=LEASE_RETRY_MS,
                 ledger=core.LedgerConfig(partition=partition),
                 sequencer=_sequencer_config(),
             ),
