@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 
 _BENCHMARKS = {"ledger": "ironbook.benchmarks.ledger"}
 
 
 def _command(args: argparse.Namespace) -> int:
-    module = importlib.import_module(_BENCHMARKS[args.benchmark])
+    try:
+        module = importlib.import_module(_BENCHMARKS[args.benchmark])
+    except ModuleNotFoundError as err:
+        print(
+            f"error: the {args.benchmark} benchmark needs {err.name!r}: "
+            "install the bench extra (pip install -e '.[bench]')",
+            file=sys.stderr,
+        )
+        return 2
     return int(module.main(args.rest))
 
 
