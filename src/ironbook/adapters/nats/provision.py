@@ -82,8 +82,9 @@ async def close_nats(nc: NatsClient) -> None:
         await nc.close()
 
 
-NO_RESPONDERS_ATTEMPTS = 6
+NO_RESPONDERS_ATTEMPTS = 10
 _NO_RESPONDERS_BACKOFF_MS = 10
+_NO_RESPONDERS_MAX_BACKOFF_MS = 400
 
 
 async def request(
@@ -94,7 +95,7 @@ async def request(
     timeout_s: float,
     headers: dict[str, str] | None = None,
 ) -> Msg:
-    """`nc.request`, retried (6 tries over ~0.3 s) on "no responders".
+    """`nc.request`, retried (10 tries over ~2 s) on "no responders".
 
     No responders means no server took the message, so a retry cannot
     duplicate it. It happens for a moment after a stream is created or moves:
@@ -108,7 +109,7 @@ async def request(
             if attempt == NO_RESPONDERS_ATTEMPTS:
                 raise
         await asyncio.sleep(delay_ms / 1000)
-        delay_ms *= 2
+        delay_ms = min(delay_ms * 2, _NO_RESPONDERS_MAX_BACKOFF_MS)
     raise AssertionError("unreachable")
 
 

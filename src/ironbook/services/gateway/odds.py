@@ -89,6 +89,10 @@ class OddsHub:
             self._subscriptions[market_id] = await self._nc.subscribe(
                 odds_subject(market_id), cb=self._deliver_to(market_id)
             )
+            # The server has registered the subscription once a flush returns:
+            # "subscribed" must mean that the next price published arrives.
+            with contextlib.suppress(nats.errors.Error):
+                await self._nc.flush(timeout=2)
 
     async def unwatch(self, watcher: Watcher, market_id: str) -> None:
         watcher.markets.discard(market_id)
