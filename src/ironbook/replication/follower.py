@@ -58,10 +58,12 @@ async def restore(snapshots: SnapshotStore, ledger_config: core.LedgerConfig | N
 
 
 def take_snapshot(replay: ReplayState) -> Snapshot:
+    # One encoding serves both: the hash is of the snapshot bytes.
+    state, state_hash = core.snapshot_and_hash(replay.state)
     return Snapshot(
         seq=replay.applied_seq,
-        state_hash=core.state_hash(replay.state),
-        state=core.snapshot_bytes(replay.state),
+        state_hash=state_hash,
+        state=state,
         last_batch_id=replay.last_batch_id,
     )
 
