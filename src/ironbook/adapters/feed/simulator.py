@@ -1,0 +1,551 @@
+"""The built-in odds provider: a deterministic simulated race day.
+
+A meeting of football matches (1X2 and over/under 2.5 goals) and horse races
+(win markets, 6–12 runners). Every event is created pre-match, goes in-play
+(all its markets stopped at the kick-off / the off, then reopened in-play with
+a bet delay), has incidents in-play (bet stop, reopen at new prices),
+finishes (markets closed), and is settled a few seconds later; now and then a
+settlement is rolled back and resettled, a result is corrected, or a market is
+cancelled (voided, sometimes only for a window of time). A finished event is
+replaced by a new one, so a long run always has live markets. Prices
+random-walk on the price ladder at a configurable rate, and the producer
+heartbeats (`alive`) every second.
+
+The simulator is pure: given the config and the epoch it yields the same
+messages, with the same cursors and times, every time (`seed` picks the
+world). It runs in simulated time; `ironbook.services.feed.provider` paces it
+against the wall clock and publishes what it yields. `shift_ms` moves the
+whole future by a delay (used when a restarted publisher resumes after some
+downtime: the world carries on from where it stopped).
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgspec
+
+from ironbook.adapters.feed.messages import (
+    Alive,
+    AnyFeedMessage,
+    BetCancel,
+    BetSettlement,
+    BetStop,
+    MarketCreated,
+    OddsChange,
+    Price,
+    Result,
+    RollbackBetSettlement,
+    Selection,
+    Sport,
+)
+from ironbook.core.odds import LADDER, MAX_ODDS, MIN_ODDS, snap_to_ladder
+
+_US_PER_MS = 1_000
+_US_PER_S = 1_000_000
+
+_TEAMS = (
+    "Arsenal", "Aston Villa", "Bournemouth", "Brentford", "Brighton", "Chelsea",
+    "Crystal Palace", "Everton", "Fulham", "Liverpool", "Man City", "Man United",
+    "Newcastle", "Nottm Forest", "Tottenham", "West Ham", "Wolves", "Leeds",
+    "Burnley", "Sunderland",
+)  # fmt: skip
+_HORSES = (
+    "Silver Arrow", "Midnight Run", "Golden Hour", "Storm Chaser", "Quiet Reply",
+    "Northern Star", "Red Rum Again", "Blue Lagoon", "Desert Wind", "Iron Duke",
+    "Lucky Strike", "Morning Glory", "Fast Company", "Harbour Light", "Kings Road",
+    "Wild Card", "Paper Moon", "Last Orders", "High Tide", "Second Wind",
+)  # fmt: skip
+_COURSES = ("Ascot", "Cheltenham", "Newmarket", "York", "Aintree", "Epsom", "Goodwood")
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorConfig:
+    producer: str = "sim"
+    seed: int = 1
+    odds_changes_per_s: int = 200
+    """Price changes per second of simulated time (0: prices never move)."""
+    football_events: int = 4
+    """Football matches scheduled at any time (each replaced when it ends)."""
+    races: int = 3
+    pre_match_s: int = 60
+    football_in_play_s: int = 180
+    race_in_play_s: int = 45
+    football_bet_delay_s: int = 5
+    race_bet_delay_s: int = 0
+    alive_interval_ms: int = 1_000
+    settle_after_s: int = 3
+    rollback_chance: float = 0.05
+    """Per settled market: the settlement is rolled back, then resettled."""
+    correction_chance: float = 0.03
+    """Per settled market: a second settlement with another result follows."""
+    cancel_chance: float = 0.03
+    """Per market: cancelled (voided) instead of settled."""
+    window_cancel_chance: float = 0.03
+    """Per market: bets placed in the first seconds in-play are cancelled,
+    the rest settled."""
+    dead_heat_chance: float = 0.1
+    """Per race: two runners dead-heat for the win."""
+
+    def __post_init__(self) -> None:
+        if self.odds_changes_per_s < 0 or self.odds_changes_per_s > 100_000:
+            raise ValueError("odds_changes_per_s must be 0..100000")
+        if self.football_events < 0 or self.races < 0 or self.football_events + self.races < 1:
+            raise ValueError("the meeting needs at least one event")
+        if min(self.pre_match_s, self.football_in_play_s, self.race_in_play_s) < 1:
+            raise ValueError("phases last at least 1 s")
+        if self.alive_interval_ms < 100:
+            raise ValueError("alive_interval_ms must be at least 100")
+
+
+@dataclass(slots=True)
+class _Market:
+    market_id: str
+    event_id: str
+    selection_ids: list[str]
+    prices: dict[str, int]
+    status: Literal["open", "suspended", "closed"] = "open"
+
+
+@dataclass(slots=True)
+class _Event:
+    event_id: str
+    sport: Sport
+    market_ids: list[str]
+    in_play_from_ms: int = 0
+    finished: bool = False
+
+
+_Action = tuple[int, int, str, str]
+"""(at_us, order, kind, target): a heap entry; `order` breaks ties."""
+
+_LADDER_INDEX = {odds: index for index, odds in enumerate(LADDER)}
+_LADDER_TOP = len(LADDER) - 1
+_TICK_STEPS = (-2, -1, 1, 2)
+
+
+def _move(odds: int, ticks: int) -> int:
+    """`core.odds.ticks_away` without its search (the simulator's hot path)."""
+    return LADDER[max(0, min(_LADDER_TOP, _LADDER_INDEX[odds] + ticks))]
+
+
+class Simulator:
+    def __init__(self, config: SimulatorConfig, *, epoch_ms: int) -> None:
+        self.config = config
+        self._rng = random.Random(f"ironbook-feed/{config.producer}/{config.seed}")
+        self._now_us = epoch_ms * _US_PER_MS
+        self._cursor = 0
+        self._orders = 0
+        self._events_made = 0
+        self._actions: list[_Action] = []
+        self._pending: deque[AnyFeedMessage] = deque()
+        self.events: dict[str, _Event] = {}
+        self.markets: dict[str, _Market] = {}
+        self._last_result: dict[str, tuple[Result, ...]] = {}
+        self._open: dict[str, None] = {}
+        """Markets open for bets, as an ordered set (deterministic choice)."""
+        self._open_list: list[str] | None = None
+        self._ticks = 0
+        self._tick_origin_us = self._now_us
+        self._schedule(self._now_us, "alive")
+        if config.odds_changes_per_s:
+            self._schedule(self._next_tick_us(), "tick")
+        slots = config.football_events + config.races
+        for index in range(slots):
+            sport: Sport = "football" if index < config.football_events else "horse_racing"
+            # Kick-offs spread over the pre-match phase, so events go in-play
+            # (and finish) one after another from the start.
+            offset_us = config.pre_match_s * _US_PER_S * index // slots
+            self._schedule(self._now_us, "create_" + sport, str(offset_us))
+
+    @property
+    def cursor(self) -> int:
+        """The cursor of the last message yielded."""
+        return self._cursor
+
+    def next_ts_ms(self) -> int:
+        """When the next message is due (simulated time)."""
+        self._fill()
+        return self._pending[0].ts_ms
+
+    def next(self) -> AnyFeedMessage:
+        self._fill()
+        return self._pending.popleft()
+
+    def take_due(self, now_ms: int, limit: int) -> list[AnyFeedMessage]:
+        """The messages due at or before `now_ms`, at most `limit`."""
+        due: list[AnyFeedMessage] = []
+        while len(due) < limit and self.next_ts_ms() <= now_ms:
+            due.append(self.next())
+        return due
+
+    def shift_ms(self, delay_ms: int) -> None:
+        """Move everything not yet yielded `delay_ms` later."""
+        assert delay_ms >= 0
+        delay_us = delay_ms * _US_PER_MS
+        self._now_us += delay_us
+        self._tick_origin_us += delay_us
+        self._actions = [
+            (at_us + delay_us, order, kind, target) for at_us, order, kind, target in self._actions
+        ]
+        heapq.heapify(self._actions)
+        self._pending = deque(
+            msgspec.structs.replace(message, ts_ms=message.ts_ms + delay_ms)
+            for message in self._pending
+        )
+
+    # -- the world ---------------------------------------------------------
+
+    def _fill(self) -> None:
+        while not self._pending:
+            at_us, _, kind, target = heapq.heappop(self._actions)
+            self._now_us = max(self._now_us, at_us)
+            self._run(kind, target)
+
+    def _schedule(self, at_us: int, kind: str, target: str = "") -> None:
+        self._orders += 1
+        heapq.heappush(self._actions, (at_us, self._orders, kind, target))
+
+    def _after(self, seconds: float, kind: str, target: str = "") -> None:
+        self._schedule(self._now_us + int(seconds * _US_PER_S), kind, target)
+
+    def _next_tick_us(self) -> int:
+        self._ticks += 1
+        return self._tick_origin_us + self._ticks * _US_PER_S // self.config.odds_changes_per_s
+
+    def _emit(self, kind: type[AnyFeedMessage], **fields: Any) -> AnyFeedMessage:
+        self._cursor += 1
+        message = kind(
+            producer=self.config.producer,
+            cursor=self._cursor,
+            ts_ms=self._now_us // _US_PER_MS,
+            **fields,
+        )
+        self._pending.append(message)
+        return message
+
+    def _run(self, kind: str, target: str) -> None:
+        if kind == "alive":
+            self._emit(Alive)
+            self._after(self.config.alive_interval_ms / 1000, "alive")
+        elif kind == "tick":
+            self._tick()
+            self._schedule(self._next_tick_us(), "tick")
+        elif kind == "create_football":
+            self._create_football(int(target))
+        elif kind == "create_horse_racing":
+            self._create_race(int(target))
+        elif kind == "stop":
+            self._stop(target)
+        elif kind == "go_in_play":
+            self._go_in_play(target)
+        elif kind == "incident":
+            self._incident(target)
+        elif kind == "reopen":
+            self._reopen(target)
+        elif kind == "finish":
+            self._finish(target)
+        elif kind == "settle":
+            self._settle(target)
+        elif kind == "rollback":
+            self._rollback(target)
+        elif kind in ("resettle", "correct"):
+            self._resettle(target)
+        else:
+            raise AssertionError(f"unknown action {kind}")
+
+    def _new_event_id(self, prefix: str) -> str:
+        self._events_made += 1
+        return f"{self.config.producer}{self.config.seed}-{prefix}{self._events_made}"
+
+    def _price(self, probability: float, margin: float = 1.06) -> int:
+        raw = int(100 / max(probability * margin, 1e-6))
+        return snap_to_ladder(max(MIN_ODDS, min(MAX_ODDS, raw)), "nearest")
+
+    def _add_market(
+        self,
+        event: _Event,
+        event_name: str,
+        market_id: str,
+        market_name: str,
+        selections: list[tuple[str, str, float]],
+    ) -> None:
+        specs = tuple(Selection(sid, name, self._price(p)) for sid, name, p in selections)
+        market = _Market(
+            market_id=market_id,
+            event_id=event.event_id,
+            selection_ids=[spec.selection_id for spec in specs],
+            prices={spec.selection_id: spec.odds for spec in specs},
+        )
+        self.markets[market_id] = market
+        self._open[market_id] = None
+        self._open_list = None
+        event.market_ids.append(market_id)
+        self._emit(
+            MarketCreated,
+            event_id=event.event_id,
+            event_name=event_name,
+            sport=event.sport,
+            market_id=market_id,
+            market_name=market_name,
+            selections=specs,
+        )
+
+    def _create_football(self, kick_off_in_us: int) -> None:
+        rng = self._rng
+        home, away = rng.sample(_TEAMS, 2)
+        event = _Event(self._new_event_id("fb"), "football", [])
+        self.events[event.event_id] = event
+        name = f"{home} v {away}"
+        p_home = rng.uniform(0.2, 0.6)
+        p_draw = rng.uniform(0.2, 0.3)
+        self._add_market(
+            event,
+            name,
+            f"{event.event_id}-1x2",
+            "Match result",
+            [
+                ("home", home, p_home),
+                ("draw", "Draw", p_draw),
+                ("away", away, max(0.05, 1 - p_home - p_draw)),
+            ],
+        )
+        p_over = rng.uniform(0.35, 0.65)
+        self._add_market(
+            event,
+            name,
+            f"{event.event_id}-ou25",
+            "Total goals over/under 2.5",
+            [("over", "Over 2.5", p_over), ("under", "Under 2.5", 1 - p_over)],
+        )
+        self._schedule(self._now_us + kick_off_in_us + self._pre_match_us(), "stop", event.event_id)
+
+    def _create_race(self, off_in_us: int) -> None:
+        rng = self._rng
+        runners = rng.randint(6, 12)
+        names = rng.sample(_HORSES, runners)
+        strengths = [rng.uniform(0.5, 5.0) for _ in range(runners)]
+        total = sum(strengths)
+        event = _Event(self._new_event_id("hr"), "horse_racing", [])
+        self.events[event.event_id] = event
+        minute = rng.randrange(0, 60, 5)
+        name = f"{rng.choice(_COURSES)} {rng.randint(12, 20):02d}:{minute:02d}"
+        self._add_market(
+            event,
+            name,
+            f"{event.event_id}-win",
+            "Win",
+            [(f"r{i + 1}", names[i], strengths[i] / total) for i in range(runners)],
+        )
+        self._schedule(self._now_us + off_in_us + self._pre_match_us(), "stop", event.event_id)
+
+    def _pre_match_us(self) -> int:
+        return self.config.pre_match_s * _US_PER_S
+
+    def _bet_stop(self, event: _Event) -> None:
+        stopped = [m for m in event.market_ids if self.markets[m].status == "open"]
+        for market_id in stopped:
+            self.markets[market_id].status = "suspended"
+            self._open.pop(market_id, None)
+            self._open_list = None
+        if stopped:
+            self._emit(
+                BetStop,
+                event_id=event.event_id,
+                market_ids=tuple(stopped),
+            )
+
+    def _stop(self, event_id: str) -> None:
+        """The kick-off / the off: every market stops, then reopens in-play."""
+        self._bet_stop(self.events[event_id])
+        self._after(1, "go_in_play", event_id)
+
+    def _reopen_markets(self, event: _Event, *, in_play: bool, jump_ticks: int) -> None:
+        delay = (
+            self.config.football_bet_delay_s
+            if event.sport == "football"
+            else self.config.race_bet_delay_s
+        )
+        for market_id in event.market_ids:
+            market = self.markets[market_id]
+            if market.status != "suspended":
+                continue
+            prices = []
+            for selection_id in market.selection_ids:
+                moved = _move(
+                    market.prices[selection_id], self._rng.randint(-jump_ticks, jump_ticks)
+                )
+                market.prices[selection_id] = moved
+                prices.append(Price(selection_id, moved))
+            market.status = "open"
+            self._open[market_id] = None
+            self._open_list = None
+            self._emit(
+                OddsChange,
+                event_id=event.event_id,
+                market_id=market_id,
+                status="open",
+                in_play=in_play,
+                bet_delay_s=delay if in_play else 0,
+                prices=tuple(prices),
+            )
+
+    def _go_in_play(self, event_id: str) -> None:
+        event = self.events[event_id]
+        event.in_play_from_ms = self._now_us // _US_PER_MS
+        self._reopen_markets(event, in_play=True, jump_ticks=3)
+        length_s = (
+            self.config.football_in_play_s
+            if event.sport == "football"
+            else self.config.race_in_play_s
+        )
+        self._after(length_s, "finish", event_id)
+        if event.sport == "football":
+            self._after(self._rng.uniform(0.2, 0.45) * length_s, "incident", event_id)
+
+    def _incident(self, event_id: str) -> None:
+        """A goal or a red card: stop, then reopen a few seconds later."""
+        event = self.events.get(event_id)
+        if event is None or event.finished:
+            return
+        self._bet_stop(event)
+        self._after(self._rng.uniform(2, 5), "reopen", event_id)
+        length_s = self.config.football_in_play_s
+        self._after(self._rng.uniform(0.2, 0.45) * length_s, "incident", event_id)
+
+    def _reopen(self, event_id: str) -> None:
+        event = self.events.get(event_id)
+        if event is not None and not event.finished:
+            self._reopen_markets(event, in_play=True, jump_ticks=8)
+
+    def _tick(self) -> None:
+        if not self._open:
+            return
+        if self._open_list is None:
+            self._open_list = list(self._open)
+        random_ = self._rng.random
+        market = self.markets[self._open_list[int(random_() * len(self._open_list))]]
+        selection_ids = market.selection_ids
+        first = int(random_() * len(selection_ids))
+        moved = [selection_ids[first]]
+        if random_() < 0.5:
+            moved.append(selection_ids[(first + 1) % len(selection_ids)])
+        prices = []
+        for selection_id in moved:
+            price = _move(market.prices[selection_id], _TICK_STEPS[int(random_() * 4)])
+            market.prices[selection_id] = price
+            prices.append(Price(selection_id, price))
+        self._emit(
+            OddsChange,
+            event_id=market.event_id,
+            market_id=market.market_id,
+            prices=tuple(prices),
+        )
+
+    def _finish(self, event_id: str) -> None:
+        event = self.events[event_id]
+        event.finished = True
+        for market_id in event.market_ids:
+            market = self.markets[market_id]
+            if market.status == "closed":
+                continue
+            market.status = "closed"
+            self._open.pop(market_id, None)
+            self._open_list = None
+            self._emit(
+                OddsChange,
+                event_id=event_id,
+                market_id=market_id,
+                status="closed",
+            )
+        for market_id in event.market_ids:
+            self._after(self.config.settle_after_s, "settle", market_id)
+        # A finished event makes room for a new one of the same sport.
+        self._after(
+            self.config.settle_after_s + 10,
+            "create_" + event.sport,
+            str(self._rng.randint(0, self._pre_match_us() // 2)),
+        )
+
+    def _winners(self, market: _Market, *, avoid: tuple[Result, ...] = ()) -> tuple[Result, ...]:
+        """Drawn by the implied probabilities; never equal to `avoid`."""
+        rng = self._rng
+        weights = [1 / market.prices[s] for s in market.selection_ids]
+        for _ in range(20):
+            ordered = list(market.selection_ids)
+            first = rng.choices(ordered, weights=weights)[0]
+            is_race = self.events[market.event_id].sport == "horse_racing"
+            if is_race and rng.random() < self.config.dead_heat_chance:
+                second = rng.choice([s for s in ordered if s != first])
+                result: tuple[Result, ...] = (Result(first, 2), Result(second, 2))
+            else:
+                result = (Result(first),)
+            if result != avoid:
+                return result
+        return (Result(next(s for s in market.selection_ids if Result(s) not in avoid)),)
+
+    def _settle(self, market_id: str) -> None:
+        market = self.markets[market_id]
+        event = self.events[market.event_id]
+        config, rng = self.config, self._rng
+        if rng.random() < config.cancel_chance:
+            self._emit(
+                BetCancel,
+                event_id=event.event_id,
+                market_id=market_id,
+                reason="event abandoned",
+            )
+            self._forget(market_id)
+            return
+        if rng.random() < config.window_cancel_chance:
+            start_ms = event.in_play_from_ms
+            self._emit(
+                BetCancel,
+                event_id=event.event_id,
+                market_id=market_id,
+                reason="bets accepted during a missed incident",
+                start_ms=start_ms,
+                end_ms=start_ms + 10_000,
+            )
+        winners = self._winners(market)
+        self._settle_with(market, winners)
+        draw = rng.random()
+        if draw < config.rollback_chance:
+            self._after(3, "rollback", market_id)
+        elif draw < config.rollback_chance + config.correction_chance:
+            self._after(3, "correct", market_id)
+        else:
+            self._forget(market_id)
+
+    def _settle_with(self, market: _Market, winners: tuple[Result, ...]) -> None:
+        self._last_result[market.market_id] = winners
+        self._emit(
+            BetSettlement, event_id=market.event_id, market_id=market.market_id, winners=winners
+        )
+
+    def _rollback(self, market_id: str) -> None:
+        market = self.markets[market_id]
+        self._emit(
+            RollbackBetSettlement,
+            event_id=market.event_id,
+            market_id=market_id,
+        )
+        self._after(2, "resettle", market_id)
+
+    def _resettle(self, market_id: str) -> None:
+        market = self.markets[market_id]
+        previous = self._last_result.get(market_id, ())
+        self._settle_with(market, self._winners(market, avoid=previous))
+        self._forget(market_id)
+
+    def _forget(self, market_id: str) -> None:
+        """A market that is done; its event goes with its last market."""
+        market = self.markets.pop(market_id)
+        self._last_result.pop(market_id, None)
+        event = self.events[market.event_id]
+        if all(m not in self.markets for m in event.market_ids):
+            del self.events[market.event_id]
