@@ -1,19 +1,55 @@
-"""`/v1/odds/stream`: prices published on NATS reach subscribed WebSocket clients."""
+"""`/v1/odds/stream`: prices published on NATS reach subscribed WebSocket
+clients, by market or by event; a snapshot returns the newest prices from the
+ODDS stream; a client that does not read gets conflated prices."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
+from typing import Any
 
 import nats
 import pytest
 from api_support import Api, unique
-from websockets.asyncio.client import connect
+from nats.aio.client import Client as NatsClient
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
+
+RECV_TIMEOUT_S = 5
 
 
 def _ws_url(api: Api) -> str:
     return api.url.replace("http://", "ws://") + "/v1/odds/stream"
+
+
+def _headers(api: Api) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api.token('bettor', 'alice')}"}
+
+
+def _price(event_id: str, market_id: str, cursor: int, home: str, pad: str = "") -> bytes:
+    message = {
+        "event_id": event_id,
+        "market_id": market_id,
+        "status": "open",
+        "in_play": False,
+        "prices": {"home": home, "away": "3.00"},
+        "cursor": cursor,
+        "feed_ts_ms": 1,
+        "published_ms": 1,
+    }
+    if pad:
+        message["pad"] = pad
+    return json.dumps(message).encode()
+
+
+async def _publish(nc: NatsClient, event_id: str, market_id: str, cursor: int, home: str) -> None:
+    await nc.publish(f"odds.{event_id}.{market_id}", _price(event_id, market_id, cursor, home))
+
+
+async def _recv(ws: ClientConnection) -> dict[str, Any]:
+    message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), RECV_TIMEOUT_S))
+    return message
 
 
 def test_odds_reach_subscribers_and_stop_after_unsubscribe(api: Api) -> None:
@@ -27,7 +63,7 @@ def test_odds_reach_subscribers_and_stop_after_unsubscribe(api: Api) -> None:
             async with connect(_ws_url(api), additional_headers=headers) as ws:
                 await ws.send(json.dumps({"action": "subscribe", "markets": [market_id]}))
                 reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
-                assert reply == {"type": "subscribed", "markets": [market_id]}
+                assert reply == {"type": "subscribed", "markets": [market_id], "events": []}
                 await nc.publish(f"odds.ev1.{other_market}", b'{"home": "9.00"}')
                 await nc.publish(f"odds.ev1.{market_id}", b'{"home": "2.40"}')
                 await nc.flush()
@@ -46,7 +82,7 @@ def test_odds_reach_subscribers_and_stop_after_unsubscribe(api: Api) -> None:
                 assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "error"
                 await ws.send(json.dumps({"action": "unsubscribe", "markets": [market_id]}))
                 reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
-                assert reply == {"type": "subscribed", "markets": []}
+                assert reply == {"type": "subscribed", "markets": [], "events": []}
                 await nc.publish(f"odds.ev1.{market_id}", b'{"home": "2.30"}')
                 await nc.flush()
                 with pytest.raises(TimeoutError):
@@ -67,5 +103,157 @@ def test_token_in_query_and_no_token_refused(api: Api) -> None:
             async with connect(_ws_url(api)):
                 pass
         assert refused.value.response.status_code == 403
+
+    asyncio.run(run())
+
+
+@pytest.mark.slow
+def test_subscribe_by_event_delivers_each_price_once(api: Api) -> None:
+    event_id, other_event = unique("ev"), unique("ev")
+    market_a, market_b = unique("mkt"), unique("mkt")
+
+    async def run() -> None:
+        nc = await nats.connect(api.cluster.nats_url.split(","))
+        try:
+            async with connect(_ws_url(api), additional_headers=_headers(api)) as ws:
+                await ws.send(json.dumps({"action": "subscribe", "events": [event_id]}))
+                assert await _recv(ws) == {
+                    "type": "subscribed",
+                    "markets": [],
+                    "events": [event_id],
+                }
+                # Watched twice (by event and by market): still one frame per price.
+                await ws.send(json.dumps({"action": "subscribe", "markets": [market_a]}))
+                assert (await _recv(ws))["markets"] == [market_a]
+                await nc.publish(
+                    f"odds.{other_event}.{market_b}", _price(other_event, market_b, 1, "9.00")
+                )
+                await nc.publish(
+                    f"odds.{event_id}.{market_a}", _price(event_id, market_a, 2, "2.10")
+                )
+                await nc.flush()
+                first = await _recv(ws)
+                assert first["type"] == "odds" and first["market"] == market_a
+                assert first["subject"] == f"odds.{event_id}.{market_a}"
+                assert first["data"]["prices"]["home"] == "2.10"
+                await nc.publish(
+                    f"odds.{event_id}.{market_b}", _price(event_id, market_b, 3, "4.00")
+                )
+                await nc.flush()
+                second = await _recv(ws)
+                assert (second["market"], second["data"]["cursor"]) == (market_b, 3)
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(ws.recv(), 0.5)
+                await ws.send(json.dumps({"action": "unsubscribe", "events": [event_id]}))
+                assert await _recv(ws) == {
+                    "type": "subscribed",
+                    "markets": [market_a],
+                    "events": [],
+                }
+                await nc.publish(
+                    f"odds.{event_id}.{market_b}", _price(event_id, market_b, 4, "4.20")
+                )
+                await nc.publish(
+                    f"odds.{event_id}.{market_a}", _price(event_id, market_a, 5, "2.20")
+                )
+                await nc.flush()
+                assert (await _recv(ws))["data"]["cursor"] == 5
+                await ws.send(json.dumps({"action": "subscribe", "events": []}))
+                assert (await _recv(ws))["code"] == "validation_failed"
+                too_many = [unique("ev") for _ in range(21)]
+                await ws.send(json.dumps({"action": "subscribe", "events": too_many}))
+                assert (await _recv(ws))["code"] == "validation_failed"
+        finally:
+            await nc.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.slow
+def test_snapshot_returns_the_newest_prices_after_reconnect(api: Api) -> None:
+    event_id = unique("ev")
+    markets = [unique("mkt") for _ in range(3)]
+
+    async def run() -> None:
+        nc = await nats.connect(api.cluster.nats_url.split(","))
+        try:
+            for cursor, home in enumerate(("2.00", "2.10", "2.20")):
+                for market_id in markets:
+                    subject = f"odds.{event_id}.{market_id}"
+                    await nc.publish(subject, _price(event_id, market_id, cursor, home))
+            await nc.flush()
+            request = {"action": "snapshot", "events": [event_id]}
+            async with connect(_ws_url(api), additional_headers=_headers(api)) as ws:
+                deadline = time.monotonic() + RECV_TIMEOUT_S
+                while True:  # the stream stores what was published, asynchronously
+                    await ws.send(json.dumps(request))
+                    snapshot = await _recv(ws)
+                    assert snapshot["type"] == "snapshot"
+                    if len(snapshot["odds"]) == 3 or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.05)
+                assert sorted(f["market"] for f in snapshot["odds"]) == sorted(markets)
+                assert {f["data"]["prices"]["home"] for f in snapshot["odds"]} == {"2.20"}
+            # A new connection (a client reconnecting) asks by market.
+            async with connect(_ws_url(api), additional_headers=_headers(api)) as ws:
+                wanted = [markets[0], unique("unknown")]
+                await ws.send(json.dumps({"action": "snapshot", "markets": wanted}))
+                snapshot = await _recv(ws)
+                assert [f["market"] for f in snapshot["odds"]] == [markets[0]]
+                assert snapshot["odds"][0]["subject"] == f"odds.{event_id}.{markets[0]}"
+                assert snapshot["odds"][0]["data"]["cursor"] == 2
+                await ws.send(json.dumps({"action": "snapshot", "markets": [unique("none")]}))
+                assert await _recv(ws) == {"type": "snapshot", "odds": []}
+        finally:
+            await nc.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.slow
+def test_a_client_that_does_not_read_gets_the_newest_price_not_a_backlog(api: Api) -> None:
+    """Publishes ~24 MB of prices for one market while the client reads
+    nothing: afterwards it receives far fewer frames than were published (the
+    rest were conflated in the worker, which held one pending frame), and the
+    last one is the newest price."""
+    event_id, market_id = unique("ev"), unique("mkt")
+    subject = f"odds.{event_id}.{market_id}"
+    published = 3_000
+    pad = "x" * 8_000
+
+    async def run() -> None:
+        nc = await nats.connect(api.cluster.nats_url.split(","))
+        try:
+            async with connect(_ws_url(api), additional_headers=_headers(api), max_queue=4) as ws:
+                await ws.send(json.dumps({"action": "subscribe", "markets": [market_id]}))
+                assert (await _recv(ws))["type"] == "subscribed"
+                for cursor in range(published):
+                    await nc.publish(subject, _price(event_id, market_id, cursor, "2.00", pad))
+                    if cursor % 100 == 99:
+                        await nc.flush()
+                await nc.flush()
+                await asyncio.sleep(1.0)  # the worker conflates while nobody reads
+                last = published
+                await nc.publish(subject, _price(event_id, market_id, last, "9.00"))
+                await nc.flush()
+                received = 0
+                deadline = time.monotonic() + 30
+                while True:
+                    try:
+                        frame = json.loads(await asyncio.wait_for(ws.recv(), 2))
+                    except TimeoutError:
+                        # A worker busy past its NATS buffer may have dropped the
+                        # marker: publish it again (prices are state; repeats are fine).
+                        await nc.publish(subject, _price(event_id, market_id, last, "9.00"))
+                        await nc.flush()
+                        assert time.monotonic() < deadline, "the newest price never arrived"
+                        continue
+                    received += 1
+                    if frame["data"]["cursor"] == last:
+                        break
+                assert frame["data"]["prices"]["home"] == "9.00"
+                assert received < published // 2, received
+        finally:
+            await nc.close()
 
     asyncio.run(run())

@@ -1,18 +1,34 @@
 """`GET /v1/odds/stream`: live odds over WebSocket, bridged from NATS.
 
-The feed (issue 6) publishes each market's prices on `odds.<event>.<market>`.
-A worker holds one NATS subscription per market that at least one of its
-clients watches (`odds.*.<market>`) and fans each message out to them.
+The feed (issue 6) publishes each changed market's full current prices, as a
+JSON object, on `odds.<event>.<market>`. A worker holds one NATS subscription
+per market (`odds.*.<market>`) or event (`odds.<event>.*`) that at least one
+of its clients watches, checks each message once, builds the text frame once,
+and offers that same frame to every watcher.
 
 Odds are state, not a log: a client that reads slower than prices change gets
 the *latest* price of each market (conflation), never an unbounded queue. A
-connection may watch at most `MAX_MARKETS_PER_CONNECTION` markets.
+watcher holds at most one pending frame per market it watches, and its sender
+waits for the socket to drain before the next frame, so a client that stops
+reading costs a bounded amount of memory. A connection may watch at most
+`MAX_MARKETS_PER_CONNECTION` markets and `MAX_EVENTS_PER_CONNECTION` events.
+
+The same subjects land in the JetStream stream `ODDS` (memory, one message per
+subject, replicated, direct get allowed), provisioned idempotently by every
+worker at startup: the newest prices of every market can be read by any
+worker, also after a restart, to answer a snapshot.
 
 Protocol (JSON text frames):
-    client: {"action": "subscribe" | "unsubscribe", "markets": ["m1", ...]}
-    server: {"type": "subscribed", "markets": [...]}
+    client: {"action": "subscribe" | "unsubscribe" | "snapshot",
+             "markets": ["m1", ...], "events": ["e1", ...]}   (either or both lists)
+    server: {"type": "subscribed", "markets": [...], "events": [...]}
             {"type": "odds", "market": "m1", "subject": "odds.e1.m1", "data": {...}}
-            {"type": "error", "code": "validation_failed", "detail": "..."}
+            {"type": "snapshot", "odds": [{"type": "odds", ...}, ...]}
+            {"type": "error", "code": "validation_failed" | "unavailable", "detail": "..."}
+
+`data` is the feed's message as published. A client that subscribes and then
+asks for a snapshot may receive a live frame before the snapshot: per market,
+it keeps the frame with the higher `data.cursor`. See docs/odds.md.
 """
 
 from __future__ import annotations
@@ -21,170 +37,396 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
+import msgspec
 import nats.errors
 from fastapi import WebSocket, WebSocketDisconnect
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
+from ironbook.adapters.nats.provision import ensure_stream
 from ironbook.services.gateway import problems as p
 
 log = logging.getLogger("ironbook.gateway.odds")
 
 MAX_MARKETS_PER_CONNECTION = 100
+MAX_EVENTS_PER_CONNECTION = 20
 MAX_CLIENT_MESSAGE_BYTES = 16 * 1024
+MAX_ODDS_MESSAGE_BYTES = 64 * 1024
+"""A feed message larger than this is dropped (and logged), not fanned out."""
+MAX_SNAPSHOT_MARKETS = 1_000
+SNAPSHOT_TIMEOUT_S = 2.0
+SUBSCRIPTION_PENDING_BYTES = 16 * 1024 * 1024
+"""nats-py's buffer per subscription while the worker is busy (default 128 MB)."""
+FRAME_CACHE_SUBJECTS = 20_000
+"""Frames remembered by subject, so that a message arriving twice (through a
+market and an event subscription) is checked and encoded once."""
+
+ODDS_STREAM = "ODDS"
+ODDS_SUBJECTS = "odds.>"
+ODDS_MAX_AGE_S = 24 * 3600
+ODDS_MAX_BYTES = 256 * 1024 * 1024
+UNAVAILABLE = "unavailable"
+
 _FORBIDDEN_SUBJECT_CHARS = frozenset(".*> \t\r\n")
+_EOB_STATUSES = frozenset({"204", "404"})
 
 
-def odds_subject(market_id: str) -> str:
+def odds_stream_config(replicas: int) -> StreamConfig:
+    """The last price of every market: memory storage (prices are rebuilt by
+    the feed after a full cluster restart), one message per subject."""
+    return StreamConfig(
+        name=ODDS_STREAM,
+        description="newest odds per market (odds.<event>.<market>), for snapshots",
+        subjects=[ODDS_SUBJECTS],
+        storage=StorageType.MEMORY,
+        num_replicas=replicas,
+        max_msgs_per_subject=1,
+        max_age=ODDS_MAX_AGE_S,
+        max_bytes=ODDS_MAX_BYTES,
+        discard=DiscardPolicy.OLD,
+        allow_direct=True,
+    )
+
+
+async def ensure_odds_stream(nc: NatsClient, *, replicas: int) -> None:
+    """Create the `ODDS` stream if it does not exist (idempotent)."""
+    await ensure_stream(nc.jetstream(), odds_stream_config(replicas))
+
+
+def market_subject(market_id: str) -> str:
     return f"odds.*.{market_id}"
 
 
-def valid_market_id(market_id: str) -> bool:
+def event_subject(event_id: str) -> str:
+    return f"odds.{event_id}.*"
+
+
+def valid_id(identifier: str) -> bool:
+    """A market or event id that is one token of a NATS subject."""
     return (
-        0 < len(market_id) <= 64
-        and market_id.isascii()
-        and market_id.isprintable()
-        and not _FORBIDDEN_SUBJECT_CHARS.intersection(market_id)
+        0 < len(identifier) <= 64
+        and identifier.isascii()
+        and identifier.isprintable()
+        and not _FORBIDDEN_SUBJECT_CHARS.intersection(identifier)
+    )
+
+
+def _split_subject(subject: str) -> tuple[str, str] | None:
+    """(event, market) of `odds.<event>.<market>`."""
+    parts = subject.split(".")
+    if len(parts) != 3 or parts[0] != "odds":
+        return None
+    return parts[1], parts[2]
+
+
+def odds_frame(subject: str, market_id: str, data: bytes) -> str | None:
+    """The text frame for one feed message, or None if it is not a JSON object.
+
+    The feed's bytes are embedded as they are (checked, not re-encoded)."""
+    if len(data) > MAX_ODDS_MESSAGE_BYTES:
+        return None
+    try:
+        decoded = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return None
+    if not isinstance(decoded, dict):
+        return None
+    return (
+        '{"type":"odds","market":'
+        + json.dumps(market_id)
+        + ',"subject":'
+        + json.dumps(subject)
+        + ',"data":'
+        + data.decode()
+        + "}"
     )
 
 
 class Watcher:
-    """One connection's view: the latest undelivered message per market."""
+    """One connection's view: the newest undelivered frame per market.
+
+    Keyed by subject (`odds.<event>.<market>`): a market watched directly and
+    through its event is one entry, delivered once."""
 
     def __init__(self) -> None:
-        self.latest: dict[str, dict[str, object]] = {}
+        self.latest: dict[str, str] = {}
+        self.offered: dict[str, str] = {}
+        """The last frame offered per subject, to skip the same frame arriving
+        through a second subscription."""
         self.ready = asyncio.Event()
         self.markets: set[str] = set()
+        self.events: set[str] = set()
         self.conflated = 0
+        self.sent = 0
 
-    def offer(self, market_id: str, message: dict[str, object]) -> None:
-        if market_id in self.latest:
+    def offer(self, subject: str, frame: str) -> None:
+        if self.offered.get(subject) is frame:
+            return
+        self.offered[subject] = frame
+        if subject in self.latest:
             self.conflated += 1
-        self.latest[market_id] = message
+        self.latest[subject] = frame
         self.ready.set()
 
-    def take(self) -> list[dict[str, object]]:
-        messages = list(self.latest.values())
+    def take(self) -> list[str]:
+        frames = list(self.latest.values())
         self.latest.clear()
         self.ready.clear()
-        return messages
+        return frames
+
+    def forget_unwatched(self) -> None:
+        """Drop pending frames of markets no longer watched."""
+        for subject in list(self.offered):
+            parts = _split_subject(subject)
+            if parts is None or (parts[0] not in self.events and parts[1] not in self.markets):
+                self.offered.pop(subject, None)
+                self.latest.pop(subject, None)
+        if not self.latest:
+            self.ready.clear()
+
+
+_Key = tuple[str, str]
+"""("market" | "event", id)."""
 
 
 class OddsHub:
-    """Per worker: NATS subscriptions shared by every watcher of a market."""
+    """Per worker: NATS subscriptions shared by every watcher of a market or event."""
 
     def __init__(self, nc: NatsClient) -> None:
         self._nc = nc
-        self._watchers: dict[str, set[Watcher]] = {}
-        self._subscriptions: dict[str, Subscription] = {}
+        self._watchers: dict[_Key, set[Watcher]] = {}
+        self._subscriptions: dict[_Key, Subscription] = {}
+        self._frames: dict[str, tuple[bytes, str]] = {}
+        self.messages = 0
+        self.dropped = 0
 
-    async def watch(self, watcher: Watcher, market_id: str) -> None:
-        watchers = self._watchers.setdefault(market_id, set())
-        watchers.add(watcher)
-        watcher.markets.add(market_id)
-        if market_id not in self._subscriptions:
-            self._subscriptions[market_id] = await self._nc.subscribe(
-                odds_subject(market_id), cb=self._deliver_to(market_id)
+    @classmethod
+    async def open(cls, nc: NatsClient, *, replicas: int) -> OddsHub:
+        """The hub, after making sure the `ODDS` stream exists."""
+        await ensure_odds_stream(nc, replicas=replicas)
+        return cls(nc)
+
+    async def watch(self, watcher: Watcher, kind: str, identifier: str) -> None:
+        key = (kind, identifier)
+        self._watchers.setdefault(key, set()).add(watcher)
+        (watcher.markets if kind == "market" else watcher.events).add(identifier)
+        if key not in self._subscriptions:
+            subject = market_subject(identifier) if kind == "market" else event_subject(identifier)
+            self._subscriptions[key] = await self._nc.subscribe(
+                subject, cb=self._deliver_to(key), pending_bytes_limit=SUBSCRIPTION_PENDING_BYTES
             )
             # The server has registered the subscription once a flush returns:
             # "subscribed" must mean that the next price published arrives.
             with contextlib.suppress(nats.errors.Error):
                 await self._nc.flush(timeout=2)
 
-    async def unwatch(self, watcher: Watcher, market_id: str) -> None:
-        watcher.markets.discard(market_id)
-        watcher.latest.pop(market_id, None)
-        watchers = self._watchers.get(market_id)
+    async def unwatch(self, watcher: Watcher, kind: str, identifier: str) -> None:
+        key = (kind, identifier)
+        (watcher.markets if kind == "market" else watcher.events).discard(identifier)
+        watcher.forget_unwatched()
+        watchers = self._watchers.get(key)
         if watchers is None:
             return
         watchers.discard(watcher)
         if not watchers:
-            del self._watchers[market_id]
-            subscription = self._subscriptions.pop(market_id, None)
+            del self._watchers[key]
+            subscription = self._subscriptions.pop(key, None)
             if subscription is not None:
                 with contextlib.suppress(nats.errors.Error):
                     await subscription.unsubscribe()
 
     async def unwatch_all(self, watcher: Watcher) -> None:
         for market_id in list(watcher.markets):
-            await self.unwatch(watcher, market_id)
+            await self.unwatch(watcher, "market", market_id)
+        for event_id in list(watcher.events):
+            await self.unwatch(watcher, "event", event_id)
 
-    def _deliver_to(self, market_id: str) -> Callable[[Msg], Awaitable[None]]:
+    def frame(self, subject: str, data: bytes) -> str | None:
+        """The frame for a message, built once per distinct message."""
+        cached = self._frames.get(subject)
+        if cached is not None and cached[0] == data:
+            return cached[1]
+        parts = _split_subject(subject)
+        built = None if parts is None else odds_frame(subject, parts[1], data)
+        if built is None:
+            self.dropped += 1
+            log.warning("dropped an odds message on %s: not a JSON object", subject)
+            return None
+        if len(self._frames) >= FRAME_CACHE_SUBJECTS:
+            self._frames.clear()
+        self._frames[subject] = (data, built)
+        return built
+
+    def _deliver_to(self, key: _Key) -> Callable[[Msg], Awaitable[None]]:
         async def deliver(msg: Msg) -> None:
-            try:
-                data = json.loads(msg.data)
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                log.warning("dropped a non-JSON odds message on %s", msg.subject)
+            self.messages += 1
+            watchers = self._watchers.get(key)
+            if not watchers:
                 return
-            message: dict[str, object] = {
-                "type": "odds",
-                "market": market_id,
-                "subject": msg.subject,
-                "data": data,
-            }
-            for watcher in self._watchers.get(market_id, ()):
-                watcher.offer(market_id, message)
+            frame = self.frame(msg.subject, msg.data)
+            if frame is None:
+                return
+            for watcher in watchers:
+                watcher.offer(msg.subject, frame)
 
         return deliver
 
+    async def snapshot(self, markets: Iterable[str], events: Iterable[str]) -> list[str]:
+        """The newest frame of each market asked for, directly or by event,
+        read from the `ODDS` stream (any replica answers)."""
+        filters = [market_subject(m) for m in markets] + [event_subject(e) for e in events]
+        if not filters:
+            return []
+        frames: list[str] = []
+        finished: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
-def parse_client_message(text: str) -> tuple[str, list[str]] | str:
-    """(action, markets), or an error detail."""
+        async def on_reply(msg: Msg) -> None:
+            headers = msg.headers or {}
+            status = headers.get("Status")
+            if status is not None:
+                if not finished.done():
+                    finished.set_result(status)
+                return
+            subject = headers.get("Nats-Subject", "")
+            frame = self.frame(subject, msg.data)
+            if frame is not None:
+                frames.append(frame)
+
+        inbox = self._nc.new_inbox()
+        subscription = await self._nc.subscribe(inbox, cb=on_reply)
+        try:
+            request = {"multi_last": filters, "batch": MAX_SNAPSHOT_MARKETS}
+            await self._nc.publish(
+                f"$JS.API.DIRECT.GET.{ODDS_STREAM}",
+                json.dumps(request).encode(),
+                reply=inbox,
+            )
+            status = await asyncio.wait_for(finished, SNAPSHOT_TIMEOUT_S)
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await subscription.unsubscribe()
+        if status not in _EOB_STATUSES:
+            raise SnapshotUnavailable(f"the odds store answered {status}")
+        return frames
+
+
+class SnapshotUnavailable(Exception):
+    """The `ODDS` stream could not answer a snapshot."""
+
+
+class ClientRequest(msgspec.Struct, forbid_unknown_fields=True):
+    action: str
+    markets: list[str] = []
+    events: list[str] = []
+
+
+_ACTIONS = ("subscribe", "unsubscribe", "snapshot")
+
+
+def parse_client_message(text: str) -> ClientRequest | str:
+    """The request, or an error detail."""
     if len(text) > MAX_CLIENT_MESSAGE_BYTES:
         return "message too large"
     try:
-        message = json.loads(text)
-    except json.JSONDecodeError:
+        request = msgspec.json.decode(text, type=ClientRequest)
+    except msgspec.ValidationError as err:
+        return f'expected {{"action": ..., "markets": [...], "events": [...]}}: {err}'
+    except msgspec.DecodeError:
         return "not JSON"
-    if not isinstance(message, dict) or set(message) != {"action", "markets"}:
-        return 'expected {"action": ..., "markets": [...]}'
-    action, markets = message["action"], message["markets"]
-    if action not in ("subscribe", "unsubscribe"):
-        return "action must be subscribe or unsubscribe"
-    if not isinstance(markets, list) or not all(isinstance(m, str) for m in markets):
-        return "markets must be a list of market ids"
-    if not all(valid_market_id(m) for m in markets):
-        return "a market id must be 1-64 printable ASCII characters without . * > or spaces"
-    return action, markets
+    if request.action not in _ACTIONS:
+        return "action must be subscribe, unsubscribe or snapshot"
+    if not request.markets and not request.events:
+        return "give a non-empty list of markets or events"
+    if not all(valid_id(i) for i in (*request.markets, *request.events)):
+        return (
+            "a market or event id must be 1-64 printable ASCII characters without . * > or spaces"
+        )
+    return request
+
+
+def _error(code: str, detail: str) -> str:
+    return json.dumps({"type": "error", "code": code, "detail": detail})
 
 
 async def stream_odds(websocket: WebSocket, hub: OddsHub) -> None:
     watcher = Watcher()
+    # Replies and odds share the socket; one sender at a time keeps frames whole
+    # and lets a reply wait for the drain like any frame.
+    send_lock = asyncio.Lock()
+
+    async def send(text: str) -> None:
+        async with send_lock:
+            await websocket.send_text(text)
+
+    async def subscribe(request: ClientRequest) -> str | None:
+        markets = watcher.markets | set(request.markets)
+        events = watcher.events | set(request.events)
+        if len(markets) > MAX_MARKETS_PER_CONNECTION:
+            return f"at most {MAX_MARKETS_PER_CONNECTION} markets"
+        if len(events) > MAX_EVENTS_PER_CONNECTION:
+            return f"at most {MAX_EVENTS_PER_CONNECTION} events"
+        for market_id in request.markets:
+            await hub.watch(watcher, "market", market_id)
+        for event_id in request.events:
+            await hub.watch(watcher, "event", event_id)
+        return None
 
     async def read_commands() -> None:
         while True:
-            parsed = parse_client_message(await websocket.receive_text())
-            if isinstance(parsed, str):
-                await websocket.send_json(
-                    {"type": "error", "code": p.VALIDATION_FAILED, "detail": parsed}
-                )
+            request = parse_client_message(await websocket.receive_text())
+            if isinstance(request, str):
+                await send(_error(p.VALIDATION_FAILED, request))
                 continue
-            action, markets = parsed
-            if action == "subscribe":
-                if len(watcher.markets | set(markets)) > MAX_MARKETS_PER_CONNECTION:
-                    await websocket.send_json(
-                        {
-                            "type": "error",
-                            "code": p.VALIDATION_FAILED,
-                            "detail": f"at most {MAX_MARKETS_PER_CONNECTION} markets",
-                        }
+            if request.action == "snapshot":
+                if len(request.markets) > MAX_MARKETS_PER_CONNECTION or (
+                    len(request.events) > MAX_EVENTS_PER_CONNECTION
+                ):
+                    await send(
+                        _error(
+                            p.VALIDATION_FAILED,
+                            f"a snapshot names at most {MAX_MARKETS_PER_CONNECTION} markets "
+                            f"and {MAX_EVENTS_PER_CONNECTION} events",
+                        )
                     )
                     continue
-                for market_id in markets:
-                    await hub.watch(watcher, market_id)
+                try:
+                    frames = await hub.snapshot(request.markets, request.events)
+                except (SnapshotUnavailable, TimeoutError, nats.errors.Error) as err:
+                    log.warning("odds snapshot failed: %r", err)
+                    await send(_error(UNAVAILABLE, "the odds store did not answer; retry"))
+                    continue
+                await send('{"type":"snapshot","odds":[' + ",".join(frames) + "]}")
+                continue
+            if request.action == "subscribe":
+                refused = await subscribe(request)
+                if refused is not None:
+                    await send(_error(p.VALIDATION_FAILED, refused))
+                    continue
             else:
-                for market_id in markets:
-                    await hub.unwatch(watcher, market_id)
-            await websocket.send_json({"type": "subscribed", "markets": sorted(watcher.markets)})
+                for market_id in request.markets:
+                    await hub.unwatch(watcher, "market", market_id)
+                for event_id in request.events:
+                    await hub.unwatch(watcher, "event", event_id)
+            await send(
+                json.dumps(
+                    {
+                        "type": "subscribed",
+                        "markets": sorted(watcher.markets),
+                        "events": sorted(watcher.events),
+                    }
+                )
+            )
 
     async def push_odds() -> None:
         while True:
             await watcher.ready.wait()
-            for message in watcher.take():
-                await websocket.send_json(message)
+            for frame in watcher.take():
+                await send(frame)
+                watcher.sent += 1
 
     try:
         async with asyncio.TaskGroup() as group:

@@ -82,7 +82,7 @@ class Gateway:
             config=ClientConfig(request_timeout_ms=500, deadline_ms=READINESS_DEADLINE_MS),
         )
         self.claims = await ClaimStore.open(self.nc.jetstream(), replicas=s.nats_replicas)
-        self.odds = OddsHub(self.nc)
+        self.odds = await OddsHub.open(self.nc, replicas=s.nats_replicas)
 
     async def close(self) -> None:
         for client in (self.ledger, self.probe):
