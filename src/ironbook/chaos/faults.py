@@ -1,5 +1,10 @@
 """Faults injected into a running `LocalCluster`, each healed before the next.
 
+Process faults (kill -9, SIGSTOP) work on any local cluster; the network
+faults (`partition`, `latency`) need one built with its nodes in network
+namespaces (`LocalCluster(network=NamespaceNetwork.create(3))`, see
+`adapters.netns`): `unavailable(kind)` says why one cannot be injected.
+
 Every fault picks its victim from what the cluster reports right now (the
 replica heartbeating as leader, the server leading the partition's stream),
 injects, holds for a seeded while, heals, and waits until the cluster is
@@ -18,6 +23,7 @@ from typing import Literal, get_args
 import msgspec
 
 from ironbook.adapters.nats.log import stream_name
+from ironbook.adapters.netns import NamespaceNetwork, NetnsError
 from ironbook.services.local_cluster import LocalCluster, wait_for_leaders
 
 FaultKind = Literal[
@@ -27,14 +33,20 @@ FaultKind = Literal[
     "nats_follower_kill",
     "leader_pause",
     "nats_leader_pause",
+    "partition",
+    "latency",
 ]
 ALL_FAULTS: tuple[FaultKind, ...] = get_args(FaultKind)
-PLANNED_FAULTS = ("partition", "latency", "gateway_kill")
+NETWORK_FAULTS: tuple[FaultKind, ...] = ("partition", "latency")
+"""Need the cluster's nodes in network namespaces (`LocalCluster(network=...)`)."""
+PLANNED_FAULTS = ("gateway_kill",)
 """Named in the design, not implemented yet: asked for, they are refused."""
 
 LEADER_TIMEOUT_MS = 60_000
 HEAL_TIMEOUT_MS = 120_000
 LEASE_TTL_MS = 1_000
+LATENCY_DELAY_MS = 50
+LATENCY_JITTER_MS = 10
 
 
 class FaultRecord(msgspec.Struct, frozen=True):
@@ -66,12 +78,23 @@ class FaultInjector:
             "nats_follower_kill": self._nats_follower_kill,
             "leader_pause": self._leader_pause,
             "nats_leader_pause": self._nats_leader_pause,
+            "partition": self._partition,
+            "latency": self._latency,
         }
+
+    def unavailable(self, kind: FaultKind) -> str | None:
+        """Why `kind` cannot be injected into this cluster, or None if it can."""
+        if kind in NETWORK_FAULTS and self.cluster.network is None:
+            return f"{kind} needs the nodes in network namespaces; this cluster runs on loopback"
+        return None
 
     async def inject(self, kind: FaultKind) -> FaultRecord:
         """Inject one fault, hold it, heal it, and wait for the cluster to be whole."""
         injected = _wall_ms()
-        target, detail = await self._faults[kind]()
+        try:
+            target, detail = await self._faults[kind]()
+        except NetnsError as error:
+            raise FaultError(f"{kind}: {error}") from error
         await self.heal_all()
         record = FaultRecord(kind, target, injected, _wall_ms(), detail)
         self.records.append(record)
@@ -159,6 +182,48 @@ class FaultInjector:
             await asyncio.to_thread(self.cluster.nats.resume_node, node)
         return node, f"stream {stream} leader SIGSTOP for {held:.1f} s, then SIGCONT"
 
+    async def _pick_node(self) -> tuple[int, str]:
+        """A node to cut off or slow down: seeded, sometimes the one holding
+        the ledger leader, sometimes the one leading the stream."""
+        why = self.rng.choice(("ledger leader", "stream leader", "any"))
+        if why == "ledger leader":
+            return self.cluster.node_of(await self._leader()), "holds the ledger leader"
+        if why == "stream leader":
+            stream = stream_name(self.partition)
+            leader = await asyncio.to_thread(self.cluster.nats.stream_leader, stream)
+            if leader is not None:
+                return self.cluster.node_of(leader), f"holds the {stream} leader"
+        return self.rng.randint(1, self.cluster.config.nats_nodes), "seeded pick"
+
+    def _network(self) -> NamespaceNetwork:
+        if self.cluster.network is None:
+            raise FaultError("network faults need the cluster's nodes in network namespaces")
+        return self.cluster.network
+
+    async def _partition(self) -> tuple[str, str]:
+        """Node i (its nats-server and its replicas) cut off from the other
+        nodes and from the clients, then reconnected."""
+        network = self._network()
+        node, why = await self._pick_node()
+        await asyncio.to_thread(network.cut, node)
+        try:
+            held = await self._hold(3.0, 8.0)
+        finally:
+            await asyncio.to_thread(network.heal, node)
+        return f"node{node}", f"{why}; link down {held:.1f} s, then up"
+
+    async def _latency(self) -> tuple[str, str]:
+        network = self._network()
+        node, why = await self._pick_node()
+        how = await asyncio.to_thread(
+            network.add_latency, node, LATENCY_DELAY_MS, LATENCY_JITTER_MS
+        )
+        try:
+            held = await self._hold(3.0, 8.0)
+        finally:
+            await asyncio.to_thread(network.clear_latency, node)
+        return f"node{node}", f"{why}; {how} for {held:.1f} s"
+
     async def _new_leader(self, not_node: str) -> None:
         try:
             await wait_for_leaders(
@@ -174,6 +239,11 @@ class FaultInjector:
         """Every process running (restarted if dead, woken if paused), every
         NATS node healthy, a ledger leader for every partition."""
         cluster = self.cluster
+        if cluster.network is not None:
+            try:
+                await asyncio.to_thread(cluster.network.heal_everything)
+            except NetnsError as error:
+                raise FaultError(f"the network did not heal: {error}") from error
         for name, node in cluster.nats.nodes.items():
             if node.process.is_running():
                 await asyncio.to_thread(cluster.nats.resume_node, name)

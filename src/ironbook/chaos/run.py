@@ -25,13 +25,21 @@ from pathlib import Path
 import msgspec
 
 from ironbook.adapters.nats.provision import connect_nats
+from ironbook.adapters.netns import NamespaceNetwork, NetnsError, unavailable_reason
 from ironbook.chaos.check import CheckReport, check_history
-from ironbook.chaos.faults import ALL_FAULTS, FaultError, FaultInjector, FaultKind, FaultRecord
+from ironbook.chaos.faults import (
+    ALL_FAULTS,
+    NETWORK_FAULTS,
+    FaultError,
+    FaultInjector,
+    FaultKind,
+    FaultRecord,
+)
 from ironbook.chaos.history import HistoryRecorder, Operation
 from ironbook.chaos.workload import Workload, WorkloadConfig
 from ironbook.client import ClientConfig, LedgerClient
 from ironbook.services.inspect import converged_hashes, read_whole_log
-from ironbook.services.local_cluster import LocalCluster
+from ironbook.services.local_cluster import ClusterConfig, LocalCluster
 
 HISTORY_FILE = "history.jsonl"
 REPORT_FILE = "chaos-report.json"
@@ -82,6 +90,10 @@ class ChaosReport(msgspec.Struct):
     mutation: str = ""
     errors: list[str] = msgspec.field(default_factory=list)
     """Faults the cluster did not recover from in time (a failing verdict)."""
+    skipped: dict[str, str] = msgspec.field(default_factory=dict)
+    """Fault kinds asked for but not injected here, and why (no namespaces)."""
+    network: str = ""
+    """The namespace layout the nodes ran in (empty: loopback)."""
 
 
 class _Schedule:
@@ -106,16 +118,51 @@ async def run_chaos(
     history_path = data_dir / HISTORY_FILE
     if history_path.exists():
         raise FileExistsError(f"{history_path} exists: a chaos run needs a fresh --data-dir")
-    cluster = LocalCluster(data_dir)
+    network, skipped = _network_for(options.faults, say)
     try:
-        say(f"starting the cluster in {data_dir}")
-        await asyncio.to_thread(cluster.start, 120_000)
-        await cluster.wait_leaders(timeout_ms=120_000)
-        return await _run(cluster, options, history_path, say)
+        cluster = LocalCluster(data_dir, network=network)
+        try:
+            say(f"starting the cluster in {data_dir}")
+            await asyncio.to_thread(cluster.start, 120_000)
+            await cluster.wait_leaders(timeout_ms=120_000)
+            report = await _run(cluster, options, history_path, say, skipped)
+        finally:
+            # Not in a thread: this must also run while a KeyboardInterrupt unwinds.
+            say("stopping the cluster")
+            cluster.stop()
     finally:
-        # Not in a thread: this must also run while a KeyboardInterrupt unwinds.
-        say("stopping the cluster")
-        cluster.stop()
+        if network is not None:
+            say("removing the network namespaces")
+            network.destroy()
+    if network is not None:
+        layout = network.layout
+        report.network = (
+            f"{layout.nodes} namespaces {layout.prefix}n1..n{layout.nodes} on bridge "
+            f"{layout.bridge} {layout.subnet} (latency by {network.latency_method})"
+        )
+    return report
+
+
+def _network_for(
+    kinds: Sequence[FaultKind], say: Callable[[str], None]
+) -> tuple[NamespaceNetwork | None, dict[str, str]]:
+    """Namespaces for the nodes if a network fault is asked for and they can
+    be made here; else the network kinds to skip, with the reason."""
+    wanted = sorted({kind for kind in kinds if kind in NETWORK_FAULTS})
+    if not wanted:
+        return None, {}
+    reason = unavailable_reason()
+    if reason is None:
+        try:
+            network = NamespaceNetwork.create(ClusterConfig().nats_nodes)
+        except NetnsError as error:
+            reason = f"could not make the network namespaces: {error}"
+        else:
+            say(f"nodes in network namespaces {network.layout.prefix}n* ({network.layout.subnet})")
+            return network, {}
+    for kind in wanted:
+        say(f"skipping {kind}: {reason}")
+    return None, dict.fromkeys(wanted, reason)
 
 
 async def _run(
@@ -123,6 +170,7 @@ async def _run(
     options: ChaosOptions,
     history_path: Path,
     say: Callable[[str], None],
+    skipped: dict[str, str],
 ) -> ChaosReport:
     rng = random.Random(options.seed)
     injector = FaultInjector(cluster, random.Random(rng.random()))
@@ -146,7 +194,8 @@ async def _run(
         load = asyncio.create_task(workload.run(options.duration_s + 3_600, options.clients))
         try:
             try:
-                await _inject_faults(injector, options, rng, started, say)
+                kinds = [kind for kind in options.faults if kind not in skipped]
+                await _inject_faults(injector, kinds, options, rng, started, say)
             except FaultError as error:
                 # Not healing is a failure too, but the history is still checked.
                 errors.append(str(error))
@@ -194,17 +243,21 @@ async def _run(
         violations=[msgspec.to_builtins(v) for v in report.violations],
         mutation=os.environ.get(MUTATION_ENV, ""),
         errors=errors,
+        skipped=skipped,
     )
 
 
 async def _inject_faults(
     injector: FaultInjector,
+    kinds: Sequence[FaultKind],
     options: ChaosOptions,
     rng: random.Random,
     started: float,
     say: Callable[[str], None],
 ) -> None:
-    schedule = _Schedule(rng, options.faults)
+    if not kinds:
+        return
+    schedule = _Schedule(rng, kinds)
     while True:
         quiet_s = rng.uniform(*options.quiet_s)
         # Every requested kind is injected once, even if that runs past the duration.

@@ -10,6 +10,16 @@ injects faults on a seeded schedule, each healed before the next:
   nats_follower_kill  kill -9 of another nats-server
   leader_pause        SIGSTOP of the leader past its lease, then SIGCONT
   nats_leader_pause   SIGSTOP of the stream-leading nats-server past an election
+  partition           one node (its nats-server and replicas) cut off for 3-8 s
+  latency             one node's link slowed for 3-8 s (tc netem delay 50ms 10ms,
+                      or a tbf rate limit where the kernel has no sch_netem)
+
+partition and latency run each node in its own network namespace (veth pairs
+on one bridge, names starting with `ibk`), which needs root and iproute2;
+elsewhere they are skipped with the reason and the other kinds run. The
+namespaces are removed at the end, also on failure or Ctrl-C;
+`ironbook chaos --cleanup-network` removes what a killed run left behind.
+Fault names may use - or _ (leader-kill = leader_kill).
 
 At the end everything is restarted and healed, the replicas converge, and the
 history checker judges every recorded client operation against the log (see
@@ -22,6 +32,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -29,6 +40,7 @@ from typing import get_args
 
 import msgspec
 
+from ironbook.adapters.netns import cleanup_leftovers, unavailable_reason
 from ironbook.chaos.faults import ALL_FAULTS, PLANNED_FAULTS, FaultKind
 from ironbook.chaos.run import MUTATION_ENV, ChaosOptions, ChaosReport, run_chaos
 
@@ -58,6 +70,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--cleanup-network",
+        action="store_true",
+        help="remove network namespaces, veths and bridges left by chaos runs whose "
+        "process died, then exit",
+    )
     parser.add_argument("--test-mutation", default="", help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
 
@@ -65,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def parse_faults(text: str) -> list[FaultKind]:
     kinds: list[FaultKind] = []
     known = get_args(FaultKind)
-    for name in filter(None, (part.strip() for part in text.split(","))):
+    for name in filter(None, (part.strip().replace("-", "_") for part in text.split(","))):
         if name in PLANNED_FAULTS:
             raise ValueError(f"fault {name!r} is not implemented yet (see docs/chaos.md)")
         if name not in known:
@@ -77,6 +95,8 @@ def parse_faults(text: str) -> list[FaultKind]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.cleanup_network:
+        return cleanup_network()
     try:
         faults = parse_faults(args.faults)
     except ValueError as error:
@@ -101,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
         faults=faults,
         clients=args.clients,
     )
+    # SIGTERM unwinds like Ctrl-C, so the cluster stops and the namespaces go.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         report = asyncio.run(run_chaos(options, say))
     except FileExistsError as error:
@@ -117,6 +139,20 @@ def run(args: argparse.Namespace) -> int:
     return 0 if report.verdict == "pass" else 1
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def cleanup_network() -> int:
+    reason = unavailable_reason()
+    if reason is not None:
+        print(f"nothing to clean up: {reason}")
+        return 0
+    removed = cleanup_leftovers()
+    print(f"removed {len(removed)}: {' '.join(removed)}" if removed else "nothing left behind")
+    return 0
+
+
 def render(report: ChaosReport) -> str:
     faults = ", ".join(f"{kind} x{count}" for kind, count in report.faults.items()) or "none"
     lines = [
@@ -130,6 +166,9 @@ def render(report: ChaosReport) -> str:
         f"log entries: {report.log_entries}",
         f"history: {report.history}",
     ]
+    lines.extend(f"skipped {kind}: {why}" for kind, why in report.skipped.items())
+    if report.network:
+        lines.append(f"network: {report.network}")
     lines.extend(f"error: {error}" for error in report.errors)
     for violation in report.violations:
         lines.append(f"  {violation.get('kind')}: {violation.get('detail')}")

