@@ -1,324 +1,230 @@
-"""`ironbook demo`: a simulated race meeting run through the ledger core.
+"""`ironbook demo`: the big race day, on a real cluster, under fire.
 
-Punters open accounts and deposit; three races and a football match take bets
-(singles and accumulators) while prices drift; races are settled — one with a
-dead heat, one resettled after a stewards' enquiry — and the match is voided.
-At the end every balance is printed with the conservation check, and the whole
-log is replayed from empty to prove the state is reproduced exactly.
+Starts a real local cluster in a temporary directory (3 nats-server nodes
+with JetStream R3 and fsync on every write; 2 ledger partitions x 3 replica
+processes), opens accounts and a race meeting, and runs the day: a steady
+phase of betting, then a surge onto the big race with a countdown to the
+off. At the peak, faults are injected one after another: kill -9 of a
+ledger leader, kill -9 of the NATS node leading a partition's stream, and a
+partitioned node (or, where the fault injector has no network partition, a
+leader frozen by SIGSTOP past its lease). At the off the big race is closed
+and settled, everything is healed, and the history checker judges every
+client operation against every partition's log and every replica:
+nothing acknowledged lost, nothing duplicated, money conserved, replicas
+identical.
+
+A live dashboard shows the nodes, the leader of each partition, bets/s,
+p50/p99 latency, timeouts and the faults as they happen (a plain line a
+second when stdout is not a terminal, or with --no-dashboard). The verdict
+is printed at the end, and report.md, report.json and report.png (bets/s
+and p99 latency over time with the faults marked) are written to --out.
+
+Exit status: 0 when the checker passes, 1 when it fails, 2 on bad usage.
+`ironbook demo --walkthrough` runs the older in-process tour of the ledger
+core instead (no cluster, a few seconds).
 """
 
 from __future__ import annotations
 
 import argparse
-import random
-from collections import Counter
-from collections.abc import Iterator
+import asyncio
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-from ironbook import core
-from ironbook.core.odds import format_decimal, snap_to_ladder, ticks_away
+from rich.console import Console
+from rich.live import Live
+from rich.panel import Panel
+from rich.text import Text
 
-MINUTE_MS = 60_000
-
-
-class Meeting:
-    """Drives the core the way the sequencer will: decide, apply, keep the log."""
-
-    def __init__(self, seed: int) -> None:
-        self.state = core.new_state(core.LedgerConfig(currency="GBP"))
-        self.log: list[core.AnyEvent] = []
-        self.rng = random.Random(seed)
-        self.now_ms = 1_700_000_000_000
-        self.rejections: Counter[str] = Counter()
-        self._request_numbers = iter(range(1, 10**9))
-        self.deposited_minor = 0
-        self.withdrawn_minor = 0
-
-    def request_id(self) -> str:
-        return f"demo-{next(self._request_numbers)}"
-
-    def run(self, command: core.AnyCommand) -> core.Outcome:
-        outcome = core.decide(self.state, command, self.now_ms)
-        for event in outcome.events:
-            core.apply(self.state, event)
-            self.log.append(event)
-        if isinstance(outcome, core.Rejected):
-            self.rejections[outcome.code] += 1
-        return outcome
-
-    def must(self, command: core.AnyCommand) -> core.Accepted:
-        outcome = self.run(command)
-        if not isinstance(outcome, core.Accepted):
-            raise RuntimeError(f"{type(command).__name__} refused: {outcome.message}")
-        return outcome
-
-    def advance(self, minutes: float) -> None:
-        self.now_ms += int(minutes * MINUTE_MS)
-
-
-PUNTERS = ("alice", "bob", "carol", "dev", "erin", "frank", "grace", "hamid")
-RACES = (
-    (
-        "r1430",
-        "Ascot 14:30",
-        ("Frankel's Echo", "Sea Dancer", "Iron Duke", "Night Owl", "Red Rum II"),
-    ),
-    ("r1505", "Ascot 15:05", ("Golden Hour", "Paddy's Pride", "Tiger Roll On", "Quiet Storm")),
-    (
-        "r1540",
-        "Ascot 15:40",
-        ("Desert Orchid", "Kauto Star Jr", "Best Mate", "Arkle's Heir", "Shergar"),
-    ),
+from ironbook.demo.dashboard import plain_line, render
+from ironbook.demo.raceday import (
+    DEFAULT_FAULTS,
+    QUICK_FAULTS,
+    LiveState,
+    RaceDayOptions,
+    RaceDayResult,
+    run_race_day,
 )
+from ironbook.demo.report import verdict_lines, write_report
+from ironbook.demo.walkthrough import run_demo
 
-
-def _selections(rng: random.Random, names: tuple[str, ...]) -> tuple[core.SelectionSpec, ...]:
-    return tuple(
-        core.SelectionSpec(
-            selection_id=f"s{index}",
-            name=name,
-            odds=snap_to_ladder(rng.randint(150, 2_000), "nearest"),
-        )
-        for index, name in enumerate(names, start=1)
-    )
-
-
-def _open_markets(meeting: Meeting) -> None:
-    for market_id, name, runners in RACES:
-        meeting.must(
-            core.CreateMarket(
-                request_id=meeting.request_id(),
-                market_id=market_id,
-                event_id="ascot",
-                name=name,
-                selections=_selections(meeting.rng, runners),
-            )
-        )
-    meeting.must(
-        core.CreateMarket(
-            request_id=meeting.request_id(),
-            market_id="fb-ars-che",
-            event_id="ars-che",
-            name="Arsenal v Chelsea: match result",
-            selections=(
-                core.SelectionSpec(selection_id="home", name="Arsenal", odds=210),
-                core.SelectionSpec(selection_id="draw", name="Draw", odds=340),
-                core.SelectionSpec(selection_id="away", name="Chelsea", odds=360),
-            ),
-        )
-    )
-
-
-def _open_accounts(meeting: Meeting) -> None:
-    for punter in PUNTERS:
-        meeting.must(core.OpenAccount(request_id=meeting.request_id(), account_id=punter))
-        amount_minor = meeting.rng.choice((5_000, 10_000, 25_000, 50_000))
-        meeting.must(
-            core.Deposit(
-                request_id=meeting.request_id(), account_id=punter, amount_minor=amount_minor
-            )
-        )
-        meeting.deposited_minor += amount_minor
-    meeting.must(
-        core.SetDepositLimits(request_id=meeting.request_id(), account_id="hamid", day_minor=10_000)
-    )
-
-
-def _open_market_ids(meeting: Meeting) -> list[str]:
-    return [m.market_id for m in meeting.state.markets.values() if m.status == "open"]
-
-
-def _random_bet(meeting: Meeting) -> core.PlaceBet | None:
-    rng = meeting.rng
-    open_ids = _open_market_ids(meeting)
-    if not open_ids:
-        return None
-    leg_count = 1 if rng.random() < 0.75 or len(open_ids) < 2 else rng.randint(2, len(open_ids))
-    legs = []
-    for market_id in rng.sample(open_ids, leg_count):
-        market = meeting.state.markets[market_id]
-        selection = rng.choice(list(market.selections.values()))
-        # Some bettors saw the price a tick ago: `none` and `better` then refuse.
-        seen_odds = ticks_away(selection.odds, 1) if rng.random() < 0.15 else selection.odds
-        legs.append(
-            core.BetLeg(market_id=market_id, selection_id=selection.selection_id, odds=seen_odds)
-        )
-    return core.PlaceBet(
-        request_id=meeting.request_id(),
-        account_id=rng.choice(PUNTERS),
-        stake_minor=rng.choice((50, 100, 200, 500, 1_000, 2_500, 5_000)),
-        legs=tuple(legs),
-        price_change=rng.choice(("none", "better", "any")),
-    )
-
-
-def _drift_prices(meeting: Meeting) -> None:
-    rng = meeting.rng
-    for market_id in _open_market_ids(meeting):
-        market = meeting.state.markets[market_id]
-        selection = rng.choice(list(market.selections.values()))
-        new_odds = ticks_away(selection.odds, rng.choice((-2, -1, 1, 2)))
-        meeting.must(
-            core.UpdatePrices(
-                request_id=meeting.request_id(),
-                market_id=market_id,
-                prices=(core.SelectionPrice(selection_id=selection.selection_id, odds=new_odds),),
-            )
-        )
-
-
-def _betting_window(meeting: Meeting, bets: int) -> None:
-    for _ in range(bets):
-        meeting.advance(0.25)
-        if meeting.rng.random() < 0.3:
-            _drift_prices(meeting)
-        bet = _random_bet(meeting)
-        if bet is not None:
-            meeting.run(bet)
-            if meeting.rng.random() < 0.05:
-                meeting.run(bet)  # a network retry: the same request id, no second bet
-
-
-def _off_and_result(
-    meeting: Meeting, market_id: str, winners: tuple[core.Winner, ...]
-) -> core.Accepted:
-    meeting.must(core.SuspendMarket(request_id=meeting.request_id(), market_id=market_id))
-    meeting.advance(3)
-    meeting.must(core.CloseMarket(request_id=meeting.request_id(), market_id=market_id))
-    return meeting.must(
-        core.SettleMarket(
-            request_id=meeting.request_id(), market_id=market_id, winners=winners, actor="steward"
-        )
-    )
-
-
-def _say(line: str = "") -> None:
-    print(line)
-
-
-def _money(state: core.LedgerState, amount_minor: int) -> str:
-    sign = "-" if amount_minor < 0 else ""
-    pounds, pence = divmod(abs(amount_minor), 100)
-    return f"{sign}{state.config.currency} {pounds:,}.{pence:02d}"
-
-
-def _settlement_line(meeting: Meeting, market_id: str, outcome: core.Accepted) -> str:
-    reply = outcome.result
-    assert isinstance(reply, core.events.SettlementReply)
-    return (
-        f"  {meeting.state.markets[market_id].name:<32} {reply.status:<8} "
-        f"{reply.bets_affected:>4} bets  paid {_money(meeting.state, reply.paid_minor)}"
-    )
-
-
-def _races(meeting: Meeting) -> Iterator[str]:
-    rng = meeting.rng
-    r1, r2, r3 = (race[0] for race in RACES)
-    winner = rng.choice(list(meeting.state.markets[r1].selections))
-    yield _settlement_line(meeting, r1, _off_and_result(meeting, r1, (core.Winner(winner),)))
-    _betting_window(meeting, 40)
-    tied = rng.sample(list(meeting.state.markets[r2].selections), 2)
-    dead_heat = tuple(core.Winner(selection_id, dead_heat=2) for selection_id in tied)
-    yield _settlement_line(meeting, r2, _off_and_result(meeting, r2, dead_heat)) + "  (dead heat)"
-    _betting_window(meeting, 40)
-    first, second = rng.sample(list(meeting.state.markets[r3].selections), 2)
-    yield _settlement_line(meeting, r3, _off_and_result(meeting, r3, (core.Winner(first),)))
-    meeting.advance(10)
-    resettled = meeting.must(
-        core.ResettleMarket(
-            request_id=meeting.request_id(),
-            market_id=r3,
-            winners=(core.Winner(second),),
-            actor="steward:j.smith",
-            reason="stewards' enquiry: placings reversed for interference",
-        )
-    )
-    yield _settlement_line(meeting, r3, resettled) + "  (resettled)"
-    meeting.must(core.SuspendMarket(request_id=meeting.request_id(), market_id="fb-ars-che"))
-    voided = meeting.must(
-        core.VoidMarket(
-            request_id=meeting.request_id(),
-            market_id="fb-ars-che",
-            actor="trader:k.lee",
-            reason="match abandoned: floodlight failure",
-        )
-    )
-    yield _settlement_line(meeting, "fb-ars-che", voided) + "  (void: stakes returned)"
-
-
-def _cash_out(meeting: Meeting) -> None:
-    for punter in PUNTERS[:4]:
-        balance_minor = meeting.state.accounts[punter].balance_minor
-        if balance_minor > 0:
-            meeting.must(
-                core.Withdraw(
-                    request_id=meeting.request_id(), account_id=punter, amount_minor=balance_minor
-                )
-            )
-            meeting.withdrawn_minor += balance_minor
-
-
-def run_demo(seed: int) -> bool:
-    meeting = Meeting(seed)
-    state = meeting.state
-    _say(f"ironbook demo — a race meeting through the ledger core (seed {seed})")
-    _say()
-    _open_accounts(meeting)
-    _open_markets(meeting)
-    _say(f"{len(PUNTERS)} punters deposited {_money(state, meeting.deposited_minor)}")
-    for market in state.markets.values():
-        prices = ", ".join(
-            f"{s.name} {format_decimal(s.odds)}" for s in list(market.selections.values())[:3]
-        )
-        _say(f"  market {market.name}: {prices}, ...")
-    _betting_window(meeting, 80)
-    bets_before = len(state.bets)
-    _say(f"\n{bets_before} bets taken before the first off; results:")
-    for line in _races(meeting):
-        _say(line)
-    _cash_out(meeting)
-    _say(f"\n{len(state.bets)} bets in all, {len(meeting.log)} events in the log")
-    if meeting.rejections:
-        refused = ", ".join(f"{code} {n}" for code, n in meeting.rejections.most_common())
-        _say(f"refused (by rule, logged, nothing changed): {refused}")
-    _say("\nbalances:")
-    for punter in PUNTERS:
-        _say(f"  {punter:<8} {_money(state, state.accounts[punter].balance_minor):>16}")
-    house = state.accounts[core.HOUSE].balance_minor
-    held = state.accounts[core.STAKES_HELD].balance_minor
-    cashier = state.accounts[core.CASHIER].balance_minor
-    players = sum(a.balance_minor for a in state.accounts.values() if a.kind == "player")
-    _say(f"  {'house':<8} {_money(state, house):>16}  (the book's result)")
-    _say(f"  {'held':<8} {_money(state, held):>16}  (stakes on open bets)")
-    _say(f"  {'cashier':<8} {_money(state, cashier):>16}  (deposits − withdrawals, negated)")
-    total = sum(a.balance_minor for a in state.accounts.values())
-    net_in = meeting.deposited_minor - meeting.withdrawn_minor
-    replayed = core.new_state(state.config)
-    for event in meeting.log:
-        core.apply(replayed, event)
-    checks = {
-        "sum of all balances is 0": total == 0,
-        "deposits − withdrawals = players + held + house": net_in == players + held + house,
-        "every ledger invariant holds": core.check_invariants(state) == [],
-        "replaying the log from empty gives the same state hash": core.state_hash(replayed)
-        == core.state_hash(state),
-    }
-    _say("\nconservation check:")
-    for label, ok in checks.items():
-        _say(f"  [{'ok' if ok else 'FAIL'}] {label}")
-    _say(f"\nstate hash {core.state_hash(state)[:16]}…")
-    return all(checks.values())
-
-
-def _command(args: argparse.Namespace) -> int:
-    return 0 if run_demo(args.seed) else 1
+DEFAULT_SECONDS = 110.0
+QUICK_SECONDS = 36.0
+MIN_SECONDS = 20.0
+MAX_PARTITIONS = 4
+DASHBOARD_REFRESH_S = 0.5
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="run a simulated race meeting through the ledger and check conservation",
+        help="the big race day: a real cluster under a surge of bets, faults at the peak, "
+        "a live dashboard, the checker's verdict and a report",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--seed", type=int, default=2026, help="random seed (default 2026)")
-    parser.set_defaults(func=_command)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a short day (~{QUICK_SECONDS:.0f} s of traffic, two faults; about a minute in all)",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help=f"seconds of traffic, steady phase plus surge (default {DEFAULT_SECONDS:.0f}, "
+        f"{QUICK_SECONDS:.0f} with --quick; at least {MIN_SECONDS:.0f}). The off waits for "
+        "a fault in progress to heal.",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=2026, help="seed for clients and faults (default 2026)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("demo-report"),
+        help="directory for report.md, report.json and report.png (default ./demo-report)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="a fresh directory for the cluster and history.jsonl, kept afterwards "
+        "(default: a temporary directory, removed after a passing run)",
+    )
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=2,
+        help=f"ledger partitions, each with 3 replicas (default 2, at most {MAX_PARTITIONS})",
+    )
+    parser.add_argument(
+        "--no-dashboard",
+        action="store_true",
+        help="print a plain status line each second instead of the live dashboard",
+    )
+    parser.add_argument(
+        "--walkthrough",
+        action="store_true",
+        help="run the in-process tour of the ledger core instead (no cluster)",
+    )
+    parser.set_defaults(func=run)
+
+
+def _usage_error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.walkthrough:
+        return 0 if run_demo(args.seed) else 1
+    seconds = args.seconds or (QUICK_SECONDS if args.quick else DEFAULT_SECONDS)
+    if seconds < MIN_SECONDS:
+        return _usage_error(f"--seconds must be at least {MIN_SECONDS:.0f}")
+    if not 1 <= args.partitions <= MAX_PARTITIONS:
+        return _usage_error(f"--partitions must be between 1 and {MAX_PARTITIONS}")
+    if args.out.exists() and not args.out.is_dir():
+        return _usage_error(f"--out {args.out} exists and is not a directory")
+    temporary = args.data_dir is None
+    if not temporary and (args.data_dir / "history.jsonl").exists():
+        return _usage_error(f"{args.data_dir} holds an earlier run: --data-dir must be fresh")
+    data_dir = Path(tempfile.mkdtemp(prefix="ironbook-demo-")) if temporary else args.data_dir
+    options = RaceDayOptions(
+        data_dir=data_dir,
+        seconds=seconds,
+        seed=args.seed,
+        partitions=args.partitions,
+        faults=QUICK_FAULTS if args.quick else DEFAULT_FAULTS,
+        peak_clients=48 if args.quick else 64,
+    )
+    console = Console()
+    dashboard = console.is_terminal and not args.no_dashboard
+    live = LiveState(seed=args.seed, partitions=args.partitions)
+    print(
+        f"ironbook race day: seed {args.seed}, {seconds:.0f} s of traffic, "
+        f"{args.partitions} partition(s); cluster in {data_dir}",
+        flush=True,
+    )
+    result = asyncio.run(_run(options, live, console, dashboard))
+    result.command = _repeat_command(args, seconds)
+    if temporary and result.verdict == "pass":
+        result.history = "(not kept: the run used a temporary directory; use --data-dir)"
+        result.data_dir = result.history
+    files = write_report(result, args.out)
+    _print_verdict(console, result)
+    for path in (files.markdown, files.json, files.chart):
+        print(f"wrote {path}")
+    if temporary and result.verdict == "pass":
+        shutil.rmtree(data_dir, ignore_errors=True)
+    elif temporary:
+        print(f"kept {data_dir} for inspection", file=sys.stderr)
+    return 0 if result.verdict == "pass" else 1
+
+
+async def _run(
+    options: RaceDayOptions, live: LiveState, console: Console, dashboard: bool
+) -> RaceDayResult:
+    runner = asyncio.create_task(run_race_day(options, live))
+    if dashboard:
+        with Live(render(live), console=console, auto_refresh=False) as screen:
+            while not runner.done():
+                await asyncio.wait({runner}, timeout=DASHBOARD_REFRESH_S)
+                screen.update(render(live), refresh=True)
+    else:
+        printed_faults = 0
+        printed_phase = ""
+        next_line = time.monotonic()
+        while not runner.done():
+            await asyncio.wait({runner}, timeout=max(0.0, next_line - time.monotonic()))
+            for line in live.fault_lines[printed_faults:]:
+                print(f"  >> {line.strip()}", flush=True)
+            printed_faults = len(live.fault_lines)
+            if runner.done():
+                break
+            if live.traffic:
+                print(plain_line(live), flush=True)
+            elif live.phase != printed_phase:
+                print(f"-- {live.phase}", flush=True)
+            printed_phase = live.phase
+            next_line += 1.0
+    return runner.result()
+
+
+def _print_verdict(console: Console, result: RaceDayResult) -> None:
+    passed = result.verdict == "pass"
+    headline, *details = verdict_lines(result)
+    body = Text()
+    body.append(
+        "PASS: every acknowledged bet is in the ledger exactly once\n"
+        if passed
+        else "FAIL: the checker found violations\n",
+        style="bold green" if passed else "bold red",
+    )
+    for line in details:
+        body.append(line + "\n")
+    for error in result.errors:
+        body.append(f"error: {error}\n", style="red")
+    for violation in result.violations[:5]:
+        body.append(f"{violation.get('kind')}: {violation.get('detail')}\n", style="red")
+    colour = "green" if passed else "red"
+    console.print(
+        Panel(
+            body,
+            title=Text(f"  {headline}  ", style=f"bold reverse {colour}"),
+            border_style=colour,
+            expand=True,
+        )
+    )
+
+
+def _repeat_command(args: argparse.Namespace, seconds: float) -> str:
+    parts = ["ironbook demo", f"--seed {args.seed}", f"--seconds {seconds:g}"]
+    if args.quick:
+        parts.insert(1, "--quick")
+    if args.partitions != 2:
+        parts.append(f"--partitions {args.partitions}")
+    return " ".join(parts)

@@ -1,0 +1,93 @@
+"""The race day chart: bets/s and p99 latency over time, the phases shaded,
+every fault marked as a labelled band from injection to healed.
+
+matplotlib with the Agg backend (no display needed); one axis per line.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+
+from ironbook.demo.timeline import Timeline
+
+FAULT_COLOURS = ("#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+PHASE_COLOURS = {"steady": "#e8f4ea", "surge": "#fdf1e0", "the off": "#e6e6f7"}
+
+
+def write_chart(timeline: Timeline, path: Path, title: str) -> Path:
+    """Draw `timeline` into a PNG at `path`."""
+    figure, (bets_axis, latency_axis) = plt.subplots(
+        2, 1, sharex=True, figsize=(11, 6.5), dpi=110, height_ratios=(3, 2)
+    )
+    try:
+        seconds = [s.t_s + 0.5 for s in timeline.samples]
+        bets_axis.plot(
+            seconds, [s.bets_ok for s in timeline.samples], color="#1f77b4", linewidth=1.6
+        )
+        bets_axis.set_ylabel("bets accepted / s")
+        bets_axis.set_ylim(bottom=0)
+        # A second in which nothing completed has no latency: a gap, not a line.
+        p99s = [
+            math.nan if s.latency_ms_p99 is None else s.latency_ms_p99 for s in timeline.samples
+        ]
+        latency_axis.plot(seconds, p99s, color="#2ca02c", linewidth=1.4, marker=".", markersize=3)
+        latency_axis.set_ylabel("p99 latency (ms)")
+        known = [v for v in p99s if not math.isnan(v)]
+        if known and max(known) > 50 * max(1.0, min(known)):
+            latency_axis.set_yscale("log")
+        latency_axis.set_xlabel("seconds since the first bet")
+        for axis in (bets_axis, latency_axis):
+            _mark(axis, timeline)
+            axis.grid(True, alpha=0.3)
+        _label_faults(bets_axis, timeline)
+        bets_axis.set_title(title, loc="left", fontsize=11)
+        figure.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path)
+    finally:
+        plt.close(figure)
+    return path
+
+
+def _mark(axis: Axes, timeline: Timeline) -> None:
+    for phase in timeline.phases:
+        axis.axvspan(
+            phase.start_s,
+            max(phase.end_s, phase.start_s + 0.5),
+            color=PHASE_COLOURS.get(phase.name, "#f0f0f0"),
+            zorder=0,
+        )
+    for index, fault in enumerate(timeline.faults):
+        colour = FAULT_COLOURS[index % len(FAULT_COLOURS)]
+        axis.axvspan(fault.start_s, fault.end_s, color=colour, alpha=0.18, zorder=1)
+        axis.axvline(fault.start_s, color=colour, linewidth=1.2, zorder=2)
+
+
+def _label_faults(axis: Axes, timeline: Timeline) -> None:
+    top = axis.get_ylim()[1]
+    for phase in timeline.phases:
+        axis.text(
+            phase.start_s + 0.3, top * 0.97, phase.name, fontsize=8, va="top", color="#555555"
+        )
+    for index, fault in enumerate(timeline.faults):
+        colour = FAULT_COLOURS[index % len(FAULT_COLOURS)]
+        label = fault.kind.replace("_", " ")
+        if fault.stall_ms is not None:
+            label += f"\n(longest wait {fault.stall_ms / 1000:.1f} s)"
+        axis.text(
+            fault.start_s + 0.3,
+            top * (0.86 - 0.16 * (index % 3)),
+            label,
+            fontsize=8,
+            va="top",
+            color=colour,
+            fontweight="bold",
+        )

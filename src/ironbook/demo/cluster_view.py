@@ -1,0 +1,154 @@
+"""What the dashboard shows about the cluster, refreshed while the demo runs.
+
+Replicas are seen through their heartbeats on NATS (role, term, applied log
+position) and their process (running, frozen by SIGSTOP, dead); NATS nodes
+through their process and their `/healthz`; the leader of each partition's
+stream through the nodes' `/jsz`. The HTTP probes block, so they run in a
+worker thread, about once a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+from nats.aio.client import Client as NatsClient
+
+from ironbook.adapters.nats.localproc import ManagedProcess
+from ironbook.adapters.nats.log import stream_name
+from ironbook.services.local_cluster import LocalCluster
+from ironbook.services.status import STATUS_SUBJECT_ALL, ReplicaHeartbeat, decode_heartbeat
+
+HEARTBEAT_STALE_MS = 3_000
+"""A replica not heard from for this long is shown as silent."""
+PROBE_INTERVAL_S = 1.0
+
+
+def process_state(process: ManagedProcess) -> str:
+    """`up`, `frozen` (SIGSTOP), or `down`."""
+    pid = process.pid
+    if pid is None or not process.is_running():
+        return "down"
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "down"
+    letter = stat.rsplit(")", 1)[1].split()[0]
+    return "frozen" if letter in ("T", "t") else "up"
+
+
+@dataclass(slots=True)
+class NodeView:
+    name: str
+    process: str = "down"
+    healthy: bool = False
+    leads: list[int] = field(default_factory=list)
+    """Partitions whose ledger stream this node leads."""
+
+
+@dataclass(slots=True)
+class ReplicaView:
+    node_id: str
+    partition: int
+    process: str = "down"
+    role: str = "?"
+    term: int = 0
+    applied_seq: int = 0
+    heard_ms: int = 0
+    """Wall time of its newest heartbeat (0: never heard)."""
+
+    def status(self, now_ms: int) -> str:
+        if self.process != "up":
+            return self.process
+        if not self.heard_ms or now_ms - self.heard_ms > HEARTBEAT_STALE_MS:
+            return "silent"
+        return self.role
+
+
+@dataclass(slots=True)
+class ClusterView:
+    nats: list[NodeView] = field(default_factory=list)
+    replicas: list[ReplicaView] = field(default_factory=list)
+    extra: dict[str, str] = field(default_factory=dict)
+    """Other supervised processes (feed, gateways): name -> process state."""
+
+    def leader_of(self, partition: int, now_ms: int) -> ReplicaView | None:
+        leaders = [
+            r for r in self.replicas if r.partition == partition and r.status(now_ms) == "leader"
+        ]
+        return max(leaders, key=lambda r: r.term, default=None)
+
+
+class ClusterWatcher:
+    """Keeps a `ClusterView` current until `close()`."""
+
+    def __init__(self, cluster: LocalCluster, nc: NatsClient) -> None:
+        self.cluster = cluster
+        self.nc = nc
+        self.view = ClusterView(
+            nats=[NodeView(name) for name in cluster.nats.nodes],
+            replicas=[
+                ReplicaView(node_id, partition)
+                for partition in range(cluster.partitions)
+                for node_id in cluster.replica_ids(partition)
+            ],
+        )
+        self._by_id = {r.node_id: r for r in self.view.replicas}
+        self._subscription: object | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._subscription = await self.nc.subscribe(STATUS_SUBJECT_ALL, cb=self._on_heartbeat)
+        self._task = asyncio.create_task(self._probe_loop())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        unsubscribe = getattr(self._subscription, "unsubscribe", None)
+        if unsubscribe is not None:
+            with contextlib.suppress(Exception):
+                await unsubscribe()
+
+    async def _on_heartbeat(self, msg: object) -> None:
+        with contextlib.suppress(msgspec.MsgspecError):
+            beat = decode_heartbeat(getattr(msg, "data", b""))
+            self.note(beat)
+
+    def note(self, beat: ReplicaHeartbeat) -> None:
+        replica = self._by_id.get(beat.node_id)
+        if replica is None:
+            return
+        replica.role = beat.role
+        replica.term = beat.term
+        replica.applied_seq = beat.applied_seq
+        replica.heard_ms = time.time_ns() // 1_000_000
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.to_thread(self.probe)
+            await asyncio.sleep(PROBE_INTERVAL_S)
+
+    def probe(self) -> None:
+        """Process states, node health and stream leaders (blocking HTTP)."""
+        cluster = self.cluster
+        for replica in self.view.replicas:
+            replica.process = process_state(cluster.replicas[replica.node_id])
+        leads: dict[str, list[int]] = {}
+        for partition in range(cluster.partitions):
+            leader = cluster.nats.stream_leader(stream_name(partition))
+            if leader is not None:
+                leads.setdefault(leader, []).append(partition)
+        for node_view in self.view.nats:
+            node = cluster.nats.nodes[node_view.name]
+            node_view.process = process_state(node.process)
+            node_view.healthy = node_view.process == "up" and node.healthy()
+            node_view.leads = leads.get(node_view.name, [])
+        self.view.extra = {
+            name: process_state(process) for name, process in cluster.gateways.items()
+        }

@@ -1,0 +1,515 @@
+"""The big race day: a real local cluster, a steady afternoon of betting, a
+surge to the off of the big race with faults injected at the peak, the race
+closed and settled, everything healed, and the history checker's verdict on
+every operation and every replica.
+
+    result = await run_race_day(RaceDayOptions(data_dir=path), live)
+
+`live` (a `LiveState`) is what the dashboard draws; the returned
+`RaceDayResult` is what the report is written from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from ironbook import core
+from ironbook.adapters.nats.provision import connect_nats
+from ironbook.chaos.check import CheckReport, check_history
+from ironbook.chaos.faults import ALL_FAULTS, FaultError, FaultInjector, FaultKind
+from ironbook.chaos.history import HistoryRecorder, Operation
+from ironbook.chaos.workload import SELECTIONS, WorkloadConfig
+from ironbook.client import ClientConfig, LedgerClient
+from ironbook.core import partition_of
+from ironbook.core.events import SettlementReply
+from ironbook.demo.cluster_view import ClusterView, ClusterWatcher
+from ironbook.demo.timeline import FaultMark, PhaseMark, SecondCounter, Timeline, longest_stall_ms
+from ironbook.demo.traffic import BIG_RACE_NAME, RUNNERS, RaceDayWorkload
+from ironbook.services.inspect import converged_hashes, read_whole_log
+from ironbook.services.local_cluster import LocalCluster
+
+HISTORY_FILE = "history.jsonl"
+START_TIMEOUT_MS = 120_000
+CONVERGE_TIMEOUT_MS = 120_000
+FAULT_GAP_S = 1.5
+"""Quiet time between two faults (each is healed before the next)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedFault:
+    """A fault of the first available kind in `kinds`, aimed at `partition`."""
+
+    label: str
+    kinds: tuple[str, ...]
+    partition: int
+
+
+DEFAULT_FAULTS = (
+    PlannedFault("ledger leader kill -9", ("leader_kill",), 0),
+    PlannedFault("NATS node kill -9 (the stream leader)", ("nats_leader_kill",), 1),
+    PlannedFault(
+        "a node cut off by a network partition",
+        ("partition", "network_partition", "node_partition", "leader_pause"),
+        0,
+    ),
+)
+QUICK_FAULTS = DEFAULT_FAULTS[:2]
+
+
+@dataclass(frozen=True, slots=True)
+class RaceDayOptions:
+    data_dir: Path
+    seconds: float = 100.0
+    """Seconds of traffic: the steady phase, then the surge to the off."""
+    seed: int = 2026
+    partitions: int = 2
+    steady_clients: int = 6
+    peak_clients: int = 64
+    accounts: int = 120
+    faults: Sequence[PlannedFault] = DEFAULT_FAULTS
+    steady_share: float = 0.25
+    """Share of `seconds` before the surge starts."""
+    ramp_s: float = 8.0
+    """Seconds the surge takes to reach the peak; the faults start then."""
+
+    @property
+    def steady_s(self) -> float:
+        return self.seconds * self.steady_share
+
+
+@dataclass(slots=True)
+class LiveState:
+    """Everything the dashboard draws, updated by the runner."""
+
+    seed: int
+    partitions: int
+    phase: str = "starting the cluster"
+    started_monotonic: float | None = None
+    """When the traffic started (t = 0)."""
+    off_at_s: float | None = None
+    clients: int = 0
+    traffic: bool = False
+    """True while clients are running (a status line each second)."""
+    timeline: Timeline = field(default_factory=Timeline)
+    fault_lines: list[str] = field(default_factory=list)
+    """The fault timeline as it happens, one line per event."""
+    fault_in_progress: str = ""
+    view: ClusterView | None = None
+    totals: dict[str, int] = field(default_factory=dict)
+    retries: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def t_s(self) -> float:
+        if self.started_monotonic is None:
+            return 0.0
+        return time.monotonic() - self.started_monotonic
+
+
+class PhaseTiming(msgspec.Struct, frozen=True):
+    name: str
+    seconds: float
+
+
+class RaceDayResult(msgspec.Struct):
+    verdict: str
+    seed: int
+    seconds: float
+    partitions: int
+    peak_clients: int
+    ops: int
+    ok: int
+    fail: int
+    info: int
+    reads: int
+    info_applied: int
+    info_absent: int
+    lost: int
+    duplicated: int
+    conserved: bool
+    no_negative_balance: bool
+    replicas_agree: bool
+    reads_consistent: bool
+    log_entries: int
+    bets_ok: int
+    peak_bets_per_s: int
+    big_race: str
+    """How the big race ended: the winner and what was paid, or why not."""
+    phases: list[PhaseTiming]
+    timeline: Timeline
+    violations: list[dict[str, object]]
+    errors: list[str]
+    history: str
+    data_dir: str
+    command: str = ""
+    """The command line that repeats this run."""
+
+
+def available_kind(planned: PlannedFault) -> tuple[FaultKind | None, list[str]]:
+    """The first kind of `planned` the fault injector has, and a note for
+    each preferred kind it lacks."""
+    notes: list[str] = []
+    for kind in planned.kinds:
+        for known in ALL_FAULTS:
+            if kind == known:
+                return known, notes
+        notes.append(f"{kind}: not available in this fault injector")
+    return None, notes
+
+
+async def run_race_day(options: RaceDayOptions, live: LiveState) -> RaceDayResult:
+    data_dir = options.data_dir.resolve()
+    history_path = data_dir / HISTORY_FILE
+    if history_path.exists():
+        raise FileExistsError(f"{history_path} exists: the demo needs a fresh --data-dir")
+    phases: list[PhaseTiming] = []
+    began = time.monotonic()
+    cluster = LocalCluster(data_dir, partitions=options.partitions)
+    try:
+        await asyncio.to_thread(cluster.start, START_TIMEOUT_MS)
+        await cluster.wait_leaders(timeout_ms=START_TIMEOUT_MS)
+        phases.append(PhaseTiming("cluster start", round(time.monotonic() - began, 1)))
+        return await _race_day(cluster, options, live, history_path, phases)
+    finally:
+        # Not in a thread: this must also run while a KeyboardInterrupt unwinds.
+        live.phase = "stopping the cluster"
+        cluster.stop()
+
+
+async def _race_day(
+    cluster: LocalCluster,
+    options: RaceDayOptions,
+    live: LiveState,
+    history_path: Path,
+    phases: list[PhaseTiming],
+) -> RaceDayResult:
+    rng = random.Random(options.seed)
+    errors: list[str] = []
+    recorder = HistoryRecorder(history_path)
+    nc = await connect_nats(cluster.nats_url, name="ironbook-demo")
+    watcher = ClusterWatcher(cluster, nc)
+    await watcher.start()
+    live.view = watcher.view
+    client = await LedgerClient.connect(
+        cluster.nats_url,
+        partitions=cluster.partitions,
+        config=ClientConfig(
+            request_timeout_ms=1_000, deadline_ms=30_000, backoff_initial_ms=20, backoff_max_ms=500
+        ),
+    )
+    workload = RaceDayWorkload(
+        client,
+        recorder,
+        WorkloadConfig(
+            accounts=options.accounts,
+            opening_deposit_minor=1_000_000,
+            settle_every_s=8.0,
+            seed=options.seed,
+        ),
+        active_clients=options.steady_clients,
+    )
+    big_race = "not run"
+    try:
+        mark = time.monotonic()
+        live.phase = f"opening {options.accounts} accounts and the markets"
+        await workload.setup()
+        phases.append(PhaseTiming("accounts and markets", round(time.monotonic() - mark, 1)))
+        started_wall_ms = time.time_ns() // 1_000_000
+        live.started_monotonic = time.monotonic()
+        live.traffic = True
+        live.off_at_s = options.seconds
+        counter = SecondCounter(started_wall_ms)
+        sampler = asyncio.create_task(_sample_every_second(live, counter, recorder, client))
+        load = asyncio.create_task(workload.run(options.seconds + 3_600, options.peak_clients))
+        try:
+            big_race = await _direct(
+                cluster, options, live, workload, rng, errors, started_wall_ms, recorder
+            )
+        finally:
+            workload.stop()
+            with contextlib.suppress(Exception):
+                await load
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+            counter.take(recorder.operations)
+        live.traffic = False
+        phases.append(PhaseTiming("race day traffic", round(live.t_s(), 1)))
+        mark = time.monotonic()
+        live.phase = "healing everything"
+        live.clients = 0
+        try:
+            await FaultInjector(cluster, rng).heal_all()
+        except FaultError as error:
+            errors.append(str(error))
+        phases.append(PhaseTiming("heal", round(time.monotonic() - mark, 1)))
+    finally:
+        await client.close()
+        recorder.close()
+        await watcher.close()
+        await nc.close()
+    mark = time.monotonic()
+    live.phase = "checking the history against every replica"
+    report = await check_partitions(cluster, recorder.operations)
+    phases.append(PhaseTiming("check", round(time.monotonic() - mark, 1)))
+    samples = live.timeline.samples
+    return RaceDayResult(
+        verdict="fail" if errors else report.verdict,
+        seed=options.seed,
+        seconds=options.seconds,
+        partitions=cluster.partitions,
+        peak_clients=options.peak_clients,
+        ops=report.ops,
+        ok=report.ok,
+        fail=report.fail,
+        info=report.info,
+        reads=report.reads,
+        info_applied=report.info_applied,
+        info_absent=report.info_absent,
+        lost=report.lost,
+        duplicated=report.duplicated,
+        conserved=report.conserved,
+        no_negative_balance=report.no_negative_balance,
+        replicas_agree=report.replicas_agree,
+        reads_consistent=report.reads_consistent,
+        log_entries=report.log_entries,
+        bets_ok=sum(s.bets_ok for s in samples),
+        peak_bets_per_s=max((s.bets_ok for s in samples), default=0),
+        big_race=big_race,
+        phases=phases,
+        timeline=live.timeline,
+        violations=[msgspec.to_builtins(v) for v in report.violations],
+        errors=errors,
+        history=str(recorder.path),
+        data_dir=str(cluster.data_dir),
+    )
+
+
+async def _sample_every_second(
+    live: LiveState, counter: SecondCounter, recorder: HistoryRecorder, client: LedgerClient
+) -> None:
+    """Close each second's sample a moment after it ends (operations that
+    complete in a second are recorded within it)."""
+    second = 0
+    totals = {"ok": 0, "fail": 0, "info": 0, "bets_ok": 0}
+    while True:
+        assert live.started_monotonic is not None
+        wake = live.started_monotonic + second + 1.05
+        await asyncio.sleep(max(0.0, wake - time.monotonic()))
+        counter.take(recorder.operations)
+        sample = counter.sample(second, live.clients)
+        live.timeline.samples.append(sample)
+        totals["bets_ok"] += sample.bets_ok
+        totals["fail"] += sample.refused
+        totals["info"] += sample.unknown
+        totals["ok"] += sample.ops - sample.refused - sample.unknown
+        live.totals = dict(totals)
+        live.retries = sum(client.resends.values())
+        second += 1
+
+
+async def _direct(
+    cluster: LocalCluster,
+    options: RaceDayOptions,
+    live: LiveState,
+    workload: RaceDayWorkload,
+    rng: random.Random,
+    errors: list[str],
+    started_wall_ms: int,
+    recorder: HistoryRecorder,
+) -> str:
+    """The day's script: steady, surge (faults at the peak), the off."""
+    live.clients = options.steady_clients
+    steady_end = options.steady_s
+    live.phase = "steady"
+    await _sleep_until(live, steady_end)
+    live.timeline.phases.append(PhaseMark("steady", 0.0, round(steady_end, 1)))
+    live.phase = "surge"
+    workload.big_race_open = True
+    ramp_steps = max(1, round(options.ramp_s))
+    for step in range(1, ramp_steps + 1):
+        clients = options.steady_clients + (
+            (options.peak_clients - options.steady_clients) * step // ramp_steps
+        )
+        workload.set_active_clients(clients)
+        live.clients = clients
+        await _sleep_until(live, steady_end + options.ramp_s * step / ramp_steps)
+    live.phase = "surge: faults at the peak"
+    await _inject_planned(cluster, options, live, rng, errors, recorder)
+    live.phase = "surge"
+    await _sleep_until(live, options.seconds)
+    off_s = live.t_s()
+    live.timeline.phases.append(PhaseMark("surge", round(steady_end, 1), round(off_s, 1)))
+    live.phase = "the off"
+    live.fault_lines.append(f"{off_s:6.1f}s  THE OFF: {BIG_RACE_NAME} closed to bets")
+    winner = rng.randrange(SELECTIONS)
+    closed, settled = await workload.the_off(winner)
+    workload.set_active_clients(options.steady_clients)
+    live.clients = options.steady_clients
+    settled_s = live.t_s()
+    live.timeline.phases.append(PhaseMark("the off", round(off_s, 1), round(settled_s, 1)))
+    if closed is None or settled is None:
+        outcome = "close or settle gave up (unknown outcome; judged by the checker)"
+    elif isinstance(settled, core.Accepted) and isinstance(settled.result, SettlementReply):
+        paid = settled.result.paid_minor
+        winners = settled.result.bets_affected
+        outcome = (
+            f"won by {RUNNERS[winner]}; {winners} bets settled, "
+            f"{paid / 100:,.2f} paid out to winners"
+        )
+    else:
+        outcome = f"settlement refused: {settled!r}"
+    live.fault_lines.append(f"{settled_s:6.1f}s  {BIG_RACE_NAME} {outcome}")
+    return f"{BIG_RACE_NAME}: {outcome}"
+
+
+async def _sleep_until(live: LiveState, t_s: float) -> None:
+    await asyncio.sleep(max(0.0, t_s - live.t_s()))
+
+
+async def _inject_planned(
+    cluster: LocalCluster,
+    options: RaceDayOptions,
+    live: LiveState,
+    rng: random.Random,
+    errors: list[str],
+    recorder: HistoryRecorder,
+) -> None:
+    for number, planned in enumerate(options.faults):
+        kind, notes = available_kind(planned)
+        if notes and kind is not None and kind != planned.kinds[0]:
+            note = f"{planned.label}: {'; '.join(notes)}; injected {kind} instead"
+            live.timeline.skipped_faults.append(note)
+            live.notes.append(note)
+        if kind is None:
+            note = f"{planned.label}: skipped ({'; '.join(notes)})"
+            live.timeline.skipped_faults.append(note)
+            live.notes.append(note)
+            continue
+        if number:
+            await asyncio.sleep(FAULT_GAP_S)
+        partition = min(planned.partition, cluster.partitions - 1)
+        injector = FaultInjector(cluster, random.Random(rng.random()), partition=partition)
+        start_s = live.t_s()
+        start_wall_ms = time.time_ns() // 1_000_000
+        live.fault_in_progress = f"{kind} on partition {partition}"
+        live.fault_lines.append(f"{start_s:6.1f}s  {kind} (partition {partition}) injected")
+        try:
+            record = await injector.inject(kind)
+        except FaultError as error:
+            errors.append(f"{kind}: {error}")
+            live.fault_lines.append(f"{live.t_s():6.1f}s  {kind} FAILED to heal: {error}")
+            live.fault_in_progress = ""
+            return
+        finally:
+            live.fault_in_progress = ""
+        end_s = live.t_s()
+        stall = longest_stall_ms(
+            recorder.operations, partition, cluster.partitions, start_wall_ms, record.healed_wall_ms
+        )
+        live.timeline.faults.append(
+            FaultMark(
+                kind=kind,
+                target=record.target,
+                partition=partition,
+                start_s=round(start_s, 2),
+                end_s=round(end_s, 2),
+                detail=record.detail,
+                stall_ms=stall,
+            )
+        )
+        stalled = f"; longest wait for a write {stall} ms" if stall is not None else ""
+        live.fault_lines.append(
+            f"{end_s:6.1f}s  {kind} {record.target} healed: {record.detail}{stalled}"
+        )
+
+
+async def check_partitions(cluster: LocalCluster, operations: Sequence[Operation]) -> CheckReport:
+    """The checker's verdict on every partition, combined.
+
+    Each partition's log is judged against the operations on its accounts
+    and the market commands (which every partition's log carries). The
+    client merges a market command's replies from all partitions (a
+    settlement's payouts are summed), so with more than one partition a
+    market command's reply is not compared with any one log: it is still
+    judged present exactly once (`ok`), absent (`fail`) or either (`info`).
+    """
+    partitions = cluster.partitions
+    reports = []
+    nc = await connect_nats(cluster.nats_url, name="ironbook-demo-check")
+    try:
+        for partition in range(partitions):
+            replicas = cluster.replica_ids(partition)
+            try:
+                hashes = await converged_hashes(
+                    nc, partition, replicas, timeout_ms=CONVERGE_TIMEOUT_MS
+                )
+            except TimeoutError:
+                hashes = {}
+            entries = await read_whole_log(nc, partition, timeout_ms=CONVERGE_TIMEOUT_MS)
+            mine = list(_operations_of(operations, partition, partitions))
+            reports.append(
+                check_history(
+                    mine,
+                    entries,
+                    hashes,
+                    expected_replicas=replicas,
+                    ledger_config=core.LedgerConfig(partition=partition),
+                )
+            )
+    finally:
+        await nc.close()
+    return combine_reports(reports, operations)
+
+
+def _operations_of(
+    operations: Sequence[Operation], partition: int, partitions: int
+) -> Iterator[Operation]:
+    for op in operations:
+        if op.account_id:
+            if partition_of(op.account_id, partitions) == partition:
+                yield op
+        elif partitions == 1:
+            yield op
+        else:
+            yield msgspec.structs.replace(op, reply_hex="")
+
+
+def combine_reports(reports: Sequence[CheckReport], operations: Sequence[Operation]) -> CheckReport:
+    """One report for the whole cluster; operations are counted once."""
+    if len(reports) == 1:
+        return reports[0]
+    commands = [op for op in operations if not op.is_query]
+    counts: dict[str, int] = {}
+    for report in reports:
+        for kind, count in report.violation_counts.items():
+            counts[kind] = counts.get(kind, 0) + count
+    return CheckReport(
+        verdict="pass" if all(r.verdict == "pass" for r in reports) else "fail",
+        ops=len(operations),
+        ok=sum(op.outcome == "ok" for op in commands),
+        fail=sum(op.outcome == "fail" for op in commands),
+        info=sum(op.outcome == "info" for op in commands),
+        reads=sum(op.is_query for op in operations),
+        info_applied=sum(r.info_applied for r in reports),
+        info_absent=sum(r.info_absent for r in reports),
+        lost=sum(r.lost for r in reports),
+        duplicated=sum(r.duplicated for r in reports),
+        conserved=all(r.conserved for r in reports),
+        no_negative_balance=all(r.no_negative_balance for r in reports),
+        replicas_agree=all(r.replicas_agree for r in reports),
+        reads_consistent=all(r.reads_consistent for r in reports),
+        log_entries=sum(r.log_entries for r in reports),
+        void_entries=sum(r.void_entries for r in reports),
+        replica_hashes={k: v for r in reports for k, v in r.replica_hashes.items()},
+        log_hash=None,
+        violations=[v for r in reports for v in r.violations],
+        violation_counts=counts,
+    )

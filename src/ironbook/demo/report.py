@@ -1,0 +1,150 @@
+"""The race day report: `report.json` (everything, machine-readable),
+`report.md` (for people) and `report.png` (the chart), in one directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from ironbook.demo.chart import write_chart
+from ironbook.demo.raceday import RaceDayResult
+
+REPORT_MD = "report.md"
+REPORT_JSON = "report.json"
+REPORT_PNG = "report.png"
+
+
+@dataclass(frozen=True, slots=True)
+class ReportFiles:
+    markdown: Path
+    json: Path
+    chart: Path
+
+
+def verdict_lines(result: RaceDayResult) -> list[str]:
+    """The checker's verdict with its counts, a few short lines."""
+    yes = {True: "yes", False: "NO"}
+    return [
+        f"VERDICT: {result.verdict.upper()}",
+        f"operations {result.ops:,}: {result.ok:,} ok, {result.fail:,} refused by a ledger "
+        f"rule, {result.info:,} unknown (resolved: {result.info_applied:,} applied, "
+        f"{result.info_absent:,} never happened), {result.reads:,} balance reads",
+        f"lost {result.lost}   duplicated {result.duplicated}   "
+        f"money conserved {yes[result.conserved]}   "
+        f"no negative balance {yes[result.no_negative_balance]}   "
+        f"replicas agree {yes[result.replicas_agree]}   "
+        f"reads consistent {yes[result.reads_consistent]}",
+    ]
+
+
+def write_report(result: RaceDayResult, out_dir: Path) -> ReportFiles:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = ReportFiles(out_dir / REPORT_MD, out_dir / REPORT_JSON, out_dir / REPORT_PNG)
+    files.json.write_bytes(msgspec.json.format(msgspec.json.encode(result)) + b"\n")
+    write_chart(
+        result.timeline,
+        files.chart,
+        f"ironbook race day (seed {result.seed}): {result.verdict.upper()} — "
+        f"{result.bets_ok:,} bets, {len(result.timeline.faults)} faults, "
+        f"{result.lost} lost, {result.duplicated} duplicated",
+    )
+    files.markdown.write_text(render_markdown(result, files))
+    return files
+
+
+def _fmt_ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def render_markdown(result: RaceDayResult, files: ReportFiles) -> str:
+    timeline = result.timeline
+    samples = timeline.samples
+    p99s = [s.latency_ms_p99 for s in samples if s.latency_ms_p99 is not None]
+    p50s = sorted(s.latency_ms_p50 for s in samples if s.latency_ms_p50 is not None)
+    lines = [
+        "# ironbook race day report",
+        "",
+        f"**Verdict: {result.verdict.upper()}**",
+        "",
+        "```",
+        *verdict_lines(result),
+        "```",
+        "",
+        "## What ran",
+        "",
+        f"- A real local cluster: 3 `nats-server` nodes (JetStream, R3, `sync_interval: always`), "
+        f"{result.partitions} ledger partition(s) × 3 replica processes.",
+        f"- {result.seconds:.0f} s of traffic from up to {result.peak_clients} concurrent clients "
+        "(the chaos workload: bets, deposits, withdrawals, balance reads; a settler opening, "
+        "closing and settling an undercard race every few seconds).",
+        "- A steady phase, then a surge onto the big race with faults injected at the peak, "
+        "then the off: the big race closed to bets and settled.",
+        f"- {result.big_race}.",
+        f"- {result.bets_ok:,} bets accepted; peak {result.peak_bets_per_s:,} bets/s; "
+        f"p99 latency per second from {_fmt_ms(min(p99s, default=None))} to "
+        f"{_fmt_ms(max(p99s, default=None))} ms (median second's p50 "
+        f"{_fmt_ms(p50s[len(p50s) // 2] if p50s else None)} ms).",
+        f"- The history ({result.ops:,} operations) is in `{result.history}`; "
+        f"{result.log_entries:,} log entries were replayed and checked.",
+        "",
+        "## Phases",
+        "",
+        "| phase | seconds |",
+        "|---|---:|",
+        *(f"| {p.name} | {p.seconds:.1f} |" for p in result.phases),
+        "",
+        "Traffic phases (seconds since the first bet):",
+        "",
+        *(f"- {p.name}: {p.start_s:.1f} – {p.end_s:.1f} s" for p in timeline.phases),
+        "",
+        "## Faults",
+        "",
+    ]
+    if timeline.faults:
+        lines += [
+            "| at (s) | fault | target | partition | healed after (s) | longest wait "
+            "for a write (ms) | detail |",
+            "|---:|---|---|---:|---:|---:|---|",
+        ]
+        for fault in timeline.faults:
+            lines.append(
+                f"| {fault.start_s:.1f} | {fault.kind} | {fault.target} | {fault.partition} | "
+                f"{fault.end_s - fault.start_s:.1f} | "
+                f"{'-' if fault.stall_ms is None else f'{fault.stall_ms:,}'} | {fault.detail} |"
+            )
+        lines += [
+            "",
+            "*Healed after*: from injection until every process was running, every NATS node "
+            "healthy and every partition had a leader again. *Longest wait for a write*: the "
+            "longest gap between two acknowledged writes on the faulted partition meanwhile, "
+            "which is what a punter felt as latency (the client retries with the same "
+            "request id, so a failover is a delay, never an error or a duplicate).",
+        ]
+    else:
+        lines.append("No fault was injected.")
+    lines += [f"- not injected: {note}" for note in timeline.skipped_faults]
+    if result.errors:
+        lines += ["", "## Errors", "", *(f"- {error}" for error in result.errors)]
+    if result.violations:
+        lines += ["", "## Violations (first of each kind)", ""]
+        for violation in result.violations:
+            lines.append(f"- **{violation.get('kind')}**: {violation.get('detail')}")
+    lines += [
+        "",
+        "## Chart",
+        "",
+        f"![bets/s and p99 latency, faults marked]({files.chart.name})",
+        "",
+        "## Repeat it",
+        "",
+        "```sh",
+        result.command or f"ironbook demo --seed {result.seed} --seconds {result.seconds:.0f}",
+        "```",
+        "",
+        "The same seed gives the same fault plan and the same client choices; timings differ "
+        "from run to run, as they do on a real race day.",
+        "",
+    ]
+    return "\n".join(lines)
