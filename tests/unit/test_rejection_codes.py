@@ -13,6 +13,7 @@ from ironbook.core import (
     CloseMarket,
     CreateMarket,
     Deposit,
+    FeedBatch,
     LedgerConfig,
     OpenAccount,
     PlaceBet,
@@ -21,9 +22,11 @@ from ironbook.core import (
     SelectionSpec,
     SelfExclude,
     SetDepositLimits,
+    SetProducerStatus,
     SettleMarket,
     SuspendMarket,
     UpdatePrices,
+    VoidMarket,
     Winner,
     Withdraw,
     check_invariants,
@@ -105,6 +108,11 @@ EXAMPLES: dict[str, AnyCommand] = {
     "stake_too_high": bet(("m1", "a", 250), stake=10_000_001),
     "price_changed": bet(("m1", "a", 260)),
     "liability_exceeded": bet(("big", "z", 1_000), stake=1_000),
+    "invalid_producer": SetProducerStatus(request_id="cmd", producer="bad id", down=True),
+    "invalid_feed": FeedBatch(request_id="cmd", producer="lsports", to_cursor=-1, markets=()),
+    "invalid_window": VoidMarket(
+        request_id="cmd", market_id="m1", actor="ops", reason="r", placed_from_ms=5, placed_to_ms=5
+    ),
 }
 
 

@@ -6,11 +6,13 @@ invariants it can check cheaply: postings balance, no player goes negative.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import bisect
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ironbook.core import events as e
-from ironbook.core.settlement import leg_result
+from ironbook.core.commands import SelectionSpec
+from ironbook.core.settlement import market_leg_result
 from ironbook.core.state import (
     LIMIT_WINDOWS_MS,
     Account,
@@ -110,19 +112,42 @@ def _self_excluded(state: LedgerState, event: e.SelfExcluded) -> None:
 
 
 def _market_created(state: LedgerState, event: e.MarketCreated) -> None:
-    state.markets[event.market_id] = Market(
-        market_id=event.market_id,
-        event_id=event.event_id,
-        name=event.name,
+    _add_market(
+        state,
+        event.market_id,
+        event.event_id,
+        event.name,
+        event.selections,
+        event.in_play,
+        event.bet_delay_s,
+        event.producer,
+    )
+
+
+def _add_market(
+    state: LedgerState,
+    market_id: str,
+    event_id: str,
+    name: str,
+    selections: Iterable[SelectionSpec],
+    in_play: bool,
+    bet_delay_s: int,
+    producer: str,
+) -> None:
+    state.markets[market_id] = Market(
+        market_id=market_id,
+        event_id=event_id,
+        name=name,
         status="open",
         selections={
             spec.selection_id: Selection(
                 selection_id=spec.selection_id, name=spec.name, odds=spec.odds
             )
-            for spec in event.selections
+            for spec in selections
         },
-        in_play=event.in_play,
-        bet_delay_s=event.bet_delay_s,
+        in_play=in_play,
+        bet_delay_s=bet_delay_s,
+        producer=producer,
     )
 
 
@@ -146,15 +171,21 @@ def _bet_placed(state: LedgerState, event: e.BetPlaced) -> None:
         potential_payout_minor=event.potential_payout_minor,
         placed_ms=event.at_ms,
         request_id=event.request_id,
+        status="pending" if event.release_ms else "open",
+        price_change=event.price_change,
     )
     state.bets[event.bet_id] = bet
     state.next_bet_number += 1
+    if event.release_ms:
+        bisect.insort(state.pending_bets, (event.release_ms, event.bet_id))
     markets = state.markets
     liability_minor = event.potential_payout_minor - event.stake_minor
     for leg in event.legs:
         market = markets[leg.market_id]
         market.bet_ids.append(event.bet_id)
-        market.selections[leg.selection_id].liability_minor += liability_minor
+        selection = market.selections[leg.selection_id]
+        selection.liability_minor += liability_minor
+        market.max_liability_minor = max(market.max_liability_minor, selection.liability_minor)
 
 
 def _market_resulted(state: LedgerState, event: e.MarketResulted) -> None:
@@ -162,21 +193,105 @@ def _market_resulted(state: LedgerState, event: e.MarketResulted) -> None:
     market.status = event.status
     winners = {winner.selection_id: winner.dead_heat for winner in event.winners}
     market.winners = winners
+    cancel = event.placed_from_ms is not None
+    touched: set[str] = set()
+    unheld: set[str] = set()
     for outcome in event.bets:
         bet = state.bets[outcome.bet_id]
+        was_held = bet.status == "pending"
         for leg in bet.legs:
-            if leg.market_id == event.market_id:
-                leg.outcome, leg.dead_heat = leg_result(event.kind, winners, leg.selection_id)
-        was_open = bet.status == "open"
-        if was_open != (outcome.status == "open"):
-            _shift_liability(state, bet, -bet.liability_minor if was_open else bet.liability_minor)
+            if was_held:
+                # A held bet a cancel voids was never accepted: all of it is void.
+                leg.cancelled = True
+                leg.outcome, leg.dead_heat = "void", 1
+            elif leg.market_id == event.market_id:
+                leg.cancelled = leg.cancelled or cancel
+                leg.outcome, leg.dead_heat = market_leg_result(leg, event.kind, winners)
+        was_live = bet.status == "open" or was_held
+        if was_live != (outcome.status == "open"):
+            _shift_liability(state, bet, -bet.liability_minor if was_live else bet.liability_minor)
+            touched.update(leg.market_id for leg in bet.legs)
+        if was_held:
+            unheld.add(bet.bet_id)
         bet.status = outcome.status
         bet.payout_minor = outcome.payout_minor
+    if unheld:
+        state.pending_bets = [item for item in state.pending_bets if item[1] not in unheld]
+    _recompute_max_liability(state, touched)
 
 
 def _shift_liability(state: LedgerState, bet: Bet, delta_minor: int) -> None:
+    markets = state.markets
     for leg in bet.legs:
-        state.markets[leg.market_id].selections[leg.selection_id].liability_minor += delta_minor
+        market = markets[leg.market_id]
+        selection = market.selections[leg.selection_id]
+        selection.liability_minor += delta_minor
+        market.max_liability_minor = max(market.max_liability_minor, selection.liability_minor)
+
+
+def _recompute_max_liability(state: LedgerState, market_ids: Iterable[str]) -> None:
+    """After bets leave a market (O(selections) per market, on paths that
+    already walk bets, never on the bet path)."""
+    for market_id in market_ids:
+        market = state.markets[market_id]
+        market.max_liability_minor = max(
+            (selection.liability_minor for selection in market.selections.values()), default=0
+        )
+
+
+def _feed_applied(state: LedgerState, event: e.FeedApplied) -> None:
+    markets = state.markets
+    for item in event.markets:
+        market = markets.get(item.market_id)
+        if market is None:
+            _add_market(
+                state,
+                item.market_id,
+                item.event_id,
+                item.name,
+                item.selections,
+                bool(item.in_play),
+                item.bet_delay_s or 0,
+                event.producer,
+            )
+            market = markets[item.market_id]
+        if item.in_play is not None:
+            market.in_play = item.in_play
+        if item.bet_delay_s is not None:
+            market.bet_delay_s = item.bet_delay_s
+        if item.status is not None:
+            market.status = item.status
+        selections = market.selections
+        for price in item.prices:
+            selections[price.selection_id].odds = price.odds
+    state.feed_cursors[event.producer] = event.to_cursor
+
+
+def _producer_status_changed(state: LedgerState, event: e.ProducerStatusChanged) -> None:
+    if event.down:
+        state.producers_down.setdefault(event.producer, event.at_ms)
+    else:
+        state.producers_down.pop(event.producer, None)
+
+
+def _bets_released(state: LedgerState, event: e.BetsReleased) -> None:
+    bets = state.bets
+    released = len(event.accepted) + len(event.rejected)
+    pending = state.pending_bets
+    expected = {bet_id for _, bet_id in pending[:released]}
+    if expected != {*event.accepted, *(bet_id for bet_id, _ in event.rejected)}:
+        raise LedgerCorrupted(f"{event.request_id}: released bets are not the oldest held")
+    del pending[:released]
+    for bet_id in event.accepted:
+        bets[bet_id].status = "open"
+    touched: set[str] = set()
+    for bet_id, code in event.rejected:
+        bet = bets[bet_id]
+        bet.status = "rejected"
+        bet.reject_code = code
+        _shift_liability(state, bet, -bet.liability_minor)
+        touched.update(leg.market_id for leg in bet.legs)
+    _recompute_max_liability(state, touched)
 
 
 def _command_rejected(state: LedgerState, event: e.CommandRejected) -> None:
@@ -196,4 +311,7 @@ _APPLIERS: dict[type[e.Event], Callable[[LedgerState, Any], None]] = {
     e.BetPlaced: _bet_placed,
     e.MarketResulted: _market_resulted,
     e.CommandRejected: _command_rejected,
+    e.FeedApplied: _feed_applied,
+    e.ProducerStatusChanged: _producer_status_changed,
+    e.BetsReleased: _bets_released,
 }

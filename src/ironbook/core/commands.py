@@ -108,6 +108,9 @@ class CreateMarket(Command, frozen=True, tag="create_market/1"):
     selections: Annotated[tuple[SelectionSpec, ...], Many]
     in_play: bool = False
     bet_delay_s: int = 0
+    producer: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    """The feed producer that owns the market ("" = traded by hand): while
+    that producer is down, the market takes no bets."""
 
 
 class UpdatePrices(Command, frozen=True, tag="update_prices/1"):
@@ -134,9 +137,14 @@ class SettleMarket(Command, frozen=True, tag="settle_market/1"):
 
 
 class VoidMarket(Command, frozen=True, tag="void_market/1"):
+    """Void the market, or, with a window, only the bets placed in
+    `[placed_from_ms, placed_to_ms)` (the market keeps its status)."""
+
     market_id: Id
     actor: Actor
     reason: Reason
+    placed_from_ms: int | None = None
+    placed_to_ms: int | None = None
 
 
 class ResettleMarket(Command, frozen=True, tag="resettle_market/1"):
@@ -144,6 +152,54 @@ class ResettleMarket(Command, frozen=True, tag="resettle_market/1"):
     winners: Annotated[tuple[Winner, ...], Many]
     actor: Actor
     reason: Reason
+
+
+class RollbackSettlement(Command, frozen=True, tag="rollback_settlement/1"):
+    """Undo a settlement or void: every bet goes back to open (its money
+    reversed), the market to closed, ready to be settled again."""
+
+    market_id: Id
+    actor: Actor
+    reason: Reason
+
+
+class FeedMarket(
+    msgspec.Struct, frozen=True, array_like=True, gc=False, forbid_unknown_fields=True
+):
+    """One market's changes in a feed batch; None / empty means unchanged."""
+
+    market_id: Id
+    seq: int
+    """The provider cursor of the newest feed message that touched this market."""
+    event_id: str = ""
+    """With `selections` non-empty: create the market if it does not exist."""
+    name: Name = ""
+    selections: Annotated[tuple[SelectionSpec, ...], Many] = ()
+    in_play: bool | None = None
+    bet_delay_s: int | None = None
+    status: Literal["open", "suspended", "closed"] | None = None
+    prices: Annotated[tuple[SelectionPrice, ...], Many] = ()
+
+
+class FeedBatch(Command, frozen=True, tag="feed_batch/1"):
+    """Prices and statuses from a feed producer, exactly once per partition:
+    every provider message up to `to_cursor` is covered, and items at or below
+    the partition's cursor for the producer are ignored."""
+
+    producer: Id
+    to_cursor: int
+    markets: Annotated[tuple[FeedMarket, ...], msgspec.Meta(max_length=5000)]
+
+
+class SetProducerStatus(Command, frozen=True, tag="set_producer_status/1"):
+    """A feed producer went down (its markets take no bets) or came back."""
+
+    producer: Id
+    down: bool
+
+
+class ReleaseBets(Command, frozen=True, tag="release_bets/1"):
+    """Accept or reject the in-play bets whose delay is over (by log time)."""
 
 
 class PlaceBet(Command, frozen=True, tag="place_bet/1"):
@@ -169,4 +225,8 @@ AnyCommand = (
     | VoidMarket
     | ResettleMarket
     | PlaceBet
+    | RollbackSettlement
+    | FeedBatch
+    | SetProducerStatus
+    | ReleaseBets
 )

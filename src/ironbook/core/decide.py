@@ -6,7 +6,7 @@ Pure: the time arrives as `now_ms`, prices and statuses live in the state.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Any
 
 from ironbook.core import commands as c
@@ -31,12 +31,16 @@ from ironbook.core.state import (
     STAKES_HELD,
     SYSTEM_PREFIX,
     Account,
+    Bet,
     LedgerState,
     Market,
     Selection,
 )
 
 MAX_BET_DELAY_S = 300
+MAX_RELEASED_BETS = 1_000
+"""Held bets one `ReleaseBets` judges at most: bounded work per command."""
+END_OF_TIME_MS = 2**63 - 1
 
 
 def decide(state: LedgerState, command: c.AnyCommand | q.AnyQuery, now_ms: int) -> Outcome:
@@ -264,20 +268,27 @@ def _self_exclude(state: LedgerState, cmd: c.SelfExclude, now_ms: int) -> Decisi
 # Markets.
 
 
-def _create_market(state: LedgerState, cmd: c.CreateMarket, now_ms: int) -> Decision:
-    for value in (cmd.market_id, cmd.event_id):
+def _new_market_refusal(
+    state: LedgerState,
+    market_id: str,
+    event_id: str,
+    selections: tuple[c.SelectionSpec, ...],
+    bet_delay_s: int,
+) -> e.Refusal | None:
+    """Why a market with these attributes cannot be created, or None."""
+    for value in (market_id, event_id):
         if not _valid_id(state, value):
             return _refuse(R.INVALID_MARKET, f"{value!r} is not a valid id")
-    if cmd.market_id in state.markets:
-        return _refuse(R.MARKET_EXISTS, f"market {cmd.market_id!r} already exists")
-    if not 1 <= len(cmd.selections) <= state.config.max_selections:
+    if market_id in state.markets:
+        return _refuse(R.MARKET_EXISTS, f"market {market_id!r} already exists")
+    if not 1 <= len(selections) <= state.config.max_selections:
         return _refuse(
             R.INVALID_MARKET, f"a market needs 1..{state.config.max_selections} selections"
         )
-    if not 0 <= cmd.bet_delay_s <= MAX_BET_DELAY_S:
+    if not 0 <= bet_delay_s <= MAX_BET_DELAY_S:
         return _refuse(R.INVALID_MARKET, f"bet delay must be 0..{MAX_BET_DELAY_S} s")
     seen: set[str] = set()
-    for spec in cmd.selections:
+    for spec in selections:
         if not _valid_id(state, spec.selection_id) or spec.selection_id in seen:
             return _refuse(
                 R.INVALID_MARKET, f"selection id {spec.selection_id!r} is invalid or repeated"
@@ -285,6 +296,17 @@ def _create_market(state: LedgerState, cmd: c.CreateMarket, now_ms: int) -> Deci
         seen.add(spec.selection_id)
         if not is_on_ladder(spec.odds):
             return _refuse(R.INVALID_ODDS, f"odds {spec.odds} are not on the price ladder")
+    return None
+
+
+def _create_market(state: LedgerState, cmd: c.CreateMarket, now_ms: int) -> Decision:
+    refusal = _new_market_refusal(
+        state, cmd.market_id, cmd.event_id, cmd.selections, cmd.bet_delay_s
+    )
+    if refusal is not None:
+        return refusal
+    if cmd.producer and not _valid_id(state, cmd.producer):
+        return _refuse(R.INVALID_PRODUCER, f"{cmd.producer!r} is not a valid producer id")
     reply = e.MarketReply(market_id=cmd.market_id, status="open")
     event = e.MarketCreated(
         request_id=cmd.request_id,
@@ -296,6 +318,7 @@ def _create_market(state: LedgerState, cmd: c.CreateMarket, now_ms: int) -> Deci
         in_play=cmd.in_play,
         bet_delay_s=cmd.bet_delay_s,
         reply=reply,
+        producer=cmd.producer,
     )
     return Accepted(events=(event,), result=reply)
 
@@ -354,6 +377,114 @@ def _change_status(
     return Accepted(events=(event,), result=reply)
 
 
+# Feeds and producers.
+
+_FEED_STATUS_MOVES: dict[str, tuple[str, ...]] = {
+    "open": ("suspended", "closed"),
+    "suspended": ("open", "closed"),
+    "closed": ("open", "suspended"),
+}
+"""What a feed may do to a market's status (a provider may reopen a closed
+market); settled and voided markets are out of the feed's hands."""
+
+
+def _feed_batch(state: LedgerState, cmd: c.FeedBatch, now_ms: int) -> Decision:
+    if not _valid_id(state, cmd.producer):
+        return _refuse(R.INVALID_PRODUCER, f"{cmd.producer!r} is not a valid producer id")
+    if cmd.to_cursor < 0:
+        return _refuse(R.INVALID_FEED, f"cursor {cmd.to_cursor} is negative")
+    cursor = state.feed_cursors.get(cmd.producer, 0)
+    if cmd.to_cursor <= cursor:
+        reply = e.FeedReply(producer=cmd.producer, cursor=cursor, applied=0, skipped=0)
+        return Accepted(events=(), result=reply)
+    # Each item is judged against the markets as the earlier items of this
+    # batch leave them: (status, selection ids) of every market touched.
+    touched: dict[str, tuple[str, Container[str], int]] = {}
+    items: list[c.FeedMarket] = []
+    skipped = 0
+    for item in cmd.markets:
+        if item.seq <= cursor:
+            continue
+        view = _feed_item_result(state, cmd.producer, item, touched)
+        if view is None:
+            skipped += 1
+            continue
+        touched[item.market_id] = view
+        items.append(item)
+    reply = e.FeedReply(
+        producer=cmd.producer, cursor=cmd.to_cursor, applied=len(items), skipped=skipped
+    )
+    event = e.FeedApplied(
+        request_id=cmd.request_id,
+        at_ms=now_ms,
+        producer=cmd.producer,
+        to_cursor=cmd.to_cursor,
+        markets=tuple(items),
+        skipped=skipped,
+    )
+    return Accepted(events=(event,), result=reply)
+
+
+def _feed_item_result(
+    state: LedgerState,
+    producer: str,
+    item: c.FeedMarket,
+    touched: dict[str, tuple[str, Container[str], int]],
+) -> tuple[str, Container[str], int] | None:
+    """The market's (status, selection ids, selection count) after `item`, or
+    None if the item is invalid and must be skipped."""
+    view = touched.get(item.market_id)
+    if view is None:
+        market = state.markets.get(item.market_id)
+        if market is not None:
+            if market.producer and market.producer != producer:
+                return None
+            view = (market.status, market.selections, len(market.selections))
+        elif item.selections:
+            refusal = _new_market_refusal(
+                state, item.market_id, item.event_id, item.selections, item.bet_delay_s or 0
+            )
+            if refusal is not None:
+                return None
+            ids = frozenset(spec.selection_id for spec in item.selections)
+            view = ("open", ids, len(ids))
+        else:
+            return None
+    status, selection_ids, count = view
+    if status not in _FEED_STATUS_MOVES:
+        return None
+    if item.bet_delay_s is not None and not 0 <= item.bet_delay_s <= MAX_BET_DELAY_S:
+        return None
+    if item.status is not None and item.status != status:
+        if item.status not in _FEED_STATUS_MOVES[status]:
+            return None
+        status = item.status
+    if len(item.prices) > count:
+        return None
+    seen: set[str] = set()
+    for price in item.prices:
+        if price.selection_id not in selection_ids or price.selection_id in seen:
+            return None
+        if not is_on_ladder(price.odds):
+            return None
+        seen.add(price.selection_id)
+    return status, selection_ids, count
+
+
+def _set_producer_status(state: LedgerState, cmd: c.SetProducerStatus, now_ms: int) -> Decision:
+    if not _valid_id(state, cmd.producer):
+        return _refuse(R.INVALID_PRODUCER, f"{cmd.producer!r} is not a valid producer id")
+    reply = e.ProducerReply(producer=cmd.producer, down=cmd.down)
+    event = e.ProducerStatusChanged(
+        request_id=cmd.request_id,
+        at_ms=now_ms,
+        producer=cmd.producer,
+        down=cmd.down,
+        reply=reply,
+    )
+    return Accepted(events=(event,), result=reply)
+
+
 def _winners(market: Market, winners: tuple[c.Winner, ...]) -> dict[str, int] | e.Refusal:
     result: dict[str, int] = {}
     for winner in winners:
@@ -390,7 +521,35 @@ def _void(state: LedgerState, cmd: c.VoidMarket, now_ms: int) -> Decision:
         return _refuse(R.INVALID_STATUS_CHANGE, f"market {cmd.market_id!r} is already void")
     if not cmd.actor.strip() or not cmd.reason.strip():
         return _refuse(R.MISSING_REASON, "voiding a market needs an actor and a reason")
-    return _result_market(state, cmd, market, "void", (), {}, cmd.actor, cmd.reason, now_ms)
+    if cmd.placed_from_ms is None and cmd.placed_to_ms is None:
+        return _result_market(state, cmd, market, "void", (), {}, cmd.actor, cmd.reason, now_ms)
+    window = (
+        0 if cmd.placed_from_ms is None else cmd.placed_from_ms,
+        END_OF_TIME_MS if cmd.placed_to_ms is None else cmd.placed_to_ms,
+    )
+    if not 0 <= window[0] < window[1] <= END_OF_TIME_MS:
+        return _refuse(
+            R.INVALID_WINDOW, f"the window [{window[0]}, {window[1]}) is empty or out of range"
+        )
+    # The market keeps its status and result: only the window's bets change.
+    kept = tuple(c.Winner(selection_id=s, dead_heat=d) for s, d in market.winners.items())
+    return _result_market(
+        state, cmd, market, "void", kept, market.winners, cmd.actor, cmd.reason, now_ms, window
+    )
+
+
+def _rollback(state: LedgerState, cmd: c.RollbackSettlement, now_ms: int) -> Decision:
+    market = _market(state, cmd.market_id)
+    if isinstance(market, e.Refusal):
+        return market
+    if market.status not in ("settled", "voided"):
+        return _refuse(
+            R.INVALID_STATUS_CHANGE,
+            f"market {cmd.market_id!r} is {market.status}: only a result can be rolled back",
+        )
+    if not cmd.actor.strip() or not cmd.reason.strip():
+        return _refuse(R.MISSING_REASON, "a rollback needs an actor and a reason")
+    return _result_market(state, cmd, market, "rollback", (), {}, cmd.actor, cmd.reason, now_ms)
 
 
 def _resettle(state: LedgerState, cmd: c.ResettleMarket, now_ms: int) -> Decision:
@@ -421,25 +580,56 @@ def _result_market(
     actor: str,
     reason: str,
     now_ms: int,
+    window: tuple[int, int] | None = None,
 ) -> Accepted:
-    """Settle, void or resettle every bet with a leg on `market`: reverse the
-    money of any bet settled before, then pay the bet's new result.
+    """Settle, void, resettle or roll back every bet with a leg on `market`:
+    reverse the money of any bet settled before, then pay the bet's new result
+    (a rollback's is "open": nothing paid). With a `window` (a cancel), only
+    the bets placed in [from, to) are voided, and the market keeps its status.
+
+    Held in-play bets are not live yet: a result skips them (they are rejected
+    at release, the market being no longer open), but a cancel voids the ones
+    placed in its window, refunding their stakes.
 
     A result touching many bets is logged in chunks of bet outcomes; all the
     money moves in the last chunk, netted per player over the whole result, so
     a player's write-off never depends on how the bets were chunked. (One
     command's events always share one log entry, so no log position ever
     shows a result half applied.)"""
-    status: e.MarketStatus = "voided" if kind == "void" else "settled"
+    status: e.MarketStatus
+    if window is not None:
+        status = market.status
+    elif kind == "void":
+        status = "voided"
+    elif kind == "rollback":
+        status = "closed"
+    else:
+        status = "settled"
     outcomes: list[e.BetOutcome] = []
     player_delta: dict[str, int] = {}
     held_delta = 0
     for bet_id in market.bet_ids:
         bet = state.bets[bet_id]
+        old_status = bet.status
+        if old_status == "rejected":
+            continue
+        if window is not None:
+            if not window[0] <= bet.placed_ms < window[1]:
+                continue
+            if old_status == "pending":
+                # Never accepted: the whole bet is void, its stake refunded.
+                outcomes.append(
+                    e.BetOutcome(bet_id=bet_id, status="void", payout_minor=bet.stake_minor)
+                )
+                player_delta[bet.account_id] = player_delta.get(bet.account_id, 0) + bet.stake_minor
+                held_delta -= bet.stake_minor
+                continue
+        elif old_status == "pending":
+            continue
         new_status, new_payout = evaluate_bet(bet, market.market_id, kind, winners)
         outcomes.append(e.BetOutcome(bet_id=bet_id, status=new_status, payout_minor=new_payout))
         delta = 0
-        if bet.status != "open":
+        if old_status != "open":
             delta -= bet.payout_minor
             held_delta += bet.stake_minor
         if new_status != "open":
@@ -491,6 +681,8 @@ def _result_market(
                 actor=actor,
                 reason=reason,
                 reply=reply if last else None,
+                placed_from_ms=window[0] if window else None,
+                placed_to_ms=window[1] if window else None,
             )
         )
     return Accepted(events=tuple(events), result=reply)
@@ -519,7 +711,10 @@ def _place_bet(state: LedgerState, cmd: c.PlaceBet, now_ms: int) -> Decision:
     accepted_legs: list[c.BetLeg] = []
     odds: list[int] = []
     selections: list[Selection] = []
+    leg_markets: list[Market] = []
+    delay_s = 0
     markets = state.markets
+    producers_down = state.producers_down
     policy = cmd.price_change
     for leg in legs:
         market = markets.get(leg.market_id)
@@ -537,6 +732,13 @@ def _place_bet(state: LedgerState, cmd: c.PlaceBet, now_ms: int) -> Decision:
             if market.status == "suspended":
                 return _refuse(R.MARKET_SUSPENDED, f"market {leg.market_id!r} is suspended")
             return _refuse(R.MARKET_CLOSED, f"market {leg.market_id!r} is {market.status}")
+        if market.producer and market.producer in producers_down:
+            return _refuse(
+                R.MARKET_SUSPENDED,
+                f"market {leg.market_id!r} is suspended: producer {market.producer!r} is down",
+            )
+        if market.in_play and market.bet_delay_s > delay_s:
+            delay_s = market.bet_delay_s
         requested = leg.odds
         if not MIN_ODDS <= requested <= MAX_ODDS:
             return _refuse(R.INVALID_ODDS, f"odds {requested} are outside 1.01..1000")
@@ -555,6 +757,7 @@ def _place_bet(state: LedgerState, cmd: c.PlaceBet, now_ms: int) -> Decision:
             )
         odds.append(current)
         selections.append(selection)
+        leg_markets.append(market)
     if len(odds) == 1:
         combined_odds = odds[0]
         potential_payout_minor = stake_minor * combined_odds // ODDS_SCALE
@@ -563,20 +766,29 @@ def _place_bet(state: LedgerState, cmd: c.PlaceBet, now_ms: int) -> Decision:
         potential_payout_minor = payout_minor(stake_minor, odds)
     liability_minor = potential_payout_minor - stake_minor
     max_liability_minor = config.max_liability_minor
-    for selection in selections:
-        if selection.liability_minor + liability_minor > max_liability_minor:
+    max_market_liability_minor = config.max_market_liability_minor
+    # O(legs): a market's worst case is kept up to date by `apply`, so no
+    # check here walks a market's selections or bets, however big it is.
+    for selection, market in zip(selections, leg_markets, strict=True):
+        new_liability_minor = selection.liability_minor + liability_minor
+        if new_liability_minor > max_liability_minor:
             return _refuse(
                 R.LIABILITY_EXCEEDED,
                 f"selection {selection.selection_id!r} cannot take more liability",
+            )
+        if max(market.max_liability_minor, new_liability_minor) > max_market_liability_minor:
+            return _refuse(
+                R.LIABILITY_EXCEEDED, f"market {market.market_id!r} cannot take more liability"
             )
     if account.balance_minor < stake_minor:
         return _refuse(
             R.INSUFFICIENT_FUNDS, f"balance {account.balance_minor} is less than {stake_minor}"
         )
     bet_id = f"B{config.partition}-{state.next_bet_number}"
+    release_ms = now_ms + 1000 * delay_s if delay_s else 0
     reply = e.BetReply(
         bet_id=bet_id,
-        status="open",
+        status="pending" if release_ms else "open",
         odds=combined_odds,
         potential_payout_minor=potential_payout_minor,
         balance_minor=account.balance_minor - stake_minor,
@@ -591,8 +803,64 @@ def _place_bet(state: LedgerState, cmd: c.PlaceBet, now_ms: int) -> Decision:
         legs=tuple(accepted_legs),
         potential_payout_minor=potential_payout_minor,
         reply=reply,
+        release_ms=release_ms,
+        price_change=policy,
     )
     return Accepted(events=(event,), result=reply)
+
+
+def _release_bets(state: LedgerState, cmd: c.ReleaseBets, now_ms: int) -> Decision:
+    """Judge the held bets whose delay is over, oldest first: a bet is
+    accepted at the odds it was placed at if every leg's market is still open
+    (its producer up) and every price still suits the bet's policy; else it is
+    rejected and its stake refunded."""
+    accepted: list[str] = []
+    rejected: list[tuple[str, str]] = []
+    postings: list[e.Posting] = []
+    refunded_minor = 0
+    for release_ms, bet_id in state.pending_bets[:MAX_RELEASED_BETS]:
+        if release_ms > now_ms:
+            break
+        bet = state.bets[bet_id]
+        code = _release_refusal(state, bet)
+        if code is None:
+            accepted.append(bet_id)
+            continue
+        rejected.append((bet_id, code))
+        postings.append((bet.account_id, bet.stake_minor))
+        refunded_minor += bet.stake_minor
+    reply = e.ReleaseReply(accepted=len(accepted), rejected=len(rejected))
+    if not accepted and not rejected:
+        return Accepted(events=(), result=reply)
+    if refunded_minor:
+        postings.append((STAKES_HELD, -refunded_minor))
+    event = e.BetsReleased(
+        request_id=cmd.request_id,
+        at_ms=now_ms,
+        postings=tuple(postings),
+        accepted=tuple(accepted),
+        rejected=tuple(rejected),
+    )
+    return Accepted(events=(event,), result=reply)
+
+
+def _release_refusal(state: LedgerState, bet: Bet) -> str | None:
+    """Why a held bet cannot be accepted now, or None."""
+    policy = bet.price_change
+    for leg in bet.legs:
+        market = state.markets[leg.market_id]
+        if market.status != "open":
+            if market.status == "suspended":
+                return R.MARKET_SUSPENDED
+            return R.MARKET_CLOSED
+        if market.producer and market.producer in state.producers_down:
+            return R.MARKET_SUSPENDED
+        current = market.selections[leg.selection_id].odds
+        if current != leg.odds and not (
+            policy == "any" or (policy == "better" and current > leg.odds)
+        ):
+            return R.PRICE_CHANGED
+    return None
 
 
 _DECIDERS: dict[type[c.Command], Callable[[LedgerState, Any, int], Decision]] = {
@@ -611,9 +879,14 @@ _DECIDERS: dict[type[c.Command], Callable[[LedgerState, Any, int], Decision]] = 
     c.VoidMarket: _void,
     c.ResettleMarket: _resettle,
     c.PlaceBet: _place_bet,
+    c.RollbackSettlement: _rollback,
+    c.FeedBatch: _feed_batch,
+    c.SetProducerStatus: _set_producer_status,
+    c.ReleaseBets: _release_bets,
     q.GetAccount: q.get_account,
     q.ListAccountBets: q.list_account_bets,
     q.GetBet: q.get_bet,
     q.GetMarket: q.get_market,
     q.ListMarkets: q.list_markets,
+    q.GetFeedCursor: q.get_feed_cursor,
 }

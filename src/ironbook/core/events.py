@@ -16,15 +16,23 @@ from typing import Literal
 
 import msgspec
 
-from ironbook.core.commands import BetLeg, SelectionPrice, SelectionSpec, Winner
+from ironbook.core.commands import (
+    BetLeg,
+    FeedMarket,
+    PriceChangePolicy,
+    SelectionPrice,
+    SelectionSpec,
+    Winner,
+)
 
 Posting = tuple[str, int]
 """(account id, signed amount in minor units): positive credits the account."""
 
 MarketStatus = Literal["open", "suspended", "closed", "settled", "voided"]
-BetStatus = Literal["open", "won", "lost", "void"]
+BetStatus = Literal["open", "won", "lost", "void", "pending", "rejected"]
+"""`pending`: held for an in-play bet delay; `rejected`: refused when released."""
 LegOutcome = Literal["pending", "won", "lost", "void"]
-ResultKind = Literal["settle", "void", "resettle"]
+ResultKind = Literal["settle", "void", "resettle", "rollback"]
 LimitPeriod = Literal["day", "week", "month"]
 
 
@@ -82,6 +90,25 @@ class BetReply(Reply, frozen=True, tag="bet"):
     balance_minor: int
 
 
+class FeedReply(Reply, frozen=True, tag="feed"):
+    producer: str
+    cursor: int
+    """The partition's cursor for the producer after the batch."""
+    applied: int
+    skipped: int
+    """Items ignored as invalid (unknown market, off-ladder price, ...)."""
+
+
+class ProducerReply(Reply, frozen=True, tag="producer"):
+    producer: str
+    down: bool
+
+
+class ReleaseReply(Reply, frozen=True, tag="release"):
+    accepted: int
+    rejected: int
+
+
 class Refusal(Reply, frozen=True, tag="refusal"):
     code: str
     message: str
@@ -95,6 +122,9 @@ AnyReply = (
     | MarketReply
     | SettlementReply
     | BetReply
+    | FeedReply
+    | ProducerReply
+    | ReleaseReply
     | Refusal
 )
 
@@ -156,6 +186,7 @@ class MarketCreated(Event, frozen=True, tag="market_created/1", kw_only=True):
     in_play: bool
     bet_delay_s: int
     reply: MarketReply
+    producer: str = ""
 
 
 class PricesUpdated(Event, frozen=True, tag="prices_updated/1", kw_only=True):
@@ -178,6 +209,11 @@ class BetPlaced(Event, frozen=True, tag="bet_placed/1", kw_only=True):
     """The legs at the odds actually accepted."""
     potential_payout_minor: int
     reply: BetReply
+    release_ms: int = 0
+    """0: the bet is live. Else it is held (in-play delay) until log time
+    reaches `release_ms`, then accepted or rejected by a `BetsReleased`."""
+    price_change: PriceChangePolicy = "none"
+    """The bet's policy, judged again when a held bet is released."""
 
 
 class BetOutcome(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -204,6 +240,37 @@ class MarketResulted(Event, frozen=True, tag="market_resulted/1", kw_only=True):
     actor: str
     reason: str
     reply: SettlementReply | None
+    placed_from_ms: int | None = None
+    placed_to_ms: int | None = None
+    """A windowed void: only bets placed in [from, to) were voided."""
+
+
+class FeedApplied(Event, frozen=True, tag="feed_applied/1", kw_only=True):
+    """A feed batch's valid, new items, applied in order; then the producer's
+    cursor moves to `to_cursor`. No stored reply: the cursor is what makes a
+    replayed batch harmless, and feeds send thousands of these a second."""
+
+    producer: str
+    to_cursor: int
+    markets: tuple[FeedMarket, ...]
+    skipped: int
+    reply: None = None
+
+
+class ProducerStatusChanged(Event, frozen=True, tag="producer_status_changed/1", kw_only=True):
+    producer: str
+    down: bool
+    reply: ProducerReply
+
+
+class BetsReleased(Event, frozen=True, tag="bets_released/1", kw_only=True):
+    """Held bets whose delay is over: accepted at their placed odds, or
+    rejected (stake refunded by the postings) with a code."""
+
+    accepted: tuple[str, ...]
+    rejected: tuple[tuple[str, str], ...]
+    """(bet id, rejection code)."""
+    reply: None = None
 
 
 class CommandRejected(Event, frozen=True, tag="command_rejected/1", kw_only=True):
@@ -223,4 +290,7 @@ AnyEvent = (
     | BetPlaced
     | MarketResulted
     | CommandRejected
+    | FeedApplied
+    | ProducerStatusChanged
+    | BetsReleased
 )

@@ -15,13 +15,21 @@ def check_invariants(state: LedgerState) -> list[str]:
     for account in state.accounts.values():
         if account.kind == "player" and account.balance_minor < 0:
             problems.append(f"player {account.account_id} balance {account.balance_minor} < 0")
-    open_stakes_minor = sum(bet.stake_minor for bet in state.bets.values() if bet.status == "open")
+    # A held (pending) in-play bet's stake is held and its liability reserved
+    # like an open bet's.
+    live = ("open", "pending")
+    open_stakes_minor = sum(bet.stake_minor for bet in state.bets.values() if bet.status in live)
     held_minor = state.accounts[STAKES_HELD].balance_minor
     if held_minor != open_stakes_minor:
-        problems.append(f"stakes held {held_minor} != open stakes {open_stakes_minor}")
+        problems.append(f"stakes held {held_minor} != open and pending stakes {open_stakes_minor}")
+    pending_ids = sorted(bet.bet_id for bet in state.bets.values() if bet.status == "pending")
+    if sorted(state.pending_bets) != state.pending_bets:
+        problems.append("the held bets are not in release order")
+    if sorted(bet_id for _, bet_id in state.pending_bets) != pending_ids:
+        problems.append("the held bets list does not match the pending bets")
     expected_liability: dict[tuple[str, str], int] = {}
     for bet in state.bets.values():
-        if bet.status == "open":
+        if bet.status in live:
             for leg in bet.legs:
                 key = (leg.market_id, leg.selection_id)
                 expected_liability[key] = expected_liability.get(key, 0) + bet.liability_minor
@@ -33,4 +41,10 @@ def check_invariants(state: LedgerState) -> list[str]:
                     f"{market.market_id}/{selection.selection_id} liability "
                     f"{selection.liability_minor} != open bets' {expected_minor}"
                 )
+        worst_minor = max((s.liability_minor for s in market.selections.values()), default=0)
+        if market.max_liability_minor != worst_minor:
+            problems.append(
+                f"{market.market_id} max liability {market.max_liability_minor} "
+                f"!= its largest selection liability {worst_minor}"
+            )
     return problems

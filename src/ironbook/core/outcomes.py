@@ -59,3 +59,6 @@ class RejectionCode:
     STAKE_TOO_HIGH = "stake_too_high"
     PRICE_CHANGED = "price_changed"
     LIABILITY_EXCEEDED = "liability_exceeded"
+    INVALID_PRODUCER = "invalid_producer"
+    INVALID_FEED = "invalid_feed"
+    INVALID_WINDOW = "invalid_window"

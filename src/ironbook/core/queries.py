@@ -26,7 +26,7 @@ MAX_BET_SCAN = 5_000
 UNKNOWN_BET = "unknown_bet"
 INVALID_CURSOR = "invalid_cursor"
 
-BetStatusFilter = Literal["open", "won", "lost", "void"]
+BetStatusFilter = Literal["open", "won", "lost", "void", "pending", "rejected"]
 MarketStatusFilter = Literal["open", "suspended", "closed", "settled", "voided"]
 
 
@@ -58,7 +58,13 @@ class ListMarkets(Command, frozen=True, tag="list_markets/1"):
     limit: int = 50
 
 
-AnyQuery = GetAccount | ListAccountBets | GetBet | GetMarket | ListMarkets
+class GetFeedCursor(Command, frozen=True, tag="get_feed_cursor/1"):
+    """Where a feed producer stands in this partition: resume after `cursor`."""
+
+    producer: str
+
+
+AnyQuery = GetAccount | ListAccountBets | GetBet | GetMarket | ListMarkets | GetFeedCursor
 
 ACCOUNT_QUERIES = (GetAccount, ListAccountBets)
 MARKET_QUERIES = (GetMarket, ListMarkets)
@@ -143,15 +149,24 @@ def _bet_view(bet: Bet) -> v.BetView:
         status=bet.status,
         payout_minor=bet.payout_minor,
         placed_ms=bet.placed_ms,
+        reject_code=bet.reject_code,
     )
 
 
-def _market_view(market: Market) -> v.MarketView:
+def _market_status(state: LedgerState, market: Market) -> MarketStatusFilter:
+    """The status a client sees: an open market of a producer that is down
+    takes no bets, so it shows as suspended."""
+    if market.status == "open" and market.producer and market.producer in state.producers_down:
+        return "suspended"
+    return market.status
+
+
+def _market_view(state: LedgerState, market: Market) -> v.MarketView:
     return v.MarketView(
         market_id=market.market_id,
         event_id=market.event_id,
         name=market.name,
-        status=market.status,
+        status=_market_status(state, market),
         in_play=market.in_play,
         bet_delay_s=market.bet_delay_s,
         selections=tuple(
@@ -159,6 +174,9 @@ def _market_view(market: Market) -> v.MarketView:
             for s in market.selections.values()
         ),
         winners=tuple(market.winners),
+        producer=market.producer,
+        producer_down=bool(market.producer) and market.producer in state.producers_down,
+        max_liability_minor=market.max_liability_minor,
     )
 
 
@@ -217,7 +235,7 @@ def get_market(state: LedgerState, query: GetMarket, now_ms: int) -> Accepted:
     market = state.markets.get(query.market_id)
     if market is None:
         return _refuse(R.UNKNOWN_MARKET, f"no market {query.market_id!r}")
-    return Accepted(events=(), result=_market_view(market))
+    return Accepted(events=(), result=_market_view(state, market))
 
 
 def list_markets(state: LedgerState, query: ListMarkets, now_ms: int) -> Accepted:
@@ -234,7 +252,18 @@ def list_markets(state: LedgerState, query: ListMarkets, now_ms: int) -> Accepte
     while index < len(market_ids) and len(found) < query.limit:
         market = state.markets[market_ids[index]]
         index += 1
-        if query.status is None or market.status == query.status:
-            found.append(_market_view(market))
+        if query.status is None or _market_status(state, market) == query.status:
+            found.append(_market_view(state, market))
     next_after = market_ids[index - 1] if index < len(market_ids) and index > start else None
     return Accepted(events=(), result=v.MarketPage(markets=tuple(found), next_after=next_after))
+
+
+def get_feed_cursor(state: LedgerState, query: GetFeedCursor, now_ms: int) -> Accepted:
+    return Accepted(
+        events=(),
+        result=v.FeedCursorReply(
+            producer=query.producer,
+            cursor=state.feed_cursors.get(query.producer, 0),
+            down=query.producer in state.producers_down,
+        ),
+    )

@@ -5,19 +5,32 @@ from __future__ import annotations
 
 from ironbook.core.events import BetStatus, LegOutcome, ResultKind
 from ironbook.core.odds import ODDS_SCALE, payout_minor
-from ironbook.core.state import Bet
+from ironbook.core.state import Bet, PlacedLeg
 
 
 def leg_result(
     kind: ResultKind, winners: dict[str, int], selection_id: str
 ) -> tuple[LegOutcome, int]:
-    """A leg's outcome and dead-heat divisor under a market result."""
+    """A leg's outcome and dead-heat divisor under a market result (a
+    rollback leaves the leg unresolved)."""
     if kind == "void":
         return "void", 1
+    if kind == "rollback":
+        return "pending", 1
     divisor = winners.get(selection_id)
     if divisor is None:
         return "lost", 1
     return "won", divisor
+
+
+def market_leg_result(
+    leg: PlacedLeg, kind: ResultKind, winners: dict[str, int]
+) -> tuple[LegOutcome, int]:
+    """`leg_result` for a leg on the resulted market; a leg cancelled by a
+    windowed void stays void whatever the market's later results."""
+    if leg.cancelled:
+        return "void", 1
+    return leg_result(kind, winners, leg.selection_id)
 
 
 def evaluate_bet(
@@ -32,7 +45,7 @@ def evaluate_bet(
     pending = False
     for leg in bet.legs:
         if leg.market_id == market_id:
-            outcome, dead_heat = leg_result(kind, winners, leg.selection_id)
+            outcome, dead_heat = market_leg_result(leg, kind, winners)
         else:
             outcome, dead_heat = leg.outcome, leg.dead_heat
         if outcome == "lost":

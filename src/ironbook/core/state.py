@@ -43,6 +43,9 @@ class LedgerConfig(msgspec.Struct, frozen=True, array_like=True, gc=False):
     max_self_exclusion_days: int = 36_500
     result_chunk_bets: int = 1_000
     """A market result touching more bets than this is logged in chunks."""
+    max_market_liability_minor: int = 500_000_000
+    """Per market, per partition: the most the house may lose on it, taken as
+    its worst selection's liability (exactly one selection wins)."""
 
 
 class PendingLimit(msgspec.Struct, array_like=True, gc=False):
@@ -90,6 +93,11 @@ class Market(msgspec.Struct, array_like=True, gc=False):
     bet_ids: list[str] = msgspec.field(default_factory=list)
     winners: dict[str, int] = msgspec.field(default_factory=dict)
     """selection id -> dead-heat divisor, for the latest result."""
+    producer: str = ""
+    """The feed producer that owns the market; "" = traded by hand."""
+    max_liability_minor: int = 0
+    """The largest selection liability: raised as bets are placed, recomputed
+    when bets leave (settle, void, rollback, rejection at release)."""
 
 
 class PlacedLeg(msgspec.Struct, array_like=True, gc=False):
@@ -98,6 +106,8 @@ class PlacedLeg(msgspec.Struct, array_like=True, gc=False):
     odds: int
     outcome: LegOutcome = "pending"
     dead_heat: int = 1
+    cancelled: bool = False
+    """Voided by a windowed cancel: stays void under any later result."""
 
 
 class Bet(msgspec.Struct, array_like=True, gc=False):
@@ -110,6 +120,10 @@ class Bet(msgspec.Struct, array_like=True, gc=False):
     request_id: str
     status: BetStatus = "open"
     payout_minor: int = 0
+    price_change: str = "none"
+    """The bet's price-change policy, judged again when a held bet is released."""
+    reject_code: str = ""
+    """Why a held bet was rejected at release."""
 
     @property
     def liability_minor(self) -> int:
@@ -131,6 +145,12 @@ class LedgerState(msgspec.Struct, array_like=True, gc=False):
     next_bet_number: int = 1
     next_transaction_number: int = 1
     events_applied: int = 0
+    feed_cursors: dict[str, int] = msgspec.field(default_factory=dict)
+    """producer -> the provider cursor every applied feed batch covers."""
+    producers_down: dict[str, int] = msgspec.field(default_factory=dict)
+    """producer -> since when (log ms) it is down: its markets take no bets."""
+    pending_bets: list[tuple[int, str]] = msgspec.field(default_factory=list)
+    """(release_ms, bet id) of held in-play bets, sorted."""
 
 
 def new_state(config: LedgerConfig | None = None) -> LedgerState:

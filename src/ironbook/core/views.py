@@ -50,6 +50,8 @@ class BetView(Reply, frozen=True, tag="bet_view"):
     status: BetStatus
     payout_minor: int
     placed_ms: int
+    reject_code: str = ""
+    """Why a held in-play bet was rejected at release."""
 
 
 class BetPage(Reply, frozen=True, tag="bet_page"):
@@ -73,11 +75,23 @@ class MarketView(Reply, frozen=True, tag="market_view"):
     bet_delay_s: int
     selections: tuple[SelectionView, ...]
     winners: tuple[str, ...]
+    producer: str = ""
+    producer_down: bool = False
+    """The market's feed producer is down: `status` shows "suspended"."""
+    max_liability_minor: int = 0
+    """The market's worst case: its largest selection liability."""
 
 
 class MarketPage(Reply, frozen=True, tag="market_page"):
     markets: tuple[MarketView, ...]
     next_after: str | None
+
+
+class FeedCursorReply(Reply, frozen=True, tag="feed_cursor"):
+    producer: str
+    cursor: int
+    """Every provider message up to this one is in this partition's ledger."""
+    down: bool
 
 
 class ReadRefusal(Reply, frozen=True, tag="read_refusal"):
@@ -86,4 +100,4 @@ class ReadRefusal(Reply, frozen=True, tag="read_refusal"):
     message: str
 
 
-AnyView = AccountView | BetView | BetPage | MarketView | MarketPage | ReadRefusal
+AnyView = AccountView | BetView | BetPage | MarketView | MarketPage | FeedCursorReply | ReadRefusal
