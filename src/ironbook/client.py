@@ -4,8 +4,10 @@
     outcome = await client.submit(core.PlaceBet(...))
 
 Account commands go to the partition that owns the account (a stable hash).
-Market commands go to every partition, since each partition's log carries its
-own copy of every market; the replies are combined.
+Market commands (feed batches and producer status included) go to every
+partition, since each partition's log carries its own copy of every market;
+the replies are combined. `submit_to` sends a command to one partition as is
+(`ReleaseBets`, or a `GetFeedCursor` per partition).
 
 Concurrent `submit` calls are batched: commands waiting for the same partition
 travel together in one NATS request (up to `max_batch_commands`), and the
@@ -48,6 +50,9 @@ _MARKET_COMMANDS = (
     core.SettleMarket,
     core.VoidMarket,
     core.ResettleMarket,
+    core.RollbackSettlement,
+    core.FeedBatch,
+    core.SetProducerStatus,
 )
 
 
@@ -259,10 +264,23 @@ class LedgerClient:
             return await batcher.submit(payload, command.request_id)
         if isinstance(command, _MARKET_COMMANDS):
             return await self._broadcast(command, payload)
+        if isinstance(command, core.ReleaseBets):
+            raise ValueError("ReleaseBets concerns one partition: use submit_to")
         account_id = getattr(command, "account_id", None)
         assert isinstance(account_id, str), f"{type(command).__name__} names no account"
         batcher = self._batchers[self.partition_for(account_id)]
         return await batcher.submit(payload, command.request_id)
+
+    async def submit_to(
+        self, partition: int, command: core.AnyCommand | core.AnyQuery
+    ) -> core.Outcome:
+        """Send `command` to one partition, without routing: for commands
+        about a partition itself (`ReleaseBets`) and per-partition reads
+        (`GetFeedCursor`). Same retries and deadline as `submit`."""
+        if not 0 <= partition < self.partitions:
+            raise ValueError(f"partition {partition} is not in 0..{self.partitions - 1}")
+        batcher = self._batchers[partition]
+        return await batcher.submit(core.encode_command(command), command.request_id)
 
     async def submit_many(self, commands: Sequence[core.AnyCommand]) -> list[core.Outcome]:
         """Submit concurrently; outcomes in the order of `commands`."""

@@ -19,6 +19,7 @@ import os
 import random
 import signal
 import sys
+import uuid
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -31,6 +32,7 @@ from ironbook.adapters.nats.log import NatsLog
 from ironbook.adapters.nats.provision import connect_nats
 from ironbook.adapters.nats.snapshots import NatsSnapshotStore
 from ironbook.adapters.nats.transport import NatsRequestServer
+from ironbook.client import BadRequest, ClientConfig, GaveUp, LedgerClient
 from ironbook.replication.replica import Replica, ReplicaConfig
 from ironbook.replication.sequencer import SequencerConfig
 from ironbook.services.status import (
@@ -51,6 +53,8 @@ LEASE_RENEW_INTERVAL_MS = 300
 # lease expires within a TTL of its last renewal, then is taken within this.
 LEASE_RETRY_MS = 100
 ROLE_SAMPLE_MS = 100
+RELEASE_INTERVAL_MS = 100
+"""How often a leader checks for held in-play bets whose delay is over."""
 TEST_MUTATION_ENV = "IRONBOOK_TEST_MUTATION"
 
 
@@ -94,9 +98,11 @@ async def serve(
         async with asyncio.TaskGroup() as group:
             run = group.create_task(replica.run())
             beat = group.create_task(_heartbeat(nc, replica, partition, clock))
+            release = group.create_task(_release_held_bets(nc, replica, partition, clock))
             await stop.wait()
             run.cancel()
             beat.cancel()
+            release.cancel()
         await admin.unsubscribe()
     finally:
         with contextlib.suppress(Exception):
@@ -165,6 +171,31 @@ async def _heartbeat(nc: NatsClient, replica: Replica, partition: int, clock: Sy
             with contextlib.suppress(Exception):
                 await nc.publish(subject, encode_heartbeat(heartbeat))
         await asyncio.sleep(ROLE_SAMPLE_MS / 1000)
+
+
+async def _release_held_bets(
+    nc: NatsClient, replica: Replica, partition: int, clock: SystemClock
+) -> None:
+    """While this replica leads and its state holds an in-play bet whose delay
+    is over by the wall clock, submit `ReleaseBets` to its own partition (the
+    release itself is decided by log time, so replay is deterministic)."""
+    client = LedgerClient(nc, partitions=partition + 1, config=ClientConfig(deadline_ms=5_000))
+    try:
+        while True:
+            await asyncio.sleep(RELEASE_INTERVAL_MS / 1000)
+            sequencer = replica._sequencer  # the leader's (speculative) state
+            if sequencer is None or replica.status().role != "leader":
+                continue
+            pending = sequencer.state.pending_bets
+            if not pending or pending[0][0] > clock.now_ms():
+                continue
+            command = core.ReleaseBets(request_id=f"release-{uuid.uuid4()}")
+            try:
+                await client.submit_to(partition, command)
+            except (GaveUp, BadRequest) as error:
+                log.warning("releasing held bets: %s", error)
+    finally:
+        await client.close()
 
 
 async def _answer_state_hash(replica: Replica, msg: Msg) -> None:
