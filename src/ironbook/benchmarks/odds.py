@@ -1,0 +1,712 @@
+"""The odds benchmark: live prices from the feed to 1,000 WebSocket subscribers,
+and ledger bet throughput while the feed runs.
+
+In one run, on this machine, against a fresh local cluster (3 nats-server
+nodes, R3, fsync always; 3 replicas; 2 gateway workers) in a temp dir:
+
+1. Latency: `--subscribers` WebSocket clients, spread over `--client-processes`
+   processes, each watch `--markets-per-subscriber` random markets out of
+   `--markets` (in events of `--markets-per-event`). The feed changes
+   `--latency-rate` prices/s for `--latency-seconds`. Latency of a frame =
+   the subscriber's wall clock when the frame arrives - the message's
+   `feed_ts_ms` (when the feed produced the change): end to end, through the
+   ledger, NATS, the gateway and the socket. `feed_ts_ms` is whole
+   milliseconds, so each sample reads up to 1 ms high.
+2. Throughput: closed-loop virtual clients place bets through the real client
+   library (as `bench/ledger.py` does) for `--seconds`, with the feed off, at
+   1,000 and at 5,000 price changes/s. The subscribers are disconnected for
+   these phases unless `--subscribers-during-throughput` is given (they run on
+   the same cores and would be charged to the ledger).
+
+The feed (`--feed synthetic`) random-walks prices on the ladder, conflates the
+changes of each ~10 ms tick per market, writes them into the ledger
+(`UpdatePrices`, batched, durable), then publishes each changed market's full
+prices on `odds.<event>.<market>` with the message shape of the feed service.
+
+CPU seconds of the cluster's processes (NATS, replicas, gateways) are reported
+per phase: on a shared machine CPU per operation is the fair comparison.
+
+    python bench/odds.py [--json] [--quick]      or      ironbook bench odds [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from nats.aio.client import Client as NatsClient
+
+from ironbook import core
+from ironbook.adapters import eventloop
+from ironbook.adapters.nats.localproc import PortLease
+from ironbook.adapters.nats.provision import close_nats, connect_nats
+from ironbook.benchmarks.ledger import _drive, _setup, percentile_ms
+from ironbook.client import BatchConfig, ClientConfig, LedgerClient
+from ironbook.core.odds import format_decimal, snap_to_ladder, ticks_away
+from ironbook.services.gateway.auth import load_or_create_secret, mint_token
+from ironbook.services.gateway.settings import GatewaySettings
+from ironbook.services.local_cluster import GatewayOptions, LocalCluster
+
+SELECTIONS = ("home", "draw", "away")
+FEED_TICK_S = 0.01
+GATEWAY_LIMITS = {
+    # One address opens every subscriber: the per-address limits of the edge
+    # are for the internet, not for this benchmark.
+    "IRONBOOK_GATEWAY_PRINCIPAL_RATE_PER_S": "1000000",
+    "IRONBOOK_GATEWAY_PRINCIPAL_BURST": "1000000",
+    "IRONBOOK_GATEWAY_IP_RATE_PER_S": "1000000",
+    "IRONBOOK_GATEWAY_IP_BURST": "1000000",
+}
+CONNECT_CONCURRENCY = 50
+RESULT_LINE_LIMIT_BYTES = 512 * 1024 * 1024
+"""A subscriber process reports every latency sample on one line."""
+READY_TIMEOUT_S = 120.0
+DRAIN_S = 1.0
+"""After the feed stops, subscribers keep reading this long for frames in flight."""
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def odds_market_id(index: int) -> str:
+    return f"odds-m{index}"
+
+
+def odds_event_id(index: int, markets_per_event: int) -> str:
+    return f"odds-e{index // markets_per_event}"
+
+
+# CPU accounting from /proc (Linux).
+
+
+def _cpu_s(pid: int | None) -> float:
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]
+    return float(sum(values) - idle), float(sum(values))
+
+
+class CpuMeter:
+    """CPU seconds used by the cluster's processes between `start` and `stop`."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self._groups: dict[str, list[int | None]] = {
+            "nats": [node.process.pid for node in cluster.nats.nodes.values()],
+            "replicas": [p.pid for p in cluster.replicas.values()],
+            "gateways": [p.pid for name, p in cluster.gateways.items() if name.startswith("gw-")],
+        }
+        self._start: dict[str, float] = {}
+        self._machine: tuple[float, float] = (0.0, 0.0)
+        self._wall = 0.0
+        self._own = 0.0
+
+    def _sample(self) -> dict[str, float]:
+        return {group: sum(_cpu_s(pid) for pid in pids) for group, pids in self._groups.items()}
+
+    def start(self) -> None:
+        self._start = self._sample()
+        self._machine = _machine_busy()
+        self._wall = time.monotonic()
+        self._own = time.process_time()
+
+    def stop(self) -> dict[str, float]:
+        end = self._sample()
+        busy, total = _machine_busy()
+        used = {f"{g}_cpu_s": round(end[g] - self._start[g], 2) for g in end}
+        used["cluster_cpu_s"] = round(sum(end[g] - self._start[g] for g in end), 2)
+        used["self_cpu_s"] = round(time.process_time(), 2)
+        total_delta = total - self._machine[1]
+        used["machine_busy"] = (
+            round((busy - self._machine[0]) / total_delta, 3) if total_delta else 0.0
+        )
+        used["wall_s"] = round(time.monotonic() - self._wall, 2)
+        return used
+
+
+# The synthetic feed.
+
+
+@dataclass
+class FeedStats:
+    changes: int = 0
+    """Price changes produced (before conflation)."""
+    ledger_updates: int = 0
+    published: int = 0
+    rejected: int = 0
+    ticks: int = 0
+    late_ticks: int = 0
+    """Ticks whose ledger write took longer than the tick: the next tick conflated more."""
+
+
+@dataclass
+class SyntheticFeed:
+    """Random-walk prices for `markets` markets, into the ledger, then onto NATS."""
+
+    client: LedgerClient
+    nc: NatsClient
+    markets: int
+    markets_per_event: int
+    seed: int
+    run_tag: str
+    prices: list[list[int]] = field(init=False)
+    cursor: int = 0
+
+    def __post_init__(self) -> None:
+        rng = random.Random(self.seed)
+        self.prices = [
+            [snap_to_ladder(rng.randint(150, 800), "nearest") for _ in SELECTIONS]
+            for _ in range(self.markets)
+        ]
+
+    def create_commands(self) -> list[core.AnyCommand]:
+        return [
+            core.CreateMarket(
+                request_id=f"{self.run_tag}-odds-market-{index}",
+                market_id=odds_market_id(index),
+                event_id=odds_event_id(index, self.markets_per_event),
+                name=f"Odds bench {index}",
+                selections=tuple(
+                    core.SelectionSpec(selection_id=s, name=s.title(), odds=odds)
+                    for s, odds in zip(SELECTIONS, self.prices[index], strict=True)
+                ),
+            )
+            for index in range(self.markets)
+        ]
+
+    def message(self, index: int, feed_ts_ms: int) -> bytes:
+        return json.dumps(
+            {
+                "event_id": odds_event_id(index, self.markets_per_event),
+                "market_id": odds_market_id(index),
+                "status": "open",
+                "in_play": False,
+                "prices": {
+                    s: format_decimal(odds)
+                    for s, odds in zip(SELECTIONS, self.prices[index], strict=True)
+                },
+                "cursor": self.cursor,
+                "feed_ts_ms": feed_ts_ms,
+                "published_ms": now_ms(),
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    async def run(self, rate_per_s: float, seconds: float, rng: random.Random) -> FeedStats:
+        """`rate_per_s` changes/s for `seconds`: each tick, the changes due are
+        made, conflated per market, committed to the ledger, and published."""
+        stats = FeedStats()
+        started = time.monotonic()
+        deadline = started + seconds
+        while (now := time.monotonic()) < deadline:
+            due = int((now - started) * rate_per_s) - stats.changes
+            changed: dict[int, int] = {}
+            for _ in range(due):
+                index = rng.randrange(self.markets)
+                selection = rng.randrange(len(SELECTIONS))
+                prices = self.prices[index]
+                prices[selection] = ticks_away(prices[selection], rng.choice((-1, 1)))
+                changed[index] = now_ms()
+            stats.changes += max(0, due)
+            if changed:
+                await self._commit_and_publish(changed, stats)
+            stats.ticks += 1
+            spent = time.monotonic() - now
+            if spent > FEED_TICK_S:
+                stats.late_ticks += 1
+            else:
+                await asyncio.sleep(FEED_TICK_S - spent)
+        return stats
+
+    async def _commit_and_publish(self, changed: dict[int, int], stats: FeedStats) -> None:
+        commands: list[core.AnyCommand] = []
+        for index in changed:
+            self.cursor += 1
+            commands.append(
+                core.UpdatePrices(
+                    request_id=f"{self.run_tag}-px-{self.cursor}",
+                    market_id=odds_market_id(index),
+                    prices=tuple(
+                        core.SelectionPrice(selection_id=s, odds=odds)
+                        for s, odds in zip(SELECTIONS, self.prices[index], strict=True)
+                    ),
+                )
+            )
+        outcomes = await self.client.submit_many(commands)
+        stats.ledger_updates += len(commands)
+        for (index, produced_ms), outcome in zip(changed.items(), outcomes, strict=True):
+            if not isinstance(outcome, core.Accepted):
+                stats.rejected += 1
+                continue
+            subject = f"odds.{odds_event_id(index, self.markets_per_event)}.{odds_market_id(index)}"
+            await self.nc.publish(subject, self.message(index, produced_ms))
+            stats.published += 1
+        await self.nc.flush()
+
+
+# Subscriber processes.
+
+
+async def _subscriber_process(args: argparse.Namespace) -> None:
+    """One client process: connect `--count` subscribers, print "ready", record
+    latencies until stdin says "stop", print one JSON line of results."""
+    from websockets.asyncio.client import ClientConnection, connect  # noqa: PLC0415
+
+    rng = random.Random(args.seed)
+    latencies_ms: list[float] = []
+    frames = 0
+    errors: list[str] = []
+    sockets: list[ClientConnection] = []
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+    async def open_one(index: int) -> ClientConnection:
+        markets = rng.sample(range(args.markets), args.markets_per_subscriber)
+        async with gate:
+            ws = await connect(
+                f"{args.url}?access_token={args.token}", compression=None, max_queue=64
+            )
+            await ws.send(
+                json.dumps({"action": "subscribe", "markets": [odds_market_id(m) for m in markets]})
+            )
+            reply = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            if reply.get("type") != "subscribed":
+                raise RuntimeError(f"subscriber {index}: {reply}")
+        return ws
+
+    async def read(ws: ClientConnection) -> None:
+        nonlocal frames
+        with contextlib.suppress(Exception):
+            async for text in ws:
+                received_ms = time.time_ns() / 1_000_000
+                frame = json.loads(text)
+                if frame.get("type") == "odds":
+                    frames += 1
+                    latencies_ms.append(received_ms - frame["data"]["feed_ts_ms"])
+                else:
+                    errors.append(str(frame)[:200])
+
+    sockets = list(await asyncio.gather(*(open_one(i) for i in range(args.count))))
+    readers = [asyncio.create_task(read(ws)) for ws in sockets]
+    print("ready", flush=True)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while (line := await reader.readline()) and line.strip() != b"stop":
+        if line.strip() == b"reset":
+            latencies_ms.clear()
+            frames = 0
+    await asyncio.sleep(DRAIN_S)
+    result = {"frames": frames, "latencies_ms": [round(x, 2) for x in latencies_ms]}
+    result["errors"] = errors[:5]
+    print(json.dumps(result), flush=True)
+    for ws in sockets:
+        await ws.close()
+    for task in readers:
+        task.cancel()
+
+
+@dataclass
+class SubscriberProcesses:
+    processes: list[asyncio.subprocess.Process] = field(default_factory=list)
+
+    @classmethod
+    async def start(cls, args: argparse.Namespace, ws_url: str, token: str) -> SubscriberProcesses:
+        group = cls()
+        per_process = -(-args.subscribers // args.client_processes)
+        remaining = args.subscribers
+        for index in range(args.client_processes):
+            count = min(per_process, remaining)
+            remaining -= count
+            if count <= 0:
+                break
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "ironbook.benchmarks.odds",
+                "--subscriber-process",
+                "--url",
+                ws_url,
+                "--token",
+                token,
+                "--count",
+                str(count),
+                "--markets",
+                str(args.markets),
+                "--markets-per-subscriber",
+                str(args.markets_per_subscriber),
+                "--seed",
+                str(args.seed * 1_000 + index),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                limit=RESULT_LINE_LIMIT_BYTES,
+            )
+            group.processes.append(process)
+        for process in group.processes:
+            assert process.stdout is not None
+            line = await asyncio.wait_for(process.stdout.readline(), READY_TIMEOUT_S)
+            if line.strip() != b"ready":
+                raise RuntimeError(f"a subscriber process failed to start: {line!r}")
+        return group
+
+    async def reset(self) -> None:
+        for process in self.processes:
+            assert process.stdin is not None
+            process.stdin.write(b"reset\n")
+            await process.stdin.drain()
+
+    async def stop(self) -> list[dict[str, Any]]:
+        results = []
+        for process in self.processes:
+            assert process.stdin is not None
+            process.stdin.write(b"stop\n")
+            await process.stdin.drain()
+        for process in self.processes:
+            assert process.stdout is not None
+            line = await asyncio.wait_for(process.stdout.readline(), 60)
+            results.append(json.loads(line))
+            await asyncio.wait_for(process.wait(), 30)
+        return results
+
+    def kill(self) -> None:
+        for process in self.processes:
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+
+
+# The run.
+
+
+async def _wait_http_ready(url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=2) as http:
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get(f"{url}/readyz")).status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} not ready within {timeout_s} s")
+            await asyncio.sleep(0.2)
+
+
+async def _connect_subscribers(
+    cluster: LocalCluster, args: argparse.Namespace
+) -> SubscriberProcesses:
+    assert cluster.http_url is not None
+    secret = load_or_create_secret(GatewaySettings(data_dir=cluster.data_dir).secret_file)
+    token = mint_token(secret, role="auditor", sub="odds-bench")
+    ws_url = cluster.http_url.replace("http://", "ws://") + "/v1/odds/stream"
+    _log(f"connecting {args.subscribers} subscribers ...")
+    return await SubscriberProcesses.start(args, ws_url, token)
+
+
+async def _latency_phase(
+    cluster: LocalCluster, feed: SyntheticFeed, args: argparse.Namespace
+) -> dict[str, Any]:
+    subscribers = await _connect_subscribers(cluster, args)
+    try:
+        _log(f"latency: warm-up {args.warmup_seconds} s at {args.latency_rate}/s ...")
+        await feed.run(args.latency_rate, args.warmup_seconds, random.Random(args.seed + 7))
+        await asyncio.sleep(DRAIN_S)
+        await subscribers.reset()
+        _log(f"latency: {args.latency_seconds} s at {args.latency_rate} changes/s ...")
+        meter = CpuMeter(cluster)
+        meter.start()
+        stats = await feed.run(args.latency_rate, args.latency_seconds, random.Random(args.seed))
+        cpu = meter.stop()
+        results = await subscribers.stop()
+    except BaseException:
+        subscribers.kill()
+        raise
+    latencies = sorted(x for r in results for x in r["latencies_ms"])
+    frames = sum(r["frames"] for r in results)
+    return {
+        "odds_p50_ms": percentile_ms(latencies, 0.50),
+        "odds_p90_ms": percentile_ms(latencies, 0.90),
+        "odds_p99_ms": percentile_ms(latencies, 0.99),
+        "odds_p999_ms": percentile_ms(latencies, 0.999),
+        "odds_max_ms": round(latencies[-1], 2) if latencies else None,
+        "frames_received": frames,
+        "changes": stats.changes,
+        "published": stats.published,
+        "ledger_updates": stats.ledger_updates,
+        "late_ticks": stats.late_ticks,
+        "expected_frames": round(
+            stats.published * args.subscribers * args.markets_per_subscriber / args.markets
+        ),
+        "subscriber_errors": [e for r in results for e in r["errors"]][:5],
+        "cpu": cpu,
+        "gateway_cpu_us_per_frame": round(cpu["gateways_cpu_s"] * 1e6 / frames, 1)
+        if frames
+        else None,
+    }
+
+
+async def _throughput_phase(
+    cluster: LocalCluster,
+    client: LedgerClient,
+    feed: SyntheticFeed,
+    accounts: list[str],
+    rate_per_s: float,
+    args: argparse.Namespace,
+    tag: str,
+) -> dict[str, Any]:
+    _log(f"throughput: {args.concurrency} clients for {args.seconds} s, feed {rate_per_s}/s")
+    meter = CpuMeter(cluster)
+    meter.start()
+    async with asyncio.TaskGroup() as group:
+        feed_task = (
+            group.create_task(feed.run(rate_per_s, args.seconds, random.Random(args.seed + 3)))
+            if rate_per_s
+            else None
+        )
+        tally, elapsed_s = await _drive(
+            client,
+            accounts,
+            concurrency=args.concurrency,
+            seconds=args.seconds,
+            seed=args.seed,
+            run_tag=f"{tag}-{int(rate_per_s)}",
+        )
+    cpu = meter.stop()
+    placed = tally.accepted + tally.rejected
+    result: dict[str, Any] = {
+        "feed_rate_per_s": rate_per_s,
+        "bets_per_s": round(placed / elapsed_s, 1),
+        "bets": placed,
+        "rejected": tally.rejected,
+        "gave_up": tally.gave_up,
+        "bet_p50_ms": percentile_ms(tally.latencies_ms, 0.50),
+        "bet_p99_ms": percentile_ms(tally.latencies_ms, 0.99),
+        "cpu": cpu,
+        "cluster_cpu_ms_per_bet": round(cpu["cluster_cpu_s"] * 1000 / placed, 4)
+        if placed
+        else None,
+    }
+    if feed_task is not None:
+        stats = feed_task.result()
+        result["feed"] = {
+            "changes_per_s": round(stats.changes / elapsed_s, 1),
+            "ledger_updates": stats.ledger_updates,
+            "published": stats.published,
+            "rejected": stats.rejected,
+            "late_ticks": stats.late_ticks,
+        }
+    return result
+
+
+def _log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+async def _measure(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any]:
+    await cluster.wait_leaders(timeout_ms=120_000)
+    assert cluster.http_url is not None
+    await _wait_http_ready(cluster.http_url, READY_TIMEOUT_S)
+    client = await LedgerClient.connect(
+        cluster.nats_url,
+        partitions=cluster.partitions,
+        config=ClientConfig(
+            request_timeout_ms=1_000, deadline_ms=30_000, backoff_initial_ms=10, backoff_max_ms=200
+        ),
+        batching=BatchConfig(max_batch_commands=args.client_batch),
+    )
+    feed_client = await LedgerClient.connect(cluster.nats_url, partitions=cluster.partitions)
+    nc = await connect_nats(cluster.nats_url, name="ironbook-odds-bench-feed")
+    try:
+        run_tag = f"o{os.getpid()}"
+        accounts = [f"acct-{i}" for i in range(args.accounts)]
+        _log(f"setting up {args.accounts:,} accounts and {args.markets} odds markets ...")
+        await _setup(client, accounts, run_tag)
+        feed = SyntheticFeed(
+            client=feed_client,
+            nc=nc,
+            markets=args.markets,
+            markets_per_event=args.markets_per_event,
+            seed=args.seed,
+            run_tag=run_tag,
+        )
+        for outcome in await feed_client.submit_many(feed.create_commands()):
+            if not isinstance(outcome, core.Accepted):
+                raise RuntimeError(f"odds market refused: {outcome}")
+        latency = await _latency_phase(cluster, feed, args)
+        subscribers = (
+            await _connect_subscribers(cluster, args)
+            if args.subscribers_during_throughput
+            else SubscriberProcesses()
+        )
+        phases = {}
+        try:
+            for rate in (0, 1_000, 5_000):
+                phases[rate] = await _throughput_phase(
+                    cluster, client, feed, accounts, rate, args, run_tag
+                )
+        finally:
+            subscribers.kill()
+    finally:
+        await close_nats(nc)
+        await feed_client.close()
+        await client.close()
+    no_feed = phases[0]["bets_per_s"]
+    return {
+        "latency": latency,
+        "throughput": {str(rate): phase for rate, phase in phases.items()},
+        "bets_per_s_no_feed": no_feed,
+        "bets_per_s_feed_1000": phases[1_000]["bets_per_s"],
+        "bets_per_s_feed_5000": phases[5_000]["bets_per_s"],
+        "ratio_feed_1000": round(phases[1_000]["bets_per_s"] / no_feed, 3) if no_feed else None,
+        "ratio_feed_5000": round(phases[5_000]["bets_per_s"] / no_feed, 3) if no_feed else None,
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    load_at_start = os.getloadavg()
+    ports = PortLease()
+    (port,) = ports.take(1)
+    try:
+        with tempfile.TemporaryDirectory(prefix="ironbook-bench-odds-") as tmp:
+            cluster = LocalCluster(
+                Path(tmp) / "cluster",
+                partitions=args.partitions,
+                gateway=GatewayOptions(port=port, workers=args.gateway_workers, env=GATEWAY_LIMITS),
+            )
+            try:
+                cluster.start()
+                measured = eventloop.run(_measure(cluster, args))
+            finally:
+                cluster.stop()
+    finally:
+        ports.release()
+    latency = measured["latency"]
+    return {
+        "benchmark": "odds",
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "feed": "synthetic",
+        "odds_p50_ms": latency["odds_p50_ms"],
+        "odds_p99_ms": latency["odds_p99_ms"],
+        "subscribers": args.subscribers,
+        "bets_per_s_no_feed": measured["bets_per_s_no_feed"],
+        "bets_per_s_feed_1000": measured["bets_per_s_feed_1000"],
+        "bets_per_s_feed_5000": measured["bets_per_s_feed_5000"],
+        "ratio_feed_1000": measured["ratio_feed_1000"],
+        "ratio_feed_5000": measured["ratio_feed_5000"],
+        "floor": {
+            "odds_p99_ms_max": 100,
+            "odds_p99_met": latency["odds_p99_ms"] is not None and latency["odds_p99_ms"] <= 100,
+            "ratio_feed_1000_min": 0.8,
+            "ratio_met": (measured["ratio_feed_1000"] or 0) >= 0.8,
+        },
+        "parameters": {
+            "subscribers": args.subscribers,
+            "client_processes": args.client_processes,
+            "markets": args.markets,
+            "markets_per_event": args.markets_per_event,
+            "markets_per_subscriber": args.markets_per_subscriber,
+            "latency_rate_per_s": args.latency_rate,
+            "latency_seconds": args.latency_seconds,
+            "throughput_seconds": args.seconds,
+            "concurrency": args.concurrency,
+            "accounts": args.accounts,
+            "partitions": args.partitions,
+            "gateway_workers": args.gateway_workers,
+            "seed": args.seed,
+        },
+        "latency": latency,
+        "throughput": measured["throughput"],
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_at_start": [round(x, 2) for x in load_at_start],
+        },
+    }
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ironbook bench odds",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--subscribers", type=int, default=1_000, help="WebSocket clients (1000)")
+    p.add_argument("--client-processes", type=int, default=2, help="processes holding them (2)")
+    p.add_argument("--markets", type=int, default=1_000, help="markets whose prices move (1000)")
+    p.add_argument("--markets-per-event", type=int, default=10, help="(10)")
+    p.add_argument(
+        "--markets-per-subscriber", type=int, default=5, help="markets each client watches (5)"
+    )
+    p.add_argument(
+        "--latency-rate", type=float, default=1_000, help="price changes/s while measuring (1000)"
+    )
+    p.add_argument("--latency-seconds", type=float, default=20.0, help="(20)")
+    p.add_argument("--warmup-seconds", type=float, default=3.0, help="(3)")
+    p.add_argument("--seconds", type=float, default=15.0, help="each throughput phase (15)")
+    p.add_argument("--concurrency", type=int, default=2_000, help="virtual bettors (2000)")
+    p.add_argument("--accounts", type=int, default=10_000, help="(10000)")
+    p.add_argument("--client-batch", type=int, default=1_000, help="max commands per request")
+    p.add_argument("--partitions", type=int, default=1, help="ledger partitions (1)")
+    p.add_argument("--gateway-workers", type=int, default=2, help="(2)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--subscribers-during-throughput",
+        action="store_true",
+        help="keep the subscribers connected while bets are measured",
+    )
+    p.add_argument("--quick", action="store_true", help="a short run (~1 min) to check it works")
+    p.add_argument("--json", action="store_true", help="print one JSON object only")
+    sub = p.add_argument_group("internal: one subscriber process")
+    sub.add_argument("--subscriber-process", action="store_true", help=argparse.SUPPRESS)
+    sub.add_argument("--url", help=argparse.SUPPRESS)
+    sub.add_argument("--token", help=argparse.SUPPRESS)
+    sub.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.subscriber_process:
+        eventloop.run(_subscriber_process(args))
+        return 0
+    if args.quick:
+        args.latency_seconds = min(args.latency_seconds, 5.0)
+        args.warmup_seconds = min(args.warmup_seconds, 1.0)
+        args.seconds = min(args.seconds, 4.0)
+        args.accounts = min(args.accounts, 2_000)
+        args.concurrency = min(args.concurrency, 500)
+    result = run(args)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(json.dumps(result, indent=2))
+    print(
+        f"\nodds feed -> {result['subscribers']} subscribers: p50 {result['odds_p50_ms']} ms, "
+        f"p99 {result['odds_p99_ms']} ms; bets/s {result['bets_per_s_no_feed']:,.0f} no feed, "
+        f"{result['bets_per_s_feed_1000']:,.0f} at 1000/s ({result['ratio_feed_1000']}), "
+        f"{result['bets_per_s_feed_5000']:,.0f} at 5000/s ({result['ratio_feed_5000']})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
