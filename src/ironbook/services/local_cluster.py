@@ -26,6 +26,7 @@ from ironbook.adapters.nats.localproc import ManagedProcess
 from ironbook.adapters.nats.provision import connect_nats
 from ironbook.adapters.nats.server import LocalNatsCluster
 from ironbook.adapters.netns import NamespaceNetwork, NodeNetwork
+from ironbook.services.feed.processes import FeedOptions, feed_processes
 from ironbook.services.status import STATUS_SUBJECT_ALL, ReplicaHeartbeat, decode_heartbeat
 from ironbook.services.supervisor import Supervisor
 
@@ -111,6 +112,7 @@ class LocalCluster:
         partitions: int | None = None,
         gateway: GatewayOptions | None = None,
         network: NamespaceNetwork | None = None,
+        feed: FeedOptions | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -162,6 +164,19 @@ class LocalCluster:
         """HTTP workers and the history projectors that serve them."""
         if gateway is not None:
             self._add_gateways(gateway)
+        self.feed = feed
+        self.feeds: dict[str, ManagedProcess] = {}
+        """The odds feed: simulator, ingester, settlement (docs/feed.md)."""
+        if feed is not None:
+            self.feeds = feed_processes(
+                feed,
+                nats_url=self.nats.url,
+                partitions=self.config.partitions,
+                replicas=min(3, self.config.nats_nodes),
+                logs_dir=self.data_dir / "logs",
+            )
+            for name, process in self.feeds.items():
+                self.supervisor.add(name, process, process.start)
 
     def _add_gateways(self, options: GatewayOptions) -> None:
         metrics_dir = self.data_dir / "gateway" / "metrics"
@@ -266,6 +281,9 @@ class LocalCluster:
             for process in self.gateways.values():
                 if not process.is_running():
                     process.start()
+        for process in self.feeds.values():
+            if not process.is_running():
+                process.start()
         self.write_runtime()
 
     def write_runtime(self) -> None:
@@ -284,6 +302,10 @@ class LocalCluster:
     def stop(self, timeout_ms: int = 15_000) -> None:
         """Graceful: gateways, then replicas (a leader hands its lease over),
         then NATS."""
+        for process in self.feeds.values():
+            process.terminate()
+        for process in self.feeds.values():
+            process.stop(timeout_ms=timeout_ms)
         for process in self.gateways.values():
             process.terminate()
         for process in self.gateways.values():

@@ -1,0 +1,1 @@
+"""Feed processes: the simulated provider, the ingester and the settlement service."""

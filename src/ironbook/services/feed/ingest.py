@@ -1,0 +1,438 @@
+"""The feed ingester: a producer's feed into every partition's ledger, then
+out to subscribers as live odds.
+
+    python -m ironbook.services.feed.ingest --nats URL --partitions N --producer sim
+
+On start it asks every partition where the producer stands (`GetFeedCursor`)
+and resumes the feed from the smallest cursor. Then, round after round, it
+takes everything the feed has (bounded), conflates it per market, sends one
+`FeedBatch` to every partition and waits for all of them to acknowledge
+before the next round: the ledger keeps the cursor, so a crash anywhere
+resumes exactly, with no gap and nothing applied twice. After the
+acknowledgements it publishes each changed market's full prices as JSON on
+`odds.<event_id>.<market_id>`.
+
+Producer down: no `alive` from the producer for longer than the threshold
+suspends all its markets (`SetProducerStatus(down=True)`). They reopen once
+the ingester has caught up with the feed's tail and a fresh `alive` arrives.
+
+Run one per producer (a second one is harmless but wasteful: the ledger
+ignores batches it already holds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+import msgspec
+from nats.aio.client import Client as NatsClient
+
+from ironbook import core
+from ironbook.adapters import eventloop
+from ironbook.adapters.feed.messages import AnyFeedMessage
+from ironbook.adapters.feed.nats_stream import NatsFeedStream
+from ironbook.adapters.feed.provider import FeedProvider, FeedUnavailable
+from ironbook.adapters.nats.provision import close_nats, connect_nats
+from ironbook.client import GaveUp, LedgerClient
+from ironbook.core.odds import format_decimal
+from ironbook.core.views import FeedCursorReply, MarketView
+from ironbook.services.feed.conflate import Conflation
+
+log = logging.getLogger("ironbook.feed.ingest")
+
+DEFAULT_DOWN_AFTER_MS = 3_000
+MAX_ROUND_MESSAGES = 20_000
+MAX_ROUND_MARKETS = 5_000
+QUEUE_MESSAGES = 50_000
+IDLE_WAIT_MS = 100
+FLUSH_QUIET_MS = 1_000
+"""A round with no market changes still moves the cursors, at most this often."""
+RETRY_PAUSE_MS = 200
+STATS_INTERVAL_S = 10.0
+
+
+def odds_subject(event_id: str, market_id: str) -> str:
+    return f"odds.{event_id}.{market_id}"
+
+
+@dataclass(slots=True)
+class BookEntry:
+    event_id: str
+    status: str
+    in_play: bool
+    prices: dict[str, int]
+
+
+class OddsBook:
+    """Each live market's full current prices, for the odds messages."""
+
+    def __init__(self) -> None:
+        self.markets: dict[str, BookEntry] = {}
+
+    def apply(self, conflation: Conflation) -> list[str]:
+        """Fold the round in; the markets it changed that the book did not
+        know (to be read from the ledger)."""
+        unknown = []
+        for change in conflation.changes.values():
+            entry = self.markets.get(change.market_id)
+            if entry is None and change.selections:
+                entry = self.markets[change.market_id] = BookEntry(
+                    event_id=change.event_id,
+                    status="open",
+                    in_play=bool(change.in_play),
+                    prices={s.selection_id: s.odds for s in change.selections},
+                )
+            if entry is None:
+                unknown.append(change.market_id)
+                continue
+            entry.prices.update(change.prices)
+            if change.status is not None:
+                entry.status = change.status
+            if change.in_play is not None:
+                entry.in_play = change.in_play
+        return unknown
+
+    def learn(self, view: MarketView) -> None:
+        self.markets[view.market_id] = BookEntry(
+            event_id=view.event_id,
+            status=view.status,
+            in_play=view.in_play,
+            prices={s.selection_id: s.odds for s in view.selections},
+        )
+
+    def message(self, market_id: str, *, cursor: int, feed_ts_ms: int) -> bytes:
+        entry = self.markets[market_id]
+        return msgspec.json.encode(
+            {
+                "event_id": entry.event_id,
+                "market_id": market_id,
+                "status": entry.status,
+                "in_play": entry.in_play,
+                "prices": {s: format_decimal(odds) for s, odds in entry.prices.items()},
+                "cursor": cursor,
+                "feed_ts_ms": feed_ts_ms,
+                "published_ms": time.time_ns() // 1_000_000,
+            }
+        )
+
+    def forget_closed(self, market_ids: list[str]) -> None:
+        for market_id in market_ids:
+            entry = self.markets.get(market_id)
+            if entry is not None and entry.status == "closed":
+                del self.markets[market_id]
+
+
+class Ingester:
+    def __init__(
+        self,
+        provider: FeedProvider,
+        client: LedgerClient,
+        nc: NatsClient,
+        *,
+        down_after_ms: int = DEFAULT_DOWN_AFTER_MS,
+    ) -> None:
+        self.provider = provider
+        self.producer = provider.producer
+        self.client = client
+        self.nc = nc
+        self.down_after_ms = down_after_ms
+        self.book = OddsBook()
+        self.cursor = 0
+        """Every message up to here is acknowledged by every partition."""
+        self.read_cursor = 0
+        self.down = False
+        self._last_alive = time.monotonic()
+        self._caught_up_at: int | None = None
+        """While down: a tail cursor the ingester has reached. An `alive` after
+        it shows the producer is live again."""
+        self._queue: asyncio.Queue[AnyFeedMessage] = asyncio.Queue(QUEUE_MESSAGES)
+        self._last_flush = time.monotonic()
+        self.rounds = 0
+        self.messages = 0
+        self.items = 0
+
+    async def resume_cursor(self) -> int:
+        """The smallest cursor over all partitions (and the producer's status)."""
+        replies = await asyncio.gather(
+            *(
+                self._submit_until_done(
+                    partition,
+                    core.GetFeedCursor(
+                        request_id=f"feed:{self.producer}:cursor:{time.time_ns()}",
+                        producer=self.producer,
+                    ),
+                )
+                for partition in range(self.client.partitions)
+            )
+        )
+        cursors = []
+        for outcome in replies:
+            assert isinstance(outcome, core.Accepted)
+            reply = outcome.result
+            assert isinstance(reply, FeedCursorReply)
+            cursors.append(reply.cursor)
+            self.down = self.down or reply.down
+        return min(cursors)
+
+    async def _submit_until_done(
+        self, partition: int, command: core.AnyCommand | core.AnyQuery
+    ) -> core.Outcome:
+        """The ledger's definite outcome; the same request id is resent until
+        there is one (a failover is latency here, never a gap)."""
+        while True:
+            try:
+                return await self.client.submit_to(partition, command)
+            except GaveUp as err:
+                log.warning("partition %d: %s; retrying", partition, err)
+                await asyncio.sleep(RETRY_PAUSE_MS / 1000)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.cursor = self.read_cursor = await self.resume_cursor()
+        tail = await self.provider.tail_cursor()
+        log.info(
+            "producer %s: resuming after cursor %d (feed tail %d, producer %s)",
+            self.producer,
+            self.cursor,
+            tail,
+            "down" if self.down else "up",
+        )
+        if self.cursor > tail:
+            log.error(
+                "the ledger is ahead of the feed (%d > %d): was the feed reset?", self.cursor, tail
+            )
+        async with asyncio.TaskGroup() as group:
+            reader = group.create_task(self._read(self.cursor))
+            try:
+                stats_at = time.monotonic()
+                while not stop.is_set():
+                    await self.round()
+                    if time.monotonic() - stats_at >= STATS_INTERVAL_S:
+                        await self._log_stats(time.monotonic() - stats_at)
+                        stats_at = time.monotonic()
+            finally:
+                reader.cancel()
+
+    async def _read(self, after_cursor: int) -> None:
+        async for message in self.provider.iterate(after_cursor):
+            await self._queue.put(message)
+
+    async def _take(self) -> Conflation:
+        conflation = Conflation()
+        try:
+            first = await asyncio.wait_for(self._queue.get(), timeout=IDLE_WAIT_MS / 1000)
+        except TimeoutError:
+            return conflation
+        conflation.add(first)
+        queue = self._queue
+        while (
+            not queue.empty()
+            and conflation.messages < MAX_ROUND_MESSAGES
+            and conflation.items < MAX_ROUND_MARKETS
+        ):
+            conflation.add(queue.get_nowait())
+        return conflation
+
+    async def round(self) -> None:
+        """Take what the feed has, apply it to every partition, publish odds,
+        and judge the producer's liveness."""
+        conflation = await self._take()
+        now = time.monotonic()
+        if conflation.messages:
+            self.read_cursor = conflation.through_cursor
+            if conflation.alive_cursors:
+                self._last_alive = now
+        # While the producer is down every round is applied at once: markets
+        # reopen only when the ledger holds everything read.
+        flush_due = self.down or (now - self._last_flush) * 1000 >= FLUSH_QUIET_MS
+        if conflation.items or (conflation.messages and flush_due):
+            await self._apply(conflation)
+        await self._judge_producer(conflation)
+
+    async def _apply(self, conflation: Conflation) -> None:
+        batch = conflation.batch(self.producer)
+        outcomes = await asyncio.gather(
+            *(
+                self._submit_until_done(partition, batch)
+                for partition in range(self.client.partitions)
+            )
+        )
+        for partition, outcome in enumerate(outcomes):
+            if isinstance(outcome, core.Rejected):
+                raise SystemExit(f"partition {partition} refused feed batch: {outcome.message}")
+        self.cursor = conflation.through_cursor
+        self._last_flush = time.monotonic()
+        self.rounds += 1
+        self.messages += conflation.messages
+        self.items += conflation.items
+        await self._publish_odds(conflation)
+
+    async def _publish_odds(self, conflation: Conflation) -> None:
+        unknown = self.book.apply(conflation)
+        if unknown:
+            views = await asyncio.gather(*(self._market_view(m) for m in unknown))
+            for view in views:
+                if view is not None:
+                    self.book.learn(view)
+        for change in conflation.changes.values():
+            if change.market_id not in self.book.markets:
+                continue
+            payload = self.book.message(
+                change.market_id, cursor=change.seq, feed_ts_ms=change.ts_ms
+            )
+            with contextlib.suppress(Exception):
+                await self.nc.publish(odds_subject(change.event_id, change.market_id), payload)
+        self.book.forget_closed(list(conflation.changes))
+
+    async def _market_view(self, market_id: str) -> MarketView | None:
+        query = core.GetMarket(
+            request_id=f"feed:{self.producer}:market:{market_id}", market_id=market_id
+        )
+        outcome = await self._submit_until_done(0, query)
+        if isinstance(outcome, core.Accepted) and isinstance(outcome.result, MarketView):
+            return outcome.result
+        return None
+
+    async def _judge_producer(self, conflation: Conflation) -> None:
+        silent_ms = (time.monotonic() - self._last_alive) * 1000
+        if not self.down:
+            if silent_ms > self.down_after_ms:
+                log.warning(
+                    "producer %s: no alive for %.0f ms: suspending its markets",
+                    self.producer,
+                    silent_ms,
+                )
+                await self._set_down(True)
+            return
+        if self._caught_up_at is not None and any(
+            cursor > self._caught_up_at for cursor in conflation.alive_cursors
+        ):
+            log.info(
+                "producer %s: alive again and the feed is caught up (cursor %d): reopening",
+                self.producer,
+                self.cursor,
+            )
+            await self._set_down(False)
+            return
+        if self._caught_up_at is None and self._queue.empty():
+            with contextlib.suppress(FeedUnavailable):
+                tail = await self.provider.tail_cursor()
+                if self.cursor >= tail:
+                    self._caught_up_at = tail
+
+    async def _set_down(self, down: bool) -> None:
+        command = core.SetProducerStatus(
+            request_id=f"feed:{self.producer}:{'down' if down else 'up'}:{time.time_ns()}",
+            producer=self.producer,
+            down=down,
+        )
+        await asyncio.gather(
+            *(
+                self._submit_until_done(partition, command)
+                for partition in range(self.client.partitions)
+            )
+        )
+        self.down = down
+        self._caught_up_at = None
+
+    async def _log_stats(self, elapsed_s: float) -> None:
+        with contextlib.suppress(FeedUnavailable):
+            tail = await self.provider.tail_cursor()
+            log.info(
+                "rounds %.1f/s, messages %.0f/s, conflation %.1f messages per market change, "
+                "cursor %d, lag %d messages, producer %s",
+                self.rounds / elapsed_s,
+                self.messages / elapsed_s,
+                self.messages / max(1, self.items),
+                self.cursor,
+                max(0, tail - self.read_cursor),
+                "down" if self.down else "up",
+            )
+        self.rounds = self.messages = self.items = 0
+
+
+async def serve(
+    nats_urls: str,
+    producer: str,
+    *,
+    partitions: int,
+    replicas: int,
+    down_after_ms: int,
+    stop: asyncio.Event,
+) -> None:
+    nc = await connect_nats(nats_urls, name=f"feed-ingest-{producer}")
+    client = LedgerClient(nc, partitions=partitions)
+    try:
+        stream = await NatsFeedStream.open(nc, producer, replicas=replicas)
+        ingester = Ingester(stream, client, nc, down_after_ms=down_after_ms)
+        runner = asyncio.create_task(ingester.run(stop))
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (runner, stopper):
+            task.cancel()
+        await asyncio.gather(runner, stopper, return_exceptions=True)
+        if runner in done:
+            runner.result()
+    finally:
+        await client.close()
+        await close_nats(nc)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ironbook.services.feed.ingest",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--nats", required=True, help="NATS server URLs, comma-separated")
+    parser.add_argument("--partitions", type=int, default=1, help="ledger partitions (default 1)")
+    parser.add_argument("--producer", default="sim", help="the feed producer (default sim)")
+    parser.add_argument(
+        "--down-after-ms",
+        type=int,
+        default=DEFAULT_DOWN_AFTER_MS,
+        help=f"producer silent this long → its markets suspended (default {DEFAULT_DOWN_AFTER_MS})",
+    )
+    parser.add_argument(
+        "--replicas", type=int, default=3, help="JetStream replication factor (default 3)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.partitions < 1 or args.down_after_ms < 100:
+        print("error: --partitions >= 1 and --down-after-ms >= 100", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(
+            args.nats,
+            args.producer,
+            partitions=args.partitions,
+            replicas=args.replicas,
+            down_after_ms=args.down_after_ms,
+            stop=stop,
+        )
+
+    eventloop.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,350 @@
+"""The settlement service: results from the feed into the ledger, exactly once.
+
+    python -m ironbook.services.feed.settlement --nats URL --partitions N --producer sim
+
+A durable JetStream consumer (`settlement`) reads the producer's results
+(`feed.<producer>.result.>`: `bet_settlement`, `rollback_bet_settlement`,
+`bet_cancel`) one at a time, in feed order. Each message becomes ledger
+commands whose request ids derive from the provider message
+(`feed:<producer>:<cursor>:<step>`), so a message delivered again after a
+crash replays the ledger's first outcomes instead of acting twice. The message
+is acknowledged only after every partition gave a definite outcome.
+
+- `bet_settlement` (confirmed): an open or suspended market is closed, then
+  settled; a market already settled or voided with another result is
+  resettled (actor `feed:<producer>`, the message as reason).
+- `rollback_bet_settlement`: the settlement is undone (`RollbackSettlement`).
+- `bet_cancel`: the market is voided, or only the bets placed in its window.
+
+A result is acted on only once the ingester has brought every partition up to
+its cursor (`GetFeedCursor`), so the market's state from the feed is there;
+until then the message is put back with a delay ("not yet").
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import time
+from typing import Literal
+
+import msgspec
+import nats.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from ironbook import core
+from ironbook.adapters import eventloop
+from ironbook.adapters.feed.messages import (
+    BetCancel,
+    BetSettlement,
+    ResultMessage,
+    RollbackBetSettlement,
+    decode_message,
+)
+from ironbook.adapters.feed.nats_stream import NatsFeedStream, feed_stream_name
+from ironbook.adapters.nats.provision import close_nats, connect_nats, with_placement_retry
+from ironbook.client import GaveUp, LedgerClient
+from ironbook.core.views import FeedCursorReply, MarketView
+
+log = logging.getLogger("ironbook.feed.settlement")
+
+CONSUMER = "settlement"
+ACK_WAIT_S = 10
+NOT_YET_DELAY_S = 1.0
+FETCH_WAIT_S = 1.0
+
+Verdict = Literal["done", "later"]
+
+
+class SettlementService:
+    def __init__(self, client: LedgerClient, producer: str) -> None:
+        self.client = client
+        self.producer = producer
+        self.actor = f"feed:{producer}"
+        self.handled = 0
+
+    async def handle(self, message: ResultMessage) -> Verdict:
+        """Every partition's definite outcome ("done"), or "later"."""
+        if isinstance(message, BetSettlement) and message.certainty != "confirmed":
+            log.info("%s: %s result not confirmed: ignored", message.message_id, message.market_id)
+            return "done"
+        verdicts = await asyncio.gather(
+            *(self._handle_in(partition, message) for partition in range(self.client.partitions))
+        )
+        if all(v == "done" for v in verdicts):
+            self.handled += 1
+            return "done"
+        return "later"
+
+    async def _handle_in(self, partition: int, message: ResultMessage) -> Verdict:
+        cursor = await self._query(
+            partition,
+            core.GetFeedCursor(request_id=self._read_id("cursor"), producer=self.producer),
+        )
+        if not isinstance(cursor, FeedCursorReply) or cursor.cursor < message.cursor:
+            return "later"
+        view = await self._query(
+            partition,
+            core.GetMarket(request_id=self._read_id("market"), market_id=message.market_id),
+        )
+        if not isinstance(view, MarketView):
+            log.warning(
+                "%s: partition %d has no market %s yet",
+                message.message_id,
+                partition,
+                message.market_id,
+            )
+            return "later"
+        if isinstance(message, BetSettlement):
+            await self._settle(partition, message, view)
+        elif isinstance(message, RollbackBetSettlement):
+            await self._rollback(partition, message, view)
+        else:
+            await self._cancel(partition, message)
+        return "done"
+
+    async def _settle(self, partition: int, message: BetSettlement, view: MarketView) -> None:
+        winners = tuple(core.Winner(w.selection_id, w.dead_heat) for w in message.winners)
+        if view.status in ("open", "suspended"):
+            await self._command(
+                partition,
+                core.CloseMarket(
+                    request_id=self._id(message, "close"), market_id=message.market_id
+                ),
+                "close for settlement",
+            )
+        outcome = await self._command(
+            partition,
+            core.SettleMarket(
+                request_id=self._id(message, "settle"),
+                market_id=message.market_id,
+                winners=winners,
+                actor=self.actor,
+            ),
+            f"settle, winners {_names(winners)}",
+        )
+        if isinstance(outcome, core.Accepted):
+            return
+        now = await self._query(
+            partition,
+            core.GetMarket(request_id=self._read_id("market"), market_id=message.market_id),
+        )
+        if not isinstance(now, MarketView) or now.status not in ("settled", "voided"):
+            log.error(
+                "%s: cannot settle %s: %s", message.message_id, message.market_id, outcome.message
+            )
+            return
+        if now.status == "settled" and set(now.winners) == {w.selection_id for w in winners}:
+            return  # settled with this result already
+        await self._command(
+            partition,
+            core.ResettleMarket(
+                request_id=self._id(message, "resettle"),
+                market_id=message.market_id,
+                winners=winners,
+                actor=self.actor,
+                reason=f"feed {message.message_id}: result {_names(winners)}",
+            ),
+            f"resettle, winners {_names(winners)}",
+        )
+
+    async def _rollback(
+        self, partition: int, message: RollbackBetSettlement, view: MarketView
+    ) -> None:
+        if view.status not in ("settled", "voided"):
+            log.info(
+                "%s: %s is %s: no settlement to roll back",
+                message.message_id,
+                message.market_id,
+                view.status,
+            )
+            return
+        await self._command(
+            partition,
+            core.RollbackSettlement(
+                request_id=self._id(message, "rollback"),
+                market_id=message.market_id,
+                actor=self.actor,
+                reason=f"feed {message.message_id}: rollback_bet_settlement",
+            ),
+            "rollback settlement",
+        )
+
+    async def _cancel(self, partition: int, message: BetCancel) -> None:
+        window = (
+            f" placed in [{message.start_ms}, {message.end_ms})"
+            if message.start_ms is not None or message.end_ms is not None
+            else ""
+        )
+        await self._command(
+            partition,
+            core.VoidMarket(
+                request_id=self._id(message, "void"),
+                market_id=message.market_id,
+                actor=self.actor,
+                reason=f"feed {message.message_id}: {message.reason}",
+                placed_from_ms=message.start_ms,
+                placed_to_ms=message.end_ms,
+            ),
+            f"void bets{window}",
+        )
+
+    def _id(self, message: ResultMessage, step: str) -> str:
+        return f"feed:{message.message_id}:{step}"
+
+    def _read_id(self, what: str) -> str:
+        return f"feed:{self.producer}:read-{what}:{time.time_ns()}"
+
+    async def _query(self, partition: int, query: core.AnyQuery) -> object:
+        outcome = await self.client.submit_to(partition, query)
+        return outcome.result if isinstance(outcome, core.Accepted) else None
+
+    async def _command(self, partition: int, command: core.AnyCommand, action: str) -> core.Outcome:
+        """The definite outcome (raises `GaveUp` when there is none yet)."""
+        outcome = await self.client.submit_to(partition, command)
+        market_id = getattr(command, "market_id", "")
+        if isinstance(outcome, core.Accepted):
+            log.info(
+                "%s %s on partition %d: done (actor %s, request %s)",
+                action,
+                market_id,
+                partition,
+                self.actor,
+                command.request_id,
+            )
+        else:
+            log.info(
+                "%s %s on partition %d: refused %s: %s (request %s)",
+                action,
+                market_id,
+                partition,
+                outcome.code,
+                outcome.message,
+                command.request_id,
+            )
+        return outcome
+
+
+def _names(winners: tuple[core.Winner, ...]) -> str:
+    return (
+        ",".join(w.selection_id + (f"/dh{w.dead_heat}" if w.dead_heat > 1 else "") for w in winners)
+        or "-"
+    )
+
+
+async def consume(
+    nc: NatsClient, service: SettlementService, *, replicas: int, stop: asyncio.Event
+) -> None:
+    producer = service.producer
+    await NatsFeedStream.open(nc, producer, replicas=replicas)
+    js = nc.jetstream()
+    subject = f"feed.{producer}.result.>"
+    config = ConsumerConfig(
+        durable_name=CONSUMER,
+        filter_subject=subject,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ACK_WAIT_S,
+        max_ack_pending=1,
+        max_deliver=-1,
+    )
+    subscription = await with_placement_retry(
+        f"consumer {CONSUMER}",
+        lambda: js.pull_subscribe(
+            subject, durable=CONSUMER, stream=feed_stream_name(producer), config=config
+        ),
+    )
+    log.info("settling results of producer %s", producer)
+    while not stop.is_set():
+        try:
+            messages = await subscription.fetch(1, timeout=FETCH_WAIT_S)
+        except nats.errors.TimeoutError:
+            continue
+        except (nats.errors.Error, OSError) as err:
+            log.warning("fetch failed: %r", err)
+            await asyncio.sleep(NOT_YET_DELAY_S)
+            continue
+        for msg in messages:
+            await _process(service, msg)
+
+
+async def _process(service: SettlementService, msg: Msg) -> None:
+    try:
+        message = decode_message(msg.data)
+    except msgspec.MsgspecError as err:
+        log.error("unreadable result message %s skipped: %s", msg.subject, err)
+        await msg.term()
+        return
+    if not isinstance(message, BetSettlement | RollbackBetSettlement | BetCancel):
+        log.error("%s on a result subject skipped", message.message_id)
+        await msg.ack()
+        return
+    try:
+        verdict = await service.handle(message)
+    except GaveUp as err:
+        log.warning("%s: no definite outcome yet (%s): again later", message.message_id, err)
+        verdict = "later"
+    if verdict == "done":
+        await msg.ack_sync()
+    else:
+        await msg.nak(delay=NOT_YET_DELAY_S)
+
+
+async def serve(
+    nats_urls: str, producer: str, *, partitions: int, replicas: int, stop: asyncio.Event
+) -> None:
+    nc = await connect_nats(nats_urls, name=f"feed-settlement-{producer}")
+    client = LedgerClient(nc, partitions=partitions)
+    try:
+        await consume(nc, SettlementService(client, producer), replicas=replicas, stop=stop)
+    finally:
+        await client.close()
+        await close_nats(nc)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ironbook.services.feed.settlement",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--nats", required=True, help="NATS server URLs, comma-separated")
+    parser.add_argument("--partitions", type=int, default=1, help="ledger partitions (default 1)")
+    parser.add_argument("--producer", default="sim", help="the feed producer (default sim)")
+    parser.add_argument(
+        "--replicas", type=int, default=3, help="JetStream replication factor (default 3)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.partitions < 1:
+        print("error: --partitions must be at least 1", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(
+            args.nats, args.producer, partitions=args.partitions, replicas=args.replicas, stop=stop
+        )
+
+    eventloop.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

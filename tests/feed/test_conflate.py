@@ -1,0 +1,156 @@
+"""Conflation into `FeedBatch`es: however the feed is cut into rounds, and
+from whichever earlier cursor a restarted ingester replays it, every
+partition ends with the state of a message-by-message fold."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+
+from ironbook import core
+from ironbook.adapters.feed.messages import AnyFeedMessage, MarketCreated, OddsChange
+from ironbook.adapters.feed.simulator import Simulator, SimulatorConfig
+from ironbook.core.events import FeedReply
+from ironbook.services.feed.conflate import Conflation
+from ironbook.services.feed.ingest import OddsBook
+
+CONFIG = SimulatorConfig(
+    seed=3, odds_changes_per_s=100, pre_match_s=10, football_in_play_s=20, race_in_play_s=8
+)
+MarketState = dict[str, tuple[str, bool, int, dict[str, int]]]
+
+
+def _messages(count: int) -> list[AnyFeedMessage]:
+    simulator = Simulator(CONFIG, epoch_ms=0)
+    return [simulator.next() for _ in range(count)]
+
+
+class Partition:
+    def __init__(self) -> None:
+        self.state = core.new_state()
+        self.now_ms = 0
+
+    def feed(self, messages: Sequence[AnyFeedMessage]) -> FeedReply:
+        conflation = Conflation()
+        for message in messages:
+            conflation.add(message)
+        self.now_ms += 1
+        outcome = core.decide(self.state, conflation.batch("sim"), self.now_ms)
+        assert isinstance(outcome, core.Accepted), outcome
+        for event in outcome.events:
+            core.apply(self.state, event)
+        assert isinstance(outcome.result, FeedReply)
+        return outcome.result
+
+    @property
+    def cursor(self) -> int:
+        return self.state.feed_cursors.get("sim", 0)
+
+    def markets(self) -> MarketState:
+        return {
+            m.market_id: (
+                m.status,
+                m.in_play,
+                m.bet_delay_s,
+                {s.selection_id: s.odds for s in m.selections.values()},
+            )
+            for m in self.state.markets.values()
+        }
+
+
+def _cut(messages: list[AnyFeedMessage], rng: random.Random) -> list[list[AnyFeedMessage]]:
+    rounds, index = [], 0
+    while index < len(messages):
+        size = rng.choice((1, 2, 7, 50, 400, 2_000))
+        rounds.append(messages[index : index + size])
+        index += size
+    return rounds
+
+
+def test_any_rounds_give_the_message_by_message_fold() -> None:
+    messages = _messages(6_000)
+    one_by_one = Partition()
+    for message in messages:
+        one_by_one.feed([message])
+    expected = one_by_one.markets()
+    assert len(expected) > 5
+    assert {status for status, *_ in expected.values()} >= {"open", "closed"}
+    for seed in range(3):
+        conflated = Partition()
+        for chunk in _cut(messages, random.Random(seed)):
+            conflated.feed(chunk)
+        assert conflated.markets() == expected
+        assert conflated.cursor == messages[-1].cursor
+
+
+def test_replay_from_an_earlier_cursor_changes_nothing_twice() -> None:
+    """Two partitions at different cursors (a crash between their acks): the
+    ingester resumes from the smaller one and both end equal to the fold."""
+    messages = _messages(6_000)
+    ahead, behind = Partition(), Partition()
+    for chunk in _cut(messages[:4_000], random.Random(1)):
+        ahead.feed(chunk)
+    for chunk in _cut(messages[:2_500], random.Random(2)):
+        behind.feed(chunk)
+    resume_from = min(ahead.cursor, behind.cursor)
+    assert resume_from == 2_500
+    stale = ahead.feed(messages[1_000:3_000])
+    assert stale.applied == 0 and stale.cursor == 4_000
+    for chunk in _cut(messages[resume_from:], random.Random(3)):
+        ahead.feed(chunk)
+        behind.feed(chunk)
+    fold = Partition()
+    fold.feed(messages)
+    assert ahead.markets() == behind.markets() == fold.markets()
+
+
+def test_conflation_keeps_newest_price_status_and_cursor() -> None:
+    messages = _messages(3_000)
+    conflation = Conflation()
+    for message in messages:
+        conflation.add(message)
+    assert conflation.from_cursor == 1 and conflation.through_cursor == 3_000
+    assert conflation.items < conflation.messages
+    newest: dict[tuple[str, str], int] = {}
+    last_seq: dict[str, int] = {}
+    for message in messages:
+        if isinstance(message, MarketCreated):
+            for selection in message.selections:
+                newest[(message.market_id, selection.selection_id)] = selection.odds
+        if isinstance(message, OddsChange):
+            for price in message.prices:
+                newest[(message.market_id, price.selection_id)] = price.odds
+        if isinstance(message, MarketCreated | OddsChange):
+            last_seq[message.market_id] = message.cursor
+    batch = conflation.batch("sim")
+    assert batch.request_id == "feed:sim:1-3000" and batch.to_cursor == 3_000
+    for item in batch.markets:
+        assert item.seq >= last_seq.get(item.market_id, 0)
+        prices = {p.selection_id: p.odds for p in item.prices}
+        specs = {s.selection_id: s.odds for s in item.selections}
+        for selection_id, odds in {**specs, **prices}.items():
+            assert newest[(item.market_id, selection_id)] == odds
+
+
+def test_odds_message_shape() -> None:
+    messages = _messages(200)
+    conflation = Conflation()
+    for message in messages:
+        conflation.add(message)
+    book = OddsBook()
+    assert book.apply(conflation) == []
+    change = next(iter(conflation.changes.values()))
+    decoded = json.loads(book.message(change.market_id, cursor=change.seq, feed_ts_ms=123))
+    assert set(decoded) == {
+        "event_id",
+        "market_id",
+        "status",
+        "in_play",
+        "prices",
+        "cursor",
+        "feed_ts_ms",
+        "published_ms",
+    }
+    assert decoded["market_id"] == change.market_id and decoded["feed_ts_ms"] == 123
+    assert all(isinstance(v, str) and "." in v for v in decoded["prices"].values())
