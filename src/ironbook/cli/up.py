@@ -1,7 +1,9 @@
 """`ironbook up`: run a whole local cluster from one data directory.
 
-Starts 3 nats-server processes (JetStream, R3, fsync on every write) and 3
-replicas per ledger partition, restarts any that die (with backoff), and on
+Starts 3 nats-server processes (JetStream, R3, fsync on every write), 3
+replicas per ledger partition and the odds feed (a simulated provider, the
+ingester and the settlement service: markets appear, move and settle by
+themselves; `--feed none` turns it off), restarts any that die (with backoff), and on
 Ctrl-C stops everything gracefully. Running `up` again on the same data
 directory resumes with every byte of data.
 """
@@ -12,10 +14,12 @@ import argparse
 import asyncio
 import fcntl
 import logging
+import re
 import signal
 import sys
 from pathlib import Path
 
+from ironbook.services.feed.processes import FeedOptions
 from ironbook.services.local_cluster import ClusterConfigError, GatewayOptions, LocalCluster
 
 DEFAULT_DATA_DIR = Path(".ironbook")
@@ -65,7 +69,21 @@ def _command(args: argparse.Namespace) -> int:
             gateway = GatewayOptions(
                 port=args.http_port, workers=args.http_workers, host=args.http_host
             )
-        cluster = LocalCluster(data_dir, partitions=args.partitions, gateway=gateway)
+        feed = None
+        if args.feed != "none":
+            if not 0 <= args.feed_rate <= 100_000:
+                print("error: --feed-rate must be 0..100000", file=sys.stderr)
+                return 2
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", args.feed_producer):
+                print("error: --feed-producer must be 1-32 of [A-Za-z0-9_-]", file=sys.stderr)
+                return 2
+            feed = FeedOptions(
+                source=args.feed,
+                producer=args.feed_producer,
+                rate=args.feed_rate,
+                seed=args.feed_seed,
+            )
+        cluster = LocalCluster(data_dir, partitions=args.partitions, gateway=gateway, feed=feed)
     except ClusterConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -75,6 +93,8 @@ def _command(args: argparse.Namespace) -> int:
         print(f"nats: {cluster.nats_url}", flush=True)
         if cluster.http_url is not None:
             print(f"http: {cluster.http_url} ({args.http_workers} workers)", flush=True)
+        if feed is not None:
+            print(f"feed: {feed.source}, producer {feed.producer} ({feed.rate} odds changes/s)")
         asyncio.run(_run(cluster))
     finally:
         print("stopping ...", flush=True)
@@ -112,4 +132,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--http-host", default="127.0.0.1", help="address to serve HTTP on (default 127.0.0.1)"
     )
+    parser.add_argument(
+        "--feed",
+        choices=("sim", "external", "none"),
+        default="sim",
+        help="odds feed: the built-in simulator (default), an external provider publishing "
+        "into the feed stream (docs/feed.md), or none",
+    )
+    parser.add_argument(
+        "--feed-rate",
+        type=int,
+        default=200,
+        help="simulated odds changes per second (default 200)",
+    )
+    parser.add_argument("--feed-seed", type=int, default=1, help="simulated world seed (default 1)")
     parser.set_defaults(func=_command)
