@@ -217,7 +217,7 @@ def _market_resulted(state: LedgerState, event: e.MarketResulted) -> None:
         bet.payout_minor = outcome.payout_minor
     if unheld:
         state.pending_bets = [item for item in state.pending_bets if item[1] not in unheld]
-    _recompute_max_liability(state, touched)
+    recompute_max_liability(state, touched)
 
 
 def _shift_liability(state: LedgerState, bet: Bet, delta_minor: int) -> None:
@@ -229,7 +229,7 @@ def _shift_liability(state: LedgerState, bet: Bet, delta_minor: int) -> None:
         market.max_liability_minor = max(market.max_liability_minor, selection.liability_minor)
 
 
-def _recompute_max_liability(state: LedgerState, market_ids: Iterable[str]) -> None:
+def recompute_max_liability(state: LedgerState, market_ids: Iterable[str]) -> None:
     """After bets leave a market (O(selections) per market, on paths that
     already walk bets, never on the bet path)."""
     for market_id in market_ids:
@@ -291,7 +291,7 @@ def _bets_released(state: LedgerState, event: e.BetsReleased) -> None:
         bet.reject_code = code
         _shift_liability(state, bet, -bet.liability_minor)
         touched.update(leg.market_id for leg in bet.legs)
-    _recompute_max_liability(state, touched)
+    recompute_max_liability(state, touched)
 
 
 def _command_rejected(state: LedgerState, event: e.CommandRejected) -> None:

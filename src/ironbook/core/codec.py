@@ -13,6 +13,7 @@ import hashlib
 
 import msgspec
 
+from ironbook.core.apply import recompute_max_liability
 from ironbook.core.commands import AnyCommand
 from ironbook.core.events import AnyEvent, AnyReply, Refusal
 from ironbook.core.outcomes import Accepted, Outcome, Rejected
@@ -66,7 +67,11 @@ def snapshot_bytes(state: LedgerState) -> bytes:
 
 
 def restore_snapshot(data: bytes) -> LedgerState:
-    return _state_decoder.decode(data)
+    state = _state_decoder.decode(data)
+    # A snapshot from before markets tracked their worst case decodes it as 0:
+    # derive it (replaying the log derives the same value, so replicas agree).
+    recompute_max_liability(state, state.markets)
+    return state
 
 
 def state_hash(state: LedgerState) -> str:
