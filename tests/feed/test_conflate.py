@@ -6,57 +6,22 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
 
-from ironbook import core
+from feed_support import Partition
+
 from ironbook.adapters.feed.messages import AnyFeedMessage, MarketCreated, OddsChange
 from ironbook.adapters.feed.simulator import Simulator, SimulatorConfig
-from ironbook.core.events import FeedReply
 from ironbook.services.feed.conflate import Conflation
 from ironbook.services.feed.ingest import OddsBook
 
 CONFIG = SimulatorConfig(
     seed=3, odds_changes_per_s=100, pre_match_s=10, football_in_play_s=20, race_in_play_s=8
 )
-MarketState = dict[str, tuple[str, bool, int, dict[str, int]]]
 
 
 def _messages(count: int) -> list[AnyFeedMessage]:
     simulator = Simulator(CONFIG, epoch_ms=0)
     return [simulator.next() for _ in range(count)]
-
-
-class Partition:
-    def __init__(self) -> None:
-        self.state = core.new_state()
-        self.now_ms = 0
-
-    def feed(self, messages: Sequence[AnyFeedMessage]) -> FeedReply:
-        conflation = Conflation()
-        for message in messages:
-            conflation.add(message)
-        self.now_ms += 1
-        outcome = core.decide(self.state, conflation.batch("sim"), self.now_ms)
-        assert isinstance(outcome, core.Accepted), outcome
-        for event in outcome.events:
-            core.apply(self.state, event)
-        assert isinstance(outcome.result, FeedReply)
-        return outcome.result
-
-    @property
-    def cursor(self) -> int:
-        return self.state.feed_cursors.get("sim", 0)
-
-    def markets(self) -> MarketState:
-        return {
-            m.market_id: (
-                m.status,
-                m.in_play,
-                m.bet_delay_s,
-                {s.selection_id: s.odds for s in m.selections.values()},
-            )
-            for m in self.state.markets.values()
-        }
 
 
 def _cut(messages: list[AnyFeedMessage], rng: random.Random) -> list[list[AnyFeedMessage]]:

@@ -157,6 +157,9 @@ class Ingester:
         self.rounds = 0
         self.messages = 0
         self.items = 0
+        self.ledger_s = 0.0
+        """Time spent waiting for the partitions' acknowledgements."""
+        self.publish_s = 0.0
 
     async def resume_cursor(self) -> int:
         """The smallest cursor over all partitions (and the producer's status)."""
@@ -257,6 +260,7 @@ class Ingester:
 
     async def _apply(self, conflation: Conflation) -> None:
         batch = conflation.batch(self.producer)
+        started = time.monotonic()
         outcomes = await asyncio.gather(
             *(
                 self._submit_until_done(partition, batch)
@@ -267,11 +271,13 @@ class Ingester:
             if isinstance(outcome, core.Rejected):
                 raise SystemExit(f"partition {partition} refused feed batch: {outcome.message}")
         self.cursor = conflation.through_cursor
-        self._last_flush = time.monotonic()
+        self._last_flush = acked = time.monotonic()
+        self.ledger_s += acked - started
         self.rounds += 1
         self.messages += conflation.messages
         self.items += conflation.items
         await self._publish_odds(conflation)
+        self.publish_s += time.monotonic() - acked
 
     async def _publish_odds(self, conflation: Conflation) -> None:
         unknown = self.book.apply(conflation)
@@ -345,9 +351,12 @@ class Ingester:
         with contextlib.suppress(FeedUnavailable):
             tail = await self.provider.tail_cursor()
             log.info(
-                "rounds %.1f/s, messages %.0f/s, conflation %.1f messages per market change, "
-                "cursor %d, lag %d messages, producer %s",
+                "rounds %.1f/s (ledger %.0f ms, odds %.0f ms per round), messages %.0f/s, "
+                "conflation %.1f messages per market change, cursor %d, lag %d messages, "
+                "producer %s",
                 self.rounds / elapsed_s,
+                1000 * self.ledger_s / max(1, self.rounds),
+                1000 * self.publish_s / max(1, self.rounds),
                 self.messages / elapsed_s,
                 self.messages / max(1, self.items),
                 self.cursor,
@@ -355,6 +364,7 @@ class Ingester:
                 "down" if self.down else "up",
             )
         self.rounds = self.messages = self.items = 0
+        self.ledger_s = self.publish_s = 0.0
 
 
 async def serve(

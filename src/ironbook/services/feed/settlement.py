@@ -54,7 +54,7 @@ from ironbook.core.views import FeedCursorReply, MarketView
 log = logging.getLogger("ironbook.feed.settlement")
 
 CONSUMER = "settlement"
-ACK_WAIT_S = 10
+ACK_WAIT_S = 5
 NOT_YET_DELAY_S = 1.0
 FETCH_WAIT_S = 1.0
 
