@@ -6,7 +6,8 @@
 Account commands go to the partition that owns the account (a stable hash).
 Market commands (feed batches and producer status included) go to every
 partition, since each partition's log carries its own copy of every market;
-the replies are combined. `submit_to` sends a command to one partition as is
+the replies are combined (a feed batch reports the smallest cursor reached).
+`submit_to` sends a command to one partition as is
 (`ReleaseBets`, or a `GetFeedCursor` per partition).
 
 Concurrent `submit` calls are batched: commands waiting for the same partition
@@ -35,7 +36,7 @@ from nats.aio.client import Client as NatsClient
 from ironbook import core
 from ironbook.adapters.nats.provision import connect_nats
 from ironbook.adapters.nats.transport import batch_subject, decode_batch, encode_batch
-from ironbook.core.events import SettlementReply
+from ironbook.core.events import FeedReply, SettlementReply
 from ironbook.replication.client import BadRequest, ClientConfig, GaveUp
 from ironbook.replication.wire import BadRequestReply, OutcomeReply, RetryReply, decode_reply
 
@@ -305,6 +306,22 @@ class LedgerClient:
                 paid_minor=sum(r.paid_minor for r in settlements),
             )
             return core.Accepted(events=(), result=combined)
+        if isinstance(first.result, FeedReply) and len(outcomes) > 1:
+            # Resume-safe: the cursor every partition has reached.
+            feeds = [
+                o.result
+                for o in outcomes
+                if isinstance(o, core.Accepted) and isinstance(o.result, FeedReply)
+            ]
+            return core.Accepted(
+                events=(),
+                result=FeedReply(
+                    producer=first.result.producer,
+                    cursor=min(r.cursor for r in feeds),
+                    applied=max(r.applied for r in feeds),
+                    skipped=max(r.skipped for r in feeds),
+                ),
+            )
         return first
 
     async def close(self) -> None:

@@ -37,6 +37,7 @@ from ironbook.core import (
     Rejected,
     ResettleMarket,
     ResumeMarket,
+    RollbackSettlement,
     SelectionPrice,
     SelectionSpec,
     SelfExclude,
@@ -314,9 +315,10 @@ class LedgerMachine(RuleBasedStateMachine):
             SettleMarket: ("suspended", "closed"),
             VoidMarket: ("open", "suspended", "closed", "settled"),
             ResettleMarket: ("settled", "voided"),
+            RollbackSettlement: ("settled", "voided"),
         }
         refusals = set() if status in moves[type(command)] else {"invalid_status_change"}
-        if isinstance(command, (VoidMarket, ResettleMarket)) and not (
+        if isinstance(command, (VoidMarket, ResettleMarket, RollbackSettlement)) and not (
             command.actor.strip() and command.reason.strip()
         ):
             refusals.add("missing_reason")
@@ -445,6 +447,8 @@ class LedgerMachine(RuleBasedStateMachine):
             self.accept_bet(command, outcome)
         elif isinstance(command, VoidMarket):
             self.accept_result(command.market_id, VOID, outcome)
+        elif isinstance(command, RollbackSettlement):
+            self.accept_result(command.market_id, None, outcome)
         else:
             assert isinstance(command, (SettleMarket, ResettleMarket))
             result = {winner.selection_id: winner.dead_heat for winner in command.winners}
@@ -478,11 +482,15 @@ class LedgerMachine(RuleBasedStateMachine):
             self.markets[leg.market_id].bet_ids.append(reply.bet_id)
 
     def accept_result(
-        self, market_id: str, result: str | dict[str, int], outcome: Accepted
+        self, market_id: str, result: str | dict[str, int] | None, outcome: Accepted
     ) -> None:
+        """A result, or None: a rollback, back to closed with no result."""
         market = self.markets[market_id]
         market.result = result
-        market.status = "voided" if result == VOID else "settled"
+        if result is None:
+            market.status = "closed"
+        else:
+            market.status = "voided" if result == VOID else "settled"
         delta_minor: dict[str, int] = {}
         for bet_id in market.bet_ids:
             bet = self.bets[bet_id]
@@ -672,6 +680,17 @@ class LedgerMachine(RuleBasedStateMachine):
                 winners=tuple(Winner(selection_id=s, dead_heat=d) for s, d in winners),
                 actor=actor,
                 reason="stewards",
+            )
+        )
+
+    @rule(market_id=market_ids, actor=actors)
+    def rollback(self, market_id: str, actor: str) -> None:
+        self.run(
+            RollbackSettlement(
+                request_id=self.next_request_id(),
+                market_id=market_id,
+                actor=actor,
+                reason="provider rollback",
             )
         )
 
