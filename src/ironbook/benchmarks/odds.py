@@ -18,10 +18,13 @@ nodes, R3, fsync always; 3 replicas; 2 gateway workers) in a temp dir:
    these phases unless `--subscribers-during-throughput` is given (they run on
    the same cores and would be charged to the ledger).
 
-The feed (`--feed synthetic`) random-walks prices on the ladder, conflates the
-changes of each ~10 ms tick per market, writes them into the ledger
-(`UpdatePrices`, batched, durable), then publishes each changed market's full
-prices on `odds.<event>.<market>` with the message shape of the feed service.
+The feed ("synthetic" in the output) is a separate process, as the feed
+service is: it random-walks prices on the ladder, conflates the changes of
+each ~10 ms tick per market, writes them into the ledger (`UpdatePrices`,
+batched, durable), then publishes each changed market's full prices on
+`odds.<event>.<market>` with the message shape of the feed service. The
+output also gives `fanout_*_ms`: receive time - `published_ms`, the part
+after the ledger (NATS, gateway, socket).
 
 CPU seconds of the cluster's processes (NATS, replicas, gateways) are reported
 per phase: on a shared machine CPU per operation is the fair comparison.
@@ -41,26 +44,31 @@ import random
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 
 from ironbook import core
 from ironbook.adapters import eventloop
-from ironbook.adapters.nats.localproc import PortLease
+from ironbook.adapters.nats.localproc import ManagedProcess, PortLease
 from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.benchmarks.ledger import _drive, _setup, percentile_ms
 from ironbook.client import BatchConfig, ClientConfig, LedgerClient
 from ironbook.core.odds import format_decimal, snap_to_ladder, ticks_away
+from ironbook.services.feed.processes import FeedOptions, feed_processes
 from ironbook.services.gateway.auth import load_or_create_secret, mint_token
 from ironbook.services.gateway.settings import GatewaySettings
 from ironbook.services.local_cluster import GatewayOptions, LocalCluster
 
 SELECTIONS = ("home", "draw", "away")
 FEED_TICK_S = 0.01
+SIM_DISCOVERY_S = 2.0
+"""The simulator's markets are learned from the odds it publishes this long."""
 GATEWAY_LIMITS = {
     # One address opens every subscriber: the per-address limits of the edge
     # are for the internet, not for this benchmark.
@@ -109,14 +117,25 @@ def _machine_busy() -> tuple[float, float]:
     return float(sum(values) - idle), float(sum(values))
 
 
+CLUSTER_GROUPS = ("nats", "replicas", "gateways")
+
+
 class CpuMeter:
     """CPU seconds used by the cluster's processes between `start` and `stop`."""
 
-    def __init__(self, cluster: LocalCluster) -> None:
+    def __init__(
+        self,
+        cluster: LocalCluster,
+        *,
+        feed_pids: list[int | None],
+        subscriber_pids: list[int | None] | None = None,
+    ) -> None:
         self._groups: dict[str, list[int | None]] = {
             "nats": [node.process.pid for node in cluster.nats.nodes.values()],
             "replicas": [p.pid for p in cluster.replicas.values()],
             "gateways": [p.pid for name, p in cluster.gateways.items() if name.startswith("gw-")],
+            "feed": feed_pids,
+            "subscribers": subscriber_pids or [],
         }
         self._start: dict[str, float] = {}
         self._machine: tuple[float, float] = (0.0, 0.0)
@@ -136,8 +155,11 @@ class CpuMeter:
         end = self._sample()
         busy, total = _machine_busy()
         used = {f"{g}_cpu_s": round(end[g] - self._start[g], 2) for g in end}
-        used["cluster_cpu_s"] = round(sum(end[g] - self._start[g] for g in end), 2)
-        used["self_cpu_s"] = round(time.process_time(), 2)
+        cluster_s = sum(end[g] - self._start[g] for g in CLUSTER_GROUPS)
+        used["cluster_cpu_s"] = round(cluster_s, 2)
+        used["cluster_and_feed_cpu_s"] = round(cluster_s + end["feed"] - self._start["feed"], 2)
+        # The driver (bettors, and the synthetic feed's pacing), not its helpers.
+        used["bench_cpu_s"] = round(time.process_time() - self._own, 2)
         total_delta = total - self._machine[1]
         used["machine_busy"] = (
             round((busy - self._machine[0]) / total_delta, 3) if total_delta else 0.0
@@ -161,6 +183,32 @@ class FeedStats:
     """Ticks whose ledger write took longer than the tick: the next tick conflated more."""
 
 
+def initial_prices(markets: int, seed: int) -> list[list[int]]:
+    rng = random.Random(seed)
+    return [
+        [snap_to_ladder(rng.randint(150, 800), "nearest") for _ in SELECTIONS]
+        for _ in range(markets)
+    ]
+
+
+def create_market_commands(
+    markets: int, markets_per_event: int, seed: int, run_tag: str
+) -> list[core.AnyCommand]:
+    return [
+        core.CreateMarket(
+            request_id=f"{run_tag}-odds-market-{index}",
+            market_id=odds_market_id(index),
+            event_id=odds_event_id(index, markets_per_event),
+            name=f"Odds bench {index}",
+            selections=tuple(
+                core.SelectionSpec(selection_id=s, name=s.title(), odds=odds)
+                for s, odds in zip(SELECTIONS, prices, strict=True)
+            ),
+        )
+        for index, prices in enumerate(initial_prices(markets, seed))
+    ]
+
+
 @dataclass
 class SyntheticFeed:
     """Random-walk prices for `markets` markets, into the ledger, then onto NATS."""
@@ -171,32 +219,13 @@ class SyntheticFeed:
     markets_per_event: int
     seed: int
     run_tag: str
-    prices: list[list[int]] = field(init=False)
     cursor: int = 0
+    prices: list[list[int]] = field(init=False)
 
     def __post_init__(self) -> None:
-        rng = random.Random(self.seed)
-        self.prices = [
-            [snap_to_ladder(rng.randint(150, 800), "nearest") for _ in SELECTIONS]
-            for _ in range(self.markets)
-        ]
+        self.prices = initial_prices(self.markets, self.seed)
 
-    def create_commands(self) -> list[core.AnyCommand]:
-        return [
-            core.CreateMarket(
-                request_id=f"{self.run_tag}-odds-market-{index}",
-                market_id=odds_market_id(index),
-                event_id=odds_event_id(index, self.markets_per_event),
-                name=f"Odds bench {index}",
-                selections=tuple(
-                    core.SelectionSpec(selection_id=s, name=s.title(), odds=odds)
-                    for s, odds in zip(SELECTIONS, self.prices[index], strict=True)
-                ),
-            )
-            for index in range(self.markets)
-        ]
-
-    def message(self, index: int, feed_ts_ms: int) -> bytes:
+    def message(self, index: int, cursor: int, feed_ts_ms: int) -> bytes:
         return json.dumps(
             {
                 "event_id": odds_event_id(index, self.markets_per_event),
@@ -207,7 +236,7 @@ class SyntheticFeed:
                     s: format_decimal(odds)
                     for s, odds in zip(SELECTIONS, self.prices[index], strict=True)
                 },
-                "cursor": self.cursor,
+                "cursor": cursor,
                 "feed_ts_ms": feed_ts_ms,
                 "published_ms": now_ms(),
             },
@@ -222,13 +251,15 @@ class SyntheticFeed:
         deadline = started + seconds
         while (now := time.monotonic()) < deadline:
             due = int((now - started) * rate_per_s) - stats.changes
-            changed: dict[int, int] = {}
+            # market index -> (cursor, feed_ts_ms) of its newest change
+            changed: dict[int, tuple[int, int]] = {}
             for _ in range(due):
                 index = rng.randrange(self.markets)
                 selection = rng.randrange(len(SELECTIONS))
                 prices = self.prices[index]
                 prices[selection] = ticks_away(prices[selection], rng.choice((-1, 1)))
-                changed[index] = now_ms()
+                self.cursor += 1
+                changed[index] = (self.cursor, now_ms())
             stats.changes += max(0, due)
             if changed:
                 await self._commit_and_publish(changed, stats)
@@ -240,30 +271,265 @@ class SyntheticFeed:
                 await asyncio.sleep(FEED_TICK_S - spent)
         return stats
 
-    async def _commit_and_publish(self, changed: dict[int, int], stats: FeedStats) -> None:
-        commands: list[core.AnyCommand] = []
-        for index in changed:
-            self.cursor += 1
-            commands.append(
-                core.UpdatePrices(
-                    request_id=f"{self.run_tag}-px-{self.cursor}",
-                    market_id=odds_market_id(index),
-                    prices=tuple(
-                        core.SelectionPrice(selection_id=s, odds=odds)
-                        for s, odds in zip(SELECTIONS, self.prices[index], strict=True)
-                    ),
-                )
+    async def _commit_and_publish(
+        self, changed: dict[int, tuple[int, int]], stats: FeedStats
+    ) -> None:
+        commands: list[core.AnyCommand] = [
+            core.UpdatePrices(
+                request_id=f"{self.run_tag}-px-{cursor}",
+                market_id=odds_market_id(index),
+                prices=tuple(
+                    core.SelectionPrice(selection_id=s, odds=odds)
+                    for s, odds in zip(SELECTIONS, self.prices[index], strict=True)
+                ),
             )
+            for index, (cursor, _) in changed.items()
+        ]
         outcomes = await self.client.submit_many(commands)
         stats.ledger_updates += len(commands)
-        for (index, produced_ms), outcome in zip(changed.items(), outcomes, strict=True):
+        for (index, (cursor, feed_ts_ms)), outcome in zip(changed.items(), outcomes, strict=True):
             if not isinstance(outcome, core.Accepted):
                 stats.rejected += 1
                 continue
             subject = f"odds.{odds_event_id(index, self.markets_per_event)}.{odds_market_id(index)}"
-            await self.nc.publish(subject, self.message(index, produced_ms))
+            await self.nc.publish(subject, self.message(index, cursor, feed_ts_ms))
             stats.published += 1
         await self.nc.flush()
+
+
+async def _stdin_lines() -> AsyncIterator[bytes]:
+    """Commands from the parent, one per line, until it closes the pipe."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        yield line.strip()
+
+
+async def _feed_process(args: argparse.Namespace) -> None:
+    """The synthetic feed as its own process, as the feed service is: connect,
+    print "ready", run on "go", print one JSON line of `FeedStats`."""
+    client = await LedgerClient.connect(args.nats, partitions=args.partitions)
+    nc = await connect_nats(args.nats, name="ironbook-odds-bench-feed")
+    try:
+        feed = SyntheticFeed(
+            client=client,
+            nc=nc,
+            markets=args.markets,
+            markets_per_event=args.markets_per_event,
+            seed=args.seed,
+            run_tag=args.run_tag,
+            cursor=args.cursor_start,
+        )
+        print("ready", flush=True)
+        async for line in _stdin_lines():
+            if line == b"go":
+                break
+        stats = await feed.run(args.rate, args.run_seconds, random.Random(args.seed + 1))
+        print(json.dumps(asdict(stats)), flush=True)
+    finally:
+        await close_nats(nc)
+        await client.close()
+
+
+class ChildProcess:
+    """A benchmark helper process driven over stdin/stdout lines."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    @classmethod
+    async def start(cls, *argv: str) -> ChildProcess:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "ironbook.benchmarks.odds",
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=RESULT_LINE_LIMIT_BYTES,
+        )
+        return cls(process)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    async def wait_ready(self) -> None:
+        assert self.process.stdout is not None
+        line = await asyncio.wait_for(self.process.stdout.readline(), READY_TIMEOUT_S)
+        if line.strip() != b"ready":
+            raise RuntimeError(f"a benchmark process failed to start: {line!r}")
+
+    async def tell(self, command: bytes) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(command + b"\n")
+        await self.process.stdin.drain()
+
+    async def result(self, timeout_s: float) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = await asyncio.wait_for(self.process.stdout.readline(), timeout_s)
+        if not line:
+            raise RuntimeError(f"a benchmark process exited ({self.process.returncode})")
+        result: dict[str, Any] = json.loads(line)
+        try:
+            await asyncio.wait_for(self.process.wait(), 15)
+        except TimeoutError:
+            self.kill()
+        return result
+
+    def kill(self) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+
+
+class SyntheticFeedRun:
+    """The synthetic feed process for one phase: runs `seconds` from `go`."""
+
+    def __init__(self, child: ChildProcess, markets: int) -> None:
+        self.child = child
+        self.market_ids = [odds_market_id(i) for i in range(markets)]
+
+    @classmethod
+    async def start(
+        cls,
+        cluster: LocalCluster,
+        args: argparse.Namespace,
+        rate: float,
+        seconds: float,
+        phase: int,
+    ) -> SyntheticFeedRun:
+        child = await ChildProcess.start(
+            "--feed-process",
+            "--nats",
+            cluster.nats_url,
+            "--partitions",
+            str(cluster.partitions),
+            "--markets",
+            str(args.markets),
+            "--markets-per-event",
+            str(args.markets_per_event),
+            "--seed",
+            str(args.seed + phase),
+            "--run-tag",
+            f"{args.run_tag}-f{phase}",
+            "--cursor-start",
+            str(phase * 1_000_000_000),
+            "--rate",
+            str(rate),
+            "--run-seconds",
+            str(seconds),
+        )
+        try:
+            await child.wait_ready()
+        except BaseException:
+            child.kill()
+            raise
+        return cls(child, args.markets)
+
+    @property
+    def pids(self) -> list[int | None]:
+        return [self.child.pid]
+
+    async def go(self) -> None:
+        await self.child.tell(b"go")
+
+    async def finish(self) -> dict[str, Any]:
+        return await self.child.result(timeout_s=60)
+
+    def stop(self) -> None:
+        self.child.kill()
+
+
+class SimFeedRun:
+    """The real feed for one phase: the simulator, ingester and settlement
+    processes (`services/feed`) of a fresh producer at `rate` changes/s."""
+
+    def __init__(self, processes: dict[str, ManagedProcess], nc: NatsClient) -> None:
+        self.processes = processes
+        self.nc = nc
+        self.published = 0
+        self.seen: set[str] = set()
+        self.market_ids: list[str] = []
+        self._counting_since = time.monotonic()
+
+    @classmethod
+    async def start(
+        cls,
+        cluster: LocalCluster,
+        args: argparse.Namespace,
+        rate: float,
+        seconds: float,
+        phase: int,
+    ) -> SimFeedRun:
+        options = FeedOptions(
+            source="sim", producer=f"bench{args.run_tag}x{phase}", rate=int(rate), seed=args.seed
+        )
+        processes = feed_processes(
+            options,
+            nats_url=cluster.nats_url,
+            partitions=cluster.partitions,
+            replicas=min(3, len(cluster.nats.nodes)),
+            logs_dir=cluster.data_dir / "logs",
+        )
+        nc = await connect_nats(cluster.nats_url, name="ironbook-odds-bench-count")
+        run = cls(processes, nc)
+        try:
+            await nc.subscribe("odds.>", cb=run._count)
+            for process in processes.values():
+                process.start()
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            while not run.published:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the feed published no odds within {READY_TIMEOUT_S} s")
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(SIM_DISCOVERY_S)
+        except BaseException:
+            run.stop()
+            await close_nats(nc)
+            raise
+        run.market_ids = sorted(run.seen)
+        return run
+
+    async def _count(self, msg: Msg) -> None:
+        self.published += 1
+        self.seen.add(msg.subject.rsplit(".", 1)[1])
+
+    @property
+    def pids(self) -> list[int | None]:
+        return [process.pid for process in self.processes.values()]
+
+    async def go(self) -> None:
+        self.published = 0
+        self._counting_since = time.monotonic()
+
+    async def finish(self) -> dict[str, Any]:
+        elapsed_s = time.monotonic() - self._counting_since
+        result = {
+            "odds_published": self.published,
+            "odds_published_per_s": round(self.published / elapsed_s, 1),
+            "markets_moving": len(self.seen),
+        }
+        await close_nats(self.nc)
+        return result
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.terminate()
+        for process in self.processes.values():
+            process.stop(timeout_ms=10_000)
+
+
+FeedRun = SyntheticFeedRun | SimFeedRun
+
+
+async def _start_feed(
+    cluster: LocalCluster, args: argparse.Namespace, rate: float, seconds: float, phase: int
+) -> FeedRun:
+    if args.feed == "sim":
+        return await SimFeedRun.start(cluster, args, rate, seconds, phase)
+    return await SyntheticFeedRun.start(cluster, args, rate, seconds, phase)
 
 
 # Subscriber processes.
@@ -271,129 +537,120 @@ class SyntheticFeed:
 
 async def _subscriber_process(args: argparse.Namespace) -> None:
     """One client process: connect `--count` subscribers, print "ready", record
-    latencies until stdin says "stop", print one JSON line of results."""
+    latencies until stdin says "stop" ("reset" forgets the samples so far),
+    print one JSON line of results."""
     from websockets.asyncio.client import ClientConnection, connect  # noqa: PLC0415
 
     rng = random.Random(args.seed)
+    market_ids = args.market_ids.split(",")
     latencies_ms: list[float] = []
-    frames = 0
+    fanout_ms: list[float] = []
     errors: list[str] = []
-    sockets: list[ClientConnection] = []
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
     async def open_one(index: int) -> ClientConnection:
-        markets = rng.sample(range(args.markets), args.markets_per_subscriber)
+        markets = rng.sample(market_ids, min(len(market_ids), args.markets_per_subscriber))
         async with gate:
+            # No permessage-deflate: compressing every frame per connection
+            # would cost the gateway more than the fan-out itself.
             ws = await connect(
                 f"{args.url}?access_token={args.token}", compression=None, max_queue=64
             )
-            await ws.send(
-                json.dumps({"action": "subscribe", "markets": [odds_market_id(m) for m in markets]})
-            )
+            await ws.send(json.dumps({"action": "subscribe", "markets": markets}))
             reply = json.loads(await asyncio.wait_for(ws.recv(), 30))
             if reply.get("type") != "subscribed":
                 raise RuntimeError(f"subscriber {index}: {reply}")
         return ws
 
     async def read(ws: ClientConnection) -> None:
-        nonlocal frames
         with contextlib.suppress(Exception):
             async for text in ws:
                 received_ms = time.time_ns() / 1_000_000
                 frame = json.loads(text)
                 if frame.get("type") == "odds":
-                    frames += 1
                     latencies_ms.append(received_ms - frame["data"]["feed_ts_ms"])
-                else:
+                    fanout_ms.append(received_ms - frame["data"]["published_ms"])
+                elif len(errors) < 5:
                     errors.append(str(frame)[:200])
 
     sockets = list(await asyncio.gather(*(open_one(i) for i in range(args.count))))
     readers = [asyncio.create_task(read(ws)) for ws in sockets]
     print("ready", flush=True)
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while (line := await reader.readline()) and line.strip() != b"stop":
-        if line.strip() == b"reset":
+    async for line in _stdin_lines():
+        if line == b"stop":
+            break
+        if line == b"reset":
             latencies_ms.clear()
-            frames = 0
+            fanout_ms.clear()
     await asyncio.sleep(DRAIN_S)
-    result = {"frames": frames, "latencies_ms": [round(x, 2) for x in latencies_ms]}
-    result["errors"] = errors[:5]
+    result = {
+        "frames": len(latencies_ms),
+        "latencies_ms": [round(x, 2) for x in latencies_ms],
+        "fanout_ms": [round(x, 2) for x in fanout_ms],
+        "errors": errors,
+    }
     print(json.dumps(result), flush=True)
-    for ws in sockets:
-        await ws.close()
     for task in readers:
         task.cancel()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(
+            asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True), 5
+        )
 
 
 @dataclass
-class SubscriberProcesses:
-    processes: list[asyncio.subprocess.Process] = field(default_factory=list)
+class Subscribers:
+    """The subscriber processes."""
+
+    children: list[ChildProcess] = field(default_factory=list)
 
     @classmethod
-    async def start(cls, args: argparse.Namespace, ws_url: str, token: str) -> SubscriberProcesses:
+    async def start(
+        cls, args: argparse.Namespace, ws_url: str, token: str, market_ids: list[str]
+    ) -> Subscribers:
         group = cls()
         per_process = -(-args.subscribers // args.client_processes)
         remaining = args.subscribers
-        for index in range(args.client_processes):
-            count = min(per_process, remaining)
-            remaining -= count
-            if count <= 0:
-                break
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "ironbook.benchmarks.odds",
-                "--subscriber-process",
-                "--url",
-                ws_url,
-                "--token",
-                token,
-                "--count",
-                str(count),
-                "--markets",
-                str(args.markets),
-                "--markets-per-subscriber",
-                str(args.markets_per_subscriber),
-                "--seed",
-                str(args.seed * 1_000 + index),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                limit=RESULT_LINE_LIMIT_BYTES,
-            )
-            group.processes.append(process)
-        for process in group.processes:
-            assert process.stdout is not None
-            line = await asyncio.wait_for(process.stdout.readline(), READY_TIMEOUT_S)
-            if line.strip() != b"ready":
-                raise RuntimeError(f"a subscriber process failed to start: {line!r}")
+        try:
+            for index in range(args.client_processes):
+                count = min(per_process, remaining)
+                remaining -= count
+                if count <= 0:
+                    break
+                child = await ChildProcess.start(
+                    "--subscriber-process",
+                    "--url",
+                    ws_url,
+                    "--token",
+                    token,
+                    "--count",
+                    str(count),
+                    "--market-ids",
+                    ",".join(market_ids),
+                    "--markets-per-subscriber",
+                    str(args.markets_per_subscriber),
+                    "--seed",
+                    str(args.seed * 1_000 + index),
+                )
+                group.children.append(child)
+            for child in group.children:
+                await child.wait_ready()
+        except BaseException:
+            group.kill()
+            raise
         return group
 
-    async def reset(self) -> None:
-        for process in self.processes:
-            assert process.stdin is not None
-            process.stdin.write(b"reset\n")
-            await process.stdin.drain()
+    async def tell(self, command: bytes) -> None:
+        for child in self.children:
+            await child.tell(command)
 
     async def stop(self) -> list[dict[str, Any]]:
-        results = []
-        for process in self.processes:
-            assert process.stdin is not None
-            process.stdin.write(b"stop\n")
-            await process.stdin.drain()
-        for process in self.processes:
-            assert process.stdout is not None
-            line = await asyncio.wait_for(process.stdout.readline(), 60)
-            results.append(json.loads(line))
-            await asyncio.wait_for(process.wait(), 30)
-        return results
+        await self.tell(b"stop")
+        return [await child.result(60) for child in self.children]
 
     def kill(self) -> None:
-        for process in self.processes:
-            if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
+        for child in self.children:
+            child.kill()
 
 
 # The run.
@@ -412,85 +669,95 @@ async def _wait_http_ready(url: str, timeout_s: float) -> None:
 
 
 async def _connect_subscribers(
-    cluster: LocalCluster, args: argparse.Namespace
-) -> SubscriberProcesses:
+    cluster: LocalCluster, args: argparse.Namespace, market_ids: list[str]
+) -> Subscribers:
     assert cluster.http_url is not None
     secret = load_or_create_secret(GatewaySettings(data_dir=cluster.data_dir).secret_file)
     token = mint_token(secret, role="auditor", sub="odds-bench")
     ws_url = cluster.http_url.replace("http://", "ws://") + "/v1/odds/stream"
-    _log(f"connecting {args.subscribers} subscribers ...")
-    return await SubscriberProcesses.start(args, ws_url, token)
+    _log(f"connecting {args.subscribers} subscribers to {len(market_ids)} markets ...")
+    return await Subscribers.start(args, ws_url, token, market_ids)
 
 
-async def _latency_phase(
-    cluster: LocalCluster, feed: SyntheticFeed, args: argparse.Namespace
-) -> dict[str, Any]:
-    subscribers = await _connect_subscribers(cluster, args)
+async def _latency_phase(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any]:
+    seconds = args.warmup_seconds + args.latency_seconds
+    feed = await _start_feed(cluster, args, args.latency_rate, seconds, phase=1)
+    subscribers = Subscribers()
     try:
-        _log(f"latency: warm-up {args.warmup_seconds} s at {args.latency_rate}/s ...")
-        await feed.run(args.latency_rate, args.warmup_seconds, random.Random(args.seed + 7))
-        await asyncio.sleep(DRAIN_S)
-        await subscribers.reset()
-        _log(f"latency: {args.latency_seconds} s at {args.latency_rate} changes/s ...")
-        meter = CpuMeter(cluster)
+        subscribers = await _connect_subscribers(cluster, args, feed.market_ids)
+        _log(
+            f"latency: {args.warmup_seconds} s warm-up, then {args.latency_seconds} s "
+            f"at {args.latency_rate} changes/s ..."
+        )
+        await feed.go()
+        await asyncio.sleep(args.warmup_seconds)
+        await subscribers.tell(b"reset")
+        meter = CpuMeter(
+            cluster,
+            feed_pids=feed.pids,
+            subscriber_pids=[child.pid for child in subscribers.children],
+        )
         meter.start()
-        stats = await feed.run(args.latency_rate, args.latency_seconds, random.Random(args.seed))
+        await asyncio.sleep(args.latency_seconds)
         cpu = meter.stop()
+        stats = await feed.finish()
         results = await subscribers.stop()
-    except BaseException:
+    finally:
         subscribers.kill()
-        raise
+        feed.stop()
     latencies = sorted(x for r in results for x in r["latencies_ms"])
-    frames = sum(r["frames"] for r in results)
+    fanout = sorted(x for r in results for x in r["fanout_ms"])
+    frames = len(latencies)
     return {
         "odds_p50_ms": percentile_ms(latencies, 0.50),
         "odds_p90_ms": percentile_ms(latencies, 0.90),
         "odds_p99_ms": percentile_ms(latencies, 0.99),
         "odds_p999_ms": percentile_ms(latencies, 0.999),
         "odds_max_ms": round(latencies[-1], 2) if latencies else None,
+        "fanout_p50_ms": percentile_ms(fanout, 0.50),
+        "fanout_p99_ms": percentile_ms(fanout, 0.99),
         "frames_received": frames,
-        "changes": stats.changes,
-        "published": stats.published,
-        "ledger_updates": stats.ledger_updates,
-        "late_ticks": stats.late_ticks,
-        "expected_frames": round(
-            stats.published * args.subscribers * args.markets_per_subscriber / args.markets
-        ),
+        "markets_watched": len(feed.market_ids),
+        "feed": stats,
         "subscriber_errors": [e for r in results for e in r["errors"]][:5],
         "cpu": cpu,
-        "gateway_cpu_us_per_frame": round(cpu["gateways_cpu_s"] * 1e6 / frames, 1)
-        if frames
-        else None,
+        "gateway_cpu_us_per_frame": (
+            round(cpu["gateways_cpu_s"] * 1e6 / frames, 1) if frames else None
+        ),
     }
 
 
 async def _throughput_phase(
     cluster: LocalCluster,
     client: LedgerClient,
-    feed: SyntheticFeed,
     accounts: list[str],
-    rate_per_s: float,
+    rate_per_s: int,
     args: argparse.Namespace,
-    tag: str,
 ) -> dict[str, Any]:
     _log(f"throughput: {args.concurrency} clients for {args.seconds} s, feed {rate_per_s}/s")
-    meter = CpuMeter(cluster)
-    meter.start()
-    async with asyncio.TaskGroup() as group:
-        feed_task = (
-            group.create_task(feed.run(rate_per_s, args.seconds, random.Random(args.seed + 3)))
-            if rate_per_s
-            else None
-        )
+    feed = (
+        await _start_feed(cluster, args, rate_per_s, args.seconds, phase=2 + rate_per_s)
+        if rate_per_s
+        else None
+    )
+    try:
+        meter = CpuMeter(cluster, feed_pids=[] if feed is None else feed.pids)
+        if feed is not None:
+            await feed.go()
+        meter.start()
         tally, elapsed_s = await _drive(
             client,
             accounts,
             concurrency=args.concurrency,
             seconds=args.seconds,
             seed=args.seed,
-            run_tag=f"{tag}-{int(rate_per_s)}",
+            run_tag=f"{args.run_tag}-{rate_per_s}",
         )
-    cpu = meter.stop()
+        cpu = meter.stop()
+        stats = None if feed is None else await feed.finish()
+    finally:
+        if feed is not None:
+            feed.stop()
     placed = tally.accepted + tally.rejected
     result: dict[str, Any] = {
         "feed_rate_per_s": rate_per_s,
@@ -501,19 +768,12 @@ async def _throughput_phase(
         "bet_p50_ms": percentile_ms(tally.latencies_ms, 0.50),
         "bet_p99_ms": percentile_ms(tally.latencies_ms, 0.99),
         "cpu": cpu,
-        "cluster_cpu_ms_per_bet": round(cpu["cluster_cpu_s"] * 1000 / placed, 4)
-        if placed
-        else None,
+        "cluster_cpu_ms_per_bet": (
+            round(cpu["cluster_cpu_s"] * 1000 / placed, 4) if placed else None
+        ),
     }
-    if feed_task is not None:
-        stats = feed_task.result()
-        result["feed"] = {
-            "changes_per_s": round(stats.changes / elapsed_s, 1),
-            "ledger_updates": stats.ledger_updates,
-            "published": stats.published,
-            "rejected": stats.rejected,
-            "late_ticks": stats.late_ticks,
-        }
+    if stats is not None:
+        result["feed"] = stats
     return result
 
 
@@ -533,41 +793,31 @@ async def _measure(cluster: LocalCluster, args: argparse.Namespace) -> dict[str,
         ),
         batching=BatchConfig(max_batch_commands=args.client_batch),
     )
-    feed_client = await LedgerClient.connect(cluster.nats_url, partitions=cluster.partitions)
-    nc = await connect_nats(cluster.nats_url, name="ironbook-odds-bench-feed")
     try:
-        run_tag = f"o{os.getpid()}"
         accounts = [f"acct-{i}" for i in range(args.accounts)]
         _log(f"setting up {args.accounts:,} accounts and {args.markets} odds markets ...")
-        await _setup(client, accounts, run_tag)
-        feed = SyntheticFeed(
-            client=feed_client,
-            nc=nc,
-            markets=args.markets,
-            markets_per_event=args.markets_per_event,
-            seed=args.seed,
-            run_tag=run_tag,
+        await _setup(client, accounts, args.run_tag)
+        markets = create_market_commands(
+            args.markets, args.markets_per_event, args.seed, args.run_tag
         )
-        for outcome in await feed_client.submit_many(feed.create_commands()):
+        for outcome in await client.submit_many(markets):
             if not isinstance(outcome, core.Accepted):
                 raise RuntimeError(f"odds market refused: {outcome}")
-        latency = await _latency_phase(cluster, feed, args)
+        latency = await _latency_phase(cluster, args)
         subscribers = (
-            await _connect_subscribers(cluster, args)
+            await _connect_subscribers(
+                cluster, args, [odds_market_id(i) for i in range(args.markets)]
+            )
             if args.subscribers_during_throughput
-            else SubscriberProcesses()
+            else Subscribers()
         )
         phases = {}
         try:
             for rate in (0, 1_000, 5_000):
-                phases[rate] = await _throughput_phase(
-                    cluster, client, feed, accounts, rate, args, run_tag
-                )
+                phases[rate] = await _throughput_phase(cluster, client, accounts, rate, args)
         finally:
             subscribers.kill()
     finally:
-        await close_nats(nc)
-        await feed_client.close()
         await client.close()
     no_feed = phases[0]["bets_per_s"]
     return {
@@ -603,7 +853,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "odds",
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "feed": "synthetic",
+        "feed": "simulator" if args.feed == "sim" else "synthetic",
         "odds_p50_ms": latency["odds_p50_ms"],
         "odds_p99_ms": latency["odds_p99_ms"],
         "subscribers": args.subscribers,
@@ -649,15 +899,26 @@ def parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument(
+        "--feed",
+        choices=("sim", "synthetic"),
+        default="sim",
+        help="sim: the real feed (simulator -> ingester -> ledger -> odds); "
+        "synthetic: this benchmark's own feed process over --markets markets (default sim)",
+    )
     p.add_argument("--subscribers", type=int, default=1_000, help="WebSocket clients (1000)")
     p.add_argument("--client-processes", type=int, default=2, help="processes holding them (2)")
     p.add_argument("--markets", type=int, default=1_000, help="markets whose prices move (1000)")
     p.add_argument("--markets-per-event", type=int, default=10, help="(10)")
     p.add_argument(
-        "--markets-per-subscriber", type=int, default=5, help="markets each client watches (5)"
+        "--markets-per-subscriber",
+        type=int,
+        help="markets each client watches (sim: 1 of the ~11 moving; synthetic: 5 of --markets)",
     )
     p.add_argument(
-        "--latency-rate", type=float, default=1_000, help="price changes/s while measuring (1000)"
+        "--latency-rate",
+        type=float,
+        help="price changes/s while latency is measured (sim: 50; synthetic: 1000)",
     )
     p.add_argument("--latency-seconds", type=float, default=20.0, help="(20)")
     p.add_argument("--warmup-seconds", type=float, default=3.0, help="(3)")
@@ -675,11 +936,18 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quick", action="store_true", help="a short run (~1 min) to check it works")
     p.add_argument("--json", action="store_true", help="print one JSON object only")
-    sub = p.add_argument_group("internal: one subscriber process")
-    sub.add_argument("--subscriber-process", action="store_true", help=argparse.SUPPRESS)
-    sub.add_argument("--url", help=argparse.SUPPRESS)
-    sub.add_argument("--token", help=argparse.SUPPRESS)
-    sub.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    # Internal: the helper processes.
+    p.add_argument("--subscriber-process", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--url", help=argparse.SUPPRESS)
+    p.add_argument("--token", help=argparse.SUPPRESS)
+    p.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--market-ids", help=argparse.SUPPRESS)
+    p.add_argument("--feed-process", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--nats", help=argparse.SUPPRESS)
+    p.add_argument("--run-tag", default=f"o{os.getpid()}", help=argparse.SUPPRESS)
+    p.add_argument("--cursor-start", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--rate", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--run-seconds", type=float, help=argparse.SUPPRESS)
     return p
 
 
@@ -688,6 +956,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.subscriber_process:
         eventloop.run(_subscriber_process(args))
         return 0
+    if args.feed_process:
+        eventloop.run(_feed_process(args))
+        return 0
+    sim = args.feed == "sim"
+    if args.markets_per_subscriber is None:
+        args.markets_per_subscriber = 1 if sim else 5
+    if args.latency_rate is None:
+        args.latency_rate = 50 if sim else 1_000
     if args.quick:
         args.latency_seconds = min(args.latency_seconds, 5.0)
         args.warmup_seconds = min(args.warmup_seconds, 1.0)
