@@ -35,12 +35,11 @@ FaultKind = Literal[
     "nats_leader_pause",
     "partition",
     "latency",
+    "gateway_kill",
 ]
 ALL_FAULTS: tuple[FaultKind, ...] = get_args(FaultKind)
 NETWORK_FAULTS: tuple[FaultKind, ...] = ("partition", "latency")
 """Need the cluster's nodes in network namespaces (`LocalCluster(network=...)`)."""
-PLANNED_FAULTS = ("gateway_kill",)
-"""Named in the design, not implemented yet: asked for, they are refused."""
 
 LEADER_TIMEOUT_MS = 60_000
 HEAL_TIMEOUT_MS = 120_000
@@ -80,13 +79,33 @@ class FaultInjector:
             "nats_leader_pause": self._nats_leader_pause,
             "partition": self._partition,
             "latency": self._latency,
+            "gateway_kill": self._gateway_kill,
         }
 
     def unavailable(self, kind: FaultKind) -> str | None:
         """Why `kind` cannot be injected into this cluster, or None if it can."""
         if kind in NETWORK_FAULTS and self.cluster.network is None:
             return f"{kind} needs the nodes in network namespaces; this cluster runs on loopback"
+        if kind == "gateway_kill" and not self._gateway_workers():
+            return "gateway_kill needs HTTP gateway workers; this cluster has none"
         return None
+
+    def _gateway_workers(self) -> list[str]:
+        return sorted(name for name in self.cluster.gateways if name.startswith("gw-"))
+
+    async def _gateway_kill(self) -> tuple[str, str]:
+        """kill -9 of one HTTP worker: its requests in flight lose their
+        connection; the clients retry with the same Idempotency-Key on the
+        others (the port is shared, SO_REUSEPORT)."""
+        workers = self._gateway_workers()
+        if not workers:
+            raise FaultError("gateway_kill: this cluster has no gateway workers")
+        victim = self.rng.choice(workers)
+        process = self.cluster.gateways[victim]
+        await asyncio.to_thread(process.kill)
+        held = await self._hold(1.0, 3.0)
+        await asyncio.to_thread(process.start)
+        return victim, f"down {held:.1f} s"
 
     async def inject(self, kind: FaultKind) -> FaultRecord:
         """Inject one fault, hold it, heal it, and wait for the cluster to be whole."""
@@ -249,7 +268,7 @@ class FaultInjector:
                 await asyncio.to_thread(cluster.nats.resume_node, name)
             else:
                 await asyncio.to_thread(cluster.nats.start_node, name, wait=False)
-        for process in cluster.replicas.values():
+        for process in [*cluster.replicas.values(), *cluster.gateways.values()]:
             if process.is_running():
                 await asyncio.to_thread(process.resume)
             else:

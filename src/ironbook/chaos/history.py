@@ -106,6 +106,11 @@ class Invocation:
         kind: OutcomeKind = "ok" if isinstance(outcome, core.Accepted) else "fail"
         return self._finish(kind, core.encode_outcome(outcome).hex(), "", balance)
 
+    def complete_without_reply(self, outcome: Literal["ok", "fail"], detail: str) -> Operation:
+        """A definite outcome heard without the core's reply (over HTTP):
+        `detail` (e.g. the status and problem code) goes in `error`."""
+        return self._finish(outcome, "", detail, None)
+
     def give_up(self, error: str) -> Operation:
         return self._finish("info", "", error, None)
 

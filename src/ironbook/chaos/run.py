@@ -24,6 +24,7 @@ from pathlib import Path
 
 import msgspec
 
+from ironbook.adapters.nats.localproc import PortLease
 from ironbook.adapters.nats.provision import connect_nats
 from ironbook.adapters.netns import NamespaceNetwork, NetnsError, unavailable_reason
 from ironbook.chaos.check import CheckReport, check_history
@@ -36,10 +37,18 @@ from ironbook.chaos.faults import (
     FaultRecord,
 )
 from ironbook.chaos.history import HistoryRecorder, Operation
+from ironbook.chaos.http_clients import (
+    GENEROUS_LIMITS,
+    HTTP_CLIENT_PREFIX,
+    HttpClients,
+    ready,
+)
 from ironbook.chaos.workload import Workload, WorkloadConfig
 from ironbook.client import ClientConfig, LedgerClient
+from ironbook.services.gateway.auth import load_or_create_secret
+from ironbook.services.gateway.settings import GatewaySettings
 from ironbook.services.inspect import converged_hashes, read_whole_log
-from ironbook.services.local_cluster import ClusterConfig, LocalCluster
+from ironbook.services.local_cluster import ClusterConfig, GatewayOptions, LocalCluster
 
 HISTORY_FILE = "history.jsonl"
 REPORT_FILE = "chaos-report.json"
@@ -49,6 +58,7 @@ MUTATION_ENV = "IRONBOOK_TEST_MUTATION"
 FAULT_BUDGET_S = 15.0
 """Time one fault needs from injection to healed; none starts with less left."""
 CONVERGE_TIMEOUT_MS = 180_000
+GATEWAY_READY_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +68,8 @@ class ChaosOptions:
     seed: int = 1
     faults: Sequence[FaultKind] = ALL_FAULTS
     clients: int = 16
+    http_clients: int = 2
+    """Clients going through the HTTP gateway; only when `gateway_kill` is asked for."""
     quiet_s: tuple[float, float] = (2.0, 4.0)
     """A seeded pause, between these bounds, before each fault."""
     client_deadline_ms: int = 30_000
@@ -94,6 +106,8 @@ class ChaosReport(msgspec.Struct):
     """Fault kinds asked for but not injected here, and why (no namespaces)."""
     network: str = ""
     """The namespace layout the nodes ran in (empty: loopback)."""
+    http_ops: int = 0
+    """Operations sent through the HTTP gateway (with `gateway_kill`)."""
 
 
 class _Schedule:
@@ -119,8 +133,12 @@ async def run_chaos(
     if history_path.exists():
         raise FileExistsError(f"{history_path} exists: a chaos run needs a fresh --data-dir")
     network, skipped = _network_for(options.faults, say)
+    ports = PortLease()
     try:
-        cluster = LocalCluster(data_dir, network=network)
+        gateway = None
+        if "gateway_kill" in options.faults:
+            gateway = GatewayOptions(port=ports.take(1)[0], workers=2, env=GENEROUS_LIMITS)
+        cluster = LocalCluster(data_dir, network=network, gateway=gateway)
         try:
             say(f"starting the cluster in {data_dir}")
             await asyncio.to_thread(cluster.start, 120_000)
@@ -131,6 +149,7 @@ async def run_chaos(
             say("stopping the cluster")
             cluster.stop()
     finally:
+        ports.release()
         if network is not None:
             say("removing the network namespaces")
             network.destroy()
@@ -189,11 +208,29 @@ async def _run(
     try:
         workload = Workload(client, recorder, WorkloadConfig(seed=options.seed))
         await workload.setup()
-        say(f"workload: {options.clients} clients for {options.duration_s:.0f} s")
+        try:
+            http = await _http_clients(cluster, workload, recorder, options)
+        except FaultError as error:
+            errors.append(str(error))
+            say(f"error: {error}")
+            http = None
+        say(
+            f"workload: {options.clients} clients"
+            + (f" and {options.http_clients} over HTTP ({cluster.http_url})" if http else "")
+            + f" for {options.duration_s:.0f} s"
+        )
         started = time.monotonic()
-        load = asyncio.create_task(workload.run(options.duration_s + 3_600, options.clients))
+        load = asyncio.gather(
+            workload.run(options.duration_s + 3_600, options.clients),
+            *([http.run(options.duration_s + 3_600, options.http_clients)] if http else []),
+        )
         try:
             try:
+                for kind in options.faults:
+                    reason = skipped.get(kind) or injector.unavailable(kind)
+                    if reason is not None and kind not in skipped:
+                        skipped[kind] = reason
+                        say(f"skipping {kind}: {reason}")
                 kinds = [kind for kind in options.faults if kind not in skipped]
                 await _inject_faults(injector, kinds, options, rng, started, say)
             except FaultError as error:
@@ -204,6 +241,8 @@ async def _run(
             await asyncio.sleep(max(0.0, remaining_s))
         finally:
             workload.stop()
+            if http is not None:
+                http.stop()
             with contextlib.suppress(Exception):
                 await load
         say("healing everything")
@@ -244,6 +283,30 @@ async def _run(
         mutation=os.environ.get(MUTATION_ENV, ""),
         errors=errors,
         skipped=skipped,
+        http_ops=sum(op.client.startswith(HTTP_CLIENT_PREFIX) for op in recorder.operations),
+    )
+
+
+async def _http_clients(
+    cluster: LocalCluster, workload: Workload, recorder: HistoryRecorder, options: ChaosOptions
+) -> HttpClients | None:
+    """The HTTP share of the workload, once every gateway worker is ready."""
+    if cluster.http_url is None or options.http_clients < 1:
+        return None
+    url = cluster.http_url
+    deadline = time.monotonic() + GATEWAY_READY_TIMEOUT_S
+    while not await asyncio.to_thread(ready, url):
+        if time.monotonic() > deadline:
+            raise FaultError(f"the gateway at {url} was not ready in {GATEWAY_READY_TIMEOUT_S} s")
+        await asyncio.sleep(0.2)
+    secret = load_or_create_secret(GatewaySettings(data_dir=cluster.data_dir).secret_file)
+    return HttpClients(
+        url,
+        secret,
+        workload,
+        recorder,
+        deadline_ms=options.client_deadline_ms,
+        seed=options.seed,
     )
 
 
