@@ -2,7 +2,7 @@
 
 Starts a real local cluster in a temporary directory (3 nats-server nodes
 with JetStream R3 and fsync on every write; 2 ledger partitions x 3 replica
-processes), opens accounts and a race meeting, and runs the day: a steady
+processes; the simulated odds feed), opens accounts and a race meeting, and runs the day: a steady
 phase of betting, then a surge onto the big race with a countdown to the
 off. At the peak, faults are injected one after another: kill -9 of a
 ledger leader, kill -9 of the NATS node leading a partition's stream, and a
@@ -50,8 +50,9 @@ from ironbook.demo.raceday import (
 )
 from ironbook.demo.report import verdict_lines, write_report
 from ironbook.demo.walkthrough import run_demo
+from ironbook.services.feed.processes import FeedOptions
 
-DEFAULT_SECONDS = 110.0
+DEFAULT_SECONDS = 90.0
 QUICK_SECONDS = 36.0
 MIN_SECONDS = 20.0
 MAX_PARTITIONS = 4
@@ -102,6 +103,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"ledger partitions, each with 3 replicas (default 2, at most {MAX_PARTITIONS})",
     )
     parser.add_argument(
+        "--no-feed",
+        action="store_true",
+        help="run without the simulated odds feed (provider, ingester, settlement)",
+    )
+    parser.add_argument(
         "--no-dashboard",
         action="store_true",
         help="print a plain status line each second instead of the live dashboard",
@@ -140,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         partitions=args.partitions,
         faults=QUICK_FAULTS if args.quick else DEFAULT_FAULTS,
         peak_clients=48 if args.quick else 64,
+        feed=None if args.no_feed else FeedOptions(seed=args.seed),
     )
     console = Console()
     dashboard = console.is_terminal and not args.no_dashboard
@@ -227,4 +234,6 @@ def _repeat_command(args: argparse.Namespace, seconds: float) -> str:
         parts.insert(1, "--quick")
     if args.partitions != 2:
         parts.append(f"--partitions {args.partitions}")
+    if args.no_feed:
+        parts.append("--no-feed")
     return " ".join(parts)

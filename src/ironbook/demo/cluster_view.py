@@ -46,6 +46,8 @@ class NodeView:
     name: str
     process: str = "down"
     healthy: bool = False
+    cut_off: bool = False
+    """Its node's network link is down (a partition fault)."""
     leads: list[int] = field(default_factory=list)
     """Partitions whose ledger stream this node leads."""
 
@@ -74,7 +76,7 @@ class ClusterView:
     nats: list[NodeView] = field(default_factory=list)
     replicas: list[ReplicaView] = field(default_factory=list)
     extra: dict[str, str] = field(default_factory=dict)
-    """Other supervised processes (feed, gateways): name -> process state."""
+    """The feed's processes and any gateways: name -> process state."""
 
     def leader_of(self, partition: int, now_ms: int) -> ReplicaView | None:
         leaders = [
@@ -145,10 +147,13 @@ class ClusterWatcher:
             if leader is not None:
                 leads.setdefault(leader, []).append(partition)
         for node_view in self.view.nats:
+            if cluster.network is not None:
+                node_view.cut_off = not cluster.network.link_up(cluster.node_of(node_view.name))
             node = cluster.nats.nodes[node_view.name]
             node_view.process = process_state(node.process)
             node_view.healthy = node_view.process == "up" and node.healthy()
             node_view.leads = leads.get(node_view.name, [])
         self.view.extra = {
-            name: process_state(process) for name, process in cluster.gateways.items()
+            name: process_state(process)
+            for name, process in (cluster.feeds | cluster.gateways).items()
         }

@@ -30,6 +30,7 @@ _STATUS_STYLE = {
     "up": "green",
     "healthy": "green",
     "frozen": "bold yellow",
+    "cut off": "bold red",
     "silent": "yellow",
     "unhealthy": "yellow",
     "down": "bold red",
@@ -71,6 +72,8 @@ def _cluster_table(live: LiveState, now_ms: int) -> Table:
         return table
     for node in view.nats:
         state = node.process if node.process != "up" else "healthy" if node.healthy else "unhealthy"
+        if node.cut_off:
+            state = "cut off"
         leads = ", ".join(f"p{p}" for p in node.leads)
         table.add_row(
             f"nats {node.name}", _styled(state), f"leads stream of {leads}" if leads else ""

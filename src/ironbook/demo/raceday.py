@@ -22,9 +22,17 @@ from pathlib import Path
 import msgspec
 
 from ironbook import core
+from ironbook.adapters.nats.localproc import ManagedProcess
 from ironbook.adapters.nats.provision import connect_nats
+from ironbook.adapters.netns import NamespaceNetwork, NetnsError, unavailable_reason
 from ironbook.chaos.check import CheckReport, check_history
-from ironbook.chaos.faults import ALL_FAULTS, FaultError, FaultInjector, FaultKind
+from ironbook.chaos.faults import (
+    ALL_FAULTS,
+    NETWORK_FAULTS,
+    FaultError,
+    FaultInjector,
+    FaultKind,
+)
 from ironbook.chaos.history import HistoryRecorder, Operation
 from ironbook.chaos.workload import SELECTIONS, WorkloadConfig
 from ironbook.client import ClientConfig, LedgerClient
@@ -33,12 +41,16 @@ from ironbook.core.events import SettlementReply
 from ironbook.demo.cluster_view import ClusterView, ClusterWatcher
 from ironbook.demo.timeline import FaultMark, PhaseMark, SecondCounter, Timeline, longest_stall_ms
 from ironbook.demo.traffic import BIG_RACE_NAME, RUNNERS, RaceDayWorkload
+from ironbook.services.feed.processes import FeedOptions
 from ironbook.services.inspect import converged_hashes, read_whole_log
-from ironbook.services.local_cluster import LocalCluster
+from ironbook.services.local_cluster import ClusterConfig, LocalCluster
 
 HISTORY_FILE = "history.jsonl"
 START_TIMEOUT_MS = 120_000
 CONVERGE_TIMEOUT_MS = 120_000
+STOP_TIMEOUT_MS = 5_000
+"""A process still running this long after SIGTERM is killed: the run is over
+and judged, and kill -9 is a fault the ledger is built to take."""
 FAULT_GAP_S = 1.5
 """Quiet time between two faults (each is healed before the next)."""
 
@@ -57,7 +69,7 @@ DEFAULT_FAULTS = (
     PlannedFault("NATS node kill -9 (the stream leader)", ("nats_leader_kill",), 1),
     PlannedFault(
         "a node cut off by a network partition",
-        ("partition", "network_partition", "node_partition", "leader_pause"),
+        ("partition", "leader_pause"),
         0,
     ),
 )
@@ -79,6 +91,8 @@ class RaceDayOptions:
     """Share of `seconds` before the surge starts."""
     ramp_s: float = 8.0
     """Seconds the surge takes to reach the peak; the faults start then."""
+    feed: FeedOptions | None = field(default_factory=FeedOptions)
+    """The simulated odds feed (provider, ingester, settlement processes)."""
 
     @property
     def steady_s(self) -> float:
@@ -152,16 +166,38 @@ class RaceDayResult(msgspec.Struct):
     """The command line that repeats this run."""
 
 
-def available_kind(planned: PlannedFault) -> tuple[FaultKind | None, list[str]]:
-    """The first kind of `planned` the fault injector has, and a note for
-    each preferred kind it lacks."""
+def available_kind(
+    planned: PlannedFault, injector: FaultInjector
+) -> tuple[FaultKind | None, list[str]]:
+    """The first kind of `planned` that `injector` can inject into its
+    cluster, and why each kind preferred to it cannot be."""
     notes: list[str] = []
-    for kind in planned.kinds:
-        for known in ALL_FAULTS:
-            if kind == known:
-                return known, notes
-        notes.append(f"{kind}: not available in this fault injector")
+    for name in planned.kinds:
+        kind = next((known for known in ALL_FAULTS if known == name), None)
+        if kind is None:
+            notes.append(f"{name}: not available in this fault injector")
+            continue
+        reason = injector.unavailable(kind)
+        if reason is None:
+            return kind, notes
+        notes.append(f"{name}: {reason}")
     return None, notes
+
+
+def _wants_network(options: RaceDayOptions) -> bool:
+    return any(kind in NETWORK_FAULTS for planned in options.faults for kind in planned.kinds)
+
+
+def make_network(nodes: int) -> tuple[NamespaceNetwork | None, str]:
+    """One network namespace per node (for the partition fault), or None and
+    why they cannot be made here (not root, no `ip`...)."""
+    reason = unavailable_reason()
+    if reason is not None:
+        return None, reason
+    try:
+        return NamespaceNetwork.create(nodes), ""
+    except NetnsError as error:
+        return None, f"could not make the network namespaces: {error}"
 
 
 async def run_race_day(options: RaceDayOptions, live: LiveState) -> RaceDayResult:
@@ -171,16 +207,35 @@ async def run_race_day(options: RaceDayOptions, live: LiveState) -> RaceDayResul
         raise FileExistsError(f"{history_path} exists: the demo needs a fresh --data-dir")
     phases: list[PhaseTiming] = []
     began = time.monotonic()
-    cluster = LocalCluster(data_dir, partitions=options.partitions)
+    network: NamespaceNetwork | None = None
+    if _wants_network(options):
+        network, why_not = await asyncio.to_thread(make_network, ClusterConfig().nats_nodes)
+        if network is None:
+            live.notes.append(f"nodes on loopback, no network partition: {why_not}")
+        else:
+            live.notes.append(
+                f"each node in its own network namespace ({network.layout.prefix}n*, "
+                f"{network.layout.subnet})"
+            )
     try:
-        await asyncio.to_thread(cluster.start, START_TIMEOUT_MS)
-        await cluster.wait_leaders(timeout_ms=START_TIMEOUT_MS)
-        phases.append(PhaseTiming("cluster start", round(time.monotonic() - began, 1)))
-        return await _race_day(cluster, options, live, history_path, phases)
+        cluster = LocalCluster(
+            data_dir, partitions=options.partitions, network=network, feed=options.feed
+        )
+        try:
+            await asyncio.to_thread(cluster.start, START_TIMEOUT_MS)
+            await cluster.wait_leaders(timeout_ms=START_TIMEOUT_MS)
+            phases.append(PhaseTiming("cluster start", round(time.monotonic() - began, 1)))
+            result = await _race_day(cluster, options, live, history_path, phases)
+        finally:
+            # Not in a thread: this must also run while a KeyboardInterrupt unwinds.
+            live.phase = "stopping the cluster"
+            stopping = time.monotonic()
+            cluster.stop(timeout_ms=STOP_TIMEOUT_MS)
     finally:
-        # Not in a thread: this must also run while a KeyboardInterrupt unwinds.
-        live.phase = "stopping the cluster"
-        cluster.stop()
+        if network is not None:
+            network.destroy()
+    result.phases.append(PhaseTiming("cluster stop", round(time.monotonic() - stopping, 1)))
+    return result
 
 
 async def _race_day(
@@ -250,6 +305,11 @@ async def _race_day(
         except FaultError as error:
             errors.append(str(error))
         phases.append(PhaseTiming("heal", round(time.monotonic() - mark, 1)))
+        if cluster.feeds:
+            # The feed appends to every log as long as it runs; the check
+            # compares a still log with the replicas' hashes.
+            live.phase = "stopping the odds feed"
+            await asyncio.to_thread(_stop_all, list(cluster.feeds.values()))
     finally:
         await client.close()
         recorder.close()
@@ -290,6 +350,13 @@ async def _race_day(
         history=str(recorder.path),
         data_dir=str(cluster.data_dir),
     )
+
+
+def _stop_all(processes: Sequence[ManagedProcess]) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.stop(timeout_ms=STOP_TIMEOUT_MS)
 
 
 async def _sample_every_second(
@@ -383,7 +450,9 @@ async def _inject_planned(
     recorder: HistoryRecorder,
 ) -> None:
     for number, planned in enumerate(options.faults):
-        kind, notes = available_kind(planned)
+        partition = min(planned.partition, cluster.partitions - 1)
+        injector = FaultInjector(cluster, random.Random(rng.random()), partition=partition)
+        kind, notes = available_kind(planned, injector)
         if notes and kind is not None and kind != planned.kinds[0]:
             note = f"{planned.label}: {'; '.join(notes)}; injected {kind} instead"
             live.timeline.skipped_faults.append(note)
@@ -395,8 +464,6 @@ async def _inject_planned(
             continue
         if number:
             await asyncio.sleep(FAULT_GAP_S)
-        partition = min(planned.partition, cluster.partitions - 1)
-        injector = FaultInjector(cluster, random.Random(rng.random()), partition=partition)
         start_s = live.t_s()
         start_wall_ms = time.time_ns() // 1_000_000
         live.fault_in_progress = f"{kind} on partition {partition}"
