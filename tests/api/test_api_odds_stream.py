@@ -16,6 +16,8 @@ from nats.aio.client import Client as NatsClient
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
+from ironbook.services.gateway.odds import ClientRequest, Watcher, odds_frame, parse_client_message
+
 RECV_TIMEOUT_S = 5
 
 
@@ -257,3 +259,69 @@ def test_a_client_that_does_not_read_gets_the_newest_price_not_a_backlog(api: Ap
             await nc.close()
 
     asyncio.run(run())
+
+
+# The pieces, without a cluster.
+
+
+def test_a_watcher_holds_one_pending_frame_per_market_and_skips_repeats() -> None:
+    watcher = Watcher()
+    watcher.markets.add("m1")
+    watcher.events.add("e2")
+    for cursor in range(1_000):
+        watcher.offer("odds.e1.m1", f"frame-{cursor}")
+    frame = "same"
+    watcher.offer("odds.e2.m9", frame)
+    watcher.offer("odds.e2.m9", frame)  # the same message through a second subscription
+    assert len(watcher.latest) == 2
+    assert watcher.conflated == 999
+    assert watcher.take() == ["frame-999", "same"]
+    assert not watcher.ready.is_set()
+    watcher.offer("odds.e1.m1", "frame-new")
+    watcher.markets.discard("m1")
+    watcher.forget_unwatched()
+    assert watcher.latest == {} and set(watcher.offered) == {"odds.e2.m9"}
+
+
+def test_odds_frames_embed_the_feed_message_once_checked() -> None:
+    data = _price("e1", "m1", 7, "2.50")
+    frame = odds_frame("odds.e1.m1", "m1", data)
+    assert frame is not None
+    assert json.loads(frame) == {
+        "type": "odds",
+        "market": "m1",
+        "subject": "odds.e1.m1",
+        "data": json.loads(data),
+    }
+    assert odds_frame("odds.e1.m1", "m1", b"not json") is None
+    assert odds_frame("odds.e1.m1", "m1", b"[1, 2]") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"action": "subscribe", "markets": ["m1"]}', ("subscribe", ["m1"], [])),
+        ('{"action": "snapshot", "events": ["e1"]}', ("snapshot", [], ["e1"])),
+        (
+            '{"action": "unsubscribe", "markets": ["m"], "events": ["e"]}',
+            ("unsubscribe", ["m"], ["e"]),
+        ),
+        ("not json", "not JSON"),
+        ('{"action": "subscribe"}', "give a non-empty list of markets or events"),
+        (
+            '{"action": "buy", "markets": ["m1"]}',
+            "action must be subscribe, unsubscribe or snapshot",
+        ),
+        ('{"action": "subscribe", "markets": ["a.b"]}', "a market or event id must be"),
+        ('{"action": "subscribe", "markets": "m1"}', "expected"),
+        ('{"action": "subscribe", "markets": ["m1"], "x": 1}', "expected"),
+        ("x" * 20_000, "message too large"),
+    ],
+)
+def test_client_messages_are_parsed_or_refused_with_a_reason(text: str, expected: object) -> None:
+    parsed = parse_client_message(text)
+    if isinstance(expected, tuple):
+        assert isinstance(parsed, ClientRequest)
+        assert (parsed.action, parsed.markets, parsed.events) == expected
+    else:
+        assert isinstance(parsed, str) and parsed.startswith(str(expected)), parsed

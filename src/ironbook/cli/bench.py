@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-_BENCHMARKS = {"ledger": "ironbook.benchmarks.ledger"}
+_BENCHMARKS = {"ledger": "ironbook.benchmarks.ledger", "odds": "ironbook.benchmarks.odds"}
 
 
 def _command(args: argparse.Namespace) -> int:
@@ -25,7 +25,8 @@ def _command(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="run a benchmark (ledger: ironbook vs PostgreSQL, and failover)",
+        help="run a benchmark (ledger: ironbook vs PostgreSQL, and failover; "
+        "odds: feed -> WebSocket latency, bets/s with the feed on)",
         description=__doc__,
     )
     parser.add_argument("benchmark", choices=sorted(_BENCHMARKS), help="which benchmark")
