@@ -171,7 +171,7 @@ class FeedMarket(
     market_id: Id
     seq: int
     """The provider cursor of the newest feed message that touched this market."""
-    event_id: str = ""
+    event_id: Annotated[str, msgspec.Meta(max_length=64)] = ""
     """With `selections` non-empty: create the market if it does not exist."""
     name: Name = ""
     selections: Annotated[tuple[SelectionSpec, ...], Many] = ()
@@ -199,7 +199,9 @@ class SetProducerStatus(Command, frozen=True, tag="set_producer_status/1"):
 
 
 class ReleaseBets(Command, frozen=True, tag="release_bets/1"):
-    """Accept or reject the in-play bets whose delay is over (by log time)."""
+    """Accept or reject the in-play bets whose delay is over (by log time).
+    Not idempotent by request id (no reply is stored): a resend releases
+    whatever is due by then, so senders use a fresh id per attempt."""
 
 
 class PlaceBet(Command, frozen=True, tag="place_bet/1"):
