@@ -26,6 +26,7 @@ from ironbook.core import (
     SettleMarket,
     VoidMarket,
     Winner,
+    decide,
     decode_command,
     decode_events,
     decode_outcome,
@@ -34,6 +35,7 @@ from ironbook.core import (
     encode_outcome,
     restore_snapshot,
     snapshot_bytes,
+    state_hash,
 )
 from ironbook.core.events import (
     BetPlaced,
@@ -169,3 +171,17 @@ def test_a_snapshot_written_before_the_new_fields_restores() -> None:
     assert state.bets["B0-1"].price_change == "none"
     assert state.markets["m1"].max_liability_minor == 100
     assert state.markets["m1"].producer == ""
+
+
+def test_deciding_the_new_commands_never_mutates_the_state() -> None:
+    ledger = Ledger(now_ms=1_000)
+    ledger.open_account("alice", 1_000)
+    commands = new_commands()
+    for command in commands[:5]:  # a feed market, an in-play market, a held bet
+        ledger.submit(command)
+    assert ledger.state.pending_bets
+    before = state_hash(ledger.state)
+    for command in commands:
+        for now_ms in (ledger.now_ms, ledger.now_ms + 60_000):
+            decide(ledger.state, command, now_ms)
+            assert state_hash(ledger.state) == before, command
