@@ -146,4 +146,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="simulated odds changes per second (default 200)",
     )
     parser.add_argument("--feed-seed", type=int, default=1, help="simulated world seed (default 1)")
+    parser.add_argument(
+        "--feed-producer",
+        default="sim",
+        help="the feed producer's name, 1-32 of [A-Za-z0-9_-] (default sim)",
+    )
     parser.set_defaults(func=_command)
