@@ -53,6 +53,7 @@ def test_every_fault_kind_once_and_the_history_checks_out(tmp_path: Path) -> Non
     assert report.replicas_agree and report.reads_consistent
     assert report.ok > 0 and report.reads > 0
     assert report.http_ops > 0  # gateway_kill brings clients going through the gateway
+    assert report.projection_agrees  # and the gateway's history projection
     assert (tmp_path / "cluster" / "history.jsonl").stat().st_size > 0
 
 

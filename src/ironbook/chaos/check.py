@@ -40,7 +40,9 @@ import msgspec
 
 from ironbook import core
 from ironbook.chaos.history import Operation
+from ironbook.chaos.projection import Projection, ProjectionFold, compare
 from ironbook.core.events import Deposited, Refusal, Withdrawn
+from ironbook.core.state import SYSTEM_PREFIX
 from ironbook.replication.batch import ReplayState
 from ironbook.replication.interfaces import LogEntry
 
@@ -70,7 +72,8 @@ class Violation(msgspec.Struct, frozen=True):
     kind: str
     """lost, duplicated, rejection_applied, outcome_mismatch,
     inconsistent_replies, conservation, negative_balance, invariant,
-    replicas_disagree, stale_read, log_shape or replay_failed."""
+    replicas_disagree, stale_read, log_shape, replay_failed or
+    projection_mismatch."""
     detail: str
     request_ids: list[str] = msgspec.field(default_factory=list)
     seqs: list[int] = msgspec.field(default_factory=list)
@@ -100,6 +103,8 @@ class CheckReport(msgspec.Struct):
     log_hash: str | None
     violations: list[Violation]
     violation_counts: dict[str, int]
+    projection_agrees: bool | None = None
+    """The history projection equals a fold of the log (None: no projection given)."""
 
 
 @dataclass(slots=True)
@@ -147,11 +152,16 @@ def check_history(
     *,
     expected_replicas: Sequence[str] = (),
     ledger_config: core.LedgerConfig | None = None,
+    projection: Projection | None = None,
 ) -> CheckReport:
     """The verdict on one run. `expected_replicas` names replicas that must
-    have reported a hash (a missing one means they do not agree)."""
+    have reported a hash (a missing one means they do not agree);
+    `projection`, if given, must equal a fold of the log."""
     violations = _Violations()
-    replay = _replay(entries, ledger_config, violations)
+    fold = ProjectionFold() if projection is not None else None
+    replay = _replay(entries, ledger_config, violations, fold)
+    if projection is not None and fold is not None:
+        _check_projection(projection, fold, replay, len(entries), violations)
     _check_replies(operations, replay, violations)
     lost, duplicated, info_applied, info_absent = _check_operations(operations, replay, violations)
     replicas_agree = _check_replicas(replica_hashes, expected_replicas, replay, violations)
@@ -179,7 +189,24 @@ def check_history(
         log_hash=replay.final_hash,
         violations=violations.found,
         violation_counts=counts,
+        projection_agrees=None if projection is None else "projection_mismatch" not in counts,
     )
+
+
+def _check_projection(
+    projection: Projection,
+    fold: ProjectionFold,
+    replay: _Replay,
+    last_seq: int,
+    violations: _Violations,
+) -> None:
+    ledger_balances = {
+        account: balances[-1]
+        for account, (_, balances) in replay.balances.items()
+        if not account.startswith(SYSTEM_PREFIX)
+    }
+    for detail, seqs in compare(projection, fold, last_seq, ledger_balances):
+        violations.add(Violation("projection_mismatch", f"{projection.path}: {detail}", seqs=seqs))
 
 
 def _check_replies(
@@ -227,6 +254,7 @@ def _replay(
     entries: Sequence[LogEntry],
     ledger_config: core.LedgerConfig | None,
     violations: _Violations,
+    fold: ProjectionFold | None = None,
 ) -> _Replay:
     result = _Replay()
     replay = ReplayState.empty(ledger_config)
@@ -272,6 +300,8 @@ def _replay(
         if events is None:
             result.void_entries += 1
             continue
+        if fold is not None:
+            fold.apply(entry.seq, events)
         touched: set[str] = set()
         for index, event in enumerate(events):
             record = result.records.setdefault(event.request_id, _Record())

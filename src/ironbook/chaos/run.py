@@ -43,6 +43,7 @@ from ironbook.chaos.http_clients import (
     HttpClients,
     ready,
 )
+from ironbook.chaos.projection import Projection, projection_path, read_position, read_projection
 from ironbook.chaos.workload import Workload, WorkloadConfig
 from ironbook.client import ClientConfig, LedgerClient
 from ironbook.services.gateway.auth import load_or_create_secret
@@ -59,6 +60,7 @@ FAULT_BUDGET_S = 15.0
 """Time one fault needs from injection to healed; none starts with less left."""
 CONVERGE_TIMEOUT_MS = 180_000
 GATEWAY_READY_TIMEOUT_S = 120.0
+PROJECTION_TIMEOUT_MS = 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +110,9 @@ class ChaosReport(msgspec.Struct):
     """The namespace layout the nodes ran in (empty: loopback)."""
     http_ops: int = 0
     """Operations sent through the HTTP gateway (with `gateway_kill`)."""
+    projection_agrees: bool | None = None
+    """The gateway's history projection equals a fold of the log (None: no
+    projection in this run, i.e. no gateway)."""
 
 
 class _Schedule:
@@ -255,7 +260,12 @@ async def _run(
         await client.close()
         recorder.close()
     say("waiting for the replicas to converge, then checking")
-    report = await check_cluster(cluster.nats_url, recorder.operations, cluster.replica_ids(0))
+    report = await check_cluster(
+        cluster.nats_url,
+        recorder.operations,
+        cluster.replica_ids(0),
+        projection_db=projection_path(cluster.data_dir) if cluster.gateway else None,
+    )
     faults = Counter(record.kind for record in injector.records)
     return ChaosReport(
         verdict="fail" if errors else report.verdict,
@@ -283,6 +293,7 @@ async def _run(
         mutation=os.environ.get(MUTATION_ENV, ""),
         errors=errors,
         skipped=skipped,
+        projection_agrees=report.projection_agrees,
         http_ops=sum(op.client.startswith(HTTP_CLIENT_PREFIX) for op in recorder.operations),
     )
 
@@ -334,11 +345,16 @@ async def _inject_faults(
 
 
 async def check_cluster(
-    nats_url: str, operations: Sequence[Operation], replicas: Sequence[str]
+    nats_url: str,
+    operations: Sequence[Operation],
+    replicas: Sequence[str],
+    projection_db: Path | None = None,
 ) -> CheckReport:
     """Read partition 0's whole log and every replica's converged state hash
     (none if they do not converge in time: a violation), then judge
-    `operations` against them."""
+    `operations` against them. `projection_db`: a history projection whose
+    projector is running; it is given time to catch up with the log, then
+    must equal a fold of it."""
     nc = await connect_nats(nats_url, name="ironbook-check")
     try:
         try:
@@ -348,4 +364,21 @@ async def check_cluster(
         entries = await read_whole_log(nc, 0, timeout_ms=CONVERGE_TIMEOUT_MS)
     finally:
         await nc.close()
-    return check_history(operations, entries, hashes, expected_replicas=replicas)
+    projection = None
+    if projection_db is not None:
+        projection = await _caught_up_projection(projection_db, len(entries))
+    return check_history(
+        operations, entries, hashes, expected_replicas=replicas, projection=projection
+    )
+
+
+async def _caught_up_projection(path: Path, last_seq: int) -> Projection:
+    """The projection once it has applied the whole log (or as it is after
+    the timeout: the checker then reports it behind)."""
+    deadline = time.monotonic() + PROJECTION_TIMEOUT_MS / 1000
+    while time.monotonic() < deadline:
+        position = await asyncio.to_thread(read_position, path)
+        if position is not None and position >= last_seq:
+            break
+        await asyncio.sleep(0.2)
+    return await asyncio.to_thread(read_projection, path)

@@ -177,6 +177,11 @@ def render(report: ChaosReport) -> str:
         f"log entries: {report.log_entries}",
         f"history: {report.history}",
     ]
+    if report.projection_agrees is not None:
+        lines.append(
+            f"history projection equals a fold of the log: {report.projection_agrees}  "
+            f"operations over HTTP: {report.http_ops}"
+        )
     lines.extend(f"skipped {kind}: {why}" for kind, why in report.skipped.items())
     if report.network:
         lines.append(f"network: {report.network}")

@@ -4,8 +4,10 @@ cluster's log and replicas.
 HISTORY is a JSON-lines file of client operations (what `ironbook chaos`
 writes as `history.jsonl`). If the cluster in DATA_DIR is running (`ironbook
 up`), it is read as it is; otherwise it is started from DATA_DIR for the
-check and stopped again. Exit status 0 on a passing verdict, 1 on a failing
-one. The rules are in docs/chaos.md.
+check and stopped again. A running cluster's gateway history projection
+(DATA_DIR/history/p0.sqlite) is also compared with a fold of the log. Exit
+status 0 on a passing verdict, 1 on a failing one. The rules are in
+docs/chaos.md.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import msgspec
 
 from ironbook.chaos.check import CheckReport
 from ironbook.chaos.history import read_history
+from ironbook.chaos.projection import projection_path
 from ironbook.chaos.run import check_cluster
 from ironbook.services.local_cluster import LocalCluster, read_runtime, replica_node_id
 
@@ -46,7 +49,16 @@ def run(args: argparse.Namespace) -> int:
     runtime = read_runtime(data_dir)
     if runtime is not None:
         replicas = [r.node_id for r in runtime.replicas if r.partition == 0]
-        report = asyncio.run(check_cluster(",".join(runtime.nats_urls), operations, replicas))
+        # A running cluster's projector (if it has one) keeps its projection current.
+        projection = projection_path(data_dir)
+        report = asyncio.run(
+            check_cluster(
+                ",".join(runtime.nats_urls),
+                operations,
+                replicas,
+                projection_db=projection if projection.exists() else None,
+            )
+        )
     else:
         if not (data_dir / "nats").is_dir():
             print(f"error: {data_dir} holds no cluster", file=sys.stderr)
@@ -75,6 +87,8 @@ def render(report: CheckReport) -> str:
         f"replicas agree: {report.replicas_agree}  reads consistent: {report.reads_consistent}  "
         f"log entries: {report.log_entries} ({report.void_entries} void)",
     ]
+    if report.projection_agrees is not None:
+        lines.append(f"history projection equals a fold of the log: {report.projection_agrees}")
     for kind, count in sorted(report.violation_counts.items()):
         lines.append(f"{kind}: {count}")
     for violation in report.violations:
