@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import time
 from collections.abc import Iterator, Sequence
@@ -522,8 +523,10 @@ async def check_partitions(cluster: LocalCluster, operations: Sequence[Operation
                 hashes = {}
             entries = await read_whole_log(nc, partition, timeout_ms=CONVERGE_TIMEOUT_MS)
             mine = list(_operations_of(operations, partition, partitions))
-            reports.append(
-                check_history(
+            # In a thread, so that the dashboard keeps drawing meanwhile.
+            report = await asyncio.to_thread(
+                functools.partial(
+                    check_history,
                     mine,
                     entries,
                     hashes,
@@ -531,6 +534,7 @@ async def check_partitions(cluster: LocalCluster, operations: Sequence[Operation
                     ledger_config=core.LedgerConfig(partition=partition),
                 )
             )
+            reports.append(report)
     finally:
         await nc.close()
     return combine_reports(reports, operations)
