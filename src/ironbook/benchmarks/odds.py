@@ -740,8 +740,15 @@ async def _throughput_phase(
         if rate_per_s
         else None
     )
+    subscribers = Subscribers()
     try:
-        meter = CpuMeter(cluster, feed_pids=[] if feed is None else feed.pids)
+        if feed is not None and args.subscribers_during_throughput:
+            subscribers = await _connect_subscribers(cluster, args, feed.market_ids)
+        meter = CpuMeter(
+            cluster,
+            feed_pids=[] if feed is None else feed.pids,
+            subscriber_pids=[child.pid for child in subscribers.children],
+        )
         if feed is not None:
             await feed.go()
         meter.start()
@@ -756,6 +763,7 @@ async def _throughput_phase(
         cpu = meter.stop()
         stats = None if feed is None else await feed.finish()
     finally:
+        subscribers.kill()
         if feed is not None:
             feed.stop()
     placed = tally.accepted + tally.rejected
@@ -795,28 +803,19 @@ async def _measure(cluster: LocalCluster, args: argparse.Namespace) -> dict[str,
     )
     try:
         accounts = [f"acct-{i}" for i in range(args.accounts)]
-        _log(f"setting up {args.accounts:,} accounts and {args.markets} odds markets ...")
+        _log(f"setting up {args.accounts:,} accounts ...")
         await _setup(client, accounts, args.run_tag)
-        markets = create_market_commands(
-            args.markets, args.markets_per_event, args.seed, args.run_tag
-        )
-        for outcome in await client.submit_many(markets):
-            if not isinstance(outcome, core.Accepted):
-                raise RuntimeError(f"odds market refused: {outcome}")
-        latency = await _latency_phase(cluster, args)
-        subscribers = (
-            await _connect_subscribers(
-                cluster, args, [odds_market_id(i) for i in range(args.markets)]
+        if args.feed == "synthetic":
+            markets = create_market_commands(
+                args.markets, args.markets_per_event, args.seed, args.run_tag
             )
-            if args.subscribers_during_throughput
-            else Subscribers()
-        )
+            for outcome in await client.submit_many(markets):
+                if not isinstance(outcome, core.Accepted):
+                    raise RuntimeError(f"odds market refused: {outcome}")
+        latency = await _latency_phase(cluster, args)
         phases = {}
-        try:
-            for rate in (0, 1_000, 5_000):
-                phases[rate] = await _throughput_phase(cluster, client, accounts, rate, args)
-        finally:
-            subscribers.kill()
+        for rate in (0, 1_000, 5_000):
+            phases[rate] = await _throughput_phase(cluster, client, accounts, rate, args)
     finally:
         await client.close()
     no_feed = phases[0]["bets_per_s"]
@@ -881,6 +880,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "accounts": args.accounts,
             "partitions": args.partitions,
             "gateway_workers": args.gateway_workers,
+            "subscribers_during_throughput": args.subscribers_during_throughput,
             "seed": args.seed,
         },
         "latency": latency,
