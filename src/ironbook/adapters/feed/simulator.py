@@ -126,6 +126,9 @@ _Action = tuple[int, int, str, str]
 _LADDER_INDEX = {odds: index for index, odds in enumerate(LADDER)}
 _LADDER_TOP = len(LADDER) - 1
 _TICK_STEPS = (-2, -1, 1, 2)
+_IMPLIED = {odds: 100 / odds for odds in LADDER}
+_BOOK_LOW, _BOOK_HIGH = 1.03, 1.15
+"""The band of the sum of implied probabilities (the bookmaker's margin)."""
 
 
 def _move(odds: int, ticks: int) -> int:
@@ -434,9 +437,17 @@ class Simulator:
         moved = [selection_ids[first]]
         if random_() < 0.5:
             moved.append(selection_ids[(first + 1) % len(selection_ids)])
+        # A trader keeps the book's margin in a band: below it prices only
+        # shorten, above it they only drift out.
+        book = sum(_IMPLIED[odds] for odds in market.prices.values())
         prices = []
         for selection_id in moved:
-            price = _move(market.prices[selection_id], _TICK_STEPS[int(random_() * 4)])
+            step = _TICK_STEPS[int(random_() * 4)]
+            if book < _BOOK_LOW:
+                step = -abs(step)
+            elif book > _BOOK_HIGH:
+                step = abs(step)
+            price = _move(market.prices[selection_id], step)
             market.prices[selection_id] = price
             prices.append(Price(selection_id, price))
         self._emit(
