@@ -9,6 +9,7 @@ import json
 import time
 from typing import Any
 
+import httpx
 import nats
 import pytest
 from api_support import Api, unique
@@ -259,6 +260,13 @@ def test_a_client_that_does_not_read_gets_the_newest_price_not_a_backlog(api: Ap
             await nc.close()
 
     asyncio.run(run())
+    metrics = httpx.get(f"{api.url}/metrics", timeout=10).text
+    conflated = [
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("ironbook_odds_frames_conflated_total ")
+    ]
+    assert conflated and conflated[0] > 0, "conflation is visible to operators"
 
 
 # The pieces, without a cluster.

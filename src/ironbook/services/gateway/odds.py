@@ -46,6 +46,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
+from prometheus_client import Counter, Gauge
 
 from ironbook.adapters.nats.provision import ensure_stream
 from ironbook.services.gateway import problems as p
@@ -72,6 +73,20 @@ ODDS_MAX_BYTES = 256 * 1024 * 1024
 UNAVAILABLE = "unavailable"
 
 _FORBIDDEN_SUBJECT_CHARS = frozenset(".*> \t\r\n")
+
+# Written per batch of frames, not per frame (with PROMETHEUS_MULTIPROC_DIR
+# every write goes to a shared file).
+SUBSCRIBERS = Gauge(
+    "ironbook_odds_subscribers",
+    "Open odds WebSocket connections",
+    multiprocess_mode="livesum",
+)
+FRAMES_SENT = Counter("ironbook_odds_frames_sent_total", "Odds frames written to WebSockets")
+FRAMES_CONFLATED = Counter(
+    "ironbook_odds_frames_conflated_total",
+    "Odds frames replaced by a newer price before a slow client took them",
+)
+SNAPSHOTS = Counter("ironbook_odds_snapshots_total", "Odds snapshots by result", ["result"])
 _EOB_STATUSES = frozenset({"204", "404"})
 
 
@@ -397,8 +412,10 @@ async def stream_odds(websocket: WebSocket, hub: OddsHub) -> None:
                     frames = await hub.snapshot(request.markets, request.events)
                 except (SnapshotUnavailable, TimeoutError, nats.errors.Error) as err:
                     log.warning("odds snapshot failed: %r", err)
+                    SNAPSHOTS.labels(result="unavailable").inc()
                     await send(_error(UNAVAILABLE, "the odds store did not answer; retry"))
                     continue
+                SNAPSHOTS.labels(result="ok").inc()
                 await send('{"type":"snapshot","odds":[' + ",".join(frames) + "]}")
                 continue
             if request.action == "subscribe":
@@ -422,12 +439,19 @@ async def stream_odds(websocket: WebSocket, hub: OddsHub) -> None:
             )
 
     async def push_odds() -> None:
+        conflated = 0
         while True:
             await watcher.ready.wait()
-            for frame in watcher.take():
+            frames = watcher.take()
+            for frame in frames:
                 await send(frame)
-                watcher.sent += 1
+            watcher.sent += len(frames)
+            FRAMES_SENT.inc(len(frames))
+            if watcher.conflated != conflated:
+                FRAMES_CONFLATED.inc(watcher.conflated - conflated)
+                conflated = watcher.conflated
 
+    SUBSCRIBERS.inc()
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(read_commands())
@@ -435,4 +459,5 @@ async def stream_odds(websocket: WebSocket, hub: OddsHub) -> None:
     except* (WebSocketDisconnect, RuntimeError):
         pass
     finally:
+        SUBSCRIBERS.dec()
         await hub.unwatch_all(watcher)
