@@ -39,6 +39,9 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.text import Text
 
+from ironbook.adapters.netns import NetnsError
+from ironbook.chaos.faults import FaultError
+from ironbook.chaos.workload import SetupFailed
 from ironbook.demo.dashboard import plain_line, render
 from ironbook.demo.raceday import (
     DEFAULT_FAULTS,
@@ -156,7 +159,13 @@ def run(args: argparse.Namespace) -> int:
         f"{args.partitions} partition(s); cluster in {data_dir}",
         flush=True,
     )
-    result = asyncio.run(_run(options, live, console, dashboard))
+    try:
+        result = asyncio.run(_run(options, live, console, dashboard))
+    except (SetupFailed, FaultError, NetnsError, TimeoutError, OSError, ValueError) as error:
+        # The cluster could not be started or set up: no verdict to give.
+        print(f"error: the race day could not run: {error}", file=sys.stderr)
+        print(f"kept {data_dir} for inspection (process logs in logs/)", file=sys.stderr)
+        return 1
     result.command = _repeat_command(args, seconds)
     if temporary and result.verdict == "pass":
         result.history = "(not kept: the run used a temporary directory; use --data-dir)"

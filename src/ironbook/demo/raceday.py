@@ -45,10 +45,12 @@ from ironbook.demo.traffic import BIG_RACE_NAME, RUNNERS, RaceDayWorkload
 from ironbook.services.feed.processes import FeedOptions
 from ironbook.services.inspect import converged_hashes, read_whole_log
 from ironbook.services.local_cluster import ClusterConfig, LocalCluster
+from ironbook.services.supervisor import Supervisor
 
 HISTORY_FILE = "history.jsonl"
 START_TIMEOUT_MS = 120_000
 CONVERGE_TIMEOUT_MS = 120_000
+FEED_CHECK_INTERVAL_S = 0.5
 STOP_TIMEOUT_MS = 5_000
 """A process still running this long after SIGTERM is killed: the run is over
 and judged, and kill -9 is a fault the ledger is built to take."""
@@ -272,6 +274,8 @@ async def _race_day(
         active_clients=options.steady_clients,
     )
     big_race = "not run"
+    feed_done = asyncio.Event()
+    keeper: asyncio.Task[None] | None = None
     try:
         mark = time.monotonic()
         live.phase = f"opening {options.accounts} accounts and the markets"
@@ -283,6 +287,7 @@ async def _race_day(
         live.off_at_s = options.seconds
         counter = SecondCounter(started_wall_ms)
         sampler = asyncio.create_task(_sample_every_second(live, counter, recorder, client))
+        keeper = asyncio.create_task(_keep_feed_running(cluster, live, feed_done))
         load = asyncio.create_task(workload.run(options.seconds + 3_600, options.peak_clients))
         try:
             big_race = await _direct(
@@ -306,12 +311,17 @@ async def _race_day(
         except FaultError as error:
             errors.append(str(error))
         phases.append(PhaseTiming("heal", round(time.monotonic() - mark, 1)))
+        feed_done.set()
+        await keeper
         if cluster.feeds:
             # The feed appends to every log as long as it runs; the check
             # compares a still log with the replicas' hashes.
             live.phase = "stopping the odds feed"
             await asyncio.to_thread(_stop_all, list(cluster.feeds.values()))
     finally:
+        feed_done.set()
+        if keeper is not None:
+            await keeper
         await client.close()
         recorder.close()
         await watcher.close()
@@ -351,6 +361,24 @@ async def _race_day(
         history=str(recorder.path),
         data_dir=str(cluster.data_dir),
     )
+
+
+async def _keep_feed_running(cluster: LocalCluster, live: LiveState, done: asyncio.Event) -> None:
+    """Restart a feed process that exits (with the supervisor's backoff)
+    until `done`; each exit and restart goes to the fault timeline. The
+    faults restart what they break themselves; the feed is not theirs."""
+    supervisor = Supervisor()
+    for name, process in cluster.feeds.items():
+        supervisor.add(name, process, process.start)
+    told = dict.fromkeys(supervisor.children, 0)
+    while not done.is_set():
+        supervisor.check()
+        for name, child in supervisor.children.items():
+            for message in child.events[told[name] :]:
+                live.fault_lines.append(f"{live.t_s():6.1f}s  supervisor: {message}")
+            told[name] = len(child.events)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), timeout=FEED_CHECK_INTERVAL_S)
 
 
 def _stop_all(processes: Sequence[ManagedProcess]) -> None:
