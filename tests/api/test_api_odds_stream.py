@@ -194,7 +194,7 @@ def test_snapshot_returns_the_newest_prices_after_reconnect(api: Api) -> None:
                     assert snapshot["type"] == "snapshot"
                     if len(snapshot["odds"]) == 3 or time.monotonic() > deadline:
                         break
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(0.2)
                 assert sorted(f["market"] for f in snapshot["odds"]) == sorted(markets)
                 assert {f["data"]["prices"]["home"] for f in snapshot["odds"]} == {"2.20"}
             # A new connection (a client reconnecting) asks by market.
@@ -207,6 +207,13 @@ def test_snapshot_returns_the_newest_prices_after_reconnect(api: Api) -> None:
                 assert snapshot["odds"][0]["data"]["cursor"] == 2
                 await ws.send(json.dumps({"action": "snapshot", "markets": [unique("none")]}))
                 assert await _recv(ws) == {"type": "snapshot", "odds": []}
+                # Requests are rate limited per connection (burst 50, then 10/s).
+                flood = json.dumps({"action": "snapshot", "markets": [unique("none")]})
+                for _ in range(60):
+                    await ws.send(flood)
+                replies = [(await _recv(ws))["type"] for _ in range(60)]
+                assert "snapshot" in replies
+                assert "error" in replies
         finally:
             await nc.close()
 

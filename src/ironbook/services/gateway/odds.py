@@ -24,7 +24,8 @@ Protocol (JSON text frames):
     server: {"type": "subscribed", "markets": [...], "events": [...]}
             {"type": "odds", "market": "m1", "subject": "odds.e1.m1", "data": {...}}
             {"type": "snapshot", "odds": [{"type": "odds", ...}, ...]}
-            {"type": "error", "code": "validation_failed" | "unavailable", "detail": "..."}
+            {"type": "error", "code": "validation_failed" | "rate_limited" | "unavailable",
+             "detail": "..."}
 
 `data` is the feed's message as published. A client that subscribes and then
 asks for a snapshot may receive a live frame before the snapshot: per market,
@@ -50,12 +51,17 @@ from prometheus_client import Counter, Gauge
 
 from ironbook.adapters.nats.provision import ensure_stream
 from ironbook.services.gateway import problems as p
+from ironbook.services.gateway.traffic import TokenBuckets
 
 log = logging.getLogger("ironbook.gateway.odds")
 
 MAX_MARKETS_PER_CONNECTION = 100
 MAX_EVENTS_PER_CONNECTION = 20
 MAX_CLIENT_MESSAGE_BYTES = 16 * 1024
+COMMANDS_PER_S = 10
+COMMANDS_BURST = 50
+"""Client requests per connection: each may (un)subscribe on NATS or read the
+store, so a client cannot churn them in a loop."""
 MAX_ODDS_MESSAGE_BYTES = 64 * 1024
 """A feed message larger than this is dropped (and logged), not fanned out."""
 MAX_SNAPSHOT_MARKETS = 1_000
@@ -391,8 +397,15 @@ async def stream_odds(websocket: WebSocket, hub: OddsHub) -> None:
         return None
 
     async def read_commands() -> None:
+        bucket = TokenBuckets(COMMANDS_PER_S, COMMANDS_BURST, max_keys=1)
         while True:
-            request = parse_client_message(await websocket.receive_text())
+            text = await websocket.receive_text()
+            if bucket.take("commands") > 0:
+                await send(
+                    _error(p.RATE_LIMITED, f"at most {COMMANDS_PER_S} requests/s per connection")
+                )
+                continue
+            request = parse_client_message(text)
             if isinstance(request, str):
                 await send(_error(p.VALIDATION_FAILED, request))
                 continue
