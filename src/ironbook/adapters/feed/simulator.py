@@ -137,11 +137,19 @@ def _move(odds: int, ticks: int) -> int:
 
 
 class Simulator:
-    def __init__(self, config: SimulatorConfig, *, epoch_ms: int) -> None:
+    def __init__(self, config: SimulatorConfig, *, epoch_ms: int, first_cursor: int = 1) -> None:
+        """A world whose first message has cursor `first_cursor` (a world
+        started after an earlier one in the same feed: its event ids carry
+        the cursor too, so they never collide with the earlier world's)."""
+        assert first_cursor >= 1
         self.config = config
+        self.first_cursor = first_cursor
         self._rng = random.Random(f"ironbook-feed/{config.producer}/{config.seed}")
         self._now_us = epoch_ms * _US_PER_MS
-        self._cursor = 0
+        self._cursor = first_cursor - 1
+        self._id_prefix = f"{config.producer}{config.seed}" + (
+            f"w{first_cursor}" if first_cursor > 1 else ""
+        )
         self._orders = 0
         self._events_made = 0
         self._actions: list[_Action] = []
@@ -263,7 +271,7 @@ class Simulator:
 
     def _new_event_id(self, prefix: str) -> str:
         self._events_made += 1
-        return f"{self.config.producer}{self.config.seed}-{prefix}{self._events_made}"
+        return f"{self._id_prefix}-{prefix}{self._events_made}"
 
     def _price(self, probability: float, margin: float = 1.06) -> int:
         raw = int(100 / max(probability * margin, 1e-6))

@@ -3,11 +3,14 @@ the wall clock and publishes every message into the producer's feed stream.
 
     python -m ironbook.services.feed.provider --nats URL --producer sim --seed 1 --rate 200
 
-Restart-safe: on start it reads the stream's tail. An empty stream starts a
-new world now. Otherwise the simulator is replayed (it is deterministic) up
-to the stored tail, checked against the stored message there, and carries on
-from it: the downtime is skipped, nothing is published twice and no cursor is
-ever missing. A stream written with another seed or rate is refused.
+Restart-safe: on start it reads the stream's tail and the world it was
+running (KV bucket `FEED_WORLDS`: first cursor, epoch, seed, rate). The
+simulator is deterministic: it is replayed up to the stored tail, checked
+against the stored message there, and carries on from it (the downtime is
+skipped; nothing is published twice, no cursor is missing). A world it cannot
+replay (another seed or rate, or a new version of the simulator) is replaced:
+the markets it left unfinished are closed and cancelled through the feed (bets
+void), and a new world starts after them.
 """
 
 from __future__ import annotations
@@ -21,12 +24,23 @@ import sys
 import time
 
 import msgspec
+from nats.aio.client import Client as NatsClient
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
 
 from ironbook.adapters import eventloop
-from ironbook.adapters.feed.messages import AnyFeedMessage
+from ironbook.adapters.feed.messages import (
+    AnyFeedMessage,
+    BetCancel,
+    BetSettlement,
+    BetStop,
+    MarketCreated,
+    OddsChange,
+    RollbackBetSettlement,
+)
 from ironbook.adapters.feed.nats_stream import NatsFeedStream
 from ironbook.adapters.feed.simulator import Simulator, SimulatorConfig
-from ironbook.adapters.nats.provision import close_nats, connect_nats
+from ironbook.adapters.nats.provision import close_nats, connect_nats, with_placement_retry
 
 log = logging.getLogger("ironbook.feed.provider")
 
@@ -35,8 +49,20 @@ MAX_SLEEP_MS = 100
 STATS_INTERVAL_S = 10.0
 
 
-class WorldMismatch(Exception):
-    """The stream holds a feed this simulator config does not produce."""
+WORLDS_BUCKET = "FEED_WORLDS"
+"""KV bucket: producer -> the `World` its simulator is running."""
+FOLD_CHUNK = 5_000
+REPLACED_REASON = "the simulated world was replaced (new code, seed or rate)"
+
+
+class World(msgspec.Struct, frozen=True):
+    """Where the current simulated world starts in the feed, and how to
+    recreate it (the simulator is deterministic from these)."""
+
+    start_cursor: int
+    epoch_ms: int
+    seed: int
+    rate: int
 
 
 def _now_ms() -> int:
@@ -47,37 +73,152 @@ def _same_but_time(a: AnyFeedMessage, b: AnyFeedMessage) -> bool:
     return msgspec.structs.replace(a, ts_ms=0) == msgspec.structs.replace(b, ts_ms=0)
 
 
-async def resume_simulator(stream: NatsFeedStream, config: SimulatorConfig) -> Simulator:
-    """A simulator positioned after the stream's tail, its future moved to now."""
+async def open_worlds(nc: NatsClient, *, replicas: int) -> KeyValue:
+    js = nc.jetstream()
+    return await with_placement_retry(
+        f"kv bucket {WORLDS_BUCKET}",
+        lambda: js.create_key_value(bucket=WORLDS_BUCKET, history=1, replicas=replicas),
+    )
+
+
+async def _load_world(worlds: KeyValue, producer: str) -> World | None:
+    try:
+        entry = await worlds.get(producer)
+    except KeyNotFoundError:
+        return None
+    if entry.value is None:
+        return None
+    try:
+        return msgspec.json.decode(entry.value, type=World)
+    except msgspec.MsgspecError:
+        log.error("unreadable world record for %s: starting a new world", producer)
+        return None
+
+
+async def resume_simulator(
+    stream: NatsFeedStream, worlds: KeyValue, config: SimulatorConfig
+) -> Simulator:
+    """A simulator positioned after the stream's tail, its future moved to now.
+
+    The world recorded for the producer is replayed up to the tail and checked
+    against the stored message there. A world that cannot be replayed (the
+    simulator's code, seed or rate changed) is replaced: every market it left
+    unfinished is closed and cancelled (bets void) through the feed, and a
+    new world starts after it."""
     tail = await stream.tail_cursor()
+    world = await _load_world(worlds, config.producer)
+    same_config = world is not None and (world.seed, world.rate) == (
+        config.seed,
+        config.odds_changes_per_s,
+    )
+    if world is not None and same_config and world.start_cursor <= tail + 1:
+        simulator = await _replay(stream, world, config, tail)
+        if simulator is not None:
+            return simulator
     if tail == 0:
         log.info("feed %s is empty: a new world starts now", stream.stream)
-        return Simulator(config, epoch_ms=_now_ms())
-    first = await stream.get(1)
-    last = await stream.get(tail)
-    if first is None or last is None:
-        raise WorldMismatch(f"{stream.stream}: cannot read messages 1 and {tail}")
+    else:
+        log.warning(
+            "feed %s: the world up to cursor %d cannot be replayed by this simulator "
+            "(seed %d, rate %d): replacing it",
+            stream.stream,
+            tail,
+            config.seed,
+            config.odds_changes_per_s,
+        )
+        tail = await _close_world(stream, tail)
+    world = World(
+        start_cursor=tail + 1, epoch_ms=_now_ms(), seed=config.seed, rate=config.odds_changes_per_s
+    )
+    await worlds.put(config.producer, msgspec.json.encode(world))
+    return Simulator(config, epoch_ms=world.epoch_ms, first_cursor=world.start_cursor)
+
+
+async def _replay(
+    stream: NatsFeedStream, world: World, config: SimulatorConfig, tail: int
+) -> Simulator | None:
     started = time.monotonic()
-    simulator = Simulator(config, epoch_ms=first.ts_ms)
+    simulator = Simulator(config, epoch_ms=world.epoch_ms, first_cursor=world.start_cursor)
     replayed: AnyFeedMessage | None = None
     while simulator.cursor < tail:
         replayed = simulator.next()
-    assert replayed is not None
-    if not _same_but_time(replayed, last):
-        raise WorldMismatch(
-            f"{stream.stream} holds another world at cursor {tail} (was it written with "
-            "another --seed or --rate? use another --producer for a new world)"
-        )
-    downtime_ms = max(0, _now_ms() - replayed.ts_ms)
+    if replayed is not None:
+        stored = await stream.get(tail)
+        if stored is None or not _same_but_time(replayed, stored):
+            return None
+    last_ms = replayed.ts_ms if replayed is not None else world.epoch_ms
+    downtime_ms = max(0, _now_ms() - last_ms)
     simulator.shift_ms(downtime_ms)
     log.info(
-        "feed %s resumed after cursor %d (replayed in %.1f s; %d ms of downtime skipped)",
+        "feed %s resumed after cursor %d (world from cursor %d replayed in %.1f s; "
+        "%d ms of downtime skipped)",
         stream.stream,
         tail,
+        world.start_cursor,
         time.monotonic() - started,
         downtime_ms,
     )
     return simulator
+
+
+async def _close_world(stream: NatsFeedStream, tail: int) -> int:
+    """Close and cancel every market the feed left unfinished; the new tail."""
+    live: dict[str, tuple[str, str]] = {}
+    """market -> (event, status), for markets not settled or cancelled."""
+    settled: dict[str, str] = {}
+    cursor = 0
+    while cursor < tail:
+        messages, cursor = await stream.read(cursor, max_messages=FOLD_CHUNK, wait_ms=1_000)
+        for message in messages:
+            if isinstance(message, MarketCreated):
+                live[message.market_id] = (message.event_id, "open")
+            elif isinstance(message, OddsChange):
+                if message.status is not None and message.market_id in live:
+                    live[message.market_id] = (message.event_id, message.status)
+            elif isinstance(message, BetStop):
+                for market_id in message.market_ids:
+                    if market_id in live:
+                        live[market_id] = (message.event_id, "suspended")
+            elif isinstance(message, BetSettlement):
+                if message.certainty == "confirmed" and message.market_id in live:
+                    del live[message.market_id]
+                    settled[message.market_id] = message.event_id
+            elif isinstance(message, RollbackBetSettlement):
+                if message.market_id in settled:
+                    live[message.market_id] = (settled.pop(message.market_id), "closed")
+            elif isinstance(message, BetCancel) and message.start_ms is None:
+                live.pop(message.market_id, None)
+                settled.pop(message.market_id, None)
+    closing: list[AnyFeedMessage] = []
+    now_ms = _now_ms()
+    for market_id, (event_id, status) in live.items():
+        if status != "closed":
+            tail += 1
+            closing.append(
+                OddsChange(
+                    producer=stream.producer,
+                    cursor=tail,
+                    ts_ms=now_ms,
+                    event_id=event_id,
+                    market_id=market_id,
+                    status="closed",
+                )
+            )
+        tail += 1
+        closing.append(
+            BetCancel(
+                producer=stream.producer,
+                cursor=tail,
+                ts_ms=now_ms,
+                event_id=event_id,
+                market_id=market_id,
+                reason=REPLACED_REASON,
+            )
+        )
+    for start in range(0, len(closing), 1_000):
+        await stream.publish(closing[start : start + 1_000])
+    log.warning("closed and cancelled %d unfinished market(s) of the old world", len(live))
+    return tail
 
 
 async def publish_forever(
@@ -113,11 +254,8 @@ async def serve(
     nc = await connect_nats(nats_urls, name=f"feed-provider-{config.producer}")
     try:
         stream = await NatsFeedStream.open(nc, config.producer, replicas=replicas)
-        try:
-            simulator = await resume_simulator(stream, config)
-        except WorldMismatch as err:
-            log.error("%s", err)
-            return 2
+        worlds = await open_worlds(nc, replicas=replicas)
+        simulator = await resume_simulator(stream, worlds, config)
         await publish_forever(stream, simulator, stop)
     finally:
         await close_nats(nc)
