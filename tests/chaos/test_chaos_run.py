@@ -34,7 +34,7 @@ def test_every_fault_kind_once_and_the_history_checks_out(tmp_path: Path) -> Non
         data_dir=tmp_path / "cluster",
         duration_s=CI_DURATION_S,
         seed=CI_SEED,
-        quiet_s=(1.0, 2.0),
+        quiet_s=(0.5, 1.5),
     )
     report = asyncio.run(run_chaos(options))
     assert report.verdict == "pass", (report.violations, report.errors)

@@ -226,7 +226,7 @@ class FaultInjector:
         node, why = await self._pick_node()
         await asyncio.to_thread(network.cut, node)
         try:
-            held = await self._hold(3.0, 8.0)
+            held = await self._hold(2.0, 6.0)
         finally:
             await asyncio.to_thread(network.heal, node)
         return f"node{node}", f"{why}; link down {held:.1f} s, then up"
@@ -238,7 +238,7 @@ class FaultInjector:
             network.add_latency, node, LATENCY_DELAY_MS, LATENCY_JITTER_MS
         )
         try:
-            held = await self._hold(3.0, 8.0)
+            held = await self._hold(2.0, 6.0)
         finally:
             await asyncio.to_thread(network.clear_latency, node)
         return f"node{node}", f"{why}; {how} for {held:.1f} s"

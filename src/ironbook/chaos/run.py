@@ -265,6 +265,7 @@ async def _run(
         recorder.operations,
         cluster.replica_ids(0),
         projection_db=projection_path(cluster.data_dir) if cluster.gateway else None,
+        say=say,
     )
     faults = Counter(record.kind for record in injector.records)
     return ChaosReport(
@@ -349,27 +350,39 @@ async def check_cluster(
     operations: Sequence[Operation],
     replicas: Sequence[str],
     projection_db: Path | None = None,
+    say: Callable[[str], None] = lambda _: None,
 ) -> CheckReport:
     """Read partition 0's whole log and every replica's converged state hash
     (none if they do not converge in time: a violation), then judge
     `operations` against them. `projection_db`: a history projection whose
     projector is running; it is given time to catch up with the log, then
     must equal a fold of it."""
+    started = time.monotonic()
+
+    def took() -> str:
+        return f"{time.monotonic() - started:.1f} s"
+
     nc = await connect_nats(nats_url, name="ironbook-check")
     try:
         try:
             hashes = await converged_hashes(nc, 0, replicas, timeout_ms=CONVERGE_TIMEOUT_MS)
+            say(f"replicas converged ({took()})")
         except TimeoutError:
             hashes = {}
+            say(f"replicas did not converge in {CONVERGE_TIMEOUT_MS} ms")
         entries = await read_whole_log(nc, 0, timeout_ms=CONVERGE_TIMEOUT_MS)
+        say(f"read {len(entries)} log entries ({took()})")
     finally:
         await nc.close()
     projection = None
     if projection_db is not None:
         projection = await _caught_up_projection(projection_db, len(entries))
-    return check_history(
+        say(f"read the history projection at position {projection.applied_seq} ({took()})")
+    report = check_history(
         operations, entries, hashes, expected_replicas=replicas, projection=projection
     )
+    say(f"checked {len(operations)} operations ({took()})")
+    return report
 
 
 async def _caught_up_projection(path: Path, last_seq: int) -> Projection:

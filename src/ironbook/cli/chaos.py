@@ -10,8 +10,8 @@ injects faults on a seeded schedule, each healed before the next:
   nats_follower_kill  kill -9 of another nats-server
   leader_pause        SIGSTOP of the leader past its lease, then SIGCONT
   nats_leader_pause   SIGSTOP of the stream-leading nats-server past an election
-  partition           one node (its nats-server and replicas) cut off for 3-8 s
-  latency             one node's link slowed for 3-8 s (tc netem delay 50ms 10ms,
+  partition           one node (its nats-server and replicas) cut off for 2-6 s
+  latency             one node's link slowed for 2-6 s (tc netem delay 50ms 10ms,
                       or a tbf rate limit where the kernel has no sch_netem)
   gateway_kill        kill -9 of an HTTP gateway worker (restarted 1-3 s later);
                       asking for it starts 2 gateway workers, and 2 more clients
