@@ -12,6 +12,7 @@ Idempotency-Key claims.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,11 +32,12 @@ from fastapi import (
 )
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from ironbook import core
 from ironbook.core import events as ev
 from ironbook.core.odds import format_decimal
-from ironbook.core.queries import MAX_PAGE
+from ironbook.core.queries import MAX_PAGE, BetStatusFilter
 from ironbook.services.gateway import models as m
 from ironbook.services.gateway import problems as p
 from ironbook.services.gateway.auth import (
@@ -172,6 +174,7 @@ def _bet_out(view: core.BetView) -> m.BetOut:
         status=view.status,
         payout_minor=view.payout_minor,
         placed_ms=view.placed_ms,
+        reject_code=view.reject_code or None,
     )
 
 
@@ -410,9 +413,9 @@ def build_routes(app: FastAPI) -> None:
     ) -> Any:
         # The edge answers this route itself (`EdgeMiddleware._fast_bet`);
         # this route documents it and serves what the fast path passes on.
-        placed, headers = await place_bet(_gateway(request), caller, body, key)
+        placed, headers = await place_bet(_gateway(request), caller, m.WireBet.of(body), key)
         response.headers.update(headers)
-        return placed
+        return m.BetPlacedOut(**msgspec.structs.asdict(placed))
 
     @app.get("/v1/bets/{bet_id}", response_model=m.BetOut, **common)
     async def get_bet(request: Request, bet_id: BetId, caller: Caller) -> Any:
@@ -430,7 +433,7 @@ def build_routes(app: FastAPI) -> None:
         request: Request,
         account_id: AccountId,
         caller: Caller,
-        status: Literal["open", "won", "lost", "void"] | None = None,
+        status: BetStatusFilter | None = None,
         after: After = None,
         limit: Limit = 50,
     ) -> Any:
@@ -761,7 +764,7 @@ def create_app(
         finally:
             await gateway.close()
 
-    app = FastAPI(
+    app = _GatewayApp(
         title=API_TITLE,
         version="1",
         description="The ironbook public API: accounts, money, bets and markets on a "
@@ -776,5 +779,16 @@ def create_app(
     _install_error_handlers(app)
     build_routes(app)
     gateway.metrics.learn_routes(app)
-    app.add_middleware(EdgeMiddleware, gateway=gateway)
+    app.edge = EdgeMiddleware(functools.partial(FastAPI.__call__, app), gateway=gateway)
     return app
+
+
+class _GatewayApp(FastAPI):
+    """FastAPI behind the edge: every request meets the edge first, outside
+    the framework's middleware stack, so that what the edge answers itself
+    (refusals, `POST /v1/bets`) pays nothing for that stack."""
+
+    edge: EdgeMiddleware
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.edge(scope, receive, send)

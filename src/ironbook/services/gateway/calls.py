@@ -122,11 +122,12 @@ async def ask(gateway: Gateway, command: core.AnyCommand | core.AnyQuery) -> cor
             "the gateway is at capacity; retry shortly",
             headers={"Retry-After": "1"},
         )
-    gateway.metrics.inflight.inc()
     try:
-        async with asyncio.timeout(gateway.settings.request_deadline_ms / 1000):
-            return await gateway.ledger.submit(command)
-    except (GaveUp, TimeoutError):
+        # The deadline is the ledger client's own (`ClientConfig.deadline_ms`,
+        # set to `request_deadline_ms`): it gives up with `GaveUp` once no
+        # attempt can finish in time, so no timer per request is needed here.
+        return await gateway.ledger.submit(command)
+    except GaveUp:
         raise p.ApiProblem(
             503,
             p.LEDGER_UNAVAILABLE,
@@ -137,7 +138,6 @@ async def ask(gateway: Gateway, command: core.AnyCommand | core.AnyQuery) -> cor
     except BadRequest as err:
         raise p.ApiProblem(400, p.VALIDATION_FAILED, f"the ledger refused: {err}") from None
     finally:
-        gateway.metrics.inflight.dec()
         gateway.admission.leave()
 
 
@@ -177,7 +177,7 @@ async def write(
                 400, p.VALIDATION_FAILED, "Idempotency-Key must be 1-128 printable ASCII"
             )
         request_id = keyed_request_id(principal.sub, key)
-        canonical = body.model_dump(mode="json") if isinstance(body, pydantic.BaseModel) else body
+        canonical = _canonical(body)
         await claim(gateway, request_id, fingerprint(method, path, canonical), key)
     headers["Idempotency-Key"] = key
     outcome = await ask(gateway, make(request_id))
@@ -191,9 +191,19 @@ async def write(
     return outcome.result, headers
 
 
+def _canonical(body: object) -> object:
+    """The body as plain JSON values, for its fingerprint: the same whichever
+    model (pydantic at the routes, msgspec on the hot path) parsed it."""
+    if isinstance(body, pydantic.BaseModel):
+        return body.model_dump(mode="json")
+    if isinstance(body, msgspec.Struct):
+        return msgspec.to_builtins(body)
+    return body
+
+
 async def place_bet(
-    gateway: Gateway, principal: Principal, body: m.BetIn, key: str | None
-) -> tuple[m.BetPlacedOut, dict[str, str]]:
+    gateway: Gateway, principal: Principal, body: m.WireBet, key: str | None
+) -> tuple[m.WireBetPlaced, dict[str, str]]:
     """`POST /v1/bets`, shared by the route and the edge's fast path."""
     require_role(principal, "bettor")
     require_account(principal, body.account_id)
@@ -221,7 +231,7 @@ async def place_bet(
         ),
     )
     reply = expect(result, core.BetReply)
-    placed = m.BetPlacedOut(
+    placed = m.WireBetPlaced(
         bet_id=reply.bet_id,
         status=reply.status,
         odds=format_decimal(reply.odds),

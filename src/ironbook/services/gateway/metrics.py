@@ -8,6 +8,7 @@ the whole gateway, not one random worker.
 
 from __future__ import annotations
 
+import bisect
 import os
 from typing import Any
 
@@ -68,10 +69,10 @@ class GatewayMetrics:
             registry=registry,
         )
         self._routes: dict[Any, str] = {}
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        """(method, route, status) -> labelled (counter, histogram): `labels()`
-        costs more than the observation itself. Bounded: routes are templates
-        and statuses few."""
+        self._children: dict[tuple[str, str, int], _Pending] = {}
+        """(method, route, status) -> its labelled counter and histogram and
+        the observations not yet written to them. Bounded: routes are
+        templates and statuses few."""
 
     def learn_routes(self, app: Any) -> None:
         """Label requests by route template (`/v1/bets/{bet_id}`), never by raw
@@ -87,23 +88,68 @@ class GatewayMetrics:
         return self._routes.get(scope.get("endpoint"), "unmatched")
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count a request. Kept in memory until `flush`: with
+        `PROMETHEUS_MULTIPROC_DIR` every `inc` writes a shared file, which
+        cost more than all the rest of the request's accounting."""
         key = (method, route, status)
-        children = self._children.get(key)
-        if children is None:
+        pending = self._children.get(key)
+        if pending is None:
             if method not in _METHODS:
                 method = "OTHER"
-            children = (
+            pending = _Pending(
                 self.requests.labels(method=method, route=route, status=str(status)),
                 self.latency.labels(route=route),
             )
-            if len(self._children) < _MAX_LABEL_SETS:
-                self._children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+            if len(self._children) >= _MAX_LABEL_SETS:
+                pending.count, pending.seconds_sum = 1, seconds
+                pending.buckets[bisect.bisect_left(_LATENCY_BUCKETS_S, seconds)] = 1
+                pending.flush()
+                return
+            self._children[key] = pending
+        pending.count += 1
+        pending.seconds_sum += seconds
+        pending.buckets[bisect.bisect_left(_LATENCY_BUCKETS_S, seconds)] += 1
+
+    def flush(self, inflight_ledger_requests: int | None = None) -> None:
+        """Write what `observe` kept (the gateway calls this every second and
+        before each scrape), and the in-flight gauge's current value."""
+        for pending in self._children.values():
+            if pending.count:
+                pending.flush()
+        if inflight_ledger_requests is not None:
+            self.inflight.set(inflight_ledger_requests)
 
     def exposition(self) -> tuple[bytes, str]:
+        self.flush()
         if os.environ.get(MULTIPROC_ENV):
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self._registry), CONTENT_TYPE_LATEST
+
+
+class _Pending:
+    """One label set's counter and histogram, and what they have not been told yet."""
+
+    __slots__ = ("buckets", "count", "counter", "histogram", "seconds_sum")
+
+    def __init__(self, counter: Any, histogram: Any) -> None:
+        self.counter = counter
+        self.histogram = histogram
+        self.count = 0
+        self.seconds_sum = 0.0
+        self.buckets = [0] * (len(_LATENCY_BUCKETS_S) + 1)
+        """Observations per bucket (upper bounds `_LATENCY_BUCKETS_S`, then +Inf)."""
+        assert len(histogram._buckets) == len(self.buckets)
+
+    def flush(self) -> None:
+        self.counter.inc(self.count)
+        # prometheus_client has no public way to add many observations at
+        # once; its histogram child is a sum and one counter per bucket.
+        self.histogram._sum.inc(self.seconds_sum)
+        for index, count in enumerate(self.buckets):
+            if count:
+                self.histogram._buckets[index].inc(count)
+                self.buckets[index] = 0
+        self.count = 0
+        self.seconds_sum = 0.0

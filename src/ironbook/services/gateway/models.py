@@ -6,20 +6,34 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from ironbook.core.events import BetStatus
 
 MAX_AMOUNT_MINOR = 10**12
 MAX_STAKE_MINOR = 10**12
 MAX_ID = 64
+MAX_LEGS = 12
+_ID_PATTERN = r"^[!-~]+$"
+_ODDS_PATTERN = r"^[0-9]{1,4}(\.[0-9]{1,2})?$"
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID, pattern=r"^[!-~]+$")]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID, pattern=_ID_PATTERN)]
 """Printable ASCII without spaces, 1..64 characters."""
 Text = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 OddsText = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=12, pattern=r"^[0-9]{1,4}(\.[0-9]{1,2})?$"),
+    StringConstraints(min_length=1, max_length=12, pattern=_ODDS_PATTERN),
 ]
 """A decimal price like "2.50": 1.01 to 1000.00."""
+# The same for msgspec, whose patterns are Python `re.search`: `\Z`, since
+# `$` would also match before a final newline (pydantic's `$` does not).
+WireId = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=MAX_ID, pattern=_ID_PATTERN[:-1] + r"\Z")
+]
+WireOdds = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=12, pattern=_ODDS_PATTERN[:-1] + r"\Z")
+]
 AmountMinor = Annotated[int, Field(gt=0, le=MAX_AMOUNT_MINOR)]
 LimitMinor = Annotated[int, Field(ge=0, le=MAX_AMOUNT_MINOR)]
 
@@ -61,8 +75,40 @@ class LegIn(Strict):
 class BetIn(Strict):
     account_id: Id
     stake_minor: Annotated[int, Field(gt=0, le=MAX_STAKE_MINOR)]
-    legs: Annotated[list[LegIn], Field(min_length=1, max_length=12)]
+    legs: Annotated[list[LegIn], Field(min_length=1, max_length=MAX_LEGS)]
     price_change: Literal["none", "better", "any"] = "none"
+
+
+class _WireLeg(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    market_id: WireId
+    selection_id: WireId
+    odds: WireOdds
+
+
+class WireBet(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`BetIn` for the hot path: the same fields and bounds, decoded by msgspec
+    (several times cheaper than pydantic). What it refuses is validated again
+    by `BetIn`, whose error list is what the client sees, so the two cannot
+    disagree in the client's favour."""
+
+    account_id: WireId
+    stake_minor: Annotated[int, msgspec.Meta(gt=0, le=MAX_STAKE_MINOR)]
+    legs: Annotated[list[_WireLeg], msgspec.Meta(min_length=1, max_length=MAX_LEGS)]
+    price_change: Literal["none", "better", "any"] = "none"
+
+    @classmethod
+    def of(cls, body: BetIn) -> WireBet:
+        return msgspec.convert(body.model_dump(mode="json"), cls)
+
+
+class WireBetPlaced(msgspec.Struct, frozen=True):
+    """`BetPlacedOut`, encoded by msgspec on the hot path."""
+
+    bet_id: str
+    status: BetStatus
+    odds: str
+    potential_payout_minor: int
+    balance_minor: int
 
 
 class SelectionIn(Strict):
@@ -160,7 +206,9 @@ class ExclusionOut(BaseModel):
 
 class BetPlacedOut(BaseModel):
     bet_id: str
-    status: Literal["open", "won", "lost", "void"]
+    status: BetStatus
+    """`open` when accepted; `pending` when held for an in-play market's bet
+    delay (read it again with `GET /v1/bets/{bet_id}`: `open` or `rejected`)."""
     odds: str
     potential_payout_minor: int
     balance_minor: int
@@ -180,9 +228,11 @@ class BetOut(BaseModel):
     stake_minor: int
     legs: list[LegOut]
     potential_payout_minor: int
-    status: Literal["open", "won", "lost", "void"]
+    status: BetStatus
     payout_minor: int
     placed_ms: int
+    reject_code: str | None = None
+    """Why a `pending` in-play bet was `rejected` when its delay ended."""
 
 
 class BetPageOut(BaseModel):

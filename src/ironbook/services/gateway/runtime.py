@@ -5,6 +5,7 @@ odds hub)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NatsClient
@@ -26,6 +27,8 @@ from ironbook.services.gateway.traffic import (
 )
 
 READINESS_DEADLINE_MS = 1_500
+METRICS_FLUSH_MS = 1_000
+"""How often a worker writes its request counts to the shared metrics files."""
 READINESS_CACHE_MS = 500
 """A probe's answer is reused this long: `/readyz` is not rate limited (load
 balancers poll it), so it must not turn into ledger load."""
@@ -50,6 +53,7 @@ class Gateway:
     readiness: tuple[float, bool, str] | None = None
     """(monotonic time, ready, detail) of the last readiness probe."""
     readiness_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _metrics_task: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -83,8 +87,19 @@ class Gateway:
         )
         self.claims = await ClaimStore.open(self.nc.jetstream(), replicas=s.nats_replicas)
         self.odds = await OddsHub.open(self.nc, replicas=s.nats_replicas)
+        self._metrics_task = asyncio.get_running_loop().create_task(self._flush_metrics())
+
+    async def _flush_metrics(self) -> None:
+        while True:
+            await asyncio.sleep(METRICS_FLUSH_MS / 1000)
+            self.metrics.flush(inflight_ledger_requests=self.admission.inflight)
 
     async def close(self) -> None:
+        if self._metrics_task is not None:
+            self._metrics_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._metrics_task
+            self.metrics.flush(inflight_ledger_requests=0)
         for client in (self.ledger, self.probe):
             if client is not None:
                 await client.close()
