@@ -78,9 +78,11 @@ GATEWAY_LIMITS = {
     "IRONBOOK_GATEWAY_IP_BURST": "1000000",
 }
 CONNECT_CONCURRENCY = 50
+CONNECT_ATTEMPTS = 5
+CONNECT_TIMEOUT_S = 30.0
 RESULT_LINE_LIMIT_BYTES = 512 * 1024 * 1024
 """A subscriber process reports every latency sample on one line."""
-READY_TIMEOUT_S = 120.0
+READY_TIMEOUT_S = 300.0
 DRAIN_S = 1.0
 """After the feed stops, subscribers keep reading this long for frames in flight."""
 
@@ -548,14 +550,27 @@ async def _subscriber_process(args: argparse.Namespace) -> None:
     errors: list[str] = []
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
+    async def connect_with_retries() -> ClientConnection:
+        for attempt in range(1, CONNECT_ATTEMPTS + 1):
+            try:
+                # No permessage-deflate: compressing every frame per connection
+                # would cost the gateway more than the fan-out itself.
+                return await connect(
+                    f"{args.url}?access_token={args.token}",
+                    compression=None,
+                    max_queue=64,
+                    open_timeout=CONNECT_TIMEOUT_S,
+                )
+            except (OSError, TimeoutError):
+                if attempt == CONNECT_ATTEMPTS:
+                    raise
+                await asyncio.sleep(0.5 * attempt)
+        raise AssertionError("unreachable")
+
     async def open_one(index: int) -> ClientConnection:
         markets = rng.sample(market_ids, min(len(market_ids), args.markets_per_subscriber))
         async with gate:
-            # No permessage-deflate: compressing every frame per connection
-            # would cost the gateway more than the fan-out itself.
-            ws = await connect(
-                f"{args.url}?access_token={args.token}", compression=None, max_queue=64
-            )
+            ws = await connect_with_retries()
             await ws.send(json.dumps({"action": "subscribe", "markets": markets}))
             reply = json.loads(await asyncio.wait_for(ws.recv(), 30))
             if reply.get("type") != "subscribed":

@@ -222,6 +222,9 @@ class OddsHub:
         self._watchers: dict[_Key, set[Watcher]] = {}
         self._subscriptions: dict[_Key, Subscription] = {}
         self._frames: dict[str, tuple[bytes, str]] = {}
+        self._changing = asyncio.Lock()
+        """Held while a NATS subscription is made or dropped: two clients
+        watching a new market at once must not both subscribe."""
         self.messages = 0
         self.dropped = 0
 
@@ -235,7 +238,9 @@ class OddsHub:
         key = (kind, identifier)
         self._watchers.setdefault(key, set()).add(watcher)
         (watcher.markets if kind == "market" else watcher.events).add(identifier)
-        if key not in self._subscriptions:
+        async with self._changing:
+            if key in self._subscriptions or key not in self._watchers:
+                return
             subject = market_subject(identifier) if kind == "market" else event_subject(identifier)
             self._subscriptions[key] = await self._nc.subscribe(
                 subject, cb=self._deliver_to(key), pending_bytes_limit=SUBSCRIPTION_PENDING_BYTES
@@ -253,8 +258,12 @@ class OddsHub:
         if watchers is None:
             return
         watchers.discard(watcher)
-        if not watchers:
-            del self._watchers[key]
+        if watchers:
+            return
+        del self._watchers[key]
+        async with self._changing:
+            if key in self._watchers:  # watched again meanwhile
+                return
             subscription = self._subscriptions.pop(key, None)
             if subscription is not None:
                 with contextlib.suppress(nats.errors.Error):
