@@ -72,6 +72,7 @@ def synthetic_result(verdict: str = "pass") -> RaceDayResult:
         big_race="The Ironbook Gold Cup: won by Split Brain",
         phases=[PhaseTiming("cluster start", 3.0), PhaseTiming("check", 8.0)],
         timeline=timeline,
+        events=["22.0s  leader_kill (partition 0) injected", "25.0s  supervisor: feed-sim exited"],
         violations=[]
         if verdict == "pass"
         else [{"kind": "lost", "detail": "c1-5 was acknowledged but the log has nothing"}],
@@ -120,6 +121,7 @@ def test_the_markdown_says_what_ran_the_faults_the_verdict_and_how_to_repeat(
     assert "| cluster start | 3.0 |" in text
     assert "ironbook demo --seed 7 --seconds 60" in text
     assert "![bets/s and p99 latency, faults marked](report.png)" in text
+    assert "25.0s  supervisor: feed-sim exited" in text
 
 
 def test_a_failing_verdict_names_the_violations(tmp_path: Path) -> None:

@@ -161,6 +161,9 @@ class RaceDayResult(msgspec.Struct):
     """How the big race ended: the winner and what was paid, or why not."""
     phases: list[PhaseTiming]
     timeline: Timeline
+    events: list[str]
+    """The fault timeline as the dashboard showed it (faults, supervisor
+    restarts, the off)."""
     violations: list[dict[str, object]]
     errors: list[str]
     history: str
@@ -356,6 +359,7 @@ async def _race_day(
         big_race=big_race,
         phases=phases,
         timeline=live.timeline,
+        events=[line.strip() for line in live.fault_lines],
         violations=[msgspec.to_builtins(v) for v in report.violations],
         errors=errors,
         history=str(recorder.path),
@@ -550,7 +554,7 @@ async def check_partitions(cluster: LocalCluster, operations: Sequence[Operation
             except TimeoutError:
                 hashes = {}
             entries = await read_whole_log(nc, partition, timeout_ms=CONVERGE_TIMEOUT_MS)
-            mine = list(_operations_of(operations, partition, partitions))
+            mine = list(operations_of_partition(operations, partition, partitions))
             # In a thread, so that the dashboard keeps drawing meanwhile.
             report = await asyncio.to_thread(
                 functools.partial(
@@ -568,9 +572,12 @@ async def check_partitions(cluster: LocalCluster, operations: Sequence[Operation
     return combine_reports(reports, operations)
 
 
-def _operations_of(
+def operations_of_partition(
     operations: Sequence[Operation], partition: int, partitions: int
 ) -> Iterator[Operation]:
+    """What `partition`'s log is judged against: the operations on its
+    accounts, and every market command (without the merged reply when there
+    are several partitions)."""
     for op in operations:
         if op.account_id:
             if partition_of(op.account_id, partitions) == partition:

@@ -125,6 +125,8 @@ def render_markdown(result: RaceDayResult, files: ReportFiles) -> str:
     else:
         lines.append("No fault was injected.")
     lines += [f"- not injected: {note}" for note in timeline.skipped_faults]
+    if result.events:
+        lines += ["", "## Timeline", "", "```", *result.events, "```"]
     if result.errors:
         lines += ["", "## Errors", "", *(f"- {error}" for error in result.errors)]
     if result.violations:
