@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 from feed_support import MarketState, Partition
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 
 from ironbook import core
 from ironbook.adapters.feed.messages import (
@@ -39,7 +42,7 @@ from ironbook.adapters.feed.nats_stream import (
 from ironbook.adapters.feed.simulator import Simulator, SimulatorConfig
 from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.client import LedgerClient
-from ironbook.core.odds import payout_minor
+from ironbook.core.odds import format_decimal, payout_minor
 from ironbook.core.views import AccountView, FeedCursorReply, MarketPage, MarketView
 from ironbook.replication.checker import Checker
 from ironbook.services.feed.processes import FeedOptions
@@ -139,6 +142,31 @@ async def connected(
         await close_nats(nc)
 
 
+class OddsWatcher:
+    """The newest `odds.<event>.<market>` message of every market (by cursor)."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, dict[str, Any]] = {}
+
+    async def watch(self, nc: NatsClient) -> None:
+        async def on_message(msg: Msg) -> None:
+            data = json.loads(msg.data)
+            known = self.latest.get(data["market_id"])
+            if known is None or known["cursor"] <= data["cursor"]:
+                self.latest[data["market_id"]] = data
+
+        await nc.subscribe("odds.>", cb=on_message)
+        await nc.flush()
+
+    def prices(self, market_id: str) -> dict[str, str] | None:
+        message = self.latest.get(market_id)
+        return None if message is None else dict(message["prices"])
+
+    def status(self, market_id: str) -> str | None:
+        message = self.latest.get(market_id)
+        return None if message is None else str(message["status"])
+
+
 def _rid(what: str) -> str:
     return f"test-{what}-{time.time_ns()}"
 
@@ -212,11 +240,14 @@ async def whole_feed(provider: Provider) -> list[AnyFeedMessage]:
 def test_ingester_killed_mid_burst_resumes_exactly(cluster: LocalCluster) -> None:
     """SIGKILL the ingester while a burst of 10,000 messages is going in;
     restarted, it resumes from the smallest partition cursor, and every
-    partition ends equal to a message-by-message fold of the feed."""
+    partition ends equal to a message-by-message fold of the feed, and the
+    newest odds message of every market shows its folded prices."""
     ingester = cluster.feeds["feed-ingest"]
 
     async def scenario() -> None:
-        async with connected(cluster) as (client, provider, _nc):
+        async with connected(cluster) as (client, provider, nc):
+            odds = OddsWatcher()
+            await odds.watch(nc)
             simulator = Simulator(
                 SimulatorConfig(
                     producer=PRODUCER, seed=11, odds_changes_per_s=5_000, pre_match_s=900
@@ -245,12 +276,33 @@ def test_ingester_killed_mid_burst_resumes_exactly(cluster: LocalCluster) -> Non
             for partition in range(client.partitions):
                 assert await partition_markets(client, partition) == expected
 
+            async def odds_match() -> bool:
+                return all(
+                    odds.prices(market_id) == {s: format_decimal(o) for s, o in prices.items()}
+                    for market_id, (_, _, _, prices) in expected.items()
+                )
+
+            await wait_until("the newest odds of every market published", odds_match, 10.0)
+            message = odds.latest[next(iter(expected))]
+            assert set(message) == {
+                "event_id",
+                "market_id",
+                "status",
+                "in_play",
+                "prices",
+                "cursor",
+                "feed_ts_ms",
+                "published_ms",
+            }
+
     asyncio.run(scenario())
 
 
 def test_producer_down_suspends_its_markets_then_reopens(cluster: LocalCluster) -> None:
     async def scenario() -> None:
-        async with connected(cluster) as (client, provider, _nc):
+        async with connected(cluster) as (client, provider, nc):
+            odds = OddsWatcher()
+            await odds.watch(nc)
             await wait_producer_up(client)
             account = _rid("acct")[:60]
             await client.submit(core.OpenAccount(request_id=_rid("open"), account_id=account))
@@ -283,6 +335,11 @@ def test_producer_down_suspends_its_markets_then_reopens(cluster: LocalCluster) 
             took_s = await wait_until("bets refused with the producer down", refused, 20.0)
             print(f"producer down: bets refused {took_s:.2f} s after the last alive")
             assert all(r.down for r in await feed_cursors(client))
+
+            async def odds_suspended() -> bool:
+                return odds.status(market.market_id) == "suspended"
+
+            await wait_until("odds subscribers told the market is suspended", odds_suspended, 10.0)
             provider.start_alive()
 
             async def accepted() -> bool:
@@ -291,6 +348,11 @@ def test_producer_down_suspends_its_markets_then_reopens(cluster: LocalCluster) 
             took_s = await wait_until("bets accepted again", accepted, 30.0)
             print(f"producer back: bets accepted {took_s:.2f} s after the first alive")
             assert not any(r.down for r in await feed_cursors(client))
+
+            async def odds_open() -> bool:
+                return odds.status(market.market_id) == "open"
+
+            await wait_until("odds subscribers told the market is open", odds_open, 10.0)
 
     asyncio.run(scenario())
 

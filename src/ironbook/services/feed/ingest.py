@@ -68,6 +68,8 @@ class BookEntry:
     status: str
     in_play: bool
     prices: dict[str, int]
+    ts_ms: int = 0
+    """Provider time of the newest message about the market."""
 
 
 class OddsBook:
@@ -75,6 +77,9 @@ class OddsBook:
 
     def __init__(self) -> None:
         self.markets: dict[str, BookEntry] = {}
+        self.producer_down = False
+        """While the producer is down its open markets take no bets: the odds
+        messages say "suspended", as the ledger's market views do."""
 
     def apply(self, conflation: Conflation) -> list[str]:
         """Fold the round in; the markets it changed that the book did not
@@ -93,6 +98,7 @@ class OddsBook:
                 unknown.append(change.market_id)
                 continue
             entry.prices.update(change.prices)
+            entry.ts_ms = change.ts_ms
             if change.status is not None:
                 entry.status = change.status
             if change.in_play is not None:
@@ -100,20 +106,23 @@ class OddsBook:
         return unknown
 
     def learn(self, view: MarketView) -> None:
+        # A view shows an open market of a down producer as suspended.
+        status = "open" if view.producer_down and view.status == "suspended" else view.status
         self.markets[view.market_id] = BookEntry(
             event_id=view.event_id,
-            status=view.status,
+            status=status,
             in_play=view.in_play,
             prices={s.selection_id: s.odds for s in view.selections},
         )
 
     def message(self, market_id: str, *, cursor: int, feed_ts_ms: int) -> bytes:
         entry = self.markets[market_id]
+        status = "suspended" if self.producer_down and entry.status == "open" else entry.status
         return msgspec.json.encode(
             {
                 "event_id": entry.event_id,
                 "market_id": market_id,
-                "status": entry.status,
+                "status": status,
                 "in_play": entry.in_play,
                 "prices": {s: format_decimal(odds) for s, odds in entry.prices.items()},
                 "cursor": cursor,
@@ -125,7 +134,7 @@ class OddsBook:
     def forget_closed(self, market_ids: list[str]) -> None:
         for market_id in market_ids:
             entry = self.markets.get(market_id)
-            if entry is not None and entry.status == "closed":
+            if entry is not None and entry.status in ("closed", "settled", "voided"):
                 del self.markets[market_id]
 
 
@@ -181,7 +190,7 @@ class Ingester:
             reply = outcome.result
             assert isinstance(reply, FeedCursorReply)
             cursors.append(reply.cursor)
-            self.down = self.down or reply.down
+            self.down = self.book.producer_down = self.down or reply.down
         return min(cursors)
 
     async def _submit_until_done(
@@ -344,8 +353,12 @@ class Ingester:
                 for partition in range(self.client.partitions)
             )
         )
-        self.down = down
+        self.down = self.book.producer_down = down
         self._caught_up_at = None
+        for market_id, entry in self.book.markets.items():
+            payload = self.book.message(market_id, cursor=self.cursor, feed_ts_ms=entry.ts_ms)
+            with contextlib.suppress(Exception):
+                await self.nc.publish(odds_subject(entry.event_id, market_id), payload)
 
     async def _log_stats(self, elapsed_s: float) -> None:
         with contextlib.suppress(FeedUnavailable):

@@ -18,7 +18,8 @@ is acknowledged only after every partition gave a definite outcome.
 
 A result is acted on only once the ingester has brought every partition up to
 its cursor (`GetFeedCursor`), so the market's state from the feed is there;
-until then the message is put back with a delay ("not yet").
+until then the message is put back with a delay ("not yet"). A market still
+unknown then was never created: the result is logged and skipped.
 """
 
 from __future__ import annotations
@@ -93,13 +94,16 @@ class SettlementService:
             core.GetMarket(request_id=self._read_id("market"), market_id=message.market_id),
         )
         if not isinstance(view, MarketView):
-            log.warning(
-                "%s: partition %d has no market %s yet",
+            # The ledger holds the feed up to this message: a market it does
+            # not know now was never created (or was refused). Waiting would
+            # only hold up every result behind this one.
+            log.error(
+                "%s: partition %d has no market %s: result skipped",
                 message.message_id,
                 partition,
                 message.market_id,
             )
-            return "later"
+            return "done"
         if isinstance(message, BetSettlement):
             await self._settle(partition, message, view)
         elif isinstance(message, RollbackBetSettlement):
