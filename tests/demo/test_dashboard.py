@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from ironbook.cli.demo import big_word
 from ironbook.demo.cluster_view import ClusterView, NodeView, ReplicaView
 from ironbook.demo.dashboard import countdown, plain_line, render_to_text, sparkline
 from ironbook.demo.raceday import LiveState
@@ -89,3 +90,10 @@ def test_countdown_and_sparkline() -> None:
     assert countdown(LiveState(seed=1, partitions=1)) == ""
     assert sparkline([]) == ""
     assert sparkline([0, 5, 10]) == " ▄█"
+
+
+def test_the_verdict_in_big_letters() -> None:
+    rows = big_word("PASS").splitlines()
+    assert len(rows) == 5
+    assert rows[0].startswith("█████")
+    assert len(big_word("FAIL").splitlines()) == 5

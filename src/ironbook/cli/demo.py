@@ -210,15 +210,34 @@ async def _run(
     return runner.result()
 
 
+_BIG_LETTERS = {
+    "P": ("█████ ", "█   █ ", "█████ ", "█     ", "█     "),
+    "A": (" ███  ", "█   █ ", "█████ ", "█   █ ", "█   █ "),
+    "S": (" ████ ", "█     ", " ███  ", "    █ ", "████  "),
+    "F": ("█████ ", "█     ", "████  ", "█     ", "█     "),
+    "I": ("███ ", " █  ", " █  ", " █  ", "███ "),
+    "L": ("█     ", "█     ", "█     ", "█     ", "█████ "),
+}
+
+
+def big_word(word: str) -> str:
+    """`word` in five-row block letters (P, A, S, F, I, L)."""
+    rows = ["".join(_BIG_LETTERS[letter][row] for letter in word) for row in range(5)]
+    return "\n".join(row.rstrip() for row in rows)
+
+
 def _print_verdict(console: Console, result: RaceDayResult) -> None:
     passed = result.verdict == "pass"
     headline, *details = verdict_lines(result)
+    colour = "green" if passed else "red"
     body = Text()
+    body.append(big_word("PASS" if passed else "FAIL") + "\n\n", style=f"bold {colour}")
     body.append(
-        "PASS: every acknowledged bet is in the ledger exactly once\n"
+        "every acknowledged operation is in the ledger exactly once, nothing refused left "
+        "a trace, money is conserved and the replicas are identical\n"
         if passed
-        else "FAIL: the checker found violations\n",
-        style="bold green" if passed else "bold red",
+        else "the checker found violations, or the cluster did not heal (below)\n",
+        style=f"bold {colour}",
     )
     for line in details:
         body.append(line + "\n")
@@ -226,7 +245,6 @@ def _print_verdict(console: Console, result: RaceDayResult) -> None:
         body.append(f"error: {error}\n", style="red")
     for violation in result.violations[:5]:
         body.append(f"{violation.get('kind')}: {violation.get('detail')}\n", style="red")
-    colour = "green" if passed else "red"
     console.print(
         Panel(
             body,
