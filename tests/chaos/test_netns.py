@@ -16,11 +16,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from ironbook.adapters import netns
+from ironbook.chaos import run as run_module
+from ironbook.chaos.faults import FaultInjector
 from ironbook.cli.chaos import parse_faults
+from ironbook.services.local_cluster import LocalCluster
 
 LAYOUT = netns.Layout(run_id="ab3x9", subnet="10.222.7.0/24", nodes=3)
 
@@ -203,3 +207,31 @@ def test_cleanup_removes_what_a_dead_run_left_and_spares_live_runs() -> None:
         netns._destroy(dead_layout)
         live.destroy()
     assert live.layout.run_id not in netns.leftover_names()
+
+
+def test_without_namespaces_the_network_kinds_are_skipped_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(run_module, "unavailable_reason", lambda: "network namespaces need root")
+    said: list[str] = []
+    network, skipped = run_module._network_for(["leader_kill", "latency", "partition"], said.append)
+    assert network is None
+    assert skipped == {
+        "latency": "network namespaces need root",
+        "partition": "network namespaces need root",
+    }
+    assert said == [
+        "skipping latency: network namespaces need root",
+        "skipping partition: network namespaces need root",
+    ]
+    assert run_module._network_for(["leader_kill"], said.append) == (None, {})
+
+
+def test_the_injector_says_which_kinds_a_cluster_cannot_take(tmp_path: Path) -> None:
+    cluster = LocalCluster(tmp_path / "cluster")  # on loopback, no gateway; not started
+    injector = FaultInjector(cluster, random.Random(1))
+    assert injector.unavailable("leader_kill") is None
+    assert "network namespaces" in str(injector.unavailable("partition"))
+    assert "network namespaces" in str(injector.unavailable("latency"))
+    assert "gateway workers" in str(injector.unavailable("gateway_kill"))
+    cluster.nats.close()
