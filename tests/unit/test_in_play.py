@@ -129,7 +129,14 @@ def test_nothing_is_released_before_its_time() -> None:
     bet = ledger.state.bets[bet_id]
     assert bet.status == "open"
     assert ledger.state.pending_bets == []
-    assert ledger.state.replies.get(ledger.log[-1].request_id) is None
+    # A resent release is answered from the log and changes nothing.
+    last = ledger.log[-1]
+    assert ledger.state.replies[last.request_id] == ReleaseReply(accepted=1, rejected=0)
+    place(ledger, 100, ("live", "a", 200))
+    ledger.advance(5_000)
+    outcome = ledger.submit(ReleaseBets(request_id=last.request_id))
+    assert outcome == Accepted(events=(), result=ReleaseReply(accepted=1, rejected=0))
+    assert len(ledger.state.pending_bets) == 1
     assert_sound(ledger)
 
 

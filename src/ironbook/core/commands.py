@@ -199,9 +199,7 @@ class SetProducerStatus(Command, frozen=True, tag="set_producer_status/1"):
 
 
 class ReleaseBets(Command, frozen=True, tag="release_bets/1"):
-    """Accept or reject the in-play bets whose delay is over (by log time).
-    Not idempotent by request id (no reply is stored): a resend releases
-    whatever is due by then, so senders use a fresh id per attempt."""
+    """Accept or reject the in-play bets whose delay is over (by log time)."""
 
 
 class PlaceBet(Command, frozen=True, tag="place_bet/1"):

@@ -840,6 +840,7 @@ def _release_bets(state: LedgerState, cmd: c.ReleaseBets, now_ms: int) -> Decisi
         postings=tuple(postings),
         accepted=tuple(accepted),
         rejected=tuple(rejected),
+        reply=reply,
     )
     return Accepted(events=(event,), result=reply)
 

@@ -270,7 +270,9 @@ class BetsReleased(Event, frozen=True, tag="bets_released/1", kw_only=True):
     accepted: tuple[str, ...]
     rejected: tuple[tuple[str, str], ...]
     """(bet id, rejection code)."""
-    reply: None = None
+    reply: ReleaseReply | None = None
+    """Stored, so a resent `ReleaseBets` is a no-op: at most one per held bet,
+    which stores its own reply anyway."""
 
 
 class CommandRejected(Event, frozen=True, tag="command_rejected/1", kw_only=True):

@@ -179,11 +179,7 @@ async def _release_held_bets(
     """While this replica leads and its state holds an in-play bet whose delay
     is over by the wall clock, submit `ReleaseBets` to its own partition (the
     release itself is decided by log time, so replay is deterministic)."""
-    # One attempt per id (the deadline is one request timeout): a release is
-    # not idempotent by request id, so an unanswered one is given up and the
-    # next tick sends a fresh id rather than the same id twice.
-    config = ClientConfig(request_timeout_ms=1_000, deadline_ms=1_000)
-    client = LedgerClient(nc, partitions=partition + 1, config=config)
+    client = LedgerClient(nc, partitions=partition + 1, config=ClientConfig(deadline_ms=5_000))
     try:
         while True:
             await asyncio.sleep(RELEASE_INTERVAL_MS / 1000)
