@@ -573,6 +573,8 @@ async def _subscriber_process(args: argparse.Namespace) -> None:
             ws = await connect_with_retries()
             await ws.send(json.dumps({"action": "subscribe", "markets": markets}))
             reply = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            while reply.get("type") == "odds":  # prices of markets watched already
+                reply = json.loads(await asyncio.wait_for(ws.recv(), 30))
             if reply.get("type") != "subscribed":
                 raise RuntimeError(f"subscriber {index}: {reply}")
         return ws

@@ -440,25 +440,25 @@ async def stream_odds(websocket: WebSocket, hub: OddsHub) -> None:
                 SNAPSHOTS.labels(result="ok").inc()
                 await send('{"type":"snapshot","odds":[' + ",".join(frames) + "]}")
                 continue
-            if request.action == "subscribe":
-                refused = await subscribe(request)
-                if refused is not None:
-                    await send(_error(p.VALIDATION_FAILED, refused))
-                    continue
-            else:
-                for market_id in request.markets:
-                    await hub.unwatch(watcher, "market", market_id)
-                for event_id in request.events:
-                    await hub.unwatch(watcher, "event", event_id)
-            await send(
-                json.dumps(
-                    {
-                        "type": "subscribed",
-                        "markets": sorted(watcher.markets),
-                        "events": sorted(watcher.events),
-                    }
-                )
-            )
+            # Holding the sender: the reply goes out before any price of a
+            # market this request starts watching.
+            async with send_lock:
+                if request.action == "subscribe":
+                    refused = await subscribe(request)
+                    if refused is not None:
+                        await websocket.send_text(_error(p.VALIDATION_FAILED, refused))
+                        continue
+                else:
+                    for market_id in request.markets:
+                        await hub.unwatch(watcher, "market", market_id)
+                    for event_id in request.events:
+                        await hub.unwatch(watcher, "event", event_id)
+                reply = {
+                    "type": "subscribed",
+                    "markets": sorted(watcher.markets),
+                    "events": sorted(watcher.events),
+                }
+                await websocket.send_text(json.dumps(reply))
 
     async def push_odds() -> None:
         conflated = 0
