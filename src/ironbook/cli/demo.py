@@ -131,7 +131,9 @@ def _usage_error(message: str) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.walkthrough:
         return 0 if run_demo(args.seed) else 1
-    seconds = args.seconds or (QUICK_SECONDS if args.quick else DEFAULT_SECONDS)
+    seconds = args.seconds
+    if seconds is None:
+        seconds = QUICK_SECONDS if args.quick else DEFAULT_SECONDS
     if seconds < MIN_SECONDS:
         return _usage_error(f"--seconds must be at least {MIN_SECONDS:.0f}")
     if not 1 <= args.partitions <= MAX_PARTITIONS:
@@ -168,10 +170,14 @@ def run(args: argparse.Namespace) -> int:
         return 1
     result.command = _repeat_command(args, seconds)
     if temporary and result.verdict == "pass":
-        result.history = "(not kept: the run used a temporary directory; use --data-dir)"
-        result.data_dir = result.history
-    files = write_report(result, args.out)
+        result.history = ""
+        result.data_dir = ""
     _print_verdict(console, result)
+    try:
+        files = write_report(result, args.out)
+    except OSError as error:
+        print(f"error: could not write the report to {args.out}: {error}", file=sys.stderr)
+        return 1
     for path in (files.markdown, files.json, files.chart):
         print(f"wrote {path}")
     if temporary and result.verdict == "pass":

@@ -167,6 +167,7 @@ class RaceDayResult(msgspec.Struct):
     violations: list[dict[str, object]]
     errors: list[str]
     history: str
+    """The history file, or "" if it was not kept."""
     data_dir: str
     command: str = ""
     """The command line that repeats this run."""
@@ -293,9 +294,7 @@ async def _race_day(
         keeper = asyncio.create_task(_keep_feed_running(cluster, live, feed_done))
         load = asyncio.create_task(workload.run(options.seconds + 3_600, options.peak_clients))
         try:
-            big_race = await _direct(
-                cluster, options, live, workload, rng, errors, started_wall_ms, recorder
-            )
+            big_race = await _direct(cluster, options, live, workload, rng, errors, recorder)
         finally:
             workload.stop()
             with contextlib.suppress(Exception):
@@ -422,7 +421,6 @@ async def _direct(
     workload: RaceDayWorkload,
     rng: random.Random,
     errors: list[str],
-    started_wall_ms: int,
     recorder: HistoryRecorder,
 ) -> str:
     """The day's script: steady, surge (faults at the peak), the off."""
@@ -458,14 +456,15 @@ async def _direct(
     if closed is None or settled is None:
         outcome = "close or settle gave up (unknown outcome; judged by the checker)"
     elif isinstance(settled, core.Accepted) and isinstance(settled.result, SettlementReply):
-        paid = settled.result.paid_minor
-        winners = settled.result.bets_affected
+        result = settled.result
         outcome = (
-            f"won by {RUNNERS[winner]}; {winners} bets settled, "
-            f"{paid / 100:,.2f} paid out to winners"
+            f"won by {RUNNERS[winner]}; {result.bets_affected:,} bets settled, "
+            f"£{result.paid_minor // 100:,}.{result.paid_minor % 100:02d} paid to the winners"
         )
+    elif isinstance(settled, core.Rejected):
+        outcome = f"settlement refused: {settled.code} ({settled.message})"
     else:
-        outcome = f"settlement refused: {settled!r}"
+        outcome = f"settled: {settled.result!r}"
     live.fault_lines.append(f"{settled_s:6.1f}s  {BIG_RACE_NAME} {outcome}")
     return f"{BIG_RACE_NAME}: {outcome}"
 

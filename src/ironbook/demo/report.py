@@ -86,8 +86,13 @@ def render_markdown(result: RaceDayResult, files: ReportFiles) -> str:
         f"p99 latency per second from {_fmt_ms(min(p99s, default=None))} to "
         f"{_fmt_ms(max(p99s, default=None))} ms (median second's p50 "
         f"{_fmt_ms(p50s[len(p50s) // 2] if p50s else None)} ms).",
-        f"- The history ({result.ops:,} operations) is in `{result.history}`; "
-        f"{result.log_entries:,} log entries were replayed and checked.",
+        f"- {result.log_entries:,} log entries were replayed and checked against the history "
+        f"of {result.ops:,} client operations"
+        + (
+            f" (kept in `{result.history}`)."
+            if result.history
+            else " (not kept: the run used a temporary directory; `--data-dir` keeps it)."
+        ),
         "",
         "## Phases",
         "",
