@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import random
 import time
 from collections.abc import Iterator, Sequence
@@ -370,6 +371,10 @@ async def _keep_feed_running(cluster: LocalCluster, live: LiveState, done: async
     """Restart a feed process that exits (with the supervisor's backoff)
     until `done`; each exit and restart goes to the fault timeline. The
     faults restart what they break themselves; the feed is not theirs."""
+    # Its log lines would land in the middle of the dashboard; its events are
+    # shown in the fault timeline instead.
+    logging.getLogger("ironbook.supervisor").addHandler(logging.NullHandler())
+    logging.getLogger("ironbook.supervisor").propagate = False
     supervisor = Supervisor()
     for name, process in cluster.feeds.items():
         supervisor.add(name, process, process.start)
