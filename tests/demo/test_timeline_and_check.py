@@ -3,10 +3,18 @@ run's history is split between the partitions' checks and combined."""
 
 from __future__ import annotations
 
+import random
+
 from ironbook import core
 from ironbook.chaos.check import CheckReport
+from ironbook.chaos.faults import FaultInjector
 from ironbook.chaos.history import Operation
-from ironbook.demo.raceday import combine_reports, operations_of_partition
+from ironbook.demo.raceday import (
+    PlannedFault,
+    available_kind,
+    combine_reports,
+    operations_of_partition,
+)
 from ironbook.demo.timeline import SecondCounter, longest_stall_ms, percentile
 
 START_MS = 1_000_000
@@ -141,3 +149,20 @@ def test_partition_verdicts_combine() -> None:
     assert failed.verdict == "fail"
     assert failed.lost == 2 and not failed.replicas_agree
     assert failed.violation_counts == {"lost": 2}
+
+
+class LoopbackCluster:
+    """What `FaultInjector.unavailable` looks at: no network namespaces."""
+
+    network = None
+
+
+def test_a_fault_the_cluster_cannot_take_falls_back_and_says_why() -> None:
+    injector = FaultInjector(LoopbackCluster(), random.Random(1))  # type: ignore[arg-type]
+    planned = PlannedFault("a node cut off", ("teleport", "partition", "leader_pause"), 0)
+    kind, notes = available_kind(planned, injector)
+    assert kind == "leader_pause"
+    assert notes[0] == "teleport: not available in this fault injector"
+    assert notes[1].startswith("partition: ") and "namespaces" in notes[1]
+    assert available_kind(PlannedFault("x", ("leader_kill",), 0), injector) == ("leader_kill", [])
+    assert available_kind(PlannedFault("x", ("partition",), 0), injector)[0] is None
