@@ -102,10 +102,12 @@ def test_each_partition_is_judged_on_its_accounts_and_every_market_command() -> 
         op("bet-0", 100, account=p0),
         op("bet-1", 200, account=p1),
         op("settle", 300, kind="settle_market", account=""),
+        op("close", 400, kind="close_market", account="", outcome="info", reply_hex=""),
     ]
     mine0 = list(operations_of_partition(operations, 0, 2))
     mine1 = list(operations_of_partition(operations, 1, 2))
-    assert [o.request_id for o in mine0] == ["bet-0", "settle"]
+    assert [o.request_id for o in mine0] == ["bet-0", "settle", "close"]
+    # An unknown market outcome is resolved (and counted) in partition 0 only.
     assert [o.request_id for o in mine1] == ["bet-1", "settle"]
     # The merged reply of a broadcast command is not any one log's reply.
     assert mine0[1].reply_hex == "" and mine0[1].outcome == "ok"
