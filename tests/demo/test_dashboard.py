@@ -97,3 +97,15 @@ def test_the_verdict_in_big_letters() -> None:
     assert len(rows) == 5
     assert rows[0].startswith("█████")
     assert len(big_word("FAIL").splitlines()) == 5
+
+
+def test_the_off_is_held_while_a_fault_heals() -> None:
+    live = LiveState(
+        seed=1,
+        partitions=1,
+        phase="surge: faults at the peak",
+        started_monotonic=time.monotonic() - 50,
+        off_at_s=40.0,
+        fault_in_progress="partition on partition 0",
+    )
+    assert countdown(live) == "the off: held until the fault heals"

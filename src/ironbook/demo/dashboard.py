@@ -42,6 +42,8 @@ def countdown(live: LiveState) -> str:
         return ""
     left_s = live.off_at_s - live.t_s()
     if left_s <= 0:
+        if live.fault_in_progress:
+            return "the off: held until the fault heals"
         return "the off: now" if live.phase.startswith("surge") else "off"
     minutes, seconds = divmod(int(left_s + 0.999), 60)
     return f"the off in {minutes}:{seconds:02d}"
