@@ -7,17 +7,23 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import nats
 import pytest
-from api_support import Api, unique
+from api_support import GENEROUS_LIMITS, START_TIMEOUT_S, Api, _wait_ready, unique
 from nats.aio.client import Client as NatsClient
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
+from ironbook.adapters.nats.localproc import PortLease
+from ironbook.services.feed.processes import FeedOptions
+from ironbook.services.gateway.auth import load_or_create_secret, mint_token
 from ironbook.services.gateway.odds import ClientRequest, Watcher, odds_frame, parse_client_message
+from ironbook.services.gateway.settings import GatewaySettings
+from ironbook.services.local_cluster import GatewayOptions, LocalCluster
 
 RECV_TIMEOUT_S = 5
 
@@ -340,3 +346,96 @@ def test_client_messages_are_parsed_or_refused_with_a_reason(text: str, expected
         assert (parsed.action, parsed.markets, parsed.events) == expected
     else:
         assert isinstance(parsed, str) and parsed.startswith(str(expected)), parsed
+
+
+@pytest.mark.slow
+def test_the_real_feed_reaches_subscribers_and_snapshots_survive_a_worker_restart(
+    tmp_path: Path,
+) -> None:
+    """Simulator -> ingester -> ledger -> odds.<event>.<market> -> gateway ->
+    WebSocket, on a cluster of its own (the feed adds markets that other API
+    tests would list). A restarted worker still answers snapshots."""
+    ports = PortLease()
+    (port,) = ports.take(1)
+    cluster = LocalCluster(
+        tmp_path / "cluster",
+        gateway=GatewayOptions(port=port, workers=1, env=GENEROUS_LIMITS),
+        feed=FeedOptions(rate=20, seed=3),
+    )
+    url = f"ws://127.0.0.1:{port}/v1/odds/stream"
+    try:
+        cluster.start(timeout_ms=START_TIMEOUT_S * 1000)
+        asyncio.run(cluster.wait_leaders(timeout_ms=START_TIMEOUT_S * 1000))
+        _wait_ready(f"http://127.0.0.1:{port}", time.monotonic() + START_TIMEOUT_S)
+        secret = load_or_create_secret(GatewaySettings(data_dir=cluster.data_dir).secret_file)
+        headers = {"Authorization": f"Bearer {mint_token(secret, role='auditor')}"}
+
+        async def first_price() -> tuple[str, str]:
+            nc = await nats.connect(cluster.nats_url.split(","))
+            try:
+                subscription = await nc.subscribe("odds.>")
+                msg = await subscription.next_msg(timeout=START_TIMEOUT_S)
+                _, event_id, market_id = msg.subject.split(".")
+                return event_id, market_id
+            finally:
+                await nc.close()
+
+        async def watch(event_id: str) -> dict[str, Any]:
+            async with connect(url, additional_headers=headers) as ws:
+                await ws.send(json.dumps({"action": "subscribe", "events": [event_id]}))
+                assert (await _recv(ws))["events"] == [event_id]
+                live = await asyncio.wait_for(_next_odds(ws), 30)
+                assert await _snapshot(ws, {"events": [event_id]})
+                return live
+
+        event_id, _ = asyncio.run(first_price())
+        live = asyncio.run(watch(event_id))
+        data = live["data"]
+        assert set(data) == {
+            "event_id",
+            "market_id",
+            "status",
+            "in_play",
+            "prices",
+            "cursor",
+            "feed_ts_ms",
+            "published_ms",
+        }
+        assert data["event_id"] == event_id and live["subject"].startswith(f"odds.{event_id}.")
+        assert data["feed_ts_ms"] <= data["published_ms"]
+
+        worker = cluster.gateways["gw-1"]
+        worker.kill()
+        worker.start()
+        _wait_ready(f"http://127.0.0.1:{port}", time.monotonic() + START_TIMEOUT_S)
+
+        async def snapshot_after_restart() -> list[dict[str, Any]]:
+            async with connect(url, additional_headers=headers) as ws:
+                return await _snapshot(ws, {"events": [event_id]})
+
+        odds = asyncio.run(snapshot_after_restart())
+        assert {f["subject"].split(".")[1] for f in odds} == {event_id}
+        assert all(f["data"]["cursor"] >= 1 for f in odds)
+    finally:
+        cluster.stop()
+        ports.release()
+
+
+async def _snapshot(ws: ClientConnection, names: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """The snapshot's frames, asked again (bounded) while empty: the stream
+    stores a publish asynchronously and any replica may answer."""
+    deadline = time.monotonic() + 10
+    while True:
+        await ws.send(json.dumps({"action": "snapshot", **names}))
+        while (reply := await _recv(ws))["type"] != "snapshot":
+            assert reply["type"] == "odds", reply
+        odds: list[dict[str, Any]] = reply["odds"]
+        if odds or time.monotonic() > deadline:
+            return odds
+        await asyncio.sleep(0.3)
+
+
+async def _next_odds(ws: ClientConnection) -> dict[str, Any]:
+    while (frame := await _recv(ws))["type"] != "odds":
+        pass
+    return frame
