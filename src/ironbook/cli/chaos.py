@@ -115,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
     if args.duration < 30:
         print("error: --duration must be at least 30 s", file=sys.stderr)
         return 2
+    if args.clients < 1 or args.http_clients < 0:
+        print("error: --clients must be at least 1, --http-clients at least 0", file=sys.stderr)
+        return 2
     if args.test_mutation:
         os.environ[MUTATION_ENV] = args.test_mutation
     temporary = args.data_dir is None
