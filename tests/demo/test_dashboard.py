@@ -109,3 +109,11 @@ def test_the_off_is_held_while_a_fault_heals() -> None:
         fault_in_progress="partition on partition 0",
     )
     assert countdown(live) == "the off: held until the fault heals"
+
+
+def test_the_last_cluster_view_is_shown_as_of_when_watching_ended() -> None:
+    live = live_state()
+    live.view_as_of_ms = NOW_MS
+    text = render_to_text(live, width=120, now_ms=NOW_MS + 60_000)
+    assert "cluster (when the traffic ended)" in text
+    assert "p0 p0-r1 (term 3)" in text  # not "electing": heartbeats are judged as of then

@@ -65,7 +65,8 @@ def _styled(status: str) -> Text:
 
 
 def _cluster_table(live: LiveState, now_ms: int) -> Table:
-    table = Table(title="cluster", expand=True, title_justify="left", pad_edge=False)
+    title = "cluster" if live.view_as_of_ms is None else "cluster (when the traffic ended)"
+    table = Table(title=title, expand=True, title_justify="left", pad_edge=False)
     table.add_column("process")
     table.add_column("state")
     table.add_column("detail")
@@ -148,6 +149,8 @@ def _faults(live: LiveState) -> Group:
 
 def render(live: LiveState, now_ms: int | None = None) -> RenderableType:
     now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    if live.view_as_of_ms is not None:
+        now_ms = min(now_ms, live.view_as_of_ms)
     header = Text()
     header.append("ironbook race day", style="bold")
     header.append(f"   seed {live.seed}   t+{live.t_s():5.1f}s   ")

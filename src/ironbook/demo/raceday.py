@@ -121,6 +121,8 @@ class LiveState:
     """The fault timeline as it happens, one line per event."""
     fault_in_progress: str = ""
     view: ClusterView | None = None
+    view_as_of_ms: int | None = None
+    """Set when the cluster stops being watched: `view` is as of then."""
     totals: dict[str, int] = field(default_factory=dict)
     retries: int = 0
     notes: list[str] = field(default_factory=list)
@@ -328,6 +330,7 @@ async def _race_day(
         await client.close()
         recorder.close()
         await watcher.close()
+        live.view_as_of_ms = time.time_ns() // 1_000_000
         await nc.close()
     mark = time.monotonic()
     live.phase = "checking the history against every replica"
