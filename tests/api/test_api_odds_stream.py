@@ -273,12 +273,17 @@ def test_a_client_that_does_not_read_gets_the_newest_price_not_a_backlog(api: Ap
             await nc.close()
 
     asyncio.run(run())
-    metrics = httpx.get(f"{api.url}/metrics", timeout=10).text
-    conflated = [
-        float(line.split()[-1])
-        for line in metrics.splitlines()
-        if line.startswith("ironbook_odds_frames_conflated_total ")
-    ]
+    deadline = time.monotonic() + 10  # counts are written at most once a second
+    while True:
+        metrics = httpx.get(f"{api.url}/metrics", timeout=10).text
+        conflated = [
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("ironbook_odds_frames_conflated_total ")
+        ]
+        if (conflated and conflated[0] > 0) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert conflated and conflated[0] > 0, "conflation is visible to operators"
 
 
