@@ -92,7 +92,9 @@ class BetStop(FeedMessage, frozen=True, tag="bet_stop"):
     """Suspend these markets of an event at once (a goal, a red card, the off)."""
 
     event_id: FeedId
-    market_ids: Annotated[tuple[FeedId, ...], msgspec.Meta(min_length=1, max_length=100)]
+    market_ids: Annotated[
+        tuple[FeedId, ...], msgspec.Meta(min_length=1, max_length=MAX_MARKETS_PER_MESSAGE)
+    ]
 
 
 class BetSettlement(FeedMessage, frozen=True, tag="bet_settlement"):

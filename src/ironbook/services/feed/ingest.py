@@ -29,6 +29,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -36,7 +37,7 @@ from nats.aio.client import Client as NatsClient
 
 from ironbook import core
 from ironbook.adapters import eventloop
-from ironbook.adapters.feed.messages import AnyFeedMessage
+from ironbook.adapters.feed.messages import MAX_MARKETS_PER_MESSAGE, AnyFeedMessage
 from ironbook.adapters.feed.nats_stream import NatsFeedStream
 from ironbook.adapters.feed.provider import FeedProvider, FeedUnavailable
 from ironbook.adapters.nats.provision import close_nats, connect_nats
@@ -146,7 +147,10 @@ class Ingester:
         nc: NatsClient,
         *,
         down_after_ms: int = DEFAULT_DOWN_AFTER_MS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._clock = clock
+        """Seconds, monotonic: when heartbeats were read, rounds flushed."""
         self.provider = provider
         self.producer = provider.producer
         self.client = client
@@ -157,12 +161,12 @@ class Ingester:
         """Every message up to here is acknowledged by every partition."""
         self.read_cursor = 0
         self.down = False
-        self._last_alive = time.monotonic()
+        self._last_alive = clock()
         self._caught_up_at: int | None = None
         """While down: a tail cursor the ingester has reached. An `alive` after
         it shows the producer is live again."""
         self._queue: asyncio.Queue[AnyFeedMessage] = asyncio.Queue(QUEUE_MESSAGES)
-        self._last_flush = time.monotonic()
+        self._last_flush = clock()
         self.rounds = 0
         self.messages = 0
         self.items = 0
@@ -222,12 +226,12 @@ class Ingester:
         async with asyncio.TaskGroup() as group:
             reader = group.create_task(self._read(self.cursor))
             try:
-                stats_at = time.monotonic()
+                stats_at = self._clock()
                 while not stop.is_set():
                     await self.round()
-                    if time.monotonic() - stats_at >= STATS_INTERVAL_S:
-                        await self._log_stats(time.monotonic() - stats_at)
-                        stats_at = time.monotonic()
+                    if self._clock() - stats_at >= STATS_INTERVAL_S:
+                        await self._log_stats(self._clock() - stats_at)
+                        stats_at = self._clock()
             finally:
                 reader.cancel()
 
@@ -246,7 +250,9 @@ class Ingester:
         while (
             not queue.empty()
             and conflation.messages < MAX_ROUND_MESSAGES
-            and conflation.items < MAX_ROUND_MARKETS
+            # One message touches at most MAX_MARKETS_PER_MESSAGE markets: the
+            # batch never exceeds the ledger's FeedBatch bound.
+            and conflation.items <= MAX_ROUND_MARKETS - MAX_MARKETS_PER_MESSAGE
         ):
             conflation.add(queue.get_nowait())
         return conflation
@@ -255,7 +261,7 @@ class Ingester:
         """Take what the feed has, apply it to every partition, publish odds,
         and judge the producer's liveness."""
         conflation = await self._take()
-        now = time.monotonic()
+        now = self._clock()
         if conflation.messages:
             self.read_cursor = conflation.through_cursor
             if conflation.alive_cursors:
@@ -269,7 +275,7 @@ class Ingester:
 
     async def _apply(self, conflation: Conflation) -> None:
         batch = conflation.batch(self.producer)
-        started = time.monotonic()
+        started = self._clock()
         outcomes = await asyncio.gather(
             *(
                 self._submit_until_done(partition, batch)
@@ -280,13 +286,13 @@ class Ingester:
             if isinstance(outcome, core.Rejected):
                 raise SystemExit(f"partition {partition} refused feed batch: {outcome.message}")
         self.cursor = conflation.through_cursor
-        self._last_flush = acked = time.monotonic()
+        self._last_flush = acked = self._clock()
         self.ledger_s += acked - started
         self.rounds += 1
         self.messages += conflation.messages
         self.items += conflation.items
         await self._publish_odds(conflation)
-        self.publish_s += time.monotonic() - acked
+        self.publish_s += self._clock() - acked
 
     async def _publish_odds(self, conflation: Conflation) -> None:
         unknown = self.book.apply(conflation)
@@ -315,7 +321,7 @@ class Ingester:
         return None
 
     async def _judge_producer(self, conflation: Conflation) -> None:
-        silent_ms = (time.monotonic() - self._last_alive) * 1000
+        silent_ms = (self._clock() - self._last_alive) * 1000
         if not self.down:
             if silent_ms > self.down_after_ms:
                 log.warning(
