@@ -5,29 +5,34 @@ In one run, on this machine, against a fresh local cluster (3 nats-server
 nodes, R3, fsync always; 3 replicas; 2 gateway workers) in a temp dir:
 
 1. Latency: `--subscribers` WebSocket clients, spread over `--client-processes`
-   processes, each watch `--markets-per-subscriber` random markets out of
-   `--markets` (in events of `--markets-per-event`). The feed changes
-   `--latency-rate` prices/s for `--latency-seconds`. Latency of a frame =
-   the subscriber's wall clock when the frame arrives - the message's
-   `feed_ts_ms` (when the feed produced the change): end to end, through the
-   ledger, NATS, the gateway and the socket. `feed_ts_ms` is whole
-   milliseconds, so each sample reads up to 1 ms high.
-2. Throughput: closed-loop virtual clients place bets through the real client
+   processes, each watch `--markets-per-subscriber` random markets of those the
+   feed moves, while the feed runs at `--latency-rate` changes/s for
+   `--latency-seconds` (after `--warmup-seconds`). Latency of a frame = the
+   subscriber's wall clock when it arrives - the message's `feed_ts_ms` (when
+   the feed produced the change): end to end, through the ledger, NATS, the
+   gateway and the socket (`feed_ts_ms` is whole ms: a sample reads up to 1 ms
+   high). `fanout_*_ms` measure from `published_ms`: the part after the ledger.
+2. Throughput: closed-loop virtual bettors place bets through the real client
    library (as `bench/ledger.py` does) for `--seconds`, with the feed off, at
    1,000 and at 5,000 price changes/s. The subscribers are disconnected for
    these phases unless `--subscribers-during-throughput` is given (they run on
    the same cores and would be charged to the ledger).
 
-The feed ("synthetic" in the output) is a separate process, as the feed
-service is: it random-walks prices on the ladder, conflates the changes of
-each ~10 ms tick per market, writes them into the ledger (`UpdatePrices`,
-batched, durable), then publishes each changed market's full prices on
-`odds.<event>.<market>` with the message shape of the feed service. The
-output also gives `fanout_*_ms`: receive time - `published_ms`, the part
-after the ledger (NATS, gateway, socket).
+The feed, per phase:
+  --feed sim        (default; "simulator" in the output) the real feed
+                    processes of `services/feed` - simulator, ingester,
+                    settlement - with a fresh producer at the phase's rate. The
+                    simulator runs a meeting of ~11 markets; subscribers watch
+                    1 each and the latency phase runs at 50 changes/s.
+  --feed synthetic  this benchmark's own feed process over `--markets` markets:
+                    random walks on the ladder, conflated per 10 ms tick,
+                    written to the ledger (`UpdatePrices`), then published with
+                    the feed's message shape. Subscribers watch 5 markets each;
+                    the latency phase runs at 1,000 changes/s.
 
-CPU seconds of the cluster's processes (NATS, replicas, gateways) are reported
-per phase: on a shared machine CPU per operation is the fair comparison.
+CPU seconds of NATS, replicas, gateways, feed and subscriber processes are
+reported per phase: on a shared machine CPU per operation is the fair
+comparison; wall-clock numbers need a quiet machine.
 
     python bench/odds.py [--json] [--quick]      or      ironbook bench odds [--json]
 """
