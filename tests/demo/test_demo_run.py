@@ -25,7 +25,7 @@ def test_a_quick_race_day_passes_and_writes_the_report(tmp_path: Path) -> None:
             "demo",
             "--quick",
             "--seconds",
-            "24",
+            "20",
             "--no-dashboard",
             "--seed",
             "11",

@@ -51,6 +51,9 @@ from ironbook.services.supervisor import Supervisor
 HISTORY_FILE = "history.jsonl"
 START_TIMEOUT_MS = 120_000
 CONVERGE_TIMEOUT_MS = 120_000
+UNDERCARD_EVERY_S = 3.0
+"""An undercard race opens, and the one before closes and settles, this often
+(the workload's settler sleeps this long: the end of the traffic waits for it)."""
 FEED_CHECK_INTERVAL_S = 0.5
 STOP_TIMEOUT_MS = 5_000
 """A process still running this long after SIGTERM is killed: the run is over
@@ -275,7 +278,7 @@ async def _race_day(
         WorkloadConfig(
             accounts=options.accounts,
             opening_deposit_minor=1_000_000,
-            settle_every_s=8.0,
+            settle_every_s=UNDERCARD_EVERY_S,
             seed=options.seed,
         ),
         active_clients=options.steady_clients,
@@ -322,7 +325,9 @@ async def _race_day(
             # The feed appends to every log as long as it runs; the check
             # compares a still log with the replicas' hashes.
             live.phase = "stopping the odds feed"
+            mark = time.monotonic()
             await asyncio.to_thread(_stop_all, list(cluster.feeds.values()))
+            phases.append(PhaseTiming("feed stop", round(time.monotonic() - mark, 1)))
     finally:
         feed_done.set()
         if keeper is not None:

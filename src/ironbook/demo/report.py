@@ -8,7 +8,6 @@ from pathlib import Path
 
 import msgspec
 
-from ironbook.demo.chart import write_chart
 from ironbook.demo.raceday import RaceDayResult
 
 REPORT_MD = "report.md"
@@ -40,6 +39,10 @@ def verdict_lines(result: RaceDayResult) -> list[str]:
 
 
 def write_report(result: RaceDayResult, out_dir: Path) -> ReportFiles:
+    # matplotlib takes seconds to import; every `ironbook` command loads this
+    # module (the CLI builds all subcommands), so it is imported only here.
+    from ironbook.demo.chart import write_chart  # noqa: PLC0415
+
     out_dir.mkdir(parents=True, exist_ok=True)
     files = ReportFiles(out_dir / REPORT_MD, out_dir / REPORT_JSON, out_dir / REPORT_PNG)
     files.json.write_bytes(msgspec.json.format(msgspec.json.encode(result)) + b"\n")
