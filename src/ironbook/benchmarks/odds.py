@@ -46,6 +46,7 @@ import json
 import os
 import platform
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -72,6 +73,8 @@ from ironbook.services.local_cluster import GatewayOptions, LocalCluster
 
 SELECTIONS = ("home", "draw", "away")
 FEED_TICK_S = 0.01
+THROUGHPUT_RATES = (0, 1_000, 5_000)
+"""Feed changes/s of the throughput phases, in the order they run."""
 SIM_DISCOVERY_S = 2.0
 """The simulator's markets are learned from the odds it publishes this long."""
 GATEWAY_LIMITS = {
@@ -835,20 +838,30 @@ async def _measure(cluster: LocalCluster, args: argparse.Namespace) -> dict[str,
                 if not isinstance(outcome, core.Accepted):
                     raise RuntimeError(f"odds market refused: {outcome}")
         latency = await _latency_phase(cluster, args)
-        phases = {}
-        for rate in (0, 1_000, 5_000):
-            phases[rate] = await _throughput_phase(cluster, client, accounts, rate, args)
+        rounds: list[dict[int, dict[str, Any]]] = []
+        for round_index in range(args.rounds):
+            if args.rounds > 1:
+                _log(f"throughput round {round_index + 1} of {args.rounds}")
+            rounds.append(
+                {
+                    rate: await _throughput_phase(cluster, client, accounts, rate, args)
+                    for rate in THROUGHPUT_RATES
+                }
+            )
     finally:
         await client.close()
-    no_feed = phases[0]["bets_per_s"]
+    bets_per_s = {
+        rate: statistics.median(r[rate]["bets_per_s"] for r in rounds) for rate in THROUGHPUT_RATES
+    }
+    no_feed = bets_per_s[0]
     return {
         "latency": latency,
-        "throughput": {str(rate): phase for rate, phase in phases.items()},
+        "throughput": [{str(rate): phase for rate, phase in r.items()} for r in rounds],
         "bets_per_s_no_feed": no_feed,
-        "bets_per_s_feed_1000": phases[1_000]["bets_per_s"],
-        "bets_per_s_feed_5000": phases[5_000]["bets_per_s"],
-        "ratio_feed_1000": round(phases[1_000]["bets_per_s"] / no_feed, 3) if no_feed else None,
-        "ratio_feed_5000": round(phases[5_000]["bets_per_s"] / no_feed, 3) if no_feed else None,
+        "bets_per_s_feed_1000": bets_per_s[1_000],
+        "bets_per_s_feed_5000": bets_per_s[5_000],
+        "ratio_feed_1000": round(bets_per_s[1_000] / no_feed, 3) if no_feed else None,
+        "ratio_feed_5000": round(bets_per_s[5_000] / no_feed, 3) if no_feed else None,
     }
 
 
@@ -898,6 +911,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "latency_rate_per_s": args.latency_rate,
             "latency_seconds": args.latency_seconds,
             "throughput_seconds": args.seconds,
+            "throughput_rounds": args.rounds,
             "concurrency": args.concurrency,
             "accounts": args.accounts,
             "partitions": args.partitions,
@@ -945,6 +959,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-seconds", type=float, default=20.0, help="(20)")
     p.add_argument("--warmup-seconds", type=float, default=3.0, help="(3)")
     p.add_argument("--seconds", type=float, default=15.0, help="each throughput phase (15)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the three throughput phases this many times; bets/s are the medians (1)",
+    )
     p.add_argument("--concurrency", type=int, default=2_000, help="virtual bettors (2000)")
     p.add_argument("--accounts", type=int, default=10_000, help="(10000)")
     p.add_argument("--client-batch", type=int, default=1_000, help="max commands per request")
@@ -973,8 +993,34 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse parameters the run cannot use, before a cluster is started."""
+    at_least_one = (
+        "subscribers",
+        "client_processes",
+        "markets",
+        "markets_per_event",
+        "concurrency",
+        "accounts",
+        "client_batch",
+        "partitions",
+        "gateway_workers",
+        "rounds",
+    )
+    for name in at_least_one:
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.markets_per_subscriber < 1 or args.markets_per_subscriber > 100:
+        p.error("--markets-per-subscriber must be 1..100 (the gateway's limit per connection)")
+    if args.latency_rate <= 0 or args.latency_seconds <= 0 or args.seconds <= 0:
+        p.error("--latency-rate, --latency-seconds and --seconds must be positive")
+    if args.warmup_seconds < 0:
+        p.error("--warmup-seconds cannot be negative")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     if args.subscriber_process:
         eventloop.run(_subscriber_process(args))
         return 0
@@ -986,6 +1032,7 @@ def main(argv: list[str] | None = None) -> int:
         args.markets_per_subscriber = 1 if sim else 5
     if args.latency_rate is None:
         args.latency_rate = 50 if sim else 1_000
+    _check(p, args)
     if args.quick:
         args.latency_seconds = min(args.latency_seconds, 5.0)
         args.warmup_seconds = min(args.warmup_seconds, 1.0)
