@@ -121,6 +121,8 @@ def test_bettor_cannot_touch_another_account(world: World) -> None:
         ("auditor", *SETTLE),
         ("bettor", "POST", "/v1/markets/{market}/suspend", None),
         ("cashier", "POST", "/v1/markets/{market}/void", {"reason": "x"}),
+        ("bettor", "POST", "/v1/markets/{market}/rollback", {"reason": "x"}),
+        ("auditor", "POST", "/v1/markets/{market}/rollback", {"reason": "x"}),
         (
             "bettor",
             "POST",

@@ -191,6 +191,8 @@ def _market_out(view: core.MarketView) -> m.MarketOut:
             for s in view.selections
         ],
         winners=list(view.winners),
+        producer=view.producer or None,
+        producer_down=view.producer_down,
     )
 
 
@@ -517,6 +519,7 @@ def build_routes(app: FastAPI) -> None:
                 selections=selections,
                 in_play=body.in_play,
                 bet_delay_s=body.bet_delay_s,
+                producer=body.producer or "",
             ),
         )
         reply = expect(result, ev.MarketReply)
@@ -633,6 +636,34 @@ def build_routes(app: FastAPI) -> None:
             key,
             body,
             lambda rid: core.VoidMarket(
+                request_id=rid,
+                market_id=market_id,
+                actor=caller.sub,
+                reason=body.reason,
+                placed_from_ms=body.placed_from_ms,
+                placed_to_ms=body.placed_to_ms,
+            ),
+        )
+
+    @app.post("/v1/markets/{market_id}/rollback", response_model=m.SettlementOut, **common)
+    async def rollback_market(
+        request: Request,
+        response: Response,
+        market_id: MarketId,
+        body: m.RollbackIn,
+        caller: Caller,
+        key: IdempotencyKey = None,
+    ) -> Any:
+        """Undo a settlement or void: every bet of the market goes back to
+        open (its payout taken back), the market to `closed`, ready to be
+        settled again."""
+        return await _market_write(
+            request,
+            response,
+            caller,
+            key,
+            body,
+            lambda rid: core.RollbackSettlement(
                 request_id=rid, market_id=market_id, actor=caller.sub, reason=body.reason
             ),
         )

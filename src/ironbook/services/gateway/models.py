@@ -34,6 +34,7 @@ WireId = Annotated[
 WireOdds = Annotated[
     str, msgspec.Meta(min_length=1, max_length=12, pattern=_ODDS_PATTERN[:-1] + r"\Z")
 ]
+EpochMs = Annotated[int, Field(ge=0, le=2**63 - 1)]
 AmountMinor = Annotated[int, Field(gt=0, le=MAX_AMOUNT_MINOR)]
 LimitMinor = Annotated[int, Field(ge=0, le=MAX_AMOUNT_MINOR)]
 
@@ -124,6 +125,11 @@ class MarketIn(Strict):
     selections: Annotated[list[SelectionIn], Field(min_length=1, max_length=500)]
     in_play: bool = False
     bet_delay_s: Annotated[int, Field(ge=0, le=300)] = 0
+    """In-play bets are held this long, then accepted or rejected at the prices
+    of that moment (the bet reads `pending` meanwhile)."""
+    producer: Id | None = None
+    """The feed producer that owns the market: while it is down the market
+    takes no bets. None: traded by hand."""
 
 
 class PriceIn(Strict):
@@ -149,6 +155,16 @@ class SettleIn(Strict):
 
 
 class VoidIn(Strict):
+    """Void the whole market, or with a window only the bets placed in
+    `[placed_from_ms, placed_to_ms)` (ledger time, ms since the epoch; a
+    missing end is open). A window leaves the market's status as it is."""
+
+    reason: Text
+    placed_from_ms: EpochMs | None = None
+    placed_to_ms: EpochMs | None = None
+
+
+class RollbackIn(Strict):
     reason: Text
 
 
@@ -255,6 +271,11 @@ class MarketOut(BaseModel):
     bet_delay_s: int
     selections: list[SelectionOut]
     winners: list[str]
+    producer: str | None
+    """The feed producer that owns the market; None if traded by hand."""
+    producer_down: bool
+    """The producer is down: the market shows `suspended` and takes no bets
+    until it is back."""
 
 
 class MarketPageOut(BaseModel):
