@@ -70,6 +70,8 @@ def synthetic_result(verdict: str = "pass") -> RaceDayResult:
         bets_ok=sum(s.bets_ok for s in timeline.samples),
         peak_bets_per_s=max(s.bets_ok for s in timeline.samples),
         big_race="The Ironbook Gold Cup: won by Split Brain",
+        feed="simulated provider, 200 odds changes/s",
+        notes=["each node in its own network namespace (ibkabcden*, 10.1.2.0/24)"],
         phases=[PhaseTiming("cluster start", 3.0), PhaseTiming("check", 8.0)],
         timeline=timeline,
         events=["22.0s  leader_kill (partition 0) injected", "25.0s  supervisor: feed-sim exited"],
@@ -122,6 +124,8 @@ def test_the_markdown_says_what_ran_the_faults_the_verdict_and_how_to_repeat(
     assert "ironbook demo --seed 7 --seconds 60" in text
     assert "![bets/s and p99 latency, faults marked](report.png)" in text
     assert "25.0s  supervisor: feed-sim exited" in text
+    assert "odds feed: simulated provider, 200 odds changes/s." in text
+    assert "- each node in its own network namespace" in text
 
 
 def test_a_failing_verdict_names_the_violations(tmp_path: Path) -> None:

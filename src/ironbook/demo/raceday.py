@@ -165,6 +165,10 @@ class RaceDayResult(msgspec.Struct):
     peak_bets_per_s: int
     big_race: str
     """How the big race ended: the winner and what was paid, or why not."""
+    feed: str
+    """The odds feed that ran, or "off"."""
+    notes: list[str]
+    """How the cluster was laid out and which faults stood in for others."""
     phases: list[PhaseTiming]
     timeline: Timeline
     events: list[str]
@@ -365,6 +369,13 @@ async def _race_day(
         bets_ok=sum(s.bets_ok for s in samples),
         peak_bets_per_s=max((s.bets_ok for s in samples), default=0),
         big_race=big_race,
+        feed=(
+            f"simulated provider, {options.feed.rate} odds changes/s, ingested into every "
+            "partition's log"
+            if options.feed is not None
+            else "off"
+        ),
+        notes=[note for note in live.notes if note not in live.timeline.skipped_faults],
         phases=phases,
         timeline=live.timeline,
         events=[line.strip() for line in live.fault_lines],

@@ -78,7 +78,9 @@ def render_markdown(result: RaceDayResult, files: ReportFiles) -> str:
         "## What ran",
         "",
         f"- A real local cluster: 3 `nats-server` nodes (JetStream, R3, `sync_interval: always`), "
-        f"{result.partitions} ledger partition(s) × 3 replica processes.",
+        f"{result.partitions} ledger partition(s) × 3 replica processes; odds feed: "
+        f"{result.feed}.",
+        *(f"- {note}." for note in result.notes),
         f"- {result.seconds:.0f} s of traffic from up to {result.peak_clients} concurrent clients "
         "(the chaos workload: bets, deposits, withdrawals, balance reads; a settler opening, "
         "closing and settling an undercard race every few seconds).",
