@@ -14,11 +14,11 @@ import argparse
 import asyncio
 import fcntl
 import logging
-import re
 import signal
 import sys
 from pathlib import Path
 
+from ironbook.adapters.feed.messages import valid_producer
 from ironbook.services.feed.processes import FeedOptions
 from ironbook.services.local_cluster import ClusterConfigError, GatewayOptions, LocalCluster
 
@@ -74,7 +74,7 @@ def _command(args: argparse.Namespace) -> int:
             if not 0 <= args.feed_rate <= 100_000:
                 print("error: --feed-rate must be 0..100000", file=sys.stderr)
                 return 2
-            if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", args.feed_producer):
+            if not valid_producer(args.feed_producer):
                 print("error: --feed-producer must be 1-32 of [A-Za-z0-9_-]", file=sys.stderr)
                 return 2
             feed = FeedOptions(

@@ -14,11 +14,13 @@ Prices are decimal odds in integer hundredths (2.50 is 250), on the ladder of
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 import msgspec
 
-Producer = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
+PRODUCER_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
+Producer = Annotated[str, msgspec.Meta(pattern=PRODUCER_PATTERN)]
 # Ids end up in NATS subjects (`odds.<event>.<market>`): no dots, wildcards or spaces.
 FeedId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_:-]{1,64}$")]
 Odds = Annotated[int, msgspec.Meta(ge=101, le=100_000)]
@@ -133,6 +135,12 @@ AnyFeedMessage = (
 )
 MarketMessage = MarketCreated | OddsChange | BetStop
 ResultMessage = BetSettlement | RollbackBetSettlement | BetCancel
+
+
+def valid_producer(producer: str) -> bool:
+    """A producer name is part of stream and subject names."""
+    return re.fullmatch(PRODUCER_PATTERN, producer) is not None
+
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[AnyFeedMessage] = msgspec.json.Decoder(AnyFeedMessage)

@@ -42,6 +42,7 @@ from ironbook.adapters.feed.messages import (
     RollbackBetSettlement,
     Selection,
     Sport,
+    valid_producer,
 )
 from ironbook.core.odds import LADDER, MAX_ODDS, MIN_ODDS, snap_to_ladder
 
@@ -92,6 +93,8 @@ class SimulatorConfig:
     """Per race: two runners dead-heat for the win."""
 
     def __post_init__(self) -> None:
+        if not valid_producer(self.producer):
+            raise ValueError(f"producer {self.producer!r} must be 1-32 of [A-Za-z0-9_-]")
         if self.odds_changes_per_s < 0 or self.odds_changes_per_s > 100_000:
             raise ValueError("odds_changes_per_s must be 0..100000")
         if self.football_events < 0 or self.races < 0 or self.football_events + self.races < 1:

@@ -37,7 +37,7 @@ from nats.aio.client import Client as NatsClient
 
 from ironbook import core
 from ironbook.adapters import eventloop
-from ironbook.adapters.feed.messages import MAX_MARKETS_PER_MESSAGE, AnyFeedMessage
+from ironbook.adapters.feed.messages import MAX_MARKETS_PER_MESSAGE, AnyFeedMessage, valid_producer
 from ironbook.adapters.feed.nats_stream import NatsFeedStream
 from ironbook.adapters.feed.provider import FeedProvider, FeedUnavailable
 from ironbook.adapters.nats.provision import close_nats, connect_nats
@@ -436,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not valid_producer(args.producer):
+        print("error: --producer must be 1-32 of [A-Za-z0-9_-]", file=sys.stderr)
+        return 2
     if args.partitions < 1 or args.down_after_ms < 100:
         print("error: --partitions >= 1 and --down-after-ms >= 100", file=sys.stderr)
         return 2

@@ -25,6 +25,10 @@ class FeedOptions:
     """Simulated odds changes per second."""
     seed: int = 1
     down_after_ms: int = DEFAULT_DOWN_AFTER_MS
+    football_events: int = 4
+    """Simulated matches at a time (2 markets each)."""
+    races: int = 3
+    """Simulated races at a time (1 market each)."""
 
 
 def feed_processes(
@@ -47,6 +51,10 @@ def feed_processes(
             str(options.seed),
             "--rate",
             str(options.rate),
+            "--football",
+            str(options.football_events),
+            "--races",
+            str(options.races),
         ]
     commands["feed-ingest"] = [
         "ironbook.services.feed.ingest",

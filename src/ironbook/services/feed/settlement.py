@@ -46,6 +46,7 @@ from ironbook.adapters.feed.messages import (
     ResultMessage,
     RollbackBetSettlement,
     decode_message,
+    valid_producer,
 )
 from ironbook.adapters.feed.nats_stream import NatsFeedStream, feed_stream_name
 from ironbook.adapters.nats.provision import close_nats, connect_nats, with_placement_retry
@@ -328,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not valid_producer(args.producer):
+        print("error: --producer must be 1-32 of [A-Za-z0-9_-]", file=sys.stderr)
+        return 2
     if args.partitions < 1:
         print("error: --partitions must be at least 1", file=sys.stderr)
         return 2
