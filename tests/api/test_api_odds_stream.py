@@ -89,6 +89,9 @@ def test_odds_reach_subscribers_and_stop_after_unsubscribe(api: Api) -> None:
                 assert error["code"] == "validation_failed"
                 await ws.send("not json")
                 assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "error"
+                await ws.send(b'{"action": "subscribe", "markets": ["m1"]}')
+                binary = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                assert binary["code"] == "validation_failed" and "text" in binary["detail"]
                 await ws.send(json.dumps({"action": "unsubscribe", "markets": [market_id]}))
                 reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
                 assert reply == {"type": "subscribed", "markets": [], "events": []}

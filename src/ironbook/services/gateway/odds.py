@@ -434,11 +434,17 @@ async def stream_odds(websocket: WebSocket, hub: OddsHub) -> None:
     async def read_commands() -> None:
         bucket = TokenBuckets(COMMANDS_PER_S, COMMANDS_BURST, max_keys=1)
         while True:
-            text = await websocket.receive_text()
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000))
+            text = message.get("text")
             if bucket.take("commands") > 0:
                 await send(
                     _error(p.RATE_LIMITED, f"at most {COMMANDS_PER_S} requests/s per connection")
                 )
+                continue
+            if not isinstance(text, str):
+                await send(_error(p.VALIDATION_FAILED, "send JSON in text frames, not binary"))
                 continue
             request = parse_client_message(text)
             if isinstance(request, str):
