@@ -134,6 +134,18 @@ def test_settings_from_env() -> None:
     assert settings.data_dir == Path("/tmp/x")
 
 
+def test_rate_limits_are_shared_by_the_workers() -> None:
+    settings = GatewaySettings(
+        principal_rate_per_s=200, principal_burst=400, ip_rate_per_s=30, ip_burst=3
+    )
+    assert settings.principal_rate_per_worker == (200, 400)
+    shared = settings.with_env({"IRONBOOK_GATEWAY_WORKER_COUNT": "4"})
+    assert shared.principal_rate_per_worker == (50, 100)
+    assert shared.ip_rate_per_worker == (7.5, 1), "a burst never falls below one request"
+    with pytest.raises(ValueError, match="worker_count"):
+        _ = GatewaySettings(worker_count=0).ip_rate_per_worker
+
+
 def test_idempotency_helpers() -> None:
     assert keyed_request_id("alice", "k") != keyed_request_id("bob", "k")
     assert keyed_request_id("alice", "k") == keyed_request_id("alice", "k")

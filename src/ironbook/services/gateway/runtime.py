@@ -58,9 +58,9 @@ class Gateway:
     def __post_init__(self) -> None:
         s = self.settings
         self.principal_buckets = TokenBuckets(
-            s.principal_rate_per_s, s.principal_burst, max_keys=s.max_tracked_keys
+            *s.principal_rate_per_worker, max_keys=s.max_tracked_keys
         )
-        self.ip_buckets = TokenBuckets(s.ip_rate_per_s, s.ip_burst, max_keys=s.max_tracked_keys)
+        self.ip_buckets = TokenBuckets(*s.ip_rate_per_worker, max_keys=s.max_tracked_keys)
         self.admission = Admission(s.max_inflight_ledger_requests)
         self.ip_filter = IpFilter(s.allow_cidrs, s.deny_cidrs)
 

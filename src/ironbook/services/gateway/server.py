@@ -89,7 +89,16 @@ def parse_args(argv: list[str] | None = None) -> GatewaySettings:
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--worker-id", default="w0")
     parser.add_argument("--nats-replicas", type=int, default=3)
+    parser.add_argument(
+        "--worker-count",
+        type=int,
+        default=1,
+        help="workers sharing this port: each enforces 1/N of the configured rate limits "
+        "(IRONBOOK_GATEWAY_WORKER_COUNT overrides)",
+    )
     args = parser.parse_args(argv)
+    if args.worker_count < 1:
+        parser.error("--worker-count must be at least 1")
     return GatewaySettings(
         nats_url=args.nats,
         partitions=args.partitions,
@@ -98,6 +107,7 @@ def parse_args(argv: list[str] | None = None) -> GatewaySettings:
         data_dir=args.data_dir,
         worker_id=args.worker_id,
         nats_replicas=args.nats_replicas,
+        worker_count=args.worker_count,
     ).with_env()
 
 

@@ -1,8 +1,8 @@
 """The gateway's settings: one typed object, from flags and `IRONBOOK_*` env.
 
-Rate limits are per worker: a gateway runs as N workers behind one port
-(SO_REUSEPORT) and keeps no shared state, so `ironbook up` divides the
-cluster-wide figure by the worker count when it starts them.
+Rate limits are for the whole gateway on one host: it runs as `worker_count`
+workers behind one port (SO_REUSEPORT) that share no state, so each worker
+enforces its share, the configured rate and burst divided by `worker_count`.
 """
 
 from __future__ import annotations
@@ -37,6 +37,12 @@ class GatewaySettings:
     principal_burst: int = 400
     ip_rate_per_s: float = 500.0
     ip_burst: int = 1_000
+    worker_count: int = 1
+    """Workers sharing this host's port. The four limits above are for them
+    all: each worker takes 1/`worker_count` of each (burst at least 1). The
+    kernel spreads connections, not requests, evenly over the workers, so a
+    client on one keep-alive connection gets one worker's share: the limits
+    err on the strict side, never N times too loose."""
     max_tracked_keys: int = 100_000
     """Token buckets kept per worker (least recently used are dropped)."""
     max_inflight_ledger_requests: int = 2_000
@@ -53,6 +59,21 @@ class GatewaySettings:
     trust_forwarded_for: bool = False
     """Take the client address from X-Forwarded-For (behind HAProxy / nginx only)."""
     currency: str = "GBP"
+
+    @property
+    def principal_rate_per_worker(self) -> tuple[float, int]:
+        """(rate per second, burst) that one worker enforces per principal."""
+        return self._share(self.principal_rate_per_s, self.principal_burst)
+
+    @property
+    def ip_rate_per_worker(self) -> tuple[float, int]:
+        """(rate per second, burst) that one worker enforces per address."""
+        return self._share(self.ip_rate_per_s, self.ip_burst)
+
+    def _share(self, rate_per_s: float, burst: int) -> tuple[float, int]:
+        if self.worker_count < 1:
+            raise ValueError("worker_count must be at least 1")
+        return rate_per_s / self.worker_count, max(1, burst // self.worker_count)
 
     @property
     def secret_file(self) -> Path:
