@@ -19,7 +19,9 @@ import os
 import random
 import signal
 import sys
+import threading
 import uuid
+from typing import Any
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -56,6 +58,9 @@ ROLE_SAMPLE_MS = 100
 RELEASE_INTERVAL_MS = 100
 """How often a leader checks for held in-play bets whose delay is over."""
 TEST_MUTATION_ENV = "IRONBOOK_TEST_MUTATION"
+SHUTDOWN_GRACE_S = 3.0
+"""A graceful stop gives up waiting after this long (the supervisor's
+SIGKILL comes later)."""
 
 
 def lease_key(partition: int) -> str:
@@ -95,19 +100,46 @@ async def serve(
             await _answer_state_hash(replica, msg)
 
         admin = await nc.subscribe(replica_admin_subject(node_id), cb=on_admin)
-        async with asyncio.TaskGroup() as group:
-            run = group.create_task(replica.run())
-            beat = group.create_task(_heartbeat(nc, replica, partition, clock))
-            release = group.create_task(_release_held_bets(nc, replica, partition, clock))
-            await stop.wait()
-            run.cancel()
-            beat.cancel()
-            release.cancel()
-        await admin.unsubscribe()
+        tasks: list[asyncio.Task[Any]] = [
+            asyncio.create_task(replica.run()),
+            asyncio.create_task(_heartbeat(nc, replica, partition, clock)),
+            asyncio.create_task(_release_held_bets(nc, replica, partition, clock)),
+        ]
+        stopping: asyncio.Task[Any] = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()
+        # A graceful stop must not hang on a connection whose peer went
+        # silent: whatever is not done by then was never acknowledged.
+        _, stuck = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S)
+        if stuck:
+            log.warning("%d task(s) did not stop within %.0f s", len(stuck), SHUTDOWN_GRACE_S)
+        stopping.cancel()
+        for task in done:
+            error = None if task is stopping or task.cancelled() else task.exception()
+            if error is not None:
+                raise error
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(admin.unsubscribe(), timeout=1)
     finally:
         with contextlib.suppress(Exception):
-            await nc.drain()
+            await asyncio.wait_for(nc.drain(), timeout=SHUTDOWN_GRACE_S)
     log.info("replica %s stopped", node_id)
+
+
+def _exit_if_stuck(after_s: float) -> None:
+    """A stop that takes longer than `after_s` ends the process anyway (a
+    daemon thread, so a wedged event loop cannot hold it up): an operator's
+    SIGTERM must stop a replica, and nothing unacknowledged is lost by it."""
+
+    def exit_now() -> None:
+        log.warning("replica still stopping after %.0f s: exiting now", after_s)
+        logging.shutdown()
+        os._exit(0)
+
+    timer = threading.Timer(after_s, exit_now)
+    timer.daemon = True
+    timer.start()
 
 
 def _sequencer_config() -> SequencerConfig:
@@ -235,8 +267,14 @@ def main(argv: list[str] | None = None) -> int:
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            if not stop.is_set():
+                stop.set()
+                _exit_if_stuck(after_s=3 * SHUTDOWN_GRACE_S)
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
         await serve(args.nats, args.partition, args.node_id, replicas=args.replicas, stop=stop)
 
     eventloop.run(run())

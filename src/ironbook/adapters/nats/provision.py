@@ -38,6 +38,10 @@ DEFAULT_PROVISION_BACKOFF_MS = 100
 _MAX_BACKOFF_MS = 2000
 
 
+FLUSH_TIMEOUT_S = 1.0
+DRAIN_TIMEOUT_S = 2.0
+
+
 async def connect_nats(
     servers: str | Sequence[str],
     *,
@@ -48,7 +52,15 @@ async def connect_nats(
     """A connection that fails over between the given servers forever.
 
     Pings every second with two outstanding allowed, so a frozen (SIGSTOPped)
-    server is given up on in about three seconds; a killed one at once.
+    or cut-off server is given up on in about three seconds; a killed one at
+    once.
+
+    `flush_timeout` bounds the forced flush nats-py does when more than 2 MB
+    are waiting to be written. Without it (nats-py's default is no bound) a
+    connection whose TCP peer went silent (a network partition: packets
+    dropped, no reset) blocks every publish *and the ping task* forever, so
+    the stale connection is never detected: a partitioned leader froze that
+    way in a demo run. `drain_timeout` bounds a graceful close the same way.
     """
     urls = servers.split(",") if isinstance(servers, str) else list(servers)
 
@@ -69,6 +81,8 @@ async def connect_nats(
         max_reconnect_attempts=-1,
         ping_interval=max(1, ping_interval_ms // 1000),
         max_outstanding_pings=2,
+        flush_timeout=FLUSH_TIMEOUT_S,
+        drain_timeout=DRAIN_TIMEOUT_S,
         error_cb=on_error,
         disconnected_cb=on_disconnected,
         reconnected_cb=on_reconnected,
