@@ -41,6 +41,7 @@ from ironbook.adapters.feed.nats_stream import (
 )
 from ironbook.adapters.feed.simulator import Simulator, SimulatorConfig
 from ironbook.adapters.nats.provision import close_nats, connect_nats
+from ironbook.cli.feed import feed_status
 from ironbook.client import LedgerClient
 from ironbook.core.odds import format_decimal, payout_minor
 from ironbook.core.views import AccountView, FeedCursorReply, MarketPage, MarketView
@@ -85,9 +86,11 @@ class Provider:
         self._lock = asyncio.Lock()
         self._alive: asyncio.Task[None] | None = None
 
-    async def send(self, messages: Sequence[AnyFeedMessage]) -> None:
+    async def send(self, messages: Sequence[AnyFeedMessage]) -> int:
         """In chunks, so the heartbeat goes on during a burst; a chunk that
-        is not acknowledged is sent again (the stream de-duplicates it)."""
+        is not acknowledged is sent again (the stream de-duplicates it).
+        The cursor of the last message sent."""
+        last_cursor = 0
         for start in range(0, len(messages), CHUNK):
             async with self._lock:
                 stamped = []
@@ -108,6 +111,8 @@ class Provider:
                     except FeedPublishRefused:
                         if attempt == 5:
                             raise
+                last_cursor = self.cursor
+        return last_cursor
 
     def start_alive(self) -> None:
         async def beat() -> None:
@@ -415,7 +420,7 @@ def test_settlement_killed_mid_market_pays_each_result_once(cluster: LocalCluste
                 assert isinstance(outcome, core.Accepted), outcome
             settler.kill()
             ev = f"ev{tag}"
-            await provider.send(
+            results_cursor = await provider.send(
                 [
                     *(
                         OddsChange(
@@ -477,6 +482,9 @@ def test_settlement_killed_mid_market_pays_each_result_once(cluster: LocalCluste
                 return bool(info.num_pending == 0 and info.num_ack_pending == 0)
 
             await wait_until("every result settled", all_settled)
+            feed = await feed_status(cluster.nats_url, cluster.partitions, PRODUCER)
+            assert feed["settlement"]["pending"] == feed["settlement"]["in_flight"] == 0
+            assert all(row["cursor"] >= results_cursor for row in feed["partitions"])
             paid = payout_minor(1_000, [250])
             expected = {
                 "a1": 10_000 - 1_000 - 500 + payout_minor(500, [250]),
