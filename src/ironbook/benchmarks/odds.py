@@ -587,8 +587,11 @@ async def _subscriber_process(args: argparse.Namespace) -> None:
                 raise RuntimeError(f"subscriber {index}: {reply}")
         return ws
 
+    lost: list[str] = []
+    """Connections that ended while measuring (e.g. a ping timeout under load)."""
+
     async def read(ws: ClientConnection) -> None:
-        with contextlib.suppress(Exception):
+        try:
             async for text in ws:
                 received_ms = time.time_ns() / 1_000_000
                 frame = json.loads(text)
@@ -597,6 +600,11 @@ async def _subscriber_process(args: argparse.Namespace) -> None:
                     fanout_ms.append(received_ms - frame["data"]["published_ms"])
                 elif len(errors) < 5:
                     errors.append(str(frame)[:200])
+            lost.append(f"closed: {ws.close_code} {ws.close_reason}")
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            lost.append(repr(err)[:200])
 
     sockets = list(await asyncio.gather(*(open_one(i) for i in range(args.count))))
     readers = [asyncio.create_task(read(ws)) for ws in sockets]
@@ -613,6 +621,8 @@ async def _subscriber_process(args: argparse.Namespace) -> None:
         "latencies_ms": [round(x, 2) for x in latencies_ms],
         "fanout_ms": [round(x, 2) for x in fanout_ms],
         "errors": errors,
+        "lost": len(lost),
+        "lost_examples": lost[:3],
     }
     print(json.dumps(result), flush=True)
     for task in readers:
@@ -745,6 +755,8 @@ async def _latency_phase(cluster: LocalCluster, args: argparse.Namespace) -> dic
         "markets_watched": len(feed.market_ids),
         "feed": stats,
         "subscriber_errors": [e for r in results for e in r["errors"]][:5],
+        "subscribers_lost": sum(r["lost"] for r in results),
+        "subscribers_lost_examples": [e for r in results for e in r["lost_examples"]][:3],
         "cpu": cpu,
         "gateway_cpu_us_per_frame": (
             round(cpu["gateways_cpu_s"] * 1e6 / frames, 1) if frames else None
