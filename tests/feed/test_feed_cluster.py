@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -40,6 +41,7 @@ from ironbook.adapters.feed.nats_stream import (
     feed_stream_name,
 )
 from ironbook.adapters.feed.simulator import Simulator, SimulatorConfig
+from ironbook.adapters.nats.localproc import ManagedProcess
 from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.cli.feed import feed_status
 from ironbook.client import LedgerClient
@@ -243,11 +245,17 @@ async def whole_feed(provider: Provider) -> list[AnyFeedMessage]:
 
 
 def test_ingester_killed_mid_burst_resumes_exactly(cluster: LocalCluster) -> None:
-    """SIGKILL the ingester while a burst of 10,000 messages is going in;
-    restarted, it resumes from the smallest partition cursor, and every
-    partition ends equal to a message-by-message fold of the feed, and the
-    newest odds message of every market shows its folded prices."""
+    """SIGKILL the active ingester while a burst of 10,000 messages is going
+    in; a standby takes the lease over and resumes from the smallest partition
+    cursor, and every partition ends equal to a message-by-message fold of the
+    feed, and the newest odds message of every market shows its folded prices."""
     ingester = cluster.feeds["feed-ingest"]
+    standby = ManagedProcess(
+        "feed-ingest-standby",
+        ingester.argv,
+        log_path=cluster.data_dir / "logs" / "feed-ingest-standby.log",
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
     async def scenario() -> None:
         async with connected(cluster) as (client, provider, nc):
@@ -268,11 +276,12 @@ def test_ingester_killed_mid_burst_resumes_exactly(cluster: LocalCluster) -> Non
             async def ingesting() -> bool:
                 return min(r.cursor for r in await feed_cursors(client)) > start_cursor + 1_000
 
+            standby.start()
             await wait_until("the burst going in", ingesting)
             ingester.kill()
             await sending
-            ingester.start()
             await wait_caught_up(client, provider)
+            ingester.start()
             await wait_producer_up(client)
             fold = Partition(PRODUCER)
             fold.feed(await whole_feed(provider))
@@ -288,6 +297,7 @@ def test_ingester_killed_mid_burst_resumes_exactly(cluster: LocalCluster) -> Non
                 )
 
             await wait_until("the newest odds of every market published", odds_match, 10.0)
+            assert "ingesting" in standby.log_path.read_text()
             message = odds.latest[next(iter(expected))]
             assert set(message) == {
                 "event_id",
@@ -300,7 +310,10 @@ def test_ingester_killed_mid_burst_resumes_exactly(cluster: LocalCluster) -> Non
                 "published_ms",
             }
 
-    asyncio.run(scenario())
+    try:
+        asyncio.run(scenario())
+    finally:
+        standby.stop()
 
 
 def test_producer_down_suspends_its_markets_then_reopens(cluster: LocalCluster) -> None:

@@ -16,8 +16,10 @@ Producer down: no `alive` from the producer for longer than the threshold
 suspends all its markets (`SetProducerStatus(down=True)`). They reopen once
 the ingester has caught up with the feed's tail and a fresh `alive` arrives.
 
-Run one per producer (a second one is harmless but wasteful: the ledger
-ignores batches it already holds).
+One ingester per producer is active: it holds the lease `feed-ingest-<producer>`
+(JetStream KV, 3 s TTL); others stand by and take over when it lapses. Safety
+never rests on the lease: two ingesters at once would only do the work twice,
+since the ledger ignores batches it already holds.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -40,10 +44,12 @@ from ironbook.adapters import eventloop
 from ironbook.adapters.feed.messages import MAX_MARKETS_PER_MESSAGE, AnyFeedMessage, valid_producer
 from ironbook.adapters.feed.nats_stream import NatsFeedStream
 from ironbook.adapters.feed.provider import FeedProvider, FeedUnavailable
+from ironbook.adapters.nats.lease import NatsLease
 from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.client import GaveUp, LedgerClient
 from ironbook.core.odds import format_decimal
-from ironbook.core.views import FeedCursorReply, MarketView
+from ironbook.core.views import FeedCursorReply, MarketPage, MarketView
+from ironbook.replication.interfaces import LeaseUnavailable
 from ironbook.services.feed.conflate import Conflation
 
 log = logging.getLogger("ironbook.feed.ingest")
@@ -56,6 +62,9 @@ IDLE_WAIT_MS = 100
 FLUSH_QUIET_MS = 1_000
 """A round with no market changes still moves the cursors, at most this often."""
 RETRY_PAUSE_MS = 200
+LEASE_TTL_MS = 3_000
+LEASE_RENEW_MS = 1_000
+LEASE_RETRY_MS = 500
 STATS_INTERVAL_S = 10.0
 
 
@@ -209,8 +218,29 @@ class Ingester:
                 log.warning("partition %d: %s; retrying", partition, err)
                 await asyncio.sleep(RETRY_PAUSE_MS / 1000)
 
+    async def load_book(self) -> None:
+        """The producer's live markets as the ledger holds them, so that odds
+        messages (and producer-down suspensions) cover them all after a
+        restart. Bounded: pages of `MAX_PAGE` markets."""
+        after: str | None = None
+        while True:
+            query = core.ListMarkets(
+                request_id=f"feed:{self.producer}:book:{time.time_ns()}", after=after, limit=200
+            )
+            outcome = await self._submit_until_done(0, query)
+            page = outcome.result if isinstance(outcome, core.Accepted) else None
+            if not isinstance(page, MarketPage):
+                return
+            for view in page.markets:
+                if view.producer == self.producer and view.status not in ("settled", "voided"):
+                    self.book.learn(view)
+            if page.next_after is None:
+                return
+            after = page.next_after
+
     async def run(self, stop: asyncio.Event) -> None:
         self.cursor = self.read_cursor = await self.resume_cursor()
+        await self.load_book()
         tail = await self.provider.tail_cursor()
         log.info(
             "producer %s: resuming after cursor %d (feed tail %d, producer %s)",
@@ -386,6 +416,10 @@ class Ingester:
         self.ledger_s = self.publish_s = 0.0
 
 
+def lease_key(producer: str) -> str:
+    return f"feed-ingest-{producer}"
+
+
 async def serve(
     nats_urls: str,
     producer: str,
@@ -395,22 +429,77 @@ async def serve(
     down_after_ms: int,
     stop: asyncio.Event,
 ) -> None:
+    """Ingest while holding the producer's ingest lease; stand by otherwise."""
     nc = await connect_nats(nats_urls, name=f"feed-ingest-{producer}")
     client = LedgerClient(nc, partitions=partitions)
     try:
         stream = await NatsFeedStream.open(nc, producer, replicas=replicas)
-        ingester = Ingester(stream, client, nc, down_after_ms=down_after_ms)
-        runner = asyncio.create_task(ingester.run(stop))
-        stopper = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (runner, stopper):
-            task.cancel()
-        await asyncio.gather(runner, stopper, return_exceptions=True)
-        if runner in done:
-            runner.result()
+        lease = await NatsLease.open(
+            nc, lease_key(producer), ttl_ms=LEASE_TTL_MS, replicas=replicas
+        )
+        holder = f"{socket.gethostname()}:{os.getpid()}"
+        while not stop.is_set():
+            revision = await _acquire(lease, holder, stop)
+            if revision is None:
+                break
+            log.info("producer %s: ingesting (lease revision %d)", producer, revision)
+            ingester = Ingester(stream, client, nc, down_after_ms=down_after_ms)
+            await _ingest_while_leased(ingester, lease, holder, revision, stop)
     finally:
         await client.close()
         await close_nats(nc)
+
+
+async def _acquire(lease: NatsLease, holder: str, stop: asyncio.Event) -> int | None:
+    """The lease's revision once held; None if stopped first."""
+    waiting_logged = False
+    while not stop.is_set():
+        with contextlib.suppress(LeaseUnavailable):
+            revision = await lease.acquire(holder)
+            if revision is not None:
+                return revision
+        if not waiting_logged:
+            log.info("another ingester holds lease %s: standing by", lease.key)
+            waiting_logged = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=LEASE_RETRY_MS / 1000)
+    return None
+
+
+async def _ingest_while_leased(
+    ingester: Ingester, lease: NatsLease, holder: str, revision: int, stop: asyncio.Event
+) -> None:
+    """Run the ingester, renewing the lease; stop it if the lease is lost.
+    (Safety never rests on the lease: two ingesters at once only do the
+    work twice, the ledger's cursor keeps the result exact.)"""
+    run = asyncio.create_task(ingester.run(stop))
+    expires_at = time.monotonic() + LEASE_TTL_MS / 1000
+    held = True
+    try:
+        while not run.done():
+            await asyncio.wait({run}, timeout=LEASE_RENEW_MS / 1000)
+            if run.done():
+                break
+            try:
+                renewed = await lease.renew(holder, revision)
+            except LeaseUnavailable:
+                if time.monotonic() < expires_at:
+                    continue
+                renewed = None
+            if renewed is None:
+                log.warning("lease %s lost: standing by", lease.key)
+                held = False
+                break
+            revision, expires_at = renewed, time.monotonic() + LEASE_TTL_MS / 1000
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+        if held:
+            with contextlib.suppress(LeaseUnavailable):
+                await lease.release(holder, revision)
+    error = None if run.cancelled() else run.exception()
+    if error is not None:
+        raise error
 
 
 def build_parser() -> argparse.ArgumentParser:
