@@ -202,8 +202,11 @@ async def _open_loop(
 
 def _closed_worker(
     args: tuple[Target, list[tuple[str, str]], float, int],
-) -> tuple[int, int, list[float]]:
-    return eventloop.run(_closed_loop(*args))
+) -> tuple[int, int, list[float], float]:
+    """(ok, failed, latencies, CPU seconds this load generator used)."""
+    cpu_before_s = time.process_time()
+    ok, failed, latencies = eventloop.run(_closed_loop(*args))
+    return ok, failed, latencies, time.process_time() - cpu_before_s
 
 
 def _open_worker(
@@ -269,6 +272,7 @@ def _throughput(
         "failed": failed,
         "p50_ms": _percentile_ms(latencies, 0.50),
         "p99_ms": _percentile_ms(latencies, 0.99),
+        "load_generator_cpu_s": round(sum(r[3] for r in results), 3),
     }
 
 
@@ -356,10 +360,14 @@ def main() -> int:
         )
         cpu_after = _cpu_seconds(processes)
         bets = float(report["bets_per_s"]) * args.seconds  # type: ignore[arg-type]
-        report["cpu_ms_per_bet"] = {
+        cpu_ms_per_bet = {
             role: round((cpu_after[role] - cpu_before[role]) * 1000 / max(1.0, bets), 3)
             for role in cpu_before
         }
+        cpu_ms_per_bet["server_total"] = round(sum(cpu_ms_per_bet.values()), 3)
+        load_generator_s = float(report.pop("load_generator_cpu_s"))  # type: ignore[arg-type]
+        cpu_ms_per_bet["load_generator"] = round(load_generator_s * 1000 / max(1.0, bets), 3)
+        report["cpu_ms_per_bet"] = cpu_ms_per_bet
         # The flood runs against workers with production-like limits, in place
         # of the throughput workers (which had none, so as to measure capacity).
         for name, process in cluster.gateways.items():
@@ -399,8 +407,9 @@ def main() -> int:
 
 
 def _cluster_processes(cluster: LocalCluster) -> dict[str, list[int]]:
-    """PIDs by role, for CPU accounting."""
-    roles: dict[str, list[int]] = {"nats": [], "replicas": [], "gateway": []}
+    """PIDs by role, for CPU accounting: every server-side process (the
+    history projectors tail the ledger too)."""
+    roles: dict[str, list[int]] = {"nats": [], "replicas": [], "gateway": [], "history": []}
     for node in cluster.nats.nodes.values():
         if node.process.pid is not None:
             roles["nats"].append(node.process.pid)
@@ -410,6 +419,8 @@ def _cluster_processes(cluster: LocalCluster) -> dict[str, list[int]]:
     for name, process in cluster.gateways.items():
         if process.pid is not None and name.startswith("gw-"):
             roles["gateway"].append(process.pid)
+        elif process.pid is not None and name.startswith("history-"):
+            roles["history"].append(process.pid)
     return roles
 
 

@@ -274,8 +274,15 @@ def _json_body(scope: Scope) -> bool:
     return media_type == "application/json" or media_type.endswith("+json")
 
 
+_HEADERS_SCOPE_KEY = "ironbook.headers"
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
+    """The first `name` header (lower case), from a table made once per request."""
+    headers: dict[bytes, bytes] | None = scope.get(_HEADERS_SCOPE_KEY)
+    if headers is None:
+        # Reversed, so that the first of repeated headers wins.
+        headers = dict(reversed(scope.get("headers", ())))
+        scope[_HEADERS_SCOPE_KEY] = headers
+    value = headers.get(name)
+    return None if value is None else bytes(value).decode("latin-1")
