@@ -185,3 +185,15 @@ def test_config_is_checked() -> None:
         SimulatorConfig(odds_changes_per_s=-1)
     with pytest.raises(ValueError):
         SimulatorConfig(football_events=0, races=0)
+
+
+def test_cursor_is_the_last_message_yielded() -> None:
+    """Actions make several messages at once (a bet stop, a settlement after a
+    cancel); `cursor` counts only what was handed out."""
+    simulator = Simulator(FAST, epoch_ms=0)
+    for _ in range(5_000):
+        message = simulator.next()
+        assert simulator.cursor == message.cursor
+    later = Simulator(FAST, epoch_ms=0, first_cursor=101)
+    assert later.cursor == 100
+    assert later.next().cursor == 101

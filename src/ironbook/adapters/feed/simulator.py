@@ -150,6 +150,8 @@ class Simulator:
         self._rng = random.Random(f"ironbook-feed/{config.producer}/{config.seed}")
         self._now_us = epoch_ms * _US_PER_MS
         self._cursor = first_cursor - 1
+        """The cursor of the last message generated (some may wait in `_pending`)."""
+        self._yielded = first_cursor - 1
         self._id_prefix = f"{config.producer}{config.seed}" + (
             f"w{first_cursor}" if first_cursor > 1 else ""
         )
@@ -179,7 +181,7 @@ class Simulator:
     @property
     def cursor(self) -> int:
         """The cursor of the last message yielded."""
-        return self._cursor
+        return self._yielded
 
     def next_ts_ms(self) -> int:
         """When the next message is due (simulated time)."""
@@ -188,7 +190,9 @@ class Simulator:
 
     def next(self) -> AnyFeedMessage:
         self._fill()
-        return self._pending.popleft()
+        message = self._pending.popleft()
+        self._yielded = message.cursor
+        return message
 
     def take_due(self, now_ms: int, limit: int) -> list[AnyFeedMessage]:
         """The messages due at or before `now_ms`, at most `limit`."""
