@@ -5,6 +5,7 @@ closed out through the feed and replaced."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +24,12 @@ from ironbook.adapters.feed.nats_stream import NatsFeedStream
 from ironbook.adapters.feed.simulator import Simulator, SimulatorConfig
 from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.adapters.nats.server import LocalNatsCluster
-from ironbook.services.feed.provider import REPLACED_REASON, open_worlds, resume_simulator
+from ironbook.services.feed.provider import (
+    REPLACED_REASON,
+    open_worlds,
+    resume_simulator,
+    save_checkpoint,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +62,11 @@ async def _all(stream: NatsFeedStream) -> list[AnyFeedMessage]:
     return messages
 
 
-def test_restart_resumes_the_world_and_a_new_seed_replaces_it(nats_url: str) -> None:
+def test_restart_resumes_the_world_and_a_new_seed_replaces_it(
+    nats_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="ironbook.feed.provider")
+
     async def scenario() -> None:
         nc = await connect_nats(nats_url)
         try:
@@ -76,12 +86,24 @@ def test_restart_resumes_the_world_and_a_new_seed_replaces_it(nats_url: str) -> 
             assert [_no_time(m) for m in after] == [_no_time(reference.next()) for _ in range(500)]
             await stream.publish(after)
 
+            # A checkpoint at 3,500, then 200 more: a restart replays only those.
+            await save_checkpoint(worlds, resumed)
+            await stream.publish([resumed.next() for _ in range(200)])
+            for _ in range(200):
+                reference.next()
+            from_checkpoint = await resume_simulator(stream, worlds, WORLD)
+            assert from_checkpoint.cursor == 3_700
+            assert "replayed from cursor 3500 (checkpoint)" in caplog.text
+            assert [_no_time(from_checkpoint.next()) for _ in range(300)] == [
+                _no_time(reference.next()) for _ in range(300)
+            ]
+
             replaced = await resume_simulator(
                 stream, worlds, SimulatorConfig(producer="p1", seed=2, odds_changes_per_s=500)
             )
             tail = await stream.tail_cursor()
-            assert replaced.cursor == tail > 3_500
-            closing = (await _all(stream))[3_500:]
+            assert replaced.cursor == tail > 3_700
+            closing = (await _all(stream))[3_700:]
             cancels = [m for m in closing if isinstance(m, BetCancel)]
             assert cancels and all(m.reason == REPLACED_REASON for m in cancels)
             assert all(

@@ -21,7 +21,7 @@ from ironbook.adapters.feed.messages import (
     encode_message,
     message_subject,
 )
-from ironbook.adapters.feed.simulator import Simulator, SimulatorConfig
+from ironbook.adapters.feed.simulator import Simulator, SimulatorConfig, SimulatorState
 from ironbook.core.odds import is_on_ladder
 
 FAST = SimulatorConfig(
@@ -197,3 +197,16 @@ def test_cursor_is_the_last_message_yielded() -> None:
     later = Simulator(FAST, epoch_ms=0, first_cursor=101)
     assert later.cursor == 100
     assert later.next().cursor == 101
+
+
+@pytest.mark.parametrize("at", [1, 777, 5_003, 12_345])
+def test_a_restored_state_continues_the_same_world(at: int) -> None:
+    simulator = Simulator(FAST, epoch_ms=1_000)
+    for _ in range(at):
+        simulator.next()
+    data = msgspec.json.encode(simulator.state())
+    restored = Simulator.restore(FAST, msgspec.json.decode(data, type=SimulatorState))
+    assert restored.cursor == simulator.cursor == at
+    assert [restored.next() for _ in range(3_000)] == [simulator.next() for _ in range(3_000)]
+    with pytest.raises(ValueError):
+        Simulator.restore(dataclasses.replace(FAST, seed=9), simulator.state())

@@ -134,6 +134,30 @@ _BOOK_LOW, _BOOK_HIGH = 1.03, 1.15
 """The band of the sum of implied probabilities (the bookmaker's margin)."""
 
 
+class SimulatorState(msgspec.Struct, frozen=True):
+    """Everything a simulator knows: restoring it continues the same world
+    (a checkpoint, so a restart need not replay the world from its start)."""
+
+    producer: str
+    seed: int
+    rate: int
+    first_cursor: int
+    rng: tuple[int, tuple[int, ...], float | None]
+    now_us: int
+    cursor: int
+    yielded: int
+    orders: int
+    events_made: int
+    actions: list[_Action]
+    pending: list[AnyFeedMessage]
+    events: list[_Event]
+    markets: list[_Market]
+    open: list[str]
+    last_result: dict[str, tuple[Result, ...]]
+    ticks: int
+    tick_origin_us: int
+
+
 def _move(odds: int, ticks: int) -> int:
     """`core.odds.ticks_away` without its search (the simulator's hot path)."""
     return LADDER[max(0, min(_LADDER_TOP, _LADDER_INDEX[odds] + ticks))]
@@ -177,6 +201,64 @@ class Simulator:
             # (and finish) one after another from the start.
             offset_us = config.pre_match_s * _US_PER_S * index // slots
             self._schedule(self._now_us, "create_" + sport, str(offset_us))
+
+    def state(self) -> SimulatorState:
+        config = self.config
+        return SimulatorState(
+            producer=config.producer,
+            seed=config.seed,
+            rate=config.odds_changes_per_s,
+            first_cursor=self.first_cursor,
+            rng=self._rng.getstate(),
+            now_us=self._now_us,
+            cursor=self._cursor,
+            yielded=self._yielded,
+            orders=self._orders,
+            events_made=self._events_made,
+            actions=list(self._actions),
+            pending=list(self._pending),
+            events=list(self.events.values()),
+            markets=list(self.markets.values()),
+            open=list(self._open),
+            last_result=dict(self._last_result),
+            ticks=self._ticks,
+            tick_origin_us=self._tick_origin_us,
+        )
+
+    @classmethod
+    def restore(cls, config: SimulatorConfig, state: SimulatorState) -> Simulator:
+        """The simulator `state` was taken from; `config` must be the one it
+        ran with (ValueError otherwise)."""
+        if (state.producer, state.seed, state.rate) != (
+            config.producer,
+            config.seed,
+            config.odds_changes_per_s,
+        ):
+            raise ValueError("the state is of a simulator with another producer, seed or rate")
+        simulator = cls(config, epoch_ms=0, first_cursor=state.first_cursor)
+        version, internal, gauss = state.rng
+        simulator._rng.setstate((version, tuple(internal), gauss))
+        simulator._now_us = state.now_us
+        simulator._cursor = state.cursor
+        simulator._yielded = state.yielded
+        simulator._orders = state.orders
+        simulator._events_made = state.events_made
+        simulator._actions = list(state.actions)
+        heapq.heapify(simulator._actions)
+        simulator._pending = deque(state.pending)
+        simulator.events = {event.event_id: event for event in state.events}
+        simulator.markets = {market.market_id: market for market in state.markets}
+        simulator._open = dict.fromkeys(state.open)
+        simulator._open_list = None
+        simulator._last_result = dict(state.last_result)
+        simulator._ticks = state.ticks
+        simulator._tick_origin_us = state.tick_origin_us
+        return simulator
+
+    @property
+    def now_ms(self) -> int:
+        """The simulated clock: the time of the newest message generated."""
+        return self._now_us // _US_PER_MS
 
     @property
     def cursor(self) -> int:

@@ -24,6 +24,8 @@ import sys
 import time
 
 import msgspec
+import nats.errors
+import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
@@ -39,7 +41,7 @@ from ironbook.adapters.feed.messages import (
     RollbackBetSettlement,
 )
 from ironbook.adapters.feed.nats_stream import NatsFeedStream
-from ironbook.adapters.feed.simulator import Simulator, SimulatorConfig
+from ironbook.adapters.feed.simulator import Simulator, SimulatorConfig, SimulatorState
 from ironbook.adapters.nats.provision import close_nats, connect_nats, with_placement_retry
 
 log = logging.getLogger("ironbook.feed.provider")
@@ -47,6 +49,8 @@ log = logging.getLogger("ironbook.feed.provider")
 MAX_PUBLISH_BATCH = 2_000
 MAX_SLEEP_MS = 100
 STATS_INTERVAL_S = 10.0
+CHECKPOINT_EVERY_MESSAGES = 50_000
+CHECKPOINT_EVERY_S = 30.0
 
 
 WORLDS_BUCKET = "FEED_WORLDS"
@@ -112,7 +116,7 @@ async def resume_simulator(
         config.odds_changes_per_s,
     )
     if world is not None and same_config and world.start_cursor <= tail + 1:
-        simulator = await _replay(stream, world, config, tail)
+        simulator = await _replay(stream, worlds, world, config, tail)
         if simulator is not None:
             return simulator
     if tail == 0:
@@ -134,31 +138,89 @@ async def resume_simulator(
     return Simulator(config, epoch_ms=world.epoch_ms, first_cursor=world.start_cursor)
 
 
+class Checkpoint(msgspec.Struct, frozen=True):
+    world_start: int
+    state: SimulatorState
+
+
+def checkpoint_key(producer: str) -> str:
+    return f"{producer}.checkpoint"
+
+
+async def _load_checkpoint(worlds: KeyValue, producer: str) -> Checkpoint | None:
+    try:
+        entry = await worlds.get(checkpoint_key(producer))
+    except KeyNotFoundError:
+        return None
+    if entry.value is None:
+        return None
+    try:
+        return msgspec.json.decode(entry.value, type=Checkpoint)
+    except msgspec.MsgspecError as err:
+        log.warning("checkpoint of %s unreadable (%s): replaying from the start", producer, err)
+        return None
+
+
+async def save_checkpoint(worlds: KeyValue, simulator: Simulator) -> None:
+    """The simulator's state after the last message it handed out (all of
+    them published): a restart continues from here instead of replaying."""
+    checkpoint = Checkpoint(world_start=simulator.first_cursor, state=simulator.state())
+    try:
+        await worlds.put(checkpoint_key(simulator.config.producer), msgspec.json.encode(checkpoint))
+    except (nats.errors.Error, nats.js.errors.Error, OSError) as err:
+        log.warning("checkpoint at cursor %d not saved: %r", simulator.cursor, err)
+
+
 async def _replay(
-    stream: NatsFeedStream, world: World, config: SimulatorConfig, tail: int
+    stream: NatsFeedStream, worlds: KeyValue, world: World, config: SimulatorConfig, tail: int
 ) -> Simulator | None:
-    started = time.monotonic()
-    simulator = Simulator(config, epoch_ms=world.epoch_ms, first_cursor=world.start_cursor)
-    replayed: AnyFeedMessage | None = None
-    while simulator.cursor < tail:
-        replayed = simulator.next()
-    if replayed is not None:
-        stored = await stream.get(tail)
-        if stored is None or not _same_but_time(replayed, stored):
-            return None
-    last_ms = replayed.ts_ms if replayed is not None else world.epoch_ms
-    downtime_ms = max(0, _now_ms() - last_ms)
-    simulator.shift_ms(downtime_ms)
-    log.info(
-        "feed %s resumed after cursor %d (world from cursor %d replayed in %.1f s; "
-        "%d ms of downtime skipped)",
-        stream.stream,
-        tail,
-        world.start_cursor,
-        time.monotonic() - started,
-        downtime_ms,
+    """The world positioned after `tail`: from its newest checkpoint if there
+    is a usable one, else from its start; None if it does not reproduce the
+    stored message at `tail`."""
+    checkpoint = await _load_checkpoint(worlds, config.producer)
+    usable = (
+        checkpoint is not None
+        and checkpoint.world_start == world.start_cursor
+        and checkpoint.state.yielded <= tail
     )
-    return simulator
+    for from_checkpoint in (True, False) if usable else (False,):
+        started = time.monotonic()
+        if from_checkpoint:
+            assert checkpoint is not None
+            try:
+                simulator = Simulator.restore(config, checkpoint.state)
+            except ValueError:
+                continue
+        else:
+            simulator = Simulator(config, epoch_ms=world.epoch_ms, first_cursor=world.start_cursor)
+        replay_from = simulator.cursor
+        replayed: AnyFeedMessage | None = None
+        while simulator.cursor < tail:
+            replayed = simulator.next()
+        if replayed is not None:
+            stored = await stream.get(tail)
+            if stored is None or not _same_but_time(replayed, stored):
+                log.warning(
+                    "feed %s: replay from cursor %d does not reproduce cursor %d",
+                    stream.stream,
+                    replay_from,
+                    tail,
+                )
+                continue
+        downtime_ms = max(0, _now_ms() - simulator.now_ms)
+        simulator.shift_ms(downtime_ms)
+        log.info(
+            "feed %s resumed after cursor %d (replayed from cursor %d%s in %.1f s; "
+            "%d ms of downtime skipped)",
+            stream.stream,
+            tail,
+            replay_from,
+            " (checkpoint)" if from_checkpoint else "",
+            time.monotonic() - started,
+            downtime_ms,
+        )
+        return simulator
+    return None
 
 
 async def _close_world(stream: NatsFeedStream, tail: int) -> int:
@@ -222,11 +284,13 @@ async def _close_world(stream: NatsFeedStream, tail: int) -> int:
 
 
 async def publish_forever(
-    stream: NatsFeedStream, simulator: Simulator, stop: asyncio.Event
+    stream: NatsFeedStream, worlds: KeyValue, simulator: Simulator, stop: asyncio.Event
 ) -> None:
-    """Publish each message when it is due; fall behind, then catch up, under load."""
+    """Publish each message when it is due; fall behind, then catch up, under
+    load. Checkpoint the simulator now and then, and when stopped."""
     published = 0
-    stats_at = time.monotonic()
+    stats_at = checkpoint_at = time.monotonic()
+    checkpoint_cursor = simulator.cursor
     while not stop.is_set():
         due = simulator.take_due(_now_ms(), MAX_PUBLISH_BATCH)
         if due:
@@ -236,7 +300,13 @@ async def publish_forever(
             wait_ms = min(MAX_SLEEP_MS, max(1, simulator.next_ts_ms() - _now_ms()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=wait_ms / 1000)
-        elapsed_s = time.monotonic() - stats_at
+        now = time.monotonic()
+        if simulator.cursor - checkpoint_cursor >= CHECKPOINT_EVERY_MESSAGES or (
+            now - checkpoint_at >= CHECKPOINT_EVERY_S and simulator.cursor > checkpoint_cursor
+        ):
+            await save_checkpoint(worlds, simulator)
+            checkpoint_at, checkpoint_cursor = now, simulator.cursor
+        elapsed_s = now - stats_at
         if elapsed_s >= STATS_INTERVAL_S:
             log.info(
                 "published %d messages (%.0f/s), cursor %d, %d events live",
@@ -245,7 +315,8 @@ async def publish_forever(
                 simulator.cursor,
                 len(simulator.events),
             )
-            published, stats_at = 0, time.monotonic()
+            published, stats_at = 0, now
+    await save_checkpoint(worlds, simulator)
 
 
 async def serve(
@@ -256,7 +327,7 @@ async def serve(
         stream = await NatsFeedStream.open(nc, config.producer, replicas=replicas)
         worlds = await open_worlds(nc, replicas=replicas)
         simulator = await resume_simulator(stream, worlds, config)
-        await publish_forever(stream, simulator, stop)
+        await publish_forever(stream, worlds, simulator, stop)
     finally:
         await close_nats(nc)
     return 0
