@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
@@ -545,6 +546,21 @@ async def _start_feed(
 # Subscriber processes.
 
 
+class _Times(msgspec.Struct):
+    feed_ts_ms: int
+    published_ms: int
+
+
+class _Frame(msgspec.Struct):
+    """The part of a server frame a subscriber measures (other fields ignored)."""
+
+    type: str
+    data: _Times | None = None
+
+
+decode_frame = msgspec.json.Decoder(_Frame).decode
+
+
 async def _subscriber_process(args: argparse.Namespace) -> None:
     """One client process: connect `--count` subscribers, print "ready", record
     latencies until stdin says "stop" ("reset" forgets the samples so far),
@@ -594,12 +610,12 @@ async def _subscriber_process(args: argparse.Namespace) -> None:
         try:
             async for text in ws:
                 received_ms = time.time_ns() / 1_000_000
-                frame = json.loads(text)
-                if frame.get("type") == "odds":
-                    latencies_ms.append(received_ms - frame["data"]["feed_ts_ms"])
-                    fanout_ms.append(received_ms - frame["data"]["published_ms"])
+                frame = decode_frame(text)
+                if frame.type == "odds" and frame.data is not None:
+                    latencies_ms.append(received_ms - frame.data.feed_ts_ms)
+                    fanout_ms.append(received_ms - frame.data.published_ms)
                 elif len(errors) < 5:
-                    errors.append(str(frame)[:200])
+                    errors.append(str(text)[:200])
             lost.append(f"closed: {ws.close_code} {ws.close_reason}")
         except asyncio.CancelledError:
             raise
