@@ -324,6 +324,7 @@ def test_odds_frames_embed_the_feed_message_once_checked() -> None:
     }
     assert odds_frame("odds.e1.m1", "m1", b"not json") is None
     assert odds_frame("odds.e1.m1", "m1", b"[1, 2]") is None
+    assert odds_frame("odds.e1.m1", "m1", b'{"home": "\xff"}') is None
 
 
 @pytest.mark.parametrize(

@@ -68,7 +68,9 @@ MAX_ODDS_MESSAGE_BYTES = 64 * 1024
 MAX_SNAPSHOT_MARKETS = 1_000
 SNAPSHOT_TIMEOUT_S = 2.0
 SUBSCRIPTION_PENDING_BYTES = 16 * 1024 * 1024
-"""nats-py's buffer per subscription while the worker is busy (default 128 MB)."""
+"""nats-py's buffer per subscription while the worker is busy (default 128 MB).
+Past it nats-py drops messages (a slow-consumer error): the market shows its
+previous price until its next change."""
 FRAME_CACHE_SUBJECTS = 20_000
 """Frames remembered by subject, so that a message arriving twice (through a
 market and an event subscription) is checked and encoded once."""
@@ -154,7 +156,7 @@ def odds_frame(subject: str, market_id: str, data: bytes) -> str | None:
         return None
     try:
         decoded = msgspec.json.decode(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec raises the latter for bad UTF-8
         return None
     if not isinstance(decoded, dict):
         return None
