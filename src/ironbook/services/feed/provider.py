@@ -40,7 +40,8 @@ from ironbook.adapters.feed.messages import (
     OddsChange,
     RollbackBetSettlement,
 )
-from ironbook.adapters.feed.nats_stream import NatsFeedStream
+from ironbook.adapters.feed.nats_stream import FeedPublishRefused, NatsFeedStream
+from ironbook.adapters.feed.provider import FeedUnavailable
 from ironbook.adapters.feed.simulator import Simulator, SimulatorConfig, SimulatorState
 from ironbook.adapters.nats.provision import close_nats, connect_nats, with_placement_retry
 
@@ -49,6 +50,8 @@ log = logging.getLogger("ironbook.feed.provider")
 MAX_PUBLISH_BATCH = 2_000
 MAX_SLEEP_MS = 100
 STATS_INTERVAL_S = 10.0
+START_ATTEMPTS = 30
+START_RETRY_S = 1.0
 CHECKPOINT_EVERY_MESSAGES = 50_000
 CHECKPOINT_EVERY_S = 30.0
 
@@ -319,6 +322,26 @@ async def publish_forever(
     await save_checkpoint(worlds, simulator)
 
 
+async def _start(
+    stream: NatsFeedStream, worlds: KeyValue, config: SimulatorConfig, stop: asyncio.Event
+) -> Simulator | None:
+    """`resume_simulator`, retried while JetStream is not answering yet (a
+    cluster that is starting); None if stopped first. Every step of it is
+    safe to repeat."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            return await resume_simulator(stream, worlds, config)
+        except (nats.errors.Error, FeedUnavailable, FeedPublishRefused) as err:
+            if attempt == START_ATTEMPTS:
+                raise
+            log.warning("starting (attempt %d/%d): %r", attempt, START_ATTEMPTS, err)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=START_RETRY_S)
+        if stop.is_set():
+            return None
+    raise AssertionError("unreachable")
+
+
 async def serve(
     nats_urls: str, config: SimulatorConfig, *, replicas: int, stop: asyncio.Event
 ) -> int:
@@ -326,8 +349,9 @@ async def serve(
     try:
         stream = await NatsFeedStream.open(nc, config.producer, replicas=replicas)
         worlds = await open_worlds(nc, replicas=replicas)
-        simulator = await resume_simulator(stream, worlds, config)
-        await publish_forever(stream, worlds, simulator, stop)
+        simulator = await _start(stream, worlds, config, stop)
+        if simulator is not None:
+            await publish_forever(stream, worlds, simulator, stop)
     finally:
         await close_nats(nc)
     return 0
