@@ -352,6 +352,10 @@ class SnapshotUnavailable(Exception):
     """The `ODDS` stream could not answer a snapshot."""
 
 
+class SubscribeFailed(Exception):
+    """NATS refused a subscription; the request was undone."""
+
+
 class ClientRequest(msgspec.Struct, forbid_unknown_fields=True):
     action: str
     markets: list[str] = []
@@ -427,10 +431,22 @@ async def stream_odds(websocket: WebSocket, hub: OddsHub) -> None:
             return f"at most {MAX_MARKETS_PER_CONNECTION} markets"
         if len(events) > MAX_EVENTS_PER_CONNECTION:
             return f"at most {MAX_EVENTS_PER_CONNECTION} events"
-        for market_id in request.markets:
-            await hub.watch(watcher, "market", market_id)
-        for event_id in request.events:
-            await hub.watch(watcher, "event", event_id)
+        new_markets = set(request.markets) - watcher.markets
+        new_events = set(request.events) - watcher.events
+        try:
+            for market_id in request.markets:
+                await hub.watch(watcher, "market", market_id)
+            for event_id in request.events:
+                await hub.watch(watcher, "event", event_id)
+        except (nats.errors.Error, OSError) as err:
+            # NATS is away (the client reconnects by itself): undo this request.
+            log.warning("odds subscribe failed: %r", err)
+            with contextlib.suppress(nats.errors.Error, OSError):
+                for market_id in new_markets:
+                    await hub.unwatch(watcher, "market", market_id)
+                for event_id in new_events:
+                    await hub.unwatch(watcher, "event", event_id)
+            raise SubscribeFailed from err
         return None
 
     async def read_commands() -> None:
@@ -478,7 +494,13 @@ async def stream_odds(websocket: WebSocket, hub: OddsHub) -> None:
             # market this request starts watching.
             async with send_lock:
                 if request.action == "subscribe":
-                    refused = await subscribe(request)
+                    try:
+                        refused = await subscribe(request)
+                    except SubscribeFailed:
+                        await websocket.send_text(
+                            _error(UNAVAILABLE, "live odds are unavailable for a moment; retry")
+                        )
+                        continue
                     if refused is not None:
                         await websocket.send_text(_error(p.VALIDATION_FAILED, refused))
                         continue
