@@ -8,10 +8,11 @@ import asyncio
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import nats
+import nats.errors
 import pytest
 from api_support import GENEROUS_LIMITS, START_TIMEOUT_S, Api, _wait_ready, unique
 from nats.aio.client import Client as NatsClient
@@ -21,7 +22,13 @@ from websockets.exceptions import InvalidStatus
 from ironbook.adapters.nats.localproc import PortLease
 from ironbook.services.feed.processes import FeedOptions
 from ironbook.services.gateway.auth import load_or_create_secret, mint_token
-from ironbook.services.gateway.odds import ClientRequest, Watcher, odds_frame, parse_client_message
+from ironbook.services.gateway.odds import (
+    ClientRequest,
+    OddsHub,
+    Watcher,
+    odds_frame,
+    parse_client_message,
+)
 from ironbook.services.gateway.settings import GatewaySettings
 from ironbook.services.local_cluster import GatewayOptions, LocalCluster
 
@@ -448,3 +455,26 @@ async def _next_odds(ws: ClientConnection) -> dict[str, Any]:
     while (frame := await _recv(ws))["type"] != "odds":
         pass
     return frame
+
+
+class _RefusingNats:
+    """A NATS connection that is away."""
+
+    async def subscribe(self, *args: object, **kwargs: object) -> None:
+        raise nats.errors.ConnectionClosedError
+
+    async def flush(self, **kwargs: object) -> None:
+        return None
+
+
+def test_a_subscription_nats_refuses_leaves_nothing_behind() -> None:
+    async def run() -> None:
+        hub = OddsHub(cast(NatsClient, _RefusingNats()))
+        watcher = Watcher()
+        with pytest.raises(nats.errors.ConnectionClosedError):
+            await hub.watch(watcher, "market", "m1")
+        await hub.unwatch(watcher, "market", "m1")
+        assert not watcher.markets
+        assert not hub._watchers and not hub._subscriptions
+
+    asyncio.run(run())
