@@ -9,6 +9,7 @@ import random
 
 from feed_support import Partition
 
+from ironbook import core
 from ironbook.adapters.feed.messages import AnyFeedMessage, MarketCreated, OddsChange
 from ironbook.adapters.feed.simulator import Simulator, SimulatorConfig
 from ironbook.services.feed.conflate import Conflation
@@ -119,3 +120,14 @@ def test_odds_message_shape() -> None:
     }
     assert decoded["market_id"] == change.market_id and decoded["feed_ts_ms"] == 123
     assert all(isinstance(v, str) and "." in v for v in decoded["prices"].values())
+
+
+def test_the_size_estimate_bounds_the_encoded_batch() -> None:
+    messages = _messages(20_000)
+    rng = random.Random(5)
+    for chunk in _cut(messages, rng):
+        conflation = Conflation()
+        for message in chunk:
+            conflation.add(message)
+        encoded = len(core.encode_command(conflation.batch("sim")))
+        assert encoded <= conflation.approx_bytes + 100

@@ -39,6 +39,13 @@ class MarketChange:
     status: str | None = None
     prices: dict[str, int] = field(default_factory=dict)
 
+    def approx_bytes(self) -> int:
+        """At least its encoded size in a `FeedBatch` (MessagePack)."""
+        selections = sum(16 + len(s.selection_id) + len(s.name.encode()) for s in self.selections)
+        prices = sum(16 + len(s) for s in self.prices)
+        ids = len(self.market_id) + len(self.event_id)
+        return 48 + ids + len(self.name.encode()) + selections + prices
+
     def to_feed_market(self) -> core.FeedMarket:
         return core.FeedMarket(
             market_id=self.market_id,
@@ -64,6 +71,8 @@ class Conflation:
         self.through_cursor = 0
         self.alive_cursors: list[int] = []
         self.newest_ts_ms = 0
+        self.approx_bytes = 0
+        """An upper bound on the batch's encoded size (conflation only shrinks it)."""
 
     def add(self, message: AnyFeedMessage) -> None:
         assert message.cursor > self.through_cursor, "messages must come in cursor order"
@@ -72,6 +81,8 @@ class Conflation:
             self.from_cursor = message.cursor
         self.through_cursor = message.cursor
         self.newest_ts_ms = max(self.newest_ts_ms, message.ts_ms)
+        touched = self._market_ids(message)
+        before = sum(self._size(market_id) for market_id in touched)
         if isinstance(message, MarketCreated):
             change = self._touch(message.market_id, message.event_id, message)
             change.name = f"{message.event_name}: {message.market_name}"[:MAX_NAME_CHARS]
@@ -95,6 +106,19 @@ class Conflation:
                 self._touch(market_id, message.event_id, message).status = "suspended"
         elif isinstance(message, Alive):
             self.alive_cursors.append(message.cursor)
+        self.approx_bytes += sum(self._size(market_id) for market_id in touched) - before
+
+    @staticmethod
+    def _market_ids(message: AnyFeedMessage) -> tuple[str, ...]:
+        if isinstance(message, MarketCreated | OddsChange):
+            return (message.market_id,)
+        if isinstance(message, BetStop):
+            return message.market_ids
+        return ()
+
+    def _size(self, market_id: str) -> int:
+        change = self.changes.get(market_id)
+        return 0 if change is None else change.approx_bytes()
 
     def _touch(self, market_id: str, event_id: str, message: AnyFeedMessage) -> MarketChange:
         change = self.changes.get(market_id)

@@ -57,6 +57,7 @@ log = logging.getLogger("ironbook.feed.ingest")
 DEFAULT_DOWN_AFTER_MS = 3_000
 MAX_ROUND_MESSAGES = 20_000
 MAX_ROUND_MARKETS = 5_000
+MAX_ROUND_BYTES = 256 * 1024
 QUEUE_MESSAGES = 50_000
 IDLE_WAIT_MS = 100
 FLUSH_QUIET_MS = 1_000
@@ -283,6 +284,8 @@ class Ingester:
             # One message touches at most MAX_MARKETS_PER_MESSAGE markets: the
             # batch never exceeds the ledger's FeedBatch bound.
             and conflation.items <= MAX_ROUND_MARKETS - MAX_MARKETS_PER_MESSAGE
+            # and stays far below any server's max_payload (1 MB by default).
+            and conflation.approx_bytes < MAX_ROUND_BYTES
         ):
             conflation.add(queue.get_nowait())
         return conflation
