@@ -189,7 +189,7 @@ class Watcher:
         self.sent = 0
 
     def offer(self, subject: str, frame: str) -> None:
-        if self.offered.get(subject) is frame:
+        if self.offered.get(subject) == frame:
             return
         self.offered[subject] = frame
         if subject in self.latest:
