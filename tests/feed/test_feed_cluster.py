@@ -279,7 +279,9 @@ def test_ingester_killed_mid_burst_resumes_exactly(cluster: LocalCluster) -> Non
             standby.start()
             await wait_until("the burst going in", ingesting)
             ingester.kill()
-            await sending
+            killed_at = min(r.cursor for r in await feed_cursors(client))
+            burst_end = await sending
+            assert killed_at < burst_end, "the burst was all in before the kill"
             await wait_caught_up(client, provider)
             ingester.start()
             await wait_producer_up(client)
