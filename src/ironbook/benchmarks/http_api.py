@@ -16,8 +16,12 @@ port) in a temp dir, makes accounts and a market over HTTP, then:
    addresses are told apart by `X-Forwarded-For`, which this cluster's
    gateways are configured to trust (as they would behind HAProxy).
 
-The load generators run on the same machine as the cluster, so they compete
-for the same cores: the numbers are a floor, not a ceiling. The client is a
+`cpu_ms_per_bet` is the CPU each server role (nats, replicas, gateway,
+history) used during the throughput phase divided by the bets placed, their
+sum (`server_total`), and the load generators' own (`load_generator`). The
+load generators run on the same machine as the cluster, so they compete
+for the same cores: bets/s is a floor, not a ceiling, and on a shared machine
+CPU per bet is the fairer measure. The client is a
 minimal HTTP/1.1 writer/reader on asyncio streams (httpx would cost more CPU
 than the gateway itself).
 """
