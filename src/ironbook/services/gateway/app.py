@@ -781,9 +781,14 @@ _NO_FRAMEWORK_TELEMETRY: dict[str, Any] = (
 
 
 def create_app(
-    settings: GatewaySettings, *, on_ready: Callable[[], Awaitable[None]] | None = None
+    settings: GatewaySettings,
+    *,
+    on_ready: Callable[[], Awaitable[None]] | None = None,
+    metrics: GatewayMetrics | None = None,
 ) -> FastAPI:
-    gateway = Gateway(settings=settings, metrics=GatewayMetrics())
+    """The worker's application; `metrics` defaults to the process-wide
+    Prometheus registry (pass one on a private registry to build several)."""
+    gateway = Gateway(settings=settings, metrics=metrics or GatewayMetrics())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
