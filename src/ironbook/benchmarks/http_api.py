@@ -34,6 +34,7 @@ import json
 import multiprocessing
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -329,6 +330,12 @@ def main() -> int:
         "--legit-rate", type=float, default=200.0, help="legit bets/s in the flood test"
     )
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--keep-data",
+        action="store_true",
+        help="keep the temporary cluster directory (logs, JetStream store) instead of "
+        "deleting it at the end",
+    )
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="ironbook-bench-http-"))
@@ -399,6 +406,10 @@ def main() -> int:
             process.stop()
         cluster.stop()
         lease.release()
+        if args.keep_data:
+            print(f"cluster data kept in {data_dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(data_dir, ignore_errors=True)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
