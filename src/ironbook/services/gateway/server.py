@@ -66,6 +66,7 @@ async def serve(settings: GatewaySettings) -> None:
         http="httptools",
         lifespan="on",
         access_log=False,
+        server_header=False,  # do not advertise the server software
         proxy_headers=False,  # the edge reads X-Forwarded-For itself, when trusted
         log_config=None,
         timeout_keep_alive=30,
