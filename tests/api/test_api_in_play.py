@@ -101,6 +101,19 @@ def test_in_play_bet_rejected_when_the_market_moves_during_the_delay(world: Worl
     assert bet["status"] == "rejected"
     assert bet["reject_code"] == "market_suspended"
     assert world.balance(account_id) == 1_000, "the stake of a rejected bet is refunded"
+    # The refund is in the account's history, against the bet.
+    bettor = world.api.auth("bettor", account_id)
+    expected = [("deposit", 1_000, 1_000), ("bet", -100, 900), ("bet_refund", 100, 1_000)]
+    deadline = time.monotonic() + 10
+    while True:
+        response = world.http.get(f"/v1/accounts/{account_id}/transactions", headers=bettor)
+        assert response.status_code in (200, 404), response.text
+        entries = response.json().get("entries", []) if response.status_code == 200 else []
+        if len(entries) >= len(expected) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert [(e["kind"], e["amount_minor"], e["balance_minor"]) for e in entries] == expected
+    assert entries[2]["reference"] == placed["bet_id"]
 
 
 def test_market_of_a_producer_that_goes_down_takes_no_bets(api: Api, world: World) -> None:

@@ -22,8 +22,7 @@ import msgspec
 
 from ironbook import core
 from ironbook.core import events as ev
-from ironbook.core.state import SYSTEM_PREFIX
-from ironbook.services.gateway.history import ENTRY_INDEX_BITS, _kind_and_reference
+from ironbook.services.gateway.history import ENTRY_INDEX_BITS, player_postings
 
 Row = tuple[int, str, int, int, str]
 """(at_ms, kind, amount_minor, balance_minor, reference)"""
@@ -92,13 +91,7 @@ class ProjectionFold:
             if isinstance(event, ev.AccountOpened):
                 self.balances.setdefault(event.account_id, 0)
                 continue
-            described = _kind_and_reference(event)
-            if described is None:
-                continue
-            kind, reference = described
-            for account_id, amount_minor in event.postings:
-                if account_id.startswith(SYSTEM_PREFIX):
-                    continue
+            for account_id, amount_minor, kind, reference in player_postings(event):
                 balance = self.balances.get(account_id, 0) + amount_minor
                 self.balances[account_id] = balance
                 index += 1

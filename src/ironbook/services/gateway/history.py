@@ -73,7 +73,8 @@ class HistoryEntry(msgspec.Struct, frozen=True):
     entry_id: int
     at_ms: int
     kind: str
-    """What moved the money: `deposit`, `withdrawal`, `adjustment`, `bet`, `settlement`."""
+    """What moved the money: `deposit`, `withdrawal`, `adjustment`, `bet`,
+    `settlement`, `bet_refund` (an in-play bet rejected at the end of its delay)."""
     amount_minor: int
     """Signed: positive credits the account."""
     balance_minor: int
@@ -132,6 +133,29 @@ INSERT OR IGNORE INTO position (id, applied_seq, last_batch_id) VALUES (0, 0, ''
 """
 
 
+def player_postings(event: core.AnyEvent) -> list[tuple[str, int, str, str]]:
+    """The entries an event writes into players' histories, in posting order:
+    (account id, signed amount, kind, reference)."""
+    if isinstance(event, ev.BetsReleased):
+        # One refund posting per rejected bet, in the order of `rejected`.
+        refunds = [p for p in event.postings if not p[0].startswith(SYSTEM_PREFIX)]
+        return [
+            (account_id, amount_minor, "bet_refund", bet_id)
+            for (account_id, amount_minor), (bet_id, _code) in zip(
+                refunds, event.rejected, strict=True
+            )
+        ]
+    described = _kind_and_reference(event)
+    if described is None:
+        return []
+    kind, reference = described
+    return [
+        (account_id, amount_minor, kind, reference)
+        for account_id, amount_minor in event.postings
+        if not account_id.startswith(SYSTEM_PREFIX)
+    ]
+
+
 def _kind_and_reference(event: core.AnyEvent) -> tuple[str, str] | None:
     if isinstance(event, ev.Deposited):
         return "deposit", event.transaction_id
@@ -188,13 +212,7 @@ class HistoryStore:
                             "INSERT OR IGNORE INTO accounts VALUES (?, 0)", (event.account_id,)
                         )
                         continue
-                    described = _kind_and_reference(event)
-                    if described is None:
-                        continue
-                    kind, reference = described
-                    for account_id, amount_minor in event.postings:
-                        if account_id.startswith(SYSTEM_PREFIX):
-                            continue
+                    for account_id, amount_minor, kind, reference in player_postings(event):
                         balance = balances.get(account_id)
                         if balance is None:
                             row = db.execute(

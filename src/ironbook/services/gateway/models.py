@@ -298,7 +298,7 @@ class SettlementOut(BaseModel):
 class HistoryEntryOut(BaseModel):
     entry_id: int
     at_ms: int
-    kind: Literal["deposit", "withdrawal", "adjustment", "bet", "settlement"]
+    kind: Literal["deposit", "withdrawal", "adjustment", "bet", "settlement", "bet_refund"]
     amount_minor: int
     balance_minor: int
     reference: str
