@@ -56,7 +56,7 @@ UNLIMITED_ENV = {
     "IRONBOOK_GATEWAY_IP_BURST": "1000000",
 }
 FLOOD_LIMITS_ENV = {
-    # Per worker, per principal and per address: well above what one legit
+    # For the host (each worker enforces its share): well above what one legit
     # client sends (a few bets a second), far below what the abuser sends.
     "IRONBOOK_GATEWAY_TRUST_FORWARDED_FOR": "true",
     "IRONBOOK_GATEWAY_PRINCIPAL_RATE_PER_S": "10",

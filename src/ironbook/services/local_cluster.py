@@ -99,7 +99,8 @@ class GatewayOptions:
     workers: int = 2
     host: str = "127.0.0.1"
     env: dict[str, str] = field(default_factory=dict)
-    """`IRONBOOK_GATEWAY_*` overrides for every worker (rate limits are per worker)."""
+    """`IRONBOOK_GATEWAY_*` overrides for every worker. Rate limits are for the
+    whole host: each worker enforces 1/`workers` of them."""
 
 
 class LocalCluster:
@@ -206,6 +207,8 @@ class LocalCluster:
                     str(self.data_dir),
                     "--worker-id",
                     name,
+                    "--worker-count",
+                    str(options.workers),
                     "--nats-replicas",
                     str(min(3, self.config.nats_nodes)),
                 ],
