@@ -25,9 +25,8 @@ from pathlib import Path
 import msgspec
 
 from ironbook.adapters.nats.localproc import PortLease
-from ironbook.adapters.nats.provision import connect_nats
 from ironbook.adapters.netns import NamespaceNetwork, NetnsError, unavailable_reason
-from ironbook.chaos.check import CheckReport, check_history
+from ironbook.chaos.check import CheckReport
 from ironbook.chaos.faults import (
     ALL_FAULTS,
     NETWORK_FAULTS,
@@ -43,12 +42,12 @@ from ironbook.chaos.http_clients import (
     HttpClients,
     ready,
 )
-from ironbook.chaos.projection import Projection, projection_path, read_position, read_projection
+from ironbook.chaos.partitions import check_all_partitions
+from ironbook.chaos.projection import projection_path
 from ironbook.chaos.workload import Workload, WorkloadConfig
 from ironbook.client import ClientConfig, LedgerClient
 from ironbook.services.gateway.auth import load_or_create_secret
 from ironbook.services.gateway.settings import GatewaySettings
-from ironbook.services.inspect import converged_hashes, read_whole_log
 from ironbook.services.local_cluster import ClusterConfig, GatewayOptions, LocalCluster
 
 HISTORY_FILE = "history.jsonl"
@@ -58,9 +57,7 @@ MUTATION_ENV = "IRONBOOK_TEST_MUTATION"
 
 FAULT_BUDGET_S = 15.0
 """Time one fault needs from injection to healed; none starts with less left."""
-CONVERGE_TIMEOUT_MS = 180_000
 GATEWAY_READY_TIMEOUT_S = 120.0
-PROJECTION_TIMEOUT_MS = 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,46 +349,12 @@ async def check_cluster(
     projection_db: Path | None = None,
     say: Callable[[str], None] = lambda _: None,
 ) -> CheckReport:
-    """Read partition 0's whole log and every replica's converged state hash
-    (none if they do not converge in time: a violation), then judge
-    `operations` against them. `projection_db`: a history projection whose
-    projector is running; it is given time to catch up with the log, then
-    must equal a fold of it."""
-    started = time.monotonic()
-
-    def took() -> str:
-        return f"{time.monotonic() - started:.1f} s"
-
-    nc = await connect_nats(nats_url, name="ironbook-check")
-    try:
-        try:
-            hashes = await converged_hashes(nc, 0, replicas, timeout_ms=CONVERGE_TIMEOUT_MS)
-            say(f"replicas converged ({took()})")
-        except TimeoutError:
-            hashes = {}
-            say(f"replicas did not converge in {CONVERGE_TIMEOUT_MS} ms")
-        entries = await read_whole_log(nc, 0, timeout_ms=CONVERGE_TIMEOUT_MS)
-        say(f"read {len(entries)} log entries ({took()})")
-    finally:
-        await nc.close()
-    projection = None
-    if projection_db is not None:
-        projection = await _caught_up_projection(projection_db, len(entries))
-        say(f"read the history projection at position {projection.applied_seq} ({took()})")
-    report = check_history(
-        operations, entries, hashes, expected_replicas=replicas, projection=projection
+    """Judge `operations` against partition 0's whole log and every replica's
+    converged state hash (see `chaos.partitions.check_all_partitions`)."""
+    return await check_all_partitions(
+        nats_url,
+        operations,
+        {0: replicas},
+        projection_dbs={0: projection_db} if projection_db is not None else None,
+        say=say,
     )
-    say(f"checked {len(operations)} operations ({took()})")
-    return report
-
-
-async def _caught_up_projection(path: Path, last_seq: int) -> Projection:
-    """The projection once it has applied the whole log (or as it is after
-    the timeout: the checker then reports it behind)."""
-    deadline = time.monotonic() + PROJECTION_TIMEOUT_MS / 1000
-    while time.monotonic() < deadline:
-        position = await asyncio.to_thread(read_position, path)
-        if position is not None and position >= last_seq:
-            break
-        await asyncio.sleep(0.2)
-    return await asyncio.to_thread(read_projection, path)

@@ -4,8 +4,10 @@ cluster's log and replicas.
 HISTORY is a JSON-lines file of client operations (what `ironbook chaos`
 writes as `history.jsonl`). If the cluster in DATA_DIR is running (`ironbook
 up`), it is read as it is; otherwise it is started from DATA_DIR for the
-check and stopped again. A running cluster's gateway history projection
-(DATA_DIR/history/p0.sqlite) is also compared with a fold of the log. Exit
+check and stopped again. Every ledger partition is checked (a market command
+is in every partition's log; an account's operations in its partition's). A
+running cluster's gateway history projections (DATA_DIR/history/p<P>.sqlite)
+are also compared with a fold of the log. Exit
 status 0 on a passing verdict, 1 on a failing one. The rules are in
 docs/chaos.md.
 """
@@ -21,9 +23,9 @@ import msgspec
 
 from ironbook.chaos.check import CheckReport
 from ironbook.chaos.history import read_history
+from ironbook.chaos.partitions import check_all_partitions
 from ironbook.chaos.projection import projection_path
-from ironbook.chaos.run import check_cluster
-from ironbook.services.local_cluster import LocalCluster, read_runtime, replica_node_id
+from ironbook.services.local_cluster import LocalCluster, read_runtime
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,15 +50,18 @@ def run(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir.resolve()
     runtime = read_runtime(data_dir)
     if runtime is not None:
-        replicas = [r.node_id for r in runtime.replicas if r.partition == 0]
-        # A running cluster's projector (if it has one) keeps its projection current.
-        projection = projection_path(data_dir)
+        replicas: dict[int, list[str]] = {}
+        for replica in runtime.replicas:
+            replicas.setdefault(replica.partition, []).append(replica.node_id)
+        # A running cluster's projectors (if it has them) keep their projections current.
+        projections = {
+            partition: projection_path(data_dir, partition)
+            for partition in replicas
+            if projection_path(data_dir, partition).exists()
+        }
         report = asyncio.run(
-            check_cluster(
-                ",".join(runtime.nats_urls),
-                operations,
-                replicas,
-                projection_db=projection if projection.exists() else None,
+            check_all_partitions(
+                ",".join(runtime.nats_urls), operations, replicas, projection_dbs=projections
             )
         )
     else:
@@ -67,10 +72,10 @@ def run(args: argparse.Namespace) -> int:
         try:
             cluster.start(timeout_ms=120_000)
             asyncio.run(cluster.wait_leaders(timeout_ms=120_000))
-            replicas = [
-                replica_node_id(0, i) for i in range(1, cluster.config.replicas_per_partition + 1)
-            ]
-            report = asyncio.run(check_cluster(cluster.nats_url, operations, replicas))
+            replicas = {
+                partition: cluster.replica_ids(partition) for partition in range(cluster.partitions)
+            }
+            report = asyncio.run(check_all_partitions(cluster.nats_url, operations, replicas))
         finally:
             cluster.stop()
     print(msgspec.json.encode(report).decode() if args.json else render(report))

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from ironbook import core
 from ironbook.adapters.nats.localproc import ManagedProcess
 from ironbook.adapters.nats.provision import connect_nats
 from ironbook.adapters.netns import NamespaceNetwork, NetnsError, unavailable_reason
-from ironbook.chaos.check import CheckReport, check_history
+from ironbook.chaos.check import CheckReport
 from ironbook.chaos.faults import (
     ALL_FAULTS,
     NETWORK_FAULTS,
@@ -36,21 +35,19 @@ from ironbook.chaos.faults import (
     FaultKind,
 )
 from ironbook.chaos.history import HistoryRecorder, Operation
+from ironbook.chaos.partitions import check_all_partitions
 from ironbook.chaos.workload import SELECTIONS, WorkloadConfig
 from ironbook.client import ClientConfig, LedgerClient
-from ironbook.core import partition_of
 from ironbook.core.events import SettlementReply
 from ironbook.demo.cluster_view import ClusterView, ClusterWatcher
 from ironbook.demo.timeline import FaultMark, PhaseMark, SecondCounter, Timeline, longest_stall_ms
 from ironbook.demo.traffic import BIG_RACE_NAME, RUNNERS, RaceDayWorkload
 from ironbook.services.feed.processes import FeedOptions
-from ironbook.services.inspect import converged_hashes, read_whole_log
 from ironbook.services.local_cluster import ClusterConfig, LocalCluster
 from ironbook.services.supervisor import Supervisor
 
 HISTORY_FILE = "history.jsonl"
 START_TIMEOUT_MS = 120_000
-CONVERGE_TIMEOUT_MS = 120_000
 UNDERCARD_EVERY_S = 3.0
 """An undercard race opens, and the one before closes and settles, this often
 (the workload's settler sleeps this long: the end of the traffic waits for it)."""
@@ -555,93 +552,11 @@ async def _inject_planned(
 
 
 async def check_partitions(cluster: LocalCluster, operations: Sequence[Operation]) -> CheckReport:
-    """The checker's verdict on every partition, combined.
-
-    Each partition's log is judged against the operations on its accounts
-    and the market commands (which every partition's log carries). The
-    client merges a market command's replies from all partitions (a
-    settlement's payouts are summed), so with more than one partition a
-    market command's reply is not compared with any one log: it is still
-    judged present exactly once (`ok`), absent (`fail`) or either (`info`).
-    """
-    partitions = cluster.partitions
-    reports = []
-    nc = await connect_nats(cluster.nats_url, name="ironbook-demo-check")
-    try:
-        for partition in range(partitions):
-            replicas = cluster.replica_ids(partition)
-            try:
-                hashes = await converged_hashes(
-                    nc, partition, replicas, timeout_ms=CONVERGE_TIMEOUT_MS
-                )
-            except TimeoutError:
-                hashes = {}
-            entries = await read_whole_log(nc, partition, timeout_ms=CONVERGE_TIMEOUT_MS)
-            mine = list(operations_of_partition(operations, partition, partitions))
-            # In a thread, so that the dashboard keeps drawing meanwhile.
-            report = await asyncio.to_thread(
-                functools.partial(
-                    check_history,
-                    mine,
-                    entries,
-                    hashes,
-                    expected_replicas=replicas,
-                    ledger_config=core.LedgerConfig(partition=partition),
-                )
-            )
-            reports.append(report)
-    finally:
-        await nc.close()
-    return combine_reports(reports, operations)
-
-
-def operations_of_partition(
-    operations: Sequence[Operation], partition: int, partitions: int
-) -> Iterator[Operation]:
-    """What `partition`'s log is judged against: the operations on its
-    accounts, and every market command (without the merged reply when there
-    are several partitions). A market command with an unknown outcome is
-    resolved in partition 0 only, so that it is counted once; a duplicate of
-    it in any log is still found (the checker looks at every request id in
-    the log)."""
-    for op in operations:
-        if op.account_id:
-            if partition_of(op.account_id, partitions) == partition:
-                yield op
-        elif partitions == 1:
-            yield op
-        elif op.outcome != "info" or partition == 0:
-            yield msgspec.structs.replace(op, reply_hex="")
-
-
-def combine_reports(reports: Sequence[CheckReport], operations: Sequence[Operation]) -> CheckReport:
-    """One report for the whole cluster; operations are counted once."""
-    if len(reports) == 1:
-        return reports[0]
-    commands = [op for op in operations if not op.is_query]
-    counts: dict[str, int] = {}
-    for report in reports:
-        for kind, count in report.violation_counts.items():
-            counts[kind] = counts.get(kind, 0) + count
-    return CheckReport(
-        verdict="pass" if all(r.verdict == "pass" for r in reports) else "fail",
-        ops=len(operations),
-        ok=sum(op.outcome == "ok" for op in commands),
-        fail=sum(op.outcome == "fail" for op in commands),
-        info=sum(op.outcome == "info" for op in commands),
-        reads=sum(op.is_query for op in operations),
-        info_applied=sum(r.info_applied for r in reports),
-        info_absent=sum(r.info_absent for r in reports),
-        lost=sum(r.lost for r in reports),
-        duplicated=sum(r.duplicated for r in reports),
-        conserved=all(r.conserved for r in reports),
-        no_negative_balance=all(r.no_negative_balance for r in reports),
-        replicas_agree=all(r.replicas_agree for r in reports),
-        reads_consistent=all(r.reads_consistent for r in reports),
-        log_entries=sum(r.log_entries for r in reports),
-        void_entries=sum(r.void_entries for r in reports),
-        replica_hashes={k: v for r in reports for k, v in r.replica_hashes.items()},
-        log_hash=None,
-        violations=[v for r in reports for v in r.violations],
-        violation_counts=counts,
+    """The checker's verdict on every partition, combined (in a thread, so
+    that the dashboard keeps drawing meanwhile)."""
+    return await check_all_partitions(
+        cluster.nats_url,
+        operations,
+        {partition: cluster.replica_ids(partition) for partition in range(cluster.partitions)},
+        offload=True,
     )
