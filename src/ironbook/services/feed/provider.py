@@ -1,5 +1,7 @@
 """The simulated odds provider, as a process: it runs the simulator against
-the wall clock and publishes every message into the producer's feed stream.
+the wall clock and publishes every message into the producer's feed stream,
+framed: the messages due in a tick (`--frame-ms`, default 20) go out as one
+JetStream message (see `adapters.feed.nats_stream`).
 
     python -m ironbook.services.feed.provider --nats URL --producer sim --seed 1 --rate 200
 
@@ -49,6 +51,9 @@ log = logging.getLogger("ironbook.feed.provider")
 
 MAX_PUBLISH_BATCH = 2_000
 MAX_SLEEP_MS = 100
+FRAME_MS = 20
+"""Default tick: the messages due within it go out as one frame (one
+JetStream message), so NATS pays per tick, not per message."""
 STATS_INTERVAL_S = 10.0
 START_ATTEMPTS = 30
 START_RETRY_S = 1.0
@@ -254,6 +259,7 @@ async def _close_world(stream: NatsFeedStream, tail: int) -> int:
             elif isinstance(message, BetCancel) and message.start_ms is None:
                 live.pop(message.market_id, None)
                 settled.pop(message.market_id, None)
+    # Every close first, then every cancel: two runs, so a few frames.
     closing: list[AnyFeedMessage] = []
     now_ms = _now_ms()
     for market_id, (event_id, status) in live.items():
@@ -269,6 +275,7 @@ async def _close_world(stream: NatsFeedStream, tail: int) -> int:
                     status="closed",
                 )
             )
+    for market_id, (event_id, _) in live.items():
         tail += 1
         closing.append(
             BetCancel(
@@ -287,20 +294,30 @@ async def _close_world(stream: NatsFeedStream, tail: int) -> int:
 
 
 async def publish_forever(
-    stream: NatsFeedStream, worlds: KeyValue, simulator: Simulator, stop: asyncio.Event
+    stream: NatsFeedStream,
+    worlds: KeyValue,
+    simulator: Simulator,
+    stop: asyncio.Event,
+    *,
+    frame_ms: int = FRAME_MS,
 ) -> None:
-    """Publish each message when it is due; fall behind, then catch up, under
-    load. Checkpoint the simulator now and then, and when stopped."""
-    published = 0
+    """Publish the messages due, at most one publish per `frame_ms` tick (all
+    the messages due then, framed); fall behind, then catch up, under load.
+    Checkpoint the simulator now and then, and when stopped."""
+    published = frames = 0
     stats_at = checkpoint_at = time.monotonic()
     checkpoint_cursor = simulator.cursor
+    last_publish = stats_at - frame_ms / 1000
     while not stop.is_set():
-        due = simulator.take_due(_now_ms(), MAX_PUBLISH_BATCH)
+        tick_left_ms = frame_ms - (time.monotonic() - last_publish) * 1000
+        due = [] if tick_left_ms > 0 else simulator.take_due(_now_ms(), MAX_PUBLISH_BATCH)
         if due:
+            last_publish = time.monotonic()
             await stream.publish(due)
             published += len(due)
+            frames += 1
         else:
-            wait_ms = min(MAX_SLEEP_MS, max(1, simulator.next_ts_ms() - _now_ms()))
+            wait_ms = min(MAX_SLEEP_MS, max(1, tick_left_ms, simulator.next_ts_ms() - _now_ms()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=wait_ms / 1000)
         now = time.monotonic()
@@ -312,13 +329,14 @@ async def publish_forever(
         elapsed_s = now - stats_at
         if elapsed_s >= STATS_INTERVAL_S:
             log.info(
-                "published %d messages (%.0f/s), cursor %d, %d events live",
+                "published %d messages (%.0f/s) in %d publishes, cursor %d, %d events live",
                 published,
                 published / elapsed_s,
+                frames,
                 simulator.cursor,
                 len(simulator.events),
             )
-            published, stats_at = 0, now
+            published, frames, stats_at = 0, 0, now
     await save_checkpoint(worlds, simulator)
 
 
@@ -343,7 +361,12 @@ async def _start(
 
 
 async def serve(
-    nats_urls: str, config: SimulatorConfig, *, replicas: int, stop: asyncio.Event
+    nats_urls: str,
+    config: SimulatorConfig,
+    *,
+    replicas: int,
+    stop: asyncio.Event,
+    frame_ms: int = FRAME_MS,
 ) -> int:
     nc = await connect_nats(nats_urls, name=f"feed-provider-{config.producer}")
     try:
@@ -351,7 +374,7 @@ async def serve(
         worlds = await open_worlds(nc, replicas=replicas)
         simulator = await _start(stream, worlds, config, stop)
         if simulator is not None:
-            await publish_forever(stream, worlds, simulator, stop)
+            await publish_forever(stream, worlds, simulator, stop, frame_ms=frame_ms)
     finally:
         await close_nats(nc)
     return 0
@@ -375,6 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--pre-match-s", type=int, default=60, help="seconds from creation to start (default 60)"
     )
     parser.add_argument(
+        "--frame-ms",
+        type=int,
+        default=FRAME_MS,
+        help=f"publish at most once per this many ms: the messages due go out as one "
+        f"frame, one JetStream message (default {FRAME_MS}; 1-1000)",
+    )
+    parser.add_argument(
         "--replicas", type=int, default=3, help="JetStream replication factor (default 3)"
     )
     return parser
@@ -382,6 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not 1 <= args.frame_ms <= 1_000:
+        print("error: --frame-ms must be 1-1000", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
@@ -405,7 +438,9 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        return await serve(args.nats, config, replicas=args.replicas, stop=stop)
+        return await serve(
+            args.nats, config, replicas=args.replicas, stop=stop, frame_ms=args.frame_ms
+        )
 
     return int(eventloop.run(run()))
 

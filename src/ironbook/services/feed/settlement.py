@@ -2,13 +2,15 @@
 
     python -m ironbook.services.feed.settlement --nats URL --partitions N --producer sim
 
-A durable JetStream consumer (`settlement`) reads the producer's results
-(`feed.<producer>.result.>`: `bet_settlement`, `rollback_bet_settlement`,
-`bet_cancel`) one at a time, in feed order. Each message becomes ledger
+A durable JetStream consumer (`settlement`) reads the producer's result
+frames (`feed.<producer>.result.>`: frames holding only `bet_settlement`,
+`rollback_bet_settlement` and `bet_cancel`) one frame at a time, each frame's
+results one at a time, in feed order. Each message becomes ledger
 commands whose request ids derive from the provider message
 (`feed:<producer>:<cursor>:<step>`), so a message delivered again after a
-crash replays the ledger's first outcomes instead of acting twice. The message
-is acknowledged only after every partition gave a definite outcome.
+crash replays the ledger's first outcomes instead of acting twice. A
+frame is acknowledged only after every partition gave a definite outcome for
+each of its results.
 
 - `bet_settlement` (confirmed): an open or suspended market is closed, then
   settled; a market already settled or voided with another result is
@@ -26,13 +28,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
 import time
 from typing import Literal
 
-import msgspec
 import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -45,10 +47,14 @@ from ironbook.adapters.feed.messages import (
     BetSettlement,
     ResultMessage,
     RollbackBetSettlement,
-    decode_message,
     valid_producer,
 )
-from ironbook.adapters.feed.nats_stream import NatsFeedStream, feed_stream_name
+from ironbook.adapters.feed.nats_stream import (
+    FeedFrameError,
+    NatsFeedStream,
+    decode_frame,
+    feed_stream_name,
+)
 from ironbook.adapters.nats.provision import close_nats, connect_nats, with_placement_retry
 from ironbook.client import GaveUp, LedgerClient
 from ironbook.core.views import FeedCursorReply, MarketView
@@ -69,6 +75,8 @@ class SettlementService:
         self.producer = producer
         self.actor = f"feed:{producer}"
         self.handled = 0
+        self.done_through = 0
+        """The newest result handled by this process (results come in feed order)."""
 
     async def handle(self, message: ResultMessage) -> Verdict:
         """Every partition's definite outcome ("done"), or "later"."""
@@ -279,21 +287,32 @@ async def consume(
 
 
 async def _process(service: SettlementService, msg: Msg) -> None:
+    """One frame of results, in order; acknowledged when all are done. A
+    frame put back ("later") is handled again from its first message not
+    done yet (each command carries the same request id anyway)."""
     try:
-        message = decode_message(msg.data)
-    except msgspec.MsgspecError as err:
-        log.error("unreadable result message %s skipped: %s", msg.subject, err)
+        frame = decode_frame(service.producer, msg.subject, msg.data)
+    except FeedFrameError as err:
+        log.error("result frame on %s skipped: %s", msg.subject, err)
         await msg.term()
         return
-    if not isinstance(message, BetSettlement | RollbackBetSettlement | BetCancel):
-        log.error("%s on a result subject skipped", message.message_id)
-        await msg.ack()
-        return
-    try:
-        verdict = await service.handle(message)
-    except GaveUp as err:
-        log.warning("%s: no definite outcome yet (%s): again later", message.message_id, err)
-        verdict = "later"
+    verdict: Verdict = "done"
+    for message in frame:
+        if message.cursor <= service.done_through:
+            continue
+        if not isinstance(message, BetSettlement | RollbackBetSettlement | BetCancel):
+            log.error("%s on a result subject skipped", message.message_id)
+            continue
+        try:
+            verdict = await service.handle(message)
+        except GaveUp as err:
+            log.warning("%s: no definite outcome yet (%s): again later", message.message_id, err)
+            verdict = "later"
+        if verdict != "done":
+            break
+        service.done_through = message.cursor
+        with contextlib.suppress(nats.errors.Error, OSError):
+            await msg.in_progress()  # a long frame must not be redelivered meanwhile
     if verdict == "done":
         await msg.ack_sync()
     else:
