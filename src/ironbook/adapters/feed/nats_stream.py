@@ -188,10 +188,11 @@ class NatsFeedStream:
         self._read_max_bytes = read_max_bytes
         self.malformed = 0
         """Frames skipped because they are not valid frames."""
-        self._hint: tuple[int, int] | None = None
-        """(seq, cursor): the frames up to stream sequence `seq` hold cursors
-        up to `cursor`, and the next cursor is in a frame after `seq` (a fact
-        of an append-only stream, kept to skip the search of `_locate`)."""
+        self._hint: tuple[int, int, int] | None = None
+        """(seq, first, last): the frame at stream sequence `seq` holds cursors
+        `first`..`last` (none if last < first: a skipped frame after `last`),
+        and the next cursors are in frames after it (a fact of an append-only
+        stream, kept to skip the search of `_locate`)."""
         self._tail: tuple[int, int] | None = None
         """The publisher's view: (stream sequence, last cursor) of the newest frame."""
 
@@ -270,8 +271,12 @@ class NatsFeedStream:
         (the tail's sequence + 1 if there is none yet): a binary search with
         one direct get per step (and one per unreadable frame met)."""
         hint = self._hint
-        if hint is not None and hint[1] == cursor - 1:
-            return hint[0] + 1
+        if hint is not None:
+            seq, first, last = hint
+            if first <= cursor <= last:
+                return seq
+            if cursor == last + 1:
+                return seq + 1
         state = await self._info()
         lo, hi = max(int(state["first_seq"]), 1), int(state["last_seq"]) + 1
         if cursor <= 1:
@@ -309,6 +314,11 @@ class NatsFeedStream:
             through = after_cursor
             for frame_seq, frame in frames:
                 complete = True
+                self._hint = (
+                    (frame_seq, frame[0].cursor, frame[-1].cursor)
+                    if frame is not None
+                    else (frame_seq, through + 1, through)
+                )
                 for message in frame or ():
                     if message.cursor <= through:
                         continue
@@ -319,7 +329,6 @@ class NatsFeedStream:
                     through = message.cursor
                 if not complete:
                     break
-                self._hint = (frame_seq, through)
             if found:
                 return found, through
             if frames:
