@@ -11,6 +11,7 @@ from typing import Literal
 
 from ironbook.adapters.nats.localproc import ManagedProcess
 from ironbook.services.feed.ingest import DEFAULT_DOWN_AFTER_MS
+from ironbook.services.feed.provider import FRAME_MS
 
 FeedSource = Literal["sim", "external"]
 
@@ -29,6 +30,10 @@ class FeedOptions:
     """Simulated matches at a time (2 markets each)."""
     races: int = 3
     """Simulated races at a time (1 market each)."""
+    frame_ms: int = FRAME_MS
+    """The simulator publishes at most once per this many ms (one frame: one
+    JetStream message for all the messages due); more is cheaper for NATS and
+    the ledger (fewer ingester rounds), less is fresher odds."""
 
 
 def feed_processes(
@@ -55,6 +60,8 @@ def feed_processes(
             str(options.football_events),
             "--races",
             str(options.races),
+            "--frame-ms",
+            str(options.frame_ms),
         ]
     commands["feed-ingest"] = [
         "ironbook.services.feed.ingest",

@@ -1,6 +1,6 @@
 """The simulated odds provider, as a process: it runs the simulator against
 the wall clock and publishes every message into the producer's feed stream,
-framed: the messages due in a tick (`--frame-ms`, default 10) go out as one
+framed: the messages due in a tick (`--frame-ms`, default 20) go out as one
 JetStream message (see `adapters.feed.nats_stream`).
 
     python -m ironbook.services.feed.provider --nats URL --producer sim --seed 1 --rate 200
@@ -51,7 +51,7 @@ log = logging.getLogger("ironbook.feed.provider")
 
 MAX_PUBLISH_BATCH = 2_000
 MAX_SLEEP_MS = 100
-FRAME_MS = 10
+FRAME_MS = 20
 """Default tick: the messages due within it go out as one frame (one
 JetStream message), so NATS pays per tick, not per message."""
 STATS_INTERVAL_S = 10.0
