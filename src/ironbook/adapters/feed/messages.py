@@ -167,6 +167,8 @@ def subject_group(message: AnyFeedMessage) -> str:
 
 
 def message_subject(message: AnyFeedMessage) -> str:
-    """`feed.<producer>.<group>.<kind>`."""
+    """`feed.<producer>.<group>.<kind>`: a message's own subject (the feed
+    stream held one message per JetStream message on it before frames; a
+    frame's subject is `nats_stream.frame_subject`)."""
     kind = type(message).__struct_config__.tag
     return f"feed.{message.producer}.{subject_group(message)}.{kind}"
