@@ -88,12 +88,15 @@ class Provider:
         self._lock = asyncio.Lock()
         self._alive: asyncio.Task[None] | None = None
 
-    async def send(self, messages: Sequence[AnyFeedMessage]) -> int:
+    async def send(self, messages: Sequence[AnyFeedMessage], *, pause_s: float = 0.0) -> int:
         """In chunks, so the heartbeat goes on during a burst; a chunk that
         is not acknowledged is sent again (the stream de-duplicates it).
-        The cursor of the last message sent."""
+        `pause_s` between chunks spreads a burst over time. The cursor of the
+        last message sent."""
         last_cursor = 0
         for start in range(0, len(messages), CHUNK):
+            if start and pause_s:
+                await asyncio.sleep(pause_s)
             async with self._lock:
                 stamped = []
                 for message in messages[start : start + CHUNK]:
@@ -271,7 +274,10 @@ def test_ingester_killed_mid_burst_resumes_exactly(cluster: LocalCluster) -> Non
             await wait_caught_up(client, provider)
             start_cursor = provider.cursor
             burst = [simulator.next() for _ in range(10_000)]
-            sending = asyncio.create_task(provider.send(burst))
+            # 20 chunks over ~4 s: the ingester is killed while the burst is
+            # still going in, however fast the machine (frames make the
+            # publishing itself take milliseconds).
+            sending = asyncio.create_task(provider.send(burst, pause_s=0.2))
 
             async def ingesting() -> bool:
                 return min(r.cursor for r in await feed_cursors(client)) > start_cursor + 1_000

@@ -304,7 +304,7 @@ class Ingester:
         flush_due = self.down or (now - self._last_flush) * 1000 >= FLUSH_QUIET_MS
         if conflation.items or (conflation.messages and flush_due):
             await self._apply(conflation)
-        await self._judge_producer(conflation)
+        await self._judge_producer(conflation, now)
 
     async def _apply(self, conflation: Conflation) -> None:
         batch = conflation.batch(self.producer)
@@ -353,8 +353,12 @@ class Ingester:
             return outcome.result
         return None
 
-    async def _judge_producer(self, conflation: Conflation) -> None:
-        silent_ms = (self._clock() - self._last_alive) * 1000
+    async def _judge_producer(self, conflation: Conflation, read_at: float) -> None:
+        # Silence is measured up to when this round's messages were taken, not
+        # up to now: the time the ingester itself spent applying the round
+        # (seconds, on a loaded machine) is not the producer's silence, and
+        # whatever the producer sent meanwhile is in the next round.
+        silent_ms = (read_at - self._last_alive) * 1000
         if not self.down:
             if silent_ms > self.down_after_ms:
                 log.warning(
