@@ -51,7 +51,12 @@ from ironbook.adapters.feed.messages import (
     encode_message,
 )
 from ironbook.adapters.feed.provider import FeedUnavailable
-from ironbook.adapters.nats.provision import ensure_stream, request
+from ironbook.adapters.nats.provision import (
+    DirectGetFailed,
+    direct_get_batch,
+    ensure_stream,
+    request,
+)
 
 log = logging.getLogger("ironbook.feed.stream")
 
@@ -401,38 +406,24 @@ class NatsFeedStream:
     async def _direct_get_batch(
         self, from_seq: int, max_frames: int
     ) -> list[tuple[int, list[AnyFeedMessage] | None]]:
-        """(stream sequence, frame or None if invalid), contiguous from `from_seq`."""
-        inbox = self._nc.new_inbox()
-        body = {"seq": from_seq, "batch": max_frames, "max_bytes": self._read_max_bytes}
+        """(stream sequence, frame or None if invalid), contiguous from `from_seq`
+        (`provision.direct_get_batch`)."""
         try:
-            sub = await self._nc.subscribe(inbox)
-        except (nats.errors.Error, OSError) as err:
-            raise FeedUnavailable(f"{self.stream}: read: {err!r}") from err
+            messages = await direct_get_batch(
+                self._nc,
+                self.stream,
+                from_seq,
+                max_frames,
+                max_bytes=self._read_max_bytes,
+                timeout_s=self._api_timeout_s,
+            )
+        except DirectGetFailed as err:
+            raise FeedUnavailable(str(err)) from err
         found: list[tuple[int, list[AnyFeedMessage] | None]] = []
-        try:
-            try:
-                await self._nc.publish(
-                    f"$JS.API.DIRECT.GET.{self.stream}", json.dumps(body).encode(), reply=inbox
-                )
-            except (nats.errors.Error, OSError) as err:
-                raise FeedUnavailable(f"{self.stream}: read: {err!r}") from err
-            expected = from_seq
-            while len(found) < max_frames:
-                try:
-                    msg = await sub.next_msg(timeout=self._api_timeout_s)
-                except nats.errors.TimeoutError:
-                    break
-                headers = msg.headers or {}
-                if "Status" in headers:
-                    break  # 204 end of batch, 404 nothing there yet, or an error
-                seq = int(headers.get("Nats-Sequence", "0"))
-                if seq != expected:
-                    break  # a lost response: stop at the gap, read it again later
-                expected += 1
-                found.append((seq, self._decode(seq, headers.get("Nats-Subject", ""), msg.data)))
-        finally:
-            with contextlib.suppress(nats.errors.Error, OSError):
-                await sub.unsubscribe()
+        for msg in messages:
+            headers = msg.headers or {}
+            seq = int(headers["Nats-Sequence"])
+            found.append((seq, self._decode(seq, headers.get("Nats-Subject", ""), msg.data)))
         return found
 
     def _decode(self, seq: int, subject: str, data: bytes) -> list[AnyFeedMessage] | None:

@@ -15,7 +15,6 @@ last sequence, which a writer decides on, always comes from the stream leader
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -27,6 +26,8 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 
 from ironbook.adapters.nats.provision import (
     ERR_WRONG_LAST_SEQUENCE,
+    DirectGetFailed,
+    direct_get_batch,
     ensure_stream,
     request,
 )
@@ -47,7 +48,6 @@ _POLL_MAX_MS = 20
 _MSG_ID = "Nats-Msg-Id"
 _EXPECTED_LAST_SEQ = "Nats-Expected-Last-Sequence"
 _SEQUENCE = "Nats-Sequence"
-_STATUS = "Status"
 
 
 def stream_name(partition: int) -> str:
@@ -182,57 +182,26 @@ class NatsLog:
             poll_ms = min(poll_ms * 2, _POLL_MAX_MS)
 
     async def _direct_get_batch(self, from_seq: int, max_entries: int) -> list[LogEntry]:
-        """One batched direct get. Any replica may answer, so the result may
-        lag the leader; an unanswered request reads as "nothing yet"."""
-        inbox = self._nc.new_inbox()
-        request = {"seq": from_seq, "batch": max_entries, "max_bytes": self._read_max_bytes}
+        """One batched direct get (`provision.direct_get_batch`)."""
         try:
-            sub = await self._nc.subscribe(inbox)
-        except (nats.errors.Error, OSError) as err:
-            raise LogUnavailable(f"{self.stream}: read: {err!r}") from err
-        entries: list[LogEntry] = []
-        try:
-            try:
-                await self._nc.publish(
-                    f"$JS.API.DIRECT.GET.{self.stream}",
-                    json.dumps(request).encode(),
-                    reply=inbox,
-                )
-            except (nats.errors.Error, OSError) as err:
-                raise LogUnavailable(f"{self.stream}: read: {err!r}") from err
-            while len(entries) < max_entries:
-                try:
-                    msg = await sub.next_msg(timeout=self._api_timeout_s)
-                except nats.errors.TimeoutError:
-                    break
-                headers = msg.headers or {}
-                if _STATUS in headers:
-                    # 204 end of batch, 404 nothing at from_seq yet, or an error.
-                    break
-                entries.append(_entry(msg, headers))
-        finally:
-            with contextlib.suppress(nats.errors.Error, OSError):
-                await sub.unsubscribe()
-        return _contiguous(entries, from_seq)
+            messages = await direct_get_batch(
+                self._nc,
+                self.stream,
+                from_seq,
+                max_entries,
+                max_bytes=self._read_max_bytes,
+                timeout_s=self._api_timeout_s,
+            )
+        except DirectGetFailed as err:
+            raise LogUnavailable(str(err)) from err
+        return [_entry(msg) for msg in messages]
 
 
-def _entry(msg: Msg, headers: dict[str, str]) -> LogEntry:
+def _entry(msg: Msg) -> LogEntry:
+    headers = msg.headers or {}
     return LogEntry(
-        seq=int(headers[_SEQUENCE]),
-        batch_id=headers.get(_MSG_ID, ""),
-        payload=msg.data,
+        seq=int(headers[_SEQUENCE]), batch_id=headers.get(_MSG_ID, ""), payload=msg.data
     )
-
-
-def _contiguous(entries: list[LogEntry], from_seq: int) -> list[LogEntry]:
-    """The prefix without gaps. The stream never deletes, so a gap can only
-    mean a lost response; stopping there keeps the reader exact."""
-    expected = from_seq
-    for index, entry in enumerate(entries):
-        if entry.seq != expected:
-            return entries[:index]
-        expected += 1
-    return entries
 
 
 def _decode_api_reply(reply: Msg, stream: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
@@ -172,3 +173,55 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> StreamInf
     info = await with_placement_retry(f"stream {name} info", lambda: js.stream_info(name))
     log.warning("stream %s exists with a different config; using it as it is", name)
     return info
+
+
+class DirectGetFailed(Exception):
+    """A batched direct get could not be sent (no connection)."""
+
+
+async def direct_get_batch(
+    nc: NatsClient,
+    stream: str,
+    from_seq: int,
+    max_messages: int,
+    *,
+    max_bytes: int,
+    timeout_s: float,
+) -> list[Msg]:
+    """One batched direct get (`$JS.API.DIRECT.GET.<stream>`): up to
+    `max_messages` stored messages from stream sequence `from_seq`, without
+    gaps. Any replica may answer, so the result may lag the leader; an
+    unanswered request, "nothing there yet" (404) and the end of the batch
+    (204) all end the read. Responses stop at the first gap: the stream never
+    deletes, so a gap can only be a lost response, read again next time."""
+    inbox = nc.new_inbox()
+    request = {"seq": from_seq, "batch": max_messages, "max_bytes": max_bytes}
+    try:
+        sub = await nc.subscribe(inbox)
+    except (nats.errors.Error, OSError) as err:
+        raise DirectGetFailed(f"{stream}: read: {err!r}") from err
+    found: list[Msg] = []
+    try:
+        try:
+            await nc.publish(
+                f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), reply=inbox
+            )
+        except (nats.errors.Error, OSError) as err:
+            raise DirectGetFailed(f"{stream}: read: {err!r}") from err
+        expected = from_seq
+        while len(found) < max_messages:
+            try:
+                msg = await sub.next_msg(timeout=timeout_s)
+            except nats.errors.TimeoutError:
+                break
+            headers = msg.headers or {}
+            if "Status" in headers:
+                break  # 204 end of batch, 404 nothing at from_seq yet, or an error
+            if int(headers.get("Nats-Sequence", "0")) != expected:
+                break
+            expected += 1
+            found.append(msg)
+    finally:
+        with contextlib.suppress(nats.errors.Error, OSError):
+            await sub.unsubscribe()
+    return found
