@@ -17,9 +17,7 @@ import contextlib
 import logging
 import os
 import random
-import signal
 import sys
-import threading
 import uuid
 from typing import Any
 
@@ -27,7 +25,6 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from ironbook import core
-from ironbook.adapters import eventloop
 from ironbook.adapters.clock import SystemClock
 from ironbook.adapters.nats.lease import NatsLease
 from ironbook.adapters.nats.log import NatsLog
@@ -37,6 +34,7 @@ from ironbook.adapters.nats.transport import NatsRequestServer
 from ironbook.client import BadRequest, ClientConfig, GaveUp, LedgerClient
 from ironbook.replication.replica import Replica, ReplicaConfig
 from ironbook.replication.sequencer import SequencerConfig
+from ironbook.services.process import configure_logging, run_service
 from ironbook.services.status import (
     HEARTBEAT_INTERVAL_MS,
     ReplicaHeartbeat,
@@ -125,21 +123,6 @@ async def serve(
         with contextlib.suppress(Exception):
             await asyncio.wait_for(nc.drain(), timeout=SHUTDOWN_GRACE_S)
     log.info("replica %s stopped", node_id)
-
-
-def _exit_if_stuck(after_s: float) -> None:
-    """A stop that takes longer than `after_s` ends the process anyway (a
-    daemon thread, so a wedged event loop cannot hold it up): an operator's
-    SIGTERM must stop a replica, and nothing unacknowledged is lost by it."""
-
-    def exit_now() -> None:
-        log.warning("replica still stopping after %.0f s: exiting now", after_s)
-        logging.shutdown()
-        os._exit(0)
-
-    timer = threading.Timer(after_s, exit_now)
-    timer.daemon = True
-    timer.start()
 
 
 def _sequencer_config() -> SequencerConfig:
@@ -258,26 +241,13 @@ def main(argv: list[str] | None = None) -> int:
         "--replicas", type=int, default=3, help="JetStream replication factor (default 3)"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
+    configure_logging()
+    run_service(
+        lambda stop: serve(
+            args.nats, args.partition, args.node_id, replicas=args.replicas, stop=stop
+        ),
+        exit_if_stuck_after_s=3 * SHUTDOWN_GRACE_S,
     )
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-
-        def on_signal() -> None:
-            if not stop.is_set():
-                stop.set()
-                _exit_if_stuck(after_s=3 * SHUTDOWN_GRACE_S)
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal)
-        await serve(args.nats, args.partition, args.node_id, replicas=args.replicas, stop=stop)
-
-    eventloop.run(run())
     return 0
 
 

@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 import sys
 import time
@@ -40,7 +39,6 @@ import msgspec
 from nats.aio.client import Client as NatsClient
 
 from ironbook import core
-from ironbook.adapters import eventloop
 from ironbook.adapters.feed.messages import MAX_MARKETS_PER_MESSAGE, AnyFeedMessage, valid_producer
 from ironbook.adapters.feed.nats_stream import NatsFeedStream
 from ironbook.adapters.feed.provider import FeedProvider, FeedUnavailable
@@ -51,6 +49,7 @@ from ironbook.core.odds import format_decimal
 from ironbook.core.views import FeedCursorReply, MarketPage, MarketView
 from ironbook.replication.interfaces import LeaseUnavailable
 from ironbook.services.feed.conflate import Conflation
+from ironbook.services.process import configure_logging, run_service
 
 log = logging.getLogger("ironbook.feed.ingest")
 
@@ -538,18 +537,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.partitions < 1 or args.down_after_ms < 100:
         print("error: --partitions >= 1 and --down-after-ms >= 100", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(
+    configure_logging()
+    run_service(
+        lambda stop: serve(
             args.nats,
             args.producer,
             partitions=args.partitions,
@@ -557,8 +547,7 @@ def main(argv: list[str] | None = None) -> int:
             down_after_ms=args.down_after_ms,
             stop=stop,
         )
-
-    eventloop.run(run())
+    )
     return 0
 
 

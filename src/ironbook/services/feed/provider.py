@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
 import sys
 import time
 
@@ -32,7 +31,6 @@ from nats.aio.client import Client as NatsClient
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from ironbook.adapters import eventloop
 from ironbook.adapters.feed.messages import (
     AnyFeedMessage,
     BetCancel,
@@ -46,6 +44,7 @@ from ironbook.adapters.feed.nats_stream import FeedPublishRefused, NatsFeedStrea
 from ironbook.adapters.feed.provider import FeedUnavailable
 from ironbook.adapters.feed.simulator import Simulator, SimulatorConfig, SimulatorState
 from ironbook.adapters.nats.provision import close_nats, connect_nats, with_placement_retry
+from ironbook.services.process import configure_logging, run_service
 
 log = logging.getLogger("ironbook.feed.provider")
 
@@ -415,11 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.frame_ms <= 1_000:
         print("error: --frame-ms must be 1-1000", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging()
     try:
         config = SimulatorConfig(
             producer=args.producer,
@@ -433,16 +428,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    async def run() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        return await serve(
+    return run_service(
+        lambda stop: serve(
             args.nats, config, replicas=args.replicas, stop=stop, frame_ms=args.frame_ms
         )
-
-    return int(eventloop.run(run()))
+    )
 
 
 if __name__ == "__main__":

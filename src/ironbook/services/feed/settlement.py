@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
 import sys
 import time
 from typing import Literal
@@ -41,7 +40,6 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from ironbook import core
-from ironbook.adapters import eventloop
 from ironbook.adapters.feed.messages import (
     BetCancel,
     BetSettlement,
@@ -58,6 +56,7 @@ from ironbook.adapters.feed.nats_stream import (
 from ironbook.adapters.nats.provision import close_nats, connect_nats, with_placement_retry
 from ironbook.client import GaveUp, LedgerClient
 from ironbook.core.views import FeedCursorReply, MarketView
+from ironbook.services.process import configure_logging, run_service
 
 log = logging.getLogger("ironbook.feed.settlement")
 
@@ -354,22 +353,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.partitions < 1:
         print("error: --partitions must be at least 1", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(
+    configure_logging()
+    run_service(
+        lambda stop: serve(
             args.nats, args.producer, partitions=args.partitions, replicas=args.replicas, stop=stop
         )
-
-    eventloop.run(run())
+    )
     return 0
 
 
