@@ -169,16 +169,22 @@ async def _progress(tally: Tally, deadline: float) -> None:
         last = done
 
 
-async def _measure_ironbook(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any]:
-    await cluster.wait_leaders(timeout_ms=120_000)
-    client = await LedgerClient.connect(
+async def connect_bench_client(cluster: LocalCluster, max_batch_commands: int) -> LedgerClient:
+    """The load generator's client: short retries, a long deadline (a bet
+    waits through a failover rather than giving up)."""
+    return await LedgerClient.connect(
         cluster.nats_url,
         partitions=cluster.partitions,
         config=ClientConfig(
             request_timeout_ms=1_000, deadline_ms=30_000, backoff_initial_ms=10, backoff_max_ms=200
         ),
-        batching=BatchConfig(max_batch_commands=args.client_batch),
+        batching=BatchConfig(max_batch_commands=max_batch_commands),
     )
+
+
+async def _measure_ironbook(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any]:
+    await cluster.wait_leaders(timeout_ms=120_000)
+    client = await connect_bench_client(cluster, args.client_batch)
     try:
         accounts = [f"acct-{i}" for i in range(args.accounts)]
         run_tag = f"r{os.getpid()}"

@@ -64,8 +64,8 @@ from ironbook import core
 from ironbook.adapters import eventloop
 from ironbook.adapters.nats.localproc import ManagedProcess, PortLease
 from ironbook.adapters.nats.provision import close_nats, connect_nats
-from ironbook.benchmarks.ledger import _drive, _setup, percentile_ms
-from ironbook.client import BatchConfig, ClientConfig, LedgerClient
+from ironbook.benchmarks.ledger import _drive, _setup, connect_bench_client, percentile_ms
+from ironbook.client import LedgerClient
 from ironbook.core.odds import format_decimal, snap_to_ladder, ticks_away
 from ironbook.services.feed.processes import FeedOptions, feed_processes
 from ironbook.services.gateway.auth import load_or_create_secret, mint_token
@@ -846,14 +846,7 @@ async def _measure(cluster: LocalCluster, args: argparse.Namespace) -> dict[str,
     await cluster.wait_leaders(timeout_ms=120_000)
     assert cluster.http_url is not None
     await _wait_http_ready(cluster.http_url, READY_TIMEOUT_S)
-    client = await LedgerClient.connect(
-        cluster.nats_url,
-        partitions=cluster.partitions,
-        config=ClientConfig(
-            request_timeout_ms=1_000, deadline_ms=30_000, backoff_initial_ms=10, backoff_max_ms=200
-        ),
-        batching=BatchConfig(max_batch_commands=args.client_batch),
-    )
+    client = await connect_bench_client(cluster, args.client_batch)
     try:
         accounts = [f"acct-{i}" for i in range(args.accounts)]
         _log(f"setting up {args.accounts:,} accounts ...")
