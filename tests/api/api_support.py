@@ -40,6 +40,8 @@ class Api:
     """One worker allowing 5 requests/s per principal (burst 5)."""
     tight_url: str
     """One worker admitting only 2 ledger requests in flight."""
+    tight_worker: ManagedProcess
+    """The process behind `tight_url` (the overload test pauses it)."""
     data_dir: Path
     secret: bytes
     cluster: LocalCluster
@@ -139,6 +141,7 @@ def running_api(data_dir: Path) -> Iterator[Api]:
             url=urls[0],
             throttled_url=urls[1],
             tight_url=urls[2],
+            tight_worker=extras[1],
             data_dir=cluster.data_dir,
             secret=secret,
             cluster=cluster,
