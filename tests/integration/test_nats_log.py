@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from ironbook.adapters.nats.log import NatsLog
+from ironbook.adapters.nats.log import IDLE_POLL_MS, NatsLog
 from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.adapters.nats.server import LocalNatsCluster
 from ironbook.replication.interfaces import AppendUnknown, Fenced, LogEntry, LogUnavailable
@@ -121,6 +121,52 @@ def test_read_returns_ranges_and_waits_for_new_entries(nats_cluster: LocalNatsCl
             assert [(e.seq, e.payload) for e in late] == [(11, b"late")]
         finally:
             await _close(ledger)
+
+    asyncio.run(scenario())
+
+
+def test_a_waiting_reader_reads_on_announcements_not_in_a_loop(
+    nats_cluster: LocalNatsCluster,
+) -> None:
+    """An idle follower used to poll ~80 times a second. Now a reader with
+    nothing announced past its position reads again only on an announcement
+    or every `IDLE_POLL_MS`; an append it was not told about (a writer that
+    died before announcing) is still read, by that fallback."""
+
+    async def scenario() -> None:
+        writer = await _open_log(nats_cluster)
+        reader = await _open_log(nats_cluster)
+        reads = 0
+        direct_get_batch = reader._direct_get_batch
+
+        async def counted(from_seq: int, max_entries: int) -> list[LogEntry]:
+            nonlocal reads
+            reads += 1
+            return await direct_get_batch(from_seq, max_entries)
+
+        reader._direct_get_batch = counted  # type: ignore[method-assign]
+        try:
+            idle_s = 2.0
+            assert await reader.read(1, max_entries=10, wait_ms=int(idle_s * 1000)) == []
+            # One read at the start, one per fallback period, one at the end.
+            assert reads <= 2 + idle_s * 1000 / IDLE_POLL_MS, reads
+
+            waiter = asyncio.create_task(reader.read(1, max_entries=10, wait_ms=20_000))
+            await asyncio.sleep(0.2)
+            reads = 0
+            await writer.append(b"announced", expected_last_seq=0, batch_id="t1-1")
+            entries = await asyncio.wait_for(waiter, timeout=30)
+            assert [(e.seq, e.payload) for e in entries] == [(1, b"announced")]
+
+            # Stored without an announcement: a plain publish to the stream.
+            waiter = asyncio.create_task(reader.read(2, max_entries=10, wait_ms=20_000))
+            await asyncio.sleep(0.2)
+            await writer._nc.request(writer.subject, b"silent", timeout=5)
+            entries = await asyncio.wait_for(waiter, timeout=30)
+            assert [(e.seq, e.payload) for e in entries] == [(2, b"silent")]
+        finally:
+            await _close(reader)
+            await _close(writer)
 
     asyncio.run(scenario())
 
