@@ -21,7 +21,7 @@ from ironbook.adapters.feed.messages import (
 )
 from ironbook.core.events import FeedReply, ProducerReply
 from ironbook.core.views import FeedCursorReply, ReadRefusal
-from ironbook.services.feed.ingest import MAX_ROUND_MARKETS, Ingester
+from ironbook.services.feed.ingest import MAX_ROUND_MARKETS, ROUND_PACE_MS, Ingester
 
 
 class FakeProvider:
@@ -83,14 +83,23 @@ def clock() -> Clock:
     return Clock()
 
 
-def _ingester(clock: Clock) -> tuple[Ingester, FakeProvider, FakeClient, FakeNats]:
+def _ingester(
+    clock: Clock, pauses: list[float] | None = None
+) -> tuple[Ingester, FakeProvider, FakeClient, FakeNats]:
     provider, client, nc = FakeProvider(), FakeClient(), FakeNats()
+    recorded = [] if pauses is None else pauses
+
+    async def sleep(seconds: float) -> None:
+        recorded.append(seconds)
+        clock.now_s += seconds
+
     ingester = Ingester(
         provider,
         client,  # type: ignore[arg-type]
         nc,  # type: ignore[arg-type]
         down_after_ms=3_000,
         clock=clock,
+        sleep=sleep,
     )
     return ingester, provider, client, nc
 
@@ -178,5 +187,46 @@ def test_producer_down_after_silence_up_only_when_caught_up_and_alive(clock: Clo
         ups = [c for _, c in client.commands(core.SetProducerStatus) if not c.down]
         assert len(ups) == 2 and not ingester.down
         assert client.cursors == [21, 21]
+
+    asyncio.run(scenario())
+
+
+def test_rounds_are_paced_only_while_the_feed_is_busy(clock: Clock) -> None:
+    """A busy feed (more than PACE_ABOVE_MESSAGES_PER_S) gets at most one
+    round per ROUND_PACE_MS, so more changes conflate into each; a quiet
+    one goes round after round."""
+
+    async def scenario() -> None:
+        pauses: list[float] = []
+        ingester, _, client, _ = _ingester(clock, pauses)
+        ingester._last_alive = clock.now_s
+        cursor = 0
+
+        async def round_with(messages: int, after_s: float) -> None:
+            nonlocal cursor
+            clock.now_s += after_s
+            for _ in range(messages):
+                cursor += 1
+                ingester._queue.put_nowait(_created(cursor, f"m{cursor}"))
+            await ingester.round()
+
+        await round_with(1, 0)
+        assert pauses == []  # the first round has nothing to compare with
+        # Quiet: one message every 20 ms (50/s) is never paced.
+        for _ in range(5):
+            await round_with(1, 0.020)
+        assert pauses == []
+        # Busy: 20 messages 20 ms after the previous round (1,000/s).
+        clock.now_s += 0.002  # the round itself took 2 ms
+        await round_with(20, 0.018)
+        assert pauses == [pytest.approx(ROUND_PACE_MS / 1000)]
+        # Still busy at the paced rhythm: 50 messages in 50 ms.
+        await round_with(50, 0)
+        assert len(pauses) == 2
+        # The feed quietens: 5 messages in 50 ms (100/s) is not paced.
+        await round_with(5, 0)
+        assert len(pauses) == 2
+        assert ingester.cursor == cursor
+        assert client.cursors == [cursor, cursor]
 
     asyncio.run(scenario())
