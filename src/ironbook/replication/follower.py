@@ -34,7 +34,16 @@ class FollowerConfig:
     read_max_entries: int = 256
     """Entries fetched per log read."""
     snapshot_every_entries: int = 1_000
-    """Write a snapshot after this many entries applied since the last one."""
+    """Write a snapshot after this many entries applied since the last one..."""
+    snapshot_log_ratio: float = 0.5
+    """...and once the log bytes applied since then are at least this fraction
+    of the last snapshot's size. A snapshot costs time in proportion to the
+    state (encoding, hashing, upload; the follower's loop is blocked while it
+    encodes), and the state grows with every bet: at a fixed entry count the
+    cost per entry grew without bound (seconds per snapshot, every few
+    seconds, under load). With the ratio a snapshot costs O(1) per log byte,
+    and a restart replays at most about this fraction of a snapshot's worth
+    of log. 0 snapshots on the entry count alone."""
     io_retry_backoff_ms: int = 50
     """Pause before retrying a log read that failed."""
 
@@ -86,6 +95,9 @@ class Follower:
         self._config = config
         self.replay = replay
         self._snapshot_seq = replay.applied_seq
+        self._snapshot_bytes = 0
+        """Size of the last snapshot this follower wrote (0: none yet)."""
+        self._log_bytes_since_snapshot = 0
 
     @property
     def state(self) -> core.LedgerState:
@@ -126,9 +138,17 @@ class Follower:
     def apply_entries(self, entries: Sequence[LogEntry]) -> None:
         for entry in entries:
             self.replay.apply(entry)
+            self._log_bytes_since_snapshot += len(entry.payload)
+
+    def snapshot_due(self) -> bool:
+        config = self._config
+        return (
+            self.applied_seq - self._snapshot_seq >= config.snapshot_every_entries
+            and self._log_bytes_since_snapshot >= config.snapshot_log_ratio * self._snapshot_bytes
+        )
 
     async def _maybe_snapshot(self) -> None:
-        if self.applied_seq - self._snapshot_seq < self._config.snapshot_every_entries:
+        if not self.snapshot_due():
             return
         snapshot = take_snapshot(self.replay)
         try:
@@ -136,3 +156,5 @@ class Follower:
         except ReplicationError:
             return
         self._snapshot_seq = snapshot.seq
+        self._snapshot_bytes = len(snapshot.state)
+        self._log_bytes_since_snapshot = 0

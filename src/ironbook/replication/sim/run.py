@@ -174,7 +174,10 @@ class _World:
             follower_read_wait_ms=1_000,
             io_retry_backoff_ms=20,
             follower=FollowerConfig(
-                read_max_entries=16, snapshot_every_entries=4, io_retry_backoff_ms=20
+                read_max_entries=16,
+                snapshot_every_entries=4,
+                snapshot_log_ratio=0.0,
+                io_retry_backoff_ms=20,
             ),
             sequencer=SequencerConfig(
                 max_batch_commands=8,

@@ -1,0 +1,99 @@
+"""When a follower writes snapshots: after `snapshot_every_entries` entries
+and, with `snapshot_log_ratio`, once the log applied since the last snapshot
+is that fraction of the snapshot's size (snapshots of a growing state get
+rarer instead of costing more and more per entry)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Sequence
+
+from ironbook import core
+from ironbook.replication.batch import ReplayState, encode_batch
+from ironbook.replication.follower import Follower, FollowerConfig
+from ironbook.replication.interfaces import LogEntry, Snapshot
+
+ENTRIES = 400
+
+
+class ListLog:
+    def __init__(self, entries: list[LogEntry]) -> None:
+        self.entries = entries
+
+    async def read(self, from_seq: int, *, max_entries: int, wait_ms: int) -> Sequence[LogEntry]:
+        return self.entries[from_seq - 1 : from_seq - 1 + max_entries]
+
+
+class Store:
+    def __init__(self) -> None:
+        self.snapshots: list[Snapshot] = []
+
+    async def put(self, snapshot: Snapshot) -> None:
+        self.snapshots.append(snapshot)
+
+
+class NoClock:
+    def now_ms(self) -> int:
+        return 0
+
+    async def sleep(self, ms: float) -> None:
+        return None
+
+
+def _log_of_new_accounts(count: int) -> list[LogEntry]:
+    """Each entry opens one account: the state grows with every entry."""
+    state = core.new_state()
+    entries, previous = [], ""
+    for seq in range(1, count + 1):
+        command = core.OpenAccount(request_id=f"open-{seq}", account_id=f"acct-{seq}")
+        outcome = core.decide(state, command, seq)
+        for event in outcome.events:
+            core.apply(state, event)
+        batch_id = f"1:{seq}"
+        entries.append(LogEntry(seq, batch_id, encode_batch(previous, list(outcome.events))))
+        previous = batch_id
+    return entries
+
+
+def _snapshots(config: FollowerConfig, entries: list[LogEntry]) -> list[Snapshot]:
+    store = Store()
+    follower = Follower(
+        log=ListLog(entries),  # type: ignore[arg-type]
+        snapshots=store,  # type: ignore[arg-type]
+        clock=NoClock(),
+        replay=ReplayState.empty(None),
+        config=config,
+    )
+
+    async def tail() -> None:
+        while follower.applied_seq < len(entries):
+            await follower.poll(wait_ms=0)
+
+    asyncio.run(tail())
+    return store.snapshots
+
+
+def test_snapshots_by_entry_count_alone() -> None:
+    entries = _log_of_new_accounts(ENTRIES)
+    config = FollowerConfig(read_max_entries=1, snapshot_every_entries=10, snapshot_log_ratio=0)
+    assert [s.seq for s in _snapshots(config, entries)] == list(range(10, ENTRIES + 1, 10))
+
+
+def test_snapshots_get_rarer_as_the_state_grows() -> None:
+    entries = _log_of_new_accounts(ENTRIES)
+    sizes = {entry.seq: len(entry.payload) for entry in entries}
+    config = FollowerConfig(read_max_entries=1, snapshot_every_entries=10, snapshot_log_ratio=0.5)
+    snapshots = _snapshots(config, entries)
+    assert snapshots and snapshots[0].seq == 10
+    for before, after in itertools.pairwise(snapshots):
+        assert after.seq - before.seq >= 10
+        log_bytes = sum(sizes[seq] for seq in range(before.seq + 1, after.seq + 1))
+        assert log_bytes >= 0.5 * len(before.state)
+        # and not later than needed: one entry fewer would not have been enough
+        assert log_bytes - sizes[after.seq] < 0.5 * len(before.state) or (
+            after.seq - before.seq == 10
+        )
+    gaps = [after.seq - before.seq for before, after in itertools.pairwise(snapshots)]
+    assert gaps[-1] > gaps[0], gaps
+    assert len(snapshots) < ENTRIES // 10
