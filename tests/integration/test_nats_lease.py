@@ -53,16 +53,25 @@ async def _acquire_within(lease: NatsLease, holder: str, timeout_s: float) -> in
 
 
 def test_exactly_one_of_many_concurrent_acquirers_wins(nats_cluster: LocalNatsCluster) -> None:
+    """Never two winners at once. A contender that cannot read the delete
+    marker a release left (its read went to a replica that lags) gives up
+    for this try, so on a loaded machine a round can have no winner: the
+    contenders then try again, as replicas do, until one wins."""
+
     async def scenario() -> None:
         clients = await _clients(nats_cluster, CONTENDERS)
         try:
             leases = [NatsLease(nc, KEY, ttl_ms=TTL_MS) for nc in clients]
             for round_number in range(3):
-                revisions = await asyncio.gather(
-                    *(lease.acquire(f"r{round_number}-h{i}") for i, lease in enumerate(leases))
-                )
-                winners = [(i, rev) for i, rev in enumerate(revisions) if rev is not None]
-                assert len(winners) == 1, revisions
+                deadline = time.monotonic() + 30
+                winners: list[tuple[int, int]] = []
+                while not winners:
+                    assert time.monotonic() < deadline, f"round {round_number}: nobody won"
+                    revisions = await asyncio.gather(
+                        *(lease.acquire(f"r{round_number}-h{i}") for i, lease in enumerate(leases))
+                    )
+                    winners = [(i, rev) for i, rev in enumerate(revisions) if rev is not None]
+                    assert len(winners) <= 1, revisions
                 winner, revision = winners[0]
                 await leases[winner].release(f"r{round_number}-h{winner}", revision)
         finally:
