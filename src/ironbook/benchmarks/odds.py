@@ -863,12 +863,15 @@ async def _measure(cluster: LocalCluster, args: argparse.Namespace) -> dict[str,
         for round_index in range(args.rounds):
             if args.rounds > 1:
                 _log(f"throughput round {round_index + 1} of {args.rounds}")
-            rounds.append(
-                {
-                    rate: await _throughput_phase(cluster, client, accounts, rate, args)
-                    for rate in THROUGHPUT_RATES
-                }
-            )
+            # Every other round runs the phases in reverse, so that a drift
+            # over the run (the state grows, the cluster warms up) does not
+            # favour whichever phase always comes first.
+            order = THROUGHPUT_RATES if round_index % 2 == 0 else THROUGHPUT_RATES[::-1]
+            phases = {}
+            for position, rate in enumerate(order):
+                phases[rate] = await _throughput_phase(cluster, client, accounts, rate, args)
+                phases[rate]["position_in_round"] = position
+            rounds.append({rate: phases[rate] for rate in THROUGHPUT_RATES})
     finally:
         await client.close()
     bets_per_s = {
@@ -983,8 +986,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rounds",
         type=int,
-        default=1,
-        help="run the three throughput phases this many times; bets/s are the medians (1)",
+        default=None,
+        help=(
+            "run the three throughput phases this many times, every other round in "
+            "reverse order; bets/s are the medians (2; 1 with --quick)"
+        ),
     )
     p.add_argument("--concurrency", type=int, default=2_000, help="virtual bettors (2000)")
     p.add_argument("--accounts", type=int, default=10_000, help="(10000)")
@@ -1053,6 +1059,8 @@ def main(argv: list[str] | None = None) -> int:
         args.markets_per_subscriber = 1 if sim else 5
     if args.latency_rate is None:
         args.latency_rate = 50 if sim else 1_000
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 2
     _check(p, args)
     if args.quick:
         args.latency_seconds = min(args.latency_seconds, 5.0)
