@@ -5,8 +5,10 @@ cursor, retries de-duplicated, a gap refused, bad frames skipped."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from ironbook.adapters.feed.nats_stream import (
 from ironbook.adapters.feed.simulator import Simulator, SimulatorConfig
 from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.adapters.nats.server import LocalNatsCluster
+from ironbook.services.feed.provider import BUSY_FRAME_MS, publish_forever
 
 WORLD = SimulatorConfig(
     producer="fr", seed=3, odds_changes_per_s=150, pre_match_s=2, race_in_play_s=3
@@ -212,3 +215,34 @@ def test_recovery_from_any_cursor_retries_and_bad_frames(nats_url: str) -> None:
             await close_nats(nc)
 
     asyncio.run(scenario())
+
+
+def test_a_busy_simulator_publishes_a_frame_per_busy_tick_at_most() -> None:
+    """At 2,000 changes/s (more than BUSY_ABOVE_MESSAGES_PER_S) frames go out
+    at most once per BUSY_FRAME_MS: each frame is an fsynced R3 append, and
+    the ingester would take them a round per 50 ms anyway."""
+
+    class Stream:
+        def __init__(self) -> None:
+            self.publishes: list[tuple[float, int]] = []
+
+        async def publish(self, messages: list[AnyFeedMessage]) -> None:
+            self.publishes.append((time.monotonic(), len(messages)))
+
+    class Worlds:
+        async def put(self, key: str, value: bytes) -> None:
+            return None
+
+    async def scenario() -> Stream:
+        stream = Stream()
+        config = SimulatorConfig(producer="fr", seed=3, odds_changes_per_s=2_000)
+        simulator = Simulator(config, epoch_ms=int(time.time() * 1000))
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(1.5, stop.set)
+        await publish_forever(stream, Worlds(), simulator, stop)  # type: ignore[arg-type]
+        return stream
+
+    publishes = asyncio.run(scenario()).publishes
+    assert sum(count for _, count in publishes) > 1_000
+    gaps_ms = [(b[0] - a[0]) * 1000 for a, b in itertools.pairwise(publishes[1:])]
+    assert gaps_ms and min(gaps_ms) >= BUSY_FRAME_MS - 2, gaps_ms

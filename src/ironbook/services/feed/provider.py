@@ -53,6 +53,12 @@ MAX_SLEEP_MS = 100
 FRAME_MS = 20
 """Default tick: the messages due within it go out as one frame (one
 JetStream message), so NATS pays per tick, not per message."""
+BUSY_FRAME_MS = 50
+BUSY_ABOVE_MESSAGES_PER_S = 250
+"""While the simulator produces more than this, the tick is `BUSY_FRAME_MS`
+(if longer than `frame_ms`): each frame is an R3 fsynced append (~1.7 ms of
+NATS CPU) and the ingester's round after it, while the ingester paces its
+rounds to 50 ms at such rates anyway (`services/feed/ingest.py`)."""
 STATS_INTERVAL_S = 10.0
 START_ATTEMPTS = 30
 START_RETRY_S = 1.0
@@ -301,20 +307,24 @@ async def publish_forever(
     frame_ms: int = FRAME_MS,
 ) -> None:
     """Publish the messages due, at most one publish per `frame_ms` tick (all
-    the messages due then, framed); fall behind, then catch up, under load.
+    the messages due then, framed; `BUSY_FRAME_MS` while busy); fall behind,
+    then catch up, under load.
     Checkpoint the simulator now and then, and when stopped."""
     published = frames = 0
     stats_at = checkpoint_at = time.monotonic()
     checkpoint_cursor = simulator.cursor
     last_publish = stats_at - frame_ms / 1000
+    tick_ms = frame_ms
     while not stop.is_set():
-        tick_left_ms = frame_ms - (time.monotonic() - last_publish) * 1000
+        tick_left_ms = tick_ms - (time.monotonic() - last_publish) * 1000
         due = [] if tick_left_ms > 0 else simulator.take_due(_now_ms(), MAX_PUBLISH_BATCH)
         if due:
-            last_publish = time.monotonic()
+            since_s, last_publish = time.monotonic() - last_publish, time.monotonic()
             await stream.publish(due)
             published += len(due)
             frames += 1
+            busy = len(due) > BUSY_ABOVE_MESSAGES_PER_S * since_s
+            tick_ms = max(frame_ms, BUSY_FRAME_MS) if busy else frame_ms
         else:
             wait_ms = min(MAX_SLEEP_MS, max(1, tick_left_ms, simulator.next_ts_ms() - _now_ms()))
             with contextlib.suppress(TimeoutError):
