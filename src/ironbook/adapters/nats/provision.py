@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import weakref
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TypeVar
 
 import nats
@@ -19,6 +20,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig, StreamInfo
 
@@ -179,6 +181,56 @@ class DirectGetFailed(Exception):
     """A batched direct get could not be sent (no connection)."""
 
 
+class BatchInbox:
+    """One wildcard inbox subscription per connection for replies of several
+    messages (batched direct gets). A subscribe and an unsubscribe for every
+    read cost the servers about 0.3 ms of CPU each time (the interest goes out
+    over the cluster's routes); a read now only registers a token here."""
+
+    def __init__(self, nc: NatsClient) -> None:
+        self._nc = nc
+        self._prefix = nc.new_inbox()
+        self._queues: dict[str, asyncio.Queue[Msg]] = {}
+        self._subscription: Subscription | None = None
+        self._opening = asyncio.Lock()
+        self._next_token = 0
+
+    async def open(self) -> None:
+        async with self._opening:
+            if self._subscription is None:
+                self._subscription = await self._nc.subscribe(f"{self._prefix}.*", cb=self._route)
+
+    async def _route(self, msg: Msg) -> None:
+        queue = self._queues.get(msg.subject[len(self._prefix) + 1 :])
+        if queue is not None:  # else a late reply to a read that gave up
+            queue.put_nowait(msg)
+
+    @contextlib.contextmanager
+    def reply_subject(self) -> Iterator[tuple[str, asyncio.Queue[Msg]]]:
+        """A reply subject of this inbox and the queue its messages land in,
+        until the block ends."""
+        self._next_token += 1
+        token = str(self._next_token)
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+        self._queues[token] = queue
+        try:
+            yield f"{self._prefix}.{token}", queue
+        finally:
+            del self._queues[token]
+
+
+_BATCH_INBOXES: weakref.WeakKeyDictionary[NatsClient, BatchInbox] = weakref.WeakKeyDictionary()
+
+
+async def batch_inbox(nc: NatsClient) -> BatchInbox:
+    """The connection's `BatchInbox`, subscribed."""
+    inbox = _BATCH_INBOXES.get(nc)
+    if inbox is None:
+        inbox = _BATCH_INBOXES[nc] = BatchInbox(nc)
+    await inbox.open()
+    return inbox
+
+
 async def direct_get_batch(
     nc: NatsClient,
     stream: str,
@@ -193,26 +245,26 @@ async def direct_get_batch(
     gaps. Any replica may answer, so the result may lag the leader; an
     unanswered request, "nothing there yet" (404) and the end of the batch
     (204) all end the read. Responses stop at the first gap: the stream never
-    deletes, so a gap can only be a lost response, read again next time."""
-    inbox = nc.new_inbox()
+    deletes, so a gap can only be a lost response, read again next time.
+    Replies come to the connection's `BatchInbox`."""
     request = {"seq": from_seq, "batch": max_messages, "max_bytes": max_bytes}
     try:
-        sub = await nc.subscribe(inbox)
+        inbox = await batch_inbox(nc)
     except (nats.errors.Error, OSError) as err:
         raise DirectGetFailed(f"{stream}: read: {err!r}") from err
     found: list[Msg] = []
-    try:
+    with inbox.reply_subject() as (reply, replies):
         try:
             await nc.publish(
-                f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), reply=inbox
+                f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), reply=reply
             )
         except (nats.errors.Error, OSError) as err:
             raise DirectGetFailed(f"{stream}: read: {err!r}") from err
         expected = from_seq
         while len(found) < max_messages:
             try:
-                msg = await sub.next_msg(timeout=timeout_s)
-            except nats.errors.TimeoutError:
+                msg = await asyncio.wait_for(replies.get(), timeout_s)
+            except TimeoutError:
                 break
             headers = msg.headers or {}
             if "Status" in headers:
@@ -221,7 +273,4 @@ async def direct_get_batch(
                 break
             expected += 1
             found.append(msg)
-    finally:
-        with contextlib.suppress(nats.errors.Error, OSError):
-            await sub.unsubscribe()
     return found
