@@ -6,7 +6,11 @@ import argparse
 import importlib
 import sys
 
-_BENCHMARKS = {"ledger": "ironbook.benchmarks.ledger", "odds": "ironbook.benchmarks.odds"}
+_BENCHMARKS = {
+    "ledger": "ironbook.benchmarks.ledger",
+    "odds": "ironbook.benchmarks.odds",
+    "feed-cpu": "ironbook.benchmarks.feed_cpu",
+}
 
 
 def _command(args: argparse.Namespace) -> int:
@@ -26,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "bench",
         help="run a benchmark (ledger: ironbook vs PostgreSQL, and failover; "
-        "odds: feed -> WebSocket latency, bets/s with the feed on)",
+        "odds: feed -> WebSocket latency, bets/s with the feed on; "
+        "feed-cpu: what the feed costs the cluster in CPU)",
         description=__doc__,
     )
     parser.add_argument("benchmark", choices=sorted(_BENCHMARKS), help="which benchmark")
