@@ -23,6 +23,7 @@ def test_snapshot_roundtrip_keeps_the_newest(nats_cluster: LocalNatsCluster) -> 
         try:
             store = await NatsSnapshotStore.open(nc, 0, keep=2)
             assert await store.latest() is None
+            assert await store.latest_info() is None
 
             small = _snapshot(10, 100)
             await store.put(small)
@@ -31,6 +32,9 @@ def test_snapshot_roundtrip_keeps_the_newest(nats_cluster: LocalNatsCluster) -> 
             # Bigger than one object-store chunk (128 KiB): several chunks.
             big = _snapshot(2_000, 1_000_000)
             await store.put(big)
+            info = await store.latest_info()
+            assert info is not None and info.seq == 2_000
+            assert 1_000_000 <= info.size_bytes < 1_010_000
             newer = _snapshot(3_000, 5_000)
             await store.put(newer)
             assert await store.latest() == newer

@@ -6,13 +6,14 @@ rarer instead of costing more and more per entry)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from collections.abc import Sequence
 
 from ironbook import core
 from ironbook.replication.batch import ReplayState, encode_batch
-from ironbook.replication.follower import Follower, FollowerConfig
-from ironbook.replication.interfaces import LogEntry, Snapshot
+from ironbook.replication.follower import Follower, FollowerConfig, snapshot_stagger
+from ironbook.replication.interfaces import LogEntry, Snapshot, SnapshotInfo
 
 ENTRIES = 400
 
@@ -31,6 +32,12 @@ class Store:
 
     async def put(self, snapshot: Snapshot) -> None:
         self.snapshots.append(snapshot)
+
+    async def latest_info(self) -> SnapshotInfo | None:
+        if not self.snapshots:
+            return None
+        newest = max(self.snapshots, key=lambda s: s.seq)
+        return SnapshotInfo(newest.seq, len(newest.state))
 
 
 class NoClock:
@@ -56,15 +63,19 @@ def _log_of_new_accounts(count: int) -> list[LogEntry]:
     return entries
 
 
-def _snapshots(config: FollowerConfig, entries: list[LogEntry]) -> list[Snapshot]:
-    store = Store()
-    follower = Follower(
+def _follower(config: FollowerConfig, entries: list[LogEntry], store: Store) -> Follower:
+    return Follower(
         log=ListLog(entries),  # type: ignore[arg-type]
         snapshots=store,  # type: ignore[arg-type]
         clock=NoClock(),
         replay=ReplayState.empty(None),
         config=config,
     )
+
+
+def _snapshots(config: FollowerConfig, entries: list[LogEntry]) -> list[Snapshot]:
+    store = Store()
+    follower = _follower(config, entries, store)
 
     async def tail() -> None:
         while follower.applied_seq < len(entries):
@@ -97,3 +108,29 @@ def test_snapshots_get_rarer_as_the_state_grows() -> None:
     gaps = [after.seq - before.seq for before, after in itertools.pairwise(snapshots)]
     assert gaps[-1] > gaps[0], gaps
     assert len(snapshots) < ENTRIES // 10
+
+
+def test_a_staggered_follower_counts_from_the_others_snapshot_instead_of_writing_it_again() -> None:
+    """Two followers tail the same log in step; the one with the higher
+    stagger finds the other's snapshot in the store when its own is due."""
+    entries = _log_of_new_accounts(ENTRIES)
+    store = Store()
+    base = FollowerConfig(read_max_entries=1, snapshot_every_entries=10, snapshot_log_ratio=0.5)
+    early = _follower(dataclasses.replace(base, snapshot_stagger=0.0), entries, store)
+    late = _follower(dataclasses.replace(base, snapshot_stagger=0.3), entries, store)
+
+    async def tail_in_step() -> None:
+        while early.applied_seq < len(entries):
+            await early.poll(wait_ms=0)
+            await late.poll(wait_ms=0)
+
+    asyncio.run(tail_in_step())
+    alone = _snapshots(base, entries)
+    assert [s.seq for s in store.snapshots] == [s.seq for s in alone]
+
+
+def test_stagger_is_fixed_per_node_and_at_most_a_half() -> None:
+    staggers = {node: snapshot_stagger(node) for node in ("p0-r1", "p0-r2", "p0-r3")}
+    assert all(0 <= value <= 0.5 for value in staggers.values())
+    assert len(set(staggers.values())) == 3
+    assert staggers == {node: snapshot_stagger(node) for node in staggers}

@@ -6,6 +6,7 @@ A follower is a hot standby: its state is the log's state up to
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -44,8 +45,19 @@ class FollowerConfig:
     seconds, under load). With the ratio a snapshot costs O(1) per log byte,
     and a restart replays at most about this fraction of a snapshot's worth
     of log. 0 snapshots on the entry count alone."""
+    snapshot_stagger: float = 0.0
+    """Both thresholds are raised by this fraction (the replica sets it per
+    node, 0-0.5), so that followers do not snapshot at the same moment: the
+    later one finds the earlier one's snapshot in the store and counts from
+    it instead of writing the same state again."""
     io_retry_backoff_ms: int = 50
     """Pause before retrying a log read that failed."""
+
+
+def snapshot_stagger(node_id: str) -> float:
+    """A node's `FollowerConfig.snapshot_stagger`: 0-0.5, fixed per node id
+    (so a seeded simulation stays reproducible)."""
+    return zlib.crc32(node_id.encode()) % 1_000 / 2_000
 
 
 async def restore(snapshots: SnapshotStore, ledger_config: core.LedgerConfig | None) -> ReplayState:
@@ -142,13 +154,26 @@ class Follower:
 
     def snapshot_due(self) -> bool:
         config = self._config
+        raised = 1 + config.snapshot_stagger
         return (
-            self.applied_seq - self._snapshot_seq >= config.snapshot_every_entries
-            and self._log_bytes_since_snapshot >= config.snapshot_log_ratio * self._snapshot_bytes
+            self.applied_seq - self._snapshot_seq >= config.snapshot_every_entries * raised
+            and self._log_bytes_since_snapshot
+            >= config.snapshot_log_ratio * raised * self._snapshot_bytes
         )
 
     async def _maybe_snapshot(self) -> None:
         if not self.snapshot_due():
+            return
+        try:
+            newest = await self._snapshots.latest_info()
+        except ReplicationError:
+            newest = None
+        if newest is not None and newest.seq > self._snapshot_seq:
+            # Another replica wrote one since ours: a restart can start from
+            # it, so count from there instead of writing the same state again.
+            self._snapshot_seq = newest.seq
+            self._snapshot_bytes = newest.size_bytes
+            self._log_bytes_since_snapshot = 0
             return
         snapshot = take_snapshot(self.replay)
         try:

@@ -127,6 +127,12 @@ class Snapshot(msgspec.Struct, frozen=True):
     next batch must name it as its predecessor (see `replication.batch`)."""
 
 
+class SnapshotInfo(msgspec.Struct, frozen=True):
+    seq: int
+    size_bytes: int
+    """About the size of its state (the stored encoding, or the state bytes)."""
+
+
 class SnapshotStore(Protocol):
     """Where replicas keep snapshots. Methods raise `SnapshotUnavailable` when
     the store cannot be reached."""
@@ -134,6 +140,11 @@ class SnapshotStore(Protocol):
     async def put(self, snapshot: Snapshot) -> None: ...
 
     async def latest(self) -> Snapshot | None: ...
+
+    async def latest_info(self) -> SnapshotInfo | None:
+        """The newest snapshot's sequence and size (None: no snapshot), without
+        reading it."""
+        ...
 
 
 class Clock(Protocol):

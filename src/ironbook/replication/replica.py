@@ -12,6 +12,7 @@ only decides who should try to lead, so that usually exactly one replica does.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 from dataclasses import dataclass, field
 from typing import Literal, NoReturn
@@ -26,6 +27,7 @@ from ironbook.replication.follower import (
     FollowerConfig,
     SnapshotCorrupt,
     restore,
+    snapshot_stagger,
 )
 from ironbook.replication.interfaces import (
     Clock,
@@ -154,7 +156,9 @@ class Replica:
             snapshots=self._snapshots,
             clock=self._clock,
             replay=replay,
-            config=self._config.follower,
+            config=dataclasses.replace(
+                self._config.follower, snapshot_stagger=snapshot_stagger(self.node_id)
+            ),
         )
         self._follower = follower
         return follower

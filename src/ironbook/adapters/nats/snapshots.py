@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 import nats.errors
@@ -22,7 +22,7 @@ from nats.js.api import StorageType
 from nats.js.object_store import ObjectStore
 
 from ironbook.adapters.nats.provision import with_placement_retry
-from ironbook.replication.interfaces import Snapshot, SnapshotUnavailable
+from ironbook.replication.interfaces import Snapshot, SnapshotInfo, SnapshotUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,11 @@ def snapshot_bucket(partition: int) -> str:
 
 def _object_name(seq: int) -> str:
     return f"{_NAME_PREFIX}{seq:020d}"
+
+
+class _NamedInfo(NamedTuple):
+    name: str
+    size: int | None
 
 
 class NatsSnapshotStore:
@@ -78,6 +83,14 @@ class NatsSnapshotStore:
     async def latest(self) -> Snapshot | None:
         return await self._bounded("latest", self._latest(), self._timeout_s * 4)
 
+    async def latest_info(self) -> SnapshotInfo | None:
+        """From the bucket's metadata, not the objects."""
+        infos = await self._bounded("latest_info", self._infos(), self._timeout_s)
+        if not infos:
+            return None
+        newest = infos[-1]
+        return SnapshotInfo(int(newest.name[len(_NAME_PREFIX) :]), newest.size or 0)
+
     async def _bounded(self, what: str, call: Coroutine[Any, Any, T], timeout_s: float) -> T:
         try:
             async with asyncio.timeout(timeout_s):
@@ -99,13 +112,20 @@ class NatsSnapshotStore:
         return None
 
     async def _names(self) -> list[str]:
+        return [info.name for info in await self._infos()]
+
+    async def _infos(self) -> list[_NamedInfo]:
+        """The snapshots' object infos, oldest first."""
         try:
             infos = await self._store.list(ignore_deletes=True)
         except nats.js.errors.NotFoundError:
             return []
-        return sorted(
-            info.name for info in infos if info.name and info.name.startswith(_NAME_PREFIX)
-        )
+        named = [
+            _NamedInfo(info.name, info.size)
+            for info in infos
+            if info.name and info.name.startswith(_NAME_PREFIX)
+        ]
+        return sorted(named)
 
     async def _prune(self) -> None:
         names = await self._names()

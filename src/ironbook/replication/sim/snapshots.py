@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ironbook.replication.interfaces import Snapshot, SnapshotUnavailable
+from ironbook.replication.interfaces import Snapshot, SnapshotInfo, SnapshotUnavailable
 from ironbook.replication.sim.host import Host, HostDown
 from ironbook.replication.sim.network import CallTimeout, Network
 
@@ -47,3 +47,15 @@ class SimSnapshotStore:
             )
         except (CallTimeout, HostDown) as error:
             raise SnapshotUnavailable("latest: no answer") from error
+
+    async def latest_info(self) -> SnapshotInfo | None:
+        def info() -> SnapshotInfo | None:
+            newest = self._service.newest
+            return None if newest is None else SnapshotInfo(newest.seq, len(newest.state))
+
+        try:
+            return await self._network.call(
+                self._host, "snapshots", info, timeout_ms=self._timeout_ms
+            )
+        except (CallTimeout, HostDown) as error:
+            raise SnapshotUnavailable("latest_info: no answer") from error
