@@ -319,7 +319,8 @@ async def publish_forever(
         tick_left_ms = tick_ms - (time.monotonic() - last_publish) * 1000
         due = [] if tick_left_ms > 0 else simulator.take_due(_now_ms(), MAX_PUBLISH_BATCH)
         if due:
-            since_s, last_publish = time.monotonic() - last_publish, time.monotonic()
+            now = time.monotonic()
+            since_s, last_publish = now - last_publish, now
             await stream.publish(due)
             published += len(due)
             frames += 1
