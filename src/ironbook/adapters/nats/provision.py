@@ -196,6 +196,8 @@ class BatchInbox:
         self._next_token = 0
 
     async def open(self) -> None:
+        if self._subscription is not None:
+            return
         async with self._opening:
             if self._subscription is None:
                 self._subscription = await self._nc.subscribe(f"{self._prefix}.*", cb=self._route)
