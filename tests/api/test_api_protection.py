@@ -80,7 +80,9 @@ def test_overload_is_shed_at_once_with_503(api: Api, world: World) -> None:
     async def burst() -> tuple[list[tuple[int, str]], float]:
         api.tight_worker.pause()
         try:
-            connections = await asyncio.gather(*(send(request) for request in requests))
+            connections = await asyncio.wait_for(
+                asyncio.gather(*(send(request) for request in requests)), timeout=30
+            )
         finally:
             api.tight_worker.resume()
         started = time.perf_counter()
