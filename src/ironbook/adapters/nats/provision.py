@@ -20,7 +20,6 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig, StreamInfo
 
@@ -185,22 +184,26 @@ class BatchInbox:
     """One wildcard inbox subscription per connection for replies of several
     messages (batched direct gets). A subscribe and an unsubscribe for every
     read cost the servers about 0.3 ms of CPU each time (the interest goes out
-    over the cluster's routes); a read now only registers a token here."""
+    over the cluster's routes); a read now only registers a token here.
 
-    def __init__(self, nc: NatsClient) -> None:
-        self._nc = nc
-        self._prefix = nc.new_inbox()
+    It keeps no reference to its connection (it is the value of a table keyed
+    weakly by the connection, and the connection refers to it through the
+    subscription's callback): a closed, dropped connection frees both."""
+
+    def __init__(self, prefix: str) -> None:
+        self._prefix = prefix
         self._queues: dict[str, asyncio.Queue[Msg]] = {}
-        self._subscription: Subscription | None = None
+        self._subscribed = False
         self._opening = asyncio.Lock()
         self._next_token = 0
 
-    async def open(self) -> None:
-        if self._subscription is not None:
+    async def open(self, nc: NatsClient) -> None:
+        if self._subscribed:
             return
         async with self._opening:
-            if self._subscription is None:
-                self._subscription = await self._nc.subscribe(f"{self._prefix}.*", cb=self._route)
+            if not self._subscribed:
+                await nc.subscribe(f"{self._prefix}.*", cb=self._route)
+                self._subscribed = True
 
     async def _route(self, msg: Msg) -> None:
         queue = self._queues.get(msg.subject[len(self._prefix) + 1 :])
@@ -228,8 +231,8 @@ async def batch_inbox(nc: NatsClient) -> BatchInbox:
     """The connection's `BatchInbox`, subscribed."""
     inbox = _BATCH_INBOXES.get(nc)
     if inbox is None:
-        inbox = _BATCH_INBOXES[nc] = BatchInbox(nc)
-    await inbox.open()
+        inbox = _BATCH_INBOXES[nc] = BatchInbox(nc.new_inbox())
+    await inbox.open(nc)
     return inbox
 
 
