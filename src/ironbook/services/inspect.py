@@ -31,14 +31,19 @@ async def read_whole_log(
     """Every entry of the partition's log, from 1 to its last sequence."""
     log = NatsLog(nc, partition)
     deadline = time.monotonic() + timeout_ms / 1000
-    last_seq = await log.last_seq()
-    entries: list[LogEntry] = []
-    while len(entries) < last_seq:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"read {len(entries)} of {last_seq} log entries in {timeout_ms} ms")
-        chunk = await log.read(len(entries) + 1, max_entries=READ_CHUNK_ENTRIES, wait_ms=1_000)
-        entries.extend(chunk)
-    return entries
+    try:
+        last_seq = await log.last_seq()
+        entries: list[LogEntry] = []
+        while len(entries) < last_seq:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"read {len(entries)} of {last_seq} log entries in {timeout_ms} ms"
+                )
+            chunk = await log.read(len(entries) + 1, max_entries=READ_CHUNK_ENTRIES, wait_ms=1_000)
+            entries.extend(chunk)
+        return entries
+    finally:
+        await log.close()
 
 
 async def state_hash_of(nc: NatsClient, node_id: str, *, timeout_ms: int = 5_000) -> StateHashReply:

@@ -215,10 +215,29 @@ class NatsLog:
                 await asyncio.sleep(min(poll_ms / 1000, remaining_s))
                 poll_ms = min(poll_ms * 2, _POLL_MAX_MS)
                 continue
+            await self._wait_for_tip(from_seq, min(IDLE_POLL_MS / 1000, remaining_s))
+            poll_ms = _POLL_MIN_MS
+
+    async def _wait_for_tip(self, from_seq: int, timeout_s: float) -> None:
+        """Until `from_seq` is announced or `timeout_s` passes. Announcements
+        of entries below it (this reader got them in an earlier batch) do not
+        end the wait: each would cost a read that finds nothing."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._tip_seq < from_seq:
+            remaining_s = deadline - loop.time()
+            if remaining_s <= 0:
+                return
             self._tip_news.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._tip_news.wait(), min(IDLE_POLL_MS / 1000, remaining_s))
-            poll_ms = _POLL_MIN_MS
+                await asyncio.wait_for(self._tip_news.wait(), remaining_s)
+
+    async def close(self) -> None:
+        """Stop listening for announcements (the connection stays open)."""
+        subscription, self._tip_subscription = self._tip_subscription, None
+        if subscription is not None:
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await subscription.unsubscribe()
 
     async def _listen_for_tips(self) -> None:
         """Subscribe to announcements once; without NATS, reads just poll."""

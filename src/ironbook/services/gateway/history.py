@@ -273,6 +273,15 @@ class HistoryStore:
 async def project(nc: NatsClient, partition: int, store: HistoryStore, stop: asyncio.Event) -> None:
     """Tail the partition's log into the store until `stop` is set."""
     ledger_log = NatsLog(nc, partition)
+    try:
+        await _tail(ledger_log, partition, store, stop)
+    finally:
+        await ledger_log.close()
+
+
+async def _tail(
+    ledger_log: NatsLog, partition: int, store: HistoryStore, stop: asyncio.Event
+) -> None:
     while not stop.is_set():
         applied_seq, _ = store.position()
         try:
