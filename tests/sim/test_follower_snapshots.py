@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from ironbook import core
 from ironbook.replication.batch import ReplayState, encode_batch
 from ironbook.replication.follower import Follower, FollowerConfig, snapshot_stagger
-from ironbook.replication.interfaces import LogEntry, Snapshot, SnapshotInfo
+from ironbook.replication.interfaces import LogEntry, Snapshot, SnapshotInfo, SnapshotUnavailable
 
 ENTRIES = 400
 
@@ -134,3 +134,61 @@ def test_stagger_is_fixed_per_node_and_at_most_a_half() -> None:
     assert all(0 <= value <= 0.5 for value in staggers.values())
     assert len(set(staggers.values())) == 3
     assert staggers == {node: snapshot_stagger(node) for node in staggers}
+
+
+class DownStore(Store):
+    """A store that never answers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = 0
+
+    async def latest_info(self) -> SnapshotInfo | None:
+        self.asked += 1
+        raise SnapshotUnavailable("down")
+
+
+def test_an_unreachable_store_is_tried_again_only_every_so_many_entries() -> None:
+    entries = _log_of_new_accounts(100)
+    store = DownStore()
+    config = FollowerConfig(read_max_entries=1, snapshot_every_entries=10, snapshot_log_ratio=0)
+    follower = _follower(config, entries, store)
+
+    async def tail() -> None:
+        while follower.applied_seq < len(entries):
+            await follower.poll(wait_ms=0)
+
+    asyncio.run(tail())
+    # Due from entry 10 on: tried at 10, 20, ..., 100, not at every entry.
+    assert store.asked == 10
+    assert store.snapshots == []
+
+
+def test_a_restarted_follower_learns_the_size_of_the_snapshot_it_started_from() -> None:
+    """After a restart the byte rule applies to the snapshot restored from,
+    whose size the store tells (before, the first snapshot after a restart
+    ignored it)."""
+    entries = _log_of_new_accounts(ENTRIES)
+    config = FollowerConfig(read_max_entries=1, snapshot_every_entries=10, snapshot_log_ratio=0.5)
+    first = _snapshots(config, entries[:200])[-1]
+    store = Store()
+    store.snapshots.append(first)
+    restored = ReplayState(core.restore_snapshot(first.state), first.seq, first.last_batch_id)
+    follower = Follower(
+        log=ListLog(entries),  # type: ignore[arg-type]
+        snapshots=store,  # type: ignore[arg-type]
+        clock=NoClock(),
+        replay=restored,
+        config=config,
+    )
+
+    async def tail() -> None:
+        while follower.applied_seq < len(entries):
+            await follower.poll(wait_ms=0)
+
+    asyncio.run(tail())
+    sizes = {entry.seq: len(entry.payload) for entry in entries}
+    written = store.snapshots[1:]
+    assert written, "no snapshot after the restart"
+    log_bytes = sum(sizes[seq] for seq in range(first.seq + 1, written[0].seq + 1))
+    assert log_bytes >= 0.5 * len(first.state)

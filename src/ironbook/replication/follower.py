@@ -110,6 +110,7 @@ class Follower:
         self._snapshot_bytes = 0
         """Size of the last snapshot this follower wrote (0: none yet)."""
         self._log_bytes_since_snapshot = 0
+        self._next_snapshot_try_seq = 0
 
     @property
     def state(self) -> core.LedgerState:
@@ -162,12 +163,13 @@ class Follower:
         )
 
     async def _maybe_snapshot(self) -> None:
-        if not self.snapshot_due():
+        if self.applied_seq < self._next_snapshot_try_seq or not self.snapshot_due():
             return
         try:
             newest = await self._snapshots.latest_info()
         except ReplicationError:
-            newest = None
+            self._snapshot_later()
+            return
         if newest is not None and newest.seq > self._snapshot_seq:
             # Another replica wrote one since ours: a restart can start from
             # it, so count from there instead of writing the same state again.
@@ -175,11 +177,23 @@ class Follower:
             self._snapshot_bytes = newest.size_bytes
             self._log_bytes_since_snapshot = 0
             return
+        if newest is not None and newest.seq == self._snapshot_seq and not self._snapshot_bytes:
+            # The snapshot this follower was restored from: now its size is known.
+            self._snapshot_bytes = newest.size_bytes
+            if not self.snapshot_due():
+                return
         snapshot = take_snapshot(self.replay)
         try:
             await self._snapshots.put(snapshot)
         except ReplicationError:
+            self._snapshot_later()
             return
         self._snapshot_seq = snapshot.seq
         self._snapshot_bytes = len(snapshot.state)
         self._log_bytes_since_snapshot = 0
+
+    def _snapshot_later(self) -> None:
+        """The store did not answer: try again only after another
+        `snapshot_every_entries` entries, not on every poll (each try may
+        wait out the store's timeout, and encodes the whole state)."""
+        self._next_snapshot_try_seq = self.applied_seq + self._config.snapshot_every_entries
