@@ -34,7 +34,8 @@ from ironbook.adapters.feed.nats_stream import (
 from ironbook.adapters.feed.simulator import Simulator, SimulatorConfig
 from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.adapters.nats.server import LocalNatsCluster
-from ironbook.services.feed.provider import BUSY_FRAME_MS, publish_forever
+from ironbook.services.feed.pacing import BUSY_INTERVAL_MS
+from ironbook.services.feed.provider import publish_forever
 
 WORLD = SimulatorConfig(
     producer="fr", seed=3, odds_changes_per_s=150, pre_match_s=2, race_in_play_s=3
@@ -219,7 +220,7 @@ def test_recovery_from_any_cursor_retries_and_bad_frames(nats_url: str) -> None:
 
 def test_a_busy_simulator_publishes_a_frame_per_busy_tick_at_most() -> None:
     """At 2,000 changes/s (more than BUSY_ABOVE_MESSAGES_PER_S) frames go out
-    at most once per BUSY_FRAME_MS: each frame is an fsynced R3 append, and
+    at most once per BUSY_INTERVAL_MS: each frame is an fsynced R3 append, and
     the ingester would take them a round per 50 ms anyway."""
 
     class Stream:
@@ -245,4 +246,4 @@ def test_a_busy_simulator_publishes_a_frame_per_busy_tick_at_most() -> None:
     publishes = asyncio.run(scenario()).publishes
     assert sum(count for _, count in publishes) > 1_000
     gaps_ms = [(b[0] - a[0]) * 1000 for a, b in itertools.pairwise(publishes[1:])]
-    assert gaps_ms and min(gaps_ms) >= BUSY_FRAME_MS - 2, gaps_ms
+    assert gaps_ms and min(gaps_ms) >= BUSY_INTERVAL_MS - 2, gaps_ms

@@ -21,7 +21,8 @@ from ironbook.adapters.feed.messages import (
 )
 from ironbook.core.events import FeedReply, ProducerReply
 from ironbook.core.views import FeedCursorReply, ReadRefusal
-from ironbook.services.feed.ingest import MAX_ROUND_MARKETS, ROUND_PACE_MS, Ingester
+from ironbook.services.feed.ingest import MAX_ROUND_MARKETS, Ingester
+from ironbook.services.feed.pacing import BUSY_INTERVAL_MS
 
 
 class FakeProvider:
@@ -192,8 +193,8 @@ def test_producer_down_after_silence_up_only_when_caught_up_and_alive(clock: Clo
 
 
 def test_rounds_are_paced_only_while_the_feed_is_busy(clock: Clock) -> None:
-    """A busy feed (more than PACE_ABOVE_MESSAGES_PER_S) gets at most one
-    round per ROUND_PACE_MS, so more changes conflate into each; a quiet
+    """A busy feed (more than BUSY_ABOVE_MESSAGES_PER_S) gets at most one
+    round per BUSY_INTERVAL_MS, so more changes conflate into each; a quiet
     one goes round after round."""
 
     async def scenario() -> None:
@@ -219,7 +220,7 @@ def test_rounds_are_paced_only_while_the_feed_is_busy(clock: Clock) -> None:
         # Busy: 20 messages 20 ms after the previous round (1,000/s).
         clock.now_s += 0.002  # the round itself took 2 ms
         await round_with(20, 0.018)
-        assert pauses == [pytest.approx(ROUND_PACE_MS / 1000)]
+        assert pauses == [pytest.approx(BUSY_INTERVAL_MS / 1000)]
         # Still busy at the paced rhythm: 50 messages in 50 ms.
         await round_with(50, 0)
         assert len(pauses) == 2

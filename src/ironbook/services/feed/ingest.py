@@ -5,7 +5,7 @@ out to subscribers as live odds.
 
 On start it asks every partition where the producer stands (`GetFeedCursor`)
 and resumes the feed from the smallest cursor. Then, round after round (at
-most one per `ROUND_PACE_MS` while the feed is busy), it
+most one per `BUSY_INTERVAL_MS` while the feed is busy), it
 takes everything the feed has (bounded), conflates it per market, sends one
 `FeedBatch` to every partition and waits for all of them to acknowledge
 before the next round: the ledger keeps the cursor, so a crash anywhere
@@ -50,6 +50,7 @@ from ironbook.core.odds import format_decimal
 from ironbook.core.views import FeedCursorReply, MarketPage, MarketView
 from ironbook.replication.interfaces import LeaseUnavailable
 from ironbook.services.feed.conflate import Conflation
+from ironbook.services.feed.pacing import BUSY_ABOVE_MESSAGES_PER_S, BUSY_INTERVAL_MS
 from ironbook.services.process import configure_logging, run_service
 
 log = logging.getLogger("ironbook.feed.ingest")
@@ -62,16 +63,6 @@ QUEUE_MESSAGES = 50_000
 IDLE_WAIT_MS = 100
 FLUSH_QUIET_MS = 1_000
 """A round with no market changes still moves the cursors, at most this often."""
-ROUND_PACE_MS = 50
-PACE_ABOVE_MESSAGES_PER_S = 250
-"""While the feed brings more than `PACE_ABOVE_MESSAGES_PER_S`, rounds start at
-most every `ROUND_PACE_MS`: more changes conflate into each round, whose fixed
-cost (an append to every partition's log, what the replicas and NATS do for
-it, one odds message per changed market) is most of what the feed costs the
-cluster. At 1,000 changes/s this took rounds from ~48/s to 20/s and the feed's
-CPU from ~0.58 to ~0.25 core above an idle cluster (docs/feed.md), for up to
-`ROUND_PACE_MS` more price latency. A quieter feed goes round after round
-as fast as the ledger acknowledges, as before."""
 RETRY_PAUSE_MS = 200
 LEASE_TTL_MS = 3_000
 LEASE_RENEW_MS = 1_000
@@ -325,15 +316,15 @@ class Ingester:
             await self._sleep(pause_s)
 
     def _pause_after(self, conflation: Conflation, started: float) -> float:
-        """Seconds to wait before the next round: until `ROUND_PACE_MS` after
+        """Seconds to wait before the next round: until `BUSY_INTERVAL_MS` after
         this one started if the feed brought more than
-        `PACE_ABOVE_MESSAGES_PER_S` since the previous round started, else 0."""
+        `BUSY_ABOVE_MESSAGES_PER_S` since the previous round started, else 0."""
         previous, self._round_started = self._round_started, started
         if previous is None or started <= previous:
             return 0.0
-        if conflation.messages <= PACE_ABOVE_MESSAGES_PER_S * (started - previous):
+        if conflation.messages <= BUSY_ABOVE_MESSAGES_PER_S * (started - previous):
             return 0.0
-        return max(0.0, started + ROUND_PACE_MS / 1000 - self._clock())
+        return max(0.0, started + BUSY_INTERVAL_MS / 1000 - self._clock())
 
     async def _apply(self, conflation: Conflation) -> None:
         batch = conflation.batch(self.producer)

@@ -44,6 +44,7 @@ from ironbook.adapters.feed.nats_stream import FeedPublishRefused, NatsFeedStrea
 from ironbook.adapters.feed.provider import FeedUnavailable
 from ironbook.adapters.feed.simulator import Simulator, SimulatorConfig, SimulatorState
 from ironbook.adapters.nats.provision import close_nats, connect_nats, with_placement_retry
+from ironbook.services.feed.pacing import BUSY_ABOVE_MESSAGES_PER_S, BUSY_INTERVAL_MS
 from ironbook.services.process import configure_logging, run_service
 
 log = logging.getLogger("ironbook.feed.provider")
@@ -53,12 +54,6 @@ MAX_SLEEP_MS = 100
 FRAME_MS = 20
 """Default tick: the messages due within it go out as one frame (one
 JetStream message), so NATS pays per tick, not per message."""
-BUSY_FRAME_MS = 50
-BUSY_ABOVE_MESSAGES_PER_S = 250
-"""While the simulator produces more than this, the tick is `BUSY_FRAME_MS`
-(if longer than `frame_ms`): each frame is an R3 fsynced append (~1.7 ms of
-NATS CPU) and the ingester's round after it, while the ingester paces its
-rounds to 50 ms at such rates anyway (`services/feed/ingest.py`)."""
 STATS_INTERVAL_S = 10.0
 START_ATTEMPTS = 30
 START_RETRY_S = 1.0
@@ -307,7 +302,7 @@ async def publish_forever(
     frame_ms: int = FRAME_MS,
 ) -> None:
     """Publish the messages due, at most one publish per `frame_ms` tick (all
-    the messages due then, framed; `BUSY_FRAME_MS` while busy); fall behind,
+    the messages due then, framed; `BUSY_INTERVAL_MS` while busy); fall behind,
     then catch up, under load.
     Checkpoint the simulator now and then, and when stopped."""
     published = frames = 0
@@ -325,7 +320,7 @@ async def publish_forever(
             published += len(due)
             frames += 1
             busy = len(due) > BUSY_ABOVE_MESSAGES_PER_S * since_s
-            tick_ms = max(frame_ms, BUSY_FRAME_MS) if busy else frame_ms
+            tick_ms = max(frame_ms, BUSY_INTERVAL_MS) if busy else frame_ms
         else:
             wait_ms = min(MAX_SLEEP_MS, max(1, tick_left_ms, simulator.next_ts_ms() - _now_ms()))
             with contextlib.suppress(TimeoutError):
