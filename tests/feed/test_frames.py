@@ -9,8 +9,6 @@ import itertools
 import json
 import random
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -33,7 +31,6 @@ from ironbook.adapters.feed.nats_stream import (
 )
 from ironbook.adapters.feed.simulator import Simulator, SimulatorConfig
 from ironbook.adapters.nats.provision import close_nats, connect_nats
-from ironbook.adapters.nats.server import LocalNatsCluster
 from ironbook.services.feed.pacing import BUSY_INTERVAL_MS
 from ironbook.services.feed.provider import publish_forever
 
@@ -101,16 +98,6 @@ def test_decoding_is_strict() -> None:
     for subject, payload in bad:
         with pytest.raises(FeedFrameError):
             decode_frame("fr", subject, payload)
-
-
-@pytest.fixture(scope="module")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    cluster = LocalNatsCluster(Path(tmp_path_factory.mktemp("nats")), size=3)
-    try:
-        cluster.start(timeout_ms=60_000)
-        yield cluster.url
-    finally:
-        cluster.close()
 
 
 @pytest.mark.slow

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
-from pathlib import Path
 
 import msgspec
 import pytest
@@ -23,7 +21,6 @@ from ironbook.adapters.feed.messages import (
 from ironbook.adapters.feed.nats_stream import NatsFeedStream
 from ironbook.adapters.feed.simulator import Simulator, SimulatorConfig
 from ironbook.adapters.nats.provision import close_nats, connect_nats
-from ironbook.adapters.nats.server import LocalNatsCluster
 from ironbook.services.feed.provider import (
     REPLACED_REASON,
     open_worlds,
@@ -36,16 +33,6 @@ pytestmark = pytest.mark.slow
 WORLD = SimulatorConfig(
     producer="p1", seed=1, odds_changes_per_s=500, pre_match_s=5, race_in_play_s=5
 )
-
-
-@pytest.fixture(scope="module")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    cluster = LocalNatsCluster(Path(tmp_path_factory.mktemp("nats")), size=3)
-    try:
-        cluster.start(timeout_ms=60_000)
-        yield cluster.url
-    finally:
-        cluster.close()
 
 
 def _no_time(message: AnyFeedMessage) -> AnyFeedMessage:
