@@ -108,7 +108,8 @@ class Follower:
         self.replay = replay
         self._snapshot_seq = replay.applied_seq
         self._snapshot_bytes = 0
-        """Size of the last snapshot this follower wrote (0: none yet)."""
+        """Size of the last snapshot counted from: written here, written by
+        another replica, or restored from (0: not known yet)."""
         self._log_bytes_since_snapshot = 0
         self._next_snapshot_try_seq = 0
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
-from nats.js.api import StorageType
+from nats.js.api import ObjectInfo, StorageType
 from nats.js.object_store import ObjectStore
 
 from ironbook.adapters.nats.provision import with_placement_retry
@@ -38,11 +38,6 @@ def snapshot_bucket(partition: int) -> str:
 
 def _object_name(seq: int) -> str:
     return f"{_NAME_PREFIX}{seq:020d}"
-
-
-class _NamedInfo(NamedTuple):
-    name: str
-    size: int | None
 
 
 class NatsSnapshotStore:
@@ -114,18 +109,14 @@ class NatsSnapshotStore:
     async def _names(self) -> list[str]:
         return [info.name for info in await self._infos()]
 
-    async def _infos(self) -> list[_NamedInfo]:
+    async def _infos(self) -> list[ObjectInfo]:
         """The snapshots' object infos, oldest first."""
         try:
             infos = await self._store.list(ignore_deletes=True)
         except nats.js.errors.NotFoundError:
             return []
-        named = [
-            _NamedInfo(info.name, info.size)
-            for info in infos
-            if info.name and info.name.startswith(_NAME_PREFIX)
-        ]
-        return sorted(named)
+        snapshots = [info for info in infos if info.name and info.name.startswith(_NAME_PREFIX)]
+        return sorted(snapshots, key=lambda info: info.name)
 
     async def _prune(self) -> None:
         names = await self._names()
