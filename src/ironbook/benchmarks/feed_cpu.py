@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ironbook.adapters import eventloop
-from ironbook.benchmarks.odds import CpuMeter
+from ironbook.benchmarks.odds import CpuMeter, machine_info
 from ironbook.services.feed.processes import FeedOptions
 from ironbook.services.local_cluster import LocalCluster
 
@@ -94,11 +93,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "seconds": args.seconds,
             "seed": args.seed,
         },
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_at_start": [round(x, 2) for x in load_at_start],
-        },
+        "machine": machine_info(load_at_start),
     }
 
 

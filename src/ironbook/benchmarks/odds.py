@@ -889,6 +889,15 @@ async def _measure(cluster: LocalCluster, args: argparse.Namespace) -> dict[str,
     }
 
 
+def machine_info(load_at_start: tuple[float, float, float]) -> dict[str, Any]:
+    """The `machine` part of a benchmark's JSON (`load_at_start`: `os.getloadavg()`)."""
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_at_start": [round(x, 2) for x in load_at_start],
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     load_at_start = os.getloadavg()
     ports = PortLease()
@@ -945,11 +954,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "latency": latency,
         "throughput": measured["throughput"],
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_at_start": [round(x, 2) for x in load_at_start],
-        },
+        "machine": machine_info(load_at_start),
     }
 
 
