@@ -50,7 +50,7 @@ from ironbook.core.odds import format_decimal
 from ironbook.core.views import FeedCursorReply, MarketPage, MarketView
 from ironbook.replication.interfaces import LeaseUnavailable
 from ironbook.services.feed.conflate import Conflation
-from ironbook.services.feed.pacing import BUSY_ABOVE_MESSAGES_PER_S, BUSY_INTERVAL_MS
+from ironbook.services.feed.pacing import BUSY_INTERVAL_MS, busy
 from ironbook.services.process import configure_logging, run_service
 
 log = logging.getLogger("ironbook.feed.ingest")
@@ -317,12 +317,12 @@ class Ingester:
 
     def _pause_after(self, conflation: Conflation, started: float) -> float:
         """Seconds to wait before the next round: until `BUSY_INTERVAL_MS` after
-        this one started if the feed brought more than
-        `BUSY_ABOVE_MESSAGES_PER_S` since the previous round started, else 0."""
+        this one started if the feed was `busy` since the previous round
+        started (`services/feed/pacing.py`), else 0."""
         previous, self._round_started = self._round_started, started
         if previous is None or started <= previous:
             return 0.0
-        if conflation.messages <= BUSY_ABOVE_MESSAGES_PER_S * (started - previous):
+        if not busy(conflation.messages, started - previous):
             return 0.0
         return max(0.0, started + BUSY_INTERVAL_MS / 1000 - self._clock())
 

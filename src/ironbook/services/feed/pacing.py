@@ -15,3 +15,8 @@ cluster (docs/feed.md). A quieter feed is not paced.
 
 BUSY_ABOVE_MESSAGES_PER_S = 250
 BUSY_INTERVAL_MS = 50
+
+
+def busy(messages: int, elapsed_s: float) -> bool:
+    """Whether `messages` arriving in `elapsed_s` is more than the busy rate."""
+    return messages > BUSY_ABOVE_MESSAGES_PER_S * elapsed_s

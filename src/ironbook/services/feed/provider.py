@@ -44,7 +44,7 @@ from ironbook.adapters.feed.nats_stream import FeedPublishRefused, NatsFeedStrea
 from ironbook.adapters.feed.provider import FeedUnavailable
 from ironbook.adapters.feed.simulator import Simulator, SimulatorConfig, SimulatorState
 from ironbook.adapters.nats.provision import close_nats, connect_nats, with_placement_retry
-from ironbook.services.feed.pacing import BUSY_ABOVE_MESSAGES_PER_S, BUSY_INTERVAL_MS
+from ironbook.services.feed.pacing import BUSY_INTERVAL_MS, busy
 from ironbook.services.process import configure_logging, run_service
 
 log = logging.getLogger("ironbook.feed.provider")
@@ -319,8 +319,7 @@ async def publish_forever(
             await stream.publish(due)
             published += len(due)
             frames += 1
-            busy = len(due) > BUSY_ABOVE_MESSAGES_PER_S * since_s
-            tick_ms = max(frame_ms, BUSY_INTERVAL_MS) if busy else frame_ms
+            tick_ms = max(frame_ms, BUSY_INTERVAL_MS) if busy(len(due), since_s) else frame_ms
         else:
             wait_ms = min(MAX_SLEEP_MS, max(1, tick_left_ms, simulator.next_ts_ms() - _now_ms()))
             with contextlib.suppress(TimeoutError):
