@@ -30,9 +30,9 @@ The feed, per phase:
                     the feed's message shape. Subscribers watch 5 markets each;
                     the latency phase runs at 1,000 changes/s.
 
-CPU seconds of NATS, replicas, gateways, feed and subscriber processes are
-reported per phase: on a shared machine CPU per operation is the fair
-comparison; wall-clock numbers need a quiet machine.
+CPU seconds of NATS, replicas, gateways, history projectors, feed and
+subscriber processes are reported per phase: on a shared machine CPU per
+operation is the fair comparison; wall-clock numbers need a quiet machine.
 
     python bench/odds.py [--json] [--quick]      or      ironbook bench odds [--json]
 """
@@ -128,7 +128,7 @@ def _machine_busy() -> tuple[float, float]:
     return float(sum(values) - idle), float(sum(values))
 
 
-CLUSTER_GROUPS = ("nats", "replicas", "gateways")
+CLUSTER_GROUPS = ("nats", "replicas", "gateways", "history")
 
 
 class CpuMeter:
@@ -145,6 +145,10 @@ class CpuMeter:
             "nats": [node.process.pid for node in cluster.nats.nodes.values()],
             "replicas": [p.pid for p in cluster.replicas.values()],
             "gateways": [p.pid for name, p in cluster.gateways.items() if name.startswith("gw-")],
+            # The history projectors: every bet, also into the gateway's SQLite.
+            "history": [
+                p.pid for name, p in cluster.gateways.items() if name.startswith("history-")
+            ],
             "feed": feed_pids,
             "subscribers": subscriber_pids or [],
         }
@@ -786,10 +790,16 @@ async def _throughput_phase(
     accounts: list[str],
     rate_per_s: int,
     args: argparse.Namespace,
+    round_index: int,
 ) -> dict[str, Any]:
     _log(f"throughput: {args.concurrency} clients for {args.seconds} s, feed {rate_per_s}/s")
+    # Every phase has its own request ids and its own feed producer: a request
+    # id seen before is answered from the ledger's memory of its first outcome
+    # (no new bet), and a producer seen before resumes its old world.
+    tag = f"{args.run_tag}-r{round_index}-{rate_per_s}"
+    phase = 2 + round_index * len(THROUGHPUT_RATES) + THROUGHPUT_RATES.index(rate_per_s)
     feed = (
-        await _start_feed(cluster, args, rate_per_s, args.seconds, phase=2 + rate_per_s)
+        await _start_feed(cluster, args, rate_per_s, args.seconds, phase=phase)
         if rate_per_s
         else None
     )
@@ -811,7 +821,7 @@ async def _throughput_phase(
             concurrency=args.concurrency,
             seconds=args.seconds,
             seed=args.seed,
-            run_tag=f"{args.run_tag}-{rate_per_s}",
+            run_tag=tag,
         )
         cpu = meter.stop()
         stats = None if feed is None else await feed.finish()
@@ -869,7 +879,9 @@ async def _measure(cluster: LocalCluster, args: argparse.Namespace) -> dict[str,
             order = THROUGHPUT_RATES if round_index % 2 == 0 else THROUGHPUT_RATES[::-1]
             phases = {}
             for position, rate in enumerate(order):
-                phases[rate] = await _throughput_phase(cluster, client, accounts, rate, args)
+                phases[rate] = await _throughput_phase(
+                    cluster, client, accounts, rate, args, round_index
+                )
                 phases[rate]["position_in_round"] = position
             rounds.append({rate: phases[rate] for rate in THROUGHPUT_RATES})
     finally:
