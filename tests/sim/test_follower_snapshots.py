@@ -30,8 +30,9 @@ class Store:
     def __init__(self) -> None:
         self.snapshots: list[Snapshot] = []
 
-    async def put(self, snapshot: Snapshot) -> None:
+    async def put(self, snapshot: Snapshot) -> int:
         self.snapshots.append(snapshot)
+        return len(snapshot.state)
 
     async def latest_info(self) -> SnapshotInfo | None:
         if not self.snapshots:

@@ -36,15 +36,18 @@ class FollowerConfig:
     """Entries fetched per log read."""
     snapshot_every_entries: int = 1_000
     """Write a snapshot after this many entries applied since the last one..."""
-    snapshot_log_ratio: float = 0.5
-    """...and once the log bytes applied since then are at least this fraction
-    of the last snapshot's size. A snapshot costs time in proportion to the
-    state (encoding, hashing, upload; the follower's loop is blocked while it
-    encodes), and the state grows with every bet: at a fixed entry count the
-    cost per entry grew without bound (seconds per snapshot, every few
-    seconds, under load). With the ratio a snapshot costs O(1) per log byte,
-    and a restart replays at most about this fraction of a snapshot's worth
-    of log. 0 snapshots on the entry count alone."""
+    snapshot_log_ratio: float = 2.0
+    """...and once the log bytes applied since then are at least this many
+    times the last snapshot's stored size (`SnapshotStore.put` returns it). A
+    snapshot costs time in proportion to the state (encoding, hashing,
+    compressing, upload; the follower's loop is blocked while it encodes), and
+    the state grows with every bet: at a fixed entry count the cost per entry
+    grew without bound (seconds per snapshot, every few seconds, under load).
+    With the ratio a snapshot costs O(1) per log byte: the store is written at
+    most 1/ratio bytes per log byte. A restart replays at most about this many
+    times a stored snapshot's size of log; the NATS store compresses about 4x,
+    so 2.0 replays about half a state's worth, as 0.5 did before snapshots
+    were compressed. 0 snapshots on the entry count alone."""
     snapshot_stagger: float = 0.0
     """Both thresholds are raised by this fraction (the replica sets it per
     node, 0-0.5), so that followers do not snapshot at the same moment: the
@@ -185,12 +188,12 @@ class Follower:
                 return
         snapshot = take_snapshot(self.replay)
         try:
-            await self._snapshots.put(snapshot)
+            stored_bytes = await self._snapshots.put(snapshot)
         except ReplicationError:
             self._snapshot_later()
             return
         self._snapshot_seq = snapshot.seq
-        self._snapshot_bytes = len(snapshot.state)
+        self._snapshot_bytes = stored_bytes
         self._log_bytes_since_snapshot = 0
 
     def _snapshot_later(self) -> None:

@@ -130,14 +130,16 @@ class Snapshot(msgspec.Struct, frozen=True):
 class SnapshotInfo(msgspec.Struct, frozen=True):
     seq: int
     size_bytes: int
-    """About the size of its state (the stored encoding, or the state bytes)."""
+    """What the store holds for it, in bytes (as `SnapshotStore.put` returns)."""
 
 
 class SnapshotStore(Protocol):
     """Where replicas keep snapshots. Methods raise `SnapshotUnavailable` when
     the store cannot be reached."""
 
-    async def put(self, snapshot: Snapshot) -> None: ...
+    async def put(self, snapshot: Snapshot) -> int:
+        """Store it; returns the bytes stored (after any compression)."""
+        ...
 
     async def latest(self) -> Snapshot | None: ...
 

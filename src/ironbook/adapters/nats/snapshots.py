@@ -5,12 +5,21 @@ names sort by position and a half-written newer snapshot never hides a good
 older one (an object becomes visible only when its meta message lands, after
 all its chunks). The store keeps the newest `keep` snapshots and deletes the
 rest. The object store checks a SHA-256 digest on every read.
+
+An object is the MessagePack `Snapshot`, zlib-compressed (level 1) behind the
+4-byte marker `ZLIB_MARKER`. A ledger state compresses about 4x (account, market
+and request ids repeat), and what the store costs NATS is per byte and per
+chunk: every chunk is an R3, fsynced JetStream message. Measured here, a
+62 MB state (300,000 open bets) cost NATS 1.6 s of CPU raw in 128 KiB chunks,
+0.2 s compressed (15 MB) in 1 MB chunks, for 0.5 s of zlib in the replica.
+Objects written without the marker (before compression) are read as they are.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -18,7 +27,7 @@ import msgspec
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
-from nats.js.api import ObjectInfo, StorageType
+from nats.js.api import ObjectInfo, ObjectMeta, ObjectMetaOptions, StorageType
 from nats.js.object_store import ObjectStore
 
 from ironbook.adapters.nats.provision import with_placement_retry
@@ -28,6 +37,14 @@ log = logging.getLogger(__name__)
 
 DEFAULT_KEEP = 2
 DEFAULT_TIMEOUT_MS = 5_000
+ZLIB_MARKER = b"IBZ1"
+"""Starts a compressed object. A MessagePack `Snapshot` (a map) cannot: its
+first byte is 0x80-0x8f, 0xde or 0xdf."""
+ZLIB_LEVEL = 1
+MAX_CHUNK_BYTES = 1_000_000
+"""Chunks this big when the server allows (NATS's default max_payload is
+1 MiB); the object store's default is 128 KiB."""
+CHUNK_HEADROOM_BYTES = 4_096
 T = TypeVar("T")
 _NAME_PREFIX = "snapshot-"
 
@@ -46,12 +63,18 @@ class NatsSnapshotStore:
     listing, a lost reply), and a replica must never hang in its restore."""
 
     def __init__(
-        self, store: ObjectStore, *, keep: int = DEFAULT_KEEP, timeout_ms: int = DEFAULT_TIMEOUT_MS
+        self,
+        store: ObjectStore,
+        *,
+        keep: int = DEFAULT_KEEP,
+        timeout_ms: int = DEFAULT_TIMEOUT_MS,
+        chunk_bytes: int = MAX_CHUNK_BYTES,
     ) -> None:
-        assert keep >= 1
+        assert keep >= 1 and chunk_bytes >= 1
         self._store = store
         self._keep = keep
         self._timeout_s = timeout_ms / 1000
+        self._chunk_bytes = chunk_bytes
 
     @classmethod
     async def open(
@@ -63,16 +86,19 @@ class NatsSnapshotStore:
             f"object store {bucket}",
             lambda: js.create_object_store(bucket, replicas=replicas, storage=StorageType.FILE),
         )
-        return cls(store, keep=keep)
+        chunk_bytes = min(MAX_CHUNK_BYTES, nc.max_payload - CHUNK_HEADROOM_BYTES)
+        return cls(store, keep=keep, chunk_bytes=chunk_bytes)
 
-    async def put(self, snapshot: Snapshot) -> None:
-        data = msgspec.msgpack.encode(snapshot)
+    async def put(self, snapshot: Snapshot) -> int:
+        data = encode_object(snapshot)
         # Uploads scale with the state: allow a second per 8 MB on top.
         timeout_s = self._timeout_s + len(data) / 8_000_000
         await self._bounded("put", self._put(_object_name(snapshot.seq), data), timeout_s)
+        return len(data)
 
     async def _put(self, name: str, data: bytes) -> None:
-        await self._store.put(name, data)
+        meta = ObjectMeta(name=name, options=ObjectMetaOptions(max_chunk_size=self._chunk_bytes))
+        await self._store.put(name, data, meta=meta)
         await self._prune()
 
     async def latest(self) -> Snapshot | None:
@@ -103,7 +129,7 @@ class NatsSnapshotStore:
                 continue  # pruned between the listing and the read
             if result.data is None:
                 continue
-            return msgspec.msgpack.decode(result.data, type=Snapshot)
+            return decode_object(result.data)
         return None
 
     async def _names(self) -> list[str]:
@@ -125,3 +151,16 @@ class NatsSnapshotStore:
                 await self._store.delete(name)
             except nats.js.errors.NotFoundError:
                 continue
+
+
+def encode_object(snapshot: Snapshot) -> bytes:
+    """A snapshot as stored: compressed, behind `ZLIB_MARKER`."""
+    return ZLIB_MARKER + zlib.compress(msgspec.msgpack.encode(snapshot), ZLIB_LEVEL)
+
+
+def decode_object(data: bytes) -> Snapshot:
+    """Either form: compressed (`encode_object`) or a plain MessagePack
+    `Snapshot`, as written before compression."""
+    if data.startswith(ZLIB_MARKER):
+        data = zlib.decompress(memoryview(data)[len(ZLIB_MARKER) :])
+    return msgspec.msgpack.decode(data, type=Snapshot)

@@ -29,7 +29,7 @@ class SimSnapshotStore:
         self._host = host
         self._timeout_ms = request_timeout_ms
 
-    async def put(self, snapshot: Snapshot) -> None:
+    async def put(self, snapshot: Snapshot) -> int:
         try:
             await self._network.call(
                 self._host,
@@ -39,6 +39,7 @@ class SimSnapshotStore:
             )
         except (CallTimeout, HostDown) as error:
             raise SnapshotUnavailable("put: no answer") from error
+        return len(snapshot.state)
 
     async def latest(self) -> Snapshot | None:
         try:
