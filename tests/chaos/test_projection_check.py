@@ -7,11 +7,13 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 from test_history_checker import Run
 
 from ironbook import core
 from ironbook.chaos.check import CheckReport, check_history
 from ironbook.chaos.projection import read_projection
+from ironbook.replication.interfaces import LogUnavailable
 from ironbook.services.gateway.history import HistoryStore
 
 
@@ -77,6 +79,29 @@ def test_the_projectors_fold_agrees_with_the_log(tmp_path: Path) -> None:
     projection = read_projection(tmp_path / "p0.sqlite")
     assert projection.applied_seq == len(run.entries)
     assert len(projection.rows) == 6  # 2 deposits, 2 stakes, a withdrawal, a payout
+
+
+def test_a_fold_refused_midway_changes_nothing_and_the_next_one_carries_on(
+    tmp_path: Path,
+) -> None:
+    """A chunk that does not follow the stored position is refused before any
+    write: the position, the rows and the balances the projector remembers
+    between folds stay as they were."""
+    run = Run()
+    _race(run)
+    path = tmp_path / "p0.sqlite"
+    store = HistoryStore(path)
+    store.fold(run.entries[:4])
+    before = read_projection(path)
+    with pytest.raises(LogUnavailable):
+        store.fold(run.entries[4:6] + run.entries[7:9])  # entry 8 is missing
+    assert read_projection(path) == before
+    for start in range(4, len(run.entries), 2):
+        store.fold(run.entries[start : start + 2])
+    store.close()
+    report = _check(run, path)
+    assert report.verdict == "pass", report.violations
+    assert report.projection_agrees is True
 
 
 def test_without_a_projection_the_rule_is_not_applied() -> None:
