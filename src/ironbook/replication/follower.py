@@ -36,7 +36,7 @@ class FollowerConfig:
     """Entries fetched per log read."""
     snapshot_every_entries: int = 1_000
     """Write a snapshot after this many entries applied since the last one..."""
-    snapshot_log_ratio: float = 2.0
+    snapshot_log_ratio: float = 3.0
     """...and once the log bytes applied since then are at least this many
     times the last snapshot's stored size (`SnapshotStore.put` returns it). A
     snapshot costs time in proportion to the state (encoding, hashing,
@@ -45,8 +45,8 @@ class FollowerConfig:
     grew without bound (seconds per snapshot, every few seconds, under load).
     With the ratio a snapshot costs O(1) per log byte: the store is written at
     most 1/ratio bytes per log byte. A restart replays at most about this many
-    times a stored snapshot's size of log; the NATS store compresses about 4x,
-    so 2.0 replays about half a state's worth, as 0.5 did before snapshots
+    times a stored snapshot's size of log; the NATS store compresses about 5x,
+    so 3.0 replays about half a state's worth, as 0.5 did before snapshots
     were compressed. 0 snapshots on the entry count alone."""
     snapshot_stagger: float = 0.0
     """Both thresholds are raised by this fraction (the replica sets it per
