@@ -889,16 +889,34 @@ async def _measure(cluster: LocalCluster, args: argparse.Namespace) -> dict[str,
     bets_per_s = {
         rate: statistics.median(r[rate]["bets_per_s"] for r in rounds) for rate in THROUGHPUT_RATES
     }
-    no_feed = bets_per_s[0]
+    ratios = {rate: round_ratios(rounds, rate) for rate in THROUGHPUT_RATES[1:]}
     return {
         "latency": latency,
         "throughput": [{str(rate): phase for rate, phase in r.items()} for r in rounds],
-        "bets_per_s_no_feed": no_feed,
+        "bets_per_s_no_feed": bets_per_s[0],
         "bets_per_s_feed_1000": bets_per_s[1_000],
         "bets_per_s_feed_5000": bets_per_s[5_000],
-        "ratio_feed_1000": round(bets_per_s[1_000] / no_feed, 3) if no_feed else None,
-        "ratio_feed_5000": round(bets_per_s[5_000] / no_feed, 3) if no_feed else None,
+        "ratio_feed_1000": _median_or_none(ratios[1_000]),
+        "ratio_feed_5000": _median_or_none(ratios[5_000]),
+        "round_ratios_feed_1000": ratios[1_000],
+        "round_ratios_feed_5000": ratios[5_000],
     }
+
+
+def round_ratios(rounds: list[dict[int, dict[str, Any]]], rate: int) -> list[float | None]:
+    """Per round: bets/s with the feed at `rate` over bets/s without it, both
+    measured within the same round, minutes apart at most. The run drifts (bets
+    per second fell by a third over some runs, as the state grows): a ratio of
+    phases from different rounds would measure the drift as well as the feed."""
+    return [
+        round(r[rate]["bets_per_s"] / r[0]["bets_per_s"], 3) if r[0]["bets_per_s"] else None
+        for r in rounds
+    ]
+
+
+def _median_or_none(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(statistics.median(known), 3) if known else None
 
 
 def machine_info(load_at_start: tuple[float, float, float]) -> dict[str, Any]:
@@ -941,6 +959,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "bets_per_s_feed_5000": measured["bets_per_s_feed_5000"],
         "ratio_feed_1000": measured["ratio_feed_1000"],
         "ratio_feed_5000": measured["ratio_feed_5000"],
+        "round_ratios_feed_1000": measured["round_ratios_feed_1000"],
+        "round_ratios_feed_5000": measured["round_ratios_feed_5000"],
         "floor": {
             "odds_p99_ms_max": 100,
             "odds_p99_met": latency["odds_p99_ms"] is not None and latency["odds_p99_ms"] <= 100,
@@ -999,14 +1019,15 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--latency-seconds", type=float, default=20.0, help="(20)")
     p.add_argument("--warmup-seconds", type=float, default=3.0, help="(3)")
-    p.add_argument("--seconds", type=float, default=15.0, help="each throughput phase (15)")
+    p.add_argument("--seconds", type=float, default=10.0, help="each throughput phase (10)")
     p.add_argument(
         "--rounds",
         type=int,
         default=None,
         help=(
             "run the three throughput phases this many times, every other round in "
-            "reverse order; bets/s are the medians (2; 1 with --quick)"
+            "reverse order; bets/s are the medians over rounds, ratios the medians of "
+            "each round's own ratio (4; 1 with --quick)"
         ),
     )
     p.add_argument("--concurrency", type=int, default=2_000, help="virtual bettors (2000)")
@@ -1077,7 +1098,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.latency_rate is None:
         args.latency_rate = 50 if sim else 1_000
     if args.rounds is None:
-        args.rounds = 1 if args.quick else 2
+        args.rounds = 1 if args.quick else 4
     _check(p, args)
     if args.quick:
         args.latency_seconds = min(args.latency_seconds, 5.0)
