@@ -934,8 +934,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     (port,) = ports.take(1)
     try:
         with tempfile.TemporaryDirectory(prefix="ironbook-bench-odds-") as tmp:
+            data_dir = Path(args.keep_dir) if args.keep_dir else Path(tmp) / "cluster"
             cluster = LocalCluster(
-                Path(tmp) / "cluster",
+                data_dir,
                 partitions=args.partitions,
                 gateway=GatewayOptions(port=port, workers=args.gateway_workers, env=GATEWAY_LIMITS),
             )
@@ -944,6 +945,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 measured = eventloop.run(_measure(cluster, args))
             finally:
                 cluster.stop()
+                if args.keep_dir:
+                    _log(f"the cluster's data and logs are in {data_dir}")
     finally:
         ports.release()
     latency = measured["latency"]
@@ -1027,7 +1030,7 @@ def parser() -> argparse.ArgumentParser:
         help=(
             "run the three throughput phases this many times, every other round in "
             "reverse order; bets/s are the medians over rounds, ratios the medians of "
-            "each round's own ratio (4; 1 with --quick)"
+            "each round's own ratio (6; 1 with --quick)"
         ),
     )
     p.add_argument("--concurrency", type=int, default=2_000, help="virtual bettors (2000)")
@@ -1040,6 +1043,11 @@ def parser() -> argparse.ArgumentParser:
         "--subscribers-during-throughput",
         action="store_true",
         help="keep the subscribers connected while bets are measured",
+    )
+    p.add_argument(
+        "--keep-dir",
+        metavar="DIR",
+        help="run the cluster in DIR (a new directory) and keep its data and logs afterwards",
     )
     p.add_argument("--quick", action="store_true", help="a short run (~1 min) to check it works")
     p.add_argument("--json", action="store_true", help="print one JSON object only")
@@ -1081,6 +1089,8 @@ def _check(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--latency-rate, --latency-seconds and --seconds must be positive")
     if args.warmup_seconds < 0:
         p.error("--warmup-seconds cannot be negative")
+    if args.keep_dir and Path(args.keep_dir).exists():
+        p.error(f"--keep-dir {args.keep_dir} exists: give a new directory")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1098,7 +1108,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.latency_rate is None:
         args.latency_rate = 50 if sim else 1_000
     if args.rounds is None:
-        args.rounds = 1 if args.quick else 4
+        args.rounds = 1 if args.quick else 6
     _check(p, args)
     if args.quick:
         args.latency_seconds = min(args.latency_seconds, 5.0)
