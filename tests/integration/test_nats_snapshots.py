@@ -10,7 +10,7 @@ import msgspec
 
 from ironbook.adapters.nats.provision import connect_nats
 from ironbook.adapters.nats.server import LocalNatsCluster
-from ironbook.adapters.nats.snapshots import NatsSnapshotStore, snapshot_bucket
+from ironbook.adapters.nats.snapshots import ZSTD_MARKER, NatsSnapshotStore, snapshot_bucket
 from ironbook.replication.interfaces import Snapshot
 
 
@@ -97,6 +97,26 @@ def test_a_snapshot_written_before_compression_still_restores(
             newer = _snapshot(43, 1_000)
             await store.put(newer)
             assert await store.latest() == newer
+        finally:
+            await nc.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_object_that_cannot_be_decoded_is_passed_over(nats_cluster: LocalNatsCluster) -> None:
+    """A newer object this version cannot decode (damaged, or from a newer
+    version) must not stop a replica from starting: the next older one is used."""
+
+    async def scenario() -> None:
+        nc = await connect_nats(nats_cluster.url)
+        try:
+            store = await NatsSnapshotStore.open(nc, 9, keep=3)
+            good = _snapshot(50, 2_000)
+            await store.put(good)
+            objects = await nc.jetstream().object_store(snapshot_bucket(9))
+            await objects.put(f"snapshot-{51:020d}", ZSTD_MARKER + b"not zstd at all")
+            await objects.put(f"snapshot-{52:020d}", b"\x84not msgpack either")
+            assert await store.latest() == good
         finally:
             await nc.close()
 

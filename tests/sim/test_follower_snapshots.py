@@ -111,6 +111,34 @@ def test_snapshots_get_rarer_as_the_state_grows() -> None:
     assert len(snapshots) < ENTRIES // 10
 
 
+def test_the_byte_rule_counts_the_size_the_store_reports() -> None:
+    """A store that compresses reports fewer bytes than the state: the next
+    snapshot is due after `snapshot_log_ratio` times that many log bytes."""
+
+    class CompressingStore(Store):
+        async def put(self, snapshot: Snapshot) -> int:
+            self.snapshots.append(snapshot)
+            return len(snapshot.state) // 4
+
+    entries = _log_of_new_accounts(ENTRIES)
+    sizes = {entry.seq: len(entry.payload) for entry in entries}
+    config = FollowerConfig(read_max_entries=1, snapshot_every_entries=10, snapshot_log_ratio=2.0)
+    store = CompressingStore()
+    follower = _follower(config, entries, store)
+
+    async def tail() -> None:
+        while follower.applied_seq < len(entries):
+            await follower.poll(wait_ms=0)
+
+    asyncio.run(tail())
+    assert len(store.snapshots) >= 3
+    for before, after in itertools.pairwise(store.snapshots):
+        due_bytes = 2.0 * (len(before.state) // 4)
+        log_bytes = sum(sizes[seq] for seq in range(before.seq + 1, after.seq + 1))
+        assert log_bytes >= due_bytes
+        assert log_bytes - sizes[after.seq] < due_bytes or after.seq - before.seq == 10
+
+
 def test_a_staggered_follower_counts_from_the_others_snapshot_instead_of_writing_it_again() -> None:
     """Two followers tail the same log in step; the one with the higher
     stagger finds the other's snapshot in the store when its own is due."""

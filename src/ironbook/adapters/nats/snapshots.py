@@ -13,7 +13,9 @@ per chunk: every chunk is an R3, fsynced JetStream message. Measured here on a
 62 MB state (300,000 open bets): NATS spent 1.6 s of CPU storing it raw in
 128 KiB chunks, 0.2 s storing it compressed (11 MB) in 1 MB chunks; zstd
 level 1 took 0.2 s (zlib level 1: 0.6 s for 14 MB). Objects written without
-the marker (before compression) are read as they are.
+the marker (before compression) are read as they are; versions before this one
+cannot read compressed objects (upgrade every replica, do not downgrade). An
+object that cannot be decoded is passed over for the next older one.
 """
 
 from __future__ import annotations
@@ -130,7 +132,12 @@ class NatsSnapshotStore:
                 continue  # pruned between the listing and the read
             if result.data is None:
                 continue
-            return decode_object(result.data)
+            try:
+                return decode_object(result.data)
+            except (msgspec.MsgspecError, zstandard.ZstdError) as err:
+                # Written by a newer version, or damaged: an older snapshot (or
+                # the whole log) gives the same state, only later.
+                log.warning("snapshot %s cannot be read (%r); trying an older one", name, err)
         return None
 
     async def _names(self) -> list[str]:

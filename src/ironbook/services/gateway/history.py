@@ -250,8 +250,9 @@ class HistoryStore:
             )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
             self._balances.clear()
+            if db.in_transaction:  # SQLite may have rolled back already (disk full, I/O)
+                db.execute("ROLLBACK")
             raise
         if len(self._balances) + len(balances) > MAX_CACHED_BALANCES:
             self._balances.clear()
