@@ -74,8 +74,10 @@ def _follower(config: FollowerConfig, entries: list[LogEntry], store: Store) -> 
     )
 
 
-def _snapshots(config: FollowerConfig, entries: list[LogEntry]) -> list[Snapshot]:
-    store = Store()
+def _snapshots(
+    config: FollowerConfig, entries: list[LogEntry], store: Store | None = None
+) -> list[Snapshot]:
+    store = store or Store()
     follower = _follower(config, entries, store)
 
     async def tail() -> None:
@@ -123,16 +125,9 @@ def test_the_byte_rule_counts_the_size_the_store_reports() -> None:
     entries = _log_of_new_accounts(ENTRIES)
     sizes = {entry.seq: len(entry.payload) for entry in entries}
     config = FollowerConfig(read_max_entries=1, snapshot_every_entries=10, snapshot_log_ratio=2.0)
-    store = CompressingStore()
-    follower = _follower(config, entries, store)
-
-    async def tail() -> None:
-        while follower.applied_seq < len(entries):
-            await follower.poll(wait_ms=0)
-
-    asyncio.run(tail())
-    assert len(store.snapshots) >= 3
-    for before, after in itertools.pairwise(store.snapshots):
+    snapshots = _snapshots(config, entries, CompressingStore())
+    assert len(snapshots) >= 3
+    for before, after in itertools.pairwise(snapshots):
         due_bytes = 2.0 * (len(before.state) // 4)
         log_bytes = sum(sizes[seq] for seq in range(before.seq + 1, after.seq + 1))
         assert log_bytes >= due_bytes
