@@ -45,9 +45,10 @@ class FollowerConfig:
     grew without bound (seconds per snapshot, every few seconds, under load).
     With the ratio a snapshot costs O(1) per log byte: the store is written at
     most 1/ratio bytes per log byte. A restart replays at most about this many
-    times a stored snapshot's size of log; the NATS store compresses about 5x,
-    so 3.0 replays about half a state's worth, as 0.5 did before snapshots
-    were compressed. 0 snapshots on the entry count alone."""
+    times a stored snapshot's size of log; the NATS store compressed the states
+    measured here about 5x, so 3.0 replays about half a state's worth, as 0.5
+    did before snapshots were compressed (a state that compresses less replays
+    more). 0 snapshots on the entry count alone."""
     snapshot_stagger: float = 0.0
     """Both thresholds are raised by this fraction (the replica sets it per
     node, 0-0.5), so that followers do not snapshot at the same moment: the
