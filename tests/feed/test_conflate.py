@@ -10,7 +10,7 @@ import random
 from feed_support import Partition
 
 from ironbook import core
-from ironbook.adapters.feed.messages import AnyFeedMessage, MarketCreated, OddsChange
+from ironbook.adapters.feed.messages import AnyFeedMessage, NewMarket, OddsChange
 from ironbook.adapters.feed.simulator import Simulator, SimulatorConfig
 from ironbook.services.feed.conflate import Conflation
 from ironbook.services.feed.ingest import OddsBook
@@ -81,13 +81,13 @@ def test_conflation_keeps_newest_price_status_and_cursor() -> None:
     newest: dict[tuple[str, str], int] = {}
     last_seq: dict[str, int] = {}
     for message in messages:
-        if isinstance(message, MarketCreated):
+        if isinstance(message, NewMarket):
             for selection in message.selections:
                 newest[(message.market_id, selection.selection_id)] = selection.odds
         if isinstance(message, OddsChange):
             for price in message.prices:
                 newest[(message.market_id, price.selection_id)] = price.odds
-        if isinstance(message, MarketCreated | OddsChange):
+        if isinstance(message, NewMarket | OddsChange):
             last_seq[message.market_id] = message.cursor
     batch = conflation.batch("sim")
     assert batch.request_id == "feed:sim:1-3000" and batch.to_cursor == 3_000

@@ -29,11 +29,11 @@ from ironbook.adapters.feed.messages import (
     AnyFeedMessage,
     BetCancel,
     BetSettlement,
-    MarketCreated,
+    MarketSelection,
+    NewMarket,
     OddsChange,
     Result,
     RollbackBetSettlement,
-    Selection,
 )
 from ironbook.adapters.feed.nats_stream import (
     FeedPublishRefused,
@@ -395,8 +395,8 @@ def test_settlement_killed_mid_market_pays_each_result_once(cluster: LocalCluste
             tag = str(time.time_ns())[-9:]
             ids = {name: f"{name}{tag}" for name in ("A", "B", "C")}
 
-            def created(market: str, selections: Sequence[str]) -> MarketCreated:
-                return MarketCreated(
+            def created(market: str, selections: Sequence[str]) -> NewMarket:
+                return NewMarket(
                     producer=PRODUCER,
                     cursor=1,
                     ts_ms=0,
@@ -405,7 +405,7 @@ def test_settlement_killed_mid_market_pays_each_result_once(cluster: LocalCluste
                     sport="football",
                     market_id=ids[market],
                     market_name=market,
-                    selections=tuple(Selection(s, s, 250) for s in selections),
+                    selections=tuple(MarketSelection(s, s, 250) for s in selections),
                 )
 
             await provider.send(

@@ -14,10 +14,10 @@ from ironbook import core
 from ironbook.adapters.feed.messages import (
     Alive,
     AnyFeedMessage,
-    MarketCreated,
+    MarketSelection,
+    NewMarket,
     OddsChange,
     Price,
-    Selection,
 )
 from ironbook.core.events import FeedReply, ProducerReply
 from ironbook.core.views import FeedCursorReply, ReadRefusal
@@ -105,8 +105,8 @@ def _ingester(
     return ingester, provider, client, nc
 
 
-def _created(cursor: int, market: str) -> MarketCreated:
-    return MarketCreated(
+def _created(cursor: int, market: str) -> NewMarket:
+    return NewMarket(
         producer="sim",
         cursor=cursor,
         ts_ms=cursor,
@@ -115,7 +115,7 @@ def _created(cursor: int, market: str) -> MarketCreated:
         sport="football",
         market_id=market,
         market_name="Match",
-        selections=(Selection("a", "A", 200), Selection("b", "B", 300)),
+        selections=(MarketSelection("a", "A", 200), MarketSelection("b", "B", 300)),
     )
 
 

@@ -14,7 +14,7 @@ from ironbook.adapters.feed.messages import (
     AnyFeedMessage,
     BetCancel,
     BetSettlement,
-    MarketCreated,
+    NewMarket,
     OddsChange,
     RollbackBetSettlement,
 )
@@ -100,7 +100,7 @@ def test_restart_resumes_the_world_and_a_new_seed_replaces_it(
             )
             finished: dict[str, bool] = {}
             for message in await _all(stream):
-                if isinstance(message, MarketCreated):
+                if isinstance(message, NewMarket):
                     finished[message.market_id] = False
                 elif isinstance(message, BetSettlement) or (
                     isinstance(message, BetCancel) and message.start_ms is None
@@ -113,7 +113,7 @@ def test_restart_resumes_the_world_and_a_new_seed_replaces_it(
             assert new_world.cursor == tail + 1
             await stream.publish([new_world])
             created = next(
-                m for m in (replaced.next() for _ in range(50)) if isinstance(m, MarketCreated)
+                m for m in (replaced.next() for _ in range(50)) if isinstance(m, NewMarket)
             )
             assert created.market_id.startswith(f"p12w{tail + 1}-")
 

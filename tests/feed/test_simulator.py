@@ -14,7 +14,7 @@ from ironbook.adapters.feed.messages import (
     BetCancel,
     BetSettlement,
     BetStop,
-    MarketCreated,
+    NewMarket,
     OddsChange,
     RollbackBetSettlement,
     decode_message,
@@ -59,7 +59,7 @@ def test_cursors_contiguous_and_time_monotonic() -> None:
 
 def test_every_price_is_on_the_ladder() -> None:
     for message in _run(FAST, 8_000):
-        if isinstance(message, MarketCreated):
+        if isinstance(message, NewMarket):
             assert all(is_on_ladder(s.odds) for s in message.selections)
         elif isinstance(message, OddsChange):
             assert all(is_on_ladder(p.odds) for p in message.prices)
@@ -84,11 +84,11 @@ def test_markets_live_a_whole_life() -> None:
     rolled_back: dict[str, int] = {}
     """Market -> when it was rolled back, until it is settled again."""
     seen = {type(m) for m in messages}
-    assert {MarketCreated, OddsChange, BetStop, BetSettlement, Alive} <= seen
+    assert {NewMarket, OddsChange, BetStop, BetSettlement, Alive} <= seen
     assert RollbackBetSettlement in seen and BetCancel in seen
     dead_heats = 0
     for message in messages:
-        if isinstance(message, MarketCreated):
+        if isinstance(message, NewMarket):
             assert message.market_id not in selections
             selections[message.market_id] = {s.selection_id for s in message.selections}
             status[message.market_id] = "open"
@@ -124,12 +124,12 @@ def test_markets_live_a_whole_life() -> None:
 
 def test_new_events_keep_coming() -> None:
     messages = _run(FAST, 25_000)
-    created_at = [m.ts_ms for m in messages if isinstance(m, MarketCreated)]
+    created_at = [m.ts_ms for m in messages if isinstance(m, NewMarket)]
     assert created_at[-1] - created_at[0] > 60_000
     simulator = Simulator(FAST, epoch_ms=0)
     for _ in range(25_000):
         simulator.next()
-    assert len(simulator.events) <= FAST.football_events + FAST.races + 4
+    assert simulator.live_events <= FAST.football_events + FAST.races + 4
 
 
 def test_take_due_and_shift() -> None:
@@ -156,7 +156,7 @@ def test_wire_format_round_trips_and_names_subjects() -> None:
         assert decode_message(encode_message(message)) == message
         subject = message_subject(message)
         assert subject.startswith("feed.sim.")
-    created = next(m for m in _run(FAST, 100) if isinstance(m, MarketCreated))
+    created = next(m for m in _run(FAST, 100) if isinstance(m, NewMarket))
     assert message_subject(created) == "feed.sim.market.market_created"
     assert created.message_id == f"sim:{created.cursor}"
 
@@ -210,3 +210,18 @@ def test_a_restored_state_continues_the_same_world(at: int) -> None:
     assert [restored.next() for _ in range(3_000)] == [simulator.next() for _ in range(3_000)]
     with pytest.raises(ValueError):
         Simulator.restore(dataclasses.replace(FAST, seed=9), simulator.state())
+
+
+def test_the_state_is_one_tagged_struct_and_an_older_format_is_refused() -> None:
+    simulator = Simulator(FAST, epoch_ms=1_000)
+    for _ in range(500):
+        simulator.next()
+    saved = msgspec.json.decode(msgspec.json.encode(simulator.state()))
+    assert saved["type"] == "simulator_state/2"
+    assert {action["type"] for _, _, action in saved["actions"]} >= {"alive", "tick"}
+    # The older format: actions were strings with integers inside, events a list.
+    older = {key: value for key, value in saved.items() if key != "type"}
+    older["actions"] = [[at, order, "create_football", "0"] for at, order, _ in saved["actions"]]
+    older["events"] = list(saved["events"].values())
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(msgspec.json.encode(older), type=SimulatorState)

@@ -32,7 +32,7 @@ MAX_SELECTIONS = 64
 MAX_MARKETS_PER_MESSAGE = 100
 
 
-class Selection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class MarketSelection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     selection_id: FeedId
     name: Annotated[str, msgspec.Meta(max_length=200)]
     odds: Odds
@@ -65,7 +65,7 @@ class FeedMessage(
         return f"{self.producer}:{self.cursor}"
 
 
-class MarketCreated(FeedMessage, frozen=True, tag="market_created"):
+class NewMarket(FeedMessage, frozen=True, tag="market_created"):
     """A fixture's market, with its selections and opening prices."""
 
     event_id: FeedId
@@ -73,7 +73,7 @@ class MarketCreated(FeedMessage, frozen=True, tag="market_created"):
     sport: Sport
     market_id: FeedId
     market_name: Annotated[str, msgspec.Meta(max_length=200)]
-    selections: Annotated[tuple[Selection, ...], msgspec.Meta(min_length=1, max_length=64)]
+    selections: Annotated[tuple[MarketSelection, ...], msgspec.Meta(min_length=1, max_length=64)]
     in_play: bool = False
     bet_delay_s: Annotated[int, msgspec.Meta(ge=0, le=60)] = 0
 
@@ -131,9 +131,9 @@ class Alive(FeedMessage, frozen=True, tag="alive"):
 
 
 AnyFeedMessage = (
-    MarketCreated | OddsChange | BetStop | BetSettlement | RollbackBetSettlement | BetCancel | Alive
+    NewMarket | OddsChange | BetStop | BetSettlement | RollbackBetSettlement | BetCancel | Alive
 )
-MarketMessage = MarketCreated | OddsChange | BetStop
+MarketMessage = NewMarket | OddsChange | BetStop
 ResultMessage = BetSettlement | RollbackBetSettlement | BetCancel
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections import deque
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,12 +34,12 @@ from ironbook.adapters.feed.messages import (
     BetCancel,
     BetSettlement,
     BetStop,
-    MarketCreated,
+    MarketSelection,
+    NewMarket,
     OddsChange,
     Price,
     Result,
     RollbackBetSettlement,
-    Selection,
     Sport,
     valid_producer,
 )
@@ -105,8 +104,7 @@ class SimulatorConfig:
             raise ValueError("alive_interval_ms must be at least 100")
 
 
-@dataclass(slots=True)
-class _Market:
+class _Market(msgspec.Struct):
     market_id: str
     event_id: str
     selection_ids: list[str]
@@ -114,8 +112,7 @@ class _Market:
     status: Literal["open", "suspended", "closed"] = "open"
 
 
-@dataclass(slots=True)
-class _Event:
+class _Event(msgspec.Struct):
     event_id: str
     sport: Sport
     market_ids: list[str]
@@ -123,8 +120,72 @@ class _Event:
     finished: bool = False
 
 
-_Action = tuple[int, int, str, str]
-"""(at_us, order, kind, target): a heap entry; `order` breaks ties."""
+# What the world does next: each action is scheduled at a simulated time.
+
+
+class _Alive(msgspec.Struct, frozen=True, tag="alive"):
+    """The producer heartbeat."""
+
+
+class _Tick(msgspec.Struct, frozen=True, tag="tick"):
+    """One price change somewhere in the open markets."""
+
+
+class _CreateEvent(msgspec.Struct, frozen=True, tag="create_event"):
+    sport: Sport
+    starts_in_us: int
+    """From its creation to the kick-off / the off, on top of the pre-match phase."""
+
+
+class _Stop(msgspec.Struct, frozen=True, tag="stop"):
+    event_id: str
+
+
+class _GoInPlay(msgspec.Struct, frozen=True, tag="go_in_play"):
+    event_id: str
+
+
+class _Incident(msgspec.Struct, frozen=True, tag="incident"):
+    event_id: str
+
+
+class _Reopen(msgspec.Struct, frozen=True, tag="reopen"):
+    event_id: str
+
+
+class _Finish(msgspec.Struct, frozen=True, tag="finish"):
+    event_id: str
+
+
+class _Settle(msgspec.Struct, frozen=True, tag="settle"):
+    market_id: str
+
+
+class _Rollback(msgspec.Struct, frozen=True, tag="rollback"):
+    market_id: str
+
+
+class _Resettle(msgspec.Struct, frozen=True, tag="resettle"):
+    """A settlement after a rollback, or a correction of the last one."""
+
+    market_id: str
+
+
+_Action = (
+    _Alive
+    | _Tick
+    | _CreateEvent
+    | _Stop
+    | _GoInPlay
+    | _Incident
+    | _Reopen
+    | _Finish
+    | _Settle
+    | _Rollback
+    | _Resettle
+)
+_Due = tuple[int, int, _Action]
+"""(at_us, order, action): a heap entry; `order` is unique and breaks ties."""
 
 _LADDER_INDEX = {odds: index for index, odds in enumerate(LADDER)}
 _LADDER_TOP = len(LADDER) - 1
@@ -133,29 +194,47 @@ _IMPLIED = {odds: 100 / odds for odds in LADDER}
 _BOOK_LOW, _BOOK_HIGH = 1.03, 1.15
 """The band of the sum of implied probabilities (the bookmaker's margin)."""
 
+_RngState = tuple[int, tuple[int, ...], float | None]
 
-class SimulatorState(msgspec.Struct, frozen=True):
-    """Everything a simulator knows: restoring it continues the same world
-    (a checkpoint, so a restart need not replay the world from its start)."""
+
+class SimulatorState(msgspec.Struct, tag="simulator_state/2"):
+    """Everything a simulator knows: the simulator holds one and works on it,
+    and restoring a copy continues the same world (a checkpoint, so a restart
+    need not replay the world from its start). The tag names the format; a
+    checkpoint of the older format (actions as strings) does not decode."""
 
     producer: str
     seed: int
     rate: int
     first_cursor: int
-    rng: tuple[int, tuple[int, ...], float | None]
+    rng: _RngState
+    """The generator's state as of the copy (kept current only in copies)."""
     now_us: int
     cursor: int
+    """The cursor of the last message generated (some may wait in `pending`)."""
     yielded: int
+    """The cursor of the last message handed out."""
     orders: int
     events_made: int
-    actions: list[_Action]
+    actions: list[_Due]
+    """A heap."""
     pending: list[AnyFeedMessage]
-    events: list[_Event]
-    markets: list[_Market]
-    open: list[str]
+    """Generated, not yet handed out, oldest first."""
+    events: dict[str, _Event]
+    markets: dict[str, _Market]
+    open: dict[str, None]
+    """Markets open for bets, as an ordered set (deterministic choice)."""
     last_result: dict[str, tuple[Result, ...]]
     ticks: int
     tick_origin_us: int
+
+
+_STATE_COPY = msgspec.msgpack.Decoder(SimulatorState)
+_STATE_ENCODER = msgspec.msgpack.Encoder()
+
+
+def _id_prefix(config: SimulatorConfig, first_cursor: int) -> str:
+    return f"{config.producer}{config.seed}" + (f"w{first_cursor}" if first_cursor > 1 else "")
 
 
 def _move(odds: int, ticks: int) -> int:
@@ -170,65 +249,61 @@ class Simulator:
         the cursor too, so they never collide with the earlier world's)."""
         assert first_cursor >= 1
         self.config = config
-        self.first_cursor = first_cursor
         self._rng = random.Random(f"ironbook-feed/{config.producer}/{config.seed}")
-        self._now_us = epoch_ms * _US_PER_MS
-        self._cursor = first_cursor - 1
-        """The cursor of the last message generated (some may wait in `_pending`)."""
-        self._yielded = first_cursor - 1
-        self._id_prefix = f"{config.producer}{config.seed}" + (
-            f"w{first_cursor}" if first_cursor > 1 else ""
+        now_us = epoch_ms * _US_PER_MS
+        self._state = SimulatorState(
+            producer=config.producer,
+            seed=config.seed,
+            rate=config.odds_changes_per_s,
+            first_cursor=first_cursor,
+            rng=self._rng.getstate(),
+            now_us=now_us,
+            cursor=first_cursor - 1,
+            yielded=first_cursor - 1,
+            orders=0,
+            events_made=0,
+            actions=[],
+            pending=[],
+            events={},
+            markets={},
+            open={},
+            last_result={},
+            ticks=0,
+            tick_origin_us=now_us,
         )
-        self._orders = 0
-        self._events_made = 0
-        self._actions: list[_Action] = []
-        self._pending: deque[AnyFeedMessage] = deque()
-        self.events: dict[str, _Event] = {}
-        self.markets: dict[str, _Market] = {}
-        self._last_result: dict[str, tuple[Result, ...]] = {}
-        self._open: dict[str, None] = {}
-        """Markets open for bets, as an ordered set (deterministic choice)."""
+        self._id_prefix = _id_prefix(config, first_cursor)
         self._open_list: list[str] | None = None
-        self._ticks = 0
-        self._tick_origin_us = self._now_us
-        self._schedule(self._now_us, "alive")
+        """`open` as a list, for random choice; None when `open` changed."""
+        self._schedule(now_us, _Alive())
         if config.odds_changes_per_s:
-            self._schedule(self._next_tick_us(), "tick")
+            self._schedule(self._next_tick_us(), _Tick())
         slots = config.football_events + config.races
         for index in range(slots):
             sport: Sport = "football" if index < config.football_events else "horse_racing"
             # Kick-offs spread over the pre-match phase, so events go in-play
             # (and finish) one after another from the start.
             offset_us = config.pre_match_s * _US_PER_S * index // slots
-            self._schedule(self._now_us, "create_" + sport, str(offset_us))
+            self._schedule(now_us, _CreateEvent(sport, offset_us))
+
+    @property
+    def first_cursor(self) -> int:
+        return self._state.first_cursor
+
+    @property
+    def live_events(self) -> int:
+        """Events created and not yet done with."""
+        return len(self._state.events)
 
     def state(self) -> SimulatorState:
-        config = self.config
-        return SimulatorState(
-            producer=config.producer,
-            seed=config.seed,
-            rate=config.odds_changes_per_s,
-            first_cursor=self.first_cursor,
-            rng=self._rng.getstate(),
-            now_us=self._now_us,
-            cursor=self._cursor,
-            yielded=self._yielded,
-            orders=self._orders,
-            events_made=self._events_made,
-            actions=list(self._actions),
-            pending=list(self._pending),
-            events=list(self.events.values()),
-            markets=list(self.markets.values()),
-            open=list(self._open),
-            last_result=dict(self._last_result),
-            ticks=self._ticks,
-            tick_origin_us=self._tick_origin_us,
-        )
+        """A copy of the whole state, the generator's included."""
+        self._state.rng = self._rng.getstate()
+        return _STATE_COPY.decode(_STATE_ENCODER.encode(self._state))
 
     @classmethod
     def restore(cls, config: SimulatorConfig, state: SimulatorState) -> Simulator:
         """The simulator `state` was taken from; `config` must be the one it
-        ran with (ValueError otherwise)."""
+        ran with (ValueError otherwise). The simulator works on `state` from
+        now on."""
         if (state.producer, state.seed, state.rate) != (
             config.producer,
             config.seed,
@@ -238,42 +313,28 @@ class Simulator:
         simulator = cls(config, epoch_ms=0, first_cursor=state.first_cursor)
         version, internal, gauss = state.rng
         simulator._rng.setstate((version, tuple(internal), gauss))
-        simulator._now_us = state.now_us
-        simulator._cursor = state.cursor
-        simulator._yielded = state.yielded
-        simulator._orders = state.orders
-        simulator._events_made = state.events_made
-        simulator._actions = list(state.actions)
-        heapq.heapify(simulator._actions)
-        simulator._pending = deque(state.pending)
-        simulator.events = {event.event_id: event for event in state.events}
-        simulator.markets = {market.market_id: market for market in state.markets}
-        simulator._open = dict.fromkeys(state.open)
-        simulator._open_list = None
-        simulator._last_result = dict(state.last_result)
-        simulator._ticks = state.ticks
-        simulator._tick_origin_us = state.tick_origin_us
+        simulator._state = state
         return simulator
 
     @property
     def now_ms(self) -> int:
         """The simulated clock: the time of the newest message generated."""
-        return self._now_us // _US_PER_MS
+        return self._state.now_us // _US_PER_MS
 
     @property
     def cursor(self) -> int:
         """The cursor of the last message yielded."""
-        return self._yielded
+        return self._state.yielded
 
     def next_ts_ms(self) -> int:
         """When the next message is due (simulated time)."""
         self._fill()
-        return self._pending[0].ts_ms
+        return self._state.pending[0].ts_ms
 
     def next(self) -> AnyFeedMessage:
         self._fill()
-        message = self._pending.popleft()
-        self._yielded = message.cursor
+        message = self._state.pending.pop(0)
+        self._state.yielded = message.cursor
         return message
 
     def take_due(self, now_ms: int, limit: int) -> list[AnyFeedMessage]:
@@ -287,80 +348,83 @@ class Simulator:
         """Move everything not yet yielded `delay_ms` later."""
         assert delay_ms >= 0
         delay_us = delay_ms * _US_PER_MS
-        self._now_us += delay_us
-        self._tick_origin_us += delay_us
-        self._actions = [
-            (at_us + delay_us, order, kind, target) for at_us, order, kind, target in self._actions
+        self._state.now_us += delay_us
+        self._state.tick_origin_us += delay_us
+        state = self._state
+        state.actions = [
+            (at_us + delay_us, order, action) for at_us, order, action in state.actions
         ]
-        heapq.heapify(self._actions)
-        self._pending = deque(
+        heapq.heapify(state.actions)
+        state.pending = [
             msgspec.structs.replace(message, ts_ms=message.ts_ms + delay_ms)
-            for message in self._pending
-        )
+            for message in state.pending
+        ]
 
     # -- the world ---------------------------------------------------------
 
     def _fill(self) -> None:
-        while not self._pending:
-            at_us, _, kind, target = heapq.heappop(self._actions)
-            self._now_us = max(self._now_us, at_us)
-            self._run(kind, target)
+        while not self._state.pending:
+            at_us, _, action = heapq.heappop(self._state.actions)
+            self._state.now_us = max(self._state.now_us, at_us)
+            self._run(action)
 
-    def _schedule(self, at_us: int, kind: str, target: str = "") -> None:
-        self._orders += 1
-        heapq.heappush(self._actions, (at_us, self._orders, kind, target))
+    def _schedule(self, at_us: int, action: _Action) -> None:
+        self._state.orders += 1
+        heapq.heappush(self._state.actions, (at_us, self._state.orders, action))
 
-    def _after(self, seconds: float, kind: str, target: str = "") -> None:
-        self._schedule(self._now_us + int(seconds * _US_PER_S), kind, target)
+    def _after(self, seconds: float, action: _Action) -> None:
+        self._schedule(self._state.now_us + int(seconds * _US_PER_S), action)
 
     def _next_tick_us(self) -> int:
-        self._ticks += 1
-        return self._tick_origin_us + self._ticks * _US_PER_S // self.config.odds_changes_per_s
+        self._state.ticks += 1
+        return (
+            self._state.tick_origin_us
+            + self._state.ticks * _US_PER_S // self.config.odds_changes_per_s
+        )
 
     def _emit(self, kind: type[AnyFeedMessage], **fields: Any) -> AnyFeedMessage:
-        self._cursor += 1
+        self._state.cursor += 1
         message = kind(
             producer=self.config.producer,
-            cursor=self._cursor,
-            ts_ms=self._now_us // _US_PER_MS,
+            cursor=self._state.cursor,
+            ts_ms=self._state.now_us // _US_PER_MS,
             **fields,
         )
-        self._pending.append(message)
+        self._state.pending.append(message)
         return message
 
-    def _run(self, kind: str, target: str) -> None:
-        if kind == "alive":
-            self._emit(Alive)
-            self._after(self.config.alive_interval_ms / 1000, "alive")
-        elif kind == "tick":
-            self._tick()
-            self._schedule(self._next_tick_us(), "tick")
-        elif kind == "create_football":
-            self._create_football(int(target))
-        elif kind == "create_horse_racing":
-            self._create_race(int(target))
-        elif kind == "stop":
-            self._stop(target)
-        elif kind == "go_in_play":
-            self._go_in_play(target)
-        elif kind == "incident":
-            self._incident(target)
-        elif kind == "reopen":
-            self._reopen(target)
-        elif kind == "finish":
-            self._finish(target)
-        elif kind == "settle":
-            self._settle(target)
-        elif kind == "rollback":
-            self._rollback(target)
-        elif kind in ("resettle", "correct"):
-            self._resettle(target)
-        else:
-            raise AssertionError(f"unknown action {kind}")
+    def _run(self, action: _Action) -> None:
+        match action:
+            case _Alive():
+                self._emit(Alive)
+                self._after(self.config.alive_interval_ms / 1000, _Alive())
+            case _Tick():
+                self._tick()
+                self._schedule(self._next_tick_us(), _Tick())
+            case _CreateEvent(sport="football", starts_in_us=starts_in_us):
+                self._create_football(starts_in_us)
+            case _CreateEvent(starts_in_us=starts_in_us):
+                self._create_race(starts_in_us)
+            case _Stop(event_id):
+                self._stop(event_id)
+            case _GoInPlay(event_id):
+                self._go_in_play(event_id)
+            case _Incident(event_id):
+                self._incident(event_id)
+            case _Reopen(event_id):
+                self._reopen(event_id)
+            case _Finish(event_id):
+                self._finish(event_id)
+            case _Settle(market_id):
+                self._settle(market_id)
+            case _Rollback(market_id):
+                self._rollback(market_id)
+            case _Resettle(market_id):
+                self._resettle(market_id)
 
     def _new_event_id(self, prefix: str) -> str:
-        self._events_made += 1
-        return f"{self._id_prefix}-{prefix}{self._events_made}"
+        self._state.events_made += 1
+        return f"{self._id_prefix}-{prefix}{self._state.events_made}"
 
     def _price(self, probability: float, margin: float = 1.06) -> int:
         raw = int(100 / max(probability * margin, 1e-6))
@@ -374,19 +438,19 @@ class Simulator:
         market_name: str,
         selections: list[tuple[str, str, float]],
     ) -> None:
-        specs = tuple(Selection(sid, name, self._price(p)) for sid, name, p in selections)
+        specs = tuple(MarketSelection(sid, name, self._price(p)) for sid, name, p in selections)
         market = _Market(
             market_id=market_id,
             event_id=event.event_id,
             selection_ids=[spec.selection_id for spec in specs],
             prices={spec.selection_id: spec.odds for spec in specs},
         )
-        self.markets[market_id] = market
-        self._open[market_id] = None
+        self._state.markets[market_id] = market
+        self._state.open[market_id] = None
         self._open_list = None
         event.market_ids.append(market_id)
         self._emit(
-            MarketCreated,
+            NewMarket,
             event_id=event.event_id,
             event_name=event_name,
             sport=event.sport,
@@ -399,7 +463,7 @@ class Simulator:
         rng = self._rng
         home, away = rng.sample(_TEAMS, 2)
         event = _Event(self._new_event_id("fb"), "football", [])
-        self.events[event.event_id] = event
+        self._state.events[event.event_id] = event
         name = f"{home} v {away}"
         p_home = rng.uniform(0.2, 0.6)
         p_draw = rng.uniform(0.2, 0.3)
@@ -422,7 +486,9 @@ class Simulator:
             "Total goals over/under 2.5",
             [("over", "Over 2.5", p_over), ("under", "Under 2.5", 1 - p_over)],
         )
-        self._schedule(self._now_us + kick_off_in_us + self._pre_match_us(), "stop", event.event_id)
+        self._schedule(
+            self._state.now_us + kick_off_in_us + self._pre_match_us(), _Stop(event.event_id)
+        )
 
     def _create_race(self, off_in_us: int) -> None:
         rng = self._rng
@@ -431,7 +497,7 @@ class Simulator:
         strengths = [rng.uniform(0.5, 5.0) for _ in range(runners)]
         total = sum(strengths)
         event = _Event(self._new_event_id("hr"), "horse_racing", [])
-        self.events[event.event_id] = event
+        self._state.events[event.event_id] = event
         minute = rng.randrange(0, 60, 5)
         name = f"{rng.choice(_COURSES)} {rng.randint(12, 20):02d}:{minute:02d}"
         self._add_market(
@@ -441,16 +507,16 @@ class Simulator:
             "Win",
             [(f"r{i + 1}", names[i], strengths[i] / total) for i in range(runners)],
         )
-        self._schedule(self._now_us + off_in_us + self._pre_match_us(), "stop", event.event_id)
+        self._schedule(self._state.now_us + off_in_us + self._pre_match_us(), _Stop(event.event_id))
 
     def _pre_match_us(self) -> int:
         return self.config.pre_match_s * _US_PER_S
 
     def _bet_stop(self, event: _Event) -> None:
-        stopped = [m for m in event.market_ids if self.markets[m].status == "open"]
+        stopped = [m for m in event.market_ids if self._state.markets[m].status == "open"]
         for market_id in stopped:
-            self.markets[market_id].status = "suspended"
-            self._open.pop(market_id, None)
+            self._state.markets[market_id].status = "suspended"
+            self._state.open.pop(market_id, None)
             self._open_list = None
         if stopped:
             self._emit(
@@ -461,8 +527,8 @@ class Simulator:
 
     def _stop(self, event_id: str) -> None:
         """The kick-off / the off: every market stops, then reopens in-play."""
-        self._bet_stop(self.events[event_id])
-        self._after(1, "go_in_play", event_id)
+        self._bet_stop(self._state.events[event_id])
+        self._after(1, _GoInPlay(event_id))
 
     def _reopen_markets(self, event: _Event, *, in_play: bool, jump_ticks: int) -> None:
         delay = (
@@ -471,7 +537,7 @@ class Simulator:
             else self.config.race_bet_delay_s
         )
         for market_id in event.market_ids:
-            market = self.markets[market_id]
+            market = self._state.markets[market_id]
             if market.status != "suspended":
                 continue
             prices = []
@@ -482,7 +548,7 @@ class Simulator:
                 market.prices[selection_id] = moved
                 prices.append(Price(selection_id, moved))
             market.status = "open"
-            self._open[market_id] = None
+            self._state.open[market_id] = None
             self._open_list = None
             self._emit(
                 OddsChange,
@@ -495,40 +561,40 @@ class Simulator:
             )
 
     def _go_in_play(self, event_id: str) -> None:
-        event = self.events[event_id]
-        event.in_play_from_ms = self._now_us // _US_PER_MS
+        event = self._state.events[event_id]
+        event.in_play_from_ms = self._state.now_us // _US_PER_MS
         self._reopen_markets(event, in_play=True, jump_ticks=3)
         length_s = (
             self.config.football_in_play_s
             if event.sport == "football"
             else self.config.race_in_play_s
         )
-        self._after(length_s, "finish", event_id)
+        self._after(length_s, _Finish(event_id))
         if event.sport == "football":
-            self._after(self._rng.uniform(0.2, 0.45) * length_s, "incident", event_id)
+            self._after(self._rng.uniform(0.2, 0.45) * length_s, _Incident(event_id))
 
     def _incident(self, event_id: str) -> None:
         """A goal or a red card: stop, then reopen a few seconds later."""
-        event = self.events.get(event_id)
+        event = self._state.events.get(event_id)
         if event is None or event.finished:
             return
         self._bet_stop(event)
-        self._after(self._rng.uniform(2, 5), "reopen", event_id)
+        self._after(self._rng.uniform(2, 5), _Reopen(event_id))
         length_s = self.config.football_in_play_s
-        self._after(self._rng.uniform(0.2, 0.45) * length_s, "incident", event_id)
+        self._after(self._rng.uniform(0.2, 0.45) * length_s, _Incident(event_id))
 
     def _reopen(self, event_id: str) -> None:
-        event = self.events.get(event_id)
+        event = self._state.events.get(event_id)
         if event is not None and not event.finished:
             self._reopen_markets(event, in_play=True, jump_ticks=8)
 
     def _tick(self) -> None:
-        if not self._open:
+        if not self._state.open:
             return
         if self._open_list is None:
-            self._open_list = list(self._open)
+            self._open_list = list(self._state.open)
         random_ = self._rng.random
-        market = self.markets[self._open_list[int(random_() * len(self._open_list))]]
+        market = self._state.markets[self._open_list[int(random_() * len(self._open_list))]]
         selection_ids = market.selection_ids
         first = int(random_() * len(selection_ids))
         moved = [selection_ids[first]]
@@ -555,14 +621,14 @@ class Simulator:
         )
 
     def _finish(self, event_id: str) -> None:
-        event = self.events[event_id]
+        event = self._state.events[event_id]
         event.finished = True
         for market_id in event.market_ids:
-            market = self.markets[market_id]
+            market = self._state.markets[market_id]
             if market.status == "closed":
                 continue
             market.status = "closed"
-            self._open.pop(market_id, None)
+            self._state.open.pop(market_id, None)
             self._open_list = None
             self._emit(
                 OddsChange,
@@ -571,12 +637,11 @@ class Simulator:
                 status="closed",
             )
         for market_id in event.market_ids:
-            self._after(self.config.settle_after_s, "settle", market_id)
+            self._after(self.config.settle_after_s, _Settle(market_id))
         # A finished event makes room for a new one of the same sport.
         self._after(
             self.config.settle_after_s + 10,
-            "create_" + event.sport,
-            str(self._rng.randint(0, self._pre_match_us() // 2)),
+            _CreateEvent(event.sport, self._rng.randint(0, self._pre_match_us() // 2)),
         )
 
     def _winners(self, market: _Market, *, avoid: tuple[Result, ...] = ()) -> tuple[Result, ...]:
@@ -586,7 +651,7 @@ class Simulator:
         for _ in range(20):
             ordered = list(market.selection_ids)
             first = rng.choices(ordered, weights=weights)[0]
-            is_race = self.events[market.event_id].sport == "horse_racing"
+            is_race = self._state.events[market.event_id].sport == "horse_racing"
             if is_race and rng.random() < self.config.dead_heat_chance:
                 second = rng.choice([s for s in ordered if s != first])
                 result: tuple[Result, ...] = (Result(first, 2), Result(second, 2))
@@ -597,8 +662,8 @@ class Simulator:
         return (Result(next(s for s in market.selection_ids if Result(s) not in avoid)),)
 
     def _settle(self, market_id: str) -> None:
-        market = self.markets[market_id]
-        event = self.events[market.event_id]
+        market = self._state.markets[market_id]
+        event = self._state.events[market.event_id]
         config, rng = self.config, self._rng
         if rng.random() < config.cancel_chance:
             self._emit(
@@ -623,37 +688,37 @@ class Simulator:
         self._settle_with(market, winners)
         draw = rng.random()
         if draw < config.rollback_chance:
-            self._after(3, "rollback", market_id)
+            self._after(3, _Rollback(market_id))
         elif draw < config.rollback_chance + config.correction_chance:
-            self._after(3, "correct", market_id)
+            self._after(3, _Resettle(market_id))
         else:
             self._forget(market_id)
 
     def _settle_with(self, market: _Market, winners: tuple[Result, ...]) -> None:
-        self._last_result[market.market_id] = winners
+        self._state.last_result[market.market_id] = winners
         self._emit(
             BetSettlement, event_id=market.event_id, market_id=market.market_id, winners=winners
         )
 
     def _rollback(self, market_id: str) -> None:
-        market = self.markets[market_id]
+        market = self._state.markets[market_id]
         self._emit(
             RollbackBetSettlement,
             event_id=market.event_id,
             market_id=market_id,
         )
-        self._after(2, "resettle", market_id)
+        self._after(2, _Resettle(market_id))
 
     def _resettle(self, market_id: str) -> None:
-        market = self.markets[market_id]
-        previous = self._last_result.get(market_id, ())
+        market = self._state.markets[market_id]
+        previous = self._state.last_result.get(market_id, ())
         self._settle_with(market, self._winners(market, avoid=previous))
         self._forget(market_id)
 
     def _forget(self, market_id: str) -> None:
         """A market that is done; its event goes with its last market."""
-        market = self.markets.pop(market_id)
-        self._last_result.pop(market_id, None)
-        event = self.events[market.event_id]
-        if all(m not in self.markets for m in event.market_ids):
-            del self.events[market.event_id]
+        market = self._state.markets.pop(market_id)
+        self._state.last_result.pop(market_id, None)
+        event = self._state.events[market.event_id]
+        if all(m not in self._state.markets for m in event.market_ids):
+            del self._state.events[market.event_id]

@@ -17,7 +17,7 @@ from ironbook.adapters.feed.messages import (
     Alive,
     AnyFeedMessage,
     BetStop,
-    MarketCreated,
+    NewMarket,
     OddsChange,
 )
 
@@ -83,7 +83,7 @@ class Conflation:
         self.newest_ts_ms = max(self.newest_ts_ms, message.ts_ms)
         touched = self._market_ids(message)
         before = sum(self._size(market_id) for market_id in touched)
-        if isinstance(message, MarketCreated):
+        if isinstance(message, NewMarket):
             change = self._touch(message.market_id, message.event_id, message)
             change.name = f"{message.event_name}: {message.market_name}"[:MAX_NAME_CHARS]
             change.selections = tuple(
@@ -110,7 +110,7 @@ class Conflation:
 
     @staticmethod
     def _market_ids(message: AnyFeedMessage) -> tuple[str, ...]:
-        if isinstance(message, MarketCreated | OddsChange):
+        if isinstance(message, NewMarket | OddsChange):
             return (message.market_id,)
         if isinstance(message, BetStop):
             return message.market_ids

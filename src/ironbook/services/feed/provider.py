@@ -36,7 +36,7 @@ from ironbook.adapters.feed.messages import (
     BetCancel,
     BetSettlement,
     BetStop,
-    MarketCreated,
+    NewMarket,
     OddsChange,
     RollbackBetSettlement,
 )
@@ -165,7 +165,13 @@ async def _load_checkpoint(worlds: KeyValue, producer: str) -> Checkpoint | None
     try:
         return msgspec.json.decode(entry.value, type=Checkpoint)
     except msgspec.MsgspecError as err:
-        log.warning("checkpoint of %s unreadable (%s): replaying from the start", producer, err)
+        # A checkpoint of an older format is refused the same way: the world
+        # replays from its start, which gives the same messages.
+        log.warning(
+            "checkpoint of %s unreadable or of an older format (%s): replaying from the start",
+            producer,
+            err,
+        )
         return None
 
 
@@ -240,7 +246,7 @@ async def _close_world(stream: NatsFeedStream, tail: int) -> int:
     while cursor < tail:
         messages, cursor = await stream.read(cursor, max_messages=FOLD_CHUNK, wait_ms=1_000)
         for message in messages:
-            if isinstance(message, MarketCreated):
+            if isinstance(message, NewMarket):
                 live[message.market_id] = (message.event_id, "open")
             elif isinstance(message, OddsChange):
                 if message.status is not None and message.market_id in live:
@@ -338,7 +344,7 @@ async def publish_forever(
                 published / elapsed_s,
                 frames,
                 simulator.cursor,
-                len(simulator.events),
+                simulator.live_events,
             )
             published, frames, stats_at = 0, 0, now
     await save_checkpoint(worlds, simulator)

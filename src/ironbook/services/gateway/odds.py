@@ -344,11 +344,11 @@ class OddsHub:
             with contextlib.suppress(nats.errors.Error):
                 await subscription.unsubscribe()
         if status not in _EOB_STATUSES:
-            raise SnapshotUnavailable(f"the odds store answered {status}")
+            raise OddsSnapshotUnavailable(f"the odds store answered {status}")
         return frames
 
 
-class SnapshotUnavailable(Exception):
+class OddsSnapshotUnavailable(Exception):
     """The `ODDS` stream could not answer a snapshot."""
 
 
@@ -482,7 +482,7 @@ async def stream_odds(websocket: WebSocket, hub: OddsHub) -> None:
                     continue
                 try:
                     frames = await hub.snapshot(request.markets, request.events)
-                except (SnapshotUnavailable, TimeoutError, nats.errors.Error) as err:
+                except (OddsSnapshotUnavailable, TimeoutError, nats.errors.Error) as err:
                     log.warning("odds snapshot failed: %r", err)
                     SNAPSHOTS.labels(result="unavailable").inc()
                     await send(_error(UNAVAILABLE, "the odds store did not answer; retry"))
