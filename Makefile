@@ -33,7 +33,7 @@ test: lint typecheck
 	$(VENV)/bin/pytest -n 2 --timeout 600
 
 bench: $(STAMP)
-	$(PY) bench/core.py
+	$(VENV)/bin/ironbook bench core
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

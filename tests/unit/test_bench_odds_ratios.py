@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ironbook.benchmarks.odds import _median_or_none, round_ratios
+from ironbook.benchmarks.stats import median_or_none, round_ratios
 
 
 def _round(no_feed: float, feed_1000: float, feed_5000: float) -> dict[int, dict[str, Any]]:
@@ -22,14 +22,14 @@ def test_a_drifting_run_gives_the_feeds_own_ratio() -> None:
     # at 1,000/s costs 10 %.
     rounds = [_round(30_000, 27_000, 24_000), _round(20_000, 18_000, 16_000)]
     assert round_ratios(rounds, 1_000) == [0.9, 0.9]
-    assert _median_or_none(round_ratios(rounds, 1_000)) == 0.9
+    assert median_or_none(round_ratios(rounds, 1_000)) == 0.9
     assert round_ratios(rounds, 5_000) == [0.8, 0.8]
     rounds[1] = _round(20_000, 27_000, 16_000)
-    assert _median_or_none(round_ratios(rounds, 1_000)) == 1.125
+    assert median_or_none(round_ratios(rounds, 1_000)) == 1.125
 
 
 def test_a_round_without_bets_is_left_out() -> None:
     rounds = [_round(0, 10, 10), _round(100, 70, 60), _round(100, 90, 60)]
     assert round_ratios(rounds, 1_000) == [None, 0.7, 0.9]
-    assert _median_or_none(round_ratios(rounds, 1_000)) == 0.8
-    assert _median_or_none([None]) is None
+    assert median_or_none(round_ratios(rounds, 1_000)) == 0.8
+    assert median_or_none([None]) is None

@@ -20,14 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from ironbook.adapters import eventloop
-from ironbook.benchmarks.odds import CpuMeter, machine_info
+from ironbook.benchmarks.common import command_line, log, machine_info
+from ironbook.benchmarks.cpu import CpuMeter, cluster_groups
 from ironbook.services.feed.processes import FeedOptions
 from ironbook.services.local_cluster import LocalCluster
 
@@ -52,14 +52,14 @@ def measure(rate: int, args: argparse.Namespace) -> dict[str, Any]:
         try:
             cluster.start()
             eventloop.run(cluster.wait_leaders(timeout_ms=120_000))
-            print(
+            log(
                 f"feed {rate}/s: {args.warmup_seconds:.0f} s warm-up, "
-                f"then {args.seconds:.0f} s measured ...",
-                file=sys.stderr,
-                flush=True,
+                f"then {args.seconds:.0f} s measured ..."
             )
             time.sleep(args.warmup_seconds)
-            meter = CpuMeter(cluster, feed_pids=[p.pid for p in cluster.feeds.values()])
+            meter = CpuMeter(
+                {**cluster_groups(cluster), "feed": [p.pid for p in cluster.feeds.values()]}
+            )
             meter.start()
             time.sleep(args.seconds)
             used = meter.stop()
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["feed_above_idle_cores"] = round(result["total_cores"] - idle["total_cores"], 3)
     return {
         "benchmark": "feed_cpu",
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": command_line(),
         "idle": idle,
         "feeds": feeds,
         "parameters": {

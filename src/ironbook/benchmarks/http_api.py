@@ -1,8 +1,6 @@
 """HTTP benchmark: bets per second end to end through the gateway, and a flood.
 
-    python bench/http.py [--workers N] [--seconds S] [--connections C] [--json]
-
-(`bench/http.py` is a shim over this module.)
+    ironbook bench http [--workers N] [--seconds S] [--connections C] [--json]
 
 Starts a local cluster (3 NATS nodes, 3 replicas, N gateway workers on one
 port) in a temp dir, makes accounts and a market over HTTP, then:
@@ -33,7 +31,6 @@ import asyncio
 import json
 import multiprocessing
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -45,6 +42,9 @@ import httpx
 
 from ironbook.adapters import eventloop
 from ironbook.adapters.nats.localproc import ManagedProcess, PortLease
+from ironbook.benchmarks.common import machine_info, wait_http_ready
+from ironbook.benchmarks.cpu import CpuMeter, cluster_groups
+from ironbook.benchmarks.stats import percentile_ms
 from ironbook.services.gateway.auth import load_or_create_secret, mint_token
 from ironbook.services.gateway.settings import GatewaySettings
 from ironbook.services.local_cluster import GatewayOptions, LocalCluster
@@ -64,6 +64,10 @@ FLOOD_LIMITS_ENV = {
     "IRONBOOK_GATEWAY_IP_RATE_PER_S": "20",
     "IRONBOOK_GATEWAY_IP_BURST": "40",
 }
+READY_TIMEOUT_S = 60.0
+UNANSWERED_AFTER_S = 30.0
+ROLES = {"nats": "nats", "replicas": "replicas", "gateway": "gateways", "history": "history"}
+"""The keys of `cpu_ms_per_bet`: role -> CPU meter group."""
 MARKET_ID = "bench-race"
 SELECTIONS = 12
 
@@ -136,7 +140,9 @@ async def _closed_loop(
         finally:
             writer.close()
 
-    await asyncio.gather(*(connection(t, a, i) for i, (t, a) in enumerate(jobs)))
+    async with asyncio.TaskGroup() as group:
+        for index, (token, account_id) in enumerate(jobs):
+            group.create_task(connection(token, account_id, index))
     return ok, failed, latencies
 
 
@@ -187,19 +193,20 @@ async def _open_loop(
     interval_s = 1 / rate_per_s
     start = time.perf_counter()
     n = 0
-    while (now := time.perf_counter()) - start < seconds:
-        due = int((now - start) / interval_s)
-        while n <= due:
-            task = asyncio.get_running_loop().create_task(one(n))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            n += 1
-        await asyncio.sleep(interval_s / 2 if interval_s < 0.002 else 0.001)
-    if tasks:
-        _, unanswered = await asyncio.wait(tasks, timeout=30)
-        failed += len(unanswered)
-        for task in unanswered:
-            task.cancel()
+    async with asyncio.TaskGroup() as group:
+        while (now := time.perf_counter()) - start < seconds:
+            due = int((now - start) / interval_s)
+            while n <= due:
+                task = group.create_task(one(n))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                n += 1
+            await asyncio.sleep(interval_s / 2 if interval_s < 0.002 else 0.001)
+        if tasks:
+            _, unanswered = await asyncio.wait(tasks, timeout=UNANSWERED_AFTER_S)
+            failed += len(unanswered)
+            for task in unanswered:
+                task.cancel()
     for _, writer in idle:
         writer.close()
     return ok, failed, latencies, statuses
@@ -220,11 +227,8 @@ def _open_worker(
     return eventloop.run(_open_loop(*args))
 
 
-def _percentile_ms(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
+def _ms(latencies_s: list[float]) -> list[float]:
+    return [x * 1000 for x in latencies_s]
 
 
 def _setup(url: str, secret: bytes, accounts: int) -> list[tuple[str, str]]:
@@ -260,7 +264,7 @@ def _setup(url: str, secret: bytes, accounts: int) -> list[tuple[str, str]]:
 
 def _throughput(
     target: Target, jobs: list[tuple[str, str]], connections: int, seconds: float, procs: int
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     per_proc: list[list[tuple[str, str]]] = [[] for _ in range(procs)]
     for i in range(connections):
         per_proc[i % procs].append(jobs[i % len(jobs)])
@@ -275,8 +279,8 @@ def _throughput(
     return {
         "bets_per_s": round(ok / seconds, 1),
         "failed": failed,
-        "p50_ms": _percentile_ms(latencies, 0.50),
-        "p99_ms": _percentile_ms(latencies, 0.99),
+        "p50_ms": percentile_ms(_ms(latencies), 0.50),
+        "p99_ms": percentile_ms(_ms(latencies), 0.99),
         "load_generator_cpu_s": round(sum(r[3] for r in results), 3),
     }
 
@@ -305,8 +309,8 @@ def _flood(
     result: dict[str, object] = {
         "legit_offered_per_s": legit_rate,
         "legit_success_rate": round(ok / max(1, ok + failed), 4),
-        "legit_p50_ms": _percentile_ms(latencies, 0.50),
-        "legit_p99_ms": _percentile_ms(latencies, 0.99),
+        "legit_p50_ms": percentile_ms(_ms(latencies), 0.50),
+        "legit_p99_ms": percentile_ms(_ms(latencies), 0.99),
         "legit_statuses": statuses,
     }
     if with_flood:
@@ -317,9 +321,11 @@ def _flood(
     return result
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="ironbook bench http",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--workers", type=int, default=2, help="gateway workers (default 2)")
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -336,17 +342,13 @@ def main() -> int:
         help="keep the temporary cluster directory (logs, JetStream store) instead of "
         "deleting it at the end",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     data_dir = Path(tempfile.mkdtemp(prefix="ironbook-bench-http-"))
     lease = PortLease()
     port, flood_port = lease.take(2)
     report: dict[str, object] = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "loadavg_1m_at_start": os.getloadavg()[0],
-        },
+        "machine": machine_info(os.getloadavg()),
         "gateway_workers": args.workers,
         "connections": args.connections,
         "seconds": args.seconds,
@@ -359,21 +361,21 @@ def main() -> int:
     try:
         cluster.start()
         asyncio.run(cluster.wait_leaders())
-        _wait_ready(url)
+        eventloop.run(wait_http_ready(url, READY_TIMEOUT_S))
         secret = load_or_create_secret(GatewaySettings(data_dir=cluster.data_dir).secret_file)
         jobs = _setup(url, secret, args.accounts)
-        processes = _cluster_processes(cluster)
-        cpu_before = _cpu_seconds(processes)
+        meter = CpuMeter(cluster_groups(cluster))
+        meter.start()
         report.update(
             _throughput(
                 Target("127.0.0.1", port), jobs, args.connections, args.seconds, args.load_procs
             )
         )
-        cpu_after = _cpu_seconds(processes)
+        cpu = meter.stop()
         bets = float(report["bets_per_s"]) * args.seconds  # type: ignore[arg-type]
         cpu_ms_per_bet = {
-            role: round((cpu_after[role] - cpu_before[role]) * 1000 / max(1.0, bets), 3)
-            for role in cpu_before
+            role: round(cpu[f"{group}_cpu_s"] * 1000 / max(1.0, bets), 3)
+            for role, group in ROLES.items()
         }
         cpu_ms_per_bet["server_total"] = round(sum(cpu_ms_per_bet.values()), 3)
         load_generator_s = float(report.pop("load_generator_cpu_s"))  # type: ignore[arg-type]
@@ -390,7 +392,7 @@ def main() -> int:
         ]
         for process in flood_workers:
             process.start()
-        _wait_ready(f"http://127.0.0.1:{flood_port}")
+        eventloop.run(wait_http_ready(f"http://127.0.0.1:{flood_port}", READY_TIMEOUT_S))
         target = Target("127.0.0.1", flood_port)
         without = _flood(target, secret, jobs, args.legit_rate, args.seconds, False)
         with_flood = _flood(target, secret, jobs, args.legit_rate, args.seconds, True)
@@ -421,40 +423,6 @@ def main() -> int:
     return 0
 
 
-def _cluster_processes(cluster: LocalCluster) -> dict[str, list[int]]:
-    """PIDs by role, for CPU accounting: every server-side process (the
-    history projectors tail the ledger too)."""
-    roles: dict[str, list[int]] = {"nats": [], "replicas": [], "gateway": [], "history": []}
-    for node in cluster.nats.nodes.values():
-        if node.process.pid is not None:
-            roles["nats"].append(node.process.pid)
-    for process in cluster.replicas.values():
-        if process.pid is not None:
-            roles["replicas"].append(process.pid)
-    for name, process in cluster.gateways.items():
-        if process.pid is not None and name.startswith("gw-"):
-            roles["gateway"].append(process.pid)
-        elif process.pid is not None and name.startswith("history-"):
-            roles["history"].append(process.pid)
-    return roles
-
-
-def _cpu_seconds(roles: dict[str, list[int]]) -> dict[str, float]:
-    """User + system CPU seconds used so far, summed per role (Linux /proc)."""
-    ticks_per_s = os.sysconf("SC_CLK_TCK")
-    totals: dict[str, float] = {}
-    for role, pids in roles.items():
-        total = 0.0
-        for pid in pids:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += (int(fields[11]) + int(fields[12])) / ticks_per_s
-        totals[role] = total
-    return totals
-
-
 def _gateway_worker(
     cluster: LocalCluster, name: str, port: int, env: dict[str, str]
 ) -> ManagedProcess:
@@ -478,18 +446,6 @@ def _gateway_worker(
         log_path=cluster.data_dir / "logs" / f"{name}.log",
         env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
     )
-
-
-def _wait_ready(url: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} not ready")
 
 
 if __name__ == "__main__":

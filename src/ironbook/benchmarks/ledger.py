@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import sys
 import tempfile
@@ -32,6 +31,8 @@ from typing import Any
 from ironbook import core
 from ironbook.adapters import eventloop
 from ironbook.adapters.postgres.baseline import run_baseline
+from ironbook.benchmarks.common import command_line, machine_info
+from ironbook.benchmarks.stats import percentile_ms
 from ironbook.client import BatchConfig, ClientConfig, LedgerClient
 from ironbook.services.local_cluster import LocalCluster, wait_for_leaders
 
@@ -54,13 +55,6 @@ class Tally:
     gave_up: int = 0
 
 
-def percentile_ms(latencies_ms: list[float], fraction: float) -> float | None:
-    if not latencies_ms:
-        return None
-    ordered = sorted(latencies_ms)
-    return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))], 3)
-
-
 def _selections() -> tuple[core.SelectionSpec, ...]:
     return tuple(
         core.SelectionSpec(selection_id=f"s{i}", name=f"Runner {i}", odds=200 + 20 * i)
@@ -72,7 +66,7 @@ def _market_id(index: int) -> str:
     return f"bench-market-{index}"
 
 
-async def _setup(client: LedgerClient, accounts: list[str], run_tag: str) -> None:
+async def set_up(client: LedgerClient, accounts: list[str], run_tag: str) -> None:
     for index in range(MARKETS):
         outcome = await client.submit(
             core.CreateMarket(
@@ -102,7 +96,7 @@ async def _setup(client: LedgerClient, accounts: list[str], run_tag: str) -> Non
         )
 
 
-async def _drive(
+async def drive(
     client: LedgerClient,
     accounts: list[str],
     *,
@@ -189,13 +183,13 @@ async def _measure_ironbook(cluster: LocalCluster, args: argparse.Namespace) -> 
         accounts = [f"acct-{i}" for i in range(args.accounts)]
         run_tag = f"r{os.getpid()}"
         print(f"setting up {args.accounts:,} accounts ...", file=sys.stderr, flush=True)
-        await _setup(client, accounts, run_tag)
+        await set_up(client, accounts, run_tag)
         print(
             f"ironbook: {args.concurrency} clients for {args.seconds} s ...",
             file=sys.stderr,
             flush=True,
         )
-        tally, elapsed_s = await _drive(
+        tally, elapsed_s = await drive(
             client,
             accounts,
             concurrency=args.concurrency,
@@ -246,7 +240,7 @@ async def _measure_failover(
         cluster.replicas[victim].kill()
         print(f"failover: killed leader {victim} (kill -9)", file=sys.stderr, flush=True)
 
-    tally, _ = await _drive(
+    tally, _ = await drive(
         client,
         accounts,
         concurrency=max(10, args.concurrency // 10),
@@ -282,6 +276,7 @@ def _measure_postgres(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    load_at_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="ironbook-bench-") as tmp:
         cluster = LocalCluster(Path(tmp) / "cluster", partitions=args.partitions)
         try:
@@ -291,8 +286,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             cluster.stop()
     result: dict[str, Any] = {
         "benchmark": "ledger",
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "command": command_line(),
+        "machine": machine_info(load_at_start),
         "ironbook": ironbook,
         "failover_s": (ironbook.get("failover") or {}).get("failover_s"),
     }

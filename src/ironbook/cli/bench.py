@@ -1,4 +1,4 @@
-"""`ironbook bench NAME`: the benchmarks, with JSON output (see bench/)."""
+"""`ironbook bench NAME`: the benchmarks (`ironbook.benchmarks`), with JSON output."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ import importlib
 import sys
 
 _BENCHMARKS = {
+    "core": "ironbook.benchmarks.pure_core",
     "ledger": "ironbook.benchmarks.ledger",
+    "http": "ironbook.benchmarks.http_api",
     "odds": "ironbook.benchmarks.odds",
     "feed-cpu": "ironbook.benchmarks.feed_cpu",
+    "pg-baseline": "ironbook.benchmarks.pg_baseline",
 }
 
 
@@ -29,9 +32,12 @@ def _command(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="run a benchmark (ledger: ironbook vs PostgreSQL, and failover; "
+        help="run a benchmark (core: decide + apply on one core; "
+        "ledger: ironbook vs PostgreSQL, and failover; "
+        "http: bets/s through the gateway, and a flood; "
         "odds: feed -> WebSocket latency, bets/s with the feed on; "
-        "feed-cpu: what the feed costs the cluster in CPU)",
+        "feed-cpu: what the feed costs the cluster in CPU; "
+        "pg-baseline: PostgreSQL alone)",
         description=__doc__,
     )
     parser.add_argument("benchmark", choices=sorted(_BENCHMARKS), help="which benchmark")

@@ -13,13 +13,13 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import msgspec
 from nats.aio.client import Client as NatsClient
 
 from ironbook.adapters.nats.localproc import ManagedProcess
 from ironbook.adapters.nats.log import stream_name
+from ironbook.adapters.procfs import process_stat
 from ironbook.services.local_cluster import LocalCluster
 from ironbook.services.status import STATUS_SUBJECT_ALL, ReplicaHeartbeat, decode_heartbeat
 
@@ -33,12 +33,10 @@ def process_state(process: ManagedProcess) -> str:
     pid = process.pid
     if pid is None or not process.is_running():
         return "down"
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+    stat = process_stat(pid)
+    if stat is None:
         return "down"
-    letter = stat.rsplit(")", 1)[1].split()[0]
-    return "frozen" if letter in ("T", "t") else "up"
+    return "frozen" if stat.state in ("T", "t") else "up"
 
 
 @dataclass(slots=True)

@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from ironbook.adapters.procfs import process_stat
+
 LOOPBACK = "127.0.0.1"
 
 # Below Linux's ephemeral range (32768-60999 by default), so a port we hand to
@@ -103,14 +105,6 @@ def as_user(user: str | None) -> dict[str, Any]:
     if user is None:
         return {}
     return {"user": user, "group": user, "extra_groups": []}
-
-
-def port_open(port: int, timeout_ms: int = 200) -> bool:
-    try:
-        with socket.create_connection((LOOPBACK, port), timeout=timeout_ms / 1000):
-            return True
-    except OSError:
-        return False
 
 
 class ManagedProcess:
@@ -200,13 +194,8 @@ class ManagedProcess:
 
     def _state(self) -> str | None:
         """The process state letter from /proc (R, S, T, Z...), None if gone."""
-        if self._popen is None:
-            return None
-        try:
-            stat = Path(f"/proc/{self._popen.pid}/stat").read_text()
-        except OSError:
-            return None
-        return stat.rsplit(")", 1)[1].split()[0]
+        stat = None if self._popen is None else process_stat(self._popen.pid)
+        return None if stat is None else stat.state
 
     def terminate(self) -> None:
         """The stop signal, after SIGCONT in case it is paused; does not wait."""

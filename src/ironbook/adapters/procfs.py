@@ -1,0 +1,46 @@
+"""What Linux's /proc says about a process and about the machine.
+
+The one place that parses `/proc/<pid>/stat` and `/proc/stat`: the process
+supervisor reads a process's state letter, the dashboard shows it, and the
+benchmarks charge CPU time to each process."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+class ProcessStat(NamedTuple):
+    state: str
+    """The state letter: R running, S sleeping, T stopped (SIGSTOP), Z zombie..."""
+    cpu_s: float
+    """User + system CPU time used so far."""
+
+
+def process_stat(pid: int) -> ProcessStat | None:
+    """The process's state and CPU time; None if it is gone (or not Linux)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces or ")".
+    fields = text.rsplit(")", 1)[1].split()
+    if len(fields) < 13:
+        return None
+    return ProcessStat(fields[0], (int(fields[11]) + int(fields[12])) / _TICKS_PER_S)
+
+
+def process_cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds `pid` has used; 0.0 if it is gone or unknown."""
+    stat = None if pid is None else process_stat(pid)
+    return 0.0 if stat is None else stat.cpu_s
+
+
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, total) clock ticks of the whole machine since boot."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    total = sum(values)
+    return total - values[3] - values[4], total
