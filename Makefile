@@ -25,6 +25,7 @@ demo: $(STAMP)
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/lint-imports
 
 typecheck: $(DEV_STAMP)
 	$(VENV)/bin/mypy

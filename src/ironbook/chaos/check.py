@@ -250,7 +250,7 @@ def _check_replies(
             )
 
 
-def _replay(
+def _replay(  # noqa: C901 — one pass over the log checks every invariant at each entry
     entries: Sequence[LogEntry],
     ledger_config: core.LedgerConfig | None,
     violations: _Violations,

@@ -570,7 +570,7 @@ def _resettle(state: LedgerState, cmd: c.ResettleMarket, now_ms: int) -> Decisio
     )
 
 
-def _result_market(
+def _result_market(  # noqa: C901 — settle, void, window cancel and rollback share one pass over the bets
     state: LedgerState,
     cmd: c.Command,
     market: Market,
@@ -691,7 +691,9 @@ def _result_market(
 # Bets: the hot path. Keep it lean.
 
 
-def _place_bet(state: LedgerState, cmd: c.PlaceBet, now_ms: int) -> Decision:
+def _place_bet(  # noqa: C901 — one guard per refusal, in the order the rules are checked
+    state: LedgerState, cmd: c.PlaceBet, now_ms: int
+) -> Decision:
     config = state.config
     account = state.accounts.get(cmd.account_id)
     if account is None or account.kind != "player":

@@ -66,9 +66,6 @@ class GetFeedCursor(Command, frozen=True, tag="get_feed_cursor/1"):
 
 AnyQuery = GetAccount | ListAccountBets | GetBet | GetMarket | ListMarkets | GetFeedCursor
 
-ACCOUNT_QUERIES = (GetAccount, ListAccountBets)
-MARKET_QUERIES = (GetMarket, ListMarkets)
-
 
 def query_partition(query: AnyQuery, partitions: int) -> int:
     """Which partition answers `query`. Markets live in every partition (any

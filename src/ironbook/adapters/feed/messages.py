@@ -133,7 +133,6 @@ class Alive(FeedMessage, frozen=True, tag="alive"):
 AnyFeedMessage = (
     NewMarket | OddsChange | BetStop | BetSettlement | RollbackBetSettlement | BetCancel | Alive
 )
-MarketMessage = NewMarket | OddsChange | BetStop
 ResultMessage = BetSettlement | RollbackBetSettlement | BetCancel
 
 

@@ -237,10 +237,9 @@ async def _replay(
     return None
 
 
-async def _close_world(stream: NatsFeedStream, tail: int) -> int:
-    """Close and cancel every market the feed left unfinished; the new tail."""
+async def _unfinished_markets(stream: NatsFeedStream, tail: int) -> dict[str, tuple[str, str]]:
+    """market -> (event, status), for the markets up to `tail` not settled or cancelled."""
     live: dict[str, tuple[str, str]] = {}
-    """market -> (event, status), for markets not settled or cancelled."""
     settled: dict[str, str] = {}
     cursor = 0
     while cursor < tail:
@@ -265,6 +264,12 @@ async def _close_world(stream: NatsFeedStream, tail: int) -> int:
             elif isinstance(message, BetCancel) and message.start_ms is None:
                 live.pop(message.market_id, None)
                 settled.pop(message.market_id, None)
+    return live
+
+
+async def _close_world(stream: NatsFeedStream, tail: int) -> int:
+    """Close and cancel every market the feed left unfinished; the new tail."""
+    live = await _unfinished_markets(stream, tail)
     # Every close first, then every cancel: two runs, so a few frames.
     closing: list[AnyFeedMessage] = []
     now_ms = _now_ms()

@@ -414,7 +414,9 @@ def _error(code: str, detail: str) -> str:
     return json.dumps({"type": "error", "code": code, "detail": detail})
 
 
-async def stream_odds(websocket: WebSocket, hub: OddsHub) -> None:
+async def stream_odds(  # noqa: C901 — one session: a receive loop dispatching each client action
+    websocket: WebSocket, hub: OddsHub
+) -> None:
     watcher = Watcher()
     # Replies and odds share the socket; one sender at a time keeps frames whole
     # and lets a reply wait for the drain like any frame.
