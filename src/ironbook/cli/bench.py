@@ -9,6 +9,7 @@ import sys
 _BENCHMARKS = {
     "core": "ironbook.benchmarks.pure_core",
     "ledger": "ironbook.benchmarks.ledger",
+    "log": "ironbook.benchmarks.log",
     "http": "ironbook.benchmarks.http_api",
     "odds": "ironbook.benchmarks.odds",
     "feed-cpu": "ironbook.benchmarks.feed_cpu",
@@ -34,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "bench",
         help="run a benchmark (core: decide + apply on one core; "
         "ledger: ironbook vs PostgreSQL, and failover; "
+        "log: the JetStream log alone; "
         "http: bets/s through the gateway, and a flood; "
         "odds: feed -> WebSocket latency, bets/s with the feed on; "
         "feed-cpu: what the feed costs the cluster in CPU; "

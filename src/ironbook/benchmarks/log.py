@@ -1,6 +1,6 @@
 """Measure the JetStream `Log` adapter on a fresh local 3-node cluster.
 
-    .venv/bin/python -m ironbook.adapters.nats.logbench --json
+    ironbook bench log --json
 
 - append: one writer, `--in-flight` pipelined appends, each a batch of
   `--events-per-batch` events of `--event-bytes`, each with the expected
@@ -25,14 +25,10 @@ from pathlib import Path
 from ironbook.adapters.nats.log import NatsLog, stream_name
 from ironbook.adapters.nats.provision import connect_nats
 from ironbook.adapters.nats.server import LocalNatsCluster
+from ironbook.benchmarks.stats import percentile_ms
 from ironbook.replication.interfaces import AppendUnknown, LogUnavailable
 
 _RETRY_DEADLINE_S = 60.0
-
-
-def _percentile_ms(values_ms: list[float], fraction: float) -> float:
-    ordered = sorted(values_ms)
-    return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))], 3)
 
 
 async def _append_retrying(ledger: NatsLog, payload: bytes, seq: int, batch_id: str) -> int:
@@ -119,8 +115,8 @@ async def measure(cluster: LocalNatsCluster, args: argparse.Namespace) -> dict[s
                 "in_flight": args.in_flight,
                 "batches_per_s": round(args.batches / elapsed_s, 1),
                 "events_per_s": round(args.batches * args.events_per_batch / elapsed_s, 1),
-                "p50_ms": _percentile_ms(latencies_ms, 0.5),
-                "p99_ms": _percentile_ms(latencies_ms, 0.99),
+                "p50_ms": percentile_ms(latencies_ms, 0.5),
+                "p99_ms": percentile_ms(latencies_ms, 0.99),
             },
             "tail": {"entries": tailed, "caught_up_after_writer_stopped_s": round(tail_lag_s, 3)},
             "catch_up": {
@@ -156,7 +152,9 @@ async def _failover(
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="ironbook bench log", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--batches", type=int, default=3000)
     parser.add_argument("--events-per-batch", type=int, default=100)
     parser.add_argument("--event-bytes", type=int, default=104)
