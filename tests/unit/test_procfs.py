@@ -1,0 +1,63 @@
+"""The one /proc reader: a process's state and CPU time, the machine's ticks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from ironbook.adapters.procfs import machine_jiffies, process_cpu_s, process_stat
+from ironbook.benchmarks.cpu import CpuMeter
+
+
+def _burn_cpu_s(seconds: float) -> None:
+    started = time.process_time()
+    while time.process_time() - started < seconds:
+        sum(range(1_000))
+
+
+def test_a_running_process_has_a_state_and_cpu_time() -> None:
+    _burn_cpu_s(0.05)
+    stat = process_stat(os.getpid())
+    assert stat is not None
+    assert stat.state in "RS"
+    assert stat.cpu_s > 0
+
+
+def test_a_stopped_process_reads_t_and_a_gone_one_reads_none() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        os.kill(child.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while (stat := process_stat(child.pid)) is not None and stat.state != "T":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert stat is not None and stat.state == "T"
+    finally:
+        child.kill()
+        child.wait()
+    assert process_stat(child.pid) is None
+    assert process_cpu_s(child.pid) == 0.0
+    assert process_cpu_s(None) == 0.0
+
+
+def test_machine_ticks_grow_and_busy_is_part_of_total() -> None:
+    busy, total = machine_jiffies()
+    _burn_cpu_s(0.05)
+    busy_after, total_after = machine_jiffies()
+    assert 0 <= busy <= total
+    assert busy_after >= busy and total_after > total
+
+
+def test_the_meter_charges_cpu_to_its_group() -> None:
+    meter = CpuMeter({"me": [os.getpid()], "nobody": [None]})
+    meter.start()
+    _burn_cpu_s(0.3)
+    used = meter.stop()
+    # The clock ticks in 10 ms steps: 0.3 s burnt reads at least 0.2 s.
+    assert used["me_cpu_s"] >= 0.2
+    assert used["nobody_cpu_s"] == 0.0
+    assert used["bench_cpu_s"] >= 0.2
+    assert 0.0 <= used["machine_busy"] <= 1.0
