@@ -37,4 +37,4 @@ bench: $(STAMP)
 	$(VENV)/bin/ironbook bench core
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .import_linter_cache

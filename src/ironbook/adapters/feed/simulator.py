@@ -229,7 +229,7 @@ class SimulatorState(msgspec.Struct, tag="simulator_state/2"):
     tick_origin_us: int
 
 
-_STATE_COPY = msgspec.msgpack.Decoder(SimulatorState)
+_STATE_DECODER = msgspec.msgpack.Decoder(SimulatorState)
 _STATE_ENCODER = msgspec.msgpack.Encoder()
 
 
@@ -297,7 +297,7 @@ class Simulator:
     def state(self) -> SimulatorState:
         """A copy of the whole state, the generator's included."""
         self._state.rng = self._rng.getstate()
-        return _STATE_COPY.decode(_STATE_ENCODER.encode(self._state))
+        return _STATE_DECODER.decode(_STATE_ENCODER.encode(self._state))
 
     @classmethod
     def restore(cls, config: SimulatorConfig, state: SimulatorState) -> Simulator:
