@@ -101,6 +101,8 @@ def test_how_the_work_went_is_flagged(text: str) -> None:
         "The architecture has four layers.",
         "a replica that is fenced stops serving at once",
         "colour #1f77b4 in the chart",
+        "`9f86d081884c7d65f3a1c2b4e5d6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4` on every replica",
+        "a 0x7fa3c2e1 address",
     ],
 )
 def test_the_product_is_not_flagged(text: str) -> None:
