@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -25,6 +26,7 @@ from pathlib import Path
 from ironbook.adapters.nats.log import NatsLog, stream_name
 from ironbook.adapters.nats.provision import connect_nats
 from ironbook.adapters.nats.server import LocalNatsCluster
+from ironbook.benchmarks.common import machine_info
 from ironbook.benchmarks.stats import percentile_ms
 from ironbook.replication.interfaces import AppendUnknown, LogUnavailable
 
@@ -167,12 +169,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    load_at_start = os.getloadavg()
     with (
         tempfile.TemporaryDirectory(prefix="ironbook-logbench-") as data_dir,
         LocalNatsCluster(Path(data_dir)) as cluster,
     ):
         cluster.start()
         result = asyncio.run(measure(cluster, args))
+    result["machine"] = machine_info(load_at_start)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
 
 from ironbook import core
-from ironbook.benchmarks.common import command_line
+from ironbook.benchmarks.common import command_line, machine_info
 
 
 def _setup(accounts: int) -> tuple[core.LedgerState, list[str]]:
@@ -46,6 +47,7 @@ def _setup(accounts: int) -> tuple[core.LedgerState, list[str]]:
 
 
 def run(bets: int, accounts: int) -> dict[str, object]:
+    load_at_start = os.getloadavg()
     state, account_ids = _setup(accounts)
     commands = [
         core.PlaceBet(
@@ -80,6 +82,7 @@ def run(bets: int, accounts: int) -> dict[str, object]:
         "bets_per_s": round(bets / seconds),
         "us_per_bet": round(seconds / bets * 1e6, 3),
         "python": platform.python_version(),
+        "machine": machine_info(load_at_start),
         "command": command_line(),
     }
 
