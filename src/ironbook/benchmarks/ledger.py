@@ -30,8 +30,8 @@ from typing import Any
 
 from ironbook import core
 from ironbook.adapters import eventloop
-from ironbook.adapters.postgres.baseline import run_baseline
 from ironbook.benchmarks.common import command_line, machine_info
+from ironbook.benchmarks.postgres import run_baseline
 from ironbook.benchmarks.stats import percentile_ms
 from ironbook.client import BatchConfig, ClientConfig, LedgerClient
 from ironbook.services.local_cluster import LocalCluster, wait_for_leaders

@@ -2,7 +2,7 @@
 
     ironbook bench pg-baseline --accounts 100000 --concurrency 32 --json
 
-Two ways (see `ironbook.adapters.postgres.baseline`): `per_bet`, one
+Two ways (see `ironbook.benchmarks.postgres`): `per_bet`, one
 transaction per bet, what most teams write; `batched`, a plpgsql function
 placing 50 bets per call with rows locked in account order, the expert
 version. `synchronous_commit = on` with a synchronous standby: a bet is
@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 
-from ironbook.adapters.postgres.baseline import run_baseline
+from ironbook.benchmarks.postgres import run_baseline
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
