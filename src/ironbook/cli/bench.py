@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-_BENCHMARKS = {
+BENCHMARKS = {
     "core": "ironbook.benchmarks.pure_core",
     "ledger": "ironbook.benchmarks.ledger",
     "log": "ironbook.benchmarks.log",
@@ -19,7 +19,7 @@ _BENCHMARKS = {
 
 def _command(args: argparse.Namespace) -> int:
     try:
-        module = importlib.import_module(_BENCHMARKS[args.benchmark])
+        module = importlib.import_module(BENCHMARKS[args.benchmark])
     except ModuleNotFoundError as err:
         print(
             f"error: the {args.benchmark} benchmark needs {err.name!r}: "
@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "pg-baseline: PostgreSQL alone)",
         description=__doc__,
     )
-    parser.add_argument("benchmark", choices=sorted(_BENCHMARKS), help="which benchmark")
+    parser.add_argument("benchmark", choices=sorted(BENCHMARKS), help="which benchmark")
     parser.add_argument(
         "rest", nargs=argparse.REMAINDER, help="the benchmark's own options (see its --help)"
     )
