@@ -22,6 +22,7 @@ from nats.aio.msg import Msg
 
 from ironbook import core
 from ironbook.adapters import eventloop
+from ironbook.adapters.clock import SystemClock
 from ironbook.adapters.nats.localproc import ManagedProcess
 from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.benchmarks.children import READY_TIMEOUT_S, ChildProcess, stdin_lines
@@ -35,10 +36,7 @@ FEED_TICK_S = 0.01
 SIM_DISCOVERY_S = 2.0
 """The simulator's markets are learned from the odds it publishes this long."""
 PROCESS_MODULE = "ironbook.benchmarks.odds_feeds"
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+_CLOCK = SystemClock()
 
 
 def odds_market_id(index: int) -> str:
@@ -116,7 +114,7 @@ class SyntheticFeed:
                 },
                 "cursor": cursor,
                 "feed_ts_ms": feed_ts_ms,
-                "published_ms": now_ms(),
+                "published_ms": _CLOCK.now_ms(),
             },
             separators=(",", ":"),
         ).encode()
@@ -137,7 +135,7 @@ class SyntheticFeed:
                 prices = self.prices[index]
                 prices[selection] = ticks_away(prices[selection], rng.choice((-1, 1)))
                 self.cursor += 1
-                changed[index] = (self.cursor, now_ms())
+                changed[index] = (self.cursor, _CLOCK.now_ms())
             stats.changes += max(0, due)
             if changed:
                 await self._commit_and_publish(changed, stats)

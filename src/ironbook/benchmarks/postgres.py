@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from ironbook.adapters.postgres.server import LocalPostgresPair
+from ironbook.benchmarks.stats import percentile_ms
 
 STAKES_HELD_ACCOUNT = 0
 OPENING_BALANCE_MINOR = 1_000_000_00
@@ -237,12 +238,6 @@ async def verify(pool: asyncpg.Pool, tally: Tally) -> None:
     assert ledger_rows == 2 * bets
     assert ledger_sum == 0
     assert held == debited, (held, debited)
-
-
-def percentile_ms(latencies_ms: list[float], fraction: float) -> float:
-    ordered = sorted(latencies_ms)
-    index = min(len(ordered) - 1, int(fraction * len(ordered)))
-    return round(ordered[index], 3)
 
 
 def report(
