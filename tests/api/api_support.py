@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,9 +16,9 @@ from pathlib import Path
 import httpx
 
 from ironbook.adapters.nats.localproc import ManagedProcess, PortLease
-from ironbook.services.gateway.auth import load_or_create_secret, mint_token
-from ironbook.services.gateway.settings import GatewaySettings
+from ironbook.services.gateway.auth import load_or_create_secret, local_secret_file, mint_token
 from ironbook.services.local_cluster import GatewayOptions, LocalCluster
+from ironbook.services.process import process_command
 
 START_TIMEOUT_S = 90
 GENEROUS_LIMITS = {
@@ -86,9 +85,7 @@ def _extra_worker(
     return ManagedProcess(
         name,
         [
-            sys.executable,
-            "-m",
-            "ironbook.services.gateway.server",
+            *process_command("gateway", []),
             "--nats",
             cluster.nats_url,
             "--port",
@@ -136,7 +133,7 @@ def running_api(data_dir: Path) -> Iterator[Api]:
         urls = [f"http://127.0.0.1:{port}" for port in (main_port, throttled_port, tight_port)]
         for url in urls:
             _wait_ready(url, deadline)
-        secret = load_or_create_secret(GatewaySettings(data_dir=cluster.data_dir).secret_file)
+        secret = load_or_create_secret(local_secret_file(cluster.data_dir))
         yield Api(
             url=urls[0],
             throttled_url=urls[1],

@@ -21,7 +21,7 @@ from websockets.exceptions import InvalidStatus
 
 from ironbook.adapters.nats.localproc import PortLease
 from ironbook.services.feed.processes import FeedOptions
-from ironbook.services.gateway.auth import load_or_create_secret, mint_token
+from ironbook.services.gateway.auth import load_or_create_secret, local_secret_file, mint_token
 from ironbook.services.gateway.odds import (
     ClientRequest,
     OddsHub,
@@ -29,7 +29,6 @@ from ironbook.services.gateway.odds import (
     odds_frame,
     parse_client_message,
 )
-from ironbook.services.gateway.settings import GatewaySettings
 from ironbook.services.local_cluster import GatewayOptions, LocalCluster
 
 RECV_TIMEOUT_S = 5
@@ -402,7 +401,7 @@ def test_the_real_feed_reaches_subscribers_and_snapshots_survive_a_worker_restar
         cluster.start(timeout_ms=START_TIMEOUT_S * 1000)
         asyncio.run(cluster.wait_leaders(timeout_ms=START_TIMEOUT_S * 1000))
         _wait_ready(f"http://127.0.0.1:{port}", time.monotonic() + START_TIMEOUT_S)
-        secret = load_or_create_secret(GatewaySettings(data_dir=cluster.data_dir).secret_file)
+        secret = load_or_create_secret(local_secret_file(cluster.data_dir))
         headers = {"Authorization": f"Bearer {mint_token(secret, role='auditor')}"}
 
         async def first_price() -> tuple[str, str]:

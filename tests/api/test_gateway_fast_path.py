@@ -1,15 +1,18 @@
-"""`POST /v1/bets` as the edge answers it, in process: the app with a stub
-ledger and a stub claim store (no cluster). A bet without an Idempotency-Key
+"""`POST /v1/bets` as the edge answers it, in process: the app built around
+a `Gateway` with a stub ledger and a stub claim store (no cluster). A bet without an Idempotency-Key
 costs no claim; with one, the claim carries the same fingerprint the routes
 would compute; refusals are RFC 9457 problems with the route's codes."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -17,10 +20,18 @@ from ironbook import core
 from ironbook.client import GaveUp
 from ironbook.services.gateway import models as m
 from ironbook.services.gateway.app import create_app
-from ironbook.services.gateway.auth import load_or_create_secret, load_verifier, mint_token
+from ironbook.services.gateway.auth import (
+    load_or_create_secret,
+    load_verifier,
+    local_secret_file,
+    mint_token,
+)
+from ironbook.services.gateway.history import HistoryReply, HistoryRequest, HistoryUnavailable
 from ironbook.services.gateway.idempotency import fingerprint, keyed_request_id
 from ironbook.services.gateway.metrics import GatewayMetrics
-from ironbook.services.gateway.settings import GatewaySettings
+from ironbook.services.gateway.odds import Watcher
+from ironbook.services.gateway.runtime import Gateway
+from ironbook.settings import GatewaySettings
 
 BET = {
     "account_id": "acc-1",
@@ -62,19 +73,45 @@ Harness = tuple[Any, StubLedger, StubClaims, str]
 """The app, its stub ledger and claim store, and a bettor token for acc-1."""
 
 
+class NoHistory:
+    async def page(self, partition: int, request: HistoryRequest) -> HistoryReply:
+        raise HistoryUnavailable("not in these tests")
+
+
+class NoOdds:
+    async def watch(self, watcher: Watcher, kind: str, identifier: str) -> None:
+        raise AssertionError("not in these tests")
+
+    async def unwatch(self, watcher: Watcher, kind: str, identifier: str) -> None:
+        raise AssertionError("not in these tests")
+
+    async def unwatch_all(self, watcher: Watcher) -> None:
+        raise AssertionError("not in these tests")
+
+    async def snapshot(self, markets: Iterable[str], events: Iterable[str]) -> list[str]:
+        raise AssertionError("not in these tests")
+
+
 @pytest.fixture
 def gateway(tmp_path: Path) -> Harness:
-    settings = GatewaySettings(data_dir=tmp_path)
-    app = create_app(settings, metrics=GatewayMetrics(CollectorRegistry()))
-    state = app.state.gateway
-    state.verifier = load_verifier(
-        algorithm="HS256", secret_file=settings.secret_file, public_key_file=None
-    )
+    secret_file = local_secret_file(tmp_path)
     ledger, claims = StubLedger(), StubClaims()
-    state.ledger, state.claims = ledger, claims
-    token = mint_token(
-        load_or_create_secret(settings.secret_file), role="bettor", account_id="acc-1"
+    app = create_app(
+        Gateway(
+            settings=GatewaySettings(),
+            partitions=1,
+            metrics=GatewayMetrics(CollectorRegistry()),
+            verifier=load_verifier(
+                algorithm="HS256", secret_file=secret_file, public_key_file=None
+            ),
+            ledger=ledger,
+            probe=ledger,
+            claims=claims,
+            history=NoHistory(),
+            odds=NoOdds(),
+        )
     )
+    token = mint_token(load_or_create_secret(secret_file), role="bettor", account_id="acc-1")
     return app, ledger, claims, token
 
 
@@ -120,7 +157,7 @@ def test_a_keyed_bet_claims_the_routes_fingerprint(
     assert response.status_code == 201, response.text
     assert "idempotency-key-generated" not in response.headers
     request_id = keyed_request_id("bettor:acc-1", "k-1")
-    expected = fingerprint("POST", "/v1/bets", m.BetIn.model_validate(BET).model_dump(mode="json"))
+    expected = fingerprint("POST", "/v1/bets", msgspec.to_builtins(m.decode_bet(json.dumps(BET))))
     assert claims.claims == [(request_id, expected)]
     assert ledger.commands[0].request_id == request_id
 

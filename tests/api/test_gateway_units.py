@@ -21,8 +21,8 @@ from ironbook.services.gateway.auth import (
     mint_token,
 )
 from ironbook.services.gateway.idempotency import fingerprint, keyed_request_id, valid_key
-from ironbook.services.gateway.settings import GatewaySettings
 from ironbook.services.gateway.traffic import Admission, IpFilter, TokenBuckets
+from ironbook.settings import ConfigError, GatewaySettings, load_settings
 
 SECRET = b"s" * 64
 
@@ -117,33 +117,32 @@ def test_local_secret_is_created_once_and_private(tmp_path: Path) -> None:
     assert not list(path.parent.glob("*.tmp"))
 
 
-def test_settings_from_env() -> None:
-    settings = GatewaySettings().with_env(
-        {
-            "IRONBOOK_GATEWAY_PRINCIPAL_RATE_PER_S": "7.5",
-            "IRONBOOK_GATEWAY_MAX_BODY_BYTES": "1024",
-            "IRONBOOK_GATEWAY_DENY_CIDRS": "10.0.0.0/8, 192.0.2.0/24",
-            "IRONBOOK_GATEWAY_TRUST_FORWARDED_FOR": "yes",
-            "IRONBOOK_GATEWAY_DATA_DIR": "/tmp/x",
-        }
-    )
+def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "IRONBOOK_GATEWAY_PRINCIPAL_RATE_PER_S": "7.5",
+        "IRONBOOK_GATEWAY_MAX_BODY_BYTES": "1024",
+        "IRONBOOK_GATEWAY_DENY_CIDRS": "10.0.0.0/8, 192.0.2.0/24",
+        "IRONBOOK_GATEWAY_TRUST_FORWARDED_FOR": "yes",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings().gateway
     assert settings.principal_rate_per_s == 7.5
     assert settings.max_body_bytes == 1024
     assert settings.deny_cidrs == ("10.0.0.0/8", "192.0.2.0/24")
     assert settings.trust_forwarded_for is True
-    assert settings.data_dir == Path("/tmp/x")
 
 
-def test_rate_limits_are_shared_by_the_workers() -> None:
+def test_rate_limits_are_shared_by_the_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = GatewaySettings(
         principal_rate_per_s=200, principal_burst=400, ip_rate_per_s=30, ip_burst=3
     )
     assert settings.principal_rate_per_worker == (200, 400)
-    shared = settings.with_env({"IRONBOOK_GATEWAY_WORKER_COUNT": "4"})
+    shared = settings.model_copy(update={"worker_count": 4})
     assert shared.principal_rate_per_worker == (50, 100)
     assert shared.ip_rate_per_worker == (7.5, 1), "a burst never falls below one request"
-    with pytest.raises(ValueError, match="worker_count"):
-        _ = GatewaySettings(worker_count=0).ip_rate_per_worker
+    monkeypatch.setenv("IRONBOOK_GATEWAY_WORKER_COUNT", "0")
+    with pytest.raises(ConfigError, match="worker_count"):
+        load_settings()
 
 
 def test_idempotency_helpers() -> None:

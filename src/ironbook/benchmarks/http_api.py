@@ -45,9 +45,9 @@ from ironbook.adapters.nats.localproc import ManagedProcess, PortLease
 from ironbook.benchmarks.common import machine_info, wait_http_ready
 from ironbook.benchmarks.cpu import CpuMeter, cluster_groups
 from ironbook.benchmarks.stats import percentile_ms
-from ironbook.services.gateway.auth import load_or_create_secret, mint_token
-from ironbook.services.gateway.settings import GatewaySettings
+from ironbook.services.gateway.auth import load_or_create_secret, local_secret_file, mint_token
 from ironbook.services.local_cluster import GatewayOptions, LocalCluster
+from ironbook.services.process import process_command
 
 UNLIMITED_ENV = {
     "IRONBOOK_GATEWAY_PRINCIPAL_RATE_PER_S": "1000000",
@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster.start()
         asyncio.run(cluster.wait_leaders())
         eventloop.run(wait_http_ready(url, READY_TIMEOUT_S))
-        secret = load_or_create_secret(GatewaySettings(data_dir=cluster.data_dir).secret_file)
+        secret = load_or_create_secret(local_secret_file(cluster.data_dir))
         jobs = _setup(url, secret, args.accounts)
         meter = CpuMeter(cluster_groups(cluster))
         meter.start()
@@ -429,9 +429,7 @@ def _gateway_worker(
     return ManagedProcess(
         name,
         [
-            sys.executable,
-            "-m",
-            "ironbook.services.gateway.server",
+            *process_command("gateway", []),
             "--nats",
             cluster.nats_url,
             "--partitions",

@@ -46,13 +46,12 @@ from ironbook.chaos.partitions import check_all_partitions
 from ironbook.chaos.projection import projection_path
 from ironbook.chaos.workload import Workload, WorkloadConfig
 from ironbook.client import ClientConfig, LedgerClient
-from ironbook.services.gateway.auth import load_or_create_secret
-from ironbook.services.gateway.settings import GatewaySettings
+from ironbook.services.gateway.auth import load_or_create_secret, local_secret_file
 from ironbook.services.local_cluster import ClusterConfig, GatewayOptions, LocalCluster
 
 HISTORY_FILE = "history.jsonl"
 REPORT_FILE = "chaos-report.json"
-MUTATION_ENV = "IRONBOOK_TEST_MUTATION"
+MUTATION_ENV = "IRONBOOK_REPLICA_TEST_MUTATION"
 """Read by `services.replica`: a TEST-ONLY protocol bug for the checker to catch."""
 
 FAULT_BUDGET_S = 15.0
@@ -308,7 +307,7 @@ async def _http_clients(
         if time.monotonic() > deadline:
             raise FaultError(f"the gateway at {url} was not ready in {GATEWAY_READY_TIMEOUT_S} s")
         await asyncio.sleep(0.2)
-    secret = load_or_create_secret(GatewaySettings(data_dir=cluster.data_dir).secret_file)
+    secret = load_or_create_secret(local_secret_file(cluster.data_dir))
     return HttpClients(
         url,
         secret,

@@ -8,7 +8,18 @@ import sys
 from collections.abc import Sequence
 
 # Each module defines `register(subparsers)`; its parser sets `func(args) -> int`.
-_SUBCOMMANDS = ("demo", "up", "status", "sim", "bench", "token", "chaos", "check", "feed")
+_SUBCOMMANDS = (
+    "demo",
+    "up",
+    "status",
+    "config",
+    "sim",
+    "bench",
+    "token",
+    "chaos",
+    "check",
+    "feed",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import nats.errors
@@ -22,7 +21,7 @@ from ironbook.adapters.feed.messages import valid_producer
 from ironbook.adapters.feed.nats_stream import NatsFeedStream, feed_stream_name
 from ironbook.adapters.feed.provider import FeedUnavailable
 from ironbook.adapters.nats.provision import close_nats, connect_nats
-from ironbook.cli.up import add_data_dir_argument
+from ironbook.cli.up import add_data_dir_argument, data_dir_of
 from ironbook.client import ClientConfig, GaveUp, LedgerClient
 from ironbook.core.views import FeedCursorReply
 from ironbook.services.feed.settlement import CONSUMER
@@ -103,7 +102,7 @@ def _command(args: argparse.Namespace) -> int:
     if not valid_producer(args.producer):
         print("error: --producer must be 1-32 of [A-Za-z0-9_-]", file=sys.stderr)
         return 2
-    data_dir: Path = args.data_dir.resolve()
+    data_dir = data_dir_of(args)
     runtime = read_runtime(data_dir)
     if runtime is None:
         print(f"no cluster is running from {data_dir} (start one with `ironbook up`)")

@@ -12,7 +12,6 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -20,7 +19,7 @@ import msgspec
 from ironbook.adapters.nats.localproc import LOOPBACK
 from ironbook.adapters.nats.log import stream_name
 from ironbook.adapters.nats.server import CLUSTER_FILE, ClusterLayout
-from ironbook.cli.up import add_data_dir_argument
+from ironbook.cli.up import add_data_dir_argument, data_dir_of
 from ironbook.services.local_cluster import collect_heartbeats, read_runtime
 
 LISTEN_MS = 1_500
@@ -54,7 +53,7 @@ def _stream_state(layout: ClusterLayout, stream: str) -> tuple[int | None, str |
 
 
 def _command(args: argparse.Namespace) -> int:
-    data_dir: Path = args.data_dir.resolve()
+    data_dir = data_dir_of(args)
     runtime = read_runtime(data_dir)
     if runtime is None:
         print(f"no cluster is running from {data_dir} (start one with `ironbook up`)")

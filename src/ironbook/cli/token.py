@@ -10,9 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ironbook.cli.up import add_data_dir_argument
-from ironbook.services.gateway.auth import ROLES, load_or_create_secret, mint_token
-from ironbook.services.gateway.settings import GatewaySettings
+from ironbook.cli.up import add_data_dir_argument, data_dir_of
+from ironbook.services.gateway.auth import (
+    ROLES,
+    load_or_create_secret,
+    local_secret_file,
+    mint_token,
+)
 
 
 def _command(args: argparse.Namespace) -> int:
@@ -22,8 +26,7 @@ def _command(args: argparse.Namespace) -> int:
     if args.ttl_s < 1:
         print("error: --ttl-s must be positive", file=sys.stderr)
         return 2
-    settings = GatewaySettings(data_dir=args.data_dir.resolve())
-    secret = load_or_create_secret(settings.secret_file)
+    secret = load_or_create_secret(local_secret_file(data_dir_of(args)))
     token = mint_token(
         secret, role=args.role, sub=args.sub, account_id=args.account, ttl_s=args.ttl_s
     )

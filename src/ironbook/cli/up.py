@@ -5,7 +5,8 @@ replicas per ledger partition and the odds feed (a simulated provider, the
 ingester and the settlement service: markets appear, move and settle by
 themselves; `--feed none` turns it off), restarts any that die (with backoff), and on
 Ctrl-C stops everything gracefully. Running `up` again on the same data
-directory resumes with every byte of data.
+directory resumes with every byte of data. Settings come from `--config FILE`,
+`IRONBOOK_*` environment variables and these flags (docs/configuration.md).
 """
 
 from __future__ import annotations
@@ -13,25 +14,73 @@ from __future__ import annotations
 import argparse
 import asyncio
 import fcntl
-import logging
 import signal
 import sys
 from pathlib import Path
 
-from ironbook.adapters.feed.messages import valid_producer
-from ironbook.services.feed.processes import FeedOptions
-from ironbook.services.local_cluster import ClusterConfigError, GatewayOptions, LocalCluster
+from ironbook.bootstrap import (
+    Flag,
+    add_config_argument,
+    add_flags,
+    build_local_cluster,
+    settings_from,
+)
+from ironbook.logs import setup_logging
+from ironbook.services.local_cluster import ClusterConfigError, LocalCluster
+from ironbook.settings import DEFAULT_DATA_DIR, ConfigError
 
-DEFAULT_DATA_DIR = Path(".ironbook")
+_DATA_DIR = Flag(
+    "--data-dir",
+    "cluster",
+    "data_dir",
+    Path,
+    f"where the cluster keeps its data (default {DEFAULT_DATA_DIR})",
+)
+_UP_FLAGS = (
+    _DATA_DIR,
+    Flag(
+        "--partitions",
+        "cluster",
+        "partitions",
+        int,
+        "ledger partitions for a new data dir (default 1; fixed once created)",
+    ),
+    Flag("--http-port", "gateway", "port", int, "serve the HTTP API on this port"),
+    Flag(
+        "--http-workers",
+        "cluster",
+        "gateway_workers",
+        int,
+        "gateway worker processes sharing the port (default 2)",
+    ),
+    Flag("--http-host", "gateway", "host", help="address to serve HTTP on (default 127.0.0.1)"),
+    Flag(
+        "--feed",
+        "feed",
+        "source",
+        help="odds feed: sim (the built-in simulator, default), external (a provider "
+        "publishing into the feed stream, docs/feed.md), or none",
+    ),
+    Flag("--feed-rate", "feed", "rate", int, "simulated odds changes per second (default 200)"),
+    Flag("--feed-seed", "feed", "seed", int, "simulated world seed (default 1)"),
+    Flag(
+        "--feed-producer",
+        "feed",
+        "producer",
+        help="the feed producer's name, 1-32 of [A-Za-z0-9_-] (default sim)",
+    ),
+)
 
 
 def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=DEFAULT_DATA_DIR,
-        help=f"where the cluster keeps its data (default {DEFAULT_DATA_DIR})",
-    )
+    """`--config` and `--data-dir`, for commands that work on a cluster's data directory."""
+    add_config_argument(parser)
+    add_flags(parser, [_DATA_DIR])
+
+
+def data_dir_of(args: argparse.Namespace) -> Path:
+    """The data directory the settings name (see `add_data_dir_argument`)."""
+    return settings_from(args).cluster.data_dir.resolve()
 
 
 async def _run(cluster: LocalCluster) -> None:
@@ -40,22 +89,29 @@ async def _run(cluster: LocalCluster) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     print("waiting for a leader in every partition ...", flush=True)
-    leaders_task = asyncio.create_task(cluster.wait_leaders(timeout_ms=120_000))
-    supervise = asyncio.create_task(cluster.supervisor.run(stop))
-    try:
-        leaders = await leaders_task
-        for partition, beat in sorted(leaders.items()):
-            print(f"partition {partition}: leader {beat.node_id} (term {beat.term})", flush=True)
-        print(f"ready. `ironbook status --data-dir {cluster.data_dir}` shows the cluster.")
-        print("Ctrl-C stops it.", flush=True)
-    except TimeoutError as err:
-        print(f"warning: {err}; still supervising", file=sys.stderr, flush=True)
-    await supervise
+    async with asyncio.TaskGroup() as group:
+        group.create_task(cluster.supervisor.run(stop))
+        try:
+            leaders = await cluster.wait_leaders(timeout_ms=120_000)
+            for partition, beat in sorted(leaders.items()):
+                print(f"partition {partition}: leader {beat.node_id} (term {beat.term})")
+            print(f"ready. `ironbook status --data-dir {cluster.data_dir}` shows the cluster.")
+            print("Ctrl-C stops it.", flush=True)
+        except TimeoutError as err:
+            print(f"warning: {err}; still supervising", file=sys.stderr, flush=True)
 
 
 def _command(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    data_dir: Path = args.data_dir.resolve()
+    # A port on the command line asks for the gateway; in a file or the
+    # environment, `cluster.serve_http` does.
+    http = {"serve_http": True} if getattr(args, "gateway.port") is not None else {}
+    try:
+        settings = settings_from(args, {"cluster": http})
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log, process="up")
+    data_dir = settings.cluster.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     lock = (data_dir / "up.lock").open("w")
     try:
@@ -64,26 +120,7 @@ def _command(args: argparse.Namespace) -> int:
         print(f"error: another `ironbook up` is already running on {data_dir}", file=sys.stderr)
         return 2
     try:
-        gateway = None
-        if args.http_port is not None:
-            gateway = GatewayOptions(
-                port=args.http_port, workers=args.http_workers, host=args.http_host
-            )
-        feed = None
-        if args.feed != "none":
-            if not 0 <= args.feed_rate <= 100_000:
-                print("error: --feed-rate must be 0..100000", file=sys.stderr)
-                return 2
-            if not valid_producer(args.feed_producer):
-                print("error: --feed-producer must be 1-32 of [A-Za-z0-9_-]", file=sys.stderr)
-                return 2
-            feed = FeedOptions(
-                source=args.feed,
-                producer=args.feed_producer,
-                rate=args.feed_rate,
-                seed=args.feed_seed,
-            )
-        cluster = LocalCluster(data_dir, partitions=args.partitions, gateway=gateway, feed=feed)
+        cluster = build_local_cluster(settings, config_file=args.config)
     except ClusterConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -92,8 +129,10 @@ def _command(args: argparse.Namespace) -> int:
         cluster.start()
         print(f"nats: {cluster.nats_url}", flush=True)
         if cluster.http_url is not None:
-            print(f"http: {cluster.http_url} ({args.http_workers} workers)", flush=True)
-        if feed is not None:
+            workers = settings.cluster.gateway_workers
+            print(f"http: {cluster.http_url} ({workers} workers)", flush=True)
+        if cluster.feed is not None:
+            feed = cluster.feed
             print(f"feed: {feed.source}, producer {feed.producer} ({feed.rate} odds changes/s)")
         asyncio.run(_run(cluster))
     finally:
@@ -110,45 +149,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_data_dir_argument(parser)
-    parser.add_argument(
-        "--partitions",
-        type=int,
-        default=None,
-        help="ledger partitions for a new data dir (default 1; fixed once created)",
-    )
-    parser.add_argument(
-        "--http-port",
-        type=int,
-        default=None,
-        help="serve the HTTP API on this port (default: no HTTP gateway)",
-    )
-    parser.add_argument(
-        "--http-workers",
-        type=int,
-        default=2,
-        help="gateway worker processes sharing the port (default 2)",
-    )
-    parser.add_argument(
-        "--http-host", default="127.0.0.1", help="address to serve HTTP on (default 127.0.0.1)"
-    )
-    parser.add_argument(
-        "--feed",
-        choices=("sim", "external", "none"),
-        default="sim",
-        help="odds feed: the built-in simulator (default), an external provider publishing "
-        "into the feed stream (docs/feed.md), or none",
-    )
-    parser.add_argument(
-        "--feed-rate",
-        type=int,
-        default=200,
-        help="simulated odds changes per second (default 200)",
-    )
-    parser.add_argument("--feed-seed", type=int, default=1, help="simulated world seed (default 1)")
-    parser.add_argument(
-        "--feed-producer",
-        default="sim",
-        help="the feed producer's name, 1-32 of [A-Za-z0-9_-] (default sim)",
-    )
+    add_config_argument(parser)
+    add_flags(parser, _UP_FLAGS)
     parser.set_defaults(func=_command)

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +25,11 @@ from ironbook.adapters.nats.localproc import ManagedProcess
 from ironbook.adapters.nats.provision import connect_nats
 from ironbook.adapters.nats.server import LocalNatsCluster
 from ironbook.adapters.netns import NamespaceNetwork, NodeNetwork
-from ironbook.services.feed.processes import FeedOptions, feed_processes
+from ironbook.services.feed.processes import feed_processes
+from ironbook.services.process import process_command
 from ironbook.services.status import STATUS_SUBJECT_ALL, ReplicaHeartbeat, decode_heartbeat
 from ironbook.services.supervisor import Supervisor
+from ironbook.settings import FeedSettings
 
 CLUSTER_CONFIG_FILE = "ironbook.json"
 RUNTIME_FILE = "up.json"
@@ -113,11 +114,14 @@ class LocalCluster:
         partitions: int | None = None,
         gateway: GatewayOptions | None = None,
         network: NamespaceNetwork | None = None,
-        feed: FeedOptions | None = None,
+        feed: FeedSettings | None = None,
+        config_file: Path | None = None,
     ) -> None:
+        """`config_file`: the settings file every child process reads too."""
         self.data_dir = data_dir.resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.config = load_cluster_config(self.data_dir, partitions)
+        self._config_args = ["--config", str(config_file)] if config_file else []
         self.network = network
         """Node i (nats-server `n{i}` and replicas `p*-r{i}`) in namespace i of
         `network` (chaos partitions); None: everything on loopback."""
@@ -143,9 +147,7 @@ class LocalCluster:
                     node_id,
                     [
                         *(self._node_network(node_id).prefix if network else ()),
-                        sys.executable,
-                        "-m",
-                        "ironbook.services.replica",
+                        *process_command("replica", self._config_args),
                         "--nats",
                         self.nats.url,
                         "--partition",
@@ -175,6 +177,7 @@ class LocalCluster:
                 partitions=self.config.partitions,
                 replicas=min(3, self.config.nats_nodes),
                 logs_dir=self.data_dir / "logs",
+                config_args=self._config_args,
             )
             for name, process in self.feeds.items():
                 self.supervisor.add(name, process, process.start)
@@ -192,9 +195,7 @@ class LocalCluster:
             process = ManagedProcess(
                 name,
                 [
-                    sys.executable,
-                    "-m",
-                    "ironbook.services.gateway.server",
+                    *process_command("gateway", self._config_args),
                     "--nats",
                     self.nats.url,
                     "--partitions",
@@ -222,9 +223,7 @@ class LocalCluster:
             process = ManagedProcess(
                 name,
                 [
-                    sys.executable,
-                    "-m",
-                    "ironbook.services.gateway.history",
+                    *process_command("history", self._config_args),
                     "--nats",
                     self.nats.url,
                     "--partition",

@@ -1,6 +1,7 @@
-"""How an ironbook service process runs (replica, feed provider, ingester,
-settlement service): logs to stderr, runs its `serve(stop)` on ironbook's
-event loop, and turns SIGTERM/SIGINT into `stop` so that it ends gracefully.
+"""How an ironbook service process runs (replica, gateway worker, history
+projector, feed provider, ingester, settlement service): its `serve(stop)` on
+ironbook's event loop, SIGTERM/SIGINT turned into `stop` so that it ends
+gracefully, and its concurrent work owned by one TaskGroup.
 """
 
 from __future__ import annotations
@@ -21,12 +22,10 @@ T = TypeVar("T")
 log = logging.getLogger("ironbook.process")
 
 
-def configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+def process_command(kind: str, config_args: list[str]) -> list[str]:
+    """The command line that starts one ironbook process of `kind` through
+    the composition root (`python -m ironbook.bootstrap KIND`)."""
+    return [sys.executable, "-m", "ironbook.bootstrap", kind, *config_args]
 
 
 def run_service(
@@ -68,3 +67,27 @@ def _exit_if_stuck(after_s: float) -> None:
     timer = threading.Timer(after_s, exit_now)
     timer.daemon = True
     timer.start()
+
+
+async def run_until_stopped(stop: asyncio.Event, *work: Coroutine[Any, Any, Any]) -> None:
+    """Run `work` concurrently in one TaskGroup until `stop` is set or any of
+    it ends, then cancel the rest and wait for it. An error in any piece
+    cancels the others and is raised (in an ExceptionGroup)."""
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(item) for item in work]
+        stopping = group.create_task(stop.wait())
+        await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in (stopping, *tasks):
+            task.cancel()
+
+
+async def all_of(*work: Coroutine[Any, Any, T]) -> list[T]:
+    """`work` run concurrently in one TaskGroup; the results in order. If one
+    fails, the others are cancelled and its error is raised as it is (the
+    first one, should several fail), as `asyncio.gather` would."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(item) for item in work]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]

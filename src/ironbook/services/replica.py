@@ -1,6 +1,6 @@
 """One replica of one ledger partition, as a process.
 
-    python -m ironbook.services.replica --nats URL[,URL...] --partition P --node-id ID
+    python -m ironbook.bootstrap replica --nats URL[,URL...] --partition P --node-id ID
 
 It joins whatever NATS cluster the URLs name (local or across machines),
 follows the partition's log as a hot standby, leads when it wins the lease,
@@ -11,30 +11,20 @@ a follower takes over without waiting for the lease to expire.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
 import os
-import random
-import sys
 import uuid
-from typing import Any
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from ironbook import core
 from ironbook.adapters.clock import SystemClock
-from ironbook.adapters.nats.lease import NatsLease
-from ironbook.adapters.nats.log import NatsLog
-from ironbook.adapters.nats.provision import connect_nats
-from ironbook.adapters.nats.snapshots import NatsSnapshotStore
-from ironbook.adapters.nats.transport import NatsRequestServer
 from ironbook.client import BadRequest, ClientConfig, GaveUp, LedgerClient
-from ironbook.replication.replica import Replica, ReplicaConfig
-from ironbook.replication.sequencer import SequencerConfig
-from ironbook.services.process import configure_logging, run_service
+from ironbook.replication.replica import Replica
+from ironbook.services.process import run_until_stopped
 from ironbook.services.status import (
     HEARTBEAT_INTERVAL_MS,
     ReplicaHeartbeat,
@@ -55,9 +45,9 @@ LEASE_RETRY_MS = 100
 ROLE_SAMPLE_MS = 100
 RELEASE_INTERVAL_MS = 100
 """How often a leader checks for held in-play bets whose delay is over."""
-TEST_MUTATION_ENV = "IRONBOOK_TEST_MUTATION"
 SHUTDOWN_GRACE_S = 3.0
-"""A graceful stop gives up waiting after this long (the supervisor's
+"""A graceful stop gives up on the NATS connection's drain after this long
+(and the process ends itself after three times as long; the supervisor's
 SIGKILL comes later)."""
 
 
@@ -65,76 +55,27 @@ def lease_key(partition: int) -> str:
     return f"ledger-{partition}"
 
 
-async def serve(
-    nats_urls: str, partition: int, node_id: str, *, replicas: int, stop: asyncio.Event
-) -> None:
-    nc = await connect_nats(nats_urls, name=f"replica-{node_id}")
+async def serve(nc: NatsClient, replica: Replica, partition: int, stop: asyncio.Event) -> None:
+    """Run `replica` (built by the composition root) with its heartbeat, its
+    release of held bets and its state-hash answers, until `stop`."""
     clock = SystemClock()
+    log.info("replica %s of partition %d started (pid %d)", replica.node_id, partition, os.getpid())
+
+    async def on_admin(msg: Msg) -> None:
+        await _answer_state_hash(replica, msg)
+
+    admin = await nc.subscribe(replica_admin_subject(replica.node_id), cb=on_admin)
     try:
-        log_ = await NatsLog.open(nc, partition, replicas=replicas)
-        lease = await NatsLease.open(
-            nc, lease_key(partition), ttl_ms=LEASE_TTL_MS, replicas=replicas
+        await run_until_stopped(
+            stop,
+            replica.run(),
+            _heartbeat(nc, replica, partition, clock),
+            _release_held_bets(nc, replica, partition, clock),
         )
-        snapshots = await NatsSnapshotStore.open(nc, partition, replicas=replicas)
-        replica = Replica(
-            node_id,
-            log=log_,
-            lease=lease,
-            snapshots=snapshots,
-            server=NatsRequestServer(nc, partition),
-            clock=clock,
-            rng=random.Random(),
-            config=ReplicaConfig(
-                lease_ttl_ms=LEASE_TTL_MS,
-                lease_renew_interval_ms=LEASE_RENEW_INTERVAL_MS,
-                lease_retry_ms=LEASE_RETRY_MS,
-                ledger=core.LedgerConfig(partition=partition),
-                sequencer=_sequencer_config(),
-            ),
-        )
-        log.info("replica %s of partition %d started (pid %d)", node_id, partition, os.getpid())
-
-        async def on_admin(msg: Msg) -> None:
-            await _answer_state_hash(replica, msg)
-
-        admin = await nc.subscribe(replica_admin_subject(node_id), cb=on_admin)
-        tasks: list[asyncio.Task[Any]] = [
-            asyncio.create_task(replica.run()),
-            asyncio.create_task(_heartbeat(nc, replica, partition, clock)),
-            asyncio.create_task(_release_held_bets(nc, replica, partition, clock)),
-        ]
-        stopping: asyncio.Task[Any] = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
-            task.cancel()
-        # A graceful stop must not hang on a connection whose peer went
-        # silent: whatever is not done by then was never acknowledged.
-        _, stuck = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S)
-        if stuck:
-            log.warning("%d task(s) did not stop within %.0f s", len(stuck), SHUTDOWN_GRACE_S)
-        stopping.cancel()
-        for task in done:
-            error = None if task is stopping or task.cancelled() else task.exception()
-            if error is not None:
-                raise error
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(admin.unsubscribe(), timeout=1)
     finally:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(nc.drain(), timeout=SHUTDOWN_GRACE_S)
-    log.info("replica %s stopped", node_id)
-
-
-def _sequencer_config() -> SequencerConfig:
-    """TEST-ONLY: `IRONBOOK_TEST_MUTATION=reply_before_ack` makes the leader
-    answer before its batch is durable, so chaos tests can show the checker
-    catching lost acknowledged writes. Never set it anywhere else."""
-    mutation = os.environ.get(TEST_MUTATION_ENV, "")
-    if mutation and mutation != "reply_before_ack":
-        raise SystemExit(f"unknown {TEST_MUTATION_ENV}={mutation!r}")
-    if mutation:
-        log.warning("TEST-ONLY mutation %s: acknowledged writes may be lost", mutation)
-    return SequencerConfig(reply_before_ack=mutation == "reply_before_ack")
+            await asyncio.wait_for(admin.unsubscribe(), timeout=1)
+    log.info("replica %s stopped", replica.node_id)
 
 
 async def _heartbeat(nc: NatsClient, replica: Replica, partition: int, clock: SystemClock) -> None:
@@ -226,30 +167,3 @@ async def _answer_state_hash(replica: Replica, msg: Msg) -> None:
     )
     with contextlib.suppress(Exception):
         await msg.respond(encode_state_hash_reply(reply))
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m ironbook.services.replica",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--nats", required=True, help="NATS server URLs, comma-separated")
-    parser.add_argument("--partition", type=int, default=0, help="ledger partition (default 0)")
-    parser.add_argument("--node-id", required=True, help="this replica's unique name")
-    parser.add_argument(
-        "--replicas", type=int, default=3, help="JetStream replication factor (default 3)"
-    )
-    args = parser.parse_args(argv)
-    configure_logging()
-    run_service(
-        lambda stop: serve(
-            args.nats, args.partition, args.node_id, replicas=args.replicas, stop=stop
-        ),
-        exit_if_stuck_after_s=3 * SHUTDOWN_GRACE_S,
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

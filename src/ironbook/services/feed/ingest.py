@@ -1,7 +1,7 @@
 """The feed ingester: a producer's feed into every partition's ledger, then
 out to subscribers as live odds.
 
-    python -m ironbook.services.feed.ingest --nats URL --partitions N --producer sim
+    python -m ironbook.bootstrap feed-ingest --nats URL --partitions N --producer sim
 
 On start it asks every partition where the producer stands (`GetFeedCursor`)
 and resumes the feed from the smallest cursor. Then, round after round (at
@@ -25,13 +25,11 @@ since the ledger ignores batches it already holds.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
 import os
 import socket
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -40,7 +38,7 @@ import msgspec
 from nats.aio.client import Client as NatsClient
 
 from ironbook import core
-from ironbook.adapters.feed.messages import MAX_MARKETS_PER_MESSAGE, AnyFeedMessage, valid_producer
+from ironbook.adapters.feed.messages import MAX_MARKETS_PER_MESSAGE, AnyFeedMessage
 from ironbook.adapters.feed.nats_stream import NatsFeedStream
 from ironbook.adapters.feed.provider import FeedProvider, FeedUnavailable
 from ironbook.adapters.nats.lease import NatsLease
@@ -51,7 +49,7 @@ from ironbook.core.views import FeedCursorReply, MarketPage, MarketView
 from ironbook.replication.interfaces import LeaseUnavailable
 from ironbook.services.feed.conflate import Conflation
 from ironbook.services.feed.pacing import BUSY_INTERVAL_MS, busy
-from ironbook.services.process import configure_logging, run_service
+from ironbook.services.process import all_of
 
 log = logging.getLogger("ironbook.feed.ingest")
 
@@ -190,7 +188,7 @@ class Ingester:
 
     async def resume_cursor(self) -> int:
         """The smallest cursor over all partitions (and the producer's status)."""
-        replies = await asyncio.gather(
+        replies = await all_of(
             *(
                 self._submit_until_done(
                     partition,
@@ -329,7 +327,7 @@ class Ingester:
     async def _apply(self, conflation: Conflation) -> None:
         batch = conflation.batch(self.producer)
         started = self._clock()
-        outcomes = await asyncio.gather(
+        outcomes = await all_of(
             *(
                 self._submit_until_done(partition, batch)
                 for partition in range(self.client.partitions)
@@ -350,7 +348,7 @@ class Ingester:
     async def _publish_odds(self, conflation: Conflation) -> None:
         unknown = self.book.apply(conflation)
         if unknown:
-            views = await asyncio.gather(*(self._market_view(m) for m in unknown))
+            views = await all_of(*(self._market_view(m) for m in unknown))
             for view in views:
                 if view is not None:
                     self.book.learn(view)
@@ -410,7 +408,7 @@ class Ingester:
             producer=self.producer,
             down=down,
         )
-        await asyncio.gather(
+        await all_of(
             *(
                 self._submit_until_done(partition, command)
                 for partition in range(self.client.partitions)
@@ -499,78 +497,28 @@ async def _ingest_while_leased(
     """Run the ingester, renewing the lease; stop it if the lease is lost.
     (Safety never rests on the lease: two ingesters at once only do the
     work twice, the ledger's cursor keeps the result exact.)"""
-    run = asyncio.create_task(ingester.run(stop))
     expires_at = time.monotonic() + LEASE_TTL_MS / 1000
     held = True
     try:
-        while not run.done():
-            await asyncio.wait({run}, timeout=LEASE_RENEW_MS / 1000)
-            if run.done():
-                break
-            try:
-                renewed = await lease.renew(holder, revision)
-            except LeaseUnavailable:
-                if time.monotonic() < expires_at:
-                    continue
-                renewed = None
-            if renewed is None:
-                log.warning("lease %s lost: standing by", lease.key)
-                held = False
-                break
-            revision, expires_at = renewed, time.monotonic() + LEASE_TTL_MS / 1000
+        async with asyncio.TaskGroup() as group:
+            run = group.create_task(ingester.run(stop))
+            while not run.done():
+                await asyncio.wait({run}, timeout=LEASE_RENEW_MS / 1000)
+                if run.done():
+                    break
+                try:
+                    renewed = await lease.renew(holder, revision)
+                except LeaseUnavailable:
+                    if time.monotonic() < expires_at:
+                        continue
+                    renewed = None
+                if renewed is None:
+                    log.warning("lease %s lost: standing by", lease.key)
+                    held = False
+                    break
+                revision, expires_at = renewed, time.monotonic() + LEASE_TTL_MS / 1000
+            run.cancel()
     finally:
-        run.cancel()
-        await asyncio.gather(run, return_exceptions=True)
         if held:
             with contextlib.suppress(LeaseUnavailable):
                 await lease.release(holder, revision)
-    error = None if run.cancelled() else run.exception()
-    if error is not None:
-        raise error
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m ironbook.services.feed.ingest",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--nats", required=True, help="NATS server URLs, comma-separated")
-    parser.add_argument("--partitions", type=int, default=1, help="ledger partitions (default 1)")
-    parser.add_argument("--producer", default="sim", help="the feed producer (default sim)")
-    parser.add_argument(
-        "--down-after-ms",
-        type=int,
-        default=DEFAULT_DOWN_AFTER_MS,
-        help=f"producer silent this long → its markets suspended (default {DEFAULT_DOWN_AFTER_MS})",
-    )
-    parser.add_argument(
-        "--replicas", type=int, default=3, help="JetStream replication factor (default 3)"
-    )
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if not valid_producer(args.producer):
-        print("error: --producer must be 1-32 of [A-Za-z0-9_-]", file=sys.stderr)
-        return 2
-    if args.partitions < 1 or args.down_after_ms < 100:
-        print("error: --partitions >= 1 and --down-after-ms >= 100", file=sys.stderr)
-        return 2
-    configure_logging()
-    run_service(
-        lambda stop: serve(
-            args.nats,
-            args.producer,
-            partitions=args.partitions,
-            replicas=args.replicas,
-            down_after_ms=args.down_after_ms,
-            stop=stop,
-        )
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

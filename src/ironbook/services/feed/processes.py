@@ -4,45 +4,23 @@ the feed comes from outside), the ingester and the settlement service."""
 from __future__ import annotations
 
 import os
-import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from ironbook.adapters.nats.localproc import ManagedProcess
-from ironbook.services.feed.ingest import DEFAULT_DOWN_AFTER_MS
-from ironbook.services.feed.provider import FRAME_MS
+from ironbook.services.process import process_command
+from ironbook.settings import FeedSettings
 
-FeedSource = Literal["sim", "external"]
-
-
-@dataclass(frozen=True, slots=True)
-class FeedOptions:
-    source: FeedSource = "sim"
-    """`sim`: run the built-in simulator; `external`: something else
-    publishes into the producer's feed stream (see docs/feed.md)."""
-    producer: str = "sim"
-    rate: int = 200
-    """Simulated odds changes per second."""
-    seed: int = 1
-    down_after_ms: int = DEFAULT_DOWN_AFTER_MS
-    football_events: int = 4
-    """Simulated matches at a time (2 markets each)."""
-    races: int = 3
-    """Simulated races at a time (1 market each)."""
-    frame_ms: int = FRAME_MS
-    """The simulator publishes at most once per this many ms (one frame: one
-    JetStream message for all the messages due); more is cheaper for NATS and
-    the ledger (fewer ingester rounds), less is fresher odds."""
+FeedOptions = FeedSettings
 
 
 def feed_processes(
-    options: FeedOptions,
+    options: FeedSettings,
     *,
     nats_url: str,
     partitions: int,
     replicas: int,
     logs_dir: Path,
+    config_args: list[str] | None = None,
 ) -> dict[str, ManagedProcess]:
     """Name → process, in start order."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -50,7 +28,6 @@ def feed_processes(
     commands: dict[str, list[str]] = {}
     if options.source == "sim":
         commands["feed-sim"] = [
-            "ironbook.services.feed.provider",
             *common,
             "--seed",
             str(options.seed),
@@ -60,27 +37,23 @@ def feed_processes(
             str(options.football_events),
             "--races",
             str(options.races),
+            "--pre-match-s",
+            str(options.pre_match_s),
             "--frame-ms",
             str(options.frame_ms),
         ]
     commands["feed-ingest"] = [
-        "ironbook.services.feed.ingest",
         *common,
         "--partitions",
         str(partitions),
         "--down-after-ms",
         str(options.down_after_ms),
     ]
-    commands["feed-settle"] = [
-        "ironbook.services.feed.settlement",
-        *common,
-        "--partitions",
-        str(partitions),
-    ]
+    commands["feed-settle"] = [*common, "--partitions", str(partitions)]
     return {
         name: ManagedProcess(
             name,
-            [sys.executable, "-m", *command],
+            [*process_command(name, config_args or []), *command],
             log_path=logs_dir / f"{name}.log",
             env=env,
         )

@@ -3,7 +3,7 @@ the wall clock and publishes every message into the producer's feed stream,
 framed: the messages due in a tick (`--frame-ms`, default 20) go out as one
 JetStream message (see `adapters.feed.nats_stream`).
 
-    python -m ironbook.services.feed.provider --nats URL --producer sim --seed 1 --rate 200
+    python -m ironbook.bootstrap feed-sim --nats URL --producer sim --seed 1 --rate 200
 
 Restart-safe: on start it reads the stream's tail and the world it was
 running (KV bucket `FEED_WORLDS`: first cursor, epoch, seed, rate). The
@@ -17,11 +17,9 @@ void), and a new world starts after them.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
-import sys
 import time
 
 import msgspec
@@ -45,7 +43,6 @@ from ironbook.adapters.feed.provider import FeedUnavailable
 from ironbook.adapters.feed.simulator import Simulator, SimulatorConfig, SimulatorState
 from ironbook.adapters.nats.provision import close_nats, connect_nats, with_placement_retry
 from ironbook.services.feed.pacing import BUSY_INTERVAL_MS, busy
-from ironbook.services.process import configure_logging, run_service
 
 log = logging.getLogger("ironbook.feed.provider")
 
@@ -393,63 +390,3 @@ async def serve(
     finally:
         await close_nats(nc)
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m ironbook.services.feed.provider",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--nats", required=True, help="NATS server URLs, comma-separated")
-    parser.add_argument("--producer", default="sim", help="producer name (default sim)")
-    parser.add_argument("--seed", type=int, default=1, help="world seed (default 1)")
-    parser.add_argument(
-        "--rate", type=int, default=200, help="odds changes per second (default 200)"
-    )
-    parser.add_argument("--football", type=int, default=4, help="matches at a time (default 4)")
-    parser.add_argument("--races", type=int, default=3, help="races at a time (default 3)")
-    parser.add_argument(
-        "--pre-match-s", type=int, default=60, help="seconds from creation to start (default 60)"
-    )
-    parser.add_argument(
-        "--frame-ms",
-        type=int,
-        default=FRAME_MS,
-        help=f"publish at most once per this many ms: the messages due go out as one "
-        f"frame, one JetStream message (default {FRAME_MS}; 1-1000)",
-    )
-    parser.add_argument(
-        "--replicas", type=int, default=3, help="JetStream replication factor (default 3)"
-    )
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if not 1 <= args.frame_ms <= 1_000:
-        print("error: --frame-ms must be 1-1000", file=sys.stderr)
-        return 2
-    configure_logging()
-    try:
-        config = SimulatorConfig(
-            producer=args.producer,
-            seed=args.seed,
-            odds_changes_per_s=args.rate,
-            football_events=args.football,
-            races=args.races,
-            pre_match_s=args.pre_match_s,
-        )
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-
-    return run_service(
-        lambda stop: serve(
-            args.nats, config, replicas=args.replicas, stop=stop, frame_ms=args.frame_ms
-        )
-    )
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """The settlement service: results from the feed into the ledger, exactly once.
 
-    python -m ironbook.services.feed.settlement --nats URL --partitions N --producer sim
+    python -m ironbook.bootstrap feed-settle --nats URL --partitions N --producer sim
 
 A durable JetStream consumer (`settlement`) reads the producer's result
 frames (`feed.<producer>.result.>`: frames holding only `bet_settlement`,
@@ -26,11 +26,9 @@ unknown then was never created: the result is logged and skipped.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
-import sys
 import time
 from typing import Literal
 
@@ -45,7 +43,6 @@ from ironbook.adapters.feed.messages import (
     BetSettlement,
     ResultMessage,
     RollbackBetSettlement,
-    valid_producer,
 )
 from ironbook.adapters.feed.nats_stream import (
     FeedFrameError,
@@ -56,7 +53,7 @@ from ironbook.adapters.feed.nats_stream import (
 from ironbook.adapters.nats.provision import close_nats, connect_nats, with_placement_retry
 from ironbook.client import GaveUp, LedgerClient
 from ironbook.core.views import FeedCursorReply, MarketView
-from ironbook.services.process import configure_logging, run_service
+from ironbook.services.process import all_of
 
 log = logging.getLogger("ironbook.feed.settlement")
 
@@ -82,7 +79,7 @@ class SettlementService:
         if isinstance(message, BetSettlement) and message.certainty != "confirmed":
             log.info("%s: %s result not confirmed: ignored", message.message_id, message.market_id)
             return "done"
-        verdicts = await asyncio.gather(
+        verdicts = await all_of(
             *(self._handle_in(partition, message) for partition in range(self.client.partitions))
         )
         if all(v == "done" for v in verdicts):
@@ -328,39 +325,3 @@ async def serve(
     finally:
         await client.close()
         await close_nats(nc)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m ironbook.services.feed.settlement",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--nats", required=True, help="NATS server URLs, comma-separated")
-    parser.add_argument("--partitions", type=int, default=1, help="ledger partitions (default 1)")
-    parser.add_argument("--producer", default="sim", help="the feed producer (default sim)")
-    parser.add_argument(
-        "--replicas", type=int, default=3, help="JetStream replication factor (default 3)"
-    )
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if not valid_producer(args.producer):
-        print("error: --producer must be 1-32 of [A-Za-z0-9_-]", file=sys.stderr)
-        return 2
-    if args.partitions < 1:
-        print("error: --partitions must be at least 1", file=sys.stderr)
-        return 2
-    configure_logging()
-    run_service(
-        lambda stop: serve(
-            args.nats, args.producer, partitions=args.partitions, replicas=args.replicas, stop=stop
-        )
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -48,6 +48,12 @@ class Principal:
         return self.role == "bettor" and self.account_id == account_id
 
 
+def local_secret_file(data_dir: Path) -> Path:
+    """The HS256 key of the local cluster in `data_dir`: gateway workers
+    verify tokens with it, `ironbook token` signs them."""
+    return data_dir / "gateway" / "jwt-hs256.secret"
+
+
 def load_or_create_secret(path: Path) -> bytes:
     """The local HS256 secret, created once (atomically: concurrent workers
     all end up with the same secret) with owner-only permissions."""

@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
-import nats.errors
 import pydantic
 from fastapi import Response
 from starlette.types import Scope
@@ -32,10 +31,8 @@ from ironbook.services.gateway.history import (
     HistoryError,
     HistoryPage,
     HistoryRequest,
-    encode_request,
-    history_subject,
+    HistoryUnavailable,
 )
-from ironbook.services.gateway.history import decode_reply as decode_history_reply
 from ironbook.services.gateway.idempotency import (
     ClaimUnavailable,
     KeyReused,
@@ -53,7 +50,6 @@ from ironbook.services.gateway.traffic import retry_after_header
 
 security_log = logging.getLogger("ironbook.security")
 
-HISTORY_TIMEOUT_MS = 2_000
 BETS_PATH = "/v1/bets"
 
 
@@ -113,7 +109,6 @@ def require_account(principal: Principal, account_id: str, *staff_roles: str) ->
 
 async def ask(gateway: Gateway, command: core.AnyCommand | core.AnyQuery) -> core.Outcome:
     """One ledger round trip under admission control and the deadline."""
-    assert gateway.ledger is not None
     if not gateway.admission.try_enter():
         gateway.metrics.shed.labels(reason="overloaded").inc()
         raise p.ApiProblem(
@@ -202,7 +197,7 @@ def _canonical(body: object) -> object:
 
 
 async def place_bet(
-    gateway: Gateway, principal: Principal, body: m.WireBet, key: str | None
+    gateway: Gateway, principal: Principal, body: m.BetIn, key: str | None
 ) -> tuple[m.WireBetPlaced, dict[str, str]]:
     """`POST /v1/bets`, shared by the route and the edge's fast path."""
     require_role(principal, "bettor")
@@ -242,7 +237,6 @@ async def place_bet(
 
 
 async def claim(gateway: Gateway, request_id: str, request_fingerprint: str, key: str) -> None:
-    assert gateway.claims is not None
     if not gateway.admission.try_enter():
         gateway.metrics.shed.labels(reason="overloaded").inc()
         raise p.ApiProblem(
@@ -283,21 +277,15 @@ def expect(result: object, kind: type[Any]) -> Any:
 
 async def history_page(gateway: Gateway, history_request: HistoryRequest) -> HistoryPage:
     """A page of ledger entries from the partition's history projector."""
-    assert gateway.nc is not None
-    partition = core.partition_of(history_request.account_id, gateway.settings.partitions)
+    partition = core.partition_of(history_request.account_id, gateway.partitions)
     if not gateway.admission.try_enter():
         gateway.metrics.shed.labels(reason="overloaded").inc()
         raise p.ApiProblem(
             503, p.OVERLOADED, "the gateway is at capacity", headers={"Retry-After": "1"}
         )
     try:
-        message = await gateway.nc.request(
-            history_subject(partition),
-            encode_request(history_request),
-            timeout=HISTORY_TIMEOUT_MS / 1000,
-        )
-        reply = decode_history_reply(message.data)
-    except (nats.errors.Error, OSError, msgspec.MsgspecError):
+        reply = await gateway.history.page(partition, history_request)
+    except HistoryUnavailable:
         raise p.ApiProblem(
             503,
             p.LEDGER_UNAVAILABLE,
@@ -324,9 +312,7 @@ async def probe_leaders(gateway: Gateway) -> tuple[bool, str]:
 
 
 async def _probe_leaders_now(gateway: Gateway) -> tuple[bool, str]:
-    if gateway.probe is None:
-        return False, "not connected"
-    partitions = gateway.settings.partitions
+    partitions = gateway.partitions
     probes: list[core.AnyQuery] = []
     covered: set[int] = set()
     index = 0
@@ -337,10 +323,16 @@ async def _probe_leaders_now(gateway: Gateway) -> tuple[bool, str]:
             covered.add(partition)
             probes.append(core.GetAccount(request_id=query_id(), account_id=account_id))
         index += 1
+    answered = False
     try:
         async with asyncio.timeout(READINESS_DEADLINE_MS / 1000):
-            await asyncio.gather(*(gateway.probe.submit(q) for q in probes))
-    except (GaveUp, TimeoutError):
+            async with asyncio.TaskGroup() as group:
+                for query in probes:
+                    group.create_task(gateway.probe.submit(query))
+        answered = True
+    except* (GaveUp, TimeoutError):
+        pass
+    if not answered:
         return False, "no ledger leader answered"
     return True, f"{partitions} partition leader(s) answered"
 

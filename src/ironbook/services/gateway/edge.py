@@ -12,10 +12,10 @@ import os
 import time
 
 import msgspec
-import pydantic
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ironbook.logs import bound_request_id
 from ironbook.services.gateway import models as m
 from ironbook.services.gateway import problems as p
 from ironbook.services.gateway.calls import (
@@ -66,30 +66,31 @@ class EdgeMiddleware:
             await send(message)
 
         path = scope["path"]
-        try:
-            refusal = self._admit(scope, client_ip, path)
-            body = b""
-            if refusal is None:
-                refusal, body, receive = await self._limit_body(scope, receive)
-            if refusal is not None:
-                await refusal(scope, receive, send_wrapper)
-            elif path == BETS_PATH and scope["method"] == "POST" and _json_body(scope):
-                scope[ROUTE_SCOPE_KEY] = BETS_PATH
-                await self._fast_bet(scope, body, send, send_wrapper, status_holder)
-            else:
-                await self.app(scope, receive, send_wrapper)
-        except Exception:
-            log.exception("request %s failed", request_id)
-            response = p.problem_response(
-                500, "internal_error", "an unexpected error", request_id=request_id
-            )
-            with contextlib.suppress(Exception):
-                await response(scope, receive, send_wrapper)
-        finally:
-            route = gateway.metrics.route_of(scope)
-            gateway.metrics.observe(
-                scope["method"], route, status_holder[0], time.perf_counter() - started
-            )
+        with bound_request_id(request_id):
+            try:
+                refusal = self._admit(scope, client_ip, path)
+                body = b""
+                if refusal is None:
+                    refusal, body, receive = await self._limit_body(scope, receive)
+                if refusal is not None:
+                    await refusal(scope, receive, send_wrapper)
+                elif path == BETS_PATH and scope["method"] == "POST" and _json_body(scope):
+                    scope[ROUTE_SCOPE_KEY] = BETS_PATH
+                    await self._fast_bet(scope, body, send, send_wrapper, status_holder)
+                else:
+                    await self.app(scope, receive, send_wrapper)
+            except Exception:
+                log.exception("request %s failed", request_id)
+                response = p.problem_response(
+                    500, "internal_error", "an unexpected error", request_id=request_id
+                )
+                with contextlib.suppress(Exception):
+                    await response(scope, receive, send_wrapper)
+            finally:
+                route = gateway.metrics.route_of(scope)
+                gateway.metrics.observe(
+                    scope["method"], route, status_holder[0], time.perf_counter() - started
+                )
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The address checks of the edge, for WebSocket upgrades."""
@@ -119,26 +120,20 @@ class EdgeMiddleware:
         status_holder: list[int],
     ) -> None:
         """`POST /v1/bets` without the framework's per-request machinery (the
-        hot path): the body is decoded by msgspec into `WireBet` (the same
-        bounds as the route's `BetIn`, which still documents the endpoint)
-        and the reply is written as raw ASGI messages. Same checks and same
-        code as the route, via `place_bet`."""
+        hot path): the body is decoded into `BetIn` by `decode_bet`, as the
+        route that documents the endpoint does, and the reply is written as
+        raw ASGI messages. Same checks and same code as the route, via
+        `place_bet`."""
         gateway = self.gateway
         request_id = scope["state"]["request_id"]
         try:
             principal = authenticate_scope(gateway, scope, _header(scope, b"authorization"))
             try:
-                bet = _decode_bet(body)
-            except msgspec.MsgspecError:
-                # The rare path: pydantic explains what is wrong, exactly as the
-                # route would (and decides, should the two ever disagree).
-                try:
-                    bet = m.WireBet.of(m.BetIn.model_validate_json(body))
-                except pydantic.ValidationError as err:
-                    errors = [{**e, "loc": ("body", *e.get("loc", ()))} for e in err.errors()]
-                    response = validation_problem(errors, scope["path"], request_id)
-                    await response(scope, _no_body, send_wrapper)
-                    return
+                bet = m.decode_bet(body)
+            except msgspec.MsgspecError as err:
+                response = validation_problem(m.body_errors(err), scope["path"], request_id)
+                await response(scope, _no_body, send_wrapper)
+                return
             placed, headers = await place_bet(
                 gateway, principal, bet, _header(scope, b"idempotency-key")
             )
@@ -256,7 +251,6 @@ class EdgeMiddleware:
         return None, body, replay
 
 
-_decode_bet = msgspec.json.Decoder(m.WireBet).decode
 _encode = msgspec.json.Encoder().encode
 
 

@@ -1,7 +1,7 @@
 """Ledger-entry history: a projector that folds one partition's log into a
 SQLite read model, and answers history pages over NATS.
 
-    python -m ironbook.services.gateway.history --nats URL --partition P --db FILE
+    python -m ironbook.bootstrap history --nats URL --partition P --db FILE
 
 Why a projector and not the ledger state: the state must stay small (it is
 snapshotted, hashed and held in every replica's memory), while entry history
@@ -23,16 +23,14 @@ projectors of a partition share the load): `HistoryRequest`; reply:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
-import signal
 import sqlite3
-import sys
 from pathlib import Path
 
 import msgspec
+import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
@@ -61,6 +59,9 @@ CACHE_KIB = 65_536
 MAX_CACHED_BALANCES = 1_000_000
 """Balances kept in memory between folds (about 150 MB at most); past this
 the cache starts again empty."""
+
+
+HISTORY_TIMEOUT_MS = 2_000
 
 
 def history_subject(partition: int) -> str:
@@ -111,6 +112,28 @@ def encode_request(request: HistoryRequest) -> bytes:
 
 def decode_reply(data: bytes) -> HistoryReply:
     return _reply_decoder.decode(data)
+
+
+class HistoryUnavailable(Exception):
+    """No projector answered in time, or its answer could not be read."""
+
+
+class NatsHistory:
+    """The gateway's way to the projectors: one request per page, answered by
+    whichever projector of the partition's queue group is up."""
+
+    def __init__(self, nc: NatsClient, *, timeout_ms: int = HISTORY_TIMEOUT_MS) -> None:
+        self._nc = nc
+        self._timeout_s = timeout_ms / 1000
+
+    async def page(self, partition: int, request: HistoryRequest) -> HistoryReply:
+        try:
+            message = await self._nc.request(
+                history_subject(partition), encode_request(request), timeout=self._timeout_s
+            )
+            return decode_reply(message.data)
+        except (nats.errors.Error, OSError, msgspec.MsgspecError) as err:
+            raise HistoryUnavailable(str(err)) from None
 
 
 _SCHEMA = """
@@ -347,26 +370,3 @@ async def serve(nats_url: str, partition: int, db_path: Path, stop: asyncio.Even
             await subscription.unsubscribe()
         await close_nats(nc)
         store.close()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--nats", required=True)
-    parser.add_argument("--partition", type=int, required=True)
-    parser.add_argument("--db", type=Path, required=True)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(args.nats, args.partition, args.db, stop)
-
-    asyncio.run(run())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -40,6 +40,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol
 
 import msgspec
 import nats.errors
@@ -216,6 +217,18 @@ class Watcher:
 
 _Key = tuple[str, str]
 """("market" | "event", id)."""
+
+
+class Odds(Protocol):
+    """What a WebSocket connection needs from its worker's odds (`OddsHub`)."""
+
+    async def watch(self, watcher: Watcher, kind: str, identifier: str) -> None: ...
+
+    async def unwatch(self, watcher: Watcher, kind: str, identifier: str) -> None: ...
+
+    async def unwatch_all(self, watcher: Watcher) -> None: ...
+
+    async def snapshot(self, markets: Iterable[str], events: Iterable[str]) -> list[str]: ...
 
 
 class OddsHub:
@@ -415,7 +428,7 @@ def _error(code: str, detail: str) -> str:
 
 
 async def stream_odds(  # noqa: C901 — one session: a receive loop dispatching each client action
-    websocket: WebSocket, hub: OddsHub
+    websocket: WebSocket, hub: Odds
 ) -> None:
     watcher = Watcher()
     # Replies and odds share the socket; one sender at a time keeps frames whole

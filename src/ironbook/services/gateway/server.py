@@ -1,29 +1,22 @@
-"""One gateway worker process.
-
-    python -m ironbook.services.gateway.server --nats URL --port PORT --data-dir DIR
+"""Serving one gateway worker's application over HTTP.
 
 Several workers share one port: each binds its own socket with SO_REUSEPORT
 and the kernel spreads connections over them, so a worker that dies takes
-only its own connections with it while the supervisor restarts it.
+only its own connections with it while the supervisor restarts it. The
+worker is assembled by the composition root: `python -m ironbook.bootstrap
+gateway --port PORT ...`.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import json
-import logging
-import signal
 import socket
-import sys
-from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 
-from ironbook.adapters import eventloop
-from ironbook.services.gateway.app import create_app
-from ironbook.services.gateway.settings import GatewaySettings
+from ironbook.settings import GatewaySettings
 
 LISTEN_BACKLOG = 4096
 
@@ -38,33 +31,16 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        line = {
-            "ts": self.formatTime(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            line["exc"] = self.formatException(record.exc_info)
-        return json.dumps(line)
-
-
-def _configure_logging() -> None:
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(_JsonFormatter())
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-
-
-async def serve(settings: GatewaySettings) -> None:
+async def serve_http(app: FastAPI, settings: GatewaySettings, stop: asyncio.Event) -> None:
+    """Serve `app` on the shared port until `stop` is set or a SIGTERM /
+    SIGINT arrives (uvicorn catches those while it serves, then raises them
+    again), then finish the requests in progress (at most 5 s) and return."""
     sock = reuseport_socket(settings.host, settings.port)
-    app = create_app(settings)
     config = uvicorn.Config(
         app,
         loop="none",
         http="httptools",
-        lifespan="on",
+        lifespan="off",
         access_log=False,
         server_header=False,  # do not advertise the server software
         proxy_headers=False,  # the edge reads X-Forwarded-For itself, when trusted
@@ -74,50 +50,13 @@ async def serve(settings: GatewaySettings) -> None:
         limit_concurrency=None,
     )
     server = uvicorn.Server(config)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+
+    async def exit_on_stop() -> None:
+        await stop.wait()
+        server.should_exit = True
+
     with contextlib.closing(sock):
-        await server.serve(sockets=[sock])
-
-
-def parse_args(argv: list[str] | None = None) -> GatewaySettings:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--nats", required=True, help="NATS URL(s), comma-separated")
-    parser.add_argument("--partitions", type=int, default=1)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--worker-id", default="w0")
-    parser.add_argument("--nats-replicas", type=int, default=3)
-    parser.add_argument(
-        "--worker-count",
-        type=int,
-        default=1,
-        help="workers sharing this port: each enforces 1/N of the configured rate limits "
-        "(IRONBOOK_GATEWAY_WORKER_COUNT overrides)",
-    )
-    args = parser.parse_args(argv)
-    if args.worker_count < 1:
-        parser.error("--worker-count must be at least 1")
-    return GatewaySettings(
-        nats_url=args.nats,
-        partitions=args.partitions,
-        host=args.host,
-        port=args.port,
-        data_dir=args.data_dir,
-        worker_id=args.worker_id,
-        nats_replicas=args.nats_replicas,
-        worker_count=args.worker_count,
-    ).with_env()
-
-
-def main(argv: list[str] | None = None) -> int:
-    settings = parse_args(argv)
-    _configure_logging()
-    eventloop.run(serve(settings))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        async with asyncio.TaskGroup() as group:
+            group.create_task(exit_on_stop())
+            await server.serve(sockets=[sock])
+            stop.set()

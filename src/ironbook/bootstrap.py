@@ -1,0 +1,359 @@
+"""The composition root: every ironbook process is assembled here, from one
+`Settings` object, and nowhere else.
+
+    python -m ironbook.bootstrap KIND [--config FILE] [flags]
+
+KIND is one of `replica`, `gateway`, `history`, `feed-sim`, `feed-ingest`,
+`feed-settle`; `ironbook up` (the supervisor of a local cluster) starts them
+this way. Each process: settings (defaults < TOML file < `IRONBOOK_*`
+environment < flags), logging set up once (`ironbook.logs`), its adapters
+(NATS log, lease, snapshot store, ledger client, ...) built and passed to the
+service through its constructor, then run until SIGTERM / SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import random
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ironbook import core
+from ironbook.adapters.clock import SystemClock
+from ironbook.adapters.feed.simulator import SimulatorConfig
+from ironbook.adapters.nats.lease import NatsLease
+from ironbook.adapters.nats.log import NatsLog
+from ironbook.adapters.nats.provision import close_nats, connect_nats
+from ironbook.adapters.nats.snapshots import NatsSnapshotStore
+from ironbook.adapters.nats.transport import NatsRequestServer
+from ironbook.client import BatchConfig, ClientConfig, LedgerClient
+from ironbook.logs import setup_logging
+from ironbook.replication.replica import Replica, ReplicaConfig
+from ironbook.replication.sequencer import SequencerConfig
+from ironbook.services import replica as replica_service
+from ironbook.services.feed import ingest, provider, settlement
+from ironbook.services.gateway import history
+from ironbook.services.gateway.app import create_app
+from ironbook.services.gateway.auth import load_verifier, local_secret_file
+from ironbook.services.gateway.history import NatsHistory
+from ironbook.services.gateway.idempotency import ClaimStore
+from ironbook.services.gateway.metrics import GatewayMetrics
+from ironbook.services.gateway.odds import OddsHub
+from ironbook.services.gateway.runtime import READINESS_DEADLINE_MS, Gateway
+from ironbook.services.gateway.server import serve_http
+from ironbook.services.local_cluster import GatewayOptions, LocalCluster
+from ironbook.services.process import run_service
+from ironbook.settings import ConfigError, Settings, load_settings
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """A command-line flag that sets `section.field`."""
+
+    name: str
+    section: str
+    field: str
+    type: Callable[[str], Any] = str
+    help: str = ""
+
+
+_NATS = Flag("--nats", "nats", "url", help="NATS server URLs, comma-separated")
+_REPLICAS = Flag("--replicas", "nats", "replicas", int, "JetStream replication factor")
+_PARTITIONS = Flag("--partitions", "cluster", "partitions", int, "ledger partitions")
+_DATA_DIR = Flag("--data-dir", "cluster", "data_dir", Path, "the cluster's data directory")
+_PRODUCER = Flag("--producer", "feed", "producer", help="the feed producer")
+
+PROCESS_FLAGS: dict[str, tuple[Flag, ...]] = {
+    "replica": (
+        _NATS,
+        _REPLICAS,
+        Flag("--partition", "replica", "partition", int, "ledger partition"),
+        Flag("--node-id", "replica", "node_id", help="this replica's unique name"),
+        Flag("--test-mutation", "replica", "test_mutation", help="TEST-ONLY: reply_before_ack"),
+    ),
+    "gateway": (
+        _NATS,
+        Flag("--nats-replicas", "nats", "replicas", int, "JetStream replication factor"),
+        _PARTITIONS,
+        _DATA_DIR,
+        Flag("--host", "gateway", "host", help="address to serve HTTP on"),
+        Flag("--port", "gateway", "port", int, "HTTP port (shared by the workers)"),
+        Flag("--worker-id", "gateway", "worker_id", help="this worker's name"),
+        Flag("--worker-count", "gateway", "worker_count", int, "workers sharing the port"),
+    ),
+    "history": (
+        _NATS,
+        Flag("--partition", "history", "partition", int, "ledger partition"),
+        Flag("--db", "history", "db", Path, "the SQLite read model"),
+        _DATA_DIR,
+    ),
+    "feed-sim": (
+        _NATS,
+        _REPLICAS,
+        _PRODUCER,
+        Flag("--seed", "feed", "seed", int, "world seed"),
+        Flag("--rate", "feed", "rate", int, "odds changes per second"),
+        Flag("--football", "feed", "football_events", int, "matches at a time"),
+        Flag("--races", "feed", "races", int, "races at a time"),
+        Flag("--pre-match-s", "feed", "pre_match_s", int, "seconds from creation to start"),
+        Flag("--frame-ms", "feed", "frame_ms", int, "publish at most once per this many ms"),
+    ),
+    "feed-ingest": (
+        _NATS,
+        _REPLICAS,
+        _PRODUCER,
+        _PARTITIONS,
+        Flag("--down-after-ms", "feed", "down_after_ms", int, "silence before markets suspend"),
+    ),
+    "feed-settle": (_NATS, _REPLICAS, _PRODUCER, _PARTITIONS),
+}
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML settings file (IRONBOOK_* environment variables and flags override it)",
+    )
+
+
+def add_flags(parser: argparse.ArgumentParser, flags: Sequence[Flag]) -> None:
+    """Each flag defaults to None: a flag not given leaves the setting to
+    the environment, the file or the default."""
+    for flag in flags:
+        parser.add_argument(
+            flag.name, dest=f"{flag.section}.{flag.field}", type=flag.type, help=flag.help
+        )
+
+
+def settings_from(
+    args: argparse.Namespace, implied: dict[str, dict[str, Any]] | None = None
+) -> Settings:
+    """The settings for parsed `args` (made with `add_config_argument` and
+    `add_flags`), and the `implied` values the command's flags stand for."""
+    overrides: dict[str, dict[str, Any]] = {
+        section: dict(values) for section, values in (implied or {}).items()
+    }
+    for dest, value in vars(args).items():
+        section, dot, field = dest.partition(".")
+        if dot and value is not None:
+            overrides.setdefault(section, {})[field] = value
+    return load_settings(args.config, overrides)
+
+
+# Replica.
+
+
+async def serve_replica(settings: Settings, stop: asyncio.Event) -> None:
+    r = settings.replica
+    replicas = settings.nats.replicas
+    nc = await connect_nats(settings.nats.url, name=f"replica-{r.node_id}")
+    try:
+        replica = Replica(
+            r.node_id,
+            log=await NatsLog.open(nc, r.partition, replicas=replicas),
+            lease=await NatsLease.open(
+                nc,
+                replica_service.lease_key(r.partition),
+                ttl_ms=replica_service.LEASE_TTL_MS,
+                replicas=replicas,
+            ),
+            snapshots=await NatsSnapshotStore.open(nc, r.partition, replicas=replicas),
+            server=NatsRequestServer(nc, r.partition),
+            clock=SystemClock(),
+            rng=random.Random(),
+            config=ReplicaConfig(
+                lease_ttl_ms=replica_service.LEASE_TTL_MS,
+                lease_renew_interval_ms=replica_service.LEASE_RENEW_INTERVAL_MS,
+                lease_retry_ms=replica_service.LEASE_RETRY_MS,
+                ledger=core.LedgerConfig(partition=r.partition),
+                sequencer=SequencerConfig(reply_before_ack=r.test_mutation == "reply_before_ack"),
+            ),
+        )
+        if r.test_mutation != "none":
+            replica_service.log.warning(
+                "TEST-ONLY mutation %s: acknowledged writes may be lost", r.test_mutation
+            )
+        await replica_service.serve(nc, replica, r.partition, stop)
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.drain(), timeout=replica_service.SHUTDOWN_GRACE_S)
+
+
+# Gateway worker.
+
+
+@contextlib.asynccontextmanager
+async def connected_gateway(
+    settings: Settings, metrics: GatewayMetrics | None = None
+) -> AsyncIterator[Gateway]:
+    """A gateway worker's `Gateway`, complete: its NATS connection, ledger
+    clients, Idempotency-Key store, history and odds; closed on exit."""
+    g = settings.gateway
+    partitions = settings.cluster.partition_count
+    verifier = load_verifier(
+        algorithm=g.jwt_algorithm,
+        secret_file=local_secret_file(settings.cluster.data_dir),
+        public_key_file=g.jwt_public_key_file,
+        issuer=g.jwt_issuer,
+        audience=g.jwt_audience,
+    )
+    nc = await connect_nats(settings.nats.url, name=f"ironbook-gateway-{g.worker_id}")
+    ledger = LedgerClient(
+        nc,
+        partitions=partitions,
+        config=ClientConfig(deadline_ms=g.request_deadline_ms),
+        batching=BatchConfig(max_inflight_batches=g.ledger_inflight_batches),
+    )
+    probe = LedgerClient(
+        nc,
+        partitions=partitions,
+        config=ClientConfig(request_timeout_ms=500, deadline_ms=READINESS_DEADLINE_MS),
+    )
+    try:
+        yield Gateway(
+            settings=g,
+            partitions=partitions,
+            metrics=metrics or GatewayMetrics(),
+            verifier=verifier,
+            ledger=ledger,
+            probe=probe,
+            claims=await ClaimStore.open(nc.jetstream(), replicas=settings.nats.replicas),
+            history=NatsHistory(nc),
+            odds=await OddsHub.open(nc, replicas=settings.nats.replicas),
+        )
+    finally:
+        await ledger.close()
+        await probe.close()
+        await close_nats(nc)
+
+
+async def serve_gateway(settings: Settings, stop: asyncio.Event) -> None:
+    async with connected_gateway(settings) as gateway, asyncio.TaskGroup() as group:
+        flusher = group.create_task(gateway.flush_metrics())
+        try:
+            await serve_http(create_app(gateway), settings.gateway, stop)
+        finally:
+            flusher.cancel()
+
+
+# History projector and the feed.
+
+
+async def serve_history(settings: Settings, stop: asyncio.Event) -> None:
+    await history.serve(settings.nats.url, settings.history.partition, settings.history_db, stop)
+
+
+async def serve_feed_sim(settings: Settings, stop: asyncio.Event) -> int:
+    f = settings.feed
+    config = SimulatorConfig(
+        producer=f.producer,
+        seed=f.seed,
+        odds_changes_per_s=f.rate,
+        football_events=f.football_events,
+        races=f.races,
+        pre_match_s=f.pre_match_s,
+    )
+    return await provider.serve(
+        settings.nats.url, config, replicas=settings.nats.replicas, stop=stop, frame_ms=f.frame_ms
+    )
+
+
+async def serve_feed_ingest(settings: Settings, stop: asyncio.Event) -> None:
+    await ingest.serve(
+        settings.nats.url,
+        settings.feed.producer,
+        partitions=settings.cluster.partition_count,
+        replicas=settings.nats.replicas,
+        down_after_ms=settings.feed.down_after_ms,
+        stop=stop,
+    )
+
+
+async def serve_feed_settle(settings: Settings, stop: asyncio.Event) -> None:
+    await settlement.serve(
+        settings.nats.url,
+        settings.feed.producer,
+        partitions=settings.cluster.partition_count,
+        replicas=settings.nats.replicas,
+        stop=stop,
+    )
+
+
+_SERVE: dict[str, Callable[[Settings, asyncio.Event], Coroutine[Any, Any, Any]]] = {
+    "replica": serve_replica,
+    "gateway": serve_gateway,
+    "history": serve_history,
+    "feed-sim": serve_feed_sim,
+    "feed-ingest": serve_feed_ingest,
+    "feed-settle": serve_feed_settle,
+}
+
+
+# The local cluster (`ironbook up`).
+
+
+def build_local_cluster(settings: Settings, config_file: Path | None = None) -> LocalCluster:
+    """NATS, replicas and, as `settings` say, gateway workers and the feed,
+    supervised; every child process gets `config_file` too."""
+    gateway = None
+    if settings.cluster.serve_http:
+        g = settings.gateway
+        gateway = GatewayOptions(port=g.port, workers=settings.cluster.gateway_workers, host=g.host)
+    return LocalCluster(
+        settings.cluster.data_dir,
+        partitions=settings.cluster.partitions,
+        gateway=gateway,
+        feed=None if settings.feed.source == "none" else settings.feed,
+        config_file=config_file,
+    )
+
+
+def _identity(kind: str, settings: Settings) -> tuple[str, int | None]:
+    """(node id, partition) that every log line of this process names."""
+    if kind == "replica":
+        return settings.replica.node_id, settings.replica.partition
+    if kind == "gateway":
+        return settings.gateway.worker_id, None
+    if kind == "history":
+        return f"history-p{settings.history.partition}", settings.history.partition
+    return f"{kind}-{settings.feed.producer}", None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ironbook.bootstrap",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    kinds = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
+    for kind, flags in PROCESS_FLAGS.items():
+        sub = kinds.add_parser(kind)
+        add_config_argument(sub)
+        add_flags(sub, flags)
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    node_id, partition = _identity(args.kind, settings)
+    setup_logging(settings.log, process=args.kind, node_id=node_id, partition=partition)
+    serve = _SERVE[args.kind]
+    run_service(
+        lambda stop: serve(settings, stop),
+        exit_if_stuck_after_s=3 * replica_service.SHUTDOWN_GRACE_S
+        if args.kind == "replica"
+        else None,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,16 @@
+"""The v1 API, one router per resource. A new resource is a new module here
+with a `router`, listed in `ROUTERS`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ironbook.services.gateway.routes import accounts, bets, markets, odds_stream, ops
+
+ROUTERS: tuple[APIRouter, ...] = (
+    accounts.router,
+    bets.router,
+    markets.router,
+    odds_stream.router,
+    ops.router,
+)

@@ -1,0 +1,300 @@
+"""Markets: list, read, create, reprice, suspend / resume / close, settle,
+void, roll back and resettle."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request, Response
+
+from ironbook import core
+from ironbook.core import events as ev
+from ironbook.core.odds import format_decimal
+from ironbook.services.gateway import models as m
+from ironbook.services.gateway.auth import Principal
+from ironbook.services.gateway.calls import expect, parse_odds, query_id, read, require_role
+from ironbook.services.gateway.idempotency import keyed_request_id
+from ironbook.services.gateway.routes.common import (
+    PROBLEM_RESPONSES,
+    After,
+    Caller,
+    IdempotencyKey,
+    Limit,
+    MarketId,
+    gateway_of,
+    write_command,
+)
+
+router = APIRouter(responses=PROBLEM_RESPONSES)
+
+
+def _market_out(view: core.MarketView) -> m.MarketOut:
+    return m.MarketOut(
+        market_id=view.market_id,
+        event=view.event_id,
+        name=view.name,
+        status=view.status,
+        in_play=view.in_play,
+        bet_delay_s=view.bet_delay_s,
+        selections=[
+            m.SelectionOut(selection_id=s.selection_id, name=s.name, odds=format_decimal(s.odds))
+            for s in view.selections
+        ],
+        winners=list(view.winners),
+        producer=view.producer or None,
+        producer_down=view.producer_down,
+    )
+
+
+def _winners(winners: list[str | m.WinnerIn]) -> tuple[core.Winner, ...]:
+    return tuple(
+        core.Winner(selection_id=w)
+        if isinstance(w, str)
+        else core.Winner(selection_id=w.selection_id, dead_heat=w.dead_heat)
+        for w in winners
+    )
+
+
+async def _market_write(
+    request: Request,
+    response: Response,
+    caller: Principal,
+    key: str | None,
+    body: object,
+    make: Callable[[str], core.AnyCommand],
+) -> Any:
+    require_role(caller, "trader", "admin")
+    result = await write_command(request, response, caller, key, body, make)
+    if isinstance(result, ev.SettlementReply):
+        return m.SettlementOut(
+            market_id=result.market_id,
+            status=result.status,
+            bets_affected=result.bets_affected,
+            paid_minor=result.paid_minor,
+        )
+    reply = expect(result, ev.MarketReply)
+    return m.MarketStatusOut(market_id=reply.market_id, status=reply.status)
+
+
+@router.get("/v1/markets", response_model=m.MarketPageOut)
+async def list_markets(
+    request: Request,
+    caller: Caller,
+    status: Literal["open", "suspended", "closed", "settled", "voided"] | None = None,
+    after: After = None,
+    limit: Limit = 50,
+) -> Any:
+    page = expect(
+        await read(
+            gateway_of(request),
+            core.ListMarkets(request_id=query_id(), status=status, after=after, limit=limit),
+        ),
+        core.MarketPage,
+    )
+    return m.MarketPageOut(
+        markets=[_market_out(v) for v in page.markets], next_after=page.next_after
+    )
+
+
+@router.get("/v1/markets/{market_id}", response_model=m.MarketOut)
+async def get_market(request: Request, market_id: MarketId, caller: Caller) -> Any:
+    view = await read(
+        gateway_of(request), core.GetMarket(request_id=query_id(), market_id=market_id)
+    )
+    return _market_out(expect(view, core.MarketView))
+
+
+@router.post("/v1/markets", status_code=201, response_model=m.MarketStatusOut)
+async def create_market(
+    request: Request,
+    response: Response,
+    body: m.MarketIn,
+    caller: Caller,
+    key: IdempotencyKey = None,
+) -> Any:
+    require_role(caller, "trader", "admin")
+    market_id = body.market_id or (
+        f"mkt-{keyed_request_id(caller.sub, key)[2:18]}"
+        if key is not None
+        else f"mkt-{uuid.uuid4().hex[:16]}"
+    )
+    selections = tuple(
+        core.SelectionSpec(
+            selection_id=s.selection_id,
+            name=s.name,
+            odds=parse_odds(s.odds, f"selections[{index}].odds"),
+        )
+        for index, s in enumerate(body.selections)
+    )
+    result = await write_command(
+        request,
+        response,
+        caller,
+        key,
+        body,
+        lambda rid: core.CreateMarket(
+            request_id=rid,
+            market_id=market_id,
+            event_id=body.event,
+            name=body.name,
+            selections=selections,
+            in_play=body.in_play,
+            bet_delay_s=body.bet_delay_s,
+            producer=body.producer or "",
+        ),
+    )
+    reply = expect(result, ev.MarketReply)
+    return m.MarketStatusOut(market_id=reply.market_id, status=reply.status)
+
+
+@router.post("/v1/markets/{market_id}/prices", response_model=m.MarketStatusOut)
+async def update_prices(
+    request: Request,
+    response: Response,
+    market_id: MarketId,
+    body: m.PricesIn,
+    caller: Caller,
+    key: IdempotencyKey = None,
+) -> Any:
+    require_role(caller, "trader", "admin")
+    prices = tuple(
+        core.SelectionPrice(
+            selection_id=price.selection_id,
+            odds=parse_odds(price.odds, f"prices[{index}].odds"),
+        )
+        for index, price in enumerate(body.prices)
+    )
+    return await _market_write(
+        request,
+        response,
+        caller,
+        key,
+        body,
+        lambda rid: core.UpdatePrices(request_id=rid, market_id=market_id, prices=prices),
+    )
+
+
+def _status_route(action: str, kind: Callable[..., core.AnyCommand]) -> None:
+    async def change_status(
+        request: Request,
+        response: Response,
+        market_id: MarketId,
+        caller: Caller,
+        key: IdempotencyKey = None,
+    ) -> Any:
+        return await _market_write(
+            request,
+            response,
+            caller,
+            key,
+            {},
+            lambda rid: kind(request_id=rid, market_id=market_id),
+        )
+
+    change_status.__name__ = f"{action}_market"
+    router.post(f"/v1/markets/{{market_id}}/{action}", response_model=m.MarketStatusOut)(
+        change_status
+    )
+
+
+_status_route("suspend", core.SuspendMarket)
+_status_route("resume", core.ResumeMarket)
+_status_route("close", core.CloseMarket)
+
+
+@router.post("/v1/markets/{market_id}/settle", response_model=m.SettlementOut)
+async def settle_market(
+    request: Request,
+    response: Response,
+    market_id: MarketId,
+    body: m.SettleIn,
+    caller: Caller,
+    key: IdempotencyKey = None,
+) -> Any:
+    return await _market_write(
+        request,
+        response,
+        caller,
+        key,
+        body,
+        lambda rid: core.SettleMarket(
+            request_id=rid, market_id=market_id, winners=_winners(body.winners), actor=caller.sub
+        ),
+    )
+
+
+@router.post("/v1/markets/{market_id}/void", response_model=m.SettlementOut)
+async def void_market(
+    request: Request,
+    response: Response,
+    market_id: MarketId,
+    body: m.VoidIn,
+    caller: Caller,
+    key: IdempotencyKey = None,
+) -> Any:
+    return await _market_write(
+        request,
+        response,
+        caller,
+        key,
+        body,
+        lambda rid: core.VoidMarket(
+            request_id=rid,
+            market_id=market_id,
+            actor=caller.sub,
+            reason=body.reason,
+            placed_from_ms=body.placed_from_ms,
+            placed_to_ms=body.placed_to_ms,
+        ),
+    )
+
+
+@router.post("/v1/markets/{market_id}/rollback", response_model=m.SettlementOut)
+async def rollback_market(
+    request: Request,
+    response: Response,
+    market_id: MarketId,
+    body: m.RollbackIn,
+    caller: Caller,
+    key: IdempotencyKey = None,
+) -> Any:
+    """Undo a settlement or void: every bet of the market goes back to
+    open (its payout taken back), the market to `closed`, ready to be
+    settled again."""
+    return await _market_write(
+        request,
+        response,
+        caller,
+        key,
+        body,
+        lambda rid: core.RollbackSettlement(
+            request_id=rid, market_id=market_id, actor=caller.sub, reason=body.reason
+        ),
+    )
+
+
+@router.post("/v1/markets/{market_id}/resettle", response_model=m.SettlementOut)
+async def resettle_market(
+    request: Request,
+    response: Response,
+    market_id: MarketId,
+    body: m.ResettleIn,
+    caller: Caller,
+    key: IdempotencyKey = None,
+) -> Any:
+    return await _market_write(
+        request,
+        response,
+        caller,
+        key,
+        body,
+        lambda rid: core.ResettleMarket(
+            request_id=rid,
+            market_id=market_id,
+            winners=_winners(body.winners),
+            actor=caller.sub,
+            reason=body.reason,
+        ),
+    )

@@ -1,0 +1,30 @@
+"""Operations: liveness, readiness (every partition's leader answers) and
+Prometheus metrics. Not in the OpenAPI document and not rate limited."""
+
+from __future__ import annotations
+
+import msgspec
+from fastapi import APIRouter, Request, Response
+
+from ironbook.services.gateway.calls import probe_leaders
+from ironbook.services.gateway.routes.common import gateway_of
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "alive"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> Response:
+    ready, detail = await probe_leaders(gateway_of(request))
+    body = msgspec.json.encode({"ready": ready, "detail": detail})
+    return Response(body, status_code=200 if ready else 503, media_type="application/json")
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    data, content_type = gateway_of(request).metrics.exposition()
+    return Response(data, media_type=content_type)

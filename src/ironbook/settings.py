@@ -1,0 +1,249 @@
+"""The one typed settings object every ironbook process is built from.
+
+Each value comes from, lowest precedence first: its default (which runs the
+local cluster), a TOML file (`--config FILE`), an `IRONBOOK_<SECTION>_<FIELD>`
+environment variable (`IRONBOOK_GATEWAY_PORT=8081`), and a command-line flag.
+Sections are per process kind; docs/configuration.md lists every field.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import urllib.parse
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "IRONBOOK_"
+DEFAULT_DATA_DIR = Path(".ironbook")
+Producer = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
+CidrList = Annotated[tuple[str, ...], NoDecode]
+"""From the environment as a comma-separated list (`10.0.0.0/8, 192.0.2.0/24`)."""
+ReplicaMutation = Literal["none", "reply_before_ack"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LogSettings(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["auto", "json", "text"] = "auto"
+    """`auto`: readable lines when stderr is a terminal, JSON lines otherwise."""
+
+
+class NatsSettings(Section):
+    url: str = "nats://127.0.0.1:4222"
+    """Server URLs, comma-separated; credentials in a URL are masked in `config show`."""
+    replicas: int = Field(default=3, ge=1, le=5)
+    """Replication factor of the streams, buckets and object stores a process creates."""
+
+
+class ClusterSettings(Section):
+    data_dir: Path = DEFAULT_DATA_DIR
+    partitions: int | None = Field(default=None, ge=1, le=1_024)
+    """Ledger partitions. `ironbook up`: for a new data directory (default 1);
+    an existing one keeps its own. Other processes: the cluster's count."""
+    serve_http: bool = False
+    """`ironbook up` also runs `gateway_workers` gateway workers on `gateway.port`."""
+    gateway_workers: int = Field(default=2, ge=1, le=64)
+
+    @property
+    def partition_count(self) -> int:
+        return self.partitions or 1
+
+
+class ReplicaSettings(Section):
+    node_id: str = Field(default="p0-r1", min_length=1, max_length=64)
+    partition: int = Field(default=0, ge=0)
+    test_mutation: ReplicaMutation = "none"
+    """TEST-ONLY. `reply_before_ack`: the leader answers before its batch is
+    durable, so chaos runs show the history checker catching lost
+    acknowledged writes. Never set it anywhere else."""
+
+
+class GatewaySettings(Section):
+    """One gateway worker. Rate limits are for the whole host: it runs as
+    `worker_count` workers behind one port (SO_REUSEPORT) that share no state,
+    so each worker enforces its share, the configured rate and burst divided
+    by `worker_count` (burst at least 1). The kernel spreads connections, not
+    requests, evenly over the workers, so a client on one keep-alive
+    connection gets one worker's share: the limits err on the strict side,
+    never N times too loose."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65_535)
+    worker_id: str = Field(default="w0", min_length=1, max_length=64)
+    worker_count: int = Field(default=1, ge=1, le=256)
+    """Workers sharing this host's port (`ironbook up` sets it to `cluster.gateway_workers`)."""
+
+    jwt_algorithm: Literal["HS256", "RS256", "ES256"] = "HS256"
+    """HS256 with the local secret in the data directory, or RS256 / ES256
+    with `jwt_public_key_file`."""
+    jwt_public_key_file: Path | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+
+    principal_rate_per_s: float = Field(default=200.0, gt=0)
+    principal_burst: int = Field(default=400, ge=1)
+    ip_rate_per_s: float = Field(default=500.0, gt=0)
+    ip_burst: int = Field(default=1_000, ge=1)
+    max_tracked_keys: int = Field(default=100_000, ge=1)
+    """Token buckets kept per worker (least recently used are dropped)."""
+    max_inflight_ledger_requests: int = Field(default=2_000, ge=1)
+    """Per worker; beyond it requests are shed at once with 503 `overloaded`."""
+    max_body_bytes: int = Field(default=64 * 1024, ge=1_024)
+    request_deadline_ms: int = Field(default=10_000, ge=1)
+    ledger_inflight_batches: int = Field(default=4, ge=1)
+    """Batch requests per partition in flight from one worker. Under load
+    every slot is busy and the requests waiting meanwhile travel together, so
+    fewer slots mean bigger batches: fewer NATS messages and less work per
+    bet in the gateway, NATS and the leader. At low load a request finds a
+    free slot and goes at once."""
+    allow_cidrs: CidrList = ()
+    """Empty: every address not denied may connect."""
+    deny_cidrs: CidrList = ()
+    trust_forwarded_for: bool = False
+    """Take the client address from X-Forwarded-For (behind HAProxy / nginx only)."""
+    currency: str = Field(default="GBP", pattern=r"^[A-Z]{3}$")
+
+    @field_validator("allow_cidrs", "deny_cidrs", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @property
+    def principal_rate_per_worker(self) -> tuple[float, int]:
+        """(rate per second, burst) that one worker enforces per principal."""
+        return self._share(self.principal_rate_per_s, self.principal_burst)
+
+    @property
+    def ip_rate_per_worker(self) -> tuple[float, int]:
+        """(rate per second, burst) that one worker enforces per address."""
+        return self._share(self.ip_rate_per_s, self.ip_burst)
+
+    def _share(self, rate_per_s: float, burst: int) -> tuple[float, int]:
+        return rate_per_s / self.worker_count, max(1, burst // self.worker_count)
+
+
+class FeedSettings(Section):
+    source: Literal["sim", "external", "none"] = "sim"
+    """`sim`: the built-in simulator; `external`: something else publishes into
+    the producer's feed stream (docs/feed.md); `none`: no feed at all."""
+    producer: Producer = "sim"
+    rate: int = Field(default=200, ge=0, le=100_000)
+    """Simulated odds changes per second."""
+    seed: int = 1
+    down_after_ms: int = Field(default=3_000, ge=100)
+    """A producer silent this long has its markets suspended."""
+    football_events: int = Field(default=4, ge=0, le=1_000)
+    """Simulated matches at a time (2 markets each)."""
+    races: int = Field(default=3, ge=0, le=1_000)
+    """Simulated races at a time (1 market each)."""
+    pre_match_s: int = Field(default=60, ge=0)
+    """Simulated seconds from a market's creation to its start."""
+    frame_ms: int = Field(default=20, ge=1, le=1_000)
+    """The simulator publishes at most once per this many ms (one frame: one
+    JetStream message for all the messages due); more is cheaper for NATS and
+    the ledger (fewer ingester rounds), less is fresher odds."""
+
+
+class HistorySettings(Section):
+    partition: int = Field(default=0, ge=0)
+    db: Path | None = None
+    """The SQLite read model; default `<data_dir>/history/p<partition>.sqlite`."""
+
+
+_config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "ironbook_config_file", default=None
+)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="forbid",
+        frozen=True,
+    )
+
+    log: LogSettings = LogSettings()
+    nats: NatsSettings = NatsSettings()
+    cluster: ClusterSettings = ClusterSettings()
+    replica: ReplicaSettings = ReplicaSettings()
+    gateway: GatewaySettings = GatewaySettings()
+    feed: FeedSettings = FeedSettings()
+    history: HistorySettings = HistorySettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        config_file = _config_file.get()
+        if config_file is not None:
+            sources += (TomlConfigSettingsSource(settings_cls, toml_file=config_file),)
+        return sources
+
+    @property
+    def history_db(self) -> Path:
+        return self.history.db or (
+            self.cluster.data_dir / "history" / f"p{self.history.partition}.sqlite"
+        )
+
+    def masked(self) -> dict[str, Any]:
+        """Every setting as JSON-able data, with credentials replaced by `***`."""
+        data = self.model_dump(mode="json")
+        data["nats"]["url"] = ",".join(_mask_url(url) for url in self.nats.url.split(","))
+        return data
+
+
+class ConfigError(ValueError):
+    """A settings source (file, environment, flag) holds a value that is not valid."""
+
+
+def load_settings(
+    config_file: Path | None = None, overrides: dict[str, dict[str, Any]] | None = None
+) -> Settings:
+    """Defaults < `config_file` < `IRONBOOK_*` environment < `overrides`
+    (the command line's flags, by section; a flag not given is left out)."""
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"no config file {config_file}")
+    token = _config_file.set(config_file)
+    try:
+        sections: dict[str, Any] = {}
+        for section, values in (overrides or {}).items():
+            given = {name: value for name, value in values.items() if value is not None}
+            if given:
+                sections[section] = given
+        return Settings(**sections)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    finally:
+        _config_file.reset(token)
+
+
+def _mask_url(url: str) -> str:
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.password is None and parts.username is None:
+        return url.strip()
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{host}"))
