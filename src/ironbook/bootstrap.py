@@ -150,6 +150,17 @@ def settings_from(
 # Replica.
 
 
+def replica_config(settings: Settings) -> ReplicaConfig:
+    r = settings.replica
+    return ReplicaConfig(
+        lease_ttl_ms=replica_service.LEASE_TTL_MS,
+        lease_renew_interval_ms=replica_service.LEASE_RENEW_INTERVAL_MS,
+        lease_retry_ms=replica_service.LEASE_RETRY_MS,
+        ledger=core.LedgerConfig(partition=r.partition),
+        sequencer=SequencerConfig(reply_before_ack=r.test_mutation == "reply_before_ack"),
+    )
+
+
 async def serve_replica(settings: Settings, stop: asyncio.Event) -> None:
     r = settings.replica
     replicas = settings.nats.replicas
@@ -168,13 +179,7 @@ async def serve_replica(settings: Settings, stop: asyncio.Event) -> None:
             server=NatsRequestServer(nc, r.partition),
             clock=SystemClock(),
             rng=random.Random(),
-            config=ReplicaConfig(
-                lease_ttl_ms=replica_service.LEASE_TTL_MS,
-                lease_renew_interval_ms=replica_service.LEASE_RENEW_INTERVAL_MS,
-                lease_retry_ms=replica_service.LEASE_RETRY_MS,
-                ledger=core.LedgerConfig(partition=r.partition),
-                sequencer=SequencerConfig(reply_before_ack=r.test_mutation == "reply_before_ack"),
-            ),
+            config=replica_config(settings),
         )
         if r.test_mutation != "none":
             replica_service.log.warning(
@@ -326,7 +331,7 @@ def _identity(kind: str, settings: Settings) -> tuple[str, int | None]:
     return f"{kind}-{settings.feed.producer}", None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ironbook.bootstrap",
         description=__doc__,
@@ -337,7 +342,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub = kinds.add_parser(kind)
         add_config_argument(sub)
         add_flags(sub, flags)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         settings = settings_from(args)
     except ConfigError as err:

@@ -48,6 +48,7 @@ from ironbook.services.gateway.runtime import (
 )
 from ironbook.services.gateway.traffic import retry_after_header
 
+log = logging.getLogger("ironbook.gateway")
 security_log = logging.getLogger("ironbook.security")
 
 BETS_PATH = "/v1/bets"
@@ -175,7 +176,18 @@ async def write(
         canonical = _canonical(body)
         await claim(gateway, request_id, fingerprint(method, path, canonical), key)
     headers["Idempotency-Key"] = key
-    outcome = await ask(gateway, make(request_id))
+    command = make(request_id)
+    outcome = await ask(gateway, command)
+    # The line carries the HTTP request id (`ironbook.logs`); the ledger
+    # keeps the command's own request id with the entry it appends.
+    log.debug(
+        "%s %s: %s %s -> %s",
+        method,
+        path,
+        type(command).__name__,
+        request_id,
+        outcome.code if isinstance(outcome, core.Rejected) else type(outcome.result).__name__,
+    )
     if isinstance(outcome, core.Rejected):
         raise p.ApiProblem(
             p.rejection_status(outcome.code),

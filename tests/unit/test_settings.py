@@ -1,0 +1,112 @@
+"""One settings object: defaults < TOML file < IRONBOOK_* environment <
+flags; bad values refused with the setting named; `config show` masks
+credentials and prints TOML that reads back as the same settings."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from ironbook.bootstrap import build_parser, replica_config, settings_from
+from ironbook.cli import main as ironbook
+from ironbook.settings import ConfigError, Settings, load_settings
+
+TOML = """
+[gateway]
+port = 9000
+principal_burst = 5
+ip_burst = 7
+
+[nats]
+url = "nats://ops:hunter2@nats-1:4222,nats://nats-2:4222"
+"""
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "ironbook.toml"
+    path.write_text(TOML)
+    return path
+
+
+def test_defaults_run_the_local_cluster() -> None:
+    settings = Settings()
+    assert settings.nats.url == "nats://127.0.0.1:4222"
+    assert settings.cluster.data_dir == Path(".ironbook")
+    assert settings.cluster.partition_count == 1
+    assert settings.replica.test_mutation == "none"
+
+
+def test_file_then_environment_then_flags(
+    config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IRONBOOK_GATEWAY_PRINCIPAL_BURST", "6")
+    monkeypatch.setenv("IRONBOOK_GATEWAY_IP_BURST", "8")
+    settings = load_settings(config_file, {"gateway": {"ip_burst": 9, "host": None}})
+    assert settings.gateway.port == 9000, "from the file"
+    assert settings.gateway.principal_burst == 6, "the environment beats the file"
+    assert settings.gateway.ip_burst == 9, "a flag beats the environment"
+    assert settings.gateway.host == "127.0.0.1", "a flag not given changes nothing"
+
+
+def test_process_flags_reach_their_section(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IRONBOOK_REPLICA_PARTITION", "3")
+    args = build_parser().parse_args(
+        ["replica", "--node-id", "p1-r2", "--partition", "1", "--test-mutation", "reply_before_ack"]
+    )
+    settings = settings_from(args)
+    assert (settings.replica.node_id, settings.replica.partition) == ("p1-r2", 1)
+    config = replica_config(settings)
+    assert config.sequencer.reply_before_ack
+    assert config.ledger.partition == 1
+    assert not replica_config(Settings()).sequencer.reply_before_ack
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("IRONBOOK_GATEWAY_PORT", "http", "gateway.port"),
+        ("IRONBOOK_GATEWAY_WORKER_COUNT", "0", "gateway.worker_count"),
+        ("IRONBOOK_FEED_PRODUCER", "no spaces", "feed.producer"),
+        ("IRONBOOK_REPLICA_TEST_MUTATION", "skip_everything", "replica.test_mutation"),
+        ("IRONBOOK_GATEWAY_NO_SUCH_SETTING", "1", "gateway.no_such_setting"),
+    ],
+)
+def test_bad_values_are_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, named: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        load_settings()
+
+
+def test_a_missing_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no config file"):
+        load_settings(tmp_path / "absent.toml")
+
+
+def test_config_show_masks_credentials_and_reads_back(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert ironbook(["config", "show", "--config", str(config_file), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["nats"]["url"] == "nats://***@nats-1:4222,nats://nats-2:4222"
+    assert shown["gateway"]["port"] == 9000
+
+    assert ironbook(["config", "show", "--config", str(config_file)]) == 0
+    text = capsys.readouterr().out
+    assert "hunter2" not in text
+    reread = config_file.parent / "shown.toml"
+    reread.write_text(text)
+    assert tomllib.loads(text)["gateway"]["principal_burst"] == 5
+    assert load_settings(reread).gateway == load_settings(config_file).gateway
+
+
+def test_config_show_refuses_a_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[gateway]\nport = -1\n")
+    assert ironbook(["config", "show", "--config", str(path)]) == 2
+    assert "gateway.port" in capsys.readouterr().err

@@ -1,0 +1,60 @@
+"""Every task has an owner: no bare `asyncio.create_task(` / `asyncio.gather(`
+(or `loop.create_task(`) in `src/`; concurrent work runs in a TaskGroup
+(`services.process.run_until_stopped` and `all_of` for services). The
+files listed below are not converted yet; the list only shrinks."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "ironbook"
+
+NOT_YET_CONVERTED = {
+    "chaos/run.py",
+    "chaos/workload.py",
+    "chaos/http_clients.py",
+    "demo/cluster_view.py",
+    "demo/raceday.py",
+    "cli/demo.py",
+    "client.py",
+    "replication/concurrency.py",
+    "replication/sequencer.py",
+    "replication/sim/run.py",
+    "benchmarks/odds.py",
+    "benchmarks/http_api.py",
+    "adapters/nats/logbench.py",
+    "adapters/feed/nats_stream.py",
+}
+
+UNOWNED = re.compile(
+    r"\basyncio\.(?:create_task|gather|ensure_future)\(|\b_?loop\.create_task\(|get_running_loop\(\)\.create_task\("
+)
+
+
+def _unowned_tasks() -> dict[str, list[int]]:
+    found: dict[str, list[int]] = {}
+    for path in sorted(SRC.rglob("*.py")):
+        lines = path.read_text().splitlines()
+        hits = [number for number, line in enumerate(lines, 1) if UNOWNED.search(line)]
+        if hits:
+            found[path.relative_to(SRC).as_posix()] = hits
+    return found
+
+
+def test_no_task_without_an_owner() -> None:
+    found = _unowned_tasks()
+    offenders = {name: lines for name, lines in found.items() if name not in NOT_YET_CONVERTED}
+    assert offenders == {}, "use a TaskGroup (services.process.all_of / run_until_stopped)"
+
+
+def test_the_list_of_files_not_yet_converted_is_current() -> None:
+    assert set(_unowned_tasks()) >= NOT_YET_CONVERTED, "drop converted files from the list"
+
+
+def test_the_scan_finds_what_it_looks_for() -> None:
+    assert UNOWNED.search("    task = asyncio.create_task(work())")
+    assert UNOWNED.search("await asyncio.gather(*jobs)")
+    assert UNOWNED.search("asyncio.get_running_loop().create_task(x)")
+    assert UNOWNED.search("self._loop.create_task(replica.run())")
+    assert not UNOWNED.search("group.create_task(work())")
