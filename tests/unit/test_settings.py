@@ -110,3 +110,12 @@ def test_config_show_refuses_a_bad_file(tmp_path: Path, capsys: pytest.CaptureFi
     path.write_text("[gateway]\nport = -1\n")
     assert ironbook(["config", "show", "--config", str(path)]) == 2
     assert "gateway.port" in capsys.readouterr().err
+
+
+def test_every_setting_is_documented() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        assert model is not None
+        for name in model.model_fields:
+            assert f"`IRONBOOK_{section.upper()}_{name.upper()}`" in page, (section, name)
