@@ -52,7 +52,7 @@ from ironbook.services.local_cluster import ClusterConfig, GatewayOptions, Local
 HISTORY_FILE = "history.jsonl"
 REPORT_FILE = "chaos-report.json"
 MUTATION_ENV = "IRONBOOK_REPLICA_TEST_MUTATION"
-"""Read by `services.replica`: a TEST-ONLY protocol bug for the checker to catch."""
+"""The replicas' `replica.test_mutation` setting: a TEST-ONLY bug for the checker to catch."""
 
 FAULT_BUDGET_S = 15.0
 """Time one fault needs from injection to healed; none starts with less left."""
