@@ -13,7 +13,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -233,6 +233,14 @@ def load_settings(
             if given:
                 sections[section] = given
         return Settings(**sections)
+    except ValidationError as err:
+        raise ConfigError(
+            "; ".join(
+                f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']} "
+                f"(got {error['input']!r})"
+                for error in err.errors()
+            )
+        ) from err
     except ValueError as err:
         raise ConfigError(str(err)) from err
     finally:

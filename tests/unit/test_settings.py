@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ironbook.bootstrap import build_parser, replica_config, settings_from
+from ironbook.bootstrap import main as bootstrap_main
 from ironbook.cli import main as ironbook
 from ironbook.settings import ConfigError, Settings, load_settings
 
@@ -119,3 +120,12 @@ def test_every_setting_is_documented() -> None:
         assert model is not None
         for name in model.model_fields:
             assert f"`IRONBOOK_{section.upper()}_{name.upper()}`" in page, (section, name)
+
+
+def test_a_process_with_bad_settings_is_refused_before_it_starts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert bootstrap_main(["replica", "--nats", "nats://127.0.0.1:1", "--partition", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: replica.partition: ")
+    assert "(got -1)" in err
