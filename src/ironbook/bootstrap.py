@@ -16,12 +16,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import random
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from nats.aio.client import Client as NatsClient
 
 from ironbook import core
 from ironbook.adapters.clock import SystemClock
@@ -49,6 +52,8 @@ from ironbook.services.gateway.server import serve_http
 from ironbook.services.local_cluster import GatewayOptions, LocalCluster
 from ironbook.services.process import run_service
 from ironbook.settings import ConfigError, Settings, load_settings
+
+log = logging.getLogger("ironbook.bootstrap")
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +152,24 @@ def settings_from(
     return load_settings(args.config, overrides)
 
 
+@contextlib.asynccontextmanager
+async def _nats(settings: Settings, name: str) -> AsyncIterator[NatsClient]:
+    nc = await connect_nats(settings.nats.url, name=name)
+    try:
+        yield nc
+    finally:
+        await close_nats(nc)
+
+
+@contextlib.asynccontextmanager
+async def _ledger(nc: NatsClient, settings: Settings) -> AsyncIterator[LedgerClient]:
+    client = LedgerClient(nc, partitions=settings.cluster.partition_count)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
 # Replica.
 
 
@@ -182,9 +205,7 @@ async def serve_replica(settings: Settings, stop: asyncio.Event) -> None:
             config=replica_config(settings),
         )
         if r.test_mutation != "none":
-            replica_service.log.warning(
-                "TEST-ONLY mutation %s: acknowledged writes may be lost", r.test_mutation
-            )
+            log.warning("TEST-ONLY mutation %s: acknowledged writes may be lost", r.test_mutation)
         await replica_service.serve(nc, replica, r.partition, stop)
     finally:
         with contextlib.suppress(Exception):
@@ -195,9 +216,7 @@ async def serve_replica(settings: Settings, stop: asyncio.Event) -> None:
 
 
 @contextlib.asynccontextmanager
-async def connected_gateway(
-    settings: Settings, metrics: GatewayMetrics | None = None
-) -> AsyncIterator[Gateway]:
+async def connected_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     """A gateway worker's `Gateway`, complete: its NATS connection, ledger
     clients, Idempotency-Key store, history and odds; closed on exit."""
     g = settings.gateway
@@ -209,34 +228,33 @@ async def connected_gateway(
         issuer=g.jwt_issuer,
         audience=g.jwt_audience,
     )
-    nc = await connect_nats(settings.nats.url, name=f"ironbook-gateway-{g.worker_id}")
-    ledger = LedgerClient(
-        nc,
-        partitions=partitions,
-        config=ClientConfig(deadline_ms=g.request_deadline_ms),
-        batching=BatchConfig(max_inflight_batches=g.ledger_inflight_batches),
-    )
-    probe = LedgerClient(
-        nc,
-        partitions=partitions,
-        config=ClientConfig(request_timeout_ms=500, deadline_ms=READINESS_DEADLINE_MS),
-    )
-    try:
-        yield Gateway(
-            settings=g,
+    async with _nats(settings, f"ironbook-gateway-{g.worker_id}") as nc:
+        ledger = LedgerClient(
+            nc,
             partitions=partitions,
-            metrics=metrics or GatewayMetrics(),
-            verifier=verifier,
-            ledger=ledger,
-            probe=probe,
-            claims=await ClaimStore.open(nc.jetstream(), replicas=settings.nats.replicas),
-            history=NatsHistory(nc),
-            odds=await OddsHub.open(nc, replicas=settings.nats.replicas),
+            config=ClientConfig(deadline_ms=g.request_deadline_ms),
+            batching=BatchConfig(max_inflight_batches=g.ledger_inflight_batches),
         )
-    finally:
-        await ledger.close()
-        await probe.close()
-        await close_nats(nc)
+        probe = LedgerClient(
+            nc,
+            partitions=partitions,
+            config=ClientConfig(request_timeout_ms=500, deadline_ms=READINESS_DEADLINE_MS),
+        )
+        try:
+            yield Gateway(
+                settings=g,
+                partitions=partitions,
+                metrics=GatewayMetrics(),
+                verifier=verifier,
+                ledger=ledger,
+                probe=probe,
+                claims=await ClaimStore.open(nc.jetstream(), replicas=settings.nats.replicas),
+                history=NatsHistory(nc),
+                odds=await OddsHub.open(nc, replicas=settings.nats.replicas),
+            )
+        finally:
+            await ledger.close()
+            await probe.close()
 
 
 async def serve_gateway(settings: Settings, stop: asyncio.Event) -> None:
@@ -252,10 +270,12 @@ async def serve_gateway(settings: Settings, stop: asyncio.Event) -> None:
 
 
 async def serve_history(settings: Settings, stop: asyncio.Event) -> None:
-    await history.serve(settings.nats.url, settings.history.partition, settings.history_db, stop)
+    partition = settings.history.partition
+    async with _nats(settings, f"ironbook-history-p{partition}") as nc:
+        await history.serve(nc, partition, settings.history_db, stop)
 
 
-async def serve_feed_sim(settings: Settings, stop: asyncio.Event) -> int:
+async def serve_feed_sim(settings: Settings, stop: asyncio.Event) -> None:
     f = settings.feed
     config = SimulatorConfig(
         producer=f.producer,
@@ -265,30 +285,32 @@ async def serve_feed_sim(settings: Settings, stop: asyncio.Event) -> int:
         races=f.races,
         pre_match_s=f.pre_match_s,
     )
-    return await provider.serve(
-        settings.nats.url, config, replicas=settings.nats.replicas, stop=stop, frame_ms=f.frame_ms
-    )
+    async with _nats(settings, f"feed-provider-{f.producer}") as nc:
+        await provider.serve(
+            nc, config, replicas=settings.nats.replicas, stop=stop, frame_ms=f.frame_ms
+        )
 
 
 async def serve_feed_ingest(settings: Settings, stop: asyncio.Event) -> None:
-    await ingest.serve(
-        settings.nats.url,
-        settings.feed.producer,
-        partitions=settings.cluster.partition_count,
-        replicas=settings.nats.replicas,
-        down_after_ms=settings.feed.down_after_ms,
-        stop=stop,
-    )
+    producer = settings.feed.producer
+    async with _nats(settings, f"feed-ingest-{producer}") as nc, _ledger(nc, settings) as client:
+        await ingest.serve(
+            nc,
+            client,
+            producer,
+            replicas=settings.nats.replicas,
+            down_after_ms=settings.feed.down_after_ms,
+            stop=stop,
+        )
 
 
 async def serve_feed_settle(settings: Settings, stop: asyncio.Event) -> None:
-    await settlement.serve(
-        settings.nats.url,
-        settings.feed.producer,
-        partitions=settings.cluster.partition_count,
-        replicas=settings.nats.replicas,
-        stop=stop,
-    )
+    producer = settings.feed.producer
+    async with (
+        _nats(settings, f"feed-settlement-{producer}") as nc,
+        _ledger(nc, settings) as client,
+    ):
+        await settlement.serve(nc, client, producer, replicas=settings.nats.replicas, stop=stop)
 
 
 _SERVE: dict[str, Callable[[Settings, asyncio.Event], Coroutine[Any, Any, Any]]] = {

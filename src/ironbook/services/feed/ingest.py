@@ -42,7 +42,6 @@ from ironbook.adapters.feed.messages import MAX_MARKETS_PER_MESSAGE, AnyFeedMess
 from ironbook.adapters.feed.nats_stream import NatsFeedStream
 from ironbook.adapters.feed.provider import FeedProvider, FeedUnavailable
 from ironbook.adapters.nats.lease import NatsLease
-from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.client import GaveUp, LedgerClient
 from ironbook.core.odds import format_decimal
 from ironbook.core.views import FeedCursorReply, MarketPage, MarketView
@@ -446,33 +445,25 @@ def lease_key(producer: str) -> str:
 
 
 async def serve(
-    nats_urls: str,
+    nc: NatsClient,
+    client: LedgerClient,
     producer: str,
     *,
-    partitions: int,
     replicas: int,
     down_after_ms: int,
     stop: asyncio.Event,
 ) -> None:
     """Ingest while holding the producer's ingest lease; stand by otherwise."""
-    nc = await connect_nats(nats_urls, name=f"feed-ingest-{producer}")
-    client = LedgerClient(nc, partitions=partitions)
-    try:
-        stream = await NatsFeedStream.open(nc, producer, replicas=replicas)
-        lease = await NatsLease.open(
-            nc, lease_key(producer), ttl_ms=LEASE_TTL_MS, replicas=replicas
-        )
-        holder = f"{socket.gethostname()}:{os.getpid()}"
-        while not stop.is_set():
-            revision = await _acquire(lease, holder, stop)
-            if revision is None:
-                break
-            log.info("producer %s: ingesting (lease revision %d)", producer, revision)
-            ingester = Ingester(stream, client, nc, down_after_ms=down_after_ms)
-            await _ingest_while_leased(ingester, lease, holder, revision, stop)
-    finally:
-        await client.close()
-        await close_nats(nc)
+    stream = await NatsFeedStream.open(nc, producer, replicas=replicas)
+    lease = await NatsLease.open(nc, lease_key(producer), ttl_ms=LEASE_TTL_MS, replicas=replicas)
+    holder = f"{socket.gethostname()}:{os.getpid()}"
+    while not stop.is_set():
+        revision = await _acquire(lease, holder, stop)
+        if revision is None:
+            break
+        log.info("producer %s: ingesting (lease revision %d)", producer, revision)
+        ingester = Ingester(stream, client, nc, down_after_ms=down_after_ms)
+        await _ingest_while_leased(ingester, lease, holder, revision, stop)
 
 
 async def _acquire(lease: NatsLease, holder: str, stop: asyncio.Event) -> int | None:

@@ -41,7 +41,7 @@ from ironbook.adapters.feed.messages import (
 from ironbook.adapters.feed.nats_stream import FeedPublishRefused, NatsFeedStream
 from ironbook.adapters.feed.provider import FeedUnavailable
 from ironbook.adapters.feed.simulator import Simulator, SimulatorConfig, SimulatorState
-from ironbook.adapters.nats.provision import close_nats, connect_nats, with_placement_retry
+from ironbook.adapters.nats.provision import with_placement_retry
 from ironbook.services.feed.pacing import BUSY_INTERVAL_MS, busy
 
 log = logging.getLogger("ironbook.feed.provider")
@@ -373,20 +373,15 @@ async def _start(
 
 
 async def serve(
-    nats_urls: str,
+    nc: NatsClient,
     config: SimulatorConfig,
     *,
     replicas: int,
     stop: asyncio.Event,
     frame_ms: int = FRAME_MS,
-) -> int:
-    nc = await connect_nats(nats_urls, name=f"feed-provider-{config.producer}")
-    try:
-        stream = await NatsFeedStream.open(nc, config.producer, replicas=replicas)
-        worlds = await open_worlds(nc, replicas=replicas)
-        simulator = await _start(stream, worlds, config, stop)
-        if simulator is not None:
-            await publish_forever(stream, worlds, simulator, stop, frame_ms=frame_ms)
-    finally:
-        await close_nats(nc)
-    return 0
+) -> None:
+    stream = await NatsFeedStream.open(nc, config.producer, replicas=replicas)
+    worlds = await open_worlds(nc, replicas=replicas)
+    simulator = await _start(stream, worlds, config, stop)
+    if simulator is not None:
+        await publish_forever(stream, worlds, simulator, stop, frame_ms=frame_ms)

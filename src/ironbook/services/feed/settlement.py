@@ -50,7 +50,7 @@ from ironbook.adapters.feed.nats_stream import (
     decode_frame,
     feed_stream_name,
 )
-from ironbook.adapters.nats.provision import close_nats, connect_nats, with_placement_retry
+from ironbook.adapters.nats.provision import with_placement_retry
 from ironbook.client import GaveUp, LedgerClient
 from ironbook.core.views import FeedCursorReply, MarketView
 from ironbook.services.process import all_of
@@ -316,12 +316,6 @@ async def _process(service: SettlementService, msg: Msg) -> None:
 
 
 async def serve(
-    nats_urls: str, producer: str, *, partitions: int, replicas: int, stop: asyncio.Event
+    nc: NatsClient, client: LedgerClient, producer: str, *, replicas: int, stop: asyncio.Event
 ) -> None:
-    nc = await connect_nats(nats_urls, name=f"feed-settlement-{producer}")
-    client = LedgerClient(nc, partitions=partitions)
-    try:
-        await consume(nc, SettlementService(client, producer), replicas=replicas, stop=stop)
-    finally:
-        await client.close()
-        await close_nats(nc)
+    await consume(nc, SettlementService(client, producer), replicas=replicas, stop=stop)

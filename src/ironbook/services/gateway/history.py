@@ -36,7 +36,6 @@ from nats.aio.msg import Msg
 
 from ironbook import core
 from ironbook.adapters.nats.log import NatsLog
-from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.core import events as ev
 from ironbook.core.state import SYSTEM_PREFIX
 from ironbook.replication.batch import decode_batch
@@ -347,8 +346,8 @@ async def _tail(
                 await asyncio.wait_for(stop.wait(), CATCH_UP_PAUSE_MS / 1000)
 
 
-async def serve(nats_url: str, partition: int, db_path: Path, stop: asyncio.Event) -> None:
-    nc = await connect_nats(nats_url, name=f"ironbook-history-p{partition}")
+async def serve(nc: NatsClient, partition: int, db_path: Path, stop: asyncio.Event) -> None:
+    """Fold the partition's log into `db_path` and answer pages, until `stop`."""
     store = HistoryStore(db_path)
 
     async def on_request(msg: Msg) -> None:
@@ -368,5 +367,4 @@ async def serve(nats_url: str, partition: int, db_path: Path, stop: asyncio.Even
     finally:
         with contextlib.suppress(Exception):
             await subscription.unsubscribe()
-        await close_nats(nc)
         store.close()
