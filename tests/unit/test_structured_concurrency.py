@@ -21,9 +21,7 @@ NOT_YET_CONVERTED = {
     "replication/concurrency.py",
     "replication/sequencer.py",
     "replication/sim/run.py",
-    "benchmarks/odds.py",
-    "benchmarks/http_api.py",
-    "adapters/nats/logbench.py",
+    "benchmarks/log.py",
     "adapters/feed/nats_stream.py",
 }
 
