@@ -6,7 +6,9 @@ would compute; refusals are RFC 9457 problems with the route's codes."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from ironbook import core
 from ironbook.client import GaveUp
+from ironbook.logs import setup_logging
 from ironbook.services.gateway import models as m
 from ironbook.services.gateway.app import create_app
 from ironbook.services.gateway.auth import (
@@ -31,7 +34,7 @@ from ironbook.services.gateway.idempotency import fingerprint, keyed_request_id
 from ironbook.services.gateway.metrics import GatewayMetrics
 from ironbook.services.gateway.odds import Watcher
 from ironbook.services.gateway.runtime import Gateway
-from ironbook.settings import GatewaySettings
+from ironbook.settings import GatewaySettings, LogSettings
 
 BET = {
     "account_id": "acc-1",
@@ -223,3 +226,24 @@ def test_ledger_answers_map_to_problems(gateway: Harness) -> None:
     assert unavailable.headers["retry-after"] == "1"
     missing = _post(app, BET, {})
     assert (missing.status_code, missing.json()["code"]) == (401, "unauthorized")
+
+
+def test_the_request_id_is_on_the_line_that_names_the_ledger_command(
+    gateway: Harness,
+) -> None:
+    app, ledger, _, token = gateway
+    out = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    setup_logging(LogSettings(level="DEBUG", format="json"), process="gateway", stream=out)
+    try:
+        response = _post(app, BET, {"Authorization": f"Bearer {token}", "X-Request-Id": "trace-9"})
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert response.status_code == 201, response.text
+    (command,) = ledger.commands
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    (line,) = [line for line in lines if line["logger"] == "ironbook.gateway"]
+    assert line["request_id"] == "trace-9"
+    assert f"PlaceBet {command.request_id} -> BetReply" in line["message"]
