@@ -126,6 +126,36 @@ def read_frontiers(path: Path) -> dict[LogName, Frontier]:
     return frontiers
 
 
+class ArchiveWriter:
+    """Writes an archive into a directory (made if needed): entries one by one,
+    then the checkpoints and frontiers. A context manager."""
+
+    def __init__(self, out: Path, pubkey_pem: bytes) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / PUBKEY_FILE).write_bytes(pubkey_pem)
+        self._out = out
+        self._encoder = msgspec.json.Encoder()
+        self._entries = (out / ENTRIES_FILE).open("wb")
+
+    def __enter__(self) -> ArchiveWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._entries.close()
+
+    def entry(self, entry: EntryLine) -> None:
+        self._entries.write(self._encoder.encode(entry) + b"\n")
+
+    def finish(self, checkpoints: Iterable[Checkpoint], frontiers: Iterable[FrontierLine]) -> None:
+        self._entries.close()
+        (self._out / CHECKPOINTS_FILE).write_bytes(
+            b"".join(encode_checkpoint(checkpoint) + b"\n" for checkpoint in checkpoints)
+        )
+        lines = [self._encoder.encode(line) + b"\n" for line in frontiers]
+        if lines:
+            (self._out / FRONTIER_FILE).write_bytes(b"".join(lines))
+
+
 def write_archive(
     out: Path,
     *,
@@ -133,23 +163,11 @@ def write_archive(
     entries: Iterable[EntryLine],
     checkpoints: Iterable[Checkpoint],
     frontiers: Iterable[FrontierLine] = (),
-) -> int:
-    """Write an archive into `out` (made if needed); returns the number of entries."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / PUBKEY_FILE).write_bytes(pubkey_pem)
-    encoder = msgspec.json.Encoder()
-    count = 0
-    with (out / ENTRIES_FILE).open("wb") as handle:
+) -> None:
+    with ArchiveWriter(out, pubkey_pem) as writer:
         for entry in entries:
-            handle.write(encoder.encode(entry) + b"\n")
-            count += 1
-    (out / CHECKPOINTS_FILE).write_bytes(
-        b"".join(encode_checkpoint(checkpoint) + b"\n" for checkpoint in checkpoints)
-    )
-    frontier_lines = [encoder.encode(line) + b"\n" for line in frontiers]
-    if frontier_lines:
-        (out / FRONTIER_FILE).write_bytes(b"".join(frontier_lines))
-    return count
+            writer.entry(entry)
+        writer.finish(checkpoints, frontiers)
 
 
 @dataclass

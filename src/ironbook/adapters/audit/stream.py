@@ -1,0 +1,218 @@
+"""The audit tools on a running cluster: read partition logs from JetStream to
+export them as an archive, to sign checkpoints over them, or to build receipts.
+
+Reads go through `NatsLog` (batched direct gets). A replica that lags can only
+return fewer entries, never different ones, so a read that comes back short
+is retried until `READ_DEADLINE_MS` passes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ironbook.adapters.audit.archive import (
+    CHECKPOINTS_FILE,
+    ArchiveWriter,
+    entry_line,
+    frontier_line,
+    read_checkpoints,
+)
+from ironbook.adapters.audit.keys import PUBKEY_FILE, checkpoint_problem, public_key_pem
+from ironbook.adapters.audit.receipt import Receipt, build_receipt
+from ironbook.adapters.audit.signer import DEFAULT_EVERY_ENTRIES, HistoryRewritten, LogSigner
+from ironbook.adapters.nats.log import NatsLog
+from ironbook.adapters.nats.provision import close_nats, connect_nats
+from ironbook.replication.checkpoint import Checkpoint, encode_checkpoint
+from ironbook.replication.interfaces import LogEntry, LogUnavailable
+from ironbook.replication.merkle import Frontier, leaf_hash, log_tag
+
+READ_BATCH_ENTRIES = 1_000
+READ_WAIT_MS = 500
+READ_DEADLINE_MS = 30_000
+
+AUDIT_DIR = "audit"
+"""Under the data directory: the signer's `checkpoints.jsonl` and `pubkey`."""
+
+
+async def read_log(log: NatsLog, from_seq: int, to_seq: int) -> AsyncIterator[LogEntry]:
+    """Entries `from_seq`..`to_seq` in order (LogUnavailable if they do not come)."""
+    seq = from_seq
+    deadline = time.monotonic() + READ_DEADLINE_MS / 1000
+    while seq <= to_seq:
+        entries = await log.read(
+            seq, max_entries=min(READ_BATCH_ENTRIES, to_seq - seq + 1), wait_ms=READ_WAIT_MS
+        )
+        if not entries and time.monotonic() > deadline:
+            raise LogUnavailable(f"{log.stream}: seq {seq} not readable by its deadline")
+        for entry in entries:
+            if entry.seq != seq:
+                raise LogUnavailable(f"{log.stream}: read seq {entry.seq}, expected {seq}")
+            yield entry
+            seq += 1
+        if entries:
+            deadline = time.monotonic() + READ_DEADLINE_MS / 1000
+
+
+def _append_lines(path: Path, lines: Sequence[bytes]) -> None:
+    """Append and fsync: a checkpoint is kept once this returns."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("ab") as handle:
+        handle.write(b"".join(line + b"\n" for line in lines))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+@dataclass
+class SignResult:
+    signed: list[Checkpoint] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+async def sign_checkpoints(
+    nats_urls: Sequence[str],
+    partitions: Sequence[int],
+    key: Ed25519PrivateKey,
+    audit_dir: Path,
+    *,
+    offsite: Path | None = None,
+    every_entries: int = DEFAULT_EVERY_ENTRIES,
+) -> SignResult:
+    """Rebuild each partition's tree from its log, check it against the last
+    checkpoint in `audit_dir`, and append new checkpoints there (and to
+    `offsite`). A partition that no longer matches is reported, not signed."""
+    result = SignResult()
+    checkpoints_path = audit_dir / CHECKPOINTS_FILE
+    existing = read_checkpoints(checkpoints_path)
+    pem = public_key_pem(key.public_key())
+    for target in (audit_dir, offsite):
+        if target is not None:
+            target.mkdir(parents=True, exist_ok=True)
+            (target / PUBKEY_FILE).write_bytes(pem)
+    nc = await connect_nats(list(nats_urls), name="ironbook-audit-signer")
+    try:
+        for partition in partitions:
+            previous = [cp for _, cp in existing if cp.partition == partition]
+            last = previous[-1] if previous else None
+            if last is not None and (problem := checkpoint_problem(key.public_key(), last)):
+                result.problems.append(f"partition {partition}: last checkpoint {problem}")
+                continue
+            signer = LogSigner(key, partition, previous=last, every_entries=every_entries)
+            log = NatsLog(nc, partition)
+            signed: list[Checkpoint] = []
+            try:
+                async for entry in read_log(log, 1, await log.last_seq()):
+                    checkpoint = signer.add(entry.seq, entry.payload, _now_ms())
+                    if checkpoint is not None:
+                        signed.append(checkpoint)
+                final = signer.finish(_now_ms())
+            except HistoryRewritten as err:
+                result.problems.append(str(err))
+                continue
+            finally:
+                await log.close()
+            if final is not None:
+                signed.append(final)
+            lines = [encode_checkpoint(checkpoint) for checkpoint in signed]
+            _append_lines(checkpoints_path, lines)
+            if offsite is not None:
+                _append_lines(offsite / CHECKPOINTS_FILE, lines)
+            result.signed.extend(signed)
+    finally:
+        await close_nats(nc)
+    return result
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class ExportResult:
+    entries: int = 0
+    checkpoints: int = 0
+    ranges: dict[int, tuple[int, int]] = field(default_factory=dict)
+    """Per partition, the sequences exported (first, last)."""
+
+
+async def export_archive(
+    nats_urls: Sequence[str],
+    partitions: Sequence[int],
+    audit_dir: Path,
+    out: Path,
+    *,
+    from_seq: int = 1,
+    to_seq: int | None = None,
+) -> ExportResult:
+    """Write partitions' entries `from_seq`..`to_seq` (default: to the end), the
+    frontier before `from_seq`, and the checkpoints in `audit_dir` that bear on
+    them. Without `to_seq`, every later checkpoint is included too, so entries
+    missing from the end of a log show up as a truncation."""
+    assert from_seq >= 1
+    result = ExportResult()
+    all_checkpoints = [cp for _, cp in read_checkpoints(audit_dir / CHECKPOINTS_FILE)]
+    pubkey = audit_dir / PUBKEY_FILE
+    checkpoints: list[Checkpoint] = []
+    frontiers = []
+    nc = await connect_nats(list(nats_urls), name="ironbook-audit-export")
+    try:
+        with ArchiveWriter(out, pubkey.read_bytes() if pubkey.exists() else b"") as writer:
+            for partition in partitions:
+                log = NatsLog(nc, partition)
+                try:
+                    last = await log.last_seq()
+                    end = last if to_seq is None else min(to_seq, last)
+                    frontier = Frontier()
+                    tag = log_tag(partition)
+                    async for entry in read_log(log, 1, min(from_seq - 1, end)):
+                        frontier.append(leaf_hash(tag, entry.seq, entry.payload))
+                    if frontier.size:
+                        frontiers.append(frontier_line(partition, frontier))
+                    async for entry in read_log(log, from_seq, end):
+                        writer.entry(entry_line(partition, entry.seq, entry.payload))
+                        result.entries += 1
+                finally:
+                    await log.close()
+                result.ranges[partition] = (from_seq, end)
+                checkpoints += [
+                    cp
+                    for cp in all_checkpoints
+                    if cp.partition == partition
+                    and cp.tree_size >= from_seq - 1
+                    and (to_seq is None or cp.tree_size <= end)
+                ]
+            writer.finish(checkpoints, frontiers)
+    finally:
+        await close_nats(nc)
+    result.checkpoints = len(checkpoints)
+    return result
+
+
+async def receipt_from_log(
+    nats_urls: Sequence[str], partition: int, seq: int, audit_dir: Path
+) -> Receipt:
+    """The receipt of entry `seq` of `partition`, read from the live log
+    (raises `ReceiptError` when it is not yet checkpointed)."""
+    checkpoints = [
+        cp for _, cp in read_checkpoints(audit_dir / CHECKPOINTS_FILE) if cp.partition == partition
+    ]
+    covering = [cp.tree_size for cp in checkpoints if cp.tree_size >= seq]
+    size = min(covering) if covering else seq
+    nc = await connect_nats(list(nats_urls), name="ironbook-audit-receipt")
+    try:
+        log = NatsLog(nc, partition)
+        try:
+            last = await log.last_seq()
+            payloads = [entry.payload async for entry in read_log(log, 1, min(size, last))]
+        finally:
+            await log.close()
+    finally:
+        await close_nats(nc)
+    return build_receipt(
+        partition, seq, frontier=Frontier(), payloads=payloads, checkpoints=checkpoints
+    )
