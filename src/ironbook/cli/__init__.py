@@ -19,6 +19,7 @@ _SUBCOMMANDS = (
     "chaos",
     "check",
     "feed",
+    "audit",
 )
 
 

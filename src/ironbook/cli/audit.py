@@ -1,0 +1,302 @@
+"""`ironbook audit`: sign checkpoints over the partition logs, export archives,
+verify them and bet receipts offline (docs/audit.md).
+
+    ironbook audit checkpoint --data-dir D [--offsite DIR] [--every-entries N]
+    ironbook audit export --data-dir D --out DIR [--partition P] [--from-seq A] [--to-seq B]
+    ironbook audit verify DIR [--pubkey FILE] [--strict]
+    ironbook audit verify --data-dir D [--partition P] [--strict]
+    ironbook audit receipt --partition P --seq S (--archive DIR | --data-dir D) [--out FILE]
+    ironbook audit verify-receipt FILE --pubkey FILE
+
+Exit status: 0 when what was checked holds, 1 when it does not, 2 when the
+command cannot run (no cluster, no key, bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+
+from ironbook.adapters.audit.archive import (
+    CHECKPOINTS_FILE,
+    ENTRIES_FILE,
+    ArchiveError,
+    read_checkpoints,
+    read_entries,
+    read_frontiers,
+    verify_archive,
+)
+from ironbook.adapters.audit.keys import (
+    PUBKEY_FILE,
+    KeyFileError,
+    load_or_create_signing_key,
+    load_public_key,
+    signing_key_path,
+)
+from ironbook.adapters.audit.receipt import (
+    Receipt,
+    ReceiptError,
+    build_receipt,
+    encode_receipt,
+    verify_receipt,
+)
+from ironbook.adapters.audit.signer import DEFAULT_EVERY_ENTRIES
+from ironbook.adapters.audit.stream import (
+    AUDIT_DIR,
+    export_archive,
+    receipt_from_log,
+    sign_checkpoints,
+)
+from ironbook.cli.up import add_data_dir_argument
+from ironbook.replication.interfaces import LogUnavailable
+from ironbook.replication.merkle import Frontier
+from ironbook.services.local_cluster import RuntimeInfo, read_runtime
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CANNOT_RUN = 2
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_CANNOT_RUN
+
+
+def _runtime(data_dir: Path) -> RuntimeInfo | None:
+    runtime = read_runtime(data_dir.resolve())
+    if runtime is None:
+        print(
+            f"error: no cluster is running from {data_dir} (start one with `ironbook up`)",
+            file=sys.stderr,
+        )
+    return runtime
+
+
+def _partitions(runtime: RuntimeInfo, partition: int | None) -> list[int] | None:
+    if partition is None:
+        return list(range(runtime.partitions))
+    if not 0 <= partition < runtime.partitions:
+        _error(f"partition {partition} is not one of 0..{runtime.partitions - 1}")
+        return None
+    return [partition]
+
+
+def _checkpoint(args: argparse.Namespace) -> int:
+    runtime = _runtime(args.data_dir)
+    if runtime is None:
+        return EXIT_CANNOT_RUN
+    try:
+        key = load_or_create_signing_key(signing_key_path(args.data_dir.resolve()))
+        result = asyncio.run(
+            sign_checkpoints(
+                runtime.nats_urls,
+                list(range(runtime.partitions)),
+                key,
+                args.data_dir.resolve() / AUDIT_DIR,
+                offsite=args.offsite,
+                every_entries=args.every_entries,
+            )
+        )
+    except (KeyFileError, ArchiveError, LogUnavailable, OSError) as err:
+        return _error(str(err))
+    for checkpoint in result.signed:
+        print(
+            f"signed partition {checkpoint.partition} tree size {checkpoint.tree_size} "
+            f"root {checkpoint.root}"
+        )
+    for problem in result.problems:
+        print(f"REFUSED: {problem}")
+    return EXIT_FAILED if result.problems else EXIT_OK
+
+
+def _export(args: argparse.Namespace) -> int:
+    runtime = _runtime(args.data_dir)
+    if runtime is None:
+        return EXIT_CANNOT_RUN
+    partitions = _partitions(runtime, args.partition)
+    if partitions is None:
+        return EXIT_CANNOT_RUN
+    audit_dir = args.data_dir.resolve() / AUDIT_DIR
+    if not (audit_dir / PUBKEY_FILE).exists():
+        return _error(f"no checkpoints yet in {audit_dir} (run `ironbook audit checkpoint`)")
+    if args.from_seq < 1 or (args.to_seq is not None and args.to_seq < args.from_seq):
+        return _error("sequences start at 1 and --to-seq is not before --from-seq")
+    try:
+        result = asyncio.run(
+            export_archive(
+                runtime.nats_urls,
+                partitions,
+                audit_dir,
+                args.out,
+                from_seq=args.from_seq,
+                to_seq=args.to_seq,
+            )
+        )
+    except (ArchiveError, LogUnavailable, OSError) as err:
+        return _error(str(err))
+    for partition, (first, last) in result.ranges.items():
+        print(f"partition {partition}: seq {first}..{last}")
+    print(f"{result.entries} entries and {result.checkpoints} checkpoints in {args.out}")
+    return EXIT_OK
+
+
+def _print_verdict(where: Path | str, args: argparse.Namespace, pubkey: Path | None) -> int:
+    verdict = verify_archive(Path(where), pubkey=pubkey)
+    for warning in verdict.warnings:
+        print(f"warning: {warning}")
+    if verdict.problem is not None:
+        print(f"FAILED: {verdict.problem}")
+        return EXIT_FAILED
+    print(
+        f"{verdict.entries} entries, {verdict.checkpoints_matched} checkpoints matched: intact"
+        + (" (entries not yet checkpointed: refused under --strict)" if verdict.warnings else "")
+    )
+    return EXIT_OK if verdict.passed(strict=args.strict) else EXIT_FAILED
+
+
+def _verify(args: argparse.Namespace) -> int:
+    if args.archive is not None:
+        if not args.archive.is_dir():
+            return _error(f"{args.archive} is not a directory")
+        return _print_verdict(args.archive, args, args.pubkey)
+    if args.data_dir is None:
+        return _error("give an archive directory or --data-dir")
+    runtime = _runtime(args.data_dir)
+    if runtime is None:
+        return EXIT_CANNOT_RUN
+    partitions = _partitions(runtime, args.partition)
+    if partitions is None:
+        return EXIT_CANNOT_RUN
+    audit_dir = args.data_dir.resolve() / AUDIT_DIR
+    if not (audit_dir / PUBKEY_FILE).exists():
+        return _error(f"no checkpoints yet in {audit_dir} (run `ironbook audit checkpoint`)")
+    with tempfile.TemporaryDirectory(prefix="ironbook-audit-") as temp:
+        try:
+            asyncio.run(export_archive(runtime.nats_urls, partitions, audit_dir, Path(temp)))
+        except (ArchiveError, LogUnavailable, OSError) as err:
+            return _error(str(err))
+        return _print_verdict(temp, args, args.pubkey or audit_dir / PUBKEY_FILE)
+
+
+def _receipt(args: argparse.Namespace) -> int:
+    try:
+        if args.archive is not None:
+            receipt = _receipt_from_archive(args.archive, args.partition, args.seq)
+        elif args.data_dir is not None:
+            runtime = _runtime(args.data_dir)
+            if runtime is None:
+                return EXIT_CANNOT_RUN
+            receipt = asyncio.run(
+                receipt_from_log(
+                    runtime.nats_urls,
+                    args.partition,
+                    args.seq,
+                    args.data_dir.resolve() / AUDIT_DIR,
+                )
+            )
+        else:
+            return _error("give --archive DIR or --data-dir D")
+    except (ReceiptError, ArchiveError, LogUnavailable, OSError, ValueError) as err:
+        return _error(str(err))
+    document = encode_receipt(receipt) + b"\n"
+    if args.out is None:
+        sys.stdout.write(document.decode())
+    else:
+        args.out.write_bytes(document)
+        print(f"receipt for partition {args.partition} seq {args.seq} in {args.out}")
+    return EXIT_OK
+
+
+def _receipt_from_archive(archive: Path, partition: int, seq: int) -> Receipt:
+    frontier = read_frontiers(archive / "frontier.jsonl").get(partition, Frontier())
+    payloads = [
+        payload
+        for _, entry, payload, _ in read_entries(archive / ENTRIES_FILE)
+        if entry.partition == partition
+    ]
+    checkpoints = [cp for _, cp in read_checkpoints(archive / CHECKPOINTS_FILE)]
+    return build_receipt(
+        partition, seq, frontier=frontier, payloads=payloads, checkpoints=checkpoints
+    )
+
+
+def _verify_receipt(args: argparse.Namespace) -> int:
+    try:
+        key = load_public_key(args.pubkey)
+        document = args.receipt.read_bytes()
+    except (KeyFileError, OSError) as err:
+        return _error(str(err))
+    problem = verify_receipt(key, document)
+    if problem is not None:
+        print(f"FAILED: {problem}")
+        return EXIT_FAILED
+    print("receipt holds: the entry is in the log at its position, under a signed checkpoint")
+    return EXIT_OK
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "audit",
+        help="signed checkpoints over the ledger, archives and receipts anyone can verify",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
+
+    checkpoint = commands.add_parser(
+        "checkpoint",
+        help="rebuild each partition's Merkle tree from its log and sign new checkpoints",
+    )
+    add_data_dir_argument(checkpoint)
+    checkpoint.add_argument(
+        "--offsite", type=Path, help="a directory that also receives every checkpoint"
+    )
+    checkpoint.add_argument(
+        "--every-entries",
+        type=int,
+        default=DEFAULT_EVERY_ENTRIES,
+        help=f"also sign at every multiple of this tree size (default {DEFAULT_EVERY_ENTRIES})",
+    )
+    checkpoint.set_defaults(func=_checkpoint)
+
+    export = commands.add_parser("export", help="write partition logs as an archive")
+    add_data_dir_argument(export)
+    export.add_argument("--out", type=Path, required=True, help="the archive directory")
+    export.add_argument("--partition", type=int, help="one partition (default: all)")
+    export.add_argument("--from-seq", type=int, default=1, help="first sequence (default 1)")
+    export.add_argument("--to-seq", type=int, help="last sequence (default: the end)")
+    export.set_defaults(func=_export)
+
+    verify = commands.add_parser(
+        "verify", help="check an archive (or the live cluster) against its signed checkpoints"
+    )
+    verify.add_argument("archive", nargs="?", type=Path, help="an archive directory")
+    verify.add_argument(
+        "--data-dir", type=Path, help="verify the live cluster of this data directory instead"
+    )
+    verify.add_argument("--partition", type=int, help="with --data-dir: one partition")
+    verify.add_argument("--pubkey", type=Path, help="the signer's public key from a trusted source")
+    verify.add_argument(
+        "--strict", action="store_true", help="fail on entries not yet checkpointed"
+    )
+    verify.set_defaults(func=_verify)
+
+    receipt = commands.add_parser("receipt", help="build the receipt of one log entry")
+    receipt.add_argument("--partition", type=int, required=True)
+    receipt.add_argument("--seq", type=int, required=True)
+    receipt.add_argument("--archive", type=Path, help="from an archive")
+    receipt.add_argument("--data-dir", type=Path, help="from the live cluster")
+    receipt.add_argument("--out", type=Path, help="write here (default: stdout)")
+    receipt.set_defaults(func=_receipt)
+
+    verify_receipt_parser = commands.add_parser(
+        "verify-receipt", help="check a receipt offline with only the public key"
+    )
+    verify_receipt_parser.add_argument("receipt", type=Path, help="the receipt (JSON)")
+    verify_receipt_parser.add_argument(
+        "--pubkey", type=Path, required=True, help="the signer's public key (PEM)"
+    )
+    verify_receipt_parser.set_defaults(func=_verify_receipt)
