@@ -21,7 +21,7 @@ from ironbook.adapters.audit.archive import (
     write_archive,
 )
 from ironbook.adapters.audit.keys import PUBKEY_FILE, public_key_pem
-from ironbook.adapters.audit.signer import LogSigner
+from ironbook.adapters.audit.signer import HistoryRewritten, LogSigner
 from ironbook.replication.checkpoint import Checkpoint
 from ironbook.replication.merkle import Frontier, leaf_hash, log_tag
 
@@ -258,3 +258,23 @@ def test_an_archive_starting_mid_log_carries_its_frontier(
 
     _edit(archive / FRONTIER_FILE, forge)
     assert "seq 6..8" in _problem(archive)
+
+
+def test_the_signer_refuses_a_log_that_no_longer_matches(key: Ed25519PrivateKey) -> None:
+    payloads = [_payload(seq) for seq in range(1, ENTRIES + 1)]
+    last = _sign(key, payloads)[-1]
+    rewritten = LogSigner(key, 0, previous=last)
+    for seq in range(1, ENTRIES):
+        assert rewritten.add(seq, payloads[seq - 1], now_ms=3_000) is None
+    with pytest.raises(HistoryRewritten, match="no longer match"):
+        rewritten.add(ENTRIES, b"another ending", now_ms=3_000)
+    shortened = LogSigner(key, 0, previous=last)
+    shortened.add(1, payloads[0], now_ms=3_000)
+    with pytest.raises(HistoryRewritten, match="ends at seq 1"):
+        shortened.finish(now_ms=3_000)
+    extended = LogSigner(key, 0, previous=last)
+    for seq, payload in enumerate([*payloads, b"next"], 1):
+        extended.add(seq, payload, now_ms=3_000)
+    checkpoint = extended.finish(now_ms=3_000)
+    assert checkpoint is not None
+    assert (checkpoint.previous_size, checkpoint.tree_size) == (ENTRIES, ENTRIES + 1)

@@ -1,0 +1,75 @@
+"""Signing, exporting and receipts over a real JetStream log."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ironbook.adapters.audit.archive import CHECKPOINTS_FILE, ENTRIES_FILE, verify_archive
+from ironbook.adapters.audit.keys import PUBKEY_FILE, load_public_key
+from ironbook.adapters.audit.receipt import encode_receipt, verify_receipt
+from ironbook.adapters.audit.stream import export_archive, receipt_from_log, sign_checkpoints
+from ironbook.adapters.nats.log import NatsLog
+from ironbook.adapters.nats.provision import close_nats, connect_nats
+from ironbook.adapters.nats.server import LocalNatsCluster
+
+
+async def _append(cluster: LocalNatsCluster, first: int, count: int) -> None:
+    nc = await connect_nats(cluster.url)
+    try:
+        log = await NatsLog.open(nc, 0)
+        for seq in range(first, first + count):
+            await log.append(f"batch {seq}".encode(), expected_last_seq=seq - 1, batch_id=f"b{seq}")
+    finally:
+        await close_nats(nc)
+
+
+def test_sign_export_verify_and_receipts(nats_cluster: LocalNatsCluster, tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    audit_dir, offsite = tmp_path / "audit", tmp_path / "offsite"
+    urls = nats_cluster.urls
+
+    async def scenario() -> None:
+        await _append(nats_cluster, 1, 25)
+        first = await sign_checkpoints(urls, [0], key, audit_dir, offsite=offsite, every_entries=10)
+        assert [cp.tree_size for cp in first.signed] == [10, 20, 25]
+        assert first.problems == []
+        again = await sign_checkpoints(urls, [0], key, audit_dir, every_entries=10)
+        assert again.signed == [] and again.problems == []
+
+        await _append(nats_cluster, 26, 5)
+        later = await sign_checkpoints(urls, [0], key, audit_dir, offsite=offsite, every_entries=10)
+        assert [(cp.previous_size, cp.tree_size) for cp in later.signed] == [(25, 30)]
+        await _append(nats_cluster, 31, 2)  # not yet checkpointed
+
+        whole = tmp_path / "whole"
+        exported = await export_archive(urls, [0], audit_dir, whole)
+        assert (exported.entries, exported.checkpoints) == (32, 4)
+        verdict = verify_archive(whole)
+        assert verdict.problem is None
+        assert verdict.checkpoints_matched == 4
+        assert verdict.warnings == [
+            "partition 0: seq 31..32 (entries.jsonl lines 31..) not yet checkpointed"
+        ]
+
+        tail = tmp_path / "tail"
+        exported = await export_archive(urls, [0], audit_dir, tail, from_seq=14, to_seq=25)
+        assert (exported.entries, exported.checkpoints) == (12, 2)
+        tail_verdict = verify_archive(tail)
+        assert tail_verdict.problem is None
+        assert tail_verdict.warnings == []
+
+        receipt = await receipt_from_log(urls, 0, 17, audit_dir)
+        assert receipt.checkpoint.tree_size == 20
+        public = load_public_key(offsite / PUBKEY_FILE)
+        assert verify_receipt(public, encode_receipt(receipt)) is None
+
+    asyncio.run(scenario())
+    assert (offsite / CHECKPOINTS_FILE).read_bytes() == (audit_dir / CHECKPOINTS_FILE).read_bytes()
+    lines = (tmp_path / "whole" / ENTRIES_FILE).read_bytes().splitlines(keepends=True)
+    (tmp_path / "whole" / ENTRIES_FILE).write_bytes(b"".join(lines[:20]))
+    problem = verify_archive(tmp_path / "whole").problem
+    assert problem is not None
+    assert "ends at seq 20" in problem
