@@ -14,6 +14,7 @@ BENCHMARKS = {
     "odds": "ironbook.benchmarks.odds",
     "feed-cpu": "ironbook.benchmarks.feed_cpu",
     "pg-baseline": "ironbook.benchmarks.pg_baseline",
+    "audit": "ironbook.benchmarks.audit",
 }
 
 
@@ -39,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "http: bets/s through the gateway, and a flood; "
         "odds: feed -> WebSocket latency, bets/s with the feed on; "
         "feed-cpu: what the feed costs the cluster in CPU; "
-        "pg-baseline: PostgreSQL alone)",
+        "pg-baseline: PostgreSQL alone; "
+        "audit: audit verify speed on synthetic entries)",
         description=__doc__,
     )
     parser.add_argument("benchmark", choices=sorted(BENCHMARKS), help="which benchmark")

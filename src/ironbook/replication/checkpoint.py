@@ -50,10 +50,10 @@ def decode_b64(text: str) -> bytes:
     """Standard padded base64, canonical only: a changed character never decodes
     to the same bytes (raises ValueError)."""
     try:
-        value = base64.b64decode(text, validate=True)
+        value = binascii.a2b_base64(text, strict_mode=True)
     except binascii.Error as err:
         raise ValueError(f"not base64: {err}") from err
-    if base64.b64encode(value).decode() != text:
+    if binascii.b2a_base64(value, newline=False) != text.encode():
         raise ValueError("not canonical base64")
     return value
 

@@ -17,6 +17,7 @@ taken as verified.
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,7 @@ class ArchiveError(ValueError):
 
 
 _entry_decoder = msgspec.json.Decoder(EntryLine)
+_cached_log_tag = functools.lru_cache(maxsize=1024, typed=True)(log_tag)
 _frontier_decoder = msgspec.json.Decoder(FrontierLine)
 
 
@@ -80,7 +82,7 @@ def decode_entry(line: bytes) -> tuple[EntryLine, bytes, bytes]:
     """(entry, payload, log tag); raises `ArchiveError`."""
     try:
         entry = _entry_decoder.decode(line)
-        tag = log_tag(entry.partition)
+        tag = _cached_log_tag(entry.partition)
         payload = decode_b64(entry.payload_b64)
     except (msgspec.DecodeError, ValueError) as err:
         raise ArchiveError(f"not an entry ({err})") from err
