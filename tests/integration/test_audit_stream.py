@@ -10,7 +10,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ironbook.adapters.audit.archive import CHECKPOINTS_FILE, ENTRIES_FILE, verify_archive
 from ironbook.adapters.audit.keys import PUBKEY_FILE, load_public_key
 from ironbook.adapters.audit.receipt import encode_receipt, verify_receipt
-from ironbook.adapters.audit.stream import export_archive, receipt_from_log, sign_checkpoints
+from ironbook.adapters.audit.stream import (
+    CheckpointSigner,
+    export_archive,
+    receipt_from_log,
+    sign_checkpoints,
+)
 from ironbook.adapters.nats.log import NatsLog
 from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.adapters.nats.server import LocalNatsCluster
@@ -33,14 +38,17 @@ def test_sign_export_verify_and_receipts(nats_cluster: LocalNatsCluster, tmp_pat
 
     async def scenario() -> None:
         await _append(nats_cluster, 1, 25)
-        first = await sign_checkpoints(urls, [0], key, audit_dir, offsite=offsite, every_entries=10)
+        signer = CheckpointSigner(key, audit_dir, offsite=offsite, every_entries=10)
+        first = await sign_checkpoints(urls, [0], signer)
         assert [cp.tree_size for cp in first.signed] == [10, 20, 25]
         assert first.problems == []
-        again = await sign_checkpoints(urls, [0], key, audit_dir, every_entries=10)
+        again = await sign_checkpoints(urls, [0], signer)
         assert again.signed == [] and again.problems == []
+        restarted = CheckpointSigner(key, audit_dir, offsite=offsite, every_entries=10)
+        assert (await sign_checkpoints(urls, [0], restarted)).signed == []
 
         await _append(nats_cluster, 26, 5)
-        later = await sign_checkpoints(urls, [0], key, audit_dir, offsite=offsite, every_entries=10)
+        later = await sign_checkpoints(urls, [0], restarted)
         assert [(cp.previous_size, cp.tree_size) for cp in later.signed] == [(25, 30)]
         await _append(nats_cluster, 31, 2)  # not yet checkpointed
 

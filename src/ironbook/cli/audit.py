@@ -1,7 +1,7 @@
 """`ironbook audit`: sign checkpoints over the partition logs, export archives,
 verify them and bet receipts offline (docs/audit.md).
 
-    ironbook audit checkpoint --data-dir D [--offsite DIR] [--every-entries N]
+    ironbook audit checkpoint --data-dir D [--offsite DIR] [--every-entries N] [--every-s S]
     ironbook audit export --data-dir D --out DIR [--partition P] [--from-seq A] [--to-seq B]
     ironbook audit verify DIR [--pubkey FILE] [--strict]
     ironbook audit verify --data-dir D [--partition P] [--strict]
@@ -46,13 +46,16 @@ from ironbook.adapters.audit.receipt import (
 from ironbook.adapters.audit.signer import DEFAULT_EVERY_ENTRIES
 from ironbook.adapters.audit.stream import (
     AUDIT_DIR,
+    CheckpointSigner,
+    SignResult,
     export_archive,
     receipt_from_log,
     sign_checkpoints,
 )
 from ironbook.cli.up import add_data_dir_argument
+from ironbook.replication.checkpoint import Checkpoint
 from ironbook.replication.interfaces import LogUnavailable
-from ironbook.replication.merkle import Frontier
+from ironbook.replication.merkle import Frontier, LogName
 from ironbook.services.local_cluster import RuntimeInfo, read_runtime
 
 EXIT_OK = 0
@@ -88,28 +91,44 @@ def _checkpoint(args: argparse.Namespace) -> int:
     runtime = _runtime(args.data_dir)
     if runtime is None:
         return EXIT_CANNOT_RUN
+    if args.every_entries < 1 or (args.every_s is not None and args.every_s <= 0):
+        return _error("--every-entries and --every-s are positive")
     try:
         key = load_or_create_signing_key(signing_key_path(args.data_dir.resolve()))
+        signer = CheckpointSigner(
+            key,
+            args.data_dir.resolve() / AUDIT_DIR,
+            offsite=args.offsite,
+            every_entries=args.every_entries,
+        )
         result = asyncio.run(
             sign_checkpoints(
                 runtime.nats_urls,
                 list(range(runtime.partitions)),
-                key,
-                args.data_dir.resolve() / AUDIT_DIR,
-                offsite=args.offsite,
-                every_entries=args.every_entries,
+                signer,
+                every_s=args.every_s,
+                report=_print_signed,
             )
         )
     except (KeyFileError, ArchiveError, LogUnavailable, OSError) as err:
         return _error(str(err))
+    return EXIT_FAILED if result.problems else EXIT_OK
+
+
+def _print_signed(result: SignResult) -> None:
+    latest: dict[LogName, Checkpoint] = {}
+    counts: dict[LogName, int] = {}
     for checkpoint in result.signed:
+        latest[checkpoint.partition] = checkpoint
+        counts[checkpoint.partition] = counts.get(checkpoint.partition, 0) + 1
+    for log, checkpoint in latest.items():
         print(
-            f"signed partition {checkpoint.partition} tree size {checkpoint.tree_size} "
-            f"root {checkpoint.root}"
+            f"partition {log}: {counts[log]} checkpoint(s) signed, up to tree size "
+            f"{checkpoint.tree_size}, root {checkpoint.root}",
+            flush=True,
         )
     for problem in result.problems:
-        print(f"REFUSED: {problem}")
-    return EXIT_FAILED if result.problems else EXIT_OK
+        print(f"REFUSED: {problem}", flush=True)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -259,6 +278,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=int,
         default=DEFAULT_EVERY_ENTRIES,
         help=f"also sign at every multiple of this tree size (default {DEFAULT_EVERY_ENTRIES})",
+    )
+    checkpoint.add_argument(
+        "--every-s",
+        type=float,
+        help="keep running: sign what is new every this many seconds (default: once)",
     )
     checkpoint.set_defaults(func=_checkpoint)
 

@@ -8,13 +8,15 @@ is retried until `READ_DEADLINE_MS` passes.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nats.aio.client import Client as NatsClient
 
 from ironbook.adapters.audit.archive import (
     CHECKPOINTS_FILE,
@@ -74,58 +76,96 @@ class SignResult:
     problems: list[str] = field(default_factory=list)
 
 
+class CheckpointSigner:
+    """Signs checkpoints over partition logs, run after run: the first run of a
+    partition rebuilds its tree from sequence 1 and checks it against the last
+    checkpoint in `audit_dir`; later runs read only the new entries. Each run
+    appends its checkpoints to `audit_dir` (and `offsite`) and fsyncs them."""
+
+    def __init__(
+        self,
+        key: Ed25519PrivateKey,
+        audit_dir: Path,
+        *,
+        offsite: Path | None = None,
+        every_entries: int = DEFAULT_EVERY_ENTRIES,
+    ) -> None:
+        self._key = key
+        self._audit_dir = audit_dir
+        self._offsite = offsite
+        self._every_entries = every_entries
+        self._signers: dict[int, LogSigner] = {}
+        pem = public_key_pem(key.public_key())
+        for target in (audit_dir, offsite):
+            if target is not None:
+                target.mkdir(parents=True, exist_ok=True)
+                (target / PUBKEY_FILE).write_bytes(pem)
+
+    async def sign(self, nc: NatsClient, partitions: Sequence[int]) -> SignResult:
+        """One run over `partitions`. A partition that no longer matches what
+        was signed is reported, not signed, and starts over on the next run."""
+        result = SignResult()
+        for partition in partitions:
+            try:
+                signed = await self._sign_partition(nc, partition)
+            except HistoryRewritten as err:
+                self._signers.pop(partition, None)
+                result.problems.append(str(err))
+                continue
+            lines = [encode_checkpoint(checkpoint) for checkpoint in signed]
+            if lines:
+                _append_lines(self._audit_dir / CHECKPOINTS_FILE, lines)
+                if self._offsite is not None:
+                    _append_lines(self._offsite / CHECKPOINTS_FILE, lines)
+            result.signed.extend(signed)
+        return result
+
+    async def _sign_partition(self, nc: NatsClient, partition: int) -> list[Checkpoint]:
+        signer = self._signers.get(partition) or self._start(partition)
+        log = NatsLog(nc, partition)
+        signed: list[Checkpoint] = []
+        try:
+            last_seq = await log.last_seq()
+            async for entry in read_log(log, signer.frontier.size + 1, last_seq):
+                checkpoint = signer.add(entry.seq, entry.payload, _now_ms())
+                if checkpoint is not None:
+                    signed.append(checkpoint)
+        finally:
+            await log.close()
+        final = signer.finish(_now_ms())
+        self._signers[partition] = signer
+        return [*signed, final] if final is not None else signed
+
+    def _start(self, partition: int) -> LogSigner:
+        existing = read_checkpoints(self._audit_dir / CHECKPOINTS_FILE)
+        previous = [cp for _, cp in existing if cp.partition == partition]
+        last = previous[-1] if previous else None
+        if last is not None and (problem := checkpoint_problem(self._key.public_key(), last)):
+            raise HistoryRewritten(f"partition {partition}: the last checkpoint is {problem}")
+        return LogSigner(self._key, partition, previous=last, every_entries=self._every_entries)
+
+
 async def sign_checkpoints(
     nats_urls: Sequence[str],
     partitions: Sequence[int],
-    key: Ed25519PrivateKey,
-    audit_dir: Path,
+    signer: CheckpointSigner,
     *,
-    offsite: Path | None = None,
-    every_entries: int = DEFAULT_EVERY_ENTRIES,
+    every_s: float | None = None,
+    report: Callable[[SignResult], None] | None = None,
 ) -> SignResult:
-    """Rebuild each partition's tree from its log, check it against the last
-    checkpoint in `audit_dir`, and append new checkpoints there (and to
-    `offsite`). A partition that no longer matches is reported, not signed."""
-    result = SignResult()
-    checkpoints_path = audit_dir / CHECKPOINTS_FILE
-    existing = read_checkpoints(checkpoints_path)
-    pem = public_key_pem(key.public_key())
-    for target in (audit_dir, offsite):
-        if target is not None:
-            target.mkdir(parents=True, exist_ok=True)
-            (target / PUBKEY_FILE).write_bytes(pem)
+    """One run of `signer` over `partitions`, or with `every_s`, a run every
+    `every_s` seconds until one finds a problem (which it returns)."""
     nc = await connect_nats(list(nats_urls), name="ironbook-audit-signer")
     try:
-        for partition in partitions:
-            previous = [cp for _, cp in existing if cp.partition == partition]
-            last = previous[-1] if previous else None
-            if last is not None and (problem := checkpoint_problem(key.public_key(), last)):
-                result.problems.append(f"partition {partition}: last checkpoint {problem}")
-                continue
-            signer = LogSigner(key, partition, previous=last, every_entries=every_entries)
-            log = NatsLog(nc, partition)
-            signed: list[Checkpoint] = []
-            try:
-                async for entry in read_log(log, 1, await log.last_seq()):
-                    checkpoint = signer.add(entry.seq, entry.payload, _now_ms())
-                    if checkpoint is not None:
-                        signed.append(checkpoint)
-                final = signer.finish(_now_ms())
-            except HistoryRewritten as err:
-                result.problems.append(str(err))
-                continue
-            finally:
-                await log.close()
-            if final is not None:
-                signed.append(final)
-            lines = [encode_checkpoint(checkpoint) for checkpoint in signed]
-            _append_lines(checkpoints_path, lines)
-            if offsite is not None:
-                _append_lines(offsite / CHECKPOINTS_FILE, lines)
-            result.signed.extend(signed)
+        while True:
+            result = await signer.sign(nc, partitions)
+            if report is not None:
+                report(result)
+            if every_s is None or result.problems:
+                return result
+            await asyncio.sleep(every_s)
     finally:
         await close_nats(nc)
-    return result
 
 
 def _now_ms() -> int:
