@@ -278,3 +278,21 @@ def test_the_signer_refuses_a_log_that_no_longer_matches(key: Ed25519PrivateKey)
     checkpoint = extended.finish(now_ms=3_000)
     assert checkpoint is not None
     assert (checkpoint.previous_size, checkpoint.tree_size) == (ENTRIES, ENTRIES + 1)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"partition":0,"seq":18446744073709551616,"payload_b64":"eA=="}',
+        b'{"partition":0,"seq":0,"payload_b64":"eA=="}',
+        b'{"partition":4294967295,"seq":11,"payload_b64":"eA=="}',
+        b'{"partition":"ledger","seq":11,"payload_b64":"eA=="}',
+        b'{"partition":0,"seq":11,"payload_b64":"eA=","extra":1}',
+        b'{"partition":0,"seq":11}',
+        b"[]",
+        b"\xff\xfe",
+    ],
+)
+def test_a_malformed_entry_is_named_not_a_crash(archive: Path, line: bytes) -> None:
+    _edit(archive / ENTRIES_FILE, lambda lines: [*lines, line + b"\n"])
+    assert _problem(archive).startswith("entries.jsonl line 11: ")

@@ -78,3 +78,20 @@ def test_no_receipt_without_a_covering_checkpoint_or_for_other_entries(
     rewritten = [b"another history", *PAYLOADS[1:]]
     with pytest.raises(ReceiptError, match="do not match"):
         build_receipt(0, 3, frontier=Frontier(), payloads=rewritten, checkpoints=checkpoints)
+
+
+def test_a_malformed_receipt_is_refused_not_a_crash(key: Ed25519PrivateKey) -> None:
+    receipt = build_receipt(
+        0, 7, frontier=Frontier(), payloads=PAYLOADS, checkpoints=_checkpoints(key, PAYLOADS)
+    )
+    document = encode_receipt(receipt)
+    for bad in (
+        document.replace(b'"seq":7', b'"seq":18446744073709551616'),
+        document.replace(b'"seq":7', b'"seq":0'),
+        document.replace(b'"seq":7', b'"seq":-7'),
+        document.replace(b'"partition":0', b'"partition":"events"', 1),
+        b"{}",
+        b"null",
+        b"\xff",
+    ):
+        assert verify_receipt(key.public_key(), bad) is not None

@@ -23,6 +23,7 @@ from pathlib import Path
 from ironbook.adapters.audit.archive import (
     CHECKPOINTS_FILE,
     ENTRIES_FILE,
+    FRONTIER_FILE,
     ArchiveError,
     read_checkpoints,
     read_entries,
@@ -230,7 +231,7 @@ def _receipt(args: argparse.Namespace) -> int:
 
 
 def _receipt_from_archive(archive: Path, partition: int, seq: int) -> Receipt:
-    frontier = read_frontiers(archive / "frontier.jsonl").get(partition, Frontier())
+    frontier = read_frontiers(archive / FRONTIER_FILE).get(partition, Frontier())
     payloads = [
         payload
         for _, entry, payload, _ in read_entries(archive / ENTRIES_FILE)

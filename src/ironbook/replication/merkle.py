@@ -31,6 +31,8 @@ EVENTS_LOG = "events"
 """Where a partition number would go, the name of the significant-event log."""
 EVENTS_TAG = 0xFFFFFFFF
 MAX_PARTITION = EVENTS_TAG - 1
+MAX_SEQ = 2**64 - 1
+"""Stream sequences are 1..MAX_SEQ (8 bytes in a leaf)."""
 HASH_BYTES = 32
 
 _LEAF_PREFIX = b"\x00"
@@ -56,7 +58,7 @@ def log_tag(log: LogName) -> bytes:
 def leaf_hash(tag: bytes, seq: int, payload: bytes) -> bytes:
     """The leaf of the entry at stream sequence `seq` (1-based) of the log `tag`."""
     assert len(tag) == 4
-    assert seq >= 1
+    assert 1 <= seq <= MAX_SEQ
     return hashlib.sha256(_LEAF_PREFIX + tag + seq.to_bytes(8, "big") + payload).digest()
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import functools
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,7 @@ from ironbook.replication.checkpoint import (
     decode_hex,
     encode_checkpoint,
 )
-from ironbook.replication.merkle import Frontier, LogName, leaf_hash, log_tag
+from ironbook.replication.merkle import MAX_SEQ, Frontier, LogName, leaf_hash, log_tag
 
 ENTRIES_FILE = "entries.jsonl"
 CHECKPOINTS_FILE = "checkpoints.jsonl"
@@ -86,8 +87,8 @@ def decode_entry(line: bytes) -> tuple[EntryLine, bytes, bytes]:
         payload = decode_b64(entry.payload_b64)
     except (msgspec.DecodeError, ValueError) as err:
         raise ArchiveError(f"not an entry ({err})") from err
-    if entry.seq < 1:
-        raise ArchiveError(f"sequence {entry.seq} (sequences start at 1)")
+    if not 1 <= entry.seq <= MAX_SEQ:
+        raise ArchiveError(f"sequence {entry.seq} is outside 1..{MAX_SEQ}")
     return entry, payload, tag
 
 
@@ -195,7 +196,7 @@ class _LogTree:
 
     log: LogName
     frontier: Frontier
-    checkpoints: list[tuple[int, Checkpoint]]
+    checkpoints: deque[tuple[int, Checkpoint]]
     verified_size: int
     """The tree size up to which entries are covered by a matching checkpoint."""
     first_unverified_line: int = 0
@@ -204,7 +205,7 @@ class _LogTree:
         """Compare the root with every checkpoint at the current size; returns how many."""
         matched = 0
         while self.checkpoints and self.checkpoints[0][1].tree_size == self.frontier.size:
-            cp_line, checkpoint = self.checkpoints.pop(0)
+            cp_line, checkpoint = self.checkpoints.popleft()
             if self.frontier.root().hex() != checkpoint.root:
                 first = self.verified_size + 1
                 raise _Problem(
@@ -283,7 +284,7 @@ def _rebuild(
 ) -> dict[LogName, _LogTree]:
     trees = {
         log: _start_tree(log, frontiers.get(log, Frontier()), checkpoints.get(log, []))
-        for log in {*checkpoints, *frontiers}
+        for log in dict.fromkeys([*checkpoints, *frontiers])
     }
     for line, entry, payload, tag in read_entries(entries_path):
         tree = trees.get(entry.partition)
@@ -310,7 +311,7 @@ def _start_tree(
     log: LogName, frontier: Frontier, checkpoints: list[tuple[int, Checkpoint]]
 ) -> _LogTree:
     """A log's tree at its frontier, checked against any checkpoint at exactly that size."""
-    tree = _LogTree(log, frontier.copy(), [], verified_size=0)
+    tree = _LogTree(log, frontier.copy(), deque(), verified_size=0)
     for cp_line, checkpoint in checkpoints:
         if checkpoint.tree_size < frontier.size:
             continue  # It covers entries before this archive.

@@ -21,6 +21,7 @@ from ironbook.adapters.audit.archive import entry_line
 from ironbook.adapters.audit.keys import checkpoint_problem
 from ironbook.replication.checkpoint import Checkpoint, decode_b64, decode_hex
 from ironbook.replication.merkle import (
+    MAX_SEQ,
     Frontier,
     LogName,
     PartialTree,
@@ -107,8 +108,8 @@ def verify_receipt(key: Ed25519PublicKey, document: bytes) -> str | None:
         return f"not a receipt: {err}"
     if receipt.checkpoint.partition != receipt.partition:
         return "the checkpoint is for another log"
-    if receipt.seq < 1:
-        return f"sequence {receipt.seq} (sequences start at 1)"
+    if not 1 <= receipt.seq <= MAX_SEQ:
+        return f"sequence {receipt.seq} is outside 1..{MAX_SEQ}"
     leaf = leaf_hash(tag, receipt.seq, payload)
     if leaf.hex() != receipt.leaf_hash:
         return "the entry does not hash to the receipt's leaf hash"
