@@ -9,9 +9,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ironbook.adapters.audit.archive import CHECKPOINTS_FILE, ENTRIES_FILE, verify_archive
 from ironbook.adapters.audit.keys import PUBKEY_FILE, load_public_key
-from ironbook.adapters.audit.receipt import encode_receipt, verify_receipt
+from ironbook.adapters.audit.proofs import (
+    encode_consistency_proof,
+    encode_receipt,
+    verify_consistency_proof,
+    verify_receipt,
+)
 from ironbook.adapters.audit.stream import (
     CheckpointSigner,
+    consistency_from_log,
     export_archive,
     receipt_from_log,
     sign_checkpoints,
@@ -73,6 +79,8 @@ def test_sign_export_verify_and_receipts(nats_cluster: LocalNatsCluster, tmp_pat
         assert receipt.checkpoint.tree_size == 20
         public = load_public_key(offsite / PUBKEY_FILE)
         assert verify_receipt(public, encode_receipt(receipt)) is None
+        consistency = await consistency_from_log(urls, 0, 10, 30, audit_dir)
+        assert verify_consistency_proof(public, encode_consistency_proof(consistency)) is None
 
     asyncio.run(scenario())
     assert (offsite / CHECKPOINTS_FILE).read_bytes() == (audit_dir / CHECKPOINTS_FILE).read_bytes()

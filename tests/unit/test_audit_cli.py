@@ -76,3 +76,18 @@ def test_commands_that_cannot_run_exit_2(tmp_path: Path) -> None:
     assert main(["audit", "export", "--data-dir", str(tmp_path), "--out", str(tmp_path)]) == 2
     assert main(["audit", "checkpoint", "--data-dir", str(tmp_path)]) == 2
     assert main(["audit", "verify-receipt", str(tmp_path / "r"), "--pubkey", "nope"]) == 2
+
+
+def test_a_consistency_proof_from_an_archive_verifies(
+    archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    proof = tmp_path / "consistency.json"
+    assert main(["audit", "prove-consistency", "--archive", str(archive), "--partition", "0",
+                 "--old-size", "8", "--new-size", "20", "--out", str(proof)]) == 0  # fmt: skip
+    pubkey = str(archive / PUBKEY_FILE)
+    assert main(["audit", "verify-consistency", str(proof), "--pubkey", pubkey]) == 0
+    assert "consistent" in capsys.readouterr().out
+    proof.write_bytes(proof.read_bytes().replace(b'"tree_size":8', b'"tree_size":9'))
+    assert main(["audit", "verify-consistency", str(proof), "--pubkey", pubkey]) == 1
+    assert main(["audit", "prove-consistency", "--archive", str(archive), "--partition", "0",
+                 "--old-size", "7", "--new-size", "20"]) == 2  # fmt: skip

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ironbook.adapters.audit.receipt import (
-    ReceiptError,
+from ironbook.adapters.audit.proofs import (
+    ProofBuildError,
     build_receipt,
     encode_receipt,
     verify_receipt,
@@ -71,12 +71,12 @@ def test_no_receipt_without_a_covering_checkpoint_or_for_other_entries(
     key: Ed25519PrivateKey,
 ) -> None:
     checkpoints = _checkpoints(key, PAYLOADS[:10])
-    with pytest.raises(ReceiptError, match="not yet checkpointed"):
+    with pytest.raises(ProofBuildError, match="not yet checkpointed"):
         build_receipt(0, 12, frontier=Frontier(), payloads=PAYLOADS, checkpoints=checkpoints)
-    with pytest.raises(ReceiptError, match="not among"):
+    with pytest.raises(ProofBuildError, match="not among"):
         build_receipt(0, 14, frontier=Frontier(), payloads=PAYLOADS, checkpoints=checkpoints)
     rewritten = [b"another history", *PAYLOADS[1:]]
-    with pytest.raises(ReceiptError, match="do not match"):
+    with pytest.raises(ProofBuildError, match="do not match"):
         build_receipt(0, 3, frontier=Frontier(), payloads=rewritten, checkpoints=checkpoints)
 
 

@@ -7,6 +7,9 @@ verify them and bet receipts offline (docs/audit.md).
     ironbook audit verify --data-dir D [--partition P] [--strict]
     ironbook audit receipt --partition P --seq S (--archive DIR | --data-dir D) [--out FILE]
     ironbook audit verify-receipt FILE --pubkey FILE
+    ironbook audit prove-consistency --partition P --old-size M --new-size N
+                                     (--archive DIR | --data-dir D) [--out FILE]
+    ironbook audit verify-consistency FILE --pubkey FILE
 
 Exit status: 0 when what was checked holds, 1 when it does not, 2 when the
 command cannot run (no cluster, no key, bad arguments).
@@ -37,11 +40,13 @@ from ironbook.adapters.audit.keys import (
     load_public_key,
     signing_key_path,
 )
-from ironbook.adapters.audit.receipt import (
-    Receipt,
-    ReceiptError,
+from ironbook.adapters.audit.proofs import (
+    ProofBuildError,
+    build_consistency_proof,
     build_receipt,
+    encode_consistency_proof,
     encode_receipt,
+    verify_consistency_proof,
     verify_receipt,
 )
 from ironbook.adapters.audit.signer import DEFAULT_EVERY_ENTRIES
@@ -49,6 +54,7 @@ from ironbook.adapters.audit.stream import (
     AUDIT_DIR,
     CheckpointSigner,
     SignResult,
+    consistency_from_log,
     export_archive,
     receipt_from_log,
     sign_checkpoints,
@@ -201,36 +207,16 @@ def _verify(args: argparse.Namespace) -> int:
         return _print_verdict(temp, args, args.pubkey or audit_dir / PUBKEY_FILE)
 
 
-def _receipt(args: argparse.Namespace) -> int:
-    try:
-        if args.archive is not None:
-            receipt = _receipt_from_archive(args.archive, args.partition, args.seq)
-        elif args.data_dir is not None:
-            runtime = _runtime(args.data_dir)
-            if runtime is None:
-                return EXIT_CANNOT_RUN
-            receipt = asyncio.run(
-                receipt_from_log(
-                    runtime.nats_urls,
-                    args.partition,
-                    args.seq,
-                    args.data_dir.resolve() / AUDIT_DIR,
-                )
-            )
-        else:
-            return _error("give --archive DIR or --data-dir D")
-    except (ReceiptError, ArchiveError, LogUnavailable, OSError, ValueError) as err:
-        return _error(str(err))
-    document = encode_receipt(receipt) + b"\n"
-    if args.out is None:
-        sys.stdout.write(document.decode())
+def _write_document(document: bytes, out: Path | None, what: str) -> None:
+    if out is None:
+        sys.stdout.write(document.decode() + "\n")
     else:
-        args.out.write_bytes(document)
-        print(f"receipt for partition {args.partition} seq {args.seq} in {args.out}")
-    return EXIT_OK
+        out.write_bytes(document + b"\n")
+        print(f"{what} in {out}")
 
 
-def _receipt_from_archive(archive: Path, partition: int, seq: int) -> Receipt:
+def _archive_log(archive: Path, partition: int) -> tuple[Frontier, list[bytes], list[Checkpoint]]:
+    """An archive's frontier, payloads and checkpoints of one partition."""
     frontier = read_frontiers(archive / FRONTIER_FILE).get(partition, Frontier())
     payloads = [
         payload
@@ -238,22 +224,87 @@ def _receipt_from_archive(archive: Path, partition: int, seq: int) -> Receipt:
         if entry.partition == partition
     ]
     checkpoints = [cp for _, cp in read_checkpoints(archive / CHECKPOINTS_FILE)]
-    return build_receipt(
-        partition, seq, frontier=frontier, payloads=payloads, checkpoints=checkpoints
+    return frontier, payloads, checkpoints
+
+
+def _receipt(args: argparse.Namespace) -> int:
+    try:
+        if args.archive is not None:
+            frontier, payloads, checkpoints = _archive_log(args.archive, args.partition)
+            receipt = build_receipt(
+                args.partition,
+                args.seq,
+                frontier=frontier,
+                payloads=payloads,
+                checkpoints=checkpoints,
+            )
+        elif args.data_dir is not None:
+            runtime = _runtime(args.data_dir)
+            if runtime is None:
+                return EXIT_CANNOT_RUN
+            receipt = asyncio.run(
+                receipt_from_log(
+                    runtime.nats_urls, args.partition, args.seq, args.data_dir.resolve() / AUDIT_DIR
+                )
+            )
+        else:
+            return _error("give --archive DIR or --data-dir D")
+    except (ProofBuildError, ArchiveError, LogUnavailable, OSError, ValueError) as err:
+        return _error(str(err))
+    _write_document(
+        encode_receipt(receipt), args.out, f"receipt for partition {args.partition} seq {args.seq}"
     )
+    return EXIT_OK
 
 
-def _verify_receipt(args: argparse.Namespace) -> int:
+def _prove_consistency(args: argparse.Namespace) -> int:
+    try:
+        if args.archive is not None:
+            frontier, payloads, checkpoints = _archive_log(args.archive, args.partition)
+            proof = build_consistency_proof(
+                args.partition,
+                args.old_size,
+                args.new_size,
+                frontier=frontier,
+                payloads=payloads,
+                checkpoints=checkpoints,
+            )
+        elif args.data_dir is not None:
+            runtime = _runtime(args.data_dir)
+            if runtime is None:
+                return EXIT_CANNOT_RUN
+            proof = asyncio.run(
+                consistency_from_log(
+                    runtime.nats_urls,
+                    args.partition,
+                    args.old_size,
+                    args.new_size,
+                    args.data_dir.resolve() / AUDIT_DIR,
+                )
+            )
+        else:
+            return _error("give --archive DIR or --data-dir D")
+    except (ProofBuildError, ArchiveError, LogUnavailable, OSError, ValueError) as err:
+        return _error(str(err))
+    _write_document(
+        encode_consistency_proof(proof),
+        args.out,
+        f"consistency proof from tree size {args.old_size} to {args.new_size}",
+    )
+    return EXIT_OK
+
+
+def _verify_document(args: argparse.Namespace) -> int:
     try:
         key = load_public_key(args.pubkey)
-        document = args.receipt.read_bytes()
+        document = args.document.read_bytes()
     except (KeyFileError, OSError) as err:
         return _error(str(err))
-    problem = verify_receipt(key, document)
+    problem = args.verifier(key, document)
     if problem is not None:
         print(f"FAILED: {problem}")
         return EXIT_FAILED
-    print("receipt holds: the entry is in the log at its position, under a signed checkpoint")
+    print(args.holds)
     return EXIT_OK
 
 
@@ -320,8 +371,39 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     verify_receipt_parser = commands.add_parser(
         "verify-receipt", help="check a receipt offline with only the public key"
     )
-    verify_receipt_parser.add_argument("receipt", type=Path, help="the receipt (JSON)")
+    verify_receipt_parser.add_argument("document", type=Path, help="the receipt (JSON)")
     verify_receipt_parser.add_argument(
         "--pubkey", type=Path, required=True, help="the signer's public key (PEM)"
     )
-    verify_receipt_parser.set_defaults(func=_verify_receipt)
+    verify_receipt_parser.set_defaults(
+        func=_verify_document,
+        verifier=verify_receipt,
+        holds="receipt holds: the entry is in the log at its position, under a signed checkpoint",
+    )
+
+    prove = commands.add_parser(
+        "prove-consistency",
+        help="prove that a partition's checkpoint extends an earlier one",
+    )
+    prove.add_argument("--partition", type=int, required=True)
+    prove.add_argument("--old-size", type=int, required=True, help="the earlier checkpoint's size")
+    prove.add_argument("--new-size", type=int, required=True, help="the later checkpoint's size")
+    prove.add_argument("--archive", type=Path, help="from an archive")
+    prove.add_argument("--data-dir", type=Path, help="from the live cluster")
+    prove.add_argument("--out", type=Path, help="write here (default: stdout)")
+    prove.set_defaults(func=_prove_consistency)
+
+    verify_consistency_parser = commands.add_parser(
+        "verify-consistency", help="check a consistency proof offline with only the public key"
+    )
+    verify_consistency_parser.add_argument(
+        "document", type=Path, help="the consistency proof (JSON)"
+    )
+    verify_consistency_parser.add_argument(
+        "--pubkey", type=Path, required=True, help="the signer's public key (PEM)"
+    )
+    verify_consistency_parser.set_defaults(
+        func=_verify_document,
+        verifier=verify_consistency_proof,
+        holds="consistent: the later checkpoint's tree extends the earlier one's",
+    )

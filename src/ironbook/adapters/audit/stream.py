@@ -26,7 +26,12 @@ from ironbook.adapters.audit.archive import (
     read_checkpoints,
 )
 from ironbook.adapters.audit.keys import PUBKEY_FILE, checkpoint_problem, public_key_pem
-from ironbook.adapters.audit.receipt import Receipt, build_receipt
+from ironbook.adapters.audit.proofs import (
+    ConsistencyProof,
+    Receipt,
+    build_consistency_proof,
+    build_receipt,
+)
 from ironbook.adapters.audit.signer import DEFAULT_EVERY_ENTRIES, HistoryRewritten, LogSigner
 from ironbook.adapters.nats.log import NatsLog
 from ironbook.adapters.nats.provision import close_nats, connect_nats
@@ -233,26 +238,50 @@ async def export_archive(
     return result
 
 
-async def receipt_from_log(
-    nats_urls: Sequence[str], partition: int, seq: int, audit_dir: Path
-) -> Receipt:
-    """The receipt of entry `seq` of `partition`, read from the live log
-    (raises `ReceiptError` when it is not yet checkpointed)."""
-    checkpoints = [
-        cp for _, cp in read_checkpoints(audit_dir / CHECKPOINTS_FILE) if cp.partition == partition
-    ]
-    covering = [cp.tree_size for cp in checkpoints if cp.tree_size >= seq]
-    size = min(covering) if covering else seq
-    nc = await connect_nats(list(nats_urls), name="ironbook-audit-receipt")
+async def _read_payloads(nats_urls: Sequence[str], partition: int, to_seq: int) -> list[bytes]:
+    """Payloads of seq 1..`to_seq` (fewer if the log is shorter)."""
+    nc = await connect_nats(list(nats_urls), name="ironbook-audit-proofs")
     try:
         log = NatsLog(nc, partition)
         try:
             last = await log.last_seq()
-            payloads = [entry.payload async for entry in read_log(log, 1, min(size, last))]
+            return [entry.payload async for entry in read_log(log, 1, min(to_seq, last))]
         finally:
             await log.close()
     finally:
         await close_nats(nc)
+
+
+def _signed_checkpoints(audit_dir: Path, partition: int) -> list[Checkpoint]:
+    return [
+        cp for _, cp in read_checkpoints(audit_dir / CHECKPOINTS_FILE) if cp.partition == partition
+    ]
+
+
+async def receipt_from_log(
+    nats_urls: Sequence[str], partition: int, seq: int, audit_dir: Path
+) -> Receipt:
+    """The receipt of entry `seq` of `partition`, read from the live log
+    (raises `ProofBuildError` when it is not yet checkpointed)."""
+    checkpoints = _signed_checkpoints(audit_dir, partition)
+    covering = [cp.tree_size for cp in checkpoints if cp.tree_size >= seq]
+    payloads = await _read_payloads(nats_urls, partition, min(covering) if covering else seq)
     return build_receipt(
         partition, seq, frontier=Frontier(), payloads=payloads, checkpoints=checkpoints
+    )
+
+
+async def consistency_from_log(
+    nats_urls: Sequence[str], partition: int, old_size: int, new_size: int, audit_dir: Path
+) -> ConsistencyProof:
+    """Proof, from the live log, that the checkpoint at `new_size` extends the
+    one at `old_size` (raises `ProofBuildError`)."""
+    payloads = await _read_payloads(nats_urls, partition, new_size)
+    return build_consistency_proof(
+        partition,
+        old_size,
+        new_size,
+        frontier=Frontier(),
+        payloads=payloads,
+        checkpoints=_signed_checkpoints(audit_dir, partition),
     )
