@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
+import msgspec
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ironbook.adapters.audit.archive import CHECKPOINTS_FILE, ENTRIES_FILE, verify_archive
@@ -25,6 +28,8 @@ from ironbook.adapters.audit.stream import (
 from ironbook.adapters.nats.log import NatsLog
 from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.adapters.nats.server import LocalNatsCluster
+from ironbook.cli import main
+from ironbook.services.local_cluster import RUNTIME_FILE, RuntimeInfo
 
 
 async def _append(cluster: LocalNatsCluster, first: int, count: int) -> None:
@@ -89,3 +94,37 @@ def test_sign_export_verify_and_receipts(nats_cluster: LocalNatsCluster, tmp_pat
     problem = verify_archive(tmp_path / "whole").problem
     assert problem is not None
     assert "ends at seq 20" in problem
+
+
+def test_the_commands_on_a_data_dir(
+    nats_cluster: LocalNatsCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ironbook audit` finds the cluster through `<data-dir>/up.json` (`ironbook up` writes it)."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    runtime = RuntimeInfo(
+        supervisor_pid=os.getpid(),
+        nats_urls=nats_cluster.urls,
+        partitions=1,
+        replicas=[],
+        started_at_ms=0,
+    )
+    (data_dir / RUNTIME_FILE).write_bytes(msgspec.json.encode(runtime))
+    asyncio.run(_append(nats_cluster, 1, 12))
+    dd = ["--data-dir", str(data_dir)]
+    assert main(["audit", "verify", *dd]) == 2  # nothing signed yet
+    assert main(["audit", "checkpoint", *dd, "--every-entries", "5"]) == 0
+    assert "partition 0: 3 checkpoint(s) signed, up to tree size 12" in capsys.readouterr().out
+    key_file = data_dir / "secrets" / "audit" / "checkpoint-ed25519.pem"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert main(["audit", "verify", *dd, "--strict"]) == 0
+    assert main(["audit", "export", *dd, "--out", str(tmp_path / "a"), "--from-seq", "3"]) == 0
+    assert main(["audit", "verify", str(tmp_path / "a"), "--strict"]) == 0
+    assert main(["audit", "receipt", *dd, "--partition", "0", "--seq", "7",
+                 "--out", str(tmp_path / "r.json")]) == 0  # fmt: skip
+    pubkey = str(data_dir / "audit" / PUBKEY_FILE)
+    assert main(["audit", "verify-receipt", str(tmp_path / "r.json"), "--pubkey", pubkey]) == 0
+    assert main(["audit", "prove-consistency", *dd, "--partition", "0", "--old-size", "5",
+                 "--new-size", "12", "--out", str(tmp_path / "c.json")]) == 0  # fmt: skip
+    assert main(["audit", "verify-consistency", str(tmp_path / "c.json"), "--pubkey", pubkey]) == 0
+    assert main(["audit", "export", *dd, "--out", str(tmp_path / "b"), "--partition", "1"]) == 2
