@@ -59,11 +59,12 @@ from ironbook.adapters.audit.stream import (
     receipt_from_log,
     sign_checkpoints,
 )
-from ironbook.cli.up import add_data_dir_argument
+from ironbook.cli.up import add_data_dir_argument, data_dir_of
 from ironbook.replication.checkpoint import Checkpoint
 from ironbook.replication.interfaces import LogUnavailable
 from ironbook.replication.merkle import Frontier, LogName
 from ironbook.services.local_cluster import RuntimeInfo, read_runtime
+from ironbook.settings import ConfigError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -73,6 +74,15 @@ EXIT_CANNOT_RUN = 2
 def _error(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return EXIT_CANNOT_RUN
+
+
+def _settings_data_dir(args: argparse.Namespace) -> Path | None:
+    """The data directory from `--data-dir`, `--config` or the environment."""
+    try:
+        return data_dir_of(args)
+    except ConfigError as err:
+        _error(str(err))
+        return None
 
 
 def _runtime(data_dir: Path) -> RuntimeInfo | None:
@@ -95,16 +105,17 @@ def _partitions(runtime: RuntimeInfo, partition: int | None) -> list[int] | None
 
 
 def _checkpoint(args: argparse.Namespace) -> int:
-    runtime = _runtime(args.data_dir)
-    if runtime is None:
+    data_dir = _settings_data_dir(args)
+    runtime = _runtime(data_dir) if data_dir is not None else None
+    if data_dir is None or runtime is None:
         return EXIT_CANNOT_RUN
     if args.every_entries < 1 or (args.every_s is not None and args.every_s <= 0):
         return _error("--every-entries and --every-s are positive")
     try:
-        key = load_or_create_signing_key(signing_key_path(args.data_dir.resolve()))
+        key = load_or_create_signing_key(signing_key_path(data_dir))
         signer = CheckpointSigner(
             key,
-            args.data_dir.resolve() / AUDIT_DIR,
+            data_dir / AUDIT_DIR,
             offsite=args.offsite,
             every_entries=args.every_entries,
         )
@@ -139,13 +150,14 @@ def _print_signed(result: SignResult) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    runtime = _runtime(args.data_dir)
-    if runtime is None:
+    data_dir = _settings_data_dir(args)
+    runtime = _runtime(data_dir) if data_dir is not None else None
+    if data_dir is None or runtime is None:
         return EXIT_CANNOT_RUN
     partitions = _partitions(runtime, args.partition)
     if partitions is None:
         return EXIT_CANNOT_RUN
-    audit_dir = args.data_dir.resolve() / AUDIT_DIR
+    audit_dir = data_dir / AUDIT_DIR
     if not (audit_dir / PUBKEY_FILE).exists():
         return _error(f"no checkpoints yet in {audit_dir} (run `ironbook audit checkpoint`)")
     if args.from_seq < 1 or (args.to_seq is not None and args.to_seq < args.from_seq):
