@@ -1,5 +1,5 @@
 """The audit tools on a running cluster: read partition logs from JetStream to
-export them as an archive, to sign checkpoints over them, or to build receipts.
+export them as an archive, to sign checkpoints over them, or to build proofs.
 
 Reads go through `NatsLog` (batched direct gets). A replica that lags can only
 return fewer entries, never different ones, so a read that comes back short
@@ -33,10 +33,11 @@ from ironbook.adapters.audit.proofs import (
     build_receipt,
 )
 from ironbook.adapters.audit.signer import DEFAULT_EVERY_ENTRIES, HistoryRewritten, LogSigner
+from ironbook.adapters.clock import SystemClock
 from ironbook.adapters.nats.log import NatsLog
 from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.replication.checkpoint import Checkpoint, encode_checkpoint
-from ironbook.replication.interfaces import LogEntry, LogUnavailable
+from ironbook.replication.interfaces import Clock, LogEntry, LogUnavailable
 from ironbook.replication.merkle import Frontier, leaf_hash, log_tag
 
 READ_BATCH_ENTRIES = 1_000
@@ -94,8 +95,10 @@ class CheckpointSigner:
         *,
         offsite: Path | None = None,
         every_entries: int = DEFAULT_EVERY_ENTRIES,
+        clock: Clock | None = None,
     ) -> None:
         self._key = key
+        self._clock = clock or SystemClock()
         self._audit_dir = audit_dir
         self._offsite = offsite
         self._every_entries = every_entries
@@ -132,12 +135,12 @@ class CheckpointSigner:
         try:
             last_seq = await log.last_seq()
             async for entry in read_log(log, signer.frontier.size + 1, last_seq):
-                checkpoint = signer.add(entry.seq, entry.payload, _now_ms())
+                checkpoint = signer.add(entry.seq, entry.payload, self._clock.now_ms())
                 if checkpoint is not None:
                     signed.append(checkpoint)
         finally:
             await log.close()
-        final = signer.finish(_now_ms())
+        final = signer.finish(self._clock.now_ms())
         self._signers[partition] = signer
         return [*signed, final] if final is not None else signed
 
@@ -171,10 +174,6 @@ async def sign_checkpoints(
             await asyncio.sleep(every_s)
     finally:
         await close_nats(nc)
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass
