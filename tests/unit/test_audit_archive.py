@@ -296,3 +296,50 @@ def test_the_signer_refuses_a_log_that_no_longer_matches(key: Ed25519PrivateKey)
 def test_a_malformed_entry_is_named_not_a_crash(archive: Path, line: bytes) -> None:
     _edit(archive / ENTRIES_FILE, lambda lines: [*lines, line + b"\n"])
     assert _problem(archive).startswith("entries.jsonl line 11: ")
+
+
+def test_several_logs_in_one_archive_each_with_their_own_tree(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    logs: dict[int | str, list[bytes]] = {
+        0: [_payload(seq) for seq in range(1, 8)],
+        3: [b"p3 %d" % seq for seq in range(1, 6)],
+        "events": [b"leader change %d" % seq for seq in range(1, 4)],
+    }
+    checkpoints = []
+    for log, payloads in logs.items():
+        signer = LogSigner(key, log, every_entries=2)
+        checkpoints += [
+            cp for seq, p in enumerate(payloads, 1) if (cp := signer.add(seq, p, 1)) is not None
+        ]
+        last = signer.finish(2)
+        assert last is not None
+        checkpoints.append(last)
+    interleaved = [
+        entry_line(log, seq, payloads[seq - 1])
+        for seq in range(1, 8)
+        for log, payloads in logs.items()
+        if seq <= len(payloads)
+    ]
+    archive = tmp_path / "logs"
+    write_archive(
+        archive,
+        pubkey_pem=public_key_pem(key.public_key()),
+        entries=interleaved,
+        checkpoints=checkpoints,
+    )
+    verdict = verify_archive(archive)
+    assert verdict.problem is None
+    assert (verdict.entries, verdict.checkpoints_matched) == (15, 4 + 3 + 2)
+    # An entry copied from another log into the same position does not match.
+    moved = [
+        entry_line("events", 1, logs[3][0]) if (line.partition, line.seq) == ("events", 1) else line
+        for line in interleaved
+    ]
+    write_archive(
+        archive,
+        pubkey_pem=public_key_pem(key.public_key()),
+        entries=moved,
+        checkpoints=checkpoints,
+    )
+    assert "partition events, seq 1..2" in _problem(archive)
