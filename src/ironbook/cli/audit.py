@@ -62,7 +62,7 @@ from ironbook.adapters.audit.stream import (
 from ironbook.cli.up import add_data_dir_argument, data_dir_of
 from ironbook.replication.checkpoint import Checkpoint
 from ironbook.replication.interfaces import LogUnavailable
-from ironbook.replication.merkle import Frontier, LogName
+from ironbook.replication.merkle import Frontier, LogName, leaf_hash, log_tag
 from ironbook.services.local_cluster import RuntimeInfo, read_runtime
 from ironbook.settings import ConfigError
 
@@ -227,22 +227,41 @@ def _write_document(document: bytes, out: Path | None, what: str) -> None:
         print(f"{what} in {out}")
 
 
-def _archive_log(archive: Path, partition: int) -> tuple[Frontier, list[bytes], list[Checkpoint]]:
-    """An archive's frontier, payloads and checkpoints of one partition."""
+def _archive_tail(
+    archive: Path, partition: int, frontier_size: int, to_seq: int
+) -> tuple[Frontier, list[bytes]]:
+    """An archive's frontier of `partition` at `frontier_size` (or the archive's own,
+    if it starts later) and the payloads after it up to `to_seq`."""
     frontier = read_frontiers(archive / FRONTIER_FILE).get(partition, Frontier())
-    payloads = [
-        payload
-        for _, entry, payload, _ in read_entries(archive / ENTRIES_FILE)
-        if entry.partition == partition
+    tag = log_tag(partition)
+    payloads: list[bytes] = []
+    for line, entry, payload, _ in read_entries(archive / ENTRIES_FILE):
+        if entry.partition != partition or entry.seq > to_seq:
+            continue
+        expected = frontier.size + len(payloads) + 1
+        if entry.seq != expected:
+            raise ArchiveError(f"{ENTRIES_FILE} line {line}: expected seq {expected}")
+        if entry.seq <= frontier_size:
+            frontier.append(leaf_hash(tag, entry.seq, payload))
+        else:
+            payloads.append(payload)
+    return frontier, payloads
+
+
+def _archive_checkpoints(archive: Path, partition: int) -> list[Checkpoint]:
+    return [
+        cp for _, cp in read_checkpoints(archive / CHECKPOINTS_FILE) if cp.partition == partition
     ]
-    checkpoints = [cp for _, cp in read_checkpoints(archive / CHECKPOINTS_FILE)]
-    return frontier, payloads, checkpoints
 
 
 def _receipt(args: argparse.Namespace) -> int:
     try:
         if args.archive is not None:
-            frontier, payloads, checkpoints = _archive_log(args.archive, args.partition)
+            checkpoints = _archive_checkpoints(args.archive, args.partition)
+            covering = [cp.tree_size for cp in checkpoints if cp.tree_size >= args.seq]
+            frontier, payloads = _archive_tail(
+                args.archive, args.partition, args.seq - 1, min(covering, default=args.seq)
+            )
             receipt = build_receipt(
                 args.partition,
                 args.seq,
@@ -272,7 +291,10 @@ def _receipt(args: argparse.Namespace) -> int:
 def _prove_consistency(args: argparse.Namespace) -> int:
     try:
         if args.archive is not None:
-            frontier, payloads, checkpoints = _archive_log(args.archive, args.partition)
+            checkpoints = _archive_checkpoints(args.archive, args.partition)
+            frontier, payloads = _archive_tail(
+                args.archive, args.partition, args.old_size, args.new_size
+            )
             proof = build_consistency_proof(
                 args.partition,
                 args.old_size,

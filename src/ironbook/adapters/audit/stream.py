@@ -237,18 +237,26 @@ async def export_archive(
     return result
 
 
-async def _read_payloads(nats_urls: Sequence[str], partition: int, to_seq: int) -> list[bytes]:
-    """Payloads of seq 1..`to_seq` (fewer if the log is shorter)."""
+async def _read_tail(
+    nats_urls: Sequence[str], partition: int, frontier_size: int, to_seq: int
+) -> tuple[Frontier, list[bytes]]:
+    """The frontier of seq 1..`frontier_size` and the payloads after it up to
+    `to_seq` (fewer if the log is shorter): memory for the tail only."""
     nc = await connect_nats(list(nats_urls), name="ironbook-audit-proofs")
     try:
         log = NatsLog(nc, partition)
         try:
-            last = await log.last_seq()
-            return [entry.payload async for entry in read_log(log, 1, min(to_seq, last))]
+            last = min(to_seq, await log.last_seq())
+            frontier = Frontier()
+            tag = log_tag(partition)
+            async for entry in read_log(log, 1, min(frontier_size, last)):
+                frontier.append(leaf_hash(tag, entry.seq, entry.payload))
+            payloads = [entry.payload async for entry in read_log(log, frontier.size + 1, last)]
         finally:
             await log.close()
     finally:
         await close_nats(nc)
+    return frontier, payloads
 
 
 def _signed_checkpoints(audit_dir: Path, partition: int) -> list[Checkpoint]:
@@ -264,9 +272,11 @@ async def receipt_from_log(
     (raises `ProofBuildError` when it is not yet checkpointed)."""
     checkpoints = _signed_checkpoints(audit_dir, partition)
     covering = [cp.tree_size for cp in checkpoints if cp.tree_size >= seq]
-    payloads = await _read_payloads(nats_urls, partition, min(covering) if covering else seq)
+    frontier, payloads = await _read_tail(
+        nats_urls, partition, seq - 1, min(covering) if covering else seq
+    )
     return build_receipt(
-        partition, seq, frontier=Frontier(), payloads=payloads, checkpoints=checkpoints
+        partition, seq, frontier=frontier, payloads=payloads, checkpoints=checkpoints
     )
 
 
@@ -275,12 +285,12 @@ async def consistency_from_log(
 ) -> ConsistencyProof:
     """Proof, from the live log, that the checkpoint at `new_size` extends the
     one at `old_size` (raises `ProofBuildError`)."""
-    payloads = await _read_payloads(nats_urls, partition, new_size)
+    frontier, payloads = await _read_tail(nats_urls, partition, old_size, new_size)
     return build_consistency_proof(
         partition,
         old_size,
         new_size,
-        frontier=Frontier(),
+        frontier=frontier,
         payloads=payloads,
         checkpoints=_signed_checkpoints(audit_dir, partition),
     )
