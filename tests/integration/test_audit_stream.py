@@ -10,7 +10,12 @@ import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ironbook.adapters.audit.archive import CHECKPOINTS_FILE, ENTRIES_FILE, verify_archive
+from ironbook.adapters.audit.archive import (
+    CHECKPOINTS_FILE,
+    ENTRIES_FILE,
+    Verdict,
+    verify_archive,
+)
 from ironbook.adapters.audit.keys import PUBKEY_FILE, load_public_key
 from ironbook.adapters.audit.proofs import (
     encode_consistency_proof,
@@ -20,6 +25,7 @@ from ironbook.adapters.audit.proofs import (
 )
 from ironbook.adapters.audit.stream import (
     CheckpointSigner,
+    SignResult,
     consistency_from_log,
     export_archive,
     receipt_from_log,
@@ -128,3 +134,48 @@ def test_the_commands_on_a_data_dir(
                  "--new-size", "12", "--out", str(tmp_path / "c.json")]) == 0  # fmt: skip
     assert main(["audit", "verify-consistency", str(tmp_path / "c.json"), "--pubkey", pubkey]) == 0
     assert main(["audit", "export", *dd, "--out", str(tmp_path / "b"), "--partition", "1"]) == 2
+
+
+def test_a_running_signer_signs_what_is_new_until_stopped(
+    nats_cluster: LocalNatsCluster, tmp_path: Path
+) -> None:
+    signer = CheckpointSigner(Ed25519PrivateKey.generate(), tmp_path / "audit", every_entries=100)
+    sizes: list[int] = []
+
+    async def scenario() -> None:
+        signed: asyncio.Queue[int] = asyncio.Queue()
+        stop = asyncio.Event()
+
+        def report(result: SignResult) -> None:
+            for checkpoint in result.signed:
+                sizes.append(checkpoint.tree_size)
+                signed.put_nowait(checkpoint.tree_size)
+
+        async def append_then_stop() -> None:
+            async with asyncio.timeout(30):
+                await _append(nats_cluster, 1, 3)
+                assert await signed.get() == 3
+                await _append(nats_cluster, 4, 2)
+                assert await signed.get() == 5
+            stop.set()
+
+        # No stream yet: the run is skipped, not fatal, and the next one signs.
+        assert (await sign_checkpoints(nats_cluster.urls, [0], signer)).unavailable
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(append_then_stop())
+            signing = tasks.create_task(
+                sign_checkpoints(
+                    nats_cluster.urls, [0], signer, every_s=0.05, stop=stop, report=report
+                )
+            )
+        assert signing.result().problems == []
+
+    asyncio.run(scenario())
+    assert sizes == [3, 5]
+    assert verify_archive_of(tmp_path, nats_cluster).problem is None
+
+
+def verify_archive_of(tmp_path: Path, nats_cluster: LocalNatsCluster) -> Verdict:
+    archive = tmp_path / "archive"
+    asyncio.run(export_archive(nats_cluster.urls, [0], tmp_path / "audit", archive))
+    return verify_archive(archive)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -120,17 +121,31 @@ def _checkpoint(args: argparse.Namespace) -> int:
             every_entries=args.every_entries,
         )
         result = asyncio.run(
-            sign_checkpoints(
-                runtime.nats_urls,
-                list(range(runtime.partitions)),
-                signer,
-                every_s=args.every_s,
-                report=_print_signed,
-            )
+            _sign_until_stopped(runtime.nats_urls, runtime.partitions, signer, args.every_s)
         )
     except (KeyFileError, ArchiveError, LogUnavailable, OSError) as err:
         return _error(str(err))
-    return EXIT_FAILED if result.problems else EXIT_OK
+    if result.problems:
+        return EXIT_FAILED
+    return EXIT_CANNOT_RUN if result.unavailable else EXIT_OK
+
+
+async def _sign_until_stopped(
+    nats_urls: list[str], partitions: int, signer: CheckpointSigner, every_s: float | None
+) -> SignResult:
+    """SIGTERM or Ctrl-C ends a `--every-s` signer between runs."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return await sign_checkpoints(
+        nats_urls,
+        list(range(partitions)),
+        signer,
+        every_s=every_s,
+        stop=stop,
+        report=_print_signed,
+    )
 
 
 def _print_signed(result: SignResult) -> None:
@@ -147,6 +162,8 @@ def _print_signed(result: SignResult) -> None:
         )
     for problem in result.problems:
         print(f"REFUSED: {problem}", flush=True)
+    for unavailable in result.unavailable:
+        print(f"warning: {unavailable}; not signed this run", flush=True)
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ is retried until `READ_DEADLINE_MS` passes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -80,6 +81,9 @@ def _append_lines(path: Path, lines: Sequence[bytes]) -> None:
 class SignResult:
     signed: list[Checkpoint] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    """Partitions whose log no longer matches what was signed."""
+    unavailable: list[str] = field(default_factory=list)
+    """Partitions whose log could not be read this run."""
 
 
 class CheckpointSigner:
@@ -111,21 +115,29 @@ class CheckpointSigner:
 
     async def sign(self, nc: NatsClient, partitions: Sequence[int]) -> SignResult:
         """One run over `partitions`. A partition that no longer matches what
-        was signed is reported, not signed, and starts over on the next run."""
+        was signed is a problem; one whose log cannot be read is skipped. Either
+        way nothing of it is signed, and it starts over from the checkpoint file
+        on the next run (so an unwritten checkpoint never becomes a link)."""
         result = SignResult()
         for partition in partitions:
             try:
                 signed = await self._sign_partition(nc, partition)
+                lines = [encode_checkpoint(checkpoint) for checkpoint in signed]
+                if lines:
+                    _append_lines(self._audit_dir / CHECKPOINTS_FILE, lines)
+                    if self._offsite is not None:
+                        _append_lines(self._offsite / CHECKPOINTS_FILE, lines)
             except HistoryRewritten as err:
                 self._signers.pop(partition, None)
                 result.problems.append(str(err))
-                continue
-            lines = [encode_checkpoint(checkpoint) for checkpoint in signed]
-            if lines:
-                _append_lines(self._audit_dir / CHECKPOINTS_FILE, lines)
-                if self._offsite is not None:
-                    _append_lines(self._offsite / CHECKPOINTS_FILE, lines)
-            result.signed.extend(signed)
+            except LogUnavailable as err:
+                self._signers.pop(partition, None)
+                result.unavailable.append(f"partition {partition}: {err}")
+            except OSError:
+                self._signers.pop(partition, None)
+                raise
+            else:
+                result.signed.extend(signed)
         return result
 
     async def _sign_partition(self, nc: NatsClient, partition: int) -> list[Checkpoint]:
@@ -159,10 +171,13 @@ async def sign_checkpoints(
     signer: CheckpointSigner,
     *,
     every_s: float | None = None,
+    stop: asyncio.Event | None = None,
     report: Callable[[SignResult], None] | None = None,
 ) -> SignResult:
     """One run of `signer` over `partitions`, or with `every_s`, a run every
-    `every_s` seconds until one finds a problem (which it returns)."""
+    `every_s` seconds until one finds a problem (which it returns) or `stop`
+    is set (checked between runs, so a run's checkpoints are always written)."""
+    stop = stop or asyncio.Event()
     nc = await connect_nats(list(nats_urls), name="ironbook-audit-signer")
     try:
         while True:
@@ -171,7 +186,10 @@ async def sign_checkpoints(
                 report(result)
             if every_s is None or result.problems:
                 return result
-            await asyncio.sleep(every_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
+            if stop.is_set():
+                return result
     finally:
         await close_nats(nc)
 
