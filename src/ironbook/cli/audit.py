@@ -205,11 +205,15 @@ def _print_verdict(where: Path | str, args: argparse.Namespace, pubkey: Path | N
     if verdict.problem is not None:
         print(f"FAILED: {verdict.problem}")
         return EXIT_FAILED
-    print(
-        f"{verdict.entries} entries, {verdict.checkpoints_matched} checkpoints matched: intact"
-        + (" (entries not yet checkpointed: refused under --strict)" if verdict.warnings else "")
-    )
-    return EXIT_OK if verdict.passed(strict=args.strict) else EXIT_FAILED
+    summary = f"{verdict.entries} entries, {verdict.checkpoints_matched} checkpoints matched"
+    if not verdict.passed(strict=args.strict):
+        print(f"FAILED: {summary}, but entries are not yet checkpointed (--strict)")
+        return EXIT_FAILED
+    if verdict.warnings:
+        print(f"{summary}: intact up to the last checkpoint; later entries not yet checkpointed")
+    else:
+        print(f"{summary}: intact")
+    return EXIT_OK
 
 
 def _verify(args: argparse.Namespace) -> int:
