@@ -153,14 +153,17 @@ def test_a_running_signer_signs_what_is_new_until_stopped(
 
         async def append_then_stop() -> None:
             async with asyncio.timeout(30):
-                await _append(nats_cluster, 1, 3)
-                assert await signed.get() == 3
+                while await signed.get() != 3:
+                    pass
+                # A run may fall between these two appends: it signs size 4.
                 await _append(nats_cluster, 4, 2)
-                assert await signed.get() == 5
+                while await signed.get() != 5:
+                    pass
             stop.set()
 
         # No stream yet: the run is skipped, not fatal, and the next one signs.
         assert (await sign_checkpoints(nats_cluster.urls, [0], signer)).unavailable
+        await _append(nats_cluster, 1, 3)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(append_then_stop())
             signing = tasks.create_task(
@@ -171,7 +174,7 @@ def test_a_running_signer_signs_what_is_new_until_stopped(
         assert signing.result().problems == []
 
     asyncio.run(scenario())
-    assert sizes == [3, 5]
+    assert sizes in ([3, 5], [3, 4, 5])
     assert verify_archive_of(tmp_path, nats_cluster).problem is None
 
 
