@@ -34,7 +34,7 @@ from ironbook.adapters.nats.log import NatsLog
 from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.adapters.nats.snapshots import NatsSnapshotStore
 from ironbook.adapters.nats.transport import NatsRequestServer
-from ironbook.client import BatchConfig, ClientConfig, LedgerClient
+from ironbook.client import BatchConfig, ClientConfig, LedgerClient, ledger_over_nats
 from ironbook.logs import setup_logging
 from ironbook.replication.replica import Replica, ReplicaConfig
 from ironbook.replication.sequencer import SequencerConfig
@@ -163,7 +163,7 @@ async def _nats(settings: Settings, name: str) -> AsyncIterator[NatsClient]:
 
 @contextlib.asynccontextmanager
 async def _ledger(nc: NatsClient, settings: Settings) -> AsyncIterator[LedgerClient]:
-    client = LedgerClient(nc, partitions=settings.cluster.partition_count)
+    client = ledger_over_nats(nc, partitions=settings.cluster.partition_count)
     try:
         yield client
     finally:
@@ -229,13 +229,13 @@ async def connected_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         audience=g.jwt_audience,
     )
     async with _nats(settings, f"ironbook-gateway-{g.worker_id}") as nc:
-        ledger = LedgerClient(
+        ledger = ledger_over_nats(
             nc,
             partitions=partitions,
             config=ClientConfig(deadline_ms=g.request_deadline_ms),
             batching=BatchConfig(max_inflight_batches=g.ledger_inflight_batches),
         )
-        probe = LedgerClient(
+        probe = ledger_over_nats(
             nc,
             partitions=partitions,
             config=ClientConfig(request_timeout_ms=500, deadline_ms=READINESS_DEADLINE_MS),

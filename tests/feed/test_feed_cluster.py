@@ -44,7 +44,7 @@ from ironbook.adapters.feed.simulator import Simulator, SimulatorConfig
 from ironbook.adapters.nats.localproc import ManagedProcess
 from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.cli.feed import feed_status
-from ironbook.client import LedgerClient
+from ironbook.client import LedgerClient, ledger_over_nats
 from ironbook.core.odds import format_decimal, payout_minor
 from ironbook.core.views import AccountView, FeedCursorReply, MarketPage, MarketView
 from ironbook.replication.checker import Checker
@@ -140,7 +140,7 @@ async def connected(
     cluster: LocalCluster,
 ) -> AsyncIterator[tuple[LedgerClient, Provider, NatsClient]]:
     nc = await connect_nats(cluster.nats_url)
-    client = LedgerClient(nc, partitions=cluster.partitions)
+    client = ledger_over_nats(nc, partitions=cluster.partitions)
     stream = await NatsFeedStream.open(nc, PRODUCER)
     provider = Provider(stream, await stream.tail_cursor())
     provider.start_alive()

@@ -19,7 +19,7 @@ from ironbook.adapters.nats.log import stream_name
 from ironbook.adapters.nats.provision import connect_nats
 from ironbook.chaos.check import check_history
 from ironbook.chaos.workload import Workload
-from ironbook.client import ClientConfig, LedgerClient
+from ironbook.client import ClientConfig, LedgerClient, connect_ledger
 from ironbook.replication.checker import Checker
 from ironbook.services.inspect import converged_hashes, read_whole_log
 from ironbook.services.local_cluster import LocalCluster, wait_for_leaders
@@ -37,7 +37,7 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
 
 
 async def _connect(cluster: LocalCluster) -> LedgerClient:
-    return await LedgerClient.connect(
+    return await connect_ledger(
         cluster.nats_url,
         config=ClientConfig(
             request_timeout_ms=1_000, deadline_ms=60_000, backoff_initial_ms=20, backoff_max_ms=300

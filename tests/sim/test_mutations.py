@@ -3,9 +3,11 @@ seeds the normal suite runs."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from ironbook.replication.sim import Mutation, SimOptions, run_seed
+from ironbook.replication.sim import Mutation, SimOptions, SimTiming, run_seed
 from ironbook.replication.sim.faults import Fault, FaultPlan
 
 MUTATION_SEEDS = 300
@@ -53,11 +55,11 @@ def test_the_chain_check_is_load_bearing() -> None:
         crash_after_append_rate=0.0,
         max_triggered_crashes=0,
     )
-    correct = [run_seed(seed, SimOptions(clients=6, faults=plan)) for seed in range(40)]
+    # Every client's command in its own request, so the leader is busy with
+    # many at once and pipelines its appends.
+    busy = SimOptions(clients=6, faults=plan, timing=SimTiming(client_inflight_batches=(16,)))
+    correct = [run_seed(seed, busy) for seed in range(40)]
     assert all(result.ok for result in correct)
     assert sum(1 for result in correct if result.void_entries) >= 5
-    mutated = [
-        run_seed(seed, SimOptions(clients=6, faults=plan, mutation="skip_chain_check"))
-        for seed in range(40)
-    ]
+    mutated = [run_seed(seed, replace(busy, mutation="skip_chain_check")) for seed in range(40)]
     assert sum(1 for result in mutated if not result.ok) >= 2

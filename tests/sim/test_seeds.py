@@ -17,13 +17,14 @@ CHUNK = 500
 @pytest.mark.parametrize("start", range(0, SEEDS, CHUNK), ids=lambda s: f"seeds{s}")
 def test_seeded_runs_have_no_violations(start: int) -> None:
     failures: list[str] = []
-    exercised = {"entries": 0, "crashes": 0, "failovers": 0, "gave_up": 0}
+    exercised = {"entries": 0, "crashes": 0, "failovers": 0, "gave_up": 0, "shared": 0}
     for seed in range(start, start + CHUNK):
         result = run_seed(seed)
         exercised["entries"] += result.log_entries
         exercised["crashes"] += result.crashes
         exercised["failovers"] += max(0, result.lease_grants - 1)
         exercised["gave_up"] += result.gave_up
+        exercised["shared"] += result.commands_sent - result.requests_sent
         if not result.ok:
             failures.append(f"seed {seed}: " + "; ".join(str(v) for v in result.violations[:3]))
     assert not failures, "\n".join(failures[:20])
@@ -32,6 +33,7 @@ def test_seeded_runs_have_no_violations(start: int) -> None:
     assert exercised["crashes"] > CHUNK // 4
     assert exercised["failovers"] > CHUNK // 2
     assert exercised["gave_up"] > CHUNK // 10  # outcomes unknown to clients, asked again
+    assert exercised["shared"] > CHUNK  # commands that travelled in a batch with others
 
 
 def test_deposed_leaders_entries_are_voided_and_the_run_stays_correct() -> None:

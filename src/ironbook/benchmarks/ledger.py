@@ -33,7 +33,7 @@ from ironbook.adapters import eventloop
 from ironbook.benchmarks.common import command_line, machine_info
 from ironbook.benchmarks.postgres import run_baseline
 from ironbook.benchmarks.stats import percentile_ms
-from ironbook.client import BatchConfig, ClientConfig, LedgerClient
+from ironbook.client import BatchConfig, ClientConfig, LedgerClient, connect_ledger
 from ironbook.services.local_cluster import LocalCluster, wait_for_leaders
 
 OPENING_BALANCE_MINOR = 1_000_000_00
@@ -166,7 +166,7 @@ async def _progress(tally: Tally, deadline: float) -> None:
 async def connect_bench_client(cluster: LocalCluster, max_batch_commands: int) -> LedgerClient:
     """The load generator's client: short retries, a long deadline (a bet
     waits through a failover rather than giving up)."""
-    return await LedgerClient.connect(
+    return await connect_ledger(
         cluster.nats_url,
         partitions=cluster.partitions,
         config=ClientConfig(

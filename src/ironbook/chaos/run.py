@@ -45,7 +45,7 @@ from ironbook.chaos.http_clients import (
 from ironbook.chaos.partitions import check_all_partitions
 from ironbook.chaos.projection import projection_path
 from ironbook.chaos.workload import Workload, WorkloadConfig
-from ironbook.client import ClientConfig, LedgerClient
+from ironbook.client import ClientConfig, connect_ledger
 from ironbook.services.gateway.auth import load_or_create_secret, local_secret_file
 from ironbook.services.local_cluster import ClusterConfig, GatewayOptions, LocalCluster
 
@@ -196,7 +196,7 @@ async def _run(
     injector = FaultInjector(cluster, random.Random(rng.random()))
     errors: list[str] = []
     recorder = HistoryRecorder(history_path)
-    client = await LedgerClient.connect(
+    client = await connect_ledger(
         cluster.nats_url,
         partitions=cluster.partitions,
         config=ClientConfig(

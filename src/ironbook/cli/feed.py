@@ -22,7 +22,7 @@ from ironbook.adapters.feed.nats_stream import NatsFeedStream, feed_stream_name
 from ironbook.adapters.feed.provider import FeedUnavailable
 from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.cli.up import add_data_dir_argument, data_dir_of
-from ironbook.client import ClientConfig, GaveUp, LedgerClient
+from ironbook.client import ClientConfig, GaveUp, ledger_over_nats
 from ironbook.core.views import FeedCursorReply
 from ironbook.services.feed.settlement import CONSUMER
 from ironbook.services.local_cluster import read_runtime
@@ -32,7 +32,9 @@ TIMEOUT_MS = 5_000
 
 async def feed_status(nats_urls: str, partitions: int, producer: str) -> dict[str, Any]:
     nc = await connect_nats(nats_urls, name="ironbook-feed-status")
-    client = LedgerClient(nc, partitions=partitions, config=ClientConfig(deadline_ms=TIMEOUT_MS))
+    client = ledger_over_nats(
+        nc, partitions=partitions, config=ClientConfig(deadline_ms=TIMEOUT_MS)
+    )
     status: dict[str, Any] = {"producer": producer, "stream": feed_stream_name(producer)}
     try:
         try:

@@ -37,7 +37,7 @@ from ironbook.chaos.faults import (
 from ironbook.chaos.history import HistoryRecorder, Operation
 from ironbook.chaos.partitions import check_all_partitions
 from ironbook.chaos.workload import SELECTIONS, WorkloadConfig
-from ironbook.client import ClientConfig, LedgerClient
+from ironbook.client import ClientConfig, LedgerClient, connect_ledger
 from ironbook.core.events import SettlementReply
 from ironbook.demo.cluster_view import ClusterView, ClusterWatcher
 from ironbook.demo.timeline import FaultMark, PhaseMark, SecondCounter, Timeline, longest_stall_ms
@@ -266,7 +266,7 @@ async def _race_day(
     watcher = ClusterWatcher(cluster, nc)
     await watcher.start()
     live.view = watcher.view
-    client = await LedgerClient.connect(
+    client = await connect_ledger(
         cluster.nats_url,
         partitions=cluster.partitions,
         config=ClientConfig(

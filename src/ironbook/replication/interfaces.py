@@ -54,6 +54,10 @@ class NoResponders(TransportError):
     """Nobody is serving the partition right now (no leader, or mid-failover)."""
 
 
+class MalformedReply(TransportError):
+    """A reply arrived that cannot be decoded."""
+
+
 class LogEntry(msgspec.Struct, frozen=True):
     """One appended batch: the log position it landed at, the writer's batch id
     and the encoded events."""
@@ -195,13 +199,23 @@ class RequestServer(Protocol):
         ...
 
 
-class RequestClient(Protocol):
-    """Client side of the command transport (a NATS request)."""
+class CommandTransport(Protocol):
+    """Client side of the command transport (NATS requests to the partitions'
+    batch subjects)."""
 
-    async def request(self, payload: bytes, *, timeout_ms: int) -> bytes:
-        """Send one request and wait for its reply.
+    async def request(
+        self, partition: int, payloads: Sequence[bytes], *, timeout_ms: int
+    ) -> Sequence[bytes]:
+        """Send encoded commands to `partition`'s leader as one request and
+        wait for its replies, one per command, in the same order.
 
-        Raises `NoResponders` when nobody serves the partition and
-        `RequestTimeout` when no reply came within `timeout_ms`.
+        Raises `NoResponders` when nobody serves the partition,
+        `RequestTimeout` when no reply came within `timeout_ms`,
+        `MalformedReply` when the reply cannot be decoded, and
+        `TransportError` when the connection fails.
         """
+        ...
+
+    async def close(self) -> None:
+        """Release the connection if the transport owns it."""
         ...

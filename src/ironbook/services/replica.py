@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 
 from ironbook import core
 from ironbook.adapters.clock import SystemClock
-from ironbook.client import BadRequest, ClientConfig, GaveUp, LedgerClient
+from ironbook.client import BadRequest, ClientConfig, GaveUp, ledger_over_nats
 from ironbook.replication.replica import Replica
 from ironbook.services.process import run_until_stopped
 from ironbook.services.status import (
@@ -135,7 +135,7 @@ async def _release_held_bets(
     """While this replica leads and its state holds an in-play bet whose delay
     is over by the wall clock, submit `ReleaseBets` to its own partition (the
     release itself is decided by log time, so replay is deterministic)."""
-    client = LedgerClient(nc, partitions=partition + 1, config=ClientConfig(deadline_ms=5_000))
+    client = ledger_over_nats(nc, partitions=partition + 1, config=ClientConfig(deadline_ms=5_000))
     try:
         while True:
             await asyncio.sleep(RELEASE_INTERVAL_MS / 1000)

@@ -22,7 +22,12 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from ironbook.replication.interfaces import NoResponders, RequestTimeout, TransportError
+from ironbook.replication.interfaces import (
+    MalformedReply,
+    NoResponders,
+    RequestTimeout,
+    TransportError,
+)
 from ironbook.replication.wire import RetryReply, encode_reply
 
 DEFAULT_MAX_PENDING_REQUESTS = 20_000
@@ -181,18 +186,34 @@ class NatsRequestServer:
         return inbox
 
 
-class NatsRequestClient:
-    def __init__(self, nc: NatsClient, partition: int) -> None:
-        self._nc = nc
-        self._subject = command_subject(partition)
+class NatsCommandTransport:
+    """Implements `interfaces.CommandTransport`: one NATS request per batch,
+    to the partition's batch subject."""
 
-    async def request(self, payload: bytes, *, timeout_ms: int) -> bytes:
+    def __init__(self, nc: NatsClient, *, owns_connection: bool = False) -> None:
+        self._nc = nc
+        self._owns_connection = owns_connection
+
+    async def request(
+        self, partition: int, payloads: Sequence[bytes], *, timeout_ms: int
+    ) -> list[bytes]:
+        subject = batch_subject(partition)
         try:
-            reply = await self._nc.request(self._subject, payload, timeout=timeout_ms / 1000)
+            reply = await self._nc.request(
+                subject, encode_batch(payloads), timeout=timeout_ms / 1000
+            )
         except nats.errors.NoRespondersError as err:
-            raise NoResponders(self._subject) from err
+            raise NoResponders(subject) from err
         except nats.errors.TimeoutError as err:
-            raise RequestTimeout(f"{self._subject}: no reply in {timeout_ms} ms") from err
+            raise RequestTimeout(f"{subject}: no reply in {timeout_ms} ms") from err
         except (nats.errors.Error, OSError) as err:
-            raise TransportError(f"{self._subject}: {err!r}") from err
-        return reply.data
+            raise TransportError(f"{subject}: {err!r}") from err
+        try:
+            return decode_batch(reply.data)
+        except msgspec.MsgspecError as err:
+            raise MalformedReply(f"{subject}: {err}") from err
+
+    async def close(self) -> None:
+        if self._owns_connection:
+            with contextlib.suppress(nats.errors.Error):
+                await self._nc.drain()

@@ -19,9 +19,10 @@ from typing import Literal
 from ironbook import core
 from ironbook.replication.batch import void_seqs
 from ironbook.replication.checker import Checker, Observation, Violation
-from ironbook.replication.client import BadRequest, ClientConfig, GaveUp, LedgerClient
+from ironbook.replication.client import BadRequest, BatchConfig, ClientConfig, GaveUp
 from ironbook.replication.concurrency import cancel_and_wait
 from ironbook.replication.follower import Follower, FollowerConfig, restore
+from ironbook.replication.ledger_client import LedgerClient
 from ironbook.replication.replica import Replica, ReplicaConfig
 from ironbook.replication.sequencer import SequencerConfig
 from ironbook.replication.sim.clock import SimClock
@@ -32,7 +33,7 @@ from ironbook.replication.sim.log import LogService, SimLog
 from ironbook.replication.sim.loop import SimDeadlock, SimTimeLimit, VirtualTimeLoop, run_virtual
 from ironbook.replication.sim.network import Network
 from ironbook.replication.sim.snapshots import SimSnapshotStore, SnapshotService
-from ironbook.replication.sim.transport import RequestBus, SimRequestClient, SimRequestServer
+from ironbook.replication.sim.transport import RequestBus, SimCommandTransport, SimRequestServer
 from ironbook.replication.sim.workload import make_workload
 
 Mutation = Literal["none", "reply_before_ack", "skip_fencing", "skip_chain_check"]
@@ -56,6 +57,10 @@ class SimTiming:
     client_deadline_ms: tuple[int, ...] = (1_000, 3_000, 6_000)
     """One is drawn per run: short deadlines make clients give up mid-fault,
     leaving outcomes unknown until they ask again after the heal."""
+    client_max_batch_commands: int = 4
+    client_inflight_batches: tuple[int, ...] = (1, 2, 4)
+    """One is drawn per run: with fewer batch requests in flight than
+    clients, commands queue up and travel together."""
     fault_window_ms: int = 1_500
     """Timed faults start within this long after the run starts, and client
     traffic is spread over it."""
@@ -91,6 +96,11 @@ class SimResult:
     gave_up: int
     """Commands clients gave up on while the faults lasted (all were sent
     again after the heal)."""
+    commands_sent: int
+    """By the clients, resends included."""
+    requests_sent: int
+    """Batch requests carrying those commands (fewer: commands travelled
+    together)."""
     lease_grants: int
     crashes: int
     faults: tuple[str, ...]
@@ -121,6 +131,8 @@ def run_seed(seed: int, options: SimOptions | None = None) -> SimResult:
             void_entries=0,
             outcomes_heard=0,
             gave_up=0,
+            commands_sent=0,
+            requests_sent=0,
             lease_grants=0,
             crashes=0,
             faults=(),
@@ -195,8 +207,15 @@ class _World:
             backoff_initial_ms=20,
             backoff_max_ms=400,
         )
+        self._batching = BatchConfig(
+            max_batch_commands=timing.client_max_batch_commands,
+            max_inflight_batches=random.Random(root.getrandbits(64)).choice(
+                timing.client_inflight_batches
+            ),
+        )
         self._nodes: dict[str, _Node] = {}
         self._tasks: list[asyncio.Task[object]] = []
+        self._clients: list[LedgerClient] = []
         self._replica_tasks: dict[str, asyncio.Task[object]] = {}
         self._timers: list[asyncio.TimerHandle] = []
         self._plan: FaultPlan | None = None
@@ -364,14 +383,21 @@ class _World:
 
     # Clients.
 
-    def _client(self, index: int, config: ClientConfig) -> LedgerClient:
-        host = Host(f"c{index}", 1)
-        return LedgerClient(
-            SimRequestClient(self._bus, self._network, host),
+    def _client(self, config: ClientConfig) -> LedgerClient:
+        """The client that ships, on the simulated network: every workload
+        client submits through it (as a gateway's requests share one), so
+        concurrent commands share batch requests."""
+        host = Host("clients", 1)
+        client = LedgerClient(
+            SimCommandTransport(self._bus, self._network, host),
+            partitions=1,
             clock=SimClock(self._loop, host),
             rng=random.Random(self._client_rng.getrandbits(64)),
             config=config,
+            batching=self._batching,
         )
+        self._clients.append(client)
+        return client
 
     async def _submit(self, index: int, client: LedgerClient, command: core.AnyCommand) -> bool:
         try:
@@ -427,11 +453,11 @@ class _World:
             commands_per_client=options.commands_per_client,
             accounts=options.accounts,
         )
-        clients = [self._client(index, self._client_config) for index in range(options.clients)]
+        client = self._client(self._client_config)
         try:
             await self._all(
                 [
-                    self._loop.create_task(self._run_client(index, clients[index], commands))
+                    self._loop.create_task(self._run_client(index, client, commands))
                     for index, commands in enumerate(workloads)
                 ]
             )
@@ -439,6 +465,8 @@ class _World:
             await self._retry_after_heal()
             hashes = await self._converge()
         finally:
+            for each in self._clients:
+                await each.close()
             await cancel_and_wait(self._tasks)
         violations = list(self._violations)
         violations.extend(Checker().check(self._log.entries, self._observations, hashes))
@@ -449,6 +477,8 @@ class _World:
             void_entries=len(void_seqs(self._log.entries)),
             outcomes_heard=len(self._observations),
             gave_up=self._gave_up_under_faults,
+            commands_sent=sum(client.attempts for client in self._clients),
+            requests_sent=sum(client.requests for client in self._clients),
             lease_grants=self._lease.grants,
             crashes=self._crashes,
             faults=tuple(plan.describe()),
@@ -466,14 +496,14 @@ class _World:
         answered = list(self._answered)
         again.extend(self._workload_rng.sample(answered, min(3, len(answered))))
         patient = replace(self._client_config, deadline_ms=self._options.timing.settle_timeout_ms)
-        clients = [self._client(index, patient) for index in range(self._options.clients)]
-        per_client: list[list[core.AnyCommand]] = [[] for _ in clients]
+        client = self._client(patient)
+        per_client: list[list[core.AnyCommand]] = [[] for _ in range(self._options.clients)]
         for index, command in again:
             per_client[index].append(command)
 
         async def resubmit(index: int, commands: list[core.AnyCommand]) -> None:
             for command in commands:
-                if not await self._submit(index, clients[index], command):
+                if not await self._submit(index, client, command):
                     self._violations.append(
                         Violation("liveness", f"{command.request_id}: no answer after the heal")
                     )

@@ -1,7 +1,9 @@
 """The simulated command transport, modelled on NATS request/reply with a
-queue group: a request goes to one random current subscriber (a replica that
-is leading, or believes it is); with no subscriber at all the client hears
-"no responders" at once; otherwise a lost request or reply is a timeout."""
+queue group: a batch request goes to one random current subscriber (a
+replica that is leading, or believes it is), which sees each command as its
+own request; the replies travel back together once every command has one.
+With no subscriber at all the client hears "no responders" at once;
+otherwise a lost request or reply is a timeout."""
 
 from __future__ import annotations
 
@@ -18,23 +20,47 @@ from ironbook.replication.interfaces import (
 )
 from ironbook.replication.sim.host import Host, HostDown
 from ironbook.replication.sim.network import Network
+from ironbook.replication.wire import RetryReply, encode_reply
 
-ReplyCallback = Callable[[bytes | None], None]
-"""Receives the reply bytes, or None for "no responders"."""
+ReplyCallback = Callable[[list[bytes] | None], None]
+"""Receives the replies of a batch, or None for "no responders"."""
+
+_OVERLOADED = encode_reply(RetryReply(reason="overloaded"))
 
 
-class SimRequest:
-    """A request as the serving replica sees it (implements `InboundRequest`)."""
+class _BatchReply:
+    """Collects the replies to one batch request; sends them back together."""
 
-    __slots__ = ("_network", "_on_reply", "_payload", "_server")
+    __slots__ = ("_network", "_on_reply", "_remaining", "_replies", "_server")
 
-    def __init__(
-        self, payload: bytes, server: Host, network: Network, on_reply: ReplyCallback
-    ) -> None:
-        self._payload = payload
+    def __init__(self, size: int, server: Host, network: Network, on_reply: ReplyCallback) -> None:
+        self._replies: list[bytes] = [b""] * size
+        self._remaining = size
         self._server = server
         self._network = network
         self._on_reply = on_reply
+
+    def fill(self, index: int, payload: bytes) -> None:
+        if self._replies[index]:
+            return
+        self._replies[index] = payload
+        self._remaining -= 1
+        if self._remaining == 0:
+            replies, on_reply = self._replies, self._on_reply
+            self._network.deliver(self._server.name, "clients", lambda: on_reply(replies))
+
+
+class SimRequest:
+    """One command of a batch as the serving replica sees it (implements
+    `InboundRequest`)."""
+
+    __slots__ = ("_batch", "_index", "_payload", "_server")
+
+    def __init__(self, payload: bytes, server: Host, batch: _BatchReply, index: int) -> None:
+        self._payload = payload
+        self._server = server
+        self._batch = batch
+        self._index = index
 
     @property
     def payload(self) -> bytes:
@@ -45,8 +71,10 @@ class SimRequest:
             await self._server.gate()
         except HostDown:
             return
-        on_reply = self._on_reply
-        self._network.deliver(self._server.name, "clients", lambda: on_reply(payload))
+        self._batch.fill(self._index, payload)
+
+    def shed(self) -> None:
+        self._batch.fill(self._index, _OVERLOADED)
 
 
 class RequestBus:
@@ -63,7 +91,8 @@ class RequestBus:
         self._rng = rng
         self._inbox_capacity = inbox_capacity
         self._subscribers: list[SimInbox] = []
-        self.dropped_full = 0
+        self.shed = 0
+        """Commands answered "overloaded" because an inbox was full."""
 
     def subscribe(self, inbox: SimInbox) -> None:
         self._subscribers.append(inbox)
@@ -80,8 +109,8 @@ class RequestBus:
     def subscriber_hosts(self) -> list[str]:
         return [inbox.host.name for inbox in self._subscribers]
 
-    def route(self, client: Host, payload: bytes, on_reply: ReplyCallback) -> None:
-        """A request reached the NATS server: hand it to one subscriber."""
+    def route(self, client: Host, payloads: Sequence[bytes], on_reply: ReplyCallback) -> None:
+        """A batch request reached the NATS server: hand it to one subscriber."""
         if not self._subscribers:
             self._network.deliver(client.name, "clients", lambda: on_reply(None))
             return
@@ -93,8 +122,11 @@ class RequestBus:
         if self._network.lost(inbox.host.name):
             return
         server = inbox.host
-        request = SimRequest(payload, server, self._network, on_reply)
-        self._loop.call_later(self._network.latency_s(server.name, "clients"), inbox.push, request)
+        batch = _BatchReply(len(payloads), server, self._network, on_reply)
+        requests = [
+            SimRequest(payload, server, batch, index) for index, payload in enumerate(payloads)
+        ]
+        self._loop.call_later(self._network.latency_s(server.name, "clients"), inbox.push, requests)
 
 
 class SimInbox:
@@ -108,14 +140,18 @@ class SimInbox:
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
 
-    def push(self, request: SimRequest) -> None:
+    def push(self, requests: list[SimRequest]) -> None:
+        """A batch arrives; what would overflow the inbox is answered
+        "retry: overloaded" at once, as the NATS inbox does."""
         if self._closed or not self.host.alive:
             return
-        if len(self._queue) >= self._capacity:
-            self._bus.dropped_full += 1
-            return
-        self._queue.append(request)
-        self._wake()
+        room = max(0, self._capacity - len(self._queue))
+        self._queue.extend(requests[:room])
+        for request in requests[room:]:
+            self._bus.shed += 1
+            request.shed()
+        if room:
+            self._wake()
 
     def discard(self) -> None:
         self._closed = True
@@ -162,25 +198,31 @@ class SimRequestServer:
         return inbox
 
 
-class SimRequestClient:
-    """Implements `interfaces.RequestClient` for one client host."""
+class SimCommandTransport:
+    """Implements `interfaces.CommandTransport` for one client host (the
+    simulated cluster has one partition)."""
 
     def __init__(self, bus: RequestBus, network: Network, host: Host) -> None:
         self._bus = bus
         self._network = network
         self._host = host
 
-    async def request(self, payload: bytes, *, timeout_ms: int) -> bytes:
+    async def request(
+        self, partition: int, payloads: Sequence[bytes], *, timeout_ms: int
+    ) -> list[bytes]:
+        if partition != 0:
+            raise ValueError(f"the simulated cluster has no partition {partition}")
         loop = asyncio.get_running_loop()
-        reply: asyncio.Future[bytes | _Timeout | None] = loop.create_future()
+        reply: asyncio.Future[list[bytes] | _Timeout | None] = loop.create_future()
 
-        def on_reply(data: bytes | _Timeout | None) -> None:
+        def on_reply(data: list[bytes] | _Timeout | None) -> None:
             if not reply.done():
                 reply.set_result(data)
 
         client = self._host
+        batch = list(payloads)
         self._network.deliver(
-            client.name, "clients", lambda: self._bus.route(client, payload, on_reply)
+            client.name, "clients", lambda: self._bus.route(client, batch, on_reply)
         )
         timer = loop.call_later(timeout_ms / 1000, on_reply, _TIMEOUT)
         try:
@@ -192,6 +234,9 @@ class SimRequestClient:
         if data is None:
             raise NoResponders("nobody serves the partition")
         return data
+
+    async def close(self) -> None:
+        """Nothing to release: the simulated network is the run's."""
 
 
 class _Timeout:
