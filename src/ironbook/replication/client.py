@@ -42,7 +42,7 @@ import random
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import msgspec
 
@@ -108,8 +108,7 @@ MARKET_COMMANDS = (
 """Commands every partition applies to its own copy of the market."""
 
 
-@dataclass(frozen=True, slots=True)
-class Send:
+class Send(NamedTuple):
     """Send `payloads` (encoded commands) to `partition` as one batch request
     and report its replies, in the same order, or its failure."""
 
@@ -119,16 +118,14 @@ class Send:
     timeout_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class Resolved:
+class Resolved(NamedTuple):
     """The end of one submit: its outcome, or the error its caller gets."""
 
     ticket: int
     result: core.Outcome | GaveUp | BadRequest
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
+class Step(NamedTuple):
     sends: tuple[Send, ...]
     resolved: tuple[Resolved, ...]
     wake_at_ms: int | None
@@ -269,12 +266,13 @@ class ClientMachine:
         the submits that are over, and when to poll again at the latest."""
         self._expire(now_ms)
         self._release_retries(now_ms)
-        sends = [
-            send for queue_no in range(self.partitions) for send in self._batches(queue_no, now_ms)
-        ]
+        sends: list[Send] = []
+        for partition, queue in enumerate(self._queues):
+            if queue.ready:
+                sends.extend(self._batches(partition, now_ms))
         resolved = tuple(self._resolved)
         self._resolved.clear()
-        return Step(sends=tuple(sends), resolved=resolved, wake_at_ms=self._wake_at())
+        return Step(tuple(sends), resolved, self._wake_at())
 
     @property
     def open_submits(self) -> int:
@@ -365,8 +363,11 @@ class ClientMachine:
                 )
 
     def _wake_at(self) -> int | None:
-        due = [heap[0][0] for heap in (self._retries, self._deadlines) if heap]
-        return min(due) if due else None
+        retry_ms = self._retries[0][0] if self._retries else None
+        deadline_ms = self._deadlines[0][0] if self._deadlines else None
+        if retry_ms is None or deadline_ms is None:
+            return deadline_ms if retry_ms is None else retry_ms
+        return min(retry_ms, deadline_ms)
 
     def _part_done(self, part: _Part, outcome: core.Outcome) -> None:
         part.outcome = outcome

@@ -74,6 +74,7 @@ class LedgerClient:
         self._group: asyncio.TaskGroup | None = None
         self._stopping = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at_ms: int | None = None
         self._pump_scheduled = False
         self._closed = False
         self._failure: BaseException | None = None
@@ -221,11 +222,17 @@ class LedgerClient:
                 future.set_result(done.result)
         for send in step.sends:
             group.create_task(self._send(send))
+        wake_at_ms = step.wake_at_ms
+        if wake_at_ms != self._timer_at_ms or (self._timer is None and wake_at_ms is not None):
+            self._arm_timer(wake_at_ms, now_ms)
+
+    def _arm_timer(self, wake_at_ms: int | None, now_ms: int) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if step.wake_at_ms is not None:
-            delay_s = max(0, step.wake_at_ms - now_ms) / 1000
+        self._timer_at_ms = wake_at_ms
+        if wake_at_ms is not None:
+            delay_s = max(0, wake_at_ms - now_ms) / 1000
             self._timer = asyncio.get_running_loop().call_later(delay_s, self._timer_pump)
 
     async def _send(self, send: Send) -> None:
