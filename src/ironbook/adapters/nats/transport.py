@@ -1,9 +1,8 @@
 """The command transport on NATS request/reply.
 
-Clients publish a command to `ironbook.cmd.<partition>` with a reply inbox, or
-many commands at once to `ironbook.cmdbatch.<partition>` (a msgpack list of
-encoded commands, answered by a list of replies in the same order: one NATS
-round trip for hundreds of bets). Only the partition's leader subscribes (in
+Clients send commands to `ironbook.cmdbatch.<partition>` with a reply inbox:
+a msgpack list of encoded commands, answered by a list of replies in the
+same order (one NATS round trip for hundreds of bets). Only the partition's leader subscribes (in
 a queue group, so a message is handed to one subscriber even in the instant
 two replicas both think they lead — the log's fencing decides which of them
 is right).
@@ -35,10 +34,6 @@ _QUEUE_GROUP = "leader"
 _OVERLOADED = encode_reply(RetryReply(reason="overloaded"))
 
 
-def command_subject(partition: int) -> str:
-    return f"ironbook.cmd.{partition}"
-
-
 def batch_subject(partition: int) -> str:
     return f"ironbook.cmdbatch.{partition}"
 
@@ -54,24 +49,6 @@ def encode_batch(payloads: Sequence[bytes]) -> bytes:
 def decode_batch(data: bytes) -> list[bytes]:
     """Raises `msgspec.MsgspecError` on a malformed batch."""
     return _batch_decoder.decode(data)
-
-
-class _NatsRequest:
-    __slots__ = ("_msg", "_nc")
-
-    def __init__(self, nc: NatsClient, msg: Msg) -> None:
-        self._nc = nc
-        self._msg = msg
-
-    @property
-    def payload(self) -> bytes:
-        return self._msg.data
-
-    async def respond(self, payload: bytes) -> None:
-        if not self._msg.reply:
-            return
-        with contextlib.suppress(nats.errors.Error, OSError):
-            await self._nc.publish(self._msg.reply, payload)
 
 
 class _BatchReply:
@@ -115,27 +92,16 @@ class NatsInbox:
     def __init__(self, nc: NatsClient, max_pending: int) -> None:
         self._nc = nc
         self._max_pending = max_pending
-        self._pending: deque[_NatsRequest | _BatchedRequest] = deque()
+        self._pending: deque[_BatchedRequest] = deque()
         self._arrived = asyncio.Event()
         self._subscriptions: list[Subscription] = []
 
     async def start(self, partition: int) -> None:
         self._subscriptions = [
             await self._nc.subscribe(
-                command_subject(partition), queue=_QUEUE_GROUP, cb=self._on_msg
-            ),
-            await self._nc.subscribe(
                 batch_subject(partition), queue=_QUEUE_GROUP, cb=self._on_batch
             ),
         ]
-
-    async def _on_msg(self, msg: Msg) -> None:
-        request = _NatsRequest(self._nc, msg)
-        if len(self._pending) >= self._max_pending:
-            await request.respond(_OVERLOADED)
-            return
-        self._pending.append(request)
-        self._arrived.set()
 
     async def _on_batch(self, msg: Msg) -> None:
         try:
@@ -152,9 +118,7 @@ class NatsInbox:
         if room:
             self._arrived.set()
 
-    async def receive(
-        self, max_requests: int, *, wait_ms: int
-    ) -> Sequence[_NatsRequest | _BatchedRequest]:
+    async def receive(self, max_requests: int, *, wait_ms: int) -> Sequence[_BatchedRequest]:
         pending = self._pending
         if not pending:
             self._arrived.clear()
