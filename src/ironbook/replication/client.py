@@ -40,9 +40,9 @@ import heapq
 import itertools
 import random
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import msgspec
 
@@ -107,6 +107,27 @@ MARKET_COMMANDS = (
 )
 """Commands every partition applies to its own copy of the market."""
 
+_QUERIES = get_args(core.AnyQuery)
+
+Route = Literal["account", "query", "market", "partition"]
+
+
+def _route(kind: type) -> Route:
+    if issubclass(kind, _QUERIES):
+        return "query"
+    if issubclass(kind, MARKET_COMMANDS):
+        return "market"
+    if issubclass(kind, core.ReleaseBets):
+        return "partition"
+    return "account"
+
+
+_ROUTES: Mapping[type, Route] = {
+    kind: _route(kind) for kind in (*get_args(core.AnyCommand), *_QUERIES)
+}
+"""Where each command type goes (one lookup per submit instead of a chain of
+type checks: a measurable share of the client's CPU)."""
+
 
 class Send(NamedTuple):
     """Send `payloads` (encoded commands) to `partition` as one batch request
@@ -138,8 +159,6 @@ class _Part:
     """One command on its way to one partition."""
 
     submit: _Submit
-    index: int
-    """Position among its submit's parts (its partition's turn in combining)."""
     partition: int
     payload: bytes
     backoff_ms: int
@@ -151,7 +170,10 @@ class _Submit:
     ticket: int
     request_id: str
     deadline_ms: int
-    parts: list[_Part] = field(default_factory=list)
+    parts: list[_Part]
+    """One per partition the command goes to, in partition order."""
+    waiting_for: int
+    """Parts without an outcome yet."""
     done: bool = False
 
 
@@ -199,17 +221,21 @@ class ClientMachine:
 
     def submit(self, command: core.AnyCommand | core.AnyQuery, now_ms: int) -> int:
         """A caller wants the outcome of `command`; returns its ticket."""
-        if isinstance(command, core.AnyQuery):
-            partitions = [core.query_partition(command, self.partitions)]
-        elif isinstance(command, MARKET_COMMANDS):
-            partitions = list(range(self.partitions))
-        elif isinstance(command, core.ReleaseBets):
-            raise ValueError("ReleaseBets concerns one partition: use submit_to")
-        else:
+        route = _ROUTES.get(type(command))
+        if route == "account":
             account_id = getattr(command, "account_id", None)
             if not isinstance(account_id, str):
                 raise ValueError(f"{type(command).__name__} names no account")
             partitions = [core.partition_of(account_id, self.partitions)]
+        elif route == "query":
+            assert isinstance(command, _QUERIES)
+            partitions = [core.query_partition(command, self.partitions)]
+        elif route == "market":
+            partitions = list(range(self.partitions))
+        elif route == "partition":
+            raise ValueError(f"{type(command).__name__} concerns one partition: use submit_to")
+        else:
+            raise TypeError(f"{type(command).__name__} is not a ledger command")
         return self._open(command, partitions, now_ms)
 
     def submit_to(
@@ -226,6 +252,7 @@ class ClientMachine:
         submit = self._submits.pop(ticket, None)
         if submit is not None:
             submit.done = True
+            submit.parts.clear()
 
     def reply_received(self, request_no: int, replies: Sequence[bytes], now_ms: int) -> None:
         """The replies to a batch request, in the order of its payloads."""
@@ -285,9 +312,12 @@ class ClientMachine:
     ) -> int:
         payload = core.encode_command(command)
         ticket = next(self._tickets)
-        submit = _Submit(ticket, command.request_id, now_ms + self._config.deadline_ms)
-        for index, partition in enumerate(partitions):
-            part = _Part(submit, index, partition, payload, self._config.backoff_initial_ms)
+        submit = _Submit(
+            ticket, command.request_id, now_ms + self._config.deadline_ms, [], len(partitions)
+        )
+        backoff_ms = self._config.backoff_initial_ms
+        for partition in partitions:
+            part = _Part(submit, partition, payload, backoff_ms)
             submit.parts.append(part)
             self._queues[partition].ready.append(part)
         self._submits[ticket] = submit
@@ -370,16 +400,26 @@ class ClientMachine:
         return min(retry_ms, deadline_ms)
 
     def _part_done(self, part: _Part, outcome: core.Outcome) -> None:
-        part.outcome = outcome
         submit = part.submit
-        outcomes = [p.outcome for p in submit.parts]
-        if all(o is not None for o in outcomes):
-            self._resolve(submit, combine([o for o in outcomes if o is not None]))
+        if part.outcome is None:
+            submit.waiting_for -= 1
+        part.outcome = outcome
+        if submit.waiting_for:
+            return
+        if len(submit.parts) == 1:
+            self._resolve(submit, outcome)
+        else:
+            self._resolve(
+                submit, combine([p.outcome for p in submit.parts if p.outcome is not None])
+            )
 
     def _resolve(self, submit: _Submit, result: core.Outcome | GaveUp | BadRequest) -> None:
         if submit.done:
             return
         submit.done = True
+        # Parts point at their submit: emptying its list leaves no cycle, so
+        # reference counting frees both (thousands a second, no cyclic GC).
+        submit.parts.clear()
         del self._submits[submit.ticket]
         self._resolved.append(Resolved(submit.ticket, result))
 

@@ -26,11 +26,9 @@ from collections.abc import Sequence
 
 from ironbook import core
 from ironbook.replication.client import (
-    BadRequest,
     BatchConfig,
     ClientConfig,
     ClientMachine,
-    GaveUp,
     Send,
 )
 from ironbook.replication.concurrency import cancel_and_wait
@@ -216,7 +214,7 @@ class LedgerClient:
             future = self._waiting.pop(done.ticket, None)
             if future is None or future.done():
                 continue
-            if isinstance(done.result, GaveUp | BadRequest):
+            if isinstance(done.result, ReplicationError):
                 future.set_exception(done.result)
             else:
                 future.set_result(done.result)
