@@ -203,8 +203,8 @@ class ClientMachine:
         self._requests: dict[int, tuple[int, list[_Part]]] = {}
         self._retries: list[tuple[int, int, _Part]] = []
         """Heap of (due_ms, order, part) waiting out their backoff."""
-        self._deadlines: list[tuple[int, int]] = []
-        """Heap of (deadline_ms, ticket)."""
+        self._deadlines: deque[tuple[int, int]] = deque()
+        """(deadline_ms, ticket) in submit order, so in deadline order too."""
         self._resolved: list[Resolved] = []
         self._tickets = itertools.count(1)
         self._request_nos = itertools.count(1)
@@ -312,16 +312,18 @@ class ClientMachine:
     ) -> int:
         payload = core.encode_command(command)
         ticket = next(self._tickets)
-        submit = _Submit(
-            ticket, command.request_id, now_ms + self._config.deadline_ms, [], len(partitions)
-        )
+        deadline_ms = now_ms + self._config.deadline_ms
+        if self._deadlines:
+            # Never before an earlier submit's, even if the clock stepped back.
+            deadline_ms = max(deadline_ms, self._deadlines[-1][0])
+        submit = _Submit(ticket, command.request_id, deadline_ms, [], len(partitions))
         backoff_ms = self._config.backoff_initial_ms
         for partition in partitions:
             part = _Part(submit, partition, payload, backoff_ms)
             submit.parts.append(part)
             self._queues[partition].ready.append(part)
         self._submits[ticket] = submit
-        heapq.heappush(self._deadlines, (submit.deadline_ms, ticket))
+        self._deadlines.append((deadline_ms, ticket))
         return ticket
 
     def _batches(self, partition: int, now_ms: int) -> list[Send]:
@@ -378,11 +380,11 @@ class ClientMachine:
                 self._queues[part.partition].ready.append(part)
 
     def _expire(self, now_ms: int) -> None:
-        # Entries of submits already over leave the heap once they reach its
-        # top, so it holds about one deadline's worth of submits at most.
+        # Entries of submits already over leave once they are the oldest, so
+        # the queue holds about one deadline's worth of submits at most.
         deadlines = self._deadlines
         while deadlines and (deadlines[0][0] <= now_ms or deadlines[0][1] not in self._submits):
-            _, ticket = heapq.heappop(deadlines)
+            _, ticket = deadlines.popleft()
             submit = self._submits.get(ticket)
             if submit is not None:
                 self._resolve(
