@@ -92,7 +92,7 @@ class BatchConfig:
 FailureReason = Literal["timeout", "no_responders", "transport", "malformed"]
 """Why a batch request got no usable reply."""
 
-MARKET_COMMANDS = (
+_MARKET_COMMANDS = (
     core.CreateMarket,
     core.UpdatePrices,
     core.SuspendMarket,
@@ -109,20 +109,20 @@ MARKET_COMMANDS = (
 
 _QUERIES = get_args(core.AnyQuery)
 
-Route = Literal["account", "query", "market", "partition"]
+_Route = Literal["account", "query", "market", "partition"]
 
 
-def _route(kind: type) -> Route:
+def _route(kind: type) -> _Route:
     if issubclass(kind, _QUERIES):
         return "query"
-    if issubclass(kind, MARKET_COMMANDS):
+    if issubclass(kind, _MARKET_COMMANDS):
         return "market"
     if issubclass(kind, core.ReleaseBets):
         return "partition"
     return "account"
 
 
-_ROUTES: Mapping[type, Route] = {
+_ROUTES: Mapping[type, _Route] = {
     kind: _route(kind) for kind in (*get_args(core.AnyCommand), *_QUERIES)
 }
 """Where each command type goes (one lookup per submit instead of a chain of
