@@ -21,6 +21,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
 
 from ironbook.adapters.nats.log import NatsLog, stream_name
@@ -48,7 +49,7 @@ async def _write(
     ledger: NatsLog, *, batches: int, in_flight: int, payload: bytes, first_seq: int
 ) -> list[float]:
     latencies_ms: list[float] = []
-    window: list[asyncio.Task[int]] = []
+    window: deque[asyncio.Task[int]] = deque()
 
     async def one(seq: int) -> int:
         started = time.perf_counter()
@@ -56,12 +57,11 @@ async def _write(
         latencies_ms.append((time.perf_counter() - started) * 1000)
         return landed
 
-    for seq in range(first_seq, first_seq + batches):
-        window.append(asyncio.create_task(one(seq)))
-        if len(window) >= in_flight:
-            assert await window.pop(0) == seq - in_flight + 1
-    for task in window:
-        await task
+    async with asyncio.TaskGroup() as group:
+        for seq in range(first_seq, first_seq + batches):
+            window.append(group.create_task(one(seq)))
+            if len(window) >= in_flight:
+                assert await window.popleft() == seq - in_flight + 1
     return latencies_ms
 
 
@@ -89,14 +89,15 @@ async def measure(cluster: LocalNatsCluster, args: argparse.Namespace) -> dict[s
         payload = b"e" * (args.event_bytes * args.events_per_batch)
 
         stop = asyncio.Event()
-        tail = asyncio.create_task(_tail(reader, stop, args.read_max_entries))
-        started = time.perf_counter()
-        latencies_ms = await _write(
-            writer, batches=args.batches, in_flight=args.in_flight, payload=payload, first_seq=1
-        )
-        elapsed_s = time.perf_counter() - started
-        stop.set()
-        tailed, tail_lag_s = await tail
+        async with asyncio.TaskGroup() as group:
+            tail = group.create_task(_tail(reader, stop, args.read_max_entries))
+            started = time.perf_counter()
+            latencies_ms = await _write(
+                writer, batches=args.batches, in_flight=args.in_flight, payload=payload, first_seq=1
+            )
+            elapsed_s = time.perf_counter() - started
+            stop.set()
+        tailed, tail_lag_s = tail.result()
 
         started = time.perf_counter()
         fresh = NatsLog(reader_nc, 0)

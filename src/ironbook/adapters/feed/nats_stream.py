@@ -473,14 +473,15 @@ class NatsFeedStream:
                     f"the tail's cursor {tail_cursor}"
                 )
             window = pending[:PUBLISH_WINDOW]
-            acks = await asyncio.gather(
-                *(
-                    self._publish_frame(tail_seq + 1 + i, subject, payload, first)
+            async with asyncio.TaskGroup() as group:
+                attempts = [
+                    group.create_task(
+                        self._try_publish_frame(tail_seq + 1 + i, subject, payload, first)
+                    )
                     for i, (first, _, subject, payload) in enumerate(window)
-                ),
-                return_exceptions=True,
-            )
-            failed = next((i for i, ack in enumerate(acks) if isinstance(ack, BaseException)), None)
+                ]
+            acks = [attempt.result() for attempt in attempts]
+            failed = next((i for i, ack in enumerate(acks) if ack is not None), None)
             if failed is None:
                 self._tail = (tail_seq + len(window), window[-1][1])
                 pending = pending[len(window) :]
@@ -515,6 +516,18 @@ class NatsFeedStream:
                 continue
             stored_through = self._tail[1]
             pending = [frame for frame in pending if frame[1] > stored_through]
+
+    async def _try_publish_frame(
+        self, seq: int, subject: str, payload: bytes, first_cursor: int
+    ) -> Exception | None:
+        """`_publish_frame`'s failure as a value: one frame's refusal must not
+        cancel the others of its window, whose acknowledgements decide what
+        the tail is."""
+        try:
+            await self._publish_frame(seq, subject, payload, first_cursor)
+        except Exception as error:
+            return error
+        return None
 
     async def _publish_frame(
         self, seq: int, subject: str, payload: bytes, first_cursor: int
