@@ -65,7 +65,7 @@ def test_deeply_nested_json_within_the_size_limit(world: World) -> None:
     [
         ("2.5x", 422, "validation_failed"),
         ("1.00", 422, "invalid_odds"),
-        ("1000.01", 422, "invalid_odds"),
+        ("1001.01", 422, "invalid_odds"),
         ("0.50", 422, "invalid_odds"),
         ("2.505", 422, "validation_failed"),
         ("-2", 422, "validation_failed"),

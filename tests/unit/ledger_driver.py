@@ -29,6 +29,7 @@ from ironbook.core import (
     decide,
     new_state,
 )
+from ironbook.core.odds import Odds
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -109,7 +110,7 @@ class Ledger:
         self,
         account_id: str,
         stake_minor: int,
-        *legs: tuple[str, str, int],
+        *legs: tuple[str, str, Odds],
         policy: PriceChangePolicy = "none",
     ) -> PlaceBet:
         return PlaceBet(
@@ -127,7 +128,7 @@ class Ledger:
         self,
         account_id: str,
         stake_minor: int,
-        *legs: tuple[str, str, int],
+        *legs: tuple[str, str, Odds],
         policy: PriceChangePolicy = "none",
     ) -> str:
         """Place a bet that must be accepted; return its id."""

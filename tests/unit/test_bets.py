@@ -19,6 +19,8 @@ from ironbook.core import (
     state_hash,
 )
 from ironbook.core.events import BetPlaced, CommandRejected
+from ironbook.core.odds import Price
+from ironbook.core.odds import from_hundredths as h
 
 
 def make_ledger(**config: int) -> Ledger:
@@ -48,7 +50,7 @@ def set_price(ledger: Ledger, market_id: str, selection_id: str, odds: int) -> N
 def test_single(ledger: Ledger) -> None:
     reply = ledger.ok(ledger.bet_command("alice", 1_000, ("m1", "a", 250)))
     assert reply.status == "open"
-    assert reply.odds == 250
+    assert reply.odds == h(250)
     assert reply.potential_payout_minor == 2_500
     assert reply.balance_minor == 9_000
     event = ledger.log[-1]
@@ -78,7 +80,7 @@ def test_accumulator(ledger: Ledger) -> None:
         ledger.bet_command("alice", 1_000, ("m1", "a", 250), ("m2", "x", 200), ("m3", "p", 150))
     )
     assert reply.potential_payout_minor == 7_500
-    assert reply.odds == 750
+    assert reply.odds == h(750)
     bet = ledger.state.bets[reply.bet_id]
     assert [(leg.market_id, leg.selection_id) for leg in bet.legs] == [
         ("m1", "a"),
@@ -100,7 +102,7 @@ def test_accumulator_payout_rounds_down(ledger: Ledger) -> None:
         ledger.bet_command("alice", 100, ("m1", "a", 150), ("m2", "x", 150), ("m3", "p", 150))
     )
     assert reply.potential_payout_minor == 337  # 337.5
-    assert reply.odds == 337  # 3.375 shown rounded down
+    assert reply.odds == Price(19, 8)  # exactly 3.375
 
 
 def test_duplicate_selection(ledger: Ledger) -> None:
@@ -141,13 +143,13 @@ def test_price_change_policy(
         assert ledger.state.bets == {}
         return
     reply = ledger.ok(command)
-    assert reply.odds == accepted
+    assert reply.odds == h(accepted)
     assert reply.potential_payout_minor == 1_000 * accepted // 100
     [leg] = ledger.state.bets[reply.bet_id].legs
-    assert leg.odds == accepted
+    assert leg.odds == h(accepted)
     event = ledger.log[-1]
     assert isinstance(event, BetPlaced)
-    assert event.legs[0].odds == accepted
+    assert event.legs[0].odds == h(accepted)
 
 
 def test_better_policy_on_an_accumulator_takes_each_current_price(ledger: Ledger) -> None:
@@ -163,8 +165,8 @@ def test_better_policy_on_an_accumulator_takes_each_current_price(ledger: Ledger
 
 def test_requested_odds_need_not_be_on_the_ladder_but_must_be_valid(ledger: Ledger) -> None:
     reply = ledger.ok(ledger.bet_command("alice", 100, ("m1", "a", 201), policy="any"))
-    assert reply.odds == 250
-    for odds in (100, 100_001, 0):
+    assert reply.odds == h(250)
+    for odds in (100, 100_101, 0):
         command = ledger.bet_command("alice", 100, ("m1", "a", odds), policy="any")
         assert ledger.refused(command) == "invalid_odds"
 

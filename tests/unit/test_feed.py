@@ -24,6 +24,8 @@ from ironbook.core import (
     decide,
 )
 from ironbook.core.events import FeedApplied
+from ironbook.core.odds import Price
+from ironbook.core.odds import from_hundredths as h
 from ironbook.core.queries import ListMarkets
 from ironbook.core.views import MarketPage, MarketView
 
@@ -58,7 +60,7 @@ def new_market(market_id: str, seq: int, **odds: int) -> FeedMarket:
     )
 
 
-def odds_of(ledger: Ledger, market_id: str, selection_id: str) -> int:
+def odds_of(ledger: Ledger, market_id: str, selection_id: str) -> Price:
     return ledger.state.markets[market_id].selections[selection_id].odds
 
 
@@ -81,7 +83,7 @@ def test_a_feed_batch_creates_markets_and_moves_prices() -> None:
     market = ledger.state.markets["m1"]
     assert market.producer == PRODUCER
     assert market.status == "open"
-    assert odds_of(ledger, "m1", "a") == 210
+    assert odds_of(ledger, "m1", "a") == h(210)
     assert ledger.state.feed_cursors == {PRODUCER: 5}
     [event] = ledger.log
     assert isinstance(event, FeedApplied)
@@ -120,7 +122,7 @@ def test_a_replayed_batch_has_no_effect() -> None:
             events=(), result=FeedReply(producer=PRODUCER, cursor=13, applied=0, skipped=0)
         )
     assert len(ledger.log) == log_length + 1
-    assert odds_of(ledger, "m1", "a") == 230
+    assert odds_of(ledger, "m1", "a") == h(230)
 
 
 def test_an_overlapping_batch_applies_only_the_newer_items() -> None:
@@ -133,8 +135,8 @@ def test_an_overlapping_batch_applies_only_the_newer_items() -> None:
         FeedMarket(market_id="m1", seq=25, prices=prices(b=350)),
     )
     assert reply == FeedReply(producer=PRODUCER, cursor=30, applied=1, skipped=0)
-    assert odds_of(ledger, "m1", "a") == 250
-    assert odds_of(ledger, "m1", "b") == 350
+    assert odds_of(ledger, "m1", "a") == h(250)
+    assert odds_of(ledger, "m1", "b") == h(350)
     event = ledger.log[-1]
     assert isinstance(event, FeedApplied)
     assert [item.seq for item in event.markets] == [25]
@@ -172,10 +174,10 @@ def test_invalid_items_are_skipped_and_counted_never_stalling_the_feed() -> None
         FeedMarket(market_id="m1", seq=18, prices=prices(b=320)),  # the one good item
     )
     assert reply == FeedReply(producer=PRODUCER, cursor=20, applied=1, skipped=7)
-    assert odds_of(ledger, "m1", "a") == 200
-    assert odds_of(ledger, "m1", "b") == 320
+    assert odds_of(ledger, "m1", "a") == h(200)
+    assert odds_of(ledger, "m1", "b") == h(320)
     assert "ghost" not in ledger.state.markets
-    assert odds_of(ledger, "theirs", "z") == 200
+    assert odds_of(ledger, "theirs", "z") == h(200)
     assert ledger.state.feed_cursors[PRODUCER] == 20
 
 
@@ -197,7 +199,7 @@ def test_feed_status_moves_and_settled_markets_are_out_of_reach() -> None:
     )
     assert reply.skipped == 2
     assert ledger.state.markets["m1"].status == "settled"
-    assert odds_of(ledger, "m1", "a") == 200
+    assert odds_of(ledger, "m1", "a") == h(200)
 
 
 def test_items_see_the_earlier_items_of_their_batch() -> None:
@@ -213,7 +215,7 @@ def test_items_see_the_earlier_items_of_their_batch() -> None:
     assert reply == FeedReply(producer=PRODUCER, cursor=4, applied=3, skipped=1)
     market = ledger.state.markets["m1"]
     assert (market.status, market.in_play, market.bet_delay_s) == ("open", True, 5)
-    assert odds_of(ledger, "m1", "a") == 220
+    assert odds_of(ledger, "m1", "a") == h(220)
 
 
 def test_get_feed_cursor() -> None:

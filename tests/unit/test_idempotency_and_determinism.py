@@ -410,7 +410,7 @@ def test_command_codec_refuses_bad_input() -> None:
 def test_command_tags_carry_a_version() -> None:
     for command in every_command_kind():
         tag = msgspec.msgpack.decode(encode_command(command))[0]
-        assert tag.endswith("/1"), tag
+        assert tag.split("/")[1].isdigit(), tag
 
 
 def test_outcome_codec_roundtrip() -> None:

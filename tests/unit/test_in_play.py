@@ -31,6 +31,7 @@ from ironbook.core import (
 )
 from ironbook.core.decide import MAX_RELEASED_BETS
 from ironbook.core.events import BetPlaced, BetsReleased
+from ironbook.core.odds import from_hundredths as h
 from ironbook.core.queries import GetBet
 from ironbook.core.views import BetView
 
@@ -161,7 +162,7 @@ def test_release_judges_the_price_by_the_bets_policy(
     bet = ledger.state.bets[bet_id]
     if accepted:
         # At the odds taken at placement: the payout is unchanged.
-        assert (bet.status, bet.potential_payout_minor, bet.legs[0].odds) == ("open", 2_000, 200)
+        assert (bet.status, bet.potential_payout_minor, bet.legs[0].odds) == ("open", 2_000, h(200))
         assert ledger.balance("alice") == 9_000
     else:
         assert (bet.status, bet.reject_code) == ("rejected", "price_changed")

@@ -33,6 +33,7 @@ from ironbook.core import (
     state_hash,
 )
 from ironbook.core.events import BetsReleased
+from ironbook.core.odds import hundredths_exact
 
 PRODUCER = "sim"
 PLAYERS = ("p0", "p1")
@@ -139,7 +140,7 @@ class InPlayMachine(RuleBasedStateMachine):
         self, player: str, market_id: str, selection_id: str, policy: str, meanwhile: str
     ) -> None:
         self.bet(player, 100, [(market_id, selection_id)], policy)
-        odds = self.ledger.state.markets[market_id].selections[selection_id].odds
+        odds = hundredths_exact(self.ledger.state.markets[market_id].selections[selection_id].odds)
         if meanwhile == "price up" and odds < PRICES[-1]:
             self.price(market_id, selection_id, PRICES[PRICES.index(odds) + 1])
         elif meanwhile == "price down" and odds > PRICES[0]:

@@ -58,6 +58,7 @@ from ironbook.core import (
     state_hash,
 )
 from ironbook.core.events import BetPlaced, MarketResulted, Refusal
+from ironbook.core.odds import as_price, hundredths_exact
 
 RETENTION_MS = DAY_MS
 MAX_STAKE_MINOR = 5_000
@@ -261,7 +262,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if isinstance(command, CreateMarket):
             refusals = {"market_exists"} if market else set()
             if any(spec.odds not in LADDER_PRICES for spec in command.selections):
-                refusals.add("invalid_odds")
+                refusals.add("off_ladder")
             return refusals
         if market is None:
             return {"unknown_market"}
@@ -306,7 +307,7 @@ class LedgerMachine(RuleBasedStateMachine):
             if len(set(ids)) != len(ids) or not set(ids) <= set(market.prices):
                 refusals.add("unknown_selection")
             if any(price.odds not in LADDER_PRICES for price in command.prices):
-                refusals.add("invalid_odds")
+                refusals.add("off_ladder")
             return refusals
         moves = {
             SuspendMarket: ("open",),
@@ -467,7 +468,7 @@ class LedgerMachine(RuleBasedStateMachine):
         reply = outcome.result
         assert isinstance(reply, BetReply)
         assert reply.bet_id not in self.bets
-        assert [leg.odds for leg in event.legs] == odds
+        assert [hundredths_exact(as_price(leg.odds)) for leg in event.legs] == odds
         potential = payout_of(command.stake_minor, odds, [])
         assert event.potential_payout_minor == reply.potential_payout_minor == potential
         self.accounts[command.account_id].balance_minor -= command.stake_minor
@@ -863,7 +864,9 @@ class LedgerMachine(RuleBasedStateMachine):
         for market_id, market in self.markets.items():
             core = state.markets[market_id]
             assert core.status == market.status
-            assert {s: sel.odds for s, sel in core.selections.items()} == market.prices
+            assert {
+                s: hundredths_exact(sel.odds) for s, sel in core.selections.items()
+            } == market.prices
             assert core.bet_ids == market.bet_ids
 
     @invariant()

@@ -20,6 +20,7 @@ from ironbook.core import (
     Winner,
 )
 from ironbook.core.events import MarketCreated, MarketStatusChanged, PricesUpdated
+from ironbook.core.odds import from_hundredths as h
 
 
 @pytest.fixture
@@ -101,7 +102,10 @@ def test_create_market(ledger: Ledger) -> None:
     market = ledger.state.markets["m1"]
     assert market.status == "open"
     assert market.event_id == "e1"
-    assert {s.selection_id: s.odds for s in market.selections.values()} == {"a": 250, "b": 1_000}
+    assert {s.selection_id: s.odds for s in market.selections.values()} == {
+        "a": h(250),
+        "b": h(1_000),
+    }
     assert all(s.liability_minor == 0 for s in market.selections.values())
     assert isinstance(ledger.log[-1], MarketCreated)
     assert ledger.log[-1].postings == ()
@@ -120,9 +124,9 @@ def test_create_market(ledger: Ledger) -> None:
         ({"selections": (spec("a"), spec("b b"))}, "invalid_market"),
         ({"bet_delay_s": -1}, "invalid_market"),
         ({"bet_delay_s": 301}, "invalid_market"),
-        ({"selections": (spec("a", 201),)}, "invalid_odds"),
+        ({"selections": (spec("a", 201),)}, "off_ladder"),
         ({"selections": (spec("a", 100),)}, "invalid_odds"),
-        ({"selections": (spec("a", 100_001),)}, "invalid_odds"),
+        ({"selections": (spec("a", 100_101),)}, "invalid_odds"),
     ],
 )
 def test_create_market_validation(ledger: Ledger, kwargs: dict, code: str) -> None:
@@ -149,16 +153,16 @@ def test_update_prices(ledger: Ledger) -> None:
     assert reply.status == "open"
     assert isinstance(ledger.log[-1], PricesUpdated)
     selections = ledger.state.markets["m1"].selections
-    assert (selections["a"].odds, selections["b"].odds) == (300, 150)
+    assert (selections["a"].odds, selections["b"].odds) == (h(300), h(150))
     ledger.ok(prices(ledger, ("b", 160)))
-    assert (selections["a"].odds, selections["b"].odds) == (300, 160)
+    assert (selections["a"].odds, selections["b"].odds) == (h(300), h(160))
 
 
 def test_prices_update_while_suspended(ledger: Ledger) -> None:
     ledger.ok(create(ledger))
     ledger.ok(suspend(ledger))
     assert ledger.ok(prices(ledger, ("a", 400))).status == "suspended"
-    assert ledger.state.markets["m1"].selections["a"].odds == 400
+    assert ledger.state.markets["m1"].selections["a"].odds == h(400)
 
 
 @pytest.mark.parametrize(
@@ -166,7 +170,7 @@ def test_prices_update_while_suspended(ledger: Ledger) -> None:
     [
         ((("z", 300),), "unknown_selection"),
         ((("a", 300), ("a", 400)), "unknown_selection"),
-        ((("a", 301),), "invalid_odds"),
+        ((("a", 301),), "off_ladder"),
         ((("a", 100),), "invalid_odds"),
         ((), "invalid_odds"),
         ((("a", 300), ("b", 300), ("a", 300)), "invalid_odds"),
@@ -175,7 +179,7 @@ def test_prices_update_while_suspended(ledger: Ledger) -> None:
 def test_update_prices_validation(ledger: Ledger, pairs: tuple, code: str) -> None:
     ledger.ok(create(ledger))
     assert ledger.refused(prices(ledger, *pairs)) == code
-    assert ledger.state.markets["m1"].selections["a"].odds == 200
+    assert ledger.state.markets["m1"].selections["a"].odds == h(200)
 
 
 def test_update_prices_unknown_market(ledger: Ledger) -> None:

@@ -1,8 +1,9 @@
-"""Odds notation, the price ladder, and the one payout rule."""
+"""Exact odds: notations, ladders, and the one payout rule."""
 
 from __future__ import annotations
 
 from fractions import Fraction
+from math import floor
 
 import pytest
 from hypothesis import given
@@ -13,16 +14,26 @@ from ironbook.core.odds import (
     MAX_ODDS,
     MIN_ODDS,
     InvalidOdds,
+    Price,
+    as_price,
+    combined_price,
     format_american,
     format_decimal,
+    format_exact,
     format_fractional,
+    format_price,
+    from_hundredths,
+    hundredths_exact,
     is_on_ladder,
     is_valid_odds,
+    is_valid_price,
+    longer_price,
     parse_american,
     parse_decimal,
     parse_fractional,
     parse_odds,
     payout_minor,
+    same_price,
     snap_to_ladder,
     ticks_away,
 )
@@ -32,23 +43,24 @@ ladder_odds = st.sampled_from(LADDER)
 
 
 @pytest.mark.parametrize(
-    ("text", "odds"),
+    ("text", "price"),
     [
-        ("2.5", 250),
-        ("2.50", 250),
-        (" 3.05 ", 305),
-        ("1.01", 101),
-        ("1000", 100_000),
-        ("1000.00", 100_000),
-        ("7", 700),
+        ("2.5", Price(3, 2, "decimal")),
+        ("2.50", Price(3, 2, "decimal")),
+        (" 3.05 ", Price(41, 20, "decimal")),
+        ("1.01", Price(1, 100, "decimal")),
+        ("4.333", Price(3333, 1000, "decimal")),
+        ("1000", Price(999, 1, "decimal")),
+        ("1000.00", Price(999, 1, "decimal")),
+        ("7", Price(6, 1, "decimal")),
     ],
 )
-def test_parse_decimal(text: str, odds: int) -> None:
-    assert parse_decimal(text) == odds
+def test_parse_decimal(text: str, price: Price) -> None:
+    assert parse_decimal(text) == price
 
 
 @pytest.mark.parametrize(
-    "text", ["", "2.", ".5", "2.505", "1.00", "1", "0.50", "1000.01", "-2.5", "2,5", "abc", "2.5x"]
+    "text", ["", "2.", ".5", "2.5055", "1.00", "1", "0.50", "1001.01", "-2.5", "2,5", "abc", "2.5x"]
 )
 def test_parse_decimal_refuses(text: str) -> None:
     with pytest.raises(InvalidOdds):
@@ -56,26 +68,27 @@ def test_parse_decimal_refuses(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "odds"),
+    ("text", "numerator", "denominator"),
     [
-        ("5/2", 350),
-        ("1/1", 200),
-        ("evs", 200),
-        ("Evens", 200),
-        ("1/2", 150),
-        ("4/6", 166),  # 1.666… rounds down
-        ("1/3", 133),  # 1.333… rounds down
-        ("2/7", 128),  # 1.2857… rounds down
-        ("100/30", 433),  # 4.333… rounds down
-        ("999/1", 100_000),
+        ("5/2", 5, 2),
+        ("1/1", 1, 1),
+        ("evs", 1, 1),
+        ("Evens", 1, 1),
+        ("4/6", 2, 3),
+        ("2/7", 2, 7),
+        ("13/8", 13, 8),
+        ("100/30", 10, 3),
+        ("10/3", 10, 3),
+        ("999/1", 999, 1),
+        ("1/100", 1, 100),
     ],
 )
-def test_parse_fractional_rounds_down(text: str, odds: int) -> None:
-    assert parse_fractional(text) == odds
+def test_parse_fractional_is_exact(text: str, numerator: int, denominator: int) -> None:
+    assert parse_fractional(text) == Price(numerator, denominator, "fractional")
 
 
 @pytest.mark.parametrize(
-    "text", ["5/0", "0/1", "1/1000", "1000/1", "5-2", "/2", "5/", "a/b", "evn"]
+    "text", ["5/0", "0/1", "1/1000", "1001/1", "5-2", "/2", "5/", "a/b", "evn"]
 )
 def test_parse_fractional_refuses(text: str) -> None:
     with pytest.raises(InvalidOdds):
@@ -83,24 +96,24 @@ def test_parse_fractional_refuses(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "odds"),
+    ("text", "numerator", "denominator"),
     [
-        ("+150", 250),
-        ("+100", 200),
-        ("-100", 200),
-        ("-200", 150),
-        ("-300", 133),  # 1.333… rounds down
-        ("-110", 190),  # 1.909… rounds down
-        ("-10000", 101),
-        ("+99900", 100_000),
+        ("+150", 3, 2),
+        ("+100", 1, 1),
+        ("-100", 1, 1),
+        ("-200", 1, 2),
+        ("-300", 1, 3),
+        ("-110", 10, 11),
+        ("-10000", 1, 100),
+        ("+99900", 999, 1),
     ],
 )
-def test_parse_american(text: str, odds: int) -> None:
-    assert parse_american(text) == odds
+def test_parse_american_is_exact(text: str, numerator: int, denominator: int) -> None:
+    assert parse_american(text) == Price(numerator, denominator, "american")
 
 
 @pytest.mark.parametrize(
-    "text", ["150", "+99", "-99", "+", "-", "+1.5", "-20000", "+99901", "±150"]
+    "text", ["150", "+99", "-99", "+", "-", "+1.5", "-20000", "+100001", "±150"]
 )
 def test_parse_american_refuses(text: str) -> None:
     with pytest.raises(InvalidOdds):
@@ -108,52 +121,65 @@ def test_parse_american_refuses(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "odds"),
-    [("2.50", 250), ("5/2", 350), ("evs", 200), ("+150", 250), ("-200", 150), (" 11/10 ", 210)],
+    ("text", "style"),
+    [("2.50", "decimal"), ("6/4", "fractional"), ("+150", "american"), (" 3/2 ", "fractional")],
 )
-def test_parse_odds_tells_notations_apart(text: str, odds: int) -> None:
-    assert parse_odds(text) == odds
+def test_parse_odds_tells_notations_apart_and_keeps_the_quote(text: str, style: str) -> None:
+    price = parse_odds(text)
+    assert (price.numerator, price.denominator, price.style) == (3, 2, style)
+
+
+def test_10_3_and_100_30_are_the_same_exact_price() -> None:
+    assert same_price(parse_odds("10/3"), parse_odds("100/30"))
+    assert same_price(parse_odds("6/4"), parse_odds("2.5"))
+    assert same_price(parse_odds("-110"), parse_odds("10/11"))
+    assert not same_price(parse_odds("4.33"), parse_odds("10/3"))
+    assert longer_price(parse_odds("10/3"), parse_odds("4.33"))
 
 
 @pytest.mark.parametrize(
-    ("odds", "decimal", "fractional", "american"),
+    ("text", "decimal", "fractional", "american"),
     [
-        (250, "2.50", "3/2", "+150"),
-        (200, "2.00", "1/1", "+100"),
-        (150, "1.50", "1/2", "-200"),
-        (101, "1.01", "1/100", "-10000"),
-        (305, "3.05", "41/20", "+205"),
-        (100_000, "1000.00", "999/1", "+99900"),
+        ("2.50", "2.50", "6/4", "+150"),
+        ("evs", "2.00", "evs", "+100"),
+        ("1/2", "1.50", "1/2", "-200"),
+        ("1.01", "1.01", "1/100", "-10000"),
+        ("3.05", "3.05", "41/20", "+205"),
+        ("1000", "1000.00", "999/1", "+99900"),
+        ("10/3", "4.33", "100/30", "+333"),
+        ("13/8", "2.62", "13/8", "+163"),
+        ("4/6", "1.66", "4/6", "-150"),
+        ("-110", "1.90", "10/11", "-110"),
     ],
 )
-def test_format(odds: int, decimal: str, fractional: str, american: str) -> None:
-    assert format_decimal(odds) == decimal
-    assert format_fractional(odds) == fractional
-    assert format_american(odds) == american
+def test_format(text: str, decimal: str, fractional: str, american: str) -> None:
+    price = parse_odds(text)
+    assert format_decimal(price) == decimal
+    assert format_fractional(price) == fractional
+    assert format_american(price) == american
+    assert format_price(price, "decimal") == decimal
+    assert format_price(price, "fractional") == fractional
+    assert format_price(price, "american") == american
 
 
 @given(valid_odds)
-def test_decimal_and_fractional_roundtrip_exactly(odds: int) -> None:
-    assert parse_decimal(format_decimal(odds)) == odds
-    assert parse_fractional(format_fractional(odds)) == odds
-
-
-@given(valid_odds)
-def test_american_roundtrip_never_promises_more(odds: int) -> None:
-    back = parse_american(format_american(odds))
-    if odds >= 200:
-        assert back == odds
-    else:
-        assert odds - 2 <= back <= odds
+def test_hundredths_are_exact_prices(odds: int) -> None:
+    price = from_hundredths(odds)
+    assert hundredths_exact(price) == odds
+    assert 1 + Fraction(price.numerator, price.denominator) == Fraction(odds, 100)
+    assert same_price(parse_decimal(format_decimal(odds)), price)
+    assert same_price(parse_fractional(format_exact(price)), price)
+    assert as_price(odds) == price
 
 
 @given(st.integers(min_value=1, max_value=999), st.integers(min_value=1, max_value=999))
-def test_fractional_conversion_is_the_floor_of_the_exact_price(num: int, den: int) -> None:
-    exact = 1 + Fraction(num, den)
-    if not Fraction(101, 100) <= exact <= 1000:
+def test_fractional_prices_are_kept_exactly(num: int, den: int) -> None:
+    exact = Fraction(num, den)
+    if not Fraction(1, 100) <= exact <= 999:
         return
-    odds = parse_fractional(f"{num}/{den}")
-    assert Fraction(odds, 100) <= exact < Fraction(odds + 1, 100)
+    price = parse_fractional(f"{num}/{den}")
+    assert Fraction(price.numerator, price.denominator) == exact
+    assert is_valid_price(price)
 
 
 # The ladder.
@@ -256,44 +282,85 @@ def test_valid_odds_range() -> None:
     assert not is_valid_odds(100_001)
 
 
-# Payout: stake × odds rounded down to the minor unit.
+# Payout: stake × Π(1 + price) × dead heats, rounded down once.
 
 
 @pytest.mark.parametrize(
-    ("stake", "odds", "divisors", "payout"),
+    ("quoted", "paid"),
+    [
+        ("13/8", 26_250),
+        ("2/7", 12_857),
+        ("8/13", 16_153),
+        ("4/9", 14_444),
+        ("10/3", 43_333),
+        ("100/30", 43_333),
+    ],
+)
+def test_a_100_pound_winning_single_is_paid_exactly(quoted: str, paid: int) -> None:
+    assert payout_minor(10_000, [parse_odds(quoted)]) == paid
+
+
+@pytest.mark.parametrize(
+    ("stake", "odds", "dead_heats", "payout"),
     [
         (100, [250], [], 250),
         (333, [250], [], 832),  # 832.5 rounds down
         (1, [199], [], 1),  # 1.99 rounds down
         (100, [150, 150, 150], [], 337),  # 337.5 rounds down
         (1_000, [200, 300], [], 6_000),
-        (100, [250, 100], [], 250),  # a void leg counts at 1.00
-        (100, [100, 100], [], 100),
-        (101, [300], [2], 151),  # dead heat: 151.5 rounds down
-        (100, [500], [3], 166),
-        (100, [400, 300], [2, 2], 300),
+        (100, [250], [], 250),
+        (101, [300], [(1, 2)], 151),  # dead heat: 151.5 rounds down
+        (100, [500], [(1, 3)], 166),
+        (100, [400, 300], [(1, 2), (1, 2)], 300),
+        (100, [500], [(2, 3)], 333),  # three tied for the last two places
         (0, [500], [], 0),
     ],
 )
-def test_payout_rounds_down(stake: int, odds: list[int], divisors: list[int], payout: int) -> None:
-    assert payout_minor(stake, odds, divisors) == payout
+def test_payout_rounds_down(
+    stake: int, odds: list[int], dead_heats: list[tuple[int, int]], payout: int
+) -> None:
+    assert payout_minor(stake, [from_hundredths(o) for o in odds], dead_heats) == payout
+
+
+def test_payout_rounds_once_not_per_leg() -> None:
+    # 13/8 twice: 100 × 2.625 × 2.625 = 689.0625. Rounding each leg to the
+    # penny or to hundredths first would pay 688 or less.
+    price = parse_odds("13/8")
+    assert payout_minor(100, [price, price]) == 689
+
+
+fractional_legs = st.builds(
+    Price,
+    st.integers(min_value=1, max_value=1_000),
+    st.integers(min_value=1, max_value=1_000),
+    st.just("fractional"),
+).filter(is_valid_price)
+decimal_legs = st.builds(from_hundredths, valid_odds)
+exact_decimal_legs = st.integers(min_value=1_010, max_value=1_000_000).map(
+    lambda thousandths: parse_decimal(f"{thousandths // 1000}.{thousandths % 1000:03d}")
+)
 
 
 @given(
     st.integers(min_value=0, max_value=10**9),
-    st.lists(valid_odds, min_size=1, max_size=12),
-    st.lists(st.integers(min_value=1, max_value=8), max_size=3),
+    st.lists(st.one_of(fractional_legs, decimal_legs, exact_decimal_legs), min_size=1, max_size=12),
+    st.lists(
+        st.tuples(st.integers(min_value=1, max_value=4), st.integers(min_value=1, max_value=8)),
+        max_size=3,
+    ),
 )
 def test_payout_is_the_floor_of_the_exact_product(
-    stake: int, odds: list[int], divisors: list[int]
+    stake: int, prices: list[Price], dead_heats: list[tuple[int, int]]
 ) -> None:
-    exact = Fraction(stake)
-    for price in odds:
-        exact *= Fraction(price, 100)
-    for divisor in divisors:
-        exact /= divisor
-    payout = payout_minor(stake, odds, divisors)
-    assert payout <= exact < payout + 1
+    product = Fraction(1)
+    for price in prices:
+        product *= 1 + Fraction(price.numerator, price.denominator)
+    exact = stake * product
+    for paid, tied in dead_heats:
+        exact *= Fraction(paid, tied)
+    assert payout_minor(stake, prices, dead_heats) == floor(exact)
+    combined = combined_price(prices)
+    assert 1 + Fraction(combined.numerator, combined.denominator) == product
 
 
 # Only ASCII digits make a price: other Unicode digits pass `str.isdigit`, and

@@ -92,6 +92,9 @@ EXAMPLES: dict[str, AnyCommand] = {
     "unknown_market": CloseMarket(request_id="cmd", market_id="zed"),
     "unknown_selection": bet(("m1", "zed", 250)),
     "invalid_odds": UpdatePrices(
+        request_id="cmd", market_id="m1", prices=(SelectionPrice(selection_id="a", odds=100),)
+    ),
+    "off_ladder": UpdatePrices(
         request_id="cmd", market_id="m1", prices=(SelectionPrice(selection_id="a", odds=251),)
     ),
     "invalid_status_change": SettleMarket(request_id="cmd", market_id="m1", winners=()),

@@ -12,6 +12,7 @@ from typing import Any
 
 from ironbook.core import events as e
 from ironbook.core.commands import SelectionSpec
+from ironbook.core.odds import Ladder, PlaceTerms, as_price
 from ironbook.core.settlement import market_leg_result
 from ironbook.core.state import (
     LIMIT_WINDOWS_MS,
@@ -121,6 +122,8 @@ def _market_created(state: LedgerState, event: e.MarketCreated) -> None:
         event.in_play,
         event.bet_delay_s,
         event.producer,
+        event.ladder,
+        event.place_terms,
     )
 
 
@@ -133,6 +136,8 @@ def _add_market(
     in_play: bool,
     bet_delay_s: int,
     producer: str,
+    ladder: Ladder | None = None,
+    place_terms: PlaceTerms | None = None,
 ) -> None:
     state.markets[market_id] = Market(
         market_id=market_id,
@@ -141,20 +146,22 @@ def _add_market(
         status="open",
         selections={
             spec.selection_id: Selection(
-                selection_id=spec.selection_id, name=spec.name, odds=spec.odds
+                selection_id=spec.selection_id, name=spec.name, odds=as_price(spec.odds)
             )
             for spec in selections
         },
         in_play=in_play,
         bet_delay_s=bet_delay_s,
         producer=producer,
+        ladder=ladder or Ladder(),
+        place_terms=place_terms,
     )
 
 
 def _prices_updated(state: LedgerState, event: e.PricesUpdated) -> None:
     selections = state.markets[event.market_id].selections
     for price in event.prices:
-        selections[price.selection_id].odds = price.odds
+        selections[price.selection_id].odds = as_price(price.odds)
 
 
 def _market_status_changed(state: LedgerState, event: e.MarketStatusChanged) -> None:
@@ -162,7 +169,9 @@ def _market_status_changed(state: LedgerState, event: e.MarketStatusChanged) -> 
 
 
 def _bet_placed(state: LedgerState, event: e.BetPlaced) -> None:
-    legs = tuple([PlacedLeg(leg.market_id, leg.selection_id, leg.odds) for leg in event.legs])
+    legs = tuple(
+        [PlacedLeg(leg.market_id, leg.selection_id, as_price(leg.odds)) for leg in event.legs]
+    )
     bet = Bet(
         bet_id=event.bet_id,
         account_id=event.account_id,
@@ -263,7 +272,7 @@ def _feed_applied(state: LedgerState, event: e.FeedApplied) -> None:
             market.status = item.status
         selections = market.selections
         for price in item.prices:
-            selections[price.selection_id].odds = price.odds
+            selections[price.selection_id].odds = as_price(price.odds)
     state.feed_cursors[event.producer] = event.to_cursor
 
 
@@ -306,6 +315,7 @@ _APPLIERS: dict[type[e.Event], Callable[[LedgerState, Any], None]] = {
     e.DepositLimitsSet: _deposit_limits_set,
     e.SelfExcluded: _self_excluded,
     e.MarketCreated: _market_created,
+    e.MarketCreatedV1: _market_created,
     e.PricesUpdated: _prices_updated,
     e.MarketStatusChanged: _market_status_changed,
     e.BetPlaced: _bet_placed,

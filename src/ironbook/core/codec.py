@@ -16,6 +16,7 @@ import msgspec
 from ironbook.core.apply import recompute_max_liability
 from ironbook.core.commands import AnyCommand
 from ironbook.core.events import AnyEvent, AnyReply, Refusal
+from ironbook.core.odds import from_hundredths
 from ironbook.core.outcomes import Accepted, Outcome, Rejected
 from ironbook.core.queries import AnyQuery
 from ironbook.core.state import LedgerState
@@ -66,8 +67,25 @@ def snapshot_bytes(state: LedgerState) -> bytes:
     return _encoder.encode(state)
 
 
+def _with_exact_odds(data: bytes) -> bytes:
+    """A snapshot written before exact odds, its selections' and bet legs'
+    odds (hundredths) rewritten as prices. Positions are those of the
+    array-encoded `LedgerState`, `Market`, `Selection`, `Bet` and `PlacedLeg`."""
+    raw = msgspec.msgpack.decode(data)
+    for market in raw[2].values():
+        for selection in market[4].values():
+            selection[2] = from_hundredths(selection[2])
+    for bet in raw[3].values():
+        for leg in bet[3]:
+            leg[2] = from_hundredths(leg[2])
+    return _encoder.encode(raw)
+
+
 def restore_snapshot(data: bytes) -> LedgerState:
-    state = _state_decoder.decode(data)
+    try:
+        state = _state_decoder.decode(data)
+    except msgspec.ValidationError:
+        state = _state_decoder.decode(_with_exact_odds(data))
     # A snapshot from before markets tracked their worst case decodes it as 0:
     # derive it (replaying the log derives the same value, so replicas agree).
     recompute_max_liability(state, state.markets)

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from ironbook.core.odds import Ladder, Odds, PlaceTerms
+
 PriceChangePolicy = Literal["none", "better", "any"]
 
 # Bounds checked when a command is decoded from the wire (the leader answers a
@@ -29,20 +31,20 @@ class SelectionSpec(
 ):
     selection_id: Id
     name: Name
-    odds: int
+    odds: Odds
 
 
 class SelectionPrice(
     msgspec.Struct, frozen=True, array_like=True, gc=False, forbid_unknown_fields=True
 ):
     selection_id: Id
-    odds: int
+    odds: Odds
 
 
 class BetLeg(msgspec.Struct, frozen=True, array_like=True, gc=False, forbid_unknown_fields=True):
     market_id: Id
     selection_id: Id
-    odds: int
+    odds: Odds
 
 
 class Winner(msgspec.Struct, frozen=True, array_like=True, gc=False, forbid_unknown_fields=True):
@@ -101,7 +103,7 @@ class SelfExclude(Command, frozen=True, tag="self_exclude/1"):
     days: int
 
 
-class CreateMarket(Command, frozen=True, tag="create_market/1"):
+class CreateMarket(Command, frozen=True, tag="create_market/2"):
     market_id: Id
     event_id: Id
     name: Name
@@ -111,6 +113,14 @@ class CreateMarket(Command, frozen=True, tag="create_market/1"):
     producer: Annotated[str, msgspec.Meta(max_length=64)] = ""
     """The feed producer that owns the market ("" = traded by hand): while
     that producer is down, the market takes no bets."""
+    ladder: Ladder = msgspec.field(default_factory=Ladder)
+    """The prices traders may quote on the market, and how it shows them."""
+    place_terms: PlaceTerms | None = None
+    """Each-way terms; None: the market takes no each-way bets."""
+
+
+class CreateMarketV1(CreateMarket, frozen=True, tag="create_market/1"):
+    """The first version: an exchange-ladder market, no each-way terms."""
 
 
 class UpdatePrices(Command, frozen=True, tag="update_prices/1"):
@@ -217,6 +227,7 @@ AnyCommand = (
     | SetDepositLimits
     | SelfExclude
     | CreateMarket
+    | CreateMarketV1
     | UpdatePrices
     | SuspendMarket
     | ResumeMarket

@@ -13,12 +13,21 @@ from ironbook.core import commands as c
 from ironbook.core import events as e
 from ironbook.core import queries as q
 from ironbook.core.odds import (
-    MAX_ODDS,
-    MIN_ODDS,
-    ODDS_SCALE,
+    Ladder,
+    Odds,
+    Price,
+    as_price,
+    combined_price,
     format_decimal,
-    is_on_ladder,
+    format_price,
+    is_valid_price,
+    ladder_allows,
+    longer_price,
+    on_market_ladder,
     payout_minor,
+    same_price,
+    valid_ladder,
+    valid_place_terms,
 )
 from ironbook.core.outcomes import Accepted, Outcome, Rejected
 from ironbook.core.outcomes import RejectionCode as R
@@ -268,12 +277,27 @@ def _self_exclude(state: LedgerState, cmd: c.SelfExclude, now_ms: int) -> Decisi
 # Markets.
 
 
+def _quote_refusal(odds: Odds, ladder: Ladder) -> e.Refusal | None:
+    """Why a trader or feed may not set this price on a market with `ladder`."""
+    price = as_price(odds)
+    if not is_valid_price(price):
+        return _refuse(R.INVALID_ODDS, f"odds {odds!r} are outside 1/100..1000/1")
+    if not on_market_ladder(price, ladder):
+        return _refuse(
+            R.OFF_LADDER,
+            f"{format_price(price, ladder.display)} ({price.numerator}/{price.denominator}) "
+            f"is not on the market's {ladder.kind} ladder",
+        )
+    return None
+
+
 def _new_market_refusal(
     state: LedgerState,
     market_id: str,
     event_id: str,
     selections: tuple[c.SelectionSpec, ...],
     bet_delay_s: int,
+    ladder: Ladder,
 ) -> e.Refusal | None:
     """Why a market with these attributes cannot be created, or None."""
     for value in (market_id, event_id):
@@ -294,14 +318,21 @@ def _new_market_refusal(
                 R.INVALID_MARKET, f"selection id {spec.selection_id!r} is invalid or repeated"
             )
         seen.add(spec.selection_id)
-        if not is_on_ladder(spec.odds):
-            return _refuse(R.INVALID_ODDS, f"odds {spec.odds} are not on the price ladder")
+        refusal = _quote_refusal(spec.odds, ladder)
+        if refusal is not None:
+            return refusal
     return None
 
 
 def _create_market(state: LedgerState, cmd: c.CreateMarket, now_ms: int) -> Decision:
+    if not valid_ladder(cmd.ladder):
+        return _refuse(R.INVALID_MARKET, "a decimal ladder's tick is 1..100 hundredths")
+    if cmd.place_terms is not None and not valid_place_terms(cmd.place_terms):
+        return _refuse(
+            R.INVALID_MARKET, "each-way terms are a fraction 1/10..1 of the odds, 1..10 places"
+        )
     refusal = _new_market_refusal(
-        state, cmd.market_id, cmd.event_id, cmd.selections, cmd.bet_delay_s
+        state, cmd.market_id, cmd.event_id, cmd.selections, cmd.bet_delay_s, cmd.ladder
     )
     if refusal is not None:
         return refusal
@@ -314,11 +345,16 @@ def _create_market(state: LedgerState, cmd: c.CreateMarket, now_ms: int) -> Deci
         market_id=cmd.market_id,
         event_id=cmd.event_id,
         name=cmd.name,
-        selections=cmd.selections,
+        selections=tuple(
+            c.SelectionSpec(spec.selection_id, spec.name, as_price(spec.odds))
+            for spec in cmd.selections
+        ),
         in_play=cmd.in_play,
         bet_delay_s=cmd.bet_delay_s,
         reply=reply,
         producer=cmd.producer,
+        ladder=cmd.ladder,
+        place_terms=cmd.place_terms,
     )
     return Accepted(events=(event,), result=reply)
 
@@ -338,14 +374,15 @@ def _update_prices(state: LedgerState, cmd: c.UpdatePrices, now_ms: int) -> Deci
                 R.UNKNOWN_SELECTION, f"selection {price.selection_id!r} is unknown or repeated"
             )
         seen.add(price.selection_id)
-        if not is_on_ladder(price.odds):
-            return _refuse(R.INVALID_ODDS, f"odds {price.odds} are not on the price ladder")
+        refusal = _quote_refusal(price.odds, market.ladder)
+        if refusal is not None:
+            return refusal
     reply = e.MarketReply(market_id=cmd.market_id, status=market.status)
     event = e.PricesUpdated(
         request_id=cmd.request_id,
         at_ms=now_ms,
         market_id=cmd.market_id,
-        prices=cmd.prices,
+        prices=tuple(c.SelectionPrice(p.selection_id, as_price(p.odds)) for p in cmd.prices),
         reply=reply,
     )
     return Accepted(events=(event,), result=reply)
@@ -386,6 +423,8 @@ _FEED_STATUS_MOVES: dict[str, tuple[str, ...]] = {
 }
 """What a feed may do to a market's status (a provider may reopen a closed
 market); settled and voided markets are out of the feed's hands."""
+_FEED_LADDER = Ladder()
+"""A market a feed creates is on the exchange ladder."""
 
 
 def _feed_batch(state: LedgerState, cmd: c.FeedBatch, now_ms: int) -> Decision:
@@ -442,7 +481,12 @@ def _feed_item_result(
             view = (market.status, market.selections, len(market.selections))
         elif item.selections:
             refusal = _new_market_refusal(
-                state, item.market_id, item.event_id, item.selections, item.bet_delay_s or 0
+                state,
+                item.market_id,
+                item.event_id,
+                item.selections,
+                item.bet_delay_s or 0,
+                _FEED_LADDER,
             )
             if refusal is not None:
                 return None
@@ -462,10 +506,12 @@ def _feed_item_result(
     if len(item.prices) > count:
         return None
     seen: set[str] = set()
+    market = state.markets.get(item.market_id)
+    ladder = _FEED_LADDER if market is None else market.ladder
     for price in item.prices:
         if price.selection_id not in selection_ids or price.selection_id in seen:
             return None
-        if not is_on_ladder(price.odds):
+        if not ladder_allows(price.odds, ladder):
             return None
         seen.add(price.selection_id)
     return status, selection_ids, count
@@ -711,7 +757,7 @@ def _place_bet(  # noqa: C901 — one guard per refusal, in the order the rules 
     if len(legs) > config.max_legs:
         return _refuse(R.TOO_MANY_LEGS, f"a bet may have at most {config.max_legs} legs")
     accepted_legs: list[c.BetLeg] = []
-    odds: list[int] = []
+    prices: list[Price] = []
     selections: list[Selection] = []
     leg_markets: list[Market] = []
     delay_s = 0
@@ -741,13 +787,16 @@ def _place_bet(  # noqa: C901 — one guard per refusal, in the order the rules 
             )
         if market.in_play and market.bet_delay_s > delay_s:
             delay_s = market.bet_delay_s
-        requested = leg.odds
-        if not MIN_ODDS <= requested <= MAX_ODDS:
-            return _refuse(R.INVALID_ODDS, f"odds {requested} are outside 1.01..1000")
+        requested = as_price(leg.odds)
+        if not is_valid_price(requested):
+            return _refuse(R.INVALID_ODDS, f"odds {leg.odds!r} are outside 1/100..1000/1")
         current = selection.odds
-        if current == requested:
-            accepted_legs.append(leg)
-        elif policy == "any" or (policy == "better" and current > requested):
+        if (
+            same_price(current, requested)
+            or policy == "any"
+            or (policy == "better" and longer_price(current, requested))
+        ):
+            # The leg is taken at the market's exact price, as quoted there.
             accepted_legs.append(
                 c.BetLeg(market_id=leg.market_id, selection_id=leg.selection_id, odds=current)
             )
@@ -757,15 +806,11 @@ def _place_bet(  # noqa: C901 — one guard per refusal, in the order the rules 
                 f"{leg.selection_id!r} is now {format_decimal(current)}, "
                 f"not {format_decimal(requested)}",
             )
-        odds.append(current)
+        prices.append(current)
         selections.append(selection)
         leg_markets.append(market)
-    if len(odds) == 1:
-        combined_odds = odds[0]
-        potential_payout_minor = stake_minor * combined_odds // ODDS_SCALE
-    else:
-        combined_odds = payout_minor(ODDS_SCALE, odds)
-        potential_payout_minor = payout_minor(stake_minor, odds)
+    combined_odds = prices[0] if len(prices) == 1 else combined_price(prices)
+    potential_payout_minor = payout_minor(stake_minor, prices)
     liability_minor = potential_payout_minor - stake_minor
     max_liability_minor = config.max_liability_minor
     max_market_liability_minor = config.max_market_liability_minor
@@ -859,8 +904,10 @@ def _release_refusal(state: LedgerState, bet: Bet) -> str | None:
         if market.producer and market.producer in state.producers_down:
             return R.MARKET_SUSPENDED
         current = market.selections[leg.selection_id].odds
-        if current != leg.odds and not (
-            policy == "any" or (policy == "better" and current > leg.odds)
+        if not (
+            same_price(current, leg.odds)
+            or policy == "any"
+            or (policy == "better" and longer_price(current, leg.odds))
         ):
             return R.PRICE_CHANGED
     return None
@@ -874,6 +921,7 @@ _DECIDERS: dict[type[c.Command], Callable[[LedgerState, Any, int], Decision]] = 
     c.SetDepositLimits: _set_deposit_limits,
     c.SelfExclude: _self_exclude,
     c.CreateMarket: _create_market,
+    c.CreateMarketV1: _create_market,
     c.UpdatePrices: _update_prices,
     c.SuspendMarket: _change_status,
     c.ResumeMarket: _change_status,

@@ -24,6 +24,7 @@ from ironbook.core.commands import (
     SelectionSpec,
     Winner,
 )
+from ironbook.core.odds import Ladder, Odds, PlaceTerms
 
 Posting = tuple[str, int]
 """(account id, signed amount in minor units): positive credits the account."""
@@ -85,7 +86,8 @@ class SettlementReply(Reply, frozen=True, tag="settlement"):
 class BetReply(Reply, frozen=True, tag="bet"):
     bet_id: str
     status: BetStatus
-    odds: int
+    odds: Odds
+    """The bet's exact price (an accumulator's legs combined)."""
     potential_payout_minor: int
     balance_minor: int
 
@@ -178,7 +180,7 @@ class SelfExcluded(Event, frozen=True, tag="self_excluded/1", kw_only=True):
     reply: ExclusionReply
 
 
-class MarketCreated(Event, frozen=True, tag="market_created/1", kw_only=True):
+class MarketCreated(Event, frozen=True, tag="market_created/2", kw_only=True):
     market_id: str
     event_id: str
     name: str
@@ -187,6 +189,12 @@ class MarketCreated(Event, frozen=True, tag="market_created/1", kw_only=True):
     bet_delay_s: int
     reply: MarketReply
     producer: str = ""
+    ladder: Ladder = msgspec.field(default_factory=Ladder)
+    place_terms: PlaceTerms | None = None
+
+
+class MarketCreatedV1(MarketCreated, frozen=True, tag="market_created/1", kw_only=True):
+    """As logged before ladders and each-way: an exchange-ladder market."""
 
 
 class PricesUpdated(Event, frozen=True, tag="prices_updated/1", kw_only=True):
@@ -287,6 +295,7 @@ AnyEvent = (
     | DepositLimitsSet
     | SelfExcluded
     | MarketCreated
+    | MarketCreatedV1
     | PricesUpdated
     | MarketStatusChanged
     | BetPlaced

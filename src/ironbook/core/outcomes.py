@@ -47,6 +47,7 @@ class RejectionCode:
     UNKNOWN_MARKET = "unknown_market"
     UNKNOWN_SELECTION = "unknown_selection"
     INVALID_ODDS = "invalid_odds"
+    OFF_LADDER = "off_ladder"
     INVALID_STATUS_CHANGE = "invalid_status_change"
     MARKET_SUSPENDED = "market_suspended"
     MARKET_CLOSED = "market_closed"

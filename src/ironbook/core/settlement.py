@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ironbook.core.events import BetStatus, LegOutcome, ResultKind
-from ironbook.core.odds import ODDS_SCALE, payout_minor
+from ironbook.core.odds import Price, payout_minor
 from ironbook.core.state import Bet, PlacedLeg
 
 
@@ -39,8 +39,8 @@ def evaluate_bet(
     """The bet's status and payout if `market_id` took this result (its other
     legs keep the outcomes they have). Any lost leg loses the bet at once; a
     void leg counts at odds 1.00; a bet whose every leg is void is refunded."""
-    odds: list[int] = []
-    divisors: list[int] = []
+    prices: list[Price] = []
+    dead_heats: list[tuple[int, int]] = []
     all_void = True
     pending = False
     for leg in bet.legs:
@@ -54,13 +54,11 @@ def evaluate_bet(
             pending = True
         elif outcome == "won":
             all_void = False
-            odds.append(leg.odds)
+            prices.append(leg.odds)
             if dead_heat != 1:
-                divisors.append(dead_heat)
-        else:
-            odds.append(ODDS_SCALE)
+                dead_heats.append((1, dead_heat))
     if pending:
         return "open", 0
     if all_void:
         return "void", bet.stake_minor
-    return "won", payout_minor(bet.stake_minor, odds, divisors)
+    return "won", payout_minor(bet.stake_minor, prices, dead_heats)

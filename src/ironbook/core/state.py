@@ -13,6 +13,7 @@ from typing import Literal
 import msgspec
 
 from ironbook.core.events import AnyReply, BetStatus, LegOutcome, MarketStatus
+from ironbook.core.odds import Ladder, PlaceTerms, Price
 
 HOUSE = "sys:house"
 STAKES_HELD = "sys:stakes_held"
@@ -77,7 +78,7 @@ class Account(msgspec.Struct, array_like=True, gc=False):
 class Selection(msgspec.Struct, array_like=True, gc=False):
     selection_id: str
     name: str
-    odds: int
+    odds: Price
     liability_minor: int = 0
     """What the house loses if this selection wins, over open bets."""
 
@@ -98,12 +99,15 @@ class Market(msgspec.Struct, array_like=True, gc=False):
     max_liability_minor: int = 0
     """The largest selection liability: raised as bets are placed, recomputed
     when bets leave (settle, void, rollback, rejection at release)."""
+    ladder: Ladder = msgspec.field(default_factory=Ladder)
+    place_terms: PlaceTerms | None = None
+    """Each-way terms for bets placed from now on (a bet keeps its own)."""
 
 
 class PlacedLeg(msgspec.Struct, array_like=True, gc=False):
     market_id: str
     selection_id: str
-    odds: int
+    odds: Price
     outcome: LegOutcome = "pending"
     dead_heat: int = 1
     cancelled: bool = False

@@ -12,6 +12,7 @@ from __future__ import annotations
 import msgspec
 
 from ironbook.core.events import BetStatus, LegOutcome, LimitPeriod, MarketStatus, Reply
+from ironbook.core.odds import Price
 
 
 class LimitView(msgspec.Struct, frozen=True):
@@ -36,7 +37,7 @@ class AccountView(Reply, frozen=True, tag="account_view"):
 class LegView(msgspec.Struct, frozen=True):
     market_id: str
     selection_id: str
-    odds: int
+    odds: Price
     outcome: LegOutcome
     dead_heat: int
 
@@ -63,7 +64,7 @@ class BetPage(Reply, frozen=True, tag="bet_page"):
 class SelectionView(msgspec.Struct, frozen=True):
     selection_id: str
     name: str
-    odds: int
+    odds: Price
 
 
 class MarketView(Reply, frozen=True, tag="market_view"):

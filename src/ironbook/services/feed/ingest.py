@@ -43,7 +43,7 @@ from ironbook.adapters.feed.nats_stream import NatsFeedStream
 from ironbook.adapters.feed.provider import FeedProvider, FeedUnavailable
 from ironbook.adapters.nats.lease import NatsLease
 from ironbook.client import GaveUp, LedgerClient
-from ironbook.core.odds import format_decimal
+from ironbook.core.odds import Odds, format_decimal
 from ironbook.core.views import FeedCursorReply, MarketPage, MarketView
 from ironbook.replication.interfaces import LeaseUnavailable
 from ironbook.services.feed.conflate import Conflation
@@ -76,7 +76,7 @@ class BookEntry:
     event_id: str
     status: str
     in_play: bool
-    prices: dict[str, int]
+    prices: dict[str, Odds]
     ts_ms: int = 0
     """Provider time of the newest message about the market."""
 

@@ -20,7 +20,8 @@ from starlette.types import Scope
 
 from ironbook import core
 from ironbook.client import BadRequest, GaveUp
-from ironbook.core.odds import InvalidOdds, format_decimal, parse_decimal
+from ironbook.core.odds import InvalidOdds, Price, format_decimal
+from ironbook.core.odds import parse_odds as parse_price
 from ironbook.services.gateway import models as m
 from ironbook.services.gateway import problems as p
 from ironbook.services.gateway.auth import (
@@ -274,9 +275,10 @@ async def claim(gateway: Gateway, request_id: str, request_fingerprint: str, key
         gateway.admission.leave()
 
 
-def parse_odds(text: str, where: str) -> int:
+def parse_odds(text: str, where: str) -> Price:
+    """A price in any notation ('2.50', '13/8', '+150'), kept exact."""
     try:
-        return parse_decimal(text)
+        return parse_price(text)
     except InvalidOdds as err:
         raise p.ApiProblem(422, core.RejectionCode.INVALID_ODDS, f"{where}: {err}") from None
 
