@@ -19,7 +19,7 @@ from ironbook.core import (
     state_hash,
 )
 from ironbook.core.events import BetPlaced, CommandRejected
-from ironbook.core.odds import Price
+from ironbook.core.odds import Price, as_price
 from ironbook.core.odds import from_hundredths as h
 
 
@@ -149,7 +149,7 @@ def test_price_change_policy(
     assert leg.odds == h(accepted)
     event = ledger.log[-1]
     assert isinstance(event, BetPlaced)
-    assert event.legs[0].odds == h(accepted)
+    assert as_price(event.legs[0].odds) == h(accepted)
 
 
 def test_better_policy_on_an_accumulator_takes_each_current_price(ledger: Ledger) -> None:

@@ -110,6 +110,13 @@ EXAMPLES: dict[str, AnyCommand] = {
     "stake_too_low": bet(("m1", "a", 250), stake=9),
     "stake_too_high": bet(("m1", "a", 250), stake=10_000_001),
     "price_changed": bet(("m1", "a", 260)),
+    "no_each_way": PlaceBet(
+        request_id="cmd",
+        account_id="alice",
+        stake_minor=100,
+        legs=(BetLeg(market_id="m1", selection_id="a", odds=250),),
+        each_way=True,
+    ),
     "liability_exceeded": bet(("big", "z", 1_000), stake=1_000),
     "invalid_producer": SetProducerStatus(request_id="cmd", producer="bad id", down=True),
     "invalid_feed": FeedBatch(request_id="cmd", producer="lsports", to_cursor=-1, markets=()),

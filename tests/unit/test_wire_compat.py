@@ -111,7 +111,7 @@ def test_new_commands_roundtrip(command: AnyCommand) -> None:
     assert back == command
     assert type(back) is type(command)
     assert msgspec.msgpack.decode(data)[0].endswith(
-        "/2" if isinstance(command, CreateMarket) else "/1"
+        "/2" if isinstance(command, CreateMarket | PlaceBet) else "/1"
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from ironbook.core import events as e
 from ironbook.core.commands import SelectionSpec
 from ironbook.core.odds import Ladder, PlaceTerms, as_price
-from ironbook.core.settlement import market_leg_result
+from ironbook.core.settlement import market_leg_result, market_place_result, result_maps
 from ironbook.core.state import (
     LIMIT_WINDOWS_MS,
     Account,
@@ -172,6 +172,9 @@ def _bet_placed(state: LedgerState, event: e.BetPlaced) -> None:
     legs = tuple(
         [PlacedLeg(leg.market_id, leg.selection_id, as_price(leg.odds)) for leg in event.legs]
     )
+    if event.place_terms:
+        for placed_leg, terms in zip(legs, event.place_terms, strict=True):
+            placed_leg.place_terms = terms
     bet = Bet(
         bet_id=event.bet_id,
         account_id=event.account_id,
@@ -182,13 +185,14 @@ def _bet_placed(state: LedgerState, event: e.BetPlaced) -> None:
         request_id=event.request_id,
         status="pending" if event.release_ms else "open",
         price_change=event.price_change,
+        each_way=event.each_way,
     )
     state.bets[event.bet_id] = bet
     state.next_bet_number += 1
     if event.release_ms:
         bisect.insort(state.pending_bets, (event.release_ms, event.bet_id))
     markets = state.markets
-    liability_minor = event.potential_payout_minor - event.stake_minor
+    liability_minor = bet.liability_minor
     for leg in event.legs:
         market = markets[leg.market_id]
         market.bet_ids.append(event.bet_id)
@@ -200,8 +204,9 @@ def _bet_placed(state: LedgerState, event: e.BetPlaced) -> None:
 def _market_resulted(state: LedgerState, event: e.MarketResulted) -> None:
     market = state.markets[event.market_id]
     market.status = event.status
-    winners = {winner.selection_id: winner.dead_heat for winner in event.winners}
+    winners, placed = result_maps(event.winners)
     market.winners = winners
+    market.placed = placed
     cancel = event.placed_from_ms is not None
     touched: set[str] = set()
     unheld: set[str] = set()
@@ -213,9 +218,15 @@ def _market_resulted(state: LedgerState, event: e.MarketResulted) -> None:
                 # A held bet a cancel voids was never accepted: all of it is void.
                 leg.cancelled = True
                 leg.outcome, leg.dead_heat = "void", 1
+                if leg.place_terms is not None:
+                    leg.place_outcome, leg.places_paid, leg.place_tied = "void", 1, 1
             elif leg.market_id == event.market_id:
                 leg.cancelled = leg.cancelled or cancel
                 leg.outcome, leg.dead_heat = market_leg_result(leg, event.kind, winners)
+                if leg.place_terms is not None:
+                    leg.place_outcome, leg.places_paid, leg.place_tied = market_place_result(
+                        leg, event.kind, winners, placed
+                    )
         was_live = bet.status == "open" or was_held
         if was_live != (outcome.status == "open"):
             _shift_liability(state, bet, -bet.liability_minor if was_live else bet.liability_minor)
@@ -319,6 +330,7 @@ _APPLIERS: dict[type[e.Event], Callable[[LedgerState, Any], None]] = {
     e.PricesUpdated: _prices_updated,
     e.MarketStatusChanged: _market_status_changed,
     e.BetPlaced: _bet_placed,
+    e.BetPlacedV1: _bet_placed,
     e.MarketResulted: _market_resulted,
     e.CommandRejected: _command_rejected,
     e.FeedApplied: _feed_applied,

@@ -48,11 +48,14 @@ class BetLeg(msgspec.Struct, frozen=True, array_like=True, gc=False, forbid_unkn
 
 
 class Winner(msgspec.Struct, frozen=True, array_like=True, gc=False, forbid_unknown_fields=True):
-    """A winning selection; `dead_heat` > 1 divides the stake between that
-    many runners tied for the place."""
+    """A selection in the result: it finished at `position` (1 = won), tied
+    with `dead_heat` - 1 others there. A dead heat for the win divides the
+    win stake by `dead_heat`; for a place, each-way place parts are paid on
+    the places the tied runners share (see `core.odds.places_paid`)."""
 
     selection_id: Id
     dead_heat: int = 1
+    position: int = 1
 
 
 class Command(
@@ -212,11 +215,17 @@ class ReleaseBets(Command, frozen=True, tag="release_bets/1"):
     """Accept or reject the in-play bets whose delay is over (by log time)."""
 
 
-class PlaceBet(Command, frozen=True, tag="place_bet/1"):
+class PlaceBet(Command, frozen=True, tag="place_bet/2"):
     account_id: Id
     stake_minor: int
+    """Per part: an each-way bet stakes this on the win and on the place."""
     legs: Annotated[tuple[BetLeg, ...], msgspec.Meta(max_length=64)]
     price_change: PriceChangePolicy = "none"
+    each_way: bool = False
+
+
+class PlaceBetV1(PlaceBet, frozen=True, tag="place_bet/1"):
+    """The first version: win only."""
 
 
 AnyCommand = (
@@ -236,6 +245,7 @@ AnyCommand = (
     | VoidMarket
     | ResettleMarket
     | PlaceBet
+    | PlaceBetV1
     | RollbackSettlement
     | FeedBatch
     | SetProducerStatus

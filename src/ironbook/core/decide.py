@@ -15,23 +15,26 @@ from ironbook.core import queries as q
 from ironbook.core.odds import (
     Ladder,
     Odds,
+    PlaceTerms,
     Price,
     as_price,
     combined_price,
     format_decimal,
     format_price,
+    from_hundredths,
     is_valid_price,
     ladder_allows,
     longer_price,
     on_market_ladder,
     payout_minor,
+    place_price,
     same_price,
     valid_ladder,
     valid_place_terms,
 )
 from ironbook.core.outcomes import Accepted, Outcome, Rejected
 from ironbook.core.outcomes import RejectionCode as R
-from ironbook.core.settlement import evaluate_bet
+from ironbook.core.settlement import evaluate_bet, result_maps
 from ironbook.core.state import (
     CASHIER,
     DAY_MS,
@@ -531,17 +534,20 @@ def _set_producer_status(state: LedgerState, cmd: c.SetProducerStatus, now_ms: i
     return Accepted(events=(event,), result=reply)
 
 
-def _winners(market: Market, winners: tuple[c.Winner, ...]) -> dict[str, int] | e.Refusal:
-    result: dict[str, int] = {}
+def _result_refusal(market: Market, winners: tuple[c.Winner, ...]) -> e.Refusal | None:
+    seen: set[str] = set()
+    runners = len(market.selections)
     for winner in winners:
-        if winner.selection_id not in market.selections or winner.selection_id in result:
+        if winner.selection_id not in market.selections or winner.selection_id in seen:
             return _refuse(
                 R.INVALID_RESULT, f"winner {winner.selection_id!r} is unknown or repeated"
             )
-        if not 1 <= winner.dead_heat <= len(market.selections):
+        seen.add(winner.selection_id)
+        if not 1 <= winner.dead_heat <= runners:
             return _refuse(R.INVALID_RESULT, f"dead heat {winner.dead_heat} is out of range")
-        result[winner.selection_id] = winner.dead_heat
-    return result
+        if not 1 <= winner.position <= runners:
+            return _refuse(R.INVALID_RESULT, f"position {winner.position} is out of range")
+    return None
 
 
 def _settle(state: LedgerState, cmd: c.SettleMarket, now_ms: int) -> Decision:
@@ -553,10 +559,10 @@ def _settle(state: LedgerState, cmd: c.SettleMarket, now_ms: int) -> Decision:
         return _refuse(
             R.INVALID_STATUS_CHANGE, f"market {cmd.market_id!r} is {market.status}: {hint}"
         )
-    winners = _winners(market, cmd.winners)
-    if isinstance(winners, e.Refusal):
-        return winners
-    return _result_market(state, cmd, market, "settle", cmd.winners, winners, cmd.actor, "", now_ms)
+    refusal = _result_refusal(market, cmd.winners)
+    if refusal is not None:
+        return refusal
+    return _result_market(state, cmd, market, "settle", cmd.winners, cmd.actor, "", now_ms)
 
 
 def _void(state: LedgerState, cmd: c.VoidMarket, now_ms: int) -> Decision:
@@ -568,7 +574,7 @@ def _void(state: LedgerState, cmd: c.VoidMarket, now_ms: int) -> Decision:
     if not cmd.actor.strip() or not cmd.reason.strip():
         return _refuse(R.MISSING_REASON, "voiding a market needs an actor and a reason")
     if cmd.placed_from_ms is None and cmd.placed_to_ms is None:
-        return _result_market(state, cmd, market, "void", (), {}, cmd.actor, cmd.reason, now_ms)
+        return _result_market(state, cmd, market, "void", (), cmd.actor, cmd.reason, now_ms)
     window = (
         0 if cmd.placed_from_ms is None else cmd.placed_from_ms,
         END_OF_TIME_MS if cmd.placed_to_ms is None else cmd.placed_to_ms,
@@ -578,10 +584,11 @@ def _void(state: LedgerState, cmd: c.VoidMarket, now_ms: int) -> Decision:
             R.INVALID_WINDOW, f"the window [{window[0]}, {window[1]}) is empty or out of range"
         )
     # The market keeps its status and result: only the window's bets change.
-    kept = tuple(c.Winner(selection_id=s, dead_heat=d) for s, d in market.winners.items())
-    return _result_market(
-        state, cmd, market, "void", kept, market.winners, cmd.actor, cmd.reason, now_ms, window
+    kept = (
+        *(c.Winner(selection_id=s, dead_heat=d) for s, d in market.winners.items()),
+        *(c.Winner(s, dead_heat=tied, position=at) for s, (at, tied) in market.placed.items()),
     )
+    return _result_market(state, cmd, market, "void", kept, cmd.actor, cmd.reason, now_ms, window)
 
 
 def _rollback(state: LedgerState, cmd: c.RollbackSettlement, now_ms: int) -> Decision:
@@ -595,7 +602,7 @@ def _rollback(state: LedgerState, cmd: c.RollbackSettlement, now_ms: int) -> Dec
         )
     if not cmd.actor.strip() or not cmd.reason.strip():
         return _refuse(R.MISSING_REASON, "a rollback needs an actor and a reason")
-    return _result_market(state, cmd, market, "rollback", (), {}, cmd.actor, cmd.reason, now_ms)
+    return _result_market(state, cmd, market, "rollback", (), cmd.actor, cmd.reason, now_ms)
 
 
 def _resettle(state: LedgerState, cmd: c.ResettleMarket, now_ms: int) -> Decision:
@@ -608,11 +615,11 @@ def _resettle(state: LedgerState, cmd: c.ResettleMarket, now_ms: int) -> Decisio
         )
     if not cmd.actor.strip() or not cmd.reason.strip():
         return _refuse(R.MISSING_REASON, "a resettlement needs an actor and a reason")
-    winners = _winners(market, cmd.winners)
-    if isinstance(winners, e.Refusal):
-        return winners
+    refusal = _result_refusal(market, cmd.winners)
+    if refusal is not None:
+        return refusal
     return _result_market(
-        state, cmd, market, "resettle", cmd.winners, winners, cmd.actor, cmd.reason, now_ms
+        state, cmd, market, "resettle", cmd.winners, cmd.actor, cmd.reason, now_ms
     )
 
 
@@ -622,7 +629,6 @@ def _result_market(  # noqa: C901 — settle, void, window cancel and rollback s
     market: Market,
     kind: e.ResultKind,
     winner_list: tuple[c.Winner, ...],
-    winners: dict[str, int],
     actor: str,
     reason: str,
     now_ms: int,
@@ -642,6 +648,7 @@ def _result_market(  # noqa: C901 — settle, void, window cancel and rollback s
     a player's write-off never depends on how the bets were chunked. (One
     command's events always share one log entry, so no log position ever
     shows a result half applied.)"""
+    winners, placed = result_maps(winner_list)
     status: e.MarketStatus
     if window is not None:
         status = market.status
@@ -664,23 +671,22 @@ def _result_market(  # noqa: C901 — settle, void, window cancel and rollback s
                 continue
             if old_status == "pending":
                 # Never accepted: the whole bet is void, its stake refunded.
-                outcomes.append(
-                    e.BetOutcome(bet_id=bet_id, status="void", payout_minor=bet.stake_minor)
-                )
-                player_delta[bet.account_id] = player_delta.get(bet.account_id, 0) + bet.stake_minor
-                held_delta -= bet.stake_minor
+                staked = bet.staked_minor
+                outcomes.append(e.BetOutcome(bet_id=bet_id, status="void", payout_minor=staked))
+                player_delta[bet.account_id] = player_delta.get(bet.account_id, 0) + staked
+                held_delta -= staked
                 continue
         elif old_status == "pending":
             continue
-        new_status, new_payout = evaluate_bet(bet, market.market_id, kind, winners)
+        new_status, new_payout = evaluate_bet(bet, market.market_id, kind, winners, placed)
         outcomes.append(e.BetOutcome(bet_id=bet_id, status=new_status, payout_minor=new_payout))
         delta = 0
         if old_status != "open":
             delta -= bet.payout_minor
-            held_delta += bet.stake_minor
+            held_delta += bet.staked_minor
         if new_status != "open":
             delta += new_payout
-            held_delta -= bet.stake_minor
+            held_delta -= bet.staked_minor
         if delta:
             player_delta[bet.account_id] = player_delta.get(bet.account_id, 0) + delta
     postings: list[e.Posting] = []
@@ -787,11 +793,15 @@ def _place_bet(  # noqa: C901 — one guard per refusal, in the order the rules 
             )
         if market.in_play and market.bet_delay_s > delay_s:
             delay_s = market.bet_delay_s
-        requested = as_price(leg.odds)
-        if not is_valid_price(requested):
-            return _refuse(R.INVALID_ODDS, f"odds {leg.odds!r} are outside 1/100..1000/1")
+        odds = leg.odds
+        requested = from_hundredths(odds) if isinstance(odds, int) else odds
         current = selection.odds
-        if (
+        if requested is current:
+            # The common case, a leg quoted at the market's very price.
+            accepted_legs.append(leg)
+        elif not is_valid_price(requested):
+            return _refuse(R.INVALID_ODDS, f"odds {leg.odds!r} are outside 1/100..1000/1")
+        elif (
             same_price(current, requested)
             or policy == "any"
             or (policy == "better" and longer_price(current, requested))
@@ -811,7 +821,18 @@ def _place_bet(  # noqa: C901 — one guard per refusal, in the order the rules 
         leg_markets.append(market)
     combined_odds = prices[0] if len(prices) == 1 else combined_price(prices)
     potential_payout_minor = payout_minor(stake_minor, prices)
-    liability_minor = potential_payout_minor - stake_minor
+    staked_minor = stake_minor
+    place_terms: tuple[PlaceTerms, ...] = ()
+    if cmd.each_way:
+        terms = [market.place_terms for market in leg_markets]
+        if None in terms:
+            return _refuse(R.NO_EACH_WAY, "every leg's market must offer each-way terms")
+        place_terms = tuple(t for t in terms if t is not None)
+        place_prices = [place_price(p, t) for p, t in zip(prices, place_terms, strict=True)]
+        # The most the bet can return: every leg wins, so both parts pay.
+        potential_payout_minor += payout_minor(stake_minor, place_prices)
+        staked_minor = 2 * stake_minor
+    liability_minor = potential_payout_minor - staked_minor
     max_liability_minor = config.max_liability_minor
     max_market_liability_minor = config.max_market_liability_minor
     # O(legs): a market's worst case is kept up to date by `apply`, so no
@@ -827,9 +848,9 @@ def _place_bet(  # noqa: C901 — one guard per refusal, in the order the rules 
             return _refuse(
                 R.LIABILITY_EXCEEDED, f"market {market.market_id!r} cannot take more liability"
             )
-    if account.balance_minor < stake_minor:
+    if account.balance_minor < staked_minor:
         return _refuse(
-            R.INSUFFICIENT_FUNDS, f"balance {account.balance_minor} is less than {stake_minor}"
+            R.INSUFFICIENT_FUNDS, f"balance {account.balance_minor} is less than {staked_minor}"
         )
     bet_id = f"B{config.partition}-{state.next_bet_number}"
     release_ms = now_ms + 1000 * delay_s if delay_s else 0
@@ -838,12 +859,12 @@ def _place_bet(  # noqa: C901 — one guard per refusal, in the order the rules 
         status="pending" if release_ms else "open",
         odds=combined_odds,
         potential_payout_minor=potential_payout_minor,
-        balance_minor=account.balance_minor - stake_minor,
+        balance_minor=account.balance_minor - staked_minor,
     )
     event = e.BetPlaced(
         request_id=cmd.request_id,
         at_ms=now_ms,
-        postings=((cmd.account_id, -stake_minor), (STAKES_HELD, stake_minor)),
+        postings=((cmd.account_id, -staked_minor), (STAKES_HELD, staked_minor)),
         bet_id=bet_id,
         account_id=cmd.account_id,
         stake_minor=stake_minor,
@@ -852,6 +873,8 @@ def _place_bet(  # noqa: C901 — one guard per refusal, in the order the rules 
         reply=reply,
         release_ms=release_ms,
         price_change=policy,
+        each_way=cmd.each_way,
+        place_terms=place_terms,
     )
     return Accepted(events=(event,), result=reply)
 
@@ -874,8 +897,8 @@ def _release_bets(state: LedgerState, cmd: c.ReleaseBets, now_ms: int) -> Decisi
             accepted.append(bet_id)
             continue
         rejected.append((bet_id, code))
-        postings.append((bet.account_id, bet.stake_minor))
-        refunded_minor += bet.stake_minor
+        postings.append((bet.account_id, bet.staked_minor))
+        refunded_minor += bet.staked_minor
     reply = e.ReleaseReply(accepted=len(accepted), rejected=len(rejected))
     if not accepted and not rejected:
         return Accepted(events=(), result=reply)
@@ -930,6 +953,7 @@ _DECIDERS: dict[type[c.Command], Callable[[LedgerState, Any, int], Decision]] = 
     c.VoidMarket: _void,
     c.ResettleMarket: _resettle,
     c.PlaceBet: _place_bet,
+    c.PlaceBetV1: _place_bet,
     c.RollbackSettlement: _rollback,
     c.FeedBatch: _feed_batch,
     c.SetProducerStatus: _set_producer_status,

@@ -209,7 +209,7 @@ class MarketStatusChanged(Event, frozen=True, tag="market_status_changed/1", kw_
     reply: MarketReply
 
 
-class BetPlaced(Event, frozen=True, tag="bet_placed/1", kw_only=True):
+class BetPlaced(Event, frozen=True, tag="bet_placed/2", kw_only=True):
     bet_id: str
     account_id: str
     stake_minor: int
@@ -222,6 +222,14 @@ class BetPlaced(Event, frozen=True, tag="bet_placed/1", kw_only=True):
     reaches `release_ms`, then accepted or rejected by a `BetsReleased`."""
     price_change: PriceChangePolicy = "none"
     """The bet's policy, judged again when a held bet is released."""
+    each_way: bool = False
+    """`stake_minor` is staked twice: on the win and on the place."""
+    place_terms: tuple[PlaceTerms, ...] = ()
+    """Each-way: every leg's place terms, fixed at placement."""
+
+
+class BetPlacedV1(BetPlaced, frozen=True, tag="bet_placed/1", kw_only=True):
+    """As logged before each-way bets."""
 
 
 class BetOutcome(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -299,6 +307,7 @@ AnyEvent = (
     | PricesUpdated
     | MarketStatusChanged
     | BetPlaced
+    | BetPlacedV1
     | MarketResulted
     | CommandRejected
     | FeedApplied

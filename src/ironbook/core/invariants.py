@@ -18,7 +18,7 @@ def check_invariants(state: LedgerState) -> list[str]:
     # A held (pending) in-play bet's stake is held and its liability reserved
     # like an open bet's.
     live = ("open", "pending")
-    open_stakes_minor = sum(bet.stake_minor for bet in state.bets.values() if bet.status in live)
+    open_stakes_minor = sum(bet.staked_minor for bet in state.bets.values() if bet.status in live)
     held_minor = state.accounts[STAKES_HELD].balance_minor
     if held_minor != open_stakes_minor:
         problems.append(f"stakes held {held_minor} != open and pending stakes {open_stakes_minor}")

@@ -48,6 +48,7 @@ class RejectionCode:
     UNKNOWN_SELECTION = "unknown_selection"
     INVALID_ODDS = "invalid_odds"
     OFF_LADDER = "off_ladder"
+    NO_EACH_WAY = "no_each_way"
     INVALID_STATUS_CHANGE = "invalid_status_change"
     MARKET_SUSPENDED = "market_suspended"
     MARKET_CLOSED = "market_closed"

@@ -102,6 +102,9 @@ class Market(msgspec.Struct, array_like=True, gc=False):
     ladder: Ladder = msgspec.field(default_factory=Ladder)
     place_terms: PlaceTerms | None = None
     """Each-way terms for bets placed from now on (a bet keeps its own)."""
+    placed: dict[str, tuple[int, int]] = msgspec.field(default_factory=dict)
+    """selection id -> (position, runners tied there) of the runners placed
+    below first in the latest result (the winners are in `winners`)."""
 
 
 class PlacedLeg(msgspec.Struct, array_like=True, gc=False):
@@ -112,6 +115,13 @@ class PlacedLeg(msgspec.Struct, array_like=True, gc=False):
     dead_heat: int = 1
     cancelled: bool = False
     """Voided by a windowed cancel: stays void under any later result."""
+    place_terms: PlaceTerms | None = None
+    """Each-way bets: the leg's place terms, fixed at placement."""
+    place_outcome: LegOutcome = "pending"
+    places_paid: int = 1
+    place_tied: int = 1
+    """A dead heat on the place part: of `place_tied` runners tied, the
+    places they share (`places_paid`) pay."""
 
 
 class Bet(msgspec.Struct, array_like=True, gc=False):
@@ -128,10 +138,19 @@ class Bet(msgspec.Struct, array_like=True, gc=False):
     """The bet's price-change policy, judged again when a held bet is released."""
     reject_code: str = ""
     """Why a held bet was rejected at release."""
+    each_way: bool = False
+    """`stake_minor` is per part: the bet staked it on the win and the place."""
+    cashed_out_minor: int = 0
+    """Paid so far by cash-outs (the whole bet's, or parts of its stake)."""
+
+    @property
+    def staked_minor(self) -> int:
+        """The money the bet holds: its stake, twice if each-way."""
+        return 2 * self.stake_minor if self.each_way else self.stake_minor
 
     @property
     def liability_minor(self) -> int:
-        return self.potential_payout_minor - self.stake_minor
+        return self.potential_payout_minor - self.staked_minor
 
 
 class LedgerState(msgspec.Struct, array_like=True, gc=False):
