@@ -314,6 +314,18 @@ def _bets_released(state: LedgerState, event: e.BetsReleased) -> None:
     recompute_max_liability(state, touched)
 
 
+def _bet_cashed_out(state: LedgerState, event: e.BetCashedOut) -> None:
+    bet = state.bets[event.bet_id]
+    liability_before_minor = bet.liability_minor
+    bet.stake_minor = event.remaining_stake_minor
+    bet.potential_payout_minor = event.potential_payout_minor
+    bet.cashed_out_minor += event.amount_minor
+    if not event.remaining_stake_minor:
+        bet.status = "cashed_out"
+    _shift_liability(state, bet, bet.liability_minor - liability_before_minor)
+    recompute_max_liability(state, {leg.market_id for leg in bet.legs})
+
+
 def _command_rejected(state: LedgerState, event: e.CommandRejected) -> None:
     pass
 
@@ -336,4 +348,5 @@ _APPLIERS: dict[type[e.Event], Callable[[LedgerState, Any], None]] = {
     e.FeedApplied: _feed_applied,
     e.ProducerStatusChanged: _producer_status_changed,
     e.BetsReleased: _bets_released,
+    e.BetCashedOut: _bet_cashed_out,
 }

@@ -228,6 +228,17 @@ class PlaceBetV1(PlaceBet, frozen=True, tag="place_bet/1"):
     """The first version: win only."""
 
 
+class CashOut(Command, frozen=True, tag="cash_out/1"):
+    """Accept a cash-out quote: settle `stake_minor` (per part; None = all)
+    of the bet now for `amount_minor`, if the quote still stands."""
+
+    account_id: Id
+    bet_id: Id
+    quote_id: Annotated[str, msgspec.Meta(min_length=1, max_length=160)]
+    amount_minor: int
+    stake_minor: int | None = None
+
+
 AnyCommand = (
     OpenAccount
     | Deposit
@@ -250,4 +261,5 @@ AnyCommand = (
     | FeedBatch
     | SetProducerStatus
     | ReleaseBets
+    | CashOut
 )

@@ -12,6 +12,12 @@ from typing import Any
 from ironbook.core import commands as c
 from ironbook.core import events as e
 from ironbook.core import queries as q
+from ironbook.core.cashout import (
+    cash_out_refusal,
+    cash_out_stake_refusal,
+    cash_out_value_minor,
+    quote_expiry_ms,
+)
 from ironbook.core.odds import (
     Ladder,
     Odds,
@@ -26,11 +32,12 @@ from ironbook.core.odds import (
     ladder_allows,
     longer_price,
     on_market_ladder,
-    payout_minor,
-    place_price,
     same_price,
     valid_ladder,
     valid_place_terms,
+)
+from ironbook.core.odds import (
+    potential_payout_minor as potential_payout_minor_of,
 )
 from ironbook.core.outcomes import Accepted, Outcome, Rejected
 from ironbook.core.outcomes import RejectionCode as R
@@ -664,7 +671,8 @@ def _result_market(  # noqa: C901 — settle, void, window cancel and rollback s
     for bet_id in market.bet_ids:
         bet = state.bets[bet_id]
         old_status = bet.status
-        if old_status == "rejected":
+        if old_status in ("rejected", "cashed_out"):
+            # Out of the market's results for good: a cash-out stands.
             continue
         if window is not None:
             if not window[0] <= bet.placed_ms < window[1]:
@@ -820,7 +828,6 @@ def _place_bet(  # noqa: C901 — one guard per refusal, in the order the rules 
         selections.append(selection)
         leg_markets.append(market)
     combined_odds = prices[0] if len(prices) == 1 else combined_price(prices)
-    potential_payout_minor = payout_minor(stake_minor, prices)
     staked_minor = stake_minor
     place_terms: tuple[PlaceTerms, ...] = ()
     if cmd.each_way:
@@ -828,10 +835,8 @@ def _place_bet(  # noqa: C901 — one guard per refusal, in the order the rules 
         if None in terms:
             return _refuse(R.NO_EACH_WAY, "every leg's market must offer each-way terms")
         place_terms = tuple(t for t in terms if t is not None)
-        place_prices = [place_price(p, t) for p, t in zip(prices, place_terms, strict=True)]
-        # The most the bet can return: every leg wins, so both parts pay.
-        potential_payout_minor += payout_minor(stake_minor, place_prices)
         staked_minor = 2 * stake_minor
+    potential_payout_minor = potential_payout_minor_of(stake_minor, prices, place_terms)
     liability_minor = potential_payout_minor - staked_minor
     max_liability_minor = config.max_liability_minor
     max_market_liability_minor = config.max_market_liability_minor
@@ -915,6 +920,62 @@ def _release_bets(state: LedgerState, cmd: c.ReleaseBets, now_ms: int) -> Decisi
     return Accepted(events=(event,), result=reply)
 
 
+def _cash_out(state: LedgerState, cmd: c.CashOut, now_ms: int) -> Decision:
+    """Settle the quoted part of a bet now, if the quote still stands: the
+    player is paid the amount, the stake leaves `stakes_held`, the house
+    keeps the difference."""
+    bet = state.bets.get(cmd.bet_id)
+    if bet is None:
+        return _refuse(R.UNKNOWN_BET, f"no bet {cmd.bet_id!r}")
+    refusal = cash_out_refusal(state, bet, cmd.account_id)
+    stake_minor = bet.stake_minor if cmd.stake_minor is None else cmd.stake_minor
+    if refusal is None:
+        refusal = cash_out_stake_refusal(state, bet, stake_minor)
+    if refusal is not None:
+        return refusal
+    expires_ms = quote_expiry_ms(cmd.quote_id, bet, stake_minor, cmd.amount_minor)
+    if expires_ms is None or expires_ms > now_ms + state.config.cash_out_quote_ttl_ms:
+        return _refuse(R.INVALID_QUOTE, "the quote is not one for this bet, stake and amount")
+    if now_ms > expires_ms:
+        return _refuse(R.QUOTE_EXPIRED, "the quote has expired: ask for a new one")
+    amount_minor = cash_out_value_minor(state, bet, stake_minor)
+    if amount_minor != cmd.amount_minor:
+        return _refuse(R.QUOTE_CHANGED, f"the prices moved: cashing out now pays {amount_minor}")
+    parts = 2 if bet.each_way else 1
+    remaining_minor = bet.stake_minor - stake_minor
+    potential_minor = 0
+    if remaining_minor:
+        potential_minor = potential_payout_minor_of(
+            remaining_minor,
+            [leg.odds for leg in bet.legs],
+            tuple(leg.place_terms for leg in bet.legs if leg.place_terms is not None),
+        )
+    released_minor = parts * stake_minor
+    postings: list[e.Posting] = [(bet.account_id, amount_minor), (STAKES_HELD, -released_minor)]
+    if released_minor != amount_minor:
+        postings.append((HOUSE, released_minor - amount_minor))
+    reply = e.CashOutReply(
+        bet_id=bet.bet_id,
+        status="open" if remaining_minor else "cashed_out",
+        amount_minor=amount_minor,
+        stake_minor=remaining_minor,
+        balance_minor=state.accounts[bet.account_id].balance_minor + amount_minor,
+    )
+    event = e.BetCashedOut(
+        request_id=cmd.request_id,
+        at_ms=now_ms,
+        postings=tuple(postings),
+        bet_id=bet.bet_id,
+        account_id=bet.account_id,
+        stake_minor=stake_minor,
+        amount_minor=amount_minor,
+        remaining_stake_minor=remaining_minor,
+        potential_payout_minor=potential_minor,
+        reply=reply,
+    )
+    return Accepted(events=(event,), result=reply)
+
+
 def _release_refusal(state: LedgerState, bet: Bet) -> str | None:
     """Why a held bet cannot be accepted now, or None."""
     policy = bet.price_change
@@ -961,6 +1022,8 @@ _DECIDERS: dict[type[c.Command], Callable[[LedgerState, Any, int], Decision]] = 
     q.GetAccount: q.get_account,
     q.ListAccountBets: q.list_account_bets,
     q.GetBet: q.get_bet,
+    q.QuoteCashOut: q.quote_cash_out,
+    c.CashOut: _cash_out,
     q.GetMarket: q.get_market,
     q.ListMarkets: q.list_markets,
     q.GetFeedCursor: q.get_feed_cursor,

@@ -30,8 +30,9 @@ Posting = tuple[str, int]
 """(account id, signed amount in minor units): positive credits the account."""
 
 MarketStatus = Literal["open", "suspended", "closed", "settled", "voided"]
-BetStatus = Literal["open", "won", "lost", "void", "pending", "rejected"]
-"""`pending`: held for an in-play bet delay; `rejected`: refused when released."""
+BetStatus = Literal["open", "won", "lost", "void", "pending", "rejected", "cashed_out"]
+"""`pending`: held for an in-play bet delay; `rejected`: refused when released;
+`cashed_out`: settled early for a cash-out, out of any later result."""
 LegOutcome = Literal["pending", "won", "lost", "void"]
 ResultKind = Literal["settle", "void", "resettle", "rollback"]
 LimitPeriod = Literal["day", "week", "month"]
@@ -111,6 +112,15 @@ class ReleaseReply(Reply, frozen=True, tag="release"):
     rejected: int
 
 
+class CashOutReply(Reply, frozen=True, tag="cash_out"):
+    bet_id: str
+    status: BetStatus
+    amount_minor: int
+    stake_minor: int
+    """The stake (per part) the bet still runs on: 0 after a full cash-out."""
+    balance_minor: int
+
+
 class Refusal(Reply, frozen=True, tag="refusal"):
     code: str
     message: str
@@ -127,6 +137,7 @@ AnyReply = (
     | FeedReply
     | ProducerReply
     | ReleaseReply
+    | CashOutReply
     | Refusal
 )
 
@@ -291,6 +302,20 @@ class BetsReleased(Event, frozen=True, tag="bets_released/1", kw_only=True):
     which stores its own reply anyway."""
 
 
+class BetCashedOut(Event, frozen=True, tag="bet_cashed_out/1", kw_only=True):
+    """`stake_minor` (per part) of the bet settled early for `amount_minor`;
+    the bet runs on with `remaining_stake_minor` and the potential payout of
+    that stake (a full cash-out leaves 0 and the bet `cashed_out`)."""
+
+    bet_id: str
+    account_id: str
+    stake_minor: int
+    amount_minor: int
+    remaining_stake_minor: int
+    potential_payout_minor: int
+    reply: CashOutReply
+
+
 class CommandRejected(Event, frozen=True, tag="command_rejected/1", kw_only=True):
     reply: Refusal
 
@@ -313,4 +338,5 @@ AnyEvent = (
     | FeedApplied
     | ProducerStatusChanged
     | BetsReleased
+    | BetCashedOut
 )

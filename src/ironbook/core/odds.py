@@ -170,6 +170,18 @@ def places_paid(position: int, tied: int, places: int) -> int:
     return max(0, min(tied, places - position + 1))
 
 
+def potential_payout_minor(
+    stake_minor: int, prices: Sequence[Price], place_terms: Sequence[PlaceTerms] = ()
+) -> int:
+    """The most a bet can return (every leg wins): its win part, plus, for an
+    each-way bet (`place_terms` per leg), its place part."""
+    payout = payout_minor(stake_minor, prices)
+    if place_terms:
+        place_prices = [place_price(p, t) for p, t in zip(prices, place_terms, strict=True)]
+        payout += payout_minor(stake_minor, place_prices)
+    return payout
+
+
 # Ladders.
 
 LadderKind = Literal["exchange", "fractional", "decimal"]

@@ -15,6 +15,12 @@ from __future__ import annotations
 from typing import Literal
 
 from ironbook.core import views as v
+from ironbook.core.cashout import (
+    cash_out_refusal,
+    cash_out_stake_refusal,
+    cash_out_value_minor,
+    quote_id,
+)
 from ironbook.core.commands import Command
 from ironbook.core.outcomes import Accepted
 from ironbook.core.outcomes import RejectionCode as R
@@ -23,10 +29,10 @@ from ironbook.core.state import Bet, LedgerState, Market
 
 MAX_PAGE = 200
 MAX_BET_SCAN = 5_000
-UNKNOWN_BET = "unknown_bet"
+UNKNOWN_BET = R.UNKNOWN_BET
 INVALID_CURSOR = "invalid_cursor"
 
-BetStatusFilter = Literal["open", "won", "lost", "void", "pending", "rejected"]
+BetStatusFilter = Literal["open", "won", "lost", "void", "pending", "rejected", "cashed_out"]
 MarketStatusFilter = Literal["open", "suspended", "closed", "settled", "voided"]
 
 
@@ -48,6 +54,14 @@ class GetBet(Command, frozen=True, tag="get_bet/1"):
     bet_id: str
 
 
+class QuoteCashOut(Command, frozen=True, tag="quote_cash_out/1"):
+    """What cashing out `stake_minor` (per part; None = all) of a bet pays now."""
+
+    account_id: str
+    bet_id: str
+    stake_minor: int | None = None
+
+
 class GetMarket(Command, frozen=True, tag="get_market/1"):
     market_id: str
 
@@ -64,7 +78,9 @@ class GetFeedCursor(Command, frozen=True, tag="get_feed_cursor/1"):
     producer: str
 
 
-AnyQuery = GetAccount | ListAccountBets | GetBet | GetMarket | ListMarkets | GetFeedCursor
+AnyQuery = (
+    GetAccount | ListAccountBets | GetBet | QuoteCashOut | GetMarket | ListMarkets | GetFeedCursor
+)
 
 
 def query_partition(query: AnyQuery, partitions: int) -> int:
@@ -72,7 +88,7 @@ def query_partition(query: AnyQuery, partitions: int) -> int:
     one will do: partition 0); a bet id names the partition that placed it."""
     if isinstance(query, GetAccount | ListAccountBets):
         return partition_of(query.account_id, partitions)
-    if isinstance(query, GetBet):
+    if isinstance(query, GetBet | QuoteCashOut):
         parsed = _parse_bet_id(query.bet_id)
         if parsed is not None and parsed[0] < partitions:
             return parsed[0]
@@ -226,6 +242,28 @@ def get_bet(state: LedgerState, query: GetBet, now_ms: int) -> Accepted:
     if bet is None:
         return _refuse(UNKNOWN_BET, f"no bet {query.bet_id!r}")
     return Accepted(events=(), result=_bet_view(bet))
+
+
+def quote_cash_out(state: LedgerState, query: QuoteCashOut, now_ms: int) -> Accepted:
+    bet = state.bets.get(query.bet_id)
+    if bet is None:
+        return _refuse(UNKNOWN_BET, f"no bet {query.bet_id!r}")
+    refusal = cash_out_refusal(state, bet, query.account_id)
+    stake_minor = bet.stake_minor if query.stake_minor is None else query.stake_minor
+    if refusal is None:
+        refusal = cash_out_stake_refusal(state, bet, stake_minor)
+    if refusal is not None:
+        return _refuse(refusal.code, refusal.message)
+    amount_minor = cash_out_value_minor(state, bet, stake_minor)
+    expires_ms = now_ms + state.config.cash_out_quote_ttl_ms
+    quote = v.CashOutQuote(
+        bet_id=bet.bet_id,
+        quote_id=quote_id(bet, stake_minor, amount_minor, expires_ms),
+        amount_minor=amount_minor,
+        stake_minor=stake_minor,
+        expires_ms=expires_ms,
+    )
+    return Accepted(events=(), result=quote)
 
 
 def get_market(state: LedgerState, query: GetMarket, now_ms: int) -> Accepted:

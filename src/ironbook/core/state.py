@@ -47,6 +47,10 @@ class LedgerConfig(msgspec.Struct, frozen=True, array_like=True, gc=False):
     max_market_liability_minor: int = 500_000_000
     """Per market, per partition: the most the house may lose on it, taken as
     its worst selection's liability (exactly one selection wins)."""
+    cash_out_margin_bp: int = 500
+    """The book's margin on a cash-out, in basis points of its fair value."""
+    cash_out_quote_ttl_ms: int = 10_000
+    """How long a cash-out quote stands."""
 
 
 class PendingLimit(msgspec.Struct, array_like=True, gc=False):

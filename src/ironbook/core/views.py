@@ -61,6 +61,15 @@ class BetPage(Reply, frozen=True, tag="bet_page"):
     """Pass as `after` for the next page; None when there is no more."""
 
 
+class CashOutQuote(Reply, frozen=True, tag="cash_out_quote"):
+    bet_id: str
+    quote_id: str
+    amount_minor: int
+    stake_minor: int
+    """The stake (per part) the quote cashes out."""
+    expires_ms: int
+
+
 class SelectionView(msgspec.Struct, frozen=True):
     selection_id: str
     name: str
@@ -101,4 +110,13 @@ class ReadRefusal(Reply, frozen=True, tag="read_refusal"):
     message: str
 
 
-AnyView = AccountView | BetView | BetPage | MarketView | MarketPage | FeedCursorReply | ReadRefusal
+AnyView = (
+    AccountView
+    | BetView
+    | BetPage
+    | CashOutQuote
+    | MarketView
+    | MarketPage
+    | FeedCursorReply
+    | ReadRefusal
+)
