@@ -28,12 +28,15 @@ from ironbook.core import (
     AnyReply,
     BetLeg,
     BetReply,
+    CashOut,
+    CashOutQuote,
     CloseMarket,
     CreateMarket,
     Deposit,
     LedgerConfig,
     OpenAccount,
     PlaceBet,
+    QuoteCashOut,
     Rejected,
     ResettleMarket,
     ResumeMarket,
@@ -50,6 +53,7 @@ from ironbook.core import (
     Withdraw,
     apply,
     check_invariants,
+    decide,
     decode_events,
     encode_events,
     new_state,
@@ -58,7 +62,7 @@ from ironbook.core import (
     state_hash,
 )
 from ironbook.core.events import BetPlaced, MarketResulted, Refusal
-from ironbook.core.odds import as_price, hundredths_exact
+from ironbook.core.odds import PlaceTerms, as_price, hundredths_exact
 
 RETENTION_MS = DAY_MS
 MAX_STAKE_MINOR = 5_000
@@ -74,6 +78,9 @@ MARKETS = ("m0", "m1", "m2", "m3")
 STARTING_MARKETS = MARKETS[:3]
 SELECTIONS = ("s0", "s1", "s2")
 LADDER_PRICES = (101, 150, 200, 250, 300, 500, 1_000)
+PLACE_TERMS = PlaceTerms(1, 4, 2)
+"""Every market offers each-way at a quarter the odds, 2 places."""
+CASH_OUT_MARGIN = Fraction(95, 100)
 
 # Valid choices come first and more often: most commands should do something.
 account_ids = st.sampled_from((*PLAYERS, *PLAYERS, *PLAYERS, "sys:cashier", "ghost"))
@@ -88,11 +95,18 @@ policies = st.sampled_from(("none", "better", "any"))
 stakes = st.sampled_from((100, 250, 1_000, 10, 3_000, 5, 6_000)) | st.integers(10, 2_000)
 actors = st.sampled_from(("ops", "ops", "ops", " "))
 winner_lists = st.lists(
-    st.tuples(selection_ids, st.sampled_from((1, 1, 1, 1, 1, 2, 3, 0, 4))), max_size=3
+    st.tuples(
+        selection_ids,
+        st.sampled_from((1, 1, 1, 1, 1, 2, 3, 0, 4)),
+        st.sampled_from((1, 1, 1, 2, 3, 0, 4)),
+    ),
+    max_size=3,
 )
 valid_winner_lists = st.lists(
-    st.tuples(st.sampled_from(SELECTIONS), st.sampled_from((1, 1, 1, 2, 3))),
-    max_size=2,
+    st.tuples(
+        st.sampled_from(SELECTIONS), st.sampled_from((1, 1, 1, 2, 3)), st.sampled_from((1, 2, 3))
+    ),
+    max_size=3,
     unique_by=lambda winner: winner[0],
 )
 VOID = "void"
@@ -142,7 +156,8 @@ class ModelAccount:
 class ModelMarket:
     prices: dict[str, int]
     status: str = "open"
-    result: str | dict[str, int] | None = None
+    result: str | dict[str, tuple[int, int]] | None = None
+    """VOID, or selection -> (runners tied, position) of the placed runners."""
     bet_ids: list[str] = field(default_factory=list)
 
 
@@ -154,10 +169,16 @@ class ModelBet:
     potential_minor: int
     status: str = "open"
     payout_minor: int = 0
+    each_way: bool = False
+    cashed_out_minor: int = 0
 
     @property
     def paid_minor(self) -> int:
         return 0 if self.status == "open" else self.payout_minor
+
+    @property
+    def staked_minor(self) -> int:
+        return 2 * self.stake_minor if self.each_way else self.stake_minor
 
 
 @dataclass
@@ -247,6 +268,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.seen[command.request_id] = Remembered(command, reply, at_ms)
 
     def refusals(self, command: AnyCommand, now_ms: int) -> set[str]:
+        if isinstance(command, CashOut):
+            return self.cash_out_refusals(command)
         account = self.accounts.get(getattr(command, "account_id", ""))
         if isinstance(command, OpenAccount):
             if not valid_id(command.account_id) or command.account_id.startswith("sys:"):
@@ -329,7 +352,63 @@ class LedgerMachine(RuleBasedStateMachine):
                 refusals.add("invalid_result")
             if any(not 1 <= w.dead_heat <= len(market.prices) for w in command.winners):
                 refusals.add("invalid_result")
+            if any(not 1 <= w.position <= len(market.prices) for w in command.winners):
+                refusals.add("invalid_result")
         return refusals
+
+    def cash_out_refusals(self, command: CashOut) -> set[str]:
+        bet = self.bets.get(command.bet_id)
+        if bet is None or bet.account_id != command.account_id:
+            return {"unknown_bet"}
+        refusals: set[str] = set()
+        if self.cash_out_value(bet, bet.stake_minor) is None:
+            refusals.add("cash_out_unavailable")
+        stake = bet.stake_minor if command.stake_minor is None else command.stake_minor
+        if not 1 <= stake <= bet.stake_minor:
+            refusals.add("invalid_amount")
+        elif 0 < bet.stake_minor - stake < MIN_STAKE_MINOR:
+            refusals.add("stake_too_low")
+        if refusals:
+            return refusals
+        if self.cash_out_value(bet, stake) != command.amount_minor:
+            refusals.add("invalid_quote")
+        return refusals
+
+    def cash_out_value(self, bet: ModelBet, stake_minor: int) -> int | None:
+        """The rules: the stake × Σ over parts of Π legs (a leg won at its
+        price and dead heat, a void one at 1, one to run at its struck return
+        ÷ its current return) less the margin; None while the bet is not open
+        or a leg to run is on a market that is not open."""
+        if bet.status != "open":
+            return None
+        total = Fraction(0)
+        for place in (False, True) if bet.each_way else (False,):
+            part = Fraction(1)
+            for market_id, selection_id, odds in bet.legs:
+                market = self.markets[market_id]
+                fraction = Fraction(
+                    PLACE_TERMS.fraction_numerator, PLACE_TERMS.fraction_denominator
+                )
+                scale = fraction if place else 1
+                struck = 1 + Fraction(odds - 100, 100) * scale
+                if market.result is None:
+                    if market.status != "open":
+                        return None
+                    part *= struck / (1 + Fraction(market.prices[selection_id] - 100, 100) * scale)
+                elif market.result != VOID:
+                    assert isinstance(market.result, dict)
+                    paid, tied = self.places_paid(market.result, selection_id, place)
+                    part *= struck * Fraction(paid, tied)
+            total += part
+        return floor(stake_minor * total * CASH_OUT_MARGIN)
+
+    @staticmethod
+    def places_paid(result: dict[str, tuple[int, int]], selection_id: str, place: bool):
+        """(places paid, runners tied) for a selection in a result: (0, 1) if
+        it did not win (or place, for the place part)."""
+        tied, position = result.get(selection_id, (1, 99))
+        places = PLACE_TERMS.places if place else 1
+        return max(0, min(tied, places - position + 1)), tied
 
     def bet_refusals(self, command: PlaceBet, account: ModelAccount | None, now_ms: int):
         if account is None:
@@ -345,12 +424,13 @@ class LedgerMachine(RuleBasedStateMachine):
             refusals.add("no_legs")
         if len(command.legs) > MAX_LEGS:
             refusals.add("too_many_legs")
-        if command.stake_minor > account.balance_minor:
+        parts = 2 if command.each_way else 1
+        if parts * command.stake_minor > account.balance_minor:
             refusals.add("insufficient_funds")
         odds = self.accepted_odds(command, refusals)
         if odds is not None and command.legs:
-            potential = payout_of(command.stake_minor, odds, [])
-            liability = potential - command.stake_minor
+            potential = potential_of(command.stake_minor, odds, command.each_way)
+            liability = potential - parts * command.stake_minor
             for leg in command.legs:
                 held = self.liability(leg.market_id, leg.selection_id)
                 if held + liability > MAX_LIABILITY_MINOR:
@@ -401,7 +481,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def liability(self, market_id: str, selection_id: str) -> int:
         return sum(
-            bet.potential_minor - bet.stake_minor
+            bet.potential_minor - bet.staked_minor
             for bet in self.bets.values()
             if bet.status == "open" and (market_id, selection_id) in {leg[:2] for leg in bet.legs}
         )
@@ -448,13 +528,15 @@ class LedgerMachine(RuleBasedStateMachine):
             self.markets[command.market_id].status = target[type(command)]
         elif isinstance(command, PlaceBet):
             self.accept_bet(command, outcome)
+        elif isinstance(command, CashOut):
+            self.accept_cash_out(command)
         elif isinstance(command, VoidMarket):
             self.accept_result(command.market_id, VOID, outcome)
         elif isinstance(command, RollbackSettlement):
             self.accept_result(command.market_id, None, outcome)
         else:
             assert isinstance(command, (SettleMarket, ResettleMarket))
-            result = {winner.selection_id: winner.dead_heat for winner in command.winners}
+            result = {w.selection_id: (w.dead_heat, w.position) for w in command.winners}
             self.accept_result(command.market_id, result, outcome)
         if hasattr(outcome.result, "balance_minor") and hasattr(command, "account_id"):
             model_balance = self.accounts[command.account_id].balance_minor
@@ -469,9 +551,10 @@ class LedgerMachine(RuleBasedStateMachine):
         assert isinstance(reply, BetReply)
         assert reply.bet_id not in self.bets
         assert [hundredths_exact(as_price(leg.odds)) for leg in event.legs] == odds
-        potential = payout_of(command.stake_minor, odds, [])
+        potential = potential_of(command.stake_minor, odds, command.each_way)
         assert event.potential_payout_minor == reply.potential_payout_minor == potential
-        self.accounts[command.account_id].balance_minor -= command.stake_minor
+        parts = 2 if command.each_way else 1
+        self.accounts[command.account_id].balance_minor -= parts * command.stake_minor
         self.bets[reply.bet_id] = ModelBet(
             account_id=command.account_id,
             stake_minor=command.stake_minor,
@@ -480,12 +563,13 @@ class LedgerMachine(RuleBasedStateMachine):
                 for leg, price in zip(command.legs, odds, strict=True)
             ],
             potential_minor=potential,
+            each_way=command.each_way,
         )
         for leg in command.legs:
             self.markets[leg.market_id].bet_ids.append(reply.bet_id)
 
     def accept_result(
-        self, market_id: str, result: str | dict[str, int] | None, outcome: Accepted
+        self, market_id: str, result: str | dict[str, tuple[int, int]] | None, outcome: Accepted
     ) -> None:
         """A result, or None: a rollback, back to closed with no result."""
         market = self.markets[market_id]
@@ -495,7 +579,9 @@ class LedgerMachine(RuleBasedStateMachine):
         else:
             market.status = "voided" if result == VOID else "settled"
         delta_minor: dict[str, int] = {}
-        for bet_id in market.bet_ids:
+        # A cashed-out bet is out of every later result.
+        affected = [b for b in market.bet_ids if self.bets[b].status != "cashed_out"]
+        for bet_id in affected:
             bet = self.bets[bet_id]
             paid_before = bet.paid_minor
             bet.status, bet.payout_minor = self.expected_outcome(bet)
@@ -504,8 +590,8 @@ class LedgerMachine(RuleBasedStateMachine):
             )
         chunks = [event for event in outcome.events if isinstance(event, MarketResulted)]
         assert len(chunks) == len(outcome.events)
-        assert len(chunks) == max(1, -(-len(market.bet_ids) // self.chunk_bets))
-        assert [o.bet_id for chunk in chunks for o in chunk.bets] == market.bet_ids
+        assert len(chunks) == max(1, -(-len(affected) // self.chunk_bets))
+        assert [o.bet_id for chunk in chunks for o in chunk.bets] == affected
         assert all(chunk.reply is None for chunk in chunks[:-1])
         for chunk in chunks:
             for bet_outcome in chunk.bets:
@@ -526,15 +612,33 @@ class LedgerMachine(RuleBasedStateMachine):
             paid_minor += after - account.balance_minor
             account.balance_minor = after
         reply = outcome.result
-        assert reply.bets_affected == len(market.bet_ids)
+        assert reply.bets_affected == len(affected)
         assert reply.paid_minor == paid_minor
         assert reply.status == market.status
 
     def expected_outcome(self, bet: ModelBet) -> tuple[str, int]:
-        """The rules: a lost leg loses the bet; otherwise a pending leg keeps
-        it open; a bet whose every leg is void is refunded; otherwise it pays
-        stake × the product of won legs' odds ÷ their dead-heat divisors (a
-        void leg at 1.00), rounded down."""
+        """The rules: an each-way bet is a win bet and a place bet of its stake,
+        lost only when both are, open while either is, void when both are."""
+        if bet.status == "cashed_out":
+            return "cashed_out", 0
+        win = self.part_outcome(bet, place=False)
+        if not bet.each_way:
+            return win
+        place = self.part_outcome(bet, place=True)
+        if win[0] == place[0] == "lost":
+            return "lost", 0
+        if "open" in (win[0], place[0]):
+            return "open", 0
+        if win[0] == place[0] == "void":
+            return "void", 2 * bet.stake_minor
+        payout = win[1] + place[1]
+        return ("won" if payout else "lost"), payout
+
+    def part_outcome(self, bet: ModelBet, place: bool) -> tuple[str, int]:
+        """A lost leg loses the part; otherwise a pending leg keeps it open; a
+        part whose every leg is void is refunded; otherwise it pays stake ×
+        the product of won legs' returns (the place part at a quarter the
+        odds) × places paid ÷ runners tied, rounded down."""
         value = Fraction(bet.stake_minor)
         pending = False
         all_void = True
@@ -544,15 +648,34 @@ class LedgerMachine(RuleBasedStateMachine):
                 pending = True
             elif result != VOID:
                 assert isinstance(result, dict)
-                if selection_id not in result:
+                paid, tied = self.places_paid(result, selection_id, place)
+                if not paid:
                     return "lost", 0
                 all_void = False
-                value *= Fraction(odds, 100) / result[selection_id]
+                profit = Fraction(odds - 100, 100)
+                if place:
+                    profit *= Fraction(
+                        PLACE_TERMS.fraction_numerator, PLACE_TERMS.fraction_denominator
+                    )
+                value *= (1 + profit) * Fraction(paid, tied)
         if pending:
             return "open", 0
         if all_void:
             return "void", bet.stake_minor
         return "won", floor(value)
+
+    def accept_cash_out(self, command: CashOut) -> None:
+        bet = self.bets[command.bet_id]
+        stake = bet.stake_minor if command.stake_minor is None else command.stake_minor
+        self.accounts[bet.account_id].balance_minor += command.amount_minor
+        bet.cashed_out_minor += command.amount_minor
+        bet.stake_minor -= stake
+        if bet.stake_minor:
+            odds = [price for _, _, price in bet.legs]
+            bet.potential_minor = potential_of(bet.stake_minor, odds, bet.each_way)
+        else:
+            bet.status = "cashed_out"
+            bet.potential_minor = 0
 
     def assert_bet(self, bet_id: str, status: str, payout_minor: int) -> None:
         bet = self.bets[bet_id]
@@ -636,6 +759,7 @@ class LedgerMachine(RuleBasedStateMachine):
                     SelectionSpec(selection_id=selection_id, name=selection_id, odds=price)
                     for selection_id, price in zip(SELECTIONS, odds, strict=True)
                 ),
+                place_terms=PLACE_TERMS,
             )
         )
 
@@ -654,7 +778,9 @@ class LedgerMachine(RuleBasedStateMachine):
         self.run(move(request_id=self.next_request_id(), market_id=market_id))
 
     @rule(market_id=market_ids, winners=winner_lists, close_first=st.booleans())
-    def settle(self, market_id: str, winners: list[tuple[str, int]], close_first: bool) -> None:
+    def settle(
+        self, market_id: str, winners: list[tuple[str, int, int]], close_first: bool
+    ) -> None:
         market = self.markets.get(market_id)
         if close_first and market is not None and market.status in ("open", "suspended"):
             self.run(CloseMarket(request_id=self.next_request_id(), market_id=market_id))
@@ -662,7 +788,7 @@ class LedgerMachine(RuleBasedStateMachine):
             SettleMarket(
                 request_id=self.next_request_id(),
                 market_id=market_id,
-                winners=tuple(Winner(selection_id=s, dead_heat=d) for s, d in winners),
+                winners=tuple(Winner(s, dead_heat=d, position=at) for s, d, at in winners),
             )
         )
 
@@ -675,12 +801,12 @@ class LedgerMachine(RuleBasedStateMachine):
         )
 
     @rule(market_id=market_ids, winners=winner_lists, actor=actors)
-    def resettle(self, market_id: str, winners: list[tuple[str, int]], actor: str) -> None:
+    def resettle(self, market_id: str, winners: list[tuple[str, int, int]], actor: str) -> None:
         self.run(
             ResettleMarket(
                 request_id=self.next_request_id(),
                 market_id=market_id,
-                winners=tuple(Winner(selection_id=s, dead_heat=d) for s, d in winners),
+                winners=tuple(Winner(s, dead_heat=d, position=at) for s, d, at in winners),
                 actor=actor,
                 reason="stewards",
             )
@@ -704,8 +830,11 @@ class LedgerMachine(RuleBasedStateMachine):
         stake=stakes,
         legs=st.lists(st.tuples(market_ids, selection_ids, requested_odds), max_size=4),
         policy=policies,
+        each_way=st.booleans(),
     )
-    def place_bet(self, account_id: str, stake: int, legs: list, policy: str) -> None:
+    def place_bet(
+        self, account_id: str, stake: int, legs: list, policy: str, each_way: bool = False
+    ) -> None:
         bet_legs = []
         for market_id, selection_id, wanted in legs:
             market = self.markets.get(market_id)
@@ -721,6 +850,43 @@ class LedgerMachine(RuleBasedStateMachine):
                 stake_minor=stake,
                 legs=tuple(bet_legs),
                 price_change=policy,
+                each_way=each_way,
+            )
+        )
+
+    @precondition(lambda self: self.bets)
+    @rule(
+        data=st.data(),
+        part=st.sampled_from((None, None, 1, 2, 3)),
+        tamper=st.sampled_from((0, 0, 0, 0, 1)),
+    )
+    def cash_out(self, data: st.DataObject, part: int | None, tamper: int) -> None:
+        """Ask for a quote (all or part of the stake) and accept it."""
+        bet_id = data.draw(st.sampled_from(sorted(self.bets)), label="bet")
+        bet = self.bets[bet_id]
+        stake = None if part is None else max(1, bet.stake_minor * part // 4)
+        query = QuoteCashOut(
+            request_id=self.next_request_id(),
+            account_id=bet.account_id,
+            bet_id=bet_id,
+            stake_minor=stake,
+        )
+        outcome = decide(self.ledger.state, query, self.clock_ms)
+        assert isinstance(outcome, Accepted) and outcome.events == ()
+        quote = outcome.result
+        if isinstance(quote, CashOutQuote):
+            assert quote.amount_minor == self.cash_out_value(bet, quote.stake_minor)
+            amount, quote_id = quote.amount_minor + tamper, quote.quote_id
+        else:
+            amount, quote_id = 1, "no quote"
+        self.run(
+            CashOut(
+                request_id=self.next_request_id(),
+                account_id=bet.account_id,
+                bet_id=bet_id,
+                quote_id=quote_id,
+                amount_minor=amount,
+                stake_minor=stake,
             )
         )
 
@@ -745,7 +911,8 @@ class LedgerMachine(RuleBasedStateMachine):
                 (market_id, data.draw(st.sampled_from(SELECTIONS), label="selection"), "current")
                 for market_id in chosen
             ]
-            self.place_bet(account_id, stake, legs, policy)
+            each_way = data.draw(st.booleans(), label="each way")
+            self.place_bet(account_id, stake, legs, policy, each_way)
 
     @precondition(lambda self: self.markets)
     @rule(
@@ -766,7 +933,9 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.markets)
     @rule(data=st.data(), winners=valid_winner_lists)
-    def result_a_live_market(self, data: st.DataObject, winners: list[tuple[str, int]]) -> None:
+    def result_a_live_market(
+        self, data: st.DataObject, winners: list[tuple[str, int, int]]
+    ) -> None:
         with_bets = [m for m, market in self.markets.items() if market.bet_ids]
         market_id = data.draw(st.sampled_from(sorted(with_bets or self.markets)), label="market")
         if self.markets[market_id].status in ("settled", "voided"):
@@ -777,7 +946,7 @@ class LedgerMachine(RuleBasedStateMachine):
             self.settle(market_id, winners, close_first=True)
 
     def cash_out_then_correct(
-        self, market_id: str, winners: list[tuple[str, int]], data: st.DataObject
+        self, market_id: str, winners: list[tuple[str, int, int]], data: st.DataObject
     ) -> None:
         """Bettors withdraw what they have, then the result is corrected: a
         resettlement that takes back winnings already withdrawn is written
@@ -907,3 +1076,17 @@ def payout_of(stake_minor: int, odds: list[int], divisors: list[int]) -> int:
 
 LedgerMachine.TestCase.settings = settings(max_examples=500, stateful_step_count=30, deadline=None)
 TestLedgerStateful = LedgerMachine.TestCase
+
+
+def potential_of(stake_minor: int, odds: list[int], each_way: bool) -> int:
+    """What a bet returns if every leg wins: the win part, plus the place
+    part at a quarter the odds for an each-way bet."""
+    potential = payout_of(stake_minor, odds, [])
+    if each_way:
+        value = Fraction(stake_minor)
+        for price in odds:
+            value *= 1 + Fraction(price - 100, 100) * Fraction(
+                PLACE_TERMS.fraction_numerator, PLACE_TERMS.fraction_denominator
+            )
+        potential += floor(value)
+    return potential

@@ -10,6 +10,7 @@ from ironbook.core import (
     AdjustBalance,
     AnyCommand,
     BetLeg,
+    CashOut,
     CloseMarket,
     CreateMarket,
     Deposit,
@@ -50,9 +51,22 @@ def book() -> Ledger:
     ledger.create_market("m2", {"x": 200})
     ledger.create_market("m3", {"y": 200})
     ledger.create_market("big", {"z": 1_000})
+    ledger.bet("alice", 100, ("m1", "a", 250))  # B0-1, open: cash-outs
+    ledger.bet("alice", 100, ("m2", "x", 200))  # B0-2, on a market about to be suspended
     ledger.ok(SuspendMarket(request_id="s", market_id="m2"))
     ledger.close("m3")
+    ledger.advance(20_000)
     return ledger
+
+
+def cash_out(bet_id: str, quote_id: str, amount_minor: int) -> CashOut:
+    return CashOut(
+        request_id="cmd",
+        account_id="alice",
+        bet_id=bet_id,
+        quote_id=quote_id,
+        amount_minor=amount_minor,
+    )
 
 
 def bet(*legs: tuple[str, str, int], stake: int = 100, account: str = "alice") -> PlaceBet:
@@ -110,6 +124,11 @@ EXAMPLES: dict[str, AnyCommand] = {
     "stake_too_low": bet(("m1", "a", 250), stake=9),
     "stake_too_high": bet(("m1", "a", 250), stake=10_000_001),
     "price_changed": bet(("m1", "a", 260)),
+    "unknown_bet": cash_out("B0-99", "B0-99:100:100:95:25000", 95),
+    "cash_out_unavailable": cash_out("B0-2", "B0-2:100:100:95:25000", 95),
+    "invalid_quote": cash_out("B0-1", "B0-1:100:100:95:999999999", 95),
+    "quote_expired": cash_out("B0-1", "B0-1:100:100:95:5000", 95),
+    "quote_changed": cash_out("B0-1", "B0-1:100:100:96:25000", 96),
     "no_each_way": PlaceBet(
         request_id="cmd",
         account_id="alice",
