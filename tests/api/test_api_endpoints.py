@@ -120,7 +120,12 @@ def test_market_lifecycle_settles_bets(world: World) -> None:
     )
     assert prices.status_code == 200
     market = http.get(f"/v1/markets/{market_id}", headers=trader).json()
-    assert market["selections"][0] == {"selection_id": "home", "name": "Home", "odds": "2.00"}
+    assert market["selections"][0] == {
+        "selection_id": "home",
+        "name": "Home",
+        "odds": "2.00",
+        "price": "1/1",
+    }
     listed = http.get("/v1/markets", params={"limit": 200}, headers=trader).json()
     assert market_id in {m["market_id"] for m in listed["markets"]} or listed["next_after"]
 

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from ironbook import core
 from ironbook.client import GaveUp
+from ironbook.core.odds import parse_odds
 from ironbook.logs import setup_logging
 from ironbook.services.gateway import models as m
 from ironbook.services.gateway.app import create_app
@@ -149,7 +150,8 @@ def test_a_bet_without_a_key_costs_no_claim(
     (command,) = ledger.commands
     assert isinstance(command, core.PlaceBet)
     assert command.request_id == f"g:{response.headers['idempotency-key']}"
-    assert (command.account_id, command.stake_minor, command.legs[0].odds) == ("acc-1", 100, 250)
+    leg_odds = command.legs[0].odds
+    assert (command.account_id, command.stake_minor, leg_odds) == ("acc-1", 100, parse_odds("2.50"))
 
 
 def test_a_keyed_bet_claims_the_routes_fingerprint(

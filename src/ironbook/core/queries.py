@@ -163,6 +163,8 @@ def _bet_view(bet: Bet) -> v.BetView:
         payout_minor=bet.payout_minor,
         placed_ms=bet.placed_ms,
         reject_code=bet.reject_code,
+        each_way=bet.each_way,
+        cashed_out_minor=bet.cashed_out_minor,
     )
 
 
@@ -190,6 +192,8 @@ def _market_view(state: LedgerState, market: Market) -> v.MarketView:
         producer=market.producer,
         producer_down=bool(market.producer) and market.producer in state.producers_down,
         max_liability_minor=market.max_liability_minor,
+        ladder=market.ladder,
+        place_terms=market.place_terms,
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import msgspec
 
 from ironbook.core.events import BetStatus, LegOutcome, LimitPeriod, MarketStatus, Reply
-from ironbook.core.odds import Price
+from ironbook.core.odds import Ladder, PlaceTerms, Price
 
 
 class LimitView(msgspec.Struct, frozen=True):
@@ -53,6 +53,8 @@ class BetView(Reply, frozen=True, tag="bet_view"):
     placed_ms: int
     reject_code: str = ""
     """Why a held in-play bet was rejected at release."""
+    each_way: bool = False
+    cashed_out_minor: int = 0
 
 
 class BetPage(Reply, frozen=True, tag="bet_page"):
@@ -90,6 +92,8 @@ class MarketView(Reply, frozen=True, tag="market_view"):
     """The market's feed producer is down: `status` shows "suspended"."""
     max_liability_minor: int = 0
     """The market's worst case: its largest selection liability."""
+    ladder: Ladder = msgspec.field(default_factory=Ladder)
+    place_terms: PlaceTerms | None = None
 
 
 class MarketPage(Reply, frozen=True, tag="market_page"):

@@ -8,7 +8,7 @@ models.py       the HTTP request and response shapes (OpenAPI)
 runtime.py      what one worker holds (settings, limiters, its ports)
 edge.py         ASGI ahead of routing: shedding, body limit, the bets fast path
 calls.py        auth, roles, ledger calls, idempotency, history, readiness
-routes/         one router per resource: accounts, bets, markets, odds stream, ops
+routes/         one router per resource: accounts, bets, cash-out, markets, odds stream, ops
 app.py          the FastAPI application: routers, errors, the OpenAPI document
 metrics.py      Prometheus metrics (summed over a machine's workers)
 history.py      ledger-entry history: a log projector serving pages over NATS

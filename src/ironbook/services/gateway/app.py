@@ -32,8 +32,9 @@ from ironbook.services.gateway.runtime import Gateway
 API_TITLE = "ironbook"
 API_DESCRIPTION = (
     "The ironbook public API: accounts, money, bets and markets on a "
-    "replicated ledger. Money is in integer minor units; odds are decimal strings "
-    'like "2.50". Errors are RFC 9457 problem details with a stable `code`.'
+    "replicated ledger. Money is in integer minor units; odds are exact prices in any "
+    'notation ("13/8", "2.50", "+150"). Errors are RFC 9457 problem details with a '
+    "stable `code`."
 )
 MSGSPEC_BODIES = (m.BetIn,)
 """Request bodies decoded by msgspec rather than declared to FastAPI; their

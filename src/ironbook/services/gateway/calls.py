@@ -236,6 +236,7 @@ async def place_bet(
             stake_minor=body.stake_minor,
             legs=legs,
             price_change=body.price_change,
+            each_way=body.each_way,
         ),
     )
     reply = expect(result, core.BetReply)

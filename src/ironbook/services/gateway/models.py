@@ -17,7 +17,9 @@ MAX_STAKE_MINOR = 10**12
 MAX_ID = 64
 MAX_LEGS = 12
 _ID_PATTERN = r"^[!-~]+$"
-_ODDS_PATTERN = r"^[0-9]{1,4}(\.[0-9]{1,2})?$"
+_ODDS_PATTERN = (
+    r"^([0-9]{1,4}(\.[0-9]{1,2})?|[0-9]{1,7}/[0-9]{1,7}|[Ee][Vv][Ss]|[Ee]vens|[+-][0-9]{3,6})$"
+)
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID, pattern=_ID_PATTERN)]
 """Printable ASCII without spaces, 1..64 characters."""
@@ -26,7 +28,8 @@ OddsText = Annotated[
     str,
     StringConstraints(min_length=1, max_length=12, pattern=_ODDS_PATTERN),
 ]
-"""A decimal price like "2.50": 1.01 to 1000.00."""
+"""A price in any notation, kept exact: decimal "2.50", fractional "13/8" or
+"evs", American "+150" / "-110"; 1/100 (1.01) to 1000/1."""
 # The same for msgspec, whose patterns are Python `re.search`: `\Z`, since
 # `$` would also match before a final newline (pydantic's `$` does not).
 WireId = Annotated[
@@ -84,6 +87,8 @@ class BetIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     stake_minor: Annotated[int, msgspec.Meta(gt=0, le=MAX_STAKE_MINOR)]
     legs: Annotated[list[BetLegIn], msgspec.Meta(min_length=1, max_length=MAX_LEGS)]
     price_change: Literal["none", "better", "any"] = "none"
+    each_way: bool = False
+    """`stake_minor` on the win and again on the place, at each market's place terms."""
 
 
 decode_bet = msgspec.json.Decoder(BetIn).decode
@@ -148,6 +153,24 @@ class SelectionIn(Strict):
     odds: OddsText
 
 
+class PlaceTermsIn(Strict):
+    """Each-way terms: the place part pays `fraction` of the odds ("1/4",
+    "1/5") if the runner finishes in the first `places`."""
+
+    fraction: Annotated[str, StringConstraints(pattern=r"^(1/[1-9]|1/10|1/1)$")]
+    places: Annotated[int, Field(ge=1, le=10)]
+
+
+class LadderIn(Strict):
+    """The prices traders may quote: `fractional` (the UK bookmaker ladder),
+    `exchange` (the Betfair ladder) or `decimal` (any decimal price on
+    `tick_hundredths`); `display` is how the market shows its prices."""
+
+    kind: Literal["fractional", "exchange", "decimal"] = "exchange"
+    display: Literal["fractional", "decimal", "american"] = "decimal"
+    tick_hundredths: Annotated[int, Field(ge=1, le=100)] = 1
+
+
 class MarketIn(Strict):
     market_id: Id | None = None
     event: Id
@@ -160,6 +183,9 @@ class MarketIn(Strict):
     producer: Id | None = None
     """The feed producer that owns the market: while it is down the market
     takes no bets. None: traded by hand."""
+    ladder: LadderIn = LadderIn()
+    place_terms: PlaceTermsIn | None = None
+    """Each-way terms; None: no each-way bets on the market."""
 
 
 class PriceIn(Strict):
@@ -174,10 +200,14 @@ class PricesIn(Strict):
 class WinnerIn(Strict):
     selection_id: Id
     dead_heat: Annotated[int, Field(ge=1, le=500)] = 1
+    """How many runners tied at `position`."""
+    position: Annotated[int, Field(ge=1, le=500)] = 1
+    """1 wins; 2, 3, ... are places (for each-way bets)."""
 
 
 Winners = Annotated[list[Id | WinnerIn], Field(max_length=500)]
-"""Selection ids, or {selection_id, dead_heat} for a dead heat."""
+"""Selection ids (winners), or {selection_id, dead_heat, position} for dead
+heats and placed runners."""
 
 
 class SettleIn(Strict):
@@ -264,6 +294,9 @@ class LegOut(BaseModel):
     market_id: str
     selection_id: str
     odds: str
+    """Decimal, to two places; `price` is exact."""
+    price: str
+    """The exact price the leg was struck at, as a fraction of profit ("13/8")."""
     outcome: Literal["pending", "won", "lost", "void"]
     dead_heat: int
 
@@ -279,6 +312,9 @@ class BetOut(BaseModel):
     placed_ms: int
     reject_code: str | None = None
     """Why a `pending` in-play bet was `rejected` when its delay ended."""
+    each_way: bool = False
+    cashed_out_minor: int = 0
+    """Paid by cash-outs so far (`stake_minor` is what still runs)."""
 
 
 class BetPageOut(BaseModel):
@@ -290,6 +326,20 @@ class SelectionOut(BaseModel):
     selection_id: str
     name: str
     odds: str
+    """In the market's display notation ("100/30", "4.33", "+333")."""
+    price: str
+    """Exact, as a fraction of profit ("10/3")."""
+
+
+class PlaceTermsOut(BaseModel):
+    fraction: str
+    places: int
+
+
+class LadderOut(BaseModel):
+    kind: Literal["fractional", "exchange", "decimal"]
+    display: Literal["fractional", "decimal", "american"]
+    tick_hundredths: int
 
 
 class MarketOut(BaseModel):
@@ -306,6 +356,8 @@ class MarketOut(BaseModel):
     producer_down: bool
     """The producer is down: the market shows `suspended` and takes no bets
     until it is back."""
+    ladder: LadderOut
+    place_terms: PlaceTermsOut | None = None
 
 
 class MarketPageOut(BaseModel):
@@ -323,6 +375,32 @@ class SettlementOut(BaseModel):
     status: Literal["open", "suspended", "closed", "settled", "voided"]
     bets_affected: int
     paid_minor: int
+
+
+class CashOutIn(Strict):
+    quote_id: Annotated[str, StringConstraints(min_length=1, max_length=160)]
+    amount_minor: Annotated[int, Field(ge=0, le=MAX_AMOUNT_MINOR)]
+    stake_fraction: Annotated[str, StringConstraints(pattern=r"^(1|0\.[0-9]{1,4})$")] | None = None
+    """The part of the stake to cash out, as quoted ("0.5"); None: all of it."""
+
+
+class CashOutQuoteOut(BaseModel):
+    bet_id: str
+    quote_id: str
+    amount_minor: int
+    stake_minor: int
+    """The stake (per part) the quote cashes out."""
+    expires_at: int
+    """Ledger time (ms since the epoch) after which the quote no longer stands."""
+
+
+class CashOutOut(BaseModel):
+    bet_id: str
+    status: BetStatus
+    amount_minor: int
+    stake_minor: int
+    """The stake (per part) still running: 0 after a full cash-out."""
+    balance_minor: int
 
 
 class HistoryEntryOut(BaseModel):

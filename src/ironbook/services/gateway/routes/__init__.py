@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from ironbook.services.gateway.routes import accounts, bets, markets, odds_stream, ops
+from ironbook.services.gateway.routes import accounts, bets, cash_out, markets, odds_stream, ops
 
 ROUTERS: tuple[APIRouter, ...] = (
     accounts.router,
     bets.router,
+    cash_out.router,
     markets.router,
     odds_stream.router,
     ops.router,

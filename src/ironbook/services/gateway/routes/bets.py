@@ -8,7 +8,7 @@ import msgspec
 from fastapi import APIRouter, Request, Response
 
 from ironbook import core
-from ironbook.core.odds import format_decimal
+from ironbook.core.odds import format_decimal, format_exact
 from ironbook.core.queries import BetStatusFilter
 from ironbook.services.gateway import models as m
 from ironbook.services.gateway import problems as p
@@ -54,6 +54,7 @@ def _bet_out(view: core.BetView) -> m.BetOut:
                 market_id=leg.market_id,
                 selection_id=leg.selection_id,
                 odds=format_decimal(leg.odds),
+                price=format_exact(leg.odds),
                 outcome=leg.outcome,
                 dead_heat=leg.dead_heat,
             )
@@ -64,6 +65,8 @@ def _bet_out(view: core.BetView) -> m.BetOut:
         payout_minor=view.payout_minor,
         placed_ms=view.placed_ms,
         reject_code=view.reject_code or None,
+        each_way=view.each_way,
+        cashed_out_minor=view.cashed_out_minor,
     )
 
 

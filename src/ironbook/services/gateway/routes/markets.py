@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request, Response
 
 from ironbook import core
 from ironbook.core import events as ev
-from ironbook.core.odds import format_decimal
+from ironbook.core.odds import Ladder, PlaceTerms, format_exact, format_price
 from ironbook.services.gateway import models as m
 from ironbook.services.gateway.auth import Principal
 from ironbook.services.gateway.calls import expect, parse_odds, query_id, read, require_role
@@ -39,12 +39,29 @@ def _market_out(view: core.MarketView) -> m.MarketOut:
         in_play=view.in_play,
         bet_delay_s=view.bet_delay_s,
         selections=[
-            m.SelectionOut(selection_id=s.selection_id, name=s.name, odds=format_decimal(s.odds))
+            m.SelectionOut(
+                selection_id=s.selection_id,
+                name=s.name,
+                odds=format_price(s.odds, view.ladder.display),
+                price=format_exact(s.odds),
+            )
             for s in view.selections
         ],
         winners=list(view.winners),
         producer=view.producer or None,
         producer_down=view.producer_down,
+        ladder=m.LadderOut(
+            kind=view.ladder.kind,
+            display=view.ladder.display,
+            tick_hundredths=view.ladder.tick_hundredths,
+        ),
+        place_terms=None
+        if view.place_terms is None
+        else m.PlaceTermsOut(
+            fraction=f"{view.place_terms.fraction_numerator}/"
+            f"{view.place_terms.fraction_denominator}",
+            places=view.place_terms.places,
+        ),
     )
 
 
@@ -52,7 +69,7 @@ def _winners(winners: list[str | m.WinnerIn]) -> tuple[core.Winner, ...]:
     return tuple(
         core.Winner(selection_id=w)
         if isinstance(w, str)
-        else core.Winner(selection_id=w.selection_id, dead_heat=w.dead_heat)
+        else core.Winner(selection_id=w.selection_id, dead_heat=w.dead_heat, position=w.position)
         for w in winners
     )
 
@@ -143,6 +160,16 @@ async def create_market(
             in_play=body.in_play,
             bet_delay_s=body.bet_delay_s,
             producer=body.producer or "",
+            ladder=Ladder(
+                kind=body.ladder.kind,
+                display=body.ladder.display,
+                tick_hundredths=body.ladder.tick_hundredths,
+            ),
+            place_terms=None
+            if body.place_terms is None
+            else PlaceTerms(
+                1, int(body.place_terms.fraction.partition("/")[2]), body.place_terms.places
+            ),
         ),
     )
     reply = expect(result, ev.MarketReply)
