@@ -430,6 +430,7 @@ def test_the_real_feed_reaches_subscribers_and_snapshots_survive_a_worker_restar
             "market_id",
             "status",
             "in_play",
+            "display",
             "prices",
             "cursor",
             "feed_ts_ms",

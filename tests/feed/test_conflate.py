@@ -12,6 +12,7 @@ from feed_support import Partition
 from ironbook import core
 from ironbook.adapters.feed.messages import AnyFeedMessage, NewMarket, OddsChange
 from ironbook.adapters.feed.simulator import Simulator, SimulatorConfig
+from ironbook.core.odds import Ladder, parse_odds
 from ironbook.services.feed.conflate import Conflation
 from ironbook.services.feed.ingest import OddsBook
 
@@ -113,6 +114,7 @@ def test_odds_message_shape() -> None:
         "market_id",
         "status",
         "in_play",
+        "display",
         "prices",
         "cursor",
         "feed_ts_ms",
@@ -131,3 +133,22 @@ def test_the_size_estimate_bounds_the_encoded_batch() -> None:
             conflation.add(message)
         encoded = len(core.encode_command(conflation.batch("sim")))
         assert encoded <= conflation.approx_bytes + 100
+
+
+def test_odds_messages_show_prices_in_the_markets_notation() -> None:
+    book = OddsBook()
+    book.learn(
+        core.MarketView(
+            market_id="race",
+            event_id="e",
+            name="2:30",
+            status="open",
+            in_play=False,
+            bet_delay_s=0,
+            selections=(core.views.SelectionView("a", "A", parse_odds("100/30")),),
+            winners=(),
+            ladder=Ladder(kind="fractional", display="fractional"),
+        )
+    )
+    decoded = json.loads(book.message("race", cursor=1, feed_ts_ms=1))
+    assert (decoded["display"], decoded["prices"]) == ("fractional", {"a": "100/30"})

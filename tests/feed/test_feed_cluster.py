@@ -312,6 +312,7 @@ def test_ingester_killed_mid_burst_resumes_exactly(cluster: LocalCluster) -> Non
                 "market_id",
                 "status",
                 "in_play",
+                "display",
                 "prices",
                 "cursor",
                 "feed_ts_ms",

@@ -43,7 +43,7 @@ from ironbook.adapters.feed.nats_stream import NatsFeedStream
 from ironbook.adapters.feed.provider import FeedProvider, FeedUnavailable
 from ironbook.adapters.nats.lease import NatsLease
 from ironbook.client import GaveUp, LedgerClient
-from ironbook.core.odds import Odds, format_decimal
+from ironbook.core.odds import Odds, PriceStyle, format_price
 from ironbook.core.views import FeedCursorReply, MarketPage, MarketView
 from ironbook.replication.interfaces import LeaseUnavailable
 from ironbook.services.feed.conflate import Conflation
@@ -79,6 +79,8 @@ class BookEntry:
     prices: dict[str, Odds]
     ts_ms: int = 0
     """Provider time of the newest message about the market."""
+    display: PriceStyle = "decimal"
+    """The market's notation: the odds messages show prices in it."""
 
 
 class OddsBook:
@@ -122,6 +124,7 @@ class OddsBook:
             status=status,
             in_play=view.in_play,
             prices={s.selection_id: s.odds for s in view.selections},
+            display=view.ladder.display,
         )
 
     def message(self, market_id: str, *, cursor: int, feed_ts_ms: int) -> bytes:
@@ -133,7 +136,10 @@ class OddsBook:
                 "market_id": market_id,
                 "status": status,
                 "in_play": entry.in_play,
-                "prices": {s: format_decimal(odds) for s, odds in entry.prices.items()},
+                "display": entry.display,
+                "prices": {
+                    s: format_price(odds, entry.display) for s, odds in entry.prices.items()
+                },
                 "cursor": cursor,
                 "feed_ts_ms": feed_ts_ms,
                 "published_ms": time.time_ns() // 1_000_000,
