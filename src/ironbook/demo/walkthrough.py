@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 from ironbook import core
-from ironbook.core.odds import format_decimal, snap_to_ladder, ticks_away
+from ironbook.core.odds import format_price, snap_to_ladder, ticks_away
 
 MINUTE_MS = 60_000
 
@@ -267,7 +267,8 @@ def run_demo(seed: int) -> bool:
     _say(f"{len(PUNTERS)} punters deposited {_money(state, meeting.deposited_minor)}")
     for market in state.markets.values():
         prices = ", ".join(
-            f"{s.name} {format_decimal(s.odds)}" for s in list(market.selections.values())[:3]
+            f"{s.name} {format_price(s.odds, market.ladder.display)}"
+            for s in list(market.selections.values())[:3]
         )
         _say(f"  market {market.name}: {prices}, ...")
     _betting_window(meeting, 80)
