@@ -187,3 +187,22 @@ def test_deciding_the_new_commands_never_mutates_the_state() -> None:
         for now_ms in (ledger.now_ms, ledger.now_ms + 60_000):
             decide(ledger.state, command, now_ms)
             assert state_hash(ledger.state) == before, command
+
+
+def test_commands_of_the_first_versions_still_decode_and_decide_the_same() -> None:
+    """A client (or a log) from before each-way and ladders sends
+    `place_bet/1` and `create_market/1` with hundredths: they decode as
+    win-only bets on exchange-ladder markets."""
+    ledger = Ledger()
+    ledger.open_account("alice", 1_000)
+    old_market = ["create_market/1", "c1", "m1", "e", "n", [["a", "A", 250]], False, 0, ""]
+    created = decode_command(msgspec.msgpack.encode(old_market))
+    assert isinstance(created, CreateMarket)
+    assert created.ladder.kind == "exchange" and created.place_terms is None
+    ledger.ok(created)  # type: ignore[arg-type]
+    old_bet = ["place_bet/1", "b1", "alice", 100, [["m1", "a", 250]], "none"]
+    bet = decode_command(msgspec.msgpack.encode(old_bet))
+    assert isinstance(bet, PlaceBet) and not bet.each_way
+    reply = ledger.ok(bet)  # type: ignore[arg-type]
+    assert reply.potential_payout_minor == 250  # type: ignore[union-attr]
+    assert ledger.balance("alice") == 900
