@@ -192,7 +192,9 @@ def _bet_placed(state: LedgerState, event: e.BetPlaced) -> None:
     if event.release_ms:
         bisect.insort(state.pending_bets, (event.release_ms, event.bet_id))
     markets = state.markets
-    liability_minor = bet.liability_minor
+    liability_minor = event.potential_payout_minor - (
+        2 * event.stake_minor if event.each_way else event.stake_minor
+    )
     for leg in event.legs:
         market = markets[leg.market_id]
         market.bet_ids.append(event.bet_id)

@@ -27,7 +27,6 @@ from ironbook.core.odds import (
     combined_price,
     format_decimal,
     format_price,
-    from_hundredths,
     is_valid_price,
     ladder_allows,
     longer_price,
@@ -801,8 +800,7 @@ def _place_bet(  # noqa: C901 — one guard per refusal, in the order the rules 
             )
         if market.in_play and market.bet_delay_s > delay_s:
             delay_s = market.bet_delay_s
-        odds = leg.odds
-        requested = from_hundredths(odds) if isinstance(odds, int) else odds
+        requested = as_price(leg.odds)
         current = selection.odds
         if requested is current:
             # The common case, a leg quoted at the market's very price.

@@ -68,7 +68,9 @@ def from_hundredths(odds: int) -> Price:
 
 
 def as_price(odds: Odds) -> Price:
-    return from_hundredths(odds) if isinstance(odds, int) else odds
+    if isinstance(odds, int):
+        return _FROM_HUNDREDTHS.get(odds) or from_hundredths(odds)
+    return odds
 
 
 MAX_PROFIT = 1_000
