@@ -4,6 +4,7 @@ public API."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 from api_support import Api, World, unique
@@ -173,6 +174,20 @@ def test_a_cash_out_quote_accepted_by_20_concurrent_retries_pays_once(
     # A later result does not touch it.
     settle(world, market_id, ["a"])
     assert world.balance(account_id) == 3_000 + quote["amount_minor"]
+    # The account's history shows the cash-out once.
+    expected = [
+        ("deposit", 5_000, 5_000),
+        ("bet", -2_000, 3_000),
+        ("cash_out", quote["amount_minor"], 3_000 + quote["amount_minor"]),
+    ]
+    deadline = time.monotonic() + 10
+    while True:
+        response = world.http.get(f"/v1/accounts/{account_id}/transactions", headers=bettor)
+        entries = response.json().get("entries", []) if response.status_code == 200 else []
+        if len(entries) >= len(expected) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert [(e["kind"], e["amount_minor"], e["balance_minor"]) for e in entries] == expected
 
 
 def test_cash_out_is_refused_while_the_market_is_suspended(api: Api, world: World) -> None:

@@ -193,6 +193,8 @@ def _kind_and_reference(event: core.AnyEvent) -> tuple[str, str] | None:
         return "bet", event.bet_id
     if isinstance(event, ev.MarketResulted):
         return "settlement", event.market_id
+    if isinstance(event, ev.BetCashedOut):
+        return "cash_out", event.bet_id
     return None
 
 

@@ -406,7 +406,9 @@ class CashOutOut(BaseModel):
 class HistoryEntryOut(BaseModel):
     entry_id: int
     at_ms: int
-    kind: Literal["deposit", "withdrawal", "adjustment", "bet", "settlement", "bet_refund"]
+    kind: Literal[
+        "deposit", "withdrawal", "adjustment", "bet", "settlement", "bet_refund", "cash_out"
+    ]
     amount_minor: int
     balance_minor: int
     reference: str
