@@ -124,3 +124,10 @@ def test_feeds_skip_off_ladder_items_and_keep_going() -> None:
     assert isinstance(reply, FeedReply)
     assert (reply.applied, reply.skipped) == (1, 2)
     assert same_price(ledger.state.markets["race"].selections["s0"].odds, parse_odds("10/3"))
+
+
+def test_a_price_not_in_lowest_terms_is_invalid_everywhere() -> None:
+    ledger = Ledger()
+    ledger.ok(create(ledger, "race", FRACTIONAL, parse_odds("5/2")))
+    assert ledger.refused(quote(ledger, "race", Price(20, 6, "fractional"))) == "invalid_odds"
+    assert ledger.refused(create(ledger, "bad", Ladder(), Price(30, 20))) == "invalid_odds"

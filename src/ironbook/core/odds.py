@@ -78,13 +78,15 @@ MAX_PROFIT = 1_000
 
 
 def is_valid_price(price: Price) -> bool:
-    """Any exact price a bettor may be quoted: 1/100 (decimal 1.01) to 1000/1."""
+    """Any exact price a bettor may be quoted, in lowest terms: 1/100 (decimal
+    1.01) to 1000/1."""
     numerator, denominator = price.numerator, price.denominator
     return (
         0 < numerator < _MAX_TERM
         and 0 < denominator < _MAX_TERM
         and ODDS_SCALE * numerator >= denominator
         and numerator <= MAX_PROFIT * denominator
+        and gcd(numerator, denominator) == 1
     )
 
 
