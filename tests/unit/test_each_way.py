@@ -79,7 +79,8 @@ def test_an_each_way_bet_stakes_twice_and_keeps_its_terms() -> None:
     assert ledger.held() == 2_000
     bet = ledger.state.bets[bet_id]
     assert bet.each_way and bet.staked_minor == 2_000
-    assert bet.legs[0].place_terms == FIFTH_3_PLACES
+    assert bet.legs[0].place is not None
+    assert bet.legs[0].place.terms == FIFTH_3_PLACES
     # Win 10 x 6 + place 10 x (1 + 1) if it wins.
     assert bet.potential_payout_minor == 8_000
 

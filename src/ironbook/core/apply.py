@@ -23,6 +23,7 @@ from ironbook.core.state import (
     Market,
     PendingLimit,
     PlacedLeg,
+    PlacePart,
     Selection,
 )
 
@@ -174,7 +175,7 @@ def _bet_placed(state: LedgerState, event: e.BetPlaced) -> None:
     )
     if event.place_terms:
         for placed_leg, terms in zip(legs, event.place_terms, strict=True):
-            placed_leg.place_terms = terms
+            placed_leg.place = PlacePart(terms)
     bet = Bet(
         bet_id=event.bet_id,
         account_id=event.account_id,
@@ -220,13 +221,13 @@ def _market_resulted(state: LedgerState, event: e.MarketResulted) -> None:
                 # A held bet a cancel voids was never accepted: all of it is void.
                 leg.cancelled = True
                 leg.outcome, leg.dead_heat = "void", 1
-                if leg.place_terms is not None:
-                    leg.place_outcome, leg.places_paid, leg.place_tied = "void", 1, 1
+                if leg.place is not None:
+                    leg.place.outcome, leg.place.places_paid, leg.place.tied = "void", 1, 1
             elif leg.market_id == event.market_id:
                 leg.cancelled = leg.cancelled or cancel
                 leg.outcome, leg.dead_heat = market_leg_result(leg, event.kind, winners)
-                if leg.place_terms is not None:
-                    leg.place_outcome, leg.places_paid, leg.place_tied = market_place_result(
+                if leg.place is not None:
+                    leg.place.outcome, leg.place.places_paid, leg.place.tied = market_place_result(
                         leg, event.kind, winners, placed
                     )
         was_live = bet.status == "open" or was_held

@@ -83,18 +83,20 @@ def cash_out_value_minor(state: LedgerState, bet: Bet, stake_minor: int) -> int:
     for place in (False, True) if bet.each_way else (False,):
         part = Fraction(1)
         for leg in bet.legs:
-            terms = leg.place_terms if place else None
-            struck = leg.odds if terms is None else place_price(leg.odds, terms)
-            outcome = leg.place_outcome if place else leg.outcome
+            part_of_leg = leg.place if place else None
+            struck, outcome, paid, tied = leg.odds, leg.outcome, 1, leg.dead_heat
+            if part_of_leg is not None:
+                struck = place_price(leg.odds, part_of_leg.terms)
+                outcome, paid, tied = part_of_leg.outcome, part_of_leg.places_paid, part_of_leg.tied
             if outcome == "lost":
                 part = Fraction(0)
                 break
             if outcome == "won":
-                paid, tied = (leg.places_paid, leg.place_tied) if place else (1, leg.dead_heat)
                 part *= _return(struck) * Fraction(paid, tied)
             elif outcome == "pending":
-                current = state.markets[leg.market_id].selections[leg.selection_id].odds
-                now = current if terms is None else place_price(current, terms)
+                now = state.markets[leg.market_id].selections[leg.selection_id].odds
+                if part_of_leg is not None:
+                    now = place_price(now, part_of_leg.terms)
                 part *= _return(struck) / _return(now)
         total += part
     margin = Fraction(BASIS_POINTS - state.config.cash_out_margin_bp, BASIS_POINTS)

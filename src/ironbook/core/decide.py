@@ -946,7 +946,7 @@ def _cash_out(state: LedgerState, cmd: c.CashOut, now_ms: int) -> Decision:
         potential_minor = potential_payout_minor_of(
             remaining_minor,
             [leg.odds for leg in bet.legs],
-            tuple(leg.place_terms for leg in bet.legs if leg.place_terms is not None),
+            tuple(leg.place.terms for leg in bet.legs if leg.place is not None),
         )
     released_minor = parts * stake_minor
     postings: list[e.Posting] = [(bet.account_id, amount_minor), (STAKES_HELD, -released_minor)]

@@ -86,9 +86,9 @@ def market_place_result(
     leg: PlacedLeg, kind: ResultKind, winners: dict[str, int], placed: Placings
 ) -> tuple[LegOutcome, int, int]:
     """`place_result` for an each-way leg on the resulted market."""
-    if leg.cancelled or leg.place_terms is None:
+    if leg.cancelled or leg.place is None:
         return "void", 1, 1
-    return place_result(kind, winners, placed, leg.selection_id, leg.place_terms)
+    return place_result(kind, winners, placed, leg.selection_id, leg.place.terms)
 
 
 def evaluate_bet(
@@ -134,8 +134,10 @@ def _part(
         if place:
             if on_market:
                 outcome, paid, tied = market_place_result(leg, kind, winners, placed)
+            elif leg.place is not None:
+                outcome, paid, tied = leg.place.outcome, leg.place.places_paid, leg.place.tied
             else:
-                outcome, paid, tied = leg.place_outcome, leg.places_paid, leg.place_tied
+                outcome, paid, tied = "void", 1, 1
         else:
             if on_market:
                 outcome, tied = market_leg_result(leg, kind, winners)
@@ -149,8 +151,8 @@ def _part(
         elif outcome == "won":
             all_void = False
             price = leg.odds
-            if place and leg.place_terms is not None:
-                price = place_price(price, leg.place_terms)
+            if place and leg.place is not None:
+                price = place_price(price, leg.place.terms)
             prices.append(price)
             if paid != tied:
                 dead_heats.append((paid, tied))

@@ -111,6 +111,17 @@ class Market(msgspec.Struct, array_like=True, gc=False):
     below first in the latest result (the winners are in `winners`)."""
 
 
+class PlacePart(msgspec.Struct, array_like=True, gc=False):
+    """An each-way leg's place part: its terms, fixed at placement, and its
+    result. A dead heat on it: of `tied` runners, the places they share
+    (`places_paid`) pay."""
+
+    terms: PlaceTerms
+    outcome: LegOutcome = "pending"
+    places_paid: int = 1
+    tied: int = 1
+
+
 class PlacedLeg(msgspec.Struct, array_like=True, gc=False):
     market_id: str
     selection_id: str
@@ -119,13 +130,8 @@ class PlacedLeg(msgspec.Struct, array_like=True, gc=False):
     dead_heat: int = 1
     cancelled: bool = False
     """Voided by a windowed cancel: stays void under any later result."""
-    place_terms: PlaceTerms | None = None
-    """Each-way bets: the leg's place terms, fixed at placement."""
-    place_outcome: LegOutcome = "pending"
-    places_paid: int = 1
-    place_tied: int = 1
-    """A dead heat on the place part: of `place_tied` runners tied, the
-    places they share (`places_paid`) pay."""
+    place: PlacePart | None = None
+    """Each-way bets only."""
 
 
 class Bet(msgspec.Struct, array_like=True, gc=False):
