@@ -45,7 +45,7 @@ from ironbook.adapters.nats.localproc import ManagedProcess
 from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.cli.feed import feed_status
 from ironbook.client import LedgerClient, ledger_over_nats
-from ironbook.core.odds import format_decimal, payout_minor
+from ironbook.core.odds import format_decimal, from_hundredths, payout_minor
 from ironbook.core.views import AccountView, FeedCursorReply, MarketPage, MarketView
 from ironbook.replication.checker import Checker
 from ironbook.services.feed.processes import FeedOptions
@@ -507,9 +507,9 @@ def test_settlement_killed_mid_market_pays_each_result_once(cluster: LocalCluste
             feed = await feed_status(cluster.nats_url, cluster.partitions, PRODUCER)
             assert feed["settlement"]["pending"] == feed["settlement"]["in_flight"] == 0
             assert all(row["cursor"] >= results_cursor for row in feed["partitions"])
-            paid = payout_minor(1_000, [250])
+            paid = payout_minor(1_000, [from_hundredths(250)])
             expected = {
-                "a1": 10_000 - 1_000 - 500 + payout_minor(500, [250]),
+                "a1": 10_000 - 1_000 - 500 + payout_minor(500, [from_hundredths(250)]),
                 "a2": 10_000 - 1_000 + paid - 300 + 300,
                 "a3": 10_000 - 700,
             }
