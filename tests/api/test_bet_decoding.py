@@ -29,7 +29,13 @@ _values = st.one_of(
     st.none(),
 )
 _VALID_LEG = {"market_id": "m1", "selection_id": "home", "odds": "2.50"}
-_VALID = {"account_id": "acc-1", "stake_minor": 100, "legs": [_VALID_LEG], "price_change": "any"}
+_VALID = {
+    "account_id": "acc-1",
+    "stake_minor": 100,
+    "legs": [_VALID_LEG],
+    "price_change": "any",
+    "each_way": True,
+}
 
 
 @st.composite
@@ -83,6 +89,8 @@ def _schema_accepts(value: Any, schema: dict[str, Any]) -> bool:
             and schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", 10**9)
             and all(_schema_accepts(item, schema["items"]) for item in value)
         )
+    if kind == "boolean":
+        return isinstance(value, bool)
     if kind == "integer":
         return (
             isinstance(value, int)
@@ -105,7 +113,7 @@ def test_the_decoder_and_the_documented_schema_agree(body: dict[str, Any]) -> No
     decoded = _decoded(json.dumps(body).encode())
     assert (decoded is not None) == _schema_accepts(body, _SCHEMAS["BetIn"]), body
     if decoded is not None:
-        assert decoded == {"price_change": "none", **body}
+        assert decoded == {"price_change": "none", "each_way": False, **body}
 
 
 def test_a_valid_bet_reads_with_its_default() -> None:
@@ -116,6 +124,7 @@ def test_a_valid_bet_reads_with_its_default() -> None:
         "stake_minor": 250,
         "legs": [leg],
         "price_change": "none",
+        "each_way": False,
     }
 
 
