@@ -31,6 +31,7 @@ from ironbook.core.odds import (
     ladder_allows,
     longer_price,
     on_market_ladder,
+    payout_minor,
     same_price,
     valid_ladder,
     valid_place_terms,
@@ -834,7 +835,11 @@ def _place_bet(  # noqa: C901 — one guard per refusal, in the order the rules 
             return _refuse(R.NO_EACH_WAY, "every leg's market must offer each-way terms")
         place_terms = tuple(t for t in terms if t is not None)
         staked_minor = 2 * stake_minor
-    potential_payout_minor = potential_payout_minor_of(stake_minor, prices, place_terms)
+    potential_payout_minor = (
+        potential_payout_minor_of(stake_minor, prices, place_terms)
+        if place_terms
+        else payout_minor(stake_minor, prices)
+    )
     liability_minor = potential_payout_minor - staked_minor
     max_liability_minor = config.max_liability_minor
     max_market_liability_minor = config.max_market_liability_minor

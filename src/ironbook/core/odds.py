@@ -116,6 +116,10 @@ def payout_minor(
     left out (it counts as a return of the stake); a dead heat is
     (places paid, runners tied): (1, 2) halves a win, (1, 2) for the last
     place halves a place."""
+    if len(prices) == 1 and not dead_heats:
+        # A single: the hot path of bet placement.
+        price = prices[0]
+        return stake_minor * (price.numerator + price.denominator) // price.denominator
     numerator = stake_minor
     denominator = 1
     for price in prices:
