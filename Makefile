@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench clean monitoring-tools
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,12 @@ $(DEV_STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@ $(STAMP)
 
-demo: $(STAMP)
+# promtool, prometheus, alertmanager, node_exporter: installed from Debian when
+# missing and root, else the command that does it is printed (docs/alerting.md).
+monitoring-tools:
+	sh deploy/install-monitoring.sh
+
+demo: $(STAMP) monitoring-tools
 	$(VENV)/bin/ironbook demo
 
 lint: $(DEV_STAMP)
@@ -30,7 +35,7 @@ lint: $(DEV_STAMP)
 typecheck: $(DEV_STAMP)
 	$(VENV)/bin/mypy
 
-test: lint typecheck
+test: monitoring-tools lint typecheck
 	$(VENV)/bin/pytest -n 2 --timeout 600
 
 bench: $(STAMP)
