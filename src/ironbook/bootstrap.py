@@ -51,6 +51,7 @@ from ironbook.services.gateway.runtime import READINESS_DEADLINE_MS, Gateway
 from ironbook.services.gateway.server import serve_http
 from ironbook.services.local_cluster import GatewayOptions, LocalCluster
 from ironbook.services.process import run_service
+from ironbook.services.replica_metrics import ReplicaMetrics, serve_metrics
 from ironbook.settings import ConfigError, Settings, load_settings
 
 log = logging.getLogger("ironbook.bootstrap")
@@ -79,6 +80,7 @@ PROCESS_FLAGS: dict[str, tuple[Flag, ...]] = {
         _REPLICAS,
         Flag("--partition", "replica", "partition", int, "ledger partition"),
         Flag("--node-id", "replica", "node_id", help="this replica's unique name"),
+        Flag("--metrics-port", "replica", "metrics_port", int, "/metrics port (0: a free one)"),
         Flag("--test-mutation", "replica", "test_mutation", help="TEST-ONLY: reply_before_ack"),
     ),
     "gateway": (
@@ -189,24 +191,34 @@ async def serve_replica(settings: Settings, stop: asyncio.Event) -> None:
     replicas = settings.nats.replicas
     nc = await connect_nats(settings.nats.url, name=f"replica-{r.node_id}")
     try:
+        metrics = ReplicaMetrics(r.partition)
+        nats_log = await NatsLog.open(nc, r.partition, replicas=replicas)
         replica = Replica(
             r.node_id,
-            log=await NatsLog.open(nc, r.partition, replicas=replicas),
+            log=metrics.log(nats_log),
             lease=await NatsLease.open(
                 nc,
                 replica_service.lease_key(r.partition),
                 ttl_ms=replica_service.LEASE_TTL_MS,
                 replicas=replicas,
             ),
-            snapshots=await NatsSnapshotStore.open(nc, r.partition, replicas=replicas),
-            server=NatsRequestServer(nc, r.partition),
+            snapshots=metrics.snapshots(
+                await NatsSnapshotStore.open(nc, r.partition, replicas=replicas)
+            ),
+            server=metrics.server(NatsRequestServer(nc, r.partition)),
             clock=SystemClock(),
             rng=random.Random(),
             config=replica_config(settings),
         )
         if r.test_mutation != "none":
             log.warning("TEST-ONLY mutation %s: acknowledged writes may be lost", r.test_mutation)
-        await replica_service.serve(nc, replica, r.partition, stop)
+        server = await serve_metrics(
+            metrics, replica.status, nats_log, r.metrics_host, r.metrics_port
+        )
+        async with server:
+            host, port = server.sockets[0].getsockname()[:2]
+            metrics_url = f"http://{host}:{port}/metrics"
+            await replica_service.serve(nc, replica, r.partition, stop, metrics_url=metrics_url)
     finally:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(nc.drain(), timeout=replica_service.SHUTDOWN_GRACE_S)

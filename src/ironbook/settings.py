@@ -64,6 +64,10 @@ class ClusterSettings(Section):
 class ReplicaSettings(Section):
     node_id: str = Field(default="p0-r1", min_length=1, max_length=64)
     partition: int = Field(default=0, ge=0)
+    metrics_host: str = "127.0.0.1"
+    """Where `/metrics` listens: loopback, or the cluster's private network."""
+    metrics_port: int = Field(default=0, ge=0, le=65_535)
+    """0: a free port, announced in the replica's heartbeat."""
     test_mutation: ReplicaMutation = "none"
     """TEST-ONLY. `reply_before_ack`: the leader answers before its batch is
     durable, so chaos runs show the history checker catching lost

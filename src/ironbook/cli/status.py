@@ -103,7 +103,7 @@ def _command(args: argparse.Namespace) -> int:
             digest = f"{beat.state_hash[:12]}@{beat.hashed_seq}" if beat.state_hash else "-"
             print(
                 f"  {node_id:<8} {beat.role:<9} term {beat.term:<5} applied {beat.applied_seq:<8} "
-                f"{lag:<10} hash {digest}  pid {beat.pid}"
+                f"{lag:<10} hash {digest}  pid {beat.pid}  metrics {beat.metrics_url or '-'}"
             )
     print("\nok" if healthy else "\nDEGRADED")
     return 0 if healthy else 1

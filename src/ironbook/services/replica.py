@@ -55,9 +55,12 @@ def lease_key(partition: int) -> str:
     return f"ledger-{partition}"
 
 
-async def serve(nc: NatsClient, replica: Replica, partition: int, stop: asyncio.Event) -> None:
-    """Run `replica` (built by the composition root) with its heartbeat, its
-    release of held bets and its state-hash answers, until `stop`."""
+async def serve(
+    nc: NatsClient, replica: Replica, partition: int, stop: asyncio.Event, *, metrics_url: str = ""
+) -> None:
+    """Run `replica` (built by the composition root) with its heartbeat (which
+    names `metrics_url`), its release of held bets and its state-hash answers,
+    until `stop`."""
     clock = SystemClock()
     log.info("replica %s of partition %d started (pid %d)", replica.node_id, partition, os.getpid())
 
@@ -69,7 +72,7 @@ async def serve(nc: NatsClient, replica: Replica, partition: int, stop: asyncio.
         await run_until_stopped(
             stop,
             replica.run(),
-            _heartbeat(nc, replica, partition, clock),
+            _heartbeat(nc, replica, partition, clock, metrics_url),
             _release_held_bets(nc, replica, partition, clock),
         )
     finally:
@@ -78,7 +81,9 @@ async def serve(nc: NatsClient, replica: Replica, partition: int, stop: asyncio.
     log.info("replica %s stopped", replica.node_id)
 
 
-async def _heartbeat(nc: NatsClient, replica: Replica, partition: int, clock: SystemClock) -> None:
+async def _heartbeat(
+    nc: NatsClient, replica: Replica, partition: int, clock: SystemClock, metrics_url: str
+) -> None:
     """Publish a heartbeat every second, and at once when the role changes
     (the role is sampled every `ROLE_SAMPLE_MS`), logging every change."""
     subject = replica_status_subject(partition, replica.node_id)
@@ -123,6 +128,7 @@ async def _heartbeat(nc: NatsClient, replica: Replica, partition: int, clock: Sy
                 terms_led=status.terms_led,
                 last_step_down=replica.last_step_down,
                 at_ms=now_ms,
+                metrics_url=metrics_url,
             )
             with contextlib.suppress(Exception):
                 await nc.publish(subject, encode_heartbeat(heartbeat))

@@ -30,6 +30,8 @@ class ReplicaHeartbeat(msgspec.Struct, frozen=True, tag="replica"):
     terms_led: int
     last_step_down: str
     at_ms: int
+    metrics_url: str = ""
+    """Where the replica serves `/metrics` (empty: not served)."""
 
 
 AnyHeartbeat = ReplicaHeartbeat

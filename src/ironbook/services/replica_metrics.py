@@ -1,0 +1,300 @@
+"""Prometheus metrics of one ledger replica process.
+
+The replica's ports (log, snapshot store, request server) are wrapped here by
+the composition root, so append latency, batch sizes, commands by kind and
+outcome and snapshot writes are measured where they cross the process's edge,
+without touching the replication logic. Role, term, applied sequence and lag
+are sampled from `Replica.status()` and the log's last sequence just before a
+scrape answers. `/metrics` is served on a loopback port (see docs/metrics.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+
+import msgspec
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from ironbook.replication.interfaces import (
+    InboundRequest,
+    Log,
+    LogEntry,
+    ReplicationError,
+    RequestInbox,
+    RequestServer,
+    Snapshot,
+    SnapshotInfo,
+    SnapshotStore,
+)
+from ironbook.replication.replica import ReplicaStatus
+
+ROLES = ("starting", "follower", "candidate", "leader")
+_APPEND_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_SNAPSHOT_BUCKETS_S = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0)
+_MAX_KINDS = 64
+"""Distinct command kinds counted; anything beyond is `other` (a request's
+kind comes from its payload, which a client chooses)."""
+_tagged = msgspec.msgpack.Decoder(list[msgspec.Raw])
+"""Commands and ledger replies are msgpack arrays whose first element is the
+type tag: read only the tag, leave the rest undecoded."""
+_SCRAPE_READ_LIMIT = 8 * 1024
+_SCRAPE_TIMEOUT_S = 5.0
+
+
+def _tag(payload: bytes) -> str | None:
+    try:
+        items = _tagged.decode(payload)
+        return msgspec.msgpack.decode(items[0], type=str) if items else None
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+class _ReplyHead(msgspec.Struct):
+    """The parts of a `replication.wire` reply (a map) the metrics read."""
+
+    type: str
+    outcome: bytes = b""
+
+
+_reply_head = msgspec.msgpack.Decoder(_ReplyHead)
+
+
+def _outcome(reply: bytes) -> str:
+    """`accepted`, `rejected` (the ledger refused it), `retry` or
+    `bad_request`, from a reply as `replication.wire` encodes it."""
+    try:
+        head = _reply_head.decode(reply)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return "other"
+    if head.type != "outcome":
+        return head.type if head.type in ("retry", "bad_request") else "other"
+    return "rejected" if _tag(head.outcome) == "refusal" else "accepted"
+
+
+class ReplicaMetrics:
+    def __init__(self, partition: int, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.partition = str(partition)
+        labels = ["partition"]
+        r = self.registry
+        self.role = Gauge(
+            "ironbook_replica_role", "1 for the current role", [*labels, "role"], registry=r
+        )
+        self.term = Gauge(
+            "ironbook_replica_term", "Lease revision of the last term", labels, registry=r
+        )
+        self.applied = Gauge(
+            "ironbook_replica_applied_sequence", "Last log entry applied", labels, registry=r
+        )
+        self.stream_last = Gauge(
+            "ironbook_replica_stream_last_sequence",
+            "Last sequence of the partition's stream",
+            labels,
+            registry=r,
+        )
+        self.lag = Gauge(
+            "ironbook_replica_lag_entries", "Log entries not applied yet", labels, registry=r
+        )
+        self.quarantined = Gauge(
+            "ironbook_replica_quarantined_entries",
+            "Log entries set aside instead of applied",
+            labels,
+            registry=r,
+        )
+        self.append_seconds = Histogram(
+            "ironbook_replica_append_seconds",
+            "Time to append one batch to the log (until the stream acknowledges it)",
+            labels,
+            buckets=_APPEND_BUCKETS_S,
+            registry=r,
+        )
+        self.batch_requests = Histogram(
+            "ironbook_replica_batch_requests",
+            "Requests taken from the inbox at once by the leader",
+            labels,
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.commands = Counter(
+            "ironbook_replica_commands_total",
+            "Commands answered by the leader, by kind and outcome",
+            [*labels, "kind", "outcome"],
+            registry=r,
+        )
+        self.snapshot_seconds = Histogram(
+            "ironbook_replica_snapshot_seconds",
+            "Time to store one snapshot",
+            labels,
+            buckets=_SNAPSHOT_BUCKETS_S,
+            registry=r,
+        )
+        self.snapshot_bytes = Gauge(
+            "ironbook_replica_snapshot_bytes",
+            "Size of the last snapshot stored",
+            labels,
+            registry=r,
+        )
+        self.quarantined.labels(self.partition).set(0)
+        self._kinds: set[str] = set()
+
+    def log(self, log: Log) -> Log:
+        return _MeteredLog(log, self)
+
+    def snapshots(self, store: SnapshotStore) -> SnapshotStore:
+        return _MeteredSnapshots(store, self)
+
+    def server(self, server: RequestServer) -> RequestServer:
+        return _MeteredServer(server, self)
+
+    def sample(self, status: ReplicaStatus, stream_last_seq: int | None) -> None:
+        """Role, term, applied sequence and, when the stream's last sequence
+        could be read, the lag."""
+        p = self.partition
+        for role in ROLES:
+            self.role.labels(p, role).set(1 if status.role == role else 0)
+        self.term.labels(p).set(status.term)
+        self.applied.labels(p).set(status.applied_seq)
+        if stream_last_seq is not None:
+            self.stream_last.labels(p).set(stream_last_seq)
+            self.lag.labels(p).set(max(0, stream_last_seq - status.applied_seq))
+
+    def count_command(self, payload: bytes, reply: bytes) -> None:
+        kind = (_tag(payload) or "undecodable").split("/")[0]
+        if kind not in self._kinds:
+            if len(self._kinds) >= _MAX_KINDS:
+                kind = "other"
+            else:
+                self._kinds.add(kind)
+        self.commands.labels(self.partition, kind, _outcome(reply)).inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _MeteredLog:
+    def __init__(self, log: Log, metrics: ReplicaMetrics) -> None:
+        self._log = log
+        self._seconds = metrics.append_seconds.labels(metrics.partition)
+
+    async def append(self, payload: bytes, *, expected_last_seq: int, batch_id: str) -> int:
+        started = time.perf_counter()
+        seq = await self._log.append(
+            payload, expected_last_seq=expected_last_seq, batch_id=batch_id
+        )
+        self._seconds.observe(time.perf_counter() - started)
+        return seq
+
+    async def read(self, from_seq: int, *, max_entries: int, wait_ms: int) -> Sequence[LogEntry]:
+        return await self._log.read(from_seq, max_entries=max_entries, wait_ms=wait_ms)
+
+    async def last_seq(self) -> int:
+        return await self._log.last_seq()
+
+
+class _MeteredSnapshots:
+    def __init__(self, store: SnapshotStore, metrics: ReplicaMetrics) -> None:
+        self._store = store
+        self._seconds = metrics.snapshot_seconds.labels(metrics.partition)
+        self._bytes = metrics.snapshot_bytes.labels(metrics.partition)
+
+    async def put(self, snapshot: Snapshot) -> int:
+        started = time.perf_counter()
+        size = await self._store.put(snapshot)
+        self._seconds.observe(time.perf_counter() - started)
+        self._bytes.set(size)
+        return size
+
+    async def latest(self) -> Snapshot | None:
+        return await self._store.latest()
+
+    async def latest_info(self) -> SnapshotInfo | None:
+        return await self._store.latest_info()
+
+
+class _MeteredServer:
+    def __init__(self, server: RequestServer, metrics: ReplicaMetrics) -> None:
+        self._server = server
+        self._metrics = metrics
+
+    async def listen(self) -> RequestInbox:
+        return _MeteredInbox(await self._server.listen(), self._metrics)
+
+
+class _MeteredInbox:
+    def __init__(self, inbox: RequestInbox, metrics: ReplicaMetrics) -> None:
+        self._inbox = inbox
+        self._metrics = metrics
+        self._batch = metrics.batch_requests.labels(metrics.partition)
+
+    async def receive(self, max_requests: int, *, wait_ms: int) -> Sequence[InboundRequest]:
+        requests = await self._inbox.receive(max_requests, wait_ms=wait_ms)
+        if requests:
+            self._batch.observe(len(requests))
+        return [_MeteredRequest(request, self._metrics) for request in requests]
+
+    async def close(self) -> None:
+        await self._inbox.close()
+
+
+class _MeteredRequest:
+    def __init__(self, request: InboundRequest, metrics: ReplicaMetrics) -> None:
+        self._request = request
+        self._metrics = metrics
+
+    @property
+    def payload(self) -> bytes:
+        return self._request.payload
+
+    async def respond(self, payload: bytes) -> None:
+        self._metrics.count_command(self._request.payload, payload)
+        await self._request.respond(payload)
+
+
+async def serve_metrics(
+    metrics: ReplicaMetrics,
+    status: Callable[[], ReplicaStatus],
+    log: Log,
+    host: str,
+    port: int,
+) -> asyncio.Server:
+    """Answer `GET /metrics` on `host:port` (0: a free port), sampling the
+    replica's `status()` and the log's last sequence for each scrape."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _SCRAPE_TIMEOUT_S)
+            line = request[: request.find(b"\r\n")].split(b" ")
+            if len(line) == 3 and line[0] == b"GET" and line[1].split(b"?")[0] == b"/metrics":
+                try:
+                    last_seq: int | None = await asyncio.wait_for(log.last_seq(), 1.0)
+                except (ReplicationError, TimeoutError):
+                    last_seq = None
+                metrics.sample(status(), last_seq)
+                answer, content_type, body = b"200 OK", CONTENT_TYPE_LATEST, metrics.exposition()
+            else:
+                answer, content_type, body = b"404 Not Found", "text/plain", b"not found\n"
+            writer.write(
+                b"HTTP/1.1 " + answer + b"\r\nContent-Type: " + content_type.encode()
+                + b"\r\nContent-Length: " + str(len(body)).encode()
+                + b"\r\nConnection: close\r\n\r\n" + body
+            )  # fmt: skip
+            await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, OSError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    return await asyncio.start_server(handle, host, port, limit=_SCRAPE_READ_LIMIT)
