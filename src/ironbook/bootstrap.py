@@ -4,7 +4,7 @@
     python -m ironbook.bootstrap KIND [--config FILE] [flags]
 
 KIND is one of `replica`, `gateway`, `history`, `feed-sim`, `feed-ingest`,
-`feed-settle`; `ironbook up` (the supervisor of a local cluster) starts them
+`feed-settle`, `nats-exporter`; `ironbook up` (the supervisor of a local cluster) starts them
 this way. Each process: settings (defaults < TOML file < `IRONBOOK_*`
 environment < flags), logging set up once (`ironbook.logs`), its adapters
 (NATS log, lease, snapshot store, ledger client, ...) built and passed to the
@@ -38,6 +38,7 @@ from ironbook.client import BatchConfig, ClientConfig, LedgerClient, ledger_over
 from ironbook.logs import setup_logging
 from ironbook.replication.replica import Replica, ReplicaConfig
 from ironbook.replication.sequencer import SequencerConfig
+from ironbook.services import nats_exporter
 from ironbook.services import replica as replica_service
 from ironbook.services.feed import ingest, provider, settlement
 from ironbook.services.gateway import history
@@ -118,6 +119,11 @@ PROCESS_FLAGS: dict[str, tuple[Flag, ...]] = {
         Flag("--down-after-ms", "feed", "down_after_ms", int, "silence before markets suspend"),
     ),
     "feed-settle": (_NATS, _REPLICAS, _PRODUCER, _PARTITIONS),
+    "nats-exporter": (
+        Flag("--monitor-urls", "exporter", "nats_monitor_urls", help="NATS monitoring URLs"),
+        Flag("--host", "exporter", "host", help="address to serve /metrics on"),
+        Flag("--port", "exporter", "port", int, "/metrics port (0: a free one)"),
+    ),
 }
 
 
@@ -325,6 +331,13 @@ async def serve_feed_settle(settings: Settings, stop: asyncio.Event) -> None:
         await settlement.serve(nc, client, producer, replicas=settings.nats.replicas, stop=stop)
 
 
+async def serve_nats_exporter(settings: Settings, stop: asyncio.Event) -> None:
+    e = settings.exporter
+    urls = [url.strip() for url in e.nats_monitor_urls.split(",") if url.strip()]
+    exporter = nats_exporter.NatsExporter(urls, e.scrape_timeout_ms / 1000)
+    await nats_exporter.serve(exporter, e.host, e.port, stop)
+
+
 _SERVE: dict[str, Callable[[Settings, asyncio.Event], Coroutine[Any, Any, Any]]] = {
     "replica": serve_replica,
     "gateway": serve_gateway,
@@ -332,6 +345,7 @@ _SERVE: dict[str, Callable[[Settings, asyncio.Event], Coroutine[Any, Any, Any]]]
     "feed-sim": serve_feed_sim,
     "feed-ingest": serve_feed_ingest,
     "feed-settle": serve_feed_settle,
+    "nats-exporter": serve_nats_exporter,
 }
 
 
@@ -362,6 +376,8 @@ def _identity(kind: str, settings: Settings) -> tuple[str, int | None]:
         return settings.gateway.worker_id, None
     if kind == "history":
         return f"history-p{settings.history.partition}", settings.history.partition
+    if kind == "nats-exporter":
+        return kind, None
     return f"{kind}-{settings.feed.producer}", None
 
 

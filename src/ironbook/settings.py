@@ -168,6 +168,19 @@ class HistorySettings(Section):
     """The SQLite read model; default `<data_dir>/history/p<partition>.sqlite`."""
 
 
+class ExporterSettings(Section):
+    """The NATS collector (`python -m ironbook.bootstrap nats-exporter`)."""
+
+    nats_monitor_urls: str = "http://127.0.0.1:8222"
+    """The NATS servers' monitoring ports, comma-separated."""
+    host: str = "127.0.0.1"
+    """Where its `/metrics` listens: loopback or the cluster's private network."""
+    port: int = Field(default=0, ge=0, le=65_535)
+    """0: a free port, written in the log."""
+    scrape_timeout_ms: int = Field(default=800, ge=10, le=60_000)
+    """How long one scrape waits for each server's monitoring port."""
+
+
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "ironbook_config_file", default=None
 )
@@ -189,6 +202,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = GatewaySettings()
     feed: FeedSettings = FeedSettings()
     history: HistorySettings = HistorySettings()
+    exporter: ExporterSettings = ExporterSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -11,7 +11,6 @@ scrape answers. `/metrics` is served on a loopback port (see docs/metrics.md).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 
@@ -37,6 +36,7 @@ from ironbook.replication.interfaces import (
     SnapshotStore,
 )
 from ironbook.replication.replica import ReplicaStatus
+from ironbook.services.metrics_http import serve_http
 
 ROLES = ("starting", "follower", "candidate", "leader")
 _APPEND_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
@@ -48,8 +48,7 @@ kind comes from its payload, which a client chooses)."""
 _tagged = msgspec.msgpack.Decoder(list[msgspec.Raw])
 """Commands and ledger replies are msgpack arrays whose first element is the
 type tag: read only the tag, leave the rest undecoded."""
-_SCRAPE_READ_LIMIT = 8 * 1024
-_SCRAPE_TIMEOUT_S = 5.0
+_LAST_SEQ_TIMEOUT_S = 1.0
 
 
 def _tag(payload: bytes) -> str | None:
@@ -271,30 +270,12 @@ async def serve_metrics(
     """Answer `GET /metrics` on `host:port` (0: a free port), sampling the
     replica's `status()` and the log's last sequence for each scrape."""
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def render() -> tuple[bytes, str]:
         try:
-            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _SCRAPE_TIMEOUT_S)
-            line = request[: request.find(b"\r\n")].split(b" ")
-            if len(line) == 3 and line[0] == b"GET" and line[1].split(b"?")[0] == b"/metrics":
-                try:
-                    last_seq: int | None = await asyncio.wait_for(log.last_seq(), 1.0)
-                except (ReplicationError, TimeoutError):
-                    last_seq = None
-                metrics.sample(status(), last_seq)
-                answer, content_type, body = b"200 OK", CONTENT_TYPE_LATEST, metrics.exposition()
-            else:
-                answer, content_type, body = b"404 Not Found", "text/plain", b"not found\n"
-            writer.write(
-                b"HTTP/1.1 " + answer + b"\r\nContent-Type: " + content_type.encode()
-                + b"\r\nContent-Length: " + str(len(body)).encode()
-                + b"\r\nConnection: close\r\n\r\n" + body
-            )  # fmt: skip
-            await writer.drain()
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, OSError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+            last_seq: int | None = await asyncio.wait_for(log.last_seq(), _LAST_SEQ_TIMEOUT_S)
+        except (ReplicationError, TimeoutError):
+            last_seq = None
+        metrics.sample(status(), last_seq)
+        return metrics.exposition(), CONTENT_TYPE_LATEST
 
-    return await asyncio.start_server(handle, host, port, limit=_SCRAPE_READ_LIMIT)
+    return await serve_http(render, host, port)

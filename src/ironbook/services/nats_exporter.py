@@ -1,0 +1,212 @@
+"""A Prometheus collector for NATS servers.
+
+    python -m ironbook.bootstrap nats-exporter --monitor-urls http://127.0.0.1:8222,...
+
+NATS has no Prometheus endpoint of its own and no Debian or PyPI package ships
+prometheus-nats-exporter, so this process scrapes each server's monitoring
+port (`/healthz`, `/varz`, `/jsz?accounts=true&streams=true`) whenever
+Prometheus scrapes it, and answers with the metrics docs/metrics.md lists. The
+monitoring port has no authentication: it must listen on loopback or the
+cluster's private network, and so does this collector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ironbook.services.metrics_http import serve_http
+
+log = logging.getLogger("ironbook.nats_exporter")
+
+_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass
+class ServerView:
+    """What one scrape learned about one server (`server` is its monitoring
+    address, known even when the server is down)."""
+
+    server: str
+    healthy: bool = False
+    reachable: bool = False
+    varz: Mapping[str, Any] = field(default_factory=dict)
+    jsz: Mapping[str, Any] = field(default_factory=dict)
+
+
+async def http_get(url: str, timeout_s: float) -> tuple[int, bytes]:
+    """(status, body) of a plain-HTTP GET; (0, b"") when it cannot be reached."""
+    parts = urlsplit(url)
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+
+    async def get() -> tuple[int, bytes]:
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
+        try:
+            writer.write(f"GET {path} HTTP/1.0\r\nHost: {parts.netloc}\r\n\r\n".encode())
+            await writer.drain()
+            response = await reader.read(_MAX_RESPONSE_BYTES)
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        head, _, body = response.partition(b"\r\n\r\n")
+        status_line = head.split(b"\r\n", 1)[0].split(b" ")
+        return int(status_line[1]) if len(status_line) > 1 else 0, body
+
+    try:
+        return await asyncio.wait_for(get(), timeout_s)
+    except (OSError, TimeoutError, ValueError):
+        return 0, b""
+
+
+async def scrape_server(monitor_url: str, timeout_s: float) -> ServerView:
+    view = ServerView(server=urlsplit(monitor_url).netloc)
+    base = monitor_url.rstrip("/")
+    health, _ = await http_get(base + "/healthz", timeout_s)
+    view.healthy = health == 200
+    for path, attribute in (("/varz", "varz"), ("/jsz?accounts=true&streams=true", "jsz")):
+        status, body = await http_get(base + path, timeout_s)
+        if status != 200:
+            continue
+        try:
+            document = json.loads(body)
+        except ValueError:
+            continue
+        if isinstance(document, dict):
+            view.reachable = True
+            setattr(view, attribute, document)
+    return view
+
+
+async def scrape_all(monitor_urls: Sequence[str], timeout_s: float) -> list[ServerView]:
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(scrape_server(url, timeout_s)) for url in monitor_urls]
+    return [task.result() for task in tasks]
+
+
+def _streams(jsz: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    for account in jsz.get("account_details") or ():
+        yield from account.get("stream_detail") or ()
+
+
+class NatsCollector(Collector):
+    """Renders the last scrape's views as metric families."""
+
+    def __init__(self) -> None:
+        self.views: list[ServerView] = []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        def gauge(name: str, help_text: str, labels: Sequence[str]) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, help_text, labels=list(labels))
+
+        up = gauge("ironbook_nats_server_up", "1 when /healthz answers 200", ["server"])
+        info = gauge(
+            "ironbook_nats_server_info",
+            "Server name, cluster and version (always 1)",
+            ["server", "server_name", "cluster", "version"],
+        )
+        connections = gauge("ironbook_nats_connections", "Client connections", ["server"])
+        enabled = gauge("ironbook_nats_jetstream_enabled", "1 when JetStream runs", ["server"])
+        meta = gauge(
+            "ironbook_nats_jetstream_meta_leader_known",
+            "1 when the server knows a JetStream meta leader",
+            ["server"],
+        )
+        used = gauge(
+            "ironbook_nats_jetstream_storage_used_bytes", "JetStream file storage used", ["server"]
+        )
+        reserved = gauge(
+            "ironbook_nats_jetstream_storage_reserved_bytes",
+            "JetStream file storage limit (max_file_store)",
+            ["server"],
+        )
+        labels = ["server", "stream"]
+        messages = gauge("ironbook_nats_stream_messages", "Messages in the stream", labels)
+        size = gauge("ironbook_nats_stream_bytes", "Bytes in the stream", labels)
+        leader = gauge(
+            "ironbook_nats_stream_is_leader", "1 when this server leads the stream", labels
+        )
+        current = gauge(
+            "ironbook_nats_stream_replicas_current",
+            "Replicas of the stream current with its leader, as this server sees them",
+            labels,
+        )
+        lagging = gauge(
+            "ironbook_nats_stream_replicas_lagging",
+            "Replicas of the stream not current with its leader, as this server sees them",
+            labels,
+        )
+        for view in self.views:
+            server = view.server
+            up.add_metric([server], 1 if view.healthy else 0)
+            if not view.reachable:
+                continue
+            varz, jsz = view.varz, view.jsz
+            cluster = (varz.get("cluster") or {}).get("name", "")
+            info.add_metric(
+                [
+                    server,
+                    str(varz.get("server_name", "")),
+                    str(cluster),
+                    str(varz.get("version", "")),
+                ],
+                1,
+            )
+            if "connections" in varz:
+                connections.add_metric([server], float(varz["connections"]))
+            js_on = bool(jsz) and not jsz.get("disabled", False)
+            enabled.add_metric([server], 1 if js_on else 0)
+            if not js_on:
+                continue
+            name = str(varz.get("server_name", ""))
+            meta.add_metric([server], 1 if (jsz.get("meta_cluster") or {}).get("leader") else 0)
+            used.add_metric([server], float(jsz.get("storage", 0)))
+            reserved.add_metric([server], float((jsz.get("config") or {}).get("max_storage", 0)))
+            for stream in _streams(jsz):
+                key = [server, str(stream.get("name", ""))]
+                state = stream.get("state") or {}
+                messages.add_metric(key, float(state.get("messages", 0)))
+                size.add_metric(key, float(state.get("bytes", 0)))
+                group = stream.get("cluster") or {}
+                leader.add_metric(key, 1 if name and group.get("leader") == name else 0)
+                peers = group.get("replicas") or ()
+                current.add_metric(key, sum(1 for p in peers if p.get("current")))
+                lagging.add_metric(key, sum(1 for p in peers if not p.get("current")))
+        yield from (up, info, connections, enabled, meta, used, reserved)
+        yield from (messages, size, leader, current, lagging)
+
+
+class NatsExporter:
+    def __init__(self, monitor_urls: Sequence[str], timeout_s: float) -> None:
+        self._urls = list(monitor_urls)
+        self._timeout_s = timeout_s
+        self.collector = NatsCollector()
+        self.registry = CollectorRegistry()
+        self.registry.register(self.collector)
+        self._lock = asyncio.Lock()
+
+    async def exposition(self) -> tuple[bytes, str]:
+        """Scrape every server now and render the result."""
+        async with self._lock:
+            self.collector.views = await scrape_all(self._urls, self._timeout_s)
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+async def serve(exporter: NatsExporter, host: str, port: int, stop: asyncio.Event) -> None:
+    server = await serve_http(exporter.exposition, host, port)
+    async with server:
+        bound_host, bound_port = server.sockets[0].getsockname()[:2]
+        log.info("serving NATS metrics on http://%s:%d/metrics", bound_host, bound_port)
+        await stop.wait()
