@@ -56,12 +56,17 @@ async def http_get(url: str, timeout_s: float) -> tuple[int, bytes]:
         try:
             writer.write(f"GET {path} HTTP/1.0\r\nHost: {parts.netloc}\r\n\r\n".encode())
             await writer.drain()
-            response = await reader.read(_MAX_RESPONSE_BYTES)
+            # HTTP/1.0: the server closes the connection after the body.
+            response = bytearray()
+            while chunk := await reader.read(65_536):
+                response += chunk
+                if len(response) > _MAX_RESPONSE_BYTES:
+                    return 0, b""
         finally:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
-        head, _, body = response.partition(b"\r\n\r\n")
+        head, _, body = bytes(response).partition(b"\r\n\r\n")
         status_line = head.split(b"\r\n", 1)[0].split(b" ")
         return int(status_line[1]) if len(status_line) > 1 else 0, body
 
