@@ -77,22 +77,28 @@ async def http_get(url: str, timeout_s: float) -> tuple[int, bytes]:
 
 
 async def scrape_server(monitor_url: str, timeout_s: float) -> ServerView:
+    """All three endpoints at once, so that a frozen server costs one timeout,
+    which stays under Prometheus's scrape timeout."""
     view = ServerView(server=urlsplit(monitor_url).netloc)
     base = monitor_url.rstrip("/")
-    health, _ = await http_get(base + "/healthz", timeout_s)
+    paths = ("/healthz", "/varz", "/jsz?accounts=true&streams=true")
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(http_get(base + path, timeout_s)) for path in paths]
+    (health, _), varz, jsz = (task.result() for task in tasks)
     view.healthy = health == 200
-    for path, attribute in (("/varz", "varz"), ("/jsz?accounts=true&streams=true", "jsz")):
-        status, body = await http_get(base + path, timeout_s)
-        if status != 200:
-            continue
-        try:
-            document = json.loads(body)
-        except ValueError:
-            continue
-        if isinstance(document, dict):
-            view.reachable = True
-            setattr(view, attribute, document)
+    view.varz, view.jsz = _json_object(*varz), _json_object(*jsz)
+    view.reachable = bool(view.varz or view.jsz)
     return view
+
+
+def _json_object(status: int, body: bytes) -> Mapping[str, Any]:
+    if status != 200:
+        return {}
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return {}
+    return document if isinstance(document, dict) else {}
 
 
 async def scrape_all(monitor_urls: Sequence[str], timeout_s: float) -> list[ServerView]:
