@@ -78,6 +78,7 @@ def test_the_collector_reports_servers_jetstream_and_streams(
     leaders = 0.0
     for server, name in names.items():
         assert value(found, "ironbook_nats_server_up", server=server) == 1
+        assert value(found, "ironbook_nats_server_reachable", server=server) == 1
         assert value(found, "ironbook_nats_jetstream_enabled", server=server) == 1
         assert value(found, "ironbook_nats_jetstream_meta_leader_known", server=server) == 1
         assert value(found, "ironbook_nats_jetstream_storage_used_bytes", server=server) >= 0
@@ -112,12 +113,14 @@ def test_the_collector_reports_servers_jetstream_and_streams(
     stopped = nats_cluster.nodes["n3"].monitor_url.removeprefix("http://")
     found = samples(asyncio.run(_scrape_over_http(exporter)))
     assert value(found, "ironbook_nats_server_up", server=stopped) == 0
+    assert value(found, "ironbook_nats_server_reachable", server=stopped) == 0
     assert not [
         key
         for key in found
-        if ("server", stopped) in key[1] and key[0] != "ironbook_nats_server_up"
+        if ("server", stopped) in key[1] and key[0] not in (UP, "ironbook_nats_server_reachable")
     ]
     # The two others may report unhealthy for a moment while their stream
     # groups notice the loss; they are healthy again within a bounded wait.
     found = _scrape_until(exporter, lambda f: sum(value(f, UP, server=s) for s in names) == 2)
     assert value(found, "ironbook_nats_server_up", server=stopped) == 0
+    assert value(found, "ironbook_nats_server_reachable", server=stopped) == 0

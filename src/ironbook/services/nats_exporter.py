@@ -123,6 +123,9 @@ class NatsCollector(Collector):
             return GaugeMetricFamily(name, help_text, labels=list(labels))
 
         up = gauge("ironbook_nats_server_up", "1 when /healthz answers 200", ["server"])
+        reachable = gauge(
+            "ironbook_nats_server_reachable", "1 when the monitoring port answers", ["server"]
+        )
         info = gauge(
             "ironbook_nats_server_info",
             "Server name, cluster and version (always 1)",
@@ -162,6 +165,7 @@ class NatsCollector(Collector):
         for view in self.views:
             server = view.server
             up.add_metric([server], 1 if view.healthy else 0)
+            reachable.add_metric([server], 1 if view.reachable else 0)
             if not view.reachable:
                 continue
             varz, jsz = view.varz, view.jsz
@@ -195,7 +199,7 @@ class NatsCollector(Collector):
                 peers = group.get("replicas") or ()
                 current.add_metric(key, sum(1 for p in peers if p.get("current")))
                 lagging.add_metric(key, sum(1 for p in peers if not p.get("current")))
-        yield from (up, info, connections, enabled, meta, used, reserved)
+        yield from (up, reachable, info, connections, enabled, meta, used, reserved)
         yield from (messages, size, leader, current, lagging)
 
 
