@@ -26,6 +26,7 @@ from ironbook.core import (
     Rejected,
     SelectionSpec,
     apply,
+    continuations,
     decide,
     new_state,
 )
@@ -38,10 +39,15 @@ DAY_MS = 24 * HOUR_MS
 class Ledger:
     """One partition's ledger, driven the way a sequencer drives it."""
 
-    def __init__(self, config: LedgerConfig | None = None, now_ms: int = 0) -> None:
+    def __init__(
+        self, config: LedgerConfig | None = None, now_ms: int = 0, *, continue_results: bool = True
+    ) -> None:
         self.state: LedgerState = new_state(config)
         self.log: list[AnyEvent] = []
         self.now_ms = now_ms
+        self.continue_results = continue_results
+        """Finish every result in progress after each command, as a leader
+        with nothing else to do would; False leaves that to `continue_once`."""
         self._request_numbers = itertools.count(1)
 
     def request_id(self) -> str:
@@ -52,6 +58,17 @@ class Ledger:
 
     def submit(self, command: AnyCommand, now_ms: int | None = None) -> Outcome:
         at_ms = self.now_ms if now_ms is None else now_ms
+        outcome = self._decide_and_apply(command, at_ms)
+        while self.continue_results and self.state.settlements:
+            self.continue_once(at_ms)
+        return outcome
+
+    def continue_once(self, now_ms: int | None = None) -> None:
+        """One slice of every result in progress, as a leader sends them."""
+        for continuation in continuations(self.state):
+            self._decide_and_apply(continuation, self.now_ms if now_ms is None else now_ms)
+
+    def _decide_and_apply(self, command: AnyCommand, at_ms: int) -> Outcome:
         outcome = decide(self.state, command, at_ms)
         for event in outcome.events:
             apply(self.state, event)

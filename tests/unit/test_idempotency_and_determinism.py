@@ -18,6 +18,7 @@ from ironbook.core import (
     AnyCommand,
     BetLeg,
     CloseMarket,
+    ContinueResult,
     CreateMarket,
     Deposit,
     LedgerConfig,
@@ -100,7 +101,7 @@ def test_a_rejection_is_remembered_too() -> None:
 
 
 def test_retried_bet_and_settlement_are_not_repeated() -> None:
-    ledger = Ledger(LedgerConfig(result_chunk_bets=1))
+    ledger = Ledger(LedgerConfig(result_slice_bets=1))
     ledger.open_account("alice", 1_000)
     ledger.create_market("m1", {"a": 200, "b": 300})
     bet = PlaceBet(
@@ -116,9 +117,12 @@ def test_retried_bet_and_settlement_are_not_repeated() -> None:
     ledger.close("m1")
     settle = SettleMarket(request_id="settle-1", market_id="m1", winners=(Winner("a"),))
     first_settle = ledger.submit(settle)
-    assert len(first_settle.events) == 2  # one chunk per bet
+    assert len(first_settle.events) == 1  # the first of two slices, one bet each
+    assert sum(isinstance(event, MarketResulted) for event in ledger.log) == 2
     balance = ledger.balance("alice")
     assert ledger.submit(settle) == Accepted(events=(), result=first_settle.result)
+    stale = ContinueResult(request_id="slice-again", market_id="m1", cursor=1)
+    assert ledger.submit(stale).events == ()
     resettle = ResettleMarket(
         request_id="settle-1", market_id="m1", winners=(Winner("b"),), actor="o", reason="r"
     )
@@ -228,7 +232,7 @@ def test_decide_never_mutates_the_state() -> None:
 
 def scenario(config: LedgerConfig | None = None) -> Ledger:
     """A ledger that has seen a bit of everything."""
-    ledger = Ledger(config or LedgerConfig(result_chunk_bets=2))
+    ledger = Ledger(config or LedgerConfig(result_slice_bets=2))
     ledger.open_account("alice", 5_000)
     ledger.open_account("bob", 5_000)
     ledger.ok(SetDepositLimits(request_id="lim", account_id="bob", day_minor=10_000))
@@ -315,7 +319,7 @@ def test_state_hash_tells_states_apart() -> None:
     ledger.ok(deposit("one-more", 1, "bob"))
     assert state_hash(ledger.state) != before
     assert len(before) == 64
-    other = scenario(LedgerConfig(result_chunk_bets=2, currency="EUR"))
+    other = scenario(LedgerConfig(result_slice_bets=2, currency="EUR"))
     assert state_hash(other.state) != state_hash(scenario().state)
 
 

@@ -202,6 +202,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.request_numbers = 0
         self.chunk_bets = 1_000
         self.events_checked = 0
+        self.log_before = 0
         self.follower = new_state(self.ledger.state.config)
         self.follower_applied = 0
 
@@ -220,7 +221,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 max_liability_minor=MAX_LIABILITY_MINOR,
                 max_legs=MAX_LEGS,
                 idempotency_retention_ms=RETENTION_MS,
-                result_chunk_bets=chunk_bets,
+                result_slice_bets=chunk_bets,
             )
         )
         self.follower = new_state(self.ledger.state.config)
@@ -248,6 +249,7 @@ class LedgerMachine(RuleBasedStateMachine):
         decide_ms = self.clock_ms if clock_ms is None else clock_ms
         at_ms = max(decide_ms, self.log_now_ms)
         allowed = self.refusals(command, at_ms)
+        self.log_before = len(self.ledger.log)
         outcome = self.ledger.submit(command, now_ms=decide_ms)
         assert outcome.events, f"a fresh request id must log something: {command!r}"
         for event in outcome.events:
@@ -588,11 +590,14 @@ class LedgerMachine(RuleBasedStateMachine):
             delta_minor[bet.account_id] = (
                 delta_minor.get(bet.account_id, 0) + bet.paid_minor - paid_before
             )
-        chunks = [event for event in outcome.events if isinstance(event, MarketResulted)]
-        assert len(chunks) == len(outcome.events)
-        assert len(chunks) == max(1, -(-len(affected) // self.chunk_bets))
+        # The first slice is the command's; the driver logs the rest at once.
+        chunks = [event for event in self.ledger.log[self.log_before :]]
+        assert all(isinstance(chunk, MarketResulted) for chunk in chunks)
+        assert outcome.events == (chunks[0],)
+        assert len(chunks) == max(1, -(-len(market.bet_ids) // self.chunk_bets))
         assert [o.bet_id for chunk in chunks for o in chunk.bets] == affected
-        assert all(chunk.reply is None for chunk in chunks[:-1])
+        assert chunks[0].reply == outcome.result
+        assert all(chunk.reply is None for chunk in chunks[1:])
         for chunk in chunks:
             for bet_outcome in chunk.bets:
                 self.assert_bet(bet_outcome.bet_id, bet_outcome.status, bet_outcome.payout_minor)
@@ -612,6 +617,17 @@ class LedgerMachine(RuleBasedStateMachine):
             paid_minor += after - account.balance_minor
             account.balance_minor = after
         reply = outcome.result
+        if len(chunks) > 1:
+            assert reply.status == "settling"
+            assert reply.bets_affected == len(chunks[0].bets)
+            paid_by_slices = sum(
+                amount
+                for chunk in chunks
+                for account_id, amount in chunk.postings
+                if not account_id.startswith("sys:")
+            )
+            assert paid_by_slices == paid_minor
+            return
         assert reply.bets_affected == len(affected)
         assert reply.paid_minor == paid_minor
         assert reply.status == market.status

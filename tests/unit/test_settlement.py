@@ -381,11 +381,11 @@ def test_void_after_settle_of_one_accumulator_leg(ledger: Ledger) -> None:
     assert_books_balance(ledger)
 
 
-# Chunked results.
+# Results in slices.
 
 
 def chunked_ledger(chunk: int) -> tuple[Ledger, list[str]]:
-    ledger = make_ledger(result_chunk_bets=chunk)
+    ledger = make_ledger(result_slice_bets=chunk)
     ledger.open_account("carol", 10_000)
     bet_ids = []
     for number, (account, selection, odds) in enumerate(
@@ -404,7 +404,7 @@ def chunked_ledger(chunk: int) -> tuple[Ledger, list[str]]:
 
 
 @pytest.mark.parametrize("kind", ["settle", "void", "resettle"])
-def test_big_results_are_chunked_and_every_chunk_balances(kind: str) -> None:
+def test_big_results_are_sliced_and_every_slice_balances(kind: str) -> None:
     ledger, bet_ids = chunked_ledger(chunk=3)
     whole, _ = chunked_ledger(chunk=1_000)
     for book in (ledger, whole):
@@ -415,29 +415,34 @@ def test_big_results_are_chunked_and_every_chunk_balances(kind: str) -> None:
         else:
             settle(book, "m1", "b")
             resettle(book, "m1", "a")
-    chunks = [event for event in ledger.log if isinstance(event, MarketResulted)][-3:]
-    assert [len(chunk.bets) for chunk in chunks] == [3, 3, 1]
-    assert [chunk.reply is None for chunk in chunks] == [True, True, False]
-    assert [o.bet_id for chunk in chunks for o in chunk.bets] == bet_ids
-    # The money moves once, in the last chunk, netted over the whole result.
-    assert [bool(chunk.postings) for chunk in chunks] == [False, False, True]
-    for chunk in chunks:
-        assert sum(amount for _, amount in chunk.postings) == 0
-        assert chunk.request_id == chunks[-1].request_id
-    assert chunks[-1].reply is not None
-    assert chunks[-1].reply.bets_affected == 7
-    assert ledger.state.replies[chunks[-1].request_id] == chunks[-1].reply
+    slices = [event for event in ledger.log if isinstance(event, MarketResulted)][-3:]
+    assert [len(piece.bets) for piece in slices] == [3, 3, 1]
+    assert [(piece.slice_from, piece.slice_to) for piece in slices] == [(0, 3), (3, 6), (6, 7)]
+    assert [piece.reply is None for piece in slices] == [False, True, True]
+    assert [o.bet_id for piece in slices for o in piece.bets] == bet_ids
+    # Each slice moves its own bets' money, and balances on its own.
+    for piece in slices:
+        assert piece.postings
+        assert sum(amount for _, amount in piece.postings) == 0
+        assert piece.request_id == slices[0].request_id
+    first_reply = slices[0].reply
+    assert first_reply is not None
+    assert first_reply.status == "settling"
+    assert first_reply.bets_affected == 3
+    assert ledger.state.replies[slices[0].request_id] == first_reply
+    assert ledger.state.settlements == {}
     for account in ("alice", "bob", "carol", HOUSE):
         assert ledger.balance(account) == whole.balance(account)
     assert {b: ledger.state.bets[b].payout_minor for b in bet_ids} == {
         b: whole.state.bets[b].payout_minor for b in bet_ids
     }
+    assert ledger.state.markets["m1"].status == whole.state.markets["m1"].status
     assert_books_balance(ledger)
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 1_000])
 def test_resettle_write_off_does_not_depend_on_the_chunk_size(chunk: int) -> None:
-    ledger = Ledger(LedgerConfig(result_chunk_bets=chunk))
+    ledger = Ledger(LedgerConfig(result_slice_bets=chunk))
     ledger.open_account("bob", 200)
     ledger.create_market("m1", {"a": 200, "b": 300})
     ledger.bet("bob", 100, ("m1", "a", 200))

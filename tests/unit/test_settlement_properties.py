@@ -57,7 +57,7 @@ def run(
     second: dict[str, int] | None,
     cash_out: set[str],
 ) -> tuple[dict[str, int], dict[str, int], list[tuple[str, int]]]:
-    ledger = Ledger(LedgerConfig(result_chunk_bets=chunk))
+    ledger = Ledger(LedgerConfig(result_slice_bets=chunk))
     for player in PLAYERS:
         ledger.open_account(player, 20_000)
     ledger.create_market("m", ODDS)

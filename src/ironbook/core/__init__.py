@@ -24,6 +24,7 @@ from ironbook.core.commands import (
     CashOut,
     CloseMarket,
     Command,
+    ContinueResult,
     CreateMarket,
     Deposit,
     FeedBatch,
@@ -75,6 +76,7 @@ from ironbook.core.queries import (
     QuoteCashOut,
     query_partition,
 )
+from ironbook.core.settling import continuations
 from ironbook.core.state import (
     CASHIER,
     HOUSE,
@@ -119,6 +121,7 @@ __all__ = [
     "CloseMarket",
     "Command",
     "CommandRejected",
+    "ContinueResult",
     "CreateMarket",
     "Deposit",
     "Event",
@@ -166,6 +169,7 @@ __all__ = [
     "Withdraw",
     "apply",
     "check_invariants",
+    "continuations",
     "decide",
     "decode_command",
     "decode_events",

@@ -14,6 +14,7 @@ from ironbook.core import events as e
 from ironbook.core.commands import SelectionSpec
 from ironbook.core.odds import Ladder, PlaceTerms, as_price
 from ironbook.core.settlement import market_leg_result, market_place_result, result_maps
+from ironbook.core.settling import record_slice
 from ironbook.core.state import (
     LIMIT_WINDOWS_MS,
     Account,
@@ -206,7 +207,9 @@ def _bet_placed(state: LedgerState, event: e.BetPlaced) -> None:
 
 def _market_resulted(state: LedgerState, event: e.MarketResulted) -> None:
     market = state.markets[event.market_id]
-    market.status = event.status
+    if event.placed_from_ms is None:
+        final = event.slice_to >= event.slice_total
+        market.status = event.status if final else "settling"
     winners, placed = result_maps(event.winners)
     market.winners = winners
     market.placed = placed
@@ -241,6 +244,7 @@ def _market_resulted(state: LedgerState, event: e.MarketResulted) -> None:
     if unheld:
         state.pending_bets = [item for item in state.pending_bets if item[1] not in unheld]
     recompute_max_liability(state, touched)
+    record_slice(state, event)
 
 
 def _shift_liability(state: LedgerState, bet: Bet, delta_minor: int) -> None:

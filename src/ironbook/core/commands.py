@@ -176,6 +176,14 @@ class RollbackSettlement(Command, frozen=True, tag="rollback_settlement/1"):
     reason: Reason
 
 
+class ContinueResult(Command, frozen=True, tag="continue_result/1"):
+    """Result the next slice of the market's result in progress, from
+    `cursor`. The leader sends it itself; a stale cursor changes nothing."""
+
+    market_id: Id
+    cursor: int
+
+
 class FeedMarket(
     msgspec.Struct, frozen=True, array_like=True, gc=False, forbid_unknown_fields=True
 ):
@@ -262,4 +270,5 @@ AnyCommand = (
     | SetProducerStatus
     | ReleaseBets
     | CashOut
+    | ContinueResult
 )

@@ -41,7 +41,7 @@ from ironbook.core.odds import (
 )
 from ironbook.core.outcomes import Accepted, Outcome, Rejected
 from ironbook.core.outcomes import RejectionCode as R
-from ironbook.core.settlement import evaluate_bet, result_maps
+from ironbook.core.settling import begin_result, continue_result
 from ironbook.core.state import (
     CASHIER,
     DAY_MS,
@@ -112,6 +112,18 @@ def _market(state: LedgerState, market_id: str) -> Market | e.Refusal:
     market = state.markets.get(market_id)
     if market is None:
         return _refuse(R.UNKNOWN_MARKET, f"no market {market_id!r}")
+    return market
+
+
+def _market_to_result(state: LedgerState, market_id: str) -> Market | e.Refusal:
+    """The market, unless it is unknown or a result of it is still being
+    applied slice by slice."""
+    market = _market(state, market_id)
+    if not isinstance(market, e.Refusal) and market_id in state.settlements:
+        return _refuse(
+            R.INVALID_STATUS_CHANGE,
+            f"market {market_id!r} is settling: wait for its result to finish",
+        )
     return market
 
 
@@ -558,7 +570,7 @@ def _result_refusal(market: Market, winners: tuple[c.Winner, ...]) -> e.Refusal 
 
 
 def _settle(state: LedgerState, cmd: c.SettleMarket, now_ms: int) -> Decision:
-    market = _market(state, cmd.market_id)
+    market = _market_to_result(state, cmd.market_id)
     if isinstance(market, e.Refusal):
         return market
     if market.status not in ("suspended", "closed"):
@@ -569,11 +581,11 @@ def _settle(state: LedgerState, cmd: c.SettleMarket, now_ms: int) -> Decision:
     refusal = _result_refusal(market, cmd.winners)
     if refusal is not None:
         return refusal
-    return _result_market(state, cmd, market, "settle", cmd.winners, cmd.actor, "", now_ms)
+    return begin_result(state, cmd, market, "settle", cmd.winners, cmd.actor, "", now_ms)
 
 
 def _void(state: LedgerState, cmd: c.VoidMarket, now_ms: int) -> Decision:
-    market = _market(state, cmd.market_id)
+    market = _market_to_result(state, cmd.market_id)
     if isinstance(market, e.Refusal):
         return market
     if market.status == "voided":
@@ -581,7 +593,7 @@ def _void(state: LedgerState, cmd: c.VoidMarket, now_ms: int) -> Decision:
     if not cmd.actor.strip() or not cmd.reason.strip():
         return _refuse(R.MISSING_REASON, "voiding a market needs an actor and a reason")
     if cmd.placed_from_ms is None and cmd.placed_to_ms is None:
-        return _result_market(state, cmd, market, "void", (), cmd.actor, cmd.reason, now_ms)
+        return begin_result(state, cmd, market, "void", (), cmd.actor, cmd.reason, now_ms)
     window = (
         0 if cmd.placed_from_ms is None else cmd.placed_from_ms,
         END_OF_TIME_MS if cmd.placed_to_ms is None else cmd.placed_to_ms,
@@ -595,11 +607,11 @@ def _void(state: LedgerState, cmd: c.VoidMarket, now_ms: int) -> Decision:
         *(c.Winner(selection_id=s, dead_heat=d) for s, d in market.winners.items()),
         *(c.Winner(s, dead_heat=tied, position=at) for s, (at, tied) in market.placed.items()),
     )
-    return _result_market(state, cmd, market, "void", kept, cmd.actor, cmd.reason, now_ms, window)
+    return begin_result(state, cmd, market, "void", kept, cmd.actor, cmd.reason, now_ms, window)
 
 
 def _rollback(state: LedgerState, cmd: c.RollbackSettlement, now_ms: int) -> Decision:
-    market = _market(state, cmd.market_id)
+    market = _market_to_result(state, cmd.market_id)
     if isinstance(market, e.Refusal):
         return market
     if market.status not in ("settled", "voided"):
@@ -609,11 +621,11 @@ def _rollback(state: LedgerState, cmd: c.RollbackSettlement, now_ms: int) -> Dec
         )
     if not cmd.actor.strip() or not cmd.reason.strip():
         return _refuse(R.MISSING_REASON, "a rollback needs an actor and a reason")
-    return _result_market(state, cmd, market, "rollback", (), cmd.actor, cmd.reason, now_ms)
+    return begin_result(state, cmd, market, "rollback", (), cmd.actor, cmd.reason, now_ms)
 
 
 def _resettle(state: LedgerState, cmd: c.ResettleMarket, now_ms: int) -> Decision:
-    market = _market(state, cmd.market_id)
+    market = _market_to_result(state, cmd.market_id)
     if isinstance(market, e.Refusal):
         return market
     if market.status not in ("settled", "voided"):
@@ -625,127 +637,14 @@ def _resettle(state: LedgerState, cmd: c.ResettleMarket, now_ms: int) -> Decisio
     refusal = _result_refusal(market, cmd.winners)
     if refusal is not None:
         return refusal
-    return _result_market(
-        state, cmd, market, "resettle", cmd.winners, cmd.actor, cmd.reason, now_ms
-    )
+    return begin_result(state, cmd, market, "resettle", cmd.winners, cmd.actor, cmd.reason, now_ms)
 
 
-def _result_market(  # noqa: C901 — settle, void, window cancel and rollback share one pass over the bets
-    state: LedgerState,
-    cmd: c.Command,
-    market: Market,
-    kind: e.ResultKind,
-    winner_list: tuple[c.Winner, ...],
-    actor: str,
-    reason: str,
-    now_ms: int,
-    window: tuple[int, int] | None = None,
-) -> Accepted:
-    """Settle, void, resettle or roll back every bet with a leg on `market`:
-    reverse the money of any bet settled before, then pay the bet's new result
-    (a rollback's is "open": nothing paid). With a `window` (a cancel), only
-    the bets placed in [from, to) are voided, and the market keeps its status.
-
-    Held in-play bets are not live yet: a result skips them (they are rejected
-    at release, the market being no longer open), but a cancel voids the ones
-    placed in its window, refunding their stakes.
-
-    A result touching many bets is logged in chunks of bet outcomes; all the
-    money moves in the last chunk, netted per player over the whole result, so
-    a player's write-off never depends on how the bets were chunked. (One
-    command's events always share one log entry, so no log position ever
-    shows a result half applied.)"""
-    winners, placed = result_maps(winner_list)
-    status: e.MarketStatus
-    if window is not None:
-        status = market.status
-    elif kind == "void":
-        status = "voided"
-    elif kind == "rollback":
-        status = "closed"
-    else:
-        status = "settled"
-    outcomes: list[e.BetOutcome] = []
-    player_delta: dict[str, int] = {}
-    held_delta = 0
-    for bet_id in market.bet_ids:
-        bet = state.bets[bet_id]
-        old_status = bet.status
-        if old_status in ("rejected", "cashed_out"):
-            # Out of the market's results for good: a cash-out stands.
-            continue
-        if window is not None:
-            if not window[0] <= bet.placed_ms < window[1]:
-                continue
-            if old_status == "pending":
-                # Never accepted: the whole bet is void, its stake refunded.
-                staked = bet.staked_minor
-                outcomes.append(e.BetOutcome(bet_id=bet_id, status="void", payout_minor=staked))
-                player_delta[bet.account_id] = player_delta.get(bet.account_id, 0) + staked
-                held_delta -= staked
-                continue
-        elif old_status == "pending":
-            continue
-        new_status, new_payout = evaluate_bet(bet, market.market_id, kind, winners, placed)
-        outcomes.append(e.BetOutcome(bet_id=bet_id, status=new_status, payout_minor=new_payout))
-        delta = 0
-        if old_status != "open":
-            delta -= bet.payout_minor
-            held_delta += bet.staked_minor
-        if new_status != "open":
-            delta += new_payout
-            held_delta -= bet.staked_minor
-        if delta:
-            player_delta[bet.account_id] = player_delta.get(bet.account_id, 0) + delta
-    postings: list[e.Posting] = []
-    written_off: list[e.Posting] = []
-    house_delta = -held_delta
-    net_paid_minor = 0
-    for account_id, raw_delta in player_delta.items():
-        balance = state.accounts[account_id].balance_minor
-        delta = raw_delta
-        if balance + delta < 0:
-            shortfall = -(balance + delta)
-            written_off.append((account_id, shortfall))
-            delta += shortfall
-        house_delta -= delta
-        net_paid_minor += delta
-        if delta:
-            postings.append((account_id, delta))
-    if held_delta:
-        postings.append((STAKES_HELD, held_delta))
-    if house_delta:
-        postings.append((HOUSE, house_delta))
-    reply = e.SettlementReply(
-        market_id=market.market_id,
-        status=status,
-        bets_affected=len(outcomes),
-        paid_minor=net_paid_minor,
-    )
-    chunk_size = state.config.result_chunk_bets
-    starts = range(0, max(len(outcomes), 1), chunk_size)
-    events: list[e.AnyEvent] = []
-    for start in starts:
-        last = start == starts[-1]
-        events.append(
-            e.MarketResulted(
-                request_id=cmd.request_id,
-                at_ms=now_ms,
-                postings=tuple(postings) if last else (),
-                market_id=market.market_id,
-                kind=kind,
-                status=status,
-                winners=winner_list,
-                bets=tuple(outcomes[start : start + chunk_size]),
-                written_off=tuple(written_off) if last else (),
-                actor=actor,
-                reason=reason,
-                reply=reply if last else None,
-                placed_from_ms=window[0] if window else None,
-                placed_to_ms=window[1] if window else None,
-            )
-        )
-    return Accepted(events=tuple(events), result=reply)
+def _continue_result(state: LedgerState, cmd: c.ContinueResult, now_ms: int) -> Decision:
+    market = _market(state, cmd.market_id)
+    if isinstance(market, e.Refusal):
+        return market
+    return continue_result(state, cmd, now_ms)
 
 
 # Bets: the hot path. Keep it lean.
@@ -1022,6 +921,7 @@ _DECIDERS: dict[type[c.Command], Callable[[LedgerState, Any, int], Decision]] = 
     c.FeedBatch: _feed_batch,
     c.SetProducerStatus: _set_producer_status,
     c.ReleaseBets: _release_bets,
+    c.ContinueResult: _continue_result,
     q.GetAccount: q.get_account,
     q.ListAccountBets: q.list_account_bets,
     q.GetBet: q.get_bet,

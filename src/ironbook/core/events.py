@@ -1,10 +1,11 @@
 """Events: the facts the ledger log records, and the replies clients were given.
 
-One accepted command becomes one event (a market result with many bets may be
-split into several chunks). Every event carries its postings — the double-entry
-lines, which sum to zero — and the reply the client received, so a retried
-request id returns exactly the first answer. A rejection is logged too, as a
-`CommandRejected`, so a retry after a failover returns the same refusal.
+One accepted command becomes one event (a market result with many bets is
+decided and logged in slices, one log entry each). Every event carries its
+postings — the double-entry lines, which sum to zero — and the reply the
+client received, so a retried request id returns exactly the first answer.
+A rejection is logged too, as a `CommandRejected`, so a retry after a
+failover returns the same refusal.
 
 Encoded as MessagePack arrays `[tag, field, ...]`: a new field may only be
 added at the end with a default; anything else is a new tag version.
@@ -29,7 +30,8 @@ from ironbook.core.odds import Ladder, Odds, PlaceTerms
 Posting = tuple[str, int]
 """(account id, signed amount in minor units): positive credits the account."""
 
-MarketStatus = Literal["open", "suspended", "closed", "settled", "voided"]
+MarketStatus = Literal["open", "suspended", "closed", "settling", "settled", "voided"]
+"""`settling`: a result is being applied slice by slice; no bets, no feed changes."""
 BetStatus = Literal["open", "won", "lost", "void", "pending", "rejected", "cashed_out"]
 """`pending`: held for an in-play bet delay; `rejected`: refused when released;
 `cashed_out`: settled early for a cash-out, out of any later result."""
@@ -252,9 +254,11 @@ class BetOutcome(msgspec.Struct, frozen=True, array_like=True, gc=False):
 
 
 class MarketResulted(Event, frozen=True, tag="market_resulted/1", kw_only=True):
-    """A settlement, void or resettlement of one market: the new status of
-    every bet with a leg on it. Large markets are split into chunks; only the
-    last chunk carries the reply."""
+    """One slice of a settlement, void, resettlement or rollback of one
+    market: the new status of the bets with a leg on it among the market's
+    bets `[slice_from, slice_to)` of `slice_total`, and the money those bets
+    move. The first slice carries the client's reply; the market shows
+    `settling` until the slice with `slice_to == slice_total`."""
 
     market_id: str
     kind: ResultKind
@@ -270,6 +274,14 @@ class MarketResulted(Event, frozen=True, tag="market_resulted/1", kw_only=True):
     placed_from_ms: int | None = None
     placed_to_ms: int | None = None
     """A windowed void: only bets placed in [from, to) were voided."""
+    slice_from: int = 0
+    slice_to: int = 0
+    slice_total: int = 0
+    """Indexes into the market's bet ids; all 0 for a result logged whole."""
+    owed: tuple[Posting, ...] = ()
+    """(account, amount) this result now takes back from the player beyond
+    the balance, for each account whose amount changed in this slice (0:
+    settled). What is still owed after the last slice is `written_off`."""
 
 
 class FeedApplied(Event, frozen=True, tag="feed_applied/1", kw_only=True):

@@ -33,7 +33,7 @@ UNKNOWN_BET = R.UNKNOWN_BET
 INVALID_CURSOR = "invalid_cursor"
 
 BetStatusFilter = Literal["open", "won", "lost", "void", "pending", "rejected", "cashed_out"]
-MarketStatusFilter = Literal["open", "suspended", "closed", "settled", "voided"]
+MarketStatusFilter = Literal["open", "suspended", "closed", "settling", "settled", "voided"]
 
 
 class GetAccount(Command, frozen=True, tag="get_account/1"):
@@ -177,6 +177,7 @@ def _market_status(state: LedgerState, market: Market) -> MarketStatusFilter:
 
 
 def _market_view(state: LedgerState, market: Market) -> v.MarketView:
+    settlement = state.settlements.get(market.market_id)
     return v.MarketView(
         market_id=market.market_id,
         event_id=market.event_id,
@@ -194,6 +195,8 @@ def _market_view(state: LedgerState, market: Market) -> v.MarketView:
         max_liability_minor=market.max_liability_minor,
         ladder=market.ladder,
         place_terms=market.place_terms,
+        result_done_bets=settlement.cursor if settlement else 0,
+        result_total_bets=settlement.total if settlement else 0,
     )
 
 

@@ -12,7 +12,8 @@ from typing import Literal
 
 import msgspec
 
-from ironbook.core.events import AnyReply, BetStatus, LegOutcome, MarketStatus
+from ironbook.core.commands import Winner
+from ironbook.core.events import AnyReply, BetStatus, LegOutcome, MarketStatus, ResultKind
 from ironbook.core.odds import Ladder, PlaceTerms, Price
 
 HOUSE = "sys:house"
@@ -42,8 +43,9 @@ class LedgerConfig(msgspec.Struct, frozen=True, array_like=True, gc=False):
     idempotency_retention_ms: int = DAY_MS
     limit_increase_delay_ms: int = DAY_MS
     max_self_exclusion_days: int = 36_500
-    result_chunk_bets: int = 1_000
-    """A market result touching more bets than this is logged in chunks."""
+    result_slice_bets: int = 1_000
+    """A market result walks at most this many of the market's bets per log
+    entry (a slice); a bigger market is resulted in several slices."""
     max_market_liability_minor: int = 500_000_000
     """Per market, per partition: the most the house may lose on it, taken as
     its worst selection's liability (exactly one selection wins)."""
@@ -51,6 +53,9 @@ class LedgerConfig(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """The book's margin on a cash-out, in basis points of its fair value."""
     cash_out_quote_ttl_ms: int = 10_000
     """How long a cash-out quote stands."""
+    result_slice_bytes: int = 64 * 1024
+    """A slice also ends once its bet outcomes and postings reach about this
+    many encoded bytes, so a slice always fits one log entry."""
 
 
 class PendingLimit(msgspec.Struct, array_like=True, gc=False):
@@ -163,6 +168,31 @@ class Bet(msgspec.Struct, array_like=True, gc=False):
         return self.potential_payout_minor - self.staked_minor
 
 
+class Settlement(msgspec.Struct, array_like=True, gc=False):
+    """A market result in progress: the first slice was logged, the rest is
+    resulted slice by slice from `cursor` (an index into the market's bet
+    ids) up to `total`, the number of bets the market had when it began."""
+
+    request_id: str
+    kind: ResultKind
+    status: MarketStatus
+    """The market's status once the last slice is applied."""
+    winners: tuple[Winner, ...]
+    actor: str
+    reason: str
+    window: tuple[int, int] | None
+    """A windowed void: only the bets placed in [from, to)."""
+    cursor: int
+    total: int
+    bets_affected: int = 0
+    paid_minor: int = 0
+    """Net paid to players by the slices so far."""
+    owed: dict[str, int] = msgspec.field(default_factory=dict)
+    """account -> what earlier slices took back beyond the player's balance:
+    taken from the player's later credits in this result, and written off
+    by the house if still owed after the last slice."""
+
+
 class LedgerState(msgspec.Struct, array_like=True, gc=False):
     config: LedgerConfig
     accounts: dict[str, Account]
@@ -184,6 +214,8 @@ class LedgerState(msgspec.Struct, array_like=True, gc=False):
     """producer -> since when (log ms) it is down: its markets take no bets."""
     pending_bets: list[tuple[int, str]] = msgspec.field(default_factory=list)
     """(release_ms, bet id) of held in-play bets, sorted."""
+    settlements: dict[str, Settlement] = msgspec.field(default_factory=dict)
+    """market id -> its result in progress, while it still has slices to go."""
 
 
 def new_state(config: LedgerConfig | None = None) -> LedgerState:

@@ -94,6 +94,11 @@ class MarketView(Reply, frozen=True, tag="market_view"):
     """The market's worst case: its largest selection liability."""
     ladder: Ladder = msgspec.field(default_factory=Ladder)
     place_terms: PlaceTerms | None = None
+    result_done_bets: int = 0
+    result_total_bets: int = 0
+    """While a result is applied slice by slice (status `settling`, or a
+    windowed void): of the market's bets in this partition, how many the
+    slices so far have walked, and how many the result covers."""
 
 
 class MarketPage(Reply, frozen=True, tag="market_page"):

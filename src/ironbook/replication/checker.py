@@ -9,7 +9,8 @@ NATS) check runs the same way. Checks:
   keeps the core's invariants at every position;
 - no acknowledged command is lost: an accepted outcome has its events in the
   log, a rejected one has its `CommandRejected` record there;
-- no command is applied twice: one request id's events sit in one entry;
+- no command is applied twice: one request id's events sit in one entry
+  (each slice of a market result counts on its own);
 - a rejected command changed nothing: its only record is `CommandRejected`;
 - what a client heard matches the log (and repeats of a request id agree);
 - every replica's state hash equals the hash of the replayed log.
@@ -114,9 +115,10 @@ class Checker:
             if events is None:
                 continue
             for event in events:
-                record = records.get(event.request_id)
+                key = _record_key(event)
+                record = records.get(key)
                 if record is None:
-                    records[event.request_id] = _Record([entry.seq], [event])
+                    records[key] = _Record([entry.seq], [event])
                 else:
                     if record.seqs[-1] != entry.seq:
                         record.seqs.append(entry.seq)
@@ -202,3 +204,11 @@ class Checker:
                         f"{request_id}: heard {outcome.result!r}, logged {replies[-1]!r}",
                     )
                 )
+
+
+def _record_key(event: core.AnyEvent) -> str:
+    """A market result's later slices sit in entries of their own: each slice
+    counts as applied once, under its request id and where it starts."""
+    if isinstance(event, core.events.MarketResulted) and event.slice_from:
+        return f"{event.request_id}#{event.slice_from}"
+    return event.request_id

@@ -20,6 +20,7 @@ from ironbook.replication.interfaces import (
     Snapshot,
     SnapshotStore,
 )
+from ironbook.replication.loop_blocks import LoopBlocks
 
 
 class CatchUpStalled(ReplicationError):
@@ -104,8 +105,10 @@ class Follower:
         clock: Clock,
         replay: ReplayState,
         config: FollowerConfig,
+        loop_blocks: LoopBlocks | None = None,
     ) -> None:
         self._log = log
+        self._loop_blocks = loop_blocks or LoopBlocks()
         self._snapshots = snapshots
         self._clock = clock
         self._config = config
@@ -154,9 +157,11 @@ class Follower:
                 )
 
     def apply_entries(self, entries: Sequence[LogEntry]) -> None:
+        started_ms = self._clock.now_ms()
         for entry in entries:
             self.replay.apply(entry)
             self._log_bytes_since_snapshot += len(entry.payload)
+        self._loop_blocks.record("apply", self._clock.now_ms() - started_ms)
 
     def snapshot_due(self) -> bool:
         config = self._config
@@ -187,7 +192,9 @@ class Follower:
             self._snapshot_bytes = newest.size_bytes
             if not self.snapshot_due():
                 return
+        started_ms = self._clock.now_ms()
         snapshot = take_snapshot(self.replay)
+        self._loop_blocks.record("snapshot", self._clock.now_ms() - started_ms)
         try:
             stored_bytes = await self._snapshots.put(snapshot)
         except ReplicationError:

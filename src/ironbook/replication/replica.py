@@ -38,6 +38,7 @@ from ironbook.replication.interfaces import (
     RequestServer,
     SnapshotStore,
 )
+from ironbook.replication.loop_blocks import LoopBlocks
 from ironbook.replication.sequencer import Sequencer, SequencerConfig
 
 Role = Literal["starting", "follower", "candidate", "leader"]
@@ -104,6 +105,8 @@ class Replica:
         self._sequencer: Sequencer | None = None
         self.last_step_down: str = ""
         self.last_restore_problem: str = ""
+        self.loop_blocks = LoopBlocks()
+        """The longest event-loop block per kind of work, over every term."""
 
     def status(self) -> ReplicaStatus:
         sequencer = self._sequencer
@@ -159,6 +162,7 @@ class Replica:
             config=dataclasses.replace(
                 self._config.follower, snapshot_stagger=snapshot_stagger(self.node_id)
             ),
+            loop_blocks=self.loop_blocks,
         )
         self._follower = follower
         return follower
@@ -266,6 +270,7 @@ class Replica:
                 last_seq=follower.applied_seq,
                 last_batch_id=follower.replay.last_batch_id,
                 config=self._config.sequencer,
+                loop_blocks=self.loop_blocks,
             )
             self._sequencer = sequencer
             self._role = "leader"

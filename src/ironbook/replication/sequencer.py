@@ -32,6 +32,7 @@ from ironbook.replication.interfaces import (
     LogUnavailable,
     RequestInbox,
 )
+from ironbook.replication.loop_blocks import LoopBlocks
 from ironbook.replication.wire import (
     BadRequestReply,
     OutcomeReply,
@@ -84,6 +85,7 @@ class Sequencer:
         last_seq: int,
         last_batch_id: str,
         config: SequencerConfig,
+        loop_blocks: LoopBlocks | None = None,
     ) -> None:
         if config.max_batch_commands < 1 or config.max_inflight_appends < 1:
             raise ValueError("batch size and appends in flight must be at least 1")
@@ -102,7 +104,9 @@ class Sequencer:
         self._batch_ready = asyncio.Event()
         self._stop_serving = asyncio.Event()
         self._undecided: list[InboundRequest] = []
+        self._loop_blocks = loop_blocks or LoopBlocks()
         self.commands_decided = 0
+        self.slices_decided = 0
         self.commands_failed = 0
         self.batches_acked = 0
 
@@ -142,7 +146,7 @@ class Sequencer:
                 # ends the term when it reaches that batch.
                 await asyncio.Future()
             await self._collect()
-            if not self._undecided:
+            if not self._undecided and not self._state.settlements:
                 self._slots.release()
                 continue
             await self._decide_and_append()
@@ -152,9 +156,9 @@ class Sequencer:
         them) until the batch is full or has lingered long enough."""
         config = self._config
         max_requests = config.max_batch_commands
-        self._undecided.extend(
-            await self._inbox.receive(max_requests, wait_ms=config.idle_receive_wait_ms)
-        )
+        # A result in progress has its next slice to decide: never idle then.
+        idle_wait_ms = 0 if self._state.settlements else config.idle_receive_wait_ms
+        self._undecided.extend(await self._inbox.receive(max_requests, wait_ms=idle_wait_ms))
         if not self._undecided:
             return
         deadline_ms = self._clock.now_ms() + config.batch_linger_ms
@@ -172,6 +176,8 @@ class Sequencer:
     async def _decide_and_append(self) -> None:
         requests = self._undecided
         now_ms = self._clock.now_ms()
+        clock = self._clock
+        blocks = self._loop_blocks
         events: list[core.AnyEvent] = []
         replies: list[tuple[InboundRequest, bytes]] = []
         bad: list[tuple[InboundRequest, bytes]] = []
@@ -197,6 +203,11 @@ class Sequencer:
             replies.append((request, encode_reply(OutcomeReply(core.encode_outcome(outcome)))))
         self.commands_decided += len(replies)
         self._undecided = []
+        decided_ms = clock.now_ms()
+        blocks.record("decide", decided_ms - now_ms)
+        events.extend(self._decide_slices(now_ms))
+        sliced_ms = clock.now_ms()
+        blocks.record("settle_slice", sliced_ms - decided_ms)
 
         if events:
             self._batch_count += 1
@@ -204,6 +215,7 @@ class Sequencer:
             self._decided_seq += 1
             batch_id = f"{self._term}:{self._batch_count}"
             payload = encode_batch(self._decided_batch_id, events)
+            blocks.record("encode", clock.now_ms() - sliced_ms)
             self._decided_batch_id = batch_id
             append = asyncio.get_running_loop().create_task(
                 self._append(payload, expected_last_seq, batch_id)
@@ -224,6 +236,28 @@ class Sequencer:
             else:
                 await self._send(replies)
         await self._send(bad)
+
+    def _decide_slices(self, now_ms: int) -> list[core.AnyEvent]:
+        """The next slice of every market result in progress, after the
+        batch's client commands: one slice per market per batch, so a big
+        result takes turns with the client commands."""
+        events: list[core.AnyEvent] = []
+        if not self._state.settlements:
+            return events
+        for continuation in core.continuations(self._state):
+            try:
+                outcome = core.decide(self._state, continuation, now_ms)
+            except Exception:
+                # As for a client command: a core bug must not take the
+                # partition down; the result stays unfinished, the market
+                # settling, until a fixed release continues it.
+                self.commands_failed += 1
+                continue
+            for event in outcome.events:
+                core.apply(self._state, event)
+            events.extend(outcome.events)
+            self.slices_decided += len(outcome.events)
+        return events
 
     async def _append(self, payload: bytes, expected_last_seq: int, batch_id: str) -> int:
         attempts = self._config.append_attempts

@@ -36,6 +36,10 @@ from ironbook.replication.sim.snapshots import SimSnapshotStore, SnapshotService
 from ironbook.replication.sim.transport import RequestBus, SimCommandTransport, SimRequestServer
 from ironbook.replication.sim.workload import make_workload
 
+SIM_LEDGER = core.LedgerConfig(result_slice_bets=2)
+"""Results in slices of 2 bets: a settlement spans several log entries, so
+faults land in the middle of one."""
+
 Mutation = Literal["none", "reply_before_ack", "skip_fencing", "skip_chain_check"]
 """Deliberate protocol bugs the checker must catch (tests only):
 `reply_before_ack` answers clients before their batch is durable;
@@ -185,6 +189,7 @@ class _World:
             lease_retry_ms=timing.lease_retry_ms,
             follower_read_wait_ms=1_000,
             io_retry_backoff_ms=20,
+            ledger=SIM_LEDGER,
             follower=FollowerConfig(
                 read_max_entries=16,
                 snapshot_every_entries=4,
@@ -469,7 +474,7 @@ class _World:
                 await each.close()
             await cancel_and_wait(self._tasks)
         violations = list(self._violations)
-        violations.extend(Checker().check(self._log.entries, self._observations, hashes))
+        violations.extend(Checker(SIM_LEDGER).check(self._log.entries, self._observations, hashes))
         return SimResult(
             seed=self._seed,
             violations=tuple(violations),
@@ -552,7 +557,7 @@ class _World:
         snapshots = SimSnapshotStore(
             self._snapshots, self._network, host, request_timeout_ms=timeout_ms
         )
-        replay = await restore(snapshots, None)
+        replay = await restore(snapshots, SIM_LEDGER)
         follower = Follower(
             log=SimLog(
                 self._log,

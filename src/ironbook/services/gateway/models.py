@@ -346,7 +346,7 @@ class MarketOut(BaseModel):
     market_id: str
     event: str
     name: str
-    status: Literal["open", "suspended", "closed", "settled", "voided"]
+    status: Literal["open", "suspended", "closed", "settling", "settled", "voided"]
     in_play: bool
     bet_delay_s: int
     selections: list[SelectionOut]
@@ -367,12 +367,12 @@ class MarketPageOut(BaseModel):
 
 class MarketStatusOut(BaseModel):
     market_id: str
-    status: Literal["open", "suspended", "closed", "settled", "voided"]
+    status: Literal["open", "suspended", "closed", "settling", "settled", "voided"]
 
 
 class SettlementOut(BaseModel):
     market_id: str
-    status: Literal["open", "suspended", "closed", "settled", "voided"]
+    status: Literal["open", "suspended", "closed", "settling", "settled", "voided"]
     bets_affected: int
     paid_minor: int
 

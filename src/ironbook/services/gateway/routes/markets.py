@@ -99,7 +99,7 @@ async def _market_write(
 async def list_markets(
     request: Request,
     caller: Caller,
-    status: Literal["open", "suspended", "closed", "settled", "voided"] | None = None,
+    status: Literal["open", "suspended", "closed", "settling", "settled", "voided"] | None = None,
     after: After = None,
     limit: Limit = 50,
 ) -> Any:
