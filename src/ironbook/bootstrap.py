@@ -187,7 +187,7 @@ def replica_config(settings: Settings) -> ReplicaConfig:
         lease_ttl_ms=replica_service.LEASE_TTL_MS,
         lease_renew_interval_ms=replica_service.LEASE_RENEW_INTERVAL_MS,
         lease_retry_ms=replica_service.LEASE_RETRY_MS,
-        ledger=core.LedgerConfig(partition=r.partition),
+        ledger=core.LedgerConfig(partition=r.partition, result_slice_bets=r.result_slice_bets),
         sequencer=SequencerConfig(reply_before_ack=r.test_mutation == "reply_before_ack"),
     )
 

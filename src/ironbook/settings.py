@@ -72,6 +72,9 @@ class ReplicaSettings(Section):
     """TEST-ONLY. `reply_before_ack`: the leader answers before its batch is
     durable, so chaos runs show the history checker catching lost
     acknowledged writes. Never set it anywhere else."""
+    result_slice_bets: int = Field(default=1_000, ge=1, le=100_000)
+    """Bets a market result walks per log entry, for a new ledger (an existing
+    ledger keeps the size in its state)."""
 
 
 class GatewaySettings(Section):

@@ -9,8 +9,11 @@ both.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
+
+from ironbook.replication.loop_blocks import LoopBlocks
 
 T = TypeVar("T")
 
@@ -21,3 +24,18 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     except ImportError:
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+LAG_PROBE_INTERVAL_MS = 10
+
+
+async def watch_loop_lag(blocks: LoopBlocks) -> NoReturn:
+    """Record, as `loop_lag`, how much later than asked the loop wakes this
+    task: an upper bound on the longest any other work held the loop, whatever
+    that work was (timed or not)."""
+    interval_s = LAG_PROBE_INTERVAL_MS / 1000
+    while True:
+        started = time.monotonic()
+        await asyncio.sleep(interval_s)
+        late_ms = int((time.monotonic() - started - interval_s) * 1000)
+        blocks.record("loop_lag", max(0, late_ms))

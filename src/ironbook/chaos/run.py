@@ -47,6 +47,7 @@ from ironbook.chaos.projection import projection_path
 from ironbook.chaos.workload import Workload, WorkloadConfig
 from ironbook.client import ClientConfig, connect_ledger
 from ironbook.services.gateway.auth import load_or_create_secret, local_secret_file
+from ironbook.services.heartbeat_watch import HeartbeatWatch
 from ironbook.services.local_cluster import ClusterConfig, GatewayOptions, LocalCluster
 
 HISTORY_FILE = "history.jsonl"
@@ -109,6 +110,9 @@ class ChaosReport(msgspec.Struct):
     projection_agrees: bool | None = None
     """The gateway's history projection equals a fold of the log (None: no
     projection in this run, i.e. no gateway)."""
+    loop_block_ms: dict[str, int] = msgspec.field(default_factory=dict)
+    """The longest time any replica's event loop was held by one piece of
+    work, per kind, over the run (from the replicas' heartbeats)."""
 
 
 class _Schedule:
@@ -196,6 +200,7 @@ async def _run(
     injector = FaultInjector(cluster, random.Random(rng.random()))
     errors: list[str] = []
     recorder = HistoryRecorder(history_path)
+    heartbeats = HeartbeatWatch(cluster.nats_url)
     client = await connect_ledger(
         cluster.nats_url,
         partitions=cluster.partitions,
@@ -207,6 +212,7 @@ async def _run(
         ),
     )
     try:
+        await heartbeats.start()
         workload = Workload(client, recorder, WorkloadConfig(seed=options.seed))
         await workload.setup()
         try:
@@ -254,6 +260,7 @@ async def _run(
             say(f"error: {error}")
     finally:
         await client.close()
+        await heartbeats.stop()
         recorder.close()
     say("waiting for the replicas to converge, then checking")
     report = await check_cluster(
@@ -292,6 +299,7 @@ async def _run(
         skipped=skipped,
         projection_agrees=report.projection_agrees,
         http_ops=sum(op.client.startswith(HTTP_CLIENT_PREFIX) for op in recorder.operations),
+        loop_block_ms=heartbeats.longest_block_ms(),
     )
 
 

@@ -22,6 +22,7 @@ from nats.aio.msg import Msg
 
 from ironbook import core
 from ironbook.adapters.clock import SystemClock
+from ironbook.adapters.eventloop import watch_loop_lag
 from ironbook.client import BadRequest, ClientConfig, GaveUp, ledger_over_nats
 from ironbook.replication.replica import Replica
 from ironbook.services.process import run_until_stopped
@@ -73,6 +74,7 @@ async def serve(
             stop,
             replica.run(),
             _heartbeat(nc, replica, partition, clock, metrics_url),
+            watch_loop_lag(replica.loop_blocks),
             _release_held_bets(nc, replica, partition, clock),
         )
     finally:
@@ -129,6 +131,7 @@ async def _heartbeat(
                 last_step_down=replica.last_step_down,
                 at_ms=now_ms,
                 metrics_url=metrics_url,
+                loop_block_ms=replica.loop_blocks.longest_ms(),
             )
             with contextlib.suppress(Exception):
                 await nc.publish(subject, encode_heartbeat(heartbeat))

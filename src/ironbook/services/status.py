@@ -32,6 +32,10 @@ class ReplicaHeartbeat(msgspec.Struct, frozen=True, tag="replica"):
     at_ms: int
     metrics_url: str = ""
     """Where the replica serves `/metrics` (empty: not served)."""
+    loop_block_ms: dict[str, int] = msgspec.field(default_factory=dict)
+    """Since the process started: the longest time one piece of work held
+    its event loop, per kind (`decide`, `settle_slice`, `encode`, `apply`,
+    `snapshot`, and `loop_lag`, the loop's own lateness)."""
 
 
 AnyHeartbeat = ReplicaHeartbeat

@@ -1,0 +1,74 @@
+"""Listen to replica heartbeats over a run: keep the longest event-loop block
+per kind of work any replica reported (a killed replica's last heartbeat
+still counts) and every leader term heard. The chaos report and `bench
+settle` read it."""
+
+from __future__ import annotations
+
+import contextlib
+from types import TracebackType
+
+import msgspec
+from nats.aio.client import Client as NatsClient
+
+from ironbook.adapters.nats.provision import close_nats, connect_nats
+from ironbook.services.status import STATUS_SUBJECT_ALL, decode_heartbeat
+
+
+class HeartbeatWatch:
+    """`async with HeartbeatWatch(url) as watch:` (or `start`/`stop`), then
+    `watch.longest_block_ms()`, `watch.leader_terms(partition)`."""
+
+    def __init__(self, nats_url: str) -> None:
+        self._nats_url = nats_url
+        self._longest_ms: dict[str, int] = {}
+        self._by_node: dict[str, dict[str, int]] = {}
+        self._leaders: dict[int, dict[int, str]] = {}
+        self._nc: NatsClient | None = None
+
+    async def start(self) -> None:
+        nc = await connect_nats(self._nats_url, name="ironbook-loop-watch")
+        self._nc = nc
+
+        async def on_msg(msg: object) -> None:
+            with contextlib.suppress(msgspec.MsgspecError):
+                beat = decode_heartbeat(getattr(msg, "data", b""))
+                self._by_node[beat.node_id] = beat.loop_block_ms
+                if beat.role == "leader":
+                    self._leaders.setdefault(beat.partition, {})[beat.term] = beat.node_id
+                for kind, block_ms in beat.loop_block_ms.items():
+                    if block_ms > self._longest_ms.get(kind, -1):
+                        self._longest_ms[kind] = block_ms
+
+        await nc.subscribe(STATUS_SUBJECT_ALL, cb=on_msg)
+
+    async def stop(self) -> None:
+        """Stop listening (a no-op if not started); what was heard stays."""
+        nc = self._nc
+        self._nc = None
+        if nc is not None:
+            await close_nats(nc)
+
+    async def __aenter__(self) -> HeartbeatWatch:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def leader_terms(self, partition: int) -> dict[int, str]:
+        """term -> the node heard leading the partition in it, since `start`."""
+        return dict(sorted(self._leaders.get(partition, {}).items()))
+
+    def longest_block_ms(self) -> dict[str, int]:
+        """kind -> the longest block any replica reported, in milliseconds."""
+        return dict(sorted(self._longest_ms.items()))
+
+    def block_ms_by_node(self) -> dict[str, dict[str, int]]:
+        """node -> its own longest blocks, from its newest heartbeat."""
+        return dict(sorted(self._by_node.items()))
