@@ -15,6 +15,7 @@ BENCHMARKS = {
     "feed-cpu": "ironbook.benchmarks.feed_cpu",
     "pg-baseline": "ironbook.benchmarks.pg_baseline",
     "audit": "ironbook.benchmarks.audit",
+    "settle": "ironbook.benchmarks.settle",
 }
 
 
@@ -41,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "odds: feed -> WebSocket latency, bets/s with the feed on; "
         "feed-cpu: what the feed costs the cluster in CPU; "
         "pg-baseline: PostgreSQL alone; "
-        "audit: audit verify speed on synthetic entries)",
+        "audit: audit verify speed on synthetic entries; "
+        "settle: one big market settled under background bets)",
         description=__doc__,
     )
     parser.add_argument("benchmark", choices=sorted(BENCHMARKS), help="which benchmark")
