@@ -310,6 +310,7 @@ async def _measure(cluster: LocalCluster, args: argparse.Namespace) -> dict[str,
         "leader_changes": max(0, len(terms) - 1),
         "loop_block_ms": heartbeats.longest_block_ms(),
         "loop_block_ms_by_node": heartbeats.block_ms_by_node(),
+        "replicas": {node: list(role) for node, role in heartbeats.roles().items()},
         "check": check,
     }
 

@@ -178,6 +178,9 @@ class Sequencer:
         now_ms = self._clock.now_ms()
         clock = self._clock
         blocks = self._loop_blocks
+        # Taken before the client commands: a result they begin has its first
+        # slice in this batch already, so each entry holds one slice a market.
+        continuations = core.continuations(self._state) if self._state.settlements else []
         events: list[core.AnyEvent] = []
         replies: list[tuple[InboundRequest, bytes]] = []
         bad: list[tuple[InboundRequest, bytes]] = []
@@ -205,7 +208,7 @@ class Sequencer:
         self._undecided = []
         decided_ms = clock.now_ms()
         blocks.record("decide", decided_ms - now_ms)
-        events.extend(self._decide_slices(now_ms))
+        events.extend(self._decide_slices(continuations, now_ms))
         sliced_ms = clock.now_ms()
         blocks.record("settle_slice", sliced_ms - decided_ms)
 
@@ -237,14 +240,14 @@ class Sequencer:
                 await self._send(replies)
         await self._send(bad)
 
-    def _decide_slices(self, now_ms: int) -> list[core.AnyEvent]:
-        """The next slice of every market result in progress, after the
-        batch's client commands: one slice per market per batch, so a big
-        result takes turns with the client commands."""
+    def _decide_slices(
+        self, continuations: list[core.ContinueResult], now_ms: int
+    ) -> list[core.AnyEvent]:
+        """The next slice of every market result that was in progress when the
+        batch began, after the batch's client commands: one slice per market
+        per batch, so a big result takes turns with the client commands."""
         events: list[core.AnyEvent] = []
-        if not self._state.settlements:
-            return events
-        for continuation in core.continuations(self._state):
+        for continuation in continuations:
             try:
                 outcome = core.decide(self._state, continuation, now_ms)
             except Exception:

@@ -24,6 +24,7 @@ class HeartbeatWatch:
         self._longest_ms: dict[str, int] = {}
         self._by_node: dict[str, dict[str, int]] = {}
         self._leaders: dict[int, dict[int, str]] = {}
+        self._roles: dict[str, tuple[str, int]] = {}
         self._nc: NatsClient | None = None
 
     async def start(self) -> None:
@@ -34,6 +35,7 @@ class HeartbeatWatch:
             with contextlib.suppress(msgspec.MsgspecError):
                 beat = decode_heartbeat(getattr(msg, "data", b""))
                 self._by_node[beat.node_id] = beat.loop_block_ms
+                self._roles[beat.node_id] = (beat.role, beat.applied_seq)
                 if beat.role == "leader":
                     self._leaders.setdefault(beat.partition, {})[beat.term] = beat.node_id
                 for kind, block_ms in beat.loop_block_ms.items():
@@ -60,6 +62,10 @@ class HeartbeatWatch:
         traceback: TracebackType | None,
     ) -> None:
         await self.stop()
+
+    def roles(self) -> dict[str, tuple[str, int]]:
+        """node -> (role, applied log sequence) from its newest heartbeat."""
+        return dict(sorted(self._roles.items()))
 
     def leader_terms(self, partition: int) -> dict[int, str]:
         """term -> the node heard leading the partition in it, since `start`."""
