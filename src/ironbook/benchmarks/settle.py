@@ -317,7 +317,8 @@ async def _measure(cluster: LocalCluster, args: argparse.Namespace) -> dict[str,
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ironbook-bench-settle-") as tmp:
-        cluster = LocalCluster(Path(tmp) / "cluster", partitions=1)
+        data_dir = Path(args.keep_dir) if args.keep_dir else Path(tmp) / "cluster"
+        cluster = LocalCluster(data_dir, partitions=1)
         try:
             cluster.start()
             result = eventloop.run(_measure(cluster, args))
@@ -346,12 +347,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--before-s", type=float, default=5.0, help="background before the result")
     p.add_argument("--after-s", type=float, default=1.0, help="background after it settled")
     p.add_argument("--poll-ms", type=int, default=20, help="market poll interval (default 20)")
+    p.add_argument(
+        "--keep-dir", help="run the cluster in this new directory and keep its data and logs"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object only")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.keep_dir and Path(args.keep_dir).exists():
+        p.error(f"--keep-dir {args.keep_dir} exists: give a new directory")
     result = run(args)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     ok = (
