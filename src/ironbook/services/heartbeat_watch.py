@@ -6,6 +6,7 @@ settle` read it."""
 from __future__ import annotations
 
 import contextlib
+import time
 from types import TracebackType
 
 import msgspec
@@ -23,7 +24,7 @@ class HeartbeatWatch:
         self._nats_url = nats_url
         self._longest_ms: dict[str, int] = {}
         self._by_node: dict[str, dict[str, int]] = {}
-        self._leaders: dict[int, dict[int, str]] = {}
+        self._leaders: dict[int, dict[int, tuple[str, float]]] = {}
         self._roles: dict[str, tuple[str, int]] = {}
         self._nc: NatsClient | None = None
 
@@ -37,7 +38,8 @@ class HeartbeatWatch:
                 self._by_node[beat.node_id] = beat.loop_block_ms
                 self._roles[beat.node_id] = (beat.role, beat.applied_seq)
                 if beat.role == "leader":
-                    self._leaders.setdefault(beat.partition, {})[beat.term] = beat.node_id
+                    terms = self._leaders.setdefault(beat.partition, {})
+                    terms.setdefault(beat.term, (beat.node_id, time.monotonic()))
                 for kind, block_ms in beat.loop_block_ms.items():
                     if block_ms > self._longest_ms.get(kind, -1):
                         self._longest_ms[kind] = block_ms
@@ -67,9 +69,11 @@ class HeartbeatWatch:
         """node -> (role, applied log sequence) from its newest heartbeat."""
         return dict(sorted(self._roles.items()))
 
-    def leader_terms(self, partition: int) -> dict[int, str]:
-        """term -> the node heard leading the partition in it, since `start`."""
-        return dict(sorted(self._leaders.get(partition, {}).items()))
+    def leader_terms(self, partition: int, since: float = 0.0) -> dict[int, str]:
+        """term -> the node heard leading the partition in it, for the terms
+        first heard at or after `since` (`time.monotonic()`)."""
+        terms = self._leaders.get(partition, {})
+        return {term: node for term, (node, heard) in sorted(terms.items()) if heard >= since}
 
     def longest_block_ms(self) -> dict[str, int]:
         """kind -> the longest block any replica reported, in milliseconds."""
