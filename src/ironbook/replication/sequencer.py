@@ -107,6 +107,8 @@ class Sequencer:
         self._loop_blocks = loop_blocks or LoopBlocks()
         self.commands_decided = 0
         self.slices_decided = 0
+        self._slice_batch_seq = 0
+        """Where the newest batch holding result slices lands."""
         self.commands_failed = 0
         self.batches_acked = 0
 
@@ -146,7 +148,7 @@ class Sequencer:
                 # ends the term when it reaches that batch.
                 await asyncio.Future()
             await self._collect()
-            if not self._undecided and not self._state.settlements:
+            if not self._undecided and not self._slice_due():
                 self._slots.release()
                 continue
             await self._decide_and_append()
@@ -156,8 +158,14 @@ class Sequencer:
         them) until the batch is full or has lingered long enough."""
         config = self._config
         max_requests = config.max_batch_commands
-        # A result in progress has its next slice to decide: never idle then.
-        idle_wait_ms = 0 if self._state.settlements else config.idle_receive_wait_ms
+        # A result in progress: decide its next slice at once when it is due,
+        # and look again soon when it waits for its previous slice's ack.
+        if self._slice_due():
+            idle_wait_ms = 0
+        elif self._state.settlements:
+            idle_wait_ms = config.batch_linger_ms
+        else:
+            idle_wait_ms = config.idle_receive_wait_ms
         self._undecided.extend(await self._inbox.receive(max_requests, wait_ms=idle_wait_ms))
         if not self._undecided:
             return
@@ -180,7 +188,7 @@ class Sequencer:
         blocks = self._loop_blocks
         # Taken before the client commands: a result they begin has its first
         # slice in this batch already, so each entry holds one slice a market.
-        continuations = core.continuations(self._state) if self._state.settlements else []
+        continuations = core.continuations(self._state) if self._slice_due() else []
         events: list[core.AnyEvent] = []
         replies: list[tuple[InboundRequest, bytes]] = []
         bad: list[tuple[InboundRequest, bytes]] = []
@@ -208,7 +216,8 @@ class Sequencer:
         self._undecided = []
         decided_ms = clock.now_ms()
         blocks.record("decide", decided_ms - now_ms)
-        events.extend(self._decide_slices(continuations, now_ms))
+        slices = self._decide_slices(continuations, now_ms)
+        events.extend(slices)
         sliced_ms = clock.now_ms()
         blocks.record("settle_slice", sliced_ms - decided_ms)
 
@@ -217,6 +226,8 @@ class Sequencer:
             expected_last_seq = self._decided_seq
             self._decided_seq += 1
             batch_id = f"{self._term}:{self._batch_count}"
+            if slices:
+                self._slice_batch_seq = self._decided_seq
             payload = encode_batch(self._decided_batch_id, events)
             blocks.record("encode", clock.now_ms() - sliced_ms)
             self._decided_batch_id = batch_id
@@ -239,6 +250,12 @@ class Sequencer:
             else:
                 await self._send(replies)
         await self._send(bad)
+
+    def _slice_due(self) -> bool:
+        """A result is in progress and no batch holding a slice is in flight:
+        slices go one append at a time, so the other batches in flight (and
+        the client commands in them) are never queued behind a run of slices."""
+        return bool(self._state.settlements) and self._acked_seq >= self._slice_batch_seq
 
     def _decide_slices(
         self, continuations: list[core.ContinueResult], now_ms: int
