@@ -59,6 +59,10 @@ class FollowerConfig:
     """Pause before retrying a log read that failed."""
 
 
+APPLY_YIELD_MS = 20
+"""A follower applying a long read yields the loop after this long."""
+
+
 def snapshot_stagger(node_id: str) -> float:
     """A node's `FollowerConfig.snapshot_stagger`: 0-0.5, fixed per node id
     (so a seeded simulation stays reproducible)."""
@@ -138,7 +142,7 @@ class Follower:
         except ReplicationError:
             await self._clock.sleep(self._config.io_retry_backoff_ms)
             return 0
-        self.apply_entries(entries)
+        await self._apply(entries)
         await self._maybe_snapshot()
         return len(entries)
 
@@ -156,12 +160,21 @@ class Follower:
                     f"no log entries in {idle_polls} reads at {self.applied_seq} of {target_seq}"
                 )
 
-    def apply_entries(self, entries: Sequence[LogEntry]) -> None:
-        started_ms = self._clock.now_ms()
+    async def _apply(self, entries: Sequence[LogEntry]) -> None:
+        """Apply entries, letting the loop run other tasks (a candidate's
+        lease renewal) whenever `APPLY_YIELD_MS` of applying has passed: one
+        read may bring hundreds of full batches."""
+        clock = self._clock
+        started_ms = clock.now_ms()
         for entry in entries:
             self.replay.apply(entry)
             self._log_bytes_since_snapshot += len(entry.payload)
-        self._loop_blocks.record("apply", self._clock.now_ms() - started_ms)
+            elapsed_ms = clock.now_ms() - started_ms
+            if elapsed_ms >= APPLY_YIELD_MS:
+                self._loop_blocks.record("apply", elapsed_ms)
+                await clock.sleep(0)
+                started_ms = clock.now_ms()
+        self._loop_blocks.record("apply", clock.now_ms() - started_ms)
 
     def snapshot_due(self) -> bool:
         config = self._config
