@@ -144,6 +144,14 @@ def test_market_lifecycle_settles_bets(world: World) -> None:
     assert world.balance(loser) == 900
     won = http.get(f"/v1/bets/{bet_ids[winner]}", headers=trader).json()
     assert won["status"] == "won"
+    progress = http.get(f"/v1/markets/{market_id}/progress", headers=trader)
+    assert progress.status_code == 200, progress.text
+    assert progress.json()["partitions"] == [
+        {"partition": partition, "status": "settled", "done_bets": 0, "total_bets": 0}
+        for partition in range(world.api.cluster.partitions)
+    ]
+    missing = http.get("/v1/markets/no-such-market/progress", headers=trader)
+    assert missing.status_code == 404, missing.text
 
     resettled = http.post(
         f"/v1/markets/{market_id}/resettle",

@@ -109,8 +109,11 @@ def require_account(principal: Principal, account_id: str, *staff_roles: str) ->
     raise p.ApiProblem(403, p.FORBIDDEN, f"role {principal.role!r} may not do this")
 
 
-async def ask(gateway: Gateway, command: core.AnyCommand | core.AnyQuery) -> core.Outcome:
-    """One ledger round trip under admission control and the deadline."""
+async def ask(
+    gateway: Gateway, command: core.AnyCommand | core.AnyQuery, partition: int | None = None
+) -> core.Outcome:
+    """One ledger round trip under admission control and the deadline; to
+    `partition` if given, else where the command is routed."""
     if not gateway.admission.try_enter():
         gateway.metrics.shed.labels(reason="overloaded").inc()
         raise p.ApiProblem(
@@ -123,6 +126,8 @@ async def ask(gateway: Gateway, command: core.AnyCommand | core.AnyQuery) -> cor
         # The deadline is the ledger client's own (`ClientConfig.deadline_ms`,
         # set to `request_deadline_ms`): it gives up with `GaveUp` once no
         # attempt can finish in time, so no timer per request is needed here.
+        if partition is not None:
+            return await gateway.ledger.submit_to(partition, command)
         return await gateway.ledger.submit(command)
     except GaveUp:
         raise p.ApiProblem(
@@ -138,8 +143,8 @@ async def ask(gateway: Gateway, command: core.AnyCommand | core.AnyQuery) -> cor
         gateway.admission.leave()
 
 
-async def read(gateway: Gateway, query: core.AnyQuery) -> Any:
-    outcome = await ask(gateway, query)
+async def read(gateway: Gateway, query: core.AnyQuery, partition: int | None = None) -> Any:
+    outcome = await ask(gateway, query, partition)
     if isinstance(outcome, core.Rejected):
         raise p.ApiProblem(p.rejection_status(outcome.code), outcome.code, outcome.message)
     result = outcome.result

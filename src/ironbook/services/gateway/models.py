@@ -360,6 +360,22 @@ class MarketOut(BaseModel):
     place_terms: PlaceTermsOut | None = None
 
 
+class PartitionProgressOut(BaseModel):
+    partition: int
+    status: Literal["open", "suspended", "closed", "settling", "settled", "voided"]
+    done_bets: int
+    """Of the market's bets in this partition, how many its result in
+    progress has walked (0 with no result in progress)."""
+    total_bets: int
+    """How many bets the result in progress covers in this partition."""
+
+
+class MarketProgressOut(BaseModel):
+    market_id: str
+    partitions: list[PartitionProgressOut]
+    """Every partition's view: each settles its own bets, in parallel."""
+
+
 class MarketPageOut(BaseModel):
     markets: list[MarketOut]
     next_after: str | None

@@ -28,6 +28,10 @@ balancers poll it), so it must not turn into ledger load."""
 class Ledger(Protocol):
     async def submit(self, command: core.AnyCommand | core.AnyQuery) -> core.Outcome: ...
 
+    async def submit_to(
+        self, partition: int, command: core.AnyCommand | core.AnyQuery
+    ) -> core.Outcome: ...
+
 
 class Claims(Protocol):
     async def claim(self, request_id: str, request_fingerprint: str) -> None:

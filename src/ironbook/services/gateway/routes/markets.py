@@ -3,6 +3,7 @@ void, roll back and resettle."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from typing import Any, Literal
@@ -13,6 +14,7 @@ from ironbook import core
 from ironbook.core import events as ev
 from ironbook.core.odds import Ladder, PlaceTerms, format_exact, format_price
 from ironbook.services.gateway import models as m
+from ironbook.services.gateway import problems as p
 from ironbook.services.gateway.auth import Principal
 from ironbook.services.gateway.calls import expect, parse_odds, query_id, read, require_role
 from ironbook.services.gateway.idempotency import keyed_request_id
@@ -121,6 +123,39 @@ async def get_market(request: Request, market_id: MarketId, caller: Caller) -> A
         gateway_of(request), core.GetMarket(request_id=query_id(), market_id=market_id)
     )
     return _market_out(expect(view, core.MarketView))
+
+
+@router.get("/v1/markets/{market_id}/progress", response_model=m.MarketProgressOut)
+async def market_progress(request: Request, market_id: MarketId, caller: Caller) -> Any:
+    """Each partition's status and result progress for the market (a big
+    result is applied slice by slice, in every partition holding bets)."""
+    gateway = gateway_of(request)
+    try:
+        async with asyncio.TaskGroup() as group:
+            reads = [
+                group.create_task(
+                    read(
+                        gateway,
+                        core.GetMarket(request_id=query_id(), market_id=market_id),
+                        partition,
+                    )
+                )
+                for partition in range(gateway.partitions)
+            ]
+    except* p.ApiProblem as problems:
+        raise problems.exceptions[0] from None
+    partitions = []
+    for partition, task in enumerate(reads):
+        view = expect(task.result(), core.MarketView)
+        partitions.append(
+            m.PartitionProgressOut(
+                partition=partition,
+                status=view.status,
+                done_bets=view.result_done_bets,
+                total_bets=view.result_total_bets,
+            )
+        )
+    return m.MarketProgressOut(market_id=market_id, partitions=partitions)
 
 
 @router.post("/v1/markets", status_code=201, response_model=m.MarketStatusOut)
