@@ -246,3 +246,80 @@ def test_a_command_that_crashes_the_core_is_refused_and_the_leader_keeps_serving
     assert "internal error" in poisoned.message
     assert all(isinstance(r.replies[0], OutcomeReply) for i, r in enumerate(requests) if i != 2)
     assert len(service.entries) == 3
+
+
+def _state_with_bets(bets: int, slice_bets: int) -> core.LedgerState:
+    state = core.new_state(core.LedgerConfig(result_slice_bets=slice_bets))
+    selections = (
+        core.SelectionSpec(selection_id="a", name="A", odds=200),
+        core.SelectionSpec(selection_id="b", name="B", odds=300),
+    )
+    setup: list[core.AnyCommand] = [
+        core.OpenAccount(request_id="open", account_id="alice"),
+        core.Deposit(request_id="fund", account_id="alice", amount_minor=100_000),
+        core.CreateMarket(
+            request_id="create", market_id="m", event_id="e", name="M", selections=selections
+        ),
+    ]
+    setup += [
+        core.PlaceBet(
+            request_id=f"bet-{n}",
+            account_id="alice",
+            stake_minor=10,
+            legs=(core.BetLeg(market_id="m", selection_id="ab"[n % 2], odds=(200, 300)[n % 2]),),
+        )
+        for n in range(bets)
+    ]
+    setup.append(core.CloseMarket(request_id="close", market_id="m"))
+    for command in setup:
+        outcome = core.decide(state, command, 0)
+        assert isinstance(outcome, core.Accepted), outcome
+        for event in outcome.events:
+            core.apply(state, event)
+    return state
+
+
+def test_a_big_result_is_logged_one_slice_per_entry_between_client_batches() -> None:
+    async def main(loop: VirtualTimeLoop) -> tuple[list[Request], list[LogEntry], Sequencer]:
+        setup = Setup(loop)
+        settle = core.SettleMarket(request_id="settle", market_id="m", winners=(core.Winner("a"),))
+        deposits = [
+            core.Deposit(request_id=f"dep-{n}", account_id="alice", amount_minor=1)
+            for n in range(30)
+        ]
+        requests = setup.requests([settle, *deposits])
+        sequencer = Sequencer(
+            term=7,
+            log=setup.log,
+            inbox=Inbox(requests),
+            clock=setup.clock,
+            state=_state_with_bets(40, slice_bets=4),
+            last_seq=0,
+            last_batch_id="",
+            config=SequencerConfig(max_batch_commands=3, max_inflight_appends=4),
+        )
+
+        async def until_settled() -> None:
+            await _until_answered(requests)
+            while sequencer.state.settlements or sequencer.pending_batches:  # noqa: ASYNC110
+                await asyncio.sleep(0.001)
+
+        await race(sequencer.run(), until_settled())
+        return requests, setup.service.entries, sequencer
+
+    requests, entries, sequencer = run_virtual(main, max_virtual_ms=60_000)
+    slices_per_entry: list[int] = []
+    deposits_per_entry: list[int] = []
+    for entry in entries:
+        events = core.decode_events(decode_batch(entry.payload).events)
+        slices_per_entry.append(sum(isinstance(e, core.events.MarketResulted) for e in events))
+        deposits_per_entry.append(sum(isinstance(e, core.events.Deposited) for e in events))
+    assert sum(slices_per_entry) == 10
+    assert max(slices_per_entry) == 1  # one slice of a market per log entry
+    with_slices = [n for n, count in enumerate(slices_per_entry) if count]
+    # Client commands were logged while the result was in progress.
+    assert sum(deposits_per_entry[with_slices[0] : with_slices[-1]]) > 0
+    assert sequencer.slices_decided == 9  # the first slice was the client's command's
+    assert sequencer.state.markets["m"].status == "settled"
+    assert core.check_invariants(sequencer.state) == []
+    assert all(isinstance(r.replies[0], OutcomeReply) for r in requests)
