@@ -108,6 +108,8 @@ class Sequencer:
         self.commands_decided = 0
         self.slices_decided = 0
         self._slice_batch_seq = 0
+        self._failed_results: set[str] = set()
+        """Markets whose next slice raised in this term: not tried again."""
         """Where the newest batch holding result slices lands."""
         self.commands_failed = 0
         self.batches_acked = 0
@@ -162,7 +164,7 @@ class Sequencer:
         # and look again soon when it waits for its previous slice's ack.
         if self._slice_due():
             idle_wait_ms = 0
-        elif self._state.settlements:
+        elif self._results_to_continue():
             idle_wait_ms = config.batch_linger_ms
         else:
             idle_wait_ms = config.idle_receive_wait_ms
@@ -255,7 +257,10 @@ class Sequencer:
         """A result is in progress and no batch holding a slice is in flight:
         slices go one append at a time, so the other batches in flight (and
         the client commands in them) are never queued behind a run of slices."""
-        return bool(self._state.settlements) and self._acked_seq >= self._slice_batch_seq
+        return self._results_to_continue() and self._acked_seq >= self._slice_batch_seq
+
+    def _results_to_continue(self) -> bool:
+        return len(self._state.settlements) > len(self._failed_results)
 
     def _decide_slices(
         self, continuations: list[core.ContinueResult], now_ms: int
@@ -265,13 +270,16 @@ class Sequencer:
         per batch, so a big result takes turns with the client commands."""
         events: list[core.AnyEvent] = []
         for continuation in continuations:
+            if continuation.market_id in self._failed_results:
+                continue
             try:
                 outcome = core.decide(self._state, continuation, now_ms)
             except Exception:
                 # As for a client command: a core bug must not take the
-                # partition down; the result stays unfinished, the market
-                # settling, until a fixed release continues it.
+                # partition down. The result stays unfinished, the market
+                # settling, until a fixed release (or the next term) tries again.
                 self.commands_failed += 1
+                self._failed_results.add(continuation.market_id)
                 continue
             for event in outcome.events:
                 core.apply(self._state, event)
