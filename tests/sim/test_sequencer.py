@@ -323,3 +323,48 @@ def test_a_big_result_is_logged_one_slice_per_entry_between_client_batches() -> 
     assert sequencer.state.markets["m"].status == "settled"
     assert core.check_invariants(sequencer.state) == []
     assert all(isinstance(r.replies[0], OutcomeReply) for r in requests)
+
+
+def test_a_slice_that_raises_leaves_the_result_unfinished_and_the_partition_serving(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_decide = core.decide
+
+    def broken_decide(state: core.LedgerState, command: object, now_ms: int) -> core.Outcome:
+        if isinstance(command, core.ContinueResult):
+            raise RuntimeError("a bug in the core")
+        return real_decide(state, command, now_ms)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(core, "decide", broken_decide)
+
+    async def main(loop: VirtualTimeLoop) -> tuple[list[Request], Sequencer]:
+        setup = Setup(loop)
+        settle = core.SettleMarket(request_id="settle", market_id="m", winners=(core.Winner("a"),))
+        requests = setup.requests([settle])
+        inbox = Inbox(requests)
+        sequencer = Sequencer(
+            term=7,
+            log=setup.log,
+            inbox=inbox,
+            clock=setup.clock,
+            state=_state_with_bets(8, slice_bets=4),
+            last_seq=0,
+            last_batch_id="",
+            config=SequencerConfig(max_batch_commands=3),
+        )
+
+        async def later_deposit() -> None:
+            await _until_answered(requests)
+            await asyncio.sleep(1.0)
+            deposit = core.Deposit(request_id="dep", account_id="alice", amount_minor=5)
+            requests.extend(setup.requests([deposit]))
+            inbox.queue.append(requests[-1])
+            await _until_answered(requests)
+
+        await race(sequencer.run(), later_deposit())
+        return requests, sequencer
+
+    requests, sequencer = run_virtual(main, max_virtual_ms=60_000)
+    assert all(isinstance(r.replies[0], OutcomeReply) for r in requests)
+    assert sequencer.commands_failed == 1  # tried once, not in a loop
+    assert sequencer.state.markets["m"].status == "settling"
