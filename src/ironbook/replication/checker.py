@@ -115,7 +115,7 @@ class Checker:
             if events is None:
                 continue
             for event in events:
-                key = _record_key(event)
+                key = record_key(event)
                 record = records.get(key)
                 if record is None:
                     records[key] = _Record([entry.seq], [event])
@@ -206,9 +206,11 @@ class Checker:
                 )
 
 
-def _record_key(event: core.AnyEvent) -> str:
-    """A market result's later slices sit in entries of their own: each slice
-    counts as applied once, under its request id and where it starts."""
+def record_key(event: core.AnyEvent) -> str:
+    """Under which key an event counts as applied once: its request id, but a
+    market result's later slices sit in entries of their own, so each counts
+    under its request id and where it starts (the first slice, which carries
+    the reply, under the request id alone)."""
     if isinstance(event, core.events.MarketResulted) and event.slice_from:
         return f"{event.request_id}#{event.slice_from}"
     return event.request_id
