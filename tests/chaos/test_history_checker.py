@@ -174,3 +174,49 @@ def test_two_clients_told_different_things_about_one_request_fails() -> None:
     report = run.check()
     assert report.verdict == "fail"
     assert "inconsistent_replies" in report.violation_counts
+
+
+def _sliced_settlement() -> tuple[Run, core.LedgerConfig]:
+    """A settlement of 5 bets in slices of 2: three log entries, one request."""
+    config = core.LedgerConfig(result_slice_bets=2)
+    run = Run()
+    run.state = core.new_state(config)
+    run.submit(core.OpenAccount(request_id="open", account_id="alice"))
+    run.submit(core.Deposit(request_id="dep", account_id="alice", amount_minor=1_000))
+    selections = (core.SelectionSpec(selection_id="a", name="A", odds=200),)
+    run.submit(
+        core.CreateMarket(
+            request_id="create", market_id="m", event_id="e", name="M", selections=selections
+        )
+    )
+    for number in range(5):
+        leg = core.BetLeg(market_id="m", selection_id="a", odds=200)
+        run.submit(
+            core.PlaceBet(
+                request_id=f"bet-{number}", account_id="alice", stake_minor=10, legs=(leg,)
+            )
+        )
+    run.submit(core.CloseMarket(request_id="close", market_id="m"))
+    run.submit(core.SettleMarket(request_id="settle", market_id="m", winners=(core.Winner("a"),)))
+    while run.state.settlements:  # the leader's continuations, one entry each
+        [continuation] = core.continuations(run.state)
+        outcome = core.decide(run.state, continuation, 2_000)
+        for event in outcome.events:
+            core.apply(run.state, event)
+        run.append(list(outcome.events))
+    return run, config
+
+
+def test_a_settlement_in_slices_is_applied_once_and_a_repeated_slice_is_duplicated() -> None:
+    run, config = _sliced_settlement()
+    replicas = {"r1": core.state_hash(run.state)}
+    report = check_history(run.recorder.operations, run.entries, replicas, ledger_config=config)
+    assert report.verdict == "pass", report.violations
+    # The last slice appended once more, as a leader that lost track would.
+    events = core.decode_events(decode_batch(run.entries[-1].payload).events)
+    for event in events:
+        core.apply(run.state, event)
+    run.append(events)
+    replicas = {"r1": core.state_hash(run.state)}
+    report = check_history(run.recorder.operations, run.entries, replicas, ledger_config=config)
+    assert report.duplicated == 1
