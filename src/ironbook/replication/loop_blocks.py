@@ -13,20 +13,15 @@ from __future__ import annotations
 
 
 class LoopBlocks:
-    """The longest milliseconds per kind of work, and how many times it ran."""
+    """The longest milliseconds per kind of work."""
 
     def __init__(self) -> None:
         self._longest_ms: dict[str, int] = {}
-        self._count: dict[str, int] = {}
 
     def record(self, kind: str, elapsed_ms: int) -> None:
         if elapsed_ms > self._longest_ms.get(kind, -1):
             self._longest_ms[kind] = elapsed_ms
-        self._count[kind] = self._count.get(kind, 0) + 1
 
     def longest_ms(self) -> dict[str, int]:
         """kind -> the longest block seen, in milliseconds."""
         return dict(sorted(self._longest_ms.items()))
-
-    def count(self, kind: str) -> int:
-        return self._count.get(kind, 0)
