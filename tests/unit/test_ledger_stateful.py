@@ -200,20 +200,20 @@ class LedgerMachine(RuleBasedStateMachine):
         self.clock_ms = 0
         self.seen: dict[str, Remembered] = {}
         self.request_numbers = 0
-        self.chunk_bets = 1_000
+        self.slice_bets = 1_000
         self.events_checked = 0
         self.log_before = 0
         self.follower = new_state(self.ledger.state.config)
         self.follower_applied = 0
 
     @initialize(
-        chunk_bets=st.sampled_from((1, 2, 1_000)),
+        slice_bets=st.sampled_from((1, 2, 1_000)),
         deposits=st.lists(st.sampled_from((5_000, 1_000, 0)), min_size=3, max_size=3),
         odds=st.lists(st.lists(prices, min_size=3, max_size=3), min_size=3, max_size=3),
     )
-    def start(self, chunk_bets: int, deposits: list[int], odds: list[list[int]]) -> None:
+    def start(self, slice_bets: int, deposits: list[int], odds: list[list[int]]) -> None:
         """Players with money and open markets, so most examples bet."""
-        self.chunk_bets = chunk_bets
+        self.slice_bets = slice_bets
         self.ledger = Ledger(
             LedgerConfig(
                 min_stake_minor=MIN_STAKE_MINOR,
@@ -221,7 +221,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 max_liability_minor=MAX_LIABILITY_MINOR,
                 max_legs=MAX_LEGS,
                 idempotency_retention_ms=RETENTION_MS,
-                result_slice_bets=chunk_bets,
+                result_slice_bets=slice_bets,
             )
         )
         self.follower = new_state(self.ledger.state.config)
@@ -591,19 +591,19 @@ class LedgerMachine(RuleBasedStateMachine):
                 delta_minor.get(bet.account_id, 0) + bet.paid_minor - paid_before
             )
         # The first slice is the command's; the driver logs the rest at once.
-        chunks = [event for event in self.ledger.log[self.log_before :]]
-        assert all(isinstance(chunk, MarketResulted) for chunk in chunks)
-        assert outcome.events == (chunks[0],)
-        assert len(chunks) == max(1, -(-len(market.bet_ids) // self.chunk_bets))
-        assert [o.bet_id for chunk in chunks for o in chunk.bets] == affected
-        assert chunks[0].reply == outcome.result
-        assert all(chunk.reply is None for chunk in chunks[1:])
-        for chunk in chunks:
-            for bet_outcome in chunk.bets:
+        slices = [event for event in self.ledger.log[self.log_before :]]
+        assert all(isinstance(piece, MarketResulted) for piece in slices)
+        assert outcome.events == (slices[0],)
+        assert len(slices) == max(1, -(-len(market.bet_ids) // self.slice_bets))
+        assert [o.bet_id for piece in slices for o in piece.bets] == affected
+        assert slices[0].reply == outcome.result
+        assert all(piece.reply is None for piece in slices[1:])
+        for piece in slices:
+            for bet_outcome in piece.bets:
                 self.assert_bet(bet_outcome.bet_id, bet_outcome.status, bet_outcome.payout_minor)
         written_off: dict[str, int] = {}
-        for chunk in chunks:
-            for account_id, amount_minor in chunk.written_off:
+        for piece in slices:
+            for account_id, amount_minor in piece.written_off:
                 assert amount_minor > 0
                 written_off[account_id] = written_off.get(account_id, 0) + amount_minor
         assert set(written_off) <= set(delta_minor)
@@ -617,13 +617,13 @@ class LedgerMachine(RuleBasedStateMachine):
             paid_minor += after - account.balance_minor
             account.balance_minor = after
         reply = outcome.result
-        if len(chunks) > 1:
+        if len(slices) > 1:
             assert reply.status == "settling"
-            assert reply.bets_affected == len(chunks[0].bets)
+            assert reply.bets_affected == len(slices[0].bets)
             paid_by_slices = sum(
                 amount
-                for chunk in chunks
-                for account_id, amount in chunk.postings
+                for piece in slices
+                for account_id, amount in piece.postings
                 if not account_id.startswith("sys:")
             )
             assert paid_by_slices == paid_minor

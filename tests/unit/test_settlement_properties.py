@@ -1,4 +1,4 @@
-"""Properties of market results: the chunk size of a big result is a logging
+"""Properties of market results: the slice size of a big result is a logging
 detail and must never change who gets paid what."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ironbook.core.events import MarketResulted
 
 PLAYERS = ("ann", "ben", "cat")
 ODDS = {"a": 250, "b": 300, "c": 1_000, "d": 101}
-CHUNK_SIZES = (1, 2, 3, 1_000)
+SLICE_SIZES = (1, 2, 3, 1_000)
 
 bets_strategy = st.lists(
     st.tuples(st.sampled_from(PLAYERS), st.sampled_from(sorted(ODDS)), st.integers(10, 2_000)),
@@ -51,13 +51,13 @@ def submit_result(ledger: Ledger, result: dict[str, int] | None, correction: boo
 
 
 def run(
-    chunk: int,
+    slice_bets: int,
     bets: list[tuple[str, str, int]],
     first: dict[str, int] | None,
     second: dict[str, int] | None,
     cash_out: set[str],
 ) -> tuple[dict[str, int], dict[str, int], list[tuple[str, int]]]:
-    ledger = Ledger(LedgerConfig(result_slice_bets=chunk))
+    ledger = Ledger(LedgerConfig(result_slice_bets=slice_bets))
     for player in PLAYERS:
         ledger.open_account(player, 20_000)
     ledger.create_market("m", ODDS)
@@ -103,16 +103,16 @@ def payout(stake: int, selection: str, result: dict[str, int] | None) -> int:
     second=result_strategy,
     cash_out=st.sets(st.sampled_from(PLAYERS)),
 )
-def test_a_corrected_result_does_not_depend_on_the_chunk_size(
+def test_a_corrected_result_does_not_depend_on_the_slice_size(
     bets: list[tuple[str, str, int]],
     first: dict[str, int] | None,
     second: dict[str, int] | None,
     cash_out: set[str],
 ) -> None:
     assume(first is not None or second is not None)  # a void market cannot be voided again
-    runs = [run(chunk, bets, first, second, cash_out) for chunk in CHUNK_SIZES]
-    for chunk, other in zip(CHUNK_SIZES[1:], runs[1:], strict=True):
-        assert other == runs[0], f"chunks of {chunk} bets: {other} != {runs[0]}"
+    runs = [run(slice_bets, bets, first, second, cash_out) for slice_bets in SLICE_SIZES]
+    for slice_bets, other in zip(SLICE_SIZES[1:], runs[1:], strict=True):
+        assert other == runs[0], f"slices of {slice_bets} bets: {other} != {runs[0]}"
     balances, written_off, payouts = runs[0]
     # The rules, from scratch: each player's money after the correction.
     for player in PLAYERS:
