@@ -1,4 +1,4 @@
-"""Settlement, void, resettlement, write-offs and chunked results."""
+"""Settlement, void, resettlement, write-offs and results in slices."""
 
 from __future__ import annotations
 
@@ -384,8 +384,8 @@ def test_void_after_settle_of_one_accumulator_leg(ledger: Ledger) -> None:
 # Results in slices.
 
 
-def chunked_ledger(chunk: int) -> tuple[Ledger, list[str]]:
-    ledger = make_ledger(result_slice_bets=chunk)
+def sliced_ledger(slice_bets: int) -> tuple[Ledger, list[str]]:
+    ledger = make_ledger(result_slice_bets=slice_bets)
     ledger.open_account("carol", 10_000)
     bet_ids = []
     for number, (account, selection, odds) in enumerate(
@@ -405,8 +405,8 @@ def chunked_ledger(chunk: int) -> tuple[Ledger, list[str]]:
 
 @pytest.mark.parametrize("kind", ["settle", "void", "resettle"])
 def test_big_results_are_sliced_and_every_slice_balances(kind: str) -> None:
-    ledger, bet_ids = chunked_ledger(chunk=3)
-    whole, _ = chunked_ledger(chunk=1_000)
+    ledger, bet_ids = sliced_ledger(slice_bets=3)
+    whole, _ = sliced_ledger(slice_bets=1_000)
     for book in (ledger, whole):
         if kind == "settle":
             settle(book, "m1", "a")
@@ -440,9 +440,9 @@ def test_big_results_are_sliced_and_every_slice_balances(kind: str) -> None:
     assert_books_balance(ledger)
 
 
-@pytest.mark.parametrize("chunk", [1, 2, 1_000])
-def test_resettle_write_off_does_not_depend_on_the_chunk_size(chunk: int) -> None:
-    ledger = Ledger(LedgerConfig(result_slice_bets=chunk))
+@pytest.mark.parametrize("slice_bets", [1, 2, 1_000])
+def test_resettle_write_off_does_not_depend_on_the_slice_size(slice_bets: int) -> None:
+    ledger = Ledger(LedgerConfig(result_slice_bets=slice_bets))
     ledger.open_account("bob", 200)
     ledger.create_market("m1", {"a": 200, "b": 300})
     ledger.bet("bob", 100, ("m1", "a", 200))
