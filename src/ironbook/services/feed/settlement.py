@@ -143,12 +143,17 @@ class SettlementService:
             partition,
             core.GetMarket(request_id=self._read_id("market"), market_id=message.market_id),
         )
+        same_winners = isinstance(now, MarketView) and set(now.winners) == {
+            w.selection_id for w in winners
+        }
+        if isinstance(now, MarketView) and now.status == "settling" and same_winners:
+            return  # being settled with this result already, slice by slice
         if not isinstance(now, MarketView) or now.status not in ("settled", "voided"):
             log.error(
                 "%s: cannot settle %s: %s", message.message_id, message.market_id, outcome.message
             )
             return
-        if now.status == "settled" and set(now.winners) == {w.selection_id for w in winners}:
+        if now.status == "settled" and same_winners:
             return  # settled with this result already
         await self._command(
             partition,
