@@ -12,6 +12,8 @@ nodes, R3, fsync on every write; 3 replicas of one partition) in a temp dir:
 3. Settle: close the market, send `SettleMarket`, and poll the market until
    it shows `settled`. `settle_s` runs from the send to the first poll that
    sees it settled.
+   With `--kill-leader`, the leader is killed (kill -9) at the first poll
+   that sees the result half done: the new leader must finish it.
 4. Check: read the whole log back and replay it: every bet on the market is
    resulted exactly once (in exactly one slice), every winner paid its
    payout, the ledger's invariants hold.
@@ -35,6 +37,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,9 +176,12 @@ async def _background(
             group.create_task(one_client(index))
 
 
-async def _settle(client: LedgerClient, tag: str, poll_ms: int) -> tuple[float, float, int]:
+async def _settle(
+    client: LedgerClient, tag: str, poll_ms: int, kill: Callable[[int], None] | None
+) -> tuple[float, float, int]:
     """Close and settle the big market; returns (sent, seen settled) monotonic
-    seconds and how many polls saw it settling."""
+    seconds and how many polls saw it settling. `kill`, if given, is called
+    once (with the bets done) when a poll sees the result half done."""
     closed = await client.submit(core.CloseMarket(request_id=f"{tag}-close", market_id=BIG_MARKET))
     await _expect_accepted([closed], "close")
     sent = time.monotonic()
@@ -196,8 +202,12 @@ async def _settle(client: LedgerClient, tag: str, poll_ms: int) -> tuple[float, 
         )
         if not isinstance(view, core.Accepted) or not isinstance(view.result, core.MarketView):
             raise RuntimeError(f"market read failed: {view}")
-        if view.result.status == "settled":
+        market = view.result
+        if market.status == "settled":
             return sent, time.monotonic(), settling_polls
+        if kill is not None and 2 * market.result_done_bets >= market.result_total_bets > 0:
+            kill(market.result_done_bets)
+            kill = None
         settling_polls += 1
         await asyncio.sleep(poll_ms / 1000)
 
@@ -279,7 +289,17 @@ async def _measure(cluster: LocalCluster, args: argparse.Namespace) -> dict[str,
             before_start = time.monotonic()
             await asyncio.sleep(args.before_s)
             print("settling ...", file=sys.stderr, flush=True)
-            sent, settled, settling_polls = await _settle(client, tag, args.poll_ms)
+            killed: dict[str, object] = {}
+            kill = None
+            if args.kill_leader:
+                leader = (await cluster.wait_leaders())[0].node_id
+
+                def kill(done_bets: int) -> None:
+                    cluster.replicas[leader].kill()
+                    killed.update(node=leader, at_bets_done=done_bets)
+                    print(f"killed leader {leader} (kill -9)", file=sys.stderr, flush=True)
+
+            sent, settled, settling_polls = await _settle(client, tag, args.poll_ms, kill)
             await asyncio.sleep(args.after_s)
             stop.set()
         settle_s = settled - sent
@@ -309,6 +329,7 @@ async def _measure(cluster: LocalCluster, args: argparse.Namespace) -> dict[str,
         "background_bets_during_settle": len(during_ms),
         "background_gave_up": tally.gave_up,
         "background_refused": tally.refused,
+        "killed_leader": killed or None,
         "leader_terms": {str(term): node for term, node in load_terms.items()},
         "leader_changes": len(settle_terms),
         "leader_changes_whole_run": max(0, len(load_terms) - 1),
@@ -351,6 +372,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--before-s", type=float, default=5.0, help="background before the result")
     p.add_argument("--after-s", type=float, default=1.0, help="background after it settled")
     p.add_argument("--poll-ms", type=int, default=20, help="market poll interval (default 20)")
+    p.add_argument(
+        "--kill-leader",
+        action="store_true",
+        help="kill -9 the leader when the result is half done (it must still finish once)",
+    )
     p.add_argument(
         "--keep-dir", help="run the cluster in this new directory and keep its data and logs"
     )
