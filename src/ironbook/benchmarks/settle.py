@@ -32,9 +32,7 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -45,6 +43,7 @@ from typing import Any
 from ironbook import core
 from ironbook.adapters import eventloop
 from ironbook.adapters.nats.provision import close_nats, connect_nats
+from ironbook.benchmarks.common import command_line, log, machine_info
 from ironbook.benchmarks.ledger import connect_bench_client
 from ironbook.benchmarks.stats import percentile_ms
 from ironbook.client import LedgerClient
@@ -141,7 +140,7 @@ async def _load(
             for n in range(start, min(bets, start + batch))
         ]
         await _expect_accepted(await client.submit_many(commands), "bets on the big market")
-        print(f"  ... {start + len(commands):,} bets loaded", file=sys.stderr, flush=True)
+        log(f"  ... {start + len(commands):,} bets loaded")
     return time.monotonic() - started
 
 
@@ -278,9 +277,9 @@ async def _measure(cluster: LocalCluster, args: argparse.Namespace) -> dict[str,
     accounts = [f"punter-{i}" for i in range(args.accounts)]
     try:
         await heartbeats.start()
-        print(f"setting up {args.accounts:,} accounts ...", file=sys.stderr, flush=True)
+        log(f"setting up {args.accounts:,} accounts ...")
         await _setup(client, accounts, tag)
-        print(f"loading {args.bets:,} bets on {BIG_MARKET} ...", file=sys.stderr, flush=True)
+        log(f"loading {args.bets:,} bets on {BIG_MARKET} ...")
         load_s = await _load(client, accounts, args.bets, args.load_batch, tag)
         tally = Background()
         stop = asyncio.Event()
@@ -288,7 +287,7 @@ async def _measure(cluster: LocalCluster, args: argparse.Namespace) -> dict[str,
             group.create_task(_background(client, accounts, tally, stop, args.clients, tag))
             before_start = time.monotonic()
             await asyncio.sleep(args.before_s)
-            print("settling ...", file=sys.stderr, flush=True)
+            log("settling ...")
             killed: dict[str, object] = {}
             kill = None
             if args.kill_leader:
@@ -297,7 +296,7 @@ async def _measure(cluster: LocalCluster, args: argparse.Namespace) -> dict[str,
                 def kill(done_bets: int) -> None:
                     cluster.replicas[leader].kill()
                     killed.update(node=leader, at_bets_done=done_bets)
-                    print(f"killed leader {leader} (kill -9)", file=sys.stderr, flush=True)
+                    log(f"killed leader {leader} (kill -9)")
 
             sent, settled, settling_polls = await _settle(client, tag, args.poll_ms, kill)
             await asyncio.sleep(args.after_s)
@@ -341,6 +340,7 @@ async def _measure(cluster: LocalCluster, args: argparse.Namespace) -> dict[str,
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    load_at_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="ironbook-bench-settle-") as tmp:
         data_dir = Path(args.keep_dir) if args.keep_dir else Path(tmp) / "cluster"
         cluster = LocalCluster(data_dir, partitions=1)
@@ -351,8 +351,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             cluster.stop()
     return {
         "benchmark": "settle",
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "command": command_line(),
+        "machine": machine_info(load_at_start),
         "slice_bets": core.LedgerConfig().result_slice_bets,
         "background_clients": args.clients,
         **result,
