@@ -15,7 +15,7 @@ import pytest
 
 from ironbook import core
 from ironbook.adapters.nats.provision import connect_nats
-from ironbook.client import ClientConfig, LedgerClient
+from ironbook.client import ClientConfig, LedgerClient, connect_ledger
 from ironbook.core.events import MarketResulted
 from ironbook.replication.batch import ReplayState
 from ironbook.replication.checker import Checker
@@ -59,7 +59,7 @@ async def _ok(client: LedgerClient, commands: list[core.AnyCommand]) -> None:
 
 
 async def _settle_through_a_kill(cluster: LocalCluster) -> str:
-    client = await LedgerClient.connect(
+    client = await connect_ledger(
         cluster.nats_url,
         config=ClientConfig(
             request_timeout_ms=1_000, deadline_ms=60_000, backoff_initial_ms=20, backoff_max_ms=300
