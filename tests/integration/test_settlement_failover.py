@@ -160,7 +160,9 @@ def test_a_settlement_finishes_exactly_once_after_its_leader_is_killed(
     for bet_id in bet_ids:
         bet = state.bets[bet_id]
         leg = bet.legs[0]
-        expected = bet.stake_minor * leg.odds // 100 if leg.selection_id == "s3" else 0
+        price = leg.odds  # exact: stake × (1 + numerator/denominator), rounded down
+        won = bet.stake_minor * (price.numerator + price.denominator) // price.denominator
+        expected = won if leg.selection_id == "s3" else 0
         assert (bet.status, bet.payout_minor) == ("won" if expected else "lost", expected)
     assert core.check_invariants(state) == []
     assert state.markets[MARKET].status == "settled"

@@ -248,8 +248,12 @@ async def _check_log(nats_url: str, bets: int, settle_request_id: str) -> dict[s
         bet = state.bets[bet_id]
         if times_resulted.get(bet_id) != 1:
             problems.append(f"{bet_id} resulted {times_resulted.get(bet_id, 0)} times")
+        leg = bet.legs[0]
+        price = leg.odds
         expected_payout = (
-            bet.stake_minor * bet.legs[0].odds // 100 if bet.legs[0].selection_id == WINNER else 0
+            bet.stake_minor * (price.numerator + price.denominator) // price.denominator
+            if leg.selection_id == WINNER
+            else 0
         )
         if bet.payout_minor != expected_payout:
             problems.append(f"{bet_id} paid {bet.payout_minor}, not {expected_payout}")
