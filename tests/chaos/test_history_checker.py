@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ironbook import core
-from ironbook.chaos.check import CheckReport, check_history
 from ironbook.chaos.history import HistoryRecorder, read_history
 from ironbook.core.events import TransactionReply
 from ironbook.replication.batch import decode_batch, encode_batch
+from ironbook.replication.checker import CheckReport, check_history
 from ironbook.replication.interfaces import LogEntry
 
 

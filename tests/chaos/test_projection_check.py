@@ -11,8 +11,8 @@ import pytest
 from test_history_checker import Run
 
 from ironbook import core
-from ironbook.chaos.check import CheckReport, check_history
-from ironbook.chaos.projection import read_projection
+from ironbook.chaos.projection import ProjectionCheck, read_projection
+from ironbook.replication.checker import CheckReport, check_history
 from ironbook.replication.interfaces import LogUnavailable
 from ironbook.services.gateway.history import HistoryStore
 
@@ -65,7 +65,7 @@ def _check(run: Run, path: Path) -> CheckReport:
         run.entries,
         {"r1": core.state_hash(run.state)},
         expected_replicas=["r1"],
-        projection=read_projection(path),
+        read_model=ProjectionCheck(read_projection(path)),
     )
 
 

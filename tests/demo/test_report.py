@@ -11,6 +11,7 @@ import msgspec
 from ironbook.demo.raceday import PhaseTiming, RaceDayResult
 from ironbook.demo.report import verdict_lines, write_report
 from ironbook.demo.timeline import FaultMark, PhaseMark, Sample, Timeline
+from ironbook.replication.checker import CheckReport, Violation
 
 
 def synthetic_timeline(seconds: int = 60) -> Timeline:
@@ -53,20 +54,30 @@ def synthetic_result(verdict: str = "pass") -> RaceDayResult:
         seconds=60.0,
         partitions=2,
         peak_clients=64,
-        ops=20_000,
-        ok=18_000,
-        fail=1_000,
-        info=3,
-        reads=997,
-        info_applied=2,
-        info_absent=1,
-        lost=0 if verdict == "pass" else 2,
-        duplicated=0,
-        conserved=True,
-        no_negative_balance=True,
-        replicas_agree=True,
-        reads_consistent=True,
-        log_entries=3_000,
+        check=CheckReport(
+            verdict=verdict,  # type: ignore[arg-type]
+            ops=20_000,
+            ok=18_000,
+            fail=1_000,
+            info=3,
+            reads=997,
+            info_applied=2,
+            info_absent=1,
+            lost=0 if verdict == "pass" else 2,
+            duplicated=0,
+            conserved=True,
+            no_negative_balance=True,
+            replicas_agree=True,
+            reads_consistent=True,
+            log_entries=3_000,
+            void_entries=0,
+            replica_hashes={},
+            log_hash=None,
+            violations=[]
+            if verdict == "pass"
+            else [Violation("lost", "c1-5 was acknowledged but the log has nothing", ["c1-5"])],
+            violation_counts={} if verdict == "pass" else {"lost": 2},
+        ),
         bets_ok=sum(s.bets_ok for s in timeline.samples),
         peak_bets_per_s=max(s.bets_ok for s in timeline.samples),
         big_race="The Ironbook Gold Cup: won by Split Brain",
@@ -75,9 +86,6 @@ def synthetic_result(verdict: str = "pass") -> RaceDayResult:
         phases=[PhaseTiming("cluster start", 3.0), PhaseTiming("check", 8.0)],
         timeline=timeline,
         events=["22.0s  leader_kill (partition 0) injected", "25.0s  supervisor: feed-sim exited"],
-        violations=[]
-        if verdict == "pass"
-        else [{"kind": "lost", "detail": "c1-5 was acknowledged but the log has nothing"}],
         errors=[],
         history="/tmp/x/history.jsonl",
         data_dir="/tmp/x",
@@ -106,7 +114,7 @@ def test_the_json_report_round_trips(tmp_path: Path) -> None:
     files = write_report(result, tmp_path)
     data = json.loads(files.json.read_text())
     assert data["verdict"] == "pass"
-    assert data["lost"] == 0 and data["duplicated"] == 0
+    assert data["check"]["lost"] == 0 and data["check"]["duplicated"] == 0
     assert len(data["timeline"]["samples"]) == 60
     assert [f["kind"] for f in data["timeline"]["faults"]] == ["leader_kill", "nats_leader_kill"]
     assert msgspec.json.decode(files.json.read_bytes(), type=RaceDayResult) == result

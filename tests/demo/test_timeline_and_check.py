@@ -6,12 +6,12 @@ from __future__ import annotations
 import random
 
 from ironbook import core
-from ironbook.chaos.check import CheckReport
 from ironbook.chaos.faults import FaultInjector
-from ironbook.chaos.history import Operation
 from ironbook.chaos.partitions import combine_reports, operations_of_partition
 from ironbook.demo.raceday import PlannedFault, available_kind
 from ironbook.demo.timeline import SecondCounter, longest_stall_ms, percentile
+from ironbook.replication.checker import CheckReport
+from ironbook.replication.history import Operation
 
 START_MS = 1_000_000
 

@@ -16,8 +16,11 @@ MUTATION_SEEDS = 300
 @pytest.mark.parametrize(
     ("mutation", "expected_kinds"),
     [
-        ("reply_before_ack", {"lost_ack", "outcome_mismatch", "inconsistent_replies"}),
-        ("skip_fencing", {"applied_twice", "invariant", "outcome_mismatch", "rejection_applied"}),
+        ("reply_before_ack", {"lost", "outcome_mismatch", "inconsistent_replies"}),
+        (
+            "skip_fencing",
+            {"duplicated", "invariant", "conservation", "outcome_mismatch", "rejection_applied"},
+        ),
     ],
 )
 def test_mutation_is_caught(mutation: Mutation, expected_kinds: set[str]) -> None:

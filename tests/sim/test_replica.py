@@ -7,7 +7,7 @@ import random
 
 from ironbook import core
 from ironbook.replication.batch import encode_batch
-from ironbook.replication.checker import Checker
+from ironbook.replication.checker import replay_hash
 from ironbook.replication.concurrency import race
 from ironbook.replication.interfaces import Snapshot
 from ironbook.replication.replica import Replica, ReplicaConfig
@@ -81,7 +81,7 @@ def test_a_corrupt_snapshot_is_refused_and_the_whole_log_replayed() -> None:
     replica, service, applied_seq, state_hash = run_virtual(main, max_virtual_ms=60_000)
     assert "hashes to" in replica.last_restore_problem
     assert applied_seq == 3
-    assert state_hash == Checker().replay_hash(service.entries)
+    assert state_hash == replay_hash(service.entries)
 
 
 def test_a_leader_stopped_gracefully_releases_its_lease() -> None:

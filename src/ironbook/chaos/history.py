@@ -1,16 +1,11 @@
-"""The history of a run: every client operation, as JSON lines.
+"""The history of a run: every client operation (`replication.history.Operation`),
+as JSON lines.
 
 One line per operation, written when it completes:
 
     {"client": "c3", "request_id": "c3-17", "kind": "place_bet", "account_id": "punter-4",
      "invoke_ns": ..., "complete_ns": ..., "invoke_wall_ms": ..., "complete_wall_ms": ...,
      "outcome": "ok", "reply_hex": "...", "balance_minor": null, "error": ""}
-
-`outcome` is `ok` (accepted), `fail` (a definite rejection, which changed
-nothing) or `info` (unknown: the client gave up, so the command may or may
-not have been applied). Monotonic times (`*_ns`) order operations within one
-run; wall times place them on a chart. `reply_hex` is the reply the client
-heard (`core.encode_outcome`), so the checker can compare it with the log.
 """
 
 from __future__ import annotations
@@ -23,45 +18,10 @@ from typing import IO, Literal
 import msgspec
 
 from ironbook import core
+from ironbook.replication.history import Operation, OutcomeKind, answered, command_kind
 
-OutcomeKind = Literal["ok", "fail", "info"]
-
-
-class Operation(msgspec.Struct, frozen=True, omit_defaults=True):
-    client: str
-    request_id: str
-    kind: str
-    """The command's tag without its version: place_bet, deposit, get_account..."""
-    invoke_ns: int
-    complete_ns: int
-    invoke_wall_ms: int
-    complete_wall_ms: int
-    outcome: OutcomeKind
-    account_id: str = ""
-    reply_hex: str = ""
-    error: str = ""
-    """Why an `info` operation has no outcome."""
-    balance_minor: int | None = None
-    """For a read (`get_account`): the balance it returned."""
-
-    @property
-    def is_query(self) -> bool:
-        return self.kind in QUERY_KINDS
-
-    def core_outcome(self) -> core.Outcome | None:
-        if not self.reply_hex:
-            return None
-        return core.decode_outcome(bytes.fromhex(self.reply_hex))
-
-
-QUERY_KINDS = frozenset(
-    {"get_account", "list_account_bets", "get_bet", "get_market", "list_markets"}
-)
-
-
-def command_kind(command: core.AnyCommand | core.AnyQuery) -> str:
-    tag = type(command).__struct_config__.tag
-    return str(tag).split("/", 1)[0]
+HISTORY_FILE = "history.jsonl"
+"""The history's name in a run's data directory."""
 
 
 class Invocation:
@@ -78,9 +38,7 @@ class Invocation:
         self._invoke_ns = time.monotonic_ns()
         self._invoke_wall_ms = time.time_ns() // 1_000_000
 
-    def _finish(
-        self, outcome: OutcomeKind, reply_hex: str, error: str, balance: int | None
-    ) -> Operation:
+    def _finish(self, outcome: OutcomeKind, error: str) -> Operation:
         command = self._command
         operation = Operation(
             client=self.client,
@@ -92,27 +50,31 @@ class Invocation:
             complete_wall_ms=time.time_ns() // 1_000_000,
             outcome=outcome,
             account_id=str(getattr(command, "account_id", "")),
-            reply_hex=reply_hex,
             error=error,
-            balance_minor=balance,
         )
         self._recorder.append(operation)
         return operation
 
     def complete(self, outcome: core.Outcome) -> Operation:
-        balance = None
-        if isinstance(outcome, core.Accepted) and isinstance(self._command, core.GetAccount):
-            balance = getattr(outcome.result, "balance_minor", None)
-        kind: OutcomeKind = "ok" if isinstance(outcome, core.Accepted) else "fail"
-        return self._finish(kind, core.encode_outcome(outcome).hex(), "", balance)
+        operation = answered(
+            self.client,
+            self._command,
+            outcome,
+            invoke_ns=self._invoke_ns,
+            complete_ns=time.monotonic_ns(),
+            invoke_wall_ms=self._invoke_wall_ms,
+            complete_wall_ms=time.time_ns() // 1_000_000,
+        )
+        self._recorder.append(operation)
+        return operation
 
     def complete_without_reply(self, outcome: Literal["ok", "fail"], detail: str) -> Operation:
         """A definite outcome heard without the core's reply (over HTTP):
         `detail` (e.g. the status and problem code) goes in `error`."""
-        return self._finish(outcome, "", detail, None)
+        return self._finish(outcome, detail)
 
     def give_up(self, error: str) -> Operation:
-        return self._finish("info", "", error, None)
+        return self._finish("info", error)
 
 
 class HistoryRecorder:

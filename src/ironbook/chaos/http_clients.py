@@ -91,8 +91,12 @@ class HttpClients:
         self._stop.set()
 
     async def run(self, seconds: float, clients: int) -> None:
+        """Run until `seconds` pass or `stop()` is called; a client that
+        raises ends the run (see `Workload.run`)."""
         deadline = time.monotonic() + seconds
-        await asyncio.gather(*(self._client_loop(n, deadline) for n in range(clients)))
+        async with asyncio.TaskGroup() as group:
+            for n in range(clients):
+                group.create_task(self._client_loop(n, deadline))
 
     def _bettor(self, account: str) -> str:
         token = self._bettors.get(account)

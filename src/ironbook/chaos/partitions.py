@@ -21,10 +21,15 @@ import msgspec
 
 from ironbook import core
 from ironbook.adapters.nats.provision import connect_nats
-from ironbook.chaos.check import CheckReport, check_history
-from ironbook.chaos.history import Operation
-from ironbook.chaos.projection import Projection, read_position, read_projection
+from ironbook.chaos.projection import (
+    Projection,
+    ProjectionCheck,
+    read_position,
+    read_projection,
+)
 from ironbook.core import partition_of
+from ironbook.replication.checker import CheckReport, check_history
+from ironbook.replication.history import Operation
 from ironbook.services.inspect import converged_hashes, read_whole_log
 
 CONVERGE_TIMEOUT_MS = 180_000
@@ -63,10 +68,11 @@ async def check_all_partitions(
             entries = await read_whole_log(nc, partition, timeout_ms=CONVERGE_TIMEOUT_MS)
             say(f"partition {partition}: read {len(entries)} log entries")
             mine = list(operations_of_partition(operations, partition, partitions))
-            projection = None
+            read_model = None
             projection_db = (projection_dbs or {}).get(partition)
             if projection_db is not None:
                 projection = await caught_up_projection(projection_db, len(entries))
+                read_model = ProjectionCheck(projection)
                 say(
                     f"partition {partition}: read the history projection at position "
                     f"{projection.applied_seq}"
@@ -77,7 +83,7 @@ async def check_all_partitions(
                 entries,
                 hashes,
                 expected_replicas=list(replicas[partition]),
-                projection=projection,
+                read_model=read_model,
                 ledger_config=core.LedgerConfig(partition=partition),
             )
             report = await asyncio.to_thread(judge) if offload else judge()

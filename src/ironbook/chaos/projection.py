@@ -9,7 +9,7 @@ projection's position, and every account's balance, which must also equal
 the balance the checker's own replay of the ledger gives.
 
     projection = read_projection(data_dir / "history" / "p0.sqlite")
-    check_history(..., projection=projection)
+    check_history(..., read_model=ProjectionCheck(projection))
 """
 
 from __future__ import annotations
@@ -148,6 +148,24 @@ def compare(
                 )
             )
     return found
+
+
+class ProjectionCheck:
+    """A projection as the history checker's `LogFold`: the checker feeds it
+    the log, then asks how the projection differs from the fold."""
+
+    def __init__(self, projection: Projection) -> None:
+        self.projection = projection
+        self._fold = ProjectionFold()
+
+    def apply(self, seq: int, events: Sequence[core.AnyEvent]) -> None:
+        self._fold.apply(seq, events)
+
+    def differences(
+        self, last_seq: int, ledger_balances: Mapping[str, int]
+    ) -> list[tuple[str, list[int]]]:
+        found = compare(self.projection, self._fold, last_seq, ledger_balances)
+        return [(f"{self.projection.path}: {detail}", seqs) for detail, seqs in found]
 
 
 def _seq(key: tuple[str, int]) -> int:

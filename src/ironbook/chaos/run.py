@@ -3,30 +3,44 @@ a full heal, and the checker's verdict.
 
     report = await run_chaos(ChaosOptions(duration_s=120, seed=1, data_dir=path))
 
-The schedule injects every requested fault kind once (in a seeded order),
-then seeded picks until the duration is used up, with a quiet gap before
-each fault and every fault healed before the next. At the end the workload
-stops, everything is restarted and healed, the replicas converge, and the
-whole log is judged against the recorded history.
+Before the start, the machine is surveyed for leftovers of earlier runs
+(`chaos.environment`); with `strict_env` any leftover refuses the run. The
+schedule injects every requested fault kind once (in a seeded order), then
+seeded picks until the duration is used up, with a quiet gap before each
+fault and every fault healed before the next. The load and the fault
+schedule run in one task group: a workload client that raises stops the
+run, and the error is named in the report (a failing verdict). At the end
+the workload stops, everything is restarted and healed, the replicas
+converge, and the whole log is judged against the recorded history.
+
+A failing run (a violation, a fault that did not heal, a crashed load or a
+crash of the run itself) explains itself: `failure.md` in the data directory
+and the evidence copied to `keep_dir/<seed>-<UTC time>/` (`chaos.evidence`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
 
 from ironbook.adapters.nats.localproc import PortLease
 from ironbook.adapters.netns import NamespaceNetwork, NetnsError, unavailable_reason
-from ironbook.chaos.check import CheckReport
+from ironbook.chaos.environment import Environment, UncleanEnvironment, survey_environment
+from ironbook.chaos.evidence import (
+    DEFAULT_KEEP_ROOT,
+    Failure,
+    causes,
+    evidence_path,
+    keep_evidence,
+)
 from ironbook.chaos.faults import (
     ALL_FAULTS,
     NETWORK_FAULTS,
@@ -35,7 +49,7 @@ from ironbook.chaos.faults import (
     FaultKind,
     FaultRecord,
 )
-from ironbook.chaos.history import HistoryRecorder, Operation
+from ironbook.chaos.history import HISTORY_FILE, HistoryRecorder
 from ironbook.chaos.http_clients import (
     GENEROUS_LIMITS,
     HTTP_CLIENT_PREFIX,
@@ -45,12 +59,13 @@ from ironbook.chaos.http_clients import (
 from ironbook.chaos.partitions import check_all_partitions
 from ironbook.chaos.projection import projection_path
 from ironbook.chaos.workload import Workload, WorkloadConfig
-from ironbook.client import ClientConfig, connect_ledger
+from ironbook.client import ClientConfig, LedgerClient, connect_ledger
+from ironbook.replication.checker import CheckReport
+from ironbook.replication.history import Operation
 from ironbook.services.gateway.auth import load_or_create_secret, local_secret_file
 from ironbook.services.heartbeat_watch import HeartbeatWatch
 from ironbook.services.local_cluster import ClusterConfig, GatewayOptions, LocalCluster
 
-HISTORY_FILE = "history.jsonl"
 REPORT_FILE = "chaos-report.json"
 MUTATION_ENV = "IRONBOOK_REPLICA_TEST_MUTATION"
 """The replicas' `replica.test_mutation` setting: a TEST-ONLY bug for the checker to catch."""
@@ -58,6 +73,9 @@ MUTATION_ENV = "IRONBOOK_REPLICA_TEST_MUTATION"
 FAULT_BUDGET_S = 15.0
 """Time one fault needs from injection to healed; none starts with less left."""
 GATEWAY_READY_TIMEOUT_S = 120.0
+
+
+WorkloadFactory = Callable[[LedgerClient, HistoryRecorder, WorkloadConfig], Workload]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,43 +91,57 @@ class ChaosOptions:
     """A seeded pause, between these bounds, before each fault."""
     client_deadline_ms: int = 30_000
     """How long a client retries one command before giving up (`info`)."""
+    keep_dir: Path = DEFAULT_KEEP_ROOT
+    """A failing run copies its evidence to `keep_dir/<seed>-<UTC time>/`."""
+    strict_env: bool = False
+    """Refuse to start (`UncleanEnvironment`) if the machine holds leftovers."""
+    workload: WorkloadFactory = field(default=Workload)
+    """Builds the workload on the run's client (a test seam: a workload
+    whose client raises must fail the run)."""
+
+    def command(self) -> str:
+        """The `ironbook chaos` command line that reruns this seed."""
+        parts = [
+            "ironbook chaos",
+            f"--seed {self.seed}",
+            f"--duration {self.duration_s:g}",
+            f"--faults {','.join(self.faults)}",
+            f"--clients {self.clients}",
+            f"--http-clients {self.http_clients}",
+        ]
+        mutation = os.environ.get(MUTATION_ENV, "")
+        if mutation:
+            parts.append(f"--test-mutation {mutation}")
+        return " ".join(parts)
 
 
 class ChaosReport(msgspec.Struct):
     verdict: str
+    """pass only if the checker passed and the run itself had no error."""
     seed: int
     duration_s: float
-    ops: int
-    ok: int
-    fail: int
-    info: int
-    reads: int
-    info_applied: int
-    info_absent: int
-    lost: int
-    duplicated: int
-    conserved: bool
-    no_negative_balance: bool
-    replicas_agree: bool
-    reads_consistent: bool
+    check: CheckReport | None
+    """The history checker's report (None: the run crashed before the check)."""
     faults: dict[str, int]
     fault_log: list[FaultRecord]
-    log_entries: int
     history: str
     data_dir: str
-    violations: list[dict[str, object]]
+    environment: Environment
+    """What was on the machine before the start (leftovers, CPU use)."""
+    evidence_dir: str | None = None
+    """Where a failing run's evidence was copied (None on a pass)."""
+    command: str = ""
+    """The command line that reruns this seed."""
     mutation: str = ""
     errors: list[str] = msgspec.field(default_factory=list)
-    """Faults the cluster did not recover from in time (a failing verdict)."""
+    """Failures of the run itself: faults the cluster did not recover from
+    in time, a workload or load-generator error, a crash (a failing verdict)."""
     skipped: dict[str, str] = msgspec.field(default_factory=dict)
     """Fault kinds asked for but not injected here, and why (no namespaces)."""
     network: str = ""
     """The namespace layout the nodes ran in (empty: loopback)."""
     http_ops: int = 0
     """Operations sent through the HTTP gateway (with `gateway_kill`)."""
-    projection_agrees: bool | None = None
-    """The gateway's history projection equals a fold of the log (None: no
-    projection in this run, i.e. no gateway)."""
     loop_block_ms: dict[str, int] = msgspec.field(default_factory=dict)
     """The longest time any replica's event loop was held by one piece of
     work, per kind, over the run (from the replicas' heartbeats)."""
@@ -137,18 +169,98 @@ async def run_chaos(
     history_path = data_dir / HISTORY_FILE
     if history_path.exists():
         raise FileExistsError(f"{history_path} exists: a chaos run needs a fresh --data-dir")
-    network, skipped = _network_for(options.faults, say)
+    environment = await survey_environment()
+    if options.strict_env and environment.leftovers:
+        raise UncleanEnvironment(environment)
+    for line in environment.leftovers:
+        say(f"environment: {line}")
+    run = _Run(options, data_dir, say)
+    try:
+        await _run_on_a_cluster(run)
+    except Exception as error:  # a crash of the run itself is a failing run, explained
+        for cause in causes(error):
+            run.fail(f"the run crashed: {cause}")
+    finally:
+        run.recorder.close()
+    report = run.report(environment)
+    if report.verdict != "pass":
+        report.evidence_dir = str(evidence_path(options.keep_dir, options.seed))
+        keep_evidence(run.failure(report), data_dir, Path(report.evidence_dir))
+        say(f"evidence kept in {report.evidence_dir}")
+    return report
+
+
+@dataclass(slots=True)
+class _Run:
+    """One run's state, as far as it got."""
+
+    options: ChaosOptions
+    data_dir: Path
+    say: Callable[[str], None]
+    recorder: HistoryRecorder = field(init=False)
+    errors: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    fault_log: list[FaultRecord] = field(default_factory=list)
+    network: str = ""
+    check: CheckReport | None = None
+    loop_block_ms: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.recorder = HistoryRecorder(self.data_dir / HISTORY_FILE)
+
+    def fail(self, error: str) -> None:
+        self.errors.append(error)
+        self.say(f"error: {error}")
+
+    def report(self, environment: Environment) -> ChaosReport:
+        passed = self.check is not None and self.check.verdict == "pass" and not self.errors
+        operations = self.recorder.operations
+        return ChaosReport(
+            verdict="pass" if passed else "fail",
+            seed=self.options.seed,
+            duration_s=round(self.options.duration_s, 1),
+            check=self.check,
+            faults=dict(sorted(Counter(record.kind for record in self.fault_log).items())),
+            fault_log=self.fault_log,
+            history=str(self.data_dir / HISTORY_FILE),
+            data_dir=str(self.data_dir),
+            environment=environment,
+            command=self.options.command(),
+            mutation=os.environ.get(MUTATION_ENV, ""),
+            errors=self.errors,
+            skipped=self.skipped,
+            network=self.network,
+            http_ops=sum(op.client.startswith(HTTP_CLIENT_PREFIX) for op in operations),
+            loop_block_ms=self.loop_block_ms,
+        )
+
+    def failure(self, report: ChaosReport) -> Failure:
+        return Failure(
+            seed=report.seed,
+            command=report.command,
+            errors=report.errors,
+            violations=report.check.violations if report.check is not None else [],
+            faults=report.fault_log,
+            operations=self.recorder.operations,
+            report_json=msgspec.json.format(msgspec.json.encode(report)),
+            report_name=REPORT_FILE,
+        )
+
+
+async def _run_on_a_cluster(run: _Run) -> None:
+    options, say = run.options, run.say
+    network, run.skipped = _network_for(options.faults, say)
     ports = PortLease()
     try:
         gateway = None
         if "gateway_kill" in options.faults:
             gateway = GatewayOptions(port=ports.take(1)[0], workers=2, env=GENEROUS_LIMITS)
-        cluster = LocalCluster(data_dir, network=network, gateway=gateway)
+        cluster = LocalCluster(run.data_dir, network=network, gateway=gateway)
         try:
-            say(f"starting the cluster in {data_dir}")
+            say(f"starting the cluster in {run.data_dir}")
             await asyncio.to_thread(cluster.start, 120_000)
             await cluster.wait_leaders(timeout_ms=120_000)
-            report = await _run(cluster, options, history_path, say, skipped)
+            await _run(cluster, run)
         finally:
             # Not in a thread: this must also run while a KeyboardInterrupt unwinds.
             say("stopping the cluster")
@@ -158,13 +270,11 @@ async def run_chaos(
         if network is not None:
             say("removing the network namespaces")
             network.destroy()
-    if network is not None:
-        layout = network.layout
-        report.network = (
-            f"{layout.nodes} namespaces {layout.prefix}n1..n{layout.nodes} on bridge "
-            f"{layout.bridge} {layout.subnet} (latency by {network.latency_method})"
-        )
-    return report
+            layout = network.layout
+            run.network = (
+                f"{layout.nodes} namespaces {layout.prefix}n1..n{layout.nodes} on bridge "
+                f"{layout.bridge} {layout.subnet} (latency by {network.latency_method})"
+            )
 
 
 def _network_for(
@@ -189,17 +299,11 @@ def _network_for(
     return None, dict.fromkeys(wanted, reason)
 
 
-async def _run(
-    cluster: LocalCluster,
-    options: ChaosOptions,
-    history_path: Path,
-    say: Callable[[str], None],
-    skipped: dict[str, str],
-) -> ChaosReport:
+async def _run(cluster: LocalCluster, run: _Run) -> None:
+    options, say = run.options, run.say
     rng = random.Random(options.seed)
     injector = FaultInjector(cluster, random.Random(rng.random()))
-    errors: list[str] = []
-    recorder = HistoryRecorder(history_path)
+    run.fault_log = injector.records
     heartbeats = HeartbeatWatch(cluster.nats_url)
     client = await connect_ledger(
         cluster.nats_url,
@@ -213,94 +317,77 @@ async def _run(
     )
     try:
         await heartbeats.start()
-        workload = Workload(client, recorder, WorkloadConfig(seed=options.seed))
+        workload = options.workload(client, run.recorder, WorkloadConfig(seed=options.seed))
         await workload.setup()
         try:
-            http = await _http_clients(cluster, workload, recorder, options)
+            http = await _http_clients(cluster, workload, run.recorder, options)
         except FaultError as error:
-            errors.append(str(error))
-            say(f"error: {error}")
+            run.fail(str(error))
             http = None
         say(
             f"workload: {options.clients} clients"
             + (f" and {options.http_clients} over HTTP ({cluster.http_url})" if http else "")
             + f" for {options.duration_s:.0f} s"
         )
-        started = time.monotonic()
-        load = asyncio.gather(
-            workload.run(options.duration_s + 3_600, options.clients),
-            *([http.run(options.duration_s + 3_600, options.http_clients)] if http else []),
-        )
         try:
-            try:
-                for kind in options.faults:
-                    reason = skipped.get(kind) or injector.unavailable(kind)
-                    if reason is not None and kind not in skipped:
-                        skipped[kind] = reason
-                        say(f"skipping {kind}: {reason}")
-                kinds = [kind for kind in options.faults if kind not in skipped]
-                await _inject_faults(injector, kinds, options, rng, started, say)
-            except FaultError as error:
-                # Not healing is a failure too, but the history is still checked.
-                errors.append(str(error))
-                say(f"error: {error}")
-            remaining_s = options.duration_s - (time.monotonic() - started)
-            await asyncio.sleep(max(0.0, remaining_s))
-        finally:
-            workload.stop()
-            if http is not None:
-                http.stop()
-            with contextlib.suppress(Exception):
-                await load
+            async with asyncio.TaskGroup() as group:
+                group.create_task(workload.run(options.duration_s + 3_600, options.clients))
+                if http is not None:
+                    group.create_task(http.run(options.duration_s + 3_600, options.http_clients))
+                group.create_task(_faults_then_stop(injector, rng, run, workload, http))
+        except* Exception as group_error:
+            # The load failed: the fault schedule was cancelled with it; the
+            # heal below undoes a fault left half way, and the history so
+            # far is still checked.
+            for cause in causes(group_error):
+                run.fail(f"the load failed: {cause}")
         say("healing everything")
         try:
             await injector.heal_all()
         except FaultError as error:
-            errors.append(str(error))
-            say(f"error: {error}")
+            run.fail(str(error))
     finally:
         await client.close()
         await heartbeats.stop()
-        recorder.close()
+        run.loop_block_ms = heartbeats.longest_block_ms()
     say("waiting for the replicas to converge, then checking")
-    report = await check_cluster(
+    run.check = await check_cluster(
         cluster.nats_url,
-        recorder.operations,
+        run.recorder.operations,
         cluster.replica_ids(0),
         projection_db=projection_path(cluster.data_dir) if cluster.gateway else None,
         say=say,
     )
-    faults = Counter(record.kind for record in injector.records)
-    return ChaosReport(
-        verdict="fail" if errors else report.verdict,
-        seed=options.seed,
-        duration_s=round(options.duration_s, 1),
-        ops=report.ops,
-        ok=report.ok,
-        fail=report.fail,
-        info=report.info,
-        reads=report.reads,
-        info_applied=report.info_applied,
-        info_absent=report.info_absent,
-        lost=report.lost,
-        duplicated=report.duplicated,
-        conserved=report.conserved,
-        no_negative_balance=report.no_negative_balance,
-        replicas_agree=report.replicas_agree,
-        reads_consistent=report.reads_consistent,
-        faults=dict(sorted(faults.items())),
-        fault_log=injector.records,
-        log_entries=report.log_entries,
-        history=str(history_path),
-        data_dir=str(cluster.data_dir),
-        violations=[msgspec.to_builtins(v) for v in report.violations],
-        mutation=os.environ.get(MUTATION_ENV, ""),
-        errors=errors,
-        skipped=skipped,
-        projection_agrees=report.projection_agrees,
-        http_ops=sum(op.client.startswith(HTTP_CLIENT_PREFIX) for op in recorder.operations),
-        loop_block_ms=heartbeats.longest_block_ms(),
-    )
+
+
+async def _faults_then_stop(
+    injector: FaultInjector,
+    rng: random.Random,
+    run: _Run,
+    workload: Workload,
+    http: HttpClients | None,
+) -> None:
+    """The fault schedule for the run's duration, then stop the load."""
+    options, say = run.options, run.say
+    started = time.monotonic()
+    try:
+        for kind in options.faults:
+            reason = run.skipped.get(kind) or injector.unavailable(kind)
+            if reason is not None and kind not in run.skipped:
+                run.skipped[kind] = reason
+                say(f"skipping {kind}: {reason}")
+        kinds = [kind for kind in options.faults if kind not in run.skipped]
+        try:
+            await _inject_faults(injector, kinds, options, rng, started, say)
+        except FaultError as error:
+            # Not healing is a failure too, but the history is still checked.
+            run.fail(str(error))
+        remaining_s = options.duration_s - (time.monotonic() - started)
+        await asyncio.sleep(max(0.0, remaining_s))
+    finally:
+        workload.stop()
+        if http is not None:
+            http.stop()
 
 
 async def _http_clients(

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from ironbook import core
 from ironbook.chaos.history import HistoryRecorder
 from ironbook.client import BadRequest, GaveUp, LedgerClient
-from ironbook.replication.checker import Observation
 
 SELECTIONS = 6
 SETUP_CLIENT = "setup"
@@ -68,16 +67,6 @@ class Workload:
         return f"race-{self._market_number}"
 
     @property
-    def observations(self) -> list[Observation]:
-        """The definite outcomes of commands (queries and `info` left out)."""
-        observations = []
-        for operation in self.recorder.operations:
-            outcome = operation.core_outcome()
-            if outcome is not None and not operation.is_query:
-                observations.append(Observation(operation.request_id, outcome, operation.client))
-        return observations
-
-    @property
     def gave_up(self) -> list[str]:
         return [op.request_id for op in self.recorder.operations if op.outcome == "info"]
 
@@ -120,12 +109,15 @@ class Workload:
         self._stop.set()
 
     async def run(self, seconds: float, clients: int = 24) -> None:
-        """Run until `seconds` pass or `stop()` is called."""
+        """Run until `seconds` pass or `stop()` is called. A client that
+        raises ends the run: the others are cancelled and the error is raised
+        (in an ExceptionGroup)."""
         deadline = time.monotonic() + seconds
-        tasks = [self._client_loop(n, deadline) for n in range(clients)]
-        if self.config.settle_every_s is not None:
-            tasks.append(self._settler(deadline, self.config.settle_every_s))
-        await asyncio.gather(*tasks)
+        async with asyncio.TaskGroup() as group:
+            for n in range(clients):
+                group.create_task(self._client_loop(n, deadline))
+            if self.config.settle_every_s is not None:
+                group.create_task(self._settler(deadline, self.config.settle_every_s))
 
     def _running(self, deadline: float) -> bool:
         return not self._stop.is_set() and time.monotonic() < deadline

@@ -27,7 +27,23 @@ Fault names may use - or _ (leader-kill = leader_kill).
 
 At the end everything is restarted and healed, the replicas converge, and the
 history checker judges every recorded client operation against the log (see
-docs/chaos.md). Exit status 0 on a passing verdict, 1 on a failing one.
+docs/chaos.md). A workload client that raises fails the run, the error named.
+
+Before the start the machine is surveyed for leftovers of earlier runs
+(nats-server and ironbook processes, network namespaces, locked ports, a busy
+CPU): they are printed and reported as `environment`; --strict-env refuses
+to start on any. A failing run writes failure.md into its data directory
+(each violation with its request ids, log positions, the faults around it
+and the process log lines about it, and the command that reruns the seed)
+and copies the evidence to ./chaos-failures/<seed>-<UTC time>/ (--keep DIR).
+
+--soak N runs seeds S, S+1, ... (S from --seed) back to back on fresh
+clusters, appends one JSON line per run to --results (default
+./chaos-soak.jsonl), prints a summary table and stops at the first failure;
+--resume continues an interrupted soak from its results file.
+
+Exit status 0 on a passing verdict (every run of a soak), 1 on a failing
+one, 2 on bad usage or a refused start.
 """
 
 from __future__ import annotations
@@ -39,14 +55,19 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import get_args
 
 import msgspec
 
 from ironbook.adapters.netns import cleanup_leftovers, unavailable_reason
+from ironbook.chaos.environment import UncleanEnvironment
+from ironbook.chaos.evidence import DEFAULT_KEEP_ROOT
 from ironbook.chaos.faults import ALL_FAULTS, FaultKind
 from ironbook.chaos.run import MUTATION_ENV, ChaosOptions, ChaosReport, run_chaos
+from ironbook.chaos.soak import DEFAULT_RESULTS, SoakError, SoakOptions, run_soak, summary_table
+from ironbook.cli.check import report_lines
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -70,7 +91,39 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=Path,
         default=None,
         help="a fresh directory for the cluster and history.jsonl (default: a temp dir, "
-        "removed after a passing run)",
+        "removed after a passing run); with --soak, each run's goes in DIR/seed-<S>",
+    )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=DEFAULT_KEEP_ROOT,
+        metavar="DIR",
+        help="a failing run copies its evidence to DIR/<seed>-<UTC time>/ "
+        f"(default ./{DEFAULT_KEEP_ROOT})",
+    )
+    parser.add_argument(
+        "--strict-env",
+        action="store_true",
+        help="refuse to start if leftovers of earlier runs are found (processes, network "
+        "namespaces, locked ports, a busy CPU)",
+    )
+    parser.add_argument(
+        "--soak",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run N seeds back to back (from --seed), stopping at the first failure",
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=DEFAULT_RESULTS,
+        help=f"the soak's results file, one JSON line per run (default ./{DEFAULT_RESULTS})",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the soak recorded in --results (its seeds are not run again)",
     )
     parser.add_argument(
         "--clients", type=int, default=16, help="concurrent NATS clients (default 16)"
@@ -118,29 +171,41 @@ def run(args: argparse.Namespace) -> int:
     if args.clients < 1 or args.http_clients < 0:
         print("error: --clients must be at least 1, --http-clients at least 0", file=sys.stderr)
         return 2
+    if args.soak is not None and args.soak < 1:
+        print("error: --soak must be at least 1", file=sys.stderr)
+        return 2
+    if args.resume and args.soak is None:
+        print("error: --resume continues a --soak", file=sys.stderr)
+        return 2
     if args.test_mutation:
         os.environ[MUTATION_ENV] = args.test_mutation
     temporary = args.data_dir is None
-    data_dir = Path(tempfile.mkdtemp(prefix="ironbook-chaos-")) if temporary else args.data_dir
+    data_dir = args.data_dir
+    if temporary and args.soak is None:
+        data_dir = Path(tempfile.mkdtemp(prefix="ironbook-chaos-"))
 
     def say(line: str) -> None:
         if not args.json:
             print(line, flush=True)
 
     options = ChaosOptions(
-        data_dir=data_dir,
+        data_dir=data_dir or Path(),
         duration_s=args.duration,
         seed=args.seed,
         faults=faults,
         clients=args.clients,
         http_clients=args.http_clients,
+        keep_dir=args.keep,
+        strict_env=args.strict_env,
     )
     # SIGTERM unwinds like Ctrl-C, so the cluster stops and the namespaces go.
     signal.signal(signal.SIGTERM, _interrupt)
+    if args.soak is not None:
+        return soak(args, options, say)
     try:
         report = asyncio.run(run_chaos(options, say))
-    except FileExistsError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (FileExistsError, UncleanEnvironment) as error:
+        print(f"error: {_refusal(error)}", file=sys.stderr)
         return 2
     if args.json:
         print(msgspec.json.encode(report).decode())
@@ -151,6 +216,40 @@ def run(args: argparse.Namespace) -> int:
     elif temporary:
         print(f"kept {data_dir} for inspection", file=sys.stderr)
     return 0 if report.verdict == "pass" else 1
+
+
+def soak(args: argparse.Namespace, options: ChaosOptions, say: Callable[[str], None]) -> int:
+    soak_options = SoakOptions(
+        base=options,
+        runs=args.soak,
+        first_seed=args.seed,
+        results=args.results,
+        resume=args.resume,
+        data_root=args.data_dir,
+    )
+    try:
+        lines = asyncio.run(run_soak(soak_options, say))
+    except (FileExistsError, UncleanEnvironment, SoakError) as error:
+        print(f"error: {_refusal(error)}", file=sys.stderr)
+        return 2
+    failed = sum(line.verdict != "pass" for line in lines)
+    if args.json:
+        summary = {
+            "verdict": "fail" if failed else "pass",
+            "runs": [msgspec.to_builtins(line) for line in lines],
+            "failed": failed,
+            "results": str(args.results),
+        }
+        print(msgspec.json.encode(summary).decode())
+    else:
+        print(summary_table(lines))
+    return 1 if failed else 0
+
+
+def _refusal(error: Exception) -> str:
+    if isinstance(error, UncleanEnvironment):
+        return f"--strict-env: leftovers of earlier runs on this machine: {error}"
+    return str(error)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -169,26 +268,18 @@ def cleanup_network() -> int:
 
 def render(report: ChaosReport) -> str:
     faults = ", ".join(f"{kind} x{count}" for kind, count in report.faults.items()) or "none"
-    lines = [
-        f"verdict: {report.verdict.upper()}",
-        f"operations: {report.ops} ({report.ok} ok, {report.fail} refused, {report.info} unknown "
-        f"-> {report.info_applied} applied / {report.info_absent} absent, {report.reads} reads)",
-        f"faults: {faults}",
-        f"lost: {report.lost}  duplicated: {report.duplicated}  conserved: {report.conserved}  "
-        f"no negative balance: {report.no_negative_balance}",
-        f"replicas agree: {report.replicas_agree}  reads consistent: {report.reads_consistent}  "
-        f"log entries: {report.log_entries}",
-        f"history: {report.history}",
-    ]
-    if report.projection_agrees is not None:
-        lines.append(
-            f"history projection equals a fold of the log: {report.projection_agrees}  "
-            f"operations over HTTP: {report.http_ops}"
-        )
+    lines = [f"verdict: {report.verdict.upper()}", f"faults: {faults}"]
+    if report.check is not None:
+        lines.extend(report_lines(report.check))
+    lines.append(f"history: {report.history}")
+    if report.http_ops:
+        lines.append(f"operations over HTTP: {report.http_ops}")
     lines.extend(f"skipped {kind}: {why}" for kind, why in report.skipped.items())
     if report.network:
         lines.append(f"network: {report.network}")
+    lines.extend(f"environment: {line}" for line in report.environment.leftovers)
     lines.extend(f"error: {error}" for error in report.errors)
-    for violation in report.violations:
-        lines.append(f"  {violation.get('kind')}: {violation.get('detail')}")
+    if report.evidence_dir is not None:
+        lines.append(f"evidence: {report.evidence_dir} (failure.md explains the failure)")
+        lines.append(f"rerun: {report.command}")
     return "\n".join(lines)

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import msgspec
 
-from ironbook.chaos.check import CheckReport
 from ironbook.chaos.history import read_history
 from ironbook.chaos.partitions import check_all_partitions
 from ironbook.chaos.projection import projection_path
+from ironbook.replication.checker import CheckReport
 from ironbook.services.local_cluster import LocalCluster, read_runtime
 
 
@@ -83,8 +83,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def render(report: CheckReport) -> str:
+    return "\n".join([f"verdict: {report.verdict.upper()}", *report_lines(report)])
+
+
+def report_lines(report: CheckReport) -> list[str]:
+    """The checker's counts and violations (`ironbook chaos` prints them too)."""
     lines = [
-        f"verdict: {report.verdict.upper()}",
         f"operations: {report.ops} ({report.ok} ok, {report.fail} refused, {report.info} unknown "
         f"-> {report.info_applied} applied / {report.info_absent} absent, {report.reads} reads)",
         f"lost: {report.lost}  duplicated: {report.duplicated}  conserved: {report.conserved}  "
@@ -98,4 +102,4 @@ def render(report: CheckReport) -> str:
         lines.append(f"{kind}: {count}")
     for violation in report.violations:
         lines.append(f"  {violation.kind} at seqs {violation.seqs}: {violation.detail}")
-    return "\n".join(lines)
+    return lines

@@ -19,7 +19,14 @@ second when stdout is not a terminal, or with --no-dashboard). The verdict
 is printed at the end, and report.md, report.json and report.png (bets/s
 and p99 latency over time with the faults marked) are written to --out.
 
-Exit status: 0 when the checker passes, 1 when it fails, 2 on bad usage.
+A failing day (or one that crashed) writes failure.md into its data
+directory and copies the evidence (history, logs, fault timeline, JSON) to
+./chaos-failures/<seed>-<UTC time>/ (--keep DIR). The machine is surveyed
+for leftovers of earlier runs first (reported as `environment` in
+report.json); --strict-env refuses to start on any.
+
+Exit status: 0 when the checker passes, 1 when it fails, 2 on bad usage or a
+refused start.
 `ironbook demo --walkthrough` runs the older in-process tour of the ledger
 core instead (no cluster, a few seconds).
 """
@@ -39,9 +46,8 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.text import Text
 
-from ironbook.adapters.netns import NetnsError
-from ironbook.chaos.faults import FaultError
-from ironbook.chaos.workload import SetupFailed
+from ironbook.chaos.environment import UncleanEnvironment
+from ironbook.chaos.evidence import DEFAULT_KEEP_ROOT
 from ironbook.demo.dashboard import plain_line, render
 from ironbook.demo.raceday import (
     DEFAULT_FAULTS,
@@ -116,6 +122,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="print a plain status line each second instead of the live dashboard",
     )
     parser.add_argument(
+        "--keep",
+        type=Path,
+        default=DEFAULT_KEEP_ROOT,
+        metavar="DIR",
+        help="a failing day copies its evidence to DIR/<seed>-<UTC time>/ "
+        f"(default ./{DEFAULT_KEEP_ROOT})",
+    )
+    parser.add_argument(
+        "--strict-env",
+        action="store_true",
+        help="refuse to start if leftovers of earlier runs are found (processes, network "
+        "namespaces, locked ports, a busy CPU)",
+    )
+    parser.add_argument(
         "--walkthrough",
         action="store_true",
         help="run the in-process tour of the ledger core instead (no cluster)",
@@ -152,6 +172,9 @@ def run(args: argparse.Namespace) -> int:
         faults=QUICK_FAULTS if args.quick else DEFAULT_FAULTS,
         peak_clients=48 if args.quick else 64,
         feed=None if args.no_feed else FeedOptions(seed=args.seed),
+        command=_repeat_command(args, seconds),
+        keep_dir=args.keep,
+        strict_env=args.strict_env,
     )
     console = Console()
     dashboard = console.is_terminal and not args.no_dashboard
@@ -163,12 +186,10 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         result = asyncio.run(_run(options, live, console, dashboard))
-    except (SetupFailed, FaultError, NetnsError, TimeoutError, OSError, ValueError) as error:
-        # The cluster could not be started or set up: no verdict to give.
-        print(f"error: the race day could not run: {error}", file=sys.stderr)
-        print(f"kept {data_dir} for inspection (process logs in logs/)", file=sys.stderr)
-        return 1
-    result.command = _repeat_command(args, seconds)
+    except UncleanEnvironment as error:
+        return _usage_error(f"--strict-env: leftovers of earlier runs on this machine: {error}")
+    except FileExistsError as error:
+        return _usage_error(str(error))
     if temporary and result.verdict == "pass":
         result.history = ""
         result.data_dir = ""
@@ -190,7 +211,19 @@ def run(args: argparse.Namespace) -> int:
 async def _run(
     options: RaceDayOptions, live: LiveState, console: Console, dashboard: bool
 ) -> RaceDayResult:
-    runner = asyncio.create_task(run_race_day(options, live))
+    try:
+        async with asyncio.TaskGroup() as group:
+            runner = group.create_task(run_race_day(options, live))
+            await _show(runner, live, console, dashboard)
+    except* (UncleanEnvironment, FileExistsError) as refused:
+        raise refused.exceptions[0] from None
+    return runner.result()
+
+
+async def _show(
+    runner: asyncio.Task[RaceDayResult], live: LiveState, console: Console, dashboard: bool
+) -> None:
+    """The dashboard (or a plain line a second) until `runner` is done."""
     if dashboard:
         with Live(render(live), console=console, auto_refresh=False) as screen:
             while not runner.done():
@@ -213,7 +246,6 @@ async def _run(
                 print(f"-- {live.phase}", flush=True)
             printed_phase = live.phase
             next_line += 1.0
-    return runner.result()
 
 
 _BIG_LETTERS = {
@@ -249,8 +281,10 @@ def _print_verdict(console: Console, result: RaceDayResult) -> None:
         body.append(line + "\n")
     for error in result.errors:
         body.append(f"error: {error}\n", style="red")
-    for violation in result.violations[:5]:
-        body.append(f"{violation.get('kind')}: {violation.get('detail')}\n", style="red")
+    for violation in result.check.violations[:5] if result.check is not None else []:
+        body.append(f"{violation}\n", style="red")
+    if result.evidence_dir:
+        body.append(f"evidence kept in {result.evidence_dir} (see failure.md)\n", style="red")
     console.print(
         Panel(
             body,

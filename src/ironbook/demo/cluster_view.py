@@ -84,7 +84,8 @@ class ClusterView:
 
 
 class ClusterWatcher:
-    """Keeps a `ClusterView` current until `close()`."""
+    """Keeps a `ClusterView` current: heartbeats from `start()` to `close()`,
+    probes while `watch(done)` runs (a task its caller's task group owns)."""
 
     def __init__(self, cluster: LocalCluster, nc: NatsClient) -> None:
         self.cluster = cluster
@@ -99,17 +100,11 @@ class ClusterWatcher:
         )
         self._by_id = {r.node_id: r for r in self.view.replicas}
         self._subscription: object | None = None
-        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._subscription = await self.nc.subscribe(STATUS_SUBJECT_ALL, cb=self._on_heartbeat)
-        self._task = asyncio.create_task(self._probe_loop())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
         unsubscribe = getattr(self._subscription, "unsubscribe", None)
         if unsubscribe is not None:
             with contextlib.suppress(Exception):
@@ -129,10 +124,12 @@ class ClusterWatcher:
         replica.applied_seq = beat.applied_seq
         replica.heard_ms = time.time_ns() // 1_000_000
 
-    async def _probe_loop(self) -> None:
-        while True:
+    async def watch(self, done: asyncio.Event) -> None:
+        """Probe every `PROBE_INTERVAL_S` until `done` is set."""
+        while not done.is_set():
             await asyncio.to_thread(self.probe)
-            await asyncio.sleep(PROBE_INTERVAL_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), timeout=PROBE_INTERVAL_S)
 
     def probe(self) -> None:
         """Process states, node health and stream leaders (blocking HTTP)."""

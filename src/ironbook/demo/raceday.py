@@ -6,7 +6,12 @@ every operation and every replica.
     result = await run_race_day(RaceDayOptions(data_dir=path), live)
 
 `live` (a `LiveState`) is what the dashboard draws; the returned
-`RaceDayResult` is what the report is written from.
+`RaceDayResult` is what the report is written from. The traffic, the
+sampler and the script of the day run in one task group: a load generator
+that raises ends the traffic, and the error is named in the result (a
+failing verdict). A failing day, or one that crashed, explains itself
+(`chaos.evidence`): `failure.md` in the data directory and the evidence
+copied to `keep_dir/<seed>-<UTC time>/`.
 """
 
 from __future__ import annotations
@@ -26,15 +31,23 @@ from ironbook import core
 from ironbook.adapters.nats.localproc import ManagedProcess
 from ironbook.adapters.nats.provision import connect_nats
 from ironbook.adapters.netns import NamespaceNetwork, NetnsError, unavailable_reason
-from ironbook.chaos.check import CheckReport
+from ironbook.chaos.environment import Environment, UncleanEnvironment, survey_environment
+from ironbook.chaos.evidence import (
+    DEFAULT_KEEP_ROOT,
+    Failure,
+    causes,
+    evidence_path,
+    keep_evidence,
+)
 from ironbook.chaos.faults import (
     ALL_FAULTS,
     NETWORK_FAULTS,
     FaultError,
     FaultInjector,
     FaultKind,
+    FaultRecord,
 )
-from ironbook.chaos.history import HistoryRecorder, Operation
+from ironbook.chaos.history import HISTORY_FILE, HistoryRecorder
 from ironbook.chaos.partitions import check_all_partitions
 from ironbook.chaos.workload import SELECTIONS, WorkloadConfig
 from ironbook.client import ClientConfig, LedgerClient, connect_ledger
@@ -42,11 +55,14 @@ from ironbook.core.events import SettlementReply
 from ironbook.demo.cluster_view import ClusterView, ClusterWatcher
 from ironbook.demo.timeline import FaultMark, PhaseMark, SecondCounter, Timeline, longest_stall_ms
 from ironbook.demo.traffic import BIG_RACE_NAME, RUNNERS, RaceDayWorkload
+from ironbook.replication.checker import CheckReport
+from ironbook.replication.history import Operation
 from ironbook.services.feed.processes import FeedOptions
 from ironbook.services.local_cluster import ClusterConfig, LocalCluster
 from ironbook.services.supervisor import Supervisor
 
-HISTORY_FILE = "history.jsonl"
+REPORT_FILE = "report.json"
+"""The result's JSON, as a failing day keeps it with its evidence."""
 START_TIMEOUT_MS = 120_000
 UNDERCARD_EVERY_S = 3.0
 """An undercard race opens, and the one before closes and settles, this often
@@ -97,6 +113,12 @@ class RaceDayOptions:
     """Seconds the surge takes to reach the peak; the faults start then."""
     feed: FeedOptions | None = field(default_factory=FeedOptions)
     """The simulated odds feed (provider, ingester, settlement processes)."""
+    command: str = ""
+    """The command line that repeats this day (written into a failure's evidence)."""
+    keep_dir: Path = DEFAULT_KEEP_ROOT
+    """A failing day copies its evidence to `keep_dir/<seed>-<UTC time>/`."""
+    strict_env: bool = False
+    """Refuse to start (`UncleanEnvironment`) if the machine holds leftovers."""
 
     @property
     def steady_s(self) -> float:
@@ -140,24 +162,13 @@ class PhaseTiming(msgspec.Struct, frozen=True):
 
 class RaceDayResult(msgspec.Struct):
     verdict: str
+    """pass only if the checker passed and the day itself had no error."""
     seed: int
     seconds: float
     partitions: int
     peak_clients: int
-    ops: int
-    ok: int
-    fail: int
-    info: int
-    reads: int
-    info_applied: int
-    info_absent: int
-    lost: int
-    duplicated: int
-    conserved: bool
-    no_negative_balance: bool
-    replicas_agree: bool
-    reads_consistent: bool
-    log_entries: int
+    check: CheckReport | None
+    """The history checker's report (None: the day crashed before the check)."""
     bets_ok: int
     peak_bets_per_s: int
     big_race: str
@@ -171,13 +182,20 @@ class RaceDayResult(msgspec.Struct):
     events: list[str]
     """The fault timeline as the dashboard showed it (faults, supervisor
     restarts, the off)."""
-    violations: list[dict[str, object]]
     errors: list[str]
+    """Failures of the day itself: a fault that did not heal, a load
+    generator that raised, a crash."""
     history: str
     """The history file, or "" if it was not kept."""
     data_dir: str
     command: str = ""
     """The command line that repeats this run."""
+    fault_log: list[FaultRecord] = msgspec.field(default_factory=list)
+    """Each fault as injected and healed (wall times)."""
+    environment: Environment | None = None
+    """What was on the machine before the start (leftovers, CPU use)."""
+    evidence_dir: str | None = None
+    """Where a failing day's evidence was copied (None on a pass)."""
 
 
 def available_kind(
@@ -219,7 +237,88 @@ async def run_race_day(options: RaceDayOptions, live: LiveState) -> RaceDayResul
     history_path = data_dir / HISTORY_FILE
     if history_path.exists():
         raise FileExistsError(f"{history_path} exists: the demo needs a fresh --data-dir")
-    phases: list[PhaseTiming] = []
+    live.phase = "looking for leftovers of earlier runs"
+    environment = await survey_environment()
+    if options.strict_env and environment.leftovers:
+        raise UncleanEnvironment(environment)
+    day = _Day(options, data_dir, live)
+    try:
+        await _on_a_cluster(day)
+    except Exception as error:  # a crash of the day itself is a failing day, explained
+        day.errors.extend(f"the race day crashed: {cause}" for cause in causes(error))
+    finally:
+        day.recorder.close()
+    result = day.result(environment)
+    if result.verdict != "pass":
+        result.evidence_dir = str(evidence_path(options.keep_dir, options.seed))
+        keep_evidence(day.failure(result), data_dir, Path(result.evidence_dir))
+    return result
+
+
+@dataclass(slots=True)
+class _Day:
+    """One race day's state, as far as it got."""
+
+    options: RaceDayOptions
+    data_dir: Path
+    live: LiveState
+    recorder: HistoryRecorder = field(init=False)
+    phases: list[PhaseTiming] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    fault_log: list[FaultRecord] = field(default_factory=list)
+    big_race: str = "not run"
+    check: CheckReport | None = None
+
+    def __post_init__(self) -> None:
+        self.recorder = HistoryRecorder(self.data_dir / HISTORY_FILE)
+
+    def result(self, environment: Environment) -> RaceDayResult:
+        options, live = self.options, self.live
+        samples = live.timeline.samples
+        passed = self.check is not None and self.check.verdict == "pass" and not self.errors
+        return RaceDayResult(
+            verdict="pass" if passed else "fail",
+            seed=options.seed,
+            seconds=options.seconds,
+            partitions=options.partitions,
+            peak_clients=options.peak_clients,
+            check=self.check,
+            bets_ok=sum(s.bets_ok for s in samples),
+            peak_bets_per_s=max((s.bets_ok for s in samples), default=0),
+            big_race=self.big_race,
+            feed=(
+                f"simulated provider, {options.feed.rate} odds changes/s, ingested into every "
+                "partition's log"
+                if options.feed is not None
+                else "off"
+            ),
+            notes=[note for note in live.notes if note not in live.timeline.skipped_faults],
+            phases=self.phases,
+            timeline=live.timeline,
+            events=[line.strip() for line in live.fault_lines],
+            errors=self.errors,
+            history=str(self.recorder.path),
+            data_dir=str(self.data_dir),
+            command=options.command,
+            fault_log=self.fault_log,
+            environment=environment,
+        )
+
+    def failure(self, result: RaceDayResult) -> Failure:
+        return Failure(
+            seed=result.seed,
+            command=result.command,
+            errors=result.errors,
+            violations=result.check.violations if result.check is not None else [],
+            faults=result.fault_log,
+            operations=self.recorder.operations,
+            report_json=msgspec.json.format(msgspec.json.encode(result)),
+            report_name=REPORT_FILE,
+        )
+
+
+async def _on_a_cluster(day: _Day) -> None:
+    options, live = day.options, day.live
     began = time.monotonic()
     network: NamespaceNetwork | None = None
     if _wants_network(options):
@@ -233,35 +332,28 @@ async def run_race_day(options: RaceDayOptions, live: LiveState) -> RaceDayResul
             )
     try:
         cluster = LocalCluster(
-            data_dir, partitions=options.partitions, network=network, feed=options.feed
+            day.data_dir, partitions=options.partitions, network=network, feed=options.feed
         )
         try:
+            live.phase = "starting the cluster"
             await asyncio.to_thread(cluster.start, START_TIMEOUT_MS)
             await cluster.wait_leaders(timeout_ms=START_TIMEOUT_MS)
-            phases.append(PhaseTiming("cluster start", round(time.monotonic() - began, 1)))
-            result = await _race_day(cluster, options, live, history_path, phases)
+            day.phases.append(PhaseTiming("cluster start", round(time.monotonic() - began, 1)))
+            await _race_day(cluster, day)
         finally:
             # Not in a thread: this must also run while a KeyboardInterrupt unwinds.
             live.phase = "stopping the cluster"
             stopping = time.monotonic()
             cluster.stop(timeout_ms=STOP_TIMEOUT_MS)
+            day.phases.append(PhaseTiming("cluster stop", round(time.monotonic() - stopping, 1)))
     finally:
         if network is not None:
             network.destroy()
-    result.phases.append(PhaseTiming("cluster stop", round(time.monotonic() - stopping, 1)))
-    return result
 
 
-async def _race_day(
-    cluster: LocalCluster,
-    options: RaceDayOptions,
-    live: LiveState,
-    history_path: Path,
-    phases: list[PhaseTiming],
-) -> RaceDayResult:
+async def _race_day(cluster: LocalCluster, day: _Day) -> None:
+    options, live, recorder, phases = day.options, day.live, day.recorder, day.phases
     rng = random.Random(options.seed)
-    errors: list[str] = []
-    recorder = HistoryRecorder(history_path)
     nc = await connect_nats(cluster.nats_url, name="ironbook-demo")
     watcher = ClusterWatcher(cluster, nc)
     await watcher.start()
@@ -284,44 +376,15 @@ async def _race_day(
         ),
         active_clients=options.steady_clients,
     )
-    big_race = "not run"
     feed_done = asyncio.Event()
-    keeper: asyncio.Task[None] | None = None
     try:
-        mark = time.monotonic()
-        live.phase = f"opening {options.accounts} accounts and the markets"
-        await workload.setup()
-        phases.append(PhaseTiming("accounts and markets", round(time.monotonic() - mark, 1)))
-        started_wall_ms = time.time_ns() // 1_000_000
-        live.started_monotonic = time.monotonic()
-        live.traffic = True
-        live.off_at_s = options.seconds
-        counter = SecondCounter(started_wall_ms)
-        sampler = asyncio.create_task(_sample_every_second(live, counter, recorder, client))
-        keeper = asyncio.create_task(_keep_feed_running(cluster, live, feed_done))
-        load = asyncio.create_task(workload.run(options.seconds + 3_600, options.peak_clients))
-        try:
-            big_race = await _direct(cluster, options, live, workload, rng, errors, recorder)
-        finally:
-            workload.stop()
-            with contextlib.suppress(Exception):
-                await load
-            sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
-            counter.take(recorder.operations)
-        live.traffic = False
-        phases.append(PhaseTiming("race day traffic", round(live.t_s(), 1)))
-        mark = time.monotonic()
-        live.phase = "healing everything"
-        live.clients = 0
-        try:
-            await FaultInjector(cluster, rng).heal_all()
-        except FaultError as error:
-            errors.append(str(error))
-        phases.append(PhaseTiming("heal", round(time.monotonic() - mark, 1)))
-        feed_done.set()
-        await keeper
+        async with asyncio.TaskGroup() as group:
+            group.create_task(_keep_feed_running(cluster, live, feed_done))
+            group.create_task(watcher.watch(feed_done))
+            try:
+                await _day_then_heal(cluster, day, workload, client, rng)
+            finally:
+                feed_done.set()
         if cluster.feeds:
             # The feed appends to every log as long as it runs; the check
             # compares a still log with the replicas' hashes.
@@ -330,9 +393,6 @@ async def _race_day(
             await asyncio.to_thread(_stop_all, list(cluster.feeds.values()))
             phases.append(PhaseTiming("feed stop", round(time.monotonic() - mark, 1)))
     finally:
-        feed_done.set()
-        if keeper is not None:
-            await keeper
         await client.close()
         recorder.close()
         await watcher.close()
@@ -340,47 +400,63 @@ async def _race_day(
         await nc.close()
     mark = time.monotonic()
     live.phase = "checking the history against every replica"
-    report = await check_partitions(cluster, recorder.operations)
+    day.check = await check_partitions(cluster, recorder.operations)
     phases.append(PhaseTiming("check", round(time.monotonic() - mark, 1)))
-    samples = live.timeline.samples
-    return RaceDayResult(
-        verdict="fail" if errors else report.verdict,
-        seed=options.seed,
-        seconds=options.seconds,
-        partitions=cluster.partitions,
-        peak_clients=options.peak_clients,
-        ops=report.ops,
-        ok=report.ok,
-        fail=report.fail,
-        info=report.info,
-        reads=report.reads,
-        info_applied=report.info_applied,
-        info_absent=report.info_absent,
-        lost=report.lost,
-        duplicated=report.duplicated,
-        conserved=report.conserved,
-        no_negative_balance=report.no_negative_balance,
-        replicas_agree=report.replicas_agree,
-        reads_consistent=report.reads_consistent,
-        log_entries=report.log_entries,
-        bets_ok=sum(s.bets_ok for s in samples),
-        peak_bets_per_s=max((s.bets_ok for s in samples), default=0),
-        big_race=big_race,
-        feed=(
-            f"simulated provider, {options.feed.rate} odds changes/s, ingested into every "
-            "partition's log"
-            if options.feed is not None
-            else "off"
-        ),
-        notes=[note for note in live.notes if note not in live.timeline.skipped_faults],
-        phases=phases,
-        timeline=live.timeline,
-        events=[line.strip() for line in live.fault_lines],
-        violations=[msgspec.to_builtins(v) for v in report.violations],
-        errors=errors,
-        history=str(recorder.path),
-        data_dir=str(cluster.data_dir),
-    )
+
+
+async def _day_then_heal(
+    cluster: LocalCluster,
+    day: _Day,
+    workload: RaceDayWorkload,
+    client: LedgerClient,
+    rng: random.Random,
+) -> None:
+    options, live, recorder, phases = day.options, day.live, day.recorder, day.phases
+    mark = time.monotonic()
+    live.phase = f"opening {options.accounts} accounts and the markets"
+    await workload.setup()
+    phases.append(PhaseTiming("accounts and markets", round(time.monotonic() - mark, 1)))
+    started_wall_ms = time.time_ns() // 1_000_000
+    live.started_monotonic = time.monotonic()
+    live.traffic = True
+    live.off_at_s = options.seconds
+    counter = SecondCounter(started_wall_ms)
+    try:
+        async with asyncio.TaskGroup() as group:
+            sampler = group.create_task(_sample_every_second(live, counter, recorder, client))
+            group.create_task(workload.run(options.seconds + 3_600, options.peak_clients))
+            group.create_task(_direct_then_stop(cluster, day, workload, rng, sampler))
+    except* Exception as group_error:
+        # The load (or the day's script) failed: the rest was cancelled with
+        # it; the heal below undoes a fault left half way, and the history
+        # so far is still checked.
+        day.errors.extend(f"the race day traffic failed: {c}" for c in causes(group_error))
+    counter.take(recorder.operations)
+    live.traffic = False
+    phases.append(PhaseTiming("race day traffic", round(live.t_s(), 1)))
+    mark = time.monotonic()
+    live.phase = "healing everything"
+    live.clients = 0
+    try:
+        await FaultInjector(cluster, rng).heal_all()
+    except FaultError as error:
+        day.errors.append(str(error))
+    phases.append(PhaseTiming("heal", round(time.monotonic() - mark, 1)))
+
+
+async def _direct_then_stop(
+    cluster: LocalCluster,
+    day: _Day,
+    workload: RaceDayWorkload,
+    rng: random.Random,
+    sampler: asyncio.Task[None],
+) -> None:
+    """The day's script, then the traffic and the sampler stop."""
+    try:
+        day.big_race = await _direct(cluster, day, workload, rng)
+    finally:
+        workload.stop()
+        sampler.cancel()
 
 
 async def _keep_feed_running(cluster: LocalCluster, live: LiveState, done: asyncio.Event) -> None:
@@ -436,15 +512,10 @@ async def _sample_every_second(
 
 
 async def _direct(
-    cluster: LocalCluster,
-    options: RaceDayOptions,
-    live: LiveState,
-    workload: RaceDayWorkload,
-    rng: random.Random,
-    errors: list[str],
-    recorder: HistoryRecorder,
+    cluster: LocalCluster, day: _Day, workload: RaceDayWorkload, rng: random.Random
 ) -> str:
     """The day's script: steady, surge (faults at the peak), the off."""
+    options, live = day.options, day.live
     live.clients = options.steady_clients
     steady_end = options.steady_s
     live.phase = "steady"
@@ -461,7 +532,7 @@ async def _direct(
         live.clients = clients
         await _sleep_until(live, steady_end + options.ramp_s * step / ramp_steps)
     live.phase = "surge: faults at the peak"
-    await _inject_planned(cluster, options, live, rng, errors, recorder)
+    await _inject_planned(cluster, day, rng)
     live.phase = "surge"
     await _sleep_until(live, options.seconds)
     off_s = live.t_s()
@@ -494,14 +565,8 @@ async def _sleep_until(live: LiveState, t_s: float) -> None:
     await asyncio.sleep(max(0.0, t_s - live.t_s()))
 
 
-async def _inject_planned(
-    cluster: LocalCluster,
-    options: RaceDayOptions,
-    live: LiveState,
-    rng: random.Random,
-    errors: list[str],
-    recorder: HistoryRecorder,
-) -> None:
+async def _inject_planned(cluster: LocalCluster, day: _Day, rng: random.Random) -> None:
+    options, live, recorder = day.options, day.live, day.recorder
     for number, planned in enumerate(options.faults):
         partition = min(planned.partition, cluster.partitions - 1)
         injector = FaultInjector(cluster, random.Random(rng.random()), partition=partition)
@@ -523,8 +588,9 @@ async def _inject_planned(
         live.fault_lines.append(f"{start_s:6.1f}s  {kind} (partition {partition}) injected")
         try:
             record = await injector.inject(kind)
+            day.fault_log.append(record)
         except FaultError as error:
-            errors.append(f"{kind}: {error}")
+            day.errors.append(f"{kind}: {error}")
             live.fault_lines.append(f"{live.t_s():6.1f}s  {kind} FAILED to heal: {error}")
             live.fault_in_progress = ""
             return

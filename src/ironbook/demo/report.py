@@ -25,16 +25,19 @@ class ReportFiles:
 def verdict_lines(result: RaceDayResult) -> list[str]:
     """The checker's verdict with its counts, a few short lines."""
     yes = {True: "yes", False: "NO"}
+    check = result.check
+    if check is None:
+        return [f"VERDICT: {result.verdict.upper()}", "the day ended before the history check"]
     return [
         f"VERDICT: {result.verdict.upper()}",
-        f"operations {result.ops:,}: {result.ok:,} ok, {result.fail:,} refused by a ledger "
-        f"rule, {result.info:,} unknown (resolved: {result.info_applied:,} applied, "
-        f"{result.info_absent:,} never happened), {result.reads:,} balance reads",
-        f"lost {result.lost}   duplicated {result.duplicated}   "
-        f"money conserved {yes[result.conserved]}   "
-        f"no negative balance {yes[result.no_negative_balance]}   "
-        f"replicas agree {yes[result.replicas_agree]}   "
-        f"reads consistent {yes[result.reads_consistent]}",
+        f"operations {check.ops:,}: {check.ok:,} ok, {check.fail:,} refused by a ledger "
+        f"rule, {check.info:,} unknown (resolved: {check.info_applied:,} applied, "
+        f"{check.info_absent:,} never happened), {check.reads:,} balance reads",
+        f"lost {check.lost}   duplicated {check.duplicated}   "
+        f"money conserved {yes[check.conserved]}   "
+        f"no negative balance {yes[check.no_negative_balance]}   "
+        f"replicas agree {yes[check.replicas_agree]}   "
+        f"reads consistent {yes[check.reads_consistent]}",
     ]
 
 
@@ -51,7 +54,11 @@ def write_report(result: RaceDayResult, out_dir: Path) -> ReportFiles:
         files.chart,
         f"ironbook race day (seed {result.seed}): {result.verdict.upper()} — "
         f"{result.bets_ok:,} bets, {len(result.timeline.faults)} faults, "
-        f"{result.lost} lost, {result.duplicated} duplicated",
+        + (
+            f"{result.check.lost} lost, {result.check.duplicated} duplicated"
+            if result.check is not None
+            else "not checked"
+        ),
     )
     files.markdown.write_text(render_markdown(result, files))
     return files
@@ -63,6 +70,7 @@ def _fmt_ms(value: float | None) -> str:
 
 def render_markdown(result: RaceDayResult, files: ReportFiles) -> str:
     timeline = result.timeline
+    check = result.check
     samples = timeline.samples
     p99s = [s.latency_ms_p99 for s in samples if s.latency_ms_p99 is not None]
     p50s = sorted(s.latency_ms_p50 for s in samples if s.latency_ms_p50 is not None)
@@ -91,8 +99,12 @@ def render_markdown(result: RaceDayResult, files: ReportFiles) -> str:
         f"p99 latency per second from {_fmt_ms(min(p99s, default=None))} to "
         f"{_fmt_ms(max(p99s, default=None))} ms (median second's p50 "
         f"{_fmt_ms(p50s[len(p50s) // 2] if p50s else None)} ms).",
-        f"- {result.log_entries:,} log entries were replayed and checked against the history "
-        f"of {result.ops:,} client operations"
+        (
+            f"- {check.log_entries:,} log entries were replayed and checked against the history "
+            f"of {check.ops:,} client operations"
+            if check is not None
+            else "- The history was not checked: the day ended before the check"
+        )
         + (
             f" (kept in `{result.history}`)."
             if result.history
@@ -139,10 +151,15 @@ def render_markdown(result: RaceDayResult, files: ReportFiles) -> str:
         lines += ["", "## Timeline", "", "```", *result.events, "```"]
     if result.errors:
         lines += ["", "## Errors", "", *(f"- {error}" for error in result.errors)]
-    if result.violations:
+    if check is not None and check.violations:
         lines += ["", "## Violations (first of each kind)", ""]
-        for violation in result.violations:
-            lines.append(f"- **{violation.get('kind')}**: {violation.get('detail')}")
+        for violation in check.violations:
+            lines.append(f"- **{violation.kind}**: {violation.detail}")
+    if result.evidence_dir:
+        lines += [
+            "",
+            f"The evidence (history, logs, faults, failure.md) is in `{result.evidence_dir}`.",
+        ]
     lines += [
         "",
         "## Chart",

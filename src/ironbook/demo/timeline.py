@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 import msgspec
 
 from ironbook import core
-from ironbook.chaos.history import Operation
+from ironbook.replication.history import Operation
 
 
 class Sample(msgspec.Struct, frozen=True):

@@ -1,209 +1,577 @@
-"""The history checker: does a run's log, what its clients were told and the
-replicas' final states tell one consistent, durable story?
+"""The history checker: do a run's log, what its clients heard and read, and
+its replicas' final states tell one consistent, durable story?
 
-A library API so the simulator and the chaos tooling (real processes, real
-NATS) check runs the same way. Checks:
+One checker for every run: the simulator (`replication.sim`), `ironbook
+chaos`, `ironbook check` and `ironbook demo`. Pure: it is handed the
+operations (`replication.history.Operation`), the log entries and the
+replicas' state hashes; reading them from NATS and files is the caller's.
 
-- the log is contiguous from 1, batch ids are unique, and every entry decodes;
-- replaying it from empty (void entries skipped, see `replication.batch`)
-  keeps the core's invariants at every position;
-- no acknowledged command is lost: an accepted outcome has its events in the
-  log, a rejected one has its `CommandRejected` record there;
-- no command is applied twice: one request id's events sit in one entry
-  (each slice of a market result counts on its own);
-- a rejected command changed nothing: its only record is `CommandRejected`;
-- what a client heard matches the log (and repeats of a request id agree);
-- every replica's state hash equals the hash of the replayed log.
+- the log is contiguous from 1, batch ids are unique, and every entry
+  decodes; replay follows the chain rule (`replication.batch`: entries
+  decided on a lost predecessor are void);
+- every `ok` operation is in the log exactly once, and so is every `fail`
+  whose refusal came from the ledger (its `CommandRejected` record); a
+  `fail` left no other effect; every `info` is there at most once
+  (counted: applied or absent);
+- no request id has events in two log entries (`duplicated`; each slice of
+  a market result counts on its own, see `record_key`);
+- what each client heard equals the reply the log recorded, and every client
+  that heard about one request id heard the same;
+- money is conserved at every log position: all balances sum to 0 and
+  deposits - withdrawals = players + stakes held + house;
+- no player balance is negative at any log position;
+- the core's full invariants hold every `full_invariants_every` entries and
+  at the end;
+- every replica's state hash equals the hash of replaying the log;
+- a balance a client read equals the account's balance at some log position
+  no older than the newest one that client had already seen (its own
+  completed operations and earlier reads), and no newer than the operations
+  invoked before the read returned;
+- a read model folded from the log (a `LogFold`, such as the gateway's
+  history projection), if given, agrees with it.
+
+A violation names the operations (request id, client, times) and the log
+positions involved.
+
+`core.check_invariants` walks every bet, so running it after every entry is
+quadratic in a run's length (a 120 s chaos run, ~10k entries and ~100k bets,
+did not finish checking in 5 minutes). One replay checks money and negative
+balances incrementally at every entry and the full invariants every
+`full_invariants_every` entries (the simulator's short logs: every entry).
 """
 
 from __future__ import annotations
 
+import bisect
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import msgspec
 
 from ironbook import core
+from ironbook.core.events import Deposited, Refusal, Withdrawn
+from ironbook.core.state import SYSTEM_PREFIX
 from ironbook.replication.batch import ReplayState
+from ironbook.replication.history import Operation
 from ironbook.replication.interfaces import LogEntry
 
+Verdict = Literal["pass", "fail"]
 
-@dataclass(frozen=True, slots=True)
-class Observation:
-    """One outcome a client received for a request id."""
+MAX_VIOLATIONS_PER_KIND = 10
+FULL_INVARIANTS_EVERY = 500
+_EVENT_BITS = 24
+# A point is one event's place in the log: (seq << _EVENT_BITS) | event index.
+# A read is decided between two commands of one batch, so it may see a state
+# that exists only between two events of one entry.
 
-    request_id: str
-    outcome: core.Outcome
-    client: str = ""
+
+def _point(seq: int, event_index: int) -> int:
+    return (seq << _EVENT_BITS) | event_index
 
 
-@dataclass(frozen=True, slots=True)
-class Violation:
+def _seq_of(point: int) -> int:
+    return point >> _EVENT_BITS
+
+
+def _entry_end(seq: int) -> int:
+    return _point(seq + 1, 0) - 1
+
+
+class Violation(msgspec.Struct, frozen=True):
     kind: str
-    """lost_ack, applied_twice, rejection_applied, outcome_mismatch,
-    inconsistent_replies, divergence, invariant, log_shape or replay_failed."""
+    """lost, duplicated, rejection_applied, outcome_mismatch,
+    inconsistent_replies, conservation, negative_balance, invariant,
+    replicas_disagree, stale_read, log_shape, replay_failed or
+    projection_mismatch (the simulator adds liveness, replica_failed and
+    bad_request)."""
     detail: str
+    request_ids: list[str] = msgspec.field(default_factory=list)
+    seqs: list[int] = msgspec.field(default_factory=list)
+    """Log positions (stream sequences) involved."""
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.detail}"
 
 
+class LogFold(Protocol):
+    """A read model that must equal a fold of the log (the gateway's history
+    projection): fed the events of every applied entry in order, then asked
+    how what it read differs from what it folded."""
+
+    def apply(self, seq: int, events: Sequence[core.AnyEvent]) -> None: ...
+
+    def differences(
+        self, last_seq: int, ledger_balances: Mapping[str, int]
+    ) -> list[tuple[str, list[int]]]:
+        """(detail, log positions involved) for each difference; empty if it agrees."""
+        ...
+
+
+class CheckReport(msgspec.Struct):
+    verdict: Verdict
+    ops: int
+    ok: int
+    fail: int
+    info: int
+    reads: int
+    info_applied: int
+    """`info` operations the log shows applied (or logged as rejected)."""
+    info_absent: int
+    """`info` operations the log does not have: they never happened."""
+    lost: int
+    duplicated: int
+    conserved: bool
+    no_negative_balance: bool
+    replicas_agree: bool
+    reads_consistent: bool
+    log_entries: int
+    void_entries: int
+    replica_hashes: dict[str, str]
+    log_hash: str | None
+    violations: list[Violation]
+    violation_counts: dict[str, int]
+    projection_agrees: bool | None = None
+    """The read model equals a fold of the log (None: none was given)."""
+
+
 @dataclass(slots=True)
 class _Record:
-    seqs: list[int]
-    events: list[core.AnyEvent]
+    seqs: list[int] = field(default_factory=list)
+    events: list[core.AnyEvent] = field(default_factory=list)
+    last_point: int = 0
+
+    @property
+    def rejected_only(self) -> bool:
+        return all(isinstance(e, core.CommandRejected) for e in self.events)
 
 
-class Checker:
-    def __init__(
-        self, ledger_config: core.LedgerConfig | None = None, *, max_violations: int = 20
-    ) -> None:
-        self._ledger_config = ledger_config
-        self._max_violations = max_violations
+@dataclass(slots=True)
+class _Replay:
+    records: dict[str, _Record] = field(default_factory=dict)
+    balances: dict[str, tuple[list[int], list[int]]] = field(default_factory=dict)
+    """account -> (points, balance after that event), for every event that moved it."""
+    final_hash: str | None = None
+    void_entries: int = 0
 
-    def check(
-        self,
-        entries: Sequence[LogEntry],
-        observations: Sequence[Observation],
-        replica_hashes: Mapping[str, str],
-    ) -> list[Violation]:
-        """Every violation found (at most `max_violations`), empty if none."""
-        violations: list[Violation] = []
-        records, final_hash = self._replay(entries, violations)
-        self._check_observations(records, observations, violations)
-        self._check_applied_once(records, violations)
-        if final_hash is not None:
-            for replica, replica_hash in replica_hashes.items():
-                if replica_hash != final_hash:
-                    violations.append(
-                        Violation(
-                            "divergence",
-                            f"replica {replica} hash {replica_hash[:12]} != log replay "
-                            f"{final_hash[:12]} ({len(entries)} entries)",
-                        )
-                    )
-        return violations[: self._max_violations]
 
-    def replay_hash(self, entries: Sequence[LogEntry]) -> str | None:
-        """The state hash of replaying `entries`, or None if replay fails."""
-        return self._replay(entries, [])[1]
+class _Violations:
+    def __init__(self) -> None:
+        self.found: list[Violation] = []
+        self.counts: dict[str, int] = defaultdict(int)
 
-    def _replay(
-        self, entries: Sequence[LogEntry], violations: list[Violation]
-    ) -> tuple[dict[str, _Record], str | None]:
-        records: dict[str, _Record] = {}
-        replay = ReplayState.empty(self._ledger_config)
-        batch_seqs: dict[str, int] = {}
-        invariant_broken = False
-        for position, entry in enumerate(entries, start=1):
-            if entry.seq != position:
-                violations.append(Violation("log_shape", f"entry {position} has seq {entry.seq}"))
-                return records, None
-            first_seq = batch_seqs.setdefault(entry.batch_id, entry.seq)
-            if first_seq != entry.seq:
-                violations.append(
+    def add(self, violation: Violation) -> None:
+        self.counts[violation.kind] += 1
+        if self.counts[violation.kind] <= MAX_VIOLATIONS_PER_KIND:
+            self.found.append(violation)
+
+
+def _describe(op: Operation) -> str:
+    return (
+        f"{op.request_id} ({op.kind} by {op.client}, {op.outcome}, "
+        f"invoked {op.invoke_wall_ms} ms, completed {op.complete_wall_ms} ms)"
+    )
+
+
+def check_history(
+    operations: Sequence[Operation],
+    entries: Sequence[LogEntry],
+    replica_hashes: Mapping[str, str],
+    *,
+    expected_replicas: Sequence[str] = (),
+    ledger_config: core.LedgerConfig | None = None,
+    read_model: LogFold | None = None,
+    full_invariants_every: int = FULL_INVARIANTS_EVERY,
+) -> CheckReport:
+    """The verdict on one run. `expected_replicas` names replicas that must
+    have reported a hash (a missing one means they do not agree);
+    `read_model`, if given, must equal a fold of the log."""
+    violations = _Violations()
+    replay = _replay(entries, ledger_config, violations, read_model, full_invariants_every)
+    if read_model is not None:
+        _check_read_model(read_model, replay, len(entries), violations)
+    _check_replies(operations, replay, violations)
+    lost, duplicated, info_applied, info_absent = _check_operations(operations, replay, violations)
+    replicas_agree = _check_replicas(replica_hashes, expected_replicas, replay, violations)
+    _check_reads(operations, replay, violations)
+    counts = dict(violations.counts)
+    commands = [op for op in operations if not op.is_query]
+    return CheckReport(
+        verdict="pass" if not counts else "fail",
+        ops=len(operations),
+        ok=sum(op.outcome == "ok" for op in commands),
+        fail=sum(op.outcome == "fail" for op in commands),
+        info=sum(op.outcome == "info" for op in commands),
+        reads=sum(op.is_query for op in operations),
+        info_applied=info_applied,
+        info_absent=info_absent,
+        lost=lost,
+        duplicated=duplicated,
+        conserved=not (counts.get("conservation") or counts.get("invariant")),
+        no_negative_balance="negative_balance" not in counts,
+        replicas_agree=replicas_agree,
+        reads_consistent="stale_read" not in counts,
+        log_entries=len(entries),
+        void_entries=replay.void_entries,
+        replica_hashes=dict(replica_hashes),
+        log_hash=replay.final_hash,
+        violations=violations.found,
+        violation_counts=counts,
+        projection_agrees=None if read_model is None else "projection_mismatch" not in counts,
+    )
+
+
+def replay_hash(
+    entries: Sequence[LogEntry], ledger_config: core.LedgerConfig | None = None
+) -> str | None:
+    """The state hash of replaying `entries`, or None if replay fails."""
+    return _replay(entries, ledger_config, _Violations(), None, FULL_INVARIANTS_EVERY).final_hash
+
+
+def _check_read_model(
+    read_model: LogFold, replay: _Replay, last_seq: int, violations: _Violations
+) -> None:
+    ledger_balances = {
+        account: balances[-1]
+        for account, (_, balances) in replay.balances.items()
+        if not account.startswith(SYSTEM_PREFIX)
+    }
+    for detail, seqs in read_model.differences(last_seq, ledger_balances):
+        violations.add(Violation("projection_mismatch", detail, seqs=seqs))
+
+
+def _check_replies(
+    operations: Sequence[Operation], replay: _Replay, violations: _Violations
+) -> None:
+    """What each client heard equals what the log recorded for that request
+    id, and every client that heard about one request id heard the same."""
+    first_heard: dict[str, Operation] = {}
+    for op in operations:
+        if op.is_query or not op.reply_hex:
+            continue
+        earlier = first_heard.setdefault(op.request_id, op)
+        if earlier.reply_hex != op.reply_hex:
+            violations.add(
+                Violation(
+                    "inconsistent_replies",
+                    f"{_describe(earlier)} and {_describe(op)} heard different replies",
+                    [op.request_id],
+                )
+            )
+        record = replay.records.get(op.request_id)
+        outcome = op.core_outcome()
+        if record is None or outcome is None:
+            continue  # lost or never logged: judged in _check_operations
+        logged = [r for r in (getattr(e, "reply", None) for e in record.events) if r]
+        if not logged:
+            continue
+        heard = outcome.refusal if isinstance(outcome, core.Rejected) else outcome.result
+        if isinstance(outcome, core.Rejected) and isinstance(logged[-1], Refusal):
+            same = logged[-1].code == outcome.code
+        else:
+            same = logged[-1] == heard
+        if not same:
+            violations.add(
+                Violation(
+                    "outcome_mismatch",
+                    f"{_describe(op)} heard {heard!r}, the log recorded {logged[-1]!r}",
+                    [op.request_id],
+                    record.seqs,
+                )
+            )
+
+
+def _replay(
+    entries: Sequence[LogEntry],
+    ledger_config: core.LedgerConfig | None,
+    violations: _Violations,
+    fold: LogFold | None,
+    full_invariants_every: int,
+) -> _Replay:
+    result = _Replay()
+    replay = ReplayState.empty(ledger_config)
+    accounts = replay.state.accounts
+    deposited_minor = 0
+    withdrawn_minor = 0
+    conserved = True
+    running: dict[str, int] = {}
+    batch_seqs: dict[str, int] = {}
+    invariants_hold = True
+    for entry in entries:
+        if entry.seq != replay.applied_seq + 1:
+            violations.add(
+                Violation(
+                    "log_shape",
+                    f"entry {replay.applied_seq + 1} has seq {entry.seq}",
+                    seqs=[entry.seq],
+                )
+            )
+            return result
+        first_seq = batch_seqs.setdefault(entry.batch_id, entry.seq)
+        if first_seq != entry.seq:
+            violations.add(
+                Violation(
+                    "log_shape",
+                    f"batch id {entry.batch_id} at seq {first_seq} and {entry.seq}",
+                    seqs=[first_seq, entry.seq],
+                )
+            )
+        try:
+            events = replay.apply(entry)
+        except Exception as error:  # the checker reports, it does not crash
+            violations.add(
+                Violation(
+                    "replay_failed",
+                    f"seq {entry.seq}: {type(error).__name__}: {error}",
+                    seqs=[entry.seq],
+                )
+            )
+            return result
+        if invariants_hold and entry.seq % full_invariants_every == 0:
+            invariants_hold = _invariants_hold(replay.state, entry.seq, violations)
+        if events is None:
+            result.void_entries += 1
+            continue
+        if fold is not None:
+            fold.apply(entry.seq, events)
+        touched: set[str] = set()
+        for index, event in enumerate(events):
+            record = result.records.setdefault(record_key(event), _Record())
+            if not record.seqs or record.seqs[-1] != entry.seq:
+                record.seqs.append(entry.seq)
+            record.events.append(event)
+            record.last_point = _point(entry.seq, index)
+            for account_id, amount_minor in event.postings:
+                running[account_id] = running.get(account_id, 0) + amount_minor
+                points, balances = result.balances.setdefault(account_id, ([], []))
+                points.append(record.last_point)
+                balances.append(running[account_id])
+            if isinstance(event, Deposited):
+                deposited_minor += event.amount_minor
+            elif isinstance(event, Withdrawn):
+                withdrawn_minor += event.amount_minor
+            touched.update(account for account, _ in event.postings)
+        for account_id in touched:
+            account = accounts[account_id]
+            if account.kind == "player" and account.balance_minor < 0:
+                violations.add(
                     Violation(
-                        "log_shape",
-                        f"batch id {entry.batch_id} at seq {first_seq} and {entry.seq}",
+                        "negative_balance",
+                        f"{account_id} balance {account.balance_minor} after seq {entry.seq}",
+                        [e.request_id for e in events],
+                        [entry.seq],
                     )
                 )
-            try:
-                events = replay.apply(entry)
-            except Exception as error:  # the checker reports, it does not crash
-                violations.append(
-                    Violation("replay_failed", f"seq {entry.seq}: {type(error).__name__}: {error}")
+        if conserved:
+            conserved = _conserved(
+                replay.state, deposited_minor - withdrawn_minor, entry.seq, violations
+            )
+    if invariants_hold:
+        _invariants_hold(replay.state, replay.applied_seq, violations)
+    result.final_hash = core.state_hash(replay.state)
+    return result
+
+
+def _invariants_hold(state: core.LedgerState, seq: int, violations: _Violations) -> bool:
+    problems = core.check_invariants(state)
+    if problems:
+        violations.add(
+            Violation("invariant", f"after seq {seq}: {'; '.join(problems)}", seqs=[seq])
+        )
+    return not problems
+
+
+def _conserved(
+    state: core.LedgerState, net_deposits_minor: int, seq: int, violations: _Violations
+) -> bool:
+    total_minor = 0
+    players_minor = 0
+    for account in state.accounts.values():
+        total_minor += account.balance_minor
+        if account.kind == "player":
+            players_minor += account.balance_minor
+    held_minor = state.accounts[core.STAKES_HELD].balance_minor
+    house_minor = state.accounts[core.HOUSE].balance_minor
+    inside_minor = players_minor + held_minor + house_minor
+    if total_minor == 0 and inside_minor == net_deposits_minor:
+        return True
+    violations.add(
+        Violation(
+            "conservation",
+            f"after seq {seq}: balances sum to {total_minor}; deposits - withdrawals = "
+            f"{net_deposits_minor} but players {players_minor} + stakes held {held_minor} "
+            f"+ house {house_minor} = {inside_minor}",
+            seqs=[seq],
+        )
+    )
+    return False
+
+
+def _check_operations(
+    operations: Sequence[Operation], replay: _Replay, violations: _Violations
+) -> tuple[int, int, int, int]:
+    """(lost, duplicated, info applied, info absent)."""
+    lost = 0
+    info_applied = 0
+    info_absent = 0
+    by_request: dict[str, list[Operation]] = defaultdict(list)
+    for op in operations:
+        if not op.is_query:
+            by_request[op.request_id].append(op)
+    for request_id, ops in by_request.items():
+        record = replay.records.get(request_id)
+        outcomes = {op.outcome for op in ops}
+        if "ok" in outcomes:
+            if record is None or record.rejected_only:
+                lost += 1
+                heard = [op for op in ops if op.outcome == "ok"]
+                violations.add(
+                    Violation(
+                        "lost",
+                        f"{_describe(heard[0])} was acknowledged but the log "
+                        + ("has nothing" if record is None else "has only a rejection")
+                        + (f" (seqs {record.seqs})" if record else ""),
+                        [request_id],
+                        record.seqs if record else [],
+                    )
                 )
-                return records, None
-            if events is None:
+        elif "fail" in outcomes:
+            refused = [op for op in ops if op.outcome == "fail" and op.reply_hex]
+            if record is None and refused:
+                # The ledger logs a refusal before it answers (a retry must
+                # hear the same one): a refusal heard but not logged was lost.
+                lost += 1
+                violations.add(
+                    Violation(
+                        "lost",
+                        f"{_describe(refused[0])} was refused by the ledger but the log "
+                        "has no record of the refusal",
+                        [request_id],
+                    )
+                )
+            elif record is not None and not record.rejected_only:
+                violations.add(
+                    Violation(
+                        "rejection_applied",
+                        f"{_describe(ops[0])} was refused but the log applied "
+                        f"{[type(e).__name__ for e in record.events]}",
+                        [request_id],
+                        record.seqs,
+                    )
+                )
+        elif record is None:
+            info_absent += 1
+        else:
+            info_applied += 1
+    duplicated = 0
+    for request_id, record in replay.records.items():
+        if len(record.seqs) > 1:
+            duplicated += 1
+            violations.add(
+                Violation(
+                    "duplicated",
+                    f"{request_id} has events in log entries {record.seqs}",
+                    [request_id],
+                    record.seqs,
+                )
+            )
+    return lost, duplicated, info_applied, info_absent
+
+
+def _check_replicas(
+    replica_hashes: Mapping[str, str],
+    expected_replicas: Sequence[str],
+    replay: _Replay,
+    violations: _Violations,
+) -> bool:
+    agree = True
+    missing = sorted(set(expected_replicas) - set(replica_hashes))
+    if missing:
+        agree = False
+        violations.add(
+            Violation("replicas_disagree", f"replicas {missing} reported no converged state hash")
+        )
+    if len(set(replica_hashes.values())) > 1 or (
+        replay.final_hash is not None
+        and any(h != replay.final_hash for h in replica_hashes.values())
+    ):
+        agree = False
+        shown = {node: h[:12] for node, h in sorted(replica_hashes.items())}
+        log_hash = (replay.final_hash or "?")[:12]
+        violations.add(
+            Violation("replicas_disagree", f"state hashes {shown}, log replay {log_hash}")
+        )
+    return agree
+
+
+def _check_reads(operations: Sequence[Operation], replay: _Replay, violations: _Violations) -> None:
+    position: dict[str, int] = {
+        request_id: record.last_point for request_id, record in replay.records.items()
+    }
+    # Upper bound of a read: the newest log position of any operation invoked
+    # before the read returned.
+    invoked = sorted(
+        (op.invoke_ns, _entry_end(_seq_of(position[op.request_id])))
+        for op in operations
+        if not op.is_query and op.request_id in position
+    )
+    invoke_times = [t for t, _ in invoked]
+    newest_by_then: list[int] = []
+    newest = 0
+    for _, seq in invoked:
+        newest = max(newest, seq)
+        newest_by_then.append(newest)
+    by_client: dict[str, list[Operation]] = defaultdict(list)
+    for op in operations:
+        by_client[op.client].append(op)
+    for ops in by_client.values():
+        ops.sort(key=lambda op: op.invoke_ns)
+        seen = 0
+        for op in ops:
+            if not op.is_query:
+                if op.outcome != "info" and op.request_id in position:
+                    seen = max(seen, position[op.request_id])
                 continue
-            for event in events:
-                key = record_key(event)
-                record = records.get(key)
-                if record is None:
-                    records[key] = _Record([entry.seq], [event])
-                else:
-                    if record.seqs[-1] != entry.seq:
-                        record.seqs.append(entry.seq)
-                    record.events.append(event)
-            if not invariant_broken:
-                problems = core.check_invariants(replay.state)
-                if problems:
-                    invariant_broken = True
-                    violations.append(
-                        Violation("invariant", f"after seq {entry.seq}: {'; '.join(problems)}")
-                    )
-        return records, core.state_hash(replay.state)
-
-    @staticmethod
-    def _check_applied_once(records: Mapping[str, _Record], violations: list[Violation]) -> None:
-        for request_id, record in records.items():
-            if len(record.seqs) > 1:
-                violations.append(
-                    Violation(
-                        "applied_twice",
-                        f"{request_id} has events in entries {record.seqs}",
-                    )
-                )
-
-    @staticmethod
-    def _check_observations(
-        records: Mapping[str, _Record],
-        observations: Sequence[Observation],
-        violations: list[Violation],
-    ) -> None:
-        first_heard: dict[str, bytes] = {}
-        for observation in observations:
-            request_id = observation.request_id
-            outcome = observation.outcome
-            heard = core.encode_outcome(outcome)
-            earlier = first_heard.setdefault(request_id, heard)
-            if earlier != heard:
-                violations.append(
-                    Violation(
-                        "inconsistent_replies",
-                        f"{request_id}: {observation.client} heard {outcome!r}, "
-                        "another reply said otherwise",
-                    )
-                )
-            record = records.get(request_id)
-            if record is None:
-                violations.append(
-                    Violation(
-                        "lost_ack", f"{request_id}: client heard {outcome!r}, log has nothing"
-                    )
-                )
+            if op.outcome != "ok" or op.balance_minor is None:
                 continue
-            rejections = [e for e in record.events if isinstance(e, core.CommandRejected)]
-            replies = [r for r in (getattr(e, "reply", None) for e in record.events) if r]
-            if isinstance(outcome, core.Rejected):
-                if len(rejections) != len(record.events):
-                    violations.append(
-                        Violation(
-                            "rejection_applied",
-                            f"{request_id}: rejected ({outcome.code}) but the log applied "
-                            f"{[type(e).__name__ for e in record.events]}",
-                        )
-                    )
-                elif rejections[-1].reply.code != outcome.code:
-                    violations.append(
-                        Violation(
-                            "outcome_mismatch",
-                            f"{request_id}: heard {outcome.code}, "
-                            f"logged {rejections[-1].reply.code}",
-                        )
-                    )
-            elif rejections:
-                violations.append(
+            index = bisect.bisect_left(invoke_times, op.complete_ns)
+            upper = newest_by_then[index - 1] if index else 0
+            found = _position_with_balance(
+                replay.balances.get(op.account_id, ([], [])), op.balance_minor, seen, upper
+            )
+            if found is None:
+                violations.add(
                     Violation(
-                        "outcome_mismatch",
-                        f"{request_id}: heard accepted, logged {rejections[-1].reply.code}",
+                        "stale_read",
+                        f"{_describe(op)} read {op.account_id} = {op.balance_minor}, a balance "
+                        f"the account never had between seq {_seq_of(seen)} (already seen by "
+                        f"{op.client}) and seq {_seq_of(upper)}",
+                        [op.request_id],
+                        [_seq_of(seen), _seq_of(upper)],
                     )
                 )
-            elif replies and replies[-1] != outcome.result:
-                violations.append(
-                    Violation(
-                        "outcome_mismatch",
-                        f"{request_id}: heard {outcome.result!r}, logged {replies[-1]!r}",
-                    )
-                )
+            else:
+                seen = max(seen, found)
+
+
+def _position_with_balance(
+    history: tuple[list[int], list[int]], balance_minor: int, lower: int, upper: int
+) -> int | None:
+    """The first point in [lower, max(lower, upper)] at which the account's
+    balance is `balance_minor`, or None."""
+    seqs, balances = history
+    upper = max(lower, upper)
+    start = bisect.bisect_right(seqs, lower) - 1
+    current = balances[start] if start >= 0 else 0
+    if current == balance_minor:
+        return lower
+    for index in range(start + 1, len(seqs)):
+        if seqs[index] > upper:
+            break
+        if balances[index] == balance_minor:
+            return seqs[index]
+    return None
 
 
 def record_key(event: core.AnyEvent) -> str:

@@ -28,7 +28,7 @@ LOOPBACK = "127.0.0.1"
 # a server is never also picked by the kernel for some outgoing connection.
 _PORT_LOW = 20000
 _PORT_HIGH = 32000
-_PORT_LOCK_DIR = Path(tempfile.gettempdir()) / "ironbook-ports"
+PORT_LOCK_DIR = Path(tempfile.gettempdir()) / "ironbook-ports"
 _MAX_PORT_TRIES = 500
 
 
@@ -70,8 +70,8 @@ class PortLease:
         raise PortError(f"no free loopback port after {_MAX_PORT_TRIES} tries")
 
     def _try_lock(self, port: int) -> bool:
-        _PORT_LOCK_DIR.mkdir(mode=0o777, exist_ok=True)
-        handle = (_PORT_LOCK_DIR / f"{port}.lock").open("ab")
+        PORT_LOCK_DIR.mkdir(mode=0o777, exist_ok=True)
+        handle = (PORT_LOCK_DIR / f"{port}.lock").open("ab")
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

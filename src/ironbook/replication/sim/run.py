@@ -18,10 +18,11 @@ from typing import Literal
 
 from ironbook import core
 from ironbook.replication.batch import void_seqs
-from ironbook.replication.checker import Checker, Observation, Violation
+from ironbook.replication.checker import Violation, check_history
 from ironbook.replication.client import BadRequest, BatchConfig, ClientConfig, GaveUp
 from ironbook.replication.concurrency import cancel_and_wait
 from ironbook.replication.follower import Follower, FollowerConfig, restore
+from ironbook.replication.history import Operation, answered
 from ironbook.replication.ledger_client import LedgerClient
 from ironbook.replication.replica import Replica, ReplicaConfig
 from ironbook.replication.sequencer import SequencerConfig
@@ -227,7 +228,7 @@ class _World:
         self._faults_active = False
         self._triggered_crashes = 0
         self._crashes = 0
-        self._observations: list[Observation] = []
+        self._observations: list[Operation] = []
         self._answered: list[tuple[int, core.AnyCommand]] = []
         self._gave_up: list[tuple[int, core.AnyCommand]] = []
         self._gave_up_under_faults = 0
@@ -405,6 +406,7 @@ class _World:
         return client
 
     async def _submit(self, index: int, client: LedgerClient, command: core.AnyCommand) -> bool:
+        invoke_ns = self._loop.now_ns
         try:
             outcome = await client.submit(command)
         except GaveUp:
@@ -415,7 +417,18 @@ class _World:
         except BadRequest as error:
             self._violations.append(Violation("bad_request", f"{command.request_id}: {error}"))
             return False
-        self._observations.append(Observation(command.request_id, outcome, f"c{index}"))
+        complete_ns = self._loop.now_ns
+        self._observations.append(
+            answered(
+                f"c{index}",
+                command,
+                outcome,
+                invoke_ns=invoke_ns,
+                complete_ns=complete_ns,
+                invoke_wall_ms=invoke_ns // 1_000_000,
+                complete_wall_ms=complete_ns // 1_000_000,
+            )
+        )
         self._answered.append((index, command))
         return True
 
@@ -474,7 +487,15 @@ class _World:
                 await each.close()
             await cancel_and_wait(self._tasks)
         violations = list(self._violations)
-        violations.extend(Checker(SIM_LEDGER).check(self._log.entries, self._observations, hashes))
+        # Logs here are short: the core's full invariants after every entry.
+        report = check_history(
+            self._observations,
+            self._log.entries,
+            hashes,
+            ledger_config=SIM_LEDGER,
+            full_invariants_every=1,
+        )
+        violations.extend(report.violations)
         return SimResult(
             seed=self._seed,
             violations=tuple(violations),
@@ -581,6 +602,6 @@ class _World:
             digest.update(hashlib.sha256(entry.payload).digest())
         for observation in self._observations:
             digest.update(observation.request_id.encode())
-            digest.update(core.encode_outcome(observation.outcome))
+            digest.update(bytes.fromhex(observation.reply_hex))
         digest.update(str(self._loop.now_ns).encode())
         return digest.hexdigest()
