@@ -33,6 +33,8 @@ def test_a_quick_race_day_passes_and_writes_the_report(tmp_path: Path) -> None:
             str(out),
             "--data-dir",
             str(tmp_path / "cluster"),
+            "--keep",
+            str(tmp_path / "kept"),
         ],
         capture_output=True,
         text=True,
@@ -46,10 +48,13 @@ def test_a_quick_race_day_passes_and_writes_the_report(tmp_path: Path) -> None:
         assert (out / name).stat().st_size > 0, name
         assert f"wrote {out / name}" in done.stdout
     report = json.loads((out / "report.json").read_text())
-    assert report["verdict"] == "pass"
-    assert report["lost"] == 0 and report["duplicated"] == 0
-    assert report["conserved"] and report["replicas_agree"]
-    assert report["ok"] > 0 and report["bets_ok"] > 0
+    assert report["verdict"] == "pass" and report["evidence_dir"] is None
+    check = report["check"]
+    assert check["lost"] == 0 and check["duplicated"] == 0
+    assert check["conserved"] and check["replicas_agree"]
+    assert check["ok"] > 0 and report["bets_ok"] > 0
+    assert {f["kind"] for f in report["fault_log"]} == {"leader_kill", "nats_leader_kill"}
+    assert "leftovers" in report["environment"]
     kinds = {fault["kind"] for fault in report["timeline"]["faults"]}
     assert kinds == {"leader_kill", "nats_leader_kill"}
     assert [phase["name"] for phase in report["timeline"]["phases"]] == [
