@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import msgspec
+from nats.aio.client import Client as NatsClient
 
 from ironbook import core
 from ironbook.adapters.nats.provision import connect_nats
@@ -30,10 +31,19 @@ from ironbook.chaos.projection import (
 from ironbook.core import partition_of
 from ironbook.replication.checker import CheckReport, check_history
 from ironbook.replication.history import Operation
+from ironbook.replication.interfaces import LogEntry
 from ironbook.services.inspect import converged_hashes, read_whole_log
 
 CONVERGE_TIMEOUT_MS = 180_000
-PROJECTION_TIMEOUT_MS = 60_000
+STILL_LOG_ATTEMPTS = 3
+"""Convergence and the log read are repeated (this often at most) until the
+replicas' hashes are the same before and after the read: the log did not
+move meanwhile (a gateway's client can still be retrying a command)."""
+PROJECTION_STALL_MS = 60_000
+"""The projection is waited on as long as it advances, and given up on after
+this long without progress (a busy machine folds slowly, but it folds)."""
+PROJECTION_TIMEOUT_MS = 600_000
+"""The most the projection is waited on in all."""
 
 
 async def check_all_partitions(
@@ -57,15 +67,7 @@ async def check_all_partitions(
     nc = await connect_nats(nats_url, name="ironbook-check")
     try:
         for partition in range(partitions):
-            try:
-                hashes = await converged_hashes(
-                    nc, partition, replicas[partition], timeout_ms=CONVERGE_TIMEOUT_MS
-                )
-                say(f"partition {partition}: replicas converged")
-            except TimeoutError:
-                hashes = {}
-                say(f"partition {partition}: replicas did not converge in {CONVERGE_TIMEOUT_MS} ms")
-            entries = await read_whole_log(nc, partition, timeout_ms=CONVERGE_TIMEOUT_MS)
+            hashes, entries = await still_log(nc, partition, replicas[partition], say)
             say(f"partition {partition}: read {len(entries)} log entries")
             mine = list(operations_of_partition(operations, partition, partitions))
             read_model = None
@@ -94,13 +96,53 @@ async def check_all_partitions(
     return combine_reports(reports, operations)
 
 
+async def still_log(
+    nc: NatsClient, partition: int, replicas: Sequence[str], say: Callable[[str], None]
+) -> tuple[dict[str, str], list[LogEntry]]:
+    """The replicas' converged hashes and the whole log they converged on.
+
+    A single convergence followed by a read can judge the replicas against
+    a log that moved in between (a command still being retried by a
+    gateway's client lands late): the replicas would then be reported to
+    disagree with a log they had not seen yet. So the hashes are taken again
+    after the read, and the pair is used only if they did not change (every
+    applied entry changes the state, if only its remembered replies)."""
+    hashes: dict[str, str] = {}
+    entries: list[LogEntry] = []
+    for attempt in range(1, STILL_LOG_ATTEMPTS + 1):
+        try:
+            hashes = await converged_hashes(nc, partition, replicas, timeout_ms=CONVERGE_TIMEOUT_MS)
+        except TimeoutError as error:
+            say(f"partition {partition}: {error}")
+            return {}, await read_whole_log(nc, partition, timeout_ms=CONVERGE_TIMEOUT_MS)
+        say(f"partition {partition}: replicas converged")
+        entries = await read_whole_log(nc, partition, timeout_ms=CONVERGE_TIMEOUT_MS)
+        try:
+            after = await converged_hashes(nc, partition, replicas, timeout_ms=CONVERGE_TIMEOUT_MS)
+        except TimeoutError as error:
+            say(f"partition {partition}: {error}")
+            return {}, entries
+        if after == hashes:
+            return hashes, entries
+        say(f"partition {partition}: the log moved while it was read (attempt {attempt})")
+        hashes = after
+    return hashes, entries
+
+
 async def caught_up_projection(path: Path, last_seq: int) -> Projection:
-    """The projection once it has applied the whole log (or as it is after
-    the timeout: the checker then reports it behind)."""
-    deadline = time.monotonic() + PROJECTION_TIMEOUT_MS / 1000
-    while time.monotonic() < deadline:
+    """The projection once it has applied the whole log, or as it is once it
+    stops advancing for `PROJECTION_STALL_MS` (or after
+    `PROJECTION_TIMEOUT_MS`): the checker then reports it behind."""
+    started = time.monotonic()
+    progress_at = started
+    best = -1
+    while time.monotonic() - started < PROJECTION_TIMEOUT_MS / 1000:
         position = await asyncio.to_thread(read_position, path)
         if position is not None and position >= last_seq:
+            break
+        if position is not None and position > best:
+            best, progress_at = position, time.monotonic()
+        if time.monotonic() - progress_at > PROJECTION_STALL_MS / 1000:
             break
         await asyncio.sleep(0.2)
     return await asyncio.to_thread(read_projection, path)
