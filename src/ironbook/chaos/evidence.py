@@ -42,6 +42,8 @@ TAIL_LINES_PER_PROCESS = 20
 """Per process log, when the run failed without a violation to place in time."""
 MAX_LOG_BYTES = 64 * 1024 * 1024
 """Only the end of a longer log is searched."""
+_TELLING = re.compile(r"WRN|ERR|WARNING|ERROR|CRITICAL|leader|Fenced|fenced|step|lost|timed out")
+"""Log lines worth showing first when a window holds more than fit."""
 _STAMP = re.compile(r"(\d{4})[-/](\d{2})[-/](\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,6}))?")
 
 
@@ -157,9 +159,10 @@ def render_failure(failure: Failure, logs: dict[str, list[_LogLine]]) -> str:
         lines += ["## The run itself failed", ""]
         lines += [f"- {error}" for error in failure.errors]
         lines.append("")
+    shown: dict[tuple[str, tuple[str, ...]], int] = {}
     for number, violation in enumerate(failure.violations, start=1):
         ops = [op for request_id in violation.request_ids for op in by_request.get(request_id, [])]
-        lines += _explain(number, violation, ops, failure.faults, logs)
+        lines += _explain(number, violation, ops, failure.faults, logs, shown)
     if not failure.violations:
         lines += ["## The end of each process's log", ""]
         for name, log in logs.items():
@@ -178,7 +181,10 @@ def _explain(
     ops: Sequence[Operation],
     faults: Sequence[FaultRecord],
     logs: dict[str, list[_LogLine]],
+    shown: dict[tuple[str, tuple[str, ...]], int],
 ) -> list[str]:
+    """One violation; a process's lines already shown for an earlier one
+    (the same window) are referred to, not repeated."""
     lines = [
         f"## {number}. {violation.kind}",
         "",
@@ -205,19 +211,26 @@ def _explain(
     ids = violation.request_ids
     for name, log in logs.items():
         chosen = _relevant(log, ids, start_ms, end_ms)
-        if chosen:
+        if not chosen:
+            continue
+        earlier = shown.setdefault((name, tuple(chosen)), number)
+        if earlier != number:
+            lines += [f"`{name}`: the same lines as for {earlier}.", ""]
+        else:
             lines += [f"`{name}`:", "", "```", *chosen, "```", ""]
     return lines
 
 
 def _relevant(log: Sequence[_LogLine], ids: Sequence[str], start_ms: int, end_ms: int) -> list[str]:
-    """Lines naming a request id, then lines from the window, in log order."""
+    """Lines naming a request id, then lines from the window (warnings,
+    errors and leadership changes first), shown in log order."""
     naming = {i for i, line in enumerate(log) if any(rid in line.text for rid in ids)}
     in_window = [
         i
         for i, line in enumerate(log)
         if line.wall_ms is not None and start_ms <= line.wall_ms <= end_ms and i not in naming
     ]
+    in_window.sort(key=lambda i: _TELLING.search(log[i].text) is None)
     room = max(0, LOG_LINES_PER_PROCESS - len(naming))
     chosen = sorted(naming | set(in_window[:room]))[:LOG_LINES_PER_PROCESS]
     shown = [log[i].text for i in chosen]
