@@ -20,6 +20,7 @@ from ironbook.chaos.soak import (
     run_soak,
     summary_table,
 )
+from ironbook.cli import main
 
 SOAK_SEED = 31
 
@@ -71,6 +72,20 @@ def test_the_summary_table_has_a_row_per_run() -> None:
     assert rows[1].split() == ["5", "1000", "3", "PASS", "61.5"]
     assert rows[2].split() == ["6", "1000", "3", "FAIL", "61.5"]
     assert rows[-1] == "2 runs, 1 failed"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--resume"], "--resume continues a --soak"),
+        (["--soak", "0"], "--soak must be at least 1"),
+    ],
+)
+def test_soak_flags_are_checked(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["chaos", *argv]) == 2
+    assert message in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -58,8 +58,9 @@ class SoakOptions:
     results: Path = DEFAULT_RESULTS
     resume: bool = False
     data_root: Path | None = None
-    """Each run's data directory is `data_root/seed-<S>` (kept); None: a
-    temporary directory, removed after a passing run."""
+    """Each run's data directory is `data_root/seed-<S>` (kept; a run cut
+    short left one, so its rerun takes `seed-<S>.2`, ...); None: a temporary
+    directory, removed after a passing run."""
 
 
 def read_results(path: Path) -> list[SoakLine]:
@@ -113,6 +114,10 @@ async def _one_run(options: SoakOptions, seed: int, say: Callable[[str], None]) 
         data_dir = Path(tempfile.mkdtemp(prefix=f"ironbook-soak-{seed}-"))
     else:
         data_dir = options.data_root / f"seed-{seed}"
+        attempt = 1
+        while data_dir.exists():
+            attempt += 1
+            data_dir = options.data_root / f"seed-{seed}.{attempt}"
     started = time.monotonic()
     started_utc = f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"
     say(f"seed {seed}: starting ({data_dir})")
