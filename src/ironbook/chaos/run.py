@@ -184,9 +184,16 @@ async def run_chaos(
         run.recorder.close()
     report = run.report(environment)
     if report.verdict != "pass":
-        report.evidence_dir = str(evidence_path(options.keep_dir, options.seed))
-        keep_evidence(run.failure(report), data_dir, Path(report.evidence_dir))
-        say(f"evidence kept in {report.evidence_dir}")
+        evidence_dir = evidence_path(options.keep_dir, options.seed)
+        report.evidence_dir = str(evidence_dir)
+        try:
+            keep_evidence(run.failure(report), data_dir, evidence_dir)
+        except OSError as error:
+            report.evidence_dir = None
+            report.errors.append(f"the evidence could not be kept in {evidence_dir}: {error}")
+            say(f"error: {report.errors[-1]}")
+        else:
+            say(f"evidence kept in {evidence_dir}")
     return report
 
 

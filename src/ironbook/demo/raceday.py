@@ -250,8 +250,13 @@ async def run_race_day(options: RaceDayOptions, live: LiveState) -> RaceDayResul
         day.recorder.close()
     result = day.result(environment)
     if result.verdict != "pass":
-        result.evidence_dir = str(evidence_path(options.keep_dir, options.seed))
-        keep_evidence(day.failure(result), data_dir, Path(result.evidence_dir))
+        evidence_dir = evidence_path(options.keep_dir, options.seed)
+        result.evidence_dir = str(evidence_dir)
+        try:
+            keep_evidence(day.failure(result), data_dir, evidence_dir)
+        except OSError as error:
+            result.evidence_dir = None
+            result.errors.append(f"the evidence could not be kept in {evidence_dir}: {error}")
     return result
 
 
