@@ -2,7 +2,7 @@
 every replica's state hash once they have all caught up.
 
 Used by the integration tests, the benchmarks and the chaos checker, which
-then hand what they read to `replication.checker.Checker`.
+then hand what they read to `replication.checker.check_history`.
 """
 
 from __future__ import annotations
