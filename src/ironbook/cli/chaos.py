@@ -165,17 +165,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if args.duration < 30:
-        print("error: --duration must be at least 30 s", file=sys.stderr)
-        return 2
-    if args.clients < 1 or args.http_clients < 0:
-        print("error: --clients must be at least 1, --http-clients at least 0", file=sys.stderr)
-        return 2
-    if args.soak is not None and args.soak < 1:
-        print("error: --soak must be at least 1", file=sys.stderr)
-        return 2
-    if args.resume and args.soak is None:
-        print("error: --resume continues a --soak", file=sys.stderr)
+    problem = _usage_problem(args)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     if args.test_mutation:
         os.environ[MUTATION_ENV] = args.test_mutation
@@ -216,6 +208,18 @@ def run(args: argparse.Namespace) -> int:
     elif temporary:
         print(f"kept {data_dir} for inspection", file=sys.stderr)
     return 0 if report.verdict == "pass" else 1
+
+
+def _usage_problem(args: argparse.Namespace) -> str | None:
+    if args.duration < 30:
+        return "--duration must be at least 30 s"
+    if args.clients < 1 or args.http_clients < 0:
+        return "--clients must be at least 1, --http-clients at least 0"
+    if args.soak is not None and args.soak < 1:
+        return "--soak must be at least 1"
+    if args.resume and args.soak is None:
+        return "--resume continues a --soak"
+    return None
 
 
 def soak(args: argparse.Namespace, options: ChaosOptions, say: Callable[[str], None]) -> int:

@@ -154,6 +154,10 @@ class _Replay:
     """account -> (points, balance after that event), for every event that moved it."""
     final_hash: str | None = None
     void_entries: int = 0
+    net_deposits_minor: int = 0
+    """Deposits - withdrawals so far."""
+    running: dict[str, int] = field(default_factory=dict)
+    """account -> balance so far."""
 
 
 class _Violations:
@@ -291,11 +295,7 @@ def _replay(
 ) -> _Replay:
     result = _Replay()
     replay = ReplayState.empty(ledger_config)
-    accounts = replay.state.accounts
-    deposited_minor = 0
-    withdrawn_minor = 0
     conserved = True
-    running: dict[str, int] = {}
     batch_seqs: dict[str, int] = {}
     invariants_hold = True
     for entry in entries:
@@ -335,42 +335,58 @@ def _replay(
             continue
         if fold is not None:
             fold.apply(entry.seq, events)
-        touched: set[str] = set()
-        for index, event in enumerate(events):
-            record = result.records.setdefault(record_key(event), _Record())
-            if not record.seqs or record.seqs[-1] != entry.seq:
-                record.seqs.append(entry.seq)
-            record.events.append(event)
-            record.last_point = _point(entry.seq, index)
-            for account_id, amount_minor in event.postings:
-                running[account_id] = running.get(account_id, 0) + amount_minor
-                points, balances = result.balances.setdefault(account_id, ([], []))
-                points.append(record.last_point)
-                balances.append(running[account_id])
-            if isinstance(event, Deposited):
-                deposited_minor += event.amount_minor
-            elif isinstance(event, Withdrawn):
-                withdrawn_minor += event.amount_minor
-            touched.update(account for account, _ in event.postings)
-        for account_id in touched:
-            account = accounts[account_id]
-            if account.kind == "player" and account.balance_minor < 0:
-                violations.add(
-                    Violation(
-                        "negative_balance",
-                        f"{account_id} balance {account.balance_minor} after seq {entry.seq}",
-                        [e.request_id for e in events],
-                        [entry.seq],
-                    )
-                )
+        touched = _record_events(result, entry.seq, events)
+        _check_negative(replay.state, touched, entry.seq, events, violations)
         if conserved:
-            conserved = _conserved(
-                replay.state, deposited_minor - withdrawn_minor, entry.seq, violations
-            )
+            conserved = _conserved(replay.state, result.net_deposits_minor, entry.seq, violations)
     if invariants_hold:
         _invariants_hold(replay.state, replay.applied_seq, violations)
     result.final_hash = core.state_hash(replay.state)
     return result
+
+
+def _record_events(result: _Replay, seq: int, events: Sequence[core.AnyEvent]) -> set[str]:
+    """Note each event under its `record_key` and each posting in its
+    account's balance history; the accounts touched."""
+    touched: set[str] = set()
+    for index, event in enumerate(events):
+        record = result.records.setdefault(record_key(event), _Record())
+        if not record.seqs or record.seqs[-1] != seq:
+            record.seqs.append(seq)
+        record.events.append(event)
+        record.last_point = _point(seq, index)
+        for account_id, amount_minor in event.postings:
+            balance = result.running.get(account_id, 0) + amount_minor
+            result.running[account_id] = balance
+            points, balances = result.balances.setdefault(account_id, ([], []))
+            points.append(record.last_point)
+            balances.append(balance)
+            touched.add(account_id)
+        if isinstance(event, Deposited):
+            result.net_deposits_minor += event.amount_minor
+        elif isinstance(event, Withdrawn):
+            result.net_deposits_minor -= event.amount_minor
+    return touched
+
+
+def _check_negative(
+    state: core.LedgerState,
+    touched: set[str],
+    seq: int,
+    events: Sequence[core.AnyEvent],
+    violations: _Violations,
+) -> None:
+    for account_id in touched:
+        account = state.accounts[account_id]
+        if account.kind == "player" and account.balance_minor < 0:
+            violations.add(
+                Violation(
+                    "negative_balance",
+                    f"{account_id} balance {account.balance_minor} after seq {seq}",
+                    [e.request_id for e in events],
+                    [seq],
+                )
+            )
 
 
 def _invariants_hold(state: core.LedgerState, seq: int, violations: _Violations) -> bool:
