@@ -22,28 +22,26 @@ from ironbook.chaos.run import ChaosOptions, run_chaos
 from ironbook.cli import main
 
 
-def _process(proc: Path, pid: int, ppid: int, *argv: str) -> None:
+def _process(proc: Path, pid: int, *argv: str) -> None:
     (proc / str(pid)).mkdir(parents=True)
     (proc / str(pid) / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
-    (proc / str(pid) / "stat").write_text(f"{pid} (x) S {ppid} 0 0")
 
 
-def _fake_proc(tmp_path: Path, *, idle_jiffies: int) -> Path:
+def _fake_proc(tmp_path: Path) -> Path:
+    """This process (under an `ironbook chaos` parent) and a few others."""
     proc = tmp_path / "proc"
-    me = os.getpid()
-    _process(proc, me, 4_000_001, "python", "-m", "pytest")
-    _process(proc, 4_000_001, 1, "/venv/bin/ironbook", "chaos")  # our parent: not a leftover
-    _process(proc, 4_000_002, 1, "/venv/bin/nats-server", "-c", "/tmp/x/nats/n1/nats.conf")
-    _process(proc, 4_000_003, 1, "/venv/bin/python", "-m", "ironbook.services.replica")
-    _process(proc, 4_000_004, 1, "bash")
-    (proc / "stat").write_text(f"cpu  100 0 100 {idle_jiffies} 0 0 0 0 0 0\n")
+    _process(proc, os.getpid(), "python", "-m", "pytest")
+    _process(proc, os.getppid(), "/venv/bin/ironbook", "chaos")  # our parent: not a leftover
+    _process(proc, 4_000_002, "/venv/bin/nats-server", "-c", "/tmp/x/nats/n1/nats.conf")
+    _process(proc, 4_000_003, "/venv/bin/python", "-m", "ironbook.services.replica")
+    _process(proc, 4_000_004, "bash")
     (proc / "loadavg").write_text("0.50 0.40 0.30 1/100 4000005\n")
     (proc / "locks").write_text("")
     return proc
 
 
 def test_processes_not_ours_are_leftovers_and_our_parents_are_not(tmp_path: Path) -> None:
-    found = foreign_processes(_fake_proc(tmp_path, idle_jiffies=1_000))
+    found = foreign_processes(_fake_proc(tmp_path))
     assert [line.split()[0] for line in found] == ["4000002", "4000003"]
     assert "nats-server" in found[0] and "ironbook.services.replica" in found[1]
 
@@ -51,7 +49,7 @@ def test_processes_not_ours_are_leftovers_and_our_parents_are_not(tmp_path: Path
 def test_a_port_lock_held_by_a_process_is_found_in_proc_locks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    proc = _fake_proc(tmp_path, idle_jiffies=1_000)
+    proc = _fake_proc(tmp_path)
     lock_dir = tmp_path / "ports"
     lock_dir.mkdir()
     held = lock_dir / "24001.lock"
@@ -65,13 +63,17 @@ def test_a_port_lock_held_by_a_process_is_found_in_proc_locks(
     assert held_port_locks(proc) == ["24001 (pid 4000003)"]
 
 
-def test_the_survey_lists_each_kind_of_leftover(tmp_path: Path) -> None:
-    # /proc/stat does not move between the two samples here: the CPU is idle.
-    environment = asyncio.run(survey_environment(_fake_proc(tmp_path, idle_jiffies=1_000)))
-    assert environment.cpu_busy_share == 0.0
+def test_the_survey_lists_each_kind_of_leftover(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    samples = iter([(1_000, 4_000), (1_180, 4_200)])  # 180 of 200 ticks busy
+    monkeypatch.setattr("ironbook.chaos.environment.machine_jiffies", lambda: next(samples))
+    environment = asyncio.run(survey_environment(_fake_proc(tmp_path)))
+    assert environment.cpu_busy_share == 0.9
     assert environment.load_avg_1m == 0.5
     assert len(environment.processes) == 2
     assert environment.leftovers[0] == "2 nats-server/ironbook processes not this run's"
+    assert environment.leftovers[-1].startswith("CPU 90% busy over 1 s before the start")
 
 
 def _unclean() -> Environment:

@@ -21,6 +21,7 @@ def _burn_cpu_s(seconds: float) -> None:
 def test_a_running_process_has_a_state_and_cpu_time() -> None:
     _burn_cpu_s(0.05)
     stat = process_stat(os.getpid())
+    assert stat is not None and stat.ppid == os.getppid()
     assert stat is not None
     assert stat.state in "RS"
     assert stat.cpu_s > 0

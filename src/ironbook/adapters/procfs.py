@@ -1,8 +1,9 @@
 """What Linux's /proc says about a process and about the machine.
 
 The one place that parses `/proc/<pid>/stat` and `/proc/stat`: the process
-supervisor reads a process's state letter, the dashboard shows it, and the
-benchmarks charge CPU time to each process."""
+supervisor reads a process's state letter, the dashboard shows it, the
+benchmarks charge CPU time to each process, and the chaos environment survey
+walks a process's parents."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ class ProcessStat(NamedTuple):
     """The state letter: R running, S sleeping, T stopped (SIGSTOP), Z zombie..."""
     cpu_s: float
     """User + system CPU time used so far."""
+    ppid: int = 0
+    """The parent's process id."""
 
 
 def process_stat(pid: int) -> ProcessStat | None:
@@ -30,7 +33,9 @@ def process_stat(pid: int) -> ProcessStat | None:
     fields = text.rsplit(")", 1)[1].split()
     if len(fields) < 13:
         return None
-    return ProcessStat(fields[0], (int(fields[11]) + int(fields[12])) / _TICKS_PER_S)
+    return ProcessStat(
+        fields[0], (int(fields[11]) + int(fields[12])) / _TICKS_PER_S, ppid=int(fields[1])
+    )
 
 
 def process_cpu_s(pid: int | None) -> float:

@@ -26,6 +26,7 @@ import msgspec
 
 from ironbook.adapters.nats.localproc import PORT_LOCK_DIR
 from ironbook.adapters.netns import leftover_names, unavailable_reason
+from ironbook.adapters.procfs import machine_jiffies, process_stat
 
 BUSY_CPU_SHARE = 0.5
 """Above this share of the machine's CPU in use before the start, the CPU is busy."""
@@ -58,10 +59,11 @@ class UncleanEnvironment(RuntimeError):
 
 
 async def survey_environment(proc: Path = Path("/proc")) -> Environment:
-    """What this machine holds now (takes about `CPU_SAMPLE_S`)."""
-    busy_before = _cpu_jiffies(proc)
+    """What this machine holds now (takes about `CPU_SAMPLE_S`). `proc`:
+    where the process list, the locks and the load average are read."""
+    busy_before = machine_jiffies()
     await asyncio.sleep(CPU_SAMPLE_S)
-    busy_after = _cpu_jiffies(proc)
+    busy_after = machine_jiffies()
     busy = busy_after[0] - busy_before[0]
     total = busy_after[1] - busy_before[1]
     cpu_busy_share = round(busy / total, 3) if total > 0 else 0.0
@@ -95,7 +97,7 @@ async def survey_environment(proc: Path = Path("/proc")) -> Environment:
 
 def foreign_processes(proc: Path = Path("/proc")) -> list[str]:
     """nats-server and ironbook processes other than this one and its parents."""
-    ours = _ancestors(proc, os.getpid())
+    ours = _ancestors(os.getpid())
     found = []
     for entry in sorted(proc.iterdir(), key=lambda p: (len(p.name), p.name)):
         if not entry.name.isdigit() or int(entry.name) in ours:
@@ -116,15 +118,14 @@ def _is_cluster_process(argv: list[str]) -> bool:
     return any(Path(arg).name == "ironbook" or arg.startswith("ironbook.") for arg in argv[:4])
 
 
-def _ancestors(proc: Path, pid: int) -> set[int]:
+def _ancestors(pid: int) -> set[int]:
     chain = set()
     while pid > 0 and pid not in chain:
         chain.add(pid)
-        try:
-            stat = (proc / str(pid) / "stat").read_text()
-        except OSError:
+        stat = process_stat(pid)
+        if stat is None:
             break
-        pid = int(stat.rsplit(")", 1)[1].split()[1])
+        pid = stat.ppid
     return chain
 
 
@@ -159,13 +160,6 @@ def _network_leftovers() -> list[str]:
     if unavailable_reason() is not None:
         return []
     return sorted(name for names in leftover_names().values() for name in names)
-
-
-def _cpu_jiffies(proc: Path) -> tuple[int, int]:
-    """(busy, total) jiffies of the whole machine since boot."""
-    values = [int(v) for v in (proc / "stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
 
 
 def _load_avg_1m(proc: Path) -> float:
