@@ -111,6 +111,25 @@ def test_failure_md_names_the_lost_operation_the_faults_around_it_and_its_log_li
     assert not (kept / "nats" / "n2" / "jetstream").exists()
 
 
+def test_a_violation_without_operations_is_placed_by_its_log_time(tmp_path: Path) -> None:
+    data_dir = _data_dir(tmp_path)
+    failure = Failure(
+        seed=7,
+        command="ironbook chaos --seed 7",
+        errors=[],
+        violations=[Violation("conservation", "after seq 40: ...", seqs=[40], at_ms=T0_MS + 5_000)],
+        faults=_failure().faults,
+        operations=[],
+        report_json=b"{}",
+        report_name="chaos-report.json",
+    )
+    keep_evidence(failure, data_dir, tmp_path / "kept")
+    section = (data_dir / FAILURE_FILE).read_text().split("## Fault timeline")[0]
+    assert "- log positions: 40" in section
+    assert "nats_leader_kill n2" in section and "follower_kill" not in section
+    assert "append timed out" in section
+
+
 def test_a_failure_without_violations_shows_the_errors_and_each_log_tail(tmp_path: Path) -> None:
     data_dir = _data_dir(tmp_path)
     failure = Failure(

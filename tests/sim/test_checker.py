@@ -145,6 +145,8 @@ def test_an_invariant_broken_mid_log_is_reported_at_its_position() -> None:
     violations = history.check(hashes={})
     assert _kinds(violations) == ["invariant", "conservation"]
     assert all("after seq 3" in violation.detail for violation in violations)
+    # Placed in time by the log: the entry's events carry the leader's clock.
+    assert [violation.at_ms for violation in violations] == [4_000, 4_000]
 
 
 def test_a_log_with_a_hole_is_malformed() -> None:

@@ -199,11 +199,16 @@ def _explain(
             f"{_utc(op.invoke_wall_ms)}, completed {_utc(op.complete_wall_ms)}"
             + (f" ({op.error})" if op.error else "")
         )
-    if not ops:
+    if ops:
+        start_ms = min(op.invoke_wall_ms for op in ops) - FAULT_WINDOW_MS
+        end_ms = max(op.complete_wall_ms for op in ops) + FAULT_WINDOW_MS
+    elif violation.at_ms is not None:
+        lines.append(f"- log time: {_utc(violation.at_ms)}")
+        start_ms = violation.at_ms - FAULT_WINDOW_MS
+        end_ms = violation.at_ms + FAULT_WINDOW_MS
+    else:
         lines += ["", "Not tied to a client operation: see the fault timeline below.", ""]
         return lines
-    start_ms = min(op.invoke_wall_ms for op in ops) - FAULT_WINDOW_MS
-    end_ms = max(op.complete_wall_ms for op in ops) + FAULT_WINDOW_MS
     near = [f for f in faults if f.injected_wall_ms <= end_ms and f.healed_wall_ms >= start_ms]
     lines += ["", f"Faults active within {FAULT_WINDOW_MS // 1000} s:", ""]
     lines += [_fault_line(record) for record in near] or ["- none"]

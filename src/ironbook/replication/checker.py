@@ -90,6 +90,10 @@ class Violation(msgspec.Struct, frozen=True):
     request_ids: list[str] = msgspec.field(default_factory=list)
     seqs: list[int] = msgspec.field(default_factory=list)
     """Log positions (stream sequences) involved."""
+    at_ms: int | None = None
+    """Log time (the leader's clock) of the first of `seqs` that holds
+    events: places a violation without client operations against the fault
+    timeline."""
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.detail}"
@@ -158,6 +162,8 @@ class _Replay:
     """Deposits - withdrawals so far."""
     running: dict[str, int] = field(default_factory=dict)
     """account -> balance so far."""
+    at_ms: dict[int, int] = field(default_factory=dict)
+    """seq -> log time of its first event (applied entries)."""
 
 
 class _Violations:
@@ -220,10 +226,18 @@ def check_history(
         void_entries=replay.void_entries,
         replica_hashes=dict(replica_hashes),
         log_hash=replay.final_hash,
-        violations=violations.found,
+        violations=[_placed(v, replay.at_ms) for v in violations.found],
         violation_counts=counts,
         projection_agrees=None if read_model is None else "projection_mismatch" not in counts,
     )
+
+
+def _placed(violation: Violation, at_ms: Mapping[int, int]) -> Violation:
+    """`violation` with the log time of its first log position that has one."""
+    known = [at_ms[seq] for seq in violation.seqs if seq in at_ms]
+    if violation.at_ms is not None or not known:
+        return violation
+    return msgspec.structs.replace(violation, at_ms=known[0])
 
 
 def replay_hash(
@@ -335,6 +349,8 @@ def _replay(
             continue
         if fold is not None:
             fold.apply(entry.seq, events)
+        if events:
+            result.at_ms[entry.seq] = events[0].at_ms
         touched = _record_events(result, entry.seq, events)
         _check_negative(replay.state, touched, entry.seq, events, violations)
         if conserved:
