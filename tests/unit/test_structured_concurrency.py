@@ -13,12 +13,6 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[2] / "src" / "ironbook"
 
 NOT_YET_CONVERTED = {
-    "chaos/run.py",
-    "chaos/workload.py",
-    "chaos/http_clients.py",
-    "demo/cluster_view.py",
-    "demo/raceday.py",
-    "cli/demo.py",
     "replication/sequencer.py",
     "replication/sim/run.py",
 }
