@@ -18,7 +18,7 @@ from ironbook.adapters.nats.provision import connect_nats
 from ironbook.client import ClientConfig, LedgerClient, connect_ledger
 from ironbook.core.events import MarketResulted
 from ironbook.replication.batch import ReplayState
-from ironbook.replication.checker import Checker
+from ironbook.replication.checker import check_history
 from ironbook.replication.interfaces import LogEntry
 from ironbook.services.inspect import converged_hashes, read_whole_log
 from ironbook.services.local_cluster import LocalCluster, wait_for_leaders
@@ -141,7 +141,7 @@ def test_a_settlement_finishes_exactly_once_after_its_leader_is_killed(
     hashes, entries = asyncio.run(read_back())
     assert len(set(hashes.values())) == 1, hashes
     ledger = core.LedgerConfig(result_slice_bets=SLICE_BETS)
-    assert Checker(ledger).check(entries, [], hashes) == []
+    assert check_history([], entries, hashes, ledger_config=ledger).violations == []
     replay = ReplayState.empty(ledger)
     resulted: dict[str, int] = {}
     terms: set[str] = set()
