@@ -84,7 +84,14 @@ class Setup:
             for c in commands
         ]
 
-    def sequencer(self, inbox: Inbox, config: SequencerConfig, **log: object) -> Sequencer:
+    def sequencer(
+        self,
+        inbox: Inbox,
+        config: SequencerConfig,
+        *,
+        lease_current: bool = True,
+        **log: object,
+    ) -> Sequencer:
         return Sequencer(
             term=7,
             log=log.get("log", self.log),  # type: ignore[arg-type]
@@ -94,6 +101,7 @@ class Setup:
             last_seq=0,
             last_batch_id="",
             config=config,
+            lease_current=lambda: lease_current,
         )
 
 
@@ -203,6 +211,48 @@ def test_a_repeat_is_answered_with_the_first_outcome_after_it_is_durable() -> No
     assert len(service.entries) == 1
 
 
+@pytest.mark.parametrize("lease_current", [True, False])
+def test_a_read_is_answered_only_while_the_lease_is_known_current(lease_current: bool) -> None:
+    """A leader that cannot show its lease is still current (it was paused
+    past the TTL, say) must not answer a read from a state a rival may have
+    moved on from: with nothing in flight to prove it leads, it says retry."""
+
+    async def main(loop: VirtualTimeLoop) -> list[Request]:
+        setup = Setup(loop)
+        requests = setup.requests([core.GetAccount(request_id="read", account_id="alice")])
+        sequencer = setup.sequencer(Inbox(requests), SequencerConfig(), lease_current=lease_current)
+        await race(sequencer.run(), _until_answered(requests))
+        return requests
+
+    (request,) = run_virtual(main, max_virtual_ms=60_000)
+    if lease_current:
+        assert isinstance(request.replies[0], OutcomeReply)
+    else:
+        assert request.replies == [RetryReply(reason="aborted")]
+
+
+def test_a_read_behind_a_batch_in_flight_waits_for_its_ack_whatever_the_lease() -> None:
+    """The acknowledgement of the batch before it proves no rival wrote in
+    between, so the read is answered after it, lease or not."""
+
+    async def main(loop: VirtualTimeLoop) -> list[Request]:
+        setup = Setup(loop)
+        commands: list[core.AnyCommand] = [
+            *_deposits(2),
+            core.GetAccount(request_id="read", account_id="alice"),
+        ]
+        requests = setup.requests(commands)
+        sequencer = setup.sequencer(
+            Inbox(requests), SequencerConfig(max_batch_commands=2), lease_current=False
+        )
+        await race(sequencer.run(), _until_answered(requests))
+        return requests
+
+    requests = run_virtual(main, max_virtual_ms=60_000)
+    assert all(isinstance(r.replies[0], OutcomeReply) for r in requests)
+    assert requests[2].durable_when_answered == [False]
+
+
 def test_an_undecodable_command_is_a_bad_request_and_logs_nothing() -> None:
     async def main(loop: VirtualTimeLoop) -> tuple[list[Request], LogService]:
         setup = Setup(loop)
@@ -297,6 +347,7 @@ def test_a_big_result_is_logged_one_slice_per_entry_between_client_batches() -> 
             last_seq=0,
             last_batch_id="",
             config=SequencerConfig(max_batch_commands=3, max_inflight_appends=4),
+            lease_current=lambda: True,
         )
 
         async def until_settled() -> None:
@@ -351,6 +402,7 @@ def test_a_slice_that_raises_leaves_the_result_unfinished_and_the_partition_serv
             last_seq=0,
             last_batch_id="",
             config=SequencerConfig(max_batch_commands=3),
+            lease_current=lambda: True,
         )
 
         async def later_deposit() -> None:

@@ -100,6 +100,9 @@ class Replica:
         self._role: Role = "starting"
         self._term = 0
         self._lease_revision = 0
+        self._lease_sent_ms = 0
+        """When the request that last took or extended the lease was sent: the
+        store's lease runs at least `lease_ttl_ms` from then."""
         self._terms_led = 0
         self._follower: Follower | None = None
         self._sequencer: Sequencer | None = None
@@ -175,6 +178,7 @@ class Replica:
         while True:
             now_ms = self._clock.now_ms()
             if now_ms >= next_try_ms:
+                self._lease_sent_ms = now_ms
                 try:
                     revision = await self._lease.acquire(self.node_id)
                 except ReplicationError:
@@ -208,14 +212,13 @@ class Replica:
 
     async def _keep_lease(self) -> NoReturn:
         config = self._config
-        renewed_at_ms = self._clock.now_ms()
         while True:
             await self._clock.sleep(config.lease_renew_interval_ms)
             sent_at_ms = self._clock.now_ms()
             try:
                 revision = await self._lease.renew(self.node_id, self._lease_revision)
             except ReplicationError:
-                if self._clock.now_ms() - renewed_at_ms >= config.lease_ttl_ms:
+                if self._clock.now_ms() - self._lease_sent_ms >= config.lease_ttl_ms:
                     raise LeaseLost("could not renew the lease for a whole TTL") from None
                 continue
             if revision is None:
@@ -224,7 +227,15 @@ class Replica:
             # The store extended the lease at some moment after `sent_at_ms`:
             # counting from the send keeps this replica's idea of its lease no
             # longer than the store's.
-            renewed_at_ms = sent_at_ms
+            self._lease_sent_ms = sent_at_ms
+
+    def _lease_current(self) -> bool:
+        """Whether the lease is certainly still this replica's: taken or
+        extended less than a TTL ago, less one renewal interval of margin for
+        the two clocks' rates. A leader answers reads only while it is."""
+        config = self._config
+        age_ms = self._clock.now_ms() - self._lease_sent_ms
+        return age_ms < config.lease_ttl_ms - config.lease_renew_interval_ms
 
     async def _watch_log(self) -> NoReturn:
         """Step down as soon as the log holds entries this leader did not
@@ -270,6 +281,7 @@ class Replica:
                 last_seq=follower.applied_seq,
                 last_batch_id=follower.replay.last_batch_id,
                 config=self._config.sequencer,
+                lease_current=self._lease_current,
                 loop_blocks=self.loop_blocks,
             )
             self._sequencer = sequencer

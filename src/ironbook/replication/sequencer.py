@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -85,6 +85,7 @@ class Sequencer:
         last_seq: int,
         last_batch_id: str,
         config: SequencerConfig,
+        lease_current: Callable[[], bool],
         loop_blocks: LoopBlocks | None = None,
     ) -> None:
         if config.max_batch_commands < 1 or config.max_inflight_appends < 1:
@@ -94,6 +95,7 @@ class Sequencer:
         self._inbox = inbox
         self._clock = clock
         self._config = config
+        self._lease_current = lease_current
         self._state = state
         self._acked_seq = last_seq
         self._decided_seq = last_seq
@@ -246,11 +248,19 @@ class Sequencer:
         else:
             self._slots.release()
             if self._inflight and not self._config.reply_before_ack:
-                # Only repeats of earlier requests: their first outcomes may sit
+                # Only reads, refusals and repeats: their first outcomes may sit
                 # in a batch still in flight, so answer after the newest one.
+                # Its acknowledgement at the expected position also proves that
+                # no rival wrote before it, so the answers were current.
                 self._inflight[-1].replies.extend(replies)
-            else:
+            elif self._lease_current():
                 await self._send(replies)
+            else:
+                # Nothing in flight proves this replica still leads, and a
+                # leader paused past its lease (SIGSTOP, a long GC) may wake up
+                # behind a rival's writes: answering from its state would be a
+                # stale read. The client retries, by then on whoever leads.
+                await self._send([(request, _RETRY_ABORTED) for request, _ in replies])
         await self._send(bad)
 
     def _slice_due(self) -> bool:

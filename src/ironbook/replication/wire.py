@@ -14,8 +14,10 @@ import msgspec
 
 RetryReason = Literal["aborted", "overloaded"]
 """`aborted`: the leader stepped down before the command's batch was
-acknowledged. `overloaded`: the leader's inbox was full (the transport
-answers at once rather than queue without bound)."""
+acknowledged, or (for a read, refusal or repeat) could not show it still held
+its lease; kept as one reason so that older clients decode it.
+`overloaded`: the leader's inbox was full (the transport answers at once
+rather than queue without bound)."""
 
 
 class OutcomeReply(msgspec.Struct, frozen=True, tag="outcome"):
