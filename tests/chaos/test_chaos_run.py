@@ -24,7 +24,7 @@ from ironbook.adapters.netns import leftover_names, unavailable_reason
 from ironbook.chaos.evidence import FAILURE_FILE, FAULTS_FILE
 from ironbook.chaos.faults import ALL_FAULTS, NETWORK_FAULTS
 from ironbook.chaos.history import HISTORY_FILE, HistoryRecorder
-from ironbook.chaos.run import MUTATION_ENV, REPORT_FILE, ChaosOptions, run_chaos
+from ironbook.chaos.run import REPORT_FILE, ChaosOptions, run_chaos
 from ironbook.chaos.workload import Workload, WorkloadConfig
 from ironbook.client import LedgerClient
 
@@ -66,15 +66,12 @@ def test_every_fault_kind_once_and_the_history_checks_out(tmp_path: Path) -> Non
     assert (tmp_path / "cluster" / "history.jsonl").stat().st_size > 0
 
 
-def test_the_checker_catches_replies_sent_before_the_append_is_durable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_checker_catches_replies_sent_before_the_append_is_durable(tmp_path: Path) -> None:
     # The mutated leader answers as soon as it decides. Killing the server
     # that leads the stream leaves appends unknown until the leader gives up
     # and steps down; the batches it had already answered for are then never
     # written (a plain leader kill rarely opens that window: the reply and the
     # append leave on the same connection, so it is there for contrast).
-    monkeypatch.setenv(MUTATION_ENV, "reply_before_ack")
     keep = tmp_path / "chaos-failures"
     options = ChaosOptions(
         data_dir=tmp_path / "cluster",
@@ -82,6 +79,7 @@ def test_the_checker_catches_replies_sent_before_the_append_is_durable(
         seed=CI_SEED,
         faults=("nats_leader_kill", "leader_kill", "nats_leader_kill"),
         keep_dir=keep,
+        test_mutation="reply_before_ack",
     )
     report = asyncio.run(run_chaos(options))
     assert report.mutation == "reply_before_ack"

@@ -22,12 +22,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import msgspec
 
 from ironbook.chaos.faults import FaultRecord
 from ironbook.chaos.history import HISTORY_FILE
-from ironbook.replication.checker import Violation
+from ironbook.replication.checker import CheckReport, Violation
 from ironbook.replication.history import Operation
 
 FAILURE_FILE = "failure.md"
@@ -47,6 +48,21 @@ _TELLING = re.compile(r"WRN|ERR|WARNING|ERROR|CRITICAL|leader|Fenced|fenced|step
 _STAMP = re.compile(r"(\d{4})[-/](\d{2})[-/](\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,6}))?")
 
 
+class RunReport(Protocol):
+    """What a chaos report and a race-day result both say about a run."""
+
+    @property
+    def seed(self) -> int: ...
+    @property
+    def command(self) -> str: ...
+    @property
+    def errors(self) -> Sequence[str]: ...
+    @property
+    def check(self) -> CheckReport | None: ...
+    @property
+    def fault_log(self) -> Sequence[FaultRecord]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Failure:
     """What a failing run knows about itself."""
@@ -62,6 +78,21 @@ class Failure:
     report_json: bytes
     report_name: str
     """The file the JSON report is kept as (chaos-report.json, report.json)."""
+
+    @classmethod
+    def of(cls, report: RunReport, operations: Sequence[Operation], report_name: str) -> Failure:
+        """The failure a run's report describes, with the operations its
+        clients recorded."""
+        return cls(
+            seed=report.seed,
+            command=report.command,
+            errors=report.errors,
+            violations=report.check.violations if report.check is not None else [],
+            faults=report.fault_log,
+            operations=operations,
+            report_json=msgspec.json.format(msgspec.json.encode(report)),
+            report_name=report_name,
+        )
 
 
 def causes(error: BaseException) -> list[str]:

@@ -21,7 +21,6 @@ and the evidence copied to `keep_dir/<seed>-<UTC time>/` (`chaos.evidence`).
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
 from collections import Counter
@@ -65,9 +64,9 @@ from ironbook.replication.history import Operation
 from ironbook.services.gateway.auth import load_or_create_secret, local_secret_file
 from ironbook.services.heartbeat_watch import HeartbeatWatch
 from ironbook.services.local_cluster import ClusterConfig, GatewayOptions, LocalCluster
+from ironbook.settings import ReplicaMutation
 
 REPORT_FILE = "chaos-report.json"
-MUTATION_ENV = "IRONBOOK_REPLICA_TEST_MUTATION"
 """The replicas' `replica.test_mutation` setting: a TEST-ONLY bug for the checker to catch."""
 
 FAULT_BUDGET_S = 15.0
@@ -98,6 +97,9 @@ class ChaosOptions:
     workload: WorkloadFactory = field(default=Workload)
     """Builds the workload on the run's client (a test seam: a workload
     whose client raises must fail the run)."""
+    test_mutation: ReplicaMutation = "none"
+    """TEST-ONLY: the replicas' `replica.test_mutation` setting, so that a run
+    shows the checker catching what the mutation breaks."""
 
     def command(self) -> str:
         """The `ironbook chaos` command line that reruns this seed."""
@@ -109,9 +111,8 @@ class ChaosOptions:
             f"--clients {self.clients}",
             f"--http-clients {self.http_clients}",
         ]
-        mutation = os.environ.get(MUTATION_ENV, "")
-        if mutation:
-            parts.append(f"--test-mutation {mutation}")
+        if self.test_mutation != "none":
+            parts.append(f"--test-mutation {self.test_mutation}")
         return " ".join(parts)
 
 
@@ -233,7 +234,7 @@ class _Run:
             data_dir=str(self.data_dir),
             environment=environment,
             command=self.options.command(),
-            mutation=os.environ.get(MUTATION_ENV, ""),
+            mutation="" if self.options.test_mutation == "none" else self.options.test_mutation,
             errors=self.errors,
             skipped=self.skipped,
             network=self.network,
@@ -242,16 +243,16 @@ class _Run:
         )
 
     def failure(self, report: ChaosReport) -> Failure:
-        return Failure(
-            seed=report.seed,
-            command=report.command,
-            errors=report.errors,
-            violations=report.check.violations if report.check is not None else [],
-            faults=report.fault_log,
-            operations=self.recorder.operations,
-            report_json=msgspec.json.format(msgspec.json.encode(report)),
-            report_name=REPORT_FILE,
-        )
+        return Failure.of(report, self.recorder.operations, REPORT_FILE)
+
+
+def _mutation_settings(data_dir: Path, mutation: ReplicaMutation) -> Path | None:
+    """A settings file giving every process the test mutation, if any."""
+    if mutation == "none":
+        return None
+    path = data_dir / "chaos-settings.toml"
+    path.write_text(f'[replica]\ntest_mutation = "{mutation}"\n')
+    return path
 
 
 async def _run_on_a_cluster(run: _Run) -> None:
@@ -262,7 +263,12 @@ async def _run_on_a_cluster(run: _Run) -> None:
         gateway = None
         if "gateway_kill" in options.faults:
             gateway = GatewayOptions(port=ports.take(1)[0], workers=2, env=GENEROUS_LIMITS)
-        cluster = LocalCluster(run.data_dir, network=network, gateway=gateway)
+        cluster = LocalCluster(
+            run.data_dir,
+            network=network,
+            gateway=gateway,
+            config_file=_mutation_settings(run.data_dir, options.test_mutation),
+        )
         try:
             say(f"starting the cluster in {run.data_dir}")
             await asyncio.to_thread(cluster.start, 120_000)

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import signal
 import sys
@@ -65,9 +64,10 @@ from ironbook.adapters.netns import cleanup_leftovers, unavailable_reason
 from ironbook.chaos.environment import UncleanEnvironment
 from ironbook.chaos.evidence import DEFAULT_KEEP_ROOT
 from ironbook.chaos.faults import ALL_FAULTS, FaultKind
-from ironbook.chaos.run import MUTATION_ENV, ChaosOptions, ChaosReport, run_chaos
+from ironbook.chaos.run import ChaosOptions, ChaosReport, run_chaos
 from ironbook.chaos.soak import DEFAULT_RESULTS, SoakError, SoakOptions, run_soak, summary_table
 from ironbook.cli.check import report_lines
+from ironbook.settings import ReplicaMutation
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -141,7 +141,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="remove network namespaces, veths and bridges left by chaos runs whose "
         "process died, then exit",
     )
-    parser.add_argument("--test-mutation", default="", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--test-mutation",
+        default="none",
+        choices=get_args(ReplicaMutation),
+        help=argparse.SUPPRESS,
+    )
     parser.set_defaults(func=run)
 
 
@@ -169,8 +174,6 @@ def run(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    if args.test_mutation:
-        os.environ[MUTATION_ENV] = args.test_mutation
     temporary = args.data_dir is None
     data_dir = args.data_dir
     if temporary and args.soak is None:
@@ -189,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
         http_clients=args.http_clients,
         keep_dir=args.keep,
         strict_env=args.strict_env,
+        test_mutation=args.test_mutation,
     )
     # SIGTERM unwinds like Ctrl-C, so the cluster stops and the namespaces go.
     signal.signal(signal.SIGTERM, _interrupt)

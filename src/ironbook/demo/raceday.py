@@ -310,16 +310,7 @@ class _Day:
         )
 
     def failure(self, result: RaceDayResult) -> Failure:
-        return Failure(
-            seed=result.seed,
-            command=result.command,
-            errors=result.errors,
-            violations=result.check.violations if result.check is not None else [],
-            faults=result.fault_log,
-            operations=self.recorder.operations,
-            report_json=msgspec.json.format(msgspec.json.encode(result)),
-            report_name=REPORT_FILE,
-        )
+        return Failure.of(result, self.recorder.operations, REPORT_FILE)
 
 
 async def _on_a_cluster(day: _Day) -> None:
