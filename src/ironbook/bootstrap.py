@@ -53,6 +53,7 @@ from ironbook.services.gateway.server import serve_http
 from ironbook.services.local_cluster import GatewayOptions, LocalCluster
 from ironbook.services.process import run_service
 from ironbook.services.replica_metrics import ReplicaMetrics, serve_metrics
+from ironbook.services.supervisor import RestartPolicy
 from ironbook.settings import ConfigError, Settings, load_settings
 
 log = logging.getLogger("ironbook.bootstrap")
@@ -365,6 +366,7 @@ def build_local_cluster(settings: Settings, config_file: Path | None = None) -> 
         gateway=gateway,
         feed=None if settings.feed.source == "none" else settings.feed,
         config_file=config_file,
+        supervision=RestartPolicy(**settings.supervisor.model_dump()),
     )
 
 

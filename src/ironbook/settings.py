@@ -61,6 +61,17 @@ class ClusterSettings(Section):
         return self.partitions or 1
 
 
+class SupervisorSettings(Section):
+    """How `ironbook up` supervises its processes (`services.supervisor`)."""
+
+    hung_after_ms: int = Field(default=5_000, ge=1_000, le=600_000)
+    startup_grace_ms: int = Field(default=20_000, ge=1_000, le=600_000)
+    crash_loop_restarts: int = Field(default=5, ge=1, le=1_000)
+    crash_loop_window_ms: int = Field(default=60_000, ge=1_000, le=86_400_000)
+    max_remediations_per_minute: int = Field(default=6, ge=1, le=1_000)
+    dry_run: bool = False
+
+
 class ReplicaSettings(Section):
     node_id: str = Field(default="p0-r1", min_length=1, max_length=64)
     partition: int = Field(default=0, ge=0)
@@ -201,6 +212,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     nats: NatsSettings = NatsSettings()
     cluster: ClusterSettings = ClusterSettings()
+    supervisor: SupervisorSettings = SupervisorSettings()
     replica: ReplicaSettings = ReplicaSettings()
     gateway: GatewaySettings = GatewaySettings()
     feed: FeedSettings = FeedSettings()

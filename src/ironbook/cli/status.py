@@ -2,7 +2,10 @@
 
 Nodes (NATS servers: up, healthy, JetStream meta leader), and per partition
 the log's last sequence and the server leading it, the ledger leader, and
-every replica's role, lag behind the log and state hash.
+every replica's role, lag behind the log and state hash, and the supervised
+processes restarted, held for maintenance or given up on (a crash loop).
+`--json` prints the same as one JSON object (`children`: every supervised
+process with its pid, state, restarts and hung kills).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -52,61 +56,140 @@ def _stream_state(layout: ClusterLayout, stream: str) -> tuple[int | None, str |
     return None, None
 
 
-def _command(args: argparse.Namespace) -> int:
-    data_dir = data_dir_of(args)
+def _gather(data_dir: Path) -> dict[str, Any] | None:
+    """The cluster as it is now, as JSON-able data (None: none is running)."""
     runtime = read_runtime(data_dir)
     if runtime is None:
-        print(f"no cluster is running from {data_dir} (start one with `ironbook up`)")
-        return 1
+        return None
     layout = msgspec.json.decode(
         (data_dir / "nats" / CLUSTER_FILE).read_bytes(), type=ClusterLayout
     )
     healthy = True
-    print(f"cluster in {data_dir} (supervisor pid {runtime.supervisor_pid})\n")
-    print("nodes:")
+    nodes = []
     meta_leader = None
     for name, ports in layout.nodes.items():
         url = f"nats://{LOOPBACK}:{ports.client}"
         status, varz = _monitor(ports.http, "/varz")
         health, _ = _monitor(ports.http, "/healthz")
-        if status == 200 and isinstance(varz, dict):
+        up = status == 200 and isinstance(varz, dict)
+        if up:
             jsz_status, jsz = _monitor(ports.http, "/jsz")
             if jsz_status == 200 and isinstance(jsz, dict):
                 meta_leader = (jsz.get("meta_cluster") or {}).get("leader") or meta_leader
-            state = "healthy" if health == 200 else "unhealthy"
-            print(f"  {name}  {url:<24} up {varz.get('uptime')}  {state}")
-            healthy &= health == 200
-        else:
-            print(f"  {name}  {url:<24} DOWN")
-            healthy = False
-    print(f"  JetStream meta leader: {meta_leader or 'none'}")
+        nodes.append(
+            {
+                "name": name,
+                "url": url,
+                "up": up,
+                "healthy": up and health == 200,
+                "uptime": varz.get("uptime") if up else None,
+            }
+        )
+        healthy &= up and health == 200
     beats = asyncio.run(collect_heartbeats(",".join(runtime.nats_urls), LISTEN_MS))
+    partitions = []
     for partition in range(runtime.partitions):
         last_seq, stream_leader = _stream_state(layout, stream_name(partition))
-        replicas = sorted(
-            (b for b in beats.values() if b.partition == partition), key=lambda b: b.node_id
-        )
-        leader = next((b.node_id for b in replicas if b.role == "leader"), None)
+        mine = {b.node_id: b for b in beats.values() if b.partition == partition}
+        leader = next((b.node_id for b in mine.values() if b.role == "leader"), None)
         healthy &= leader is not None
-        print(
-            f"\npartition {partition}: log {stream_name(partition)} last seq {last_seq} "
-            f"(led by {stream_leader}); ledger leader {leader or 'NONE'}"
-        )
-        expected = [i.node_id for i in runtime.replicas if i.partition == partition]
-        for node_id in expected:
-            beat = beats.get(node_id)
+        replicas: list[dict[str, Any]] = []
+        for info in runtime.replicas:
+            if info.partition != partition:
+                continue
+            beat = mine.get(info.node_id)
             if beat is None:
-                print(f"  {node_id:<8} no heartbeat")
+                replicas.append({"node_id": info.node_id, "heartbeat": False})
                 healthy = False
                 continue
-            lag = "" if last_seq is None else f"lag {max(0, last_seq - beat.applied_seq)}"
-            digest = f"{beat.state_hash[:12]}@{beat.hashed_seq}" if beat.state_hash else "-"
-            print(
-                f"  {node_id:<8} {beat.role:<9} term {beat.term:<5} applied {beat.applied_seq:<8} "
-                f"{lag:<10} hash {digest}  pid {beat.pid}  metrics {beat.metrics_url or '-'}"
+            replicas.append(
+                {
+                    "node_id": info.node_id,
+                    "heartbeat": True,
+                    "role": beat.role,
+                    "term": beat.term,
+                    "applied_seq": beat.applied_seq,
+                    "lag": None if last_seq is None else max(0, last_seq - beat.applied_seq),
+                    "state_hash": beat.state_hash,
+                    "hashed_seq": beat.hashed_seq,
+                    "pid": beat.pid,
+                    "metrics_url": beat.metrics_url,
+                }
             )
-    print("\nok" if healthy else "\nDEGRADED")
-    return 0 if healthy else 1
+        partitions.append(
+            {
+                "partition": partition,
+                "stream": stream_name(partition),
+                "last_seq": last_seq,
+                "stream_leader": stream_leader,
+                "ledger_leader": leader,
+                "replicas": replicas,
+            }
+        )
+    children = msgspec.to_builtins(runtime.children)
+    healthy &= all(child.state != "gave_up" for child in runtime.children)
+    return {
+        "data_dir": str(data_dir),
+        "supervisor_pid": runtime.supervisor_pid,
+        "healthy": healthy,
+        "nodes": nodes,
+        "meta_leader": meta_leader,
+        "partitions": partitions,
+        "children": children,
+    }
+
+
+def _print(view: dict[str, Any]) -> None:
+    print(f"cluster in {view['data_dir']} (supervisor pid {view['supervisor_pid']})\n")
+    print("nodes:")
+    for node in view["nodes"]:
+        if node["up"]:
+            state = "healthy" if node["healthy"] else "unhealthy"
+            print(f"  {node['name']}  {node['url']:<24} up {node['uptime']}  {state}")
+        else:
+            print(f"  {node['name']}  {node['url']:<24} DOWN")
+    print(f"  JetStream meta leader: {view['meta_leader'] or 'none'}")
+    for part in view["partitions"]:
+        print(
+            f"\npartition {part['partition']}: log {part['stream']} last seq {part['last_seq']} "
+            f"(led by {part['stream_leader']}); ledger leader {part['ledger_leader'] or 'NONE'}"
+        )
+        for r in part["replicas"]:
+            if not r["heartbeat"]:
+                print(f"  {r['node_id']:<8} no heartbeat")
+                continue
+            lag = "" if r["lag"] is None else f"lag {r['lag']}"
+            digest = f"{r['state_hash'][:12]}@{r['hashed_seq']}" if r["state_hash"] else "-"
+            print(
+                f"  {r['node_id']:<8} {r['role']:<9} term {r['term']:<5} "
+                f"applied {r['applied_seq']:<8} {lag:<10} hash {digest}  pid {r['pid']}  "
+                f"metrics {r['metrics_url'] or '-'}"
+            )
+    troubled = [c for c in view["children"] if c["state"] != "running" or c["restarts"]]
+    if troubled:
+        print("\nsupervised processes restarted, held or given up on:")
+        for c in troubled:
+            print(
+                f"  {c['name']:<12} {c['state']:<10} pid {c['pid']}  restarts {c['restarts']}  "
+                f"hung kills {c['hung_kills']}  {c['last_event']}"
+            )
+    print("\nok" if view["healthy"] else "\nDEGRADED")
+
+
+def _command(args: argparse.Namespace) -> int:
+    data_dir = data_dir_of(args)
+    view = _gather(data_dir)
+    if view is None:
+        if args.json:
+            print(json.dumps({"data_dir": str(data_dir), "running": False}))
+        else:
+            print(f"no cluster is running from {data_dir} (start one with `ironbook up`)")
+        return 1
+    if args.json:
+        print(json.dumps(view, indent=2))
+    else:
+        _print(view)
+    return 0 if view["healthy"] else 1
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -114,4 +197,5 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "status", help="show nodes, leaders, log positions and state hashes", description=__doc__
     )
     add_data_dir_argument(parser)
+    parser.add_argument("--json", action="store_true", help="print the view as JSON")
     parser.set_defaults(func=_command)

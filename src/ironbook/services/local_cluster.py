@@ -3,7 +3,9 @@
     <data-dir>/ironbook.json   what the cluster is (partitions): fixed at creation
     <data-dir>/nats/           3 nats-server nodes (config, JetStream store, logs)
     <data-dir>/logs/           one log file per replica process
-    <data-dir>/up.json         what is running now (PIDs, URLs), for `ironbook status`
+    <data-dir>/run/            one liveness file per ironbook process (`services.supervisor`)
+    <data-dir>/up.json         what is running now (PIDs, URLs, the supervisor's view of
+                               every child), for `ironbook status`
 
 Used by `ironbook up`, the integration tests and the benchmarks, so that all
 three exercise the same processes.
@@ -26,9 +28,9 @@ from ironbook.adapters.nats.provision import connect_nats
 from ironbook.adapters.nats.server import LocalNatsCluster
 from ironbook.adapters.netns import NamespaceNetwork, NodeNetwork
 from ironbook.services.feed.processes import feed_processes
-from ironbook.services.process import process_command
+from ironbook.services.process import LIVENESS_ENV, process_command
 from ironbook.services.status import STATUS_SUBJECT_ALL, ReplicaHeartbeat, decode_heartbeat
-from ironbook.services.supervisor import Supervisor
+from ironbook.services.supervisor import ChildStatus, RestartPolicy, Supervisor
 from ironbook.settings import FeedSettings
 
 CLUSTER_CONFIG_FILE = "ironbook.json"
@@ -59,6 +61,8 @@ class RuntimeInfo(msgspec.Struct, frozen=True):
     partitions: int
     replicas: list[ReplicaInfo]
     started_at_ms: int
+    children: list[ChildStatus] = msgspec.field(default_factory=list)
+    """Every supervised process: pid, state (`gave_up`: a crash loop), restarts."""
 
 
 def load_cluster_config(data_dir: Path, requested_partitions: int | None) -> ClusterConfig:
@@ -116,6 +120,7 @@ class LocalCluster:
         network: NamespaceNetwork | None = None,
         feed: FeedSettings | None = None,
         config_file: Path | None = None,
+        supervision: RestartPolicy | None = None,
     ) -> None:
         """`config_file`: the settings file every child process reads too."""
         self.data_dir = data_dir.resolve()
@@ -132,7 +137,9 @@ class LocalCluster:
             hosts={name: node.ip for name, node in placed.items()},
             launch_prefixes={name: node.prefix for name, node in placed.items()},
         )
-        self.supervisor = Supervisor()
+        self.supervisor = Supervisor(supervision)
+        self.supervisor.on_change = self.write_runtime
+        self._started_at_ms = time.time_ns() // 1_000_000
         for name, node in self.nats.nodes.items():
             self.supervisor.add(
                 f"nats-{name}",
@@ -161,7 +168,7 @@ class LocalCluster:
                     env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 )
                 self.replicas[node_id] = process
-                self.supervisor.add(node_id, process, process.start)
+                self._supervise(node_id, process)
         self.gateway = gateway
         self.gateways: dict[str, ManagedProcess] = {}
         """HTTP workers and the history projectors that serve them."""
@@ -180,7 +187,7 @@ class LocalCluster:
                 config_args=self._config_args,
             )
             for name, process in self.feeds.items():
-                self.supervisor.add(name, process, process.start)
+                self._supervise(name, process)
 
     def _add_gateways(self, options: GatewayOptions) -> None:
         metrics_dir = self.data_dir / "gateway" / "metrics"
@@ -217,7 +224,7 @@ class LocalCluster:
                 env=env,
             )
             self.gateways[name] = process
-            self.supervisor.add(name, process, process.start)
+            self._supervise(name, process)
         for partition in range(self.config.partitions):
             name = f"history-p{partition}"
             process = ManagedProcess(
@@ -235,7 +242,13 @@ class LocalCluster:
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
             self.gateways[name] = process
-            self.supervisor.add(name, process, process.start)
+            self._supervise(name, process)
+
+    def _supervise(self, name: str, process: ManagedProcess) -> None:
+        """An ironbook process, watched for exits and for silence."""
+        liveness = self.data_dir / "run" / f"{name}.alive"
+        process.set_env(LIVENESS_ENV, str(liveness))
+        self.supervisor.add(name, process, process.start, liveness=liveness)
 
     def _nats_names(self) -> list[str]:
         return [f"n{index}" for index in range(1, self.config.nats_nodes + 1)]
@@ -297,9 +310,13 @@ class LocalCluster:
                 ReplicaInfo(node_id=node_id, partition=int(node_id[1:].split("-")[0]), pid=p.pid)
                 for node_id, p in self.replicas.items()
             ],
-            started_at_ms=time.time_ns() // 1_000_000,
+            started_at_ms=self._started_at_ms,
+            children=self.supervisor.statuses(),
         )
-        (self.data_dir / RUNTIME_FILE).write_bytes(msgspec.json.encode(info))
+        path = self.data_dir / RUNTIME_FILE
+        partial = path.with_suffix(".json.partial")
+        partial.write_bytes(msgspec.json.encode(info))
+        partial.replace(path)
 
     def stop(self, timeout_ms: int = 15_000) -> None:
         """Graceful: gateways, then replicas (a leader hands its lease over),

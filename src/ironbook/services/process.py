@@ -1,7 +1,10 @@
 """How an ironbook service process runs (replica, gateway worker, history
 projector, feed provider, ingester, settlement service): its `serve(stop)` on
 ironbook's event loop, SIGTERM/SIGINT turned into `stop` so that it ends
-gracefully, and its concurrent work owned by one TaskGroup.
+gracefully, its concurrent work owned by one TaskGroup, and, when its
+supervisor names a liveness file (`LIVENESS_ENV`), that file touched every
+`LIVENESS_INTERVAL_MS` from the event loop: a hung or frozen process stops
+touching it, and the supervisor restarts it (`services.supervisor`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 from ironbook.adapters import eventloop
@@ -20,6 +24,9 @@ from ironbook.adapters import eventloop
 T = TypeVar("T")
 
 log = logging.getLogger("ironbook.process")
+
+LIVENESS_ENV = "IRONBOOK_LIVENESS_FILE"
+LIVENESS_INTERVAL_MS = 1_000
 
 
 def process_command(kind: str, config_args: list[str]) -> list[str]:
@@ -50,9 +57,31 @@ def run_service(
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal)
-        return await serve(stop)
+        liveness = os.environ.get(LIVENESS_ENV)
+        if not liveness:
+            return await serve(stop)
+        async with asyncio.TaskGroup() as group:
+            beating = group.create_task(_touch_every_interval(Path(liveness)))
+            try:
+                return await serve(stop)
+            finally:
+                beating.cancel()
 
     return eventloop.run(main())
+
+
+async def _touch_every_interval(path: Path) -> None:
+    """Touch `path` now and every `LIVENESS_INTERVAL_MS` until cancelled."""
+    while True:
+        _touch(path)
+        await asyncio.sleep(LIVENESS_INTERVAL_MS / 1000)
+
+
+def _touch(path: Path) -> None:
+    """On the event loop on purpose (a few microseconds): a touch vouches
+    that the loop turns."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
 
 
 def _exit_if_stuck(after_s: float) -> None:

@@ -139,6 +139,11 @@ class ManagedProcess:
     def pid(self) -> int | None:
         return self._popen.pid if self._popen is not None else None
 
+    def set_env(self, name: str, value: str) -> None:
+        """One environment variable for the next start (the rest inherited
+        or as given)."""
+        self._env = {**(self._env if self._env is not None else os.environ), name: value}
+
     def start(self) -> None:
         if self.is_running():
             raise RuntimeError(f"{self.name} is already running (pid {self.pid})")

@@ -1,0 +1,188 @@
+"""The supervisor on real child processes: a hung (SIGSTOPped) child is
+killed by its PID and restarted, hung kills are rate limited, a child in a
+crash loop is given up on while the rest keeps running, and dry run only
+logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from ironbook.adapters.nats.localproc import ManagedProcess
+from ironbook.services.process import LIVENESS_ENV
+from ironbook.services.supervisor import Remediation, RestartPolicy, Supervisor
+
+WAIT_S = 60.0
+"""Bounded waits: generous, since the machine may be slow."""
+
+SERVE_UNTIL_STOPPED = (
+    "from ironbook.services.process import run_service; run_service(lambda stop: stop.wait())"
+)
+FAST = RestartPolicy(
+    initial_backoff_ms=50,
+    max_backoff_ms=200,
+    check_interval_ms=50,
+    hung_after_ms=1_500,
+    startup_grace_ms=30_000,
+    crash_loop_restarts=3,
+    crash_loop_window_ms=60_000,
+)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ManagedProcess]]:
+    started: list[ManagedProcess] = []
+    yield started
+    for process in started:
+        process.kill()
+
+
+def _child(
+    supervisor: Supervisor,
+    started: list[ManagedProcess],
+    tmp_path: Path,
+    name: str,
+    code: str,
+) -> ManagedProcess:
+    liveness = tmp_path / "run" / f"{name}.alive"
+    process = ManagedProcess(
+        name, [sys.executable, "-c", code], log_path=tmp_path / "logs" / f"{name}.log"
+    )
+    process.set_env(LIVENESS_ENV, str(liveness))
+    supervisor.add(name, process, process.start, liveness=liveness)
+    started.append(process)
+    return process
+
+
+def _until(what: str, supervisor: Supervisor, done: Callable[[], bool]) -> float:
+    """Run supervision rounds until `done()`; the seconds it took."""
+    began = time.monotonic()
+    while not done():
+        assert time.monotonic() - began < WAIT_S, f"timed out waiting for {what}"
+        supervisor.check()
+        time.sleep(FAST.check_interval_ms / 1000)
+    return time.monotonic() - began
+
+
+def _alive(supervisor: Supervisor, name: str) -> bool:
+    silence = supervisor.silent_ms(supervisor.children[name])
+    return silence is not None and silence[0] < FAST.hung_after_ms
+
+
+def test_a_frozen_child_is_killed_and_restarted(
+    tmp_path: Path, processes: list[ManagedProcess]
+) -> None:
+    supervisor = Supervisor(FAST)
+    heard: list[Remediation] = []
+    supervisor.on_remediation = heard.append
+    frozen = _child(supervisor, processes, tmp_path, "frozen", SERVE_UNTIL_STOPPED)
+    calm = _child(supervisor, processes, tmp_path, "calm", SERVE_UNTIL_STOPPED)
+    supervisor.start_all()
+    _until("both children to touch their files", supervisor, lambda: _alive(supervisor, "frozen"))
+    _until("the calm child too", supervisor, lambda: _alive(supervisor, "calm"))
+    frozen_pid, calm_pid = frozen.pid, calm.pid
+    frozen.pause()
+    _until(
+        "the frozen child to be replaced",
+        supervisor,
+        lambda: frozen.is_running() and frozen.pid != frozen_pid,
+    )
+    assert [(r.action, r.child, r.pid) for r in heard] == [("hung_kill", "frozen", frozen_pid)]
+    assert supervisor.children["frozen"].hung_kills == 1
+    assert supervisor.children["frozen"].restarts == 1
+    # The new one is watched from its own start, and the calm one was never touched.
+    _until("the new child to touch its file", supervisor, lambda: _alive(supervisor, "frozen"))
+    assert calm.pid == calm_pid and calm.is_running()
+
+
+def test_hung_kills_are_rate_limited(tmp_path: Path, processes: list[ManagedProcess]) -> None:
+    supervisor = Supervisor(replace(FAST, max_remediations_per_minute=1))
+    heard: list[Remediation] = []
+    supervisor.on_remediation = heard.append
+    first = _child(supervisor, processes, tmp_path, "first", SERVE_UNTIL_STOPPED)
+    second = _child(supervisor, processes, tmp_path, "second", SERVE_UNTIL_STOPPED)
+    supervisor.start_all()
+    _until("first alive", supervisor, lambda: _alive(supervisor, "first"))
+    _until("second alive", supervisor, lambda: _alive(supervisor, "second"))
+    first.pause()
+    second.pause()
+    _until("one kill and one suppressed", supervisor, lambda: len(heard) >= 2)
+    for _ in range(20):  # more rounds: nothing more is done or said this minute
+        supervisor.check()
+        time.sleep(0.05)
+    assert sorted(r.action for r in heard) == ["hung_kill", "hung_kill_suppressed"]
+    killed = next(r.child for r in heard if r.action == "hung_kill")
+    spared = second if killed == "first" else first
+    assert spared.is_running()
+    spared.resume()
+
+
+def test_a_crash_loop_is_given_up_on_and_the_rest_keeps_running(
+    tmp_path: Path, processes: list[ManagedProcess], caplog: pytest.LogCaptureFixture
+) -> None:
+    supervisor = Supervisor(FAST)
+    changes: list[int] = []
+    supervisor.on_change = lambda: changes.append(1)
+    crashing = _child(supervisor, processes, tmp_path, "crashing", "raise SystemExit(3)")
+    steady = _child(supervisor, processes, tmp_path, "steady", SERVE_UNTIL_STOPPED)
+    supervisor.start_all()
+    steady_pid = steady.pid
+    with caplog.at_level(logging.WARNING, logger="ironbook.supervisor"):
+        _until(
+            "the crash loop to be given up on",
+            supervisor,
+            lambda: supervisor.children["crashing"].gave_up,
+        )
+    child = supervisor.children["crashing"]
+    assert child.restarts == FAST.crash_loop_restarts
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    event = json.loads(errors[0].getMessage())
+    assert event["event"] == "supervisor.remediation"
+    assert event["action"] == "crash_loop_give_up"
+    assert event["child"] == "crashing" and event["dry_run"] is False
+    for _ in range(20):  # given up: never started again
+        supervisor.check()
+        time.sleep(0.05)
+    assert not crashing.is_running() and child.restarts == FAST.crash_loop_restarts
+    statuses = {status.name: status for status in supervisor.statuses()}
+    assert statuses["crashing"].state == "gave_up"
+    assert statuses["steady"].state == "running" and steady.pid == steady_pid
+    assert changes, "the runtime file was never asked to be rewritten"
+    supervisor.revive("crashing")
+    _until("a revived child to be started", supervisor, lambda: child.restarts > 3)
+
+
+def test_dry_run_only_logs(tmp_path: Path, processes: list[ManagedProcess]) -> None:
+    supervisor = Supervisor(replace(FAST, dry_run=True))
+    heard: list[Remediation] = []
+    supervisor.on_remediation = heard.append
+    frozen = _child(supervisor, processes, tmp_path, "frozen", SERVE_UNTIL_STOPPED)
+    crashing = _child(supervisor, processes, tmp_path, "crashing", "raise SystemExit(3)")
+    supervisor.start_all()
+    _until("frozen alive", supervisor, lambda: _alive(supervisor, "frozen"))
+    pid = frozen.pid
+    frozen.pause()
+    _until(
+        "both remediations decided",
+        supervisor,
+        lambda: {r.action for r in heard} >= {"hung_kill", "crash_loop_give_up"},
+    )
+    _until(
+        "the crashing child restarted past its budget anyway",
+        supervisor,
+        lambda: supervisor.children["crashing"].restarts > FAST.crash_loop_restarts,
+    )
+    assert all(r.dry_run for r in heard)
+    assert frozen.is_running() and frozen.pid == pid
+    assert not supervisor.children["crashing"].gave_up
+    assert len([r for r in heard if r.action == "hung_kill"]) == 1, "one silence, said once"
+    crashing.kill()
+    frozen.resume()
