@@ -44,6 +44,7 @@ from ironbook.services.feed import ingest, provider, settlement
 from ironbook.services.gateway import history
 from ironbook.services.gateway.app import create_app
 from ironbook.services.gateway.auth import load_verifier, local_secret_file
+from ironbook.services.gateway.calls import watch_partitions
 from ironbook.services.gateway.history import NatsHistory
 from ironbook.services.gateway.idempotency import ClaimStore
 from ironbook.services.gateway.metrics import GatewayMetrics
@@ -279,10 +280,12 @@ async def connected_gateway(settings: Settings) -> AsyncIterator[Gateway]:
 async def serve_gateway(settings: Settings, stop: asyncio.Event) -> None:
     async with connected_gateway(settings) as gateway, asyncio.TaskGroup() as group:
         flusher = group.create_task(gateway.flush_metrics())
+        watcher = group.create_task(watch_partitions(gateway))
         try:
             await serve_http(create_app(gateway), settings.gateway, stop)
         finally:
             flusher.cancel()
+            watcher.cancel()
 
 
 # History projector and the feed.

@@ -129,6 +129,27 @@ _ROUTES: Mapping[type, _Route] = {
 type checks: a measurable share of the client's CPU)."""
 
 
+def routed_partitions(command: core.AnyCommand | core.AnyQuery, partitions: int) -> list[int]:
+    """The partitions `command` is sent to: its account's, the one that can
+    answer a query, every one for a market command. `ValueError` for a
+    command that names no account or concerns one partition (`submit_to`),
+    `TypeError` for anything else."""
+    route = _ROUTES.get(type(command))
+    if route == "account":
+        account_id = getattr(command, "account_id", None)
+        if not isinstance(account_id, str):
+            raise ValueError(f"{type(command).__name__} names no account")
+        return [core.partition_of(account_id, partitions)]
+    if route == "query":
+        assert isinstance(command, _QUERIES)
+        return [core.query_partition(command, partitions)]
+    if route == "market":
+        return list(range(partitions))
+    if route == "partition":
+        raise ValueError(f"{type(command).__name__} concerns one partition: use submit_to")
+    raise TypeError(f"{type(command).__name__} is not a ledger command")
+
+
 class Send(NamedTuple):
     """Send `payloads` (encoded commands) to `partition` as one batch request
     and report its replies, in the same order, or its failure."""
@@ -221,22 +242,7 @@ class ClientMachine:
 
     def submit(self, command: core.AnyCommand | core.AnyQuery, now_ms: int) -> int:
         """A caller wants the outcome of `command`; returns its ticket."""
-        route = _ROUTES.get(type(command))
-        if route == "account":
-            account_id = getattr(command, "account_id", None)
-            if not isinstance(account_id, str):
-                raise ValueError(f"{type(command).__name__} names no account")
-            partitions = [core.partition_of(account_id, self.partitions)]
-        elif route == "query":
-            assert isinstance(command, _QUERIES)
-            partitions = [core.query_partition(command, self.partitions)]
-        elif route == "market":
-            partitions = list(range(self.partitions))
-        elif route == "partition":
-            raise ValueError(f"{type(command).__name__} concerns one partition: use submit_to")
-        else:
-            raise TypeError(f"{type(command).__name__} is not a ledger command")
-        return self._open(command, partitions, now_ms)
+        return self._open(command, routed_partitions(command, self.partitions), now_ms)
 
     def submit_to(
         self, partition: int, command: core.AnyCommand | core.AnyQuery, now_ms: int

@@ -22,6 +22,7 @@ from ironbook import core
 from ironbook.client import BadRequest, GaveUp
 from ironbook.core.odds import InvalidOdds, Price, format_decimal
 from ironbook.core.odds import parse_odds as parse_price
+from ironbook.replication.client import routed_partitions
 from ironbook.services.gateway import models as m
 from ironbook.services.gateway import problems as p
 from ironbook.services.gateway.auth import (
@@ -114,6 +115,17 @@ async def ask(
 ) -> core.Outcome:
     """One ledger round trip under admission control and the deadline; to
     `partition` if given, else where the command is routed."""
+    targets = _targets(gateway, command, partition)
+    down = gateway.health.down_among(targets)
+    if down:
+        gateway.metrics.shed.labels(reason="partition_unavailable").inc()
+        raise p.ApiProblem(
+            503,
+            p.PARTITION_UNAVAILABLE,
+            f"ledger partition {', '.join(map(str, down))} has no leader answering right now "
+            "(the other partitions are serving); nothing was done: retry shortly",
+            headers={"Retry-After": "1"},
+        )
     if not gateway.admission.try_enter():
         gateway.metrics.shed.labels(reason="overloaded").inc()
         raise p.ApiProblem(
@@ -127,9 +139,12 @@ async def ask(
         # set to `request_deadline_ms`): it gives up with `GaveUp` once no
         # attempt can finish in time, so no timer per request is needed here.
         if partition is not None:
-            return await gateway.ledger.submit_to(partition, command)
-        return await gateway.ledger.submit(command)
+            outcome = await gateway.ledger.submit_to(partition, command)
+        else:
+            outcome = await gateway.ledger.submit(command)
     except GaveUp:
+        if len(targets) == 1:
+            gateway.health.silent(targets[0], time.monotonic())
         raise p.ApiProblem(
             503,
             p.LEDGER_UNAVAILABLE,
@@ -141,6 +156,22 @@ async def ask(
         raise p.ApiProblem(400, p.VALIDATION_FAILED, f"the ledger refused: {err}") from None
     finally:
         gateway.admission.leave()
+    for target in targets:
+        gateway.health.answered(target)
+    return outcome
+
+
+def _targets(
+    gateway: Gateway, command: core.AnyCommand | core.AnyQuery, partition: int | None
+) -> list[int]:
+    """The partitions a command goes to (none known: the ledger client
+    refuses it itself)."""
+    if partition is not None:
+        return [partition]
+    try:
+        return routed_partitions(command, gateway.partitions)
+    except (ValueError, TypeError):
+        return []
 
 
 async def read(gateway: Gateway, query: core.AnyQuery, partition: int | None = None) -> Any:
@@ -320,8 +351,15 @@ async def history_page(gateway: Gateway, history_request: HistoryRequest) -> His
 
 
 async def probe_leaders(gateway: Gateway) -> tuple[bool, str]:
-    """Ready when every partition's leader answered a read in time, within
-    the last `READINESS_CACHE_MS` (concurrent callers share one probe)."""
+    """Ready while at least one partition's leader answered a read in time,
+    within the last `READINESS_CACHE_MS` (concurrent callers share one
+    probe). A partition whose leader did not is marked down in
+    `gateway.health`: only the commands routed to it are refused. Every
+    gateway sees the same partitions, so taking a worker out of rotation for
+    one partition's election would only move that partition's refusals to
+    the other workers and stop the other partitions' bets; a worker none of
+    whose partitions answer (its NATS link is gone, or no ledger leader
+    anywhere) is not ready."""
     async with gateway.readiness_lock:
         cached = gateway.readiness
         if cached is not None and time.monotonic() - cached[0] < READINESS_CACHE_MS / 1000:
@@ -331,30 +369,53 @@ async def probe_leaders(gateway: Gateway) -> tuple[bool, str]:
         return ready, detail
 
 
+async def watch_partitions(gateway: Gateway) -> None:
+    """Probe every `READINESS_CACHE_MS` until cancelled, so that a partition
+    is marked down (and up again) without waiting for `/readyz` traffic."""
+    while True:
+        await probe_leaders(gateway)
+        await asyncio.sleep(READINESS_CACHE_MS / 1000)
+
+
 async def _probe_leaders_now(gateway: Gateway) -> tuple[bool, str]:
     partitions = gateway.partitions
-    probes: list[core.AnyQuery] = []
-    covered: set[int] = set()
+    probes: dict[int, core.AnyQuery] = {}
     index = 0
-    while len(covered) < partitions:
+    while len(probes) < partitions:
         account_id = f"readyz-probe-{index}"
         partition = core.partition_of(account_id, partitions)
-        if partition not in covered:
-            covered.add(partition)
-            probes.append(core.GetAccount(request_id=query_id(), account_id=account_id))
+        if partition not in probes:
+            probes[partition] = core.GetAccount(request_id=query_id(), account_id=account_id)
         index += 1
-    answered = False
+    async with asyncio.TaskGroup() as group:
+        asked = {
+            partition: group.create_task(_answers(gateway, query))
+            for partition, query in sorted(probes.items())
+        }
+    now = time.monotonic()
+    for partition, task in asked.items():
+        if task.result():
+            gateway.health.answered(partition)
+        else:
+            gateway.health.silent(partition, now)
+    silent = sorted(partition for partition, task in asked.items() if not task.result())
+    if len(silent) == partitions:
+        return False, "no ledger leader answered"
+    if silent:
+        return True, (
+            f"{partitions - len(silent)} of {partitions} partition leaders answered; "
+            f"partition {', '.join(map(str, silent))} unavailable (its commands get 503)"
+        )
+    return True, f"{partitions} partition leader(s) answered"
+
+
+async def _answers(gateway: Gateway, query: core.AnyQuery) -> bool:
     try:
         async with asyncio.timeout(READINESS_DEADLINE_MS / 1000):
-            async with asyncio.TaskGroup() as group:
-                for query in probes:
-                    group.create_task(gateway.probe.submit(query))
-        answered = True
-    except* (GaveUp, TimeoutError):
-        pass
-    if not answered:
-        return False, "no ledger leader answered"
-    return True, f"{partitions} partition leader(s) answered"
+            await gateway.probe.submit(query)
+    except (GaveUp, TimeoutError):
+        return False
+    return True
 
 
 def validation_problem(raw_errors: Sequence[Any], path: str, request_id: str) -> Response:

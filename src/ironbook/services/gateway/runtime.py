@@ -6,6 +6,7 @@ history projectors, the odds hub). Tests pass fakes for the ports."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -22,7 +23,30 @@ METRICS_FLUSH_MS = 1_000
 """How often a worker writes its request counts to the shared metrics files."""
 READINESS_CACHE_MS = 500
 """A probe's answer is reused this long: `/readyz` is not rate limited (load
-balancers poll it), so it must not turn into ledger load."""
+balancers poll it), so it must not turn into ledger load. Each worker also
+probes this often by itself (`calls.watch_partitions`)."""
+
+
+@dataclass
+class PartitionHealth:
+    """Which partitions' ledger leaders answered the last readiness probe
+    (or the last command a worker sent them). A partition that did not is
+    `down`: commands routed to it are refused at once with 503
+    `partition_unavailable` until a probe or a command hears it again, so
+    they do not hold admission slots for a whole deadline while the other
+    partitions keep serving."""
+
+    down_since: dict[int, float] = field(default_factory=dict)
+    """partition -> when it was first found silent (monotonic)."""
+
+    def answered(self, partition: int) -> None:
+        self.down_since.pop(partition, None)
+
+    def silent(self, partition: int, now: float) -> None:
+        self.down_since.setdefault(partition, now)
+
+    def down_among(self, partitions: Sequence[int]) -> list[int]:
+        return [partition for partition in partitions if partition in self.down_since]
 
 
 class Ledger(Protocol):
@@ -61,6 +85,7 @@ class Gateway:
     ip_filter: IpFilter = field(init=False)
     readiness: tuple[float, bool, str] | None = field(default=None, init=False)
     """(monotonic time, ready, detail) of the last readiness probe."""
+    health: PartitionHealth = field(default_factory=PartitionHealth, init=False)
     readiness_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
     def __post_init__(self) -> None:

@@ -1,5 +1,6 @@
-"""Operations: liveness, readiness (every partition's leader answers) and
-Prometheus metrics. Not in the OpenAPI document and not rate limited."""
+"""Operations: liveness, readiness (at least one partition's leader answers;
+`calls.probe_leaders` says why) and Prometheus metrics. Not in the OpenAPI
+document and not rate limited."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> Response:
-    ready, detail = await probe_leaders(gateway_of(request))
-    body = msgspec.json.encode({"ready": ready, "detail": detail})
+    gateway = gateway_of(request)
+    ready, detail = await probe_leaders(gateway)
+    down = gateway.health.down_among(range(gateway.partitions))
+    body = msgspec.json.encode({"ready": ready, "detail": detail, "unavailable_partitions": down})
     return Response(body, status_code=200 if ready else 503, media_type="application/json")
 
 

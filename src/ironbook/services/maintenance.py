@@ -1,0 +1,354 @@
+"""Planned work on a running `LocalCluster` without a write gap: drain one
+process (its leaderships leave first, then it stops) and restart every
+process one by one, waiting for health before the next.
+
+- A NATS server: every stream it leads is handed to another server
+  (`$JS.API.STREAM.LEADER.STEPDOWN.<stream>` with a preferred placement), the
+  JetStream meta leadership too if it holds it (`$JS.API.META.LEADER.STEPDOWN`,
+  which only the system account may ask; otherwise lame-duck mode hands it
+  over), then lame-duck mode (`nats-server --signal ldm=<pid>`) and a stop.
+  A stream stepdown takes well under a second; a crashed leader costs a Raft
+  election (4-9 s, hard-coded in nats-server).
+- A replica: SIGTERM; a leader releases its lease as it stops, and a
+  follower takes over without waiting for the lease to expire. A rolling
+  restart restarts the followers first and waits until each has caught up
+  again, so that the one taking over from the leader has the whole log.
+- A gateway worker: SIGTERM (the others share its port and keep serving);
+  a history projector or a feed process: SIGTERM.
+
+The supervisor leaves a process alone while it is under maintenance
+(`Supervisor.held`). Processes are only ever signalled by their own PID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from nats.aio.client import Client as NatsClient
+from nats.errors import Error as NatsError
+
+from ironbook.adapters.nats.provision import close_nats, connect_nats
+from ironbook.services.local_cluster import LocalCluster, collect_heartbeats
+
+RollingWhat = Literal["nats", "replicas", "gateways", "all"]
+ROLLING_WHAT: tuple[RollingWhat, ...] = get_args(RollingWhat)
+
+STEPDOWN_TIMEOUT_MS = 5_000
+META_TIMEOUT_MS = 1_000
+LEADERSHIPS_GONE_TIMEOUT_MS = 15_000
+STOP_TIMEOUT_MS = 20_000
+HEALTHY_TIMEOUT_MS = 120_000
+CAUGHT_UP_LAG = 50
+"""A restarted replica counts as caught up within this many log entries."""
+SETTLE_S = 1.0
+"""After a gateway or projector restart: time for it to open its port or subscription."""
+
+
+class MaintenanceError(RuntimeError):
+    """A drain or restart step did not complete in time."""
+
+
+Say = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _supervised_name(cluster: LocalCluster, node: str) -> str:
+    return f"nats-{node}" if node in cluster.nats.nodes else node
+
+
+def node_kind(cluster: LocalCluster, node: str) -> str:
+    """`nats`, `replica`, `gateway` (workers and history projectors) or `feed`;
+    `MaintenanceError` for a name the cluster does not have."""
+    if node in cluster.nats.nodes:
+        return "nats"
+    if node in cluster.replicas:
+        return "replica"
+    if node in cluster.gateways:
+        return "gateway"
+    if node in cluster.feeds:
+        return "feed"
+    names = [*cluster.nats.nodes, *cluster.replicas, *cluster.gateways, *cluster.feeds]
+    raise MaintenanceError(f"no process {node!r} in this cluster (one of: {', '.join(names)})")
+
+
+# -- NATS ---------------------------------------------------------------
+
+
+def streams_led_by(cluster: LocalCluster, node: str) -> list[str]:
+    """The streams `node` says it leads (its own monitoring port)."""
+    status, body = cluster.nats.node(node).monitor("/jsz?accounts=true&streams=true")
+    if status != 200 or not isinstance(body, dict):
+        return []
+    led = []
+    for account in body.get("account_details") or []:
+        for detail in account.get("stream_detail") or []:
+            leader = (detail.get("cluster") or {}).get("leader")
+            if leader == node:
+                led.append(str(detail["name"]))
+    return sorted(led)
+
+
+async def move_stream_leader(nc: NatsClient, stream: str, preferred: str | None) -> None:
+    """Ask `stream`'s leader to step down, for `preferred` if given."""
+    payload = b"" if preferred is None else json.dumps({"placement": {"preferred": preferred}})
+    reply = await _js_api(nc, f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", payload)
+    if not reply.get("success"):
+        raise MaintenanceError(f"stepdown of {stream} refused: {reply.get('error')}")
+
+
+async def _js_api(
+    nc: NatsClient, subject: str, payload: bytes | str, timeout_ms: int = STEPDOWN_TIMEOUT_MS
+) -> dict[str, Any]:
+    data = payload.encode() if isinstance(payload, str) else payload
+    try:
+        message = await nc.request(subject, data, timeout=timeout_ms / 1000)
+    except (NatsError, TimeoutError) as error:
+        raise MaintenanceError(f"{subject}: {error!r}") from error
+    reply: dict[str, Any] = json.loads(message.data or b"{}")
+    return reply
+
+
+async def move_leaderships_off(
+    cluster: LocalCluster, node: str, say: Say = _quiet, keep: Sequence[str] = ()
+) -> list[str]:
+    """Hand every stream `node` leads (but those in `keep`) to the other
+    running servers, in turn, and its meta leadership if it holds it;
+    wait until it leads none of them. What was done, one line each."""
+    nats = cluster.nats
+    others = [n.name for n in nats.running_nodes() if n.name != node]
+    if not others:
+        raise MaintenanceError(f"no other NATS server is running to take over from {node}")
+    done = []
+    nc = await connect_nats([nats.node(name).url for name in others], name="ironbook-drain")
+    try:
+        streams = [
+            s for s in await asyncio.to_thread(streams_led_by, cluster, node) if s not in keep
+        ]
+        for index, stream in enumerate(streams):
+            target = others[index % len(others)]
+            started = time.monotonic()
+            await move_stream_leader(nc, stream, target)
+            done.append(f"{stream}: leader {node} -> {target} asked")
+            say(f"{stream}: stepdown asked in {(time.monotonic() - started) * 1000:.0f} ms")
+        if await asyncio.to_thread(nats.meta_leader) == node:
+            done.append(await _move_meta_leader(nc, node, others[0]))
+        deadline = time.monotonic() + LEADERSHIPS_GONE_TIMEOUT_MS / 1000
+        while True:
+            left = [
+                s for s in await asyncio.to_thread(streams_led_by, cluster, node) if s not in keep
+            ]
+            if not left:
+                break
+            if time.monotonic() > deadline:
+                raise MaintenanceError(f"{node} still leads {left} after the stepdowns")
+            await asyncio.sleep(0.05)
+    finally:
+        await close_nats(nc)
+    return done
+
+
+async def _move_meta_leader(nc: NatsClient, node: str, preferred: str) -> str:
+    """Only the system account may ask the meta leader to step down (a
+    client of another account hears nothing back); lame-duck mode hands the
+    meta leadership over in any case."""
+    request = json.dumps({"placement": {"preferred": preferred}})
+    try:
+        reply = await _js_api(nc, "$JS.API.META.LEADER.STEPDOWN", request, META_TIMEOUT_MS)
+    except MaintenanceError:
+        return f"meta leader {node}: no answer to a stepdown (not the system account); lame duck"
+    if reply.get("success"):
+        return f"meta leader {node} -> {preferred} asked"
+    return f"meta leader {node}: stepdown refused ({reply.get('error')}); lame duck"
+
+
+async def drain_nats(cluster: LocalCluster, node: str, say: Say = _quiet) -> list[str]:
+    """Move `node`'s leaderships away, put it in lame-duck mode, stop it.
+    The caller restarts it (or not); the supervisor must hold it."""
+    done = await move_leaderships_off(cluster, node, say)
+    process = cluster.nats.node(node).process
+    pid = process.pid
+    if pid is None or not process.is_running():
+        raise MaintenanceError(f"NATS server {node} is not running")
+    lame_duck = await asyncio.to_thread(
+        subprocess.run,
+        [str(cluster.nats.binary), "--signal", f"ldm={pid}"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    if lame_duck.returncode != 0:
+        raise MaintenanceError(f"lame duck for {node}: {lame_duck.stderr.strip()}")
+    done.append(f"{node} (pid {pid}) in lame-duck mode")
+    # In lame-duck mode the server hands over what it still leads (the meta
+    # leadership, groups created since), then stops JetStream.
+    deadline = time.monotonic() + LEADERSHIPS_GONE_TIMEOUT_MS / 1000
+    while await asyncio.to_thread(_leads_anything, cluster, node):
+        if time.monotonic() > deadline:
+            break  # stopping hands the rest over too
+        await asyncio.sleep(0.05)
+    await asyncio.to_thread(process.stop, STOP_TIMEOUT_MS)
+    done.append(f"{node} stopped")
+    say(f"{node} drained and stopped")
+    return done
+
+
+def _leads_anything(cluster: LocalCluster, node: str) -> bool:
+    return cluster.nats.meta_leader() == node or bool(streams_led_by(cluster, node))
+
+
+async def restart_nats(cluster: LocalCluster, node: str, say: Say = _quiet) -> list[str]:
+    """Drain `node`, start it again, and wait until it is current."""
+    with cluster.supervisor.held(_supervised_name(cluster, node)):
+        done = await drain_nats(cluster, node, say)
+        await asyncio.to_thread(cluster.nats.start_node, node, wait=False)
+        await asyncio.to_thread(cluster.nats.wait_healthy, HEALTHY_TIMEOUT_MS)
+    done.append(f"{node} restarted and healthy")
+    say(f"{node} restarted and healthy")
+    return done
+
+
+# -- ledger replicas ----------------------------------------------------
+
+
+async def _roles(cluster: LocalCluster) -> dict[str, tuple[str, int]]:
+    beats = await collect_heartbeats(cluster.nats_url, 1_500)
+    return {node_id: (beat.role, beat.applied_seq) for node_id, beat in beats.items()}
+
+
+async def drain_replica(cluster: LocalCluster, node_id: str, say: Say = _quiet) -> list[str]:
+    """Stop a replica gracefully; a leader releases its lease as it stops,
+    and the caught-up followers campaign for it at once."""
+    process = cluster.replicas[node_id]
+    role = (await _roles(cluster)).get(node_id, ("unknown", 0))[0]
+    await asyncio.to_thread(process.stop, STOP_TIMEOUT_MS)
+    say(f"{node_id} ({role}) stopped")
+    return [f"{node_id} ({role}) stopped"]
+
+
+async def _wait_caught_up(cluster: LocalCluster, node_id: str) -> None:
+    partition = int(node_id[1:].split("-", maxsplit=1)[0])
+    deadline = time.monotonic() + HEALTHY_TIMEOUT_MS / 1000
+    while time.monotonic() < deadline:
+        roles = await _roles(cluster)
+        mine = {n: roles[n] for n in cluster.replica_ids(partition) if n in roles}
+        leader_seq = max((seq for role, seq in mine.values() if role == "leader"), default=None)
+        if (
+            node_id in mine
+            and leader_seq is not None
+            and leader_seq - mine[node_id][1] <= CAUGHT_UP_LAG
+        ):
+            return
+    raise MaintenanceError(f"{node_id} did not catch up in {HEALTHY_TIMEOUT_MS} ms")
+
+
+async def restart_replica(cluster: LocalCluster, node_id: str, say: Say = _quiet) -> list[str]:
+    with cluster.supervisor.held(node_id):
+        done = await drain_replica(cluster, node_id, say)
+        await asyncio.to_thread(cluster.replicas[node_id].start)
+        await _wait_caught_up(cluster, node_id)
+    done.append(f"{node_id} restarted and caught up")
+    say(f"{node_id} restarted and caught up")
+    return done
+
+
+async def _replica_order(cluster: LocalCluster) -> list[str]:
+    """Per partition the followers first, the leader last."""
+    roles = await _roles(cluster)
+    order = []
+    for partition in range(cluster.partitions):
+        ids = cluster.replica_ids(partition)
+        order += sorted(ids, key=lambda n: roles.get(n, ("", 0))[0] == "leader")
+    return order
+
+
+# -- gateways, projectors, feed ----------------------------------------
+
+
+async def restart_plain(cluster: LocalCluster, name: str, say: Say = _quiet) -> list[str]:
+    """A gateway worker, history projector or feed process: stop, start,
+    and wait until it touches its liveness file."""
+    process = {**cluster.gateways, **cluster.feeds}[name]
+    child = cluster.supervisor.children[name]
+    with cluster.supervisor.held(name):
+        await asyncio.to_thread(process.stop, STOP_TIMEOUT_MS)
+        started_wall = time.time()
+        await asyncio.to_thread(process.start)
+        deadline = time.monotonic() + HEALTHY_TIMEOUT_MS / 1000
+        while not _touched_since(child.liveness, started_wall):
+            if not process.is_running():
+                raise MaintenanceError(f"{name} exited after its restart")
+            if time.monotonic() > deadline:
+                raise MaintenanceError(f"{name} showed no sign of life after its restart")
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(SETTLE_S)
+    say(f"{name} restarted")
+    return [f"{name} restarted"]
+
+
+def _touched_since(path: Path | None, wall: float) -> bool:
+    if path is None:
+        return True
+    try:
+        return path.stat().st_mtime >= wall
+    except FileNotFoundError:
+        return False
+
+
+# -- the commands -------------------------------------------------------
+
+
+async def drain(cluster: LocalCluster, node: str, say: Say = _quiet) -> list[str]:
+    """`ironbook drain NODE`: leaderships leave, then the process stops; the
+    supervisor holds it stopped until `undrain`."""
+    kind = node_kind(cluster, node)
+    name = _supervised_name(cluster, node)
+    child = cluster.supervisor.children[name]
+    child.held = True
+    if kind == "nats":
+        return await drain_nats(cluster, node, say)
+    if kind == "replica":
+        return await drain_replica(cluster, node, say)
+    process = {**cluster.gateways, **cluster.feeds}[node]
+    await asyncio.to_thread(process.stop, STOP_TIMEOUT_MS)
+    return [f"{node} stopped"]
+
+
+def undrain(cluster: LocalCluster, node: str) -> None:
+    """Supervise a drained process again: the supervisor starts it."""
+    node_kind(cluster, node)
+    cluster.supervisor.children[_supervised_name(cluster, node)].held = False
+
+
+async def rolling_restart(
+    cluster: LocalCluster, what: RollingWhat = "all", say: Say = _quiet
+) -> list[str]:
+    """Restart every process of `what` one by one, each healthy before the
+    next: NATS servers (those leading nothing first), replicas (followers
+    first), gateway workers and projectors, and with `all` the feed too."""
+    done: list[str] = []
+    if what in ("nats", "all"):
+        led = {
+            n: len(await asyncio.to_thread(streams_led_by, cluster, n)) for n in cluster.nats.nodes
+        }
+        for node in sorted(cluster.nats.nodes, key=lambda n: led[n]):
+            done += await restart_nats(cluster, node, say)
+    if what in ("replicas", "all"):
+        for node_id in await _replica_order(cluster):
+            done += await restart_replica(cluster, node_id, say)
+    if what in ("gateways", "all"):
+        for name in cluster.gateways:
+            done += await restart_plain(cluster, name, say)
+    if what == "all":
+        for name in cluster.feeds:
+            done += await restart_plain(cluster, name, say)
+    return done
