@@ -5,6 +5,11 @@ faults (`partition`, `latency`) need one built with its nodes in network
 namespaces (`LocalCluster(network=NamespaceNetwork.create(3))`, see
 `adapters.netns`): `unavailable(kind)` says why one cannot be injected.
 
+Planned maintenance is a fault kind too: `drain` (one process hands its
+leaderships over, stops, and comes back) and `rolling_restart` (every
+process, one by one, `services.maintenance`); their write gaps are what
+`ironbook chaos` compares with the crashes'.
+
 Every fault picks its victim from what the cluster reports right now (the
 replica heartbeating as leader, the server leading the partition's stream),
 injects, holds for a seeded while, heals, and waits until the cluster is
@@ -24,6 +29,7 @@ import msgspec
 
 from ironbook.adapters.nats.log import stream_name
 from ironbook.adapters.netns import NamespaceNetwork, NetnsError
+from ironbook.services import maintenance
 from ironbook.services.local_cluster import LocalCluster, wait_for_leaders
 
 FaultKind = Literal[
@@ -36,6 +42,8 @@ FaultKind = Literal[
     "partition",
     "latency",
     "gateway_kill",
+    "drain",
+    "rolling_restart",
 ]
 ALL_FAULTS: tuple[FaultKind, ...] = get_args(FaultKind)
 NETWORK_FAULTS: tuple[FaultKind, ...] = ("partition", "latency")
@@ -80,6 +88,8 @@ class FaultInjector:
             "partition": self._partition,
             "latency": self._latency,
             "gateway_kill": self._gateway_kill,
+            "drain": self._drain,
+            "rolling_restart": self._rolling_restart,
         }
 
     def unavailable(self, kind: FaultKind) -> str | None:
@@ -107,12 +117,38 @@ class FaultInjector:
         await asyncio.to_thread(process.start)
         return victim, f"down {held:.1f} s"
 
+    async def _drain(self) -> tuple[str, str]:
+        """Planned maintenance of one process (`services.maintenance`): the
+        server leading the partition's log or the ledger leader hands its
+        leaderships over and stops, stays down for a while, and comes back."""
+        if self.rng.random() < 0.5:
+            stream = stream_name(self.partition)
+            node = await asyncio.to_thread(self.cluster.nats.wait_stream_leader, stream)
+            with self.cluster.supervisor.held(f"nats-{node}"):
+                done = await maintenance.drain_nats(self.cluster, node)
+                held = await self._hold(1.0, 3.0)
+                await asyncio.to_thread(self.cluster.nats.start_node, node, wait=False)
+            return node, f"{'; '.join(done)}; down {held:.1f} s"
+        victim = await self._leader()
+        with self.cluster.supervisor.held(victim):
+            done = await maintenance.drain_replica(self.cluster, victim)
+            held = await self._hold(1.0, 3.0)
+            await asyncio.to_thread(self.cluster.replicas[victim].start)
+        return victim, f"{'; '.join(done)}; down {held:.1f} s"
+
+    async def _rolling_restart(self) -> tuple[str, str]:
+        """Every process restarted one by one, each healthy before the next."""
+        started = time.monotonic()
+        done = await maintenance.rolling_restart(self.cluster, "all")
+        took_s = time.monotonic() - started
+        return "all", f"{len(done)} steps in {took_s:.0f} s"
+
     async def inject(self, kind: FaultKind) -> FaultRecord:
         """Inject one fault, hold it, heal it, and wait for the cluster to be whole."""
         injected = _wall_ms()
         try:
             target, detail = await self._faults[kind]()
-        except NetnsError as error:
+        except (NetnsError, maintenance.MaintenanceError) as error:
             raise FaultError(f"{kind}: {error}") from error
         await self.heal_all()
         record = FaultRecord(kind, target, injected, _wall_ms(), detail)

@@ -58,6 +58,7 @@ from ironbook.chaos.http_clients import (
 from ironbook.chaos.partitions import check_all_partitions
 from ironbook.chaos.projection import projection_path
 from ironbook.chaos.workload import Workload, WorkloadConfig
+from ironbook.chaos.write_gaps import GapStats, gaps_by_kind
 from ironbook.client import ClientConfig, LedgerClient, connect_ledger
 from ironbook.replication.checker import CheckReport
 from ironbook.replication.history import Operation
@@ -146,6 +147,10 @@ class ChaosReport(msgspec.Struct):
     loop_block_ms: dict[str, int] = msgspec.field(default_factory=dict)
     """The longest time any replica's event loop was held by one piece of
     work, per kind, over the run (from the replicas' heartbeats)."""
+    write_gap_ms: dict[str, GapStats] = msgspec.field(default_factory=dict)
+    """Per fault kind injected: the longest stretch without an acknowledged
+    write while one of its faults was under way (injected to healed), the
+    max and the median over its faults (`chaos.write_gaps`)."""
 
 
 class _Schedule:
@@ -240,6 +245,10 @@ class _Run:
             network=self.network,
             http_ops=sum(op.client.startswith(HTTP_CLIENT_PREFIX) for op in operations),
             loop_block_ms=self.loop_block_ms,
+            write_gap_ms=gaps_by_kind(
+                [(r.kind, r.injected_wall_ms, r.healed_wall_ms) for r in self.fault_log],
+                operations,
+            ),
         )
 
     def failure(self, report: ChaosReport) -> Failure:

@@ -277,6 +277,11 @@ def cleanup_network() -> int:
 def render(report: ChaosReport) -> str:
     faults = ", ".join(f"{kind} x{count}" for kind, count in report.faults.items()) or "none"
     lines = [f"verdict: {report.verdict.upper()}", f"faults: {faults}"]
+    if report.write_gap_ms:
+        gaps = ", ".join(
+            f"{kind} max {gap.max} median {gap.median}" for kind, gap in report.write_gap_ms.items()
+        )
+        lines.append(f"write gap ms: {gaps}")
     if report.check is not None:
         lines.extend(report_lines(report.check))
     lines.append(f"history: {report.history}")
