@@ -155,10 +155,10 @@ def _outage(cluster: LocalCluster, url: str) -> None:
     cluster.nats.start_node(victim, wait=False)
     cluster.replicas[ledger_victim].start()
     deadline = time.monotonic() + 120
-    attempt = 0
-    while _bet(http, troubled, market_id, f"after-{attempt}").status_code != 201:
+    tries = 0
+    while _bet(http, troubled, market_id, f"after-{tries}").status_code != 201:
         assert time.monotonic() < deadline, "partition 1 never came back"
-        attempt += 1
+        tries += 1
         time.sleep(0.5)
     assert http.ready()[1].get("unavailable_partitions") == []
 

@@ -73,8 +73,15 @@ def _wall_ms() -> int:
 
 
 class FaultInjector:
-    def __init__(self, cluster: LocalCluster, rng: random.Random, partition: int = 0) -> None:
+    def __init__(
+        self,
+        cluster: LocalCluster,
+        rng: random.Random,
+        partition: int = 0,
+        rolling_what: maintenance.RollingWhat = "all",
+    ) -> None:
         self.cluster = cluster
+        self.rolling_what = rolling_what
         self.rng = rng
         self.partition = partition
         self.records: list[FaultRecord] = []
@@ -139,9 +146,9 @@ class FaultInjector:
     async def _rolling_restart(self) -> tuple[str, str]:
         """Every process restarted one by one, each healthy before the next."""
         started = time.monotonic()
-        done = await maintenance.rolling_restart(self.cluster, "all")
+        done = await maintenance.rolling_restart(self.cluster, self.rolling_what)
         took_s = time.monotonic() - started
-        return "all", f"{len(done)} steps in {took_s:.0f} s"
+        return self.rolling_what, f"{len(done)} steps in {took_s:.0f} s"
 
     async def inject(self, kind: FaultKind) -> FaultRecord:
         """Inject one fault, hold it, heal it, and wait for the cluster to be whole."""

@@ -65,6 +65,7 @@ from ironbook.replication.history import Operation
 from ironbook.services.gateway.auth import load_or_create_secret, local_secret_file
 from ironbook.services.heartbeat_watch import HeartbeatWatch
 from ironbook.services.local_cluster import ClusterConfig, GatewayOptions, LocalCluster
+from ironbook.services.maintenance import RollingWhat
 from ironbook.settings import ReplicaMutation
 
 REPORT_FILE = "chaos-report.json"
@@ -86,7 +87,8 @@ class ChaosOptions:
     faults: Sequence[FaultKind] = ALL_FAULTS
     clients: int = 16
     http_clients: int = 2
-    """Clients going through the HTTP gateway; only when `gateway_kill` is asked for."""
+    """Clients going through the HTTP gateway; only when `gateway_kill` or
+    `rolling_restart` is asked for."""
     quiet_s: tuple[float, float] = (2.0, 4.0)
     """A seeded pause, between these bounds, before each fault."""
     client_deadline_ms: int = 30_000
@@ -95,6 +97,8 @@ class ChaosOptions:
     """A failing run copies its evidence to `keep_dir/<seed>-<UTC time>/`."""
     strict_env: bool = False
     """Refuse to start (`UncleanEnvironment`) if the machine holds leftovers."""
+    rolling_what: RollingWhat = "all"
+    """What the `rolling_restart` fault restarts."""
     workload: WorkloadFactory = field(default=Workload)
     """Builds the workload on the run's client (a test seam: a workload
     whose client raises must fail the run)."""
@@ -270,7 +274,7 @@ async def _run_on_a_cluster(run: _Run) -> None:
     ports = PortLease()
     try:
         gateway = None
-        if "gateway_kill" in options.faults:
+        if {"gateway_kill", "rolling_restart"} & set(options.faults):
             gateway = GatewayOptions(port=ports.take(1)[0], workers=2, env=GENEROUS_LIMITS)
         cluster = LocalCluster(
             run.data_dir,
@@ -324,7 +328,9 @@ def _network_for(
 async def _run(cluster: LocalCluster, run: _Run) -> None:
     options, say = run.options, run.say
     rng = random.Random(options.seed)
-    injector = FaultInjector(cluster, random.Random(rng.random()))
+    injector = FaultInjector(
+        cluster, random.Random(rng.random()), rolling_what=options.rolling_what
+    )
     run.fault_log = injector.records
     heartbeats = HeartbeatWatch(cluster.nats_url)
     client = await connect_ledger(

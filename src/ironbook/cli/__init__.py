@@ -20,6 +20,8 @@ _SUBCOMMANDS = (
     "check",
     "feed",
     "audit",
+    "drain",
+    "rolling",
 )
 
 

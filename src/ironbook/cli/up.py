@@ -3,9 +3,11 @@
 Starts 3 nats-server processes (JetStream, R3, fsync on every write), 3
 replicas per ledger partition and the odds feed (a simulated provider, the
 ingester and the settlement service: markets appear, move and settle by
-themselves; `--feed none` turns it off), restarts any that die (with backoff), and on
-Ctrl-C stops everything gracefully. Running `up` again on the same data
-directory resumes with every byte of data. Settings come from `--config FILE`,
+themselves; `--feed none` turns it off), restarts any that die (with backoff)
+or hang, takes maintenance requests on `<data-dir>/control.sock` (`ironbook
+drain`, `ironbook rolling-restart`), and on Ctrl-C stops everything
+gracefully. Running `up` again on the same data directory resumes with every
+byte of data. Settings come from `--config FILE`,
 `IRONBOOK_*` environment variables and these flags (docs/configuration.md).
 """
 
@@ -26,6 +28,7 @@ from ironbook.bootstrap import (
     settings_from,
 )
 from ironbook.logs import setup_logging
+from ironbook.services.control import serve_control
 from ironbook.services.local_cluster import ClusterConfigError, LocalCluster
 from ironbook.settings import DEFAULT_DATA_DIR, ConfigError
 
@@ -91,6 +94,7 @@ async def _run(cluster: LocalCluster) -> None:
     print("waiting for a leader in every partition ...", flush=True)
     async with asyncio.TaskGroup() as group:
         group.create_task(cluster.supervisor.run(stop))
+        group.create_task(serve_control(cluster, stop))
         try:
             leaders = await cluster.wait_leaders(timeout_ms=120_000)
             for partition, beat in sorted(leaders.items()):

@@ -43,6 +43,9 @@ STEPDOWN_TIMEOUT_MS = 5_000
 META_TIMEOUT_MS = 1_000
 LEADERSHIPS_GONE_TIMEOUT_MS = 15_000
 STOP_TIMEOUT_MS = 20_000
+REPLICA_STOP_GRACE_MS = 3_000
+"""A replica that has not stopped this long after SIGTERM is killed: its
+lease then expires within a TTL instead of being held by a stuck stop."""
 HEALTHY_TIMEOUT_MS = 120_000
 CAUGHT_UP_LAG = 50
 """A restarted replica counts as caught up within this many log entries."""
@@ -230,9 +233,14 @@ async def drain_replica(cluster: LocalCluster, node_id: str, say: Say = _quiet) 
     and the caught-up followers campaign for it at once."""
     process = cluster.replicas[node_id]
     role = (await _roles(cluster)).get(node_id, ("unknown", 0))[0]
-    await asyncio.to_thread(process.stop, STOP_TIMEOUT_MS)
-    say(f"{node_id} ({role}) stopped")
-    return [f"{node_id} ({role}) stopped"]
+    process.terminate()
+    if await asyncio.to_thread(process.wait, REPLICA_STOP_GRACE_MS):
+        done = f"{node_id} ({role}) stopped"
+    else:
+        await asyncio.to_thread(process.kill)
+        done = f"{node_id} ({role}) killed: still stopping after {REPLICA_STOP_GRACE_MS} ms"
+    say(done)
+    return [done]
 
 
 async def _wait_caught_up(cluster: LocalCluster, node_id: str) -> None:

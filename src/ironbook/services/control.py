@@ -1,0 +1,142 @@
+"""The control socket of `ironbook up`: `<data-dir>/control.sock`, a Unix
+socket (only the user running the cluster can open it) through which
+`ironbook drain` and `ironbook rolling-restart` ask the process that owns the
+children to do maintenance on them (`services.maintenance`).
+
+One JSON request per connection, one line:
+
+    {"op": "drain", "node": "n2"}
+    {"op": "undrain", "node": "n2"}
+    {"op": "rolling_restart", "what": "all"}
+
+answered by progress lines `{"say": "..."}` and one last line, `{"done":
+[...steps], "took_ms": N}` or `{"error": "..."}`. One operation runs at a
+time; another asked meanwhile is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from ironbook.services import maintenance
+from ironbook.services.local_cluster import LocalCluster
+
+log = logging.getLogger("ironbook.control")
+
+CONTROL_SOCKET = "control.sock"
+MAX_REQUEST_BYTES = 4_096
+
+
+class ControlRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    op: Literal["drain", "undrain", "rolling_restart"]
+    node: str = ""
+    what: maintenance.RollingWhat = "all"
+
+
+class ControlError(RuntimeError):
+    """No cluster answers on the socket, or it refused the request."""
+
+
+def control_path(data_dir: Path) -> Path:
+    return data_dir / CONTROL_SOCKET
+
+
+async def serve_control(cluster: LocalCluster, stop: asyncio.Event) -> None:
+    """Answer maintenance requests until `stop` is set."""
+    path = control_path(cluster.data_dir)
+    path.unlink(missing_ok=True)
+    busy = asyncio.Lock()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        def send(message: dict[str, Any]) -> None:
+            writer.write(json.dumps(message).encode() + b"\n")
+
+        try:
+            line = await reader.readline()
+            request = msgspec.json.decode(line[:MAX_REQUEST_BYTES], type=ControlRequest)
+        except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as error:
+            send({"error": f"not a valid request: {error}"})
+        else:
+            if busy.locked():
+                send({"error": "another maintenance operation is running"})
+            else:
+                async with busy:
+                    await _perform(cluster, request, send)
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+
+    server = await asyncio.start_unix_server(handle, path=str(path))
+    path.chmod(0o600)
+    try:
+        async with server:
+            await stop.wait()
+    finally:
+        path.unlink(missing_ok=True)
+
+
+async def _perform(
+    cluster: LocalCluster, request: ControlRequest, send: Callable[[dict[str, Any]], None]
+) -> None:
+    started = time.monotonic()
+    log.warning(json.dumps({"event": "maintenance.started", **msgspec.to_builtins(request)}))
+
+    def say(line: str) -> None:
+        send({"say": line})
+
+    try:
+        if request.op == "drain":
+            done = await maintenance.drain(cluster, request.node, say)
+        elif request.op == "undrain":
+            maintenance.undrain(cluster, request.node)
+            done = [f"{request.node} supervised again"]
+        else:
+            done = await maintenance.rolling_restart(cluster, request.what, say)
+    except maintenance.MaintenanceError as error:
+        log.error(json.dumps({"event": "maintenance.failed", "error": str(error)}))
+        send({"error": str(error)})
+        return
+    took_ms = int((time.monotonic() - started) * 1000)
+    log.warning(json.dumps({"event": "maintenance.done", "steps": done, "took_ms": took_ms}))
+    cluster.write_runtime()
+    send({"done": done, "took_ms": took_ms})
+
+
+async def request(
+    data_dir: Path, control: ControlRequest, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Send `control` to the cluster running from `data_dir`; progress lines
+    go to `say`; the last line is returned (`ControlError` for an error)."""
+    path = control_path(data_dir)
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(path), limit=1 << 20)
+    except OSError as error:
+        raise ControlError(
+            f"no cluster answers on {path} (is `ironbook up` running there?): {error}"
+        ) from error
+    try:
+        writer.write(msgspec.json.encode(control) + b"\n")
+        await writer.drain()
+        while line := await reader.readline():
+            message: dict[str, Any] = json.loads(line)
+            if "say" in message:
+                say(str(message["say"]))
+                continue
+            if "error" in message:
+                raise ControlError(str(message["error"]))
+            return message
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    raise ControlError("the cluster closed the control connection without an answer")
