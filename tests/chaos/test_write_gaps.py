@@ -3,7 +3,7 @@ acknowledged write, edges included; reads and unanswered writes do not count."""
 
 from __future__ import annotations
 
-from ironbook.chaos.write_gaps import GapStats, gaps_by_kind, write_gap_ms
+from ironbook.chaos.write_gaps import GapStats, gaps_by_kind, gaps_by_step, write_gap_ms
 from ironbook.replication.history import Operation
 
 
@@ -44,3 +44,13 @@ def test_gaps_by_kind_ignore_reads_and_unanswered_writes() -> None:
         "drain": GapStats(max=600, median=400),
         "nats_leader_kill": GapStats(max=3_500, median=3_500),
     }
+
+
+def test_each_step_is_judged_from_the_end_of_the_one_before() -> None:
+    operations = [_op(1_100), _op(2_900), _op(3_050)]
+    steps = [(2_000, "n1 restarted"), (3_000, "n2 restarted"), (3_100, "p0-r1 restarted")]
+    assert gaps_by_step(1_000, steps, operations) == [
+        ("n1 restarted", 900),
+        ("n2 restarted", 900),
+        ("p0-r1 restarted", 50),
+    ]

@@ -56,12 +56,20 @@ LATENCY_DELAY_MS = 50
 LATENCY_JITTER_MS = 10
 
 
+class FaultStep(msgspec.Struct, frozen=True):
+    """One step of a fault made of several (a rolling restart), done at `at_wall_ms`."""
+
+    at_wall_ms: int
+    what: str
+
+
 class FaultRecord(msgspec.Struct, frozen=True):
     kind: str
     target: str
     injected_wall_ms: int
     healed_wall_ms: int
     detail: str = ""
+    steps: list[FaultStep] = msgspec.field(default_factory=list)
 
 
 class FaultError(RuntimeError):
@@ -85,6 +93,7 @@ class FaultInjector:
         self.rng = rng
         self.partition = partition
         self.records: list[FaultRecord] = []
+        self._steps: list[FaultStep] = []
         self._faults: dict[FaultKind, Callable[[], Awaitable[tuple[str, str]]]] = {
             "leader_kill": self._leader_kill,
             "follower_kill": self._follower_kill,
@@ -146,19 +155,24 @@ class FaultInjector:
     async def _rolling_restart(self) -> tuple[str, str]:
         """Every process restarted one by one, each healthy before the next."""
         started = time.monotonic()
-        done = await maintenance.rolling_restart(self.cluster, self.rolling_what)
+
+        def step(what: str) -> None:
+            self._steps.append(FaultStep(_wall_ms(), what))
+
+        done = await maintenance.rolling_restart(self.cluster, self.rolling_what, step)
         took_s = time.monotonic() - started
         return self.rolling_what, f"{len(done)} steps in {took_s:.0f} s"
 
     async def inject(self, kind: FaultKind) -> FaultRecord:
         """Inject one fault, hold it, heal it, and wait for the cluster to be whole."""
         injected = _wall_ms()
+        self._steps = []
         try:
             target, detail = await self._faults[kind]()
         except (NetnsError, maintenance.MaintenanceError) as error:
             raise FaultError(f"{kind}: {error}") from error
         await self.heal_all()
-        record = FaultRecord(kind, target, injected, _wall_ms(), detail)
+        record = FaultRecord(kind, target, injected, _wall_ms(), detail, self._steps)
         self.records.append(record)
         return record
 

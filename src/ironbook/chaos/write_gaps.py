@@ -57,3 +57,17 @@ def gaps_by_kind(
         kind: GapStats(max=max(values), median=int(statistics.median(values)))
         for kind, values in sorted(gaps.items())
     }
+
+
+def gaps_by_step(
+    start_ms: int, steps: Sequence[tuple[int, str]], operations: Sequence[Operation]
+) -> list[tuple[str, int]]:
+    """(step, its write gap) for steps done one after another from
+    `start_ms`: each step's window runs from the end of the one before."""
+    acknowledged = acknowledged_writes_ms(operations)
+    gaps = []
+    previous = start_ms
+    for at_ms, what in steps:
+        gaps.append((what, write_gap_ms(acknowledged, previous, at_ms)))
+        previous = at_ms
+    return gaps

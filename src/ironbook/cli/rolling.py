@@ -28,7 +28,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from ironbook.chaos.history import read_history
 from ironbook.chaos.run import ChaosOptions, run_chaos
+from ironbook.chaos.write_gaps import gaps_by_step
 from ironbook.cli.up import add_data_dir_argument, data_dir_of
 from ironbook.services.control import ControlError, ControlRequest, request
 from ironbook.services.maintenance import ROLLING_WHAT, RollingWhat
@@ -74,6 +76,15 @@ def _rehearse(what: RollingWhat, seed: int, as_json: bool, say: Callable[[str], 
     )
     report = asyncio.run(run_chaos(options, say))
     restart = report.write_gap_ms.get("rolling_restart")
+    history = read_history(Path(report.history))
+    step_gaps = [
+        {"step": what, "write_gap_ms": gap}
+        for record in report.fault_log
+        if record.kind == "rolling_restart"
+        for what, gap in gaps_by_step(
+            record.injected_wall_ms, [(s.at_wall_ms, s.what) for s in record.steps], history
+        )
+    ]
     kill = report.write_gap_ms.get("nats_leader_kill")
     check = report.check
     summary = {
@@ -84,7 +95,7 @@ def _rehearse(what: RollingWhat, seed: int, as_json: bool, say: Callable[[str], 
         "duplicated": check.duplicated if check else None,
         "ops": check.ops if check else 0,
         "nats_leader_kill_write_gap_ms": kill.max if kill else None,
-        "steps": [r.detail for r in report.fault_log if r.kind == "rolling_restart"],
+        "steps": step_gaps,
         "errors": report.errors,
         "seed": seed,
         "evidence_dir": report.evidence_dir,
