@@ -43,7 +43,7 @@ STEPDOWN_TIMEOUT_MS = 5_000
 META_TIMEOUT_MS = 1_000
 LEADERSHIPS_GONE_TIMEOUT_MS = 15_000
 STOP_TIMEOUT_MS = 20_000
-REPLICA_STOP_GRACE_MS = 3_000
+REPLICA_STOP_GRACE_MS = 5_000
 """A replica that has not stopped this long after SIGTERM is killed: its
 lease then expires within a TTL instead of being held by a stuck stop."""
 HEALTHY_TIMEOUT_MS = 120_000
