@@ -4,8 +4,8 @@
     python -m ironbook.bootstrap KIND [--config FILE] [flags]
 
 KIND is one of `replica`, `gateway`, `history`, `feed-sim`, `feed-ingest`,
-`feed-settle`, `nats-exporter`; `ironbook up` (the supervisor of a local cluster) starts them
-this way. Each process: settings (defaults < TOML file < `IRONBOOK_*`
+`feed-settle`, `nats-exporter`, `backup`; `ironbook up` (the supervisor of a
+local cluster) starts them this way. Each process: settings (defaults < TOML file < `IRONBOOK_*`
 environment < flags), logging set up once (`ironbook.logs`), its adapters
 (NATS log, lease, snapshot store, ledger client, ...) built and passed to the
 service through its constructor, then run until SIGTERM / SIGINT.
@@ -27,6 +27,9 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 
 from ironbook import core
+from ironbook.adapters.backup.backup import BackupSummary, Progress, take_backup
+from ironbook.adapters.backup.keys import parse_recipients
+from ironbook.adapters.backup.target import TargetError, open_target
 from ironbook.adapters.clock import SystemClock
 from ironbook.adapters.feed.simulator import SimulatorConfig
 from ironbook.adapters.nats.lease import NatsLease
@@ -38,6 +41,7 @@ from ironbook.client import BatchConfig, ClientConfig, LedgerClient, ledger_over
 from ironbook.logs import setup_logging
 from ironbook.replication.replica import Replica, ReplicaConfig
 from ironbook.replication.sequencer import SequencerConfig
+from ironbook.services import backup as backup_service
 from ironbook.services import nats_exporter
 from ironbook.services import replica as replica_service
 from ironbook.services.feed import ingest, provider, settlement
@@ -121,6 +125,14 @@ PROCESS_FLAGS: dict[str, tuple[Flag, ...]] = {
         Flag("--down-after-ms", "feed", "down_after_ms", int, "silence before markets suspend"),
     ),
     "feed-settle": (_NATS, _REPLICAS, _PRODUCER, _PARTITIONS),
+    "backup": (
+        _NATS,
+        _REPLICAS,
+        _PARTITIONS,
+        _DATA_DIR,
+        Flag("--to", "backup", "to", help="backup target: a directory or rclone:<remote>:<path>"),
+        Flag("--every-s", "backup", "every_s", int, "seconds between backups"),
+    ),
     "nats-exporter": (
         Flag("--monitor-urls", "exporter", "nats_monitor_urls", help="NATS monitoring URLs"),
         Flag("--host", "exporter", "host", help="address to serve /metrics on"),
@@ -183,13 +195,21 @@ async def _ledger(nc: NatsClient, settings: Settings) -> AsyncIterator[LedgerCli
 # Replica.
 
 
+def ledger_config(settings: Settings, partition: int) -> core.LedgerConfig:
+    """The rules a new ledger of `partition` starts with (an existing one
+    keeps those in its state)."""
+    return core.LedgerConfig(
+        partition=partition, result_slice_bets=settings.replica.result_slice_bets
+    )
+
+
 def replica_config(settings: Settings) -> ReplicaConfig:
     r = settings.replica
     return ReplicaConfig(
         lease_ttl_ms=replica_service.LEASE_TTL_MS,
         lease_renew_interval_ms=replica_service.LEASE_RENEW_INTERVAL_MS,
         lease_retry_ms=replica_service.LEASE_RETRY_MS,
-        ledger=core.LedgerConfig(partition=r.partition, result_slice_bets=r.result_slice_bets),
+        ledger=ledger_config(settings, r.partition),
         sequencer=SequencerConfig(reply_before_ack=r.test_mutation == "reply_before_ack"),
     )
 
@@ -342,6 +362,43 @@ async def serve_nats_exporter(settings: Settings, stop: asyncio.Event) -> None:
     await nats_exporter.serve(exporter, e.host, e.port, stop)
 
 
+# Backups.
+
+
+def backup_of(
+    settings: Settings, *, full: bool = False, progress: Progress | None = None
+) -> Callable[[], Coroutine[Any, Any, BackupSummary]]:
+    """A backup of the cluster `settings` name, to `backup.to`, each time it
+    is called (raises `BackupKeyError` / `TargetError` for bad settings)."""
+    b = settings.backup
+    if b.to is None:
+        raise TargetError("no backup target: give --to (or set backup.to)")
+    target = open_target(b.to)
+    sealed_to = parse_recipients(b.recipients)
+
+    async def take() -> BackupSummary:
+        return await take_backup(
+            [url.strip() for url in settings.nats.url.split(",")],
+            settings.cluster.partition_count,
+            target,
+            recipients=list(b.recipients),
+            sealed_to=sealed_to,
+            keep=b.keep,
+            chain_length=b.chain_length,
+            data_dir=settings.cluster.data_dir.resolve(),
+            ledger_config=lambda partition: ledger_config(settings, partition),
+            replicas=settings.nats.replicas,
+            full=full,
+            progress=progress or (lambda _text: None),
+        )
+
+    return take
+
+
+async def serve_backups(settings: Settings, stop: asyncio.Event) -> None:
+    await backup_service.serve(backup_of(settings), settings.backup.every_s, stop)
+
+
 _SERVE: dict[str, Callable[[Settings, asyncio.Event], Coroutine[Any, Any, Any]]] = {
     "replica": serve_replica,
     "gateway": serve_gateway,
@@ -350,6 +407,7 @@ _SERVE: dict[str, Callable[[Settings, asyncio.Event], Coroutine[Any, Any, Any]]]
     "feed-ingest": serve_feed_ingest,
     "feed-settle": serve_feed_settle,
     "nats-exporter": serve_nats_exporter,
+    "backup": serve_backups,
 }
 
 
@@ -368,6 +426,7 @@ def build_local_cluster(settings: Settings, config_file: Path | None = None) -> 
         partitions=settings.cluster.partitions,
         gateway=gateway,
         feed=None if settings.feed.source == "none" else settings.feed,
+        backup=settings.backup if settings.backup.every_s and settings.backup.to else None,
         config_file=config_file,
         supervision=RestartPolicy(**settings.supervisor.model_dump()),
     )
@@ -381,7 +440,7 @@ def _identity(kind: str, settings: Settings) -> tuple[str, int | None]:
         return settings.gateway.worker_id, None
     if kind == "history":
         return f"history-p{settings.history.partition}", settings.history.partition
-    if kind == "nats-exporter":
+    if kind in ("nats-exporter", "backup"):
         return kind, None
     return f"{kind}-{settings.feed.producer}", None
 

@@ -28,6 +28,14 @@ Producer = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0
 CidrList = Annotated[tuple[str, ...], NoDecode]
 """From the environment as a comma-separated list (`10.0.0.0/8, 192.0.2.0/24`)."""
 ReplicaMutation = Literal["none", "reply_before_ack"]
+StringList = Annotated[tuple[str, ...], NoDecode]
+"""From the environment as a comma-separated list."""
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
 
 
 class Section(BaseModel):
@@ -136,9 +144,7 @@ class GatewaySettings(Section):
     @field_validator("allow_cidrs", "deny_cidrs", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
+        return _split_commas(value)
 
     @property
     def principal_rate_per_worker(self) -> tuple[float, int]:
@@ -195,6 +201,31 @@ class ExporterSettings(Section):
     """How long one scrape waits for each server's monitoring port."""
 
 
+class BackupSettings(Section):
+    """Backups of the ledger (docs/backup.md): `ironbook backup`, `ironbook
+    restore`, and the scheduled backups `ironbook up` runs."""
+
+    to: str | None = None
+    """The target: a directory (an off-site mount) or `rclone:<remote>:<path>`."""
+    every_s: int = Field(default=0, ge=0)
+    """`ironbook up` takes a backup this often, in seconds (0: never)."""
+    keep: int = Field(default=7, ge=1, le=1_000)
+    """Full chains kept (a full backup and its incrementals); older ones are deleted."""
+    chain_length: int = Field(default=24, ge=1, le=10_000)
+    """Backups in a chain before the next one is a full backup."""
+    recipients: StringList = ()
+    """age public keys (`age1...`) every backup is encrypted to; from the
+    environment as a comma-separated list."""
+    identity_file: Path | None = None
+    """The age identity a restore decrypts with; default
+    `<data_dir>/secrets/backup/identity.txt` (what `ironbook backup keygen` writes)."""
+
+    @field_validator("recipients", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return _split_commas(value)
+
+
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "ironbook_config_file", default=None
 )
@@ -218,6 +249,7 @@ class Settings(BaseSettings):
     feed: FeedSettings = FeedSettings()
     history: HistorySettings = HistorySettings()
     exporter: ExporterSettings = ExporterSettings()
+    backup: BackupSettings = BackupSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -22,6 +22,8 @@ _SUBCOMMANDS = (
     "audit",
     "drain",
     "rolling",
+    "backup",
+    "restore",
 )
 
 

@@ -20,6 +20,8 @@ import signal
 import sys
 from pathlib import Path
 
+from ironbook.adapters.backup.keys import BackupKeyError, parse_recipients
+from ironbook.adapters.backup.target import TargetError
 from ironbook.bootstrap import (
     Flag,
     add_config_argument,
@@ -72,6 +74,19 @@ _UP_FLAGS = (
         "producer",
         help="the feed producer's name, 1-32 of [A-Za-z0-9_-] (default sim)",
     ),
+    Flag(
+        "--backup-every",
+        "backup",
+        "every_s",
+        int,
+        "take an encrypted backup every SECONDS (needs --backup-to; docs/backup.md)",
+    ),
+    Flag(
+        "--backup-to",
+        "backup",
+        "to",
+        help="backup target: a directory (an off-site mount) or rclone:<remote>:<path>",
+    ),
 )
 
 
@@ -123,6 +138,14 @@ def _command(args: argparse.Namespace) -> int:
     except BlockingIOError:
         print(f"error: another `ironbook up` is already running on {data_dir}", file=sys.stderr)
         return 2
+    if settings.backup.every_s:
+        try:
+            if settings.backup.to is None:
+                raise TargetError("--backup-every needs --backup-to (or backup.to)")
+            parse_recipients(settings.backup.recipients)
+        except (TargetError, BackupKeyError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     try:
         cluster = build_local_cluster(settings, config_file=args.config)
     except ClusterConfigError as err:
@@ -138,6 +161,9 @@ def _command(args: argparse.Namespace) -> int:
         if cluster.feed is not None:
             feed = cluster.feed
             print(f"feed: {feed.source}, producer {feed.producer} ({feed.rate} odds changes/s)")
+        if cluster.backup is not None:
+            b = settings.backup
+            print(f"backups: every {b.every_s} s to {b.to} (log: logs/backup.log)", flush=True)
         asyncio.run(_run(cluster))
     finally:
         print("stopping ...", flush=True)

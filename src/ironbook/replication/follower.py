@@ -78,6 +78,12 @@ async def restore(snapshots: SnapshotStore, ledger_config: core.LedgerConfig | N
     snapshot = await snapshots.latest()
     if snapshot is None:
         return ReplayState.empty(ledger_config)
+    return replay_from(snapshot)
+
+
+def replay_from(snapshot: Snapshot) -> ReplayState:
+    """The state a snapshot holds, once it is found to match its hash
+    (raises `SnapshotCorrupt`)."""
     state = core.restore_snapshot(snapshot.state)
     actual = core.state_hash(state)
     if actual != snapshot.state_hash:

@@ -31,7 +31,7 @@ from ironbook.services.feed.processes import feed_processes
 from ironbook.services.process import LIVENESS_ENV, process_command
 from ironbook.services.status import STATUS_SUBJECT_ALL, ReplicaHeartbeat, decode_heartbeat
 from ironbook.services.supervisor import ChildStatus, RestartPolicy, Supervisor
-from ironbook.settings import FeedSettings
+from ironbook.settings import BackupSettings, FeedSettings
 
 CLUSTER_CONFIG_FILE = "ironbook.json"
 RUNTIME_FILE = "up.json"
@@ -119,6 +119,7 @@ class LocalCluster:
         gateway: GatewayOptions | None = None,
         network: NamespaceNetwork | None = None,
         feed: FeedSettings | None = None,
+        backup: BackupSettings | None = None,
         config_file: Path | None = None,
         supervision: RestartPolicy | None = None,
     ) -> None:
@@ -188,6 +189,33 @@ class LocalCluster:
             )
             for name, process in self.feeds.items():
                 self._supervise(name, process)
+        self.backup: ManagedProcess | None = None
+        """Scheduled backups (docs/backup.md)."""
+        if backup is not None and backup.to is not None:
+            self.backup = self._backup_process(backup.to, backup.every_s)
+            self._supervise("backup", self.backup)
+
+    def _backup_process(self, to: str, every_s: int) -> ManagedProcess:
+        return ManagedProcess(
+            "backup",
+            [
+                *process_command("backup", self._config_args),
+                "--nats",
+                self.nats.url,
+                "--partitions",
+                str(self.config.partitions),
+                "--data-dir",
+                str(self.data_dir),
+                "--replicas",
+                str(min(3, self.config.nats_nodes)),
+                "--to",
+                to,
+                "--every-s",
+                str(every_s),
+            ],
+            log_path=self.data_dir / "logs" / "backup.log",
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
 
     def _add_gateways(self, options: GatewayOptions) -> None:
         metrics_dir = self.data_dir / "gateway" / "metrics"
@@ -299,6 +327,8 @@ class LocalCluster:
         for process in self.feeds.values():
             if not process.is_running():
                 process.start()
+        if self.backup is not None and not self.backup.is_running():
+            self.backup.start()
         self.write_runtime()
 
     def write_runtime(self) -> None:
@@ -321,6 +351,8 @@ class LocalCluster:
     def stop(self, timeout_ms: int = 15_000) -> None:
         """Graceful: gateways, then replicas (a leader hands its lease over),
         then NATS."""
+        if self.backup is not None:
+            self.backup.stop(timeout_ms=timeout_ms)
         for process in self.feeds.values():
             process.terminate()
         for process in self.feeds.values():
