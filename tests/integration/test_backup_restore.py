@@ -18,14 +18,15 @@ import contextlib
 import datetime
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ironbook import core
-from ironbook.adapters.backup.keys import identity_path, load_identity
-from ironbook.adapters.backup.manifest import MANIFEST_FILE, decode_manifest
+from ironbook.adapters.backup.keys import generate_identity, identity_path, load_identity
+from ironbook.adapters.backup.manifest import MANIFEST_FILE, Manifest, decode_manifest
 from ironbook.adapters.backup.restore import RestoreError
 from ironbook.adapters.backup.target import DirectoryTarget
 from ironbook.adapters.nats.provision import close_nats, connect_nats
@@ -41,6 +42,7 @@ from ironbook.replication.point_in_time import RestorePoint, entry_time_ms
 from ironbook.services.inspect import converged_hashes, read_whole_log
 from ironbook.services.local_cluster import LocalCluster
 from ironbook.services.restore import restore
+from ironbook.settings import BackupSettings
 
 pytestmark = pytest.mark.slow
 
@@ -289,3 +291,58 @@ def test_one_changed_byte_is_refused_by_verify_and_restore(
         )  # fmt: skip
     assert not restored_dir.exists()
     assert list(tmp_path.glob(".restored.restoring-*")) == []
+
+
+def test_up_takes_scheduled_backups_with_retention(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ironbook up --backup-every`: the supervised backup process backs up
+    after each burst of bets; with chains of 2 and 1 chain kept, the third
+    backup starts a new chain and the first one is deleted."""
+    target = tmp_path / "offsite"
+    recipient = generate_identity(tmp_path / "identity.txt")
+    monkeypatch.setenv("IRONBOOK_BACKUP_RECIPIENTS", recipient)
+    monkeypatch.setenv("IRONBOOK_BACKUP_KEEP", "1")
+    monkeypatch.setenv("IRONBOOK_BACKUP_CHAIN_LENGTH", "2")
+    cluster = LocalCluster(tmp_path / "cluster", backup=BackupSettings(to=str(target), every_s=1))
+    seen: list[tuple[str, int]] = []
+    try:
+        cluster.start()
+        asyncio.run(cluster.wait_leaders(timeout_ms=90_000))
+        for round_number in range(3):
+            asyncio.run(_deposits(cluster, f"round-{round_number}"))
+            last_seq = len(asyncio.run(_live_log(cluster)))
+            manifest = _wait_for_backup_of(target, last_seq)
+            newest = manifest.chains[-1].backups[-1]
+            seen.append((newest.kind, len(manifest.chains)))
+        kept_chain = manifest.chains[0].id
+    finally:
+        cluster.stop()
+    assert seen == [("full", 1), ("incremental", 1), ("full", 1)]
+    assert sorted(p.name for p in (target / "chains").iterdir()) == [kept_chain]
+    assert main(["backup", "verify", "--from", str(target)]) == 0
+
+
+async def _deposits(cluster: LocalCluster, tag: str) -> None:
+    client = await connect_ledger(cluster.nats_url)
+    try:
+        commands: list[core.AnyCommand] = [
+            core.OpenAccount(request_id=f"{tag}-open", account_id=tag),
+            core.Deposit(request_id=f"{tag}-dep", account_id=tag, amount_minor=1_000),
+        ]
+        # One request, so one log entry: no backup can fall between the two.
+        outcomes = await client.submit_many(commands)
+        assert all(isinstance(outcome, core.Accepted) for outcome in outcomes)
+    finally:
+        await client.close()
+
+
+def _wait_for_backup_of(target: Path, last_seq: int, timeout_s: float = 60.0) -> Manifest:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            manifest = decode_manifest((target / MANIFEST_FILE).read_bytes())
+            if manifest.chains[-1].backups[-1].partitions[0].covered_seq >= last_seq:
+                return manifest
+        time.sleep(0.2)
+    raise TimeoutError(f"no backup covering seq {last_seq} within {timeout_s} s")
