@@ -89,7 +89,7 @@ async def _expect_accepted(outcomes: list[core.Outcome], what: str) -> None:
         raise RuntimeError(f"{len(refused)} {what} refused, first: {refused[0]}")
 
 
-async def _setup(client: LedgerClient, accounts: list[str], tag: str) -> None:
+async def set_up_big_market(client: LedgerClient, accounts: list[str], tag: str) -> None:
     for market_id in (BIG_MARKET, NEXT_MARKET):
         await _expect_accepted(
             [
@@ -128,7 +128,7 @@ def _bet(tag: str, number: int, account: str, market_id: str, rng: random.Random
     )
 
 
-async def _load(
+async def load_bets(
     client: LedgerClient, accounts: list[str], bets: int, batch: int, tag: str
 ) -> float:
     """Place `bets` bets on the big market; returns the seconds it took."""
@@ -282,9 +282,9 @@ async def _measure(cluster: LocalCluster, args: argparse.Namespace) -> dict[str,
     try:
         await heartbeats.start()
         log(f"setting up {args.accounts:,} accounts ...")
-        await _setup(client, accounts, tag)
+        await set_up_big_market(client, accounts, tag)
         log(f"loading {args.bets:,} bets on {BIG_MARKET} ...")
-        load_s = await _load(client, accounts, args.bets, args.load_batch, tag)
+        load_s = await load_bets(client, accounts, args.bets, args.load_batch, tag)
         tally = Background()
         stop = asyncio.Event()
         async with asyncio.TaskGroup() as group:

@@ -16,6 +16,7 @@ BENCHMARKS = {
     "pg-baseline": "ironbook.benchmarks.pg_baseline",
     "audit": "ironbook.benchmarks.audit",
     "settle": "ironbook.benchmarks.settle",
+    "backup": "ironbook.benchmarks.backup",
 }
 
 
@@ -43,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "feed-cpu: what the feed costs the cluster in CPU; "
         "pg-baseline: PostgreSQL alone; "
         "audit: audit verify speed on synthetic entries; "
-        "settle: one big market settled under background bets)",
+        "settle: one big market settled under background bets; "
+        "backup: backup, verify and restore time and size at N bets)",
         description=__doc__,
     )
     parser.add_argument("benchmark", choices=sorted(BENCHMARKS), help="which benchmark")
