@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck unit bench clean monitoring-tools
+.PHONY: demo test lint typecheck unit bench clean monitoring-tools backup-tools
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ $(DEV_STAMP): $(PY) pyproject.toml
 monitoring-tools:
 	sh deploy/install-monitoring.sh
 
+# rclone, for backups to an rclone remote: from Debian when missing and root,
+# else the command that does it is printed (docs/backup.md).
+backup-tools:
+	sh deploy/install-rclone.sh
+
 demo: $(STAMP) monitoring-tools
 	$(VENV)/bin/ironbook demo
 
@@ -35,7 +40,7 @@ lint: $(DEV_STAMP)
 typecheck: $(DEV_STAMP)
 	$(VENV)/bin/mypy
 
-test: monitoring-tools lint typecheck
+test: monitoring-tools backup-tools lint typecheck
 	$(VENV)/bin/pytest -n 2 --timeout 600
 
 bench: $(STAMP)
