@@ -37,7 +37,7 @@ from ironbook.adapters.backup.parts import (
     segment_plain,
     unseal,
 )
-from ironbook.adapters.backup.restore import check_part
+from ironbook.adapters.backup.restore import RestoreError, check_part
 from ironbook.adapters.backup.target import (
     DirectoryTarget,
     MissingFile,
@@ -48,6 +48,7 @@ from ironbook.core.events import AccountOpened, AccountReply
 from ironbook.replication.batch import ReplayState, encode_batch
 from ironbook.replication.interfaces import LogEntry
 from ironbook.replication.point_in_time import PointInTimeFold, RestorePoint
+from ironbook.services.restore import restore
 
 
 def _part(path: str, kind: str = "log") -> Part:
@@ -256,3 +257,22 @@ def test_the_fold_stops_at_a_sequence_or_a_time() -> None:
     assert all(fold.apply(e) for e in entries)
     assert fold.replay.applied_seq == 5 and fold.replay.voided == 1
     assert "a5" not in fold.replay.state.accounts
+
+
+def test_a_restore_refuses_a_used_directory_or_an_empty_target(tmp_path: Path) -> None:
+    identity_file = tmp_path / "identity.txt"
+    generate_identity(identity_file)
+    identity = load_identity(identity_file)
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "keep.txt").write_text("mine")
+    with pytest.raises(RestoreError, match="not empty"):
+        restore(DirectoryTarget(tmp_path / "offsite"), used, identity, RestorePoint())
+    assert [p.name for p in used.iterdir()] == ["keep.txt"]
+    with pytest.raises(RestoreError, match="holds no backup"):
+        restore(DirectoryTarget(tmp_path / "offsite"), tmp_path / "new", identity, RestorePoint())
+    (tmp_path / "offsite").mkdir()
+    (tmp_path / "offsite" / "manifest.json").write_bytes(b"{}")
+    with pytest.raises(RestoreError, match="nothing restored"):
+        restore(DirectoryTarget(tmp_path / "offsite"), tmp_path / "new", identity, RestorePoint())
+    assert not (tmp_path / "new").exists()
