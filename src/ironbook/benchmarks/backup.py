@@ -40,8 +40,8 @@ from ironbook.adapters.backup.target import DirectoryTarget
 from ironbook.adapters.nats.log import stream_name
 from ironbook.adapters.nats.provision import close_nats, connect_nats, request
 from ironbook.benchmarks.common import command_line, log, machine_info
-from ironbook.benchmarks.ledger import connect_bench_client
 from ironbook.benchmarks.settle import load_bets, set_up_big_market
+from ironbook.client import BatchConfig, ClientConfig, connect_ledger
 from ironbook.replication.batch import ReplayState
 from ironbook.replication.point_in_time import RestorePoint
 from ironbook.services.inspect import read_whole_log
@@ -49,6 +49,7 @@ from ironbook.services.local_cluster import LocalCluster
 from ironbook.services.restore import restore
 
 LEDGER = core.LedgerConfig(partition=0)
+LOAD_DEADLINE_MS = 300_000
 
 
 async def _stream_bytes(nats_url: str) -> tuple[int, int]:
@@ -93,7 +94,13 @@ async def _load_and_back_up(
     cluster: LocalCluster, args: argparse.Namespace, target: DirectoryTarget, recipient: str
 ) -> dict[str, Any]:
     await cluster.wait_leaders(timeout_ms=120_000)
-    client = await connect_bench_client(cluster, 1_000)
+    # Patient: the load is not what is measured, and a shared machine may
+    # cost it a leader change.
+    client = await connect_ledger(
+        cluster.nats_url,
+        config=ClientConfig(request_timeout_ms=2_000, deadline_ms=LOAD_DEADLINE_MS),
+        batching=BatchConfig(max_batch_commands=1_000),
+    )
     tag = f"b{os.getpid()}"
     accounts = [f"punter-{i}" for i in range(args.accounts)]
 
