@@ -27,7 +27,7 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 
 from ironbook import core
-from ironbook.adapters.backup.backup import BackupSummary, Progress, take_backup
+from ironbook.adapters.backup.backup import BackupSummary, FoldMemory, Progress, take_backup
 from ironbook.adapters.backup.keys import parse_recipients
 from ironbook.adapters.backup.target import TargetError, open_target
 from ironbook.adapters.clock import SystemClock
@@ -375,6 +375,7 @@ def backup_of(
         raise TargetError("no backup target: give --to (or set backup.to)")
     target = open_target(b.to)
     sealed_to = parse_recipients(b.recipients)
+    memory = FoldMemory()
 
     async def take() -> BackupSummary:
         return await take_backup(
@@ -389,6 +390,7 @@ def backup_of(
             ledger_config=lambda partition: ledger_config(settings, partition),
             replicas=settings.nats.replicas,
             full=full,
+            memory=memory,
             progress=progress or (lambda _text: None),
         )
 

@@ -26,7 +26,7 @@ import pytest
 
 from ironbook import core
 from ironbook.adapters.backup.keys import generate_identity, identity_path, load_identity
-from ironbook.adapters.backup.manifest import MANIFEST_FILE, Manifest, decode_manifest
+from ironbook.adapters.backup.manifest import MANIFEST_FILE, Backup, Manifest, decode_manifest
 from ironbook.adapters.backup.restore import RestoreError
 from ironbook.adapters.backup.target import DirectoryTarget
 from ironbook.adapters.nats.provision import close_nats, connect_nats
@@ -306,6 +306,7 @@ def test_up_takes_scheduled_backups_with_retention(
     monkeypatch.setenv("IRONBOOK_BACKUP_CHAIN_LENGTH", "2")
     cluster = LocalCluster(tmp_path / "cluster", backup=BackupSettings(to=str(target), every_s=1))
     seen: list[tuple[str, int]] = []
+    backups: list[Backup] = []
     try:
         cluster.start()
         asyncio.run(cluster.wait_leaders(timeout_ms=90_000))
@@ -315,7 +316,14 @@ def test_up_takes_scheduled_backups_with_retention(
             manifest = _wait_for_backup_of(target, last_seq)
             newest = manifest.chains[-1].backups[-1]
             seen.append((newest.kind, len(manifest.chains)))
+            backups.append(newest)
         kept_chain = manifest.chains[0].id
+        # Each state hash is the replay of the log to its backup's end (the
+        # process folds its incrementals on from its last backup's state).
+        log = asyncio.run(_live_log(cluster))
+        for backup in backups:
+            (partition,) = backup.partitions
+            assert partition.state_hash == replay_hash(log[: partition.covered_seq], LEDGER)
     finally:
         cluster.stop()
     assert seen == [("full", 1), ("incremental", 1), ("full", 1)]

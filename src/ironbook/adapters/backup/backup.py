@@ -69,6 +69,24 @@ class BackupError(Exception):
 
 
 @dataclass
+class FoldMemory:
+    """The states one backup process folded for its last backup, by
+    partition. Its next incremental continues from them instead of folding
+    the log again from the newest stored snapshot: a scheduled backup then
+    costs the new entries, not the history since the snapshot."""
+
+    backup_id: str | None = None
+    replays: dict[int, ReplayState] = field(default_factory=dict)
+
+    def at(self, previous: Backup | None, partition: int) -> ReplayState | None:
+        if previous is None or previous.id != self.backup_id:
+            return None
+        replay = self.replays.get(partition)
+        covered = previous.partitions[partition].covered_seq
+        return replay if replay is not None and replay.applied_seq == covered else None
+
+
+@dataclass
 class BackupSummary:
     target: str
     kind: BackupKind | None
@@ -182,6 +200,7 @@ async def take_backup(
     ledger_config: LedgerConfigOf,
     replicas: int = 3,
     full: bool = False,
+    memory: FoldMemory | None = None,
     progress: Progress = lambda _text: None,
 ) -> BackupSummary:
     """One backup of every partition to `target` (see the module doc);
@@ -206,12 +225,17 @@ async def take_backup(
     directory = f"{chain_dir(chain_id)}/{backup_id}"
     writer = _PartWriter(target, directory, sealed_to)
     summary = BackupSummary(target.name, plan.kind, backup_id, chain_id)
+    memory = memory if memory is not None else FoldMemory()
+    remembered = {p: memory.at(plan.previous, p) for p in range(partitions)}
+    # Cleared until this backup is written: its states are about to move on.
+    memory.backup_id, memory.replays = None, {}
     nc = await connect_nats(list(nats_urls), name="ironbook-backup")
     try:
         records = []
+        replays = {}
         for partition in range(partitions):
             previous = plan.previous.partitions[partition] if plan.previous is not None else None
-            record = await _back_up_partition(
+            record, replays[partition] = await _back_up_partition(
                 nc,
                 partition,
                 writer,
@@ -219,6 +243,7 @@ async def take_backup(
                 replicas=replicas,
                 data_dir=data_dir,
                 ledger_config=ledger_config(partition),
+                remembered=remembered[partition],
                 progress=progress,
             )
             records.append(record)
@@ -234,6 +259,7 @@ async def take_backup(
         for record, old in zip(records, plan.previous.partitions, strict=True)
     ):
         await asyncio.to_thread(target.delete_tree, directory)
+        memory.backup_id, memory.replays = plan.previous.id, replays
         progress("nothing new since the last backup: nothing written")
         summary.kind = summary.backup_id = None
         summary.seconds = time.monotonic() - started
@@ -254,6 +280,7 @@ async def take_backup(
     dropped, chains = chains[:-keep], chains[-keep:]
     updated = Manifest(partitions=partitions, recipients=sorted(recipients), chains=chains)
     await asyncio.to_thread(target.put, MANIFEST_FILE, encode_manifest(updated))
+    memory.backup_id, memory.replays = backup_id, replays
     for chain in dropped:
         await asyncio.to_thread(target.delete_tree, chain_dir(chain.id))
         summary.deleted_chains.append(chain.id)
@@ -284,16 +311,27 @@ async def _back_up_partition(
     replicas: int,
     data_dir: Path,
     ledger_config: core.LedgerConfig,
+    remembered: ReplayState | None,
     progress: Progress,
-) -> PartitionBackup:
+) -> tuple[PartitionBackup, ReplayState]:
     log = NatsLog(nc, partition)
     try:
-        # The snapshot first: the log's end is then at or past it.
-        stored = await (await NatsSnapshotStore.open(nc, partition, replicas=replicas)).latest()
+        stored = None
+        if previous is not None and remembered is not None:
+            replay = remembered
+        else:
+            # The snapshot first: the log's end is then at or past it.
+            store = await NatsSnapshotStore.open(nc, partition, replicas=replicas)
+            stored = await store.latest()
         last_seq = await log.last_seq()
-        if stored is not None and stored.seq > last_seq:
-            raise BackupError(f"partition {partition}: snapshot at {stored.seq} past the log's end")
-        replay = replay_from(stored) if stored is not None else ReplayState.empty(ledger_config)
+        if stored is not None:
+            if stored.seq > last_seq:
+                raise BackupError(
+                    f"partition {partition}: snapshot at {stored.seq} past the log's end"
+                )
+            replay = replay_from(stored)
+        elif previous is None or remembered is None:
+            replay = ReplayState.empty(ledger_config)
         snapshot_part = None
         if previous is None:
             snapshot: Snapshot = stored if stored is not None else take_snapshot(replay)
@@ -316,7 +354,7 @@ async def _back_up_partition(
     finally:
         await log.close()
     state_hash = core.state_hash(replay.state)
-    return PartitionBackup(
+    record = PartitionBackup(
         partition=partition,
         snapshot=snapshot_part,
         base_seq=base_seq,
@@ -330,6 +368,7 @@ async def _back_up_partition(
         log=covered.parts,
         audit_checkpoint=newest_checkpoint(data_dir, partition, last_seq),
     )
+    return record, replay
 
 
 async def _check_continues(
