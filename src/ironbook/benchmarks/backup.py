@@ -7,7 +7,9 @@ nodes, R3, fsync on every write; 3 replicas of one partition) in a temp dir:
    library (the settlement benchmark's loader).
 2. Full backup to a directory target (what `ironbook backup` does): time,
    encrypted bytes, parts; `bytes_per_bet`.
-3. `--more-bets` more bets, then an incremental backup: time and bytes.
+3. `--more-bets` more bets, then an incremental backup by the same process,
+   as the scheduled backups take it (folding on from the full backup's
+   state): time and bytes.
 4. `backup verify`: every part's SHA-256 (time).
 5. Restore the chain into a new data directory (what `ironbook restore`
    does: fetch and check every part, start NATS, write the stream and the
@@ -33,7 +35,12 @@ from typing import Any
 
 from ironbook import core
 from ironbook.adapters import eventloop
-from ironbook.adapters.backup.backup import BackupSummary, read_manifest, take_backup
+from ironbook.adapters.backup.backup import (
+    BackupSummary,
+    FoldMemory,
+    read_manifest,
+    take_backup,
+)
 from ironbook.adapters.backup.keys import generate_identity, load_identity, parse_recipients
 from ironbook.adapters.backup.restore import verify_backup
 from ironbook.adapters.backup.target import DirectoryTarget
@@ -103,6 +110,7 @@ async def _load_and_back_up(
     )
     tag = f"b{os.getpid()}"
     accounts = [f"punter-{i}" for i in range(args.accounts)]
+    memory = FoldMemory()
 
     async def back_up() -> BackupSummary:
         return await take_backup(
@@ -115,6 +123,7 @@ async def _load_and_back_up(
             chain_length=100,
             data_dir=cluster.data_dir,
             ledger_config=lambda _partition: LEDGER,
+            memory=memory,
             progress=log,
         )
 
