@@ -27,6 +27,8 @@ from ironbook.adapters.backup.keys import BackupKeyError, generate_identity, ide
 from ironbook.adapters.backup.manifest import ManifestError
 from ironbook.adapters.backup.restore import verify_backup
 from ironbook.adapters.backup.target import TargetError, open_target
+from ironbook.adapters.nats.log import stream_name
+from ironbook.adapters.nats.snapshots import snapshot_bucket
 from ironbook.bootstrap import Flag, add_flags, backup_of, settings_from
 from ironbook.cli.up import add_data_dir_argument, data_dir_of
 from ironbook.replication.interfaces import ReplicationError
@@ -72,12 +74,23 @@ def _backup(args: argparse.Namespace) -> int:
         if cluster is not None:
             _progress(f"starting the NATS nodes of {data_dir} for the backup ...")
             cluster.nats.start(timeout_ms=NATS_START_TIMEOUT_MS)
+            # After a restart each stream elects its leader on its own.
+            for partition in range(partitions):
+                for stream in (stream_name(partition), f"OBJ_{snapshot_bucket(partition)}"):
+                    cluster.nats.wait_stream_leader(stream, timeout_ms=NATS_START_TIMEOUT_MS)
         try:
             summary = asyncio.run(take())
         finally:
             if cluster is not None:
                 cluster.nats.close()
-    except (ConfigError, BackupKeyError, TargetError, BackupError, ReplicationError) as err:
+    except (
+        ConfigError,
+        BackupKeyError,
+        TargetError,
+        BackupError,
+        ReplicationError,
+        TimeoutError,
+    ) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     if args.json:
