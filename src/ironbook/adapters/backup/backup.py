@@ -329,7 +329,7 @@ async def _back_up_partition(
                 raise BackupError(
                     f"partition {partition}: snapshot at {stored.seq} past the log's end"
                 )
-            replay = replay_from(stored)
+            replay = await asyncio.to_thread(replay_from, stored)
         elif previous is None or remembered is None:
             replay = ReplayState.empty(ledger_config)
         snapshot_part = None
@@ -338,7 +338,7 @@ async def _back_up_partition(
             snapshot_part = await writer.write(
                 f"p{partition}-snapshot-{snapshot.seq:020d}.age",
                 "snapshot",
-                snapshot_plain(snapshot),
+                await asyncio.to_thread(snapshot_plain, snapshot),
                 snapshot.seq,
                 snapshot.seq,
                 0,
@@ -353,7 +353,7 @@ async def _back_up_partition(
         )
     finally:
         await log.close()
-    state_hash = core.state_hash(replay.state)
+    state_hash = await asyncio.to_thread(core.state_hash, replay.state)
     record = PartitionBackup(
         partition=partition,
         snapshot=snapshot_part,
@@ -433,7 +433,7 @@ async def _copy_log(
                 await writer.write(
                     f"p{partition}-log-{first:020d}-{last:020d}.age",
                     "log",
-                    segment_plain(partition, segment),
+                    await asyncio.to_thread(segment_plain, partition, segment),
                     first,
                     last,
                     len(segment),
@@ -445,6 +445,9 @@ async def _copy_log(
         if entry.seq > replay.applied_seq:
             events = replay.apply(entry)
             at_ms = max((e.at_ms for e in events), default=None) if events else None
+            # An entry may hold a thousand bets: let the loop breathe (the
+            # process's liveness file is touched from it).
+            await asyncio.sleep(0)
         else:
             at_ms = None
         if entry.seq > base_seq:
