@@ -30,6 +30,7 @@ from nats.aio.client import Client as NatsClient
 
 from ironbook import core
 from ironbook.adapters.audit.stream import read_log
+from ironbook.adapters.backup.backup import PROGRESS_EVERY_S
 from ironbook.adapters.backup.manifest import Chain, Manifest, Part, PartitionBackup
 from ironbook.adapters.backup.parts import read_segment, read_snapshot, unseal
 from ironbook.adapters.backup.target import MissingFile, Target, TargetError
@@ -45,7 +46,6 @@ from ironbook.replication.interfaces import (
 )
 from ironbook.replication.point_in_time import PointInTimeFold, RestorePoint
 
-PROGRESS_EVERY_S = 2.0
 RETRY_ATTEMPTS = 6
 RETRY_BACKOFF_S = 0.2
 
