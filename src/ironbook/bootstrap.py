@@ -47,15 +47,17 @@ from ironbook.services import replica as replica_service
 from ironbook.services.feed import ingest, provider, settlement
 from ironbook.services.gateway import history
 from ironbook.services.gateway.app import create_app
-from ironbook.services.gateway.auth import load_verifier, local_secret_file
+from ironbook.services.gateway.auth import MaxLifetimes, load_verifier, local_keys_dir
 from ironbook.services.gateway.calls import watch_partitions
 from ironbook.services.gateway.history import NatsHistory
 from ironbook.services.gateway.idempotency import ClaimStore
 from ironbook.services.gateway.metrics import GatewayMetrics
 from ironbook.services.gateway.odds import OddsHub
+from ironbook.services.gateway.revocation import Revocations, RevocationStore
 from ironbook.services.gateway.runtime import READINESS_DEADLINE_MS, Gateway
 from ironbook.services.gateway.server import serve_http
 from ironbook.services.local_cluster import GatewayOptions, LocalCluster
+from ironbook.services.metrics_http import serve_http as serve_metrics_http
 from ironbook.services.process import run_service
 from ironbook.services.replica_metrics import ReplicaMetrics, serve_metrics
 from ironbook.services.supervisor import RestartPolicy
@@ -99,6 +101,7 @@ PROCESS_FLAGS: dict[str, tuple[Flag, ...]] = {
         Flag("--port", "gateway", "port", int, "HTTP port (shared by the workers)"),
         Flag("--worker-id", "gateway", "worker_id", help="this worker's name"),
         Flag("--worker-count", "gateway", "worker_count", int, "workers sharing the port"),
+        Flag("--metrics-port", "gateway", "metrics_port", int, "ops port for /metrics (shared)"),
     ),
     "history": (
         _NATS,
@@ -261,12 +264,14 @@ async def connected_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     clients, Idempotency-Key store, history and odds; closed on exit."""
     g = settings.gateway
     partitions = settings.cluster.partition_count
+    lifetimes = MaxLifetimes(g.bettor_token_max_lifetime_s, g.staff_token_max_lifetime_s)
     verifier = load_verifier(
         algorithm=g.jwt_algorithm,
-        secret_file=local_secret_file(settings.cluster.data_dir),
-        public_key_file=g.jwt_public_key_file,
+        keys_dir=g.jwt_keys_dir or local_keys_dir(settings.cluster.data_dir),
         issuer=g.jwt_issuer,
         audience=g.jwt_audience,
+        max_lifetimes=lifetimes,
+        revocations=Revocations(lifetimes.longest_s),
     )
     async with _nats(settings, f"ironbook-gateway-{g.worker_id}") as nc:
         ledger = ledger_over_nats(
@@ -291,19 +296,40 @@ async def connected_gateway(settings: Settings) -> AsyncIterator[Gateway]:
                 claims=await ClaimStore.open(nc.jetstream(), replicas=settings.nats.replicas),
                 history=NatsHistory(nc),
                 odds=await OddsHub.open(nc, replicas=settings.nats.replicas),
+                revoker=await RevocationStore.open(
+                    nc.jetstream(),
+                    replicas=settings.nats.replicas,
+                    retention_s=lifetimes.longest_s,
+                ),
             )
         finally:
             await ledger.close()
             await probe.close()
 
 
+REVOCATIONS_LOAD_TIMEOUT_S = 30.0
+"""A worker serves no request before it knows every past revocation."""
+
+
 async def serve_gateway(settings: Settings, stop: asyncio.Event) -> None:
+    g = settings.gateway
     async with connected_gateway(settings) as gateway, asyncio.TaskGroup() as group:
+        loaded = asyncio.Event()
+        follower = group.create_task(gateway.follow_revocations(loaded))
         flusher = group.create_task(gateway.flush_metrics())
         watcher = group.create_task(watch_partitions(gateway))
         try:
-            await serve_http(create_app(gateway), settings.gateway, stop)
+            async with asyncio.timeout(REVOCATIONS_LOAD_TIMEOUT_S):
+                await loaded.wait()
+
+            async def render() -> tuple[bytes, str]:
+                return gateway.metrics.exposition()
+
+            ops = await serve_metrics_http(render, g.metrics_host, g.metrics_port, reuse_port=True)
+            async with ops:
+                await serve_http(create_app(gateway), g, stop)
         finally:
+            follower.cancel()
             flusher.cancel()
             watcher.cancel()
 
@@ -422,7 +448,12 @@ def build_local_cluster(settings: Settings, config_file: Path | None = None) -> 
     gateway = None
     if settings.cluster.serve_http:
         g = settings.gateway
-        gateway = GatewayOptions(port=g.port, workers=settings.cluster.gateway_workers, host=g.host)
+        gateway = GatewayOptions(
+            port=g.port,
+            workers=settings.cluster.gateway_workers,
+            host=g.host,
+            metrics_port=g.metrics_port,
+        )
     return LocalCluster(
         settings.cluster.data_dir,
         partitions=settings.cluster.partitions,

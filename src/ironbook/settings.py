@@ -112,11 +112,18 @@ class GatewaySettings(Section):
     """Workers sharing this host's port (`ironbook up` sets it to `cluster.gateway_workers`)."""
 
     jwt_algorithm: Literal["HS256", "RS256", "ES256"] = "HS256"
-    """HS256 with the local secret in the data directory, or RS256 / ES256
-    with `jwt_public_key_file`."""
-    jwt_public_key_file: Path | None = None
+    """HS256 with the local keys in the data directory, or RS256 / ES256
+    with the public keys in `jwt_keys_dir`."""
+    jwt_keys_dir: Path | None = None
+    """The verification keys, one file per key id (`kid`): `<kid>.pem` public
+    keys for RS256 / ES256; for HS256 default `<data_dir>/gateway/jwt-keys`
+    (`<kid>.hs256` and `current`, managed by `ironbook token rotate-key`)."""
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
+    bettor_token_max_lifetime_s: int = Field(default=86_400, ge=60, le=86_400)
+    """The longest `exp - iat` accepted for a bettor token, whatever `exp` says."""
+    staff_token_max_lifetime_s: int = Field(default=3_600, ge=60, le=3_600)
+    """The same for trader, cashier, admin and auditor tokens."""
 
     principal_rate_per_s: float = Field(default=200.0, gt=0)
     principal_burst: int = Field(default=400, ge=1)
@@ -137,11 +144,27 @@ class GatewaySettings(Section):
     allow_cidrs: CidrList = ()
     """Empty: every address not denied may connect."""
     deny_cidrs: CidrList = ()
-    trust_forwarded_for: bool = False
-    """Take the client address from X-Forwarded-For (behind HAProxy / nginx only)."""
+    trusted_proxies: CidrList = ()
+    """Proxies whose `X-Forwarded-For` is believed: the client is the
+    rightmost address in it that is not one of them. Empty: the header is
+    ignored."""
+    limit_concurrency: int = Field(default=4_096, ge=1)
+    """Connections and requests one worker serves at once; beyond it uvicorn
+    answers 503 at once."""
+    body_read_timeout_ms: int = Field(default=10_000, ge=100)
+    """The whole request body must arrive within this (slow senders get 408)."""
+    ws_max_per_ip: int = Field(default=64, ge=1)
+    """Open odds WebSockets per client address, per worker."""
+    ws_max_per_principal: int = Field(default=8, ge=1)
+    """Open odds WebSockets per token subject, per worker."""
+    metrics_host: str = "127.0.0.1"
+    """Where `/metrics` listens: loopback, or the cluster's private network."""
+    metrics_port: int = Field(default=9180, ge=0, le=65_535)
+    """The ops port, shared by the host's workers like `port`; any worker
+    answers for all of them. Not served on the public port."""
     currency: str = Field(default="GBP", pattern=r"^[A-Z]{3}$")
 
-    @field_validator("allow_cidrs", "deny_cidrs", mode="before")
+    @field_validator("allow_cidrs", "deny_cidrs", "trusted_proxies", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split_commas(value)

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from ironbook.adapters.nats.localproc import ManagedProcess, PortLease
-from ironbook.services.gateway.auth import load_or_create_secret, local_secret_file, mint_token
+from ironbook.services.gateway.auth import SigningKey, local_signing_key, mint_token
 from ironbook.services.local_cluster import GatewayOptions, LocalCluster
 from ironbook.services.process import process_command
 
@@ -42,11 +42,25 @@ class Api:
     tight_worker: ManagedProcess
     """The process behind `tight_url` (the overload test pauses it)."""
     data_dir: Path
-    secret: bytes
+    secret: SigningKey
     cluster: LocalCluster
+    extra_workers: list[ManagedProcess]
+    """Every worker not behind `url`: the throttled and the tight one."""
 
-    def token(self, role: str, account_id: str | None = None, sub: str | None = None) -> str:
-        return mint_token(self.secret, role=role, account_id=account_id, sub=sub)
+    def token(
+        self,
+        role: str,
+        account_id: str | None = None,
+        sub: str | None = None,
+        ttl_s: int | None = None,
+    ) -> str:
+        return mint_token(self.secret, role=role, account_id=account_id, sub=sub, ttl_s=ttl_s)
+
+    @property
+    def metrics_url(self) -> str:
+        url = self.cluster.gateway_metrics_url
+        assert url is not None
+        return url
 
     def auth(
         self,
@@ -79,9 +93,10 @@ def _wait_ready(url: str, deadline: float) -> None:
     raise TimeoutError(f"{url} not ready: {last}")
 
 
-def _extra_worker(
-    cluster: LocalCluster, name: str, port: int, env: dict[str, str]
+def extra_worker(
+    cluster: LocalCluster, name: str, port: int, metrics_port: int, env: dict[str, str]
 ) -> ManagedProcess:
+    """A gateway worker on a port of its own (not started)."""
     return ManagedProcess(
         name,
         [
@@ -94,6 +109,8 @@ def _extra_worker(
             str(cluster.data_dir),
             "--worker-id",
             name,
+            "--metrics-port",
+            str(metrics_port),
         ],
         log_path=cluster.data_dir / "logs" / f"{name}.log",
         env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
@@ -103,24 +120,26 @@ def _extra_worker(
 @contextlib.contextmanager
 def running_api(data_dir: Path) -> Iterator[Api]:
     ports = PortLease()
-    main_port, throttled_port, tight_port = ports.take(3)
+    main_port, throttled_port, tight_port, *metrics_ports = ports.take(5)
     cluster = LocalCluster(
         data_dir, gateway=GatewayOptions(port=main_port, workers=2, env=GENEROUS_LIMITS)
     )
     extras = [
-        _extra_worker(
+        extra_worker(
             cluster,
             "gw-throttled",
             throttled_port,
+            metrics_ports[0],
             {
                 "IRONBOOK_GATEWAY_PRINCIPAL_RATE_PER_S": str(THROTTLED_RATE_PER_S),
                 "IRONBOOK_GATEWAY_PRINCIPAL_BURST": str(THROTTLED_BURST),
             },
         ),
-        _extra_worker(
+        extra_worker(
             cluster,
             "gw-tight",
             tight_port,
+            metrics_ports[1],
             {**GENEROUS_LIMITS, "IRONBOOK_GATEWAY_MAX_INFLIGHT_LEDGER_REQUESTS": "2"},
         ),
     ]
@@ -133,7 +152,7 @@ def running_api(data_dir: Path) -> Iterator[Api]:
         urls = [f"http://127.0.0.1:{port}" for port in (main_port, throttled_port, tight_port)]
         for url in urls:
             _wait_ready(url, deadline)
-        secret = load_or_create_secret(local_secret_file(cluster.data_dir))
+        secret = local_signing_key(cluster.data_dir)
         yield Api(
             url=urls[0],
             throttled_url=urls[1],
@@ -142,6 +161,7 @@ def running_api(data_dir: Path) -> Iterator[Api]:
             data_dir=cluster.data_dir,
             secret=secret,
             cluster=cluster,
+            extra_workers=extras,
         )
     finally:
         for process in extras:

@@ -53,19 +53,45 @@ def test_missing_or_invalid_token_is_401(http: httpx.Client, authorization: str 
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
+def _signed(api: Api, claims: dict[str, object], kid: str | None = None) -> str:
+    key = api.secret
+    return jwt.encode(claims, key.secret, "HS256", headers={"kid": kid or key.kid})
+
+
 def test_expired_and_malformed_claims_are_401(api: Api, http: httpx.Client) -> None:
-    expired = mint_token(api.secret, role="admin", ttl_s=1, now_s=int(time.time()) - 3600)
-    unknown_role = jwt.encode({"sub": "x", "role": "root", "exp": 2**40}, api.secret, "HS256")
-    bettor_without_account = jwt.encode(
-        {"sub": "x", "role": "bettor", "exp": 2**40}, api.secret, "HS256"
-    )
-    no_exp = jwt.encode({"sub": "x", "role": "admin"}, api.secret, "HS256")
-    for token in (expired, unknown_role, bettor_without_account, no_exp):
+    now = int(time.time())
+    good = {"sub": "x", "role": "admin", "iat": now, "exp": now + 600, "jti": "j-good"}
+    assert http.get("/v1/markets", headers={"Authorization": f"Bearer {_signed(api, good)}"})
+    refused = [
+        mint_token(api.secret, role="admin", ttl_s=1, now_s=now - 3600),
+        _signed(api, {**good, "role": "root"}),
+        _signed(api, {**good, "role": "bettor"}),  # without account_id
+        _signed(api, {name: v for name, v in good.items() if name != "exp"}),
+        _signed(api, {name: v for name, v in good.items() if name != "jti"}),
+        _signed(api, {name: v for name, v in good.items() if name != "iat"}),
+        _signed(api, good, kid="k-unknown"),
+        jwt.encode(good, api.secret.secret, "HS256"),  # no kid
+    ]
+    for token in refused:
         _problem(
             http.get("/v1/markets", headers={"Authorization": f"Bearer {token}"}),
             401,
             "unauthorized",
         )
+
+
+@pytest.mark.parametrize(
+    ("role", "account_id", "lifetime_s"),
+    [("admin", None, 30 * 86_400), ("cashier", None, 7_200), ("bettor", "acc-1", 2 * 86_400)],
+)
+def test_a_token_living_longer_than_its_role_may_is_refused(
+    api: Api, http: httpx.Client, role: str, account_id: str | None, lifetime_s: int
+) -> None:
+    """Signed with the right key, not expired, but minted for longer than the
+    gateways accept for the role (bettor 24 h, staff 1 h)."""
+    token = mint_token(api.secret, role=role, account_id=account_id, ttl_s=lifetime_s)
+    response = http.get("/v1/markets", headers={"Authorization": f"Bearer {token}"})
+    _problem(response, 401, "unauthorized")
 
 
 def test_failed_auth_is_a_security_event(api: Api, http: httpx.Client) -> None:
@@ -80,7 +106,7 @@ def test_failed_auth_is_a_security_event(api: Api, http: httpx.Client) -> None:
         time.sleep(0.1)
     else:
         raise AssertionError("no security event logged for a forged token")
-    metrics = http.get("/metrics").text
+    metrics = httpx.get(api.metrics_url, timeout=10).text
     assert "ironbook_gateway_auth_failures_total" in metrics
 
 

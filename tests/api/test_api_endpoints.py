@@ -206,9 +206,10 @@ def test_health_ready_metrics_openapi(api: Api, http: httpx.Client) -> None:
     ready = http.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["ready"] is True
-    metrics = http.get("/metrics")
+    metrics = httpx.get(api.metrics_url, timeout=10)
     assert metrics.status_code == 200
     assert "ironbook_http_requests_total" in metrics.text
+    assert http.get("/metrics").status_code == 404, "metrics are on the ops port only"
     schema = http.get("/openapi.json").json()
     assert "/v1/bets" in schema["paths"]
     assert "/v1/markets/{market_id}/settle" in schema["paths"]

@@ -5,6 +5,7 @@ ODDS stream; a client that does not read gets conflated prices."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -17,11 +18,12 @@ import pytest
 from api_support import GENEROUS_LIMITS, START_TIMEOUT_S, Api, _wait_ready, unique
 from nats.aio.client import Client as NatsClient
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Subprotocol
 
 from ironbook.adapters.nats.localproc import PortLease
 from ironbook.services.feed.processes import FeedOptions
-from ironbook.services.gateway.auth import load_or_create_secret, local_secret_file, mint_token
+from ironbook.services.gateway.auth import local_signing_key, mint_token, token_id
 from ironbook.services.gateway.odds import (
     ClientRequest,
     OddsHub,
@@ -132,16 +134,88 @@ def test_odds_reach_subscribers_and_stop_after_unsubscribe(api: Api) -> None:
     asyncio.run(run())
 
 
-def test_token_in_query_and_no_token_refused(api: Api) -> None:
+def test_token_by_header_or_subprotocol_never_in_the_query(api: Api) -> None:
+    async def subscribed(ws: ClientConnection) -> bool:
+        await ws.send(json.dumps({"action": "subscribe", "markets": ["m1"]}))
+        return bool(json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "subscribed")
+
     async def run() -> None:
         token = api.token("auditor")
-        async with connect(f"{_ws_url(api)}?access_token={token}") as ws:
-            await ws.send(json.dumps({"action": "subscribe", "markets": ["m1"]}))
-            assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "subscribed"
-        with pytest.raises(InvalidStatus) as refused:
-            async with connect(_ws_url(api)):
+        async with connect(
+            _ws_url(api), additional_headers={"Authorization": f"Bearer {token}"}
+        ) as ws:
+            assert await subscribed(ws)
+        offered = [Subprotocol(f"ironbook.bearer.{token}"), Subprotocol("ironbook.v1")]
+        async with connect(_ws_url(api), subprotocols=offered) as ws:
+            assert ws.subprotocol == "ironbook.v1", "the token is never echoed back"
+            assert await subscribed(ws)
+        for refused_url in (
+            f"{_ws_url(api)}?access_token={token}",
+            f"{_ws_url(api)}?token={token}",
+            _ws_url(api),
+        ):
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(refused_url):
+                    pass
+            assert refused.value.response.status_code == 403
+
+    asyncio.run(run())
+
+
+def test_the_socket_closes_when_its_token_expires(api: Api) -> None:
+    async def run() -> None:
+        token = api.token("auditor", ttl_s=2)
+        headers = {"Authorization": f"Bearer {token}"}
+        async with connect(_ws_url(api), additional_headers=headers) as ws:
+            with pytest.raises(ConnectionClosed):
+                async with asyncio.timeout(30):
+                    while True:
+                        await ws.recv()
+            assert ws.close_code == 1008
+            assert ws.close_reason == "token expired"
+
+    asyncio.run(run())
+
+
+def test_the_socket_closes_when_its_token_is_revoked(api: Api) -> None:
+    async def run() -> None:
+        token = api.token("auditor")
+        headers = {"Authorization": f"Bearer {token}"}
+        async with connect(_ws_url(api), additional_headers=headers) as ws:
+            revoked = await asyncio.to_thread(
+                httpx.post,
+                f"{api.url}/v1/admin/tokens/{token_id(token)}/revoke",
+                headers=api.auth("admin"),
+                timeout=10,
+            )
+            assert revoked.status_code == 200, revoked.text
+            with pytest.raises(ConnectionClosed):
+                async with asyncio.timeout(30):
+                    while True:
+                        await ws.recv()
+            assert (ws.close_code, ws.close_reason) == (1008, "token revoked")
+
+    asyncio.run(run())
+
+
+def test_websockets_per_principal_are_capped(api: Api) -> None:
+    """One worker (`tight_url`) admits 8 sockets per principal (the default)."""
+    url = api.tight_url.replace("http://", "ws://") + "/v1/odds/stream"
+    headers = {"Authorization": f"Bearer {api.token('auditor', sub='capped')}"}
+
+    async def run() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            for _ in range(8):
+                await stack.enter_async_context(connect(url, additional_headers=headers))
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(url, additional_headers=headers):
+                    pass
+            assert refused.value.response.status_code == 403
+            other = {"Authorization": f"Bearer {api.token('auditor', sub='another')}"}
+            async with connect(url, additional_headers=other):
                 pass
-        assert refused.value.response.status_code == 403
+        async with connect(url, additional_headers=headers):
+            pass  # closed sockets are counted out
 
     asyncio.run(run())
 
@@ -303,7 +377,7 @@ def test_a_client_that_does_not_read_gets_the_newest_price_not_a_backlog(api: Ap
     asyncio.run(run())
     deadline = time.monotonic() + 10  # counts are written at most once a second
     while True:
-        metrics = httpx.get(f"{api.url}/metrics", timeout=10).text
+        metrics = httpx.get(api.metrics_url, timeout=10).text
         conflated = [
             float(line.split()[-1])
             for line in metrics.splitlines()
@@ -401,7 +475,7 @@ def test_the_real_feed_reaches_subscribers_and_snapshots_survive_a_worker_restar
         cluster.start(timeout_ms=START_TIMEOUT_S * 1000)
         asyncio.run(cluster.wait_leaders(timeout_ms=START_TIMEOUT_S * 1000))
         _wait_ready(f"http://127.0.0.1:{port}", time.monotonic() + START_TIMEOUT_S)
-        secret = load_or_create_secret(local_secret_file(cluster.data_dir))
+        secret = local_signing_key(cluster.data_dir)
         headers = {"Authorization": f"Bearer {mint_token(secret, role='auditor')}"}
 
         async def first_price() -> tuple[str, str]:

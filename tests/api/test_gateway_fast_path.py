@@ -1,7 +1,11 @@
-"""`POST /v1/bets` as the edge answers it, in process: the app built around
-a `Gateway` with a stub ledger and a stub claim store (no cluster). A bet without an Idempotency-Key
-costs no claim; with one, the claim carries the same fingerprint the routes
-would compute; refusals are RFC 9457 problems with the route's codes."""
+"""The edge in process: the app built around a `Gateway` with a stub ledger,
+claim store and revocation store (no cluster).
+
+`POST /v1/bets`: a bet without an Idempotency-Key costs no claim; with one,
+the claim carries the same fingerprint the routes would compute; refusals
+are RFC 9457 problems with the route's codes. Then the edge's own refusals:
+an unreadable `X-Forwarded-For` from a trusted proxy, a body that does not
+arrive in time, `/metrics` on the public port, and token revocation."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import asyncio
 import io
 import json
 import logging
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -25,15 +30,17 @@ from ironbook.logs import setup_logging
 from ironbook.services.gateway import models as m
 from ironbook.services.gateway.app import create_app
 from ironbook.services.gateway.auth import (
-    load_or_create_secret,
     load_verifier,
-    local_secret_file,
+    local_keys_dir,
+    local_signing_key,
     mint_token,
+    token_id,
 )
 from ironbook.services.gateway.history import HistoryReply, HistoryRequest, HistoryUnavailable
 from ironbook.services.gateway.idempotency import fingerprint, keyed_request_id
 from ironbook.services.gateway.metrics import GatewayMetrics
 from ironbook.services.gateway.odds import Watcher
+from ironbook.services.gateway.revocation import Revocations
 from ironbook.services.gateway.runtime import Gateway
 from ironbook.settings import GatewaySettings, LogSettings
 
@@ -96,27 +103,39 @@ class NoOdds:
         raise AssertionError("not in these tests")
 
 
+class StubRevoker:
+    def __init__(self) -> None:
+        self.revoked: list[tuple[str, str]] = []
+
+    async def revoke(self, jti: str, *, by: str) -> int:
+        self.revoked.append((jti, by))
+        return time.time_ns() // 1_000_000
+
+    async def follow(self, revocations: Revocations, loaded: asyncio.Event) -> None:
+        raise AssertionError("not in these tests")
+
+
+def _harness(tmp_path: Path, settings: GatewaySettings) -> tuple[Harness, Gateway]:
+    ledger, claims = StubLedger(), StubClaims()
+    gateway = Gateway(
+        settings=settings,
+        partitions=1,
+        metrics=GatewayMetrics(CollectorRegistry()),
+        verifier=load_verifier(algorithm="HS256", keys_dir=local_keys_dir(tmp_path)),
+        ledger=ledger,
+        probe=ledger,
+        claims=claims,
+        history=NoHistory(),
+        odds=NoOdds(),
+        revoker=StubRevoker(),
+    )
+    token = mint_token(local_signing_key(tmp_path), role="bettor", account_id="acc-1")
+    return (create_app(gateway), ledger, claims, token), gateway
+
+
 @pytest.fixture
 def gateway(tmp_path: Path) -> Harness:
-    secret_file = local_secret_file(tmp_path)
-    ledger, claims = StubLedger(), StubClaims()
-    app = create_app(
-        Gateway(
-            settings=GatewaySettings(),
-            partitions=1,
-            metrics=GatewayMetrics(CollectorRegistry()),
-            verifier=load_verifier(
-                algorithm="HS256", secret_file=secret_file, public_key_file=None
-            ),
-            ledger=ledger,
-            probe=ledger,
-            claims=claims,
-            history=NoHistory(),
-            odds=NoOdds(),
-        )
-    )
-    token = mint_token(load_or_create_secret(secret_file), role="bettor", account_id="acc-1")
-    return app, ledger, claims, token
+    return _harness(tmp_path, GatewaySettings())[0]
 
 
 def _post(app: Any, body: object, headers: dict[str, str]) -> httpx.Response:
@@ -249,3 +268,105 @@ def test_the_request_id_is_on_the_line_that_names_the_ledger_command(
     (line,) = [line for line in lines if line["logger"] == "ironbook.gateway"]
     assert line["request_id"] == "trace-9"
     assert f"PlaceBet {command.request_id} -> BetReply" in line["message"]
+
+
+# The edge's own refusals.
+
+
+def _request(
+    app: Any,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    client: tuple[str, int] = ("10.0.0.1", 5000),
+) -> httpx.Response:
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, client=client)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+            return await http.request(method, path, headers=headers)
+
+    return asyncio.run(go())
+
+
+def test_forwarded_for_is_read_behind_trusted_proxies_only(tmp_path: Path) -> None:
+    settings = GatewaySettings(trusted_proxies=("10.0.0.0/24",), deny_cidrs=("198.51.100.0/24",))
+    (app, *_), _ = _harness(tmp_path, settings)
+    denied = _request(app, "GET", "/healthz", {"X-Forwarded-For": "198.51.100.9"})
+    assert (denied.status_code, denied.json()["code"]) == (403, "forbidden")
+    spoofed = _request(
+        app, "GET", "/healthz", {"X-Forwarded-For": "198.51.100.9"}, client=("203.0.113.5", 1)
+    )
+    assert spoofed.status_code == 200, "a client that is not a proxy is not believed"
+    garbage = _request(app, "GET", "/healthz", {"X-Forwarded-For": "1.2.3.4, nonsense"})
+    assert garbage.status_code == 400
+    assert garbage.json()["code"] == "validation_failed"
+    assert "X-Forwarded-For" in garbage.json()["detail"]
+
+
+def test_a_body_that_does_not_arrive_in_time_is_408(tmp_path: Path) -> None:
+    (app, ledger, _, token), _ = _harness(tmp_path, GatewaySettings(body_read_timeout_ms=200))
+    sent: list[dict[str, Any]] = []
+
+    async def go() -> None:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/v1/bets",
+            "raw_path": b"/v1/bets",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [
+                (b"authorization", f"Bearer {token}".encode()),
+                (b"content-type", b"application/json"),
+                (b"content-length", b"100"),
+            ],
+            "client": ("10.0.0.1", 5000),
+            "server": ("gw", 80),
+        }
+        parts = [{"type": "http.request", "body": b'{"account_id"', "more_body": True}]
+
+        async def receive() -> dict[str, Any]:
+            if parts:
+                return parts.pop()
+            await asyncio.sleep(3600)  # a slowloris body: the rest never comes
+            raise AssertionError("unreachable")
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await asyncio.wait_for(app(scope, receive, send), 5)
+
+    asyncio.run(go())
+    assert sent[0]["status"] == 408
+    body = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+    assert body["code"] == "request_timeout"
+    assert ledger.commands == []
+
+
+def test_metrics_are_not_on_the_public_port(gateway: Harness) -> None:
+    app, *_ = gateway
+    assert _request(app, "GET", "/metrics").status_code == 404
+
+
+def test_an_admin_revokes_a_token_and_it_is_refused_at_once(tmp_path: Path) -> None:
+    (app, _, _, bettor), gateway = _harness(tmp_path, GatewaySettings())
+    key = local_signing_key(tmp_path)
+    admin = {"Authorization": f"Bearer {mint_token(key, role='admin', sub='admin:ops-1')}"}
+    bettor_headers = {"Authorization": f"Bearer {bettor}"}
+    assert _post(app, BET, bettor_headers).status_code == 201  # verified and cached
+    jti = token_id(bettor)
+    forbidden = _request(app, "POST", f"/v1/admin/tokens/{jti}/revoke", bettor_headers)
+    assert (forbidden.status_code, forbidden.json()["code"]) == (403, "forbidden")
+    bad = _request(app, "POST", "/v1/admin/tokens/not.a.jti/revoke", admin)
+    assert bad.status_code == 422
+    revoked = _request(app, "POST", f"/v1/admin/tokens/{jti}/revoke", admin)
+    assert revoked.status_code == 200, revoked.text
+    assert revoked.json()["jti"] == jti
+    assert abs(revoked.json()["revoked_at_ms"] - time.time() * 1000) < 60_000
+    assert isinstance(gateway.revoker, StubRevoker)
+    assert gateway.revoker.revoked == [(jti, "admin:ops-1")]
+    refused = _post(app, BET, bettor_headers)
+    assert (refused.status_code, refused.json()["code"]) == (401, "unauthorized")

@@ -45,7 +45,7 @@ from ironbook.adapters.nats.localproc import ManagedProcess, PortLease
 from ironbook.benchmarks.common import machine_info, wait_http_ready
 from ironbook.benchmarks.cpu import CpuMeter, cluster_groups
 from ironbook.benchmarks.stats import percentile_ms
-from ironbook.services.gateway.auth import load_or_create_secret, local_secret_file, mint_token
+from ironbook.services.gateway.auth import SigningKey, local_signing_key, mint_token
 from ironbook.services.local_cluster import GatewayOptions, LocalCluster
 from ironbook.services.process import process_command
 
@@ -58,7 +58,7 @@ UNLIMITED_ENV = {
 FLOOD_LIMITS_ENV = {
     # For the host (each worker enforces its share): well above what one legit
     # client sends (a few bets a second), far below what the abuser sends.
-    "IRONBOOK_GATEWAY_TRUST_FORWARDED_FOR": "true",
+    "IRONBOOK_GATEWAY_TRUSTED_PROXIES": "127.0.0.1/32",
     "IRONBOOK_GATEWAY_PRINCIPAL_RATE_PER_S": "10",
     "IRONBOOK_GATEWAY_PRINCIPAL_BURST": "20",
     "IRONBOOK_GATEWAY_IP_RATE_PER_S": "20",
@@ -231,7 +231,7 @@ def _ms(latencies_s: list[float]) -> list[float]:
     return [x * 1000 for x in latencies_s]
 
 
-def _setup(url: str, secret: bytes, accounts: int) -> list[tuple[str, str]]:
+def _setup(url: str, secret: SigningKey, accounts: int) -> list[tuple[str, str]]:
     admin = {"Authorization": f"Bearer {mint_token(secret, role='admin')}"}
     with httpx.Client(base_url=url, timeout=30) as http:
         response = http.post(
@@ -287,7 +287,7 @@ def _throughput(
 
 def _flood(
     target: Target,
-    secret: bytes,
+    secret: SigningKey,
     jobs: list[tuple[str, str]],
     legit_rate: float,
     seconds: float,
@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster.start()
         asyncio.run(cluster.wait_leaders())
         eventloop.run(wait_http_ready(url, READY_TIMEOUT_S))
-        secret = load_or_create_secret(local_secret_file(cluster.data_dir))
+        secret = local_signing_key(cluster.data_dir)
         jobs = _setup(url, secret, args.accounts)
         meter = CpuMeter(cluster_groups(cluster))
         meter.start()

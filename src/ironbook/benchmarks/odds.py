@@ -63,7 +63,7 @@ from ironbook.benchmarks.odds_feeds import FeedRun, create_market_commands, star
 from ironbook.benchmarks.odds_subscribers import Subscribers
 from ironbook.benchmarks.stats import median_or_none, percentile_ms, round_ratios
 from ironbook.client import LedgerClient
-from ironbook.services.gateway.auth import load_or_create_secret, local_secret_file, mint_token
+from ironbook.services.gateway.auth import local_signing_key, mint_token
 from ironbook.services.local_cluster import GatewayOptions, LocalCluster
 
 THROUGHPUT_RATES = (0, 1_000, 5_000)
@@ -75,6 +75,9 @@ GATEWAY_LIMITS = {
     "IRONBOOK_GATEWAY_PRINCIPAL_BURST": "1000000",
     "IRONBOOK_GATEWAY_IP_RATE_PER_S": "1000000",
     "IRONBOOK_GATEWAY_IP_BURST": "1000000",
+    "IRONBOOK_GATEWAY_WS_MAX_PER_IP": "1000000",
+    "IRONBOOK_GATEWAY_WS_MAX_PER_PRINCIPAL": "1000000",
+    "IRONBOOK_GATEWAY_LIMIT_CONCURRENCY": "1000000",
 }
 
 
@@ -98,7 +101,7 @@ async def _connect_subscribers(
     cluster: LocalCluster, args: argparse.Namespace, market_ids: list[str]
 ) -> Subscribers:
     assert cluster.http_url is not None
-    secret = load_or_create_secret(local_secret_file(cluster.data_dir))
+    secret = local_signing_key(cluster.data_dir)
     token = mint_token(secret, role="auditor", sub="odds-bench")
     ws_url = cluster.http_url.replace("http://", "ws://") + "/v1/odds/stream"
     log(f"connecting {args.subscribers} subscribers to {len(market_ids)} markets ...")

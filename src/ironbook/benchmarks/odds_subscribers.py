@@ -76,13 +76,17 @@ class _Samples:
         }
 
 
-async def _connect(url: str) -> ClientConnection:
+async def _connect(url: str, token: str) -> ClientConnection:
     for attempt in range(1, CONNECT_ATTEMPTS + 1):
         try:
             # No permessage-deflate: compressing every frame per connection
             # would cost the gateway more than the fan-out itself.
             return await connect(
-                url, compression=None, max_queue=64, open_timeout=CONNECT_TIMEOUT_S
+                url,
+                compression=None,
+                max_queue=64,
+                open_timeout=CONNECT_TIMEOUT_S,
+                additional_headers={"Authorization": f"Bearer {token}"},
             )
         except (OSError, TimeoutError):
             if attempt == CONNECT_ATTEMPTS:
@@ -91,9 +95,11 @@ async def _connect(url: str) -> ClientConnection:
     raise AssertionError("unreachable")
 
 
-async def _subscribe(url: str, markets: list[str], gate: asyncio.Semaphore) -> ClientConnection:
+async def _subscribe(
+    url: str, token: str, markets: list[str], gate: asyncio.Semaphore
+) -> ClientConnection:
     async with gate:
-        ws = await _connect(url)
+        ws = await _connect(url, token)
         await ws.send(json.dumps({"action": "subscribe", "markets": markets}))
         reply = json.loads(await asyncio.wait_for(ws.recv(), REPLY_TIMEOUT_S))
         while reply.get("type") == "odds":  # prices of markets watched already
@@ -126,12 +132,13 @@ async def _close(ws: ClientConnection) -> None:
 async def _subscriber_process(args: argparse.Namespace) -> None:
     rng = random.Random(args.seed)
     market_ids = args.market_ids.split(",")
-    url = f"{args.url}?access_token={args.token}"
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
     watched = min(len(market_ids), args.markets_per_subscriber)
     async with asyncio.TaskGroup() as opening:
         pending = [
-            opening.create_task(_subscribe(url, rng.sample(market_ids, watched), gate))
+            opening.create_task(
+                _subscribe(args.url, args.token, rng.sample(market_ids, watched), gate)
+            )
             for _ in range(args.count)
         ]
     sockets = [task.result() for task in pending]

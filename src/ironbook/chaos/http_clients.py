@@ -29,7 +29,7 @@ from ironbook import core
 from ironbook.chaos.history import HistoryRecorder
 from ironbook.chaos.workload import SELECTIONS, Workload, selection_odds
 from ironbook.core.odds import format_decimal
-from ironbook.services.gateway.auth import mint_token
+from ironbook.services.gateway.auth import SigningKey, mint_token
 from ironbook.services.gateway.idempotency import keyed_request_id
 
 CASHIER_SUB = "cashier:chaos"
@@ -70,7 +70,7 @@ class HttpClients:
     def __init__(
         self,
         base_url: str,
-        secret: bytes,
+        secret: SigningKey,
         workload: Workload,
         recorder: HistoryRecorder,
         *,

@@ -62,7 +62,7 @@ from ironbook.chaos.write_gaps import GapStats, gaps_by_kind
 from ironbook.client import ClientConfig, LedgerClient, connect_ledger
 from ironbook.replication.checker import CheckReport
 from ironbook.replication.history import Operation
-from ironbook.services.gateway.auth import load_or_create_secret, local_secret_file
+from ironbook.services.gateway.auth import local_signing_key
 from ironbook.services.heartbeat_watch import HeartbeatWatch
 from ironbook.services.local_cluster import ClusterConfig, GatewayOptions, LocalCluster
 from ironbook.services.maintenance import RollingWhat
@@ -430,7 +430,7 @@ async def _http_clients(
         if time.monotonic() > deadline:
             raise FaultError(f"the gateway at {url} was not ready in {GATEWAY_READY_TIMEOUT_S} s")
         await asyncio.sleep(0.2)
-    secret = load_or_create_secret(local_secret_file(cluster.data_dir))
+    secret = local_signing_key(cluster.data_dir)
     return HttpClients(
         url,
         secret,

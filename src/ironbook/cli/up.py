@@ -158,6 +158,7 @@ def _command(args: argparse.Namespace) -> int:
         if cluster.http_url is not None:
             workers = settings.cluster.gateway_workers
             print(f"http: {cluster.http_url} ({workers} workers)", flush=True)
+            print(f"gateway metrics: {cluster.gateway_metrics_url}", flush=True)
         if cluster.feed is not None:
             feed = cluster.feed
             print(f"feed: {feed.source}, producer {feed.producer} ({feed.rate} odds changes/s)")

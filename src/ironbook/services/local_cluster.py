@@ -23,7 +23,7 @@ from pathlib import Path
 
 import msgspec
 
-from ironbook.adapters.nats.localproc import ManagedProcess
+from ironbook.adapters.nats.localproc import ManagedProcess, PortLease
 from ironbook.adapters.nats.provision import connect_nats
 from ironbook.adapters.nats.server import LocalNatsCluster
 from ironbook.adapters.netns import NamespaceNetwork, NodeNetwork
@@ -106,6 +106,8 @@ class GatewayOptions:
     env: dict[str, str] = field(default_factory=dict)
     """`IRONBOOK_GATEWAY_*` overrides for every worker. Rate limits are for the
     whole host: each worker enforces 1/`workers` of them."""
+    metrics_port: int | None = None
+    """The workers' shared ops port for `/metrics` (on loopback); None: a free one."""
 
 
 class LocalCluster:
@@ -171,6 +173,9 @@ class LocalCluster:
                 self.replicas[node_id] = process
                 self._supervise(node_id, process)
         self.gateway = gateway
+        self._ports = PortLease()
+        self.gateway_metrics_port: int | None = None
+        """Where the gateway workers serve `/metrics` (127.0.0.1)."""
         self.gateways: dict[str, ManagedProcess] = {}
         """HTTP workers and the history projectors that serve them."""
         if gateway is not None:
@@ -218,6 +223,10 @@ class LocalCluster:
         )
 
     def _add_gateways(self, options: GatewayOptions) -> None:
+        if options.metrics_port is None:
+            self.gateway_metrics_port = self._ports.take(1)[0]
+        else:
+            self.gateway_metrics_port = options.metrics_port
         metrics_dir = self.data_dir / "gateway" / "metrics"
         env = {
             **os.environ,
@@ -245,6 +254,8 @@ class LocalCluster:
                     name,
                     "--worker-count",
                     str(options.workers),
+                    "--metrics-port",
+                    str(self.gateway_metrics_port),
                     "--nats-replicas",
                     str(min(3, self.config.nats_nodes)),
                 ],
@@ -296,6 +307,13 @@ class LocalCluster:
         if self.gateway is None:
             return None
         return f"http://{self.gateway.host}:{self.gateway.port}"
+
+    @property
+    def gateway_metrics_url(self) -> str | None:
+        """The gateway workers' `/metrics` (any worker answers for all)."""
+        if self.gateway_metrics_port is None:
+            return None
+        return f"http://127.0.0.1:{self.gateway_metrics_port}/metrics"
 
     @property
     def nats_url(self) -> str:
@@ -366,6 +384,7 @@ class LocalCluster:
         for process in self.replicas.values():
             process.stop(timeout_ms=timeout_ms)
         self.nats.close()
+        self._ports.release()
         with contextlib.suppress(FileNotFoundError):
             (self.data_dir / RUNTIME_FILE).unlink()
 

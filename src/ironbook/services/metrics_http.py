@@ -14,9 +14,12 @@ Render = Callable[[], Awaitable[tuple[bytes, str]]]
 """Produces (body, content type) for one scrape."""
 
 
-async def serve_http(render: Render, host: str, port: int) -> asyncio.Server:
+async def serve_http(
+    render: Render, host: str, port: int, *, reuse_port: bool = False
+) -> asyncio.Server:
     """Answer `GET /metrics` on `host:port` (0: a free port) with `render()`;
-    anything else gets 404. One request per connection."""
+    anything else gets 404. One request per connection. `reuse_port`: several
+    processes share the port (gateway workers), any of them answers."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -40,4 +43,6 @@ async def serve_http(render: Render, host: str, port: int) -> asyncio.Server:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
-    return await asyncio.start_server(handle, host, port, limit=_READ_LIMIT)
+    return await asyncio.start_server(
+        handle, host, port, limit=_READ_LIMIT, reuse_port=reuse_port or None
+    )

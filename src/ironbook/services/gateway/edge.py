@@ -1,10 +1,12 @@
 """The edge: plain ASGI ahead of routing, so that shedding costs next to
-nothing. Request id, IP allow/deny, per-address token bucket, body size
-limit, metrics, a problem response for anything unexpected, and the fast
-path for `POST /v1/bets`."""
+nothing. Request id, the client address (behind trusted proxies only, from
+`X-Forwarded-For`), IP allow/deny, per-address token bucket, body size limit
+and read deadline, metrics, a problem response for anything unexpected, and
+the fast path for `POST /v1/bets`."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -25,14 +27,14 @@ from ironbook.services.gateway.calls import (
     validation_problem,
 )
 from ironbook.services.gateway.metrics import ROUTE_SCOPE_KEY
+from ironbook.services.gateway.odds import WS_POLICY_VIOLATION
 from ironbook.services.gateway.runtime import Gateway
-from ironbook.services.gateway.traffic import retry_after_header
+from ironbook.services.gateway.traffic import BadForwardedFor, retry_after_header
 
 log = logging.getLogger("ironbook.gateway")
 security_log = logging.getLogger("ironbook.security")
 
-WS_POLICY_VIOLATION = 1008
-_UNPROTECTED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+_UNPROTECTED_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 class EdgeMiddleware:
@@ -52,7 +54,7 @@ class EdgeMiddleware:
         request_id = _header(scope, b"x-request-id")
         if request_id is None or not (0 < len(request_id) <= 64 and request_id.isprintable()):
             request_id = os.urandom(16).hex()
-        client_ip = self._client_ip(scope)
+        client_ip, bad_hop = self._client_ip(scope)
         scope.setdefault("state", {})
         scope["state"].update(request_id=request_id, client_ip=client_ip)
         status_holder = [500]
@@ -68,7 +70,7 @@ class EdgeMiddleware:
         path = scope["path"]
         with bound_request_id(request_id):
             try:
-                refusal = self._admit(scope, client_ip, path)
+                refusal = self._admit(scope, client_ip, path, bad_hop)
                 body = b""
                 if refusal is None:
                     refusal, body, receive = await self._limit_body(scope, receive)
@@ -94,12 +96,14 @@ class EdgeMiddleware:
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The address checks of the edge, for WebSocket upgrades."""
-        client_ip = self._client_ip(scope)
+        client_ip, bad_hop = self._client_ip(scope)
         scope.setdefault("state", {})
         scope["state"].update(request_id=os.urandom(16).hex(), client_ip=client_ip)
         gateway = self.gateway
-        refused = not gateway.ip_filter.permits(client_ip)
-        if refused:
+        refused = bad_hop is not None or not gateway.ip_filter.permits(client_ip)
+        if bad_hop is not None:
+            self._log_bad_forwarded_for(client_ip, bad_hop, scope["path"])
+        elif refused:
             gateway.metrics.shed.labels(reason="ip_denied").inc()
         elif gateway.ip_buckets.take(client_ip) > 0:
             gateway.metrics.shed.labels(reason="rate_limited_ip").inc()
@@ -162,17 +166,43 @@ class EdgeMiddleware:
         await send({"type": "http.response.start", "status": 201, "headers": raw_headers})
         await send({"type": "http.response.body", "body": content})
 
-    def _client_ip(self, scope: Scope) -> str:
-        if self.gateway.settings.trust_forwarded_for:
-            forwarded = _header(scope, b"x-forwarded-for")
-            if forwarded:
-                return forwarded.split(",")[0].strip()
+    def _client_ip(self, scope: Scope) -> tuple[str, str | None]:
+        """(the client's address, None), or (the peer's address, the
+        `X-Forwarded-For` hop that could not be read)."""
         client = scope.get("client")
-        return str(client[0]) if client else "unknown"
+        peer = str(client[0]) if client else "unknown"
+        forwarded_for = self.gateway.forwarded_for
+        if not forwarded_for.trusted:
+            return peer, None
+        values = [
+            bytes(value).decode("latin-1")
+            for name, value in scope.get("headers", ())
+            if name == b"x-forwarded-for"
+        ]
+        try:
+            return forwarded_for.client(peer, values), None
+        except BadForwardedFor as err:
+            return peer, str(err)
 
-    def _admit(self, scope: Scope, client_ip: str, path: str) -> Response | None:
+    def _log_bad_forwarded_for(self, peer: str, hop: str, path: str) -> None:
+        self.gateway.metrics.shed.labels(reason="bad_forwarded_for").inc()
+        security_log.warning(
+            json.dumps({"event": "bad_forwarded_for", "ip": peer, "hop": hop, "path": path[:200]})
+        )
+
+    def _admit(
+        self, scope: Scope, client_ip: str, path: str, bad_hop: str | None
+    ) -> Response | None:
         gateway = self.gateway
         request_id = scope["state"]["request_id"]
+        if bad_hop is not None:
+            self._log_bad_forwarded_for(client_ip, bad_hop, path)
+            return p.problem_response(
+                400,
+                p.VALIDATION_FAILED,
+                f"X-Forwarded-For holds {bad_hop!r}, which is not an IP address",
+                request_id=request_id,
+            )
         if not gateway.ip_filter.permits(client_ip):
             gateway.metrics.shed.labels(reason="ip_denied").inc()
             security_log.warning(
@@ -227,17 +257,33 @@ class EdgeMiddleware:
             return None, b"", receive
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                return self._too_large(request_id), b"", receive
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        deadline_s = self.gateway.settings.body_read_timeout_ms / 1000
+        try:
+            async with asyncio.timeout(deadline_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        break
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        return self._too_large(request_id), b"", receive
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            self.gateway.metrics.shed.labels(reason="body_timeout").inc()
+            return (
+                p.problem_response(
+                    408,
+                    p.REQUEST_TIMEOUT,
+                    f"the body did not arrive within {deadline_s:g} s",
+                    request_id=request_id,
+                    headers={"Connection": "close"},
+                ),
+                b"",
+                receive,
+            )
         body = b"".join(chunks)
         replayed = False
 

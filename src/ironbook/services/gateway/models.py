@@ -447,3 +447,8 @@ class ProblemOut(BaseModel):
     instance: str | None = None
     request_id: str | None = None
     errors: list[dict[str, object]] | None = None
+
+
+class TokenRevokedOut(BaseModel):
+    jti: str
+    revoked_at_ms: int

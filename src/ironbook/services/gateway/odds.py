@@ -60,6 +60,8 @@ log = logging.getLogger("ironbook.gateway.odds")
 MAX_MARKETS_PER_CONNECTION = 100
 MAX_EVENTS_PER_CONNECTION = 20
 MAX_CLIENT_MESSAGE_BYTES = 16 * 1024
+"""Also uvicorn's `ws_max_size`: a larger frame closes the socket (1009)."""
+WS_POLICY_VIOLATION = 1008
 COMMANDS_PER_S = 10
 COMMANDS_BURST = 50
 """Client requests per connection: each may (un)subscribe on NATS or read the
@@ -427,9 +429,16 @@ def _error(code: str, detail: str) -> str:
     return json.dumps({"type": "error", "code": code, "detail": detail})
 
 
+class SessionEnded(Exception):
+    """The socket was closed by the gateway: its token expired or was revoked."""
+
+
 async def stream_odds(  # noqa: C901 — one session: a receive loop dispatching each client action
-    websocket: WebSocket, hub: Odds
+    websocket: WebSocket, hub: Odds, until_invalid: Callable[[], Awaitable[str]]
 ) -> None:
+    """Serve one accepted socket until the client leaves or `until_invalid()`
+    returns (the reason the token no longer holds: the socket is closed
+    with 1008 and that reason)."""
     watcher = Watcher()
     # Replies and odds share the socket; one sender at a time keeps frames whole
     # and lets a reply wait for the drain like any frame.
@@ -544,12 +553,19 @@ async def stream_odds(  # noqa: C901 — one session: a receive loop dispatching
         finally:
             counted.flush(watcher)
 
+    async def end_when_invalid() -> None:
+        reason = await until_invalid()
+        async with send_lock:
+            await websocket.close(code=WS_POLICY_VIOLATION, reason=reason)
+        raise SessionEnded(reason)
+
     SUBSCRIBERS.inc()
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(read_commands())
             group.create_task(push_odds())
-    except* (WebSocketDisconnect, RuntimeError):
+            group.create_task(end_when_invalid())
+    except* (WebSocketDisconnect, RuntimeError, SessionEnded):
         pass
     finally:
         SUBSCRIBERS.dec()

@@ -27,6 +27,8 @@ PARTITION_UNAVAILABLE = "partition_unavailable"
 UNSUPPORTED_CURRENCY = "unsupported_currency"
 METHOD_NOT_ALLOWED = "method_not_allowed"
 UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+REQUEST_TIMEOUT = "request_timeout"
+TOKEN_REVOKED = "token_revoked"
 
 _TITLES = {
     400: "Bad Request",
@@ -34,6 +36,7 @@ _TITLES = {
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    408: "Request Timeout",
     409: "Conflict",
     413: "Content Too Large",
     415: "Unsupported Media Type",

@@ -1,7 +1,8 @@
 """What one gateway worker holds, built complete by the composition root
-(`ironbook.bootstrap`): its settings, limiters and metrics, and the ports it
-talks to (the ledger, the readiness probe, the Idempotency-Key claims, the
-history projectors, the odds hub). Tests pass fakes for the ports."""
+(`ironbook.bootstrap`): its settings, limiters and metrics, its token
+verifier, and the ports it talks to (the ledger, the readiness probe, the
+Idempotency-Key claims, the history projectors, the odds hub, the token
+revocations). Tests pass fakes for the ports."""
 
 from __future__ import annotations
 
@@ -15,7 +16,14 @@ from ironbook.services.gateway.auth import TokenVerifier
 from ironbook.services.gateway.history import HistoryReply, HistoryRequest
 from ironbook.services.gateway.metrics import GatewayMetrics
 from ironbook.services.gateway.odds import Odds
-from ironbook.services.gateway.traffic import Admission, IpFilter, TokenBuckets
+from ironbook.services.gateway.revocation import Revocations
+from ironbook.services.gateway.traffic import (
+    Admission,
+    ConnectionCaps,
+    ForwardedFor,
+    IpFilter,
+    TokenBuckets,
+)
 from ironbook.settings import GatewaySettings
 
 READINESS_DEADLINE_MS = 1_500
@@ -57,6 +65,15 @@ class Ledger(Protocol):
     ) -> core.Outcome: ...
 
 
+class Revoker(Protocol):
+    async def revoke(self, jti: str, *, by: str) -> int:
+        """Record the revocation for every worker; its time in Unix ms."""
+
+    async def follow(self, revocations: Revocations, loaded: asyncio.Event) -> None:
+        """Feed every revocation into `revocations` until cancelled; set
+        `loaded` once those made before are in."""
+
+
 class Claims(Protocol):
     async def claim(self, request_id: str, request_fingerprint: str) -> None:
         """Raises `KeyReused` or `ClaimUnavailable`."""
@@ -79,10 +96,13 @@ class Gateway:
     claims: Claims
     history: History
     odds: Odds
+    revoker: Revoker
     principal_buckets: TokenBuckets = field(init=False)
     ip_buckets: TokenBuckets = field(init=False)
     admission: Admission = field(init=False)
     ip_filter: IpFilter = field(init=False)
+    forwarded_for: ForwardedFor = field(init=False)
+    ws_caps: ConnectionCaps = field(init=False)
     readiness: tuple[float, bool, str] | None = field(default=None, init=False)
     """(monotonic time, ready, detail) of the last readiness probe."""
     health: PartitionHealth = field(default_factory=PartitionHealth, init=False)
@@ -96,6 +116,12 @@ class Gateway:
         self.ip_buckets = TokenBuckets(*s.ip_rate_per_worker, max_keys=s.max_tracked_keys)
         self.admission = Admission(s.max_inflight_ledger_requests)
         self.ip_filter = IpFilter(s.allow_cidrs, s.deny_cidrs)
+        self.forwarded_for = ForwardedFor(s.trusted_proxies)
+        self.ws_caps = ConnectionCaps(s.ws_max_per_ip, s.ws_max_per_principal)
+
+    async def follow_revocations(self, loaded: asyncio.Event) -> None:
+        """Keep the verifier's revocations current, until cancelled."""
+        await self.revoker.follow(self.verifier.revocations, loaded)
 
     async def flush_metrics(self) -> None:
         """Write this worker's counts to the shared metrics files, every

@@ -11,14 +11,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 
 import uvicorn
 from fastapi import FastAPI
 
+from ironbook.services.gateway.odds import MAX_CLIENT_MESSAGE_BYTES
 from ironbook.settings import GatewaySettings
 
 LISTEN_BACKLOG = 4096
+
+
+class RedactQueryStrings(logging.Filter):
+    """uvicorn logs every WebSocket handshake with its path and query string;
+    a token sent there (refused, but sent) must never reach a log file."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                f"{arg.split('?', 1)[0]}?<redacted>" if isinstance(arg, str) and "?" in arg else arg
+                for arg in record.args
+            )
+        return True
+
+
+_REDACT_QUERY_STRINGS = RedactQueryStrings()
 
 
 def reuseport_socket(host: str, port: int) -> socket.socket:
@@ -36,6 +54,7 @@ async def serve_http(app: FastAPI, settings: GatewaySettings, stop: asyncio.Even
     SIGINT arrives (uvicorn catches those while it serves, then raises them
     again), then finish the requests in progress (at most 5 s) and return."""
     sock = reuseport_socket(settings.host, settings.port)
+    logging.getLogger("uvicorn.error").addFilter(_REDACT_QUERY_STRINGS)
     config = uvicorn.Config(
         app,
         loop="none",
@@ -47,7 +66,10 @@ async def serve_http(app: FastAPI, settings: GatewaySettings, stop: asyncio.Even
         log_config=None,
         timeout_keep_alive=30,
         timeout_graceful_shutdown=5,
-        limit_concurrency=None,
+        # Past this many connections and requests at once a worker answers
+        # 503 at once rather than queueing (a flood, or slow clients).
+        limit_concurrency=settings.limit_concurrency,
+        ws_max_size=MAX_CLIENT_MESSAGE_BYTES,
     )
     server = uvicorn.Server(config)
 

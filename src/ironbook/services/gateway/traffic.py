@@ -97,3 +97,81 @@ class IpFilter:
         if any(ip in network for network in self.deny):
             return False
         return not self.allow or any(ip in network for network in self.allow)
+
+
+class BadForwardedFor(ValueError):
+    """An `X-Forwarded-For` hop that must be read is not an IP address."""
+
+
+class ForwardedFor:
+    """The client address behind trusted proxies.
+
+    Only a connection from a trusted proxy has its `X-Forwarded-For` read,
+    from the right (each proxy appends the address it saw): the client is
+    the rightmost address that is not a trusted proxy. Hops left of it were
+    written by the client and are never believed (nor parsed). A hop that must
+    be read and is not a bare IP address refuses the request: guessing would
+    let a client pick the address its limits are counted against."""
+
+    def __init__(self, trusted: Iterable[str] = ()) -> None:
+        self.trusted: tuple[IpNetwork, ...] = tuple(
+            ipaddress.ip_network(cidr, strict=False) for cidr in trusted
+        )
+
+    def client(self, peer: str, forwarded: Iterable[str]) -> str:
+        """The client address; `forwarded`: the header's values in order.
+        Raises `BadForwardedFor`."""
+        if not self.trusted or not self._is_trusted(peer):
+            return peer
+        hops = [hop.strip() for value in forwarded for hop in value.split(",")]
+        if not hops:
+            return peer
+        for hop in reversed(hops):
+            try:
+                address = ipaddress.ip_address(hop)
+            except ValueError:
+                raise BadForwardedFor(hop[:64]) from None
+            if not any(address in network for network in self.trusted):
+                return str(address)
+        return str(ipaddress.ip_address(hops[0]))
+
+    def _is_trusted(self, peer: str) -> bool:
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(address in network for network in self.trusted)
+
+
+class ConnectionCaps:
+    """Open WebSockets per client address and per principal (one worker's)."""
+
+    def __init__(self, per_ip: int, per_principal: int) -> None:
+        if per_ip < 1 or per_principal < 1:
+            raise ValueError("the WebSocket caps must be positive")
+        self.per_ip = per_ip
+        self.per_principal = per_principal
+        self._by_ip: dict[str, int] = {}
+        self._by_principal: dict[str, int] = {}
+
+    def try_open(self, ip: str, principal: str) -> str | None:
+        """None if the socket may open (and it is counted), else the reason."""
+        if self._by_ip.get(ip, 0) >= self.per_ip:
+            return f"at most {self.per_ip} WebSockets per address"
+        if self._by_principal.get(principal, 0) >= self.per_principal:
+            return f"at most {self.per_principal} WebSockets per principal"
+        self._by_ip[ip] = self._by_ip.get(ip, 0) + 1
+        self._by_principal[principal] = self._by_principal.get(principal, 0) + 1
+        return None
+
+    def close(self, ip: str, principal: str) -> None:
+        for table, key in ((self._by_ip, ip), (self._by_principal, principal)):
+            count = table[key] - 1
+            if count:
+                table[key] = count
+            else:
+                del table[key]
+
+    @property
+    def open(self) -> int:
+        return sum(self._by_ip.values())

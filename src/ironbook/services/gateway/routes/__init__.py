@@ -5,10 +5,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from ironbook.services.gateway.routes import accounts, bets, cash_out, markets, odds_stream, ops
+from ironbook.services.gateway.routes import (
+    accounts,
+    admin,
+    bets,
+    cash_out,
+    markets,
+    odds_stream,
+    ops,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     accounts.router,
+    admin.router,
     bets.router,
     cash_out.router,
     markets.router,

@@ -1,6 +1,7 @@
-"""Operations: liveness, readiness (at least one partition's leader answers;
-`calls.probe_leaders` says why) and Prometheus metrics. Not in the OpenAPI
-document and not rate limited."""
+"""Operations: liveness and readiness (at least one partition's leader
+answers; `calls.probe_leaders` says why). Not in the OpenAPI document and not
+rate limited. Prometheus metrics are served on the ops port, never here
+(`server.py`)."""
 
 from __future__ import annotations
 
@@ -25,9 +26,3 @@ async def readyz(request: Request) -> Response:
     down = gateway.health.down_among(range(gateway.partitions))
     body = msgspec.json.encode({"ready": ready, "detail": detail, "unavailable_partitions": down})
     return Response(body, status_code=200 if ready else 503, media_type="application/json")
-
-
-@router.get("/metrics")
-async def metrics(request: Request) -> Response:
-    data, content_type = gateway_of(request).metrics.exposition()
-    return Response(data, media_type=content_type)
