@@ -3,21 +3,33 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEV_STAMP := $(VENV)/.installed-dev
+# Every dependency, runtime and dev, pinned with its hashes: `make lock` writes it.
+LOCK := requirements.lock
+LOCK_TOOLS := .lock-tools
+UV_VERSION := 0.13.9
 
-.PHONY: demo test lint typecheck unit bench clean monitoring-tools backup-tools
+.PHONY: demo test lint typecheck unit bench clean monitoring-tools backup-tools lock
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(STAMP): $(PY) pyproject.toml
-	$(PY) -m pip install --quiet -e .
+# Exactly the locked files (pip refuses any whose hash differs), then ironbook
+# itself without resolving anything more.
+$(STAMP): $(PY) pyproject.toml $(LOCK)
+	$(PY) -m pip install --quiet --require-hashes -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
-$(DEV_STAMP): $(PY) pyproject.toml
-	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $@ $(STAMP)
+# Rewrite the lock from pyproject.toml for every platform and Python >= 3.11
+# (uv's universal resolution). Pins already in the lock are kept when they
+# still fit; `make lock UPGRADE=1` moves everything to the newest releases.
+lock:
+	$(PYTHON) -m venv $(LOCK_TOOLS)
+	$(LOCK_TOOLS)/bin/python -m pip install --quiet uv==$(UV_VERSION)
+	$(LOCK_TOOLS)/bin/uv pip compile pyproject.toml --extra dev --universal \
+		--python-version 3.11 --generate-hashes --custom-compile-command 'make lock' \
+		--quiet $(if $(UPGRADE),--upgrade) -o $(LOCK)
 
 # promtool, prometheus, alertmanager, node_exporter: installed from Debian when
 # missing and root, else the command that does it is printed (docs/alerting.md).
@@ -32,12 +44,12 @@ backup-tools:
 demo: $(STAMP) monitoring-tools
 	$(VENV)/bin/ironbook demo
 
-lint: $(DEV_STAMP)
+lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/lint-imports
 
-typecheck: $(DEV_STAMP)
+typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 test: monitoring-tools backup-tools lint typecheck
@@ -47,4 +59,4 @@ bench: $(STAMP)
 	$(VENV)/bin/ironbook bench core
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .import_linter_cache
+	rm -rf $(VENV) $(LOCK_TOOLS) .mypy_cache .pytest_cache .ruff_cache .import_linter_cache
