@@ -17,6 +17,7 @@ BENCHMARKS = {
     "audit": "ironbook.benchmarks.audit",
     "settle": "ironbook.benchmarks.settle",
     "backup": "ironbook.benchmarks.backup",
+    "revocation": "ironbook.benchmarks.revocation",
 }
 
 
@@ -45,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "pg-baseline: PostgreSQL alone; "
         "audit: audit verify speed on synthetic entries; "
         "settle: one big market settled under background bets; "
-        "backup: backup, verify and restore time and size at N bets)",
+        "backup: backup, verify and restore time and size at N bets; "
+        "revocation: how long a token revocation takes to reach every gateway worker)",
         description=__doc__,
     )
     parser.add_argument("benchmark", choices=sorted(BENCHMARKS), help="which benchmark")
