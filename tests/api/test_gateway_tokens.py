@@ -15,6 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from ironbook.cli import main
 from ironbook.services.gateway.auth import (
     AuthError,
     KeyRing,
@@ -291,3 +292,30 @@ def test_websocket_caps_per_address_and_per_principal() -> None:
     for ip, sub in [("1.1.1.1", "alice")] * 2 + [("1.1.1.1", "bob"), ("2.2.2.2", "carol")]:
         caps.close(ip, sub)
     assert caps.open == 0
+
+
+def test_the_token_command_mints_rotates_and_retires(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_dir = str(tmp_path)
+    assert main(["token", "--data-dir", data_dir, "--role", "cashier"]) == 0
+    out, err = capsys.readouterr()
+    token = out.strip()
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == 3_600
+    assert f"jti {claims['jti']}" in err
+    first_kid = jwt.get_unverified_header(token)["kid"]
+    assert main(["token", "--data-dir", data_dir, "--role", "admin", "--ttl-s", "3601"]) == 2
+    assert main(["token", "--data-dir", data_dir, "--role", "bettor"]) == 2  # no --account
+    assert main(["token", "rotate-key", "--data-dir", data_dir]) == 0
+    assert main(["token", "--data-dir", data_dir, "rotate-key"]) == 0  # either order
+    capsys.readouterr()
+    assert main(["token", "--data-dir", data_dir, "--role", "admin"]) == 0
+    newest_kid = jwt.get_unverified_header(capsys.readouterr().out.strip())["kid"]
+    keys_dir = tmp_path / "gateway" / "jwt-keys"
+    assert newest_kid != first_kid
+    assert len(read_keys(keys_dir, "HS256")) == 3
+    assert main(["token", "retire-key", newest_kid, "--data-dir", data_dir]) == 2  # current
+    assert main(["token", "retire-key", first_kid, "--data-dir", data_dir]) == 0
+    assert first_kid not in read_keys(keys_dir, "HS256")
+    assert main(["token", "revoke", "abc", "--data-dir", data_dir]) == 1  # no cluster running

@@ -148,6 +148,19 @@ def _retire_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_data_dir_after_action(parser: argparse.ArgumentParser) -> None:
+    """`--config` and `--data-dir` after the action too. Without a default:
+    an action's parser must not overwrite what was given before the action."""
+    parser.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML settings file")
+    parser.add_argument(
+        "--data-dir",
+        dest="cluster.data_dir",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="the cluster's data directory",
+    )
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "token",
@@ -168,13 +181,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=_mint)
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     revoke = actions.add_parser("revoke", help="revoke a token on every gateway worker")
-    add_data_dir_argument(revoke)
+    _add_data_dir_after_action(revoke)
     revoke.add_argument("jti", help="the token's id (printed on stderr when it was minted)")
     revoke.set_defaults(func=_revoke_command)
     rotate = actions.add_parser("rotate-key", help="make a new current signing key")
-    add_data_dir_argument(rotate)
+    _add_data_dir_after_action(rotate)
     rotate.set_defaults(func=_rotate_command)
     retire = actions.add_parser("retire-key", help="remove an old signing key")
-    add_data_dir_argument(retire)
+    _add_data_dir_after_action(retire)
     retire.add_argument("kid")
     retire.set_defaults(func=_retire_command)
