@@ -212,7 +212,10 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ironbook bench revocation", description=__doc__)
     p.add_argument("--rounds", type=int, default=20, help="revocations measured (default 20)")
     p.add_argument("--workers", type=int, default=2, help="gateway workers (default 2)")
-    p.add_argument("--connections", type=int, default=16, help="keep-alive connections per round")
+    p.add_argument("--connections", type=int, default=8, help="keep-alive connections per round")
+    p.add_argument(
+        "--poll-ms", type=float, default=10.0, help="pause between one connection's requests"
+    )
     p.add_argument("--websockets", type=int, default=4, help="odds sockets per round")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     return p

@@ -33,6 +33,7 @@ from ironbook.services.gateway.auth import SigningKey, mint_token
 from ironbook.services.gateway.idempotency import keyed_request_id
 
 CASHIER_SUB = "cashier:chaos"
+TOKEN_REFRESH_S = 1_800
 HTTP_CLIENT_PREFIX = "h"
 """HTTP clients are h0, h1, ... in the history (NATS clients are c0, c1, ...)."""
 REQUEST_TIMEOUT_S = 2.0
@@ -83,8 +84,8 @@ class HttpClients:
         self.deadline_ms = deadline_ms
         self.seed = seed
         self._secret = secret
-        self._cashier = mint_token(secret, role="cashier", sub=CASHIER_SUB)
-        self._bettors: dict[str, str] = {}
+        self._tokens: dict[tuple[str, str | None], tuple[str, float]] = {}
+        """(role, account) -> (token, monotonic time it was minted)."""
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -98,12 +99,16 @@ class HttpClients:
             for n in range(clients):
                 group.create_task(self._client_loop(n, deadline))
 
-    def _bettor(self, account: str) -> str:
-        token = self._bettors.get(account)
-        if token is None:
-            token = mint_token(self._secret, role="bettor", account_id=account)
-            self._bettors[account] = token
-        return token
+    def _token(self, role: str, account: str | None = None, sub: str | None = None) -> str:
+        """A token for the role, minted again once it is `TOKEN_REFRESH_S` old:
+        the gateways refuse staff tokens that live longer than an hour, and a
+        soak runs for longer."""
+        cached = self._tokens.get((role, account))
+        now = time.monotonic()
+        if cached is None or now - cached[1] > TOKEN_REFRESH_S:
+            cached = (mint_token(self._secret, role=role, account_id=account, sub=sub), now)
+            self._tokens[(role, account)] = cached
+        return cached[0]
 
     async def _client_loop(self, n: int, deadline: float) -> None:
         rng = random.Random(self.seed * 1_000 + 500 + n)
@@ -124,7 +129,7 @@ class HttpClients:
             odds = selection_odds(selection)
             market = self.workload.market_id
             stake = rng.choice((50, 100, 500, 2_000))
-            token = self._bettor(account)
+            token = self._token("bettor", account)
             sub = f"bettor:{account}"
             path = "/v1/bets"
             body: dict[str, Any] = {
@@ -145,14 +150,14 @@ class HttpClients:
                 legs=(core.BetLeg(market, f"s{selection}", odds),),
             )
         elif roll < 0.9:
-            token, sub = self._cashier, CASHIER_SUB
+            token, sub = self._token("cashier", sub=CASHIER_SUB), CASHIER_SUB
             path = f"/v1/accounts/{account}/deposits"
             body = {"amount_minor": 700}
             command = core.Deposit(
                 request_id=keyed_request_id(sub, key), account_id=account, amount_minor=700
             )
         else:
-            token, sub = self._bettor(account), f"bettor:{account}"
+            token, sub = self._token("bettor", account), f"bettor:{account}"
             path = f"/v1/accounts/{account}/withdrawals"
             body = {"amount_minor": 900}
             command = core.Withdraw(
