@@ -9,6 +9,7 @@ Sections are per process kind; docs/configuration.md lists every field.
 from __future__ import annotations
 
 import contextvars
+import ipaddress
 import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -168,6 +169,13 @@ class GatewaySettings(Section):
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split_commas(value)
+
+    @field_validator("allow_cidrs", "deny_cidrs", "trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)  # ValueError names the bad one
+        return value
 
     @property
     def principal_rate_per_worker(self) -> tuple[float, int]:

@@ -74,6 +74,8 @@ def test_process_flags_reach_their_section(monkeypatch: pytest.MonkeyPatch) -> N
         ("IRONBOOK_FEED_PRODUCER", "no spaces", "feed.producer"),
         ("IRONBOOK_REPLICA_TEST_MUTATION", "skip_everything", "replica.test_mutation"),
         ("IRONBOOK_GATEWAY_NO_SUCH_SETTING", "1", "gateway.no_such_setting"),
+        ("IRONBOOK_GATEWAY_TRUSTED_PROXIES", "10.0.0.1, proxy.internal", "gateway.trusted_proxies"),
+        ("IRONBOOK_GATEWAY_STAFF_TOKEN_MAX_LIFETIME_S", "86400", "gateway.staff_token_max_"),
     ],
 )
 def test_bad_values_are_refused_by_name(
