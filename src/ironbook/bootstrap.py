@@ -297,7 +297,7 @@ async def connected_gateway(settings: Settings) -> AsyncIterator[Gateway]:
                 history=NatsHistory(nc),
                 odds=await OddsHub.open(nc, replicas=settings.nats.replicas),
                 revoker=await RevocationStore.open(
-                    nc.jetstream(),
+                    nc,
                     replicas=settings.nats.replicas,
                     retention_s=lifetimes.longest_s,
                 ),

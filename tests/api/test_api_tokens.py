@@ -11,6 +11,7 @@ import re
 import time
 
 import httpx
+import msgspec
 import pytest
 from api_support import GENEROUS_LIMITS, START_TIMEOUT_S, Api, _wait_ready, extra_worker
 from websockets.asyncio.client import connect
@@ -18,8 +19,10 @@ from websockets.exceptions import InvalidStatus
 from websockets.typing import Subprotocol
 
 from ironbook.adapters.nats.localproc import PortLease
+from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.cli import main
 from ironbook.services.gateway.auth import mint_token, token_id
+from ironbook.services.gateway.revocation import SUBJECT, RevocationMessage
 
 REVOCATION_WAIT_S = 15.0
 """Bounded wait for the test; the propagation time itself is measured by
@@ -91,6 +94,26 @@ def test_the_cli_revokes_on_every_worker(api: Api, capsys: pytest.CaptureFixture
     assert f"revoked {jti}" in capsys.readouterr().out
     _wait_refused(api, [api.url, api.tight_url], token)
     assert main(["token", "revoke", "not.a.jti", "--data-dir", str(api.data_dir)]) == 2
+
+
+def test_running_workers_act_on_the_announcement_alone(api: Api) -> None:
+    """The message on `ironbook.auth.revoked`, without a bucket write: what
+    makes running workers refuse at once when the replicated write is slow."""
+    token = api.token("auditor", sub="auditor:announced")
+    assert set(_statuses(api, api.url, token)) == {200}
+
+    async def announce() -> None:
+        nc = await connect_nats(api.cluster.nats_url, name="test-announce")
+        try:
+            message = RevocationMessage(token_id(token), time.time_ns() // 1_000_000, "test")
+            await nc.publish(SUBJECT, msgspec.json.encode(message))
+            await nc.publish(SUBJECT, b"not a revocation")  # ignored, logged
+            await nc.flush()
+        finally:
+            await close_nats(nc)
+
+    asyncio.run(announce())
+    _wait_refused(api, _urls(api), token)
 
 
 def test_revocation_needs_an_admin_and_a_valid_jti(api: Api, http: httpx.Client) -> None:

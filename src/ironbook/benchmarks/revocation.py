@@ -89,9 +89,7 @@ async def _round(
             (await client.get(PROBE_PATH, headers=headers)).raise_for_status()
         nc = await connect_nats(nats_url, name="bench-revocation")
         try:
-            store = await RevocationStore.open(
-                nc.jetstream(), replicas=3, retention_s=MaxLifetimes().longest_s
-            )
+            store = await RevocationStore.open(nc, replicas=3, retention_s=MaxLifetimes().longest_s)
 
             async def closed(ws: Any, sent: float) -> float | None:
                 try:

@@ -32,7 +32,6 @@ from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.bootstrap import settings_from
 from ironbook.cli.up import add_data_dir_argument
 from ironbook.services.gateway.auth import (
-    JTI_PATTERN,
     ROLES,
     MaxLifetimes,
     local_keys_dir,
@@ -42,7 +41,7 @@ from ironbook.services.gateway.auth import (
     rotate_signing_key,
     token_id,
 )
-from ironbook.services.gateway.revocation import RevocationStore
+from ironbook.services.gateway.revocation import JTI_PATTERN, RevocationStore
 from ironbook.services.local_cluster import read_runtime
 from ironbook.settings import ConfigError, Settings
 
@@ -90,7 +89,7 @@ async def _revoke(settings: Settings, nats_urls: list[str], jti: str) -> int:
         lifetimes = MaxLifetimes(g.bettor_token_max_lifetime_s, g.staff_token_max_lifetime_s)
         async with asyncio.timeout(REVOKE_TIMEOUT_S):
             store = await RevocationStore.open(
-                nc.jetstream(), replicas=settings.nats.replicas, retention_s=lifetimes.longest_s
+                nc, replicas=settings.nats.replicas, retention_s=lifetimes.longest_s
             )
             return await store.revoke(jti, by="cli:ironbook-token")
     finally:

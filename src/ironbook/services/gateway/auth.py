@@ -28,7 +28,7 @@ from typing import Any, Literal, get_args
 
 import jwt
 
-from ironbook.services.gateway.revocation import Revocations
+from ironbook.services.gateway.revocation import JTI_PATTERN, Revocations
 
 Role = Literal["bettor", "trader", "cashier", "admin", "auditor"]
 ROLES: tuple[str, ...] = get_args(Role)
@@ -43,8 +43,6 @@ DEFAULT_BETTOR_MAX_LIFETIME_S = 86_400
 DEFAULT_STAFF_MAX_LIFETIME_S = 3_600
 KEY_RELOAD_INTERVAL_S = 1.0
 """How often a verifier looks whether its key directory changed."""
-JTI_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-"""A jti is a NATS KV key (the revocation bucket): no dots, no wildcards."""
 KID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 LOCAL_KEY_SUFFIX = ".hs256"
 PUBLIC_KEY_SUFFIX = ".pem"

@@ -5,8 +5,15 @@ Revocations live in the replicated JetStream KV bucket `ironbook-revocations`
 (key: the jti; value: when and by whom). Every worker watches the whole bucket
 from its start: the watch first delivers every revocation still kept (a worker
 started or restarted after a revocation knows it before it serves), then each
-new one as it is written, in milliseconds. `ironbook token revoke JTI` and
+new one once it is written. `ironbook token revoke JTI` and
 `POST /v1/admin/tokens/{jti}/revoke` write the bucket.
+
+A replicated, fsynced write can take long on a loaded cluster, and a
+revocation should not wait for it to be enforced: the writer first publishes
+the same record on the plain subject `ironbook.auth.revoked`, which every
+running worker also follows, so running workers refuse the token within
+milliseconds of the request; the bucket is what makes it last (a worker that
+was not running, or missed the message, gets it from the watch).
 
 An entry is kept for the longest token lifetime plus the clock leeway (the
 bucket's TTL): past that no token it could name is still accepted anyway, so
@@ -19,13 +26,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import OrderedDict
 
 import msgspec
 import nats.errors
 import nats.js.errors
-from nats.js import JetStreamContext
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.js.api import KeyValueConfig
 from nats.js.kv import KeyValue
 
@@ -35,6 +44,9 @@ log = logging.getLogger("ironbook.gateway.revocation")
 security_log = logging.getLogger("ironbook.security")
 
 BUCKET = "ironbook-revocations"
+SUBJECT = "ironbook.auth.revoked"
+JTI_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+"""A jti is a key of the bucket: no dots, no wildcards."""
 RETENTION_MARGIN_S = 60
 """Kept this much longer than the longest token lifetime (clock leeway)."""
 
@@ -44,7 +56,16 @@ class RevocationRecord(msgspec.Struct, frozen=True):
     by: str
 
 
+class RevocationMessage(msgspec.Struct, frozen=True):
+    """What `SUBJECT` carries: the record and its key."""
+
+    jti: str
+    revoked_at_ms: int
+    by: str
+
+
 _decode_record = msgspec.json.Decoder(RevocationRecord).decode
+_decode_message = msgspec.json.Decoder(RevocationMessage).decode
 
 
 class Revocations:
@@ -93,15 +114,15 @@ class Revocations:
 class RevocationStore:
     """The bucket: write a revocation, and follow every one into a `Revocations`."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, nc: NatsClient, kv: KeyValue) -> None:
+        self._nc = nc
         self._kv = kv
 
     @classmethod
-    async def open(
-        cls, js: JetStreamContext, *, replicas: int, retention_s: int
-    ) -> RevocationStore:
+    async def open(cls, nc: NatsClient, *, replicas: int, retention_s: int) -> RevocationStore:
         """The bucket, created if missing. An existing bucket is used as it is
         (its TTL was set from the lifetimes of when it was made)."""
+        js = nc.jetstream()
         config = KeyValueConfig(
             bucket=BUCKET, history=1, ttl=retention_s + RETENTION_MARGIN_S, replicas=replicas
         )
@@ -112,11 +133,17 @@ class RevocationStore:
                 raise
             log.warning("bucket %s exists with another config; using it as it is", BUCKET)
             kv = await js.key_value(BUCKET)
-        return cls(kv)
+        return cls(nc, kv)
 
     async def revoke(self, jti: str, *, by: str) -> int:
-        """Record the revocation (replicated before this returns); its time in ms."""
+        """Tell the running workers, then record the revocation (replicated
+        before this returns); its time in ms."""
+        if not JTI_PATTERN.match(jti):
+            raise ValueError(f"not a token id: {jti!r}")
         revoked_at_ms = time.time_ns() // 1_000_000
+        await self._nc.publish(
+            SUBJECT, msgspec.json.encode(RevocationMessage(jti, revoked_at_ms, by))
+        )
         await self._kv.put(jti, msgspec.json.encode(RevocationRecord(revoked_at_ms, by)))
         security_log.warning(
             msgspec.json.encode({"event": "token_revoked", "jti": jti, "by": by}).decode()
@@ -126,6 +153,18 @@ class RevocationStore:
     async def follow(self, revocations: Revocations, loaded: asyncio.Event) -> None:
         """Feed every revocation into `revocations` until cancelled; `loaded`
         is set once those already in the bucket are in."""
+
+        async def announced(msg: Msg) -> None:
+            try:
+                message = _decode_message(msg.data)
+            except msgspec.MsgspecError:
+                log.warning("a message on %s is not a revocation; ignored", SUBJECT)
+                return
+            if JTI_PATTERN.match(message.jti):
+                revocations.add(message.jti, message.revoked_at_ms / 1000)
+
+        # Subscribed before the watch starts: nothing falls between the two.
+        subscription = await self._nc.subscribe(SUBJECT, cb=announced)
         watcher = await self._kv.watchall()
         try:
             async for entry in watcher:
@@ -143,3 +182,5 @@ class RevocationStore:
         finally:
             with contextlib.suppress(nats.errors.Error, OSError):
                 await watcher.stop()  # type: ignore[no-untyped-call]
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await subscription.unsubscribe()

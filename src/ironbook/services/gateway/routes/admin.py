@@ -9,8 +9,8 @@ from fastapi import APIRouter, Path, Request
 
 from ironbook.services.gateway import models as m
 from ironbook.services.gateway import problems as p
-from ironbook.services.gateway.auth import JTI_PATTERN
 from ironbook.services.gateway.calls import require_role
+from ironbook.services.gateway.revocation import JTI_PATTERN
 from ironbook.services.gateway.routes.common import PROBLEM_RESPONSES, Caller, gateway_of
 
 router = APIRouter(responses=PROBLEM_RESPONSES)
