@@ -4,9 +4,9 @@
     python -m ironbook.bootstrap KIND [--config FILE] [flags]
 
 KIND is one of `replica`, `gateway`, `history`, `feed-sim`, `feed-ingest`,
-`feed-settle`, `nats-exporter`, `backup`; `ironbook up` (the supervisor of a
-local cluster) starts them this way. Each process: settings (defaults < TOML file < `IRONBOOK_*`
-environment < flags), logging set up once (`ironbook.logs`), its adapters
+`feed-settle`, `nats-exporter`, `backup`, `watch`; `ironbook up` (the supervisor
+of a local cluster) starts them this way. Each process: settings (defaults <
+TOML file < `IRONBOOK_*` environment < flags), logging set up once (`ironbook.logs`), its adapters
 (NATS log, lease, snapshot store, ledger client, ...) built and passed to the
 service through its constructor, then run until SIGTERM / SIGINT.
 """
@@ -42,7 +42,7 @@ from ironbook.logs import setup_logging
 from ironbook.replication.replica import Replica, ReplicaConfig
 from ironbook.replication.sequencer import SequencerConfig
 from ironbook.services import backup as backup_service
-from ironbook.services import nats_exporter
+from ironbook.services import nats_exporter, watch
 from ironbook.services import replica as replica_service
 from ironbook.services.feed import ingest, provider, settlement
 from ironbook.services.gateway import history
@@ -140,6 +140,10 @@ PROCESS_FLAGS: dict[str, tuple[Flag, ...]] = {
         Flag("--monitor-urls", "exporter", "nats_monitor_urls", help="NATS monitoring URLs"),
         Flag("--host", "exporter", "host", help="address to serve /metrics on"),
         Flag("--port", "exporter", "port", int, "/metrics port (0: a free one)"),
+    ),
+    "watch": (
+        Flag("--prometheus-url", "watch", "prometheus_url", help="Prometheus to query"),
+        Flag("--alertmanager-url", "watch", "alertmanager_url", help="Alertmanager to alert"),
     ),
 }
 
@@ -427,6 +431,13 @@ async def serve_backups(settings: Settings, stop: asyncio.Event) -> None:
     await backup_service.serve(backup_of(settings), settings.backup.every_s, stop)
 
 
+async def serve_watch(settings: Settings, stop: asyncio.Event) -> None:
+    w = settings.watch
+    target = "stdout (dry run)" if w.dry_run else w.alertmanager_url
+    log.info("watching %s, findings to %s", w.prometheus_url, target)
+    await watch.run(watch.build(w), w.interval_ms / 1000, stop)
+
+
 _SERVE: dict[str, Callable[[Settings, asyncio.Event], Coroutine[Any, Any, Any]]] = {
     "replica": serve_replica,
     "gateway": serve_gateway,
@@ -436,6 +447,7 @@ _SERVE: dict[str, Callable[[Settings, asyncio.Event], Coroutine[Any, Any, Any]]]
     "feed-settle": serve_feed_settle,
     "nats-exporter": serve_nats_exporter,
     "backup": serve_backups,
+    "watch": serve_watch,
 }
 
 
@@ -473,7 +485,7 @@ def _identity(kind: str, settings: Settings) -> tuple[str, int | None]:
         return settings.gateway.worker_id, None
     if kind == "history":
         return f"history-p{settings.history.partition}", settings.history.partition
-    if kind in ("nats-exporter", "backup"):
+    if kind in ("nats-exporter", "backup", "watch"):
         return kind, None
     return f"{kind}-{settings.feed.producer}", None
 

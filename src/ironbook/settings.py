@@ -257,6 +257,41 @@ class BackupSettings(Section):
         return _split_commas(value)
 
 
+class WatchSettings(Section):
+    """`ironbook watch`: anomaly detection and exhaustion forecasts over
+    Prometheus, findings sent to Alertmanager (docs/watch.md)."""
+
+    prometheus_url: str = "http://127.0.0.1:9090"
+    alertmanager_url: str = "http://127.0.0.1:9093"
+    dry_run: bool = False
+    """Print each finding as a JSON line instead of sending it to Alertmanager."""
+    interval_ms: int = Field(default=1_000, ge=100, le=60_000)
+    """How often every watched series is queried."""
+    query_timeout_ms: int = Field(default=800, ge=10, le=60_000)
+    window_samples: int = Field(default=120, ge=10, le=100_000)
+    """Samples in the windowed Gaussian's window and in the trees' baseline."""
+    min_samples: int = Field(default=30, ge=2, le=100_000)
+    """Samples a series needs before it is scored or forecast."""
+    gap_samples: int = Field(default=20, ge=0, le=100_000)
+    """Latest samples left out of the trees' baseline."""
+    gaussian_threshold: float = Field(default=0.9999, gt=0.5, lt=1.0)
+    """Windowed-Gaussian score (1 − tail probability) that counts as anomalous."""
+    trees_threshold: float = Field(default=0.97, gt=0.0, lt=1.0)
+    """Half-space-trees score that counts as anomalous."""
+    confirm_samples: int = Field(default=3, ge=1, le=1_000)
+    """Anomalous samples in a row before an alert fires."""
+    calm_samples: int = Field(default=10, ge=1, le=100_000)
+    """Normal samples in a row before a firing alert resolves."""
+    forecast_window_samples: int = Field(default=60, ge=2, le=100_000)
+    """Samples the exhaustion forecasts fit their line to."""
+    forecast_horizon_s: float = Field(default=3_600.0, gt=0)
+    """A resource forecast to run out sooner than this is an alert."""
+    replica_memory_limit_bytes: int = Field(default=2 * 1024**3, ge=1)
+    """The resident memory a replica may use (the forecast's ceiling)."""
+    state_size_limit_bytes: int = Field(default=1024**3, ge=1)
+    """The snapshot size a partition's state may reach (the forecast's ceiling)."""
+
+
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "ironbook_config_file", default=None
 )
@@ -281,6 +316,7 @@ class Settings(BaseSettings):
     history: HistorySettings = HistorySettings()
     exporter: ExporterSettings = ExporterSettings()
     backup: BackupSettings = BackupSettings()
+    watch: WatchSettings = WatchSettings()
 
     @classmethod
     def settings_customise_sources(

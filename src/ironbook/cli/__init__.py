@@ -24,6 +24,7 @@ _SUBCOMMANDS = (
     "rolling",
     "backup",
     "restore",
+    "watch",
 )
 
 

@@ -237,3 +237,111 @@ class Debounce:
         self._run = 0
         self.firing = anomalous
         return "fire" if anomalous else "resolve"
+
+
+SeriesKind = Literal["anomaly", "forecast"]
+DetectorName = Literal["windowed_gaussian", "half_space_trees", "forecast"]
+Labels = tuple[tuple[str, str], ...]
+"""A series' own labels (instance, partition, server, ...), sorted."""
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesSpec:
+    name: str
+    kind: SeriesKind
+    """`anomaly`: both detectors watch the value. `forecast`: the value is a
+    headroom (free bytes) and its exhaustion is forecast."""
+    direction: Direction = "up"
+    summary: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WatchConfig:
+    detectors: DetectorConfig = DetectorConfig()
+    confirm_samples: int = 3
+    calm_samples: int = 10
+    forecast_window_samples: int = 60
+    forecast_horizon_s: float = 3_600.0
+    """A forecast exhaustion sooner than this is a finding."""
+    max_series: int = 1_000
+    """Series tracked at most (each label set of each query is one); more are ignored."""
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """An alert starting (`firing`) or ending (`resolved`), with its evidence."""
+
+    state: Literal["firing", "resolved"]
+    detector: DetectorName
+    series: str
+    labels: Labels
+    at_s: float
+    value: float
+    score: float | None = None
+    forecast_s: float | None = None
+
+    @property
+    def key(self) -> tuple[DetectorName, str, Labels]:
+        return self.detector, self.series, self.labels
+
+
+class _Tracked:
+    """The detectors of one series (one label set of one query)."""
+
+    def __init__(self, spec: SeriesSpec, config: WatchConfig) -> None:
+        self.gaussian: WindowedGaussian | None = None
+        self.trees: HalfSpaceTrees | None = None
+        self.forecast: Forecast | None = None
+        if spec.kind == "anomaly":
+            self.gaussian = WindowedGaussian(config.detectors, spec.direction)
+            self.trees = HalfSpaceTrees(config.detectors, spec.direction)
+        else:
+            self.forecast = Forecast(config.forecast_window_samples, config.detectors.min_samples)
+        self.debounce: dict[DetectorName, Debounce] = {
+            name: Debounce(config.confirm_samples, config.calm_samples)
+            for name in ("windowed_gaussian", "half_space_trees", "forecast")
+        }
+
+
+class Watch:
+    """Every watched series' detectors; `observe` a sample, get the alerts
+    that start or end with it."""
+
+    def __init__(self, config: WatchConfig) -> None:
+        self._config = config
+        self._tracked: dict[tuple[str, Labels], _Tracked] = {}
+
+    def observe(self, spec: SeriesSpec, labels: Labels, t_s: float, value: float) -> list[Finding]:
+        if not math.isfinite(value):
+            return []
+        key = (spec.name, labels)
+        tracked = self._tracked.get(key)
+        if tracked is None:
+            if len(self._tracked) >= self._config.max_series:
+                return []
+            tracked = self._tracked[key] = _Tracked(spec, self._config)
+        findings: list[Finding] = []
+
+        def judge(
+            detector: DetectorName,
+            anomalous: bool,
+            score: float | None = None,
+            forecast_s: float | None = None,
+        ) -> None:
+            change = tracked.debounce[detector].update(anomalous)
+            if change is not None:
+                state: Literal["firing", "resolved"] = "firing" if change == "fire" else "resolved"
+                findings.append(
+                    Finding(state, detector, spec.name, labels, t_s, value, score, forecast_s)
+                )
+
+        if tracked.gaussian is not None and tracked.trees is not None:
+            score = tracked.gaussian.update(value)
+            judge("windowed_gaussian", tracked.gaussian.is_anomalous(score), score=score)
+            score = tracked.trees.update(value)
+            judge("half_space_trees", tracked.trees.is_anomalous(score), score=score)
+        if tracked.forecast is not None:
+            seconds = tracked.forecast.update(t_s, value)
+            soon = seconds is not None and seconds < self._config.forecast_horizon_s
+            judge("forecast", soon, forecast_s=seconds)
+        return findings

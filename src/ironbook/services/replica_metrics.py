@@ -20,6 +20,7 @@ from prometheus_client import (
     CollectorRegistry,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily
@@ -219,6 +220,7 @@ class ReplicaMetrics:
             registry=r,
         )
         self.quarantined.labels(self.partition).set(0)
+        ProcessCollector(registry=r)
 
     def log(self, log: Log) -> Log:
         return _MeteredLog(log, self)

@@ -1,0 +1,154 @@
+"""Prometheus and Alertmanager run as local child processes, in a directory
+of their own on free loopback ports: for `ironbook bench detect` and the
+tests of `ironbook watch`. The binaries are Debian's (`prometheus`,
+`prometheus-alertmanager`; `make monitoring-tools` installs them). Their
+configuration files are written as JSON, which YAML reads as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from ironbook.adapters.nats.localproc import LOOPBACK, ManagedProcess, PortLease, wait_until
+
+_READY_TIMEOUT_MS = 30_000
+_HTTP_TIMEOUT_S = 2.0
+
+
+class MonitoringBinaryMissing(RuntimeError):
+    """prometheus or alertmanager is not installed."""
+
+
+def binary(*names: str) -> str:
+    """The first of `names` on PATH."""
+    for name in names:
+        found = shutil.which(name)
+        if found is not None:
+            return found
+    raise MonitoringBinaryMissing(
+        f"none of {', '.join(names)} is installed (make monitoring-tools)"
+    )
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=_HTTP_TIMEOUT_S) as response:
+            return int(response.status) == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+class LocalAlertmanager:
+    """An Alertmanager that routes everything to a receiver with no
+    integrations: alerts are kept and shown by its API, never sent on."""
+
+    def __init__(self, directory: Path) -> None:
+        self._dir = directory
+        self._ports = PortLease()
+        (self.port,) = self._ports.take(1)
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        config = self._dir / "alertmanager.yml"
+        self._dir.mkdir(parents=True, exist_ok=True)
+        config.write_text(
+            json.dumps(
+                {
+                    "route": {"receiver": "kept", "group_wait": "1s", "group_interval": "1s"},
+                    "receivers": [{"name": "kept"}],
+                }
+            )
+        )
+        self._process = ManagedProcess(
+            "alertmanager",
+            [
+                binary("prometheus-alertmanager", "alertmanager"),
+                f"--config.file={config}",
+                f"--storage.path={self._dir / 'data'}",
+                f"--web.listen-address={LOOPBACK}:{self.port}",
+                "--cluster.listen-address=",
+            ],
+            log_path=self._dir / "alertmanager.log",
+        )
+
+    def start(self) -> None:
+        self._process.start()
+        wait_until(
+            "alertmanager ready",
+            lambda: _ready(f"{self.url}/-/ready"),
+            timeout_ms=_READY_TIMEOUT_MS,
+            interval_ms=100,
+        )
+
+    def alerts(self) -> list[dict[str, object]]:
+        """The active alerts (`GET /api/v2/alerts`)."""
+        with urllib.request.urlopen(f"{self.url}/api/v2/alerts", timeout=_HTTP_TIMEOUT_S) as r:
+            answer: list[dict[str, object]] = json.load(r)
+        return answer
+
+    def close(self) -> None:
+        self._process.stop()
+        self._ports.release()
+
+
+class LocalPrometheus:
+    """A Prometheus scraping `targets` (job → host:port list) every
+    `scrape_interval_s`, with `rule_files` loaded."""
+
+    def __init__(
+        self,
+        directory: Path,
+        targets: Mapping[str, Sequence[str]],
+        *,
+        rule_files: Sequence[Path] = (),
+        scrape_interval_s: float = 1.0,
+    ) -> None:
+        self._dir = directory
+        self._ports = PortLease()
+        (self.port,) = self._ports.take(1)
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        interval = f"{int(scrape_interval_s * 1000)}ms"
+        self._dir.mkdir(parents=True, exist_ok=True)
+        config = self._dir / "prometheus.yml"
+        config.write_text(
+            json.dumps(
+                {
+                    "global": {
+                        "scrape_interval": interval,
+                        "scrape_timeout": interval,
+                        "evaluation_interval": interval,
+                    },
+                    "rule_files": [str(path) for path in rule_files],
+                    "scrape_configs": [
+                        {"job_name": job, "static_configs": [{"targets": list(hosts)}]}
+                        for job, hosts in targets.items()
+                    ],
+                }
+            )
+        )
+        self._process = ManagedProcess(
+            "prometheus",
+            [
+                binary("prometheus"),
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self._dir / 'data'}",
+                f"--web.listen-address={LOOPBACK}:{self.port}",
+            ],
+            log_path=self._dir / "prometheus.log",
+        )
+
+    def start(self) -> None:
+        self._process.start()
+        wait_until(
+            "prometheus ready",
+            lambda: _ready(f"{self.url}/-/ready"),
+            timeout_ms=_READY_TIMEOUT_MS,
+            interval_ms=100,
+        )
+
+    def close(self) -> None:
+        self._process.stop()
+        self._ports.release()
