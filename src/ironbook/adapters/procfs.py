@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
 class ProcessStat(NamedTuple):
@@ -21,6 +22,8 @@ class ProcessStat(NamedTuple):
     """User + system CPU time used so far."""
     ppid: int = 0
     """The parent's process id."""
+    rss_bytes: int = 0
+    """Resident memory."""
 
 
 def process_stat(pid: int) -> ProcessStat | None:
@@ -31,10 +34,13 @@ def process_stat(pid: int) -> ProcessStat | None:
         return None
     # The command name (field 2) is in parentheses and may hold spaces or ")".
     fields = text.rsplit(")", 1)[1].split()
-    if len(fields) < 13:
+    if len(fields) < 22:
         return None
     return ProcessStat(
-        fields[0], (int(fields[11]) + int(fields[12])) / _TICKS_PER_S, ppid=int(fields[1])
+        fields[0],
+        (int(fields[11]) + int(fields[12])) / _TICKS_PER_S,
+        ppid=int(fields[1]),
+        rss_bytes=int(fields[21]) * _PAGE_BYTES,
     )
 
 

@@ -105,10 +105,13 @@ async def drive(
     seed: int,
     run_tag: str,
     on_progress: Any = None,
+    pause_s: float = 0.0,
+    tally: Tally | None = None,
 ) -> tuple[Tally, float]:
     """Closed loop: `concurrency` virtual clients, each placing one bet at a
-    time, until `seconds` have passed. Returns the tally and elapsed time."""
-    tally = Tally()
+    time (and resting `pause_s` after each), until `seconds` have passed.
+    Returns the tally (`tally` if given, filled as it goes) and elapsed time."""
+    tally = Tally() if tally is None else tally
     deadline = time.monotonic() + seconds
     counter = iter(range(10**12))
 
@@ -144,6 +147,8 @@ async def drive(
                 tally.accepted += 1
             else:
                 tally.rejected += 1
+            if pause_s > 0:
+                await asyncio.sleep(pause_s)
 
     started = time.monotonic()
     async with asyncio.TaskGroup() as group:

@@ -18,6 +18,7 @@ BENCHMARKS = {
     "settle": "ironbook.benchmarks.settle",
     "backup": "ironbook.benchmarks.backup",
     "revocation": "ironbook.benchmarks.revocation",
+    "detect": "ironbook.benchmarks.detect",
 }
 
 
@@ -47,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "audit: audit verify speed on synthetic entries; "
         "settle: one big market settled under background bets; "
         "backup: backup, verify and restore time and size at N bets; "
-        "revocation: how long a token revocation takes to reach every gateway worker)",
+        "revocation: how long a token revocation takes to reach every gateway worker; "
+        "detect: seeded gradual faults judged by the watcher and the threshold rules)",
         description=__doc__,
     )
     parser.add_argument("benchmark", choices=sorted(BENCHMARKS), help="which benchmark")

@@ -128,6 +128,12 @@ def watched_series(settings: WatchSettings) -> tuple[WatchedQuery, ...]:
             'process_resident_memory_bytes{job="ironbook-replica"}',
         ),
         anomaly(
+            "scrape_up",
+            "down",
+            "1 while an ironbook process answers its scrape (0: dead, hung or cut off)",
+            'up{job=~"ironbook-.*"}',
+        ),
+        anomaly(
             "nats_server_reachable",
             "down",
             "1 while a NATS server's monitoring port answers",

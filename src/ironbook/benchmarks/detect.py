@@ -1,0 +1,509 @@
+"""The detection benchmark: seeded gradual faults on a live cluster, judged
+against what `ironbook watch` and the fixed-threshold rules made of them.
+
+In one run, on this machine, in a temp dir: a local cluster (3 nats-server
+nodes, R3, fsync always; 3 replicas of one partition), the NATS collector,
+node_exporter watching only a small ext2 filesystem loop-mounted for the run,
+a process that leaks memory on command (it serves its process metrics the
+way a replica does), and a Prometheus scraping all of them every second with
+deploy/prometheus-alerts.yml loaded. A paced bettor places bets the whole
+time. The watcher's detectors read only that Prometheus.
+
+After a calm warm-up, the faults of `--faults`, in an order and with sizes
+drawn from `--seed`, each after a calm stretch (`--seconds`, ±30 %):
+
+- `disk_fill`: a file grows in the loop filesystem at 0.6–1.5 MB/s;
+  breach: less than 5 % of it free.
+- `memory_leak`: the leaking process grows by 4–8 MB/s; breach: its resident
+  memory passes the replica memory limit the watcher is given.
+- `nats_cpu`: the NATS node leading the partition's stream is starved by
+  SIGSTOP duty cycles (1 s period) whose stopped share ramps from 5 % to
+  90 % over 30–60 s; breach: the bettor's p99 latency over the last second
+  passes 250 ms (the bet latency SLO's threshold).
+- `replica_stall`: a follower replica is SIGSTOPped in 4 s cycles whose
+  stopped share ramps from 10 % to 100 % over 20–40 s, so its lag grows;
+  breach: it has been stopped, applying nothing, for 3 s.
+
+Each fault is healed at its breach (or after `--fault-seconds`). An alert
+belongs to a fault when it starts between the fault's start and 20 s after
+its end; any other alert is false. Per detector (`windowed_gaussian`,
+`half_space_trees`, `forecast`, all of them as `watch`) and for the
+`threshold_rules` (Prometheus's own `ALERTS`): `precision` (alerts that
+belong to a fault / all alerts), `recall` (faults with an alert / faults),
+`lead_time_s_median` (breach time minus the first alert's time, over the
+faults detected; positive: warned before the breach) and
+`false_alerts_per_hour` (over the calm time).
+
+    ironbook bench detect --seed 11 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ironbook.adapters import eventloop
+from ironbook.adapters.nats.localproc import LOOPBACK, ManagedProcess, PortLease
+from ironbook.adapters.procfs import process_stat
+from ironbook.adapters.prometheus import LocalPrometheus, binary
+from ironbook.benchmarks.children import ChildProcess
+from ironbook.benchmarks.common import command_line, log, machine_info
+from ironbook.benchmarks.ledger import Tally, connect_bench_client, drive, set_up
+from ironbook.services.detect import Finding
+from ironbook.services.local_cluster import LocalCluster, collect_heartbeats
+from ironbook.services.process import process_command
+from ironbook.services.watch import Prometheus, Watcher, run, watch_config, watched_series
+from ironbook.settings import WatchSettings
+
+FAULT_KINDS = ("disk_fill", "memory_leak", "nats_cpu", "replica_stall")
+DETECTORS = ("windowed_gaussian", "half_space_trees", "forecast")
+GRACE_S = 20.0
+WARMUP_S = 60.0
+RECOVERY_S = 15.0
+MiB = 1024 * 1024
+DISK_BYTES = 64 * MiB
+DISK_BREACH_FREE = 0.05
+MEMORY_LIMIT_BYTES = 384 * MiB
+FORECAST_HORIZON_S = 300.0
+LATENCY_BREACH_MS = 250.0
+STALL_BREACH_S = 3.0
+BETTORS = 3
+BET_PAUSE_S = 0.03
+ACCOUNTS = 200
+THRESHOLD_RULES = Path(__file__).resolve().parents[3] / "deploy" / "prometheus-alerts.yml"
+"""The fixed-threshold rules, from the source checkout the bench runs in."""
+_STEP_S = 0.1
+_DISK_FSTYPE = "ext2"
+_ONLY_EXT2 = r"^(?:[^e].*|e[^x].*|ex[^t].*|ext[^2].*|ext2.+|e|ex|ext)$"
+"""node_exporter's fs-types-exclude: everything but ext2 (RE2 has no
+look-ahead), so only the run's own filesystem is watched, never the host's."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedFault:
+    kind: str
+    calm_s: float
+    size: float
+    """disk_fill, memory_leak: bytes per second; nats_cpu, replica_stall: ramp seconds."""
+
+
+def plan_faults(seed: int, kinds: Sequence[str], calm_s: float) -> list[PlannedFault]:
+    rng = random.Random(seed)
+    order = list(kinds)
+    rng.shuffle(order)
+    sizes: dict[str, Callable[[], float]] = {
+        "disk_fill": lambda: rng.uniform(0.6, 1.5) * MiB,
+        "memory_leak": lambda: rng.uniform(4, 8) * MiB,
+        "nats_cpu": lambda: rng.uniform(30, 60),
+        "replica_stall": lambda: rng.uniform(20, 40),
+    }
+    return [
+        PlannedFault(kind, round(calm_s * rng.uniform(0.7, 1.3), 1), round(sizes[kind](), 1))
+        for kind in order
+    ]
+
+
+@dataclass(slots=True)
+class FaultRecord:
+    kind: str
+    size: float
+    started_s: float
+    ended_s: float = 0.0
+    breach_s: float | None = None
+
+
+def evaluate(
+    faults: Sequence[FaultRecord], alert_starts: Sequence[float], start_s: float, end_s: float
+) -> dict[str, Any]:
+    """precision, recall, median lead time and false alerts per hour of one
+    source of alerts (see the module's docstring)."""
+
+    def owner(t: float) -> FaultRecord | None:
+        return next((f for f in faults if f.started_s <= t <= f.ended_s + GRACE_S), None)
+
+    counted = [t for t in alert_starts if start_s <= t <= end_s]
+    true = [t for t in counted if owner(t) is not None]
+    detected = {
+        id(f): min(t for t in true if owner(t) is f)
+        for f in faults
+        if any(owner(t) is f for t in true)
+    }
+    leads = [
+        f.breach_s - detected[id(f)] for f in faults if id(f) in detected and f.breach_s is not None
+    ]
+    faulty_s = sum(min(f.ended_s + GRACE_S, end_s) - f.started_s for f in faults)
+    calm_h = max(end_s - start_s - faulty_s, 1.0) / 3600
+    return {
+        "alerts": len(counted),
+        "precision": round(len(true) / len(counted), 3) if counted else None,
+        "recall": round(len(detected) / len(faults), 3) if faults else None,
+        "lead_time_s_median": round(statistics.median(leads), 1) if leads else None,
+        "lead_times_s": [round(x, 1) for x in leads],
+        "false_alerts_per_hour": round((len(counted) - len(true)) / calm_h, 2),
+    }
+
+
+@dataclass
+class Rig:
+    cluster: LocalCluster
+    mount: Path
+    leaker: ChildProcess
+    tally: Tally
+    findings: list[Finding] = field(default_factory=list)
+
+    def now(self) -> float:
+        return time.time()
+
+    def bettor_p99_ms(self, over_s: float = 1.0) -> float:
+        since = time.monotonic() - over_s
+        latencies = sorted(
+            (done - sent) * 1000
+            for sent, done, _ in self.tally.completions[-2_000:]
+            if done >= since
+        )
+        return latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else 0.0
+
+
+async def _disk_fill(rig: Rig, fault: FaultRecord, max_s: float) -> None:
+    target = rig.mount / "fill"
+    with target.open("wb") as out:
+        while rig.now() - fault.started_s < max_s:
+            out.write(b"\xa5" * int(fault.size * _STEP_S))
+            out.flush()
+            os.fsync(out.fileno())
+            usage = shutil.disk_usage(rig.mount)
+            if usage.free < DISK_BREACH_FREE * usage.total:
+                fault.breach_s = rig.now()
+                break
+            await asyncio.sleep(_STEP_S)
+    target.unlink()
+
+
+async def _memory_leak(rig: Rig, fault: FaultRecord, max_s: float) -> None:
+    await rig.leaker.tell(f"grow {int(fault.size)}".encode())
+    try:
+        while rig.now() - fault.started_s < max_s:
+            stat = process_stat(rig.leaker.pid)
+            if stat is not None and stat.rss_bytes >= MEMORY_LIMIT_BYTES:
+                fault.breach_s = rig.now()
+                break
+            await asyncio.sleep(_STEP_S)
+    finally:
+        await rig.leaker.tell(b"free")
+
+
+async def _duty_cycle(
+    process: ManagedProcess,
+    fault: FaultRecord,
+    max_s: float,
+    *,
+    period_s: float,
+    share: Callable[[float], float],
+    breached: Callable[[float], bool],
+) -> None:
+    """SIGSTOP for `share(elapsed)` of every `period_s` until `breached(stopped_for_s)`."""
+    try:
+        while time.time() - fault.started_s < max_s and fault.breach_s is None:
+            stop_s = share(time.time() - fault.started_s) * period_s
+            process.pause()
+            stopped_at = time.monotonic()
+            while time.monotonic() - stopped_at < stop_s:
+                await asyncio.sleep(0.02)
+                if breached(time.monotonic() - stopped_at):
+                    fault.breach_s = time.time()
+                    break
+            process.resume()
+            run_until = time.monotonic() + period_s - stop_s
+            while time.monotonic() < run_until and fault.breach_s is None:
+                await asyncio.sleep(0.02)
+                if breached(0.0):
+                    fault.breach_s = time.time()
+    finally:
+        process.resume()
+
+
+async def _nats_cpu(rig: Rig, fault: FaultRecord, max_s: float) -> None:
+    leader = rig.cluster.nats.stream_leader("LEDGER_0") or "n1"
+    await _duty_cycle(
+        rig.cluster.nats.nodes[leader].process,
+        fault,
+        max_s,
+        period_s=1.0,
+        share=lambda elapsed: min(0.9, 0.05 + 0.85 * elapsed / fault.size),
+        breached=lambda _: rig.bettor_p99_ms() > LATENCY_BREACH_MS,
+    )
+
+
+async def _replica_stall(rig: Rig, fault: FaultRecord, max_s: float) -> None:
+    beats = await collect_heartbeats(rig.cluster.nats_url, listen_ms=1_500)
+    follower = next(b.node_id for b in beats.values() if b.role == "follower")
+    await _duty_cycle(
+        rig.cluster.replicas[follower],
+        fault,
+        max_s,
+        period_s=4.0,
+        share=lambda elapsed: min(1.0, 0.1 + 0.9 * elapsed / fault.size),
+        breached=lambda stopped_s: stopped_s >= STALL_BREACH_S,
+    )
+
+
+INJECTORS: dict[str, Callable[[Rig, FaultRecord, float], Awaitable[None]]] = {
+    "disk_fill": _disk_fill,
+    "memory_leak": _memory_leak,
+    "nats_cpu": _nats_cpu,
+    "replica_stall": _replica_stall,
+}
+
+
+async def _inject(rig: Rig, plan: list[PlannedFault], max_fault_s: float) -> list[FaultRecord]:
+    records = []
+    for planned in plan:
+        log(f"calm for {planned.calm_s:.0f} s")
+        await asyncio.sleep(planned.calm_s)
+        record = FaultRecord(planned.kind, planned.size, started_s=time.time())
+        log(f"fault {planned.kind} (size {planned.size:g})")
+        await INJECTORS[planned.kind](rig, record, max_fault_s)
+        record.ended_s = time.time()
+        breach = (
+            "no breach"
+            if record.breach_s is None
+            else f"breach after {record.breach_s - record.started_s:.1f} s"
+        )
+        log(f"  healed after {record.ended_s - record.started_s:.1f} s, {breach}")
+        records.append(record)
+        await asyncio.sleep(RECOVERY_S)
+    return records
+
+
+def _rule_alert_starts(
+    prometheus_url: str, start_s: float, end_s: float
+) -> list[tuple[str, float]]:
+    """(alertname, start) of every firing episode of the rules in Prometheus."""
+    query = urllib.parse.urlencode(
+        {"query": 'ALERTS{alertstate="firing"}', "start": start_s - 60, "end": end_s, "step": 1}
+    )
+    with urllib.request.urlopen(f"{prometheus_url}/api/v1/query_range?{query}", timeout=30) as r:
+        series = json.load(r)["data"]["result"]
+    starts = []
+    for item in series:
+        previous = None
+        for at, _ in item["values"]:
+            t = float(at)
+            if previous is None or t - previous > 2.5:
+                starts.append((item["metric"]["alertname"], t))
+            previous = t
+    return starts
+
+
+@contextlib.contextmanager
+def _loop_filesystem(directory: Path) -> Any:
+    image = directory / "disk.img"
+    mount = directory / "disk"
+    mount.mkdir()
+    with image.open("wb") as out:
+        out.truncate(DISK_BYTES)
+    subprocess.run(["mkfs.ext2", "-q", "-F", "-m", "0", str(image)], check=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+async def _measure(
+    cluster: LocalCluster, directory: Path, mount: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    await cluster.wait_leaders(timeout_ms=120_000)
+    beats = await collect_heartbeats(cluster.nats_url, listen_ms=1_500)
+    ports = PortLease()
+    exporter_port, node_port, leak_port = ports.take(3)
+    monitor_urls = ",".join(node.monitor_url for node in cluster.nats.nodes.values())
+    exporter = ManagedProcess(
+        "nats-exporter",
+        [
+            *process_command("nats-exporter", []),
+            "--monitor-urls",
+            monitor_urls,
+            "--port",
+            str(exporter_port),
+        ],
+        log_path=directory / "logs" / "nats-exporter.log",
+    )
+    node_exporter = ManagedProcess(
+        "node-exporter",
+        [
+            binary("prometheus-node-exporter", "node_exporter"),
+            f"--web.listen-address={LOOPBACK}:{node_port}",
+            "--collector.disable-defaults",
+            "--collector.filesystem",
+            f"--collector.filesystem.fs-types-exclude={_ONLY_EXT2}",
+        ],
+        log_path=directory / "logs" / "node-exporter.log",
+    )
+    leaker = await ChildProcess.start("ironbook.benchmarks.detect_leak", str(leak_port))
+    replica_targets = [urllib.parse.urlsplit(b.metrics_url).netloc for b in beats.values()]
+    prometheus = LocalPrometheus(
+        directory / "prometheus",
+        {
+            "ironbook-replica": [*replica_targets, f"{LOOPBACK}:{leak_port}"],
+            "ironbook-nats-exporter": [f"{LOOPBACK}:{exporter_port}"],
+            "node": [f"{LOOPBACK}:{node_port}"],
+        },
+        rule_files=[THRESHOLD_RULES],
+    )
+    settings = WatchSettings(
+        prometheus_url=prometheus.url,
+        forecast_horizon_s=FORECAST_HORIZON_S,
+        replica_memory_limit_bytes=MEMORY_LIMIT_BYTES,
+    )
+    try:
+        exporter.start()
+        node_exporter.start()
+        await leaker.wait_ready()
+        prometheus.start()
+        client = await connect_bench_client(cluster, max_batch_commands=64)
+        accounts = [f"acct-{i}" for i in range(ACCOUNTS)]
+        await set_up(client, accounts, "detect")
+        rig = Rig(cluster, mount, leaker, Tally())
+        watcher = Watcher(
+            watched_series(settings),
+            watch_config(settings),
+            Prometheus(settings.prometheus_url, settings.query_timeout_ms / 1000),
+            _Kept(),
+            on_finding=rig.findings.append,
+            resend=False,
+        )
+        plan = plan_faults(args.seed, args.faults, args.seconds)
+        stop = asyncio.Event()
+        async with asyncio.TaskGroup() as group:
+            bettor = group.create_task(
+                drive(client, accounts, concurrency=BETTORS, seconds=10**6, seed=args.seed,
+                      run_tag="detect", pause_s=BET_PAUSE_S, tally=rig.tally)
+            )  # fmt: skip
+            watching = group.create_task(run(watcher, settings.interval_ms / 1000, stop))
+            log(f"warm-up {WARMUP_S:.0f} s (the detectors learn the calm)")
+            await asyncio.sleep(WARMUP_S)
+            start_s = time.time()
+            faults = await _inject(rig, plan, args.fault_seconds)
+            end_s = time.time()
+            stop.set()
+            await watching
+            bettor.cancel()
+        await client.close()
+        rules = _rule_alert_starts(prometheus.url, start_s, end_s)
+    finally:
+        prometheus.close()
+        leaker.kill()
+        exporter.stop()
+        node_exporter.stop()
+        ports.release()
+    firing = [f for f in rig.findings if f.state == "firing"]
+    sources = {name: [f.at_s for f in firing if f.detector == name] for name in DETECTORS}
+    sources["watch"] = [f.at_s for f in firing]
+    sources["threshold_rules"] = [t for _, t in rules]
+    return {
+        "faults": [
+            {
+                **asdict(f),
+                "breach_after_s": None
+                if f.breach_s is None
+                else round(f.breach_s - f.started_s, 1),
+            }
+            for f in faults
+        ],
+        "detectors": {
+            name: evaluate(faults, starts, start_s, end_s) for name, starts in sources.items()
+        },
+        "alerts": {
+            "watch": sorted(
+                {f"{f.detector}:{f.series}" for f in firing if start_s <= f.at_s <= end_s}
+            ),
+            "threshold_rules": sorted({name for name, t in rules if start_s <= t <= end_s}),
+        },
+        "bets": rig.tally.accepted,
+        "duration_s": round(end_s - start_s, 1),
+    }
+
+
+class _Kept:
+    """The run's alerts stay here: the evaluation reads the findings."""
+
+    def __init__(self) -> None:
+        self.alerts: list[dict[str, Any]] = []
+
+    async def send(self, alerts: Sequence[dict[str, Any]]) -> None:
+        self.alerts.extend(alerts)
+
+
+def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    load_at_start = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="ironbook-bench-detect-") as tmp:
+        directory = Path(tmp)
+        with _loop_filesystem(directory) as mount:
+            cluster = LocalCluster(directory / "cluster", partitions=1)
+            try:
+                cluster.start()
+                result = eventloop.run(_measure(cluster, directory, mount, args))
+            finally:
+                cluster.stop()
+    return {
+        "benchmark": "detect",
+        "command": command_line(),
+        "machine": machine_info(load_at_start),
+        "seed": args.seed,
+        "settings": {
+            "forecast_horizon_s": FORECAST_HORIZON_S,
+            "replica_memory_limit_bytes": MEMORY_LIMIT_BYTES,
+            "disk_bytes": DISK_BYTES,
+            "grace_s": GRACE_S,
+            "warmup_s": WARMUP_S,
+        },
+        **result,
+    }
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ironbook bench detect",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--seed", type=int, default=11, help="fault order, sizes and calm stretches")
+    p.add_argument(
+        "--faults",
+        type=lambda text: [kind.strip() for kind in text.split(",") if kind.strip()],
+        default=list(FAULT_KINDS),
+        help=f"comma-separated fault kinds (default: {','.join(FAULT_KINDS)})",
+    )
+    p.add_argument("--seconds", type=float, default=30.0, help="calm stretch before each fault")
+    p.add_argument("--fault-seconds", type=float, default=90.0, help="longest a fault lasts")
+    p.add_argument("--json", action="store_true", help="print one JSON object only")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    unknown = set(args.faults) - set(FAULT_KINDS)
+    if unknown or not args.faults:
+        p.error(f"--faults: choose among {', '.join(FAULT_KINDS)}")
+    if os.geteuid() != 0:
+        p.error("the disk fault loop-mounts a filesystem: run as root")
+    result = run_bench(args)
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    return 0
