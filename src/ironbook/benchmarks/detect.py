@@ -18,8 +18,10 @@ drawn from `--seed`, each after a calm stretch (`--seconds`, ±30 %):
   memory passes the replica memory limit the watcher is given.
 - `nats_cpu`: the NATS node leading the partition's stream is starved by
   SIGSTOP duty cycles (1 s period) whose stopped share ramps from 5 % to
-  90 % over 30–60 s; breach: the bettor's p99 latency over the last second
-  passes 250 ms (the bet latency SLO's threshold).
+  90 % over 30–60 s; breach: the bettor's p99 latency over the last 2 s
+  passes 250 ms (the bet latency SLO's threshold) or twice its p99 over the
+  15 s before the fault, whichever is higher (a loaded machine's calm p99
+  can be above 250 ms already).
 - `replica_stall`: a follower replica is SIGSTOPped in 4 s cycles whose
   stopped share ramps from 10 % to 100 % over 20–40 s, so its lag grows;
   breach: it has been stopped, applying nothing, for 3 s.
@@ -81,6 +83,9 @@ DISK_BREACH_FREE = 0.05
 MEMORY_LIMIT_BYTES = 384 * MiB
 FORECAST_HORIZON_S = 300.0
 LATENCY_BREACH_MS = 250.0
+CALM_LATENCY_S = 15.0
+BREACH_WINDOW_S = 2.0
+BREACH_MIN_BETS = 5
 STALL_BREACH_S = 3.0
 BETTORS = 3
 BET_PAUSE_S = 0.03
@@ -125,6 +130,7 @@ class FaultRecord:
     started_s: float
     ended_s: float = 0.0
     breach_s: float | None = None
+    breach_rule: str = ""
 
 
 def evaluate(
@@ -169,18 +175,23 @@ class Rig:
     def now(self) -> float:
         return time.time()
 
-    def bettor_p99_ms(self, over_s: float = 1.0) -> float:
+    def bettor_p99_ms(self, over_s: float) -> tuple[float, int]:
+        """The bettor's p99 latency over the bets completed in the last
+        `over_s`, and how many there were."""
         since = time.monotonic() - over_s
         latencies = sorted(
             (done - sent) * 1000
-            for sent, done, _ in self.tally.completions[-2_000:]
+            for sent, done, _ in self.tally.completions[-5_000:]
             if done >= since
         )
-        return latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else 0.0
+        if not latencies:
+            return 0.0, 0
+        return latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], len(latencies)
 
 
 async def _disk_fill(rig: Rig, fault: FaultRecord, max_s: float) -> None:
     target = rig.mount / "fill"
+    fault.breach_rule = f"less than {DISK_BREACH_FREE:.0%} of the filesystem free"
     with target.open("wb") as out:
         while rig.now() - fault.started_s < max_s:
             out.write(b"\xa5" * int(fault.size * _STEP_S))
@@ -195,6 +206,7 @@ async def _disk_fill(rig: Rig, fault: FaultRecord, max_s: float) -> None:
 
 
 async def _memory_leak(rig: Rig, fault: FaultRecord, max_s: float) -> None:
+    fault.breach_rule = f"resident memory at {MEMORY_LIMIT_BYTES // MiB} MiB"
     await rig.leaker.tell(f"grow {int(fault.size)}".encode())
     try:
         while rig.now() - fault.started_s < max_s:
@@ -239,19 +251,28 @@ async def _duty_cycle(
 
 async def _nats_cpu(rig: Rig, fault: FaultRecord, max_s: float) -> None:
     leader = rig.cluster.nats.stream_leader("LEDGER_0") or "n1"
+    calm_p99_ms, _ = rig.bettor_p99_ms(CALM_LATENCY_S)
+    threshold_ms = max(LATENCY_BREACH_MS, 2 * calm_p99_ms)
+    fault.breach_rule = f"bettor p99 over {BREACH_WINDOW_S:g} s above {threshold_ms:.0f} ms"
+
+    def breached(_: float) -> bool:
+        p99_ms, count = rig.bettor_p99_ms(BREACH_WINDOW_S)
+        return count >= BREACH_MIN_BETS and p99_ms > threshold_ms
+
     await _duty_cycle(
         rig.cluster.nats.nodes[leader].process,
         fault,
         max_s,
         period_s=1.0,
         share=lambda elapsed: min(0.9, 0.05 + 0.85 * elapsed / fault.size),
-        breached=lambda _: rig.bettor_p99_ms() > LATENCY_BREACH_MS,
+        breached=breached,
     )
 
 
 async def _replica_stall(rig: Rig, fault: FaultRecord, max_s: float) -> None:
     beats = await collect_heartbeats(rig.cluster.nats_url, listen_ms=1_500)
     follower = next(b.node_id for b in beats.values() if b.role == "follower")
+    fault.breach_rule = f"{follower} stopped for {STALL_BREACH_S:g} s"
     await _duty_cycle(
         rig.cluster.replicas[follower],
         fault,
