@@ -267,7 +267,7 @@ class WatchSettings(Section):
     """Print each finding as a JSON line instead of sending it to Alertmanager."""
     interval_ms: int = Field(default=1_000, ge=100, le=60_000)
     """How often every watched series is queried."""
-    query_timeout_ms: int = Field(default=800, ge=10, le=60_000)
+    query_timeout_ms: int = Field(default=2_000, ge=10, le=60_000)
     window_samples: int = Field(default=120, ge=10, le=100_000)
     """Samples in the windowed Gaussian's window and in the trees' baseline."""
     min_samples: int = Field(default=30, ge=2, le=100_000)

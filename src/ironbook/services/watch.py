@@ -38,6 +38,7 @@ from ironbook.services.detect import (
     Watch,
     WatchConfig,
 )
+from ironbook.services.nats_exporter import http_get
 from ironbook.services.process import all_of
 from ironbook.settings import WatchSettings
 
@@ -190,20 +191,17 @@ class WatchError(Exception):
     """Prometheus or Alertmanager answered with an error, or not at all."""
 
 
-async def _http(
-    method: str, url: str, timeout_s: float, body: bytes | None = None
-) -> tuple[int, bytes]:
+async def _post_json(url: str, timeout_s: float, body: bytes) -> tuple[int, bytes]:
     def call() -> tuple[int, bytes]:
-        request = urllib.request.Request(url, data=body, method=method)
-        if body is not None:
-            request.add_header("Content-Type", "application/json")
+        request = urllib.request.Request(url, data=body, method="POST")
+        request.add_header("Content-Type", "application/json")
         try:
             with urllib.request.urlopen(request, timeout=timeout_s) as response:
                 return int(response.status), response.read(_MAX_RESPONSE_BYTES)
         except urllib.error.HTTPError as err:
             return err.code, err.read(_MAX_RESPONSE_BYTES)
         except (urllib.error.URLError, OSError) as err:
-            raise WatchError(f"{method} {url}: {err}") from err
+            raise WatchError(f"POST {url}: {err}") from err
 
     return await asyncio.to_thread(call)
 
@@ -218,9 +216,12 @@ class Prometheus:
         self._timeout_s = timeout_s
 
     async def query(self, promql: str) -> list[Sample]:
-        """An instant query's vector (or scalar) as samples."""
+        """An instant query's vector (or scalar) as samples. Every query of
+        a round is in flight at once, each on its own connection."""
         url = f"{self._url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-        status, body = await _http("GET", url, self._timeout_s)
+        status, body = await http_get(url, self._timeout_s)
+        if status == 0:
+            raise WatchError(f"query {promql!r}: no answer within {self._timeout_s} s")
         if status != 200:
             raise WatchError(f"query {promql!r}: HTTP {status}: {body[:200]!r}")
         data = json.loads(body)["data"]
@@ -288,8 +289,8 @@ class Alertmanager:
         self._timeout_s = timeout_s
 
     async def send(self, alerts: Sequence[dict[str, Any]]) -> None:
-        status, body = await _http(
-            "POST", self._url, self._timeout_s, json.dumps(list(alerts)).encode()
+        status, body = await _post_json(
+            self._url, self._timeout_s, json.dumps(list(alerts)).encode()
         )
         if status != 200:
             raise WatchError(f"alertmanager: HTTP {status}: {body[:200]!r}")
