@@ -28,7 +28,8 @@ drawn from `--seed`, each after a calm stretch (`--seconds`, ±30 %):
 
 Each fault is healed at its breach (or after `--fault-seconds`). An alert
 belongs to a fault when it starts between the fault's start and 20 s after
-its end; any other alert is false. Per detector (`windowed_gaussian`,
+its end and is on a series (or is a rule) the fault explains
+(`EXPLAINED_BY`); any other alert is false. Per detector (`windowed_gaussian`,
 `half_space_trees`, `forecast`, all of them as `watch`) and for the
 `threshold_rules` (Prometheus's own `ALERTS`): `precision` (alerts that
 belong to a fault / all alerts), `recall` (faults with an alert / faults),
@@ -133,34 +134,75 @@ class FaultRecord:
     breach_rule: str = ""
 
 
+EXPLAINED_BY: dict[str, frozenset[str]] = {
+    "disk_fill": frozenset(
+        {"disk_free_bytes", "IronbookDiskFillingUp", "IronbookDiskFillingUpSoon"}
+    ),
+    "memory_leak": frozenset({"replica_memory_bytes", "replica_memory_headroom_bytes"}),
+    "nats_cpu": frozenset(
+        {
+            "append_latency_p99_s", "bet_latency_p99_s", "bets_per_s", "replica_lag_entries",
+            "nats_server_reachable", "nats_stream_replicas_lagging", "scrape_up",
+            "IronbookNatsServerDown", "IronbookNatsServerUnhealthy", "IronbookNoLedgerLeader",
+            "IronbookLedgerLeaderFlapping", "IronbookBetLatencyBudgetBurn",
+            "IronbookReplicaLagging",
+        }
+    ),
+    "replica_stall": frozenset(
+        {
+            "replica_lag_entries", "scrape_up", "IronbookReplicaDown", "IronbookReplicaStale",
+            "IronbookReplicaLagging",
+        }
+    ),
+}  # fmt: skip
+"""The series (watcher) and alert names (rules) a fault explains: an alert on
+anything else during a fault is false, as in calm."""
+
+
 def evaluate(
-    faults: Sequence[FaultRecord], alert_starts: Sequence[float], start_s: float, end_s: float
+    faults: Sequence[FaultRecord],
+    alerts: Sequence[tuple[float, str]],
+    start_s: float,
+    end_s: float,
 ) -> dict[str, Any]:
     """precision, recall, median lead time and false alerts per hour of one
-    source of alerts (see the module's docstring)."""
+    source of (start time, series or alert name) alerts (see the module's
+    docstring)."""
 
-    def owner(t: float) -> FaultRecord | None:
-        return next((f for f in faults if f.started_s <= t <= f.ended_s + GRACE_S), None)
+    def owner(t: float, what: str) -> FaultRecord | None:
+        return next(
+            (
+                f
+                for f in faults
+                if f.started_s <= t <= f.ended_s + GRACE_S and what in EXPLAINED_BY[f.kind]
+            ),
+            None,
+        )
 
-    counted = [t for t in alert_starts if start_s <= t <= end_s]
-    true = [t for t in counted if owner(t) is not None]
-    detected = {
-        id(f): min(t for t in true if owner(t) is f)
+    counted = [(t, what) for t, what in alerts if start_s <= t <= end_s]
+    first: dict[int, float] = {}
+    true = 0
+    for t, what in sorted(counted):
+        fault = owner(t, what)
+        if fault is not None:
+            true += 1
+            first.setdefault(id(fault), t)
+    leads = {
+        f.kind: round(f.breach_s - first[id(f)], 1)
         for f in faults
-        if any(owner(t) is f for t in true)
+        if id(f) in first and f.breach_s is not None
     }
-    leads = [
-        f.breach_s - detected[id(f)] for f in faults if id(f) in detected and f.breach_s is not None
-    ]
     faulty_s = sum(min(f.ended_s + GRACE_S, end_s) - f.started_s for f in faults)
-    calm_h = max(end_s - start_s - faulty_s, 1.0) / 3600
+    calm_s = max(end_s - start_s - faulty_s, 1.0)
     return {
         "alerts": len(counted),
-        "precision": round(len(true) / len(counted), 3) if counted else None,
-        "recall": round(len(detected) / len(faults), 3) if faults else None,
-        "lead_time_s_median": round(statistics.median(leads), 1) if leads else None,
-        "lead_times_s": [round(x, 1) for x in leads],
-        "false_alerts_per_hour": round((len(counted) - len(true)) / calm_h, 2),
+        "precision": round(true / len(counted), 3) if counted else None,
+        "recall": round(len(first) / len(faults), 3) if faults else None,
+        "detected": [f.kind for f in faults if id(f) in first],
+        "lead_time_s_median": round(statistics.median(leads.values()), 1) if leads else None,
+        "lead_times_s": leads,
+        "false_alerts_per_hour": round((len(counted) - true) / (calm_s / 3600), 2),
+        "calm_s": round(calm_s),
     }
 
 
@@ -434,9 +476,11 @@ async def _measure(
         node_exporter.stop()
         ports.release()
     firing = [f for f in rig.findings if f.state == "firing"]
-    sources = {name: [f.at_s for f in firing if f.detector == name] for name in DETECTORS}
-    sources["watch"] = [f.at_s for f in firing]
-    sources["threshold_rules"] = [t for _, t in rules]
+    sources = {
+        name: [(f.at_s, f.series) for f in firing if f.detector == name] for name in DETECTORS
+    }
+    sources["watch"] = [(f.at_s, f.series) for f in firing]
+    sources["threshold_rules"] = [(t, name) for name, t in rules]
     return {
         "faults": [
             {
@@ -451,10 +495,16 @@ async def _measure(
             name: evaluate(faults, starts, start_s, end_s) for name, starts in sources.items()
         },
         "alerts": {
-            "watch": sorted(
-                {f"{f.detector}:{f.series}" for f in firing if start_s <= f.at_s <= end_s}
-            ),
-            "threshold_rules": sorted({name for name, t in rules if start_s <= t <= end_s}),
+            "watch": [
+                {"at_s": round(f.at_s - start_s, 1), "detector": f.detector, "series": f.series}
+                for f in firing
+                if start_s <= f.at_s <= end_s
+            ],
+            "threshold_rules": [
+                {"at_s": round(t - start_s, 1), "alertname": name}
+                for name, t in rules
+                if start_s <= t <= end_s
+            ],
         },
         "bets": rig.tally.accepted,
         "duration_s": round(end_s - start_s, 1),
