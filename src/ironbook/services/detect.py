@@ -29,8 +29,6 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Literal, Protocol, cast
 
-from river.anomaly import HalfSpaceTrees as RiverHalfSpaceTrees
-
 Direction = Literal["up", "down", "both"]
 """Which side of the baseline is trouble: latency `up`, free memory `down`,
 bets/s `both` (a surge, or an outage)."""
@@ -123,6 +121,10 @@ class HalfSpaceTrees:
         self._config = config
         self._direction = direction
         self._history: deque[float] = deque(maxlen=config.window_samples + config.gap_samples)
+        # river pulls in scipy (seconds to import): only a watcher pays for it,
+        # never the other processes whose composition root names this module.
+        from river.anomaly import HalfSpaceTrees as RiverHalfSpaceTrees  # noqa: PLC0415
+
         self._model = cast(
             _OnlineScorer,
             RiverHalfSpaceTrees(
