@@ -221,7 +221,9 @@ class Prometheus:
         url = f"{self._url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
         status, body = await http_get(url, self._timeout_s)
         if status == 0:
-            raise WatchError(f"query {promql!r}: no answer within {self._timeout_s} s")
+            raise WatchError(
+                f"query {promql!r}: unreachable, or no answer within {self._timeout_s} s"
+            )
         if status != 200:
             raise WatchError(f"query {promql!r}: HTTP {status}: {body[:200]!r}")
         data = json.loads(body)["data"]
@@ -329,10 +331,16 @@ class Watcher:
 
     async def round(self, now_s: float) -> list[Finding]:
         """One round of queries; the findings it made. A query that fails is
-        logged and skipped this round (its series keeps its history)."""
+        skipped this round (its series keeps its history); one line says how
+        many failed and why the first did."""
         answers = await all_of(*(self._ask(query.promql) for query in self._queries))
+        failed = [answer for answer in answers if isinstance(answer, Exception)]
+        if failed:
+            log.warning("%d of %d queries skipped: %s", len(failed), len(answers), failed[0])
         findings: list[tuple[Finding, SeriesSpec]] = []
         for query, samples in zip(self._queries, answers, strict=True):
+            if isinstance(samples, Exception):
+                continue
             for labels, t_s, value in samples:
                 for finding in self._watch.observe(query.spec, labels, t_s, value):
                     findings.append((finding, query.spec))
@@ -359,12 +367,11 @@ class Watcher:
             await self._sink.send(alerts)
         return [finding for finding, _ in findings]
 
-    async def _ask(self, promql: str) -> list[Sample]:
+    async def _ask(self, promql: str) -> list[Sample] | Exception:
         try:
             return await self._prometheus.query(promql)
         except (WatchError, ValueError, KeyError) as err:
-            log.warning("skipped this round: %s", err)
-            return []
+            return err
 
 
 async def run(
