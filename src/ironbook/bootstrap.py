@@ -32,6 +32,7 @@ from ironbook.adapters.backup.keys import parse_recipients
 from ironbook.adapters.backup.target import TargetError, open_target
 from ironbook.adapters.clock import SystemClock
 from ironbook.adapters.feed.simulator import SimulatorConfig
+from ironbook.adapters.ledger_keys import PartitionSigner, ledger_signing_key, ledger_verifier
 from ironbook.adapters.nats.lease import NatsLease
 from ironbook.adapters.nats.log import NatsLog
 from ironbook.adapters.nats.provision import close_nats, connect_nats
@@ -89,6 +90,7 @@ PROCESS_FLAGS: dict[str, tuple[Flag, ...]] = {
         _REPLICAS,
         Flag("--partition", "replica", "partition", int, "ledger partition"),
         Flag("--node-id", "replica", "node_id", help="this replica's unique name"),
+        _DATA_DIR,
         Flag("--metrics-port", "replica", "metrics_port", int, "/metrics port (0: a free one)"),
         Flag("--test-mutation", "replica", "test_mutation", help="TEST-ONLY: reply_before_ack"),
     ),
@@ -224,6 +226,7 @@ def replica_config(settings: Settings) -> ReplicaConfig:
 async def serve_replica(settings: Settings, stop: asyncio.Event) -> None:
     r = settings.replica
     replicas = settings.nats.replicas
+    signer = PartitionSigner(ledger_signing_key(settings.cluster.data_dir), r.partition)
     nc = await connect_nats(settings.nats.url, name=f"replica-{r.node_id}")
     try:
         metrics = ReplicaMetrics(r.partition)
@@ -244,6 +247,9 @@ async def serve_replica(settings: Settings, stop: asyncio.Event) -> None:
             clock=SystemClock(),
             rng=random.Random(),
             config=replica_config(settings),
+            signer=signer,
+            verifier=signer,
+            on_quarantine=replica_service.report_quarantine(r.partition, r.node_id),
         )
         if r.test_mutation != "none":
             log.warning("TEST-ONLY mutation %s: acknowledged writes may be lost", r.test_mutation)
@@ -344,7 +350,13 @@ async def serve_gateway(settings: Settings, stop: asyncio.Event) -> None:
 async def serve_history(settings: Settings, stop: asyncio.Event) -> None:
     partition = settings.history.partition
     async with _nats(settings, f"ironbook-history-p{partition}") as nc:
-        await history.serve(nc, partition, settings.history_db, stop)
+        await history.serve(
+            nc,
+            partition,
+            settings.history_db,
+            stop,
+            verifier=ledger_verifier(settings.cluster.data_dir, partition),
+        )
 
 
 async def serve_feed_sim(settings: Settings, stop: asyncio.Event) -> None:

@@ -17,11 +17,16 @@ from ironbook.replication.sim.lease import LeaseService, SimLease
 from ironbook.replication.sim.log import LogService, SimLog
 from ironbook.replication.sim.loop import VirtualTimeLoop, run_virtual
 from ironbook.replication.sim.network import Network
+from ironbook.replication.sim.signing import MacSigner
 from ironbook.replication.sim.snapshots import SimSnapshotStore, SnapshotService
 from ironbook.replication.sim.transport import RequestBus, SimRequestServer
 
+SIGNER = MacSigner(b"test replicas' key")
+
 
 def _seed_log(service: LogService) -> None:
+    """Unsigned entries, as written before batches were signed: a replica
+    with a key still replays them."""
     state = core.new_state()
     prev = ""
     commands: list[core.AnyCommand] = [
@@ -67,6 +72,8 @@ def test_a_corrupt_snapshot_is_refused_and_the_whole_log_replayed() -> None:
             ),
             clock=SimClock(loop, host),
             rng=rng,
+            signer=SIGNER,
+            verifier=SIGNER,
             config=ReplicaConfig(lease_ttl_ms=1_000, lease_renew_interval_ms=250),
         )
 
@@ -101,6 +108,8 @@ def test_a_leader_stopped_gracefully_releases_its_lease() -> None:
             ),
             clock=SimClock(loop, host),
             rng=rng,
+            signer=SIGNER,
+            verifier=SIGNER,
             config=ReplicaConfig(lease_ttl_ms=1_000, lease_renew_interval_ms=250),
         )
 

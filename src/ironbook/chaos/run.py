@@ -381,6 +381,7 @@ async def _run(cluster: LocalCluster, run: _Run) -> None:
     say("waiting for the replicas to converge, then checking")
     run.check = await check_cluster(
         cluster.nats_url,
+        cluster.data_dir,
         run.recorder.operations,
         cluster.replica_ids(0),
         projection_db=projection_path(cluster.data_dir) if cluster.gateway else None,
@@ -466,6 +467,7 @@ async def _inject_faults(
 
 async def check_cluster(
     nats_url: str,
+    data_dir: Path,
     operations: Sequence[Operation],
     replicas: Sequence[str],
     projection_db: Path | None = None,
@@ -477,6 +479,7 @@ async def check_cluster(
         nats_url,
         operations,
         {0: replicas},
+        data_dir=data_dir,
         projection_dbs={0: projection_db} if projection_db is not None else None,
         say=say,
     )

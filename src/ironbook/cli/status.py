@@ -2,7 +2,8 @@
 
 Nodes (NATS servers: up, healthy, JetStream meta leader), and per partition
 the log's last sequence and the server leading it, the ledger leader, and
-every replica's role, lag behind the log and state hash, and the supervised
+every replica's role, lag behind the log, state hash and the log entries it
+quarantined (foreign entries skipped by the fold rule), and the supervised
 processes restarted, held for maintenance or given up on (a crash loop).
 `--json` prints the same as one JSON object (`children`: every supervised
 process with its pid, state, restarts and hung kills).
@@ -114,6 +115,7 @@ def _gather(data_dir: Path) -> dict[str, Any] | None:
                     "hashed_seq": beat.hashed_seq,
                     "pid": beat.pid,
                     "metrics_url": beat.metrics_url,
+                    "quarantined": beat.quarantined,
                 }
             )
         partitions.append(
@@ -123,6 +125,9 @@ def _gather(data_dir: Path) -> dict[str, Any] | None:
                 "last_seq": last_seq,
                 "stream_leader": stream_leader,
                 "ledger_leader": leader,
+                # Replicas agree on the count at one log position: the one
+                # furthest along has seen the most.
+                "quarantined": max((r.get("quarantined", 0) for r in replicas), default=0),
                 "replicas": replicas,
             }
         )
@@ -150,9 +155,11 @@ def _print(view: dict[str, Any]) -> None:
             print(f"  {node['name']}  {node['url']:<24} DOWN")
     print(f"  JetStream meta leader: {view['meta_leader'] or 'none'}")
     for part in view["partitions"]:
+        quarantined = f"; {part['quarantined']} entries QUARANTINED" if part["quarantined"] else ""
         print(
             f"\npartition {part['partition']}: log {part['stream']} last seq {part['last_seq']} "
             f"(led by {part['stream_leader']}); ledger leader {part['ledger_leader'] or 'NONE'}"
+            f"{quarantined}"
         )
         for r in part["replicas"]:
             if not r["heartbeat"]:
@@ -162,8 +169,8 @@ def _print(view: dict[str, Any]) -> None:
             digest = f"{r['state_hash'][:12]}@{r['hashed_seq']}" if r["state_hash"] else "-"
             print(
                 f"  {r['node_id']:<8} {r['role']:<9} term {r['term']:<5} "
-                f"applied {r['applied_seq']:<8} {lag:<10} hash {digest}  pid {r['pid']}  "
-                f"metrics {r['metrics_url'] or '-'}"
+                f"applied {r['applied_seq']:<8} {lag:<10} hash {digest}  "
+                f"quarantined {r['quarantined']}  pid {r['pid']}  metrics {r['metrics_url'] or '-'}"
             )
     troubled = [c for c in view["children"] if c["state"] != "running" or c["restarts"]]
     if troubled:

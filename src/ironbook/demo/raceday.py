@@ -620,5 +620,6 @@ async def check_partitions(cluster: LocalCluster, operations: Sequence[Operation
         cluster.nats_url,
         operations,
         {partition: cluster.replica_ids(partition) for partition in range(cluster.partitions)},
+        data_dir=cluster.data_dir,
         offload=True,
     )

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ironbook import core
-from ironbook.replication.batch import ReplayState
+from ironbook.replication.batch import QuarantineHook, ReplayState
 from ironbook.replication.interfaces import (
     Clock,
     Log,
@@ -19,6 +19,7 @@ from ironbook.replication.interfaces import (
     ReplicationError,
     Snapshot,
     SnapshotStore,
+    Verifier,
 )
 from ironbook.replication.loop_blocks import LoopBlocks
 
@@ -69,28 +70,47 @@ def snapshot_stagger(node_id: str) -> float:
     return zlib.crc32(node_id.encode()) % 1_000 / 2_000
 
 
-async def restore(snapshots: SnapshotStore, ledger_config: core.LedgerConfig | None) -> ReplayState:
-    """The newest snapshot, or an empty state at sequence 0.
+async def restore(
+    snapshots: SnapshotStore,
+    ledger_config: core.LedgerConfig | None,
+    *,
+    verifier: Verifier | None,
+    on_quarantine: QuarantineHook | None = None,
+) -> ReplayState:
+    """The newest snapshot, or an empty state at sequence 0, to be folded on
+    with `verifier` (see `replication.batch`).
 
     Raises `SnapshotCorrupt` if the snapshot does not match its hash: a replica
     must not silently start from a wrong state.
     """
     snapshot = await snapshots.latest()
     if snapshot is None:
-        return ReplayState.empty(ledger_config)
-    return replay_from(snapshot)
+        return ReplayState.empty(ledger_config, verifier=verifier, on_quarantine=on_quarantine)
+    return replay_from(snapshot, verifier=verifier, on_quarantine=on_quarantine)
 
 
-def replay_from(snapshot: Snapshot) -> ReplayState:
+def replay_from(
+    snapshot: Snapshot,
+    *,
+    verifier: Verifier | None,
+    on_quarantine: QuarantineHook | None = None,
+) -> ReplayState:
     """The state a snapshot holds, once it is found to match its hash
-    (raises `SnapshotCorrupt`)."""
+    (raises `SnapshotCorrupt`), to be folded on with `verifier`."""
     state = core.restore_snapshot(snapshot.state)
     actual = core.state_hash(state)
     if actual != snapshot.state_hash:
         raise SnapshotCorrupt(
             f"snapshot at {snapshot.seq} hashes to {actual}, stored {snapshot.state_hash}"
         )
-    return ReplayState(state, snapshot.seq, snapshot.last_batch_id)
+    return ReplayState(
+        state,
+        snapshot.seq,
+        snapshot.last_batch_id,
+        verifier=verifier,
+        quarantined=snapshot.quarantined,
+        on_quarantine=on_quarantine,
+    )
 
 
 def take_snapshot(replay: ReplayState) -> Snapshot:
@@ -101,6 +121,7 @@ def take_snapshot(replay: ReplayState) -> Snapshot:
         state_hash=state_hash,
         state=state,
         last_batch_id=replay.last_batch_id,
+        quarantined=replay.quarantined,
     )
 
 
@@ -137,6 +158,10 @@ class Follower:
     @property
     def applied_seq(self) -> int:
         return self.replay.applied_seq
+
+    @property
+    def quarantined(self) -> int:
+        return self.replay.quarantined
 
     async def poll(self, *, wait_ms: int) -> int:
         """Read once (waiting up to `wait_ms` for news) and apply what came.

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import msgspec
 
+from ironbook.adapters.ledger_keys import ledger_signing_key
 from ironbook.adapters.nats.localproc import ManagedProcess, PortLease
 from ironbook.adapters.nats.provision import connect_nats
 from ironbook.adapters.nats.server import LocalNatsCluster
@@ -129,6 +130,9 @@ class LocalCluster:
         self.data_dir = data_dir.resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.config = load_cluster_config(self.data_dir, partitions)
+        # Made before any process starts: the history projectors read its
+        # public half, which the first replica would otherwise race to write.
+        ledger_signing_key(self.data_dir)
         self._config_args = ["--config", str(config_file)] if config_file else []
         self.network = network
         """Node i (nats-server `n{i}` and replicas `p*-r{i}`) in namespace i of
@@ -164,6 +168,8 @@ class LocalCluster:
                         str(partition),
                         "--node-id",
                         node_id,
+                        "--data-dir",
+                        str(self.data_dir),
                         "--replicas",
                         str(min(3, self.config.nats_nodes)),
                     ],
@@ -276,6 +282,8 @@ class LocalCluster:
                     str(partition),
                     "--db",
                     str(self.data_dir / "history" / f"p{partition}.sqlite"),
+                    "--data-dir",
+                    str(self.data_dir),
                 ],
                 log_path=self.data_dir / "logs" / f"{name}.log",
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},

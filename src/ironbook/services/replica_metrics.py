@@ -239,6 +239,7 @@ class ReplicaMetrics:
             self.role.labels(p, role).set(1 if status.role == role else 0)
         self.term.labels(p).set(status.term)
         self.applied.labels(p).set(status.applied_seq)
+        self.quarantined.labels(p).set(status.quarantined)
         if stream_last_seq is not None:
             self.stream_last.labels(p).set(stream_last_seq)
             self.lag.labels(p).set(max(0, stream_last_seq - status.applied_seq))
