@@ -24,6 +24,7 @@ state.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -81,7 +82,11 @@ def is_signed_chain(last_batch_id: str) -> bool:
 
 
 def signed_message(batch_id: str, prev_batch_id: str, events: bytes) -> bytes:
-    return _encoder.encode(("ironbook-batch/2", batch_id, prev_batch_id, events))
+    """What a batch's signature covers. The events enter by their SHA-256:
+    one pass over a batch of up to ~150 KB, where Ed25519 over the bytes
+    themselves would hash them twice to sign and once more to verify."""
+    digest = hashlib.sha256(events).digest()
+    return _encoder.encode(("ironbook-batch/2", batch_id, prev_batch_id, digest))
 
 
 def encode_batch(prev_batch_id: str, events: Sequence[core.AnyEvent]) -> bytes:

@@ -401,9 +401,9 @@ class Sequencer:
         try:
             entries = await self._read_past(self._acked_seq)
         except ReplicationError as error:
-            raise fenced from error
+            raise Fenced(f"{fenced}; the tip could not be re-read: {error}") from error
         if not entries:
-            raise fenced
+            raise Fenced(f"{fenced}; no entry past {self._acked_seq} on re-reading") from fenced
         foreign = self._foreign(entries, tip_batch_id)
         if foreign is None:
             raise Superseded(
@@ -462,7 +462,7 @@ class Sequencer:
                 more = await self._log.read(
                     seq + len(entries) + 1,
                     max_entries=min(_TIP_READ_MAX_ENTRIES, last_seq - seq - len(entries)),
-                    wait_ms=0,
+                    wait_ms=self._config.append_retry_backoff_ms,
                 )
             except ReplicationError:
                 more = []
