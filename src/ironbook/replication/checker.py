@@ -363,7 +363,8 @@ def _replay(
         if invariants_hold and entry.seq % full_invariants_every == 0:
             invariants_hold = _invariants_hold(replay.state, entry.seq, violations)
         if events is None:
-            result.void_entries += replay.quarantined == quarantined
+            if replay.quarantined == quarantined:
+                result.void_entries += 1
             continue
         if fold is not None:
             fold.apply(entry.seq, events)
