@@ -190,6 +190,7 @@ def test_foreign_entries_under_a_busy_leader_are_skipped_without_ending_its_term
             verifier=SIGNER,
             on_quarantine=lambda entry, reason: quarantined.append(entry.seq),
             config=SequencerConfig(max_batch_commands=3, max_inflight_appends=4),
+            lease_current=lambda: True,
         )
         forger = MacSigner(b"not the replicas' key")
 
