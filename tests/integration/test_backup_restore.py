@@ -29,6 +29,7 @@ from ironbook.adapters.backup.keys import generate_identity, identity_path, load
 from ironbook.adapters.backup.manifest import MANIFEST_FILE, Backup, Manifest, decode_manifest
 from ironbook.adapters.backup.restore import RestoreError
 from ironbook.adapters.backup.target import DirectoryTarget
+from ironbook.adapters.ledger_keys import ledger_verifier
 from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.adapters.nats.snapshots import NatsSnapshotStore
 from ironbook.chaos.workload import Workload, WorkloadConfig, selection_odds
@@ -102,7 +103,7 @@ async def _snapshot_halfway(cluster: LocalCluster) -> int:
     """A snapshot at half the log, in the cluster's snapshot store (as a
     follower writes one; a short run makes none of its own)."""
     entries = await _live_log(cluster)
-    replay = ReplayState.empty(LEDGER)
+    replay = ReplayState.empty(LEDGER, verifier=ledger_verifier(cluster.data_dir, 0))
     for entry in entries[: len(entries) // 2]:
         replay.apply(entry)
     nc = await connect_nats(cluster.nats_url, name="test-backup-snapshot")

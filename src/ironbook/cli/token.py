@@ -8,8 +8,9 @@
 Minting signs HS256 with the current key of the data directory's key ring
 (created on first use, the one the gateway workers verify with) and prints
 the token alone on stdout, so `TOKEN=$(ironbook token --role admin --sub alice)`
-works in scripts (a staff token names who it is for: `--sub` is required); its `jti` and expiry go to stderr. A token lives at most its role's
-maximum lifetime (settings `gateway.bettor_token_max_lifetime_s`, 24 h, and
+works in scripts (a staff token names who it is for: `--sub` is required);
+its `jti` and expiry go to stderr. A token lives at most its role's maximum
+lifetime (settings `gateway.bettor_token_max_lifetime_s`, 24 h, and
 `gateway.staff_token_max_lifetime_s`, 1 h); the gateways refuse longer ones.
 
 `revoke` writes the jti into the running cluster's revocation bucket: every
