@@ -29,7 +29,7 @@ from ironbook.adapters.backup.keys import generate_identity, identity_path, load
 from ironbook.adapters.backup.manifest import MANIFEST_FILE, Backup, Manifest, decode_manifest
 from ironbook.adapters.backup.restore import RestoreError
 from ironbook.adapters.backup.target import DirectoryTarget
-from ironbook.adapters.ledger_keys import ledger_verifier
+from ironbook.adapters.ledger_keys import LEDGER_KEY_FILE, ledger_verifier
 from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.adapters.nats.snapshots import NatsSnapshotStore
 from ironbook.chaos.workload import Workload, WorkloadConfig, selection_odds
@@ -173,7 +173,11 @@ def _backup(backed: Backed) -> dict[str, object]:
 
 def _restore(backed: Backed, data_dir: Path, point: RestorePoint) -> dict[str, object]:
     summary = restore(
-        DirectoryTarget(backed.target), data_dir, load_identity(backed.identity), point
+        DirectoryTarget(backed.target),
+        data_dir,
+        load_identity(backed.identity),
+        point,
+        ledger_key=backed.cluster.data_dir / LEDGER_KEY_FILE,
     )
     return summary.as_json()
 
@@ -247,7 +251,8 @@ def test_point_in_time_restore_equals_replaying_the_log_to_n(
     restored_dir = tmp_path / "by-time"
     assert main(
         ["restore", "--from", str(backed_twice.target), "--data-dir", str(restored_dir),
-         "--identity", str(backed_twice.identity), "--to-time", iso]
+         "--identity", str(backed_twice.identity), "--to-time", iso,
+         "--ledger-key", str(backed_twice.cluster.data_dir / LEDGER_KEY_FILE)]
     ) == 0  # fmt: skip
     assert (restored_dir / "nats").is_dir()
     summary = _restore(backed_twice, tmp_path / "by-time-again", RestorePoint(to_time_ms=at_ms))
