@@ -31,6 +31,7 @@ from ironbook.replication.batch import (
     signed_batch_id,
 )
 from ironbook.replication.interfaces import LogEntry
+from ironbook.replication.point_in_time import entry_time_ms
 
 KEY = Ed25519PrivateKey.generate()
 SIGNER = PartitionSigner(KEY, 0)
@@ -197,3 +198,10 @@ def test_a_secret_file_is_written_once(tmp_path: Path) -> None:
     assert path.read_bytes() == b"first"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert list(path.parent.iterdir()) == [path]
+
+
+def test_an_undecodable_entry_has_no_point_in_time() -> None:
+    log = _funded_log()
+    junk = log.land(b"\xc1junk", "junk")
+    assert entry_time_ms(junk) is None
+    assert entry_time_ms(log.entries[0]) is not None
