@@ -4,11 +4,12 @@
     python -m ironbook.bootstrap KIND [--config FILE] [flags]
 
 KIND is one of `replica`, `gateway`, `history`, `feed-sim`, `feed-ingest`,
-`feed-settle`, `nats-exporter`, `backup`, `watch`; `ironbook up` (the supervisor
-of a local cluster) starts them this way. Each process: settings (defaults <
-TOML file < `IRONBOOK_*` environment < flags), logging set up once (`ironbook.logs`), its adapters
-(NATS log, lease, snapshot store, ledger client, ...) built and passed to the
-service through its constructor, then run until SIGTERM / SIGINT.
+`feed-settle`, `nats-exporter`, `backup`, `watch`, `alert-receiver`; `ironbook
+up` (the supervisor of a local cluster) starts them this way. Each process:
+settings (defaults < TOML file < `IRONBOOK_*` environment < flags), logging
+set up once (`ironbook.logs`), its adapters (NATS log, lease, snapshot store,
+ledger client, ...) built and passed to the service through its constructor,
+then run until SIGTERM / SIGINT.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ironbook.adapters.backup.backup import BackupSummary, FoldMemory, Progress,
 from ironbook.adapters.backup.keys import parse_recipients
 from ironbook.adapters.backup.target import TargetError, open_target
 from ironbook.adapters.clock import SystemClock
+from ironbook.adapters.feed.nats_stream import NatsFeedStream
 from ironbook.adapters.feed.simulator import SimulatorConfig
 from ironbook.adapters.ledger_keys import PartitionSigner, ledger_signing_key, ledger_verifier
 from ironbook.adapters.nats.lease import NatsLease
@@ -48,7 +50,12 @@ from ironbook.services import replica as replica_service
 from ironbook.services.feed import ingest, provider, settlement
 from ironbook.services.gateway import history
 from ironbook.services.gateway.app import create_app
-from ironbook.services.gateway.auth import MaxLifetimes, load_verifier, local_keys_dir
+from ironbook.services.gateway.auth import (
+    MaxLifetimes,
+    TokenVerifier,
+    load_verifier,
+    local_keys_dir,
+)
 from ironbook.services.gateway.calls import watch_partitions
 from ironbook.services.gateway.history import NatsHistory
 from ironbook.services.gateway.idempotency import ClaimStore
@@ -59,8 +66,22 @@ from ironbook.services.gateway.runtime import READINESS_DEADLINE_MS, Gateway
 from ironbook.services.gateway.server import serve_http
 from ironbook.services.local_cluster import GatewayOptions, LocalCluster
 from ironbook.services.metrics_http import serve_http as serve_metrics_http
+from ironbook.services.ops import server as ops_server
+from ironbook.services.ops.alerts import ALERTS_SUBJECT, AlertBook, AlertRecord, encode_record
+from ironbook.services.ops.cluster_view import read_cluster
+from ironbook.services.ops.console import Console
+from ironbook.services.ops.console import create_app as create_ops_app
 from ironbook.services.process import run_service
-from ironbook.services.replica_metrics import ReplicaMetrics, serve_metrics
+from ironbook.services.replica_metrics import ReplicaMetrics
+from ironbook.services.replica_metrics import serve_metrics as serve_replica_metrics
+from ironbook.services.service_metrics import (
+    FeedIngestMetrics,
+    FeedProviderMetrics,
+    HistoryMetrics,
+    Sampled,
+    SettlementMetrics,
+    serve_metrics,
+)
 from ironbook.services.supervisor import RestartPolicy
 from ironbook.settings import ConfigError, Settings, load_settings
 
@@ -83,6 +104,7 @@ _REPLICAS = Flag("--replicas", "nats", "replicas", int, "JetStream replication f
 _PARTITIONS = Flag("--partitions", "cluster", "partitions", int, "ledger partitions")
 _DATA_DIR = Flag("--data-dir", "cluster", "data_dir", Path, "the cluster's data directory")
 _PRODUCER = Flag("--producer", "feed", "producer", help="the feed producer")
+_METRICS_PORT = Flag("--metrics-port", "metrics", "port", int, "/metrics port (0: a free one)")
 
 PROCESS_FLAGS: dict[str, tuple[Flag, ...]] = {
     "replica": (
@@ -91,6 +113,7 @@ PROCESS_FLAGS: dict[str, tuple[Flag, ...]] = {
         Flag("--partition", "replica", "partition", int, "ledger partition"),
         Flag("--node-id", "replica", "node_id", help="this replica's unique name"),
         _DATA_DIR,
+        Flag("--metrics-host", "replica", "metrics_host", help="/metrics address"),
         Flag("--metrics-port", "replica", "metrics_port", int, "/metrics port (0: a free one)"),
         Flag("--test-mutation", "replica", "test_mutation", help="TEST-ONLY: reply_before_ack"),
     ),
@@ -110,6 +133,7 @@ PROCESS_FLAGS: dict[str, tuple[Flag, ...]] = {
         Flag("--partition", "history", "partition", int, "ledger partition"),
         Flag("--db", "history", "db", Path, "the SQLite read model"),
         _DATA_DIR,
+        _METRICS_PORT,
     ),
     "feed-sim": (
         _NATS,
@@ -121,6 +145,7 @@ PROCESS_FLAGS: dict[str, tuple[Flag, ...]] = {
         Flag("--races", "feed", "races", int, "races at a time"),
         Flag("--pre-match-s", "feed", "pre_match_s", int, "seconds from creation to start"),
         Flag("--frame-ms", "feed", "frame_ms", int, "publish at most once per this many ms"),
+        _METRICS_PORT,
     ),
     "feed-ingest": (
         _NATS,
@@ -128,8 +153,18 @@ PROCESS_FLAGS: dict[str, tuple[Flag, ...]] = {
         _PRODUCER,
         _PARTITIONS,
         Flag("--down-after-ms", "feed", "down_after_ms", int, "silence before markets suspend"),
+        _METRICS_PORT,
     ),
-    "feed-settle": (_NATS, _REPLICAS, _PRODUCER, _PARTITIONS),
+    "feed-settle": (_NATS, _REPLICAS, _PRODUCER, _PARTITIONS, _METRICS_PORT),
+    "alert-receiver": (
+        _NATS,
+        _DATA_DIR,
+        Flag("--host", "ops", "host", help="address of the ops port"),
+        Flag("--port", "ops", "port", int, "the ops port (0: a free one)"),
+        Flag("--prometheus-url", "ops", "prometheus_url", help="the Prometheus to query"),
+        Flag("--alertmanager-url", "ops", "alertmanager_url", help="the Alertmanager"),
+        Flag("--alerts-file", "ops", "alerts_file", Path, "JSON lines of alerts received"),
+    ),
     "backup": (
         _NATS,
         _REPLICAS,
@@ -253,7 +288,7 @@ async def serve_replica(settings: Settings, stop: asyncio.Event) -> None:
         )
         if r.test_mutation != "none":
             log.warning("TEST-ONLY mutation %s: acknowledged writes may be lost", r.test_mutation)
-        server = await serve_metrics(
+        server = await serve_replica_metrics(
             metrics, replica.status, nats_log, r.metrics_host, r.metrics_port
         )
         async with server:
@@ -268,14 +303,16 @@ async def serve_replica(settings: Settings, stop: asyncio.Event) -> None:
 # Gateway worker.
 
 
-@contextlib.asynccontextmanager
-async def connected_gateway(settings: Settings) -> AsyncIterator[Gateway]:
-    """A gateway worker's `Gateway`, complete: its NATS connection, ledger
-    clients, Idempotency-Key store, history and odds; closed on exit."""
+def token_lifetimes(settings: Settings) -> MaxLifetimes:
     g = settings.gateway
-    partitions = settings.cluster.partition_count
-    lifetimes = MaxLifetimes(g.bettor_token_max_lifetime_s, g.staff_token_max_lifetime_s)
-    verifier = load_verifier(
+    return MaxLifetimes(g.bettor_token_max_lifetime_s, g.staff_token_max_lifetime_s)
+
+
+def token_verifier(settings: Settings) -> TokenVerifier:
+    """The one verifier of bearer tokens: the gateway's and the ops console's."""
+    g = settings.gateway
+    lifetimes = token_lifetimes(settings)
+    return load_verifier(
         algorithm=g.jwt_algorithm,
         keys_dir=g.jwt_keys_dir or local_keys_dir(settings.cluster.data_dir),
         issuer=g.jwt_issuer,
@@ -283,6 +320,16 @@ async def connected_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         max_lifetimes=lifetimes,
         revocations=Revocations(lifetimes.longest_s),
     )
+
+
+@contextlib.asynccontextmanager
+async def connected_gateway(settings: Settings) -> AsyncIterator[Gateway]:
+    """A gateway worker's `Gateway`, complete: its NATS connection, ledger
+    clients, Idempotency-Key store, history and odds; closed on exit."""
+    g = settings.gateway
+    partitions = settings.cluster.partition_count
+    lifetimes = token_lifetimes(settings)
+    verifier = token_verifier(settings)
     async with _nats(settings, f"ironbook-gateway-{g.worker_id}") as nc:
         ledger = ledger_over_nats(
             nc,
@@ -347,16 +394,30 @@ async def serve_gateway(settings: Settings, stop: asyncio.Event) -> None:
 # History projector and the feed.
 
 
+@contextlib.asynccontextmanager
+async def _metrics_served(settings: Settings, *collectors: Sampled) -> AsyncIterator[None]:
+    """`/metrics` of `collectors` on `settings.metrics`, while inside."""
+    server = await serve_metrics(collectors, settings.metrics.host, settings.metrics.port)
+    async with server:
+        host, port = server.sockets[0].getsockname()[:2]
+        log.info("metrics on http://%s:%d/metrics", host, port)
+        yield
+
+
 async def serve_history(settings: Settings, stop: asyncio.Event) -> None:
     partition = settings.history.partition
-    async with _nats(settings, f"ironbook-history-p{partition}") as nc:
-        await history.serve(
-            nc,
-            partition,
-            settings.history_db,
-            stop,
-            verifier=ledger_verifier(settings.cluster.data_dir, partition),
-        )
+    store = history.HistoryStore(
+        settings.history_db, verifier=ledger_verifier(settings.cluster.data_dir, partition)
+    )
+    try:
+        async with _nats(settings, f"ironbook-history-p{partition}") as nc:
+            metrics = HistoryMetrics(
+                partition, lambda: store.position()[0], NatsLog(nc, partition).last_seq
+            )
+            async with _metrics_served(settings, metrics):
+                await history.serve(nc, partition, store, stop)
+    finally:
+        store.close()
 
 
 async def serve_feed_sim(settings: Settings, stop: asyncio.Event) -> None:
@@ -369,23 +430,35 @@ async def serve_feed_sim(settings: Settings, stop: asyncio.Event) -> None:
         races=f.races,
         pre_match_s=f.pre_match_s,
     )
-    async with _nats(settings, f"feed-provider-{f.producer}") as nc:
+    metrics = FeedProviderMetrics(f.producer)
+    async with (
+        _nats(settings, f"feed-provider-{f.producer}") as nc,
+        _metrics_served(settings, metrics),
+    ):
         await provider.serve(
-            nc, config, replicas=settings.nats.replicas, stop=stop, frame_ms=f.frame_ms
+            nc,
+            config,
+            replicas=settings.nats.replicas,
+            stop=stop,
+            frame_ms=f.frame_ms,
+            counts=metrics.counts,
         )
 
 
 async def serve_feed_ingest(settings: Settings, stop: asyncio.Event) -> None:
     producer = settings.feed.producer
     async with _nats(settings, f"feed-ingest-{producer}") as nc, _ledger(nc, settings) as client:
-        await ingest.serve(
-            nc,
-            client,
-            producer,
-            replicas=settings.nats.replicas,
-            down_after_ms=settings.feed.down_after_ms,
-            stop=stop,
-        )
+        metrics = FeedIngestMetrics(producer, NatsFeedStream(nc, producer).tail_cursor)
+        async with _metrics_served(settings, metrics):
+            await ingest.serve(
+                nc,
+                client,
+                producer,
+                replicas=settings.nats.replicas,
+                down_after_ms=settings.feed.down_after_ms,
+                stop=stop,
+                metrics=metrics,
+            )
 
 
 async def serve_feed_settle(settings: Settings, stop: asyncio.Event) -> None:
@@ -394,7 +467,16 @@ async def serve_feed_settle(settings: Settings, stop: asyncio.Event) -> None:
         _nats(settings, f"feed-settlement-{producer}") as nc,
         _ledger(nc, settings) as client,
     ):
-        await settlement.serve(nc, client, producer, replicas=settings.nats.replicas, stop=stop)
+        metrics = SettlementMetrics(producer, lambda: settlement.backlog_frames(nc, producer))
+        async with _metrics_served(settings, metrics):
+            await settlement.serve(
+                nc,
+                client,
+                producer,
+                replicas=settings.nats.replicas,
+                stop=stop,
+                counts=metrics.counts,
+            )
 
 
 async def serve_nats_exporter(settings: Settings, stop: asyncio.Event) -> None:
@@ -450,6 +532,30 @@ async def serve_watch(settings: Settings, stop: asyncio.Event) -> None:
     await watch.run(watch.build(w), w.interval_ms / 1000, stop)
 
 
+async def serve_alert_receiver(settings: Settings, stop: asyncio.Event) -> None:
+    o = settings.ops
+    book = AlertBook(settings.alerts_file)
+    try:
+        async with _nats(settings, "ironbook-alert-receiver") as nc:
+
+            async def publish(record: AlertRecord) -> None:
+                try:
+                    await nc.publish(ALERTS_SUBJECT, encode_record(record))
+                except Exception as err:  # NATS down: the file still has it
+                    log.warning("alert not published on %s: %r", ALERTS_SUBJECT, err)
+
+            console = Console(
+                book,
+                lambda: read_cluster(o.prometheus_url),
+                publish,
+                links={"Prometheus": o.prometheus_url, "Alertmanager": o.alertmanager_url},
+            )
+            app = create_ops_app(console, token_verifier(settings))
+            await ops_server.serve(app, console, o.host, o.port, stop)
+    finally:
+        book.close()
+
+
 _SERVE: dict[str, Callable[[Settings, asyncio.Event], Coroutine[Any, Any, Any]]] = {
     "replica": serve_replica,
     "gateway": serve_gateway,
@@ -460,6 +566,7 @@ _SERVE: dict[str, Callable[[Settings, asyncio.Event], Coroutine[Any, Any, Any]]]
     "nats-exporter": serve_nats_exporter,
     "backup": serve_backups,
     "watch": serve_watch,
+    "alert-receiver": serve_alert_receiver,
 }
 
 
@@ -486,6 +593,7 @@ def build_local_cluster(settings: Settings, config_file: Path | None = None) -> 
         backup=settings.backup if settings.backup.every_s and settings.backup.to else None,
         config_file=config_file,
         supervision=RestartPolicy(**settings.supervisor.model_dump()),
+        monitoring=settings.monitoring if settings.monitoring.enabled else None,
     )
 
 
@@ -497,7 +605,7 @@ def _identity(kind: str, settings: Settings) -> tuple[str, int | None]:
         return settings.gateway.worker_id, None
     if kind == "history":
         return f"history-p{settings.history.partition}", settings.history.partition
-    if kind in ("nats-exporter", "backup", "watch"):
+    if kind in ("nats-exporter", "backup", "watch", "alert-receiver"):
         return kind, None
     return f"{kind}-{settings.feed.producer}", None
 

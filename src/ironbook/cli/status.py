@@ -6,7 +6,9 @@ every replica's role, lag behind the log, state hash and the log entries it
 quarantined (foreign entries skipped by the fold rule), and the supervised
 processes restarted, held for maintenance or given up on (a crash loop).
 `--json` prints the same as one JSON object (`children`: every supervised
-process with its pid, state, restarts and hung kills).
+process with its pid, state, restarts and hung kills; `monitoring`: the
+Prometheus, Alertmanager and ops console URLs of `ironbook up --monitoring`,
+or null).
 """
 
 from __future__ import annotations
@@ -141,6 +143,7 @@ def _gather(data_dir: Path) -> dict[str, Any] | None:
         "meta_leader": meta_leader,
         "partitions": partitions,
         "children": children,
+        "monitoring": msgspec.to_builtins(runtime.monitoring),
     }
 
 
@@ -180,6 +183,12 @@ def _print(view: dict[str, Any]) -> None:
                 f"  {c['name']:<12} {c['state']:<10} pid {c['pid']}  restarts {c['restarts']}  "
                 f"hung kills {c['hung_kills']}  {c['last_event']}"
             )
+    monitoring = view["monitoring"]
+    if monitoring is not None:
+        print(
+            f"\nmonitoring: prometheus {monitoring['prometheus_url']}, "
+            f"alertmanager {monitoring['alertmanager_url']}, console {monitoring['console_url']}"
+        )
     print("\nok" if view["healthy"] else "\nDEGRADED")
 
 

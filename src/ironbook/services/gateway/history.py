@@ -352,11 +352,8 @@ async def _tail(
                 await asyncio.wait_for(stop.wait(), CATCH_UP_PAUSE_MS / 1000)
 
 
-async def serve(
-    nc: NatsClient, partition: int, db_path: Path, stop: asyncio.Event, *, verifier: Verifier
-) -> None:
-    """Fold the partition's log into `db_path` and answer pages, until `stop`."""
-    store = HistoryStore(db_path, verifier=verifier)
+async def serve(nc: NatsClient, partition: int, store: HistoryStore, stop: asyncio.Event) -> None:
+    """Fold the partition's log into `store` and answer pages, until `stop`."""
 
     async def on_request(msg: Msg) -> None:
         try:
@@ -375,4 +372,3 @@ async def serve(
     finally:
         with contextlib.suppress(Exception):
             await subscription.unsubscribe()
-        store.close()
