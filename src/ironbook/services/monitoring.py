@@ -18,18 +18,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ironbook.adapters import prometheus
 from ironbook.adapters.nats.localproc import ManagedProcess
 from ironbook.services.process import process_command
 from ironbook.settings import MonitoringSettings
 
 RULES_FILE = Path(__file__).resolve().parents[3] / "deploy" / "prometheus-alerts.yml"
 """The alert rules, unit-tested by promtool (docs/alerting.md)."""
-INSTALL_HINT = "install the Debian packages with `make monitoring-tools` (as root)"
 BINARIES = {
     "prometheus": "prometheus",
     "alertmanager": "prometheus-alertmanager",
@@ -90,10 +89,11 @@ class StackPorts:
 
 
 def binary(name: str) -> str:
-    found = shutil.which(BINARIES[name])
-    if found is None:
-        raise MonitoringUnavailable(f"{BINARIES[name]} is not installed: {INSTALL_HINT}")
-    return found
+    """The installed binary of the stack's `name` (`adapters.prometheus` finds it)."""
+    try:
+        return prometheus.binary(BINARIES[name])
+    except prometheus.MonitoringBinaryMissing as err:
+        raise MonitoringUnavailable(str(err)) from err
 
 
 def prometheus_config(
