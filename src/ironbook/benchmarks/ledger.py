@@ -177,7 +177,7 @@ async def connect_bench_client(cluster: LocalCluster, max_batch_commands: int) -
     """The load generator's client: short retries, a long deadline (a bet
     waits through a failover rather than giving up)."""
     return await connect_ledger(
-        cluster.nats_url,
+        cluster.ops,
         partitions=cluster.partitions,
         config=ClientConfig(
             request_timeout_ms=1_000, deadline_ms=30_000, backoff_initial_ms=10, backoff_max_ms=200
@@ -240,7 +240,7 @@ async def _measure_failover(
 ) -> dict[str, Any]:
     """kill -9 the partition-0 leader under load; time to the first accepted
     bet submitted after the kill."""
-    leaders = await wait_for_leaders(cluster.nats_url, cluster.partitions, timeout_ms=30_000)
+    leaders = await wait_for_leaders(cluster.ops, cluster.partitions, timeout_ms=30_000)
     victim = leaders[0].node_id
     kill_at: list[float] = []
 
@@ -262,7 +262,7 @@ async def _measure_failover(
     killed = kill_at[0]
     after = [done for submitted, done, ok in tally.completions if ok and submitted > killed]
     new_leader = await wait_for_leaders(
-        cluster.nats_url, cluster.partitions, timeout_ms=30_000, not_node=victim
+        cluster.ops, cluster.partitions, timeout_ms=30_000, not_node=victim
     )
     cluster.replicas[victim].start()
     return {

@@ -32,6 +32,7 @@ from ironbook.adapters.nats.localproc import (
     PortLease,
     wait_until,
 )
+from ironbook.adapters.nats.security import Permissions, ServerSecurity, server_tls
 
 CLUSTER_FILE = "cluster.json"
 DEFAULT_CLUSTER_NAME = "ironbook"
@@ -125,14 +126,35 @@ class NatsNode:
         return status == 200
 
 
-def _render_config(node: NatsNode, cluster_name: str, routes_to: list[NatsNode]) -> str:
+def _render_config(
+    node: NatsNode,
+    cluster_name: str,
+    routes_to: list[NatsNode],
+    security: ServerSecurity | None = None,
+) -> str:
     routes = ", ".join(f'"nats-route://{other.host}:{other.ports.cluster}"' for other in routes_to)
+    client_tls = route_tls = authorization = ""
+    if security is not None:
+        tls = server_tls(security.layout, node.name)
+        files = (
+            f"cert_file: {_quote(tls.cert_file)}\n"
+            f"    key_file: {_quote(tls.key_file)}\n"
+            f"    ca_file: {_quote(tls.ca_file)}\n"
+            "    verify: true"
+        )
+        # Mutual TLS: no certificate signed by the cluster's CA, no connection.
+        client_tls = f"tls {{\n    {files}\n}}\n"
+        route_tls = f"\n  tls {{\n    {files}\n  }}"
+        users = ",\n".join(
+            _render_user(nkey, permissions) for nkey, permissions in security.users.values()
+        )
+        authorization = f"authorization {{\n  users = [\n{users}\n  ]\n}}\n"
     return f"""# Written by ironbook; regenerated on every start.
 server_name: "{node.name}"
 listen: "{node.host}:{node.ports.client}"
 http: "{node.host}:{node.ports.http}"
 max_payload: 8MB
-
+{client_tls}{authorization}
 jetstream {{
   store_dir: "{node.node_dir}"
   # fsync every Raft append: acknowledged means on disk on a quorum.
@@ -142,9 +164,23 @@ jetstream {{
 cluster {{
   name: "{cluster_name}"
   listen: "{node.host}:{node.ports.cluster}"
-  routes: [{routes}]
+  routes: [{routes}]{route_tls}
 }}
 """
+
+
+def _quote(value: object) -> str:
+    return json.dumps(str(value))
+
+
+def _render_user(nkey: str, permissions: Permissions) -> str:
+    publish = ", ".join(_quote(subject) for subject in permissions.publish)
+    subscribe = ", ".join(_quote(subject) for subject in permissions.subscribe)
+    responses = ", allow_responses: true" if permissions.responds else ""
+    return (
+        f"    {{nkey: {_quote(nkey)}, permissions: {{"
+        f"publish: {{allow: [{publish}]}}, subscribe: {{allow: [{subscribe}]}}{responses}}}}}"
+    )
 
 
 class LocalNatsCluster:
@@ -162,10 +198,14 @@ class LocalNatsCluster:
         binary: Path | None = None,
         hosts: Mapping[str, str] | None = None,
         launch_prefixes: Mapping[str, Sequence[str]] | None = None,
+        security: ServerSecurity | None = None,
     ) -> None:
         """`hosts` and `launch_prefixes` (by node name, e.g. `n1`) place a
         node elsewhere than loopback: its listen address, and an argv prefix
-        such as `ip netns exec <ns>` that starts it in a network namespace."""
+        such as `ip netns exec <ns>` that starts it in a network namespace.
+        `security`: mutual TLS and nkey users (None: plaintext, anyone may
+        connect; for the adapters' own tests and the benchmark baseline)."""
+        self.security = security
         assert size >= 1
         self.data_dir = data_dir.resolve()
         self.binary = binary or nats_server_binary()
@@ -233,7 +273,7 @@ class LocalNatsCluster:
         node = self.nodes[name]
         node.node_dir.mkdir(parents=True, exist_ok=True)
         others = [other for other in self.nodes.values() if other is not node]
-        node.config_path.write_text(_render_config(node, self.cluster_name, others))
+        node.config_path.write_text(_render_config(node, self.cluster_name, others, self.security))
         node.process.start()
         if wait:
             self.wait_node_healthy(name, timeout_ms=timeout_ms)
