@@ -5,6 +5,7 @@
     <secrets>/tls/<service>-cert.pem      one certificate per identity and per
     <secrets>/tls/<service>-key.pem       nats-server node (`nats-n1`, ...)
     <secrets>/nats/<identity>.nk          one nkey seed per identity
+    <secrets>/jetstream.key               the servers' key for encryption at rest
 
 This layout is a contract (docs/security.md). Directories are 0700 and files
 0600; a secret that its group or the world can read is refused, never used.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import secrets
 import ssl
 import stat
 from collections.abc import Iterable, Mapping
@@ -34,6 +36,7 @@ SECRETS_DIR = "secrets"
 CA_VALIDITY_DAYS = 3650
 CERT_VALIDITY_DAYS = 825
 _SEED_BYTES = 32
+_JETSTREAM_KEY_BYTES = 32
 _PRIVATE_DIR_MODE = 0o700
 _PRIVATE_FILE_MODE = 0o600
 _NOT_PRIVATE = stat.S_IRWXG | stat.S_IRWXO
@@ -71,6 +74,10 @@ class SecretsLayout:
 
     def seed(self, identity: str) -> Path:
         return self.nkeys_dir / f"{identity}.nk"
+
+    @property
+    def jetstream_key(self) -> Path:
+        return self.root / "jetstream.key"
 
 
 def check_private(path: Path) -> None:
@@ -260,6 +267,9 @@ def provide_secrets(
                 "(operator-supplied TLS: put every certificate in place)"
             )
         _issue(layout, service, hosts)
+    if not layout.jetstream_key.exists():
+        _write_private(layout.jetstream_key, secrets.token_hex(_JETSTREAM_KEY_BYTES).encode())
+    check_private(layout.jetstream_key)
     keys: dict[str, str] = {}
     for identity in identities:
         seed = layout.seed(identity)
@@ -296,6 +306,13 @@ class ServerSecurity:
     layout: SecretsLayout
     users: Mapping[str, tuple[str, Permissions]]
     """Identity → (public nkey, permissions)."""
+
+    def jetstream_key(self) -> str:
+        """The key JetStream encrypts its stores with (ChaCha20-Poly1305)."""
+        key = self.layout.jetstream_key.read_text().strip()
+        if not key:
+            raise SecretsError(f"{self.layout.jetstream_key}: empty")
+        return key
 
 
 def server_service(node: str) -> str:

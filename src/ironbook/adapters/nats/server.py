@@ -13,6 +13,7 @@ the same data directory comes back with the same addresses and all its data.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -35,6 +36,7 @@ from ironbook.adapters.nats.localproc import (
 from ironbook.adapters.nats.security import Permissions, ServerSecurity, server_tls
 
 CLUSTER_FILE = "cluster.json"
+JETSTREAM_KEY_VARIABLE = "IRONBOOK_JETSTREAM_KEY"
 DEFAULT_CLUSTER_NAME = "ironbook"
 _HTTP_TIMEOUT_MS = 1000
 
@@ -133,7 +135,7 @@ def _render_config(
     security: ServerSecurity | None = None,
 ) -> str:
     routes = ", ".join(f'"nats-route://{other.host}:{other.ports.cluster}"' for other in routes_to)
-    client_tls = route_tls = authorization = ""
+    client_tls = route_tls = authorization = encryption = ""
     if security is not None:
         tls = server_tls(security.layout, node.name)
         files = (
@@ -144,6 +146,8 @@ def _render_config(
         )
         # Mutual TLS: no certificate signed by the cluster's CA, no connection.
         client_tls = f"tls {{\n    {files}\n}}\n"
+        # Encrypted at rest; the key comes from the environment, never the file.
+        encryption = f"\n  cipher: chachapoly\n  key: ${JETSTREAM_KEY_VARIABLE}"
         route_tls = f"\n  tls {{\n    {files}\n  }}"
         users = ",\n".join(
             _render_user(nkey, permissions) for nkey, permissions in security.users.values()
@@ -158,7 +162,7 @@ max_payload: 8MB
 jetstream {{
   store_dir: "{node.node_dir}"
   # fsync every Raft append: acknowledged means on disk on a quorum.
-  sync_interval: always
+  sync_interval: always{encryption}
 }}
 
 cluster {{
@@ -203,8 +207,9 @@ class LocalNatsCluster:
         """`hosts` and `launch_prefixes` (by node name, e.g. `n1`) place a
         node elsewhere than loopback: its listen address, and an argv prefix
         such as `ip netns exec <ns>` that starts it in a network namespace.
-        `security`: mutual TLS and nkey users (None: plaintext, anyone may
-        connect; for the adapters' own tests and the benchmark baseline)."""
+        `security`: mutual TLS, nkey users, JetStream encrypted at rest (None:
+        plaintext, anyone may connect; for the adapters' own tests and the
+        benchmark baseline)."""
         self.security = security
         assert size >= 1
         self.data_dir = data_dir.resolve()
@@ -225,6 +230,9 @@ class LocalNatsCluster:
                     name,
                     [*prefix, str(self.binary), "-c", str(node_dir / "nats.conf")],
                     log_path=node_dir / "nats.log",
+                    env=None
+                    if security is None
+                    else {**os.environ, JETSTREAM_KEY_VARIABLE: security.jetstream_key()},
                 ),
                 host=(hosts or {}).get(name, LOOPBACK),
             )
