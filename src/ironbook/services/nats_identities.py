@@ -102,6 +102,8 @@ def identities(partitions: int, producers: Sequence[str] = ()) -> dict[str, Perm
             publish=(
                 "ledger.*",
                 "tip.ledger.*",
+                # The leader releases in-play bets whose delay is over.
+                *_commands("betting"),
                 *ledger_reads,
                 *_kv_writes(LEASE_BUCKET, *(replica_lease_key(p) for p in range(partitions))),
                 *_stream_reads(f"KV_{LEASE_BUCKET}"),
