@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -257,7 +256,7 @@ def test_ingester_killed_mid_burst_resumes_exactly(cluster: LocalCluster) -> Non
         "feed-ingest-standby",
         ingester.argv,
         log_path=cluster.data_dir / "logs" / "feed-ingest-standby.log",
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env=cluster.child_env,
     )
 
     async def scenario() -> None:

@@ -30,6 +30,18 @@ log = logging.getLogger(__name__)
 security_log = logging.getLogger("ironbook.security")
 PERMISSIONS_VIOLATION = "permissions violation"
 
+
+class _TlsEofNoise(logging.Filter):
+    """nats-py's protocol asks to keep a half-closed connection open, which a
+    TLS transport cannot do: asyncio warns about it on every close of a TLS
+    connection to NATS. Nothing is wrong; the warning is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received()" not in record.getMessage()
+
+
+logging.getLogger("asyncio").addFilter(_TlsEofNoise())
+
 T = TypeVar("T")
 
 # err_code values from the server's errors.json.
