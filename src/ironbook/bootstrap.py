@@ -178,7 +178,13 @@ PROCESS_FLAGS: dict[str, tuple[Flag, ...]] = {
         Flag("--to", "backup", "to", help="backup target: a directory or rclone:<remote>:<path>"),
         Flag("--every-s", "backup", "every_s", int, "seconds between backups"),
     ),
-    "provision": (_NATS, _REPLICAS, _PARTITIONS, _PRODUCER),
+    "provision": (
+        _NATS,
+        _REPLICAS,
+        _PARTITIONS,
+        _PRODUCER,
+        Flag("--feed", "feed", "source", help="sim, external or none (no feed stream)"),
+    ),
     "nats-exporter": (
         Flag("--monitor-urls", "exporter", "nats_monitor_urls", help="NATS monitoring URLs"),
         Flag("--host", "exporter", "host", help="address to serve /metrics on"),

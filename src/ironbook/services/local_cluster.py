@@ -516,7 +516,9 @@ class LocalCluster:
     def provision(self, timeout_ms: int = PROVISION_TIMEOUT_MS) -> None:
         """Create every stream, bucket and object store the services use,
         as `ops` (no service may create them), in a process of its own."""
-        producer = self.feed.producer if self.feed is not None else None
+        feed = ["--feed", "none"]
+        if self.feed is not None:
+            feed = ["--feed", self.feed.source, "--producer", self.feed.producer]
         command = [
             *process_command("provision", self._config_args),
             "--nats",
@@ -525,7 +527,7 @@ class LocalCluster:
             str(self.config.partitions),
             "--replicas",
             str(min(3, self.config.nats_nodes)),
-            *(["--producer", producer] if producer else []),
+            *feed,
         ]
         done = subprocess.run(
             command,
