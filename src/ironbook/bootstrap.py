@@ -541,6 +541,7 @@ def backup_of(
             full=full,
             memory=memory,
             progress=progress or (lambda _text: None),
+            credentials=nats_endpoint(settings, PROCESS_IDENTITY["backup"]).credentials,
         )
 
     return take

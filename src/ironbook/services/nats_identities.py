@@ -161,6 +161,15 @@ def identities(partitions: int, producers: Sequence[str] = ()) -> dict[str, Perm
             ),
             subscribe=(_inbox("ingest"),),
         ),
+        "backup": Permissions(
+            purpose="scheduled backups: reads the logs and the snapshots, nothing else",
+            publish=(
+                *ledger_reads,
+                *_stream_reads(*snapshot_streams),
+                *_consumers(*snapshot_streams),
+            ),
+            subscribe=(_inbox("backup"),),
+        ),
         "ops": Permissions(
             purpose="break-glass admin: provisioning streams, operator tools",
             publish=(">",),
@@ -181,5 +190,6 @@ PROCESS_IDENTITY: dict[str, str] = {
     "feed-sim": "feed",
     "feed-ingest": "ingest",
     "feed-settle": "ingest",
+    "backup": "backup",
 }
 """Process kind (`python -m ironbook.bootstrap KIND`) → the identity it connects as."""
