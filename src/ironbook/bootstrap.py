@@ -591,6 +591,10 @@ async def run_provision(settings: Settings, stop: asyncio.Event) -> None:
             partitions=settings.cluster.partition_count,
             replicas=settings.nats.replicas,
             producer=settings.feed.producer if settings.feed.source != "none" else None,
+            revocation_retention_s=MaxLifetimes(
+                settings.gateway.bettor_token_max_lifetime_s,
+                settings.gateway.staff_token_max_lifetime_s,
+            ).longest_s,
         )
     finally:
         await close_nats(nc)

@@ -35,6 +35,8 @@ from ironbook.services.feed.ingest import lease_key as ingest_lease_key
 from ironbook.services.feed.provider import WORLDS_BUCKET
 from ironbook.services.gateway.idempotency import BUCKET as IDEMPOTENCY_BUCKET
 from ironbook.services.gateway.odds import ODDS_STREAM
+from ironbook.services.gateway.revocation import BUCKET as REVOCATION_BUCKET
+from ironbook.services.gateway.revocation import SUBJECT as REVOCATION_SUBJECT
 from ironbook.services.replica import lease_key as replica_lease_key
 
 
@@ -130,8 +132,13 @@ def identities(partitions: int, producers: Sequence[str] = ()) -> dict[str, Perm
                 "ironbook.history.*",
                 f"$KV.{IDEMPOTENCY_BUCKET}.>",
                 *_stream_reads(f"KV_{IDEMPOTENCY_BUCKET}", ODDS_STREAM),
+                # Token revocations: announced, stored, and watched.
+                REVOCATION_SUBJECT,
+                f"$KV.{REVOCATION_BUCKET}.>",
+                *_stream_reads(f"KV_{REVOCATION_BUCKET}"),
+                *_consumers(f"KV_{REVOCATION_BUCKET}"),
             ),
-            subscribe=("odds.>", _inbox("gateway")),
+            subscribe=("odds.>", REVOCATION_SUBJECT, _inbox("gateway")),
         ),
         "projector": Permissions(
             purpose="history read models: reads the log, answers history pages",

@@ -21,22 +21,30 @@ from ironbook.adapters.nats.snapshots import NatsSnapshotStore
 from ironbook.services.feed.provider import open_worlds
 from ironbook.services.gateway.idempotency import ClaimStore
 from ironbook.services.gateway.odds import ensure_odds_stream
+from ironbook.services.gateway.revocation import RevocationStore
 
 log = logging.getLogger("ironbook.provisioning")
 
 
 async def provision(
-    nc: NatsClient, *, partitions: int, replicas: int, producer: str | None
+    nc: NatsClient,
+    *,
+    partitions: int,
+    replicas: int,
+    producer: str | None,
+    revocation_retention_s: int,
 ) -> None:
     """Every partition's log and snapshot store, the lease bucket, the
-    gateway's Idempotency-Key bucket and odds store, and, for a feed
-    `producer`, its stream and the simulator's worlds bucket."""
+    gateway's Idempotency-Key bucket, odds store and token revocations (kept
+    `revocation_retention_s`), and, for a feed `producer`, its stream and the
+    simulator's worlds bucket."""
     for partition in range(partitions):
         await NatsLog.open(nc, partition, replicas=replicas)
         await NatsSnapshotStore.open(nc, partition, replicas=replicas)
     await ensure_lease_bucket(nc, replicas=replicas)
     await ClaimStore.open(nc.jetstream(), replicas=replicas)
     await ensure_odds_stream(nc, replicas=replicas)
+    await RevocationStore.open(nc, replicas=replicas, retention_s=revocation_retention_s)
     if producer is not None:
         await NatsFeedStream.open(nc, producer, replicas=replicas)
         await open_worlds(nc, replicas=replicas)
