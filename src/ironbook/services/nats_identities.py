@@ -37,6 +37,7 @@ from ironbook.services.gateway.idempotency import BUCKET as IDEMPOTENCY_BUCKET
 from ironbook.services.gateway.odds import ODDS_STREAM
 from ironbook.services.gateway.revocation import BUCKET as REVOCATION_BUCKET
 from ironbook.services.gateway.revocation import SUBJECT as REVOCATION_SUBJECT
+from ironbook.services.ops.alerts import ALERTS_SUBJECT
 from ironbook.services.replica import lease_key as replica_lease_key
 
 
@@ -177,6 +178,11 @@ def identities(partitions: int, producers: Sequence[str] = ()) -> dict[str, Perm
             ),
             subscribe=(_inbox("backup"),),
         ),
+        "alerts": Permissions(
+            purpose="the alert receiver: announces the alerts it records",
+            publish=(ALERTS_SUBJECT,),
+            subscribe=(_inbox("alerts"),),
+        ),
         "ops": Permissions(
             purpose="break-glass admin: provisioning streams, operator tools",
             publish=(">",),
@@ -198,5 +204,6 @@ PROCESS_IDENTITY: dict[str, str] = {
     "feed-ingest": "ingest",
     "feed-settle": "ingest",
     "backup": "backup",
+    "alert-receiver": "alerts",
 }
 """Process kind (`python -m ironbook.bootstrap KIND`) → the identity it connects as."""
