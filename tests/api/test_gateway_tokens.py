@@ -298,19 +298,24 @@ def test_the_token_command_mints_rotates_and_retires(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data_dir = str(tmp_path)
-    assert main(["token", "--data-dir", data_dir, "--role", "cashier"]) == 0
+    assert main(["token", "--data-dir", data_dir, "--role", "cashier", "--sub", "carol"]) == 0
     out, err = capsys.readouterr()
     token = out.strip()
     claims = jwt.decode(token, options={"verify_signature": False})
     assert claims["exp"] - claims["iat"] == 3_600
     assert f"jti {claims['jti']}" in err
     first_kid = jwt.get_unverified_header(token)["kid"]
-    assert main(["token", "--data-dir", data_dir, "--role", "admin", "--ttl-s", "3601"]) == 2
+    assert (
+        main(
+            ["token", "--data-dir", data_dir, "--role", "admin", "--sub", "ann", "--ttl-s", "3601"]
+        )
+        == 2
+    )
     assert main(["token", "--data-dir", data_dir, "--role", "bettor"]) == 2  # no --account
     assert main(["token", "rotate-key", "--data-dir", data_dir]) == 0
     assert main(["token", "--data-dir", data_dir, "rotate-key"]) == 0  # either order
     capsys.readouterr()
-    assert main(["token", "--data-dir", data_dir, "--role", "admin"]) == 0
+    assert main(["token", "--data-dir", data_dir, "--role", "admin", "--sub", "ann"]) == 0
     newest_kid = jwt.get_unverified_header(capsys.readouterr().out.strip())["kid"]
     keys_dir = tmp_path / "gateway" / "jwt-keys"
     assert newest_kid != first_kid
