@@ -27,6 +27,15 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 
 from ironbook import core
+from ironbook.adapters.audit.checkpoint_stream import (
+    NatsCheckpointPort,
+    ensure_checkpoint_stream,
+)
+from ironbook.adapters.audit.keys import (
+    load_or_create_signing_key,
+    public_key_pem,
+    signing_key_path,
+)
 from ironbook.adapters.backup.backup import BackupSummary, FoldMemory, Progress, take_backup
 from ironbook.adapters.backup.keys import parse_recipients
 from ironbook.adapters.backup.target import TargetError, open_target
@@ -41,6 +50,7 @@ from ironbook.client import BatchConfig, ClientConfig, LedgerClient, ledger_over
 from ironbook.logs import setup_logging
 from ironbook.replication.replica import Replica, ReplicaConfig
 from ironbook.replication.sequencer import SequencerConfig
+from ironbook.replication.tree_keeping import CheckpointPolicy
 from ironbook.services import backup as backup_service
 from ironbook.services import nats_exporter, watch
 from ironbook.services import replica as replica_service
@@ -89,6 +99,7 @@ PROCESS_FLAGS: dict[str, tuple[Flag, ...]] = {
         _REPLICAS,
         Flag("--partition", "replica", "partition", int, "ledger partition"),
         Flag("--node-id", "replica", "node_id", help="this replica's unique name"),
+        _DATA_DIR,
         Flag("--metrics-port", "replica", "metrics_port", int, "/metrics port (0: a free one)"),
         Flag("--test-mutation", "replica", "test_mutation", help="TEST-ONLY: reply_before_ack"),
     ),
@@ -218,7 +229,28 @@ def replica_config(settings: Settings) -> ReplicaConfig:
         lease_retry_ms=replica_service.LEASE_RETRY_MS,
         ledger=ledger_config(settings, r.partition),
         sequencer=SequencerConfig(reply_before_ack=r.test_mutation == "reply_before_ack"),
+        checkpoints=CheckpointPolicy(
+            every_ms=settings.audit.checkpoint_every_ms,
+            every_entries=settings.audit.checkpoint_every_entries,
+        ),
     )
+
+
+async def checkpoint_port(
+    nc: NatsClient, settings: Settings, log_name: int | str
+) -> NatsCheckpointPort | None:
+    """Where a leader's checkpoints of `log_name` go; None with checkpoints off.
+    The signing key is made on first use; its public key is written next to
+    it in `<data_dir>/audit/pubkey` and in the off-site directory."""
+    if not settings.audit.checkpoints:
+        return None
+    data_dir = settings.cluster.data_dir
+    key = load_or_create_signing_key(signing_key_path(data_dir))
+    pubkey = data_dir / "audit" / "pubkey"
+    pubkey.parent.mkdir(parents=True, exist_ok=True)
+    pubkey.write_bytes(public_key_pem(key.public_key()))
+    await ensure_checkpoint_stream(nc, replicas=settings.nats.replicas)
+    return NatsCheckpointPort(nc, log_name, key, settings.audit_offsite_dir)
 
 
 async def serve_replica(settings: Settings, stop: asyncio.Event) -> None:
@@ -244,6 +276,7 @@ async def serve_replica(settings: Settings, stop: asyncio.Event) -> None:
             clock=SystemClock(),
             rng=random.Random(),
             config=replica_config(settings),
+            checkpoints=await checkpoint_port(nc, settings, r.partition),
         )
         if r.test_mutation != "none":
             log.warning("TEST-ONLY mutation %s: acknowledged writes may be lost", r.test_mutation)

@@ -290,6 +290,28 @@ class WatchSettings(Section):
     """The resident memory a replica may use (the forecast's ceiling)."""
     state_size_limit_bytes: int = Field(default=1024**3, ge=1)
     """The snapshot size a partition's state may reach (the forecast's ceiling)."""
+class AuditSettings(Section):
+    """Leader-signed checkpoints and the independent verifier (docs/audit.md)."""
+
+    checkpoints: bool = True
+    """Replicas keep their partition's Merkle tree and the leader signs
+    checkpoints of it. Off: no tree, no checkpoints (benchmarks' baseline)."""
+    checkpoint_every_ms: int = Field(default=1_000, ge=10, le=3_600_000)
+    """A leader whose log grew signs at least this often..."""
+    checkpoint_every_entries: int = Field(default=10_000, ge=1)
+    """...and once this many entries are past the last checkpoint."""
+    offsite_dir: Path | None = None
+    """Every checkpoint is also appended here (fsynced); mount another
+    machine's disk or sync it with rclone. Default `<data_dir>/audit/offsite`."""
+    pubkey_file: Path | None = None
+    """The verifier checks signatures against this public key (PEM): give it
+    a copy kept apart from the signers. Default `<data_dir>/audit/pubkey`."""
+    verifier_host: str = "127.0.0.1"
+    """Where the verifier's `/metrics` listens."""
+    verifier_port: int = Field(default=0, ge=0, le=65_535)
+    """0: a free port, written in the verifier's log."""
+    verifier_poll_ms: int = Field(default=500, ge=10, le=60_000)
+    """How often the verifier looks for new checkpoints."""
 
 
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
@@ -317,6 +339,7 @@ class Settings(BaseSettings):
     exporter: ExporterSettings = ExporterSettings()
     backup: BackupSettings = BackupSettings()
     watch: WatchSettings = WatchSettings()
+    audit: AuditSettings = AuditSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -338,6 +361,14 @@ class Settings(BaseSettings):
         return self.history.db or (
             self.cluster.data_dir / "history" / f"p{self.history.partition}.sqlite"
         )
+
+    @property
+    def audit_offsite_dir(self) -> Path:
+        return self.audit.offsite_dir or self.cluster.data_dir / "audit" / "offsite"
+
+    @property
+    def audit_pubkey_file(self) -> Path:
+        return self.audit.pubkey_file or self.cluster.data_dir / "audit" / "pubkey"
 
     def masked(self) -> dict[str, Any]:
         """Every setting as JSON-able data, with credentials replaced by `***`."""

@@ -1,7 +1,7 @@
-"""`ironbook audit`: sign checkpoints over the partition logs, export archives,
-verify them and bet receipts offline (docs/audit.md).
+"""`ironbook audit`: export the partition logs with the checkpoints their
+leaders signed, verify archives, bet receipts and consistency proofs
+offline (docs/audit.md).
 
-    ironbook audit checkpoint --data-dir D [--offsite DIR] [--every-entries N] [--every-s S]
     ironbook audit export --data-dir D --out DIR [--partition P] [--from-seq A] [--to-seq B]
     ironbook audit verify DIR [--pubkey FILE] [--strict]
     ironbook audit verify --data-dir D [--partition P] [--strict]
@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
+
+from nats.aio.client import Client as NatsClient
 
 from ironbook.adapters.audit.archive import (
     CHECKPOINTS_FILE,
@@ -34,13 +37,7 @@ from ironbook.adapters.audit.archive import (
     read_frontiers,
     verify_archive,
 )
-from ironbook.adapters.audit.keys import (
-    PUBKEY_FILE,
-    KeyFileError,
-    load_or_create_signing_key,
-    load_public_key,
-    signing_key_path,
-)
+from ironbook.adapters.audit.keys import PUBKEY_FILE, KeyFileError, load_public_key
 from ironbook.adapters.audit.proofs import (
     ProofBuildError,
     build_consistency_proof,
@@ -50,20 +47,17 @@ from ironbook.adapters.audit.proofs import (
     verify_consistency_proof,
     verify_receipt,
 )
-from ironbook.adapters.audit.signer import DEFAULT_EVERY_ENTRIES
 from ironbook.adapters.audit.stream import (
     AUDIT_DIR,
-    CheckpointSigner,
-    SignResult,
     consistency_from_log,
     export_archive,
     receipt_from_log,
-    sign_checkpoints,
 )
+from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.cli.up import add_data_dir_argument, data_dir_of
-from ironbook.replication.checkpoint import Checkpoint
+from ironbook.replication.checkpoint import Checkpoint, CheckpointFormatError
 from ironbook.replication.interfaces import LogUnavailable
-from ironbook.replication.merkle import Frontier, LogName, leaf_hash, log_tag
+from ironbook.replication.merkle import Frontier, leaf_hash, log_tag
 from ironbook.services.local_cluster import RuntimeInfo, read_runtime
 from ironbook.settings import ConfigError
 
@@ -105,67 +99,6 @@ def _partitions(runtime: RuntimeInfo, partition: int | None) -> list[int] | None
     return [partition]
 
 
-def _checkpoint(args: argparse.Namespace) -> int:
-    data_dir = _settings_data_dir(args)
-    runtime = _runtime(data_dir) if data_dir is not None else None
-    if data_dir is None or runtime is None:
-        return EXIT_CANNOT_RUN
-    if args.every_entries < 1 or (args.every_s is not None and args.every_s <= 0):
-        return _error("--every-entries and --every-s are positive")
-    try:
-        key = load_or_create_signing_key(signing_key_path(data_dir))
-        signer = CheckpointSigner(
-            key,
-            data_dir / AUDIT_DIR,
-            offsite=args.offsite,
-            every_entries=args.every_entries,
-        )
-        result = asyncio.run(
-            _sign_until_stopped(runtime.nats_urls, runtime.partitions, signer, args.every_s)
-        )
-    except (KeyFileError, ArchiveError, LogUnavailable, OSError) as err:
-        return _error(str(err))
-    if result.problems:
-        return EXIT_FAILED
-    return EXIT_CANNOT_RUN if result.unavailable else EXIT_OK
-
-
-async def _sign_until_stopped(
-    nats_urls: list[str], partitions: int, signer: CheckpointSigner, every_s: float | None
-) -> SignResult:
-    """SIGTERM or Ctrl-C ends a `--every-s` signer between runs."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    return await sign_checkpoints(
-        nats_urls,
-        list(range(partitions)),
-        signer,
-        every_s=every_s,
-        stop=stop,
-        report=_print_signed,
-    )
-
-
-def _print_signed(result: SignResult) -> None:
-    latest: dict[LogName, Checkpoint] = {}
-    counts: dict[LogName, int] = {}
-    for checkpoint in result.signed:
-        latest[checkpoint.partition] = checkpoint
-        counts[checkpoint.partition] = counts.get(checkpoint.partition, 0) + 1
-    for log, checkpoint in latest.items():
-        print(
-            f"partition {log}: {counts[log]} checkpoint(s) signed, up to tree size "
-            f"{checkpoint.tree_size}, root {checkpoint.root}",
-            flush=True,
-        )
-    for problem in result.problems:
-        print(f"REFUSED: {problem}", flush=True)
-    for unavailable in result.unavailable:
-        print(f"warning: {unavailable}; not signed this run", flush=True)
-
-
 def _export(args: argparse.Namespace) -> int:
     data_dir = _settings_data_dir(args)
     runtime = _runtime(data_dir) if data_dir is not None else None
@@ -174,9 +107,9 @@ def _export(args: argparse.Namespace) -> int:
     partitions = _partitions(runtime, args.partition)
     if partitions is None:
         return EXIT_CANNOT_RUN
-    audit_dir = data_dir / AUDIT_DIR
-    if not (audit_dir / PUBKEY_FILE).exists():
-        return _error(f"no checkpoints yet in {audit_dir} (run `ironbook audit checkpoint`)")
+    pubkey = _published_pubkey(data_dir)
+    if pubkey is None:
+        return EXIT_CANNOT_RUN
     if args.from_seq < 1 or (args.to_seq is not None and args.to_seq < args.from_seq):
         return _error("sequences start at 1 and --to-seq is not before --from-seq")
     try:
@@ -184,13 +117,13 @@ def _export(args: argparse.Namespace) -> int:
             export_archive(
                 runtime.nats_urls,
                 partitions,
-                audit_dir,
+                pubkey.read_bytes(),
                 args.out,
                 from_seq=args.from_seq,
                 to_seq=args.to_seq,
             )
         )
-    except (ArchiveError, LogUnavailable, OSError) as err:
+    except (ArchiveError, CheckpointFormatError, LogUnavailable, OSError) as err:
         return _error(str(err))
     for partition, (first, last) in result.ranges.items():
         print(f"partition {partition}: seq {first}..{last}")
@@ -229,15 +162,26 @@ def _verify(args: argparse.Namespace) -> int:
     partitions = _partitions(runtime, args.partition)
     if partitions is None:
         return EXIT_CANNOT_RUN
-    audit_dir = args.data_dir.resolve() / AUDIT_DIR
-    if not (audit_dir / PUBKEY_FILE).exists():
-        return _error(f"no checkpoints yet in {audit_dir} (run `ironbook audit checkpoint`)")
+    pubkey = args.pubkey or _published_pubkey(args.data_dir.resolve())
+    if pubkey is None:
+        return EXIT_CANNOT_RUN
     with tempfile.TemporaryDirectory(prefix="ironbook-audit-") as temp:
         try:
-            asyncio.run(export_archive(runtime.nats_urls, partitions, audit_dir, Path(temp)))
-        except (ArchiveError, LogUnavailable, OSError) as err:
+            asyncio.run(
+                export_archive(runtime.nats_urls, partitions, pubkey.read_bytes(), Path(temp))
+            )
+        except (ArchiveError, CheckpointFormatError, LogUnavailable, OSError) as err:
             return _error(str(err))
-        return _print_verdict(temp, args, args.pubkey or audit_dir / PUBKEY_FILE)
+        return _print_verdict(temp, args, pubkey)
+
+
+def _published_pubkey(data_dir: Path) -> Path | None:
+    """`<data-dir>/audit/pubkey`, which the signing replicas write."""
+    pubkey = data_dir / AUDIT_DIR / PUBKEY_FILE
+    if not pubkey.exists():
+        _error(f"no {pubkey}: no leader has signed a checkpoint (are checkpoints off?)")
+        return None
+    return pubkey
 
 
 def _write_document(document: bytes, out: Path | None, what: str) -> None:
@@ -269,82 +213,99 @@ def _archive_tail(
     return frontier, payloads
 
 
-def _archive_checkpoints(archive: Path, partition: int) -> list[Checkpoint]:
-    return [
+def _archive_proof_input(
+    archive: Path, partition: int, frontier_size: int, to_seq: int | None
+) -> tuple[Frontier, list[bytes], list[Checkpoint]]:
+    """From an archive: `_archive_tail` up to `to_seq` (None: up to the first
+    checkpoint past `frontier_size`) and the partition's checkpoints."""
+    checkpoints = [
         cp for _, cp in read_checkpoints(archive / CHECKPOINTS_FILE) if cp.partition == partition
     ]
+    if to_seq is None:
+        covering = [cp.tree_size for cp in checkpoints if cp.tree_size > frontier_size]
+        to_seq = min(covering, default=frontier_size + 1)
+    frontier, payloads = _archive_tail(archive, partition, frontier_size, to_seq)
+    return frontier, payloads, checkpoints
+
+
+T = TypeVar("T")
+
+
+def _from_cluster(data_dir: Path, build: Callable[[NatsClient], Awaitable[T]]) -> T | None:
+    """`build(nc)` against the live cluster of `data_dir` (None: no cluster)."""
+    runtime = _runtime(data_dir)
+    if runtime is None:
+        return None
+
+    async def run() -> T:
+        nc = await connect_nats(runtime.nats_urls, name="ironbook-audit-proofs")
+        try:
+            return await build(nc)
+        finally:
+            await close_nats(nc)
+
+    return asyncio.run(run())
+
+
+_PROOF_ERRORS = (ProofBuildError, ArchiveError, CheckpointFormatError, LogUnavailable, OSError)
 
 
 def _receipt(args: argparse.Namespace) -> int:
+    partition, seq = args.partition, args.seq
     try:
         if args.archive is not None:
-            checkpoints = _archive_checkpoints(args.archive, args.partition)
-            covering = [cp.tree_size for cp in checkpoints if cp.tree_size >= args.seq]
-            frontier, payloads = _archive_tail(
-                args.archive, args.partition, args.seq - 1, min(covering, default=args.seq)
+            frontier, payloads, checkpoints = _archive_proof_input(
+                args.archive, partition, seq - 1, None
             )
             receipt = build_receipt(
-                args.partition,
-                args.seq,
-                frontier=frontier,
-                payloads=payloads,
-                checkpoints=checkpoints,
+                partition, seq, frontier=frontier, payloads=payloads, checkpoints=checkpoints
             )
         elif args.data_dir is not None:
-            runtime = _runtime(args.data_dir)
-            if runtime is None:
+            built = _from_cluster(args.data_dir, lambda nc: receipt_from_log(nc, partition, seq))
+            if built is None:
                 return EXIT_CANNOT_RUN
-            receipt = asyncio.run(
-                receipt_from_log(
-                    runtime.nats_urls, args.partition, args.seq, args.data_dir.resolve() / AUDIT_DIR
-                )
-            )
+            receipt = built
         else:
             return _error("give --archive DIR or --data-dir D")
-    except (ProofBuildError, ArchiveError, LogUnavailable, OSError, ValueError) as err:
+    except (*_PROOF_ERRORS, ValueError) as err:
         return _error(str(err))
     _write_document(
-        encode_receipt(receipt), args.out, f"receipt for partition {args.partition} seq {args.seq}"
+        encode_receipt(receipt), args.out, f"receipt for partition {partition} seq {seq}"
     )
     return EXIT_OK
 
 
 def _prove_consistency(args: argparse.Namespace) -> int:
+    partition, old_size, new_size = args.partition, args.old_size, args.new_size
     try:
         if args.archive is not None:
-            checkpoints = _archive_checkpoints(args.archive, args.partition)
-            frontier, payloads = _archive_tail(
-                args.archive, args.partition, args.old_size, args.new_size
+            frontier, payloads, checkpoints = _archive_proof_input(
+                args.archive, partition, old_size, new_size
             )
             proof = build_consistency_proof(
-                args.partition,
-                args.old_size,
-                args.new_size,
+                partition,
+                old_size,
+                new_size,
                 frontier=frontier,
                 payloads=payloads,
                 checkpoints=checkpoints,
             )
         elif args.data_dir is not None:
-            runtime = _runtime(args.data_dir)
-            if runtime is None:
-                return EXIT_CANNOT_RUN
-            proof = asyncio.run(
-                consistency_from_log(
-                    runtime.nats_urls,
-                    args.partition,
-                    args.old_size,
-                    args.new_size,
-                    args.data_dir.resolve() / AUDIT_DIR,
-                )
+            built = _from_cluster(
+                args.data_dir,
+                lambda nc: consistency_from_log(nc, partition, old_size, new_size),
             )
+            if built is None:
+                return EXIT_CANNOT_RUN
+            proof = built
         else:
             return _error("give --archive DIR or --data-dir D")
-    except (ProofBuildError, ArchiveError, LogUnavailable, OSError, ValueError) as err:
+    except (*_PROOF_ERRORS, ValueError) as err:
         return _error(str(err))
     _write_document(
         encode_consistency_proof(proof),
         args.out,
-        f"consistency proof from tree size {args.old_size} to {args.new_size}",
+        f"consistency proof from tree size {old_size} to {new_size}",
     )
     return EXIT_OK
 
@@ -371,27 +332,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
-
-    checkpoint = commands.add_parser(
-        "checkpoint",
-        help="rebuild each partition's Merkle tree from its log and sign new checkpoints",
-    )
-    add_data_dir_argument(checkpoint)
-    checkpoint.add_argument(
-        "--offsite", type=Path, help="a directory that also receives every checkpoint"
-    )
-    checkpoint.add_argument(
-        "--every-entries",
-        type=int,
-        default=DEFAULT_EVERY_ENTRIES,
-        help=f"also sign at every multiple of this tree size (default {DEFAULT_EVERY_ENTRIES})",
-    )
-    checkpoint.add_argument(
-        "--every-s",
-        type=float,
-        help="keep running: sign what is new every this many seconds (default: once)",
-    )
-    checkpoint.set_defaults(func=_checkpoint)
 
     export = commands.add_parser("export", help="write partition logs as an archive")
     add_data_dir_argument(export)

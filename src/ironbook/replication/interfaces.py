@@ -129,6 +129,9 @@ class Snapshot(msgspec.Struct, frozen=True):
     last_batch_id: str = ""
     """The id of the newest applied (non-void) entry at or before `seq`: the
     next batch must name it as its predecessor (see `replication.batch`)."""
+    tree_nodes: list[bytes] | None = None
+    """The frontier of the log's Merkle tree at `seq` (`merkle.Frontier.nodes`);
+    None when the writer kept no tree."""
 
 
 class SnapshotInfo(msgspec.Struct, frozen=True):

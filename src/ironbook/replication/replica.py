@@ -39,7 +39,16 @@ from ironbook.replication.interfaces import (
     SnapshotStore,
 )
 from ironbook.replication.loop_blocks import LoopBlocks
+from ironbook.replication.merkle import Frontier
 from ironbook.replication.sequencer import Sequencer, SequencerConfig
+from ironbook.replication.tree_keeping import (
+    CheckpointPolicy,
+    CheckpointPort,
+    CheckpointSchedule,
+    CheckpointSuperseded,
+    CheckpointUnavailable,
+    LogTree,
+)
 
 Role = Literal["starting", "follower", "candidate", "leader"]
 
@@ -61,6 +70,8 @@ class ReplicaConfig:
     sequencer: SequencerConfig = field(default_factory=SequencerConfig)
     ledger: core.LedgerConfig | None = None
     """The ledger rules for a brand-new (empty) state."""
+    checkpoints: CheckpointPolicy = field(default_factory=CheckpointPolicy)
+    """When a leader signs (with a `CheckpointPort`; without one no tree is kept)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +97,7 @@ class Replica:
         clock: Clock,
         rng: random.Random,
         config: ReplicaConfig,
+        checkpoints: CheckpointPort | None = None,
     ) -> None:
         if config.lease_renew_interval_ms * 2 > config.lease_ttl_ms:
             raise ValueError("renew the lease at least twice per TTL")
@@ -97,6 +109,7 @@ class Replica:
         self._clock = clock
         self._rng = rng
         self._config = config
+        self._checkpoints = checkpoints
         self._role: Role = "starting"
         self._term = 0
         self._lease_revision = 0
@@ -110,6 +123,10 @@ class Replica:
         self.last_restore_problem: str = ""
         self.loop_blocks = LoopBlocks()
         """The longest event-loop block per kind of work, over every term."""
+        self.checkpoints_signed = 0
+        self.last_checkpoint_size = 0
+        self.checkpoint_refusal = ""
+        """Why this leader signs nothing now ("": it signs)."""
 
     def status(self) -> ReplicaStatus:
         sequencer = self._sequencer
@@ -147,16 +164,19 @@ class Replica:
         self._follower = None
         while True:
             try:
-                replay = await restore(self._snapshots, self._config.ledger)
+                replay, frontier = await restore(self._snapshots, self._config.ledger)
                 break
             except SnapshotCorrupt as error:
                 # Never start from a wrong state; the log is the truth, so
                 # replay all of it instead.
                 self.last_restore_problem = str(error)
-                replay = ReplayState.empty(self._config.ledger)
+                replay, frontier = ReplayState.empty(self._config.ledger), Frontier()
                 break
             except ReplicationError:
                 await self._clock.sleep(self._config.io_retry_backoff_ms)
+        tree = None
+        if self._checkpoints is not None:
+            tree = await self._tree_at(replay.applied_seq, frontier)
         follower = Follower(
             log=self._log,
             snapshots=self._snapshots,
@@ -166,9 +186,28 @@ class Replica:
                 self._config.follower, snapshot_stagger=snapshot_stagger(self.node_id)
             ),
             loop_blocks=self.loop_blocks,
+            tree=tree,
         )
         self._follower = follower
         return follower
+
+    async def _tree_at(self, seq: int, frontier: Frontier | None) -> LogTree:
+        """The log's tree at `seq`: from the snapshot's frontier, or hashed
+        from the log when the snapshot carries none."""
+        assert self._checkpoints is not None
+        tree = LogTree(self._checkpoints.log, frontier)
+        while tree.size < seq:
+            try:
+                entries = await self._log.read(
+                    tree.size + 1,
+                    max_entries=min(self._config.follower.read_max_entries, seq - tree.size),
+                    wait_ms=self._config.follower_read_wait_ms,
+                )
+            except ReplicationError:
+                await self._clock.sleep(self._config.io_retry_backoff_ms)
+                continue
+            tree.add_entries(entries[: seq - tree.size])
+        return tree
 
     async def _follow_until_lease(self, follower: Follower, first_try_ms: int) -> int:
         """Tail the log; return the lease revision once this replica wins it."""
@@ -197,8 +236,11 @@ class Replica:
         self._role = "candidate"
         self._term = revision
         self._lease_revision = revision
+        duties = [self._keep_lease(), self._watch_log(), self._catch_up_and_serve(follower)]
+        if self._checkpoints is not None and follower.tree is not None:
+            duties.append(self._sign_checkpoints(self._checkpoints, follower.tree))
         try:
-            await race(self._keep_lease(), self._watch_log(), self._catch_up_and_serve(follower))
+            await race(*duties)
         except (StepDown, Fenced) as reason:
             self.last_step_down = f"{type(reason).__name__}: {reason}"
         finally:
@@ -256,6 +298,42 @@ class Replica:
                     f"the log is at {last_seq}, this leader wrote up to {sequencer.decided_seq}"
                 )
 
+    async def _sign_checkpoints(self, port: CheckpointPort, tree: LogTree) -> NoReturn:
+        """While this replica leads, sign its tree when a checkpoint is due.
+        Failures to sign never end the term: the ledger keeps serving, and
+        the next tick tries again (the independent verifier alerts if
+        checkpoints stop)."""
+        policy = self._config.checkpoints
+        schedule: CheckpointSchedule | None = None
+        while True:
+            await self._clock.sleep(policy.tick_ms)
+            if self._role != "leader":
+                continue
+            now_ms = self._clock.now_ms()
+            try:
+                if schedule is None:
+                    schedule = CheckpointSchedule(policy, tree)
+                    self.checkpoint_refusal = schedule.start(await port.last_signed(), now_ms)
+                    self.last_checkpoint_size = schedule.signed_size
+                if schedule.refused:
+                    # A leader deposed without knowing yet sees a rival's
+                    # later checkpoint: look again after a while.
+                    schedule = None
+                    await self._clock.sleep(policy.every_ms)
+                    continue
+                head = schedule.due(now_ms)
+                if head is None:
+                    continue
+                checkpoint = await port.publish(head)
+            except CheckpointSuperseded:
+                schedule = None
+                continue
+            except CheckpointUnavailable:
+                continue
+            schedule.signed(checkpoint, self._clock.now_ms())
+            self.checkpoints_signed += 1
+            self.last_checkpoint_size = checkpoint.tree_size
+
     async def _catch_up_and_serve(self, follower: Follower) -> NoReturn:
         config = self._config
         for attempt in range(1, config.catch_up_attempts + 1):
@@ -283,6 +361,7 @@ class Replica:
                 config=self._config.sequencer,
                 lease_current=self._lease_current,
                 loop_blocks=self.loop_blocks,
+                tree=follower.tree,
             )
             self._sequencer = sequencer
             self._role = "leader"

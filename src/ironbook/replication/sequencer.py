@@ -33,6 +33,7 @@ from ironbook.replication.interfaces import (
     RequestInbox,
 )
 from ironbook.replication.loop_blocks import LoopBlocks
+from ironbook.replication.tree_keeping import LogTree
 from ironbook.replication.wire import (
     BadRequestReply,
     OutcomeReply,
@@ -68,6 +69,7 @@ class _Batch:
     batch_id: str
     expected_last_seq: int
     append: asyncio.Task[int]
+    payload: bytes
     replies: list[tuple[InboundRequest, bytes]] = field(default_factory=list)
 
 
@@ -87,7 +89,10 @@ class Sequencer:
         config: SequencerConfig,
         lease_current: Callable[[], bool],
         loop_blocks: LoopBlocks | None = None,
+        tree: LogTree | None = None,
     ) -> None:
+        """`tree`: the log's Merkle tree at `last_seq`; each batch is added
+        once the log acknowledges it."""
         if config.max_batch_commands < 1 or config.max_inflight_appends < 1:
             raise ValueError("batch size and appends in flight must be at least 1")
         self._term = term
@@ -107,6 +112,7 @@ class Sequencer:
         self._stop_serving = asyncio.Event()
         self._undecided: list[InboundRequest] = []
         self._loop_blocks = loop_blocks or LoopBlocks()
+        self._tree = tree
         self.commands_decided = 0
         self.slices_decided = 0
         self._slice_batch_seq = 0
@@ -238,7 +244,7 @@ class Sequencer:
             append = asyncio.get_running_loop().create_task(
                 self._append(payload, expected_last_seq, batch_id)
             )
-            batch = _Batch(batch_id, expected_last_seq, append)
+            batch = _Batch(batch_id, expected_last_seq, append, payload)
             self._inflight.append(batch)
             self._batch_ready.set()
             if self._config.reply_before_ack:
@@ -330,6 +336,8 @@ class Sequencer:
                 )
             self._inflight.popleft()
             self._slots.release()
+            if self._tree is not None:
+                self._tree.add(seq, batch.payload)
             self._acked_seq = seq
             self.batches_acked += 1
             await self._send(batch.replies)

@@ -164,6 +164,8 @@ class LocalCluster:
                         str(partition),
                         "--node-id",
                         node_id,
+                        "--data-dir",
+                        str(self.data_dir),
                         "--replicas",
                         str(min(3, self.config.nats_nodes)),
                     ],

@@ -578,7 +578,7 @@ class _World:
         snapshots = SimSnapshotStore(
             self._snapshots, self._network, host, request_timeout_ms=timeout_ms
         )
-        replay = await restore(snapshots, SIM_LEDGER)
+        replay, _ = await restore(snapshots, SIM_LEDGER)
         follower = Follower(
             log=SimLog(
                 self._log,
