@@ -4,9 +4,10 @@
     python -m ironbook.bootstrap KIND [--config FILE] [flags]
 
 KIND is one of `replica`, `gateway`, `history`, `feed-sim`, `feed-ingest`,
-`feed-settle`, `nats-exporter`, `backup`, `watch`; `ironbook up` (the supervisor
-of a local cluster) starts them this way. Each process: settings (defaults <
-TOML file < `IRONBOOK_*` environment < flags), logging set up once (`ironbook.logs`), its adapters
+`feed-settle`, `nats-exporter`, `backup`, `watch`, `audit-verifier`,
+`audit-events`; `ironbook up` (the supervisor of a local cluster) starts them
+this way. Each process: settings (defaults < TOML file < `IRONBOOK_*`
+environment < flags), logging set up once (`ironbook.logs`), its adapters
 (NATS log, lease, snapshot store, ledger client, ...) built and passed to the
 service through its constructor, then run until SIGTERM / SIGINT.
 """
@@ -31,6 +32,7 @@ from ironbook.adapters.audit.checkpoint_stream import (
     NatsCheckpointPort,
     ensure_checkpoint_stream,
 )
+from ironbook.adapters.audit.events import ensure_events_stream
 from ironbook.adapters.audit.keys import (
     load_or_create_signing_key,
     public_key_pem,
@@ -48,11 +50,12 @@ from ironbook.adapters.nats.snapshots import NatsSnapshotStore
 from ironbook.adapters.nats.transport import NatsRequestServer
 from ironbook.client import BatchConfig, ClientConfig, LedgerClient, ledger_over_nats
 from ironbook.logs import setup_logging
+from ironbook.replication.merkle import EVENTS_LOG
 from ironbook.replication.replica import Replica, ReplicaConfig
 from ironbook.replication.sequencer import SequencerConfig
 from ironbook.replication.tree_keeping import CheckpointPolicy
+from ironbook.services import audit_events, audit_verifier, nats_exporter, watch
 from ironbook.services import backup as backup_service
-from ironbook.services import nats_exporter, watch
 from ironbook.services import replica as replica_service
 from ironbook.services.feed import ingest, provider, settlement
 from ironbook.services.gateway import history
@@ -156,6 +159,12 @@ PROCESS_FLAGS: dict[str, tuple[Flag, ...]] = {
         Flag("--prometheus-url", "watch", "prometheus_url", help="Prometheus to query"),
         Flag("--alertmanager-url", "watch", "alertmanager_url", help="Alertmanager to alert"),
     ),
+    "audit-verifier": (
+        _NATS,
+        _DATA_DIR,
+        Flag("--port", "audit", "verifier_port", int, "/metrics port (0: a free one)"),
+    ),
+    "audit-events": (_NATS, _REPLICAS, _DATA_DIR, _PARTITIONS),
 }
 
 
@@ -260,6 +269,7 @@ async def serve_replica(settings: Settings, stop: asyncio.Event) -> None:
     try:
         metrics = ReplicaMetrics(r.partition)
         nats_log = await NatsLog.open(nc, r.partition, replicas=replicas)
+        await ensure_events_stream(nc, replicas=replicas)
         replica = Replica(
             r.node_id,
             log=metrics.log(nats_log),
@@ -471,6 +481,31 @@ async def serve_watch(settings: Settings, stop: asyncio.Event) -> None:
     await watch.run(watch.build(w), w.interval_ms / 1000, stop)
 
 
+async def serve_audit_verifier(settings: Settings, stop: asyncio.Event) -> None:
+    a = settings.audit
+    async with _nats(settings, "ironbook-audit-verifier") as nc:
+        await audit_verifier.serve(
+            nc,
+            settings.audit_pubkey_file,
+            host=a.verifier_host,
+            port=a.verifier_port,
+            poll_ms=a.verifier_poll_ms,
+            stop=stop,
+        )
+
+
+async def serve_audit_events(settings: Settings, stop: asyncio.Event) -> None:
+    async with _nats(settings, "ironbook-audit-events") as nc:
+        await ensure_events_stream(nc, replicas=settings.nats.replicas)
+        recorder = audit_events.EventRecorder(
+            nc,
+            settings.cluster.partition_count,
+            await checkpoint_port(nc, settings, EVENTS_LOG),
+            replica_config(settings).checkpoints,
+        )
+        await audit_events.serve(recorder, poll_ms=settings.audit.verifier_poll_ms, stop=stop)
+
+
 _SERVE: dict[str, Callable[[Settings, asyncio.Event], Coroutine[Any, Any, Any]]] = {
     "replica": serve_replica,
     "gateway": serve_gateway,
@@ -481,6 +516,8 @@ _SERVE: dict[str, Callable[[Settings, asyncio.Event], Coroutine[Any, Any, Any]]]
     "nats-exporter": serve_nats_exporter,
     "backup": serve_backups,
     "watch": serve_watch,
+    "audit-verifier": serve_audit_verifier,
+    "audit-events": serve_audit_events,
 }
 
 
@@ -518,7 +555,7 @@ def _identity(kind: str, settings: Settings) -> tuple[str, int | None]:
         return settings.gateway.worker_id, None
     if kind == "history":
         return f"history-p{settings.history.partition}", settings.history.partition
-    if kind in ("nats-exporter", "backup", "watch"):
+    if kind in ("nats-exporter", "backup", "watch", "audit-verifier", "audit-events"):
         return kind, None
     return f"{kind}-{settings.feed.producer}", None
 

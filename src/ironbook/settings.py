@@ -290,6 +290,8 @@ class WatchSettings(Section):
     """The resident memory a replica may use (the forecast's ceiling)."""
     state_size_limit_bytes: int = Field(default=1024**3, ge=1)
     """The snapshot size a partition's state may reach (the forecast's ceiling)."""
+
+
 class AuditSettings(Section):
     """Leader-signed checkpoints and the independent verifier (docs/audit.md)."""
 

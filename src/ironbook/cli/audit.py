@@ -57,7 +57,7 @@ from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.cli.up import add_data_dir_argument, data_dir_of
 from ironbook.replication.checkpoint import Checkpoint, CheckpointFormatError
 from ironbook.replication.interfaces import LogUnavailable
-from ironbook.replication.merkle import Frontier, leaf_hash, log_tag
+from ironbook.replication.merkle import EVENTS_LOG, Frontier, LogName, leaf_hash, log_tag
 from ironbook.services.local_cluster import RuntimeInfo, read_runtime
 from ironbook.settings import ConfigError
 
@@ -90,11 +90,22 @@ def _runtime(data_dir: Path) -> RuntimeInfo | None:
     return runtime
 
 
-def _partitions(runtime: RuntimeInfo, partition: int | None) -> list[int] | None:
+def _log_name(text: str) -> LogName:
+    """A `--partition` value: a partition number, or `events`."""
+    if text == EVENTS_LOG:
+        return EVENTS_LOG
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a partition number or {EVENTS_LOG!r}") from None
+
+
+def _partitions(runtime: RuntimeInfo, partition: LogName | None) -> list[LogName] | None:
+    """The logs to read: one, or every partition and the significant-event log."""
     if partition is None:
-        return list(range(runtime.partitions))
-    if not 0 <= partition < runtime.partitions:
-        _error(f"partition {partition} is not one of 0..{runtime.partitions - 1}")
+        return [*range(runtime.partitions), EVENTS_LOG]
+    if partition != EVENTS_LOG and not 0 <= int(partition) < runtime.partitions:
+        _error(f"partition {partition} is not one of 0..{runtime.partitions - 1} or events")
         return None
     return [partition]
 
@@ -193,7 +204,7 @@ def _write_document(document: bytes, out: Path | None, what: str) -> None:
 
 
 def _archive_tail(
-    archive: Path, partition: int, frontier_size: int, to_seq: int
+    archive: Path, partition: LogName, frontier_size: int, to_seq: int
 ) -> tuple[Frontier, list[bytes]]:
     """An archive's frontier of `partition` at `frontier_size` (or the archive's own,
     if it starts later) and the payloads after it up to `to_seq`."""
@@ -214,7 +225,7 @@ def _archive_tail(
 
 
 def _archive_proof_input(
-    archive: Path, partition: int, frontier_size: int, to_seq: int | None
+    archive: Path, partition: LogName, frontier_size: int, to_seq: int | None
 ) -> tuple[Frontier, list[bytes], list[Checkpoint]]:
     """From an archive: `_archive_tail` up to `to_seq` (None: up to the first
     checkpoint past `frontier_size`) and the partition's checkpoints."""
@@ -336,7 +347,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     export = commands.add_parser("export", help="write partition logs as an archive")
     add_data_dir_argument(export)
     export.add_argument("--out", type=Path, required=True, help="the archive directory")
-    export.add_argument("--partition", type=int, help="one partition (default: all)")
+    export.add_argument(
+        "--partition", type=_log_name, help="one partition or `events` (default: all logs)"
+    )
     export.add_argument("--from-seq", type=int, default=1, help="first sequence (default 1)")
     export.add_argument("--to-seq", type=int, help="last sequence (default: the end)")
     export.set_defaults(func=_export)
@@ -348,7 +361,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     verify.add_argument(
         "--data-dir", type=Path, help="verify the live cluster of this data directory instead"
     )
-    verify.add_argument("--partition", type=int, help="with --data-dir: one partition")
+    verify.add_argument(
+        "--partition", type=_log_name, help="with --data-dir: one partition or `events`"
+    )
     verify.add_argument("--pubkey", type=Path, help="the signer's public key from a trusted source")
     verify.add_argument(
         "--strict", action="store_true", help="fail on entries not yet checkpointed"
@@ -356,7 +371,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     verify.set_defaults(func=_verify)
 
     receipt = commands.add_parser("receipt", help="build the receipt of one log entry")
-    receipt.add_argument("--partition", type=int, required=True)
+    receipt.add_argument("--partition", type=_log_name, required=True)
     receipt.add_argument("--seq", type=int, required=True)
     receipt.add_argument("--archive", type=Path, help="from an archive")
     receipt.add_argument("--data-dir", type=Path, help="from the live cluster")
@@ -380,7 +395,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "prove-consistency",
         help="prove that a partition's checkpoint extends an earlier one",
     )
-    prove.add_argument("--partition", type=int, required=True)
+    prove.add_argument("--partition", type=_log_name, required=True)
     prove.add_argument("--old-size", type=int, required=True, help="the earlier checkpoint's size")
     prove.add_argument("--new-size", type=int, required=True, help="the later checkpoint's size")
     prove.add_argument("--archive", type=Path, help="from an archive")

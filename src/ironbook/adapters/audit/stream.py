@@ -2,18 +2,21 @@
 checkpoints (`AUDIT_CHECKPOINTS`) from JetStream to export them as an
 archive or to build proofs.
 
-Reads go through `NatsLog` (batched direct gets). A replica that lags can only
+Reads are batched direct gets. A replica that lags can only
 return fewer entries, never different ones, so a read that comes back short
 is retried until `READ_DEADLINE_MS` passes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nats.errors
+import nats.js.errors
 from nats.aio.client import Client as NatsClient
 
 from ironbook.adapters.audit.archive import (
@@ -22,50 +25,99 @@ from ironbook.adapters.audit.archive import (
     frontier_line,
 )
 from ironbook.adapters.audit.checkpoint_stream import read_checkpoint_stream
+from ironbook.adapters.audit.events import EVENTS_STREAM
 from ironbook.adapters.audit.proofs import (
     ConsistencyProof,
     Receipt,
     build_consistency_proof,
     build_receipt,
 )
-from ironbook.adapters.nats.log import NatsLog
-from ironbook.adapters.nats.provision import close_nats, connect_nats
+from ironbook.adapters.nats.log import stream_name
+from ironbook.adapters.nats.provision import (
+    DirectGetFailed,
+    close_nats,
+    connect_nats,
+    direct_get_batch,
+)
 from ironbook.replication.checkpoint import Checkpoint
 from ironbook.replication.interfaces import LogEntry, LogUnavailable
-from ironbook.replication.merkle import Frontier, LogName, leaf_hash, log_tag
+from ironbook.replication.merkle import EVENTS_LOG, Frontier, LogName, leaf_hash, log_tag
 
 READ_BATCH_ENTRIES = 1_000
-READ_WAIT_MS = 500
+READ_MAX_BYTES = 8 * 1024 * 1024
+READ_TIMEOUT_S = 2.0
+READ_RETRY_S = 0.1
 READ_DEADLINE_MS = 30_000
 
 AUDIT_DIR = "audit"
 """Under the data directory: `pubkey`, written by the replicas that sign."""
 
 
-async def read_log(log: NatsLog, from_seq: int, to_seq: int) -> AsyncIterator[LogEntry]:
+class AuditedLog:
+    """An audited log read as its tree's leaves: a partition's `LEDGER_<p>`,
+    or `AUDIT_EVENTS` for the log `events`. Entries carry the stored
+    message body exactly (the leaf's payload)."""
+
+    def __init__(self, nc: NatsClient, log: LogName) -> None:
+        self._nc = nc
+        self.log = log
+        self.stream = EVENTS_STREAM if log == EVENTS_LOG else stream_name(int(log))
+
+    async def last_seq(self) -> int:
+        """0 when the stream is empty or does not exist yet."""
+        try:
+            info = await self._nc.jetstream().stream_info(self.stream)
+        except nats.js.errors.NotFoundError:
+            return 0
+        except (nats.errors.Error, OSError) as err:
+            raise LogUnavailable(f"{self.stream}: stream info: {err!r}") from err
+        return int(info.state.last_seq)
+
+    async def read(self, from_seq: int, max_entries: int) -> list[LogEntry]:
+        """Up to `max_entries` from `from_seq` (fewer from a lagging replica)."""
+        try:
+            messages = await direct_get_batch(
+                self._nc,
+                self.stream,
+                from_seq,
+                max_entries,
+                max_bytes=READ_MAX_BYTES,
+                timeout_s=READ_TIMEOUT_S,
+            )
+        except DirectGetFailed as err:
+            raise LogUnavailable(str(err)) from err
+        return [
+            LogEntry(
+                seq=from_seq + index,
+                batch_id=(msg.headers or {}).get("Nats-Msg-Id", ""),
+                payload=msg.data,
+            )
+            for index, msg in enumerate(messages)
+        ]
+
+
+async def read_log(log: AuditedLog, from_seq: int, to_seq: int) -> AsyncIterator[LogEntry]:
     """Entries `from_seq`..`to_seq` in order (LogUnavailable if they do not come)."""
     seq = from_seq
     deadline = time.monotonic() + READ_DEADLINE_MS / 1000
     while seq <= to_seq:
-        entries = await log.read(
-            seq, max_entries=min(READ_BATCH_ENTRIES, to_seq - seq + 1), wait_ms=READ_WAIT_MS
-        )
-        if not entries and time.monotonic() > deadline:
-            raise LogUnavailable(f"{log.stream}: seq {seq} not readable by its deadline")
+        entries = await log.read(seq, min(READ_BATCH_ENTRIES, to_seq - seq + 1))
+        if not entries:
+            if time.monotonic() > deadline:
+                raise LogUnavailable(f"{log.stream}: seq {seq} not readable by its deadline")
+            await asyncio.sleep(READ_RETRY_S)
+            continue
         for entry in entries:
-            if entry.seq != seq:
-                raise LogUnavailable(f"{log.stream}: read seq {entry.seq}, expected {seq}")
             yield entry
             seq += 1
-        if entries:
-            deadline = time.monotonic() + READ_DEADLINE_MS / 1000
+        deadline = time.monotonic() + READ_DEADLINE_MS / 1000
 
 
 @dataclass
 class ExportResult:
     entries: int = 0
     checkpoints: int = 0
-    ranges: dict[int, tuple[int, int]] = field(default_factory=dict)
+    ranges: dict[LogName, tuple[int, int]] = field(default_factory=dict)
     """Per partition, the sequences exported (first, last)."""
 
 
@@ -75,7 +127,7 @@ def checkpoints_of(checkpoints: Sequence[Checkpoint], log: LogName) -> list[Chec
 
 async def export_archive(
     nats_urls: Sequence[str],
-    partitions: Sequence[int],
+    partitions: Sequence[LogName],
     pubkey_pem: bytes,
     out: Path,
     *,
@@ -96,21 +148,18 @@ async def export_archive(
         all_checkpoints, _ = await read_checkpoint_stream(nc)
         with ArchiveWriter(out, pubkey_pem) as writer:
             for partition in partitions:
-                log = NatsLog(nc, partition)
-                try:
-                    last = await log.last_seq()
-                    end = last if to_seq is None else min(to_seq, last)
-                    frontier = Frontier()
-                    tag = log_tag(partition)
-                    async for entry in read_log(log, 1, min(from_seq - 1, end)):
-                        frontier.append(leaf_hash(tag, entry.seq, entry.payload))
-                    if frontier.size:
-                        frontiers.append(frontier_line(partition, frontier))
-                    async for entry in read_log(log, from_seq, end):
-                        writer.entry(entry_line(partition, entry.seq, entry.payload))
-                        result.entries += 1
-                finally:
-                    await log.close()
+                log = AuditedLog(nc, partition)
+                last = await log.last_seq()
+                end = last if to_seq is None else min(to_seq, last)
+                frontier = Frontier()
+                tag = log_tag(partition)
+                async for entry in read_log(log, 1, min(from_seq - 1, end)):
+                    frontier.append(leaf_hash(tag, entry.seq, entry.payload))
+                if frontier.size:
+                    frontiers.append(frontier_line(partition, frontier))
+                async for entry in read_log(log, from_seq, end):
+                    writer.entry(entry_line(partition, entry.seq, entry.payload))
+                    result.entries += 1
                 result.ranges[partition] = (from_seq, end)
                 checkpoints += [
                     cp
@@ -125,24 +174,21 @@ async def export_archive(
 
 
 async def _read_tail(
-    nc: NatsClient, partition: int, frontier_size: int, to_seq: int
+    nc: NatsClient, partition: LogName, frontier_size: int, to_seq: int
 ) -> tuple[Frontier, list[bytes]]:
     """The frontier of seq 1..`frontier_size` and the payloads after it up to
     `to_seq` (fewer if the log is shorter): memory for the tail only."""
-    log = NatsLog(nc, partition)
-    try:
-        last = min(to_seq, await log.last_seq())
-        frontier = Frontier()
-        tag = log_tag(partition)
-        async for entry in read_log(log, 1, min(frontier_size, last)):
-            frontier.append(leaf_hash(tag, entry.seq, entry.payload))
-        payloads = [entry.payload async for entry in read_log(log, frontier.size + 1, last)]
-    finally:
-        await log.close()
+    log = AuditedLog(nc, partition)
+    last = min(to_seq, await log.last_seq())
+    frontier = Frontier()
+    tag = log_tag(partition)
+    async for entry in read_log(log, 1, min(frontier_size, last)):
+        frontier.append(leaf_hash(tag, entry.seq, entry.payload))
+    payloads = [entry.payload async for entry in read_log(log, frontier.size + 1, last)]
     return frontier, payloads
 
 
-async def receipt_from_log(nc: NatsClient, partition: int, seq: int) -> Receipt:
+async def receipt_from_log(nc: NatsClient, partition: LogName, seq: int) -> Receipt:
     """The receipt of entry `seq` of `partition`, read from the live log and
     the checkpoint stream (raises `ProofBuildError` when it is not yet
     checkpointed)."""
@@ -158,7 +204,7 @@ async def receipt_from_log(nc: NatsClient, partition: int, seq: int) -> Receipt:
 
 
 async def consistency_from_log(
-    nc: NatsClient, partition: int, old_size: int, new_size: int
+    nc: NatsClient, partition: LogName, old_size: int, new_size: int
 ) -> ConsistencyProof:
     """Proof, from the live log, that the checkpoint at `new_size` extends the
     one at `old_size` (raises `ProofBuildError`)."""
