@@ -38,6 +38,7 @@ from ironbook.adapters.audit.keys import (
     public_key_pem,
     signing_key_path,
 )
+from ironbook.adapters.audit.trail import NatsAuditTrail
 from ironbook.adapters.backup.backup import BackupSummary, FoldMemory, Progress, take_backup
 from ironbook.adapters.backup.keys import parse_recipients
 from ironbook.adapters.backup.target import TargetError, open_target
@@ -348,6 +349,7 @@ async def connected_gateway(settings: Settings) -> AsyncIterator[Gateway]:
                     replicas=settings.nats.replicas,
                     retention_s=lifetimes.longest_s,
                 ),
+                audit=NatsAuditTrail(nc),
             )
         finally:
             await ledger.close()

@@ -24,6 +24,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from ironbook import core
+from ironbook.adapters.audit.trail import EventPage, EventQuery
 from ironbook.client import GaveUp
 from ironbook.core.odds import parse_odds
 from ironbook.logs import setup_logging
@@ -115,6 +116,14 @@ class StubRevoker:
         raise AssertionError("not in these tests")
 
 
+class NoAudit:
+    async def receipt(self, partition: int, seq: int) -> bytes:
+        raise AssertionError("not in these tests")
+
+    async def events(self, query: EventQuery) -> EventPage:
+        raise AssertionError("not in these tests")
+
+
 def _harness(tmp_path: Path, settings: GatewaySettings) -> tuple[Harness, Gateway]:
     ledger, claims = StubLedger(), StubClaims()
     gateway = Gateway(
@@ -128,6 +137,7 @@ def _harness(tmp_path: Path, settings: GatewaySettings) -> tuple[Harness, Gatewa
         history=NoHistory(),
         odds=NoOdds(),
         revoker=StubRevoker(),
+        audit=NoAudit(),
     )
     token = mint_token(local_signing_key(tmp_path), role="bettor", account_id="acc-1")
     return (create_app(gateway), ledger, claims, token), gateway
