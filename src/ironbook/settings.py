@@ -313,7 +313,8 @@ class AuditSettings(Section):
     verifier_port: int = Field(default=0, ge=0, le=65_535)
     """0: a free port, written in the verifier's log."""
     verifier_poll_ms: int = Field(default=500, ge=10, le=60_000)
-    """How often the verifier looks for new checkpoints."""
+    """How often the verifier looks for new checkpoints, and the event recorder
+    for new ledger entries, when idle."""
 
 
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
