@@ -112,3 +112,10 @@ def test_checkpoints_chain_across_killed_leaders_and_verify(cluster: LocalCluste
         assert time.monotonic() < deadline, metrics
         time.sleep(1.0)
     assert "ironbook_audit_verify_failures_total{" not in metrics
+
+    # The busiest account's balance history, rebuilt from the log alone.
+    history = cluster.data_dir / "punter-0.jsonl"
+    data_dir = ["--data-dir", str(cluster.data_dir)]
+    assert main(["audit", "reconstruct", "punter-0", *data_dir, "--out", str(history)]) == 0
+    assert len(history.read_text().splitlines()) > 1
+    assert main(["audit", "reconstruct", "nobody", *data_dir]) == 2

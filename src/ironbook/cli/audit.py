@@ -10,6 +10,7 @@ offline (docs/audit.md).
     ironbook audit prove-consistency --partition P --old-size M --new-size N
                                      (--archive DIR | --data-dir D) [--out FILE]
     ironbook audit verify-consistency FILE --pubkey FILE
+    ironbook audit reconstruct ACCOUNT --data-dir D [--out FILE]
 
 Exit status: 0 when what was checked holds, 1 when it does not, 2 when the
 command cannot run (no cluster, no key, bad arguments).
@@ -25,8 +26,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+import msgspec
 from nats.aio.client import Client as NatsClient
 
+from ironbook import core
 from ironbook.adapters.audit.archive import (
     CHECKPOINTS_FILE,
     ENTRIES_FILE,
@@ -47,17 +50,21 @@ from ironbook.adapters.audit.proofs import (
     verify_consistency_proof,
     verify_receipt,
 )
+from ironbook.adapters.audit.reconstruct import Reconstruction, reconstruction
 from ironbook.adapters.audit.stream import (
     AUDIT_DIR,
+    AuditedLog,
     consistency_from_log,
     export_archive,
     receipt_from_log,
 )
 from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.cli.up import add_data_dir_argument, data_dir_of
+from ironbook.client import ClientConfig, GaveUp, ledger_over_nats
 from ironbook.replication.checkpoint import Checkpoint, CheckpointFormatError
 from ironbook.replication.interfaces import LogUnavailable
 from ironbook.replication.merkle import EVENTS_LOG, Frontier, LogName, leaf_hash, log_tag
+from ironbook.services.gateway.calls import query_id
 from ironbook.services.local_cluster import RuntimeInfo, read_runtime
 from ironbook.settings import ConfigError
 
@@ -321,6 +328,71 @@ def _prove_consistency(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+RECONSTRUCT_ATTEMPTS = 5
+
+
+async def _reconstruct_and_ask(
+    runtime: RuntimeInfo, account_id: str
+) -> tuple[Reconstruction, int | None]:
+    """The account's history from the log, and the ledger's balance at the
+    same log position: the log is read again until it did not move while
+    the ledger was asked (None: it kept moving)."""
+    rebuilt = reconstruction(account_id, runtime.partitions)
+    nc = await connect_nats(runtime.nats_urls, name="ironbook-audit-reconstruct")
+    client = ledger_over_nats(
+        nc, partitions=runtime.partitions, config=ClientConfig(deadline_ms=10_000)
+    )
+    try:
+        log = AuditedLog(nc, rebuilt.partition)
+        for _ in range(RECONSTRUCT_ATTEMPTS):
+            before = await log.last_seq()
+            await rebuilt.extend(nc, before)
+            outcome = await client.submit(
+                core.GetAccount(request_id=query_id(), account_id=account_id)
+            )
+            if await log.last_seq() != before:
+                continue
+            if isinstance(outcome, core.Accepted) and isinstance(outcome.result, core.AccountView):
+                return rebuilt, outcome.result.balance_minor
+            return rebuilt, None
+        return rebuilt, None
+    finally:
+        await client.close()
+        await close_nats(nc)
+
+
+def _reconstruct(args: argparse.Namespace) -> int:
+    data_dir = _settings_data_dir(args)
+    runtime = _runtime(data_dir) if data_dir is not None else None
+    if runtime is None:
+        return EXIT_CANNOT_RUN
+    try:
+        rebuilt, ledger_balance = asyncio.run(_reconstruct_and_ask(runtime, args.account))
+    except (LogUnavailable, GaveUp, OSError) as err:
+        return _error(str(err))
+    if rebuilt.state_balance_minor is None:
+        return _error(f"no account {args.account!r} in partition {rebuilt.partition}'s log")
+    lines = b"".join(msgspec.json.encode(line) + b"\n" for line in rebuilt.lines)
+    if args.out is not None:
+        args.out.write_bytes(lines)
+    else:
+        sys.stdout.write(lines.decode())
+    print(
+        f"account {args.account}: {len(rebuilt.lines)} postings in partition "
+        f"{rebuilt.partition}'s log up to seq {rebuilt.replayed_seq}; balance from the log "
+        f"{rebuilt.balance_minor}, replayed state {rebuilt.state_balance_minor}, "
+        f"ledger {ledger_balance if ledger_balance is not None else 'not comparable'}",
+        file=sys.stderr,
+    )
+    if ledger_balance is None:
+        return _error("the log kept moving while the ledger was asked: try again when quieter")
+    if rebuilt.balance_minor == rebuilt.state_balance_minor == ledger_balance:
+        print("equal: the balance history from the log alone is the ledger's", file=sys.stderr)
+        return EXIT_OK
+    print("FAILED: the log and the ledger disagree", file=sys.stderr)
+    return EXIT_FAILED
+
+
 def _verify_document(args: argparse.Namespace) -> int:
     try:
         key = load_public_key(args.pubkey)
@@ -417,3 +489,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         verifier=verify_consistency_proof,
         holds="consistent: the later checkpoint's tree extends the earlier one's",
     )
+
+    reconstruct = commands.add_parser(
+        "reconstruct",
+        help="rebuild an account's balance history from the log alone and compare it "
+        "with the ledger",
+    )
+    reconstruct.add_argument("account", help="the account id")
+    add_data_dir_argument(reconstruct)
+    reconstruct.add_argument("--out", type=Path, help="write the history (JSON lines) here")
+    reconstruct.set_defaults(func=_reconstruct)
