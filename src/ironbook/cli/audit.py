@@ -11,6 +11,8 @@ offline (docs/audit.md).
                                      (--archive DIR | --data-dir D) [--out FILE]
     ironbook audit verify-consistency FILE --pubkey FILE
     ironbook audit reconstruct ACCOUNT --data-dir D [--out FILE]
+    ironbook audit report --from DATE --to DATE [--account ID] --format jsonl|csv
+                          --out DIR --data-dir D
 
 Exit status: 0 when what was checked holds, 1 when it does not, 2 when the
 command cannot run (no cluster, no key, bad arguments).
@@ -51,6 +53,7 @@ from ironbook.adapters.audit.proofs import (
     verify_receipt,
 )
 from ironbook.adapters.audit.reconstruct import Reconstruction, reconstruction
+from ironbook.adapters.audit.report import ReportCounts, ReportWindow, write_report
 from ironbook.adapters.audit.stream import (
     AUDIT_DIR,
     AuditedLog,
@@ -58,6 +61,7 @@ from ironbook.adapters.audit.stream import (
     export_archive,
     receipt_from_log,
 )
+from ironbook.adapters.audit.trail import parse_time_ms
 from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.cli.up import add_data_dir_argument, data_dir_of
 from ironbook.client import ClientConfig, GaveUp, ledger_over_nats
@@ -393,6 +397,41 @@ def _reconstruct(args: argparse.Namespace) -> int:
     return EXIT_FAILED
 
 
+def _report(args: argparse.Namespace) -> int:
+    data_dir = _settings_data_dir(args)
+    runtime = _runtime(data_dir) if data_dir is not None else None
+    if data_dir is None or runtime is None:
+        return EXIT_CANNOT_RUN
+    pubkey = _published_pubkey(data_dir)
+    if pubkey is None:
+        return EXIT_CANNOT_RUN
+    try:
+        window = ReportWindow(
+            parse_time_ms(args.from_date), parse_time_ms(args.to_date), args.account
+        )
+    except ValueError as err:
+        return _error(f"--from and --to are ISO 8601 dates or date-times, or Unix ms: {err}")
+    if window.to_ms <= window.from_ms:
+        return _error("--to is after --from")
+
+    async def run() -> ReportCounts:
+        nc = await connect_nats(runtime.nats_urls, name="ironbook-audit-report")
+        try:
+            return await write_report(
+                nc, runtime.partitions, window, args.format, args.out, pubkey.read_bytes()
+            )
+        finally:
+            await close_nats(nc)
+
+    try:
+        counts = asyncio.run(run())
+    except (LogUnavailable, CheckpointFormatError, OSError) as err:
+        return _error(str(err))
+    rows = ", ".join(f"{n} {kind}" for kind, n in counts.rows.items())
+    print(f"{rows} and {counts.checkpoints} checkpoints in {args.out}")
+    return EXIT_OK
+
+
 def _verify_document(args: argparse.Namespace) -> int:
     try:
         key = load_public_key(args.pubkey)
@@ -499,3 +538,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_data_dir_argument(reconstruct)
     reconstruct.add_argument("--out", type=Path, help="write the history (JSON lines) here")
     reconstruct.set_defaults(func=_reconstruct)
+
+    report = commands.add_parser(
+        "report",
+        help="bets, transactions and significant events in a time window, each with the "
+        "checkpoint covering it",
+    )
+    report.add_argument("--from", dest="from_date", required=True, help="ISO 8601 or Unix ms")
+    report.add_argument(
+        "--to", dest="to_date", required=True, help="ISO 8601 or Unix ms (excluded)"
+    )
+    report.add_argument("--account", help="only this account's rows")
+    report.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    report.add_argument("--out", type=Path, required=True, help="the report directory")
+    add_data_dir_argument(report)
+    report.set_defaults(func=_report)

@@ -3,6 +3,7 @@ and pages of the significant-event log."""
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 
 import msgspec
@@ -20,6 +21,17 @@ SCAN_BATCH = 256
 MAX_SCANNED = 10_000
 """Entries one page request reads at most; a sparse filter returns fewer
 matches and a `next_after` to go on from."""
+
+
+def parse_time_ms(value: str) -> int:
+    """Unix milliseconds, or an ISO 8601 date or date-time (UTC unless it says);
+    raises ValueError."""
+    if value.isdigit():
+        return int(value)
+    parsed = datetime.datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return int(parsed.timestamp() * 1000)
 
 
 class NotYetCheckpointed(Exception):

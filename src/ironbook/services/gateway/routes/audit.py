@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
 from ironbook import core
-from ironbook.adapters.audit.trail import AuditUnavailable, EventQuery, NotYetCheckpointed
+from ironbook.adapters.audit.trail import (
+    AuditUnavailable,
+    EventQuery,
+    NotYetCheckpointed,
+    parse_time_ms,
+)
 from ironbook.services.gateway import models as m
 from ironbook.services.gateway import problems as p
 from ironbook.services.gateway.auth import Principal
@@ -90,17 +94,12 @@ def _time_ms(value: str | None, name: str) -> int | None:
     """Unix milliseconds, or an ISO 8601 date or date-time (UTC unless it says)."""
     if value is None:
         return None
-    if value.isdigit():
-        return int(value)
     try:
-        parsed = datetime.datetime.fromisoformat(value)
+        return parse_time_ms(value)
     except ValueError:
         raise p.ApiProblem(
             422, p.VALIDATION_FAILED, f"{name}: not Unix ms or an ISO 8601 date-time"
         ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=datetime.UTC)
-    return int(parsed.timestamp() * 1000)
 
 
 TimeParam = Annotated[str | None, Query(max_length=40)]
