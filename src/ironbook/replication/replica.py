@@ -123,8 +123,6 @@ class Replica:
         self.last_restore_problem: str = ""
         self.loop_blocks = LoopBlocks()
         """The longest event-loop block per kind of work, over every term."""
-        self.checkpoints_signed = 0
-        self.last_checkpoint_size = 0
         self.checkpoint_refusal = ""
         """Why this leader signs nothing now ("": it signs)."""
 
@@ -314,7 +312,6 @@ class Replica:
                 if schedule is None:
                     schedule = CheckpointSchedule(policy, tree)
                     self.checkpoint_refusal = schedule.start(await port.last_signed(), now_ms)
-                    self.last_checkpoint_size = schedule.signed_size
                 if schedule.refused:
                     # A leader deposed without knowing yet sees a rival's
                     # later checkpoint: look again after a while.
@@ -331,8 +328,6 @@ class Replica:
             except CheckpointUnavailable:
                 continue
             schedule.signed(checkpoint, self._clock.now_ms())
-            self.checkpoints_signed += 1
-            self.last_checkpoint_size = checkpoint.tree_size
 
     async def _catch_up_and_serve(self, follower: Follower) -> NoReturn:
         config = self._config

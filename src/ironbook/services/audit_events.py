@@ -84,7 +84,6 @@ class EventRecorder:
         self._tree = LogTree(EVENTS_LOG)
         self._schedule: CheckpointSchedule | None = None
         self._cursors = {p: _Cursor() for p in range(partitions)}
-        self.recorded = 0
 
     @property
     def tree_size(self) -> int:
@@ -147,7 +146,6 @@ class EventRecorder:
                     if not stored:
                         return 0  # Try this entry again next round.
                     cursor.recorded = (entry.seq, index)
-                    self.recorded += 1
             cursor.applied_seq = entry.seq
             cursor.last_batch_id = entry.batch_id
         return len(entries)

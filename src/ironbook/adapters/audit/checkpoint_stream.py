@@ -104,7 +104,6 @@ class NatsCheckpointPort:
         self._offsite = offsite_dir / CHECKPOINTS_FILE
         self._last_stream_seq = 0
         """The stream sequence of the checkpoint the next one chains to."""
-        self.offsite_failures = 0
         offsite_dir.mkdir(parents=True, exist_ok=True)
         (offsite_dir / PUBKEY_FILE).write_bytes(public_key_pem(key.public_key()))
 
@@ -161,7 +160,6 @@ class NatsCheckpointPort:
         try:
             await asyncio.to_thread(append_lines, self._offsite, [line])
         except OSError as err:
-            self.offsite_failures += 1
             log.error("checkpoint %s at %d not copied off-site: %s", self._log, head.tree_size, err)
         return checkpoint
 
