@@ -92,7 +92,7 @@ def test_checkpoints_chain_across_killed_leaders_and_verify(cluster: LocalCluste
     async def chain() -> list[tuple[int | str, int, int]]:
         nc = await connect_nats(cluster.nats_url)
         try:
-            checkpoints, _ = await read_checkpoint_stream(nc)
+            checkpoints = await read_checkpoint_stream(nc)
         finally:
             await close_nats(nc)
         return [(cp.partition, cp.previous_size, cp.tree_size) for cp in checkpoints]

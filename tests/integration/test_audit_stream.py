@@ -115,7 +115,7 @@ def test_a_leader_signs_export_verify_and_receipts(
                 await leader.port.publish(deposed_head)
             await successor.append(2)  # not yet checkpointed
 
-            published, _ = await read_checkpoint_stream(nc)
+            published = await read_checkpoint_stream(nc)
             assert [(cp.previous_size, cp.tree_size) for cp in published] == [
                 (0, 10), (10, 20), (20, 25), (25, 30)
             ]  # fmt: skip

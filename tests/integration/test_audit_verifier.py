@@ -92,13 +92,29 @@ def test_the_verifier_passes_the_signed_log_and_reports_each_bad_checkpoint(
             counts = [failures(check) for check in ("signature", "root", "chain", "consistency")]
             assert counts == [1, 2, 1, 1]
 
+            # Garbage on the stream is reported; the checkpoint after it still verifies.
+            await js.publish(checkpoint_subject(0), b"not a checkpoint", stream=CHECKPOINT_STREAM)
+            await append(2)
+            await publish(_signed(key, tree, 10))
+            assert await verifier.poll() == 2
+            assert (
+                metrics.registry.get_sample_value(
+                    "ironbook_audit_verify_failures_total", {"log": "stream", "check": "format"}
+                )
+                == 1
+            )
+            assert (
+                metrics.registry.get_sample_value("ironbook_audit_verified_tree_size", {"log": "0"})
+                == 12
+            )
+
             events = AuditedLog(nc, "events")
             recorded = [
                 decode_event(entry.payload)
                 async for entry in read_log(events, 1, await events.last_seq())
             ]
             reasons = [event.reason for event in recorded]
-            assert reasons == ["signature", "root", "chain", "consistency", "root"]
+            assert reasons == ["signature", "root", "chain", "consistency", "root", "format"]
             assert {event.kind for event in recorded} == {"audit_verify_failure"}
         finally:
             await close_nats(nc)

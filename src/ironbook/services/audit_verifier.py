@@ -40,11 +40,19 @@ from prometheus_client import (
     generate_latest,
 )
 
-from ironbook.adapters.audit.checkpoint_stream import read_checkpoint_stream
+from ironbook.adapters.audit.checkpoint_stream import (
+    CHECKPOINT_STREAM,
+    read_checkpoint_messages,
+)
 from ironbook.adapters.audit.events import record_significant_event
 from ironbook.adapters.audit.keys import KeyFileError, checkpoint_problem, load_public_key
 from ironbook.adapters.audit.stream import AuditedLog, read_log
-from ironbook.replication.checkpoint import Checkpoint, CheckpointFormatError, decode_hex
+from ironbook.replication.checkpoint import (
+    Checkpoint,
+    CheckpointFormatError,
+    decode_checkpoint,
+    decode_hex,
+)
 from ironbook.replication.interfaces import LogUnavailable
 from ironbook.replication.merkle import (
     Frontier,
@@ -117,23 +125,25 @@ class AuditVerifier:
         returns how many were taken (verified or failed). Stops at the first
         whose entries cannot be read yet."""
         try:
-            checkpoints, _ = await read_checkpoint_stream(self._nc, self._next_stream_seq)
+            bodies = await read_checkpoint_messages(self._nc, self._next_stream_seq)
         except CheckpointUnavailable as err:
             log.warning("checkpoint stream unreadable: %s", err)
             return 0
-        except CheckpointFormatError as err:
-            # Not a checkpoint at all on the stream: a forgery or corruption.
-            await self._fail("stream", "format", str(err))
-            self._next_stream_seq += 1
-            return 1
         taken = 0
-        for checkpoint in checkpoints:
+        for body in bodies:
             try:
-                await self._verify(checkpoint)
-            except LogUnavailable as err:
-                log.info("checkpoint %s at %d: log not readable yet (%s)",
-                         checkpoint.partition, checkpoint.tree_size, err)  # fmt: skip
-                break
+                checkpoint = decode_checkpoint(body)
+            except CheckpointFormatError as err:
+                # Not a checkpoint at all on the stream: a forgery or corruption.
+                where = f"{CHECKPOINT_STREAM} seq {self._next_stream_seq}"
+                await self._fail("stream", "format", f"{where}: {err}")
+            else:
+                try:
+                    await self._verify(checkpoint)
+                except LogUnavailable as err:
+                    log.info("checkpoint %s at %d: log not readable yet (%s)",
+                             checkpoint.partition, checkpoint.tree_size, err)  # fmt: skip
+                    break
             self._next_stream_seq += 1
             taken += 1
         return taken

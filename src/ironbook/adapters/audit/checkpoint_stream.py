@@ -164,31 +164,36 @@ class NatsCheckpointPort:
         return checkpoint
 
 
-async def read_checkpoint_stream(
+async def read_checkpoint_messages(
     nc: NatsClient, from_seq: int = 1, *, timeout_s: float = 2.0
-) -> tuple[list[Checkpoint], int]:
-    """The checkpoints stored from stream sequence `from_seq` on, in stream
-    order, and the next stream sequence to read. A message that is not a
-    checkpoint raises `CheckpointFormatError` (naming its stream sequence)."""
-    checkpoints: list[Checkpoint] = []
-    seq = from_seq
+) -> list[bytes]:
+    """The bodies stored from stream sequence `from_seq` on, in order (fewer
+    from a lagging replica; raises `CheckpointUnavailable`)."""
+    bodies: list[bytes] = []
     while True:
         try:
             messages = await direct_get_batch(
                 nc,
                 CHECKPOINT_STREAM,
-                seq,
+                from_seq + len(bodies),
                 READ_BATCH,
                 max_bytes=READ_MAX_BYTES,
                 timeout_s=timeout_s,
             )
         except DirectGetFailed as err:
             raise CheckpointUnavailable(str(err)) from err
-        for msg in messages:
-            try:
-                checkpoints.append(decode_checkpoint(msg.data))
-            except CheckpointFormatError as err:
-                raise CheckpointFormatError(f"{CHECKPOINT_STREAM} seq {seq}: {err}") from err
-            seq += 1
+        bodies += [msg.data for msg in messages]
         if len(messages) < READ_BATCH:
-            return checkpoints, seq
+            return bodies
+
+
+async def read_checkpoint_stream(nc: NatsClient) -> list[Checkpoint]:
+    """Every published checkpoint, in stream order. A message that is not a
+    checkpoint raises `CheckpointFormatError` (naming its stream sequence)."""
+    checkpoints = []
+    for seq, body in enumerate(await read_checkpoint_messages(nc), 1):
+        try:
+            checkpoints.append(decode_checkpoint(body))
+        except CheckpointFormatError as err:
+            raise CheckpointFormatError(f"{CHECKPOINT_STREAM} seq {seq}: {err}") from err
+    return checkpoints

@@ -151,7 +151,7 @@ async def write_report(
     pubkey_pem: bytes,
 ) -> ReportCounts:
     counts = ReportCounts()
-    checkpoints, _ = await read_checkpoint_stream(nc)
+    checkpoints = await read_checkpoint_stream(nc)
     coverage = _Coverage(checkpoints)
     counts.checkpoints = len(checkpoints)
     handles = _start_files(out, fmt, pubkey_pem, checkpoints)

@@ -145,7 +145,7 @@ async def export_archive(
     frontiers = []
     nc = await connect_nats(list(nats_urls), name="ironbook-audit-export")
     try:
-        all_checkpoints, _ = await read_checkpoint_stream(nc)
+        all_checkpoints = await read_checkpoint_stream(nc)
         with ArchiveWriter(out, pubkey_pem) as writer:
             for partition in partitions:
                 log = AuditedLog(nc, partition)
@@ -192,7 +192,7 @@ async def receipt_from_log(nc: NatsClient, partition: LogName, seq: int) -> Rece
     """The receipt of entry `seq` of `partition`, read from the live log and
     the checkpoint stream (raises `ProofBuildError` when it is not yet
     checkpointed)."""
-    published, _ = await read_checkpoint_stream(nc)
+    published = await read_checkpoint_stream(nc)
     checkpoints = checkpoints_of(published, partition)
     covering = [cp.tree_size for cp in checkpoints if cp.tree_size >= seq]
     frontier, payloads = await _read_tail(
@@ -208,7 +208,7 @@ async def consistency_from_log(
 ) -> ConsistencyProof:
     """Proof, from the live log, that the checkpoint at `new_size` extends the
     one at `old_size` (raises `ProofBuildError`)."""
-    published, _ = await read_checkpoint_stream(nc)
+    published = await read_checkpoint_stream(nc)
     frontier, payloads = await _read_tail(nc, partition, old_size, new_size)
     return build_consistency_proof(
         partition,
