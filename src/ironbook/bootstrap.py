@@ -367,6 +367,7 @@ async def serve_gateway(settings: Settings, stop: asyncio.Event) -> None:
         follower = group.create_task(gateway.follow_revocations(loaded))
         flusher = group.create_task(gateway.flush_metrics())
         watcher = group.create_task(watch_partitions(gateway))
+        recorder = group.create_task(gateway.audit.record_events())
         try:
             async with asyncio.timeout(REVOCATIONS_LOAD_TIMEOUT_S):
                 await loaded.wait()
@@ -381,6 +382,7 @@ async def serve_gateway(settings: Settings, stop: asyncio.Event) -> None:
             follower.cancel()
             flusher.cancel()
             watcher.cancel()
+            recorder.cancel()
 
 
 # History projector and the feed.

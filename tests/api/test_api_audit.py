@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
-from api_support import World
+from api_support import World, unique
 
 from ironbook.adapters.audit.keys import load_public_key
 from ironbook.adapters.audit.proofs import verify_receipt
@@ -61,21 +61,35 @@ def test_a_bet_receipt_verifies_offline_and_one_changed_byte_fails(
     assert _receipt(world, bet_id, world.api.auth("trader")).status_code == 403
 
 
-def test_the_significant_event_log_is_the_auditors(world: World) -> None:
-    auditor = world.api.auth("auditor")
-    account_id = world.account(balance_minor=500)  # a cashier's deposit
+def _events_of(world: World, kind: str, target: str) -> list[dict[str, object]]:
+    """The events of `kind` on `target`, once the log shows one (or the wait ends)."""
     deadline = time.monotonic() + RECEIPT_WAIT_S
     while True:
         response = world.http.get(
-            "/v1/audit/events", params={"kind": "deposit", "limit": 200}, headers=auditor
+            "/v1/audit/events",
+            params={"kind": kind, "limit": 200},
+            headers=world.api.auth("auditor"),
         )
         assert response.status_code == 200, response.text
-        page = response.json()
-        deposits = [e for e in page["events"] if e["target"] == f"account {account_id}"]
-        if deposits or time.monotonic() > deadline:
-            break
+        found = [e for e in response.json()["events"] if e["target"] == target]
+        if found or time.monotonic() > deadline:
+            return found
         time.sleep(0.2)
-    assert deposits, page
+
+
+def test_a_failed_authentication_is_a_significant_event(world: World) -> None:
+    path = f"/v1/accounts/{unique('probe')}"
+    assert world.http.get(path, headers={"Authorization": "Bearer nonsense"}).status_code == 401
+    failures = _events_of(world, "auth_failure", path)
+    assert failures and failures[0]["actor"].startswith("ip:")
+    assert failures[0]["detail"] == "GET"
+
+
+def test_the_significant_event_log_is_the_auditors(world: World) -> None:
+    auditor = world.api.auth("auditor")
+    account_id = world.account(balance_minor=500)  # a cashier's deposit
+    deposits = _events_of(world, "deposit", f"account {account_id}")
+    assert deposits
     assert deposits[0]["source"].startswith("ledger/")
 
     leaders = world.http.get(

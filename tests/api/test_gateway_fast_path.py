@@ -117,10 +117,19 @@ class StubRevoker:
 
 
 class NoAudit:
+    def __init__(self) -> None:
+        self.noted: list[tuple[str, str, str, str, str]] = []
+
     async def receipt(self, partition: int, seq: int) -> bytes:
         raise AssertionError("not in these tests")
 
     async def events(self, query: EventQuery) -> EventPage:
+        raise AssertionError("not in these tests")
+
+    def note(self, kind: str, actor: str, reason: str, target: str, detail: str = "") -> None:
+        self.noted.append((kind, actor, reason, target, detail))
+
+    async def record_events(self) -> None:
         raise AssertionError("not in these tests")
 
 
@@ -257,6 +266,8 @@ def test_ledger_answers_map_to_problems(gateway: Harness) -> None:
     assert unavailable.headers["retry-after"] == "1"
     missing = _post(app, BET, {})
     assert (missing.status_code, missing.json()["code"]) == (401, "unauthorized")
+    noted = app.state.gateway.audit.noted[-1]
+    assert (noted[0], noted[2], noted[3]) == ("auth_failure", "missing_token", "/v1/bets")
 
 
 def test_the_request_id_is_on_the_line_that_names_the_ledger_command(

@@ -92,6 +92,12 @@ class AuditTrail(Protocol):
     async def events(self, query: EventQuery) -> EventPage:
         """A page of the significant-event log. Raises `AuditUnavailable`."""
 
+    def note(self, kind: str, actor: str, reason: str, target: str, detail: str = "") -> None:
+        """Record a significant event soon, without waiting."""
+
+    async def record_events(self) -> None:
+        """Write what was noted, until cancelled."""
+
 
 @dataclass
 class Gateway:

@@ -45,9 +45,14 @@ async def _bet_seq(gateway: Gateway, bet: core.BetView) -> int:
     history (which trails the ledger by a moment)."""
     after: int | None = None
     for _ in range(MAX_HISTORY_PAGES):
-        page = await history_page(
-            gateway, HistoryRequest(account_id=bet.account_id, after=after, limit=MAX_PAGE)
-        )
+        try:
+            page = await history_page(
+                gateway, HistoryRequest(account_id=bet.account_id, after=after, limit=MAX_PAGE)
+            )
+        except p.ApiProblem as problem:
+            if problem.code != "unknown_account":
+                raise
+            break  # The account is newer than the history projection.
         for entry in page.entries:
             if entry.kind == "bet" and entry.reference == bet.bet_id:
                 return entry.entry_id >> ENTRY_INDEX_BITS
