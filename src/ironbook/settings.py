@@ -304,7 +304,8 @@ class AuditSettings(Section):
     """...and once this many entries are past the last checkpoint."""
     offsite_dir: Path | None = None
     """Every checkpoint is also appended here (fsynced); mount another
-    machine's disk or sync it with rclone. Default `<data_dir>/audit/offsite`."""
+    machine's disk or sync it with rclone. Default `<data_dir>/audit` (next to
+    the public key; backups record the newest checkpoint found there)."""
     pubkey_file: Path | None = None
     """The verifier checks signatures against this public key (PEM): give it
     a copy kept apart from the signers. Default `<data_dir>/audit/pubkey`."""
@@ -367,7 +368,7 @@ class Settings(BaseSettings):
 
     @property
     def audit_offsite_dir(self) -> Path:
-        return self.audit.offsite_dir or self.cluster.data_dir / "audit" / "offsite"
+        return self.audit.offsite_dir or self.cluster.data_dir / "audit"
 
     @property
     def audit_pubkey_file(self) -> Path:

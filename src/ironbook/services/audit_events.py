@@ -116,7 +116,7 @@ class EventRecorder:
         cursor = self._cursors[partition]
         ledger = AuditedLog(self._nc, partition)
         try:
-            entries = await ledger.read(cursor.applied_seq + 1, READ_ENTRIES)
+            entries = await ledger.read(cursor.applied_seq + 1, max_entries=READ_ENTRIES)
         except LogUnavailable:
             return 0
         for entry in entries:
@@ -154,7 +154,7 @@ class EventRecorder:
         events = AuditedLog(self._nc, EVENTS_LOG)
         while True:
             try:
-                entries = await events.read(self._tree.size + 1, READ_ENTRIES)
+                entries = await events.read(self._tree.size + 1, max_entries=READ_ENTRIES)
             except LogUnavailable:
                 return
             self._tree.add_entries(entries)

@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import nats.errors
 import nats.js.errors
@@ -47,6 +48,7 @@ READ_BATCH_ENTRIES = 1_000
 READ_MAX_BYTES = 8 * 1024 * 1024
 READ_TIMEOUT_S = 2.0
 READ_RETRY_S = 0.1
+READ_WAIT_MS = 500
 READ_DEADLINE_MS = 30_000
 
 AUDIT_DIR = "audit"
@@ -73,8 +75,9 @@ class AuditedLog:
             raise LogUnavailable(f"{self.stream}: stream info: {err!r}") from err
         return int(info.state.last_seq)
 
-    async def read(self, from_seq: int, max_entries: int) -> list[LogEntry]:
-        """Up to `max_entries` from `from_seq` (fewer from a lagging replica)."""
+    async def read(self, from_seq: int, *, max_entries: int, wait_ms: int = 0) -> list[LogEntry]:
+        """Up to `max_entries` from `from_seq` (fewer from a lagging replica;
+        `wait_ms` is not waited: `read_log` retries a short read)."""
         try:
             messages = await direct_get_batch(
                 self._nc,
@@ -96,12 +99,24 @@ class AuditedLog:
         ]
 
 
-async def read_log(log: AuditedLog, from_seq: int, to_seq: int) -> AsyncIterator[LogEntry]:
+class ReadableLog(Protocol):
+    """A log `read_log` reads: `AuditedLog`, or a partition's `NatsLog`."""
+
+    stream: str
+
+    async def read(
+        self, from_seq: int, *, max_entries: int, wait_ms: int
+    ) -> Sequence[LogEntry]: ...
+
+
+async def read_log(log: ReadableLog, from_seq: int, to_seq: int) -> AsyncIterator[LogEntry]:
     """Entries `from_seq`..`to_seq` in order (LogUnavailable if they do not come)."""
     seq = from_seq
     deadline = time.monotonic() + READ_DEADLINE_MS / 1000
     while seq <= to_seq:
-        entries = await log.read(seq, min(READ_BATCH_ENTRIES, to_seq - seq + 1))
+        entries = await log.read(
+            seq, max_entries=min(READ_BATCH_ENTRIES, to_seq - seq + 1), wait_ms=READ_WAIT_MS
+        )
         if not entries:
             if time.monotonic() > deadline:
                 raise LogUnavailable(f"{log.stream}: seq {seq} not readable by its deadline")

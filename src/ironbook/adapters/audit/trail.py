@@ -124,7 +124,7 @@ class NatsAuditTrail:
         seq = query.after
         try:
             while seq - query.after < MAX_SCANNED:
-                entries = await log.read(seq + 1, SCAN_BATCH)
+                entries = await log.read(seq + 1, max_entries=SCAN_BATCH)
                 for entry in entries:
                     seq = entry.seq
                     try:
