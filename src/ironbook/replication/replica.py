@@ -189,11 +189,14 @@ class Replica:
         self._follower = follower
         return follower
 
-    async def _tree_at(self, seq: int, frontier: Frontier | None) -> LogTree:
+    async def _tree_at(self, seq: int, frontier: Frontier | None) -> LogTree | None:
         """The log's tree at `seq`: from the snapshot's frontier, or hashed
-        from the log when the snapshot carries none."""
+        from the log when the snapshot carries none. None when the log no
+        longer holds the entries before the snapshot (a restored cluster's log
+        starts past it): this replica then keeps no tree and signs nothing."""
         assert self._checkpoints is not None
         tree = LogTree(self._checkpoints.log, frontier)
+        idle_reads = 0
         while tree.size < seq:
             try:
                 entries = await self._log.read(
@@ -202,8 +205,18 @@ class Replica:
                     wait_ms=self._config.follower_read_wait_ms,
                 )
             except ReplicationError:
+                entries = []
+            if not entries:
+                idle_reads += 1
+                if idle_reads >= self._config.catch_up_attempts:
+                    self.checkpoint_refusal = (
+                        f"the snapshot at seq {seq} carries no Merkle frontier and the log "
+                        f"does not give seq {tree.size + 1}: no tree to sign"
+                    )
+                    return None
                 await self._clock.sleep(self._config.io_retry_backoff_ms)
                 continue
+            idle_reads = 0
             tree.add_entries(entries[: seq - tree.size])
         return tree
 
