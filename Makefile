@@ -31,7 +31,8 @@ lock:
 		--python-version 3.11 --generate-hashes --custom-compile-command 'make lock' \
 		--quiet $(if $(UPGRADE),--upgrade) -o $(LOCK)
 
-# promtool, prometheus, alertmanager, node_exporter: installed from Debian when
+# promtool, prometheus, alertmanager, node_exporter, and chromium with
+# chromium-driver (the ops console test): installed from Debian when
 # missing and root, else the command that does it is printed (docs/alerting.md).
 monitoring-tools:
 	sh deploy/install-monitoring.sh

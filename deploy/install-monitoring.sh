@@ -1,18 +1,20 @@
 #!/bin/sh
 # Install the monitoring tools ironbook runs itself (promtool, prometheus,
-# alertmanager, node_exporter) from the Debian packages, without letting Debian
-# start them as system services: ironbook starts its own loopback instances, and
-# nothing may be left listening on the packages' default ports.
+# alertmanager, amtool, node_exporter) and the headless browser the ops console
+# is tested in (chromium, chromedriver) from the Debian packages, without
+# letting Debian start any of them as system services: ironbook starts its own
+# loopback instances, and nothing may be left listening on the packages'
+# default ports.
 #
 # Does nothing when every tool is already on PATH. Not root: prints the one
 # command that installs them and exits 0 (the tests that need them skip).
 set -eu
 
-PACKAGES="prometheus prometheus-alertmanager prometheus-node-exporter"
+PACKAGES="prometheus prometheus-alertmanager prometheus-node-exporter chromium chromium-driver"
 SERVICES="prometheus prometheus-alertmanager prometheus-node-exporter"
 
 missing=""
-for tool in promtool prometheus prometheus-alertmanager prometheus-node-exporter; do
+for tool in promtool prometheus prometheus-alertmanager amtool prometheus-node-exporter chromium chromedriver; do
     command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
 done
 [ -z "$missing" ] && exit 0
@@ -56,4 +58,4 @@ done
 if pids=$(pgrep -u prometheus 2>/dev/null); then
     for pid in $pids; do kill "$pid" 2>/dev/null || true; done
 fi
-echo "installed: $(command -v promtool) $(command -v prometheus) $(command -v prometheus-alertmanager) $(command -v prometheus-node-exporter)"
+echo "installed: $(command -v promtool) $(command -v prometheus) $(command -v prometheus-alertmanager) $(command -v prometheus-node-exporter) $(command -v chromium) $(command -v chromedriver)"

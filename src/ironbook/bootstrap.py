@@ -5,11 +5,11 @@
 
 KIND is one of `replica`, `gateway`, `history`, `feed-sim`, `feed-ingest`,
 `feed-settle`, `nats-exporter`, `backup`, `watch`, `audit-verifier`,
-`audit-events`; `ironbook up` (the supervisor of a local cluster) starts them
-this way. Each process: settings (defaults < TOML file < `IRONBOOK_*`
-environment < flags), logging set up once (`ironbook.logs`), its adapters
-(NATS log, lease, snapshot store, ledger client, ...) built and passed to the
-service through its constructor, then run until SIGTERM / SIGINT.
+`audit-events`, `alert-receiver`; `ironbook up` (the supervisor of a local
+cluster) starts them this way. Each process: settings (defaults < TOML file <
+`IRONBOOK_*` environment < flags), logging set up once (`ironbook.logs`), its
+adapters (NATS log, lease, snapshot store, ledger client, ...) built and passed
+to the service through its constructor, then run until SIGTERM / SIGINT.
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ from ironbook.adapters.backup.backup import BackupSummary, FoldMemory, Progress,
 from ironbook.adapters.backup.keys import parse_recipients
 from ironbook.adapters.backup.target import TargetError, open_target
 from ironbook.adapters.clock import SystemClock
+from ironbook.adapters.feed.nats_stream import NatsFeedStream
 from ironbook.adapters.feed.simulator import SimulatorConfig
+from ironbook.adapters.ledger_keys import PartitionSigner, ledger_signing_key, ledger_verifier
 from ironbook.adapters.nats.lease import NatsLease
 from ironbook.adapters.nats.log import NatsLog
 from ironbook.adapters.nats.provision import close_nats, connect_nats
@@ -61,7 +63,12 @@ from ironbook.services import replica as replica_service
 from ironbook.services.feed import ingest, provider, settlement
 from ironbook.services.gateway import history
 from ironbook.services.gateway.app import create_app
-from ironbook.services.gateway.auth import MaxLifetimes, load_verifier, local_keys_dir
+from ironbook.services.gateway.auth import (
+    MaxLifetimes,
+    TokenVerifier,
+    load_verifier,
+    local_keys_dir,
+)
 from ironbook.services.gateway.calls import watch_partitions
 from ironbook.services.gateway.history import NatsHistory
 from ironbook.services.gateway.idempotency import ClaimStore
@@ -72,8 +79,22 @@ from ironbook.services.gateway.runtime import READINESS_DEADLINE_MS, Gateway
 from ironbook.services.gateway.server import serve_http
 from ironbook.services.local_cluster import GatewayOptions, LocalCluster
 from ironbook.services.metrics_http import serve_http as serve_metrics_http
+from ironbook.services.ops import server as ops_server
+from ironbook.services.ops.alerts import ALERTS_SUBJECT, AlertBook, AlertRecord, encode_record
+from ironbook.services.ops.cluster_view import read_cluster
+from ironbook.services.ops.console import Console
+from ironbook.services.ops.console import create_app as create_ops_app
 from ironbook.services.process import run_service
-from ironbook.services.replica_metrics import ReplicaMetrics, serve_metrics
+from ironbook.services.replica_metrics import ReplicaMetrics
+from ironbook.services.replica_metrics import serve_metrics as serve_replica_metrics
+from ironbook.services.service_metrics import (
+    FeedIngestMetrics,
+    FeedProviderMetrics,
+    HistoryMetrics,
+    Sampled,
+    SettlementMetrics,
+    serve_metrics,
+)
 from ironbook.services.supervisor import RestartPolicy
 from ironbook.settings import ConfigError, Settings, load_settings
 
@@ -96,6 +117,7 @@ _REPLICAS = Flag("--replicas", "nats", "replicas", int, "JetStream replication f
 _PARTITIONS = Flag("--partitions", "cluster", "partitions", int, "ledger partitions")
 _DATA_DIR = Flag("--data-dir", "cluster", "data_dir", Path, "the cluster's data directory")
 _PRODUCER = Flag("--producer", "feed", "producer", help="the feed producer")
+_METRICS_PORT = Flag("--metrics-port", "metrics", "port", int, "/metrics port (0: a free one)")
 
 PROCESS_FLAGS: dict[str, tuple[Flag, ...]] = {
     "replica": (
@@ -104,6 +126,7 @@ PROCESS_FLAGS: dict[str, tuple[Flag, ...]] = {
         Flag("--partition", "replica", "partition", int, "ledger partition"),
         Flag("--node-id", "replica", "node_id", help="this replica's unique name"),
         _DATA_DIR,
+        Flag("--metrics-host", "replica", "metrics_host", help="/metrics address"),
         Flag("--metrics-port", "replica", "metrics_port", int, "/metrics port (0: a free one)"),
         Flag("--test-mutation", "replica", "test_mutation", help="TEST-ONLY: reply_before_ack"),
     ),
@@ -123,6 +146,7 @@ PROCESS_FLAGS: dict[str, tuple[Flag, ...]] = {
         Flag("--partition", "history", "partition", int, "ledger partition"),
         Flag("--db", "history", "db", Path, "the SQLite read model"),
         _DATA_DIR,
+        _METRICS_PORT,
     ),
     "feed-sim": (
         _NATS,
@@ -134,6 +158,7 @@ PROCESS_FLAGS: dict[str, tuple[Flag, ...]] = {
         Flag("--races", "feed", "races", int, "races at a time"),
         Flag("--pre-match-s", "feed", "pre_match_s", int, "seconds from creation to start"),
         Flag("--frame-ms", "feed", "frame_ms", int, "publish at most once per this many ms"),
+        _METRICS_PORT,
     ),
     "feed-ingest": (
         _NATS,
@@ -141,8 +166,18 @@ PROCESS_FLAGS: dict[str, tuple[Flag, ...]] = {
         _PRODUCER,
         _PARTITIONS,
         Flag("--down-after-ms", "feed", "down_after_ms", int, "silence before markets suspend"),
+        _METRICS_PORT,
     ),
-    "feed-settle": (_NATS, _REPLICAS, _PRODUCER, _PARTITIONS),
+    "feed-settle": (_NATS, _REPLICAS, _PRODUCER, _PARTITIONS, _METRICS_PORT),
+    "alert-receiver": (
+        _NATS,
+        _DATA_DIR,
+        Flag("--host", "ops", "host", help="address of the ops port"),
+        Flag("--port", "ops", "port", int, "the ops port (0: a free one)"),
+        Flag("--prometheus-url", "ops", "prometheus_url", help="the Prometheus to query"),
+        Flag("--alertmanager-url", "ops", "alertmanager_url", help="the Alertmanager"),
+        Flag("--alerts-file", "ops", "alerts_file", Path, "JSON lines of alerts received"),
+    ),
     "backup": (
         _NATS,
         _REPLICAS,
@@ -266,6 +301,7 @@ async def checkpoint_port(
 async def serve_replica(settings: Settings, stop: asyncio.Event) -> None:
     r = settings.replica
     replicas = settings.nats.replicas
+    signer = PartitionSigner(ledger_signing_key(settings.cluster.data_dir), r.partition)
     nc = await connect_nats(settings.nats.url, name=f"replica-{r.node_id}")
     try:
         metrics = ReplicaMetrics(r.partition)
@@ -287,11 +323,14 @@ async def serve_replica(settings: Settings, stop: asyncio.Event) -> None:
             clock=SystemClock(),
             rng=random.Random(),
             config=replica_config(settings),
+            signer=signer,
+            verifier=signer,
+            on_quarantine=replica_service.report_quarantine(r.partition, r.node_id),
             checkpoints=await checkpoint_port(nc, settings, r.partition),
         )
         if r.test_mutation != "none":
             log.warning("TEST-ONLY mutation %s: acknowledged writes may be lost", r.test_mutation)
-        server = await serve_metrics(
+        server = await serve_replica_metrics(
             metrics, replica.status, nats_log, r.metrics_host, r.metrics_port
         )
         async with server:
@@ -306,14 +345,16 @@ async def serve_replica(settings: Settings, stop: asyncio.Event) -> None:
 # Gateway worker.
 
 
-@contextlib.asynccontextmanager
-async def connected_gateway(settings: Settings) -> AsyncIterator[Gateway]:
-    """A gateway worker's `Gateway`, complete: its NATS connection, ledger
-    clients, Idempotency-Key store, history and odds; closed on exit."""
+def token_lifetimes(settings: Settings) -> MaxLifetimes:
     g = settings.gateway
-    partitions = settings.cluster.partition_count
-    lifetimes = MaxLifetimes(g.bettor_token_max_lifetime_s, g.staff_token_max_lifetime_s)
-    verifier = load_verifier(
+    return MaxLifetimes(g.bettor_token_max_lifetime_s, g.staff_token_max_lifetime_s)
+
+
+def token_verifier(settings: Settings) -> TokenVerifier:
+    """The one verifier of bearer tokens: the gateway's and the ops console's."""
+    g = settings.gateway
+    lifetimes = token_lifetimes(settings)
+    return load_verifier(
         algorithm=g.jwt_algorithm,
         keys_dir=g.jwt_keys_dir or local_keys_dir(settings.cluster.data_dir),
         issuer=g.jwt_issuer,
@@ -321,6 +362,16 @@ async def connected_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         max_lifetimes=lifetimes,
         revocations=Revocations(lifetimes.longest_s),
     )
+
+
+@contextlib.asynccontextmanager
+async def connected_gateway(settings: Settings) -> AsyncIterator[Gateway]:
+    """A gateway worker's `Gateway`, complete: its NATS connection, ledger
+    clients, Idempotency-Key store, history and odds; closed on exit."""
+    g = settings.gateway
+    partitions = settings.cluster.partition_count
+    lifetimes = token_lifetimes(settings)
+    verifier = token_verifier(settings)
     async with _nats(settings, f"ironbook-gateway-{g.worker_id}") as nc:
         ledger = ledger_over_nats(
             nc,
@@ -388,10 +439,30 @@ async def serve_gateway(settings: Settings, stop: asyncio.Event) -> None:
 # History projector and the feed.
 
 
+@contextlib.asynccontextmanager
+async def _metrics_served(settings: Settings, *collectors: Sampled) -> AsyncIterator[None]:
+    """`/metrics` of `collectors` on `settings.metrics`, while inside."""
+    server = await serve_metrics(collectors, settings.metrics.host, settings.metrics.port)
+    async with server:
+        host, port = server.sockets[0].getsockname()[:2]
+        log.info("metrics on http://%s:%d/metrics", host, port)
+        yield
+
+
 async def serve_history(settings: Settings, stop: asyncio.Event) -> None:
     partition = settings.history.partition
-    async with _nats(settings, f"ironbook-history-p{partition}") as nc:
-        await history.serve(nc, partition, settings.history_db, stop)
+    store = history.HistoryStore(
+        settings.history_db, verifier=ledger_verifier(settings.cluster.data_dir, partition)
+    )
+    try:
+        async with _nats(settings, f"ironbook-history-p{partition}") as nc:
+            metrics = HistoryMetrics(
+                partition, lambda: store.position()[0], NatsLog(nc, partition).last_seq
+            )
+            async with _metrics_served(settings, metrics):
+                await history.serve(nc, partition, store, stop)
+    finally:
+        store.close()
 
 
 async def serve_feed_sim(settings: Settings, stop: asyncio.Event) -> None:
@@ -404,23 +475,35 @@ async def serve_feed_sim(settings: Settings, stop: asyncio.Event) -> None:
         races=f.races,
         pre_match_s=f.pre_match_s,
     )
-    async with _nats(settings, f"feed-provider-{f.producer}") as nc:
+    metrics = FeedProviderMetrics(f.producer)
+    async with (
+        _nats(settings, f"feed-provider-{f.producer}") as nc,
+        _metrics_served(settings, metrics),
+    ):
         await provider.serve(
-            nc, config, replicas=settings.nats.replicas, stop=stop, frame_ms=f.frame_ms
+            nc,
+            config,
+            replicas=settings.nats.replicas,
+            stop=stop,
+            frame_ms=f.frame_ms,
+            counts=metrics.counts,
         )
 
 
 async def serve_feed_ingest(settings: Settings, stop: asyncio.Event) -> None:
     producer = settings.feed.producer
     async with _nats(settings, f"feed-ingest-{producer}") as nc, _ledger(nc, settings) as client:
-        await ingest.serve(
-            nc,
-            client,
-            producer,
-            replicas=settings.nats.replicas,
-            down_after_ms=settings.feed.down_after_ms,
-            stop=stop,
-        )
+        metrics = FeedIngestMetrics(producer, NatsFeedStream(nc, producer).tail_cursor)
+        async with _metrics_served(settings, metrics):
+            await ingest.serve(
+                nc,
+                client,
+                producer,
+                replicas=settings.nats.replicas,
+                down_after_ms=settings.feed.down_after_ms,
+                stop=stop,
+                metrics=metrics,
+            )
 
 
 async def serve_feed_settle(settings: Settings, stop: asyncio.Event) -> None:
@@ -429,7 +512,16 @@ async def serve_feed_settle(settings: Settings, stop: asyncio.Event) -> None:
         _nats(settings, f"feed-settlement-{producer}") as nc,
         _ledger(nc, settings) as client,
     ):
-        await settlement.serve(nc, client, producer, replicas=settings.nats.replicas, stop=stop)
+        metrics = SettlementMetrics(producer, lambda: settlement.backlog_frames(nc, producer))
+        async with _metrics_served(settings, metrics):
+            await settlement.serve(
+                nc,
+                client,
+                producer,
+                replicas=settings.nats.replicas,
+                stop=stop,
+                counts=metrics.counts,
+            )
 
 
 async def serve_nats_exporter(settings: Settings, stop: asyncio.Event) -> None:
@@ -501,13 +593,38 @@ async def serve_audit_verifier(settings: Settings, stop: asyncio.Event) -> None:
 async def serve_audit_events(settings: Settings, stop: asyncio.Event) -> None:
     async with _nats(settings, "ironbook-audit-events") as nc:
         await ensure_events_stream(nc, replicas=settings.nats.replicas)
+        data_dir = settings.cluster.data_dir
         recorder = audit_events.EventRecorder(
             nc,
-            settings.cluster.partition_count,
+            [ledger_verifier(data_dir, p) for p in range(settings.cluster.partition_count)],
             await checkpoint_port(nc, settings, EVENTS_LOG),
             replica_config(settings).checkpoints,
         )
         await audit_events.serve(recorder, poll_ms=settings.audit.verifier_poll_ms, stop=stop)
+
+
+async def serve_alert_receiver(settings: Settings, stop: asyncio.Event) -> None:
+    o = settings.ops
+    book = AlertBook(settings.alerts_file)
+    try:
+        async with _nats(settings, "ironbook-alert-receiver") as nc:
+
+            async def publish(record: AlertRecord) -> None:
+                try:
+                    await nc.publish(ALERTS_SUBJECT, encode_record(record))
+                except Exception as err:  # NATS down: the file still has it
+                    log.warning("alert not published on %s: %r", ALERTS_SUBJECT, err)
+
+            console = Console(
+                book,
+                lambda: read_cluster(o.prometheus_url),
+                publish,
+                links={"Prometheus": o.prometheus_url, "Alertmanager": o.alertmanager_url},
+            )
+            app = create_ops_app(console, token_verifier(settings))
+            await ops_server.serve(app, console, o.host, o.port, stop)
+    finally:
+        book.close()
 
 
 _SERVE: dict[str, Callable[[Settings, asyncio.Event], Coroutine[Any, Any, Any]]] = {
@@ -522,6 +639,7 @@ _SERVE: dict[str, Callable[[Settings, asyncio.Event], Coroutine[Any, Any, Any]]]
     "watch": serve_watch,
     "audit-verifier": serve_audit_verifier,
     "audit-events": serve_audit_events,
+    "alert-receiver": serve_alert_receiver,
 }
 
 
@@ -548,6 +666,7 @@ def build_local_cluster(settings: Settings, config_file: Path | None = None) -> 
         backup=settings.backup if settings.backup.every_s and settings.backup.to else None,
         config_file=config_file,
         supervision=RestartPolicy(**settings.supervisor.model_dump()),
+        monitoring=settings.monitoring if settings.monitoring.enabled else None,
     )
 
 
@@ -559,7 +678,14 @@ def _identity(kind: str, settings: Settings) -> tuple[str, int | None]:
         return settings.gateway.worker_id, None
     if kind == "history":
         return f"history-p{settings.history.partition}", settings.history.partition
-    if kind in ("nats-exporter", "backup", "watch", "audit-verifier", "audit-events"):
+    if kind in (
+        "nats-exporter",
+        "backup",
+        "watch",
+        "audit-verifier",
+        "audit-events",
+        "alert-receiver",
+    ):
         return kind, None
     return f"{kind}-{settings.feed.producer}", None
 

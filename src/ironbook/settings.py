@@ -318,6 +318,53 @@ class AuditSettings(Section):
     for new ledger entries, when idle."""
 
 
+class MetricsSettings(Section):
+    """`/metrics` of the feed processes, the settlement service, the history
+    projector and `ironbook up` (the supervisor)."""
+
+    host: str = "127.0.0.1"
+    """Loopback, or the cluster's private network."""
+    port: int = Field(default=0, ge=0, le=65_535)
+    """0: a free port, written in the log."""
+
+
+class MonitoringSettings(Section):
+    """The monitoring stack `ironbook up --monitoring` runs (docs/alerting.md)."""
+
+    enabled: bool = False
+    """Run Prometheus, Alertmanager, node_exporter, the NATS collector and
+    the alert receiver with its console next to the cluster."""
+    host: str = "127.0.0.1"
+    """Where every monitoring port listens: loopback or a private network."""
+    scrape_interval_ms: int = Field(default=1_000, ge=250, le=60_000)
+    """How often Prometheus scrapes the ledger's own processes and
+    evaluates the rules."""
+    node_scrape_interval_ms: int = Field(default=5_000, ge=250, le=300_000)
+    """How often it scrapes node_exporter (host metrics change slowly)."""
+    retention: str = Field(default="2d", pattern=r"^[0-9]+[smhdwy]$")
+    """How long Prometheus keeps samples."""
+    prometheus_port: int = Field(default=0, ge=0, le=65_535)
+    alertmanager_port: int = Field(default=0, ge=0, le=65_535)
+    node_exporter_port: int = Field(default=0, ge=0, le=65_535)
+    ops_port: int = Field(default=0, ge=0, le=65_535)
+    """The alert receiver and ops console. Every port: 0 picks a free one."""
+
+
+class OpsSettings(Section):
+    """The alert receiver and ops console process
+    (`python -m ironbook.bootstrap alert-receiver`)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65_535)
+    """0: a free port, written in the log."""
+    prometheus_url: str = "http://127.0.0.1:9090"
+    """The Prometheus the console queries."""
+    alertmanager_url: str = "http://127.0.0.1:9093"
+    alerts_file: Path | None = None
+    """JSON lines, one per alert notification; default
+    `<data_dir>/monitoring/alerts.jsonl`."""
+
+
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "ironbook_config_file", default=None
 )
@@ -344,6 +391,9 @@ class Settings(BaseSettings):
     backup: BackupSettings = BackupSettings()
     watch: WatchSettings = WatchSettings()
     audit: AuditSettings = AuditSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
+    ops: OpsSettings = OpsSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -373,6 +423,10 @@ class Settings(BaseSettings):
     @property
     def audit_pubkey_file(self) -> Path:
         return self.audit.pubkey_file or self.cluster.data_dir / "audit" / "pubkey"
+
+    @property
+    def alerts_file(self) -> Path:
+        return self.ops.alerts_file or (self.cluster.data_dir / "monitoring" / "alerts.jsonl")
 
     def masked(self) -> dict[str, Any]:
         """Every setting as JSON-able data, with credentials replaced by `***`."""

@@ -201,3 +201,19 @@ def test_grafana_dashboard() -> None:
     families = {name for name in exported if name.startswith("ironbook_")}
     shown_families = {re.sub(r"_(bucket|sum|count)$", "", name) for name in metrics_shown}
     assert {re.sub(r"_(bucket|sum|count)$", "", name) for name in families} <= shown_families
+
+
+def test_the_pager_route_in_the_docs_is_a_valid_alertmanager_config(tmp_path: Path) -> None:
+    """docs/alerting.md's example route for a real pager is checked by amtool."""
+    page = (DEPLOY.parent / "docs" / "alerting.md").read_text()
+    (example,) = [block for block in re.findall(r"```yaml\n(.*?)```", page, re.S)]
+    assert "pagerduty_configs" in example and "webhook_configs" in example
+    amtool = shutil.which("amtool")
+    if amtool is None:
+        if os.geteuid() == 0:
+            pytest.fail(
+                "amtool is missing although we run as root: run deploy/install-monitoring.sh"
+            )
+        pytest.skip(f"amtool is not installed; install it with: {INSTALL_COMMAND}")
+    (tmp_path / "alertmanager.yml").write_text(example)
+    subprocess.run([amtool, "check-config", str(tmp_path / "alertmanager.yml")], check=True)

@@ -64,6 +64,11 @@ def test_a_quick_race_day_passes_and_writes_the_report(tmp_path: Path) -> None:
     ]
     assert "Gold Cup" in report["big_race"]
     assert "**Verdict: PASS**" in (out / "report.md").read_text()
+    # The monitoring stack runs by default (its Debian packages are installed
+    # by `make`): the console was there, and every alert sent is in the report.
+    if "no monitoring:" not in done.stdout:
+        assert any(note.startswith("ops console at http://127.0.0.1:") for note in report["notes"])
+        assert isinstance(report["alerts"], list)
 
 
 def test_bad_usage_is_a_clear_error() -> None:

@@ -188,6 +188,14 @@ def test_producer_down_after_silence_up_only_when_caught_up_and_alive(clock: Clo
         ups = [c for _, c in client.commands(core.SetProducerStatus) if not c.down]
         assert len(ups) == 2 and not ingester.down
         assert client.cursors == [21, 21]
+        # What the metrics report: every message read, the rounds applied, the
+        # cursor, and the silence measured on the ingester's clock.
+        counts = ingester.counts
+        assert counts.messages_in == 21 and counts.read_cursor == 21
+        assert counts.applied_cursor == 21 and counts.rounds >= 3 and not counts.down
+        assert counts.silent_s is not None and counts.silent_s() == 0.0
+        clock.now_s += 12.5
+        assert counts.silent_s() == 12.5
 
     asyncio.run(scenario())
 

@@ -29,6 +29,7 @@ from ironbook.adapters.backup.keys import generate_identity, identity_path, load
 from ironbook.adapters.backup.manifest import MANIFEST_FILE, Backup, Manifest, decode_manifest
 from ironbook.adapters.backup.restore import RestoreError
 from ironbook.adapters.backup.target import DirectoryTarget
+from ironbook.adapters.ledger_keys import LEDGER_KEY_FILE, ledger_verifier
 from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.adapters.nats.snapshots import NatsSnapshotStore
 from ironbook.chaos.workload import Workload, WorkloadConfig, selection_odds
@@ -102,7 +103,7 @@ async def _snapshot_halfway(cluster: LocalCluster) -> int:
     """A snapshot at half the log, in the cluster's snapshot store (as a
     follower writes one; a short run makes none of its own)."""
     entries = await _live_log(cluster)
-    replay = ReplayState.empty(LEDGER)
+    replay = ReplayState.empty(LEDGER, verifier=ledger_verifier(cluster.data_dir, 0))
     for entry in entries[: len(entries) // 2]:
         replay.apply(entry)
     nc = await connect_nats(cluster.nats_url, name="test-backup-snapshot")
@@ -172,7 +173,11 @@ def _backup(backed: Backed) -> dict[str, object]:
 
 def _restore(backed: Backed, data_dir: Path, point: RestorePoint) -> dict[str, object]:
     summary = restore(
-        DirectoryTarget(backed.target), data_dir, load_identity(backed.identity), point
+        DirectoryTarget(backed.target),
+        data_dir,
+        load_identity(backed.identity),
+        point,
+        ledger_key=backed.cluster.data_dir / LEDGER_KEY_FILE,
     )
     return summary.as_json()
 
@@ -246,7 +251,8 @@ def test_point_in_time_restore_equals_replaying_the_log_to_n(
     restored_dir = tmp_path / "by-time"
     assert main(
         ["restore", "--from", str(backed_twice.target), "--data-dir", str(restored_dir),
-         "--identity", str(backed_twice.identity), "--to-time", iso]
+         "--identity", str(backed_twice.identity), "--to-time", iso,
+         "--ledger-key", str(backed_twice.cluster.data_dir / LEDGER_KEY_FILE)]
     ) == 0  # fmt: skip
     assert (restored_dir / "nats").is_dir()
     summary = _restore(backed_twice, tmp_path / "by-time-again", RestorePoint(to_time_ms=at_ms))

@@ -18,7 +18,7 @@ from ironbook.adapters.nats.localproc import PortLease
 from ironbook.adapters.nats.log import stream_name
 from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.chaos.http_clients import GENEROUS_LIMITS
-from ironbook.services.gateway.auth import load_or_create_secret, local_secret_file, mint_token
+from ironbook.services.gateway.auth import SigningKey, local_signing_key, mint_token
 from ironbook.services.local_cluster import GatewayOptions, LocalCluster
 from ironbook.services.maintenance import move_leaderships_off, move_stream_leader
 
@@ -36,7 +36,7 @@ def _account_in(partition: int, partitions: int) -> str:
 
 
 class _Http:
-    def __init__(self, url: str, secret: bytes) -> None:
+    def __init__(self, url: str, secret: SigningKey) -> None:
         self.client = httpx.Client(base_url=url, timeout=30)
         self.secret = secret
 
@@ -95,7 +95,7 @@ def test_one_partition_down_leaves_the_other_and_the_gateway_serving(tmp_path: P
 
 
 def _outage(cluster: LocalCluster, url: str) -> None:
-    http = _Http(url, load_or_create_secret(local_secret_file(cluster.data_dir)))
+    http = _Http(url, local_signing_key(cluster.data_dir))
     deadline = time.monotonic() + START_TIMEOUT_S
     while http.ready()[0] != 200:
         assert time.monotonic() < deadline, "the gateway never became ready"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from ironbook import core
+from ironbook.adapters.ledger_keys import ledger_verifier
 from ironbook.adapters.nats.provision import connect_nats
 from ironbook.client import ClientConfig, LedgerClient, connect_ledger
 from ironbook.core.events import MarketResulted
@@ -142,7 +143,7 @@ def test_a_settlement_finishes_exactly_once_after_its_leader_is_killed(
     assert len(set(hashes.values())) == 1, hashes
     ledger = core.LedgerConfig(result_slice_bets=SLICE_BETS)
     assert check_history([], entries, hashes, ledger_config=ledger).violations == []
-    replay = ReplayState.empty(ledger)
+    replay = ReplayState.empty(ledger, verifier=ledger_verifier(cluster.data_dir, 0))
     resulted: dict[str, int] = {}
     terms: set[str] = set()
     for entry in entries:

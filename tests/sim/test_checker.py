@@ -5,10 +5,11 @@ violation."""
 from __future__ import annotations
 
 from ironbook import core
-from ironbook.replication.batch import encode_batch
+from ironbook.replication.batch import decode_batch, encode_batch, encode_signed_batch
 from ironbook.replication.checker import Violation, check_history
 from ironbook.replication.history import Operation, answered
 from ironbook.replication.interfaces import LogEntry
+from ironbook.replication.sim.signing import MacSigner
 
 
 class History:
@@ -153,3 +154,26 @@ def test_a_log_with_a_hole_is_malformed() -> None:
     history = _funded()
     history.entries[1] = LogEntry(seq=3, batch_id="1:3", payload=history.entries[1].payload)
     assert _kinds(history.check())[0] == "log_shape"
+
+
+def test_foreign_entries_are_counted_and_only_a_trusting_replay_applies_them() -> None:
+    """With the partition's key the checker skips what the replicas skip (a
+    forged repeat of the last deposit, garbage, and an entry whose batch id
+    repeats an applied one); replaying without the key applies the forgery,
+    and the replicas' hash no longer matches."""
+    history = _funded()
+    key = MacSigner(b"the replicas' key")
+    forged = encode_signed_batch(
+        MacSigner(b"another key"),
+        "s9:1",
+        history._prev,
+        decode_batch(history.entries[-1].payload).events,
+    )
+    for payload, batch_id in ((forged, "s9:1"), (b"\x00junk", "1:1")):
+        history.entries.append(LogEntry(len(history.entries) + 1, batch_id, payload))
+    replicas = {"r0": core.state_hash(history.state)}
+    report = check_history(history.heard, history.entries, replicas, verifier=key)
+    assert report.violations == []
+    assert (report.quarantined_entries, report.void_entries) == (2, 0)
+    trusting = check_history(history.heard, history.entries, replicas)
+    assert set(_kinds(trusting.violations)) == {"duplicated", "replicas_disagree"}

@@ -69,7 +69,7 @@ def _follower(config: FollowerConfig, entries: list[LogEntry], store: Store) -> 
         log=ListLog(entries),  # type: ignore[arg-type]
         snapshots=store,  # type: ignore[arg-type]
         clock=NoClock(),
-        replay=ReplayState.empty(None),
+        replay=ReplayState.empty(None, verifier=None),
         config=config,
     )
 
@@ -197,7 +197,9 @@ def test_a_restarted_follower_learns_the_size_of_the_snapshot_it_started_from() 
     first = _snapshots(config, entries[:200])[-1]
     store = Store()
     store.snapshots.append(first)
-    restored = ReplayState(core.restore_snapshot(first.state), first.seq, first.last_batch_id)
+    restored = ReplayState(
+        core.restore_snapshot(first.state), first.seq, first.last_batch_id, verifier=None
+    )
     follower = Follower(
         log=ListLog(entries),  # type: ignore[arg-type]
         snapshots=store,  # type: ignore[arg-type]

@@ -20,12 +20,17 @@ from ironbook.replication.sim.lease import LeaseService, SimLease
 from ironbook.replication.sim.log import LogService, SimLog
 from ironbook.replication.sim.loop import VirtualTimeLoop, run_virtual
 from ironbook.replication.sim.network import Network
+from ironbook.replication.sim.signing import MacSigner
 from ironbook.replication.sim.snapshots import SimSnapshotStore, SnapshotService
 from ironbook.replication.sim.transport import RequestBus, SimRequestServer
 from ironbook.replication.tree_keeping import CheckpointPolicy, LogTree, TreeHead
 
+SIGNER = MacSigner(b"test replicas' key")
+
 
 def _seed_log(service: LogService) -> None:
+    """Unsigned entries, as written before batches were signed: a replica
+    with a key still replays them."""
     state = core.new_state()
     prev = ""
     commands: list[core.AnyCommand] = [
@@ -66,6 +71,8 @@ def _replica(
         ),
         clock=SimClock(loop, host),
         rng=rng,
+        signer=SIGNER,
+        verifier=SIGNER,
         config=ReplicaConfig(
             lease_ttl_ms=1_000,
             lease_renew_interval_ms=250,
@@ -143,7 +150,7 @@ def _lead_until_signed(
     async def main(loop: VirtualTimeLoop) -> tuple[MemoryCheckpoints, list[LogEntry], Replica]:
         service = LogService(loop, now_ms=loop.now_ms, dedupe_window_ms=120_000)
         _seed_log(service)
-        replay = ReplayState.empty(None)
+        replay = ReplayState.empty(None, verifier=SIGNER)
         tree = LogTree(0)
         for entry in service.entries[:2]:
             replay.apply(entry)
@@ -209,6 +216,8 @@ def test_a_leader_stopped_gracefully_releases_its_lease() -> None:
             ),
             clock=SimClock(loop, host),
             rng=rng,
+            signer=SIGNER,
+            verifier=SIGNER,
             config=ReplicaConfig(lease_ttl_ms=1_000, lease_renew_interval_ms=250),
         )
 

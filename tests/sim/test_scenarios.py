@@ -82,3 +82,19 @@ def test_replica_restart_restores_from_a_snapshot(target: int) -> None:
     results = _runs(_plan(_fault("crash_replica", 1_500, 300, target)))
     assert all(result.crashes == 1 for result in results)
     assert _traced(results, "restores the newest snapshot") == len(SEEDS)
+
+
+def test_foreign_entries_under_a_busy_leader_cost_no_election() -> None:
+    """Garbage and forged batches published onto the log while clients
+    write: every one is quarantined, nothing they carry is applied (the
+    checker replays with the replicas' key), and the leader keeps its term."""
+    plan = _plan(
+        _fault("foreign_entries", 200, 0, target=3),
+        _fault("foreign_entries", 600, 0, target=4),
+        _fault("foreign_entries", 1_000, 0, target=2),
+    )
+    results = _runs(plan)
+    assert all(result.quarantined_entries == 9 for result in results)
+    assert all(result.lease_grants == 1 for result in results)
+    assert _traced(results, "fault: foreign entry (other_key)") > 0
+    assert _traced(results, "fault: foreign entry (garbage)") > 0

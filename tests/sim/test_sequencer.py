@@ -11,15 +11,19 @@ import msgspec
 import pytest
 
 from ironbook import core
-from ironbook.replication.batch import decode_batch
+from ironbook.replication.batch import ReplayState, admit, decode_batch, encode_signed_batch
 from ironbook.replication.concurrency import race
-from ironbook.replication.interfaces import AppendUnknown, Fenced, InboundRequest, LogEntry
+from ironbook.replication.errors import Superseded
+from ironbook.replication.interfaces import AppendUnknown, InboundRequest, LogEntry
+from ironbook.replication.merkle import Frontier, leaf_hash, log_tag
 from ironbook.replication.sequencer import Sequencer, SequencerConfig
 from ironbook.replication.sim.clock import SimClock
 from ironbook.replication.sim.host import Host
 from ironbook.replication.sim.log import LogService, SimLog
 from ironbook.replication.sim.loop import VirtualTimeLoop, run_virtual
 from ironbook.replication.sim.network import Network
+from ironbook.replication.sim.signing import MacSigner
+from ironbook.replication.tree_keeping import LogTree
 from ironbook.replication.wire import (
     BadRequestReply,
     CommandReply,
@@ -27,6 +31,8 @@ from ironbook.replication.wire import (
     RetryReply,
     decode_reply,
 )
+
+SIGNER = MacSigner(b"test replicas' key")
 
 
 class Request:
@@ -45,12 +51,15 @@ class Request:
             request_id = core.decode_command(self.payload).request_id
         except msgspec.MsgspecError:
             return False
-        return any(
-            event.request_id == request_id
-            for entry in self._service.entries
-            if entry.payload
-            for event in core.decode_events(decode_batch(entry.payload).events)
-        )
+        tip_batch_id = ""
+        for entry in self._service.entries:
+            events = admit(entry, tip_batch_id, SIGNER).events
+            if events is None:
+                continue
+            tip_batch_id = entry.batch_id
+            if any(event.request_id == request_id for event in events):
+                return True
+        return False
 
 
 class Inbox:
@@ -100,6 +109,8 @@ class Setup:
             state=core.new_state(),
             last_seq=0,
             last_batch_id="",
+            signer=SIGNER,
+            verifier=SIGNER,
             config=config,
             lease_current=lambda: lease_current,
         )
@@ -137,7 +148,7 @@ def test_batches_are_pipelined_and_replies_wait_for_durability() -> None:
     assert all(isinstance(r.replies[0], OutcomeReply) for r in requests)
     assert all(r.durable_when_answered == [True] for r in requests)
     assert len(entries) == 8
-    assert [e.batch_id for e in entries] == [f"7:{n}" for n in range(1, 9)]
+    assert [e.batch_id for e in entries] == [f"s7:{n}" for n in range(1, 9)]
     assert max(in_flight) >= 2
     assert max(in_flight) <= 3
 
@@ -149,13 +160,130 @@ def test_a_fenced_append_ends_the_term_and_every_request_hears_retry() -> None:
         sequencer = setup.sequencer(
             Inbox(requests), SequencerConfig(max_batch_commands=3, max_inflight_appends=4)
         )
-        setup.service.append("rival", b"", 0, "6:1")  # another leader got there first
-        with pytest.raises(Fenced):
+        # Another leader got there first (signed, chained on the same tip).
+        rival = encode_signed_batch(SIGNER, "s6:1", "", core.encode_events([]))
+        setup.service.append("rival", rival, 0, "s6:1")
+        with pytest.raises(Superseded):
             await sequencer.run()
         return requests
 
     requests = run_virtual(main, max_virtual_ms=60_000)
     assert all(r.replies == [RetryReply(reason="aborted")] for r in requests)
+
+
+def test_foreign_entries_under_a_busy_leader_are_skipped_without_ending_its_term() -> None:
+    """Garbage and a forged batch land in the middle of the leader's
+    pipeline: its fenced batches are appended again after them, every
+    request is answered once durable, the fold applies each deposit once,
+    and the leader's Merkle tree covers every entry of the log, the
+    quarantined ones and its own voided batches too."""
+
+    tree = LogTree(0)
+
+    async def main(loop: VirtualTimeLoop) -> tuple[list[Request], Sequencer, list[LogEntry]]:
+        setup = Setup(loop)
+        requests = setup.requests(_deposits(30))
+        quarantined: list[int] = []
+        sequencer = Sequencer(
+            term=7,
+            log=setup.log,
+            inbox=Inbox(requests),
+            clock=setup.clock,
+            state=core.new_state(),
+            last_seq=0,
+            last_batch_id="",
+            signer=SIGNER,
+            verifier=SIGNER,
+            on_quarantine=lambda entry, reason: quarantined.append(entry.seq),
+            config=SequencerConfig(max_batch_commands=3, max_inflight_appends=4),
+            lease_current=lambda: True,
+            tree=tree,
+        )
+        forger = MacSigner(b"not the replicas' key")
+
+        async def attack() -> None:
+            while setup.service.last_seq() < 3:  # noqa: ASYNC110 (virtual time)
+                await asyncio.sleep(0.001)
+            tip = setup.service.entries[-1]
+            setup.service.publish_foreign(b"\xc1garbage", "x-1")
+            setup.service.publish_foreign(
+                encode_signed_batch(
+                    forger, "s7:99", tip.batch_id, decode_batch(tip.payload).events
+                ),
+                "s7:99",
+            )
+            await _until_answered(requests)
+            while sequencer.pending_batches:  # noqa: ASYNC110
+                await asyncio.sleep(0.001)
+
+        await race(sequencer.run(), attack())
+        assert len(quarantined) == 2
+        return requests, sequencer, setup.service.entries
+
+    requests, sequencer, entries = run_virtual(main, max_virtual_ms=60_000)
+    assert all(r.replies and isinstance(r.replies[0], OutcomeReply) for r in requests)
+    assert all(r.durable_when_answered == [True] for r in requests)
+    assert sequencer.tip_rereads >= 1
+    assert sequencer.quarantined == 2
+    replay = ReplayState.empty(verifier=SIGNER)
+    for entry in entries:
+        replay.apply(entry)
+    assert replay.quarantined == 2
+    assert replay.state.accounts["alice"].balance_minor == sum(100 + n for n in range(29))
+    assert core.state_hash(replay.state) == core.state_hash(sequencer.state)
+    assert (tree.size, tree.root()) == (len(entries), _root(entries))
+
+
+def test_an_idle_leader_passes_foreign_entries_into_its_tree() -> None:
+    """Foreign entries appended while nothing is in flight: the leader's
+    log watch passes them (`absorb_foreign_tail`), its tree takes them as
+    leaves, and its next batch lands after them."""
+    tree = LogTree(0)
+
+    async def main(loop: VirtualTimeLoop) -> tuple[Sequencer, list[LogEntry]]:
+        setup = Setup(loop)
+        first, second = setup.requests(_deposits(2))
+        inbox = Inbox([first])
+        sequencer = Sequencer(
+            term=7,
+            log=setup.log,
+            inbox=inbox,
+            clock=setup.clock,
+            state=core.new_state(),
+            last_seq=0,
+            last_batch_id="",
+            signer=SIGNER,
+            verifier=SIGNER,
+            config=SequencerConfig(),
+            lease_current=lambda: True,
+            tree=tree,
+        )
+
+        async def attack() -> None:
+            await _until_answered([first])
+            while sequencer.pending_batches:  # noqa: ASYNC110 (virtual time)
+                await asyncio.sleep(0.001)
+            setup.service.publish_foreign(b"\xc1garbage", "x-1")
+            await sequencer.absorb_foreign_tail(setup.service.last_seq())
+            inbox.queue.append(second)
+            await _until_answered([second])
+
+        await race(sequencer.run(), attack())
+        return sequencer, setup.service.entries
+
+    sequencer, entries = run_virtual(main, max_virtual_ms=60_000)
+    assert sequencer.quarantined == 1
+    assert len(entries) == 3
+    assert admit(entries[1], entries[0].batch_id, SIGNER).admission == "quarantined"
+    assert admit(entries[2], entries[0].batch_id, SIGNER).admission == "applied"
+    assert (tree.size, tree.root()) == (3, _root(entries))
+
+
+def _root(entries: Sequence[LogEntry]) -> bytes:
+    frontier = Frontier()
+    for entry in entries:
+        frontier.append(leaf_hash(log_tag(0), entry.seq, entry.payload))
+    return frontier.root()
 
 
 class LostAckLog:
@@ -191,7 +319,7 @@ def test_an_unknown_append_is_retried_with_the_same_batch_id_and_deduplicated() 
         return requests, flaky, setup.service
 
     requests, flaky, service = run_virtual(main, max_virtual_ms=60_000)
-    assert flaky.calls == [("7:1", 0), ("7:1", 0)]
+    assert flaky.calls == [("s7:1", 0), ("s7:1", 0)]
     assert service.duplicates_answered == 1
     assert len(service.entries) == 1
     assert isinstance(requests[0].replies[0], OutcomeReply)
@@ -346,6 +474,8 @@ def test_a_big_result_is_logged_one_slice_per_entry_between_client_batches() -> 
             state=_state_with_bets(40, slice_bets=4),
             last_seq=0,
             last_batch_id="",
+            signer=SIGNER,
+            verifier=SIGNER,
             config=SequencerConfig(max_batch_commands=3, max_inflight_appends=4),
             lease_current=lambda: True,
         )
@@ -401,6 +531,8 @@ def test_a_slice_that_raises_leaves_the_result_unfinished_and_the_partition_serv
             state=_state_with_bets(8, slice_bets=4),
             last_seq=0,
             last_batch_id="",
+            signer=SIGNER,
+            verifier=SIGNER,
             config=SequencerConfig(max_batch_commands=3),
             lease_current=lambda: True,
         )

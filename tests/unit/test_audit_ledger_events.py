@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from ledger_driver import Ledger
 
-from ironbook.adapters.audit.ledger_events import (
-    UNRECORDED,
-    may_hold_significant,
-    significant,
-)
-from ironbook.core import SelfExclude, VoidMarket, encode_events
+from ironbook.adapters.audit.ledger_events import UNRECORDED, significant
+from ironbook.core import SelfExclude, VoidMarket
 from ironbook.core.events import AnyEvent
 
 
@@ -37,13 +33,3 @@ def test_staff_money_and_market_actions_are_significant_bets_are_not() -> None:
     assert not any(kind.startswith("bet") for kind, *_ in recorded)
     assert len(recorded) == 4
     assert all(s.at_ms == 1_000 for s in map(significant, ledger.log) if s is not None)
-
-
-def test_a_batch_of_bets_alone_need_not_be_decoded() -> None:
-    ledger = Ledger()
-    ledger.open_account("alice", deposit_minor=5_000)
-    ledger.create_market("m1", {"home": 250})
-    setup = len(ledger.log)
-    ledger.bet("alice", 100, ("m1", "home", 250))
-    assert may_hold_significant(encode_events(ledger.log[:setup]))
-    assert not may_hold_significant(encode_events(ledger.log[setup:]))

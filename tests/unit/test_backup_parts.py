@@ -239,21 +239,21 @@ def test_a_log_segment_keeps_entries_as_stored() -> None:
 
 def test_the_fold_stops_at_a_sequence_or_a_time() -> None:
     entries = _entries()
-    fold = PointInTimeFold(ReplayState.empty(), RestorePoint(to_seq=3))
+    fold = PointInTimeFold(ReplayState.empty(verifier=None), RestorePoint(to_seq=3))
     assert [fold.apply(e) for e in entries] == [True, True, True, False, False]
     assert fold.replay.applied_seq == 3 and set(fold.replay.state.accounts) >= {"a1", "a3"}
     assert "a4" not in fold.replay.state.accounts
 
-    fold = PointInTimeFold(ReplayState.empty(), RestorePoint(to_time_ms=999))
+    fold = PointInTimeFold(ReplayState.empty(verifier=None), RestorePoint(to_time_ms=999))
     assert not fold.apply(entries[0])
     assert fold.replay.applied_seq == 0
 
-    fold = PointInTimeFold(ReplayState.empty(), RestorePoint(to_time_ms=2_500))
+    fold = PointInTimeFold(ReplayState.empty(verifier=None), RestorePoint(to_time_ms=2_500))
     assert [fold.apply(e) for e in entries] == [True, True, False, False, False]
     assert fold.replay.applied_seq == 2 and fold.last_time_ms == 2_000
 
     # A void entry still has a place and a time; it changes nothing.
-    fold = PointInTimeFold(ReplayState.empty(), RestorePoint())
+    fold = PointInTimeFold(ReplayState.empty(verifier=None), RestorePoint())
     assert all(fold.apply(e) for e in entries)
     assert fold.replay.applied_seq == 5 and fold.replay.voided == 1
     assert "a5" not in fold.replay.state.accounts

@@ -174,7 +174,7 @@ def test_a_scrape_samples_role_term_applied_and_lag_over_real_http() -> None:
     metrics = ReplicaMetrics(3)
     log = FakeLog()
     log.entries = [b"e"] * 12
-    status = ReplicaStatus("p3-r1", "leader", 7, 10, 1, 2)
+    status = ReplicaStatus("p3-r1", "leader", 7, 10, 1, 2, quarantined=4)
 
     async def scrape() -> tuple[bytes, bytes, bytes, bytes]:
         server = await serve_metrics(metrics, lambda: status, log, "127.0.0.1", 0)
@@ -197,7 +197,7 @@ def test_a_scrape_samples_role_term_applied_and_lag_over_real_http() -> None:
     assert 'ironbook_replica_applied_sequence{partition="3"} 10.0' in body
     assert 'ironbook_replica_stream_last_sequence{partition="3"} 12.0' in body
     assert 'ironbook_replica_lag_entries{partition="3"} 2.0' in body
-    assert 'ironbook_replica_quarantined_entries{partition="3"} 0.0' in body
+    assert 'ironbook_replica_quarantined_entries{partition="3"} 4.0' in body
     assert missing.startswith(b"HTTP/1.1 404")
     assert garbage.startswith(b"HTTP/1.1 404")
     # The log unreadable: the scrape still answers, keeping the last lag seen.

@@ -102,14 +102,14 @@ class OneSnapshot:
 
 def test_a_snapshot_carries_the_tree_and_restores_it() -> None:
     tree = _tree(5)
-    replay = ReplayState(core.new_state(), 5, "1:5")
+    replay = ReplayState(core.new_state(), 5, "1:5", verifier=None)
     snapshot = take_snapshot(replay, tree)
-    restored, frontier = asyncio.run(restore(OneSnapshot(snapshot), None))  # type: ignore[arg-type]
+    restored, frontier = asyncio.run(restore(OneSnapshot(snapshot), None, verifier=None))
     assert restored.applied_seq == 5
     assert frontier is not None and frontier.root() == tree.root()
     bare = take_snapshot(replay)
     assert bare.tree_nodes is None
-    assert asyncio.run(restore(OneSnapshot(bare), None))[1] is None  # type: ignore[arg-type]
+    assert asyncio.run(restore(OneSnapshot(bare), None, verifier=None))[1] is None
     wrong = Snapshot(
         seq=snapshot.seq,
         state_hash=snapshot.state_hash,
@@ -117,7 +117,7 @@ def test_a_snapshot_carries_the_tree_and_restores_it() -> None:
         last_batch_id=snapshot.last_batch_id,
         tree_nodes=[b"\0" * 32],  # 5 leaves need 2 hashes
     )
-    assert asyncio.run(restore(OneSnapshot(wrong), None))[1] is None  # type: ignore[arg-type]
+    assert asyncio.run(restore(OneSnapshot(wrong), None, verifier=None))[1] is None
 
 
 def test_entries_add_in_order() -> None:

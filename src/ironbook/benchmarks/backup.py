@@ -44,6 +44,7 @@ from ironbook.adapters.backup.backup import (
 from ironbook.adapters.backup.keys import generate_identity, load_identity, parse_recipients
 from ironbook.adapters.backup.restore import verify_backup
 from ironbook.adapters.backup.target import DirectoryTarget
+from ironbook.adapters.ledger_keys import ledger_verifier
 from ironbook.adapters.nats.log import stream_name
 from ironbook.adapters.nats.provision import close_nats, connect_nats, request
 from ironbook.benchmarks.common import command_line, log, machine_info
@@ -70,7 +71,7 @@ async def _stream_bytes(nats_url: str) -> tuple[int, int]:
         await close_nats(nc)
 
 
-async def _fold_s(nats_url: str) -> tuple[float, int]:
+async def _fold_s(nats_url: str, data_dir: Path) -> tuple[float, int]:
     """Seconds to fold the whole log with the pure core (read first, not timed)."""
     nc = await connect_nats(nats_url, name="bench-backup-fold")
     try:
@@ -78,7 +79,7 @@ async def _fold_s(nats_url: str) -> tuple[float, int]:
     finally:
         await close_nats(nc)
     started = time.perf_counter()
-    replay = ReplayState.empty(LEDGER)
+    replay = ReplayState.empty(LEDGER, verifier=ledger_verifier(data_dir, 0))
     for entry in entries:
         replay.apply(entry)
     core.state_hash(replay.state)
@@ -141,7 +142,7 @@ async def _load_and_back_up(
         incremental = await back_up()
     finally:
         await client.close()
-    fold_s, all_entries = await _fold_s(cluster.nats_url)
+    fold_s, all_entries = await _fold_s(cluster.nats_url, cluster.data_dir)
     return {
         "load_s": round(load_s, 3),
         "log_entries": entries,

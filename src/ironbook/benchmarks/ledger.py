@@ -10,6 +10,10 @@ In one run, on this machine:
 3. PostgreSQL 15, primary + synchronous standby: the same bets (same accounts,
    stakes, concurrency) one transaction per bet, and batched through a
    plpgsql function (`--pg-batch-size` bets per call).
+4. With `--monitoring`: the load of 1 again on a fresh cluster that runs the
+   monitoring stack (Prometheus scraping every process each second,
+   Alertmanager, node_exporter, the NATS collector, the alert receiver);
+   `monitoring_ratio` is its bets/s over 1's.
 
     python bench/ledger.py [--json]      or      ironbook bench ledger [--json]
 """
@@ -35,6 +39,7 @@ from ironbook.benchmarks.postgres import run_baseline
 from ironbook.benchmarks.stats import percentile_ms
 from ironbook.client import BatchConfig, ClientConfig, LedgerClient, connect_ledger
 from ironbook.services.local_cluster import LocalCluster, wait_for_leaders
+from ironbook.settings import MonitoringSettings
 
 OPENING_BALANCE_MINOR = 1_000_000_00
 STAKE_MIN_MINOR = 100
@@ -296,6 +301,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ironbook": ironbook,
         "failover_s": (ironbook.get("failover") or {}).get("failover_s"),
     }
+    if args.monitoring:
+        monitored = _measure_monitored(args)
+        result["monitored"] = monitored
+        result["monitoring_ratio"] = round(monitored["bets_per_s"] / ironbook["bets_per_s"], 3)
     if args.postgres:
         print("postgres: primary + synchronous standby ...", file=sys.stderr, flush=True)
         postgres = _measure_postgres(args)
@@ -306,6 +315,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ironbook["bets_per_s"] / postgres["batched"]["bets_per_s"], 2
         )
     return result
+
+
+def _measure_monitored(args: argparse.Namespace) -> dict[str, Any]:
+    """The same load on a fresh cluster that runs the monitoring stack of
+    `ironbook up --monitoring` (every process scraped each second, the rules
+    evaluated each second), without the failover."""
+    print("ironbook with monitoring ...", file=sys.stderr, flush=True)
+    monitored_args = argparse.Namespace(**{**vars(args), "failover": False})
+
+    async def measure(cluster: LocalCluster) -> dict[str, Any]:
+        server = await cluster.serve_supervisor_metrics()
+        assert server is not None
+        async with server:
+            return await _measure_ironbook(cluster, monitored_args)
+
+    with tempfile.TemporaryDirectory(prefix="ironbook-bench-") as tmp:
+        cluster = LocalCluster(
+            Path(tmp) / "cluster",
+            partitions=args.partitions,
+            monitoring=MonitoringSettings(enabled=True),
+        )
+        try:
+            cluster.start()
+            return eventloop.run(measure(cluster))
+        finally:
+            cluster.stop()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -323,6 +358,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-failover", dest="failover", action="store_false", help="skip failover")
     p.add_argument("--failover-seconds", type=float, default=8.0)
     p.add_argument("--no-postgres", dest="postgres", action="store_false", help="skip PostgreSQL")
+    p.add_argument(
+        "--monitoring",
+        action="store_true",
+        help="also run the load on a cluster with the monitoring stack (monitoring_ratio)",
+    )
     p.add_argument("--pg-concurrency", type=int, default=32)
     p.add_argument("--pg-bets", type=int, default=20_000, help="bets in per-bet mode")
     p.add_argument("--pg-batch-size", type=int, default=50)

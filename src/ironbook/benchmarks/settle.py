@@ -42,6 +42,7 @@ from typing import Any
 
 from ironbook import core
 from ironbook.adapters import eventloop
+from ironbook.adapters.ledger_keys import ledger_verifier
 from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.benchmarks.common import command_line, log, machine_info
 from ironbook.benchmarks.ledger import connect_bench_client
@@ -220,7 +221,9 @@ def _latencies_ms(tally: Background, start: float, end: float) -> list[float]:
     return [(c - s) * 1000 for s, c in tally.completions if start <= s < end]
 
 
-async def _check_log(nats_url: str, bets: int, settle_request_id: str) -> dict[str, Any]:
+async def _check_log(
+    nats_url: str, data_dir: Path, bets: int, settle_request_id: str
+) -> dict[str, Any]:
     """Replay the whole log: every bet of the big market resulted in exactly
     one slice, every winner paid, the invariants holding at the end."""
     nc = await connect_nats(nats_url, name="bench-settle-check")
@@ -228,7 +231,7 @@ async def _check_log(nats_url: str, bets: int, settle_request_id: str) -> dict[s
         entries = await read_whole_log(nc, 0, timeout_ms=300_000)
     finally:
         await close_nats(nc)
-    replay = ReplayState.empty()
+    replay = ReplayState.empty(verifier=ledger_verifier(data_dir, 0))
     times_resulted: dict[str, int] = {}
     slices = 0
     slice_entries: set[int] = set()
@@ -311,7 +314,7 @@ async def _measure(cluster: LocalCluster, args: argparse.Namespace) -> dict[str,
         load_terms = heartbeats.leader_terms(0)
         # A term begun during the settlement (or the second after it).
         settle_terms = heartbeats.leader_terms(0, since=sent)
-        check = await _check_log(cluster.nats_url, args.bets, f"{tag}-settle")
+        check = await _check_log(cluster.nats_url, cluster.data_dir, args.bets, f"{tag}-settle")
     finally:
         await heartbeats.stop()
         await client.close()

@@ -21,6 +21,7 @@ import msgspec
 from nats.aio.client import Client as NatsClient
 
 from ironbook import core
+from ironbook.adapters.ledger_keys import ledger_verifier
 from ironbook.adapters.nats.provision import connect_nats
 from ironbook.chaos.projection import (
     Projection,
@@ -51,13 +52,16 @@ async def check_all_partitions(
     operations: Sequence[Operation],
     replicas: Mapping[int, Sequence[str]],
     *,
+    data_dir: Path,
     projection_dbs: Mapping[int, Path] | None = None,
     offload: bool = False,
     say: Callable[[str], None] = lambda _: None,
 ) -> CheckReport:
     """Read every partition's whole log and its replicas' converged state
     hashes (none if they do not converge in time: a violation), judge the
-    operations of each partition, and combine the verdicts. `replicas`:
+    operations of each partition, and combine the verdicts (entries are
+    verified with the batch-signing key of the cluster in `data_dir`, as its
+    replicas verify them). `replicas`:
     partition -> replica node ids. `projection_dbs`: partition -> a history
     projection whose projector is running, to be compared with a fold of the
     log. `offload`: run the checker in a thread (keeps an event loop with a
@@ -87,6 +91,7 @@ async def check_all_partitions(
                 expected_replicas=list(replicas[partition]),
                 read_model=read_model,
                 ledger_config=core.LedgerConfig(partition=partition),
+                verifier=ledger_verifier(data_dir, partition),
             )
             report = await asyncio.to_thread(judge) if offload else judge()
             say(f"partition {partition}: checked {len(mine)} operations")

@@ -21,6 +21,7 @@ and the evidence copied to `keep_dir/<seed>-<UTC time>/` (`chaos.evidence`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections import Counter
@@ -32,6 +33,7 @@ import msgspec
 
 from ironbook.adapters.nats.localproc import PortLease
 from ironbook.adapters.netns import NamespaceNetwork, NetnsError, unavailable_reason
+from ironbook.chaos.alerts import FaultAlerts, judge_alerts
 from ironbook.chaos.environment import Environment, UncleanEnvironment, survey_environment
 from ironbook.chaos.evidence import (
     DEFAULT_KEEP_ROOT,
@@ -66,7 +68,8 @@ from ironbook.services.gateway.auth import local_signing_key
 from ironbook.services.heartbeat_watch import HeartbeatWatch
 from ironbook.services.local_cluster import ClusterConfig, GatewayOptions, LocalCluster
 from ironbook.services.maintenance import RollingWhat
-from ironbook.settings import ReplicaMutation
+from ironbook.services.ops.alerts import AlertRecord, describe, read_records
+from ironbook.settings import MonitoringSettings, ReplicaMutation
 
 REPORT_FILE = "chaos-report.json"
 """The replicas' `replica.test_mutation` setting: a TEST-ONLY bug for the checker to catch."""
@@ -74,6 +77,7 @@ REPORT_FILE = "chaos-report.json"
 FAULT_BUDGET_S = 15.0
 """Time one fault needs from injection to healed; none starts with less left."""
 GATEWAY_READY_TIMEOUT_S = 120.0
+ALERTS_RESOLVE_TIMEOUT_S = 90.0
 
 
 WorkloadFactory = Callable[[LedgerClient, HistoryRecorder, WorkloadConfig], Workload]
@@ -105,6 +109,8 @@ class ChaosOptions:
     test_mutation: ReplicaMutation = "none"
     """TEST-ONLY: the replicas' `replica.test_mutation` setting, so that a run
     shows the checker catching what the mutation breaks."""
+    monitoring: bool = False
+    """Run the monitoring stack and judge its alerts against the faults."""
 
     def command(self) -> str:
         """The `ironbook chaos` command line that reruns this seed."""
@@ -112,12 +118,14 @@ class ChaosOptions:
             "ironbook chaos",
             f"--seed {self.seed}",
             f"--duration {self.duration_s:g}",
-            f"--faults {','.join(self.faults)}",
+            f"--faults {','.join(self.faults) or 'none'}",
             f"--clients {self.clients}",
             f"--http-clients {self.http_clients}",
         ]
         if self.test_mutation != "none":
             parts.append(f"--test-mutation {self.test_mutation}")
+        if self.monitoring:
+            parts.append("--monitoring")
         return " ".join(parts)
 
 
@@ -155,6 +163,13 @@ class ChaosReport(msgspec.Struct):
     """Per fault kind injected: the longest stretch without an acknowledged
     write while one of its faults was under way (injected to healed), the
     max and the median over its faults (`chaos.write_gaps`)."""
+    alerts: dict[str, FaultAlerts] | None = None
+    """With `--monitoring`: per fault kind, injections, detections by an
+    alert, median seconds to fire and to resolve (chaos/alerts.py)."""
+    false_alerts: int | None = None
+    """With `--monitoring`: alerts that fired while no fault was in progress."""
+    alert_log: list[str] = msgspec.field(default_factory=list)
+    """With `--monitoring`: every notification the receiver got, in order."""
 
 
 class _Schedule:
@@ -221,6 +236,7 @@ class _Run:
     network: str = ""
     check: CheckReport | None = None
     loop_block_ms: dict[str, int] = field(default_factory=dict)
+    alert_records: list[AlertRecord] | None = None
 
     def __post_init__(self) -> None:
         self.recorder = HistoryRecorder(self.data_dir / HISTORY_FILE)
@@ -232,6 +248,9 @@ class _Run:
     def report(self, environment: Environment) -> ChaosReport:
         passed = self.check is not None and self.check.verdict == "pass" and not self.errors
         operations = self.recorder.operations
+        verdict = (
+            None if self.alert_records is None else judge_alerts(self.fault_log, self.alert_records)
+        )
         return ChaosReport(
             verdict="pass" if passed else "fail",
             seed=self.options.seed,
@@ -253,6 +272,9 @@ class _Run:
                 [(r.kind, r.injected_wall_ms, r.healed_wall_ms) for r in self.fault_log],
                 operations,
             ),
+            alerts=None if verdict is None else verdict.alerts,
+            false_alerts=None if verdict is None else verdict.false_alerts,
+            alert_log=[describe(record) for record in self.alert_records or []],
         )
 
     def failure(self, report: ChaosReport) -> Failure:
@@ -281,12 +303,22 @@ async def _run_on_a_cluster(run: _Run) -> None:
             network=network,
             gateway=gateway,
             config_file=_mutation_settings(run.data_dir, options.test_mutation),
+            monitoring=MonitoringSettings(enabled=True) if options.monitoring else None,
         )
         try:
             say(f"starting the cluster in {run.data_dir}")
             await asyncio.to_thread(cluster.start, 120_000)
             await cluster.wait_leaders(timeout_ms=120_000)
-            await _run(cluster, run)
+            async with contextlib.AsyncExitStack() as served:
+                metrics = await cluster.serve_supervisor_metrics()
+                if metrics is not None:
+                    await served.enter_async_context(metrics)
+                await _run(cluster, run)
+                if cluster.monitoring is not None:
+                    say("waiting for the alerts to resolve")
+                    run.alert_records = await _alerts_once_resolved(
+                        cluster.monitoring.dir / "alerts.jsonl"
+                    )
         finally:
             # Not in a thread: this must also run while a KeyboardInterrupt unwinds.
             say("stopping the cluster")
@@ -301,6 +333,20 @@ async def _run_on_a_cluster(run: _Run) -> None:
                 f"{layout.nodes} namespaces {layout.prefix}n1..n{layout.nodes} on bridge "
                 f"{layout.bridge} {layout.subnet} (latency by {network.latency_method})"
             )
+
+
+async def _alerts_once_resolved(path: Path) -> list[AlertRecord]:
+    """The receiver's records once no alert is firing (bounded: an alert
+    still firing then is reported as never resolved)."""
+    deadline = time.monotonic() + ALERTS_RESOLVE_TIMEOUT_S
+    while True:
+        records = read_records(path)
+        firing: set[str] = set()
+        for record in records:
+            (firing.add if record.status == "firing" else firing.discard)(record.fingerprint)
+        if not firing or time.monotonic() > deadline:
+            return records
+        await asyncio.sleep(1)
 
 
 def _network_for(
@@ -381,6 +427,7 @@ async def _run(cluster: LocalCluster, run: _Run) -> None:
     say("waiting for the replicas to converge, then checking")
     run.check = await check_cluster(
         cluster.nats_url,
+        cluster.data_dir,
         run.recorder.operations,
         cluster.replica_ids(0),
         projection_db=projection_path(cluster.data_dir) if cluster.gateway else None,
@@ -466,6 +513,7 @@ async def _inject_faults(
 
 async def check_cluster(
     nats_url: str,
+    data_dir: Path,
     operations: Sequence[Operation],
     replicas: Sequence[str],
     projection_db: Path | None = None,
@@ -477,6 +525,7 @@ async def check_cluster(
         nats_url,
         operations,
         {0: replicas},
+        data_dir=data_dir,
         projection_dbs={0: projection_db} if projection_db is not None else None,
         say=say,
     )

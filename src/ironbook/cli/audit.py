@@ -62,6 +62,7 @@ from ironbook.adapters.audit.stream import (
     receipt_from_log,
 )
 from ironbook.adapters.audit.trail import parse_time_ms
+from ironbook.adapters.ledger_keys import ledger_verifier
 from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.cli.up import add_data_dir_argument, data_dir_of
 from ironbook.client import ClientConfig, GaveUp, ledger_over_nats
@@ -336,12 +337,14 @@ RECONSTRUCT_ATTEMPTS = 5
 
 
 async def _reconstruct_and_ask(
-    runtime: RuntimeInfo, account_id: str
+    data_dir: Path, runtime: RuntimeInfo, account_id: str
 ) -> tuple[Reconstruction, int | None]:
     """The account's history from the log, and the ledger's balance at the
     same log position: the log is read again until it did not move while
     the ledger was asked (None: it kept moving)."""
-    rebuilt = reconstruction(account_id, runtime.partitions)
+    rebuilt = reconstruction(
+        account_id, runtime.partitions, lambda partition: ledger_verifier(data_dir, partition)
+    )
     nc = await connect_nats(runtime.nats_urls, name="ironbook-audit-reconstruct")
     client = ledger_over_nats(
         nc, partitions=runtime.partitions, config=ClientConfig(deadline_ms=10_000)
@@ -368,11 +371,11 @@ async def _reconstruct_and_ask(
 def _reconstruct(args: argparse.Namespace) -> int:
     data_dir = _settings_data_dir(args)
     runtime = _runtime(data_dir) if data_dir is not None else None
-    if runtime is None:
+    if data_dir is None or runtime is None:
         return EXIT_CANNOT_RUN
     try:
-        rebuilt, ledger_balance = asyncio.run(_reconstruct_and_ask(runtime, args.account))
-    except (LogUnavailable, GaveUp, OSError) as err:
+        rebuilt, ledger_balance = asyncio.run(_reconstruct_and_ask(data_dir, runtime, args.account))
+    except (LogUnavailable, GaveUp, KeyFileError, OSError) as err:
         return _error(str(err))
     if rebuilt.state_balance_minor is None:
         return _error(f"no account {args.account!r} in partition {rebuilt.partition}'s log")
@@ -413,12 +416,16 @@ def _report(args: argparse.Namespace) -> int:
         return _error(f"--from and --to are ISO 8601 dates or date-times, or Unix ms: {err}")
     if window.to_ms <= window.from_ms:
         return _error("--to is after --from")
+    try:
+        verifiers = [ledger_verifier(data_dir, p) for p in range(runtime.partitions)]
+    except KeyFileError as err:
+        return _error(str(err))
 
     async def run() -> ReportCounts:
         nc = await connect_nats(runtime.nats_urls, name="ironbook-audit-report")
         try:
             return await write_report(
-                nc, runtime.partitions, window, args.format, args.out, pubkey.read_bytes()
+                nc, verifiers, window, args.format, args.out, pubkey.read_bytes()
             )
         finally:
             await close_nats(nc)

@@ -84,7 +84,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--faults",
         default=",".join(ALL_FAULTS),
-        help=f"comma-separated fault kinds (default all: {','.join(ALL_FAULTS)})",
+        help=f"comma-separated fault kinds (default all: {','.join(ALL_FAULTS)}), or none "
+        "(a calm run: with --monitoring, any alert is a false one)",
+    )
+    parser.add_argument(
+        "--monitoring",
+        action="store_true",
+        help="run Prometheus, Alertmanager and the alert receiver with the cluster and report, "
+        "per fault kind, which injections an alert detected and how fast it fired and resolved",
     )
     parser.add_argument(
         "--data-dir",
@@ -151,6 +158,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def parse_faults(text: str) -> list[FaultKind]:
+    if text.strip() == "none":
+        return []
     kinds: list[FaultKind] = []
     known = get_args(FaultKind)
     for name in filter(None, (part.strip().replace("-", "_") for part in text.split(","))):
@@ -193,6 +202,7 @@ def run(args: argparse.Namespace) -> int:
         keep_dir=args.keep,
         strict_env=args.strict_env,
         test_mutation=args.test_mutation,
+        monitoring=args.monitoring,
     )
     # SIGTERM unwinds like Ctrl-C, so the cluster stops and the namespaces go.
     signal.signal(signal.SIGTERM, _interrupt)

@@ -61,7 +61,11 @@ def run(args: argparse.Namespace) -> int:
         }
         report = asyncio.run(
             check_all_partitions(
-                ",".join(runtime.nats_urls), operations, replicas, projection_dbs=projections
+                ",".join(runtime.nats_urls),
+                operations,
+                replicas,
+                data_dir=data_dir,
+                projection_dbs=projections,
             )
         )
     else:
@@ -75,7 +79,11 @@ def run(args: argparse.Namespace) -> int:
             replicas = {
                 partition: cluster.replica_ids(partition) for partition in range(cluster.partitions)
             }
-            report = asyncio.run(check_all_partitions(cluster.nats_url, operations, replicas))
+            report = asyncio.run(
+                check_all_partitions(
+                    cluster.nats_url, operations, replicas, data_dir=cluster.data_dir
+                )
+            )
         finally:
             cluster.stop()
     print(msgspec.json.encode(report).decode() if args.json else render(report))

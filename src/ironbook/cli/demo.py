@@ -60,6 +60,8 @@ from ironbook.demo.raceday import (
 from ironbook.demo.report import verdict_lines, write_report
 from ironbook.demo.walkthrough import run_demo
 from ironbook.services.feed.processes import FeedOptions
+from ironbook.services.monitoring import BINARIES, MonitoringUnavailable, binary
+from ironbook.settings import MonitoringSettings
 
 DEFAULT_SECONDS = 90.0
 QUICK_SECONDS = 36.0
@@ -117,6 +119,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="run without the simulated odds feed (provider, ingester, settlement)",
     )
     parser.add_argument(
+        "--no-monitoring",
+        action="store_true",
+        help="run without Prometheus, Alertmanager and the ops console (on by default when "
+        "the Debian packages are installed; their alerts go in the report)",
+    )
+    parser.add_argument(
         "--no-dashboard",
         action="store_true",
         help="print a plain status line each second instead of the live dashboard",
@@ -148,6 +156,17 @@ def _usage_error(message: str) -> int:
     return 2
 
 
+def _monitoring() -> MonitoringSettings | None:
+    """The monitoring stack, when its Debian packages are installed."""
+    try:
+        for name in BINARIES:
+            binary(name)
+    except MonitoringUnavailable as why:
+        print(f"no monitoring: {why}", flush=True)
+        return None
+    return MonitoringSettings(enabled=True)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.walkthrough:
         return 0 if run_demo(args.seed) else 1
@@ -175,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
         command=_repeat_command(args, seconds),
         keep_dir=args.keep,
         strict_env=args.strict_env,
+        monitoring=None if args.no_monitoring else _monitoring(),
     )
     console = Console()
     dashboard = console.is_terminal and not args.no_dashboard
@@ -303,4 +323,6 @@ def _repeat_command(args: argparse.Namespace, seconds: float) -> str:
         parts.append(f"--partitions {args.partitions}")
     if args.no_feed:
         parts.append("--no-feed")
+    if args.no_monitoring:
+        parts.append("--no-monitoring")
     return " ".join(parts)

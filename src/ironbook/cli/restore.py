@@ -63,7 +63,13 @@ def _command(args: argparse.Namespace) -> int:
         identity = load_identity(identity_file)
         target = open_target(args.source)
         summary = restore(
-            target, data_dir, identity, point, replicas=settings.nats.replicas, progress=_progress
+            target,
+            data_dir,
+            identity,
+            point,
+            replicas=settings.nats.replicas,
+            ledger_key=args.ledger_key,
+            progress=_progress,
         )
     except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -102,5 +108,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     point.add_argument("--to-seq", type=int, metavar="N", help="restore up to log sequence N")
     point.add_argument("--to-time", metavar="ISO", help="restore up to this time (with a zone)")
     parser.add_argument("--identity", type=Path, help="the age identity file")
+    parser.add_argument(
+        "--ledger-key",
+        type=Path,
+        help="the backed-up cluster's ledger signing key (its "
+        "secrets/ledger/batch-ed25519.pem): the restored replicas verify the log with it",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON summary")
     parser.set_defaults(func=_command)

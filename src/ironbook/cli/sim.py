@@ -6,7 +6,8 @@ Runs seeds S..S+N-1 (each one replays exactly, on any machine), prints every
 failing seed with its violations, and exits 1 if any seed failed. With
 `--json`, prints one object: `runs`, `violations` (how many, over all runs),
 `failed_seeds`, `failures` (seed and violations of each), `seconds`,
-`void_entries` (deposed leaders' entries skipped by replay), `start`, `mutation`.
+`void_entries` (deposed leaders' entries skipped by replay),
+`quarantined_entries` (foreign entries skipped by replay), `start`, `mutation`.
 """
 
 from __future__ import annotations
@@ -73,9 +74,11 @@ def run(args: argparse.Namespace) -> int:
     failures: list[dict[str, Any]] = []
     violations = 0
     void_entries = 0
+    quarantined_entries = 0
     options = SimOptions(mutation=args.mutation, trace=args.trace)
     for result in _results(seeds, options, args.jobs):
         void_entries += result.void_entries
+        quarantined_entries += result.quarantined_entries
         if args.trace and not args.json:
             print(f"seed {result.seed}:")
             for line in result.trace:
@@ -104,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
             "failures": failures,
             "seconds": seconds,
             "void_entries": void_entries,
+            "quarantined_entries": quarantined_entries,
             "start": args.start,
             "mutation": args.mutation,
         }

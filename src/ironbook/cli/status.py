@@ -2,10 +2,13 @@
 
 Nodes (NATS servers: up, healthy, JetStream meta leader), and per partition
 the log's last sequence and the server leading it, the ledger leader, and
-every replica's role, lag behind the log and state hash, and the supervised
+every replica's role, lag behind the log, state hash and the log entries it
+quarantined (foreign entries skipped by the fold rule), and the supervised
 processes restarted, held for maintenance or given up on (a crash loop).
 `--json` prints the same as one JSON object (`children`: every supervised
-process with its pid, state, restarts and hung kills).
+process with its pid, state, restarts and hung kills; `monitoring`: the
+Prometheus, Alertmanager and ops console URLs of `ironbook up --monitoring`,
+or null).
 """
 
 from __future__ import annotations
@@ -114,6 +117,7 @@ def _gather(data_dir: Path) -> dict[str, Any] | None:
                     "hashed_seq": beat.hashed_seq,
                     "pid": beat.pid,
                     "metrics_url": beat.metrics_url,
+                    "quarantined": beat.quarantined,
                 }
             )
         partitions.append(
@@ -123,6 +127,9 @@ def _gather(data_dir: Path) -> dict[str, Any] | None:
                 "last_seq": last_seq,
                 "stream_leader": stream_leader,
                 "ledger_leader": leader,
+                # Replicas agree on the count at one log position: the one
+                # furthest along has seen the most.
+                "quarantined": max((r.get("quarantined", 0) for r in replicas), default=0),
                 "replicas": replicas,
             }
         )
@@ -136,6 +143,7 @@ def _gather(data_dir: Path) -> dict[str, Any] | None:
         "meta_leader": meta_leader,
         "partitions": partitions,
         "children": children,
+        "monitoring": msgspec.to_builtins(runtime.monitoring),
     }
 
 
@@ -150,9 +158,11 @@ def _print(view: dict[str, Any]) -> None:
             print(f"  {node['name']}  {node['url']:<24} DOWN")
     print(f"  JetStream meta leader: {view['meta_leader'] or 'none'}")
     for part in view["partitions"]:
+        quarantined = f"; {part['quarantined']} entries QUARANTINED" if part["quarantined"] else ""
         print(
             f"\npartition {part['partition']}: log {part['stream']} last seq {part['last_seq']} "
             f"(led by {part['stream_leader']}); ledger leader {part['ledger_leader'] or 'NONE'}"
+            f"{quarantined}"
         )
         for r in part["replicas"]:
             if not r["heartbeat"]:
@@ -162,8 +172,8 @@ def _print(view: dict[str, Any]) -> None:
             digest = f"{r['state_hash'][:12]}@{r['hashed_seq']}" if r["state_hash"] else "-"
             print(
                 f"  {r['node_id']:<8} {r['role']:<9} term {r['term']:<5} "
-                f"applied {r['applied_seq']:<8} {lag:<10} hash {digest}  pid {r['pid']}  "
-                f"metrics {r['metrics_url'] or '-'}"
+                f"applied {r['applied_seq']:<8} {lag:<10} hash {digest}  "
+                f"quarantined {r['quarantined']}  pid {r['pid']}  metrics {r['metrics_url'] or '-'}"
             )
     troubled = [c for c in view["children"] if c["state"] != "running" or c["restarts"]]
     if troubled:
@@ -173,6 +183,12 @@ def _print(view: dict[str, Any]) -> None:
                 f"  {c['name']:<12} {c['state']:<10} pid {c['pid']}  restarts {c['restarts']}  "
                 f"hung kills {c['hung_kills']}  {c['last_event']}"
             )
+    monitoring = view["monitoring"]
+    if monitoring is not None:
+        print(
+            f"\nmonitoring: prometheus {monitoring['prometheus_url']}, "
+            f"alertmanager {monitoring['alertmanager_url']}, console {monitoring['console_url']}"
+        )
     print("\nok" if view["healthy"] else "\nDEGRADED")
 
 

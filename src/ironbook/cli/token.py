@@ -7,9 +7,10 @@
 
 Minting signs HS256 with the current key of the data directory's key ring
 (created on first use, the one the gateway workers verify with) and prints
-the token alone on stdout, so `TOKEN=$(ironbook token --role admin)` works in
-scripts; its `jti` and expiry go to stderr. A token lives at most its role's
-maximum lifetime (settings `gateway.bettor_token_max_lifetime_s`, 24 h, and
+the token alone on stdout, so `TOKEN=$(ironbook token --role admin --sub alice)`
+works in scripts (a staff token names who it is for: `--sub` is required);
+its `jti` and expiry go to stderr. A token lives at most its role's maximum
+lifetime (settings `gateway.bettor_token_max_lifetime_s`, 24 h, and
 `gateway.staff_token_max_lifetime_s`, 1 h); the gateways refuse longer ones.
 
 `revoke` writes the jti into the running cluster's revocation bucket: every
@@ -33,6 +34,7 @@ from ironbook.bootstrap import settings_from
 from ironbook.cli.up import add_data_dir_argument
 from ironbook.services.gateway.auth import (
     ROLES,
+    STAFF_ROLES,
     MaxLifetimes,
     local_keys_dir,
     local_signing_key,
@@ -65,6 +67,9 @@ def _mint(args: argparse.Namespace) -> int:
         return 2
     if args.role == "bettor" and not args.account:
         print("error: a bettor token needs --account ID", file=sys.stderr)
+        return 2
+    if args.role in STAFF_ROLES and not args.sub:
+        print(f"error: a {args.role} token needs --sub NAME (who it is for)", file=sys.stderr)
         return 2
     g = settings.gateway
     longest_s = MaxLifetimes(g.bettor_token_max_lifetime_s, g.staff_token_max_lifetime_s).of(
@@ -170,7 +175,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_data_dir_argument(parser)
     parser.add_argument("--role", default=None, choices=ROLES)
     parser.add_argument("--account", default=None, help="the bettor's account id")
-    parser.add_argument("--sub", default=None, help="subject (default: derived from the role)")
+    parser.add_argument(
+        "--sub",
+        default=None,
+        help="subject: who the token is for (required for staff roles; a bettor's "
+        "default is derived from the account)",
+    )
     parser.add_argument(
         "--ttl-s",
         type=int,

@@ -3,11 +3,13 @@
 Starts 3 nats-server processes (JetStream, R3, fsync on every write), 3
 replicas per ledger partition and the odds feed (a simulated provider, the
 ingester and the settlement service: markets appear, move and settle by
-themselves; `--feed none` turns it off), restarts any that die (with backoff)
-or hang, takes maintenance requests on `<data-dir>/control.sock` (`ironbook
-drain`, `ironbook rolling-restart`), and on Ctrl-C stops everything
-gracefully. Running `up` again on the same data directory resumes with every
-byte of data. Settings come from `--config FILE`,
+themselves; `--feed none` turns it off), with `--monitoring` Prometheus,
+Alertmanager, node_exporter, the NATS collector and the alert receiver with
+the ops console, restarts any that die (with backoff) or hang, takes
+maintenance requests on `<data-dir>/control.sock` (`ironbook drain`,
+`ironbook rolling-restart`), and on Ctrl-C stops everything gracefully.
+Running `up` again on the same data directory resumes with every byte of
+data. Settings come from `--config FILE`,
 `IRONBOOK_*` environment variables and these flags (docs/configuration.md).
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import fcntl
 import signal
 import sys
@@ -32,6 +35,7 @@ from ironbook.bootstrap import (
 from ironbook.logs import setup_logging
 from ironbook.services.control import serve_control
 from ironbook.services.local_cluster import ClusterConfigError, LocalCluster
+from ironbook.services.monitoring import MonitoringUnavailable
 from ironbook.settings import DEFAULT_DATA_DIR, ConfigError
 
 _DATA_DIR = Flag(
@@ -107,7 +111,10 @@ async def _run(cluster: LocalCluster) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     print("waiting for a leader in every partition ...", flush=True)
-    async with asyncio.TaskGroup() as group:
+    metrics = await cluster.serve_supervisor_metrics()
+    async with contextlib.AsyncExitStack() as served, asyncio.TaskGroup() as group:
+        if metrics is not None:
+            await served.enter_async_context(metrics)
         group.create_task(cluster.supervisor.run(stop))
         group.create_task(serve_control(cluster, stop))
         try:
@@ -148,7 +155,7 @@ def _command(args: argparse.Namespace) -> int:
             return 2
     try:
         cluster = build_local_cluster(settings, config_file=args.config)
-    except ClusterConfigError as err:
+    except (ClusterConfigError, MonitoringUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"ironbook: data in {data_dir}; {cluster.partitions} partition(s)", flush=True)
@@ -165,6 +172,10 @@ def _command(args: argparse.Namespace) -> int:
         if cluster.backup is not None:
             b = settings.backup
             print(f"backups: every {b.every_s} s to {b.to} (log: logs/backup.log)", flush=True)
+        if cluster.monitoring is not None:
+            print(f"prometheus: {cluster.monitoring.prometheus_url}")
+            print(f"alertmanager: {cluster.monitoring.alertmanager_url}")
+            print(f"ops console: {cluster.monitoring.console_url}", flush=True)
         asyncio.run(_run(cluster))
     finally:
         print("stopping ...", flush=True)
@@ -182,4 +193,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_config_argument(parser)
     add_flags(parser, _UP_FLAGS)
+    parser.add_argument(
+        "--monitoring",
+        dest="monitoring.enabled",
+        action="store_const",
+        const=True,
+        default=None,
+        help="also run Prometheus, Alertmanager, node_exporter and the ops console "
+        "(docs/alerting.md)",
+    )
     parser.set_defaults(func=_command)

@@ -59,7 +59,9 @@ from ironbook.replication.checker import CheckReport
 from ironbook.replication.history import Operation
 from ironbook.services.feed.processes import FeedOptions
 from ironbook.services.local_cluster import ClusterConfig, LocalCluster
+from ironbook.services.ops.alerts import describe, read_records
 from ironbook.services.supervisor import Supervisor
+from ironbook.settings import MonitoringSettings
 
 REPORT_FILE = "report.json"
 """The result's JSON, as a failing day keeps it with its evidence."""
@@ -119,6 +121,8 @@ class RaceDayOptions:
     """A failing day copies its evidence to `keep_dir/<seed>-<UTC time>/`."""
     strict_env: bool = False
     """Refuse to start (`UncleanEnvironment`) if the machine holds leftovers."""
+    monitoring: MonitoringSettings | None = None
+    """Run the monitoring stack with the cluster; its alerts go in the report."""
 
     @property
     def steady_s(self) -> float:
@@ -196,6 +200,8 @@ class RaceDayResult(msgspec.Struct):
     """What was on the machine before the start (leftovers, CPU use)."""
     evidence_dir: str | None = None
     """Where a failing day's evidence was copied (None on a pass)."""
+    alerts: list[str] = msgspec.field(default_factory=list)
+    """With monitoring: every alert notification the receiver got, in order."""
 
 
 def available_kind(
@@ -273,6 +279,7 @@ class _Day:
     fault_log: list[FaultRecord] = field(default_factory=list)
     big_race: str = "not run"
     check: CheckReport | None = None
+    alerts: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.recorder = HistoryRecorder(self.data_dir / HISTORY_FILE)
@@ -307,6 +314,7 @@ class _Day:
             command=options.command,
             fault_log=self.fault_log,
             environment=environment,
+            alerts=self.alerts,
         )
 
     def failure(self, result: RaceDayResult) -> Failure:
@@ -328,15 +336,30 @@ async def _on_a_cluster(day: _Day) -> None:
             )
     try:
         cluster = LocalCluster(
-            day.data_dir, partitions=options.partitions, network=network, feed=options.feed
+            day.data_dir,
+            partitions=options.partitions,
+            network=network,
+            feed=options.feed,
+            monitoring=options.monitoring,
         )
         try:
             live.phase = "starting the cluster"
             await asyncio.to_thread(cluster.start, START_TIMEOUT_MS)
             await cluster.wait_leaders(timeout_ms=START_TIMEOUT_MS)
             day.phases.append(PhaseTiming("cluster start", round(time.monotonic() - began, 1)))
-            await _race_day(cluster, day)
+            if cluster.monitoring is not None:
+                live.notes.append(f"ops console at {cluster.monitoring.console_url}")
+            async with contextlib.AsyncExitStack() as served:
+                metrics = await cluster.serve_supervisor_metrics()
+                if metrics is not None:
+                    await served.enter_async_context(metrics)
+                await _race_day(cluster, day)
         finally:
+            if cluster.monitoring is not None:
+                day.alerts = [
+                    describe(record)
+                    for record in read_records(cluster.monitoring.dir / "alerts.jsonl")
+                ]
             # Not in a thread: this must also run while a KeyboardInterrupt unwinds.
             live.phase = "stopping the cluster"
             stopping = time.monotonic()
@@ -620,5 +643,6 @@ async def check_partitions(cluster: LocalCluster, operations: Sequence[Operation
         cluster.nats_url,
         operations,
         {partition: cluster.replica_ids(partition) for partition in range(cluster.partitions)},
+        data_dir=cluster.data_dir,
         offload=True,
     )

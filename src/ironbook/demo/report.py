@@ -149,6 +149,17 @@ def render_markdown(result: RaceDayResult, files: ReportFiles) -> str:
     lines += [f"- not injected: {note}" for note in timeline.skipped_faults]
     if result.events:
         lines += ["", "## Timeline", "", "```", *result.events, "```"]
+    if result.alerts:
+        lines += [
+            "",
+            "## Alerts",
+            "",
+            "Every notification Alertmanager sent to ironbook's receiver (UTC):",
+            "",
+            "```",
+            *result.alerts,
+            "```",
+        ]
     if result.errors:
         lines += ["", "## Errors", "", *(f"- {error}" for error in result.errors)]
     if check is not None and check.violations:

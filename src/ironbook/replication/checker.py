@@ -6,9 +6,11 @@ chaos`, `ironbook check` and `ironbook demo`. Pure: it is handed the
 operations (`replication.history.Operation`), the log entries and the
 replicas' state hashes; reading them from NATS and files is the caller's.
 
-- the log is contiguous from 1, batch ids are unique, and every entry
-  decodes; replay follows the chain rule (`replication.batch`: entries
-  decided on a lost predecessor are void);
+- the log is contiguous from 1 and the batch ids of the entries replay
+  does not quarantine are unique; replay follows the fold rule
+  (`replication.batch`: entries decided on a lost predecessor are void,
+  foreign ones (undecodable, or not signed by the partition's key when a
+  `verifier` is given) are quarantined);
 - every `ok` operation is in the log exactly once, and so is every `fail`
   whose refusal came from the ledger (its `CommandRejected` record); a
   `fail` left no other effect; every `info` is there at most once
@@ -55,7 +57,7 @@ from ironbook.core.events import Deposited, Refusal, Withdrawn
 from ironbook.core.state import SYSTEM_PREFIX
 from ironbook.replication.batch import ReplayState
 from ironbook.replication.history import Operation
-from ironbook.replication.interfaces import LogEntry
+from ironbook.replication.interfaces import LogEntry, Verifier
 
 Verdict = Literal["pass", "fail"]
 
@@ -138,6 +140,8 @@ class CheckReport(msgspec.Struct):
     violation_counts: dict[str, int]
     projection_agrees: bool | None = None
     """The read model equals a fold of the log (None: none was given)."""
+    quarantined_entries: int = 0
+    """Foreign entries replay skipped (undecodable, or badly signed)."""
 
 
 @dataclass(slots=True)
@@ -158,6 +162,7 @@ class _Replay:
     """account -> (points, balance after that event), for every event that moved it."""
     final_hash: str | None = None
     void_entries: int = 0
+    quarantined_entries: int = 0
     net_deposits_minor: int = 0
     """Deposits - withdrawals so far."""
     running: dict[str, int] = field(default_factory=dict)
@@ -193,12 +198,15 @@ def check_history(
     ledger_config: core.LedgerConfig | None = None,
     read_model: LogFold | None = None,
     full_invariants_every: int = FULL_INVARIANTS_EVERY,
+    verifier: Verifier | None = None,
 ) -> CheckReport:
     """The verdict on one run. `expected_replicas` names replicas that must
     have reported a hash (a missing one means they do not agree);
     `read_model`, if given, must equal a fold of the log."""
     violations = _Violations()
-    replay = _replay(entries, ledger_config, violations, read_model, full_invariants_every)
+    replay = _replay(
+        entries, ledger_config, violations, read_model, full_invariants_every, verifier
+    )
     if read_model is not None:
         _check_read_model(read_model, replay, len(entries), violations)
     _check_replies(operations, replay, violations)
@@ -224,6 +232,7 @@ def check_history(
         reads_consistent="stale_read" not in counts,
         log_entries=len(entries),
         void_entries=replay.void_entries,
+        quarantined_entries=replay.quarantined_entries,
         replica_hashes=dict(replica_hashes),
         log_hash=replay.final_hash,
         violations=[_placed(v, replay.at_ms) for v in violations.found],
@@ -241,10 +250,14 @@ def _placed(violation: Violation, at_ms: Mapping[int, int]) -> Violation:
 
 
 def replay_hash(
-    entries: Sequence[LogEntry], ledger_config: core.LedgerConfig | None = None
+    entries: Sequence[LogEntry],
+    ledger_config: core.LedgerConfig | None = None,
+    *,
+    verifier: Verifier | None = None,
 ) -> str | None:
     """The state hash of replaying `entries`, or None if replay fails."""
-    return _replay(entries, ledger_config, _Violations(), None, FULL_INVARIANTS_EVERY).final_hash
+    replay = _replay(entries, ledger_config, _Violations(), None, FULL_INVARIANTS_EVERY, verifier)
+    return replay.final_hash
 
 
 def _check_read_model(
@@ -306,9 +319,10 @@ def _replay(
     violations: _Violations,
     fold: LogFold | None,
     full_invariants_every: int,
+    verifier: Verifier | None,
 ) -> _Replay:
     result = _Replay()
-    replay = ReplayState.empty(ledger_config)
+    replay = ReplayState.empty(ledger_config, verifier=verifier)
     conserved = True
     batch_seqs: dict[str, int] = {}
     invariants_hold = True
@@ -322,15 +336,7 @@ def _replay(
                 )
             )
             return result
-        first_seq = batch_seqs.setdefault(entry.batch_id, entry.seq)
-        if first_seq != entry.seq:
-            violations.add(
-                Violation(
-                    "log_shape",
-                    f"batch id {entry.batch_id} at seq {first_seq} and {entry.seq}",
-                    seqs=[first_seq, entry.seq],
-                )
-            )
+        quarantined = replay.quarantined
         try:
             events = replay.apply(entry)
         except Exception as error:  # the checker reports, it does not crash
@@ -342,10 +348,23 @@ def _replay(
                 )
             )
             return result
+        if replay.quarantined > quarantined:
+            result.quarantined_entries += 1
+        else:
+            first_seq = batch_seqs.setdefault(entry.batch_id, entry.seq)
+            if first_seq != entry.seq:
+                violations.add(
+                    Violation(
+                        "log_shape",
+                        f"batch id {entry.batch_id} at seq {first_seq} and {entry.seq}",
+                        seqs=[first_seq, entry.seq],
+                    )
+                )
         if invariants_hold and entry.seq % full_invariants_every == 0:
             invariants_hold = _invariants_hold(replay.state, entry.seq, violations)
         if events is None:
-            result.void_entries += 1
+            if replay.quarantined == quarantined:
+                result.void_entries += 1
             continue
         if fold is not None:
             fold.apply(entry.seq, events)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ironbook import core
-from ironbook.replication.batch import ReplayState
+from ironbook.replication.batch import QuarantineHook, ReplayState
 from ironbook.replication.interfaces import (
     Clock,
     Log,
@@ -19,6 +19,7 @@ from ironbook.replication.interfaces import (
     ReplicationError,
     Snapshot,
     SnapshotStore,
+    Verifier,
 )
 from ironbook.replication.loop_blocks import LoopBlocks
 from ironbook.replication.merkle import Frontier
@@ -72,36 +73,54 @@ def snapshot_stagger(node_id: str) -> float:
 
 
 async def restore(
-    snapshots: SnapshotStore, ledger_config: core.LedgerConfig | None
+    snapshots: SnapshotStore,
+    ledger_config: core.LedgerConfig | None,
+    *,
+    verifier: Verifier | None,
+    on_quarantine: QuarantineHook | None = None,
 ) -> tuple[ReplayState, Frontier | None]:
-    """The newest snapshot, or an empty state at sequence 0, with the log's
-    Merkle frontier at its sequence (None: the snapshot carries none).
+    """The newest snapshot, or an empty state at sequence 0, to be folded on
+    with `verifier` (see `replication.batch`), with the log's Merkle frontier
+    at its sequence (None: the snapshot carries none).
 
     Raises `SnapshotCorrupt` if the snapshot does not match its hash: a replica
     must not silently start from a wrong state.
     """
     snapshot = await snapshots.latest()
     if snapshot is None:
-        return ReplayState.empty(ledger_config), Frontier()
+        empty = ReplayState.empty(ledger_config, verifier=verifier, on_quarantine=on_quarantine)
+        return empty, Frontier()
     frontier = None
     if snapshot.tree_nodes is not None:
         try:
             frontier = Frontier(snapshot.seq, snapshot.tree_nodes)
         except ValueError:
             frontier = None  # Rebuilt from the log instead.
-    return replay_from(snapshot), frontier
+    return replay_from(snapshot, verifier=verifier, on_quarantine=on_quarantine), frontier
 
 
-def replay_from(snapshot: Snapshot) -> ReplayState:
+def replay_from(
+    snapshot: Snapshot,
+    *,
+    verifier: Verifier | None,
+    on_quarantine: QuarantineHook | None = None,
+) -> ReplayState:
     """The state a snapshot holds, once it is found to match its hash
-    (raises `SnapshotCorrupt`)."""
+    (raises `SnapshotCorrupt`), to be folded on with `verifier`."""
     state = core.restore_snapshot(snapshot.state)
     actual = core.state_hash(state)
     if actual != snapshot.state_hash:
         raise SnapshotCorrupt(
             f"snapshot at {snapshot.seq} hashes to {actual}, stored {snapshot.state_hash}"
         )
-    return ReplayState(state, snapshot.seq, snapshot.last_batch_id)
+    return ReplayState(
+        state,
+        snapshot.seq,
+        snapshot.last_batch_id,
+        verifier=verifier,
+        quarantined=snapshot.quarantined,
+        on_quarantine=on_quarantine,
+    )
 
 
 def take_snapshot(replay: ReplayState, tree: LogTree | None = None) -> Snapshot:
@@ -112,6 +131,7 @@ def take_snapshot(replay: ReplayState, tree: LogTree | None = None) -> Snapshot:
         state_hash=state_hash,
         state=state,
         last_batch_id=replay.last_batch_id,
+        quarantined=replay.quarantined,
         tree_nodes=list(tree.frontier.nodes) if tree is not None else None,
     )
 
@@ -153,6 +173,10 @@ class Follower:
     @property
     def applied_seq(self) -> int:
         return self.replay.applied_seq
+
+    @property
+    def quarantined(self) -> int:
+        return self.replay.quarantined
 
     async def poll(self, *, wait_ms: int) -> int:
         """Read once (waiting up to `wait_ms` for news) and apply what came.

@@ -129,6 +129,8 @@ class Snapshot(msgspec.Struct, frozen=True):
     last_batch_id: str = ""
     """The id of the newest applied (non-void) entry at or before `seq`: the
     next batch must name it as its predecessor (see `replication.batch`)."""
+    quarantined: int = 0
+    """Log entries up to `seq` that were quarantined (see `replication.batch`)."""
     tree_nodes: list[bytes] | None = None
     """The frontier of the log's Merkle tree at `seq` (`merkle.Frontier.nodes`);
     None when the writer kept no tree."""
@@ -153,6 +155,22 @@ class SnapshotStore(Protocol):
     async def latest_info(self) -> SnapshotInfo | None:
         """The newest snapshot's sequence and size (None: no snapshot), without
         reading it."""
+        ...
+
+
+class Signer(Protocol):
+    """Signs the batches a leader appends (the proof of origin followers
+    check). Implementations bind the signature to their partition, so a batch
+    signed for one partition never verifies on another."""
+
+    def sign(self, message: bytes) -> bytes: ...
+
+
+class Verifier(Protocol):
+    """Checks a batch signature made by the partition's `Signer`."""
+
+    def verify(self, message: bytes, signature: bytes) -> bool:
+        """True only for a signature the partition's key made over `message`."""
         ...
 
 

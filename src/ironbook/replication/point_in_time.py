@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
+
 from ironbook import core
 from ironbook.replication.batch import ReplayState, decode_batch
 from ironbook.replication.interfaces import LogEntry
@@ -32,8 +34,12 @@ class RestorePoint:
 
 
 def entry_time_ms(entry: LogEntry) -> int | None:
-    """The time of an entry: its newest event's `at_ms` (None: no events)."""
-    events = core.decode_events(decode_batch(entry.payload).events)
+    """The time of an entry: its newest event's `at_ms` (None: no events, or
+    an entry that does not decode, which every fold quarantines)."""
+    try:
+        events = core.decode_events(decode_batch(entry.payload).events)
+    except msgspec.MsgspecError:
+        return None
     return max((event.at_ms for event in events), default=None)
 
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Literal, NoReturn
 
 from ironbook import core
-from ironbook.replication.batch import ReplayState
+from ironbook.replication.batch import QuarantineHook, ReplayState
 from ironbook.replication.concurrency import race
-from ironbook.replication.errors import CatchUpFailed, LeaseLost, StepDown, Superseded
+from ironbook.replication.errors import CatchUpFailed, LeaseLost, StepDown
 from ironbook.replication.follower import (
     CatchUpStalled,
     Follower,
@@ -34,9 +34,12 @@ from ironbook.replication.interfaces import (
     Fenced,
     Lease,
     Log,
+    LogUnavailable,
     ReplicationError,
     RequestServer,
+    Signer,
     SnapshotStore,
+    Verifier,
 )
 from ironbook.replication.loop_blocks import LoopBlocks
 from ironbook.replication.merkle import Frontier
@@ -83,6 +86,8 @@ class ReplicaStatus:
     """Follower: entries applied. Leader: entries acknowledged."""
     pending_batches: int
     terms_led: int
+    quarantined: int = 0
+    """Log entries quarantined up to `applied_seq` (see `replication.batch`)."""
 
 
 class Replica:
@@ -97,6 +102,9 @@ class Replica:
         clock: Clock,
         rng: random.Random,
         config: ReplicaConfig,
+        signer: Signer,
+        verifier: Verifier,
+        on_quarantine: QuarantineHook | None = None,
         checkpoints: CheckpointPort | None = None,
     ) -> None:
         if config.lease_renew_interval_ms * 2 > config.lease_ttl_ms:
@@ -109,6 +117,9 @@ class Replica:
         self._clock = clock
         self._rng = rng
         self._config = config
+        self._signer = signer
+        self._verifier = verifier
+        self._on_quarantine = on_quarantine
         self._checkpoints = checkpoints
         self._role: Role = "starting"
         self._term = 0
@@ -130,12 +141,20 @@ class Replica:
         sequencer = self._sequencer
         if sequencer is not None:
             applied, pending = sequencer.acked_seq, sequencer.pending_batches
+            quarantined = sequencer.quarantined
         elif self._follower is not None:
             applied, pending = self._follower.applied_seq, 0
+            quarantined = self._follower.quarantined
         else:
-            applied, pending = 0, 0
+            applied, pending, quarantined = 0, 0, 0
         return ReplicaStatus(
-            self.node_id, self._role, self._term, applied, pending, self._terms_led
+            self.node_id,
+            self._role,
+            self._term,
+            applied,
+            pending,
+            self._terms_led,
+            quarantined,
         )
 
     def state_hash(self) -> str | None:
@@ -162,13 +181,23 @@ class Replica:
         self._follower = None
         while True:
             try:
-                replay, frontier = await restore(self._snapshots, self._config.ledger)
+                replay, frontier = await restore(
+                    self._snapshots,
+                    self._config.ledger,
+                    verifier=self._verifier,
+                    on_quarantine=self._on_quarantine,
+                )
                 break
             except SnapshotCorrupt as error:
                 # Never start from a wrong state; the log is the truth, so
                 # replay all of it instead.
                 self.last_restore_problem = str(error)
-                replay, frontier = ReplayState.empty(self._config.ledger), Frontier()
+                replay = ReplayState.empty(
+                    self._config.ledger,
+                    verifier=self._verifier,
+                    on_quarantine=self._on_quarantine,
+                )
+                frontier = Frontier()
                 break
             except ReplicationError:
                 await self._clock.sleep(self._config.io_retry_backoff_ms)
@@ -292,9 +321,10 @@ class Replica:
 
     async def _watch_log(self) -> NoReturn:
         """Step down as soon as the log holds entries this leader did not
-        write (a rival leader's). Not needed for safety, since its next append
-        would be fenced, but without it an idle deposed leader would keep
-        answering repeated requests from a stale state and hold clients."""
+        write that the fold applies (a rival leader's); foreign entries are
+        counted and skipped instead. Not needed for safety, since its next
+        append would be fenced, but without it an idle deposed leader would
+        keep answering repeated requests from a stale state and hold clients."""
         while True:
             await self._clock.sleep(self._config.lease_renew_interval_ms)
             sequencer = self._sequencer
@@ -304,10 +334,10 @@ class Replica:
                 last_seq = await self._log.last_seq()
             except ReplicationError:
                 continue
-            if last_seq > sequencer.decided_seq:
-                raise Superseded(
-                    f"the log is at {last_seq}, this leader wrote up to {sequencer.decided_seq}"
-                )
+            try:
+                await sequencer.absorb_foreign_tail(last_seq)
+            except LogUnavailable:
+                continue
 
     async def _sign_checkpoints(self, port: CheckpointPort, tree: LogTree) -> NoReturn:
         """While this replica leads, sign its tree when a checkpoint is due.
@@ -368,6 +398,10 @@ class Replica:
                 last_batch_id=follower.replay.last_batch_id,
                 config=self._config.sequencer,
                 lease_current=self._lease_current,
+                signer=self._signer,
+                verifier=self._verifier,
+                quarantined=follower.quarantined,
+                on_quarantine=self._on_quarantine,
                 loop_blocks=self.loop_blocks,
                 tree=follower.tree,
             )

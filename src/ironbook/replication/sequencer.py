@@ -7,11 +7,18 @@ so it lands only directly after the batches it was decided on top of. Replies
 go out strictly in log order, only for acknowledged batches. The first failed
 append ends the term: every unacknowledged request is answered "retry" and the
 caller discards the speculative state.
+
+Except when the entries that got in the way are foreign (quarantined by the
+fold rule, `replication.batch`): they change nothing, so the leader's state
+is still the log's, and it re-reads the tip, counts them, and appends its
+unacknowledged batches again after them, under new batch ids, without losing
+its term.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,17 +27,26 @@ from typing import NoReturn
 import msgspec
 
 from ironbook import core
-from ironbook.replication.batch import encode_batch
+from ironbook.replication.batch import (
+    QuarantineHook,
+    admit,
+    encode_signed_batch,
+    signed_batch_id,
+)
 from ironbook.replication.concurrency import cancel_and_wait, race
-from ironbook.replication.errors import AppendGaveUp, LogDiverged
+from ironbook.replication.errors import AppendGaveUp, LogDiverged, Superseded
 from ironbook.replication.interfaces import (
     AppendUnknown,
     Clock,
     Fenced,
     InboundRequest,
     Log,
+    LogEntry,
     LogUnavailable,
+    ReplicationError,
     RequestInbox,
+    Signer,
+    Verifier,
 )
 from ironbook.replication.loop_blocks import LoopBlocks
 from ironbook.replication.tree_keeping import LogTree
@@ -67,10 +83,22 @@ class SequencerConfig:
 @dataclass(slots=True)
 class _Batch:
     batch_id: str
+    prev_batch_id: str
     expected_last_seq: int
+    events: bytes
+    """`core.encode_events` of the batch: signed again under a new id if
+    foreign entries make the batch land later than decided."""
+    has_slices: bool
     append: asyncio.Task[int]
     payload: bytes
+    """The log entry's bytes (a leaf of the log's Merkle tree once acknowledged)."""
     replies: list[tuple[InboundRequest, bytes]] = field(default_factory=list)
+
+
+_TIP_READ_ATTEMPTS = 10
+"""Failed reads in a row after which a leader re-reading the tip gives up
+its term (the log cannot tell it what got in)."""
+_TIP_READ_MAX_ENTRIES = 256
 
 
 class Sequencer:
@@ -88,11 +116,16 @@ class Sequencer:
         last_batch_id: str,
         config: SequencerConfig,
         lease_current: Callable[[], bool],
+        signer: Signer,
+        verifier: Verifier | None,
+        quarantined: int = 0,
+        on_quarantine: QuarantineHook | None = None,
         loop_blocks: LoopBlocks | None = None,
         tree: LogTree | None = None,
     ) -> None:
         """`tree`: the log's Merkle tree at `last_seq`; each batch is added
-        once the log acknowledges it."""
+        once the log acknowledges it, foreign entries once the leader passes
+        them."""
         if config.max_batch_commands < 1 or config.max_inflight_appends < 1:
             raise ValueError("batch size and appends in flight must be at least 1")
         self._term = term
@@ -108,8 +141,18 @@ class Sequencer:
         self._batch_count = 0
         self._inflight: deque[_Batch] = deque()
         self._slots = asyncio.Semaphore(config.max_inflight_appends)
+        self._signer = signer
+        self._verifier = verifier
+        self._on_quarantine = on_quarantine
+        self.quarantined = quarantined
+        """Log entries quarantined up to `acked_seq`, as the fold counts them."""
+        self.tip_rereads = 0
+        """Times foreign entries moved the log under this leader."""
         self._batch_ready = asyncio.Event()
-        self._stop_serving = asyncio.Event()
+        self._serving = asyncio.Event()
+        """Clear while an append failed: nothing more is decided until the
+        leader knows what the log holds (or the term ends)."""
+        self._serving.set()
         self._undecided: list[InboundRequest] = []
         self._loop_blocks = loop_blocks or LoopBlocks()
         self._tree = tree
@@ -153,11 +196,10 @@ class Sequencer:
     async def _intake(self) -> NoReturn:
         while True:
             await self._slots.acquire()
-            if self._stop_serving.is_set():
-                # A later append failed: decide nothing more; `_acknowledge`
-                # ends the term when it reaches that batch.
-                await asyncio.Future()
             await self._collect()
+            # An append failed: decide nothing until `_acknowledge` has found
+            # out what the log holds (it ends the term, or serving resumes).
+            await self._serving.wait()
             if not self._undecided and not self._slice_due():
                 self._slots.release()
                 continue
@@ -232,19 +274,9 @@ class Sequencer:
         blocks.record("settle_slice", sliced_ms - decided_ms)
 
         if events:
-            self._batch_count += 1
-            expected_last_seq = self._decided_seq
-            self._decided_seq += 1
-            batch_id = f"{self._term}:{self._batch_count}"
-            if slices:
-                self._slice_batch_seq = self._decided_seq
-            payload = encode_batch(self._decided_batch_id, events)
+            encoded = core.encode_events(events)
+            batch = self._start_append(encoded, has_slices=bool(slices))
             blocks.record("encode", clock.now_ms() - sliced_ms)
-            self._decided_batch_id = batch_id
-            append = asyncio.get_running_loop().create_task(
-                self._append(payload, expected_last_seq, batch_id)
-            )
-            batch = _Batch(batch_id, expected_last_seq, append, payload)
             self._inflight.append(batch)
             self._batch_ready.set()
             if self._config.reply_before_ack:
@@ -268,6 +300,25 @@ class Sequencer:
                 # stale read. The client retries, by then on whoever leads.
                 await self._send([(request, _RETRY_ABORTED) for request, _ in replies])
         await self._send(bad)
+
+    def _start_append(self, events: bytes, *, has_slices: bool) -> _Batch:
+        """Sign the next batch on top of the last one decided and start
+        appending it."""
+        self._batch_count += 1
+        expected_last_seq = self._decided_seq
+        self._decided_seq += 1
+        batch_id = signed_batch_id(self._term, self._batch_count)
+        prev_batch_id = self._decided_batch_id
+        if has_slices:
+            self._slice_batch_seq = self._decided_seq
+        payload = encode_signed_batch(self._signer, batch_id, prev_batch_id, events)
+        self._decided_batch_id = batch_id
+        append = asyncio.get_running_loop().create_task(
+            self._append(payload, expected_last_seq, batch_id)
+        )
+        return _Batch(
+            batch_id, prev_batch_id, expected_last_seq, events, has_slices, append, payload
+        )
 
     def _slice_due(self) -> bool:
         """A result is in progress and no batch holding a slice is in flight:
@@ -311,11 +362,11 @@ class Sequencer:
                     payload, expected_last_seq=expected_last_seq, batch_id=batch_id
                 )
             except Fenced:
-                self._stop_serving.set()
+                self._serving.clear()
                 raise
             except (AppendUnknown, LogUnavailable) as error:
                 if attempt == attempts:
-                    self._stop_serving.set()
+                    self._serving.clear()
                     raise AppendGaveUp(
                         f"batch {batch_id} still unknown after {attempts} attempts"
                     ) from error
@@ -328,7 +379,11 @@ class Sequencer:
                 self._batch_ready.clear()
                 await self._batch_ready.wait()
             batch = self._inflight[0]
-            seq = await batch.append
+            try:
+                seq = await batch.append
+            except Fenced as fenced:
+                await self._append_after_foreign_entries(fenced)
+                continue
             if seq != batch.expected_last_seq + 1:
                 raise LogDiverged(
                     f"batch {batch.batch_id} landed at {seq}, expected "
@@ -341,6 +396,122 @@ class Sequencer:
             self._acked_seq = seq
             self.batches_acked += 1
             await self._send(batch.replies)
+
+    async def _append_after_foreign_entries(self, fenced: Fenced) -> None:
+        """The first batch in flight was fenced: something got into the log.
+        If it was only foreign entries (quarantined by the fold rule) and our
+        own batches voided behind them, the state is still the log's: count
+        them and append every unacknowledged batch again after them. Anything
+        the fold would apply is another leader's: raises `Superseded`."""
+        self._serving.clear()
+        for batch in self._inflight:
+            # Wait for every append in flight (none may land later, under our
+            # feet); one whose outcome stays unknown ends the term.
+            with contextlib.suppress(Fenced):
+                await batch.append
+        tip_batch_id = self._inflight[0].prev_batch_id
+        try:
+            entries = await self._read_past(self._acked_seq)
+        except ReplicationError as error:
+            raise Fenced(f"{fenced}; the tip could not be re-read: {error}") from error
+        if not entries:
+            raise Fenced(f"{fenced}; no entry past {self._acked_seq} on re-reading") from fenced
+        foreign = self._foreign(entries, tip_batch_id)
+        if foreign is None:
+            raise Superseded(
+                f"batch {self._inflight[0].batch_id} was fenced by an entry that is not foreign"
+            ) from fenced
+        self._pass(entries, foreign)
+        self._decided_seq = self._acked_seq
+        self._decided_batch_id = tip_batch_id
+        self._slice_batch_seq = 0
+        fenced_batches = list(self._inflight)
+        self._inflight.clear()
+        for old in fenced_batches:
+            batch = self._start_append(old.events, has_slices=old.has_slices)
+            batch.replies = old.replies
+            self._inflight.append(batch)
+        self._serving.set()
+
+    async def absorb_foreign_tail(self, last_seq: int) -> None:
+        """The log is at `last_seq`, past everything this leader decided.
+        With nothing in flight, read what got in: foreign entries are counted
+        and skipped (the next batch lands after them); anything the fold would
+        apply is another leader's, and raises `Superseded`. With batches in
+        flight, their fencing says the same (`_acknowledge`)."""
+        if self._inflight or last_seq <= self._decided_seq:
+            return
+        self._serving.clear()
+        try:
+            entries = await self._read_past(self._decided_seq)
+            if not entries:
+                return
+            foreign = self._foreign(entries, self._decided_batch_id)
+            if foreign is None:
+                raise Superseded(
+                    f"the log is at {entries[-1].seq}, this leader wrote up to "
+                    f"{self._decided_seq}, and the entries past it are not foreign"
+                )
+            self._pass(entries, foreign)
+            self._decided_seq = self._acked_seq
+        finally:
+            self._serving.set()
+
+    async def _read_past(self, seq: int) -> list[LogEntry]:
+        """Every log entry after `seq`, up to the log's last sequence. Raises
+        `LogUnavailable` when the log cannot say."""
+        try:
+            last_seq = await self._log.last_seq()
+        except ReplicationError as error:
+            raise LogUnavailable(f"log end unreadable: {error}") from error
+        entries: list[LogEntry] = []
+        failures = 0
+        while seq + len(entries) < last_seq:
+            try:
+                more = await self._log.read(
+                    seq + len(entries) + 1,
+                    max_entries=min(_TIP_READ_MAX_ENTRIES, last_seq - seq - len(entries)),
+                    wait_ms=self._config.append_retry_backoff_ms,
+                )
+            except ReplicationError:
+                more = []
+            if not more:
+                failures += 1
+                if failures >= _TIP_READ_ATTEMPTS:
+                    raise LogUnavailable(f"could not read the log past {seq} to {last_seq}")
+                await self._clock.sleep(self._config.append_retry_backoff_ms)
+                continue
+            failures = 0
+            entries.extend(more[: last_seq - seq - len(entries)])
+        return entries
+
+    def _foreign(
+        self, entries: Sequence[LogEntry], tip_batch_id: str
+    ) -> list[tuple[LogEntry, str]] | None:
+        """The quarantined entries among `entries` (which follow the applied
+        entry `tip_batch_id`), with why; None if the fold would apply any."""
+        quarantined: list[tuple[LogEntry, str]] = []
+        for entry in entries:
+            verdict = admit(entry, tip_batch_id, self._verifier)
+            if verdict.admission == "applied":
+                return None
+            if verdict.admission == "quarantined":
+                quarantined.append((entry, verdict.reason))
+        return quarantined
+
+    def _pass(self, entries: Sequence[LogEntry], foreign: list[tuple[LogEntry, str]]) -> None:
+        """Move past `entries`, which follow `acked_seq` and hold nothing the
+        fold applies (`foreign` are the quarantined ones, the rest are void):
+        count the foreign ones and add every entry to the log's tree, which
+        covers the log as stored, skipped entries too."""
+        self.tip_rereads += 1
+        if self._tree is not None:
+            self._tree.add_entries(entries)
+        self._acked_seq = entries[-1].seq
+        self.quarantined += len(foreign)
+        if self._on_quarantine is not None:
+            for entry, reason in foreign:
+                self._on_quarantine(entry, reason)
 
     async def _abort(self) -> None:
         """End the term: stop every append, answer every unacknowledged request

@@ -3,9 +3,12 @@ Merkle tree (`merkle.py`) as it applies the log, and the leader signs a
 checkpoint of it at least every `every_ms` and every `every_entries` entries.
 
 Every replica computes the same root at the same position, because a leaf
-is the log entry's exact bytes at its sequence. Followers add leaves as they
-apply entries; the leader adds its own batches once the log acknowledges
-them, so a checkpoint never covers an entry that is not durable. The tree
+is the log entry's exact bytes at its sequence. The tree covers the log as
+stored: a void or quarantined entry (`batch.py`) is a leaf like any other,
+so the tree, the stream and `audit verify` agree byte for byte. Followers
+add leaves as they fold entries; the leader adds its own batches once the
+log acknowledges them, and the foreign entries it passes, so a checkpoint
+never covers an entry that is not durable. The tree
 survives restarts in the snapshot (its frontier, O(log n) hashes) and is
 rebuilt from the log when a snapshot carries none.
 

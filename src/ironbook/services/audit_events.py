@@ -5,8 +5,9 @@ the significant-event log.
 
 Two duties, one loop:
 
-1. For every partition, follow its log with the chain rule (void entries are
-   skipped, as every replica skips them) and record each significant ledger
+1. For every partition, follow its log with the replicas' fold rule
+   (`replication.batch.admit`: void and quarantined entries are skipped, as
+   every replica skips them) and record each significant ledger
    event (`adapters/audit/ledger_events.py`) in `AUDIT_EVENTS`, with its
    position as `source` (`ledger/<p>/<seq>/<index>`) and as `Nats-Msg-Id`. On
    start it resumes after the newest source already recorded.
@@ -22,17 +23,17 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgspec
 from nats.aio.client import Client as NatsClient
 
-from ironbook import core
 from ironbook.adapters.audit.events import decode_event, record_significant_event
-from ironbook.adapters.audit.ledger_events import may_hold_significant, significant
+from ironbook.adapters.audit.ledger_events import significant
 from ironbook.adapters.audit.stream import AuditedLog, read_log
-from ironbook.replication.batch import decode_batch
-from ironbook.replication.interfaces import LogUnavailable
+from ironbook.replication.batch import admit
+from ironbook.replication.interfaces import LogUnavailable, Verifier
 from ironbook.replication.merkle import EVENTS_LOG
 from ironbook.replication.tree_keeping import (
     CheckpointPolicy,
@@ -73,17 +74,19 @@ class EventRecorder:
     def __init__(
         self,
         nc: NatsClient,
-        partitions: int,
+        verifiers: Sequence[Verifier],
         port: CheckpointPort | None,
         policy: CheckpointPolicy,
     ) -> None:
+        """`verifiers`: each partition's batch signatures, by partition."""
         self._nc = nc
-        self._partitions = partitions
+        self._partitions = len(verifiers)
+        self._verifiers = verifiers
         self._port = port
         self._policy = policy
         self._tree = LogTree(EVENTS_LOG)
         self._schedule: CheckpointSchedule | None = None
-        self._cursors = {p: _Cursor() for p in range(partitions)}
+        self._cursors = {p: _Cursor() for p in range(self._partitions)}
 
     @property
     def tree_size(self) -> int:
@@ -120,12 +123,13 @@ class EventRecorder:
         except LogUnavailable:
             return 0
         for entry in entries:
-            record = decode_batch(entry.payload)
-            if record.prev_batch_id != cursor.last_batch_id:
-                cursor.applied_seq = entry.seq  # void: skipped like every replica skips it
+            events = admit(entry, cursor.last_batch_id, self._verifiers[partition]).events
+            if events is None:
+                # Void or quarantined: skipped like every replica skips it.
+                cursor.applied_seq = entry.seq
                 continue
-            if (entry.seq, 1 << 30) > cursor.recorded and may_hold_significant(record.events):
-                for index, event in enumerate(core.decode_events(record.events)):
+            if (entry.seq, 1 << 30) > cursor.recorded:
+                for index, event in enumerate(events):
                     if (entry.seq, index) <= cursor.recorded:
                         continue
                     found = significant(event)

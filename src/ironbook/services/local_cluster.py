@@ -6,6 +6,8 @@
     <data-dir>/run/            one liveness file per ironbook process (`services.supervisor`)
     <data-dir>/up.json         what is running now (PIDs, URLs, the supervisor's view of
                                every child), for `ironbook status`
+    <data-dir>/monitoring/     with monitoring: Prometheus, Alertmanager, alerts
+                               (services/monitoring.py)
 
 Used by `ironbook up`, the integration tests and the benchmarks, so that all
 three exercise the same processes.
@@ -17,21 +19,30 @@ import asyncio
 import contextlib
 import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
 
-from ironbook.adapters.nats.localproc import ManagedProcess, PortLease
+from ironbook.adapters.ledger_keys import ledger_signing_key
+from ironbook.adapters.nats.localproc import LOOPBACK, ManagedProcess, PortLease
 from ironbook.adapters.nats.provision import connect_nats
 from ironbook.adapters.nats.server import LocalNatsCluster
 from ironbook.adapters.netns import NamespaceNetwork, NodeNetwork
 from ironbook.services.feed.processes import feed_processes
+from ironbook.services.monitoring import (
+    STARTED_LATER_JOBS,
+    MonitoringStack,
+    ScrapeTargets,
+    StackPorts,
+)
 from ironbook.services.process import LIVENESS_ENV, process_command
+from ironbook.services.service_metrics import SupervisorMetrics, serve_metrics
 from ironbook.services.status import STATUS_SUBJECT_ALL, ReplicaHeartbeat, decode_heartbeat
 from ironbook.services.supervisor import ChildStatus, RestartPolicy, Supervisor
-from ironbook.settings import BackupSettings, FeedSettings
+from ironbook.settings import BackupSettings, FeedSettings, MonitoringSettings
 
 CLUSTER_CONFIG_FILE = "ironbook.json"
 RUNTIME_FILE = "up.json"
@@ -53,6 +64,12 @@ class ReplicaInfo(msgspec.Struct, frozen=True):
     pid: int | None
 
 
+class MonitoringInfo(msgspec.Struct, frozen=True):
+    prometheus_url: str
+    alertmanager_url: str
+    console_url: str
+
+
 class RuntimeInfo(msgspec.Struct, frozen=True):
     """`up.json`: how to reach a running cluster."""
 
@@ -63,6 +80,7 @@ class RuntimeInfo(msgspec.Struct, frozen=True):
     started_at_ms: int
     children: list[ChildStatus] = msgspec.field(default_factory=list)
     """Every supervised process: pid, state (`gave_up`: a crash loop), restarts."""
+    monitoring: MonitoringInfo | None = None
 
 
 def load_cluster_config(data_dir: Path, requested_partitions: int | None) -> ClusterConfig:
@@ -124,11 +142,16 @@ class LocalCluster:
         backup: BackupSettings | None = None,
         config_file: Path | None = None,
         supervision: RestartPolicy | None = None,
+        monitoring: MonitoringSettings | None = None,
     ) -> None:
-        """`config_file`: the settings file every child process reads too."""
+        """`config_file`: the settings file every child process reads too;
+        `monitoring`: run the monitoring stack too, scraping every process."""
         self.data_dir = data_dir.resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.config = load_cluster_config(self.data_dir, partitions)
+        # Made before any process starts: the history projectors read its
+        # public half, which the first replica would otherwise race to write.
+        ledger_signing_key(self.data_dir)
         self._config_args = ["--config", str(config_file)] if config_file else []
         self.network = network
         """Node i (nats-server `n{i}` and replicas `p*-r{i}`) in namespace i of
@@ -143,6 +166,12 @@ class LocalCluster:
         self.supervisor = Supervisor(supervision)
         self.supervisor.on_change = self.write_runtime
         self._started_at_ms = time.time_ns() // 1_000_000
+        self._ports = PortLease()
+        self.targets = ScrapeTargets()
+        """What Prometheus scrapes, when monitoring (every process that has metrics)."""
+        self.supervisor_metrics_port: int | None = None
+        if monitoring is not None:
+            self.supervisor_metrics_port = self._metrics_port("ironbook-supervisor", "supervisor")
         for name, node in self.nats.nodes.items():
             self.supervisor.add(
                 f"nats-{name}",
@@ -168,6 +197,7 @@ class LocalCluster:
                         str(self.data_dir),
                         "--replicas",
                         str(min(3, self.config.nats_nodes)),
+                        *self._replica_metrics_args(monitoring, node_id, partition),
                     ],
                     log_path=self.data_dir / "logs" / f"{node_id}.log",
                     env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -182,6 +212,11 @@ class LocalCluster:
                 self.nats.url,
                 "--data-dir",
                 str(self.data_dir),
+                *(
+                    ["--port", str(self._metrics_port("ironbook-audit-verifier", "audit-verifier"))]
+                    if monitoring is not None
+                    else []
+                ),
             ],
             log_path=self.data_dir / "logs" / "audit-verifier.log",
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -207,17 +242,24 @@ class LocalCluster:
         for process in (self.audit, self.recorder):
             self._supervise(process.name, process)
         self.gateway = gateway
-        self._ports = PortLease()
         self.gateway_metrics_port: int | None = None
         """Where the gateway workers serve `/metrics` (127.0.0.1)."""
         self.gateways: dict[str, ManagedProcess] = {}
         """HTTP workers and the history projectors that serve them."""
         if gateway is not None:
-            self._add_gateways(gateway)
+            self._add_gateways(gateway, monitoring)
         self.feed = feed
         self.feeds: dict[str, ManagedProcess] = {}
         """The odds feed: simulator, ingester, settlement (docs/feed.md)."""
         if feed is not None:
+            metrics_ports = {}
+            if monitoring is not None:
+                names = [*(["feed-sim"] if feed.source == "sim" else []), "feed-ingest"]
+                for name in names:
+                    metrics_ports[name] = self._metrics_port("ironbook-feed", name)
+                metrics_ports["feed-settle"] = self._metrics_port(
+                    "ironbook-settlement", "feed-settle"
+                )
             self.feeds = feed_processes(
                 feed,
                 nats_url=self.nats.url,
@@ -225,6 +267,7 @@ class LocalCluster:
                 replicas=min(3, self.config.nats_nodes),
                 logs_dir=self.data_dir / "logs",
                 config_args=self._config_args,
+                metrics_ports=metrics_ports,
             )
             for name, process in self.feeds.items():
                 self._supervise(name, process)
@@ -233,6 +276,12 @@ class LocalCluster:
         if backup is not None and backup.to is not None:
             self.backup = self._backup_process(backup.to, backup.every_s)
             self._supervise("backup", self.backup)
+        self.monitoring: MonitoringStack | None = None
+        """Prometheus, Alertmanager, node_exporter, the NATS collector, the alert receiver."""
+        if monitoring is not None:
+            self.monitoring = self._monitoring_stack(monitoring)
+            for name, process in self.monitoring.processes.items():
+                self.supervisor.add(name, process, process.start)
 
     def _backup_process(self, to: str, every_s: int) -> ManagedProcess:
         return ManagedProcess(
@@ -256,7 +305,100 @@ class LocalCluster:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
 
-    def _add_gateways(self, options: GatewayOptions) -> None:
+    def _metrics_port(self, job: str, name: str, host: str = LOOPBACK, **labels: str) -> int:
+        """A free port for `name`'s `/metrics` on `host`, scraped as `job`."""
+        (port,) = self._ports.take(1)
+        self.targets.add(job, f"{host}:{port}", name=name, **labels)
+        return port
+
+    def _metrics_args(
+        self, monitoring: MonitoringSettings | None, job: str, name: str, **labels: str
+    ) -> list[str]:
+        if monitoring is None:
+            return []
+        return ["--metrics-port", str(self._metrics_port(job, name, **labels))]
+
+    def _replica_metrics_args(
+        self, monitoring: MonitoringSettings | None, node_id: str, partition: int
+    ) -> list[str]:
+        """A replica in a network namespace serves `/metrics` on its node's
+        address, so that Prometheus reaches it (and loses it when the node is
+        cut off, as it should)."""
+        if monitoring is None:
+            return []
+        host = self._node_network(node_id).ip if self.network is not None else LOOPBACK
+        port = self._metrics_port(
+            "ironbook-replica",
+            node_id,
+            host,
+            partition=str(partition),
+            node=str(self.node_of(node_id)),
+        )
+        return ["--metrics-host", host, "--metrics-port", str(port)]
+
+    def _monitoring_stack(self, settings: MonitoringSettings) -> MonitoringStack:
+        def port(configured: int) -> int:
+            if configured:
+                return configured
+            (taken,) = self._ports.take(1)
+            return taken
+
+        stack = MonitoringStack(
+            self.data_dir,
+            settings,
+            StackPorts(
+                prometheus=port(settings.prometheus_port),
+                alertmanager=port(settings.alertmanager_port),
+                node_exporter=port(settings.node_exporter_port),
+                ops=port(settings.ops_port),
+                nats_exporter=port(0),
+            ),
+            nats_url=self.nats.url,
+            nats_servers={
+                f"{node.host}:{node.ports.http}": (name, str(self.node_of(name)))
+                for name, node in self.nats.nodes.items()
+            },
+            config_args=self._config_args,
+            logs_dir=self.data_dir / "logs",
+        )
+        if self.gateway is not None:
+            # Any worker answers for all the workers of the host, on the ops port.
+            self.targets.add(
+                "ironbook-gateway", f"{LOOPBACK}:{self.gateway_metrics_port}", name="gateway"
+            )
+        stack.add_own_targets(self.targets)
+        return stack
+
+    def _wait_metrics_listening(self, timeout_ms: int) -> None:
+        """Until every child's `/metrics` port takes connections (bounded):
+        Prometheus starting before them would see the cluster's own start as
+        processes down, and page."""
+        addresses = [
+            target.address
+            for job, members in self.targets.jobs.items()
+            if job not in STARTED_LATER_JOBS
+            for target in members
+        ]
+        deadline = time.monotonic() + timeout_ms / 1000
+        for address in addresses:
+            host, port = address.rsplit(":", 1)
+            while time.monotonic() < deadline:
+                try:
+                    socket.create_connection((host, int(port)), timeout=0.5).close()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+
+    async def serve_supervisor_metrics(self) -> asyncio.Server | None:
+        """With monitoring: the supervisor's `/metrics` (restarts per child),
+        served from this process until the server is closed."""
+        if self.supervisor_metrics_port is None:
+            return None
+        return await serve_metrics(
+            [SupervisorMetrics(self.supervisor)], LOOPBACK, self.supervisor_metrics_port
+        )
+
+    def _add_gateways(self, options: GatewayOptions, monitoring: MonitoringSettings | None) -> None:
         if options.metrics_port is None:
             self.gateway_metrics_port = self._ports.take(1)[0]
         else:
@@ -310,6 +452,11 @@ class LocalCluster:
                     str(partition),
                     "--db",
                     str(self.data_dir / "history" / f"p{partition}.sqlite"),
+                    "--data-dir",
+                    str(self.data_dir),
+                    *self._metrics_args(
+                        monitoring, "ironbook-history", name, partition=str(partition)
+                    ),
                 ],
                 log_path=self.data_dir / "logs" / f"{name}.log",
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -384,6 +531,12 @@ class LocalCluster:
                 process.start()
         if self.backup is not None and not self.backup.is_running():
             self.backup.start()
+        if self.monitoring is not None:
+            self.monitoring.write_configs(self.targets)
+            self._wait_metrics_listening(timeout_ms)
+            for process in self.monitoring.processes.values():
+                if not process.is_running():
+                    process.start()
         self.write_runtime()
 
     def write_runtime(self) -> None:
@@ -397,6 +550,13 @@ class LocalCluster:
             ],
             started_at_ms=self._started_at_ms,
             children=self.supervisor.statuses(),
+            monitoring=None
+            if self.monitoring is None
+            else MonitoringInfo(
+                prometheus_url=self.monitoring.prometheus_url,
+                alertmanager_url=self.monitoring.alertmanager_url,
+                console_url=self.monitoring.console_url,
+            ),
         )
         path = self.data_dir / RUNTIME_FILE
         partial = path.with_suffix(".json.partial")
@@ -404,8 +564,14 @@ class LocalCluster:
         partial.replace(path)
 
     def stop(self, timeout_ms: int = 15_000) -> None:
-        """Graceful: gateways, then replicas (a leader hands its lease over),
-        then NATS."""
+        """Graceful: the monitoring stack (so that the shutdown pages no one),
+        the backup, the feed, gateways, then replicas (a leader hands its
+        lease over), then NATS."""
+        monitoring = self.monitoring.processes.values() if self.monitoring else ()
+        for process in monitoring:
+            process.terminate()
+        for process in monitoring:
+            process.stop(timeout_ms=timeout_ms)
         if self.backup is not None:
             self.backup.stop(timeout_ms=timeout_ms)
         for process in self.feeds.values():

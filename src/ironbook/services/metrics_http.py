@@ -1,5 +1,6 @@
 """`GET /metrics` over plain HTTP on one port, for processes that have no web
-framework of their own (replicas, the NATS collector)."""
+framework of their own (replicas, the NATS collector), and the registry every
+ironbook process starts its metrics from."""
 
 from __future__ import annotations
 
@@ -7,8 +8,20 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
+from prometheus_client import CollectorRegistry, ProcessCollector
+
 _READ_LIMIT = 8 * 1024
 _REQUEST_TIMEOUT_S = 5.0
+
+
+def process_registry() -> CollectorRegistry:
+    """A registry holding the standard process metrics (`process_start_time_seconds`,
+    CPU seconds, resident memory, open files): `IronbookProcessRestarted` watches
+    the start time."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    return registry
+
 
 Render = Callable[[], Awaitable[tuple[bytes, str]]]
 """Produces (body, content type) for one scrape."""
@@ -37,6 +50,11 @@ async def serve_http(
             )  # fmt: skip
             await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, OSError):
+            pass
+        except asyncio.CancelledError:
+            # The event loop is ending with a scrape in progress. Ending the
+            # handler quietly: Python 3.11's stream server logs a traceback
+            # for every handler task that ends cancelled.
             pass
         finally:
             writer.close()

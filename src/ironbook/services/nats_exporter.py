@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import logging
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ironbook.services.metrics_http import serve_http
+from ironbook.services.metrics_http import process_registry, serve_http
 
 log = logging.getLogger("ironbook.nats_exporter")
 
@@ -107,6 +109,17 @@ async def scrape_all(monitor_urls: Sequence[str], timeout_s: float) -> list[Serv
     return [task.result() for task in tasks]
 
 
+def _unix_time(text: object) -> float | None:
+    """An RFC 3339 time as NATS writes it (nanoseconds, `Z`), in Unix seconds."""
+    if not isinstance(text, str):
+        return None
+    trimmed = re.sub(r"(\.\d{6})\d+", r"\1", text).replace("Z", "+00:00")
+    try:
+        return datetime.datetime.fromisoformat(trimmed).timestamp()
+    except ValueError:
+        return None
+
+
 def _streams(jsz: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
     for account in jsz.get("account_details") or ():
         yield from account.get("stream_detail") or ()
@@ -132,6 +145,11 @@ class NatsCollector(Collector):
             ["server", "server_name", "cluster", "version"],
         )
         connections = gauge("ironbook_nats_connections", "Client connections", ["server"])
+        started = gauge(
+            "ironbook_nats_server_start_time_seconds",
+            "When the server process started (Unix time)",
+            ["server"],
+        )
         enabled = gauge("ironbook_nats_jetstream_enabled", "1 when JetStream runs", ["server"])
         meta = gauge(
             "ironbook_nats_jetstream_meta_leader_known",
@@ -181,6 +199,9 @@ class NatsCollector(Collector):
             )
             if "connections" in varz:
                 connections.add_metric([server], float(varz["connections"]))
+            start = _unix_time(varz.get("start"))
+            if start is not None:
+                started.add_metric([server], start)
             js_on = bool(jsz) and not jsz.get("disabled", False)
             enabled.add_metric([server], 1 if js_on else 0)
             if not js_on:
@@ -199,7 +220,7 @@ class NatsCollector(Collector):
                 peers = group.get("replicas") or ()
                 current.add_metric(key, sum(1 for p in peers if p.get("current")))
                 lagging.add_metric(key, sum(1 for p in peers if not p.get("current")))
-        yield from (up, reachable, info, connections, enabled, meta, used, reserved)
+        yield from (up, reachable, info, connections, started, enabled, meta, used, reserved)
         yield from (messages, size, leader, current, lagging)
 
 
@@ -208,7 +229,7 @@ class NatsExporter:
         self._urls = list(monitor_urls)
         self._timeout_s = timeout_s
         self.collector = NatsCollector()
-        self.registry = CollectorRegistry()
+        self.registry = process_registry()
         self.registry.register(self.collector)
         self._lock = asyncio.Lock()
 

@@ -25,6 +25,8 @@ from ironbook.adapters.audit.events import record_significant_event
 from ironbook.adapters.clock import SystemClock
 from ironbook.adapters.eventloop import watch_loop_lag
 from ironbook.client import BadRequest, ClientConfig, GaveUp, ledger_over_nats
+from ironbook.replication.batch import QuarantineHook
+from ironbook.replication.interfaces import LogEntry
 from ironbook.replication.replica import Replica
 from ironbook.services.process import run_until_stopped
 from ironbook.services.status import (
@@ -38,6 +40,7 @@ from ironbook.services.status import (
 )
 
 log = logging.getLogger("ironbook.replica")
+security_log = logging.getLogger("ironbook.security")
 
 LEASE_TTL_MS = 1_000
 LEASE_RENEW_INTERVAL_MS = 300
@@ -55,6 +58,24 @@ SIGKILL comes later)."""
 
 def lease_key(partition: int) -> str:
     return f"ledger-{partition}"
+
+
+def report_quarantine(partition: int, node_id: str) -> QuarantineHook:
+    """Log every quarantined log entry as a security event (each replica
+    reports what it skipped; the entry's id is the writer's, so bounded)."""
+
+    def report(entry: LogEntry, reason: str) -> None:
+        security_log.warning(
+            "quarantined log entry: partition %d seq %d batch id %.80r (%d bytes) on %s: %.200s",
+            partition,
+            entry.seq,
+            entry.batch_id,
+            len(entry.payload),
+            node_id,
+            reason,
+        )
+
+    return report
 
 
 async def serve(
@@ -134,6 +155,7 @@ async def _heartbeat(
                 at_ms=now_ms,
                 metrics_url=metrics_url,
                 loop_block_ms=replica.loop_blocks.longest_ms(),
+                quarantined=status.quarantined,
             )
             with contextlib.suppress(Exception):
                 await nc.publish(subject, encode_heartbeat(heartbeat))

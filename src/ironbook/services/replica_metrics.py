@@ -51,7 +51,9 @@ _OTHER_TAG = b"other"
 _tagged = msgspec.msgpack.Decoder(list[msgspec.Raw])
 """Commands and ledger replies are msgpack arrays whose first element is the
 type tag: read only the tag, leave the rest undecoded."""
-_LAST_SEQ_TIMEOUT_S = 1.0
+_LAST_SEQ_TIMEOUT_S = 0.5
+"""Well under Prometheus's 1 s scrape timeout: a replica whose NATS server is
+gone still answers the scrape (without a fresh lag), and is not taken for down."""
 
 
 def _tag(payload: bytes) -> str | None:
@@ -239,6 +241,7 @@ class ReplicaMetrics:
             self.role.labels(p, role).set(1 if status.role == role else 0)
         self.term.labels(p).set(status.term)
         self.applied.labels(p).set(status.applied_seq)
+        self.quarantined.labels(p).set(status.quarantined)
         if stream_last_seq is not None:
             self.stream_last.labels(p).set(stream_last_seq)
             self.lag.labels(p).set(max(0, stream_last_seq - status.applied_seq))

@@ -35,6 +35,8 @@ from ironbook.adapters.backup.restore import (
     restore_partition,
 )
 from ironbook.adapters.backup.target import Target, TargetError
+from ironbook.adapters.keyfiles import create_secret_file_once
+from ironbook.adapters.ledger_keys import LEDGER_KEY_FILE
 from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.replication.point_in_time import RestorePoint
 from ironbook.services.local_cluster import LocalCluster
@@ -95,8 +97,13 @@ def restore(
     point: RestorePoint,
     *,
     replicas: int = 3,
+    ledger_key: Path | None = None,
     progress: Callable[[str], None] = lambda _t: None,
 ) -> RestoreSummary:
+    """`ledger_key`: the backed-up cluster's batch-signing key
+    (`secrets/ledger/batch-ed25519.pem`), installed in the new data directory:
+    without it the restored replicas make a key of their own, and quarantine
+    every entry the old one signed."""
     started = time.monotonic()
     data_dir = data_dir.resolve()
     _check_fresh(data_dir)
@@ -124,6 +131,8 @@ def restore(
         progress(f"fetching and checking {len(parts)} parts of chain {chain.id} ...")
         summary.parts = len(parts)
         summary.bytes = _fetch_all(target, parts, temp / PARTS_DIR)
+        if ledger_key is not None:
+            create_secret_file_once(temp / LEDGER_KEY_FILE, ledger_key.read_bytes())
         cluster = LocalCluster(temp, partitions=manifest.partitions)
         cluster.nats.start(timeout_ms=NATS_START_TIMEOUT_MS)
         try:

@@ -36,6 +36,9 @@ class ReplicaHeartbeat(msgspec.Struct, frozen=True, tag="replica"):
     """Since the process started: the longest time one piece of work held
     its event loop, per kind (`decide`, `settle_slice`, `encode`, `apply`,
     `snapshot`, and `loop_lag`, the loop's own lateness)."""
+    quarantined: int = 0
+    """Log entries up to `applied_seq` skipped as foreign (undecodable, or
+    not signed by the partition's key)."""
 
 
 AnyHeartbeat = ReplicaHeartbeat

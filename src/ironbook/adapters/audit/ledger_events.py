@@ -16,21 +16,6 @@ from ironbook.core import events as ev
 
 UNRECORDED = "unrecorded"
 
-SIGNIFICANT_TAGS: tuple[bytes, ...] = (
-    b"deposited/",
-    b"withdrawn/",
-    b"balance_adjusted/",
-    b"deposit_limits_set/",
-    b"self_excluded/",
-    b"market_created/",
-    b"market_status_changed/",
-    b"prices_updated/",
-    b"market_resulted/",
-    b"producer_status_changed/",
-)
-"""A batch whose bytes hold none of these tags has nothing significant: it
-need not be decoded (most batches are bets)."""
-
 
 @dataclass(frozen=True, slots=True)
 class Significant:
@@ -40,10 +25,6 @@ class Significant:
     target: str
     detail: str
     at_ms: int
-
-
-def may_hold_significant(events_bytes: bytes) -> bool:
-    return any(tag in events_bytes for tag in SIGNIFICANT_TAGS)
 
 
 def _who(event: core.AnyEvent) -> tuple[str, str]:

@@ -1,13 +1,14 @@
 """An account's balance history rebuilt from its partition's log alone.
 
-The log is replayed with the replicas' chain rule (`ReplayState`: void
-entries are skipped) and every posting to the account becomes a line with
+The log is replayed with the replicas' fold rule (`ReplayState`: void and
+quarantined entries are skipped) and every posting to the account becomes a line with
 the balance after it. The replayed state's balance must equal the sum of the
 lines; the caller compares it with what the ledger answers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -15,8 +16,9 @@ from nats.aio.client import Client as NatsClient
 
 from ironbook import core
 from ironbook.adapters.audit.stream import AuditedLog, read_log
+from ironbook.core.postings import player_postings
 from ironbook.replication.batch import ReplayState
-from ironbook.services.gateway.history import player_postings
+from ironbook.replication.interfaces import Verifier
 
 
 class BalanceLine(msgspec.Struct, frozen=True):
@@ -33,12 +35,16 @@ class BalanceLine(msgspec.Struct, frozen=True):
 class Reconstruction:
     account_id: str
     partition: int
+    verifier: Verifier
+    """The partition's batch signatures."""
     lines: list[BalanceLine] = field(default_factory=list)
     replayed_seq: int = 0
     replay: ReplayState = field(init=False)
 
     def __post_init__(self) -> None:
-        self.replay = ReplayState.empty(core.LedgerConfig(partition=self.partition))
+        self.replay = ReplayState.empty(
+            core.LedgerConfig(partition=self.partition), verifier=self.verifier
+        )
 
     @property
     def balance_minor(self) -> int:
@@ -71,5 +77,9 @@ class Reconstruction:
                         )
 
 
-def reconstruction(account_id: str, partitions: int) -> Reconstruction:
-    return Reconstruction(account_id, core.partition_of(account_id, partitions))
+def reconstruction(
+    account_id: str, partitions: int, verifier_of: Callable[[int], Verifier]
+) -> Reconstruction:
+    """`verifier_of`: a partition's batch signatures (raises what it raises)."""
+    partition = core.partition_of(account_id, partitions)
+    return Reconstruction(account_id, partition, verifier_of(partition))

@@ -15,15 +15,15 @@ covers it, in JSON lines or CSV.
 `checkpoint_size` is the tree size of the first checkpoint of the row's log
 at or past its `seq` (empty: not yet checkpointed): a receipt or `audit
 verify` on an export of that log proves the row's entry. Each partition's
-log is read from sequence 1 with the chain rule (void entries skipped), so
-balances are exact; only rows in `[from_ms, to_ms)` are written.
+log is read from sequence 1 with the replicas' fold rule (void and
+quarantined entries skipped), so balances are exact; only rows in `[from_ms, to_ms)` are written.
 """
 
 from __future__ import annotations
 
 import bisect
 import csv
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -38,10 +38,11 @@ from ironbook.adapters.audit.events import decode_event
 from ironbook.adapters.audit.keys import PUBKEY_FILE
 from ironbook.adapters.audit.stream import AuditedLog, read_log
 from ironbook.core import events as ev
-from ironbook.replication.batch import decode_batch
+from ironbook.core.postings import player_postings
+from ironbook.replication.batch import admit
 from ironbook.replication.checkpoint import Checkpoint, encode_checkpoint
+from ironbook.replication.interfaces import Verifier
 from ironbook.replication.merkle import EVENTS_LOG, LogName
-from ironbook.services.gateway.history import player_postings
 
 Format = Literal["jsonl", "csv"]
 
@@ -118,17 +119,18 @@ def _legs(event: ev.BetPlaced) -> str:
 
 
 async def _applied_events(
-    nc: NatsClient, partition: int
+    nc: NatsClient, partition: int, verifier: Verifier
 ) -> AsyncIterator[tuple[int, core.AnyEvent]]:
-    """(seq, event) of every applied (non-void) event of the partition's log."""
+    """(seq, event) of every applied (neither void nor quarantined) event of
+    the partition's log."""
     log = AuditedLog(nc, partition)
     last_batch_id = ""
     async for entry in read_log(log, 1, await log.last_seq()):
-        record = decode_batch(entry.payload)
-        if record.prev_batch_id != last_batch_id:
+        events = admit(entry, last_batch_id, verifier).events
+        if events is None:
             continue
         last_batch_id = entry.batch_id
-        for event in core.decode_events(record.events):
+        for event in events:
             yield entry.seq, event
 
 
@@ -144,12 +146,13 @@ def _start_files(
 
 async def write_report(
     nc: NatsClient,
-    partitions: int,
+    verifiers: Sequence[Verifier],
     window: ReportWindow,
     fmt: Format,
     out: Path,
     pubkey_pem: bytes,
 ) -> ReportCounts:
+    """`verifiers`: each partition's batch signatures, by partition."""
     counts = ReportCounts()
     checkpoints = await read_checkpoint_stream(nc)
     coverage = _Coverage(checkpoints)
@@ -157,9 +160,9 @@ async def write_report(
     handles = _start_files(out, fmt, pubkey_pem, checkpoints)
     try:
         writers = {kind: _Writer(handle, kind, fmt) for kind, handle in handles.items()}
-        for partition in range(partitions):
+        for partition, verifier in enumerate(verifiers):
             balances: dict[str, int] = {}
-            async for seq, event in _applied_events(nc, partition):
+            async for seq, event in _applied_events(nc, partition, verifier):
                 covered = coverage.of(partition, seq)
                 if isinstance(event, ev.BetPlaced) and window.holds(event.at_ms, event.account_id):
                     counts.rows["bets"] += 1

@@ -13,6 +13,7 @@ the next run's retention or the operator may delete).
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -49,6 +50,7 @@ from ironbook.adapters.backup.parts import (
     snapshot_plain,
 )
 from ironbook.adapters.backup.target import MissingFile, Target
+from ironbook.adapters.ledger_keys import ledger_verifier
 from ironbook.adapters.nats.log import NatsLog
 from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.adapters.nats.snapshots import NatsSnapshotStore
@@ -315,6 +317,8 @@ async def _back_up_partition(
     progress: Progress,
 ) -> tuple[PartitionBackup, ReplayState]:
     log = NatsLog(nc, partition)
+    # The replicas' fold rule: the manifest's state hashes are theirs.
+    verifier = ledger_verifier(data_dir, partition)
     try:
         stored = None
         if previous is not None and remembered is not None:
@@ -329,9 +333,11 @@ async def _back_up_partition(
                 raise BackupError(
                     f"partition {partition}: snapshot at {stored.seq} past the log's end"
                 )
-            replay = await asyncio.to_thread(replay_from, stored)
+            replay = await asyncio.to_thread(
+                functools.partial(replay_from, stored, verifier=verifier)
+            )
         elif previous is None or remembered is None:
-            replay = ReplayState.empty(ledger_config)
+            replay = ReplayState.empty(ledger_config, verifier=verifier)
         snapshot_part = None
         if previous is None:
             snapshot: Snapshot = stored if stored is not None else take_snapshot(replay)

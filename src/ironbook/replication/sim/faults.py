@@ -4,6 +4,10 @@ Every run draws a few timed faults (crashes, pauses, partitions, lease
 expiry, loss of quorum, a lagging follower) and a set of background rates
 (message loss, latency spikes, crashes triggered at the protocol's most
 delicate moments: just before an append is sent, just after it lands).
+Independently of those (from their own random stream, so that they shift
+no other draw), foreign writers publish entries straight onto the log:
+garbage, and well-formed batches chained onto the real tip but not signed by
+the replicas' key (`plan_foreign_entries`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ FaultKind = Literal[
     "expire_lease",
     "cluster_down",
     "lag_follower",
+    "foreign_entries",
 ]
 
 FAULT_KINDS: tuple[FaultKind, ...] = (
@@ -41,7 +46,8 @@ class Fault:
     """Downtime, pause, partition or lag length; crashed replicas restart
     after it (from the newest snapshot plus the log)."""
     target: int
-    """Replica index, where the fault does not pick the leader itself."""
+    """Replica index, where the fault does not pick the leader itself; for
+    `foreign_entries`, how many entries are published."""
 
     def describe(self) -> str:
         return f"{self.kind}@{self.at_ms}ms/{self.duration_ms}ms#{self.target}"
@@ -95,4 +101,13 @@ def plan_faults(
         crash_before_append_rate=rng.choice((0.0, 0.0, 0.0, 0.05)),
         crash_after_append_rate=rng.choice((0.0, 0.0, 0.0, 0.05)),
         max_triggered_crashes=2,
+    )
+
+
+def plan_foreign_entries(rng: random.Random, *, window_ms: int) -> tuple[Fault, ...]:
+    """About half the runs: one or two moments at which 1-4 foreign entries
+    land in the log (each one's kind is drawn when it is published)."""
+    return tuple(
+        Fault(at_ms=rng.randint(0, window_ms), kind="foreign_entries", duration_ms=0, target=count)
+        for count in (rng.randint(1, 4) for _ in range(rng.choice((0, 0, 1, 2))))
     )

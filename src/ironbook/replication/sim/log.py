@@ -13,8 +13,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
-from ironbook.replication.batch import BatchRecord, decode_batch, encode_batch_record
-from ironbook.replication.interfaces import AppendUnknown, Fenced, LogEntry, LogUnavailable
+import msgspec
+
+from ironbook.replication.batch import decode_batch, encode_signed_batch
+from ironbook.replication.interfaces import (
+    AppendUnknown,
+    Fenced,
+    LogEntry,
+    LogUnavailable,
+    Signer,
+)
 from ironbook.replication.sim.host import Host, HostDown
 from ironbook.replication.sim.network import CallTimeout, Network
 
@@ -30,7 +38,7 @@ class LogService:
         now_ms: Callable[[], int],
         dedupe_window_ms: int,
         enforce_expected_seq: bool = True,
-        forge_predecessor: bool = False,
+        forge_predecessor: Signer | None = None,
     ) -> None:
         self._loop = loop
         self._now_ms = now_ms
@@ -65,10 +73,13 @@ class LogService:
             raise Fenced(f"wrong last sequence: {last_seq} (expected {expected_last_seq})")
         if self._forge_predecessor:
             # Mutations only: every batch claims the entry before it as its
-            # predecessor, which turns the replay-time chain check off.
+            # predecessor (signed again with the replicas' key), which turns
+            # the replay-time chain check off.
             record = decode_batch(payload)
             actual_prev = self.entries[-1].batch_id if self.entries else ""
-            payload = encode_batch_record(BatchRecord(actual_prev, record.events))
+            payload = encode_signed_batch(
+                self._forge_predecessor, batch_id, actual_prev, record.events
+            )
         seq = last_seq + 1
         self.entries.append(LogEntry(seq=seq, batch_id=batch_id, payload=payload))
         self._seen[batch_id] = (seq, now_ms)
@@ -76,10 +87,22 @@ class LogService:
         for waiter in waiters:
             _resolve(waiter)
         if self.trace is not None:
-            prev = decode_batch(payload).prev_batch_id if payload else ""
-            self.trace(f"log: {writer} {batch_id} (after {prev or '-'}) landed at seq {seq}")
+            self.trace(f"log: {writer} {batch_id} (after {_prev(payload)}) landed at seq {seq}")
         if self.on_append is not None:
             self.on_append(writer, seq)
+        return seq
+
+    def publish_foreign(self, payload: bytes, batch_id: str) -> int:
+        """Append as a writer outside the protocol does (a client publishing
+        straight onto the stream): no expected sequence, a fresh id."""
+        seq = len(self.entries) + 1
+        self.entries.append(LogEntry(seq=seq, batch_id=batch_id, payload=payload))
+        self._seen[batch_id] = (seq, self._now_ms())
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            _resolve(waiter)
+        if self.trace is not None:
+            self.trace(f"log: foreign {batch_id} (after {_prev(payload)}) landed at seq {seq}")
         return seq
 
     def read(self, from_seq: int, max_entries: int) -> list[LogEntry]:
@@ -96,6 +119,13 @@ class LogService:
             await waiter
         finally:
             timer.cancel()
+
+
+def _prev(payload: bytes) -> str:
+    try:
+        return decode_batch(payload).prev_batch_id or "-"
+    except msgspec.MsgspecError:
+        return "undecodable"
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:

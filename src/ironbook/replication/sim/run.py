@@ -17,7 +17,12 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from ironbook import core
-from ironbook.replication.batch import void_seqs
+from ironbook.replication.batch import (
+    admit,
+    encode_batch,
+    encode_signed_batch,
+    skipped_seqs,
+)
 from ironbook.replication.checker import Violation, check_history
 from ironbook.replication.client import BadRequest, BatchConfig, ClientConfig, GaveUp
 from ironbook.replication.concurrency import cancel_and_wait
@@ -27,12 +32,18 @@ from ironbook.replication.ledger_client import LedgerClient
 from ironbook.replication.replica import Replica, ReplicaConfig
 from ironbook.replication.sequencer import SequencerConfig
 from ironbook.replication.sim.clock import SimClock
-from ironbook.replication.sim.faults import Fault, FaultPlan, plan_faults
+from ironbook.replication.sim.faults import (
+    Fault,
+    FaultPlan,
+    plan_faults,
+    plan_foreign_entries,
+)
 from ironbook.replication.sim.host import Host, HostDown
 from ironbook.replication.sim.lease import LeaseService, SimLease
 from ironbook.replication.sim.log import LogService, SimLog
 from ironbook.replication.sim.loop import SimDeadlock, SimTimeLimit, VirtualTimeLoop, run_virtual
 from ironbook.replication.sim.network import Network
+from ironbook.replication.sim.signing import MacSigner
 from ironbook.replication.sim.snapshots import SimSnapshotStore, SnapshotService
 from ironbook.replication.sim.transport import RequestBus, SimCommandTransport, SimRequestServer
 from ironbook.replication.sim.workload import make_workload
@@ -97,6 +108,9 @@ class SimResult:
     log_entries: int
     void_entries: int
     """Entries written by deposed leaders and skipped by replay."""
+    quarantined_entries: int
+    """Foreign entries (undecodable, or not signed by the replicas' key)
+    skipped by replay."""
     outcomes_heard: int
     gave_up: int
     """Commands clients gave up on while the faults lasted (all were sent
@@ -134,6 +148,7 @@ def run_seed(seed: int, options: SimOptions | None = None) -> SimResult:
             violations=(Violation("liveness", f"{type(error).__name__}: {error}"),),
             log_entries=0,
             void_entries=0,
+            quarantined_entries=0,
             outcomes_heard=0,
             gave_up=0,
             commands_sent=0,
@@ -169,12 +184,15 @@ class _World:
         self._bus = RequestBus(
             loop, self._network, random.Random(root.getrandbits(64)), inbox_capacity=256
         )
+        self._signer = MacSigner(b"the simulated replicas' key")
         self._log = LogService(
             loop,
             now_ms=loop.now_ms,
             dedupe_window_ms=timing.dedupe_window_ms,
             enforce_expected_seq=options.mutation != "skip_fencing",
-            forge_predecessor=options.mutation in ("skip_fencing", "skip_chain_check"),
+            forge_predecessor=self._signer
+            if options.mutation in ("skip_fencing", "skip_chain_check")
+            else None,
         )
         self._log.on_append = self._after_append
         self._timeline: list[str] = []
@@ -219,6 +237,8 @@ class _World:
                 timing.client_inflight_batches
             ),
         )
+        self._foreign_rng = random.Random(root.getrandbits(64))
+        self._foreign_published = 0
         self._nodes: dict[str, _Node] = {}
         self._tasks: list[asyncio.Task[object]] = []
         self._clients: list[LedgerClient] = []
@@ -269,6 +289,8 @@ class _World:
             clock=SimClock(self._loop, host),
             rng=random.Random(self._replica_rng.getrandbits(64)),
             config=self._replica_config,
+            signer=self._signer,
+            verifier=self._signer,
         )
         self._nodes[name] = _Node(host, replica)
         task: asyncio.Task[object] = self._loop.create_task(replica.run())
@@ -341,11 +363,46 @@ class _World:
         elif fault.kind == "cluster_down":
             self._network.faults.cluster_down = True
             self._timers.append(self._loop.call_later(duration_s, self._cluster_up))
+        elif fault.kind == "foreign_entries":
+            for _ in range(fault.target):
+                self._publish_foreign()
         elif fault.kind == "lag_follower":
             self._network.slow_down(target, "log", 20 + self._fault_rng.random() * 300)
             self._timers.append(
                 self._loop.call_later(duration_s, self._network.slow_down, target, "log", 0.0)
             )
+
+    def _publish_foreign(self) -> None:
+        """One entry from a writer outside the protocol, at the log's end:
+        garbage, or a well-formed batch chained onto the real tip that the
+        replicas' key did not sign (signed with another key; a real signed
+        payload re-published under a new id; unsigned, on a signed chain)."""
+        rng = self._foreign_rng
+        tip_batch_id, tip_events = "", b""
+        for entry in self._log.entries:
+            verdict = admit(entry, tip_batch_id, self._signer)
+            if verdict.events is not None:
+                tip_batch_id = entry.batch_id
+                tip_events = core.encode_events(verdict.events)
+        self._foreign_published += 1
+        batch_id = f"foreign-{self._foreign_published}"
+        kind = rng.choice(("garbage", "other_key", "replayed", "unsigned"))
+        if kind == "other_key":
+            # The last applied batch's events again: applied, they would pay
+            # its deposits twice.
+            payload = encode_signed_batch(
+                MacSigner(b"not the replicas' key"), batch_id, tip_batch_id, tip_events
+            )
+        elif kind == "replayed" and tip_batch_id:
+            payload = self._log.entries[-1].payload
+        elif kind == "unsigned" and tip_batch_id:
+            payload = encode_batch(tip_batch_id, core.decode_events(tip_events))
+        else:
+            kind = "garbage"
+            payload = rng.randbytes(rng.randint(0, 64))
+        if self._options.trace:
+            self._trace(f"fault: foreign entry ({kind}) after {tip_batch_id or '-'}")
+        self._log.publish_foreign(payload, batch_id)
 
     def _cluster_up(self) -> None:
         self._network.faults.cluster_down = False
@@ -462,6 +519,10 @@ class _World:
             window_ms=timing.fault_window_ms,
             lease_ttl_ms=timing.lease_ttl_ms,
         )
+        foreign = plan_foreign_entries(self._foreign_rng, window_ms=timing.fault_window_ms)
+        plan = replace(
+            plan, faults=tuple(sorted((*plan.faults, *foreign), key=lambda f: (f.at_ms, f.kind)))
+        )
         if options.faults is not None:
             plan = options.faults
         self._arm(plan)
@@ -494,13 +555,16 @@ class _World:
             hashes,
             ledger_config=SIM_LEDGER,
             full_invariants_every=1,
+            verifier=self._signer,
         )
+        skipped = skipped_seqs(self._log.entries, verifier=self._signer)
         violations.extend(report.violations)
         return SimResult(
             seed=self._seed,
             violations=tuple(violations),
             log_entries=len(self._log.entries),
-            void_entries=len(void_seqs(self._log.entries)),
+            void_entries=len(skipped["void"]),
+            quarantined_entries=len(skipped["quarantined"]),
             outcomes_heard=len(self._observations),
             gave_up=self._gave_up_under_faults,
             commands_sent=sum(client.attempts for client in self._clients),
@@ -578,7 +642,7 @@ class _World:
         snapshots = SimSnapshotStore(
             self._snapshots, self._network, host, request_timeout_ms=timeout_ms
         )
-        replay, _ = await restore(snapshots, SIM_LEDGER)
+        replay, _ = await restore(snapshots, SIM_LEDGER, verifier=self._signer)
         follower = Follower(
             log=SimLog(
                 self._log,

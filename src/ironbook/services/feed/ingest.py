@@ -49,6 +49,7 @@ from ironbook.replication.interfaces import LeaseUnavailable
 from ironbook.services.feed.conflate import Conflation
 from ironbook.services.feed.pacing import BUSY_INTERVAL_MS, busy
 from ironbook.services.process import all_of
+from ironbook.services.service_metrics import FeedIngestMetrics, IngestCounts
 
 log = logging.getLogger("ironbook.feed.ingest")
 
@@ -163,7 +164,9 @@ class Ingester:
         down_after_ms: int = DEFAULT_DOWN_AFTER_MS,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        counts: IngestCounts | None = None,
     ) -> None:
+        """`counts`: the metrics, added to as the ingester works."""
         self._clock = clock
         """Seconds, monotonic: when heartbeats were read, rounds flushed."""
         self._sleep = sleep
@@ -190,6 +193,12 @@ class Ingester:
         self.ledger_s = 0.0
         """Time spent waiting for the partitions' acknowledgements."""
         self.publish_s = 0.0
+        self.counts = counts or IngestCounts()
+        self.counts.silent_s = self.silent_s
+
+    def silent_s(self) -> float:
+        """Seconds since the producer's last `alive` was read."""
+        return self._clock() - self._last_alive
 
     async def resume_cursor(self) -> int:
         """The smallest cursor over all partitions (and the producer's status)."""
@@ -305,7 +314,8 @@ class Ingester:
         conflation = await self._take()
         now = self._clock()
         if conflation.messages:
-            self.read_cursor = conflation.through_cursor
+            self.read_cursor = self.counts.read_cursor = conflation.through_cursor
+            self.counts.messages_in += conflation.messages
             if conflation.alive_cursors:
                 self._last_alive = now
         # While the producer is down every round is applied at once: markets
@@ -347,6 +357,9 @@ class Ingester:
         self.rounds += 1
         self.messages += conflation.messages
         self.items += conflation.items
+        self.counts.rounds += 1
+        self.counts.market_changes += conflation.items
+        self.counts.applied_cursor = self.cursor
         await self._publish_odds(conflation)
         self.publish_s += self._clock() - acked
 
@@ -419,7 +432,7 @@ class Ingester:
                 for partition in range(self.client.partitions)
             )
         )
-        self.down = self.book.producer_down = down
+        self.down = self.book.producer_down = self.counts.down = down
         self._caught_up_at = None
         for market_id, entry in self.book.markets.items():
             payload = self.book.message(market_id, cursor=self.cursor, feed_ts_ms=entry.ts_ms)
@@ -458,8 +471,10 @@ async def serve(
     replicas: int,
     down_after_ms: int,
     stop: asyncio.Event,
+    metrics: FeedIngestMetrics | None = None,
 ) -> None:
-    """Ingest while holding the producer's ingest lease; stand by otherwise."""
+    """Ingest while holding the producer's ingest lease; stand by otherwise.
+    `metrics`, when given, are counted and told whether this ingester leads."""
     stream = await NatsFeedStream.open(nc, producer, replicas=replicas)
     lease = await NatsLease.open(nc, lease_key(producer), ttl_ms=LEASE_TTL_MS, replicas=replicas)
     holder = f"{socket.gethostname()}:{os.getpid()}"
@@ -468,8 +483,13 @@ async def serve(
         if revision is None:
             break
         log.info("producer %s: ingesting (lease revision %d)", producer, revision)
-        ingester = Ingester(stream, client, nc, down_after_ms=down_after_ms)
-        await _ingest_while_leased(ingester, lease, holder, revision, stop)
+        counts = metrics.counts if metrics is not None else None
+        ingester = Ingester(stream, client, nc, down_after_ms=down_after_ms, counts=counts)
+        ingester.counts.leading = True
+        try:
+            await _ingest_while_leased(ingester, lease, holder, revision, stop)
+        finally:
+            ingester.counts.leading = False
 
 
 async def _acquire(lease: NatsLease, holder: str, stop: asyncio.Event) -> int | None:

@@ -21,8 +21,10 @@ def feed_processes(
     replicas: int,
     logs_dir: Path,
     config_args: list[str] | None = None,
+    metrics_ports: dict[str, int] | None = None,
 ) -> dict[str, ManagedProcess]:
-    """Name → process, in start order."""
+    """Name → process, in start order; `metrics_ports`: name → the port its
+    `/metrics` listens on (unset: a free one)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     common = ["--nats", nats_url, "--producer", options.producer, "--replicas", str(replicas)]
     commands: dict[str, list[str]] = {}
@@ -50,6 +52,8 @@ def feed_processes(
         str(options.down_after_ms),
     ]
     commands["feed-settle"] = [*common, "--partitions", str(partitions)]
+    for name, port in (metrics_ports or {}).items():
+        commands[name] += ["--metrics-port", str(port)]
     return {
         name: ManagedProcess(
             name,

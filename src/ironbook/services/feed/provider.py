@@ -43,6 +43,7 @@ from ironbook.adapters.feed.provider import FeedUnavailable
 from ironbook.adapters.feed.simulator import Simulator, SimulatorConfig, SimulatorState
 from ironbook.adapters.nats.provision import with_placement_retry
 from ironbook.services.feed.pacing import BUSY_INTERVAL_MS, busy
+from ironbook.services.service_metrics import ProviderCounts
 
 log = logging.getLogger("ironbook.feed.provider")
 
@@ -308,11 +309,14 @@ async def publish_forever(
     stop: asyncio.Event,
     *,
     frame_ms: int = FRAME_MS,
+    counts: ProviderCounts | None = None,
 ) -> None:
     """Publish the messages due, at most one publish per `frame_ms` tick (all
     the messages due then, framed; `BUSY_INTERVAL_MS` while busy); fall behind,
     then catch up, under load.
-    Checkpoint the simulator now and then, and when stopped."""
+    Checkpoint the simulator now and then, and when stopped; `counts` (the
+    metrics) adds up what is published."""
+    counts = counts or ProviderCounts()
     published = frames = 0
     stats_at = checkpoint_at = time.monotonic()
     checkpoint_cursor = simulator.cursor
@@ -327,6 +331,9 @@ async def publish_forever(
             await stream.publish(due)
             published += len(due)
             frames += 1
+            counts.published_messages += len(due)
+            counts.publishes += 1
+            counts.cursor = simulator.cursor
             tick_ms = max(frame_ms, BUSY_INTERVAL_MS) if busy(len(due), since_s) else frame_ms
         else:
             wait_ms = min(MAX_SLEEP_MS, max(1, tick_left_ms, simulator.next_ts_ms() - _now_ms()))
@@ -379,9 +386,10 @@ async def serve(
     replicas: int,
     stop: asyncio.Event,
     frame_ms: int = FRAME_MS,
+    counts: ProviderCounts | None = None,
 ) -> None:
     stream = await NatsFeedStream.open(nc, config.producer, replicas=replicas)
     worlds = await open_worlds(nc, replicas=replicas)
     simulator = await _start(stream, worlds, config, stop)
     if simulator is not None:
-        await publish_forever(stream, worlds, simulator, stop, frame_ms=frame_ms)
+        await publish_forever(stream, worlds, simulator, stop, frame_ms=frame_ms, counts=counts)

@@ -54,6 +54,7 @@ from ironbook.adapters.nats.provision import with_placement_retry
 from ironbook.client import GaveUp, LedgerClient
 from ironbook.core.views import FeedCursorReply, MarketView
 from ironbook.services.process import all_of
+from ironbook.services.service_metrics import SettlementCounts
 
 log = logging.getLogger("ironbook.feed.settlement")
 
@@ -66,13 +67,20 @@ Verdict = Literal["done", "later"]
 
 
 class SettlementService:
-    def __init__(self, client: LedgerClient, producer: str) -> None:
+    def __init__(
+        self, client: LedgerClient, producer: str, counts: SettlementCounts | None = None
+    ) -> None:
+        """`counts`: the metrics, added to as results are acted on."""
         self.client = client
         self.producer = producer
         self.actor = f"feed:{producer}"
         self.handled = 0
-        self.done_through = 0
+        self.counts = counts or SettlementCounts()
+
+    @property
+    def done_through(self) -> int:
         """The newest result handled by this process (results come in feed order)."""
+        return self.counts.done_through
 
     async def handle(self, message: ResultMessage) -> Verdict:
         """Every partition's definite outcome ("done"), or "later"."""
@@ -84,6 +92,8 @@ class SettlementService:
         )
         if all(v == "done" for v in verdicts):
             self.handled += 1
+            kind = type(message).__name__
+            self.counts.results[kind] = self.counts.results.get(kind, 0) + 1
             return "done"
         return "later"
 
@@ -311,16 +321,30 @@ async def _process(service: SettlementService, msg: Msg) -> None:
             verdict = "later"
         if verdict != "done":
             break
-        service.done_through = message.cursor
+        service.counts.done_through = message.cursor
         with contextlib.suppress(nats.errors.Error, OSError):
             await msg.in_progress()  # a long frame must not be redelivered meanwhile
     if verdict == "done":
         await msg.ack_sync()
     else:
+        service.counts.retried += 1
         await msg.nak(delay=NOT_YET_DELAY_S)
 
 
+async def backlog_frames(nc: NatsClient, producer: str) -> int:
+    """Result frames the settlement consumer has not acknowledged: not yet
+    delivered, or delivered and in progress."""
+    info = await nc.jetstream().consumer_info(feed_stream_name(producer), CONSUMER)
+    return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
+
 async def serve(
-    nc: NatsClient, client: LedgerClient, producer: str, *, replicas: int, stop: asyncio.Event
+    nc: NatsClient,
+    client: LedgerClient,
+    producer: str,
+    *,
+    replicas: int,
+    stop: asyncio.Event,
+    counts: SettlementCounts | None = None,
 ) -> None:
-    await consume(nc, SettlementService(client, producer), replicas=replicas, stop=stop)
+    await consume(nc, SettlementService(client, producer, counts), replicas=replicas, stop=stop)

@@ -34,12 +34,11 @@ import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from ironbook import core
 from ironbook.adapters.nats.log import NatsLog
 from ironbook.core import events as ev
-from ironbook.core.state import SYSTEM_PREFIX
-from ironbook.replication.batch import decode_batch
-from ironbook.replication.interfaces import LogEntry, LogUnavailable
+from ironbook.core.postings import player_postings
+from ironbook.replication.batch import admit
+from ironbook.replication.interfaces import LogEntry, LogUnavailable, Verifier
 
 log = logging.getLogger("ironbook.history")
 
@@ -159,49 +158,13 @@ INSERT OR IGNORE INTO position (id, applied_seq, last_batch_id) VALUES (0, 0, ''
 """
 
 
-def player_postings(event: core.AnyEvent) -> list[tuple[str, int, str, str]]:
-    """The entries an event writes into players' histories, in posting order:
-    (account id, signed amount, kind, reference)."""
-    if isinstance(event, ev.BetsReleased):
-        # One refund posting per rejected bet, in the order of `rejected`.
-        refunds = [p for p in event.postings if not p[0].startswith(SYSTEM_PREFIX)]
-        return [
-            (account_id, amount_minor, "bet_refund", bet_id)
-            for (account_id, amount_minor), (bet_id, _code) in zip(
-                refunds, event.rejected, strict=True
-            )
-        ]
-    described = _kind_and_reference(event)
-    if described is None:
-        return []
-    kind, reference = described
-    return [
-        (account_id, amount_minor, kind, reference)
-        for account_id, amount_minor in event.postings
-        if not account_id.startswith(SYSTEM_PREFIX)
-    ]
-
-
-def _kind_and_reference(event: core.AnyEvent) -> tuple[str, str] | None:
-    if isinstance(event, ev.Deposited):
-        return "deposit", event.transaction_id
-    if isinstance(event, ev.Withdrawn):
-        return "withdrawal", event.transaction_id
-    if isinstance(event, ev.BalanceAdjusted):
-        return "adjustment", event.transaction_id
-    if isinstance(event, ev.BetPlaced):
-        return "bet", event.bet_id
-    if isinstance(event, ev.MarketResulted):
-        return "settlement", event.market_id
-    if isinstance(event, ev.BetCashedOut):
-        return "cash_out", event.bet_id
-    return None
-
-
 class HistoryStore:
     """The SQLite read model of one partition."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, verifier: Verifier | None) -> None:
+        """`verifier`: the partition's batch signatures (None: trusted
+        unchecked, for logs a test made)."""
+        self._verifier = verifier
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -223,7 +186,8 @@ class HistoryStore:
 
     def fold(self, entries: list[LogEntry]) -> int:
         """Apply log entries (in order, following the stored position) in one
-        transaction; returns how many were void."""
+        transaction (by the replicas' fold rule, `replication.batch`); returns
+        how many were void or quarantined."""
         applied_seq, last_batch_id = self.position()
         voided = 0
         opened: list[tuple[str]] = []
@@ -234,13 +198,13 @@ class HistoryStore:
             if entry.seq != applied_seq + 1:
                 raise LogUnavailable(f"expected entry {applied_seq + 1}, got {entry.seq}")
             applied_seq = entry.seq
-            record = decode_batch(entry.payload)
-            if record.prev_batch_id != last_batch_id:
+            events = admit(entry, last_batch_id, self._verifier).events
+            if events is None:
                 voided += 1
                 continue
             last_batch_id = entry.batch_id
             index = 0
-            for event in core.decode_events(record.events):
+            for event in events:
                 if isinstance(event, ev.AccountOpened):
                     opened.append((event.account_id,))
                     continue
@@ -342,15 +306,14 @@ async def _tail(
         if entries:
             voided = store.fold(list(entries))
             if voided:
-                log.info("partition %d: skipped %d void entries", partition, voided)
+                log.info("partition %d: skipped %d void or quarantined entries", partition, voided)
         if len(entries) < READ_CHUNK_ENTRIES:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), CATCH_UP_PAUSE_MS / 1000)
 
 
-async def serve(nc: NatsClient, partition: int, db_path: Path, stop: asyncio.Event) -> None:
-    """Fold the partition's log into `db_path` and answer pages, until `stop`."""
-    store = HistoryStore(db_path)
+async def serve(nc: NatsClient, partition: int, store: HistoryStore, stop: asyncio.Event) -> None:
+    """Fold the partition's log into `store` and answer pages, until `stop`."""
 
     async def on_request(msg: Msg) -> None:
         try:
@@ -369,4 +332,3 @@ async def serve(nc: NatsClient, partition: int, db_path: Path, stop: asyncio.Eve
     finally:
         with contextlib.suppress(Exception):
             await subscription.unsubscribe()
-        store.close()

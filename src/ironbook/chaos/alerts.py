@@ -1,0 +1,100 @@
+"""Which alert caught which fault: the alert notifications a run's receiver
+recorded, set against the faults the run injected.
+
+A firing notification received between a fault's injection and
+`AFTER_HEAL_S` after it healed is that fault's detection (of the latest fault
+injected before it, as faults come one after another and a fault's alert
+comes after it); its time to fire is from the injection. The fault's
+alerts are resolved when the last of them is; the time to resolve is from
+the heal. A firing notification outside every fault's window is a false
+alert: the run was calm then.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+
+import msgspec
+
+from ironbook.chaos.faults import FaultRecord
+from ironbook.services.ops.alerts import AlertRecord
+
+AFTER_HEAL_S = 15.0
+"""How long after a heal an alert still counts as the fault's: the stages of
+detection (scrape, `for:`, evaluation, Alertmanager's group wait) add up to
+several seconds, and a fault's after-effects (a catch-up) last a little."""
+
+
+class FaultAlerts(msgspec.Struct, frozen=True):
+    injected: int
+    detected: int
+    median_fire_s: float | None
+    """From injection to the first firing alert, over the detected ones."""
+    median_resolve_s: float | None
+    """From the heal to the last of its alerts resolved, over those resolved."""
+    alertnames: list[str]
+    """The alerts that caught this kind of fault."""
+
+
+class AlertVerdict(msgspec.Struct, frozen=True):
+    alerts: dict[str, FaultAlerts]
+    false_alerts: int
+    false_alertnames: list[str]
+
+
+def judge_alerts(faults: Sequence[FaultRecord], records: Sequence[AlertRecord]) -> AlertVerdict:
+    windows = [
+        (fault, fault.injected_wall_ms, fault.healed_wall_ms + int(AFTER_HEAL_S * 1000))
+        for fault in faults
+    ]
+    fired: dict[int, list[AlertRecord]] = {index: [] for index in range(len(faults))}
+    false_names: list[str] = []
+    for record in records:
+        if record.status != "firing":
+            continue
+        owner = max(
+            (
+                index
+                for index, (_, start, end) in enumerate(windows)
+                if start <= record.received_at_ms <= end
+            ),
+            key=lambda index: windows[index][1],
+            default=None,
+        )
+        if owner is None:
+            false_names.append(record.alertname)
+        else:
+            fired[owner].append(record)
+    resolved_at: dict[str, int] = {}
+    for record in records:
+        if record.status == "resolved":
+            resolved_at[record.fingerprint] = record.received_at_ms
+    by_kind: dict[str, list[tuple[FaultRecord, list[AlertRecord]]]] = {}
+    for index, fault in enumerate(faults):
+        by_kind.setdefault(fault.kind, []).append((fault, fired[index]))
+    alerts = {}
+    for kind, injections in sorted(by_kind.items()):
+        fire_s: list[float] = []
+        resolve_s: list[float] = []
+        names: set[str] = set()
+        for fault, caught in injections:
+            if not caught:
+                continue
+            names.update(record.alertname for record in caught)
+            fire_s.append((min(r.received_at_ms for r in caught) - fault.injected_wall_ms) / 1000)
+            resolutions = [resolved_at.get(record.fingerprint) for record in caught]
+            if all(at is not None and at >= record.received_at_ms for at, record in zip(
+                    resolutions, caught, strict=True)):  # fmt: skip
+                last = max(at for at in resolutions if at is not None)
+                resolve_s.append(max(0.0, (last - fault.healed_wall_ms) / 1000))
+        alerts[kind] = FaultAlerts(
+            injected=len(injections),
+            detected=len(fire_s),
+            median_fire_s=round(statistics.median(fire_s), 2) if fire_s else None,
+            median_resolve_s=round(statistics.median(resolve_s), 2) if resolve_s else None,
+            alertnames=sorted(names),
+        )
+    return AlertVerdict(
+        alerts=alerts, false_alerts=len(false_names), false_alertnames=sorted(set(false_names))
+    )

@@ -1,0 +1,73 @@
+"""Alerts set against the faults of a run: a firing alert within a fault's
+window is its detection (time to fire from the injection, to resolve from the
+heal), one outside every window is a false alert, and a fault nothing fired
+for is injected but not detected."""
+
+from __future__ import annotations
+
+from ironbook.chaos.alerts import AFTER_HEAL_S, judge_alerts
+from ironbook.chaos.faults import FaultRecord
+from ironbook.cli.chaos import parse_faults
+from ironbook.services.ops.alerts import AlertRecord
+
+
+def _alert(at_ms: int, status: str, name: str, fingerprint: str) -> AlertRecord:
+    return AlertRecord(
+        received_at_ms=at_ms,
+        status=status,  # type: ignore[arg-type]
+        alertname=name,
+        severity="page",
+        fingerprint=fingerprint,
+        labels={"alertname": name},
+        annotations={},
+        starts_at="",
+        ends_at="",
+    )
+
+
+def test_detections_times_and_false_alerts() -> None:
+    faults = [
+        FaultRecord("leader_pause", "p0-r1", injected_wall_ms=10_000, healed_wall_ms=14_000),
+        FaultRecord("leader_pause", "p0-r2", injected_wall_ms=40_000, healed_wall_ms=43_000),
+        FaultRecord("follower_kill", "p0-r3", injected_wall_ms=70_000, healed_wall_ms=71_000),
+    ]
+    late = 43_000 + int(AFTER_HEAL_S * 1000) + 1
+    records = [
+        _alert(2_000, "firing", "IronbookReplicaDown", "start"),  # before any fault
+        _alert(16_000, "firing", "IronbookReplicaDown", "a"),
+        _alert(15_000, "firing", "IronbookNoLedgerLeader", "b"),
+        _alert(18_000, "resolved", "IronbookNoLedgerLeader", "b"),
+        _alert(20_000, "resolved", "IronbookReplicaDown", "a"),
+        _alert(44_000, "firing", "IronbookReplicaDown", "c"),
+        _alert(47_000, "resolved", "IronbookReplicaDown", "c"),
+        _alert(late, "firing", "IronbookFeedStale", "d"),  # after the window
+    ]
+    verdict = judge_alerts(faults, records)
+    pause = verdict.alerts["leader_pause"]
+    assert (pause.injected, pause.detected) == (2, 2)
+    assert pause.median_fire_s == (5.0 + 4.0) / 2
+    assert pause.median_resolve_s == (6.0 + 4.0) / 2
+    assert pause.alertnames == ["IronbookNoLedgerLeader", "IronbookReplicaDown"]
+    kill = verdict.alerts["follower_kill"]
+    assert (kill.injected, kill.detected, kill.median_fire_s) == (1, 0, None)
+    assert verdict.false_alerts == 2
+    assert verdict.false_alertnames == ["IronbookFeedStale", "IronbookReplicaDown"]
+
+
+def test_a_calm_run_with_no_alert_has_none_false() -> None:
+    verdict = judge_alerts([], [])
+    assert verdict.alerts == {} and verdict.false_alerts == 0
+
+
+def test_faults_none_is_a_calm_run() -> None:
+    assert parse_faults("none") == []
+
+
+def test_an_alert_in_two_windows_belongs_to_the_latest_fault() -> None:
+    faults = [
+        FaultRecord("leader_pause", "p0-r2", injected_wall_ms=10_000, healed_wall_ms=14_000),
+        FaultRecord("follower_kill", "p0-r2", injected_wall_ms=17_000, healed_wall_ms=21_000),
+    ]
+    verdict = judge_alerts(faults, [_alert(22_000, "firing", "IronbookReplicaDown", "a")])
+    assert verdict.alerts["follower_kill"].detected == 1
+    assert verdict.alerts["leader_pause"].detected == 0
