@@ -6,7 +6,9 @@
 KIND is one of `replica`, `gateway`, `history`, `feed-sim`, `feed-ingest`,
 `feed-settle`, `nats-exporter`, `backup`, `watch`, `audit-verifier`,
 `audit-events`, `alert-receiver`; `ironbook up` (the supervisor of a local
-cluster) starts them this way. Each process: settings (defaults < TOML file <
+cluster) starts them this way, after `provision` (one-shot, as `ops`) has
+created the streams. Each kind connects to NATS as its own identity
+(`services/nats_identities.py`). Each process: settings (defaults < TOML file <
 `IRONBOOK_*` environment < flags), logging set up once (`ironbook.logs`), its
 adapters (NATS log, lease, snapshot store, ledger client, ...) built and passed
 to the service through its constructor, then run until SIGTERM / SIGINT.
@@ -48,7 +50,8 @@ from ironbook.adapters.feed.simulator import SimulatorConfig
 from ironbook.adapters.ledger_keys import PartitionSigner, ledger_signing_key, ledger_verifier
 from ironbook.adapters.nats.lease import NatsLease
 from ironbook.adapters.nats.log import NatsLog
-from ironbook.adapters.nats.provision import close_nats, connect_nats
+from ironbook.adapters.nats.provision import NatsEndpoint, close_nats
+from ironbook.adapters.nats.security import NatsCredentials
 from ironbook.adapters.nats.snapshots import NatsSnapshotStore
 from ironbook.adapters.nats.transport import NatsRequestServer
 from ironbook.client import BatchConfig, ClientConfig, LedgerClient, ledger_over_nats
@@ -79,12 +82,14 @@ from ironbook.services.gateway.runtime import READINESS_DEADLINE_MS, Gateway
 from ironbook.services.gateway.server import serve_http
 from ironbook.services.local_cluster import GatewayOptions, LocalCluster
 from ironbook.services.metrics_http import serve_http as serve_metrics_http
+from ironbook.services.nats_identities import PROCESS_IDENTITY
 from ironbook.services.ops import server as ops_server
 from ironbook.services.ops.alerts import ALERTS_SUBJECT, AlertBook, AlertRecord, encode_record
 from ironbook.services.ops.cluster_view import read_cluster
 from ironbook.services.ops.console import Console
 from ironbook.services.ops.console import create_app as create_ops_app
 from ironbook.services.process import run_service
+from ironbook.services.provisioning import provision
 from ironbook.services.replica_metrics import ReplicaMetrics
 from ironbook.services.replica_metrics import serve_metrics as serve_replica_metrics
 from ironbook.services.service_metrics import (
@@ -186,6 +191,13 @@ PROCESS_FLAGS: dict[str, tuple[Flag, ...]] = {
         Flag("--to", "backup", "to", help="backup target: a directory or rclone:<remote>:<path>"),
         Flag("--every-s", "backup", "every_s", int, "seconds between backups"),
     ),
+    "provision": (
+        _NATS,
+        _REPLICAS,
+        _PARTITIONS,
+        _PRODUCER,
+        Flag("--feed", "feed", "source", help="sim, external or none (no feed stream)"),
+    ),
     "nats-exporter": (
         Flag("--monitor-urls", "exporter", "nats_monitor_urls", help="NATS monitoring URLs"),
         Flag("--host", "exporter", "host", help="address to serve /metrics on"),
@@ -237,9 +249,19 @@ def settings_from(
     return load_settings(args.config, overrides)
 
 
+def nats_endpoint(settings: Settings, identity: str) -> NatsEndpoint:
+    """The cluster as `identity` reaches it (plaintext if `nats.secure` is off)."""
+    if not settings.nats.secure:
+        return NatsEndpoint(settings.nats.url)
+    return NatsEndpoint(
+        settings.nats.url, NatsCredentials.load(settings.nats_secrets_dir, identity)
+    )
+
+
 @contextlib.asynccontextmanager
-async def _nats(settings: Settings, name: str) -> AsyncIterator[NatsClient]:
-    nc = await connect_nats(settings.nats.url, name=name)
+async def _nats(settings: Settings, name: str, kind: str) -> AsyncIterator[NatsClient]:
+    """A connection as the identity of process kind `kind`."""
+    nc = await nats_endpoint(settings, PROCESS_IDENTITY[kind]).connect(name)
     try:
         yield nc
     finally:
@@ -302,7 +324,7 @@ async def serve_replica(settings: Settings, stop: asyncio.Event) -> None:
     r = settings.replica
     replicas = settings.nats.replicas
     signer = PartitionSigner(ledger_signing_key(settings.cluster.data_dir), r.partition)
-    nc = await connect_nats(settings.nats.url, name=f"replica-{r.node_id}")
+    nc = await nats_endpoint(settings, PROCESS_IDENTITY["replica"]).connect(f"replica-{r.node_id}")
     try:
         metrics = ReplicaMetrics(r.partition)
         nats_log = await NatsLog.open(nc, r.partition, replicas=replicas)
@@ -372,7 +394,7 @@ async def connected_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     partitions = settings.cluster.partition_count
     lifetimes = token_lifetimes(settings)
     verifier = token_verifier(settings)
-    async with _nats(settings, f"ironbook-gateway-{g.worker_id}") as nc:
+    async with _nats(settings, f"ironbook-gateway-{g.worker_id}", "gateway") as nc:
         ledger = ledger_over_nats(
             nc,
             partitions=partitions,
@@ -455,7 +477,7 @@ async def serve_history(settings: Settings, stop: asyncio.Event) -> None:
         settings.history_db, verifier=ledger_verifier(settings.cluster.data_dir, partition)
     )
     try:
-        async with _nats(settings, f"ironbook-history-p{partition}") as nc:
+        async with _nats(settings, f"ironbook-history-p{partition}", "history") as nc:
             metrics = HistoryMetrics(
                 partition, lambda: store.position()[0], NatsLog(nc, partition).last_seq
             )
@@ -477,7 +499,7 @@ async def serve_feed_sim(settings: Settings, stop: asyncio.Event) -> None:
     )
     metrics = FeedProviderMetrics(f.producer)
     async with (
-        _nats(settings, f"feed-provider-{f.producer}") as nc,
+        _nats(settings, f"feed-provider-{f.producer}", "feed-sim") as nc,
         _metrics_served(settings, metrics),
     ):
         await provider.serve(
@@ -492,7 +514,10 @@ async def serve_feed_sim(settings: Settings, stop: asyncio.Event) -> None:
 
 async def serve_feed_ingest(settings: Settings, stop: asyncio.Event) -> None:
     producer = settings.feed.producer
-    async with _nats(settings, f"feed-ingest-{producer}") as nc, _ledger(nc, settings) as client:
+    async with (
+        _nats(settings, f"feed-ingest-{producer}", "feed-ingest") as nc,
+        _ledger(nc, settings) as client,
+    ):
         metrics = FeedIngestMetrics(producer, NatsFeedStream(nc, producer).tail_cursor)
         async with _metrics_served(settings, metrics):
             await ingest.serve(
@@ -509,7 +534,7 @@ async def serve_feed_ingest(settings: Settings, stop: asyncio.Event) -> None:
 async def serve_feed_settle(settings: Settings, stop: asyncio.Event) -> None:
     producer = settings.feed.producer
     async with (
-        _nats(settings, f"feed-settlement-{producer}") as nc,
+        _nats(settings, f"feed-settlement-{producer}", "feed-settle") as nc,
         _ledger(nc, settings) as client,
     ):
         metrics = SettlementMetrics(producer, lambda: settlement.backlog_frames(nc, producer))
@@ -561,6 +586,7 @@ def backup_of(
             full=full,
             memory=memory,
             progress=progress or (lambda _text: None),
+            credentials=nats_endpoint(settings, PROCESS_IDENTITY["backup"]).credentials,
         )
 
     return take
@@ -607,7 +633,7 @@ async def serve_alert_receiver(settings: Settings, stop: asyncio.Event) -> None:
     o = settings.ops
     book = AlertBook(settings.alerts_file)
     try:
-        async with _nats(settings, "ironbook-alert-receiver") as nc:
+        async with _nats(settings, "ironbook-alert-receiver", "alert-receiver") as nc:
 
             async def publish(record: AlertRecord) -> None:
                 try:
@@ -627,6 +653,24 @@ async def serve_alert_receiver(settings: Settings, stop: asyncio.Event) -> None:
         book.close()
 
 
+async def run_provision(settings: Settings, stop: asyncio.Event) -> None:
+    """Create the cluster's streams as `ops`, then exit."""
+    nc = await nats_endpoint(settings, "ops").connect("ironbook-provision")
+    try:
+        await provision(
+            nc,
+            partitions=settings.cluster.partition_count,
+            replicas=settings.nats.replicas,
+            producer=settings.feed.producer if settings.feed.source != "none" else None,
+            revocation_retention_s=MaxLifetimes(
+                settings.gateway.bettor_token_max_lifetime_s,
+                settings.gateway.staff_token_max_lifetime_s,
+            ).longest_s,
+        )
+    finally:
+        await close_nats(nc)
+
+
 _SERVE: dict[str, Callable[[Settings, asyncio.Event], Coroutine[Any, Any, Any]]] = {
     "replica": serve_replica,
     "gateway": serve_gateway,
@@ -640,6 +684,7 @@ _SERVE: dict[str, Callable[[Settings, asyncio.Event], Coroutine[Any, Any, Any]]]
     "audit-verifier": serve_audit_verifier,
     "audit-events": serve_audit_events,
     "alert-receiver": serve_alert_receiver,
+    "provision": run_provision,
 }
 
 
@@ -667,6 +712,8 @@ def build_local_cluster(settings: Settings, config_file: Path | None = None) -> 
         config_file=config_file,
         supervision=RestartPolicy(**settings.supervisor.model_dump()),
         monitoring=settings.monitoring if settings.monitoring.enabled else None,
+        secure=settings.nats.secure,
+        secrets_dir=settings.nats.secrets_dir,
     )
 
 
@@ -685,6 +732,7 @@ def _identity(kind: str, settings: Settings) -> tuple[str, int | None]:
         "audit-verifier",
         "audit-events",
         "alert-receiver",
+        "provision",
     ):
         return kind, None
     return f"{kind}-{settings.feed.producer}", None

@@ -1,6 +1,6 @@
 """The ledger client over NATS: how every process talks to the ledger.
 
-    client = await connect_ledger("nats://127.0.0.1:4222", partitions=1)
+    client = await connect_ledger(NatsEndpoint(url, credentials), partitions=1)
     outcome = await client.submit(core.PlaceBet(...))
     await client.close()
 
@@ -17,7 +17,7 @@ import random
 from nats.aio.client import Client as NatsClient
 
 from ironbook.adapters.clock import MonotonicClock
-from ironbook.adapters.nats.provision import connect_nats
+from ironbook.adapters.nats.provision import NatsEndpoint
 from ironbook.adapters.nats.transport import NatsCommandTransport
 from ironbook.replication.client import BadRequest, BatchConfig, ClientConfig, GaveUp
 from ironbook.replication.ledger_client import ClientStopped, LedgerClient
@@ -55,14 +55,14 @@ def ledger_over_nats(
 
 
 async def connect_ledger(
-    nats_url: str,
+    endpoint: NatsEndpoint,
     *,
     partitions: int = 1,
     config: ClientConfig | None = None,
     batching: BatchConfig | None = None,
 ) -> LedgerClient:
     """A client on its own NATS connection, drained by `close`."""
-    nc = await connect_nats(nats_url, name="ironbook-client")
+    nc = await endpoint.connect("ironbook-client")
     return ledger_over_nats(
         nc, partitions=partitions, config=config, batching=batching, owns_connection=True
     )

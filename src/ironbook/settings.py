@@ -53,7 +53,14 @@ class NatsSettings(Section):
     url: str = "nats://127.0.0.1:4222"
     """Server URLs, comma-separated; credentials in a URL are masked in `config show`."""
     replicas: int = Field(default=3, ge=1, le=5)
-    """Replication factor of the streams, buckets and object stores a process creates."""
+    """Replication factor of the streams, buckets and object stores `ops` provisions."""
+    secure: bool = True
+    """Mutual TLS and one nkey identity per service (docs/security.md). `false`
+    only to measure what security costs: the servers then take anyone, in
+    plaintext."""
+    secrets_dir: Path | None = None
+    """The CA, certificates and nkey seeds (docs/security.md layout);
+    default `<cluster.data_dir>/secrets`. Put your own there to use them."""
 
 
 class ClusterSettings(Section):
@@ -409,6 +416,10 @@ class Settings(BaseSettings):
         if config_file is not None:
             sources += (TomlConfigSettingsSource(settings_cls, toml_file=config_file),)
         return sources
+
+    @property
+    def nats_secrets_dir(self) -> Path:
+        return self.nats.secrets_dir or self.cluster.data_dir / "secrets"
 
     @property
     def history_db(self) -> Path:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -113,7 +112,7 @@ def extra_worker(
             str(metrics_port),
         ],
         log_path=cluster.data_dir / "logs" / f"{name}.log",
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+        env={**cluster.child_env, **env},
     )
 
 

@@ -130,7 +130,7 @@ def test_market_of_a_producer_that_goes_down_takes_no_bets(api: Api, world: Worl
     assert hand_traded["producer"] is None
 
     async def set_down(down: bool) -> None:
-        client = await connect_ledger(api.cluster.nats_url, partitions=api.cluster.partitions)
+        client = await connect_ledger(api.cluster.ops, partitions=api.cluster.partitions)
         try:
             command = core.SetProducerStatus(
                 request_id=unique("producer"), producer=producer, down=down

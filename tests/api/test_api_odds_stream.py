@@ -95,7 +95,7 @@ def test_odds_reach_subscribers_and_stop_after_unsubscribe(api: Api) -> None:
     other_market = unique("mkt")
 
     async def run() -> None:
-        nc = await nats.connect(api.cluster.nats_url.split(","))
+        nc = await api.cluster.ops.connect("test")
         try:
             headers = {"Authorization": f"Bearer {api.token('bettor', 'alice')}"}
             async with connect(_ws_url(api), additional_headers=headers) as ws:
@@ -226,7 +226,7 @@ def test_subscribe_by_event_delivers_each_price_once(api: Api) -> None:
     market_a, market_b = unique("mkt"), unique("mkt")
 
     async def run() -> None:
-        nc = await nats.connect(api.cluster.nats_url.split(","))
+        nc = await api.cluster.ops.connect("test")
         try:
             async with connect(_ws_url(api), additional_headers=_headers(api)) as ws:
                 await ws.send(json.dumps({"action": "subscribe", "events": [event_id]}))
@@ -286,7 +286,7 @@ def test_snapshot_returns_the_newest_prices_after_reconnect(api: Api) -> None:
     markets = [unique("mkt") for _ in range(3)]
 
     async def run() -> None:
-        nc = await nats.connect(api.cluster.nats_url.split(","))
+        nc = await api.cluster.ops.connect("test")
         try:
             for cursor, home in enumerate(("2.00", "2.10", "2.20")):
                 for market_id in markets:
@@ -340,7 +340,7 @@ def test_a_client_that_does_not_read_gets_the_newest_price_not_a_backlog(api: Ap
     pad = "x" * 8_000
 
     async def run() -> None:
-        nc = await nats.connect(api.cluster.nats_url.split(","))
+        nc = await api.cluster.ops.connect("test")
         try:
             async with connect(_ws_url(api), additional_headers=_headers(api), max_queue=4) as ws:
                 await ws.send(json.dumps({"action": "subscribe", "markets": [market_id]}))
@@ -479,7 +479,7 @@ def test_the_real_feed_reaches_subscribers_and_snapshots_survive_a_worker_restar
         headers = {"Authorization": f"Bearer {mint_token(secret, role='auditor')}"}
 
         async def first_price() -> tuple[str, str]:
-            nc = await nats.connect(cluster.nats_url.split(","))
+            nc = await cluster.ops.connect("test")
             try:
                 subscription = await nc.subscribe("odds.>")
                 msg = await subscription.next_msg(timeout=START_TIMEOUT_S)

@@ -19,7 +19,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.typing import Subprotocol
 
 from ironbook.adapters.nats.localproc import PortLease
-from ironbook.adapters.nats.provision import close_nats, connect_nats
+from ironbook.adapters.nats.provision import close_nats
 from ironbook.cli import main
 from ironbook.services.gateway.auth import mint_token, token_id
 from ironbook.services.gateway.revocation import SUBJECT, RevocationMessage
@@ -103,7 +103,7 @@ def test_running_workers_act_on_the_announcement_alone(api: Api) -> None:
     assert set(_statuses(api, api.url, token)) == {200}
 
     async def announce() -> None:
-        nc = await connect_nats(api.cluster.nats_url, name="test-announce")
+        nc = await api.cluster.ops.connect("test-announce")
         try:
             message = RevocationMessage(token_id(token), time.time_ns() // 1_000_000, "test")
             await nc.publish(SUBJECT, msgspec.json.encode(message))

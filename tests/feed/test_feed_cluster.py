@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -42,7 +41,7 @@ from ironbook.adapters.feed.nats_stream import (
 )
 from ironbook.adapters.feed.simulator import Simulator, SimulatorConfig
 from ironbook.adapters.nats.localproc import ManagedProcess
-from ironbook.adapters.nats.provision import close_nats, connect_nats
+from ironbook.adapters.nats.provision import close_nats
 from ironbook.cli.feed import feed_status
 from ironbook.client import LedgerClient, ledger_over_nats
 from ironbook.core.odds import format_decimal, from_hundredths, payout_minor
@@ -139,7 +138,7 @@ class Provider:
 async def connected(
     cluster: LocalCluster,
 ) -> AsyncIterator[tuple[LedgerClient, Provider, NatsClient]]:
-    nc = await connect_nats(cluster.nats_url)
+    nc = await cluster.ops.connect("test")
     client = ledger_over_nats(nc, partitions=cluster.partitions)
     stream = await NatsFeedStream.open(nc, PRODUCER)
     provider = Provider(stream, await stream.tail_cursor())
@@ -257,7 +256,7 @@ def test_ingester_killed_mid_burst_resumes_exactly(cluster: LocalCluster) -> Non
         "feed-ingest-standby",
         ingester.argv,
         log_path=cluster.data_dir / "logs" / "feed-ingest-standby.log",
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env=cluster.child_env,
     )
 
     async def scenario() -> None:
@@ -504,7 +503,7 @@ def test_settlement_killed_mid_market_pays_each_result_once(cluster: LocalCluste
                 return bool(info.num_pending == 0 and info.num_ack_pending == 0)
 
             await wait_until("every result settled", all_settled)
-            feed = await feed_status(cluster.nats_url, cluster.partitions, PRODUCER)
+            feed = await feed_status(cluster.ops, cluster.partitions, PRODUCER)
             assert feed["settlement"]["pending"] == feed["settlement"]["in_flight"] == 0
             assert all(row["cursor"] >= results_cursor for row in feed["partitions"])
             paid = payout_minor(1_000, [from_hundredths(250)])
@@ -529,7 +528,7 @@ def test_settlement_killed_mid_market_pays_each_result_once(cluster: LocalCluste
                     assert isinstance(outcome.result, MarketView)
                     assert outcome.result.status == status
 
-        checker_nc = await connect_nats(cluster.nats_url)
+        checker_nc = await cluster.ops.connect("test")
         try:
             for partition in range(cluster.partitions):
                 replicas = cluster.replica_ids(partition)

@@ -30,7 +30,7 @@ from ironbook.adapters.backup.manifest import MANIFEST_FILE, Backup, Manifest, d
 from ironbook.adapters.backup.restore import RestoreError
 from ironbook.adapters.backup.target import DirectoryTarget
 from ironbook.adapters.ledger_keys import LEDGER_KEY_FILE, ledger_verifier
-from ironbook.adapters.nats.provision import close_nats, connect_nats
+from ironbook.adapters.nats.provision import close_nats
 from ironbook.adapters.nats.snapshots import NatsSnapshotStore
 from ironbook.chaos.workload import Workload, WorkloadConfig, selection_odds
 from ironbook.cli import main
@@ -67,7 +67,7 @@ class Backed:
 async def _bets(cluster: LocalCluster, seconds: float) -> str:
     """The chaos workload for `seconds`; returns its market."""
     client = await connect_ledger(
-        cluster.nats_url, config=ClientConfig(request_timeout_ms=1_000, deadline_ms=30_000)
+        cluster.ops, config=ClientConfig(request_timeout_ms=1_000, deadline_ms=30_000)
     )
     try:
         workload = Workload(client, config=WorkloadConfig(settle_every_s=None))
@@ -81,7 +81,7 @@ async def _bets(cluster: LocalCluster, seconds: float) -> str:
 
 async def _more_bets(cluster: LocalCluster, market_id: str, bets: int) -> None:
     """Bets with request ids of their own, a few per log entry."""
-    client = await connect_ledger(cluster.nats_url)
+    client = await connect_ledger(cluster.ops)
     try:
         commands = [
             core.PlaceBet(
@@ -106,7 +106,7 @@ async def _snapshot_halfway(cluster: LocalCluster) -> int:
     replay = ReplayState.empty(LEDGER, verifier=ledger_verifier(cluster.data_dir, 0))
     for entry in entries[: len(entries) // 2]:
         replay.apply(entry)
-    nc = await connect_nats(cluster.nats_url, name="test-backup-snapshot")
+    nc = await cluster.ops.connect("test-backup-snapshot")
     try:
         store = await NatsSnapshotStore.open(nc, 0)
         await store.put(take_snapshot(replay))
@@ -116,7 +116,7 @@ async def _snapshot_halfway(cluster: LocalCluster) -> int:
 
 
 async def _live_log(cluster: LocalCluster) -> list[LogEntry]:
-    nc = await connect_nats(cluster.nats_url, name="test-backup-log")
+    nc = await cluster.ops.connect("test-backup-log")
     try:
         return await read_whole_log(nc, 0)
     finally:
@@ -212,7 +212,7 @@ def test_full_then_incremental_restores_the_newest_state(
         asyncio.run(restored.wait_leaders(timeout_ms=90_000))
 
         async def hashes() -> dict[str, str]:
-            nc = await connect_nats(restored.nats_url, name="test-restored")
+            nc = await restored.ops.connect("test-restored")
             try:
                 return await converged_hashes(nc, 0, restored.replica_ids(0), timeout_ms=90_000)
             finally:
@@ -338,7 +338,7 @@ def test_up_takes_scheduled_backups_with_retention(
 
 
 async def _deposits(cluster: LocalCluster, tag: str) -> None:
-    client = await connect_ledger(cluster.nats_url)
+    client = await connect_ledger(cluster.ops)
     try:
         commands: list[core.AnyCommand] = [
             core.OpenAccount(request_id=f"{tag}-open", account_id=tag),

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from ironbook.adapters.nats.log import stream_name
-from ironbook.adapters.nats.provision import connect_nats
 from ironbook.chaos.workload import Workload
 from ironbook.client import ClientConfig, LedgerClient, connect_ledger
 from ironbook.replication.checker import check_history
@@ -37,7 +36,7 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
 
 async def _connect(cluster: LocalCluster) -> LedgerClient:
     return await connect_ledger(
-        cluster.nats_url,
+        cluster.ops,
         config=ClientConfig(
             request_timeout_ms=1_000, deadline_ms=60_000, backoff_initial_ms=20, backoff_max_ms=300
         ),
@@ -45,7 +44,7 @@ async def _connect(cluster: LocalCluster) -> LedgerClient:
 
 
 async def _verify(cluster: LocalCluster, workload: Workload) -> None:
-    nc = await connect_nats(cluster.nats_url, name="test-verify")
+    nc = await cluster.ops.connect("test-verify")
     try:
         hashes = await converged_hashes(nc, 0, cluster.replica_ids(0), timeout_ms=90_000)
         entries = await read_whole_log(nc, 0)
@@ -77,12 +76,12 @@ async def _run_with_fault(
 
 def test_kill_leader_replica_another_leads_and_the_dead_catches_up(cluster: LocalCluster) -> None:
     async def scenario() -> None:
-        leaders = await wait_for_leaders(cluster.nats_url, 1)
+        leaders = await wait_for_leaders(cluster.ops, 1)
         victim = leaders[0].node_id
 
         async def fault() -> None:
             cluster.replicas[victim].kill()
-            new = await wait_for_leaders(cluster.nats_url, 1, not_node=victim, timeout_ms=30_000)
+            new = await wait_for_leaders(cluster.ops, 1, not_node=victim, timeout_ms=30_000)
             assert new[0].node_id != victim
             cluster.replicas[victim].start()
 
@@ -110,7 +109,7 @@ def test_kill_the_nats_server_leading_the_stream(cluster: LocalCluster) -> None:
 
 def test_frozen_leader_is_fenced_when_it_wakes(cluster: LocalCluster) -> None:
     async def scenario() -> None:
-        leaders = await wait_for_leaders(cluster.nats_url, 1)
+        leaders = await wait_for_leaders(cluster.ops, 1)
         victim = leaders[0].node_id
 
         async def fault() -> None:
@@ -118,9 +117,7 @@ def test_frozen_leader_is_fenced_when_it_wakes(cluster: LocalCluster) -> None:
             process.pause()
             try:
                 # Frozen well past its 1 s lease: another replica takes over.
-                new = await wait_for_leaders(
-                    cluster.nats_url, 1, not_node=victim, timeout_ms=30_000
-                )
+                new = await wait_for_leaders(cluster.ops, 1, not_node=victim, timeout_ms=30_000)
                 assert new[0].node_id != victim
                 await asyncio.sleep(1.0)
             finally:
@@ -143,7 +140,7 @@ def test_full_restart_resumes_with_the_same_state(tmp_path: Path) -> None:
             await workload.run(3.0, clients=8)
         finally:
             await client.close()
-        nc = await connect_nats(cluster.nats_url)
+        nc = await cluster.ops.connect("test")
         try:
             hashes = await converged_hashes(nc, 0, cluster.replica_ids(0))
         finally:
@@ -152,7 +149,7 @@ def test_full_restart_resumes_with_the_same_state(tmp_path: Path) -> None:
 
     async def rehash(cluster: LocalCluster) -> dict[str, str]:
         await cluster.wait_leaders(timeout_ms=90_000)
-        nc = await connect_nats(cluster.nats_url)
+        nc = await cluster.ops.connect("test")
         try:
             return await converged_hashes(nc, 0, cluster.replica_ids(0))
         finally:

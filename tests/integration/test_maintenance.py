@@ -66,7 +66,7 @@ async def _steps(cluster: LocalCluster) -> None:
     leader = (await cluster.wait_leaders(timeout_ms=TIMEOUT_S * 1000))[0].node_id
     answer = await request(data_dir, ControlRequest(op="drain", node=leader), heard.append)
     assert answer["done"] == [f"{leader} (leader) stopped"]
-    await wait_for_leaders(cluster.nats_url, 1, not_node=leader, timeout_ms=TIMEOUT_S * 1000)
+    await wait_for_leaders(cluster.ops, 1, not_node=leader, timeout_ms=TIMEOUT_S * 1000)
     assert not cluster.replicas[leader].is_running()
 
     for node in (victim, leader):

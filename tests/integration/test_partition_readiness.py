@@ -16,7 +16,7 @@ import httpx
 from ironbook import core
 from ironbook.adapters.nats.localproc import PortLease
 from ironbook.adapters.nats.log import stream_name
-from ironbook.adapters.nats.provision import close_nats, connect_nats
+from ironbook.adapters.nats.provision import close_nats
 from ironbook.chaos.http_clients import GENEROUS_LIMITS
 from ironbook.services.gateway.auth import SigningKey, local_signing_key, mint_token
 from ironbook.services.local_cluster import GatewayOptions, LocalCluster
@@ -166,7 +166,7 @@ def _outage(cluster: LocalCluster, url: str) -> None:
 async def _isolate_log_leader(cluster: LocalCluster, stream: str) -> str:
     victim = await asyncio.to_thread(cluster.nats.wait_stream_leader, stream)
     await move_leaderships_off(cluster, victim, keep=[stream])
-    nc = await connect_nats(cluster.nats_url, name="test-isolate")
+    nc = await cluster.ops.connect("test-isolate")
     try:
         if await asyncio.to_thread(cluster.nats.stream_leader, stream) != victim:
             await move_stream_leader(nc, stream, victim)

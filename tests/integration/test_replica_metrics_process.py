@@ -51,7 +51,7 @@ def _get(
 async def _check(cluster: LocalCluster) -> None:
     deadline = asyncio.get_running_loop().time() + WAIT_S
     while True:
-        beats = await collect_heartbeats(cluster.nats_url, 1_500)
+        beats = await collect_heartbeats(cluster.ops, 1_500)
         replicas = [beat for beat in beats.values() if beat.partition == 0]
         roles = sorted(beat.role for beat in replicas)
         if roles == ["follower", "follower", "leader"]:
@@ -68,7 +68,7 @@ async def _check(cluster: LocalCluster) -> None:
     assert _get(found, "ironbook_replica_quarantined_entries") == 0
     applied_before = _get(found, "ironbook_replica_applied_sequence")
 
-    client = await connect_ledger(cluster.nats_url, config=ClientConfig(deadline_ms=30_000))
+    client = await connect_ledger(cluster.ops, config=ClientConfig(deadline_ms=30_000))
     try:
         refused = await client.submit(
             core.Deposit(request_id="metrics-refused", account_id="alice", amount_minor=500)

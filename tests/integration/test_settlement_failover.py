@@ -15,7 +15,6 @@ import pytest
 
 from ironbook import core
 from ironbook.adapters.ledger_keys import ledger_verifier
-from ironbook.adapters.nats.provision import connect_nats
 from ironbook.client import ClientConfig, LedgerClient, connect_ledger
 from ironbook.core.events import MarketResulted
 from ironbook.replication.batch import ReplayState
@@ -61,7 +60,7 @@ async def _ok(client: LedgerClient, commands: list[core.AnyCommand]) -> None:
 
 async def _settle_through_a_kill(cluster: LocalCluster) -> str:
     client = await connect_ledger(
-        cluster.nats_url,
+        cluster.ops,
         config=ClientConfig(
             request_timeout_ms=1_000, deadline_ms=60_000, backoff_initial_ms=20, backoff_max_ms=300
         ),
@@ -92,7 +91,7 @@ async def _settle_through_a_kill(cluster: LocalCluster) -> str:
         for start in range(0, BETS, 5_000):
             await _ok(client, [_bet(n) for n in range(start, start + 5_000)])
         await _ok(client, [core.CloseMarket(request_id="close", market_id=MARKET)])
-        leader = (await wait_for_leaders(cluster.nats_url, 1, timeout_ms=30_000))[0].node_id
+        leader = (await wait_for_leaders(cluster.ops, 1, timeout_ms=30_000))[0].node_id
         settle = core.SettleMarket(
             request_id="settle", market_id=MARKET, winners=(core.Winner(selection_id="s3"),)
         )
@@ -131,7 +130,7 @@ def test_a_settlement_finishes_exactly_once_after_its_leader_is_killed(
     killed = asyncio.run(_settle_through_a_kill(cluster))
 
     async def read_back() -> tuple[dict[str, str], list[LogEntry]]:
-        nc = await connect_nats(cluster.nats_url, name="test-verify")
+        nc = await cluster.ops.connect("test-verify")
         try:
             hashes = await converged_hashes(nc, 0, cluster.replica_ids(0), timeout_ms=90_000)
             entries = await read_whole_log(nc, 0)

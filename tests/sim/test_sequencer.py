@@ -14,6 +14,7 @@ from ironbook import core
 from ironbook.replication.batch import ReplayState, admit, decode_batch, encode_signed_batch
 from ironbook.replication.concurrency import race
 from ironbook.replication.errors import Superseded
+from ironbook.replication.families import Family, family_of
 from ironbook.replication.interfaces import AppendUnknown, InboundRequest, LogEntry
 from ironbook.replication.merkle import Frontier, leaf_hash, log_tag
 from ironbook.replication.sequencer import Sequencer, SequencerConfig
@@ -36,8 +37,10 @@ SIGNER = MacSigner(b"test replicas' key")
 
 
 class Request:
-    def __init__(self, payload: bytes, service: LogService) -> None:
+    def __init__(self, payload: bytes, service: LogService, family: Family | None = None) -> None:
+        """`family`: of the subject it came on; by default, the command's own."""
         self.payload = payload
+        self.family: Family = family or _family_of_payload(payload)
         self._service = service
         self.replies: list[CommandReply] = []
         self.durable_when_answered: list[bool] = []
@@ -60,6 +63,13 @@ class Request:
             if any(event.request_id == request_id for event in events):
                 return True
         return False
+
+
+def _family_of_payload(payload: bytes) -> Family:
+    try:
+        return family_of(core.decode_command(payload))
+    except msgspec.MsgspecError:
+        return "query"
 
 
 class Inbox:
@@ -391,6 +401,32 @@ def test_an_undecodable_command_is_a_bad_request_and_logs_nothing() -> None:
 
     requests, service = run_virtual(main, max_virtual_ms=60_000)
     assert isinstance(requests[0].replies[0], BadRequestReply)
+    assert service.entries == []
+
+
+def test_a_command_on_another_familys_subject_is_refused_and_logs_nothing() -> None:
+    """A deposit sent on the market subject (all an ingester may use) is
+    refused; the same deposit on the wallet subject is applied."""
+
+    async def main(loop: VirtualTimeLoop) -> tuple[list[Request], LogService]:
+        setup = Setup(loop)
+        deposit = core.encode_command(
+            core.Deposit(request_id="smuggled", account_id="alice", amount_minor=1_000)
+        )
+        requests = [
+            Request(deposit, setup.service, family="market"),
+            Request(deposit, setup.service, family="query"),
+        ]
+        sequencer = setup.sequencer(Inbox(requests), SequencerConfig())
+        await race(sequencer.run(), _until_answered(requests))
+        assert sequencer.commands_wrong_family == 2
+        return requests, setup.service
+
+    requests, service = run_virtual(main, max_virtual_ms=60_000)
+    for request in requests:
+        reply = request.replies[0]
+        assert isinstance(reply, BadRequestReply)
+        assert "not a" in reply.message
     assert service.entries == []
 
 

@@ -12,6 +12,7 @@ from ironbook import core
 from ironbook.adapters.clock import MonotonicClock
 from ironbook.core.events import AccountReply
 from ironbook.replication.client import BatchConfig, ClientConfig, GaveUp
+from ironbook.replication.families import Family
 from ironbook.replication.interfaces import NoResponders
 from ironbook.replication.ledger_client import ClientStopped, LedgerClient
 from ironbook.replication.wire import OutcomeReply, encode_reply
@@ -38,7 +39,7 @@ class FakeTransport:
         self.closed = False
 
     async def request(
-        self, partition: int, payloads: Sequence[bytes], *, timeout_ms: int
+        self, partition: int, family: Family, payloads: Sequence[bytes], *, timeout_ms: int
     ) -> list[bytes]:
         self.requests.append((partition, tuple(payloads)))
         if self.fail_next:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from ironbook import core
 from ironbook.core.events import TransactionReply
 from ironbook.replication import wire
+from ironbook.replication.families import Family
 from ironbook.replication.interfaces import (
     InboundRequest,
     LogEntry,
@@ -56,6 +57,7 @@ class FakeSnapshots:
 class FakeRequest:
     def __init__(self, payload: bytes) -> None:
         self._payload = payload
+        self.family: Family = "wallet"  # deposits, and junk
         self.replies: list[bytes] = []
 
     @property

@@ -46,7 +46,7 @@ from ironbook.adapters.backup.restore import verify_backup
 from ironbook.adapters.backup.target import DirectoryTarget
 from ironbook.adapters.ledger_keys import ledger_verifier
 from ironbook.adapters.nats.log import stream_name
-from ironbook.adapters.nats.provision import close_nats, connect_nats, request
+from ironbook.adapters.nats.provision import NatsEndpoint, close_nats, request
 from ironbook.benchmarks.common import command_line, log, machine_info
 from ironbook.benchmarks.settle import load_bets, set_up_big_market
 from ironbook.client import BatchConfig, ClientConfig, connect_ledger
@@ -60,9 +60,9 @@ LEDGER = core.LedgerConfig(partition=0)
 LOAD_DEADLINE_MS = 300_000
 
 
-async def _stream_bytes(nats_url: str) -> tuple[int, int]:
+async def _stream_bytes(endpoint: NatsEndpoint) -> tuple[int, int]:
     """(bytes, messages) JetStream holds for the ledger stream."""
-    nc = await connect_nats(nats_url, name="bench-backup-info")
+    nc = await endpoint.connect("bench-backup-info")
     try:
         reply = await request(nc, f"$JS.API.STREAM.INFO.{stream_name(0)}", b"", timeout_s=5)
         state = json.loads(reply.data)["state"]
@@ -71,9 +71,9 @@ async def _stream_bytes(nats_url: str) -> tuple[int, int]:
         await close_nats(nc)
 
 
-async def _fold_s(nats_url: str, data_dir: Path) -> tuple[float, int]:
+async def _fold_s(endpoint: NatsEndpoint, data_dir: Path) -> tuple[float, int]:
     """Seconds to fold the whole log with the pure core (read first, not timed)."""
-    nc = await connect_nats(nats_url, name="bench-backup-fold")
+    nc = await endpoint.connect("bench-backup-fold")
     try:
         entries = await read_whole_log(nc, 0, timeout_ms=600_000)
     finally:
@@ -105,7 +105,7 @@ async def _load_and_back_up(
     # Patient: the load is not what is measured, and a shared machine may
     # cost it a leader change.
     client = await connect_ledger(
-        cluster.nats_url,
+        cluster.ops,
         config=ClientConfig(request_timeout_ms=2_000, deadline_ms=LOAD_DEADLINE_MS),
         batching=BatchConfig(max_batch_commands=1_000),
     )
@@ -133,7 +133,7 @@ async def _load_and_back_up(
         await set_up_big_market(client, accounts, tag)
         log(f"loading {args.bets:,} bets ...")
         load_s = await load_bets(client, accounts, args.bets, args.load_batch, tag)
-        stream_bytes, entries = await _stream_bytes(cluster.nats_url)
+        stream_bytes, entries = await _stream_bytes(cluster.ops)
         log("full backup ...")
         full = await back_up()
         log(f"{args.more_bets:,} more bets ...")
@@ -142,7 +142,7 @@ async def _load_and_back_up(
         incremental = await back_up()
     finally:
         await client.close()
-    fold_s, all_entries = await _fold_s(cluster.nats_url, cluster.data_dir)
+    fold_s, all_entries = await _fold_s(cluster.ops, cluster.data_dir)
     return {
         "load_s": round(load_s, 3),
         "log_entries": entries,

@@ -312,7 +312,7 @@ async def _nats_cpu(rig: Rig, fault: FaultRecord, max_s: float) -> None:
 
 
 async def _replica_stall(rig: Rig, fault: FaultRecord, max_s: float) -> None:
-    beats = await collect_heartbeats(rig.cluster.nats_url, listen_ms=1_500)
+    beats = await collect_heartbeats(rig.cluster.ops, listen_ms=1_500)
     follower = next(b.node_id for b in beats.values() if b.role == "follower")
     fault.breach_rule = f"{follower} stopped for {STALL_BREACH_S:g} s"
     await _duty_cycle(
@@ -392,7 +392,7 @@ async def _measure(
     cluster: LocalCluster, directory: Path, mount: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
     await cluster.wait_leaders(timeout_ms=120_000)
-    beats = await collect_heartbeats(cluster.nats_url, listen_ms=1_500)
+    beats = await collect_heartbeats(cluster.ops, listen_ms=1_500)
     ports = PortLease()
     exporter_port, node_port, leak_port = ports.take(3)
     monitor_urls = ",".join(node.monitor_url for node in cluster.nats.nodes.values())

@@ -442,7 +442,7 @@ def _gateway_worker(
             name,
         ],
         log_path=cluster.data_dir / "logs" / f"{name}.log",
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+        env={**cluster.child_env, **env},
     )
 
 

@@ -14,6 +14,9 @@ In one run, on this machine:
    monitoring stack (Prometheus scraping every process each second,
    Alertmanager, node_exporter, the NATS collector, the alert receiver);
    `monitoring_ratio` is its bets/s over 1's.
+The cluster is secured as `ironbook up` secures it (mutual TLS, one identity
+per service, encryption at rest); `--security both` first measures the same
+load on a plaintext cluster and reports `security_ratio` (secured / plaintext).
 
     python bench/ledger.py [--json]      or      ironbook bench ledger [--json]
 """
@@ -177,7 +180,7 @@ async def connect_bench_client(cluster: LocalCluster, max_batch_commands: int) -
     """The load generator's client: short retries, a long deadline (a bet
     waits through a failover rather than giving up)."""
     return await connect_ledger(
-        cluster.nats_url,
+        cluster.ops,
         partitions=cluster.partitions,
         config=ClientConfig(
             request_timeout_ms=1_000, deadline_ms=30_000, backoff_initial_ms=10, backoff_max_ms=200
@@ -240,7 +243,7 @@ async def _measure_failover(
 ) -> dict[str, Any]:
     """kill -9 the partition-0 leader under load; time to the first accepted
     bet submitted after the kill."""
-    leaders = await wait_for_leaders(cluster.nats_url, cluster.partitions, timeout_ms=30_000)
+    leaders = await wait_for_leaders(cluster.ops, cluster.partitions, timeout_ms=30_000)
     victim = leaders[0].node_id
     kill_at: list[float] = []
 
@@ -262,7 +265,7 @@ async def _measure_failover(
     killed = kill_at[0]
     after = [done for submitted, done, ok in tally.completions if ok and submitted > killed]
     new_leader = await wait_for_leaders(
-        cluster.nats_url, cluster.partitions, timeout_ms=30_000, not_node=victim
+        cluster.ops, cluster.partitions, timeout_ms=30_000, not_node=victim
     )
     cluster.replicas[victim].start()
     return {
@@ -285,15 +288,24 @@ def _measure_postgres(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    load_at_start = os.getloadavg()
+def _measure_cluster(args: argparse.Namespace, *, secure: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ironbook-bench-") as tmp:
-        cluster = LocalCluster(Path(tmp) / "cluster", partitions=args.partitions)
+        cluster = LocalCluster(Path(tmp) / "cluster", partitions=args.partitions, secure=secure)
         try:
             cluster.start()
-            ironbook = eventloop.run(_measure_ironbook(cluster, args))
+            measured = eventloop.run(_measure_ironbook(cluster, args))
         finally:
             cluster.stop()
+    return {"security": "on" if secure else "off", **measured}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """`--security both`: a plaintext cluster (no TLS, no identities, no
+    encryption at rest) first, as the baseline, then the secured one."""
+    load_at_start = os.getloadavg()
+    baseline = _measure_cluster(args, secure=False) if args.security in ("off", "both") else None
+    ironbook = _measure_cluster(args, secure=True) if args.security != "off" else baseline
+    assert ironbook is not None
     result: dict[str, Any] = {
         "benchmark": "ledger",
         "command": command_line(),
@@ -301,6 +313,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ironbook": ironbook,
         "failover_s": (ironbook.get("failover") or {}).get("failover_s"),
     }
+    if args.security == "both":
+        assert baseline is not None
+        result["ironbook_plaintext"] = baseline
+        result["security_ratio"] = round(ironbook["bets_per_s"] / baseline["bets_per_s"], 3)
     if args.monitoring:
         monitored = _measure_monitored(args)
         result["monitored"] = monitored
@@ -366,6 +382,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pg-concurrency", type=int, default=32)
     p.add_argument("--pg-bets", type=int, default=20_000, help="bets in per-bet mode")
     p.add_argument("--pg-batch-size", type=int, default=50)
+    p.add_argument(
+        "--security",
+        choices=("on", "off", "both"),
+        default="on",
+        help="NATS mutual TLS, identities and encryption at rest (default on); both: "
+        "a plaintext run first, then the secured one, and their ratio",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object only")
     return p
 

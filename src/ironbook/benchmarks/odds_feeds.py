@@ -24,7 +24,7 @@ from ironbook import core
 from ironbook.adapters import eventloop
 from ironbook.adapters.clock import SystemClock
 from ironbook.adapters.nats.localproc import ManagedProcess
-from ironbook.adapters.nats.provision import close_nats, connect_nats
+from ironbook.adapters.nats.provision import NatsEndpoint, close_nats, connect_nats
 from ironbook.benchmarks.children import READY_TIMEOUT_S, ChildProcess, stdin_lines
 from ironbook.client import LedgerClient, connect_ledger
 from ironbook.core.odds import format_decimal, snap_to_ladder, ticks_away
@@ -176,7 +176,7 @@ class SyntheticFeed:
 async def _feed_process(args: argparse.Namespace) -> None:
     """The synthetic feed as its own process, as the feed service is: connect,
     print "ready", run on "go", print one JSON line of `FeedStats`."""
-    client = await connect_ledger(args.nats, partitions=args.partitions)
+    client = await connect_ledger(NatsEndpoint(args.nats), partitions=args.partitions)
     nc = await connect_nats(args.nats, name="ironbook-odds-bench-feed")
     try:
         feed = SyntheticFeed(

@@ -37,7 +37,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ironbook.adapters import eventloop
 from ironbook.adapters.nats.localproc import PortLease
-from ironbook.adapters.nats.provision import close_nats, connect_nats
+from ironbook.adapters.nats.provision import NatsEndpoint, close_nats
 from ironbook.benchmarks.children import READY_TIMEOUT_S
 from ironbook.benchmarks.common import command_line, log, machine_info, wait_http_ready
 from ironbook.benchmarks.stats import percentile_ms
@@ -71,7 +71,7 @@ async def _poll_until_refused(
 
 
 async def _round(
-    url: str, data_dir: Path, nats_url: str, args: argparse.Namespace, index: int
+    url: str, data_dir: Path, nats: NatsEndpoint, args: argparse.Namespace, index: int
 ) -> dict[str, Any]:
     key = local_signing_key(data_dir)
     token = mint_token(key, role="auditor", sub=f"auditor:bench-{index}")
@@ -91,7 +91,7 @@ async def _round(
         (await admin_client.get(PROBE_PATH, headers=admin)).raise_for_status()
         for client in clients:
             (await client.get(PROBE_PATH, headers=headers)).raise_for_status()
-        nc = await connect_nats(nats_url, name="bench-revocation")
+        nc = await nats.connect("bench-revocation")
         try:
             store = await RevocationStore.open(nc, replicas=3, retention_s=MaxLifetimes().longest_s)
 
@@ -169,7 +169,7 @@ async def _measure(cluster: LocalCluster, args: argparse.Namespace) -> list[dict
     await wait_http_ready(cluster.http_url, READY_TIMEOUT_S)
     rounds = []
     for index in range(args.rounds):
-        result = await _round(cluster.http_url, cluster.data_dir, cluster.nats_url, args, index)
+        result = await _round(cluster.http_url, cluster.data_dir, cluster.ops, args, index)
         log(
             f"round {index + 1}/{args.rounds} ({result['via']}): last worker {result['last_ms']} ms"
         )

@@ -43,7 +43,7 @@ from typing import Any
 from ironbook import core
 from ironbook.adapters import eventloop
 from ironbook.adapters.ledger_keys import ledger_verifier
-from ironbook.adapters.nats.provision import close_nats, connect_nats
+from ironbook.adapters.nats.provision import NatsEndpoint, close_nats
 from ironbook.benchmarks.common import command_line, log, machine_info
 from ironbook.benchmarks.ledger import connect_bench_client
 from ironbook.benchmarks.stats import percentile_ms
@@ -222,11 +222,11 @@ def _latencies_ms(tally: Background, start: float, end: float) -> list[float]:
 
 
 async def _check_log(
-    nats_url: str, data_dir: Path, bets: int, settle_request_id: str
+    endpoint: NatsEndpoint, data_dir: Path, bets: int, settle_request_id: str
 ) -> dict[str, Any]:
     """Replay the whole log: every bet of the big market resulted in exactly
     one slice, every winner paid, the invariants holding at the end."""
-    nc = await connect_nats(nats_url, name="bench-settle-check")
+    nc = await endpoint.connect("bench-settle-check")
     try:
         entries = await read_whole_log(nc, 0, timeout_ms=300_000)
     finally:
@@ -279,7 +279,7 @@ async def _check_log(
 async def _measure(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any]:
     await cluster.wait_leaders(timeout_ms=120_000)
     client = await connect_bench_client(cluster, 1_000)
-    heartbeats = HeartbeatWatch(cluster.nats_url)
+    heartbeats = HeartbeatWatch(cluster.ops)
     tag = f"s{os.getpid()}"
     accounts = [f"punter-{i}" for i in range(args.accounts)]
     try:
@@ -314,7 +314,7 @@ async def _measure(cluster: LocalCluster, args: argparse.Namespace) -> dict[str,
         load_terms = heartbeats.leader_terms(0)
         # A term begun during the settlement (or the second after it).
         settle_terms = heartbeats.leader_terms(0, since=sent)
-        check = await _check_log(cluster.nats_url, cluster.data_dir, args.bets, f"{tag}-settle")
+        check = await _check_log(cluster.ops, cluster.data_dir, args.bets, f"{tag}-settle")
     finally:
         await heartbeats.stop()
         await client.close()

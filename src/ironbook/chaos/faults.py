@@ -183,7 +183,7 @@ class FaultInjector:
 
     async def _leader(self) -> str:
         leaders = await wait_for_leaders(
-            self.cluster.nats_url, self.cluster.partitions, timeout_ms=LEADER_TIMEOUT_MS
+            self.cluster.ops, self.cluster.partitions, timeout_ms=LEADER_TIMEOUT_MS
         )
         return leaders[self.partition].node_id
 
@@ -303,7 +303,7 @@ class FaultInjector:
     async def _new_leader(self, not_node: str) -> None:
         try:
             await wait_for_leaders(
-                self.cluster.nats_url,
+                self.cluster.ops,
                 self.cluster.partitions,
                 not_node=not_node,
                 timeout_ms=LEADER_TIMEOUT_MS,
@@ -332,6 +332,6 @@ class FaultInjector:
                 await asyncio.to_thread(process.start)
         try:
             await asyncio.to_thread(cluster.nats.wait_healthy, HEAL_TIMEOUT_MS)
-            await wait_for_leaders(cluster.nats_url, cluster.partitions, timeout_ms=HEAL_TIMEOUT_MS)
+            await wait_for_leaders(cluster.ops, cluster.partitions, timeout_ms=HEAL_TIMEOUT_MS)
         except TimeoutError as error:
             raise FaultError(f"the cluster did not heal: {error}") from error

@@ -22,7 +22,7 @@ from nats.aio.client import Client as NatsClient
 
 from ironbook import core
 from ironbook.adapters.ledger_keys import ledger_verifier
-from ironbook.adapters.nats.provision import connect_nats
+from ironbook.adapters.nats.provision import NatsEndpoint
 from ironbook.chaos.projection import (
     Projection,
     ProjectionCheck,
@@ -48,7 +48,7 @@ PROJECTION_TIMEOUT_MS = 600_000
 
 
 async def check_all_partitions(
-    nats_url: str,
+    endpoint: NatsEndpoint,
     operations: Sequence[Operation],
     replicas: Mapping[int, Sequence[str]],
     *,
@@ -68,7 +68,7 @@ async def check_all_partitions(
     live display responsive)."""
     partitions = len(replicas)
     reports = []
-    nc = await connect_nats(nats_url, name="ironbook-check")
+    nc = await endpoint.connect("ironbook-check")
     try:
         for partition in range(partitions):
             hashes, entries = await still_log(nc, partition, replicas[partition], say)

@@ -32,6 +32,7 @@ from pathlib import Path
 import msgspec
 
 from ironbook.adapters.nats.localproc import PortLease
+from ironbook.adapters.nats.provision import NatsEndpoint
 from ironbook.adapters.netns import NamespaceNetwork, NetnsError, unavailable_reason
 from ironbook.chaos.alerts import FaultAlerts, judge_alerts
 from ironbook.chaos.environment import Environment, UncleanEnvironment, survey_environment
@@ -378,9 +379,9 @@ async def _run(cluster: LocalCluster, run: _Run) -> None:
         cluster, random.Random(rng.random()), rolling_what=options.rolling_what
     )
     run.fault_log = injector.records
-    heartbeats = HeartbeatWatch(cluster.nats_url)
+    heartbeats = HeartbeatWatch(cluster.ops)
     client = await connect_ledger(
-        cluster.nats_url,
+        cluster.ops,
         partitions=cluster.partitions,
         config=ClientConfig(
             request_timeout_ms=1_000,
@@ -426,7 +427,7 @@ async def _run(cluster: LocalCluster, run: _Run) -> None:
         run.loop_block_ms = heartbeats.longest_block_ms()
     say("waiting for the replicas to converge, then checking")
     run.check = await check_cluster(
-        cluster.nats_url,
+        cluster.ops,
         cluster.data_dir,
         run.recorder.operations,
         cluster.replica_ids(0),
@@ -512,7 +513,7 @@ async def _inject_faults(
 
 
 async def check_cluster(
-    nats_url: str,
+    endpoint: NatsEndpoint,
     data_dir: Path,
     operations: Sequence[Operation],
     replicas: Sequence[str],
@@ -522,7 +523,7 @@ async def check_cluster(
     """Judge `operations` against partition 0's whole log and every replica's
     converged state hash (see `chaos.partitions.check_all_partitions`)."""
     return await check_all_partitions(
-        nats_url,
+        endpoint,
         operations,
         {0: replicas},
         data_dir=data_dir,

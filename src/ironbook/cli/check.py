@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         }
         report = asyncio.run(
             check_all_partitions(
-                ",".join(runtime.nats_urls),
+                runtime.endpoint(),
                 operations,
                 replicas,
                 data_dir=data_dir,
@@ -80,9 +80,7 @@ def run(args: argparse.Namespace) -> int:
                 partition: cluster.replica_ids(partition) for partition in range(cluster.partitions)
             }
             report = asyncio.run(
-                check_all_partitions(
-                    cluster.nats_url, operations, replicas, data_dir=cluster.data_dir
-                )
+                check_all_partitions(cluster.ops, operations, replicas, data_dir=cluster.data_dir)
             )
         finally:
             cluster.stop()

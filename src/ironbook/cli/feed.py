@@ -20,7 +20,7 @@ from ironbook import core
 from ironbook.adapters.feed.messages import valid_producer
 from ironbook.adapters.feed.nats_stream import NatsFeedStream, feed_stream_name
 from ironbook.adapters.feed.provider import FeedUnavailable
-from ironbook.adapters.nats.provision import close_nats, connect_nats
+from ironbook.adapters.nats.provision import NatsEndpoint, close_nats
 from ironbook.cli.up import add_data_dir_argument, data_dir_of
 from ironbook.client import ClientConfig, GaveUp, ledger_over_nats
 from ironbook.core.views import FeedCursorReply
@@ -30,8 +30,8 @@ from ironbook.services.local_cluster import read_runtime
 TIMEOUT_MS = 5_000
 
 
-async def feed_status(nats_urls: str, partitions: int, producer: str) -> dict[str, Any]:
-    nc = await connect_nats(nats_urls, name="ironbook-feed-status")
+async def feed_status(endpoint: NatsEndpoint, partitions: int, producer: str) -> dict[str, Any]:
+    nc = await endpoint.connect("ironbook-feed-status")
     client = ledger_over_nats(
         nc, partitions=partitions, config=ClientConfig(deadline_ms=TIMEOUT_MS)
     )
@@ -109,9 +109,7 @@ def _command(args: argparse.Namespace) -> int:
     if runtime is None:
         print(f"no cluster is running from {data_dir} (start one with `ironbook up`)")
         return 1
-    status = asyncio.run(
-        feed_status(",".join(runtime.nats_urls), runtime.partitions, args.producer)
-    )
+    status = asyncio.run(feed_status(runtime.endpoint(), runtime.partitions, args.producer))
     if args.json:
         print(json.dumps(status, indent=2))
     else:

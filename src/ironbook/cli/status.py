@@ -89,7 +89,7 @@ def _gather(data_dir: Path) -> dict[str, Any] | None:
             }
         )
         healthy &= up and health == 200
-    beats = asyncio.run(collect_heartbeats(",".join(runtime.nats_urls), LISTEN_MS))
+    beats = asyncio.run(collect_heartbeats(runtime.endpoint(), LISTEN_MS))
     partitions = []
     for partition in range(runtime.partitions):
         last_seq, stream_leader = _stream_state(layout, stream_name(partition))

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import nats.errors
 
-from ironbook.adapters.nats.provision import close_nats, connect_nats
+from ironbook.adapters.nats.provision import NatsEndpoint, close_nats
 from ironbook.bootstrap import settings_from
 from ironbook.cli.up import add_data_dir_argument
 from ironbook.services.gateway.auth import (
@@ -87,8 +87,8 @@ def _mint(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _revoke(settings: Settings, nats_urls: list[str], jti: str) -> int:
-    nc = await connect_nats(nats_urls, name="ironbook-token-revoke")
+async def _revoke(settings: Settings, endpoint: NatsEndpoint, jti: str) -> int:
+    nc = await endpoint.connect("ironbook-token-revoke")
     try:
         g = settings.gateway
         lifetimes = MaxLifetimes(g.bettor_token_max_lifetime_s, g.staff_token_max_lifetime_s)
@@ -114,7 +114,7 @@ def _revoke_command(args: argparse.Namespace) -> int:
         print(f"error: no cluster is running on {data_dir} (`ironbook up`)", file=sys.stderr)
         return 1
     try:
-        revoked_at_ms = asyncio.run(_revoke(settings, runtime.nats_urls, args.jti))
+        revoked_at_ms = asyncio.run(_revoke(settings, runtime.endpoint(), args.jti))
     except (TimeoutError, nats.errors.Error, OSError) as err:
         print(f"error: the revocation could not be recorded: {err!r}", file=sys.stderr)
         return 1

@@ -9,7 +9,9 @@ the ops console, restarts any that die (with backoff) or hang, takes
 maintenance requests on `<data-dir>/control.sock` (`ironbook drain`,
 `ironbook rolling-restart`), and on Ctrl-C stops everything gracefully.
 Running `up` again on the same data directory resumes with every byte of
-data. Settings come from `--config FILE`,
+data. NATS runs with mutual TLS and one identity per service kind
+(docs/security.md); everything `up` writes is private to its user (umask 077,
+data directories 0700). Settings come from `--config FILE`,
 `IRONBOOK_*` environment variables and these flags (docs/configuration.md).
 """
 
@@ -19,12 +21,14 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
+import os
 import signal
 import sys
 from pathlib import Path
 
 from ironbook.adapters.backup.keys import BackupKeyError, parse_recipients
 from ironbook.adapters.backup.target import TargetError
+from ironbook.adapters.nats.security import SecretsError
 from ironbook.bootstrap import (
     Flag,
     add_config_argument,
@@ -137,8 +141,10 @@ def _command(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     setup_logging(settings.log, process="up")
+    # Logs, stores and secrets of the cluster: nobody else's business.
+    os.umask(0o077)
     data_dir = settings.cluster.data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     lock = (data_dir / "up.lock").open("w")
     try:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -155,13 +161,18 @@ def _command(args: argparse.Namespace) -> int:
             return 2
     try:
         cluster = build_local_cluster(settings, config_file=args.config)
-    except (ClusterConfigError, MonitoringUnavailable) as err:
+    except (ClusterConfigError, MonitoringUnavailable, SecretsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"ironbook: data in {data_dir}; {cluster.partitions} partition(s)", flush=True)
     try:
         cluster.start()
-        print(f"nats: {cluster.nats_url}", flush=True)
+        security = (
+            f"mutual TLS, identities in {cluster.secrets.root}"
+            if cluster.secrets is not None
+            else "PLAINTEXT, no authentication (nats.secure = false)"
+        )
+        print(f"nats: {cluster.nats_url} ({security})", flush=True)
         if cluster.http_url is not None:
             workers = settings.cluster.gateway_workers
             print(f"http: {cluster.http_url} ({workers} workers)", flush=True)

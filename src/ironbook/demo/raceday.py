@@ -29,7 +29,6 @@ import msgspec
 
 from ironbook import core
 from ironbook.adapters.nats.localproc import ManagedProcess
-from ironbook.adapters.nats.provision import connect_nats
 from ironbook.adapters.netns import NamespaceNetwork, NetnsError, unavailable_reason
 from ironbook.chaos.environment import Environment, UncleanEnvironment, survey_environment
 from ironbook.chaos.evidence import (
@@ -373,12 +372,12 @@ async def _on_a_cluster(day: _Day) -> None:
 async def _race_day(cluster: LocalCluster, day: _Day) -> None:
     options, live, recorder, phases = day.options, day.live, day.recorder, day.phases
     rng = random.Random(options.seed)
-    nc = await connect_nats(cluster.nats_url, name="ironbook-demo")
+    nc = await cluster.ops.connect("ironbook-demo")
     watcher = ClusterWatcher(cluster, nc)
     await watcher.start()
     live.view = watcher.view
     client = await connect_ledger(
-        cluster.nats_url,
+        cluster.ops,
         partitions=cluster.partitions,
         config=ClientConfig(
             request_timeout_ms=1_000, deadline_ms=30_000, backoff_initial_ms=20, backoff_max_ms=500
@@ -640,7 +639,7 @@ async def check_partitions(cluster: LocalCluster, operations: Sequence[Operation
     """The checker's verdict on every partition, combined (in a thread, so
     that the dashboard keeps drawing meanwhile)."""
     return await check_all_partitions(
-        cluster.nats_url,
+        cluster.ops,
         operations,
         {partition: cluster.replica_ids(partition) for partition in range(cluster.partitions)},
         data_dir=cluster.data_dir,

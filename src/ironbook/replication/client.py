@@ -21,9 +21,12 @@ batches and producer status included) to every partition, since each
 partition's log carries its own copy of every market, and the replies are
 combined (a feed batch reports the smallest cursor reached).
 
-Batching: commands waiting for one partition travel together in one request
-(at most `max_batch_commands`), with at most `max_inflight_batches` requests
-per partition awaiting replies; the rest wait their turn.
+Batching: commands of one family (`families.py`: wallet, betting, market,
+query) waiting for one partition travel together in one request (at most
+`max_batch_commands`), with at most `max_inflight_batches` requests per
+partition and family awaiting replies; the rest wait their turn. A batch never
+mixes families: each family has its own subject, which the NATS permissions
+of the sender must allow.
 
 Retries: a command that gets no outcome (timeout, nobody serving, the leader
 stepped down or shed load) is sent again, always with the same bytes and so
@@ -48,6 +51,7 @@ import msgspec
 
 from ironbook import core
 from ironbook.core.events import FeedReply, SettlementReply
+from ironbook.replication.families import FAMILIES, FAMILY_OF, Family
 from ironbook.replication.interfaces import ReplicationError
 from ironbook.replication.wire import BadRequestReply, OutcomeReply, RetryReply, decode_reply
 
@@ -82,7 +86,7 @@ class BatchConfig:
     max_batch_commands: int = 1_000
     """Commands in one batch request."""
     max_inflight_batches: int = 16
-    """Batch requests awaiting replies, per partition."""
+    """Batch requests awaiting replies, per partition and command family."""
 
     def __post_init__(self) -> None:
         if self.max_batch_commands < 1 or self.max_inflight_batches < 1:
@@ -151,11 +155,13 @@ def routed_partitions(command: core.AnyCommand | core.AnyQuery, partitions: int)
 
 
 class Send(NamedTuple):
-    """Send `payloads` (encoded commands) to `partition` as one batch request
-    and report its replies, in the same order, or its failure."""
+    """Send `payloads` (encoded commands, all of `family`) to `partition` as
+    one batch request and report its replies, in the same order, or its
+    failure."""
 
     request_no: int
     partition: int
+    family: Family
     payloads: tuple[bytes, ...]
     timeout_ms: int
 
@@ -181,6 +187,7 @@ class _Part:
 
     submit: _Submit
     partition: int
+    family: Family
     payload: bytes
     backoff_ms: int
     outcome: core.Outcome | None = None
@@ -198,8 +205,11 @@ class _Submit:
     done: bool = False
 
 
+_QueueKey = tuple[int, Family]
+
+
 @dataclass(slots=True)
-class _Partition:
+class _Queue:
     ready: deque[_Part] = field(default_factory=deque)
     in_flight: int = 0
 
@@ -219,9 +229,12 @@ class ClientMachine:
         self._config = config
         self._batching = batching
         self._rng = rng
-        self._queues = [_Partition() for _ in range(partitions)]
+        self._queues = {
+            (partition, family): _Queue() for partition in range(partitions) for family in FAMILIES
+        }
+        """One per partition and command family."""
         self._submits: dict[int, _Submit] = {}
-        self._requests: dict[int, tuple[int, list[_Part]]] = {}
+        self._requests: dict[int, tuple[_QueueKey, list[_Part]]] = {}
         self._retries: list[tuple[int, int, _Part]] = []
         """Heap of (due_ms, order, part) waiting out their backoff."""
         self._deadlines: deque[tuple[int, int]] = deque()
@@ -300,9 +313,9 @@ class ClientMachine:
         self._expire(now_ms)
         self._release_retries(now_ms)
         sends: list[Send] = []
-        for partition, queue in enumerate(self._queues):
+        for key, queue in self._queues.items():
             if queue.ready:
-                sends.extend(self._batches(partition, now_ms))
+                sends.extend(self._batches(key, now_ms))
         resolved = tuple(self._resolved)
         self._resolved.clear()
         return Step(tuple(sends), resolved, self._wake_at())
@@ -324,16 +337,17 @@ class ClientMachine:
             deadline_ms = max(deadline_ms, self._deadlines[-1][0])
         submit = _Submit(ticket, command.request_id, deadline_ms, [], len(partitions))
         backoff_ms = self._config.backoff_initial_ms
+        family = FAMILY_OF[type(command)]
         for partition in partitions:
-            part = _Part(submit, partition, payload, backoff_ms)
+            part = _Part(submit, partition, family, payload, backoff_ms)
             submit.parts.append(part)
-            self._queues[partition].ready.append(part)
+            self._queues[(partition, family)].ready.append(part)
         self._submits[ticket] = submit
         self._deadlines.append((deadline_ms, ticket))
         return ticket
 
-    def _batches(self, partition: int, now_ms: int) -> list[Send]:
-        queue = self._queues[partition]
+    def _batches(self, key: _QueueKey, now_ms: int) -> list[Send]:
+        queue = self._queues[key]
         sends: list[Send] = []
         while queue.ready and queue.in_flight < self._batching.max_inflight_batches:
             parts: list[_Part] = []
@@ -344,7 +358,7 @@ class ClientMachine:
             if not parts:
                 break
             request_no = next(self._request_nos)
-            self._requests[request_no] = (partition, parts)
+            self._requests[request_no] = (key, parts)
             queue.in_flight += 1
             self.requests += 1
             self.attempts += len(parts)
@@ -353,7 +367,8 @@ class ClientMachine:
             sends.append(
                 Send(
                     request_no=request_no,
-                    partition=partition,
+                    partition=key[0],
+                    family=key[1],
                     payloads=tuple(part.payload for part in parts),
                     timeout_ms=max(1, min(self._config.request_timeout_ms, remaining_ms)),
                 )
@@ -361,8 +376,8 @@ class ClientMachine:
         return sends
 
     def _finish_request(self, request_no: int) -> list[_Part]:
-        partition, parts = self._requests.pop(request_no)
-        self._queues[partition].in_flight -= 1
+        key, parts = self._requests.pop(request_no)
+        self._queues[key].in_flight -= 1
         return parts
 
     def _retry_all(self, parts: list[_Part], reason: str, now_ms: int) -> None:
@@ -383,7 +398,7 @@ class ClientMachine:
         while self._retries and self._retries[0][0] <= now_ms:
             _, _, part = heapq.heappop(self._retries)
             if not part.submit.done:
-                self._queues[part.partition].ready.append(part)
+                self._queues[(part.partition, part.family)].ready.append(part)
 
     def _expire(self, now_ms: int) -> None:
         # Entries of submits already over leave once they are the oldest, so

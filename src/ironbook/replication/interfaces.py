@@ -13,6 +13,8 @@ from typing import Protocol
 
 import msgspec
 
+from ironbook.replication.families import Family
+
 
 class ReplicationError(Exception):
     """Base of every error the replication layer raises."""
@@ -190,6 +192,12 @@ class InboundRequest(Protocol):
         """The encoded command (it carries its own request id)."""
         ...
 
+    @property
+    def family(self) -> Family:
+        """The command family of the subject it arrived on; a command of
+        another family is refused."""
+        ...
+
     async def respond(self, payload: bytes) -> None:
         """Send the reply. Never raises: a reply that cannot be delivered is
         lost, and the client retries with the same request id."""
@@ -225,10 +233,11 @@ class CommandTransport(Protocol):
     batch subjects)."""
 
     async def request(
-        self, partition: int, payloads: Sequence[bytes], *, timeout_ms: int
+        self, partition: int, family: Family, payloads: Sequence[bytes], *, timeout_ms: int
     ) -> Sequence[bytes]:
-        """Send encoded commands to `partition`'s leader as one request and
-        wait for its replies, one per command, in the same order.
+        """Send encoded commands, all of command family `family`, to
+        `partition`'s leader as one request and wait for its replies, one per
+        command, in the same order.
 
         Raises `NoResponders` when nobody serves the partition,
         `RequestTimeout` when no reply came within `timeout_ms`,

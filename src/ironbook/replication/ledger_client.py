@@ -237,7 +237,7 @@ class LedgerClient:
         machine = self._machine
         try:
             replies = await self._transport.request(
-                send.partition, send.payloads, timeout_ms=send.timeout_ms
+                send.partition, send.family, send.payloads, timeout_ms=send.timeout_ms
             )
         except NoResponders:
             machine.request_failed(send.request_no, "no_responders", self._clock.now_ms())

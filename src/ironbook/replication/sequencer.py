@@ -35,6 +35,7 @@ from ironbook.replication.batch import (
 )
 from ironbook.replication.concurrency import cancel_and_wait, race
 from ironbook.replication.errors import AppendGaveUp, LogDiverged, Superseded
+from ironbook.replication.families import FAMILY_OF
 from ironbook.replication.interfaces import (
     AppendUnknown,
     Clock,
@@ -163,6 +164,8 @@ class Sequencer:
         """Markets whose next slice raised in this term: not tried again."""
         """Where the newest batch holding result slices lands."""
         self.commands_failed = 0
+        self.commands_wrong_family = 0
+        """Commands refused because they came on another family's subject."""
         self.batches_acked = 0
 
     @property
@@ -249,6 +252,12 @@ class Sequencer:
                 command = core.decode_command(request.payload)
             except msgspec.MsgspecError as error:
                 bad.append((request, encode_reply(BadRequestReply(message=str(error)))))
+                continue
+            if FAMILY_OF[type(command)] != request.family:
+                # Sent on a subject its sender may use, but not this command's.
+                self.commands_wrong_family += 1
+                message = f"{type(command).__name__} is not a {request.family} command"
+                bad.append((request, encode_reply(BadRequestReply(message=message))))
                 continue
             try:
                 outcome = core.decide(self._state, command, now_ms)

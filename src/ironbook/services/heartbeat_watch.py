@@ -12,16 +12,16 @@ from types import TracebackType
 import msgspec
 from nats.aio.client import Client as NatsClient
 
-from ironbook.adapters.nats.provision import close_nats, connect_nats
+from ironbook.adapters.nats.provision import NatsEndpoint, close_nats
 from ironbook.services.status import STATUS_SUBJECT_ALL, decode_heartbeat
 
 
 class HeartbeatWatch:
-    """`async with HeartbeatWatch(url) as watch:` (or `start`/`stop`), then
+    """`async with HeartbeatWatch(endpoint) as watch:` (or `start`/`stop`), then
     `watch.longest_block_ms()`, `watch.leader_terms(partition)`."""
 
-    def __init__(self, nats_url: str) -> None:
-        self._nats_url = nats_url
+    def __init__(self, nats: NatsEndpoint) -> None:
+        self._nats = nats
         self._longest_ms: dict[str, int] = {}
         self._by_node: dict[str, dict[str, int]] = {}
         self._leaders: dict[int, dict[int, tuple[str, float]]] = {}
@@ -29,7 +29,7 @@ class HeartbeatWatch:
         self._nc: NatsClient | None = None
 
     async def start(self) -> None:
-        nc = await connect_nats(self._nats_url, name="ironbook-loop-watch")
+        nc = await self._nats.connect("ironbook-loop-watch")
         self._nc = nc
 
         async def on_msg(msg: object) -> None:

@@ -4,10 +4,16 @@
     <data-dir>/nats/           3 nats-server nodes (config, JetStream store, logs)
     <data-dir>/logs/           one log file per replica process
     <data-dir>/run/            one liveness file per ironbook process (`services.supervisor`)
+    <data-dir>/secrets/        CA, certificates, nkey seeds (docs/security.md)
     <data-dir>/up.json         what is running now (PIDs, URLs, the supervisor's view of
                                every child), for `ironbook status`
     <data-dir>/monitoring/     with monitoring: Prometheus, Alertmanager, alerts
                                (services/monitoring.py)
+
+Secured by default: mutual TLS on every NATS link and one nkey identity per
+service kind (`services/nats_identities.py`). The streams, buckets and object
+stores are provisioned with the `ops` identity before any service starts
+(`python -m ironbook.bootstrap provision`); services only use them.
 
 Used by `ironbook up`, the integration tests and the benchmarks, so that all
 three exercise the same processes.
@@ -20,6 +26,7 @@ import contextlib
 import os
 import shutil
 import socket
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +35,14 @@ import msgspec
 
 from ironbook.adapters.ledger_keys import ledger_signing_key
 from ironbook.adapters.nats.localproc import LOOPBACK, ManagedProcess, PortLease
-from ironbook.adapters.nats.provision import connect_nats
+from ironbook.adapters.nats.provision import NatsEndpoint
+from ironbook.adapters.nats.security import (
+    SECRETS_DIR,
+    NatsCredentials,
+    SecretsLayout,
+    ServerSecurity,
+    provide_secrets,
+)
 from ironbook.adapters.nats.server import LocalNatsCluster
 from ironbook.adapters.netns import NamespaceNetwork, NodeNetwork
 from ironbook.services.feed.processes import feed_processes
@@ -38,6 +52,7 @@ from ironbook.services.monitoring import (
     ScrapeTargets,
     StackPorts,
 )
+from ironbook.services.nats_identities import identities
 from ironbook.services.process import LIVENESS_ENV, process_command
 from ironbook.services.service_metrics import SupervisorMetrics, serve_metrics
 from ironbook.services.status import STATUS_SUBJECT_ALL, ReplicaHeartbeat, decode_heartbeat
@@ -46,6 +61,7 @@ from ironbook.settings import BackupSettings, FeedSettings, MonitoringSettings
 
 CLUSTER_CONFIG_FILE = "ironbook.json"
 RUNTIME_FILE = "up.json"
+PROVISION_TIMEOUT_MS = 60_000
 
 
 class ClusterConfigError(ValueError):
@@ -81,6 +97,15 @@ class RuntimeInfo(msgspec.Struct, frozen=True):
     children: list[ChildStatus] = msgspec.field(default_factory=list)
     """Every supervised process: pid, state (`gave_up`: a crash loop), restarts."""
     monitoring: MonitoringInfo | None = None
+    secrets_dir: str | None = None
+    """Where the cluster's credentials are (None: a plaintext cluster)."""
+
+    def endpoint(self, identity: str = "ops") -> NatsEndpoint:
+        """How an operator tool reaches this cluster (as `ops` by default)."""
+        url = ",".join(self.nats_urls)
+        if self.secrets_dir is None:
+            return NatsEndpoint(url)
+        return NatsEndpoint(url, NatsCredentials.load(Path(self.secrets_dir), identity))
 
 
 def load_cluster_config(data_dir: Path, requested_partitions: int | None) -> ClusterConfig:
@@ -143,11 +168,15 @@ class LocalCluster:
         config_file: Path | None = None,
         supervision: RestartPolicy | None = None,
         monitoring: MonitoringSettings | None = None,
+        secure: bool = True,
+        secrets_dir: Path | None = None,
     ) -> None:
         """`config_file`: the settings file every child process reads too;
-        `monitoring`: run the monitoring stack too, scraping every process."""
+        `monitoring`: run the monitoring stack too, scraping every process;
+        `secure`: mutual TLS and per-service identities, with the credentials
+        in `secrets_dir` (default `<data_dir>/secrets`; missing ones are made)."""
         self.data_dir = data_dir.resolve()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.config = load_cluster_config(self.data_dir, partitions)
         # Made before any process starts: the history projectors read its
         # public half, which the first replica would otherwise race to write.
@@ -157,12 +186,36 @@ class LocalCluster:
         """Node i (nats-server `n{i}` and replicas `p*-r{i}`) in namespace i of
         `network` (chaos partitions); None: everything on loopback."""
         placed = {name: self._node_network(name) for name in self._nats_names()} if network else {}
+        self.feed = feed
+        self.secrets = (
+            SecretsLayout((secrets_dir or self.data_dir / SECRETS_DIR).resolve())
+            if secure
+            else None
+        )
         self.nats = LocalNatsCluster(
             self.data_dir / "nats",
             size=self.config.nats_nodes,
             hosts={name: node.ip for name, node in placed.items()},
             launch_prefixes={name: node.prefix for name, node in placed.items()},
+            security=self._server_security(
+                {
+                    name: placed[name].ip if name in placed else LOOPBACK
+                    for name in self._nats_names()
+                }
+            ),
         )
+        self.child_env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "IRONBOOK_NATS_SECURE": "true" if secure else "false",
+            **(
+                {"IRONBOOK_NATS_SECRETS_DIR": str(self.secrets.root)}
+                if self.secrets is not None
+                else {}
+            ),
+        }
+        """The environment of every child process: with it, each connects as
+        its kind's identity."""
         self.supervisor = Supervisor(supervision)
         self.supervisor.on_change = self.write_runtime
         self._started_at_ms = time.time_ns() // 1_000_000
@@ -200,7 +253,7 @@ class LocalCluster:
                         *self._replica_metrics_args(monitoring, node_id, partition),
                     ],
                     log_path=self.data_dir / "logs" / f"{node_id}.log",
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                    env=self.child_env,
                 )
                 self.replicas[node_id] = process
                 self._supervise(node_id, process)
@@ -248,7 +301,6 @@ class LocalCluster:
         """HTTP workers and the history projectors that serve them."""
         if gateway is not None:
             self._add_gateways(gateway, monitoring)
-        self.feed = feed
         self.feeds: dict[str, ManagedProcess] = {}
         """The odds feed: simulator, ingester, settlement (docs/feed.md)."""
         if feed is not None:
@@ -268,6 +320,7 @@ class LocalCluster:
                 logs_dir=self.data_dir / "logs",
                 config_args=self._config_args,
                 metrics_ports=metrics_ports,
+                env=self.child_env,
             )
             for name, process in self.feeds.items():
                 self._supervise(name, process)
@@ -302,7 +355,7 @@ class LocalCluster:
                 str(every_s),
             ],
             log_path=self.data_dir / "logs" / "backup.log",
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=self.child_env,
         )
 
     def _metrics_port(self, job: str, name: str, host: str = LOOPBACK, **labels: str) -> int:
@@ -360,6 +413,7 @@ class LocalCluster:
             },
             config_args=self._config_args,
             logs_dir=self.data_dir / "logs",
+            env=self.child_env,
         )
         if self.gateway is not None:
             # Any worker answers for all the workers of the host, on the ops port.
@@ -405,8 +459,7 @@ class LocalCluster:
             self.gateway_metrics_port = options.metrics_port
         metrics_dir = self.data_dir / "gateway" / "metrics"
         env = {
-            **os.environ,
-            "PYTHONUNBUFFERED": "1",
+            **self.child_env,
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
             **options.env,
         }
@@ -459,7 +512,7 @@ class LocalCluster:
                     ),
                 ],
                 log_path=self.data_dir / "logs" / f"{name}.log",
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env=self.child_env,
             )
             self.gateways[name] = process
             self._supervise(name, process)
@@ -469,6 +522,60 @@ class LocalCluster:
         liveness = self.data_dir / "run" / f"{name}.alive"
         process.set_env(LIVENESS_ENV, str(liveness))
         self.supervisor.add(name, process, process.start, liveness=liveness)
+
+    def _server_security(self, hosts: dict[str, str]) -> ServerSecurity | None:
+        if self.secrets is None:
+            return None
+        producers = [self.feed.producer] if self.feed is not None else []
+        allowed = identities(self.config.partitions, producers)
+        keys = provide_secrets(
+            self.secrets, identities=allowed, servers={name: [host] for name, host in hosts.items()}
+        )
+        return ServerSecurity(
+            self.secrets,
+            {identity: (keys[identity], permissions) for identity, permissions in allowed.items()},
+        )
+
+    def credentials(self, identity: str) -> NatsCredentials | None:
+        """What `identity` connects with (None on a plaintext cluster)."""
+        if self.secrets is None:
+            return None
+        return NatsCredentials.load(self.secrets.root, identity)
+
+    def endpoint(self, identity: str = "ops") -> NatsEndpoint:
+        """The cluster as `identity` reaches it; `ops` for tests and tools."""
+        return NatsEndpoint(self.nats.url, self.credentials(identity))
+
+    @property
+    def ops(self) -> NatsEndpoint:
+        return self.endpoint("ops")
+
+    def provision(self, timeout_ms: int = PROVISION_TIMEOUT_MS) -> None:
+        """Create every stream, bucket and object store the services use,
+        as `ops` (no service may create them), in a process of its own."""
+        feed = ["--feed", "none"]
+        if self.feed is not None:
+            feed = ["--feed", self.feed.source, "--producer", self.feed.producer]
+        command = [
+            *process_command("provision", self._config_args),
+            "--nats",
+            self.nats.url,
+            "--partitions",
+            str(self.config.partitions),
+            "--replicas",
+            str(min(3, self.config.nats_nodes)),
+            *feed,
+        ]
+        done = subprocess.run(
+            command,
+            env=self.child_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_ms / 1000,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"provisioning failed ({done.returncode}):\n{done.stderr[-4000:]}")
 
     def _nats_names(self) -> list[str]:
         return [f"n{index}" for index in range(1, self.config.nats_nodes + 1)]
@@ -511,8 +618,10 @@ class LocalCluster:
         ]
 
     def start(self, timeout_ms: int = 60_000) -> None:
-        """Start NATS, wait for it to be healthy, then start the replicas."""
+        """Start NATS, wait for it to be healthy, provision its streams,
+        then start the replicas and the other services."""
         self.nats.start(timeout_ms=timeout_ms)
+        self.provision()
         for process in self.replicas.values():
             if not process.is_running():
                 process.start()
@@ -557,6 +666,7 @@ class LocalCluster:
                 alertmanager_url=self.monitoring.alertmanager_url,
                 console_url=self.monitoring.console_url,
             ),
+            secrets_dir=None if self.secrets is None else str(self.secrets.root),
         )
         path = self.data_dir / RUNTIME_FILE
         partial = path.with_suffix(".json.partial")
@@ -596,12 +706,12 @@ class LocalCluster:
 
     async def wait_leaders(self, timeout_ms: int = 60_000) -> dict[int, ReplicaHeartbeat]:
         """Wait until every partition has a replica heartbeating as leader."""
-        return await wait_for_leaders(self.nats_url, self.config.partitions, timeout_ms=timeout_ms)
+        return await wait_for_leaders(self.ops, self.config.partitions, timeout_ms=timeout_ms)
 
 
-async def collect_heartbeats(nats_url: str, listen_ms: int) -> dict[str, ReplicaHeartbeat]:
+async def collect_heartbeats(nats: NatsEndpoint, listen_ms: int) -> dict[str, ReplicaHeartbeat]:
     """The newest heartbeat of every replica heard within `listen_ms`."""
-    nc = await connect_nats(nats_url, name="ironbook-status")
+    nc = await nats.connect("ironbook-status")
     heard: dict[str, ReplicaHeartbeat] = {}
     try:
 
@@ -620,11 +730,11 @@ async def collect_heartbeats(nats_url: str, listen_ms: int) -> dict[str, Replica
 
 
 async def wait_for_leaders(
-    nats_url: str, partitions: int, *, timeout_ms: int = 60_000, not_node: str | None = None
+    nats: NatsEndpoint, partitions: int, *, timeout_ms: int = 60_000, not_node: str | None = None
 ) -> dict[int, ReplicaHeartbeat]:
     """Heartbeats of one leader per partition (fresh ones only)."""
     deadline = time.monotonic() + timeout_ms / 1000
-    nc = await connect_nats(nats_url, name="ironbook-wait-leaders")
+    nc = await nats.connect("ironbook-wait-leaders")
     leaders: dict[int, ReplicaHeartbeat] = {}
     try:
 

@@ -131,7 +131,11 @@ async def move_leaderships_off(
     if not others:
         raise MaintenanceError(f"no other NATS server is running to take over from {node}")
     done = []
-    nc = await connect_nats([nats.node(name).url for name in others], name="ironbook-drain")
+    nc = await connect_nats(
+        [nats.node(name).url for name in others],
+        credentials=cluster.credentials("ops"),
+        name="ironbook-drain",
+    )
     try:
         streams = [
             s for s in await asyncio.to_thread(streams_led_by, cluster, node) if s not in keep
@@ -224,7 +228,7 @@ async def restart_nats(cluster: LocalCluster, node: str, say: Say = _quiet) -> l
 
 
 async def _roles(cluster: LocalCluster) -> dict[str, tuple[str, int]]:
-    beats = await collect_heartbeats(cluster.nats_url, 1_500)
+    beats = await collect_heartbeats(cluster.ops, 1_500)
     return {node_id: (beat.role, beat.applied_seq) for node_id, beat in beats.items()}
 
 

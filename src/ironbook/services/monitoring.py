@@ -177,9 +177,11 @@ class MonitoringStack:
         nats_servers: dict[str, tuple[str, str]],
         config_args: list[str],
         logs_dir: Path,
+        env: dict[str, str] | None = None,
     ) -> None:
         """`nats_servers`: each NATS server's monitoring address (`host:port`)
-        -> (its name, its node)."""
+        -> (its name, its node); `env`: the processes' (the cluster's
+        credentials), default this one's."""
         self.dir = data_dir / "monitoring"
         self.settings = settings
         self.ports = ports
@@ -191,7 +193,7 @@ class MonitoringStack:
         self.node_exporter_address = f"{host}:{ports.node_exporter}"
         self.nats_exporter_address = f"{host}:{ports.nats_exporter}"
         self.nats_servers = nats_servers
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = env or {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.processes: dict[str, ManagedProcess] = {
             "prometheus": ManagedProcess(
                 "prometheus",

@@ -25,6 +25,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily
 
+from ironbook.replication.families import Family
 from ironbook.replication.interfaces import (
     InboundRequest,
     Log,
@@ -332,6 +333,10 @@ class _MeteredRequest:
     @property
     def payload(self) -> bytes:
         return self._request.payload
+
+    @property
+    def family(self) -> Family:
+        return self._request.family
 
     async def respond(self, payload: bytes) -> None:
         self._metrics.count_command(self._request.payload, payload)

@@ -37,7 +37,7 @@ from ironbook.adapters.backup.restore import (
 from ironbook.adapters.backup.target import Target, TargetError
 from ironbook.adapters.keyfiles import create_secret_file_once
 from ironbook.adapters.ledger_keys import LEDGER_KEY_FILE
-from ironbook.adapters.nats.provision import close_nats, connect_nats
+from ironbook.adapters.nats.provision import NatsEndpoint, close_nats
 from ironbook.replication.point_in_time import RestorePoint
 from ironbook.services.local_cluster import LocalCluster
 
@@ -138,7 +138,7 @@ def restore(
         try:
             summary.partitions = asyncio.run(
                 _restore_partitions(
-                    cluster.nats.urls,
+                    cluster.ops,
                     chain,
                     temp / PARTS_DIR,
                     identity,
@@ -164,7 +164,7 @@ def restore(
 
 
 async def _restore_partitions(
-    nats_urls: list[str],
+    endpoint: NatsEndpoint,
     chain: Chain,
     parts_dir: Path,
     identity: pyrage.x25519.Identity,
@@ -174,7 +174,7 @@ async def _restore_partitions(
     progress: Callable[[str], None],
 ) -> list[PartitionRestored]:
     restored = []
-    nc = await connect_nats(nats_urls, name="ironbook-restore")
+    nc = await endpoint.connect("ironbook-restore")
     try:
         for partition in range(len(chain.backups[0].partitions)):
             backups = [backup.partitions[partition] for backup in chain.backups]

@@ -53,6 +53,7 @@ from ironbook.adapters.backup.target import MissingFile, Target
 from ironbook.adapters.ledger_keys import ledger_verifier
 from ironbook.adapters.nats.log import NatsLog
 from ironbook.adapters.nats.provision import close_nats, connect_nats
+from ironbook.adapters.nats.security import NatsCredentials
 from ironbook.adapters.nats.snapshots import NatsSnapshotStore
 from ironbook.replication.batch import ReplayState
 from ironbook.replication.checkpoint import Checkpoint
@@ -204,11 +205,13 @@ async def take_backup(
     full: bool = False,
     memory: FoldMemory | None = None,
     progress: Progress = lambda _text: None,
+    credentials: NatsCredentials | None = None,
 ) -> BackupSummary:
     """One backup of every partition to `target` (see the module doc);
     a chain holds at most `chain_length` backups (then a full one starts the
     next); `keep` chains are kept, older ones deleted after the manifest no
-    longer names them."""
+    longer names them. `credentials`: the backup identity's, on a secured
+    cluster (it only reads)."""
     assert keep >= 1 and partitions >= 1
     started = time.monotonic()
     try:
@@ -231,7 +234,7 @@ async def take_backup(
     remembered = {p: memory.at(plan.previous, p) for p in range(partitions)}
     # Cleared until this backup is written: its states are about to move on.
     memory.backup_id, memory.replays = None, {}
-    nc = await connect_nats(list(nats_urls), name="ironbook-backup")
+    nc = await connect_nats(list(nats_urls), credentials=credentials, name="ironbook-backup")
     try:
         records = []
         replays = {}

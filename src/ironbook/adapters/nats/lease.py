@@ -37,8 +37,8 @@ from nats.aio.client import Client as NatsClient
 from ironbook.adapters.nats.provision import (
     ERR_WRONG_LAST_SEQUENCE,
     ERR_WRONG_LAST_SEQUENCE_CONSTANT,
+    open_or_create,
     request,
-    with_placement_retry,
 )
 from ironbook.replication.interfaces import LeaseUnavailable
 
@@ -60,8 +60,9 @@ async def ensure_lease_bucket(
 ) -> None:
     """An R3 KV bucket, one revision per key, per-message TTLs allowed."""
     js = nc.jetstream()
-    await with_placement_retry(
+    await open_or_create(
         f"kv bucket {bucket}",
+        lambda: js.key_value(bucket),
         lambda: js.create_key_value(bucket=bucket, history=1, replicas=replicas),
     )
 

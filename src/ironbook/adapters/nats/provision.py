@@ -13,7 +13,8 @@ import json
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import nats
 import nats.errors
@@ -23,7 +24,23 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig, StreamInfo
 
+from ironbook.adapters.nats.security import NatsCredentials, inbox_prefix
+
 log = logging.getLogger(__name__)
+security_log = logging.getLogger("ironbook.security")
+PERMISSIONS_VIOLATION = "permissions violation"
+
+
+class _TlsEofNoise(logging.Filter):
+    """nats-py's protocol asks to keep a half-closed connection open, which a
+    TLS transport cannot do: asyncio warns about it on every close of a TLS
+    connection to NATS. Nothing is wrong; the warning is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received()" not in record.getMessage()
+
+
+logging.getLogger("asyncio").addFilter(_TlsEofNoise())
 
 T = TypeVar("T")
 
@@ -47,6 +64,7 @@ DRAIN_TIMEOUT_S = 2.0
 async def connect_nats(
     servers: str | Sequence[str],
     *,
+    credentials: NatsCredentials | None = None,
     name: str = "ironbook",
     connect_timeout_ms: int = 2000,
     ping_interval_ms: int = 1000,
@@ -63,10 +81,25 @@ async def connect_nats(
     dropped, no reset) blocks every publish *and the ping task* forever, so
     the stale connection is never detected: a partitioned leader froze that
     way in a demo run. `drain_timeout` bounds a graceful close the same way.
+
+    `credentials`: mutual TLS and the identity's nkey (a secured cluster
+    refuses a connection without them); replies then arrive on the
+    identity's own inbox prefix, the only one its allow-list names.
     """
     urls = servers.split(",") if isinstance(servers, str) else list(servers)
+    secured: dict[str, Any] = {}
+    if credentials is not None:
+        secured = {
+            "tls": credentials.ssl_context(),
+            "nkeys_seed": str(credentials.seed_file),
+            "inbox_prefix": inbox_prefix(credentials.identity),
+        }
 
     async def on_error(err: Exception) -> None:
+        if PERMISSIONS_VIOLATION in str(err).lower():
+            # Something this identity may not do: a bug or an intrusion.
+            security_log.warning("nats refused %s: %s", name, err)
+            return
         log.debug("nats connection error: %r", err)
 
     async def on_disconnected() -> None:
@@ -88,7 +121,20 @@ async def connect_nats(
         error_cb=on_error,
         disconnected_cb=on_disconnected,
         reconnected_cb=on_reconnected,
+        **secured,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class NatsEndpoint:
+    """A cluster and who connects to it: its URLs (comma-separated) and an
+    identity's credentials (None: a plaintext cluster)."""
+
+    url: str
+    credentials: NatsCredentials | None = None
+
+    async def connect(self, name: str) -> NatsClient:
+        return await connect_nats(self.url, credentials=self.credentials, name=name)
 
 
 async def close_nats(nc: NatsClient) -> None:
@@ -157,8 +203,23 @@ async def with_placement_retry(
     raise AssertionError("unreachable")
 
 
+async def open_or_create(
+    what: str, open_existing: Callable[[], Awaitable[T]], create: Callable[[], Awaitable[T]]
+) -> T:
+    """The existing asset, else a new one (placement failures retried).
+
+    The existing one is looked up first: a service identity may read the
+    assets it uses but not create them (only `ops` may, when the cluster is
+    provisioned), so it must never ask to create what is already there."""
+    try:
+        return await open_existing()
+    except nats.js.errors.NotFoundError:
+        pass
+    return await with_placement_retry(what, create)
+
+
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> StreamInfo:
-    """Create the stream, or use the existing one.
+    """Use the stream, or create it.
 
     An existing stream with another config (made by an older version, or by
     hand) is used as it is, with a warning: changing a live ledger's stream
@@ -166,13 +227,11 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> StreamInf
     """
     assert config.name is not None
     name = config.name
-    try:
-        return await with_placement_retry(f"stream {name}", lambda: js.add_stream(config))
-    except nats.js.errors.APIError as err:
-        if err.err_code != ERR_STREAM_NAME_IN_USE:
-            raise
-    info = await with_placement_retry(f"stream {name} info", lambda: js.stream_info(name))
-    log.warning("stream %s exists with a different config; using it as it is", name)
+    info = await open_or_create(
+        f"stream {name}", lambda: js.stream_info(name), lambda: js.add_stream(config)
+    )
+    if (info.config.subjects, info.config.num_replicas) != (config.subjects, config.num_replicas):
+        log.warning("stream %s exists with a different config; using it as it is", name)
     return info
 
 

@@ -13,6 +13,7 @@ the same data directory comes back with the same addresses and all its data.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -32,8 +33,10 @@ from ironbook.adapters.nats.localproc import (
     PortLease,
     wait_until,
 )
+from ironbook.adapters.nats.security import Permissions, ServerSecurity, server_tls
 
 CLUSTER_FILE = "cluster.json"
+JETSTREAM_KEY_VARIABLE = "IRONBOOK_JETSTREAM_KEY"
 DEFAULT_CLUSTER_NAME = "ironbook"
 _HTTP_TIMEOUT_MS = 1000
 
@@ -125,26 +128,63 @@ class NatsNode:
         return status == 200
 
 
-def _render_config(node: NatsNode, cluster_name: str, routes_to: list[NatsNode]) -> str:
+def _render_config(
+    node: NatsNode,
+    cluster_name: str,
+    routes_to: list[NatsNode],
+    security: ServerSecurity | None = None,
+) -> str:
     routes = ", ".join(f'"nats-route://{other.host}:{other.ports.cluster}"' for other in routes_to)
+    client_tls = route_tls = authorization = encryption = ""
+    if security is not None:
+        tls = server_tls(security.layout, node.name)
+        files = (
+            f"cert_file: {_quote(tls.cert_file)}\n"
+            f"    key_file: {_quote(tls.key_file)}\n"
+            f"    ca_file: {_quote(tls.ca_file)}\n"
+            "    verify: true"
+        )
+        # Mutual TLS: no certificate signed by the cluster's CA, no connection.
+        client_tls = f"tls {{\n    {files}\n}}\n"
+        # Encrypted at rest; the key comes from the environment, never the file.
+        encryption = f"\n  cipher: chachapoly\n  key: ${JETSTREAM_KEY_VARIABLE}"
+        route_tls = f"\n  tls {{\n    {files}\n  }}"
+        users = ",\n".join(
+            _render_user(nkey, permissions) for nkey, permissions in security.users.values()
+        )
+        authorization = f"authorization {{\n  users = [\n{users}\n  ]\n}}\n"
     return f"""# Written by ironbook; regenerated on every start.
 server_name: "{node.name}"
 listen: "{node.host}:{node.ports.client}"
 http: "{node.host}:{node.ports.http}"
 max_payload: 8MB
-
+{client_tls}{authorization}
 jetstream {{
   store_dir: "{node.node_dir}"
   # fsync every Raft append: acknowledged means on disk on a quorum.
-  sync_interval: always
+  sync_interval: always{encryption}
 }}
 
 cluster {{
   name: "{cluster_name}"
   listen: "{node.host}:{node.ports.cluster}"
-  routes: [{routes}]
+  routes: [{routes}]{route_tls}
 }}
 """
+
+
+def _quote(value: object) -> str:
+    return json.dumps(str(value))
+
+
+def _render_user(nkey: str, permissions: Permissions) -> str:
+    publish = ", ".join(_quote(subject) for subject in permissions.publish)
+    subscribe = ", ".join(_quote(subject) for subject in permissions.subscribe)
+    responses = ", allow_responses: true" if permissions.responds else ""
+    return (
+        f"    {{nkey: {_quote(nkey)}, permissions: {{"
+        f"publish: {{allow: [{publish}]}}, subscribe: {{allow: [{subscribe}]}}{responses}}}}}"
+    )
 
 
 class LocalNatsCluster:
@@ -162,10 +202,15 @@ class LocalNatsCluster:
         binary: Path | None = None,
         hosts: Mapping[str, str] | None = None,
         launch_prefixes: Mapping[str, Sequence[str]] | None = None,
+        security: ServerSecurity | None = None,
     ) -> None:
         """`hosts` and `launch_prefixes` (by node name, e.g. `n1`) place a
         node elsewhere than loopback: its listen address, and an argv prefix
-        such as `ip netns exec <ns>` that starts it in a network namespace."""
+        such as `ip netns exec <ns>` that starts it in a network namespace.
+        `security`: mutual TLS, nkey users, JetStream encrypted at rest (None:
+        plaintext, anyone may connect; for the adapters' own tests and the
+        benchmark baseline)."""
+        self.security = security
         assert size >= 1
         self.data_dir = data_dir.resolve()
         self.binary = binary or nats_server_binary()
@@ -185,6 +230,9 @@ class LocalNatsCluster:
                     name,
                     [*prefix, str(self.binary), "-c", str(node_dir / "nats.conf")],
                     log_path=node_dir / "nats.log",
+                    env=None
+                    if security is None
+                    else {**os.environ, JETSTREAM_KEY_VARIABLE: security.jetstream_key()},
                 ),
                 host=(hosts or {}).get(name, LOOPBACK),
             )
@@ -233,7 +281,7 @@ class LocalNatsCluster:
         node = self.nodes[name]
         node.node_dir.mkdir(parents=True, exist_ok=True)
         others = [other for other in self.nodes.values() if other is not node]
-        node.config_path.write_text(_render_config(node, self.cluster_name, others))
+        node.config_path.write_text(_render_config(node, self.cluster_name, others, self.security))
         node.process.start()
         if wait:
             self.wait_node_healthy(name, timeout_ms=timeout_ms)

@@ -33,7 +33,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js.api import ObjectInfo, ObjectMeta, ObjectMetaOptions, StorageType
 from nats.js.object_store import ObjectStore
 
-from ironbook.adapters.nats.provision import with_placement_retry
+from ironbook.adapters.nats.provision import open_or_create
 from ironbook.replication.interfaces import Snapshot, SnapshotInfo, SnapshotUnavailable
 
 log = logging.getLogger(__name__)
@@ -85,8 +85,9 @@ class NatsSnapshotStore:
     ) -> NatsSnapshotStore:
         js = nc.jetstream()
         bucket = snapshot_bucket(partition)
-        store = await with_placement_retry(
+        store = await open_or_create(
             f"object store {bucket}",
+            lambda: js.object_store(bucket),
             lambda: js.create_object_store(bucket, replicas=replicas, storage=StorageType.FILE),
         )
         chunk_bytes = min(MAX_CHUNK_BYTES, nc.max_payload - CHUNK_HEADROOM_BYTES)

@@ -1,11 +1,13 @@
 """The command transport on NATS request/reply.
 
-Clients send commands to `ironbook.cmdbatch.<partition>` with a reply inbox:
-a msgpack list of encoded commands, answered by a list of replies in the
-same order (one NATS round trip for hundreds of bets). Only the partition's leader subscribes (in
-a queue group, so a message is handed to one subscriber even in the instant
-two replicas both think they lead — the log's fencing decides which of them
-is right).
+Clients send commands to `ironbook.cmdbatch.<partition>.<family>` with a
+reply inbox: a msgpack list of encoded commands of that family
+(`replication.families`), answered by a list of replies in the same order
+(one NATS round trip for hundreds of bets). The family in the subject is what
+the NATS permissions check; the leader refuses a command of another family.
+Only the partition's leader subscribes (in a queue group, so a message is
+handed to one subscriber even in the instant two replicas both think they
+lead — the log's fencing decides which of them is right).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from ironbook.replication.families import FAMILIES, Family
 from ironbook.replication.interfaces import (
     MalformedReply,
     NoResponders,
@@ -34,8 +37,13 @@ _QUEUE_GROUP = "leader"
 _OVERLOADED = encode_reply(RetryReply(reason="overloaded"))
 
 
-def batch_subject(partition: int) -> str:
-    return f"ironbook.cmdbatch.{partition}"
+def batch_subject(partition: int, family: Family) -> str:
+    return f"ironbook.cmdbatch.{partition}.{family}"
+
+
+def _family_of_subject(subject: str) -> Family | None:
+    suffix = subject.rsplit(".", 1)[-1]
+    return next((family for family in FAMILIES if family == suffix), None)
 
 
 _batch_encoder = msgspec.msgpack.Encoder()
@@ -73,12 +81,13 @@ class _BatchReply:
 
 
 class _BatchedRequest:
-    __slots__ = ("_batch", "_index", "payload")
+    __slots__ = ("_batch", "_index", "family", "payload")
 
-    def __init__(self, batch: _BatchReply, index: int, payload: bytes) -> None:
+    def __init__(self, batch: _BatchReply, index: int, payload: bytes, family: Family) -> None:
         self._batch = batch
         self._index = index
         self.payload = payload
+        self.family = family
 
     async def respond(self, payload: bytes) -> None:
         await self._batch.fill(self._index, payload)
@@ -99,11 +108,15 @@ class NatsInbox:
     async def start(self, partition: int) -> None:
         self._subscriptions = [
             await self._nc.subscribe(
-                batch_subject(partition), queue=_QUEUE_GROUP, cb=self._on_batch
-            ),
+                batch_subject(partition, family), queue=_QUEUE_GROUP, cb=self._on_batch
+            )
+            for family in FAMILIES
         ]
 
     async def _on_batch(self, msg: Msg) -> None:
+        family = _family_of_subject(msg.subject)
+        if family is None:
+            return
         try:
             payloads = decode_batch(msg.data)
         except msgspec.MsgspecError:
@@ -111,7 +124,8 @@ class NatsInbox:
         batch = _BatchReply(self._nc, msg, len(payloads))
         room = max(0, self._max_pending - len(self._pending))
         self._pending.extend(
-            _BatchedRequest(batch, index, payload) for index, payload in enumerate(payloads[:room])
+            _BatchedRequest(batch, index, payload, family)
+            for index, payload in enumerate(payloads[:room])
         )
         for index in range(room, len(payloads)):
             await batch.fill(index, _OVERLOADED)
@@ -159,9 +173,9 @@ class NatsCommandTransport:
         self._owns_connection = owns_connection
 
     async def request(
-        self, partition: int, payloads: Sequence[bytes], *, timeout_ms: int
+        self, partition: int, family: Family, payloads: Sequence[bytes], *, timeout_ms: int
     ) -> list[bytes]:
-        subject = batch_subject(partition)
+        subject = batch_subject(partition, family)
         try:
             reply = await self._nc.request(
                 subject, encode_batch(payloads), timeout=timeout_ms / 1000

@@ -12,6 +12,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Sequence
 
+from ironbook.replication.families import Family
 from ironbook.replication.interfaces import (
     InboundRequest,
     NoResponders,
@@ -54,10 +55,13 @@ class SimRequest:
     """One command of a batch as the serving replica sees it (implements
     `InboundRequest`)."""
 
-    __slots__ = ("_batch", "_index", "_payload", "_server")
+    __slots__ = ("_batch", "_family", "_index", "_payload", "_server")
 
-    def __init__(self, payload: bytes, server: Host, batch: _BatchReply, index: int) -> None:
+    def __init__(
+        self, payload: bytes, family: Family, server: Host, batch: _BatchReply, index: int
+    ) -> None:
         self._payload = payload
+        self._family = family
         self._server = server
         self._batch = batch
         self._index = index
@@ -65,6 +69,10 @@ class SimRequest:
     @property
     def payload(self) -> bytes:
         return self._payload
+
+    @property
+    def family(self) -> Family:
+        return self._family
 
     async def respond(self, payload: bytes) -> None:
         try:
@@ -109,7 +117,9 @@ class RequestBus:
     def subscriber_hosts(self) -> list[str]:
         return [inbox.host.name for inbox in self._subscribers]
 
-    def route(self, client: Host, payloads: Sequence[bytes], on_reply: ReplyCallback) -> None:
+    def route(
+        self, client: Host, family: Family, payloads: Sequence[bytes], on_reply: ReplyCallback
+    ) -> None:
         """A batch request reached the NATS server: hand it to one subscriber."""
         if not self._subscribers:
             self._network.deliver(client.name, "clients", lambda: on_reply(None))
@@ -124,7 +134,8 @@ class RequestBus:
         server = inbox.host
         batch = _BatchReply(len(payloads), server, self._network, on_reply)
         requests = [
-            SimRequest(payload, server, batch, index) for index, payload in enumerate(payloads)
+            SimRequest(payload, family, server, batch, index)
+            for index, payload in enumerate(payloads)
         ]
         self._loop.call_later(self._network.latency_s(server.name, "clients"), inbox.push, requests)
 
@@ -208,7 +219,7 @@ class SimCommandTransport:
         self._host = host
 
     async def request(
-        self, partition: int, payloads: Sequence[bytes], *, timeout_ms: int
+        self, partition: int, family: Family, payloads: Sequence[bytes], *, timeout_ms: int
     ) -> list[bytes]:
         if partition != 0:
             raise ValueError(f"the simulated cluster has no partition {partition}")
@@ -222,7 +233,7 @@ class SimCommandTransport:
         client = self._host
         batch = list(payloads)
         self._network.deliver(
-            client.name, "clients", lambda: self._bus.route(client, batch, on_reply)
+            client.name, "clients", lambda: self._bus.route(client, family, batch, on_reply)
         )
         timer = loop.call_later(timeout_ms / 1000, on_reply, _TIMEOUT)
         try:

@@ -22,10 +22,12 @@ def feed_processes(
     logs_dir: Path,
     config_args: list[str] | None = None,
     metrics_ports: dict[str, int] | None = None,
+    env: dict[str, str] | None = None,
 ) -> dict[str, ManagedProcess]:
     """Name → process, in start order; `metrics_ports`: name → the port its
-    `/metrics` listens on (unset: a free one)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    `/metrics` listens on (unset: a free one); `env`: theirs (default: this
+    one's)."""
+    env = env or {**os.environ, "PYTHONUNBUFFERED": "1"}
     common = ["--nats", nats_url, "--producer", options.producer, "--replicas", str(replicas)]
     commands: dict[str, list[str]] = {}
     if options.source == "sim":

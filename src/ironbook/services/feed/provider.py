@@ -41,7 +41,7 @@ from ironbook.adapters.feed.messages import (
 from ironbook.adapters.feed.nats_stream import FeedPublishRefused, NatsFeedStream
 from ironbook.adapters.feed.provider import FeedUnavailable
 from ironbook.adapters.feed.simulator import Simulator, SimulatorConfig, SimulatorState
-from ironbook.adapters.nats.provision import with_placement_retry
+from ironbook.adapters.nats.provision import open_or_create
 from ironbook.services.feed.pacing import BUSY_INTERVAL_MS, busy
 from ironbook.services.service_metrics import ProviderCounts
 
@@ -85,8 +85,9 @@ def _same_but_time(a: AnyFeedMessage, b: AnyFeedMessage) -> bool:
 
 async def open_worlds(nc: NatsClient, *, replicas: int) -> KeyValue:
     js = nc.jetstream()
-    return await with_placement_retry(
+    return await open_or_create(
         f"kv bucket {WORLDS_BUCKET}",
+        lambda: js.key_value(WORLDS_BUCKET),
         lambda: js.create_key_value(bucket=WORLDS_BUCKET, history=1, replicas=replicas),
     )
 

@@ -31,7 +31,7 @@ from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig
 from nats.js.kv import KeyValue
 
-from ironbook.adapters.nats.provision import with_placement_retry
+from ironbook.adapters.nats.provision import open_or_create
 
 BUCKET = "IDEMPOTENCY_KEYS"
 RETENTION_S = 86_400
@@ -81,7 +81,9 @@ class ClaimStore:
     @classmethod
     async def open(cls, js: JetStreamContext, *, replicas: int) -> ClaimStore:
         config = KeyValueConfig(bucket=BUCKET, history=1, ttl=RETENTION_S, replicas=replicas)
-        kv = await with_placement_retry(f"bucket {BUCKET}", lambda: js.create_key_value(config))
+        kv = await open_or_create(
+            f"bucket {BUCKET}", lambda: js.key_value(BUCKET), lambda: js.create_key_value(config)
+        )
         return cls(kv)
 
     async def claim(self, request_id: str, request_fingerprint: str) -> None:

@@ -38,7 +38,7 @@ from nats.aio.msg import Msg
 from nats.js.api import KeyValueConfig
 from nats.js.kv import KeyValue
 
-from ironbook.adapters.nats.provision import ERR_STREAM_NAME_IN_USE, with_placement_retry
+from ironbook.adapters.nats.provision import open_or_create
 
 log = logging.getLogger("ironbook.gateway.revocation")
 security_log = logging.getLogger("ironbook.security")
@@ -126,13 +126,9 @@ class RevocationStore:
         config = KeyValueConfig(
             bucket=BUCKET, history=1, ttl=retention_s + RETENTION_MARGIN_S, replicas=replicas
         )
-        try:
-            kv = await with_placement_retry(f"bucket {BUCKET}", lambda: js.create_key_value(config))
-        except nats.js.errors.APIError as err:
-            if err.err_code != ERR_STREAM_NAME_IN_USE:
-                raise
-            log.warning("bucket %s exists with another config; using it as it is", BUCKET)
-            kv = await js.key_value(BUCKET)
+        kv = await open_or_create(
+            f"bucket {BUCKET}", lambda: js.key_value(BUCKET), lambda: js.create_key_value(config)
+        )
         return cls(nc, kv)
 
     async def revoke(self, jti: str, *, by: str) -> int:
