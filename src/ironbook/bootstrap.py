@@ -30,11 +30,7 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 
 from ironbook import core
-from ironbook.adapters.audit.checkpoint_stream import (
-    NatsCheckpointPort,
-    ensure_checkpoint_stream,
-)
-from ironbook.adapters.audit.events import ensure_events_stream
+from ironbook.adapters.audit.checkpoint_stream import NatsCheckpointPort
 from ironbook.adapters.audit.keys import (
     load_or_create_signing_key,
     public_key_pem,
@@ -316,7 +312,6 @@ async def checkpoint_port(
     pubkey = data_dir / "audit" / "pubkey"
     pubkey.parent.mkdir(parents=True, exist_ok=True)
     pubkey.write_bytes(public_key_pem(key.public_key()))
-    await ensure_checkpoint_stream(nc, replicas=settings.nats.replicas)
     return NatsCheckpointPort(nc, log_name, key, settings.audit_offsite_dir)
 
 
@@ -328,7 +323,6 @@ async def serve_replica(settings: Settings, stop: asyncio.Event) -> None:
     try:
         metrics = ReplicaMetrics(r.partition)
         nats_log = await NatsLog.open(nc, r.partition, replicas=replicas)
-        await ensure_events_stream(nc, replicas=replicas)
         replica = Replica(
             r.node_id,
             log=metrics.log(nats_log),
@@ -605,7 +599,7 @@ async def serve_watch(settings: Settings, stop: asyncio.Event) -> None:
 
 async def serve_audit_verifier(settings: Settings, stop: asyncio.Event) -> None:
     a = settings.audit
-    async with _nats(settings, "ironbook-audit-verifier") as nc:
+    async with _nats(settings, "ironbook-audit-verifier", "audit-verifier") as nc:
         await audit_verifier.serve(
             nc,
             settings.audit_pubkey_file,
@@ -617,8 +611,7 @@ async def serve_audit_verifier(settings: Settings, stop: asyncio.Event) -> None:
 
 
 async def serve_audit_events(settings: Settings, stop: asyncio.Event) -> None:
-    async with _nats(settings, "ironbook-audit-events") as nc:
-        await ensure_events_stream(nc, replicas=settings.nats.replicas)
+    async with _nats(settings, "ironbook-audit-events", "audit-events") as nc:
         data_dir = settings.cluster.data_dir
         recorder = audit_events.EventRecorder(
             nc,

@@ -63,7 +63,7 @@ from ironbook.adapters.audit.stream import (
 )
 from ironbook.adapters.audit.trail import parse_time_ms
 from ironbook.adapters.ledger_keys import ledger_verifier
-from ironbook.adapters.nats.provision import close_nats, connect_nats
+from ironbook.adapters.nats.provision import close_nats
 from ironbook.cli.up import add_data_dir_argument, data_dir_of
 from ironbook.client import ClientConfig, GaveUp, ledger_over_nats
 from ironbook.replication.checkpoint import Checkpoint, CheckpointFormatError
@@ -138,7 +138,7 @@ def _export(args: argparse.Namespace) -> int:
     try:
         result = asyncio.run(
             export_archive(
-                runtime.nats_urls,
+                runtime.endpoint(),
                 partitions,
                 pubkey.read_bytes(),
                 args.out,
@@ -191,7 +191,7 @@ def _verify(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="ironbook-audit-") as temp:
         try:
             asyncio.run(
-                export_archive(runtime.nats_urls, partitions, pubkey.read_bytes(), Path(temp))
+                export_archive(runtime.endpoint(), partitions, pubkey.read_bytes(), Path(temp))
             )
         except (ArchiveError, CheckpointFormatError, LogUnavailable, OSError) as err:
             return _error(str(err))
@@ -261,7 +261,7 @@ def _from_cluster(data_dir: Path, build: Callable[[NatsClient], Awaitable[T]]) -
         return None
 
     async def run() -> T:
-        nc = await connect_nats(runtime.nats_urls, name="ironbook-audit-proofs")
+        nc = await runtime.endpoint().connect("ironbook-audit-proofs")
         try:
             return await build(nc)
         finally:
@@ -345,7 +345,7 @@ async def _reconstruct_and_ask(
     rebuilt = reconstruction(
         account_id, runtime.partitions, lambda partition: ledger_verifier(data_dir, partition)
     )
-    nc = await connect_nats(runtime.nats_urls, name="ironbook-audit-reconstruct")
+    nc = await runtime.endpoint().connect("ironbook-audit-reconstruct")
     client = ledger_over_nats(
         nc, partitions=runtime.partitions, config=ClientConfig(deadline_ms=10_000)
     )
@@ -422,7 +422,7 @@ def _report(args: argparse.Namespace) -> int:
         return _error(str(err))
 
     async def run() -> ReportCounts:
-        nc = await connect_nats(runtime.nats_urls, name="ironbook-audit-report")
+        nc = await runtime.endpoint().connect("ironbook-audit-report")
         try:
             return await write_report(
                 nc, verifiers, window, args.format, args.out, pubkey.read_bytes()

@@ -36,8 +36,8 @@ from ironbook.adapters.audit.proofs import (
 from ironbook.adapters.nats.log import stream_name
 from ironbook.adapters.nats.provision import (
     DirectGetFailed,
+    NatsEndpoint,
     close_nats,
-    connect_nats,
     direct_get_batch,
 )
 from ironbook.replication.checkpoint import Checkpoint
@@ -141,7 +141,7 @@ def checkpoints_of(checkpoints: Sequence[Checkpoint], log: LogName) -> list[Chec
 
 
 async def export_archive(
-    nats_urls: Sequence[str],
+    endpoint: NatsEndpoint,
     partitions: Sequence[LogName],
     pubkey_pem: bytes,
     out: Path,
@@ -158,7 +158,7 @@ async def export_archive(
     result = ExportResult()
     checkpoints: list[Checkpoint] = []
     frontiers = []
-    nc = await connect_nats(list(nats_urls), name="ironbook-audit-export")
+    nc = await endpoint.connect("ironbook-audit-export")
     try:
         all_checkpoints = await read_checkpoint_stream(nc)
         with ArchiveWriter(out, pubkey_pem) as writer:
