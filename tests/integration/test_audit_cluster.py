@@ -20,7 +20,7 @@ import pytest
 from ironbook.adapters.audit.checkpoint_stream import read_checkpoint_stream
 from ironbook.adapters.audit.events import SignificantEvent, decode_event
 from ironbook.adapters.audit.stream import AuditedLog, read_log
-from ironbook.adapters.nats.provision import close_nats, connect_nats
+from ironbook.adapters.nats.provision import NatsEndpoint, close_nats
 from ironbook.chaos.workload import Workload
 from ironbook.cli import main
 from ironbook.client import ClientConfig, connect_ledger
@@ -40,8 +40,8 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
         local.stop()
 
 
-async def _events(nats_url: str) -> list[SignificantEvent]:
-    nc = await connect_nats(nats_url)
+async def _events(endpoint: NatsEndpoint) -> list[SignificantEvent]:
+    nc = await endpoint.connect("test-audit-events")
     try:
         log = AuditedLog(nc, "events")
         return [decode_event(e.payload) async for e in read_log(log, 1, await log.last_seq())]
@@ -62,7 +62,7 @@ def test_checkpoints_chain_across_killed_leaders_and_verify(cluster: LocalCluste
 
     async def scenario() -> None:
         client = await connect_ledger(
-            cluster.nats_url, config=ClientConfig(request_timeout_ms=1_000, deadline_ms=60_000)
+            cluster.ops, config=ClientConfig(request_timeout_ms=1_000, deadline_ms=60_000)
         )
         try:
             workload = Workload(client)
@@ -71,10 +71,10 @@ def test_checkpoints_chain_across_killed_leaders_and_verify(cluster: LocalCluste
                 group.create_task(workload.run(12.0))
                 for _ in range(2):
                     await asyncio.sleep(2.0)
-                    leader = (await wait_for_leaders(cluster.nats_url, 1))[0]
+                    leader = (await wait_for_leaders(cluster.ops, 1))[0]
                     os.kill(leader.pid, signal.SIGKILL)
                     new = await wait_for_leaders(
-                        cluster.nats_url, 1, not_node=leader.node_id, timeout_ms=30_000
+                        cluster.ops, 1, not_node=leader.node_id, timeout_ms=30_000
                     )
                     elected.append(new[0].node_id)
             assert workload.accepted > 0
@@ -90,7 +90,7 @@ def test_checkpoints_chain_across_killed_leaders_and_verify(cluster: LocalCluste
         time.sleep(1.0)
 
     async def chain() -> list[tuple[int | str, int, int]]:
-        nc = await connect_nats(cluster.nats_url)
+        nc = await cluster.ops.connect("test-audit-chain")
         try:
             checkpoints = await read_checkpoint_stream(nc)
         finally:
@@ -100,7 +100,7 @@ def test_checkpoints_chain_across_killed_leaders_and_verify(cluster: LocalCluste
     partition_chain = [link for link in asyncio.run(chain()) if link[0] == 0]
     assert len(partition_chain) >= 3
 
-    leaders = [e for e in asyncio.run(_events(cluster.nats_url)) if e.kind == "leader_elected"]
+    leaders = [e for e in asyncio.run(_events(cluster.ops)) if e.kind == "leader_elected"]
     assert len(leaders) >= 3  # the first leader and the two after each kill
     assert set(elected) <= {e.actor for e in leaders}
     assert all(e.target == "partition 0" for e in leaders)

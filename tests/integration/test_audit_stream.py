@@ -27,7 +27,7 @@ from ironbook.adapters.audit.proofs import (
 )
 from ironbook.adapters.audit.stream import consistency_from_log, export_archive, receipt_from_log
 from ironbook.adapters.nats.log import NatsLog
-from ironbook.adapters.nats.provision import close_nats, connect_nats
+from ironbook.adapters.nats.provision import NatsEndpoint, close_nats, connect_nats
 from ironbook.adapters.nats.server import LocalNatsCluster
 from ironbook.cli import main
 from ironbook.replication.tree_keeping import (
@@ -121,7 +121,7 @@ def test_a_leader_signs_export_verify_and_receipts(
             ]  # fmt: skip
 
             whole = tmp_path / "whole"
-            exported = await export_archive(urls, [0], pem, whole)
+            exported = await export_archive(NatsEndpoint(nats_cluster.url), [0], pem, whole)
             assert (exported.entries, exported.checkpoints) == (32, 4)
             verdict = verify_archive(whole)
             assert verdict.problem is None
@@ -131,7 +131,9 @@ def test_a_leader_signs_export_verify_and_receipts(
             ]
 
             tail = tmp_path / "tail"
-            exported = await export_archive(urls, [0], pem, tail, from_seq=14, to_seq=25)
+            exported = await export_archive(
+                NatsEndpoint(nats_cluster.url), [0], pem, tail, from_seq=14, to_seq=25
+            )
             assert (exported.entries, exported.checkpoints) == (12, 2)
             tail_verdict = verify_archive(tail)
             assert tail_verdict.problem is None

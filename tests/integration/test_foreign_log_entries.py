@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
-import nats
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client as NatsClient
@@ -54,9 +53,7 @@ async def raw_nats(cluster: LocalCluster) -> NatsClient:
     """A plain NATS connection outside every ironbook service: the attacker,
     or an operator's break-glass client. With NATS permissions in place this
     is the one place to give it the `ops` identity's credentials."""
-    return await nats.connect(
-        servers=cluster.nats_url.split(","), name="test-foreign-writer", max_reconnect_attempts=3
-    )
+    return await cluster.ops.connect("test-foreign-writer")
 
 
 def _fold(entries: list[LogEntry], verifier: Verifier | None) -> ReplayState:
@@ -114,7 +111,7 @@ async def _quarantined_everywhere(cluster: LocalCluster) -> dict[str, ReplicaHea
     deadline = time.monotonic() + WAIT_S
     beats: dict[str, ReplicaHeartbeat] = {}
     while time.monotonic() < deadline:
-        heard = await collect_heartbeats(cluster.nats_url, 1_500)
+        heard = await collect_heartbeats(cluster.ops, 1_500)
         beats = {b.node_id: b for b in heard.values() if b.partition == 0}
         if len(beats) == 3 and {b.quarantined for b in beats.values()} == {FOREIGN_ENTRIES}:
             break
@@ -124,7 +121,7 @@ async def _quarantined_everywhere(cluster: LocalCluster) -> dict[str, ReplicaHea
 def test_foreign_entries_are_quarantined_while_bets_flow(cluster: LocalCluster) -> None:
     async def scenario() -> None:
         client = await connect_ledger(
-            cluster.nats_url,
+            cluster.ops,
             config=ClientConfig(request_timeout_ms=1_000, deadline_ms=60_000),
         )
         try:
