@@ -4,14 +4,14 @@
     python -m ironbook.bootstrap KIND [--config FILE] [flags]
 
 KIND is one of `replica`, `gateway`, `history`, `feed-sim`, `feed-ingest`,
-`feed-settle`, `nats-exporter`, `backup`, `watch`, `alert-receiver`; `ironbook
-up` (the supervisor of a local cluster) starts them this way, after `provision`
-(one-shot, as `ops`) has created the streams. Each kind connects to NATS as its
-own identity (`services/nats_identities.py`). Each process: settings (defaults
-< TOML file < `IRONBOOK_*` environment < flags), logging set up once
-(`ironbook.logs`), its adapters (NATS log, lease, snapshot store, ledger
-client, ...) built and passed to the service through its constructor, then run
-until SIGTERM / SIGINT.
+`feed-settle`, `nats-exporter`, `backup`, `watch`, `audit-verifier`,
+`audit-events`, `alert-receiver`; `ironbook up` (the supervisor of a local
+cluster) starts them this way, after `provision` (one-shot, as `ops`) has
+created the streams. Each kind connects to NATS as its own identity
+(`services/nats_identities.py`). Each process: settings (defaults < TOML file <
+`IRONBOOK_*` environment < flags), logging set up once (`ironbook.logs`), its
+adapters (NATS log, lease, snapshot store, ledger client, ...) built and passed
+to the service through its constructor, then run until SIGTERM / SIGINT.
 """
 
 from __future__ import annotations
@@ -30,6 +30,13 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 
 from ironbook import core
+from ironbook.adapters.audit.checkpoint_stream import NatsCheckpointPort
+from ironbook.adapters.audit.keys import (
+    load_or_create_signing_key,
+    public_key_pem,
+    signing_key_path,
+)
+from ironbook.adapters.audit.trail import NatsAuditTrail
 from ironbook.adapters.backup.backup import BackupSummary, FoldMemory, Progress, take_backup
 from ironbook.adapters.backup.keys import parse_recipients
 from ironbook.adapters.backup.target import TargetError, open_target
@@ -45,10 +52,12 @@ from ironbook.adapters.nats.snapshots import NatsSnapshotStore
 from ironbook.adapters.nats.transport import NatsRequestServer
 from ironbook.client import BatchConfig, ClientConfig, LedgerClient, ledger_over_nats
 from ironbook.logs import setup_logging
+from ironbook.replication.merkle import EVENTS_LOG
 from ironbook.replication.replica import Replica, ReplicaConfig
 from ironbook.replication.sequencer import SequencerConfig
+from ironbook.replication.tree_keeping import CheckpointPolicy
+from ironbook.services import audit_events, audit_verifier, nats_exporter, watch
 from ironbook.services import backup as backup_service
-from ironbook.services import nats_exporter, watch
 from ironbook.services import replica as replica_service
 from ironbook.services.feed import ingest, provider, settlement
 from ironbook.services.gateway import history
@@ -194,6 +203,12 @@ PROCESS_FLAGS: dict[str, tuple[Flag, ...]] = {
         Flag("--prometheus-url", "watch", "prometheus_url", help="Prometheus to query"),
         Flag("--alertmanager-url", "watch", "alertmanager_url", help="Alertmanager to alert"),
     ),
+    "audit-verifier": (
+        _NATS,
+        _DATA_DIR,
+        Flag("--port", "audit", "verifier_port", int, "/metrics port (0: a free one)"),
+    ),
+    "audit-events": (_NATS, _REPLICAS, _DATA_DIR, _PARTITIONS),
 }
 
 
@@ -277,7 +292,27 @@ def replica_config(settings: Settings) -> ReplicaConfig:
         lease_retry_ms=replica_service.LEASE_RETRY_MS,
         ledger=ledger_config(settings, r.partition),
         sequencer=SequencerConfig(reply_before_ack=r.test_mutation == "reply_before_ack"),
+        checkpoints=CheckpointPolicy(
+            every_ms=settings.audit.checkpoint_every_ms,
+            every_entries=settings.audit.checkpoint_every_entries,
+        ),
     )
+
+
+async def checkpoint_port(
+    nc: NatsClient, settings: Settings, log_name: int | str
+) -> NatsCheckpointPort | None:
+    """Where a leader's checkpoints of `log_name` go; None with checkpoints off.
+    The signing key is made on first use; its public key is written next to
+    it in `<data_dir>/audit/pubkey` and in the off-site directory."""
+    if not settings.audit.checkpoints:
+        return None
+    data_dir = settings.cluster.data_dir
+    key = load_or_create_signing_key(signing_key_path(data_dir))
+    pubkey = data_dir / "audit" / "pubkey"
+    pubkey.parent.mkdir(parents=True, exist_ok=True)
+    pubkey.write_bytes(public_key_pem(key.public_key()))
+    return NatsCheckpointPort(nc, log_name, key, settings.audit_offsite_dir)
 
 
 async def serve_replica(settings: Settings, stop: asyncio.Event) -> None:
@@ -307,6 +342,7 @@ async def serve_replica(settings: Settings, stop: asyncio.Event) -> None:
             signer=signer,
             verifier=signer,
             on_quarantine=replica_service.report_quarantine(r.partition, r.node_id),
+            checkpoints=await checkpoint_port(nc, settings, r.partition),
         )
         if r.test_mutation != "none":
             log.warning("TEST-ONLY mutation %s: acknowledged writes may be lost", r.test_mutation)
@@ -380,6 +416,7 @@ async def connected_gateway(settings: Settings) -> AsyncIterator[Gateway]:
                     replicas=settings.nats.replicas,
                     retention_s=lifetimes.longest_s,
                 ),
+                audit=NatsAuditTrail(nc),
             )
         finally:
             await ledger.close()
@@ -397,6 +434,7 @@ async def serve_gateway(settings: Settings, stop: asyncio.Event) -> None:
         follower = group.create_task(gateway.follow_revocations(loaded))
         flusher = group.create_task(gateway.flush_metrics())
         watcher = group.create_task(watch_partitions(gateway))
+        recorder = group.create_task(gateway.audit.record_events())
         try:
             async with asyncio.timeout(REVOCATIONS_LOAD_TIMEOUT_S):
                 await loaded.wait()
@@ -411,6 +449,7 @@ async def serve_gateway(settings: Settings, stop: asyncio.Event) -> None:
             follower.cancel()
             flusher.cancel()
             watcher.cancel()
+            recorder.cancel()
 
 
 # History projector and the feed.
@@ -558,6 +597,31 @@ async def serve_watch(settings: Settings, stop: asyncio.Event) -> None:
     await watch.run(watch.build(w), w.interval_ms / 1000, stop)
 
 
+async def serve_audit_verifier(settings: Settings, stop: asyncio.Event) -> None:
+    a = settings.audit
+    async with _nats(settings, "ironbook-audit-verifier", "audit-verifier") as nc:
+        await audit_verifier.serve(
+            nc,
+            settings.audit_pubkey_file,
+            host=a.verifier_host,
+            port=a.verifier_port,
+            poll_ms=a.verifier_poll_ms,
+            stop=stop,
+        )
+
+
+async def serve_audit_events(settings: Settings, stop: asyncio.Event) -> None:
+    async with _nats(settings, "ironbook-audit-events", "audit-events") as nc:
+        data_dir = settings.cluster.data_dir
+        recorder = audit_events.EventRecorder(
+            nc,
+            [ledger_verifier(data_dir, p) for p in range(settings.cluster.partition_count)],
+            await checkpoint_port(nc, settings, EVENTS_LOG),
+            replica_config(settings).checkpoints,
+        )
+        await audit_events.serve(recorder, poll_ms=settings.audit.verifier_poll_ms, stop=stop)
+
+
 async def serve_alert_receiver(settings: Settings, stop: asyncio.Event) -> None:
     o = settings.ops
     book = AlertBook(settings.alerts_file)
@@ -610,6 +674,8 @@ _SERVE: dict[str, Callable[[Settings, asyncio.Event], Coroutine[Any, Any, Any]]]
     "nats-exporter": serve_nats_exporter,
     "backup": serve_backups,
     "watch": serve_watch,
+    "audit-verifier": serve_audit_verifier,
+    "audit-events": serve_audit_events,
     "alert-receiver": serve_alert_receiver,
     "provision": run_provision,
 }
@@ -652,7 +718,15 @@ def _identity(kind: str, settings: Settings) -> tuple[str, int | None]:
         return settings.gateway.worker_id, None
     if kind == "history":
         return f"history-p{settings.history.partition}", settings.history.partition
-    if kind in ("nats-exporter", "backup", "watch", "alert-receiver", "provision"):
+    if kind in (
+        "nats-exporter",
+        "backup",
+        "watch",
+        "audit-verifier",
+        "audit-events",
+        "alert-receiver",
+        "provision",
+    ):
         return kind, None
     return f"{kind}-{settings.feed.producer}", None
 

@@ -299,6 +299,32 @@ class WatchSettings(Section):
     """The snapshot size a partition's state may reach (the forecast's ceiling)."""
 
 
+class AuditSettings(Section):
+    """Leader-signed checkpoints and the independent verifier (docs/audit.md)."""
+
+    checkpoints: bool = True
+    """Replicas keep their partition's Merkle tree and the leader signs
+    checkpoints of it. Off: no tree, no checkpoints (benchmarks' baseline)."""
+    checkpoint_every_ms: int = Field(default=1_000, ge=10, le=3_600_000)
+    """A leader whose log grew signs at least this often..."""
+    checkpoint_every_entries: int = Field(default=10_000, ge=1)
+    """...and once this many entries are past the last checkpoint."""
+    offsite_dir: Path | None = None
+    """Every checkpoint is also appended here (fsynced); mount another
+    machine's disk or sync it with rclone. Default `<data_dir>/audit` (next to
+    the public key; backups record the newest checkpoint found there)."""
+    pubkey_file: Path | None = None
+    """The verifier checks signatures against this public key (PEM): give it
+    a copy kept apart from the signers. Default `<data_dir>/audit/pubkey`."""
+    verifier_host: str = "127.0.0.1"
+    """Where the verifier's `/metrics` listens."""
+    verifier_port: int = Field(default=0, ge=0, le=65_535)
+    """0: a free port, written in the verifier's log."""
+    verifier_poll_ms: int = Field(default=500, ge=10, le=60_000)
+    """How often the verifier looks for new checkpoints, and the event recorder
+    for new ledger entries, when idle."""
+
+
 class MetricsSettings(Section):
     """`/metrics` of the feed processes, the settlement service, the history
     projector and `ironbook up` (the supervisor)."""
@@ -371,6 +397,7 @@ class Settings(BaseSettings):
     exporter: ExporterSettings = ExporterSettings()
     backup: BackupSettings = BackupSettings()
     watch: WatchSettings = WatchSettings()
+    audit: AuditSettings = AuditSettings()
     metrics: MetricsSettings = MetricsSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     ops: OpsSettings = OpsSettings()
@@ -399,6 +426,14 @@ class Settings(BaseSettings):
         return self.history.db or (
             self.cluster.data_dir / "history" / f"p{self.history.partition}.sqlite"
         )
+
+    @property
+    def audit_offsite_dir(self) -> Path:
+        return self.audit.offsite_dir or self.cluster.data_dir / "audit"
+
+    @property
+    def audit_pubkey_file(self) -> Path:
+        return self.audit.pubkey_file or self.cluster.data_dir / "audit" / "pubkey"
 
     @property
     def alerts_file(self) -> Path:

@@ -24,6 +24,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from ironbook import core
+from ironbook.adapters.audit.trail import EventPage, EventQuery
 from ironbook.client import GaveUp
 from ironbook.core.odds import parse_odds
 from ironbook.logs import setup_logging
@@ -115,6 +116,23 @@ class StubRevoker:
         raise AssertionError("not in these tests")
 
 
+class NoAudit:
+    def __init__(self) -> None:
+        self.noted: list[tuple[str, str, str, str, str]] = []
+
+    async def receipt(self, partition: int, seq: int) -> bytes:
+        raise AssertionError("not in these tests")
+
+    async def events(self, query: EventQuery) -> EventPage:
+        raise AssertionError("not in these tests")
+
+    def note(self, kind: str, actor: str, reason: str, target: str, detail: str = "") -> None:
+        self.noted.append((kind, actor, reason, target, detail))
+
+    async def record_events(self) -> None:
+        raise AssertionError("not in these tests")
+
+
 def _harness(tmp_path: Path, settings: GatewaySettings) -> tuple[Harness, Gateway]:
     ledger, claims = StubLedger(), StubClaims()
     gateway = Gateway(
@@ -128,6 +146,7 @@ def _harness(tmp_path: Path, settings: GatewaySettings) -> tuple[Harness, Gatewa
         history=NoHistory(),
         odds=NoOdds(),
         revoker=StubRevoker(),
+        audit=NoAudit(),
     )
     token = mint_token(local_signing_key(tmp_path), role="bettor", account_id="acc-1")
     return (create_app(gateway), ledger, claims, token), gateway
@@ -247,6 +266,8 @@ def test_ledger_answers_map_to_problems(gateway: Harness) -> None:
     assert unavailable.headers["retry-after"] == "1"
     missing = _post(app, BET, {})
     assert (missing.status_code, missing.json()["code"]) == (401, "unauthorized")
+    noted = app.state.gateway.audit.noted[-1]
+    assert (noted[0], noted[2], noted[3]) == ("auth_failure", "missing_token", "/v1/bets")
 
 
 def test_the_request_id_is_on_the_line_that_names_the_ledger_command(

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
-import nats
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client as NatsClient
@@ -24,6 +23,7 @@ from ironbook import core
 from ironbook.adapters.ledger_keys import PartitionSigner, ledger_verifier
 from ironbook.adapters.nats.log import NatsLog, stream_subject
 from ironbook.chaos.workload import Workload
+from ironbook.cli import main
 from ironbook.client import ClientConfig, connect_ledger
 from ironbook.core.events import Deposited
 from ironbook.replication.batch import ReplayState, encode_signed_batch
@@ -53,9 +53,7 @@ async def raw_nats(cluster: LocalCluster) -> NatsClient:
     """A plain NATS connection outside every ironbook service: the attacker,
     or an operator's break-glass client. With NATS permissions in place this
     is the one place to give it the `ops` identity's credentials."""
-    return await nats.connect(
-        servers=cluster.nats_url.split(","), name="test-foreign-writer", max_reconnect_attempts=3
-    )
+    return await cluster.ops.connect("test-foreign-writer")
 
 
 def _fold(entries: list[LogEntry], verifier: Verifier | None) -> ReplayState:
@@ -113,7 +111,7 @@ async def _quarantined_everywhere(cluster: LocalCluster) -> dict[str, ReplicaHea
     deadline = time.monotonic() + WAIT_S
     beats: dict[str, ReplicaHeartbeat] = {}
     while time.monotonic() < deadline:
-        heard = await collect_heartbeats(cluster.nats_url, 1_500)
+        heard = await collect_heartbeats(cluster.ops, 1_500)
         beats = {b.node_id: b for b in heard.values() if b.partition == 0}
         if len(beats) == 3 and {b.quarantined for b in beats.values()} == {FOREIGN_ENTRIES}:
             break
@@ -123,7 +121,7 @@ async def _quarantined_everywhere(cluster: LocalCluster) -> dict[str, ReplicaHea
 def test_foreign_entries_are_quarantined_while_bets_flow(cluster: LocalCluster) -> None:
     async def scenario() -> None:
         client = await connect_ledger(
-            cluster.nats_url,
+            cluster.ops,
             config=ClientConfig(request_timeout_ms=1_000, deadline_ms=60_000),
         )
         try:
@@ -191,3 +189,12 @@ def test_foreign_entries_are_quarantined_while_bets_flow(cluster: LocalCluster) 
         assert core.state_hash(_fold(blanked, verifier).state) == core.state_hash(verified.state)
 
     asyncio.run(scenario())
+
+    # The leader's Merkle tree took the foreign entries as leaves (it covers
+    # the log as stored): its checkpoints verify byte for byte against the
+    # stream, quarantined entries included.
+    deadline = time.monotonic() + WAIT_S
+    verify = ["audit", "verify", "--data-dir", str(cluster.data_dir), "--partition", "0"]
+    while main([*verify, "--strict"]) != 0:
+        assert time.monotonic() < deadline, "the log with foreign entries does not verify"
+        time.sleep(1.0)

@@ -41,6 +41,12 @@ _PROBE_HEADERS = {
     "feed.sim.market.frame": {"Nats-Expected-Last-Sequence": NEVER},
     "$KV.ironbook_leases.ledger-0": {"Nats-Expected-Last-Subject-Sequence": NEVER},
     "$KV.ironbook_leases.feed-ingest-sim": {"Nats-Expected-Last-Subject-Sequence": NEVER},
+    "audit.checkpoint.0": {"Nats-Expected-Last-Sequence": NEVER},
+    "audit.checkpoint.events": {"Nats-Expected-Last-Sequence": NEVER},
+    "audit.event.leader_elected": {"Nats-Expected-Last-Sequence": NEVER},
+    "audit.event.auth_failure": {"Nats-Expected-Last-Sequence": NEVER},
+    "audit.event.audit_verify_failure": {"Nats-Expected-Last-Sequence": NEVER},
+    "audit.event.deposit": {"Nats-Expected-Last-Sequence": NEVER},
 }
 SENTINEL = "ironbook.permission-probe.sentinel"
 """No identity but `ops` may publish here."""

@@ -6,10 +6,13 @@ import asyncio
 import random
 
 from ironbook import core
-from ironbook.replication.batch import encode_batch
+from ironbook.replication.batch import ReplayState, encode_batch
 from ironbook.replication.checker import replay_hash
+from ironbook.replication.checkpoint import Checkpoint
 from ironbook.replication.concurrency import race
-from ironbook.replication.interfaces import Snapshot
+from ironbook.replication.follower import take_snapshot
+from ironbook.replication.interfaces import LogEntry, Snapshot
+from ironbook.replication.merkle import Frontier, leaf_hash, log_tag
 from ironbook.replication.replica import Replica, ReplicaConfig
 from ironbook.replication.sim.clock import SimClock
 from ironbook.replication.sim.host import Host
@@ -20,6 +23,7 @@ from ironbook.replication.sim.network import Network
 from ironbook.replication.sim.signing import MacSigner
 from ironbook.replication.sim.snapshots import SimSnapshotStore, SnapshotService
 from ironbook.replication.sim.transport import RequestBus, SimRequestServer
+from ironbook.replication.tree_keeping import CheckpointPolicy, LogTree, TreeHead
 
 SIGNER = MacSigner(b"test replicas' key")
 
@@ -43,10 +47,75 @@ def _seed_log(service: LogService) -> None:
         prev = batch_id
 
 
+def _replica(
+    loop: VirtualTimeLoop,
+    service: LogService,
+    snapshots: SnapshotService,
+    checkpoints: MemoryCheckpoints | None = None,
+) -> Replica:
+    rng = random.Random(1)
+    network = Network(loop, rng)
+    host = Host("r0", 1)
+    return Replica(
+        "r0",
+        log=SimLog(service, network, host, now_ms=loop.now_ms, request_timeout_ms=100),
+        lease=SimLease(
+            LeaseService(now_ms=loop.now_ms, ttl_ms=1_000),
+            network,
+            host,
+            request_timeout_ms=100,
+        ),
+        snapshots=SimSnapshotStore(snapshots, network, host, request_timeout_ms=100),
+        server=SimRequestServer(
+            RequestBus(loop, network, rng, inbox_capacity=8), host, inbox_capacity=8
+        ),
+        clock=SimClock(loop, host),
+        rng=rng,
+        signer=SIGNER,
+        verifier=SIGNER,
+        config=ReplicaConfig(
+            lease_ttl_ms=1_000,
+            lease_renew_interval_ms=250,
+            checkpoints=CheckpointPolicy(every_ms=500, every_entries=100),
+        ),
+        checkpoints=checkpoints,
+    )
+
+
+class MemoryCheckpoints:
+    """A `CheckpointPort` that keeps the heads it is given (unsigned)."""
+
+    log = 0
+
+    def __init__(self, last: Checkpoint | None = None) -> None:
+        self.published: list[TreeHead] = []
+        self.last = last
+
+    async def last_signed(self) -> Checkpoint | None:
+        return self.last
+
+    async def publish(self, head: TreeHead) -> Checkpoint:
+        self.published.append(head)
+        self.last = Checkpoint(
+            partition=0,
+            tree_size=head.tree_size,
+            root=head.root.hex(),
+            time_ms=head.time_ms,
+            key_id="00" * 8,
+            previous_size=head.previous_size,
+        )
+        return self.last
+
+
+def _root(entries: list[LogEntry]) -> bytes:
+    frontier = Frontier()
+    for entry in entries:
+        frontier.append(leaf_hash(log_tag(0), entry.seq, entry.payload))
+    return frontier.root()
+
+
 def test_a_corrupt_snapshot_is_refused_and_the_whole_log_replayed() -> None:
     async def main(loop: VirtualTimeLoop) -> tuple[Replica, LogService, int, str | None]:
-        rng = random.Random(1)
-        network = Network(loop, rng)
         service = LogService(loop, now_ms=loop.now_ms, dedupe_window_ms=120_000)
         _seed_log(service)
         snapshots = SnapshotService()
@@ -56,26 +125,7 @@ def test_a_corrupt_snapshot_is_refused_and_the_whole_log_replayed() -> None:
                 seq=2, state_hash="0" * 64, state=core.snapshot_bytes(empty), last_batch_id="1:2"
             )
         )
-        host = Host("r0", 1)
-        replica = Replica(
-            "r0",
-            log=SimLog(service, network, host, now_ms=loop.now_ms, request_timeout_ms=100),
-            lease=SimLease(
-                LeaseService(now_ms=loop.now_ms, ttl_ms=1_000),
-                network,
-                host,
-                request_timeout_ms=100,
-            ),
-            snapshots=SimSnapshotStore(snapshots, network, host, request_timeout_ms=100),
-            server=SimRequestServer(
-                RequestBus(loop, network, rng, inbox_capacity=8), host, inbox_capacity=8
-            ),
-            clock=SimClock(loop, host),
-            rng=rng,
-            signer=SIGNER,
-            verifier=SIGNER,
-            config=ReplicaConfig(lease_ttl_ms=1_000, lease_renew_interval_ms=250),
-        )
+        replica = _replica(loop, service, snapshots)
 
         async def until_leading() -> tuple[int, str | None]:
             while replica.status().role != "leader":  # noqa: ASYNC110 (virtual time)
@@ -89,6 +139,64 @@ def test_a_corrupt_snapshot_is_refused_and_the_whole_log_replayed() -> None:
     assert "hashes to" in replica.last_restore_problem
     assert applied_seq == 3
     assert state_hash == replay_hash(service.entries)
+
+
+def _lead_until_signed(
+    snapshot_tree: bool, last: Checkpoint | None = None
+) -> tuple[MemoryCheckpoints, list[LogEntry], Replica]:
+    """A replica restored from a snapshot at seq 2 (with the tree's frontier,
+    or without: then hashed from the log) leads and signs the log's 3 entries."""
+
+    async def main(loop: VirtualTimeLoop) -> tuple[MemoryCheckpoints, list[LogEntry], Replica]:
+        service = LogService(loop, now_ms=loop.now_ms, dedupe_window_ms=120_000)
+        _seed_log(service)
+        replay = ReplayState.empty(None, verifier=SIGNER)
+        tree = LogTree(0)
+        for entry in service.entries[:2]:
+            replay.apply(entry)
+            tree.add(entry.seq, entry.payload)
+        snapshots = SnapshotService()
+        snapshots.put(take_snapshot(replay, tree if snapshot_tree else None))
+        port = MemoryCheckpoints(last)
+        replica = _replica(loop, service, snapshots, port)
+
+        async def until_signed() -> None:
+            while not port.published and not replica.checkpoint_refusal:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+
+        await race(replica.run(), until_signed())
+        return port, list(service.entries), replica
+
+    return run_virtual(main, max_virtual_ms=60_000)
+
+
+def test_a_leader_signs_the_tree_it_restored_from_a_snapshot_or_the_log() -> None:
+    for snapshot_tree in (True, False):
+        port, entries, _ = _lead_until_signed(snapshot_tree)
+        head = port.published[0]
+        assert (head.tree_size, head.previous_size) == (3, 0)
+        assert head.root == _root(entries)
+
+
+def test_a_leader_chains_to_the_last_checkpoint_or_refuses_a_contradicting_one() -> None:
+    port, entries, _ = _lead_until_signed(True)
+    good = port.published[0]
+    earlier = Checkpoint(
+        partition=0,
+        tree_size=2,
+        root=_root(entries[:2]).hex(),
+        time_ms=0,
+        key_id="00" * 8,
+        previous_size=0,
+    )
+    chained, _, _ = _lead_until_signed(True, last=earlier)
+    assert (chained.published[0].previous_size, chained.published[0].root) == (2, good.root)
+    forged = Checkpoint(
+        partition=0, tree_size=3, root="11" * 32, time_ms=0, key_id="00" * 8, previous_size=0
+    )
+    refused, _, replica = _lead_until_signed(True, last=forged)
+    assert refused.published == []
+    assert "does not match" in replica.checkpoint_refusal
 
 
 def test_a_leader_stopped_gracefully_releases_its_lease() -> None:

@@ -16,6 +16,7 @@ from ironbook.replication.concurrency import race
 from ironbook.replication.errors import Superseded
 from ironbook.replication.families import Family, family_of
 from ironbook.replication.interfaces import AppendUnknown, InboundRequest, LogEntry
+from ironbook.replication.merkle import Frontier, leaf_hash, log_tag
 from ironbook.replication.sequencer import Sequencer, SequencerConfig
 from ironbook.replication.sim.clock import SimClock
 from ironbook.replication.sim.host import Host
@@ -23,6 +24,7 @@ from ironbook.replication.sim.log import LogService, SimLog
 from ironbook.replication.sim.loop import VirtualTimeLoop, run_virtual
 from ironbook.replication.sim.network import Network
 from ironbook.replication.sim.signing import MacSigner
+from ironbook.replication.tree_keeping import LogTree
 from ironbook.replication.wire import (
     BadRequestReply,
     CommandReply,
@@ -182,7 +184,11 @@ def test_a_fenced_append_ends_the_term_and_every_request_hears_retry() -> None:
 def test_foreign_entries_under_a_busy_leader_are_skipped_without_ending_its_term() -> None:
     """Garbage and a forged batch land in the middle of the leader's
     pipeline: its fenced batches are appended again after them, every
-    request is answered once durable, and the fold applies each deposit once."""
+    request is answered once durable, the fold applies each deposit once,
+    and the leader's Merkle tree covers every entry of the log, the
+    quarantined ones and its own voided batches too."""
+
+    tree = LogTree(0)
 
     async def main(loop: VirtualTimeLoop) -> tuple[list[Request], Sequencer, list[LogEntry]]:
         setup = Setup(loop)
@@ -201,6 +207,7 @@ def test_foreign_entries_under_a_busy_leader_are_skipped_without_ending_its_term
             on_quarantine=lambda entry, reason: quarantined.append(entry.seq),
             config=SequencerConfig(max_batch_commands=3, max_inflight_appends=4),
             lease_current=lambda: True,
+            tree=tree,
         )
         forger = MacSigner(b"not the replicas' key")
 
@@ -234,6 +241,59 @@ def test_foreign_entries_under_a_busy_leader_are_skipped_without_ending_its_term
     assert replay.quarantined == 2
     assert replay.state.accounts["alice"].balance_minor == sum(100 + n for n in range(29))
     assert core.state_hash(replay.state) == core.state_hash(sequencer.state)
+    assert (tree.size, tree.root()) == (len(entries), _root(entries))
+
+
+def test_an_idle_leader_passes_foreign_entries_into_its_tree() -> None:
+    """Foreign entries appended while nothing is in flight: the leader's
+    log watch passes them (`absorb_foreign_tail`), its tree takes them as
+    leaves, and its next batch lands after them."""
+    tree = LogTree(0)
+
+    async def main(loop: VirtualTimeLoop) -> tuple[Sequencer, list[LogEntry]]:
+        setup = Setup(loop)
+        first, second = setup.requests(_deposits(2))
+        inbox = Inbox([first])
+        sequencer = Sequencer(
+            term=7,
+            log=setup.log,
+            inbox=inbox,
+            clock=setup.clock,
+            state=core.new_state(),
+            last_seq=0,
+            last_batch_id="",
+            signer=SIGNER,
+            verifier=SIGNER,
+            config=SequencerConfig(),
+            lease_current=lambda: True,
+            tree=tree,
+        )
+
+        async def attack() -> None:
+            await _until_answered([first])
+            while sequencer.pending_batches:  # noqa: ASYNC110 (virtual time)
+                await asyncio.sleep(0.001)
+            setup.service.publish_foreign(b"\xc1garbage", "x-1")
+            await sequencer.absorb_foreign_tail(setup.service.last_seq())
+            inbox.queue.append(second)
+            await _until_answered([second])
+
+        await race(sequencer.run(), attack())
+        return sequencer, setup.service.entries
+
+    sequencer, entries = run_virtual(main, max_virtual_ms=60_000)
+    assert sequencer.quarantined == 1
+    assert len(entries) == 3
+    assert admit(entries[1], entries[0].batch_id, SIGNER).admission == "quarantined"
+    assert admit(entries[2], entries[0].batch_id, SIGNER).admission == "applied"
+    assert (tree.size, tree.root()) == (3, _root(entries))
+
+
+def _root(entries: Sequence[LogEntry]) -> bytes:
+    frontier = Frontier()
+    for entry in entries:
+        frontier.append(leaf_hash(log_tag(0), entry.seq, entry.payload))
+    return frontier.root()
 
 
 class LostAckLog:

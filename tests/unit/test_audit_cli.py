@@ -74,7 +74,7 @@ def test_a_receipt_from_an_archive_verifies_and_a_changed_byte_does_not(
 def test_commands_that_cannot_run_exit_2(tmp_path: Path) -> None:
     assert main(["audit", "verify", str(tmp_path / "missing")]) == 2
     assert main(["audit", "export", "--data-dir", str(tmp_path), "--out", str(tmp_path)]) == 2
-    assert main(["audit", "checkpoint", "--data-dir", str(tmp_path)]) == 2
+    assert main(["audit", "verify", "--data-dir", str(tmp_path)]) == 2
     assert main(["audit", "verify-receipt", str(tmp_path / "r"), "--pubkey", "nope"]) == 2
 
 

@@ -231,7 +231,7 @@ def _ms(latencies_s: list[float]) -> list[float]:
     return [x * 1000 for x in latencies_s]
 
 
-def _setup(url: str, secret: SigningKey, accounts: int) -> list[tuple[str, str]]:
+def setup_accounts(url: str, secret: SigningKey, accounts: int) -> list[tuple[str, str]]:
     admin = {"Authorization": f"Bearer {mint_token(secret, role='admin')}"}
     with httpx.Client(base_url=url, timeout=30) as http:
         response = http.post(
@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(cluster.wait_leaders())
         eventloop.run(wait_http_ready(url, READY_TIMEOUT_S))
         secret = local_signing_key(cluster.data_dir)
-        jobs = _setup(url, secret, args.accounts)
+        jobs = setup_accounts(url, secret, args.accounts)
         meter = CpuMeter(cluster_groups(cluster))
         meter.start()
         report.update(

@@ -22,7 +22,8 @@ import msgspec
 
 from ironbook import core
 from ironbook.core import events as ev
-from ironbook.services.gateway.history import ENTRY_INDEX_BITS, player_postings
+from ironbook.core.postings import player_postings
+from ironbook.services.gateway.history import ENTRY_INDEX_BITS
 
 Row = tuple[int, str, int, int, str]
 """(at_ms, kind, amount_minor, balance_minor, reference)"""

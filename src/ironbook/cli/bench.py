@@ -15,6 +15,7 @@ BENCHMARKS = {
     "feed-cpu": "ironbook.benchmarks.feed_cpu",
     "pg-baseline": "ironbook.benchmarks.pg_baseline",
     "audit": "ironbook.benchmarks.audit",
+    "receipts": "ironbook.benchmarks.receipts",
     "settle": "ironbook.benchmarks.settle",
     "backup": "ironbook.benchmarks.backup",
     "revocation": "ironbook.benchmarks.revocation",
@@ -46,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "feed-cpu: what the feed costs the cluster in CPU; "
         "pg-baseline: PostgreSQL alone; "
         "audit: audit verify speed on synthetic entries; "
+        "receipts: how soon after acceptance a bet's receipt is available; "
         "settle: one big market settled under background bets; "
         "backup: backup, verify and restore time and size at N bets; "
         "revocation: how long a token revocation takes to reach every gateway worker; "

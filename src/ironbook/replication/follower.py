@@ -22,6 +22,8 @@ from ironbook.replication.interfaces import (
     Verifier,
 )
 from ironbook.replication.loop_blocks import LoopBlocks
+from ironbook.replication.merkle import Frontier
+from ironbook.replication.tree_keeping import LogTree
 
 
 class CatchUpStalled(ReplicationError):
@@ -76,17 +78,25 @@ async def restore(
     *,
     verifier: Verifier | None,
     on_quarantine: QuarantineHook | None = None,
-) -> ReplayState:
+) -> tuple[ReplayState, Frontier | None]:
     """The newest snapshot, or an empty state at sequence 0, to be folded on
-    with `verifier` (see `replication.batch`).
+    with `verifier` (see `replication.batch`), with the log's Merkle frontier
+    at its sequence (None: the snapshot carries none).
 
     Raises `SnapshotCorrupt` if the snapshot does not match its hash: a replica
     must not silently start from a wrong state.
     """
     snapshot = await snapshots.latest()
     if snapshot is None:
-        return ReplayState.empty(ledger_config, verifier=verifier, on_quarantine=on_quarantine)
-    return replay_from(snapshot, verifier=verifier, on_quarantine=on_quarantine)
+        empty = ReplayState.empty(ledger_config, verifier=verifier, on_quarantine=on_quarantine)
+        return empty, Frontier()
+    frontier = None
+    if snapshot.tree_nodes is not None:
+        try:
+            frontier = Frontier(snapshot.seq, snapshot.tree_nodes)
+        except ValueError:
+            frontier = None  # Rebuilt from the log instead.
+    return replay_from(snapshot, verifier=verifier, on_quarantine=on_quarantine), frontier
 
 
 def replay_from(
@@ -113,7 +123,7 @@ def replay_from(
     )
 
 
-def take_snapshot(replay: ReplayState) -> Snapshot:
+def take_snapshot(replay: ReplayState, tree: LogTree | None = None) -> Snapshot:
     # One encoding serves both: the hash is of the snapshot bytes.
     state, state_hash = core.snapshot_and_hash(replay.state)
     return Snapshot(
@@ -122,6 +132,7 @@ def take_snapshot(replay: ReplayState) -> Snapshot:
         state=state,
         last_batch_id=replay.last_batch_id,
         quarantined=replay.quarantined,
+        tree_nodes=list(tree.frontier.nodes) if tree is not None else None,
     )
 
 
@@ -137,7 +148,11 @@ class Follower:
         replay: ReplayState,
         config: FollowerConfig,
         loop_blocks: LoopBlocks | None = None,
+        tree: LogTree | None = None,
     ) -> None:
+        """`tree`: the log's Merkle tree at `replay.applied_seq`, kept in step."""
+        assert tree is None or tree.size == replay.applied_seq
+        self.tree = tree
         self._log = log
         self._loop_blocks = loop_blocks or LoopBlocks()
         self._snapshots = snapshots
@@ -197,8 +212,11 @@ class Follower:
         read may bring hundreds of full batches."""
         clock = self._clock
         started_ms = clock.now_ms()
+        tree = self.tree
         for entry in entries:
             self.replay.apply(entry)
+            if tree is not None:
+                tree.add(entry.seq, entry.payload)
             self._log_bytes_since_snapshot += len(entry.payload)
             elapsed_ms = clock.now_ms() - started_ms
             if elapsed_ms >= APPLY_YIELD_MS:
@@ -237,7 +255,7 @@ class Follower:
             if not self.snapshot_due():
                 return
         started_ms = self._clock.now_ms()
-        snapshot = take_snapshot(self.replay)
+        snapshot = take_snapshot(self.replay, self.tree)
         self._loop_blocks.record("snapshot", self._clock.now_ms() - started_ms)
         try:
             stored_bytes = await self._snapshots.put(snapshot)

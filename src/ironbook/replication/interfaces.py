@@ -133,6 +133,9 @@ class Snapshot(msgspec.Struct, frozen=True):
     next batch must name it as its predecessor (see `replication.batch`)."""
     quarantined: int = 0
     """Log entries up to `seq` that were quarantined (see `replication.batch`)."""
+    tree_nodes: list[bytes] | None = None
+    """The frontier of the log's Merkle tree at `seq` (`merkle.Frontier.nodes`);
+    None when the writer kept no tree."""
 
 
 class SnapshotInfo(msgspec.Struct, frozen=True):

@@ -42,7 +42,16 @@ from ironbook.replication.interfaces import (
     Verifier,
 )
 from ironbook.replication.loop_blocks import LoopBlocks
+from ironbook.replication.merkle import Frontier
 from ironbook.replication.sequencer import Sequencer, SequencerConfig
+from ironbook.replication.tree_keeping import (
+    CheckpointPolicy,
+    CheckpointPort,
+    CheckpointSchedule,
+    CheckpointSuperseded,
+    CheckpointUnavailable,
+    LogTree,
+)
 
 Role = Literal["starting", "follower", "candidate", "leader"]
 
@@ -64,6 +73,8 @@ class ReplicaConfig:
     sequencer: SequencerConfig = field(default_factory=SequencerConfig)
     ledger: core.LedgerConfig | None = None
     """The ledger rules for a brand-new (empty) state."""
+    checkpoints: CheckpointPolicy = field(default_factory=CheckpointPolicy)
+    """When a leader signs (with a `CheckpointPort`; without one no tree is kept)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +105,7 @@ class Replica:
         signer: Signer,
         verifier: Verifier,
         on_quarantine: QuarantineHook | None = None,
+        checkpoints: CheckpointPort | None = None,
     ) -> None:
         if config.lease_renew_interval_ms * 2 > config.lease_ttl_ms:
             raise ValueError("renew the lease at least twice per TTL")
@@ -108,6 +120,7 @@ class Replica:
         self._signer = signer
         self._verifier = verifier
         self._on_quarantine = on_quarantine
+        self._checkpoints = checkpoints
         self._role: Role = "starting"
         self._term = 0
         self._lease_revision = 0
@@ -121,6 +134,8 @@ class Replica:
         self.last_restore_problem: str = ""
         self.loop_blocks = LoopBlocks()
         """The longest event-loop block per kind of work, over every term."""
+        self.checkpoint_refusal = ""
+        """Why this leader signs nothing now ("": it signs)."""
 
     def status(self) -> ReplicaStatus:
         sequencer = self._sequencer
@@ -166,7 +181,7 @@ class Replica:
         self._follower = None
         while True:
             try:
-                replay = await restore(
+                replay, frontier = await restore(
                     self._snapshots,
                     self._config.ledger,
                     verifier=self._verifier,
@@ -182,9 +197,13 @@ class Replica:
                     verifier=self._verifier,
                     on_quarantine=self._on_quarantine,
                 )
+                frontier = Frontier()
                 break
             except ReplicationError:
                 await self._clock.sleep(self._config.io_retry_backoff_ms)
+        tree = None
+        if self._checkpoints is not None:
+            tree = await self._tree_at(replay.applied_seq, frontier)
         follower = Follower(
             log=self._log,
             snapshots=self._snapshots,
@@ -194,9 +213,41 @@ class Replica:
                 self._config.follower, snapshot_stagger=snapshot_stagger(self.node_id)
             ),
             loop_blocks=self.loop_blocks,
+            tree=tree,
         )
         self._follower = follower
         return follower
+
+    async def _tree_at(self, seq: int, frontier: Frontier | None) -> LogTree | None:
+        """The log's tree at `seq`: from the snapshot's frontier, or hashed
+        from the log when the snapshot carries none. None when the log no
+        longer holds the entries before the snapshot (a restored cluster's log
+        starts past it): this replica then keeps no tree and signs nothing."""
+        assert self._checkpoints is not None
+        tree = LogTree(self._checkpoints.log, frontier)
+        idle_reads = 0
+        while tree.size < seq:
+            try:
+                entries = await self._log.read(
+                    tree.size + 1,
+                    max_entries=min(self._config.follower.read_max_entries, seq - tree.size),
+                    wait_ms=self._config.follower_read_wait_ms,
+                )
+            except ReplicationError:
+                entries = []
+            if not entries:
+                idle_reads += 1
+                if idle_reads >= self._config.catch_up_attempts:
+                    self.checkpoint_refusal = (
+                        f"the snapshot at seq {seq} carries no Merkle frontier and the log "
+                        f"does not give seq {tree.size + 1}: no tree to sign"
+                    )
+                    return None
+                await self._clock.sleep(self._config.io_retry_backoff_ms)
+                continue
+            idle_reads = 0
+            tree.add_entries(entries[: seq - tree.size])
+        return tree
 
     async def _follow_until_lease(self, follower: Follower, first_try_ms: int) -> int:
         """Tail the log; return the lease revision once this replica wins it."""
@@ -225,8 +276,11 @@ class Replica:
         self._role = "candidate"
         self._term = revision
         self._lease_revision = revision
+        duties = [self._keep_lease(), self._watch_log(), self._catch_up_and_serve(follower)]
+        if self._checkpoints is not None and follower.tree is not None:
+            duties.append(self._sign_checkpoints(self._checkpoints, follower.tree))
         try:
-            await race(self._keep_lease(), self._watch_log(), self._catch_up_and_serve(follower))
+            await race(*duties)
         except (StepDown, Fenced) as reason:
             self.last_step_down = f"{type(reason).__name__}: {reason}"
         finally:
@@ -285,6 +339,39 @@ class Replica:
             except LogUnavailable:
                 continue
 
+    async def _sign_checkpoints(self, port: CheckpointPort, tree: LogTree) -> NoReturn:
+        """While this replica leads, sign its tree when a checkpoint is due.
+        Failures to sign never end the term: the ledger keeps serving, and
+        the next tick tries again (the independent verifier alerts if
+        checkpoints stop)."""
+        policy = self._config.checkpoints
+        schedule: CheckpointSchedule | None = None
+        while True:
+            await self._clock.sleep(policy.tick_ms)
+            if self._role != "leader":
+                continue
+            now_ms = self._clock.now_ms()
+            try:
+                if schedule is None:
+                    schedule = CheckpointSchedule(policy, tree)
+                    self.checkpoint_refusal = schedule.start(await port.last_signed(), now_ms)
+                if schedule.refused:
+                    # A leader deposed without knowing yet sees a rival's
+                    # later checkpoint: look again after a while.
+                    schedule = None
+                    await self._clock.sleep(policy.every_ms)
+                    continue
+                head = schedule.due(now_ms)
+                if head is None:
+                    continue
+                checkpoint = await port.publish(head)
+            except CheckpointSuperseded:
+                schedule = None
+                continue
+            except CheckpointUnavailable:
+                continue
+            schedule.signed(checkpoint, self._clock.now_ms())
+
     async def _catch_up_and_serve(self, follower: Follower) -> NoReturn:
         config = self._config
         for attempt in range(1, config.catch_up_attempts + 1):
@@ -316,6 +403,7 @@ class Replica:
                 quarantined=follower.quarantined,
                 on_quarantine=self._on_quarantine,
                 loop_blocks=self.loop_blocks,
+                tree=follower.tree,
             )
             self._sequencer = sequencer
             self._role = "leader"

@@ -50,6 +50,7 @@ from ironbook.replication.interfaces import (
     Verifier,
 )
 from ironbook.replication.loop_blocks import LoopBlocks
+from ironbook.replication.tree_keeping import LogTree
 from ironbook.replication.wire import (
     BadRequestReply,
     OutcomeReply,
@@ -90,6 +91,8 @@ class _Batch:
     foreign entries make the batch land later than decided."""
     has_slices: bool
     append: asyncio.Task[int]
+    payload: bytes
+    """The log entry's bytes (a leaf of the log's Merkle tree once acknowledged)."""
     replies: list[tuple[InboundRequest, bytes]] = field(default_factory=list)
 
 
@@ -119,7 +122,11 @@ class Sequencer:
         quarantined: int = 0,
         on_quarantine: QuarantineHook | None = None,
         loop_blocks: LoopBlocks | None = None,
+        tree: LogTree | None = None,
     ) -> None:
+        """`tree`: the log's Merkle tree at `last_seq`; each batch is added
+        once the log acknowledges it, foreign entries once the leader passes
+        them."""
         if config.max_batch_commands < 1 or config.max_inflight_appends < 1:
             raise ValueError("batch size and appends in flight must be at least 1")
         self._term = term
@@ -149,6 +156,7 @@ class Sequencer:
         self._serving.set()
         self._undecided: list[InboundRequest] = []
         self._loop_blocks = loop_blocks or LoopBlocks()
+        self._tree = tree
         self.commands_decided = 0
         self.slices_decided = 0
         self._slice_batch_seq = 0
@@ -317,7 +325,9 @@ class Sequencer:
         append = asyncio.get_running_loop().create_task(
             self._append(payload, expected_last_seq, batch_id)
         )
-        return _Batch(batch_id, prev_batch_id, expected_last_seq, events, has_slices, append)
+        return _Batch(
+            batch_id, prev_batch_id, expected_last_seq, events, has_slices, append, payload
+        )
 
     def _slice_due(self) -> bool:
         """A result is in progress and no batch holding a slice is in flight:
@@ -390,6 +400,8 @@ class Sequencer:
                 )
             self._inflight.popleft()
             self._slots.release()
+            if self._tree is not None:
+                self._tree.add(seq, batch.payload)
             self._acked_seq = seq
             self.batches_acked += 1
             await self._send(batch.replies)
@@ -418,9 +430,7 @@ class Sequencer:
             raise Superseded(
                 f"batch {self._inflight[0].batch_id} was fenced by an entry that is not foreign"
             ) from fenced
-        self.tip_rereads += 1
-        self._count_quarantined(foreign)
-        self._acked_seq = entries[-1].seq
+        self._pass(entries, foreign)
         self._decided_seq = self._acked_seq
         self._decided_batch_id = tip_batch_id
         self._slice_batch_seq = 0
@@ -451,9 +461,8 @@ class Sequencer:
                     f"the log is at {entries[-1].seq}, this leader wrote up to "
                     f"{self._decided_seq}, and the entries past it are not foreign"
                 )
-            self.tip_rereads += 1
-            self._count_quarantined(foreign)
-            self._acked_seq = self._decided_seq = entries[-1].seq
+            self._pass(entries, foreign)
+            self._decided_seq = self._acked_seq
         finally:
             self._serving.set()
 
@@ -499,7 +508,15 @@ class Sequencer:
                 quarantined.append((entry, verdict.reason))
         return quarantined
 
-    def _count_quarantined(self, foreign: list[tuple[LogEntry, str]]) -> None:
+    def _pass(self, entries: Sequence[LogEntry], foreign: list[tuple[LogEntry, str]]) -> None:
+        """Move past `entries`, which follow `acked_seq` and hold nothing the
+        fold applies (`foreign` are the quarantined ones, the rest are void):
+        count the foreign ones and add every entry to the log's tree, which
+        covers the log as stored, skipped entries too."""
+        self.tip_rereads += 1
+        if self._tree is not None:
+            self._tree.add_entries(entries)
+        self._acked_seq = entries[-1].seq
         self.quarantined += len(foreign)
         if self._on_quarantine is not None:
             for entry, reason in foreign:

@@ -257,6 +257,43 @@ class LocalCluster:
                 )
                 self.replicas[node_id] = process
                 self._supervise(node_id, process)
+        self.audit = ManagedProcess(
+            "audit-verifier",
+            [
+                *process_command("audit-verifier", self._config_args),
+                "--nats",
+                self.nats.url,
+                "--data-dir",
+                str(self.data_dir),
+                *(
+                    ["--port", str(self._metrics_port("ironbook-audit-verifier", "audit-verifier"))]
+                    if monitoring is not None
+                    else []
+                ),
+            ],
+            log_path=self.data_dir / "logs" / "audit-verifier.log",
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.recorder = ManagedProcess(
+            "audit-events",
+            [
+                *process_command("audit-events", self._config_args),
+                "--nats",
+                self.nats.url,
+                "--data-dir",
+                str(self.data_dir),
+                "--partitions",
+                str(self.config.partitions),
+                "--replicas",
+                str(min(3, self.config.nats_nodes)),
+            ],
+            log_path=self.data_dir / "logs" / "audit-events.log",
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        """The independent checkpoint verifier and the significant-event
+        recorder (docs/audit.md)."""
+        for process in (self.audit, self.recorder):
+            self._supervise(process.name, process)
         self.gateway = gateway
         self.gateway_metrics_port: int | None = None
         """Where the gateway workers serve `/metrics` (127.0.0.1)."""
@@ -588,6 +625,9 @@ class LocalCluster:
         for process in self.replicas.values():
             if not process.is_running():
                 process.start()
+        for process in (self.audit, self.recorder):
+            if not process.is_running():
+                process.start()
         if self.gateways:
             metrics_dir = self.data_dir / "gateway" / "metrics"
             shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -651,6 +691,9 @@ class LocalCluster:
         for process in self.gateways.values():
             process.terminate()
         for process in self.gateways.values():
+            process.stop(timeout_ms=timeout_ms)
+        for process in (self.audit, self.recorder):
+            process.terminate()
             process.stop(timeout_ms=timeout_ms)
         for process in self.replicas.values():
             process.terminate()

@@ -26,11 +26,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ironbook.adapters.audit.checkpoint_stream import CHECKPOINT_STREAM, checkpoint_subject
+from ironbook.adapters.audit.events import EVENTS_STREAM, event_subject
 from ironbook.adapters.feed.nats_stream import feed_stream_name
 from ironbook.adapters.nats.lease import DEFAULT_BUCKET as LEASE_BUCKET
 from ironbook.adapters.nats.log import stream_name as log_stream_name
 from ironbook.adapters.nats.security import Permissions, inbox_prefix
 from ironbook.adapters.nats.snapshots import snapshot_bucket
+from ironbook.replication.merkle import EVENTS_LOG
 from ironbook.services.feed.ingest import lease_key as ingest_lease_key
 from ironbook.services.feed.provider import WORLDS_BUCKET
 from ironbook.services.gateway.idempotency import BUCKET as IDEMPOTENCY_BUCKET
@@ -99,6 +102,7 @@ def identities(partitions: int, producers: Sequence[str] = ()) -> dict[str, Perm
     snapshot_streams = [f"OBJ_{bucket}" for bucket in snapshots]
     feeds = [feed_stream_name(producer) for producer in producers]
     ledger_reads = _stream_reads(*ledgers)
+    ledger_checkpoints = tuple(checkpoint_subject(p) for p in range(partitions))
     return {
         "replica": Permissions(
             purpose="sequencer and followers of a partition",
@@ -117,6 +121,10 @@ def identities(partitions: int, producers: Sequence[str] = ()) -> dict[str, Perm
                 # snapshot with a purge filtered to them, in its own bucket.
                 *(f"$JS.API.STREAM.PURGE.{stream}" for stream in snapshot_streams),
                 "ironbook.status.replica.>",
+                # The leader signs its log's checkpoints and records its election.
+                *ledger_checkpoints,
+                *_stream_reads(CHECKPOINT_STREAM),
+                event_subject("leader_elected"),
             ),
             subscribe=(
                 "ironbook.cmdbatch.*.*",
@@ -138,6 +146,11 @@ def identities(partitions: int, producers: Sequence[str] = ()) -> dict[str, Perm
                 f"$KV.{REVOCATION_BUCKET}.>",
                 *_stream_reads(f"KV_{REVOCATION_BUCKET}"),
                 *_consumers(f"KV_{REVOCATION_BUCKET}"),
+                # Receipts (a ledger entry under its signed checkpoint), the
+                # significant-event log's pages, and its failed logins.
+                *ledger_reads,
+                *_stream_reads(CHECKPOINT_STREAM, EVENTS_STREAM),
+                event_subject("auth_failure"),
             ),
             subscribe=("odds.>", REVOCATION_SUBJECT, _inbox("gateway")),
         ),
@@ -178,6 +191,26 @@ def identities(partitions: int, producers: Sequence[str] = ()) -> dict[str, Perm
             ),
             subscribe=(_inbox("backup"),),
         ),
+        "audit-verifier": Permissions(
+            purpose="checks every published checkpoint against the logs, records failures",
+            publish=(
+                *ledger_reads,
+                *_stream_reads(CHECKPOINT_STREAM, EVENTS_STREAM),
+                event_subject("audit_verify_failure"),
+            ),
+            subscribe=(_inbox("audit-verifier"),),
+        ),
+        "audit-events": Permissions(
+            purpose="significant-event log: derives events from the logs, signs its checkpoints",
+            publish=(
+                *ledger_reads,
+                event_subject("*"),
+                *_stream_reads(EVENTS_STREAM),
+                checkpoint_subject(EVENTS_LOG),
+                *_stream_reads(CHECKPOINT_STREAM),
+            ),
+            subscribe=(_inbox("audit-events"),),
+        ),
         "alerts": Permissions(
             purpose="the alert receiver: announces the alerts it records",
             publish=(ALERTS_SUBJECT,),
@@ -204,6 +237,8 @@ PROCESS_IDENTITY: dict[str, str] = {
     "feed-ingest": "ingest",
     "feed-settle": "ingest",
     "backup": "backup",
+    "audit-verifier": "audit-verifier",
+    "audit-events": "audit-events",
     "alert-receiver": "alerts",
 }
 """Process kind (`python -m ironbook.bootstrap KIND`) → the identity it connects as."""

@@ -14,6 +14,8 @@ import logging
 
 from nats.aio.client import Client as NatsClient
 
+from ironbook.adapters.audit.checkpoint_stream import ensure_checkpoint_stream
+from ironbook.adapters.audit.events import ensure_events_stream
 from ironbook.adapters.feed.nats_stream import NatsFeedStream
 from ironbook.adapters.nats.lease import ensure_lease_bucket
 from ironbook.adapters.nats.log import NatsLog
@@ -36,7 +38,8 @@ async def provision(
 ) -> None:
     """Every partition's log and snapshot store, the lease bucket, the
     gateway's Idempotency-Key bucket, odds store and token revocations (kept
-    `revocation_retention_s`), and, for a feed `producer`, its stream and the
+    `revocation_retention_s`), the audit checkpoints and significant-event
+    log, and, for a feed `producer`, its stream and the
     simulator's worlds bucket."""
     for partition in range(partitions):
         await NatsLog.open(nc, partition, replicas=replicas)
@@ -45,6 +48,8 @@ async def provision(
     await ClaimStore.open(nc.jetstream(), replicas=replicas)
     await ensure_odds_stream(nc, replicas=replicas)
     await RevocationStore.open(nc, replicas=replicas, retention_s=revocation_retention_s)
+    await ensure_checkpoint_stream(nc, replicas=replicas)
+    await ensure_events_stream(nc, replicas=replicas)
     if producer is not None:
         await NatsFeedStream.open(nc, producer, replicas=replicas)
         await open_worlds(nc, replicas=replicas)

@@ -21,6 +21,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from ironbook import core
+from ironbook.adapters.audit.events import record_significant_event
 from ironbook.adapters.clock import SystemClock
 from ironbook.adapters.eventloop import watch_loop_lag
 from ironbook.client import BadRequest, ClientConfig, GaveUp, ledger_over_nats
@@ -115,6 +116,7 @@ async def _heartbeat(
     previous_seq = -1
     previous_role = ("", 0)
     next_beat_ms = 0
+    refusal = ""
     while True:
         status = replica.status()
         now_ms = clock.now_ms()
@@ -157,6 +159,20 @@ async def _heartbeat(
             )
             with contextlib.suppress(Exception):
                 await nc.publish(subject, encode_heartbeat(heartbeat))
+        if role_changed and status.role == "leader":
+            await record_significant_event(
+                nc,
+                "leader_elected",
+                actor=replica.node_id,
+                reason="won the partition's lease",
+                target=f"partition {partition}",
+                detail=f"term {status.term} at seq {status.applied_seq}",
+                msg_id=f"leader-{partition}-{status.term}",
+            )
+        if replica.checkpoint_refusal != refusal:
+            refusal = replica.checkpoint_refusal
+            if refusal:
+                log.error("SECURITY: this leader signs no checkpoints: %s", refusal)
         await asyncio.sleep(ROLE_SAMPLE_MS / 1000)
 
 

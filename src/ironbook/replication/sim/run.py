@@ -642,7 +642,7 @@ class _World:
         snapshots = SimSnapshotStore(
             self._snapshots, self._network, host, request_timeout_ms=timeout_ms
         )
-        replay = await restore(snapshots, SIM_LEDGER, verifier=self._signer)
+        replay, _ = await restore(snapshots, SIM_LEDGER, verifier=self._signer)
         follower = Follower(
             log=SimLog(
                 self._log,

@@ -76,6 +76,13 @@ def authenticate_scope(gateway: Gateway, scope: Scope, authorization: str | None
                 }
             )
         )
+        gateway.audit.note(
+            "auth_failure",
+            actor=f"ip:{scope['state'].get('client_ip')}",
+            reason=err.reason,
+            target=scope["path"][:200],
+            detail=scope.get("method", "WEBSOCKET"),
+        )
         raise p.ApiProblem(
             401,
             p.UNAUTHORIZED,

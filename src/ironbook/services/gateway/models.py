@@ -436,6 +436,37 @@ class HistoryPageOut(BaseModel):
     as_of_seq: int
 
 
+class SignificantEventOut(BaseModel):
+    seq: int
+    """Its position in the significant-event log (leaf `seq` of the `events` tree)."""
+    kind: str
+    actor: str
+    reason: str
+    target: str
+    detail: str
+    at_ms: int
+    source: str
+
+
+class SignificantEventPageOut(BaseModel):
+    events: list[SignificantEventOut]
+    next_after: int | None
+    """Pass as `after` for the next page; None when the log was read to its end."""
+
+
+class ReceiptOut(BaseModel):
+    """A bet's receipt: its log entry (the whole batch it was logged in), the
+    entry's leaf hash, the RFC 9162 inclusion proof and the signed checkpoint
+    that covers it. `ironbook audit verify-receipt` checks this body offline."""
+
+    partition: int
+    seq: int
+    payload_b64: str
+    leaf_hash: str
+    inclusion_proof: list[str]
+    checkpoint: dict[str, object]
+
+
 class ProblemOut(BaseModel):
     """RFC 9457 problem details (`application/problem+json`)."""
 

@@ -2,7 +2,7 @@
 (`ironbook.bootstrap`): its settings, limiters and metrics, its token
 verifier, and the ports it talks to (the ledger, the readiness probe, the
 Idempotency-Key claims, the history projectors, the odds hub, the token
-revocations). Tests pass fakes for the ports."""
+revocations, the audit trail). Tests pass fakes for the ports."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ironbook import core
+from ironbook.adapters.audit.trail import EventPage, EventQuery
 from ironbook.services.gateway.auth import TokenVerifier
 from ironbook.services.gateway.history import HistoryReply, HistoryRequest
 from ironbook.services.gateway.metrics import GatewayMetrics
@@ -84,6 +85,20 @@ class History(Protocol):
         """Raises `HistoryUnavailable`."""
 
 
+class AuditTrail(Protocol):
+    async def receipt(self, partition: int, seq: int) -> bytes:
+        """A log entry's receipt (JSON). Raises `NotYetCheckpointed` or `AuditUnavailable`."""
+
+    async def events(self, query: EventQuery) -> EventPage:
+        """A page of the significant-event log. Raises `AuditUnavailable`."""
+
+    def note(self, kind: str, actor: str, reason: str, target: str, detail: str = "") -> None:
+        """Record a significant event soon, without waiting."""
+
+    async def record_events(self) -> None:
+        """Write what was noted, until cancelled."""
+
+
 @dataclass
 class Gateway:
     settings: GatewaySettings
@@ -97,6 +112,7 @@ class Gateway:
     history: History
     odds: Odds
     revoker: Revoker
+    audit: AuditTrail
     principal_buckets: TokenBuckets = field(init=False)
     ip_buckets: TokenBuckets = field(init=False)
     admission: Admission = field(init=False)

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from ironbook.services.gateway.routes import (
     accounts,
     admin,
+    audit,
     bets,
     cash_out,
     markets,
@@ -18,6 +19,7 @@ from ironbook.services.gateway.routes import (
 ROUTERS: tuple[APIRouter, ...] = (
     accounts.router,
     admin.router,
+    audit.router,
     bets.router,
     cash_out.router,
     markets.router,
