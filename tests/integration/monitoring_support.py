@@ -29,6 +29,7 @@ EXPECTED_JOBS = {
     "ironbook-supervisor",
     "ironbook-nats-exporter",
     "ironbook-alert-receiver",
+    "ironbook-audit-verifier",
     "node",
     "prometheus",
     "alertmanager",
