@@ -33,7 +33,6 @@ from monitoring_support import (
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 
-from ironbook.adapters.nats.provision import connect_nats
 from ironbook.cli import main as ironbook
 from ironbook.services.gateway.auth import local_signing_key, mint_token
 from ironbook.services.monitoring import RULES_FILE
@@ -92,7 +91,7 @@ def test_every_target_is_up_and_alerts_reach_the_receiver(
     }
 
     async def published_when_posted() -> bytes:
-        nc = await connect_nats(cluster.nats_url, name="test-alerts")
+        nc = await cluster.ops.connect("test-alerts")
         try:
             subscription = await nc.subscribe(ALERTS_SUBJECT)
             await nc.flush()

@@ -210,12 +210,20 @@ async def open_or_create(
 
     The existing one is looked up first: a service identity may read the
     assets it uses but not create them (only `ops` may, when the cluster is
-    provisioned), so it must never ask to create what is already there."""
-    try:
-        return await open_existing()
-    except nats.js.errors.NotFoundError:
-        pass
-    return await with_placement_retry(what, create)
+    provisioned), so it must never ask to create what is already there.
+
+    The lookup is retried like the creation: after a whole cluster restarts,
+    a stream answers nothing (the request times out) until its group has
+    elected a leader, and a creation that timed out may have happened, which
+    the next attempt's lookup then finds."""
+
+    async def attempt() -> T:
+        try:
+            return await open_existing()
+        except nats.js.errors.NotFoundError:
+            return await create()
+
+    return await with_placement_retry(what, attempt)
 
 
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> StreamInfo:
