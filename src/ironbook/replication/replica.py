@@ -88,6 +88,9 @@ class ReplicaStatus:
     terms_led: int
     quarantined: int = 0
     """Log entries quarantined up to `applied_seq` (see `replication.batch`)."""
+    results_in_progress: int = 0
+    """Market results with slices still to come: a leader appends them on its
+    own, so a log is not finished while this is above zero."""
 
 
 class Replica:
@@ -139,12 +142,15 @@ class Replica:
 
     def status(self) -> ReplicaStatus:
         sequencer = self._sequencer
+        in_progress = 0
         if sequencer is not None:
             applied, pending = sequencer.acked_seq, sequencer.pending_batches
             quarantined = sequencer.quarantined
+            in_progress = len(sequencer.state.settlements)
         elif self._follower is not None:
             applied, pending = self._follower.applied_seq, 0
             quarantined = self._follower.quarantined
+            in_progress = len(self._follower.state.settlements)
         else:
             applied, pending, quarantined = 0, 0, 0
         return ReplicaStatus(
@@ -155,6 +161,7 @@ class Replica:
             pending,
             self._terms_led,
             quarantined,
+            in_progress,
         )
 
     def state_hash(self) -> str | None:

@@ -203,9 +203,13 @@ async def _release_held_bets(
 
 async def _answer_state_hash(replica: Replica, msg: Msg) -> None:
     """On request only (tests, `ironbook check`): hashing blocks the event
-    loop for as long as encoding the state takes."""
+    loop for as long as encoding the state takes. No hash while a batch is in
+    flight or a market result is half-settled: the state is still moving (a
+    leader appends the next slice on its own), so a hash taken now would not
+    be the log's final state."""
     status = replica.status()
-    state_hash = replica.state_hash() if status.pending_batches == 0 else None
+    settled = status.pending_batches == 0 and status.results_in_progress == 0
+    state_hash = replica.state_hash() if settled else None
     reply = StateHashReply(
         node_id=replica.node_id,
         role=status.role,

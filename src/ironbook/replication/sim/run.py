@@ -607,8 +607,10 @@ class _World:
 
     async def _converge(self) -> dict[str, str]:
         """Wait until every replica has applied the whole log with nothing in
-        flight and one of them leads; return their state hashes plus that of a
-        brand-new replica restored from the newest snapshot and the log."""
+        flight and no market result half-settled (its leader appends the next
+        slice on its own, after the log looked finished) and one of them
+        leads; return their state hashes plus that of a brand-new replica
+        restored from the newest snapshot and the log."""
         timing = self._options.timing
         deadline_ms = self._loop.now_ms() + timing.settle_timeout_ms
         while True:
@@ -619,6 +621,7 @@ class _World:
                 s.role in ("leader", "follower")
                 and s.applied_seq == last_seq
                 and s.pending_batches == 0
+                and s.results_in_progress == 0
                 for s in statuses
             ):
                 break
