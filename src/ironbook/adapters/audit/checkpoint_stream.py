@@ -23,13 +23,14 @@ import nats.errors
 import nats.js.errors
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client as NatsClient
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import StreamConfig
 
 from ironbook.adapters.audit.archive import CHECKPOINTS_FILE
 from ironbook.adapters.audit.keys import PUBKEY_FILE, key_id, public_key_pem, sign_checkpoint
 from ironbook.adapters.nats.provision import (
     ERR_WRONG_LAST_SEQUENCE,
     DirectGetFailed,
+    append_only_stream,
     direct_get_batch,
     ensure_stream,
 )
@@ -60,20 +61,7 @@ def checkpoint_subject(log_name: LogName) -> str:
 
 
 def checkpoint_stream_config(*, replicas: int) -> StreamConfig:
-    return StreamConfig(
-        name=CHECKPOINT_STREAM,
-        subjects=["audit.checkpoint.>"],
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        num_replicas=replicas,
-        max_msgs=-1,
-        max_bytes=-1,
-        max_age=0,
-        discard=DiscardPolicy.NEW,
-        deny_delete=True,
-        deny_purge=True,
-        allow_direct=True,
-    )
+    return append_only_stream(CHECKPOINT_STREAM, ["audit.checkpoint.>"], replicas=replicas)
 
 
 async def ensure_checkpoint_stream(nc: NatsClient, *, replicas: int) -> None:

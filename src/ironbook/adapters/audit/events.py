@@ -19,9 +19,9 @@ import time
 import msgspec
 import nats.errors
 from nats.aio.client import Client as NatsClient
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import StreamConfig
 
-from ironbook.adapters.nats.provision import ensure_stream
+from ironbook.adapters.nats.provision import append_only_stream, ensure_stream
 
 log = logging.getLogger("ironbook.audit.events")
 
@@ -67,20 +67,8 @@ def valid_kind(kind: str) -> bool:
 
 
 def events_stream_config(*, replicas: int) -> StreamConfig:
-    return StreamConfig(
-        name=EVENTS_STREAM,
-        subjects=["audit.event.>"],
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        num_replicas=replicas,
-        max_msgs=-1,
-        max_bytes=-1,
-        max_age=0,
-        discard=DiscardPolicy.NEW,
-        duplicate_window=120,
-        deny_delete=True,
-        deny_purge=True,
-        allow_direct=True,
+    return append_only_stream(
+        EVENTS_STREAM, ["audit.event.>"], replicas=replicas, duplicate_window_s=120
     )
 
 

@@ -39,9 +39,6 @@ from nats.aio.subscription import Subscription
 from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
-    DiscardPolicy,
-    RetentionPolicy,
-    StorageType,
     StreamConfig,
 )
 
@@ -53,6 +50,7 @@ from ironbook.adapters.feed.messages import (
 from ironbook.adapters.feed.provider import FeedUnavailable
 from ironbook.adapters.nats.provision import (
     DirectGetFailed,
+    append_only_stream,
     direct_get_batch,
     ensure_stream,
     request,
@@ -87,19 +85,11 @@ def feed_stream_name(producer: str) -> str:
 
 
 def feed_stream_config(producer: str, *, replicas: int = 3) -> StreamConfig:
-    return StreamConfig(
-        name=feed_stream_name(producer),
-        subjects=[f"feed.{producer}.>"],
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        num_replicas=replicas,
-        max_msgs=-1,
-        max_bytes=-1,
-        max_age=0,
-        discard=DiscardPolicy.NEW,
-        duplicate_window=DUPLICATE_WINDOW_S,
-        deny_delete=True,
-        allow_direct=True,
+    return append_only_stream(
+        feed_stream_name(producer),
+        [f"feed.{producer}.>"],
+        replicas=replicas,
+        duplicate_window_s=DUPLICATE_WINDOW_S,
     )
 
 

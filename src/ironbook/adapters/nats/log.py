@@ -36,11 +36,12 @@ import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import StreamConfig
 
 from ironbook.adapters.nats.provision import (
     ERR_WRONG_LAST_SEQUENCE,
     DirectGetFailed,
+    append_only_stream,
     direct_get_batch,
     ensure_stream,
     request,
@@ -83,20 +84,11 @@ def ledger_stream_config(
     partition: int, *, replicas: int = 3, duplicate_window_s: int = DEFAULT_DUPLICATE_WINDOW_S
 ) -> StreamConfig:
     """R3 on disk, nothing ever expires or is deleted: the log is the audit trail."""
-    return StreamConfig(
-        name=stream_name(partition),
-        subjects=[stream_subject(partition)],
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        num_replicas=replicas,
-        max_msgs=-1,
-        max_bytes=-1,
-        max_age=0,
-        discard=DiscardPolicy.NEW,
-        duplicate_window=duplicate_window_s,
-        deny_delete=True,
-        deny_purge=True,
-        allow_direct=True,
+    return append_only_stream(
+        stream_name(partition),
+        [stream_subject(partition)],
+        replicas=replicas,
+        duplicate_window_s=duplicate_window_s,
     )
 
 

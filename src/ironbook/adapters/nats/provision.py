@@ -22,7 +22,7 @@ import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import StreamConfig, StreamInfo
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamInfo
 
 from ironbook.adapters.nats.security import NatsCredentials, inbox_prefix
 
@@ -224,6 +224,32 @@ async def open_or_create(
             return await create()
 
     return await with_placement_retry(what, attempt)
+
+
+def append_only_stream(
+    name: str, subjects: list[str], *, replicas: int, duplicate_window_s: float = 0
+) -> StreamConfig:
+    """A record that only grows: on disk, `replicas` copies, no limit and no
+    expiry, new messages refused rather than old ones dropped if a limit is
+    ever set, and no message may be deleted nor the stream purged (the
+    ledger's logs, the feed's, the audit checkpoints and significant events).
+    Direct gets let any replica read it. `duplicate_window_s` 0 keeps the
+    server's default window (two minutes)."""
+    return StreamConfig(
+        name=name,
+        subjects=subjects,
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        max_msgs=-1,
+        max_bytes=-1,
+        max_age=0,
+        discard=DiscardPolicy.NEW,
+        duplicate_window=duplicate_window_s,
+        deny_delete=True,
+        deny_purge=True,
+        allow_direct=True,
+    )
 
 
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> StreamInfo:
