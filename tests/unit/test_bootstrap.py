@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 
 from ironbook.bootstrap import build_local_cluster, build_parser, settings_from
-from ironbook.settings import load_settings
+from ironbook.settings import FeedSettings, load_settings
 
 
 def _child_settings(argv: list[str]) -> argparse.Namespace:
@@ -51,3 +51,22 @@ def test_no_gateway_and_no_feed_unless_asked(tmp_path: Path) -> None:
     cluster = build_local_cluster(settings)
     assert cluster.gateways == {} and cluster.feeds == {}
     assert "--config" not in cluster.replicas["p0-r1"].argv
+
+
+def test_a_second_feed_runs_as_the_clusters_own_children(tmp_path: Path) -> None:
+    """A feed for another producer (the odds benchmark makes one per phase)
+    gets the cluster's settings file and environment: its security mode and,
+    when secured, where its identity's credentials are."""
+    config = tmp_path / "ironbook.toml"
+    config.write_text("[feed]\nrate = 7\n")
+    for secure in (True, False):
+        data_dir = tmp_path / f"data-{secure}"
+        overrides = {"cluster": {"data_dir": data_dir}, "nats": {"secure": secure}}
+        cluster = build_local_cluster(load_settings(config, overrides), config_file=config)
+        assert cluster.child_env["IRONBOOK_NATS_SECURE"] == ("true" if secure else "false")
+        extra = cluster.feed_processes(FeedSettings(source="sim", producer="other", rate=3))
+        assert set(extra) == {"feed-sim", "feed-ingest", "feed-settle"}
+        for name, process in extra.items():
+            child = settings_from(_child_settings(process.argv))
+            assert child.feed.producer == "other", name
+            assert process.env == cluster.child_env, name

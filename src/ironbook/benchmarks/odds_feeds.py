@@ -28,7 +28,7 @@ from ironbook.adapters.nats.provision import NatsEndpoint, close_nats, connect_n
 from ironbook.benchmarks.children import READY_TIMEOUT_S, ChildProcess, stdin_lines
 from ironbook.client import LedgerClient, connect_ledger
 from ironbook.core.odds import format_decimal, snap_to_ladder, ticks_away
-from ironbook.services.feed.processes import FeedOptions, feed_processes
+from ironbook.services.feed.processes import FeedOptions
 from ironbook.services.local_cluster import LocalCluster
 
 SELECTIONS = ("home", "draw", "away")
@@ -281,13 +281,7 @@ class SimFeedRun:
         options = FeedOptions(
             source="sim", producer=f"bench{args.run_tag}x{phase}", rate=int(rate), seed=args.seed
         )
-        processes = feed_processes(
-            options,
-            nats_url=cluster.nats_url,
-            partitions=cluster.partitions,
-            replicas=min(3, len(cluster.nats.nodes)),
-            logs_dir=cluster.data_dir / "logs",
-        )
+        processes = cluster.feed_processes(options)
         nc = await connect_nats(cluster.nats_url, name="ironbook-odds-bench-count")
         run = cls(processes, nc)
         try:

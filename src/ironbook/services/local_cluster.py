@@ -312,16 +312,7 @@ class LocalCluster:
                 metrics_ports["feed-settle"] = self._metrics_port(
                     "ironbook-settlement", "feed-settle"
                 )
-            self.feeds = feed_processes(
-                feed,
-                nats_url=self.nats.url,
-                partitions=self.config.partitions,
-                replicas=min(3, self.config.nats_nodes),
-                logs_dir=self.data_dir / "logs",
-                config_args=self._config_args,
-                metrics_ports=metrics_ports,
-                env=self.child_env,
-            )
+            self.feeds = self.feed_processes(feed, metrics_ports)
             for name, process in self.feeds.items():
                 self._supervise(name, process)
         self.backup: ManagedProcess | None = None
@@ -549,6 +540,25 @@ class LocalCluster:
     @property
     def ops(self) -> NatsEndpoint:
         return self.endpoint("ops")
+
+    def feed_processes(
+        self, feed: FeedSettings, metrics_ports: dict[str, int] | None = None
+    ) -> dict[str, ManagedProcess]:
+        """The feed's processes for `feed`'s producer, with this cluster's
+        environment and settings (its identities, when secured), not yet
+        started nor supervised. A producer other than the cluster's own has
+        no stream until one is made for it: only in a plaintext cluster do
+        its processes make it themselves."""
+        return feed_processes(
+            feed,
+            nats_url=self.nats.url,
+            partitions=self.config.partitions,
+            replicas=min(3, self.config.nats_nodes),
+            logs_dir=self.data_dir / "logs",
+            config_args=self._config_args,
+            metrics_ports=metrics_ports,
+            env=self.child_env,
+        )
 
     def provision(self, timeout_ms: int = PROVISION_TIMEOUT_MS) -> None:
         """Create every stream, bucket and object store the services use,

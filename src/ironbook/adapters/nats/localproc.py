@@ -139,6 +139,11 @@ class ManagedProcess:
     def pid(self) -> int | None:
         return self._popen.pid if self._popen is not None else None
 
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment the next start gives the process."""
+        return dict(self._env if self._env is not None else os.environ)
+
     def set_env(self, name: str, value: str) -> None:
         """One environment variable for the next start (the rest inherited
         or as given)."""
