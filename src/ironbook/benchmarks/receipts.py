@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ from ironbook.adapters.audit.proofs import verify_receipt
 from ironbook.adapters.nats.localproc import PortLease
 from ironbook.benchmarks.common import command_line, log, machine_info, wait_http_ready
 from ironbook.benchmarks.http_api import MARKET_ID, UNLIMITED_ENV, setup_accounts
+from ironbook.benchmarks.stats import percentile_ms
 from ironbook.services.gateway.auth import local_signing_key
 from ironbook.services.local_cluster import GatewayOptions, LocalCluster
 
@@ -115,9 +115,9 @@ def run(bets: int, concurrency: int) -> dict[str, object]:
         "no_receipt_within_s": {"seconds": GIVE_UP_S, "bets": bets - len(times_ms)},
         "receipts_failing_verification": invalid,
         "available_after_ms": {
-            "median": round(statistics.median(times_ms), 1) if times_ms else None,
-            "p90": round(times_ms[int(len(times_ms) * 0.9) - 1], 1) if times_ms else None,
-            "max": round(times_ms[-1], 1) if times_ms else None,
+            "median": percentile_ms(times_ms, 0.5),
+            "p90": percentile_ms(times_ms, 0.9),
+            "max": percentile_ms(times_ms, 1.0),
         },
         "machine": machine_info(load_at_start),
         "command": command_line(),
