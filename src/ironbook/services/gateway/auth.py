@@ -28,6 +28,7 @@ from typing import Any, Literal, get_args
 
 import jwt
 
+from ironbook.adapters.keyfiles import create_secret_file_once
 from ironbook.services.gateway.revocation import JTI_PATTERN, Revocations
 
 Role = Literal["bettor", "trader", "cashier", "admin", "auditor"]
@@ -114,7 +115,7 @@ def load_or_create_signing_key(keys_dir: Path) -> SigningKey:
     with contextlib.suppress(FileNotFoundError):
         return _current_key(keys_dir)
     kid = _new_key(keys_dir)
-    _write_once(keys_dir / CURRENT_KEY_FILE, kid)
+    create_secret_file_once(keys_dir / CURRENT_KEY_FILE, kid.encode())
     return _current_key(keys_dir)
 
 
@@ -151,23 +152,8 @@ def _current_key(keys_dir: Path) -> SigningKey:
 def _new_key(keys_dir: Path) -> str:
     day = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d")
     kid = f"k{day}-{secrets.token_hex(4)}"
-    _write_once(keys_dir / f"{kid}{LOCAL_KEY_SUFFIX}", secrets.token_hex(32))
+    create_secret_file_once(keys_dir / f"{kid}{LOCAL_KEY_SUFFIX}", secrets.token_hex(32).encode())
     return kid
-
-
-def _write_once(path: Path, text: str) -> None:
-    """Create `path` with `text` and owner-only permissions, unless it exists."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    try:
-        os.link(temp, path)
-    except FileExistsError:
-        pass
-    finally:
-        temp.unlink()
 
 
 def _read_text(path: Path) -> str:
