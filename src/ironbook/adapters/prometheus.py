@@ -43,6 +43,56 @@ def _ready(url: str) -> bool:
         return False
 
 
+def prometheus_process(
+    config: Path,
+    data_dir: Path,
+    address: str,
+    log_path: Path,
+    *,
+    retention: str | None = None,
+    env: dict[str, str] | None = None,
+) -> ManagedProcess:
+    """Prometheus on `address` (host:port) with `config`, its TSDB in `data_dir`."""
+    return ManagedProcess(
+        "prometheus",
+        [
+            binary("prometheus"),
+            f"--config.file={config}",
+            f"--storage.tsdb.path={data_dir}",
+            *([f"--storage.tsdb.retention.time={retention}"] if retention else []),
+            f"--web.listen-address={address}",
+            "--log.level=warn",
+        ],
+        log_path=log_path,
+        env=env,
+    )
+
+
+def alertmanager_process(
+    config: Path,
+    data_dir: Path,
+    address: str,
+    log_path: Path,
+    *,
+    env: dict[str, str] | None = None,
+) -> ManagedProcess:
+    """Alertmanager on `address` (host:port) with `config`, alone: no gossip
+    with peers (it would otherwise listen on 0.0.0.0:9094)."""
+    return ManagedProcess(
+        "alertmanager",
+        [
+            binary("prometheus-alertmanager", "alertmanager"),
+            f"--config.file={config}",
+            f"--storage.path={data_dir}",
+            f"--web.listen-address={address}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+        ],
+        log_path=log_path,
+        env=env,
+    )
+
+
 class LocalAlertmanager:
     """An Alertmanager that routes everything to a receiver with no
     integrations: alerts are kept and shown by its API, never sent on."""
@@ -62,16 +112,8 @@ class LocalAlertmanager:
                 }
             )
         )
-        self._process = ManagedProcess(
-            "alertmanager",
-            [
-                binary("prometheus-alertmanager", "alertmanager"),
-                f"--config.file={config}",
-                f"--storage.path={self._dir / 'data'}",
-                f"--web.listen-address={LOOPBACK}:{self.port}",
-                "--cluster.listen-address=",
-            ],
-            log_path=self._dir / "alertmanager.log",
+        self._process = alertmanager_process(
+            config, self._dir / "data", f"{LOOPBACK}:{self.port}", self._dir / "alertmanager.log"
         )
 
     def start(self) -> None:
@@ -129,15 +171,8 @@ class LocalPrometheus:
                 }
             )
         )
-        self._process = ManagedProcess(
-            "prometheus",
-            [
-                binary("prometheus"),
-                f"--config.file={config}",
-                f"--storage.tsdb.path={self._dir / 'data'}",
-                f"--web.listen-address={LOOPBACK}:{self.port}",
-            ],
-            log_path=self._dir / "prometheus.log",
+        self._process = prometheus_process(
+            config, self._dir / "data", f"{LOOPBACK}:{self.port}", self._dir / "prometheus.log"
         )
 
     def start(self) -> None:

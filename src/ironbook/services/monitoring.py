@@ -194,35 +194,27 @@ class MonitoringStack:
         self.nats_exporter_address = f"{host}:{ports.nats_exporter}"
         self.nats_servers = nats_servers
         env = env or {**os.environ, "PYTHONUNBUFFERED": "1"}
+        try:
+            prometheus_server = prometheus.prometheus_process(
+                self.dir / "prometheus.yml",
+                self.dir / "prometheus",
+                f"{host}:{ports.prometheus}",
+                logs_dir / "prometheus.log",
+                retention=settings.retention,
+                env=env,
+            )
+            alertmanager = prometheus.alertmanager_process(
+                self.dir / "alertmanager.yml",
+                self.dir / "alertmanager",
+                f"{host}:{ports.alertmanager}",
+                logs_dir / "alertmanager.log",
+                env=env,
+            )
+        except prometheus.MonitoringBinaryMissing as err:
+            raise MonitoringUnavailable(str(err)) from err
         self.processes: dict[str, ManagedProcess] = {
-            "prometheus": ManagedProcess(
-                "prometheus",
-                [
-                    binary("prometheus"),
-                    f"--config.file={self.dir / 'prometheus.yml'}",
-                    f"--storage.tsdb.path={self.dir / 'prometheus'}",
-                    f"--storage.tsdb.retention.time={settings.retention}",
-                    f"--web.listen-address={host}:{ports.prometheus}",
-                    "--log.level=warn",
-                ],
-                log_path=logs_dir / "prometheus.log",
-                env=env,
-            ),
-            "alertmanager": ManagedProcess(
-                "alertmanager",
-                [
-                    binary("alertmanager"),
-                    f"--config.file={self.dir / 'alertmanager.yml'}",
-                    f"--storage.path={self.dir / 'alertmanager'}",
-                    f"--web.listen-address={host}:{ports.alertmanager}",
-                    # No gossip with peers: a local Alertmanager would otherwise
-                    # listen on 0.0.0.0:9094.
-                    "--cluster.listen-address=",
-                    "--log.level=warn",
-                ],
-                log_path=logs_dir / "alertmanager.log",
-                env=env,
-            ),
+            "prometheus": prometheus_server,
+            "alertmanager": alertmanager,
             "node-exporter": ManagedProcess(
                 "node-exporter",
                 [
