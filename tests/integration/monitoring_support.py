@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ironbook.adapters.nats.localproc import PortLease
+from ironbook.adapters.prometheus import wait_targets_up
 from ironbook.services.local_cluster import GatewayOptions, LocalCluster
 from ironbook.settings import FeedSettings, MonitoringSettings
 
@@ -41,28 +41,6 @@ class MonitoredCluster:
     cluster: LocalCluster
     targets: list[dict[str, Any]]
     """Prometheus's active targets once all were up."""
-
-
-def _get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return json.loads(response.read())
-
-
-def wait_all_targets_up(prometheus_url: str, jobs: set[str]) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + TARGETS_UP_TIMEOUT_S
-    targets: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        try:
-            targets = _get_json(prometheus_url + "/api/v1/targets")["data"]["activeTargets"]
-        except OSError:
-            targets = []
-        if {t["labels"]["job"] for t in targets} >= jobs and all(
-            t["health"] == "up" for t in targets
-        ):
-            return targets
-        time.sleep(1)
-    down = [(t["labels"]["job"], t["health"], t["lastError"]) for t in targets]
-    raise AssertionError(f"targets not all up within {TARGETS_UP_TIMEOUT_S} s: {down}")
 
 
 def post_notification(ops_url: str, status: str, alertname: str) -> None:
@@ -124,7 +102,9 @@ def monitored_cluster_in(root: Path) -> Iterator[MonitoredCluster]:
         server.start()
         assert cluster.monitoring is not None
         asyncio.run(cluster.wait_leaders(timeout_ms=120_000))
-        targets = wait_all_targets_up(cluster.monitoring.prometheus_url, EXPECTED_JOBS)
+        targets = wait_targets_up(
+            cluster.monitoring.prometheus_url, EXPECTED_JOBS, timeout_s=TARGETS_UP_TIMEOUT_S
+        )
         yield MonitoredCluster(cluster, targets)
     finally:
         stop.set()

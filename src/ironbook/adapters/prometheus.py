@@ -1,6 +1,8 @@
-"""Prometheus and Alertmanager run as local child processes, in a directory
-of their own on free loopback ports: for `ironbook bench detect` and the
-tests of `ironbook watch`. The binaries are Debian's (`prometheus`,
+"""Prometheus and Alertmanager as local child processes: their command
+lines (for the monitoring stack of `ironbook up` and for the self-contained
+pair below), a wait for every scrape target to be up, and a pair in a
+directory of their own on free loopback ports for `ironbook bench detect`
+and the tests of `ironbook watch`. The binaries are Debian's (`prometheus`,
 `prometheus-alertmanager`; `make monitoring-tools` installs them). Their
 configuration files are written as JSON, which YAML reads as it is.
 """
@@ -9,10 +11,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from ironbook.adapters.nats.localproc import LOOPBACK, ManagedProcess, PortLease, wait_until
 
@@ -41,6 +45,46 @@ def _ready(url: str) -> bool:
             return int(response.status) == 200
     except (urllib.error.URLError, OSError):
         return False
+
+
+class TargetsNotUp(TimeoutError):
+    """Prometheus's targets were not all up within the wait."""
+
+
+def active_targets(url: str) -> list[dict[str, Any]]:
+    """Prometheus's active targets (`GET /api/v1/targets`), [] if it does not answer."""
+    try:
+        with urllib.request.urlopen(f"{url}/api/v1/targets", timeout=_HTTP_TIMEOUT_S) as response:
+            targets: list[dict[str, Any]] = json.load(response)["data"]["activeTargets"]
+    except (urllib.error.URLError, OSError, ValueError, KeyError):
+        return []
+    return targets
+
+
+def wait_targets_up(
+    url: str, jobs: set[str], *, timeout_s: float, settle_s: float = 0.0
+) -> list[dict[str, Any]]:
+    """Once Prometheus at `url` has a target of every job in `jobs` and all
+    its targets are up, and still all up `settle_s` later (so every series
+    has samples before anything is judged on its changes): the targets.
+    Raises TargetsNotUp, naming the ones down, after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    up_since: float | None = None
+    targets: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        targets = active_targets(url)
+        all_up = {t["labels"]["job"] for t in targets} >= jobs and all(
+            t["health"] == "up" for t in targets
+        )
+        if not all_up:
+            up_since = None
+        elif up_since is None:
+            up_since = time.monotonic()
+        if up_since is not None and time.monotonic() - up_since >= settle_s:
+            return targets
+        time.sleep(0.5)
+    down = [(t["labels"]["job"], t["health"], t["lastError"]) for t in targets]
+    raise TargetsNotUp(f"Prometheus targets not all up within {timeout_s} s: {down}")
 
 
 def prometheus_process(

@@ -34,6 +34,7 @@ import msgspec
 from ironbook.adapters.nats.localproc import PortLease
 from ironbook.adapters.nats.provision import NatsEndpoint
 from ironbook.adapters.netns import NamespaceNetwork, NetnsError, unavailable_reason
+from ironbook.adapters.prometheus import wait_targets_up
 from ironbook.chaos.alerts import FaultAlerts, judge_alerts
 from ironbook.chaos.environment import Environment, UncleanEnvironment, survey_environment
 from ironbook.chaos.evidence import (
@@ -79,6 +80,10 @@ FAULT_BUDGET_S = 15.0
 """Time one fault needs from injection to healed; none starts with less left."""
 GATEWAY_READY_TIMEOUT_S = 120.0
 ALERTS_RESOLVE_TIMEOUT_S = 90.0
+TARGETS_UP_TIMEOUT_S = 150.0
+"""With `--monitoring`: how long every Prometheus target may take to come up."""
+TARGETS_SETTLE_S = 5.0
+"""... and how long they must all stay up before the first fault."""
 
 
 WorkloadFactory = Callable[[LedgerClient, HistoryRecorder, WorkloadConfig], Workload]
@@ -314,6 +319,17 @@ async def _run_on_a_cluster(run: _Run) -> None:
                 metrics = await cluster.serve_supervisor_metrics()
                 if metrics is not None:
                     await served.enter_async_context(metrics)
+                if cluster.monitoring is not None:
+                    # No fault before every target has been scraped a few
+                    # times: an alert on a change needs a sample from before it.
+                    say("waiting for every Prometheus target to be up")
+                    await asyncio.to_thread(
+                        wait_targets_up,
+                        cluster.monitoring.prometheus_url,
+                        set(),
+                        timeout_s=TARGETS_UP_TIMEOUT_S,
+                        settle_s=TARGETS_SETTLE_S,
+                    )
                 await _run(cluster, run)
                 if cluster.monitoring is not None:
                     say("waiting for the alerts to resolve")
