@@ -70,3 +70,24 @@ def test_a_second_feed_runs_as_the_clusters_own_children(tmp_path: Path) -> None
             child = settings_from(_child_settings(process.argv))
             assert child.feed.producer == "other", name
             assert process.env == cluster.child_env, name
+
+
+def test_every_child_runs_in_the_clusters_security_mode(tmp_path: Path) -> None:
+    """Each supervised child of a plaintext cluster connects in plaintext and
+    each of a secured one with its identity: none falls back to the default
+    (secured) and looks for credentials the cluster never made."""
+    for secure in (True, False):
+        settings = load_settings(
+            None,
+            {
+                "cluster": {"data_dir": tmp_path / f"data-{secure}", "serve_http": True},
+                "nats": {"secure": secure},
+            },
+        )
+        cluster = build_local_cluster(settings)
+        children = {name: child.process for name, child in cluster.supervisor.children.items()}
+        assert {"audit-verifier", "audit-events", "gw-1", "feed-ingest", "p0-r1"} <= set(children)
+        for name, process in children.items():
+            if name.startswith("nats-"):
+                continue  # the servers themselves
+            assert process.env.get("IRONBOOK_NATS_SECURE") == ("true" if secure else "false"), name

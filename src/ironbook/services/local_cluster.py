@@ -272,7 +272,7 @@ class LocalCluster:
                 ),
             ],
             log_path=self.data_dir / "logs" / "audit-verifier.log",
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=self.child_env,
         )
         self.recorder = ManagedProcess(
             "audit-events",
@@ -288,7 +288,7 @@ class LocalCluster:
                 str(min(3, self.config.nats_nodes)),
             ],
             log_path=self.data_dir / "logs" / "audit-events.log",
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=self.child_env,
         )
         """The independent checkpoint verifier and the significant-event
         recorder (docs/audit.md)."""
