@@ -31,6 +31,7 @@ from nats.aio.client import Client as NatsClient
 
 from ironbook import core
 from ironbook.adapters.audit.checkpoint_stream import NatsCheckpointPort
+from ironbook.adapters.audit.events import EventOutbox
 from ironbook.adapters.audit.keys import (
     load_or_create_signing_key,
     public_key_pem,
@@ -634,14 +635,21 @@ async def serve_alert_receiver(settings: Settings, stop: asyncio.Event) -> None:
                 except Exception as err:  # NATS down: the file still has it
                     log.warning("alert not published on %s: %r", ALERTS_SUBJECT, err)
 
+            events = EventOutbox()
             console = Console(
                 book,
                 lambda: read_cluster(o.prometheus_url),
                 publish,
                 links={"Prometheus": o.prometheus_url, "Alertmanager": o.alertmanager_url},
+                note_event=events.note,
             )
             app = create_ops_app(console, token_verifier(settings))
-            await ops_server.serve(app, console, o.host, o.port, stop)
+            async with asyncio.TaskGroup() as group:
+                recording = group.create_task(events.run(nc))
+                try:
+                    await ops_server.serve(app, console, o.host, o.port, stop)
+                finally:
+                    recording.cancel()
     finally:
         book.close()
 

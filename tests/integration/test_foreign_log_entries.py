@@ -3,8 +3,9 @@ publishes three undecodable entries and one forged, well-formed batch
 (a copy of a real deposit, chained onto the real tip, signed with another
 key) straight onto `ledger.0`. Bets keep being accepted, every replica
 reports the four entries quarantined and ends at the one state hash, the
-history checker (replaying with the cluster's key) passes, and the forged
-deposit changed no balance."""
+history checker (replaying with the cluster's key) passes, the forged
+deposit changed no balance, and the significant-event log holds each
+quarantined entry once."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client as NatsClient
 
 from ironbook import core
+from ironbook.adapters.audit.events import SignificantEvent, decode_event
+from ironbook.adapters.audit.stream import AuditedLog, read_log
 from ironbook.adapters.ledger_keys import PartitionSigner, ledger_verifier
 from ironbook.adapters.nats.log import NatsLog, stream_subject
 from ironbook.chaos.workload import Workload
@@ -61,6 +64,37 @@ def _fold(entries: list[LogEntry], verifier: Verifier | None) -> ReplayState:
     for entry in entries:
         replay.apply(entry)
     return replay
+
+
+def _quarantined_seqs(entries: list[LogEntry], verifier: Verifier) -> list[int]:
+    seqs: list[int] = []
+    replay = ReplayState.empty(
+        core.LedgerConfig(partition=0),
+        verifier=verifier,
+        on_quarantine=lambda entry, _reason: seqs.append(entry.seq),
+    )
+    for entry in entries:
+        replay.apply(entry)
+    return seqs
+
+
+async def _quarantine_events(cluster: LocalCluster, expected: int) -> list[SignificantEvent]:
+    """The `quarantined_entry` events, once `expected` are recorded (bounded)."""
+    deadline = time.monotonic() + WAIT_S
+    nc = await raw_nats(cluster)
+    try:
+        events = AuditedLog(nc, "events")
+        while True:
+            found = [
+                event
+                async for entry in read_log(events, 1, await events.last_seq())
+                if (event := decode_event(entry.payload)).kind == "quarantined_entry"
+            ]
+            if len(found) >= expected or time.monotonic() > deadline:
+                return found
+            await asyncio.sleep(0.5)
+    finally:
+        await nc.close()
 
 
 async def _publish_foreign(cluster: LocalCluster) -> str:
@@ -187,6 +221,16 @@ def test_foreign_entries_are_quarantined_while_bets_flow(cluster: LocalCluster) 
             for entry in entries
         ]
         assert core.state_hash(_fold(blanked, verifier).state) == core.state_hash(verified.state)
+
+        # Each quarantined entry is one significant event, however many
+        # replicas skipped it.
+        seqs = _quarantined_seqs(entries, verifier)
+        recorded = await _quarantine_events(cluster, len(seqs))
+        assert sorted(event.source for event in recorded) == sorted(
+            f"ledger/0/{seq}/0" for seq in seqs
+        )
+        assert {event.target for event in recorded} == {f"partition 0 seq {seq}" for seq in seqs}
+        assert all(event.reason for event in recorded)
 
     asyncio.run(scenario())
 

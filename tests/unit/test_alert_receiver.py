@@ -53,8 +53,27 @@ def key(tmp_path: Path) -> SigningKey:
 
 
 @pytest.fixture
-def receiver(tmp_path: Path, key: SigningKey) -> tuple[TestClient, Console, list[AlertRecord]]:
+def noted() -> list[tuple[str, str, str, str, str]]:
+    """The significant events the console noted: (kind, actor, reason, target, detail)."""
+    return []
+
+
+@pytest.fixture
+def receiver(
+    tmp_path: Path, key: SigningKey, noted: list[tuple[str, str, str, str, str]]
+) -> tuple[TestClient, Console, list[AlertRecord]]:
     published: list[AlertRecord] = []
+
+    def note_event(
+        kind: str,
+        actor: str,
+        reason: str,
+        target: str,
+        detail: str = "",
+        *,
+        msg_id: str | None = None,
+    ) -> None:
+        noted.append((kind, actor, reason, target, detail))
 
     async def publish(record: AlertRecord) -> None:
         published.append(record)
@@ -62,13 +81,17 @@ def receiver(tmp_path: Path, key: SigningKey) -> tuple[TestClient, Console, list
     async def read_cluster() -> dict[str, Any]:
         return {"replicas": []}
 
-    console = Console(AlertBook(tmp_path / "alerts.jsonl"), read_cluster, publish, links={})
+    console = Console(
+        AlertBook(tmp_path / "alerts.jsonl"), read_cluster, publish, links={}, note_event=note_event
+    )
     verifier = load_verifier(algorithm="HS256", keys_dir=tmp_path / "keys")
     return TestClient(create_app(console, verifier)), console, published
 
 
 def test_firing_then_resolved_is_recorded_published_and_kept(
-    receiver: tuple[TestClient, Console, list[AlertRecord]], tmp_path: Path
+    receiver: tuple[TestClient, Console, list[AlertRecord]],
+    noted: list[tuple[str, str, str, str, str]],
+    tmp_path: Path,
 ) -> None:
     client, console, published = receiver
     assert client.post(WEBHOOK_PATH, json=_notification("firing")).status_code == 200
@@ -79,6 +102,12 @@ def test_firing_then_resolved_is_recorded_published_and_kept(
     assert [line["status"] for line in lines] == ["firing", "resolved"]
     assert lines[0]["labels"]["name"] == "p0-r2" and lines[0]["severity"] == "page"
     assert [r.status for r in published] == ["firing", "resolved"]
+    # Each alert of each notification is a significant event.
+    assert [(kind, actor, reason, target) for kind, actor, reason, target, _ in noted] == [
+        ("alert", "alertmanager", "IronbookReplicaDown firing: down", "name=p0-r2"),
+        ("alert", "alertmanager", "IronbookReplicaDown resolved: down", "name=p0-r2"),
+    ]
+    assert "severity page" in noted[0][4] and "fingerprint f1" in noted[0][4]
     metrics = client.get("/metrics").text
     assert 'ironbook_alerts_received_total{status="resolved"} 1.0' in metrics
     assert "ironbook_alerts_firing 0.0" in metrics
@@ -97,14 +126,17 @@ def test_firing_then_resolved_is_recorded_published_and_kept(
     ],
 )
 def test_a_bad_notification_is_refused_and_changes_nothing(
-    receiver: tuple[TestClient, Console, list[AlertRecord]], tmp_path: Path, body: bytes
+    receiver: tuple[TestClient, Console, list[AlertRecord]],
+    noted: list[tuple[str, str, str, str, str]],
+    tmp_path: Path,
+    body: bytes,
 ) -> None:
     client, console, published = receiver
     response = client.post(WEBHOOK_PATH, content=body)
     assert response.status_code == 400
     assert response.json()["code"] == "bad_notification"
     assert (tmp_path / "alerts.jsonl").read_text() == ""
-    assert not published and not console.book.firing
+    assert not published and not noted and not console.book.firing
 
 
 def test_the_console_needs_an_admin_or_auditor_token(

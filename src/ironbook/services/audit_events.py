@@ -10,7 +10,11 @@ Two duties, one loop:
    every replica skips them) and record each significant ledger
    event (`adapters/audit/ledger_events.py`) in `AUDIT_EVENTS`, with its
    position as `source` (`ledger/<p>/<seq>/<index>`) and as `Nats-Msg-Id`. On
-   start it resumes after the newest source already recorded.
+   start it resumes after the newest source already recorded. A quarantined
+   entry (`replication.batch`: undecodable, forged or unsigned on a signed
+   chain) is recorded once, as `quarantined_entry` with source
+   `ledger/<p>/<seq>/0` (an entry the fold skips has no events of its own),
+   however many replicas skipped it.
 2. Keep the Merkle tree of `AUDIT_EVENTS` (log `events`) and sign its
    checkpoints exactly as a partition's leader does (`tree_keeping`), through
    the same port. Run one recorder per cluster; a second one's checkpoints
@@ -33,7 +37,7 @@ from ironbook.adapters.audit.events import decode_event, record_significant_even
 from ironbook.adapters.audit.ledger_events import significant
 from ironbook.adapters.audit.stream import AuditedLog, read_log
 from ironbook.replication.batch import admit
-from ironbook.replication.interfaces import LogUnavailable, Verifier
+from ironbook.replication.interfaces import LogEntry, LogUnavailable, Verifier
 from ironbook.replication.merkle import EVENTS_LOG
 from ironbook.replication.tree_keeping import (
     CheckpointPolicy,
@@ -47,6 +51,7 @@ from ironbook.replication.tree_keeping import (
 log = logging.getLogger("ironbook.audit.events")
 
 READ_ENTRIES = 256
+QUARANTINED_ENTRY = "quarantined_entry"
 
 
 def ledger_source(partition: int, seq: int, index: int) -> str:
@@ -123,9 +128,14 @@ class EventRecorder:
         except LogUnavailable:
             return 0
         for entry in entries:
-            events = admit(entry, cursor.last_batch_id, self._verifiers[partition]).events
+            verdict = admit(entry, cursor.last_batch_id, self._verifiers[partition])
+            events = verdict.events
             if events is None:
                 # Void or quarantined: skipped like every replica skips it.
+                if verdict.admission == "quarantined" and (entry.seq, 0) > cursor.recorded:
+                    if not await self._record_quarantine(partition, entry, verdict.reason):
+                        return 0  # Try this entry again next round.
+                    cursor.recorded = (entry.seq, 0)
                 cursor.applied_seq = entry.seq
                 continue
             if (entry.seq, 1 << 30) > cursor.recorded:
@@ -153,6 +163,19 @@ class EventRecorder:
             cursor.applied_seq = entry.seq
             cursor.last_batch_id = entry.batch_id
         return len(entries)
+
+    async def _record_quarantine(self, partition: int, entry: LogEntry, reason: str) -> bool:
+        source = ledger_source(partition, entry.seq, 0)
+        return await record_significant_event(
+            self._nc,
+            QUARANTINED_ENTRY,
+            actor="audit-events",
+            reason=reason,
+            target=f"partition {partition} seq {entry.seq}",
+            detail=f"batch id {entry.batch_id[:80]!r}, {len(entry.payload)} bytes",
+            source=source,
+            msg_id=source,
+        )
 
     async def _extend_tree(self) -> None:
         events = AuditedLog(self._nc, EVENTS_LOG)

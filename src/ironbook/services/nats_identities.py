@@ -40,7 +40,7 @@ from ironbook.services.gateway.idempotency import BUCKET as IDEMPOTENCY_BUCKET
 from ironbook.services.gateway.odds import ODDS_STREAM
 from ironbook.services.gateway.revocation import BUCKET as REVOCATION_BUCKET
 from ironbook.services.gateway.revocation import SUBJECT as REVOCATION_SUBJECT
-from ironbook.services.ops.alerts import ALERTS_SUBJECT
+from ironbook.services.ops.alerts import ALERT_EVENT, ALERTS_SUBJECT
 from ironbook.services.replica import lease_key as replica_lease_key
 
 
@@ -212,8 +212,8 @@ def identities(partitions: int, producers: Sequence[str] = ()) -> dict[str, Perm
             subscribe=(_inbox("audit-events"),),
         ),
         "alerts": Permissions(
-            purpose="the alert receiver: announces the alerts it records",
-            publish=(ALERTS_SUBJECT,),
+            purpose="the alert receiver: announces and records the alerts it receives",
+            publish=(ALERTS_SUBJECT, event_subject(ALERT_EVENT)),
             subscribe=(_inbox("alerts"),),
         ),
         "ops": Permissions(

@@ -21,7 +21,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from ironbook import core
-from ironbook.adapters.audit.events import record_significant_event
+from ironbook.adapters.audit.events import EventOutbox
 from ironbook.adapters.clock import SystemClock
 from ironbook.adapters.eventloop import watch_loop_lag
 from ironbook.client import BadRequest, ClientConfig, GaveUp, ledger_over_nats
@@ -91,11 +91,13 @@ async def serve(
         await _answer_state_hash(replica, msg)
 
     admin = await nc.subscribe(replica_admin_subject(replica.node_id), cb=on_admin)
+    events = EventOutbox()
     try:
         await run_until_stopped(
             stop,
             replica.run(),
-            _heartbeat(nc, replica, partition, clock, metrics_url),
+            _heartbeat(nc, replica, partition, clock, metrics_url, events),
+            events.run(nc),
             watch_loop_lag(replica.loop_blocks),
             _release_held_bets(nc, replica, partition, clock),
         )
@@ -106,10 +108,17 @@ async def serve(
 
 
 async def _heartbeat(
-    nc: NatsClient, replica: Replica, partition: int, clock: SystemClock, metrics_url: str
+    nc: NatsClient,
+    replica: Replica,
+    partition: int,
+    clock: SystemClock,
+    metrics_url: str,
+    events: EventOutbox,
 ) -> None:
     """Publish a heartbeat every second, and at once when the role changes
-    (the role is sampled every `ROLE_SAMPLE_MS`), logging every change."""
+    (the role is sampled every `ROLE_SAMPLE_MS`), logging every change and
+    noting each election in the significant-event log (one event per term:
+    its `Nats-Msg-Id` names partition and term)."""
     subject = replica_status_subject(partition, replica.node_id)
     state_hash: str | None = None
     hashed_seq = -1
@@ -160,8 +169,7 @@ async def _heartbeat(
             with contextlib.suppress(Exception):
                 await nc.publish(subject, encode_heartbeat(heartbeat))
         if role_changed and status.role == "leader":
-            await record_significant_event(
-                nc,
+            events.note(
                 "leader_elected",
                 actor=replica.node_id,
                 reason="won the partition's lease",

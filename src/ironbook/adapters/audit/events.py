@@ -7,14 +7,20 @@
 It is a log like a partition's: its entries are the leaves of its own Merkle
 tree (log name `events`, tag FFFFFFFF), signed in checkpoints on
 `AUDIT_CHECKPOINTS` by the event recorder. Any process records an event with
-`record_significant_event`; the recorder also derives the ledger's staff and
-market actions from the partition logs (`services/audit_events.py`).
+`record_significant_event`, or, from code that must not wait, notes it in an
+`EventOutbox`; the recorder also derives the ledger's staff and market
+actions and its quarantined entries from the partition logs
+(`services/audit_events.py`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+import uuid
+from dataclasses import dataclass
+from typing import Protocol
 
 import msgspec
 import nats.errors
@@ -29,6 +35,13 @@ EVENTS_STREAM = "AUDIT_EVENTS"
 PUBLISH_TIMEOUT_S = 2.0
 MAX_FIELD_CHARS = 1_000
 """Longer actor, reason, target or detail values are cut to this length."""
+DUPLICATE_WINDOW_S = 120
+"""JetStream drops a second event with the same `Nats-Msg-Id` within this."""
+OUTBOX_CAPACITY = 1_000
+OUTBOX_RETRY_FOR_S = 90.0
+"""An outbox retries a failed event this long, well within the duplicate
+window, so a retry whose first try was stored after all is dropped."""
+OUTBOX_BACKOFF_S = (0.2, 5.0)
 
 
 class SignificantEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -68,7 +81,7 @@ def valid_kind(kind: str) -> bool:
 
 def events_stream_config(*, replicas: int) -> StreamConfig:
     return append_only_stream(
-        EVENTS_STREAM, ["audit.event.>"], replicas=replicas, duplicate_window_s=120
+        EVENTS_STREAM, ["audit.event.>"], replicas=replicas, duplicate_window_s=DUPLICATE_WINDOW_S
     )
 
 
@@ -122,3 +135,130 @@ async def record_significant_event(
         log.error("significant event %s (%s on %s) not recorded: %r", kind, actor, target, err)
         return False
     return True
+
+
+class NoteEvent(Protocol):
+    """`EventOutbox.note`, as the code that notes events sees it."""
+
+    def __call__(
+        self,
+        kind: str,
+        actor: str,
+        reason: str,
+        target: str,
+        detail: str = "",
+        *,
+        msg_id: str | None = None,
+    ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Noted:
+    kind: str
+    actor: str
+    reason: str
+    target: str
+    detail: str
+    msg_id: str
+    at_ms: int
+    noted_at: float
+    """`time.monotonic()` when noted."""
+
+
+class EventOutbox:
+    """Significant events noted by code that must not wait (a supervisor
+    round, a heartbeat loop, a webhook), written in order by `run` (which
+    may start later: events noted before wait for it).
+
+    `note` never blocks or raises: when `capacity` events are waiting,
+    further ones are dropped and counted in a warning. `run` retries an
+    event that could not be stored (NATS down, no stream quorum) with
+    backoff for up to `OUTBOX_RETRY_FOR_S`, under one `Nats-Msg-Id`, so a
+    retry of an event that was stored after all is not stored twice; then
+    it gives the event up with an error."""
+
+    def __init__(
+        self, *, capacity: int = OUTBOX_CAPACITY, retry_for_s: float = OUTBOX_RETRY_FOR_S
+    ) -> None:
+        self._waiting: asyncio.Queue[_Noted] = asyncio.Queue(capacity)
+        self._retry_for_s = retry_for_s
+        self.dropped = 0
+        """Events dropped because the outbox was full."""
+        self.given_up = 0
+        """Events that could not be stored within `retry_for_s`."""
+        self.recorded = 0
+
+    def note(
+        self,
+        kind: str,
+        actor: str,
+        reason: str,
+        target: str,
+        detail: str = "",
+        *,
+        msg_id: str | None = None,
+    ) -> None:
+        """Record this event soon, stamped now. `msg_id` (default: a fresh
+        one) de-duplicates the same event noted by several processes."""
+        noted = _Noted(
+            kind,
+            actor,
+            reason,
+            target,
+            detail,
+            msg_id or f"{kind}-{uuid.uuid4()}",
+            time.time_ns() // 1_000_000,
+            time.monotonic(),
+        )
+        try:
+            self._waiting.put_nowait(noted)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting.qsize()
+
+    async def run(self, nc: NatsClient) -> None:
+        """Write noted events (those noted before too) to the
+        significant-event log through `nc`, until cancelled."""
+        reported_drops = 0
+        while True:
+            noted = await self._waiting.get()
+            await self._write(nc, noted)
+            if self.dropped != reported_drops:
+                log.warning(
+                    "%d significant events dropped: too many waiting", self.dropped - reported_drops
+                )
+                reported_drops = self.dropped
+
+    async def _write(self, nc: NatsClient, noted: _Noted) -> None:
+        backoff_s, max_backoff_s = OUTBOX_BACKOFF_S
+        while True:
+            stored = await record_significant_event(
+                nc,
+                noted.kind,
+                noted.actor,
+                noted.reason,
+                noted.target,
+                noted.detail,
+                msg_id=noted.msg_id,
+                at_ms=noted.at_ms,
+            )
+            if stored:
+                self.recorded += 1
+                return
+            if not valid_kind(noted.kind) or (
+                time.monotonic() - noted.noted_at + backoff_s > self._retry_for_s
+            ):
+                self.given_up += 1
+                log.error(
+                    "significant event %s (%s on %s) given up after %.0f s",
+                    noted.kind,
+                    noted.actor,
+                    noted.target,
+                    time.monotonic() - noted.noted_at,
+                )
+                return
+            await asyncio.sleep(backoff_s)
+            backoff_s = min(backoff_s * 2, max_backoff_s)

@@ -3,19 +3,13 @@ and pages of the significant-event log."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime
-import logging
 from dataclasses import dataclass
 
 import msgspec
 from nats.aio.client import Client as NatsClient
 
-from ironbook.adapters.audit.events import (
-    SignificantEvent,
-    decode_event,
-    record_significant_event,
-)
+from ironbook.adapters.audit.events import EventOutbox, SignificantEvent, decode_event
 from ironbook.adapters.audit.proofs import ProofBuildError, encode_receipt
 from ironbook.adapters.audit.stream import AuditedLog, receipt_from_log
 from ironbook.replication.checkpoint import CheckpointFormatError
@@ -23,12 +17,7 @@ from ironbook.replication.interfaces import LogUnavailable
 from ironbook.replication.merkle import EVENTS_LOG
 from ironbook.replication.tree_keeping import CheckpointUnavailable
 
-log = logging.getLogger("ironbook.audit.trail")
-
 SCAN_BATCH = 256
-MAX_NOTED = 1_000
-"""Events noted and not yet recorded, at most; more are dropped (and counted
-in the log): a flood of failed logins must not become a flood of writes."""
 MAX_SCANNED = 10_000
 """Entries one page request reads at most; a sparse filter returns fewer
 matches and a `next_after` to go on from."""
@@ -81,32 +70,20 @@ class EventPage:
     """None when the log was read to its end."""
 
 
-Noted = tuple[str, str, str, str, str]
-"""(kind, actor, reason, target, detail)."""
-
-
 class NatsAuditTrail:
     def __init__(self, nc: NatsClient) -> None:
         self._nc = nc
-        self._noted: asyncio.Queue[Noted] = asyncio.Queue(MAX_NOTED)
-        self._dropped = 0
+        self._outbox = EventOutbox()
 
     def note(self, kind: str, actor: str, reason: str, target: str, detail: str = "") -> None:
         """Record a significant event soon (`record_events` writes it), from
-        code that cannot wait: dropped when `MAX_NOTED` are already waiting."""
-        try:
-            self._noted.put_nowait((kind, actor, reason, target, detail))
-        except asyncio.QueueFull:
-            self._dropped += 1
+        code that cannot wait: a flood of failed logins must not become a
+        flood of writes (`EventOutbox`)."""
+        self._outbox.note(kind, actor, reason, target, detail)
 
     async def record_events(self) -> None:
         """Write noted events to the significant-event log, until cancelled."""
-        while True:
-            kind, actor, reason, target, detail = await self._noted.get()
-            await record_significant_event(self._nc, kind, actor, reason, target, detail)
-            if self._dropped:
-                log.warning("%d significant events dropped: too many waiting", self._dropped)
-                self._dropped = 0
+        await self._outbox.run(self._nc)
 
     async def receipt(self, partition: int, seq: int) -> bytes:
         """The receipt (JSON, as `ironbook audit verify-receipt` reads it) of

@@ -4,8 +4,8 @@ notification, and the alerts firing now.
 Alertmanager posts a group of alerts (webhook payload version 4) whenever a
 group changes; each alert in it is `firing` or `resolved`. Every alert of
 every notification is kept: one JSON line in the alerts file, one message on
-NATS (`ALERTS_SUBJECT`), and the book of firing alerts the console shows
-(`AlertBook`). docs/alerting.md holds the contract.
+NATS (`ALERTS_SUBJECT`), one significant event (`alert`, `note_alert`) and
+the book of firing alerts the console shows (`AlertBook`). docs/alerting.md holds the contract.
 """
 
 from __future__ import annotations
@@ -18,7 +18,11 @@ from typing import Literal
 
 import msgspec
 
+from ironbook.adapters.audit.events import NoteEvent
+
 ALERTS_SUBJECT = "ironbook.alerts"
+ALERT_EVENT = "alert"
+"""The significant-event kind of every alert received."""
 MAX_BODY_BYTES = 1 << 20
 MAX_ALERTS_PER_NOTIFICATION = 1_000
 MAX_FIRING = 10_000
@@ -147,15 +151,37 @@ def read_records(path: Path) -> list[AlertRecord]:
     return [decoder.decode(line) for line in path.read_bytes().splitlines() if line.strip()]
 
 
-def describe(record: AlertRecord) -> str:
-    """One line for a report: UTC time, status, alert, what it is about."""
-    at = time.strftime("%H:%M:%S", time.gmtime(record.received_at_ms / 1000))
-    about = ",".join(
+def alert_target(record: AlertRecord) -> str:
+    """What the alert is about, from its labels (`name=p0-r2,partition=0`);
+    "" for an alert about the whole cluster."""
+    return ",".join(
         f"{key}={value}"
         for key, value in sorted(record.labels.items())
         if key in ("name", "partition", "producer", "child", "server")
     )
+
+
+def describe(record: AlertRecord) -> str:
+    """One line for a report: UTC time, status, alert, what it is about."""
+    at = time.strftime("%H:%M:%S", time.gmtime(record.received_at_ms / 1000))
+    about = alert_target(record)
     return f"{at} {record.status:<8} {record.alertname} {about} ({record.severity})".rstrip()
+
+
+def note_alert(note: NoteEvent, record: AlertRecord) -> None:
+    """Note one alert of a notification as a significant event (`alert`):
+    Alertmanager is the actor, the alert and its status the reason."""
+    summary = record.annotations.get("summary", "")
+    note(
+        ALERT_EVENT,
+        actor="alertmanager",
+        reason=f"{record.alertname} {record.status}" + (f": {summary}" if summary else ""),
+        target=alert_target(record) or "cluster",
+        detail=(
+            f"severity {record.severity or '-'}, fingerprint {record.fingerprint}, "
+            f"starts {record.starts_at}, ends {record.ends_at}"
+        ),
+    )
 
 
 def now_ms() -> int:

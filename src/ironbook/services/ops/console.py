@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ironbook.adapters.audit.events import NoteEvent
 from ironbook.services.gateway.auth import AuthError, TokenVerifier
 from ironbook.services.metrics_http import process_registry
 from ironbook.services.ops.alerts import (
@@ -38,6 +39,7 @@ from ironbook.services.ops.alerts import (
     AlertRecord,
     BadNotification,
     decode_notification,
+    note_alert,
     now_ms,
 )
 from ironbook.services.ops.cluster_view import PrometheusUnavailable
@@ -63,10 +65,12 @@ class Console:
         read_cluster: ReadCluster,
         publish: Publish,
         links: dict[str, str],
+        note_event: NoteEvent,
     ) -> None:
         self.book = book
         self._read_cluster = read_cluster
         self._publish = publish
+        self._note_event = note_event
         self.links = links
         self.cluster: dict[str, Any] = {}
         self.cluster_error: str | None = None
@@ -105,8 +109,9 @@ class Console:
                 record.alertname,
                 ",".join(f"{k}={v}" for k, v in sorted(record.labels.items())),
             )
-            # Every alert is a significant event: this is the one place it is
-            # recorded as one, once the audit log takes such events.
+            # Every alert is a significant event: this is the one place it
+            # is noted as one (never waiting for the audit log).
+            note_alert(self._note_event, record)
             await self._publish(record)
         await self._changed_now()
 
