@@ -1,7 +1,9 @@
 """`ironbook drain` through the control socket of a supervised cluster: the
 NATS server leading the log hands its leaderships over before it stops, the
 ledger leader hands over to a follower, the supervisor leaves both stopped
-until they are handed back, and then starts them."""
+until they are handed back, and then starts them. Every step, and a restart
+of a killed child, is in the significant-event log, written as the
+`supervisor` identity."""
 
 from __future__ import annotations
 
@@ -11,7 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from ironbook.adapters.audit.events import EventOutbox, SignificantEvent, decode_event
+from ironbook.adapters.audit.stream import AuditedLog, read_log
 from ironbook.adapters.nats.log import stream_name
+from ironbook.adapters.nats.provision import close_nats
+from ironbook.services.cluster_events import record_events, watch_supervisor
 from ironbook.services.control import ControlError, ControlRequest, request, serve_control
 from ironbook.services.local_cluster import LocalCluster, read_runtime, wait_for_leaders
 
@@ -30,13 +36,53 @@ def test_drain_and_undrain_through_the_control_socket(tmp_path: Path) -> None:
 async def _drain_and_undrain(cluster: LocalCluster) -> None:
     await cluster.wait_leaders(timeout_ms=TIMEOUT_S * 1000)
     stop = asyncio.Event()
+    events = EventOutbox()
+    watch_supervisor(cluster.supervisor, events.note)
     async with asyncio.TaskGroup() as group:
         group.create_task(cluster.supervisor.run(stop))
-        group.create_task(serve_control(cluster, stop))
+        group.create_task(serve_control(cluster, stop, events.note))
+        recording = group.create_task(record_events(cluster.endpoint("supervisor"), events))
         try:
             await _steps(cluster)
+            await _restart_recorded(cluster)
+            victim, leader = (await _recorded(cluster, "undrain", 2))[-2:]
+            drained = await _recorded(cluster, "drain", 2)
+            assert {e.target for e in drained} == {victim.target, leader.target}
+            assert all(e.actor.startswith("operator:") for e in [*drained, victim, leader])
         finally:
             stop.set()
+            recording.cancel()
+
+
+async def _recorded(cluster: LocalCluster, kind: str, count: int) -> list[SignificantEvent]:
+    """The events of `kind` in the log, once there are `count` (bounded)."""
+    nc = await cluster.ops.connect("test-maintenance-events")
+    try:
+        log = AuditedLog(nc, "events")
+        deadline = time.monotonic() + TIMEOUT_S
+        while True:
+            found = [
+                event
+                async for entry in read_log(log, 1, await log.last_seq())
+                if (event := decode_event(entry.payload)).kind == kind
+            ]
+            if len(found) >= count:
+                return found
+            assert time.monotonic() < deadline, f"{count} {kind} events never recorded: {found}"
+            await asyncio.sleep(0.5)
+    finally:
+        await close_nats(nc)
+
+
+async def _restart_recorded(cluster: LocalCluster) -> None:
+    """A child killed by its PID is restarted, and the restart recorded with why."""
+    killed = cluster.audit.pid
+    before = len(await _recorded(cluster, "process_restarted", 0))
+    cluster.audit.kill()
+    restart = (await _recorded(cluster, "process_restarted", before + 1))[-1]
+    assert restart.actor == "supervisor" and restart.target == "audit-verifier"
+    assert restart.reason == "exited with code -9", restart
+    assert cluster.audit.pid != killed
 
 
 async def _steps(cluster: LocalCluster) -> None:

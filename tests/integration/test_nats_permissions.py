@@ -47,6 +47,10 @@ _PROBE_HEADERS = {
     "audit.event.auth_failure": {"Nats-Expected-Last-Sequence": NEVER},
     "audit.event.audit_verify_failure": {"Nats-Expected-Last-Sequence": NEVER},
     "audit.event.deposit": {"Nats-Expected-Last-Sequence": NEVER},
+    "audit.event.alert": {"Nats-Expected-Last-Sequence": NEVER},
+    "audit.event.process_restarted": {"Nats-Expected-Last-Sequence": NEVER},
+    "audit.event.drain": {"Nats-Expected-Last-Sequence": NEVER},
+    "audit.event.config_applied": {"Nats-Expected-Last-Sequence": NEVER},
 }
 SENTINEL = "ironbook.permission-probe.sentinel"
 """No identity but `ops` may publish here."""

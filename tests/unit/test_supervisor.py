@@ -1,7 +1,7 @@
 """The supervisor on real child processes: a hung (SIGSTOPped) child is
 killed by its PID and restarted, hung kills are rate limited, a child in a
-crash loop is given up on while the rest keeps running, and dry run only
-logs."""
+crash loop is given up on while the rest keeps running, dry run only
+logs, and every restart and remediation is noted as a significant event."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from ironbook.adapters.nats.localproc import ManagedProcess
+from ironbook.services.cluster_events import watch_supervisor
 from ironbook.services.process import LIVENESS_ENV
 from ironbook.services.supervisor import Remediation, RestartPolicy, Supervisor
 
@@ -191,3 +192,60 @@ def test_dry_run_only_logs(tmp_path: Path, processes: list[ManagedProcess]) -> N
     assert len([r for r in heard if r.action == "hung_kill"]) == 1, "one silence, said once"
     crashing.kill()
     frozen.resume()
+
+
+def test_every_restart_and_remediation_is_a_significant_event(
+    tmp_path: Path, processes: list[ManagedProcess]
+) -> None:
+    supervisor = Supervisor(FAST)
+    noted: list[tuple[str, str, str, str, str]] = []
+
+    def note(
+        kind: str,
+        actor: str,
+        reason: str,
+        target: str,
+        detail: str = "",
+        *,
+        msg_id: str | None = None,
+    ) -> None:
+        noted.append((kind, actor, reason, target, detail))
+
+    watch_supervisor(supervisor, note)
+    frozen = _child(supervisor, processes, tmp_path, "frozen", SERVE_UNTIL_STOPPED)
+    _child(supervisor, processes, tmp_path, "crashing", "raise SystemExit(3)")
+    supervisor.start_all()
+    _until("frozen alive", supervisor, lambda: _alive(supervisor, "frozen"))
+    frozen_pid = frozen.pid
+    frozen.pause()
+    _until(
+        "the frozen child replaced and the crash loop given up on",
+        supervisor,
+        lambda: (
+            supervisor.children["crashing"].gave_up
+            and frozen.is_running()
+            and frozen.pid != frozen_pid
+        ),
+    )
+    by_child = {
+        name: [(kind, reason) for kind, actor, reason, target, _ in noted if target == name]
+        for name in ("frozen", "crashing")
+    }
+    assert {actor for _, actor, _, _, _ in noted} == {"supervisor"}
+    (kill, restart) = by_child["frozen"]
+    assert kill[0] == "hung_kill" and kill[1].startswith("alive but silent")
+    assert restart[0] == "process_restarted" and restart[1].startswith("killed as hung (")
+    assert by_child["crashing"] == [
+        *[("process_restarted", "exited with code 3")] * FAST.crash_loop_restarts,
+        (
+            "crash_loop_give_up",
+            f"exited {FAST.crash_loop_restarts + 1} times within 60 s (last code 3); "
+            "not restarting it",
+        ),
+    ]
+    frozen_restart = next(
+        detail
+        for kind, _, _, target, detail in noted
+        if target == "frozen" and kind == "process_restarted"
+    )
+    assert frozen_restart == f"pid {frozen.pid}, restart 1"

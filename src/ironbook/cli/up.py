@@ -7,7 +7,9 @@ themselves; `--feed none` turns it off), with `--monitoring` Prometheus,
 Alertmanager, node_exporter, the NATS collector and the alert receiver with
 the ops console, restarts any that die (with backoff) or hang, takes
 maintenance requests on `<data-dir>/control.sock` (`ironbook drain`,
-`ironbook rolling-restart`), and on Ctrl-C stops everything gracefully.
+`ironbook rolling-restart`), records its settings' digest, every restart,
+remediation and maintenance step in the significant-event log
+(docs/audit.md), and on Ctrl-C stops everything gracefully.
 Running `up` again on the same data directory resumes with every byte of
 data. NATS runs with mutual TLS and one identity per service kind
 (docs/security.md); everything `up` writes is private to its user (umask 077,
@@ -26,6 +28,7 @@ import signal
 import sys
 from pathlib import Path
 
+from ironbook.adapters.audit.events import EventOutbox
 from ironbook.adapters.backup.keys import BackupKeyError, parse_recipients
 from ironbook.adapters.backup.target import TargetError
 from ironbook.adapters.nats.security import SecretsError
@@ -37,10 +40,11 @@ from ironbook.bootstrap import (
     settings_from,
 )
 from ironbook.logs import setup_logging
+from ironbook.services.cluster_events import note_config, record_events, watch_supervisor
 from ironbook.services.control import serve_control
 from ironbook.services.local_cluster import ClusterConfigError, LocalCluster
 from ironbook.services.monitoring import MonitoringUnavailable
-from ironbook.settings import DEFAULT_DATA_DIR, ConfigError
+from ironbook.settings import DEFAULT_DATA_DIR, ConfigError, Settings
 
 _DATA_DIR = Flag(
     "--data-dir",
@@ -109,8 +113,11 @@ def data_dir_of(args: argparse.Namespace) -> Path:
     return settings_from(args).cluster.data_dir.resolve()
 
 
-async def _run(cluster: LocalCluster) -> None:
+async def _run(cluster: LocalCluster, settings: Settings) -> None:
     stop = asyncio.Event()
+    events = EventOutbox()
+    watch_supervisor(cluster.supervisor, events.note)
+    note_config(events.note, settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -120,7 +127,9 @@ async def _run(cluster: LocalCluster) -> None:
         if metrics is not None:
             await served.enter_async_context(metrics)
         group.create_task(cluster.supervisor.run(stop))
-        group.create_task(serve_control(cluster, stop))
+        group.create_task(serve_control(cluster, stop, events.note))
+        recording = group.create_task(record_events(cluster.endpoint("supervisor"), events))
+        group.create_task(_cancel_on(stop, recording))
         try:
             leaders = await cluster.wait_leaders(timeout_ms=120_000)
             for partition, beat in sorted(leaders.items()):
@@ -129,6 +138,11 @@ async def _run(cluster: LocalCluster) -> None:
             print("Ctrl-C stops it.", flush=True)
         except TimeoutError as err:
             print(f"warning: {err}; still supervising", file=sys.stderr, flush=True)
+
+
+async def _cancel_on(stop: asyncio.Event, task: asyncio.Task[None]) -> None:
+    await stop.wait()
+    task.cancel()
 
 
 def _command(args: argparse.Namespace) -> int:
@@ -187,7 +201,7 @@ def _command(args: argparse.Namespace) -> int:
             print(f"prometheus: {cluster.monitoring.prometheus_url}")
             print(f"alertmanager: {cluster.monitoring.alertmanager_url}")
             print(f"ops console: {cluster.monitoring.console_url}", flush=True)
-        asyncio.run(_run(cluster))
+        asyncio.run(_run(cluster, settings))
     finally:
         print("stopping ...", flush=True)
         cluster.stop()

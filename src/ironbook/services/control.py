@@ -20,6 +20,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import pwd
+import socket
+import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +30,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from ironbook.adapters.audit.events import NoteEvent
 from ironbook.services import maintenance
 from ironbook.services.local_cluster import LocalCluster
 
@@ -50,8 +54,9 @@ def control_path(data_dir: Path) -> Path:
     return data_dir / CONTROL_SOCKET
 
 
-async def serve_control(cluster: LocalCluster, stop: asyncio.Event) -> None:
-    """Answer maintenance requests until `stop` is set."""
+async def serve_control(cluster: LocalCluster, stop: asyncio.Event, note: NoteEvent) -> None:
+    """Answer maintenance requests until `stop` is set, noting each step
+    done (or the failure) as a significant event of the request's kind."""
     path = control_path(cluster.data_dir)
     path.unlink(missing_ok=True)
     busy = asyncio.Lock()
@@ -70,7 +75,7 @@ async def serve_control(cluster: LocalCluster, stop: asyncio.Event) -> None:
                 send({"error": "another maintenance operation is running"})
             else:
                 async with busy:
-                    await _perform(cluster, request, send)
+                    await _perform(cluster, request, send, note, _peer(writer))
         with contextlib.suppress(ConnectionError):
             await writer.drain()
             writer.close()
@@ -85,14 +90,32 @@ async def serve_control(cluster: LocalCluster, stop: asyncio.Event) -> None:
         path.unlink(missing_ok=True)
 
 
+def _peer(writer: asyncio.StreamWriter) -> str:
+    """The user at the other end of the socket, as an actor."""
+    sock = writer.get_extra_info("socket")
+    try:
+        _pid, uid, _gid = struct.unpack(
+            "3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        )
+        return f"operator:{pwd.getpwuid(uid).pw_name}"
+    except (OSError, AttributeError, KeyError):
+        return "operator:unknown"
+
+
 async def _perform(
-    cluster: LocalCluster, request: ControlRequest, send: Callable[[dict[str, Any]], None]
+    cluster: LocalCluster,
+    request: ControlRequest,
+    send: Callable[[dict[str, Any]], None],
+    note: NoteEvent,
+    actor: str,
 ) -> None:
     started = time.monotonic()
     log.warning(json.dumps({"event": "maintenance.started", **msgspec.to_builtins(request)}))
 
     def say(line: str) -> None:
         send({"say": line})
+
+    target = request.node if request.op != "rolling_restart" else request.what
 
     try:
         if request.op == "drain":
@@ -104,8 +127,11 @@ async def _perform(
             done = await maintenance.rolling_restart(cluster, request.what, say)
     except maintenance.MaintenanceError as error:
         log.error(json.dumps({"event": "maintenance.failed", "error": str(error)}))
+        note(request.op, actor, f"{request.op} asked; failed: {error}", target)
         send({"error": str(error)})
         return
+    for step in done:
+        note(request.op, actor, f"{request.op} asked", target, step)
     took_ms = int((time.monotonic() - started) * 1000)
     log.warning(json.dumps({"event": "maintenance.done", "steps": done, "took_ms": took_ms}))
     cluster.write_runtime()

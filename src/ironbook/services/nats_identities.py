@@ -34,6 +34,7 @@ from ironbook.adapters.nats.log import stream_name as log_stream_name
 from ironbook.adapters.nats.security import Permissions, inbox_prefix
 from ironbook.adapters.nats.snapshots import snapshot_bucket
 from ironbook.replication.merkle import EVENTS_LOG
+from ironbook.services import cluster_events
 from ironbook.services.feed.ingest import lease_key as ingest_lease_key
 from ironbook.services.feed.provider import WORLDS_BUCKET
 from ironbook.services.gateway.idempotency import BUCKET as IDEMPOTENCY_BUCKET
@@ -215,6 +216,11 @@ def identities(partitions: int, producers: Sequence[str] = ()) -> dict[str, Perm
             purpose="the alert receiver: announces and records the alerts it receives",
             publish=(ALERTS_SUBJECT, event_subject(ALERT_EVENT)),
             subscribe=(_inbox("alerts"),),
+        ),
+        "supervisor": Permissions(
+            purpose="`ironbook up`: records its restarts, remediations, maintenance and settings",
+            publish=tuple(event_subject(kind) for kind in cluster_events.KINDS),
+            subscribe=(_inbox("supervisor"),),
         ),
         "ops": Permissions(
             purpose="break-glass admin: provisioning streams, operator tools",

@@ -18,7 +18,8 @@ keeps dying is given up on.
 
 With `dry_run`, hung kills and crash-loop give-ups are only logged. Every
 remediation is one structured log line (`"event": "supervisor.remediation"`)
-and is passed to `on_remediation`. Only processes the supervisor started are
+and is passed to `on_remediation`; every restart is passed to `on_restart`
+with why the child was down. Only processes the supervisor started are
 ever signalled, by PID.
 """
 
@@ -104,6 +105,10 @@ class Child:
     held: bool = False
     flagged: bool = False
     """Its current silence (or crash loop, in dry run) was already reported."""
+    killed_hung: str = ""
+    """Why it was killed as hung, until its exit is seen."""
+    down_reason: str = ""
+    """Why it is down, from its exit until it is restarted."""
     events: list[str] = field(default_factory=list)
 
     @property
@@ -122,6 +127,8 @@ class Supervisor:
         self.on_change: Callable[[], None] = lambda: None
         """Called after a round that started, killed or gave up on a child."""
         self.on_remediation: Callable[[Remediation], None] = lambda _: None
+        self.on_restart: Callable[[Child, str], None] = lambda _child, _why: None
+        """Called after a child that was down is started again, with why it was down."""
         self._remediations: deque[float] = deque()
         self._changed = False
 
@@ -217,6 +224,11 @@ class Supervisor:
     def _exited(self, child: Child, now: float) -> None:
         policy = self.policy
         code = child.process.returncode()
+        if child.killed_hung:
+            child.down_reason = f"killed as hung ({child.killed_hung})"
+            child.killed_hung = ""
+        else:
+            child.down_reason = f"exited with code {code}"
         child.exits.append(now)
         while child.exits and now - child.exits[0] > policy.crash_loop_window_ms / 1000:
             child.exits.popleft()
@@ -249,6 +261,7 @@ class Supervisor:
             return
         child.restarts += 1
         log.info("%s restarted (pid %s)", child.name, child.process.pid)
+        self.on_restart(child, child.down_reason)
 
     def silent_ms(self, child: Child) -> tuple[int, int] | None:
         """(how long the child has been silent, the limit that applies), or
@@ -290,6 +303,7 @@ class Supervisor:
             return
         self._remediations.append(now)
         self._remediate("hung_kill", child, detail)
+        child.killed_hung = detail
         child.hung_kills += 1
         child.process.kill()
         self._changed = True

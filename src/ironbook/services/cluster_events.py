@@ -1,0 +1,106 @@
+"""The significant events of `ironbook up` itself: what its supervisor
+heals, the maintenance it performs, and the settings it started with.
+
+- `process_restarted`: the supervisor restarted a child; reason: why it was
+  down (its exit code, or killed as hung).
+- `hung_kill`, `hung_kill_suppressed`, `crash_loop_give_up`: a remediation;
+  reason: its detail.
+- `drain`, `undrain`, `rolling_restart`: one event per step done (or the
+  failure), actor `operator:<user>`, the user at the control socket's end.
+- `config_applied`: `up` started, with the digest of its effective settings.
+
+Actor `supervisor` for what the supervisor does, target the child or node.
+Events are noted in an `EventOutbox` (a supervision round never waits for
+NATS) and written as the `supervisor` identity by `record_events`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import hashlib
+import logging
+
+import nats.errors
+
+from ironbook.adapters.audit.events import EventOutbox, NoteEvent
+from ironbook.adapters.nats.provision import NatsEndpoint, close_nats
+from ironbook.services.supervisor import Child, Remediation, Supervisor
+from ironbook.settings import Settings
+
+log = logging.getLogger("ironbook.audit.events")
+
+PROCESS_RESTARTED = "process_restarted"
+CONFIG_APPLIED = "config_applied"
+REMEDIATIONS = ("hung_kill", "hung_kill_suppressed", "crash_loop_give_up")
+MAINTENANCE = ("drain", "undrain", "rolling_restart")
+KINDS = (PROCESS_RESTARTED, *REMEDIATIONS, *MAINTENANCE, CONFIG_APPLIED)
+"""Every kind `ironbook up` records: the `supervisor` identity's allow-list."""
+CONNECT_RETRY_S = 2.0
+
+
+def watch_supervisor(supervisor: Supervisor, note: NoteEvent) -> None:
+    """Note every restart and remediation `supervisor` makes."""
+
+    def restarted(child: Child, why: str) -> None:
+        note(
+            PROCESS_RESTARTED,
+            actor="supervisor",
+            reason=why or "down",
+            target=child.name,
+            detail=f"pid {child.process.pid}, restart {child.restarts}",
+        )
+
+    def remediated(remediation: Remediation) -> None:
+        note(
+            remediation.action,
+            actor="supervisor",
+            reason=remediation.detail,
+            target=remediation.child,
+            detail=f"pid {remediation.pid}{' (dry run: not done)' if remediation.dry_run else ''}",
+        )
+
+    supervisor.on_restart = restarted
+    supervisor.on_remediation = remediated
+
+
+def settings_digest(settings: Settings) -> str:
+    """SHA-256 of the effective settings as JSON: equal digests, equal settings."""
+    return hashlib.sha256(settings.model_dump_json().encode()).hexdigest()
+
+
+def operator() -> str:
+    """The user this process runs as, as an actor."""
+    return f"operator:{getpass.getuser()}"
+
+
+def note_config(note: NoteEvent, settings: Settings) -> None:
+    c = settings.cluster
+    note(
+        CONFIG_APPLIED,
+        actor=operator(),
+        reason="ironbook up started",
+        target=str(c.data_dir.resolve()),
+        detail=(
+            f"settings sha256 {settings_digest(settings)}; partitions {c.partition_count}, "
+            f"feed {settings.feed.source}, secure NATS {settings.nats.secure}"
+        ),
+    )
+
+
+async def record_events(endpoint: NatsEndpoint, outbox: EventOutbox) -> None:
+    """Connect as `endpoint`'s identity (retrying: NATS may be restarting)
+    and write `outbox`'s events, until cancelled."""
+    while True:
+        try:
+            nc = await endpoint.connect("ironbook-up-events")
+            break
+        except (nats.errors.Error, OSError, TimeoutError) as err:  # events wait in the outbox
+            log.warning("significant events wait: NATS not reachable: %r", err)
+            await asyncio.sleep(CONNECT_RETRY_S)
+    try:
+        await outbox.run(nc)
+    finally:
+        with contextlib.suppress(Exception):
+            await close_nats(nc)
