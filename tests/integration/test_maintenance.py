@@ -46,8 +46,10 @@ async def _drain_and_undrain(cluster: LocalCluster) -> None:
             await _steps(cluster)
             await _restart_recorded(cluster)
             victim, leader = (await _recorded(cluster, "undrain", 2))[-2:]
-            drained = await _recorded(cluster, "drain", 2)
-            assert {e.target for e in drained} == {victim.target, leader.target}
+            drained = await _recorded(cluster, "drain", 3)
+            assert {e.target for e in drained} == {"n9", victim.target, leader.target}
+            refused = next(e for e in drained if e.target == "n9")
+            assert refused.reason.startswith("drain asked; failed: no process 'n9'")
             assert all(e.actor.startswith("operator:") for e in [*drained, victim, leader])
         finally:
             stop.set()

@@ -11,7 +11,9 @@ fault and every fault healed before the next. The load and the fault
 schedule run in one task group: a workload client that raises stops the
 run, and the error is named in the report (a failing verdict). At the end
 the workload stops, everything is restarted and healed, the replicas
-converge, and the whole log is judged against the recorded history.
+converge, and the whole log is judged against the recorded history; then
+the audit trail: every log must verify and every leader heard over the run
+must be in the significant-event log (`chaos.audit`).
 
 A failing run (a violation, a fault that did not heal, a crashed load or a
 crash of the run itself) explains itself: `failure.md` in the data directory
@@ -36,6 +38,7 @@ from ironbook.adapters.nats.provision import NatsEndpoint
 from ironbook.adapters.netns import NamespaceNetwork, NetnsError, unavailable_reason
 from ironbook.adapters.prometheus import wait_targets_up
 from ironbook.chaos.alerts import FaultAlerts, judge_alerts
+from ironbook.chaos.audit import AuditCheck, audit_line, check_audit
 from ironbook.chaos.environment import Environment, UncleanEnvironment, survey_environment
 from ironbook.chaos.evidence import (
     DEFAULT_KEEP_ROOT,
@@ -176,6 +179,10 @@ class ChaosReport(msgspec.Struct):
     """With `--monitoring`: alerts that fired while no fault was in progress."""
     alert_log: list[str] = msgspec.field(default_factory=list)
     """With `--monitoring`: every notification the receiver got, in order."""
+    audit: AuditCheck | None = None
+    """`audit verify` of every log after the run, and every leader the run
+    heard matched with its recorded election (`chaos.audit`; None: the run
+    crashed before)."""
 
 
 class _Schedule:
@@ -243,6 +250,7 @@ class _Run:
     check: CheckReport | None = None
     loop_block_ms: dict[str, int] = field(default_factory=dict)
     alert_records: list[AlertRecord] | None = None
+    audit: AuditCheck | None = None
 
     def __post_init__(self) -> None:
         self.recorder = HistoryRecorder(self.data_dir / HISTORY_FILE)
@@ -252,7 +260,13 @@ class _Run:
         self.say(f"error: {error}")
 
     def report(self, environment: Environment) -> ChaosReport:
-        passed = self.check is not None and self.check.verdict == "pass" and not self.errors
+        passed = (
+            self.check is not None
+            and self.check.verdict == "pass"
+            and self.audit is not None
+            and self.audit.verdict == "pass"
+            and not self.errors
+        )
         operations = self.recorder.operations
         verdict = (
             None if self.alert_records is None else judge_alerts(self.fault_log, self.alert_records)
@@ -281,6 +295,7 @@ class _Run:
             alerts=None if verdict is None else verdict.alerts,
             false_alerts=None if verdict is None else verdict.false_alerts,
             alert_log=[describe(record) for record in self.alert_records or []],
+            audit=self.audit,
         )
 
     def failure(self, report: ChaosReport) -> Failure:
@@ -450,6 +465,16 @@ async def _run(cluster: LocalCluster, run: _Run) -> None:
         projection_db=projection_path(cluster.data_dir) if cluster.gateway else None,
         say=say,
     )
+    say("verifying the audit trail")
+    run.audit = await check_audit(
+        cluster.ops,
+        cluster.data_dir,
+        cluster.partitions,
+        {p: heartbeats.leader_terms(p) for p in range(cluster.partitions)},
+        say,
+    )
+    if run.audit.verdict != "pass":
+        run.fail(audit_line(run.audit))
 
 
 async def _faults_then_stop(

@@ -61,6 +61,7 @@ from typing import get_args
 import msgspec
 
 from ironbook.adapters.netns import cleanup_leftovers, unavailable_reason
+from ironbook.chaos.audit import audit_line
 from ironbook.chaos.environment import UncleanEnvironment
 from ironbook.chaos.evidence import DEFAULT_KEEP_ROOT
 from ironbook.chaos.faults import ALL_FAULTS, FaultKind
@@ -294,6 +295,8 @@ def render(report: ChaosReport) -> str:
         lines.append(f"write gap ms: {gaps}")
     if report.check is not None:
         lines.extend(report_lines(report.check))
+    if report.audit is not None:
+        lines.append(audit_line(report.audit))
     lines.append(f"history: {report.history}")
     if report.http_ops:
         lines.append(f"operations over HTTP: {report.http_ops}")
