@@ -64,6 +64,12 @@ def test_every_fault_kind_once_and_the_history_checks_out(tmp_path: Path) -> Non
     assert report.http_ops > 0  # gateway_kill brings clients going through the gateway
     assert check.projection_agrees  # and the gateway's history projection
     assert (tmp_path / "cluster" / "history.jsonl").stat().st_size > 0
+    # The audit trail held across the leader changes: every log verifies and
+    # every leader heard is in the significant-event log.
+    audit = report.audit
+    assert audit is not None and audit.verdict == "pass", audit
+    assert {"0", "events"} <= set(audit.logs) and all(a.passed for a in audit.logs.values())
+    assert audit.leaders_seen >= 2 and audit.leaders_recorded == audit.leaders_seen
 
 
 def test_the_checker_catches_replies_sent_before_the_append_is_durable(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """The independent verifier against a real JetStream: it passes what a leader
-signed, and counts, logs and records every kind of bad checkpoint."""
+signed, and counts, logs and records every kind of bad checkpoint; an event
+outbox writes what was noted, in order, once per `Nats-Msg-Id`."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from ironbook.adapters.audit.checkpoint_stream import (
     checkpoint_subject,
     ensure_checkpoint_stream,
 )
-from ironbook.adapters.audit.events import decode_event, ensure_events_stream
+from ironbook.adapters.audit.events import EventOutbox, decode_event, ensure_events_stream
 from ironbook.adapters.audit.keys import key_id, sign_checkpoint
 from ironbook.adapters.audit.stream import AuditedLog, read_log
 from ironbook.adapters.nats.log import NatsLog
@@ -116,6 +117,31 @@ def test_the_verifier_passes_the_signed_log_and_reports_each_bad_checkpoint(
             reasons = [event.reason for event in recorded]
             assert reasons == ["signature", "root", "chain", "consistency", "root", "format"]
             assert {event.kind for event in recorded} == {"audit_verify_failure"}
+
+            # An outbox: events noted before it runs are written in order, a
+            # second one under the same Nats-Msg-Id is stored once, an event
+            # of an invalid kind is given up at once.
+            outbox = EventOutbox()
+            outbox.note("alert", "alertmanager", "first", "name=p0-r2", msg_id="same")
+            outbox.note("alert", "alertmanager", "again", "name=p0-r2", msg_id="same")
+            outbox.note("Not A Kind", "x", "never", "y")
+            outbox.note("process_restarted", "supervisor", "exited with code 1", "p0-r1")
+            async with asyncio.TaskGroup() as group:
+                writer = group.create_task(outbox.run(nc))
+                deadline = asyncio.get_running_loop().time() + 30
+                while outbox.recorded + outbox.given_up < 4:
+                    assert asyncio.get_running_loop().time() < deadline, "outbox stuck"
+                    await asyncio.sleep(0.05)
+                writer.cancel()
+            assert (outbox.recorded, outbox.given_up, outbox.waiting) == (3, 1, 0)
+            written = [
+                decode_event(entry.payload)
+                async for entry in read_log(events, len(recorded) + 1, await events.last_seq())
+            ]
+            assert [(e.kind, e.reason) for e in written] == [
+                ("alert", "first"),
+                ("process_restarted", "exited with code 1"),
+            ]
         finally:
             await close_nats(nc)
 

@@ -17,6 +17,9 @@ In one run, on this machine:
 The cluster is secured as `ironbook up` secures it (mutual TLS, one identity
 per service, encryption at rest); `--security both` first measures the same
 load on a plaintext cluster and reports `security_ratio` (secured / plaintext).
+Leaders sign audit checkpoints (docs/audit.md); `--audit both` first measures
+the same load with checkpoints off (no Merkle tree, no signing) and reports
+`audit_ratio` (checkpoints on / off).
 
     python bench/ledger.py [--json]      or      ironbook bench ledger [--json]
 """
@@ -288,23 +291,47 @@ def _measure_postgres(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-def _measure_cluster(args: argparse.Namespace, *, secure: bool) -> dict[str, Any]:
+def _measure_cluster(
+    args: argparse.Namespace, *, secure: bool, checkpoints: bool = True
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ironbook-bench-") as tmp:
-        cluster = LocalCluster(Path(tmp) / "cluster", partitions=args.partitions, secure=secure)
+        settings = None
+        if not checkpoints:
+            settings = Path(tmp) / "settings.toml"
+            settings.write_text("[audit]\ncheckpoints = false\n")
+        cluster = LocalCluster(
+            Path(tmp) / "cluster", partitions=args.partitions, secure=secure, config_file=settings
+        )
         try:
             cluster.start()
             measured = eventloop.run(_measure_ironbook(cluster, args))
         finally:
             cluster.stop()
-    return {"security": "on" if secure else "off", **measured}
+    return {
+        "security": "on" if secure else "off",
+        "checkpoints": "on" if checkpoints else "off",
+        **measured,
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """`--security both`: a plaintext cluster (no TLS, no identities, no
-    encryption at rest) first, as the baseline, then the secured one."""
+    encryption at rest) first, as the baseline, then the secured one.
+    `--audit both`: a cluster with checkpoints off before the one with them
+    on."""
     load_at_start = os.getloadavg()
     baseline = _measure_cluster(args, secure=False) if args.security in ("off", "both") else None
-    ironbook = _measure_cluster(args, secure=True) if args.security != "off" else baseline
+    unsigned = None
+    if args.audit in ("off", "both"):
+        print("ironbook with audit checkpoints off ...", file=sys.stderr, flush=True)
+        # The failover is measured on the cluster reported as `ironbook` only.
+        failover = args.failover and args.audit == "off"
+        unsigned_args = argparse.Namespace(**{**vars(args), "failover": failover})
+        unsigned = _measure_cluster(unsigned_args, secure=args.security != "off", checkpoints=False)
+    if args.audit == "off":
+        ironbook = unsigned
+    else:
+        ironbook = _measure_cluster(args, secure=True) if args.security != "off" else baseline
     assert ironbook is not None
     result: dict[str, Any] = {
         "benchmark": "ledger",
@@ -317,6 +344,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         assert baseline is not None
         result["ironbook_plaintext"] = baseline
         result["security_ratio"] = round(ironbook["bets_per_s"] / baseline["bets_per_s"], 3)
+    if args.audit == "both":
+        assert unsigned is not None
+        result["ironbook_unsigned"] = unsigned
+        result["audit_ratio"] = round(ironbook["bets_per_s"] / unsigned["bets_per_s"], 3)
     if args.monitoring:
         monitored = _measure_monitored(args)
         result["monitored"] = monitored
@@ -388,6 +419,13 @@ def parser() -> argparse.ArgumentParser:
         default="on",
         help="NATS mutual TLS, identities and encryption at rest (default on); both: "
         "a plaintext run first, then the secured one, and their ratio",
+    )
+    p.add_argument(
+        "--audit",
+        choices=("on", "off", "both"),
+        default="on",
+        help="leaders sign audit checkpoints (default on); both: a run with checkpoints off "
+        "first, then the one with them on, and their ratio (audit_ratio)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object only")
     return p
