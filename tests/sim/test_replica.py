@@ -23,7 +23,12 @@ from ironbook.replication.sim.network import Network
 from ironbook.replication.sim.signing import MacSigner
 from ironbook.replication.sim.snapshots import SimSnapshotStore, SnapshotService
 from ironbook.replication.sim.transport import RequestBus, SimRequestServer
-from ironbook.replication.tree_keeping import CheckpointPolicy, LogTree, TreeHead
+from ironbook.replication.tree_keeping import (
+    CheckpointPolicy,
+    CheckpointUnavailable,
+    LogTree,
+    TreeHead,
+)
 
 SIGNER = MacSigner(b"test replicas' key")
 
@@ -83,15 +88,21 @@ def _replica(
 
 
 class MemoryCheckpoints:
-    """A `CheckpointPort` that keeps the heads it is given (unsigned)."""
+    """A `CheckpointPort` that keeps the heads it is given (unsigned); its
+    first `unreadable` reads of the last checkpoint fail, as during a NATS
+    outage."""
 
     log = 0
 
-    def __init__(self, last: Checkpoint | None = None) -> None:
+    def __init__(self, last: Checkpoint | None = None, unreadable: int = 0) -> None:
         self.published: list[TreeHead] = []
         self.last = last
+        self.unreadable = unreadable
 
     async def last_signed(self) -> Checkpoint | None:
+        if self.unreadable:
+            self.unreadable -= 1
+            raise CheckpointUnavailable("the checkpoint stream does not answer")
         return self.last
 
     async def publish(self, head: TreeHead) -> Checkpoint:
@@ -142,7 +153,7 @@ def test_a_corrupt_snapshot_is_refused_and_the_whole_log_replayed() -> None:
 
 
 def _lead_until_signed(
-    snapshot_tree: bool, last: Checkpoint | None = None
+    snapshot_tree: bool, last: Checkpoint | None = None, unreadable: int = 0
 ) -> tuple[MemoryCheckpoints, list[LogEntry], Replica]:
     """A replica restored from a snapshot at seq 2 (with the tree's frontier,
     or without: then hashed from the log) leads and signs the log's 3 entries."""
@@ -157,7 +168,7 @@ def _lead_until_signed(
             tree.add(entry.seq, entry.payload)
         snapshots = SnapshotService()
         snapshots.put(take_snapshot(replay, tree if snapshot_tree else None))
-        port = MemoryCheckpoints(last)
+        port = MemoryCheckpoints(last, unreadable)
         replica = _replica(loop, service, snapshots, port)
 
         async def until_signed() -> None:
@@ -191,6 +202,10 @@ def test_a_leader_chains_to_the_last_checkpoint_or_refuses_a_contradicting_one()
     )
     chained, _, _ = _lead_until_signed(True, last=earlier)
     assert (chained.published[0].previous_size, chained.published[0].root) == (2, good.root)
+    # The last checkpoint could not be read at first: the leader signs only
+    # once it could, chained to it (never as the first of a new chain).
+    retried, _, _ = _lead_until_signed(True, last=earlier, unreadable=2)
+    assert (retried.published[0].previous_size, retried.published[0].root) == (2, good.root)
     forged = Checkpoint(
         partition=0, tree_size=3, root="11" * 32, time_ms=0, key_id="00" * 8, previous_size=0
     )

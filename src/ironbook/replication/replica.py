@@ -360,8 +360,12 @@ class Replica:
             now_ms = self._clock.now_ms()
             try:
                 if schedule is None:
+                    # Started only once the last checkpoint was read: a
+                    # schedule that never chained would sign as the first
+                    # of a new chain.
+                    last = await port.last_signed()
                     schedule = CheckpointSchedule(policy, tree)
-                    self.checkpoint_refusal = schedule.start(await port.last_signed(), now_ms)
+                    self.checkpoint_refusal = schedule.start(last, now_ms)
                 if schedule.refused:
                     # A leader deposed without knowing yet sees a rival's
                     # later checkpoint: look again after a while.
