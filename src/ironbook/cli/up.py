@@ -31,6 +31,7 @@ from pathlib import Path
 from ironbook.adapters.audit.events import EventOutbox
 from ironbook.adapters.backup.keys import BackupKeyError, parse_recipients
 from ironbook.adapters.backup.target import TargetError
+from ironbook.adapters.nats.localproc import PortError
 from ironbook.adapters.nats.security import SecretsError
 from ironbook.bootstrap import (
     Flag,
@@ -175,7 +176,7 @@ def _command(args: argparse.Namespace) -> int:
             return 2
     try:
         cluster = build_local_cluster(settings, config_file=args.config)
-    except (ClusterConfigError, MonitoringUnavailable, SecretsError) as err:
+    except (ClusterConfigError, MonitoringUnavailable, PortError, SecretsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"ironbook: data in {data_dir}; {cluster.partitions} partition(s)", flush=True)
@@ -202,6 +203,11 @@ def _command(args: argparse.Namespace) -> int:
             print(f"alertmanager: {cluster.monitoring.alertmanager_url}")
             print(f"ops console: {cluster.monitoring.console_url}", flush=True)
         asyncio.run(_run(cluster, settings))
+    except PortError as err:
+        # A port this data directory keeps (its NATS servers') is held by
+        # another run's process.
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     finally:
         print("stopping ...", flush=True)
         cluster.stop()
