@@ -266,8 +266,14 @@ async def _nats(settings: Settings, name: str, kind: str) -> AsyncIterator[NatsC
 
 
 @contextlib.asynccontextmanager
-async def _ledger(nc: NatsClient, settings: Settings) -> AsyncIterator[LedgerClient]:
-    client = ledger_over_nats(nc, partitions=settings.cluster.partition_count)
+async def _ledger(nc: NatsClient, settings: Settings, subject: str) -> AsyncIterator[LedgerClient]:
+    """A ledger client of the feed services: its commands are from the
+    `ingest` principal `subject`."""
+    client = ledger_over_nats(
+        nc,
+        partitions=settings.cluster.partition_count,
+        issuer=core.service_principal("ingest", subject),
+    )
     try:
         yield client
     finally:
@@ -400,6 +406,7 @@ async def connected_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             nc,
             partitions=partitions,
             config=ClientConfig(request_timeout_ms=500, deadline_ms=READINESS_DEADLINE_MS),
+            issuer=core.service_principal("ops", f"gateway:{g.worker_id}:readiness"),
         )
         try:
             yield Gateway(
@@ -511,7 +518,7 @@ async def serve_feed_ingest(settings: Settings, stop: asyncio.Event) -> None:
     producer = settings.feed.producer
     async with (
         _nats(settings, f"feed-ingest-{producer}", "feed-ingest") as nc,
-        _ledger(nc, settings) as client,
+        _ledger(nc, settings, f"feed-ingest:{producer}") as client,
     ):
         metrics = FeedIngestMetrics(producer, NatsFeedStream(nc, producer).tail_cursor)
         async with _metrics_served(settings, metrics):
@@ -530,7 +537,7 @@ async def serve_feed_settle(settings: Settings, stop: asyncio.Event) -> None:
     producer = settings.feed.producer
     async with (
         _nats(settings, f"feed-settlement-{producer}", "feed-settle") as nc,
-        _ledger(nc, settings) as client,
+        _ledger(nc, settings, f"feed-settle:{producer}") as client,
     ):
         metrics = SettlementMetrics(producer, lambda: settlement.backlog_frames(nc, producer))
         async with _metrics_served(settings, metrics):

@@ -19,6 +19,7 @@ from nats.aio.client import Client as NatsClient
 from ironbook.adapters.clock import MonotonicClock
 from ironbook.adapters.nats.provision import NatsEndpoint
 from ironbook.adapters.nats.transport import NatsCommandTransport
+from ironbook.core import Issuer
 from ironbook.replication.client import BadRequest, BatchConfig, ClientConfig, GaveUp
 from ironbook.replication.ledger_client import ClientStopped, LedgerClient
 
@@ -41,9 +42,11 @@ def ledger_over_nats(
     config: ClientConfig | None = None,
     batching: BatchConfig | None = None,
     owns_connection: bool = False,
+    issuer: Issuer | None = None,
 ) -> LedgerClient:
     """A client on an open NATS connection (closed with the client only if
-    `owns_connection`)."""
+    `owns_connection`), whose commands are from `issuer` unless they name
+    their principal themselves."""
     return LedgerClient(
         NatsCommandTransport(nc, owns_connection=owns_connection),
         partitions=partitions,
@@ -51,6 +54,7 @@ def ledger_over_nats(
         rng=random.Random(),
         config=config,
         batching=batching,
+        issuer=issuer,
     )
 
 
@@ -60,9 +64,15 @@ async def connect_ledger(
     partitions: int = 1,
     config: ClientConfig | None = None,
     batching: BatchConfig | None = None,
+    issuer: Issuer | None = None,
 ) -> LedgerClient:
     """A client on its own NATS connection, drained by `close`."""
     nc = await endpoint.connect("ironbook-client")
     return ledger_over_nats(
-        nc, partitions=partitions, config=config, batching=batching, owns_connection=True
+        nc,
+        partitions=partitions,
+        config=config,
+        batching=batching,
+        owns_connection=True,
+        issuer=issuer,
     )

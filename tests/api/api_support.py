@@ -189,7 +189,7 @@ class World:
         if balance_minor:
             response = self.http.post(
                 f"/v1/accounts/{account_id}/deposits",
-                json={"amount_minor": balance_minor},
+                json={"amount_minor": balance_minor, "reason": "test top-up"},
                 headers=self.api.auth("cashier"),
             )
             assert response.status_code == 201, response.text
@@ -217,6 +217,7 @@ def create_market(api: Api, http: httpx.Client, market_id: str | None = None) ->
             "market_id": market_id,
             "event": "ev-1",
             "name": "Match odds",
+            "reason": "new market",
             "selections": [
                 {"selection_id": "home", "name": "Home", "odds": "2.50"},
                 {"selection_id": "draw", "name": "Draw", "odds": "3.20"},

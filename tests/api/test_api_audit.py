@@ -85,6 +85,46 @@ def test_a_failed_authentication_is_a_significant_event(world: World) -> None:
     assert failures[0]["detail"] == "GET"
 
 
+def test_a_staff_deposit_needs_a_reason_and_shows_who_and_why(world: World) -> None:
+    account_id = world.account(balance_minor=0)
+    cashier = world.api.auth("cashier", sub="cashier:carol")
+    path = f"/v1/accounts/{account_id}/deposits"
+    for body in ({"amount_minor": 700}, {"amount_minor": 700, "reason": ""}):
+        refused = world.http.post(path, json=body, headers=cashier)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["code"] == "validation_failed"
+    assert world.balance(account_id) == 0
+    accepted = world.http.post(
+        path, json={"amount_minor": 700, "reason": "cash at the counter"}, headers=cashier
+    )
+    assert accepted.status_code == 201, accepted.text
+    [deposit] = _events_of(world, "deposit", f"account {account_id}")
+    assert (deposit["actor"], deposit["reason"]) == ("cashier:carol", "cash at the counter")
+    # A withdrawal by staff needs one too; the bettor's own does not.
+    admin = world.api.auth("admin", sub="admin:ann")
+    withdrawals = f"/v1/accounts/{account_id}/withdrawals"
+    refused = world.http.post(withdrawals, json={"amount_minor": 100}, headers=admin)
+    assert refused.status_code == 422, refused.text
+    bettor = world.api.auth("bettor", account_id)
+    own = world.http.post(withdrawals, json={"amount_minor": 100}, headers=bettor)
+    assert own.status_code == 201, own.text
+    assert world.balance(account_id) == 600
+
+
+def test_a_market_action_needs_a_reason_and_shows_who_and_why(world: World) -> None:
+    trader = world.api.auth("trader", sub="trader:tom")
+    suspend = f"/v1/markets/{world.market_id}/suspend"
+    assert world.http.post(suspend, headers=trader).status_code == 422
+    response = world.http.post(suspend, json={"reason": "injury news"}, headers=trader)
+    assert response.status_code == 200, response.text
+    [suspended] = [
+        e
+        for e in _events_of(world, "market_status", f"market {world.market_id}")
+        if e["reason"] == "injury news"
+    ]
+    assert suspended["actor"] == "trader:tom"
+
+
 def test_the_significant_event_log_is_the_auditors(world: World) -> None:
     auditor = world.api.auth("auditor")
     account_id = world.account(balance_minor=500)  # a cashier's deposit

@@ -23,7 +23,7 @@ def _unsigned(claims: dict[str, object]) -> str:
     return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
 
 
-SETTLE = ("POST", "/v1/markets/{market}/settle", {"winners": ["home"]})
+SETTLE = ("POST", "/v1/markets/{market}/settle", {"winners": ["home"], "reason": "result"})
 
 
 def _problem(response: httpx.Response, status: int, code: str) -> None:
@@ -145,7 +145,7 @@ def test_bettor_cannot_touch_another_account(world: World) -> None:
         ("bettor", *SETTLE),
         ("cashier", *SETTLE),
         ("auditor", *SETTLE),
-        ("bettor", "POST", "/v1/markets/{market}/suspend", None),
+        ("bettor", "POST", "/v1/markets/{market}/suspend", {"reason": "x"}),
         ("cashier", "POST", "/v1/markets/{market}/void", {"reason": "x"}),
         ("bettor", "POST", "/v1/markets/{market}/rollback", {"reason": "x"}),
         ("auditor", "POST", "/v1/markets/{market}/rollback", {"reason": "x"}),
@@ -153,15 +153,35 @@ def test_bettor_cannot_touch_another_account(world: World) -> None:
             "bettor",
             "POST",
             "/v1/markets/{market}/prices",
-            {"prices": [{"selection_id": "home", "odds": "2.00"}]},
+            {"prices": [{"selection_id": "home", "odds": "2.00"}], "reason": "test"},
         ),
         ("bettor", "POST", "/v1/accounts", {}),
         ("trader", "POST", "/v1/accounts", {}),
         ("cashier", "POST", "/v1/accounts", {}),
-        ("bettor", "POST", "/v1/accounts/{account}/deposits", {"amount_minor": 10}),
-        ("auditor", "POST", "/v1/accounts/{account}/deposits", {"amount_minor": 10}),
-        ("trader", "POST", "/v1/accounts/{account}/deposits", {"amount_minor": 10}),
-        ("cashier", "POST", "/v1/accounts/{account}/withdrawals", {"amount_minor": 10}),
+        (
+            "bettor",
+            "POST",
+            "/v1/accounts/{account}/deposits",
+            {"amount_minor": 10, "reason": "test top-up"},
+        ),
+        (
+            "auditor",
+            "POST",
+            "/v1/accounts/{account}/deposits",
+            {"amount_minor": 10, "reason": "test top-up"},
+        ),
+        (
+            "trader",
+            "POST",
+            "/v1/accounts/{account}/deposits",
+            {"amount_minor": 10, "reason": "test top-up"},
+        ),
+        (
+            "cashier",
+            "POST",
+            "/v1/accounts/{account}/withdrawals",
+            {"amount_minor": 10, "reason": "r"},
+        ),
         ("trader", "GET", "/v1/accounts/{account}", None),
         ("admin", "PUT", "/v1/accounts/{account}/limits", {"day_minor": 1}),
         ("admin", "POST", "/v1/bets", "bet"),
@@ -180,6 +200,7 @@ def test_role_boundaries(world: World, role: str, method: str, path: str, body: 
             "event": "e",
             "name": "n",
             "selections": [{"selection_id": "a", "name": "A", "odds": "2.00"}],
+            "reason": "new market",
         }
     headers = world.api.auth(role, account_id if role == "bettor" else None)
     if role == "bettor":
@@ -200,7 +221,7 @@ def test_staff_roles_can_do_their_jobs(world: World) -> None:
     for role in ("admin", "cashier"):
         response = http.post(
             f"/v1/accounts/{account_id}/deposits",
-            json={"amount_minor": 100},
+            json={"amount_minor": 100, "reason": "test top-up"},
             headers=world.api.auth(role),
         )
         assert response.status_code == 201
@@ -208,10 +229,14 @@ def test_staff_roles_can_do_their_jobs(world: World) -> None:
         assert http.get(f"/v1/accounts/{account_id}", headers=world.api.auth(role)).is_success
     admin_withdrawal = http.post(
         f"/v1/accounts/{account_id}/withdrawals",
-        json={"amount_minor": 50},
+        json={"amount_minor": 50, "reason": "paid out at the counter"},
         headers=world.api.auth("admin"),
     )
     assert admin_withdrawal.status_code == 201
     for role in ("admin", "trader"):
-        response = http.post(f"/v1/markets/{world.market_id}/suspend", headers=world.api.auth(role))
+        response = http.post(
+            f"/v1/markets/{world.market_id}/suspend",
+            json={"reason": "test"},
+            headers=world.api.auth(role),
+        )
         assert response.status_code in (200, 409)

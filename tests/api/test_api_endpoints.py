@@ -19,7 +19,7 @@ def test_account_lifecycle(api: Api, http: httpx.Client) -> None:
 
     deposit = http.post(
         f"/v1/accounts/{account_id}/deposits",
-        json={"amount_minor": 5_000},
+        json={"amount_minor": 5_000, "reason": "test top-up"},
         headers=api.auth("cashier"),
     )
     assert deposit.status_code == 201
@@ -115,7 +115,7 @@ def test_market_lifecycle_settles_bets(world: World) -> None:
 
     prices = http.post(
         f"/v1/markets/{market_id}/prices",
-        json={"prices": [{"selection_id": "home", "odds": "2.00"}]},
+        json={"prices": [{"selection_id": "home", "odds": "2.00"}], "reason": "test"},
         headers=trader,
     )
     assert prices.status_code == 200
@@ -135,7 +135,9 @@ def test_market_lifecycle_settles_bets(world: World) -> None:
         assert response.json() == {"market_id": market_id, "status": status}
 
     settled = http.post(
-        f"/v1/markets/{market_id}/settle", json={"winners": ["home"]}, headers=trader
+        f"/v1/markets/{market_id}/settle",
+        json={"winners": ["home"], "reason": "result"},
+        headers=trader,
     )
     assert settled.status_code == 200, settled.text
     assert settled.json()["bets_affected"] == 2
@@ -179,6 +181,7 @@ def test_market_without_id_and_listing_pages(api: Api, http: httpx.Client) -> No
         json={
             "event": "ev-2",
             "name": "Winner",
+            "reason": "new market",
             "selections": [{"selection_id": "x", "name": "X", "odds": "1.50"}],
         },
         headers=trader,

@@ -125,12 +125,16 @@ def test_ledger_refusals_map_to_codes(world: World) -> None:
     )
     trader = world.api.auth("trader")
     _assert_problem(
-        http.post(f"/v1/markets/{world.market_id}/resume", headers=trader),
+        http.post(f"/v1/markets/{world.market_id}/resume", json={"reason": "test"}, headers=trader),
         409,
         "invalid_status_change",
     )
     _assert_problem(
-        http.post(f"/v1/markets/{world.market_id}/settle", json={"winners": []}, headers=trader),
+        http.post(
+            f"/v1/markets/{world.market_id}/settle",
+            json={"winners": [], "reason": "result"},
+            headers=trader,
+        ),
         409,
         "invalid_status_change",
     )

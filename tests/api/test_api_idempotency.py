@@ -71,7 +71,7 @@ def test_a_refusal_is_replayed_too(world: World) -> None:
     assert refused.json()["code"] == "insufficient_funds"
     world.http.post(
         f"/v1/accounts/{account_id}/deposits",
-        json={"amount_minor": 1_000},
+        json={"amount_minor": 1_000, "reason": "test top-up"},
         headers=world.api.auth("cashier"),
     )
     again = world.http.post("/v1/bets", json=world.bet_body(account_id), headers=headers)
@@ -91,7 +91,7 @@ def test_same_key_deposit_retried_concurrently_applies_once(world: World) -> Non
                     *(
                         client.post(
                             f"/v1/accounts/{account_id}/deposits",
-                            json={"amount_minor": 700},
+                            json={"amount_minor": 700, "reason": "test top-up"},
                             headers=headers,
                         )
                         for _ in range(10)

@@ -26,6 +26,7 @@ def _in_play_market(api: Api, http: httpx.Client, delay_s: int, **extra: object)
             "market_id": market_id,
             "event": "ev-live",
             "name": "Next goal",
+            "reason": "new market",
             "selections": [
                 {"selection_id": "home", "name": "Home", "odds": "2.50"},
                 {"selection_id": "away", "name": "Away", "odds": "3.00"},
@@ -94,7 +95,9 @@ def test_in_play_bet_rejected_when_the_market_moves_during_the_delay(world: Worl
     placed = _bet(world, account_id, market_id)
     assert placed["status"] == "pending"
     suspended = world.http.post(
-        f"/v1/markets/{market_id}/suspend", headers=world.api.auth("trader")
+        f"/v1/markets/{market_id}/suspend",
+        json={"reason": "test"},
+        headers=world.api.auth("trader"),
     )
     assert suspended.status_code == 200, suspended.text
     bet = _released(world, placed["bet_id"])
@@ -163,8 +166,10 @@ def test_rollback_reopens_a_settled_market_for_a_new_result(world: World) -> Non
     trader = world.api.auth("trader")
     http = world.http
     market = f"/v1/markets/{world.market_id}"
-    assert http.post(f"{market}/close", headers=trader).status_code == 200
-    settled = http.post(f"{market}/settle", json={"winners": ["home"]}, headers=trader)
+    assert http.post(f"{market}/close", json={"reason": "test"}, headers=trader).status_code == 200
+    settled = http.post(
+        f"{market}/settle", json={"winners": ["home"], "reason": "result"}, headers=trader
+    )
     assert settled.json()["paid_minor"] == 250, settled.text
     assert world.balance(account_id) == 1_150
 
@@ -179,7 +184,9 @@ def test_rollback_reopens_a_settled_market_for_a_new_result(world: World) -> Non
     assert again.status_code == 409, again.text
     assert again.json()["code"] == "invalid_status_change"
 
-    resettled = http.post(f"{market}/settle", json={"winners": ["away"]}, headers=trader)
+    resettled = http.post(
+        f"{market}/settle", json={"winners": ["away"], "reason": "result"}, headers=trader
+    )
     assert resettled.status_code == 200, resettled.text
     assert world.balance(account_id) == 900
 

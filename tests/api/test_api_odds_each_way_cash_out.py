@@ -18,6 +18,7 @@ def fractional_race(api: Api, http: httpx.Client, **odds: str) -> str:
             "market_id": market_id,
             "event": "ev-race",
             "name": "2:30 Ascot",
+            "reason": "new market",
             "selections": [
                 {"selection_id": s, "name": s.upper(), "odds": o} for s, o in odds.items()
             ],
@@ -48,10 +49,14 @@ def each_way_bet(world: World, account_id: str, market_id: str, selection: str, 
 
 def settle(world: World, market_id: str, winners: list[dict[str, object]]) -> None:
     trader = world.api.auth("trader")
-    response = world.http.post(f"/v1/markets/{market_id}/close", headers=trader)
+    response = world.http.post(
+        f"/v1/markets/{market_id}/close", json={"reason": "test"}, headers=trader
+    )
     assert response.status_code == 200, response.text
     response = world.http.post(
-        f"/v1/markets/{market_id}/settle", json={"winners": winners}, headers=trader
+        f"/v1/markets/{market_id}/settle",
+        json={"winners": winners, "reason": "result"},
+        headers=trader,
     )
     assert response.status_code == 200, response.text
 
@@ -87,13 +92,13 @@ def test_a_trader_quotes_10_3_and_100_30_but_not_off_the_ladder(api: Api, world:
     for quoted in ("10/3", "100/30"):
         response = world.http.post(
             f"/v1/markets/{market_id}/prices",
-            json={"prices": [{"selection_id": "a", "odds": quoted}]},
+            json={"prices": [{"selection_id": "a", "odds": quoted}], "reason": "test"},
             headers=trader,
         )
         assert response.status_code == 200, response.text
     response = world.http.post(
         f"/v1/markets/{market_id}/prices",
-        json={"prices": [{"selection_id": "a", "odds": "4.33"}]},
+        json={"prices": [{"selection_id": "a", "odds": "4.33"}], "reason": "test"},
         headers=trader,
     )
     assert response.status_code == 422
@@ -101,7 +106,7 @@ def test_a_trader_quotes_10_3_and_100_30_but_not_off_the_ladder(api: Api, world:
     # The exchange ladder still works for markets that declare it (the default).
     response = world.http.post(
         f"/v1/markets/{world.market_id}/prices",
-        json={"prices": [{"selection_id": "home", "odds": "2.52"}]},
+        json={"prices": [{"selection_id": "home", "odds": "2.52"}], "reason": "test"},
         headers=trader,
     )
     assert response.status_code == 200, response.text
@@ -196,7 +201,9 @@ def test_cash_out_is_refused_while_the_market_is_suspended(api: Api, world: Worl
     bet_id = each_way_bet(world, account_id, market_id, "a", "5/1")
     bettor = api.auth("bettor", account_id)
     quote = world.http.get(f"/v1/bets/{bet_id}/cash-out", headers=bettor).json()
-    response = world.http.post(f"/v1/markets/{market_id}/suspend", headers=api.auth("trader"))
+    response = world.http.post(
+        f"/v1/markets/{market_id}/suspend", json={"reason": "test"}, headers=api.auth("trader")
+    )
     assert response.status_code == 200, response.text
     response = world.http.get(f"/v1/bets/{bet_id}/cash-out", headers=bettor)
     assert response.status_code == 409

@@ -5,10 +5,14 @@ from __future__ import annotations
 import pytest
 
 from ironbook import core
+from ironbook.core import acting, issued
 from ironbook.core import queries as q
 from ironbook.services.gateway.idempotency import fingerprint, keyed_request_id, valid_key
 from ironbook.services.gateway.traffic import Admission, IpFilter, TokenBuckets
 from ironbook.settings import ConfigError, GatewaySettings, load_settings
+
+PEOPLE = acting("test")
+"""Each command's principal (see `core.acting`)."""
 
 
 def test_token_bucket_allows_burst_then_refills() -> None:
@@ -97,7 +101,7 @@ def _ledger() -> core.LedgerState:
     state = core.new_state()
 
     def run(command: core.AnyCommand) -> None:
-        outcome = core.decide(state, command, 1_000)
+        outcome = core.decide(state, issued(command, PEOPLE), 1_000)
         assert isinstance(outcome, core.Accepted), outcome
         for event in outcome.events:
             core.apply(state, event)
@@ -105,7 +109,14 @@ def _ledger() -> core.LedgerState:
     run(core.OpenAccount(request_id="o1", account_id="alice"))
     run(core.OpenAccount(request_id="o2", account_id="bob"))
     for account_id in ("alice", "bob"):
-        run(core.Deposit(request_id=f"d-{account_id}", account_id=account_id, amount_minor=10**6))
+        run(
+            core.Deposit(
+                request_id=f"d-{account_id}",
+                account_id=account_id,
+                amount_minor=10**6,
+                reason="test top-up",
+            )
+        )
     for market_id in ("m1", "m2", "m3"):
         run(
             core.CreateMarket(
@@ -130,7 +141,7 @@ def _ledger() -> core.LedgerState:
 
 def _answer(state: core.LedgerState, query: core.AnyQuery) -> object:
     before = core.state_hash(state)
-    outcome = core.decide(state, query, 2_000)
+    outcome = core.decide(state, issued(query, PEOPLE), 2_000)
     assert isinstance(outcome, core.Accepted)
     assert outcome.events == ()
     assert core.state_hash(state) == before

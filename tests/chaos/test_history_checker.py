@@ -7,10 +7,14 @@ from pathlib import Path
 
 from ironbook import core
 from ironbook.chaos.history import HistoryRecorder, read_history
+from ironbook.core import acting, issued
 from ironbook.core.events import TransactionReply
 from ironbook.replication.batch import decode_batch, encode_batch
 from ironbook.replication.checker import CheckReport, check_history
 from ironbook.replication.interfaces import LogEntry
+
+PEOPLE = acting("test")
+"""Each command's principal (see `core.acting`)."""
 
 
 class Run:
@@ -27,7 +31,7 @@ class Run:
         self, command: core.AnyCommand | core.AnyQuery, *, client: str = "c0", log: bool = True
     ) -> core.Outcome:
         invocation = self.recorder.invoke(client, command)
-        outcome = core.decide(self.state, command, 1_000 + len(self.entries))
+        outcome = core.decide(self.state, issued(command, PEOPLE), 1_000 + len(self.entries))
         for event in outcome.events:
             core.apply(self.state, event)
         if outcome.events and log:
@@ -38,7 +42,7 @@ class Run:
     def give_up(self, command: core.AnyCommand, *, applied: bool) -> None:
         invocation = self.recorder.invoke("c1", command)
         if applied:
-            outcome = core.decide(self.state, command, 1_000 + len(self.entries))
+            outcome = core.decide(self.state, issued(command, PEOPLE), 1_000 + len(self.entries))
             for event in outcome.events:
                 core.apply(self.state, event)
             self.append(list(outcome.events))
@@ -60,7 +64,9 @@ class Run:
 def _funded(path: Path | None = None) -> Run:
     run = Run(path)
     run.submit(core.OpenAccount(request_id="open", account_id="alice"))
-    run.submit(core.Deposit(request_id="dep", account_id="alice", amount_minor=1_000))
+    run.submit(
+        core.Deposit(request_id="dep", account_id="alice", amount_minor=1_000, reason="test top-up")
+    )
     return run
 
 
@@ -69,10 +75,16 @@ def test_a_correct_run_passes_and_counts_everything(tmp_path: Path) -> None:
     run.submit(core.Withdraw(request_id="too-much", account_id="alice", amount_minor=5_000))
     run.submit(core.GetAccount(request_id="read", account_id="alice"))
     run.give_up(
-        core.Deposit(request_id="maybe-1", account_id="alice", amount_minor=5), applied=True
+        core.Deposit(
+            request_id="maybe-1", account_id="alice", amount_minor=5, reason="test top-up"
+        ),
+        applied=True,
     )
     run.give_up(
-        core.Deposit(request_id="maybe-2", account_id="alice", amount_minor=5), applied=False
+        core.Deposit(
+            request_id="maybe-2", account_id="alice", amount_minor=5, reason="test top-up"
+        ),
+        applied=False,
     )
     report = run.check()
     assert report.verdict == "pass", report.violations
@@ -85,7 +97,10 @@ def test_a_correct_run_passes_and_counts_everything(tmp_path: Path) -> None:
 
 def test_an_acknowledged_command_missing_from_the_log_is_lost() -> None:
     run = _funded()
-    run.submit(core.Deposit(request_id="gone", account_id="alice", amount_minor=50), log=False)
+    run.submit(
+        core.Deposit(request_id="gone", account_id="alice", amount_minor=50, reason="test top-up"),
+        log=False,
+    )
     report = run.check(hashes={})
     assert report.verdict == "fail"
     assert report.lost == 1
@@ -95,7 +110,9 @@ def test_an_acknowledged_command_missing_from_the_log_is_lost() -> None:
 
 def test_a_command_in_two_entries_is_duplicated() -> None:
     run = _funded()
-    run.submit(core.Deposit(request_id="twice", account_id="alice", amount_minor=50))
+    run.submit(
+        core.Deposit(request_id="twice", account_id="alice", amount_minor=50, reason="test top-up")
+    )
     # The same event appended once more, as a leader that lost track would.
     events = core.decode_events(decode_batch(run.entries[-1].payload).events)
     for event in events:
@@ -112,7 +129,7 @@ def test_a_refused_command_that_changed_the_log_fails() -> None:
     run = _funded()
     refused = core.Withdraw(request_id="no", account_id="alice", amount_minor=300)
     invocation = run.recorder.invoke("c0", refused)
-    outcome = core.decide(run.state, refused, 5_000)
+    outcome = core.decide(run.state, issued(refused, PEOPLE), 5_000)
     for event in outcome.events:
         core.apply(run.state, event)
     run.append(list(outcome.events))
@@ -126,8 +143,10 @@ def test_a_read_older_than_the_clients_own_write_is_stale() -> None:
     run = _funded()
     read = core.GetAccount(request_id="read", account_id="alice")
     invocation = run.recorder.invoke("c0", read)
-    stale = core.decide(run.state, read, 5_000)  # balance 1000
-    run.submit(core.Deposit(request_id="more", account_id="alice", amount_minor=1))
+    stale = core.decide(run.state, issued(read, PEOPLE), 5_000)  # balance 1000
+    run.submit(
+        core.Deposit(request_id="more", account_id="alice", amount_minor=1, reason="test top-up")
+    )
     # A read issued after "more" was acknowledged, answered with the old balance.
     later = run.recorder.invoke("c0", core.GetAccount(request_id="read-2", account_id="alice"))
     later.complete(stale)
@@ -152,9 +171,11 @@ def test_replicas_that_disagree_or_never_converge_fail() -> None:
 
 def test_a_reply_that_differs_from_the_logged_one_fails() -> None:
     run = _funded()
-    command = core.Deposit(request_id="dep-2", account_id="alice", amount_minor=10)
+    command = core.Deposit(
+        request_id="dep-2", account_id="alice", amount_minor=10, reason="test top-up"
+    )
     invocation = run.recorder.invoke("c0", command)
-    outcome = core.decide(run.state, command, 5_000)
+    outcome = core.decide(run.state, issued(command, PEOPLE), 5_000)
     for event in outcome.events:
         core.apply(run.state, event)
     run.append(list(outcome.events))
@@ -168,7 +189,8 @@ def test_a_reply_that_differs_from_the_logged_one_fails() -> None:
 def test_two_clients_told_different_things_about_one_request_fails() -> None:
     run = _funded()
     again = run.recorder.invoke(
-        "c9", core.Deposit(request_id="dep", account_id="alice", amount_minor=1)
+        "c9",
+        core.Deposit(request_id="dep", account_id="alice", amount_minor=1, reason="test top-up"),
     )
     again.complete(core.Rejected(code="insufficient_funds", message="made up"))
     report = run.check()
@@ -182,7 +204,9 @@ def _sliced_settlement() -> tuple[Run, core.LedgerConfig]:
     run = Run()
     run.state = core.new_state(config)
     run.submit(core.OpenAccount(request_id="open", account_id="alice"))
-    run.submit(core.Deposit(request_id="dep", account_id="alice", amount_minor=1_000))
+    run.submit(
+        core.Deposit(request_id="dep", account_id="alice", amount_minor=1_000, reason="test top-up")
+    )
     selections = (core.SelectionSpec(selection_id="a", name="A", odds=200),)
     run.submit(
         core.CreateMarket(
@@ -200,7 +224,7 @@ def _sliced_settlement() -> tuple[Run, core.LedgerConfig]:
     run.submit(core.SettleMarket(request_id="settle", market_id="m", winners=(core.Winner("a"),)))
     while run.state.settlements:  # the leader's continuations, one entry each
         [continuation] = core.continuations(run.state)
-        outcome = core.decide(run.state, continuation, 2_000)
+        outcome = core.decide(run.state, issued(continuation, PEOPLE), 2_000)
         for event in outcome.events:
             core.apply(run.state, event)
         run.append(list(outcome.events))

@@ -20,7 +20,14 @@ from ironbook.services.gateway.history import HistoryStore
 def _race(run: Run) -> None:
     for account in ("alice", "bob"):
         run.submit(core.OpenAccount(request_id=f"open-{account}", account_id=account))
-        run.submit(core.Deposit(request_id=f"dep-{account}", account_id=account, amount_minor=900))
+        run.submit(
+            core.Deposit(
+                request_id=f"dep-{account}",
+                account_id=account,
+                amount_minor=900,
+                reason="test top-up",
+            )
+        )
     run.submit(
         core.CreateMarket(
             request_id="market",

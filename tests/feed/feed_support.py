@@ -7,8 +7,13 @@ from collections.abc import Sequence
 
 from ironbook import core
 from ironbook.adapters.feed.messages import AnyFeedMessage
+from ironbook.core import acting, issued
 from ironbook.core.events import FeedReply
 from ironbook.services.feed.conflate import Conflation
+
+PEOPLE = acting("test")
+"""Each command's principal (see `core.acting`)."""
+
 
 MarketState = dict[str, tuple[str, bool, int, dict[str, int]]]
 
@@ -24,7 +29,9 @@ class Partition:
         for message in messages:
             conflation.add(message)
         self.now_ms += 1
-        outcome = core.decide(self.state, conflation.batch(self.producer), self.now_ms)
+        outcome = core.decide(
+            self.state, issued(conflation.batch(self.producer), PEOPLE), self.now_ms
+        )
         assert isinstance(outcome, core.Accepted), outcome
         for event in outcome.events:
             core.apply(self.state, event)

@@ -333,7 +333,12 @@ def test_producer_down_suspends_its_markets_then_reopens(cluster: LocalCluster) 
             account = _rid("acct")[:60]
             await client.submit(core.OpenAccount(request_id=_rid("open"), account_id=account))
             await client.submit(
-                core.Deposit(request_id=_rid("dep"), account_id=account, amount_minor=100_000)
+                core.Deposit(
+                    request_id=_rid("dep"),
+                    account_id=account,
+                    amount_minor=100_000,
+                    reason="test top-up",
+                )
             )
             page = await client.submit(core.ListMarkets(request_id=_rid("m"), status="open"))
             assert isinstance(page, core.Accepted) and isinstance(page.result, MarketPage)
@@ -420,7 +425,12 @@ def test_settlement_killed_mid_market_pays_each_result_once(cluster: LocalCluste
             for account in accounts.values():
                 await client.submit(core.OpenAccount(request_id=_rid("o"), account_id=account))
                 await client.submit(
-                    core.Deposit(request_id=_rid("d"), account_id=account, amount_minor=10_000)
+                    core.Deposit(
+                        request_id=_rid("d"),
+                        account_id=account,
+                        amount_minor=10_000,
+                        reason="test top-up",
+                    )
                 )
             bets = [
                 ("a1", "A", "x", 1_000),

@@ -364,7 +364,9 @@ async def _deposits(cluster: LocalCluster, tag: str) -> None:
     try:
         commands: list[core.AnyCommand] = [
             core.OpenAccount(request_id=f"{tag}-open", account_id=tag),
-            core.Deposit(request_id=f"{tag}-dep", account_id=tag, amount_minor=1_000),
+            core.Deposit(
+                request_id=f"{tag}-dep", account_id=tag, amount_minor=1_000, reason="test top-up"
+            ),
         ]
         # One request, so one log entry: no backup can fall between the two.
         outcomes = await client.submit_many(commands)

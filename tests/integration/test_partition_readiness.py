@@ -62,7 +62,9 @@ def _funded(http: _Http, partition: int) -> str:
     account_id = _account_in(partition, 2)
     assert http.post("/v1/accounts", {"account_id": account_id}, "admin").status_code == 201
     deposit = http.post(
-        f"/v1/accounts/{account_id}/deposits", {"amount_minor": 1_000_000}, "cashier"
+        f"/v1/accounts/{account_id}/deposits",
+        {"amount_minor": 1_000_000, "reason": "test top-up"},
+        "cashier",
     )
     assert deposit.status_code == 201, deposit.text
     return account_id
@@ -107,6 +109,7 @@ def _outage(cluster: LocalCluster, url: str) -> None:
             "market_id": market_id,
             "event": "ev-1",
             "name": "Match odds",
+            "reason": "new market",
             "selections": [{"selection_id": "home", "name": "Home", "odds": "2.50"}],
         },
         "trader",

@@ -71,7 +71,12 @@ async def _check(cluster: LocalCluster) -> None:
     client = await connect_ledger(cluster.ops, config=ClientConfig(deadline_ms=30_000))
     try:
         refused = await client.submit(
-            core.Deposit(request_id="metrics-refused", account_id="alice", amount_minor=500)
+            core.Deposit(
+                request_id="metrics-refused",
+                account_id="alice",
+                amount_minor=500,
+                reason="test top-up",
+            )
         )
         opened = await client.submit(
             core.OpenAccount(request_id="metrics-open", account_id="alice")

@@ -86,7 +86,12 @@ async def _settle_through_a_kill(cluster: LocalCluster) -> str:
         await _ok(client, [core.OpenAccount(request_id=f"o-{p}", account_id=p) for p in players])
         await _ok(
             client,
-            [core.Deposit(request_id=f"d-{p}", account_id=p, amount_minor=10**7) for p in players],
+            [
+                core.Deposit(
+                    request_id=f"d-{p}", account_id=p, amount_minor=10**7, reason="test top-up"
+                )
+                for p in players
+            ],
         )
         for start in range(0, BETS, 5_000):
             await _ok(client, [_bet(n) for n in range(start, start + 5_000)])

@@ -5,11 +5,15 @@ violation."""
 from __future__ import annotations
 
 from ironbook import core
+from ironbook.core import acting, issued
 from ironbook.replication.batch import decode_batch, encode_batch, encode_signed_batch
 from ironbook.replication.checker import Violation, check_history
 from ironbook.replication.history import Operation, answered
 from ironbook.replication.interfaces import LogEntry
 from ironbook.replication.sim.signing import MacSigner
+
+PEOPLE = acting("test")
+"""Each command's principal (see `core.acting`)."""
 
 
 class History:
@@ -22,7 +26,7 @@ class History:
         self._prev = ""
 
     def run(self, command: core.AnyCommand) -> core.Outcome:
-        outcome = core.decide(self.state, command, 1_000 + len(self.entries))
+        outcome = core.decide(self.state, issued(command, PEOPLE), 1_000 + len(self.entries))
         for event in outcome.events:
             core.apply(self.state, event)
         self.append(list(outcome.events))
@@ -64,7 +68,9 @@ def _kinds(violations: list[Violation]) -> list[str]:
 def _funded() -> History:
     history = History()
     history.run(core.OpenAccount(request_id="open", account_id="alice"))
-    history.run(core.Deposit(request_id="dep", account_id="alice", amount_minor=1_000))
+    history.run(
+        core.Deposit(request_id="dep", account_id="alice", amount_minor=1_000, reason="test top-up")
+    )
     return history
 
 
@@ -79,7 +85,12 @@ def test_a_correct_history_passes() -> None:
 def test_an_acknowledged_command_missing_from_the_log_is_lost() -> None:
     history = _funded()
     ghost = core.Accepted(events=(), result=history.heard[1].core_outcome().result)  # type: ignore[union-attr]
-    history.hear(core.Deposit(request_id="ghost", account_id="alice", amount_minor=1_000), ghost)
+    history.hear(
+        core.Deposit(
+            request_id="ghost", account_id="alice", amount_minor=1_000, reason="test top-up"
+        ),
+        ghost,
+    )
     assert _kinds(history.check()) == ["lost"]
 
 
@@ -95,7 +106,12 @@ def test_a_command_in_two_entries_was_applied_twice() -> None:
     history = _funded()
     deposit = core.decide(
         core.new_state(),
-        core.Deposit(request_id="dep", account_id="alice", amount_minor=1_000),
+        issued(
+            core.Deposit(
+                request_id="dep", account_id="alice", amount_minor=1_000, reason="test top-up"
+            ),
+            PEOPLE,
+        ),
         2_000,
     )
     # Decided by a second leader that had not seen the first deposit.
@@ -106,7 +122,12 @@ def test_a_command_in_two_entries_was_applied_twice() -> None:
 def test_a_rejected_command_must_change_nothing() -> None:
     history = _funded()
     refused = core.Rejected(code="insufficient_funds", message="no")
-    history.hear(core.Deposit(request_id="dep", account_id="alice", amount_minor=1_000), refused)
+    history.hear(
+        core.Deposit(
+            request_id="dep", account_id="alice", amount_minor=1_000, reason="test top-up"
+        ),
+        refused,
+    )
     kinds = _kinds(history.check())
     assert "outcome_mismatch" in kinds  # the log applied it
     assert "inconsistent_replies" in kinds
@@ -121,7 +142,9 @@ def test_a_replica_with_another_state_diverged() -> None:
 def test_an_entry_decided_on_a_lost_predecessor_is_void() -> None:
     history = _funded()
     stray = core.decide(
-        history.state, core.Withdraw(request_id="stray", account_id="alice", amount_minor=1), 3_000
+        history.state,
+        issued(core.Withdraw(request_id="stray", account_id="alice", amount_minor=1), PEOPLE),
+        3_000,
     )
     history.append(list(stray.events), prev="9:9")
     # The void entry changed nothing, so the replica state (without it) matches...
@@ -133,8 +156,8 @@ def test_an_entry_decided_on_a_lost_predecessor_is_void() -> None:
 
 def test_an_invariant_broken_mid_log_is_reported_at_its_position() -> None:
     history = _funded()
-    bad = core.Deposit(request_id="bad", account_id="alice", amount_minor=1)
-    deposit = core.decide(history.state, bad, 4_000)
+    bad = core.Deposit(request_id="bad", account_id="alice", amount_minor=1, reason="test top-up")
+    deposit = core.decide(history.state, issued(bad, PEOPLE), 4_000)
     event = deposit.events[0]
     forged = type(event)(  # money moved into stakes held with no bet behind it
         **{

@@ -11,9 +11,14 @@ import itertools
 from collections.abc import Sequence
 
 from ironbook import core
+from ironbook.core import acting, issued
 from ironbook.replication.batch import ReplayState, encode_batch
 from ironbook.replication.follower import Follower, FollowerConfig, snapshot_stagger
 from ironbook.replication.interfaces import LogEntry, Snapshot, SnapshotInfo, SnapshotUnavailable
+
+PEOPLE = acting("test")
+"""Each command's principal (see `core.acting`)."""
+
 
 ENTRIES = 400
 
@@ -55,7 +60,7 @@ def _log_of_new_accounts(count: int) -> list[LogEntry]:
     entries, previous = [], ""
     for seq in range(1, count + 1):
         command = core.OpenAccount(request_id=f"open-{seq}", account_id=f"acct-{seq}")
-        outcome = core.decide(state, command, seq)
+        outcome = core.decide(state, issued(command, PEOPLE), seq)
         for event in outcome.events:
             core.apply(state, event)
         batch_id = f"1:{seq}"

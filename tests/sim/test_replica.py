@@ -6,6 +6,7 @@ import asyncio
 import random
 
 from ironbook import core
+from ironbook.core import acting, issued
 from ironbook.replication.batch import ReplayState, encode_batch
 from ironbook.replication.checker import replay_hash
 from ironbook.replication.checkpoint import Checkpoint
@@ -30,6 +31,10 @@ from ironbook.replication.tree_keeping import (
     TreeHead,
 )
 
+PEOPLE = acting("test")
+"""Each command's principal (see `core.acting`)."""
+
+
 SIGNER = MacSigner(b"test replicas' key")
 
 
@@ -40,11 +45,11 @@ def _seed_log(service: LogService) -> None:
     prev = ""
     commands: list[core.AnyCommand] = [
         core.OpenAccount(request_id="open", account_id="alice"),
-        core.Deposit(request_id="dep", account_id="alice", amount_minor=700),
+        core.Deposit(request_id="dep", account_id="alice", amount_minor=700, reason="test top-up"),
         core.Withdraw(request_id="wd", account_id="alice", amount_minor=200),
     ]
     for seq, command in enumerate(commands, start=1):
-        outcome = core.decide(state, command, seq)
+        outcome = core.decide(state, issued(command, PEOPLE), seq)
         for event in outcome.events:
             core.apply(state, event)
         batch_id = f"1:{seq}"

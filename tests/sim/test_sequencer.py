@@ -11,6 +11,7 @@ import msgspec
 import pytest
 
 from ironbook import core
+from ironbook.core import acting, issued
 from ironbook.replication.batch import ReplayState, admit, decode_batch, encode_signed_batch
 from ironbook.replication.concurrency import race
 from ironbook.replication.errors import Superseded
@@ -32,6 +33,10 @@ from ironbook.replication.wire import (
     RetryReply,
     decode_reply,
 )
+
+PEOPLE = acting("test")
+"""Each command's principal (see `core.acting`)."""
+
 
 SIGNER = MacSigner(b"test replicas' key")
 
@@ -99,7 +104,10 @@ class Setup:
 
     def requests(self, commands: Sequence[core.AnyCommand | bytes]) -> list[Request]:
         return [
-            Request(c if isinstance(c, bytes) else core.encode_command(c), self.service)
+            Request(
+                c if isinstance(c, bytes) else core.encode_command(issued(c, PEOPLE)),
+                self.service,
+            )
             for c in commands
         ]
 
@@ -134,7 +142,9 @@ async def _until_answered(requests: Sequence[Request]) -> None:
 def _deposits(count: int) -> list[core.AnyCommand]:
     commands: list[core.AnyCommand] = [core.OpenAccount(request_id="open", account_id="alice")]
     commands += [
-        core.Deposit(request_id=f"dep-{n}", account_id="alice", amount_minor=100 + n)
+        core.Deposit(
+            request_id=f"dep-{n}", account_id="alice", amount_minor=100 + n, reason="test top-up"
+        )
         for n in range(count - 1)
     ]
     return commands
@@ -411,7 +421,13 @@ def test_a_command_on_another_familys_subject_is_refused_and_logs_nothing() -> N
     async def main(loop: VirtualTimeLoop) -> tuple[list[Request], LogService]:
         setup = Setup(loop)
         deposit = core.encode_command(
-            core.Deposit(request_id="smuggled", account_id="alice", amount_minor=1_000)
+            core.Deposit(
+                request_id="smuggled",
+                account_id="alice",
+                amount_minor=1_000,
+                reason="test top-up",
+                principal=core.Principal(subject="cashier:c", role="cashier"),
+            )
         )
         requests = [
             Request(deposit, setup.service, family="market"),
@@ -444,9 +460,13 @@ def test_a_command_that_crashes_the_core_is_refused_and_the_leader_keeps_serving
 
     async def main(loop: VirtualTimeLoop) -> tuple[list[Request], LogService]:
         setup = Setup(loop)
-        poison = core.Deposit(request_id="poison", account_id="alice", amount_minor=1)
+        poison = core.Deposit(
+            request_id="poison", account_id="alice", amount_minor=1, reason="test top-up"
+        )
         after = [
-            core.Deposit(request_id=f"after-{n}", account_id="alice", amount_minor=5)
+            core.Deposit(
+                request_id=f"after-{n}", account_id="alice", amount_minor=5, reason="test top-up"
+            )
             for n in range(2)
         ]
         requests = setup.requests([*_deposits(2), poison, *after])
@@ -470,7 +490,9 @@ def _state_with_bets(bets: int, slice_bets: int) -> core.LedgerState:
     )
     setup: list[core.AnyCommand] = [
         core.OpenAccount(request_id="open", account_id="alice"),
-        core.Deposit(request_id="fund", account_id="alice", amount_minor=100_000),
+        core.Deposit(
+            request_id="fund", account_id="alice", amount_minor=100_000, reason="test top-up"
+        ),
         core.CreateMarket(
             request_id="create", market_id="m", event_id="e", name="M", selections=selections
         ),
@@ -486,7 +508,7 @@ def _state_with_bets(bets: int, slice_bets: int) -> core.LedgerState:
     ]
     setup.append(core.CloseMarket(request_id="close", market_id="m"))
     for command in setup:
-        outcome = core.decide(state, command, 0)
+        outcome = core.decide(state, issued(command, PEOPLE), 0)
         assert isinstance(outcome, core.Accepted), outcome
         for event in outcome.events:
             core.apply(state, event)
@@ -498,7 +520,9 @@ def test_a_big_result_is_logged_one_slice_per_entry_between_client_batches() -> 
         setup = Setup(loop)
         settle = core.SettleMarket(request_id="settle", market_id="m", winners=(core.Winner("a"),))
         deposits = [
-            core.Deposit(request_id=f"dep-{n}", account_id="alice", amount_minor=1)
+            core.Deposit(
+                request_id=f"dep-{n}", account_id="alice", amount_minor=1, reason="test top-up"
+            )
             for n in range(30)
         ]
         requests = setup.requests([settle, *deposits])
@@ -576,7 +600,9 @@ def test_a_slice_that_raises_leaves_the_result_unfinished_and_the_partition_serv
         async def later_deposit() -> None:
             await _until_answered(requests)
             await asyncio.sleep(1.0)
-            deposit = core.Deposit(request_id="dep", account_id="alice", amount_minor=5)
+            deposit = core.Deposit(
+                request_id="dep", account_id="alice", amount_minor=5, reason="test top-up"
+            )
             requests.extend(setup.requests([deposit]))
             inbox.queue.append(requests[-1])
             await _until_answered(requests)

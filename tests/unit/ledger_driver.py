@@ -25,13 +25,19 @@ from ironbook.core import (
     PriceChangePolicy,
     Rejected,
     SelectionSpec,
+    acting,
     apply,
     continuations,
     decide,
+    issued,
     new_state,
 )
 from ironbook.core.odds import Odds
 
+PEOPLE = acting("test")
+"""Each command's principal: the role the permission table names first for it
+(a bettor of the account it names, else the staff role). Tests of the
+permission check itself set a principal on the command."""
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 
@@ -69,7 +75,7 @@ class Ledger:
             self._decide_and_apply(continuation, self.now_ms if now_ms is None else now_ms)
 
     def _decide_and_apply(self, command: AnyCommand, at_ms: int) -> Outcome:
-        outcome = decide(self.state, command, at_ms)
+        outcome = decide(self.state, issued(command, PEOPLE), at_ms)
         for event in outcome.events:
             apply(self.state, event)
             self.log.append(event)
@@ -101,7 +107,10 @@ class Ledger:
         if deposit_minor:
             self.ok(
                 Deposit(
-                    request_id=self.request_id(), account_id=account_id, amount_minor=deposit_minor
+                    request_id=self.request_id(),
+                    account_id=account_id,
+                    amount_minor=deposit_minor,
+                    reason="test top-up",
                 )
             )
 

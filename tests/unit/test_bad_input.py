@@ -33,6 +33,7 @@ from ironbook.core import (
     VoidMarket,
     Winner,
     Withdraw,
+    acting,
     apply,
     check_invariants,
     decide,
@@ -40,10 +41,15 @@ from ironbook.core import (
     decode_events,
     encode_command,
     encode_events,
+    issued,
     restore_snapshot,
     snapshot_bytes,
     state_hash,
 )
+
+PEOPLE = acting("test")
+"""Each command's principal (see `core.acting`)."""
+
 
 KNOWN_CODES = {
     value
@@ -161,7 +167,7 @@ def test_any_command_gets_a_value_and_leaves_a_sound_ledger(
             # the leader answers "bad request" and never decides it.
             continue
         assert decoded == command
-        outcome = decide(state, command, now_ms)
+        outcome = decide(state, issued(command, PEOPLE), now_ms)
         if isinstance(outcome, Rejected):
             assert outcome.code in KNOWN_CODES
             assert outcome.message

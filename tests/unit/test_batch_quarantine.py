@@ -23,6 +23,7 @@ from ironbook.adapters.ledger_keys import (
     ledger_signing_key,
     ledger_verifier,
 )
+from ironbook.core import acting, issued
 from ironbook.replication.batch import (
     ReplayState,
     admit,
@@ -32,6 +33,10 @@ from ironbook.replication.batch import (
 )
 from ironbook.replication.interfaces import LogEntry
 from ironbook.replication.point_in_time import entry_time_ms
+
+PEOPLE = acting("test")
+"""Each command's principal (see `core.acting`)."""
+
 
 KEY = Ed25519PrivateKey.generate()
 SIGNER = PartitionSigner(KEY, 0)
@@ -47,7 +52,7 @@ class _Log:
         self._n = 0
 
     def command(self, command: core.AnyCommand) -> None:
-        outcome = core.decide(self.state, command, len(self.entries) + 1)
+        outcome = core.decide(self.state, issued(command, PEOPLE), len(self.entries) + 1)
         for event in outcome.events:
             core.apply(self.state, event)
         self._n += 1
@@ -72,7 +77,9 @@ def _fold(entries: list[LogEntry], verifier: PartitionSigner | None = SIGNER) ->
 def _funded_log() -> _Log:
     log = _Log()
     log.command(core.OpenAccount(request_id="open", account_id="alice"))
-    log.command(core.Deposit(request_id="dep", account_id="alice", amount_minor=500))
+    log.command(
+        core.Deposit(request_id="dep", account_id="alice", amount_minor=500, reason="test top-up")
+    )
     return log
 
 
@@ -96,7 +103,9 @@ def _last_events(log: _Log) -> bytes:
 def test_an_undecodable_entry_is_quarantined_and_the_chain_carries_on(payload: bytes) -> None:
     log = _funded_log()
     log.land(payload, "junk")
-    log.command(core.Deposit(request_id="dep-2", account_id="alice", amount_minor=7))
+    log.command(
+        core.Deposit(request_id="dep-2", account_id="alice", amount_minor=7, reason="test top-up")
+    )
     replay = _fold(log.entries)
     assert replay.quarantined == 1
     assert replay.state.accounts["alice"].balance_minor == 507
@@ -136,17 +145,21 @@ def test_a_legacy_unsigned_log_replays_until_the_first_signed_batch() -> None:
     for n, command in enumerate(
         [
             core.OpenAccount(request_id="open", account_id="alice"),
-            core.Deposit(request_id="dep", account_id="alice", amount_minor=300),
+            core.Deposit(
+                request_id="dep", account_id="alice", amount_minor=300, reason="test top-up"
+            ),
         ],
         start=1,
     ):
-        outcome = core.decide(state, command, n)
+        outcome = core.decide(state, issued(command, PEOPLE), n)
         for event in outcome.events:
             core.apply(state, event)
         entries.append(LogEntry(n, f"1:{n}", encode_batch(prev, list(outcome.events))))
         prev = f"1:{n}"
-    deposit = core.Deposit(request_id="dep-2", account_id="alice", amount_minor=5)
-    signed_events = core.encode_events(list(core.decide(state, deposit, 3).events))
+    deposit = core.Deposit(
+        request_id="dep-2", account_id="alice", amount_minor=5, reason="test top-up"
+    )
+    signed_events = core.encode_events(list(core.decide(state, issued(deposit, PEOPLE), 3).events))
     entries.append(LogEntry(3, "s2:1", encode_signed_batch(SIGNER, "s2:1", prev, signed_events)))
     # An unsigned batch on the signed chain, chained onto its tip.
     entries.append(LogEntry(4, "1:3", encode_batch("s2:1", core.decode_events(signed_events))))

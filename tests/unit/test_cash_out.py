@@ -29,10 +29,16 @@ from ironbook.core import (
     UpdatePrices,
     VoidMarket,
     Winner,
+    acting,
     check_invariants,
     decide,
+    issued,
 )
 from ironbook.core.odds import Ladder, PlaceTerms, parse_odds
+
+PEOPLE = acting("test")
+"""Each command's principal (see `core.acting`)."""
+
 
 MARGIN = Fraction(95, 100)  # the default 5% margin
 
@@ -91,7 +97,10 @@ def bet(ledger: Ledger, stake: int, *legs: str, each_way: bool = False) -> str:
 def quote(ledger: Ledger, bet_id: str, stake: int | None = None, account: str = "punter"):
     outcome = decide(
         ledger.state,
-        QuoteCashOut(request_id="q", account_id=account, bet_id=bet_id, stake_minor=stake),
+        issued(
+            QuoteCashOut(request_id="q", account_id=account, bet_id=bet_id, stake_minor=stake),
+            PEOPLE,
+        ),
         ledger.now_ms,
     )
     assert isinstance(outcome, Accepted) and outcome.events == ()

@@ -42,7 +42,9 @@ def machine(
 
 
 def deposit(n: int, account: str = "alice") -> core.Deposit:
-    return core.Deposit(request_id=f"r{n}", account_id=account, amount_minor=100)
+    return core.Deposit(
+        request_id=f"r{n}", account_id=account, amount_minor=100, reason="test top-up"
+    )
 
 
 def accepted(result: object = None) -> bytes:

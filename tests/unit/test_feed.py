@@ -20,14 +20,20 @@ from ironbook.core import (
     SetProducerStatus,
     SettleMarket,
     Winner,
+    acting,
     check_invariants,
     decide,
+    issued,
 )
 from ironbook.core.events import FeedApplied
 from ironbook.core.odds import Price
 from ironbook.core.odds import from_hundredths as h
 from ironbook.core.queries import ListMarkets
 from ironbook.core.views import MarketPage, MarketView
+
+PEOPLE = acting("test")
+"""Each command's principal (see `core.acting`)."""
+
 
 PRODUCER = "lsports"
 
@@ -117,7 +123,7 @@ def test_a_replayed_batch_has_no_effect() -> None:
             to_cursor=12,
             markets=batch.markets,
         )
-        outcome = decide(ledger.state, again, ledger.now_ms)
+        outcome = decide(ledger.state, issued(again, PEOPLE), ledger.now_ms)
         assert outcome == Accepted(
             events=(), result=FeedReply(producer=PRODUCER, cursor=13, applied=0, skipped=0)
         )

@@ -38,6 +38,7 @@ from ironbook.core import (
     VoidMarket,
     Winner,
     Withdraw,
+    acting,
     apply,
     decide,
     decode_command,
@@ -46,6 +47,7 @@ from ironbook.core import (
     encode_command,
     encode_events,
     encode_outcome,
+    issued,
     new_state,
     partition_of,
     restore_snapshot,
@@ -54,9 +56,17 @@ from ironbook.core import (
 )
 from ironbook.core.events import Deposited, MarketResulted, TransactionReply, Withdrawn
 
+PEOPLE = acting("test")
+"""Each command's principal (see `core.acting`)."""
+
 
 def deposit(request_id: str, amount_minor: int = 100, account_id: str = "alice") -> Deposit:
-    return Deposit(request_id=request_id, account_id=account_id, amount_minor=amount_minor)
+    return Deposit(
+        request_id=request_id,
+        account_id=account_id,
+        amount_minor=amount_minor,
+        reason="test top-up",
+    )
 
 
 # Idempotency.
@@ -223,7 +233,7 @@ def test_decide_never_mutates_the_state() -> None:
     ledger = scenario()
     before = state_hash(ledger.state)
     for command in every_command_kind():
-        decide(ledger.state, command, ledger.now_ms + DAY_MS)
+        decide(ledger.state, issued(command, PEOPLE), ledger.now_ms + DAY_MS)
         assert state_hash(ledger.state) == before, command
 
 
@@ -330,8 +340,8 @@ def test_snapshot_roundtrip_and_continue() -> None:
     assert state_hash(restored) == state_hash(ledger.state)
     now_ms = ledger.now_ms + HOUR_MS
     for command in every_command_kind():
-        live = decide(ledger.state, command, now_ms)
-        copy = decide(restored, command, now_ms)
+        live = decide(ledger.state, issued(command, PEOPLE), now_ms)
+        copy = decide(restored, issued(command, PEOPLE), now_ms)
         assert live == copy
         for event in live.events:
             apply(ledger.state, event)
@@ -402,8 +412,9 @@ def test_command_codec_refuses_bad_input() -> None:
         decode_command(msgspec.msgpack.encode({"type": "deposit/1", "request_id": "r"}))
     with pytest.raises(msgspec.ValidationError):
         decode_command(msgspec.msgpack.encode({"type": "teleport/1", "request_id": "r"}))
-    # Commands travel as arrays: [tag, request_id, account_id, amount_minor].
-    unknown_field = ["deposit/1", "r", "a", 5, "extra"]
+    # Commands travel as arrays: [tag, request_id, account_id, amount_minor,
+    # reason, principal].
+    unknown_field = ["deposit/1", "r", "a", 5, "why", None, "extra"]
     with pytest.raises(msgspec.ValidationError):
         decode_command(msgspec.msgpack.encode(unknown_field))
     wrong_type = ["deposit/1", "r", "a", "5"]

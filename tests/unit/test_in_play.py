@@ -23,9 +23,11 @@ from ironbook.core import (
     UpdatePrices,
     VoidMarket,
     Winner,
+    acting,
     apply,
     check_invariants,
     decide,
+    issued,
     new_state,
     state_hash,
 )
@@ -34,6 +36,9 @@ from ironbook.core.events import BetPlaced, BetsReleased
 from ironbook.core.odds import from_hundredths as h
 from ironbook.core.queries import GetBet
 from ironbook.core.views import BetView
+
+PEOPLE = acting("test")
+"""Each command's principal (see `core.acting`)."""
 
 
 def in_play(ledger: Ledger, market_id: str, delay_s: int, producer: str = "", **odds: int) -> None:
@@ -280,10 +285,10 @@ def test_release_is_decided_by_log_time_and_replays() -> None:
     ledger = make_ledger()
     place(ledger, 100, ("live", "a", 200))
     command = ReleaseBets(request_id="r")
-    early = decide(ledger.state, command, ledger.now_ms)
+    early = decide(ledger.state, issued(command, PEOPLE), ledger.now_ms)
     assert isinstance(early, Accepted)
     assert early.events == ()
-    late = decide(ledger.state, command, ledger.now_ms + 5_000)
+    late = decide(ledger.state, issued(command, PEOPLE), ledger.now_ms + 5_000)
     assert isinstance(late, Accepted)
     assert [type(event) for event in late.events] == [BetsReleased]
     assert_sound(ledger)

@@ -63,7 +63,9 @@ def _client(transport: FakeTransport, **config: int) -> LedgerClient:
 
 
 def _deposit(n: int) -> core.Deposit:
-    return core.Deposit(request_id=f"r{n}", account_id=f"acct-{n}", amount_minor=5)
+    return core.Deposit(
+        request_id=f"r{n}", account_id=f"acct-{n}", amount_minor=5, reason="test top-up"
+    )
 
 
 def test_concurrent_submits_share_one_request() -> None:

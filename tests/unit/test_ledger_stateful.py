@@ -51,11 +51,13 @@ from ironbook.core import (
     VoidMarket,
     Winner,
     Withdraw,
+    acting,
     apply,
     check_invariants,
     decide,
     decode_events,
     encode_events,
+    issued,
     new_state,
     restore_snapshot,
     snapshot_bytes,
@@ -63,6 +65,10 @@ from ironbook.core import (
 )
 from ironbook.core.events import BetPlaced, MarketResulted, Refusal
 from ironbook.core.odds import PlaceTerms, as_price, hundredths_exact
+
+PEOPLE = acting("test")
+"""Each command's principal (see `core.acting`)."""
+
 
 RETENTION_MS = DAY_MS
 MAX_STAKE_MINOR = 5_000
@@ -93,7 +99,8 @@ prices = st.sampled_from(LADDER_PRICES)
 requested_odds = st.sampled_from(("current", "current", "current", "higher", "lower", 201, 100))
 policies = st.sampled_from(("none", "better", "any"))
 stakes = st.sampled_from((100, 250, 1_000, 10, 3_000, 5, 6_000)) | st.integers(10, 2_000)
-actors = st.sampled_from(("ops", "ops", "ops", " "))
+reasons = st.sampled_from(("why", "why", "why", " "))
+"""A blank reason is refused (the actor is the principal, always there)."""
 winner_lists = st.lists(
     st.tuples(
         selection_ids,
@@ -233,6 +240,7 @@ class LedgerMachine(RuleBasedStateMachine):
                         request_id=self.next_request_id(),
                         account_id=account_id,
                         amount_minor=amount,
+                        reason="test top-up",
                     )
                 )
         for market_id, market_odds in zip(STARTING_MARKETS, odds, strict=True):
@@ -314,7 +322,7 @@ class LedgerMachine(RuleBasedStateMachine):
         elif isinstance(command, AdjustBalance):
             if command.amount_minor == 0 or not valid_amount(abs(command.amount_minor)):
                 refusals.add("invalid_amount")
-            if not command.actor.strip() or not command.reason.strip():
+            if not command.reason.strip():
                 refusals.add("missing_reason")
             if account.balance_minor + command.amount_minor < 0:
                 refusals.add("insufficient_funds")
@@ -345,7 +353,7 @@ class LedgerMachine(RuleBasedStateMachine):
         }
         refusals = set() if status in moves[type(command)] else {"invalid_status_change"}
         if isinstance(command, (VoidMarket, ResettleMarket, RollbackSettlement)) and not (
-            command.actor.strip() and command.reason.strip()
+            command.reason.strip()
         ):
             refusals.add("missing_reason")
         if isinstance(command, (SettleMarket, ResettleMarket)):
@@ -712,7 +720,10 @@ class LedgerMachine(RuleBasedStateMachine):
         """Sometimes from a caller whose clock lags the log: log time must not
         go back, and a deposit window must not reopen."""
         command = Deposit(
-            request_id=self.next_request_id(), account_id=account_id, amount_minor=amount
+            request_id=self.next_request_id(),
+            account_id=account_id,
+            amount_minor=amount,
+            reason="test top-up",
         )
         self.run(command, clock_ms=self.clock_ms - lag_ms)
 
@@ -725,15 +736,15 @@ class LedgerMachine(RuleBasedStateMachine):
             Withdraw(request_id=self.next_request_id(), account_id=account_id, amount_minor=amount)
         )
 
-    @rule(account_id=account_ids, amount=amounts, sign=st.sampled_from((1, -1)), actor=actors)
-    def adjust(self, account_id: str, amount: int, sign: int, actor: str) -> None:
+    @rule(account_id=account_ids, amount=amounts, sign=st.sampled_from((1, -1)), reason=reasons)
+    def adjust(self, account_id: str, amount: int, sign: int, reason: str) -> None:
         self.run(
             AdjustBalance(
                 request_id=self.next_request_id(),
                 account_id=account_id,
                 amount_minor=sign * amount,
-                actor=actor,
-                reason="correction",
+                actor="ops",
+                reason=reason,
             )
         )
 
@@ -808,34 +819,34 @@ class LedgerMachine(RuleBasedStateMachine):
             )
         )
 
-    @rule(market_id=market_ids, actor=actors)
-    def void(self, market_id: str, actor: str) -> None:
+    @rule(market_id=market_ids, reason=reasons)
+    def void(self, market_id: str, reason: str) -> None:
         self.run(
             VoidMarket(
-                request_id=self.next_request_id(), market_id=market_id, actor=actor, reason="void"
+                request_id=self.next_request_id(), market_id=market_id, actor="ops", reason=reason
             )
         )
 
-    @rule(market_id=market_ids, winners=winner_lists, actor=actors)
-    def resettle(self, market_id: str, winners: list[tuple[str, int, int]], actor: str) -> None:
+    @rule(market_id=market_ids, winners=winner_lists, reason=reasons)
+    def resettle(self, market_id: str, winners: list[tuple[str, int, int]], reason: str) -> None:
         self.run(
             ResettleMarket(
                 request_id=self.next_request_id(),
                 market_id=market_id,
                 winners=tuple(Winner(s, dead_heat=d, position=at) for s, d, at in winners),
-                actor=actor,
-                reason="stewards",
+                actor="ops",
+                reason=reason,
             )
         )
 
-    @rule(market_id=market_ids, actor=actors)
-    def rollback(self, market_id: str, actor: str) -> None:
+    @rule(market_id=market_ids, reason=reasons)
+    def rollback(self, market_id: str, reason: str) -> None:
         self.run(
             RollbackSettlement(
                 request_id=self.next_request_id(),
                 market_id=market_id,
-                actor=actor,
-                reason="provider rollback",
+                actor="ops",
+                reason=reason,
             )
         )
 
@@ -887,7 +898,7 @@ class LedgerMachine(RuleBasedStateMachine):
             bet_id=bet_id,
             stake_minor=stake,
         )
-        outcome = decide(self.ledger.state, query, self.clock_ms)
+        outcome = decide(self.ledger.state, issued(query, PEOPLE), self.clock_ms)
         assert isinstance(outcome, Accepted) and outcome.events == ()
         quote = outcome.result
         if isinstance(quote, CashOutQuote):
@@ -957,7 +968,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if self.markets[market_id].status in ("settled", "voided"):
             self.cash_out_then_correct(market_id, winners, data)
         elif data.draw(st.booleans(), label="void"):
-            self.void(market_id, actor="ops")
+            self.void(market_id, reason="void")
         else:
             self.settle(market_id, winners, close_first=True)
 
@@ -981,9 +992,9 @@ class LedgerMachine(RuleBasedStateMachine):
                     )
                 )
         if data.draw(st.booleans(), label="void"):
-            self.void(market_id, actor="ops")
+            self.void(market_id, reason="void")
         else:
-            self.resettle(market_id, winners, actor="ops")
+            self.resettle(market_id, winners, reason="stewards")
 
     # Rules: time and retries.
 

@@ -14,10 +14,15 @@ from ironbook.core import (
     SettleMarket,
     VoidMarket,
     Winner,
+    acting,
     check_invariants,
     decide,
+    issued,
 )
 from ironbook.core.state import Selection
+
+PEOPLE = acting("test")
+"""Each command's principal (see `core.acting`)."""
 
 
 def test_market_liability_is_its_worst_selection() -> None:
@@ -116,5 +121,5 @@ def test_a_bet_on_a_huge_market_does_not_walk_it(policy: str) -> None:
         ("other", "x", 200),
         policy=policy,  # type: ignore[arg-type]
     )
-    outcome = decide(ledger.state, command, ledger.now_ms)
+    outcome = decide(ledger.state, issued(command, PEOPLE), ledger.now_ms)
     assert isinstance(outcome, Accepted)

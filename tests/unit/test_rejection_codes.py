@@ -1,5 +1,6 @@
 """Every rejection code is part of the public API: each one is reachable, and
-a refusal changes nothing but the remembered answer."""
+a refusal changes nothing but the remembered answer (a refusal of the
+principal changes nothing at all: `test_permissions.py`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from ironbook.core import (
     LedgerConfig,
     OpenAccount,
     PlaceBet,
+    Principal,
     RejectionCode,
     SelectionPrice,
     SelectionSpec,
@@ -31,6 +33,7 @@ from ironbook.core import (
     Winner,
     Withdraw,
     check_invariants,
+    decide,
 )
 from ironbook.core.events import CommandRejected
 
@@ -91,11 +94,19 @@ def market(market_id: str = "m1", odds: int = 200) -> CreateMarket:
 EXAMPLES: dict[str, AnyCommand] = {
     "invalid_account_id": OpenAccount(request_id="cmd", account_id="sys:me"),
     "account_exists": OpenAccount(request_id="cmd", account_id="alice"),
-    "unknown_account": Deposit(request_id="cmd", account_id="zed", amount_minor=5),
-    "invalid_amount": Deposit(request_id="cmd", account_id="alice", amount_minor=0),
+    "unknown_account": Deposit(
+        request_id="cmd", account_id="zed", amount_minor=5, reason="test top-up"
+    ),
+    "invalid_amount": Deposit(
+        request_id="cmd", account_id="alice", amount_minor=0, reason="test top-up"
+    ),
     "insufficient_funds": Withdraw(request_id="cmd", account_id="alice", amount_minor=1_001),
-    "self_excluded": Deposit(request_id="cmd", account_id="sam", amount_minor=5),
-    "deposit_limit_exceeded": Deposit(request_id="cmd", account_id="alice", amount_minor=1_001),
+    "self_excluded": Deposit(
+        request_id="cmd", account_id="sam", amount_minor=5, reason="test top-up"
+    ),
+    "deposit_limit_exceeded": Deposit(
+        request_id="cmd", account_id="alice", amount_minor=1_001, reason="test top-up"
+    ),
     "invalid_limit": SetDepositLimits(request_id="cmd", account_id="alice", day_minor=-1),
     "invalid_days": SelfExclude(request_id="cmd", account_id="alice", days=0),
     "missing_reason": AdjustBalance(
@@ -145,11 +156,33 @@ EXAMPLES: dict[str, AnyCommand] = {
 }
 
 
+PERMISSION_EXAMPLES: dict[str, AnyCommand] = {
+    "unauthenticated": Deposit(request_id="cmd", account_id="alice", amount_minor=5, reason="r"),
+    "forbidden": Deposit(
+        request_id="cmd",
+        account_id="alice",
+        amount_minor=5,
+        reason="r",
+        principal=Principal(subject="bettor:alice", role="bettor", account_id="alice"),
+    ),
+}
+"""Refused before anything else, and never logged or remembered."""
+
+
 def test_every_code_has_an_example() -> None:
-    assert sorted(EXAMPLES) == ALL_CODES
+    assert sorted({**EXAMPLES, **PERMISSION_EXAMPLES}) == ALL_CODES
 
 
-@pytest.mark.parametrize("code", ALL_CODES)
+@pytest.mark.parametrize("code", sorted(PERMISSION_EXAMPLES))
+def test_permission_code(code: str) -> None:
+    ledger = book()
+    outcome = decide(ledger.state, PERMISSION_EXAMPLES[code], ledger.now_ms)
+    assert outcome.code == code and outcome.message  # type: ignore[union-attr]
+    assert outcome.events == ()
+    assert "cmd" not in ledger.state.replies
+
+
+@pytest.mark.parametrize("code", sorted(EXAMPLES))
 def test_rejection_code(code: str) -> None:
     ledger = book()
     accounts_before = {k: v.balance_minor for k, v in ledger.state.accounts.items()}

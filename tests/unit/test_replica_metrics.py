@@ -90,7 +90,13 @@ class FakeServer:
 
 
 def deposit(request_id: str) -> bytes:
-    command = core.Deposit(request_id=request_id, account_id="alice", amount_minor=500)
+    command = core.Deposit(
+        request_id=request_id,
+        account_id="alice",
+        amount_minor=500,
+        reason="test top-up",
+        principal=core.Principal(subject="cashier:c", role="cashier"),
+    )
     return core.encode_command(command)
 
 

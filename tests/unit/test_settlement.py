@@ -9,6 +9,7 @@ from ironbook.core import (
     HOUSE,
     Accepted,
     LedgerConfig,
+    Principal,
     ResettleMarket,
     SettleMarket,
     SuspendMarket,
@@ -54,7 +55,13 @@ def settle(ledger: Ledger, market_id: str, *names: str | tuple[str, int]) -> Acc
 
 def void(ledger: Ledger, market_id: str, actor: str = "ops:ann", reason: str = "abandoned"):
     outcome = ledger.submit(
-        VoidMarket(request_id=ledger.request_id(), market_id=market_id, actor=actor, reason=reason)
+        VoidMarket(
+            request_id=ledger.request_id(),
+            market_id=market_id,
+            actor=actor,
+            reason=reason,
+            principal=Principal(subject=actor, role="admin"),
+        )
     )
     assert isinstance(outcome, Accepted), outcome
     return outcome
@@ -70,6 +77,7 @@ def resettle(
             winners=winners(*names),
             actor="ops:bo",
             reason=reason,
+            principal=Principal(subject="ops:bo", role="admin"),
         )
     )
     assert isinstance(outcome, Accepted), outcome
@@ -94,7 +102,7 @@ def test_winning_single(ledger: Ledger) -> None:
     event = only_event(outcome)
     assert event.kind == "settle"
     assert event.status == "settled"
-    assert event.actor == "system"
+    assert event.actor == "test:trader"  # the principal's subject
     assert [(o.bet_id, o.status, o.payout_minor) for o in event.bets] == [(bet_id, "won", 2_500)]
     assert outcome.result.paid_minor == 2_500
     assert outcome.result.bets_affected == 1
@@ -122,7 +130,11 @@ def test_settle_records_the_actor(ledger: Ledger) -> None:
     ledger.close("m1")
     outcome = ledger.submit(
         SettleMarket(
-            request_id=ledger.request_id(), market_id="m1", winners=winners("a"), actor="feed:pa"
+            request_id=ledger.request_id(),
+            market_id="m1",
+            winners=winners("a"),
+            actor="feed:pa",
+            principal=Principal(subject="feed:pa", role="admin"),
         )
     )
     assert isinstance(outcome, Accepted)

@@ -16,16 +16,22 @@ from ironbook.core import (
     VoidMarket,
     Winner,
     Withdraw,
+    acting,
     apply,
     check_invariants,
     continuations,
     decide,
+    issued,
     new_state,
     state_hash,
 )
 from ironbook.core.events import MarketResulted, SettlementReply
 from ironbook.core.settling import OUTCOME_BYTES, POSTING_BYTES
 from ironbook.core.views import MarketView
+
+PEOPLE = acting("test")
+"""Each command's principal (see `core.acting`)."""
+
 
 PLAYERS = ("alice", "bob", "carol")
 
@@ -114,7 +120,7 @@ def test_a_new_leader_resumes_from_the_last_logged_slice_exactly_once() -> None:
     resumed: list[MarketResulted] = []
     while follower.settlements:
         [continuation] = continuations(follower)
-        outcome = decide(follower, continuation, ledger.now_ms)
+        outcome = decide(follower, issued(continuation, PEOPLE), ledger.now_ms)
         for event in outcome.events:
             assert isinstance(event, MarketResulted)
             apply(follower, event)
@@ -125,7 +131,7 @@ def test_a_new_leader_resumes_from_the_last_logged_slice_exactly_once() -> None:
     assert all(paid_before[b] == 0 for b in (o.bet_id for p in resumed for o in p.bets))
     # The old leader's stale continuation, decided on the new state, is a no-op.
     stale = continuations(ledger.state)[0]
-    assert decide(follower, stale, ledger.now_ms).events == ()
+    assert decide(follower, issued(stale, PEOPLE), ledger.now_ms).events == ()
     whole = big_market(continue_results=True)
     settle_m1(whole)
     for account in (*PLAYERS, HOUSE):

@@ -26,6 +26,7 @@ from ironbook.core import (
     SettleMarket,
     VoidMarket,
     Winner,
+    acting,
     decide,
     decode_command,
     decode_events,
@@ -33,6 +34,7 @@ from ironbook.core import (
     encode_command,
     encode_events,
     encode_outcome,
+    issued,
     restore_snapshot,
     snapshot_bytes,
     state_hash,
@@ -45,6 +47,10 @@ from ironbook.core.events import (
     MarketResulted,
     ProducerStatusChanged,
 )
+
+PEOPLE = acting("test")
+"""Each command's principal (see `core.acting`)."""
+
 
 SPEC = SelectionSpec(selection_id="a", name="A", odds=200)
 
@@ -146,12 +152,13 @@ def test_events_logged_before_the_new_fields_still_decode() -> None:
     ledger.bet("alice", 100, ("m1", "a", 200))
     created = next(e for e in ledger.log if isinstance(e, MarketCreated))
     placed = next(e for e in ledger.log if isinstance(e, BetPlaced))
-    # The old encodings: the same arrays without the trailing fields.
-    old_created = msgspec.msgpack.decode(encode_events([created]))[0][:-1]
-    old_placed = msgspec.msgpack.decode(encode_events([placed]))[0][:-2]
+    # The old encodings: the same arrays without the trailing fields (each-way
+    # terms; then the actor and reason).
+    old_created = msgspec.msgpack.decode(encode_events([created]))[0][:-3]
+    old_placed = msgspec.msgpack.decode(encode_events([placed]))[0][:-3]
     [back_created, back_placed] = decode_events(msgspec.msgpack.encode([old_created, old_placed]))
-    assert back_created == created
-    assert back_placed == placed
+    assert back_created == msgspec.structs.replace(created, actor="", reason="")
+    assert back_placed == msgspec.structs.replace(placed, actor="")
 
 
 def test_a_snapshot_written_before_the_new_fields_restores() -> None:
@@ -185,7 +192,7 @@ def test_deciding_the_new_commands_never_mutates_the_state() -> None:
     before = state_hash(ledger.state)
     for command in commands:
         for now_ms in (ledger.now_ms, ledger.now_ms + 60_000):
-            decide(ledger.state, command, now_ms)
+            decide(ledger.state, issued(command, PEOPLE), now_ms)
             assert state_hash(ledger.state) == before, command
 
 

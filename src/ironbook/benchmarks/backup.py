@@ -108,6 +108,7 @@ async def _load_and_back_up(
         cluster.ops,
         config=ClientConfig(request_timeout_ms=2_000, deadline_ms=LOAD_DEADLINE_MS),
         batching=BatchConfig(max_batch_commands=1_000),
+        issuer=core.acting("bench"),
     )
     tag = f"b{os.getpid()}"
     accounts = [f"punter-{i}" for i in range(args.accounts)]

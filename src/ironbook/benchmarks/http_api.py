@@ -244,6 +244,7 @@ def setup_accounts(url: str, secret: SigningKey, accounts: int) -> list[tuple[st
                     {"selection_id": f"s{i}", "name": f"Runner {i}", "odds": "2.50"}
                     for i in range(SELECTIONS)
                 ],
+                "reason": "benchmark market",
             },
             headers=admin,
         )
@@ -254,7 +255,7 @@ def setup_accounts(url: str, secret: SigningKey, accounts: int) -> list[tuple[st
             http.post("/v1/accounts", json={"account_id": account_id}, headers=admin)
             deposit = http.post(
                 f"/v1/accounts/{account_id}/deposits",
-                json={"amount_minor": 10**11},
+                json={"amount_minor": 10**11, "reason": "benchmark top-up"},
                 headers=admin,
             )
             assert deposit.status_code == 201, deposit.text

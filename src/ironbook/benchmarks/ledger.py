@@ -101,6 +101,7 @@ async def set_up(client: LedgerClient, accounts: list[str], run_tag: str) -> Non
                     request_id=f"{run_tag}-dep-{a}",
                     account_id=a,
                     amount_minor=OPENING_BALANCE_MINOR,
+                    reason="benchmark top-up",
                 )
                 for a in chunk
             ]
@@ -189,6 +190,7 @@ async def connect_bench_client(cluster: LocalCluster, max_batch_commands: int) -
             request_timeout_ms=1_000, deadline_ms=30_000, backoff_initial_ms=10, backoff_max_ms=200
         ),
         batching=BatchConfig(max_batch_commands=max_batch_commands),
+        issuer=core.acting("bench"),
     )
 
 

@@ -176,7 +176,11 @@ class SyntheticFeed:
 async def _feed_process(args: argparse.Namespace) -> None:
     """The synthetic feed as its own process, as the feed service is: connect,
     print "ready", run on "go", print one JSON line of `FeedStats`."""
-    client = await connect_ledger(NatsEndpoint(args.nats), partitions=args.partitions)
+    client = await connect_ledger(
+        NatsEndpoint(args.nats),
+        partitions=args.partitions,
+        issuer=core.acting("bench"),
+    )
     nc = await connect_nats(args.nats, name="ironbook-odds-bench-feed")
     try:
         feed = SyntheticFeed(

@@ -17,6 +17,9 @@ import time
 from ironbook import core
 from ironbook.benchmarks.common import command_line, machine_info
 
+BENCH = core.acting("bench")
+"""The principal of each command, as the gateway would have set it."""
+
 
 def _setup(accounts: int) -> tuple[core.LedgerState, list[str]]:
     state = core.new_state(core.LedgerConfig(max_liability_minor=10**15))
@@ -36,10 +39,15 @@ def _setup(accounts: int) -> tuple[core.LedgerState, list[str]]:
     for account_id in account_ids:
         setup.append(core.OpenAccount(request_id=f"o-{account_id}", account_id=account_id))
         setup.append(
-            core.Deposit(request_id=f"d-{account_id}", account_id=account_id, amount_minor=10**9)
+            core.Deposit(
+                request_id=f"d-{account_id}",
+                account_id=account_id,
+                amount_minor=10**9,
+                reason="benchmark top-up",
+            )
         )
     for command in setup:
-        outcome = core.decide(state, command, now_ms)
+        outcome = core.decide(state, core.issued(command, BENCH), now_ms)
         assert isinstance(outcome, core.Accepted), outcome
         for event in outcome.events:
             core.apply(state, event)
@@ -50,16 +58,19 @@ def run(bets: int, accounts: int) -> dict[str, object]:
     load_at_start = os.getloadavg()
     state, account_ids = _setup(accounts)
     commands = [
-        core.PlaceBet(
-            request_id=f"bet-{n}",
-            account_id=account_ids[n % len(account_ids)],
-            stake_minor=100 + n % 900,
-            legs=(
-                core.BetLeg(
-                    market_id="race-1", selection_id=f"h{n % 12}", odds=250 + (n % 12) * 10
+        core.issued(
+            core.PlaceBet(
+                request_id=f"bet-{n}",
+                account_id=account_ids[n % len(account_ids)],
+                stake_minor=100 + n % 900,
+                legs=(
+                    core.BetLeg(
+                        market_id="race-1", selection_id=f"h{n % 12}", odds=250 + (n % 12) * 10
+                    ),
                 ),
+                price_change="none",
             ),
-            price_change="none",
+            BENCH,
         )
         for n in range(bets)
     ]

@@ -112,7 +112,10 @@ async def set_up_big_market(client: LedgerClient, accounts: list[str], tag: str)
         await _expect_accepted(await client.submit_many(opened), "accounts")
         deposits = [
             core.Deposit(
-                request_id=f"{tag}-dep-{a}", account_id=a, amount_minor=OPENING_BALANCE_MINOR
+                request_id=f"{tag}-dep-{a}",
+                account_id=a,
+                amount_minor=OPENING_BALANCE_MINOR,
+                reason="benchmark top-up",
             )
             for a in chunk
         ]

@@ -152,9 +152,12 @@ class HttpClients:
         elif roll < 0.9:
             token, sub = self._token("cashier", sub=CASHIER_SUB), CASHIER_SUB
             path = f"/v1/accounts/{account}/deposits"
-            body = {"amount_minor": 700}
+            body = {"amount_minor": 700, "reason": "chaos workload top-up"}
             command = core.Deposit(
-                request_id=keyed_request_id(sub, key), account_id=account, amount_minor=700
+                request_id=keyed_request_id(sub, key),
+                account_id=account,
+                amount_minor=700,
+                reason="chaos workload top-up",
             )
         else:
             token, sub = self._token("bettor", account), f"bettor:{account}"

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import msgspec
 
+from ironbook import core
 from ironbook.adapters.nats.localproc import PortLease
 from ironbook.adapters.nats.provision import NatsEndpoint
 from ironbook.adapters.netns import NamespaceNetwork, NetnsError, unavailable_reason
@@ -420,6 +421,7 @@ async def _run(cluster: LocalCluster, run: _Run) -> None:
             backoff_initial_ms=20,
             backoff_max_ms=500,
         ),
+        issuer=core.acting("chaos"),
     )
     try:
         await heartbeats.start()

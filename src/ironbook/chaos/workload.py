@@ -83,6 +83,7 @@ class Workload:
                     request_id=f"seed-{account}",
                     account_id=account,
                     amount_minor=self.config.opening_deposit_minor,
+                    reason="chaos workload top-up",
                 )
             )
 
@@ -148,7 +149,12 @@ class Workload:
                 legs=(core.BetLeg(self.market_id, f"s{selection}", selection_odds(selection)),),
             )
         if roll < 0.9:
-            return core.Deposit(request_id=request_id, account_id=account, amount_minor=700)
+            return core.Deposit(
+                request_id=request_id,
+                account_id=account,
+                amount_minor=700,
+                reason="chaos workload top-up",
+            )
         return core.Withdraw(request_id=request_id, account_id=account, amount_minor=900)
 
     async def _settler(self, deadline: float, every_s: float) -> None:

@@ -347,7 +347,10 @@ async def _reconstruct_and_ask(
     )
     nc = await runtime.endpoint().connect("ironbook-audit-reconstruct")
     client = ledger_over_nats(
-        nc, partitions=runtime.partitions, config=ClientConfig(deadline_ms=10_000)
+        nc,
+        partitions=runtime.partitions,
+        config=ClientConfig(deadline_ms=10_000),
+        issuer=core.service_principal("ops", "cli:audit-reconstruct"),
     )
     try:
         log = AuditedLog(nc, rebuilt.partition)

@@ -33,7 +33,10 @@ TIMEOUT_MS = 5_000
 async def feed_status(endpoint: NatsEndpoint, partitions: int, producer: str) -> dict[str, Any]:
     nc = await endpoint.connect("ironbook-feed-status")
     client = ledger_over_nats(
-        nc, partitions=partitions, config=ClientConfig(deadline_ms=TIMEOUT_MS)
+        nc,
+        partitions=partitions,
+        config=ClientConfig(deadline_ms=TIMEOUT_MS),
+        issuer=core.service_principal("ops", "cli:feed-status"),
     )
     status: dict[str, Any] = {"producer": producer, "stream": feed_stream_name(producer)}
     try:

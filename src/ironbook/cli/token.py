@@ -32,9 +32,9 @@ import nats.errors
 from ironbook.adapters.nats.provision import NatsEndpoint, close_nats
 from ironbook.bootstrap import settings_from
 from ironbook.cli.up import add_data_dir_argument
+from ironbook.core import STAFF_ROLES
 from ironbook.services.gateway.auth import (
     ROLES,
-    STAFF_ROLES,
     MaxLifetimes,
     local_keys_dir,
     local_signing_key,

@@ -8,7 +8,7 @@ a new field may only be added at the end, with a default.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 
@@ -58,8 +58,40 @@ class Winner(msgspec.Struct, frozen=True, array_like=True, gc=False, forbid_unkn
     position: int = 1
 
 
+TokenRole = Literal["bettor", "trader", "cashier", "admin", "auditor"]
+"""The roles a gateway token may carry: people."""
+ServiceRole = Literal["ingest", "ledger", "ops"]
+"""The roles of services acting on their own account; never in a token."""
+Role = Literal[TokenRole, ServiceRole]
+TOKEN_ROLES: tuple[TokenRole, ...] = get_args(TokenRole)
+SERVICE_ROLES: tuple[ServiceRole, ...] = get_args(ServiceRole)
+
+
+class Principal(msgspec.Struct, frozen=True, array_like=True, gc=False, forbid_unknown_fields=True):
+    """An authenticated caller (`core.principal` says what each role may
+    issue). `account_id` set: every account the caller's commands name must
+    be that one (a bettor's own account)."""
+
+    subject: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    role: Role
+    account_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    token_id: Annotated[str, msgspec.Meta(max_length=128)] = ""
+    """The token's `jti` ("" for a service identity)."""
+
+
+LEDGER_PRINCIPAL = Principal(subject="ledger", role="ledger")
+"""The replicas' own commands (the next slice of a result, held bets' release)."""
+
+
+class _Issued(msgspec.Struct, frozen=True, kw_only=True, array_like=True, gc=False):
+    principal: Principal | None = None
+    """Who issued the command. Keyword-only, so it is the last array item of
+    every command type: commands encoded before it decode with None, which
+    `decide` refuses."""
+
+
 class Command(
-    msgspec.Struct,
+    _Issued,
     frozen=True,
     tag_field="type",
     array_like=True,
@@ -76,11 +108,15 @@ class OpenAccount(Command, frozen=True, tag="open_account/1"):
 class Deposit(Command, frozen=True, tag="deposit/1"):
     account_id: Id
     amount_minor: int
+    reason: Reason = ""
+    """Required (a deposit is made by staff): logged with the actor."""
 
 
 class Withdraw(Command, frozen=True, tag="withdraw/1"):
     account_id: Id
     amount_minor: int
+    reason: Reason = ""
+    """Required when staff withdraw for the player; logged with the actor."""
 
 
 class AdjustBalance(Command, frozen=True, tag="adjust_balance/1"):
@@ -120,6 +156,7 @@ class CreateMarket(Command, frozen=True, tag="create_market/2"):
     """The prices traders may quote on the market, and how it shows them."""
     place_terms: PlaceTerms | None = None
     """Each-way terms; None: the market takes no each-way bets."""
+    reason: Reason = ""
 
 
 class CreateMarketV1(CreateMarket, frozen=True, tag="create_market/1"):
@@ -129,24 +166,30 @@ class CreateMarketV1(CreateMarket, frozen=True, tag="create_market/1"):
 class UpdatePrices(Command, frozen=True, tag="update_prices/1"):
     market_id: Id
     prices: Annotated[tuple[SelectionPrice, ...], Many]
+    reason: Reason = ""
 
 
 class SuspendMarket(Command, frozen=True, tag="suspend_market/1"):
     market_id: Id
+    reason: Reason = ""
 
 
 class ResumeMarket(Command, frozen=True, tag="resume_market/1"):
     market_id: Id
+    reason: Reason = ""
 
 
 class CloseMarket(Command, frozen=True, tag="close_market/1"):
     market_id: Id
+    reason: Reason = ""
 
 
 class SettleMarket(Command, frozen=True, tag="settle_market/1"):
     market_id: Id
     winners: Annotated[tuple[Winner, ...], Many]
     actor: Actor = "system"
+    """Superseded by the principal's subject, which is what the log records."""
+    reason: Reason = ""
 
 
 class VoidMarket(Command, frozen=True, tag="void_market/1"):
@@ -217,6 +260,7 @@ class SetProducerStatus(Command, frozen=True, tag="set_producer_status/1"):
 
     producer: Id
     down: bool
+    reason: Reason = ""
 
 
 class ReleaseBets(Command, frozen=True, tag="release_bets/1"):

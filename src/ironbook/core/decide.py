@@ -41,6 +41,7 @@ from ironbook.core.odds import (
 )
 from ironbook.core.outcomes import Accepted, Outcome, Rejected
 from ironbook.core.outcomes import RejectionCode as R
+from ironbook.core.principal import command_refusal
 from ironbook.core.settling import begin_result, continue_result
 from ironbook.core.state import (
     CASHIER,
@@ -65,10 +66,17 @@ END_OF_TIME_MS = 2**63 - 1
 def decide(state: LedgerState, command: c.AnyCommand | q.AnyQuery, now_ms: int) -> Outcome:
     """Accept (events + reply) or reject (code + message) one command.
 
-    A request id seen within the retention window returns its first outcome
-    and no events. Log time never goes backwards: `now_ms` below the state's
-    clock is raised to it.
+    First the principal: a command without one, from a role that may not
+    issue it, or naming an account outside the principal's scope is refused
+    with no events (nothing logged, no reply stored: a forbidden command
+    cannot take a request id from its rightful sender). A request id seen
+    within the retention window returns its first outcome and no events.
+    Log time never goes backwards: `now_ms` below the state's clock is
+    raised to it.
     """
+    forbidden = command_refusal(command)
+    if forbidden is not None:
+        return Rejected(code=forbidden[0], message=forbidden[1])
     reply = state.replies.get(command.request_id)
     if reply is not None:
         if isinstance(reply, e.Refusal):
@@ -77,7 +85,9 @@ def decide(state: LedgerState, command: c.AnyCommand | q.AnyQuery, now_ms: int) 
     now_ms = max(now_ms, state.now_ms)
     decision = _DECIDERS[type(command)](state, command, now_ms)
     if isinstance(decision, e.Refusal):
-        rejected = e.CommandRejected(request_id=command.request_id, at_ms=now_ms, reply=decision)
+        rejected = e.CommandRejected(
+            request_id=command.request_id, at_ms=now_ms, reply=decision, actor=_actor(command)
+        )
         return Rejected(code=decision.code, message=decision.message, events=(rejected,))
     return decision
 
@@ -127,6 +137,19 @@ def _market_to_result(state: LedgerState, market_id: str) -> Market | e.Refusal:
     return market
 
 
+def _actor(cmd: c.Command) -> str:
+    """The subject of the command's principal (`decide` refused it without one)."""
+    return "" if cmd.principal is None else cmd.principal.subject
+
+
+def _staff_reason_refusal(cmd: c.Deposit | c.Withdraw, what: str) -> e.Refusal | None:
+    """Money moved by staff (not by the account's own bettor) needs a reason."""
+    principal = cmd.principal
+    if principal is not None and principal.role != "bettor" and not cmd.reason.strip():
+        return _refuse(R.MISSING_REASON, f"a {what} by staff needs a reason")
+    return None
+
+
 def _transaction_id(state: LedgerState) -> str:
     return f"T{state.config.partition}-{state.next_transaction_number}"
 
@@ -141,7 +164,11 @@ def _open_account(state: LedgerState, cmd: c.OpenAccount, now_ms: int) -> Decisi
         return _refuse(R.ACCOUNT_EXISTS, f"account {cmd.account_id!r} already exists")
     reply = e.AccountReply(account_id=cmd.account_id, balance_minor=0)
     event = e.AccountOpened(
-        request_id=cmd.request_id, at_ms=now_ms, account_id=cmd.account_id, reply=reply
+        request_id=cmd.request_id,
+        at_ms=now_ms,
+        account_id=cmd.account_id,
+        reply=reply,
+        actor=_actor(cmd),
     )
     return Accepted(events=(event,), result=reply)
 
@@ -152,6 +179,9 @@ def _deposit(state: LedgerState, cmd: c.Deposit, now_ms: int) -> Decision:
         return account
     if not _valid_amount(state, cmd.amount_minor):
         return _refuse(R.INVALID_AMOUNT, f"deposit amount {cmd.amount_minor} is out of range")
+    refusal = _staff_reason_refusal(cmd, "deposit")
+    if refusal is not None:
+        return refusal
     if now_ms < account.excluded_until_ms:
         return _refuse(R.SELF_EXCLUDED, "the account is self-excluded: deposits are refused")
     for period, limit in account.limits.items():
@@ -179,6 +209,8 @@ def _deposit(state: LedgerState, cmd: c.Deposit, now_ms: int) -> Decision:
         amount_minor=cmd.amount_minor,
         transaction_id=transaction_id,
         reply=reply,
+        actor=_actor(cmd),
+        reason=cmd.reason,
     )
     return Accepted(events=(event,), result=reply)
 
@@ -189,6 +221,9 @@ def _withdraw(state: LedgerState, cmd: c.Withdraw, now_ms: int) -> Decision:
         return account
     if not _valid_amount(state, cmd.amount_minor):
         return _refuse(R.INVALID_AMOUNT, f"withdrawal amount {cmd.amount_minor} is out of range")
+    refusal = _staff_reason_refusal(cmd, "withdrawal")
+    if refusal is not None:
+        return refusal
     if cmd.amount_minor > account.balance_minor:
         return _refuse(
             R.INSUFFICIENT_FUNDS,
@@ -208,6 +243,8 @@ def _withdraw(state: LedgerState, cmd: c.Withdraw, now_ms: int) -> Decision:
         amount_minor=cmd.amount_minor,
         transaction_id=transaction_id,
         reply=reply,
+        actor=_actor(cmd),
+        reason=cmd.reason,
     )
     return Accepted(events=(event,), result=reply)
 
@@ -218,8 +255,8 @@ def _adjust_balance(state: LedgerState, cmd: c.AdjustBalance, now_ms: int) -> De
         return account
     if cmd.amount_minor == 0 or not _valid_amount(state, abs(cmd.amount_minor)):
         return _refuse(R.INVALID_AMOUNT, f"adjustment {cmd.amount_minor} is out of range")
-    if not cmd.actor.strip() or not cmd.reason.strip():
-        return _refuse(R.MISSING_REASON, "an adjustment needs an actor and a reason")
+    if not cmd.reason.strip():
+        return _refuse(R.MISSING_REASON, "an adjustment needs a reason")
     if account.balance_minor + cmd.amount_minor < 0:
         return _refuse(
             R.INSUFFICIENT_FUNDS,
@@ -238,7 +275,7 @@ def _adjust_balance(state: LedgerState, cmd: c.AdjustBalance, now_ms: int) -> De
         account_id=cmd.account_id,
         amount_minor=cmd.amount_minor,
         transaction_id=transaction_id,
-        actor=cmd.actor,
+        actor=_actor(cmd),
         reason=cmd.reason,
         reply=reply,
     )
@@ -274,6 +311,7 @@ def _set_deposit_limits(state: LedgerState, cmd: c.SetDepositLimits, now_ms: int
         account_id=cmd.account_id,
         changes=tuple(changes),
         reply=reply,
+        actor=_actor(cmd),
     )
     return Accepted(events=(event,), result=reply)
 
@@ -292,6 +330,7 @@ def _self_exclude(state: LedgerState, cmd: c.SelfExclude, now_ms: int) -> Decisi
         account_id=cmd.account_id,
         until_ms=until_ms,
         reply=reply,
+        actor=_actor(cmd),
     )
     return Accepted(events=(event,), result=reply)
 
@@ -377,6 +416,8 @@ def _create_market(state: LedgerState, cmd: c.CreateMarket, now_ms: int) -> Deci
         producer=cmd.producer,
         ladder=cmd.ladder,
         place_terms=cmd.place_terms,
+        actor=_actor(cmd),
+        reason=cmd.reason,
     )
     return Accepted(events=(event,), result=reply)
 
@@ -406,6 +447,8 @@ def _update_prices(state: LedgerState, cmd: c.UpdatePrices, now_ms: int) -> Deci
         market_id=cmd.market_id,
         prices=tuple(c.SelectionPrice(p.selection_id, as_price(p.odds)) for p in cmd.prices),
         reply=reply,
+        actor=_actor(cmd),
+        reason=cmd.reason,
     )
     return Accepted(events=(event,), result=reply)
 
@@ -431,7 +474,13 @@ def _change_status(
         )
     reply = e.MarketReply(market_id=cmd.market_id, status=target)
     event = e.MarketStatusChanged(
-        request_id=cmd.request_id, at_ms=now_ms, market_id=cmd.market_id, status=target, reply=reply
+        request_id=cmd.request_id,
+        at_ms=now_ms,
+        market_id=cmd.market_id,
+        status=target,
+        reply=reply,
+        actor=_actor(cmd),
+        reason=cmd.reason,
     )
     return Accepted(events=(event,), result=reply)
 
@@ -482,6 +531,8 @@ def _feed_batch(state: LedgerState, cmd: c.FeedBatch, now_ms: int) -> Decision:
         to_cursor=cmd.to_cursor,
         markets=tuple(items),
         skipped=skipped,
+        actor=_actor(cmd),
+        reason=f"feed {cmd.producer}",
     )
     return Accepted(events=(event,), result=reply)
 
@@ -549,6 +600,8 @@ def _set_producer_status(state: LedgerState, cmd: c.SetProducerStatus, now_ms: i
         producer=cmd.producer,
         down=cmd.down,
         reply=reply,
+        actor=_actor(cmd),
+        reason=cmd.reason,
     )
     return Accepted(events=(event,), result=reply)
 
@@ -581,7 +634,7 @@ def _settle(state: LedgerState, cmd: c.SettleMarket, now_ms: int) -> Decision:
     refusal = _result_refusal(market, cmd.winners)
     if refusal is not None:
         return refusal
-    return begin_result(state, cmd, market, "settle", cmd.winners, cmd.actor, "", now_ms)
+    return begin_result(state, cmd, market, "settle", cmd.winners, _actor(cmd), cmd.reason, now_ms)
 
 
 def _void(state: LedgerState, cmd: c.VoidMarket, now_ms: int) -> Decision:
@@ -590,10 +643,10 @@ def _void(state: LedgerState, cmd: c.VoidMarket, now_ms: int) -> Decision:
         return market
     if market.status == "voided":
         return _refuse(R.INVALID_STATUS_CHANGE, f"market {cmd.market_id!r} is already void")
-    if not cmd.actor.strip() or not cmd.reason.strip():
-        return _refuse(R.MISSING_REASON, "voiding a market needs an actor and a reason")
+    if not cmd.reason.strip():
+        return _refuse(R.MISSING_REASON, "voiding a market needs a reason")
     if cmd.placed_from_ms is None and cmd.placed_to_ms is None:
-        return begin_result(state, cmd, market, "void", (), cmd.actor, cmd.reason, now_ms)
+        return begin_result(state, cmd, market, "void", (), _actor(cmd), cmd.reason, now_ms)
     window = (
         0 if cmd.placed_from_ms is None else cmd.placed_from_ms,
         END_OF_TIME_MS if cmd.placed_to_ms is None else cmd.placed_to_ms,
@@ -607,7 +660,7 @@ def _void(state: LedgerState, cmd: c.VoidMarket, now_ms: int) -> Decision:
         *(c.Winner(selection_id=s, dead_heat=d) for s, d in market.winners.items()),
         *(c.Winner(s, dead_heat=tied, position=at) for s, (at, tied) in market.placed.items()),
     )
-    return begin_result(state, cmd, market, "void", kept, cmd.actor, cmd.reason, now_ms, window)
+    return begin_result(state, cmd, market, "void", kept, _actor(cmd), cmd.reason, now_ms, window)
 
 
 def _rollback(state: LedgerState, cmd: c.RollbackSettlement, now_ms: int) -> Decision:
@@ -619,9 +672,9 @@ def _rollback(state: LedgerState, cmd: c.RollbackSettlement, now_ms: int) -> Dec
             R.INVALID_STATUS_CHANGE,
             f"market {cmd.market_id!r} is {market.status}: only a result can be rolled back",
         )
-    if not cmd.actor.strip() or not cmd.reason.strip():
-        return _refuse(R.MISSING_REASON, "a rollback needs an actor and a reason")
-    return begin_result(state, cmd, market, "rollback", (), cmd.actor, cmd.reason, now_ms)
+    if not cmd.reason.strip():
+        return _refuse(R.MISSING_REASON, "a rollback needs a reason")
+    return begin_result(state, cmd, market, "rollback", (), _actor(cmd), cmd.reason, now_ms)
 
 
 def _resettle(state: LedgerState, cmd: c.ResettleMarket, now_ms: int) -> Decision:
@@ -632,12 +685,14 @@ def _resettle(state: LedgerState, cmd: c.ResettleMarket, now_ms: int) -> Decisio
         return _refuse(
             R.INVALID_STATUS_CHANGE, f"market {cmd.market_id!r} is {market.status}: settle it"
         )
-    if not cmd.actor.strip() or not cmd.reason.strip():
-        return _refuse(R.MISSING_REASON, "a resettlement needs an actor and a reason")
+    if not cmd.reason.strip():
+        return _refuse(R.MISSING_REASON, "a resettlement needs a reason")
     refusal = _result_refusal(market, cmd.winners)
     if refusal is not None:
         return refusal
-    return begin_result(state, cmd, market, "resettle", cmd.winners, cmd.actor, cmd.reason, now_ms)
+    return begin_result(
+        state, cmd, market, "resettle", cmd.winners, _actor(cmd), cmd.reason, now_ms
+    )
 
 
 def _continue_result(state: LedgerState, cmd: c.ContinueResult, now_ms: int) -> Decision:
@@ -782,6 +837,7 @@ def _place_bet(  # noqa: C901 — one guard per refusal, in the order the rules 
         price_change=policy,
         each_way=cmd.each_way,
         place_terms=place_terms,
+        actor=_actor(cmd),
     )
     return Accepted(events=(event,), result=reply)
 
@@ -818,6 +874,7 @@ def _release_bets(state: LedgerState, cmd: c.ReleaseBets, now_ms: int) -> Decisi
         accepted=tuple(accepted),
         rejected=tuple(rejected),
         reply=reply,
+        actor=_actor(cmd),
     )
     return Accepted(events=(event,), result=reply)
 
@@ -874,6 +931,7 @@ def _cash_out(state: LedgerState, cmd: c.CashOut, now_ms: int) -> Decision:
         remaining_stake_minor=remaining_minor,
         potential_payout_minor=potential_minor,
         reply=reply,
+        actor=_actor(cmd),
     )
     return Accepted(events=(event,), result=reply)
 

@@ -7,6 +7,11 @@ client received, so a retried request id returns exactly the first answer.
 A rejection is logged too, as a `CommandRejected`, so a retry after a
 failover returns the same refusal.
 
+Every event records its `actor`, the subject of the principal that issued
+the command (on a `MarketResulted`, the principal's subject too), and the
+events of staff money movements and market actions their `reason`; entries
+logged before principals decode with "" for both.
+
 Encoded as MessagePack arrays `[tag, field, ...]`: a new field may only be
 added at the end with a default; anything else is a new tag version.
 """
@@ -156,6 +161,7 @@ class Event(msgspec.Struct, frozen=True, tag_field="type", array_like=True, gc=F
 class AccountOpened(Event, frozen=True, tag="account_opened/1", kw_only=True):
     account_id: str
     reply: AccountReply
+    actor: str = ""
 
 
 class Deposited(Event, frozen=True, tag="deposited/1", kw_only=True):
@@ -163,6 +169,8 @@ class Deposited(Event, frozen=True, tag="deposited/1", kw_only=True):
     amount_minor: int
     transaction_id: str
     reply: TransactionReply
+    actor: str = ""
+    reason: str = ""
 
 
 class Withdrawn(Event, frozen=True, tag="withdrawn/1", kw_only=True):
@@ -170,6 +178,8 @@ class Withdrawn(Event, frozen=True, tag="withdrawn/1", kw_only=True):
     amount_minor: int
     transaction_id: str
     reply: TransactionReply
+    actor: str = ""
+    reason: str = ""
 
 
 class BalanceAdjusted(Event, frozen=True, tag="balance_adjusted/1", kw_only=True):
@@ -185,12 +195,14 @@ class DepositLimitsSet(Event, frozen=True, tag="deposit_limits_set/1", kw_only=T
     account_id: str
     changes: tuple[LimitChange, ...]
     reply: LimitsReply
+    actor: str = ""
 
 
 class SelfExcluded(Event, frozen=True, tag="self_excluded/1", kw_only=True):
     account_id: str
     until_ms: int
     reply: ExclusionReply
+    actor: str = ""
 
 
 class MarketCreated(Event, frozen=True, tag="market_created/2", kw_only=True):
@@ -204,6 +216,8 @@ class MarketCreated(Event, frozen=True, tag="market_created/2", kw_only=True):
     producer: str = ""
     ladder: Ladder = msgspec.field(default_factory=Ladder)
     place_terms: PlaceTerms | None = None
+    actor: str = ""
+    reason: str = ""
 
 
 class MarketCreatedV1(MarketCreated, frozen=True, tag="market_created/1", kw_only=True):
@@ -214,12 +228,16 @@ class PricesUpdated(Event, frozen=True, tag="prices_updated/1", kw_only=True):
     market_id: str
     prices: tuple[SelectionPrice, ...]
     reply: MarketReply
+    actor: str = ""
+    reason: str = ""
 
 
 class MarketStatusChanged(Event, frozen=True, tag="market_status_changed/1", kw_only=True):
     market_id: str
     status: MarketStatus
     reply: MarketReply
+    actor: str = ""
+    reason: str = ""
 
 
 class BetPlaced(Event, frozen=True, tag="bet_placed/2", kw_only=True):
@@ -239,6 +257,7 @@ class BetPlaced(Event, frozen=True, tag="bet_placed/2", kw_only=True):
     """`stake_minor` is staked twice: on the win and on the place."""
     place_terms: tuple[PlaceTerms, ...] = ()
     """Each-way: every leg's place terms, fixed at placement."""
+    actor: str = ""
 
 
 class BetPlacedV1(BetPlaced, frozen=True, tag="bet_placed/1", kw_only=True):
@@ -294,12 +313,16 @@ class FeedApplied(Event, frozen=True, tag="feed_applied/1", kw_only=True):
     markets: tuple[FeedMarket, ...]
     skipped: int
     reply: None = None
+    actor: str = ""
+    reason: str = ""
 
 
 class ProducerStatusChanged(Event, frozen=True, tag="producer_status_changed/1", kw_only=True):
     producer: str
     down: bool
     reply: ProducerReply
+    actor: str = ""
+    reason: str = ""
 
 
 class BetsReleased(Event, frozen=True, tag="bets_released/1", kw_only=True):
@@ -312,6 +335,7 @@ class BetsReleased(Event, frozen=True, tag="bets_released/1", kw_only=True):
     reply: ReleaseReply | None = None
     """Stored, so a resent `ReleaseBets` is a no-op: at most one per held bet,
     which stores its own reply anyway."""
+    actor: str = ""
 
 
 class BetCashedOut(Event, frozen=True, tag="bet_cashed_out/1", kw_only=True):
@@ -326,10 +350,12 @@ class BetCashedOut(Event, frozen=True, tag="bet_cashed_out/1", kw_only=True):
     remaining_stake_minor: int
     potential_payout_minor: int
     reply: CashOutReply
+    actor: str = ""
 
 
 class CommandRejected(Event, frozen=True, tag="command_rejected/1", kw_only=True):
     reply: Refusal
+    actor: str = ""
 
 
 AnyEvent = (

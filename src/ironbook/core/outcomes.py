@@ -42,6 +42,8 @@ class RejectionCode:
     INVALID_LIMIT = "invalid_limit"
     INVALID_DAYS = "invalid_days"
     MISSING_REASON = "missing_reason"
+    UNAUTHENTICATED = "unauthenticated"
+    FORBIDDEN = "forbidden"
     INVALID_MARKET = "invalid_market"
     MARKET_EXISTS = "market_exists"
     UNKNOWN_MARKET = "unknown_market"

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from ironbook.core import commands as c
 from ironbook.core import events as e
+from ironbook.core.commands import LEDGER_PRINCIPAL
 from ironbook.core.outcomes import Accepted
 from ironbook.core.settlement import Placings, evaluate_bet, result_maps
 from ironbook.core.state import (
@@ -107,6 +108,7 @@ def continuations(state: LedgerState) -> list[c.ContinueResult]:
             request_id=f"slice:{market_id}:{settlement.cursor}",
             market_id=market_id,
             cursor=settlement.cursor,
+            principal=LEDGER_PRINCIPAL,
         )
         for market_id, settlement in state.settlements.items()
     ]

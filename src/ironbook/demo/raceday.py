@@ -382,6 +382,7 @@ async def _race_day(cluster: LocalCluster, day: _Day) -> None:
         config=ClientConfig(
             request_timeout_ms=1_000, deadline_ms=30_000, backoff_initial_ms=20, backoff_max_ms=500
         ),
+        issuer=core.acting("demo"),
     )
     workload = RaceDayWorkload(
         client,

@@ -18,6 +18,8 @@ from ironbook import core
 from ironbook.core.odds import format_price, snap_to_ladder, ticks_away
 
 MINUTE_MS = 60_000
+PEOPLE = core.acting("demo")
+"""Every command's principal: the punter, cashier or trader who would send it."""
 
 
 class Meeting:
@@ -37,7 +39,7 @@ class Meeting:
         return f"demo-{next(self._request_numbers)}"
 
     def run(self, command: core.AnyCommand) -> core.Outcome:
-        outcome = core.decide(self.state, command, self.now_ms)
+        outcome = core.decide(self.state, core.issued(command, PEOPLE), self.now_ms)
         for event in outcome.events:
             core.apply(self.state, event)
             self.log.append(event)
@@ -114,7 +116,10 @@ def _open_accounts(meeting: Meeting) -> None:
         amount_minor = meeting.rng.choice((5_000, 10_000, 25_000, 50_000))
         meeting.must(
             core.Deposit(
-                request_id=meeting.request_id(), account_id=punter, amount_minor=amount_minor
+                request_id=meeting.request_id(),
+                account_id=punter,
+                amount_minor=amount_minor,
+                reason="demo top-up",
             )
         )
         meeting.deposited_minor += amount_minor

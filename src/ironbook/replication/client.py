@@ -222,10 +222,14 @@ class ClientMachine:
         config: ClientConfig,
         batching: BatchConfig,
         rng: random.Random,
+        issuer: core.Issuer | None = None,
     ) -> None:
         if partitions < 1:
             raise ValueError("partitions must be at least 1")
         self.partitions = partitions
+        self._issuer = issuer
+        """Who the commands are from, unless a command names its principal
+        itself; None: a command without one is sent as it is, and refused."""
         self._config = config
         self._batching = batching
         self._rng = rng
@@ -329,7 +333,7 @@ class ClientMachine:
     def _open(
         self, command: core.AnyCommand | core.AnyQuery, partitions: list[int], now_ms: int
     ) -> int:
-        payload = core.encode_command(command)
+        payload = core.encode_command(core.issued(command, self._issuer))
         ticket = next(self._tickets)
         deadline_ms = now_ms + self._config.deadline_ms
         if self._deadlines:

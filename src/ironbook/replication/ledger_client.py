@@ -58,12 +58,14 @@ class LedgerClient:
         rng: random.Random,
         config: ClientConfig | None = None,
         batching: BatchConfig | None = None,
+        issuer: core.Issuer | None = None,
     ) -> None:
         self._machine = ClientMachine(
             partitions=partitions,
             config=config or ClientConfig(),
             batching=batching or BatchConfig(),
             rng=rng,
+            issuer=issuer,
         )
         self._transport = transport
         self._clock = clock

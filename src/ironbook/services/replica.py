@@ -190,7 +190,12 @@ async def _release_held_bets(
     """While this replica leads and its state holds an in-play bet whose delay
     is over by the wall clock, submit `ReleaseBets` to its own partition (the
     release itself is decided by log time, so replay is deterministic)."""
-    client = ledger_over_nats(nc, partitions=partition + 1, config=ClientConfig(deadline_ms=5_000))
+    client = ledger_over_nats(
+        nc,
+        partitions=partition + 1,
+        config=ClientConfig(deadline_ms=5_000),
+        issuer=core.LEDGER_PRINCIPAL,
+    )
     try:
         while True:
             await asyncio.sleep(RELEASE_INTERVAL_MS / 1000)

@@ -3,8 +3,9 @@ significant-event log: money moved by staff, limits and exclusions, and
 every market action (create, suspend, close, price override, settle, void,
 resettle, rollback), each with its actor and reason.
 
-Events that carry `actor` and `reason` are read through them; events that
-do not yet record who acted show `unrecorded`. Pure.
+Every event records `actor` (the subject of the principal that issued the
+command) and, for staff money and market actions, `reason`; entries logged
+before principals show `unrecorded`. Pure.
 """
 
 from __future__ import annotations

@@ -458,6 +458,7 @@ class _World:
             rng=random.Random(self._client_rng.getrandbits(64)),
             config=config,
             batching=self._batching,
+            issuer=core.acting("sim"),
         )
         self._clients.append(client)
         return client

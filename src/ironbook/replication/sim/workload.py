@@ -40,7 +40,10 @@ def make_workload(
         commands.append(core.OpenAccount(request_id=request_id(), account_id=own))
         commands.append(
             core.Deposit(
-                request_id=request_id(), account_id=own, amount_minor=rng.randint(500, 5_000)
+                request_id=request_id(),
+                account_id=own,
+                amount_minor=rng.randint(500, 5_000),
+                reason="simulated top-up",
             )
         )
         while len(commands) < commands_per_client:
@@ -63,6 +66,7 @@ def make_workload(
                         request_id=request_id(),
                         account_id=account,
                         amount_minor=rng.randint(100, 3_000),
+                        reason="simulated top-up",
                     )
                 )
             elif roll < 0.7:

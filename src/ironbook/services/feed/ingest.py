@@ -425,6 +425,7 @@ class Ingester:
             request_id=f"feed:{self.producer}:{'down' if down else 'up'}:{time.time_ns()}",
             producer=self.producer,
             down=down,
+            reason=f"feed {self.producer} {'down' if down else 'up'}",
         )
         await all_of(
             *(

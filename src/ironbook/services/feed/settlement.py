@@ -133,7 +133,9 @@ class SettlementService:
             await self._command(
                 partition,
                 core.CloseMarket(
-                    request_id=self._id(message, "close"), market_id=message.market_id
+                    request_id=self._id(message, "close"),
+                    market_id=message.market_id,
+                    reason=f"feed {self.producer} result {message.message_id}",
                 ),
                 "close for settlement",
             )
@@ -144,6 +146,7 @@ class SettlementService:
                 market_id=message.market_id,
                 winners=winners,
                 actor=self.actor,
+                reason=f"feed {self.producer} result {message.message_id}",
             ),
             f"settle, winners {_names(winners)}",
         )
@@ -172,7 +175,7 @@ class SettlementService:
                 market_id=message.market_id,
                 winners=winners,
                 actor=self.actor,
-                reason=f"feed {message.message_id}: result {_names(winners)}",
+                reason=f"feed {self.producer} result {message.message_id}: {_names(winners)}",
             ),
             f"resettle, winners {_names(winners)}",
         )
@@ -194,7 +197,7 @@ class SettlementService:
                 request_id=self._id(message, "rollback"),
                 market_id=message.market_id,
                 actor=self.actor,
-                reason=f"feed {message.message_id}: rollback_bet_settlement",
+                reason=f"feed {self.producer} rollback {message.message_id}",
             ),
             "rollback settlement",
         )
@@ -211,7 +214,7 @@ class SettlementService:
                 request_id=self._id(message, "void"),
                 market_id=message.market_id,
                 actor=self.actor,
-                reason=f"feed {message.message_id}: {message.reason}",
+                reason=f"feed {self.producer} cancel {message.message_id}: {message.reason}",
                 placed_from_ms=message.start_ms,
                 placed_to_ms=message.end_ms,
             ),

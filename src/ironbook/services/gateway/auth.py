@@ -24,16 +24,17 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import jwt
 
+from ironbook import core
 from ironbook.adapters.keyfiles import create_secret_file_once
+from ironbook.core import TOKEN_ROLES, TokenRole
 from ironbook.services.gateway.revocation import JTI_PATTERN, Revocations
 
-Role = Literal["bettor", "trader", "cashier", "admin", "auditor"]
-ROLES: tuple[str, ...] = get_args(Role)
-STAFF_ROLES: frozenset[str] = frozenset({"trader", "cashier", "admin", "auditor"})
+Role = TokenRole
+ROLES: tuple[str, ...] = TOKEN_ROLES
 LOCAL_ALGORITHM = "HS256"
 PUBLIC_KEY_ALGORITHMS = ("RS256", "ES256")
 MAX_TOKEN_BYTES = 8 * 1024
@@ -68,6 +69,9 @@ class Principal:
     """The token's id: what a revocation names."""
     expires_s: float
     """The token's `exp` (Unix seconds): a WebSocket closes then."""
+    ledger: core.Principal
+    """The same caller as the ledger sees it, carried on every command the
+    gateway sends for this caller."""
 
     def owns(self, account_id: str) -> bool:
         return self.role == "bettor" and self.account_id == account_id
@@ -356,7 +360,12 @@ class TokenVerifier:
         if expires_s - issued_s > self.max_lifetimes.of(role):
             raise AuthError("lifetime_too_long")
         return Principal(
-            sub=sub, role=role, account_id=account_id, jti=jti, expires_s=float(expires_s)
+            sub=sub,
+            role=role,
+            account_id=account_id,
+            jti=jti,
+            expires_s=float(expires_s),
+            ledger=core.Principal(subject=sub, role=role, account_id=account_id, token_id=jti),
         )
 
 

@@ -102,19 +102,37 @@ def authenticate_scope(gateway: Gateway, scope: Scope, authorization: str | None
 
 
 def require_role(principal: Principal, *roles: str) -> None:
+    """For what is not a ledger command (token revocation, the audit trail)."""
     if principal.role not in roles:
         raise p.ApiProblem(
             403, p.FORBIDDEN, f"role {principal.role!r} may not do this (needs {'/'.join(roles)})"
         )
 
 
-def require_account(principal: Principal, account_id: str, *staff_roles: str) -> None:
-    """The account's own bettor, or one of `staff_roles`."""
-    if principal.owns(account_id) or principal.role in staff_roles:
-        return
+def require_permitted(
+    principal: Principal, kind: type[core.Command], account_id: str | None = None
+) -> None:
+    """403 unless the caller may issue a `kind` naming `account_id`: the
+    ledger's own permission table (`core.PERMITTED`), checked here before
+    anything is sent, and again by the ledger."""
+    refusal = core.permission_refusal(principal.ledger, kind, account_id)
+    if refusal is not None:
+        raise p.ApiProblem(403, p.FORBIDDEN, refusal[1])
+
+
+def require_staff_reason(principal: Principal, reason: str | None, what: str) -> str:
+    """The reason staff must give for `what`; 422 without one. A bettor
+    acting on its own account gives none."""
     if principal.role == "bettor":
-        raise p.ApiProblem(403, p.FORBIDDEN, "a bettor may only touch its own account")
-    raise p.ApiProblem(403, p.FORBIDDEN, f"role {principal.role!r} may not do this")
+        return reason or ""
+    if reason is None or not reason.strip():
+        raise p.ApiProblem(
+            422,
+            p.VALIDATION_FAILED,
+            f"{what} by staff needs a reason",
+            errors=[{"loc": ["body", "reason"], "msg": "required", "type": "missing"}],
+        )
+    return reason
 
 
 async def ask(
@@ -181,8 +199,11 @@ def _targets(
         return []
 
 
-async def read(gateway: Gateway, query: core.AnyQuery, partition: int | None = None) -> Any:
-    outcome = await ask(gateway, query, partition)
+async def read(
+    gateway: Gateway, caller: Principal, query: core.AnyQuery, partition: int | None = None
+) -> Any:
+    """The view `query` reads, asked as `caller`."""
+    outcome = await ask(gateway, core.issued(query, caller.ledger), partition)
     if isinstance(outcome, core.Rejected):
         raise p.ApiProblem(p.rejection_status(outcome.code), outcome.code, outcome.message)
     result = outcome.result
@@ -220,7 +241,7 @@ async def write(
         canonical = _canonical(body)
         await claim(gateway, request_id, fingerprint(method, path, canonical), key)
     headers["Idempotency-Key"] = key
-    command = make(request_id)
+    command = core.issued(make(request_id), principal.ledger)
     outcome = await ask(gateway, command)
     # The line carries the HTTP request id (`ironbook.logs`); the ledger
     # keeps the command's own request id with the entry it appends.
@@ -256,8 +277,7 @@ async def place_bet(
     gateway: Gateway, principal: Principal, body: m.BetIn, key: str | None
 ) -> tuple[m.WireBetPlaced, dict[str, str]]:
     """`POST /v1/bets`, shared by the route and the edge's fast path."""
-    require_role(principal, "bettor")
-    require_account(principal, body.account_id)
+    require_permitted(principal, core.PlaceBet, body.account_id)
     legs = tuple(
         core.BetLeg(
             market_id=leg.market_id,
@@ -280,6 +300,7 @@ async def place_bet(
             legs=legs,
             price_change=body.price_change,
             each_way=body.each_way,
+            principal=principal.ledger,
         ),
     )
     reply = expect(result, core.BetReply)

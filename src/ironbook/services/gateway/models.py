@@ -55,8 +55,21 @@ class OpenAccountIn(Strict):
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] | None = None
 
 
-class AmountIn(Strict):
+class DepositIn(Strict):
     amount_minor: AmountMinor
+    reason: Text
+    """Why staff move the money: the ledger keeps it with who did it."""
+
+
+class WithdrawalIn(Strict):
+    amount_minor: AmountMinor
+    reason: Text | None = None
+    """Required when staff withdraw for the player (not for the bettor's own)."""
+
+
+class ReasonIn(Strict):
+    reason: Text
+    """Why the market changes: the ledger keeps it with who did it."""
 
 
 class LimitsIn(Strict):
@@ -186,6 +199,7 @@ class MarketIn(Strict):
     ladder: LadderIn = LadderIn()
     place_terms: PlaceTermsIn | None = None
     """Each-way terms; None: no each-way bets on the market."""
+    reason: Text
 
 
 class PriceIn(Strict):
@@ -195,6 +209,7 @@ class PriceIn(Strict):
 
 class PricesIn(Strict):
     prices: Annotated[list[PriceIn], Field(min_length=1, max_length=500)]
+    reason: Text
 
 
 class WinnerIn(Strict):
@@ -212,6 +227,7 @@ heats and placed runners."""
 
 class SettleIn(Strict):
     winners: Winners
+    reason: Text
 
 
 class VoidIn(Strict):

@@ -58,6 +58,10 @@ _REJECTION_STATUS: dict[str, int] = {
     R.QUOTE_EXPIRED: 409,
     R.QUOTE_CHANGED: 409,
     INVALID_CURSOR: 400,
+    # The ledger's own check of the principal (the gateway checks the same
+    # table first, so these mean the two disagreed).
+    R.FORBIDDEN: 403,
+    R.UNAUTHENTICATED: 403,
 }
 
 

@@ -18,8 +18,8 @@ from ironbook.services.gateway.calls import (
     history_page,
     query_id,
     read,
-    require_account,
-    require_role,
+    require_permitted,
+    require_staff_reason,
 )
 from ironbook.services.gateway.history import HistoryRequest
 from ironbook.services.gateway.idempotency import keyed_request_id
@@ -64,7 +64,7 @@ async def open_account(
     caller: Caller,
     key: IdempotencyKey = None,
 ) -> Any:
-    require_role(caller, "admin")
+    require_permitted(caller, core.OpenAccount)
     currency = gateway_of(request).settings.currency
     if body.currency is not None and body.currency != currency:
         raise p.ApiProblem(422, p.UNSUPPORTED_CURRENCY, f"this ledger keeps {currency} only")
@@ -90,16 +90,20 @@ async def _money(
     caller: Principal,
     key: str | None,
     account_id: str,
-    body: m.AmountIn,
+    body: m.DepositIn | m.WithdrawalIn,
     kind: type[core.Deposit] | type[core.Withdraw],
 ) -> m.TransactionOut:
+    require_permitted(caller, kind, account_id)
+    reason = require_staff_reason(caller, body.reason, f"a {kind.__name__.lower()}")
     result = await write_command(
         request,
         response,
         caller,
         key,
         body,
-        lambda rid: kind(request_id=rid, account_id=account_id, amount_minor=body.amount_minor),
+        lambda rid: kind(
+            request_id=rid, account_id=account_id, amount_minor=body.amount_minor, reason=reason
+        ),
     )
     reply = expect(result, ev.TransactionReply)
     return m.TransactionOut(
@@ -114,11 +118,11 @@ async def deposit(
     request: Request,
     response: Response,
     account_id: AccountId,
-    body: m.AmountIn,
+    body: m.DepositIn,
     caller: Caller,
     key: IdempotencyKey = None,
 ) -> Any:
-    require_role(caller, "admin", "cashier")
+    """Staff only, with a `reason`, kept in the ledger with the caller's subject."""
     return await _money(request, response, caller, key, account_id, body, core.Deposit)
 
 
@@ -129,19 +133,19 @@ async def withdraw(
     request: Request,
     response: Response,
     account_id: AccountId,
-    body: m.AmountIn,
+    body: m.WithdrawalIn,
     caller: Caller,
     key: IdempotencyKey = None,
 ) -> Any:
-    require_account(caller, account_id, "admin")
+    """The account's bettor, or an admin with a `reason`."""
     return await _money(request, response, caller, key, account_id, body, core.Withdraw)
 
 
 @router.get("/v1/accounts/{account_id}", response_model=m.AccountDetailOut)
 async def get_account(request: Request, account_id: AccountId, caller: Caller) -> Any:
-    require_account(caller, account_id, "admin", "cashier", "auditor")
+    require_permitted(caller, core.GetAccount, account_id)
     view = await read(
-        gateway_of(request), core.GetAccount(request_id=query_id(), account_id=account_id)
+        gateway_of(request), caller, core.GetAccount(request_id=query_id(), account_id=account_id)
     )
     return _account_detail(expect(view, core.AccountView))
 
@@ -155,7 +159,7 @@ async def set_limits(
     caller: Caller,
     key: IdempotencyKey = None,
 ) -> Any:
-    require_account(caller, account_id)
+    require_permitted(caller, core.SetDepositLimits, account_id)
     result = await write_command(
         request,
         response,
@@ -193,7 +197,7 @@ async def self_exclude(
     caller: Caller,
     key: IdempotencyKey = None,
 ) -> Any:
-    require_account(caller, account_id)
+    require_permitted(caller, core.SelfExclude, account_id)
     result = await write_command(
         request,
         response,
@@ -214,7 +218,8 @@ async def list_transactions(
     after: Annotated[int | None, Query(ge=0, le=2**62)] = None,
     limit: Limit = 50,
 ) -> Any:
-    require_account(caller, account_id, "admin", "cashier", "auditor")
+    # The history of an account is for whoever may read the account.
+    require_permitted(caller, core.GetAccount, account_id)
     page = await history_page(
         gateway_of(request), HistoryRequest(account_id=account_id, after=after, limit=limit)
     )

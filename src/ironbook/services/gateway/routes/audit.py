@@ -80,7 +80,8 @@ async def bet_receipt(request: Request, bet_id: BetId, caller: Caller) -> Respon
         raise p.ApiProblem(403, p.FORBIDDEN, "receipts are for the bettor and the auditor")
     gateway = gateway_of(request)
     bet = expect(
-        await read(gateway, core.GetBet(request_id=query_id(), bet_id=bet_id)), core.BetView
+        await read(gateway, caller, core.GetBet(request_id=query_id(), bet_id=bet_id)),
+        core.BetView,
     )
     if caller.role == "bettor" and not caller.owns(bet.account_id):
         raise p.ApiProblem(404, "unknown_bet", f"no bet {bet_id!r}")

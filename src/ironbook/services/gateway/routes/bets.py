@@ -12,14 +12,13 @@ from ironbook.core.odds import format_decimal, format_exact
 from ironbook.core.queries import BetStatusFilter
 from ironbook.services.gateway import models as m
 from ironbook.services.gateway import problems as p
-from ironbook.services.gateway.auth import STAFF_ROLES
 from ironbook.services.gateway.calls import (
     BETS_PATH,
     expect,
     place_bet,
     query_id,
     read,
-    require_account,
+    require_permitted,
     validation_problem,
 )
 from ironbook.services.gateway.routes.common import (
@@ -88,10 +87,10 @@ async def place_bet_route(
 @router.get("/v1/bets/{bet_id}", response_model=m.BetOut)
 async def get_bet(request: Request, bet_id: BetId, caller: Caller) -> Any:
     view = expect(
-        await read(gateway_of(request), core.GetBet(request_id=query_id(), bet_id=bet_id)),
+        await read(gateway_of(request), caller, core.GetBet(request_id=query_id(), bet_id=bet_id)),
         core.BetView,
     )
-    if caller.role not in STAFF_ROLES and not caller.owns(view.account_id):
+    if caller.role not in core.STAFF_ROLES and not caller.owns(view.account_id):
         # Another bettor's bet: as if it did not exist.
         raise p.ApiProblem(404, "unknown_bet", f"no bet {bet_id!r}")
     return _bet_out(view)
@@ -106,10 +105,11 @@ async def list_account_bets(
     after: After = None,
     limit: Limit = 50,
 ) -> Any:
-    require_account(caller, account_id, "admin", "cashier", "auditor", "trader")
+    require_permitted(caller, core.ListAccountBets, account_id)
     page = expect(
         await read(
             gateway_of(request),
+            caller,
             core.ListAccountBets(
                 request_id=query_id(),
                 account_id=account_id,

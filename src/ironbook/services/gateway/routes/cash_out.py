@@ -19,8 +19,8 @@ from fastapi import APIRouter, Query, Request, Response
 from ironbook import core
 from ironbook.services.gateway import models as m
 from ironbook.services.gateway import problems as p
-from ironbook.services.gateway.auth import STAFF_ROLES, Principal
-from ironbook.services.gateway.calls import expect, query_id, read, require_role
+from ironbook.services.gateway.auth import Principal
+from ironbook.services.gateway.calls import expect, query_id, read, require_permitted
 from ironbook.services.gateway.routes.common import (
     PROBLEM_RESPONSES,
     BetId,
@@ -38,10 +38,10 @@ StakeFraction = Annotated[str | None, Query(pattern=r"^(1|0\.[0-9]{1,4})$")]
 async def _bet(request: Request, caller: Principal, bet_id: str) -> core.BetView:
     """The bet, if the caller may see it (another bettor's bet does not exist)."""
     view: core.BetView = expect(
-        await read(gateway_of(request), core.GetBet(request_id=query_id(), bet_id=bet_id)),
+        await read(gateway_of(request), caller, core.GetBet(request_id=query_id(), bet_id=bet_id)),
         core.BetView,
     )
-    if caller.role not in STAFF_ROLES and not caller.owns(view.account_id):
+    if caller.role not in core.STAFF_ROLES and not caller.owns(view.account_id):
         raise p.ApiProblem(404, core.RejectionCode.UNKNOWN_BET, f"no bet {bet_id!r}")
     return view
 
@@ -66,6 +66,7 @@ async def quote_cash_out(
     quote = expect(
         await read(
             gateway_of(request),
+            caller,
             core.QuoteCashOut(
                 request_id=query_id(),
                 account_id=view.account_id,
@@ -93,7 +94,7 @@ async def cash_out(
     caller: Caller,
     key: IdempotencyKey = None,
 ) -> Any:
-    require_role(caller, "bettor")
+    require_permitted(caller, core.CashOut)
     view = await _bet(request, caller, bet_id)
     stake_minor = _stake_minor(view, body.stake_fraction)
     result = await write_command(

@@ -16,7 +16,13 @@ from ironbook.core.odds import Ladder, PlaceTerms, format_exact, format_price
 from ironbook.services.gateway import models as m
 from ironbook.services.gateway import problems as p
 from ironbook.services.gateway.auth import Principal
-from ironbook.services.gateway.calls import expect, parse_odds, query_id, read, require_role
+from ironbook.services.gateway.calls import (
+    expect,
+    parse_odds,
+    query_id,
+    read,
+    require_permitted,
+)
 from ironbook.services.gateway.idempotency import keyed_request_id
 from ironbook.services.gateway.routes.common import (
     PROBLEM_RESPONSES,
@@ -82,9 +88,10 @@ async def _market_write(
     caller: Principal,
     key: str | None,
     body: object,
+    kind: type[core.Command],
     make: Callable[[str], core.AnyCommand],
 ) -> Any:
-    require_role(caller, "trader", "admin")
+    require_permitted(caller, kind)
     result = await write_command(request, response, caller, key, body, make)
     if isinstance(result, ev.SettlementReply):
         return m.SettlementOut(
@@ -108,6 +115,7 @@ async def list_markets(
     page = expect(
         await read(
             gateway_of(request),
+            caller,
             core.ListMarkets(request_id=query_id(), status=status, after=after, limit=limit),
         ),
         core.MarketPage,
@@ -120,7 +128,7 @@ async def list_markets(
 @router.get("/v1/markets/{market_id}", response_model=m.MarketOut)
 async def get_market(request: Request, market_id: MarketId, caller: Caller) -> Any:
     view = await read(
-        gateway_of(request), core.GetMarket(request_id=query_id(), market_id=market_id)
+        gateway_of(request), caller, core.GetMarket(request_id=query_id(), market_id=market_id)
     )
     return _market_out(expect(view, core.MarketView))
 
@@ -136,6 +144,7 @@ async def market_progress(request: Request, market_id: MarketId, caller: Caller)
                 group.create_task(
                     read(
                         gateway,
+                        caller,
                         core.GetMarket(request_id=query_id(), market_id=market_id),
                         partition,
                     )
@@ -166,7 +175,7 @@ async def create_market(
     caller: Caller,
     key: IdempotencyKey = None,
 ) -> Any:
-    require_role(caller, "trader", "admin")
+    require_permitted(caller, core.CreateMarket)
     market_id = body.market_id or (
         f"mkt-{keyed_request_id(caller.sub, key)[2:18]}"
         if key is not None
@@ -205,6 +214,7 @@ async def create_market(
             else PlaceTerms(
                 1, int(body.place_terms.fraction.partition("/")[2]), body.place_terms.places
             ),
+            reason=body.reason,
         ),
     )
     reply = expect(result, ev.MarketReply)
@@ -220,7 +230,7 @@ async def update_prices(
     caller: Caller,
     key: IdempotencyKey = None,
 ) -> Any:
-    require_role(caller, "trader", "admin")
+    require_permitted(caller, core.UpdatePrices)
     prices = tuple(
         core.SelectionPrice(
             selection_id=price.selection_id,
@@ -234,15 +244,21 @@ async def update_prices(
         caller,
         key,
         body,
-        lambda rid: core.UpdatePrices(request_id=rid, market_id=market_id, prices=prices),
+        core.UpdatePrices,
+        lambda rid: core.UpdatePrices(
+            request_id=rid, market_id=market_id, prices=prices, reason=body.reason
+        ),
     )
 
 
-def _status_route(action: str, kind: Callable[..., core.AnyCommand]) -> None:
+def _status_route(
+    action: str, kind: type[core.SuspendMarket | core.ResumeMarket | core.CloseMarket]
+) -> None:
     async def change_status(
         request: Request,
         response: Response,
         market_id: MarketId,
+        body: m.ReasonIn,
         caller: Caller,
         key: IdempotencyKey = None,
     ) -> Any:
@@ -251,8 +267,9 @@ def _status_route(action: str, kind: Callable[..., core.AnyCommand]) -> None:
             response,
             caller,
             key,
-            {},
-            lambda rid: kind(request_id=rid, market_id=market_id),
+            body,
+            kind,
+            lambda rid: kind(request_id=rid, market_id=market_id, reason=body.reason),
         )
 
     change_status.__name__ = f"{action}_market"
@@ -281,8 +298,13 @@ async def settle_market(
         caller,
         key,
         body,
+        core.SettleMarket,
         lambda rid: core.SettleMarket(
-            request_id=rid, market_id=market_id, winners=_winners(body.winners), actor=caller.sub
+            request_id=rid,
+            market_id=market_id,
+            winners=_winners(body.winners),
+            actor=caller.sub,
+            reason=body.reason,
         ),
     )
 
@@ -302,6 +324,7 @@ async def void_market(
         caller,
         key,
         body,
+        core.VoidMarket,
         lambda rid: core.VoidMarket(
             request_id=rid,
             market_id=market_id,
@@ -331,6 +354,7 @@ async def rollback_market(
         caller,
         key,
         body,
+        core.RollbackSettlement,
         lambda rid: core.RollbackSettlement(
             request_id=rid, market_id=market_id, actor=caller.sub, reason=body.reason
         ),
@@ -352,6 +376,7 @@ async def resettle_market(
         caller,
         key,
         body,
+        core.ResettleMarket,
         lambda rid: core.ResettleMarket(
             request_id=rid,
             market_id=market_id,
