@@ -396,6 +396,8 @@ async def connected_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     lifetimes = token_lifetimes(settings)
     verifier = token_verifier(settings)
     async with _nats(settings, f"ironbook-gateway-{g.worker_id}", "gateway") as nc:
+        # No issuer: every command names its caller (`calls.write`, `calls.read`),
+        # and one that did not would be refused by the ledger.
         ledger = ledger_over_nats(
             nc,
             partitions=partitions,

@@ -130,7 +130,9 @@ def test_market_lifecycle_settles_bets(world: World) -> None:
     assert market_id in {m["market_id"] for m in listed["markets"]} or listed["next_after"]
 
     for action, status in (("suspend", "suspended"), ("resume", "open"), ("close", "closed")):
-        response = http.post(f"/v1/markets/{market_id}/{action}", headers=trader)
+        response = http.post(
+            f"/v1/markets/{market_id}/{action}", json={"reason": "test"}, headers=trader
+        )
         assert response.status_code == 200, response.text
         assert response.json() == {"market_id": market_id, "status": status}
 

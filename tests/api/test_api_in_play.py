@@ -14,6 +14,7 @@ from api_support import Api, World, unique
 
 from ironbook import core
 from ironbook.client import connect_ledger
+from ironbook.core import acting
 
 SETTLED_WITHIN_S = 20.0
 
@@ -133,7 +134,9 @@ def test_market_of_a_producer_that_goes_down_takes_no_bets(api: Api, world: Worl
     assert hand_traded["producer"] is None
 
     async def set_down(down: bool) -> None:
-        client = await connect_ledger(api.cluster.ops, partitions=api.cluster.partitions)
+        client = await connect_ledger(
+            api.cluster.ops, partitions=api.cluster.partitions, issuer=acting("test")
+        )
         try:
             command = core.SetProducerStatus(
                 request_id=unique("producer"), producer=producer, down=down

@@ -44,6 +44,7 @@ from ironbook.adapters.nats.localproc import ManagedProcess
 from ironbook.adapters.nats.provision import close_nats
 from ironbook.cli.feed import feed_status
 from ironbook.client import LedgerClient, ledger_over_nats
+from ironbook.core import acting
 from ironbook.core.odds import format_decimal, from_hundredths, payout_minor
 from ironbook.core.views import AccountView, FeedCursorReply, MarketPage, MarketView
 from ironbook.replication.checker import check_history
@@ -139,7 +140,7 @@ async def connected(
     cluster: LocalCluster,
 ) -> AsyncIterator[tuple[LedgerClient, Provider, NatsClient]]:
     nc = await cluster.ops.connect("test")
-    client = ledger_over_nats(nc, partitions=cluster.partitions)
+    client = ledger_over_nats(nc, partitions=cluster.partitions, issuer=acting("test"))
     stream = await NatsFeedStream.open(nc, PRODUCER)
     provider = Provider(stream, await stream.tail_cursor())
     provider.start_alive()

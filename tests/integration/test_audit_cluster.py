@@ -24,6 +24,7 @@ from ironbook.adapters.nats.provision import NatsEndpoint, close_nats
 from ironbook.chaos.workload import Workload
 from ironbook.cli import main
 from ironbook.client import ClientConfig, connect_ledger
+from ironbook.core import acting
 from ironbook.services.local_cluster import LocalCluster, wait_for_leaders
 
 SETTLE_S = 60.0
@@ -62,7 +63,9 @@ def test_checkpoints_chain_across_killed_leaders_and_verify(cluster: LocalCluste
 
     async def scenario() -> None:
         client = await connect_ledger(
-            cluster.ops, config=ClientConfig(request_timeout_ms=1_000, deadline_ms=60_000)
+            cluster.ops,
+            config=ClientConfig(request_timeout_ms=1_000, deadline_ms=60_000),
+            issuer=acting("test"),
         )
         try:
             workload = Workload(client)

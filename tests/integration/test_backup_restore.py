@@ -35,6 +35,7 @@ from ironbook.adapters.nats.snapshots import NatsSnapshotStore
 from ironbook.chaos.workload import Workload, WorkloadConfig, selection_odds
 from ironbook.cli import main
 from ironbook.client import ClientConfig, connect_ledger
+from ironbook.core import acting
 from ironbook.replication.batch import ReplayState
 from ironbook.replication.checker import replay_hash
 from ironbook.replication.follower import take_snapshot
@@ -67,7 +68,9 @@ class Backed:
 async def _bets(cluster: LocalCluster, seconds: float) -> str:
     """The chaos workload for `seconds`; returns its market."""
     client = await connect_ledger(
-        cluster.ops, config=ClientConfig(request_timeout_ms=1_000, deadline_ms=30_000)
+        cluster.ops,
+        config=ClientConfig(request_timeout_ms=1_000, deadline_ms=30_000),
+        issuer=acting("test"),
     )
     try:
         workload = Workload(client, config=WorkloadConfig(settle_every_s=None))
@@ -83,7 +86,7 @@ async def _more_bets(cluster: LocalCluster, market_id: str, bets: int) -> None:
     """Bets with request ids of their own, a few per log entry, by punters
     given the money for them first (the workload before may have spent
     theirs: how much it bets depends on the machine's speed)."""
-    client = await connect_ledger(cluster.ops)
+    client = await connect_ledger(cluster.ops, issuer=acting("test"))
     punters = 40
     try:
         deposits = [
@@ -91,6 +94,7 @@ async def _more_bets(cluster: LocalCluster, market_id: str, bets: int) -> None:
                 request_id=f"more-funds-{n}",
                 account_id=f"punter-{n}",
                 amount_minor=100 * (bets // punters + 1),
+                reason="test top-up",
             )
             for n in range(punters)
         ]
@@ -360,7 +364,7 @@ def test_up_takes_scheduled_backups_with_retention(
 
 
 async def _deposits(cluster: LocalCluster, tag: str) -> None:
-    client = await connect_ledger(cluster.ops)
+    client = await connect_ledger(cluster.ops, issuer=acting("test"))
     try:
         commands: list[core.AnyCommand] = [
             core.OpenAccount(request_id=f"{tag}-open", account_id=tag),

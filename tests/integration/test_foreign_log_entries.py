@@ -28,6 +28,7 @@ from ironbook.adapters.nats.log import NatsLog, stream_subject
 from ironbook.chaos.workload import Workload
 from ironbook.cli import main
 from ironbook.client import ClientConfig, connect_ledger
+from ironbook.core import acting
 from ironbook.core.events import Deposited
 from ironbook.replication.batch import ReplayState, encode_signed_batch
 from ironbook.replication.checker import check_history
@@ -157,6 +158,7 @@ def test_foreign_entries_are_quarantined_while_bets_flow(cluster: LocalCluster) 
         client = await connect_ledger(
             cluster.ops,
             config=ClientConfig(request_timeout_ms=1_000, deadline_ms=60_000),
+            issuer=acting("test"),
         )
         try:
             workload = Workload(client)

@@ -18,6 +18,7 @@ import pytest
 from ironbook.adapters.nats.log import stream_name
 from ironbook.chaos.workload import Workload
 from ironbook.client import ClientConfig, LedgerClient, connect_ledger
+from ironbook.core import acting
 from ironbook.replication.checker import check_history
 from ironbook.services.inspect import converged_hashes, read_whole_log
 from ironbook.services.local_cluster import LocalCluster, wait_for_leaders
@@ -40,6 +41,7 @@ async def _connect(cluster: LocalCluster) -> LedgerClient:
         config=ClientConfig(
             request_timeout_ms=1_000, deadline_ms=60_000, backoff_initial_ms=20, backoff_max_ms=300
         ),
+        issuer=acting("test"),
     )
 
 

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ironbook import core
 from ironbook.client import ClientConfig, connect_ledger
+from ironbook.core import acting
 from ironbook.services.local_cluster import LocalCluster, collect_heartbeats
 from ironbook.services.nats_exporter import http_get
 
@@ -68,7 +69,9 @@ async def _check(cluster: LocalCluster) -> None:
     assert _get(found, "ironbook_replica_quarantined_entries") == 0
     applied_before = _get(found, "ironbook_replica_applied_sequence")
 
-    client = await connect_ledger(cluster.ops, config=ClientConfig(deadline_ms=30_000))
+    client = await connect_ledger(
+        cluster.ops, config=ClientConfig(deadline_ms=30_000), issuer=acting("test")
+    )
     try:
         refused = await client.submit(
             core.Deposit(

@@ -16,6 +16,7 @@ import pytest
 from ironbook import core
 from ironbook.adapters.ledger_keys import ledger_verifier
 from ironbook.client import ClientConfig, LedgerClient, connect_ledger
+from ironbook.core import acting
 from ironbook.core.events import MarketResulted
 from ironbook.replication.batch import ReplayState
 from ironbook.replication.checker import check_history
@@ -64,6 +65,7 @@ async def _settle_through_a_kill(cluster: LocalCluster) -> str:
         config=ClientConfig(
             request_timeout_ms=1_000, deadline_ms=60_000, backoff_initial_ms=20, backoff_max_ms=300
         ),
+        issuer=acting("test"),
     )
     try:
         selections = tuple(

@@ -93,9 +93,15 @@ MONEY_FOR_STAFF = (c.Deposit, c.Withdraw, c.AdjustBalance)
 """Money movements that need a reason when staff make them."""
 
 
+_ROLES_FOR: Mapping[type[c.Command], tuple[Role, ...]] = {
+    kind: tuple(role for role, kinds in PERMITTED.items() if kind in kinds)
+    for kind in frozenset().union(*PERMITTED.values())
+}
+
+
 def roles_for(kind: type[c.Command]) -> tuple[Role, ...]:
     """The roles that may issue `kind`, in table order."""
-    return tuple(role for role, kinds in PERMITTED.items() if kind in kinds)
+    return _ROLES_FOR.get(kind, ())
 
 
 def permission_refusal(

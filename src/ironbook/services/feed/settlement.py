@@ -14,7 +14,7 @@ each of its results.
 
 - `bet_settlement` (confirmed): an open or suspended market is closed, then
   settled; a market already settled or voided with another result is
-  resettled (actor `feed:<producer>`, the message as reason).
+  resettled (the reason names the feed, the producer and the message).
 - `rollback_bet_settlement`: the settlement is undone (`RollbackSettlement`).
 - `bet_cancel`: the market is voided, or only the bets placed in its window.
 
