@@ -83,7 +83,6 @@ from ironbook.core.principal import (
     permission_refusal,
     roles_for,
     service_principal,
-    signed_by,
 )
 from ironbook.core.queries import (
     AnyQuery,
@@ -218,7 +217,6 @@ __all__ = [
     "restore_snapshot",
     "roles_for",
     "service_principal",
-    "signed_by",
     "snapshot_and_hash",
     "snapshot_bytes",
     "state_hash",

@@ -4,6 +4,11 @@ Every command carries the request id that makes it idempotent. Commands are
 tagged msgspec structs; the tag carries the schema version (`/1`). On the wire
 they are MessagePack arrays `[tag, field, ...]` (compact and fast to decode);
 a new field may only be added at the end, with a default.
+
+Every command also carries the `Principal` that issued it (its last array
+item; `core.principal` says what each role may issue). The `actor` fields of
+the result commands date from before principals: they still decode, but the
+log records the principal's subject.
 """
 
 from __future__ import annotations

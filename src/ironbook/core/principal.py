@@ -166,11 +166,6 @@ def acting(subject: str) -> Issuer:
     return lambda command: acting_principal(command, subject)
 
 
-def signed_by(command: AnyCommand, principal: Principal) -> AnyCommand:
-    """`command` carrying `principal`."""
-    return msgspec.structs.replace(command, principal=principal)
-
-
 def issued(command: AnyCommand, issuer: Issuer | None) -> AnyCommand:
     """`command` as `issuer` sends it: a command that names its principal
     already (the gateway's, from the caller's token) keeps it."""
