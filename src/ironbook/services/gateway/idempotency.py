@@ -114,8 +114,9 @@ class ClaimStore:
                 if entry.value == value:
                     return
                 raise KeyReused(request_id)
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as err:
-            raise ClaimUnavailable(str(err)) from err
-        except nats.js.errors.APIError as err:
-            raise ClaimUnavailable(str(err)) from err
+        except nats.errors.Error as err:
+            # Timeouts, no responders, an API error, or no response from the
+            # bucket's stream while its servers restart: the claim's outcome
+            # is not known, and the client may retry with the same key.
+            raise ClaimUnavailable(str(err) or type(err).__name__) from err
         raise ClaimUnavailable(f"no settled claim for {request_id}")
