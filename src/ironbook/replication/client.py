@@ -51,7 +51,7 @@ import msgspec
 
 from ironbook import core
 from ironbook.core.events import FeedReply, SettlementReply
-from ironbook.replication.families import FAMILIES, FAMILY_OF, Family
+from ironbook.replication.families import FAMILIES, FAMILY_OF, MARKET_COMMANDS, Family
 from ironbook.replication.interfaces import ReplicationError
 from ironbook.replication.wire import BadRequestReply, OutcomeReply, RetryReply, decode_reply
 
@@ -96,21 +96,6 @@ class BatchConfig:
 FailureReason = Literal["timeout", "no_responders", "transport", "malformed"]
 """Why a batch request got no usable reply."""
 
-_MARKET_COMMANDS = (
-    core.CreateMarket,
-    core.UpdatePrices,
-    core.SuspendMarket,
-    core.ResumeMarket,
-    core.CloseMarket,
-    core.SettleMarket,
-    core.VoidMarket,
-    core.ResettleMarket,
-    core.RollbackSettlement,
-    core.FeedBatch,
-    core.SetProducerStatus,
-)
-"""Commands every partition applies to its own copy of the market."""
-
 _QUERIES = get_args(core.AnyQuery)
 
 _Route = Literal["account", "query", "market", "partition"]
@@ -119,7 +104,7 @@ _Route = Literal["account", "query", "market", "partition"]
 def _route(kind: type) -> _Route:
     if issubclass(kind, _QUERIES):
         return "query"
-    if issubclass(kind, _MARKET_COMMANDS):
+    if issubclass(kind, MARKET_COMMANDS):
         return "market"
     if issubclass(kind, core.ReleaseBets):
         return "partition"
