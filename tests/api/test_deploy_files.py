@@ -28,7 +28,7 @@ TARGET_LABELS = {"instance", "job"}
 PROMQL_WORDS = {
     "sum", "by", "without", "rate", "irate", "increase", "histogram_quantile", "and", "or",
     "unless", "on", "ignoring", "group_left", "group_right", "avg", "max", "min", "count",
-    "le", "bool", "offset",
+    "le", "bool", "offset", "changes",
 }  # fmt: skip
 
 

@@ -11,12 +11,14 @@ from ironbook.cli.chaos import parse_faults
 from ironbook.services.ops.alerts import AlertRecord
 
 
-def _alert(at_ms: int, status: str, name: str, fingerprint: str) -> AlertRecord:
+def _alert(
+    at_ms: int, status: str, name: str, fingerprint: str, severity: str = "page"
+) -> AlertRecord:
     return AlertRecord(
         received_at_ms=at_ms,
         status=status,  # type: ignore[arg-type]
         alertname=name,
-        severity="page",
+        severity=severity,
         fingerprint=fingerprint,
         labels={"alertname": name},
         annotations={},
@@ -30,6 +32,7 @@ def test_detections_times_and_false_alerts() -> None:
         FaultRecord("leader_pause", "p0-r1", injected_wall_ms=10_000, healed_wall_ms=14_000),
         FaultRecord("leader_pause", "p0-r2", injected_wall_ms=40_000, healed_wall_ms=43_000),
         FaultRecord("follower_kill", "p0-r3", injected_wall_ms=70_000, healed_wall_ms=71_000),
+        FaultRecord("drain", "n2", injected_wall_ms=100_000, healed_wall_ms=104_000),
     ]
     late = 43_000 + int(AFTER_HEAL_S * 1000) + 1
     records = [
@@ -41,6 +44,8 @@ def test_detections_times_and_false_alerts() -> None:
         _alert(44_000, "firing", "IronbookReplicaDown", "c"),
         _alert(47_000, "resolved", "IronbookReplicaDown", "c"),
         _alert(late, "firing", "IronbookFeedStale", "d"),  # after the window
+        _alert(101_000, "firing", "IronbookMaintenance", "e", severity="info"),
+        _alert(103_000, "firing", "IronbookNatsServerRestarted", "f", severity="info"),
     ]
     verdict = judge_alerts(faults, records)
     pause = verdict.alerts["leader_pause"]
@@ -48,6 +53,9 @@ def test_detections_times_and_false_alerts() -> None:
     assert pause.median_fire_s == (5.0 + 4.0) / 2
     assert pause.median_resolve_s == (6.0 + 4.0) / 2
     assert pause.alertnames == ["IronbookNoLedgerLeader", "IronbookReplicaDown"]
+    assert pause.paging == 3
+    drain = verdict.alerts["drain"]
+    assert (drain.detected, drain.paging, drain.median_fire_s) == (1, 0, 1.0)
     kill = verdict.alerts["follower_kill"]
     assert (kill.injected, kill.detected, kill.median_fire_s) == (1, 0, None)
     assert verdict.false_alerts == 2

@@ -9,6 +9,7 @@ configuration files are written as JSON, which YAML reads as it is.
 
 from __future__ import annotations
 
+import datetime
 import json
 import shutil
 import time
@@ -22,6 +23,7 @@ from ironbook.adapters.nats.localproc import LOOPBACK, ManagedProcess, PortLease
 
 _READY_TIMEOUT_MS = 30_000
 _HTTP_TIMEOUT_S = 2.0
+_MAX_ERROR_BYTES = 64 * 1024
 
 
 class MonitoringBinaryMissing(RuntimeError):
@@ -45,6 +47,34 @@ def _ready(url: str) -> bool:
             return int(response.status) == 200
     except (urllib.error.URLError, OSError):
         return False
+
+
+class AlertmanagerError(RuntimeError):
+    """Alertmanager refused the alerts, or did not answer."""
+
+
+def rfc3339(unix_s: float) -> str:
+    """A Unix time as Alertmanager's API writes times (UTC, `Z`)."""
+    return datetime.datetime.fromtimestamp(unix_s, datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
+def post_alerts(
+    alertmanager_url: str, alerts: Sequence[Mapping[str, Any]], timeout_s: float = _HTTP_TIMEOUT_S
+) -> None:
+    """`POST /api/v2/alerts`: each alert is `labels`, `annotations`,
+    `startsAt` and `endsAt` (it fires until `endsAt` unless posted again).
+    Raises AlertmanagerError when it is refused or Alertmanager cannot be reached."""
+    url = alertmanager_url.rstrip("/") + "/api/v2/alerts"
+    request = urllib.request.Request(url, data=json.dumps(list(alerts)).encode(), method="POST")
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            response.read(_MAX_ERROR_BYTES)
+    except urllib.error.HTTPError as err:
+        body = err.read(_MAX_ERROR_BYTES)
+        raise AlertmanagerError(f"POST {url}: HTTP {err.code}: {body[:200]!r}") from err
+    except (urllib.error.URLError, OSError) as err:
+        raise AlertmanagerError(f"POST {url}: {err}") from err
 
 
 class TargetsNotUp(TimeoutError):
@@ -141,23 +171,29 @@ class LocalAlertmanager:
     """An Alertmanager that routes everything to a receiver with no
     integrations: alerts are kept and shown by its API, never sent on."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, config: Mapping[str, object] | None = None) -> None:
+        """`config`: Alertmanager's configuration, by default one route to
+        a receiver that sends nothing."""
         self._dir = directory
         self._ports = PortLease()
         (self.port,) = self._ports.take(1)
         self.url = f"http://{LOOPBACK}:{self.port}"
-        config = self._dir / "alertmanager.yml"
+        config_path = self._dir / "alertmanager.yml"
         self._dir.mkdir(parents=True, exist_ok=True)
-        config.write_text(
+        config_path.write_text(
             json.dumps(
-                {
+                config
+                or {
                     "route": {"receiver": "kept", "group_wait": "1s", "group_interval": "1s"},
                     "receivers": [{"name": "kept"}],
                 }
             )
         )
         self._process = alertmanager_process(
-            config, self._dir / "data", f"{LOOPBACK}:{self.port}", self._dir / "alertmanager.log"
+            config_path,
+            self._dir / "data",
+            f"{LOOPBACK}:{self.port}",
+            self._dir / "alertmanager.log",
         )
 
     def start(self) -> None:

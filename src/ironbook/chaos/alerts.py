@@ -26,6 +26,9 @@ detection (scrape, `for:`, evaluation, Alertmanager's group wait) add up to
 several seconds, and a fault's after-effects (a catch-up) last a little."""
 
 
+PAGING_SEVERITIES = frozenset({"page", "ticket"})
+
+
 class FaultAlerts(msgspec.Struct, frozen=True):
     injected: int
     detected: int
@@ -35,6 +38,10 @@ class FaultAlerts(msgspec.Struct, frozen=True):
     """From the heal to the last of its alerts resolved, over those resolved."""
     alertnames: list[str]
     """The alerts that caught this kind of fault."""
+    paging: int
+    """How many of the alerts caught were `page` or `ticket` (sent to a
+    person), not `info`. Planned maintenance (`drain`, `rolling_restart`)
+    is announced, not paged: for those kinds it should be 0."""
 
 
 class AlertVerdict(msgspec.Struct, frozen=True):
@@ -78,10 +85,12 @@ def judge_alerts(faults: Sequence[FaultRecord], records: Sequence[AlertRecord]) 
         fire_s: list[float] = []
         resolve_s: list[float] = []
         names: set[str] = set()
+        paging = 0
         for fault, caught in injections:
             if not caught:
                 continue
             names.update(record.alertname for record in caught)
+            paging += sum(1 for record in caught if record.severity in PAGING_SEVERITIES)
             fire_s.append((min(r.received_at_ms for r in caught) - fault.injected_wall_ms) / 1000)
             resolutions = [resolved_at.get(record.fingerprint) for record in caught]
             if all(at is not None and at >= record.received_at_ms for at, record in zip(
@@ -94,6 +103,7 @@ def judge_alerts(faults: Sequence[FaultRecord], records: Sequence[AlertRecord]) 
             median_fire_s=round(statistics.median(fire_s), 2) if fire_s else None,
             median_resolve_s=round(statistics.median(resolve_s), 2) if resolve_s else None,
             alertnames=sorted(names),
+            paging=paging,
         )
     return AlertVerdict(
         alerts=alerts, false_alerts=len(false_names), false_alertnames=sorted(set(false_names))

@@ -121,7 +121,7 @@ async def _perform(
         if request.op == "drain":
             done = await maintenance.drain(cluster, request.node, say)
         elif request.op == "undrain":
-            maintenance.undrain(cluster, request.node)
+            await maintenance.undrain(cluster, request.node)
             done = [f"{request.node} supervised again"]
         else:
             done = await maintenance.rolling_restart(cluster, request.what, say)

@@ -18,15 +18,23 @@ process one by one, waiting for health before the next.
 
 The supervisor leaves a process alone while it is under maintenance
 (`Supervisor.held`). Processes are only ever signalled by their own PID.
+
+Planned work is announced, not paged: with monitoring, each step posts an
+`IronbookMaintenance` notice (severity `info`, labelled with the process's
+`name`) to the cluster's Alertmanager for as long as it lasts and
+`NOTICE_GRACE_S` after, and Alertmanager's inhibition keeps the page and
+ticket alerts of that same process quiet meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -34,6 +42,7 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 
 from ironbook.adapters.nats.provision import close_nats, connect_nats
+from ironbook.adapters.prometheus import AlertmanagerError, post_alerts, rfc3339
 from ironbook.services.local_cluster import LocalCluster, collect_heartbeats
 
 RollingWhat = Literal["nats", "replicas", "gateways", "all"]
@@ -51,6 +60,18 @@ CAUGHT_UP_LAG = 50
 """A restarted replica counts as caught up within this many log entries."""
 SETTLE_S = 1.0
 """After a gateway or projector restart: time for it to open its port or subscription."""
+NOTICE_GRACE_S = 30.0
+"""A maintenance notice outlasts its work by this long, so that what the work
+leaves behind (a restarted server catching up, a rate whose window still
+holds the stop) stays quiet too."""
+NOTICE_STEP_S = 600.0
+"""How long a notice lasts if nothing ends it (the announcer died): longer
+than any one step may take."""
+NOTICE_DRAINED_S = 3_600.0
+"""A drained process's notice: a process left drained longer than this
+is paged about again."""
+
+log = logging.getLogger("ironbook.maintenance")
 
 
 class MaintenanceError(RuntimeError):
@@ -62,6 +83,49 @@ Say = Callable[[str], None]
 
 def _quiet(_: str) -> None:
     pass
+
+
+def _notice(name: str, action: str, starts_s: float, ends_s: float) -> dict[str, object]:
+    return {
+        "labels": {
+            "alertname": "IronbookMaintenance",
+            "severity": "info",
+            "name": name,
+            "action": action,
+        },
+        "annotations": {"summary": f"planned maintenance of {name}: {action}"},
+        "startsAt": rfc3339(starts_s),
+        "endsAt": rfc3339(ends_s),
+    }
+
+
+async def announce(alertmanager_url: str | None, name: str, action: str, lasts_s: float) -> None:
+    """Post (or renew, or with a short `lasts_s` end) the maintenance notice
+    of process `name`. Without monitoring there is no one to tell; if
+    Alertmanager cannot be reached the work goes on and a warning says so."""
+    if alertmanager_url is None:
+        return
+    now = time.time()
+    notice = _notice(name, action, now, now + lasts_s)
+    try:
+        await asyncio.to_thread(post_alerts, alertmanager_url, [notice])
+    except AlertmanagerError as error:
+        log.warning("maintenance notice for %s not posted: %s", name, error)
+
+
+def _alertmanager_of(cluster: LocalCluster) -> str | None:
+    return None if cluster.monitoring is None else cluster.monitoring.alertmanager_url
+
+
+@contextlib.asynccontextmanager
+async def announced(cluster: LocalCluster, name: str, action: str) -> AsyncIterator[None]:
+    """Announce the maintenance of `name` while the block runs and
+    `NOTICE_GRACE_S` after it."""
+    await announce(_alertmanager_of(cluster), name, action, NOTICE_STEP_S)
+    try:
+        yield
+    finally:
+        await announce(_alertmanager_of(cluster), name, action, NOTICE_GRACE_S)
 
 
 def _supervised_name(cluster: LocalCluster, node: str) -> str:
@@ -215,10 +279,11 @@ def _leads_anything(cluster: LocalCluster, node: str) -> bool:
 
 async def restart_nats(cluster: LocalCluster, node: str, say: Say = _quiet) -> list[str]:
     """Drain `node`, start it again, and wait until it is current."""
-    with cluster.supervisor.held(_supervised_name(cluster, node)):
-        done = await drain_nats(cluster, node, say)
-        await asyncio.to_thread(cluster.nats.start_node, node, wait=False)
-        await asyncio.to_thread(cluster.nats.wait_healthy, HEALTHY_TIMEOUT_MS)
+    async with announced(cluster, node, "restart"):
+        with cluster.supervisor.held(_supervised_name(cluster, node)):
+            done = await drain_nats(cluster, node, say)
+            await asyncio.to_thread(cluster.nats.start_node, node, wait=False)
+            await asyncio.to_thread(cluster.nats.wait_healthy, HEALTHY_TIMEOUT_MS)
     done.append(f"{node} restarted and healthy")
     say(f"{node} restarted and healthy")
     return done
@@ -264,10 +329,11 @@ async def _wait_caught_up(cluster: LocalCluster, node_id: str) -> None:
 
 
 async def restart_replica(cluster: LocalCluster, node_id: str, say: Say = _quiet) -> list[str]:
-    with cluster.supervisor.held(node_id):
-        done = await drain_replica(cluster, node_id, say)
-        await asyncio.to_thread(cluster.replicas[node_id].start)
-        await _wait_caught_up(cluster, node_id)
+    async with announced(cluster, node_id, "restart"):
+        with cluster.supervisor.held(node_id):
+            done = await drain_replica(cluster, node_id, say)
+            await asyncio.to_thread(cluster.replicas[node_id].start)
+            await _wait_caught_up(cluster, node_id)
     done.append(f"{node_id} restarted and caught up")
     say(f"{node_id} restarted and caught up")
     return done
@@ -291,18 +357,19 @@ async def restart_plain(cluster: LocalCluster, name: str, say: Say = _quiet) -> 
     and wait until it touches its liveness file."""
     process = {**cluster.gateways, **cluster.feeds}[name]
     child = cluster.supervisor.children[name]
-    with cluster.supervisor.held(name):
-        await asyncio.to_thread(process.stop, STOP_TIMEOUT_MS)
-        started_wall = time.time()
-        await asyncio.to_thread(process.start)
-        deadline = time.monotonic() + HEALTHY_TIMEOUT_MS / 1000
-        while not _touched_since(child.liveness, started_wall):
-            if not process.is_running():
-                raise MaintenanceError(f"{name} exited after its restart")
-            if time.monotonic() > deadline:
-                raise MaintenanceError(f"{name} showed no sign of life after its restart")
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(SETTLE_S)
+    async with announced(cluster, name, "restart"):
+        with cluster.supervisor.held(name):
+            await asyncio.to_thread(process.stop, STOP_TIMEOUT_MS)
+            started_wall = time.time()
+            await asyncio.to_thread(process.start)
+            deadline = time.monotonic() + HEALTHY_TIMEOUT_MS / 1000
+            while not _touched_since(child.liveness, started_wall):
+                if not process.is_running():
+                    raise MaintenanceError(f"{name} exited after its restart")
+                if time.monotonic() > deadline:
+                    raise MaintenanceError(f"{name} showed no sign of life after its restart")
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(SETTLE_S)
     say(f"{name} restarted")
     return [f"{name} restarted"]
 
@@ -326,6 +393,7 @@ async def drain(cluster: LocalCluster, node: str, say: Say = _quiet) -> list[str
     name = _supervised_name(cluster, node)
     child = cluster.supervisor.children[name]
     child.held = True
+    await announce(_alertmanager_of(cluster), node, "drain", NOTICE_DRAINED_S)
     if kind == "nats":
         return await drain_nats(cluster, node, say)
     if kind == "replica":
@@ -335,10 +403,12 @@ async def drain(cluster: LocalCluster, node: str, say: Say = _quiet) -> list[str
     return [f"{node} stopped"]
 
 
-def undrain(cluster: LocalCluster, node: str) -> None:
-    """Supervise a drained process again: the supervisor starts it."""
+async def undrain(cluster: LocalCluster, node: str) -> None:
+    """Supervise a drained process again: the supervisor starts it; its
+    maintenance notice ends `NOTICE_GRACE_S` later."""
     node_kind(cluster, node)
     cluster.supervisor.children[_supervised_name(cluster, node)].held = False
+    await announce(_alertmanager_of(cluster), node, "drain", NOTICE_GRACE_S)
 
 
 async def rolling_restart(

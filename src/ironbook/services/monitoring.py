@@ -131,7 +131,9 @@ def alertmanager_config(webhook_url: str) -> dict[str, object]:
     """One receiver (ironbook's), alerts grouped per failing thing, and
     inhibition: a NATS server that is down silences the alerts it causes on
     the same node (its replicas) and the other servers' unhealthy state; a
-    partition without a leader silences the gateways' readiness alert."""
+    partition without a leader silences the gateways' readiness alert; a
+    process under planned maintenance (`IronbookMaintenance`, posted by
+    `services.maintenance`) silences the page and ticket alerts about it."""
     return {
         "route": {
             "receiver": "ironbook",
@@ -159,6 +161,11 @@ def alertmanager_config(webhook_url: str) -> dict[str, object]:
             {
                 "source_matchers": ['alertname="IronbookNoLedgerLeader"'],
                 "target_matchers": ['alertname="IronbookGatewayNotReady"'],
+            },
+            {
+                "source_matchers": ['alertname="IronbookMaintenance"'],
+                "target_matchers": ['severity=~"page|ticket"'],
+                "equal": ["name"],
             },
         ],
     }

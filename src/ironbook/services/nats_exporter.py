@@ -18,6 +18,7 @@ import datetime
 import json
 import logging
 import re
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,10 @@ class ServerView:
     server: str
     healthy: bool = False
     reachable: bool = False
+    connect_s: float | None = None
+    """How long a TCP connection to its monitoring port took to open: the
+    link's round trip (the kernel answers it, not the server), None when
+    it could not be opened."""
     varz: Mapping[str, Any] = field(default_factory=dict)
     jsz: Mapping[str, Any] = field(default_factory=dict)
 
@@ -78,14 +83,34 @@ async def http_get(url: str, timeout_s: float) -> tuple[int, bytes]:
         return 0, b""
 
 
+async def connect_time(monitor_url: str, timeout_s: float) -> float | None:
+    """Seconds to open (and then close) a TCP connection to `monitor_url`'s
+    port; None when it cannot be opened within `timeout_s`."""
+    parts = urlsplit(monitor_url)
+    started = time.perf_counter()
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(parts.hostname, parts.port or 80), timeout_s
+        )
+    except (OSError, TimeoutError, ValueError):
+        return None
+    took = time.perf_counter() - started
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return took
+
+
 async def scrape_server(monitor_url: str, timeout_s: float) -> ServerView:
-    """All three endpoints at once, so that a frozen server costs one timeout,
-    which stays under Prometheus's scrape timeout."""
+    """All three endpoints and a connection probe at once, so that a frozen
+    server costs one timeout, which stays under Prometheus's scrape timeout."""
     view = ServerView(server=urlsplit(monitor_url).netloc)
     base = monitor_url.rstrip("/")
     paths = ("/healthz", "/varz", "/jsz?accounts=true&streams=true")
     async with asyncio.TaskGroup() as group:
+        probe = group.create_task(connect_time(monitor_url, timeout_s))
         tasks = [group.create_task(http_get(base + path, timeout_s)) for path in paths]
+    view.connect_s = probe.result()
     (health, _), varz, jsz = (task.result() for task in tasks)
     view.healthy = health == 200
     view.varz, view.jsz = _json_object(*varz), _json_object(*jsz)
@@ -139,6 +164,11 @@ class NatsCollector(Collector):
         reachable = gauge(
             "ironbook_nats_server_reachable", "1 when the monitoring port answers", ["server"]
         )
+        connect = gauge(
+            "ironbook_nats_server_connect_seconds",
+            "Time to open a TCP connection to the monitoring port (the link's round trip)",
+            ["server"],
+        )
         info = gauge(
             "ironbook_nats_server_info",
             "Server name, cluster and version (always 1)",
@@ -184,6 +214,8 @@ class NatsCollector(Collector):
             server = view.server
             up.add_metric([server], 1 if view.healthy else 0)
             reachable.add_metric([server], 1 if view.reachable else 0)
+            if view.connect_s is not None:
+                connect.add_metric([server], view.connect_s)
             if not view.reachable:
                 continue
             varz, jsz = view.varz, view.jsz
@@ -220,7 +252,8 @@ class NatsCollector(Collector):
                 peers = group.get("replicas") or ()
                 current.add_metric(key, sum(1 for p in peers if p.get("current")))
                 lagging.add_metric(key, sum(1 for p in peers if not p.get("current")))
-        yield from (up, reachable, info, connections, started, enabled, meta, used, reserved)
+        yield from (up, reachable, connect, info, connections, started)
+        yield from (enabled, meta, used, reserved)
         yield from (messages, size, leader, current, lagging)
 
 

@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import json
 import logging
 import math
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ironbook.adapters.prometheus import AlertmanagerError, post_alerts, rfc3339
 from ironbook.services.detect import (
     DetectorConfig,
     Direction,
@@ -46,7 +44,6 @@ log = logging.getLogger("ironbook.watch")
 
 _RESEND_S = 30.0
 _ENDS_AFTER_S = 3 * _RESEND_S
-_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 _RATE_RANGE = "15s"
 _DISK_FSTYPES = 'fstype!~"tmpfs|ramfs|overlay|squashfs|nsfs|proc|sysfs"'
 
@@ -191,21 +188,6 @@ class WatchError(Exception):
     """Prometheus or Alertmanager answered with an error, or not at all."""
 
 
-async def _post_json(url: str, timeout_s: float, body: bytes) -> tuple[int, bytes]:
-    def call() -> tuple[int, bytes]:
-        request = urllib.request.Request(url, data=body, method="POST")
-        request.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
-                return int(response.status), response.read(_MAX_RESPONSE_BYTES)
-        except urllib.error.HTTPError as err:
-            return err.code, err.read(_MAX_RESPONSE_BYTES)
-        except (urllib.error.URLError, OSError) as err:
-            raise WatchError(f"POST {url}: {err}") from err
-
-    return await asyncio.to_thread(call)
-
-
 Sample = tuple[Labels, float, float]
 """(labels, unix time in seconds, value) of one series."""
 
@@ -268,17 +250,13 @@ def alert_of(
     return {
         "labels": labels,
         "annotations": {"summary": summary, **{k: str(v) for k, v in evidence.items()}},
-        "startsAt": _rfc3339(starts),
-        "endsAt": _rfc3339(ends),
+        "startsAt": rfc3339(starts),
+        "endsAt": rfc3339(ends),
     }
 
 
 def _number(value: float) -> float:
     return round(value, 6) if math.isfinite(value) else value
-
-
-def _rfc3339(unix_s: float) -> str:
-    return datetime.datetime.fromtimestamp(unix_s, datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
 class FindingSink(Protocol):
@@ -287,15 +265,14 @@ class FindingSink(Protocol):
 
 class Alertmanager:
     def __init__(self, url: str, timeout_s: float) -> None:
-        self._url = url.rstrip("/") + "/api/v2/alerts"
+        self._url = url
         self._timeout_s = timeout_s
 
     async def send(self, alerts: Sequence[dict[str, Any]]) -> None:
-        status, body = await _post_json(
-            self._url, self._timeout_s, json.dumps(list(alerts)).encode()
-        )
-        if status != 200:
-            raise WatchError(f"alertmanager: HTTP {status}: {body[:200]!r}")
+        try:
+            await asyncio.to_thread(post_alerts, self._url, alerts, self._timeout_s)
+        except AlertmanagerError as err:
+            raise WatchError(f"alertmanager: {err}") from err
 
 
 class PrintedFindings:

@@ -3,13 +3,19 @@
 When `PROMETHEUS_MULTIPROC_DIR` is set (as `ironbook up` does for its
 workers) every worker writes its samples there and `/metrics` on any worker
 shows the sum over all of them, so a scrape through the shared port sees
-the whole gateway, not one random worker.
+the whole gateway, not one random worker. Each worker's start time is its
+own series (`worker` label): the workers share one scrape target, so that
+gauge is how a worker killed and restarted shows.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
+import re
+import time
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -34,9 +40,19 @@ _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
 
 
 class GatewayMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, worker_id: str = "") -> None:
+        """`worker_id`: this worker's name (`gw-1`), for its start time."""
         registry = registry or REGISTRY
         self._registry = registry
+        self.started = Gauge(
+            "ironbook_gateway_worker_start_time_seconds",
+            "When the gateway worker started (Unix time)",
+            ["worker"],
+            multiprocess_mode="max",
+            registry=registry,
+        )
+        if worker_id:
+            self.started.labels(worker=worker_id).set(time.time())
         self.requests = Counter(
             "ironbook_http_requests_total",
             "HTTP requests by route and status",
@@ -126,6 +142,38 @@ class GatewayMetrics:
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self._registry), CONTENT_TYPE_LATEST
+
+
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]*_(\d+)\.db")
+
+
+def forget_dead_workers() -> list[int]:
+    """Drop the live-gauge samples (`livesum`) that dead workers left in
+    `PROMETHEUS_MULTIPROC_DIR`: a worker killed with SIGKILL never says it
+    died, and its last in-flight count would stay in the sum. A worker
+    calls this as it starts. The pids forgotten."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory:
+        return []
+    dead = set()
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        match = _LIVE_GAUGE_FILE.fullmatch(path.name)
+        if match is not None and not _alive(int(match.group(1))):
+            dead.add(int(match.group(1)))
+    for pid in dead:
+        with contextlib.suppress(FileNotFoundError):
+            multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+    return sorted(dead)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class _Pending:
