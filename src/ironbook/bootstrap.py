@@ -414,7 +414,7 @@ async def connected_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             yield Gateway(
                 settings=g,
                 partitions=partitions,
-                metrics=GatewayMetrics(worker_id=g.worker_id),
+                metrics=GatewayMetrics(worker_id=g.worker_id, workers=g.worker_count),
                 verifier=verifier,
                 ledger=ledger,
                 probe=probe,

@@ -12,17 +12,23 @@ from ironbook.services.ops.alerts import AlertRecord
 
 
 def _alert(
-    at_ms: int, status: str, name: str, fingerprint: str, severity: str = "page"
+    at_ms: int,
+    status: str,
+    alertname: str,
+    fingerprint: str,
+    severity: str = "page",
+    starts_at: str = "",
+    **labels: str,
 ) -> AlertRecord:
     return AlertRecord(
         received_at_ms=at_ms,
         status=status,  # type: ignore[arg-type]
-        alertname=name,
+        alertname=alertname,
         severity=severity,
         fingerprint=fingerprint,
-        labels={"alertname": name},
+        labels={"alertname": alertname, **labels},
         annotations={},
-        starts_at="",
+        starts_at=starts_at,
         ends_at="",
     )
 
@@ -79,3 +85,29 @@ def test_an_alert_in_two_windows_belongs_to_the_latest_fault() -> None:
     verdict = judge_alerts(faults, [_alert(22_000, "firing", "IronbookReplicaDown", "a")])
     assert verdict.alerts["follower_kill"].detected == 1
     assert verdict.alerts["leader_pause"].detected == 0
+
+
+def test_an_alert_naming_a_fault_s_target_is_that_fault_s_and_counts_once() -> None:
+    faults = [
+        FaultRecord("gateway_kill", "gw-2", injected_wall_ms=10_000, healed_wall_ms=12_000),
+        FaultRecord("latency", "node2", injected_wall_ms=15_000, healed_wall_ms=19_000),
+        FaultRecord("drain", "n1", injected_wall_ms=40_000, healed_wall_ms=45_000),
+    ]
+    restarted = {"worker": "gw-2", "severity": "info"}
+    slow = {"name": "n2", "node": "2", "severity": "ticket"}
+    records = [
+        # The worker's restart is seen after the next fault began.
+        _alert(
+            17_000, "firing", "IronbookGatewayWorkerRestarted", "w", starts_at="t1", **restarted
+        ),
+        _alert(18_000, "firing", "IronbookNatsLinkSlow", "s", starts_at="t2", **slow),
+        # Sent again with a group update during a later fault: not a new alert.
+        _alert(41_000, "firing", "IronbookNatsLinkSlow", "s", starts_at="t2", **slow),
+        _alert(42_000, "firing", "IronbookMaintenance", "m", "info", "t3", name="n1"),
+    ]
+    verdict = judge_alerts(faults, records)
+    assert verdict.alerts["gateway_kill"].alertnames == ["IronbookGatewayWorkerRestarted"]
+    assert verdict.alerts["latency"].alertnames == ["IronbookNatsLinkSlow"]
+    assert verdict.alerts["drain"].alertnames == ["IronbookMaintenance"]
+    assert verdict.alerts["drain"].paging == 0
+    assert verdict.false_alerts == 0

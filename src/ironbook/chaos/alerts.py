@@ -2,12 +2,15 @@
 recorded, set against the faults the run injected.
 
 A firing notification received between a fault's injection and
-`AFTER_HEAL_S` after it healed is that fault's detection (of the latest fault
-injected before it, as faults come one after another and a fault's alert
-comes after it); its time to fire is from the injection. The fault's
-alerts are resolved when the last of them is; the time to resolve is from
-the heal. A firing notification outside every fault's window is a false
-alert: the run was calm then.
+`AFTER_HEAL_S` after it healed is that fault's detection; its time to fire
+is from the injection. When windows overlap (faults come one after another
+and an alert comes seconds after its fault), it belongs to the fault whose
+target it names (`n2`, `node2`, `p0-r1`, `gw-1` in its labels), else to the
+latest fault injected before it. The fault's alerts are resolved when the
+last of them is; the time to resolve is from the heal. A firing
+notification outside every fault's window is a false alert: the run was
+calm then. Only an alert's first firing notification counts: Alertmanager
+sends a firing alert again with every change to its group.
 """
 
 from __future__ import annotations
@@ -50,6 +53,13 @@ class AlertVerdict(msgspec.Struct, frozen=True):
     false_alertnames: list[str]
 
 
+def _names(record: AlertRecord, target: str) -> bool:
+    """Whether the alert is about the fault's target: a process's name, or
+    `node<N>` for a whole node."""
+    labels = record.labels
+    return target in labels.values() or target == f"node{labels.get('node', '')}"
+
+
 def judge_alerts(faults: Sequence[FaultRecord], records: Sequence[AlertRecord]) -> AlertVerdict:
     windows = [
         (fault, fault.injected_wall_ms, fault.healed_wall_ms + int(AFTER_HEAL_S * 1000))
@@ -57,16 +67,18 @@ def judge_alerts(faults: Sequence[FaultRecord], records: Sequence[AlertRecord]) 
     ]
     fired: dict[int, list[AlertRecord]] = {index: [] for index in range(len(faults))}
     false_names: list[str] = []
+    seen: set[tuple[str, str]] = set()
     for record in records:
-        if record.status != "firing":
+        if record.status != "firing" or (record.fingerprint, record.starts_at) in seen:
             continue
+        seen.add((record.fingerprint, record.starts_at))
         owner = max(
             (
                 index
                 for index, (_, start, end) in enumerate(windows)
                 if start <= record.received_at_ms <= end
             ),
-            key=lambda index: windows[index][1],
+            key=lambda index: (_names(record, faults[index].target), windows[index][1]),
             default=None,
         )
         if owner is None:

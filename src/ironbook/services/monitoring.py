@@ -52,7 +52,7 @@ STARTED_LATER_JOBS = frozenset(
 )
 """Jobs whose processes start with the stack or after it (the supervisor's
 `/metrics` is served once the cluster has started)."""
-GROUP_BY = ["alertname", "partition", "server", "producer", "child", "instance"]
+GROUP_BY = ["alertname", "partition", "server", "producer", "child", "instance", "name", "worker"]
 
 
 class MonitoringUnavailable(RuntimeError):

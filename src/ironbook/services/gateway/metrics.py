@@ -3,9 +3,11 @@
 When `PROMETHEUS_MULTIPROC_DIR` is set (as `ironbook up` does for its
 workers) every worker writes its samples there and `/metrics` on any worker
 shows the sum over all of them, so a scrape through the shared port sees
-the whole gateway, not one random worker. Each worker's start time is its
-own series (`worker` label): the workers share one scrape target, so that
-gauge is how a worker killed and restarted shows.
+the whole gateway, not one random worker. The workers share one scrape
+target, so a worker's death shows in its own metrics: the count of workers
+running drops (each scrape first forgets the workers that died), and each
+worker's start time is its own series (`worker` label), which changes when
+a worker is started again.
 """
 
 from __future__ import annotations
@@ -40,8 +42,11 @@ _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
 
 
 class GatewayMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None, *, worker_id: str = "") -> None:
-        """`worker_id`: this worker's name (`gw-1`), for its start time."""
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, worker_id: str = "", workers: int = 1
+    ) -> None:
+        """`worker_id`: this worker's name (`gw-1`), for its start time;
+        `workers`: how many workers the host should run."""
         registry = registry or REGISTRY
         self._registry = registry
         self.started = Gauge(
@@ -51,8 +56,22 @@ class GatewayMetrics:
             multiprocess_mode="max",
             registry=registry,
         )
+        self.running = Gauge(
+            "ironbook_gateway_workers",
+            "Gateway workers running on the host",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.expected = Gauge(
+            "ironbook_gateway_workers_expected",
+            "Gateway workers the host should run",
+            multiprocess_mode="max",
+            registry=registry,
+        )
         if worker_id:
             self.started.labels(worker=worker_id).set(time.time())
+            self.running.set(1)
+            self.expected.set(workers)
         self.requests = Counter(
             "ironbook_http_requests_total",
             "HTTP requests by route and status",
@@ -138,6 +157,8 @@ class GatewayMetrics:
     def exposition(self) -> tuple[bytes, str]:
         self.flush()
         if os.environ.get(MULTIPROC_ENV):
+            # A worker killed since the last scrape leaves the sums now.
+            forget_dead_workers()
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry), CONTENT_TYPE_LATEST
@@ -150,8 +171,9 @@ _LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]*_(\d+)\.db")
 def forget_dead_workers() -> list[int]:
     """Drop the live-gauge samples (`livesum`) that dead workers left in
     `PROMETHEUS_MULTIPROC_DIR`: a worker killed with SIGKILL never says it
-    died, and its last in-flight count would stay in the sum. A worker
-    calls this as it starts. The pids forgotten."""
+    died, and it would stay counted as running, with its last in-flight
+    count, for good. Called as a worker starts and before every scrape. The
+    pids forgotten."""
     directory = os.environ.get(MULTIPROC_ENV)
     if not directory:
         return []
