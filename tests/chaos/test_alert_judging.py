@@ -100,14 +100,14 @@ def test_an_alert_naming_a_fault_s_target_is_that_fault_s_and_counts_once() -> N
         _alert(
             17_000, "firing", "IronbookGatewayWorkerRestarted", "w", starts_at="t1", **restarted
         ),
-        _alert(18_000, "firing", "IronbookNatsLinkSlow", "s", starts_at="t2", **slow),
+        _alert(18_000, "firing", "IronbookNatsServerSlow", "s", starts_at="t2", **slow),
         # Sent again with a group update during a later fault: not a new alert.
-        _alert(41_000, "firing", "IronbookNatsLinkSlow", "s", starts_at="t2", **slow),
+        _alert(41_000, "firing", "IronbookNatsServerSlow", "s", starts_at="t2", **slow),
         _alert(42_000, "firing", "IronbookMaintenance", "m", "info", "t3", name="n1"),
     ]
     verdict = judge_alerts(faults, records)
     assert verdict.alerts["gateway_kill"].alertnames == ["IronbookGatewayWorkerRestarted"]
-    assert verdict.alerts["latency"].alertnames == ["IronbookNatsLinkSlow"]
+    assert verdict.alerts["latency"].alertnames == ["IronbookNatsServerSlow"]
     assert verdict.alerts["drain"].alertnames == ["IronbookMaintenance"]
     assert verdict.alerts["drain"].paging == 0
     assert verdict.false_alerts == 0

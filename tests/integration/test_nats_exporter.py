@@ -1,8 +1,8 @@
 """The NATS collector against a real 3-node JetStream cluster: it reports
 every server up with JetStream and a meta leader, the ledger stream with its
 messages, one leader and three current replicas, the storage used and its
-limit, and how long a connection to each takes to open; a stopped server is
-reported down (no connection time) and the others healthy; all served over
+limit, and how long each takes to answer; a stopped server is reported down
+(no answer time) and the others healthy; all served over
 real HTTP."""
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def test_the_collector_reports_servers_jetstream_and_streams(
         assert value(found, "ironbook_nats_jetstream_meta_leader_known", server=server) == 1
         assert value(found, "ironbook_nats_jetstream_storage_used_bytes", server=server) >= 0
         assert value(found, "ironbook_nats_jetstream_storage_reserved_bytes", server=server) > 0
-        assert 0 < value(found, "ironbook_nats_server_connect_seconds", server=server) < TIMEOUT_S
+        assert 0 < value(found, "ironbook_nats_server_response_seconds", server=server) < TIMEOUT_S
         info = [
             key
             for key in found

@@ -43,10 +43,9 @@ class ServerView:
     server: str
     healthy: bool = False
     reachable: bool = False
-    connect_s: float | None = None
-    """How long a TCP connection to its monitoring port took to open: the
-    link's round trip (the kernel answers it, not the server), None when
-    it could not be opened."""
+    response_s: float | None = None
+    """How long the three endpoints took to answer in full (fetched at once,
+    so the slowest: `/jsz`, tens of KB), None when one did not answer."""
     varz: Mapping[str, Any] = field(default_factory=dict)
     jsz: Mapping[str, Any] = field(default_factory=dict)
 
@@ -83,35 +82,19 @@ async def http_get(url: str, timeout_s: float) -> tuple[int, bytes]:
         return 0, b""
 
 
-async def connect_time(monitor_url: str, timeout_s: float) -> float | None:
-    """Seconds to open (and then close) a TCP connection to `monitor_url`'s
-    port; None when it cannot be opened within `timeout_s`."""
-    parts = urlsplit(monitor_url)
-    started = time.perf_counter()
-    try:
-        _, writer = await asyncio.wait_for(
-            asyncio.open_connection(parts.hostname, parts.port or 80), timeout_s
-        )
-    except (OSError, TimeoutError, ValueError):
-        return None
-    took = time.perf_counter() - started
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return took
-
-
 async def scrape_server(monitor_url: str, timeout_s: float) -> ServerView:
-    """All three endpoints and a connection probe at once, so that a frozen
-    server costs one timeout, which stays under Prometheus's scrape timeout."""
+    """All three endpoints at once, so that a frozen server costs one timeout,
+    which stays under Prometheus's scrape timeout."""
     view = ServerView(server=urlsplit(monitor_url).netloc)
     base = monitor_url.rstrip("/")
     paths = ("/healthz", "/varz", "/jsz?accounts=true&streams=true")
+    started = time.perf_counter()
     async with asyncio.TaskGroup() as group:
-        probe = group.create_task(connect_time(monitor_url, timeout_s))
         tasks = [group.create_task(http_get(base + path, timeout_s)) for path in paths]
-    view.connect_s = probe.result()
+    took = time.perf_counter() - started
     (health, _), varz, jsz = (task.result() for task in tasks)
+    if all(task.result()[0] != 0 for task in tasks):
+        view.response_s = took
     view.healthy = health == 200
     view.varz, view.jsz = _json_object(*varz), _json_object(*jsz)
     view.reachable = bool(view.varz or view.jsz)
@@ -164,9 +147,9 @@ class NatsCollector(Collector):
         reachable = gauge(
             "ironbook_nats_server_reachable", "1 when the monitoring port answers", ["server"]
         )
-        connect = gauge(
-            "ironbook_nats_server_connect_seconds",
-            "Time to open a TCP connection to the monitoring port (the link's round trip)",
+        response = gauge(
+            "ironbook_nats_server_response_seconds",
+            "Time for the server's monitoring endpoints to answer in full",
             ["server"],
         )
         info = gauge(
@@ -214,8 +197,8 @@ class NatsCollector(Collector):
             server = view.server
             up.add_metric([server], 1 if view.healthy else 0)
             reachable.add_metric([server], 1 if view.reachable else 0)
-            if view.connect_s is not None:
-                connect.add_metric([server], view.connect_s)
+            if view.response_s is not None:
+                response.add_metric([server], view.response_s)
             if not view.reachable:
                 continue
             varz, jsz = view.varz, view.jsz
@@ -252,7 +235,7 @@ class NatsCollector(Collector):
                 peers = group.get("replicas") or ()
                 current.add_metric(key, sum(1 for p in peers if p.get("current")))
                 lagging.add_metric(key, sum(1 for p in peers if not p.get("current")))
-        yield from (up, reachable, connect, info, connections, started)
+        yield from (up, reachable, response, info, connections, started)
         yield from (enabled, meta, used, reserved)
         yield from (messages, size, leader, current, lagging)
 
