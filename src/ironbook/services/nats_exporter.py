@@ -45,7 +45,8 @@ class ServerView:
     reachable: bool = False
     response_s: float | None = None
     """How long the three endpoints took to answer in full (fetched at once,
-    so the slowest: `/jsz`, tens of KB), None when one did not answer."""
+    so the slowest: `/jsz`, tens of KB), or to time out; None when none of
+    them answered (the server is down, `reachable` says so)."""
     varz: Mapping[str, Any] = field(default_factory=dict)
     jsz: Mapping[str, Any] = field(default_factory=dict)
 
@@ -93,8 +94,8 @@ async def scrape_server(monitor_url: str, timeout_s: float) -> ServerView:
         tasks = [group.create_task(http_get(base + path, timeout_s)) for path in paths]
     took = time.perf_counter() - started
     (health, _), varz, jsz = (task.result() for task in tasks)
-    if all(task.result()[0] != 0 for task in tasks):
-        view.response_s = took
+    if any(task.result()[0] != 0 for task in tasks):
+        view.response_s = took  # up to the timeout, when one did not answer
     view.healthy = health == 200
     view.varz, view.jsz = _json_object(*varz), _json_object(*jsz)
     view.reachable = bool(view.varz or view.jsz)
