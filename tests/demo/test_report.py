@@ -10,7 +10,7 @@ import msgspec
 
 from ironbook.demo.raceday import PhaseTiming, RaceDayResult
 from ironbook.demo.report import verdict_lines, write_report
-from ironbook.demo.timeline import FaultMark, PhaseMark, Sample, Timeline
+from ironbook.demo.timeline import AlertMark, FaultMark, PhaseMark, Sample, Timeline
 from ironbook.replication.checker import CheckReport, Violation
 
 
@@ -152,3 +152,32 @@ def test_an_empty_timeline_still_gives_a_chart(tmp_path: Path) -> None:
     files = write_report(result, tmp_path)
     assert png_size(files.chart)[0] > 0
     assert "No fault was injected." in files.markdown.read_text()
+
+
+def test_a_monitored_day_shows_its_alerts_on_the_faults_the_timeline_and_the_chart(
+    tmp_path: Path,
+) -> None:
+    plain = write_report(synthetic_result(), tmp_path / "plain")
+    result = synthetic_result()
+    result.alerts = ["10:00:24 firing   IronbookReplicaDown name=p0-r1 (page)"]
+    result.timeline.faults[0] = msgspec.structs.replace(
+        result.timeline.faults[0], alerts=["IronbookReplicaDown +2.1 s"]
+    )
+    result.timeline.alerts = [
+        AlertMark("IronbookReplicaDown", "page", "name=p0-r1", 24.1, 29.5),
+        AlertMark("IronbookNatsServerRestarted", "info", "name=n2", 41.0, None),
+    ]
+    files = write_report(result, tmp_path / "monitored")
+    text = files.markdown.read_text()
+    assert "| 950 | IronbookReplicaDown +2.1 s | new leader after 900 ms |" in text
+    assert "| 6,100 | none | stream LEDGER_1 down 3 s |" in text
+    timeline = text.split("## Timeline", 1)[1].split("```")[1].splitlines()
+    assert [line for line in timeline if line] == [
+        "22.0s  leader_kill (partition 0) injected",
+        "24.1s  ALERT IronbookReplicaDown name=p0-r1 (page)",
+        "25.0s  supervisor: feed-sim exited",
+        "29.5s  resolved IronbookReplicaDown name=p0-r1 (page)",
+        "41.0s  ALERT IronbookNatsServerRestarted name=n2 (info)",
+    ]
+    # The chart gains a row per alert name under the two lines.
+    assert png_size(files.chart)[1] > png_size(plain.chart)[1]

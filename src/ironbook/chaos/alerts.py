@@ -60,13 +60,22 @@ def _names(record: AlertRecord, target: str) -> bool:
     return target in labels.values() or target == f"node{labels.get('node', '')}"
 
 
-def judge_alerts(faults: Sequence[FaultRecord], records: Sequence[AlertRecord]) -> AlertVerdict:
+class Attribution(msgspec.Struct, frozen=True):
+    caught: list[list[AlertRecord]]
+    """Per fault (in the order given): the alerts that detected it, first
+    firing notifications only."""
+    false: list[AlertRecord]
+    """Alerts that fired outside every fault's window."""
+
+
+def attribute_alerts(faults: Sequence[FaultRecord], records: Sequence[AlertRecord]) -> Attribution:
+    """Which fault each firing alert detected, or none (see the module's doc)."""
     windows = [
         (fault, fault.injected_wall_ms, fault.healed_wall_ms + int(AFTER_HEAL_S * 1000))
         for fault in faults
     ]
-    fired: dict[int, list[AlertRecord]] = {index: [] for index in range(len(faults))}
-    false_names: list[str] = []
+    fired: list[list[AlertRecord]] = [[] for _ in faults]
+    false: list[AlertRecord] = []
     seen: set[tuple[str, str]] = set()
     for record in records:
         if record.status != "firing" or (record.fingerprint, record.starts_at) in seen:
@@ -82,9 +91,16 @@ def judge_alerts(faults: Sequence[FaultRecord], records: Sequence[AlertRecord]) 
             default=None,
         )
         if owner is None:
-            false_names.append(record.alertname)
+            false.append(record)
         else:
             fired[owner].append(record)
+    return Attribution(fired, false)
+
+
+def judge_alerts(faults: Sequence[FaultRecord], records: Sequence[AlertRecord]) -> AlertVerdict:
+    attribution = attribute_alerts(faults, records)
+    fired = attribution.caught
+    false_names = [record.alertname for record in attribution.false]
     resolved_at: dict[str, int] = {}
     for record in records:
         if record.status == "resolved":

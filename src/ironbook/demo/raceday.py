@@ -30,6 +30,7 @@ import msgspec
 from ironbook import core
 from ironbook.adapters.nats.localproc import ManagedProcess
 from ironbook.adapters.netns import NamespaceNetwork, NetnsError, unavailable_reason
+from ironbook.chaos.alerts import attribute_alerts
 from ironbook.chaos.environment import Environment, UncleanEnvironment, survey_environment
 from ironbook.chaos.evidence import (
     DEFAULT_KEEP_ROOT,
@@ -52,13 +53,20 @@ from ironbook.chaos.workload import SELECTIONS, WorkloadConfig
 from ironbook.client import ClientConfig, LedgerClient, connect_ledger
 from ironbook.core.events import SettlementReply
 from ironbook.demo.cluster_view import ClusterView, ClusterWatcher
-from ironbook.demo.timeline import FaultMark, PhaseMark, SecondCounter, Timeline, longest_stall_ms
+from ironbook.demo.timeline import (
+    AlertMark,
+    FaultMark,
+    PhaseMark,
+    SecondCounter,
+    Timeline,
+    longest_stall_ms,
+)
 from ironbook.demo.traffic import BIG_RACE_NAME, RUNNERS, RaceDayWorkload
 from ironbook.replication.checker import CheckReport
 from ironbook.replication.history import Operation
 from ironbook.services.feed.processes import FeedOptions
 from ironbook.services.local_cluster import ClusterConfig, LocalCluster
-from ironbook.services.ops.alerts import describe, read_records
+from ironbook.services.ops.alerts import AlertRecord, alert_target, describe, read_records
 from ironbook.services.supervisor import Supervisor
 from ironbook.settings import MonitoringSettings
 
@@ -137,6 +145,8 @@ class LiveState:
     phase: str = "starting the cluster"
     started_monotonic: float | None = None
     """When the traffic started (t = 0)."""
+    started_wall_ms: int | None = None
+    """The same moment by the wall clock (for alerts, which carry wall times)."""
     off_at_s: float | None = None
     clients: int = 0
     traffic: bool = False
@@ -355,10 +365,9 @@ async def _on_a_cluster(day: _Day) -> None:
                 await _race_day(cluster, day)
         finally:
             if cluster.monitoring is not None:
-                day.alerts = [
-                    describe(record)
-                    for record in read_records(cluster.monitoring.dir / "alerts.jsonl")
-                ]
+                records = read_records(cluster.monitoring.dir / "alerts.jsonl")
+                day.alerts = [describe(record) for record in records]
+                _alerts_on_the_timeline(day, records)
             # Not in a thread: this must also run while a KeyboardInterrupt unwinds.
             live.phase = "stopping the cluster"
             stopping = time.monotonic()
@@ -437,6 +446,7 @@ async def _day_then_heal(
     phases.append(PhaseTiming("accounts and markets", round(time.monotonic() - mark, 1)))
     started_wall_ms = time.time_ns() // 1_000_000
     live.started_monotonic = time.monotonic()
+    live.started_wall_ms = started_wall_ms
     live.traffic = True
     live.off_at_s = options.seconds
     counter = SecondCounter(started_wall_ms)
@@ -634,6 +644,46 @@ async def _inject_planned(cluster: LocalCluster, day: _Day, rng: random.Random) 
         live.fault_lines.append(
             f"{end_s:6.1f}s  {kind} {record.target} healed: {record.detail}{stalled}"
         )
+
+
+def _alerts_on_the_timeline(day: _Day, records: Sequence[AlertRecord]) -> None:
+    """Each alert on the timeline (fired, resolved) and, on each fault's
+    mark, the alerts that detected it (`chaos.alerts` attribution)."""
+    timeline, start_ms = day.live.timeline, day.live.started_wall_ms
+    if start_ms is None:
+        return  # the traffic never started: there is no timeline to put them on
+
+    def t_s(wall_ms: int) -> float:
+        return round((wall_ms - start_ms) / 1000, 2)
+
+    marks: list[AlertMark] = []
+    firing: dict[str, int] = {}
+    """fingerprint -> its mark while it fires (Alertmanager sends a firing
+    alert again with every change to its group: the first counts)."""
+    for record in records:
+        at = t_s(record.received_at_ms)
+        if record.status == "firing" and record.fingerprint not in firing:
+            firing[record.fingerprint] = len(marks)
+            marks.append(
+                AlertMark(record.alertname, record.severity, alert_target(record), at, None)
+            )
+        elif record.status == "resolved" and record.fingerprint in firing:
+            index = firing.pop(record.fingerprint)
+            marks[index] = msgspec.structs.replace(marks[index], resolved_s=at)
+    timeline.alerts = marks
+    if len(day.fault_log) != len(timeline.faults):
+        return
+    caught = attribute_alerts(day.fault_log, records).caught
+    timeline.faults = [
+        msgspec.structs.replace(
+            mark,
+            alerts=[
+                f"{alert.alertname} +{(alert.received_at_ms - fault.injected_wall_ms) / 1000:.1f} s"
+                for alert in alerts
+            ],
+        )
+        for mark, fault, alerts in zip(timeline.faults, day.fault_log, caught, strict=True)
+    ]
 
 
 async def check_partitions(cluster: LocalCluster, operations: Sequence[Operation]) -> CheckReport:

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 
 from ironbook.demo.raceday import RaceDayResult
+from ironbook.demo.timeline import AlertMark
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
@@ -124,17 +126,22 @@ def render_markdown(result: RaceDayResult, files: ReportFiles) -> str:
         "## Faults",
         "",
     ]
+    monitored = bool(result.alerts)
     if timeline.faults:
         lines += [
             "| at (s) | fault | target | partition | healed after (s) | longest wait "
-            "for a write (ms) | detail |",
-            "|---:|---|---|---:|---:|---:|---|",
+            "for a write (ms) |"
+            + (" alerts (after the injection) |" if monitored else "")
+            + " detail |",
+            "|---:|---|---|---:|---:|---:|" + ("---|" if monitored else "") + "---|",
         ]
         for fault in timeline.faults:
+            alerts = f" {', '.join(fault.alerts) or 'none'} |" if monitored else ""
             lines.append(
                 f"| {fault.start_s:.1f} | {fault.kind} | {fault.target} | {fault.partition} | "
                 f"{fault.end_s - fault.start_s:.1f} | "
-                f"{'-' if fault.stall_ms is None else f'{fault.stall_ms:,}'} | {fault.detail} |"
+                f"{'-' if fault.stall_ms is None else f'{fault.stall_ms:,}'} |{alerts} "
+                f"{fault.detail} |"
             )
         lines += [
             "",
@@ -144,22 +151,19 @@ def render_markdown(result: RaceDayResult, files: ReportFiles) -> str:
             "which is what a punter felt as latency (the client retries with the same "
             "request id, so a failover is a delay, never an error or a duplicate).",
         ]
+        if monitored:
+            lines += [
+                "*Alerts*: those Alertmanager sent to ironbook's receiver between the injection "
+                "and 15 s after the heal (an alert naming the fault's target belongs to it when "
+                "two faults' windows overlap), with the seconds from the injection to the "
+                "notification.",
+            ]
     else:
         lines.append("No fault was injected.")
     lines += [f"- not injected: {note}" for note in timeline.skipped_faults]
-    if result.events:
-        lines += ["", "## Timeline", "", "```", *result.events, "```"]
-    if result.alerts:
-        lines += [
-            "",
-            "## Alerts",
-            "",
-            "Every notification Alertmanager sent to ironbook's receiver (UTC):",
-            "",
-            "```",
-            *result.alerts,
-            "```",
-        ]
+    events = _with_alerts(result.events, timeline.alerts)
+    if events:
+        lines += ["", "## Timeline", "", "Seconds since the first bet:", "", "```", *events, "```"]
     if result.errors:
         lines += ["", "## Errors", "", *(f"- {error}" for error in result.errors)]
     if check is not None and check.violations:
@@ -188,3 +192,26 @@ def render_markdown(result: RaceDayResult, files: ReportFiles) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _with_alerts(events: Sequence[str], alerts: Sequence[AlertMark]) -> list[str]:
+    """The day's events (each starts with its second, `  12.3s  ...`) with
+    every alert's firing and resolution in their place."""
+    timed: list[tuple[float, str]] = []
+    for line in events:  # a line without its second keeps its place after the one before
+        timed.append((_second_of(line, timed[-1][0] if timed else 0.0), line))
+    for alert in alerts:
+        about = f" {alert.about}" if alert.about else ""
+        what = f"{alert.alertname}{about} ({alert.severity})"
+        timed.append((alert.fired_s, f"{alert.fired_s:.1f}s  ALERT {what}"))
+        if alert.resolved_s is not None:
+            timed.append((alert.resolved_s, f"{alert.resolved_s:.1f}s  resolved {what}"))
+    return [line for _, line in sorted(timed, key=lambda item: item[0])]
+
+
+def _second_of(line: str, otherwise: float) -> float:
+    head = line.strip().split("s", 1)[0]
+    try:
+        return float(head)
+    except ValueError:
+        return otherwise

@@ -53,6 +53,20 @@ class FaultMark(msgspec.Struct, frozen=True):
     stall_ms: int | None
     """The longest wait between two acknowledged writes on the faulted partition
     while the fault lasted: what a punter felt. None if no write was acknowledged."""
+    alerts: list[str] = msgspec.field(default_factory=list)
+    """With monitoring: the alerts that detected it, each with the seconds
+    from the injection to its notification (`IronbookReplicaDown +4.1 s`)."""
+
+
+class AlertMark(msgspec.Struct, frozen=True):
+    """One alert as the receiver got it: fired, and resolved (or not by the end)."""
+
+    alertname: str
+    severity: str
+    about: str
+    """What it is about (`name=p0-r1`, `partition=0`), or ""."""
+    fired_s: float
+    resolved_s: float | None
 
 
 class Timeline(msgspec.Struct):
@@ -61,6 +75,8 @@ class Timeline(msgspec.Struct):
     faults: list[FaultMark] = msgspec.field(default_factory=list)
     skipped_faults: list[str] = msgspec.field(default_factory=list)
     """Fault kinds that were wanted but not available, with the reason."""
+    alerts: list[AlertMark] = msgspec.field(default_factory=list)
+    """With monitoring: every alert the receiver got, in the order they fired."""
 
 
 def percentile(sorted_values: Sequence[float], fraction: float) -> float | None:

@@ -157,7 +157,7 @@ def alert_target(record: AlertRecord) -> str:
     return ",".join(
         f"{key}={value}"
         for key, value in sorted(record.labels.items())
-        if key in ("name", "partition", "producer", "child", "server")
+        if key in ("name", "worker", "partition", "producer", "child", "server")
     )
 
 
