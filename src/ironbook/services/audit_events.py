@@ -9,8 +9,13 @@ Two duties, one loop:
    (`replication.batch.admit`: void and quarantined entries are skipped, as
    every replica skips them) and record each significant ledger
    event (`adapters/audit/ledger_events.py`) in `AUDIT_EVENTS`, with its
-   position as `source` (`ledger/<p>/<seq>/<index>`) and as `Nats-Msg-Id`. On
-   start it resumes after the newest source already recorded. A quarantined
+   position as `source` (`ledger/<p>/<seq>/<index>`) and as `Nats-Msg-Id`.
+   Events are published `PUBLISH_WINDOW` at a time, all in flight together
+   (JetStream then replicates them in a few Raft appends instead of one
+   fsynced round trip each), and the next window waits for the whole window
+   to be stored. On start it resumes after the newest source already
+   recorded, and records again any of the last window's events that a
+   failure left out behind stored ones (`RecordedSources`). A quarantined
    entry (`replication.batch`: undecodable, forged or unsigned on a signed
    chain) is recorded once, as `quarantined_entry` with source
    `ledger/<p>/<seq>/0` (an entry the fold skips has no events of its own),
@@ -25,18 +30,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
 import msgspec
 from nats.aio.client import Client as NatsClient
 
 from ironbook.adapters.audit.events import decode_event, record_significant_event
-from ironbook.adapters.audit.ledger_events import significant
+from ironbook.adapters.audit.ledger_events import Significant, significant
 from ironbook.adapters.audit.stream import AuditedLog, read_log
-from ironbook.replication.batch import admit
+from ironbook.replication.batch import Verdict, admit
 from ironbook.replication.interfaces import LogEntry, LogUnavailable, Verifier
 from ironbook.replication.merkle import EVENTS_LOG
 from ironbook.replication.tree_keeping import (
@@ -51,7 +57,12 @@ from ironbook.replication.tree_keeping import (
 log = logging.getLogger("ironbook.audit.events")
 
 READ_ENTRIES = 256
+PUBLISH_WINDOW = 256
+"""Significant events published at once, all awaited before the next ones."""
 QUARANTINED_ENTRY = "quarantined_entry"
+
+Source = tuple[int, int]
+"""(seq, index) of an event in a partition's log."""
 
 
 def ledger_source(partition: int, seq: int, index: int) -> str:
@@ -65,14 +76,103 @@ def _parse_source(source: str) -> tuple[int, int, int] | None:
     return int(parts[1]), int(parts[2]), int(parts[3])
 
 
+def _quarantine(partition: int, entry: LogEntry, reason: str) -> Significant:
+    """The significant event of a quarantined entry."""
+    return Significant(
+        kind=QUARANTINED_ENTRY,
+        actor="audit-events",
+        reason=reason,
+        target=f"partition {partition} seq {entry.seq}",
+        detail=f"batch id {entry.batch_id[:80]!r}, {len(entry.payload)} bytes",
+        at_ms=time.time_ns() // 1_000_000,
+    )
+
+
+def _unrecorded(
+    partition: int, entry: LogEntry, verdict: Verdict, recorded: RecordedSources
+) -> Iterator[tuple[Source, Significant]]:
+    """The significant events of `entry` not yet recorded, in order. An
+    entry the fold skips has none of its own; a quarantined one is itself
+    one."""
+    if verdict.events is None:
+        source = (entry.seq, 0)
+        if verdict.admission == "quarantined" and not recorded.stored(source):
+            yield source, _quarantine(partition, entry, verdict.reason)
+        return
+    if recorded.all_stored(entry.seq):
+        return
+    for index, event in enumerate(verdict.events):
+        found = significant(event)
+        if found is not None and not recorded.stored((entry.seq, index)):
+            yield (entry.seq, index), found
+
+
+class RecordedSources:
+    """Which events of one partition are already in `AUDIT_EVENTS`.
+
+    The recorder publishes a window of events only once every event before
+    it is stored, and a window holds at most `PUBLISH_WINDOW` events; but a
+    failure can leave one of a window's events out while later ones are
+    stored, and the recorder may die before its retry. So on start, of the
+    stored sources, the newest `2 * PUBLISH_WINDOW` are kept (the tail): an
+    event older than all of them is stored, a newer one only if it is among
+    them. The projection publishes what the tail lacks before any event past
+    it (`past_tail`), then forgets the tail (`leave_tail`): from there on,
+    everything up to `newest` is stored."""
+
+    def __init__(self) -> None:
+        self.newest: Source = (0, -1)
+        self._tail: set[Source] | None = None
+        self._tail_floor: Source = (0, -1)
+
+    @classmethod
+    def restored(cls, stored: list[Source]) -> RecordedSources:
+        """From the sources found in the stream (any order)."""
+        recorded = cls()
+        if stored:
+            kept = heapq.nlargest(2 * PUBLISH_WINDOW, stored)
+            recorded.newest = kept[0]
+            recorded._tail = set(kept)
+            if len(kept) == 2 * PUBLISH_WINDOW:
+                recorded._tail_floor = kept[-1]
+        return recorded
+
+    def stored(self, source: Source) -> bool:
+        if source > self.newest:
+            return False
+        if self._tail is None:
+            return True
+        return source < self._tail_floor or source in self._tail
+
+    def all_stored(self, seq: int) -> bool:
+        """Every event of the entry at `seq` is stored."""
+        if self._tail is None:
+            return (seq, 1 << 30) <= self.newest
+        return (seq, 1 << 30) < self._tail_floor
+
+    def past_tail(self, source: Source) -> bool:
+        """`source` is newer than every source found on start, which are
+        still told apart one by one."""
+        return self._tail is not None and source > self.newest
+
+    def leave_tail(self) -> None:
+        """Every event up to `newest` is stored."""
+        self._tail = None
+
+    def add(self, source: Source) -> None:
+        """`source` is stored."""
+        if self._tail is not None:
+            self._tail.add(source)
+        self.newest = max(self.newest, source)
+
+
 @dataclass
 class _Cursor:
     """Where a partition's projection stands."""
 
     applied_seq: int = 0
     last_batch_id: str = ""
-    recorded: tuple[int, int] = (0, -1)
-    """(seq, index) of the newest event already recorded from this partition."""
+    recorded: RecordedSources = field(default_factory=RecordedSources)
 
 
 class EventRecorder:
@@ -102,13 +202,15 @@ class EventRecorder:
         partition's projection stands."""
         events = AuditedLog(self._nc, EVENTS_LOG)
         last = await events.last_seq()
+        stored: dict[int, list[Source]] = {p: [] for p in self._cursors}
         async for entry in read_log(events, 1, last):
             self._tree.add(entry.seq, entry.payload)
             with contextlib.suppress(msgspec.MsgspecError):
                 parsed = _parse_source(decode_event(entry.payload).source)
-                if parsed is not None and parsed[0] in self._cursors:
-                    cursor = self._cursors[parsed[0]]
-                    cursor.recorded = max(cursor.recorded, parsed[1:])
+                if parsed is not None and parsed[0] in stored:
+                    stored[parsed[0]].append(parsed[1:])
+        for partition, sources in stored.items():
+            self._cursors[partition] = _Cursor(recorded=RecordedSources.restored(sources))
 
     async def step(self) -> int:
         """One round: project what is new, extend the tree, sign if due.
@@ -122,60 +224,73 @@ class EventRecorder:
 
     async def _project(self, partition: int) -> int:
         cursor = self._cursors[partition]
+        recorded = cursor.recorded
         ledger = AuditedLog(self._nc, partition)
         try:
             entries = await ledger.read(cursor.applied_seq + 1, max_entries=READ_ENTRIES)
         except LogUnavailable:
             return 0
+        window: list[tuple[Source, Significant]] = []
+        last_batch_id = cursor.last_batch_id
+        done: tuple[int, str] | None = None
+        """The newest entry whose events are all stored or in `window`."""
+
+        async def add(source: Source, found: Significant) -> bool:
+            """Put `found` in the window, after publishing the window if it
+            is full or `source` is past the tail. False if that failed."""
+            nonlocal window
+            if window and (len(window) == PUBLISH_WINDOW or recorded.past_tail(source)):
+                if not await self._publish(partition, window):
+                    return False
+                window = []
+                if done is not None:
+                    cursor.applied_seq, cursor.last_batch_id = done
+            if recorded.past_tail(source):
+                recorded.leave_tail()
+            window.append((source, found))
+            return True
+
         for entry in entries:
-            verdict = admit(entry, cursor.last_batch_id, self._verifiers[partition])
-            events = verdict.events
-            if events is None:
-                # Void or quarantined: skipped like every replica skips it.
-                if verdict.admission == "quarantined" and (entry.seq, 0) > cursor.recorded:
-                    if not await self._record_quarantine(partition, entry, verdict.reason):
-                        return 0  # Try this entry again next round.
-                    cursor.recorded = (entry.seq, 0)
-                cursor.applied_seq = entry.seq
-                continue
-            if (entry.seq, 1 << 30) > cursor.recorded:
-                for index, event in enumerate(events):
-                    if (entry.seq, index) <= cursor.recorded:
-                        continue
-                    found = significant(event)
-                    if found is None:
-                        continue
-                    source = ledger_source(partition, entry.seq, index)
-                    stored = await record_significant_event(
+            verdict = admit(entry, last_batch_id, self._verifiers[partition])
+            for source, found in _unrecorded(partition, entry, verdict, recorded):
+                if not await add(source, found):
+                    return 0  # From the first event not stored, next round.
+            if verdict.events is not None:
+                last_batch_id = entry.batch_id
+            done = (entry.seq, last_batch_id)
+        if window and not await self._publish(partition, window):
+            return 0
+        if done is not None:
+            cursor.applied_seq, cursor.last_batch_id = done
+        return len(entries)
+
+    async def _publish(self, partition: int, window: list[tuple[Source, Significant]]) -> bool:
+        """Record `window` (in source order), every event in flight at once.
+        The sources up to the first one not stored count as recorded; False
+        if there was one."""
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(
+                    record_significant_event(
                         self._nc,
                         found.kind,
                         found.actor,
                         found.reason,
                         found.target,
                         found.detail,
-                        source=source,
-                        msg_id=source,
+                        source=ledger_source(partition, *source),
+                        msg_id=ledger_source(partition, *source),
                         at_ms=found.at_ms,
                     )
-                    if not stored:
-                        return 0  # Try this entry again next round.
-                    cursor.recorded = (entry.seq, index)
-            cursor.applied_seq = entry.seq
-            cursor.last_batch_id = entry.batch_id
-        return len(entries)
-
-    async def _record_quarantine(self, partition: int, entry: LogEntry, reason: str) -> bool:
-        source = ledger_source(partition, entry.seq, 0)
-        return await record_significant_event(
-            self._nc,
-            QUARANTINED_ENTRY,
-            actor="audit-events",
-            reason=reason,
-            target=f"partition {partition} seq {entry.seq}",
-            detail=f"batch id {entry.batch_id[:80]!r}, {len(entry.payload)} bytes",
-            source=source,
-            msg_id=source,
-        )
+                )
+                for source, found in window
+            ]
+        recorded = self._cursors[partition].recorded
+        for (source, _), task in zip(window, tasks, strict=True):
+            if not task.result():
+                return False
+            recorded.add(source)
+        return True
 
     async def _extend_tree(self) -> None:
         events = AuditedLog(self._nc, EVENTS_LOG)
