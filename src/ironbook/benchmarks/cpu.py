@@ -10,7 +10,7 @@ import time
 from ironbook.adapters.procfs import machine_jiffies, process_cpu_s
 from ironbook.services.local_cluster import LocalCluster
 
-CLUSTER_GROUPS = ("nats", "replicas", "gateways", "history")
+CLUSTER_GROUPS = ("nats", "replicas", "gateways", "history", "audit")
 """The server side of a local cluster; their sum is `cluster_cpu_s`."""
 
 PidGroups = dict[str, list[int | None]]
@@ -24,6 +24,8 @@ def cluster_groups(cluster: LocalCluster) -> PidGroups:
         "gateways": [p.pid for name, p in cluster.gateways.items() if name.startswith("gw-")],
         # The history projectors: every bet, also into the gateway's SQLite.
         "history": [p.pid for name, p in cluster.gateways.items() if name.startswith("history-")],
+        # The audit verifier and the event recorder: each reads every log entry.
+        "audit": [cluster.audit.pid, cluster.recorder.pid],
     }
 
 

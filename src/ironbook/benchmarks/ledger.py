@@ -4,12 +4,18 @@ In one run, on this machine:
 1. ironbook: a fresh local cluster (3 nats-server nodes, R3, fsync on every
    write; 3 replicas per partition) in a temp dir. Closed-loop virtual clients
    place bets through the real client library for `--seconds`; every bet's
-   latency is measured from submit to durable outcome.
+   latency is measured from submit to durable outcome. The clock starts once
+   the event recorder has recorded the set-up's deposits (`audit_catch_up_s`:
+   how long that took after the set-up).
 2. Failover: under a lighter load, kill -9 the leader replica and measure the
    time from the kill to the first accepted bet that was submitted after it.
 3. PostgreSQL 15, primary + synchronous standby: the same bets (same accounts,
    stakes, concurrency) one transaction per bet, and batched through a
    plpgsql function (`--pg-batch-size` bets per call).
+   `cpu` gives the CPU seconds each group of processes used over the
+   measured phase (NATS, replicas, the audit verifier and event recorder,
+   this load generator), `cpu_ms_per_bet` the same per bet: figures that
+   hold on a busy machine, where bets/s do not.
 4. With `--monitoring`: the load of 1 again on a fresh cluster that runs the
    monitoring stack (Prometheus scraping every process each second,
    Alertmanager, node_exporter, the NATS collector, the alert receiver);
@@ -40,7 +46,10 @@ from typing import Any
 
 from ironbook import core
 from ironbook.adapters import eventloop
+from ironbook.adapters.audit.events import EVENTS_STREAM, event_subject
+from ironbook.adapters.nats.provision import close_nats
 from ironbook.benchmarks.common import command_line, machine_info
+from ironbook.benchmarks.cpu import CLUSTER_GROUPS, CpuMeter, cluster_groups
 from ironbook.benchmarks.postgres import run_baseline
 from ironbook.benchmarks.stats import percentile_ms
 from ironbook.client import BatchConfig, ClientConfig, LedgerClient, connect_ledger
@@ -106,6 +115,33 @@ async def set_up(client: LedgerClient, accounts: list[str], run_tag: str) -> Non
                 for a in chunk
             ]
         )
+
+
+AUDIT_CATCH_UP_TIMEOUT_S = 120.0
+
+
+async def wait_for_recorded_deposits(cluster: LocalCluster, deposits: int) -> float:
+    """Wait until the event recorder has recorded `deposits` deposits (the
+    set-up's, each a significant event); returns the seconds waited. The
+    measured load then starts on a cluster that has caught up, however fast
+    this machine recorded them."""
+    subject = event_subject("deposit")
+    started = time.monotonic()
+    nc = await cluster.ops.connect("ironbook-bench-audit")
+    try:
+        js = nc.jetstream()
+        while True:
+            info = await js.stream_info(EVENTS_STREAM, subjects_filter=subject)
+            if (info.state.subjects or {}).get(subject, 0) >= deposits:
+                return round(time.monotonic() - started, 3)
+            if time.monotonic() - started > AUDIT_CATCH_UP_TIMEOUT_S:
+                raise RuntimeError(
+                    f"the event recorder did not record {deposits:,} deposits "
+                    f"in {AUDIT_CATCH_UP_TIMEOUT_S:.0f} s"
+                )
+            await asyncio.sleep(0.1)
+    finally:
+        await close_nats(nc)
 
 
 async def drive(
@@ -202,11 +238,14 @@ async def _measure_ironbook(cluster: LocalCluster, args: argparse.Namespace) -> 
         run_tag = f"r{os.getpid()}"
         print(f"setting up {args.accounts:,} accounts ...", file=sys.stderr, flush=True)
         await set_up(client, accounts, run_tag)
+        audit_catch_up_s = await wait_for_recorded_deposits(cluster, len(accounts))
         print(
             f"ironbook: {args.concurrency} clients for {args.seconds} s ...",
             file=sys.stderr,
             flush=True,
         )
+        meter = CpuMeter(cluster_groups(cluster))
+        meter.start()
         tally, elapsed_s = await drive(
             client,
             accounts,
@@ -216,6 +255,7 @@ async def _measure_ironbook(cluster: LocalCluster, args: argparse.Namespace) -> 
             run_tag=run_tag,
             on_progress=None if args.json else _progress,
         )
+        cpu = meter.stop()
         placed = tally.accepted + tally.rejected
         result: dict[str, Any] = {
             "bets_per_s": round(placed / elapsed_s, 1),
@@ -231,6 +271,12 @@ async def _measure_ironbook(cluster: LocalCluster, args: argparse.Namespace) -> 
             "partitions": cluster.partitions,
             "commands_sent": client.attempts,
             "resends": dict(client.resends),
+            "audit_catch_up_s": audit_catch_up_s,
+            "cpu": cpu,
+            "cpu_ms_per_bet": {
+                group: round(cpu[f"{group}_cpu_s"] * 1000 / max(1, placed), 4)
+                for group in (*CLUSTER_GROUPS, "cluster", "bench")
+            },
         }
         if args.failover:
             result["failover"] = await _measure_failover(cluster, client, accounts, args, run_tag)
