@@ -58,7 +58,12 @@ from ironbook.adapters.nats.localproc import PortLease
 from ironbook.benchmarks.children import READY_TIMEOUT_S
 from ironbook.benchmarks.common import command_line, log, machine_info, wait_http_ready
 from ironbook.benchmarks.cpu import CpuMeter, cluster_groups
-from ironbook.benchmarks.ledger import connect_bench_client, drive, set_up
+from ironbook.benchmarks.ledger import (
+    connect_bench_client,
+    drive,
+    set_up,
+    wait_for_recorded_deposits,
+)
 from ironbook.benchmarks.odds_feeds import FeedRun, create_market_commands, start_feed
 from ironbook.benchmarks.odds_subscribers import Subscribers
 from ironbook.benchmarks.stats import median_or_none, percentile_ms, round_ratios
@@ -223,6 +228,7 @@ async def _measure(cluster: LocalCluster, args: argparse.Namespace) -> dict[str,
         accounts = [f"acct-{i}" for i in range(args.accounts)]
         log(f"setting up {args.accounts:,} accounts ...")
         await set_up(client, accounts, args.run_tag)
+        await wait_for_recorded_deposits(cluster, len(accounts))
         if args.feed == "synthetic":
             markets = create_market_commands(
                 args.markets, args.markets_per_event, args.seed, args.run_tag
