@@ -111,3 +111,19 @@ def test_an_alert_naming_a_fault_s_target_is_that_fault_s_and_counts_once() -> N
     assert verdict.alerts["drain"].alertnames == ["IronbookMaintenance"]
     assert verdict.alerts["drain"].paging == 0
     assert verdict.false_alerts == 0
+
+
+def test_a_fault_on_a_target_whose_alert_still_fires_is_detected_by_it() -> None:
+    faults = [
+        FaultRecord("latency", "node3", injected_wall_ms=10_000, healed_wall_ms=15_000),
+        FaultRecord("latency", "node3", injected_wall_ms=17_000, healed_wall_ms=20_000),
+        FaultRecord("latency", "node1", injected_wall_ms=40_000, healed_wall_ms=43_000),
+    ]
+    slow = {"name": "n3", "node": "3", "severity": "ticket"}
+    records = [
+        _alert(13_000, "firing", "IronbookNatsServerSlow", "s3", starts_at="t1", **slow),
+        _alert(23_000, "resolved", "IronbookNatsServerSlow", "s3", starts_at="t1", **slow),
+    ]
+    latency = judge_alerts(faults, records).alerts["latency"]
+    assert (latency.injected, latency.detected, latency.already_firing) == (3, 2, 1)
+    assert latency.median_fire_s == (3.0 + 0.0) / 2

@@ -11,6 +11,12 @@ last of them is; the time to resolve is from the heal. A firing
 notification outside every fault's window is a false alert: the run was
 calm then. Only an alert's first firing notification counts: Alertmanager
 sends a firing alert again with every change to its group.
+
+A fault injected on a target while an alert naming that target is still
+firing from the fault before (two faults on one node seconds apart) is
+detected by it too, though no new notification comes: the operator sees it
+firing throughout. Such detections are counted apart (`already_firing`) and
+their time to fire is 0.
 """
 
 from __future__ import annotations
@@ -45,6 +51,9 @@ class FaultAlerts(msgspec.Struct, frozen=True):
     """How many of the alerts caught were `page` or `ticket` (sent to a
     person), not `info`. Planned maintenance (`drain`, `rolling_restart`)
     is announced, not paged: for those kinds it should be 0."""
+    already_firing: int = 0
+    """Of the detected: those whose only alert was already firing about the
+    same target when the fault was injected."""
 
 
 class AlertVerdict(msgspec.Struct, frozen=True):
@@ -66,6 +75,9 @@ class Attribution(msgspec.Struct, frozen=True):
     firing notifications only."""
     false: list[AlertRecord]
     """Alerts that fired outside every fault's window."""
+    carried: list[list[AlertRecord]]
+    """Per fault with nothing caught: the alerts naming its target that were
+    firing when it was injected and still firing in its window."""
 
 
 def attribute_alerts(faults: Sequence[FaultRecord], records: Sequence[AlertRecord]) -> Attribution:
@@ -94,7 +106,40 @@ def attribute_alerts(faults: Sequence[FaultRecord], records: Sequence[AlertRecor
             false.append(record)
         else:
             fired[owner].append(record)
-    return Attribution(fired, false)
+    return Attribution(fired, false, _carried(faults, records, fired))
+
+
+def _carried(
+    faults: Sequence[FaultRecord],
+    records: Sequence[AlertRecord],
+    fired: Sequence[Sequence[AlertRecord]],
+) -> list[list[AlertRecord]]:
+    spans: list[tuple[AlertRecord, int | None]] = []
+    """(first firing notification, resolved at) of every alert."""
+    open_at: dict[str, int] = {}
+    for record in records:
+        if record.status == "firing" and record.fingerprint not in open_at:
+            open_at[record.fingerprint] = len(spans)
+            spans.append((record, None))
+        elif record.status == "resolved" and record.fingerprint in open_at:
+            index = open_at.pop(record.fingerprint)
+            spans[index] = (spans[index][0], record.received_at_ms)
+    carried: list[list[AlertRecord]] = []
+    for fault, caught in zip(faults, fired, strict=True):
+        window_end = fault.healed_wall_ms + int(AFTER_HEAL_S * 1000)
+        carried.append(
+            []
+            if caught
+            else [
+                first
+                for first, resolved in spans
+                if first.received_at_ms < fault.injected_wall_ms
+                and (resolved is None or resolved > fault.injected_wall_ms)
+                and first.received_at_ms <= window_end
+                and _names(first, fault.target)
+            ]
+        )
+    return carried
 
 
 def judge_alerts(faults: Sequence[FaultRecord], records: Sequence[AlertRecord]) -> AlertVerdict:
@@ -105,16 +150,22 @@ def judge_alerts(faults: Sequence[FaultRecord], records: Sequence[AlertRecord]) 
     for record in records:
         if record.status == "resolved":
             resolved_at[record.fingerprint] = record.received_at_ms
-    by_kind: dict[str, list[tuple[FaultRecord, list[AlertRecord]]]] = {}
+    by_kind: dict[str, list[tuple[FaultRecord, list[AlertRecord], list[AlertRecord]]]] = {}
     for index, fault in enumerate(faults):
-        by_kind.setdefault(fault.kind, []).append((fault, fired[index]))
+        by_kind.setdefault(fault.kind, []).append((fault, fired[index], attribution.carried[index]))
     alerts = {}
     for kind, injections in sorted(by_kind.items()):
         fire_s: list[float] = []
         resolve_s: list[float] = []
         names: set[str] = set()
         paging = 0
-        for fault, caught in injections:
+        already_firing = 0
+        for fault, caught, carried in injections:
+            if not caught and carried:
+                already_firing += 1
+                fire_s.append(0.0)
+                names.update(record.alertname for record in carried)
+                continue
             if not caught:
                 continue
             names.update(record.alertname for record in caught)
@@ -132,6 +183,7 @@ def judge_alerts(faults: Sequence[FaultRecord], records: Sequence[AlertRecord]) 
             median_resolve_s=round(statistics.median(resolve_s), 2) if resolve_s else None,
             alertnames=sorted(names),
             paging=paging,
+            already_firing=already_firing,
         )
     return AlertVerdict(
         alerts=alerts, false_alerts=len(false_names), false_alertnames=sorted(set(false_names))
