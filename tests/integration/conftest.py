@@ -6,14 +6,17 @@ its PID when the test ends, pass or fail.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ironbook.adapters.nats.server import LocalNatsCluster
+from ironbook.services.local_cluster import LocalCluster
 
 CLUSTER_START_TIMEOUT_MS = 60_000
+LEADERS_TIMEOUT_MS = 90_000
 
 
 @pytest.fixture
@@ -25,3 +28,16 @@ def nats_cluster(tmp_path: Path) -> Iterator[LocalNatsCluster]:
         yield cluster
     finally:
         cluster.close()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    """A whole secured ironbook cluster as `ironbook up` runs it (one
+    partition, mutual TLS and identities), with a leader elected."""
+    local = LocalCluster(tmp_path / "cluster")
+    try:
+        local.start()
+        asyncio.run(local.wait_leaders(timeout_ms=LEADERS_TIMEOUT_MS))
+        yield local
+    finally:
+        local.stop()

@@ -12,10 +12,6 @@ import re
 import signal
 import time
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from ironbook.adapters.audit.checkpoint_stream import read_checkpoint_stream
 from ironbook.adapters.audit.events import SignificantEvent, decode_event
@@ -28,17 +24,6 @@ from ironbook.core import acting
 from ironbook.services.local_cluster import LocalCluster, wait_for_leaders
 
 SETTLE_S = 60.0
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    local = LocalCluster(tmp_path / "cluster")
-    try:
-        local.start()
-        asyncio.run(local.wait_leaders(timeout_ms=90_000))
-        yield local
-    finally:
-        local.stop()
 
 
 async def _events(endpoint: NatsEndpoint) -> list[SignificantEvent]:

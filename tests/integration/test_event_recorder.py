@@ -7,10 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from ironbook import core
 from ironbook.adapters.audit.events import EVENTS_STREAM, decode_event, event_subject
@@ -21,17 +17,6 @@ from ironbook.services.local_cluster import LocalCluster
 
 ACCOUNTS = 3_000
 RECORDED_WITHIN_S = 90.0
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    local = LocalCluster(tmp_path / "cluster")
-    try:
-        local.start()
-        asyncio.run(local.wait_leaders(timeout_ms=90_000))
-        yield local
-    finally:
-        local.stop()
 
 
 async def _recorded_deposits(endpoint: NatsEndpoint) -> int:

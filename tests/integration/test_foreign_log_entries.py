@@ -12,11 +12,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import msgspec
-import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client as NatsClient
 
@@ -40,17 +37,6 @@ from ironbook.services.status import ReplicaHeartbeat
 FOREIGN_ENTRIES = 4
 FORGE_ATTEMPTS = 1_000
 WAIT_S = 60.0
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    local = LocalCluster(tmp_path / "cluster")
-    try:
-        local.start()
-        asyncio.run(local.wait_leaders(timeout_ms=90_000))
-        yield local
-    finally:
-        local.stop()
 
 
 async def raw_nats(cluster: LocalCluster) -> NatsClient:

@@ -10,10 +10,7 @@ the same state hash.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from ironbook.adapters.nats.log import stream_name
 from ironbook.chaos.workload import Workload
@@ -22,17 +19,6 @@ from ironbook.core import acting
 from ironbook.replication.checker import check_history
 from ironbook.services.inspect import converged_hashes, read_whole_log
 from ironbook.services.local_cluster import LocalCluster, wait_for_leaders
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    local = LocalCluster(tmp_path / "cluster")
-    try:
-        local.start()
-        asyncio.run(local.wait_leaders(timeout_ms=90_000))
-        yield local
-    finally:
-        local.stop()
 
 
 async def _connect(cluster: LocalCluster) -> LedgerClient:

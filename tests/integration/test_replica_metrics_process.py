@@ -7,10 +7,7 @@ and catches up."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ironbook import core
@@ -20,17 +17,6 @@ from ironbook.services.local_cluster import LocalCluster, collect_heartbeats
 from ironbook.services.nats_exporter import http_get
 
 WAIT_S = 30.0
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    local = LocalCluster(tmp_path / "cluster")
-    try:
-        local.start()
-        asyncio.run(local.wait_leaders(timeout_ms=90_000))
-        yield local
-    finally:
-        local.stop()
 
 
 async def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

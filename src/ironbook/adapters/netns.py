@@ -49,6 +49,8 @@ from typing import Self
 
 import msgspec
 
+from ironbook.adapters.procfs import pid_alive
+
 PREFIX = "ibk"
 """Every namespace and interface of every run starts with this."""
 RUN_ID_LENGTH = 5
@@ -397,16 +399,6 @@ def _destroy(layout: Layout) -> None:
         _run(argv, check=False)  # idempotent: a missing name is fine
 
 
-def _owner_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def leftover_names() -> dict[str, list[str]]:
     """Namespaces and interfaces with the ironbook prefix, by run id."""
     found: dict[str, list[str]] = {}
@@ -429,7 +421,7 @@ def live_runs() -> set[str]:
             state = msgspec.json.decode(path.read_bytes(), type=_State)
         except (OSError, msgspec.MsgspecError):
             continue
-        if _owner_alive(state.owner_pid):
+        if pid_alive(state.owner_pid):
             alive.add(state.run_id)
     return alive
 

@@ -26,6 +26,17 @@ class ProcessStat(NamedTuple):
     """Resident memory."""
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (it may belong to another user)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def process_stat(pid: int) -> ProcessStat | None:
     """The process's state and CPU time; None if it is gone (or not Linux)."""
     try:

@@ -33,6 +33,8 @@ from prometheus_client import (
 from starlette.routing import Route
 from starlette.types import Scope
 
+from ironbook.adapters.procfs import pid_alive
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 ROUTE_SCOPE_KEY = "ironbook.route"
 """Set by a handler that answers ahead of the router (the edge's fast path)."""
@@ -180,22 +182,12 @@ def forget_dead_workers() -> list[int]:
     dead = set()
     for path in Path(directory).glob("gauge_live*_*.db"):
         match = _LIVE_GAUGE_FILE.fullmatch(path.name)
-        if match is not None and not _alive(int(match.group(1))):
+        if match is not None and not pid_alive(int(match.group(1))):
             dead.add(int(match.group(1)))
     for pid in dead:
         with contextlib.suppress(FileNotFoundError):
             multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
     return sorted(dead)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class _Pending:
