@@ -2,8 +2,8 @@
 every server up with JetStream and a meta leader, the ledger stream with its
 messages, one leader and three current replicas, the storage used and its
 limit, and how long each takes to answer; a stopped server is reported down
-(no answer time) and the others healthy; all served over
-real HTTP."""
+(no answer time) and the others healthy; a frozen one is unreachable and as
+slow as the timeout; all served over real HTTP."""
 
 from __future__ import annotations
 
@@ -127,3 +127,15 @@ def test_the_collector_reports_servers_jetstream_and_streams(
     found = _scrape_until(exporter, lambda f: sum(value(f, UP, server=s) for s in names) == 2)
     assert value(found, "ironbook_nats_server_up", server=stopped) == 0
     assert value(found, "ironbook_nats_server_reachable", server=stopped) == 0
+
+    # A frozen server accepts connections (the kernel does) but answers
+    # nothing: it is unreachable, and as slow as the timeout.
+    frozen = nats_cluster.nodes["n2"]
+    frozen.process.pause()
+    try:
+        found = samples(asyncio.run(_scrape_over_http(exporter)))
+    finally:
+        frozen.process.resume()
+    address = frozen.monitor_url.removeprefix("http://")
+    assert value(found, "ironbook_nats_server_reachable", server=address) == 0
+    assert value(found, "ironbook_nats_server_response_seconds", server=address) >= 0.9 * TIMEOUT_S

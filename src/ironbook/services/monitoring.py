@@ -159,6 +159,11 @@ def alertmanager_config(webhook_url: str) -> dict[str, object]:
                 "target_matchers": ['alertname="IronbookNatsServerUnhealthy"'],
             },
             {
+                "source_matchers": ['alertname="IronbookNatsServerDown"'],
+                "target_matchers": ['alertname="IronbookNatsServerSlow"'],
+                "equal": ["server"],
+            },
+            {
                 "source_matchers": ['alertname="IronbookNoLedgerLeader"'],
                 "target_matchers": ['alertname="IronbookGatewayNotReady"'],
             },

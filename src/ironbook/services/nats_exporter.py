@@ -33,6 +33,8 @@ from ironbook.services.metrics_http import process_registry, serve_http
 log = logging.getLogger("ironbook.nats_exporter")
 
 _MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+_TIMED_OUT = 0.9
+"""A scrape that took this share of its timeout ran out of time."""
 
 
 @dataclass
@@ -45,8 +47,8 @@ class ServerView:
     reachable: bool = False
     response_s: float | None = None
     """How long the three endpoints took to answer in full (fetched at once,
-    so the slowest: `/jsz`, tens of KB), or to time out; None when none of
-    them answered (the server is down, `reachable` says so)."""
+    so the slowest: `/jsz`, tens of KB), or to time out; None when the
+    server refused them at once (it is not running)."""
     varz: Mapping[str, Any] = field(default_factory=dict)
     jsz: Mapping[str, Any] = field(default_factory=dict)
 
@@ -94,8 +96,11 @@ async def scrape_server(monitor_url: str, timeout_s: float) -> ServerView:
         tasks = [group.create_task(http_get(base + path, timeout_s)) for path in paths]
     took = time.perf_counter() - started
     (health, _), varz, jsz = (task.result() for task in tasks)
-    if any(task.result()[0] != 0 for task in tasks):
-        view.response_s = took  # up to the timeout, when one did not answer
+    if any(task.result()[0] != 0 for task in tasks) or took >= timeout_s * _TIMED_OUT:
+        # A server that let the time run out (a throttled link, a frozen
+        # process) is as slow as the timeout; only one that refused at once
+        # (not running) has no answer time.
+        view.response_s = took
     view.healthy = health == 200
     view.varz, view.jsz = _json_object(*varz), _json_object(*jsz)
     view.reachable = bool(view.varz or view.jsz)
