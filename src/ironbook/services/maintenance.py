@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -42,6 +41,7 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 
 from ironbook.adapters.nats.provision import close_nats, connect_nats
+from ironbook.adapters.nats.server import NatsSignalError
 from ironbook.adapters.prometheus import AlertmanagerError, post_alerts, rfc3339
 from ironbook.services.local_cluster import LocalCluster, collect_heartbeats
 
@@ -52,6 +52,11 @@ STEPDOWN_TIMEOUT_MS = 5_000
 META_TIMEOUT_MS = 1_000
 LEADERSHIPS_GONE_TIMEOUT_MS = 15_000
 STOP_TIMEOUT_MS = 20_000
+CLIENTS_GONE_TIMEOUT_MS = 5_000
+"""How long a server in lame-duck mode is given for its clients to move
+away before it stops. It tells them once it has handed over its Raft
+leaderships (and waited a second if it had any); ironbook's connections
+move at once. A client that does not is cut off by the stop."""
 REPLICA_STOP_GRACE_MS = 5_000
 """A replica that has not stopped this long after SIGTERM is killed: its
 lease then expires within a TTL instead of being held by a stuck stop."""
@@ -249,28 +254,39 @@ async def drain_nats(cluster: LocalCluster, node: str, say: Say = _quiet) -> lis
     pid = process.pid
     if pid is None or not process.is_running():
         raise MaintenanceError(f"NATS server {node} is not running")
-    lame_duck = await asyncio.to_thread(
-        subprocess.run,
-        [str(cluster.nats.binary), "--signal", f"ldm={pid}"],
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=False,
-    )
-    if lame_duck.returncode != 0:
-        raise MaintenanceError(f"lame duck for {node}: {lame_duck.stderr.strip()}")
+    try:
+        await asyncio.to_thread(cluster.nats.lame_duck, node)
+    except NatsSignalError as error:
+        raise MaintenanceError(str(error)) from error
     done.append(f"{node} (pid {pid}) in lame-duck mode")
     # In lame-duck mode the server hands over what it still leads (the meta
-    # leadership, groups created since), then stops JetStream.
+    # leadership, groups created since), then tells its clients, and
+    # ironbook's connections move to another server (`connect_nats`). A
+    # client still connected when the server stops loses its requests in
+    # flight: the ledger leader's appends, and every write behind them.
     deadline = time.monotonic() + LEADERSHIPS_GONE_TIMEOUT_MS / 1000
     while await asyncio.to_thread(_leads_anything, cluster, node):
         if time.monotonic() > deadline:
             break  # stopping hands the rest over too
         await asyncio.sleep(0.05)
+    deadline = time.monotonic() + CLIENTS_GONE_TIMEOUT_MS / 1000
+    while clients := await asyncio.to_thread(clients_of, cluster, node):
+        if time.monotonic() > deadline:
+            done.append(f"{node}: {clients} clients still connected; stopping")
+            break
+        await asyncio.sleep(0.05)
     await asyncio.to_thread(process.stop, STOP_TIMEOUT_MS)
     done.append(f"{node} stopped")
     say(f"{node} drained and stopped")
     return done
+
+
+def clients_of(cluster: LocalCluster, node: str) -> int:
+    """How many clients are connected to `node` (0 if it does not answer)."""
+    status, body = cluster.nats.node(node).monitor("/connz")
+    if status != 200 or not isinstance(body, dict):
+        return 0
+    return int(body.get("num_connections") or 0)
 
 
 def _leads_anything(cluster: LocalCluster, node: str) -> bool:

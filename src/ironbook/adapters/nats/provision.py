@@ -71,6 +71,11 @@ async def connect_nats(
 ) -> NatsClient:
     """A connection that fails over between the given servers forever.
 
+    A server going into lame-duck mode (`ironbook drain`, a rolling restart)
+    says so; the connection then moves to another server at once, while the
+    one it leaves still routes, rather than when that server stops. Requests
+    in flight when a connection drops end at once (`request`).
+
     Pings every second with two outstanding allowed, so a frozen (SIGSTOPped)
     or cut-off server is given up on in about three seconds; a killed one at
     once.
@@ -102,13 +107,20 @@ async def connect_nats(
             return
         log.debug("nats connection error: %r", err)
 
+    link = _Link()
+
     async def on_disconnected() -> None:
         log.debug("nats disconnected")
+        link.dropped()
 
     async def on_reconnected() -> None:
         log.debug("nats reconnected")
 
-    return await nats.connect(
+    async def on_lame_duck() -> None:  # never on the first connect: `nc` is set by then
+        log.info("%s: the nats server is in lame-duck mode; moving to another", name)
+        await nc.force_reconnect()
+
+    nc = await nats.connect(
         servers=urls,
         name=name,
         connect_timeout=max(1, connect_timeout_ms // 1000),
@@ -121,8 +133,11 @@ async def connect_nats(
         error_cb=on_error,
         disconnected_cb=on_disconnected,
         reconnected_cb=on_reconnected,
+        lame_duck_mode_cb=on_lame_duck,
         **secured,
     )
+    _LINKS[nc] = link
+    return nc
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +157,65 @@ async def close_nats(nc: NatsClient) -> None:
     (nats-py raises ConnectionResetError when it cannot flush on close)."""
     with contextlib.suppress(nats.errors.Error, OSError):
         await nc.close()
+
+
+class RequestDropped(nats.errors.Error):
+    """The connection dropped (its server stopped, or went into lame-duck
+    mode and the connection moved) while a request was in flight: the answer,
+    if any, was sent to a connection that is gone, so waiting for it is
+    waiting for the timeout. Whether the request took effect is unknown,
+    as after a timeout."""
+
+
+class _Link:
+    """Whether a `connect_nats` connection dropped since a request was
+    sent: `current` is resolved when it drops, then replaced."""
+
+    def __init__(self) -> None:
+        self.current: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def dropped(self) -> None:
+        self.current.set_result(None)
+        self.current = asyncio.get_running_loop().create_future()
+
+
+_LINKS: weakref.WeakKeyDictionary[NatsClient, _Link] = weakref.WeakKeyDictionary()
+
+
+async def _settled(call: Awaitable[T]) -> T | Exception:
+    try:
+        return await call
+    except Exception as err:
+        return err
+
+
+async def request_once(
+    nc: NatsClient,
+    subject: str,
+    payload: bytes,
+    *,
+    timeout_s: float,
+    headers: dict[str, str] | None = None,
+) -> Msg:
+    """`nc.request`, ended with `RequestDropped` as soon as a `connect_nats`
+    connection drops: nats-py would wait out the timeout (the ledger
+    leader's append timeout is 2 s) although no answer can come any more,
+    and every write of the partition waits behind that append."""
+    link = _LINKS.get(nc)
+    call = nc.request(subject, payload, timeout=timeout_s, headers=headers)
+    if link is None:
+        return await call
+    dropped = link.current
+    async with asyncio.TaskGroup() as tasks:
+        answer = tasks.create_task(_settled(call))
+        await asyncio.wait((answer, dropped), return_when=asyncio.FIRST_COMPLETED)
+        answer.cancel()  # nothing if it is done
+    if answer.cancelled():
+        raise RequestDropped(f"{subject}: the connection dropped with the request in flight")
+    outcome = answer.result()
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
 
 NO_RESPONDERS_ATTEMPTS = 10
@@ -166,7 +240,7 @@ async def request(
     delay_ms = _NO_RESPONDERS_BACKOFF_MS
     for attempt in range(1, NO_RESPONDERS_ATTEMPTS + 1):
         try:
-            return await nc.request(subject, payload, timeout=timeout_s, headers=headers)
+            return await request_once(nc, subject, payload, timeout_s=timeout_s, headers=headers)
         except nats.errors.NoRespondersError:
             if attempt == NO_RESPONDERS_ATTEMPTS:
                 raise

