@@ -102,6 +102,9 @@ async def _steps(cluster: LocalCluster) -> None:
     answer = await request(data_dir, ControlRequest(op="drain", node=victim), heard.append)
     assert any(f"{stream}: leader {victim} ->" in step for step in answer["done"])
     assert any("lame-duck" in step for step in answer["done"])
+    # Its clients (replicas, the event recorder, ...) moved to the other
+    # servers when it went into lame-duck mode, before it was stopped.
+    assert not any("still connected" in step for step in answer["done"]), answer["done"]
     assert not cluster.nats.node(victim).process.is_running()
     new_leader = await asyncio.to_thread(cluster.nats.wait_stream_leader, stream, not_on=victim)
     assert new_leader != victim

@@ -6,7 +6,9 @@ process one by one, waiting for health before the next.
   (`$JS.API.STREAM.LEADER.STEPDOWN.<stream>` with a preferred placement), the
   JetStream meta leadership too if it holds it (`$JS.API.META.LEADER.STEPDOWN`,
   which only the system account may ask; otherwise lame-duck mode hands it
-  over), then lame-duck mode (`nats-server --signal ldm=<pid>`) and a stop.
+  over), then lame-duck mode (`nats-server --signal ldm=<pid>`): ironbook's
+  connections move to the other servers when it says so (`connect_nats`);
+  once it has no clients left it is stopped.
   A stream stepdown takes well under a second; a crashed leader costs a Raft
   election (4-9 s, hard-coded in nats-server).
 - A replica: SIGTERM; a leader releases its lease as it stops, and a
