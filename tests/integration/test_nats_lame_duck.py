@@ -48,6 +48,15 @@ async def _unanswered(asker: NatsClient) -> Exception | Msg:
         return error
 
 
+async def _ended(asked: asyncio.Task[Exception | Msg], asker: NatsClient) -> Exception | Msg:
+    try:
+        return await asyncio.wait_for(asked, BOUND_S)
+    except TimeoutError:
+        state = f"connected {asker.is_connected} to {asker.connected_url}, stats {asker.stats}"
+        message = f"the request was still in flight after {BOUND_S} s; {state}"
+        raise AssertionError(message) from None
+
+
 def test_a_request_in_flight_ends_when_its_server_is_killed(
     nats_cluster: LocalNatsCluster,
 ) -> None:
@@ -60,7 +69,7 @@ def test_a_request_in_flight_ends_when_its_server_is_killed(
                 await asyncio.sleep(0.2)
                 assert not asked.done()
                 await asyncio.to_thread(nats_cluster.kill_node, node)
-                assert isinstance(await asyncio.wait_for(asked, BOUND_S), RequestDropped)
+                assert isinstance(await _ended(asked, asker), RequestDropped)
         finally:
             await close_nats(asker)
             await close_nats(silent)
@@ -79,7 +88,7 @@ def test_a_server_in_lame_duck_mode_is_left_while_it_still_serves(
                 await asker.flush()
                 await asyncio.sleep(0.2)
                 await asyncio.to_thread(nats_cluster.lame_duck, node)
-                assert isinstance(await asyncio.wait_for(asked, BOUND_S), RequestDropped)
+                assert isinstance(await _ended(asked, asker), RequestDropped)
             deadline = time.monotonic() + BOUND_S
             while not asker.is_connected or _node_of(nats_cluster, asker) == node:
                 assert time.monotonic() < deadline, "the connection stayed on the lame duck"
