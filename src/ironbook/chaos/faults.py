@@ -140,18 +140,16 @@ class FaultInjector:
         if self.rng.random() < 0.5:
             stream = stream_name(self.partition)
             node = await asyncio.to_thread(self.cluster.nats.wait_stream_leader, stream)
-            async with maintenance.announced(self.cluster, node, "drain"):
-                with self.cluster.supervisor.held(f"nats-{node}"):
-                    done = await maintenance.drain_nats(self.cluster, node)
-                    held = await self._hold(1.0, 3.0)
-                    await asyncio.to_thread(self.cluster.nats.start_node, node, wait=False)
+            async with maintenance.under_maintenance(self.cluster, node, "drain"):
+                done = await maintenance.drain_nats(self.cluster, node)
+                held = await self._hold(1.0, 3.0)
+                await asyncio.to_thread(self.cluster.nats.start_node, node, wait=False)
             return node, f"{'; '.join(done)}; down {held:.1f} s"
         victim = await self._leader()
-        async with maintenance.announced(self.cluster, victim, "drain"):
-            with self.cluster.supervisor.held(victim):
-                done = await maintenance.drain_replica(self.cluster, victim)
-                held = await self._hold(1.0, 3.0)
-                await asyncio.to_thread(self.cluster.replicas[victim].start)
+        async with maintenance.under_maintenance(self.cluster, victim, "drain"):
+            done = await maintenance.drain_replica(self.cluster, victim)
+            held = await self._hold(1.0, 3.0)
+            await asyncio.to_thread(self.cluster.replicas[victim].start)
         return victim, f"{'; '.join(done)}; down {held:.1f} s"
 
     async def _rolling_restart(self) -> tuple[str, str]:

@@ -125,14 +125,16 @@ def _alertmanager_of(cluster: LocalCluster) -> str | None:
 
 
 @contextlib.asynccontextmanager
-async def announced(cluster: LocalCluster, name: str, action: str) -> AsyncIterator[None]:
-    """Announce the maintenance of `name` while the block runs and
-    `NOTICE_GRACE_S` after it."""
-    await announce(_alertmanager_of(cluster), name, action, NOTICE_STEP_S)
+async def under_maintenance(cluster: LocalCluster, node: str, action: str) -> AsyncIterator[None]:
+    """While the block runs, the supervisor leaves `node` alone (the block
+    stops and starts it itself), and its maintenance is announced, until
+    `NOTICE_GRACE_S` after the block."""
+    await announce(_alertmanager_of(cluster), node, action, NOTICE_STEP_S)
     try:
-        yield
+        with cluster.supervisor.held(_supervised_name(cluster, node)):
+            yield
     finally:
-        await announce(_alertmanager_of(cluster), name, action, NOTICE_GRACE_S)
+        await announce(_alertmanager_of(cluster), node, action, NOTICE_GRACE_S)
 
 
 def _supervised_name(cluster: LocalCluster, node: str) -> str:
@@ -297,11 +299,10 @@ def _leads_anything(cluster: LocalCluster, node: str) -> bool:
 
 async def restart_nats(cluster: LocalCluster, node: str, say: Say = _quiet) -> list[str]:
     """Drain `node`, start it again, and wait until it is current."""
-    async with announced(cluster, node, "restart"):
-        with cluster.supervisor.held(_supervised_name(cluster, node)):
-            done = await drain_nats(cluster, node, say)
-            await asyncio.to_thread(cluster.nats.start_node, node, wait=False)
-            await asyncio.to_thread(cluster.nats.wait_healthy, HEALTHY_TIMEOUT_MS)
+    async with under_maintenance(cluster, node, "restart"):
+        done = await drain_nats(cluster, node, say)
+        await asyncio.to_thread(cluster.nats.start_node, node, wait=False)
+        await asyncio.to_thread(cluster.nats.wait_healthy, HEALTHY_TIMEOUT_MS)
     done.append(f"{node} restarted and healthy")
     say(f"{node} restarted and healthy")
     return done
@@ -347,11 +348,10 @@ async def _wait_caught_up(cluster: LocalCluster, node_id: str) -> None:
 
 
 async def restart_replica(cluster: LocalCluster, node_id: str, say: Say = _quiet) -> list[str]:
-    async with announced(cluster, node_id, "restart"):
-        with cluster.supervisor.held(node_id):
-            done = await drain_replica(cluster, node_id, say)
-            await asyncio.to_thread(cluster.replicas[node_id].start)
-            await _wait_caught_up(cluster, node_id)
+    async with under_maintenance(cluster, node_id, "restart"):
+        done = await drain_replica(cluster, node_id, say)
+        await asyncio.to_thread(cluster.replicas[node_id].start)
+        await _wait_caught_up(cluster, node_id)
     done.append(f"{node_id} restarted and caught up")
     say(f"{node_id} restarted and caught up")
     return done
@@ -375,19 +375,18 @@ async def restart_plain(cluster: LocalCluster, name: str, say: Say = _quiet) -> 
     and wait until it touches its liveness file."""
     process = {**cluster.gateways, **cluster.feeds}[name]
     child = cluster.supervisor.children[name]
-    async with announced(cluster, name, "restart"):
-        with cluster.supervisor.held(name):
-            await asyncio.to_thread(process.stop, STOP_TIMEOUT_MS)
-            started_wall = time.time()
-            await asyncio.to_thread(process.start)
-            deadline = time.monotonic() + HEALTHY_TIMEOUT_MS / 1000
-            while not _touched_since(child.liveness, started_wall):
-                if not process.is_running():
-                    raise MaintenanceError(f"{name} exited after its restart")
-                if time.monotonic() > deadline:
-                    raise MaintenanceError(f"{name} showed no sign of life after its restart")
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(SETTLE_S)
+    async with under_maintenance(cluster, name, "restart"):
+        await asyncio.to_thread(process.stop, STOP_TIMEOUT_MS)
+        started_wall = time.time()
+        await asyncio.to_thread(process.start)
+        deadline = time.monotonic() + HEALTHY_TIMEOUT_MS / 1000
+        while not _touched_since(child.liveness, started_wall):
+            if not process.is_running():
+                raise MaintenanceError(f"{name} exited after its restart")
+            if time.monotonic() > deadline:
+                raise MaintenanceError(f"{name} showed no sign of life after its restart")
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(SETTLE_S)
     say(f"{name} restarted")
     return [f"{name} restarted"]
 
