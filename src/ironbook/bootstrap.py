@@ -72,7 +72,7 @@ from ironbook.services.gateway.auth import (
 from ironbook.services.gateway.calls import watch_partitions
 from ironbook.services.gateway.history import NatsHistory
 from ironbook.services.gateway.idempotency import ClaimStore
-from ironbook.services.gateway.metrics import GatewayMetrics, forget_dead_workers
+from ironbook.services.gateway.metrics import GatewayMetrics
 from ironbook.services.gateway.odds import OddsHub
 from ironbook.services.gateway.revocation import Revocations, RevocationStore
 from ironbook.services.gateway.runtime import READINESS_DEADLINE_MS, Gateway
@@ -439,9 +439,6 @@ REVOCATIONS_LOAD_TIMEOUT_S = 30.0
 
 async def serve_gateway(settings: Settings, stop: asyncio.Event) -> None:
     g = settings.gateway
-    forgotten = forget_dead_workers()
-    if forgotten:
-        log.info("forgot the in-flight gauges of dead workers %s", forgotten)
     async with connected_gateway(settings) as gateway, asyncio.TaskGroup() as group:
         loaded = asyncio.Event()
         follower = group.create_task(gateway.follow_revocations(loaded))

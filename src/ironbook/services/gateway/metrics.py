@@ -174,8 +174,7 @@ def forget_dead_workers() -> list[int]:
     """Drop the live-gauge samples (`livesum`) that dead workers left in
     `PROMETHEUS_MULTIPROC_DIR`: a worker killed with SIGKILL never says it
     died, and it would stay counted as running, with its last in-flight
-    count, for good. Called as a worker starts and before every scrape. The
-    pids forgotten."""
+    count, for good. Called before every scrape. The pids forgotten."""
     directory = os.environ.get(MULTIPROC_ENV)
     if not directory:
         return []
