@@ -22,7 +22,7 @@ from ironbook.services.gateway.auth import (
     mint_token,
 )
 from ironbook.services.monitoring import WEBHOOK_PATH, alertmanager_config
-from ironbook.services.ops.alerts import AlertBook, AlertRecord
+from ironbook.services.ops.alerts import AlertBook, AlertRecord, alert_spans
 from ironbook.services.ops.console import SESSION_COOKIE, Console, create_app
 
 
@@ -186,3 +186,33 @@ def test_alertmanager_routes_everything_to_the_receiver_with_inhibition() -> Non
     assert isinstance(inhibit, list)
     node_down = [rule for rule in inhibit if "node" in rule.get("equal", [])]
     assert node_down and 'alertname="IronbookNatsServerDown"' in node_down[0]["source_matchers"]
+
+
+def _record(at_ms: int, status: str, fingerprint: str) -> AlertRecord:
+    return AlertRecord(
+        received_at_ms=at_ms,
+        status=status,  # type: ignore[arg-type]
+        alertname=f"Alert{fingerprint}",
+        severity="page",
+        fingerprint=fingerprint,
+        labels={},
+        annotations={},
+        starts_at="",
+        ends_at="",
+    )
+
+
+def test_each_spell_of_an_alert_is_its_first_firing_and_its_resolution() -> None:
+    records = [
+        _record(1_000, "firing", "a"),
+        _record(2_000, "firing", "b"),
+        _record(3_000, "firing", "a"),  # sent again with its group: the same spell
+        _record(4_000, "resolved", "a"),
+        _record(5_000, "resolved", "c"),  # never seen firing: no spell
+        _record(6_000, "firing", "a"),  # fires again: a new spell
+    ]
+    spans = [
+        (first.fingerprint, first.received_at_ms, resolved)
+        for first, resolved in alert_spans(records)
+    ]
+    assert spans == [("a", 1_000, 4_000), ("b", 2_000, None), ("a", 6_000, None)]

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import msgspec
 
 from ironbook.chaos.faults import FaultRecord
-from ironbook.services.ops.alerts import AlertRecord
+from ironbook.services.ops.alerts import AlertRecord, alert_spans
 
 AFTER_HEAL_S = 15.0
 """How long after a heal an alert still counts as the fault's: the stages of
@@ -114,16 +114,7 @@ def _carried(
     records: Sequence[AlertRecord],
     fired: Sequence[Sequence[AlertRecord]],
 ) -> list[list[AlertRecord]]:
-    spans: list[tuple[AlertRecord, int | None]] = []
-    """(first firing notification, resolved at) of every alert."""
-    open_at: dict[str, int] = {}
-    for record in records:
-        if record.status == "firing" and record.fingerprint not in open_at:
-            open_at[record.fingerprint] = len(spans)
-            spans.append((record, None))
-        elif record.status == "resolved" and record.fingerprint in open_at:
-            index = open_at.pop(record.fingerprint)
-            spans[index] = (spans[index][0], record.received_at_ms)
+    spans = alert_spans(records)
     carried: list[list[AlertRecord]] = []
     for fault, caught in zip(faults, fired, strict=True):
         window_end = fault.healed_wall_ms + int(AFTER_HEAL_S * 1000)

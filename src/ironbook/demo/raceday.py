@@ -66,7 +66,13 @@ from ironbook.replication.checker import CheckReport
 from ironbook.replication.history import Operation
 from ironbook.services.feed.processes import FeedOptions
 from ironbook.services.local_cluster import ClusterConfig, LocalCluster
-from ironbook.services.ops.alerts import AlertRecord, alert_target, describe, read_records
+from ironbook.services.ops.alerts import (
+    AlertRecord,
+    alert_spans,
+    alert_target,
+    describe,
+    read_records,
+)
 from ironbook.services.supervisor import Supervisor
 from ironbook.settings import MonitoringSettings
 
@@ -656,21 +662,16 @@ def _alerts_on_the_timeline(day: _Day, records: Sequence[AlertRecord]) -> None:
     def t_s(wall_ms: int) -> float:
         return round((wall_ms - start_ms) / 1000, 2)
 
-    marks: list[AlertMark] = []
-    firing: dict[str, int] = {}
-    """fingerprint -> its mark while it fires (Alertmanager sends a firing
-    alert again with every change to its group: the first counts)."""
-    for record in records:
-        at = t_s(record.received_at_ms)
-        if record.status == "firing" and record.fingerprint not in firing:
-            firing[record.fingerprint] = len(marks)
-            marks.append(
-                AlertMark(record.alertname, record.severity, alert_target(record), at, None)
-            )
-        elif record.status == "resolved" and record.fingerprint in firing:
-            index = firing.pop(record.fingerprint)
-            marks[index] = msgspec.structs.replace(marks[index], resolved_s=at)
-    timeline.alerts = marks
+    timeline.alerts = [
+        AlertMark(
+            first.alertname,
+            first.severity,
+            alert_target(first),
+            t_s(first.received_at_ms),
+            None if resolved is None else t_s(resolved),
+        )
+        for first, resolved in alert_spans(records)
+    ]
     if len(day.fault_log) != len(timeline.faults):
         return
     caught = attribute_alerts(day.fault_log, records).caught

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -159,6 +159,24 @@ def alert_target(record: AlertRecord) -> str:
         for key, value in sorted(record.labels.items())
         if key in ("name", "worker", "partition", "producer", "child", "server")
     )
+
+
+def alert_spans(records: Sequence[AlertRecord]) -> list[tuple[AlertRecord, int | None]]:
+    """Each alert's spell of firing, in the order they began: its first
+    firing notification (Alertmanager sends a firing alert again with every
+    change to its group) and when its resolution was received, None if it
+    was not. An alert that fires again after resolving begins a new spell."""
+    spans: list[tuple[AlertRecord, int | None]] = []
+    firing: dict[str, int] = {}
+    """fingerprint -> its spell while it fires"""
+    for record in records:
+        if record.status == "firing" and record.fingerprint not in firing:
+            firing[record.fingerprint] = len(spans)
+            spans.append((record, None))
+        elif record.status == "resolved" and record.fingerprint in firing:
+            index = firing.pop(record.fingerprint)
+            spans[index] = (spans[index][0], record.received_at_ms)
+    return spans
 
 
 def describe(record: AlertRecord) -> str:
