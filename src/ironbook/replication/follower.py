@@ -10,9 +10,11 @@ import functools
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 from ironbook import core
 from ironbook.replication.batch import QuarantineHook, ReplayState
+from ironbook.replication.concurrency import race
 from ironbook.replication.interfaces import (
     Clock,
     Log,
@@ -201,8 +203,15 @@ class Follower:
         return self.replay.quarantined
 
     async def poll(self, *, wait_ms: int) -> int:
-        """Read once (waiting up to `wait_ms` for news) and apply what came.
-        Returns how many entries were read; a failed read counts as none."""
+        """Read once (waiting up to `wait_ms` for news) and apply what came,
+        then write a snapshot if one is due (reading and applying on while it
+        is written). Returns how many entries the first read brought; a failed
+        read counts as none."""
+        read = await self._read_and_apply(wait_ms)
+        await self._maybe_snapshot(wait_ms)
+        return read
+
+    async def _read_and_apply(self, wait_ms: int) -> int:
         try:
             entries = await self._log.read(
                 self.applied_seq + 1, max_entries=self._config.read_max_entries, wait_ms=wait_ms
@@ -211,8 +220,15 @@ class Follower:
             await self._clock.sleep(self._config.io_retry_backoff_ms)
             return 0
         await self._apply(entries)
-        await self._maybe_snapshot()
         return len(entries)
+
+    async def _apply_meanwhile(self, wait_ms: int) -> NoReturn:
+        """Tail the log while a snapshot is written, until cancelled."""
+        while True:
+            # Yield first: with a log that answers without suspending, the
+            # writer would otherwise never run again.
+            await self._clock.sleep(0)
+            await self._read_and_apply(wait_ms)
 
     async def catch_up(self, target_seq: int, *, max_idle_polls: int | None = None) -> None:
         """Apply the log at least up to `target_seq`. Raises `CatchUpStalled`
@@ -256,7 +272,7 @@ class Follower:
             >= config.snapshot_log_ratio * raised * self._snapshot_bytes
         )
 
-    async def _maybe_snapshot(self) -> None:
+    async def _maybe_snapshot(self, wait_ms: int) -> None:
         if self.applied_seq < self._next_snapshot_try_seq or not self.snapshot_due():
             return
         try:
@@ -276,15 +292,22 @@ class Follower:
             self._snapshot_bytes = newest.size_bytes
             if not self.snapshot_due():
                 return
+        # The writer captures the state when it starts, before it first
+        # yields (`SnapshotWriter.write`); the log applied after that, while
+        # it writes, counts towards the next snapshot.
         capture = functools.partial(take_snapshot, self.replay, self.tree)
+        log_bytes_captured = self._log_bytes_since_snapshot
         try:
-            written = await self._snapshot_writer.write(capture, self._loop_blocks)
+            written = await race(
+                self._snapshot_writer.write(capture, self._loop_blocks),
+                self._apply_meanwhile(wait_ms),
+            )
         except ReplicationError:
             self._snapshot_later()
             return
         self._snapshot_seq = written.seq
         self._snapshot_bytes = written.size_bytes
-        self._log_bytes_since_snapshot = 0
+        self._log_bytes_since_snapshot -= log_bytes_captured
 
     def _snapshot_later(self) -> None:
         """The store did not answer, or the snapshot could not be made: try
