@@ -278,6 +278,20 @@ def test_a_signal_to_the_child_does_not_reach_the_parents_handlers(
     _assert_reaped(int(pid_file.read_text()))
 
 
+def test_a_child_reaped_by_someone_else_skips_the_snapshot(run: Runner) -> None:
+    """With SIGCHLD ignored the kernel reaps children itself: the exit status
+    is lost, so the snapshot is skipped rather than trusted (or crashing)."""
+    replay, tree = _replay(_entries(1, 3, ""))
+    forked = ForkedSnapshotWriter(Objects(), encode=encode_object)
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        with pytest.raises(SnapshotNotTaken, match="ChildProcessError"):
+            run(forked.write(functools.partial(take_snapshot, replay, tree), LoopBlocks()))
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+    assert forked.child_pid is None
+
+
 def test_only_a_whole_frame_is_accepted() -> None:
     data = b"object bytes"
     whole = frame(7, data)

@@ -135,12 +135,14 @@ class ForkedSnapshotWriter:
                     _kill_and_reap(pid)
 
             cleanup.callback(reap_unless_reaped)
-            pidfd = os.pidfd_open(pid)
-            cleanup.callback(os.close, pidfd)
             try:
+                pidfd = os.pidfd_open(pid)
+                cleanup.callback(os.close, pidfd)
                 async with asyncio.timeout(self._timeout_s):
                     output = await _read_to_end(loop, read_fd)
                     await _readable(loop, pidfd)
+                status, cpu_ms = _reap_exited(pid)
+                reaped = True
             except TimeoutError:
                 log.warning(
                     "snapshot child %d still running after %.0f s: killed; "
@@ -149,8 +151,11 @@ class ForkedSnapshotWriter:
                     self._timeout_s,
                 )
                 raise SnapshotNotTaken(f"snapshot child {pid} timed out") from None
-            status, cpu_ms = _reap_exited(pid)
-            reaped = True
+            except OSError as err:
+                # No pidfd (a kernel before 5.3), a pipe error, or the child
+                # reaped by someone else (SIGCHLD ignored): no snapshot.
+                log.warning("snapshot child %d: %r; the snapshot is skipped", pid, err)
+                raise SnapshotNotTaken(f"snapshot child {pid}: {err!r}") from err
         exit_code = os.waitstatus_to_exitcode(status)
         if exit_code != 0:
             how = f"killed by signal {-exit_code}" if exit_code < 0 else f"exit status {exit_code}"
