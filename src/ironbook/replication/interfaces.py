@@ -1,9 +1,11 @@
 """The small interfaces the replication protocol is written against.
 
 The protocol (sequencer, follower, roles, snapshots) never touches an engine
-directly: it sees a `Log`, a `Lease`, a `SnapshotStore`, a `Clock` and a
-transport. `replication.sim` implements them in memory with seeded faults;
-`adapters.nats` implements them on NATS JetStream.
+directly: it sees a `Log`, a `Lease`, a `SnapshotStore` (and a
+`SnapshotWriter` to it), a `Clock` and a transport. `replication.sim`
+implements them in memory with seeded faults; `adapters.nats` implements them
+on NATS JetStream (and `adapters.forked_snapshots` the writer, in a child
+process).
 """
 
 from __future__ import annotations
