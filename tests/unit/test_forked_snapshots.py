@@ -12,6 +12,8 @@ import contextlib
 import functools
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -28,6 +30,7 @@ from ironbook.adapters.forked_snapshots import (
     parse_frame,
 )
 from ironbook.adapters.nats.snapshots import decode_object, encode_object
+from ironbook.adapters.procfs import process_stat
 from ironbook.core import acting, issued
 from ironbook.replication.batch import ReplayState, encode_batch
 from ironbook.replication.follower import InProcessSnapshotWriter, take_snapshot
@@ -290,6 +293,47 @@ def test_a_child_reaped_by_someone_else_skips_the_snapshot(run: Runner) -> None:
     finally:
         signal.signal(signal.SIGCHLD, previous)
     assert forked.child_pid is None
+
+
+_PARENT_SCRIPT = """
+import asyncio, time
+from ironbook.adapters.forked_snapshots import ForkedSnapshotWriter
+from ironbook.replication.loop_blocks import LoopBlocks
+
+class Objects:
+    async def put_object(self, seq, data):
+        return len(data)
+
+async def main():
+    writer = ForkedSnapshotWriter(Objects(), encode=bytes)
+
+    async def report_child():
+        print(writer.child_pid, flush=True)
+
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(report_child())
+        await writer.write(lambda: time.sleep(60), LoopBlocks())
+
+asyncio.run(main())
+"""
+
+
+def test_the_child_dies_with_its_parent() -> None:
+    """kill -9 of the replica leaves no orphan encoding for nobody."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT_SCRIPT], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        child_pid = int(parent.stdout.readline())
+        assert (stat := process_stat(child_pid)) is not None and stat.ppid == parent.pid
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while (stat := process_stat(child_pid)) is not None and stat.state != "Z":
+        assert time.monotonic() < deadline, f"the child outlived its parent: {stat}"
+        time.sleep(0.05)
 
 
 def test_only_a_whole_frame_is_accepted() -> None:

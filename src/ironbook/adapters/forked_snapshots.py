@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import fcntl
 import gc
 import logging
@@ -48,6 +49,9 @@ _HEADER = struct.Struct("<4sQQ")
 _PIPE_BYTES = 1 << 20
 """The pipe's buffer (Linux's default is 64 KiB): fewer, bigger reads."""
 _SIGNALS_HANDLED_IN_PYTHON = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+"""Loaded here, not in the child: loading takes the dynamic loader's lock."""
 
 
 class SnapshotNotTaken(ReplicationError):
@@ -180,9 +184,10 @@ def _fork_child(
             # it returns, so the child's copy of the state is the state at
             # `applied_seq` now, and the parent may change it as soon as we
             # return.
+            parent_pid = os.getpid()
             pid = os.fork()
             if pid == 0:
-                _child(write_fd, capture, encode)
+                _child(parent_pid, write_fd, capture, encode)
     except OSError as err:
         os.close(read_fd)
         raise SnapshotNotTaken(f"cannot fork a snapshot child: {err}") from err
@@ -210,6 +215,7 @@ def parse_frame(output: bytes) -> tuple[int, bytes]:
 
 
 def _child(
+    parent_pid: int,
     write_fd: int,
     capture: Callable[[], Snapshot],
     encode: Callable[[Snapshot], bytes],
@@ -229,6 +235,11 @@ def _child(
     """
     exit_code = 1
     try:
+        # Die with the parent (kill -9 of a replica): an orphan would go on
+        # encoding for nobody.
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent_pid:
+            raise ChildProcessError("the parent died before the line above")
         # Hold none of the parent's sockets and files open (a listening port
         # a restarted replica wants back, a connection the parent closes).
         os.closerange(3, write_fd)
