@@ -218,15 +218,26 @@ def test_a_child_that_dies_skips_the_snapshot_and_is_reaped(
     assert forked.child_pid is None
 
 
-def test_a_child_past_its_timeout_is_killed_and_reaped(run: Runner, tmp_path: Path) -> None:
-    pid_file = tmp_path / "pid"
+def test_a_child_past_its_timeout_is_killed_and_reaped(run: Runner) -> None:
     forked = ForkedSnapshotWriter(Objects(), encode=encode_object, timeout_ms=300)
-    capture = _writing_pid_then(pid_file, lambda: time.sleep(60))
+    capture = functools.partial(time.sleep, 60)
+    children: list[int | None] = []
+
+    async def write_past_the_timeout() -> None:
+        async def note_the_child() -> None:
+            children.append(forked.child_pid)
+
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(note_the_child())  # runs once the write has forked
+            with pytest.raises(SnapshotNotTaken, match="timed out"):
+                await forked.write(capture, LoopBlocks())  # type: ignore[arg-type]
+
     started = time.monotonic()
-    with pytest.raises(SnapshotNotTaken, match="timed out"):
-        run(_leaving_no_fd(forked.write(capture, LoopBlocks())))
+    run(_leaving_no_fd(write_past_the_timeout()))
     assert time.monotonic() - started < 30
-    _assert_reaped(int(pid_file.read_text()))
+    (child,) = children
+    assert child is not None
+    _assert_reaped(child)
 
 
 def test_a_cancelled_write_kills_and_reaps_its_child(
