@@ -44,12 +44,13 @@ from ironbook.adapters.backup.target import TargetError, open_target
 from ironbook.adapters.clock import SystemClock
 from ironbook.adapters.feed.nats_stream import NatsFeedStream
 from ironbook.adapters.feed.simulator import SimulatorConfig
+from ironbook.adapters.forked_snapshots import ForkedSnapshotWriter
 from ironbook.adapters.ledger_keys import PartitionSigner, ledger_signing_key, ledger_verifier
 from ironbook.adapters.nats.lease import NatsLease
 from ironbook.adapters.nats.log import NatsLog
 from ironbook.adapters.nats.provision import NatsEndpoint, close_nats
 from ironbook.adapters.nats.security import NatsCredentials
-from ironbook.adapters.nats.snapshots import NatsSnapshotStore
+from ironbook.adapters.nats.snapshots import NatsSnapshotStore, encode_object
 from ironbook.adapters.nats.transport import NatsRequestServer
 from ironbook.client import BatchConfig, ClientConfig, LedgerClient, ledger_over_nats
 from ironbook.logs import setup_logging
@@ -330,6 +331,7 @@ async def serve_replica(settings: Settings, stop: asyncio.Event) -> None:
     try:
         metrics = ReplicaMetrics(r.partition)
         nats_log = await NatsLog.open(nc, r.partition, replicas=replicas)
+        snapshots = await NatsSnapshotStore.open(nc, r.partition, replicas=replicas)
         replica = Replica(
             r.node_id,
             log=metrics.log(nats_log),
@@ -339,8 +341,9 @@ async def serve_replica(settings: Settings, stop: asyncio.Event) -> None:
                 ttl_ms=replica_service.LEASE_TTL_MS,
                 replicas=replicas,
             ),
-            snapshots=metrics.snapshots(
-                await NatsSnapshotStore.open(nc, r.partition, replicas=replicas)
+            snapshots=snapshots,
+            snapshot_writer=metrics.snapshot_writer(
+                ForkedSnapshotWriter(snapshots, encode=encode_object)
             ),
             server=metrics.server(NatsRequestServer(nc, r.partition)),
             clock=SystemClock(),

@@ -2,7 +2,8 @@
 heartbeat names its URL, the leader reports the leader role, its term and no
 lag, and after a refused deposit and an opened account the commands, append
 latency and applied sequence show them; a follower reports the follower role
-and catches up."""
+and catches up, and after 1,600 log entries writes a snapshot (through its
+forked child) with no failure."""
 
 from __future__ import annotations
 
@@ -98,3 +99,38 @@ async def _check(cluster: LocalCluster) -> None:
 
 def test_replicas_serve_their_metrics(cluster: LocalCluster) -> None:
     asyncio.run(_check(cluster))
+
+
+SNAPSHOT_ENTRIES = 1_600
+"""Above `snapshot_every_entries` (1,000) raised by the largest stagger (0.5)."""
+
+
+async def _snapshot_taken(cluster: LocalCluster) -> None:
+    client = await connect_ledger(
+        cluster.ops, config=ClientConfig(deadline_ms=30_000), issuer=acting("test")
+    )
+    try:
+        for n in range(SNAPSHOT_ENTRIES):  # one at a time: one log entry each
+            outcome = await client.submit(
+                core.OpenAccount(request_id=f"snapshot-open-{n}", account_id=f"snap-{n}")
+            )
+            assert isinstance(outcome, core.Accepted), outcome
+    finally:
+        await client.close()
+    deadline = asyncio.get_running_loop().time() + WAIT_S
+    while True:
+        beats = await collect_heartbeats(cluster.ops, 1_500)
+        followers = [b for b in beats.values() if b.partition == 0 and b.role == "follower"]
+        scrapes = [await _scrape(beat.metrics_url) for beat in followers]
+        taken = [s for s in scrapes if _get(s, "ironbook_replica_snapshot_seconds_count") >= 1]
+        if taken:
+            break
+        assert asyncio.get_running_loop().time() < deadline, "no follower wrote a snapshot"
+        await asyncio.sleep(0.5)
+    for found in taken:
+        assert _get(found, "ironbook_replica_snapshot_failures_total") == 0
+        assert _get(found, "ironbook_replica_snapshot_bytes") > 0
+
+
+def test_a_follower_writes_its_snapshot_from_a_forked_child(cluster: LocalCluster) -> None:
+    asyncio.run(_snapshot_taken(cluster))

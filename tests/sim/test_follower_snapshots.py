@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ironbook import core
 from ironbook.core import acting, issued
 from ironbook.replication.batch import ReplayState, encode_batch
 from ironbook.replication.follower import Follower, FollowerConfig, snapshot_stagger
 from ironbook.replication.interfaces import LogEntry, Snapshot, SnapshotInfo, SnapshotUnavailable
+from ironbook.replication.loop_blocks import LoopBlocks
 
 PEOPLE = acting("test")
 """Each command's principal (see `core.acting`)."""
@@ -47,11 +48,13 @@ class Store:
 
 
 class NoClock:
+    """Time stands still; a sleep only lets other tasks run."""
+
     def now_ms(self) -> int:
         return 0
 
     async def sleep(self, ms: float) -> None:
-        return None
+        await asyncio.sleep(0)
 
 
 def _log_of_new_accounts(count: int) -> list[LogEntry]:
@@ -223,3 +226,55 @@ def test_a_restarted_follower_learns_the_size_of_the_snapshot_it_started_from() 
     assert written, "no snapshot after the restart"
     log_bytes = sum(sizes[seq] for seq in range(first.seq + 1, written[0].seq + 1))
     assert log_bytes >= 0.5 * len(first.state)
+
+
+class SlowWriter:
+    """Captures at once, then stores only once the follower has applied
+    `behind` more entries: a forked child still encoding."""
+
+    def __init__(self, store: Store, behind: int) -> None:
+        self.store = store
+        self.behind = behind
+        self.follower: Follower | None = None
+        self.applied_while_writing: list[tuple[int, int]] = []
+
+    async def write(self, capture: Callable[[], Snapshot], loop_blocks: LoopBlocks) -> SnapshotInfo:
+        snapshot = capture()
+        assert self.follower is not None
+        for _ in range(1_000):
+            if self.follower.applied_seq >= snapshot.seq + self.behind:
+                break
+            await asyncio.sleep(0)
+        self.applied_while_writing.append((snapshot.seq, self.follower.applied_seq))
+        return SnapshotInfo(snapshot.seq, await self.store.put(snapshot))
+
+
+def test_the_follower_applies_the_log_while_a_snapshot_is_written() -> None:
+    """The writer has the state as of its start; the entries applied while it
+    writes count towards the next snapshot, which is due as if the writer had
+    been instant."""
+    entries = _log_of_new_accounts(100)
+    store = Store()
+    writer = SlowWriter(store, behind=5)
+    follower = Follower(
+        log=ListLog(entries),  # type: ignore[arg-type]
+        snapshots=store,  # type: ignore[arg-type]
+        clock=NoClock(),
+        replay=ReplayState.empty(None, verifier=None),
+        config=FollowerConfig(read_max_entries=1, snapshot_every_entries=10, snapshot_log_ratio=0),
+        snapshot_writer=writer,
+    )
+    writer.follower = follower
+
+    async def tail() -> None:
+        while follower.applied_seq < len(entries):
+            await follower.poll(wait_ms=0)
+
+    asyncio.run(tail())
+    assert [s.seq for s in store.snapshots] == list(range(10, 101, 10))
+    assert writer.applied_while_writing[:3] == [(10, 15), (20, 25), (30, 35)]
+    for snapshot in store.snapshots:
+        replay = ReplayState.empty(None, verifier=None)
+        for entry in entries[: snapshot.seq]:
+            replay.apply(entry)
+        assert snapshot.state_hash == core.state_hash(replay.state)

@@ -8,7 +8,12 @@ import subprocess
 import sys
 import time
 
-from ironbook.adapters.procfs import machine_jiffies, process_cpu_s, process_stat
+from ironbook.adapters.procfs import (
+    machine_jiffies,
+    private_dirty_bytes,
+    process_cpu_s,
+    process_stat,
+)
 from ironbook.benchmarks.cpu import CpuMeter
 
 
@@ -62,3 +67,14 @@ def test_the_meter_charges_cpu_to_its_group() -> None:
     assert used["nobody_cpu_s"] == 0.0
     assert used["bench_cpu_s"] >= 0.2
     assert 0.0 <= used["machine_busy"] <= 1.0
+
+
+def test_private_dirty_memory_grows_with_what_the_process_writes() -> None:
+    before = private_dirty_bytes(os.getpid())
+    assert before is not None
+    written = bytearray(32 << 20)
+    written[::4096] = b"x" * len(written[::4096])
+    after = private_dirty_bytes(os.getpid())
+    assert after is not None and after - before >= 16 << 20
+    del written
+    assert private_dirty_bytes(2**22 + 1) is None

@@ -8,10 +8,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import pytest
+
 from ironbook import core
+from ironbook.adapters.clock import SystemClock
 from ironbook.core.events import TransactionReply
 from ironbook.replication import wire
 from ironbook.replication.families import Family
+from ironbook.replication.follower import InProcessSnapshotWriter
 from ironbook.replication.interfaces import (
     InboundRequest,
     LogEntry,
@@ -19,7 +23,9 @@ from ironbook.replication.interfaces import (
     RequestInbox,
     Snapshot,
     SnapshotInfo,
+    SnapshotUnavailable,
 )
+from ironbook.replication.loop_blocks import LoopBlocks
 from ironbook.replication.replica import ReplicaStatus
 from ironbook.services.replica_metrics import ReplicaMetrics, serve_metrics
 
@@ -44,7 +50,11 @@ class FakeLog:
 
 
 class FakeSnapshots:
+    unavailable = False
+
     async def put(self, snapshot: Snapshot) -> int:
+        if self.unavailable:
+            raise SnapshotUnavailable("down")
         return len(snapshot.state) // 2
 
     async def latest(self) -> Snapshot | None:
@@ -153,20 +163,25 @@ def test_appends_and_snapshots_are_timed_and_passed_through() -> None:
     metrics = ReplicaMetrics(3)
     inner = FakeLog()
     log = metrics.log(inner)
-    snapshots = metrics.snapshots(FakeSnapshots())
+    store = FakeSnapshots()
+    writer = metrics.snapshot_writer(InProcessSnapshotWriter(store, SystemClock()))
+    snapshot = Snapshot(seq=2, state_hash="h", state=b"x" * 1000)
 
     async def work() -> None:
         assert await log.append(b"a", expected_last_seq=0, batch_id="b1") == 1
         assert await log.append(b"b", expected_last_seq=1, batch_id="b2") == 2
         assert await log.last_seq() == 2
-        snapshot = Snapshot(seq=2, state_hash="h", state=b"x" * 1000)
-        assert await snapshots.put(snapshot) == 500
+        assert await writer.write(lambda: snapshot, LoopBlocks()) == SnapshotInfo(2, 500)
+        store.unavailable = True
+        with pytest.raises(SnapshotUnavailable):
+            await writer.write(lambda: snapshot, LoopBlocks())
 
     asyncio.run(work())
     assert inner.entries == [b"a", b"b"]
     assert value(metrics, "ironbook_replica_append_seconds_count") == 2
     assert value(metrics, "ironbook_replica_snapshot_seconds_count") == 1
     assert value(metrics, "ironbook_replica_snapshot_bytes") == 500
+    assert value(metrics, "ironbook_replica_snapshot_failures_total") == 1
 
 
 async def _get(port: int, request: bytes) -> bytes:

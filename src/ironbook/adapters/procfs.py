@@ -1,9 +1,9 @@
 """What Linux's /proc says about a process and about the machine.
 
-The one place that parses `/proc/<pid>/stat` and `/proc/stat`: the process
-supervisor reads a process's state letter, the dashboard shows it, the
-benchmarks charge CPU time to each process, and the chaos environment survey
-walks a process's parents."""
+The one place that parses `/proc/<pid>/stat`, `/proc/<pid>/smaps_rollup` and
+`/proc/stat`: the process supervisor reads a process's state letter, the
+dashboard shows it, the benchmarks charge CPU time and memory to each process,
+and the chaos environment survey walks a process's parents."""
 
 from __future__ import annotations
 
@@ -66,3 +66,16 @@ def machine_jiffies() -> tuple[int, int]:
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     total = sum(values)
     return total - values[3] - values[4], total
+
+
+def private_dirty_bytes(pid: int) -> int | None:
+    """Memory only `pid` has written to (its own allocations, and for a forked
+    child the copy-on-write pages it has copied); None if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("Private_Dirty:"):
+            return int(line.split()[1]) * 1024
+    return None

@@ -21,7 +21,8 @@ BENCH = core.acting("bench")
 """The principal of each command, as the gateway would have set it."""
 
 
-def _setup(accounts: int) -> tuple[core.LedgerState, list[str]]:
+def setup_state(accounts: int) -> tuple[core.LedgerState, list[str]]:
+    """A state with one 12-runner market and `accounts` funded accounts."""
     state = core.new_state(core.LedgerConfig(max_liability_minor=10**15))
     now_ms = 1_000
     market = core.CreateMarket(
@@ -54,26 +55,28 @@ def _setup(accounts: int) -> tuple[core.LedgerState, list[str]]:
     return state, account_ids
 
 
+def bet_command(n: int, account_ids: list[str]) -> core.AnyCommand:
+    """The `n`th bet on the market of `setup_state`."""
+    return core.issued(
+        core.PlaceBet(
+            request_id=f"bet-{n}",
+            account_id=account_ids[n % len(account_ids)],
+            stake_minor=100 + n % 900,
+            legs=(
+                core.BetLeg(
+                    market_id="race-1", selection_id=f"h{n % 12}", odds=250 + (n % 12) * 10
+                ),
+            ),
+            price_change="none",
+        ),
+        BENCH,
+    )
+
+
 def run(bets: int, accounts: int) -> dict[str, object]:
     load_at_start = os.getloadavg()
-    state, account_ids = _setup(accounts)
-    commands = [
-        core.issued(
-            core.PlaceBet(
-                request_id=f"bet-{n}",
-                account_id=account_ids[n % len(account_ids)],
-                stake_minor=100 + n % 900,
-                legs=(
-                    core.BetLeg(
-                        market_id="race-1", selection_id=f"h{n % 12}", odds=250 + (n % 12) * 10
-                    ),
-                ),
-                price_change="none",
-            ),
-            BENCH,
-        )
-        for n in range(bets)
-    ]
+    state, account_ids = setup_state(accounts)
+    commands = [bet_command(n, account_ids) for n in range(bets)]
     decide, apply = core.decide, core.apply
     accepted = 0
     started = time.perf_counter()

@@ -20,6 +20,7 @@ BENCHMARKS = {
     "backup": "ironbook.benchmarks.backup",
     "revocation": "ironbook.benchmarks.revocation",
     "detect": "ironbook.benchmarks.detect",
+    "snapshot": "ironbook.benchmarks.snapshot",
 }
 
 
@@ -51,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "settle: one big market settled under background bets; "
         "backup: backup, verify and restore time and size at N bets; "
         "revocation: how long a token revocation takes to reach every gateway worker; "
-        "detect: seeded gradual faults judged by the watcher and the threshold rules)",
+        "detect: seeded gradual faults judged by the watcher and the threshold rules; "
+        "snapshot: a replica's event-loop block per snapshot, in process and forked)",
         description=__doc__,
     )
     parser.add_argument("benchmark", choices=sorted(BENCHMARKS), help="which benchmark")

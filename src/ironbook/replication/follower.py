@@ -6,19 +6,24 @@ A follower is a hot standby: its state is the log's state up to
 
 from __future__ import annotations
 
+import functools
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 from ironbook import core
 from ironbook.replication.batch import QuarantineHook, ReplayState
+from ironbook.replication.concurrency import race
 from ironbook.replication.interfaces import (
     Clock,
     Log,
     LogEntry,
     ReplicationError,
     Snapshot,
+    SnapshotInfo,
     SnapshotStore,
+    SnapshotWriter,
     Verifier,
 )
 from ironbook.replication.loop_blocks import LoopBlocks
@@ -44,7 +49,7 @@ class FollowerConfig:
     """...and once the log bytes applied since then are at least this many
     times the last snapshot's stored size (`SnapshotStore.put` returns it). A
     snapshot costs time in proportion to the state (encoding, hashing,
-    compressing, upload; the follower's loop is blocked while it encodes), and
+    compressing, upload; see `SnapshotWriter` for where the encoding runs), and
     the state grows with every bet: at a fixed entry count the cost per entry
     grew without bound (seconds per snapshot, every few seconds, under load).
     With the ratio a snapshot costs O(1) per log byte: the store is written at
@@ -136,6 +141,22 @@ def take_snapshot(replay: ReplayState, tree: LogTree | None = None) -> Snapshot:
     )
 
 
+class InProcessSnapshotWriter:
+    """Encodes the snapshot on the caller's event loop, then stores it: the
+    simulator's writer (deterministic, no processes), and the measure of what a
+    forked writer saves the loop."""
+
+    def __init__(self, store: SnapshotStore, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    async def write(self, capture: Callable[[], Snapshot], loop_blocks: LoopBlocks) -> SnapshotInfo:
+        started_ms = self._clock.now_ms()
+        snapshot = capture()
+        loop_blocks.record("snapshot", self._clock.now_ms() - started_ms)
+        return SnapshotInfo(snapshot.seq, await self._store.put(snapshot))
+
+
 class Follower:
     """Applies log entries, in order, to a state known to be at `applied_seq`."""
 
@@ -149,13 +170,16 @@ class Follower:
         config: FollowerConfig,
         loop_blocks: LoopBlocks | None = None,
         tree: LogTree | None = None,
+        snapshot_writer: SnapshotWriter | None = None,
     ) -> None:
-        """`tree`: the log's Merkle tree at `replay.applied_seq`, kept in step."""
+        """`tree`: the log's Merkle tree at `replay.applied_seq`, kept in step.
+        `snapshot_writer`: by default an `InProcessSnapshotWriter` to `snapshots`."""
         assert tree is None or tree.size == replay.applied_seq
         self.tree = tree
         self._log = log
         self._loop_blocks = loop_blocks or LoopBlocks()
         self._snapshots = snapshots
+        self._snapshot_writer = snapshot_writer or InProcessSnapshotWriter(snapshots, clock)
         self._clock = clock
         self._config = config
         self.replay = replay
@@ -179,8 +203,15 @@ class Follower:
         return self.replay.quarantined
 
     async def poll(self, *, wait_ms: int) -> int:
-        """Read once (waiting up to `wait_ms` for news) and apply what came.
-        Returns how many entries were read; a failed read counts as none."""
+        """Read once (waiting up to `wait_ms` for news) and apply what came,
+        then write a snapshot if one is due (reading and applying on while it
+        is written). Returns how many entries the first read brought; a failed
+        read counts as none."""
+        read = await self._read_and_apply(wait_ms)
+        await self._maybe_snapshot(wait_ms)
+        return read
+
+    async def _read_and_apply(self, wait_ms: int) -> int:
         try:
             entries = await self._log.read(
                 self.applied_seq + 1, max_entries=self._config.read_max_entries, wait_ms=wait_ms
@@ -189,8 +220,15 @@ class Follower:
             await self._clock.sleep(self._config.io_retry_backoff_ms)
             return 0
         await self._apply(entries)
-        await self._maybe_snapshot()
         return len(entries)
+
+    async def _apply_meanwhile(self, wait_ms: int) -> NoReturn:
+        """Tail the log while a snapshot is written, until cancelled."""
+        while True:
+            # Yield first: with a log that answers without suspending, the
+            # writer would otherwise never run again.
+            await self._clock.sleep(0)
+            await self._read_and_apply(wait_ms)
 
     async def catch_up(self, target_seq: int, *, max_idle_polls: int | None = None) -> None:
         """Apply the log at least up to `target_seq`. Raises `CatchUpStalled`
@@ -234,7 +272,7 @@ class Follower:
             >= config.snapshot_log_ratio * raised * self._snapshot_bytes
         )
 
-    async def _maybe_snapshot(self) -> None:
+    async def _maybe_snapshot(self, wait_ms: int) -> None:
         if self.applied_seq < self._next_snapshot_try_seq or not self.snapshot_due():
             return
         try:
@@ -254,20 +292,25 @@ class Follower:
             self._snapshot_bytes = newest.size_bytes
             if not self.snapshot_due():
                 return
-        started_ms = self._clock.now_ms()
-        snapshot = take_snapshot(self.replay, self.tree)
-        self._loop_blocks.record("snapshot", self._clock.now_ms() - started_ms)
+        # The writer captures the state when it starts, before it first
+        # yields (`SnapshotWriter.write`); the log applied after that, while
+        # it writes, counts towards the next snapshot.
+        capture = functools.partial(take_snapshot, self.replay, self.tree)
+        log_bytes_captured = self._log_bytes_since_snapshot
         try:
-            stored_bytes = await self._snapshots.put(snapshot)
+            written = await race(
+                self._snapshot_writer.write(capture, self._loop_blocks),
+                self._apply_meanwhile(wait_ms),
+            )
         except ReplicationError:
             self._snapshot_later()
             return
-        self._snapshot_seq = snapshot.seq
-        self._snapshot_bytes = stored_bytes
-        self._log_bytes_since_snapshot = 0
+        self._snapshot_seq = written.seq
+        self._snapshot_bytes = written.size_bytes
+        self._log_bytes_since_snapshot -= log_bytes_captured
 
     def _snapshot_later(self) -> None:
-        """The store did not answer: try again only after another
-        `snapshot_every_entries` entries, not on every poll (each try may
-        wait out the store's timeout, and encodes the whole state)."""
+        """The store did not answer, or the snapshot could not be made: try
+        again only after another `snapshot_every_entries` entries, not on every
+        poll (each try may wait out a timeout, and encodes the whole state)."""
         self._next_snapshot_try_seq = self.applied_seq + self._config.snapshot_every_entries

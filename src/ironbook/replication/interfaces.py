@@ -1,19 +1,22 @@
 """The small interfaces the replication protocol is written against.
 
 The protocol (sequencer, follower, roles, snapshots) never touches an engine
-directly: it sees a `Log`, a `Lease`, a `SnapshotStore`, a `Clock` and a
-transport. `replication.sim` implements them in memory with seeded faults;
-`adapters.nats` implements them on NATS JetStream.
+directly: it sees a `Log`, a `Lease`, a `SnapshotStore` (and a
+`SnapshotWriter` to it), a `Clock` and a transport. `replication.sim`
+implements them in memory with seeded faults; `adapters.nats` implements them
+on NATS JetStream (and `adapters.forked_snapshots` the writer, in a child
+process).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import msgspec
 
 from ironbook.replication.families import Family
+from ironbook.replication.loop_blocks import LoopBlocks
 
 
 class ReplicationError(Exception):
@@ -157,6 +160,23 @@ class SnapshotStore(Protocol):
     async def latest_info(self) -> SnapshotInfo | None:
         """The newest snapshot's sequence and size (None: no snapshot), without
         reading it."""
+        ...
+
+
+class SnapshotWriter(Protocol):
+    """How a follower's snapshot gets from its state into the `SnapshotStore`:
+    encoded on the follower's own event loop (`follower.InProcessSnapshotWriter`,
+    the simulator's), or in a forked child process while the loop goes on
+    (`adapters.forked_snapshots`, the replica service's)."""
+
+    async def write(self, capture: Callable[[], Snapshot], loop_blocks: LoopBlocks) -> SnapshotInfo:
+        """Store the snapshot `capture` makes (pure CPU: it encodes and hashes
+        the state). `capture` sees the state as it is when `write` is called:
+        a writer calls it, or forks, before its first suspension, so the
+        caller's state may change as soon as `write` first yields. Records the
+        caller's event-loop block as `snapshot` in `loop_blocks`. Returns what
+        was stored; raises `ReplicationError` when nothing was (the caller
+        tries again later)."""
         ...
 
 

@@ -39,6 +39,7 @@ from ironbook.replication.interfaces import (
     RequestServer,
     Signer,
     SnapshotStore,
+    SnapshotWriter,
     Verifier,
 )
 from ironbook.replication.loop_blocks import LoopBlocks
@@ -109,7 +110,10 @@ class Replica:
         verifier: Verifier,
         on_quarantine: QuarantineHook | None = None,
         checkpoints: CheckpointPort | None = None,
+        snapshot_writer: SnapshotWriter | None = None,
     ) -> None:
+        """`snapshot_writer`: how followers write snapshots to `snapshots`
+        (default: encoded on this event loop, `follower.InProcessSnapshotWriter`)."""
         if config.lease_renew_interval_ms * 2 > config.lease_ttl_ms:
             raise ValueError("renew the lease at least twice per TTL")
         self.node_id = node_id
@@ -124,6 +128,7 @@ class Replica:
         self._verifier = verifier
         self._on_quarantine = on_quarantine
         self._checkpoints = checkpoints
+        self._snapshot_writer = snapshot_writer
         self._role: Role = "starting"
         self._term = 0
         self._lease_revision = 0
@@ -221,6 +226,7 @@ class Replica:
             ),
             loop_blocks=self.loop_blocks,
             tree=tree,
+            snapshot_writer=self._snapshot_writer,
         )
         self._follower = follower
         return follower

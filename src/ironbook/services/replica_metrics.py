@@ -1,6 +1,6 @@
 """Prometheus metrics of one ledger replica process.
 
-The replica's ports (log, snapshot store, request server) are wrapped here by
+The replica's ports (log, snapshot writer, request server) are wrapped here by
 the composition root, so append latency, batch sizes, commands by kind and
 outcome and snapshot writes are measured where they cross the process's edge,
 without touching the replication logic. Role, term, applied sequence and lag
@@ -18,6 +18,7 @@ import msgspec
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
+    Counter,
     Gauge,
     Histogram,
     ProcessCollector,
@@ -35,8 +36,9 @@ from ironbook.replication.interfaces import (
     RequestServer,
     Snapshot,
     SnapshotInfo,
-    SnapshotStore,
+    SnapshotWriter,
 )
+from ironbook.replication.loop_blocks import LoopBlocks
 from ironbook.replication.replica import ReplicaStatus
 from ironbook.services.metrics_http import serve_http
 
@@ -211,7 +213,7 @@ class ReplicaMetrics:
         r.register(self.commands)
         self.snapshot_seconds = Histogram(
             "ironbook_replica_snapshot_seconds",
-            "Time to store one snapshot",
+            "Time to take and store one snapshot (encoding in a child process, upload)",
             labels,
             buckets=_SNAPSHOT_BUCKETS_S,
             registry=r,
@@ -222,14 +224,20 @@ class ReplicaMetrics:
             labels,
             registry=r,
         )
+        self.snapshot_failures = Counter(
+            "ironbook_replica_snapshot_failures_total",
+            "Snapshots not stored (child failed or timed out, store unreachable); tried later",
+            labels,
+            registry=r,
+        )
         self.quarantined.labels(self.partition).set(0)
         ProcessCollector(registry=r)
 
     def log(self, log: Log) -> Log:
         return _MeteredLog(log, self)
 
-    def snapshots(self, store: SnapshotStore) -> SnapshotStore:
-        return _MeteredSnapshots(store, self)
+    def snapshot_writer(self, writer: SnapshotWriter) -> SnapshotWriter:
+        return _MeteredSnapshotWriter(writer, self)
 
     def server(self, server: RequestServer) -> RequestServer:
         return _MeteredServer(server, self)
@@ -278,24 +286,23 @@ class _MeteredLog:
         return await self._log.last_seq()
 
 
-class _MeteredSnapshots:
-    def __init__(self, store: SnapshotStore, metrics: ReplicaMetrics) -> None:
-        self._store = store
+class _MeteredSnapshotWriter:
+    def __init__(self, writer: SnapshotWriter, metrics: ReplicaMetrics) -> None:
+        self._writer = writer
         self._seconds = metrics.snapshot_seconds.labels(metrics.partition)
         self._bytes = metrics.snapshot_bytes.labels(metrics.partition)
+        self._failures = metrics.snapshot_failures.labels(metrics.partition)
 
-    async def put(self, snapshot: Snapshot) -> int:
+    async def write(self, capture: Callable[[], Snapshot], loop_blocks: LoopBlocks) -> SnapshotInfo:
         started = time.perf_counter()
-        size = await self._store.put(snapshot)
+        try:
+            written = await self._writer.write(capture, loop_blocks)
+        except ReplicationError:
+            self._failures.inc()
+            raise
         self._seconds.observe(time.perf_counter() - started)
-        self._bytes.set(size)
-        return size
-
-    async def latest(self) -> Snapshot | None:
-        return await self._store.latest()
-
-    async def latest_info(self) -> SnapshotInfo | None:
-        return await self._store.latest_info()
+        self._bytes.set(written.size_bytes)
+        return written
 
 
 class _MeteredServer:

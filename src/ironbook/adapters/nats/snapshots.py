@@ -94,10 +94,14 @@ class NatsSnapshotStore:
         return cls(store, keep=keep, chunk_bytes=chunk_bytes)
 
     async def put(self, snapshot: Snapshot) -> int:
-        data = encode_object(snapshot)
+        return await self.put_object(snapshot.seq, encode_object(snapshot))
+
+    async def put_object(self, seq: int, data: bytes) -> int:
+        """Store `data`, made by `encode_object` (maybe in another process),
+        as the snapshot at `seq`."""
         # Uploads scale with the state: allow a second per 8 MB on top.
         timeout_s = self._timeout_s + len(data) / 8_000_000
-        await self._bounded("put", self._put(_object_name(snapshot.seq), data), timeout_s)
+        await self._bounded("put", self._put(_object_name(seq), data), timeout_s)
         return len(data)
 
     async def _put(self, name: str, data: bytes) -> None:
