@@ -496,13 +496,13 @@ def run_one(bets: int, args: argparse.Namespace) -> dict[str, Any]:
         history, snapshot, tail, figures = synthesise(bets, args, signer, config)
         expected_hash = core.state_hash(history.state)
         tail_end = history.seq
-        started = time.perf_counter()
         fold = ReplayState(
             core.restore_snapshot(snapshot.state),
             snapshot.seq,
             snapshot.last_batch_id,
             verifier=ledger_verifier(data_dir, PARTITION),
         )
+        started = time.perf_counter()
         for entry in tail:
             fold.apply(entry)
         fold_tail_s = time.perf_counter() - started
