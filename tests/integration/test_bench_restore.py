@@ -11,8 +11,10 @@ import msgspec
 import pytest
 
 from ironbook.benchmarks import restore as bench_restore
-from ironbook.replication.follower import SnapshotCorrupt
+from ironbook.replication.batch import ReplayState
+from ironbook.replication.follower import SnapshotCorrupt, take_snapshot
 from ironbook.replication.interfaces import Snapshot
+from ironbook.replication.tree_keeping import LogTree
 
 pytestmark = pytest.mark.slow
 
@@ -56,12 +58,10 @@ def test_restores_a_synthesised_history(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_a_damaged_snapshot_fails_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    take_snapshot = bench_restore.take_snapshot
+    def damaged(replay: ReplayState, tree: LogTree | None = None) -> Snapshot:
+        """Stored with a hash its state does not have."""
+        return msgspec.structs.replace(take_snapshot(replay, tree), state_hash="0" * 64)
 
-    def damaged(*args: object, **kwargs: object) -> Snapshot:
-        snapshot = take_snapshot(*args, **kwargs)  # type: ignore[arg-type]
-        return msgspec.structs.replace(snapshot, state_hash="0" * 64)
-
-    monkeypatch.setattr(bench_restore, "take_snapshot", damaged)
+    monkeypatch.setattr("ironbook.benchmarks.restore.take_snapshot", damaged)
     with pytest.raises(SnapshotCorrupt):
         bench_restore.main(TINY)
