@@ -488,7 +488,9 @@ def run_one(bets: int, args: argparse.Namespace) -> dict[str, Any]:
     """Synthesise, snapshot, load a cluster and restore from it (see the
     module doc). Raises `RestoreCheckFailed` if a restored state is not the
     synthesised one, `SnapshotCorrupt` if the stored snapshot is damaged."""
-    config = ledger_config(args.resettle_window_days * DAY_MS, args.retention_days * DAY_MS)
+    config = ledger_config(
+        round(args.resettle_window_days * DAY_MS), round(args.retention_days * DAY_MS)
+    )
     with tempfile.TemporaryDirectory(prefix="ironbook-bench-restore-") as tmp:
         cluster = LocalCluster(Path(tmp) / "cluster", partitions=1)
         data_dir = cluster.data_dir
@@ -603,8 +605,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--open-markets", type=int, default=20, help="markets open at once (20)")
     p.add_argument("--bets-per-market", type=int, default=500, help="bets that fill a market (500)")
     p.add_argument("--double-every", type=int, default=10, help="every Nth bet a double (10)")
-    p.add_argument("--resettle-window-days", type=int, default=1, help="days (1)")
-    p.add_argument("--retention-days", type=int, default=2, help="days (2)")
+    p.add_argument(
+        "--resettle-window-days",
+        type=float,
+        default=1,
+        help="how long a result may be changed, in days of log time (1)",
+    )
+    p.add_argument(
+        "--retention-days",
+        type=float,
+        default=2,
+        help="how long a final market and its bets stay in the state, in days (2)",
+    )
     p.add_argument(
         "--tail-entries", type=int, default=1_000, help="log entries after the snapshot (1000)"
     )
