@@ -484,13 +484,10 @@ async def _replica_hash(
     return {"replica_seq": reply.applied_seq, "own_entries": reply.applied_seq - replay.applied_seq}
 
 
-def run_one(bets: int, args: argparse.Namespace) -> dict[str, Any]:
+def run_one(bets: int, args: argparse.Namespace, config: core.LedgerConfig) -> dict[str, Any]:
     """Synthesise, snapshot, load a cluster and restore from it (see the
     module doc). Raises `RestoreCheckFailed` if a restored state is not the
     synthesised one, `SnapshotCorrupt` if the stored snapshot is damaged."""
-    config = ledger_config(
-        round(args.resettle_window_days * DAY_MS), round(args.retention_days * DAY_MS)
-    )
     with tempfile.TemporaryDirectory(prefix="ironbook-bench-restore-") as tmp:
         cluster = LocalCluster(Path(tmp) / "cluster", partitions=1)
         data_dir = cluster.data_dir
@@ -548,7 +545,10 @@ def run_one(bets: int, args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     load_at_start = os.getloadavg()
-    runs = [run_one(bets, args) for bets in args.bets]
+    config = ledger_config(
+        round(args.resettle_window_days * DAY_MS), round(args.retention_days * DAY_MS)
+    )
+    runs = [run_one(bets, args, config) for bets in args.bets]
     result: dict[str, Any] = {
         "benchmark": "restore",
         "command": command_line(),
