@@ -118,10 +118,9 @@ class Shape:
     double_every: int
 
 
-def ledger_config(resettle_window_ms: int, retention_ms: int) -> core.LedgerConfig:
+def ledger_config() -> core.LedgerConfig:
     """The synthesised partition's rules: limits out of the way of the load
     (the benchmark is about the state, not about refusals)."""
-    del resettle_window_ms, retention_ms
     return core.LedgerConfig(
         partition=PARTITION,
         max_liability_minor=10**13,
@@ -545,9 +544,7 @@ def run_one(bets: int, args: argparse.Namespace, config: core.LedgerConfig) -> d
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     load_at_start = os.getloadavg()
-    config = ledger_config(
-        round(args.resettle_window_days * DAY_MS), round(args.retention_days * DAY_MS)
-    )
+    config = ledger_config()
     runs = [run_one(bets, args, config) for bets in args.bets]
     result: dict[str, Any] = {
         "benchmark": "restore",
@@ -555,8 +552,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine_info(load_at_start),
         "load_at_end": [round(x, 2) for x in os.getloadavg()],
         "config": {
-            "resettle_window_days": args.resettle_window_days,
-            "retention_days": args.retention_days,
             "accounts": args.accounts,
             "bets_per_day": args.bets_per_day,
             "open_markets": args.open_markets,
@@ -605,18 +600,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--open-markets", type=int, default=20, help="markets open at once (20)")
     p.add_argument("--bets-per-market", type=int, default=500, help="bets that fill a market (500)")
     p.add_argument("--double-every", type=int, default=10, help="every Nth bet a double (10)")
-    p.add_argument(
-        "--resettle-window-days",
-        type=float,
-        default=1,
-        help="how long a result may be changed, in days of log time (1)",
-    )
-    p.add_argument(
-        "--retention-days",
-        type=float,
-        default=2,
-        help="how long a final market and its bets stay in the state, in days (2)",
-    )
     p.add_argument(
         "--tail-entries", type=int, default=1_000, help="log entries after the snapshot (1000)"
     )
