@@ -18,6 +18,7 @@ BENCHMARKS = {
     "receipts": "ironbook.benchmarks.receipts",
     "settle": "ironbook.benchmarks.settle",
     "backup": "ironbook.benchmarks.backup",
+    "restore": "ironbook.benchmarks.restore",
     "revocation": "ironbook.benchmarks.revocation",
     "detect": "ironbook.benchmarks.detect",
     "snapshot": "ironbook.benchmarks.snapshot",
@@ -51,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "receipts: how soon after acceptance a bet's receipt is available; "
         "settle: one big market settled under background bets; "
         "backup: backup, verify and restore time and size at N bets; "
+        "restore: snapshot size and replica restore time at N bets of synthesised history; "
         "revocation: how long a token revocation takes to reach every gateway worker; "
         "detect: seeded gradual faults judged by the watcher and the threshold rules; "
         "snapshot: a replica's event-loop block per snapshot, in process and forked)",
