@@ -16,7 +16,7 @@ from ironbook.replication.batch import ReplayState, admit, decode_batch, encode_
 from ironbook.replication.concurrency import race
 from ironbook.replication.errors import Superseded
 from ironbook.replication.families import Family, family_of
-from ironbook.replication.interfaces import AppendUnknown, InboundRequest, LogEntry
+from ironbook.replication.interfaces import AppendUnknown, Fenced, InboundRequest, LogEntry
 from ironbook.replication.merkle import Frontier, leaf_hash, log_tag
 from ironbook.replication.sequencer import Sequencer, SequencerConfig
 from ironbook.replication.sim.clock import SimClock
@@ -343,6 +343,90 @@ def test_an_unknown_append_is_retried_with_the_same_batch_id_and_deduplicated() 
     assert service.duplicates_answered == 1
     assert len(service.entries) == 1
     assert isinstance(requests[0].replies[0], OutcomeReply)
+
+
+class SteppedDownLog:
+    """A stream leader that steps down with one batch's append in flight, as
+    JetStream does: the batch lands, but its acknowledgement is lost, and the
+    retry is refused as fenced by the new stream leader (`lands`); or the batch
+    does not land and the new stream leader, still applying what its
+    predecessor acknowledged, refuses it and answers a last sequence one
+    behind the acknowledged tip (`lands=False`), `rounds` times in a row."""
+
+    def __init__(self, inner: SimLog, batch_id: str, *, lands: bool, rounds: int = 1) -> None:
+        self._inner = inner
+        self._batch_id = batch_id
+        self._lands = lands
+        self._refusals_left = rounds
+        self._behind_answers = 0
+        self.calls: list[tuple[str, int]] = []
+
+    async def append(self, payload: bytes, *, expected_last_seq: int, batch_id: str) -> int:
+        self.calls.append((batch_id, expected_last_seq))
+        if batch_id != self._batch_id or self._refusals_left == 0:
+            return await self._inner.append(
+                payload, expected_last_seq=expected_last_seq, batch_id=batch_id
+            )
+        self._refusals_left -= 1
+        if self._lands:
+            await self._inner.append(
+                payload, expected_last_seq=expected_last_seq, batch_id=batch_id
+            )
+        else:
+            self._behind_answers += 1
+        raise Fenced(f"wrong last sequence: {expected_last_seq - 1}")
+
+    async def read(self, from_seq: int, *, max_entries: int, wait_ms: int) -> Sequence[LogEntry]:
+        return await self._inner.read(from_seq, max_entries=max_entries, wait_ms=wait_ms)
+
+    async def last_seq(self) -> int:
+        last_seq = await self._inner.last_seq()
+        if self._behind_answers:
+            self._behind_answers -= 1
+            return last_seq - 1
+        return last_seq
+
+
+@pytest.mark.parametrize("lands", [True, False])
+def test_a_stream_leader_stepping_down_under_an_append_does_not_end_the_term(lands: bool) -> None:
+    async def main(loop: VirtualTimeLoop) -> tuple[list[Request], SteppedDownLog, LogService]:
+        setup = Setup(loop)
+        requests = setup.requests(_deposits(12))
+        log = SteppedDownLog(setup.log, "s7:2", lands=lands)
+        sequencer = setup.sequencer(
+            Inbox(requests), SequencerConfig(max_batch_commands=3, max_inflight_appends=4), log=log
+        )
+        await race(sequencer.run(), _until_answered(requests))
+        return requests, log, setup.service
+
+    requests, log, service = run_virtual(main, max_virtual_ms=60_000)
+    assert all(isinstance(r.replies[0], OutcomeReply) for r in requests)
+    assert all(r.durable_when_answered == [True] for r in requests)
+    assert [e.batch_id for e in service.entries] == ["s7:1", "s7:2", "s7:3", "s7:4"]
+    appends_of_the_batch = [call for call in log.calls if call[0] == "s7:2"]
+    # Landed: acknowledged from the log, never appended again. Not landed:
+    # appended again unchanged (same id, same expected sequence).
+    assert appends_of_the_batch == ([("s7:2", 1)] if lands else [("s7:2", 1), ("s7:2", 1)])
+    replay = ReplayState.empty(verifier=SIGNER)
+    for entry in service.entries:
+        replay.apply(entry)
+    assert replay.state.accounts["alice"].balance_minor == sum(100 + n for n in range(11))
+
+
+def test_a_log_that_stays_behind_its_acknowledged_tip_ends_the_term() -> None:
+    async def main(loop: VirtualTimeLoop) -> tuple[list[Request], SteppedDownLog]:
+        setup = Setup(loop)
+        requests = setup.requests(_deposits(6))
+        config = SequencerConfig(max_batch_commands=3, max_inflight_appends=4)
+        log = SteppedDownLog(setup.log, "s7:2", lands=False, rounds=config.append_attempts + 1)
+        sequencer = setup.sequencer(Inbox(requests), config, log=log)
+        with pytest.raises(Fenced, match="after 4 rounds"):
+            await sequencer.run()
+        return requests, log
+
+    requests, log = run_virtual(main, max_virtual_ms=60_000)
+    assert [call for call in log.calls if call[0] == "s7:2"] == [("s7:2", 1)] * 5
+    assert all(r.replies == [RetryReply(reason="aborted")] for r in requests[3:])
 
 
 def test_a_repeat_is_answered_with_the_first_outcome_after_it_is_durable() -> None:

@@ -160,9 +160,12 @@ class Sequencer:
         self.commands_decided = 0
         self.slices_decided = 0
         self._slice_batch_seq = 0
+        """Where the newest batch holding result slices lands."""
         self._failed_results: set[str] = set()
         """Markets whose next slice raised in this term: not tried again."""
-        """Where the newest batch holding result slices lands."""
+        self._reappends_without_progress = 0
+        """Rounds in a row that appended fenced batches again unchanged
+        (`_recover_fenced`) with no batch acknowledged in between."""
         self.commands_failed = 0
         self.commands_wrong_family = 0
         """Commands refused because they came on another family's subject."""
@@ -391,44 +394,92 @@ class Sequencer:
             try:
                 seq = await batch.append
             except Fenced as fenced:
-                await self._append_after_foreign_entries(fenced)
+                await self._recover_fenced(fenced)
                 continue
             if seq != batch.expected_last_seq + 1:
                 raise LogDiverged(
                     f"batch {batch.batch_id} landed at {seq}, expected "
                     f"{batch.expected_last_seq + 1}"
                 )
-            self._inflight.popleft()
-            self._slots.release()
-            if self._tree is not None:
-                self._tree.add(seq, batch.payload)
-            self._acked_seq = seq
-            self.batches_acked += 1
-            await self._send(batch.replies)
+            await self._acknowledged(seq)
 
-    async def _append_after_foreign_entries(self, fenced: Fenced) -> None:
-        """The first batch in flight was fenced: something got into the log.
-        If it was only foreign entries (quarantined by the fold rule) and our
-        own batches voided behind them, the state is still the log's: count
-        them and append every unacknowledged batch again after them. Anything
-        the fold would apply is another leader's: raises `Superseded`."""
+    async def _acknowledged(self, seq: int) -> None:
+        """The first batch in flight is in the log at `seq`: answer its requests."""
+        batch = self._inflight.popleft()
+        self._slots.release()
+        if self._tree is not None:
+            self._tree.add(seq, batch.payload)
+        self._acked_seq = seq
+        self.batches_acked += 1
+        self._reappends_without_progress = 0
+        await self._send(batch.replies)
+
+    async def _recover_fenced(self, fenced: Fenced) -> None:
+        """The first batch in flight was fenced: the log was not where this
+        leader expected it. Read what lies past the acknowledged tip and keep
+        the term whenever the log still holds only this leader's writes:
+
+        - our own batches, which landed although their acknowledgement was
+          lost (a stream leader that stepped down with the append in flight,
+          and a retry refused as fenced by its successor): acknowledged now;
+        - nothing at all (a new stream leader still applying what its
+          predecessor acknowledged answers with a last sequence behind ours):
+          the fenced batches are appended again unchanged, same ids and
+          expected sequences, a bounded number of rounds;
+        - foreign entries (quarantined by the fold rule) and our own batches
+          voided behind them: counted, and every unacknowledged batch is
+          appended again after them.
+
+        Anything the fold would apply that is not ours is another leader's:
+        raises `Superseded`."""
         self._serving.clear()
         for batch in self._inflight:
             # Wait for every append in flight (none may land later, under our
             # feet); one whose outcome stays unknown ends the term.
             with contextlib.suppress(Fenced):
                 await batch.append
-        tip_batch_id = self._inflight[0].prev_batch_id
         try:
             entries = await self._read_past(self._acked_seq)
         except ReplicationError as error:
             raise Fenced(f"{fenced}; the tip could not be re-read: {error}") from error
-        if not entries:
-            raise Fenced(f"{fenced}; no entry past {self._acked_seq} on re-reading") from fenced
+        while entries and self._inflight and _is_batch(entries[0], self._inflight[0]):
+            await self._acknowledged(entries.pop(0).seq)
+        if entries:
+            self._append_after_foreign_entries(entries, fenced)
+        else:
+            await self._append_fenced_again(fenced)
+        self._serving.set()
+
+    async def _append_fenced_again(self, fenced: Fenced) -> None:
+        """Nothing lies past the acknowledged tip: append every batch whose
+        append was fenced again, unchanged, once the log has had a moment to
+        catch up."""
+        if not any(_was_fenced(batch) for batch in self._inflight):
+            return
+        self._reappends_without_progress += 1
+        if self._reappends_without_progress > self._config.append_attempts:
+            raise Fenced(
+                f"{fenced}; still nothing past {self._acked_seq} after "
+                f"{self._config.append_attempts} rounds of appending again"
+            ) from fenced
+        await self._clock.sleep(self._config.append_retry_backoff_ms)
+        loop = asyncio.get_running_loop()
+        for batch in self._inflight:
+            if _was_fenced(batch):
+                batch.append = loop.create_task(
+                    self._append(batch.payload, batch.expected_last_seq, batch.batch_id)
+                )
+
+    def _append_after_foreign_entries(self, entries: list[LogEntry], fenced: Fenced) -> None:
+        """`entries` got in past the acknowledged tip: if the fold would apply
+        none of them, count them and append every unacknowledged batch again
+        after them, under new batch ids."""
+        tip_batch_id = self._inflight[0].prev_batch_id if self._inflight else self._decided_batch_id
         foreign = self._foreign(entries, tip_batch_id)
         if foreign is None:
             raise Superseded(
-                f"batch {self._inflight[0].batch_id} was fenced by an entry that is not foreign"
+                f"the log past {self._acked_seq} holds an entry that is neither this "
+                "leader's nor foreign"
             ) from fenced
         self._pass(entries, foreign)
         self._decided_seq = self._acked_seq
@@ -440,7 +491,6 @@ class Sequencer:
             batch = self._start_append(old.events, has_slices=old.has_slices)
             batch.replies = old.replies
             self._inflight.append(batch)
-        self._serving.set()
 
     async def absorb_foreign_tail(self, last_seq: int) -> None:
         """The log is at `last_seq`, past everything this leader decided.
@@ -539,3 +589,16 @@ class Sequencer:
     async def _send(replies: Sequence[tuple[InboundRequest, bytes]]) -> None:
         for request, reply in replies:
             await request.respond(reply)
+
+
+def _is_batch(entry: LogEntry, batch: _Batch) -> bool:
+    """`entry` is `batch`, landed where it was decided to land."""
+    return (
+        entry.seq == batch.expected_last_seq + 1
+        and entry.batch_id == batch.batch_id
+        and entry.payload == batch.payload
+    )
+
+
+def _was_fenced(batch: _Batch) -> bool:
+    return batch.append.done() and isinstance(batch.append.exception(), Fenced)
