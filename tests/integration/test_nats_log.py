@@ -304,6 +304,44 @@ def test_sigstop_of_stream_leader_then_appends_resume_and_it_rejoins(
     asyncio.run(scenario())
 
 
+def test_an_append_the_stream_leader_drops_ends_when_a_new_leader_is_elected(
+    nats_cluster: LocalNatsCluster,
+) -> None:
+    """The stream leader is frozen with an append in flight: the append ends
+    as unknown when the stream's new leader is elected, long before its own
+    timeout, and the same batch retried lands once."""
+    stream = f"LEDGER_{PARTITION}"
+    timeout_ms = 600_000
+
+    async def scenario() -> None:
+        await _close(await _open_log(nats_cluster))  # creates the stream
+        leader = await asyncio.to_thread(nats_cluster.wait_stream_leader, stream)
+        elsewhere = next(node for name, node in nats_cluster.nodes.items() if name != leader)
+        nc = await connect_nats(elsewhere.url)
+        ledger = await NatsLog.open(nc, PARTITION, append_timeout_ms=timeout_ms)
+        try:
+            for seq in range(1, 11):
+                await _append_until_acked(ledger, b"before", seq, f"t1-{seq}")
+            nats_cluster.pause_node(leader)
+            try:
+                paused_at = time.monotonic()
+                with pytest.raises(AppendUnknown, match="new stream leader"):
+                    await asyncio.wait_for(
+                        ledger.append(b"in flight", expected_last_seq=10, batch_id="t1-11"),
+                        FAILOVER_DEADLINE_S,
+                    )
+                print(f"\nappend ended {time.monotonic() - paused_at:.2f} s after SIGSTOP")
+                assert await _append_until_acked(ledger, b"in flight", 11, "t1-11") == 11
+            finally:
+                nats_cluster.resume_node(leader)
+            entries = await _read_through(ledger, 11)
+            assert [e.batch_id for e in entries] == [f"t1-{s}" for s in range(1, 12)]
+        finally:
+            await _close(ledger)
+
+    asyncio.run(scenario())
+
+
 def test_opening_an_existing_stream_with_another_config_uses_it(
     nats_cluster: LocalNatsCluster,
 ) -> None:

@@ -30,6 +30,7 @@ from ironbook.adapters.audit.checkpoint_stream import CHECKPOINT_STREAM, checkpo
 from ironbook.adapters.audit.events import EVENTS_STREAM, event_subject
 from ironbook.adapters.feed.nats_stream import feed_stream_name
 from ironbook.adapters.nats.lease import DEFAULT_BUCKET as LEASE_BUCKET
+from ironbook.adapters.nats.log import leader_elected_subject
 from ironbook.adapters.nats.log import stream_name as log_stream_name
 from ironbook.adapters.nats.security import Permissions, inbox_prefix
 from ironbook.adapters.nats.snapshots import snapshot_bucket
@@ -130,6 +131,9 @@ def identities(partitions: int, producers: Sequence[str] = ()) -> dict[str, Perm
             subscribe=(
                 "ironbook.cmdbatch.*.*",
                 "tip.ledger.*",
+                # The sequencer retries an append at once when the stream's
+                # leader changes under it.
+                *(leader_elected_subject(p) for p in range(partitions)),
                 "ironbook.admin.replica.*",
                 _inbox("replica"),
             ),

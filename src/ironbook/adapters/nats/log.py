@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import nats.errors
 from nats.aio.client import Client as NatsClient
@@ -46,6 +46,7 @@ from ironbook.adapters.nats.provision import (
     ensure_stream,
     request,
 )
+from ironbook.replication.concurrency import race
 from ironbook.replication.interfaces import (
     AppendUnknown,
     Fenced,
@@ -69,6 +70,11 @@ _SEQUENCE = "Nats-Sequence"
 
 def stream_name(partition: int) -> str:
     return f"LEDGER_{partition}"
+
+
+def leader_elected_subject(partition: int) -> str:
+    """Where JetStream announces each new leader of the partition's stream."""
+    return f"$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.{stream_name(partition)}"
 
 
 def stream_subject(partition: int) -> str:
@@ -116,6 +122,9 @@ class NatsLog:
         """The highest sequence announced since this log started listening."""
         self._tip_news = asyncio.Event()
         self._tip_subscription: Subscription | None = None
+        self._election_subscription: Subscription | None = None
+        self._next_election: asyncio.Future[None] | None = None
+        """Resolved when the stream's next leader is elected."""
 
     @classmethod
     async def open(
@@ -143,10 +152,24 @@ class NatsLog:
     async def append(self, payload: bytes, *, expected_last_seq: int, batch_id: str) -> int:
         assert expected_last_seq >= 0
         headers = {_EXPECTED_LAST_SEQ: str(expected_last_seq), _MSG_ID: batch_id}
+        await self._listen_for_elections()
         try:
-            reply = await request(
-                self._nc, self.subject, payload, timeout_s=self._append_timeout_s, headers=headers
+            reply = await race(
+                request(
+                    self._nc,
+                    self.subject,
+                    payload,
+                    timeout_s=self._append_timeout_s,
+                    headers=headers,
+                ),
+                self._stream_leader_elected(),
             )
+        except StreamLeaderElected as err:
+            # The stream leader that had the append stepped down: it will
+            # never answer, and waiting out the timeout would hold every
+            # write of the partition. Unknown: the writer retries at once,
+            # under the same batch id.
+            raise AppendUnknown(f"{self.stream}: append {batch_id}: {err}") from err
         except nats.errors.NoRespondersError as err:
             # Nobody took the message: it was not stored.
             raise LogUnavailable(f"{self.stream}: no responders") from err
@@ -226,10 +249,36 @@ class NatsLog:
 
     async def close(self) -> None:
         """Stop listening for announcements (the connection stays open)."""
-        subscription, self._tip_subscription = self._tip_subscription, None
-        if subscription is not None:
-            with contextlib.suppress(nats.errors.Error, OSError):
-                await subscription.unsubscribe()
+        subscriptions = (self._tip_subscription, self._election_subscription)
+        self._tip_subscription = self._election_subscription = None
+        for subscription in subscriptions:
+            if subscription is not None:
+                with contextlib.suppress(nats.errors.Error, OSError):
+                    await subscription.unsubscribe()
+
+    async def _listen_for_elections(self) -> None:
+        """Subscribe to the stream's leader elections once; without them, an
+        append the old leader drops waits out its timeout."""
+        if self._election_subscription is not None:
+            return
+
+        async def on_elected(_msg: Msg) -> None:
+            elected, self._next_election = self._next_election, None
+            if elected is not None and not elected.done():
+                elected.set_result(None)
+
+        with contextlib.suppress(nats.errors.Error, OSError):
+            self._election_subscription = await self._nc.subscribe(
+                leader_elected_subject(self.partition), cb=on_elected
+            )
+
+    async def _stream_leader_elected(self) -> NoReturn:
+        """Raises `StreamLeaderElected` at the stream's next leader election."""
+        if self._next_election is None:
+            self._next_election = asyncio.get_running_loop().create_future()
+        # Shielded: one append giving up on it must not cancel it for the others.
+        await asyncio.shield(self._next_election)
+        raise StreamLeaderElected("a new stream leader was elected with the append in flight")
 
     async def _listen_for_tips(self) -> None:
         """Subscribe to announcements once; without NATS, reads just poll."""
@@ -260,6 +309,10 @@ class NatsLog:
         except DirectGetFailed as err:
             raise LogUnavailable(str(err)) from err
         return [_entry(msg) for msg in messages]
+
+
+class StreamLeaderElected(Exception):
+    """The stream's leadership moved while a request was in flight."""
 
 
 def _entry(msg: Msg) -> LogEntry:
