@@ -1,6 +1,7 @@
 """`SnapshotWriter` that encodes a snapshot in a forked child process, so the
 replica's event loop goes on (renewing its lease, answering heartbeats) while
-the state is encoded, hashed and compressed.
+the state is encoded, hashed and compressed; and `computed_in_child`, the same
+for any pure computation over the state (the replica's state hash).
 
 `fork()` gives the child a copy-on-write image of the parent at that instant:
 the child sees the state exactly as it was when `write` was called, whatever
@@ -54,7 +55,11 @@ _libc = ctypes.CDLL(None, use_errno=True)
 """Loaded here, not in the child: loading takes the dynamic loader's lock."""
 
 
-class SnapshotNotTaken(ReplicationError):
+class ChildFailed(ReplicationError):
+    """The child failed, was killed or timed out: it computed nothing."""
+
+
+class SnapshotNotTaken(ChildFailed):
     """The child failed, was killed, or produced no valid frame: no snapshot
     was stored this time."""
 
@@ -105,12 +110,23 @@ class ForkedSnapshotWriter:
         if self.child_pid is not None:
             raise SnapshotNotTaken(f"snapshot child {self.child_pid} is still running")
         started = time.perf_counter()
-        pid, read_fd = _fork_child(capture, self._encode)
+        encode = self._encode
+
+        def framed() -> bytes:
+            snapshot = capture()
+            return frame(snapshot.seq, encode(snapshot))
+
+        try:
+            pid, read_fd = _fork_child(framed)
+        except ChildFailed as err:
+            raise SnapshotNotTaken(f"snapshot: {err}") from err
         fork_ms = (time.perf_counter() - started) * 1000
         loop_blocks.record("snapshot", round(fork_ms))
         self.child_pid = pid
         try:
-            output, child_cpu_ms = await self._await_child(pid, read_fd)
+            output, child_cpu_ms = await _await_child(pid, read_fd, self._timeout_s, "snapshot")
+        except ChildFailed as err:
+            raise SnapshotNotTaken(str(err)) from err
         finally:
             self.child_pid = None
         child_ms = (time.perf_counter() - started) * 1000
@@ -125,72 +141,76 @@ class ForkedSnapshotWriter:
         self.last_run = ChildRun(fork_ms, child_ms, child_cpu_ms, len(data))
         return SnapshotInfo(seq, stored_bytes)
 
-    async def _await_child(self, pid: int, read_fd: int) -> tuple[bytes, float]:
-        """The child's output and CPU milliseconds, once it has exited with
-        status 0 (else `SnapshotNotTaken`). The child is reaped and `read_fd`
-        closed whatever happens, also when the caller is cancelled."""
-        loop = asyncio.get_running_loop()
-        with contextlib.ExitStack() as cleanup:
-            cleanup.callback(os.close, read_fd)
-            reaped = False
 
-            def reap_unless_reaped() -> None:
-                if not reaped:
-                    _kill_and_reap(pid)
-
-            cleanup.callback(reap_unless_reaped)
-            try:
-                pidfd = os.pidfd_open(pid)
-                cleanup.callback(os.close, pidfd)
-                async with asyncio.timeout(self._timeout_s):
-                    output = await _read_to_end(loop, read_fd)
-                    await _readable(loop, pidfd)
-                status, cpu_ms = _reap_exited(pid)
-                reaped = True
-            except TimeoutError:
-                log.warning(
-                    "snapshot child %d still running after %.0f s: killed; "
-                    "the snapshot is skipped and tried later",
-                    pid,
-                    self._timeout_s,
-                )
-                raise SnapshotNotTaken(f"snapshot child {pid} timed out") from None
-            except OSError as err:
-                # No pidfd (a kernel before 5.3), a pipe error, or the child
-                # reaped by someone else (SIGCHLD ignored): no snapshot.
-                log.warning("snapshot child %d: %r; the snapshot is skipped", pid, err)
-                raise SnapshotNotTaken(f"snapshot child {pid}: {err!r}") from err
-        exit_code = os.waitstatus_to_exitcode(status)
-        if exit_code != 0:
-            how = f"killed by signal {-exit_code}" if exit_code < 0 else f"exit status {exit_code}"
-            log.warning(
-                "snapshot child %d failed (%s); the snapshot is skipped and tried later", pid, how
-            )
-            raise SnapshotNotTaken(f"snapshot child {pid}: {how}")
-        return output, cpu_ms
+async def computed_in_child(
+    compute: Callable[[], bytes], *, what: str, timeout_ms: int = DEFAULT_TIMEOUT_MS
+) -> bytes:
+    """`compute()` (pure CPU over the caller's state, as it is now: the fork
+    happens before this first suspends), run in a forked child while the
+    caller's event loop goes on. Raises `ChildFailed` when the child fails,
+    is killed or outlives `timeout_ms`; `what` names it in logs and errors."""
+    pid, read_fd = _fork_child(compute)
+    output, _cpu_ms = await _await_child(pid, read_fd, timeout_ms / 1000, what)
+    return output
 
 
-def _fork_child(
-    capture: Callable[[], Snapshot], encode: Callable[[Snapshot], bytes]
-) -> tuple[int, int]:
-    """Fork a child that writes `frame(encode(capture()))` to a pipe: its pid
-    and the pipe's read end."""
+async def _await_child(pid: int, read_fd: int, timeout_s: float, what: str) -> tuple[bytes, float]:
+    """The child's output and CPU milliseconds, once it has exited with
+    status 0 (else `ChildFailed`). The child is reaped and `read_fd`
+    closed whatever happens, also when the caller is cancelled."""
+    loop = asyncio.get_running_loop()
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(os.close, read_fd)
+        reaped = False
+
+        def reap_unless_reaped() -> None:
+            if not reaped:
+                _kill_and_reap(pid)
+
+        cleanup.callback(reap_unless_reaped)
+        try:
+            pidfd = os.pidfd_open(pid)
+            cleanup.callback(os.close, pidfd)
+            async with asyncio.timeout(timeout_s):
+                output = await _read_to_end(loop, read_fd)
+                await _readable(loop, pidfd)
+            status, cpu_ms = _reap_exited(pid)
+            reaped = True
+        except TimeoutError:
+            log.warning("%s child %d still running after %.0f s: killed", what, pid, timeout_s)
+            raise ChildFailed(f"{what} child {pid} timed out") from None
+        except OSError as err:
+            # No pidfd (a kernel before 5.3), a pipe error, or the child
+            # reaped by someone else (SIGCHLD ignored): no result.
+            log.warning("%s child %d: %r", what, pid, err)
+            raise ChildFailed(f"{what} child {pid}: {err!r}") from err
+    exit_code = os.waitstatus_to_exitcode(status)
+    if exit_code != 0:
+        how = f"killed by signal {-exit_code}" if exit_code < 0 else f"exit status {exit_code}"
+        log.warning("%s child %d failed (%s)", what, pid, how)
+        raise ChildFailed(f"{what} child {pid}: {how}")
+    return output, cpu_ms
+
+
+def _fork_child(compute: Callable[[], bytes]) -> tuple[int, int]:
+    """Fork a child that writes `compute()` to a pipe: its pid and the pipe's
+    read end."""
     read_fd, write_fd = os.pipe()
     with contextlib.suppress(OSError):  # above /proc/sys/fs/pipe-max-size
         fcntl.fcntl(read_fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
     try:
         with _python_signals_blocked():
             # fork() is synchronous: nothing else runs on the event loop until
-            # it returns, so the child's copy of the state is the state at
-            # `applied_seq` now, and the parent may change it as soon as we
+            # it returns, so the child's copy of the state is the state as the
+            # caller last saw it, and the parent may change it as soon as we
             # return.
             parent_pid = os.getpid()
             pid = os.fork()
             if pid == 0:
-                _child(parent_pid, write_fd, capture, encode)
+                _child(parent_pid, write_fd, compute)
     except OSError as err:
         os.close(read_fd)
-        raise SnapshotNotTaken(f"cannot fork a snapshot child: {err}") from err
+        raise ChildFailed(f"cannot fork a child: {err}") from err
     finally:
         os.close(write_fd)
     return pid, read_fd
@@ -217,8 +237,7 @@ def parse_frame(output: bytes) -> tuple[int, bytes]:
 def _child(
     parent_pid: int,
     write_fd: int,
-    capture: Callable[[], Snapshot],
-    encode: Callable[[Snapshot], bytes],
+    compute: Callable[[], bytes],
 ) -> NoReturn:
     """The forked child: pure computation, one write to its pipe, `os._exit`.
 
@@ -254,8 +273,7 @@ def _child(
         # A collection would walk (and write to) every object's header: pages
         # copied for nothing in a process that lives for one snapshot.
         gc.disable()
-        snapshot = capture()
-        output = memoryview(frame(snapshot.seq, encode(snapshot)))
+        output = memoryview(compute())
         while output:
             output = output[os.write(write_fd, output) :]
         exit_code = 0

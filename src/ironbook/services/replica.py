@@ -24,6 +24,7 @@ from ironbook import core
 from ironbook.adapters.audit.events import EventOutbox
 from ironbook.adapters.clock import SystemClock
 from ironbook.adapters.eventloop import watch_loop_lag
+from ironbook.adapters.forked_snapshots import ChildFailed, computed_in_child
 from ironbook.client import BadRequest, ClientConfig, GaveUp, ledger_over_nats
 from ironbook.replication.batch import QuarantineHook
 from ironbook.replication.interfaces import LogEntry
@@ -87,8 +88,10 @@ async def serve(
     clock = SystemClock()
     log.info("replica %s of partition %d started (pid %d)", replica.node_id, partition, os.getpid())
 
+    hashes = StateHashes(replica)
+
     async def on_admin(msg: Msg) -> None:
-        await _answer_state_hash(replica, msg)
+        await _answer_state_hash(replica, hashes, msg)
 
     admin = await nc.subscribe(replica_admin_subject(replica.node_id), cb=on_admin)
     events = EventOutbox()
@@ -96,7 +99,8 @@ async def serve(
         await run_until_stopped(
             stop,
             replica.run(),
-            _heartbeat(nc, replica, partition, clock, metrics_url, events),
+            _heartbeat(nc, replica, partition, clock, metrics_url, events, hashes),
+            _hash_when_quiet(replica, hashes),
             events.run(nc),
             watch_loop_lag(replica.loop_blocks),
             _release_held_bets(nc, replica, partition, clock),
@@ -114,15 +118,14 @@ async def _heartbeat(
     clock: SystemClock,
     metrics_url: str,
     events: EventOutbox,
+    hashes: StateHashes,
 ) -> None:
     """Publish a heartbeat every second, and at once when the role changes
     (the role is sampled every `ROLE_SAMPLE_MS`), logging every change and
     noting each election in the significant-event log (one event per term:
-    its `Nats-Msg-Id` names partition and term)."""
+    its `Nats-Msg-Id` names partition and term). It carries the newest hash
+    `_hash_when_quiet` took."""
     subject = replica_status_subject(partition, replica.node_id)
-    state_hash: str | None = None
-    hashed_seq = -1
-    previous_seq = -1
     previous_role = ("", 0)
     next_beat_ms = 0
     refusal = ""
@@ -141,14 +144,7 @@ async def _heartbeat(
             previous_role = (status.role, status.term)
         if role_changed or now_ms >= next_beat_ms:
             next_beat_ms = now_ms + HEARTBEAT_INTERVAL_MS
-            # Hashing encodes the whole state, blocking this event loop (about
-            # 0.5 s per 100k bets): never on a leader, whose lease renewals
-            # must not stall, and on a follower only once the log has been
-            # quiet for a beat. A leader reports the hash it last computed.
-            quiet = status.applied_seq == previous_seq and status.role == "follower"
-            if quiet and status.applied_seq != hashed_seq:
-                state_hash, hashed_seq = replica.state_hash(), status.applied_seq
-            previous_seq = status.applied_seq
+            state_hash, hashed_seq = hashes.latest
             heartbeat = ReplicaHeartbeat(
                 node_id=replica.node_id,
                 partition=partition,
@@ -214,15 +210,61 @@ async def _release_held_bets(
         await client.close()
 
 
-async def _answer_state_hash(replica: Replica, msg: Msg) -> None:
-    """On request only (tests, `ironbook check`): hashing blocks the event
-    loop for as long as encoding the state takes. No hash while a batch is in
+class StateHashes:
+    """The replica's state hash, taken in a forked child (`computed_in_child`)
+    while the event loop goes on: encoding and hashing the whole state took
+    about 0.5 s per 100k bets, and on the loop that held lease renewals and
+    `/metrics` (a leader lost its lease, a follower looked down). One child at
+    a time: hold `one_at_a_time` from reading the replica's status to the end
+    of `now`."""
+
+    def __init__(self, replica: Replica) -> None:
+        self._replica = replica
+        self.one_at_a_time = asyncio.Lock()
+        self.latest: tuple[str | None, int] = (None, -1)
+        """(hash, applied sequence) of the newest hash `_hash_when_quiet` took."""
+
+    async def now(self) -> str | None:
+        """The hash of the state as it is when called (the child forks before
+        this first suspends); None before the first restore or if the child
+        failed (the caller asks again later)."""
+        try:
+            hashed = await computed_in_child(self._hash, what="state hash")
+        except ChildFailed:
+            return None
+        return hashed.decode() or None
+
+    def _hash(self) -> bytes:
+        return (self._replica.state_hash() or "").encode()
+
+
+async def _hash_when_quiet(replica: Replica, hashes: StateHashes) -> None:
+    """Hash a follower's state once the log has been quiet for a beat (for
+    the heartbeat, which `ironbook status` shows). Not on a leader, whose state
+    runs ahead of the log while batches are in flight: it keeps reporting the
+    hash it last took as a follower."""
+    previous_seq = -1
+    while True:
+        await asyncio.sleep(HEARTBEAT_INTERVAL_MS / 1000)
+        async with hashes.one_at_a_time:
+            status = replica.status()
+            quiet = status.applied_seq == previous_seq and status.role == "follower"
+            previous_seq = status.applied_seq
+            if quiet and status.applied_seq != hashes.latest[1]:
+                state_hash = await hashes.now()
+                if state_hash is not None:
+                    hashes.latest = (state_hash, status.applied_seq)
+
+
+async def _answer_state_hash(replica: Replica, hashes: StateHashes, msg: Msg) -> None:
+    """On request only (tests, `ironbook check`). No hash while a batch is in
     flight or a market result is half-settled: the state is still moving (a
     leader appends the next slice on its own), so a hash taken now would not
     be the log's final state."""
-    status = replica.status()
-    settled = status.pending_batches == 0 and status.results_in_progress == 0
-    state_hash = replica.state_hash() if settled else None
+    async with hashes.one_at_a_time:
+        status = replica.status()
+        settled = status.pending_batches == 0 and status.results_in_progress == 0
+        state_hash = await hashes.now() if settled else None
     reply = StateHashReply(
         node_id=replica.node_id,
         role=status.role,
