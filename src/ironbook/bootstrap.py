@@ -54,6 +54,7 @@ from ironbook.adapters.nats.snapshots import NatsSnapshotStore, encode_object
 from ironbook.adapters.nats.transport import NatsRequestServer
 from ironbook.client import BatchConfig, ClientConfig, LedgerClient, ledger_over_nats
 from ironbook.logs import setup_logging
+from ironbook.replication.concurrency import wait_for
 from ironbook.replication.merkle import EVENTS_LOG
 from ironbook.replication.replica import Replica, ReplicaConfig
 from ironbook.replication.sequencer import SequencerConfig
@@ -365,7 +366,7 @@ async def serve_replica(settings: Settings, stop: asyncio.Event) -> None:
             await replica_service.serve(nc, replica, r.partition, stop, metrics_url=metrics_url)
     finally:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(nc.drain(), timeout=replica_service.SHUTDOWN_GRACE_S)
+            await wait_for(nc.drain(), timeout=replica_service.SHUTDOWN_GRACE_S)
 
 
 # Gateway worker.

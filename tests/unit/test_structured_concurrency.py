@@ -51,3 +51,14 @@ def test_the_scan_finds_what_it_looks_for() -> None:
     assert UNOWNED.search("asyncio.get_running_loop().create_task(x)")
     assert UNOWNED.search("self._loop.create_task(replica.run())")
     assert not UNOWNED.search("group.create_task(work())")
+
+
+def test_no_asyncio_wait_for_in_src() -> None:
+    """`asyncio.wait_for` loses a cancellation on Python 3.11 (see
+    `replication.concurrency.wait_for`, which does not)."""
+    found = {
+        path.relative_to(SRC).as_posix()
+        for path in SRC.rglob("*.py")
+        if "asyncio.wait_for(" in path.read_text()
+    }
+    assert found == set(), "use replication.concurrency.wait_for"

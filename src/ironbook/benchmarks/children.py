@@ -13,6 +13,8 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
+from ironbook.replication.concurrency import wait_for
+
 READY_TIMEOUT_S = 300.0
 RESULT_LINE_LIMIT_BYTES = 512 * 1024 * 1024
 """A subscriber process reports every latency sample on one line."""
@@ -53,7 +55,7 @@ class ChildProcess:
 
     async def wait_ready(self) -> None:
         assert self.process.stdout is not None
-        line = await asyncio.wait_for(self.process.stdout.readline(), READY_TIMEOUT_S)
+        line = await wait_for(self.process.stdout.readline(), READY_TIMEOUT_S)
         if line.strip() != b"ready":
             raise RuntimeError(f"a benchmark process failed to start: {line!r}")
 
@@ -65,12 +67,12 @@ class ChildProcess:
     async def result(self, timeout_s: float) -> dict[str, Any]:
         """Its JSON result line; then it has `EXIT_TIMEOUT_S` to exit before it is killed."""
         assert self.process.stdout is not None
-        line = await asyncio.wait_for(self.process.stdout.readline(), timeout_s)
+        line = await wait_for(self.process.stdout.readline(), timeout_s)
         if not line:
             raise RuntimeError(f"a benchmark process exited ({self.process.returncode})")
         result: dict[str, Any] = json.loads(line)
         try:
-            await asyncio.wait_for(self.process.wait(), EXIT_TIMEOUT_S)
+            await wait_for(self.process.wait(), EXIT_TIMEOUT_S)
         except TimeoutError:
             self.kill()
         return result

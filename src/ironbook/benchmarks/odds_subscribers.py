@@ -25,6 +25,7 @@ from websockets.exceptions import WebSocketException
 
 from ironbook.adapters import eventloop
 from ironbook.benchmarks.children import ChildProcess, stdin_lines
+from ironbook.replication.concurrency import wait_for
 
 PROCESS_MODULE = "ironbook.benchmarks.odds_subscribers"
 CONNECT_CONCURRENCY = 50
@@ -101,9 +102,9 @@ async def _subscribe(
     async with gate:
         ws = await _connect(url, token)
         await ws.send(json.dumps({"action": "subscribe", "markets": markets}))
-        reply = json.loads(await asyncio.wait_for(ws.recv(), REPLY_TIMEOUT_S))
+        reply = json.loads(await wait_for(ws.recv(), REPLY_TIMEOUT_S))
         while reply.get("type") == "odds":  # prices of markets watched already
-            reply = json.loads(await asyncio.wait_for(ws.recv(), REPLY_TIMEOUT_S))
+            reply = json.loads(await wait_for(ws.recv(), REPLY_TIMEOUT_S))
         if reply.get("type") != "subscribed":
             raise RuntimeError(f"subscribe refused: {reply}")
     return ws

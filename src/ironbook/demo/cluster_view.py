@@ -20,6 +20,7 @@ from nats.aio.client import Client as NatsClient
 from ironbook.adapters.nats.localproc import ManagedProcess
 from ironbook.adapters.nats.log import stream_name
 from ironbook.adapters.procfs import process_stat
+from ironbook.replication.concurrency import wait_for
 from ironbook.services.local_cluster import LocalCluster
 from ironbook.services.status import STATUS_SUBJECT_ALL, ReplicaHeartbeat, decode_heartbeat
 
@@ -129,7 +130,7 @@ class ClusterWatcher:
         while not done.is_set():
             await asyncio.to_thread(self.probe)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), timeout=PROBE_INTERVAL_S)
+                await wait_for(done.wait(), timeout=PROBE_INTERVAL_S)
 
     def probe(self) -> None:
         """Process states, node health and stream leaders (blocking HTTP)."""

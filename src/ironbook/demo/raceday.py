@@ -63,6 +63,7 @@ from ironbook.demo.timeline import (
 )
 from ironbook.demo.traffic import BIG_RACE_NAME, RUNNERS, RaceDayWorkload
 from ironbook.replication.checker import CheckReport
+from ironbook.replication.concurrency import wait_for
 from ironbook.replication.history import Operation
 from ironbook.services.feed.processes import FeedOptions
 from ironbook.services.local_cluster import ClusterConfig, LocalCluster
@@ -513,7 +514,7 @@ async def _keep_feed_running(cluster: LocalCluster, live: LiveState, done: async
                 live.fault_lines.append(f"{live.t_s():6.1f}s  supervisor: {message}")
             told[name] = len(child.events)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), timeout=FEED_CHECK_INTERVAL_S)
+            await wait_for(done.wait(), timeout=FEED_CHECK_INTERVAL_S)
 
 
 def _stop_all(processes: Sequence[ManagedProcess]) -> None:

@@ -9,7 +9,7 @@ schedule differently. `race` keeps its children in a list, so cancellation
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -40,6 +40,23 @@ async def race(*coroutines: Coroutine[Any, Any, T]) -> T:
     finally:
         await cancel_and_wait(tasks)
     return winner.result()
+
+
+async def wait_for(awaitable: Awaitable[T], timeout: float | None) -> T:  # noqa: ASYNC109 (it is the timeout primitive)
+    """`awaitable`'s result, or `TimeoutError` after `timeout` seconds (it is
+    then cancelled): `asyncio.wait_for` without its lost cancellation.
+
+    On Python 3.11, `asyncio.wait_for` returns the result instead of raising
+    `CancelledError` when its task is cancelled in the same loop iteration as
+    the awaitable completes: the cancellation is lost, and a `while True` loop
+    around it runs on after its owner cancelled it, which waits forever for
+    it. `asyncio.timeout` keeps the cancellation. Measured: replicas whose
+    log reads and command intake waited this way failed to stop within 5 s
+    (killed instead, a leader without handing its lease over) in about one
+    stop in three under load.
+    """
+    async with asyncio.timeout(timeout):
+        return await awaitable
 
 
 async def cancel_and_wait(tasks: Sequence[asyncio.Future[Any]]) -> None:

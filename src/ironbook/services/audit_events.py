@@ -43,6 +43,7 @@ from ironbook.adapters.audit.events import decode_event, record_significant_even
 from ironbook.adapters.audit.ledger_events import Significant, significant
 from ironbook.adapters.audit.stream import AuditedLog, read_log
 from ironbook.replication.batch import Verdict, admit
+from ironbook.replication.concurrency import wait_for
 from ironbook.replication.interfaces import LogEntry, LogUnavailable, Verifier
 from ironbook.replication.merkle import EVENTS_LOG
 from ironbook.replication.tree_keeping import (
@@ -337,10 +338,10 @@ async def serve(recorder: EventRecorder, *, poll_ms: int, stop: asyncio.Event) -
         except LogUnavailable as err:
             log.warning("events log unreadable, retrying: %s", err)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), poll_ms / 1000)
+                await wait_for(stop.wait(), poll_ms / 1000)
     log.info("event recorder started: %d events in the log", recorder.tree_size)
     while not stop.is_set():
         if await recorder.step():
             continue
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), poll_ms / 1000)
+            await wait_for(stop.wait(), poll_ms / 1000)

@@ -53,6 +53,7 @@ from ironbook.replication.checkpoint import (
     decode_checkpoint,
     decode_hex,
 )
+from ironbook.replication.concurrency import wait_for
 from ironbook.replication.interfaces import LogUnavailable
 from ironbook.replication.merkle import (
     Frontier,
@@ -247,7 +248,7 @@ async def wait_for_public_key(path: Path, stop: asyncio.Event) -> Ed25519PublicK
         except KeyFileError as err:
             log.info("waiting for the public key: %s", err)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), PUBKEY_WAIT_S)
+            await wait_for(stop.wait(), PUBKEY_WAIT_S)
     return None
 
 
@@ -273,4 +274,4 @@ async def serve(
             if await verifier.poll():
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), poll_ms / 1000)
+                await wait_for(stop.wait(), poll_ms / 1000)

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from ironbook.adapters.backup.backup import BackupError, BackupSummary
 from ironbook.adapters.backup.target import TargetError
+from ironbook.replication.concurrency import wait_for
 from ironbook.replication.interfaces import ReplicationError
 
 log = logging.getLogger("ironbook.backup")
@@ -43,4 +44,4 @@ async def serve(
             )
         wait_s = max(0.0, every_s - (time.monotonic() - started))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), wait_s)
+            await wait_for(stop.wait(), wait_s)

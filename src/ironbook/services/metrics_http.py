@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
+from ironbook.replication.concurrency import wait_for
+
 _READ_LIMIT = 8 * 1024
 _REQUEST_TIMEOUT_S = 5.0
 
@@ -36,7 +38,7 @@ async def serve_http(
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _REQUEST_TIMEOUT_S)
+            request = await wait_for(reader.readuntil(b"\r\n\r\n"), _REQUEST_TIMEOUT_S)
             line = request[: request.find(b"\r\n")].split(b" ")
             if len(line) == 3 and line[0] == b"GET" and line[1].split(b"?")[0] == b"/metrics":
                 body, content_type = await render()

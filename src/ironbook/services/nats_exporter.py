@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ironbook.replication.concurrency import wait_for
 from ironbook.services.metrics_http import process_registry, serve_http
 
 log = logging.getLogger("ironbook.nats_exporter")
@@ -80,7 +81,7 @@ async def http_get(url: str, timeout_s: float) -> tuple[int, bytes]:
         return int(status_line[1]) if len(status_line) > 1 else 0, body
 
     try:
-        return await asyncio.wait_for(get(), timeout_s)
+        return await wait_for(get(), timeout_s)
     except (OSError, TimeoutError, ValueError):
         return 0, b""
 

@@ -53,7 +53,7 @@ def run_service(
                 return
             stop.set()
             if exit_if_stuck_after_s is not None:
-                _exit_if_stuck(exit_if_stuck_after_s)
+                _exit_if_stuck(exit_if_stuck_after_s, loop)
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal)
@@ -84,18 +84,41 @@ def _touch(path: Path) -> None:
     path.touch()
 
 
-def _exit_if_stuck(after_s: float) -> None:
+def _exit_if_stuck(after_s: float, loop: asyncio.AbstractEventLoop) -> None:
     """End the process `after_s` from now (a daemon thread, so a wedged event
-    loop cannot hold it up): an operator's SIGTERM must stop the process."""
+    loop cannot hold it up): an operator's SIGTERM must stop the process.
+    The tasks still running are logged first, with where each one waits."""
 
     def exit_now() -> None:
-        log.warning("still stopping after %.0f s: exiting now", after_s)
+        log.warning(
+            "still stopping after %.0f s: exiting now; tasks still running:\n%s",
+            after_s,
+            _tasks_still_running(loop),
+        )
         logging.shutdown()
         os._exit(0)
 
     timer = threading.Timer(after_s, exit_now)
     timer.daemon = True
     timer.start()
+
+
+def _tasks_still_running(loop: asyncio.AbstractEventLoop) -> str:
+    """Each unfinished task of `loop` and where it waits (a suspended
+    coroutine shows its own frame only). Read from another thread while the
+    loop may still run: best effort."""
+    lines: list[str] = []
+    try:
+        for task in list(asyncio.all_tasks(loop)):
+            frames = task.get_stack(limit=None)
+            where = " <- ".join(
+                f"{frame.f_code.co_name} ({Path(frame.f_code.co_filename).name}:{frame.f_lineno})"
+                for frame in reversed(frames[-4:])
+            )
+            lines.append(f"  {task.get_name()}: {where or '(not started)'}")
+    except RuntimeError as error:  # the loop changed the task set meanwhile
+        lines.append(f"  (could not list them: {error})")
+    return "\n".join(lines)
 
 
 async def run_until_stopped(stop: asyncio.Event, *work: Coroutine[Any, Any, Any]) -> None:

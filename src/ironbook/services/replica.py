@@ -27,6 +27,7 @@ from ironbook.adapters.eventloop import watch_loop_lag
 from ironbook.adapters.forked_snapshots import ChildFailed, computed_in_child
 from ironbook.client import BadRequest, ClientConfig, GaveUp, ledger_over_nats
 from ironbook.replication.batch import QuarantineHook
+from ironbook.replication.concurrency import wait_for
 from ironbook.replication.interfaces import LogEntry
 from ironbook.replication.replica import Replica
 from ironbook.services.process import run_until_stopped
@@ -107,7 +108,7 @@ async def serve(
         )
     finally:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(admin.unsubscribe(), timeout=1)
+            await wait_for(admin.unsubscribe(), timeout=1)
     log.info("replica %s stopped", replica.node_id)
 
 

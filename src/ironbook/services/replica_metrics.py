@@ -26,6 +26,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily
 
+from ironbook.replication.concurrency import wait_for
 from ironbook.replication.families import Family
 from ironbook.replication.interfaces import (
     InboundRequest,
@@ -362,7 +363,7 @@ async def serve_metrics(
 
     async def render() -> tuple[bytes, str]:
         try:
-            last_seq: int | None = await asyncio.wait_for(log.last_seq(), _LAST_SEQ_TIMEOUT_S)
+            last_seq: int | None = await wait_for(log.last_seq(), _LAST_SEQ_TIMEOUT_S)
         except (ReplicationError, TimeoutError):
             last_seq = None
         metrics.sample(status(), last_seq)

@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ironbook.replication.concurrency import wait_for
 from ironbook.services.metrics_http import process_registry, serve_http
 from ironbook.services.supervisor import Supervisor
 
@@ -37,7 +38,7 @@ async def _bounded(read: Awaitable[int]) -> int | None:
     """`read`'s value, or None when it fails or takes over `SAMPLE_TIMEOUT_S`:
     a scrape must answer even while NATS does not."""
     try:
-        return await asyncio.wait_for(read, SAMPLE_TIMEOUT_S)
+        return await wait_for(read, SAMPLE_TIMEOUT_S)
     except Exception:
         return None
 

@@ -39,6 +39,7 @@ from typing import Literal
 import msgspec
 
 from ironbook.adapters.nats.localproc import ManagedProcess
+from ironbook.replication.concurrency import wait_for
 
 log = logging.getLogger("ironbook.supervisor")
 
@@ -330,4 +331,4 @@ class Supervisor:
         while not stop.is_set():
             self.check()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.policy.check_interval_ms / 1000)
+                await wait_for(stop.wait(), timeout=self.policy.check_interval_ms / 1000)

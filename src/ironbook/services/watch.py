@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ironbook.adapters.prometheus import AlertmanagerError, post_alerts, rfc3339
+from ironbook.replication.concurrency import wait_for
 from ironbook.services.detect import (
     DetectorConfig,
     Direction,
@@ -368,7 +369,7 @@ async def run(
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
     if seconds > 0:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), seconds)
+            await wait_for(stop.wait(), seconds)
 
 
 def build(settings: WatchSettings) -> Watcher:

@@ -46,7 +46,7 @@ from ironbook.adapters.nats.provision import (
     ensure_stream,
     request,
 )
-from ironbook.replication.concurrency import race
+from ironbook.replication.concurrency import race, wait_for
 from ironbook.replication.interfaces import (
     AppendUnknown,
     Fenced,
@@ -245,7 +245,7 @@ class NatsLog:
                 return
             self._tip_news.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._tip_news.wait(), remaining_s)
+                await wait_for(self._tip_news.wait(), remaining_s)
 
     async def close(self) -> None:
         """Stop listening for announcements (the connection stays open)."""

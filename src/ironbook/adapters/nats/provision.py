@@ -25,6 +25,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamInfo
 
 from ironbook.adapters.nats.security import NatsCredentials, inbox_prefix
+from ironbook.replication.concurrency import wait_for
 
 log = logging.getLogger(__name__)
 security_log = logging.getLogger("ironbook.security")
@@ -435,7 +436,7 @@ async def direct_get_batch(
         expected = from_seq
         while len(found) < max_messages:
             try:
-                msg = await asyncio.wait_for(replies.get(), timeout_s)
+                msg = await wait_for(replies.get(), timeout_s)
             except TimeoutError:
                 break
             headers = msg.headers or {}

@@ -24,6 +24,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from ironbook.adapters.nats.provision import request_once
+from ironbook.replication.concurrency import wait_for
 from ironbook.replication.families import FAMILIES, Family
 from ironbook.replication.interfaces import (
     MalformedReply,
@@ -138,7 +139,7 @@ class NatsInbox:
         if not pending:
             self._arrived.clear()
             try:
-                await asyncio.wait_for(self._arrived.wait(), timeout=wait_ms / 1000)
+                await wait_for(self._arrived.wait(), timeout=wait_ms / 1000)
             except TimeoutError:
                 return []
         count = min(max_requests, len(pending))

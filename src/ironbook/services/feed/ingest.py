@@ -45,6 +45,7 @@ from ironbook.adapters.nats.lease import NatsLease
 from ironbook.client import GaveUp, LedgerClient
 from ironbook.core.odds import Odds, PriceStyle, format_price
 from ironbook.core.views import FeedCursorReply, MarketPage, MarketView
+from ironbook.replication.concurrency import wait_for
 from ironbook.replication.interfaces import LeaseUnavailable
 from ironbook.services.feed.conflate import Conflation
 from ironbook.services.feed.pacing import BUSY_INTERVAL_MS, busy
@@ -289,7 +290,7 @@ class Ingester:
     async def _take(self) -> Conflation:
         conflation = Conflation()
         try:
-            first = await asyncio.wait_for(self._queue.get(), timeout=IDLE_WAIT_MS / 1000)
+            first = await wait_for(self._queue.get(), timeout=IDLE_WAIT_MS / 1000)
         except TimeoutError:
             return conflation
         conflation.add(first)
@@ -505,7 +506,7 @@ async def _acquire(lease: NatsLease, holder: str, stop: asyncio.Event) -> int | 
             log.info("another ingester holds lease %s: standing by", lease.key)
             waiting_logged = True
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=LEASE_RETRY_MS / 1000)
+            await wait_for(stop.wait(), timeout=LEASE_RETRY_MS / 1000)
     return None
 
 

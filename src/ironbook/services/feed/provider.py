@@ -42,6 +42,7 @@ from ironbook.adapters.feed.nats_stream import FeedPublishRefused, NatsFeedStrea
 from ironbook.adapters.feed.provider import FeedUnavailable
 from ironbook.adapters.feed.simulator import Simulator, SimulatorConfig, SimulatorState
 from ironbook.adapters.nats.provision import open_or_create
+from ironbook.replication.concurrency import wait_for
 from ironbook.services.feed.pacing import BUSY_INTERVAL_MS, busy
 from ironbook.services.service_metrics import ProviderCounts
 
@@ -339,7 +340,7 @@ async def publish_forever(
         else:
             wait_ms = min(MAX_SLEEP_MS, max(1, tick_left_ms, simulator.next_ts_ms() - _now_ms()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=wait_ms / 1000)
+                await wait_for(stop.wait(), timeout=wait_ms / 1000)
         now = time.monotonic()
         if simulator.cursor - checkpoint_cursor >= CHECKPOINT_EVERY_MESSAGES or (
             now - checkpoint_at >= CHECKPOINT_EVERY_S and simulator.cursor > checkpoint_cursor
@@ -374,7 +375,7 @@ async def _start(
                 raise
             log.warning("starting (attempt %d/%d): %r", attempt, START_ATTEMPTS, err)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=START_RETRY_S)
+            await wait_for(stop.wait(), timeout=START_RETRY_S)
         if stop.is_set():
             return None
     raise AssertionError("unreachable")

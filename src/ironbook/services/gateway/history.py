@@ -38,6 +38,7 @@ from ironbook.adapters.nats.log import NatsLog
 from ironbook.core import events as ev
 from ironbook.core.postings import player_postings
 from ironbook.replication.batch import admit
+from ironbook.replication.concurrency import wait_for
 from ironbook.replication.interfaces import LogEntry, LogUnavailable, Verifier
 
 log = logging.getLogger("ironbook.history")
@@ -309,7 +310,7 @@ async def _tail(
                 log.info("partition %d: skipped %d void or quarantined entries", partition, voided)
         if len(entries) < READ_CHUNK_ENTRIES:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), CATCH_UP_PAUSE_MS / 1000)
+                await wait_for(stop.wait(), CATCH_UP_PAUSE_MS / 1000)
 
 
 async def serve(nc: NatsClient, partition: int, store: HistoryStore, stop: asyncio.Event) -> None:

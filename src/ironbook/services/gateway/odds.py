@@ -52,6 +52,7 @@ from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 from prometheus_client import Counter, Gauge
 
 from ironbook.adapters.nats.provision import ensure_stream
+from ironbook.replication.concurrency import wait_for
 from ironbook.services.gateway import problems as p
 from ironbook.services.gateway.traffic import TokenBuckets
 
@@ -354,7 +355,7 @@ class OddsHub:
                 json.dumps(request).encode(),
                 reply=inbox,
             )
-            status = await asyncio.wait_for(finished, SNAPSHOT_TIMEOUT_S)
+            status = await wait_for(finished, SNAPSHOT_TIMEOUT_S)
         finally:
             with contextlib.suppress(nats.errors.Error):
                 await subscription.unsubscribe()

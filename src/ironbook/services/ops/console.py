@@ -32,6 +32,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from ironbook.adapters.audit.events import NoteEvent
+from ironbook.replication.concurrency import wait_for
 from ironbook.services.gateway.auth import AuthError, TokenVerifier
 from ironbook.services.metrics_http import process_registry
 from ironbook.services.ops.alerts import (
@@ -96,9 +97,7 @@ class Console:
     async def wait_change(self, seen: int, timeout_s: float) -> None:
         async with self._changed:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self.version > seen), timeout_s
-                )
+                await wait_for(self._changed.wait_for(lambda: self.version > seen), timeout_s)
 
     async def receive(self, records: list[AlertRecord]) -> None:
         self.book.record(records)
