@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from test_gateway_fast_path import NoAudit, NoOdds, StubClaims, StubRevoker
 
 from ironbook import core
+from ironbook.core.events import BetPlaced
 from ironbook.replication.batch import encode_batch
 from ironbook.replication.interfaces import LogEntry
 from ironbook.services.gateway.app import create_app
@@ -84,13 +85,27 @@ class Projector:
         self.store = store
 
     async def page(self, partition: int, request: HistoryRequest) -> HistoryReply:
-        raise HistoryUnavailable("not in these tests")
+        if self.store is None:
+            raise HistoryUnavailable("no projector answered")
+        return self.store.page(request)
 
     async def archived(self, partition: int, request: ArchivedRequest) -> ArchivedReply:
         if self.store is None:
             raise HistoryUnavailable("no projector answered")
         assert partition == 0
         return self.store.archived(request)
+
+
+class Receipts(NoAudit):
+    """The audit trail's receipts: which log entries were asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[tuple[int, int]] = []
+
+    async def receipt(self, partition: int, seq: int) -> bytes:
+        self.asked.append((partition, seq))
+        return b'{"seq": %d}' % seq
 
 
 def archived_race(ledger: PureLedger) -> tuple[str, str]:
@@ -153,7 +168,12 @@ def world(tmp_path: Path) -> tuple[PureLedger, HistoryStore, tuple[str, str]]:
 
 
 def get(
-    tmp_path: Path, ledger: PureLedger, store: HistoryStore | None, path: str, **token: Any
+    tmp_path: Path,
+    ledger: PureLedger,
+    store: HistoryStore | None,
+    path: str,
+    audit: NoAudit | None = None,
+    **token: Any,
 ) -> httpx.Response:
     gateway = Gateway(
         settings=GatewaySettings(),
@@ -166,7 +186,7 @@ def get(
         history=Projector(store),
         odds=NoOdds(),
         revoker=StubRevoker(),
-        audit=NoAudit(),
+        audit=audit or NoAudit(),
     )
     bearer = mint_token(local_signing_key(tmp_path), **token)
 
@@ -229,3 +249,27 @@ def test_unknown_ids_stay_unknown_and_a_missing_projector_is_no_404(
     assert market.status_code == 404 and market.json()["code"] == "unknown_market"
     down = get(tmp_path, ledger, None, f"/v1/bets/{won}", role="admin", sub="admin:ops")
     assert down.status_code == 503 and down.json()["code"] == "ledger_unavailable"
+
+
+def test_an_archived_bet_still_has_its_receipt(tmp_path: Path, world: Any) -> None:
+    """The receipt route finds the bet (archived) and the entry that placed it
+    (the account's history), then asks the audit trail for that entry."""
+    ledger, store, (won, _) = world
+    placed_at = next(
+        seq
+        for seq, batch in enumerate(ledger.log, start=1)
+        for event in batch
+        if isinstance(event, BetPlaced) and event.bet_id == won
+    )
+    receipts = Receipts()
+    response = get(
+        tmp_path,
+        ledger,
+        store,
+        f"/v1/bets/{won}/receipt",
+        receipts,
+        role="bettor",
+        account_id="acc-1",
+    )
+    assert response.status_code == 200, response.text
+    assert receipts.asked == [(0, placed_at)]
