@@ -116,18 +116,14 @@ def test_a_market_waits_while_an_accumulator_on_it_has_a_leg_on_a_later_market()
 
     reply, [event] = archive(ledger, RETENTION_MS)
     assert reply == ArchiveReply(markets=0, bets=0)
-    assert event.deferred == ("m1",)
+    # m1 waits for m2, the double's other market, to be past retention too.
+    m2_due_ms = 10 * DAY_MS + RETENTION_MS
+    assert event.deferred == ((m2_due_ms, "m1"),)
     assert "m1" in ledger.state.markets and double in ledger.state.bets
-    assert ledger.state.archive_queue == [
-        (10 * DAY_MS + RETENTION_MS, "m2"),
-        (2 * RETENTION_MS, "m1"),
-    ]
+    assert ledger.state.archive_queue == [(m2_due_ms, "m1"), (m2_due_ms, "m2")]
 
-    reply, _ = archive(ledger, 10 * DAY_MS + RETENTION_MS)
-    assert reply == ArchiveReply(markets=1, bets=1), "m2 goes, and the double with it"
-    assert double not in ledger.state.bets and "m1" in ledger.state.markets
-    reply, _ = archive(ledger, 2 * RETENTION_MS)
-    assert reply == ArchiveReply(markets=1, bets=0)
+    reply, _ = archive(ledger, m2_due_ms)
+    assert reply == ArchiveReply(markets=2, bets=1), "both go, and the double with them"
     assert ledger.state.markets == {} and ledger.state.archive_queue == []
 
 
@@ -136,7 +132,8 @@ def test_an_open_bet_keeps_its_market() -> None:
     ledger.bet("alice", 1_000, ("m1", "a", 250), ("m2", "x", 200))
     settle(ledger, "m1", "a", at_ms=0)
     _, [event] = archive(ledger, RETENTION_MS)
-    assert event.deferred == ("m1",) and set(ledger.state.markets) == {"m1", "m2"}
+    assert event.deferred == ((2 * RETENTION_MS, "m1"),), "a retention window later"
+    assert set(ledger.state.markets) == {"m1", "m2"}
 
 
 def test_a_big_market_is_archived_over_several_events() -> None:

@@ -1035,8 +1035,10 @@ class LedgerMachine(RuleBasedStateMachine):
         """The leader's housekeeping: every market whose archive run is due
         leaves the state with its bets, if every bet on it is final and every
         market those bets have a leg on was resulted a retention window ago;
-        else it is looked at again a retention window later. (Often a
-        retention window after now: most results are still recent.)"""
+        else it is looked at again when the latest of those is past
+        retention, or a retention window later while one is unresulted or a
+        bet still open. (Often a retention window after now: most results
+        are still recent.)"""
         self.clock_ms += wait_ms
         at_ms = max(self.clock_ms, self.log_now_ms)
         horizon_ms = at_ms - BET_RETENTION_MS
@@ -1048,22 +1050,24 @@ class LedgerMachine(RuleBasedStateMachine):
             and market.archive_due_ms <= at_ms
         ]
 
-        def past(market_id: str) -> bool:
-            final_ms = self.markets[market_id].final_ms
-            return final_ms is not None and final_ms <= horizon_ms
-
         def live_bets(market_id: str) -> list[ModelBet]:
             """Its bets still in the state (one archived with another of its
             markets is gone)."""
             return [self.bets[b] for b in self.markets[market_id].bet_ids if b in self.bets]
 
-        def archivable(market_id: str) -> bool:
-            return all(
-                bet.status != "open" and all(past(leg[0]) for leg in bet.legs)
-                for bet in live_bets(market_id)
-            )
+        def held_back_until(market_id: str) -> int | None:
+            again_ms = [0]
+            for bet in live_bets(market_id):
+                finals = [self.markets[leg[0]].final_ms for leg in bet.legs]
+                if bet.status == "open" or None in finals:
+                    return at_ms + BET_RETENTION_MS
+                again_ms += [
+                    f + BET_RETENTION_MS for f in finals if f is not None and f > horizon_ms
+                ]
+            return max(again_ms) or None
 
-        archived = [market_id for market_id in due if archivable(market_id)]
+        again = {market_id: held_back_until(market_id) for market_id in due}
+        archived = [market_id for market_id in due if again[market_id] is None]
         log_length = len(self.ledger.log)
         outcome = self.ledger.submit(
             ArchiveSettled(request_id=self.next_request_id()), now_ms=self.clock_ms
@@ -1084,7 +1088,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 for bet_id in self.markets[market_id].bet_ids:
                     self.bets.pop(bet_id, None)
             else:
-                self.markets[market_id].archive_due_ms = at_ms + BET_RETENTION_MS
+                self.markets[market_id].archive_due_ms = again[market_id]
         for market_id in archived:
             del self.markets[market_id]
 

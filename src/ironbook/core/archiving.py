@@ -17,9 +17,10 @@ The state keeps an archive queue: (due ms, market id) for every final
 result, due `bet_retention_ms` after it, in log order. A market is archived
 with its bets only when every one of those bets is final and every market
 each of them has a leg on is past retention too, so a bet in the state
-always has all its markets in the state. A market that must wait (an
-accumulator on it still has a leg on a market that is open, or resulted
-more recently) is deferred: queued again, due one retention window later.
+always has all its markets in the state. A market that must wait is
+deferred: queued again for when the latest market holding it back (one an
+accumulator on it has a leg on, resulted more recently) is past retention
+too, or one retention window later while such a market is still unresulted.
 
 Work per command is bounded: at most `MAX_ARCHIVED` markets and bets. A
 market with more bets is archived over several commands, its bet ids walked
@@ -32,11 +33,13 @@ replay is deterministic and a new leader carries on where the old one was.
 
 from __future__ import annotations
 
+import bisect
+
 from ironbook.core import commands as c
 from ironbook.core import events as e
 from ironbook.core.outcomes import Accepted
 from ironbook.core.queries import bet_view, market_view
-from ironbook.core.state import Bet, LedgerState, Market
+from ironbook.core.state import LedgerState, Market
 
 MAX_ARCHIVED = 500
 """Markets plus bets one `SettledArchived` removes: about 50 KB of views."""
@@ -68,7 +71,7 @@ def archive_settled(state: LedgerState, cmd: c.ArchiveSettled, now_ms: int) -> A
     consumed = 0
     markets: list[e.MarketView] = []
     bets: list[e.BetView] = []
-    deferred: list[str] = []
+    deferred: list[tuple[int, str]] = []
     taken: set[str] = set()
     """Bets on two markets archived by this one decision are listed once."""
     judged: set[str] = set()
@@ -89,9 +92,11 @@ def archive_settled(state: LedgerState, cmd: c.ArchiveSettled, now_ms: int) -> A
         ):
             continue  # archived already, or resulted again since (a later entry stands)
         judged.add(market_id)
-        if market_id != state.archiving and not _archivable(state, market, now_ms - retention_ms):
-            deferred.append(market_id)  # a bet on it is still live: look again later
-            continue
+        if market_id != state.archiving:
+            again_ms = _held_back_until(state, market, now_ms, retention_ms)
+            if again_ms is not None:
+                deferred.append((again_ms, market_id))
+                continue
         budget = MAX_ARCHIVED - len(markets) - len(bets) - len(deferred)
         walked = 0
         for bet_id in market.bet_ids:
@@ -126,26 +131,30 @@ def archive_settled(state: LedgerState, cmd: c.ArchiveSettled, now_ms: int) -> A
     return Accepted(events=(event,), result=reply)
 
 
-def _archivable(state: LedgerState, market: Market, horizon_ms: int) -> bool:
-    """Every bet on the market is final, with every market it has a leg on
-    final since before the horizon."""
+def _held_back_until(
+    state: LedgerState, market: Market, now_ms: int, retention_ms: int
+) -> int | None:
+    """None if every bet on the market is final with every market it has a
+    leg on past retention; else when to look again: when the latest of those
+    markets is past retention, or a retention window from now while one of
+    them has no final result (or a bet is still live)."""
     markets = state.markets
+    horizon_ms = now_ms - retention_ms
+    again_ms: int | None = None
     for bet_id in market.bet_ids:
         bet = state.bets.get(bet_id)
         if bet is None:
             continue  # archived with another of its markets
-        if bet.status not in FINAL_BET or not _markets_past(markets, bet, horizon_ms):
-            return False
-    return True
-
-
-def _markets_past(markets: dict[str, Market], bet: Bet, horizon_ms: int) -> bool:
-    for leg in bet.legs:
-        leg_market = markets[leg.market_id]
-        final_ms = leg_market.final_ms
-        if leg_market.status not in FINAL_MARKET or final_ms is None or final_ms > horizon_ms:
-            return False
-    return True
+        if bet.status not in FINAL_BET:
+            return now_ms + retention_ms
+        for leg in bet.legs:
+            leg_market = markets[leg.market_id]
+            final_ms = leg_market.final_ms
+            if leg_market.status not in FINAL_MARKET or final_ms is None:
+                return now_ms + retention_ms
+            if final_ms > horizon_ms:
+                again_ms = max(again_ms or 0, final_ms + retention_ms)
+    return again_ms
 
 
 def apply_archived(state: LedgerState, event: e.SettledArchived) -> None:
@@ -158,9 +167,8 @@ def apply_archived(state: LedgerState, event: e.SettledArchived) -> None:
         del markets[market.market_id]
     queue = state.archive_queue
     del queue[: event.consumed]
-    if event.deferred:
-        due_ms = max(state.now_ms, event.at_ms) + state.config.bet_retention_ms
-        queue.extend((due_ms, market_id) for market_id in event.deferred)
+    for entry in event.deferred:
+        bisect.insort(queue, entry)
     if event.continued:
         del markets[event.continued].bet_ids[: event.walked]
     state.archiving = event.continued

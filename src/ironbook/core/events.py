@@ -421,8 +421,8 @@ class SettledArchived(Event, frozen=True, tag="settled_archived/1", kw_only=True
     `bets`), which the read model serves from then on (core/archiving.py).
 
     `consumed` entries leave the head of the archive queue: the archived
-    markets, stale entries, and the `deferred` markets, queued again one
-    retention window later (a bet on them is still live). A market with
+    markets, stale entries, and the `deferred` ones, queued again as (due
+    ms, market id) for when what holds them back may be over. A market with
     more bets than one event holds is archived over several: `continued`
     names it while bets of it remain (it stays at the queue's head), and its
     first `walked` bet ids are done."""
@@ -430,7 +430,7 @@ class SettledArchived(Event, frozen=True, tag="settled_archived/1", kw_only=True
     consumed: int
     markets: tuple[MarketView, ...]
     bets: tuple[BetView, ...]
-    deferred: tuple[str, ...] = ()
+    deferred: tuple[tuple[int, str], ...] = ()
     continued: str = ""
     walked: int = 0
     reply: None = None

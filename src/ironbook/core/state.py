@@ -235,9 +235,9 @@ class LedgerState(msgspec.Struct, array_like=True, gc=False):
     settlements: dict[str, Settlement] = msgspec.field(default_factory=dict)
     """market id -> its result in progress, while it still has slices to go."""
     archive_queue: list[tuple[int, str]] = msgspec.field(default_factory=list)
-    """(due ms, market id): each final result's market, to archive
-    `bet_retention_ms` after it (core/archiving.py); in log order. An entry
-    whose market was resulted again since is stale, and dropped."""
+    """(due ms, market id), sorted: each final result's market, to archive
+    `bet_retention_ms` after it, and the deferred ones (core/archiving.py).
+    An entry whose market was resulted again since is stale, and dropped."""
     archiving: str = ""
     """The market whose bets are being archived over several events."""
     archived_markets: int = 0
