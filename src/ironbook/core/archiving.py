@@ -13,8 +13,8 @@ them and the read model serves them from then on. The state then grows with
 open exposure, active accounts and the last retention window's results, not
 with history.
 
-The state keeps an archive queue: (due ms, market id) for every final
-result, due `bet_retention_ms` after it, in log order. A market is archived
+The state keeps an archive queue, sorted: (due ms, market id) for every
+final result, due `bet_retention_ms` after it. A market is archived
 with its bets only when every one of those bets is final and every market
 each of them has a leg on is past retention too, so a bet in the state
 always has all its markets in the state. A market that must wait is
