@@ -288,8 +288,12 @@ async def _ledger(nc: NatsClient, settings: Settings, subject: str) -> AsyncIter
 def ledger_config(settings: Settings, partition: int) -> core.LedgerConfig:
     """The rules a new ledger of `partition` starts with (an existing one
     keeps those in its state)."""
+    replica = settings.replica
     return core.LedgerConfig(
-        partition=partition, result_slice_bets=settings.replica.result_slice_bets
+        partition=partition,
+        result_slice_bets=replica.result_slice_bets,
+        resettle_window_ms=replica.resettle_window_ms,
+        bet_retention_ms=replica.bet_retention_ms,
     )
 
 

@@ -14,7 +14,14 @@ import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -24,6 +31,7 @@ from pydantic_settings import (
 )
 
 ENV_PREFIX = "IRONBOOK_"
+DAY_MS = 86_400_000
 DEFAULT_DATA_DIR = Path(".ironbook")
 Producer = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
 CidrList = Annotated[tuple[str, ...], NoDecode]
@@ -102,6 +110,23 @@ class ReplicaSettings(Section):
     result_slice_bets: int = Field(default=1_000, ge=1, le=100_000)
     """Bets a market result walks per log entry, for a new ledger (an existing
     ledger keeps the size in its state)."""
+    resettle_window_ms: int = Field(default=7 * DAY_MS, ge=1)
+    """How long after its latest result a market may be resulted again
+    (resettled, rolled back, voided), for a new ledger."""
+    bet_retention_ms: int = Field(default=14 * DAY_MS, ge=2)
+    """How long after its latest result a market and its bets stay in the
+    replicas' state before they are archived, for a new ledger; longer than
+    `resettle_window_ms`."""
+
+    @model_validator(mode="after")
+    def _retention_outlasts_the_resettle_window(self) -> ReplicaSettings:
+        if self.bet_retention_ms <= self.resettle_window_ms:
+            raise ValueError(
+                f"replica.bet_retention_ms ({self.bet_retention_ms}) must be longer than "
+                f"replica.resettle_window_ms ({self.resettle_window_ms}): a market may be "
+                "resulted again only while its bets are still in the state"
+            )
+        return self
 
 
 class GatewaySettings(Section):

@@ -37,7 +37,13 @@ from ironbook.services.gateway.auth import (
     mint_token,
     token_id,
 )
-from ironbook.services.gateway.history import HistoryReply, HistoryRequest, HistoryUnavailable
+from ironbook.services.gateway.history import (
+    ArchivedReply,
+    ArchivedRequest,
+    HistoryReply,
+    HistoryRequest,
+    HistoryUnavailable,
+)
 from ironbook.services.gateway.idempotency import fingerprint, keyed_request_id
 from ironbook.services.gateway.metrics import GatewayMetrics
 from ironbook.services.gateway.odds import Watcher
@@ -87,6 +93,9 @@ Harness = tuple[Any, StubLedger, StubClaims, str]
 
 class NoHistory:
     async def page(self, partition: int, request: HistoryRequest) -> HistoryReply:
+        raise HistoryUnavailable("not in these tests")
+
+    async def archived(self, partition: int, request: ArchivedRequest) -> ArchivedReply:
         raise HistoryUnavailable("not in these tests")
 
 

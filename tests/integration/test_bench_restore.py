@@ -33,6 +33,10 @@ TINY = [
     "20",
     "--tail-batch",
     "20",
+    "--resettle-window-days",
+    "0.25",
+    "--retention-days",
+    "0.5",
 ]
 
 
@@ -54,6 +58,10 @@ def test_restores_a_synthesised_history(capsys: pytest.CaptureFixture[str]) -> N
     assert result["hash_check"]["ok"] is True
     assert result["hash_check"]["replica_seq"] >= tail_end
     assert result["rss_bytes"]["replica"] > 0
+    # Markets resulted half a day before the end, and their bets, were archived.
+    assert result["config"]["retention_days"] == 0.5
+    assert result["archived_markets"] > 0 and result["archive_commands"] > 0
+    assert result["archived_bets"] + result["bets_in_state"] == 2_000
 
 
 def test_a_damaged_snapshot_fails_the_run(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,6 +26,8 @@ from ironbook.core import (
     AdjustBalance,
     AnyCommand,
     AnyReply,
+    ArchiveReply,
+    ArchiveSettled,
     BetLeg,
     BetReply,
     CashOut,
@@ -71,6 +73,9 @@ PEOPLE = acting("test")
 
 
 RETENTION_MS = DAY_MS
+RESETTLE_WINDOW_MS = 2 * DAY_MS
+BET_RETENTION_MS = 3 * DAY_MS
+FINAL = ("settled", "voided")
 MAX_STAKE_MINOR = 5_000
 MAX_LIABILITY_MINOR = 20_000
 MAX_LEGS = 3
@@ -166,6 +171,12 @@ class ModelMarket:
     result: str | dict[str, tuple[int, int]] | None = None
     """VOID, or selection -> (runners tied, position) of the placed runners."""
     bet_ids: list[str] = field(default_factory=list)
+    final_ms: int | None = None
+    """When its latest result (settled or voided) was logged; None while it
+    has none."""
+    archive_due_ms: int | None = None
+    """When an archive run looks at it next: a retention window after its
+    latest result, or after the run that found a bet on it still live."""
 
 
 @dataclass
@@ -229,6 +240,8 @@ class LedgerMachine(RuleBasedStateMachine):
                 max_legs=MAX_LEGS,
                 idempotency_retention_ms=RETENTION_MS,
                 result_slice_bets=slice_bets,
+                resettle_window_ms=RESETTLE_WINDOW_MS,
+                bet_retention_ms=BET_RETENTION_MS,
             )
         )
         self.follower = new_state(self.ledger.state.config)
@@ -299,7 +312,15 @@ class LedgerMachine(RuleBasedStateMachine):
             return refusals
         if market is None:
             return {"unknown_market"}
-        return self.market_refusals(command, market)
+        refusals = self.market_refusals(command, market)
+        results = (SettleMarket, VoidMarket, ResettleMarket, RollbackSettlement)
+        if (
+            isinstance(command, results)
+            and market.final_ms is not None
+            and now_ms > market.final_ms + RESETTLE_WINDOW_MS
+        ):
+            refusals.add("resettle_window_closed")
+        return refusals
 
     def account_refusals(self, command, account: ModelAccount, now_ms: int) -> set[str]:
         refusals: set[str] = set()
@@ -541,13 +562,13 @@ class LedgerMachine(RuleBasedStateMachine):
         elif isinstance(command, CashOut):
             self.accept_cash_out(command)
         elif isinstance(command, VoidMarket):
-            self.accept_result(command.market_id, VOID, outcome)
+            self.accept_result(command.market_id, VOID, outcome, at_ms)
         elif isinstance(command, RollbackSettlement):
-            self.accept_result(command.market_id, None, outcome)
+            self.accept_result(command.market_id, None, outcome, at_ms)
         else:
             assert isinstance(command, (SettleMarket, ResettleMarket))
             result = {w.selection_id: (w.dead_heat, w.position) for w in command.winners}
-            self.accept_result(command.market_id, result, outcome)
+            self.accept_result(command.market_id, result, outcome, at_ms)
         if hasattr(outcome.result, "balance_minor") and hasattr(command, "account_id"):
             model_balance = self.accounts[command.account_id].balance_minor
             assert outcome.result.balance_minor == model_balance
@@ -579,15 +600,22 @@ class LedgerMachine(RuleBasedStateMachine):
             self.markets[leg.market_id].bet_ids.append(reply.bet_id)
 
     def accept_result(
-        self, market_id: str, result: str | dict[str, tuple[int, int]] | None, outcome: Accepted
+        self,
+        market_id: str,
+        result: str | dict[str, tuple[int, int]] | None,
+        outcome: Accepted,
+        at_ms: int,
     ) -> None:
         """A result, or None: a rollback, back to closed with no result."""
         market = self.markets[market_id]
         market.result = result
         if result is None:
             market.status = "closed"
+            market.final_ms = market.archive_due_ms = None
         else:
             market.status = "voided" if result == VOID else "settled"
+            market.final_ms = at_ms
+            market.archive_due_ms = at_ms + BET_RETENTION_MS
         delta_minor: dict[str, int] = {}
         # A cashed-out bet is out of every later result.
         affected = [b for b in market.bet_ids if self.bets[b].status != "cashed_out"]
@@ -979,7 +1007,11 @@ class LedgerMachine(RuleBasedStateMachine):
         resettlement that takes back winnings already withdrawn is written
         off to the house."""
         bettors = sorted(
-            {self.bets[bet_id].account_id for bet_id in self.markets[market_id].bet_ids}
+            {
+                self.bets[bet_id].account_id
+                for bet_id in self.markets[market_id].bet_ids
+                if bet_id in self.bets
+            }
         )
         for account_id in bettors:
             balance_minor = self.accounts[account_id].balance_minor
@@ -995,6 +1027,70 @@ class LedgerMachine(RuleBasedStateMachine):
             self.void(market_id, reason="void")
         else:
             self.resettle(market_id, winners, reason="stewards")
+
+    # Rules: archiving.
+
+    @rule(wait_ms=st.sampled_from((0, BET_RETENTION_MS, BET_RETENTION_MS + HOUR_MS)))
+    def archive(self, wait_ms: int) -> None:
+        """The leader's housekeeping: every market whose archive run is due
+        leaves the state with its bets, if every bet on it is final and every
+        market those bets have a leg on was resulted a retention window ago;
+        else it is looked at again when the latest of those is past
+        retention, or a retention window later while one is unresulted or a
+        bet still open. (Often a retention window after now: most results
+        are still recent.)"""
+        self.clock_ms += wait_ms
+        at_ms = max(self.clock_ms, self.log_now_ms)
+        horizon_ms = at_ms - BET_RETENTION_MS
+        due = [
+            market_id
+            for market_id, market in self.markets.items()
+            if market.status in FINAL
+            and market.archive_due_ms is not None
+            and market.archive_due_ms <= at_ms
+        ]
+
+        def live_bets(market_id: str) -> list[ModelBet]:
+            """Its bets still in the state (one archived with another of its
+            markets is gone)."""
+            return [self.bets[b] for b in self.markets[market_id].bet_ids if b in self.bets]
+
+        def held_back_until(market_id: str) -> int | None:
+            again_ms = [0]
+            for bet in live_bets(market_id):
+                finals = [self.markets[leg[0]].final_ms for leg in bet.legs]
+                if bet.status == "open" or None in finals:
+                    return at_ms + BET_RETENTION_MS
+                again_ms += [
+                    f + BET_RETENTION_MS for f in finals if f is not None and f > horizon_ms
+                ]
+            return max(again_ms) or None
+
+        again = {market_id: held_back_until(market_id) for market_id in due}
+        archived = [market_id for market_id in due if again[market_id] is None]
+        log_length = len(self.ledger.log)
+        outcome = self.ledger.submit(
+            ArchiveSettled(request_id=self.next_request_id()), now_ms=self.clock_ms
+        )
+        assert isinstance(outcome, Accepted)
+        assert outcome.result == ArchiveReply(
+            markets=len(archived),
+            bets=len({b for m in archived for b in self.markets[m].bet_ids if b in self.bets}),
+        )
+        # One event when anything was due (a stale queue entry, left by a
+        # market resulted again, may make one with nothing else in it).
+        logged = len(self.ledger.log) - log_length
+        assert logged == 1 if due else logged in (0, 1)
+        if logged:
+            self.log_now_ms = at_ms
+        for market_id in due:
+            if market_id in archived:
+                for bet_id in self.markets[market_id].bet_ids:
+                    self.bets.pop(bet_id, None)
+            else:
+                self.markets[market_id].archive_due_ms = again[market_id]
+        for market_id in archived:
+            del self.markets[market_id]
 
     # Rules: time and retries.
 

@@ -14,6 +14,7 @@ from ironbook.core import (
     PERMITTED,
     AdjustBalance,
     AnyCommand,
+    ArchiveSettled,
     BetLeg,
     CashOut,
     CloseMarket,
@@ -162,7 +163,7 @@ def test_the_table_keeps_money_from_services_and_markets_from_cashiers() -> None
     assert not {PlaceBet, CashOut} & (PERMITTED["admin"] | PERMITTED["trader"])
     assert not {CreateMarket, SettleMarket, VoidMarket} & PERMITTED["cashier"]
     assert PERMITTED["auditor"] <= PERMITTED["ops"] | {GetAccount, ListAccountBets, QuoteCashOut}
-    assert PERMITTED["ledger"] == frozenset({ReleaseBets, ContinueResult})
+    assert PERMITTED["ledger"] == frozenset({ReleaseBets, ContinueResult, ArchiveSettled})
 
 
 @pytest.mark.parametrize(

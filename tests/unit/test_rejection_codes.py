@@ -21,6 +21,7 @@ from ironbook.core import (
     PlaceBet,
     Principal,
     RejectionCode,
+    RollbackSettlement,
     SelectionPrice,
     SelectionSpec,
     SelfExclude,
@@ -45,7 +46,15 @@ ALL_CODES = sorted(
 
 
 def book() -> Ledger:
-    ledger = Ledger(LedgerConfig(max_liability_minor=5_000, max_legs=2))
+    ledger = Ledger(
+        LedgerConfig(
+            max_liability_minor=5_000, max_legs=2, resettle_window_ms=1, bet_retention_ms=2
+        )
+    )
+    ledger.create_market("old", {"o": 200})  # resulted before the resettlement window
+    ledger.close("old")
+    ledger.ok(SettleMarket(request_id="old", market_id="old", winners=(Winner("o"),)))
+    ledger.advance(2)
     ledger.open_account("alice", 1_000)
     ledger.open_account("sam", 1_000)
     ledger.ok(SelfExclude(request_id="x", account_id="sam", days=1))
@@ -150,6 +159,9 @@ EXAMPLES: dict[str, AnyCommand] = {
     "liability_exceeded": bet(("big", "z", 1_000), stake=1_000),
     "invalid_producer": SetProducerStatus(request_id="cmd", producer="bad id", down=True),
     "invalid_feed": FeedBatch(request_id="cmd", producer="lsports", to_cursor=-1, markets=()),
+    "resettle_window_closed": RollbackSettlement(
+        request_id="cmd", market_id="old", actor="ops", reason="r"
+    ),
     "invalid_window": VoidMarket(
         request_id="cmd", market_id="m1", actor="ops", reason="r", placed_from_ms=5, placed_to_ms=5
     ),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ironbook.bootstrap import build_parser, replica_config, settings_from
+from ironbook.bootstrap import build_parser, ledger_config, replica_config, settings_from
 from ironbook.bootstrap import main as bootstrap_main
 from ironbook.cli import main as ironbook
 from ironbook.settings import ConfigError, Settings, load_settings
@@ -84,6 +84,16 @@ def test_bad_values_are_refused_by_name(
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         load_settings()
+
+
+def test_retention_must_outlast_the_resettle_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IRONBOOK_REPLICA_RESETTLE_WINDOW_MS", "7200000")
+    monkeypatch.setenv("IRONBOOK_REPLICA_BET_RETENTION_MS", "3600000")
+    with pytest.raises(ConfigError, match=r"bet_retention_ms \(3600000\) must be longer than"):
+        load_settings()
+    monkeypatch.setenv("IRONBOOK_REPLICA_BET_RETENTION_MS", "10800000")
+    config = ledger_config(load_settings(), partition=2)
+    assert (config.resettle_window_ms, config.bet_retention_ms) == (7_200_000, 10_800_000)
 
 
 def test_a_missing_file_is_refused(tmp_path: Path) -> None:

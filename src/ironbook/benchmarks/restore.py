@@ -12,7 +12,10 @@ In one run per `--bets` N, on this machine:
    its result), and a new one opened. 1M and 10M bets differ in the length
    of the history, not in its activity per day; most bets end up settled
    long before the end, and the markets still open at the end (with their
-   bets) are its open exposure. The commands are batched into log entries of
+   bets) are its open exposure. As a leader's chore does, an
+   `ArchiveSettled` (in a log entry of its own) moves the markets resulted
+   more than `--retention-days` ago, with their bets, out of the state
+   whenever some are due. The commands are batched into log entries of
    `SYNTH_BATCH_COMMANDS`, encoded and signed with the cluster's ledger key
    exactly as a leader does (`replication.batch.encode_signed_batch`), and
    kept only as leaves of the log's Merkle tree: the snapshot carries the
@@ -118,13 +121,15 @@ class Shape:
     double_every: int
 
 
-def ledger_config() -> core.LedgerConfig:
+def ledger_config(resettle_window_ms: int, retention_ms: int) -> core.LedgerConfig:
     """The synthesised partition's rules: limits out of the way of the load
     (the benchmark is about the state, not about refusals)."""
     return core.LedgerConfig(
         partition=PARTITION,
         max_liability_minor=10**13,
         max_market_liability_minor=10**13,
+        resettle_window_ms=resettle_window_ms,
+        bet_retention_ms=retention_ms,
     )
 
 
@@ -145,6 +150,7 @@ class History:
         self.last_batch_id = ""
         self.bets = 0
         self.settled_markets = 0
+        self.archive_commands = 0
         self._signer = signer
         self._start_ms = start_ms
         self._now_ms = start_ms
@@ -258,6 +264,17 @@ class History:
         full = [m for m in markets if self._taken[m] >= shape.bets_per_market]
         for market_id in full:
             self._settle(market_id)
+        if core.archive_due(self.state, self._now_ms):
+            self._archive()
+
+    def _archive(self) -> None:
+        """The leader's archive chore: `ArchiveSettled` while markets are due,
+        each in a log entry of its own (one carries up to 500 final views)."""
+        self._seal()
+        while core.archive_due(self.state, self._now_ms):
+            self.archive_commands += 1
+            self._decide(core.ArchiveSettled(request_id=f"a{self.archive_commands}"))
+            self._seal()
 
     def place(
         self, bets: int, per_entry: int, progress: Callable[[str], None] | None = None
@@ -332,6 +349,9 @@ def synthesise(
         "history_days": round(history.days, 2),
         "log_entries": snapshot.seq,
         "markets_settled": history.settled_markets,
+        "archived_markets": state.archived_markets,
+        "archived_bets": state.archived_bets,
+        "archive_commands": history.archive_commands,
         "bets_in_state": len(state.bets),
         "open_bets": open_bets,
         "markets_in_state": len(state.markets),
@@ -544,7 +564,9 @@ def run_one(bets: int, args: argparse.Namespace, config: core.LedgerConfig) -> d
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     load_at_start = os.getloadavg()
-    config = ledger_config()
+    config = ledger_config(
+        round(args.resettle_window_days * DAY_MS), round(args.retention_days * DAY_MS)
+    )
     runs = [run_one(bets, args, config) for bets in args.bets]
     result: dict[str, Any] = {
         "benchmark": "restore",
@@ -552,6 +574,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine_info(load_at_start),
         "load_at_end": [round(x, 2) for x in os.getloadavg()],
         "config": {
+            "resettle_window_days": args.resettle_window_days,
+            "retention_days": args.retention_days,
             "accounts": args.accounts,
             "bets_per_day": args.bets_per_day,
             "open_markets": args.open_markets,
@@ -600,6 +624,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--open-markets", type=int, default=20, help="markets open at once (20)")
     p.add_argument("--bets-per-market", type=int, default=500, help="bets that fill a market (500)")
     p.add_argument("--double-every", type=int, default=10, help="every Nth bet a double (10)")
+    p.add_argument(
+        "--resettle-window-days",
+        type=float,
+        default=1,
+        help="how long a result may be changed, in days of log time (1)",
+    )
+    p.add_argument(
+        "--retention-days",
+        type=float,
+        default=2,
+        help="how long a final market and its bets stay in the state, in days (2)",
+    )
     p.add_argument(
         "--tail-entries", type=int, default=1_000, help="log entries after the snapshot (1000)"
     )

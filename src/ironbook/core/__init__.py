@@ -5,6 +5,7 @@ an event in. Everything a decision depends on is in the state or the command.
 """
 
 from ironbook.core.apply import LedgerCorrupted, apply
+from ironbook.core.archiving import archive_due
 from ironbook.core.codec import (
     decode_command,
     decode_events,
@@ -23,6 +24,7 @@ from ironbook.core.commands import (
     TOKEN_ROLES,
     AdjustBalance,
     AnyCommand,
+    ArchiveSettled,
     BetLeg,
     CashOut,
     CloseMarket,
@@ -59,6 +61,7 @@ from ironbook.core.decide import decide
 from ironbook.core.events import (
     AnyEvent,
     AnyReply,
+    ArchiveReply,
     BetReply,
     CashOutReply,
     CommandRejected,
@@ -68,6 +71,7 @@ from ironbook.core.events import (
     Refusal,
     ReleaseReply,
     Reply,
+    SettledArchived,
 )
 from ironbook.core.invariants import check_invariants
 from ironbook.core.outcomes import Accepted, Outcome, Rejected, RejectionCode
@@ -135,6 +139,8 @@ __all__ = [
     "AnyQuery",
     "AnyReply",
     "AnyView",
+    "ArchiveReply",
+    "ArchiveSettled",
     "BetLeg",
     "BetPage",
     "BetReply",
@@ -190,6 +196,7 @@ __all__ = [
     "SetDepositLimits",
     "SetProducerStatus",
     "SettleMarket",
+    "SettledArchived",
     "SuspendMarket",
     "TokenRole",
     "UpdatePrices",
@@ -199,6 +206,7 @@ __all__ = [
     "acting",
     "acting_principal",
     "apply",
+    "archive_due",
     "check_invariants",
     "command_refusal",
     "continuations",

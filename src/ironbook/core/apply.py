@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ironbook.core import events as e
+from ironbook.core.archiving import FINAL_MARKET, apply_archived
 from ironbook.core.commands import SelectionSpec
 from ironbook.core.odds import Ladder, PlaceTerms, as_price
 from ironbook.core.settlement import market_leg_result, market_place_result, result_maps
@@ -54,17 +55,26 @@ def apply(state: LedgerState, event: e.AnyEvent) -> None:
     reply = event.reply
     if reply is not None:
         _remember_reply(state, event.request_id, event.at_ms, reply)
+    elif isinstance(event, e.SettledArchived):
+        # The leader's housekeeping also ends expired idempotency memory on a
+        # ledger that remembers no new replies meanwhile.
+        _forget_expired_replies(state)
 
 
 def _remember_reply(state: LedgerState, request_id: str, at_ms: int, reply: e.AnyReply) -> None:
+    state.replies[request_id] = reply
+    state.reply_order.append((at_ms, request_id))
+    _forget_expired_replies(state)
+
+
+def _forget_expired_replies(state: LedgerState) -> None:
+    """Drop the replies older than the idempotency retention window."""
     replies = state.replies
-    replies[request_id] = reply
     order = state.reply_order
-    order.append((at_ms, request_id))
     head = state.reply_order_head
-    if order[head][0] >= state.now_ms - state.config.idempotency_retention_ms:
-        return
     horizon_ms = state.now_ms - state.config.idempotency_retention_ms
+    if head == len(order) or order[head][0] >= horizon_ms:
+        return
     while head < len(order) and order[head][0] < horizon_ms:
         replies.pop(order[head][1], None)
         head += 1
@@ -245,6 +255,16 @@ def _market_resulted(state: LedgerState, event: e.MarketResulted) -> None:
         state.pending_bets = [item for item in state.pending_bets if item[1] not in unheld]
     recompute_max_liability(state, touched)
     record_slice(state, event)
+    if event.slice_to >= event.slice_total:
+        if market.status in FINAL_MARKET:
+            # The latest final result: the resettlement window and the bet
+            # retention count from here (an earlier queue entry is now stale).
+            market.final_ms = max(state.now_ms, event.at_ms)
+            state.archive_queue.append(
+                (market.final_ms + state.config.bet_retention_ms, market.market_id)
+            )
+        else:
+            market.final_ms = None  # rolled back: no final result any more
 
 
 def _shift_liability(state: LedgerState, bet: Bet, delta_minor: int) -> None:
@@ -356,4 +376,5 @@ _APPLIERS: dict[type[e.Event], Callable[[LedgerState, Any], None]] = {
     e.ProducerStatusChanged: _producer_status_changed,
     e.BetsReleased: _bets_released,
     e.BetCashedOut: _bet_cashed_out,
+    e.SettledArchived: apply_archived,
 }

@@ -272,6 +272,11 @@ class ReleaseBets(Command, frozen=True, tag="release_bets/1"):
     """Accept or reject the in-play bets whose delay is over (by log time)."""
 
 
+class ArchiveSettled(Command, frozen=True, tag="archive_settled/1"):
+    """Move markets final for longer than the bet retention window, and their
+    bets, out of the state (the leader sends it itself; core/archiving.py)."""
+
+
 class PlaceBet(Command, frozen=True, tag="place_bet/2"):
     account_id: Id
     stake_minor: int
@@ -318,6 +323,7 @@ AnyCommand = (
     | FeedBatch
     | SetProducerStatus
     | ReleaseBets
+    | ArchiveSettled
     | CashOut
     | ContinueResult
 )

@@ -12,6 +12,7 @@ from typing import Any
 from ironbook.core import commands as c
 from ironbook.core import events as e
 from ironbook.core import queries as q
+from ironbook.core.archiving import archive_settled, resettle_window_closed
 from ironbook.core.cashout import (
     cash_out_refusal,
     cash_out_stake_refusal,
@@ -125,14 +126,28 @@ def _market(state: LedgerState, market_id: str) -> Market | e.Refusal:
     return market
 
 
-def _market_to_result(state: LedgerState, market_id: str) -> Market | e.Refusal:
-    """The market, unless it is unknown or a result of it is still being
-    applied slice by slice."""
-    market = _market(state, market_id)
-    if not isinstance(market, e.Refusal) and market_id in state.settlements:
+def _market_to_result(state: LedgerState, market_id: str, now_ms: int) -> Market | e.Refusal:
+    """The market, unless it is unknown (or archived), a result of it is
+    still being applied slice by slice, or its latest result is older than
+    the resettlement window."""
+    market = state.markets.get(market_id)
+    if market is None:
+        return _refuse(
+            R.UNKNOWN_MARKET,
+            f"no market {market_id!r} (a market resulted longer ago than the bet "
+            "retention window is archived: it can no longer be resulted)",
+        )
+    if market_id in state.settlements:
         return _refuse(
             R.INVALID_STATUS_CHANGE,
             f"market {market_id!r} is settling: wait for its result to finish",
+        )
+    if resettle_window_closed(state, market, now_ms):
+        days = state.config.resettle_window_ms / DAY_MS
+        return _refuse(
+            R.RESETTLE_WINDOW_CLOSED,
+            f"market {market_id!r} was {market.status} more than the resettlement window "
+            f"({days:g} days) ago: its result is final",
         )
     return market
 
@@ -623,7 +638,7 @@ def _result_refusal(market: Market, winners: tuple[c.Winner, ...]) -> e.Refusal 
 
 
 def _settle(state: LedgerState, cmd: c.SettleMarket, now_ms: int) -> Decision:
-    market = _market_to_result(state, cmd.market_id)
+    market = _market_to_result(state, cmd.market_id, now_ms)
     if isinstance(market, e.Refusal):
         return market
     if market.status not in ("suspended", "closed"):
@@ -638,7 +653,7 @@ def _settle(state: LedgerState, cmd: c.SettleMarket, now_ms: int) -> Decision:
 
 
 def _void(state: LedgerState, cmd: c.VoidMarket, now_ms: int) -> Decision:
-    market = _market_to_result(state, cmd.market_id)
+    market = _market_to_result(state, cmd.market_id, now_ms)
     if isinstance(market, e.Refusal):
         return market
     if market.status == "voided":
@@ -664,7 +679,7 @@ def _void(state: LedgerState, cmd: c.VoidMarket, now_ms: int) -> Decision:
 
 
 def _rollback(state: LedgerState, cmd: c.RollbackSettlement, now_ms: int) -> Decision:
-    market = _market_to_result(state, cmd.market_id)
+    market = _market_to_result(state, cmd.market_id, now_ms)
     if isinstance(market, e.Refusal):
         return market
     if market.status not in ("settled", "voided"):
@@ -678,7 +693,7 @@ def _rollback(state: LedgerState, cmd: c.RollbackSettlement, now_ms: int) -> Dec
 
 
 def _resettle(state: LedgerState, cmd: c.ResettleMarket, now_ms: int) -> Decision:
-    market = _market_to_result(state, cmd.market_id)
+    market = _market_to_result(state, cmd.market_id, now_ms)
     if isinstance(market, e.Refusal):
         return market
     if market.status not in ("settled", "voided"):
@@ -979,6 +994,7 @@ _DECIDERS: dict[type[c.Command], Callable[[LedgerState, Any, int], Decision]] = 
     c.FeedBatch: _feed_batch,
     c.SetProducerStatus: _set_producer_status,
     c.ReleaseBets: _release_bets,
+    c.ArchiveSettled: archive_settled,
     c.ContinueResult: _continue_result,
     q.GetAccount: q.get_account,
     q.ListAccountBets: q.list_account_bets,

@@ -30,7 +30,7 @@ from ironbook.core.commands import (
     SelectionSpec,
     Winner,
 )
-from ironbook.core.odds import Ladder, Odds, PlaceTerms
+from ironbook.core.odds import Ladder, Odds, PlaceTerms, Price
 
 Posting = tuple[str, int]
 """(account id, signed amount in minor units): positive credits the account."""
@@ -119,6 +119,11 @@ class ReleaseReply(Reply, frozen=True, tag="release"):
     rejected: int
 
 
+class ArchiveReply(Reply, frozen=True, tag="archive"):
+    markets: int
+    bets: int
+
+
 class CashOutReply(Reply, frozen=True, tag="cash_out"):
     bet_id: str
     status: BetStatus
@@ -144,9 +149,66 @@ AnyReply = (
     | FeedReply
     | ProducerReply
     | ReleaseReply
+    | ArchiveReply
     | CashOutReply
     | Refusal
 )
+
+
+# Views the log keeps: the final state of an archived bet or market (a read
+# of one still in the state builds the same view; see core/views.py).
+
+
+class LegView(msgspec.Struct, frozen=True):
+    market_id: str
+    selection_id: str
+    odds: Price
+    outcome: LegOutcome
+    dead_heat: int
+
+
+class BetView(Reply, frozen=True, tag="bet_view"):
+    bet_id: str
+    account_id: str
+    stake_minor: int
+    legs: tuple[LegView, ...]
+    potential_payout_minor: int
+    status: BetStatus
+    payout_minor: int
+    placed_ms: int
+    reject_code: str = ""
+    """Why a held in-play bet was rejected at release."""
+    each_way: bool = False
+    cashed_out_minor: int = 0
+
+
+class SelectionView(msgspec.Struct, frozen=True):
+    selection_id: str
+    name: str
+    odds: Price
+
+
+class MarketView(Reply, frozen=True, tag="market_view"):
+    market_id: str
+    event_id: str
+    name: str
+    status: MarketStatus
+    in_play: bool
+    bet_delay_s: int
+    selections: tuple[SelectionView, ...]
+    winners: tuple[str, ...]
+    producer: str = ""
+    producer_down: bool = False
+    """The market's feed producer is down: `status` shows "suspended"."""
+    max_liability_minor: int = 0
+    """The market's worst case: its largest selection liability."""
+    ladder: Ladder = msgspec.field(default_factory=Ladder)
+    place_terms: PlaceTerms | None = None
+    result_done_bets: int = 0
+    result_total_bets: int = 0
+    """While a result is applied slice by slice (status `settling`, or a
+    windowed void): of the market's bets in this partition, how many the
+    slices so far have walked, and how many the result covers."""
 
 
 # Events.
@@ -353,6 +415,30 @@ class BetCashedOut(Event, frozen=True, tag="bet_cashed_out/1", kw_only=True):
     actor: str = ""
 
 
+class SettledArchived(Event, frozen=True, tag="settled_archived/1", kw_only=True):
+    """Markets final for longer than the bet retention window, and their
+    bets, leave the state; the log keeps their final views (`markets`,
+    `bets`), which the read model serves from then on (core/archiving.py).
+
+    `consumed` entries leave the head of the archive queue: the archived
+    markets, stale entries, and the `deferred` ones, queued again as (due
+    ms, market id) for when what holds them back may be over. A market with
+    more bets than one event holds is archived over several: `continued`
+    names it while bets of it remain (it stays at the queue's head), and its
+    first `walked` bet ids are done."""
+
+    consumed: int
+    markets: tuple[MarketView, ...]
+    bets: tuple[BetView, ...]
+    deferred: tuple[tuple[int, str], ...] = ()
+    continued: str = ""
+    walked: int = 0
+    reply: None = None
+    """No stored reply: a resent `ArchiveSettled` archives what is due by
+    then, which is as harmless as a new one."""
+    actor: str = ""
+
+
 class CommandRejected(Event, frozen=True, tag="command_rejected/1", kw_only=True):
     reply: Refusal
     actor: str = ""
@@ -377,4 +463,5 @@ AnyEvent = (
     | ProducerStatusChanged
     | BetsReleased
     | BetCashedOut
+    | SettledArchived
 )

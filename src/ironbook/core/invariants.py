@@ -27,8 +27,21 @@ def check_invariants(state: LedgerState) -> list[str]:
         problems.append("the held bets are not in release order")
     if sorted(bet_id for _, bet_id in state.pending_bets) != pending_ids:
         problems.append("the held bets list does not match the pending bets")
+    problems.extend(_liability_problems(state))
+    return problems
+
+
+def _liability_problems(state: LedgerState) -> list[str]:
+    """Every live bet's liability is reserved on its selections, each
+    market's worst case is its largest selection liability, and every bet's
+    markets are in the state (archiving takes a market only with its bets)."""
+    problems: list[str] = []
+    live = ("open", "pending")
     expected_liability: dict[tuple[str, str], int] = {}
     for bet in state.bets.values():
+        for leg in bet.legs:
+            if leg.market_id not in state.markets:
+                problems.append(f"bet {bet.bet_id} has a leg on {leg.market_id}, not in the state")
         if bet.status in live:
             for leg in bet.legs:
                 key = (leg.market_id, leg.selection_id)

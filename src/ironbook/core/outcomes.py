@@ -60,6 +60,7 @@ class RejectionCode:
     MARKET_SUSPENDED = "market_suspended"
     MARKET_CLOSED = "market_closed"
     INVALID_RESULT = "invalid_result"
+    RESETTLE_WINDOW_CLOSED = "resettle_window_closed"
     NO_LEGS = "no_legs"
     TOO_MANY_LEGS = "too_many_legs"
     DUPLICATE_SELECTION = "duplicate_selection"

@@ -84,7 +84,7 @@ PERMITTED: Mapping[Role, frozenset[type[c.Command]]] = {
             q.ListMarkets,
         }
     ),
-    "ledger": frozenset({c.ReleaseBets, c.ContinueResult}),
+    "ledger": frozenset({c.ReleaseBets, c.ContinueResult, c.ArchiveSettled}),
     "ops": frozenset({q.GetAccount, q.ListAccountBets, q.GetFeedCursor, *_QUERIES_FOR_ANYONE}),
 }
 """Role → the command and query types it may issue; nothing else."""

@@ -143,7 +143,7 @@ def _account_view(state: LedgerState, account_id: str, now_ms: int) -> v.Account
     )
 
 
-def _bet_view(bet: Bet) -> v.BetView:
+def bet_view(bet: Bet) -> v.BetView:
     return v.BetView(
         bet_id=bet.bet_id,
         account_id=bet.account_id,
@@ -176,7 +176,7 @@ def _market_status(state: LedgerState, market: Market) -> MarketStatusFilter:
     return market.status
 
 
-def _market_view(state: LedgerState, market: Market) -> v.MarketView:
+def market_view(state: LedgerState, market: Market) -> v.MarketView:
     settlement = state.settlements.get(market.market_id)
     return v.MarketView(
         market_id=market.market_id,
@@ -224,8 +224,9 @@ def list_account_bets(state: LedgerState, query: ListAccountBets, now_ms: int) -
         if parsed is None or parsed[0] != partition:
             return _refuse(INVALID_CURSOR, f"{query.after!r} is not a cursor of this listing")
         start = parsed[1] + 1
-    # Bets are numbered densely per partition and never removed, so a page is
-    # a bounded walk over bet numbers rather than a scan of every bet.
+    # Bets are numbered densely per partition (archived ones are gone from
+    # the state), so a page is a bounded walk over bet numbers rather than a
+    # scan of every bet.
     end = min(state.next_bet_number, start + MAX_BET_SCAN)
     found: list[v.BetView] = []
     last_seen = start - 1
@@ -236,7 +237,7 @@ def list_account_bets(state: LedgerState, query: ListAccountBets, now_ms: int) -
             continue
         if query.status is not None and bet.status != query.status:
             continue
-        found.append(_bet_view(bet))
+        found.append(bet_view(bet))
         if len(found) == query.limit:
             break
     more = last_seen + 1 < state.next_bet_number
@@ -248,7 +249,7 @@ def get_bet(state: LedgerState, query: GetBet, now_ms: int) -> Accepted:
     bet = state.bets.get(query.bet_id)
     if bet is None:
         return _refuse(UNKNOWN_BET, f"no bet {query.bet_id!r}")
-    return Accepted(events=(), result=_bet_view(bet))
+    return Accepted(events=(), result=bet_view(bet))
 
 
 def quote_cash_out(state: LedgerState, query: QuoteCashOut, now_ms: int) -> Accepted:
@@ -277,7 +278,7 @@ def get_market(state: LedgerState, query: GetMarket, now_ms: int) -> Accepted:
     market = state.markets.get(query.market_id)
     if market is None:
         return _refuse(R.UNKNOWN_MARKET, f"no market {query.market_id!r}")
-    return Accepted(events=(), result=_market_view(state, market))
+    return Accepted(events=(), result=market_view(state, market))
 
 
 def list_markets(state: LedgerState, query: ListMarkets, now_ms: int) -> Accepted:
@@ -295,7 +296,7 @@ def list_markets(state: LedgerState, query: ListMarkets, now_ms: int) -> Accepte
         market = state.markets[market_ids[index]]
         index += 1
         if query.status is None or _market_status(state, market) == query.status:
-            found.append(_market_view(state, market))
+            found.append(market_view(state, market))
     next_after = market_ids[index - 1] if index < len(market_ids) and index > start else None
     return Accepted(events=(), result=v.MarketPage(markets=tuple(found), next_after=next_after))
 

@@ -56,6 +56,21 @@ class LedgerConfig(msgspec.Struct, frozen=True, array_like=True, gc=False):
     result_slice_bytes: int = 64 * 1024
     """A slice also ends once its bet outcomes and postings reach about this
     many encoded bytes, so a slice always fits one log entry."""
+    resettle_window_ms: int = 7 * DAY_MS
+    """How long after its latest result a market may be resulted again
+    (resettled, rolled back, voided); after it, such a command is refused."""
+    bet_retention_ms: int = 14 * DAY_MS
+    """How long after its latest result a market stays in the state, with its
+    bets; then it is archived (core/archiving.py). Longer than
+    `resettle_window_ms`, so no result ever touches an archived market."""
+
+    def __post_init__(self) -> None:
+        if self.bet_retention_ms <= self.resettle_window_ms:
+            raise ValueError(
+                f"bet retention ({self.bet_retention_ms} ms) must be longer than the "
+                f"resettlement window ({self.resettle_window_ms} ms): a market may be "
+                "resulted again only while its bets are still in the state"
+            )
 
 
 class PendingLimit(msgspec.Struct, array_like=True, gc=False):
@@ -114,6 +129,9 @@ class Market(msgspec.Struct, array_like=True, gc=False):
     placed: dict[str, tuple[int, int]] = msgspec.field(default_factory=dict)
     """selection id -> (position, runners tied there) of the runners placed
     below first in the latest result (the winners are in `winners`)."""
+    final_ms: int | None = None
+    """Log time of the market's latest final result (settled or voided); None
+    while it has none (or it was rolled back since)."""
 
 
 class PlacePart(msgspec.Struct, array_like=True, gc=False):
@@ -216,6 +234,14 @@ class LedgerState(msgspec.Struct, array_like=True, gc=False):
     """(release_ms, bet id) of held in-play bets, sorted."""
     settlements: dict[str, Settlement] = msgspec.field(default_factory=dict)
     """market id -> its result in progress, while it still has slices to go."""
+    archive_queue: list[tuple[int, str]] = msgspec.field(default_factory=list)
+    """(due ms, market id), sorted: each final result's market, to archive
+    `bet_retention_ms` after it, and the deferred ones (core/archiving.py).
+    An entry whose market was resulted again since is stale, and dropped."""
+    archiving: str = ""
+    """The market whose bets are being archived over several events."""
+    archived_markets: int = 0
+    archived_bets: int = 0
 
 
 def new_state(config: LedgerConfig | None = None) -> LedgerState:

@@ -1,4 +1,6 @@
-"""Views: what a read (a query) returns. Snapshots of the state, never stored.
+"""Views: what a read (a query) returns. Snapshots of the state, never stored
+(but for the final views of archived bets and markets, which the log keeps:
+those are defined with the events).
 
 Views are tagged replies like the command replies (same `type` tag field), so
 an outcome carrying one travels over the same wire encoding. A read that cannot be
@@ -11,8 +13,14 @@ from __future__ import annotations
 
 import msgspec
 
-from ironbook.core.events import BetStatus, LegOutcome, LimitPeriod, MarketStatus, Reply
-from ironbook.core.odds import Ladder, PlaceTerms, Price
+from ironbook.core.events import (
+    BetView,
+    LegView,
+    LimitPeriod,
+    MarketView,
+    Reply,
+    SelectionView,
+)
 
 
 class LimitView(msgspec.Struct, frozen=True):
@@ -34,29 +42,6 @@ class AccountView(Reply, frozen=True, tag="account_view"):
     limits: tuple[LimitView, ...]
 
 
-class LegView(msgspec.Struct, frozen=True):
-    market_id: str
-    selection_id: str
-    odds: Price
-    outcome: LegOutcome
-    dead_heat: int
-
-
-class BetView(Reply, frozen=True, tag="bet_view"):
-    bet_id: str
-    account_id: str
-    stake_minor: int
-    legs: tuple[LegView, ...]
-    potential_payout_minor: int
-    status: BetStatus
-    payout_minor: int
-    placed_ms: int
-    reject_code: str = ""
-    """Why a held in-play bet was rejected at release."""
-    each_way: bool = False
-    cashed_out_minor: int = 0
-
-
 class BetPage(Reply, frozen=True, tag="bet_page"):
     bets: tuple[BetView, ...]
     next_after: str | None
@@ -70,35 +55,6 @@ class CashOutQuote(Reply, frozen=True, tag="cash_out_quote"):
     stake_minor: int
     """The stake (per part) the quote cashes out."""
     expires_ms: int
-
-
-class SelectionView(msgspec.Struct, frozen=True):
-    selection_id: str
-    name: str
-    odds: Price
-
-
-class MarketView(Reply, frozen=True, tag="market_view"):
-    market_id: str
-    event_id: str
-    name: str
-    status: MarketStatus
-    in_play: bool
-    bet_delay_s: int
-    selections: tuple[SelectionView, ...]
-    winners: tuple[str, ...]
-    producer: str = ""
-    producer_down: bool = False
-    """The market's feed producer is down: `status` shows "suspended"."""
-    max_liability_minor: int = 0
-    """The market's worst case: its largest selection liability."""
-    ladder: Ladder = msgspec.field(default_factory=Ladder)
-    place_terms: PlaceTerms | None = None
-    result_done_bets: int = 0
-    result_total_bets: int = 0
-    """While a result is applied slice by slice (status `settling`, or a
-    windowed void): of the market's bets in this partition, how many the
-    slices so far have walked, and how many the result covers."""
 
 
 class MarketPage(Reply, frozen=True, tag="market_page"):
@@ -129,3 +85,18 @@ AnyView = (
     | FeedCursorReply
     | ReadRefusal
 )
+
+__all__ = [
+    "AccountView",
+    "AnyView",
+    "BetPage",
+    "BetView",
+    "CashOutQuote",
+    "FeedCursorReply",
+    "LegView",
+    "LimitView",
+    "MarketPage",
+    "MarketView",
+    "ReadRefusal",
+    "SelectionView",
+]

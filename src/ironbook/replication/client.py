@@ -106,7 +106,7 @@ def _route(kind: type) -> _Route:
         return "query"
     if issubclass(kind, MARKET_COMMANDS):
         return "market"
-    if issubclass(kind, core.ReleaseBets):
+    if issubclass(kind, core.ReleaseBets | core.ArchiveSettled):
         return "partition"
     return "account"
 

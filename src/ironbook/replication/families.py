@@ -34,7 +34,7 @@ MARKET_COMMANDS = (
 )
 """Commands about a market (every partition applies them to its own copy)."""
 
-_BETTING_COMMANDS = (core.PlaceBet, core.CashOut, core.ReleaseBets)
+_BETTING_COMMANDS = (core.PlaceBet, core.CashOut, core.ReleaseBets, core.ArchiveSettled)
 _WALLET_COMMANDS = (
     core.OpenAccount,
     core.Deposit,

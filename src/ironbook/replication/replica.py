@@ -169,6 +169,14 @@ class Replica:
             in_progress,
         )
 
+    def leader_state(self) -> core.LedgerState | None:
+        """The state this replica decides against while it leads
+        (speculative: it includes batches still in flight); None otherwise.
+        For the leader's own housekeeping commands; never change it."""
+        if self._sequencer is None or self._role != "leader":
+            return None
+        return self._sequencer.state
+
     def state_hash(self) -> str | None:
         """Hash of the current state (speculative while batches are in flight);
         None before the first restore."""

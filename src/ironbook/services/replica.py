@@ -16,6 +16,9 @@ import contextlib
 import logging
 import os
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -28,7 +31,7 @@ from ironbook.adapters.forked_snapshots import ChildFailed, computed_in_child
 from ironbook.client import BadRequest, ClientConfig, GaveUp, ledger_over_nats
 from ironbook.replication.batch import QuarantineHook
 from ironbook.replication.concurrency import wait_for
-from ironbook.replication.interfaces import LogEntry
+from ironbook.replication.interfaces import Clock, LogEntry
 from ironbook.replication.replica import Replica
 from ironbook.services.process import run_until_stopped
 from ironbook.services.status import (
@@ -52,6 +55,12 @@ LEASE_RETRY_MS = 100
 ROLE_SAMPLE_MS = 100
 RELEASE_INTERVAL_MS = 100
 """How often a leader checks for held in-play bets whose delay is over."""
+ARCHIVE_INTERVAL_MS = 1_000
+"""How often a leader checks for markets past the bet retention window."""
+ARCHIVE_COMMANDS_PER_CHECK = 10
+"""At most this many `ArchiveSettled` in a row per check: a backlog drains at
+up to ~5,000 markets and bets a second, one command at a time, between the
+bets rather than instead of them."""
 SHUTDOWN_GRACE_S = 3.0
 """A graceful stop gives up on the NATS connection's drain after this long
 (and the process ends itself after three times as long; the supervisor's
@@ -84,8 +93,8 @@ async def serve(
     nc: NatsClient, replica: Replica, partition: int, stop: asyncio.Event, *, metrics_url: str = ""
 ) -> None:
     """Run `replica` (built by the composition root) with its heartbeat (which
-    names `metrics_url`), its release of held bets and its state-hash answers,
-    until `stop`."""
+    names `metrics_url`), its chores as leader (releasing held bets, archiving
+    settled markets) and its state-hash answers, until `stop`."""
     clock = SystemClock()
     log.info("replica %s of partition %d started (pid %d)", replica.node_id, partition, os.getpid())
 
@@ -104,7 +113,7 @@ async def serve(
             _hash_when_quiet(replica, hashes),
             events.run(nc),
             watch_loop_lag(replica.loop_blocks),
-            _release_held_bets(nc, replica, partition, clock),
+            _leader_chores(nc, replica, partition, clock),
         )
     finally:
         with contextlib.suppress(Exception):
@@ -181,12 +190,74 @@ async def _heartbeat(
         await asyncio.sleep(ROLE_SAMPLE_MS / 1000)
 
 
-async def _release_held_bets(
-    nc: NatsClient, replica: Replica, partition: int, clock: SystemClock
+@dataclass(frozen=True)
+class Chore:
+    """A command a leader sends its own partition, every `interval_ms` while
+    `due(state, wall-clock ms)` says so, at most `per_check` in a row. What
+    the command does is decided by log time, so replay is deterministic; the
+    wall clock only says when it is worth sending."""
+
+    name: str
+    interval_ms: int
+    per_check: int
+    due: Callable[[core.LedgerState, int], bool]
+    command: Callable[[], core.AnyCommand]
+
+
+def _release_due(state: core.LedgerState, now_ms: int) -> bool:
+    pending = state.pending_bets
+    return bool(pending) and pending[0][0] <= now_ms
+
+
+RELEASE_HELD_BETS = Chore(
+    name="releasing held bets",
+    interval_ms=RELEASE_INTERVAL_MS,
+    per_check=1,
+    due=_release_due,
+    command=lambda: core.ReleaseBets(request_id=f"release-{uuid.uuid4()}"),
+)
+"""Accept or reject the in-play bets whose delay is over."""
+
+ARCHIVE_SETTLED = Chore(
+    name="archiving settled markets",
+    interval_ms=ARCHIVE_INTERVAL_MS,
+    per_check=ARCHIVE_COMMANDS_PER_CHECK,
+    due=core.archive_due,
+    command=lambda: core.ArchiveSettled(request_id=f"archive-{uuid.uuid4()}"),
+)
+"""Move the markets past the bet retention window, and their bets, out of
+the state (each command archives a bounded number of them)."""
+
+
+class PartitionClient(Protocol):
+    async def submit_to(
+        self, partition: int, command: core.AnyCommand | core.AnyQuery
+    ) -> core.Outcome: ...
+
+
+class Leading(Protocol):
+    def leader_state(self) -> core.LedgerState | None: ...
+
+
+async def run_chore(
+    client: PartitionClient, replica: Leading, partition: int, clock: Clock, chore: Chore
 ) -> None:
-    """While this replica leads and its state holds an in-play bet whose delay
-    is over by the wall clock, submit `ReleaseBets` to its own partition (the
-    release itself is decided by log time, so replay is deterministic)."""
+    """Do `chore` for as long as this runs, whenever this replica leads."""
+    while True:
+        await clock.sleep(chore.interval_ms)
+        for _ in range(chore.per_check):
+            state = replica.leader_state()
+            if state is None or not chore.due(state, clock.now_ms()):
+                break
+            try:
+                await client.submit_to(partition, chore.command())
+            except (GaveUp, BadRequest) as error:
+                log.warning("%s: %s", chore.name, error)
+                break
+
+
+async def _leader_chores(nc: NatsClient, replica: Replica, partition: int, clock: Clock) -> None:
+    """Every `Chore`, through one ledger client of the ledger principal."""
     client = ledger_over_nats(
         nc,
         partitions=partition + 1,
@@ -194,19 +265,9 @@ async def _release_held_bets(
         issuer=core.LEDGER_PRINCIPAL,
     )
     try:
-        while True:
-            await asyncio.sleep(RELEASE_INTERVAL_MS / 1000)
-            sequencer = replica._sequencer  # the leader's (speculative) state
-            if sequencer is None or replica.status().role != "leader":
-                continue
-            pending = sequencer.state.pending_bets
-            if not pending or pending[0][0] > clock.now_ms():
-                continue
-            command = core.ReleaseBets(request_id=f"release-{uuid.uuid4()}")
-            try:
-                await client.submit_to(partition, command)
-            except (GaveUp, BadRequest) as error:
-                log.warning("releasing held bets: %s", error)
+        async with asyncio.TaskGroup() as group:
+            for chore in (RELEASE_HELD_BETS, ARCHIVE_SETTLED):
+                group.create_task(run_chore(client, replica, partition, clock, chore))
     finally:
         await client.close()
 

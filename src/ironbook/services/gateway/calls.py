@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import msgspec
 import pydantic
@@ -22,6 +22,7 @@ from ironbook import core
 from ironbook.client import BadRequest, GaveUp
 from ironbook.core.odds import InvalidOdds, Price, format_decimal
 from ironbook.core.odds import parse_odds as parse_price
+from ironbook.core.queries import UNKNOWN_BET
 from ironbook.replication.client import routed_partitions
 from ironbook.services.gateway import models as m
 from ironbook.services.gateway import problems as p
@@ -30,6 +31,8 @@ from ironbook.services.gateway.auth import (
     Principal,
 )
 from ironbook.services.gateway.history import (
+    ArchivedRequest,
+    ArchivedView,
     HistoryError,
     HistoryPage,
     HistoryRequest,
@@ -51,6 +54,7 @@ from ironbook.services.gateway.runtime import (
 from ironbook.services.gateway.traffic import retry_after_header
 
 log = logging.getLogger("ironbook.gateway")
+T = TypeVar("T")
 security_log = logging.getLogger("ironbook.security")
 
 BETS_PATH = "/v1/bets"
@@ -376,6 +380,40 @@ async def history_page(gateway: Gateway, history_request: HistoryRequest) -> His
     if isinstance(reply, HistoryError):
         raise p.ApiProblem(p.rejection_status(reply.code), reply.code, reply.message)
     return reply
+
+
+async def read_or_archived(
+    gateway: Gateway,
+    caller: Principal,
+    query: core.GetBet | core.GetMarket,
+    kind: type[T],
+) -> T:
+    """The view `query` reads from the ledger or, for a bet or market the
+    ledger has archived (it answers unknown), the final view the partition's
+    history projector keeps."""
+    try:
+        return cast(T, expect(await read(gateway, caller, query), kind))
+    except p.ApiProblem as unknown:
+        if unknown.code not in (UNKNOWN_BET, core.RejectionCode.UNKNOWN_MARKET):
+            raise
+        if isinstance(query, core.GetBet):
+            request = ArchivedRequest(bet_id=query.bet_id)
+        else:
+            request = ArchivedRequest(market_id=query.market_id)
+        partition = core.query_partition(query, gateway.partitions)
+        try:
+            reply = await gateway.history.archived(partition, request)
+        except HistoryUnavailable:
+            # Unknown to the ledger, and the archive cannot say: not a 404.
+            raise p.ApiProblem(
+                503,
+                p.LEDGER_UNAVAILABLE,
+                "the ledger history is not available right now",
+                headers={"Retry-After": "1"},
+            ) from None
+        if isinstance(reply, ArchivedView) and isinstance(reply.view, kind):
+            return reply.view
+        raise
 
 
 async def probe_leaders(gateway: Gateway) -> tuple[bool, str]:

@@ -11,6 +11,11 @@ applied batch is void and skipped), and writes every player posting with the
 balance after it. Each read chunk commits in one SQLite transaction together
 with the log position, so a restarted projector resumes exactly where it was.
 
+It also keeps the final view of every archived bet and market (the ledger
+moves them out of its state a retention window after their result: a
+`SettledArchived` entry carries their views), so the gateway still serves
+them by id.
+
 History reads are eventually consistent (the projection trails the ledger by
 up to `CATCH_UP_PAUSE_MS` plus the time to read and commit a chunk); each page says
 the log position it reflects (`as_of_seq`). Balances and bets, which money
@@ -18,7 +23,8 @@ decisions depend on, are always read from the ledger itself.
 
 Request (msgpack) on `ironbook.history.p<P>` (queue group, so several
 projectors of a partition share the load): `HistoryRequest`; reply:
-`HistoryPage` or `HistoryError`.
+`HistoryPage` or `HistoryError`. On `ironbook.history.archived-p<P>`:
+`ArchivedRequest`; reply: `ArchivedView` or `HistoryError`.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import contextlib
 import logging
 import sqlite3
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 import nats.errors
@@ -42,6 +49,7 @@ from ironbook.replication.concurrency import wait_for
 from ironbook.replication.interfaces import LogEntry, LogUnavailable, Verifier
 
 log = logging.getLogger("ironbook.history")
+T = TypeVar("T")
 
 READ_CHUNK_ENTRIES = 256
 READ_WAIT_MS = 0
@@ -65,6 +73,12 @@ HISTORY_TIMEOUT_MS = 2_000
 
 def history_subject(partition: int) -> str:
     return f"ironbook.history.p{partition}"
+
+
+def archived_subject(partition: int) -> str:
+    """Within `history_subject`'s family (one token), which the NATS
+    identities of the gateway and the projector already allow."""
+    return f"ironbook.history.archived-p{partition}"
 
 
 class HistoryRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -100,17 +114,31 @@ class HistoryError(msgspec.Struct, frozen=True, tag="error"):
 
 HistoryReply = HistoryPage | HistoryError
 
+
+class ArchivedRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An archived bet or market, by id: exactly one of the two."""
+
+    bet_id: str = ""
+    market_id: str = ""
+
+
+class ArchivedView(msgspec.Struct, frozen=True, tag="archived"):
+    view: ev.BetView | ev.MarketView
+    """Its final view, as the ledger had it when it archived it."""
+    archived_ms: int
+
+
+ArchivedReply = ArchivedView | HistoryError
+
 _encoder = msgspec.msgpack.Encoder()
 _request_decoder = msgspec.msgpack.Decoder(HistoryRequest)
 _reply_decoder: msgspec.msgpack.Decoder[HistoryReply] = msgspec.msgpack.Decoder(HistoryReply)
-
-
-def encode_request(request: HistoryRequest) -> bytes:
-    return _encoder.encode(request)
-
-
-def decode_reply(data: bytes) -> HistoryReply:
-    return _reply_decoder.decode(data)
+_archived_request_decoder = msgspec.msgpack.Decoder(ArchivedRequest)
+_archived_reply_decoder: msgspec.msgpack.Decoder[ArchivedReply] = msgspec.msgpack.Decoder(
+    ArchivedReply
+)
+_bet_view_decoder = msgspec.msgpack.Decoder(ev.BetView)
+_market_view_decoder = msgspec.msgpack.Decoder(ev.MarketView)
 
 
 class HistoryUnavailable(Exception):
@@ -126,11 +154,22 @@ class NatsHistory:
         self._timeout_s = timeout_ms / 1000
 
     async def page(self, partition: int, request: HistoryRequest) -> HistoryReply:
+        return await self._ask(history_subject(partition), request, _reply_decoder)
+
+    async def archived(self, partition: int, request: ArchivedRequest) -> ArchivedReply:
+        return await self._ask(archived_subject(partition), request, _archived_reply_decoder)
+
+    async def _ask(
+        self,
+        subject: str,
+        request: HistoryRequest | ArchivedRequest,
+        decoder: msgspec.msgpack.Decoder[T],
+    ) -> T:
         try:
             message = await self._nc.request(
-                history_subject(partition), encode_request(request), timeout=self._timeout_s
+                subject, _encoder.encode(request), timeout=self._timeout_s
             )
-            return decode_reply(message.data)
+            return decoder.decode(message.data)
         except (nats.errors.Error, OSError, msgspec.MsgspecError) as err:
             raise HistoryUnavailable(str(err)) from None
 
@@ -154,6 +193,16 @@ CREATE TABLE IF NOT EXISTS entries (
     balance_minor INTEGER NOT NULL,
     reference TEXT NOT NULL,
     PRIMARY KEY (account_id, entry_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS archived_bets (
+    bet_id TEXT PRIMARY KEY,
+    archived_ms INTEGER NOT NULL,
+    view BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS archived_markets (
+    market_id TEXT PRIMARY KEY,
+    archived_ms INTEGER NOT NULL,
+    view BLOB NOT NULL
 ) WITHOUT ROWID;
 INSERT OR IGNORE INTO position (id, applied_seq, last_batch_id) VALUES (0, 0, '');
 """
@@ -195,6 +244,8 @@ class HistoryStore:
         rows: list[tuple[str, int, int, str, int, int, str]] = []
         balances: dict[str, int] = {}
         """Balances after this fold, of the accounts it touches."""
+        archived_bets: list[tuple[str, int, bytes]] = []
+        archived_markets: list[tuple[str, int, bytes]] = []
         for entry in entries:
             if entry.seq != applied_seq + 1:
                 raise LogUnavailable(f"expected entry {applied_seq + 1}, got {entry.seq}")
@@ -208,6 +259,15 @@ class HistoryStore:
             for event in events:
                 if isinstance(event, ev.AccountOpened):
                     opened.append((event.account_id,))
+                    continue
+                if isinstance(event, ev.SettledArchived):
+                    archived_bets.extend(
+                        (view.bet_id, event.at_ms, _encoder.encode(view)) for view in event.bets
+                    )
+                    archived_markets.extend(
+                        (view.market_id, event.at_ms, _encoder.encode(view))
+                        for view in event.markets
+                    )
                     continue
                 for account_id, amount_minor, kind, reference in player_postings(event):
                     balance = balances.get(account_id)
@@ -233,6 +293,11 @@ class HistoryStore:
             db.executemany("INSERT OR IGNORE INTO accounts VALUES (?, 0)", opened)
             db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
             db.executemany("INSERT OR REPLACE INTO accounts VALUES (?, ?)", balances.items())
+            db.executemany("INSERT OR REPLACE INTO archived_bets VALUES (?, ?, ?)", archived_bets)
+            # A market id may be used again once archived: the latest archive stands.
+            db.executemany(
+                "INSERT OR REPLACE INTO archived_markets VALUES (?, ?, ?)", archived_markets
+            )
             db.execute(
                 "UPDATE position SET applied_seq = ?, last_batch_id = ?",
                 (applied_seq, last_batch_id),
@@ -281,6 +346,26 @@ class HistoryStore:
             as_of_seq=self.position()[0],
         )
 
+    def archived(self, request: ArchivedRequest) -> ArchivedReply:
+        if bool(request.bet_id) == bool(request.market_id):
+            return HistoryError(
+                code="validation_failed", message="name exactly one of bet_id and market_id"
+            )
+        if request.bet_id:
+            row = self._db.execute(
+                "SELECT archived_ms, view FROM archived_bets WHERE bet_id = ?", (request.bet_id,)
+            ).fetchone()
+            if row is None:
+                return HistoryError(code="unknown_bet", message=f"no bet {request.bet_id!r}")
+            return ArchivedView(view=_bet_view_decoder.decode(row[1]), archived_ms=row[0])
+        row = self._db.execute(
+            "SELECT archived_ms, view FROM archived_markets WHERE market_id = ?",
+            (request.market_id,),
+        ).fetchone()
+        if row is None:
+            return HistoryError(code="unknown_market", message=f"no market {request.market_id!r}")
+        return ArchivedView(view=_market_view_decoder.decode(row[1]), archived_ms=row[0])
+
 
 async def project(nc: NatsClient, partition: int, store: HistoryStore, stop: asyncio.Event) -> None:
     """Tail the partition's log into the store until `stop` is set."""
@@ -325,11 +410,26 @@ async def serve(nc: NatsClient, partition: int, store: HistoryStore, stop: async
         with contextlib.suppress(Exception):
             await msg.respond(_encoder.encode(reply))
 
-    subscription = await nc.subscribe(
-        history_subject(partition), queue=f"history-p{partition}", cb=on_request
-    )
+    async def on_archived(msg: Msg) -> None:
+        try:
+            request = _archived_request_decoder.decode(msg.data)
+            reply: ArchivedReply = store.archived(request)
+        except msgspec.MsgspecError as err:
+            reply = HistoryError(code="validation_failed", message=str(err))
+        with contextlib.suppress(Exception):
+            await msg.respond(_encoder.encode(reply))
+
+    subscriptions = [
+        await nc.subscribe(
+            history_subject(partition), queue=f"history-p{partition}", cb=on_request
+        ),
+        await nc.subscribe(
+            archived_subject(partition), queue=f"history-p{partition}", cb=on_archived
+        ),
+    ]
     try:
         await project(nc, partition, store, stop)
     finally:
-        with contextlib.suppress(Exception):
-            await subscription.unsubscribe()
+        for subscription in subscriptions:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()

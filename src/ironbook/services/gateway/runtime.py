@@ -14,7 +14,12 @@ from typing import Protocol
 from ironbook import core
 from ironbook.adapters.audit.trail import EventPage, EventQuery
 from ironbook.services.gateway.auth import TokenVerifier
-from ironbook.services.gateway.history import HistoryReply, HistoryRequest
+from ironbook.services.gateway.history import (
+    ArchivedReply,
+    ArchivedRequest,
+    HistoryReply,
+    HistoryRequest,
+)
 from ironbook.services.gateway.metrics import GatewayMetrics
 from ironbook.services.gateway.odds import Odds
 from ironbook.services.gateway.revocation import Revocations
@@ -83,6 +88,9 @@ class Claims(Protocol):
 class History(Protocol):
     async def page(self, partition: int, request: HistoryRequest) -> HistoryReply:
         """Raises `HistoryUnavailable`."""
+
+    async def archived(self, partition: int, request: ArchivedRequest) -> ArchivedReply:
+        """An archived bet's or market's final view. Raises `HistoryUnavailable`."""
 
 
 class AuditTrail(Protocol):

@@ -16,7 +16,11 @@ from ironbook.adapters.audit.trail import (
 from ironbook.services.gateway import models as m
 from ironbook.services.gateway import problems as p
 from ironbook.services.gateway.auth import Principal
-from ironbook.services.gateway.calls import expect, history_page, query_id, read
+from ironbook.services.gateway.calls import (
+    history_page,
+    query_id,
+    read_or_archived,
+)
 from ironbook.services.gateway.history import ENTRY_INDEX_BITS, MAX_PAGE, HistoryRequest
 from ironbook.services.gateway.routes.common import (
     PROBLEM_RESPONSES,
@@ -79,9 +83,8 @@ async def bet_receipt(request: Request, bet_id: BetId, caller: Caller) -> Respon
     if caller.role not in ("bettor", "auditor"):
         raise p.ApiProblem(403, p.FORBIDDEN, "receipts are for the bettor and the auditor")
     gateway = gateway_of(request)
-    bet = expect(
-        await read(gateway, caller, core.GetBet(request_id=query_id(), bet_id=bet_id)),
-        core.BetView,
+    bet = await read_or_archived(
+        gateway, caller, core.GetBet(request_id=query_id(), bet_id=bet_id), core.BetView
     )
     if caller.role == "bettor" and not caller.owns(bet.account_id):
         raise p.ApiProblem(404, "unknown_bet", f"no bet {bet_id!r}")

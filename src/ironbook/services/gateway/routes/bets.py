@@ -18,6 +18,7 @@ from ironbook.services.gateway.calls import (
     place_bet,
     query_id,
     read,
+    read_or_archived,
     require_permitted,
     validation_problem,
 )
@@ -86,9 +87,8 @@ async def place_bet_route(
 
 @router.get("/v1/bets/{bet_id}", response_model=m.BetOut)
 async def get_bet(request: Request, bet_id: BetId, caller: Caller) -> Any:
-    view = expect(
-        await read(gateway_of(request), caller, core.GetBet(request_id=query_id(), bet_id=bet_id)),
-        core.BetView,
+    view = await read_or_archived(
+        gateway_of(request), caller, core.GetBet(request_id=query_id(), bet_id=bet_id), core.BetView
     )
     if caller.role not in core.STAFF_ROLES and not caller.owns(view.account_id):
         # Another bettor's bet: as if it did not exist.

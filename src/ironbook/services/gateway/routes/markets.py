@@ -21,6 +21,7 @@ from ironbook.services.gateway.calls import (
     parse_odds,
     query_id,
     read,
+    read_or_archived,
     require_permitted,
 )
 from ironbook.services.gateway.idempotency import keyed_request_id
@@ -127,10 +128,13 @@ async def list_markets(
 
 @router.get("/v1/markets/{market_id}", response_model=m.MarketOut)
 async def get_market(request: Request, market_id: MarketId, caller: Caller) -> Any:
-    view = await read(
-        gateway_of(request), caller, core.GetMarket(request_id=query_id(), market_id=market_id)
+    view = await read_or_archived(
+        gateway_of(request),
+        caller,
+        core.GetMarket(request_id=query_id(), market_id=market_id),
+        core.MarketView,
     )
-    return _market_out(expect(view, core.MarketView))
+    return _market_out(view)
 
 
 @router.get("/v1/markets/{market_id}/progress", response_model=m.MarketProgressOut)
