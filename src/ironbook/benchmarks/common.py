@@ -1,8 +1,10 @@
 """What every benchmark shares: the machine section of its JSON, the command
-line it ran, progress lines, and waiting for a gateway to be ready."""
+line it ran, progress lines, lists of sizes on its command line, and waiting
+for a gateway to be ready."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -34,6 +36,20 @@ def command_line() -> str:
 def log(text: str) -> None:
     """A progress line, on stderr (stdout is for the JSON)."""
     print(text, file=sys.stderr, flush=True)
+
+
+def positive_ints(text: str) -> list[int]:
+    """An argparse `type`: comma-separated positive integers (`1000,5000`),
+    in the order given."""
+    try:
+        numbers = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a comma-separated list of integers: {text!r}"
+        ) from None
+    if not numbers or min(numbers) < 1:
+        raise argparse.ArgumentTypeError(f"give at least one number, each at least 1: {text!r}")
+    return numbers
 
 
 async def wait_http_ready(url: str, timeout_s: float) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ironbook.adapters import eventloop
-from ironbook.benchmarks.common import command_line, log, machine_info
+from ironbook.benchmarks.common import command_line, log, machine_info, positive_ints
 from ironbook.benchmarks.cpu import CpuMeter, cluster_groups
 from ironbook.services.feed.processes import FeedOptions
 from ironbook.services.local_cluster import LocalCluster
@@ -97,25 +97,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _rates(text: str) -> list[int]:
-    try:
-        rates = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not a comma-separated list of integers: {text!r}"
-        ) from None
-    if not rates or any(rate < 1 for rate in rates):
-        raise argparse.ArgumentTypeError("give at least one rate, each at least 1")
-    return rates
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ironbook bench feed-cpu",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--rates", type=_rates, default=[1_000], help="feed rates, changes/s (1000)")
+    p.add_argument(
+        "--rates", type=positive_ints, default=[1_000], help="feed rates, changes/s (1000)"
+    )
     p.add_argument("--warmup-seconds", type=float, default=20.0, help="before measuring (20)")
     p.add_argument("--seconds", type=float, default=20.0, help="measured per configuration (20)")
     p.add_argument("--seed", type=int, default=1, help="simulated world seed (1)")

@@ -71,7 +71,7 @@ from ironbook.adapters.nats.log import NatsLog, ledger_stream_config
 from ironbook.adapters.nats.provision import NatsEndpoint, close_nats, ensure_stream
 from ironbook.adapters.nats.snapshots import NatsSnapshotStore, encode_object
 from ironbook.adapters.procfs import process_stat
-from ironbook.benchmarks.common import command_line, log, machine_info
+from ironbook.benchmarks.common import command_line, log, machine_info, positive_ints
 from ironbook.replication.batch import ReplayState, encode_signed_batch, signed_batch_id
 from ironbook.replication.follower import Follower, FollowerConfig, restore, take_snapshot
 from ironbook.replication.interfaces import LogEntry, Signer, Snapshot
@@ -597,13 +597,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _bets_list(text: str) -> list[int]:
-    bets = sorted(int(part) for part in text.split(","))
-    if not bets or bets[0] < 1:
-        raise argparse.ArgumentTypeError("--bets takes positive numbers, comma-separated")
-    return bets
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ironbook bench restore",
@@ -612,7 +605,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--bets",
-        type=_bets_list,
+        type=lambda text: sorted(positive_ints(text)),
         default=[1_000_000],
         help="bets of history, or several comma-separated (one run each, smallest first; "
         "the JSON then has `runs` and the largest's snapshot over the smallest's)",

@@ -38,7 +38,7 @@ from ironbook.adapters import eventloop
 from ironbook.adapters.forked_snapshots import ForkedSnapshotWriter
 from ironbook.adapters.nats.snapshots import encode_object
 from ironbook.adapters.procfs import private_dirty_bytes, process_stat
-from ironbook.benchmarks.common import command_line, log, machine_info
+from ironbook.benchmarks.common import command_line, log, machine_info, positive_ints
 from ironbook.benchmarks.pure_core import bet_command, setup_state
 from ironbook.replication.batch import ReplayState
 from ironbook.replication.follower import InProcessSnapshotWriter, take_snapshot
@@ -182,10 +182,6 @@ def run(sizes: list[int], accounts: int) -> dict[str, Any]:
     }
 
 
-def _sizes(text: str) -> list[int]:
-    return [int(part) for part in text.split(",") if part]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ironbook bench snapshot",
@@ -194,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--bets",
-        type=_sizes,
+        type=positive_ints,
         default=[200_000, 500_000],
         help="state sizes in open bets, comma-separated (default 200000,500000)",
     )
