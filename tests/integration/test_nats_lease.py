@@ -156,6 +156,34 @@ def test_release_frees_the_lease_at_once(nats_cluster: LocalNatsCluster) -> None
     asyncio.run(scenario())
 
 
+def test_a_release_after_a_renewal_whose_ack_was_lost_frees_the_lease(
+    nats_cluster: LocalNatsCluster,
+) -> None:
+    """A graceful stop cancels a renewal in flight: the holder releases with
+    the revision before it, and the lease is free at once all the same, but
+    never when the newest write is someone else's."""
+
+    async def scenario() -> None:
+        a_nc, b_nc = await _clients(nats_cluster, 2)
+        try:
+            a = NatsLease(a_nc, KEY, ttl_ms=10_000)
+            b = NatsLease(b_nc, KEY, ttl_ms=10_000)
+            first = await a.acquire("a")
+            assert first is not None
+            landed = await a.renew("a", first)  # the ack we pretend was lost
+            assert landed is not None and landed > first
+            twin = NatsLease(b_nc, KEY, ttl_ms=10_000)  # same holder name, not ours
+            await twin.release("a", first)
+            assert await b.acquire("b") is None
+            await a.release("a", first)
+            second = await b.acquire("b")
+            assert second is not None and second > landed
+        finally:
+            await _close_all([a_nc, b_nc])
+
+    asyncio.run(scenario())
+
+
 def test_a_renewal_whose_ack_was_lost_is_recognised(nats_cluster: LocalNatsCluster) -> None:
     """A renewal that landed but whose ack never came back leaves the holder
     with an old revision; the next renewal finds the newest write is its own."""

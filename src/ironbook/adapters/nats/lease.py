@@ -9,7 +9,9 @@ message) is the fencing token: it grows every time anybody writes the key.
 - renew: publish with the expected revision and `Nats-TTL` again. Not
   `kv.update()`: it silently drops the per-message TTL, and the lease would
   never expire (measured).
-- release: a delete marker with the expected revision.
+- release: a delete marker with the expected revision, or, if a renewal whose
+  ack was lost moved the key on and its newest message is still ours, with
+  that message's revision.
 
 All writes are raw publishes to `$KV.<bucket>.<key>`, so every header is ours.
 When the bucket cannot be reached (timeout, no connection, no quorum) acquire
@@ -141,17 +143,22 @@ class NatsLease:
         return current
 
     async def release(self, holder: str, revision: int) -> None:
-        headers = {_EXPECTED_LAST_SUBJECT_SEQ: str(revision), _KV_OPERATION: "DEL"}
         try:
-            await request(
-                self._nc,
-                self._subject,
-                self._value(holder),
-                timeout_s=self._timeout_s,
-                headers=headers,
-            )
-        except (nats.errors.Error, OSError) as err:
-            log.info("lease %s: release at %d unconfirmed: %r", self.key, revision, err)
+            outcome = await self._publish(holder, revision, {_KV_OPERATION: "DEL"})
+            if not isinstance(outcome, _WrongRevision):
+                return
+            # A renewal whose ack was lost (a graceful stop cancels one in
+            # flight) may have moved the key on: if its newest message is still
+            # ours, delete that one, or a follower waits out the TTL.
+            current = outcome.current_revision
+            if current is None or current <= revision:
+                return
+            message = await self._message(current)
+            if message is None or message.deleted or message.holder != self._value(holder):
+                return
+            await self._publish(holder, current, {_KV_OPERATION: "DEL"})
+        except LeaseUnavailable as err:
+            log.info("lease %s: release at %d unconfirmed: %s", self.key, revision, err)
 
     def _value(self, holder: str) -> bytes:
         return f"{holder}/{self._instance}".encode()
@@ -159,10 +166,13 @@ class NatsLease:
     async def _write(self, holder: str, *, expected_revision: int) -> int | _WrongRevision:
         """Publish `holder` with the TTL if the key is at `expected_revision`:
         the new revision, or `_WrongRevision` if the key is elsewhere."""
-        headers = {
-            _EXPECTED_LAST_SUBJECT_SEQ: str(expected_revision),
-            _TTL: f"{self.ttl_ms}ms",
-        }
+        return await self._publish(holder, expected_revision, {_TTL: f"{self.ttl_ms}ms"})
+
+    async def _publish(
+        self, holder: str, expected_revision: int, headers: dict[str, str]
+    ) -> int | _WrongRevision:
+        """Publish `holder` with `headers` if the key is at `expected_revision`."""
+        headers = {_EXPECTED_LAST_SUBJECT_SEQ: str(expected_revision), **headers}
         try:
             reply = await request(
                 self._nc,
