@@ -20,7 +20,12 @@ from ironbook.adapters.nats.security import (
     public_nkey,
 )
 from ironbook.replication.families import FAMILIES, FAMILY_OF
-from ironbook.services.nats_identities import IDENTITY_NAMES, PROCESS_IDENTITY, identities
+from ironbook.services.nats_identities import (
+    COMMAND_SENDERS,
+    IDENTITY_NAMES,
+    PROCESS_IDENTITY,
+    identities,
+)
 
 
 def _mode(path: Path) -> int:
@@ -119,3 +124,19 @@ def test_every_process_has_an_identity_and_only_ops_administers_streams() -> Non
         assert (">" in permissions.publish) == (name == "ops"), name
     assert "ingest" in IDENTITY_NAMES
     assert not any("wallet" in s for s in identities(1, ["sim"])["ingest"].publish)
+
+
+def test_replicas_may_answer_every_identity_that_may_send_them_commands() -> None:
+    every = identities(2)
+    senders = {
+        name
+        for name, permissions in every.items()
+        if any(
+            subject.startswith("ironbook.cmdbatch.") or subject == ">"
+            for subject in permissions.publish
+        )
+    }
+    assert set(COMMAND_SENDERS) == senders
+    replica = every["replica"].publish
+    assert all(f"_INBOX.{sender}.>" in replica for sender in senders)
+    assert "_INBOX.projector.>" not in replica

@@ -95,6 +95,10 @@ def _consumers(*streams: str) -> tuple[str, ...]:
     )
 
 
+COMMAND_SENDERS = ("gateway", "ingest", "ops", "replica")
+"""The identities that may publish commands (`ironbook.cmdbatch.*`)."""
+
+
 def identities(partitions: int, producers: Sequence[str] = ()) -> dict[str, Permissions]:
     """Identity → its permissions, for a cluster of `partitions` partitions
     fed by `producers`. NATS wildcards match whole tokens only, so streams
@@ -123,6 +127,12 @@ def identities(partitions: int, producers: Sequence[str] = ()) -> dict[str, Perm
                 # snapshot with a purge filtered to them, in its own bucket.
                 *(f"$JS.API.STREAM.PURGE.{stream}" for stream in snapshot_streams),
                 "ironbook.status.replica.>",
+                # Replies to whoever may send commands, also through a server
+                # other than the one a request came through: after a move off a
+                # NATS server in lame-duck mode the new server holds no
+                # response permission for requests taken before it, and their
+                # senders would wait out their timeout.
+                *(_inbox(sender) for sender in COMMAND_SENDERS),
                 # The leader signs its log's checkpoints and records its election.
                 *ledger_checkpoints,
                 *_stream_reads(CHECKPOINT_STREAM),
