@@ -369,17 +369,21 @@ async def history_page(gateway: Gateway, history_request: HistoryRequest) -> His
     try:
         reply = await gateway.history.page(partition, history_request)
     except HistoryUnavailable:
-        raise p.ApiProblem(
-            503,
-            p.LEDGER_UNAVAILABLE,
-            "the ledger history is not available right now",
-            headers={"Retry-After": "1"},
-        ) from None
+        raise _history_unavailable() from None
     finally:
         gateway.admission.leave()
     if isinstance(reply, HistoryError):
         raise p.ApiProblem(p.rejection_status(reply.code), reply.code, reply.message)
     return reply
+
+
+def _history_unavailable() -> p.ApiProblem:
+    return p.ApiProblem(
+        503,
+        p.LEDGER_UNAVAILABLE,
+        "the ledger history is not available right now",
+        headers={"Retry-After": "1"},
+    )
 
 
 async def read_or_archived(
@@ -405,12 +409,7 @@ async def read_or_archived(
             reply = await gateway.history.archived(partition, request)
         except HistoryUnavailable:
             # Unknown to the ledger, and the archive cannot say: not a 404.
-            raise p.ApiProblem(
-                503,
-                p.LEDGER_UNAVAILABLE,
-                "the ledger history is not available right now",
-                headers={"Retry-After": "1"},
-            ) from None
+            raise _history_unavailable() from None
         if isinstance(reply, ArchivedView) and isinstance(reply.view, kind):
             return reply.view
         raise
