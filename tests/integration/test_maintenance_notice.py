@@ -8,6 +8,7 @@ reached does not stop the work."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import time
 from collections.abc import Iterator
@@ -99,11 +100,45 @@ def test_a_notice_inhibits_only_its_own_process(alertmanager: LocalAlertmanager)
         "severity": "info",
         "name": "p0-r1",
         "action": "restart",
+        "stage": "work",
     }
 
-    # The work is done: the notice ends (here at once), and the page about
-    # p0-r1, still firing, is sent again.
-    asyncio.run(maintenance.announce(alertmanager.url, "p0-r1", "restart", 0))
+    # The work is done: its notice ends at once, and the page about p0-r1,
+    # still firing, is sent again.
+    asyncio.run(maintenance.conclude(alertmanager.url, "p0-r1", "restart", grace_s=0))
+    states = _wait_states(alertmanager, {("IronbookReplicaDown", "p0-r1"): "active"})
+    assert ("IronbookMaintenance", "p0-r1") not in states
+
+
+def _stages(manager: LocalAlertmanager) -> dict[str, float]:
+    """stage -> seconds left, of p0-r1's maintenance notices still firing."""
+    return {
+        str(a["labels"]["stage"]): _parse(str(a["endsAt"])) - time.time()
+        for a in manager.alerts()
+        if a["labels"]["alertname"] == "IronbookMaintenance"
+    }
+
+
+def _parse(stamp: str) -> float:
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def test_the_grace_after_long_work_ends_on_time(alertmanager: LocalAlertmanager) -> None:
+    """Alertmanager keeps the later end when one alert is posted twice, so a
+    notice posted for ten minutes cannot be shortened to a grace by posting
+    it again: the grace is a notice of its own, and the work's ends at once."""
+    asyncio.run(maintenance.announce(alertmanager.url, "p0-r1", "restart", 600))
+    post_alerts(alertmanager.url, [_page("p0-r1")])
+    _wait_states(alertmanager, {("IronbookReplicaDown", "p0-r1"): "suppressed"})
+
+    asyncio.run(maintenance.conclude(alertmanager.url, "p0-r1", "restart", grace_s=10))
+    deadline = time.monotonic() + WAIT_S
+    while set(stages := _stages(alertmanager)) != {"after"}:
+        assert time.monotonic() < deadline, stages
+        time.sleep(0.2)
+    assert stages["after"] <= 10
+    # Still quiet during the grace, paged again once it is over.
+    assert _states(alertmanager)[("IronbookReplicaDown", "p0-r1")] == "suppressed"
     states = _wait_states(alertmanager, {("IronbookReplicaDown", "p0-r1"): "active"})
     assert ("IronbookMaintenance", "p0-r1") not in states
 

@@ -26,6 +26,11 @@ Planned work is announced, not paged: with monitoring, each step posts an
 `name`) to the cluster's Alertmanager for as long as it lasts and
 `NOTICE_GRACE_S` after, and Alertmanager's inhibition keeps the page and
 ticket alerts of that same process quiet meanwhile.
+
+Alertmanager cannot shorten a notice that still fires: when two posts of
+one alert merge, the later end wins. So the work's notice (`stage="work"`,
+posted to last far longer than any step) is ended by resolving it, and the
+grace after it is a second notice (`stage="after"`) that ends by itself.
 """
 
 from __future__ import annotations
@@ -92,30 +97,56 @@ def _quiet(_: str) -> None:
     pass
 
 
-def _notice(name: str, action: str, starts_s: float, ends_s: float) -> dict[str, object]:
+NoticeStage = Literal["work", "after"]
+
+
+def _notice(
+    name: str, action: str, stage: NoticeStage, starts_s: float, ends_s: float
+) -> dict[str, object]:
+    summary = f"planned maintenance of {name}: {action}"
     return {
         "labels": {
             "alertname": "IronbookMaintenance",
             "severity": "info",
             "name": name,
             "action": action,
+            "stage": stage,
         },
-        "annotations": {"summary": f"planned maintenance of {name}: {action}"},
+        "annotations": {"summary": summary if stage == "work" else f"{summary} (just done)"},
         "startsAt": rfc3339(starts_s),
         "endsAt": rfc3339(ends_s),
     }
 
 
 async def announce(alertmanager_url: str | None, name: str, action: str, lasts_s: float) -> None:
-    """Post (or renew, or with a short `lasts_s` end) the maintenance notice
-    of process `name`. Without monitoring there is no one to tell; if
-    Alertmanager cannot be reached the work goes on and a warning says so."""
+    """Post (or renew) the notice of maintenance work on process `name`, to
+    last `lasts_s` unless `conclude` ends it first. Without monitoring there
+    is no one to tell; if Alertmanager cannot be reached the work goes on
+    and a warning says so."""
+    now = time.time()
+    await _post(alertmanager_url, name, [_notice(name, action, "work", now, now + lasts_s)])
+
+
+async def conclude(
+    alertmanager_url: str | None, name: str, action: str, grace_s: float = NOTICE_GRACE_S
+) -> None:
+    """End the notice of the work on `name` now, and cover the `grace_s`
+    after it with an `after` notice that ends by itself."""
+    now = time.time()
+    notices = [
+        _notice(name, action, "work", now, now),
+        _notice(name, action, "after", now, now + grace_s),
+    ]
+    await _post(alertmanager_url, name, notices)
+
+
+async def _post(
+    alertmanager_url: str | None, name: str, notices: list[dict[str, object]]
+) -> None:
     if alertmanager_url is None:
         return
-    now = time.time()
-    notice = _notice(name, action, now, now + lasts_s)
     try:
-        await asyncio.to_thread(post_alerts, alertmanager_url, [notice])
+        await asyncio.to_thread(post_alerts, alertmanager_url, notices)
     except AlertmanagerError as error:
         log.warning("maintenance notice for %s not posted: %s", name, error)
 
@@ -134,7 +165,7 @@ async def under_maintenance(cluster: LocalCluster, node: str, action: str) -> As
         with cluster.supervisor.held(_supervised_name(cluster, node)):
             yield
     finally:
-        await announce(_alertmanager_of(cluster), node, action, NOTICE_GRACE_S)
+        await conclude(_alertmanager_of(cluster), node, action)
 
 
 def _supervised_name(cluster: LocalCluster, node: str) -> str:
@@ -425,7 +456,7 @@ async def undrain(cluster: LocalCluster, node: str) -> None:
     maintenance notice ends `NOTICE_GRACE_S` later."""
     node_kind(cluster, node)
     cluster.supervisor.children[_supervised_name(cluster, node)].held = False
-    await announce(_alertmanager_of(cluster), node, "drain", NOTICE_GRACE_S)
+    await conclude(_alertmanager_of(cluster), node, "drain")
 
 
 async def rolling_restart(
