@@ -140,9 +140,7 @@ async def conclude(
     await _post(alertmanager_url, name, notices)
 
 
-async def _post(
-    alertmanager_url: str | None, name: str, notices: list[dict[str, object]]
-) -> None:
+async def _post(alertmanager_url: str | None, name: str, notices: list[dict[str, object]]) -> None:
     if alertmanager_url is None:
         return
     try:
