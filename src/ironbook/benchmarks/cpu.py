@@ -17,8 +17,11 @@ PidGroups = dict[str, list[int | None]]
 
 
 def cluster_groups(cluster: LocalCluster) -> PidGroups:
-    """The cluster's processes by group (`CLUSTER_GROUPS`)."""
-    return {
+    """The cluster's processes by group (`CLUSTER_GROUPS`), and `monitoring`
+    (Prometheus, Alertmanager, node_exporter, the NATS collector and the
+    alert receiver) when the cluster runs that stack: it is not counted in
+    `cluster_cpu_s`, so that runs with and without it compare."""
+    groups: PidGroups = {
         "nats": [node.process.pid for node in cluster.nats.nodes.values()],
         "replicas": [p.pid for p in cluster.replicas.values()],
         "gateways": [p.pid for name, p in cluster.gateways.items() if name.startswith("gw-")],
@@ -27,6 +30,9 @@ def cluster_groups(cluster: LocalCluster) -> PidGroups:
         # The audit verifier and the event recorder: each reads every log entry.
         "audit": [cluster.audit.pid, cluster.recorder.pid],
     }
+    if cluster.monitoring is not None:
+        groups["monitoring"] = [p.pid for p in cluster.monitoring.processes.values()]
+    return groups
 
 
 class CpuMeter:

@@ -275,7 +275,8 @@ async def _measure_ironbook(cluster: LocalCluster, args: argparse.Namespace) -> 
             "cpu": cpu,
             "cpu_ms_per_bet": {
                 group: round(cpu[f"{group}_cpu_s"] * 1000 / max(1, placed), 4)
-                for group in (*CLUSTER_GROUPS, "cluster", "bench")
+                for group in (*CLUSTER_GROUPS, "monitoring", "cluster", "bench")
+                if f"{group}_cpu_s" in cpu
             },
         }
         if args.failover:
