@@ -3,6 +3,7 @@ supplied certificates, refusals; and the command families."""
 
 from __future__ import annotations
 
+import datetime
 import ssl
 import stat
 from pathlib import Path
@@ -12,10 +13,14 @@ import pytest
 from cryptography import x509
 
 from ironbook import core
+from ironbook.adapters.nats import security
 from ironbook.adapters.nats.security import (
+    RENEW_BEFORE_DAYS,
     NatsCredentials,
     SecretsError,
     SecretsLayout,
+    certificate_expiries,
+    not_after,
     provide_secrets,
     public_nkey,
 )
@@ -85,6 +90,48 @@ def test_operator_supplied_tls_is_used_as_is_and_never_completed(tmp_path: Path)
     assert layout.cert("gateway").read_bytes() == cert
     with pytest.raises(SecretsError, match=r"projector-cert\.pem"):
         provide_secrets(layout, identities=["gateway", "projector"], servers={})
+
+
+def test_every_certificate_has_its_expiry(tmp_path: Path) -> None:
+    layout = SecretsLayout(tmp_path)
+    provide_secrets(layout, identities=["gateway"], servers={"n1": ["127.0.0.1"]})
+    (layout.tls_dir / "junk-cert.pem").write_text("not a certificate")
+    expiries = certificate_expiries(layout)
+    assert sorted(expiries) == ["ca", "gateway", "nats-n1"]
+    now = datetime.datetime.now(datetime.UTC).timestamp()
+    assert expiries["ca"] > expiries["gateway"] > now + 800 * 86400
+    assert expiries["gateway"] == not_after(layout.cert("gateway")).timestamp()
+
+
+def test_a_certificate_near_its_expiry_is_issued_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layout = SecretsLayout(tmp_path)
+    servers = {"n1": ["127.0.0.1"]}
+    with monkeypatch.context() as patch:
+        patch.setattr(security, "CERT_VALIDITY_DAYS", RENEW_BEFORE_DAYS - 1)
+        keys = provide_secrets(layout, identities=["gateway"], servers=servers)
+    near = certificate_expiries(layout)
+    assert provide_secrets(layout, identities=["gateway"], servers=servers) == keys
+    renewed = certificate_expiries(layout)
+    assert renewed["ca"] == near["ca"]
+    for name in ("gateway", "nats-n1"):
+        assert renewed[name] - near[name] > 700 * 86400, name
+    # Still signed by the same CA: every link keeps trusting it.
+    assert isinstance(NatsCredentials.load(layout.root, "gateway").ssl_context(), ssl.SSLContext)
+
+
+def test_without_the_ca_key_a_certificate_near_its_expiry_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layout = SecretsLayout(tmp_path)
+    with monkeypatch.context() as patch:
+        patch.setattr(security, "CERT_VALIDITY_DAYS", 2)
+        provide_secrets(layout, identities=["gateway"], servers={})
+    layout.ca_key.unlink()  # an operator's CA: renewing is the operator's job
+    cert = layout.cert("gateway").read_bytes()
+    provide_secrets(layout, identities=["gateway"], servers={})
+    assert layout.cert("gateway").read_bytes() == cert
 
 
 def test_secrets_others_can_read_are_refused(tmp_path: Path) -> None:

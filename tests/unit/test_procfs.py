@@ -7,9 +7,11 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from ironbook.adapters.procfs import (
     machine_jiffies,
+    memory_limit_bytes,
     private_dirty_bytes,
     process_cpu_s,
     process_stat,
@@ -78,3 +80,44 @@ def test_private_dirty_memory_grows_with_what_the_process_writes() -> None:
     assert after is not None and after - before >= 16 << 20
     del written
     assert private_dirty_bytes(2**22 + 1) is None
+
+
+def _proc(tmp_path: Path, cgroup: str) -> Path:
+    proc = tmp_path / "proc"
+    (proc / "self").mkdir(parents=True)
+    (proc / "meminfo").write_text("MemTotal:       4000000 kB\nMemFree:        1000 kB\n")
+    (proc / "self" / "cgroup").write_text(cgroup)
+    return proc
+
+
+def test_the_memory_limit_is_the_machine_without_a_cgroup_limit(tmp_path: Path) -> None:
+    proc = _proc(tmp_path, "9:memory:/\n8:pids:/\n")
+    sys_fs = tmp_path / "cgroup"
+    (sys_fs / "memory").mkdir(parents=True)
+    (sys_fs / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    assert memory_limit_bytes(proc, sys_fs) == 4_000_000 * 1024
+
+
+def test_a_cgroup_v1_memory_limit_bounds_the_process(tmp_path: Path) -> None:
+    proc = _proc(tmp_path, "9:memory:/ironbook/p0-r1\n8:cpu,cpuacct:/\n")
+    sys_fs = tmp_path / "cgroup"
+    limit_dir = sys_fs / "memory" / "ironbook" / "p0-r1"
+    limit_dir.mkdir(parents=True)
+    (limit_dir / "memory.limit_in_bytes").write_text("536870912\n")
+    assert memory_limit_bytes(proc, sys_fs) == 536_870_912
+
+
+def test_a_cgroup_v2_memory_max_bounds_the_process(tmp_path: Path) -> None:
+    proc = _proc(tmp_path, "0::/ironbook.slice\n")
+    sys_fs = tmp_path / "cgroup"
+    (sys_fs / "ironbook.slice").mkdir(parents=True)
+    (sys_fs / "ironbook.slice" / "memory.max").write_text("1073741824\n")
+    assert memory_limit_bytes(proc, sys_fs) == 1_073_741_824
+    (sys_fs / "ironbook.slice" / "memory.max").write_text("max\n")
+    assert memory_limit_bytes(proc, sys_fs) == 4_000_000 * 1024
+
+
+def test_the_real_limit_is_positive_and_at_most_the_machine() -> None:
+    limit = memory_limit_bytes()
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert 0 < limit <= total + 1024 * 1024

@@ -12,6 +12,7 @@ import pytest
 
 from ironbook import core
 from ironbook.adapters.clock import SystemClock
+from ironbook.adapters.procfs import memory_limit_bytes
 from ironbook.core.events import TransactionReply
 from ironbook.replication import wire
 from ironbook.replication.families import Family
@@ -221,6 +222,12 @@ def test_a_scrape_samples_role_term_applied_and_lag_over_real_http() -> None:
     assert 'ironbook_replica_stream_last_sequence{partition="3"} 12.0' in body
     assert 'ironbook_replica_lag_entries{partition="3"} 2.0' in body
     assert 'ironbook_replica_quarantined_entries{partition="3"} 4.0' in body
+    (limit,) = [
+        line.split()[-1]
+        for line in body.splitlines()
+        if line.startswith('ironbook_replica_memory_limit_bytes{partition="3"}')
+    ]
+    assert float(limit) == memory_limit_bytes()
     assert missing.startswith(b"HTTP/1.1 404")
     assert garbage.startswith(b"HTTP/1.1 404")
     # The log unreadable: the scrape still answers, keeping the last lag seen.

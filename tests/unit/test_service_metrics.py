@@ -13,7 +13,9 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from ironbook.adapters.nats.localproc import ManagedProcess
+from ironbook.adapters.nats.security import SecretsLayout, provide_secrets
 from ironbook.services.service_metrics import (
+    CertificateMetrics,
     FeedIngestMetrics,
     HistoryMetrics,
     Sampled,
@@ -121,3 +123,19 @@ def test_supervisor_restarts_are_counted_per_child(tmp_path: Path) -> None:
     assert scraped[("ironbook_supervisor_restarts_total", child)] >= 2
     assert ("ironbook_supervisor_child_up", child) in scraped
     assert scraped[("ironbook_supervisor_backoff_seconds", child)] > 0
+
+
+def test_certificate_expiries_are_reported_and_follow_a_renewed_file(tmp_path: Path) -> None:
+    layout = SecretsLayout(tmp_path / "secrets")
+    provide_secrets(layout, identities=["gateway", "replica"], servers={"n1": ["127.0.0.1"]})
+    metrics = CertificateMetrics(layout)
+    name = "ironbook_tls_certificate_expiry_timestamp_seconds"
+    first = asyncio.run(_scrape(metrics))
+    expiries = {labels[0][1]: value for (metric, labels), value in first.items() if metric == name}
+    assert sorted(expiries) == ["ca", "gateway", "nats-n1", "replica"]
+    layout.cert("gateway").unlink()
+    layout.key("gateway").unlink()
+    provide_secrets(layout, identities=["gateway", "replica"], servers={"n1": ["127.0.0.1"]})
+    second = asyncio.run(_scrape(metrics))
+    assert second[(name, (("certificate", "gateway"),))] >= expiries["gateway"]
+    assert second[(name, (("certificate", "replica"),))] == expiries["replica"]

@@ -1,13 +1,15 @@
 """What Linux's /proc says about a process and about the machine.
 
-The one place that parses `/proc/<pid>/stat`, `/proc/<pid>/smaps_rollup` and
-`/proc/stat`: the process supervisor reads a process's state letter, the
-dashboard shows it, the benchmarks charge CPU time and memory to each process,
-and the chaos environment survey walks a process's parents."""
+The one place that parses `/proc/<pid>/stat`, `/proc/<pid>/smaps_rollup`,
+`/proc/stat` and the memory limits (`/proc/meminfo`, the memory cgroup): the
+process supervisor reads a process's state letter, the dashboard shows it, the
+benchmarks charge CPU time and memory to each process, the chaos environment
+survey walks a process's parents, and a replica reports the memory it may use."""
 
 from __future__ import annotations
 
 import os
+import resource
 from pathlib import Path
 from typing import NamedTuple
 
@@ -78,4 +80,55 @@ def private_dirty_bytes(pid: int) -> int | None:
     for line in text.splitlines():
         if line.startswith("Private_Dirty:"):
             return int(line.split()[1]) * 1024
+    return None
+
+
+def memory_limit_bytes(proc: Path = Path("/proc"), sys_fs: Path = Path("/sys/fs/cgroup")) -> int:
+    """The memory this process may use: the least of the machine's memory
+    (`MemTotal`), its own address-space limit (`RLIMIT_AS`) and its memory
+    cgroup's limit (v1 `memory.limit_in_bytes` or v2 `memory.max`; "no limit"
+    is a huge number or `max`, which the machine's memory then bounds)."""
+    limits = [_mem_total_bytes(proc)]
+    soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY and soft > 0:
+        limits.append(soft)
+    cgroup = _cgroup_memory_limit(proc, sys_fs)
+    if cgroup is not None:
+        limits.append(cgroup)
+    return min(limits)
+
+
+def _mem_total_bytes(proc: Path) -> int:
+    for line in (proc / "meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    raise OSError(f"{proc / 'meminfo'}: no MemTotal line")
+
+
+def _cgroup_memory_limit(proc: Path, sys_fs: Path) -> int | None:
+    """This process's memory cgroup limit, or None when it has none or it
+    cannot be read. `/proc/self/cgroup` lines are `id:controllers:path`: v1's
+    memory controller names `memory`, v2's single hierarchy has id 0 and none."""
+    try:
+        lines = (proc / "self" / "cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hierarchy, controllers, path = parts
+        if "memory" in controllers.split(","):
+            candidates = [sys_fs / "memory" / path.lstrip("/") / "memory.limit_in_bytes"]
+        elif hierarchy == "0" and controllers == "":
+            candidates = [sys_fs / path.lstrip("/") / "memory.max"]
+        else:
+            continue
+        for candidate in candidates:
+            try:
+                text = candidate.read_text().strip()
+            except OSError:
+                continue
+            if text.isdigit():
+                return int(text)
     return None

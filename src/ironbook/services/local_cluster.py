@@ -54,7 +54,12 @@ from ironbook.services.monitoring import (
 )
 from ironbook.services.nats_identities import identities
 from ironbook.services.process import LIVENESS_ENV, process_command
-from ironbook.services.service_metrics import SupervisorMetrics, serve_metrics
+from ironbook.services.service_metrics import (
+    CertificateMetrics,
+    Sampled,
+    SupervisorMetrics,
+    serve_metrics,
+)
 from ironbook.services.status import STATUS_SUBJECT_ALL, ReplicaHeartbeat, decode_heartbeat
 from ironbook.services.supervisor import ChildStatus, RestartPolicy, Supervisor
 from ironbook.settings import BackupSettings, FeedSettings, MonitoringSettings
@@ -192,6 +197,8 @@ class LocalCluster:
             if secure
             else None
         )
+        self._certificate_hosts: dict[str, list[str]] = {}
+        """nats-server node → the addresses its certificate is valid for."""
         self.nats = LocalNatsCluster(
             self.data_dir / "nats",
             size=self.config.nats_nodes,
@@ -435,13 +442,15 @@ class LocalCluster:
                     time.sleep(0.1)
 
     async def serve_supervisor_metrics(self) -> asyncio.Server | None:
-        """With monitoring: the supervisor's `/metrics` (restarts per child),
-        served from this process until the server is closed."""
+        """With monitoring: the supervisor's `/metrics` (restarts per child,
+        and the certificates' expiry when the cluster runs TLS), served from
+        this process until the server is closed."""
         if self.supervisor_metrics_port is None:
             return None
-        return await serve_metrics(
-            [SupervisorMetrics(self.supervisor)], LOOPBACK, self.supervisor_metrics_port
-        )
+        collectors: list[Sampled] = [SupervisorMetrics(self.supervisor)]
+        if self.secrets is not None:
+            collectors.append(CertificateMetrics(self.secrets))
+        return await serve_metrics(collectors, LOOPBACK, self.supervisor_metrics_port)
 
     def _add_gateways(self, options: GatewayOptions, monitoring: MonitoringSettings | None) -> None:
         if options.metrics_port is None:
@@ -519,12 +528,24 @@ class LocalCluster:
             return None
         producers = [self.feed.producer] if self.feed is not None else []
         allowed = identities(self.config.partitions, producers)
-        keys = provide_secrets(
-            self.secrets, identities=allowed, servers={name: [host] for name, host in hosts.items()}
-        )
+        self._certificate_hosts = {name: [host] for name, host in hosts.items()}
+        keys = provide_secrets(self.secrets, identities=allowed, servers=self._certificate_hosts)
         return ServerSecurity(
             self.secrets,
             {identity: (keys[identity], permissions) for identity, permissions in allowed.items()},
+        )
+
+    def renew_certificates(self) -> None:
+        """Issue again, with the cluster's own CA, every certificate within
+        `RENEW_BEFORE_DAYS` of its expiry (as a start does); a process takes
+        its new certificate when it is next restarted (`rolling_restart`)."""
+        if self.secrets is None:
+            return
+        producers = [self.feed.producer] if self.feed is not None else []
+        provide_secrets(
+            self.secrets,
+            identities=identities(self.config.partitions, producers),
+            servers=self._certificate_hosts,
         )
 
     def credentials(self, identity: str) -> NatsCredentials | None:

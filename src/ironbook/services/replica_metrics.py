@@ -26,6 +26,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily
 
+from ironbook.adapters.procfs import memory_limit_bytes
 from ironbook.replication.concurrency import wait_for
 from ironbook.replication.families import Family
 from ironbook.replication.interfaces import (
@@ -231,7 +232,15 @@ class ReplicaMetrics:
             labels,
             registry=r,
         )
+        self.memory_limit = Gauge(
+            "ironbook_replica_memory_limit_bytes",
+            "Memory this replica may use: the least of the machine's, its RLIMIT_AS"
+            " and its memory cgroup's limit",
+            labels,
+            registry=r,
+        )
         self.quarantined.labels(self.partition).set(0)
+        self.memory_limit.labels(self.partition).set(memory_limit_bytes())
         ProcessCollector(registry=r)
 
     def log(self, log: Log) -> Log:

@@ -1,5 +1,5 @@
 """Prometheus metrics of the feed provider and ingester, the settlement
-service, the history projector and the supervisor.
+service, the history projector, the supervisor and the cluster's certificates.
 
 As for the replicas (`replica_metrics`), the work itself only adds to plain
 integers on a counts object; the families are built from them when a scrape
@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ironbook.adapters.nats.security import SecretsLayout, certificate_expiries
 from ironbook.replication.concurrency import wait_for
 from ironbook.services.metrics_http import process_registry, serve_http
 from ironbook.services.supervisor import Supervisor
@@ -307,6 +308,37 @@ class SupervisorMetrics:
         yield restarts
         yield up
         yield backoff
+
+
+class CertificateMetrics:
+    """`ironbook up` with TLS: the expiry of every certificate of the cluster's
+    secrets (the CA's and each identity's), read from the files again when one
+    changes, so that a renewed certificate shows at the next scrape."""
+
+    def __init__(self, layout: SecretsLayout) -> None:
+        self._layout = layout
+        self._stamp: tuple[tuple[str, int], ...] = ()
+        self._expiries: dict[str, float] = {}
+
+    async def sample(self) -> None:
+        try:
+            paths = [self._layout.ca_cert, *sorted(self._layout.tls_dir.glob("*-cert.pem"))]
+            stamp = tuple((path.name, path.stat().st_mtime_ns) for path in paths)
+        except OSError:
+            stamp = ()
+        if stamp != self._stamp:
+            self._stamp = stamp
+            self._expiries = certificate_expiries(self._layout)
+
+    def collect(self) -> Iterator[Metric]:
+        expiry = GaugeMetricFamily(
+            "ironbook_tls_certificate_expiry_timestamp_seconds",
+            "When the certificate stops being valid (Unix time)",
+            labels=["certificate"],
+        )
+        for name, when in sorted(self._expiries.items()):
+            expiry.add_metric([name], when)
+        yield expiry
 
 
 async def serve_metrics(collectors: Sequence[Sampled], host: str, port: int) -> asyncio.Server:

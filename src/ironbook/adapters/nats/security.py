@@ -35,6 +35,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 SECRETS_DIR = "secrets"
 CA_VALIDITY_DAYS = 3650
 CERT_VALIDITY_DAYS = 825
+RENEW_BEFORE_DAYS = 30
+"""A certificate the local CA issued is issued again when the cluster starts
+with less than this left (alerts warn from 21 days: deploy/prometheus-alerts.yml)."""
 _SEED_BYTES = 32
 _JETSTREAM_KEY_BYTES = 32
 _PRIVATE_DIR_MODE = 0o700
@@ -198,6 +201,40 @@ def _general_name(host: str) -> x509.GeneralName:
         return x509.DNSName(host)
 
 
+def not_after(cert_path: Path) -> datetime.datetime:
+    """When the certificate in `cert_path` (PEM) stops being valid."""
+    return x509.load_pem_x509_certificate(cert_path.read_bytes()).not_valid_after_utc
+
+
+def certificate_expiries(layout: SecretsLayout) -> dict[str, float]:
+    """Every certificate of the layout (the CA's as `ca`, each service's by its
+    name) → its expiry as a Unix time. A file that is not a certificate is
+    left out: `provide_secrets` refuses it at the next start."""
+    expiries: dict[str, float] = {}
+    paths = [("ca", layout.ca_cert)] + [
+        (path.name.removesuffix("-cert.pem"), path)
+        for path in sorted(layout.tls_dir.glob("*-cert.pem"))
+    ]
+    for name, path in paths:
+        try:
+            expiries[name] = not_after(path).timestamp()
+        except (OSError, ValueError):
+            continue
+    return expiries
+
+
+def _expires_within(cert_path: Path, days: int) -> bool:
+    remaining = not_after(cert_path) - datetime.datetime.now(datetime.UTC)
+    return remaining < datetime.timedelta(days=days)
+
+
+def _still_good(cert_path: Path, hosts: Iterable[str]) -> bool:
+    """Valid for `hosts` and not about to expire: no need to issue it again."""
+    hosts = list(hosts)
+    covered = not hosts or _covers(cert_path, hosts)
+    return covered and not _expires_within(cert_path, RENEW_BEFORE_DAYS)
+
+
 def _covers(cert_path: Path, hosts: Iterable[str]) -> bool:
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     try:
@@ -245,7 +282,9 @@ def provide_secrets(
     `servers`: nats-server node name → the addresses its certificate must be
     valid for. Files already in place are kept: an operator's own CA and
     certificates are used as they are (and, without the CA key, a missing
-    certificate is an error rather than one issued by another CA)."""
+    certificate is an error rather than one issued by another CA). With the
+    CA key, a certificate within `RENEW_BEFORE_DAYS` of its expiry is issued
+    again."""
     _private_dir(layout.root)
     _private_dir(layout.tls_dir)
     _private_dir(layout.nkeys_dir)
@@ -259,7 +298,7 @@ def provide_secrets(
     for service, hosts in wanted.items():
         cert, key = layout.cert(service), layout.key(service)
         present = cert.exists() and key.exists()
-        if present and (not hosts or not can_issue or _covers(cert, hosts)):
+        if present and (not can_issue or _still_good(cert, hosts)):
             continue
         if not can_issue:
             raise SecretsError(
