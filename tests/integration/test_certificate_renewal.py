@@ -36,23 +36,21 @@ def test_certificates_near_expiry_are_renewed_and_reported(
     near = certificate_expiries(layout)
     horizon = datetime.datetime.now(datetime.UTC).timestamp() + RENEW_BEFORE_DAYS * 86400
     assert near["gateway"] < horizon and near["nats-n1"] < horizon
-    asyncio.run(metrics.sample())
-    reported = {
-        sample.labels["certificate"]: sample.value
-        for family in metrics.collect()
-        for sample in family.samples
-    }
-    assert reported["gateway"] == near["gateway"]
+    assert _reported(metrics)["gateway"] == near["gateway"]
 
     cluster.renew_certificates()
     after = certificate_expiries(layout)
     assert after["gateway"] > horizon and after["nats-n1"] > horizon
     assert after["replica"] == before["replica"]  # far from expiry: kept
     assert after["ca"] == before["ca"]
+    assert _reported(metrics)["gateway"] == after["gateway"]
+
+
+def _reported(metrics: CertificateMetrics) -> dict[str, float]:
+    """What the next scrape would show: certificate → expiry."""
     asyncio.run(metrics.sample())
-    reported = {
+    return {
         sample.labels["certificate"]: sample.value
         for family in metrics.collect()
         for sample in family.samples
     }
-    assert reported["gateway"] == after["gateway"]
