@@ -166,6 +166,10 @@ class GatewaySettings(Section):
     """Token buckets kept per worker (least recently used are dropped)."""
     max_inflight_ledger_requests: int = Field(default=2_000, ge=1)
     """Per worker; beyond it requests are shed at once with 503 `overloaded`."""
+    max_inflight_bets_per_market: int = Field(default=1_000, ge=1)
+    """Per worker and market: bet placements on one market beyond it are shed
+    at once with 503 `market_busy`, so that a flooded market cannot take every
+    slot of `max_inflight_ledger_requests` from the others."""
     max_body_bytes: int = Field(default=64 * 1024, ge=1_024)
     request_deadline_ms: int = Field(default=10_000, ge=1)
     ledger_inflight_batches: int = Field(default=4, ge=1)

@@ -400,3 +400,66 @@ def test_an_admin_revokes_a_token_and_it_is_refused_at_once(tmp_path: Path) -> N
     assert gateway.revoker.revoked == [(jti, "admin:ops-1")]
     refused = _post(app, BET, bettor_headers)
     assert (refused.status_code, refused.json()["code"]) == (401, "unauthorized")
+
+
+class GatedLedger(StubLedger):
+    """Holds every bet on market `hot` until `gate` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.two_held = asyncio.Event()
+        self.held = 0
+
+    async def submit(self, command: Any) -> core.Outcome:
+        if isinstance(command, core.PlaceBet) and command.legs[0].market_id == "hot":
+            self.held += 1
+            if self.held == 2:
+                self.two_held.set()
+            await self.gate.wait()
+        return await super().submit(command)
+
+
+def test_a_flooded_market_is_shed_alone(tmp_path: Path) -> None:
+    """With 2 bets in flight on one market (its limit), a third on it is
+    refused at once with 503 `market_busy`, while a bet on another market
+    is taken; once they finish, the market takes bets again."""
+    (_, _, claims, token), gateway = _harness(
+        tmp_path, GatewaySettings(max_inflight_bets_per_market=2)
+    )
+    ledger = GatedLedger()
+    gateway.ledger = ledger
+    app = create_app(gateway)
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def bet(market: str) -> dict[str, object]:
+        return {**BET, "legs": [{"market_id": market, "selection_id": "home", "odds": "2.50"}]}
+
+    async def go() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            held = [
+                asyncio.create_task(client.post("/v1/bets", json=bet("hot"), headers=headers))
+                for _ in range(2)
+            ]
+            await asyncio.wait_for(ledger.two_held.wait(), timeout=10)
+            busy = await client.post("/v1/bets", json=bet("hot"), headers=headers)
+            other = await client.post("/v1/bets", json=bet("calm"), headers=headers)
+            ledger.gate.set()
+            done = await asyncio.gather(*held)
+            again = await client.post("/v1/bets", json=bet("hot"), headers=headers)
+            return [busy, other, *done, again]
+
+    busy, other, *done, again = asyncio.run(go())
+    assert busy.status_code == 503, busy.text
+    assert busy.json()["code"] == "market_busy"
+    assert "hot" in busy.json()["detail"]
+    assert busy.headers["retry-after"] == "1"
+    assert other.status_code == 201, other.text
+    assert [r.status_code for r in done] == [201, 201]
+    assert again.status_code == 201, again.text
+    assert gateway.market_admission.inflight == {}
+    assert gateway.admission.inflight == 0
+    markets = [c.legs[0].market_id for c in ledger.commands if isinstance(c, core.PlaceBet)]
+    assert sorted(markets) == ["calm", "hot", "hot", "hot"]  # the refused bet never reached it
+    assert claims.claims == []

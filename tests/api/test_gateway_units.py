@@ -8,7 +8,7 @@ from ironbook import core
 from ironbook.core import acting, issued
 from ironbook.core import queries as q
 from ironbook.services.gateway.idempotency import fingerprint, keyed_request_id, valid_key
-from ironbook.services.gateway.traffic import Admission, IpFilter, TokenBuckets
+from ironbook.services.gateway.traffic import Admission, IpFilter, MarketAdmission, TokenBuckets
 from ironbook.settings import ConfigError, GatewaySettings, load_settings
 
 PEOPLE = acting("test")
@@ -204,3 +204,19 @@ def test_queries_travel_and_route() -> None:
     ) == core.partition_of("alice", 4)
     view = core.Accepted(events=(), result=core.ReadRefusal(code="x", message="y"))
     assert core.decode_outcome(core.encode_outcome(view)) == view
+
+
+def test_market_admission_bounds_each_market_and_takes_all_legs_or_none() -> None:
+    admission = MarketAdmission(1)
+    assert admission.try_enter(["a"]) is None
+    assert admission.try_enter(["a"]) == "a"
+    # A bet with a leg on the full market takes nothing on its other legs.
+    assert admission.try_enter(["b", "a"]) == "a"
+    assert admission.inflight == {"a": 1}
+    assert admission.try_enter(["b", "c", "b"]) is None  # a market once per bet
+    assert admission.inflight == {"a": 1, "b": 1, "c": 1}
+    admission.leave(["a"])
+    admission.leave(["b", "c", "b"])
+    assert admission.inflight == {}
+    with pytest.raises(ValueError):
+        MarketAdmission(0)

@@ -155,7 +155,20 @@ async def ask(
             "(the other partitions are serving); nothing was done: retry shortly",
             headers={"Retry-After": "1"},
         )
+    markets = [leg.market_id for leg in command.legs] if isinstance(command, core.PlaceBet) else []
+    busy = gateway.market_admission.try_enter(markets) if markets else None
+    if busy is not None:
+        gateway.metrics.shed.labels(reason="market_busy").inc()
+        raise p.ApiProblem(
+            503,
+            p.MARKET_BUSY,
+            f"market {busy} has as many bets in flight as one market may hold; bets on other "
+            "markets are still taken; nothing was done: retry shortly",
+            headers={"Retry-After": "1"},
+        )
     if not gateway.admission.try_enter():
+        if markets:
+            gateway.market_admission.leave(markets)
         gateway.metrics.shed.labels(reason="overloaded").inc()
         raise p.ApiProblem(
             503,
@@ -185,6 +198,8 @@ async def ask(
         raise p.ApiProblem(400, p.VALIDATION_FAILED, f"the ledger refused: {err}") from None
     finally:
         gateway.admission.leave()
+        if markets:
+            gateway.market_admission.leave(markets)
     for target in targets:
         gateway.health.answered(target)
     return outcome

@@ -28,6 +28,7 @@ from ironbook.services.gateway.traffic import (
     ConnectionCaps,
     ForwardedFor,
     IpFilter,
+    MarketAdmission,
     TokenBuckets,
 )
 from ironbook.settings import GatewaySettings
@@ -124,6 +125,7 @@ class Gateway:
     principal_buckets: TokenBuckets = field(init=False)
     ip_buckets: TokenBuckets = field(init=False)
     admission: Admission = field(init=False)
+    market_admission: MarketAdmission = field(init=False)
     ip_filter: IpFilter = field(init=False)
     forwarded_for: ForwardedFor = field(init=False)
     ws_caps: ConnectionCaps = field(init=False)
@@ -139,6 +141,7 @@ class Gateway:
         )
         self.ip_buckets = TokenBuckets(*s.ip_rate_per_worker, max_keys=s.max_tracked_keys)
         self.admission = Admission(s.max_inflight_ledger_requests)
+        self.market_admission = MarketAdmission(s.max_inflight_bets_per_market)
         self.ip_filter = IpFilter(s.allow_cidrs, s.deny_cidrs)
         self.forwarded_for = ForwardedFor(s.trusted_proxies)
         self.ws_caps = ConnectionCaps(s.ws_max_per_ip, s.ws_max_per_principal)

@@ -76,6 +76,40 @@ class Admission:
         self.inflight -= 1
 
 
+class MarketAdmission:
+    """A bound on in-flight bet placements per market, below the worker's
+    whole bound (`Admission`): one market flooded with bets — a pathological
+    or hot market, a bot — takes at most `limit` of the worker's slots and
+    is shed alone, while bets on every other market keep being admitted. A
+    bet takes a slot on each market of its legs, all or none."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("the per-market in-flight limit must be at least 1")
+        self.limit = limit
+        self.inflight: dict[str, int] = {}
+        """market id → bets in flight on it (no entry: none)."""
+
+    def try_enter(self, markets: Iterable[str]) -> str | None:
+        """None if admitted (a slot taken on each market), else the first
+        market at its limit (nothing taken)."""
+        wanted = sorted(set(markets))
+        for market in wanted:
+            if self.inflight.get(market, 0) >= self.limit:
+                return market
+        for market in wanted:
+            self.inflight[market] = self.inflight.get(market, 0) + 1
+        return None
+
+    def leave(self, markets: Iterable[str]) -> None:
+        for market in set(markets):
+            left = self.inflight[market] - 1
+            if left:
+                self.inflight[market] = left
+            else:
+                del self.inflight[market]
+
+
 class IpFilter:
     """Deny wins over allow; an empty allow list allows every address."""
 
