@@ -20,6 +20,7 @@ import nats.errors
 import pytest
 
 from ironbook import core
+from ironbook.adapters.audit.events import decode_event
 from ironbook.adapters.nats import mirrors
 from ironbook.adapters.nats.log import stream_name
 from ironbook.client import ClientConfig, connect_ledger
@@ -92,6 +93,18 @@ def _wait_caught_up(cluster: LocalCluster) -> dict[str, Any]:
         time.sleep(0.5)
 
 
+async def _takeover_recorded(cluster: LocalCluster) -> str:
+    """The `dr_takeover` event in site B's significant-event log: its epoch."""
+    nc = await cluster.site_endpoint(dr.SITE_B).connect("test-takeover")
+    try:
+        msg = await nc.jetstream().get_last_msg("AUDIT_EVENTS", "audit.event.dr_takeover")
+    finally:
+        await nc.close()
+    event = decode_event(msg.data or b"")
+    assert event.kind == "dr_takeover" and event.actor == "operator:test"
+    return event.detail.split(";")[0]
+
+
 async def _publish_refused(cluster: LocalCluster, identity: str, subject: str) -> None:
     nc = await cluster.site_endpoint(dr.SITE_A, identity).connect("test-fenced")
     try:
@@ -120,12 +133,18 @@ def test_site_b_mirrors_then_takes_over_and_site_a_back_refuses_writes(tmp_path:
 
         for name in cluster.nats.nodes:
             cluster.nats.kill_node(name)
-        said: list[str] = []
-        done = asyncio.run(promote_site_b(cluster, "operator:test", said.append))
+        started = time.monotonic()
+
+        def said(line: str) -> None:
+            print(f"{time.monotonic() - started:6.2f} s  {line}")
+
+        done = asyncio.run(promote_site_b(cluster, "operator:test", said))
+        promoted_s = time.monotonic() - started
         assert any("epoch 2" in step for step in done), done
         assert dr.read_primary(cluster.data_dir).epoch == 2
-        first_deposit_s = asyncio.run(_deposit(cluster, "b", 3))
-        print(f"first deposit on site b {first_deposit_s:.2f} s after the promotion")
+        first_deposit_s = promoted_s + asyncio.run(_deposit(cluster, "b", 3))
+        print(f"promotion {promoted_s:.2f} s; first deposit on site b {first_deposit_s:.2f} s")
+        assert asyncio.run(_takeover_recorded(cluster)) == "epoch 2"
 
         for name in cluster.nats.nodes:
             cluster.nats.start_node(name, wait=False)

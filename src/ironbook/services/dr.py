@@ -50,6 +50,7 @@ SITE_A: Final = "a"
 SITE_B: Final = "b"
 SITE_B_CLUSTER = "ironbook-b"
 LINK_IDENTITY = "dr-link"
+CATCH_UP_POLL_S = 0.1
 FENCED_SUBJECTS = ("ledger.>", "audit.checkpoint.>")
 """What no identity may publish to on a fenced site: the logs and their checkpoints."""
 Site = Literal["a", "b"]
@@ -241,6 +242,30 @@ async def seal_site(a: NatsEndpoint, streams: Sequence[str], timeout_s: float) -
     except _UNREACHABLE:  # an unreachable site A is fenced by its config when it starts
         return sealed
     return sealed
+
+
+async def wait_caught_up(
+    a: NatsEndpoint, b: NatsEndpoint, streams: Sequence[str], timeout_s: float
+) -> dict[str, int]:
+    """Once site A's `streams` are sealed (they cannot grow), wait up to
+    `timeout_s` until site B's mirrors hold everything they hold; the entries
+    each stream is still missing then (empty: none lost)."""
+    if not streams:
+        return {}
+    origin = await stream_states(a, streams)
+    wanted = {name: state.last_seq for name, state in origin.items() if state is not None}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        mirrored = await stream_states(b, list(wanted))
+        missing = {}
+        for name, last_seq in wanted.items():
+            state = mirrored[name]
+            gap = last_seq - (0 if state is None else state.last_seq)
+            if gap > 0:
+                missing[name] = gap
+        if not missing or time.monotonic() > deadline:
+            return missing
+        await asyncio.sleep(CATCH_UP_POLL_S)
 
 
 async def promote_mirrors(b: NatsEndpoint, streams: Sequence[str]) -> list[str]:

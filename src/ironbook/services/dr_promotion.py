@@ -16,7 +16,10 @@ from ironbook.services import dr as dr_site
 from ironbook.services.cluster_events import DR_TAKEOVER
 from ironbook.services.local_cluster import LocalCluster
 
-STOP_TIMEOUT_MS = 5_000
+STOP_TIMEOUT_MS = 1_000
+"""A service gets this long to stop before it is killed: site A is fenced by
+then, so nothing it could still finish there would count, and on a site
+that is gone a graceful stop only waits out its NATS timeouts."""
 
 
 async def promote_site_b(
@@ -37,14 +40,19 @@ async def promote_site_b(
         f"(reloaded: {', '.join(reloaded) or 'none running'})"
     )
     say(done[-1])
-    sealed, promoted = await cluster.promote_site_b_streams()
+    sealed, missing, promoted = await cluster.promote_site_b_streams()
     done.append(f"site a streams sealed: {', '.join(sealed) or 'none reachable'}")
     say(done[-1])
+    if missing:
+        gaps = ", ".join(f"{name} {gap}" for name, gap in missing.items())
+        done.append(f"site b is missing entries site a's sealed streams hold: {gaps}")
+        say(done[-1])
+    elif sealed:
+        done.append("site b holds every entry site a's sealed streams hold")
+        say(done[-1])
     done.append(f"site b mirrors promoted: {', '.join(promoted) or 'none left'}")
     say(done[-1])
     cluster.point_services_at(cluster.site_b.url)
-    await asyncio.to_thread(cluster.provision)
-    done.append("site b provisioned")
     restarted = await _restart_services(cluster)
     done.append(f"restarted against site b: {', '.join(restarted)}")
     say(done[-1])

@@ -69,6 +69,9 @@ RUNTIME_FILE = "up.json"
 PROVISION_TIMEOUT_MS = 60_000
 SEAL_TIMEOUT_S = 5.0
 """How long a promotion tries to seal site A's streams (A may be gone)."""
+CATCH_UP_TIMEOUT_S = 10.0
+"""How long a promotion waits for site B's mirrors to copy what site A's
+sealed streams hold, before it promotes them anyway."""
 
 
 class ClusterConfigError(ValueError):
@@ -681,16 +684,17 @@ class LocalCluster:
             env=self.child_env,
         )
 
-    def provision(self, timeout_ms: int = PROVISION_TIMEOUT_MS) -> None:
+    def provision(self, timeout_ms: int = PROVISION_TIMEOUT_MS, url: str | None = None) -> None:
         """Create every stream, bucket and object store the services use,
-        as `ops` (no service may create them), in a process of its own."""
+        as `ops` (no service may create them), in a process of its own, on
+        the primary site or the servers at `url`."""
         feed = ["--feed", "none"]
         if self.feed is not None:
             feed = ["--feed", self.feed.source, "--producer", self.feed.producer]
         command = [
             *process_command("provision", self._config_args),
             "--nats",
-            self.primary_url,
+            url or self.primary_url,
             "--partitions",
             str(self.config.partitions),
             "--replicas",
@@ -790,10 +794,11 @@ class LocalCluster:
         self.write_runtime()
 
     def start_site_b(self, timeout_ms: int) -> None:
-        """Site B and the relay; then, with site A primary, A provisioned and
-        mirrored on B; with B primary (promoted before this start), A's
-        streams sealed where it answers, B's mirrors promoted (if that was
-        left undone) and B provisioned."""
+        """Site B and the relay; then, with site A primary, A provisioned,
+        mirrored on B, and B provisioned with what is not mirrored; with B
+        primary (promoted before this start), A's streams sealed where it
+        answers, B's mirrors promoted (if that was left undone) and B
+        provisioned."""
         assert self.site_b is not None and self.relay is not None
         if not self.relay.is_running():
             self.relay.start()
@@ -808,18 +813,24 @@ class LocalCluster:
                     log.info,
                 )
             )
+            # What is not mirrored (leases, idempotency claims, odds, ...), made
+            # now so that a promotion need not: provisioning keeps the mirrors.
+            self.provision(url=self.site_b.url)
         else:
             asyncio.run(self.promote_site_b_streams())
             self.provision()
 
-    async def promote_site_b_streams(self) -> tuple[list[str], list[str]]:
-        """Seal site A's streams where it answers (bounded), promote site B's
-        mirrors; (sealed, promoted)."""
-        sealed = await dr_site.seal_site(
-            self.site_endpoint("a"), self.mirrored_streams, SEAL_TIMEOUT_S
-        )
-        promoted = await dr_site.promote_mirrors(self.site_endpoint("b"), self.mirrored_streams)
-        return sealed, promoted
+    async def promote_site_b_streams(self) -> tuple[list[str], dict[str, int], list[str]]:
+        """Seal site A's streams where it answers (bounded), let site B's
+        mirrors copy what the sealed ones hold (bounded), promote them;
+        (sealed, entries still missing per stream, promoted)."""
+        a, b = self.site_endpoint("a"), self.site_endpoint("b")
+        sealed = []
+        if self.nats.running_nodes():  # else site A is gone: nothing to seal now
+            sealed = await dr_site.seal_site(a, self.mirrored_streams, SEAL_TIMEOUT_S)
+        missing = await dr_site.wait_caught_up(a, b, sealed, CATCH_UP_TIMEOUT_S)
+        promoted = await dr_site.promote_mirrors(b, self.mirrored_streams)
+        return sealed, missing, promoted
 
     def site_endpoint(self, site: str, identity: str = "ops") -> NatsEndpoint:
         """Site `site` (`a`, or `b` of a DR pair) as `identity` reaches it."""
