@@ -32,6 +32,9 @@ ORIGIN_METADATA = "ironbook_dr_origin"
 API_TIMEOUT_S = 2.0
 ERR_STREAM_NOT_FOUND = 10059
 PLACEMENT_RETRY_S = 0.2
+STARTING_ATTEMPTS = 15
+"""Tries of a request that changes a stream (2 s each): a cluster that has
+just started needs seconds before every stream answers."""
 _NOT_ON_A_MIRROR = ("subjects", "sources", "first_seq", "subject_transform", "republish")
 """Stream config fields a mirror may not have (the server refuses them)."""
 
@@ -59,14 +62,27 @@ class MirrorState:
 
 
 async def api(
-    nc: NatsClient, subject: str, body: Mapping[str, Any] | None = None, *, prefix: str = "$JS.API"
+    nc: NatsClient,
+    subject: str,
+    body: Mapping[str, Any] | None = None,
+    *,
+    prefix: str = "$JS.API",
+    attempts: int = 1,
 ) -> dict[str, Any]:
-    """One JetStream API request (`<prefix>.<subject>`); its error as `MirrorError`."""
+    """One JetStream API request (`<prefix>.<subject>`); its error as
+    `MirrorError`. Unanswered requests are sent again, up to `attempts` in
+    all: after a whole cluster restarts, a stream answers nothing until its
+    group has elected a leader."""
     payload = b"" if body is None else json.dumps(body).encode()
-    try:
-        reply = await request(nc, f"{prefix}.{subject}", payload, timeout_s=API_TIMEOUT_S)
-    except (nats.errors.Error, OSError) as err:
-        raise MirrorError(f"{prefix}.{subject}: {err!r}") from err
+    for attempt in range(1, attempts + 1):
+        try:
+            reply = await request(nc, f"{prefix}.{subject}", payload, timeout_s=API_TIMEOUT_S)
+            break
+        except (nats.errors.Error, OSError) as err:
+            if attempt == attempts:
+                raise MirrorError(f"{prefix}.{subject}: {err!r}") from err
+    else:
+        raise AssertionError("unreachable")
     answer: dict[str, Any] = json.loads(reply.data)
     error = answer.get("error")
     if error:
@@ -138,8 +154,8 @@ def mirror_state(info: Mapping[str, Any]) -> MirrorState:
     )
 
 
-async def stream_info(nc: NatsClient, stream: str) -> dict[str, Any]:
-    return await api(nc, f"STREAM.INFO.{stream}")
+async def stream_info(nc: NatsClient, stream: str, *, attempts: int = 1) -> dict[str, Any]:
+    return await api(nc, f"STREAM.INFO.{stream}", attempts=attempts)
 
 
 async def ensure_mirror(
@@ -149,11 +165,12 @@ async def ensure_mirror(
     now, False when a stream of that name is there already (a mirror made
     before, or one promoted: never touched)."""
     try:
-        await stream_info(local, stream)
+        await stream_info(local, stream, attempts=STARTING_ATTEMPTS)
         return False
     except StreamMissing:
         pass
-    config = mirror_config((await stream_info(origin, stream))["config"], domain)
+    origin_info = await stream_info(origin, stream, attempts=STARTING_ATTEMPTS)
+    config = mirror_config(origin_info["config"], domain)
     for attempt in range(1, attempts + 1):
         try:
             await api(local, f"STREAM.CREATE.{stream}", config)
@@ -167,21 +184,21 @@ async def ensure_mirror(
 
 async def promote_mirror(nc: NatsClient, stream: str) -> bool:
     """Make the mirror `stream` a writable stream; False if it is one already."""
-    info = await stream_info(nc, stream)
+    info = await stream_info(nc, stream, attempts=STARTING_ATTEMPTS)
     config = info["config"]
     if "mirror" not in config or not config["mirror"]:
         return False
-    await api(nc, f"STREAM.UPDATE.{stream}", promoted_config(config))
+    await api(nc, f"STREAM.UPDATE.{stream}", promoted_config(config), attempts=STARTING_ATTEMPTS)
     return True
 
 
 async def seal(nc: NatsClient, stream: str) -> bool:
     """Seal `stream` (no write, delete or purge, ever again); False if it was."""
-    config = dict((await stream_info(nc, stream))["config"])
+    config = dict((await stream_info(nc, stream, attempts=STARTING_ATTEMPTS))["config"])
     if config.get("sealed"):
         return False
     config["sealed"] = True
-    await api(nc, f"STREAM.UPDATE.{stream}", config)
+    await api(nc, f"STREAM.UPDATE.{stream}", config, attempts=STARTING_ATTEMPTS)
     return True
 
 
