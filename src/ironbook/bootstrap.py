@@ -5,13 +5,14 @@
 
 KIND is one of `replica`, `gateway`, `history`, `feed-sim`, `feed-ingest`,
 `feed-settle`, `nats-exporter`, `backup`, `watch`, `audit-verifier`,
-`audit-events`, `alert-receiver`; `ironbook up` (the supervisor of a local
-cluster) starts them this way, after `provision` (one-shot, as `ops`) has
-created the streams. Each kind connects to NATS as its own identity
-(`services/nats_identities.py`). Each process: settings (defaults < TOML file <
-`IRONBOOK_*` environment < flags), logging set up once (`ironbook.logs`), its
-adapters (NATS log, lease, snapshot store, ledger client, ...) built and passed
-to the service through its constructor, then run until SIGTERM / SIGINT.
+`audit-events`, `alert-receiver`, `wan-relay` (a DR site's link); `ironbook
+up` (the supervisor of a local cluster) starts them this way, after
+`provision` (one-shot, as `ops`) has created the streams. Each kind connects
+to NATS as its own identity (`services/nats_identities.py`). Each process:
+settings (defaults < TOML file < `IRONBOOK_*` environment < flags), logging
+set up once (`ironbook.logs`), its adapters (NATS log, lease, snapshot store,
+ledger client, ...) built and passed to the service through its constructor,
+then run until SIGTERM / SIGINT.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 
 from ironbook import core
+from ironbook.adapters import wan_relay
 from ironbook.adapters.audit.checkpoint_stream import NatsCheckpointPort
 from ironbook.adapters.audit.events import EventOutbox
 from ironbook.adapters.audit.keys import (
@@ -212,6 +214,10 @@ PROCESS_FLAGS: dict[str, tuple[Flag, ...]] = {
         Flag("--port", "audit", "verifier_port", int, "/metrics port (0: a free one)"),
     ),
     "audit-events": (_NATS, _REPLICAS, _DATA_DIR, _PARTITIONS),
+    "wan-relay": (
+        Flag("--routes", "dr", "relay_routes", help="listen_host:port=target_host:port,..."),
+        Flag("--wan-rtt-ms", "dr", "wan_rtt_ms", int, "round-trip time to add"),
+    ),
 }
 
 
@@ -671,6 +677,11 @@ async def serve_alert_receiver(settings: Settings, stop: asyncio.Event) -> None:
         book.close()
 
 
+async def serve_wan_relay(settings: Settings, stop: asyncio.Event) -> None:
+    d = settings.dr
+    await wan_relay.serve(wan_relay.parse_routes(d.relay_routes), d.wan_rtt_ms, stop)
+
+
 async def run_provision(settings: Settings, stop: asyncio.Event) -> None:
     """Create the cluster's streams as `ops`, then exit."""
     nc = await nats_endpoint(settings, "ops").connect("ironbook-provision")
@@ -703,6 +714,7 @@ _SERVE: dict[str, Callable[[Settings, asyncio.Event], Coroutine[Any, Any, Any]]]
     "audit-events": serve_audit_events,
     "alert-receiver": serve_alert_receiver,
     "provision": run_provision,
+    "wan-relay": serve_wan_relay,
 }
 
 
@@ -732,6 +744,7 @@ def build_local_cluster(settings: Settings, config_file: Path | None = None) -> 
         monitoring=settings.monitoring if settings.monitoring.enabled else None,
         secure=settings.nats.secure,
         secrets_dir=settings.nats.secrets_dir,
+        dr=settings.dr if settings.dr.enabled else None,
     )
 
 
@@ -751,6 +764,7 @@ def _identity(kind: str, settings: Settings) -> tuple[str, int | None]:
         "audit-events",
         "alert-receiver",
         "provision",
+        "wan-relay",
     ):
         return kind, None
     return f"{kind}-{settings.feed.producer}", None

@@ -401,6 +401,19 @@ class OpsSettings(Section):
     `<data_dir>/monitoring/alerts.jsonl`."""
 
 
+class DrSettings(Section):
+    """A DR site (docs/dr.md): `ironbook up --dr-site` and the WAN relay."""
+
+    enabled: bool = False
+    """`ironbook up` also runs site B: its own NATS cluster mirroring site A's
+    streams over a leafnode link through the WAN relay."""
+    wan_rtt_ms: int = Field(default=30, ge=0, le=10_000)
+    """The round-trip time the relay adds between the sites."""
+    relay_routes: str = ""
+    """The relay's routes, `listen_host:port=target_host:port,...` (`ironbook
+    up` sets them)."""
+
+
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "ironbook_config_file", default=None
 )
@@ -430,6 +443,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     ops: OpsSettings = OpsSettings()
+    dr: DrSettings = DrSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -25,6 +25,7 @@ _SUBCOMMANDS = (
     "backup",
     "restore",
     "watch",
+    "dr",
 )
 
 

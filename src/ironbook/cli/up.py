@@ -100,6 +100,13 @@ _UP_FLAGS = (
         "to",
         help="backup target: a directory (an off-site mount) or rclone:<remote>:<path>",
     ),
+    Flag(
+        "--wan-rtt-ms",
+        "dr",
+        "wan_rtt_ms",
+        int,
+        "with --dr-site: round-trip time between the sites (default 30; docs/dr.md)",
+    ),
 )
 
 
@@ -198,6 +205,13 @@ def _command(args: argparse.Namespace) -> int:
         if cluster.backup is not None:
             b = settings.backup
             print(f"backups: every {b.every_s} s to {b.to} (log: logs/backup.log)", flush=True)
+        if cluster.site_b is not None:
+            primary = cluster.primary
+            print(
+                f"dr: site b {cluster.site_b.url} through a {settings.dr.wan_rtt_ms} ms WAN "
+                f"relay; primary site {primary.site} (epoch {primary.epoch})",
+                flush=True,
+            )
         if cluster.monitoring is not None:
             print(f"prometheus: {cluster.monitoring.prometheus_url}")
             print(f"alertmanager: {cluster.monitoring.alertmanager_url}")
@@ -232,5 +246,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help="also run Prometheus, Alertmanager, node_exporter and the ops console "
         "(docs/alerting.md)",
+    )
+    parser.add_argument(
+        "--dr-site",
+        dest="dr.enabled",
+        action="store_const",
+        const=True,
+        default=None,
+        help="also run DR site B mirroring this site over a WAN link (docs/dr.md)",
     )
     parser.set_defaults(func=_command)

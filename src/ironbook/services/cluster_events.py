@@ -8,6 +8,8 @@ heals, the maintenance it performs, and the settings it started with.
 - `drain`, `undrain`, `rolling_restart`: one event per step done (or the
   failure), actor `operator:<user>`, the user at the control socket's end.
 - `config_applied`: `up` started, with the digest of its effective settings.
+- `dr_takeover`: site B was promoted (`ironbook dr promote`), with its epoch;
+  written to site B's log (docs/dr.md).
 
 Actor `supervisor` for what the supervisor does, target the child or node.
 Events are noted in an `EventOutbox` (a supervision round never waits for
@@ -35,7 +37,8 @@ PROCESS_RESTARTED = "process_restarted"
 CONFIG_APPLIED = "config_applied"
 REMEDIATIONS = ("hung_kill", "hung_kill_suppressed", "crash_loop_give_up")
 MAINTENANCE = ("drain", "undrain", "rolling_restart")
-KINDS = (PROCESS_RESTARTED, *REMEDIATIONS, *MAINTENANCE, CONFIG_APPLIED)
+DR_TAKEOVER = "dr_takeover"
+KINDS = (PROCESS_RESTARTED, *REMEDIATIONS, *MAINTENANCE, CONFIG_APPLIED, DR_TAKEOVER)
 """Every kind `ironbook up` records: the `supervisor` identity's allow-list."""
 CONNECT_RETRY_S = 2.0
 

@@ -8,6 +8,7 @@ One JSON request per connection, one line:
     {"op": "drain", "node": "n2"}
     {"op": "undrain", "node": "n2"}
     {"op": "rolling_restart", "what": "all"}
+    {"op": "dr_promote", "site": "b"}
 
 answered by progress lines `{"say": "..."}` and one last line, `{"done":
 [...steps], "took_ms": N}` or `{"error": "..."}`. One operation runs at a
@@ -31,7 +32,10 @@ from typing import Any, Literal
 import msgspec
 
 from ironbook.adapters.audit.events import NoteEvent
+from ironbook.adapters.nats.mirrors import MirrorError
+from ironbook.services import dr as dr_site
 from ironbook.services import maintenance
+from ironbook.services.dr_promotion import promote_site_b
 from ironbook.services.local_cluster import LocalCluster
 
 log = logging.getLogger("ironbook.control")
@@ -41,9 +45,10 @@ MAX_REQUEST_BYTES = 4_096
 
 
 class ControlRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    op: Literal["drain", "undrain", "rolling_restart"]
+    op: Literal["drain", "undrain", "rolling_restart", "dr_promote"]
     node: str = ""
     what: maintenance.RollingWhat = "all"
+    site: str = ""
 
 
 class ControlError(RuntimeError):
@@ -116,6 +121,9 @@ async def _perform(
         send({"say": line})
 
     target = request.node if request.op != "rolling_restart" else request.what
+    if request.op == "dr_promote":
+        await _promote(cluster, request, send, actor, started)
+        return
 
     try:
         if request.op == "drain":
@@ -135,6 +143,27 @@ async def _perform(
     took_ms = int((time.monotonic() - started) * 1000)
     log.warning(json.dumps({"event": "maintenance.done", "steps": done, "took_ms": took_ms}))
     cluster.write_runtime()
+    send({"done": done, "took_ms": took_ms})
+
+
+async def _promote(
+    cluster: LocalCluster,
+    request: ControlRequest,
+    send: Callable[[dict[str, Any]], None],
+    actor: str,
+    started: float,
+) -> None:
+    """Its `dr_takeover` event is written to site B by the promotion itself."""
+    try:
+        if request.site != dr_site.SITE_B:
+            raise dr_site.DrError(f"only site b can be promoted, not {request.site!r}")
+        done = await promote_site_b(cluster, actor, lambda line: send({"say": line}))
+    except (dr_site.DrError, MirrorError) as error:
+        log.error(json.dumps({"event": "dr.promote.failed", "error": str(error)}))
+        send({"error": str(error)})
+        return
+    took_ms = int((time.monotonic() - started) * 1000)
+    log.warning(json.dumps({"event": "dr.promoted", "steps": done, "took_ms": took_ms}))
     send({"done": done, "took_ms": took_ms})
 
 

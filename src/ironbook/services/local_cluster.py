@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import socket
@@ -39,12 +40,15 @@ from ironbook.adapters.nats.provision import NatsEndpoint
 from ironbook.adapters.nats.security import (
     SECRETS_DIR,
     NatsCredentials,
+    Permissions,
     SecretsLayout,
     ServerSecurity,
     provide_secrets,
 )
-from ironbook.adapters.nats.server import LocalNatsCluster
+from ironbook.adapters.nats.server import LeafRemote, LocalNatsCluster, SiteOptions
 from ironbook.adapters.netns import NamespaceNetwork, NodeNetwork
+from ironbook.adapters.wan_relay import Route, format_routes
+from ironbook.services import dr as dr_site
 from ironbook.services.feed.processes import feed_processes
 from ironbook.services.monitoring import (
     STARTED_LATER_JOBS,
@@ -62,11 +66,18 @@ from ironbook.services.service_metrics import (
 )
 from ironbook.services.status import STATUS_SUBJECT_ALL, ReplicaHeartbeat, decode_heartbeat
 from ironbook.services.supervisor import ChildStatus, RestartPolicy, Supervisor
-from ironbook.settings import BackupSettings, FeedSettings, MonitoringSettings
+from ironbook.settings import BackupSettings, DrSettings, FeedSettings, MonitoringSettings
+
+log = logging.getLogger("ironbook.local_cluster")
 
 CLUSTER_CONFIG_FILE = "ironbook.json"
 RUNTIME_FILE = "up.json"
 PROVISION_TIMEOUT_MS = 60_000
+SEAL_TIMEOUT_S = 5.0
+"""How long a promotion tries to seal site A's streams (A may be gone)."""
+CATCH_UP_TIMEOUT_S = 10.0
+"""How long a promotion waits for site B's mirrors to copy what site A's
+sealed streams hold, before it promotes them anyway."""
 
 
 class ClusterConfigError(ValueError):
@@ -133,6 +144,17 @@ def load_cluster_config(data_dir: Path, requested_partitions: int | None) -> Clu
     return config
 
 
+def _primary_of(data_dir: Path, dr: DrSettings | None) -> dr_site.PrimaryRecord:
+    """The primary site; a data dir whose site B was promoted runs only as a DR pair."""
+    primary = dr_site.read_primary(data_dir)
+    if dr is None and primary.site != dr_site.SITE_A:
+        raise ClusterConfigError(
+            f"{data_dir}: site {primary.site} is primary (epoch {primary.epoch}); "
+            "start it with --dr-site"
+        )
+    return primary
+
+
 def read_runtime(data_dir: Path) -> RuntimeInfo | None:
     path = data_dir / RUNTIME_FILE
     if not path.exists():
@@ -175,11 +197,14 @@ class LocalCluster:
         monitoring: MonitoringSettings | None = None,
         secure: bool = True,
         secrets_dir: Path | None = None,
+        dr: DrSettings | None = None,
     ) -> None:
         """`config_file`: the settings file every child process reads too;
         `monitoring`: run the monitoring stack too, scraping every process;
         `secure`: mutual TLS and per-service identities, with the credentials
-        in `secrets_dir` (default `<data_dir>/secrets`; missing ones are made)."""
+        in `secrets_dir` (default `<data_dir>/secrets`; missing ones are made);
+        `dr`: run a DR site too (site B, `services/dr.py`), and serve from
+        whichever site `dr/primary.json` names."""
         self.data_dir = data_dir.resolve()
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.config = load_cluster_config(self.data_dir, partitions)
@@ -192,6 +217,8 @@ class LocalCluster:
         `network` (chaos partitions); None: everything on loopback."""
         placed = {name: self._node_network(name) for name in self._nats_names()} if network else {}
         self.feed = feed
+        self.dr = dr
+        self.primary = _primary_of(self.data_dir, dr)
         self.secrets = (
             SecretsLayout((secrets_dir or self.data_dir / SECRETS_DIR).resolve())
             if secure
@@ -204,12 +231,18 @@ class LocalCluster:
             size=self.config.nats_nodes,
             hosts={name: node.ip for name, node in placed.items()},
             launch_prefixes={name: node.prefix for name, node in placed.items()},
-            security=self._server_security(
-                {
-                    name: placed[name].ip if name in placed else LOOPBACK
-                    for name in self._nats_names()
-                }
+            security=(
+                security := self._server_security(
+                    {
+                        **{
+                            name: placed[name].ip if name in placed else LOOPBACK
+                            for name in self._nats_names()
+                        },
+                        **{name: LOOPBACK for name in self._site_b_names()},
+                    }
+                )
             ),
+            site=self._site_a_options(),
         )
         self.child_env = {
             **os.environ,
@@ -238,6 +271,18 @@ class LocalCluster:
                 node.process,
                 lambda name=name: self.nats.start_node(name, wait=False),  # type: ignore[misc]
             )
+        self.site_b: LocalNatsCluster | None = None
+        """Site B's NATS nodes, with a DR site (docs/dr.md)."""
+        self.relay: ManagedProcess | None = None
+        """The WAN relay, the only path between the sites."""
+        if dr is not None:
+            self.site_b, self.relay = self._dr_site(dr, security)
+        self.primary_url = (
+            self.site_b.url
+            if self.site_b is not None and self.primary.site == dr_site.SITE_B
+            else self.nats.url
+        )
+        """The URLs of the primary site's servers: every service connects there."""
         self.replicas: dict[str, ManagedProcess] = {}
         for partition in range(self.config.partitions):
             for index in range(1, self.config.replicas_per_partition + 1):
@@ -248,7 +293,7 @@ class LocalCluster:
                         *(self._node_network(node_id).prefix if network else ()),
                         *process_command("replica", self._config_args),
                         "--nats",
-                        self.nats.url,
+                        self.primary_url,
                         "--partition",
                         str(partition),
                         "--node-id",
@@ -269,7 +314,7 @@ class LocalCluster:
             [
                 *process_command("audit-verifier", self._config_args),
                 "--nats",
-                self.nats.url,
+                self.primary_url,
                 "--data-dir",
                 str(self.data_dir),
                 *(
@@ -286,7 +331,7 @@ class LocalCluster:
             [
                 *process_command("audit-events", self._config_args),
                 "--nats",
-                self.nats.url,
+                self.primary_url,
                 "--data-dir",
                 str(self.data_dir),
                 "--partitions",
@@ -334,13 +379,84 @@ class LocalCluster:
             for name, process in self.monitoring.processes.items():
                 self.supervisor.add(name, process, process.start)
 
+    def _site_b_names(self) -> list[str]:
+        if self.dr is None:
+            return []
+        return [f"b{index}" for index in range(1, self.config.nats_nodes + 1)]
+
+    def _site_a_options(self) -> SiteOptions | None:
+        """Site A of a DR pair: domain `a`, taking the link, fenced unless primary."""
+        if self.dr is None:
+            return None
+        fenced = self.primary.site != dr_site.SITE_A
+        return SiteOptions(
+            domain=dr_site.SITE_A,
+            leaf_listen=True,
+            publish_deny=dr_site.FENCED_SUBJECTS if fenced else (),
+        )
+
+    def _dr_site(
+        self, dr: DrSettings, security: ServerSecurity | None
+    ) -> tuple[LocalNatsCluster, ManagedProcess]:
+        """Site B's nodes and the relay, supervised; the relay's ports are
+        kept in `dr/site.json` like the nodes' in their `cluster.json`."""
+        if dr_site.has_dr_site(self.data_dir):
+            layout = dr_site.read_site(self.data_dir)
+            for port in layout.relay_ports:
+                self._ports.hold(port)
+            ports = layout.relay_ports
+        else:
+            ports = self._ports.take(self.config.nats_nodes)
+        layout = dr_site.SiteLayout(
+            wan_rtt_ms=dr.wan_rtt_ms, relay_ports=ports, streams=self.mirrored_streams
+        )
+        dr_site.write_site(self.data_dir, layout)
+        routes = [
+            Route(LOOPBACK, port, node.host, node.ports.leaf)
+            for port, node in zip(layout.relay_ports, self.nats.nodes.values(), strict=True)
+        ]
+        site_b = LocalNatsCluster(
+            dr_site.dr_dir(self.data_dir) / "nats",
+            size=self.config.nats_nodes,
+            cluster_name=dr_site.SITE_B_CLUSTER,
+            node_prefix="b",
+            security=security,
+            site=SiteOptions(
+                domain=dr_site.SITE_B,
+                leaf_remote=LeafRemote(
+                    tuple(f"nats-leaf://{LOOPBACK}:{port}" for port in layout.relay_ports),
+                    dr_site.LINK_IDENTITY if security is not None else None,
+                ),
+            ),
+        )
+        for name, node in site_b.nodes.items():
+            self.supervisor.add(
+                f"nats-{name}",
+                node.process,
+                lambda name=name: site_b.start_node(name, wait=False),  # type: ignore[misc]
+            )
+        relay = ManagedProcess(
+            "wan-relay",
+            [
+                *process_command("wan-relay", self._config_args),
+                "--routes",
+                format_routes(routes),
+                "--wan-rtt-ms",
+                str(dr.wan_rtt_ms),
+            ],
+            log_path=self.data_dir / "logs" / "wan-relay.log",
+            env=self.child_env,
+        )
+        self._supervise("wan-relay", relay)
+        return site_b, relay
+
     def _backup_process(self, to: str, every_s: int) -> ManagedProcess:
         return ManagedProcess(
             "backup",
             [
                 *process_command("backup", self._config_args),
                 "--nats",
-                self.nats.url,
+                self.primary_url,
                 "--partitions",
                 str(self.config.partitions),
                 "--data-dir",
@@ -404,10 +520,17 @@ class LocalCluster:
                 ops=port(settings.ops_port),
                 nats_exporter=port(0),
             ),
-            nats_url=self.nats.url,
+            nats_url=self.primary_url,
             nats_servers={
-                f"{node.host}:{node.ports.http}": (name, str(self.node_of(name)))
-                for name, node in self.nats.nodes.items()
+                **{
+                    f"{node.host}:{node.ports.http}": (name, str(self.node_of(name)))
+                    for name, node in self.nats.nodes.items()
+                },
+                # Site B's servers are nodes of their own (mirror lag is theirs).
+                **{
+                    f"{node.host}:{node.ports.http}": (name, name)
+                    for name, node in (self.site_b.nodes.items() if self.site_b else ())
+                },
             },
             config_args=self._config_args,
             logs_dir=self.data_dir / "logs",
@@ -470,7 +593,7 @@ class LocalCluster:
                 [
                     *process_command("gateway", self._config_args),
                     "--nats",
-                    self.nats.url,
+                    self.primary_url,
                     "--partitions",
                     str(self.config.partitions),
                     "--host",
@@ -500,7 +623,7 @@ class LocalCluster:
                 [
                     *process_command("history", self._config_args),
                     "--nats",
-                    self.nats.url,
+                    self.primary_url,
                     "--partition",
                     str(partition),
                     "--db",
@@ -526,8 +649,7 @@ class LocalCluster:
     def _server_security(self, hosts: dict[str, str]) -> ServerSecurity | None:
         if self.secrets is None:
             return None
-        producers = [self.feed.producer] if self.feed is not None else []
-        allowed = identities(self.config.partitions, producers)
+        allowed = self._identities()
         self._certificate_hosts = {name: [host] for name, host in hosts.items()}
         keys = provide_secrets(self.secrets, identities=allowed, servers=self._certificate_hosts)
         return ServerSecurity(
@@ -535,17 +657,22 @@ class LocalCluster:
             {identity: (keys[identity], permissions) for identity, permissions in allowed.items()},
         )
 
+    def _identities(self) -> dict[str, Permissions]:
+        """Every identity of the cluster with what it may do on NATS."""
+        producers = [self.feed.producer] if self.feed is not None else []
+        allowed = identities(self.config.partitions, producers)
+        if self.dr is not None:
+            allowed[dr_site.LINK_IDENTITY] = dr_site.link_permissions(self.mirrored_streams)
+        return allowed
+
     def renew_certificates(self) -> None:
         """Issue again, with the cluster's own CA, every certificate within
         `RENEW_BEFORE_DAYS` of its expiry (as a start does); a process takes
         its new certificate when it is next restarted (`rolling_restart`)."""
         if self.secrets is None:
             return
-        producers = [self.feed.producer] if self.feed is not None else []
         provide_secrets(
-            self.secrets,
-            identities=identities(self.config.partitions, producers),
-            servers=self._certificate_hosts,
+            self.secrets, identities=self._identities(), servers=self._certificate_hosts
         )
 
     def credentials(self, identity: str) -> NatsCredentials | None:
@@ -556,7 +683,7 @@ class LocalCluster:
 
     def endpoint(self, identity: str = "ops") -> NatsEndpoint:
         """The cluster as `identity` reaches it; `ops` for tests and tools."""
-        return NatsEndpoint(self.nats.url, self.credentials(identity))
+        return NatsEndpoint(self.primary_url, self.credentials(identity))
 
     @property
     def ops(self) -> NatsEndpoint:
@@ -572,7 +699,7 @@ class LocalCluster:
         its processes make it themselves."""
         return feed_processes(
             feed,
-            nats_url=self.nats.url,
+            nats_url=self.primary_url,
             partitions=self.config.partitions,
             replicas=min(3, self.config.nats_nodes),
             logs_dir=self.data_dir / "logs",
@@ -581,16 +708,17 @@ class LocalCluster:
             env=self.child_env,
         )
 
-    def provision(self, timeout_ms: int = PROVISION_TIMEOUT_MS) -> None:
+    def provision(self, timeout_ms: int = PROVISION_TIMEOUT_MS, url: str | None = None) -> None:
         """Create every stream, bucket and object store the services use,
-        as `ops` (no service may create them), in a process of its own."""
+        as `ops` (no service may create them), in a process of its own, on
+        the primary site or the servers at `url`."""
         feed = ["--feed", "none"]
         if self.feed is not None:
             feed = ["--feed", self.feed.source, "--producer", self.feed.producer]
         command = [
             *process_command("provision", self._config_args),
             "--nats",
-            self.nats.url,
+            url or self.primary_url,
             "--partitions",
             str(self.config.partitions),
             "--replicas",
@@ -607,6 +735,12 @@ class LocalCluster:
         )
         if done.returncode != 0:
             raise RuntimeError(f"provisioning failed ({done.returncode}):\n{done.stderr[-4000:]}")
+
+    @property
+    def mirrored_streams(self) -> list[str]:
+        """The streams a DR site mirrors."""
+        producers = [self.feed.producer] if self.feed is not None else []
+        return dr_site.mirrored_streams(self.config.partitions, producers)
 
     def _nats_names(self) -> list[str]:
         return [f"n{index}" for index in range(1, self.config.nats_nodes + 1)]
@@ -636,7 +770,8 @@ class LocalCluster:
 
     @property
     def nats_url(self) -> str:
-        return self.nats.url
+        """The primary site's servers."""
+        return self.primary_url
 
     @property
     def partitions(self) -> int:
@@ -652,7 +787,10 @@ class LocalCluster:
         """Start NATS, wait for it to be healthy, provision its streams,
         then start the replicas and the other services."""
         self.nats.start(timeout_ms=timeout_ms)
-        self.provision()
+        if self.site_b is not None:
+            self.start_site_b(timeout_ms)
+        else:
+            self.provision()
         for process in self.replicas.values():
             if not process.is_running():
                 process.start()
@@ -679,10 +817,86 @@ class LocalCluster:
                     process.start()
         self.write_runtime()
 
+    def start_site_b(self, timeout_ms: int) -> None:
+        """Site B and the relay; then, with site A primary, A provisioned,
+        mirrored on B, and B provisioned with what is not mirrored; with B
+        primary (promoted before this start), A's streams sealed where it
+        answers, B's mirrors promoted (if that was left undone) and B
+        provisioned."""
+        assert self.site_b is not None and self.relay is not None
+        if not self.relay.is_running():
+            self.relay.start()
+        self.site_b.start(timeout_ms=timeout_ms)
+        if self.primary.site == dr_site.SITE_A:
+            self.provision()
+            asyncio.run(
+                dr_site.ensure_mirrors(
+                    self.site_endpoint("a"),
+                    self.site_endpoint("b"),
+                    self.mirrored_streams,
+                    log.info,
+                )
+            )
+            # What is not mirrored (leases, idempotency claims, odds, ...), made
+            # now so that a promotion need not: provisioning keeps the mirrors.
+            self.provision(url=self.site_b.url)
+        else:
+            asyncio.run(self.promote_site_b_streams())
+            self.provision()
+
+    async def promote_site_b_streams(self) -> tuple[list[str], dict[str, int], list[str]]:
+        """Seal site A's streams where it answers (bounded), let site B's
+        mirrors copy what the sealed ones hold (bounded), promote them;
+        (sealed, entries still missing per stream, promoted)."""
+        a, b = self.site_endpoint("a"), self.site_endpoint("b")
+        sealed = []
+        if self.nats.running_nodes():  # else site A is gone: nothing to seal now
+            sealed = await dr_site.seal_site(a, self.mirrored_streams, SEAL_TIMEOUT_S)
+        missing = await dr_site.wait_caught_up(a, b, sealed, CATCH_UP_TIMEOUT_S)
+        promoted = await dr_site.promote_mirrors(b, self.mirrored_streams)
+        return sealed, missing, promoted
+
+    def site_endpoint(self, site: str, identity: str = "ops") -> NatsEndpoint:
+        """Site `site` (`a`, or `b` of a DR pair) as `identity` reaches it."""
+        if site == dr_site.SITE_B:
+            if self.site_b is None:
+                raise dr_site.DrError("this cluster has no DR site")
+            return NatsEndpoint(self.site_b.url, self.credentials(identity))
+        return NatsEndpoint(self.nats.url, self.credentials(identity))
+
+    def fence_site_a(self) -> list[str]:
+        """Site A's servers reconfigured so that nobody may publish to the
+        ledger or the checkpoints there (reloaded if running, and so on every
+        later start: `primary.json` names B); the nodes reloaded."""
+        options = self._site_a_options()
+        assert options is not None
+        return self.nats.reconfigure(options)
+
+    def service_processes(self) -> dict[str, ManagedProcess]:
+        """Every supervised process that connects to the primary site."""
+        found = {
+            **self.replicas,
+            self.audit.name: self.audit,
+            self.recorder.name: self.recorder,
+            **self.gateways,
+            **self.feeds,
+        }
+        if self.backup is not None:
+            found["backup"] = self.backup
+        if self.monitoring is not None:
+            found["alert-receiver"] = self.monitoring.processes["alert-receiver"]
+        return found
+
+    def point_services_at(self, url: str) -> None:
+        """From their next start on, the services connect to `url`."""
+        for process in self.service_processes().values():
+            process.argv = [url if arg == self.primary_url else arg for arg in process.argv]
+        self.primary_url = url
+
     def write_runtime(self) -> None:
         info = RuntimeInfo(
             supervisor_pid=os.getpid(),
-            nats_urls=self.nats.urls,
+            nats_urls=self.primary_url.split(","),
             partitions=self.config.partitions,
             replicas=[
                 ReplicaInfo(node_id=node_id, partition=int(node_id[1:].split("-")[0]), pid=p.pid)
@@ -730,6 +944,9 @@ class LocalCluster:
             process.terminate()
         for process in self.replicas.values():
             process.stop(timeout_ms=timeout_ms)
+        if self.site_b is not None and self.relay is not None:
+            self.site_b.close()
+            self.relay.stop(timeout_ms=timeout_ms)
         self.nats.close()
         self._ports.release()
         with contextlib.suppress(FileNotFoundError):

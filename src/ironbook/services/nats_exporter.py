@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ironbook.adapters.nats.mirrors import MirrorState, mirror_state
 from ironbook.replication.concurrency import wait_for
 from ironbook.services.metrics_http import process_registry, serve_http
 
@@ -140,6 +141,17 @@ def _streams(jsz: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
         yield from account.get("stream_detail") or ()
 
 
+def mirror_of(stream: Mapping[str, Any], server_name: str) -> MirrorState | None:
+    """A `/jsz` stream detail's mirror state, if it is a mirror and
+    `server_name` leads it (only the leader's view counts: one series per
+    stream, and a follower's may be stale)."""
+    if not isinstance(stream.get("mirror"), Mapping):
+        return None
+    if not server_name or (stream.get("cluster") or {}).get("leader") != server_name:
+        return None
+    return mirror_state(stream)
+
+
 class NatsCollector(Collector):
     """Renders the last scrape's views as metric families."""
 
@@ -200,6 +212,16 @@ class NatsCollector(Collector):
             "Replicas of the stream not current with its leader, as this server sees them",
             labels,
         )
+        mirror_lag = gauge(
+            "ironbook_dr_mirror_lag_entries",
+            "Entries a DR mirror is behind its origin stream, as the mirror's leader knows it",
+            ["stream"],
+        )
+        mirror_active = gauge(
+            "ironbook_dr_mirror_active_seconds",
+            "Seconds since a DR mirror last heard from its origin stream",
+            ["stream"],
+        )
         for view in self.views:
             server = view.server
             up.add_metric([server], 1 if view.healthy else 0)
@@ -242,9 +264,15 @@ class NatsCollector(Collector):
                 peers = group.get("replicas") or ()
                 current.add_metric(key, sum(1 for p in peers if p.get("current")))
                 lagging.add_metric(key, sum(1 for p in peers if not p.get("current")))
+                mirror = mirror_of(stream, name)
+                if mirror is not None:
+                    if mirror.lag_entries is not None:
+                        mirror_lag.add_metric([mirror.stream], mirror.lag_entries)
+                    if mirror.active_s is not None:
+                        mirror_active.add_metric([mirror.stream], mirror.active_s)
         yield from (up, reachable, response, info, connections, started)
         yield from (enabled, meta, used, reserved)
-        yield from (messages, size, leader, current, lagging)
+        yield from (messages, size, leader, current, lagging, mirror_lag, mirror_active)
 
 
 class NatsExporter:

@@ -75,6 +75,8 @@ class NodePorts(msgspec.Struct, frozen=True):
     client: int
     cluster: int
     http: int
+    leaf: int = 0
+    """Where the node takes leafnode connections (a DR site's link); 0: none."""
 
 
 class ClusterLayout(msgspec.Struct, frozen=True):
@@ -134,14 +136,39 @@ class NatsNode:
         return status == 200
 
 
-def _render_config(
+@dataclass(frozen=True, slots=True)
+class LeafRemote:
+    """A leafnode link this cluster's nodes open to another site (a DR
+    site's link to the primary): the URLs to dial and, on a secured cluster,
+    the identity (certificate and nkey) it authenticates as."""
+
+    urls: tuple[str, ...]
+    identity: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SiteOptions:
+    """What makes a cluster one site of several (docs/dr.md): its JetStream
+    domain (the prefix `$JS.<domain>.API` another site reaches its API by),
+    whether it takes leafnode links, the links it opens, and the subjects no
+    identity may publish to (a fenced site: the ledger and its checkpoints)."""
+
+    domain: str | None = None
+    leaf_listen: bool = False
+    leaf_remote: LeafRemote | None = None
+    publish_deny: tuple[str, ...] = ()
+
+
+def render_config(
     node: NatsNode,
     cluster_name: str,
     routes_to: list[NatsNode],
     security: ServerSecurity | None = None,
+    site: SiteOptions | None = None,
 ) -> str:
+    site = site or SiteOptions()
     routes = ", ".join(f'"nats-route://{other.host}:{other.ports.cluster}"' for other in routes_to)
-    client_tls = route_tls = authorization = encryption = ""
+    client_tls = route_tls = authorization = encryption = leaf_tls = remote_auth = ""
     if security is not None:
         tls = server_tls(security.layout, node.name)
         files = (
@@ -155,10 +182,37 @@ def _render_config(
         # Encrypted at rest; the key comes from the environment, never the file.
         encryption = f"\n  cipher: chachapoly\n  key: ${JETSTREAM_KEY_VARIABLE}"
         route_tls = f"\n  tls {{\n    {files}\n  }}"
+        leaf_tls = f"\n  tls {{\n    {files}\n  }}"
         users = ",\n".join(
-            _render_user(nkey, permissions) for nkey, permissions in security.users.values()
+            _render_user(nkey, permissions, site.publish_deny)
+            for nkey, permissions in security.users.values()
         )
         authorization = f"authorization {{\n  users = [\n{users}\n  ]\n}}\n"
+    domain = f"\n  domain: {_quote(site.domain)}" if site.domain else ""
+    leafnodes = ""
+    if site.leaf_listen and node.ports.leaf:
+        leafnodes = f"""
+leafnodes {{
+  listen: "{node.host}:{node.ports.leaf}"{leaf_tls}
+}}
+"""
+    elif site.leaf_remote is not None:
+        remote = site.leaf_remote
+        if security is not None and remote.identity is not None:
+            layout = security.layout
+            remote_auth = (
+                f", nkey: {_quote(layout.seed(remote.identity).read_text().strip())}"
+                f", tls: {{cert_file: {_quote(layout.cert(remote.identity))}, "
+                f"key_file: {_quote(layout.key(remote.identity))}, "
+                f"ca_file: {_quote(layout.ca_cert)}}}"
+            )
+        urls = ", ".join(_quote(url) for url in remote.urls)
+        leafnodes = f"""
+leafnodes {{
+  reconnect: 1
+  remotes = [ {{urls: [{urls}]{remote_auth}}} ]
+}}
+"""
     return f"""# Written by ironbook; regenerated on every start.
 server_name: "{node.name}"
 listen: "{node.host}:{node.ports.client}"
@@ -168,9 +222,9 @@ max_payload: 8MB
 jetstream {{
   store_dir: "{node.node_dir}"
   # fsync every Raft append: acknowledged means on disk on a quorum.
-  sync_interval: always{encryption}
+  sync_interval: always{encryption}{domain}
 }}
-
+{leafnodes}
 cluster {{
   name: "{cluster_name}"
   listen: "{node.host}:{node.ports.cluster}"
@@ -183,13 +237,15 @@ def _quote(value: object) -> str:
     return json.dumps(str(value))
 
 
-def _render_user(nkey: str, permissions: Permissions) -> str:
+def _render_user(nkey: str, permissions: Permissions, deny: Sequence[str] = ()) -> str:
     publish = ", ".join(_quote(subject) for subject in permissions.publish)
     subscribe = ", ".join(_quote(subject) for subject in permissions.subscribe)
     responses = ", allow_responses: true" if permissions.responds else ""
+    denied = f", deny: [{', '.join(_quote(subject) for subject in deny)}]" if deny else ""
     return (
         f"    {{nkey: {_quote(nkey)}, permissions: {{"
-        f"publish: {{allow: [{publish}]}}, subscribe: {{allow: [{subscribe}]}}{responses}}}}}"
+        f"publish: {{allow: [{publish}]{denied}}}, subscribe: {{allow: [{subscribe}]}}"
+        f"{responses}}}}}"
     )
 
 
@@ -209,20 +265,25 @@ class LocalNatsCluster:
         hosts: Mapping[str, str] | None = None,
         launch_prefixes: Mapping[str, Sequence[str]] | None = None,
         security: ServerSecurity | None = None,
+        site: SiteOptions | None = None,
+        node_prefix: str = "n",
     ) -> None:
         """`hosts` and `launch_prefixes` (by node name, e.g. `n1`) place a
         node elsewhere than loopback: its listen address, and an argv prefix
         such as `ip netns exec <ns>` that starts it in a network namespace.
         `security`: mutual TLS, nkey users, JetStream encrypted at rest (None:
         plaintext, anyone may connect; for the adapters' own tests and the
-        benchmark baseline)."""
+        benchmark baseline). `site`: a site of several (docs/dr.md);
+        `node_prefix`: nodes are named `<prefix>1`, `<prefix>2`, ... when the
+        cluster is made."""
         self.security = security
+        self.site = site or SiteOptions()
         assert size >= 1
         self.data_dir = data_dir.resolve()
         self.binary = binary or nats_server_binary()
         self._ports = PortLease()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        layout = self._load_or_create_layout(size, cluster_name)
+        layout = self._load_or_create_layout(size, cluster_name, node_prefix)
         self.cluster_name = layout.cluster_name
         self.nodes: dict[str, NatsNode] = {}
         for name, ports in layout.nodes.items():
@@ -248,19 +309,35 @@ class LocalNatsCluster:
                 host=(hosts or {}).get(name, LOOPBACK),
             )
 
-    def _load_or_create_layout(self, size: int, cluster_name: str) -> ClusterLayout:
+    def _load_or_create_layout(
+        self, size: int, cluster_name: str, node_prefix: str
+    ) -> ClusterLayout:
         path = self.data_dir / CLUSTER_FILE
         if path.exists():
             layout = msgspec.json.decode(path.read_bytes(), type=ClusterLayout)
             for ports in layout.nodes.values():
-                for port in (ports.client, ports.cluster, ports.http):
-                    self._ports.hold(port)
-            return layout
-        nodes = {}
-        for index in range(1, size + 1):
-            client, cluster, http = self._ports.take(3)
-            nodes[f"n{index}"] = NodePorts(client=client, cluster=cluster, http=http)
-        layout = ClusterLayout(cluster_name=cluster_name, nodes=nodes)
+                for port in (ports.client, ports.cluster, ports.http, ports.leaf):
+                    if port:
+                        self._ports.hold(port)
+        else:
+            nodes = {}
+            for index in range(1, size + 1):
+                client, cluster, http = self._ports.take(3)
+                nodes[f"{node_prefix}{index}"] = NodePorts(
+                    client=client, cluster=cluster, http=http
+                )
+            layout = ClusterLayout(cluster_name=cluster_name, nodes=nodes)
+        if self.site.leaf_listen and any(not ports.leaf for ports in layout.nodes.values()):
+            # A cluster that becomes a DR site's primary keeps its other ports.
+            layout = ClusterLayout(
+                cluster_name=layout.cluster_name,
+                nodes={
+                    name: ports
+                    if ports.leaf
+                    else msgspec.structs.replace(ports, leaf=self._ports.take(1)[0])
+                    for name, ports in layout.nodes.items()
+                },
+            )
         path.write_bytes(msgspec.json.encode(layout))
         return layout
 
@@ -291,11 +368,39 @@ class LocalNatsCluster:
     def start_node(self, name: str, *, wait: bool = True, timeout_ms: int = 30_000) -> None:
         node = self.nodes[name]
         node.node_dir.mkdir(parents=True, exist_ok=True)
-        others = [other for other in self.nodes.values() if other is not node]
-        node.config_path.write_text(_render_config(node, self.cluster_name, others, self.security))
+        self._write_config(node)
         node.process.start()
         if wait:
             self.wait_node_healthy(name, timeout_ms=timeout_ms)
+
+    def _write_config(self, node: NatsNode) -> None:
+        others = [other for other in self.nodes.values() if other is not node]
+        node.config_path.write_text(
+            render_config(node, self.cluster_name, others, self.security, self.site)
+        )
+
+    @property
+    def leaf_urls(self) -> list[str]:
+        """Where each node takes leafnode links (`nats-leaf://host:port`)."""
+        return [
+            f"nats-leaf://{node.host}:{node.ports.leaf}"
+            for node in self.nodes.values()
+            if node.ports.leaf
+        ]
+
+    def reconfigure(self, site: SiteOptions) -> list[str]:
+        """Rewrite every node's config for `site` and have the running ones
+        reload it (SIGHUP: permissions change without a restart); the names
+        of the nodes reloaded."""
+        self.site = site
+        reloaded = []
+        for node in self.nodes.values():
+            node.node_dir.mkdir(parents=True, exist_ok=True)
+            self._write_config(node)
+            if node.process.is_running():
+                node.process.send(signal.SIGHUP)
+                reloaded.append(node.name)
+        return reloaded
 
     def wait_node_healthy(self, name: str, timeout_ms: int = 30_000) -> None:
         node = self.nodes[name]

@@ -1,0 +1,218 @@
+"""`ironbook dr`: the DR site of an `ironbook up --dr-site` cluster (docs/dr.md).
+
+    ironbook dr status [--json]     per mirrored stream: the origin's last
+                                    sequence (site A), the mirror's (site B),
+                                    entries behind and seconds since the mirror
+                                    last heard from A; which site is primary;
+                                    the links' RTT as site B's servers measure it
+    ironbook dr promote --site b    make site B primary and fence site A
+
+`promote` asks the running `up` process (its control socket) to do it all:
+write `dr/primary.json` with the next epoch, fence site A (its servers
+reloaded so that no identity may publish to the ledger or the checkpoints,
+its streams sealed where reachable), promote B's mirrors to writable streams,
+provision B, restart every service against B and record `dr_takeover`. With
+no `up` running it writes `dr/primary.json` only, and the next `ironbook up
+--dr-site` does the rest as it starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ironbook.adapters.nats.localproc import LOOPBACK
+from ironbook.adapters.nats.provision import NatsEndpoint
+from ironbook.adapters.nats.security import NatsCredentials, SecretsError
+from ironbook.adapters.nats.server import CLUSTER_FILE, ClusterLayout
+from ironbook.bootstrap import settings_from
+from ironbook.cli.up import add_data_dir_argument
+from ironbook.services import dr as dr_site
+from ironbook.services.control import CONTROL_SOCKET, ControlError, ControlRequest, request
+from ironbook.settings import ConfigError, Settings
+
+
+def _layout(nats_dir: Path) -> ClusterLayout:
+    return msgspec.json.decode((nats_dir / CLUSTER_FILE).read_bytes(), type=ClusterLayout)
+
+
+def _site_url(nats_dir: Path) -> str:
+    return ",".join(
+        f"nats://{LOOPBACK}:{ports.client}" for ports in _layout(nats_dir).nodes.values()
+    )
+
+
+def _link_rtts_ms(nats_dir: Path) -> list[float]:
+    """The leafnode links' round-trip times as site B's servers measure them
+    (through the relay: the WAN RTT)."""
+    found: list[float] = []
+    for ports in _layout(nats_dir).nodes.values():
+        try:
+            url = f"http://{LOOPBACK}:{ports.http}/leafz"
+            with urllib.request.urlopen(url, timeout=1) as response:
+                found += dr_site.link_rtts_ms(json.loads(response.read()))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _endpoint(settings: Settings, url: str) -> NatsEndpoint:
+    if not settings.nats.secure:
+        return NatsEndpoint(url)
+    return NatsEndpoint(url, NatsCredentials.load(settings.nats_secrets_dir, "ops"))
+
+
+def gather(settings: Settings) -> dict[str, Any]:
+    """The DR view of the data directory `settings` name, as JSON-able data."""
+    data_dir = settings.cluster.data_dir.resolve()
+    layout = dr_site.read_site(data_dir)
+    primary = dr_site.read_primary(data_dir)
+    streams = layout.streams
+    site_a = _endpoint(settings, _site_url(data_dir / "nats"))
+    site_b = _endpoint(settings, _site_url(dr_site.dr_dir(data_dir) / "nats"))
+
+    async def both() -> tuple[dict[str, Any], dict[str, Any]]:
+        async with asyncio.TaskGroup() as group:
+            on_a = group.create_task(dr_site.stream_states(site_a, streams))
+            on_b = group.create_task(dr_site.stream_states(site_b, streams))
+        return on_a.result(), on_b.result()
+
+    on_a, on_b = asyncio.run(both())
+    rows = []
+    for stream in streams:
+        origin, mirror = on_a[stream], on_b[stream]
+        rows.append(
+            {
+                "stream": stream,
+                "origin_last_seq": None if origin is None else origin.last_seq,
+                "origin_sealed": None if origin is None else origin.sealed,
+                "mirror_last_seq": None if mirror is None else mirror.last_seq,
+                "mirror": None if mirror is None else mirror.is_mirror,
+                "lag_entries": None if mirror is None else mirror.lag_entries,
+                "active_s": None if mirror is None else mirror.active_s,
+            }
+        )
+    rtts = _link_rtts_ms(dr_site.dr_dir(data_dir) / "nats")
+    return {
+        "data_dir": str(data_dir),
+        "primary": msgspec.to_builtins(primary),
+        "wan_rtt_ms": layout.wan_rtt_ms,
+        "link_rtt_ms": sorted(round(rtt, 1) for rtt in rtts),
+        "site_a_reachable": any(state is not None for state in on_a.values()),
+        "site_b_reachable": any(state is not None for state in on_b.values()),
+        "streams": rows,
+    }
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return str(value)
+
+
+def _print(view: dict[str, Any]) -> None:
+    primary = view["primary"]
+    measured = ", ".join(f"{rtt} ms" for rtt in view["link_rtt_ms"]) or "no link up"
+    print(
+        f"primary: site {primary['site']} (epoch {primary['epoch']}); WAN RTT "
+        f"{view['wan_rtt_ms']} ms (links measure {measured}); "
+        f"site a {'up' if view['site_a_reachable'] else 'UNREACHABLE'}, "
+        f"site b {'up' if view['site_b_reachable'] else 'UNREACHABLE'}\n"
+    )
+    print(f"{'stream':<28} {'a last seq':>11} {'b last seq':>11} {'lag':>6} {'active s':>9}  b is")
+    for row in view["streams"]:
+        role = "-" if row["mirror"] is None else ("mirror" if row["mirror"] else "primary")
+        print(
+            f"{row['stream']:<28} {_show(row['origin_last_seq']):>11} "
+            f"{_show(row['mirror_last_seq']):>11} {_show(row['lag_entries']):>6} "
+            f"{_show(row['active_s']):>9}  {role}"
+        )
+
+
+def _status(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from(args)
+        view = gather(settings)
+    except (ConfigError, dr_site.DrError, SecretsError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(view, indent=2))
+    else:
+        _print(view)
+    return 0 if view["site_b_reachable"] else 1
+
+
+def _promote(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    data_dir = settings.cluster.data_dir.resolve()
+    if not dr_site.has_dr_site(data_dir):
+        print(f"error: {data_dir} has no DR site (`ironbook up --dr-site`)", file=sys.stderr)
+        return 2
+
+    def say(line: str) -> None:
+        if not args.json:
+            print(line, flush=True)
+
+    if (data_dir / CONTROL_SOCKET).exists():
+        try:
+            answer = asyncio.run(
+                request(data_dir, ControlRequest(op="dr_promote", site=args.site), say)
+            )
+        except ControlError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+    else:
+        try:
+            record = dr_site.next_primary(data_dir, args.site)
+        except dr_site.DrError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        dr_site.write_primary(data_dir, record)
+        answer = {
+            "done": [
+                f"primary.json: site {record.site}, epoch {record.epoch}",
+                "no `ironbook up` runs here: the next `ironbook up --dr-site` fences and seals "
+                "site a, promotes site b's mirrors and serves from site b",
+            ],
+            "took_ms": 0,
+        }
+    if args.json:
+        print(json.dumps({"site": args.site, **answer}))
+    else:
+        for step in answer["done"]:
+            print(f"  {step}")
+        print(f"site {args.site} is primary ({answer['took_ms']} ms)")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "dr",
+        help="the DR site: mirror lag, promotion",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="dr_command", metavar="COMMAND", required=True)
+    status = commands.add_parser("status", help="per stream: origin, mirror, lag; the primary")
+    add_data_dir_argument(status)
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.set_defaults(func=_status)
+    promote = commands.add_parser("promote", help="make site b primary and fence site a")
+    add_data_dir_argument(promote)
+    promote.add_argument("--site", required=True, choices=[dr_site.SITE_B], help="the site")
+    promote.add_argument("--json", action="store_true", help="print one JSON object")
+    promote.set_defaults(func=_promote)

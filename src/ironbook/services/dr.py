@@ -1,0 +1,309 @@
+"""A DR site: site B mirroring site A, promotion, and the fence on site A.
+
+    <data-dir>/dr/site.json      the link: WAN round-trip time, relay ports
+    <data-dir>/dr/primary.json   which site is primary, and its epoch
+    <data-dir>/dr/nats/          site B's 3 nats-server nodes (b1-b3)
+
+Site A is the local cluster (JetStream domain `a`, nodes n1-n3, taking
+leafnode links); site B (`ironbook-b`, domain `b`) dials them through the WAN
+relay as the `dr-link` identity, whose permissions are what mirroring needs
+and nothing else: its requests reach only the mirrored streams' consumer and
+info API, and no ledger, command or status subject crosses the link. B mirrors
+every ledger log, snapshot store, feed stream and both audit streams.
+
+Promotion to B (docs/dr.md): `primary.json` is written first with the next
+epoch (the commit point: from then on every start of site A's servers by
+ironbook renders the fence), site A's servers are reconfigured and reloaded so
+that no identity may publish to the ledger or the checkpoints, A's streams are
+sealed where reachable, B's mirrors become writable streams, B is provisioned
+with what is not mirrored (leases, idempotency keys, odds, revocations), and
+the services are restarted against B.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import msgspec
+import nats.errors
+from nats.aio.client import Client as NatsClient
+
+from ironbook.adapters.audit.checkpoint_stream import CHECKPOINT_STREAM
+from ironbook.adapters.audit.events import EVENTS_STREAM
+from ironbook.adapters.feed.nats_stream import feed_stream_name
+from ironbook.adapters.nats import mirrors
+from ironbook.adapters.nats.log import stream_name
+from ironbook.adapters.nats.provision import NatsEndpoint, close_nats
+from ironbook.adapters.nats.security import Permissions, inbox_prefix
+from ironbook.adapters.nats.snapshots import snapshot_bucket
+
+DR_DIR = "dr"
+SITE_FILE = "site.json"
+PRIMARY_FILE = "primary.json"
+SITE_A: Final = "a"
+SITE_B: Final = "b"
+SITE_B_CLUSTER = "ironbook-b"
+LINK_IDENTITY = "dr-link"
+CATCH_UP_POLL_S = 0.1
+FENCED_SUBJECTS = ("ledger.>", "audit.checkpoint.>")
+"""What no identity may publish to on a fenced site: the logs and their checkpoints."""
+Site = Literal["a", "b"]
+_UNREACHABLE = (TimeoutError, OSError, nats.errors.Error)
+
+
+class DrError(RuntimeError):
+    """A DR request that cannot be done (no DR site, already primary, ...)."""
+
+
+class PrimaryRecord(msgspec.Struct, frozen=True):
+    """`dr/primary.json`: the primary site and its epoch (1 for the first
+    primary, +1 at every promotion)."""
+
+    site: Site
+    epoch: int
+    at_ms: int
+    by: str
+
+
+class SiteLayout(msgspec.Struct, frozen=True):
+    """`dr/site.json`: the link between the sites, fixed at creation."""
+
+    wan_rtt_ms: int
+    relay_ports: list[int]
+    """One relay port per site-A node, in node order."""
+    streams: list[str] = msgspec.field(default_factory=list)
+    """The streams site B mirrors."""
+
+
+def dr_dir(data_dir: Path) -> Path:
+    return data_dir / DR_DIR
+
+
+def has_dr_site(data_dir: Path) -> bool:
+    return (dr_dir(data_dir) / SITE_FILE).exists()
+
+
+def read_site(data_dir: Path) -> SiteLayout:
+    path = dr_dir(data_dir) / SITE_FILE
+    if not path.exists():
+        raise DrError(f"{data_dir} has no DR site (start one with `ironbook up --dr-site`)")
+    return msgspec.json.decode(path.read_bytes(), type=SiteLayout)
+
+
+def write_site(data_dir: Path, layout: SiteLayout) -> None:
+    dr_dir(data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+    _write_atomically(dr_dir(data_dir) / SITE_FILE, msgspec.json.encode(layout))
+
+
+def read_primary(data_dir: Path) -> PrimaryRecord:
+    """The primary record; site A at epoch 1 when none was ever written."""
+    path = dr_dir(data_dir) / PRIMARY_FILE
+    if not path.exists():
+        return PrimaryRecord(site=SITE_A, epoch=1, at_ms=0, by="")
+    return msgspec.json.decode(path.read_bytes(), type=PrimaryRecord)
+
+
+def write_primary(data_dir: Path, record: PrimaryRecord) -> None:
+    dr_dir(data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+    _write_atomically(dr_dir(data_dir) / PRIMARY_FILE, msgspec.json.encode(record))
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    partial = path.with_suffix(path.suffix + ".partial")
+    with partial.open("wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    partial.replace(path)
+
+
+def mirrored_streams(partitions: int, producers: Sequence[str]) -> list[str]:
+    """Every stream site B mirrors: the ledger logs, their snapshot stores,
+    the feeds, the audit checkpoints and the significant-event log."""
+    return [
+        *(stream_name(p) for p in range(partitions)),
+        *(f"OBJ_{snapshot_bucket(p)}" for p in range(partitions)),
+        *(feed_stream_name(producer) for producer in producers),
+        CHECKPOINT_STREAM,
+        EVENTS_STREAM,
+    ]
+
+
+def link_permissions(streams: Sequence[str], domain: str = SITE_A) -> Permissions:
+    """What the `dr-link` identity may do on the site it links to: create,
+    look up and drop the mirrors' consumers of `streams` through the domain's
+    API, and answer their flow control; receive the mirrored messages and API
+    replies. Nothing else crosses the link."""
+    api = f"$JS.{domain}.API"
+    return Permissions(
+        purpose="DR site B's leafnode link: mirrors site A's streams, nothing else",
+        publish=(
+            *(
+                subject
+                for stream in streams
+                for subject in (
+                    f"{api}.CONSUMER.CREATE.{stream}",
+                    f"{api}.CONSUMER.CREATE.{stream}.>",
+                    f"{api}.CONSUMER.DELETE.{stream}.>",
+                    f"{api}.CONSUMER.INFO.{stream}.>",
+                    f"{api}.STREAM.INFO.{stream}",
+                )
+            ),
+            "$JS.FC.>",
+            f"{inbox_prefix(LINK_IDENTITY)}.>",
+        ),
+        subscribe=("$JS.M.>", "$JS.S.>", "_INBOX.>", "$JSC.R.>"),
+        responds=True,
+    )
+
+
+_GO_UNITS_MS = {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1_000.0, "m": 60_000.0}
+
+
+def go_duration_ms(text: str) -> float | None:
+    """A Go duration as nats-server prints it (`31.2ms`, `1.5s`, `1m2.5s`),
+    in milliseconds; None if it is not one."""
+    total = 0.0
+    rest = text.strip()
+    if not rest:
+        return None
+    while rest:
+        number = ""
+        while rest and (rest[0].isdigit() or rest[0] == "."):
+            number, rest = number + rest[0], rest[1:]
+        unit = next((u for u in ("ns", "us", "µs", "ms", "s", "m") if rest.startswith(u)), None)
+        if not number or unit is None:
+            return None
+        try:
+            total += float(number) * _GO_UNITS_MS[unit]
+        except ValueError:
+            return None
+        rest = rest[len(unit) :]
+    return total
+
+
+def link_rtts_ms(leafz: dict[str, Any]) -> list[float]:
+    """The round-trip times a server's `/leafz` reports for its leafnode links."""
+    found = []
+    for leaf in leafz.get("leafs") or ():
+        rtt = go_duration_ms(str(leaf.get("rtt", "")))
+        if rtt is not None:
+            found.append(rtt)
+    return found
+
+
+async def ensure_mirrors(
+    a: NatsEndpoint, b: NatsEndpoint, streams: Sequence[str], say: Callable[[str], None]
+) -> list[str]:
+    """Site B mirrors each of `streams` (made where missing, as `ops` on
+    both sites); the streams whose mirror was made now."""
+    made = []
+    nc_a = await a.connect("ironbook-dr-mirrors-a")
+    try:
+        nc_b = await b.connect("ironbook-dr-mirrors-b")
+        try:
+            for stream in streams:
+                if await mirrors.ensure_mirror(nc_a, nc_b, stream, SITE_A):
+                    made.append(stream)
+        finally:
+            await close_nats(nc_b)
+    finally:
+        await close_nats(nc_a)
+    if made:
+        say(f"site b mirrors {', '.join(made)}")
+    return made
+
+
+async def seal_site(a: NatsEndpoint, streams: Sequence[str], timeout_s: float) -> list[str]:
+    """Seal site A's `streams` where it answers within `timeout_s`; the ones sealed."""
+    sealed: list[str] = []
+
+    async def seal_all() -> None:
+        nc = await a.connect("ironbook-dr-seal")
+        try:
+            for stream in streams:
+                try:
+                    if await mirrors.seal(nc, stream):
+                        sealed.append(stream)
+                except mirrors.MirrorError:
+                    continue
+        finally:
+            await close_nats(nc)
+
+    try:
+        async with asyncio.timeout(timeout_s):
+            await seal_all()
+    except _UNREACHABLE:  # an unreachable site A is fenced by its config when it starts
+        return sealed
+    return sealed
+
+
+async def wait_caught_up(
+    a: NatsEndpoint, b: NatsEndpoint, streams: Sequence[str], timeout_s: float
+) -> dict[str, int]:
+    """Once site A's `streams` are sealed (they cannot grow), wait up to
+    `timeout_s` until site B's mirrors hold everything they hold; the entries
+    each stream is still missing then (empty: none lost)."""
+    if not streams:
+        return {}
+    origin = await stream_states(a, streams)
+    wanted = {name: state.last_seq for name, state in origin.items() if state is not None}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        mirrored = await stream_states(b, list(wanted))
+        missing = {}
+        for name, last_seq in wanted.items():
+            state = mirrored[name]
+            gap = last_seq - (0 if state is None else state.last_seq)
+            if gap > 0:
+                missing[name] = gap
+        if not missing or time.monotonic() > deadline:
+            return missing
+        await asyncio.sleep(CATCH_UP_POLL_S)
+
+
+async def promote_mirrors(b: NatsEndpoint, streams: Sequence[str]) -> list[str]:
+    """Site B's mirrors of `streams` made writable; the ones promoted now."""
+    nc = await b.connect("ironbook-dr-promote")
+    try:
+        return [stream for stream in streams if await mirrors.promote_mirror(nc, stream)]
+    finally:
+        await close_nats(nc)
+
+
+def next_primary(data_dir: Path, site: Site, actor: str | None = None) -> PrimaryRecord:
+    """The record that makes `site` primary (the current one's epoch + 1);
+    `DrError` if it is primary already."""
+    current = read_primary(data_dir)
+    if current.site == site:
+        raise DrError(f"site {site} is primary already (epoch {current.epoch})")
+    if site != SITE_B:
+        raise DrError("only site b can be promoted (failback to site a is not built)")
+    return PrimaryRecord(
+        site=site,
+        epoch=current.epoch + 1,
+        at_ms=time.time_ns() // 1_000_000,
+        by=actor or f"operator:{getpass.getuser()}",
+    )
+
+
+async def stream_states(
+    endpoint: NatsEndpoint, streams: Sequence[str], timeout_s: float = 3.0
+) -> dict[str, mirrors.MirrorState | None]:
+    """Each stream's state on `endpoint`'s site; all None if it cannot be reached."""
+    nc: NatsClient | None = None
+    try:
+        async with asyncio.timeout(timeout_s):
+            nc = await endpoint.connect("ironbook-dr-status")
+            return await mirrors.states(nc, streams)
+    except _UNREACHABLE:
+        return dict.fromkeys(streams)
+    finally:
+        if nc is not None:
+            await close_nats(nc)

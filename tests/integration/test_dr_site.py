@@ -1,0 +1,193 @@
+"""A DR site with real nats-servers: site B (3 nodes, domain `b`) mirrors site
+A's streams over leafnode links through the WAN relay; `ironbook dr status
+--json` shows the mirrors caught up; site A dies, site B is promoted and takes
+deposits, and site A restarted with its data refuses every write to the
+ledger and the checkpoints (its servers fenced by config, its streams sealed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import nats.errors
+import pytest
+
+from ironbook import core
+from ironbook.adapters.audit.events import decode_event
+from ironbook.adapters.nats import mirrors
+from ironbook.adapters.nats.log import stream_name
+from ironbook.client import ClientConfig, connect_ledger
+from ironbook.core import acting
+from ironbook.services import dr
+from ironbook.services.dr_promotion import promote_site_b
+from ironbook.services.local_cluster import LocalCluster
+from ironbook.settings import DrSettings
+
+WAIT_MS = 90_000
+RTT_MS = 30
+CLI = "import sys; from ironbook.cli import main; sys.exit(main())"
+
+
+def _dr_status(cluster: LocalCluster) -> dict[str, Any]:
+    """`ironbook dr status --json`, as an operator runs it (its own process)."""
+    done = subprocess.run(
+        [sys.executable, "-c", CLI, "dr", "status", "--json", "--data-dir", str(cluster.data_dir)],
+        env=cluster.child_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode in (0, 1) and done.stdout, done.stderr
+    view: dict[str, Any] = json.loads(done.stdout)
+    return view
+
+
+async def _deposit(cluster: LocalCluster, tag: str, accounts: int) -> float:
+    """Open and fund `accounts` accounts; seconds until the first was accepted."""
+    client = await connect_ledger(
+        cluster.ops,
+        config=ClientConfig(request_timeout_ms=1_000, deadline_ms=60_000),
+        issuer=acting("test"),
+    )
+    started = time.monotonic()
+    first_s = 0.0
+    try:
+        for index in range(accounts):
+            account = f"{tag}-{index}"
+            for command in (
+                core.OpenAccount(request_id=f"open-{account}", account_id=account),
+                core.Deposit(
+                    request_id=f"dep-{account}",
+                    account_id=account,
+                    amount_minor=1_000,
+                    reason="top-up",
+                ),
+            ):
+                outcome = await client.submit(command)
+                assert isinstance(outcome, core.Accepted), outcome
+                first_s = first_s or time.monotonic() - started
+    finally:
+        await client.close()
+    return first_s
+
+
+def _wait_caught_up(cluster: LocalCluster) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while True:
+        view = _dr_status(cluster)
+        rows = {row["stream"]: row for row in view["streams"]}
+        if all(
+            row["mirror"] and row["mirror_last_seq"] == row["origin_last_seq"]
+            for row in rows.values()
+        ):
+            return view
+        assert time.monotonic() < deadline, f"mirrors never caught up: {rows}"
+        time.sleep(0.5)
+
+
+async def _takeover_recorded(cluster: LocalCluster) -> str:
+    """The `dr_takeover` event in site B's significant-event log: its epoch."""
+    nc = await cluster.site_endpoint(dr.SITE_B).connect("test-takeover")
+    try:
+        msg = await nc.jetstream().get_last_msg("AUDIT_EVENTS", "audit.event.dr_takeover")
+    finally:
+        await nc.close()
+    event = decode_event(msg.data or b"")
+    assert event.kind == "dr_takeover" and event.actor == "operator:test"
+    return event.detail.split(";")[0]
+
+
+async def _publish_refused(cluster: LocalCluster, identity: str, subject: str) -> None:
+    nc = await cluster.site_endpoint(dr.SITE_A, identity).connect("test-fenced")
+    try:
+        with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
+            await nc.jetstream().publish(subject, b"x", timeout=2)
+    finally:
+        await nc.close()
+
+
+def test_site_b_mirrors_then_takes_over_and_site_a_back_refuses_writes(tmp_path: Path) -> None:
+    cluster = LocalCluster(tmp_path / "cluster", dr=DrSettings(enabled=True, wan_rtt_ms=RTT_MS))
+    assert cluster.site_b is not None
+    try:
+        cluster.start(timeout_ms=WAIT_MS)
+        asyncio.run(cluster.wait_leaders(timeout_ms=WAIT_MS))
+        asyncio.run(_deposit(cluster, "a", 5))
+
+        view = _wait_caught_up(cluster)
+        assert view["primary"]["site"] == "a" and view["primary"]["epoch"] == 1
+        ledger = next(row for row in view["streams"] if row["stream"] == stream_name(0))
+        assert ledger["origin_last_seq"] > 0 and ledger["lag_entries"] == 0
+        assert ledger["active_s"] is not None
+        # The links' RTT, measured by the servers through the relay.
+        assert view["link_rtt_ms"] and min(view["link_rtt_ms"]) >= RTT_MS
+        before = ledger["origin_last_seq"]
+
+        for name in cluster.nats.nodes:
+            cluster.nats.kill_node(name)
+        started = time.monotonic()
+
+        def said(line: str) -> None:
+            print(f"{time.monotonic() - started:6.2f} s  {line}")
+
+        done = asyncio.run(promote_site_b(cluster, "operator:test", said))
+        promoted_s = time.monotonic() - started
+        assert any("epoch 2" in step for step in done), done
+        assert dr.read_primary(cluster.data_dir).epoch == 2
+        first_deposit_s = promoted_s + asyncio.run(_deposit(cluster, "b", 3))
+        print(f"promotion {promoted_s:.2f} s; first deposit on site b {first_deposit_s:.2f} s")
+        assert asyncio.run(_takeover_recorded(cluster)) == "epoch 2"
+
+        for name in cluster.nats.nodes:
+            cluster.nats.start_node(name, wait=False)
+        cluster.nats.wait_healthy(timeout_ms=WAIT_MS)
+        for identity in ("replica", "ops"):
+            asyncio.run(_publish_refused(cluster, identity, "ledger.0"))
+        asyncio.run(_publish_refused(cluster, "replica", "audit.checkpoint.0"))
+        sealed = asyncio.run(
+            dr.seal_site(cluster.site_endpoint(dr.SITE_A), cluster.mirrored_streams, 30)
+        )
+        assert stream_name(0) in sealed
+
+        after = _dr_status(cluster)
+        rows = {row["stream"]: row for row in after["streams"]}
+        assert after["primary"]["site"] == "b"
+        assert rows[stream_name(0)]["mirror"] is False
+        assert rows[stream_name(0)]["origin_sealed"] is True
+        assert rows[stream_name(0)]["mirror_last_seq"] > before
+        assert rows[stream_name(0)]["origin_last_seq"] == before
+    finally:
+        cluster.stop()
+
+
+def test_the_mirror_state_of_a_promoted_stream(tmp_path: Path) -> None:
+    """`promote_mirror` is idempotent, and a promoted stream reports no lag."""
+
+    async def scenario(cluster: LocalCluster) -> None:
+        nc = await cluster.site_endpoint(dr.SITE_B).connect("test-promote")
+        try:
+            assert await mirrors.promote_mirror(nc, "AUDIT_EVENTS")
+            assert not await mirrors.promote_mirror(nc, "AUDIT_EVENTS")
+            state = mirrors.mirror_state(await mirrors.stream_info(nc, "AUDIT_EVENTS"))
+            assert not state.is_mirror and state.lag_entries is None
+        finally:
+            await nc.close()
+
+    cluster = LocalCluster(
+        tmp_path / "cluster", dr=DrSettings(enabled=True, wan_rtt_ms=0), secure=False
+    )
+    try:
+        cluster.nats.start(timeout_ms=WAIT_MS)
+        cluster.start_site_b(WAIT_MS)
+        asyncio.run(scenario(cluster))
+    finally:
+        cluster.stop()
+    assert os.path.exists(tmp_path / "cluster" / "dr" / "site.json")
