@@ -620,11 +620,12 @@ async def serve_watch(settings: Settings, stop: asyncio.Event) -> None:
     await watch.run(watch.build(w), w.interval_ms / 1000, stop)
 
 
-async def serve_remediating_watch(
-    settings: Settings, cluster: LocalCluster, note: NoteEvent, stop: asyncio.Event
-) -> None:
+def remediating_watch(
+    settings: Settings, cluster: LocalCluster, note: NoteEvent
+) -> tuple[watch.Watcher, remediate.Remediator]:
     """`ironbook up --monitoring` with `watch.remediate`: the watcher over the
-    cluster's own Prometheus, its findings acted on (`services.remediate`)."""
+    cluster's own Prometheus and Alertmanager, its findings passed to the
+    remediation (`services.remediate`), whose actions are noted with `note`."""
     assert cluster.monitoring is not None
     w = settings.watch.model_copy(
         update={
@@ -635,12 +636,18 @@ async def serve_remediating_watch(
     remediator = remediate.Remediator(
         remediate.LocalClusterActions(cluster), remediate.limits_of(w), note
     )
-    watcher = watch.build(w, on_finding=remediator.offer)
-    mode = "dry run" if w.remediation_dry_run else "live"
-    log.info("watching %s with remediation (%s)", w.prometheus_url, mode)
+    return watch.build(w, on_finding=remediator.offer), remediator
+
+
+async def serve_remediating_watch(
+    settings: Settings, cluster: LocalCluster, note: NoteEvent, stop: asyncio.Event
+) -> None:
+    watcher, remediator = remediating_watch(settings, cluster, note)
+    mode = "dry run" if settings.watch.remediation_dry_run else "live"
+    log.info("watching the cluster's Prometheus with remediation (%s)", mode)
     async with asyncio.TaskGroup() as group:
         group.create_task(remediator.run(stop))
-        await watch.run(watcher, w.interval_ms / 1000, stop)
+        await watch.run(watcher, settings.watch.interval_ms / 1000, stop)
 
 
 async def serve_audit_verifier(settings: Settings, stop: asyncio.Event) -> None:

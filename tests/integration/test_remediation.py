@@ -1,5 +1,5 @@
 """A real monitored cluster with the watcher's remediation as `ironbook up
---monitoring` runs it (`serve_remediating_watch`): a follower frozen with
+--monitoring` builds it (`bootstrap.remediating_watch`): a follower frozen with
 SIGSTOP (never woken) stops answering its scrape, the watcher finds it, and
 the remediation has the supervisor kill it by its PID and restart it;
 `ironbook status --json` shows the new pid, and the action is a significant
@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from ironbook.adapters.prometheus import wait_targets_up
-from ironbook.bootstrap import serve_remediating_watch
+from ironbook.bootstrap import remediating_watch
+from ironbook.services import watch
 from ironbook.services.local_cluster import LocalCluster
 from ironbook.services.supervisor import RestartPolicy
 from ironbook.settings import Settings, load_settings
@@ -24,8 +25,8 @@ from ironbook.settings import Settings, load_settings
 IRONBOOK = str(Path(sys.executable).parent / "ironbook")
 WAIT_S = 60.0
 """Bounded waits, generous for a loaded machine."""
-BASELINE_S = 6.0
-"""Rounds for the detectors to see the calm (`min_samples` of them) first."""
+BASELINE_ROUNDS = 12
+"""Rounds for the detectors to see the calm first (`min_samples` is 5)."""
 
 
 def test_a_frozen_follower_is_killed_and_restarted_by_remediation(tmp_path: Path) -> None:
@@ -60,10 +61,20 @@ def test_a_frozen_follower_is_killed_and_restarted_by_remediation(tmp_path: Path
 async def _freeze_a_follower(cluster: LocalCluster, settings: Settings) -> None:
     assert cluster.monitoring is not None
     leaders = await cluster.wait_leaders(timeout_ms=120_000)
-    await asyncio.to_thread(
-        wait_targets_up, cluster.monitoring.prometheus_url, {"ironbook-replica"}, timeout_s=WAIT_S
-    )
-    victim = next(n for n in cluster.replica_ids(0) if n != leaders[0].node_id)
+    metrics = await cluster.serve_supervisor_metrics()  # as `up` serves it
+    assert metrics is not None
+    async with metrics:
+        await asyncio.to_thread(
+            wait_targets_up,
+            cluster.monitoring.prometheus_url,
+            {"ironbook-replica"},
+            timeout_s=WAIT_S,
+        )
+        await _freeze(cluster, settings, leaders[0].node_id)
+
+
+async def _freeze(cluster: LocalCluster, settings: Settings, leader: str) -> None:
+    victim = next(n for n in cluster.replica_ids(0) if n != leader)
     process = cluster.replicas[victim]
     noted: list[tuple[str, str, str, str, str]] = []
 
@@ -81,9 +92,14 @@ async def _freeze_a_follower(cluster: LocalCluster, settings: Settings) -> None:
     stop = asyncio.Event()
     async with asyncio.TaskGroup() as group:
         group.create_task(cluster.supervisor.run(stop))
-        group.create_task(serve_remediating_watch(settings, cluster, note, stop))
+        watcher, remediator = remediating_watch(settings, cluster, note)
+        group.create_task(remediator.run(stop))
+        group.create_task(watch.run(watcher, settings.watch.interval_ms / 1000, stop))
         try:
-            await asyncio.sleep(BASELINE_S)
+            baseline_from = time.monotonic()
+            while watcher.rounds < BASELINE_ROUNDS:
+                assert time.monotonic() - baseline_from < WAIT_S, watcher.rounds
+                await asyncio.sleep(0.1)
             old_pid = process.pid
             await asyncio.to_thread(process.pause)
             frozen_at = time.monotonic()

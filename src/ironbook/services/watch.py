@@ -329,6 +329,8 @@ class Watcher:
         self._resend = resend
         self._firing: dict[tuple[Any, ...], tuple[Finding, SeriesSpec]] = {}
         self._last_resend_s = 0.0
+        self.rounds = 0
+        """Rounds done (each series' samples scored)."""
 
     async def round(self, now_s: float) -> list[Finding]:
         """One round of queries; the findings it made. A query that fails is
@@ -338,13 +340,11 @@ class Watcher:
         failed = [answer for answer in answers if isinstance(answer, Exception)]
         if failed:
             log.warning("%d of %d queries skipped: %s", len(failed), len(answers), failed[0])
-        findings: list[tuple[Finding, SeriesSpec]] = []
-        for query, samples in zip(self._queries, answers, strict=True):
-            if isinstance(samples, Exception):
-                continue
-            for labels, t_s, value in samples:
-                for finding in self._watch.observe(query.spec, labels, t_s, value):
-                    findings.append((finding, query.spec))
+        # Scoring is CPU-bound (a new series builds its trees: seconds for a
+        # first round of every series on a loaded machine): in a thread, so
+        # that the loop it shares (`ironbook up`'s supervisor) keeps turning.
+        findings = await asyncio.to_thread(self._observe, answers)
+        self.rounds += 1
         alerts = []
         for finding, spec in findings:
             started_s = None
@@ -367,6 +367,18 @@ class Watcher:
         if alerts:
             await self._sink.send(alerts)
         return [finding for finding, _ in findings]
+
+    def _observe(
+        self, answers: Sequence[list[Sample] | Exception]
+    ) -> list[tuple[Finding, SeriesSpec]]:
+        findings: list[tuple[Finding, SeriesSpec]] = []
+        for query, samples in zip(self._queries, answers, strict=True):
+            if isinstance(samples, Exception):
+                continue
+            for labels, t_s, value in samples:
+                for finding in self._watch.observe(query.spec, labels, t_s, value):
+                    findings.append((finding, query.spec))
+        return findings
 
     async def _ask(self, promql: str) -> list[Sample] | Exception:
         try:
