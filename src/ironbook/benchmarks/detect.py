@@ -180,7 +180,10 @@ EXPLAINED_BY: dict[str, frozenset[str]] = {
     "disk_fill": frozenset(
         {"disk_free_bytes", "IronbookDiskFillingUp", "IronbookDiskFillingUpSoon"}
     ),
-    "memory_leak": frozenset({"replica_memory_bytes", "replica_memory_headroom_bytes"}),
+    # A restart by the remediation makes the leaking process miss a scrape.
+    "memory_leak": frozenset(
+        {"replica_memory_bytes", "replica_memory_headroom_bytes", "scrape_up"}
+    ),
     "nats_cpu": frozenset(
         {
             "append_latency_p99_s", "bet_latency_p99_s", "bets_per_s", "replica_lag_entries",

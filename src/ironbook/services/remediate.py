@@ -9,7 +9,7 @@ Two halves:
   |--------------------------------------------------|---------------------|
   | `replica_memory_headroom_bytes` forecast         | `restart_replica`   |
   | `scrape_up` of a replica (job ironbook-replica)  | `kill_restart`      |
-  | `nats_server_reachable`, `nats_server_response_s`| `move_nats_leaders` |
+  | `nats_server_reachable` of a NATS server         | `move_nats_leaders` |
   | `append_latency_p99_s` of a partition            | `move_nats_leaders` |
   |   (off the server leading that partition's stream)                     |
   | disk, JetStream storage and state-size forecasts | page only           |
@@ -62,7 +62,10 @@ PAGE_ONLY = frozenset(
 )
 """Forecasts nothing automatic can fix (freeing disk or state means deleting
 someone's data): the watcher's page is the action."""
-NATS_SERVER_SERIES = frozenset({"nats_server_reachable", "nats_server_response_s"})
+NATS_SERVER_SERIES = frozenset({"nats_server_reachable"})
+"""Not `nats_server_response_s`: when one server is starved, the others'
+monitoring endpoints answer late too (they wait on it), so a slow answer
+does not say which server degrades; the partition's slow appends do."""
 QUEUE_LIMIT = 256
 """Findings waiting for the remediator at most; older ones are dropped."""
 RECORDS_KEPT = 1_000
@@ -162,7 +165,7 @@ def propose(finding: Finding) -> Proposal | Refusal:
         return Proposal(
             "move_nats_leaders",
             ("nats_server", server),
-            f"NATS server {'unreachable' if series == 'nats_server_reachable' else 'slow'}",
+            "NATS server unreachable",
             evidence,
         )
     if series == "append_latency_p99_s":

@@ -91,7 +91,7 @@ def watched_series(settings: WatchSettings) -> tuple[WatchedQuery, ...]:
             "99th percentile of a batch's append (replicated and fsynced) by partition",
             "histogram_quantile(0.99, sum by (le, partition) "
             f"(rate(ironbook_replica_append_seconds_bucket[{r}])))",
-            min_change=0.02,
+            min_change=0.1,
         ),
         anomaly(
             "replica_lag_entries",
