@@ -33,7 +33,7 @@ from nats.aio.client import Client as NatsClient
 from ironbook import core
 from ironbook.adapters import wan_relay
 from ironbook.adapters.audit.checkpoint_stream import NatsCheckpointPort
-from ironbook.adapters.audit.events import EventOutbox
+from ironbook.adapters.audit.events import EventOutbox, NoteEvent
 from ironbook.adapters.audit.keys import (
     load_or_create_signing_key,
     public_key_pem,
@@ -61,7 +61,7 @@ from ironbook.replication.merkle import EVENTS_LOG
 from ironbook.replication.replica import Replica, ReplicaConfig
 from ironbook.replication.sequencer import SequencerConfig
 from ironbook.replication.tree_keeping import CheckpointPolicy
-from ironbook.services import audit_events, audit_verifier, nats_exporter, watch
+from ironbook.services import audit_events, audit_verifier, nats_exporter, remediate, watch
 from ironbook.services import backup as backup_service
 from ironbook.services import replica as replica_service
 from ironbook.services.feed import ingest, provider, settlement
@@ -618,7 +618,42 @@ async def serve_watch(settings: Settings, stop: asyncio.Event) -> None:
     w = settings.watch
     target = "stdout (dry run)" if w.dry_run else w.alertmanager_url
     log.info("watching %s, findings to %s", w.prometheus_url, target)
+    if w.remediate:
+        log.warning(
+            "watch.remediate: remediation acts on the processes of `ironbook up --monitoring`, "
+            "which runs its own watcher; this one only alerts"
+        )
     await watch.run(watch.build(w), w.interval_ms / 1000, stop)
+
+
+def remediating_watch(
+    settings: Settings, cluster: LocalCluster, note: NoteEvent
+) -> tuple[watch.Watcher, remediate.Remediator]:
+    """`ironbook up --monitoring` with `watch.remediate`: the watcher over the
+    cluster's own Prometheus and Alertmanager, its findings passed to the
+    remediation (`services.remediate`), whose actions are noted with `note`."""
+    assert cluster.monitoring is not None
+    w = settings.watch.model_copy(
+        update={
+            "prometheus_url": cluster.monitoring.prometheus_url,
+            "alertmanager_url": cluster.monitoring.alertmanager_url,
+        }
+    )
+    remediator = remediate.Remediator(
+        remediate.LocalClusterActions(cluster), remediate.limits_of(w), note
+    )
+    return watch.build(w, on_finding=remediator.offer), remediator
+
+
+async def serve_remediating_watch(
+    settings: Settings, cluster: LocalCluster, note: NoteEvent, stop: asyncio.Event
+) -> None:
+    watcher, remediator = remediating_watch(settings, cluster, note)
+    mode = "dry run" if settings.watch.remediation_dry_run else "live"
+    log.info("watching the cluster's Prometheus with remediation (%s)", mode)
+    async with asyncio.TaskGroup() as group:
+        group.create_task(remediator.run(stop))
+        await watch.run(watcher, settings.watch.interval_ms / 1000, stop)
 
 
 async def serve_audit_verifier(settings: Settings, stop: asyncio.Event) -> None:

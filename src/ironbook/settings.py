@@ -314,8 +314,10 @@ class WatchSettings(Section):
     """Windowed-Gaussian score (1 − tail probability) that counts as anomalous."""
     trees_threshold: float = Field(default=0.97, gt=0.0, lt=1.0)
     """Half-space-trees score that counts as anomalous."""
-    confirm_samples: int = Field(default=3, ge=1, le=1_000)
-    """Anomalous samples in a row before an alert fires."""
+    confirm_samples: int = Field(default=2, ge=1, le=1_000)
+    """Anomalous samples among the last `confirm_window_samples` before an alert fires."""
+    confirm_window_samples: int = Field(default=6, ge=1, le=1_000)
+    """The samples `confirm_samples` are counted in (equal: in a row)."""
     calm_samples: int = Field(default=10, ge=1, le=100_000)
     """Normal samples in a row before a firing alert resolves."""
     forecast_window_samples: int = Field(default=60, ge=2, le=100_000)
@@ -326,6 +328,21 @@ class WatchSettings(Section):
     """The resident memory a replica may use (the forecast's ceiling)."""
     state_size_limit_bytes: int = Field(default=1024**3, ge=1)
     """The snapshot size a partition's state may reach (the forecast's ceiling)."""
+    remediate: bool = False
+    """Act on findings (docs/watch.md, "Remediation"): with `ironbook up
+    --monitoring`, `up` runs the watcher and its remediation itself."""
+    remediation_dry_run: bool = False
+    """Decide, log and record each action as an event, but do none."""
+    remediation_cooldown_s: float = Field(default=300.0, ge=0)
+    """One action per target (a replica, a NATS server) within this."""
+    remediation_max_per_hour: int = Field(default=6, ge=0, le=1_000)
+    """Actions in any hour, across all targets."""
+
+    @model_validator(mode="after")
+    def _confirm_fits_its_window(self) -> WatchSettings:
+        if self.confirm_samples > self.confirm_window_samples:
+            raise ValueError("confirm_samples must not exceed confirm_window_samples")
+        return self
 
 
 class AuditSettings(Section):

@@ -10,12 +10,15 @@ from ironbook.benchmarks.detect import (
     EXPLAINED_BY,
     FAULT_KINDS,
     GRACE_S,
+    HEALED_BY,
     THRESHOLD_RULES,
     FaultRecord,
     evaluate,
     parser,
     plan_faults,
+    remediation_report,
 )
+from ironbook.services.remediate import ACTIONS, ActionKind, RemediationRecord
 from ironbook.services.watch import watched_series
 from ironbook.settings import WatchSettings
 
@@ -78,3 +81,74 @@ def test_the_fault_kinds_come_as_a_comma_separated_list() -> None:
     args = parser().parse_args(["--faults", "disk_fill, nats_cpu", "--seconds", "5"])
     assert args.faults == ["disk_fill", "nats_cpu"]
     assert args.seconds == 5.0
+
+
+def test_the_remediation_mode_is_live_unless_asked() -> None:
+    assert parser().parse_args([]).remediation == "live"
+    assert parser().parse_args(["--remediation", "dry-run"]).remediation == "dry-run"
+    with pytest.raises(SystemExit):
+        parser().parse_args(["--remediation", "sometimes"])
+
+
+def _action(
+    action: ActionKind, target: str, decided_s: float, done_s: float | None, detector: str
+) -> RemediationRecord:
+    return RemediationRecord(
+        action=action,
+        target=target,
+        reason="r",
+        evidence="e",
+        detector=detector,
+        series="s",
+        dry_run=done_s is None,
+        decided_at_s=decided_s,
+        done_at_s=done_s,
+        outcome="done" if done_s is not None else "dry run: not done",
+    )
+
+
+FAULTS = [
+    FaultRecord("disk_fill", 1.0, 100.0, ended_s=160.0, breach_s=160.0, target="/disk"),
+    # Healed with no breach, by a forecast's restart.
+    FaultRecord("memory_leak", 1.0, 200.0, ended_s=230.0, target="memory-leaker"),
+    # Acted on, but the move took effect after the breach.
+    FaultRecord("nats_cpu", 1.0, 300.0, ended_s=340.0, breach_s=330.0, target="n1"),
+    # Killed before its breach, by the trees' finding.
+    FaultRecord("replica_stall", 1.0, 500.0, ended_s=520.0, breach_s=530.0, target="p0-r2"),
+]
+
+
+def test_healed_before_breach_counts_effective_actions_on_the_faults_own_target() -> None:
+    records = [
+        _action("restart_replica", "memory-leaker", 220.0, 225.0, "forecast"),
+        _action("move_nats_leaders", "n1", 325.0, 331.0, "windowed_gaussian"),
+        _action("move_nats_leaders", "n2", 310.0, 311.0, "windowed_gaussian"),  # not its target
+        _action("kill_restart", "p0-r2", 510.0, 512.0, "half_space_trees"),
+        _action("restart_replica", "p0-r1", 900.0, 905.0, "windowed_gaussian"),  # in calm
+    ]
+    report = remediation_report(FAULTS, records, "live", start_s=0.0)
+    assert report["remediable_faults"] == ["memory_leak", "nats_cpu", "replica_stall"]
+    assert report["healed"] == ["memory_leak", "replica_stall"]
+    assert report["healed_before_breach"] == pytest.approx(2 / 3, abs=1e-3)
+    assert report["healed_before_breach_by_detector"] == {
+        "windowed_gaussian": 0.0,
+        "half_space_trees": pytest.approx(1 / 3, abs=1e-3),
+        "forecast": pytest.approx(1 / 3, abs=1e-3),
+    }
+    assert [a["target"] for a in report["actions"]] == [r.target for r in records]
+    assert report["actions"][0]["took_s"] == 5.0
+
+
+def test_a_dry_run_counts_decisions_and_off_counts_nothing() -> None:
+    records = [_action("restart_replica", "memory-leaker", 220.0, None, "forecast")]
+    dry = remediation_report(FAULTS, records, "dry-run", start_s=0.0)
+    assert "healed_before_breach" not in dry
+    assert dry["decided_before_breach"] == pytest.approx(1 / 3, abs=1e-3)
+    off = remediation_report(FAULTS, [], "off", start_s=0.0)
+    assert off["healed_before_breach"] is None and off["actions"] == []
+
+
+def test_every_remediable_fault_is_healed_by_an_action_there_is() -> None:
+    assert set(HEALED_BY) < set(FAULT_KINDS)
+    for actions in HEALED_BY.values():
+        assert actions <= set(ACTIONS)

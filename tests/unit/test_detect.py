@@ -14,6 +14,9 @@ from ironbook.services.detect import (
     Direction,
     Forecast,
     HalfSpaceTrees,
+    SeriesSpec,
+    Watch,
+    WatchConfig,
     WindowedGaussian,
     least_squares,
 )
@@ -130,3 +133,37 @@ def test_debounce_fires_after_confirm_and_resolves_after_calm() -> None:
     assert [debounce.update(s) for s in steps] == [
         None, None, None, "fire", None, None, None, None, None, None, "resolve",
     ]  # fmt: skip
+
+
+def test_debounce_fires_on_confirm_of_the_last_window_samples() -> None:
+    """2 of the last 6: two anomalous samples four apart fire; two six apart
+    (the first has left the window) do not."""
+    debounce = Debounce(confirm=2, calm=3, window=6)
+    steps = [True, False, False, False, False, False, True, False, False, True]
+    assert [debounce.update(s) for s in steps] == [None] * 9 + ["fire"]
+    assert [debounce.update(False) for _ in range(3)] == [None, None, "resolve"]
+    # Resolved: the anomalies before it count no more.
+    assert debounce.update(True) is None
+    with pytest.raises(ValueError, match="confirm"):
+        Debounce(confirm=3, calm=1, window=2)
+
+
+def test_a_series_must_move_its_minimum_change_to_alert() -> None:
+    """A flat series with a tiny spread whose value doubles its noise is
+    far out in standard deviations; under `min_change` it raises nothing,
+    and a move past it does."""
+    config = WatchConfig(detectors=DetectorConfig(min_samples=10), confirm_samples=2)
+    lag = SeriesSpec("replica_lag_entries", "anomaly", "up", "lag", min_change=50.0)
+    watch = Watch(config)
+    rng = random.Random(5)
+    fired: list[tuple[str, float]] = []
+    for t in range(200):
+        value = rng.choice([0.0, 1.0])
+        if 100 <= t < 110:
+            value = 20.0  # 20σ out, but only 20 entries
+        elif t >= 150:
+            value = 400.0
+        fired += [(f.detector, f.at_s) for f in watch.observe(lag, (), float(t), value) if
+                  f.state == "firing"]  # fmt: skip
+    assert fired and all(at_s >= 150 for _, at_s in fired)
+    assert "windowed_gaussian" in {detector for detector, _ in fired}

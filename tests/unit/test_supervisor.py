@@ -249,3 +249,23 @@ def test_every_restart_and_remediation_is_a_significant_event(
         if target == "frozen" and kind == "process_restarted"
     )
     assert frozen_restart == f"pid {frozen.pid}, restart 1"
+
+
+def test_a_kill_asked_by_remediation_is_restarted_with_its_reason(
+    tmp_path: Path, processes: list[ManagedProcess]
+) -> None:
+    supervisor = Supervisor(FAST)
+    restarted: list[tuple[str, str]] = []
+    supervisor.on_restart = lambda child, why: restarted.append((child.name, why))
+    stalled = _child(supervisor, processes, tmp_path, "stalled", SERVE_UNTIL_STOPPED)
+    supervisor.start_all()
+    _until("stalled alive", supervisor, lambda: _alive(supervisor, "stalled"))
+    pid = stalled.pid
+    stalled.pause()  # SIGSTOPped, well within its hung limit
+    assert supervisor.kill("stalled", "its scrape is missing") == pid
+    _until("a new stalled", supervisor, lambda: stalled.is_running() and stalled.pid != pid)
+    assert restarted == [("stalled", "killed as hung (its scrape is missing)")]
+    assert supervisor.children["stalled"].hung_kills == 1
+    with supervisor.held("stalled"):
+        assert supervisor.kill("stalled", "held: left alone") is None
+    assert stalled.is_running()

@@ -2,8 +2,10 @@
 against what `ironbook watch` and the fixed-threshold rules made of them.
 
 In one run, on this machine, in a temp dir: a local cluster (3 nats-server
-nodes, R3, fsync always; 3 replicas of one partition), the NATS collector,
-node_exporter watching only a small ext2 filesystem loop-mounted for the run,
+nodes, R3, fsync always; 3 replicas of one partition) under its supervisor,
+the NATS collector, node_exporter watching only a small ext2 filesystem
+loop-mounted for the run (its image in /dev/shm, never on the machine's own
+disk),
 a process that leaks memory on command (it serves its process metrics the
 way a replica does), and a Prometheus scraping all of them every second with
 deploy/prometheus-alerts.yml loaded. A paced bettor places bets the whole
@@ -18,7 +20,7 @@ drawn from `--seed`, each after a calm stretch (`--seconds`, ±30 %):
   memory passes the replica memory limit the watcher is given.
 - `nats_cpu`: the NATS node leading the partition's stream is starved by
   SIGSTOP duty cycles (1 s period) whose stopped share ramps from 5 % to
-  90 % over 30–60 s; breach: the bettor's p99 latency over the last 2 s
+  90 % over 30–60 s; breach: the bettor's p99 latency over the last 5 s
   passes 250 ms (the bet latency SLO's threshold) or twice its p99 over the
   15 s before the fault, whichever is higher (a loaded machine's calm p99
   can be above 250 ms already).
@@ -26,7 +28,10 @@ drawn from `--seed`, each after a calm stretch (`--seconds`, ±30 %):
   stopped share ramps from 10 % to 100 % over 20–40 s, so its lag grows;
   breach: it has been stopped, applying nothing, for 3 s.
 
-Each fault is healed at its breach (or after `--fault-seconds`). An alert
+Each fault ends at its breach (or after `--fault-seconds`), or once a
+remediation healed it: the leaking process restarted, the stalled follower
+replaced by a new process, or (`HEAL_CONFIRM_S` later, the starvation going
+on meanwhile) the stream's leadership moved off the starved node. An alert
 belongs to a fault when it starts between the fault's start and 20 s after
 its end and is on a series (or is a rule) the fault explains
 (`EXPLAINED_BY`); any other alert is false. Per detector (`windowed_gaussian`,
@@ -37,6 +42,18 @@ belong to a fault / all alerts), `recall` (faults with an alert / faults),
 faults detected; positive: warned before the breach) and
 `false_alerts_per_hour` (over the calm time).
 
+With `--remediation live` (the default) the watcher's findings drive
+`services.remediate` on the cluster, as `ironbook up --monitoring` with
+`watch.remediate` does (the leaking process stands in for a replica: its
+restart is what a replica's graceful restart would be); `dry-run` decides
+and records without acting; `off` only detects. `remediation` in the JSON
+lists every action and `healed_before_breach`: the share of the faults a
+remediation exists for (all but `disk_fill`, which only pages) where an
+action on the fault's own target, of the kind that heals it, took effect
+before the fault's first breach (a fault healed without a breach counts);
+per detector family, counting only the actions its findings triggered. In a
+dry run, `decided_before_breach` says the same of the decisions.
+
     ironbook bench detect --seed 11 --json
 """
 
@@ -46,6 +63,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import random
 import shutil
@@ -70,6 +88,14 @@ from ironbook.benchmarks.ledger import Tally, connect_bench_client, drive, set_u
 from ironbook.services.detect import Finding
 from ironbook.services.local_cluster import LocalCluster, collect_heartbeats
 from ironbook.services.process import process_command
+from ironbook.services.remediate import (
+    ActionKind,
+    Limits,
+    LocalClusterActions,
+    Locator,
+    RemediationRecord,
+    Remediator,
+)
 from ironbook.services.watch import Prometheus, Watcher, run, watch_config, watched_series
 from ironbook.settings import WatchSettings
 
@@ -85,14 +111,26 @@ MEMORY_LIMIT_BYTES = 384 * MiB
 FORECAST_HORIZON_S = 300.0
 LATENCY_BREACH_MS = 250.0
 CALM_LATENCY_S = 15.0
-BREACH_WINDOW_S = 2.0
+BREACH_WINDOW_S = 5.0
 BREACH_MIN_BETS = 5
 STALL_BREACH_S = 3.0
+HEAL_CONFIRM_S = 5.0
+"""After the starved node's leaderships moved: the starvation goes on this
+long, so that a breach it still causes is seen."""
 BETTORS = 3
 BET_PAUSE_S = 0.03
 ACCOUNTS = 200
 THRESHOLD_RULES = Path(__file__).resolve().parents[3] / "deploy" / "prometheus-alerts.yml"
 """The fixed-threshold rules, from the source checkout the bench runs in."""
+REMEDIATION_MODES = ("live", "dry-run", "off")
+LEAKER = "memory-leaker"
+HEALED_BY: dict[str, frozenset[str]] = {
+    "memory_leak": frozenset({"restart_replica"}),
+    "nats_cpu": frozenset({"move_nats_leaders"}),
+    "replica_stall": frozenset({"kill_restart", "restart_replica"}),
+}
+"""The fault kinds a remediation exists for, and the actions that heal each."""
+SHM = Path("/dev/shm")
 _STEP_S = 0.1
 _DISK_FSTYPE = "ext2"
 _ONLY_EXT2 = r"^(?:[^e].*|e[^x].*|ex[^t].*|ext[^2].*|ext2.+|e|ex|ext)$"
@@ -132,17 +170,25 @@ class FaultRecord:
     ended_s: float = 0.0
     breach_s: float | None = None
     breach_rule: str = ""
+    target: str = ""
+    """The process the fault hurts (a replica, a NATS server, the leaker)."""
+    healed_s: float | None = None
+    """When the injector saw its target healed (restarted, or no longer leading)."""
 
 
 EXPLAINED_BY: dict[str, frozenset[str]] = {
     "disk_fill": frozenset(
         {"disk_free_bytes", "IronbookDiskFillingUp", "IronbookDiskFillingUpSoon"}
     ),
-    "memory_leak": frozenset({"replica_memory_bytes", "replica_memory_headroom_bytes"}),
+    # A restart by the remediation makes the leaking process miss a scrape.
+    "memory_leak": frozenset(
+        {"replica_memory_bytes", "replica_memory_headroom_bytes", "scrape_up"}
+    ),
     "nats_cpu": frozenset(
         {
             "append_latency_p99_s", "bet_latency_p99_s", "bets_per_s", "replica_lag_entries",
-            "nats_server_reachable", "nats_stream_replicas_lagging", "scrape_up",
+            "nats_server_reachable", "nats_server_response_s", "nats_stream_replicas_lagging",
+            "scrape_up",
             "IronbookNatsServerDown", "IronbookNatsServerUnhealthy", "IronbookNoLedgerLeader",
             "IronbookLedgerLeaderFlapping", "IronbookBetLatencyBudgetBurn",
             "IronbookReplicaLagging",
@@ -206,11 +252,71 @@ def evaluate(
     }
 
 
+def remediation_report(
+    faults: Sequence[FaultRecord],
+    records: Sequence[RemediationRecord],
+    mode: str,
+    start_s: float,
+) -> dict[str, Any]:
+    """Every action, and per detector family (and for all of them) the share
+    of the remediable faults an action healed before their breach (see the
+    module's docstring). A dry run's decisions took no effect: their share
+    is `decided_before_breach`."""
+    remediable = [f for f in faults if f.kind in HEALED_BY]
+    dry = mode == "dry-run"
+
+    def effect_s(record: RemediationRecord) -> float | None:
+        return record.decided_at_s if dry else record.done_at_s
+
+    def healed(fault: FaultRecord, family: str | None) -> bool:
+        times = [
+            t
+            for r in records
+            if r.target == fault.target
+            and r.action in HEALED_BY[fault.kind]
+            and (family is None or r.detector == family)
+            and (t := effect_s(r)) is not None
+            and fault.started_s <= t <= fault.ended_s + GRACE_S
+        ]
+        breach = math.inf if fault.breach_s is None else fault.breach_s
+        return bool(times) and min(times) < breach
+
+    def share(family: str | None) -> float | None:
+        if not remediable or mode == "off":
+            return None
+        return round(sum(healed(f, family) for f in remediable) / len(remediable), 3)
+
+    name = "decided_before_breach" if dry else "healed_before_breach"
+    return {
+        "mode": mode,
+        "actions": [
+            {
+                "at_s": round(r.decided_at_s - start_s, 1),
+                "took_s": None if r.done_at_s is None else round(r.done_at_s - r.decided_at_s, 1),
+                "action": r.action,
+                "target": r.target,
+                "detector": r.detector,
+                "series": r.series,
+                "outcome": r.outcome[:300],
+            }
+            for r in records
+        ],
+        "remediable_faults": [f.kind for f in remediable],
+        name: share(None),
+        f"{name}_by_detector": {family: share(family) for family in DETECTORS},
+        "healed": [f.kind for f in remediable if mode != "off" and healed(f, None)],
+    }
+
+
 @dataclass
 class Rig:
     cluster: LocalCluster
     mount: Path
     leaker: ChildProcess
+    leak_port: int
+    replica_addresses: dict[str, str]
+    """Each replica's scrape address -> its node id (fixed: a restarted
+    replica serves its metrics where the old one did)."""
     tally: Tally
     findings: list[Finding] = field(default_factory=list)
 
@@ -233,6 +339,7 @@ class Rig:
 
 async def _disk_fill(rig: Rig, fault: FaultRecord, max_s: float) -> None:
     target = rig.mount / "fill"
+    fault.target = str(rig.mount)
     fault.breach_rule = f"less than {DISK_BREACH_FREE:.0%} of the filesystem free"
     with target.open("wb") as out:
         while rig.now() - fault.started_s < max_s:
@@ -248,17 +355,23 @@ async def _disk_fill(rig: Rig, fault: FaultRecord, max_s: float) -> None:
 
 
 async def _memory_leak(rig: Rig, fault: FaultRecord, max_s: float) -> None:
+    fault.target = LEAKER
     fault.breach_rule = f"resident memory at {MEMORY_LIMIT_BYTES // MiB} MiB"
-    await rig.leaker.tell(f"grow {int(fault.size)}".encode())
+    leaker = rig.leaker
+    await leaker.tell(f"grow {int(fault.size)}".encode())
     try:
         while rig.now() - fault.started_s < max_s:
-            stat = process_stat(rig.leaker.pid)
+            if rig.leaker is not leaker:
+                fault.healed_s = rig.now()
+                break
+            stat = process_stat(leaker.pid)
             if stat is not None and stat.rss_bytes >= MEMORY_LIMIT_BYTES:
                 fault.breach_s = rig.now()
                 break
             await asyncio.sleep(_STEP_S)
     finally:
-        await rig.leaker.tell(b"free")
+        if rig.leaker is leaker:
+            await leaker.tell(b"free")
 
 
 async def _duty_cycle(
@@ -269,30 +382,77 @@ async def _duty_cycle(
     period_s: float,
     share: Callable[[float], float],
     breached: Callable[[float], bool],
+    healed: Callable[[], bool],
+    ends_after_heal_s: float,
 ) -> None:
-    """SIGSTOP for `share(elapsed)` of every `period_s` until `breached(stopped_for_s)`."""
+    """SIGSTOP for `share(elapsed)` of every `period_s` until `breached(stopped_for_s)`,
+    or `ends_after_heal_s` after `healed()` (the process it started with
+    replaced: a restart, never stopped again)."""
+    pid = process.pid
+
+    def ours() -> bool:
+        """Still the process the fault started on (not killed, not restarted)."""
+        return process.pid == pid and process.is_running()
+
+    def heal_seen() -> bool:
+        if fault.healed_s is None and (not ours() or healed()):
+            fault.healed_s = time.time()
+        return fault.healed_s is not None
+
+    def over() -> bool:
+        if fault.breach_s is not None or time.time() - fault.started_s >= max_s:
+            return True
+        return heal_seen() and time.time() - (fault.healed_s or 0.0) >= ends_after_heal_s
+
     try:
-        while time.time() - fault.started_s < max_s and fault.breach_s is None:
+        while not over():
             stop_s = share(time.time() - fault.started_s) * period_s
-            process.pause()
+            if ours():
+                process.pause()
             stopped_at = time.monotonic()
-            while time.monotonic() - stopped_at < stop_s:
+            while time.monotonic() - stopped_at < stop_s and ours():
                 await asyncio.sleep(0.02)
-                if breached(time.monotonic() - stopped_at):
+                if ours() and breached(time.monotonic() - stopped_at):
                     fault.breach_s = time.time()
                     break
-            process.resume()
+            if ours():
+                process.resume()
             run_until = time.monotonic() + period_s - stop_s
             while time.monotonic() < run_until and fault.breach_s is None:
                 await asyncio.sleep(0.02)
                 if breached(0.0):
                     fault.breach_s = time.time()
     finally:
-        process.resume()
+        if ours():
+            process.resume()
+
+
+async def _leader_moved_off(rig: Rig, node: str, stream: str, moved: asyncio.Event) -> None:
+    """Sets `moved` once the servers other than `node` see another leader of `stream`."""
+    others = [n for n in rig.cluster.nats.nodes.values() if n.name != node]
+
+    def seen_elsewhere() -> bool:
+        for other in others:
+            status, body = other.monitor("/jsz?accounts=true&streams=true")
+            if status != 200 or not isinstance(body, dict):
+                continue
+            for account in body.get("account_details") or []:
+                for detail in account.get("stream_detail") or []:
+                    leader = (detail.get("cluster") or {}).get("leader")
+                    if detail.get("name") == stream and leader and leader != node:
+                        return True
+        return False
+
+    while True:
+        if await asyncio.to_thread(seen_elsewhere):
+            moved.set()
+            return
+        await asyncio.sleep(0.25)
 
 
 async def _nats_cpu(rig: Rig, fault: FaultRecord, max_s: float) -> None:
     leader = rig.cluster.nats.stream_leader("LEDGER_0") or "n1"
+    fault.target = leader
     calm_p99_ms, _ = rig.bettor_p99_ms(CALM_LATENCY_S)
     threshold_ms = max(LATENCY_BREACH_MS, 2 * calm_p99_ms)
     fault.breach_rule = f"bettor p99 over {BREACH_WINDOW_S:g} s above {threshold_ms:.0f} ms"
@@ -301,19 +461,28 @@ async def _nats_cpu(rig: Rig, fault: FaultRecord, max_s: float) -> None:
         p99_ms, count = rig.bettor_p99_ms(BREACH_WINDOW_S)
         return count >= BREACH_MIN_BETS and p99_ms > threshold_ms
 
-    await _duty_cycle(
-        rig.cluster.nats.nodes[leader].process,
-        fault,
-        max_s,
-        period_s=1.0,
-        share=lambda elapsed: min(0.9, 0.05 + 0.85 * elapsed / fault.size),
-        breached=breached,
-    )
+    moved = asyncio.Event()
+    async with asyncio.TaskGroup() as group:
+        watching = group.create_task(_leader_moved_off(rig, leader, "LEDGER_0", moved))
+        try:
+            await _duty_cycle(
+                rig.cluster.nats.nodes[leader].process,
+                fault,
+                max_s,
+                period_s=1.0,
+                share=lambda elapsed: min(0.9, 0.05 + 0.85 * elapsed / fault.size),
+                breached=breached,
+                healed=moved.is_set,
+                ends_after_heal_s=HEAL_CONFIRM_S,
+            )
+        finally:
+            watching.cancel()
 
 
 async def _replica_stall(rig: Rig, fault: FaultRecord, max_s: float) -> None:
     beats = await collect_heartbeats(rig.cluster.ops, listen_ms=1_500)
     follower = next(b.node_id for b in beats.values() if b.role == "follower")
+    fault.target = follower
     fault.breach_rule = f"{follower} stopped for {STALL_BREACH_S:g} s"
     await _duty_cycle(
         rig.cluster.replicas[follower],
@@ -322,6 +491,8 @@ async def _replica_stall(rig: Rig, fault: FaultRecord, max_s: float) -> None:
         period_s=4.0,
         share=lambda elapsed: min(1.0, 0.1 + 0.9 * elapsed / fault.size),
         breached=lambda stopped_s: stopped_s >= STALL_BREACH_S,
+        healed=lambda: False,
+        ends_after_heal_s=0.0,
     )
 
 
@@ -347,7 +518,12 @@ async def _inject(rig: Rig, plan: list[PlannedFault], max_fault_s: float) -> lis
             if record.breach_s is None
             else f"breach after {record.breach_s - record.started_s:.1f} s"
         )
-        log(f"  healed after {record.ended_s - record.started_s:.1f} s, {breach}")
+        healed = (
+            ""
+            if record.healed_s is None
+            else f", target healed after {record.healed_s - record.started_s:.1f} s"
+        )
+        log(f"  ended after {record.ended_s - record.started_s:.1f} s, {breach}{healed}")
         records.append(record)
         await asyncio.sleep(RECOVERY_S)
     return records
@@ -375,24 +551,69 @@ def _rule_alert_starts(
 
 @contextlib.contextmanager
 def _loop_filesystem(directory: Path) -> Any:
-    image = directory / "disk.img"
+    """A small ext2 filesystem mounted at `directory/disk`, its image in
+    /dev/shm (memory): filling it never fills the machine's own disk."""
     mount = directory / "disk"
     mount.mkdir()
-    with image.open("wb") as out:
-        out.truncate(DISK_BYTES)
-    subprocess.run(["mkfs.ext2", "-q", "-F", "-m", "0", str(image)], check=True)
-    subprocess.run(["mount", "-o", "loop", str(image), str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
+    with tempfile.TemporaryDirectory(prefix="ironbook-bench-detect-", dir=SHM) as shm:
+        image = Path(shm) / "disk.img"
+        with image.open("wb") as out:
+            out.truncate(DISK_BYTES)
+        subprocess.run(["mkfs.ext2", "-q", "-F", "-m", "0", str(image)], check=True)
+        subprocess.run(["mount", "-o", "loop", str(image), str(mount)], check=True)
+        try:
+            yield mount
+        finally:
+            subprocess.run(["umount", str(mount)], check=False)
+
+
+class _BenchActions(LocalClusterActions):
+    """The cluster's own actions, and the leaking process as one more
+    replica (at its scrape address), restarted as a replica would be: told
+    to end (it closes its stdin), then started again on the same port."""
+
+    def __init__(self, rig: Rig) -> None:
+        super().__init__(rig.cluster)
+        self._rig = rig
+
+    async def resolve(self, locator: Locator) -> str | None:
+        if locator == ("replica", f"{LOOPBACK}:{self._rig.leak_port}"):
+            return LEAKER
+        kind, value = locator
+        if kind == "replica" and value in self._rig.replica_addresses:
+            return self._rig.replica_addresses[value]
+        return await super().resolve(locator)
+
+    def unavailable(self, action: ActionKind, target: str) -> str | None:
+        if target == LEAKER:
+            return None if action == "restart_replica" else f"{LEAKER} is only restarted"
+        return super().unavailable(action, target)
+
+    async def perform(self, action: ActionKind, target: str, reason: str) -> str:
+        if target != LEAKER:
+            return await super().perform(action, target, reason)
+        old = self._rig.leaker
+        stdin = old.process.stdin
+        if stdin is not None:
+            stdin.close()
+        try:
+            await old.result(timeout_s=10.0)
+        except (RuntimeError, TimeoutError, ValueError):
+            old.kill()
+        new = await ChildProcess.start("ironbook.benchmarks.detect_leak", str(self._rig.leak_port))
+        await new.wait_ready()
+        self._rig.leaker = new
+        return f"{LEAKER} restarted (pid {old.pid} -> {new.pid})"
 
 
 async def _measure(
-    cluster: LocalCluster, directory: Path, mount: Path, args: argparse.Namespace
+    cluster: LocalCluster,
+    directory: Path,
+    mount: Path,
+    replica_addresses: dict[str, str],
+    args: argparse.Namespace,
 ) -> dict[str, Any]:
     await cluster.wait_leaders(timeout_ms=120_000)
-    beats = await collect_heartbeats(cluster.ops, listen_ms=1_500)
     ports = PortLease()
     exporter_port, node_port, leak_port = ports.take(3)
     monitor_urls = ",".join(node.monitor_url for node in cluster.nats.nodes.values())
@@ -419,16 +640,16 @@ async def _measure(
         log_path=directory / "logs" / "node-exporter.log",
     )
     leaker = await ChildProcess.start("ironbook.benchmarks.detect_leak", str(leak_port))
-    replica_targets = [urllib.parse.urlsplit(b.metrics_url).netloc for b in beats.values()]
     prometheus = LocalPrometheus(
         directory / "prometheus",
         {
-            "ironbook-replica": [*replica_targets, f"{LOOPBACK}:{leak_port}"],
+            "ironbook-replica": [*replica_addresses, f"{LOOPBACK}:{leak_port}"],
             "ironbook-nats-exporter": [f"{LOOPBACK}:{exporter_port}"],
             "node": [f"{LOOPBACK}:{node_port}"],
         },
         rule_files=[THRESHOLD_RULES],
     )
+    rig = Rig(cluster, mount, leaker, leak_port, replica_addresses, Tally())
     settings = WatchSettings(
         prometheus_url=prometheus.url,
         forecast_horizon_s=FORECAST_HORIZON_S,
@@ -442,13 +663,23 @@ async def _measure(
         client = await connect_bench_client(cluster, max_batch_commands=64)
         accounts = [f"acct-{i}" for i in range(ACCOUNTS)]
         await set_up(client, accounts, "detect")
-        rig = Rig(cluster, mount, leaker, Tally())
+        remediator = None
+        if args.remediation != "off":
+            remediator = Remediator(
+                _BenchActions(rig), Limits(dry_run=args.remediation == "dry-run")
+            )
+
+        def found(finding: Finding) -> None:
+            rig.findings.append(finding)
+            if remediator is not None:
+                remediator.offer(finding)
+
         watcher = Watcher(
             watched_series(settings),
             watch_config(settings),
             Prometheus(settings.prometheus_url, settings.query_timeout_ms / 1000),
             _Kept(),
-            on_finding=rig.findings.append,
+            on_finding=found,
             resend=False,
         )
         plan = plan_faults(args.seed, args.faults, args.seconds)
@@ -459,6 +690,9 @@ async def _measure(
                       run_tag="detect", pause_s=BET_PAUSE_S, tally=rig.tally)
             )  # fmt: skip
             watching = group.create_task(run(watcher, settings.interval_ms / 1000, stop))
+            supervising = group.create_task(cluster.supervisor.run(stop))
+            if remediator is not None:
+                group.create_task(remediator.run(stop))
             log(f"warm-up {WARMUP_S:.0f} s (the detectors learn the calm)")
             await asyncio.sleep(WARMUP_S)
             start_s = time.time()
@@ -466,12 +700,13 @@ async def _measure(
             end_s = time.time()
             stop.set()
             await watching
+            await supervising
             bettor.cancel()
         await client.close()
         rules = _rule_alert_starts(prometheus.url, start_s, end_s)
     finally:
         prometheus.close()
-        leaker.kill()
+        rig.leaker.kill()
         exporter.stop()
         node_exporter.stop()
         ports.release()
@@ -506,6 +741,12 @@ async def _measure(
                 if start_s <= t <= end_s
             ],
         },
+        "remediation": remediation_report(
+            faults,
+            [] if remediator is None else list(remediator.records),
+            args.remediation,
+            start_s,
+        ),
         "bets": rig.tally.accepted,
         "duration_s": round(end_s - start_s, 1),
     }
@@ -527,11 +768,18 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         directory = Path(tmp)
         with _loop_filesystem(directory) as mount:
             cluster = LocalCluster(directory / "cluster", partitions=1)
+            ports = PortLease()
+            replica_addresses = {}
+            for node_id, process in cluster.replicas.items():
+                (port,) = ports.take(1)
+                process.set_env("IRONBOOK_REPLICA_METRICS_PORT", str(port))
+                replica_addresses[f"{LOOPBACK}:{port}"] = node_id
             try:
                 cluster.start()
-                result = eventloop.run(_measure(cluster, directory, mount, args))
+                result = eventloop.run(_measure(cluster, directory, mount, replica_addresses, args))
             finally:
                 cluster.stop()
+                ports.release()
     return {
         "benchmark": "detect",
         "command": command_line(),
@@ -543,6 +791,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             "disk_bytes": DISK_BYTES,
             "grace_s": GRACE_S,
             "warmup_s": WARMUP_S,
+            "remediation": args.remediation,
+            "nats_cpu_breach_window_s": BREACH_WINDOW_S,
         },
         **result,
     }
@@ -563,6 +813,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seconds", type=float, default=30.0, help="calm stretch before each fault")
     p.add_argument("--fault-seconds", type=float, default=90.0, help="longest a fault lasts")
+    p.add_argument(
+        "--remediation",
+        choices=REMEDIATION_MODES,
+        default="live",
+        help="act on the findings (live, the default), decide only (dry-run), or only detect",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object only")
     return p
 

@@ -9,7 +9,9 @@ the ops console, restarts any that die (with backoff) or hang, takes
 maintenance requests on `<data-dir>/control.sock` (`ironbook drain`,
 `ironbook rolling-restart`), records its settings' digest, every restart,
 remediation and maintenance step in the significant-event log
-(docs/audit.md), and on Ctrl-C stops everything gracefully.
+(docs/audit.md), with `--monitoring` and `watch.remediate` runs the watcher
+and acts on its findings (docs/watch.md), and on Ctrl-C stops everything
+gracefully.
 Running `up` again on the same data directory resumes with every byte of
 data. NATS runs with mutual TLS and one identity per service kind
 (docs/security.md); everything `up` writes is private to its user (umask 077,
@@ -38,6 +40,7 @@ from ironbook.bootstrap import (
     add_config_argument,
     add_flags,
     build_local_cluster,
+    serve_remediating_watch,
     settings_from,
 )
 from ironbook.logs import setup_logging
@@ -138,6 +141,8 @@ async def _run(cluster: LocalCluster, settings: Settings) -> None:
         group.create_task(serve_control(cluster, stop, events.note))
         recording = group.create_task(record_events(cluster.endpoint("supervisor"), events))
         group.create_task(_cancel_on(stop, recording))
+        if cluster.monitoring is not None and settings.watch.remediate:
+            group.create_task(serve_remediating_watch(settings, cluster, events.note, stop))
         try:
             leaders = await cluster.wait_leaders(timeout_ms=120_000)
             for partition, beat in sorted(leaders.items()):

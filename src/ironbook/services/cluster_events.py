@@ -10,6 +10,10 @@ heals, the maintenance it performs, and the settings it started with.
 - `config_applied`: `up` started, with the digest of its effective settings.
 - `dr_takeover`: site B was promoted (`ironbook dr promote`), with its epoch;
   written to site B's log (docs/dr.md).
+- `remediation_restart_replica`, `remediation_kill_restart`,
+  `remediation_move_nats_leaders`: the watcher's remediation
+  (`services/remediate.py`), run inside `up`: actor `watch`, reason, and the
+  evidence (series, detector, score, forecast) with the outcome as detail.
 
 Actor `supervisor` for what the supervisor does, target the child or node.
 Events are noted in an `EventOutbox` (a supervision round never waits for
@@ -38,7 +42,20 @@ CONFIG_APPLIED = "config_applied"
 REMEDIATIONS = ("hung_kill", "hung_kill_suppressed", "crash_loop_give_up")
 MAINTENANCE = ("drain", "undrain", "rolling_restart")
 DR_TAKEOVER = "dr_takeover"
-KINDS = (PROCESS_RESTARTED, *REMEDIATIONS, *MAINTENANCE, CONFIG_APPLIED, DR_TAKEOVER)
+WATCH_REMEDIATIONS = (
+    "remediation_restart_replica",
+    "remediation_kill_restart",
+    "remediation_move_nats_leaders",
+)
+"""`remediate.event_kind` of each of `remediate.ACTIONS` (a test keeps them equal)."""
+KINDS = (
+    PROCESS_RESTARTED,
+    *REMEDIATIONS,
+    *MAINTENANCE,
+    CONFIG_APPLIED,
+    DR_TAKEOVER,
+    *WATCH_REMEDIATIONS,
+)
 """Every kind `ironbook up` records: the `supervisor` identity's allow-list."""
 CONNECT_RETRY_S = 2.0
 

@@ -16,8 +16,13 @@ randomness beyond a seed. `ironbook watch` feeds them from Prometheus and
 - `Forecast`: a least-squares line through the last `window` samples of a
   headroom series (free bytes, bytes under a limit); the seconds until the
   line reaches zero, as Prometheus's `predict_linear` would give.
-- `Debounce`: an alert fires after `confirm` anomalous samples in a row and
-  resolves after `calm` normal ones.
+- `Debounce`: an alert fires once `confirm` of the last `window` samples are
+  anomalous and resolves after `calm` normal ones in a row.
+
+A sample of an anomaly series counts as anomalous only when it has also moved
+at least its series' `min_change` (an absolute amount) from the windowed
+Gaussian's mean on the watched side: on a flat series a wiggle far out in
+standard deviations is still a wiggle.
 """
 
 from __future__ import annotations
@@ -102,6 +107,10 @@ class WindowedGaussian:
     def is_anomalous(self, score: float) -> bool:
         return score >= self._config.gaussian_threshold
 
+    def mean(self) -> float | None:
+        """The window's mean (None while it is empty)."""
+        return statistics.fmean(self._window) if self._window else None
+
 
 class _OnlineScorer(Protocol):
     """The part of a river anomaly detector used here (river's methods carry
@@ -167,6 +176,11 @@ class HalfSpaceTrees:
         return score >= self._config.trees_threshold
 
 
+def _moved(change: float, direction: Direction, min_change: float) -> bool:
+    """Whether `change` from the baseline is at least `min_change` on the watched side."""
+    return _signed(change, direction) >= min_change
+
+
 def _squash(z: float) -> float:
     """A standard score into (0, 1), the side that matters towards 1. The
     two-sided case (`abs`) lives in [0.5, 1)."""
@@ -219,26 +233,34 @@ class Forecast:
 
 
 class Debounce:
-    """Firing after `confirm` anomalous samples in a row, resolved after
-    `calm` normal samples in a row."""
+    """Firing once `confirm` of the last `window` samples (default
+    `confirm`: in a row) are anomalous, resolved after `calm` normal samples
+    in a row."""
 
-    def __init__(self, confirm: int, calm: int) -> None:
+    def __init__(self, confirm: int, calm: int, window: int | None = None) -> None:
+        if not 1 <= confirm <= (window or confirm):
+            raise ValueError(f"confirm ({confirm}) must be within 1..window ({window})")
         self._confirm = confirm
         self._calm = calm
-        self._run = 0
+        self._recent: deque[bool] = deque(maxlen=window or confirm)
+        self._calm_run = 0
         self.firing = False
 
     def update(self, anomalous: bool) -> Literal["fire", "resolve"] | None:
         """The transition this sample causes, if any."""
-        if anomalous == self.firing:
-            self._run = 0
+        self._recent.append(anomalous)
+        if not self.firing:
+            if anomalous and sum(self._recent) >= self._confirm:
+                self.firing = True
+                self._calm_run = 0
+                return "fire"
             return None
-        self._run += 1
-        if self._run < (self._confirm if anomalous else self._calm):
+        self._calm_run = 0 if anomalous else self._calm_run + 1
+        if self._calm_run < self._calm:
             return None
-        self._run = 0
-        self.firing = anomalous
-        return "fire" if anomalous else "resolve"
+        self.firing = False
+        self._recent.clear()
+        return "resolve"
 
 
 SeriesKind = Literal["anomaly", "forecast"]
@@ -255,12 +277,17 @@ class SeriesSpec:
     headroom (free bytes) and its exhaustion is forecast."""
     direction: Direction = "up"
     summary: str = ""
+    min_change: float = 0.0
+    """An anomaly series' value counts as anomalous only this far (absolute,
+    on the watched side) from the windowed Gaussian's mean."""
 
 
 @dataclass(frozen=True, slots=True)
 class WatchConfig:
     detectors: DetectorConfig = DetectorConfig()
-    confirm_samples: int = 3
+    confirm_samples: int = 2
+    confirm_window_samples: int = 6
+    """An alert fires once `confirm_samples` of the last this many are anomalous."""
     calm_samples: int = 10
     forecast_window_samples: int = 60
     forecast_horizon_s: float = 3_600.0
@@ -300,7 +327,9 @@ class _Tracked:
         else:
             self.forecast = Forecast(config.forecast_window_samples, config.detectors.min_samples)
         self.debounce: dict[DetectorName, Debounce] = {
-            name: Debounce(config.confirm_samples, config.calm_samples)
+            name: Debounce(
+                config.confirm_samples, config.calm_samples, config.confirm_window_samples
+            )
             for name in ("windowed_gaussian", "half_space_trees", "forecast")
         }
 
@@ -338,10 +367,12 @@ class Watch:
                 )
 
         if tracked.gaussian is not None and tracked.trees is not None:
+            mean = tracked.gaussian.mean()
+            moved = mean is not None and _moved(value - mean, spec.direction, spec.min_change)
             score = tracked.gaussian.update(value)
-            judge("windowed_gaussian", tracked.gaussian.is_anomalous(score), score=score)
+            judge("windowed_gaussian", moved and tracked.gaussian.is_anomalous(score), score=score)
             score = tracked.trees.update(value)
-            judge("half_space_trees", tracked.trees.is_anomalous(score), score=score)
+            judge("half_space_trees", moved and tracked.trees.is_anomalous(score), score=score)
         if tracked.forecast is not None:
             seconds = tracked.forecast.update(t_s, value)
             soon = seconds is not None and seconds < self._config.forecast_horizon_s

@@ -188,9 +188,10 @@ def node_kind(cluster: LocalCluster, node: str) -> str:
 # -- NATS ---------------------------------------------------------------
 
 
-def streams_led_by(cluster: LocalCluster, node: str) -> list[str]:
-    """The streams `node` says it leads (its own monitoring port)."""
-    status, body = cluster.nats.node(node).monitor("/jsz?accounts=true&streams=true")
+def streams_led_by(cluster: LocalCluster, node: str, asked: str | None = None) -> list[str]:
+    """The streams `node` leads, as `asked` sees them (default: `node` itself,
+    on its own monitoring port)."""
+    status, body = cluster.nats.node(asked or node).monitor("/jsz?accounts=true&streams=true")
     if status != 200 or not isinstance(body, dict):
         return []
     led = []
@@ -223,15 +224,28 @@ async def _js_api(
 
 
 async def move_leaderships_off(
-    cluster: LocalCluster, node: str, say: Say = _quiet, keep: Sequence[str] = ()
+    cluster: LocalCluster,
+    node: str,
+    say: Say = _quiet,
+    keep: Sequence[str] = (),
+    *,
+    seen_by_others: bool = False,
 ) -> list[str]:
     """Hand every stream `node` leads (but those in `keep`) to the other
     running servers, in turn, and its meta leadership if it holds it;
-    wait until it leads none of them. What was done, one line each."""
+    wait until it leads none of them. What was done, one line each.
+    `seen_by_others`: which streams `node` leads is asked of the other
+    servers, not of `node` (a degraded server may not answer in time)."""
     nats = cluster.nats
     others = [n.name for n in nats.running_nodes() if n.name != node]
     if not others:
         raise MaintenanceError(f"no other NATS server is running to take over from {node}")
+
+    def led() -> list[str]:
+        askers = others if seen_by_others else [node]
+        seen = {s for asked in askers for s in streams_led_by(cluster, node, asked)}
+        return sorted(seen - set(keep))
+
     done = []
     nc = await connect_nats(
         [nats.node(name).url for name in others],
@@ -239,9 +253,7 @@ async def move_leaderships_off(
         name="ironbook-drain",
     )
     try:
-        streams = [
-            s for s in await asyncio.to_thread(streams_led_by, cluster, node) if s not in keep
-        ]
+        streams = await asyncio.to_thread(led)
         for index, stream in enumerate(streams):
             target = others[index % len(others)]
             started = time.monotonic()
@@ -252,9 +264,7 @@ async def move_leaderships_off(
             done.append(await _move_meta_leader(nc, node, others[0]))
         deadline = time.monotonic() + LEADERSHIPS_GONE_TIMEOUT_MS / 1000
         while True:
-            left = [
-                s for s in await asyncio.to_thread(streams_led_by, cluster, node) if s not in keep
-            ]
+            left = await asyncio.to_thread(led)
             if not left:
                 break
             if time.monotonic() > deadline:

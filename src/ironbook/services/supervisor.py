@@ -189,6 +189,21 @@ class Supervisor:
         child.backoff_ms = self.policy.initial_backoff_ms
         child.restart_at = None
 
+    def kill(self, name: str, detail: str) -> int | None:
+        """Kill child `name` by its PID as a hung one (a remediation decided
+        elsewhere, `detail` saying why); the next rounds restart it. The PID
+        killed, or None if it was not running or is held or given up on."""
+        child = self.children[name]
+        pid = child.process.pid
+        if child.held or child.gave_up or pid is None or not child.process.is_running():
+            return None
+        child.killed_hung = detail
+        child.hung_kills += 1
+        child.events.append(f"killed {name}: {detail}")
+        child.process.kill()
+        self._changed = True
+        return pid
+
     def _start(self, child: Child) -> None:
         child.start()
         self._note_started(child)

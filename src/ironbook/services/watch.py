@@ -46,6 +46,7 @@ log = logging.getLogger("ironbook.watch")
 _RESEND_S = 30.0
 _ENDS_AFTER_S = 3 * _RESEND_S
 _RATE_RANGE = "15s"
+_MIB = 1024 * 1024
 _DISK_FSTYPES = 'fstype!~"tmpfs|ramfs|overlay|squashfs|nsfs|proc|sysfs"'
 
 
@@ -60,8 +61,10 @@ def watched_series(settings: WatchSettings) -> tuple[WatchedQuery, ...]:
     forecast series are headrooms (what is left before exhaustion)."""
     r = _RATE_RANGE
 
-    def anomaly(name: str, direction: Direction, summary: str, promql: str) -> WatchedQuery:
-        return WatchedQuery(SeriesSpec(name, "anomaly", direction, summary), promql)
+    def anomaly(
+        name: str, direction: Direction, summary: str, promql: str, min_change: float
+    ) -> WatchedQuery:
+        return WatchedQuery(SeriesSpec(name, "anomaly", direction, summary, min_change), promql)
 
     def forecast(name: str, summary: str, promql: str) -> WatchedQuery:
         return WatchedQuery(SeriesSpec(name, "forecast", "down", summary), promql)
@@ -72,6 +75,7 @@ def watched_series(settings: WatchSettings) -> tuple[WatchedQuery, ...]:
             "both",
             "bets placed per second, against its recent baseline",
             f'sum(rate(ironbook_replica_commands_total{{kind="place_bet"}}[{r}]))',
+            min_change=5.0,
         ),
         anomaly(
             "bet_latency_p99_s",
@@ -79,6 +83,7 @@ def watched_series(settings: WatchSettings) -> tuple[WatchedQuery, ...]:
             "99th percentile of bet placement latency at the gateway",
             "histogram_quantile(0.99, sum by (le) "
             f'(rate(ironbook_http_request_seconds_bucket{{route="/v1/bets"}}[{r}])))',
+            min_change=0.05,
         ),
         anomaly(
             "append_latency_p99_s",
@@ -86,12 +91,14 @@ def watched_series(settings: WatchSettings) -> tuple[WatchedQuery, ...]:
             "99th percentile of a batch's append (replicated and fsynced) by partition",
             "histogram_quantile(0.99, sum by (le, partition) "
             f"(rate(ironbook_replica_append_seconds_bucket[{r}])))",
+            min_change=0.1,
         ),
         anomaly(
             "replica_lag_entries",
             "up",
             "log entries a replica has not applied",
             "ironbook_replica_lag_entries",
+            min_change=50.0,
         ),
         anomaly(
             "bet_error_ratio",
@@ -99,6 +106,7 @@ def watched_series(settings: WatchSettings) -> tuple[WatchedQuery, ...]:
             "share of bet placements answered 5xx",
             f'sum(rate(ironbook_http_requests_total{{route="/v1/bets",status=~"5.."}}[{r}]))'
             f' / sum(rate(ironbook_http_requests_total{{route="/v1/bets"}}[{r}]))',
+            min_change=0.01,
         ),
         anomaly(
             "refusal_ratio",
@@ -107,42 +115,56 @@ def watched_series(settings: WatchSettings) -> tuple[WatchedQuery, ...]:
             "sum by (partition) "
             f'(rate(ironbook_replica_commands_total{{outcome!="accepted"}}[{r}]))'
             f" / sum by (partition) (rate(ironbook_replica_commands_total[{r}]))",
+            min_change=0.02,
         ),
         anomaly(
             "host_cpu_busy_ratio",
             "up",
             "share of the host's CPU time not idle",
             f'1 - avg by (instance) (rate(node_cpu_seconds_total{{mode="idle"}}[{r}]))',
+            min_change=0.15,
         ),
         anomaly(
             "host_memory_available_bytes",
             "down",
             "memory the host can still hand out",
             "node_memory_MemAvailable_bytes",
+            min_change=256 * _MIB,
         ),
         anomaly(
             "replica_memory_bytes",
             "up",
             "resident memory of a replica process",
             'process_resident_memory_bytes{job="ironbook-replica"}',
+            min_change=32 * _MIB,
         ),
         anomaly(
             "scrape_up",
             "down",
             "1 while an ironbook process answers its scrape (0: dead, hung or cut off)",
             'up{job=~"ironbook-.*"}',
+            min_change=0.5,
         ),
         anomaly(
             "nats_server_reachable",
             "down",
             "1 while a NATS server's monitoring port answers",
             "ironbook_nats_server_reachable",
+            min_change=0.5,
+        ),
+        anomaly(
+            "nats_server_response_s",
+            "up",
+            "time for a NATS server's monitoring endpoints to answer (a starved or slow server)",
+            "ironbook_nats_server_response_seconds",
+            min_change=0.05,
         ),
         anomaly(
             "nats_stream_replicas_lagging",
             "up",
             "stream replicas a NATS server sees behind or gone (Raft health)",
             "sum by (server) (ironbook_nats_stream_replicas_lagging)",
+            min_change=1.0,
         ),
         forecast(
             "disk_free_bytes",
@@ -179,6 +201,7 @@ def watch_config(settings: WatchSettings) -> WatchConfig:
             trees_threshold=settings.trees_threshold,
         ),
         confirm_samples=settings.confirm_samples,
+        confirm_window_samples=settings.confirm_window_samples,
         calm_samples=settings.calm_samples,
         forecast_window_samples=settings.forecast_window_samples,
         forecast_horizon_s=settings.forecast_horizon_s,
@@ -306,6 +329,8 @@ class Watcher:
         self._resend = resend
         self._firing: dict[tuple[Any, ...], tuple[Finding, SeriesSpec]] = {}
         self._last_resend_s = 0.0
+        self.rounds = 0
+        """Rounds done (each series' samples scored)."""
 
     async def round(self, now_s: float) -> list[Finding]:
         """One round of queries; the findings it made. A query that fails is
@@ -315,13 +340,11 @@ class Watcher:
         failed = [answer for answer in answers if isinstance(answer, Exception)]
         if failed:
             log.warning("%d of %d queries skipped: %s", len(failed), len(answers), failed[0])
-        findings: list[tuple[Finding, SeriesSpec]] = []
-        for query, samples in zip(self._queries, answers, strict=True):
-            if isinstance(samples, Exception):
-                continue
-            for labels, t_s, value in samples:
-                for finding in self._watch.observe(query.spec, labels, t_s, value):
-                    findings.append((finding, query.spec))
+        # Scoring is CPU-bound (a new series builds its trees: seconds for a
+        # first round of every series on a loaded machine): in a thread, so
+        # that the loop it shares (`ironbook up`'s supervisor) keeps turning.
+        findings = await asyncio.to_thread(self._observe, answers)
+        self.rounds += 1
         alerts = []
         for finding, spec in findings:
             started_s = None
@@ -344,6 +367,18 @@ class Watcher:
         if alerts:
             await self._sink.send(alerts)
         return [finding for finding, _ in findings]
+
+    def _observe(
+        self, answers: Sequence[list[Sample] | Exception]
+    ) -> list[tuple[Finding, SeriesSpec]]:
+        findings: list[tuple[Finding, SeriesSpec]] = []
+        for query, samples in zip(self._queries, answers, strict=True):
+            if isinstance(samples, Exception):
+                continue
+            for labels, t_s, value in samples:
+                for finding in self._watch.observe(query.spec, labels, t_s, value):
+                    findings.append((finding, query.spec))
+        return findings
 
     async def _ask(self, promql: str) -> list[Sample] | Exception:
         try:
@@ -372,8 +407,9 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
             await wait_for(stop.wait(), seconds)
 
 
-def build(settings: WatchSettings) -> Watcher:
-    """The watcher `settings` describe: Alertmanager, or printed lines in a dry run."""
+def build(settings: WatchSettings, on_finding: Callable[[Finding], None] | None = None) -> Watcher:
+    """The watcher `settings` describe: Alertmanager, or printed lines in a
+    dry run; each finding is also passed to `on_finding` (the remediation)."""
     timeout_s = settings.query_timeout_ms / 1000
     sink: FindingSink = (
         PrintedFindings()
@@ -385,4 +421,5 @@ def build(settings: WatchSettings) -> Watcher:
         watch_config(settings),
         Prometheus(settings.prometheus_url, timeout_s),
         sink,
+        on_finding=on_finding,
     )

@@ -496,6 +496,17 @@ class LocalNatsCluster:
                 return node.name
         return None
 
+    def stream_leader_seen(self, stream: str) -> str | None:
+        """The node that leads `stream` as the first running node to answer
+        sees it: unlike `stream_leader`, found while the leader itself is too
+        slow to answer (a follower's view may lag an election by a moment)."""
+        for node in self.running_nodes():
+            cluster = self._stream_cluster_info(node, stream)
+            leader = None if cluster is None else cluster.get("leader")
+            if leader:
+                return str(leader)
+        return None
+
     def wait_stream_leader(
         self, stream: str, *, timeout_ms: int = 30_000, not_on: str | None = None
     ) -> str:
