@@ -45,7 +45,7 @@ import nats.errors
 
 from ironbook.adapters.audit.events import NoteEvent
 from ironbook.adapters.nats.log import stream_name
-from ironbook.replication.concurrency import wait_for
+from ironbook.replication.concurrency import race, wait_for
 from ironbook.services import maintenance
 from ironbook.services.detect import Finding, Labels
 from ironbook.services.local_cluster import LocalCluster
@@ -299,13 +299,7 @@ class Remediator:
             self._wake.clear()
             while self._queue:
                 await self.handle(self._queue.popleft())
-            waking = asyncio.ensure_future(self._wake.wait())
-            stopping = asyncio.ensure_future(stop.wait())
-            try:
-                await asyncio.wait({waking, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waking.cancel()
-                stopping.cancel()
+            await race(self._wake.wait(), stop.wait())
 
     async def handle(self, finding: Finding) -> RemediationRecord | None:
         """Decide on one finding and act (or, in a dry run, say so); the
