@@ -91,6 +91,15 @@ def _wait_caught_up(cluster: LocalCluster) -> dict[str, Any]:
         time.sleep(0.5)
 
 
+async def _api_refused(cluster: LocalCluster, subject: str) -> None:
+    nc = await cluster.site_endpoint(dr.SITE_A, dr.LINK_IDENTITY).connect("test-link")
+    try:
+        with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
+            await nc.request(subject, b"", timeout=1)
+    finally:
+        await nc.close()
+
+
 async def _takeover_recorded(cluster: LocalCluster) -> str:
     """The `dr_takeover` event in site B's significant-event log: its epoch."""
     nc = await cluster.site_endpoint(dr.SITE_B).connect("test-takeover")
@@ -128,6 +137,10 @@ def test_site_b_mirrors_then_takes_over_and_site_a_back_refuses_writes(tmp_path:
         # The links' RTT, measured by the servers through the relay.
         assert view["link_rtt_ms"] and min(view["link_rtt_ms"]) >= RTT_MS
         before = ledger["origin_last_seq"]
+        # The link's identity can mirror, nothing more.
+        asyncio.run(_publish_refused(cluster, dr.LINK_IDENTITY, "ledger.0"))
+        asyncio.run(_api_refused(cluster, "$JS.a.API.STREAM.DELETE.LEDGER_0"))
+        asyncio.run(_api_refused(cluster, "$JS.API.STREAM.DELETE.LEDGER_0"))
 
         for name in cluster.nats.nodes:
             cluster.nats.kill_node(name)

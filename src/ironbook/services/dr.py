@@ -138,8 +138,10 @@ def mirrored_streams(partitions: int, producers: Sequence[str]) -> list[str]:
 def link_permissions(streams: Sequence[str], domain: str = SITE_A) -> Permissions:
     """What the `dr-link` identity may do on the site it links to: create,
     look up and drop the mirrors' consumers of `streams` through the domain's
-    API, and answer their flow control; receive the mirrored messages and API
-    replies. Nothing else crosses the link."""
+    API, and answer their flow control; receive the mirrored messages
+    (`$JS.M.>`) and the servers' API replies (`$JSC.R.>`), not other
+    identities' inboxes. Nothing else crosses the link (the integration test
+    shows mirrors catch up with exactly this)."""
     api = f"$JS.{domain}.API"
     return Permissions(
         purpose="DR site B's leafnode link: mirrors site A's streams, nothing else",
@@ -158,7 +160,7 @@ def link_permissions(streams: Sequence[str], domain: str = SITE_A) -> Permission
             "$JS.FC.>",
             f"{inbox_prefix(LINK_IDENTITY)}.>",
         ),
-        subscribe=("$JS.M.>", "$JS.S.>", "_INBOX.>", "$JSC.R.>"),
+        subscribe=("$JS.M.>", "$JSC.R.>", f"{inbox_prefix(LINK_IDENTITY)}.>"),
         responds=True,
     )
 
