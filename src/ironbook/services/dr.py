@@ -15,9 +15,10 @@ Promotion to B (docs/dr.md): `primary.json` is written first with the next
 epoch (the commit point: from then on every start of site A's servers by
 ironbook renders the fence), site A's servers are reconfigured and reloaded so
 that no identity may publish to the ledger or the checkpoints, A's streams are
-sealed where reachable, B's mirrors become writable streams, B is provisioned
-with what is not mirrored (leases, idempotency keys, odds, revocations), and
-the services are restarted against B.
+sealed where reachable (then B's mirrors are given a bounded wait to copy
+what they hold), B's mirrors become writable streams, and the services are
+restarted against B. What is not mirrored (leases, idempotency keys, odds,
+revocations) is provisioned on B when the DR site starts.
 """
 
 from __future__ import annotations
