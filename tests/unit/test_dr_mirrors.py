@@ -164,6 +164,7 @@ def test_the_link_may_reach_only_the_mirrored_streams_api() -> None:
     )
     assert "$JS.a.API.STREAM.INFO.LEDGER_0" in permissions.publish
     assert not any("STREAM.CREATE" in s or "STREAM.UPDATE" in s for s in permissions.publish)
+    assert set(permissions.subscribe) == {"$JS.M.>", "$JSC.R.>", "_INBOX.dr-link.>"}
 
 
 def _node(tmp_path: Path, leaf: int = 0) -> NatsNode:

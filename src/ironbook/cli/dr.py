@@ -11,7 +11,7 @@
 write `dr/primary.json` with the next epoch, fence site A (its servers
 reloaded so that no identity may publish to the ledger or the checkpoints,
 its streams sealed where reachable), promote B's mirrors to writable streams,
-provision B, restart every service against B and record `dr_takeover`. With
+restart every service against B and record `dr_takeover`. With
 no `up` running it writes `dr/primary.json` only, and the next `ironbook up
 --dr-site` does the rest as it starts.
 """

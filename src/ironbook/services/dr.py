@@ -15,9 +15,10 @@ Promotion to B (docs/dr.md): `primary.json` is written first with the next
 epoch (the commit point: from then on every start of site A's servers by
 ironbook renders the fence), site A's servers are reconfigured and reloaded so
 that no identity may publish to the ledger or the checkpoints, A's streams are
-sealed where reachable, B's mirrors become writable streams, B is provisioned
-with what is not mirrored (leases, idempotency keys, odds, revocations), and
-the services are restarted against B.
+sealed where reachable (then B's mirrors are given a bounded wait to copy
+what they hold), B's mirrors become writable streams, and the services are
+restarted against B. What is not mirrored (leases, idempotency keys, odds,
+revocations) is provisioned on B when the DR site starts.
 """
 
 from __future__ import annotations
@@ -138,8 +139,10 @@ def mirrored_streams(partitions: int, producers: Sequence[str]) -> list[str]:
 def link_permissions(streams: Sequence[str], domain: str = SITE_A) -> Permissions:
     """What the `dr-link` identity may do on the site it links to: create,
     look up and drop the mirrors' consumers of `streams` through the domain's
-    API, and answer their flow control; receive the mirrored messages and API
-    replies. Nothing else crosses the link."""
+    API, and answer their flow control; receive the mirrored messages
+    (`$JS.M.>`) and the servers' API replies (`$JSC.R.>`), not other
+    identities' inboxes. Nothing else crosses the link (the integration test
+    shows mirrors catch up with exactly this)."""
     api = f"$JS.{domain}.API"
     return Permissions(
         purpose="DR site B's leafnode link: mirrors site A's streams, nothing else",
@@ -158,7 +161,7 @@ def link_permissions(streams: Sequence[str], domain: str = SITE_A) -> Permission
             "$JS.FC.>",
             f"{inbox_prefix(LINK_IDENTITY)}.>",
         ),
-        subscribe=("$JS.M.>", "$JS.S.>", "_INBOX.>", "$JSC.R.>"),
+        subscribe=("$JS.M.>", "$JSC.R.>", f"{inbox_prefix(LINK_IDENTITY)}.>"),
         responds=True,
     )
 
