@@ -477,6 +477,16 @@ class Settings(BaseSettings):
             sources += (TomlConfigSettingsSource(settings_cls, toml_file=config_file),)
         return sources
 
+    @model_validator(mode="after")
+    def _a_dr_site_needs_identities(self) -> Settings:
+        if self.dr.enabled and not self.nats.secure:
+            raise ValueError(
+                "dr.enabled (--dr-site) needs nats.secure = true: site A is fenced after a "
+                "promotion by denying its identities the ledger's subjects, and a plaintext "
+                "cluster has no identities to deny"
+            )
+        return self
+
     @property
     def nats_secrets_dir(self) -> Path:
         return self.nats.secrets_dir or self.cluster.data_dir / "secrets"

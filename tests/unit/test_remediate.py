@@ -270,6 +270,45 @@ def test_offered_findings_are_acted_on_by_the_running_remediator() -> None:
     assert cluster.performed == [("kill_restart", "p0-r2"), ("move_nats_leaders", "n3")]
 
 
+@dataclass
+class _BrokenCluster(_Cluster):
+    """Resolving the first target fails in a way no action foresaw."""
+
+    broken_once: bool = True
+    acted: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def resolve(self, locator: Locator) -> str | None:
+        if self.broken_once:
+            self.broken_once = False
+            raise RuntimeError("p0-r2 is already running")
+        return await super().resolve(locator)
+
+    async def perform(self, action: ActionKind, target: str, reason: str) -> str:
+        done = await super().perform(action, target, reason)
+        self.acted.set()
+        return done
+
+
+def test_an_unforeseen_failure_is_logged_and_the_remediator_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cluster = _BrokenCluster()
+    remediator, _ = _remediator(cluster, Limits())
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(remediator.run(stop))
+            remediator.offer(_finding("scrape_up", REPLICA))
+            remediator.offer(_finding("append_latency_p99_s", (("partition", "0"),)))
+            await asyncio.wait_for(cluster.acted.wait(), timeout=10)
+            stop.set()
+
+    asyncio.run(scenario())
+    assert cluster.performed == [("move_nats_leaders", "n3")]
+    assert "already running" in caplog.text
+
+
 def test_every_action_is_an_event_kind_the_supervisor_identity_may_publish() -> None:
     kinds = {event_kind(action) for action in ACTIONS}
     assert kinds == set(cluster_events.WATCH_REMEDIATIONS)

@@ -86,6 +86,15 @@ def test_bad_values_are_refused_by_name(
         load_settings()
 
 
+def test_a_dr_site_is_refused_on_a_plaintext_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IRONBOOK_DR_ENABLED", "true")
+    monkeypatch.setenv("IRONBOOK_NATS_SECURE", "false")
+    with pytest.raises(ConfigError, match=r"dr\.enabled \(--dr-site\) needs nats\.secure = true"):
+        load_settings()
+    monkeypatch.setenv("IRONBOOK_NATS_SECURE", "true")
+    assert load_settings().dr.enabled
+
+
 def test_retention_must_outlast_the_resettle_window(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IRONBOOK_REPLICA_RESETTLE_WINDOW_MS", "7200000")
     monkeypatch.setenv("IRONBOOK_REPLICA_BET_RETENTION_MS", "3600000")

@@ -224,7 +224,9 @@ async def ensure_mirrors(
 
 
 async def seal_site(a: NatsEndpoint, streams: Sequence[str], timeout_s: float) -> list[str]:
-    """Seal site A's `streams` where it answers within `timeout_s`; the ones sealed."""
+    """Seal site A's `streams` where it answers within `timeout_s`; the ones
+    sealed now or already before (a promotion resumed after a crash): site B
+    must catch up with every one of them before its mirrors are promoted."""
     sealed: list[str] = []
 
     async def seal_all() -> None:
@@ -232,10 +234,10 @@ async def seal_site(a: NatsEndpoint, streams: Sequence[str], timeout_s: float) -
         try:
             for stream in streams:
                 try:
-                    if await mirrors.seal(nc, stream):
-                        sealed.append(stream)
+                    await mirrors.seal(nc, stream)
                 except mirrors.MirrorError:
                     continue
+                sealed.append(stream)
         finally:
             await close_nats(nc)
 

@@ -224,8 +224,6 @@ class LocalCluster:
             if secure
             else None
         )
-        self._certificate_hosts: dict[str, list[str]] = {}
-        """nats-server node → the addresses its certificate is valid for."""
         self.nats = LocalNatsCluster(
             self.data_dir / "nats",
             size=self.config.nats_nodes,
@@ -650,8 +648,9 @@ class LocalCluster:
         if self.secrets is None:
             return None
         allowed = self._identities()
-        self._certificate_hosts = {name: [host] for name, host in hosts.items()}
-        keys = provide_secrets(self.secrets, identities=allowed, servers=self._certificate_hosts)
+        keys = provide_secrets(
+            self.secrets, identities=allowed, servers={name: [host] for name, host in hosts.items()}
+        )
         return ServerSecurity(
             self.secrets,
             {identity: (keys[identity], permissions) for identity, permissions in allowed.items()},
@@ -664,16 +663,6 @@ class LocalCluster:
         if self.dr is not None:
             allowed[dr_site.LINK_IDENTITY] = dr_site.link_permissions(self.mirrored_streams)
         return allowed
-
-    def renew_certificates(self) -> None:
-        """Issue again, with the cluster's own CA, every certificate within
-        `RENEW_BEFORE_DAYS` of its expiry (as a start does); a process takes
-        its new certificate when it is next restarted (`rolling_restart`)."""
-        if self.secrets is None:
-            return
-        provide_secrets(
-            self.secrets, identities=self._identities(), servers=self._certificate_hosts
-        )
 
     def credentials(self, identity: str) -> NatsCredentials | None:
         """What `identity` connects with (None on a plaintext cluster)."""

@@ -472,10 +472,7 @@ async def rolling_restart(
 ) -> list[str]:
     """Restart every process of `what` one by one, each healthy before the
     next: NATS servers (those leading nothing first), replicas (followers
-    first), gateway workers and projectors, and with `all` the feed too.
-    Certificates near their expiry are issued again first, so that the
-    restart puts them in use."""
-    await asyncio.to_thread(cluster.renew_certificates)
+    first), gateway workers and projectors, and with `all` the feed too."""
     done: list[str] = []
     if what in ("nats", "all"):
         led = {

@@ -298,7 +298,13 @@ class Remediator:
         while not stop.is_set():
             self._wake.clear()
             while self._queue:
-                await self.handle(self._queue.popleft())
+                finding = self._queue.popleft()
+                try:
+                    await self.handle(finding)
+                except Exception:
+                    # It runs inside `ironbook up`: one action that failed in
+                    # an unforeseen way must not take the cluster's supervisor down.
+                    log.exception("remediation of %s %s failed", finding.series, finding.labels)
             await race(self._wake.wait(), stop.wait())
 
     async def handle(self, finding: Finding) -> RemediationRecord | None:

@@ -240,7 +240,12 @@ class ReplicaMetrics:
             registry=r,
         )
         self.quarantined.labels(self.partition).set(0)
-        self.memory_limit.labels(self.partition).set(memory_limit_bytes())
+        try:
+            limit = memory_limit_bytes()
+        except OSError:  # without /proc: no limit shown (not 0), so no forecast against it
+            pass
+        else:
+            self.memory_limit.labels(self.partition).set(limit)
         ProcessCollector(registry=r)
 
     def log(self, log: Log) -> Log:
