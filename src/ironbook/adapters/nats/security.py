@@ -101,7 +101,7 @@ def _private_dir(path: Path) -> None:
     os.chmod(path, _PRIVATE_DIR_MODE)
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     """Written 0600 from the first byte (never readable by others, even briefly)."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _PRIVATE_FILE_MODE)
@@ -157,8 +157,8 @@ def _make_ca(layout: SecretsLayout) -> None:
         )
         .sign(key, hashes.SHA256())
     )
-    _write_private(layout.ca_key, _key_pem(key))
-    _write_private(layout.ca_cert, cert.public_bytes(serialization.Encoding.PEM))
+    write_private(layout.ca_key, _key_pem(key))
+    write_private(layout.ca_cert, cert.public_bytes(serialization.Encoding.PEM))
 
 
 def _issue(layout: SecretsLayout, service: str, hosts: Iterable[str]) -> None:
@@ -190,8 +190,8 @@ def _issue(layout: SecretsLayout, service: str, hosts: Iterable[str]) -> None:
     cert = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False).sign(
         ca_key, hashes.SHA256()
     )
-    _write_private(layout.key(service), _key_pem(key))
-    _write_private(layout.cert(service), cert.public_bytes(serialization.Encoding.PEM))
+    write_private(layout.key(service), _key_pem(key))
+    write_private(layout.cert(service), cert.public_bytes(serialization.Encoding.PEM))
 
 
 def _general_name(host: str) -> x509.GeneralName:
@@ -251,7 +251,7 @@ def _covers(cert_path: Path, hosts: Iterable[str]) -> bool:
 
 def _make_seed(path: Path) -> None:
     seed = nkeys.encode_seed(os.urandom(_SEED_BYTES), nkeys.PREFIX_BYTE_USER)
-    _write_private(path, seed + b"\n")
+    write_private(path, seed + b"\n")
 
 
 def public_nkey(seed_file: Path) -> str:
@@ -307,7 +307,7 @@ def provide_secrets(
             )
         _issue(layout, service, hosts)
     if not layout.jetstream_key.exists():
-        _write_private(layout.jetstream_key, secrets.token_hex(_JETSTREAM_KEY_BYTES).encode())
+        write_private(layout.jetstream_key, secrets.token_hex(_JETSTREAM_KEY_BYTES).encode())
     check_private(layout.jetstream_key)
     keys: dict[str, str] = {}
     for identity in identities:

@@ -35,7 +35,12 @@ from ironbook.adapters.nats.localproc import (
     PortLease,
     wait_until,
 )
-from ironbook.adapters.nats.security import Permissions, ServerSecurity, server_tls
+from ironbook.adapters.nats.security import (
+    Permissions,
+    ServerSecurity,
+    server_tls,
+    write_private,
+)
 
 CLUSTER_FILE = "cluster.json"
 JETSTREAM_KEY_VARIABLE = "IRONBOOK_JETSTREAM_KEY"
@@ -375,8 +380,10 @@ class LocalNatsCluster:
 
     def _write_config(self, node: NatsNode) -> None:
         others = [other for other in self.nodes.values() if other is not node]
-        node.config_path.write_text(
-            render_config(node, self.cluster_name, others, self.security, self.site)
+        # It may hold a secret (a DR site's leafnode seed): never readable by others.
+        write_private(
+            node.config_path,
+            render_config(node, self.cluster_name, others, self.security, self.site).encode(),
         )
 
     @property
