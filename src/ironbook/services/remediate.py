@@ -46,6 +46,7 @@ import nats.errors
 from ironbook.adapters.audit.events import NoteEvent
 from ironbook.adapters.nats.log import stream_name
 from ironbook.replication.concurrency import race, wait_for
+from ironbook.services import dr as dr_site
 from ironbook.services import maintenance
 from ironbook.services.detect import Finding, Labels
 from ironbook.services.local_cluster import LocalCluster
@@ -398,6 +399,9 @@ class LocalClusterActions:
 
     def unavailable(self, action: ActionKind, target: str) -> str | None:
         cluster = self.cluster
+        if action == "move_nats_leaders" and cluster.primary.site != dr_site.SITE_A:
+            # `cluster.nats` is the fenced, sealed site A: its leaderships serve nobody.
+            return "site b is primary: NATS leaderships are not moved on a promoted DR pair"
         if action == "move_nats_leaders":
             child = cluster.supervisor.children.get(f"nats-{target}")
             others = [n for n in cluster.nats.running_nodes() if n.name != target]
