@@ -22,6 +22,7 @@ BENCHMARKS = {
     "revocation": "ironbook.benchmarks.revocation",
     "detect": "ironbook.benchmarks.detect",
     "snapshot": "ironbook.benchmarks.snapshot",
+    "dr-lag": "ironbook.benchmarks.dr_lag",
 }
 
 
@@ -55,7 +56,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "restore: snapshot size and replica restore time at N bets of synthesised history; "
         "revocation: how long a token revocation takes to reach every gateway worker; "
         "detect: seeded gradual faults judged by the watcher and the threshold rules; "
-        "snapshot: a replica's event-loop block per snapshot, in process and forked)",
+        "snapshot: a replica's event-loop block per snapshot, in process and forked; "
+        "dr-lag: a running DR pair's mirror lag under the chaos workload, and its promotion)",
         description=__doc__,
     )
     parser.add_argument("benchmark", choices=sorted(BENCHMARKS), help="which benchmark")
