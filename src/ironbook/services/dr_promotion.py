@@ -10,12 +10,8 @@ import contextlib
 import time
 from collections.abc import Callable
 
-from ironbook.adapters.audit.events import EVENTS_STREAM, record_significant_event
-from ironbook.adapters.audit.keys import KeyFileError, load_signing_key, signing_key_path
-from ironbook.adapters.audit.stream import start_epochs
-from ironbook.adapters.nats.log import stream_name
+from ironbook.adapters.audit.events import record_significant_event
 from ironbook.adapters.nats.provision import close_nats
-from ironbook.replication.merkle import EVENTS_LOG, LogName
 from ironbook.services import dr as dr_site
 from ironbook.services.cluster_events import DR_TAKEOVER
 from ironbook.services.local_cluster import LocalCluster
@@ -56,7 +52,16 @@ async def promote_site_b(
         say(done[-1])
     done.append(f"site b mirrors promoted: {', '.join(promoted) or 'none left'}")
     say(done[-1])
-    done.append(await _start_audit_epoch(cluster, record, sealed, missing))
+    done.append(
+        await dr_site.start_audit_epoch(
+            cluster.site_endpoint(dr_site.SITE_B),
+            cluster.data_dir,
+            cluster.partitions,
+            record,
+            sealed=sealed,
+            missing=missing,
+        )
+    )
     say(done[-1])
     cluster.point_services_at(cluster.site_b.url)
     restarted = await _restart_services(cluster)
@@ -83,42 +88,6 @@ async def _restart_services(cluster: LocalCluster) -> list[str]:
         for process in processes.values():
             process.start()
     return list(processes)
-
-
-async def _start_audit_epoch(
-    cluster: LocalCluster,
-    record: dr_site.PrimaryRecord,
-    sealed: list[str],
-    missing: dict[str, int],
-) -> str:
-    """An epoch record on every log's checkpoint chain on site B (docs/audit.md):
-    where its chain goes on from, and which of site A's checkpoints it gives up."""
-    try:
-        key = load_signing_key(signing_key_path(cluster.data_dir))
-    except KeyFileError:
-        return "audit epoch: no checkpoint key yet (nothing was ever signed)"
-    streams: dict[LogName, str] = {p: stream_name(p) for p in range(cluster.partitions)}
-    streams[EVENTS_LOG] = EVENTS_STREAM
-    logs = list(streams)
-    gaps = {log: missing.get(name, 0) for log, name in streams.items() if name in sealed}
-    nc = await cluster.site_endpoint(dr_site.SITE_B, "ops").connect("ironbook-dr-epoch")
-    try:
-        records = await start_epochs(
-            nc,
-            key,
-            logs,
-            epoch=record.epoch,
-            site=record.site,
-            origin_gaps=gaps,
-            now_ms=record.at_ms,
-        )
-    finally:
-        await close_nats(nc)
-    abandoned = sum(len(r.abandoned) for r in records)
-    return (
-        f"audit epoch {record.epoch} started on {len(records)} logs "
-        f"({abandoned} checkpoint(s) signed on site a past site b's copy abandoned)"
-    )
 
 
 async def _record_takeover(

@@ -830,8 +830,22 @@ class LocalCluster:
             # now so that a promotion need not: provisioning keeps the mirrors.
             self.provision(url=self.site_b.url)
         else:
-            asyncio.run(self.promote_site_b_streams())
+            asyncio.run(self._finish_promotion())
             self.provision()
+
+    async def _finish_promotion(self) -> None:
+        """Site B is primary as this starts: what a promotion may not have
+        done yet (it was recorded with no `up` running, or it stopped half
+        way), done now."""
+        sealed, missing, _ = await self.promote_site_b_streams()
+        await dr_site.start_audit_epoch(
+            self.site_endpoint(dr_site.SITE_B),
+            self.data_dir,
+            self.partitions,
+            self.primary,
+            sealed=sealed,
+            missing=missing,
+        )
 
     async def promote_site_b_streams(self) -> tuple[list[str], dict[str, int], list[str]]:
         """Seal site A's streams where it answers (bounded), let site B's

@@ -258,11 +258,14 @@ async def start_epochs(
     (`replication/audit_epoch.py`): the chain goes on from its last
     checkpoint at or below the log's size here, and the checkpoints signed
     past it are abandoned. `origin_gaps`: for each log whose old primary
-    answered (sealed), how many entries it held past this site's copy.
-    Returns the records published."""
+    answered (sealed), how many entries it held past this site's copy. A log
+    that already has an epoch this high is skipped. Returns the records
+    published."""
     published = await read_chains(nc)
     records = []
     for log in logs:
+        if any(started.epoch >= epoch for started in published.epochs_of(log)):
+            continue
         tree_size = await AuditedLog(nc, log).last_seq()
         gap = origin_gaps.get(log)
         record = sign_epoch(
