@@ -256,6 +256,10 @@ class LocalCluster:
         its kind's identity."""
         self.supervisor = Supervisor(supervision)
         self.supervisor.on_change = self.write_runtime
+        self.operations = asyncio.Lock()
+        """Held by an operator's request (drain, rolling restart, DR
+        promotion) and by a remediation while it acts: one at a time, so a
+        remediation never restarts what maintenance is moving."""
         self._started_at_ms = time.time_ns() // 1_000_000
         self._ports = PortLease()
         self.targets = ScrapeTargets()
