@@ -30,7 +30,7 @@ from ironbook.chaos.projection import (
     read_projection,
 )
 from ironbook.core import partition_of
-from ironbook.replication.checker import CheckReport, check_history
+from ironbook.replication.checker import CheckReport, SiteLoss, check_history
 from ironbook.replication.history import Operation
 from ironbook.replication.interfaces import LogEntry
 from ironbook.services.inspect import converged_hashes, read_whole_log
@@ -55,6 +55,7 @@ async def check_all_partitions(
     data_dir: Path,
     projection_dbs: Mapping[int, Path] | None = None,
     offload: bool = False,
+    site_losses: Mapping[int, SiteLoss] | None = None,
     say: Callable[[str], None] = lambda _: None,
 ) -> CheckReport:
     """Read every partition's whole log and its replicas' converged state
@@ -65,7 +66,8 @@ async def check_all_partitions(
     partition -> replica node ids. `projection_dbs`: partition -> a history
     projection whose projector is running, to be compared with a fold of the
     log. `offload`: run the checker in a thread (keeps an event loop with a
-    live display responsive)."""
+    live display responsive). `site_losses`: partition -> the primary site
+    lost in the run, when `endpoint` is the promoted DR site (`SiteLoss`)."""
     partitions = len(replicas)
     reports = []
     nc = await endpoint.connect("ironbook-check")
@@ -92,6 +94,7 @@ async def check_all_partitions(
                 read_model=read_model,
                 ledger_config=core.LedgerConfig(partition=partition),
                 verifier=ledger_verifier(data_dir, partition),
+                site_loss=(site_losses or {}).get(partition),
             )
             report = await asyncio.to_thread(judge) if offload else judge()
             say(f"partition {partition}: checked {len(mine)} operations")
@@ -204,4 +207,8 @@ def combine_reports(reports: Sequence[CheckReport], operations: Sequence[Operati
         violations=[v for r in reports for v in r.violations],
         violation_counts=counts,
         projection_agrees=all(projections) if projections else None,
+        quarantined_entries=sum(r.quarantined_entries for r in reports),
+        rpo_acked_lost=sum(r.rpo_acked_lost for r in reports),
+        rpo_lost=[loss for r in reports for loss in r.rpo_lost],
+        rpo_window_reads=sum(r.rpo_window_reads for r in reports),
     )

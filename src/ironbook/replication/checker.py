@@ -32,6 +32,19 @@ replicas' state hashes; reading them from NATS and files is the caller's.
 - a read model folded from the log (a `LogFold`, such as the gateway's
   history projection), if given, agrees with it.
 
+A run that lost its primary site and went on against a promoted DR site
+(`ironbook dr drill`) is judged against the DR site's log, which holds the
+lost site's entries only as far as its mirror had copied them. With a
+`SiteLoss`, an operation acknowledged before the promotion began (so by the
+lost site: the DR site acknowledges nothing before) and missing from the log
+is counted and listed as lost with the site (`rpo_acked_lost`), not reported
+as a `lost` violation; one acknowledged after it and missing is still `lost`,
+and every other rule holds as always. A balance read served by the lost site
+after the last entry the DR site holds from it was written may show entries
+that never reached the DR site: such a read that no position of the log
+explains is counted (`rpo_window_reads`), not reported as `stale_read`;
+earlier reads are judged as always.
+
 A violation names the operations (request id, client, times) and the log
 positions involved.
 
@@ -115,6 +128,28 @@ class LogFold(Protocol):
         ...
 
 
+class SiteLoss(msgspec.Struct, frozen=True):
+    """The run lost its primary site and its DR site was promoted: the log
+    judged is the DR site's, the lost site's log up to `kept_seq`, then its own."""
+
+    acks_before_ms: int
+    """Wall time the promotion began: an acknowledgement heard before it came
+    from the lost site, and may be missing from the log (lost with the site)."""
+    kept_seq: int
+    """The last entry of the lost site's log the DR site holds (0: none)."""
+
+
+class RpoLoss(msgspec.Struct, frozen=True):
+    """An operation the lost site acknowledged that the DR site's log lacks."""
+
+    request_id: str
+    kind: str
+    client: str
+    outcome: str
+    """`ok`, or `fail`: a refusal the lost site logged and answered."""
+    acked_wall_ms: int
+
+
 class CheckReport(msgspec.Struct):
     verdict: Verdict
     ops: int
@@ -142,6 +177,13 @@ class CheckReport(msgspec.Struct):
     """The read model equals a fold of the log (None: none was given)."""
     quarantined_entries: int = 0
     """Foreign entries replay skipped (undecodable, or badly signed)."""
+    rpo_acked_lost: int = 0
+    """With a `SiteLoss`: operations the lost site acknowledged that the log
+    lacks (not violations; listed in `rpo_lost`)."""
+    rpo_lost: list[RpoLoss] = msgspec.field(default_factory=list)
+    rpo_window_reads: int = 0
+    """With a `SiteLoss`: reads served by the lost site after the last entry
+    the DR site holds from it, that no log position explains (not violations)."""
 
 
 @dataclass(slots=True)
@@ -199,10 +241,12 @@ def check_history(
     read_model: LogFold | None = None,
     full_invariants_every: int = FULL_INVARIANTS_EVERY,
     verifier: Verifier | None = None,
+    site_loss: SiteLoss | None = None,
 ) -> CheckReport:
     """The verdict on one run. `expected_replicas` names replicas that must
     have reported a hash (a missing one means they do not agree);
-    `read_model`, if given, must equal a fold of the log."""
+    `read_model`, if given, must equal a fold of the log; `site_loss`: the
+    log is a promoted DR site's (see the module's docstring)."""
     violations = _Violations()
     replay = _replay(
         entries, ledger_config, violations, read_model, full_invariants_every, verifier
@@ -210,9 +254,12 @@ def check_history(
     if read_model is not None:
         _check_read_model(read_model, replay, len(entries), violations)
     _check_replies(operations, replay, violations)
-    lost, duplicated, info_applied, info_absent = _check_operations(operations, replay, violations)
+    rpo_lost: list[RpoLoss] = []
+    lost, duplicated, info_applied, info_absent = _check_operations(
+        operations, replay, violations, site_loss, rpo_lost
+    )
     replicas_agree = _check_replicas(replica_hashes, expected_replicas, replay, violations)
-    _check_reads(operations, replay, violations)
+    rpo_window_reads = _check_reads(operations, replay, violations, _rpo_window(site_loss, replay))
     counts = dict(violations.counts)
     commands = [op for op in operations if not op.is_query]
     return CheckReport(
@@ -238,7 +285,21 @@ def check_history(
         violations=[_placed(v, replay.at_ms) for v in violations.found],
         violation_counts=counts,
         projection_agrees=None if read_model is None else "projection_mismatch" not in counts,
+        rpo_acked_lost=len(rpo_lost),
+        rpo_lost=rpo_lost,
+        rpo_window_reads=rpo_window_reads,
     )
+
+
+def _rpo_window(site_loss: SiteLoss | None, replay: _Replay) -> tuple[int, int] | None:
+    """(from, to) wall ms in which a read served by the lost site may show
+    entries the DR site never got: from the log time of the last entry it
+    holds from the lost site (the leader decided every later one after it)
+    to the promotion's start; None without a site loss."""
+    if site_loss is None:
+        return None
+    kept_ms = [at_ms for seq, at_ms in replay.at_ms.items() if seq <= site_loss.kept_seq]
+    return (max(kept_ms, default=0), site_loss.acks_before_ms)
 
 
 def _placed(violation: Violation, at_ms: Mapping[int, int]) -> Violation:
@@ -459,10 +520,31 @@ def _conserved(
     return False
 
 
+def _lost_with_site(
+    heard: Sequence[Operation], site_loss: SiteLoss | None, rpo_lost: list[RpoLoss]
+) -> bool:
+    """Whether an acknowledged operation the log lacks was acknowledged by the
+    lost site (every client heard it before the promotion): then it goes to
+    `rpo_lost`."""
+    if site_loss is None or not all(op.complete_wall_ms < site_loss.acks_before_ms for op in heard):
+        return False
+    first = heard[0]
+    rpo_lost.append(
+        RpoLoss(first.request_id, first.kind, first.client, first.outcome, first.complete_wall_ms)
+    )
+    return True
+
+
 def _check_operations(
-    operations: Sequence[Operation], replay: _Replay, violations: _Violations
+    operations: Sequence[Operation],
+    replay: _Replay,
+    violations: _Violations,
+    site_loss: SiteLoss | None,
+    rpo_lost: list[RpoLoss],
 ) -> tuple[int, int, int, int]:
-    """(lost, duplicated, info applied, info absent)."""
+    """(lost, duplicated, info applied, info absent); what the lost site
+    acknowledged and the log lacks goes to `rpo_lost` instead of `lost`."""
+
     lost = 0
     info_applied = 0
     info_absent = 0
@@ -474,9 +556,11 @@ def _check_operations(
         record = replay.records.get(request_id)
         outcomes = {op.outcome for op in ops}
         if "ok" in outcomes:
+            heard = [op for op in ops if op.outcome == "ok"]
+            if record is None and _lost_with_site(heard, site_loss, rpo_lost):
+                continue
             if record is None or record.rejected_only:
                 lost += 1
-                heard = [op for op in ops if op.outcome == "ok"]
                 violations.add(
                     Violation(
                         "lost",
@@ -489,6 +573,8 @@ def _check_operations(
                 )
         elif "fail" in outcomes:
             refused = [op for op in ops if op.outcome == "fail" and op.reply_hex]
+            if record is None and refused and _lost_with_site(refused, site_loss, rpo_lost):
+                continue
             if record is None and refused:
                 # The ledger logs a refusal before it answers (a retry must
                 # hear the same one): a refusal heard but not logged was lost.
@@ -556,7 +642,15 @@ def _check_replicas(
     return agree
 
 
-def _check_reads(operations: Sequence[Operation], replay: _Replay, violations: _Violations) -> None:
+def _check_reads(
+    operations: Sequence[Operation],
+    replay: _Replay,
+    violations: _Violations,
+    rpo_window_ms: tuple[int, int] | None = None,
+) -> int:
+    """Judge every balance read; the reads excused because the lost site
+    served them within `rpo_window_ms` (see `_rpo_window`)."""
+    excused = 0
     position: dict[str, int] = {
         request_id: record.last_point for request_id, record in replay.records.items()
     }
@@ -591,6 +685,11 @@ def _check_reads(operations: Sequence[Operation], replay: _Replay, violations: _
             found = _position_with_balance(
                 replay.balances.get(op.account_id, ([], [])), op.balance_minor, seen, upper
             )
+            if found is None and rpo_window_ms is not None:
+                window_from_ms, window_to_ms = rpo_window_ms
+                if window_from_ms <= op.complete_wall_ms < window_to_ms:
+                    excused += 1
+                    continue
             if found is None:
                 violations.add(
                     Violation(
@@ -604,6 +703,7 @@ def _check_reads(operations: Sequence[Operation], replay: _Replay, violations: _
                 )
             else:
                 seen = max(seen, found)
+    return excused
 
 
 def _position_with_balance(
