@@ -124,13 +124,14 @@ async def check_audit(
     partitions: int,
     leaders_seen: Mapping[int, Mapping[int, str]],
     say: Callable[[str], None] = lambda _: None,
+    settle_s: float = SETTLE_S,
 ) -> AuditCheck:
     """Verify every log and match `leaders_seen` (partition -> term -> node)
-    with the recorded elections, waiting up to `SETTLE_S` for the last
+    with the recorded elections, waiting up to `settle_s` for the last
     checkpoints and events."""
     seen = {(p, term): node for p, terms in leaders_seen.items() for term, node in terms.items()}
     logs: list[LogName] = [*range(partitions), EVENTS_LOG]
-    deadline = time.monotonic() + SETTLE_S
+    deadline = time.monotonic() + settle_s
     while True:
         recorded = await recorded_leaders(endpoint)
         missing = sorted(set(seen) - set(recorded))

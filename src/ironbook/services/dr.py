@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import json
 import os
 import time
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -202,6 +204,74 @@ def link_rtts_ms(leafz: dict[str, Any]) -> list[float]:
         if rtt is not None:
             found.append(rtt)
     return found
+
+
+def measured_link_rtts_ms(monitor_urls: Sequence[str], timeout_s: float = 1.0) -> list[float]:
+    """The leafnode links' round-trip times site B's servers report on
+    `/leafz` (`monitor_urls`: their monitoring endpoints; through the relay,
+    the WAN RTT); a server that does not answer is skipped."""
+    found: list[float] = []
+    for url in monitor_urls:
+        try:
+            with urllib.request.urlopen(f"{url}/leafz", timeout=timeout_s) as response:
+                found += link_rtts_ms(json.loads(response.read()))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+class SiteLost(msgspec.Struct, frozen=True):
+    """Site A judged lost, as `dr status` would show it: no site-A server
+    answered for `unreachable_s`, and site B's mirror had heard nothing from
+    A for `mirror_silent_s`."""
+
+    unreachable_s: float
+    mirror_silent_s: float
+    probes: int
+
+
+async def wait_site_a_lost(
+    a: NatsEndpoint,
+    b: NatsEndpoint,
+    stream: str,
+    *,
+    silent_s: float,
+    timeout_s: float,
+    poll_s: float = 0.5,
+) -> SiteLost:
+    """Probe site A (`stream`'s state, as `dr status` reads it) and site B's
+    mirror of `stream` until A has answered no probe for `silent_s` and the
+    mirror has heard nothing from A for as long; `TimeoutError` after
+    `timeout_s` (site A still answers, or B's mirror still hears it), and
+    `DrError` if site B does not answer either."""
+    started = time.monotonic()
+    unreachable_since: float | None = None
+    probes = 0
+    while True:
+        probes += 1
+        probe_s = min(1.0, silent_s)
+        async with asyncio.TaskGroup() as group:
+            probe_a = group.create_task(stream_states(a, [stream], timeout_s=probe_s))
+            probe_b = group.create_task(stream_states(b, [stream], timeout_s=probe_s))
+        on_a, on_b = probe_a.result(), probe_b.result()
+        now = time.monotonic()
+        mirror = on_b[stream]
+        if mirror is None:
+            raise DrError(f"site b does not answer for {stream}: nothing to promote")
+        if on_a[stream] is not None:
+            unreachable_since = None
+        elif unreachable_since is None:
+            unreachable_since = now
+        gone_s = 0.0 if unreachable_since is None else now - unreachable_since
+        silent = mirror.active_s if mirror.active_s is not None else gone_s
+        if gone_s >= silent_s and silent >= silent_s:
+            return SiteLost(round(gone_s, 2), round(silent, 2), probes)
+        if now - started > timeout_s:
+            raise TimeoutError(
+                f"site a was not lost within {timeout_s:.0f} s "
+                f"(answers: {on_a[stream] is not None}, mirror silent {silent:.1f} s)"
+            )
+        await asyncio.sleep(poll_s)
 
 
 async def ensure_mirrors(

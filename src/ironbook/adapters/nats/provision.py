@@ -69,8 +69,14 @@ async def connect_nats(
     name: str = "ironbook",
     connect_timeout_ms: int = 2000,
     ping_interval_ms: int = 1000,
+    in_order: bool = False,
 ) -> NatsClient:
     """A connection that fails over between the given servers forever.
+
+    `in_order`: try the servers in the order given (the first that answers
+    wins, and so on at every reconnect), rather than shuffled: a client of a
+    DR pair lists the primary site first and reaches the other only when no
+    server of the first answers.
 
     A server going into lame-duck mode (`ironbook drain`, a rolling restart)
     says so; the connection then moves to another server at once, while the
@@ -127,6 +133,7 @@ async def connect_nats(
         connect_timeout=max(1, connect_timeout_ms // 1000),
         reconnect_time_wait=0.1,  # seconds
         max_reconnect_attempts=-1,
+        dont_randomize=in_order,
         ping_interval=max(1, ping_interval_ms // 1000),
         max_outstanding_pings=2,
         flush_timeout=FLUSH_TIMEOUT_S,
@@ -148,9 +155,13 @@ class NatsEndpoint:
 
     url: str
     credentials: NatsCredentials | None = None
+    in_order: bool = False
+    """Try the URLs in order (see `connect_nats`), not shuffled."""
 
     async def connect(self, name: str) -> NatsClient:
-        return await connect_nats(self.url, credentials=self.credentials, name=name)
+        return await connect_nats(
+            self.url, credentials=self.credentials, name=name, in_order=self.in_order
+        )
 
 
 async def close_nats(nc: NatsClient) -> None:
