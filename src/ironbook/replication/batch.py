@@ -75,6 +75,13 @@ def signed_batch_id(term: int, n: int) -> str:
     return f"{SIGNED_BATCH_ID_PREFIX}{term}:{n}"
 
 
+def batch_term(batch_id: str) -> int | None:
+    """The leadership term a batch id (`s<term>:<n>`, or an unsigned
+    `<term>:<n>`) was written in; None if it is not a batch id."""
+    term, separator, _ = batch_id.removeprefix(SIGNED_BATCH_ID_PREFIX).partition(":")
+    return int(term) if separator and term.isdigit() else None
+
+
 def is_signed_chain(last_batch_id: str) -> bool:
     """Whether the entry named `last_batch_id` was a signed batch: then only
     signed batches may follow it."""

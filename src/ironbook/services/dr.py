@@ -43,10 +43,12 @@ from ironbook.adapters.audit.keys import KeyFileError, load_signing_key, signing
 from ironbook.adapters.audit.stream import start_epochs
 from ironbook.adapters.feed.nats_stream import feed_stream_name
 from ironbook.adapters.nats import mirrors
+from ironbook.adapters.nats.lease import start_revisions_above
 from ironbook.adapters.nats.log import stream_name
 from ironbook.adapters.nats.provision import NatsEndpoint, close_nats
 from ironbook.adapters.nats.security import Permissions, inbox_prefix
 from ironbook.adapters.nats.snapshots import snapshot_bucket
+from ironbook.replication.batch import batch_term
 from ironbook.replication.merkle import EVENTS_LOG, LogName
 
 DR_DIR = "dr"
@@ -344,6 +346,30 @@ async def wait_caught_up(
         if not missing or time.monotonic() > deadline:
             return missing
         await asyncio.sleep(CATCH_UP_POLL_S)
+
+
+async def lift_terms(b: NatsEndpoint, partitions: int) -> int:
+    """Every leadership term site B's replicas will take made greater than
+    every term in its ledger logs (their last entries' batch ids): B's lease
+    bucket is its own and would count from 1 again, and a term reused would
+    reuse batch ids site A already wrote. Call it before any replica runs on
+    B. The highest term found in the logs."""
+    nc = await b.connect("ironbook-dr-terms")
+    try:
+        js = nc.jetstream()
+        highest = 0
+        for partition in range(partitions):
+            stream = stream_name(partition)
+            last_seq = (await js.stream_info(stream)).state.last_seq
+            if last_seq == 0:
+                continue
+            last = await js.get_msg(stream, last_seq)
+            term = batch_term((last.headers or {}).get("Nats-Msg-Id", ""))
+            highest = max(highest, term or 0)
+        await start_revisions_above(nc, highest)
+        return highest
+    finally:
+        await close_nats(nc)
 
 
 async def promote_mirrors(b: NatsEndpoint, streams: Sequence[str]) -> list[str]:

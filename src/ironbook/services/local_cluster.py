@@ -853,14 +853,16 @@ class LocalCluster:
 
     async def promote_site_b_streams(self) -> tuple[list[str], dict[str, int], list[str]]:
         """Seal site A's streams where it answers (bounded), let site B's
-        mirrors copy what the sealed ones hold (bounded), promote them;
-        (sealed, entries still missing per stream, promoted)."""
+        mirrors copy what the sealed ones hold (bounded), promote them, and
+        start B's leadership terms above every term in its logs
+        (`dr.lift_terms`); (sealed, entries still missing per stream, promoted)."""
         a, b = self.site_endpoint("a"), self.site_endpoint("b")
         sealed = []
         if self.nats.running_nodes():  # else site A is gone: nothing to seal now
             sealed = await dr_site.seal_site(a, self.mirrored_streams, SEAL_TIMEOUT_S)
         missing = await dr_site.wait_caught_up(a, b, sealed, CATCH_UP_TIMEOUT_S)
         promoted = await dr_site.promote_mirrors(b, self.mirrored_streams)
+        await dr_site.lift_terms(b, self.config.partitions)
         return sealed, missing, promoted
 
     def site_endpoint(self, site: str, identity: str = "ops") -> NatsEndpoint:

@@ -69,6 +69,29 @@ async def ensure_lease_bucket(
     )
 
 
+async def start_revisions_above(
+    nc: NatsClient, revision: int, bucket: str = DEFAULT_BUCKET
+) -> bool:
+    """Make every later revision of `bucket` (so every later term) greater
+    than `revision`, by purging its stream up to `revision + 1` (an empty
+    stream purged so starts its sequence there); nothing if its revisions are
+    already past. Whether it purged: only for a bucket nobody holds a lease
+    in (a purge drops every key)."""
+    stream = f"KV_{bucket}"
+    info = await nc.jetstream().stream_info(stream)
+    if info.state.last_seq > revision:
+        return False
+    reply = await nc.request(
+        f"$JS.API.STREAM.PURGE.{stream}",
+        json.dumps({"seq": revision + 1}).encode(),
+        timeout=DEFAULT_TIMEOUT_MS / 1000,
+    )
+    answer = json.loads(reply.data)
+    if not answer.get("success"):
+        raise LeaseUnavailable(f"{stream}: purge to {revision + 1} refused: {answer.get('error')}")
+    return True
+
+
 class NatsLease:
     """The lease `key` in KV bucket `bucket`."""
 
