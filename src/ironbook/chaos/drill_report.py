@@ -56,7 +56,7 @@ def summary_lines(report: DrillReport) -> list[str]:
 
 def timeline(report: DrillReport, operations: Sequence[Operation]) -> Timeline:
     """Per second since the workload started: bets accepted and latency;
-    site A's time, the detection, the promotion and site B's time as phases,
+    site A's time, the detection with the promotion, and site B's time as phases,
     the cut as a fault lasting until B's first acknowledgement."""
     marks = report.marks
     if not marks.workload_ms:
@@ -72,8 +72,7 @@ def timeline(report: DrillReport, operations: Sequence[Operation]) -> Timeline:
 
     steps = [
         ("site a", marks.workload_ms, marks.cut_ms),
-        ("detecting", marks.cut_ms, marks.detected_ms),
-        ("promoting", marks.detected_ms, marks.promoted_ms),
+        ("detect, promote", marks.cut_ms, marks.promoted_ms),
         ("site b", marks.promoted_ms, end_ms),
     ]
     result.phases = [
