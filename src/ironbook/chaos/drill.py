@@ -50,6 +50,7 @@ import msgspec
 
 from ironbook import core
 from ironbook.adapters.nats.log import stream_name
+from ironbook.adapters.nats.mirrors import MirrorState
 from ironbook.adapters.nats.provision import NatsEndpoint
 from ironbook.chaos.audit import AuditCheck, audit_line, check_audit
 from ironbook.chaos.evidence import causes
@@ -292,6 +293,32 @@ class _Drill:
                 )
             await asyncio.sleep(0.5)
 
+    async def _mirrors_follow(self, cluster: LocalCluster) -> None:
+        """Once the workload's accounts are open: B's mirror of each ledger
+        log holds what A's holds then (bounded). A mirror that does not copy
+        would make every acknowledgement an RPO loss: the drill stops."""
+        ledgers = [stream_name(p) for p in range(cluster.partitions)]
+        a, b = cluster.site_endpoint(dr_site.SITE_A), cluster.site_endpoint(dr_site.SITE_B)
+        wanted = await dr_site.stream_states(a, ledgers)
+        started = time.monotonic()
+        while True:
+            held = await dr_site.stream_states(b, ledgers)
+            behind = {
+                name: (_last_seq(state), _last_seq(held[name]))
+                for name, state in wanted.items()
+                if state is None or _last_seq(held[name]) < state.last_seq
+            }
+            if not behind:
+                took_s = time.monotonic() - started
+                self.say(f"site b's mirrors hold the workload's setup ({took_s:.1f} s)")
+                return
+            if time.monotonic() - started > LINKS_TIMEOUT_S:
+                raise dr_site.DrError(
+                    f"site b's mirrors did not copy site a's ledger in {LINKS_TIMEOUT_S:g} s "
+                    f"(stream: (a's last seq, b's)): {behind}"
+                )
+            await asyncio.sleep(0.5)
+
     @staticmethod
     async def _measure_links(cluster: LocalCluster) -> list[float]:
         assert cluster.site_b is not None
@@ -322,6 +349,7 @@ class _Drill:
             await heartbeats.start()
             workload = Workload(client, self.recorder, WorkloadConfig(seed=options.seed))
             await workload.setup()
+            await self._mirrors_follow(cluster)
             say(
                 f"workload: {options.clients} clients for {options.duration_s:g} s; "
                 f"site a is cut off at {options.cut_at_s:g} s"
@@ -490,6 +518,10 @@ def _cut_site_a(cluster: LocalCluster) -> list[str]:
         if not process.wait(timeout_ms=10_000):
             raise RuntimeError(f"{process.name} (pid {process.pid}) survived SIGKILL")
     return [process.name for process in running]
+
+
+def _last_seq(state: MirrorState | None) -> int:
+    return -1 if state is None else state.last_seq
 
 
 def _now_ms() -> int:
