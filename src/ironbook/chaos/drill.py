@@ -176,6 +176,9 @@ class DrillReport(msgspec.Struct):
     acks_on_b: int
     kept_seq: dict[str, int]
     """Per ledger stream: the last of A's entries B held when it was promoted."""
+    gap_before_cut: dict[str, int | None]
+    """Per ledger stream, just before the cut: A's last sequence minus B's
+    mirror's (None: a site did not answer)."""
     rpo_lost: list[RpoLoss]
     rpo_window_reads: int | None
     promotion: list[str]
@@ -238,6 +241,7 @@ class _Drill:
     link_rtt_ms: list[float] = field(default_factory=list)
     lost: dr_site.SiteLost | None = None
     kept_seq: dict[int, int] = field(default_factory=dict)
+    gap_before_cut: dict[str, int | None] = field(default_factory=dict)
     promotion: list[str] = field(default_factory=list)
     check: CheckReport | None = None
     audit: AuditCheck | None = None
@@ -378,6 +382,7 @@ class _Drill:
         try:
             await asyncio.sleep(max(0.0, options.cut_at_s - (time.monotonic() - started)))
             self.link_rtt_ms = await self._measure_links(cluster) or self.link_rtt_ms
+            self.gap_before_cut = await _ledger_gaps(cluster)
             self.marks.cut_ms = _now_ms()
             killed = _cut_site_a(cluster)
             say(f"{_since(started)}  site a cut off: SIGKILL of {', '.join(killed)}")
@@ -489,6 +494,7 @@ class _Drill:
             acks_on_a=len(on_a),
             acks_on_b=len(on_b),
             kept_seq={stream_name(p): seq for p, seq in sorted(self.kept_seq.items())},
+            gap_before_cut=self.gap_before_cut,
             rpo_lost=[] if check is None else check.rpo_lost,
             rpo_window_reads=None if check is None else check.rpo_window_reads,
             promotion=self.promotion,
@@ -502,6 +508,24 @@ class _Drill:
             data_dir=str(self.data_dir),
             history=str(self.data_dir / HISTORY_FILE),
         )
+
+
+async def _ledger_gaps(cluster: LocalCluster) -> dict[str, int | None]:
+    """Per ledger stream: A's last sequence minus B's mirror's, read at about
+    the same moment (as `dr status` computes it)."""
+    ledgers = [stream_name(p) for p in range(cluster.partitions)]
+    async with asyncio.TaskGroup() as group:
+        on_a = group.create_task(
+            dr_site.stream_states(cluster.site_endpoint(dr_site.SITE_A), ledgers)
+        )
+        on_b = group.create_task(
+            dr_site.stream_states(cluster.site_endpoint(dr_site.SITE_B), ledgers)
+        )
+    gaps: dict[str, int | None] = {}
+    for name in ledgers:
+        a, b = on_a.result()[name], on_b.result()[name]
+        gaps[name] = None if a is None or b is None else a.last_seq - b.last_seq
+    return gaps
 
 
 def _cut_site_a(cluster: LocalCluster) -> list[str]:

@@ -105,6 +105,8 @@ def write_markdown(report: DrillReport, path: Path, chart: Path) -> None:
         ("detect_s", report.detect_s),
         ("promote_s", report.promote_s),
         ("cut_at_s", report.cut_at_s),
+        ("ledger entries b's mirror was behind just before the cut", report.gap_before_cut),
+        ("last of a's entries b held (kept_seq)", report.kept_seq),
         ("wan_rtt_ms (measured)", report.wan_rtt_ms),
         ("ops", report.ops),
         ("duplicated", report.duplicated),
