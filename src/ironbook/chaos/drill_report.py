@@ -56,8 +56,9 @@ def summary_lines(report: DrillReport) -> list[str]:
 
 def timeline(report: DrillReport, operations: Sequence[Operation]) -> Timeline:
     """Per second since the workload started: bets accepted and latency;
-    site A's time, the detection with the promotion, and site B's time as phases,
-    the cut as a fault lasting until B's first acknowledgement."""
+    site A's time, the outage and site B's time (from its first
+    acknowledgement) as phases, and the cut as a fault lasting until then,
+    labelled with when the loss was detected and B promoted."""
     marks = report.marks
     if not marks.workload_ms:
         return Timeline()
@@ -70,10 +71,14 @@ def timeline(report: DrillReport, operations: Sequence[Operation]) -> Timeline:
     def at_s(wall_ms: int) -> float:
         return round((wall_ms - marks.workload_ms) / 1000, 2)
 
+    def _since_cut(wall_ms: int) -> str:
+        return f"+{(wall_ms - marks.cut_ms) / 1000:.1f} s" if wall_ms else "never"
+
+    outage_end_ms = marks.first_ack_b_ms or end_ms
     steps = [
         ("site a", marks.workload_ms, marks.cut_ms),
-        ("detect, promote", marks.cut_ms, marks.promoted_ms),
-        ("site b", marks.promoted_ms, end_ms),
+        ("outage", marks.cut_ms, outage_end_ms),
+        ("site b", outage_end_ms, end_ms),
     ]
     result.phases = [
         PhaseMark(name, at_s(start_ms), at_s(end))
@@ -83,11 +88,12 @@ def timeline(report: DrillReport, operations: Sequence[Operation]) -> Timeline:
     if marks.cut_ms:
         result.faults = [
             FaultMark(
-                kind="site_a_cut",
+                kind=f"site a cut; lost {_since_cut(marks.detected_ms)}; "
+                f"b promoted {_since_cut(marks.promoted_ms)}",
                 target="site a",
                 partition=0,
                 start_s=at_s(marks.cut_ms),
-                end_s=at_s(marks.first_ack_b_ms or end_ms),
+                end_s=at_s(outage_end_ms),
                 detail="SIGKILL of every site-a process",
                 stall_ms=None if report.rto_s is None else int(report.rto_s * 1000),
             )
