@@ -15,8 +15,9 @@ In order:
    B, and its requests in flight are retried there with the same request ids.
 3. At `cut_at_s` (seeded, in the first half of the duration, after a
    warm-up), every site-A process is killed with SIGKILL at once: its three
-   nats-servers and every service connected to it (replicas, audit verifier
-   and recorder, gateways, feed, backup).
+   nats-servers, every service connected to it (replicas, audit verifier
+   and recorder, gateways, feed, backup) and the WAN relay (what it still
+   held for B is lost, as in-flight packets are when a site's network goes).
 4. Detection, as an operator's tooling sees it (`dr status`): site A answers
    no probe and B's mirror has heard nothing from it, both for
    `DETECT_SILENT_S` (`services.dr.wait_site_a_lost`).
@@ -529,11 +530,16 @@ async def _ledger_gaps(cluster: LocalCluster) -> dict[str, int | None]:
 
 
 def _cut_site_a(cluster: LocalCluster) -> list[str]:
-    """SIGKILL of every site-A process at once (its nats-servers and every
-    service connected to it), then each reaped; their names."""
+    """SIGKILL of every site-A process at once (its nats-servers, every
+    service connected to it, and the WAN relay), then each reaped; their names."""
+    assert cluster.relay is not None
     processes = [
         *(node.process for node in cluster.nats.nodes.values()),
         *cluster.service_processes().values(),
+        # The link too: what A sent and the relay still holds (its WAN delay)
+        # is lost with the site, as in-flight packets are when a site's
+        # network goes down.
+        cluster.relay,
     ]
     running = [process for process in processes if process.is_running()]
     for process in running:
