@@ -407,9 +407,10 @@ class _Drill:
                     raise dr_site.DrError(f"site b does not answer for {name}")
                 self.kept_seq[partition] = state.last_seq
             self.marks.promote_started_ms = _now_ms()
-            self.promotion = await promote_site_b(
-                cluster, ACTOR, lambda line: say(f"{_since(started)}  promotion: {line}")
-            )
+            async with cluster.operations:  # as `dr promote` takes it: one operation at a time
+                self.promotion = await promote_site_b(
+                    cluster, ACTOR, lambda line: say(f"{_since(started)}  promotion: {line}")
+                )
             self.marks.promoted_ms = _now_ms()
             await asyncio.sleep(max(0.0, options.duration_s - (time.monotonic() - started)))
             for _ in range(int(FIRST_ACK_TIMEOUT_S / FIRST_ACK_POLL_S)):
