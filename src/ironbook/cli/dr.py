@@ -88,6 +88,16 @@ def gather(settings: Settings) -> dict[str, Any]:
     rows = []
     for stream in streams:
         origin, mirror = on_a[stream], on_b[stream]
+        # Site B mirrors A, except while a failback re-seeds A from B.
+        mirror_site = next(
+            (
+                site
+                for site, state in ((dr_site.SITE_B, mirror), (dr_site.SITE_A, origin))
+                if state is not None and state.is_mirror
+            ),
+            None,
+        )
+        mirroring = {dr_site.SITE_A: origin, dr_site.SITE_B: mirror}.get(mirror_site or "")
         rows.append(
             {
                 "stream": stream,
@@ -95,8 +105,10 @@ def gather(settings: Settings) -> dict[str, Any]:
                 "origin_sealed": None if origin is None else origin.sealed,
                 "mirror_last_seq": None if mirror is None else mirror.last_seq,
                 "mirror": None if mirror is None else mirror.is_mirror,
-                "lag_entries": None if mirror is None else mirror.lag_entries,
-                "active_s": None if mirror is None else mirror.active_s,
+                "mirror_sealed": None if mirror is None else mirror.sealed,
+                "mirror_site": mirror_site,
+                "lag_entries": None if mirroring is None else mirroring.lag_entries,
+                "active_s": None if mirroring is None else mirroring.active_s,
             }
         )
     rtts = _link_rtts_ms(dr_site.dr_dir(data_dir) / "nats")
@@ -128,9 +140,11 @@ def _print(view: dict[str, Any]) -> None:
         f"site a {'up' if view['site_a_reachable'] else 'UNREACHABLE'}, "
         f"site b {'up' if view['site_b_reachable'] else 'UNREACHABLE'}\n"
     )
-    print(f"{'stream':<28} {'a last seq':>11} {'b last seq':>11} {'lag':>6} {'active s':>9}  b is")
+    print(
+        f"{'stream':<28} {'a last seq':>11} {'b last seq':>11} {'lag':>6} {'active s':>9}  mirror"
+    )
     for row in view["streams"]:
-        role = "-" if row["mirror"] is None else ("mirror" if row["mirror"] else "primary")
+        role = "-" if row["mirror_site"] is None else f"site {row['mirror_site']}"
         print(
             f"{row['stream']:<28} {_show(row['origin_last_seq']):>11} "
             f"{_show(row['mirror_last_seq']):>11} {_show(row['lag_entries']):>6} "
