@@ -28,7 +28,9 @@ from ironbook.adapters.nats.server import (
     render_config,
 )
 from ironbook.services import dr
+from ironbook.services.local_cluster import LocalCluster
 from ironbook.services.nats_exporter import NatsCollector, ServerView
+from ironbook.settings import DrSettings
 
 LEDGER_CONFIG = {
     "name": "LEDGER_0",
@@ -219,3 +221,31 @@ def test_site_b_dials_the_relay(tmp_path: Path) -> None:
     )
     assert 'urls: ["nats-leaf://127.0.0.1:9"]' in text
     assert 'domain: "b"' in text
+
+
+def _fenced(cluster: LocalCluster) -> dict[str, bool]:
+    """Per node of both sites: does its config deny the ledger to everyone?"""
+    assert cluster.site_b is not None
+    return {
+        node.name: 'deny: ["ledger.>", "audit.checkpoint.>"]' in node.config_path.read_text()
+        for site in (cluster.nats, cluster.site_b)
+        for node in site.nodes.values()
+    }
+
+
+def test_the_site_that_is_not_primary_is_fenced_whichever_it_is(tmp_path: Path) -> None:
+    cluster = LocalCluster(tmp_path / "cluster", dr=DrSettings(enabled=True))
+    try:
+        for site in ("b", "a", "b"):
+            record = dr.next_primary(cluster.data_dir, site, "operator:test")
+            dr.write_primary(cluster.data_dir, record)
+            cluster.primary = record
+            assert cluster.apply_fence() == []  # nothing runs: nothing reloaded
+            fenced = _fenced(cluster)
+            prefix = {"a": "n", "b": "b"}[dr.other_site(site)]
+            assert {name for name, denied in fenced.items() if denied} == {
+                f"{prefix}{index}" for index in (1, 2, 3)
+            }, (site, fenced)
+        assert dr.read_primary(cluster.data_dir).epoch == 4
+    finally:
+        cluster.stop()

@@ -64,9 +64,11 @@ class FailbackReport(msgspec.Struct, frozen=True):
 
 async def failback(cluster: LocalCluster, actor: str, say: Callable[[str], None]) -> FailbackReport:
     """Make site A primary again, from a site B that was promoted; the
-    report. `DrError` when it cannot be, with nothing switched."""
+    report. `DrError` when it cannot be, with nothing switched. Run again
+    after a failback that switched but did not finish making B a mirror of
+    A, it does that part only."""
     started = time.monotonic()
-    await check_failback(cluster)
+    switched_before = await check_failback(cluster)
     steps: list[str] = []
 
     def step(line: str) -> None:
@@ -77,28 +79,33 @@ async def failback(cluster: LocalCluster, actor: str, say: Callable[[str], None]
     exported: dict[str, list[ExportedStream]] = {}
     streams = cluster.mirrored_streams
     site_a, site_b = cluster.site_endpoint(dr_site.SITE_A), cluster.site_endpoint(dr_site.SITE_B)
+    missing_at_switch: dict[str, int] = {}
 
-    mark = time.monotonic()
-    where, written = await reseed(cluster, dr_site.SITE_A, step)
-    exported[str(where)] = written
-    phases["reseed_s"] = time.monotonic() - mark
+    if switched_before:
+        step(f"site a is primary already (epoch {cluster.primary.epoch}): site b made its mirror")
+    else:
+        mark = time.monotonic()
+        where, written = await reseed(cluster, dr_site.SITE_A, step)
+        exported[str(where)] = written
+        phases["reseed_s"] = time.monotonic() - mark
 
-    mark = time.monotonic()
-    missing = await dr_site.wait_caught_up(site_b, site_a, streams, CATCH_UP_TIMEOUT_S, say)
-    phases["catch_up_s"] = time.monotonic() - mark
-    if missing:
-        raise dr_site.DrError(
-            f"site a did not catch up from site b within {CATCH_UP_TIMEOUT_S:.0f} s ("
-            + ", ".join(f"{name} {gap} behind" for name, gap in missing.items())
-            + "): nothing switched, site b is still primary; run `ironbook dr failback` again"
+        mark = time.monotonic()
+        missing = await dr_site.wait_caught_up(site_b, site_a, streams, CATCH_UP_TIMEOUT_S, say)
+        phases["catch_up_s"] = time.monotonic() - mark
+        if missing:
+            raise dr_site.DrError(
+                f"site a did not catch up from site b within {CATCH_UP_TIMEOUT_S:.0f} s ("
+                + ", ".join(f"{name} {gap} behind" for name, gap in missing.items())
+                + "): nothing switched, site b is still primary; run `ironbook dr failback` again"
+            )
+        step(f"site a holds every entry site b holds ({phases['catch_up_s']:.1f} s)")
+
+        mark = time.monotonic()
+        switch = await switch_primary(
+            cluster, dr_site.SITE_A, actor, step, kind=DR_FAILBACK, reason="dr failback"
         )
-    step(f"site a holds every entry site b holds ({phases['catch_up_s']:.1f} s)")
-
-    mark = time.monotonic()
-    switch = await switch_primary(
-        cluster, dr_site.SITE_A, actor, step, kind=DR_FAILBACK, reason="dr failback"
-    )
-    phases["switch_s"] = time.monotonic() - mark
+        phases["switch_s"] = time.monotonic() - mark
+        missing_at_switch = switch.missing
     copied = {
         name: state.messages
         for name, state in (await dr_site.stream_states(site_a, streams)).items()
@@ -119,28 +126,39 @@ async def failback(cluster: LocalCluster, actor: str, say: Callable[[str], None]
         step("site b mirrors site a and holds every entry site a holds")
     return FailbackReport(
         site=dr_site.SITE_A,
-        epoch=switch.record.epoch,
+        epoch=cluster.primary.epoch,
         steps=steps,
         failback_s=round(time.monotonic() - started, 3),
         phases_s={name: round(took, 3) for name, took in phases.items()},
         copied_entries=copied,
         exported=exported,
-        missing_at_switch=switch.missing,
+        missing_at_switch=missing_at_switch,
         b_mirror_lag=lag,
     )
 
 
-async def check_failback(cluster: LocalCluster) -> None:
+async def check_failback(cluster: LocalCluster) -> bool:
     """`DrError` unless a failback can start: a DR pair whose site B is
     primary, with every site-A server running (fenced, as they start after
-    a promotion) and both sites answering."""
+    a promotion) and both sites answering. True when site A was made
+    primary by a failback already but site B holds streams that are not
+    mirrors of A's (that failback did not finish)."""
     if cluster.site_b is None:
         raise dr_site.DrError("this cluster has no DR site (start it with --dr-site)")
+    streams = cluster.mirrored_streams
+    on_site = {}
+    for site in (dr_site.SITE_A, dr_site.SITE_B):
+        on_site[site] = await dr_site.stream_states(cluster.site_endpoint(site), streams)
+        if all(state is None for state in on_site[site].values()):
+            raise dr_site.DrError(f"site {site} does not answer: nothing done")
     primary = cluster.primary
-    if primary.site != dr_site.SITE_B:
+    if primary.site == dr_site.SITE_A:
+        if primary.epoch > 1 and any(
+            state is None or not state.is_mirror for state in on_site[dr_site.SITE_B].values()
+        ):
+            return True
         raise dr_site.DrError(
-            f"site {primary.site} is primary (epoch {primary.epoch}): only a promoted "
-            "site b fails back"
+            f"site a is primary (epoch {primary.epoch}) and site b mirrors it: nothing to fail back"
         )
     down = [node.name for node in cluster.nats.nodes.values() if not node.process.is_running()]
     if down:
@@ -149,11 +167,7 @@ async def check_failback(cluster: LocalCluster) -> None:
             "onto them (they start fenced; the supervisor restarts them, or `ironbook up "
             "--dr-site` does)"
         )
-    streams = cluster.mirrored_streams
-    for site in (dr_site.SITE_A, dr_site.SITE_B):
-        states = await dr_site.stream_states(cluster.site_endpoint(site), streams)
-        if all(state is None for state in states.values()):
-            raise dr_site.DrError(f"site {site} does not answer: nothing done")
+    return False
 
 
 async def reseed(

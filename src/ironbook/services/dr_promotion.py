@@ -42,6 +42,15 @@ async def promote_site_b(
     """Make site B primary; the steps done. `DrError` when it cannot be."""
     if cluster.site_b is None:
         raise dr_site.DrError("this cluster has no DR site (start it with --dr-site)")
+    on_b = await dr_site.stream_states(
+        cluster.site_endpoint(dr_site.SITE_B), cluster.mirrored_streams
+    )
+    not_mirrors = [name for name, state in on_b.items() if state is not None and state.sealed]
+    if not_mirrors and cluster.primary.site == dr_site.SITE_A:
+        raise dr_site.DrError(
+            f"site b's streams {', '.join(not_mirrors)} are sealed, not mirrors of site a "
+            "(a failback did not finish): run `ironbook dr failback` to make them mirrors"
+        )
     switch = await switch_primary(
         cluster, dr_site.SITE_B, actor, say, kind=DR_TAKEOVER, reason="dr promote --site b"
     )
