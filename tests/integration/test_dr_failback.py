@@ -1,19 +1,23 @@
 """Failback with real nats-servers: site A takes deposits, one of them while
 the link is cut (acknowledged on A only), A's servers are killed (kill -9),
 site B is promoted and takes deposits, A's servers come back fenced, and
-`failback` makes A primary again: A holds every entry B's sealed log holds,
-takes writes, B refuses them and mirrors A again, and A's epoch-1 streams
-(the deposit B never received among them) are kept in hashed exports.
+`ironbook dr failback --json` (through the control socket) makes A primary
+again: A holds every entry B's sealed log holds, takes writes, B refuses
+them and mirrors A again, A's epoch-1 streams (the deposit B never received
+among them) are kept in hashed exports, and B can be promoted again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +32,8 @@ from ironbook.adapters.nats.stream_export import HASH_FILE, verify_export
 from ironbook.client import ClientConfig, connect_ledger
 from ironbook.core import acting
 from ironbook.services import dr
-from ironbook.services.dr_failback import failback, reseed
+from ironbook.services.control import control_path, serve_control
+from ironbook.services.dr_failback import reseed
 from ironbook.services.dr_promotion import promote_site_b
 from ironbook.services.local_cluster import LocalCluster
 from ironbook.settings import DrSettings
@@ -39,19 +44,46 @@ CLI = "import sys; from ironbook.cli import main; sys.exit(main())"
 LEDGER = stream_name(0)
 
 
-def _dr_status(cluster: LocalCluster) -> dict[str, Any]:
-    """`ironbook dr status --json`, as an operator runs it (its own process)."""
+def _dr(cluster: LocalCluster, command: str) -> dict[str, Any]:
+    """`ironbook dr <command> --json`, as an operator runs it (its own process)."""
     done = subprocess.run(
-        [sys.executable, "-c", CLI, "dr", "status", "--json", "--data-dir", str(cluster.data_dir)],
+        [sys.executable, "-c", CLI, "dr", command, "--json", "--data-dir", str(cluster.data_dir)],
         env=cluster.child_env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,
         check=False,
     )
     assert done.returncode in (0, 1) and done.stdout, done.stderr
     view: dict[str, Any] = json.loads(done.stdout)
     return view
+
+
+def _dr_status(cluster: LocalCluster) -> dict[str, Any]:
+    return _dr(cluster, "status")
+
+
+@contextlib.contextmanager
+def _control_socket(cluster: LocalCluster) -> Iterator[None]:
+    """The cluster's control socket served as `ironbook up` serves it (in a
+    thread with its own event loop, for the duration)."""
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    served = threading.Thread(
+        target=loop.run_until_complete,
+        args=(serve_control(cluster, stop, lambda *_args, **_kwargs: None),),
+    )
+    served.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not control_path(cluster.data_dir).exists():
+            assert time.monotonic() < deadline and served.is_alive(), "no control socket"
+            time.sleep(0.05)
+        yield
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        served.join(timeout=30)
+        loop.close()
 
 
 async def _deposit(cluster: LocalCluster, tag: str, accounts: int) -> None:
@@ -132,7 +164,7 @@ async def _failback_recorded(cluster: LocalCluster) -> str:
     finally:
         await close_nats(nc)
     event = decode_event(msg.data or b"")
-    assert event.kind == "dr_failback" and event.actor == "operator:test"
+    assert event.kind == "dr_failback" and event.actor.startswith("operator:")
     return event.detail.split(";")[0]
 
 
@@ -191,16 +223,17 @@ def test_failback_returns_to_site_a_with_everything_b_took(tmp_path: Path) -> No
         rows = {row["stream"]: row for row in _dr_status(cluster)["streams"]}
         assert rows[LEDGER]["mirror_site"] == "a" and rows[LEDGER]["lag_entries"] is not None
 
-        report = asyncio.run(failback(cluster, "operator:test", said))
-        said(f"failback {report.failback_s:.2f} s {report.phases_s}")
-        assert report.epoch == 3 and dr.read_primary(cluster.data_dir).site == "a"
-        assert not report.missing_at_switch and not report.b_mirror_lag
+        with _control_socket(cluster):
+            report = _dr(cluster, "failback")
+        said(f"failback {report['failback_s']:.2f} s {report['phases_s']}")
+        assert report["epoch"] == 3 and dr.read_primary(cluster.data_dir).site == "a"
+        assert not report["missing_at_switch"] and not report["b_mirror_lag"]
         assert asyncio.run(_failback_recorded(cluster)) == "epoch 3"
 
         # Every entry of B's (its epoch-2 ledger, exported when B became
         # A's mirror again) is on A, at the same sequence.
         b_lines = _export(dr.export_dir(cluster.data_dir, dr.SITE_B, 2), LEDGER)
-        assert report.copied_entries[LEDGER] >= len(b_lines) > 0
+        assert report["copied_entries"][LEDGER] >= len(b_lines) > 0
         asyncio.run(_a_holds(cluster, b_lines))
         assert any(b"b-2" in base64.b64decode(line["data"]) for line in b_lines)
         # A's epoch-1 ledger, with the deposit B never received.
@@ -224,5 +257,12 @@ def test_failback_returns_to_site_a_with_everything_b_took(tmp_path: Path) -> No
         assert rows[LEDGER]["lag_entries"] == 0
         assert rows[LEDGER]["mirror_last_seq"] == rows[LEDGER]["origin_last_seq"]
         said("site b mirrors site a")
+
+        # And over again: site b promoted in a later epoch, site a fenced.
+        asyncio.run(promote_site_b(cluster, "operator:test", said))
+        assert dr.read_primary(cluster.data_dir).epoch == 4
+        asyncio.run(_deposit(cluster, "again", 1))
+        asyncio.run(_publish_refused(cluster, dr.SITE_A, "ops"))
+        said("site b primary again, epoch 4")
     finally:
         cluster.stop()
