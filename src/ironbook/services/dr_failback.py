@@ -7,7 +7,8 @@ Failback). Run in the process that owns the `LocalCluster` (`ironbook up
    sealed stream exported to `dr/site-a-epoch-<n>/<stream>.jsonl` with its
    SHA-256 in `SHA256SUMS` (they hold A's epoch-n history, acknowledged
    entries B never received among them), deleted, and made again as a
-   mirror of B's stream through the link (JetStream API of domain `b`).
+   mirror of B's stream through the link (JetStream API of domain `b`);
+   A provisioned with what is not mirrored, where it lacks it.
 2. Catch up: a bounded wait, with progress, until A's mirrors hold what B's
    streams hold. Nothing is switched if they do not.
 3. Switch (`dr_promotion.switch_primary`): the next epoch in `primary.json`
@@ -21,6 +22,8 @@ Failback). Run in the process that owns the `LocalCluster` (`ironbook up
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -87,6 +90,13 @@ async def failback(cluster: LocalCluster, actor: str, say: Callable[[str], None]
         mark = time.monotonic()
         where, written = await reseed(cluster, dr_site.SITE_A, step)
         exported[str(where)] = written
+        # What is not mirrored (leases, idempotency claims, odds, ...), made
+        # where site A lost it (provisioning keeps the mirrors).
+        try:
+            await asyncio.to_thread(cluster.provision, url=site_a.url)
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as err:
+            raise dr_site.DrError(f"site a not provisioned: {err}") from err
+        step("site a provisioned with what is not mirrored")
         phases["reseed_s"] = time.monotonic() - mark
 
         mark = time.monotonic()
