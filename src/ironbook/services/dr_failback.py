@@ -48,8 +48,8 @@ REESTABLISH_TIMEOUT_S = 120.0
 class FailbackReport(msgspec.Struct, frozen=True):
     """What `failback` did: the steps, the epoch site A is primary in, how
     long each phase took (seconds), per stream the entries site A's mirrors
-    copied from site B before they were promoted, what was exported where,
-    and what is still missing (empty: nothing)."""
+    copied from site B (what B's sealed streams hold), what was exported
+    where, and what is still missing (empty: nothing)."""
 
     site: str
     epoch: int
@@ -116,10 +116,11 @@ async def failback(cluster: LocalCluster, actor: str, say: Callable[[str], None]
         )
         phases["switch_s"] = time.monotonic() - mark
         missing_at_switch = switch.missing
+    # B's streams are sealed now: what they hold is what A's mirrors copied.
     copied = {
         name: state.messages
-        for name, state in (await dr_site.stream_states(site_a, streams)).items()
-        if state is not None
+        for name, state in (await dr_site.stream_states(site_b, streams)).items()
+        if state is not None and state.sealed
     }
 
     mark = time.monotonic()
