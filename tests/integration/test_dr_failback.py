@@ -4,7 +4,9 @@ site B is promoted and takes deposits, A's servers come back fenced, and
 `ironbook dr failback --json` (through the control socket) makes A primary
 again: A holds every entry B's sealed log holds, takes writes, B refuses
 them and mirrors A again, A's epoch-1 streams (the deposit B never received
-among them) are kept in hashed exports, and B can be promoted again.
+among them) are kept in hashed exports, and B can be promoted again. And
+(slow) the pair restarted from its data after a failback serves from A
+with B mirroring it.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from ironbook.client import ClientConfig, connect_ledger
 from ironbook.core import acting
 from ironbook.services import dr
 from ironbook.services.control import control_path, serve_control
-from ironbook.services.dr_failback import reseed
+from ironbook.services.dr_failback import failback, reseed
 from ironbook.services.dr_promotion import promote_site_b
 from ironbook.services.local_cluster import LocalCluster
 from ironbook.settings import DrSettings
@@ -128,7 +130,7 @@ async def _publish_refused(cluster: LocalCluster, site: dr.Site, identity: str) 
     nc = await cluster.site_endpoint(site, identity).connect("test-fenced")
     try:
         with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
-            await nc.jetstream().publish("ledger.0", b"x", timeout=2)
+            await nc.jetstream().publish("ledger.0", b"x", timeout=1)
     finally:
         await close_nats(nc)
 
@@ -266,3 +268,46 @@ def test_failback_returns_to_site_a_with_everything_b_took(tmp_path: Path) -> No
         said("site b primary again, epoch 4")
     finally:
         cluster.stop()
+
+
+@pytest.mark.slow
+def test_the_pair_restarted_after_a_failback_serves_from_a_and_b_mirrors_it(
+    tmp_path: Path,
+) -> None:
+    """Promotion and failback with both sites alive, then `up` restarted
+    from the data directory: site A serves, site B's mirrors are kept (a
+    mirror is never sealed), and B can be promoted again."""
+    settings = DrSettings(enabled=True, wan_rtt_ms=RTT_MS)
+    cluster = LocalCluster(tmp_path / "cluster", dr=settings)
+    started = time.monotonic()
+
+    def said(line: str) -> None:
+        print(f"{time.monotonic() - started:6.2f} s  {line}")
+
+    try:
+        cluster.start(timeout_ms=WAIT_MS)
+        asyncio.run(cluster.wait_leaders(timeout_ms=WAIT_MS))
+        asyncio.run(_deposit(cluster, "a", 1))
+        asyncio.run(_b_caught_up(cluster))
+        asyncio.run(promote_site_b(cluster, "operator:test", said))
+        asyncio.run(_deposit(cluster, "b", 1))
+        report = asyncio.run(failback(cluster, "operator:test", said))
+        assert report.epoch == 3 and not report.b_mirror_lag
+    finally:
+        cluster.stop()
+
+    again = LocalCluster(tmp_path / "cluster", dr=settings)
+    try:
+        again.start(timeout_ms=WAIT_MS)
+        assert again.primary.site == "a" and again.primary.epoch == 3
+        asyncio.run(again.wait_leaders(timeout_ms=WAIT_MS))
+        asyncio.run(_deposit(again, "restarted", 1))
+        asyncio.run(_b_caught_up(again))
+        said("restarted: site a serves, site b mirrors it")
+        asyncio.run(promote_site_b(again, "operator:test", said))
+        assert dr.read_primary(again.data_dir).epoch == 4
+        asyncio.run(_deposit(again, "again", 1))
+        asyncio.run(_publish_refused(again, dr.SITE_A, "ops"))
+        said("site b primary again, epoch 4")
+    finally:
+        again.stop()
