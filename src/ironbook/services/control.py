@@ -163,7 +163,10 @@ async def _promote(
     """Its `dr_takeover` event is written to site B by the promotion itself."""
     try:
         if request.site != dr_site.SITE_B:
-            raise dr_site.DrError(f"only site b can be promoted, not {request.site!r}")
+            raise dr_site.DrError(
+                f"only site b can be promoted, not {request.site!r} "
+                "(site a becomes primary again with `ironbook dr failback`)"
+            )
         done = await promote_site_b(cluster, actor, lambda line: send({"say": line}))
     except (dr_site.DrError, MirrorError) as error:
         log.error(json.dumps({"event": "dr.promote.failed", "error": str(error)}))
