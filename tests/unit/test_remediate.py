@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 from ironbook.adapters.audit.events import event_subject
 from ironbook.services import cluster_events
 from ironbook.services.detect import DetectorName, Finding, Labels
+from ironbook.services.local_cluster import LocalCluster
 from ironbook.services.nats_identities import identities
 from ironbook.services.remediate import (
     ACTIONS,
@@ -21,6 +23,7 @@ from ironbook.services.remediate import (
     ActionKind,
     Budget,
     Limits,
+    LocalClusterActions,
     Locator,
     Proposal,
     Refusal,
@@ -316,3 +319,17 @@ def test_every_action_is_an_event_kind_the_supervisor_identity_may_publish() -> 
     for kind in kinds:
         assert kind in cluster_events.KINDS
         assert event_subject(kind) in allowed
+
+
+def test_no_action_while_an_operator_operation_holds_the_cluster(tmp_path: Path) -> None:
+    cluster = LocalCluster(tmp_path / "cluster")
+    actions = LocalClusterActions(cluster)
+
+    async def scenario() -> tuple[str | None, str | None]:
+        async with cluster.operations:
+            during = actions.unavailable("kill_restart", "p0-r1")
+        return during, actions.unavailable("kill_restart", "p0-r1")
+
+    during, after = asyncio.run(scenario())
+    assert during is not None and "under way" in during
+    assert after is None or "under way" not in after

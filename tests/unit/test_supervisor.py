@@ -269,3 +269,26 @@ def test_a_kill_asked_by_remediation_is_restarted_with_its_reason(
     with supervisor.held("stalled"):
         assert supervisor.kill("stalled", "held: left alone") is None
     assert stalled.is_running()
+
+
+def test_holds_nest_and_a_drain_outlasts_them(
+    tmp_path: Path, processes: list[ManagedProcess]
+) -> None:
+    supervisor = Supervisor(FAST)
+    _child(supervisor, processes, tmp_path, "node", SERVE_UNTIL_STOPPED)
+    supervisor.start_all()
+    _until("node alive", supervisor, lambda: _alive(supervisor, "node"))
+    child = supervisor.children["node"]
+    with supervisor.held("node"):
+        with supervisor.held("node"):
+            assert child.state == "held"
+        # The inner block's end does not hand it back while the outer runs.
+        assert child.state == "held"
+        assert supervisor.kill("node", "under maintenance") is None
+    assert child.state == "running"
+    supervisor.set_drained("node", True)
+    with supervisor.held("node"):
+        pass
+    assert child.state == "held"  # still drained
+    supervisor.set_drained("node", False)
+    assert child.state == "running"

@@ -48,6 +48,11 @@ def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
             serialization.NoEncryption(),
         )
         create_secret_file_once(path, pem)
+    return load_signing_key(path)
+
+
+def load_signing_key(path: Path) -> Ed25519PrivateKey:
+    """The Ed25519 key at `path` (raises `KeyFileError` if there is none)."""
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as err:

@@ -46,6 +46,8 @@ class LogAudit(msgspec.Struct, frozen=True):
     problem: str | None = None
     unsealed: bool = False
     """Entries after the last checkpoint remained (a warning, not a failure)."""
+    epochs: list[str] = msgspec.field(default_factory=list)
+    """DR takeovers on this log: where its chain went on, what it gave up."""
 
 
 class AuditCheck(msgspec.Struct, frozen=True):
@@ -111,6 +113,7 @@ async def verify_logs(
             checkpoints_matched=verdict.checkpoints_matched,
             problem=verdict.problem,
             unsealed=bool(verdict.warnings),
+            epochs=verdict.epochs,
         )
     return audits
 

@@ -156,6 +156,8 @@ def _export(args: argparse.Namespace) -> int:
 
 def _print_verdict(where: Path | str, args: argparse.Namespace, pubkey: Path | None) -> int:
     verdict = verify_archive(Path(where), pubkey=pubkey)
+    for epoch in verdict.epochs:
+        print(f"epoch: {epoch}")
     for warning in verdict.warnings:
         print(f"warning: {warning}")
     if verdict.problem is not None:

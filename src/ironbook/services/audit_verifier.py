@@ -14,6 +14,11 @@ For each new checkpoint of a log (a partition, or `events`), in stream order:
 4. the RFC 9162 consistency proof from the previous checkpoint to this one,
    built from those entries and checked as any outside auditor would.
 
+An epoch record (a DR takeover, `replication/audit_epoch.py`) is checked for
+its signature and for going on from the last checkpoint verified; the
+checkpoints it abandons are set aside before they are reached, and the epoch,
+with what it gave up, is logged.
+
 A failure is counted (`ironbook_audit_verify_failures_total`), logged as a
 security event, and recorded in the significant-event log; verification goes
 on with the next checkpoint. A checkpoint whose entries cannot be read yet is
@@ -45,12 +50,17 @@ from ironbook.adapters.audit.checkpoint_stream import (
     read_checkpoint_messages,
 )
 from ironbook.adapters.audit.events import record_significant_event
-from ironbook.adapters.audit.keys import KeyFileError, checkpoint_problem, load_public_key
+from ironbook.adapters.audit.keys import (
+    KeyFileError,
+    checkpoint_problem,
+    epoch_problem,
+    load_public_key,
+)
 from ironbook.adapters.audit.stream import AuditedLog, read_log
+from ironbook.replication.audit_epoch import EpochStart, decode_record
 from ironbook.replication.checkpoint import (
     Checkpoint,
     CheckpointFormatError,
-    decode_checkpoint,
     decode_hex,
 )
 from ironbook.replication.concurrency import wait_for
@@ -119,7 +129,9 @@ class AuditVerifier:
         self._metrics = metrics
         self._chains: dict[LogName, _Chain] = {}
         self._next_stream_seq = 1
+        self._abandoned: set[tuple[LogName, str]] = set()
         self.failures: list[str] = []
+        self.epochs: list[str] = []
 
     async def poll(self) -> int:
         """Verify the checkpoints published since the last poll, in order;
@@ -130,24 +142,62 @@ class AuditVerifier:
         except CheckpointUnavailable as err:
             log.warning("checkpoint stream unreadable: %s", err)
             return 0
-        taken = 0
+        records: list[Checkpoint | EpochStart | CheckpointFormatError] = []
         for body in bodies:
             try:
-                checkpoint = decode_checkpoint(body)
+                records.append(decode_record(body))
             except CheckpointFormatError as err:
+                records.append(err)
+        # A DR takeover's epoch record follows the checkpoints it abandons:
+        # those are set aside before they are reached (`_start_epoch`).
+        for record in records:
+            if isinstance(record, EpochStart) and epoch_problem(self._key, record) is None:
+                self._abandoned |= {(cp.partition, cp.signature) for cp in record.abandoned}
+        taken = 0
+        for record in records:
+            if isinstance(record, CheckpointFormatError):
                 # Not a checkpoint at all on the stream: a forgery or corruption.
                 where = f"{CHECKPOINT_STREAM} seq {self._next_stream_seq}"
-                await self._fail("stream", "format", f"{where}: {err}")
+                await self._fail("stream", "format", f"{where}: {record}")
+            elif isinstance(record, EpochStart):
+                await self._start_epoch(record)
+            elif (record.partition, record.signature) in self._abandoned:
+                log.warning(
+                    "checkpoint of log %s at tree size %d: abandoned by a DR takeover's epoch",
+                    record.partition,
+                    record.tree_size,
+                )
             else:
                 try:
-                    await self._verify(checkpoint)
+                    await self._verify(record)
                 except LogUnavailable as err:
                     log.info("checkpoint %s at %d: log not readable yet (%s)",
-                             checkpoint.partition, checkpoint.tree_size, err)  # fmt: skip
+                             record.partition, record.tree_size, err)  # fmt: skip
                     break
             self._next_stream_seq += 1
             taken += 1
         return taken
+
+    async def _start_epoch(self, record: EpochStart) -> None:
+        """A DR takeover: the chain goes on from the record's kept checkpoint."""
+        name = record.epoch_of
+        where = f"epoch {record.epoch} of log {name}"
+        problem = epoch_problem(self._key, record)
+        if problem is not None:
+            await self._fail(name, "signature", f"{where}: {problem}")
+            return
+        chain = self._chains.setdefault(name, _Chain())
+        last_size = chain.last.tree_size if chain.last is not None else 0
+        if last_size != record.kept_size:
+            await self._fail(
+                name,
+                "chain",
+                f"{where}: it goes on from tree size {record.kept_size}, but the last "
+                f"checkpoint verified is at tree size {last_size}",
+            )
+            return
+        self.epochs.append(record.describe())
+        log.warning("%s", record.describe())
 
     async def _verify(self, checkpoint: Checkpoint) -> None:
         name = checkpoint.partition

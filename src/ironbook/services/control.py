@@ -118,6 +118,21 @@ async def _perform(
     note: NoteEvent,
     actor: str,
 ) -> None:
+    """One request at a time, and never while a remediation acts
+    (`LocalCluster.operations`): it waits for the one under way."""
+    if cluster.operations.locked():
+        send({"say": "waiting for the operation or remediation under way to finish"})
+    async with cluster.operations:
+        await _perform_alone(cluster, request, send, note, actor)
+
+
+async def _perform_alone(
+    cluster: LocalCluster,
+    request: ControlRequest,
+    send: Callable[[dict[str, Any]], None],
+    note: NoteEvent,
+    actor: str,
+) -> None:
     started = time.monotonic()
     log.warning(json.dumps({"event": "maintenance.started", **msgspec.to_builtins(request)}))
 

@@ -27,7 +27,7 @@ import asyncio
 import getpass
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -37,12 +37,15 @@ from nats.aio.client import Client as NatsClient
 
 from ironbook.adapters.audit.checkpoint_stream import CHECKPOINT_STREAM
 from ironbook.adapters.audit.events import EVENTS_STREAM
+from ironbook.adapters.audit.keys import KeyFileError, load_signing_key, signing_key_path
+from ironbook.adapters.audit.stream import start_epochs
 from ironbook.adapters.feed.nats_stream import feed_stream_name
 from ironbook.adapters.nats import mirrors
 from ironbook.adapters.nats.log import stream_name
 from ironbook.adapters.nats.provision import NatsEndpoint, close_nats
 from ironbook.adapters.nats.security import Permissions, inbox_prefix
 from ironbook.adapters.nats.snapshots import snapshot_bucket
+from ironbook.replication.merkle import EVENTS_LOG, LogName
 
 DR_DIR = "dr"
 SITE_FILE = "site.json"
@@ -369,3 +372,45 @@ async def stream_states(
     finally:
         if nc is not None:
             await close_nats(nc)
+
+
+async def start_audit_epoch(
+    endpoint: NatsEndpoint,
+    data_dir: Path,
+    partitions: int,
+    record: PrimaryRecord,
+    *,
+    sealed: Sequence[str] = (),
+    missing: Mapping[str, int] | None = None,
+) -> str:
+    """An epoch record on every log's checkpoint chain on the new primary
+    (docs/audit.md): where its chain goes on from, and which checkpoints of
+    the old primary (past this site's copy) it gives up. `sealed`: the old
+    primary's streams sealed at the promotion, `missing`: the entries each
+    held past this site's copy. A log that has this epoch already is left
+    as it is (a promotion finished by the next start). Returns what was done."""
+    try:
+        key = load_signing_key(signing_key_path(data_dir))
+    except KeyFileError:
+        return "audit epoch: no checkpoint key yet (nothing was ever signed)"
+    streams: dict[LogName, str] = {p: stream_name(p) for p in range(partitions)}
+    streams[EVENTS_LOG] = EVENTS_STREAM
+    gaps = {log: (missing or {}).get(name, 0) for log, name in streams.items() if name in sealed}
+    nc = await endpoint.connect("ironbook-dr-epoch")
+    try:
+        records = await start_epochs(
+            nc,
+            key,
+            list(streams),
+            epoch=record.epoch,
+            site=record.site,
+            origin_gaps=gaps,
+            now_ms=record.at_ms,
+        )
+    finally:
+        await close_nats(nc)
+    abandoned = sum(len(started.abandoned) for started in records)
+    return (
+        f"audit epoch {record.epoch} started on {len(records)} log(s) "
+        f"({abandoned} checkpoint(s) signed on the old primary past this site's copy abandoned)"
+    )

@@ -97,6 +97,17 @@ async def switch_primary(
         say(done[-1])
     done.append(f"site {site} mirrors promoted: {', '.join(promoted) or 'none left'}")
     say(done[-1])
+    done.append(
+        await dr_site.start_audit_epoch(
+            cluster.site_endpoint(site),
+            cluster.data_dir,
+            cluster.partitions,
+            record,
+            sealed=sealed,
+            missing=missing,
+        )
+    )
+    say(done[-1])
     cluster.point_services_at(cluster.site_endpoint(site).url)
     restarted = await restart_services(cluster)
     done.append(f"restarted against site {site}: {', '.join(restarted)}")
@@ -108,7 +119,7 @@ async def switch_primary(
 
 
 async def restart_services(cluster: LocalCluster) -> list[str]:
-    """Every service stopped and started again (now against site B), held
+    """Every service stopped and started again (now against the new primary), held
     from the supervisor meanwhile so that it does not count a restart."""
     processes = cluster.service_processes()
     with contextlib.ExitStack() as held:

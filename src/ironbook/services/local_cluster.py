@@ -256,6 +256,10 @@ class LocalCluster:
         its kind's identity."""
         self.supervisor = Supervisor(supervision)
         self.supervisor.on_change = self.write_runtime
+        self.operations = asyncio.Lock()
+        """Held by an operator's request (drain, rolling restart, DR
+        promotion) and by a remediation while it acts: one at a time, so a
+        remediation never restarts what maintenance is moving."""
         self._started_at_ms = time.time_ns() // 1_000_000
         self._ports = PortLease()
         self.targets = ScrapeTargets()
@@ -832,8 +836,22 @@ class LocalCluster:
             # Provisioning keeps the mirrors.
             self.provision(url=self.site_b.url)
         else:
-            asyncio.run(self.promote_streams())
+            asyncio.run(self._finish_promotion())
             self.provision()
+
+    async def _finish_promotion(self) -> None:
+        """A later epoch as this starts: what its promotion or failback may
+        not have done yet (recorded with no `up` running, or stopped half
+        way), done now; nothing where it was done."""
+        sealed, missing, _ = await self.promote_streams()
+        await dr_site.start_audit_epoch(
+            self.site_endpoint(self.primary.site),
+            self.data_dir,
+            self.partitions,
+            self.primary,
+            sealed=sealed,
+            missing=missing,
+        )
 
     async def promote_streams(self) -> tuple[list[str], dict[str, int], list[str]]:
         """Seal the streams of the site that is not primary where it answers

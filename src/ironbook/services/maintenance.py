@@ -447,8 +447,7 @@ async def drain(cluster: LocalCluster, node: str, say: Say = _quiet) -> list[str
     supervisor holds it stopped until `undrain`."""
     kind = node_kind(cluster, node)
     name = _supervised_name(cluster, node)
-    child = cluster.supervisor.children[name]
-    child.held = True
+    cluster.supervisor.set_drained(name, True)
     await announce(_alertmanager_of(cluster), node, "drain", NOTICE_DRAINED_S)
     if kind == "nats":
         return await drain_nats(cluster, node, say)
@@ -463,7 +462,7 @@ async def undrain(cluster: LocalCluster, node: str) -> None:
     """Supervise a drained process again: the supervisor starts it; its
     maintenance notice ends `NOTICE_GRACE_S` later."""
     node_kind(cluster, node)
-    cluster.supervisor.children[_supervised_name(cluster, node)].held = False
+    cluster.supervisor.set_drained(_supervised_name(cluster, node), False)
     await conclude(_alertmanager_of(cluster), node, "drain")
 
 

@@ -399,6 +399,8 @@ class LocalClusterActions:
 
     def unavailable(self, action: ActionKind, target: str) -> str | None:
         cluster = self.cluster
+        if cluster.operations.locked():
+            return "an operator's maintenance or DR operation is under way"
         if action == "move_nats_leaders" and cluster.primary.site != dr_site.SITE_A:
             # `cluster.nats` is the fenced, sealed site A: its leaderships serve nobody.
             return "site b is primary: NATS leaderships are not moved on a promoted DR pair"
@@ -418,6 +420,10 @@ class LocalClusterActions:
         return None
 
     async def perform(self, action: ActionKind, target: str, reason: str) -> str:
+        async with self.cluster.operations:
+            return await self._perform(action, target, reason)
+
+    async def _perform(self, action: ActionKind, target: str, reason: str) -> str:
         try:
             if action == "restart_replica":
                 return "; ".join(await maintenance.restart_replica(self.cluster, target))

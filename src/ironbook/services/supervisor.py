@@ -103,7 +103,10 @@ class Child:
     exits: deque[float] = field(default_factory=deque)
     """When it exited, within the crash-loop window (monotonic)."""
     gave_up: bool = False
-    held: bool = False
+    holds: int = 0
+    """Maintenance blocks under way on it (`Supervisor.held`): they nest."""
+    drained: bool = False
+    """Stopped by `ironbook drain` until `undrain`."""
     flagged: bool = False
     """Its current silence (or crash loop, in dry run) was already reported."""
     killed_hung: str = ""
@@ -111,6 +114,11 @@ class Child:
     down_reason: str = ""
     """Why it is down, from its exit until it is restarted."""
     events: list[str] = field(default_factory=list)
+
+    @property
+    def held(self) -> bool:
+        """Left alone by the supervisor: under maintenance, or drained."""
+        return self.holds > 0 or self.drained
 
     @property
     def state(self) -> ChildState:
@@ -170,15 +178,22 @@ class Supervisor:
 
     @contextlib.contextmanager
     def held(self, name: str) -> Iterator[Child]:
-        """Leave `name` alone (maintenance stops and starts it itself); on
-        leaving, supervise it again as if it had just started."""
+        """Leave `name` alone (maintenance stops and starts it itself); once
+        the last of the nested holds ends (and it is not drained), supervise
+        it again as if it had just started."""
         child = self.children[name]
-        child.held = True
+        child.holds += 1
         try:
             yield child
         finally:
-            child.held = False
-            self._note_started(child)
+            child.holds -= 1
+            if not child.held:
+                self._note_started(child)
+
+    def set_drained(self, name: str, drained: bool) -> None:
+        """`ironbook drain` (left stopped) or `undrain` (supervised again,
+        which starts it) of child `name`."""
+        self.children[name].drained = drained
 
     def revive(self, name: str) -> None:
         """Supervise a child that was given up on again, from a fresh budget."""

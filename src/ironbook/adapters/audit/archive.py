@@ -6,12 +6,17 @@
     DIR/frontier.jsonl     for a log whose entries start past sequence 1, the Merkle
                            frontier of everything before (`merkle.Frontier`):
                            {"partition": 0, "tree_size": 1000, "nodes": ["<hex>", ...]}
+    DIR/epochs.jsonl       the signed epoch records of DR takeovers, if any
+                           (`replication/audit_epoch.py`): where a chain went on
+                           from, and the checkpoints it abandoned
     DIR/pubkey             the checkpoint signer's Ed25519 public key (PEM)
 
 `verify_archive` recomputes every log's tree entry by entry and compares it
 with each checkpoint as its size is reached. It stops at the first problem and
 names where it is. Entries past a log's last checkpoint are reported, never
-taken as verified.
+taken as verified. Each epoch record is checked (its signature and those of
+the checkpoints it names; its kept checkpoint in the chain, its abandoned
+ones not) and reported with the entries it gave up.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ from ironbook.adapters.audit.keys import (
     PUBKEY_FILE,
     KeyFileError,
     checkpoint_problem,
+    epoch_problem,
     load_public_key,
 )
+from ironbook.replication.audit_epoch import EpochStart, decode_record, encode_epoch
 from ironbook.replication.checkpoint import (
     Checkpoint,
     CheckpointFormatError,
@@ -45,6 +52,7 @@ from ironbook.replication.merkle import MAX_SEQ, Frontier, LogName, leaf_hash, l
 ENTRIES_FILE = "entries.jsonl"
 CHECKPOINTS_FILE = "checkpoints.jsonl"
 FRONTIER_FILE = "frontier.jsonl"
+EPOCHS_FILE = "epochs.jsonl"
 
 
 class EntryLine(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -115,6 +123,22 @@ def read_checkpoints(path: Path) -> list[tuple[int, Checkpoint]]:
     return checkpoints
 
 
+def read_epochs(path: Path) -> list[tuple[int, EpochStart]]:
+    """(line number, epoch record) for each line; none when the file does not exist."""
+    if not path.exists():
+        return []
+    epochs = []
+    for number, line in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            record = decode_record(line)
+        except CheckpointFormatError as err:
+            raise ArchiveError(f"{path.name} line {number}: malformed epoch ({err})") from err
+        if not isinstance(record, EpochStart):
+            raise ArchiveError(f"{path.name} line {number}: a checkpoint, not an epoch record")
+        epochs.append((number, record))
+    return epochs
+
+
 def read_frontiers(path: Path) -> dict[LogName, Frontier]:
     if not path.exists():
         return {}
@@ -149,11 +173,19 @@ class ArchiveWriter:
     def entry(self, entry: EntryLine) -> None:
         self._entries.write(self._encoder.encode(entry) + b"\n")
 
-    def finish(self, checkpoints: Iterable[Checkpoint], frontiers: Iterable[FrontierLine]) -> None:
+    def finish(
+        self,
+        checkpoints: Iterable[Checkpoint],
+        frontiers: Iterable[FrontierLine],
+        epochs: Iterable[EpochStart] = (),
+    ) -> None:
         self._entries.close()
         (self._out / CHECKPOINTS_FILE).write_bytes(
             b"".join(encode_checkpoint(checkpoint) + b"\n" for checkpoint in checkpoints)
         )
+        epoch_lines = [encode_epoch(record) + b"\n" for record in epochs]
+        if epoch_lines:
+            (self._out / EPOCHS_FILE).write_bytes(b"".join(epoch_lines))
         lines = [self._encoder.encode(line) + b"\n" for line in frontiers]
         if lines:
             (self._out / FRONTIER_FILE).write_bytes(b"".join(lines))
@@ -166,19 +198,22 @@ def write_archive(
     entries: Iterable[EntryLine],
     checkpoints: Iterable[Checkpoint],
     frontiers: Iterable[FrontierLine] = (),
+    epochs: Iterable[EpochStart] = (),
 ) -> None:
     with ArchiveWriter(out, pubkey_pem) as writer:
         for entry in entries:
             writer.entry(entry)
-        writer.finish(checkpoints, frontiers)
+        writer.finish(checkpoints, frontiers, epochs)
 
 
 @dataclass
 class Verdict:
-    """What `verify_archive` found: the first problem (None: intact) and warnings."""
+    """What `verify_archive` found: the first problem (None: intact), warnings,
+    and the DR epochs with what each gave up (reported; not a failure)."""
 
     problem: str | None = None
     warnings: list[str] = field(default_factory=list)
+    epochs: list[str] = field(default_factory=list)
     entries: int = 0
     checkpoints_matched: int = 0
 
@@ -228,7 +263,9 @@ def verify_archive(directory: Path, *, pubkey: Path | None = None) -> Verdict:
     verdict = Verdict()
     try:
         key = load_public_key(pubkey or directory / PUBKEY_FILE)
-        checkpoints = _signed_chains(key, read_checkpoints(directory / CHECKPOINTS_FILE))
+        listed = read_checkpoints(directory / CHECKPOINTS_FILE)
+        verdict.epochs = _checked_epochs(key, read_epochs(directory / EPOCHS_FILE), listed)
+        checkpoints = _signed_chains(key, listed)
         frontiers = read_frontiers(directory / FRONTIER_FILE)
         trees = _rebuild(directory / ENTRIES_FILE, checkpoints, frontiers, verdict)
     except (KeyFileError, ArchiveError, _Problem, OSError) as err:
@@ -274,6 +311,44 @@ def _signed_chains(
             )
         chain.append((line, checkpoint))
     return chains
+
+
+def _checked_epochs(
+    key: Ed25519PublicKey,
+    epochs: list[tuple[int, EpochStart]],
+    listed: list[tuple[int, Checkpoint]],
+) -> list[str]:
+    """Each epoch record's description, once it is signed, its kept checkpoint
+    is in the list (unless the archive starts after it) and none it abandoned is."""
+    in_list = {(cp.partition, cp.signature) for _, cp in listed}
+    first_size: dict[LogName, int] = {}
+    for _, cp in listed:
+        first_size.setdefault(cp.partition, cp.tree_size)
+    described = []
+    for line, record in epochs:
+        where = f"{EPOCHS_FILE} line {line} (log {record.epoch_of}, epoch {record.epoch})"
+        problem = epoch_problem(key, record)
+        if problem is not None:
+            raise _Problem(f"{where}: {problem}")
+        kept = record.kept
+        log = record.epoch_of
+        if (
+            kept is not None
+            and kept.tree_size >= first_size.get(log, kept.tree_size + 1)
+            and (log, kept.signature) not in in_list
+        ):
+            raise _Problem(
+                f"{where}: the chain goes on from the checkpoint at tree size {kept.tree_size}, "
+                f"which is not in {CHECKPOINTS_FILE}"
+            )
+        for cp in record.abandoned:
+            if (log, cp.signature) in in_list:
+                raise _Problem(
+                    f"{where}: the checkpoint at tree size {cp.tree_size} it abandoned is still "
+                    f"in {CHECKPOINTS_FILE}"
+                )
+        described.append(record.describe())
+    return described
 
 
 def _rebuild(

@@ -2,7 +2,8 @@
 
     stream   AUDIT_CHECKPOINTS (R3, file storage, never deletes or purges)
     subject  audit.checkpoint.<log>   (a partition number, or `events`)
-    body     one checkpoint as JSON (`replication/checkpoint.py`)
+    body     one checkpoint as JSON (`replication/checkpoint.py`), or an
+             epoch record after a DR takeover (`replication/audit_epoch.py`)
 
 A leader publishes a log's checkpoint with `Nats-Expected-Last-Subject-Sequence`
 set to the stream sequence of the checkpoint it chains to, so two leaders
@@ -34,10 +35,16 @@ from ironbook.adapters.nats.provision import (
     direct_get_batch,
     ensure_stream,
 )
+from ironbook.replication.audit_epoch import (
+    Chains,
+    EpochStart,
+    chains,
+    decode_record,
+    encode_epoch,
+)
 from ironbook.replication.checkpoint import (
     Checkpoint,
     CheckpointFormatError,
-    decode_checkpoint,
     encode_checkpoint,
 )
 from ironbook.replication.merkle import LogName
@@ -108,13 +115,14 @@ class NatsCheckpointPort:
         except (nats.errors.Error, OSError) as err:
             raise CheckpointUnavailable(f"{self._subject}: {err!r}") from err
         try:
-            checkpoint = decode_checkpoint(msg.data or b"")
+            record = decode_record(msg.data or b"")
         except CheckpointFormatError as err:
             raise CheckpointUnavailable(
                 f"{self._subject}: the last checkpoint is malformed ({err})"
             ) from err
         self._last_stream_seq = msg.seq or 0
-        return checkpoint
+        # After a DR takeover the chain goes on from the epoch's kept checkpoint.
+        return record.kept if isinstance(record, EpochStart) else record
 
     async def publish(self, head: TreeHead) -> Checkpoint:
         checkpoint = sign_checkpoint(
@@ -175,13 +183,46 @@ async def read_checkpoint_messages(
             return bodies
 
 
-async def read_checkpoint_stream(nc: NatsClient) -> list[Checkpoint]:
-    """Every published checkpoint, in stream order. A message that is not a
-    checkpoint raises `CheckpointFormatError` (naming its stream sequence)."""
-    checkpoints = []
+async def read_chains(nc: NatsClient) -> Chains:
+    """Every published checkpoint and epoch record, in stream order, with the
+    checkpoints an epoch abandoned taken out of the chains. A message that is
+    neither raises `CheckpointFormatError` (naming its stream sequence), and
+    so does an epoch that does not fit its chain."""
+    records: list[Checkpoint | EpochStart] = []
     for seq, body in enumerate(await read_checkpoint_messages(nc), 1):
         try:
-            checkpoints.append(decode_checkpoint(body))
+            records.append(decode_record(body))
         except CheckpointFormatError as err:
             raise CheckpointFormatError(f"{CHECKPOINT_STREAM} seq {seq}: {err}") from err
-    return checkpoints
+    return chains(records)
+
+
+async def read_checkpoint_stream(nc: NatsClient) -> list[Checkpoint]:
+    """The checkpoints that count, in stream order (`read_chains`)."""
+    return (await read_chains(nc)).checkpoints
+
+
+async def publish_epoch(nc: NatsClient, record: EpochStart) -> int:
+    """Put a signed epoch record on its log's checkpoint subject, after the
+    subject's last message (a signer that published meanwhile makes it fail,
+    `CheckpointSuperseded`); returns its stream sequence."""
+    subject = checkpoint_subject(record.epoch_of)
+    try:
+        last = (await nc.jetstream().get_last_msg(CHECKPOINT_STREAM, subject)).seq or 0
+    except nats.js.errors.NotFoundError:
+        last = 0
+    try:
+        ack = await nc.jetstream().publish(
+            subject,
+            encode_epoch(record),
+            timeout=PUBLISH_TIMEOUT_S,
+            stream=CHECKPOINT_STREAM,
+            headers={_EXPECTED_LAST_SUBJECT_SEQ: str(last)},
+        )
+    except nats.js.errors.APIError as err:
+        if err.err_code == ERR_WRONG_LAST_SEQUENCE:
+            raise CheckpointSuperseded(f"{subject}: {err.description}") from err
+        raise CheckpointUnavailable(f"{subject}: {err!r}") from err
+    except (nats.errors.Error, OSError) as err:
+        raise CheckpointUnavailable(f"{subject}: publish: {err!r}") from err
+    return ack.seq

@@ -19,8 +19,10 @@ from ironbook.adapters.keyfiles import (
     KeyFileError,
     load_or_create_signing_key,
     load_public_key,
+    load_signing_key,
     public_key_pem,
 )
+from ironbook.replication.audit_epoch import EpochStart
 from ironbook.replication.checkpoint import KEY_ID_BYTES, Checkpoint, CheckpointFormatError
 
 __all__ = [
@@ -28,11 +30,14 @@ __all__ = [
     "SIGNING_KEY_FILE",
     "KeyFileError",
     "checkpoint_problem",
+    "epoch_problem",
     "key_id",
     "load_or_create_signing_key",
     "load_public_key",
+    "load_signing_key",
     "public_key_pem",
     "sign_checkpoint",
+    "sign_epoch",
     "signing_key_path",
 ]
 
@@ -67,4 +72,29 @@ def checkpoint_problem(key: Ed25519PublicKey, checkpoint: Checkpoint) -> str | N
         return f"malformed: {err}"
     except InvalidSignature:
         return "the signature does not match (forged or altered)"
+    return None
+
+
+def sign_epoch(key: Ed25519PrivateKey, record: EpochStart) -> EpochStart:
+    """`record` (whose key_id must be this key's) with its signature."""
+    assert record.key_id == key_id(key.public_key())
+    return record.with_signature(key.sign(record.signed_bytes()))
+
+
+def epoch_problem(key: Ed25519PublicKey, record: EpochStart) -> str | None:
+    """Why `record`, or a checkpoint it keeps or abandons, is not signed by
+    `key`; None when all are."""
+    expected = key_id(key)
+    if record.key_id != expected:
+        return f"signed by another key (key_id {record.key_id}, expected {expected})"
+    try:
+        key.verify(record.signature_bytes(), record.signed_bytes())
+    except CheckpointFormatError as err:
+        return f"malformed: {err}"
+    except InvalidSignature:
+        return "the signature does not match (forged or altered)"
+    for checkpoint in record.checkpoints():
+        problem = checkpoint_problem(key, checkpoint)
+        if problem is not None:
+            return f"its checkpoint at tree size {checkpoint.tree_size}: {problem}"
     return None

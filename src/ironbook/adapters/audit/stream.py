@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import nats.errors
 import nats.js.errors
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client as NatsClient
 
 from ironbook.adapters.audit.archive import (
@@ -25,8 +26,13 @@ from ironbook.adapters.audit.archive import (
     entry_line,
     frontier_line,
 )
-from ironbook.adapters.audit.checkpoint_stream import read_checkpoint_stream
+from ironbook.adapters.audit.checkpoint_stream import (
+    publish_epoch,
+    read_chains,
+    read_checkpoint_stream,
+)
 from ironbook.adapters.audit.events import EVENTS_STREAM
+from ironbook.adapters.audit.keys import key_id, sign_epoch
 from ironbook.adapters.audit.proofs import (
     ConsistencyProof,
     Receipt,
@@ -40,6 +46,7 @@ from ironbook.adapters.nats.provision import (
     close_nats,
     direct_get_batch,
 )
+from ironbook.replication.audit_epoch import EpochStart, epoch_start
 from ironbook.replication.checkpoint import Checkpoint
 from ironbook.replication.interfaces import LogEntry, LogUnavailable
 from ironbook.replication.merkle import EVENTS_LOG, Frontier, LogName, leaf_hash, log_tag
@@ -157,10 +164,11 @@ async def export_archive(
     assert from_seq >= 1
     result = ExportResult()
     checkpoints: list[Checkpoint] = []
+    epochs: list[EpochStart] = []
     frontiers = []
     nc = await endpoint.connect("ironbook-audit-export")
     try:
-        all_checkpoints = await read_checkpoint_stream(nc)
+        published = await read_chains(nc)
         with ArchiveWriter(out, pubkey_pem) as writer:
             for partition in partitions:
                 log = AuditedLog(nc, partition)
@@ -178,10 +186,11 @@ async def export_archive(
                 result.ranges[partition] = (from_seq, end)
                 checkpoints += [
                     cp
-                    for cp in checkpoints_of(all_checkpoints, partition)
+                    for cp in published.of(partition)
                     if cp.tree_size >= from_seq - 1 and (to_seq is None or cp.tree_size <= end)
                 ]
-            writer.finish(checkpoints, frontiers)
+                epochs += published.epochs_of(partition)
+            writer.finish(checkpoints, frontiers, epochs)
     finally:
         await close_nats(nc)
     result.checkpoints = len(checkpoints)
@@ -233,3 +242,45 @@ async def consistency_from_log(
         payloads=payloads,
         checkpoints=checkpoints_of(published, partition),
     )
+
+
+async def start_epochs(
+    nc: NatsClient,
+    key: Ed25519PrivateKey,
+    logs: Sequence[LogName],
+    *,
+    epoch: int,
+    site: str,
+    origin_gaps: Mapping[LogName, int],
+    now_ms: int,
+) -> list[EpochStart]:
+    """After a DR takeover, sign and publish an epoch record for each log
+    (`replication/audit_epoch.py`): the chain goes on from its last
+    checkpoint at or below the log's size here, and the checkpoints signed
+    past it are abandoned. `origin_gaps`: for each log whose old primary
+    answered (sealed), how many entries it held past this site's copy. A log
+    that already has an epoch this high is skipped. Returns the records
+    published."""
+    published = await read_chains(nc)
+    records = []
+    for log in logs:
+        if any(started.epoch >= epoch for started in published.epochs_of(log)):
+            continue
+        tree_size = await AuditedLog(nc, log).last_seq()
+        gap = origin_gaps.get(log)
+        record = sign_epoch(
+            key,
+            epoch_start(
+                published.of(log),
+                log=log,
+                epoch=epoch,
+                site=site,
+                tree_size=tree_size,
+                origin_size=0 if gap is None else tree_size + gap,
+                time_ms=now_ms,
+                key_id=key_id(key.public_key()),
+            ),
+        )
+        await publish_epoch(nc, record)
+        records.append(record)
+    return records
