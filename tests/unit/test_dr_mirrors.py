@@ -28,7 +28,9 @@ from ironbook.adapters.nats.server import (
     render_config,
 )
 from ironbook.services import dr
+from ironbook.services.local_cluster import LocalCluster
 from ironbook.services.nats_exporter import NatsCollector, ServerView
+from ironbook.settings import DrSettings
 
 LEDGER_CONFIG = {
     "name": "LEDGER_0",
@@ -131,14 +133,22 @@ def test_the_collector_exports_mirror_lag_from_the_mirrors_leader_only() -> None
     )
 
 
-def test_epochs_grow_by_one_per_promotion_and_b_cannot_be_promoted_twice(tmp_path: Path) -> None:
+def test_epochs_only_grow_as_the_primary_goes_back_and_forth(tmp_path: Path) -> None:
     assert dr.read_primary(tmp_path) == dr.PrimaryRecord(site="a", epoch=1, at_ms=0, by="")
+    with pytest.raises(dr.DrError, match="primary already"):
+        dr.next_primary(tmp_path, "a")
     record = dr.next_primary(tmp_path, "b", "operator:test")
     assert (record.site, record.epoch, record.by) == ("b", 2, "operator:test")
     dr.write_primary(tmp_path, record)
     assert dr.read_primary(tmp_path) == record
     with pytest.raises(dr.DrError, match="primary already"):
         dr.next_primary(tmp_path, "b")
+    for site, epoch in (("a", 3), ("b", 4), ("a", 5)):
+        record = dr.next_primary(tmp_path, site, "operator:test")
+        assert (record.site, record.epoch) == (site, epoch)
+        dr.write_primary(tmp_path, record)
+    assert dr.other_site("a") == "b" and dr.other_site("b") == "a"
+    assert dr.export_dir(tmp_path, "a", 1) == tmp_path / "dr" / "site-a-epoch-1"
 
 
 def test_every_stream_is_mirrored() -> None:
@@ -153,18 +163,28 @@ def test_every_stream_is_mirrored() -> None:
     ]
 
 
-def test_the_link_may_reach_only_the_mirrored_streams_api() -> None:
+def test_the_link_carries_only_what_mirroring_needs_in_either_direction() -> None:
     permissions = dr.link_permissions(["LEDGER_0"])
+    # Into site A (the hub): site B's mirrors' requests to A's API, and
+    # B's streams' messages and API replies for A's mirrors.
     assert all(
-        subject.startswith(("$JS.a.API.", "$JS.FC.", "_INBOX.dr-link."))
+        subject.startswith(("$JS.a.API.", "$JS.FC.", "$JS.M.", "$JSC.R.", "_INBOX.dr-link."))
         for subject in permissions.publish
     )
-    assert not any(
-        subject.startswith(("ledger", "ironbook.", ">")) for subject in permissions.publish
+    # Out to site B: A's mirrors' requests to B's API, and A's messages
+    # and API replies for B's mirrors.
+    assert all(
+        subject.startswith(("$JS.b.API.", "$JS.FC.", "$JS.M.", "$JSC.R.", "_INBOX.dr-link."))
+        for subject in permissions.subscribe
     )
-    assert "$JS.a.API.STREAM.INFO.LEDGER_0" in permissions.publish
-    assert not any("STREAM.CREATE" in s or "STREAM.UPDATE" in s for s in permissions.publish)
-    assert set(permissions.subscribe) == {"$JS.M.>", "$JSC.R.>", "_INBOX.dr-link.>"}
+    for domain, granted in (("a", permissions.publish), ("b", permissions.subscribe)):
+        assert f"$JS.{domain}.API.STREAM.INFO.LEDGER_0" in granted
+        assert f"$JS.{domain}.API.CONSUMER.CREATE.LEDGER_0.>" in granted
+    for subject in (*permissions.publish, *permissions.subscribe):
+        assert not subject.startswith(("ledger", "audit.", "ironbook.", ">", "$JS.API."))
+        assert not any(verb in subject for verb in ("STREAM.CREATE", "STREAM.UPDATE"))
+        assert not any(verb in subject for verb in ("STREAM.DELETE", "STREAM.PURGE", "MSG."))
+    assert not any("LEDGER_1" in subject for subject in permissions.subscribe)
 
 
 def _node(tmp_path: Path, leaf: int = 0) -> NatsNode:
@@ -201,3 +221,31 @@ def test_site_b_dials_the_relay(tmp_path: Path) -> None:
     )
     assert 'urls: ["nats-leaf://127.0.0.1:9"]' in text
     assert 'domain: "b"' in text
+
+
+def _fenced(cluster: LocalCluster) -> dict[str, bool]:
+    """Per node of both sites: does its config deny the ledger to everyone?"""
+    assert cluster.site_b is not None
+    return {
+        node.name: 'deny: ["ledger.>", "audit.checkpoint.>"]' in node.config_path.read_text()
+        for site in (cluster.nats, cluster.site_b)
+        for node in site.nodes.values()
+    }
+
+
+def test_the_site_that_is_not_primary_is_fenced_whichever_it_is(tmp_path: Path) -> None:
+    cluster = LocalCluster(tmp_path / "cluster", dr=DrSettings(enabled=True))
+    try:
+        for site in ("b", "a", "b"):
+            record = dr.next_primary(cluster.data_dir, site, "operator:test")
+            dr.write_primary(cluster.data_dir, record)
+            cluster.primary = record
+            assert cluster.apply_fence() == []  # nothing runs: nothing reloaded
+            fenced = _fenced(cluster)
+            prefix = {"a": "n", "b": "b"}[dr.other_site(site)]
+            assert {name for name, denied in fenced.items() if denied} == {
+                f"{prefix}{index}" for index in (1, 2, 3)
+            }, (site, fenced)
+        assert dr.read_primary(cluster.data_dir).epoch == 4
+    finally:
+        cluster.stop()

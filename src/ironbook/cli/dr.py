@@ -14,6 +14,8 @@
                                     workload going on against B; the history
                                     checked against B's log; RTO and RPO
                                     measured (docs/dr.md, "Drills")
+    ironbook dr failback            make site A primary again once it holds
+                                    what B holds; then B mirrors A again
 
 `promote` asks the running `up` process (its control socket) to do it all:
 write `dr/primary.json` with the next epoch, fence site A (its servers
@@ -22,6 +24,15 @@ its streams sealed where reachable), promote B's mirrors to writable streams,
 restart every service against B and record `dr_takeover`. With
 no `up` running it writes `dr/primary.json` only, and the next `ironbook up
 --dr-site` does the rest as it starts.
+
+`failback` also asks the running `up` (it copies site B onto site A's
+running servers, so it needs them; with no `up` running it refuses): site
+A's sealed streams exported to `dr/site-a-epoch-<n>/` (one JSON line per
+message, `SHA256SUMS`) and replaced by mirrors of B's, a bounded wait until A
+holds what B holds, then the next epoch with site A primary (B fenced and
+sealed, A's mirrors promoted, every service restarted against A,
+`dr_failback` recorded), and B's sealed streams exported the same way and
+replaced by mirrors of A's.
 """
 
 from __future__ import annotations
@@ -118,6 +129,16 @@ def gather(settings: Settings) -> dict[str, Any]:
     rows = []
     for stream in streams:
         origin, mirror = on_a[stream], on_b[stream]
+        # Site B mirrors A, except while a failback re-seeds A from B.
+        mirror_site = next(
+            (
+                site
+                for site, state in ((dr_site.SITE_B, mirror), (dr_site.SITE_A, origin))
+                if state is not None and state.is_mirror
+            ),
+            None,
+        )
+        mirroring = {dr_site.SITE_A: origin, dr_site.SITE_B: mirror}.get(mirror_site or "")
         rows.append(
             {
                 "stream": stream,
@@ -125,8 +146,10 @@ def gather(settings: Settings) -> dict[str, Any]:
                 "origin_sealed": None if origin is None else origin.sealed,
                 "mirror_last_seq": None if mirror is None else mirror.last_seq,
                 "mirror": None if mirror is None else mirror.is_mirror,
-                "lag_entries": None if mirror is None else mirror.lag_entries,
-                "active_s": None if mirror is None else mirror.active_s,
+                "mirror_sealed": None if mirror is None else mirror.sealed,
+                "mirror_site": mirror_site,
+                "lag_entries": None if mirroring is None else mirroring.lag_entries,
+                "active_s": None if mirroring is None else mirroring.active_s,
             }
         )
     rtts = _link_rtts_ms(dr_site.dr_dir(data_dir) / "nats")
@@ -158,9 +181,11 @@ def _print(view: dict[str, Any]) -> None:
         f"site a {'up' if view['site_a_reachable'] else 'UNREACHABLE'}, "
         f"site b {'up' if view['site_b_reachable'] else 'UNREACHABLE'}\n"
     )
-    print(f"{'stream':<28} {'a last seq':>11} {'b last seq':>11} {'lag':>6} {'active s':>9}  b is")
+    print(
+        f"{'stream':<28} {'a last seq':>11} {'b last seq':>11} {'lag':>6} {'active s':>9}  mirror"
+    )
     for row in view["streams"]:
-        role = "-" if row["mirror"] is None else ("mirror" if row["mirror"] else "primary")
+        role = "-" if row["mirror_site"] is None else f"site {row['mirror_site']}"
         print(
             f"{row['stream']:<28} {_show(row['origin_last_seq']):>11} "
             f"{_show(row['mirror_last_seq']):>11} {_show(row['lag_entries']):>6} "
@@ -266,10 +291,47 @@ def _drill(args: argparse.Namespace) -> int:
     return 0 if report.verdict == "pass" else 1
 
 
+def _failback(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    data_dir = settings.cluster.data_dir.resolve()
+    if not dr_site.has_dr_site(data_dir):
+        print(f"error: {data_dir} has no DR site (`ironbook up --dr-site`)", file=sys.stderr)
+        return 2
+    if not (data_dir / CONTROL_SOCKET).exists():
+        print(
+            f"error: no `ironbook up --dr-site` runs from {data_dir}: a failback copies site b "
+            "onto site a's running servers; start the pair, then fail back",
+            file=sys.stderr,
+        )
+        return 1
+
+    def say(line: str) -> None:
+        if not args.json:
+            print(line, flush=True)
+
+    try:
+        answer = asyncio.run(request(data_dir, ControlRequest(op="dr_failback"), say))
+    except ControlError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    report = answer["report"]
+    if args.json:
+        print(json.dumps({**report, "took_ms": answer["took_ms"]}))
+    else:
+        copied = ", ".join(f"{name} {count}" for name, count in report["copied_entries"].items())
+        print(f"site a is primary (epoch {report['epoch']}) after {report['failback_s']:.1f} s")
+        print(f"  entries on site a: {copied}")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "dr",
-        help="the DR site: mirror lag, promotion",
+        help="the DR site: mirror lag, promotion, failback",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -327,3 +389,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     drill.add_argument("--json", action="store_true", help="print the report as one JSON object")
     drill.set_defaults(func=_drill)
+    back = commands.add_parser(
+        "failback",
+        help="make site a primary again once it holds what site b holds; b mirrors a again",
+        description="Asks the running `ironbook up --dr-site`: site a's sealed streams "
+        "exported to <data-dir>/dr/site-a-epoch-<n>/ and replaced by mirrors of site b, "
+        "a bounded wait until they hold what b holds, then site a primary in the next "
+        "epoch (b fenced and sealed, a's mirrors promoted, services restarted against a, "
+        "dr_failback recorded), and b's sealed streams exported and replaced by mirrors "
+        "of a. Needs site b primary and site a's servers running.",
+    )
+    add_data_dir_argument(back)
+    back.add_argument("--json", action="store_true", help="print one JSON object")
+    back.set_defaults(func=_failback)

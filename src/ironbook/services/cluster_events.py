@@ -10,6 +10,8 @@ heals, the maintenance it performs, and the settings it started with.
 - `config_applied`: `up` started, with the digest of its effective settings.
 - `dr_takeover`: site B was promoted (`ironbook dr promote`), with its epoch;
   written to site B's log (docs/dr.md).
+- `dr_failback`: site A is primary again (`ironbook dr failback`), with its
+  epoch; written to site A's log once its mirrors of B are promoted.
 - `remediation_restart_replica`, `remediation_kill_restart`,
   `remediation_move_nats_leaders`: the watcher's remediation
   (`services/remediate.py`), run inside `up`: actor `watch`, reason, and the
@@ -42,6 +44,7 @@ CONFIG_APPLIED = "config_applied"
 REMEDIATIONS = ("hung_kill", "hung_kill_suppressed", "crash_loop_give_up")
 MAINTENANCE = ("drain", "undrain", "rolling_restart")
 DR_TAKEOVER = "dr_takeover"
+DR_FAILBACK = "dr_failback"
 WATCH_REMEDIATIONS = (
     "remediation_restart_replica",
     "remediation_kill_restart",
@@ -54,6 +57,7 @@ KINDS = (
     *MAINTENANCE,
     CONFIG_APPLIED,
     DR_TAKEOVER,
+    DR_FAILBACK,
     *WATCH_REMEDIATIONS,
 )
 """Every kind `ironbook up` records: the `supervisor` identity's allow-list."""

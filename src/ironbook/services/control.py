@@ -9,9 +9,11 @@ One JSON request per connection, one line:
     {"op": "undrain", "node": "n2"}
     {"op": "rolling_restart", "what": "all"}
     {"op": "dr_promote", "site": "b"}
+    {"op": "dr_failback"}
 
 answered by progress lines `{"say": "..."}` and one last line, `{"done":
-[...steps], "took_ms": N}` or `{"error": "..."}`. One operation runs at a
+[...steps], "took_ms": N}` (a failback adds `"report": {...}`,
+`dr_failback.FailbackReport`) or `{"error": "..."}`. One operation runs at a
 time; another asked meanwhile is refused.
 """
 
@@ -30,11 +32,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
+import nats.errors
 
 from ironbook.adapters.audit.events import NoteEvent
 from ironbook.adapters.nats.mirrors import MirrorError
 from ironbook.services import dr as dr_site
 from ironbook.services import maintenance
+from ironbook.services.dr_failback import failback
 from ironbook.services.dr_promotion import promote_site_b
 from ironbook.services.local_cluster import LocalCluster
 
@@ -45,7 +49,7 @@ MAX_REQUEST_BYTES = 4_096
 
 
 class ControlRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    op: Literal["drain", "undrain", "rolling_restart", "dr_promote"]
+    op: Literal["drain", "undrain", "rolling_restart", "dr_promote", "dr_failback"]
     node: str = ""
     what: maintenance.RollingWhat = "all"
     site: str = ""
@@ -139,6 +143,9 @@ async def _perform_alone(
     if request.op == "dr_promote":
         await _promote(cluster, request, send, actor, started)
         return
+    if request.op == "dr_failback":
+        await _failback(cluster, send, actor, started)
+        return
 
     try:
         if request.op == "drain":
@@ -171,7 +178,10 @@ async def _promote(
     """Its `dr_takeover` event is written to site B by the promotion itself."""
     try:
         if request.site != dr_site.SITE_B:
-            raise dr_site.DrError(f"only site b can be promoted, not {request.site!r}")
+            raise dr_site.DrError(
+                f"only site b can be promoted, not {request.site!r} "
+                "(site a becomes primary again with `ironbook dr failback`)"
+            )
         done = await promote_site_b(cluster, actor, lambda line: send({"say": line}))
     except (dr_site.DrError, MirrorError) as error:
         log.error(json.dumps({"event": "dr.promote.failed", "error": str(error)}))
@@ -180,6 +190,21 @@ async def _promote(
     took_ms = int((time.monotonic() - started) * 1000)
     log.warning(json.dumps({"event": "dr.promoted", "steps": done, "took_ms": took_ms}))
     send({"done": done, "took_ms": took_ms})
+
+
+async def _failback(
+    cluster: LocalCluster, send: Callable[[dict[str, Any]], None], actor: str, started: float
+) -> None:
+    """Its `dr_failback` event is written to site A by the failback itself."""
+    try:
+        report = await failback(cluster, actor, lambda line: send({"say": line}))
+    except (dr_site.DrError, MirrorError, nats.errors.Error, OSError, TimeoutError) as error:
+        log.error(json.dumps({"event": "dr.failback.failed", "error": str(error)}))
+        send({"error": str(error)})
+        return
+    took_ms = int((time.monotonic() - started) * 1000)
+    log.warning(json.dumps({"event": "dr.failed_back", "steps": report.steps, "took_ms": took_ms}))
+    send({"done": report.steps, "took_ms": took_ms, "report": msgspec.to_builtins(report)})
 
 
 async def request(

@@ -59,6 +59,7 @@ SITE_B: Final = "b"
 SITE_B_CLUSTER = "ironbook-b"
 LINK_IDENTITY = "dr-link"
 CATCH_UP_POLL_S = 0.1
+PROGRESS_EVERY_S = 1.0
 FENCED_SUBJECTS = ("ledger.>", "audit.checkpoint.>")
 """What no identity may publish to on a fenced site: the logs and their checkpoints."""
 Site = Literal["a", "b"]
@@ -143,34 +144,60 @@ def mirrored_streams(partitions: int, producers: Sequence[str]) -> list[str]:
     ]
 
 
-def link_permissions(streams: Sequence[str], domain: str = SITE_A) -> Permissions:
-    """What the `dr-link` identity may do on the site it links to: create,
-    look up and drop the mirrors' consumers of `streams` through the domain's
-    API, and answer their flow control; receive the mirrored messages
-    (`$JS.M.>`) and the servers' API replies (`$JSC.R.>`), not other
-    identities' inboxes. Nothing else crosses the link (the integration test
-    shows mirrors catch up with exactly this)."""
-    api = f"$JS.{domain}.API"
+def link_permissions(
+    streams: Sequence[str], hub: Site = SITE_A, leaf: Site = SITE_B
+) -> Permissions:
+    """What the `dr-link` identity may do on the `hub` site it links to
+    (from the `leaf` site): what mirroring `streams` needs in either
+    direction, and nothing else.
+
+    Publish is what the leaf may send into the hub, subscribe what the hub
+    may send to the leaf. For the leaf's mirrors of the hub's streams: their
+    consumer and info requests through `$JS.<hub>.API` and their flow-control
+    answers out, the mirrored messages (`$JS.M.>`) and the API replies
+    (`$JSC.R.>`) in. For the hub's mirrors of the leaf's streams (a failback
+    re-seeding the hub): the same the other way round, the requests through
+    `$JS.<leaf>.API` in, the messages and replies out. No stream is created,
+    changed or deleted through the link, and no other subject (ledger,
+    commands, heartbeats, other identities' inboxes) crosses it (the
+    integration tests show mirrors catch up both ways with exactly this)."""
     return Permissions(
-        purpose="DR site B's leafnode link: mirrors site A's streams, nothing else",
+        purpose="the DR leafnode link: mirrors each site's streams on the other, nothing else",
         publish=(
-            *(
-                subject
-                for stream in streams
-                for subject in (
-                    f"{api}.CONSUMER.CREATE.{stream}",
-                    f"{api}.CONSUMER.CREATE.{stream}.>",
-                    f"{api}.CONSUMER.DELETE.{stream}.>",
-                    f"{api}.CONSUMER.INFO.{stream}.>",
-                    f"{api}.STREAM.INFO.{stream}",
-                )
-            ),
+            *_mirror_requests(streams, hub),
             "$JS.FC.>",
+            "$JS.M.>",
+            "$JSC.R.>",
             f"{inbox_prefix(LINK_IDENTITY)}.>",
         ),
-        subscribe=("$JS.M.>", "$JSC.R.>", f"{inbox_prefix(LINK_IDENTITY)}.>"),
+        subscribe=(
+            *_mirror_requests(streams, leaf),
+            "$JS.FC.>",
+            "$JS.M.>",
+            "$JSC.R.>",
+            f"{inbox_prefix(LINK_IDENTITY)}.>",
+        ),
         responds=True,
     )
+
+
+def _mirror_requests(streams: Sequence[str], domain: str) -> list[str]:
+    """The API requests a mirror of `streams` makes to the origin's `domain`:
+    create, look up and drop its consumer (any consumer of those streams: a
+    taken-over site could drop another's, never write or delete a stream),
+    and the stream's info."""
+    api = f"$JS.{domain}.API"
+    return [
+        subject
+        for stream in streams
+        for subject in (
+            f"{api}.CONSUMER.CREATE.{stream}",
+            f"{api}.CONSUMER.CREATE.{stream}.>",
+            f"{api}.CONSUMER.DELETE.{stream}.>",
+            f"{api}.CONSUMER.INFO.{stream}.>",
+            f"{api}.STREAM.INFO.{stream}",
+        )
+    ]
 
 
 _GO_UNITS_MS = {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1_000.0, "m": 60_000.0}
@@ -277,35 +304,41 @@ async def wait_site_a_lost(
 
 
 async def ensure_mirrors(
-    a: NatsEndpoint, b: NatsEndpoint, streams: Sequence[str], say: Callable[[str], None]
+    origin: NatsEndpoint,
+    local: NatsEndpoint,
+    streams: Sequence[str],
+    origin_site: Site,
+    say: Callable[[str], None],
 ) -> list[str]:
-    """Site B mirrors each of `streams` (made where missing, as `ops` on
-    both sites); the streams whose mirror was made now."""
+    """The `local` site mirrors each of `streams` of `origin_site` (made
+    where missing, as `ops` on both sites); the streams whose mirror was
+    made now."""
     made = []
-    nc_a = await a.connect("ironbook-dr-mirrors-a")
+    nc_origin = await origin.connect("ironbook-dr-mirrors-origin")
     try:
-        nc_b = await b.connect("ironbook-dr-mirrors-b")
+        nc_local = await local.connect("ironbook-dr-mirrors-local")
         try:
             for stream in streams:
-                if await mirrors.ensure_mirror(nc_a, nc_b, stream, SITE_A):
+                if await mirrors.ensure_mirror(nc_origin, nc_local, stream, origin_site):
                     made.append(stream)
         finally:
-            await close_nats(nc_b)
+            await close_nats(nc_local)
     finally:
-        await close_nats(nc_a)
+        await close_nats(nc_origin)
     if made:
-        say(f"site b mirrors {', '.join(made)}")
+        say(f"site {other_site(origin_site)} mirrors {', '.join(made)}")
     return made
 
 
-async def seal_site(a: NatsEndpoint, streams: Sequence[str], timeout_s: float) -> list[str]:
-    """Seal site A's `streams` where it answers within `timeout_s`; the ones
-    sealed now or already before (a promotion resumed after a crash): site B
-    must catch up with every one of them before its mirrors are promoted."""
+async def seal_site(site: NatsEndpoint, streams: Sequence[str], timeout_s: float) -> list[str]:
+    """Seal the `site`'s `streams` where it answers within `timeout_s`; the
+    ones sealed now or already before (a promotion resumed after a crash):
+    the site promoted must catch up with every one of them before its
+    mirrors are promoted. A mirror is left as it is."""
     sealed: list[str] = []
 
     async def seal_all() -> None:
-        nc = await a.connect("ironbook-dr-seal")
+        nc = await site.connect("ironbook-dr-seal")
         try:
             for stream in streams:
                 try:
@@ -319,24 +352,35 @@ async def seal_site(a: NatsEndpoint, streams: Sequence[str], timeout_s: float) -
     try:
         async with asyncio.timeout(timeout_s):
             await seal_all()
-    except _UNREACHABLE:  # an unreachable site A is fenced by its config when it starts
+    except _UNREACHABLE:  # an unreachable site is fenced by its config when it starts
         return sealed
     return sealed
 
 
 async def wait_caught_up(
-    a: NatsEndpoint, b: NatsEndpoint, streams: Sequence[str], timeout_s: float
+    origin: NatsEndpoint,
+    mirror: NatsEndpoint,
+    streams: Sequence[str],
+    timeout_s: float,
+    say: Callable[[str], None] | None = None,
 ) -> dict[str, int]:
-    """Once site A's `streams` are sealed (they cannot grow), wait up to
-    `timeout_s` until site B's mirrors hold everything they hold; the entries
-    each stream is still missing then (empty: none lost)."""
+    """Wait up to `timeout_s` until the `mirror` site holds every entry the
+    `origin` site's `streams` hold; the entries each stream is still missing
+    then (empty: none). Both are read at every poll, the origin first: an
+    origin that still takes writes is caught up once the mirror holds what
+    the origin held a moment before (a sealed one cannot grow). `say` hears
+    the progress about once a second."""
     if not streams:
         return {}
-    origin = await stream_states(a, streams)
-    wanted = {name: state.last_seq for name, state in origin.items() if state is not None}
+    wanted: dict[str, int] = {}
     deadline = time.monotonic() + timeout_s
+    next_report = time.monotonic() + PROGRESS_EVERY_S
     while True:
-        mirrored = await stream_states(b, list(wanted))
+        origin_states = await stream_states(origin, streams)
+        for name, state in origin_states.items():
+            if state is not None:
+                wanted[name] = state.last_seq
+        mirrored = await stream_states(mirror, list(wanted))
         missing = {}
         for name, last_seq in wanted.items():
             state = mirrored[name]
@@ -345,16 +389,22 @@ async def wait_caught_up(
                 missing[name] = gap
         if not missing or time.monotonic() > deadline:
             return missing
+        if say is not None and time.monotonic() >= next_report:
+            next_report = time.monotonic() + PROGRESS_EVERY_S
+            say(
+                "catching up: " + ", ".join(f"{name} {gap} behind" for name, gap in missing.items())
+            )
         await asyncio.sleep(CATCH_UP_POLL_S)
 
 
-async def lift_terms(b: NatsEndpoint, partitions: int) -> int:
-    """Every leadership term site B's replicas will take made greater than
-    every term in its ledger logs (their last entries' batch ids): B's lease
-    bucket is its own and would count from 1 again, and a term reused would
-    reuse batch ids site A already wrote. Call it before any replica runs on
-    B. The highest term found in the logs."""
-    nc = await b.connect("ironbook-dr-terms")
+async def lift_terms(site: NatsEndpoint, partitions: int) -> int:
+    """Every leadership term the replicas of a site being promoted will take
+    made greater than every term in its ledger logs (their last entries'
+    batch ids): each site's lease bucket is its own and would count on from
+    its own last revision, and a term reused would reuse batch ids the other
+    site already wrote. Call it before any replica runs on the site. The
+    highest term found in the logs."""
+    nc = await site.connect("ironbook-dr-terms")
     try:
         js = nc.jetstream()
         highest = 0
@@ -372,13 +422,17 @@ async def lift_terms(b: NatsEndpoint, partitions: int) -> int:
         await close_nats(nc)
 
 
-async def promote_mirrors(b: NatsEndpoint, streams: Sequence[str]) -> list[str]:
-    """Site B's mirrors of `streams` made writable; the ones promoted now."""
-    nc = await b.connect("ironbook-dr-promote")
+async def promote_mirrors(site: NatsEndpoint, streams: Sequence[str]) -> list[str]:
+    """The `site`'s mirrors of `streams` made writable; the ones promoted now."""
+    nc = await site.connect("ironbook-dr-promote")
     try:
         return [stream for stream in streams if await mirrors.promote_mirror(nc, stream)]
     finally:
         await close_nats(nc)
+
+
+def other_site(site: Site) -> Site:
+    return SITE_B if site == SITE_A else SITE_A
 
 
 def next_primary(data_dir: Path, site: Site, actor: str | None = None) -> PrimaryRecord:
@@ -387,14 +441,18 @@ def next_primary(data_dir: Path, site: Site, actor: str | None = None) -> Primar
     current = read_primary(data_dir)
     if current.site == site:
         raise DrError(f"site {site} is primary already (epoch {current.epoch})")
-    if site != SITE_B:
-        raise DrError("only site b can be promoted (failback to site a is not built)")
     return PrimaryRecord(
         site=site,
         epoch=current.epoch + 1,
         at_ms=time.time_ns() // 1_000_000,
         by=actor or f"operator:{getpass.getuser()}",
     )
+
+
+def export_dir(data_dir: Path, site: Site, epoch: int) -> Path:
+    """Where a site's sealed streams of `epoch` (the last it was primary in)
+    are exported before they are replaced by mirrors of the other site."""
+    return dr_dir(data_dir) / f"site-{site}-epoch-{epoch}"
 
 
 async def stream_states(

@@ -240,7 +240,7 @@ class LocalCluster:
                     }
                 )
             ),
-            site=self._site_a_options(),
+            site=self._site_options(dr_site.SITE_A),
         )
         self.child_env = {
             **os.environ,
@@ -277,6 +277,8 @@ class LocalCluster:
         """Site B's NATS nodes, with a DR site (docs/dr.md)."""
         self.relay: ManagedProcess | None = None
         """The WAN relay, the only path between the sites."""
+        self._link: LeafRemote | None = None
+        """Site B's leafnode link to site A, through the relay."""
         if dr is not None:
             self.site_b, self.relay = self._dr_site(dr, security)
         self.primary_url = (
@@ -386,16 +388,16 @@ class LocalCluster:
             return []
         return [f"b{index}" for index in range(1, self.config.nats_nodes + 1)]
 
-    def _site_a_options(self) -> SiteOptions | None:
-        """Site A of a DR pair: domain `a`, taking the link, fenced unless primary."""
+    def _site_options(self, site: dr_site.Site) -> SiteOptions | None:
+        """One site of a DR pair: site A (domain `a`) takes the link, site B
+        (domain `b`) dials it through the relay; whichever is not primary is
+        fenced: no identity may publish to the ledger or the checkpoints."""
         if self.dr is None:
             return None
-        fenced = self.primary.site != dr_site.SITE_A
-        return SiteOptions(
-            domain=dr_site.SITE_A,
-            leaf_listen=True,
-            publish_deny=dr_site.FENCED_SUBJECTS if fenced else (),
-        )
+        deny = dr_site.FENCED_SUBJECTS if self.primary.site != site else ()
+        if site == dr_site.SITE_A:
+            return SiteOptions(domain=dr_site.SITE_A, leaf_listen=True, publish_deny=deny)
+        return SiteOptions(domain=dr_site.SITE_B, leaf_remote=self._link, publish_deny=deny)
 
     def _dr_site(
         self, dr: DrSettings, security: ServerSecurity | None
@@ -417,19 +419,17 @@ class LocalCluster:
             Route(LOOPBACK, port, node.host, node.ports.leaf)
             for port, node in zip(layout.relay_ports, self.nats.nodes.values(), strict=True)
         ]
+        self._link = LeafRemote(
+            tuple(f"nats-leaf://{LOOPBACK}:{port}" for port in layout.relay_ports),
+            dr_site.LINK_IDENTITY if security is not None else None,
+        )
         site_b = LocalNatsCluster(
             dr_site.dr_dir(self.data_dir) / "nats",
             size=self.config.nats_nodes,
             cluster_name=dr_site.SITE_B_CLUSTER,
             node_prefix="b",
             security=security,
-            site=SiteOptions(
-                domain=dr_site.SITE_B,
-                leaf_remote=LeafRemote(
-                    tuple(f"nats-leaf://{LOOPBACK}:{port}" for port in layout.relay_ports),
-                    dr_site.LINK_IDENTITY if security is not None else None,
-                ),
-            ),
+            site=self._site_options(dr_site.SITE_B),
         )
         for name, node in site_b.nodes.items():
             self.supervisor.add(
@@ -811,39 +811,41 @@ class LocalCluster:
         self.write_runtime()
 
     def start_site_b(self, timeout_ms: int) -> None:
-        """Site B and the relay; then, with site A primary, A provisioned,
-        mirrored on B, and B provisioned with what is not mirrored; with B
-        primary (promoted before this start), A's streams sealed where it
-        answers, B's mirrors promoted (if that was left undone) and B
-        provisioned."""
+        """Site B and the relay; then, in the first epoch, site A
+        provisioned, mirrored on B, and B provisioned with what is not
+        mirrored (so that a promotion need not); after a promotion or a
+        failback (`primary.json` names a later epoch), the other site's
+        streams sealed where it answers (a mirror is never sealed: after a
+        failback, B mirrors A again), the primary's mirrors promoted if that
+        was left undone, and the primary provisioned."""
         assert self.site_b is not None and self.relay is not None
         if not self.relay.is_running():
             self.relay.start()
         self.site_b.start(timeout_ms=timeout_ms)
-        if self.primary.site == dr_site.SITE_A:
+        if self.primary.site == dr_site.SITE_A and self.primary.epoch == 1:
             self.provision()
             asyncio.run(
                 dr_site.ensure_mirrors(
-                    self.site_endpoint("a"),
-                    self.site_endpoint("b"),
+                    self.site_endpoint(dr_site.SITE_A),
+                    self.site_endpoint(dr_site.SITE_B),
                     self.mirrored_streams,
+                    dr_site.SITE_A,
                     log.info,
                 )
             )
-            # What is not mirrored (leases, idempotency claims, odds, ...), made
-            # now so that a promotion need not: provisioning keeps the mirrors.
+            # Provisioning keeps the mirrors.
             self.provision(url=self.site_b.url)
         else:
             asyncio.run(self._finish_promotion())
             self.provision()
 
     async def _finish_promotion(self) -> None:
-        """Site B is primary as this starts: what a promotion may not have
-        done yet (it was recorded with no `up` running, or it stopped half
-        way), done now."""
-        sealed, missing, _ = await self.promote_site_b_streams()
+        """A later epoch as this starts: what its promotion or failback may
+        not have done yet (recorded with no `up` running, or stopped half
+        way), done now; nothing where it was done."""
+        sealed, missing, _ = await self.promote_streams()
         await dr_site.start_audit_epoch(
-            self.site_endpoint(dr_site.SITE_B),
+            self.site_endpoint(self.primary.site),
             self.data_dir,
             self.partitions,
             self.primary,
@@ -851,35 +853,50 @@ class LocalCluster:
             missing=missing,
         )
 
-    async def promote_site_b_streams(self) -> tuple[list[str], dict[str, int], list[str]]:
-        """Seal site A's streams where it answers (bounded), let site B's
-        mirrors copy what the sealed ones hold (bounded), promote them, and
-        start B's leadership terms above every term in its logs
-        (`dr.lift_terms`); (sealed, entries still missing per stream, promoted)."""
-        a, b = self.site_endpoint("a"), self.site_endpoint("b")
+    async def promote_streams(self) -> tuple[list[str], dict[str, int], list[str]]:
+        """Seal the streams of the site that is not primary where it answers
+        (bounded), let the primary's mirrors copy what the sealed ones hold
+        (bounded), promote them, and start the primary's leadership terms
+        above every term in its logs (`dr.lift_terms`); (sealed, entries
+        still missing per stream, promoted)."""
+        primary = self.primary.site
+        other = dr_site.other_site(primary)
+        origin, promoted_site = self.site_endpoint(other), self.site_endpoint(primary)
         sealed = []
-        if self.nats.running_nodes():  # else site A is gone: nothing to seal now
-            sealed = await dr_site.seal_site(a, self.mirrored_streams, SEAL_TIMEOUT_S)
-        missing = await dr_site.wait_caught_up(a, b, sealed, CATCH_UP_TIMEOUT_S)
-        promoted = await dr_site.promote_mirrors(b, self.mirrored_streams)
-        await dr_site.lift_terms(b, self.config.partitions)
+        if self.site_cluster(other).running_nodes():  # else it is gone: nothing to seal now
+            sealed = await dr_site.seal_site(origin, self.mirrored_streams, SEAL_TIMEOUT_S)
+        missing = await dr_site.wait_caught_up(origin, promoted_site, sealed, CATCH_UP_TIMEOUT_S)
+        promoted = await dr_site.promote_mirrors(promoted_site, self.mirrored_streams)
+        await dr_site.lift_terms(promoted_site, self.config.partitions)
         return sealed, missing, promoted
 
-    def site_endpoint(self, site: str, identity: str = "ops") -> NatsEndpoint:
-        """Site `site` (`a`, or `b` of a DR pair) as `identity` reaches it."""
+    def site_cluster(self, site: dr_site.Site) -> LocalNatsCluster:
+        """Site `site`'s NATS nodes (`a`: the cluster's own; `b`: the DR site's)."""
         if site == dr_site.SITE_B:
             if self.site_b is None:
                 raise dr_site.DrError("this cluster has no DR site")
-            return NatsEndpoint(self.site_b.url, self.credentials(identity))
+            return self.site_b
+        return self.nats
+
+    def site_endpoint(self, site: dr_site.Site, identity: str = "ops") -> NatsEndpoint:
+        """Site `site` (`a`, or `b` of a DR pair) as `identity` reaches it."""
+        if site == dr_site.SITE_B:
+            return NatsEndpoint(self.site_cluster(site).url, self.credentials(identity))
         return NatsEndpoint(self.nats.url, self.credentials(identity))
 
-    def fence_site_a(self) -> list[str]:
-        """Site A's servers reconfigured so that nobody may publish to the
-        ledger or the checkpoints there (reloaded if running, and so on every
-        later start: `primary.json` names B); the nodes reloaded."""
-        options = self._site_a_options()
-        assert options is not None
-        return self.nats.reconfigure(options)
+    def apply_fence(self) -> list[str]:
+        """Every server of the pair reconfigured for `primary`: on the site
+        that is not primary nobody may publish to the ledger or the
+        checkpoints, on the primary the fence is lifted; the other site's
+        servers first. Running servers reload (and so does every later start:
+        its config is rendered from `primary.json`); the names reloaded."""
+        primary = self.primary.site
+        reloaded = []
+        for site in (dr_site.other_site(primary), primary):
+            options = self._site_options(site)
+            assert options is not None
+            reloaded += self.site_cluster(site).reconfigure(options)
+        return reloaded
 
     def service_processes(self) -> dict[str, ManagedProcess]:
         """Every supervised process that connects to the primary site."""

@@ -56,6 +56,7 @@ class MirrorState:
     last_seq: int
     is_mirror: bool
     sealed: bool
+    messages: int = 0
     lag_entries: int | None = None
     active_s: float | None = None
     """Seconds since the mirror last heard from its origin (None: never)."""
@@ -149,6 +150,7 @@ def mirror_state(info: Mapping[str, Any]) -> MirrorState:
         last_seq=int(state.get("last_seq", 0)),
         is_mirror=isinstance(mirror, Mapping) or "mirror" in config,
         sealed=bool(config.get("sealed", False)),
+        messages=int(state.get("messages", 0)),
         lag_entries=lag,
         active_s=active,
     )
@@ -193,12 +195,25 @@ async def promote_mirror(nc: NatsClient, stream: str) -> bool:
 
 
 async def seal(nc: NatsClient, stream: str) -> bool:
-    """Seal `stream` (no write, delete or purge, ever again); False if it was."""
+    """Seal `stream` (no write, delete or purge, ever again); False if it
+    was. A mirror is refused (`MirrorError`): it is the other site's standby,
+    not a stream that was written to."""
     config = dict((await stream_info(nc, stream, attempts=STARTING_ATTEMPTS))["config"])
     if config.get("sealed"):
         return False
+    if config.get("mirror"):
+        raise MirrorError(f"{stream}: a mirror is not sealed")
     config["sealed"] = True
     await api(nc, f"STREAM.UPDATE.{stream}", config, attempts=STARTING_ATTEMPTS)
+    return True
+
+
+async def delete(nc: NatsClient, stream: str) -> bool:
+    """Delete `stream` (sealed or not); False if there is none."""
+    try:
+        await api(nc, f"STREAM.DELETE.{stream}", attempts=STARTING_ATTEMPTS)
+    except StreamMissing:
+        return False
     return True
 
 

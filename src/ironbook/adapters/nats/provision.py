@@ -423,6 +423,7 @@ async def direct_get_batch(
     *,
     max_bytes: int,
     timeout_s: float,
+    contiguous: bool = True,
 ) -> list[Msg]:
     """One batched direct get (`$JS.API.DIRECT.GET.<stream>`): up to
     `max_messages` stored messages from stream sequence `from_seq`, without
@@ -430,6 +431,9 @@ async def direct_get_batch(
     unanswered request, "nothing there yet" (404) and the end of the batch
     (204) all end the read. Responses stop at the first gap: the stream never
     deletes, so a gap can only be a lost response, read again next time.
+    `contiguous=False` reads a stream that may delete (an object store's
+    replaced chunks): the server skips deleted sequences, so the batch only
+    has to grow, and a lost response is caught by the caller's count.
     Replies come to the connection's `BatchInbox`."""
     request = {"seq": from_seq, "batch": max_messages, "max_bytes": max_bytes}
     try:
@@ -453,8 +457,9 @@ async def direct_get_batch(
             headers = msg.headers or {}
             if "Status" in headers:
                 break  # 204 end of batch, 404 nothing at from_seq yet, or an error
-            if int(headers.get("Nats-Sequence", "0")) != expected:
+            seq = int(headers.get("Nats-Sequence", "0"))
+            if seq != expected and (contiguous or seq < expected):
                 break
-            expected += 1
+            expected = seq + 1
             found.append(msg)
     return found
