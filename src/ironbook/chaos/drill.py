@@ -29,9 +29,13 @@ In order:
    history is checked against B's log with the `SiteLoss` allowance (what A
    acknowledged and B's mirror never got is counted as `rpo_acked_lost`,
    not lost); then the audit trail on B (`chaos.audit`), shown, not judged.
+7. Failback: site A's servers and the link come back with their data (fenced,
+   as any start of site A after a promotion), `dr failback`'s own code
+   (`services.dr_failback.failback`) re-seeds A from B and makes it primary
+   again, and the whole history is checked once more, against A's log now:
+   every write B acknowledged must be there (`failback_check`).
 
-Failback is not run (`failback_s` null). `mode: stretch` is not in this
-build (`DrillUnavailable`).
+`mode: stretch` is not in this build (`DrillUnavailable`).
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ from ironbook.client import ClientConfig, connect_ledger
 from ironbook.replication.checker import CheckReport, RpoLoss, SiteLoss
 from ironbook.replication.history import Operation
 from ironbook.services import dr as dr_site
+from ironbook.services.dr_failback import FailbackReport, failback
 from ironbook.services.dr_promotion import promote_site_b
 from ironbook.services.heartbeat_watch import HeartbeatWatch
 from ironbook.services.local_cluster import LocalCluster
@@ -88,7 +93,6 @@ CLIENT_DEADLINE_MS = 90_000
 B's services starting, so that what was in flight at the cut resolves on B."""
 AUDIT_SETTLE_S = 20.0
 ACTOR = "operator:dr-drill"
-FAILBACK_NOT_RUN = "not run: `ironbook dr failback` is not in this build"
 
 
 class DrillUnavailable(RuntimeError):
@@ -138,6 +142,8 @@ class DrillMarks(msgspec.Struct):
     detected_ms: int = 0
     promote_started_ms: int = 0
     promoted_ms: int = 0
+    failback_started_ms: int = 0
+    failed_back_ms: int = 0
     last_ack_a_ms: int = 0
     """The last write acknowledged before the promotion began (by site A)."""
     first_ack_b_ms: int = 0
@@ -149,7 +155,8 @@ class DrillReport(msgspec.Struct):
     mode: str
     verdict: str
     """pass: the checker passed (with the RPO allowance), nothing was
-    duplicated, money was conserved on B, and the drill itself had no error."""
+    duplicated, money was conserved on B, the failback brought every write
+    back to A (`failback_check` passed too), and the drill itself had no error."""
     seed: int
     duration_s: float
     ops: int
@@ -162,7 +169,10 @@ class DrillReport(msgspec.Struct):
     rpo_s: float | None
     """From the first of those acknowledgements to A's last one; 0 when none was lost."""
     failback_s: float | None
+    """The failback, from site A's servers restarted to A primary and B
+    mirroring it again (`dr failback`'s own `failback_s`)."""
     failback: str
+    """What the failback did, in one line (or why it did not)."""
     wan_rtt_ms: float | None
     """The links' RTT, median over site B's servers' `/leafz` just before the cut."""
     wan_rtt_ms_configured: int
@@ -187,6 +197,9 @@ class DrillReport(msgspec.Struct):
     audit: AuditCheck | None
     """`audit verify` of B's logs after the drill: shown, not part of the verdict."""
     audit_summary: str
+    failback_report: FailbackReport | None
+    failback_check: CheckReport | None
+    """The whole history checked again after the failback, against site A's log."""
     marks: DrillMarks
     load_average: list[float]
     """1, 5 and 15 minute load averages when the workload stopped."""
@@ -246,6 +259,9 @@ class _Drill:
     promotion: list[str] = field(default_factory=list)
     check: CheckReport | None = None
     audit: AuditCheck | None = None
+    failback: FailbackReport | None = None
+    failback_s: float | None = None
+    failback_check: CheckReport | None = None
     load_average: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -376,6 +392,46 @@ class _Drill:
             self.fail("site b was never promoted: no history to check against its log")
             return
         await self._check(cluster, heartbeats)
+        try:
+            await self._fail_back(cluster)
+        except Exception as error:  # a failback that fails fails the drill, explained
+            for cause in causes(error):
+                self.fail(f"the failback failed: {cause}")
+
+    def _site_losses(self, cluster: LocalCluster) -> dict[int, SiteLoss]:
+        """The checker's allowance, per partition, for what site A took with it."""
+        return {
+            partition: SiteLoss(
+                acks_before_ms=self.marks.promote_started_ms, kept_seq=self.kept_seq[partition]
+            )
+            for partition in range(cluster.partitions)
+        }
+
+    async def _fail_back(self, cluster: LocalCluster) -> None:
+        """Site A back with its data, A primary again, the history checked on A."""
+        say = self.say
+        assert cluster.relay is not None
+        self.marks.failback_started_ms = _now_ms()
+        say("site a back with its data (fenced): its servers and the link restarted")
+        cluster.relay.start()
+        for name in cluster.nats.nodes:
+            cluster.nats.start_node(name, wait=False)
+        await asyncio.to_thread(cluster.nats.wait_healthy, timeout_ms=START_TIMEOUT_MS)
+        async with cluster.operations:  # as `dr failback` takes it
+            self.failback = await failback(cluster, ACTOR, lambda line: say(f"failback: {line}"))
+        self.marks.failed_back_ms = _now_ms()
+        self.failback_s = round(
+            (self.marks.failed_back_ms - self.marks.failback_started_ms) / 1000, 3
+        )
+        say("checking the whole history again, against site a's log")
+        self.failback_check = await check_all_partitions(
+            cluster.ops,
+            self.recorder.operations,
+            {p: cluster.replica_ids(p) for p in range(cluster.partitions)},
+            data_dir=cluster.data_dir,
+            site_losses=self._site_losses(cluster),
+            say=say,
+        )
 
     async def _cut_promote_then_stop(self, cluster: LocalCluster, workload: Workload) -> None:
         options, say = self.options, self.say
@@ -431,18 +487,12 @@ class _Drill:
     async def _check(self, cluster: LocalCluster, heartbeats: HeartbeatWatch) -> None:
         say = self.say
         say("waiting for site b's replicas to converge, then checking the history against its log")
-        losses = {
-            partition: SiteLoss(
-                acks_before_ms=self.marks.promote_started_ms, kept_seq=self.kept_seq[partition]
-            )
-            for partition in range(cluster.partitions)
-        }
         self.check = await check_all_partitions(
             cluster.ops,
             self.recorder.operations,
             {p: cluster.replica_ids(p) for p in range(cluster.partitions)},
             data_dir=cluster.data_dir,
-            site_losses=losses,
+            site_losses=self._site_losses(cluster),
             say=say,
         )
         say("verifying site b's audit trail")
@@ -467,11 +517,14 @@ class _Drill:
         if check is not None:
             first_lost = min((loss.acked_wall_ms for loss in check.rpo_lost), default=None)
             rpo_s = 0.0 if first_lost is None else _seconds(first_lost, marks.last_ack_a_ms)
+        back = self.failback_check
         passed = (
             check is not None
             and check.verdict == "pass"
             and check.duplicated == 0
             and check.conserved
+            and back is not None
+            and back.verdict == "pass"
             and not self.errors
         )
         return DrillReport(
@@ -485,8 +538,8 @@ class _Drill:
             rto_s=_seconds(marks.last_ack_a_ms, marks.first_ack_b_ms),
             rpo_acked_lost=None if check is None else check.rpo_acked_lost,
             rpo_s=rpo_s,
-            failback_s=None,
-            failback=FAILBACK_NOT_RUN,
+            failback_s=self.failback_s,
+            failback=self._failback_line(),
             wan_rtt_ms=round(statistics.median(self.link_rtt_ms), 1) if self.link_rtt_ms else None,
             wan_rtt_ms_configured=options.wan_rtt_ms,
             link_rtt_ms=self.link_rtt_ms,
@@ -503,12 +556,25 @@ class _Drill:
             check=check,
             audit=self.audit,
             audit_summary="not run" if self.audit is None else audit_line(self.audit),
+            failback_report=self.failback,
+            failback_check=self.failback_check,
             marks=marks,
             load_average=self.load_average,
             errors=self.errors,
             command=options.command(),
             data_dir=str(self.data_dir),
             history=str(self.data_dir / HISTORY_FILE),
+        )
+
+    def _failback_line(self) -> str:
+        if self.failback is None:
+            return "not done: " + ("; ".join(self.errors) or "the drill stopped before it")
+        copied = sum(self.failback.copied_entries.values())
+        back = self.failback_check
+        verdict = "not checked" if back is None else f"history on site a: {back.verdict}"
+        return (
+            f"site a primary again in epoch {self.failback.epoch} ({copied} entries copied "
+            f"from site b; site b mirrors it again); {verdict}"
         )
 
 
