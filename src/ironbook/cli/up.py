@@ -108,7 +108,7 @@ _UP_FLAGS = (
         "dr",
         "wan_rtt_ms",
         int,
-        "with --dr-site: round-trip time between the sites (default 30; docs/dr.md)",
+        "with --dr-site or --dr-mode: round-trip time between the sites (default 30; docs/dr.md)",
     ),
 )
 
@@ -162,8 +162,13 @@ def _command(args: argparse.Namespace) -> int:
     # A port on the command line asks for the gateway; in a file or the
     # environment, `cluster.serve_http` does.
     http = {"serve_http": True} if getattr(args, "gateway.port") is not None else {}
+    mode = getattr(args, "dr.mode")
+    if mode == "stretch" and getattr(args, "dr.enabled"):
+        print("error: --dr-site is mirror mode; give --dr-mode stretch alone", file=sys.stderr)
+        return 2
+    dr = {"enabled": True} if mode is not None else {}
     try:
-        settings = settings_from(args, {"cluster": http})
+        settings = settings_from(args, {"cluster": http, "dr": dr})
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -217,6 +222,15 @@ def _command(args: argparse.Namespace) -> int:
                 f"relay; primary site {primary.site} (epoch {primary.epoch})",
                 flush=True,
             )
+        if cluster.stretch is not None:
+            sites = ", ".join(
+                f"{node} in site {site}" for node, site in cluster.stretch.sites.items()
+            )
+            print(
+                f"dr: stretch mode, {sites}; every route through a "
+                f"{cluster.stretch.wan_rtt_ms} ms WAN relay; one replica of every stream per site",
+                flush=True,
+            )
         if cluster.monitoring is not None:
             print(f"prometheus: {cluster.monitoring.prometheus_url}")
             print(f"alertmanager: {cluster.monitoring.alertmanager_url}")
@@ -258,6 +272,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_const",
         const=True,
         default=None,
-        help="also run DR site B mirroring this site over a WAN link (docs/dr.md)",
+        help="also run DR site B mirroring this site over a WAN link (docs/dr.md); "
+        "the same as --dr-mode mirror",
+    )
+    parser.add_argument(
+        "--dr-mode",
+        dest="dr.mode",
+        choices=["mirror", "stretch"],
+        default=None,
+        help="mirror: DR site B mirrors this site (asynchronous, RPO = mirror lag); "
+        "stretch: one NATS cluster over three sites a, b, c, one replica of every stream "
+        "per site, every route through the WAN relay (RPO 0; needs a new data dir); "
+        "docs/dr.md",
     )
     parser.set_defaults(func=_command)
