@@ -1,0 +1,308 @@
+"""The stretch-mode drill: a whole site lost under load, and no acknowledged
+write lost with it.
+
+    report = await run_stretch_drill(StretchDrillOptions(data_dir=path, seconds=60, seed=1))
+
+A stretch cluster (`ironbook up --dr-mode stretch`: one NATS cluster over
+sites a, b and c, every route through the WAN relay, one replica of every
+stream and one ledger replica per site) runs the chaos workload (bets,
+deposits, withdrawals, reads, a settler) for `seconds`. At a seeded moment one
+seeded site is cut off for good: its nats-server and every ledger replica on
+it are killed with SIGKILL, at once, and nothing restarts them. The workload
+keeps going against the two sites left (a quorum of every stream). Then the
+survivors converge and the whole history is judged against the whole log by
+the history checker, as `ironbook chaos` judges it.
+
+The report: `rpo_acked_lost` is the acknowledged operations the log does not
+hold (the checker's `lost`; 0 is the stretch guarantee), `rpo_s` how much
+acknowledged history they span back from the cut (0 when none is lost),
+`rto_s` the gap from the last acknowledgement before the cut to the first
+after it, `bets_per_s` the bets accepted per second over the workload's run,
+`wan_rtt_ms` the median round trip the servers measure on their routes
+before the cut (through the relay), with every stream's placement checked one
+replica per site before the cut (`one_per_site`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ironbook import core
+from ironbook.adapters.nats.localproc import ManagedProcess
+from ironbook.chaos.evidence import causes
+from ironbook.chaos.history import HISTORY_FILE, HistoryRecorder
+from ironbook.chaos.partitions import check_all_partitions
+from ironbook.chaos.workload import Workload, WorkloadConfig
+from ironbook.client import ClientConfig, connect_ledger
+from ironbook.replication.checker import CheckReport
+from ironbook.replication.history import Operation
+from ironbook.services.local_cluster import LocalCluster
+from ironbook.services.stretch import STRETCH_SITES, stretch_view
+from ironbook.settings import DrSettings
+
+REPORT_FILE = "stretch-drill.json"
+START_TIMEOUT_MS = 120_000
+KILL_REAP_TIMEOUT_MS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class StretchDrillOptions:
+    data_dir: Path
+    """A fresh directory: the drill makes its own stretch cluster there."""
+    seconds: float = 60.0
+    """How long the workload runs, the cut included."""
+    seed: int = 1
+    """Picks the site cut, the moment, and the workload's choices."""
+    wan_rtt_ms: int = 30
+    clients: int = 16
+    cut_window: tuple[float, float] = (0.3, 0.6)
+    """The cut falls at a seeded fraction of `seconds` between these bounds."""
+    client_deadline_ms: int = 30_000
+    """How long a client retries one command before giving up (`info`)."""
+
+    def __post_init__(self) -> None:
+        low, high = self.cut_window
+        if not 0 < low <= high < 1:
+            raise ValueError(f"cut_window must be within (0, 1), low <= high: {self.cut_window}")
+        if self.seconds <= 0 or self.clients < 1:
+            raise ValueError("seconds must be positive and clients at least 1")
+
+
+class StretchDrillReport(msgspec.Struct):
+    mode: str
+    verdict: str
+    """pass: the checker passed, no acknowledged write was lost, writes were
+    acknowledged after the cut, every stream was one replica per site, and
+    the drill itself had no error."""
+    seed: int
+    seconds: float
+    cut_site: str
+    cut_at_s: float
+    """When the site was cut, seconds after the workload started."""
+    killed: list[str]
+    """`name:pid` of every process killed with the site."""
+    rto_s: float | None
+    """Last acknowledgement before the cut to the first after it."""
+    rpo_acked_lost: int
+    rpo_s: float
+    ops: int
+    accepted: int
+    acked_after_cut: int
+    duplicated: int
+    conserved: bool
+    wan_rtt_ms: float | None
+    """Median route round trip the servers measured before the cut."""
+    wan_rtt_ms_asked: int
+    bets_per_s: float
+    one_per_site: bool
+    placement: dict[str, Any]
+    """The cluster before the cut as `ironbook dr status --json` shows it:
+    each node's site from its tags and its routes (round trips, peer ports),
+    every stream's servers and their sites."""
+    check_verdict: str | None
+    violation_counts: dict[str, int]
+    errors: list[str]
+    data_dir: str
+    history: str
+
+
+@dataclass(slots=True)
+class _Cut:
+    site: str
+    at_s: float
+    killed: list[str]
+    monotonic_ns: int = 0
+    wall_ms: int = 0
+
+
+def _site_processes(cluster: LocalCluster, site: str) -> list[ManagedProcess]:
+    """The nats-server of `site` and every ledger replica standing in it."""
+    assert cluster.stretch is not None
+    (node,) = [name for name, where in cluster.stretch.sites.items() if where == site]
+    index = int(node[1:])
+    replicas = [p for name, p in cluster.replicas.items() if cluster.node_of(name) == index]
+    return [cluster.nats.nodes[node].process, *replicas]
+
+
+def _kill_site(cluster: LocalCluster, cut: _Cut) -> None:
+    """SIGKILL to the site's every process at once, then reap them."""
+    processes = _site_processes(cluster, cut.site)
+    cut.killed = [f"{p.name}:{p.pid}" for p in processes]
+    cut.monotonic_ns = time.monotonic_ns()
+    cut.wall_ms = time.time_ns() // 1_000_000
+    for process in processes:
+        process.send(signal.SIGKILL)
+    for process in processes:
+        process.wait(timeout_ms=KILL_REAP_TIMEOUT_MS)
+
+
+async def _cut_at(cluster: LocalCluster, cut: _Cut, started: float) -> None:
+    await asyncio.sleep(max(0.0, started + cut.at_s - time.monotonic()))
+    await asyncio.to_thread(_kill_site, cluster, cut)
+
+
+def _acked_writes(operations: Sequence[Operation]) -> list[Operation]:
+    return [op for op in operations if op.outcome == "ok" and not op.is_query]
+
+
+def _rto_s(operations: Sequence[Operation], cut_ns: int) -> float | None:
+    acked = _acked_writes(operations)
+    before = [op.complete_ns for op in acked if op.complete_ns <= cut_ns]
+    after = [op.complete_ns for op in acked if op.complete_ns > cut_ns]
+    if not before or not after:
+        return None
+    return round((min(after) - max(before)) / 1e9, 3)
+
+
+def _rpo_s(check: CheckReport | None, operations: Sequence[Operation], cut_wall_ms: int) -> float:
+    """How far back from the cut the lost acknowledged operations reach."""
+    if check is None:
+        return 0.0
+    lost_ids = {
+        request_id
+        for violation in check.violations
+        if violation.kind == "lost"
+        for request_id in violation.request_ids
+    }
+    lost = [op.complete_wall_ms for op in operations if op.request_id in lost_ids]
+    return round(max(0, cut_wall_ms - min(lost)) / 1000, 3) if lost else 0.0
+
+
+async def run_stretch_drill(
+    options: StretchDrillOptions, say: Callable[[str], None] = lambda _: None
+) -> StretchDrillReport:
+    data_dir = options.data_dir.resolve()
+    history_path = data_dir / HISTORY_FILE
+    if history_path.exists():
+        raise FileExistsError(f"{history_path} exists: a drill needs a fresh data dir")
+    rng = random.Random(options.seed)
+    cut = _Cut(
+        site=rng.choice(STRETCH_SITES),
+        at_s=round(rng.uniform(*options.cut_window) * options.seconds, 2),
+        killed=[],
+    )
+    recorder = HistoryRecorder(history_path)
+    errors: list[str] = []
+    check: CheckReport | None = None
+    placement: dict[str, Any] = {}
+    run_s = 0.0
+    cluster = LocalCluster(
+        data_dir, dr=DrSettings(enabled=True, mode="stretch", wan_rtt_ms=options.wan_rtt_ms)
+    )
+    try:
+        say(f"starting a stretch cluster in {data_dir} ({options.wan_rtt_ms} ms WAN)")
+        await asyncio.to_thread(cluster.start, START_TIMEOUT_MS)
+        await cluster.wait_leaders(timeout_ms=START_TIMEOUT_MS)
+        placement = await stretch_view(cluster.data_dir, cluster.ops)
+        client = await connect_ledger(
+            cluster.ops,
+            partitions=cluster.partitions,
+            config=ClientConfig(
+                request_timeout_ms=1_000,
+                deadline_ms=options.client_deadline_ms,
+                backoff_initial_ms=20,
+                backoff_max_ms=500,
+            ),
+            issuer=core.acting("stretch-drill"),
+        )
+        try:
+            workload = Workload(client, recorder, WorkloadConfig(seed=options.seed))
+            await workload.setup()
+            say(
+                f"workload: {options.clients} clients for {options.seconds:g} s; "
+                f"site {cut.site} cut at {cut.at_s} s"
+            )
+            started = time.monotonic()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(workload.run(options.seconds, options.clients))
+                group.create_task(_cut_at(cluster, cut, started))
+            run_s = time.monotonic() - started
+        finally:
+            await client.close()
+        say(f"site {cut.site} killed ({', '.join(cut.killed)}); checking the history")
+        survivors = {
+            partition: [
+                node_id
+                for node_id in cluster.replica_ids(partition)
+                if cluster.replicas[node_id].is_running()
+            ]
+            for partition in range(cluster.partitions)
+        }
+        check = await check_all_partitions(
+            cluster.ops, recorder.operations, survivors, data_dir=cluster.data_dir, say=say
+        )
+    except Exception as error:  # a crash of the drill is a failing drill, explained
+        for cause in causes(error):
+            errors.append(f"the drill crashed: {cause}")
+            say(f"error: {errors[-1]}")
+    finally:
+        recorder.close()
+        say("stopping the cluster")
+        await asyncio.to_thread(cluster.stop)
+    report = _report(options, cut, recorder.operations, check, placement, run_s, errors)
+    report.data_dir = str(data_dir)
+    report.history = str(history_path)
+    (data_dir / REPORT_FILE).write_bytes(msgspec.json.encode(report))
+    return report
+
+
+def _report(
+    options: StretchDrillOptions,
+    cut: _Cut,
+    operations: Sequence[Operation],
+    check: CheckReport | None,
+    placement: dict[str, Any],
+    run_s: float,
+    errors: list[str],
+) -> StretchDrillReport:
+    acked_after = sum(op.complete_ns > cut.monotonic_ns for op in _acked_writes(operations))
+    bets = sum(op.kind == "place_bet" and op.outcome == "ok" for op in operations)
+    rtts = placement.get("route_rtt_ms")
+    one_per_site = bool(placement.get("one_per_site"))
+    lost = check.lost if check is not None else 0
+    passed = (
+        not errors
+        and check is not None
+        and check.verdict == "pass"
+        and lost == 0
+        and cut.monotonic_ns > 0
+        and acked_after > 0
+        and one_per_site
+    )
+    return StretchDrillReport(
+        mode="stretch",
+        verdict="pass" if passed else "fail",
+        seed=options.seed,
+        seconds=options.seconds,
+        cut_site=cut.site,
+        cut_at_s=cut.at_s,
+        killed=cut.killed,
+        rto_s=_rto_s(operations, cut.monotonic_ns) if cut.monotonic_ns else None,
+        rpo_acked_lost=lost,
+        rpo_s=_rpo_s(check, operations, cut.wall_ms),
+        ops=len(operations),
+        accepted=len(_acked_writes(operations)),
+        acked_after_cut=acked_after if cut.monotonic_ns else 0,
+        duplicated=check.duplicated if check is not None else 0,
+        conserved=check.conserved if check is not None else False,
+        wan_rtt_ms=round(statistics.median(rtts), 1) if isinstance(rtts, list) and rtts else None,
+        wan_rtt_ms_asked=options.wan_rtt_ms,
+        bets_per_s=round(bets / run_s, 1) if run_s > 0 else 0.0,
+        one_per_site=one_per_site,
+        placement=placement,
+        check_verdict=None if check is None else check.verdict,
+        violation_counts={} if check is None else dict(check.violation_counts),
+        errors=errors,
+        data_dir="",
+        history="",
+    )

@@ -1,0 +1,105 @@
+"""Stretch mode with real nats-servers: one cluster over sites a, b and c,
+every route through the WAN relay. While the stretch drill's workload runs,
+`ironbook dr status --json` and `ironbook status --json` (run as an operator
+runs them) show every stream one replica per site, each node's site from its
+own tags, and routes that only reach their peers through the relay (no route
+to another node's own route port; every route's round trip at least the WAN
+RTT). Then the drill kills one whole site with SIGKILL: every acknowledged
+write is in the log, writes continue on the two sites left, and the history
+checker passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ironbook.adapters.nats.server import CLUSTER_FILE, ClusterLayout
+from ironbook.chaos.stretch_drill import StretchDrillOptions, run_stretch_drill
+from ironbook.services.stretch import STRETCH_FILE, StretchLayout
+
+RTT_MS = 30
+CLI = "import sys; from ironbook.cli import main; sys.exit(main())"
+VIEW_TIMEOUT_S = 90.0
+
+
+def _cli(*args: str) -> tuple[int, dict[str, Any] | None]:
+    done = subprocess.run(
+        [sys.executable, "-c", CLI, *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    try:
+        return done.returncode, json.loads(done.stdout)
+    except ValueError:
+        return done.returncode, None
+
+
+async def _views_while_running(data_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`dr status --json` once it answers with every stream one per site,
+    then `status --json`, both while the drill's cluster runs."""
+    deadline = time.monotonic() + VIEW_TIMEOUT_S
+    while True:
+        if (data_dir / "up.json").exists():
+            code, view = await asyncio.to_thread(
+                _cli, "dr", "status", "--json", "--data-dir", str(data_dir)
+            )
+            if code == 0 and view is not None:
+                _, status = await asyncio.to_thread(
+                    _cli, "status", "--json", "--data-dir", str(data_dir)
+                )
+                assert status is not None
+                return view, status
+        assert time.monotonic() < deadline, "dr status never showed the streams one per site"
+        await asyncio.sleep(1)
+
+
+async def _drill_and_views(data_dir: Path) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    options = StretchDrillOptions(
+        data_dir=data_dir, seconds=24, seed=3, wan_rtt_ms=RTT_MS, clients=8, cut_window=(0.3, 0.4)
+    )
+    async with asyncio.TaskGroup() as group:
+        drill = group.create_task(run_stretch_drill(options, print))
+        views = group.create_task(_views_while_running(data_dir))
+    view, status = views.result()
+    return drill.result(), view, status
+
+
+def test_a_site_lost_loses_no_acknowledged_write(tmp_path: Path) -> None:
+    data_dir = tmp_path / "stretch"
+    report, view, status = asyncio.run(_drill_and_views(data_dir))
+    print(json.dumps({k: v for k, v in msgspec.to_builtins(report).items() if k != "placement"}))
+
+    layout = msgspec.json.decode(
+        (data_dir / "nats" / CLUSTER_FILE).read_bytes(), type=ClusterLayout
+    )
+    sites = msgspec.json.decode((data_dir / "dr" / STRETCH_FILE).read_bytes(), type=StretchLayout)
+    route_ports = {ports.cluster for ports in layout.nodes.values()}
+    assert view["mode"] == "stretch" and view["one_per_site"] is True
+    streams = {row["stream"]: row for row in view["streams"]}
+    assert sorted(streams["LEDGER_0"]["sites"]) == ["a", "b", "c"]
+    assert all(sorted(row["sites"]) == ["a", "b", "c"] for row in streams.values())
+    peer_ports: set[int] = set()
+    for node in view["nodes"]:
+        assert node["tagged_site"] == node["site"] == sites.sites[node["name"]]
+        assert node["routes"] >= 2 and len(node["route_rtt_ms"]) == node["routes"]
+        # Through the relay: every route's round trip includes the WAN delay.
+        assert min(node["route_rtt_ms"]) >= RTT_MS
+        assert not set(node["route_peer_ports"]) & route_ports, node
+        peer_ports |= set(node["route_peer_ports"])
+    assert set(sites.relay_ports.values()) <= peer_ports
+    assert status["dr"]["mode"] == "stretch" and status["dr"]["one_per_site"] is True
+    assert all(min(rtts) >= RTT_MS for rtts in status["dr"]["route_rtt_ms"].values())
+
+    assert report.verdict == "pass", report.errors or report.violation_counts
+    assert report.rpo_acked_lost == 0 and report.rpo_s == 0
+    assert report.duplicated == 0 and report.conserved
+    assert report.acked_after_cut > 0 and report.rto_s is not None
+    assert len(report.killed) == 2  # the site's nats-server and its ledger replica
+    assert report.wan_rtt_ms is not None and report.wan_rtt_ms >= RTT_MS
+    assert report.bets_per_s > 0
