@@ -7,11 +7,12 @@ A stretch cluster (`ironbook up --dr-mode stretch`: one NATS cluster over
 sites a, b and c, every route through the WAN relay, one replica of every
 stream and one ledger replica per site) runs the chaos workload (bets,
 deposits, withdrawals, reads, a settler) for `seconds`. At a seeded moment one
-seeded site is cut off for good: its nats-server and every ledger replica on
-it are killed with SIGKILL, at once, and nothing restarts them. The workload
-keeps going against the two sites left (a quorum of every stream). Then the
-survivors converge and the whole history is judged against the whole log by
-the history checker, as `ironbook chaos` judges it.
+site (seeded, or the one named, or the ledger leader's) is cut off for good:
+its nats-server and every ledger replica on it are killed with SIGKILL, at
+once, and nothing restarts them. The workload keeps going against the two
+sites left (a quorum of every stream). Then the survivors converge and the
+whole history is judged against the whole log by the history checker, as
+`ironbook chaos` judges it.
 
 The report: `rpo_acked_lost` is the acknowledged operations the log does not
 hold (the checker's `lost`; 0 is the stretch guarantee), `rpo_s` how much
@@ -31,7 +32,7 @@ import signal
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ import msgspec
 
 from ironbook import core
 from ironbook.adapters.nats.localproc import ManagedProcess
+from ironbook.adapters.nats.log import stream_name
 from ironbook.chaos.evidence import causes
 from ironbook.chaos.history import HISTORY_FILE, HistoryRecorder
 from ironbook.chaos.partitions import check_all_partitions
@@ -46,11 +48,15 @@ from ironbook.chaos.workload import Workload, WorkloadConfig
 from ironbook.client import ClientConfig, connect_ledger
 from ironbook.replication.checker import CheckReport
 from ironbook.replication.history import Operation
-from ironbook.services.local_cluster import LocalCluster
+from ironbook.services.local_cluster import LocalCluster, collect_heartbeats
 from ironbook.services.stretch import STRETCH_SITES, stretch_view
 from ironbook.settings import DrSettings
 
 REPORT_FILE = "stretch-drill.json"
+LEADER_SITE = "leader"
+LEADERS_LISTEN_MS = 1_500
+"""How long the drill listens to heartbeats just before the cut, to name the
+ledger leaders the cut site held."""
 START_TIMEOUT_MS = 120_000
 KILL_REAP_TIMEOUT_MS = 10_000
 
@@ -69,8 +75,16 @@ class StretchDrillOptions:
     """The cut falls at a seeded fraction of `seconds` between these bounds."""
     client_deadline_ms: int = 30_000
     """How long a client retries one command before giving up (`info`)."""
+    cut_site: str | None = None
+    """The site to cut: `a`, `b`, `c`, `leader` (the site of partition 0's
+    ledger leader at the cut: the longest write gap), or None (seeded)."""
 
     def __post_init__(self) -> None:
+        if self.cut_site not in (None, LEADER_SITE, *STRETCH_SITES):
+            raise ValueError(
+                f"cut_site must be one of {', '.join(STRETCH_SITES)}, {LEADER_SITE}: "
+                f"{self.cut_site!r}"
+            )
         low, high = self.cut_window
         if not 0 < low <= high < 1:
             raise ValueError(f"cut_window must be within (0, 1), low <= high: {self.cut_window}")
@@ -91,6 +105,10 @@ class StretchDrillReport(msgspec.Struct):
     """When the site was cut, seconds after the workload started."""
     killed: list[str]
     """`name:pid` of every process killed with the site."""
+    site_led: list[str]
+    """What the cut site led just before the cut: ledger leader replicas
+    (`p0-r1`) and JetStream streams (`LEDGER_0`). A cut of a site that led
+    nothing costs no election."""
     rto_s: float | None
     """Last acknowledgement before the cut to the first after it."""
     rpo_acked_lost: int
@@ -120,7 +138,8 @@ class StretchDrillReport(msgspec.Struct):
 class _Cut:
     site: str
     at_s: float
-    killed: list[str]
+    killed: list[str] = field(default_factory=list)
+    led: list[str] = field(default_factory=list)
     monotonic_ns: int = 0
     wall_ms: int = 0
 
@@ -134,9 +153,20 @@ def _site_processes(cluster: LocalCluster, site: str) -> list[ManagedProcess]:
     return [cluster.nats.nodes[node].process, *replicas]
 
 
-def _kill_site(cluster: LocalCluster, cut: _Cut) -> None:
-    """SIGKILL to the site's every process at once, then reap them."""
+def _kill_site(cluster: LocalCluster, cut: _Cut, ledger_leaders: Sequence[str]) -> None:
+    """SIGKILL to the site's every process at once, then reap them; first
+    note what the site led."""
+    assert cluster.stretch is not None
+    if cut.site == LEADER_SITE:
+        leader = next((node for node in ledger_leaders if node.startswith("p0-")), None)
+        cut.site = cluster.stretch.sites[f"n{cluster.node_of(leader or 'p0-r1')}"]
     processes = _site_processes(cluster, cut.site)
+    names = {process.name for process in processes}
+    cut.led = [node for node in ledger_leaders if node in names]
+    for partition in range(cluster.partitions):
+        stream = stream_name(partition)
+        if cluster.nats.stream_leader_seen(stream) in names:
+            cut.led.append(stream)
     cut.killed = [f"{p.name}:{p.pid}" for p in processes]
     cut.monotonic_ns = time.monotonic_ns()
     cut.wall_ms = time.time_ns() // 1_000_000
@@ -147,8 +177,12 @@ def _kill_site(cluster: LocalCluster, cut: _Cut) -> None:
 
 
 async def _cut_at(cluster: LocalCluster, cut: _Cut, started: float) -> None:
+    listen_s = LEADERS_LISTEN_MS / 1000
+    await asyncio.sleep(max(0.0, started + cut.at_s - listen_s - time.monotonic()))
+    beats = await collect_heartbeats(cluster.ops, LEADERS_LISTEN_MS)
+    leaders = sorted(beat.node_id for beat in beats.values() if beat.role == "leader")
     await asyncio.sleep(max(0.0, started + cut.at_s - time.monotonic()))
-    await asyncio.to_thread(_kill_site, cluster, cut)
+    await asyncio.to_thread(_kill_site, cluster, cut, leaders)
 
 
 def _acked_writes(operations: Sequence[Operation]) -> list[Operation]:
@@ -186,10 +220,10 @@ async def run_stretch_drill(
     if history_path.exists():
         raise FileExistsError(f"{history_path} exists: a drill needs a fresh data dir")
     rng = random.Random(options.seed)
+    seeded_site = rng.choice(STRETCH_SITES)
     cut = _Cut(
-        site=rng.choice(STRETCH_SITES),
+        site=options.cut_site or seeded_site,
         at_s=round(rng.uniform(*options.cut_window) * options.seconds, 2),
-        killed=[],
     )
     recorder = HistoryRecorder(history_path)
     errors: list[str] = []
@@ -218,10 +252,8 @@ async def run_stretch_drill(
         try:
             workload = Workload(client, recorder, WorkloadConfig(seed=options.seed))
             await workload.setup()
-            say(
-                f"workload: {options.clients} clients for {options.seconds:g} s; "
-                f"site {cut.site} cut at {cut.at_s} s"
-            )
+            which = "the ledger leader's site" if cut.site == LEADER_SITE else f"site {cut.site}"
+            say(f"{options.clients} clients for {options.seconds:g} s; {which} cut at {cut.at_s} s")
             started = time.monotonic()
             async with asyncio.TaskGroup() as group:
                 group.create_task(workload.run(options.seconds, options.clients))
@@ -287,6 +319,7 @@ def _report(
         cut_site=cut.site,
         cut_at_s=cut.at_s,
         killed=cut.killed,
+        site_led=cut.led,
         rto_s=_rto_s(operations, cut.monotonic_ns) if cut.monotonic_ns else None,
         rpo_acked_lost=lost,
         rpo_s=_rpo_s(check, operations, cut.wall_ms),

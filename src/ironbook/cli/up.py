@@ -10,8 +10,11 @@ maintenance requests on `<data-dir>/control.sock` (`ironbook drain`,
 `ironbook rolling-restart`), records its settings' digest, every restart,
 remediation and maintenance step in the significant-event log
 (docs/audit.md), with `--monitoring` and `watch.remediate` runs the watcher
-and acts on its findings (docs/watch.md), and on Ctrl-C stops everything
-gracefully.
+and acts on its findings (docs/watch.md), with `--dr-site` (or `--dr-mode
+mirror`) a DR site B mirroring every ledger stream, with `--dr-mode stretch`
+the cluster over three sites a, b, c, one replica of every stream per site
+and every route through the WAN relay (docs/dr.md), and on Ctrl-C stops
+everything gracefully.
 Running `up` again on the same data directory resumes with every byte of
 data. NATS runs with mutual TLS and one identity per service kind
 (docs/security.md); everything `up` writes is private to its user (umask 077,

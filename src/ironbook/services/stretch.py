@@ -37,6 +37,9 @@ STRETCH_FILE = "stretch.json"
 STRETCH_SITES = ("a", "b", "c")
 """One site per node: a stretch cluster has exactly three nodes."""
 VIEW_TIMEOUT_S = 5.0
+MONITOR_TIMEOUT_MS = 3_000
+"""A busy server's monitoring answer may take a while; an unanswered one
+leaves its node's site unknown (and its streams not shown one per site)."""
 
 
 class StretchLayout(msgspec.Struct, frozen=True):
@@ -145,10 +148,10 @@ def monitor_urls(data_dir: Path) -> dict[str, str]:
 
 
 def _node_view(name: str, url: str, layout: StretchLayout) -> dict[str, Any]:
-    status, varz = monitor(url, "/varz")
+    status, varz = monitor(url, "/varz", MONITOR_TIMEOUT_MS)
     up = status == 200 and isinstance(varz, dict)
     tags = list((varz or {}).get("tags") or []) if up else []
-    _, routez = monitor(url, "/routez") if up else (0, None)
+    _, routez = monitor(url, "/routez", MONITOR_TIMEOUT_MS) if up else (0, None)
     routez = routez if isinstance(routez, dict) else {}
     return {
         "name": name,
