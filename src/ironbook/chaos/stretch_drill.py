@@ -18,10 +18,11 @@ The report: `rpo_acked_lost` is the acknowledged operations the log does not
 hold (the checker's `lost`; 0 is the stretch guarantee), `rpo_s` how much
 acknowledged history they span back from the cut (0 when none is lost),
 `rto_s` the gap from the last acknowledgement before the cut to the first
-after it, `bets_per_s` the bets accepted per second over the workload's run,
-`wan_rtt_ms` the median round trip the servers measure on their routes
-before the cut (through the relay), with every stream's placement checked one
-replica per site before the cut (`one_per_site`).
+acknowledgement of an operation sent after it, `bets_per_s` the bets
+accepted per second over the workload's run, `wan_rtt_ms` the median round
+trip the servers measure on their routes before the cut (through the relay),
+with every stream's placement checked one replica per site before the cut
+(`one_per_site`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import random
 import signal
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,9 @@ LEADERS_LISTEN_MS = 1_500
 ledger leaders the cut site held."""
 START_TIMEOUT_MS = 120_000
 KILL_REAP_TIMEOUT_MS = 10_000
+SETTLE_TIMEOUT_MS = 60_000
+LOAD_LIMIT_S = 3_600.0
+"""The workload's own bound; the drill stops it long before."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +82,11 @@ class StretchDrillOptions:
     cut_site: str | None = None
     """The site to cut: `a`, `b`, `c`, `leader` (the site of partition 0's
     ledger leader at the cut: the longest write gap), or None (seeded)."""
+    before_cut: Callable[[], Coroutine[Any, Any, None]] | None = None
+    """Runs from the workload's set-up on, while every site is up (a look at
+    the cluster, such as `ironbook dr status`); the cut waits for it, so it
+    falls at the seeded moment or when this is done, the later, and the load
+    goes on after the cut as long as the seeded moment left."""
 
     def __post_init__(self) -> None:
         if self.cut_site not in (None, LEADER_SITE, *STRETCH_SITES):
@@ -102,7 +111,8 @@ class StretchDrillReport(msgspec.Struct):
     seconds: float
     cut_site: str
     cut_at_s: float
-    """When the site was cut, seconds after the workload started."""
+    """When the site was cut, seconds after the workload started (the
+    seeded moment, or later if `before_cut` took longer)."""
     killed: list[str]
     """`name:pid` of every process killed with the site."""
     site_led: list[str]
@@ -110,7 +120,8 @@ class StretchDrillReport(msgspec.Struct):
     (`p0-r1`) and JetStream streams (`LEDGER_0`). A cut of a site that led
     nothing costs no election."""
     rto_s: float | None
-    """Last acknowledgement before the cut to the first after it."""
+    """Last acknowledgement before the cut to the first acknowledgement of
+    an operation sent after the cut."""
     rpo_acked_lost: int
     rpo_s: float
     ops: int
@@ -176,13 +187,39 @@ def _kill_site(cluster: LocalCluster, cut: _Cut, ledger_leaders: Sequence[str]) 
         process.wait(timeout_ms=KILL_REAP_TIMEOUT_MS)
 
 
-async def _cut_at(cluster: LocalCluster, cut: _Cut, started: float) -> None:
+async def _cut_then_stop(
+    cluster: LocalCluster,
+    cut: _Cut,
+    started: float,
+    looked: asyncio.Task[None] | None,
+    workload: Workload,
+    options: StretchDrillOptions,
+) -> None:
+    """The cut at its moment (once `before_cut` is done), then the load for
+    as long after it as the seeded moment left, and at least until
+    `options.seconds` have passed; then the workload stops."""
+    after_cut_s = options.seconds - cut.at_s
+    if looked is not None:
+        await looked
     listen_s = LEADERS_LISTEN_MS / 1000
     await asyncio.sleep(max(0.0, started + cut.at_s - listen_s - time.monotonic()))
     beats = await collect_heartbeats(cluster.ops, LEADERS_LISTEN_MS)
     leaders = sorted(beat.node_id for beat in beats.values() if beat.role == "leader")
     await asyncio.sleep(max(0.0, started + cut.at_s - time.monotonic()))
     await asyncio.to_thread(_kill_site, cluster, cut, leaders)
+    cut.at_s = round((cut.monotonic_ns / 1e9) - started, 2)
+    await asyncio.sleep(max(after_cut_s, started + options.seconds - time.monotonic()))
+    workload.stop()
+
+
+async def _settled(cluster: LocalCluster) -> None:
+    """Every ledger stream and partition led again on the sites left (a cut
+    at the end of the load may leave an election under way)."""
+    for partition in range(cluster.partitions):
+        await asyncio.to_thread(
+            cluster.nats.wait_stream_leader, stream_name(partition), timeout_ms=SETTLE_TIMEOUT_MS
+        )
+    await cluster.wait_leaders(timeout_ms=SETTLE_TIMEOUT_MS)
 
 
 def _acked_writes(operations: Sequence[Operation]) -> list[Operation]:
@@ -192,7 +229,9 @@ def _acked_writes(operations: Sequence[Operation]) -> list[Operation]:
 def _rto_s(operations: Sequence[Operation], cut_ns: int) -> float | None:
     acked = _acked_writes(operations)
     before = [op.complete_ns for op in acked if op.complete_ns <= cut_ns]
-    after = [op.complete_ns for op in acked if op.complete_ns > cut_ns]
+    # Sent after the cut: a reply already on its way when the site died
+    # (the relay holds it for half a round trip) says nothing about recovery.
+    after = [op.complete_ns for op in acked if op.invoke_ns > cut_ns]
     if not before or not after:
         return None
     return round((min(after) - max(before)) / 1e9, 3)
@@ -251,16 +290,22 @@ async def run_stretch_drill(
         )
         try:
             workload = Workload(client, recorder, WorkloadConfig(seed=options.seed))
-            await workload.setup()
             which = "the ledger leader's site" if cut.site == LEADER_SITE else f"site {cut.site}"
-            say(f"{options.clients} clients for {options.seconds:g} s; {which} cut at {cut.at_s} s")
-            started = time.monotonic()
             async with asyncio.TaskGroup() as group:
-                group.create_task(workload.run(options.seconds, options.clients))
-                group.create_task(_cut_at(cluster, cut, started))
+                looked: asyncio.Task[None] | None = None
+                if options.before_cut is not None:
+                    looked = group.create_task(options.before_cut())
+                await workload.setup()
+                say(
+                    f"{options.clients} clients, {options.seconds:g} s; {which} cut at {cut.at_s} s"
+                )
+                started = time.monotonic()
+                group.create_task(workload.run(LOAD_LIMIT_S, options.clients))
+                group.create_task(_cut_then_stop(cluster, cut, started, looked, workload, options))
             run_s = time.monotonic() - started
         finally:
             await client.close()
+        await _settled(cluster)
         say(f"site {cut.site} killed ({', '.join(cut.killed)}); checking the history")
         survivors = {
             partition: [
