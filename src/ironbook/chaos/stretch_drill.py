@@ -55,6 +55,7 @@ from ironbook.settings import DrSettings
 
 REPORT_FILE = "stretch-drill.json"
 LEADER_SITE = "leader"
+STREAM_LEADER_SITE = "stream-leader"
 LEADERS_LISTEN_MS = 1_500
 """How long the drill listens to heartbeats just before the cut, to name the
 ledger leaders the cut site held."""
@@ -81,7 +82,9 @@ class StretchDrillOptions:
     """How long a client retries one command before giving up (`info`)."""
     cut_site: str | None = None
     """The site to cut: `a`, `b`, `c`, `leader` (the site of partition 0's
-    ledger leader at the cut: the longest write gap), or None (seeded)."""
+    ledger leader at the cut: a lease takeover), `stream-leader` (the site of
+    `LEDGER_0`'s JetStream leader: a Raft election, the longest write gap),
+    or None (seeded)."""
     before_cut: Callable[[], Coroutine[Any, Any, None]] | None = None
     """Runs from the workload's set-up on, while every site is up (a look at
     the cluster, such as `ironbook dr status`); the cut waits for it, so it
@@ -89,10 +92,10 @@ class StretchDrillOptions:
     goes on after the cut as long as the seeded moment left."""
 
     def __post_init__(self) -> None:
-        if self.cut_site not in (None, LEADER_SITE, *STRETCH_SITES):
+        if self.cut_site not in (None, LEADER_SITE, STREAM_LEADER_SITE, *STRETCH_SITES):
             raise ValueError(
-                f"cut_site must be one of {', '.join(STRETCH_SITES)}, {LEADER_SITE}: "
-                f"{self.cut_site!r}"
+                f"cut_site must be one of {', '.join(STRETCH_SITES)}, {LEADER_SITE}, "
+                f"{STREAM_LEADER_SITE}: {self.cut_site!r}"
             )
         low, high = self.cut_window
         if not 0 < low <= high < 1:
@@ -171,6 +174,9 @@ def _kill_site(cluster: LocalCluster, cut: _Cut, ledger_leaders: Sequence[str]) 
     if cut.site == LEADER_SITE:
         leader = next((node for node in ledger_leaders if node.startswith("p0-")), None)
         cut.site = cluster.stretch.sites[f"n{cluster.node_of(leader or 'p0-r1')}"]
+    elif cut.site == STREAM_LEADER_SITE:
+        node = cluster.nats.stream_leader_seen(stream_name(0)) or "n1"
+        cut.site = cluster.stretch.sites[node]
     processes = _site_processes(cluster, cut.site)
     names = {process.name for process in processes}
     cut.led = [node for node in ledger_leaders if node in names]
@@ -290,7 +296,10 @@ async def run_stretch_drill(
         )
         try:
             workload = Workload(client, recorder, WorkloadConfig(seed=options.seed))
-            which = "the ledger leader's site" if cut.site == LEADER_SITE else f"site {cut.site}"
+            which = {
+                LEADER_SITE: "the ledger leader's site",
+                STREAM_LEADER_SITE: "the log leader's site",
+            }.get(cut.site, f"site {cut.site}")
             async with asyncio.TaskGroup() as group:
                 looked: asyncio.Task[None] | None = None
                 if options.before_cut is not None:
