@@ -7,6 +7,7 @@ placement judged from its servers' tags; route round-trip times read from
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from ironbook.adapters.nats.server import (
     nats_server_binary,
     render_config,
 )
+from ironbook.cli import up
 from ironbook.services import dr, stretch
 from ironbook.services.local_cluster import ClusterConfigError, LocalCluster
 from ironbook.settings import ConfigError, DrSettings, load_settings
@@ -169,3 +171,18 @@ def test_up_refuses_mirror_and_stretch_together_and_unknown_modes(tmp_path: Path
     bogus = _up("--data-dir", str(tmp_path / "d"), "--dr-mode", "sideways")
     assert bogus.returncode == 2 and "invalid choice" in bogus.stderr
     assert "--dr-mode" in _up("--help").stdout
+
+
+def _up_settings_of(*argv: str) -> object:
+    parser = argparse.ArgumentParser()
+    up.register(parser.add_subparsers())
+    return up.up_settings(parser.parse_args(["up", *argv])).dr
+
+
+def test_dr_mode_mirror_is_dr_site_and_stretch_is_its_own_mode() -> None:
+    assert _up_settings_of("--dr-mode", "mirror") == _up_settings_of("--dr-site")
+    assert _up_settings_of("--dr-site") == DrSettings(enabled=True, mode="mirror")
+    assert _up_settings_of("--dr-mode", "stretch", "--wan-rtt-ms", "50") == DrSettings(
+        enabled=True, mode="stretch", wan_rtt_ms=50
+    )
+    assert _up_settings_of() == DrSettings()

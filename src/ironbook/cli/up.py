@@ -161,17 +161,22 @@ async def _cancel_on(stop: asyncio.Event, task: asyncio.Task[None]) -> None:
     task.cancel()
 
 
-def _command(args: argparse.Namespace) -> int:
+def up_settings(args: argparse.Namespace) -> Settings:
+    """The settings `up` runs with: its flags over the file and the
+    environment (`ConfigError` if they do not fit)."""
     # A port on the command line asks for the gateway; in a file or the
     # environment, `cluster.serve_http` does.
     http = {"serve_http": True} if getattr(args, "gateway.port") is not None else {}
     mode = getattr(args, "dr.mode")
     if mode == "stretch" and getattr(args, "dr.enabled"):
-        print("error: --dr-site is mirror mode; give --dr-mode stretch alone", file=sys.stderr)
-        return 2
+        raise ConfigError("--dr-site is mirror mode; give --dr-mode stretch alone")
     dr = {"enabled": True} if mode is not None else {}
+    return settings_from(args, {"cluster": http, "dr": dr})
+
+
+def _command(args: argparse.Namespace) -> int:
     try:
-        settings = settings_from(args, {"cluster": http, "dr": dr})
+        settings = up_settings(args)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
