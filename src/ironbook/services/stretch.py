@@ -192,10 +192,14 @@ async def stretch_view(data_dir: Path, endpoint: NatsEndpoint) -> dict[str, Any]
     ports it dialled its routes on; every stream's servers and their sites."""
     layout = read_stretch(data_dir)
     urls = monitor_urls(data_dir)
-    nodes = await asyncio.gather(
-        *(asyncio.to_thread(_node_view, name, url, layout) for name, url in urls.items())
-    )
-    streams = await _streams(endpoint)
+    async with asyncio.TaskGroup() as group:
+        asked = [
+            group.create_task(asyncio.to_thread(_node_view, name, url, layout))
+            for name, url in urls.items()
+        ]
+        listed = group.create_task(_streams(endpoint))
+    nodes = [task.result() for task in asked]
+    streams = listed.result()
     server_sites = {node["name"]: node["tagged_site"] for node in nodes}
     placements = [
         stream_placement(name, leader, peers, server_sites)
@@ -207,7 +211,7 @@ async def stretch_view(data_dir: Path, endpoint: NatsEndpoint) -> dict[str, Any]
         "sites": layout.sites,
         "relay_ports": layout.relay_ports,
         "route_rtt_ms": sorted(rtt for node in nodes for rtt in node["route_rtt_ms"]),
-        "nodes": list(nodes),
+        "nodes": nodes,
         "cluster_reachable": streams is not None,
         "streams": [msgspec.to_builtins(placement) for placement in placements],
         "one_per_site": streams is not None
