@@ -118,10 +118,11 @@ def test_route_round_trips_and_peer_ports_from_routez() -> None:
             {"port": 41002, "did_solicit": True, "rtt": "31.2ms"},
             {"port": 51234, "did_solicit": False, "rtt": "1.5s"},
             {"port": 41002, "rtt": "bogus"},
+            {"port": 41003, "rtt": "0s"},
         ]
     }
     assert stretch.route_rtts_ms(routez) == [31.2, 1500.0]
-    assert stretch.route_peer_ports(routez) == [41002, 51234]
+    assert stretch.route_peer_ports(routez) == [41002, 41003, 51234]
     assert stretch.route_rtts_ms({}) == [] and stretch.route_peer_ports({"routes": None}) == []
 
 

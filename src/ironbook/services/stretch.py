@@ -95,11 +95,12 @@ def site_of(tags: Sequence[str]) -> str | None:
 
 
 def route_rtts_ms(routez: Mapping[str, Any]) -> list[float]:
-    """The round-trip times a server's `/routez` reports for its routes."""
+    """The round-trip times a server's `/routez` reports for its routes; a
+    route not measured yet (no answer to its first ping: `0s`) is left out."""
     found = []
     for route in routez.get("routes") or ():
         rtt = go_duration_ms(str(route.get("rtt", "")))
-        if rtt is not None:
+        if rtt:
             found.append(rtt)
     return found
 
