@@ -422,8 +422,12 @@ class DrSettings(Section):
     """A DR site (docs/dr.md): `ironbook up --dr-site` and the WAN relay."""
 
     enabled: bool = False
-    """`ironbook up` also runs site B: its own NATS cluster mirroring site A's
-    streams over a leafnode link through the WAN relay."""
+    """`ironbook up` runs a DR layout, as `mode` says."""
+    mode: Literal["mirror", "stretch"] = "mirror"
+    """mirror: also run site B, its own NATS cluster mirroring site A's
+    streams over a leafnode link through the WAN relay (`--dr-site`).
+    stretch: one NATS cluster over three sites, one replica of every stream
+    per site, every route through the WAN relay (RPO 0)."""
     wan_rtt_ms: int = Field(default=30, ge=0, le=10_000)
     """The round-trip time the relay adds between the sites."""
     relay_routes: str = ""
@@ -479,11 +483,17 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _a_dr_site_needs_identities(self) -> Settings:
-        if self.dr.enabled and not self.nats.secure:
+        if self.dr.enabled and not self.nats.secure and self.dr.mode == "mirror":
             raise ValueError(
                 "dr.enabled (--dr-site) needs nats.secure = true: site A is fenced after a "
                 "promotion by denying its identities the ledger's subjects, and a plaintext "
                 "cluster has no identities to deny"
+            )
+        if self.dr.enabled and not self.nats.secure:
+            raise ValueError(
+                "dr.mode = stretch (--dr-mode stretch) needs nats.secure = true: its routes "
+                "carry every ledger append between sites, and they run mutual TLS only on a "
+                "secured cluster"
             )
         return self
 

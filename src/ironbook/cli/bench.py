@@ -23,6 +23,7 @@ BENCHMARKS = {
     "detect": "ironbook.benchmarks.detect",
     "snapshot": "ironbook.benchmarks.snapshot",
     "dr-lag": "ironbook.benchmarks.dr_lag",
+    "dr-modes": "ironbook.benchmarks.dr_modes",
 }
 
 
@@ -57,7 +58,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "revocation: how long a token revocation takes to reach every gateway worker; "
         "detect: seeded gradual faults judged by the watcher and the threshold rules; "
         "snapshot: a replica's event-loop block per snapshot, in process and forked; "
-        "dr-lag: a running DR pair's mirror lag under the chaos workload, and its promotion)",
+        "dr-lag: a running DR pair's mirror lag under the chaos workload, and its promotion; "
+        "dr-modes: bets/s and latency of a stretch cluster beside mirror mode at one WAN RTT)",
         description=__doc__,
     )
     parser.add_argument("benchmark", choices=sorted(BENCHMARKS), help="which benchmark")

@@ -1,4 +1,4 @@
-"""`ironbook dr`: the DR site of an `ironbook up --dr-site` cluster (docs/dr.md).
+"""`ironbook dr`: the DR layout of an `ironbook up --dr-site` or `--dr-mode` cluster (docs/dr.md).
 
     ironbook dr status [--json]     per mirrored stream: the origin's last
                                     sequence (site A), the mirror's (site B),
@@ -16,6 +16,15 @@
                                     measured (docs/dr.md, "Drills")
     ironbook dr failback            make site A primary again once it holds
                                     what B holds; then B mirrors A again
+
+On a stretch cluster (`--dr-mode stretch`) `status` shows instead each node's
+site (from its own server tags), its routes' round-trip times as the servers
+measure them (`/routez`: through the relay, the WAN RTT) and the ports they
+reach their peers on, and every stream's servers with their sites (stream
+info's `cluster.leader` and `cluster.replicas`): `one_per_site` is true when
+every stream has one replica in each of the three sites. Exit 0 when the
+cluster answers and every stream is one per site. There is nothing to
+promote in stretch mode.
 
 `promote` asks the running `up` process (its control socket) to do it all:
 write `dr/primary.json` with the next epoch, fence site A (its servers
@@ -64,6 +73,7 @@ from ironbook.chaos.drill_report import summary_lines, write_drill_report
 from ironbook.chaos.history import read_history
 from ironbook.cli.up import add_data_dir_argument
 from ironbook.services import dr as dr_site
+from ironbook.services import stretch as stretch_site
 from ironbook.services.control import CONTROL_SOCKET, ControlError, ControlRequest, request
 from ironbook.settings import ConfigError, Settings
 
@@ -96,7 +106,7 @@ def _site_url(nats_dir: Path) -> str:
     )
 
 
-def _link_rtts_ms(nats_dir: Path) -> list[float]:
+def measured_link_rtts_ms(nats_dir: Path) -> list[float]:
     """The leafnode links' round-trip times as site B's servers measure them
     (through the relay: the WAN RTT)."""
     return dr_site.measured_link_rtts_ms(
@@ -152,7 +162,7 @@ def gather(settings: Settings) -> dict[str, Any]:
                 "active_s": None if mirroring is None else mirroring.active_s,
             }
         )
-    rtts = _link_rtts_ms(dr_site.dr_dir(data_dir) / "nats")
+    rtts = measured_link_rtts_ms(dr_site.dr_dir(data_dir) / "nats")
     return {
         "data_dir": str(data_dir),
         "primary": msgspec.to_builtins(primary),
@@ -170,6 +180,43 @@ def _show(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.1f}"
     return str(value)
+
+
+def gather_stretch(settings: Settings) -> dict[str, Any]:
+    """The stretch view of the data directory `settings` name (`services.stretch`)."""
+    data_dir = settings.cluster.data_dir.resolve()
+    view = asyncio.run(
+        stretch_site.stretch_view(data_dir, _endpoint(settings, _site_url(data_dir / "nats")))
+    )
+    return {"data_dir": str(data_dir), **view}
+
+
+def _print_stretch(view: dict[str, Any]) -> None:
+    rtts = view["route_rtt_ms"]
+    measured = f"{min(rtts)}-{max(rtts)} ms" if rtts else "no route up"
+    print(
+        f"stretch mode: one cluster over sites {', '.join(sorted(set(view['sites'].values())))}; "
+        f"WAN RTT {view['wan_rtt_ms']} ms (routes measure {measured})\n"
+    )
+    print(f"{'node':<6} {'site':<5} {'tag says':<9} {'up':<5} {'routes':>6}  route RTT ms")
+    for node in view["nodes"]:
+        print(
+            f"{node['name']:<6} {node['site']:<5} {_show(node['tagged_site']):<9} "
+            f"{'up' if node['up'] else 'DOWN':<5} {node['routes']:>6}  "
+            f"{', '.join(str(rtt) for rtt in node['route_rtt_ms']) or '-'}"
+        )
+    if not view["cluster_reachable"]:
+        print("\nthe cluster did not answer: no stream placement")
+        return
+    print(f"\n{'stream':<28} {'leader':<7} servers (sites)")
+    for row in view["streams"]:
+        servers = ", ".join(
+            f"{server} ({_show(site)})"
+            for server, site in zip(row["servers"], row["sites"], strict=True)
+        )
+        flag = "" if row["one_per_site"] else "  NOT ONE PER SITE"
+        print(f"{row['stream']:<28} {_show(row['leader']):<7} {servers}{flag}")
+    print("\nevery stream one replica per site" if view["one_per_site"] else "\nMISPLACED")
 
 
 def _print(view: dict[str, Any]) -> None:
@@ -196,14 +243,21 @@ def _print(view: dict[str, Any]) -> None:
 def _status(args: argparse.Namespace) -> int:
     try:
         settings = settings_from(args)
-        view = gather(settings)
+        if stretch_site.has_stretch(settings.cluster.data_dir.resolve()):
+            view = gather_stretch(settings)
+        else:
+            view = gather(settings)
     except (ConfigError, dr_site.DrError, SecretsError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(view, indent=2))
+    elif view.get("mode") == "stretch":
+        _print_stretch(view)
     else:
         _print(view)
+    if view.get("mode") == "stretch":
+        return 0 if view["cluster_reachable"] and view["one_per_site"] else 1
     return 0 if view["site_b_reachable"] else 1
 
 
@@ -214,6 +268,13 @@ def _promote(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     data_dir = settings.cluster.data_dir.resolve()
+    if stretch_site.has_stretch(data_dir):
+        print(
+            f"error: {data_dir} is a stretch cluster: every site holds every acknowledged entry "
+            "and the cluster serves while two sites are up; there is no site to promote",
+            file=sys.stderr,
+        )
+        return 2
     if not dr_site.has_dr_site(data_dir):
         print(f"error: {data_dir} has no DR site (`ironbook up --dr-site`)", file=sys.stderr)
         return 2
@@ -331,12 +392,17 @@ def _failback(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "dr",
-        help="the DR site: mirror lag, promotion, failback",
+        help="the DR layout: mirror lag, promotion, failback and drills, "
+        "or a stretch cluster's sites",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="dr_command", metavar="COMMAND", required=True)
-    status = commands.add_parser("status", help="per stream: origin, mirror, lag; the primary")
+    status = commands.add_parser(
+        "status",
+        help="per stream: origin, mirror, lag; the primary (stretch: sites, route RTTs, "
+        "each stream's replicas per site)",
+    )
     add_data_dir_argument(status)
     status.add_argument("--json", action="store_true", help="print one JSON object")
     status.set_defaults(func=_status)

@@ -8,7 +8,9 @@ processes restarted, held for maintenance or given up on (a crash loop).
 `--json` prints the same as one JSON object (`children`: every supervised
 process with its pid, state, restarts and hung kills; `monitoring`: the
 Prometheus, Alertmanager and ops console URLs of `ironbook up --monitoring`,
-or null).
+or null; `dr`: the DR layout's `mode`, `wan_rtt_ms` and the round-trip times
+the servers measure, `route_rtt_ms` per node in stretch mode with
+`one_per_site`, `link_rtt_ms` of site B's links in mirror mode, or null).
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ import msgspec
 from ironbook.adapters.nats.localproc import LOOPBACK
 from ironbook.adapters.nats.log import stream_name
 from ironbook.adapters.nats.server import CLUSTER_FILE, ClusterLayout
+from ironbook.cli.dr import measured_link_rtts_ms
 from ironbook.cli.up import add_data_dir_argument, data_dir_of
-from ironbook.services.local_cluster import collect_heartbeats, read_runtime
+from ironbook.services import dr as dr_site
+from ironbook.services import stretch as stretch_site
+from ironbook.services.local_cluster import RuntimeInfo, collect_heartbeats, read_runtime
 
 LISTEN_MS = 1_500
 
@@ -133,6 +138,8 @@ def _gather(data_dir: Path) -> dict[str, Any] | None:
                 "replicas": replicas,
             }
         )
+    dr = _dr_view(data_dir, runtime)
+    healthy &= dr is None or dr.get("one_per_site", True)
     children = msgspec.to_builtins(runtime.children)
     healthy &= all(child.state != "gave_up" for child in runtime.children)
     return {
@@ -144,7 +151,33 @@ def _gather(data_dir: Path) -> dict[str, Any] | None:
         "partitions": partitions,
         "children": children,
         "monitoring": msgspec.to_builtins(runtime.monitoring),
+        "dr": dr,
     }
+
+
+def _dr_view(data_dir: Path, runtime: RuntimeInfo) -> dict[str, Any] | None:
+    """The DR layout: its mode, the WAN RTT asked for and as the servers
+    measure it (stretch: the routes', and whether every stream is one replica
+    per site; mirror: site B's links'); None without one."""
+    if stretch_site.has_stretch(data_dir):
+        view = asyncio.run(stretch_site.stretch_view(data_dir, runtime.endpoint()))
+        return {
+            "mode": "stretch",
+            "wan_rtt_ms": view["wan_rtt_ms"],
+            "sites": view["sites"],
+            "route_rtt_ms": {node["name"]: node["route_rtt_ms"] for node in view["nodes"]},
+            "one_per_site": view["one_per_site"],
+        }
+    if dr_site.has_dr_site(data_dir):
+        return {
+            "mode": "mirror",
+            "wan_rtt_ms": dr_site.read_site(data_dir).wan_rtt_ms,
+            "link_rtt_ms": sorted(
+                round(rtt, 1) for rtt in measured_link_rtts_ms(dr_site.dr_dir(data_dir) / "nats")
+            ),
+            "primary": dr_site.read_primary(data_dir).site,
+        }
+    return None
 
 
 def _print(view: dict[str, Any]) -> None:
@@ -183,6 +216,20 @@ def _print(view: dict[str, Any]) -> None:
                 f"  {c['name']:<12} {c['state']:<10} pid {c['pid']}  restarts {c['restarts']}  "
                 f"hung kills {c['hung_kills']}  {c['last_event']}"
             )
+    dr = view["dr"]
+    if dr is not None and dr["mode"] == "stretch":
+        rtts = "; ".join(
+            f"{name} (site {dr['sites'][name]}) {', '.join(str(r) for r in measured) or 'none'}"
+            for name, measured in dr["route_rtt_ms"].items()
+        )
+        spread = "one replica per site" if dr["one_per_site"] else "NOT one replica per site"
+        print(f"\ndr: stretch, WAN RTT {dr['wan_rtt_ms']} ms; route RTT ms: {rtts}; {spread}")
+    elif dr is not None:
+        links = ", ".join(str(rtt) for rtt in dr["link_rtt_ms"]) or "no link up"
+        print(
+            f"\ndr: mirror, primary site {dr['primary']}, WAN RTT {dr['wan_rtt_ms']} ms "
+            f"(links measure {links})"
+        )
     monitoring = view["monitoring"]
     if monitoring is not None:
         print(

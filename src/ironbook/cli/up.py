@@ -10,8 +10,11 @@ maintenance requests on `<data-dir>/control.sock` (`ironbook drain`,
 `ironbook rolling-restart`), records its settings' digest, every restart,
 remediation and maintenance step in the significant-event log
 (docs/audit.md), with `--monitoring` and `watch.remediate` runs the watcher
-and acts on its findings (docs/watch.md), and on Ctrl-C stops everything
-gracefully.
+and acts on its findings (docs/watch.md), with `--dr-site` (or `--dr-mode
+mirror`) a DR site B mirroring every ledger stream, with `--dr-mode stretch`
+the cluster over three sites a, b, c, one replica of every stream per site
+and every route through the WAN relay (docs/dr.md), and on Ctrl-C stops
+everything gracefully.
 Running `up` again on the same data directory resumes with every byte of
 data. NATS runs with mutual TLS and one identity per service kind
 (docs/security.md); everything `up` writes is private to its user (umask 077,
@@ -108,7 +111,7 @@ _UP_FLAGS = (
         "dr",
         "wan_rtt_ms",
         int,
-        "with --dr-site: round-trip time between the sites (default 30; docs/dr.md)",
+        "with --dr-site or --dr-mode: round-trip time between the sites (default 30; docs/dr.md)",
     ),
 )
 
@@ -158,12 +161,22 @@ async def _cancel_on(stop: asyncio.Event, task: asyncio.Task[None]) -> None:
     task.cancel()
 
 
-def _command(args: argparse.Namespace) -> int:
+def up_settings(args: argparse.Namespace) -> Settings:
+    """The settings `up` runs with: its flags over the file and the
+    environment (`ConfigError` if they do not fit)."""
     # A port on the command line asks for the gateway; in a file or the
     # environment, `cluster.serve_http` does.
     http = {"serve_http": True} if getattr(args, "gateway.port") is not None else {}
+    mode = getattr(args, "dr.mode")
+    if mode == "stretch" and getattr(args, "dr.enabled"):
+        raise ConfigError("--dr-site is mirror mode; give --dr-mode stretch alone")
+    dr = {"enabled": True} if mode is not None else {}
+    return settings_from(args, {"cluster": http, "dr": dr})
+
+
+def _command(args: argparse.Namespace) -> int:
     try:
-        settings = settings_from(args, {"cluster": http})
+        settings = up_settings(args)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -217,6 +230,15 @@ def _command(args: argparse.Namespace) -> int:
                 f"relay; primary site {primary.site} (epoch {primary.epoch})",
                 flush=True,
             )
+        if cluster.stretch is not None:
+            sites = ", ".join(
+                f"{node} in site {site}" for node, site in cluster.stretch.sites.items()
+            )
+            print(
+                f"dr: stretch mode, {sites}; every route through a "
+                f"{cluster.stretch.wan_rtt_ms} ms WAN relay; one replica of every stream per site",
+                flush=True,
+            )
         if cluster.monitoring is not None:
             print(f"prometheus: {cluster.monitoring.prometheus_url}")
             print(f"alertmanager: {cluster.monitoring.alertmanager_url}")
@@ -258,6 +280,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_const",
         const=True,
         default=None,
-        help="also run DR site B mirroring this site over a WAN link (docs/dr.md)",
+        help="also run DR site B mirroring this site over a WAN link (docs/dr.md); "
+        "the same as --dr-mode mirror",
+    )
+    parser.add_argument(
+        "--dr-mode",
+        dest="dr.mode",
+        choices=["mirror", "stretch"],
+        default=None,
+        help="mirror: DR site B mirrors this site (asynchronous, RPO = mirror lag); "
+        "stretch: one NATS cluster over three sites a, b, c, one replica of every stream "
+        "per site, every route through the WAN relay (RPO 0; needs a new data dir); "
+        "docs/dr.md",
     )
     parser.set_defaults(func=_command)

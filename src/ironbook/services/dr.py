@@ -107,7 +107,7 @@ def read_site(data_dir: Path) -> SiteLayout:
 
 def write_site(data_dir: Path, layout: SiteLayout) -> None:
     dr_dir(data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
-    _write_atomically(dr_dir(data_dir) / SITE_FILE, msgspec.json.encode(layout))
+    write_atomically(dr_dir(data_dir) / SITE_FILE, msgspec.json.encode(layout))
 
 
 def read_primary(data_dir: Path) -> PrimaryRecord:
@@ -120,10 +120,10 @@ def read_primary(data_dir: Path) -> PrimaryRecord:
 
 def write_primary(data_dir: Path, record: PrimaryRecord) -> None:
     dr_dir(data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
-    _write_atomically(dr_dir(data_dir) / PRIMARY_FILE, msgspec.json.encode(record))
+    write_atomically(dr_dir(data_dir) / PRIMARY_FILE, msgspec.json.encode(record))
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
     partial = path.with_suffix(path.suffix + ".partial")
     with partial.open("wb") as file:
         file.write(data)

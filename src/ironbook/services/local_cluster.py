@@ -31,6 +31,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -45,10 +46,11 @@ from ironbook.adapters.nats.security import (
     ServerSecurity,
     provide_secrets,
 )
-from ironbook.adapters.nats.server import LeafRemote, LocalNatsCluster, SiteOptions
+from ironbook.adapters.nats.server import CLUSTER_FILE, LeafRemote, LocalNatsCluster, SiteOptions
 from ironbook.adapters.netns import NamespaceNetwork, NodeNetwork
 from ironbook.adapters.wan_relay import Route, format_routes
 from ironbook.services import dr as dr_site
+from ironbook.services import stretch as stretch_site
 from ironbook.services.feed.processes import feed_processes
 from ironbook.services.monitoring import (
     STARTED_LATER_JOBS,
@@ -155,6 +157,33 @@ def _primary_of(data_dir: Path, dr: DrSettings | None) -> dr_site.PrimaryRecord:
     return primary
 
 
+DrMode = Literal["mirror", "stretch"]
+
+
+def _dr_mode_of(data_dir: Path, dr: DrSettings | None) -> DrMode | None:
+    """The DR layout to run: the one asked for, which must be the one the
+    data dir holds; a stretch cluster comes back as one without asking."""
+    recorded_stretch = stretch_site.has_stretch(data_dir)
+    if dr is None:
+        return "stretch" if recorded_stretch else None
+    if dr.mode == "mirror" and recorded_stretch:
+        raise ClusterConfigError(
+            f"{data_dir} holds a stretch cluster: start it with --dr-mode stretch "
+            "(a mirror-mode DR site needs a new --data-dir)"
+        )
+    if dr.mode == "stretch" and not recorded_stretch:
+        if dr_site.has_dr_site(data_dir):
+            raise ClusterConfigError(
+                f"{data_dir} holds a mirror-mode DR pair: --dr-mode stretch needs a new --data-dir"
+            )
+        if (data_dir / "nats" / CLUSTER_FILE).exists():
+            raise ClusterConfigError(
+                f"{data_dir} holds a cluster made without sites (its streams are placed "
+                "regardless of sites): --dr-mode stretch needs a new --data-dir"
+            )
+    return dr.mode
+
+
 def read_runtime(data_dir: Path) -> RuntimeInfo | None:
     path = data_dir / RUNTIME_FILE
     if not path.exists():
@@ -203,8 +232,10 @@ class LocalCluster:
         `monitoring`: run the monitoring stack too, scraping every process;
         `secure`: mutual TLS and per-service identities, with the credentials
         in `secrets_dir` (default `<data_dir>/secrets`; missing ones are made);
-        `dr`: run a DR site too (site B, `services/dr.py`), and serve from
-        whichever site `dr/primary.json` names."""
+        `dr`: a DR layout, as `dr.mode` says: mirror runs a DR site too (site
+        B, `services/dr.py`) and serves from whichever site `dr/primary.json`
+        names; stretch runs the cluster over three sites (`services/stretch.py`),
+        as does a data dir made in stretch mode."""
         self.data_dir = data_dir.resolve()
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.config = load_cluster_config(self.data_dir, partitions)
@@ -218,12 +249,17 @@ class LocalCluster:
         placed = {name: self._node_network(name) for name in self._nats_names()} if network else {}
         self.feed = feed
         self.dr = dr
-        self.primary = _primary_of(self.data_dir, dr)
+        self.dr_mode = _dr_mode_of(self.data_dir, dr)
+        """mirror (a DR site B), stretch (one cluster over three sites) or None."""
+        self.primary = _primary_of(self.data_dir, dr if self.dr_mode == "mirror" else None)
         self.secrets = (
             SecretsLayout((secrets_dir or self.data_dir / SECRETS_DIR).resolve())
             if secure
             else None
         )
+        self._ports = PortLease()
+        self.stretch = self._stretch_layout(dr, network) if self.dr_mode == "stretch" else None
+        """The sites of a stretch cluster (docs/dr.md)."""
         self.nats = LocalNatsCluster(
             self.data_dir / "nats",
             size=self.config.nats_nodes,
@@ -241,6 +277,7 @@ class LocalCluster:
                 )
             ),
             site=self._site_options(dr_site.SITE_A),
+            stretch=None if self.stretch is None else self.stretch.placement,
         )
         self.child_env = {
             **os.environ,
@@ -261,7 +298,6 @@ class LocalCluster:
         promotion) and by a remediation while it acts: one at a time, so a
         remediation never restarts what maintenance is moving."""
         self._started_at_ms = time.time_ns() // 1_000_000
-        self._ports = PortLease()
         self.targets = ScrapeTargets()
         """What Prometheus scrapes, when monitoring (every process that has metrics)."""
         self.supervisor_metrics_port: int | None = None
@@ -273,14 +309,13 @@ class LocalCluster:
                 node.process,
                 lambda name=name: self.nats.start_node(name, wait=False),  # type: ignore[misc]
             )
-        self.site_b: LocalNatsCluster | None = None
+        self.site_b: LocalNatsCluster | None
         """Site B's NATS nodes, with a DR site (docs/dr.md)."""
-        self.relay: ManagedProcess | None = None
+        self.relay: ManagedProcess | None
         """The WAN relay, the only path between the sites."""
         self._link: LeafRemote | None = None
         """Site B's leafnode link to site A, through the relay."""
-        if dr is not None:
-            self.site_b, self.relay = self._dr_site(dr, security)
+        self.site_b, self.relay = self._dr_processes(dr, security)
         self.primary_url = (
             self.site_b.url
             if self.site_b is not None and self.primary.site == dr_site.SITE_B
@@ -297,7 +332,7 @@ class LocalCluster:
                         *(self._node_network(node_id).prefix if network else ()),
                         *process_command("replica", self._config_args),
                         "--nats",
-                        self.primary_url,
+                        self._replica_url(node_id),
                         "--partition",
                         str(partition),
                         "--node-id",
@@ -384,7 +419,7 @@ class LocalCluster:
                 self.supervisor.add(name, process, process.start)
 
     def _site_b_names(self) -> list[str]:
-        if self.dr is None:
+        if self.dr_mode != "mirror":
             return []
         return [f"b{index}" for index in range(1, self.config.nats_nodes + 1)]
 
@@ -392,12 +427,22 @@ class LocalCluster:
         """One site of a DR pair: site A (domain `a`) takes the link, site B
         (domain `b`) dials it through the relay; whichever is not primary is
         fenced: no identity may publish to the ledger or the checkpoints."""
-        if self.dr is None:
+        if self.dr_mode != "mirror":
             return None
         deny = dr_site.FENCED_SUBJECTS if self.primary.site != site else ()
         if site == dr_site.SITE_A:
             return SiteOptions(domain=dr_site.SITE_A, leaf_listen=True, publish_deny=deny)
         return SiteOptions(domain=dr_site.SITE_B, leaf_remote=self._link, publish_deny=deny)
+
+    def _dr_processes(
+        self, dr: DrSettings | None, security: ServerSecurity | None
+    ) -> tuple[LocalNatsCluster | None, ManagedProcess | None]:
+        """Site B and the relay (mirror mode), the relay alone (stretch), or neither."""
+        if self.stretch is not None:
+            return None, self._stretch_relay(self.stretch)
+        if dr is not None and self.dr_mode == "mirror":
+            return self._dr_site(dr, security)
+        return None, None
 
     def _dr_site(
         self, dr: DrSettings, security: ServerSecurity | None
@@ -437,6 +482,10 @@ class LocalCluster:
                 node.process,
                 lambda name=name: site_b.start_node(name, wait=False),  # type: ignore[misc]
             )
+        return site_b, self._relay_process(routes, dr.wan_rtt_ms)
+
+    def _relay_process(self, routes: list[Route], wan_rtt_ms: int) -> ManagedProcess:
+        """The WAN relay carrying `routes`, supervised."""
         relay = ManagedProcess(
             "wan-relay",
             [
@@ -444,13 +493,56 @@ class LocalCluster:
                 "--routes",
                 format_routes(routes),
                 "--wan-rtt-ms",
-                str(dr.wan_rtt_ms),
+                str(wan_rtt_ms),
             ],
             log_path=self.data_dir / "logs" / "wan-relay.log",
             env=self.child_env,
         )
         self._supervise("wan-relay", relay)
-        return site_b, relay
+        return relay
+
+    def _stretch_layout(
+        self, dr: DrSettings | None, network: NamespaceNetwork | None
+    ) -> stretch_site.StretchLayout:
+        """The sites, kept in `dr/stretch.json` (made on first use): the
+        relay ports are held like the nodes' own."""
+        if network is not None:
+            raise ClusterConfigError("stretch mode runs on loopback, not in network namespaces")
+        if self.secrets is None:
+            raise ClusterConfigError(
+                "stretch mode needs a secured cluster: its routes carry every ledger append "
+                "between sites, and they run mutual TLS only on a secured cluster"
+            )
+        if stretch_site.has_stretch(self.data_dir):
+            layout = stretch_site.read_stretch(self.data_dir)
+            for port in layout.relay_ports.values():
+                self._ports.hold(port)
+            if dr is not None and dr.wan_rtt_ms != layout.wan_rtt_ms:
+                layout = msgspec.structs.replace(layout, wan_rtt_ms=dr.wan_rtt_ms)
+        else:
+            assert dr is not None
+            names = self._nats_names()
+            try:
+                layout = stretch_site.new_layout(names, self._ports.take(len(names)), dr.wan_rtt_ms)
+            except dr_site.DrError as err:
+                raise ClusterConfigError(str(err)) from None
+        stretch_site.write_stretch(self.data_dir, layout)
+        return layout
+
+    def _stretch_relay(self, layout: stretch_site.StretchLayout) -> ManagedProcess:
+        """One relay route in front of each node's route port: every route
+        between two sites crosses the WAN."""
+        routes = [
+            Route(LOOPBACK, layout.relay_ports[name], node.host, node.ports.cluster)
+            for name, node in self.nats.nodes.items()
+        ]
+        return self._relay_process(routes, layout.wan_rtt_ms)
+
+    def _replica_url(self, node_id: str) -> str:
+        """Where a replica connects: in stretch mode its own site's node only."""
+        if self.stretch is None:
+            return self.primary_url
+        return self.nats.nodes[f"n{self.node_of(node_id)}"].url
 
     def _backup_process(self, to: str, every_s: int) -> ManagedProcess:
         return ManagedProcess(
@@ -664,7 +756,7 @@ class LocalCluster:
         """Every identity of the cluster with what it may do on NATS."""
         producers = [self.feed.producer] if self.feed is not None else []
         allowed = identities(self.config.partitions, producers)
-        if self.dr is not None:
+        if self.dr_mode == "mirror":
             allowed[dr_site.LINK_IDENTITY] = dr_site.link_permissions(self.mirrored_streams)
         return allowed
 
@@ -779,11 +871,7 @@ class LocalCluster:
     def start(self, timeout_ms: int = 60_000) -> None:
         """Start NATS, wait for it to be healthy, provision its streams,
         then start the replicas and the other services."""
-        self.nats.start(timeout_ms=timeout_ms)
-        if self.site_b is not None:
-            self.start_site_b(timeout_ms)
-        else:
-            self.provision()
+        self._start_nats(timeout_ms)
         for process in self.replicas.values():
             if not process.is_running():
                 process.start()
@@ -809,6 +897,17 @@ class LocalCluster:
                 if not process.is_running():
                     process.start()
         self.write_runtime()
+
+    def _start_nats(self, timeout_ms: int) -> None:
+        """The relay first (a stretch cluster's routes go through it), the
+        servers, then the streams (and site B's, with a DR site)."""
+        if self.relay is not None and not self.relay.is_running():
+            self.relay.start()
+        self.nats.start(timeout_ms=timeout_ms)
+        if self.site_b is not None:
+            self.start_site_b(timeout_ms)
+        else:
+            self.provision()
 
     def start_site_b(self, timeout_ms: int) -> None:
         """Site B and the relay; then, in the first epoch, site A
@@ -970,10 +1069,11 @@ class LocalCluster:
             process.terminate()
         for process in self.replicas.values():
             process.stop(timeout_ms=timeout_ms)
-        if self.site_b is not None and self.relay is not None:
+        if self.site_b is not None:
             self.site_b.close()
-            self.relay.stop(timeout_ms=timeout_ms)
         self.nats.close()
+        if self.relay is not None:
+            self.relay.stop(timeout_ms=timeout_ms)
         self._ports.release()
         with contextlib.suppress(FileNotFoundError):
             (self.data_dir / RUNTIME_FILE).unlink()

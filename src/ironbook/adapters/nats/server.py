@@ -91,6 +91,22 @@ class ClusterLayout(msgspec.Struct, frozen=True):
     nodes: dict[str, NodePorts]
 
 
+def monitor(monitor_url: str, path: str, timeout_ms: int = _HTTP_TIMEOUT_MS) -> tuple[int, Any]:
+    """GET a server's monitoring endpoint (`monitor_url` is `http://host:port`):
+    (HTTP status or 0 if it did not answer, decoded JSON or None)."""
+    try:
+        with urllib.request.urlopen(monitor_url + path, timeout=timeout_ms / 1000) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as err:
+        body = err.read()
+        try:
+            return err.code, json.loads(body or b"null")
+        except ValueError:
+            return err.code, None
+    except (OSError, ValueError):
+        return 0, None
+
+
 @dataclass
 class NatsNode:
     name: str
@@ -119,19 +135,7 @@ class NatsNode:
 
     def monitor(self, path: str, timeout_ms: int = _HTTP_TIMEOUT_MS) -> tuple[int, Any]:
         """GET a monitoring endpoint: (HTTP status, decoded JSON or None)."""
-        try:
-            with urllib.request.urlopen(
-                self.monitor_url + path, timeout=timeout_ms / 1000
-            ) as response:
-                return response.status, json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as err:
-            body = err.read()
-            try:
-                return err.code, json.loads(body or b"null")
-            except ValueError:
-                return err.code, None
-        except (OSError, ValueError):
-            return 0, None
+        return monitor(self.monitor_url, path, timeout_ms)
 
     def healthy(self) -> bool:
         """Running, JetStream enabled and current with its meta group and assets."""
@@ -164,15 +168,54 @@ class SiteOptions:
     publish_deny: tuple[str, ...] = ()
 
 
+SITE_TAG_PREFIX = "site:"
+"""A server's site tag is `site:<site>`; JetStream's `unique_tag` on this
+prefix puts each replica of a stream on a different site."""
+
+
+@dataclass(frozen=True, slots=True)
+class StretchPlacement:
+    """One cluster over several sites (docs/dr.md, stretch mode): each
+    node's site, and the port of the WAN relay that leads to each node's
+    route port. Every route goes through a relay: a node dials the others'
+    relay ports and advertises its own (`cluster.advertise`), so the route
+    gossip that tells the others how to reach a new node names the relay,
+    never the node's own route port."""
+
+    sites: Mapping[str, str]
+    """Node name -> site (`a`, `b`, `c`)."""
+    relay_ports: Mapping[str, int]
+    """Node name -> the relay port (on loopback) that forwards to its route port."""
+
+    def route_url(self, name: str) -> str:
+        return f"nats-route://{LOOPBACK}:{self.relay_ports[name]}"
+
+
 def render_config(
     node: NatsNode,
     cluster_name: str,
     routes_to: list[NatsNode],
     security: ServerSecurity | None = None,
     site: SiteOptions | None = None,
+    stretch: StretchPlacement | None = None,
 ) -> str:
     site = site or SiteOptions()
-    routes = ", ".join(f'"nats-route://{other.host}:{other.ports.cluster}"' for other in routes_to)
+    route_urls = [
+        f"nats-route://{other.host}:{other.ports.cluster}"
+        if stretch is None
+        else stretch.route_url(other.name)
+        for other in routes_to
+    ]
+    routes = ", ".join(_quote(url) for url in route_urls)
+    tags = unique_tag = advertise = ""
+    if stretch is not None:
+        tags = f"server_tags: [{_quote(SITE_TAG_PREFIX + stretch.sites[node.name])}]\n"
+        unique_tag = f"\n  unique_tag: {_quote(SITE_TAG_PREFIX)}"
+        # Gossip names the relay; clients are not told the other sites' servers.
+        advertise = (
+            f"\n  advertise: {_quote(f'{LOOPBACK}:{stretch.relay_ports[node.name]}')}"
+            "\n  no_advertise: true"
+        )
     client_tls = route_tls = authorization = encryption = leaf_tls = remote_auth = ""
     if security is not None:
         tls = server_tls(security.layout, node.name)
@@ -223,17 +266,17 @@ server_name: "{node.name}"
 listen: "{node.host}:{node.ports.client}"
 http: "{node.host}:{node.ports.http}"
 max_payload: 8MB
-{client_tls}{authorization}
+{tags}{client_tls}{authorization}
 jetstream {{
   store_dir: "{node.node_dir}"
   # fsync every Raft append: acknowledged means on disk on a quorum.
-  sync_interval: always{encryption}{domain}
+  sync_interval: always{encryption}{domain}{unique_tag}
 }}
 {leafnodes}
 cluster {{
   name: "{cluster_name}"
   listen: "{node.host}:{node.ports.cluster}"
-  routes: [{routes}]{route_tls}
+  routes: [{routes}]{advertise}{route_tls}
 }}
 """
 
@@ -272,6 +315,7 @@ class LocalNatsCluster:
         security: ServerSecurity | None = None,
         site: SiteOptions | None = None,
         node_prefix: str = "n",
+        stretch: StretchPlacement | None = None,
     ) -> None:
         """`hosts` and `launch_prefixes` (by node name, e.g. `n1`) place a
         node elsewhere than loopback: its listen address, and an argv prefix
@@ -280,9 +324,11 @@ class LocalNatsCluster:
         plaintext, anyone may connect; for the adapters' own tests and the
         benchmark baseline). `site`: a site of several (docs/dr.md);
         `node_prefix`: nodes are named `<prefix>1`, `<prefix>2`, ... when the
-        cluster is made."""
+        cluster is made. `stretch`: the nodes are in different sites, routed
+        through WAN relays (docs/dr.md, stretch mode)."""
         self.security = security
         self.site = site or SiteOptions()
+        self.stretch = stretch
         assert size >= 1
         self.data_dir = data_dir.resolve()
         self.binary = binary or nats_server_binary()
@@ -383,7 +429,9 @@ class LocalNatsCluster:
         # It may hold a secret (a DR site's leafnode seed): never readable by others.
         write_private(
             node.config_path,
-            render_config(node, self.cluster_name, others, self.security, self.site).encode(),
+            render_config(
+                node, self.cluster_name, others, self.security, self.site, self.stretch
+            ).encode(),
         )
 
     @property
