@@ -35,7 +35,8 @@ In order:
    again, and the whole history is checked once more, against A's log now:
    every write B acknowledged must be there (`failback_check`).
 
-`mode: stretch` is not in this build (`DrillUnavailable`).
+This is the mirror-mode drill; `chaos.stretch_drill` is stretch mode's,
+and `chaos.drill_modes` runs either or both (`ironbook dr drill --dr-mode`).
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import msgspec
 
@@ -72,10 +72,6 @@ from ironbook.services.heartbeat_watch import HeartbeatWatch
 from ironbook.services.local_cluster import LocalCluster
 from ironbook.settings import DrSettings
 
-DrMode = Literal["mirror", "stretch"]
-DR_MODES: tuple[DrMode, ...] = ("mirror", "stretch")
-AVAILABLE_MODES: tuple[DrMode, ...] = ("mirror",)
-"""The modes this build can drill."""
 MIN_DURATION_S = 20.0
 WARM_UP_S = 10.0
 """The cut comes no earlier than this (or a quarter of a short duration)."""
@@ -95,10 +91,6 @@ AUDIT_SETTLE_S = 20.0
 ACTOR = "operator:dr-drill"
 
 
-class DrillUnavailable(RuntimeError):
-    """A drill this build cannot run (stretch mode)."""
-
-
 @dataclass(frozen=True, slots=True)
 class DrillOptions:
     data_dir: Path
@@ -106,7 +98,6 @@ class DrillOptions:
     duration_s: float = 120.0
     wan_rtt_ms: int = 30
     clients: int = 16
-    mode: DrMode = "mirror"
 
     def __post_init__(self) -> None:
         if self.duration_s < MIN_DURATION_S:
@@ -130,7 +121,7 @@ class DrillOptions:
         """The command line that reruns this drill."""
         return (
             f"ironbook dr drill --seed {self.seed} --duration {self.duration_s:g} "
-            f"--wan-rtt-ms {self.wan_rtt_ms} --clients {self.clients} --dr-mode {self.mode}"
+            f"--wan-rtt-ms {self.wan_rtt_ms} --clients {self.clients} --dr-mode mirror"
         )
 
 
@@ -168,6 +159,8 @@ class DrillReport(msgspec.Struct):
     """Writes (and logged refusals) A acknowledged that B's log lacks."""
     rpo_s: float | None
     """From the first of those acknowledgements to A's last one; 0 when none was lost."""
+    bets_per_s: float | None
+    """Bets acknowledged per second over the workload's run (the outage included)."""
     failback_s: float | None
     """The failback, from site A's servers restarted to A primary and B
     mirroring it again (`dr failback`'s own `failback_s`)."""
@@ -224,12 +217,8 @@ def acked_writes(operations: Sequence[Operation]) -> list[Operation]:
 async def run_drill(
     options: DrillOptions, say: Callable[[str], None] = lambda _: None
 ) -> DrillReport:
-    """One drill (module docstring); `DrillUnavailable` for stretch mode,
-    `FileExistsError` if `options.data_dir` holds an earlier run."""
-    if options.mode not in AVAILABLE_MODES:
-        raise DrillUnavailable(
-            f"--dr-mode {options.mode} is not available in this build (only mirror)"
-        )
+    """One drill (module docstring); `FileExistsError` if `options.data_dir`
+    holds an earlier run."""
     data_dir = options.data_dir.resolve()
     if (data_dir / HISTORY_FILE).exists():
         raise FileExistsError(f"{data_dir / HISTORY_FILE} exists: a drill needs a fresh data dir")
@@ -528,7 +517,7 @@ class _Drill:
             and not self.errors
         )
         return DrillReport(
-            mode=options.mode,
+            mode="mirror",
             verdict="pass" if passed else "fail",
             seed=options.seed,
             duration_s=options.duration_s,
@@ -538,6 +527,7 @@ class _Drill:
             rto_s=_seconds(marks.last_ack_a_ms, marks.first_ack_b_ms),
             rpo_acked_lost=None if check is None else check.rpo_acked_lost,
             rpo_s=rpo_s,
+            bets_per_s=_bets_per_s(self.recorder.operations, marks),
             failback_s=self.failback_s,
             failback=self._failback_line(),
             wan_rtt_ms=round(statistics.median(self.link_rtt_ms), 1) if self.link_rtt_ms else None,
@@ -615,6 +605,13 @@ def _cut_site_a(cluster: LocalCluster) -> list[str]:
         if not process.wait(timeout_ms=10_000):
             raise RuntimeError(f"{process.name} (pid {process.pid}) survived SIGKILL")
     return [process.name for process in running]
+
+
+def _bets_per_s(operations: Sequence[Operation], marks: DrillMarks) -> float | None:
+    if not (marks.workload_ms and marks.end_ms > marks.workload_ms):
+        return None
+    bets = sum(op.kind == "place_bet" and op.outcome == "ok" for op in operations)
+    return round(bets / ((marks.end_ms - marks.workload_ms) / 1000), 1)
 
 
 def _last_seq(state: MirrorState | None) -> int:

@@ -61,16 +61,11 @@ from ironbook.adapters.nats.provision import NatsEndpoint
 from ironbook.adapters.nats.security import NatsCredentials, SecretsError
 from ironbook.adapters.nats.server import CLUSTER_FILE, ClusterLayout
 from ironbook.bootstrap import settings_from
-from ironbook.chaos.drill import (
-    AVAILABLE_MODES,
-    DR_MODES,
-    MIN_DURATION_S,
-    DrillOptions,
-    DrillUnavailable,
-    run_drill,
-)
+from ironbook.chaos.drill import MIN_DURATION_S, DrillOptions, DrillReport
+from ironbook.chaos.drill_modes import DR_MODES, ModesReport, run_modes
 from ironbook.chaos.drill_report import summary_lines, write_drill_report
 from ironbook.chaos.history import read_history
+from ironbook.chaos.stretch_drill import StretchDrillReport
 from ironbook.cli.up import add_data_dir_argument
 from ironbook.services import dr as dr_site
 from ironbook.services import stretch as stretch_site
@@ -87,12 +82,19 @@ unreachable and B's mirror silent for 3 s), promotes B by `dr promote --site
 b`'s own code, keeps the workload going against B, then checks the whole
 history against B's log. Acknowledged operations B's log lacks are counted
 (rpo_acked_lost), not hidden; one acknowledged by B and missing fails it.
+Then site A comes back, is failed back to (`dr failback`'s own code), and the
+history is checked again against A's log.
+
+--dr-mode stretch drills a stretch cluster instead (sites a, b, c; one site
+cut off, the other two go on: RPO 0); --dr-mode both runs the mirror drill,
+then the stretch drill, with the same seed, duration, RTT and clients, and
+reports stretch's bets/s over mirror's (stretch_vs_mirror).
 
 JSON (--json): mode, verdict, rto_s, rpo_acked_lost, rpo_s, failback_s,
-ops, duplicated, conserved, wan_rtt_ms (measured), detect_s, promote_s,
-cut_at_s, ... (every field in docs/dr.md). drill-report.json, .md and .png go
-in the data dir (or --report-dir). Exit 0 on a passing verdict, 1 on a
-failing one, 2 on bad usage or a mode not in this build.
+bets_per_s, ops, duplicated, conserved, wan_rtt_ms (measured), detect_s,
+promote_s, cut_at_s, ... (every field in docs/dr.md). drill-report.json, .md
+and .png go in the data dir (or --report-dir; stretch: stretch-drill.json).
+Exit 0 on a passing verdict, 1 on a failing one, 2 on bad usage.
 """
 
 
@@ -316,9 +318,6 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _drill(args: argparse.Namespace) -> int:
-    if args.dr_mode not in AVAILABLE_MODES:
-        print(f"error: --dr-mode {args.dr_mode} is not available in this build", file=sys.stderr)
-        return 2
     try:
         options = DrillOptions(
             data_dir=args.data_dir or Path(tempfile.mkdtemp(prefix="ironbook-drill-")),
@@ -326,7 +325,6 @@ def _drill(args: argparse.Namespace) -> int:
             duration_s=args.duration,
             wan_rtt_ms=args.wan_rtt_ms,
             clients=args.clients,
-            mode=args.dr_mode,
         )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -336,20 +334,46 @@ def _drill(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
 
     try:
-        report = asyncio.run(run_drill(options, say))
-    except (DrillUnavailable, FileExistsError) as err:
+        report = asyncio.run(run_modes(args.dr_mode, options, say))
+    except FileExistsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    files = write_drill_report(
-        report, read_history(Path(report.history)), args.report_dir or Path(report.data_dir)
-    )
+    mirror = report.mirror if isinstance(report, ModesReport) else report
+    files = []
+    if isinstance(mirror, DrillReport):
+        report_dir = args.report_dir or Path(mirror.data_dir)
+        files = write_drill_report(mirror, read_history(Path(mirror.history)), report_dir)
     if args.json:
         print(msgspec.json.encode(report).decode())
     else:
-        for line in summary_lines(report):
+        for line in _drill_lines(report):
             print(line)
-        print(f"report: {', '.join(str(path) for path in files)}")
+        if files:
+            print(f"report: {', '.join(str(path) for path in files)}")
     return 0 if report.verdict == "pass" else 1
+
+
+def _drill_lines(report: DrillReport | StretchDrillReport | ModesReport) -> list[str]:
+    if isinstance(report, DrillReport):
+        return summary_lines(report)
+    if isinstance(report, StretchDrillReport):
+        return [
+            f"VERDICT: {report.verdict.upper()} (dr drill, stretch mode, seed {report.seed}): "
+            f"site {report.cut_site} cut off at {report.cut_at_s:g} s",
+            f"rto_s {report.rto_s}; rpo_acked_lost {report.rpo_acked_lost}, rpo_s "
+            f"{report.rpo_s}; {report.ops:,} operations, duplicated {report.duplicated}, "
+            f"conserved {report.conserved}; {report.bets_per_s:g} bets/s; "
+            f"WAN RTT {report.wan_rtt_ms} ms (routes); one replica per site: {report.one_per_site}",
+            *(f"error: {error}" for error in report.errors),
+        ]
+    ratios = report.stretch_vs_mirror
+    return [
+        *_drill_lines(report.mirror),
+        *_drill_lines(report.stretch),
+        f"VERDICT: {report.verdict.upper()} (both modes); stretch over mirror: bets/s "
+        f"{ratios['bets_per_s']} ({ratios['stretch_bets_per_s']} against "
+        f"{ratios['mirror_bets_per_s']})",
+    ]
 
 
 def _failback(args: argparse.Namespace) -> int:
@@ -445,7 +469,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--dr-mode",
         choices=DR_MODES,
         default="mirror",
-        help="mirror: site b mirrors site a asynchronously (default); stretch: not in this build",
+        help="mirror: site b mirrors site a asynchronously (default); stretch: one cluster "
+        "over sites a, b, c; both: the two, one after the other, with the ratio of bets/s",
     )
     drill.add_argument(
         "--report-dir",
