@@ -17,7 +17,6 @@ import contextlib
 import json
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -26,12 +25,10 @@ from typing import Any
 
 import nats.errors
 import pytest
+from dr_support import audit_epochs_on
 
 from ironbook import core
-from ironbook.adapters.audit.archive import verify_archive
 from ironbook.adapters.audit.events import decode_event
-from ironbook.adapters.audit.keys import PUBKEY_FILE
-from ironbook.adapters.audit.stream import AUDIT_DIR, export_archive
 from ironbook.adapters.nats.log import stream_name
 from ironbook.adapters.nats.provision import close_nats
 from ironbook.adapters.nats.stream_export import HASH_FILE, verify_export
@@ -175,24 +172,6 @@ async def _failback_recorded(cluster: LocalCluster) -> str:
     return event.detail.split(";")[0]
 
 
-async def _audit_on_site_a(cluster: LocalCluster) -> list[str]:
-    """`audit verify` of site A's logs once A has signed past the failback
-    (bounded): the epochs it reports."""
-    pubkey = cluster.data_dir / AUDIT_DIR / PUBKEY_FILE
-    deadline = time.monotonic() + WAIT_MS / 1000
-    while True:
-        with tempfile.TemporaryDirectory() as temp:
-            await export_archive(
-                cluster.site_endpoint(dr.SITE_A), [0, EVENTS_LOG], pubkey.read_bytes(), Path(temp)
-            )
-            verdict = verify_archive(Path(temp), pubkey=pubkey)
-        assert verdict.problem is None, verdict.problem
-        if not verdict.warnings:
-            return verdict.epochs
-        assert time.monotonic() < deadline, verdict.warnings
-        await asyncio.sleep(1)
-
-
 async def _a_holds(cluster: LocalCluster, lines: list[dict[str, Any]]) -> None:
     """Site A's ledger holds each exported entry of B's, at its sequence."""
     nc = await cluster.site_endpoint(dr.SITE_A).connect("test-compare")
@@ -271,7 +250,7 @@ def test_failback_returns_to_site_a_with_everything_b_took(tmp_path: Path) -> No
         asyncio.run(_deposit(cluster, "back", 2))
         said("deposits on site a")
         # Site A's chains verify across both epochs: B's and A's again.
-        epochs = asyncio.run(_audit_on_site_a(cluster))
+        epochs = asyncio.run(audit_epochs_on(cluster, dr.SITE_A, WAIT_MS / 1000))
         for log in (0, EVENTS_LOG):
             assert any(f"log {log}: epoch 3 began on site a" in line for line in epochs), epochs
         said("site a's audit chains verify across epochs 2 and 3")

@@ -11,7 +11,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -19,12 +18,10 @@ from typing import Any
 import nats.errors
 import nats.js.errors
 import pytest
+from dr_support import audit_epochs_on
 
 from ironbook import core
-from ironbook.adapters.audit.archive import verify_archive
 from ironbook.adapters.audit.events import decode_event
-from ironbook.adapters.audit.keys import PUBKEY_FILE
-from ironbook.adapters.audit.stream import AUDIT_DIR, export_archive
 from ironbook.adapters.nats.log import stream_name
 from ironbook.client import ClientConfig, connect_ledger
 from ironbook.core import acting
@@ -118,24 +115,6 @@ async def _takeover_recorded(cluster: LocalCluster) -> str:
     return event.detail.split(";")[0]
 
 
-async def _audit_on_site_b(cluster: LocalCluster) -> list[str]:
-    """`audit verify` of site B's logs once B has signed past the takeover
-    (bounded): the epochs it reports."""
-    pubkey = cluster.data_dir / AUDIT_DIR / PUBKEY_FILE
-    deadline = time.monotonic() + WAIT_MS / 1000
-    while True:
-        with tempfile.TemporaryDirectory() as temp:
-            await export_archive(
-                cluster.site_endpoint(dr.SITE_B), [0, EVENTS_LOG], pubkey.read_bytes(), Path(temp)
-            )
-            verdict = verify_archive(Path(temp), pubkey=pubkey)
-        assert verdict.problem is None, verdict.problem
-        if not verdict.warnings:
-            return verdict.epochs
-        assert time.monotonic() < deadline, verdict.warnings
-        await asyncio.sleep(1)
-
-
 async def _no_verify_failure_on_site_b(cluster: LocalCluster) -> None:
     """The audit verifier running against site B recorded no failure."""
     nc = await cluster.site_endpoint(dr.SITE_B).connect("test-verifier")
@@ -191,7 +170,7 @@ def test_site_b_mirrors_then_takes_over_and_site_a_back_refuses_writes(tmp_path:
         print(f"promotion {promoted_s:.2f} s; first deposit on site b {first_deposit_s:.2f} s")
         assert asyncio.run(_takeover_recorded(cluster)) == "epoch 2"
         # A new audit epoch on each log, and site B's chains verify across it.
-        epochs = asyncio.run(_audit_on_site_b(cluster))
+        epochs = asyncio.run(audit_epochs_on(cluster, dr.SITE_B, WAIT_MS / 1000))
         for log in (0, EVENTS_LOG):
             assert any(f"log {log}: epoch 2 began on site b" in line for line in epochs), epochs
         asyncio.run(_no_verify_failure_on_site_b(cluster))

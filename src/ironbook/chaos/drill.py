@@ -53,7 +53,6 @@ from pathlib import Path
 
 import msgspec
 
-from ironbook import core
 from ironbook.adapters.nats.log import stream_name
 from ironbook.adapters.nats.mirrors import MirrorState
 from ironbook.adapters.nats.provision import NatsEndpoint
@@ -61,8 +60,7 @@ from ironbook.chaos.audit import AuditCheck, audit_line, check_audit
 from ironbook.chaos.evidence import causes
 from ironbook.chaos.history import HISTORY_FILE, HistoryRecorder
 from ironbook.chaos.partitions import check_all_partitions
-from ironbook.chaos.workload import Workload, WorkloadConfig
-from ironbook.client import ClientConfig, connect_ledger
+from ironbook.chaos.workload import Workload, WorkloadConfig, connect_workload_client
 from ironbook.replication.checker import CheckReport, RpoLoss, SiteLoss
 from ironbook.replication.history import Operation
 from ironbook.services import dr as dr_site
@@ -344,16 +342,8 @@ class _Drill:
             f"{cluster.nats.url},{cluster.site_b.url}", cluster.credentials("ops"), in_order=True
         )
         heartbeats = HeartbeatWatch(both_sites)
-        client = await connect_ledger(
-            both_sites,
-            partitions=cluster.partitions,
-            config=ClientConfig(
-                request_timeout_ms=1_000,
-                deadline_ms=CLIENT_DEADLINE_MS,
-                backoff_initial_ms=20,
-                backoff_max_ms=500,
-            ),
-            issuer=core.acting("dr-drill"),
+        client = await connect_workload_client(
+            both_sites, cluster.partitions, deadline_ms=CLIENT_DEADLINE_MS, actor="dr-drill"
         )
         try:
             await heartbeats.start()
@@ -387,14 +377,23 @@ class _Drill:
             for cause in causes(error):
                 self.fail(f"the failback failed: {cause}")
 
-    def _site_losses(self, cluster: LocalCluster) -> dict[int, SiteLoss]:
-        """The checker's allowance, per partition, for what site A took with it."""
-        return {
+    async def _check_history(self, cluster: LocalCluster) -> CheckReport:
+        """The whole history against the primary's log, once its replicas
+        converged, with the allowance for what site A took with it."""
+        losses = {
             partition: SiteLoss(
                 acks_before_ms=self.marks.promote_started_ms, kept_seq=self.kept_seq[partition]
             )
             for partition in range(cluster.partitions)
         }
+        return await check_all_partitions(
+            cluster.ops,
+            self.recorder.operations,
+            {p: cluster.replica_ids(p) for p in range(cluster.partitions)},
+            data_dir=cluster.data_dir,
+            site_losses=losses,
+            say=self.say,
+        )
 
     async def _fail_back(self, cluster: LocalCluster) -> None:
         """Site A back with its data, A primary again, the history checked on A."""
@@ -409,18 +408,9 @@ class _Drill:
         async with cluster.operations:  # as `dr failback` takes it
             self.failback = await failback(cluster, ACTOR, lambda line: say(f"failback: {line}"))
         self.marks.failed_back_ms = _now_ms()
-        self.failback_s = round(
-            (self.marks.failed_back_ms - self.marks.failback_started_ms) / 1000, 3
-        )
+        self.failback_s = _seconds(self.marks.failback_started_ms, self.marks.failed_back_ms)
         say("checking the whole history again, against site a's log")
-        self.failback_check = await check_all_partitions(
-            cluster.ops,
-            self.recorder.operations,
-            {p: cluster.replica_ids(p) for p in range(cluster.partitions)},
-            data_dir=cluster.data_dir,
-            site_losses=self._site_losses(cluster),
-            say=say,
-        )
+        self.failback_check = await self._check_history(cluster)
 
     async def _cut_promote_then_stop(self, cluster: LocalCluster, workload: Workload) -> None:
         options, say = self.options, self.say
@@ -476,14 +466,7 @@ class _Drill:
     async def _check(self, cluster: LocalCluster, heartbeats: HeartbeatWatch) -> None:
         say = self.say
         say("waiting for site b's replicas to converge, then checking the history against its log")
-        self.check = await check_all_partitions(
-            cluster.ops,
-            self.recorder.operations,
-            {p: cluster.replica_ids(p) for p in range(cluster.partitions)},
-            data_dir=cluster.data_dir,
-            site_losses=self._site_losses(cluster),
-            say=say,
-        )
+        self.check = await self._check_history(cluster)
         say("verifying site b's audit trail")
         self.audit = await check_audit(
             cluster.ops,

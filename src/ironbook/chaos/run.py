@@ -33,7 +33,6 @@ from pathlib import Path
 
 import msgspec
 
-from ironbook import core
 from ironbook.adapters.nats.localproc import PortLease
 from ironbook.adapters.nats.provision import NatsEndpoint
 from ironbook.adapters.netns import NamespaceNetwork, NetnsError, unavailable_reason
@@ -65,9 +64,9 @@ from ironbook.chaos.http_clients import (
 )
 from ironbook.chaos.partitions import check_all_partitions
 from ironbook.chaos.projection import projection_path
-from ironbook.chaos.workload import Workload, WorkloadConfig
+from ironbook.chaos.workload import Workload, WorkloadConfig, connect_workload_client
 from ironbook.chaos.write_gaps import GapStats, gaps_by_kind
-from ironbook.client import ClientConfig, LedgerClient, connect_ledger
+from ironbook.client import LedgerClient
 from ironbook.replication.checker import CheckReport
 from ironbook.replication.history import Operation
 from ironbook.services.gateway.auth import local_signing_key
@@ -412,16 +411,8 @@ async def _run(cluster: LocalCluster, run: _Run) -> None:
     )
     run.fault_log = injector.records
     heartbeats = HeartbeatWatch(cluster.ops)
-    client = await connect_ledger(
-        cluster.ops,
-        partitions=cluster.partitions,
-        config=ClientConfig(
-            request_timeout_ms=1_000,
-            deadline_ms=options.client_deadline_ms,
-            backoff_initial_ms=20,
-            backoff_max_ms=500,
-        ),
-        issuer=core.acting("chaos"),
+    client = await connect_workload_client(
+        cluster.ops, cluster.partitions, deadline_ms=options.client_deadline_ms, actor="chaos"
     )
     try:
         await heartbeats.start()

@@ -39,14 +39,12 @@ from typing import Any
 
 import msgspec
 
-from ironbook import core
 from ironbook.adapters.nats.localproc import ManagedProcess
 from ironbook.adapters.nats.log import stream_name
 from ironbook.chaos.evidence import causes
 from ironbook.chaos.history import HISTORY_FILE, HistoryRecorder
 from ironbook.chaos.partitions import check_all_partitions
-from ironbook.chaos.workload import Workload, WorkloadConfig
-from ironbook.client import ClientConfig, connect_ledger
+from ironbook.chaos.workload import Workload, WorkloadConfig, connect_workload_client
 from ironbook.replication.checker import CheckReport
 from ironbook.replication.history import Operation
 from ironbook.services.local_cluster import LocalCluster, collect_heartbeats
@@ -285,16 +283,11 @@ async def run_stretch_drill(
         await asyncio.to_thread(cluster.start, START_TIMEOUT_MS)
         await cluster.wait_leaders(timeout_ms=START_TIMEOUT_MS)
         placement = await stretch_view(cluster.data_dir, cluster.ops)
-        client = await connect_ledger(
+        client = await connect_workload_client(
             cluster.ops,
-            partitions=cluster.partitions,
-            config=ClientConfig(
-                request_timeout_ms=1_000,
-                deadline_ms=options.client_deadline_ms,
-                backoff_initial_ms=20,
-                backoff_max_ms=500,
-            ),
-            issuer=core.acting("stretch-drill"),
+            cluster.partitions,
+            deadline_ms=options.client_deadline_ms,
+            actor="stretch-drill",
         )
         try:
             workload = Workload(client, recorder, WorkloadConfig(seed=options.seed))

@@ -14,12 +14,32 @@ import time
 from dataclasses import dataclass
 
 from ironbook import core
+from ironbook.adapters.nats.provision import NatsEndpoint
 from ironbook.chaos.history import HistoryRecorder
-from ironbook.client import BadRequest, GaveUp, LedgerClient
+from ironbook.client import BadRequest, ClientConfig, GaveUp, LedgerClient, connect_ledger
 
 SELECTIONS = 6
 SETUP_CLIENT = "setup"
 SETTLER_CLIENT = "settler"
+
+
+async def connect_workload_client(
+    endpoint: NatsEndpoint, partitions: int, *, deadline_ms: int, actor: str
+) -> LedgerClient:
+    """The workload's ledger client: 1 s per attempt, quick backoff, and
+    retries of one command for up to `deadline_ms` (through a failover or a
+    site lost), acting as `actor`."""
+    return await connect_ledger(
+        endpoint,
+        partitions=partitions,
+        config=ClientConfig(
+            request_timeout_ms=1_000,
+            deadline_ms=deadline_ms,
+            backoff_initial_ms=20,
+            backoff_max_ms=500,
+        ),
+        issuer=core.acting(actor),
+    )
 
 
 def selection_odds(selection: int) -> int:

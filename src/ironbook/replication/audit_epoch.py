@@ -45,9 +45,9 @@ from ironbook.replication.checkpoint import (
     SIGNATURE_BYTES,
     Checkpoint,
     CheckpointFormatError,
-    decode_b64,
     decode_checkpoint,
     decode_hex,
+    decode_signature,
 )
 from ironbook.replication.merkle import LogName, log_tag
 
@@ -132,13 +132,7 @@ class EpochStart(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         return ([self.kept] if self.kept is not None else []) + self.abandoned
 
     def signature_bytes(self) -> bytes:
-        try:
-            signature = decode_b64(self.signature)
-        except ValueError as err:
-            raise CheckpointFormatError(f"signature: {err}") from err
-        if len(signature) != SIGNATURE_BYTES:
-            raise CheckpointFormatError("an Ed25519 signature is 64 bytes")
-        return signature
+        return decode_signature(self.signature)
 
     def with_signature(self, signature: bytes) -> EpochStart:
         assert len(signature) == SIGNATURE_BYTES

@@ -91,17 +91,22 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         return DOMAIN + tag + sizes[0] + root + sizes[1] + key_id + sizes[2]
 
     def signature_bytes(self) -> bytes:
-        try:
-            signature = decode_b64(self.signature)
-        except ValueError as err:
-            raise CheckpointFormatError(f"signature: {err}") from err
-        if len(signature) != SIGNATURE_BYTES:
-            raise CheckpointFormatError("an Ed25519 signature is 64 bytes")
-        return signature
+        return decode_signature(self.signature)
 
     def with_signature(self, signature: bytes) -> Checkpoint:
         assert len(signature) == SIGNATURE_BYTES
         return msgspec.structs.replace(self, signature=base64.b64encode(signature).decode())
+
+
+def decode_signature(text: str) -> bytes:
+    """A signature field: 64 bytes in canonical base64 (raises `CheckpointFormatError`)."""
+    try:
+        signature = decode_b64(text)
+    except ValueError as err:
+        raise CheckpointFormatError(f"signature: {err}") from err
+    if len(signature) != SIGNATURE_BYTES:
+        raise CheckpointFormatError("an Ed25519 signature is 64 bytes")
+    return signature
 
 
 def encode_checkpoint(checkpoint: Checkpoint) -> bytes:

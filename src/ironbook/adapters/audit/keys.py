@@ -63,11 +63,28 @@ def sign_checkpoint(key: Ed25519PrivateKey, checkpoint: Checkpoint) -> Checkpoin
 
 def checkpoint_problem(key: Ed25519PublicKey, checkpoint: Checkpoint) -> str | None:
     """Why `checkpoint` is not signed by `key`, or None when it is."""
+    return _signature_problem(key, checkpoint)
+
+
+def epoch_problem(key: Ed25519PublicKey, record: EpochStart) -> str | None:
+    """Why `record`, or a checkpoint it keeps or abandons, is not signed by
+    `key`; None when all are."""
+    problem = _signature_problem(key, record)
+    if problem is not None:
+        return problem
+    for checkpoint in record.checkpoints():
+        problem = _signature_problem(key, checkpoint)
+        if problem is not None:
+            return f"its checkpoint at tree size {checkpoint.tree_size}: {problem}"
+    return None
+
+
+def _signature_problem(key: Ed25519PublicKey, signed: Checkpoint | EpochStart) -> str | None:
     expected = key_id(key)
-    if checkpoint.key_id != expected:
-        return f"signed by another key (key_id {checkpoint.key_id}, expected {expected})"
+    if signed.key_id != expected:
+        return f"signed by another key (key_id {signed.key_id}, expected {expected})"
     try:
-        key.verify(checkpoint.signature_bytes(), checkpoint.signed_bytes())
+        key.verify(signed.signature_bytes(), signed.signed_bytes())
     except CheckpointFormatError as err:
         return f"malformed: {err}"
     except InvalidSignature:
@@ -79,22 +96,3 @@ def sign_epoch(key: Ed25519PrivateKey, record: EpochStart) -> EpochStart:
     """`record` (whose key_id must be this key's) with its signature."""
     assert record.key_id == key_id(key.public_key())
     return record.with_signature(key.sign(record.signed_bytes()))
-
-
-def epoch_problem(key: Ed25519PublicKey, record: EpochStart) -> str | None:
-    """Why `record`, or a checkpoint it keeps or abandons, is not signed by
-    `key`; None when all are."""
-    expected = key_id(key)
-    if record.key_id != expected:
-        return f"signed by another key (key_id {record.key_id}, expected {expected})"
-    try:
-        key.verify(record.signature_bytes(), record.signed_bytes())
-    except CheckpointFormatError as err:
-        return f"malformed: {err}"
-    except InvalidSignature:
-        return "the signature does not match (forged or altered)"
-    for checkpoint in record.checkpoints():
-        problem = checkpoint_problem(key, checkpoint)
-        if problem is not None:
-            return f"its checkpoint at tree size {checkpoint.tree_size}: {problem}"
-    return None
