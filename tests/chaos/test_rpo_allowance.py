@@ -153,3 +153,19 @@ def test_a_read_site_a_served_in_the_rpo_window_is_counted_earlier_ones_judged()
     report = pair.check(loss)
     assert report.verdict == "fail"
     assert [v.request_ids for v in report.violations if v.kind == "stale_read"] == [["read-early"]]
+
+
+def test_an_op_acknowledged_before_the_last_entry_b_holds_was_decided_is_lost() -> None:
+    # Its entry would come before B's copy ends: B lacking it is a real loss.
+    pair, loss = _site_a_then_b()
+    pair.lost_with_site_a(_deposit("hole", 3), 1_004)
+    report = pair.check(loss)
+    assert report.verdict == "fail"
+    assert [v.request_ids for v in report.violations if v.kind == "lost"] == [["hole"]]
+    assert [r.request_id for r in report.rpo_lost] == ["lost-dep"]
+
+
+def test_nothing_is_excused_when_b_holds_nothing_of_a() -> None:
+    pair, loss = _site_a_then_b()
+    report = pair.check(SiteLoss(acks_before_ms=loss.acks_before_ms, kept_seq=0))
+    assert report.verdict == "fail" and report.rpo_acked_lost == 0

@@ -36,9 +36,11 @@ A run that lost its primary site and went on against a promoted DR site
 (`ironbook dr drill`) is judged against the DR site's log, which holds the
 lost site's entries only as far as its mirror had copied them. With a
 `SiteLoss`, an operation acknowledged before the promotion began (so by the
-lost site: the DR site acknowledges nothing before) and missing from the log
-is counted and listed as lost with the site (`rpo_acked_lost`), not reported
-as a `lost` violation; one acknowledged after it and missing is still `lost`,
+lost site: the DR site acknowledges nothing before) and after the last entry
+the DR site holds from it was decided, and missing from the log, is counted
+and listed as lost with the site (`rpo_acked_lost`), not reported as a `lost`
+violation; one acknowledged earlier (its entry would lie inside what the DR
+site copied) or after the promotion began, and missing, is still `lost`,
 and every other rule holds as always. A balance read served by the lost site
 after the last entry the DR site holds from it was written may show entries
 that never reached the DR site: such a read that no position of the log
@@ -255,11 +257,12 @@ def check_history(
         _check_read_model(read_model, replay, len(entries), violations)
     _check_replies(operations, replay, violations)
     rpo_lost: list[RpoLoss] = []
+    window = _rpo_window(site_loss, replay)
     lost, duplicated, info_applied, info_absent = _check_operations(
-        operations, replay, violations, site_loss, rpo_lost
+        operations, replay, violations, window, rpo_lost
     )
     replicas_agree = _check_replicas(replica_hashes, expected_replicas, replay, violations)
-    rpo_window_reads = _check_reads(operations, replay, violations, _rpo_window(site_loss, replay))
+    rpo_window_reads = _check_reads(operations, replay, violations, window)
     counts = dict(violations.counts)
     commands = [op for op in operations if not op.is_query]
     return CheckReport(
@@ -292,14 +295,18 @@ def check_history(
 
 
 def _rpo_window(site_loss: SiteLoss | None, replay: _Replay) -> tuple[int, int] | None:
-    """(from, to) wall ms in which a read served by the lost site may show
-    entries the DR site never got: from the log time of the last entry it
-    holds from the lost site (the leader decided every later one after it)
-    to the promotion's start; None without a site loss."""
-    if site_loss is None:
+    """(from, to) wall ms in which the lost site may have acknowledged, or
+    served a read of, entries the DR site never got: from the log time of the
+    last entry it holds from the lost site (the leader decided every later
+    one after it, and acknowledged it later still) to the promotion's start.
+    None without a site loss, or when the DR site holds nothing of the lost
+    site's log (then nothing bounds the window, and nothing is excused)."""
+    if site_loss is None or site_loss.kept_seq < 1:
         return None
     kept_ms = [at_ms for seq, at_ms in replay.at_ms.items() if seq <= site_loss.kept_seq]
-    return (max(kept_ms, default=0), site_loss.acks_before_ms)
+    if not kept_ms:
+        return None
+    return (max(kept_ms), site_loss.acks_before_ms)
 
 
 def _placed(violation: Violation, at_ms: Mapping[int, int]) -> Violation:
@@ -521,12 +528,13 @@ def _conserved(
 
 
 def _lost_with_site(
-    heard: Sequence[Operation], site_loss: SiteLoss | None, rpo_lost: list[RpoLoss]
+    heard: Sequence[Operation], window: tuple[int, int] | None, rpo_lost: list[RpoLoss]
 ) -> bool:
     """Whether an acknowledged operation the log lacks was acknowledged by the
-    lost site (every client heard it before the promotion): then it goes to
-    `rpo_lost`."""
-    if site_loss is None or not all(op.complete_wall_ms < site_loss.acks_before_ms for op in heard):
+    lost site after the last entry the DR site holds from it (every client
+    heard it within `_rpo_window`): then it goes to `rpo_lost`. One heard
+    before that entry was decided is a real loss."""
+    if window is None or not all(window[0] <= op.complete_wall_ms < window[1] for op in heard):
         return False
     first = heard[0]
     rpo_lost.append(
@@ -539,7 +547,7 @@ def _check_operations(
     operations: Sequence[Operation],
     replay: _Replay,
     violations: _Violations,
-    site_loss: SiteLoss | None,
+    window: tuple[int, int] | None,
     rpo_lost: list[RpoLoss],
 ) -> tuple[int, int, int, int]:
     """(lost, duplicated, info applied, info absent); what the lost site
@@ -557,7 +565,7 @@ def _check_operations(
         outcomes = {op.outcome for op in ops}
         if "ok" in outcomes:
             heard = [op for op in ops if op.outcome == "ok"]
-            if record is None and _lost_with_site(heard, site_loss, rpo_lost):
+            if record is None and _lost_with_site(heard, window, rpo_lost):
                 continue
             if record is None or record.rejected_only:
                 lost += 1
@@ -573,7 +581,7 @@ def _check_operations(
                 )
         elif "fail" in outcomes:
             refused = [op for op in ops if op.outcome == "fail" and op.reply_hex]
-            if record is None and refused and _lost_with_site(refused, site_loss, rpo_lost):
+            if record is None and refused and _lost_with_site(refused, window, rpo_lost):
                 continue
             if record is None and refused:
                 # The ledger logs a refusal before it answers (a retry must
