@@ -168,6 +168,12 @@ async def _perform_alone(
     send({"done": done, "took_ms": took_ms})
 
 
+HALF_DONE = (
+    "if primary.json already names the new primary, restart `ironbook up --dr-site` "
+    "to finish the switch"
+)
+
+
 async def _promote(
     cluster: LocalCluster,
     request: ControlRequest,
@@ -187,6 +193,10 @@ async def _promote(
         log.error(json.dumps({"event": "dr.promote.failed", "error": str(error)}))
         send({"error": str(error)})
         return
+    except Exception as error:  # the operator hears why, whatever it was
+        log.exception("dr promote failed")
+        send({"error": f"the promotion stopped: {error!r} ({HALF_DONE})"})
+        return
     took_ms = int((time.monotonic() - started) * 1000)
     log.warning(json.dumps({"event": "dr.promoted", "steps": done, "took_ms": took_ms}))
     send({"done": done, "took_ms": took_ms})
@@ -201,6 +211,10 @@ async def _failback(
     except (dr_site.DrError, MirrorError, nats.errors.Error, OSError, TimeoutError) as error:
         log.error(json.dumps({"event": "dr.failback.failed", "error": str(error)}))
         send({"error": str(error)})
+        return
+    except Exception as error:  # the operator hears why, whatever it was
+        log.exception("dr failback failed")
+        send({"error": f"the failback stopped: {error!r} ({HALF_DONE})"})
         return
     took_ms = int((time.monotonic() - started) * 1000)
     log.warning(json.dumps({"event": "dr.failed_back", "steps": report.steps, "took_ms": took_ms}))

@@ -41,6 +41,7 @@ from ironbook.adapters.audit.checkpoint_stream import CHECKPOINT_STREAM
 from ironbook.adapters.audit.events import EVENTS_STREAM
 from ironbook.adapters.audit.keys import KeyFileError, load_signing_key, signing_key_path
 from ironbook.adapters.audit.stream import start_epochs
+from ironbook.adapters.durable_files import fsync_directory
 from ironbook.adapters.feed.nats_stream import feed_stream_name
 from ironbook.adapters.nats import mirrors
 from ironbook.adapters.nats.lease import start_revisions_above
@@ -130,6 +131,7 @@ def write_atomically(path: Path, data: bytes) -> None:
         file.flush()
         os.fsync(file.fileno())
     partial.replace(path)
+    fsync_directory(path.parent)
 
 
 def mirrored_streams(partitions: int, producers: Sequence[str]) -> list[str]:

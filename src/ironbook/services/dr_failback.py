@@ -167,6 +167,7 @@ async def check_failback(cluster: LocalCluster) -> bool:
         if primary.epoch > 1 and any(
             state is None or not state.is_mirror for state in on_site[dr_site.SITE_B].values()
         ):
+            _switch_finished(cluster, on_site[dr_site.SITE_A])
             return True
         raise dr_site.DrError(
             f"site a is primary (epoch {primary.epoch}) and site b mirrors it: nothing to fail back"
@@ -179,6 +180,26 @@ async def check_failback(cluster: LocalCluster) -> bool:
             "--dr-site` does)"
         )
     return False
+
+
+def _switch_finished(cluster: LocalCluster, on_a: dict[str, mirrors.MirrorState | None]) -> None:
+    """`DrError` unless the switch to site A finished: every stream on A
+    writable (its mirrors promoted) and the services pointed at A. A switch
+    that stopped half way is finished by the next `ironbook up --dr-site`
+    (it fences, promotes and serves from the primary `primary.json` names);
+    making B a mirror before that would leave no writable ledger anywhere."""
+    unfinished = [
+        f"{name} not writable on site a"
+        for name, state in on_a.items()
+        if state is None or state.is_mirror
+    ]
+    if cluster.primary_url != cluster.nats.url:
+        unfinished.append("the services still use site b")
+    if unfinished:
+        raise dr_site.DrError(
+            f"the switch to site a stopped half way ({'; '.join(unfinished)}): restart "
+            "`ironbook up --dr-site` to finish it, then run the failback again"
+        )
 
 
 async def reseed(

@@ -18,6 +18,8 @@ import subprocess
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
+from ironbook.adapters.durable_files import fsync_directory
+
 RCLONE_PREFIX = "rclone:"
 RCLONE_TIMEOUT_S = 600.0
 _RCLONE_NOT_FOUND = (3, 4)
@@ -71,11 +73,7 @@ class DirectoryTarget:
                 handle.flush()
                 os.fsync(handle.fileno())
             temp.replace(final)
-            directory = os.open(final.parent, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
+            fsync_directory(final.parent)
         except OSError as err:
             temp.unlink(missing_ok=True)
             raise TargetError(f"{self.name}: write {path}: {err}") from err

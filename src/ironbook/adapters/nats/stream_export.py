@@ -24,6 +24,7 @@ from pathlib import Path
 import msgspec
 from nats.aio.client import Client as NatsClient
 
+from ironbook.adapters.durable_files import fsync_directory
 from ironbook.adapters.nats import mirrors
 from ironbook.adapters.nats.provision import DirectGetFailed, direct_get_batch
 
@@ -104,6 +105,7 @@ class _ExportFile:
         os.fsync(self._file.fileno())
         self._file.close()
         self._partial.replace(self.path)
+        fsync_directory(self.path.parent)
         digest = self._digest.hexdigest()
         _add_hash(self.directory, self.path.name, digest)
         return digest
@@ -191,6 +193,7 @@ def _add_hash(directory: Path, file: str, sha256: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     partial.replace(path)
+    fsync_directory(path.parent)
 
 
 def verify_export(directory: Path) -> dict[str, bool]:
