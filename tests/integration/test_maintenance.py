@@ -41,7 +41,7 @@ async def _drain_and_undrain(cluster: LocalCluster) -> None:
     async with asyncio.TaskGroup() as group:
         group.create_task(cluster.supervisor.run(stop))
         group.create_task(serve_control(cluster, stop, events.note))
-        recording = group.create_task(record_events(cluster.endpoint("supervisor"), events))
+        recording = group.create_task(record_events(lambda: cluster.endpoint("supervisor"), events))
         try:
             await _steps(cluster)
             await _restart_recorded(cluster)

@@ -207,7 +207,10 @@ def test_a_fenced_site_denies_every_identity_the_ledger_and_takes_the_link(
     text = render_config(_node(tmp_path, leaf=4), "ironbook", [], security, site)
     assert 'domain: "a"' in text
     assert 'listen: "127.0.0.1:4"' in text
-    assert 'publish: {allow: ["ledger.*"], deny: ["ledger.>", "audit.checkpoint.>"]}' in text
+    denied = ", ".join(f'"{subject}"' for subject in dr.FENCED_SUBJECTS)
+    assert f'publish: {{allow: ["ledger.*"], deny: [{denied}]}}' in text
+    for subject in ("ledger.>", "audit.checkpoint.>", "audit.event.>", "feed.>", "$O.>"):
+        assert f'"{subject}"' in text
     unfenced = render_config(
         _node(tmp_path, leaf=4), "ironbook", [], security, SiteOptions(domain="a", leaf_listen=True)
     )
@@ -227,7 +230,7 @@ def _fenced(cluster: LocalCluster) -> dict[str, bool]:
     """Per node of both sites: does its config deny the ledger to everyone?"""
     assert cluster.site_b is not None
     return {
-        node.name: 'deny: ["ledger.>", "audit.checkpoint.>"]' in node.config_path.read_text()
+        node.name: 'deny: ["ledger.>", "audit.checkpoint.>"' in node.config_path.read_text()
         for site in (cluster.nats, cluster.site_b)
         for node in site.nodes.values()
     }

@@ -142,7 +142,7 @@ async def _run(cluster: LocalCluster, settings: Settings) -> None:
             await served.enter_async_context(metrics)
         group.create_task(cluster.supervisor.run(stop))
         group.create_task(serve_control(cluster, stop, events.note))
-        recording = group.create_task(record_events(cluster.endpoint("supervisor"), events))
+        recording = group.create_task(record_events(lambda: cluster.endpoint("supervisor"), events))
         group.create_task(_cancel_on(stop, recording))
         if cluster.monitoring is not None and settings.watch.remediate:
             group.create_task(serve_remediating_watch(settings, cluster, events.note, stop))

@@ -29,8 +29,10 @@ import contextlib
 import getpass
 import hashlib
 import logging
+from collections.abc import Callable
 
 import nats.errors
+from nats.aio.client import Client as NatsClient
 
 from ironbook.adapters.audit.events import EventOutbox, NoteEvent
 from ironbook.adapters.nats.provision import NatsEndpoint, close_nats
@@ -62,6 +64,8 @@ KINDS = (
 )
 """Every kind `ironbook up` records: the `supervisor` identity's allow-list."""
 CONNECT_RETRY_S = 2.0
+FOLLOW_S = 1.0
+"""How often the event recorder asks where the primary is."""
 
 
 def watch_supervisor(supervisor: Supervisor, note: NoteEvent) -> None:
@@ -113,18 +117,38 @@ def note_config(note: NoteEvent, settings: Settings) -> None:
     )
 
 
-async def record_events(endpoint: NatsEndpoint, outbox: EventOutbox) -> None:
-    """Connect as `endpoint`'s identity (retrying: NATS may be restarting)
-    and write `outbox`'s events, until cancelled."""
+async def record_events(
+    endpoint_of: Callable[[], NatsEndpoint], outbox: EventOutbox, follow_s: float = FOLLOW_S
+) -> None:
+    """Connect as the identity of `endpoint_of()` (retrying: NATS may be
+    restarting) and write `outbox`'s events, until cancelled. The endpoint
+    is asked again every `follow_s`: when it names other servers (a DR
+    promotion or failback moved the primary), the events go there from then
+    on, the one being written included."""
+    while True:
+        endpoint = endpoint_of()
+        nc = await _connect(endpoint)
+        writing = asyncio.create_task(outbox.run(nc))
+        try:
+            while endpoint_of().url == endpoint.url:
+                done, _ = await asyncio.wait({writing}, timeout=follow_s)
+                if done:
+                    break
+        finally:
+            writing.cancel()
+            try:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writing  # raises what made it stop, if not the cancel
+            finally:
+                with contextlib.suppress(Exception):
+                    await close_nats(nc)
+        log.warning("significant events now go to %s", endpoint_of().url)
+
+
+async def _connect(endpoint: NatsEndpoint) -> NatsClient:
     while True:
         try:
-            nc = await endpoint.connect("ironbook-up-events")
-            break
+            return await endpoint.connect("ironbook-up-events")
         except (nats.errors.Error, OSError, TimeoutError) as err:  # events wait in the outbox
             log.warning("significant events wait: NATS not reachable: %r", err)
             await asyncio.sleep(CONNECT_RETRY_S)
-    try:
-        await outbox.run(nc)
-    finally:
-        with contextlib.suppress(Exception):
-            await close_nats(nc)

@@ -61,8 +61,11 @@ SITE_B_CLUSTER = "ironbook-b"
 LINK_IDENTITY = "dr-link"
 CATCH_UP_POLL_S = 0.1
 PROGRESS_EVERY_S = 1.0
-FENCED_SUBJECTS = ("ledger.>", "audit.checkpoint.>")
-"""What no identity may publish to on a fenced site: the logs and their checkpoints."""
+FENCED_SUBJECTS = ("ledger.>", "audit.checkpoint.>", "audit.event.>", "feed.>", "$O.>")
+"""What no identity may publish to on a fenced site: the subjects of every
+stream a DR pair mirrors (the ledger logs and their checkpoints, the
+significant-event log, the feed, the snapshot object stores), so that
+nothing acknowledged there is thrown away by a later failback."""
 Site = Literal["a", "b"]
 _UNREACHABLE = (TimeoutError, OSError, nats.errors.Error)
 

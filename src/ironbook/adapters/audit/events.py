@@ -181,6 +181,8 @@ class EventOutbox:
         self, *, capacity: int = OUTBOX_CAPACITY, retry_for_s: float = OUTBOX_RETRY_FOR_S
     ) -> None:
         self._waiting: asyncio.Queue[_Noted] = asyncio.Queue(capacity)
+        self._writing: _Noted | None = None
+        """The event being written: kept if `run` is cancelled, written first by the next."""
         self._retry_for_s = retry_for_s
         self.dropped = 0
         """Events dropped because the outbox was full."""
@@ -217,15 +219,19 @@ class EventOutbox:
 
     @property
     def waiting(self) -> int:
-        return self._waiting.qsize()
+        return self._waiting.qsize() + (self._writing is not None)
 
     async def run(self, nc: NatsClient) -> None:
         """Write noted events (those noted before too) to the
-        significant-event log through `nc`, until cancelled."""
+        significant-event log through `nc`, until cancelled. An event being
+        written when it is cancelled is the first the next `run` writes
+        (under the same `Nats-Msg-Id`)."""
         reported_drops = 0
         while True:
-            noted = await self._waiting.get()
-            await self._write(nc, noted)
+            if self._writing is None:
+                self._writing = await self._waiting.get()
+            await self._write(nc, self._writing)
+            self._writing = None
             if self.dropped != reported_drops:
                 log.warning(
                     "%d significant events dropped: too many waiting", self.dropped - reported_drops
