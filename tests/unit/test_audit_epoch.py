@@ -182,3 +182,23 @@ def _encoded(record: Checkpoint | EpochStart) -> bytes:
     if isinstance(record, EpochStart):
         return encode_epoch(record)
     return encode_checkpoint(record)
+
+
+def test_a_log_s_epochs_only_grow(takeover: Takeover) -> None:
+    again = sign_epoch(
+        takeover.key,
+        epoch_start(
+            [takeover.epoch.kept, *takeover.b_checkpoints],  # type: ignore[list-item]
+            log=0,
+            epoch=2,
+            site="a",
+            tree_size=12,
+            origin_size=0,
+            time_ms=4_000,
+            key_id=key_id(takeover.key.public_key()),
+        ),
+    )
+    with pytest.raises(EpochMismatch, match="only grow"):
+        chains([*takeover.stream(), again])
+    later = sign_epoch(takeover.key, msgspec.structs.replace(again, epoch=3, signature=""))
+    assert chains([*takeover.stream(), later]).epochs == [takeover.epoch, later]

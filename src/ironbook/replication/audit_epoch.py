@@ -206,12 +206,19 @@ class EpochMismatch(CheckpointFormatError):
 
 def chains(records: Iterable[Checkpoint | EpochStart]) -> Chains:
     """Apply each epoch record to the chain before it: the checkpoints it
-    abandons must be exactly those after its kept one (raises `EpochMismatch`)."""
+    abandons must be exactly those after its kept one, and a log's epochs
+    must grow (raises `EpochMismatch`)."""
     result = Chains()
     for record in records:
         if isinstance(record, Checkpoint):
             result.checkpoints.append(record)
             continue
+        earlier = result.epochs_of(record.epoch_of)
+        if earlier and record.epoch <= earlier[-1].epoch:
+            raise EpochMismatch(
+                f"epoch {record.epoch} of log {record.epoch_of} follows its epoch "
+                f"{earlier[-1].epoch}: epochs only grow"
+            )
         chain = result.of(record.epoch_of)
         after = [cp for cp in chain if cp.tree_size > record.kept_size]
         kept = [cp for cp in chain if cp.tree_size == record.kept_size]

@@ -130,6 +130,8 @@ class AuditVerifier:
         self._chains: dict[LogName, _Chain] = {}
         self._next_stream_seq = 1
         self._abandoned: set[tuple[LogName, str]] = set()
+        self._epochs: dict[LogName, int] = {}
+        """The last epoch accepted per log (1 before any takeover)."""
         self.failures: list[str] = []
         self.epochs: list[str] = []
 
@@ -186,9 +188,22 @@ class AuditVerifier:
         if problem is not None:
             await self._fail(name, "signature", f"{where}: {problem}")
             return
+        if record.epoch <= self._epochs.get(name, 1):
+            await self._fail(
+                name,
+                "chain",
+                f"{where}: it follows epoch {self._epochs.get(name, 1)} of this log: epochs "
+                "only grow",
+            )
+            return
         chain = self._chains.setdefault(name, _Chain())
         last_size = chain.last.tree_size if chain.last is not None else 0
-        if last_size != record.kept_size:
+        if chain.last is not None and chain.last in record.abandoned:
+            # Its abandoned checkpoints were verified before the record was
+            # read (a lagging read): the tree goes back to the kept one.
+            chain.frontier = await self._tree_of(name, record.kept_size)
+            chain.last = record.kept
+        elif last_size != record.kept_size:
             await self._fail(
                 name,
                 "chain",
@@ -196,8 +211,25 @@ class AuditVerifier:
                 f"checkpoint verified is at tree size {last_size}",
             )
             return
+        if await AuditedLog(self._nc, name).last_seq() < record.tree_size:
+            await self._fail(
+                name,
+                "chain",
+                f"{where}: it says the log held {record.tree_size} entries at the takeover, "
+                "but the log is shorter",
+            )
+            return
+        self._epochs[name] = record.epoch
         self.epochs.append(record.describe())
         log.warning("%s", record.describe())
+
+    async def _tree_of(self, name: LogName, size: int) -> Frontier:
+        """The log's tree over its first `size` entries, read again."""
+        frontier = Frontier()
+        tag = log_tag(name)
+        async for entry in read_log(AuditedLog(self._nc, name), 1, size):
+            frontier.append(leaf_hash(tag, entry.seq, entry.payload))
+        return frontier
 
     async def _verify(self, checkpoint: Checkpoint) -> None:
         name = checkpoint.partition
