@@ -40,7 +40,14 @@ def test_bad_usage_exits_2_and_runs_nothing(
     assert "invalid choice" in capsys.readouterr().err
     assert main(["dr", "drill", "--duration", "3", "--data-dir", str(tmp_path)]) == 2
     assert "at least 20" in capsys.readouterr().err
+    for duration in ("nan", "inf"):
+        assert main(["dr", "drill", "--duration", duration, "--data-dir", str(tmp_path)]) == 2
+        assert "at least 20" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+    # Never a directory that holds anything: a drill kills and re-seeds what runs there.
+    (tmp_path / "cluster.json").write_text("{}")
+    assert main(["dr", "drill", "--data-dir", str(tmp_path)]) == 2
+    assert "not empty" in capsys.readouterr().err
 
 
 def test_both_modes_run_one_after_the_other_in_their_own_directories(

@@ -42,6 +42,7 @@ and `chaos.drill_modes` runs either or both (`ironbook dr drill --dr-mode`).
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import random
 import signal
@@ -98,7 +99,7 @@ class DrillOptions:
     clients: int = 16
 
     def __post_init__(self) -> None:
-        if self.duration_s < MIN_DURATION_S:
+        if not math.isfinite(self.duration_s) or self.duration_s < MIN_DURATION_S:
             raise ValueError(f"a drill needs at least {MIN_DURATION_S:g} s (--duration)")
         if self.clients < 1:
             raise ValueError("a drill needs at least one client (--clients)")
@@ -200,6 +201,16 @@ class DrillReport(msgspec.Struct):
     history: str
 
 
+def require_fresh(data_dir: Path) -> None:
+    """`FileExistsError` unless `data_dir` is new or empty: a drill kills
+    and re-seeds what runs there, so never an existing cluster's."""
+    if data_dir.exists() and any(data_dir.iterdir()):
+        raise FileExistsError(
+            f"{data_dir} is not empty: a drill needs a new or empty --data-dir (it starts, "
+            "kills and re-seeds its own sites there)"
+        )
+
+
 def _seconds(from_ms: int, to_ms: int) -> float | None:
     return round((to_ms - from_ms) / 1000, 3) if from_ms and to_ms else None
 
@@ -218,8 +229,7 @@ async def run_drill(
     """One drill (module docstring); `FileExistsError` if `options.data_dir`
     holds an earlier run."""
     data_dir = options.data_dir.resolve()
-    if (data_dir / HISTORY_FILE).exists():
-        raise FileExistsError(f"{data_dir / HISTORY_FILE} exists: a drill needs a fresh data dir")
+    require_fresh(data_dir)
     drill = _Drill(options, data_dir, say)
     try:
         await drill.on_both_sites()

@@ -19,7 +19,7 @@ from typing import Literal
 
 import msgspec
 
-from ironbook.chaos.drill import DrillOptions, DrillReport, run_drill
+from ironbook.chaos.drill import DrillOptions, DrillReport, require_fresh, run_drill
 from ironbook.chaos.stretch_drill import StretchDrillOptions, StretchDrillReport, run_stretch_drill
 
 DrMode = Literal["mirror", "stretch", "both"]
@@ -55,6 +55,7 @@ def stretch_options(options: DrillOptions) -> StretchDrillOptions:
 async def run_modes(
     mode: DrMode, options: DrillOptions, say: Callable[[str], None] = lambda _: None
 ) -> DrillReport | StretchDrillReport | ModesReport:
+    require_fresh(options.data_dir.resolve())
     if mode == "mirror":
         return await run_drill(options, say)
     if mode == "stretch":

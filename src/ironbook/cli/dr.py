@@ -51,6 +51,7 @@ import asyncio
 import json
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ from ironbook.adapters.nats.provision import NatsEndpoint
 from ironbook.adapters.nats.security import NatsCredentials, SecretsError
 from ironbook.adapters.nats.server import CLUSTER_FILE, ClusterLayout
 from ironbook.bootstrap import settings_from
-from ironbook.chaos.drill import MIN_DURATION_S, DrillOptions, DrillReport
+from ironbook.chaos.drill import MIN_DURATION_S, DrillOptions, DrillReport, require_fresh
 from ironbook.chaos.drill_modes import DR_MODES, ModesReport, run_modes
 from ironbook.chaos.drill_report import summary_lines, write_drill_report
 from ironbook.chaos.history import read_history
@@ -299,6 +300,16 @@ def _promote(args: argparse.Namespace) -> int:
         except dr_site.DrError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
+        if record.epoch > 2:
+            # After a failback, whether site B mirrors A again (or its
+            # re-seeding stopped half way) only the running pair can tell.
+            print(
+                f"error: site a is primary again (epoch {record.epoch - 1}): with no `ironbook "
+                "up --dr-site` running nobody can check that site b holds what site a holds; "
+                "start the pair, then promote",
+                file=sys.stderr,
+            )
+            return 1
         dr_site.write_primary(data_dir, record)
         answer = {
             "done": [
@@ -320,13 +331,16 @@ def _promote(args: argparse.Namespace) -> int:
 def _drill(args: argparse.Namespace) -> int:
     try:
         options = DrillOptions(
-            data_dir=args.data_dir or Path(tempfile.mkdtemp(prefix="ironbook-drill-")),
+            data_dir=args.data_dir or Path("."),
             seed=args.seed,
             duration_s=args.duration,
             wan_rtt_ms=args.wan_rtt_ms,
             clients=args.clients,
         )
-    except ValueError as err:
+        if args.data_dir is None:
+            options = replace(options, data_dir=Path(tempfile.mkdtemp(prefix="ironbook-drill-")))
+        require_fresh(options.data_dir.resolve())
+    except (ValueError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
@@ -342,7 +356,10 @@ def _drill(args: argparse.Namespace) -> int:
     files = []
     if isinstance(mirror, DrillReport):
         report_dir = args.report_dir or Path(mirror.data_dir)
-        files = write_drill_report(mirror, read_history(Path(mirror.history)), report_dir)
+        try:
+            files = write_drill_report(mirror, read_history(Path(mirror.history)), report_dir)
+        except OSError as err:
+            print(f"error: the report could not be written to {report_dir}: {err}", file=sys.stderr)
     if args.json:
         print(msgspec.json.encode(report).decode())
     else:

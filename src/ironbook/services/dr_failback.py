@@ -111,8 +111,16 @@ async def failback(cluster: LocalCluster, actor: str, say: Callable[[str], None]
         step(f"site a holds every entry site b holds ({phases['catch_up_s']:.1f} s)")
 
         mark = time.monotonic()
+        # Site B is healthy and sealed: what it acknowledged last is copied
+        # to A within the failback's own bound, not a disaster's few seconds.
         switch = await switch_primary(
-            cluster, dr_site.SITE_A, actor, step, kind=DR_FAILBACK, reason="dr failback"
+            cluster,
+            dr_site.SITE_A,
+            actor,
+            step,
+            kind=DR_FAILBACK,
+            reason="dr failback",
+            catch_up_timeout_s=CATCH_UP_TIMEOUT_S,
         )
         phases["switch_s"] = time.monotonic() - mark
         missing_at_switch = switch.missing

@@ -17,7 +17,7 @@ from ironbook.adapters.audit.events import record_significant_event
 from ironbook.adapters.nats.provision import close_nats
 from ironbook.services import dr as dr_site
 from ironbook.services.cluster_events import DR_TAKEOVER
-from ironbook.services.local_cluster import LocalCluster
+from ironbook.services.local_cluster import CATCH_UP_TIMEOUT_S, LocalCluster
 
 STOP_TIMEOUT_MS = 1_000
 """A service gets this long to stop before it is killed: the old primary is
@@ -65,6 +65,7 @@ async def switch_primary(
     *,
     kind: str,
     reason: str,
+    catch_up_timeout_s: float = CATCH_UP_TIMEOUT_S,
 ) -> Switch:
     """Make `site` primary and fence the other one (docs/dr.md, the order of
     a promotion): `primary.json` with the next epoch (the commit point), the
@@ -85,7 +86,7 @@ async def switch_primary(
         f"site {site} unfenced (reloaded: {', '.join(reloaded) or 'none running'})"
     )
     say(done[-1])
-    sealed, missing, promoted = await cluster.promote_streams()
+    sealed, missing, promoted = await cluster.promote_streams(catch_up_timeout_s)
     done.append(f"site {other} streams sealed: {', '.join(sealed) or 'none reachable'}")
     say(done[-1])
     if missing:

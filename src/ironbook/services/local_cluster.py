@@ -952,7 +952,9 @@ class LocalCluster:
             missing=missing,
         )
 
-    async def promote_streams(self) -> tuple[list[str], dict[str, int], list[str]]:
+    async def promote_streams(
+        self, catch_up_timeout_s: float = CATCH_UP_TIMEOUT_S
+    ) -> tuple[list[str], dict[str, int], list[str]]:
         """Seal the streams of the site that is not primary where it answers
         (bounded), let the primary's mirrors copy what the sealed ones hold
         (bounded), promote them, and start the primary's leadership terms
@@ -964,7 +966,7 @@ class LocalCluster:
         sealed = []
         if self.site_cluster(other).running_nodes():  # else it is gone: nothing to seal now
             sealed = await dr_site.seal_site(origin, self.mirrored_streams, SEAL_TIMEOUT_S)
-        missing = await dr_site.wait_caught_up(origin, promoted_site, sealed, CATCH_UP_TIMEOUT_S)
+        missing = await dr_site.wait_caught_up(origin, promoted_site, sealed, catch_up_timeout_s)
         promoted = await dr_site.promote_mirrors(promoted_site, self.mirrored_streams)
         await dr_site.lift_terms(promoted_site, self.config.partitions)
         return sealed, missing, promoted

@@ -398,9 +398,13 @@ class LocalClusterActions:
         return None
 
     def unavailable(self, action: ActionKind, target: str) -> str | None:
-        cluster = self.cluster
-        if cluster.operations.locked():
+        if self.cluster.operations.locked():
             return "an operator's maintenance or DR operation is under way"
+        return self._unavailable_now(action, target)
+
+    def _unavailable_now(self, action: ActionKind, target: str) -> str | None:
+        """`unavailable`, the operations lock aside."""
+        cluster = self.cluster
         if action == "move_nats_leaders" and cluster.primary.site != dr_site.SITE_A:
             # `cluster.nats` is the fenced, sealed site A: its leaderships serve nobody.
             return "site b is primary: NATS leaderships are not moved on a promoted DR pair"
@@ -421,6 +425,11 @@ class LocalClusterActions:
 
     async def perform(self, action: ActionKind, target: str, reason: str) -> str:
         async with self.cluster.operations:
+            # Decided before the lock was had: what ran meanwhile (a DR
+            # promotion, a drain) may have made it moot.
+            why_not = self._unavailable_now(action, target)
+            if why_not is not None:
+                raise RemediationError(f"{action} of {target} not done: {why_not}")
             return await self._perform(action, target, reason)
 
     async def _perform(self, action: ActionKind, target: str, reason: str) -> str:
