@@ -128,21 +128,27 @@ async def record_events(
     while True:
         endpoint = endpoint_of()
         nc = await _connect(endpoint)
-        writing = asyncio.create_task(outbox.run(nc))
+
+        async def moved(endpoint: NatsEndpoint = endpoint) -> None:
+            while True:
+                await asyncio.sleep(follow_s)
+                if endpoint_of().url != endpoint.url:
+                    raise _PrimaryMoved
+
         try:
-            while endpoint_of().url == endpoint.url:
-                done, _ = await asyncio.wait({writing}, timeout=follow_s)
-                if done:
-                    break
+            async with asyncio.TaskGroup() as group:
+                group.create_task(outbox.run(nc))
+                group.create_task(moved())
+        except* _PrimaryMoved:
+            pass
         finally:
-            writing.cancel()
-            try:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await writing  # raises what made it stop, if not the cancel
-            finally:
-                with contextlib.suppress(Exception):
-                    await close_nats(nc)
+            with contextlib.suppress(Exception):
+                await close_nats(nc)
         log.warning("significant events now go to %s", endpoint_of().url)
+
+
+class _PrimaryMoved(Exception):
+    """The endpoint names other servers now: reconnect there."""
 
 
 async def _connect(endpoint: NatsEndpoint) -> NatsClient:
