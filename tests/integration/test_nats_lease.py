@@ -45,7 +45,10 @@ async def _close_all(clients: list[NatsClient]) -> None:
 async def _acquire_within(lease: NatsLease, holder: str, timeout_s: float) -> int | None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        revision = await lease.acquire(holder)
+        try:
+            revision = await lease.acquire(holder)
+        except LeaseUnavailable:
+            revision = None  # the bucket did not answer in time: tried again, as replicas do
         if revision is not None:
             return revision
         await asyncio.sleep(0.05)
