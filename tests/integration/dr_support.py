@@ -1,5 +1,5 @@
-"""What the DR integration tests share: a site's audit trail verified from
-its live logs."""
+"""What the DR integration tests share: deposits on the primary, and a
+site's audit trail verified from its live logs."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from ironbook import core
 from ironbook.adapters.audit.archive import verify_archive
 from ironbook.adapters.audit.keys import PUBKEY_FILE
 from ironbook.adapters.audit.stream import AUDIT_DIR, export_archive
+from ironbook.client import ClientConfig, connect_ledger
+from ironbook.core import acting
 from ironbook.replication.merkle import EVENTS_LOG
 from ironbook.services import dr
 from ironbook.services.local_cluster import LocalCluster
@@ -33,3 +36,32 @@ async def audit_epochs_on(cluster: LocalCluster, site: dr.Site, wait_s: float) -
             return verdict.epochs
         assert time.monotonic() < deadline, verdict.warnings
         await asyncio.sleep(1)
+
+
+async def deposit(cluster: LocalCluster, tag: str, accounts: int) -> float:
+    """Open and fund `accounts` accounts; seconds until the first was accepted."""
+    client = await connect_ledger(
+        cluster.ops,
+        config=ClientConfig(request_timeout_ms=1_000, deadline_ms=60_000),
+        issuer=acting("test"),
+    )
+    started = time.monotonic()
+    first_s = 0.0
+    try:
+        for index in range(accounts):
+            account = f"{tag}-{index}"
+            for command in (
+                core.OpenAccount(request_id=f"open-{account}", account_id=account),
+                core.Deposit(
+                    request_id=f"dep-{account}",
+                    account_id=account,
+                    amount_minor=1_000,
+                    reason="top-up",
+                ),
+            ):
+                outcome = await client.submit(command)
+                assert isinstance(outcome, core.Accepted), outcome
+                first_s = first_s or time.monotonic() - started
+    finally:
+        await client.close()
+    return first_s

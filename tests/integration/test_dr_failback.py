@@ -25,15 +25,12 @@ from typing import Any
 
 import nats.errors
 import pytest
-from dr_support import audit_epochs_on
+from dr_support import audit_epochs_on, deposit
 
-from ironbook import core
 from ironbook.adapters.audit.events import decode_event
 from ironbook.adapters.nats.log import stream_name
 from ironbook.adapters.nats.provision import close_nats
 from ironbook.adapters.nats.stream_export import HASH_FILE, verify_export
-from ironbook.client import ClientConfig, connect_ledger
-from ironbook.core import acting
 from ironbook.replication.merkle import EVENTS_LOG
 from ironbook.services import dr
 from ironbook.services.control import control_path, serve_control
@@ -88,30 +85,6 @@ def _control_socket(cluster: LocalCluster) -> Iterator[None]:
         loop.call_soon_threadsafe(stop.set)
         served.join(timeout=30)
         loop.close()
-
-
-async def _deposit(cluster: LocalCluster, tag: str, accounts: int) -> None:
-    client = await connect_ledger(
-        cluster.ops,
-        config=ClientConfig(request_timeout_ms=1_000, deadline_ms=60_000),
-        issuer=acting("test"),
-    )
-    try:
-        for index in range(accounts):
-            account = f"{tag}-{index}"
-            for command in (
-                core.OpenAccount(request_id=f"open-{account}", account_id=account),
-                core.Deposit(
-                    request_id=f"dep-{account}",
-                    account_id=account,
-                    amount_minor=1_000,
-                    reason="top-up",
-                ),
-            ):
-                outcome = await client.submit(command)
-                assert isinstance(outcome, core.Accepted), outcome
-    finally:
-        await client.close()
 
 
 async def _last_seq(cluster: LocalCluster, site: dr.Site) -> int:
@@ -201,18 +174,18 @@ def test_failback_returns_to_site_a_with_everything_b_took(tmp_path: Path) -> No
     try:
         cluster.start(timeout_ms=WAIT_MS)
         asyncio.run(cluster.wait_leaders(timeout_ms=WAIT_MS))
-        asyncio.run(_deposit(cluster, "a", 3))
+        asyncio.run(deposit(cluster, "a", 3))
         asyncio.run(_b_caught_up(cluster))
         # The link cut: a deposit acknowledged on A that B never receives.
         cluster.relay.kill()
-        asyncio.run(_deposit(cluster, "lost", 1))
+        asyncio.run(deposit(cluster, "lost", 1))
         a_epoch1_last = asyncio.run(_last_seq(cluster, dr.SITE_A))
         for name in cluster.nats.nodes:
             cluster.nats.kill_node(name)
         said("site a killed")
 
         asyncio.run(promote_site_b(cluster, "operator:test", said))
-        asyncio.run(_deposit(cluster, "b", 3))
+        asyncio.run(deposit(cluster, "b", 3))
         said("deposits on site b")
 
         cluster.relay.start()
@@ -247,7 +220,7 @@ def test_failback_returns_to_site_a_with_everything_b_took(tmp_path: Path) -> No
         assert not any(b"lost-0" in base64.b64decode(line["data"]) for line in b_lines)
 
         asyncio.run(cluster.wait_leaders(timeout_ms=WAIT_MS))
-        asyncio.run(_deposit(cluster, "back", 2))
+        asyncio.run(deposit(cluster, "back", 2))
         said("deposits on site a")
         # Site A's chains verify across both epochs: B's and A's again.
         epochs = asyncio.run(audit_epochs_on(cluster, dr.SITE_A, WAIT_MS / 1000))
@@ -270,7 +243,7 @@ def test_failback_returns_to_site_a_with_everything_b_took(tmp_path: Path) -> No
         # And over again: site b promoted in a later epoch, site a fenced.
         asyncio.run(promote_site_b(cluster, "operator:test", said))
         assert dr.read_primary(cluster.data_dir).epoch == 4
-        asyncio.run(_deposit(cluster, "again", 1))
+        asyncio.run(deposit(cluster, "again", 1))
         asyncio.run(_publish_refused(cluster, dr.SITE_A, "ops"))
         said("site b primary again, epoch 4")
     finally:
@@ -294,10 +267,10 @@ def test_the_pair_restarted_after_a_failback_serves_from_a_and_b_mirrors_it(
     try:
         cluster.start(timeout_ms=WAIT_MS)
         asyncio.run(cluster.wait_leaders(timeout_ms=WAIT_MS))
-        asyncio.run(_deposit(cluster, "a", 1))
+        asyncio.run(deposit(cluster, "a", 1))
         asyncio.run(_b_caught_up(cluster))
         asyncio.run(promote_site_b(cluster, "operator:test", said))
-        asyncio.run(_deposit(cluster, "b", 1))
+        asyncio.run(deposit(cluster, "b", 1))
         report = asyncio.run(failback(cluster, "operator:test", said))
         assert report.epoch == 3 and not report.b_mirror_lag
     finally:
@@ -308,12 +281,12 @@ def test_the_pair_restarted_after_a_failback_serves_from_a_and_b_mirrors_it(
         again.start(timeout_ms=WAIT_MS)
         assert again.primary.site == "a" and again.primary.epoch == 3
         asyncio.run(again.wait_leaders(timeout_ms=WAIT_MS))
-        asyncio.run(_deposit(again, "restarted", 1))
+        asyncio.run(deposit(again, "restarted", 1))
         asyncio.run(_b_caught_up(again))
         said("restarted: site a serves, site b mirrors it")
         asyncio.run(promote_site_b(again, "operator:test", said))
         assert dr.read_primary(again.data_dir).epoch == 4
-        asyncio.run(_deposit(again, "again", 1))
+        asyncio.run(deposit(again, "again", 1))
         asyncio.run(_publish_refused(again, dr.SITE_A, "ops"))
         said("site b primary again, epoch 4")
     finally:

@@ -18,13 +18,10 @@ from typing import Any
 import nats.errors
 import nats.js.errors
 import pytest
-from dr_support import audit_epochs_on
+from dr_support import audit_epochs_on, deposit
 
-from ironbook import core
 from ironbook.adapters.audit.events import decode_event
 from ironbook.adapters.nats.log import stream_name
-from ironbook.client import ClientConfig, connect_ledger
-from ironbook.core import acting
 from ironbook.replication.merkle import EVENTS_LOG
 from ironbook.services import dr
 from ironbook.services.dr_promotion import promote_site_b
@@ -49,35 +46,6 @@ def _dr_status(cluster: LocalCluster) -> dict[str, Any]:
     assert done.returncode in (0, 1) and done.stdout, done.stderr
     view: dict[str, Any] = json.loads(done.stdout)
     return view
-
-
-async def _deposit(cluster: LocalCluster, tag: str, accounts: int) -> float:
-    """Open and fund `accounts` accounts; seconds until the first was accepted."""
-    client = await connect_ledger(
-        cluster.ops,
-        config=ClientConfig(request_timeout_ms=1_000, deadline_ms=60_000),
-        issuer=acting("test"),
-    )
-    started = time.monotonic()
-    first_s = 0.0
-    try:
-        for index in range(accounts):
-            account = f"{tag}-{index}"
-            for command in (
-                core.OpenAccount(request_id=f"open-{account}", account_id=account),
-                core.Deposit(
-                    request_id=f"dep-{account}",
-                    account_id=account,
-                    amount_minor=1_000,
-                    reason="top-up",
-                ),
-            ):
-                outcome = await client.submit(command)
-                assert isinstance(outcome, core.Accepted), outcome
-                first_s = first_s or time.monotonic() - started
-    finally:
-        await client.close()
-    return first_s
 
 
 def _wait_caught_up(cluster: LocalCluster) -> dict[str, Any]:
@@ -140,7 +108,7 @@ def test_site_b_mirrors_then_takes_over_and_site_a_back_refuses_writes(tmp_path:
     try:
         cluster.start(timeout_ms=WAIT_MS)
         asyncio.run(cluster.wait_leaders(timeout_ms=WAIT_MS))
-        asyncio.run(_deposit(cluster, "a", 5))
+        asyncio.run(deposit(cluster, "a", 5))
 
         view = _wait_caught_up(cluster)
         assert view["primary"]["site"] == "a" and view["primary"]["epoch"] == 1
@@ -166,7 +134,7 @@ def test_site_b_mirrors_then_takes_over_and_site_a_back_refuses_writes(tmp_path:
         promoted_s = time.monotonic() - started
         assert any("epoch 2" in step for step in done), done
         assert dr.read_primary(cluster.data_dir).epoch == 2
-        first_deposit_s = promoted_s + asyncio.run(_deposit(cluster, "b", 3))
+        first_deposit_s = promoted_s + asyncio.run(deposit(cluster, "b", 3))
         print(f"promotion {promoted_s:.2f} s; first deposit on site b {first_deposit_s:.2f} s")
         assert asyncio.run(_takeover_recorded(cluster)) == "epoch 2"
         # A new audit epoch on each log, and site B's chains verify across it.
@@ -192,7 +160,7 @@ def test_site_b_mirrors_then_takes_over_and_site_a_back_refuses_writes(tmp_path:
     try:
         again.start(timeout_ms=WAIT_MS)
         asyncio.run(again.wait_leaders(timeout_ms=WAIT_MS))
-        asyncio.run(_deposit(again, "again", 1))
+        asyncio.run(deposit(again, "again", 1))
         asyncio.run(_publish_refused(again, "ops", "ledger.0"))
         after = _dr_status(again)
         rows = {row["stream"]: row for row in after["streams"]}
