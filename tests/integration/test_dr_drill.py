@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 from ironbook.chaos.drill import DETECT_SILENT_S, DrillOptions, run_drill
@@ -20,9 +21,14 @@ SHORT_S = 30.0
 
 def test_a_short_drill_loses_site_a_and_passes_on_site_b(tmp_path: Path) -> None:
     options = DrillOptions(data_dir=tmp_path / "drill", seed=1, duration_s=SHORT_S)
-    lines: list[str] = []
-    report = asyncio.run(run_drill(options, lines.append))
-    print("\n".join(lines))
+    # Each line as it comes, timed: pytest shows them if the test fails or
+    # times out, so a stuck step names itself.
+    started = time.monotonic()
+    report = asyncio.run(
+        run_drill(
+            options, lambda line: print(f"{time.monotonic() - started:7.1f}  {line}", flush=True)
+        )
+    )
     assert report.verdict == "pass", (report.errors, report.check)
     assert report.duplicated == 0 and report.conserved is True
     assert report.check is not None and report.check.lost == 0

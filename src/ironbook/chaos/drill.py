@@ -61,6 +61,7 @@ from ironbook.chaos.audit import AuditCheck, audit_line, check_audit
 from ironbook.chaos.evidence import causes
 from ironbook.chaos.history import HISTORY_FILE, HistoryRecorder
 from ironbook.chaos.partitions import check_all_partitions
+from ironbook.chaos.stall import StallWatch
 from ironbook.chaos.workload import Workload, WorkloadConfig, connect_workload_client
 from ironbook.replication.checker import CheckReport, RpoLoss, SiteLoss
 from ironbook.replication.history import Operation
@@ -230,9 +231,10 @@ async def run_drill(
     holds an earlier run."""
     data_dir = options.data_dir.resolve()
     require_fresh(data_dir)
-    drill = _Drill(options, data_dir, say)
+    stall = StallWatch(say)
+    drill = _Drill(options, data_dir, stall.say)
     try:
-        await drill.on_both_sites()
+        await stall.around(drill.on_both_sites())
     except Exception as error:  # a crash of the drill is a failing drill, explained
         for cause in causes(error):
             drill.fail(f"the drill crashed: {cause}")

@@ -44,6 +44,7 @@ from ironbook.adapters.nats.log import stream_name
 from ironbook.chaos.evidence import causes
 from ironbook.chaos.history import HISTORY_FILE, HistoryRecorder
 from ironbook.chaos.partitions import check_all_partitions
+from ironbook.chaos.stall import StallWatch
 from ironbook.chaos.workload import Workload, WorkloadConfig, connect_workload_client
 from ironbook.replication.checker import CheckReport
 from ironbook.replication.history import Operation
@@ -259,6 +260,14 @@ def _rpo_s(check: CheckReport | None, operations: Sequence[Operation], cut_wall_
 
 async def run_stretch_drill(
     options: StretchDrillOptions, say: Callable[[str], None] = lambda _: None
+) -> StretchDrillReport:
+    """One stretch drill (module docstring); a step that hangs says what it waits on."""
+    stall = StallWatch(say)
+    return await stall.around(_stretch_drill(options, stall.say))
+
+
+async def _stretch_drill(
+    options: StretchDrillOptions, say: Callable[[str], None]
 ) -> StretchDrillReport:
     data_dir = options.data_dir.resolve()
     history_path = data_dir / HISTORY_FILE
