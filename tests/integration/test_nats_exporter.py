@@ -17,6 +17,7 @@ from ironbook.adapters.nats.log import NatsLog
 from ironbook.adapters.nats.provision import close_nats, connect_nats
 from ironbook.adapters.nats.server import LocalNatsCluster
 from ironbook.services.nats_exporter import NatsExporter, http_get, serve_http
+from ironbook.services.nats_stall_probe import StallProbe
 
 TIMEOUT_S = 2.0
 RECOVERY_S = 30.0
@@ -139,3 +140,32 @@ def test_the_collector_reports_servers_jetstream_and_streams(
     address = frozen.monitor_url.removeprefix("http://")
     assert value(found, "ironbook_nats_server_reachable", server=address) == 0
     assert value(found, "ironbook_nats_server_response_seconds", server=address) >= 0.9 * TIMEOUT_S
+
+
+def test_the_stall_probe_names_the_frozen_server_and_only_it(
+    nats_cluster: LocalNatsCluster,
+) -> None:
+    """Probes of real servers: one frozen (SIGSTOP) for the whole window is
+    stalled at every probe, the others at few at most (a loaded test
+    machine may delay a healthy server's answer now and then); once it runs
+    again its probes are answered and its ratio falls."""
+    urls = [node.monitor_url for node in nats_cluster.nodes.values()]
+    probe = StallProbe(urls, window_s=600.0)
+    frozen = nats_cluster.nodes["n2"]
+    address = frozen.monitor_url.removeprefix("http://")
+
+    async def rounds(count: int) -> None:
+        for _ in range(count):
+            await probe.round()
+
+    frozen.process.pause()
+    try:
+        asyncio.run(rounds(8))
+    finally:
+        frozen.process.resume()
+    ratios = probe.ratios()
+    assert ratios[address] == 1.0, ratios
+    assert all(ratio <= 0.25 for server, ratio in ratios.items() if server != address), ratios
+
+    asyncio.run(rounds(40))
+    assert probe.ratios()[address] < 0.5, probe.ratios()  # most of the 40 answered in time

@@ -69,6 +69,8 @@ def _finding(
          "windowed_gaussian", "move_nats_leaders", ("nats_server", "n2")),
         ("nats_server_reachable", (("server", "127.0.0.1:8222"),), "windowed_gaussian",
          "move_nats_leaders", ("nats_server", "127.0.0.1:8222")),
+        ("nats_server_stalled_ratio", (("server", "127.0.0.1:8222"),), "half_space_trees",
+         "move_nats_leaders", ("nats_server", "127.0.0.1:8222")),
         ("append_latency_p99_s", (("partition", "1"),), "half_space_trees",
          "move_nats_leaders", ("partition", "1")),
     ],

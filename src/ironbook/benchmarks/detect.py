@@ -187,7 +187,8 @@ EXPLAINED_BY: dict[str, frozenset[str]] = {
     "nats_cpu": frozenset(
         {
             "append_latency_p99_s", "bet_latency_p99_s", "bets_per_s", "replica_lag_entries",
-            "nats_server_reachable", "nats_server_response_s", "nats_stream_replicas_lagging",
+            "nats_server_reachable", "nats_server_response_s", "nats_server_stalled_ratio",
+            "nats_stream_replicas_lagging",
             "scrape_up",
             "IronbookNatsServerDown", "IronbookNatsServerUnhealthy", "IronbookNoLedgerLeader",
             "IronbookLedgerLeaderFlapping", "IronbookBetLatencyBudgetBurn",

@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 from ironbook.adapters.nats.mirrors import MirrorState, mirror_state
 from ironbook.replication.concurrency import wait_for
 from ironbook.services.metrics_http import process_registry, serve_http
+from ironbook.services.nats_stall_probe import StallProbe
 
 log = logging.getLogger("ironbook.nats_exporter")
 
@@ -155,8 +156,9 @@ def mirror_of(stream: Mapping[str, Any], server_name: str) -> MirrorState | None
 class NatsCollector(Collector):
     """Renders the last scrape's views as metric families."""
 
-    def __init__(self) -> None:
+    def __init__(self, probe: StallProbe | None = None) -> None:
         self.views: list[ServerView] = []
+        self.probe = probe
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         def gauge(name: str, help_text: str, labels: Sequence[str]) -> GaugeMetricFamily:
@@ -171,6 +173,14 @@ class NatsCollector(Collector):
             "Time for the server's monitoring endpoints to answer in full",
             ["server"],
         )
+        stalled = gauge(
+            "ironbook_nats_server_stalled_ratio",
+            "Share of the last seconds' probes the server answered late against the "
+            "quickest server (stopped or starved)",
+            ["server"],
+        )
+        for server, ratio in (self.probe.ratios() if self.probe is not None else {}).items():
+            stalled.add_metric([server], ratio)
         info = gauge(
             "ironbook_nats_server_info",
             "Server name, cluster and version (always 1)",
@@ -270,7 +280,7 @@ class NatsCollector(Collector):
                         mirror_lag.add_metric([mirror.stream], mirror.lag_entries)
                     if mirror.active_s is not None:
                         mirror_active.add_metric([mirror.stream], mirror.active_s)
-        yield from (up, reachable, response, info, connections, started)
+        yield from (up, reachable, response, stalled, info, connections, started)
         yield from (enabled, meta, used, reserved)
         yield from (messages, size, leader, current, lagging, mirror_lag, mirror_active)
 
@@ -279,7 +289,9 @@ class NatsExporter:
     def __init__(self, monitor_urls: Sequence[str], timeout_s: float) -> None:
         self._urls = list(monitor_urls)
         self._timeout_s = timeout_s
-        self.collector = NatsCollector()
+        self.probe = StallProbe(self._urls)
+        """Run by `serve` beside the scrapes."""
+        self.collector = NatsCollector(self.probe)
         self.registry = process_registry()
         self.registry.register(self.collector)
         self._lock = asyncio.Lock()
@@ -293,7 +305,8 @@ class NatsExporter:
 
 async def serve(exporter: NatsExporter, host: str, port: int, stop: asyncio.Event) -> None:
     server = await serve_http(exporter.exposition, host, port)
-    async with server:
+    async with server, asyncio.TaskGroup() as group:
+        group.create_task(exporter.probe.run(stop))
         bound_host, bound_port = server.sockets[0].getsockname()[:2]
         log.info("serving NATS metrics on http://%s:%d/metrics", bound_host, bound_port)
         await stop.wait()

@@ -10,6 +10,7 @@ Two halves:
   | `replica_memory_headroom_bytes` forecast         | `restart_replica`   |
   | `scrape_up` of a replica (job ironbook-replica)  | `kill_restart`      |
   | `nats_server_reachable` of a NATS server         | `move_nats_leaders` |
+  | `nats_server_stalled_ratio` of a NATS server     | `move_nats_leaders` |
   | `append_latency_p99_s` of a partition            | `move_nats_leaders` |
   |   (off the server leading that partition's stream)                     |
   | disk, JetStream storage and state-size forecasts | page only           |
@@ -63,10 +64,12 @@ PAGE_ONLY = frozenset(
 )
 """Forecasts nothing automatic can fix (freeing disk or state means deleting
 someone's data): the watcher's page is the action."""
-NATS_SERVER_SERIES = frozenset({"nats_server_reachable"})
+NATS_SERVER_SERIES = frozenset({"nats_server_reachable", "nats_server_stalled_ratio"})
 """Not `nats_server_response_s`: when one server is starved, the others'
 monitoring endpoints answer late too (they wait on it), so a slow answer
-does not say which server degrades; the partition's slow appends do."""
+does not say which server degrades; its stalled probes (each judged
+against the quickest server of the same moment) and the partition's slow
+appends do."""
 QUEUE_LIMIT = 256
 """Findings waiting for the remediator at most; older ones are dropped."""
 RECORDS_KEPT = 1_000
@@ -163,12 +166,12 @@ def propose(finding: Finding) -> Proposal | Refusal:
         server = labels.get("name") or labels.get("server")
         if not server:
             return Refusal(f"{series}: no NATS server named in {finding.labels}")
-        return Proposal(
-            "move_nats_leaders",
-            ("nats_server", server),
-            "NATS server unreachable",
-            evidence,
+        why = (
+            "NATS server unreachable"
+            if series == "nats_server_reachable"
+            else "NATS server stalling (answers late against the others)"
         )
+        return Proposal("move_nats_leaders", ("nats_server", server), why, evidence)
     if series == "append_latency_p99_s":
         partition = labels.get("partition", "")
         if not partition.isdigit():

@@ -160,6 +160,14 @@ def watched_series(settings: WatchSettings) -> tuple[WatchedQuery, ...]:
             min_change=0.05,
         ),
         anomaly(
+            "nats_server_stalled_ratio",
+            "up",
+            "share of a NATS server's probes answered late against the quickest server "
+            "(stopped or starved of CPU)",
+            "ironbook_nats_server_stalled_ratio",
+            min_change=0.04,
+        ),
+        anomaly(
             "nats_stream_replicas_lagging",
             "up",
             "stream replicas a NATS server sees behind or gone (Raft health)",
