@@ -5,9 +5,12 @@
 NATS has no Prometheus endpoint of its own and no Debian or PyPI package ships
 prometheus-nats-exporter, so this process scrapes each server's monitoring
 port (`/healthz`, `/varz`, `/jsz?accounts=true&streams=true`) whenever
-Prometheus scrapes it, and answers with the metrics docs/metrics.md lists. The
-monitoring port has no authentication: it must listen on loopback or the
-cluster's private network, and so does this collector.
+Prometheus scrapes it, and answers with the metrics docs/metrics.md lists.
+Between scrapes it probes every server ten times a second
+(`services.nats_stall_probe`), for the share of answers each gives late
+against the others. The monitoring port has no authentication: it must
+listen on loopback or the cluster's private network, and so does this
+collector.
 """
 
 from __future__ import annotations
