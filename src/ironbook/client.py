@@ -16,6 +16,7 @@ import random
 
 from nats.aio.client import Client as NatsClient
 
+from ironbook import core
 from ironbook.adapters.clock import MonotonicClock
 from ironbook.adapters.nats.provision import NatsEndpoint
 from ironbook.adapters.nats.transport import NatsCommandTransport
@@ -30,8 +31,10 @@ __all__ = [
     "ClientStopped",
     "GaveUp",
     "LedgerClient",
+    "NotAccepted",
     "connect_ledger",
     "ledger_over_nats",
+    "open_funded_account",
 ]
 
 
@@ -76,3 +79,27 @@ async def connect_ledger(
         owns_connection=True,
         issuer=issuer,
     )
+
+
+class NotAccepted(Exception):
+    """The ledger answered a command with something other than `Accepted`."""
+
+
+async def open_funded_account(
+    client: LedgerClient, account_id: str, amount_minor: int, reason: str
+) -> None:
+    """Open `account_id` and deposit `amount_minor` into it (request ids
+    `open-<id>` and `deposit-<id>`); `NotAccepted` naming the outcome if
+    the ledger does not accept either."""
+    for command in (
+        core.OpenAccount(request_id=f"open-{account_id}", account_id=account_id),
+        core.Deposit(
+            request_id=f"deposit-{account_id}",
+            account_id=account_id,
+            amount_minor=amount_minor,
+            reason=reason,
+        ),
+    ):
+        outcome = await client.submit(command)
+        if not isinstance(outcome, core.Accepted):
+            raise NotAccepted(f"{command.request_id}: {outcome!r}")

@@ -8,11 +8,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from ironbook import core
 from ironbook.adapters.audit.archive import verify_archive
 from ironbook.adapters.audit.keys import PUBKEY_FILE
 from ironbook.adapters.audit.stream import AUDIT_DIR, export_archive
-from ironbook.client import ClientConfig, connect_ledger
+from ironbook.client import ClientConfig, connect_ledger, open_funded_account
 from ironbook.core import acting
 from ironbook.replication.merkle import EVENTS_LOG
 from ironbook.services import dr
@@ -49,19 +48,8 @@ async def deposit(cluster: LocalCluster, tag: str, accounts: int) -> float:
     first_s = 0.0
     try:
         for index in range(accounts):
-            account = f"{tag}-{index}"
-            for command in (
-                core.OpenAccount(request_id=f"open-{account}", account_id=account),
-                core.Deposit(
-                    request_id=f"dep-{account}",
-                    account_id=account,
-                    amount_minor=1_000,
-                    reason="top-up",
-                ),
-            ):
-                outcome = await client.submit(command)
-                assert isinstance(outcome, core.Accepted), outcome
-                first_s = first_s or time.monotonic() - started
+            await open_funded_account(client, f"{tag}-{index}", 1_000, "top-up")
+            first_s = first_s or time.monotonic() - started
     finally:
         await client.close()
     return first_s

@@ -25,10 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ironbook import core
 from ironbook.chaos.workload import Workload
 from ironbook.cli.dr import gather
-from ironbook.client import ClientConfig, connect_ledger
+from ironbook.client import ClientConfig, connect_ledger, open_funded_account
 from ironbook.core import acting
 from ironbook.services.control import ControlRequest, request
 from ironbook.services.local_cluster import read_runtime
@@ -110,18 +109,9 @@ async def _promote(data_dir: Path) -> dict[str, float]:
         issuer=acting("bench-dr"),
     )
     try:
-        account = f"after-promotion-{time.time_ns()}"
-        for command in (
-            core.OpenAccount(request_id=f"open-{account}", account_id=account),
-            core.Deposit(
-                request_id=f"deposit-{account}",
-                account_id=account,
-                amount_minor=100,
-                reason="first deposit on site b",
-            ),
-        ):
-            outcome = await client.submit(command)
-            assert isinstance(outcome, core.Accepted), outcome
+        await open_funded_account(
+            client, f"after-promotion-{time.time_ns()}", 100, "first deposit on site b"
+        )
     finally:
         await client.close()
     return {
