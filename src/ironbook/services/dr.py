@@ -465,9 +465,12 @@ async def stream_states(
 ) -> dict[str, mirrors.MirrorState | None]:
     """Each stream's state on `endpoint`'s site; all None if it cannot be reached."""
     nc: NatsClient | None = None
+    deadline = time.monotonic() + timeout_s
     try:
-        async with asyncio.timeout(timeout_s):
-            nc = await endpoint.connect("ironbook-dr-status")
+        # Not inside the timeout: a site that is gone keeps nats-py's first
+        # connect retrying, and `connect(within_s=...)` is what ends it.
+        nc = await endpoint.connect("ironbook-dr-status", within_s=timeout_s)
+        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
             return await mirrors.states(nc, streams)
     except _UNREACHABLE:
         return dict.fromkeys(streams)

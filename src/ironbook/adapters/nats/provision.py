@@ -58,6 +58,8 @@ DEFAULT_PROVISION_BACKOFF_MS = 100
 _MAX_BACKOFF_MS = 2000
 
 
+_CANCEL_AGAIN_S = 0.1
+"""How often a connect attempt past its time is cancelled again (`NatsEndpoint.connect`)."""
 FLUSH_TIMEOUT_S = 1.0
 DRAIN_TIMEOUT_S = 2.0
 
@@ -158,10 +160,26 @@ class NatsEndpoint:
     in_order: bool = False
     """Try the URLs in order (see `connect_nats`), not shuffled."""
 
-    async def connect(self, name: str) -> NatsClient:
-        return await connect_nats(
+    async def connect(self, name: str, within_s: float | None = None) -> NatsClient:
+        """A connection (`connect_nats`). With `within_s`: `TimeoutError` if
+        no server answered by then. nats-py's first connect retries forever
+        when no server answers, and one cancellation can be lost in it (a
+        refused connection racing the cancel inside its `wait_for`), so the
+        attempt is cancelled again until it has ended."""
+        connecting = connect_nats(
             self.url, credentials=self.credentials, name=name, in_order=self.in_order
         )
+        if within_s is None:
+            return await connecting
+        async with asyncio.TaskGroup() as group:
+            attempt = group.create_task(connecting)
+            await asyncio.wait({attempt}, timeout=within_s)
+            while not attempt.done():
+                attempt.cancel()
+                await asyncio.wait({attempt}, timeout=_CANCEL_AGAIN_S)
+        if attempt.cancelled():
+            raise TimeoutError(f"no server of {self.url} answered within {within_s:g} s")
+        return attempt.result()
 
 
 async def close_nats(nc: NatsClient) -> None:
