@@ -343,7 +343,7 @@ async def seal_site(site: NatsEndpoint, streams: Sequence[str], timeout_s: float
     sealed: list[str] = []
 
     async def seal_all() -> None:
-        nc = await site.connect("ironbook-dr-seal")
+        nc = await site.connect("ironbook-dr-seal", within_s=timeout_s)
         try:
             for stream in streams:
                 try:
