@@ -368,7 +368,12 @@ async def serve_replica(settings: Settings, stop: asyncio.Event) -> None:
         if r.test_mutation != "none":
             log.warning("TEST-ONLY mutation %s: acknowledged writes may be lost", r.test_mutation)
         server = await serve_replica_metrics(
-            metrics, replica.status, nats_log, r.metrics_host, r.metrics_port
+            metrics,
+            replica.status,
+            nats_log,
+            r.metrics_host,
+            r.metrics_port,
+            loop_blocks=replica.loop_blocks,
         )
         async with server:
             host, port = server.sockets[0].getsockname()[:2]

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from ironbook.adapters.eventloop import watch_loop_lag
-from ironbook.replication.loop_blocks import LoopBlocks
+from ironbook.replication.loop_blocks import STALL_MIN_MS, LoopBlocks
 
 
 def _hold_the_loop(seconds: float) -> None:
@@ -36,3 +37,48 @@ def test_the_longest_block_per_kind_is_kept() -> None:
     for kind, elapsed_ms in (("decide", 5), ("decide", 30), ("decide", 7), ("encode", 0)):
         blocks.record(kind, elapsed_ms)
     assert blocks.longest_ms() == {"decide": 30, "encode": 0}
+
+
+def _spin_on_the_cpu(cpu_seconds: float) -> None:
+    """CPU work holding the loop until the process has used `cpu_seconds`."""
+    until = time.process_time() + cpu_seconds
+    while time.process_time() < until:
+        pass
+
+
+def _probe_around(block: Callable[[], None]) -> LoopBlocks:
+    blocks = LoopBlocks()
+
+    async def main() -> None:
+        async with asyncio.TaskGroup() as group:
+            probe = group.create_task(watch_loop_lag(blocks))
+            await asyncio.sleep(0.05)
+            block()
+            await asyncio.sleep(0.05)
+            probe.cancel()
+
+    asyncio.run(main())
+    return blocks
+
+
+def test_a_loop_standing_still_off_the_cpu_is_a_stall() -> None:
+    # Sleeping stands for a process stopped, starved or blocked: the loop is
+    # late and the process used no CPU meanwhile.
+    blocks = _probe_around(lambda: _hold_the_loop(0.3))
+    assert blocks.stalled_s() >= 0.25
+
+
+def test_a_loop_kept_busy_on_the_cpu_is_not_a_stall() -> None:
+    blocks = _probe_around(lambda: _spin_on_the_cpu(0.3))
+    lag_s = blocks.longest_ms()["loop_lag"] / 1000
+    assert lag_s >= 0.25
+    # Whatever the machine's load, the 0.3 s of CPU the spin used are not
+    # counted (only time off the CPU beyond it may be).
+    assert blocks.stalled_s() <= lag_s - 0.29
+
+
+def test_stalls_add_up_and_jitter_below_the_floor_does_not_count() -> None:
+    blocks = LoopBlocks()
+    for off_cpu_ms in (STALL_MIN_MS - 1, 0, -5, STALL_MIN_MS, 400):
+        blocks.record_stall(off_cpu_ms)
+    assert blocks.stalled_s() == (STALL_MIN_MS + 400) / 1000

@@ -199,9 +199,13 @@ def test_a_scrape_samples_role_term_applied_and_lag_over_real_http() -> None:
     log = FakeLog()
     log.entries = [b"e"] * 12
     status = ReplicaStatus("p3-r1", "leader", 7, 10, 1, 2, quarantined=4)
+    loop_blocks = LoopBlocks()
+    loop_blocks.record_stall(400)
 
     async def scrape() -> tuple[bytes, bytes, bytes, bytes]:
-        server = await serve_metrics(metrics, lambda: status, log, "127.0.0.1", 0)
+        server = await serve_metrics(
+            metrics, lambda: status, log, "127.0.0.1", 0, loop_blocks=loop_blocks
+        )
         async with server:
             port = server.sockets[0].getsockname()[1]
             assert port != 0
@@ -222,6 +226,7 @@ def test_a_scrape_samples_role_term_applied_and_lag_over_real_http() -> None:
     assert 'ironbook_replica_stream_last_sequence{partition="3"} 12.0' in body
     assert 'ironbook_replica_lag_entries{partition="3"} 2.0' in body
     assert 'ironbook_replica_quarantined_entries{partition="3"} 4.0' in body
+    assert 'ironbook_replica_loop_stalled_seconds_total{partition="3"} 0.4' in body
     (limit,) = [
         line.split()[-1]
         for line in body.splitlines()
@@ -233,3 +238,10 @@ def test_a_scrape_samples_role_term_applied_and_lag_over_real_http() -> None:
     # The log unreadable: the scrape still answers, keeping the last lag seen.
     assert without_log.startswith(b"HTTP/1.1 200 OK")
     assert 'ironbook_replica_lag_entries{partition="3"} 2.0' in without_log.decode()
+
+
+def test_the_loop_stall_counter_is_shown_at_zero_before_any_stall() -> None:
+    # A series that appears only with the first stall would give the
+    # watcher no calm to compare that stall with.
+    body = ReplicaMetrics(1).exposition().decode()
+    assert 'ironbook_replica_loop_stalled_seconds_total{partition="1"} 0.0' in body

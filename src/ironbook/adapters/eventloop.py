@@ -32,10 +32,16 @@ LAG_PROBE_INTERVAL_MS = 10
 async def watch_loop_lag(blocks: LoopBlocks) -> NoReturn:
     """Record, as `loop_lag`, how much later than asked the loop wakes this
     task: an upper bound on the longest any other work held the loop, whatever
-    that work was (timed or not)."""
+    that work was (timed or not). The part of that lateness the process spent
+    off the CPU (stopped, starved of CPU, or blocked in a call that sleeps) is
+    recorded as a stall (`LoopBlocks.record_stall`): work that kept the loop
+    busy on the CPU is not a stall."""
     interval_s = LAG_PROBE_INTERVAL_MS / 1000
     while True:
         started = time.monotonic()
+        cpu_started = time.process_time()
         await asyncio.sleep(interval_s)
-        late_ms = int((time.monotonic() - started - interval_s) * 1000)
-        blocks.record("loop_lag", max(0, late_ms))
+        late_s = time.monotonic() - started - interval_s
+        blocks.record("loop_lag", max(0, int(late_s * 1000)))
+        off_cpu_s = late_s - (time.process_time() - cpu_started)
+        blocks.record_stall(int(off_cpu_s * 1000))

@@ -197,7 +197,8 @@ EXPLAINED_BY: dict[str, frozenset[str]] = {
     ),
     "replica_stall": frozenset(
         {
-            "replica_lag_entries", "scrape_up", "IronbookReplicaDown", "IronbookReplicaStale",
+            "replica_lag_entries", "replica_loop_stalled_ratio", "scrape_up",
+            "IronbookReplicaDown", "IronbookReplicaStale",
             "IronbookReplicaLagging",
         }
     ),

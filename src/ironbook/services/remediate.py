@@ -9,6 +9,7 @@ Two halves:
   |--------------------------------------------------|---------------------|
   | `replica_memory_headroom_bytes` forecast         | `restart_replica`   |
   | `scrape_up` of a replica (job ironbook-replica)  | `kill_restart`      |
+  | `replica_loop_stalled_ratio` of a replica        | `kill_restart`      |
   | `nats_server_reachable` of a NATS server         | `move_nats_leaders` |
   | `nats_server_stalled_ratio` of a NATS server     | `move_nats_leaders` |
   | `append_latency_p99_s` of a partition            | `move_nats_leaders` |
@@ -64,6 +65,12 @@ PAGE_ONLY = frozenset(
 )
 """Forecasts nothing automatic can fix (freeing disk or state means deleting
 someone's data): the watcher's page is the action."""
+HUNG_REPLICA_SERIES = {
+    "scrape_up": "replica alive but its scrape is missing",
+    "replica_loop_stalled_ratio": "replica's event loop stands still off the CPU "
+    "(stopped or starved) against the other replicas",
+}
+"""Series that say a replica is hung or stalling, and why it is killed."""
 NATS_SERVER_SERIES = frozenset({"nats_server_reachable", "nats_server_stalled_ratio"})
 """Not `nats_server_response_s`: when one server is starved, the others'
 monitoring endpoints answer late too (they wait on it), so a slow answer
@@ -153,15 +160,13 @@ def propose(finding: Finding) -> Proposal | Refusal:
             f"replica memory forecast to reach its limit{when}",
             evidence,
         )
-    if series == "scrape_up":
+    if series in HUNG_REPLICA_SERIES:
         if labels.get("job") != REPLICA_JOB:
-            return Refusal(f"scrape_up of job {labels.get('job')!r}: the supervisor watches it")
+            return Refusal(f"{series} of job {labels.get('job')!r}: the supervisor watches it")
         replica = _replica(labels)
         if replica is None:
             return Refusal(f"{series}: no replica named in {finding.labels}")
-        return Proposal(
-            "kill_restart", replica, "replica alive but its scrape is missing", evidence
-        )
+        return Proposal("kill_restart", replica, HUNG_REPLICA_SERIES[series], evidence)
     if series in NATS_SERVER_SERIES:
         server = labels.get("name") or labels.get("server")
         if not server:

@@ -239,6 +239,15 @@ class ReplicaMetrics:
             labels,
             registry=r,
         )
+        self.loop_stalled = Counter(
+            "ironbook_replica_loop_stalled_seconds",
+            "Time the event loop stood still while the process was off the CPU"
+            " (stopped, starved or blocked): wake-ups at least 50 ms late, less the CPU used",
+            labels,
+            registry=r,
+        )
+        self.loop_stalled.labels(self.partition)  # shown at 0 before the first stall
+        self._loop_stalled_counted_s = 0.0
         self.quarantined.labels(self.partition).set(0)
         try:
             limit = memory_limit_bytes()
@@ -257,10 +266,18 @@ class ReplicaMetrics:
     def server(self, server: RequestServer) -> RequestServer:
         return _MeteredServer(server, self)
 
-    def sample(self, status: ReplicaStatus, stream_last_seq: int | None) -> None:
-        """Role, term, applied sequence and, when the stream's last sequence
-        could be read, the lag."""
+    def sample(
+        self,
+        status: ReplicaStatus,
+        stream_last_seq: int | None,
+        loop_stalled_s: float | None = None,
+    ) -> None:
+        """Role, term, applied sequence, when the stream's last sequence
+        could be read the lag, and the loop's stalls so far."""
         p = self.partition
+        if loop_stalled_s is not None and loop_stalled_s > self._loop_stalled_counted_s:
+            self.loop_stalled.labels(p).inc(loop_stalled_s - self._loop_stalled_counted_s)
+            self._loop_stalled_counted_s = loop_stalled_s
         for role in ROLES:
             self.role.labels(p, role).set(1 if status.role == role else 0)
         self.term.labels(p).set(status.term)
@@ -371,16 +388,18 @@ async def serve_metrics(
     log: Log,
     host: str,
     port: int,
+    loop_blocks: LoopBlocks | None = None,
 ) -> asyncio.Server:
     """Answer `GET /metrics` on `host:port` (0: a free port), sampling the
-    replica's `status()` and the log's last sequence for each scrape."""
+    replica's `status()`, the log's last sequence and the loop's stalls
+    (`loop_blocks`) for each scrape."""
 
     async def render() -> tuple[bytes, str]:
         try:
             last_seq: int | None = await wait_for(log.last_seq(), _LAST_SEQ_TIMEOUT_S)
         except (ReplicationError, TimeoutError):
             last_seq = None
-        metrics.sample(status(), last_seq)
+        metrics.sample(status(), last_seq, None if loop_blocks is None else loop_blocks.stalled_s())
         return metrics.exposition(), CONTENT_TYPE_LATEST
 
     return await serve_http(render, host, port)

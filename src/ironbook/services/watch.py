@@ -47,6 +47,11 @@ _RESEND_S = 30.0
 _ENDS_AFTER_S = 3 * _RESEND_S
 _RATE_RANGE = "15s"
 _MIB = 1024 * 1024
+REPLICA_STALLED_RATIO = 0.06
+"""A replica whose loop stood still off the CPU this much more of the time
+than the least stalled replica's is stalling: a stop of 0.6 s in 10 s. A
+busy host starves every replica alike; a busy loop is on the CPU."""
+_STALLED = 'ironbook_replica_loop_stalled_seconds_total{job="ironbook-replica"}'
 _DISK_FSTYPES = 'fstype!~"tmpfs|ramfs|overlay|squashfs|nsfs|proc|sysfs"'
 
 
@@ -146,6 +151,14 @@ def watched_series(settings: WatchSettings) -> tuple[WatchedQuery, ...]:
             min_change=0.5,
         ),
         anomaly(
+            "replica_loop_stalled_ratio",
+            "up",
+            "share of the last 10 s a replica's event loop stood still off the CPU "
+            "(stopped or starved), beyond the least stalled replica's",
+            f"rate({_STALLED}[10s]) - scalar(min(rate({_STALLED}[10s])))",
+            min_change=REPLICA_STALLED_RATIO,
+        ),
+        anomaly(
             "nats_server_reachable",
             "down",
             "1 while a NATS server's monitoring port answers",
@@ -165,7 +178,7 @@ def watched_series(settings: WatchSettings) -> tuple[WatchedQuery, ...]:
             "share of a NATS server's probes answered late against the quickest server "
             "(stopped or starved of CPU)",
             "ironbook_nats_server_stalled_ratio",
-            min_change=0.04,
+            min_change=0.08,
         ),
         anomaly(
             "nats_stream_replicas_lagging",
