@@ -198,7 +198,7 @@ EXPLAINED_BY: dict[str, frozenset[str]] = {
     "replica_stall": frozenset(
         {
             "replica_lag_entries", "replica_loop_stalled_ratio", "scrape_up",
-            "IronbookReplicaDown", "IronbookReplicaStale",
+            "IronbookReplicaDown", "IronbookReplicaStale", "IronbookReplicaStalling",
             "IronbookReplicaLagging",
         }
     ),
