@@ -645,7 +645,9 @@ def remediating_watch(
         }
     )
     remediator = remediate.Remediator(
-        remediate.LocalClusterActions(cluster), remediate.limits_of(w), note
+        remediate.LocalClusterActions(cluster, settle_s=w.remediation_settle_s),
+        remediate.limits_of(w),
+        note,
     )
     return watch.build(w, on_finding=remediator.offer), remediator
 

@@ -337,6 +337,10 @@ class WatchSettings(Section):
     """One action per target (a replica, a NATS server) within this."""
     remediation_max_per_hour: int = Field(default=6, ge=0, le=1_000)
     """Actions in any hour, across all targets."""
+    remediation_settle_s: float = Field(default=20.0, ge=0, le=3_600)
+    """A replica started more recently than this is neither restarted nor
+    counted towards the majority its partition must keep while another
+    replica is (its scrapes are missing while it starts)."""
 
     @model_validator(mode="after")
     def _confirm_fits_its_window(self) -> WatchSettings:

@@ -41,6 +41,7 @@ def test_a_frozen_follower_is_killed_and_restarted_by_remediation(tmp_path: Path
                 "window_samples": 30,
                 "gap_samples": 2,
                 "forecast_horizon_s": 1.0,
+                "remediation_settle_s": 2.0,
             },
         },
     )

@@ -7,6 +7,7 @@ kind is one the publishing identity may publish."""
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from ironbook.services.remediate import (
     event_kind,
     propose,
 )
+from ironbook.services.supervisor import Child
 
 REPLICA = (("instance", "127.0.0.1:9101"), ("job", "ironbook-replica"), ("name", "p0-r2"))
 
@@ -339,3 +341,65 @@ def test_no_action_while_an_operator_operation_holds_the_cluster(tmp_path: Path)
     during, after = asyncio.run(scenario())
     assert during is not None and "under way" in during
     assert after is None or "under way" not in after
+
+
+class _RunningProcess:
+    """The part of a supervised process the actions look at: it runs."""
+
+    pid = 4242
+
+    def is_running(self) -> bool:
+        return True
+
+
+def _supervise_replicas(
+    cluster: LocalCluster, ages_s: dict[str, float], down: frozenset[str] = frozenset()
+) -> None:
+    """Partition 0's replicas as supervised children, each started `ages_s`
+    seconds ago; those in `down` not running."""
+    now = time.monotonic()
+    for name, age_s in ages_s.items():
+        process = _StoppedProcess() if name in down else _RunningProcess()
+        cluster.supervisor.children[name] = Child(
+            name,
+            process,  # type: ignore[arg-type]
+            start=lambda: None,
+            started_at=now - age_s,
+        )
+
+
+class _StoppedProcess(_RunningProcess):
+    def is_running(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("ages_s", "down", "target", "why"),
+    [
+        ({"p0-r1": 100, "p0-r2": 100, "p0-r3": 100}, frozenset(), "p0-r2", None),
+        # Killed as hung by the supervisor a moment ago: the scrapes the old
+        # process missed must not kill its successor.
+        ({"p0-r1": 100, "p0-r2": 3, "p0-r3": 100}, frozenset(), "p0-r2", "started 3 s ago"),
+        # A peer still starting: the partition would keep one settled replica.
+        ({"p0-r1": 5, "p0-r2": 100, "p0-r3": 100}, frozenset(), "p0-r2",
+         "fewer than its majority of 2"),
+        ({"p0-r1": 100, "p0-r2": 100, "p0-r3": 100}, frozenset({"p0-r3"}), "p0-r2",
+         "fewer than its majority of 2"),
+    ],
+)  # fmt: skip
+def test_a_replica_is_restarted_only_when_its_partition_keeps_a_settled_majority(
+    tmp_path: Path,
+    ages_s: dict[str, float],
+    down: frozenset[str],
+    target: str,
+    why: str | None,
+) -> None:
+    cluster = LocalCluster(tmp_path / "cluster", partitions=1)
+    _supervise_replicas(cluster, ages_s, down)
+    actions = LocalClusterActions(cluster, settle_s=20.0)
+    for action in ("kill_restart", "restart_replica"):
+        answer = actions.unavailable(action, target)
+        if why is None:
+            assert answer is None
+        else:
+            assert answer is not None and why in answer, answer

@@ -76,7 +76,7 @@ import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ironbook.adapters import eventloop
 from ironbook.adapters.nats.localproc import LOOPBACK, ManagedProcess, PortLease
@@ -343,17 +343,25 @@ async def _disk_fill(rig: Rig, fault: FaultRecord, max_s: float) -> None:
     target = rig.mount / "fill"
     fault.target = str(rig.mount)
     fault.breach_rule = f"less than {DISK_BREACH_FREE:.0%} of the filesystem free"
+    chunk = b"\xa5" * int(fault.size * _STEP_S)
+
+    def grow(out: BinaryIO) -> bool:
+        """One step's bytes written and synced; True once the breach is reached."""
+        out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+        usage = shutil.disk_usage(rig.mount)
+        return usage.free < DISK_BREACH_FREE * usage.total
+
+    # The file's I/O runs off the event loop, which the supervisor, the
+    # watcher and the remediator share: a slow sync must not stall them.
     with target.open("wb") as out:
         while rig.now() - fault.started_s < max_s:
-            out.write(b"\xa5" * int(fault.size * _STEP_S))
-            out.flush()
-            os.fsync(out.fileno())
-            usage = shutil.disk_usage(rig.mount)
-            if usage.free < DISK_BREACH_FREE * usage.total:
+            if await asyncio.to_thread(grow, out):
                 fault.breach_s = rig.now()
                 break
             await asyncio.sleep(_STEP_S)
-    target.unlink()
+    await asyncio.to_thread(target.unlink)
 
 
 async def _memory_leak(rig: Rig, fault: FaultRecord, max_s: float) -> None:

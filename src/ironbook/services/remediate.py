@@ -379,8 +379,11 @@ _FAILURES = (maintenance.MaintenanceError, OSError, TimeoutError, nats.errors.Er
 class LocalClusterActions:
     """The actions on a `LocalCluster` run by this process (`ironbook up`)."""
 
-    def __init__(self, cluster: LocalCluster) -> None:
+    def __init__(self, cluster: LocalCluster, settle_s: float = 20.0) -> None:
         self.cluster = cluster
+        self.settle_s = settle_s
+        """A replica started more recently than this is not acted on, nor
+        counted towards its partition's majority (see `_replicas_unsafe`)."""
 
     async def resolve(self, locator: Locator) -> str | None:
         kind, value = locator
@@ -429,6 +432,53 @@ class LocalClusterActions:
             return f"{target} is {child.state}"
         if not child.process.is_running():
             return f"{target} is not running (the supervisor restarts it)"
+        if action != "move_nats_leaders":
+            return self._replicas_unsafe(target)
+        return None
+
+    def _replicas_unsafe(self, target: str) -> str | None:
+        """Why stopping replica `target` now could hurt, None if it cannot:
+        it started less than `settle_s` ago (while a replica starts its
+        scrapes are missing and it catches up, and the finding may be about
+        the process it replaced: a whole host stalled, the supervisor killed
+        every replica as hung, and the watcher's missed scrapes would then
+        kill their successors), or without it its partition would not keep
+        a majority of running, settled replicas."""
+        supervisor = self.cluster.supervisor
+        now = time.monotonic()
+
+        def settled(name: str) -> bool:
+            child = supervisor.children.get(name)
+            return (
+                child is not None
+                and child.state == "running"
+                and now - child.started_at >= self.settle_s
+            )
+
+        child = supervisor.children[target]
+        if now - child.started_at < self.settle_s:
+            return (
+                f"{target} started {now - child.started_at:.0f} s ago "
+                f"(left alone for {self.settle_s:g} s after a start)"
+            )
+        partition = next(
+            (
+                p
+                for p in range(self.cluster.config.partitions)
+                if target in self.cluster.replica_ids(p)
+            ),
+            None,
+        )
+        if partition is None:
+            return None
+        peers = [r for r in self.cluster.replica_ids(partition) if r != target]
+        majority = (len(peers) + 1) // 2 + 1
+        up = sum(settled(r) for r in peers)
+        if up < majority:
+            return (
+                f"partition {partition} would keep {up} running, settled replicas "
+                f"without {target}, fewer than its majority of {majority}"
+            )
         return None
 
     async def perform(self, action: ActionKind, target: str, reason: str) -> str:
