@@ -292,3 +292,35 @@ def test_holds_nest_and_a_drain_outlasts_them(
     assert child.state == "held"  # still drained
     supervisor.set_drained("node", False)
     assert child.state == "running"
+
+
+def test_a_pause_of_supervision_itself_kills_nobody(
+    tmp_path: Path, processes: list[ManagedProcess]
+) -> None:
+    # The host paused (or the supervisor's loop was held) longer than the
+    # hung limit: every child looks silent when supervision resumes, though
+    # none is hung. Silences count from the resumption, so a child that is
+    # really frozen is still killed, one hung limit later.
+    supervisor = Supervisor(FAST)
+    heard: list[Remediation] = []
+    supervisor.on_remediation = heard.append
+    calm = _child(supervisor, processes, tmp_path, "calm", SERVE_UNTIL_STOPPED)
+    frozen = _child(supervisor, processes, tmp_path, "frozen", SERVE_UNTIL_STOPPED)
+    supervisor.start_all()
+    _until("calm alive", supervisor, lambda: _alive(supervisor, "calm"))
+    _until("frozen alive", supervisor, lambda: _alive(supervisor, "frozen"))
+    calm_pid, frozen_pid = calm.pid, frozen.pid
+    calm.pause()
+    frozen.pause()
+    time.sleep(2 * FAST.hung_after_ms / 1000)  # no rounds meanwhile
+    calm.resume()
+    supervisor.check()
+    assert heard == []
+    _until("calm touches its file again", supervisor, lambda: _alive(supervisor, "calm"))
+    _until(
+        "the frozen child to be replaced",
+        supervisor,
+        lambda: frozen.is_running() and frozen.pid != frozen_pid,
+    )
+    assert [(r.action, r.child) for r in heard] == [("hung_kill", "frozen")]
+    assert calm.pid == calm_pid and calm.is_running()

@@ -140,6 +140,10 @@ class Supervisor:
         """Called after a child that was down is started again, with why it was down."""
         self._remediations: deque[float] = deque()
         self._changed = False
+        self._checked_at: float | None = None
+        self._resumed_wall = 0.0
+        """When its own rounds last resumed after standing still: silences
+        are counted from then at the earliest."""
 
     def add(
         self,
@@ -233,8 +237,24 @@ class Supervisor:
 
     def check(self) -> None:
         """One supervision round: kill the hung, schedule restarts of the
-        dead, give up on crash loops, run the restarts that are due."""
+        dead, give up on crash loops, run the restarts that are due.
+
+        When the rounds themselves stood still for over half the hung limit
+        (the host paused, or this process's loop was held), every child's
+        silence is counted from now: the children were most likely held
+        alike, and killing them all as hung would turn a pause into an
+        outage."""
         now = time.monotonic()
+        if self._checked_at is not None:
+            paused_s = now - self._checked_at
+            if paused_s > self.policy.hung_after_ms / 2000:
+                self._resumed_wall = time.time()
+                log.warning(
+                    "supervision stood still for %.1f s (a host or process pause): "
+                    "children's silences are counted from now",
+                    paused_s,
+                )
+        self._checked_at = now
         for child in self.children.values():
             if child.held or child.gave_up:
                 continue
@@ -307,6 +327,7 @@ class Supervisor:
             limit = self.policy.hung_after_ms
         else:  # no sign of life from this incarnation yet
             touched, limit = child.started_wall, self.policy.startup_grace_ms
+        touched = max(touched, self._resumed_wall)
         return int((time.time() - touched) * 1000), limit
 
     def _check_silence(self, child: Child, now: float) -> None:
