@@ -82,17 +82,25 @@ def _alive(supervisor: Supervisor, name: str) -> bool:
     return limit == FAST.hung_after_ms and silent < FAST.hung_after_ms
 
 
+def _running_children(
+    supervisor: Supervisor, started: list[ManagedProcess], tmp_path: Path, *names: str
+) -> tuple[list[ManagedProcess], list[Remediation]]:
+    """Children serving until stopped, started and seen alive; and the
+    remediations the supervisor reports from then on."""
+    heard: list[Remediation] = []
+    supervisor.on_remediation = heard.append
+    children = [_child(supervisor, started, tmp_path, n, SERVE_UNTIL_STOPPED) for n in names]
+    supervisor.start_all()
+    for name in names:
+        _until(f"{name} alive", supervisor, lambda name=name: _alive(supervisor, name))
+    return children, heard
+
+
 def test_a_frozen_child_is_killed_and_restarted(
     tmp_path: Path, processes: list[ManagedProcess]
 ) -> None:
     supervisor = Supervisor(FAST)
-    heard: list[Remediation] = []
-    supervisor.on_remediation = heard.append
-    frozen = _child(supervisor, processes, tmp_path, "frozen", SERVE_UNTIL_STOPPED)
-    calm = _child(supervisor, processes, tmp_path, "calm", SERVE_UNTIL_STOPPED)
-    supervisor.start_all()
-    _until("both children to touch their files", supervisor, lambda: _alive(supervisor, "frozen"))
-    _until("the calm child too", supervisor, lambda: _alive(supervisor, "calm"))
+    (frozen, calm), heard = _running_children(supervisor, processes, tmp_path, "frozen", "calm")
     frozen_pid, calm_pid = frozen.pid, calm.pid
     frozen.pause()
     _until(
@@ -110,13 +118,7 @@ def test_a_frozen_child_is_killed_and_restarted(
 
 def test_hung_kills_are_rate_limited(tmp_path: Path, processes: list[ManagedProcess]) -> None:
     supervisor = Supervisor(replace(FAST, max_remediations_per_minute=1))
-    heard: list[Remediation] = []
-    supervisor.on_remediation = heard.append
-    first = _child(supervisor, processes, tmp_path, "first", SERVE_UNTIL_STOPPED)
-    second = _child(supervisor, processes, tmp_path, "second", SERVE_UNTIL_STOPPED)
-    supervisor.start_all()
-    _until("first alive", supervisor, lambda: _alive(supervisor, "first"))
-    _until("second alive", supervisor, lambda: _alive(supervisor, "second"))
+    (first, second), heard = _running_children(supervisor, processes, tmp_path, "first", "second")
     first.pause()
     second.pause()
     _until("one kill and one suppressed", supervisor, lambda: len(heard) >= 2)
@@ -302,13 +304,7 @@ def test_a_pause_of_supervision_itself_kills_nobody(
     # none is hung. Silences count from the resumption, so a child that is
     # really frozen is still killed, one hung limit later.
     supervisor = Supervisor(FAST)
-    heard: list[Remediation] = []
-    supervisor.on_remediation = heard.append
-    calm = _child(supervisor, processes, tmp_path, "calm", SERVE_UNTIL_STOPPED)
-    frozen = _child(supervisor, processes, tmp_path, "frozen", SERVE_UNTIL_STOPPED)
-    supervisor.start_all()
-    _until("calm alive", supervisor, lambda: _alive(supervisor, "calm"))
-    _until("frozen alive", supervisor, lambda: _alive(supervisor, "frozen"))
+    (calm, frozen), heard = _running_children(supervisor, processes, tmp_path, "calm", "frozen")
     calm_pid, frozen_pid = calm.pid, frozen.pid
     calm.pause()
     frozen.pause()
