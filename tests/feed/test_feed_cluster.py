@@ -217,8 +217,10 @@ async def wait_producer_up(client: LedgerClient) -> float:
     return await wait_until("producer up", up)
 
 
-async def partition_markets(client: LedgerClient, partition: int) -> MarketState:
+async def partition_markets(client: LedgerClient, partition: int) -> tuple[MarketState, bool]:
+    """A partition's markets, and whether any is marked with its producer down."""
     markets: MarketState = {}
+    producer_down = False
     after = None
     while True:
         outcome = await client.submit_to(
@@ -226,7 +228,7 @@ async def partition_markets(client: LedgerClient, partition: int) -> MarketState
         )
         assert isinstance(outcome, core.Accepted) and isinstance(outcome.result, MarketPage)
         for view in outcome.result.markets:
-            assert not view.producer_down
+            producer_down = producer_down or view.producer_down
             markets[view.market_id] = (
                 view.status,
                 view.in_play,
@@ -235,7 +237,7 @@ async def partition_markets(client: LedgerClient, partition: int) -> MarketState
             )
         after = outcome.result.next_after
         if after is None:
-            return markets
+            return markets, producer_down
 
 
 async def whole_feed(provider: Provider) -> list[AnyFeedMessage]:
@@ -295,8 +297,19 @@ def test_ingester_killed_mid_burst_resumes_exactly(cluster: LocalCluster) -> Non
             fold.feed(await whole_feed(provider))
             expected = fold.markets()
             assert len(expected) >= 5
-            for partition in range(client.partitions):
-                assert await partition_markets(client, partition) == expected
+
+            async def as_fed() -> bool:
+                for partition in range(client.partitions):
+                    markets, producer_down = await partition_markets(client, partition)
+                    if producer_down or markets != expected:
+                        return False
+                return True
+
+            # On a loaded machine the new ingester can miss the producer's
+            # alive past the threshold just after its start and suspend the
+            # markets until the next one: every partition converges to the
+            # feed's own state, with the producer up.
+            await wait_until("every partition's markets as fed, producer up", as_fed)
 
             async def odds_match() -> bool:
                 return all(
