@@ -167,3 +167,27 @@ def test_a_series_must_move_its_minimum_change_to_alert() -> None:
                   f.state == "firing"]  # fmt: skip
     assert fired and all(at_s >= 150 for _, at_s in fired)
     assert "windowed_gaussian" in {detector for detector, _ in fired}
+
+
+def test_a_rate_must_move_its_share_of_the_baseline_to_alert() -> None:
+    """Bets per second around 1,000 with a small spread: a swing of 15 %
+    is far out in standard deviations and past the absolute minimum, but
+    under the series' minimum share of its baseline (25 %); a drop by half
+    alerts."""
+    config = WatchConfig(detectors=DetectorConfig(min_samples=10), confirm_samples=2)
+    bets = SeriesSpec(
+        "bets_per_s", "anomaly", "both", "bets", min_change=5.0, min_change_ratio=0.25
+    )
+    assert bets.least_change(1_000.0) == 250.0
+    assert bets.least_change(4.0) == 5.0
+    watch = Watch(config)
+    rng = random.Random(7)
+    fired: list[float] = []
+    for t in range(200):
+        value = 1_000.0 + rng.uniform(-5.0, 5.0)
+        if 100 <= t < 110:
+            value = 1_150.0
+        elif t >= 150:
+            value = 500.0
+        fired += [f.at_s for f in watch.observe(bets, (), float(t), value) if f.state == "firing"]
+    assert fired and all(at_s >= 150 for at_s in fired)

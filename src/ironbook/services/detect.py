@@ -20,9 +20,9 @@ randomness beyond a seed. `ironbook watch` feeds them from Prometheus and
   anomalous and resolves after `calm` normal ones in a row.
 
 A sample of an anomaly series counts as anomalous only when it has also moved
-at least its series' `min_change` (an absolute amount) from the windowed
-Gaussian's mean on the watched side: on a flat series a wiggle far out in
-standard deviations is still a wiggle.
+at least its series' `min_change` (an absolute amount), and `min_change_ratio`
+of the mean, from the windowed Gaussian's mean on the watched side: on a flat
+series a wiggle far out in standard deviations is still a wiggle.
 """
 
 from __future__ import annotations
@@ -280,6 +280,13 @@ class SeriesSpec:
     min_change: float = 0.0
     """An anomaly series' value counts as anomalous only this far (absolute,
     on the watched side) from the windowed Gaussian's mean."""
+    min_change_ratio: float = 0.0
+    """And at least this share of that mean's magnitude: for a rate, whose
+    ordinary swings grow with it."""
+
+    def least_change(self, mean: float) -> float:
+        """How far from `mean` a value must move to count as anomalous."""
+        return max(self.min_change, self.min_change_ratio * abs(mean))
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,7 +375,9 @@ class Watch:
 
         if tracked.gaussian is not None and tracked.trees is not None:
             mean = tracked.gaussian.mean()
-            moved = mean is not None and _moved(value - mean, spec.direction, spec.min_change)
+            moved = mean is not None and _moved(
+                value - mean, spec.direction, spec.least_change(mean)
+            )
             score = tracked.gaussian.update(value)
             judge("windowed_gaussian", moved and tracked.gaussian.is_anomalous(score), score=score)
             score = tracked.trees.update(value)

@@ -47,6 +47,10 @@ _RESEND_S = 30.0
 _ENDS_AFTER_S = 3 * _RESEND_S
 _RATE_RANGE = "15s"
 _MIB = 1024 * 1024
+BETS_PER_S_CHANGE_RATIO = 0.25
+"""Bets per second move this share of their baseline before it counts: an
+outage or a surge does; the ±20 % a closed loop of bettors swings by with
+the machine's load does not."""
 REPLICA_STALLED_RATIO = 0.06
 """A replica whose loop stood still off the CPU this much more of the time
 than the least stalled replica's is stalling: a stop of 0.6 s in 10 s. A
@@ -67,9 +71,16 @@ def watched_series(settings: WatchSettings) -> tuple[WatchedQuery, ...]:
     r = _RATE_RANGE
 
     def anomaly(
-        name: str, direction: Direction, summary: str, promql: str, min_change: float
+        name: str,
+        direction: Direction,
+        summary: str,
+        promql: str,
+        min_change: float,
+        min_change_ratio: float = 0.0,
     ) -> WatchedQuery:
-        return WatchedQuery(SeriesSpec(name, "anomaly", direction, summary, min_change), promql)
+        return WatchedQuery(
+            SeriesSpec(name, "anomaly", direction, summary, min_change, min_change_ratio), promql
+        )
 
     def forecast(name: str, summary: str, promql: str) -> WatchedQuery:
         return WatchedQuery(SeriesSpec(name, "forecast", "down", summary), promql)
@@ -81,6 +92,7 @@ def watched_series(settings: WatchSettings) -> tuple[WatchedQuery, ...]:
             "bets placed per second, against its recent baseline",
             f'sum(rate(ironbook_replica_commands_total{{kind="place_bet"}}[{r}]))',
             min_change=5.0,
+            min_change_ratio=BETS_PER_S_CHANGE_RATIO,
         ),
         anomaly(
             "bet_latency_p99_s",
@@ -178,7 +190,7 @@ def watched_series(settings: WatchSettings) -> tuple[WatchedQuery, ...]:
             "share of a NATS server's probes answered late against the quickest server "
             "(stopped or starved of CPU)",
             "ironbook_nats_server_stalled_ratio",
-            min_change=0.08,
+            min_change=0.06,
         ),
         anomaly(
             "nats_stream_replicas_lagging",
