@@ -6,6 +6,8 @@ import argparse
 import importlib
 import sys
 
+from ironbook.cli.signals import unwind_on_sigterm
+
 BENCHMARKS = {
     "core": "ironbook.benchmarks.pure_core",
     "ledger": "ironbook.benchmarks.ledger",
@@ -37,6 +39,8 @@ def _command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    # SIGTERM unwinds like Ctrl-C: a benchmark's cluster, relays and mounts go.
+    unwind_on_sigterm()
     return int(module.main(args.rest))
 
 

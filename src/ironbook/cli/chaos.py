@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import signal
 import sys
 import tempfile
 from collections.abc import Callable
@@ -68,6 +67,7 @@ from ironbook.chaos.faults import ALL_FAULTS, FaultKind
 from ironbook.chaos.run import ChaosOptions, ChaosReport, run_chaos
 from ironbook.chaos.soak import DEFAULT_RESULTS, SoakError, SoakOptions, run_soak, summary_table
 from ironbook.cli.check import report_lines
+from ironbook.cli.signals import unwind_on_sigterm
 from ironbook.settings import ReplicaMutation
 
 
@@ -206,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
         monitoring=args.monitoring,
     )
     # SIGTERM unwinds like Ctrl-C, so the cluster stops and the namespaces go.
-    signal.signal(signal.SIGTERM, _interrupt)
+    unwind_on_sigterm()
     if args.soak is not None:
         return soak(args, options, say)
     try:
@@ -269,10 +269,6 @@ def _refusal(error: Exception) -> str:
     if isinstance(error, UncleanEnvironment):
         return f"--strict-env: leftovers of earlier runs on this machine: {error}"
     return str(error)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def cleanup_network() -> int:
